@@ -1,0 +1,466 @@
+"""Configuration: one frozen dataclass per engine step, nested in :class:`SubtractionConfig`.
+
+Every field carries its documentation, unit and limits in ``metadata`` (built by
+:func:`param`); the values are validated on construction, and the GUI's parameter
+panel is generated from the same metadata. Configs are saved and loaded as TOML,
+never by executing Python.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import tomllib
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import tomli_w
+
+from diffviewer.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def param(
+    default: Any,
+    doc: str,
+    *,
+    unit: str = "",
+    minimum: float | None = None,
+    maximum: float | None = None,
+    choices: Sequence[str] | None = None,
+) -> Any:
+    """Declare a config field with its documentation and limits.
+
+    Parameters
+    ----------
+    default : Any
+        Default value (immutable: numbers, strings, bools or tuples).
+    doc : str
+        One-sentence description shown as a tooltip and in the TOML comments.
+    unit : str, optional
+        Unit of the value ("px", "sigma", "" for dimensionless).
+    minimum, maximum : float, optional
+        Inclusive limits for numbers (applied to every element of a tuple).
+    choices : sequence of str, optional
+        Allowed values of a string field.
+
+    Returns
+    -------
+    dataclasses.Field
+        A field for a frozen config dataclass.
+    """
+    meta = {"doc": doc, "unit": unit, "min": minimum, "max": maximum,
+            "choices": tuple(choices) if choices else None}
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _check_scalar(section: str, name: str, value: Any, kind: type, meta: Mapping[str, Any]) -> Any:
+    """Validate and coerce one scalar value against its declared type and limits."""
+    where = f"{section}.{name}"
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} = {value!r}: expected true or false")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} = {value!r}: expected a whole number")
+    elif kind is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where} = {value!r}: expected a number")
+        value = float(value)
+    elif kind is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} = {value!r}: expected a string")
+        choices = meta.get("choices")
+        if choices and value not in choices:
+            raise ConfigError(f"{where} = {value!r}: choose one of {', '.join(choices)}")
+        return value
+    lo, hi = meta.get("min"), meta.get("max")
+    unit = f" {meta['unit']}" if meta.get("unit") else ""
+    if lo is not None and value < lo:
+        raise ConfigError(f"{where} = {value!r}{unit} is below its minimum {lo}{unit}")
+    if hi is not None and value > hi:
+        raise ConfigError(f"{where} = {value!r}{unit} is above its maximum {hi}{unit}")
+    return value
+
+
+def _validate_fields(obj: Any) -> None:
+    """Type-check, coerce and range-check every field of a config dataclass in place."""
+    section = getattr(obj, "SECTION", type(obj).__name__)
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        kind = hints[f.name]
+        value = getattr(obj, f.name)
+        origin = typing.get_origin(kind)
+        if origin is tuple:
+            if isinstance(value, str) or not isinstance(value, Sequence):
+                raise ConfigError(f"{section}.{f.name} = {value!r}: expected a list")
+            elem = typing.get_args(kind)[0]
+            value = tuple(_check_scalar(section, f.name, v, elem, f.metadata) for v in value)
+        elif origin in (types.UnionType, typing.Union):
+            continue
+        else:
+            value = _check_scalar(section, f.name, value, kind, f.metadata)
+        object.__setattr__(obj, f.name, value)
+
+
+@dataclasses.dataclass(frozen=True)
+class WarpConfig:
+    """Bringing the template onto the science pixel grid (the seed's warp step)."""
+
+    SECTION = "warp"
+    required_template_fraction: float = param(
+        0.1, "Least fraction of science pixels the warped template must cover with good data "
+        "(the seed's requiredTemplateFraction); below it the run stops with NoWorkFound.",
+        minimum=0.0, maximum=1.0)
+    grid_tolerance: float = param(
+        0.01, "Largest pixel offset between the two grids, over the image, for which warping is skipped.",
+        unit="px", minimum=0.0, maximum=10.0)
+    interpolation: str = param(
+        "bilinear", "Interpolation used to warp the template.",
+        choices=("nearest-neighbor", "bilinear", "biquadratic", "bicubic"))
+
+    def __post_init__(self) -> None:
+        _validate_fields(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class CandidatesConfig:
+    """Selection of the stars used to fit the PSF-matching kernel (the seed's kernel sources)."""
+
+    SECTION = "candidates"
+    detect_threshold: float = param(
+        10.0, "Detection threshold on the science image for candidate stars.",
+        unit="sigma", minimum=3.0, maximum=1000.0)
+    snr_min: float = param(10.0, "Least S/N of a kernel candidate.", unit="sigma", minimum=1.0, maximum=1e5)
+    snr_max: float = param(500.0, "Largest S/N of a kernel candidate (brighter stars risk non-linearity).",
+                           unit="sigma", minimum=1.0, maximum=1e7)
+    isolation_radius: float = param(
+        2.0, "A candidate needs no other detection within this many stamp half-widths.",
+        unit="stamp", minimum=0.0, maximum=10.0)
+    cell_size: int = param(128, "Side of the cells that spread candidates over the image.",
+                           unit="px", minimum=16, maximum=4096)
+    max_per_cell: int = param(3, "Most candidates kept per cell (the brightest first).",
+                              minimum=1, maximum=100)
+    control_every: int = param(5, "Every n-th candidate is held out as a control star, never fitted "
+                               "(0 holds out none).", minimum=0, maximum=100)
+    saturation_level: float = param(
+        0.0, "Pixel value above which a pixel is saturated; 0 reads SATURATE from the header, "
+        "or uses none.", unit="image units", minimum=0.0)
+    source_list: str = param("", "Optional catalog file (ECSV/CSV/FITS) with x,y or ra,dec columns "
+                             "of the stars to use instead of detecting them.")
+
+    def __post_init__(self) -> None:
+        _validate_fields(self)
+        if self.snr_max <= self.snr_min:
+            raise ConfigError(f"candidates.snr_max = {self.snr_max} must exceed "
+                              f"candidates.snr_min = {self.snr_min}")
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelConfig:
+    """The Alard-Lupton PSF-matching kernel, its spatial model and stamp rejection."""
+
+    SECTION = "kernel"
+    mode: str = param("template", "Which image is convolved: the template, the science, or auto "
+                      "(the one with the narrower PSF).", choices=("template", "science", "auto"))
+    degrees: tuple[int, ...] = param(
+        (4, 2, 2), "Polynomial degree of each Gaussian of the basis (one entry per Gaussian).",
+        minimum=0, maximum=8)
+    width_ratio: float = param(2.0, "Ratio between the widths of consecutive Gaussians.",
+                               minimum=1.1, maximum=5.0)
+    min_sigma: float = param(0.5, "Smallest width of the narrowest Gaussian.", unit="px",
+                             minimum=0.1, maximum=20.0)
+    size_sigmas: float = param(2.5, "Kernel half-size in widths of the widest Gaussian.",
+                               unit="sigma", minimum=1.0, maximum=10.0)
+    min_size: int = param(11, "Smallest kernel side (odd).", unit="px", minimum=3, maximum=101)
+    max_size: int = param(35, "Largest kernel side (odd).", unit="px", minimum=3, maximum=151)
+    spatial_order: int = param(2, "Order of the polynomial in x, y of each kernel coefficient.",
+                               minimum=0, maximum=5)
+    background_order: int = param(1, "Order of the polynomial in x, y of the differential background.",
+                                  minimum=0, maximum=5)
+    max_kernel_sum_sigma: float = param(
+        3.0, "Reject a stamp whose kernel sum is further than this from the clipped mean.",
+        unit="sigma", minimum=1.0, maximum=100.0)
+    max_residual_mean: float = param(
+        0.5, "Reject a stamp whose normalised residual has a larger absolute mean.",
+        minimum=0.0, maximum=100.0)
+    max_residual_std: float = param(
+        1.5, "Reject a stamp whose normalised residual has a larger standard deviation.",
+        minimum=0.1, maximum=100.0)
+    max_iterations: int = param(3, "Rounds of per-stamp rejection.", minimum=1, maximum=20)
+    min_stamps: int = param(3, "Least number of good stamps to fit a kernel; with fewer, the spatial "
+                            "orders are lowered, then the run fails with InsufficientKernelSources.",
+                            minimum=1, maximum=1000)
+
+    def __post_init__(self) -> None:
+        _validate_fields(self)
+        for name in ("min_size", "max_size"):
+            if getattr(self, name) % 2 == 0:
+                raise ConfigError(f"kernel.{name} = {getattr(self, name)} must be odd")
+        if self.min_size > self.max_size:
+            raise ConfigError(f"kernel.min_size = {self.min_size} exceeds kernel.max_size = {self.max_size}")
+        if not self.degrees:
+            raise ConfigError("kernel.degrees is empty: give at least one Gaussian, e.g. [4, 2, 2]")
+
+
+@dataclasses.dataclass(frozen=True)
+class DecorrelationConfig:
+    """Noise decorrelation of the difference (Reiss & Lupton 2016 afterburner)."""
+
+    SECTION = "decorrelation"
+    enabled: bool = param(True, "Whiten the difference's noise after convolution.")
+
+    def __post_init__(self) -> None:
+        _validate_fields(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreConfig:
+    """The score image on which point sources are detected."""
+
+    SECTION = "score"
+    method: str = param("zogy", "Score image: ZOGY S_corr, Alard-Lupton preconvolution "
+                        "(difference filtered by its PSF), or none.", choices=("zogy", "al", "none"))
+    astrometric_noise: float = param(
+        0.0, "RMS registration error between the images, per axis, entering S_corr.",
+        unit="px", minimum=0.0, maximum=5.0)
+
+    def __post_init__(self) -> None:
+        _validate_fields(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectionConfig:
+    """Detection of positive and negative sources on the difference or score."""
+
+    SECTION = "detection"
+    detect_on: str = param("score", "Image searched for sources: the score, or the difference itself.",
+                           choices=("score", "difference"))
+    threshold: float = param(5.0, "Detection threshold.", unit="sigma", minimum=0.5, maximum=1000.0)
+    min_area: int = param(3, "Least number of connected pixels above threshold.", unit="px",
+                          minimum=1, maximum=10000)
+    grow: int = param(2, "Footprints are grown by this many pixels before merging.", unit="px",
+                      minimum=0, maximum=50)
+    sky_sources: int = param(0, "Number of blank-sky positions measured to calibrate the noise.",
+                             minimum=0, maximum=10000)
+    max_detected_fraction: float = param(
+        0.05, "Bad-subtraction guard: warn when detections cover more than this fraction of the image.",
+        minimum=0.0, maximum=1.0)
+
+    def __post_init__(self) -> None:
+        _validate_fields(self)
+        if self.detect_on == "score" and self.min_area < 1:
+            raise ConfigError("detection.min_area must be at least 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class MeasurementConfig:
+    """Measurement of the DIA sources."""
+
+    SECTION = "measurement"
+    aperture_radii: tuple[float, ...] = param(
+        (3.0, 6.0, 9.0), "Radii of the circular apertures.", unit="px", minimum=0.5, maximum=100.0)
+    dipole_max_separation: float = param(
+        3.0, "Largest separation of a dipole's lobes, in FWHM of the difference PSF.",
+        unit="FWHM", minimum=0.1, maximum=20.0)
+    dipole_flux_ratio: float = param(
+        0.2, "Least ratio of the weaker to the stronger lobe's flux for a dipole.",
+        minimum=0.0, maximum=1.0)
+    exposure_id: int = param(0, "Exposure id stored in the high bits of every DIA source id.",
+                             minimum=0)
+    exposure_bits: int = param(32, "Number of high bits of the 64-bit id that hold the exposure id.",
+                               minimum=1, maximum=62)
+
+    def __post_init__(self) -> None:
+        _validate_fields(self)
+        if self.exposure_id >= 2**self.exposure_bits:
+            raise ConfigError(
+                f"measurement.exposure_id = {self.exposure_id} does not fit in "
+                f"measurement.exposure_bits = {self.exposure_bits} bits; raise exposure_bits"
+            )
+
+
+SECTION_TYPES: dict[str, type] = {
+    "warp": WarpConfig,
+    "candidates": CandidatesConfig,
+    "kernel": KernelConfig,
+    "decorrelation": DecorrelationConfig,
+    "score": ScoreConfig,
+    "detection": DetectionConfig,
+    "measurement": MeasurementConfig,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class SubtractionConfig:
+    """The whole configuration of a subtraction run, one section per engine step."""
+
+    warp: WarpConfig = dataclasses.field(default_factory=WarpConfig)
+    candidates: CandidatesConfig = dataclasses.field(default_factory=CandidatesConfig)
+    kernel: KernelConfig = dataclasses.field(default_factory=KernelConfig)
+    decorrelation: DecorrelationConfig = dataclasses.field(default_factory=DecorrelationConfig)
+    score: ScoreConfig = dataclasses.field(default_factory=ScoreConfig)
+    detection: DetectionConfig = dataclasses.field(default_factory=DetectionConfig)
+    measurement: MeasurementConfig = dataclasses.field(default_factory=MeasurementConfig)
+
+    def __post_init__(self) -> None:
+        if self.score.method == "none" and self.detection.detect_on == "score":
+            raise ConfigError("detection.detect_on = 'score' needs score.method 'zogy' or 'al', "
+                              "not 'none'; set detection.detect_on = 'difference'")
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Return the config as nested plain dicts (tuples become lists)."""
+        out: dict[str, dict[str, Any]] = {}
+        for name in SECTION_TYPES:
+            section = getattr(self, name)
+            out[name] = {f.name: (list(v) if isinstance(v := getattr(section, f.name), tuple) else v)
+                         for f in dataclasses.fields(section)}
+        return out
+
+    def digest(self) -> str:
+        """Short hash of the effective config (identifies which config made an output)."""
+        return hashlib.sha256(to_toml(self).encode()).hexdigest()[:12]
+
+
+def from_dict(data: Mapping[str, Any], base: SubtractionConfig | None = None) -> SubtractionConfig:
+    """Build a config from nested dicts, starting from ``base`` (defaults when None).
+
+    Parameters
+    ----------
+    data : mapping
+        ``{section: {field: value}}``; sections and fields not given keep their base values.
+    base : SubtractionConfig, optional
+        The config to update.
+
+    Returns
+    -------
+    SubtractionConfig
+        The validated config.
+
+    Raises
+    ------
+    ConfigError
+        On an unknown section or field, or an invalid value.
+    """
+    base = base or SubtractionConfig()
+    sections: dict[str, Any] = {}
+    for name, values in data.items():
+        if name not in SECTION_TYPES:
+            raise ConfigError(f"unknown config section [{name}]; known: {', '.join(SECTION_TYPES)}")
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"config section [{name}] must be a table of field = value")
+        current = getattr(base, name)
+        known = {f.name for f in dataclasses.fields(current)}
+        for key in values:
+            if key not in known:
+                raise ConfigError(f"unknown config field {name}.{key}; known: {', '.join(sorted(known))}")
+        sections[name] = dataclasses.replace(current, **dict(values))
+    return dataclasses.replace(base, **sections)
+
+
+def to_toml(config: SubtractionConfig) -> str:
+    """Serialise a config to TOML text, each field preceded by its documentation."""
+    lines: list[str] = []
+    for name, values in config.to_dict().items():
+        section = getattr(config, name)
+        lines.append(f"[{name}]")
+        for f in dataclasses.fields(section):
+            unit = f" [{f.metadata['unit']}]" if f.metadata.get("unit") else ""
+            lines.append(f"# {f.metadata['doc']}{unit}")
+            lines.append(tomli_w.dumps({f.name: values[f.name]}).strip())
+        lines.append("")
+    return "\n".join(lines)
+
+
+def load_toml(path: str | Path, base: SubtractionConfig | None = None) -> SubtractionConfig:
+    """Read a config TOML file.
+
+    Parameters
+    ----------
+    path : str or Path
+        The TOML file.
+    base : SubtractionConfig, optional
+        Values not in the file come from here (defaults when None).
+
+    Returns
+    -------
+    SubtractionConfig
+
+    Raises
+    ------
+    ConfigError
+        When the file is missing, is not TOML, or holds an invalid value.
+    """
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist; check the path") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid TOML ({exc}); fix or regenerate it") from None
+    try:
+        return from_dict(data, base)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """Parse one ``section.field=value`` override; the value is read as a TOML value.
+
+    Parameters
+    ----------
+    text : str
+        For example ``kernel.spatial_order=1`` or ``score.method=al`` (bare words are strings).
+
+    Returns
+    -------
+    (str, str, Any)
+        Section, field and value.
+
+    Raises
+    ------
+    ConfigError
+        When the text is not of that form.
+    """
+    key, sep, raw = text.partition("=")
+    section, dot, name = key.strip().partition(".")
+    if not sep or not dot or not section or not name:
+        raise ConfigError(f"--set {text!r}: expected section.field=value, e.g. kernel.spatial_order=1")
+    raw = raw.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return section, name, value
+
+
+def apply_overrides(config: SubtractionConfig, overrides: Sequence[str]) -> SubtractionConfig:
+    """Apply ``section.field=value`` overrides in order.
+
+    Parameters
+    ----------
+    config : SubtractionConfig
+        The starting config.
+    overrides : sequence of str
+        Overrides as given on the command line.
+
+    Returns
+    -------
+    SubtractionConfig
+    """
+    for text in overrides:
+        section, name, value = parse_override(text)
+        config = from_dict({section: {name: value}}, config)
+    return config
+
+
+def field_specs(section: str) -> list[dataclasses.Field[Any]]:
+    """The fields of one section, with their metadata, in declaration order (for UIs)."""
+    if section not in SECTION_TYPES:
+        raise ConfigError(f"unknown config section {section!r}")
+    return list(dataclasses.fields(SECTION_TYPES[section]))

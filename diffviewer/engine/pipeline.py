@@ -1,0 +1,167 @@
+"""The order of the engine's steps: the only module that knows it.
+
+``run_subtraction`` is the seed's ``ImageDifferenceTask.run``: warp the template to
+the science grid, check its coverage, measure both PSFs, select kernel stars, fit
+the spatially varying Alard-Lupton kernel, subtract, decorrelate, compute the score,
+detect and measure DIA sources, and gather the runDebug diagnostics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from astropy.table import Table
+
+from diffviewer.config import SubtractionConfig
+from diffviewer.engine import (
+    candidates,
+    decorrelate,
+    detect,
+    diagnostics,
+    kernel,
+    measure,
+    psf,
+    subtract,
+    warp,
+    zogy,
+)
+from diffviewer.engine.progress import CancelToken, ProgressCallback, Reporter
+from diffviewer.exposure import Exposure
+
+
+@dataclasses.dataclass(frozen=True)
+class SubtractionResult:
+    """Everything a run produced, for writing, plotting and inspection.
+
+    Attributes
+    ----------
+    config : SubtractionConfig
+        The effective config of the run.
+    science : Exposure
+        The science exposure as read.
+    template : warp.WarpResult
+        The template on the science grid, with the warp's coverage.
+    science_psf, template_psf : psf.PsfEstimate
+        PSF size, shape and image of each input.
+    kernel : kernel.KernelFit
+        The PSF-matching kernel solution and the candidates table with per-stamp QA.
+    subtraction : subtract.SubtractionProducts
+        Matched image, raw difference, kernel-sum map.
+    difference : Exposure
+        The difference that is measured (decorrelated when configured).
+    decorrelation : decorrelate.DecorrelationResult or None
+        The decorrelation kernel, when decorrelation ran.
+    score : zogy.ScoreResult or None
+        The score image, when configured.
+    detections : detect.Detections
+        Footprints and the difference's mask with DETECTED planes.
+    diasources : astropy.table.Table
+        The DIA source catalog.
+    diagnostics : diagnostics.Diagnostics
+        runDebug data: residual panels, noise ratio.
+    timings : dict
+        Wall-clock seconds per step.
+    warnings : tuple of str
+        What the user should know (deconvolution risk, few kernel stars, ...).
+    """
+
+    config: SubtractionConfig
+    science: Exposure
+    template: warp.WarpResult
+    science_psf: psf.PsfEstimate
+    template_psf: psf.PsfEstimate
+    kernel: kernel.KernelFit
+    subtraction: subtract.SubtractionProducts
+    difference: Exposure
+    decorrelation: decorrelate.DecorrelationResult | None
+    score: zogy.ScoreResult | None
+    detections: detect.Detections
+    diasources: Table
+    diagnostics: diagnostics.Diagnostics
+    timings: dict[str, float]
+    warnings: tuple[str, ...]
+
+
+def run_subtraction(
+    science: Exposure,
+    template: Exposure,
+    config: SubtractionConfig | None = None,
+    *,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> SubtractionResult:
+    """Warp, PSF-match, subtract, score, detect and measure.
+
+    Parameters
+    ----------
+    science : Exposure
+        The science exposure (the minuend).
+    template : Exposure
+        The template (reference) exposure of the same sky.
+    config : SubtractionConfig, optional
+        Defaults when None.
+    progress : callable, optional
+        ``progress(step, fraction)`` as the run goes.
+    cancel : CancelToken, optional
+        Checked between and within steps; a cancelled run raises ``Cancelled``.
+
+    Returns
+    -------
+    SubtractionResult
+
+    Raises
+    ------
+    NoWorkFound
+        When the template covers too little of the science image.
+    InsufficientKernelSources
+        When too few stars remain to fit a kernel.
+    Cancelled
+        When ``cancel`` was set.
+    """
+    config = config or SubtractionConfig()
+    rep = Reporter(progress, cancel)
+    notes: list[str] = []
+
+    with rep.step("warp", 0.0, 0.10):
+        warped = warp.warp_template(template, science, config.warp, rep)
+    with rep.step("kernel candidates", 0.10, 0.20):
+        cands = candidates.select_candidates(science, warped.exposure, config.candidates, rep)
+    with rep.step("psf", 0.20, 0.25):
+        sci_psf = psf.estimate_psf(science, cands.table["x"], cands.table["y"])
+        tmpl_psf = psf.estimate_psf(warped.exposure, cands.table["x"], cands.table["y"])
+    with rep.step("kernel fit", 0.25, 0.45):
+        fit = kernel.fit_kernel(science, warped.exposure, cands, sci_psf, tmpl_psf, config.kernel, rep)
+    with rep.step("subtract", 0.45, 0.60):
+        products = subtract.subtract_images(science, warped.exposure, fit, rep)
+    decorr = None
+    difference, diff_psf = products.difference, products.psf
+    if config.decorrelation.enabled:
+        with rep.step("decorrelate", 0.60, 0.68):
+            decorr = decorrelate.decorrelate(products, fit, science, warped.exposure, rep)
+            difference, diff_psf = decorr.difference, decorr.psf
+    score = None
+    with rep.step("score", 0.68, 0.78):
+        if config.score.method == "zogy":
+            score = zogy.zogy_score(science, warped.exposure, sci_psf.image, tmpl_psf.image,
+                                    fit.photometric_scale, config.score, rep)
+        elif config.score.method == "al":
+            score = zogy.al_score(difference, diff_psf, rep)
+    with rep.step("detect", 0.78, 0.86):
+        detections = detect.detect_sources(difference, score, config.detection, rep)
+        difference = difference.replace(mask=detections.mask)
+    with rep.step("measure", 0.86, 0.96):
+        diasources = measure.measure_sources(
+            difference, science, warped.exposure, score, detections,
+            diff_psf, sci_psf.image, config.measurement, rep)
+    with rep.step("diagnostics", 0.96, 1.0):
+        diag = diagnostics.compute_diagnostics(science, warped.exposure, fit, products, difference, rep)
+
+    notes.extend(warped.warnings)
+    notes.extend(fit.warnings)
+    notes.extend(detections.warnings)
+    return SubtractionResult(
+        config=config, science=science, template=warped, science_psf=sci_psf,
+        template_psf=tmpl_psf, kernel=fit, subtraction=products, difference=difference,
+        decorrelation=decorr, score=score, detections=detections, diasources=diasources,
+        diagnostics=diag, timings=dict(rep.timings), warnings=tuple(notes),
+    )

@@ -1,0 +1,33 @@
+"""The error hierarchy of diffviewer.
+
+Every message names the file or value at fault and says what to do about it,
+so that the command line can print it on one line and the GUI can show it as is.
+"""
+
+
+class DiffviewerError(Exception):
+    """Base class of every error diffviewer raises on purpose."""
+
+
+class InputError(DiffviewerError):
+    """An input file, extension, array or value cannot be used."""
+
+
+class ConfigError(DiffviewerError):
+    """A configuration value is out of range, of the wrong type or inconsistent."""
+
+
+class NoWorkFound(DiffviewerError):
+    """There is nothing to subtract, e.g. the template covers too little of the science image."""
+
+
+class InsufficientKernelSources(DiffviewerError):
+    """Too few usable stars remain to fit the PSF-matching kernel."""
+
+
+class OutputError(DiffviewerError):
+    """An output cannot be written where it was asked for."""
+
+
+class Cancelled(DiffviewerError):
+    """The run was cancelled through its cancel token."""

@@ -1,0 +1,188 @@
+"""The :class:`Exposure`: image, variance, mask planes, WCS, PSF, zero point, header."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+from astropy.io import fits
+from astropy.wcs import WCS
+
+from diffviewer.errors import InputError
+
+
+class MaskPlane(enum.IntFlag):
+    """Named bit planes of an exposure's mask (the LSST ``afw`` plane names)."""
+
+    BAD = 1 << 0
+    SAT = 1 << 1
+    INTRP = 1 << 2
+    CR = 1 << 3
+    EDGE = 1 << 4
+    DETECTED = 1 << 5
+    DETECTED_NEGATIVE = 1 << 6
+    SUSPECT = 1 << 7
+    NO_DATA = 1 << 8
+    SAT_TEMPLATE = 1 << 9
+
+
+#: Planes that make a pixel unusable for fitting and measurement.
+UNUSABLE = MaskPlane.NO_DATA | MaskPlane.SAT | MaskPlane.BAD | MaskPlane.EDGE | MaskPlane.CR
+
+MASK_DTYPE = np.int32
+
+
+def mask_plane_names(value: int) -> list[str]:
+    """Decode a mask value into the names of the planes that are set.
+
+    Parameters
+    ----------
+    value : int
+        A mask pixel value.
+
+    Returns
+    -------
+    list of str
+        Plane names in bit order; empty when no plane is set.
+    """
+    return [plane.name for plane in MaskPlane if plane.name and int(value) & int(plane)]
+
+
+def mask_header_cards() -> list[tuple[str, int, str]]:
+    """FITS cards that name each mask plane, as LSST writes them (``MP_<NAME>`` = bit index).
+
+    Returns
+    -------
+    list of (str, int, str)
+        Keyword, bit index and comment for every plane.
+    """
+    return [
+        (f"MP_{plane.name}"[:8], int(plane).bit_length() - 1, f"mask plane {plane.name}")
+        for plane in MaskPlane
+        if plane.name
+    ]
+
+
+def _frozen_array(array: np.ndarray, dtype: Any, name: str) -> np.ndarray:
+    """Return ``array`` as a read-only C-contiguous array of ``dtype`` (a copy when needed)."""
+    out = np.ascontiguousarray(array, dtype=dtype)
+    if out is array and array.flags.writeable:
+        out = out.copy()
+    if out.ndim != 2:
+        raise InputError(f"{name} must be a 2-D array, got shape {out.shape}")
+    out.flags.writeable = False
+    return out
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Exposure:
+    """An image with its variance, mask and metadata.
+
+    Arrays are stored float32 (image, variance) and int32 (mask), C-contiguous
+    and read-only; use :meth:`replace` to derive a new exposure.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        Pixel values (counts or calibrated flux, per pixel). Never NaN where the
+        mask lacks ``NO_DATA``; NaN/Inf input pixels are set to 0 and flagged.
+    variance : numpy.ndarray
+        Variance of each pixel (image units squared).
+    mask : numpy.ndarray
+        Bit planes of :class:`MaskPlane`.
+    wcs : astropy.wcs.WCS or None
+        World coordinate system; may be non-celestial or absent.
+    psf : numpy.ndarray or None
+        An image of the PSF (odd-sized, centred, sum 1), when known.
+    zero_point : float or None
+        Photometric zero point (AB mag of one image unit), when known.
+    header : astropy.io.fits.Header
+        The primary header of the image as read.
+    source : str
+        Where the exposure came from (a file spec, or a description).
+    variance_estimated : bool
+        True when the variance was estimated rather than read.
+    """
+
+    image: np.ndarray
+    variance: np.ndarray
+    mask: np.ndarray
+    wcs: WCS | None = None
+    psf: np.ndarray | None = None
+    zero_point: float | None = None
+    header: fits.Header = dataclasses.field(default_factory=fits.Header)
+    source: str = "<memory>"
+    variance_estimated: bool = False
+
+    def __post_init__(self) -> None:
+        image = _frozen_array(self.image, np.float32, f"image of {self.source}")
+        variance = _frozen_array(self.variance, np.float32, f"variance of {self.source}")
+        mask = _frozen_array(self.mask, MASK_DTYPE, f"mask of {self.source}")
+        for name, arr in (("variance", variance), ("mask", mask)):
+            if arr.shape != image.shape:
+                raise InputError(
+                    f"{self.source}: {name} shape {arr.shape} differs from image shape "
+                    f"{image.shape}; give planes of the same size"
+                )
+        object.__setattr__(self, "image", image)
+        object.__setattr__(self, "variance", variance)
+        object.__setattr__(self, "mask", mask)
+        if self.psf is not None:
+            psf = np.array(self.psf, dtype=np.float64)
+            psf.flags.writeable = False
+            object.__setattr__(self, "psf", psf)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Image shape as (ny, nx)."""
+        return (int(self.image.shape[0]), int(self.image.shape[1]))
+
+    @property
+    def has_celestial_wcs(self) -> bool:
+        """Whether the WCS maps pixels to the sky."""
+        return self.wcs is not None and self.wcs.has_celestial
+
+    def good_pixels(self, bad: int = int(UNUSABLE)) -> np.ndarray:
+        """Boolean map of pixels with none of the ``bad`` planes set.
+
+        Parameters
+        ----------
+        bad : int
+            Mask bits that make a pixel bad.
+
+        Returns
+        -------
+        numpy.ndarray
+            True where the pixel is usable.
+        """
+        return (self.mask & bad) == 0
+
+    def replace(self, **changes: Any) -> Exposure:
+        """Return a copy with some fields replaced (arrays are re-validated)."""
+        return dataclasses.replace(self, **changes)
+
+
+def set_planes(mask: np.ndarray, where: np.ndarray, planes: Iterable[MaskPlane] | MaskPlane) -> np.ndarray:
+    """Return a new mask with ``planes`` set where ``where`` is true.
+
+    Parameters
+    ----------
+    mask : numpy.ndarray
+        The input mask (not modified).
+    where : numpy.ndarray
+        Boolean array of the same shape.
+    planes : MaskPlane or iterable of MaskPlane
+        The plane(s) to set.
+
+    Returns
+    -------
+    numpy.ndarray
+        A new int32 mask.
+    """
+    bits = int(planes) if isinstance(planes, MaskPlane) else int(np.bitwise_or.reduce([int(p) for p in planes]))
+    out = np.array(mask, dtype=MASK_DTYPE, copy=True)
+    out[where] |= MASK_DTYPE(bits)
+    return out

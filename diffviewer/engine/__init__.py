@@ -1,0 +1,1 @@
+"""The subtraction engine: pure functions from exposures to results; no Qt, no threads."""

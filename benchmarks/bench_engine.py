@@ -1,0 +1,128 @@
+"""Benchmark of the engine end to end: files in, every output written.
+
+Each case runs in its own interpreter so that its peak RSS is its own. Prints a
+table of seconds per step, the total, peak RSS and the difference's noise ratio.
+
+Usage: ``python benchmarks/bench_engine.py [--cases goto synthetic4k decam] [--repeat N]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+
+CASES = {
+    "goto": (str(DATA / "goto" / "1.fits"), str(DATA / "goto" / "2.fits")),
+    "decam": (str(DATA / "decam_mini" / "peer_output_sfft" / "Stack-DEC-OBS04.fits"),
+              str(DATA / "decam_mini" / "peer_output_sfft" / "Stack-DEC-OBS18.fits")),
+}
+SYNTHETIC = {"synthetic4k": ((4096, 4096), 20000)}
+
+
+def make_synthetic(folder: Path, shape: tuple[int, int], n_stars: int) -> tuple[str, str]:
+    """Write a seeded synthetic pair as FITS files (in a child process, outside the measurement)."""
+    from diffviewer.io import write_exposure
+    from diffviewer.synthetic import make_pair
+
+    pair = make_pair(shape, n_stars, seed=42, transients=[(1000.0, 1000.0, 2e4)])
+    sci, tmpl = folder / "science.fits", folder / "template.fits"
+    write_exposure(sci, pair.science)
+    write_exposure(tmpl, pair.template)
+    return str(sci), str(tmpl)
+
+
+def measure_case(science: str, template: str, out: str) -> dict[str, float]:
+    """Run one pair end to end in this process and return its figures."""
+    from diffviewer.config import SubtractionConfig
+    from diffviewer.engine.diagnostics import noise_ratio
+    from diffviewer.engine.pipeline import run_subtraction
+    from diffviewer.io import read_exposure
+    from diffviewer.outputs import write_outputs
+
+    t0 = time.perf_counter()
+    sci, tmpl = read_exposure(science), read_exposure(template)
+    t_read = time.perf_counter() - t0
+    result = run_subtraction(sci, tmpl, SubtractionConfig())
+    t1 = time.perf_counter()
+    write_outputs(result, out, [Path(science), Path(template)], overwrite=True)
+    t_write = time.perf_counter() - t1
+    figures = {"read": t_read, **result.timings, "write": t_write, "total": time.perf_counter() - t0}
+    figures["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    figures["noise_ratio"] = noise_ratio(result.difference)
+    figures["n_diasources"] = float(len(result.diasources))
+    return figures
+
+
+def run_child(science: str, template: str) -> dict[str, float]:
+    """Measure one case in a fresh interpreter."""
+    with tempfile.TemporaryDirectory() as out:
+        code = ("import json, sys; sys.path.insert(0, %r); from bench_engine import measure_case; "
+                "print(json.dumps(measure_case(%r, %r, %r)))") % (str(Path(__file__).parent),
+                                                                 science, template, out)
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr else "child failed")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def print_table(results: dict[str, dict[str, float]]) -> None:
+    """Print the figures as a table, one column per case."""
+    names = list(results)
+    rows: list[str] = []
+    for figures in results.values():
+        rows.extend(k for k in figures if k not in rows)
+    width = max(len(r) for r in rows) + 2
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print("step".ljust(width) + "".join(n.rjust(14) for n in names))
+    for row in rows:
+        unit = "" if row in ("peak_rss_gb", "noise_ratio", "n_diasources") else " s"
+        cells = []
+        for n in names:
+            v = results[n].get(row)
+            cells.append(("-" if v is None else f"{v:.3f}{unit}").rjust(14))
+        print(row.ljust(width) + "".join(cells))
+
+
+def main() -> int:
+    """Run the chosen cases and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--cases", nargs="+", default=["goto", "synthetic4k"],
+                        choices=[*CASES, *SYNTHETIC])
+    parser.add_argument("--repeat", type=int, default=1, help="runs per case; the fastest is shown")
+    args = parser.parse_args()
+    results: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for case in args.cases:
+            if case in SYNTHETIC:
+                shape, n = SYNTHETIC[case]
+                code = ("import json, sys; sys.path.insert(0, %r); from pathlib import Path; "
+                        "from bench_engine import make_synthetic; "
+                        "print(json.dumps(make_synthetic(Path(%r), %r, %r)))") % (
+                            str(Path(__file__).parent), tmp, shape, n)
+                out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                     check=True)
+                science, template = json.loads(out.stdout.strip().splitlines()[-1])
+            else:
+                science, template = CASES[case]
+                if not Path(science).exists():
+                    print(f"skipping {case}: {science} is absent")
+                    continue
+            runs = [run_child(science, template) for _ in range(args.repeat)]
+            results[case] = min(runs, key=lambda r: r["total"])
+    print_table(results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,308 @@
+"""Command-line entry points: ``diffviewer`` (the GUI), ``diffviewer run``, ``diffviewer batch``.
+
+``diffviewer [SCIENCE TEMPLATE]`` opens the inspection application (the bundled demo
+pair when no pair is given); ``diffviewer run SCIENCE TEMPLATE --out DIR`` runs the
+engine headless and writes every output; ``diffviewer batch PAIRS.csv --out DIR``
+does the same for a list of pairs; ``diffviewer config`` prints the default config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from diffviewer import __version__
+from diffviewer.config import SubtractionConfig, apply_overrides, load_toml, to_toml
+from diffviewer.errors import Cancelled, DiffviewerError, InputError, NoWorkFound
+
+SUBCOMMANDS = ("run", "batch", "config")
+
+EXIT_OK, EXIT_ERROR, EXIT_NO_WORK, EXIT_STRICT, EXIT_INTERRUPTED = 0, 2, 3, 4, 130
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--config`` and ``--set`` to a parser."""
+    parser.add_argument("--config", metavar="FILE", help="config TOML file (see `diffviewer config`)")
+    parser.add_argument("--set", dest="overrides", metavar="SECTION.FIELD=VALUE", action="append",
+                        default=[], help="override one config value, e.g. --set kernel.spatial_order=1 "
+                        "(repeatable)")
+
+
+def _build_run_parser(prog: str) -> argparse.ArgumentParser:
+    """Parser of ``diffviewer run``."""
+    parser = argparse.ArgumentParser(
+        prog=f"{prog} run", description="Subtract TEMPLATE from SCIENCE headless and write all outputs.")
+    parser.add_argument("science", help="science image spec: file.fits, file.fits[SCI] or file.fits[1]")
+    parser.add_argument("template", help="template image spec, same syntax")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (must not exist, "
+                        "or be empty, unless --overwrite)")
+    _add_config_options(parser)
+    parser.add_argument("--overwrite", action="store_true", help="write into an existing output folder")
+    parser.add_argument("--strict", action="store_true",
+                        help="fail (exit 4) when the bad-subtraction guard trips")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def _build_batch_parser(prog: str) -> argparse.ArgumentParser:
+    """Parser of ``diffviewer batch``."""
+    parser = argparse.ArgumentParser(
+        prog=f"{prog} batch", description="Run every pair of a CSV list (columns science, template, "
+        "optional name) into OUT/<name>/.")
+    parser.add_argument("pairs", help="CSV file with columns science,template[,name]")
+    parser.add_argument("--out", required=True, metavar="DIR", help="parent output folder")
+    _add_config_options(parser)
+    parser.add_argument("--overwrite", action="store_true", help="write into existing output folders")
+    parser.add_argument("--strict", action="store_true", help="treat a tripped guard as a failure")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def _build_gui_parser(prog: str) -> argparse.ArgumentParser:
+    """Parser of the GUI (the default command)."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Inspect and tune image subtraction. With no pair, opens the bundled demo pair. "
+        f"Subcommands: {', '.join(SUBCOMMANDS)} (`{prog} run -h`).")
+    parser.add_argument("science", nargs="?", help="science image spec")
+    parser.add_argument("template", nargs="?", help="template image spec")
+    parser.add_argument("--pairs", metavar="CSV", help="a list of pairs to step through (science,template)")
+    _add_config_options(parser)
+    parser.add_argument("--version", action="version", version=f"diffviewer {__version__}")
+    return parser
+
+
+def effective_config(config_file: str | None, overrides: Sequence[str]) -> SubtractionConfig:
+    """The config from a TOML file (or the defaults) with ``--set`` overrides applied.
+
+    Parameters
+    ----------
+    config_file : str or None
+        Path of a config TOML file.
+    overrides : sequence of str
+        ``section.field=value`` strings.
+
+    Returns
+    -------
+    SubtractionConfig
+    """
+    base = load_toml(config_file) if config_file else SubtractionConfig()
+    return apply_overrides(base, overrides)
+
+
+class TerminalProgress:
+    """A one-line progress bar on a terminal stream.
+
+    Parameters
+    ----------
+    stream : TextIO
+        Where to draw (standard error).
+    width : int
+        Bar width in characters.
+    """
+
+    def __init__(self, stream: TextIO, width: int = 30) -> None:
+        self.stream = stream
+        self.width = width
+        self._last = ""
+
+    def __call__(self, step: str, fraction: float) -> None:
+        """Redraw the bar for ``step`` at ``fraction`` of the run."""
+        filled = int(round(fraction * self.width))
+        line = f"\r[{'#' * filled}{'.' * (self.width - filled)}] {fraction * 100:3.0f}% {step:<20}"
+        if line != self._last:
+            self.stream.write(line)
+            self.stream.flush()
+            self._last = line
+
+    def close(self) -> None:
+        """End the bar's line."""
+        if self._last:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def run_pair(science_spec: str, template_spec: str, out: Path, config: SubtractionConfig, *,
+             overwrite: bool, strict: bool, quiet: bool) -> int:
+    """Run one pair headless and write its outputs; return the exit code.
+
+    Parameters
+    ----------
+    science_spec, template_spec : str
+        Exposure specs.
+    out : Path
+        Output folder.
+    config : SubtractionConfig
+        Effective config.
+    overwrite, strict, quiet : bool
+        As the command-line flags.
+
+    Returns
+    -------
+    int
+        0 on success, 4 when ``strict`` and the bad-subtraction guard tripped.
+    """
+    from diffviewer.engine.pipeline import run_subtraction
+    from diffviewer.io import parse_spec, prepare_output_dir, read_exposure
+    from diffviewer.outputs import guard_tripped, write_outputs
+
+    inputs = [parse_spec(spec)[0] for spec in (science_spec, template_spec)]
+    prepare_output_dir(out, inputs, overwrite)
+    science = read_exposure(science_spec)
+    template = read_exposure(template_spec)
+    bar = TerminalProgress(sys.stderr) if (not quiet and sys.stderr.isatty()) else None
+    t0 = time.perf_counter()
+    try:
+        result = run_subtraction(science, template, config, progress=bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    written = write_outputs(result, out, inputs, overwrite=overwrite,
+                            elapsed=time.perf_counter() - t0)
+    for note in result.warnings:
+        print(f"warning: {note}", file=sys.stderr)
+    if not quiet:
+        print(f"wrote {len(written)} files to {out} ({len(result.diasources)} DIA sources)")
+    if strict and guard_tripped(result):
+        print(f"error: bad-subtraction guard tripped for {science_spec} (--strict)", file=sys.stderr)
+        return EXIT_STRICT
+    return EXIT_OK
+
+
+def read_pairs_csv(path: str | Path) -> list[tuple[str, str, str]]:
+    """Read a CSV list of pairs (columns ``science``, ``template``, optional ``name``).
+
+    Relative specs are resolved against the CSV file's folder.
+
+    Parameters
+    ----------
+    path : str or Path
+        The CSV file.
+
+    Returns
+    -------
+    list of (str, str, str)
+        Science spec, template spec and a name per pair.
+
+    Raises
+    ------
+    InputError
+        When the file is missing, lacks the columns, or is empty.
+    """
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    except FileNotFoundError:
+        raise InputError(f"pairs list {path} does not exist; check the path") from None
+    if not rows or not {"science", "template"} <= set(rows[0]):
+        raise InputError(f"pairs list {path} needs a header line with columns science,template "
+                         "and at least one row")
+    pairs = []
+    for i, row in enumerate(rows, start=1):
+        sci, tmpl = (_resolve_spec(row[k].strip(), path.parent) for k in ("science", "template"))
+        name = (row.get("name") or "").strip() or f"pair{i:04d}"
+        pairs.append((sci, tmpl, name))
+    return pairs
+
+
+def _resolve_spec(spec: str, folder: Path) -> str:
+    """Make a relative spec relative to ``folder`` (extension suffixes are kept)."""
+    return spec if Path(spec).is_absolute() else str(folder / spec)
+
+
+def has_display() -> bool:
+    """Whether a GUI can open: a display server, or a Qt platform that needs none."""
+    if os.environ.get("QT_QPA_PLATFORM", "").split(":")[0] in ("offscreen", "minimal", "vnc"):
+        return True
+    if sys.platform.startswith("linux"):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+def _main_gui(argv: Sequence[str], prog: str) -> int:
+    """Open the inspection application."""
+    args = _build_gui_parser(prog).parse_args(argv)
+    if (args.science is None) != (args.template is None):
+        raise InputError("give both SCIENCE and TEMPLATE, or neither (to open the demo pair)")
+    config = effective_config(args.config, args.overrides)
+    if not has_display():
+        print(f"error: no display found (DISPLAY is not set); to run headless use "
+              f"`{prog} run SCIENCE TEMPLATE --out DIR`", file=sys.stderr)
+        return EXIT_ERROR
+    from diffviewer.gui.app import launch
+
+    return launch(args.science, args.template, pairs=args.pairs, config=config)
+
+
+def _main_run(argv: Sequence[str], prog: str) -> int:
+    """``diffviewer run``."""
+    args = _build_run_parser(prog).parse_args(argv)
+    config = effective_config(args.config, args.overrides)
+    return run_pair(args.science, args.template, Path(args.out), config,
+                    overwrite=args.overwrite, strict=args.strict, quiet=args.quiet)
+
+
+def _main_batch(argv: Sequence[str], prog: str) -> int:
+    """``diffviewer batch``: every pair in turn; failures are reported and counted."""
+    args = _build_batch_parser(prog).parse_args(argv)
+    config = effective_config(args.config, args.overrides)
+    failures = 0
+    for sci, tmpl, name in read_pairs_csv(args.pairs):
+        try:
+            code = run_pair(sci, tmpl, Path(args.out) / name, config, overwrite=args.overwrite,
+                            strict=args.strict, quiet=args.quiet)
+        except DiffviewerError as exc:
+            print(f"error: {name}: {exc}", file=sys.stderr)
+            code = EXIT_ERROR
+        failures += code != EXIT_OK
+    print(f"batch: {failures} of the pairs failed" if failures else "batch: all pairs done")
+    return EXIT_ERROR if failures else EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``diffviewer`` command.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Arguments without the program name (``sys.argv[1:]`` when None).
+
+    Returns
+    -------
+    int
+        The process exit code.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    prog = "diffviewer"
+    try:
+        if argv and argv[0] == "run":
+            return _main_run(argv[1:], prog)
+        if argv and argv[0] == "batch":
+            return _main_batch(argv[1:], prog)
+        if argv and argv[0] == "config":
+            parser = argparse.ArgumentParser(prog=f"{prog} config",
+                                             description="Print the effective config as TOML.")
+            _add_config_options(parser)
+            args = parser.parse_args(argv[1:])
+            print(to_toml(effective_config(args.config, args.overrides)), end="")
+            return EXIT_OK
+        return _main_gui(argv, prog)
+    except NoWorkFound as exc:
+        print(f"error: no work: {exc}", file=sys.stderr)
+        return EXIT_NO_WORK
+    except Cancelled as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except DiffviewerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("error: interrupted; no output was written for the unfinished pair", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -1,0 +1,235 @@
+"""Writing a run's outputs: the files of ``diffviewer run`` and the GUI's Save.
+
+Every file is written atomically through :mod:`diffviewer.io` (temporary name,
+then rename), never over an input; ``metadata.json`` records inputs, versions,
+timings, coverage, what was estimated and the figures of merit.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import math
+import platform
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from astropy.io import fits
+
+from diffviewer import __version__
+from diffviewer.config import to_toml
+from diffviewer.engine.diagnostics import noise_ratio
+from diffviewer.engine.pipeline import SubtractionResult
+from diffviewer.exposure import Exposure
+from diffviewer.io import atomic_write_bytes, atomic_write_text, write_exposure, write_table
+from diffviewer.regions import ds9_regions
+
+VERSIONED_PACKAGES = ("numpy", "scipy", "astropy", "photutils", "reproject")
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of diffviewer, Python and the scientific packages it uses."""
+    versions = {"diffviewer": __version__, "python": platform.python_version()}
+    for name in VERSIONED_PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
+
+
+def _finite(value: float) -> float | None:
+    """A JSON-safe float: None for NaN or infinity."""
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def guard_tripped(result: SubtractionResult) -> bool:
+    """Whether the bad-subtraction guard tripped (detections cover too much of the image)."""
+    return result.detections.detected_fraction > result.config.detection.max_detected_fraction
+
+
+def _exposure_summary(exposure: Exposure) -> dict[str, Any]:
+    """What metadata records of one input exposure."""
+    return {
+        "source": exposure.source,
+        "shape": list(exposure.shape),
+        "variance_estimated": exposure.variance_estimated,
+        "has_wcs": exposure.wcs is not None,
+        "celestial_wcs": exposure.has_celestial_wcs,
+        "psf_given": exposure.psf is not None,
+        "zero_point": exposure.zero_point,
+    }
+
+
+def build_metadata(result: SubtractionResult, elapsed: float | None = None) -> dict[str, Any]:
+    """The contents of ``metadata.json`` for a run.
+
+    Parameters
+    ----------
+    result : SubtractionResult
+        The run.
+    elapsed : float, optional
+        Wall-clock seconds from reading the inputs to the end of the run.
+
+    Returns
+    -------
+    dict
+        JSON-serialisable metadata.
+    """
+    fit = result.kernel
+    sol = fit.solution
+    status = np.asarray(fit.candidates["status"]).astype(str)
+    sums = result.subtraction.kernel_sum_map
+    diasources = result.diasources
+    n_dipole = int(np.sum(diasources["is_dipole"])) if len(diasources) else 0
+    n_pos = int(np.sum(np.asarray(diasources["sign"]) > 0)) if len(diasources) else 0
+    return {
+        "diffviewer": package_versions(),
+        "config_digest": result.config.digest(),
+        "inputs": {"science": _exposure_summary(result.science),
+                   "template": _exposure_summary(result.template.exposure)},
+        "warp": {"warped": result.template.warped, "max_offset_px": _finite(result.template.max_offset),
+                 "coverage_fraction": result.template.coverage},
+        "psf": {
+            "science": {"fwhm_px": result.science_psf.fwhm, "ellipticity": result.science_psf.ellipticity,
+                        "n_stars": result.science_psf.n_stars, "source": result.science_psf.source},
+            "template": {"fwhm_px": result.template_psf.fwhm,
+                         "ellipticity": result.template_psf.ellipticity,
+                         "n_stars": result.template_psf.n_stars, "source": result.template_psf.source},
+        },
+        "kernel": {
+            "convolved": fit.convolved,
+            "size_px": int(sol.basis.shape[-1]),
+            "basis": sol.describe(),
+            "n_basis": int(sol.basis.shape[0]),
+            "spatial_order": sol.spatial_order,
+            "background_order": sol.background_order,
+            "candidates": {"good": int(np.sum(status == "GOOD")), "bad": int(np.sum(status == "BAD")),
+                           "control": int(np.sum(status == "CONTROL"))},
+            "kernel_sum": {"mean": float(np.mean(sums)), "min": float(np.min(sums)),
+                           "max": float(np.max(sums))},
+            "photometric_scale": fit.photometric_scale,
+        },
+        "difference": {
+            "decorrelated": result.decorrelation is not None,
+            "noise_ratio": _finite(noise_ratio(result.difference)),
+            "noise_ratio_before_decorrelation": _finite(noise_ratio(result.subtraction.difference)),
+        },
+        "score": {"method": result.score.method if result.score is not None else "none"},
+        "detection": {
+            "n_sources": len(diasources), "n_positive": n_pos, "n_negative": len(diasources) - n_pos,
+            "n_dipoles": n_dipole,
+            "detected_fraction": result.detections.detected_fraction,
+            "max_detected_fraction": result.config.detection.max_detected_fraction,
+            "guard_tripped": guard_tripped(result),
+        },
+        "timings_s": {**{k: round(v, 4) for k, v in result.timings.items()},
+                      **({"total": round(elapsed, 4)} if elapsed is not None else {})},
+        "warnings": list(result.warnings),
+    }
+
+
+def kernel_hdus(result: SubtractionResult, n_grid: int = 7) -> fits.HDUList:
+    """``kernel.fits``: the kernel realised on a grid, the basis and the spatial coefficients.
+
+    Parameters
+    ----------
+    result : SubtractionResult
+        The run.
+    n_grid : int
+        Grid points per axis.
+
+    Returns
+    -------
+    astropy.io.fits.HDUList
+        PRIMARY (the mosaic of kernels, ``n_grid`` x ``n_grid`` tiles), GRID (tile centres),
+        BASIS (the basis images) and COEFFS (the spatial coefficients).
+    """
+    sol = result.kernel.solution
+    ny, nx = result.science.shape
+    xs = np.linspace(0, nx - 1, n_grid)
+    ys = np.linspace(0, ny - 1, n_grid)
+    size = sol.basis.shape[-1]
+    mosaic = np.zeros((n_grid * size, n_grid * size), dtype=np.float32)
+    rows = []
+    for j, y in enumerate(ys):
+        for i, x in enumerate(xs):
+            k = sol.evaluate(float(x), float(y))
+            mosaic[j * size:(j + 1) * size, i * size:(i + 1) * size] = k
+            rows.append((i, j, x, y, float(k.sum())))
+    primary = fits.PrimaryHDU(mosaic)
+    primary.header["NGRID"] = (n_grid, "kernels per axis in the mosaic")
+    primary.header["KSIZE"] = (size, "kernel side [px]")
+    primary.header["CONVOLV"] = (result.kernel.convolved, "which image was convolved")
+    rec = np.array(rows, dtype=[("i", "i4"), ("j", "i4"), ("x", "f8"), ("y", "f8"), ("kernel_sum", "f8")])
+    grid = fits.BinTableHDU(rec, name="GRID")
+    basis = fits.ImageHDU(np.asarray(sol.basis, dtype=np.float32), name="BASIS")
+    coeffs = fits.ImageHDU(np.asarray(sol.coefficients, dtype=np.float64), name="COEFFS")
+    coeffs.header["SPORDER"] = (sol.spatial_order, "spatial order of the kernel coefficients")
+    coeffs.header["BGORDER"] = (sol.background_order, "spatial order of the background")
+    return fits.HDUList([primary, grid, basis, coeffs])
+
+
+def _hdulist_bytes(hdus: fits.HDUList) -> bytes:
+    """Serialise an HDU list to bytes (so it can be written atomically)."""
+    import io as _io
+
+    buffer = _io.BytesIO()
+    hdus.writeto(buffer)
+    return buffer.getvalue()
+
+
+def write_outputs(result: SubtractionResult, out_dir: str | Path, inputs: Sequence[Path], *,
+                  overwrite: bool = False, elapsed: float | None = None) -> list[Path]:
+    """Write every output of a run into ``out_dir``.
+
+    Parameters
+    ----------
+    result : SubtractionResult
+        The finished run.
+    out_dir : str or Path
+        Output folder (created when missing).
+    inputs : sequence of Path
+        The input files, which are never written over.
+    overwrite : bool
+        Allow writing into a non-empty folder.
+    elapsed : float, optional
+        Seconds the run took end to end, for the metadata.
+
+    Returns
+    -------
+    list of Path
+        The files written.
+    """
+    from diffviewer.io import prepare_output_dir
+
+    out = prepare_output_dir(Path(out_dir), list(inputs), overwrite)
+    written: list[Path] = []
+
+    def exposure(name: str, exp: Exposure) -> None:
+        write_exposure(out / name, exp)
+        written.append(out / name)
+
+    exposure("warped_template.fits", result.template.exposure)
+    exposure("matched_template.fits", result.subtraction.matched)
+    exposure("difference.fits", result.difference)
+    if result.score is not None:
+        exposure("score.fits", result.difference.replace(
+            image=result.score.image, variance=np.ones_like(result.score.image),
+            mask=result.score.mask | result.difference.mask))
+    atomic_write_bytes(out / "kernel.fits", _hdulist_bytes(kernel_hdus(result)))
+    written.append(out / "kernel.fits")
+    for name, table in (("kernel_candidates.ecsv", result.kernel.candidates),
+                        ("diasources.ecsv", result.diasources), ("diasources.fits", result.diasources)):
+        write_table(out / name, table)
+        written.append(out / name)
+    atomic_write_text(out / "diasources.reg", ds9_regions(result.diasources))
+    written.append(out / "diasources.reg")
+    atomic_write_text(out / "config.toml", to_toml(result.config))
+    written.append(out / "config.toml")
+    atomic_write_text(out / "metadata.json", json.dumps(build_metadata(result, elapsed), indent=2) + "\n")
+    written.append(out / "metadata.json")
+    return written

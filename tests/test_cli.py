@@ -1,0 +1,115 @@
+"""`diffviewer run`: outputs, refusals, one-line errors; the GUI entry without a display."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+
+from diffviewer import cli
+from diffviewer.io import demo_pair
+
+EXPECTED = {"warped_template.fits", "matched_template.fits", "difference.fits", "score.fits",
+            "kernel.fits", "kernel_candidates.ecsv", "diasources.ecsv", "diasources.fits",
+            "diasources.reg", "config.toml", "metadata.json"}
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One headless run of the demo pair (shared by the tests that read its outputs)."""
+    out = tmp_path_factory.mktemp("run") / "out"
+    sci, tmpl = demo_pair()
+    code = cli.main(["run", str(sci), str(tmpl), "--out", str(out), "--quiet",
+                     "--set", "kernel.spatial_order=1"])
+    assert code == 0
+    return out
+
+
+def test_run_writes_every_output(demo_run: Path) -> None:
+    assert {p.name for p in demo_run.iterdir()} == EXPECTED
+    assert not [p for p in demo_run.iterdir() if p.name.startswith(".")], "temporary files left"
+    meta = json.loads((demo_run / "metadata.json").read_text())
+    assert meta["warp"]["coverage_fraction"] == pytest.approx(1.0)
+    assert meta["warp"]["warped"] is False  # the demo stacks share one grid
+    assert set(meta["timings_s"]) >= {"warp", "kernel fit", "subtract", "detect", "measure"}
+    assert meta["kernel"]["candidates"]["good"] > meta["kernel"]["candidates"]["bad"]
+    # Issue 3's band for real pairs; the decorrelated difference's variance plane must describe it.
+    assert 0.95 <= meta["difference"]["noise_ratio"] <= 1.10
+    assert "kernel.spatial_order = 1" not in (demo_run / "config.toml").read_text()
+    assert "spatial_order = 1" in (demo_run / "config.toml").read_text()
+    with fits.open(demo_run / "difference.fits") as hdus:
+        assert [h.name for h in hdus][1:] == ["IMAGE", "MASK", "VARIANCE"]
+        assert hdus["IMAGE"].header["CTYPE1"].startswith("RA")
+    cat = Table.read(demo_run / "diasources.ecsv")
+    assert len(cat) == meta["detection"]["n_sources"]
+    # The SFFT difference of these stacks has a ~49 sigma positive residual at (60, 181).
+    near = (abs(cat["x"] - 60) < 3) & (abs(cat["y"] - 181) < 3)
+    assert near.any() and (cat["sign"][near] > 0).all()
+
+
+def test_run_refuses_existing_output_without_overwrite(demo_run: Path, capsys) -> None:
+    sci, tmpl = demo_pair()
+    before = {p.name: p.stat().st_mtime_ns for p in demo_run.iterdir()}
+    code = cli.main(["run", str(sci), str(tmpl), "--out", str(demo_run), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_ERROR
+    assert str(demo_run) in err and "--overwrite" in err
+    assert {p.name: p.stat().st_mtime_ns for p in demo_run.iterdir()} == before
+
+
+def test_run_never_writes_over_an_input(tmp_path: Path, capsys) -> None:
+    sci, tmpl = demo_pair()
+    work = tmp_path / "inputs"
+    work.mkdir()
+    local_sci = Path(shutil.copy(sci, work / "difference.fits"))  # an input named like an output
+    local_tmpl = Path(shutil.copy(tmpl, work / "template.fits"))
+    digest = local_sci.read_bytes()
+    code = cli.main(["run", str(local_sci), str(local_tmpl), "--out", str(work), "--overwrite", "--quiet"])
+    assert code == cli.EXIT_ERROR
+    assert "input" in capsys.readouterr().err
+    assert local_sci.read_bytes() == digest
+
+
+@pytest.mark.parametrize(("make", "needle"), [
+    (lambda d: d / "missing.fits", "missing.fits"),
+    (lambda d: (d / "text.fits").write_text("not a fits file") and d / "text.fits", "text.fits"),
+])
+def test_bad_input_is_one_line(tmp_path: Path, capsys, make, needle: str) -> None:
+    bad = make(tmp_path)
+    _, tmpl = demo_pair()
+    code = cli.main(["run", str(bad), str(tmpl), "--out", str(tmp_path / "o"), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == cli.EXIT_ERROR
+    assert err.startswith("error:") and needle in err and "\n" not in err
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_bad_override_is_named(capsys) -> None:
+    sci, tmpl = demo_pair()
+    code = cli.main(["run", str(sci), str(tmpl), "--out", "unused", "--set", "kernel.spatial_order=9"])
+    assert code == cli.EXIT_ERROR
+    assert "kernel.spatial_order = 9" in capsys.readouterr().err
+
+
+def test_gui_without_display_says_how_to_run_headless() -> None:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    proc = subprocess.run([sys.executable, "-m", "diffviewer"], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == cli.EXIT_ERROR
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no display" in lines[0] and "diffviewer run" in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_pairs_csv_resolves_relative_paths(tmp_path: Path) -> None:
+    (tmp_path / "list.csv").write_text("science,template,name\na.fits[SCI],a.fits[REF],first\n")
+    [(sci, tmpl, name)] = cli.read_pairs_csv(tmp_path / "list.csv")
+    assert sci == str(tmp_path / "a.fits[SCI]") and tmpl.endswith("a.fits[REF]") and name == "first"

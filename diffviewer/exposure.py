@@ -54,13 +54,16 @@ def mask_plane_names(value: int) -> list[str]:
 def mask_header_cards() -> list[tuple[str, int, str]]:
     """FITS cards that name each mask plane, as LSST writes them (``MP_<NAME>`` = bit index).
 
+    Keywords longer than 8 characters must be written as HIERARCH cards (as LSST
+    does); truncating them would make DETECTED and DETECTED_NEGATIVE collide.
+
     Returns
     -------
     list of (str, int, str)
         Keyword, bit index and comment for every plane.
     """
     return [
-        (f"MP_{plane.name}"[:8], int(plane).bit_length() - 1, f"mask plane {plane.name}")
+        (f"MP_{plane.name}", int(plane).bit_length() - 1, f"mask plane {plane.name}")
         for plane in MaskPlane
         if plane.name
     ]

@@ -1,0 +1,846 @@
+"""Reading exposures from FITS and writing every output file, atomically.
+
+Reading (:func:`read_exposure`) accepts single-HDU images, LSST-like
+``IMAGE``/``MASK``/``VARIANCE`` files, alert triplets with ``<NAME>_VAR`` and
+``<NAME>_PSF`` HDUs, separate inverse-variance weight and data-quality mask files
+(the community pipeline's ``ooi``/``oow``/``ood`` siblings), tile-compressed
+``.fits.fz`` files, and images with a celestial, a non-celestial or no WCS.
+
+Writing goes through one place (:func:`atomic_write_bytes`, :func:`atomic_write_text`,
+:func:`write_exposure`, :func:`write_table`): each file is written under a temporary
+name in its own folder, flushed to disk and renamed, so a reader never sees half a
+file and a failed or cancelled run leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import uuid
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.stats import sigma_clipped_stats
+from astropy.table import Table
+from astropy.wcs import WCS
+
+from diffviewer.errors import InputError, OutputError
+from diffviewer.exposure import (
+    MASK_DTYPE,
+    Exposure,
+    MaskPlane,
+    mask_header_cards,
+    set_planes,
+)
+
+log = logging.getLogger(__name__)
+
+#: An HDU named by its EXTNAME, by its index, or not named (the first 2-D image).
+Extension = str | int | None
+
+#: Header keywords read as the photometric zero point (AB mag of one image unit), in order.
+ZERO_POINT_KEYS = ("MAGZP", "MAGZPSCI", "PHOTZP", "MAGZERO", "MAGZPT", "ZEROPT", "ZPT", "ZP")
+#: Plausible zero points (mag); values outside are sentinels such as -999 or 99.
+ZERO_POINT_RANGE = (5.0, 45.0)
+#: Zero point of an image in nJy: 1 nJy is AB magnitude 31.4 (AB: 0 mag = 3631 Jy).
+NJY_ZERO_POINT = 31.4
+#: Header keywords read as the gain (electrons per image unit), in order.
+GAIN_KEYS = ("GAIN", "EGAIN")
+#: Header keywords read as the saturation level (image units), in order.
+SATURATION_KEYS = ("SATURATE", "SATLEVEL")
+#: A sky level is taken as unsubtracted (usable for a Poisson gain) above this many sky sigmas.
+SKY_LEVEL_MIN_SIGMAS = 5.0
+#: Most pixels sampled for the robust sky statistics (a regular stride keeps it fast on 8k images).
+SKY_SAMPLE_MAX = 1_000_000
+
+_STRUCTURAL = re.compile(
+    r"^(SIMPLE|XTENSION|BITPIX|NAXIS\d*|EXTEND|PCOUNT|GCOUNT|BZERO|BSCALE|BLANK|EXTNAME|EXTVER"
+    r"|EXTLEVEL|INHERIT|CHECKSUM|DATASUM|Z[A-Z0-9_]*|TTYPE\d+|TFORM\d+|TFIELDS|THEAP)$"
+)
+_WCS_KEY = re.compile(
+    r"^(WCSAXES|WCSNAME|WCSDIM|CTYPE\d|CRVAL\d|CRPIX\d|CDELT\d|CUNIT\d|CROTA\d|CD\d_\d|PC\d_\d"
+    r"|PV\d_\d+|PS\d_\d+|CRDER\d|CSYER\d|LONPOLE|LATPOLE|RADESYS|RADECSYS|EQUINOX|EPOCH|MJDREF"
+    r"|(A|B|AP|BP)_ORDER|(A|B|AP|BP)_\d+_\d+|(A|B)_DMAX|LTV\d|LTM\d_\d|WAT\d_\d+"
+    r"|CPDIS\d|CPERR\d|DP\d|DQ\d|D2IMDIS\d|D2IMERR\d|D2IMARR)[A-Z]?$"
+)
+_SPEC = re.compile(r"^(?P<path>.+)\[(?P<ext>[^\[\]]*)\]$")
+
+
+# --------------------------------------------------------------------------- specs
+
+
+def parse_spec(spec: str | Path) -> tuple[Path, Extension]:
+    """Split an exposure spec into a path and an optional extension.
+
+    Parameters
+    ----------
+    spec : str or Path
+        ``file.fits``, ``file.fits[SCI]`` (by EXTNAME) or ``file.fits[3]`` (by index).
+        A path that exists as written is never split, even if it ends in brackets.
+
+    Returns
+    -------
+    (Path, str or int or None)
+        The file and the extension (None when not named).
+
+    Raises
+    ------
+    InputError
+        When the brackets are empty.
+    """
+    text = str(spec)
+    match = _SPEC.match(text)
+    if match is None or Path(text).exists():
+        return Path(text), None
+    ext = match.group("ext").strip()
+    if not ext:
+        raise InputError(f"{text}: empty extension in brackets; "
+                         "write file.fits[SCI] or file.fits[1]")
+    return Path(match.group("path")), int(ext) if ext.isdigit() else ext
+
+
+def companion_files(path: str | Path) -> dict[str, Path]:
+    """The weight and mask files that sit beside a community-pipeline image.
+
+    A file whose name holds ``_ooi_`` (image) has its inverse-variance weight in the
+    same name with ``_oow_`` and its data-quality mask with ``_ood_``.
+
+    Parameters
+    ----------
+    path : str or Path
+        The image file.
+
+    Returns
+    -------
+    dict
+        ``{"weight": path, "mask": path}`` for the siblings that exist (may be empty).
+    """
+    path = Path(path)
+    if "_ooi_" not in path.name:
+        return {}
+    found = {}
+    for role, tag in (("weight", "_oow_"), ("mask", "_ood_")):
+        sibling = path.with_name(path.name.replace("_ooi_", tag, 1))
+        if sibling.is_file():
+            found[role] = sibling
+    return found
+
+
+def demo_pair() -> tuple[Path, Path]:
+    """The bundled demo pair (DECam i band stacks; see ``resources/demo/README.md``).
+
+    Returns
+    -------
+    (Path, Path)
+        The science and the template FITS files.
+
+    Raises
+    ------
+    InputError
+        When the files are missing from the installation.
+    """
+    folder = Path(__file__).resolve().parents[1] / "resources" / "demo"
+    science, template = folder / "science.fits", folder / "template.fits"
+    for path in (science, template):
+        if not path.is_file():
+            raise InputError(f"the demo file {path} is missing; "
+                             "reinstall diffviewer from its source tree")
+    return science, template
+
+
+# --------------------------------------------------------------------------- FITS access
+
+
+@contextlib.contextmanager
+def _open_fits(path: Path, role: str) -> Iterator[fits.HDUList]:
+    """Open a FITS file, turning every way it can fail into an :class:`InputError`."""
+    if not path.exists():
+        raise InputError(f"{role} file {path} does not exist; check the path")
+    if not path.is_file():
+        raise InputError(f"{role} {path} is not a file; give a FITS file")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            hdul = fits.open(path, memmap=False, lazy_load_hdus=False)
+    except (OSError, ValueError, TypeError, IndexError) as exc:
+        raise InputError(f"{role} file {path} is not a readable FITS file ({exc}); "
+                         "give a FITS image") from None
+    truncated = [w for w in caught if "truncated" in str(w.message).lower()]
+    try:
+        if truncated:
+            raise InputError(f"{role} file {path} is truncated ({truncated[0].message}); "
+                             "copy or download it again")
+        yield hdul
+    finally:
+        hdul.close()
+
+
+def _hdu_label(index: int, hdu: fits.hdu.base.ExtensionHDU | fits.PrimaryHDU) -> str:
+    """One HDU as ``index NAME (shape)`` for messages."""
+    has_data = hdu.is_image and hdu.shape
+    shape = "x".join(str(n) for n in reversed(hdu.shape)) if has_data else "no data"
+    return f"{index} {hdu.name or '(unnamed)'} ({shape})"
+
+
+def _find_hdu(hdul: fits.HDUList, ext: Extension, path: Path, role: str) -> int:
+    """Index of the HDU holding the image: the one named, or the first with 2-D data."""
+    listing = ", ".join(_hdu_label(i, h) for i, h in enumerate(hdul))
+    if ext is None:
+        for i, hdu in enumerate(hdul):
+            if hdu.is_image and len([n for n in hdu.shape if n > 1]) == 2:
+                return i
+        with_data = [(i, h) for i, h in enumerate(hdul) if h.is_image and h.shape]
+        if not with_data:
+            raise InputError(f"{role} file {path} holds no image data (HDUs: {listing}); "
+                             "give a FITS file with a 2-D image")
+        i, hdu = with_data[0]
+        raise InputError(f"{role} file {path}: HDU {i} holds a {len(hdu.shape)}-D array of shape "
+                         f"{hdu.shape}, not a 2-D image; give a 2-D image or name its extension")
+    if isinstance(ext, int):
+        if 0 <= ext < len(hdul):
+            return ext
+    else:
+        for i, hdu in enumerate(hdul):
+            if hdu.name.upper() == ext.upper():
+                return i
+    raise InputError(f"{role} file {path} has no extension [{ext}]; it has: {listing}")
+
+
+def _image_data(hdul: fits.HDUList, index: int, path: Path, role: str) -> np.ndarray:
+    """The 2-D data of one HDU as native-endian float64 (BZERO/BSCALE applied)."""
+    hdu = hdul[index]
+    where = f"{role} file {path}, HDU {_hdu_label(index, hdu)}"
+    if not hdu.is_image:
+        raise InputError(f"{where} is a table, not an image; name an image extension")
+    try:
+        data = hdu.data
+    except (OSError, ValueError, TypeError) as exc:
+        raise InputError(f"{where}: the data cannot be read ({exc}); the file is truncated "
+                         "or corrupt, copy or download it again") from None
+    if data is None:
+        raise InputError(f"{where} holds no image data; name an extension with a 2-D image")
+    array = np.asarray(data)
+    squeezed = array.reshape([n for n in array.shape if n > 1]) if array.ndim > 2 else array
+    if squeezed.ndim != 2:
+        raise InputError(f"{where} holds a {array.ndim}-D array of shape {array.shape}; "
+                         "give a 2-D image (one plane of a cube as its own file)")
+    return np.asarray(squeezed, dtype=np.float64)
+
+
+def _merged_header(hdul: fits.HDUList, index: int) -> fits.Header:
+    """The image HDU's header, with primary-header cards it lacks (structural cards dropped)."""
+    own = hdul[index].header
+    merged = fits.Header([c for c in own.cards if not _STRUCTURAL.match(c.keyword)])
+    if index != 0:
+        present = set(merged.keys())
+        for card in hdul[0].header.cards:
+            key = card.keyword
+            if key and key not in ("COMMENT", "HISTORY", "") and key not in present \
+                    and not _STRUCTURAL.match(key) and not _WCS_KEY.match(key):
+                merged.append(card)
+    return merged
+
+
+def _read_wcs(header: fits.Header, source: str) -> WCS | None:
+    """The WCS of a header: None without WCS keywords; never raises."""
+    if not any(_WCS_KEY.match(k) for k in header):
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return WCS(header, naxis=2)
+    except Exception as exc:  # astropy/wcslib raise many types on malformed WCS
+        log.warning("%s: WCS cannot be read (%s); using pixel coordinates only", source, exc)
+        return None
+
+
+def _header_float(header: fits.Header, keys: Sequence[str]) -> tuple[str, float] | None:
+    """The first of ``keys`` present with a finite numeric value (numeric strings accepted)."""
+    for key in keys:
+        if key in header:
+            try:
+                value = float(header[key])
+            except (TypeError, ValueError):
+                continue
+            if np.isfinite(value):
+                return key, value
+    return None
+
+
+def header_zero_point(header: fits.Header) -> float | None:
+    """Photometric zero point from a header, or None.
+
+    Parameters
+    ----------
+    header : astropy.io.fits.Header
+        Looked up in :data:`ZERO_POINT_KEYS` order; an image with ``BUNIT = 'nJy'``
+        has the zero point 31.4 when no keyword gives one.
+
+    Returns
+    -------
+    float or None
+        AB magnitude of one image unit.
+    """
+    lo, hi = ZERO_POINT_RANGE
+    for key in ZERO_POINT_KEYS:
+        found = _header_float(header, (key,))
+        if found is not None and lo < found[1] < hi:
+            return found[1]
+    if str(header.get("BUNIT", "")).strip().lower() == "njy":
+        return NJY_ZERO_POINT
+    return None
+
+
+def header_gain(header: fits.Header) -> float | None:
+    """Gain (electrons per image unit) from a header, or None when absent or not positive."""
+    found = _header_float(header, GAIN_KEYS)
+    return found[1] if found is not None and found[1] > 0 else None
+
+
+# --------------------------------------------------------------------------- masks, PSF, noise
+
+
+def mask_from_planes(raw: np.ndarray, header: fits.Header) -> np.ndarray:
+    """Translate a mask read from a file into :class:`MaskPlane` bits.
+
+    Parameters
+    ----------
+    raw : numpy.ndarray
+        Integer mask as stored.
+    header : astropy.io.fits.Header
+        Its header; ``MP_<NAME> = bit`` cards (as LSST writes them) map each named
+        plane onto the plane of the same name here (planes we do not know are
+        dropped). Without such cards every nonzero pixel becomes ``BAD`` (as for a
+        data-quality file).
+
+    Returns
+    -------
+    numpy.ndarray
+        int32 mask.
+    """
+    values = np.asarray(raw).astype(np.int64)
+    planes = {k[3:]: header[k] for k in header if k.startswith("MP_")}
+    if not planes:
+        return np.where(values != 0, int(MaskPlane.BAD), 0).astype(MASK_DTYPE)
+    out = np.zeros(values.shape, dtype=MASK_DTYPE)
+    for name, bit in planes.items():
+        if name in MaskPlane.__members__ and isinstance(bit, int) and 0 <= bit < 63:
+            out[(values & (1 << bit)) != 0] |= MASK_DTYPE(int(MaskPlane[name]))
+    return out
+
+
+def normalize_psf(psf: np.ndarray, source: str) -> np.ndarray:
+    """Return a PSF image with odd sides, centred, and summing to 1.
+
+    An even side loses the row (column) farthest from the PSF's centroid.
+
+    Parameters
+    ----------
+    psf : numpy.ndarray
+        The PSF image as stored.
+    source : str
+        Where it came from, for the error message.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 PSF, sum 1.
+
+    Raises
+    ------
+    InputError
+        When the PSF is not 2-D, not finite or does not sum to a positive value.
+    """
+    out = np.nan_to_num(np.asarray(psf, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    if out.ndim != 2 or min(out.shape) < 1 or out.sum() <= 0:
+        raise InputError(f"PSF {source} (shape {out.shape}) is empty or does not sum to a positive "
+                         "value; give a 2-D PSF image or none")
+    for axis in (0, 1):
+        n = out.shape[axis]
+        if n % 2 == 0:
+            weights = out.sum(axis=1 - axis)
+            centroid = float(np.dot(np.arange(n), weights) / weights.sum())
+            keep = slice(1, n) if centroid > (n - 1) / 2 else slice(0, n - 1)
+            out = out[keep, :] if axis == 0 else out[:, keep]
+    return out / out.sum()
+
+
+def robust_sky(image: np.ndarray, good: np.ndarray) -> tuple[float, float]:
+    """Sky level and sky noise from a sigma-clipped, MAD-based estimate.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        The image (image units).
+    good : numpy.ndarray
+        Boolean map of pixels to use.
+
+    Returns
+    -------
+    (float, float)
+        Sky level (median after 3-sigma clipping) and sky noise (image units per pixel).
+    """
+    values = image[good]
+    stride = max(1, values.size // SKY_SAMPLE_MAX)
+    _, median, std = sigma_clipped_stats(values[::stride], sigma=3.0, maxiters=10,
+                                         stdfunc="mad_std")
+    return float(median), float(std)
+
+
+def estimate_variance(image: np.ndarray, mask: np.ndarray, gain: float | None,
+                      source: str = "image") -> np.ndarray:
+    """Estimate a variance plane from the image itself.
+
+    The sky variance comes from :func:`robust_sky`; sources add their Poisson term
+    ``max(image - sky, 0) / gain``. Without a gain, a sky that was not subtracted
+    (level above :data:`SKY_LEVEL_MIN_SIGMAS` sky sigmas) gives an effective gain
+    ``sky_level / sky_variance`` (Poisson sky); otherwise only the sky noise is used.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        The image (image units).
+    mask : numpy.ndarray
+        Mask bits; NO_DATA, SAT and BAD pixels are left out of the sky estimate.
+    gain : float or None
+        Electrons per image unit.
+    source : str
+        Where the image came from, for the error message.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 variance (image units squared).
+
+    Raises
+    ------
+    InputError
+        When the image has no noise to measure (constant).
+    """
+    good = (mask & int(MaskPlane.NO_DATA | MaskPlane.SAT | MaskPlane.BAD)) == 0
+    level, sigma = robust_sky(image, good)
+    if not np.isfinite(sigma) or sigma <= 0:
+        raise InputError(f"{source}: cannot estimate the noise (the sky is constant); give a "
+                         "variance plane (a VARIANCE or <NAME>_VAR extension, or a weight file)")
+    sky_var = sigma**2
+    if gain is None and level > SKY_LEVEL_MIN_SIGMAS * sigma:
+        gain = level / sky_var
+    if gain is None:
+        return np.full(image.shape, sky_var)
+    return sky_var + np.clip(image - level, 0.0, None) / gain
+
+
+def fill_no_data(image: np.ndarray, variance: np.ndarray, mask: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flag unusable values as NO_DATA and replace them with finite ones.
+
+    Pixels whose image is NaN/Inf, or whose variance is NaN/Inf or negative, get
+    NO_DATA; there the image becomes 0 and the variance the median variance of the
+    pixels without NO_DATA, so no NaN reaches arithmetic downstream.
+
+    Parameters
+    ----------
+    image, variance : numpy.ndarray
+        Planes (not modified).
+    mask : numpy.ndarray
+        Mask bits (not modified).
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray, numpy.ndarray)
+        New image, variance and int32 mask.
+    """
+    bad_image = ~np.isfinite(image)
+    bad_var = ~np.isfinite(variance) | (variance < 0)
+    out_mask = set_planes(mask, bad_image | bad_var, MaskPlane.NO_DATA)
+    out_image = np.where(bad_image, 0.0, image)
+    usable = (out_mask & int(MaskPlane.NO_DATA)) == 0
+    fill = float(np.median(variance[usable & ~bad_var])) if np.any(usable & ~bad_var) else 1.0
+    out_var = np.where(bad_var, fill, variance)
+    return out_image, out_var, out_mask
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _read_plane(spec: str | Path, default_ext: str, role: str, shape: tuple[int, ...],
+                image_source: str) -> tuple[np.ndarray, fits.Header, Path]:
+    """Read a companion plane (variance, weight or mask) and check its shape.
+
+    Without an extension in ``spec``, the HDU of the image's name is used when the
+    file has one, else the first 2-D image.
+    """
+    path, ext = parse_spec(spec)
+    with _open_fits(path, role) as hdul:
+        if ext is None and any(h.name.upper() == default_ext.upper() and h.is_image
+                               and len([n for n in h.shape if n > 1]) == 2 for h in hdul):
+            ext = default_ext
+        index = _find_hdu(hdul, ext, path, role)
+        data = _image_data(hdul, index, path, role)
+        header = hdul[index].header.copy()
+    if data.shape != shape:
+        raise InputError(f"{role} {path} has shape {data.shape} but the image {image_source} has "
+                         f"shape {shape}; give a {role} of the same size as the image")
+    return data, header, path
+
+
+def _hdu_by_name(hdul: fits.HDUList, names: Sequence[str]) -> int | None:
+    """Index of the first HDU whose EXTNAME is one of ``names`` (case-insensitive)."""
+    for name in names:
+        for i, hdu in enumerate(hdul):
+            if hdu.name.upper() == name.upper():
+                return i
+    return None
+
+
+def read_exposure(spec: str | Path, *, variance: str | Path | None = None,
+                  weight: str | Path | None = None, mask: str | Path | None = None) -> Exposure:
+    """Read an image, its variance, mask, WCS, PSF and zero point from FITS.
+
+    Parameters
+    ----------
+    spec : str or Path
+        ``file.fits``, ``file.fits[NAME]`` or ``file.fits[index]``; without an
+        extension, the first HDU with a 2-D image.
+    variance : str or Path, optional
+        A variance image (image units squared). Otherwise the variance is taken from
+        the same file (``VARIANCE`` beside ``IMAGE``, or ``<NAME>_VAR`` beside
+        ``<NAME>``), from ``weight``, or estimated (see :func:`estimate_variance`).
+    weight : str or Path, optional
+        An inverse-variance image; weight 0 marks NO_DATA. A ``*_ooi_*`` image finds
+        its ``*_oow_*`` sibling by itself.
+    mask : str or Path, optional
+        A mask image: LSST planes when its header has ``MP_*`` cards, else any
+        nonzero value is BAD. A ``*_ooi_*`` image finds its ``*_ood_*`` sibling; an
+        ``IMAGE`` HDU its ``MASK`` HDU.
+
+    Returns
+    -------
+    Exposure
+        float32 planes; NaN/Inf pixels are 0 with NO_DATA set; SAT set where the
+        image reaches the header's SATURATE; ``variance_estimated`` tells whether the
+        variance was estimated.
+
+    Raises
+    ------
+    InputError
+        When a file is missing, not FITS, truncated, lacks the extension or image
+        data, holds a 1-D or 3-D array, when planes differ in shape, when both a
+        variance and a weight are given, or when no pixel is finite.
+    """
+    if variance is not None and weight is not None:
+        raise InputError(f"{spec}: give either a variance or a weight file, not both")
+    path, ext = parse_spec(spec)
+    source = str(spec)
+    with _open_fits(path, "image") as hdul:
+        index = _find_hdu(hdul, ext, path, "image")
+        image = _image_data(hdul, index, path, "image")
+        header = _merged_header(hdul, index)
+        name = hdul[index].name.upper()
+        wcs = _read_wcs(hdul[index].header, source)
+        lsst = name == "IMAGE"
+        var_index = _hdu_by_name(hdul, [f"{name}_VAR", *(["VARIANCE"] if lsst else [])])
+        mask_index = _hdu_by_name(hdul, ["MASK"] if lsst else [])
+        psf_index = _hdu_by_name(hdul, [f"{name}_PSF", *(["PSF"] if lsst else [])])
+        in_var = _image_data(hdul, var_index, path, "variance") if var_index is not None else None
+        in_mask = (mask_from_planes(_image_data(hdul, mask_index, path, "mask").astype(np.int64),
+                                    hdul[mask_index].header) if mask_index is not None else None)
+        psf = (normalize_psf(_image_data(hdul, psf_index, path, "PSF"),
+                             f"{path}[{hdul[psf_index].name}]") if psf_index is not None else None)
+    shape = image.shape
+    for plane, label in ((in_var, "variance"), (in_mask, "mask")):
+        if plane is not None and plane.shape != shape:
+            raise InputError(f"{path}: {label} HDU has shape {plane.shape} but the image "
+                             f"[{name}] has shape {shape}; the file's planes must agree")
+
+    siblings = companion_files(path)
+    if variance is None and weight is None and in_var is None:
+        weight = siblings.get("weight")
+    if mask is None and in_mask is None:
+        mask = siblings.get("mask")
+
+    bits = np.zeros(shape, dtype=MASK_DTYPE) if in_mask is None else in_mask
+    if mask is not None:
+        raw, mask_header, _ = _read_plane(mask, name, "mask", shape, source)
+        bits = bits | mask_from_planes(raw.astype(np.int64), mask_header)
+    var = in_var
+    if variance is not None:
+        var, _, _ = _read_plane(variance, name, "variance", shape, source)
+    elif weight is not None:
+        w, _, _ = _read_plane(weight, name, "weight", shape, source)
+        positive = np.isfinite(w) & (w > 0)
+        bits = set_planes(bits, ~positive, MaskPlane.NO_DATA)
+        var = np.divide(1.0, w, out=np.full(shape, np.nan), where=positive)
+
+    finite = np.isfinite(image)
+    if not finite.any():
+        raise InputError(f"image {source} has no finite pixel (all NaN or Inf); give a valid image")
+    bits = set_planes(bits, ~finite, MaskPlane.NO_DATA)
+    image = np.where(finite, image, 0.0)
+    saturation = _header_float(header, SATURATION_KEYS)
+    if saturation is not None and saturation[1] > 0:
+        bits = set_planes(bits, finite & (image >= saturation[1]), MaskPlane.SAT)
+    if (bits & int(MaskPlane.NO_DATA)).all():
+        raise InputError(f"image {source} has no usable pixel (zero weight or no data everywhere); "
+                         "check the weight and mask files")
+
+    estimated = var is None
+    if var is None:
+        var = estimate_variance(image, bits, header_gain(header), source)
+    image, var, bits = fill_no_data(image, var, bits)
+    return Exposure(image=image, variance=var, mask=bits, wcs=wcs, psf=psf,
+                    zero_point=header_zero_point(header), header=header, source=source,
+                    variance_estimated=estimated)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _input_files(inputs: Sequence[str | Path]) -> list[Path]:
+    """Resolved input files, with the weight/mask siblings read along with them."""
+    files: list[Path] = []
+    for spec in inputs:
+        path = parse_spec(spec)[0]
+        files.append(path.expanduser().resolve())
+        files.extend(p.resolve() for p in companion_files(path).values())
+    return files
+
+
+def ensure_not_input(path: str | Path, inputs: Sequence[str | Path]) -> None:
+    """Refuse to write ``path`` when it is one of the input files.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file about to be written.
+    inputs : sequence of str or Path
+        Input specs or paths (their ``ooi`` siblings are protected too).
+
+    Raises
+    ------
+    OutputError
+        When ``path`` is (or links to) an input file.
+    """
+    target = Path(path).expanduser().resolve()
+    for source in _input_files(inputs):
+        same = target == source or (target.exists() and source.exists()
+                                    and os.path.samefile(target, source))
+        if same:
+            raise OutputError(f"refusing to write {target}: it is the input file {source}; "
+                              "choose another output folder")
+
+
+def prepare_output_dir(out_dir: str | Path, inputs: Sequence[str | Path], overwrite: bool) -> Path:
+    """Check (and create) the output folder before anything is computed.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        The output folder.
+    inputs : sequence of str or Path
+        Input specs or paths.
+    overwrite : bool
+        Allow an existing, non-empty folder (its files of the same names are replaced).
+
+    Returns
+    -------
+    Path
+        The resolved folder, which exists.
+
+    Raises
+    ------
+    OutputError
+        When the folder holds an input file (at any depth), is a file, exists and is
+        not empty without ``overwrite``, or cannot be created or written.
+    """
+    out = Path(out_dir).expanduser().resolve()
+    for source in _input_files(inputs):
+        if out in source.parents:
+            raise OutputError(f"output folder {out} holds the input file {source}; "
+                              "choose an output folder that holds no input file")
+    if out.exists():
+        if not out.is_dir():
+            raise OutputError(f"output path {out} exists and is not a folder; "
+                              "choose a folder for --out")
+        if not overwrite and any(out.iterdir()):
+            raise OutputError(f"output folder {out} already exists and is not empty; "
+                              "pass --overwrite to replace its files, or choose another folder")
+    else:
+        try:
+            out.mkdir(parents=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create output folder {out} ({exc.strerror}); "
+                              "check the path and permissions") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise OutputError(f"output folder {out} is not writable; choose another folder")
+    return out
+
+
+def _atomic_write(path: str | Path, write: Callable[[Path], None],
+                  protect: Sequence[str | Path]) -> Path:
+    """Write through ``write(temporary_path)``, fsync, then rename onto ``path``."""
+    path = Path(path)
+    if protect:
+        ensure_not_input(path, protect)
+    tag = f"{os.getpid()}.{uuid.uuid4().hex[:8]}"
+    tmp = path.with_name(f".{path.name}.{tag}.tmp{''.join(path.suffixes)}")
+    try:
+        write(tmp)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(exc, OSError):
+            raise OutputError(f"cannot write {path} ({exc.strerror or exc}); check the folder "
+                              "exists, is writable and has free space") from None
+        raise
+    with contextlib.suppress(OSError):
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, *,
+                       protect: Sequence[str | Path] = ()) -> Path:
+    """Write bytes to ``path`` atomically (temporary file in the same folder, fsync, rename).
+
+    Parameters
+    ----------
+    path : str or Path
+        Destination file.
+    data : bytes
+        The content.
+    protect : sequence of str or Path, optional
+        Input files that must not be overwritten (see :func:`ensure_not_input`).
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    OutputError
+        When writing fails (the temporary file is removed) or ``path`` is an input.
+    """
+    def write(tmp: Path) -> None:
+        tmp.write_bytes(data)
+
+    return _atomic_write(path, write, protect)
+
+
+def atomic_write_text(path: str | Path, text: str, *, protect: Sequence[str | Path] = ()) -> Path:
+    """Write UTF-8 text to ``path`` atomically; see :func:`atomic_write_bytes`."""
+    return atomic_write_bytes(path, text.encode("utf-8"), protect=protect)
+
+
+def header_with_wcs(header: fits.Header, wcs: WCS | None) -> fits.Header:
+    """A copy of ``header`` whose WCS cards are replaced by those of ``wcs``.
+
+    Parameters
+    ----------
+    header : astropy.io.fits.Header
+        Any header (not modified); its structural and WCS cards are dropped.
+    wcs : astropy.wcs.WCS or None
+        The WCS to write (SIP and TPV distortions included); None writes none.
+
+    Returns
+    -------
+    astropy.io.fits.Header
+    """
+    out = fits.Header([c for c in header.cards
+                       if not _STRUCTURAL.match(c.keyword) and not _WCS_KEY.match(c.keyword)])
+    if wcs is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cards = wcs.to_header(relax=True).cards
+        for card in cards:
+            if _WCS_KEY.match(card.keyword):
+                out[card.keyword] = (card.value, card.comment)
+    return out
+
+
+def write_exposure(path: str | Path, exposure: Exposure, *,
+                   protect: Sequence[str | Path] = ()) -> Path:
+    """Write an exposure as IMAGE, MASK and VARIANCE HDUs (and PSF when known), atomically.
+
+    Each image HDU carries the exposure's WCS; the MASK HDU names its planes with
+    ``MP_<NAME>`` cards as LSST does; the zero point is written as ``MAGZP``. The file
+    reads back with :func:`read_exposure` into an equal exposure.
+
+    Parameters
+    ----------
+    path : str or Path
+        Destination FITS file.
+    exposure : Exposure
+        What to write.
+    protect : sequence of str or Path, optional
+        Input files that must not be overwritten.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    OutputError
+        When writing fails or ``path`` is an input.
+    """
+    primary = fits.PrimaryHDU(header=header_with_wcs(exposure.header, None))
+    primary.header["SOURCE"] = (exposure.source[-68:], "where the exposure came from")
+    if exposure.zero_point is not None:
+        primary.header["MAGZP"] = (exposure.zero_point, "AB mag of one image unit")
+    plane_header = header_with_wcs(fits.Header(), exposure.wcs)
+    mask_header = plane_header.copy()
+    for key, bit, comment in mask_header_cards():
+        mask_header[key if len(key) <= 8 else f"HIERARCH {key}"] = (bit, comment)
+    hdus = [primary,
+            fits.ImageHDU(exposure.image, header=plane_header, name="IMAGE"),
+            fits.ImageHDU(exposure.mask, header=mask_header, name="MASK"),
+            fits.ImageHDU(exposure.variance, header=plane_header, name="VARIANCE")]
+    if exposure.psf is not None:
+        hdus.append(fits.ImageHDU(exposure.psf, name="PSF"))
+    hdul = fits.HDUList(hdus)
+    return _atomic_write(path, lambda tmp: hdul.writeto(tmp, overwrite=True), protect)
+
+
+_TABLE_FORMATS = {".ecsv": "ascii.ecsv", ".fits": "fits", ".fit": "fits"}
+
+
+def write_table(path: str | Path, table: Table, *, protect: Sequence[str | Path] = ()) -> Path:
+    """Write a catalog as ECSV (``.ecsv``) or FITS (``.fits``), chosen by suffix, atomically.
+
+    Parameters
+    ----------
+    path : str or Path
+        Destination file.
+    table : astropy.table.Table
+        The catalog.
+    protect : sequence of str or Path, optional
+        Input files that must not be overwritten.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    OutputError
+        On another suffix, when writing fails, or when ``path`` is an input.
+    """
+    fmt = _TABLE_FORMATS.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise OutputError(f"cannot write table {path}: use a .ecsv or .fits name")
+    return _atomic_write(path, lambda tmp: table.write(tmp, format=fmt, overwrite=True), protect)

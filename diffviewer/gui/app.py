@@ -1,0 +1,59 @@
+"""Starting the inspection application (called by ``diffviewer`` with no subcommand)."""
+
+from __future__ import annotations
+
+import sys
+
+from PyQt6.QtCore import QTimer
+from PyQt6.QtWidgets import QApplication
+
+from diffviewer.config import SubtractionConfig
+from diffviewer.errors import DiffviewerError
+from diffviewer.gui.model import Pair
+from diffviewer.gui.window import MainWindow
+from diffviewer.gui.worker import ErrorReport
+
+
+def launch(science: str | None, template: str | None, *, pairs: str | None,
+           config: SubtractionConfig) -> int:
+    """Open the main window on a pair, a list of pairs or the demo pair, and run it.
+
+    Parameters
+    ----------
+    science, template : str or None
+        Specs of the pair (``file.fits``, ``file.fits[SCI]``, ``file.fits[3]``); the
+        bundled demo pair when both are None and no ``pairs`` list is given.
+    pairs : str or None
+        A CSV list of pairs (columns science, template, optional name) to step through.
+    config : SubtractionConfig
+        The config of the first run.
+
+    Returns
+    -------
+    int
+        The exit code of the event loop.
+    """
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    assert isinstance(app, QApplication)
+    app.setOrganizationName("diffviewer")
+    app.setApplicationName("diffviewer")
+    window = MainWindow(config)
+    window.show()
+
+    def start() -> None:
+        if pairs is not None:
+            window.open_pairs_file(pairs)
+        elif science is not None and template is not None:
+            window.open_specs(science, template)
+        else:
+            from diffviewer.io import demo_pair
+
+            try:
+                sci, tmpl = demo_pair()
+            except DiffviewerError as exc:
+                window.show_report(ErrorReport(type(exc).__name__, str(exc), "", True))
+                return
+            window.open_pair(Pair(str(sci), str(tmpl), "demo"))
+
+    QTimer.singleShot(0, start)
+    return int(app.exec())

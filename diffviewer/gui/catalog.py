@@ -1,0 +1,247 @@
+"""The DIA source catalog as a sortable, filterable table linked to the image views."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from astropy.table import Table
+from PyQt6.QtCore import (
+    QAbstractTableModel,
+    QModelIndex,
+    QPersistentModelIndex,
+    QSortFilterProxyModel,
+    Qt,
+    pyqtSignal,
+)
+from PyQt6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from diffviewer.gui.model import Verdict
+
+# Columns shown first when present; the rest follow in catalog order.
+_FIRST = ("id", "x", "y", "psf_flux", "snr", "sign", "is_dipole", "flags")
+_Index = QModelIndex | QPersistentModelIndex
+
+
+class CatalogModel(QAbstractTableModel):
+    """An astropy table of DIA sources (plus the verdicts) as a Qt table model.
+
+    Column values are kept as numpy arrays; sorting uses them (``Qt.UserRole``),
+    the display role shows them formatted.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._table = Table()
+        self._columns: list[str] = []
+        self._values: list[np.ndarray] = []
+        self.verdicts: dict[int, Verdict] = {}
+
+    def set_table(self, table: Table) -> None:
+        """Show a new catalog (1-D columns only)."""
+        self.beginResetModel()
+        self._table = table
+        names = [c for c in _FIRST if c in table.colnames]
+        names += [c for c in table.colnames if c not in names and np.ndim(table[c]) == 1]
+        self._columns = names
+        self._values = [np.asarray(table[c]) for c in names]
+        self.endResetModel()
+
+    def set_verdicts(self, verdicts: Mapping[int, Verdict]) -> None:
+        """Show these verdicts in the verdict column."""
+        self.verdicts = dict(verdicts)
+        if self.rowCount():
+            col = len(self._columns)
+            self.dataChanged.emit(self.index(0, col), self.index(self.rowCount() - 1, col + 1))
+
+    @property
+    def table(self) -> Table:
+        """The catalog shown."""
+        return self._table
+
+    @property
+    def columns(self) -> list[str]:
+        """Catalog columns shown (the verdict and comment columns follow them)."""
+        return list(self._columns)
+
+    def source_id(self, row: int) -> int:
+        """The DIA source id of a row (the row number when there is no id column)."""
+        return int(self._table["id"][row]) if "id" in self._table.colnames else row
+
+    def row_of(self, source_id: int) -> int | None:
+        """The row of a DIA source id."""
+        if "id" not in self._table.colnames:
+            return source_id if 0 <= source_id < len(self._table) else None
+        rows = np.flatnonzero(np.asarray(self._table["id"]) == source_id)
+        return int(rows[0]) if rows.size else None
+
+    def rowCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self._table)
+
+    def columnCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self._columns) + 2
+
+    def headerData(self, section: int, orientation: Qt.Orientation,
+                   role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if role != Qt.ItemDataRole.DisplayRole:
+            return None
+        if orientation == Qt.Orientation.Vertical:
+            return str(section)
+        extra = ("verdict", "comment")
+        return self._columns[section] if section < len(self._columns) else \
+            extra[section - len(self._columns)]
+
+    def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid():
+            return None
+        row, col = index.row(), index.column()
+        if col >= len(self._columns):
+            verdict = self.verdicts.get(self.source_id(row))
+            text = "" if verdict is None else (verdict.label if col == len(self._columns)
+                                              else verdict.comment)
+            return text if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.UserRole) else None
+        value = self._values[col][row]
+        if role == Qt.ItemDataRole.UserRole:
+            return value.item() if hasattr(value, "item") else value
+        if role == Qt.ItemDataRole.DisplayRole:
+            if isinstance(value, np.floating | float):
+                return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.4e}"
+            return str(value)
+        if role == Qt.ItemDataRole.TextAlignmentRole:
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        return None
+
+
+class CatalogFilter(QSortFilterProxyModel):
+    """Sorts by value and filters by sign, least S/N and flags."""
+
+    def __init__(self, source: CatalogModel) -> None:
+        super().__init__()
+        self.setSourceModel(source)
+        self.setSortRole(Qt.ItemDataRole.UserRole)
+        self.catalog = source
+        self.sign = "all"
+        self.min_snr = 0.0
+        self.hide_flagged = False
+        self.dipoles = "all"
+
+    def set_filter(self, *, sign: str, min_snr: float, hide_flagged: bool, dipoles: str) -> None:
+        """Change the filter: ``sign`` in all/positive/negative, ``dipoles`` in all/only/none."""
+        self.sign, self.min_snr, self.hide_flagged, self.dipoles = sign, min_snr, hide_flagged, dipoles
+        self.invalidateFilter()
+
+    def filterAcceptsRow(self, row: int, parent: _Index) -> bool:
+        table = self.catalog.table
+        cols = table.colnames
+        if self.sign != "all" and "sign" in cols:
+            positive = float(table["sign"][row]) > 0
+            if positive != (self.sign == "positive"):
+                return False
+        if "snr" in cols and abs(float(table["snr"][row])) < self.min_snr:
+            return False
+        if self.hide_flagged and "flags" in cols and int(table["flags"][row]) != 0:
+            return False
+        if self.dipoles != "all" and "is_dipole" in cols:
+            if bool(table["is_dipole"][row]) != (self.dipoles == "only"):
+                return False
+        return True
+
+
+class CatalogPanel(QWidget):
+    """The table with its filter bar.
+
+    Signals
+    -------
+    source_selected(int)
+        The user selected the row of this DIA source id.
+    """
+
+    source_selected = pyqtSignal(int)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.model = CatalogModel()
+        self.proxy = CatalogFilter(self.model)
+        self.view = QTableView()
+        self.view.setModel(self.proxy)
+        self.view.setSortingEnabled(True)
+        self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.view.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.view.verticalHeader().setVisible(False)
+        self.view.selectionModel().selectionChanged.connect(self._on_selection)
+        self.sign_box = QComboBox()
+        self.sign_box.addItems(["all", "positive", "negative"])
+        self.dipole_box = QComboBox()
+        self.dipole_box.addItems(["all", "only", "none"])
+        self.snr_box = QDoubleSpinBox()
+        self.snr_box.setRange(0.0, 1e6)
+        self.snr_box.setDecimals(1)
+        self.flag_box = QCheckBox("hide flagged")
+        self.count = QLabel()
+        for w in (self.sign_box, self.dipole_box):
+            w.currentTextChanged.connect(self._apply_filter)
+        self.snr_box.valueChanged.connect(self._apply_filter)
+        self.flag_box.toggled.connect(self._apply_filter)
+        bar = QHBoxLayout()
+        bar.addWidget(QLabel("sign"))
+        bar.addWidget(self.sign_box)
+        bar.addWidget(QLabel("dipoles"))
+        bar.addWidget(self.dipole_box)
+        bar.addWidget(QLabel("|S/N| ≥"))
+        bar.addWidget(self.snr_box)
+        bar.addWidget(self.flag_box)
+        bar.addStretch(1)
+        bar.addWidget(self.count)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        layout.addLayout(bar)
+        layout.addWidget(self.view, 1)
+
+    def set_table(self, table: Table) -> None:
+        """Show a catalog."""
+        self.model.set_table(table)
+        self._update_count()
+
+    def select_source(self, source_id: int) -> None:
+        """Select (and scroll to) the row of a DIA source id, if it passes the filter."""
+        row = self.model.row_of(source_id)
+        if row is None:
+            return
+        index = self.proxy.mapFromSource(self.model.index(row, 0))
+        if index.isValid():
+            self.view.selectRow(index.row())
+            self.view.scrollTo(index)
+
+    def selected_source(self) -> int | None:
+        """The DIA source id of the selected row, or None."""
+        rows = self.view.selectionModel().selectedRows()
+        if not rows:
+            return None
+        return self.model.source_id(self.proxy.mapToSource(rows[0]).row())
+
+    def _on_selection(self, *args: object) -> None:
+        source_id = self.selected_source()
+        if source_id is not None:
+            self.source_selected.emit(source_id)
+
+    def _apply_filter(self, *args: object) -> None:
+        self.proxy.set_filter(sign=self.sign_box.currentText(), min_snr=self.snr_box.value(),
+                              hide_flagged=self.flag_box.isChecked(),
+                              dipoles=self.dipole_box.currentText())
+        self._update_count()
+
+    def _update_count(self) -> None:
+        self.count.setText(f"{self.proxy.rowCount()} of {self.model.rowCount()} sources")

@@ -1,0 +1,370 @@
+"""Diagnostic panels: kernel mosaic and maps, residual histograms, stamps, cutouts, A/B.
+
+Each panel draws plain arrays handed to it by the window (see
+:mod:`diffviewer.gui.model` for where they come from in a result); none computes science.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pyqtgraph as pg
+from PyQt6.QtCore import QRectF, Qt, pyqtSignal
+from PyQt6.QtWidgets import (
+    QComboBox,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from diffviewer import display
+from diffviewer.gui.views import ImagePanel
+
+
+def _image_box(canvas: pg.GraphicsLayoutWidget, title: str, row: int, col: int
+               ) -> tuple[pg.ViewBox, pg.ImageItem]:
+    """A titled, aspect-locked view box with an image item, placed in a layout widget."""
+    canvas.addLabel(title, row=2 * row, col=col, size="9pt")
+    vb = canvas.addViewBox(row=2 * row + 1, col=col, lockAspect=True, enableMenu=False)
+    vb.setMouseEnabled(False, False)
+    vb.setDefaultPadding(0.02)
+    item = pg.ImageItem(axisOrder="row-major")
+    vb.addItem(item)
+    return vb, item
+
+
+def _show(item: pg.ImageItem, array: np.ndarray | None, settings: display.DisplaySettings,
+          levels: tuple[float, float] | None = None) -> None:
+    """Show an array in an image item with display settings (levels computed when not given)."""
+    if array is None:
+        item.clear()
+        return
+    data = display.display_array(array)
+    lv = levels if levels is not None else display.compute_levels(data, settings)
+    item.setImage(data, levels=lv, autoLevels=False)
+    item.setRect(QRectF(-0.5, -0.5, data.shape[1], data.shape[0]))
+    item.setLookupTable(display.make_lut(settings.stretch, settings.cmap,
+                                         symmetric=settings.symmetric))
+
+
+_SIGNED = display.default_settings("difference").replace(levels="minmax")
+_POSITIVE = display.DisplaySettings(levels="minmax", cmap="viridis")
+
+
+class KernelPanel(QWidget):
+    """The spatial kernel on a grid (mosaic), kernel-sum and centroid-shift maps, the basis.
+
+    Signals
+    -------
+    centre_requested(float, float)
+        A mosaic cell was clicked: centre the images on its position (px).
+    """
+
+    centre_requested = pyqtSignal(float, float)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.canvas = pg.GraphicsLayoutWidget()
+        self.mosaic_box, self.mosaic = _image_box(self.canvas, "Kernel mosaic (click a cell)", 0, 0)
+        self.sum_box, self.sum_map = _image_box(self.canvas, "Kernel sum over the image", 0, 1)
+        self.shift_box, self.shift_map = _image_box(
+            self.canvas, "Kernel centroid shift (px) over the image", 0, 2)
+        self.centroids = pg.ScatterPlotItem(pxMode=True, size=7, symbol="+",
+                                            pen=pg.mkPen("r"), brush=None)
+        self.mosaic_box.addItem(self.centroids)
+        self.sum_labels: list[pg.TextItem] = []
+        self.basis_canvas = pg.GraphicsLayoutWidget()
+        self.info = QLabel()
+        self.info.setWordWrap(True)
+        self._grid: np.ndarray = np.zeros((0, 4))
+        self._cell = 1
+        self._n = 0
+        self.mosaic.mouseClickEvent = self._on_mosaic_click
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        layout.addWidget(self.canvas, 3)
+        layout.addWidget(QLabel("<b>Basis images</b>"))
+        layout.addWidget(self.basis_canvas, 1)
+        layout.addWidget(self.info)
+
+    def set_data(self, mosaic: np.ndarray, grid: np.ndarray, n_grid: int, cell: int,
+                 sum_map: np.ndarray, shift_map: np.ndarray, basis: np.ndarray, info: str) -> None:
+        """Show a kernel solution.
+
+        Parameters
+        ----------
+        mosaic : numpy.ndarray
+            ``n_grid * cell`` square image of kernels (row j, column i = grid point (i, j)).
+        grid : numpy.ndarray
+            Rows of (x, y, kernel sum, centroid dx, centroid dy) per cell, row-major in j, i.
+        n_grid, cell : int
+            Cells per axis and cell side (px).
+        sum_map, shift_map : numpy.ndarray
+            Kernel sum and centroid shift (px) over the image (any resolution).
+        basis : numpy.ndarray
+            Basis images, shape (n, k, k).
+        info : str
+            A line of text about the solution.
+        """
+        self._grid, self._cell, self._n = grid, cell, n_grid
+        _show(self.mosaic, mosaic, _SIGNED)
+        _show(self.sum_map, sum_map, _POSITIVE)
+        _show(self.shift_map, shift_map, _POSITIVE)
+        centre = (cell - 1) / 2
+        ii, jj = np.meshgrid(np.arange(n_grid), np.arange(n_grid))
+        self.centroids.setData(ii.ravel() * cell + centre + grid[:, 3],
+                               jj.ravel() * cell + centre + grid[:, 4])
+        for label in self.sum_labels:
+            self.mosaic_box.removeItem(label)
+        self.sum_labels = []
+        for k, (i, j) in enumerate(zip(ii.ravel(), jj.ravel(), strict=True)):
+            label = pg.TextItem(f"{grid[k, 2]:.3f}", color=(255, 255, 255), anchor=(0, 0))
+            label.setPos(i * cell - 0.5, (j + 1) * cell - 0.5)
+            label.setScale(0.8)
+            self.mosaic_box.addItem(label)
+            self.sum_labels.append(label)
+        self.basis_canvas.clear()
+        per_row = 12
+        for k, image in enumerate(basis):
+            vb = self.basis_canvas.addViewBox(row=k // per_row, col=k % per_row, lockAspect=True,
+                                              enableMenu=False)
+            vb.setMouseEnabled(False, False)
+            item = pg.ImageItem(axisOrder="row-major")
+            vb.addItem(item)
+            _show(item, image, _SIGNED)
+        self.info.setText(info)
+
+    def _on_mosaic_click(self, event: object) -> None:
+        pos = event.pos()  # type: ignore[attr-defined]
+        i, j = int((pos.x() + 0.5) // self._cell), int((pos.y() + 0.5) // self._cell)
+        if 0 <= i < self._n and 0 <= j < self._n:
+            x, y = self._grid[j * self._n + i, :2]
+            self.centre_requested.emit(float(x), float(y))
+            event.accept()  # type: ignore[attr-defined]
+
+
+class ResidualPanel(QWidget):
+    """The four pixel-residual histograms against N(0, 1), with mean and sigma."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.canvas = pg.GraphicsLayoutWidget()
+        self.norm_box = QComboBox()
+        self.norm_box.setToolTip("Normalise residuals by the difference variance or by the "
+                                 "input variances")
+        self.norm_box.currentTextChanged.connect(self._redraw)
+        self._panels: Sequence[tuple[str, Mapping[str, np.ndarray]]] = []
+        self.plots: list[pg.PlotItem] = []
+        self.stats: dict[str, tuple[float, float, int]] = {}
+        bar = QHBoxLayout()
+        bar.addWidget(QLabel("normalised by"))
+        bar.addWidget(self.norm_box)
+        bar.addStretch(1)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        layout.addLayout(bar)
+        layout.addWidget(self.canvas, 1)
+
+    def set_data(self, panels: Sequence[tuple[str, Mapping[str, np.ndarray]]]) -> None:
+        """Show residual samples.
+
+        Parameters
+        ----------
+        panels : sequence of (str, mapping of str to numpy.ndarray)
+            Panel title and, per normalisation name, the normalised residual values.
+        """
+        self._panels = panels
+        norms = list(panels[0][1]) if panels else []
+        current = self.norm_box.currentText()
+        self.norm_box.blockSignals(True)
+        self.norm_box.clear()
+        self.norm_box.addItems(norms)
+        if current in norms:
+            self.norm_box.setCurrentText(current)
+        self.norm_box.blockSignals(False)
+        self._redraw()
+
+    def _redraw(self, *args: object) -> None:
+        self.canvas.clear()
+        self.plots = []
+        self.stats = {}
+        norm = self.norm_box.currentText()
+        edges = np.linspace(-5.0, 5.0, 81)
+        centres = 0.5 * (edges[1:] + edges[:-1])
+        gauss = np.exp(-0.5 * centres**2) / np.sqrt(2 * np.pi)
+        for k, (title, values_by_norm) in enumerate(self._panels):
+            values = np.asarray(values_by_norm.get(norm, np.zeros(0)), dtype=float)
+            values = values[np.isfinite(values)]
+            plot = self.canvas.addPlot(row=k // 2, col=k % 2)
+            plot.setLabel("bottom", "normalised residual")
+            plot.setLabel("left", "density")
+            if values.size:
+                hist, _ = np.histogram(values, bins=edges, density=False)
+                density = hist / (values.size * np.diff(edges))
+                plot.plot(edges, density, stepMode="center", fillLevel=0,
+                          brush=(100, 100, 220, 120), pen=pg.mkPen((120, 120, 255)))
+                mean, sigma = float(np.mean(values)), float(np.std(values))
+            else:
+                mean = sigma = float("nan")
+            plot.plot(centres, gauss, pen=pg.mkPen("r", width=2))
+            plot.setTitle(f"{title}<br>mean {mean:+.3f}, σ {sigma:.3f}, n = {values.size}",
+                          size="9pt")
+            self.stats[title] = (mean, sigma, int(values.size))
+            self.plots.append(plot)
+
+
+class StampPanel(QWidget):
+    """One kernel candidate: its images, its own kernel beside the spatial model, its QA."""
+
+    TITLES = ("science", "template", "diff (own kernel)", "diff (spatial)", "normalised residual",
+              "own kernel", "spatial kernel")
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.canvas = pg.GraphicsLayoutWidget()
+        self.items: dict[str, pg.ImageItem] = {}
+        for k, title in enumerate(self.TITLES):
+            _, self.items[title] = _image_box(self.canvas, title, k // 4, k % 4)
+        self.info = QLabel("Click a kernel source (circle) on an image.")
+        self.info.setWordWrap(True)
+        self.info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        layout.addWidget(self.canvas, 1)
+        layout.addWidget(self.info)
+
+    def set_data(self, images: Mapping[str, np.ndarray | None], info: str) -> None:
+        """Show a stamp's images (keys of :attr:`TITLES`) and its text."""
+        image_settings = display.DisplaySettings()
+        sci = images.get("science")
+        common = (display.compute_levels(display.display_array(sci), image_settings)
+                  if sci is not None else None)
+        for title, item in self.items.items():
+            array = images.get(title)
+            if title in ("science", "template"):
+                _show(item, array, image_settings, common)
+            elif "kernel" in title:
+                _show(item, array, _SIGNED)
+            elif title == "normalised residual":
+                _show(item, array, _SIGNED.replace(levels="manual", manual=(-5.0, 5.0)))
+            else:
+                _show(item, array, display.default_settings("difference"))
+        self.info.setText(info)
+
+
+class CutoutPanel(QWidget):
+    """The selected DIA source in science, template, difference and score, in the views' display."""
+
+    NAMES = ("science", "template", "difference", "score")
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.canvas = pg.GraphicsLayoutWidget()
+        self.items: dict[str, pg.ImageItem] = {}
+        self.boxes: dict[str, pg.ViewBox] = {}
+        for k, name in enumerate(self.NAMES):
+            self.boxes[name], self.items[name] = _image_box(self.canvas, name, k // 2, k % 2)
+        self.info = QLabel("Select a DIA source.")
+        self.info.setWordWrap(True)
+        self.info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        layout.addWidget(self.canvas, 1)
+        layout.addWidget(self.info)
+
+    def set_data(self, cutouts: Mapping[str, np.ndarray], panels: Mapping[str, ImagePanel],
+                 info: str) -> None:
+        """Show cutouts with the same levels, stretch and colour map as their main panels."""
+        for name, item in self.items.items():
+            panel = panels.get(name)
+            array = cutouts.get(name)
+            if array is None or panel is None:
+                item.clear()
+                continue
+            _show(item, array, panel.settings, panel.levels())
+        self.info.setText(info)
+
+
+class ABPanel(QWidget):
+    """Two runs side by side (or blinked): their differences and their metrics.
+
+    Signals
+    -------
+    swap_requested
+        Blink between A and B in the left panel.
+    """
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.a = ImagePanel("difference", "A: current run")
+        self.b = ImagePanel("difference", "B: previous run")
+        self.b.view.setXLink(self.a.view)
+        self.b.view.setYLink(self.a.view)
+        self.metrics = QTableWidget(0, 3)
+        self.metrics.setHorizontalHeaderLabels(["metric", "A (current)", "B (previous)"])
+        self.metrics.verticalHeader().setVisible(False)
+        self.blink_button = QPushButton("Blink A/B")
+        self.blink_button.setCheckable(True)
+        self.blink_button.toggled.connect(self._on_blink)
+        self.label = QLabel("Re-run with changed parameters to compare with the previous run.")
+        self.label.setWordWrap(True)
+        self._images: dict[str, tuple[np.ndarray, tuple[float, float]]] = {}
+        self._showing_b = False
+        grid = QGridLayout()
+        grid.addWidget(self.a, 0, 0)
+        grid.addWidget(self.b, 0, 1)
+        bar = QHBoxLayout()
+        bar.addWidget(self.blink_button)
+        bar.addWidget(self.label, 1)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        layout.addLayout(bar)
+        layout.addLayout(grid, 3)
+        layout.addWidget(self.metrics, 1)
+
+    def set_runs(self, a: tuple[np.ndarray, tuple[float, float], str, Mapping[str, float]],
+                 b: tuple[np.ndarray, tuple[float, float], str, Mapping[str, float]] | None) -> None:
+        """Show run A (current) and B (previous): difference, levels, label and metrics each."""
+        self._images = {"A": (a[0], a[1])}
+        self.a.set_title(f"A: {a[2]}")
+        self.a.set_image(a[0], a[1])
+        if b is None:
+            self.b.set_image(None)
+            self.b.set_title("B: (no previous run)")
+        else:
+            self._images["B"] = (b[0], b[1])
+            self.b.set_title(f"B: {b[2]}")
+            self.b.set_image(b[0], a[1])
+        keys = list(a[3]) + [k for k in (b[3] if b else {}) if k not in a[3]]
+        self.metrics.setRowCount(len(keys))
+        for row, key in enumerate(keys):
+            self.metrics.setItem(row, 0, QTableWidgetItem(key))
+            for col, run in ((1, a), (2, b)):
+                value = run[3].get(key) if run is not None else None
+                self.metrics.setItem(row, col, QTableWidgetItem("" if value is None else f"{value:.4g}"))
+        self.metrics.resizeColumnsToContents()
+        self.label.setText("B is shown with A's levels, so their noise compares directly."
+                           if b is not None else "Re-run with changed parameters to compare.")
+
+    def metric(self, key: str) -> tuple[str, str]:
+        """The A and B cells of a metric (for tests and export)."""
+        for row in range(self.metrics.rowCount()):
+            item = self.metrics.item(row, 0)
+            if item is not None and item.text() == key:
+                a, b = self.metrics.item(row, 1), self.metrics.item(row, 2)
+                return (a.text() if a else "", b.text() if b else "")
+        raise KeyError(key)
+
+    def _on_blink(self, on: bool) -> None:
+        if "B" not in self._images:
+            return
+        which = "B" if on else "A"
+        image, _ = self._images[which]
+        self.a.set_image(image, self._images["A"][1])
+        self.a.set_title(f"{which}: {'previous' if on else 'current'} run (blinked)")

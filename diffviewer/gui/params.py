@@ -1,0 +1,253 @@
+"""The parameter panel, generated from the config's field metadata.
+
+One group per engine step (the sections of :class:`~diffviewer.config.SubtractionConfig`),
+one editor per field: check boxes for booleans, spin boxes with the field's limits for
+numbers, combo boxes for choices, text for strings and lists. The field's doc, unit and
+limits are its tooltip; a value that differs from the default is highlighted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any
+
+from PyQt6.QtCore import pyqtSignal
+from PyQt6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QScrollArea,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from diffviewer.config import SECTION_TYPES, SubtractionConfig, field_specs, from_dict
+from diffviewer.errors import ConfigError
+
+_CHANGED_STYLE = "background-color: #fff2a8;"
+# Spin-box bounds for fields without a declared limit.
+_UNBOUNDED = 1e12
+
+
+def _tooltip(field: dataclasses.Field[Any]) -> str:
+    """Doc, unit, limits and default of a field, for its tooltip."""
+    meta = field.metadata
+    parts = [str(meta.get("doc", ""))]
+    if meta.get("unit"):
+        parts.append(f"Unit: {meta['unit']}.")
+    if meta.get("min") is not None or meta.get("max") is not None:
+        parts.append(f"Range: {meta.get('min', '-inf')} to {meta.get('max', 'inf')}.")
+    if meta.get("choices"):
+        parts.append(f"Choices: {', '.join(meta['choices'])}.")
+    parts.append(f"Default: {field.default!r}.")
+    return "\n".join(parts)
+
+
+def _format_list(value: tuple[Any, ...]) -> str:
+    return ", ".join(str(v) for v in value)
+
+
+class _Editor:
+    """One field's widget with uniform get/set and a changed signal."""
+
+    def __init__(self, section: str, field: dataclasses.Field[Any], kind: Any) -> None:
+        self.section = section
+        self.field = field
+        self.kind = kind
+        meta = field.metadata
+        lo = meta.get("min")
+        hi = meta.get("max")
+        self.widget: QWidget
+        if kind is bool:
+            box = QCheckBox()
+            self.widget = box
+            self.changed = box.toggled
+        elif kind is int:
+            spin = QSpinBox()
+            spin.setRange(int(lo if lo is not None else -2**31 + 1),
+                          int(hi if hi is not None else 2**31 - 1))
+            self.widget = spin
+            self.changed = spin.valueChanged
+        elif kind is float:
+            dspin = QDoubleSpinBox()
+            dspin.setDecimals(4)
+            dspin.setRange(float(lo if lo is not None else -_UNBOUNDED),
+                           float(hi if hi is not None else _UNBOUNDED))
+            dspin.setSingleStep(0.1 if (hi is not None and hi <= 10) else 1.0)
+            self.widget = dspin
+            self.changed = dspin.valueChanged
+        elif meta.get("choices"):
+            combo = QComboBox()
+            combo.addItems(list(meta["choices"]))
+            self.widget = combo
+            self.changed = combo.currentTextChanged
+        else:
+            line = QLineEdit()
+            self.widget = line
+            self.changed = line.editingFinished
+        self.widget.setToolTip(_tooltip(field))
+        self.widget.setObjectName(f"{section}.{field.name}")
+
+    def value(self) -> Any:
+        """The edited value, in the field's type (lists are parsed from text)."""
+        w = self.widget
+        if isinstance(w, QCheckBox):
+            return w.isChecked()
+        if isinstance(w, QSpinBox | QDoubleSpinBox):
+            return w.value()
+        if isinstance(w, QComboBox):
+            return w.currentText()
+        assert isinstance(w, QLineEdit)
+        text = w.text()
+        if typing.get_origin(self.kind) is tuple:
+            elem = typing.get_args(self.kind)[0]
+            try:
+                return tuple(elem(t.strip()) for t in text.split(",") if t.strip())
+            except ValueError:
+                raise ConfigError(f"{self.section}.{self.field.name} = {text!r}: expected numbers "
+                                  "separated by commas, e.g. 4, 2, 2") from None
+        return text
+
+    def set_value(self, value: Any) -> None:
+        """Show ``value`` without emitting change signals."""
+        w = self.widget
+        w.blockSignals(True)
+        if isinstance(w, QCheckBox):
+            w.setChecked(bool(value))
+        elif isinstance(w, QSpinBox):
+            w.setValue(int(value))
+        elif isinstance(w, QDoubleSpinBox):
+            w.setValue(float(value))
+        elif isinstance(w, QComboBox):
+            w.setCurrentText(str(value))
+        elif isinstance(w, QLineEdit):
+            w.setText(_format_list(value) if isinstance(value, tuple) else str(value))
+        w.blockSignals(False)
+
+
+class ParameterPanel(QWidget):
+    """Editors for every config field, grouped by step.
+
+    Signals
+    -------
+    edited
+        Emitted when the user changes any value.
+    """
+
+    edited = pyqtSignal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._editors: dict[tuple[str, str], _Editor] = {}
+        self._defaults = SubtractionConfig()
+        self._base = self._defaults
+        inner = QWidget()
+        form_box = QVBoxLayout(inner)
+        for section, cls in SECTION_TYPES.items():
+            group = QGroupBox(section)
+            group.setToolTip((cls.__doc__ or "").strip())
+            form = QFormLayout(group)
+            hints = typing.get_type_hints(cls)
+            for field in field_specs(section):
+                editor = _Editor(section, field, hints[field.name])
+                editor.changed.connect(self._on_edit)
+                unit = field.metadata.get("unit")
+                label = QLabel(f"{field.name} [{unit}]" if unit else field.name)
+                label.setToolTip(_tooltip(field))
+                form.addRow(label, editor.widget)
+                self._editors[(section, field.name)] = editor
+            form_box.addWidget(group)
+        form_box.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidget(inner)
+        scroll.setWidgetResizable(True)
+        self.status = QLabel()
+        self.status.setWordWrap(True)
+        self.reset_button = QPushButton("Reset to defaults")
+        self.reset_button.clicked.connect(self.reset)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.reset_button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        layout.addWidget(scroll, 1)
+        layout.addWidget(self.status)
+        layout.addLayout(buttons)
+        self.set_config(self._defaults)
+
+    def editor(self, section: str, name: str) -> QWidget:
+        """The widget editing ``section.name``."""
+        return self._editors[(section, name)].widget
+
+    def set_value(self, section: str, name: str, value: Any) -> None:
+        """Change one value as if the user had edited it."""
+        self._editors[(section, name)].set_value(value)
+        self._on_edit()
+
+    def set_config(self, config: SubtractionConfig) -> None:
+        """Show ``config`` (the config of what is on screen) and mark it as run."""
+        self._base = config
+        for (section, name), editor in self._editors.items():
+            editor.set_value(getattr(getattr(config, section), name))
+        self._refresh()
+
+    def reset(self) -> None:
+        """Set every field back to its default."""
+        for (section, name), editor in self._editors.items():
+            editor.set_value(getattr(getattr(self._defaults, section), name))
+        self._on_edit()
+
+    def config(self) -> SubtractionConfig:
+        """The config as edited.
+
+        Raises
+        ------
+        ConfigError
+            When a value is invalid (the message names the field).
+        """
+        data: dict[str, dict[str, Any]] = {}
+        for (section, name), editor in self._editors.items():
+            data.setdefault(section, {})[name] = editor.value()
+        return from_dict(data, self._defaults)
+
+    def is_modified(self) -> bool:
+        """Whether the edited config differs from the one on screen."""
+        try:
+            return self.config() != self._base
+        except ConfigError:
+            return True
+
+    def _on_edit(self, *args: object) -> None:
+        self._refresh()
+        self.edited.emit()
+
+    def _refresh(self) -> None:
+        """Highlight values that differ from the defaults and state what is on screen."""
+        for (section, name), editor in self._editors.items():
+            try:
+                value = editor.value()
+            except ConfigError:
+                value = None
+            default = getattr(getattr(self._defaults, section), name)
+            if isinstance(default, float) and isinstance(value, int | float):
+                changed = abs(value - default) > 1e-9 * max(1.0, abs(default))
+            else:
+                changed = value != default
+            editor.widget.setStyleSheet(_CHANGED_STYLE if changed else "")
+        try:
+            edited = self.config()
+        except ConfigError as exc:
+            self.status.setText(f"<b>Invalid:</b> {exc}")
+            return
+        if edited == self._base:
+            self.status.setText(f"Config on screen (digest {self._base.digest()}).")
+        else:
+            self.status.setText(f"<b>Edited</b> (digest {edited.digest()}); the views still show "
+                                f"digest {self._base.digest()}: press Run to apply.")

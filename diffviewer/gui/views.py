@@ -1,0 +1,417 @@
+"""Image views: one panel per image, linked pan/zoom, a shared crosshair, blink.
+
+Every panel is a pyqtgraph ``ViewBox`` holding a row-major ``ImageItem`` (float32,
+NaN-free, explicit levels, a 256-entry uint8 LUT from :mod:`diffviewer.display`), a
+mask overlay, a crosshair and whatever marker overlays the window adds, beside a
+``HistogramLUTItem`` whose handles set the levels. All panels share the first one's
+x and y ranges (``setXLink``/``setYLink``), so panning or zooming one moves all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pyqtgraph as pg
+from PyQt6.QtCore import QPointF, QRectF, Qt, QTimer, pyqtSignal
+from PyQt6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QSpinBox,
+    QStackedWidget,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from diffviewer import display
+
+pg.setConfigOptions(imageAxisOrder="row-major", antialias=False)
+
+_CROSSHAIR_PEN = pg.mkPen((255, 255, 0, 160), width=1, style=Qt.PenStyle.DashLine)
+# Colour-bar stops shown in the histogram's gradient (the image itself uses the full LUT).
+_BAR_STOPS = 16
+
+
+class ImagePanel(QWidget):
+    """One image with its display controls, histogram, crosshair and overlays.
+
+    Parameters
+    ----------
+    name : str
+        View name (``science``, ``difference``, ...).
+    title : str
+        Title shown above the image.
+
+    Signals
+    -------
+    settings_changed(str)
+        The level mode changed and levels must be recomputed (argument: view name).
+    hovered(float, float)
+        The cursor is over (x, y) in pixel coordinates.
+    clicked(float, float)
+        A click at (x, y) that no marker took.
+    """
+
+    settings_changed = pyqtSignal(str)
+    hovered = pyqtSignal(float, float)
+    clicked = pyqtSignal(float, float)
+
+    def __init__(self, name: str, title: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.name = name
+        self.settings = display.default_settings(name)
+        self._data: np.ndarray | None = None
+        self._setting_levels = False
+
+        self.canvas = pg.GraphicsLayoutWidget()
+        self.canvas.ci.setContentsMargins(0, 0, 0, 0)
+        self.view = self.canvas.addViewBox(row=0, col=0, lockAspect=True, enableMenu=False)
+        self.view.setDefaultPadding(0.0)
+        self.image = pg.ImageItem(axisOrder="row-major")
+        self.image.setAutoDownsample(True)
+        self.view.addItem(self.image)
+        self.mask_item = pg.ImageItem(axisOrder="row-major")
+        self.mask_item.setZValue(5)
+        self.view.addItem(self.mask_item)
+        self.hist = pg.HistogramLUTItem(image=self.image)
+        self.hist.gradient.showTicks(False)
+        self.canvas.addItem(self.hist, row=0, col=1)
+        self.hist.sigLevelChangeFinished.connect(self._on_handles_moved)
+        self.vline = pg.InfiniteLine(angle=90, movable=False, pen=_CROSSHAIR_PEN)
+        self.hline = pg.InfiniteLine(angle=0, movable=False, pen=_CROSSHAIR_PEN)
+        for line in (self.vline, self.hline):
+            line.setZValue(20)
+            self.view.addItem(line, ignoreBounds=True)
+        self.canvas.scene().sigMouseMoved.connect(self._on_mouse_moved)
+        self.canvas.scene().sigMouseClicked.connect(self._on_mouse_clicked)
+
+        self.title = QLabel(f"<b>{title}</b>")
+        self.levels_box = QComboBox()
+        self.levels_box.addItems(list(display.LEVEL_MODES))
+        self.levels_box.setToolTip("Display levels: zscale, central percentile, min/max, or "
+                                   "manual (drag the histogram handles)")
+        self.stretch_box = QComboBox()
+        self.stretch_box.addItems(list(display.STRETCHES))
+        self.stretch_box.setToolTip("Stretch between the black and white points")
+        self.cmap_box = QComboBox()
+        self.cmap_box.addItems(list(display.COLORMAPS))
+        self.cmap_box.setToolTip("Colour map")
+        self.symmetric_box = QCheckBox("±")
+        self.symmetric_box.setToolTip("Levels symmetric around zero")
+        self.hist_box = QCheckBox("hist")
+        self.hist_box.setToolTip("Show the histogram with level handles")
+        self.hist_box.setChecked(True)
+        self.hist_box.toggled.connect(self.hist.setVisible)
+        self._sync_controls()
+        for box in (self.levels_box, self.stretch_box, self.cmap_box):
+            box.currentTextChanged.connect(self._on_controls)
+        self.symmetric_box.toggled.connect(self._on_controls)
+
+        bar = QHBoxLayout()
+        bar.setContentsMargins(2, 0, 2, 0)
+        bar.addWidget(self.title, 1)
+        for w in (self.levels_box, self.stretch_box, self.cmap_box, self.symmetric_box,
+                  self.hist_box):
+            bar.addWidget(w)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(0)
+        layout.addLayout(bar)
+        layout.addWidget(self.canvas, 1)
+        self._apply_lut()
+
+    # -- data and display ---------------------------------------------------------------
+
+    @property
+    def data(self) -> np.ndarray | None:
+        """The array shown (display-ready float32), or None."""
+        return self._data
+
+    def set_title(self, title: str) -> None:
+        """Change the title above the image."""
+        self.title.setText(f"<b>{title}</b>")
+
+    def set_image(self, image: np.ndarray | None, levels: tuple[float, float] | None = None) -> None:
+        """Show a display-ready image with explicit levels (None clears the view)."""
+        self._data = image
+        if image is None:
+            self.image.clear()
+            return
+        lv = levels if levels is not None else (float(image.min()), float(image.max()) + 1e-9)
+        self._setting_levels = True
+        try:
+            self.image.setImage(image, levels=lv, autoLevels=False)
+            # Pixel centres at integer view coordinates: view (x, y) is pixel (x, y), 0-based.
+            self.image.setRect(QRectF(-0.5, -0.5, image.shape[1], image.shape[0]))
+            self.hist.setLevels(*lv)
+        finally:
+            self._setting_levels = False
+        self._apply_lut()
+
+    def set_levels(self, levels: tuple[float, float]) -> None:
+        """Set the black and white points (image units)."""
+        self._setting_levels = True
+        try:
+            self.image.setLevels(levels)
+            self.hist.setLevels(*levels)
+        finally:
+            self._setting_levels = False
+
+    def set_mask_overlay(self, rgba: np.ndarray | None) -> None:
+        """Show an RGBA mask overlay (from :func:`diffviewer.display.mask_overlay`), or none."""
+        if rgba is None:
+            self.mask_item.clear()
+            return
+        self.mask_item.setImage(rgba, autoLevels=False, levels=None)
+        self.mask_item.setRect(QRectF(-0.5, -0.5, rgba.shape[1], rgba.shape[0]))
+
+    def levels(self) -> tuple[float, float]:
+        """Current black and white points."""
+        lo, hi = self.image.getLevels()
+        return float(lo), float(hi)
+
+    def lut(self) -> np.ndarray:
+        """The LUT of the current stretch and colour map (uint8, 256 x 4)."""
+        return display.make_lut(self.settings.stretch, self.settings.cmap,
+                                symmetric=self.settings.symmetric)
+
+    def set_settings(self, settings: display.DisplaySettings) -> None:
+        """Change stretch/colour map/levels mode; asks for new levels when they depend on it."""
+        old = self.settings
+        self.settings = settings
+        self._sync_controls()
+        self._apply_lut()
+        if (old.levels, old.symmetric, old.manual) != (settings.levels, settings.symmetric,
+                                                       settings.manual):
+            self.settings_changed.emit(self.name)
+
+    def _apply_lut(self) -> None:
+        lut = self.lut()
+        stops = np.linspace(0, 255, _BAR_STOPS).round().astype(int)
+        self.hist.gradient.setColorMap(pg.ColorMap(np.linspace(0.0, 1.0, _BAR_STOPS), lut[stops]))
+        self.hist.gradient.showTicks(False)
+        self.image.setLookupTable(lut)
+
+    def _sync_controls(self) -> None:
+        boxes = (self.levels_box, self.stretch_box, self.cmap_box, self.symmetric_box)
+        for box in boxes:
+            box.blockSignals(True)
+        self.levels_box.setCurrentText(self.settings.levels)
+        self.stretch_box.setCurrentText(self.settings.stretch)
+        self.cmap_box.setCurrentText(self.settings.cmap)
+        self.symmetric_box.setChecked(self.settings.symmetric)
+        for box in boxes:
+            box.blockSignals(False)
+
+    def _on_controls(self, *args: object) -> None:
+        mode = self.levels_box.currentText()
+        manual = self.levels() if mode == "manual" else None
+        self.set_settings(display.DisplaySettings(
+            levels=mode, stretch=self.stretch_box.currentText(), cmap=self.cmap_box.currentText(),
+            symmetric=self.symmetric_box.isChecked(), manual=manual))
+
+    def _on_handles_moved(self, *args: object) -> None:
+        if self._setting_levels or self._data is None:
+            return
+        lo, hi = self.hist.getLevels()
+        self.settings = self.settings.replace(levels="manual", manual=(float(lo), float(hi)),
+                                              symmetric=False)
+        self._sync_controls()
+        self._apply_lut()
+
+    # -- navigation and cursor ----------------------------------------------------------
+
+    def set_crosshair(self, x: float, y: float) -> None:
+        """Move the crosshair to (x, y)."""
+        self.vline.setPos(x)
+        self.hline.setPos(y)
+
+    def centre_on(self, x: float, y: float, half_width: float | None = None) -> None:
+        """Centre the view on (x, y), keeping the zoom unless ``half_width`` (px) is given."""
+        (x0, x1), (y0, y1) = self.view.viewRange()
+        hx = half_width if half_width is not None else (x1 - x0) / 2
+        hy = half_width if half_width is not None else (y1 - y0) / 2
+        self.view.setRange(xRange=(x - hx, x + hx), yRange=(y - hy, y + hy), padding=0)
+
+    def view_centre(self) -> tuple[float, float]:
+        """Centre of the visible area (px)."""
+        (x0, x1), (y0, y1) = self.view.viewRange()
+        return (x0 + x1) / 2, (y0 + y1) / 2
+
+    def _scene_to_pixel(self, pos: QPointF) -> tuple[float, float] | None:
+        if not self.view.sceneBoundingRect().contains(pos):
+            return None
+        p = self.view.mapSceneToView(pos)
+        return p.x(), p.y()
+
+    def _on_mouse_moved(self, pos: QPointF) -> None:
+        xy = self._scene_to_pixel(pos)
+        if xy is not None:
+            self.hovered.emit(*xy)
+
+    def _on_mouse_clicked(self, event: object) -> None:
+        if getattr(event, "accepted", False) or getattr(event, "button", lambda: None)() != \
+                Qt.MouseButton.LeftButton:
+            return
+        xy = self._scene_to_pixel(event.scenePos())  # type: ignore[attr-defined]
+        if xy is not None:
+            self.clicked.emit(*xy)
+
+
+class ImageArea(QWidget):
+    """The linked image panels, as a grid or as tabs, with a blink panel.
+
+    Parameters
+    ----------
+    views : sequence of (str, str)
+        View names and titles.
+
+    Signals
+    -------
+    hovered(float, float)
+        The cursor is over (x, y) in any panel.
+    """
+
+    hovered = pyqtSignal(float, float)
+
+    def __init__(self, views: Sequence[tuple[str, str]], parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.panels: dict[str, ImagePanel] = {}
+        for name, title in views:
+            self.panels[name] = ImagePanel(name, title)
+        self.blink = ImagePanel("blink", "Blink")
+        self.blink.levels_box.setEnabled(False)
+        master = next(iter(self.panels.values())).view
+        for panel in [*self.panels.values(), self.blink]:
+            if panel.view is not master:
+                panel.view.setXLink(master)
+                panel.view.setYLink(master)
+            panel.hovered.connect(self._on_hover)
+        self._visible: list[str] = list(self.panels)
+        self.grid_page = QWidget()
+        self.grid = QGridLayout(self.grid_page)
+        self.grid.setContentsMargins(0, 0, 0, 0)
+        self.grid.setSpacing(2)
+        self.tabs = QTabWidget()
+        self.blink_frames: list[str] = ["science", "matched", "difference"]
+        self._blink_index = 0
+        self.blink_timer = QTimer(self)
+        self.blink_timer.setInterval(500)
+        self.blink_timer.timeout.connect(self.step_blink)
+        self.blink_rate = QSpinBox()
+        self.blink_rate.setRange(100, 5000)
+        self.blink_rate.setSingleStep(100)
+        self.blink_rate.setSuffix(" ms")
+        self.blink_rate.setValue(500)
+        self.blink_rate.setToolTip("Blink interval")
+        self.blink_rate.valueChanged.connect(self.blink_timer.setInterval)
+        blink_page = QWidget()
+        blink_layout = QVBoxLayout(blink_page)
+        blink_layout.setContentsMargins(0, 0, 0, 0)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("K: next frame · Ctrl+K: blink on/off · rate"))
+        row.addWidget(self.blink_rate)
+        row.addStretch(1)
+        blink_layout.addLayout(row)
+        blink_layout.addWidget(self.blink, 1)
+        self.stack = QStackedWidget()
+        self.stack.addWidget(self.grid_page)
+        self.stack.addWidget(self.tabs)
+        self.stack.addWidget(blink_page)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.stack)
+        self.mode = "grid"
+        self._place()
+
+    # -- layout -------------------------------------------------------------------------
+
+    def set_visible_views(self, names: Sequence[str]) -> None:
+        """Which panels are shown (others, e.g. variance and mask, are on demand)."""
+        self._visible = [n for n in self.panels if n in names]
+        self._place()
+
+    def visible_views(self) -> list[str]:
+        """Names of the panels shown."""
+        return list(self._visible)
+
+    def set_mode(self, mode: str) -> None:
+        """Show the panels as a ``grid``, as ``tabs``, or the ``blink`` panel."""
+        self.mode = mode
+        self._place()
+
+    def _place(self) -> None:
+        for panel in self.panels.values():
+            self.grid.removeWidget(panel)
+            panel.setParent(None)
+        while self.tabs.count():
+            self.tabs.removeTab(0)
+        if self.mode == "tabs":
+            for name in self._visible:
+                self.tabs.addTab(self.panels[name], self.panels[name].title.text()
+                                 .replace("<b>", "").replace("</b>", ""))
+            self.stack.setCurrentWidget(self.tabs)
+        elif self.mode == "blink":
+            self.stack.setCurrentIndex(2)
+            self._show_blink_frame()
+        else:
+            cols = 3 if len(self._visible) > 4 else 2
+            for i, name in enumerate(self._visible):
+                self.grid.addWidget(self.panels[name], i // cols, i % cols)
+                self.panels[name].show()
+            self.stack.setCurrentWidget(self.grid_page)
+
+    # -- blink --------------------------------------------------------------------------
+
+    def step_blink(self) -> None:
+        """Show the next blink frame (science, matched template, difference by default)."""
+        frames = [f for f in self.blink_frames if self.panels[f].data is not None]
+        if not frames:
+            return
+        self._blink_index = (self._blink_index + 1) % len(frames)
+        self._show_blink_frame()
+
+    def toggle_blink(self) -> None:
+        """Start or stop blinking at the chosen rate."""
+        if self.blink_timer.isActive():
+            self.blink_timer.stop()
+        else:
+            if self.mode != "blink":
+                self.set_mode("blink")
+            self.blink_timer.start()
+
+    def blink_frame(self) -> str | None:
+        """The view shown in the blink panel."""
+        frames = [f for f in self.blink_frames if self.panels[f].data is not None]
+        return frames[self._blink_index % len(frames)] if frames else None
+
+    def _show_blink_frame(self) -> None:
+        name = self.blink_frame()
+        if name is None:
+            return
+        src = self.panels[name]
+        self.blink.set_title(f"Blink: {src.title.text()}")
+        self.blink.settings = src.settings
+        self.blink.set_image(src.data, src.levels())
+        self.blink._sync_controls()
+
+    # -- cursor -------------------------------------------------------------------------
+
+    def _on_hover(self, x: float, y: float) -> None:
+        for panel in [*self.panels.values(), self.blink]:
+            panel.set_crosshair(x, y)
+        self.hovered.emit(x, y)
+
+    def centre_on(self, x: float, y: float, half_width: float | None = None) -> None:
+        """Centre every panel on pixel (x, y) (they are linked: one call moves all)."""
+        next(iter(self.panels.values())).centre_on(x, y, half_width)
+        for panel in [*self.panels.values(), self.blink]:
+            panel.set_crosshair(x, y)
+
+    def view_centre(self) -> tuple[float, float]:
+        """Centre of the shared view, in pixel coordinates."""
+        return next(iter(self.panels.values())).view_centre()

@@ -1,0 +1,262 @@
+"""Background work: the one module of the GUI that owns threads.
+
+A :class:`JobRunner` runs plain Python callables (``job(progress, token)``) in
+``QThread`` s, one *lane* per kind of work ("run" for subtractions, "levels" for
+display levels, ...). Every job carries an id; submitting a new job to a lane cancels
+the previous one, and a late result of a superseded or cancelled job is dropped, so
+the window only ever shows the newest answer. Workers never touch widgets: progress,
+results and errors reach the GUI thread as queued signals.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from PyQt6.QtCore import QObject, QThread, pyqtSignal, pyqtSlot
+
+from diffviewer.engine.progress import CancelToken, ProgressCallback
+from diffviewer.errors import Cancelled, DiffviewerError
+
+#: A unit of background work: called with a progress callback and a cancel token.
+Job = Callable[[ProgressCallback, CancelToken], Any]
+
+# Least interval between two progress signals of one job (s): keeps the GUI's event
+# queue short when the engine reports from tight loops.
+_PROGRESS_INTERVAL = 0.05
+
+
+@dataclasses.dataclass(frozen=True)
+class ErrorReport:
+    """A failure of a job, ready to show.
+
+    Attributes
+    ----------
+    title : str
+        Short heading (the error class for expected errors).
+    message : str
+        The one-line message (for diffviewer's own errors, it names the file or value
+        and says what to do).
+    details : str
+        The traceback, shown on demand.
+    expected : bool
+        True for :class:`~diffviewer.errors.DiffviewerError` (a problem with the input
+        or config), False for a bug.
+    """
+
+    title: str
+    message: str
+    details: str
+    expected: bool
+
+
+def error_report(exc: BaseException) -> ErrorReport:
+    """Describe an exception for the user.
+
+    Parameters
+    ----------
+    exc : BaseException
+        The exception raised by a job.
+
+    Returns
+    -------
+    ErrorReport
+    """
+    details = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    if isinstance(exc, DiffviewerError):
+        return ErrorReport(type(exc).__name__, str(exc), details, True)
+    return ErrorReport("Unexpected error", f"{type(exc).__name__}: {exc} (this is a bug in "
+                       "diffviewer; the details below help to report it)", details, False)
+
+
+class _Worker(QObject):
+    """Runs one job in its thread and reports through signals (never touches widgets)."""
+
+    progress = pyqtSignal(int, str, float)
+    finished = pyqtSignal(int, object)
+    failed = pyqtSignal(int, object)
+    cancelled = pyqtSignal(int)
+
+    def __init__(self, job_id: int, job: Job, token: CancelToken) -> None:
+        super().__init__()
+        self.job_id = job_id
+        self._job = job
+        self._token = token
+        self._last = (0.0, "")
+
+    def _report(self, step: str, fraction: float) -> None:
+        """Forward progress, at most every ``_PROGRESS_INTERVAL`` unless the step changes."""
+        now = time.monotonic()
+        if step != self._last[1] or now - self._last[0] >= _PROGRESS_INTERVAL:
+            self._last = (now, step)
+            self.progress.emit(self.job_id, step, float(fraction))
+
+    @pyqtSlot()
+    def run(self) -> None:
+        """Run the job and emit exactly one of finished, failed or cancelled."""
+        try:
+            result = self._job(self._report, self._token)
+        except Cancelled:
+            self.cancelled.emit(self.job_id)
+        except BaseException as exc:  # every failure becomes a message, never a crash
+            if self._token.cancelled:
+                self.cancelled.emit(self.job_id)
+            else:
+                self.failed.emit(self.job_id, error_report(exc))
+        else:
+            if self._token.cancelled:
+                self.cancelled.emit(self.job_id)
+            else:
+                self.finished.emit(self.job_id, result)
+
+
+@dataclasses.dataclass
+class _Running:
+    """Bookkeeping of one live thread."""
+
+    lane: str
+    thread: QThread
+    worker: _Worker
+    token: CancelToken
+
+
+class JobRunner(QObject):
+    """Runs jobs in background threads, one current job per lane.
+
+    Signals carry ``(lane, job_id, ...)``; only the lane's current job ever signals,
+    so receivers need not check ids themselves.
+    """
+
+    started = pyqtSignal(str, int)
+    progress = pyqtSignal(str, int, str, float)
+    finished = pyqtSignal(str, int, object)
+    failed = pyqtSignal(str, int, object)
+    cancelled = pyqtSignal(str, int)
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._next_id = 1
+        self._current: dict[str, int] = {}
+        self._running: dict[int, _Running] = {}
+
+    def submit(self, lane: str, job: Job) -> int:
+        """Start ``job`` in a new thread, superseding the lane's current job.
+
+        Parameters
+        ----------
+        lane : str
+            Kind of work; one current job per lane.
+        job : callable
+            ``job(progress, token) -> result``; runs in the background thread.
+
+        Returns
+        -------
+        int
+            The job id.
+        """
+        self.cancel(lane, notify=False)
+        job_id = self._next_id
+        self._next_id += 1
+        token = CancelToken()
+        thread = QThread()
+        worker = _Worker(job_id, job, token)
+        worker.moveToThread(thread)
+        thread.started.connect(worker.run)
+        worker.progress.connect(self._on_progress)
+        worker.finished.connect(self._on_finished)
+        worker.failed.connect(self._on_failed)
+        worker.cancelled.connect(self._on_cancelled)
+        for signal in (worker.finished, worker.failed, worker.cancelled):
+            signal.connect(thread.quit)
+        thread.finished.connect(worker.deleteLater)
+        thread.finished.connect(self._reap)
+        self._running[job_id] = _Running(lane, thread, worker, token)
+        self._current[lane] = job_id
+        self.started.emit(lane, job_id)
+        thread.start()
+        return job_id
+
+    def cancel(self, lane: str, *, notify: bool = True) -> None:
+        """Cancel the lane's current job; the lane is idle at once.
+
+        The thread stops at the engine's next cancellation check; whatever it
+        returns is dropped.
+
+        Parameters
+        ----------
+        lane : str
+            The lane.
+        notify : bool
+            Emit ``cancelled`` for the job (False when a new job supersedes it).
+        """
+        job_id = self._current.pop(lane, None)
+        if job_id is None:
+            return
+        running = self._running.get(job_id)
+        if running is not None:
+            running.token.cancel()
+        if notify:
+            self.cancelled.emit(lane, job_id)
+
+    def is_busy(self, lane: str) -> bool:
+        """Whether the lane has a current job."""
+        return lane in self._current
+
+    def active_threads(self) -> int:
+        """Number of threads still alive (including cancelled ones winding down)."""
+        return len(self._running)
+
+    def shutdown(self, timeout_ms: int = 5000) -> None:
+        """Cancel every job and wait for the threads to end (on closing the window)."""
+        for lane in list(self._current):
+            self.cancel(lane, notify=False)
+        for running in list(self._running.values()):
+            running.token.cancel()
+            running.thread.quit()
+            running.thread.wait(timeout_ms)
+
+    def _lane_of(self, job_id: int) -> str | None:
+        """The lane of a job when it is still its lane's current job, else None."""
+        running = self._running.get(job_id)
+        if running is None or self._current.get(running.lane) != job_id:
+            return None
+        return running.lane
+
+    @pyqtSlot(int, str, float)
+    def _on_progress(self, job_id: int, step: str, fraction: float) -> None:
+        lane = self._lane_of(job_id)
+        if lane is not None:
+            self.progress.emit(lane, job_id, step, fraction)
+
+    @pyqtSlot(int, object)
+    def _on_finished(self, job_id: int, result: object) -> None:
+        lane = self._lane_of(job_id)
+        if lane is not None:
+            del self._current[lane]
+            self.finished.emit(lane, job_id, result)
+
+    @pyqtSlot(int, object)
+    def _on_failed(self, job_id: int, report: object) -> None:
+        lane = self._lane_of(job_id)
+        if lane is not None:
+            del self._current[lane]
+            self.failed.emit(lane, job_id, report)
+
+    @pyqtSlot(int)
+    def _on_cancelled(self, job_id: int) -> None:
+        lane = self._lane_of(job_id)
+        if lane is not None:
+            del self._current[lane]
+            self.cancelled.emit(lane, job_id)
+
+    @pyqtSlot()
+    def _reap(self) -> None:
+        """Forget a thread that has ended (the sender) and let Qt delete it."""
+        thread = self.sender()
+        for job_id, running in list(self._running.items()):
+            if running.thread is thread:
+                del self._running[job_id]
+                running.thread.deleteLater()

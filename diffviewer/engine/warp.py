@@ -1,0 +1,352 @@
+"""Bring the template onto the science pixel grid (the seed's warp step and coverage check).
+
+The template's image, variance and mask are resampled at the template pixel that
+each science pixel sees on the sky. That mapping is computed exactly with the two
+WCSs on a coarse grid (every :data:`COARSE_STEP` px), interpolated with a bicubic
+spline to every pixel, and verified against the exact mapping at the centres of
+the coarse cells, where the interpolation is least accurate; when it misses by more
+than :data:`COARSE_TOLERANCE` px (a WCS with small-scale distortion, or points off
+the projection) the exact mapping is computed for every pixel instead. The pixel
+values are then interpolated with ``scipy.ndimage.map_coordinates``, the same
+interpolation ``reproject.reproject_interp`` applies; ``benchmarks/bench_warp.py``
+compares the two (equal values, several times faster, see the module docstring there).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+from astropy.wcs import WCS
+from scipy import ndimage
+from scipy.interpolate import RectBivariateSpline
+
+from diffviewer.config import WarpConfig
+from diffviewer.engine.progress import Reporter, null_reporter
+from diffviewer.errors import InputError, NoWorkFound
+from diffviewer.exposure import MASK_DTYPE, Exposure, MaskPlane
+from diffviewer.io import fill_no_data, header_with_wcs
+
+#: Spline order of each interpolation name of :class:`WarpConfig`.
+INTERPOLATION_ORDER = {"nearest-neighbor": 0, "bilinear": 1, "biquadratic": 2, "bicubic": 3}
+#: Spacing of the grid on which the pixel mapping is computed exactly (px).
+COARSE_STEP = 32
+#: Largest error of the interpolated pixel mapping accepted (px); beyond it the exact one is used.
+COARSE_TOLERANCE = 1e-3
+#: Points per side of the grid on which the offset between the two grids is measured.
+OFFSET_GRID = 9
+#: A warped pixel keeps a template mask plane when that plane's pixels carry at least this
+#: fraction of its bilinear interpolation weight (so float round-off at integer offsets
+#: does not grow every masked region by a pixel).
+MASK_WEIGHT_MIN = 1e-3
+#: Below this coverage the result carries a warning (the run continues).
+COVERAGE_WARNING = 0.5
+#: Rows resampled per block between progress reports.
+ROW_BLOCK = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class WarpResult:
+    """The template on the science grid.
+
+    Attributes
+    ----------
+    exposure : Exposure
+        Template image, variance and mask on the science grid, with the science WCS
+        and the template's PSF, zero point and header.
+    warped : bool
+        Whether the template was resampled (False when the grids already agreed, or
+        when the images have no celestial WCS and are taken as pre-aligned).
+    max_offset : float
+        Largest offset between the two grids over the science image (px); NaN
+        without a celestial WCS on both images.
+    coverage : float
+        Fraction of science pixels where the warped template has data (no NO_DATA).
+    warnings : tuple of str
+        What the user should know, e.g. a low coverage.
+    """
+
+    exposure: Exposure
+    warped: bool
+    max_offset: float
+    coverage: float
+    warnings: tuple[str, ...]
+
+
+def _sample_points(shape: tuple[int, int], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """An ``n`` x ``n`` grid of science pixels spanning the image, corners included."""
+    ny, nx = shape
+    gx, gy = np.meshgrid(np.linspace(0, nx - 1, n), np.linspace(0, ny - 1, n))
+    return gx.ravel(), gy.ravel()
+
+
+def _to_template(science_wcs: WCS, template_wcs: WCS, x: np.ndarray, y: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Template pixel coordinates (0-based) of science pixels, through the sky; NaN off the sky."""
+    with np.errstate(invalid="ignore"):
+        ra, dec = science_wcs.all_pix2world(x, y, 0)
+        tx, ty = template_wcs.all_world2pix(ra, dec, 0, quiet=True)
+    return np.asarray(tx, dtype=np.float64), np.asarray(ty, dtype=np.float64)
+
+
+def grid_offsets(science_wcs: WCS, template_wcs: WCS, shape: tuple[int, int],
+                 n: int = OFFSET_GRID) -> np.ndarray:
+    """Offsets between the two pixel grids at an ``n`` x ``n`` grid of science pixels.
+
+    Parameters
+    ----------
+    science_wcs, template_wcs : astropy.wcs.WCS
+        Celestial WCSs.
+    shape : (int, int)
+        Science image shape (ny, nx).
+    n : int
+        Points per side (corners included).
+
+    Returns
+    -------
+    numpy.ndarray
+        Distance (px) between each science pixel and the template pixel of the same
+        sky position; NaN where a point has no sky position.
+    """
+    x, y = _sample_points(shape, n)
+    tx, ty = _to_template(science_wcs, template_wcs, x, y)
+    return np.hypot(tx - x, ty - y)
+
+
+def template_pixel_map(science_wcs: WCS, template_wcs: WCS, shape: tuple[int, int],
+                       reporter: Reporter | None = None, span: tuple[float, float] = (0.0, 1.0)
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """The template pixel (x, y) seen by every science pixel.
+
+    Parameters
+    ----------
+    science_wcs, template_wcs : astropy.wcs.WCS
+        Celestial WCSs.
+    shape : (int, int)
+        Science image shape (ny, nx).
+    reporter : Reporter, optional
+        Progress and cancellation (the exact path reports per block of rows).
+    span : (float, float)
+        The part of the reporter's step this covers.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        Template x and y (0-based px), each of ``shape``; NaN off the sky. Accurate to
+        :data:`COARSE_TOLERANCE` px or better.
+    """
+    reporter = reporter or null_reporter()
+    ny, nx = shape
+    gx = np.unique(np.append(np.arange(0, nx, COARSE_STEP), nx - 1)).astype(np.float64)
+    gy = np.unique(np.append(np.arange(0, ny, COARSE_STEP), ny - 1)).astype(np.float64)
+    if gx.size >= 4 and gy.size >= 4:
+        cx, cy = _to_template(science_wcs, template_wcs, *np.meshgrid(gx, gy))
+        if np.isfinite(cx).all() and np.isfinite(cy).all():
+            spline_x = RectBivariateSpline(gy, gx, cx, kx=3, ky=3)
+            spline_y = RectBivariateSpline(gy, gx, cy, kx=3, ky=3)
+            mx, my = np.meshgrid((gx[:-1] + gx[1:]) / 2, (gy[:-1] + gy[1:]) / 2)
+            ex, ey = _to_template(science_wcs, template_wcs, mx.ravel(), my.ravel())
+            error = np.hypot(spline_x.ev(my.ravel(), mx.ravel()) - ex,
+                             spline_y.ev(my.ravel(), mx.ravel()) - ey)
+            if np.isfinite(error).all() and error.max() <= COARSE_TOLERANCE:
+                rows, cols = np.arange(ny, dtype=np.float64), np.arange(nx, dtype=np.float64)
+                return spline_x(rows, cols), spline_y(rows, cols)
+    tx = np.empty(shape)
+    ty = np.empty(shape)
+    cols = np.arange(nx, dtype=np.float64)
+    for start in range(0, ny, ROW_BLOCK):
+        stop = min(start + ROW_BLOCK, ny)
+        bx, by = np.meshgrid(cols, np.arange(start, stop, dtype=np.float64))
+        tx[start:stop], ty[start:stop] = _to_template(science_wcs, template_wcs, bx, by)
+        reporter.update(span[0] + (span[1] - span[0]) * stop / ny)
+    return tx, ty
+
+
+def _resample(array: np.ndarray, tx: np.ndarray, ty: np.ndarray, order: int,
+              reporter: Reporter, span: tuple[float, float]) -> np.ndarray:
+    """Interpolate ``array`` at (ty, tx) by blocks of rows; edges clamp to the nearest pixel."""
+    if order > 1:
+        array = ndimage.spline_filter(array, order=order, mode="nearest", output=np.float64)
+    out = np.empty(tx.shape, dtype=np.float64)
+    lo, hi = span
+    for start in range(0, tx.shape[0], ROW_BLOCK):
+        stop = min(start + ROW_BLOCK, tx.shape[0])
+        coords = np.stack([np.nan_to_num(ty[start:stop]), np.nan_to_num(tx[start:stop])])
+        out[start:stop] = ndimage.map_coordinates(array, coords, order=order, mode="nearest",
+                                                  prefilter=False)
+        reporter.update(lo + (hi - lo) * stop / tx.shape[0])
+    return out
+
+
+def _resample_mask(mask: np.ndarray, tx: np.ndarray, ty: np.ndarray, order: int,
+                   reporter: Reporter, span: tuple[float, float]) -> np.ndarray:
+    """Warp each mask plane that is set anywhere; a plane is kept where it touches the kernel.
+
+    A plane is resampled with the bilinear kernel (nearest neighbour for order 0) and
+    kept where it carries at least :data:`MASK_WEIGHT_MIN` of the weight; for the
+    wider biquadratic and bicubic kernels the kept region grows by one pixel.
+    """
+    bits = [plane for plane in MaskPlane if np.any(mask & int(plane))]
+    out = np.zeros(tx.shape, dtype=MASK_DTYPE)
+    lo, hi = span
+    for i, plane in enumerate(bits):
+        part = (lo + (hi - lo) * i / len(bits), lo + (hi - lo) * (i + 1) / len(bits))
+        values = ((mask & int(plane)) != 0).astype(np.float32)
+        touched = _resample(values, tx, ty, min(order, 1), reporter, part) >= MASK_WEIGHT_MIN
+        if order > 1:
+            touched = ndimage.binary_dilation(touched, structure=np.ones((3, 3), dtype=bool))
+        out[touched] |= MASK_DTYPE(int(plane))
+    return out
+
+
+def _is_affine_identity(science_wcs: WCS, template_wcs: WCS, shape: tuple[int, int]) -> bool:
+    """Whether a science pixel maps to one template pixel, unrotated (to 1 %), at the centre."""
+    cx, cy = (shape[1] - 1) / 2, (shape[0] - 1) / 2
+    tx, ty = _to_template(science_wcs, template_wcs, np.array([cx, cx + 1, cx]),
+                          np.array([cy, cy, cy + 1]))
+    jacobian = np.array([[tx[1] - tx[0], tx[2] - tx[0]], [ty[1] - ty[0], ty[2] - ty[0]]])
+    return bool(np.all(np.isfinite(jacobian)) and np.abs(jacobian - np.eye(2)).max() < 0.01)
+
+
+def warp_exposure(template: Exposure, science: Exposure, interpolation: str,
+                  reporter: Reporter | None = None) -> Exposure:
+    """Resample the template's image, variance and mask onto the science grid.
+
+    Parameters
+    ----------
+    template, science : Exposure
+        Both with a celestial WCS.
+    interpolation : str
+        One of :data:`INTERPOLATION_ORDER`.
+    reporter : Reporter, optional
+        Progress and cancellation.
+
+    Returns
+    -------
+    Exposure
+        The warped template: science shape and WCS; template PSF, zero point and
+        header (its WCS cards replaced by the science WCS). Science pixels whose sky
+        falls outside the template (beyond half a pixel from its edge) get NO_DATA.
+    """
+    reporter = reporter or null_reporter()
+    order = INTERPOLATION_ORDER[interpolation]
+    tx, ty = template_pixel_map(science.wcs, template.wcs, science.shape, reporter, (0.0, 0.4))
+    ny, nx = template.shape
+    outside = ~((tx >= -0.5) & (tx <= nx - 0.5) & (ty >= -0.5) & (ty <= ny - 0.5))
+    image = _resample(template.image, tx, ty, order, reporter, (0.4, 0.6))
+    variance = _resample(template.variance, tx, ty, order, reporter, (0.6, 0.8))
+    mask = _resample_mask(template.mask, tx, ty, order, reporter, (0.8, 1.0))
+    mask[outside] |= MASK_DTYPE(int(MaskPlane.NO_DATA))
+    image[outside] = np.nan
+    variance[outside] = np.nan
+    image, variance, mask = fill_no_data(image, variance, mask)
+    return template.replace(image=image, variance=variance, mask=mask, wcs=science.wcs,
+                            header=header_with_wcs(template.header, science.wcs),
+                            source=f"{template.source} warped to {science.source}")
+
+
+def template_coverage(exposure: Exposure) -> float:
+    """Fraction of pixels without NO_DATA.
+
+    Parameters
+    ----------
+    exposure : Exposure
+        The (warped) template.
+
+    Returns
+    -------
+    float
+        In [0, 1].
+    """
+    return float(np.mean((exposure.mask & int(MaskPlane.NO_DATA)) == 0))
+
+
+def check_template_sufficient(coverage: float, config: WarpConfig) -> None:
+    """Raise :class:`NoWorkFound` when the template covers too little (the seed's check).
+
+    Parameters
+    ----------
+    coverage : float
+        Fraction of science pixels with template data.
+    config : WarpConfig
+        Holds ``required_template_fraction``.
+
+    Raises
+    ------
+    NoWorkFound
+        When ``coverage`` is below ``config.required_template_fraction``.
+    """
+    if coverage < config.required_template_fraction:
+        raise NoWorkFound(
+            f"the template covers {coverage:.1%} of the science image with data, below "
+            f"warp.required_template_fraction = {config.required_template_fraction:g}; use a "
+            "template that overlaps the science image, or lower warp.required_template_fraction")
+
+
+def warp_template(template: Exposure, science: Exposure, config: WarpConfig,
+                  reporter: Reporter | None = None) -> WarpResult:
+    """Bring the template onto the science grid and check that it covers enough of it.
+
+    Parameters
+    ----------
+    template, science : Exposure
+        The two exposures. With a celestial WCS on both, the template is warped
+        unless the grids agree to ``config.grid_tolerance`` px everywhere (and the
+        shapes are equal); otherwise the images must already be aligned.
+    config : WarpConfig
+        Tolerance, interpolation and required coverage.
+    reporter : Reporter, optional
+        Progress and cancellation.
+
+    Returns
+    -------
+    WarpResult
+
+    Raises
+    ------
+    InputError
+        When either image lacks a celestial WCS and the shapes differ.
+    NoWorkFound
+        When the template covers less than ``config.required_template_fraction``.
+    Cancelled
+        When the reporter's token is cancelled.
+    """
+    reporter = reporter or null_reporter()
+    notes: list[str] = []
+    warped = False
+    if science.has_celestial_wcs and template.has_celestial_wcs:
+        offsets = grid_offsets(science.wcs, template.wcs, science.shape)
+        finite = offsets[np.isfinite(offsets)]
+        max_offset = float(finite.max()) if finite.size else math.nan
+        if (template.shape != science.shape or finite.size < offsets.size
+                or max_offset > config.grid_tolerance):
+            exposure = warp_exposure(template, science, config.interpolation, reporter)
+            warped = True
+            if template.psf is not None and not _is_affine_identity(science.wcs, template.wcs,
+                                                                   science.shape):
+                notes.append("the template's PSF image is kept in the template's pixel "
+                             "orientation and scale, which differ from the science grid's; "
+                             "measure the template PSF on the warped template instead")
+    else:
+        if template.shape != science.shape:
+            which = "neither image has" if not (science.has_celestial_wcs
+                                                 or template.has_celestial_wcs) else (
+                "the science image has no" if not science.has_celestial_wcs
+                else "the template has no")
+            raise InputError(
+                f"template {template.source} has shape {template.shape} but science "
+                f"{science.source} has shape {science.shape}, and {which} celestial WCS: "
+                "without a WCS the images must be pre-aligned on the same pixel grid")
+        max_offset = math.nan
+    if not warped:
+        exposure = template.replace(wcs=science.wcs,
+                                    header=header_with_wcs(template.header, science.wcs))
+    coverage = template_coverage(exposure)
+    check_template_sufficient(coverage, config)
+    if coverage < COVERAGE_WARNING:
+        notes.append(f"the template covers only {coverage:.1%} of the science image; "
+                     "results outside it are masked NO_DATA")
+    reporter.update(1.0)
+    return WarpResult(exposure=exposure, warped=warped, max_offset=max_offset,
+                      coverage=coverage, warnings=tuple(notes))

@@ -1,0 +1,402 @@
+"""Reading exposures from every layout in ../shared/data, bad input, and atomic outputs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.stats import mad_std
+from astropy.table import Table
+
+from diffviewer.errors import InputError, OutputError
+from diffviewer.exposure import Exposure, MaskPlane
+from diffviewer.io import (
+    atomic_write_text,
+    demo_pair,
+    ensure_not_input,
+    parse_spec,
+    prepare_output_dir,
+    read_exposure,
+    write_exposure,
+    write_table,
+)
+from diffviewer.synthetic import make_pair, tan_wcs
+from tests.conftest import data_path
+
+NO_DATA, SAT, BAD = int(MaskPlane.NO_DATA), int(MaskPlane.SAT), int(MaskPlane.BAD)
+LEGACY_Z = "legacypipe/testcase3/decam/CP/V4.8.2a/CP20140818/c4d_140818_232043_{}_z_ls9.N12.fits"
+LEGACY_HOLES = "legacypipe/testcase6/decam/CP/V4.8.2a/CP20181214/c4d_181215_051332_{}_r_ls9.S9.fits"
+
+
+def _sky_image(shape=(128, 128), sky=1000.0, gain=2.0, seed=0) -> tuple[np.ndarray, np.ndarray]:
+    """Poisson-like image: sky plus a few bright Gaussian blobs; returns image and true variance."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
+    model = np.full(shape, sky)
+    for x0, y0 in rng.uniform(10, min(shape) - 10, (6, 2)):
+        model += 2e4 * np.exp(-((xx - x0) ** 2 + (yy - y0) ** 2) / (2 * 2.0**2))
+    var = model / gain
+    return model + rng.normal(size=shape) * np.sqrt(var), var
+
+
+def _write(path: Path, data: np.ndarray | None, header: fits.Header | None = None) -> Path:
+    fits.PrimaryHDU(data, header=header).writeto(path)
+    return path
+
+
+# --------------------------------------------------------------------------- specs
+
+
+def test_parse_spec_reads_names_and_indices(tmp_path: Path) -> None:
+    assert parse_spec("a/b.fits") == (Path("a/b.fits"), None)
+    assert parse_spec("b.fits[SCI]") == (Path("b.fits"), "SCI")
+    assert parse_spec(Path("b.fits[3]")) == (Path("b.fits"), 3)
+    odd = tmp_path / "odd[1].fits"
+    odd.write_bytes(b"")
+    assert parse_spec(odd) == (odd, None)
+    with pytest.raises(InputError, match=r"empty extension"):
+        parse_spec("b.fits[]")
+
+
+# --------------------------------------------------------------------------- real layouts
+
+
+def test_integer_bzero_image_reads_as_unsigned_values() -> None:
+    path = data_path("properimage/aligned_eso085-030-004.fit")
+    exp = read_exposure(path)
+    raw = fits.getdata(path)  # astropy applies BZERO: uint16
+    assert raw.dtype == np.uint16
+    assert exp.image.dtype == np.float32 and exp.image.flags.c_contiguous
+    np.testing.assert_array_equal(exp.image, raw.astype(np.float32))
+    assert exp.image.max() == 65535.0  # would be -1 if BZERO were ignored
+    assert exp.wcs is None and exp.variance_estimated
+
+
+def test_estimated_variance_matches_frame_to_frame_noise() -> None:
+    # Two consecutive 60 s frames of the same field: their difference, divided by the
+    # estimated noise of both, must have unit scatter on the sky. A whole-image MAD
+    # (inflated by the galaxy and the sky gradient) gives 0.77 here; the blockwise
+    # estimate 0.91; the bound 0.85-1.15 leaves room for the frames' misalignment.
+    a = read_exposure(data_path("properimage/aligned_eso085-030-004.fit"))
+    b = read_exposure(data_path("properimage/aligned_eso085-030-005.fit"))
+    z = (a.image.astype(float) - b.image) / np.sqrt(a.variance.astype(float) + b.variance)
+    sky = a.good_pixels() & (a.image < np.median(a.image) + 100)
+    assert 0.85 < mad_std(z[sky]) < 1.15
+
+
+def test_big_endian_data_becomes_native_float32() -> None:
+    path = data_path("goto/1.fits")
+    raw = fits.getdata(path)
+    assert raw.dtype.byteorder == ">"
+    exp = read_exposure(path)
+    assert exp.image.dtype == np.dtype("float32") and exp.image.dtype.isnative
+    np.testing.assert_array_equal(exp.image, raw)
+    assert exp.has_celestial_wcs
+
+
+def test_ztf_triplet_picks_named_hdus_and_primary_zero_point() -> None:
+    path = data_path("ztf_triplets/ztf_ZTF17aabuxmr_697252845115010001.fits")
+    first = read_exposure(path)  # no extension: the first HDU with 2-D data (SCI)
+    with fits.open(path) as hdul:
+        sci, ref = hdul["SCI"].data, hdul["REF"].data
+    np.testing.assert_array_equal(first.image, np.nan_to_num(sci))
+    np.testing.assert_array_equal(read_exposure(f"{path}[REF]").image, np.nan_to_num(ref))
+    np.testing.assert_array_equal(read_exposure(f"{path}[2]").image, np.nan_to_num(ref))
+    assert first.zero_point == pytest.approx(26.08788, abs=1e-4)  # MAGZPSCI of the primary
+    assert first.wcs is None and first.variance_estimated
+
+
+def test_rubin_triplet_takes_variance_and_psf_of_the_named_image() -> None:
+    path = data_path("rubin_triplets/rubin_169298432605814947.fits")
+    tmpl = read_exposure(f"{path}[TMPL]")
+    with fits.open(path) as hdul:
+        np.testing.assert_array_equal(tmpl.image, hdul["TMPL"].data)
+        np.testing.assert_allclose(tmpl.variance, hdul["TMPL_VAR"].data)
+        assert tmpl.psf is not None and tmpl.psf.shape == hdul["TMPL_PSF"].shape  # 47 x 47
+        np.testing.assert_allclose(tmpl.psf, hdul["TMPL_PSF"].data / hdul["TMPL_PSF"].data.sum())
+    assert not tmpl.variance_estimated
+    assert tmpl.psf.sum() == pytest.approx(1.0)
+    sci = read_exposure(path)
+    assert sci.psf is not None and sci.psf.shape == (41, 41)
+    # No CTYPE: the WCS is not celestial, but pixel coordinates still work.
+    assert sci.wcs is not None and not sci.has_celestial_wcs
+    x, y = sci.wcs.pixel_to_world_values(3.0, 4.0)
+    assert np.isfinite([x, y]).all()
+    assert sci.zero_point == pytest.approx(31.4)  # BUNIT = nJy
+
+
+def test_legacypipe_siblings_give_variance_and_masks() -> None:
+    image = data_path(LEGACY_HOLES.format("ooi"))
+    exp = read_exposure(image)
+    weight = fits.getdata(data_path(LEGACY_HOLES.format("oow")), 1)
+    dq = fits.getdata(data_path(LEGACY_HOLES.format("ood")), 1)
+    good = weight > 0
+    assert (~good).any() and (dq != 0).any()
+    np.testing.assert_allclose(exp.variance[good], 1.0 / weight[good], rtol=1e-6)
+    np.testing.assert_array_equal((exp.mask & NO_DATA) != 0, ~good)
+    np.testing.assert_array_equal((exp.mask & BAD) != 0, dq != 0)
+    assert not exp.variance_estimated and exp.has_celestial_wcs
+    explicit = read_exposure(image, weight=data_path(LEGACY_HOLES.format("oow")),
+                             mask=data_path(LEGACY_HOLES.format("ood")))
+    np.testing.assert_array_equal(explicit.mask, exp.mask)
+    np.testing.assert_array_equal(explicit.variance, exp.variance)
+
+
+def test_tile_compressed_file_with_nans() -> None:
+    path = data_path("tess/sfft_diff4check.fits.fz")
+    raw = fits.getdata(path, 1)
+    exp = read_exposure(path)
+    assert exp.shape == (2048, 2048) and exp.has_celestial_wcs
+    nan = ~np.isfinite(raw)
+    assert nan.sum() > 1000
+    np.testing.assert_array_equal((exp.mask & NO_DATA) != 0, nan)
+    assert np.all(exp.image[nan] == 0) and np.isfinite(exp.image).all()
+    assert np.isfinite(exp.variance).all() and (exp.variance > 0).all()
+
+
+def test_demo_pair_is_the_sfft_stacks_in_float32() -> None:
+    science, template = demo_pair()
+    sci, tmpl = read_exposure(science), read_exposure(template)
+    assert sci.shape == tmpl.shape == (256, 256)
+    assert sci.has_celestial_wcs and tmpl.has_celestial_wcs
+    original = fits.getdata(data_path("decam_mini/peer_output_sfft/Stack-DEC-OBS04.fits"))
+    np.testing.assert_allclose(sci.image, original, rtol=1e-6, atol=1e-3)
+    assert fits.getheader(science)["CTYPE1"] == "RA---TPV"
+
+
+# --------------------------------------------------------------------------- synthetic layouts
+
+
+def test_lsst_layout_maps_mask_planes_by_name(tmp_path: Path) -> None:
+    image = np.arange(400, dtype=np.float32).reshape(20, 20)
+    raw_mask = np.zeros((20, 20), dtype=np.int32)
+    raw_mask[0, 0] = 1 << 3  # SAT in this file's numbering
+    raw_mask[1, 1] = 1 << 12  # NO_DATA
+    raw_mask[2, 2] = 1 << 9  # CROSSTALK: a plane we do not have, dropped
+    mask_header = fits.Header()
+    for name, bit in (("SAT", 3), ("NO_DATA", 12), ("CROSSTALK", 9), ("BAD", 0)):
+        mask_header[f"HIERARCH MP_{name}"] = bit
+    path = tmp_path / "calexp.fits"
+    fits.HDUList([fits.PrimaryHDU(header=fits.Header([("PHOTZP", 27.5)])),
+                  fits.ImageHDU(image, name="IMAGE"),
+                  fits.ImageHDU(raw_mask, header=mask_header, name="MASK"),
+                  fits.ImageHDU(np.full((20, 20), 4.0, np.float32), name="VARIANCE")]).writeto(path)
+    exp = read_exposure(path)
+    assert exp.mask[0, 0] == SAT and exp.mask[1, 1] == NO_DATA and exp.mask[2, 2] == 0
+    assert np.count_nonzero(exp.mask) == 2
+    np.testing.assert_array_equal(exp.variance, 4.0)
+    assert exp.zero_point == 27.5 and not exp.variance_estimated
+
+
+def test_nan_inf_saturation_and_zero_point_keywords(tmp_path: Path) -> None:
+    image, _ = _sky_image()
+    image[5, 5], image[6, 6] = np.nan, np.inf
+    image[7, 7] = 70000.0
+    header = fits.Header([("SATURATE", 60000.0), ("MAGZP", 25.1), ("GAIN", 2.0)])
+    exp = read_exposure(_write(tmp_path / "a.fits", image, header))
+    assert exp.mask[5, 5] & NO_DATA and exp.mask[6, 6] & NO_DATA
+    assert exp.image[5, 5] == 0 and exp.image[6, 6] == 0
+    assert np.isfinite(exp.image).all() and np.isfinite(exp.variance).all()
+    assert exp.mask[7, 7] & SAT and np.count_nonzero(exp.mask & SAT) == 1
+    assert exp.zero_point == 25.1
+
+
+@pytest.mark.parametrize("with_gain", [True, False])
+def test_estimated_variance_recovers_poisson_truth(tmp_path: Path, with_gain: bool) -> None:
+    # With GAIN the source term is max(image - sky, 0) / gain; without it, the unsubtracted
+    # sky (1000 counts, 31 sigma) gives the effective gain sky / sky_variance = 2.
+    image, truth = _sky_image(shape=(256, 256), gain=2.0)
+    header = fits.Header([("GAIN", 2.0)]) if with_gain else None
+    exp = read_exposure(_write(tmp_path / "p.fits", image, header))
+    assert exp.variance_estimated
+    sky = truth < 510
+    bright = truth > 2000
+    # Sky: 65k pixels, a robust sigma to ~1 %; sources: the noise of the image itself
+    # enters the Poisson term, a few % per pixel, averaging out over the pixels.
+    assert np.median(exp.variance[sky] / truth[sky]) == pytest.approx(1.0, abs=0.03)
+    assert np.median(exp.variance[bright] / truth[bright]) == pytest.approx(1.0, abs=0.05)
+
+
+def test_sky_subtracted_image_without_gain_gets_flat_sky_variance(tmp_path: Path) -> None:
+    image = _sky_image(shape=(128, 128), gain=2.0)[0]
+    exp = read_exposure(_write(tmp_path / "s.fits", image - 1000.0))
+    np.testing.assert_allclose(exp.variance, np.median(exp.variance))
+    assert float(exp.variance[0, 0]) == pytest.approx(500.0, rel=0.05)
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"does not exist"):
+        read_exposure(tmp_path / "nope.fits")
+
+
+def test_not_fits(tmp_path: Path) -> None:
+    path = tmp_path / "text.fits"
+    path.write_text("hello " * 1000)
+    with pytest.raises(InputError, match=r"text\.fits is not a readable FITS file"):
+        read_exposure(path)
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.001])
+def test_truncated_file(tmp_path: Path, keep: float) -> None:
+    full = _write(tmp_path / "full.fits", np.ones((100, 100), np.float32)).read_bytes()
+    cut = tmp_path / "cut.fits"
+    cut.write_bytes(full[: int(len(full) * keep)])
+    with pytest.raises(InputError, match=r"cut\.fits") as info:
+        read_exposure(cut)
+    assert "truncated" in str(info.value) or "not a readable FITS" in str(info.value)
+
+
+def test_no_image_data(tmp_path: Path) -> None:
+    path = tmp_path / "table.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU(Table({"a": [1, 2]}))]).writeto(path)
+    with pytest.raises(InputError, match=r"table\.fits holds no image data"):
+        read_exposure(path)
+
+
+@pytest.mark.parametrize("shape", [(50,), (3, 20, 20)])
+def test_wrong_dimensions(tmp_path: Path, shape: tuple[int, ...]) -> None:
+    path = _write(tmp_path / "cube.fits", np.ones(shape, np.float32))
+    with pytest.raises(InputError, match=rf"{len(shape)}-D array.*2-D image"):
+        read_exposure(path)
+
+
+def test_missing_extension_lists_the_existing_ones(tmp_path: Path) -> None:
+    path = tmp_path / "mef.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.ones((4, 5)), name="SCI")]).writeto(path)
+    with pytest.raises(InputError, match=r"no extension \[REF\].*1 SCI \(5x4\)"):
+        read_exposure(f"{path}[REF]")
+    with pytest.raises(InputError, match=r"no extension \[7\]"):
+        read_exposure(f"{path}[7]")
+
+
+@pytest.mark.parametrize("role", ["variance", "weight", "mask"])
+def test_companion_of_other_shape(tmp_path: Path, role: str) -> None:
+    image = _write(tmp_path / "img.fits", _sky_image((32, 32))[0])
+    other = _write(tmp_path / "other.fits", np.ones((31, 32), np.float32))
+    with pytest.raises(InputError, match=rf"{role} .*other\.fits has shape \(31, 32\).*\(32, 32\)"):
+        read_exposure(image, **{role: other})
+
+
+def test_variance_hdu_of_other_shape(tmp_path: Path) -> None:
+    path = tmp_path / "trip.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.ones((8, 8)), name="SCI"),
+                  fits.ImageHDU(np.ones((9, 8)), name="SCI_VAR")]).writeto(path)
+    with pytest.raises(InputError, match=r"variance HDU has shape \(9, 8\)"):
+        read_exposure(path)
+
+
+def test_all_nan_image(tmp_path: Path) -> None:
+    path = _write(tmp_path / "nan.fits", np.full((10, 10), np.nan, np.float32))
+    with pytest.raises(InputError, match=r"nan\.fits has no finite pixel"):
+        read_exposure(path)
+
+
+def test_variance_and_weight_together(tmp_path: Path) -> None:
+    image = _write(tmp_path / "i.fits", np.ones((4, 4), np.float32))
+    with pytest.raises(InputError, match=r"either a variance or a weight"):
+        read_exposure(image, variance=image, weight=image)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _exposure_with_everything() -> Exposure:
+    pair = make_pair((64, 80), 20, seed=2)
+    mask = np.zeros((64, 80), np.int32)
+    for i, plane in enumerate(MaskPlane):
+        mask[i, i] = int(plane)
+    mask[30, 30] = int(MaskPlane.DETECTED | MaskPlane.DETECTED_NEGATIVE | MaskPlane.SAT)
+    psf = np.outer([1.0, 2.0, 1.0], [1.0, 2.0, 1.0]) / 16.0
+    return pair.science.replace(mask=mask, psf=psf, zero_point=27.25,
+                                wcs=tan_wcs((64, 80), rotation_deg=10.0, shift=(2.5, -1.5)))
+
+
+def _assert_same(a: Exposure, b: Exposure) -> None:
+    np.testing.assert_array_equal(a.image, b.image)
+    np.testing.assert_array_equal(a.variance, b.variance)
+    np.testing.assert_array_equal(a.mask, b.mask)
+    x, y = np.array([0.0, 79.0, 13.5]), np.array([0.0, 63.0, 40.25])
+    np.testing.assert_allclose(a.wcs.all_pix2world(x, y, 0), b.wcs.all_pix2world(x, y, 0),
+                               rtol=0, atol=1e-10)
+
+
+def test_written_exposure_reads_back_equal(tmp_path: Path) -> None:
+    exp = _exposure_with_everything()
+    path = write_exposure(tmp_path / "out.fits", exp)
+    back = read_exposure(path)
+    _assert_same(exp, back)
+    np.testing.assert_allclose(back.psf, exp.psf)
+    assert back.zero_point == 27.25 and not back.variance_estimated
+    with fits.open(path) as hdul:
+        assert [h.name for h in hdul] == ["PRIMARY", "IMAGE", "MASK", "VARIANCE", "PSF"]
+        assert hdul["MASK"].header["MP_DETECTED_NEGATIVE"] == 6
+        assert hdul["VARIANCE"].header["CTYPE1"] == "RA---TAN"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.fits"]  # no temporary left
+
+
+def test_distorted_wcs_survives_writing(tmp_path: Path) -> None:
+    science, _ = demo_pair()  # TPV distortion
+    exp = read_exposure(science)
+    _assert_same(exp, read_exposure(write_exposure(tmp_path / "tpv.fits", exp)))
+
+
+def test_tables_round_trip_by_suffix(tmp_path: Path) -> None:
+    table = Table({"x": [1.5, 2.5], "id": np.array([1, 2], dtype=np.int64)})
+    for name in ("cat.ecsv", "cat.fits"):
+        back = Table.read(write_table(tmp_path / name, table))
+        np.testing.assert_array_equal(back["x"], table["x"])
+        np.testing.assert_array_equal(back["id"], table["id"])
+    with pytest.raises(OutputError, match=r"\.ecsv or \.fits"):
+        write_table(tmp_path / "cat.txt", table)
+
+
+def test_failed_write_keeps_the_old_file_and_no_temporary(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    target = atomic_write_text(tmp_path / "meta.json", "old")
+
+    def broken_replace(src: str, dst: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OutputError, match=r"meta\.json.*No space left"):
+        atomic_write_text(target, "new")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["meta.json"]
+
+
+def test_output_folder_rules(tmp_path: Path) -> None:
+    inputs = [tmp_path / "in" / "sci.fits", tmp_path / "in" / "tmpl.fits"]
+    inputs[0].parent.mkdir()
+    for path in inputs:
+        path.write_bytes(b"x")
+    out = prepare_output_dir(tmp_path / "out", inputs, overwrite=False)
+    assert out.is_dir()
+    (out / "old.txt").write_text("x")
+    with pytest.raises(OutputError, match=r"out already exists and is not empty.*--overwrite"):
+        prepare_output_dir(out, inputs, overwrite=False)
+    assert prepare_output_dir(out, inputs, overwrite=True) == out
+    for folder in (tmp_path / "in", tmp_path):
+        with pytest.raises(OutputError, match=r"holds the input file .*sci\.fits"):
+            prepare_output_dir(folder, [f"{inputs[0]}[1]", inputs[1]], overwrite=True)
+    with pytest.raises(OutputError, match=r"not a folder"):
+        prepare_output_dir(inputs[0], [], overwrite=True)
+
+
+def test_inputs_and_their_siblings_are_never_overwritten(tmp_path: Path) -> None:
+    image = tmp_path / "c4d_1_ooi_z.fits"
+    weight = tmp_path / "c4d_1_oow_z.fits"
+    for path in (image, weight):
+        path.write_bytes(b"x")
+    with pytest.raises(OutputError, match=r"it is the input file"):
+        ensure_not_input(tmp_path / "." / image.name, [f"{image}[ccd2]"])
+    with pytest.raises(OutputError, match=r"c4d_1_oow_z\.fits"):
+        atomic_write_text(weight, "oops", protect=[image])
+    assert weight.read_bytes() == b"x"
+    ensure_not_input(tmp_path / "other.fits", [image])
+

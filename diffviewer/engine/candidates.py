@@ -1,0 +1,393 @@
+"""Kernel candidates: isolated, unsaturated stars measured on both images (seed: kernel sources).
+
+Stars are found on the science image as local maxima of the image smoothed by a
+Gaussian (a matched filter for a PSF of ~2.4 px FWHM; a mismatch costs little S/N),
+above ``detect_threshold`` times the smoothed image's noise over a coarse background.
+Each is measured on both images in a circular aperture of radius 1.5 FWHM, then kept
+only if its stamp is inside the image, no pixel of it is saturated (by value or plane)
+on either image, its science S/N lies in the window, no comparably bright neighbour sits
+nearby, its stamp is free of masked pixels on both images, and its cell of the image is
+not yet full (the brightest first). Every ``control_every``-th survivor (in order
+of decreasing S/N) is held out as a control star.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from astropy.table import Table
+from scipy import ndimage
+from scipy.spatial import cKDTree
+
+from diffviewer.config import CandidatesConfig
+from diffviewer.engine.progress import Reporter
+from diffviewer.engine.psf import cutouts, estimate_psf
+from diffviewer.errors import InputError
+from diffviewer.exposure import Exposure, MaskPlane
+
+#: Rejection reasons at selection, in the order they are tested (a star counts under the first).
+REASONS = ("edge", "saturated", "S/N window", "not isolated", "masked", "cell limit")
+
+#: Side (px) of the boxes of the coarse background and noise maps.
+BACKGROUND_BOX = 64
+
+#: Width (px) of the Gaussian smoothing before peak finding.
+SMOOTH_SIGMA = 1.0
+
+_MASKED = int(MaskPlane.NO_DATA | MaskPlane.BAD | MaskPlane.EDGE | MaskPlane.CR)
+_SATURATED = int(MaskPlane.SAT | MaskPlane.SAT_TEMPLATE)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class CandidateSet:
+    """The kernel candidates and what the selection found and rejected.
+
+    Attributes
+    ----------
+    table : astropy.table.Table
+        One row per candidate, brightest (science S/N) first: ``id``, ``x``, ``y``
+        (science pixels, 0-based), ``flux_sci``, ``flux_tmpl`` (aperture fluxes, image
+        units), ``snr`` (science aperture S/N), ``peak`` (science peak above background)
+        and ``control`` (True: held out, never fitted).
+    n_detected : int
+        Peaks found (or sources given) before selection.
+    rejected : Mapping[str, int]
+        Number rejected for each reason of :data:`REASONS`.
+    stamp_half_width : int
+        Half-width (px) of the stamp that was checked around each candidate.
+    fwhm : float
+        Science FWHM (px) estimated from the brightest peaks, used to size stamps and apertures.
+    """
+
+    table: Table
+    n_detected: int
+    rejected: Mapping[str, int]
+    stamp_half_width: int
+    fwhm: float
+
+    def summary(self) -> str:
+        """One line: how many were found, kept and rejected by reason."""
+        why = ", ".join(f"{k}: {v}" for k, v in self.rejected.items() if v)
+        return (
+            f"{self.n_detected} stars found, {len(self.table)} kept "
+            f"({int(np.sum(self.table['control']))} control)" + (f"; rejected {why}" if why else "")
+        )
+
+
+def _nanmedian_last(v: np.ndarray) -> np.ndarray:
+    """Median over the last axis ignoring NaN (NaN where all are NaN), vectorised by sorting."""
+    srt = np.sort(v, axis=-1)  # NaNs sort last
+    n = np.sum(np.isfinite(v), axis=-1)
+    lo = np.take_along_axis(srt, np.maximum((n - 1) // 2, 0)[..., None], -1)[..., 0]
+    hi = np.take_along_axis(srt, np.maximum(n // 2, 0)[..., None], -1)[..., 0]
+    return np.where(n > 0, 0.5 * (lo + hi), np.nan)
+
+
+def coarse_background(
+    image: np.ndarray, good: np.ndarray, box: int = BACKGROUND_BOX
+) -> tuple[np.ndarray, np.ndarray]:
+    """Median background and robust noise on a grid of boxes.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        The image.
+    good : numpy.ndarray
+        Usable pixels.
+    box : int
+        Nominal box side (px).
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        Background and noise (1.4826 MAD after one 3-sigma clip) per box, shape
+        ``(max(1, ny // box), max(1, nx // box))``; the remainder rows and columns are
+        not sampled. Boxes without good pixels take the median of the others.
+    """
+    ny, nx = image.shape
+    by, bx = max(1, ny // box), max(1, nx // box)
+    sy, sx = ny // by, nx // bx
+    step = 2 if min(sy, sx) >= 32 else 1  # every other pixel is plenty for a median
+    v = np.where(good, image, np.nan)[: by * sy : step, : bx * sx : step].astype(np.float32)
+    v = (
+        v.reshape(by, v.shape[0] // by, bx, v.shape[1] // bx)
+        .transpose(0, 2, 1, 3)
+        .reshape(by, bx, -1)
+    )
+    with np.errstate(all="ignore"):
+        med = _nanmedian_last(v)
+        mad = _nanmedian_last(np.abs(v - med[..., None]))
+        # one clip at 3 sigma removes most star light before the final estimates
+        v = np.where(np.abs(v - med[..., None]) < 3 * 1.4826 * mad[..., None] + 1e-30, v, np.nan)
+        bg = _nanmedian_last(v).astype(np.float64)
+        sd = 1.4826 * _nanmedian_last(np.abs(v - bg[..., None])).astype(np.float64)
+    for a in (bg, sd):
+        fill = np.nanmedian(a) if np.isfinite(a).any() else 0.0
+        a[~np.isfinite(a)] = fill
+    return ndimage.median_filter(bg, 3, mode="nearest"), ndimage.median_filter(
+        sd, 3, mode="nearest"
+    )
+
+
+def _at(grid: np.ndarray, shape: tuple[int, int], x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Bilinear value of a box grid at pixel positions."""
+    ny, nx = shape
+    gy, gx = grid.shape
+    return ndimage.map_coordinates(
+        grid, [(y + 0.5) * gy / ny - 0.5, (x + 0.5) * gx / nx - 0.5], order=1, mode="nearest"
+    )
+
+
+def find_peaks(
+    exposure: Exposure, threshold: float, reporter: Reporter
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Local maxima of the smoothed image above ``threshold`` sigma.
+
+    Returns
+    -------
+    xi, yi : numpy.ndarray
+        Integer peak positions.
+    peak : numpy.ndarray
+        Peak value above the background (image units).
+    background, noise : numpy.ndarray
+        Box grids of :func:`coarse_background`.
+    """
+    image = exposure.image
+    good = exposure.good_pixels()
+    bg, sd = coarse_background(image, good)
+    reporter.update(0.2)
+    smooth = ndimage.gaussian_filter(image, SMOOTH_SIGMA, mode="nearest", truncate=3.0)
+    # noise of a Gaussian-smoothed white field: sigma / (2 sqrt(pi) s)
+    noise_factor = 1.0 / (2.0 * np.sqrt(np.pi) * SMOOTH_SIGMA)
+    thresh = bg + threshold * noise_factor * sd
+    reporter.update(0.35)
+    # Pixels above the lowest threshold, then the local threshold, then 5x5 local maxima.
+    yi, xi = np.nonzero((smooth > np.float32(thresh.min())) & good)
+    value = smooth[yi, xi]
+    keep = value > _at(thresh, image.shape, xi, yi)
+    yi, xi, value = yi[keep], xi[keep], value[keep]
+    ny, nx = image.shape
+    for dy in range(-2, 3):
+        for dx in range(-2, 3):
+            if dy or dx:
+                other = smooth[np.clip(yi + dy, 0, ny - 1), np.clip(xi + dx, 0, nx - 1)]
+                # ties go to the first pixel in raster order, so a plateau gives one peak
+                keep = (value > other) | ((value == other) & ((dy > 0) | ((dy == 0) & (dx > 0))))
+                yi, xi, value = yi[keep], xi[keep], value[keep]
+    reporter.update(0.5)
+    return xi, yi, image[yi, xi] - _at(bg, image.shape, xi, yi), bg, sd
+
+
+def _saturation_level(exposure: Exposure, config: CandidatesConfig) -> float:
+    """Configured level, else the header's SATURATE, else +inf."""
+    if config.saturation_level > 0:
+        return config.saturation_level
+    value = exposure.header.get("SATURATE") if exposure.header is not None else None
+    try:
+        return float(value) if value is not None and float(value) > 0 else np.inf
+    except (TypeError, ValueError):
+        return np.inf
+
+
+def read_source_list(path: str, science: Exposure) -> tuple[np.ndarray, np.ndarray]:
+    """Positions from a catalog with ``x, y`` (0-based science px) or ``ra, dec`` (deg) columns.
+
+    Raises
+    ------
+    InputError
+        When the file cannot be read, lacks the columns, or gives ra/dec without a celestial WCS.
+    """
+    p = Path(path)
+    try:
+        table = Table.read(p, format="ascii.csv" if p.suffix.lower() == ".csv" else None)
+    except Exception as exc:  # astropy raises many types for unreadable files
+        raise InputError(
+            f"candidates.source_list {p}: cannot read it as a table ({exc}); "
+            "give an ECSV, CSV or FITS table with x,y or ra,dec columns"
+        ) from None
+    cols = {c.lower(): c for c in table.colnames}
+    if "x" in cols and "y" in cols:
+        return (
+            np.asarray(table[cols["x"]], dtype=float),
+            np.asarray(table[cols["y"]], dtype=float),
+        )
+    if "ra" in cols and "dec" in cols:
+        if not science.has_celestial_wcs or science.wcs is None:
+            raise InputError(
+                f"candidates.source_list {p} gives ra,dec but the science image "
+                f"{science.source} has no celestial WCS; give x,y columns instead"
+            )
+        x, y = science.wcs.celestial.all_world2pix(
+            np.asarray(table[cols["ra"]], dtype=float),
+            np.asarray(table[cols["dec"]], dtype=float),
+            0,
+        )
+        return np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    raise InputError(
+        f"candidates.source_list {p} has columns {table.colnames}; "
+        "it needs x,y (0-based pixels) or ra,dec (degrees)"
+    )
+
+
+def _aperture(stamps: np.ndarray, bgv: np.ndarray, radius: float) -> np.ndarray:
+    """Background-subtracted sum within ``radius`` of each stamp's centre."""
+    half = stamps.shape[-1] // 2
+    r = np.arange(-half, half + 1)
+    ap = (r[:, None] ** 2 + r[None, :] ** 2) <= radius**2
+    return (stamps[:, ap].astype(np.float64) - bgv[:, None]).sum(axis=1)
+
+
+def select_candidates(
+    science: Exposure, template: Exposure, config: CandidatesConfig, reporter: Reporter
+) -> CandidateSet:
+    """Select the stars on which the PSF-matching kernel is fitted.
+
+    Parameters
+    ----------
+    science, template : Exposure
+        The pair, on the same pixel grid.
+    config : CandidatesConfig
+        Thresholds, window, isolation, cells, control sample, optional source list.
+    reporter : Reporter
+        Progress and cancellation.
+
+    Returns
+    -------
+    CandidateSet
+        Possibly empty (tiny cutouts, blank fields): the kernel fit decides what to do then.
+    """
+    shape = science.shape
+    if config.source_list:
+        x_all, y_all = read_source_list(config.source_list, science)
+        inside = (
+            (x_all > -0.5) & (x_all < shape[1] - 0.5) & (y_all > -0.5) & (y_all < shape[0] - 0.5)
+        )
+        xi, yi = np.rint(x_all[inside]).astype(np.intp), np.rint(y_all[inside]).astype(np.intp)
+        bg_s, _ = coarse_background(science.image, science.good_pixels())
+        peak = science.image[yi, xi] - _at(bg_s, shape, xi, yi)
+        n_detected = len(x_all)
+    else:
+        xi, yi, peak, bg_s, _ = find_peaks(science, config.detect_threshold, reporter)
+        n_detected = len(xi)
+    bg_t, _ = coarse_background(template.image, template.good_pixels())
+    reporter.update(0.6)
+
+    # FWHM from the brightest unsaturated peaks, to size stamps and apertures.
+    sat_s, sat_t = _saturation_level(science, config), _saturation_level(template, config)
+    bright = np.argsort(-peak)
+    bright = bright[science.image[yi[bright], xi[bright]] < 0.5 * sat_s][:100]
+    fwhm = estimate_psf(science, xi[bright], yi[bright]).fwhm if len(bright) >= 3 else 3.0
+    half = config.stamp_half_width or int(np.clip(np.ceil(5.0 * fwhm), 10, 40))
+
+    reasons = np.full(len(xi), "", dtype=object)
+
+    def reject(mask: np.ndarray, reason: str) -> None:
+        reasons[mask & (reasons == "")] = reason
+
+    inside = (xi - half >= 0) & (yi - half >= 0) & (xi + half < shape[1]) & (yi + half < shape[0])
+    reject(~inside, "edge")
+    # Aperture photometry on small cutouts first; full stamps only for the few survivors.
+    idx = np.nonzero(reasons == "")[0]
+    flux_s = np.zeros(len(xi))
+    flux_t = np.zeros(len(xi))
+    snr = np.zeros(len(xi))
+    rad = 1.5 * fwhm
+    ap_half = int(np.ceil(rad))
+    ss, _ = cutouts(science.image, xi[idx], yi[idx], ap_half)
+    st, _ = cutouts(template.image, xi[idx], yi[idx], ap_half)
+    vs, _ = cutouts(science.variance, xi[idx], yi[idx], ap_half)
+    flux_s[idx] = _aperture(ss, _at(bg_s, shape, xi[idx], yi[idx]), rad)
+    flux_t[idx] = _aperture(st, _at(bg_t, shape, xi[idx], yi[idx]), rad)
+    snr[idx] = flux_s[idx] / np.sqrt(np.clip(_aperture(vs, np.zeros(len(idx)), rad), 1e-30, None))
+    sat = np.zeros(len(xi), dtype=bool)
+    sat[idx] = (ss.max(axis=(1, 2)) >= sat_s) | (st.max(axis=(1, 2)) >= sat_t)
+    del ss, st, vs
+    reject(sat, "saturated")
+    reject((snr < config.snr_min) | (snr > config.snr_max), "S/N window")
+    reporter.update(0.7)
+
+    if not config.source_list and config.isolation_radius > 0 and len(xi) > 1:
+        alive = np.nonzero(reasons == "")[0]
+        tree = cKDTree(np.column_stack([xi, yi]))
+        pairs = tree.query_ball_point(
+            np.column_stack([xi[alive], yi[alive]]), r=config.isolation_radius * half
+        )
+        crowded = np.zeros(len(xi), dtype=bool)
+        for k, neigh in zip(alive, pairs, strict=True):
+            others = [j for j in neigh if j != k]
+            if others and np.max(peak[others]) >= config.isolation_flux_ratio * peak[k]:
+                crowded[k] = True
+        reject(crowded, "not isolated")
+
+    idx = np.nonzero(reasons == "")[0]
+    chunk = max(1, int(2e7 // (2 * half + 1) ** 2))
+    for start in range(0, len(idx), chunk):
+        sel = idx[start : start + chunk]
+        ms, _ = cutouts(science.mask, xi[sel], yi[sel], half)
+        mt, _ = cutouts(template.mask, xi[sel], yi[sel], half)
+        flag = np.zeros(len(xi), dtype=bool)
+        flag[sel] = np.any(((ms | mt) & _MASKED) != 0, axis=(1, 2))
+        reject(flag, "masked")
+        flag[:] = False
+        big_s, _ = cutouts(science.image, xi[sel], yi[sel], half)
+        big_t, _ = cutouts(template.image, xi[sel], yi[sel], half)
+        flag[sel] = (
+            np.any(((ms | mt) & _SATURATED) != 0, axis=(1, 2))
+            | (big_s.max(axis=(1, 2)) >= sat_s)
+            | (big_t.max(axis=(1, 2)) >= sat_t)
+        )
+        reject(flag, "saturated")
+        reporter.update(0.7 + 0.2 * (start + len(sel)) / max(len(idx), 1))
+
+    alive = np.nonzero(reasons == "")[0]
+    alive = alive[np.argsort(-snr[alive], kind="stable")]
+    ncx = int(np.ceil(shape[1] / config.cell_size))
+    cell = (yi[alive] // config.cell_size) * ncx + xi[alive] // config.cell_size
+    order = np.lexsort((np.arange(len(alive)), cell))
+    rank = np.empty(len(alive), dtype=int)
+    sc = cell[order]
+    starts = np.r_[0, np.nonzero(np.diff(sc))[0] + 1]
+    rank[order] = np.arange(len(alive)) - np.repeat(starts, np.diff(np.r_[starts, len(alive)]))
+    full = np.zeros(len(xi), dtype=bool)
+    full[alive[rank >= config.max_per_cell]] = True
+    reject(full, "cell limit")
+    keep = alive[rank < config.max_per_cell]
+
+    # Sub-pixel centroids on the science image (3x3 first moments above background).
+    if len(keep):
+        s3, _ = cutouts(science.image, xi[keep], yi[keep], 1)
+        s3 = np.clip(
+            s3.astype(np.float64) - _at(bg_s, shape, xi[keep], yi[keep])[:, None, None], 0, None
+        )
+        tot = np.maximum(s3.sum(axis=(1, 2)), 1e-30)
+        dxs = (s3.sum(axis=1) * np.array([-1.0, 0.0, 1.0])).sum(axis=1) / tot
+        dys = (s3.sum(axis=2) * np.array([-1.0, 0.0, 1.0])).sum(axis=1) / tot
+    else:
+        dxs = dys = np.zeros(0)
+    ids = np.arange(len(keep))
+    control = (
+        ((ids + 1) % config.control_every == 0)
+        if config.control_every
+        else np.zeros(len(keep), bool)
+    )
+    table = Table(
+        {
+            "id": ids,
+            "x": xi[keep] + dxs,
+            "y": yi[keep] + dys,
+            "flux_sci": flux_s[keep],
+            "flux_tmpl": flux_t[keep],
+            "snr": snr[keep],
+            "peak": peak[keep],
+            "control": control,
+        }
+    )
+    counts = {r: int(np.sum(reasons == r)) for r in REASONS}
+    reporter.update(1.0)
+    return CandidateSet(
+        table, int(n_detected), types.MappingProxyType(counts), int(half), float(fwhm)
+    )

@@ -1,0 +1,143 @@
+"""Noise decorrelation of the difference (Reiss & Lupton 2016, the "afterburner").
+
+Convolving one image with the matching kernel correlates its noise. With the
+template convolved, the difference's noise power spectrum is
+``s_sci^2 + s_tmpl^2 |K(k)|^2``; filtering the difference with
+
+    phi(k) = sqrt((s_sci^2 + kappa^2 s_tmpl^2) / (s_sci^2 + s_tmpl^2 |K(k)|^2))
+
+(``kappa`` = kernel sum, ``s^2`` = mean variances) makes it white at the level
+``s_sci^2 + kappa^2 s_tmpl^2`` and leaves point-source fluxes unchanged (phi(0) = 1).
+With the science convolved the roles swap. As in the LSST pipeline's decorrelation,
+the kernel at the image centre and the images' mean variances are used. The variance
+plane is rescaled by the ratio of the white level to the pre-decorrelation per-pixel
+variance ``s_sci^2 + sum(K^2) s_tmpl^2``, so it keeps its spatial structure and matches
+the whitened noise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import scipy.fft as sfft
+from scipy.signal import fftconvolve
+
+from diffviewer.engine.kernel import KernelFit
+from diffviewer.engine.progress import Reporter
+from diffviewer.engine.subtract import SubtractionProducts, convolve_terms
+from diffviewer.exposure import UNUSABLE, Exposure
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class DecorrelationResult:
+    """The decorrelated difference.
+
+    Attributes
+    ----------
+    difference : Exposure
+        The whitened difference, variance rescaled.
+    kernel : numpy.ndarray
+        The decorrelation kernel (odd, centred, sum 1).
+    psf : numpy.ndarray
+        PSF of the decorrelated difference (sum 1).
+    variance_factor : float
+        Factor applied to the variance plane.
+    """
+
+    difference: Exposure
+    kernel: np.ndarray
+    psf: np.ndarray
+    variance_factor: float
+
+
+def _mean_variance(exposure: Exposure) -> float:
+    """Mean variance over usable pixels (image units^2)."""
+    good = exposure.good_pixels()
+    return float(np.mean(exposure.variance[good], dtype=np.float64)) if good.any() else 0.0
+
+
+def decorrelation_kernel(
+    kernel: np.ndarray, var_convolved: float, var_other: float, size: int | None = None
+) -> tuple[np.ndarray, float]:
+    """The decorrelation kernel for a matching kernel and the mean variances.
+
+    Parameters
+    ----------
+    kernel : numpy.ndarray
+        Matching kernel (odd, centred).
+    var_convolved : float
+        Mean variance of the image that was convolved.
+    var_other : float
+        Mean variance of the other image.
+    size : int, optional
+        Side of the returned kernel (odd); default 2 * kernel side + 1.
+
+    Returns
+    -------
+    (numpy.ndarray, float)
+        The kernel (sum 1) and the variance factor: white level over the
+        pre-decorrelation per-pixel variance.
+    """
+    ks = kernel.shape[0]
+    size = size or 2 * ks + 1
+    n = sfft.next_fast_len(4 * size)
+    pad = np.zeros((n, n))
+    pad[:ks, :ks] = kernel
+    pad = np.roll(pad, (-(ks // 2), -(ks // 2)), axis=(0, 1))
+    khat = sfft.fft2(pad)
+    kappa = float(kernel.sum())
+    white = var_other + kappa**2 * var_convolved
+    phi_hat = np.sqrt(white / (var_other + var_convolved * np.abs(khat) ** 2))
+    phi = np.real(sfft.ifft2(phi_hat))
+    phi = np.roll(phi, (size // 2, size // 2), axis=(0, 1))[:size, :size]
+    phi = phi / phi.sum()
+    pre = var_other + float(np.sum(kernel**2)) * var_convolved
+    return phi, white / pre
+
+
+def decorrelate(
+    products: SubtractionProducts,
+    fit: KernelFit,
+    science: Exposure,
+    template: Exposure,
+    reporter: Reporter,
+) -> DecorrelationResult:
+    """Whiten the difference's noise.
+
+    Parameters
+    ----------
+    products : SubtractionProducts
+        The raw difference.
+    fit : KernelFit
+        The kernel (evaluated at the image centre).
+    science, template : Exposure
+        The inputs (for their mean variances).
+    reporter : Reporter
+        Progress and cancellation.
+
+    Returns
+    -------
+    DecorrelationResult
+    """
+    ny, nx = products.difference.shape
+    kern = fit.solution.evaluate((nx - 1) / 2.0, (ny - 1) / 2.0)
+    source, target = fit.source_target(science, template)
+    phi, factor = decorrelation_kernel(kern, _mean_variance(source), _mean_variance(target))
+    reporter.update(0.2)
+    diff = products.difference
+    bad = (diff.mask & int(UNUSABLE)) != 0
+    image = np.where(bad, np.float32(0.0), diff.image)
+    out = convolve_terms(image, phi[None].astype(np.float32), 0)
+    reporter.update(0.9)
+    psf = fftconvolve(products.psf, phi, mode="full")
+    psf = psf / psf.sum()
+    psf.flags.writeable = False
+    phi.flags.writeable = False
+    result = diff.replace(
+        image=out,
+        variance=diff.variance * np.float32(factor),
+        psf=psf,
+        source="difference (decorrelated)",
+    )
+    return DecorrelationResult(result, phi, psf, float(factor))

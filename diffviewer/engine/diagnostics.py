@@ -1,0 +1,417 @@
+"""The runDebug diagnostics: normalised residuals, stamp views, kernel mosaic, noise ratio.
+
+Residual definitions (all 1-D float32 arrays of pixel values, over each stamp's fit
+region of half-width ``fit.fit_half``):
+
+* ``own``: candidates (GOOD and BAD) with their own kernel and background:
+  ``target - K_i * source - b_i``, in the target's sense (science side minus template side).
+* ``spatial``: GOOD candidates on the raw difference (spatial model).
+* ``control``: CONTROL candidates on the raw difference (spatial model, never fitted).
+* ``image``: the final difference (decorrelated when it was), every good pixel on a
+  regular subsampling grid (at most :data:`MAX_IMAGE_SAMPLES`).
+
+Each is normalised two ways:
+
+* ``*_by_difference``: divided by the square root of the difference's own variance plane
+  (for ``own``: ``sqrt(var_target + K_i^2 * var_source)``);
+* ``*_by_input``: divided by ``sqrt(var_sci + kappa^2 var_tmpl)`` (template convolved) or
+  ``sqrt(kappa^2 var_sci + var_tmpl)`` (science convolved), the input variances at the
+  pixel without the kernel's smoothing, ``kappa`` the local kernel sum. For a raw
+  (correlated) difference this is larger than the difference variance, so these
+  residuals have a spread below 1 by the factor the decorrelation later removes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from scipy.signal import fftconvolve
+
+from diffviewer.engine.kernel import KernelFit, KernelSolution, convolve_pairs
+from diffviewer.engine.progress import Reporter
+from diffviewer.engine.psf import cutouts
+from diffviewer.engine.subtract import SubtractionProducts
+from diffviewer.exposure import UNUSABLE, Exposure, MaskPlane
+
+#: Most pixels sampled from the whole image.
+MAX_IMAGE_SAMPLES = 200_000
+
+#: Pixels excluded from the noise ratio besides the unusable ones.
+_NOT_SKY = int(UNUSABLE | MaskPlane.DETECTED | MaskPlane.DETECTED_NEGATIVE | MaskPlane.SAT_TEMPLATE)
+
+#: Sigma-clipping limit for the noise ratio (removes source residuals, keeps 99.99% of noise).
+CLIP_SIGMA = 4.0
+
+
+def _frozen(a: np.ndarray, dtype: type = np.float32) -> np.ndarray:
+    out: np.ndarray = np.ascontiguousarray(a, dtype=dtype)
+    if out is a:
+        out = out.copy()
+    out.flags.writeable = False
+    return out
+
+
+def robust_std(values: np.ndarray) -> float:
+    """1.4826 times the median absolute deviation from the median."""
+    if values.size == 0:
+        return float("nan")
+    med = np.median(values)
+    return float(1.4826 * np.median(np.abs(values - med)))
+
+
+def noise_ratio(difference: Exposure, max_samples: int = 1_000_000) -> float:
+    """Robust std of ``difference / sqrt(variance)`` over source-free sky.
+
+    Pixels with unusable or DETECTED planes are left out; then residual sources are
+    removed by clipping at :data:`CLIP_SIGMA` robust sigma about the median (twice), and
+    the robust std (1.4826 MAD) of what remains is returned. 1 means the variance plane
+    describes the noise. At most ``max_samples`` pixels (a regular subsampling) are used.
+
+    Parameters
+    ----------
+    difference : Exposure
+        A difference image with its variance and mask.
+    max_samples : int
+        Most pixels used.
+
+    Returns
+    -------
+    float
+        NaN when no sky pixel is left.
+    """
+    good = ((difference.mask & _NOT_SKY) == 0) & (difference.variance > 0)
+    step = max(1, int(np.sqrt(good.size / max_samples)))
+    g = good[::step, ::step]
+    z = difference.image[::step, ::step][g] / np.sqrt(difference.variance[::step, ::step][g])
+    z = z[np.isfinite(z)].astype(np.float64)
+    for _ in range(2):
+        if z.size == 0:
+            return float("nan")
+        med, sig = np.median(z), robust_std(z)
+        z = z[np.abs(z - med) < CLIP_SIGMA * max(sig, 1e-30)]
+    return robust_std(z)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Diagnostics:
+    """The seed's runDebug residual data and the summary figures.
+
+    Attributes
+    ----------
+    own_by_difference, own_by_input : numpy.ndarray
+        Candidates with their own kernel.
+    spatial_by_difference, spatial_by_input : numpy.ndarray
+        GOOD candidates with the spatial model.
+    control_by_difference, control_by_input : numpy.ndarray
+        CONTROL candidates with the spatial model.
+    image_by_difference, image_by_input : numpy.ndarray
+        The whole difference, subsampled.
+    noise_ratio : float
+        :func:`noise_ratio` of the final difference.
+    noise_ratio_raw : float
+        :func:`noise_ratio` of the difference before decorrelation.
+    """
+
+    own_by_difference: np.ndarray
+    own_by_input: np.ndarray
+    spatial_by_difference: np.ndarray
+    spatial_by_input: np.ndarray
+    control_by_difference: np.ndarray
+    control_by_input: np.ndarray
+    image_by_difference: np.ndarray
+    image_by_input: np.ndarray
+    noise_ratio: float
+    noise_ratio_raw: float
+
+
+def _input_sigma(
+    science: Exposure,
+    template: Exposure,
+    fit: KernelFit,
+    rows: np.ndarray | slice,
+    cols: np.ndarray | slice,
+    ksum: np.ndarray | float,
+) -> np.ndarray:
+    """``sqrt(var_sci + kappa^2 var_tmpl)`` (or with the roles swapped) at pixels."""
+    vs = science.variance[rows, cols].astype(np.float64)
+    vt = template.variance[rows, cols].astype(np.float64)
+    k2 = np.asarray(ksum, dtype=np.float64) ** 2
+    var = vs + k2 * vt if fit.convolved == "template" else k2 * vs + vt
+    return np.sqrt(np.clip(var, 1e-30, None))
+
+
+def _stamp_pixels(
+    image: Exposure, x: np.ndarray, y: np.ndarray, half: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Values, variances and usability of stamp pixels (flattened), and the stamps' positions."""
+    xi, yi = np.rint(x).astype(np.intp), np.rint(y).astype(np.intp)
+    v, inside = cutouts(image.image, xi, yi, half)
+    var, _ = cutouts(image.variance, xi, yi, half)
+    m, _ = cutouts(image.mask, xi, yi, half)
+    ok = inside[:, None, None] & ((m & int(UNUSABLE)) == 0) & (var > 0)
+    return v, var, ok
+
+
+def _stamp_residuals(
+    science: Exposure,
+    template: Exposure,
+    fit: KernelFit,
+    products: SubtractionProducts,
+    which: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Spatial-model residuals of the selected candidates, normalised both ways."""
+    tab = fit.candidates
+    x = np.asarray(tab["x"], dtype=float)[which]
+    y = np.asarray(tab["y"], dtype=float)[which]
+    if len(x) == 0:
+        return np.zeros(0, np.float32), np.zeros(0, np.float32)
+    half = fit.fit_half
+    v, var, ok = _stamp_pixels(products.difference, x, y, half)
+    xi, yi = np.rint(x).astype(np.intp), np.rint(y).astype(np.intp)
+    off = np.arange(-half, half + 1)
+    rows = np.clip(yi[:, None, None] + off[None, :, None], 0, science.shape[0] - 1)
+    cols = np.clip(xi[:, None, None] + off[None, None, :], 0, science.shape[1] - 1)
+    ksum = fit.solution.kernel_sum(x, y)[:, None, None]
+    sig_in = _input_sigma(science, template, fit, rows, cols, ksum)
+    by_diff = v[ok] / np.sqrt(var[ok])
+    by_in = v[ok] / sig_in[ok]
+    return by_diff.astype(np.float32), by_in.astype(np.float32)
+
+
+def _own_residuals(
+    science: Exposure, template: Exposure, fit: KernelFit
+) -> tuple[np.ndarray, np.ndarray]:
+    """Residuals of GOOD and BAD candidates with their own kernels, normalised both ways."""
+    tab = fit.candidates
+    status = np.asarray(tab["status"]).astype(str)
+    sel = np.nonzero((status != "CONTROL") & np.all(np.isfinite(fit.own_coefficients), axis=1))[0]
+    if len(sel) == 0:
+        return np.zeros(0, np.float32), np.zeros(0, np.float32)
+    sol = fit.solution
+    half = fit.fit_half
+    source, target = fit.source_target(science, template)
+    x = np.asarray(tab["x"], dtype=float)[sel]
+    y = np.asarray(tab["y"], dtype=float)[sel]
+    xi, yi = np.rint(x).astype(np.intp), np.rint(y).astype(np.intp)
+    coef = fit.own_coefficients[sel]
+    kern = np.tensordot(coef[:, :-1], sol.basis, axes=1)
+    src, _ = cutouts(source.image, xi, yi, half + sol.size // 2)
+    src_var, _ = cutouts(source.variance, xi, yi, half + sol.size // 2)
+    tgt, tgt_var, ok = _stamp_pixels(target, x, y, half)
+    ok &= _stamp_pixels(source, x, y, half)[2]
+    sign = 1.0 if fit.convolved == "template" else -1.0
+    d = sign * (tgt - convolve_pairs(src, kern, half)) - coef[:, -1, None, None]
+    var = tgt_var + np.clip(convolve_pairs(src_var, kern**2, half), 0, None)
+    off = np.arange(-half, half + 1)
+    rows = np.clip(yi[:, None, None] + off[None, :, None], 0, science.shape[0] - 1)
+    cols = np.clip(xi[:, None, None] + off[None, None, :], 0, science.shape[1] - 1)
+    sig_in = _input_sigma(
+        science, template, fit, rows, cols, (kern.sum(axis=(1, 2)))[:, None, None]
+    )
+    return (d[ok] / np.sqrt(var[ok])).astype(np.float32), (d[ok] / sig_in[ok]).astype(np.float32)
+
+
+def compute_diagnostics(
+    science: Exposure,
+    template: Exposure,
+    fit: KernelFit,
+    products: SubtractionProducts,
+    difference: Exposure,
+    reporter: Reporter,
+) -> Diagnostics:
+    """Gather the residual panels and noise figures of a run.
+
+    Parameters
+    ----------
+    science, template : Exposure
+        The pair on one grid.
+    fit : KernelFit
+        The kernel and candidates.
+    products : SubtractionProducts
+        The raw difference.
+    difference : Exposure
+        The final difference (decorrelated when configured).
+    reporter : Reporter
+        Progress and cancellation.
+
+    Returns
+    -------
+    Diagnostics
+    """
+    status = np.asarray(fit.candidates["status"]).astype(str)
+    own_d, own_i = _own_residuals(science, template, fit)
+    reporter.update(0.4)
+    sp_d, sp_i = _stamp_residuals(science, template, fit, products, status == "GOOD")
+    ct_d, ct_i = _stamp_residuals(science, template, fit, products, status == "CONTROL")
+    reporter.update(0.6)
+    ny, nx = difference.shape
+    step = max(1, int(np.ceil(np.sqrt(ny * nx / MAX_IMAGE_SAMPLES))))
+    sub = (slice(None, None, step), slice(None, None, step))
+    good = ((difference.mask[sub] & int(UNUSABLE)) == 0) & (difference.variance[sub] > 0)
+    yy, xx = np.mgrid[0:ny:step, 0:nx:step]
+    ksum = fit.solution.kernel_sum(xx[good], yy[good])
+    img = difference.image[sub][good]
+    im_d = img / np.sqrt(difference.variance[sub][good])
+    im_i = img / _input_sigma(science, template, fit, yy[good], xx[good], ksum)
+    reporter.update(0.8)
+    return Diagnostics(
+        _frozen(own_d),
+        _frozen(own_i),
+        _frozen(sp_d),
+        _frozen(sp_i),
+        _frozen(ct_d),
+        _frozen(ct_i),
+        _frozen(im_d),
+        _frozen(im_i),
+        noise_ratio(difference),
+        noise_ratio(products.difference),
+    )
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class StampViews:
+    """Cutouts around one candidate for the GUI's stamp panel (all ``(2h+1, 2h+1)``).
+
+    Attributes
+    ----------
+    science, template : numpy.ndarray
+        The inputs.
+    difference_own : numpy.ndarray
+        Science side minus template side with the candidate's own kernel and background
+        (NaN-free; zeros where the own fit does not exist).
+    difference_spatial : numpy.ndarray
+        The same with the spatial model.
+    residual_own, residual_spatial : numpy.ndarray
+        Those differences over ``sqrt(var_target + K^2 * var_source)``.
+    input_sigma : numpy.ndarray
+        ``sqrt(var_sci + kappa^2 var_tmpl)`` (roles swapped when the science is convolved).
+    usable : numpy.ndarray
+        Pixels free of unusable planes on both inputs.
+    kernel_own, kernel_spatial : numpy.ndarray
+        The candidate's own kernel and the spatial kernel at its position.
+    x, y : float
+        Candidate position (science px).
+    """
+
+    science: np.ndarray
+    template: np.ndarray
+    difference_own: np.ndarray
+    difference_spatial: np.ndarray
+    residual_own: np.ndarray
+    residual_spatial: np.ndarray
+    input_sigma: np.ndarray
+    usable: np.ndarray
+    kernel_own: np.ndarray
+    kernel_spatial: np.ndarray
+    x: float
+    y: float
+
+
+def stamp_views(science: Exposure, template: Exposure, fit: KernelFit, index: int) -> StampViews:
+    """Cutouts, differences and kernels around candidate ``index`` (row of ``fit.candidates``).
+
+    Parameters
+    ----------
+    science, template : Exposure
+        The pair on one grid.
+    fit : KernelFit
+        The kernel fit.
+    index : int
+        Row of ``fit.candidates``.
+
+    Returns
+    -------
+    StampViews
+    """
+    row = fit.candidates[index]
+    x, y = float(row["x"]), float(row["y"])
+    half = fit.fit_half
+    sol = fit.solution
+    size = sol.size
+    source, target = fit.source_target(science, template)
+    xi, yi = np.rint([x]).astype(np.intp), np.rint([y]).astype(np.intp)
+    big = half + size // 2
+    src, _ = cutouts(source.image, xi, yi, big)
+    src_var, _ = cutouts(source.variance, xi, yi, big)
+    tgt, _ = cutouts(target.image, xi, yi, half)
+    tgt_var, _ = cutouts(target.variance, xi, yi, half)
+    ms, _ = cutouts(science.mask, xi, yi, half, fill=int(MaskPlane.NO_DATA))
+    mt, _ = cutouts(template.mask, xi, yi, half, fill=int(MaskPlane.NO_DATA))
+    usable = (((ms | mt) & int(UNUSABLE)) == 0)[0]
+    own_coef = fit.own_coefficients[index]
+    k_sp = sol.evaluate(x, y)
+    sign = 1.0 if fit.convolved == "template" else -1.0
+
+    def diff_with(kernel: np.ndarray, bg: float) -> tuple[np.ndarray, np.ndarray]:
+        conv = fftconvolve(src[0].astype(np.float64), kernel, mode="valid")
+        cvar = fftconvolve(src_var[0].astype(np.float64), kernel**2, mode="valid")
+        sig = np.sqrt(np.clip(tgt_var[0] + cvar, 1e-30, None))
+        # science side minus template side, background in the same sense
+        d = sign * (tgt[0] - conv) - bg
+        return d, d / sig
+
+    d_sp, r_sp = diff_with(k_sp, float(sol.background(x, y)))
+    if np.all(np.isfinite(own_coef)):
+        k_own = np.tensordot(own_coef[:-1], sol.basis, axes=1)
+        d_own, r_own = diff_with(k_own, float(own_coef[-1]))
+    else:
+        k_own = np.zeros_like(k_sp)
+        d_own, r_own = np.zeros_like(d_sp), np.zeros_like(r_sp)
+    off = np.arange(-half, half + 1)
+    rows = np.clip(yi[0] + off, 0, science.shape[0] - 1)[:, None]
+    cols = np.clip(xi[0] + off, 0, science.shape[1] - 1)[None, :]
+    sig_in = _input_sigma(science, template, fit, rows, cols, float(sol.kernel_sum(x, y)))
+    sci_cut, _ = cutouts(science.image, xi, yi, half)
+    tmp_cut, _ = cutouts(template.image, xi, yi, half)
+    return StampViews(
+        sci_cut[0], tmp_cut[0], d_own, d_sp, r_own, r_sp, sig_in, usable, k_own, k_sp, x, y
+    )
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class KernelMosaic:
+    """The spatial kernel realised on an ``n x n`` grid across the image.
+
+    Attributes
+    ----------
+    kernels : numpy.ndarray
+        ``(n, n, size, size)``; ``kernels[j, i]`` is at ``(x[i], y[j])``.
+    x, y : numpy.ndarray
+        Grid positions (px), from edge to edge.
+    image : numpy.ndarray
+        The kernels tiled into one ``(n * size, n * size)`` image.
+    """
+
+    kernels: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    image: np.ndarray
+
+
+def kernel_mosaic(solution: KernelSolution, n: int = 7) -> KernelMosaic:
+    """Realise the spatial kernel on an ``n x n`` grid across the image.
+
+    Parameters
+    ----------
+    solution : KernelSolution
+        The kernel.
+    n : int
+        Grid points per axis.
+
+    Returns
+    -------
+    KernelMosaic
+    """
+    ny, nx = solution.shape
+    xs = np.linspace(0, nx - 1, n)
+    ys = np.linspace(0, ny - 1, n)
+    size = solution.size
+    kernels = np.array([[solution.evaluate(float(x), float(y)) for x in xs] for y in ys])
+    image = kernels.transpose(0, 2, 1, 3).reshape(n * size, n * size)
+    return KernelMosaic(
+        _frozen(kernels, np.float64),
+        _frozen(xs, np.float64),
+        _frozen(ys, np.float64),
+        _frozen(image, np.float64),
+    )

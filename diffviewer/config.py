@@ -140,8 +140,14 @@ class CandidatesConfig:
     snr_max: float = param(500.0, "Largest S/N of a kernel candidate (brighter stars risk non-linearity).",
                            unit="sigma", minimum=1.0, maximum=1e7)
     isolation_radius: float = param(
-        2.0, "A candidate needs no other detection within this many stamp half-widths.",
-        unit="stamp", minimum=0.0, maximum=10.0)
+        1.0, "A candidate needs no other detection brighter than isolation_flux_ratio times its own "
+        "peak within this many stamp half-widths.", unit="stamp", minimum=0.0, maximum=10.0)
+    isolation_flux_ratio: float = param(
+        0.1, "Neighbours whose peak is below this fraction of the candidate's peak do not spoil "
+        "its isolation (they are in both images and fitted with it).", minimum=0.0, maximum=1.0)
+    stamp_half_width: int = param(
+        0, "Half-width of the stamp checked for masks, edges and neighbours around a candidate; "
+        "0 sizes it from the science FWHM (5 FWHM, 10-40 px).", unit="px", minimum=0, maximum=200)
     cell_size: int = param(128, "Side of the cells that spread candidates over the image.",
                            unit="px", minimum=16, maximum=4096)
     max_per_cell: int = param(3, "Most candidates kept per cell (the brightest first).",

@@ -1,0 +1,257 @@
+"""Detection of positive and negative DIA sources on the score or the difference.
+
+As the LSST ``DetectAndMeasureTask`` does: threshold both polarities in units of
+the per-pixel noise (the score has unit noise by construction; the difference is
+divided by the square root of its variance), drop footprints smaller than
+``min_area``, grow the rest, set DETECTED / DETECTED_NEGATIVE, and merge positive
+and negative footprints that touch into one source footprint (a dipole's two lobes
+become one source). Optional sky sources are blank positions far from every
+footprint and mask, for calibrating the noise. The bad-subtraction guard reports
+the fraction of good pixels covered by footprints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from astropy.table import Table
+from scipy import ndimage
+
+from diffviewer.config import DetectionConfig
+from diffviewer.engine.progress import Reporter
+from diffviewer.engine.zogy import ScoreResult, robust_sigma
+from diffviewer.exposure import MASK_DTYPE, UNUSABLE, Exposure, MaskPlane
+
+#: Radius (px) of blank sky kept free of footprints and masks around a sky source.
+SKY_SOURCE_RADIUS = 8
+
+#: Seed of the random placement of sky sources (the same image gives the same positions).
+SKY_SOURCE_SEED = 12345
+
+#: The detection image's robust noise outside this range means the noise model is off.
+NOISE_STD_RANGE = (0.8, 1.25)
+
+
+@dataclasses.dataclass(frozen=True)
+class Detections:
+    """Footprints of the DIA sources and the mask with the DETECTED planes.
+
+    Attributes
+    ----------
+    segmentation : numpy.ndarray
+        int32 label map of the merged, grown footprints (0 = none), read-only.
+    table : astropy.table.Table
+        One row per footprint: ``label``, ``x``, ``y`` (peak pixel on the detection
+        image, 0-based), ``peak_value`` (signed, sigma), ``has_positive``,
+        ``has_negative`` (a part above / below the threshold), ``npix`` (footprint
+        area, px) and ``bbox_xmin``, ``bbox_xmax``, ``bbox_ymin``, ``bbox_ymax``
+        (inclusive, px).
+    mask : numpy.ndarray
+        The difference's mask with DETECTED (grown positive parts) and
+        DETECTED_NEGATIVE (grown negative parts) set, read-only.
+    detected_fraction : float
+        Fraction of the good pixels inside footprints (the bad-subtraction guard).
+    sky_x, sky_y : numpy.ndarray
+        Sky-source positions (0-based px), empty when none were asked for.
+    detection_image : str
+        ``'score'`` or ``'difference'``: where the threshold was applied.
+    noise_std : float
+        Robust standard deviation of the detection image over good pixels (1 when
+        the noise model is right).
+    warnings : tuple of str
+        What the user should know (guard tripped, noise model off, too few sky positions).
+    """
+
+    segmentation: np.ndarray
+    table: Table
+    mask: np.ndarray
+    detected_fraction: float
+    sky_x: np.ndarray
+    sky_y: np.ndarray
+    detection_image: str
+    noise_std: float
+    warnings: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        for name in ("segmentation", "mask", "sky_x", "sky_y"):
+            getattr(self, name).flags.writeable = False
+
+
+def detection_image(difference: Exposure, score: ScoreResult | None,
+                    config: DetectionConfig) -> tuple[np.ndarray, np.ndarray, str]:
+    """The image thresholded in sigma and its good-pixel map.
+
+    Parameters
+    ----------
+    difference : Exposure
+        The difference with its variance and mask.
+    score : ScoreResult or None
+        The score image, used when ``config.detect_on == 'score'``.
+    config : DetectionConfig
+        Detection settings.
+
+    Returns
+    -------
+    image : numpy.ndarray
+        float32 image in units of its noise (0 where not good).
+    good : numpy.ndarray
+        Boolean map of usable pixels.
+    name : str
+        ``'score'`` or ``'difference'``.
+    """
+    diff_bad = ((difference.mask & int(UNUSABLE)) != 0) | ~(difference.variance > 0)
+    diff_bad |= ~np.isfinite(difference.image)
+    if config.detect_on == "score" and score is not None:
+        good = ~diff_bad & ((score.mask & int(UNUSABLE)) == 0)
+        return np.where(good, score.image, np.float32(0.0)).astype(np.float32), good, "score"
+    good = ~diff_bad
+    sigma = np.sqrt(np.where(good, difference.variance, np.float32(1.0)))
+    image = np.where(good, difference.image / sigma, np.float32(0.0)).astype(np.float32)
+    return image, good, "difference"
+
+
+def _disk(radius: int) -> np.ndarray:
+    """Boolean disk structuring element of the given radius (px)."""
+    y, x = np.mgrid[-radius:radius + 1, -radius:radius + 1]
+    return np.asarray(x * x + y * y <= radius * radius + radius)
+
+
+def _grow(core: np.ndarray, radius: int) -> np.ndarray:
+    """Grow a boolean map isotropically by ``radius`` px (unchanged for 0)."""
+    if radius <= 0 or not np.any(core):
+        return core
+    return ndimage.binary_dilation(core, structure=_disk(radius))
+
+
+def _threshold(image: np.ndarray, good: np.ndarray, level: float, min_area: int) -> np.ndarray:
+    """Pixels above ``level`` in connected groups (8-connected) of at least ``min_area`` px."""
+    above = good & (image > level)
+    labels, n = ndimage.label(above, structure=np.ones((3, 3), dtype=bool))
+    if n == 0:
+        return above
+    area = np.bincount(labels.ravel(), minlength=n + 1)
+    keep = area >= min_area
+    keep[0] = False
+    return keep[labels]
+
+
+def _sky_positions(avoid: np.ndarray, n: int, radius: int) -> tuple[np.ndarray, np.ndarray]:
+    """Up to ``n`` seeded positions ``radius`` px from ``avoid`` and 2 ``radius`` apart."""
+    size = 2 * radius + 1
+    blocked = ndimage.maximum_filter(avoid.view(np.uint8), size=size, mode="constant", cval=1) > 0
+    free = np.flatnonzero(~blocked)
+    if free.size == 0 or n == 0:
+        return np.zeros(0), np.zeros(0)
+    rng = np.random.default_rng(SKY_SOURCE_SEED)
+    tries = rng.choice(free, size=min(free.size, 20 * n), replace=False)
+    ty, tx = np.divmod(tries, avoid.shape[1])
+    xs: list[int] = []
+    ys: list[int] = []
+    min_sep2 = (2 * radius) ** 2
+    for x, y in zip(tx.tolist(), ty.tolist(), strict=True):
+        if xs and np.min((np.asarray(xs) - x) ** 2 + (np.asarray(ys) - y) ** 2) < min_sep2:
+            continue
+        xs.append(x)
+        ys.append(y)
+        if len(xs) == n:
+            break
+    return np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)
+
+
+def _footprint_table(image: np.ndarray, labels: np.ndarray, pos: np.ndarray, neg: np.ndarray,
+                     reporter: Reporter) -> Table:
+    """One row per footprint: signed peak, polarity, area and bounding box (from cutouts)."""
+    slices = ndimage.find_objects(labels)
+    n = len(slices)
+    cols: dict[str, np.ndarray] = {
+        "label": np.arange(1, n + 1, dtype=np.int32),
+        "x": np.zeros(n, dtype=np.int32), "y": np.zeros(n, dtype=np.int32),
+        "peak_value": np.zeros(n, dtype=np.float32),
+        "has_positive": np.zeros(n, dtype=bool), "has_negative": np.zeros(n, dtype=bool),
+        "npix": np.zeros(n, dtype=np.int32),
+        "bbox_xmin": np.zeros(n, dtype=np.int32), "bbox_xmax": np.zeros(n, dtype=np.int32),
+        "bbox_ymin": np.zeros(n, dtype=np.int32), "bbox_ymax": np.zeros(n, dtype=np.int32),
+    }
+    for i, sl in enumerate(slices):
+        if i % 500 == 0:
+            reporter.update(0.5 + 0.4 * i / max(n, 1))
+        if sl is None:
+            continue
+        inside = labels[sl] == i + 1
+        core = inside & (pos[sl] | neg[sl])
+        values = np.where(core, np.abs(image[sl]), -np.inf)
+        iy, ix = np.unravel_index(int(np.argmax(values)), values.shape)
+        cols["x"][i], cols["y"][i] = sl[1].start + ix, sl[0].start + iy
+        cols["peak_value"][i] = image[sl][iy, ix]
+        cols["has_positive"][i] = bool(np.any(inside & pos[sl]))
+        cols["has_negative"][i] = bool(np.any(inside & neg[sl]))
+        cols["npix"][i] = int(inside.sum())
+        cols["bbox_xmin"][i], cols["bbox_xmax"][i] = sl[1].start, sl[1].stop - 1
+        cols["bbox_ymin"][i], cols["bbox_ymax"][i] = sl[0].start, sl[0].stop - 1
+    table = Table(cols)
+    for name in ("x", "y", "npix", "bbox_xmin", "bbox_xmax", "bbox_ymin", "bbox_ymax"):
+        table[name].unit = "pix2" if name == "npix" else "pix"
+    return table
+
+
+def detect_sources(difference: Exposure, score: ScoreResult | None, config: DetectionConfig,
+                   reporter: Reporter) -> Detections:
+    """Detect positive and negative sources and merge touching footprints.
+
+    Parameters
+    ----------
+    difference : Exposure
+        The difference (its mask's DETECTED planes are replaced).
+    score : ScoreResult or None
+        The score, searched when ``config.detect_on == 'score'``; otherwise (or when
+        None) the difference divided by the square root of its variance is searched.
+    config : DetectionConfig
+        Threshold (sigma), minimum area, grow radius, sky sources, guard limit.
+    reporter : Reporter
+        Progress and cancellation.
+
+    Returns
+    -------
+    Detections
+    """
+    image, good, name = detection_image(difference, score, config)
+    reporter.update(0.1)
+    pos = _threshold(image, good, config.threshold, config.min_area)
+    neg = _threshold(-image, good, config.threshold, config.min_area)
+    reporter.update(0.3)
+    pos_grown, neg_grown = _grow(pos, config.grow), _grow(neg, config.grow)
+    labels, _ = ndimage.label(pos_grown | neg_grown, structure=np.ones((3, 3), dtype=bool))
+    labels = labels.astype(np.int32)
+    reporter.update(0.5)
+    table = _footprint_table(image, labels, pos, neg, reporter)
+
+    det, det_neg = int(MaskPlane.DETECTED), int(MaskPlane.DETECTED_NEGATIVE)
+    cleared = difference.mask & ~MASK_DTYPE(det | det_neg)
+    mask = (cleared | np.where(pos_grown, MASK_DTYPE(det), 0)
+            | np.where(neg_grown, MASK_DTYPE(det_neg), 0)).astype(MASK_DTYPE)
+    n_good = int(good.sum())
+    fraction = float(np.sum((labels > 0) & good) / n_good) if n_good else 0.0
+    noise = robust_sigma(image[good]) if n_good else float("nan")
+
+    notes: list[str] = []
+    if fraction > config.max_detected_fraction:
+        notes.append(f"bad-subtraction guard: detections cover {fraction:.1%} of the good "
+                     "pixels, more than detection.max_detected_fraction = "
+                     f"{config.max_detected_fraction:.1%}; check the kernel fit and the residuals")
+    lo, hi = NOISE_STD_RANGE
+    if np.isfinite(noise) and not lo <= noise <= hi:
+        notes.append(f"the {name} image has a robust noise of {noise:.2f} sigma instead of 1: "
+                     "the variance maps do not describe the noise, so thresholds are off by "
+                     "that factor")
+    sky_x, sky_y = np.zeros(0), np.zeros(0)
+    if config.sky_sources > 0:
+        sky_x, sky_y = _sky_positions((labels > 0) | ~good, config.sky_sources, SKY_SOURCE_RADIUS)
+        if sky_x.size < config.sky_sources:
+            notes.append(f"only {sky_x.size} of detection.sky_sources = {config.sky_sources} "
+                         f"blank-sky positions fit {SKY_SOURCE_RADIUS} px away from footprints "
+                         "and masks")
+    reporter.update(1.0)
+    return Detections(segmentation=labels, table=table, mask=mask, detected_fraction=fraction,
+                      sky_x=sky_x, sky_y=sky_y, detection_image=name, noise_std=noise,
+                      warnings=tuple(notes))

@@ -1,0 +1,471 @@
+"""Score images: ZOGY's corrected score S_corr and the Alard-Lupton preconvolution score.
+
+Both scores are matched-filter images normalised by their own noise, so that a
+point source's peak is its detection S/N and empty sky has unit variance.
+
+ZOGY follows Zackay, Ofek & Gal-Yam (2016, ApJ 830, 27; "ZOGY" below): with the
+new image N, the reference R, their PSFs P_n, P_r, sky noise sigma_n, sigma_r and
+flux zero points F_n, F_r, and the denominator
+
+    den = sigma_n^2 F_r^2 |P_r^|^2 + sigma_r^2 F_n^2 |P_n^|^2            (Fourier space)
+
+the proper difference is D^ = (F_r P_r^ N^ - F_n P_n^ R^) / sqrt(den) (eq. 13), its
+PSF P_D^ = F_r F_n P_r^ P_n^ / (F_D sqrt(den)) with F_D = F_r F_n /
+sqrt(sigma_n^2 F_r^2 + sigma_r^2 F_n^2) (eqs. 14-15), and the score
+S = F_D D (x) flip(P_D) (eq. 17) is the same as S = k_n (x) N - k_r (x) R with
+
+    k_n^ = F_n F_r^2 conj(P_n^) |P_r^|^2 / den,   k_r^ = F_r F_n^2 conj(P_r^) |P_n^|^2 / den
+
+(eqs. 26-27). The corrected score divides S by its standard deviation computed from
+the images' own variance maps, which holds the sky and the source noise:
+V(S_N) = V_N (x) k_n^2, V(S_R) = V_R (x) k_r^2 (eqs. 28-29), plus the astrometric
+term sigma_ast^2 (|grad S_N|^2 + |grad S_R|^2) (eqs. 30-31):
+S_corr = S / sqrt(V(S_N) + V(S_R) + V_ast) (eq. 25).
+
+The kernels are built once on a small grid from the PSF images and used for both S
+and its variance, so S_corr stays exactly normalised whatever their truncation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import scipy.fft as sfft
+from scipy import ndimage
+from scipy.interpolate import RectBivariateSpline
+
+from diffviewer.config import ScoreConfig
+from diffviewer.engine.progress import Reporter
+from diffviewer.errors import InputError
+from diffviewer.exposure import MASK_DTYPE, UNUSABLE, Exposure, MaskPlane
+
+#: MAD to standard deviation for Gaussian noise.
+MAD_TO_SIGMA = 1.4826
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreResult:
+    """A score image and what it was made from.
+
+    Attributes
+    ----------
+    image : numpy.ndarray
+        The score (float32, read-only): S/N of a point source at each pixel, unit
+        variance in empty sky, 0 where ``mask`` has an unusable plane.
+    method : str
+        ``'zogy'`` (S_corr) or ``'al'`` (Alard-Lupton preconvolution).
+    psf : numpy.ndarray
+        PSF (small odd image, sum 1) of the proper difference (ZOGY) or of the
+        difference (AL).
+    proper_difference : numpy.ndarray or None
+        ZOGY's proper difference D (float32, read-only; unit sky noise), None for AL.
+    mask : numpy.ndarray
+        int32 mask planes; the score is not valid where any plane of
+        :data:`~diffviewer.exposure.UNUSABLE` is set (NO_DATA where the inputs had none).
+    noise_std : float
+        Robust (MAD) standard deviation of the score over its valid pixels: 1 for a
+        correct noise model; larger when the variance maps underestimate the noise.
+    sigma_science, sigma_template : float
+        Robust sky noise of the science and template after background subtraction
+        (image units; NaN for AL).
+    """
+
+    image: np.ndarray
+    method: str
+    psf: np.ndarray
+    proper_difference: np.ndarray | None
+    mask: np.ndarray
+    noise_std: float
+    sigma_science: float = float("nan")
+    sigma_template: float = float("nan")
+
+    def __post_init__(self) -> None:
+        for name in ("image", "psf", "proper_difference", "mask"):
+            arr = getattr(self, name)
+            if arr is not None:
+                arr.flags.writeable = False
+
+
+def robust_sigma(values: np.ndarray) -> float:
+    """Standard deviation of Gaussian noise from the median absolute deviation.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        Samples (any shape; non-finite values are ignored).
+
+    Returns
+    -------
+    float
+        1.4826 MAD (from at most about a million evenly spaced samples); NaN when
+        no finite value is given.
+    """
+    v = np.asarray(values).ravel()
+    v = v[:: max(1, v.size // 1_000_000)].astype(np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return float("nan")
+    return float(MAD_TO_SIGMA * np.median(np.abs(v - np.median(v))))
+
+
+def estimate_background(image: np.ndarray, good: np.ndarray, mesh: int) -> tuple[np.ndarray, float]:
+    """Smooth sky background and sky noise from sigma-clipped statistics per mesh.
+
+    The image is cut into ``mesh`` x ``mesh`` cells; in each, the median of the good
+    pixels is clipped at 3 sigma (sigma from the interquartile range) three times.
+    The grid of clipped medians is median-filtered (3 x 3) and interpolated with a
+    bicubic spline through the cell centres (SExtractor/photutils Background2D style).
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        The image (image units).
+    good : numpy.ndarray
+        Boolean map of usable pixels.
+    mesh : int
+        Cell side (px); a side shorter than the image uses one cell along it.
+
+    Returns
+    -------
+    background : numpy.ndarray
+        float32 background image.
+    sigma : float
+        Sky noise per pixel: the median over the cells of the clipped sigma.
+
+    Raises
+    ------
+    InputError
+        When no pixel is usable.
+    """
+    ny, nx = image.shape
+    my, mx = min(mesh, ny), min(mesh, nx)
+    gy, gx = -(-ny // my), -(-nx // mx)
+    data = np.full((gy * my, gx * mx), np.nan, dtype=np.float32)
+    data[:ny, :nx] = np.where(good, image, np.nan)
+    cells = data.reshape(gy, my, gx, mx).transpose(0, 2, 1, 3).reshape(gy, gx, my * mx)
+    cells = np.sort(cells, axis=2)
+    n_valid = np.sum(np.isfinite(cells), axis=2)
+    if not np.any(n_valid):
+        raise InputError("no usable pixel to estimate the background: every pixel is masked")
+    lo_idx = np.zeros((gy, gx), dtype=np.int64)
+    hi_idx = n_valid.astype(np.int64)
+    for _ in range(3):
+        n = np.maximum(hi_idx - lo_idx, 1)
+        last = cells.shape[2] - 1
+        q1, med, q3 = (np.take_along_axis(
+            cells, np.minimum(lo_idx + (n * f).astype(np.int64), last)[..., None], 2)[..., 0]
+            for f in (0.25, 0.5, 0.75))
+        sig = (q3 - q1) / 1.349
+        lo_v, hi_v = (med - 3.0 * sig)[..., None], (med + 3.0 * sig)[..., None]
+        lo_idx = np.sum(cells < lo_v, axis=2)
+        hi_idx = np.sum(cells <= hi_v, axis=2)
+    usable = (n_valid > max(10, my * mx // 10)) & np.isfinite(med) & (hi_idx > lo_idx)
+    if not np.any(usable):
+        usable = n_valid > 0
+    fill = float(np.median(med[usable]))
+    grid = np.where(usable, med, fill)
+    sigma = float(np.median(sig[usable]))
+    if grid.size == 1:
+        return np.full(image.shape, grid.flat[0], dtype=np.float32), sigma
+    grid = ndimage.median_filter(grid, size=3, mode="nearest")
+    yc = np.arange(gy) * my + (np.minimum(my, ny - np.arange(gy) * my) - 1) / 2.0
+    xc = np.arange(gx) * mx + (np.minimum(mx, nx - np.arange(gx) * mx) - 1) / 2.0
+    if gy == 1:
+        yc, grid = np.array([0.0, ny - 1.0]), np.vstack([grid, grid])
+    if gx == 1:
+        xc, grid = np.array([0.0, nx - 1.0]), np.hstack([grid, grid])
+    spline = RectBivariateSpline(yc, xc, grid, kx=min(3, len(yc) - 1), ky=min(3, len(xc) - 1),
+                                 bbox=[0.0, ny - 1.0, 0.0, nx - 1.0])
+    background = spline(np.arange(ny, dtype=float), np.arange(nx, dtype=float)).astype(np.float32)
+    return background, sigma
+
+
+def _normalised_psf(psf: np.ndarray, name: str) -> np.ndarray:
+    """Check a PSF image (2-D, odd sides, positive sum) and return it with sum 1."""
+    p = np.asarray(psf, dtype=np.float64)
+    if p.ndim != 2 or p.shape[0] % 2 == 0 or p.shape[1] % 2 == 0:
+        raise InputError(f"{name} PSF must be a 2-D image with odd sides, got shape {p.shape}")
+    total = float(np.sum(p))
+    if not np.all(np.isfinite(p)) or total <= 0.0:
+        raise InputError(f"{name} PSF has a non-finite value or a sum <= 0 ({total}); "
+                         "give a PSF image with positive flux")
+    return p / total
+
+
+def _embed(centred: np.ndarray, shape: tuple[int, int],
+           dtype: type[np.floating] = np.float64) -> np.ndarray:
+    """A zero array of ``shape`` holding a centred image, its centre moved to [0, 0]."""
+    out: np.ndarray = np.zeros(shape, dtype=dtype)
+    ky, kx = centred.shape
+    rows = (np.arange(ky) - ky // 2) % shape[0]
+    cols = (np.arange(kx) - kx // 2) % shape[1]
+    out[np.ix_(rows, cols)] = centred
+    return out
+
+
+def psf_fwhm(psf: np.ndarray) -> float:
+    """FWHM (px) of a PSF image from its second moments (Gaussian equivalent).
+
+    Parameters
+    ----------
+    psf : numpy.ndarray
+        Small odd PSF image.
+
+    Returns
+    -------
+    float
+        2.3548 sqrt((Ixx + Iyy) / 2) over the positive pixels.
+    """
+    p = np.clip(np.asarray(psf, dtype=np.float64), 0.0, None)
+    total = float(p.sum())
+    if total <= 0.0:
+        raise InputError(f"PSF of shape {p.shape} has no positive pixel; give a valid PSF image")
+    y, x = np.indices(p.shape, dtype=np.float64)
+    xc, yc = float((p * x).sum() / total), float((p * y).sum() / total)
+    ixx = float((p * (x - xc) ** 2).sum() / total)
+    iyy = float((p * (y - yc) ** 2).sum() / total)
+    return float(2.0 * np.sqrt(2.0 * np.log(2.0)) * np.sqrt(0.5 * (ixx + iyy)))
+
+
+@dataclasses.dataclass(frozen=True)
+class _ZogyKernels:
+    """ZOGY's convolution kernels, centred, on a small grid."""
+
+    k_n: np.ndarray
+    k_r: np.ndarray
+    d_n: np.ndarray
+    d_r: np.ndarray
+    psf_d: np.ndarray
+
+
+def zogy_kernels(sci_psf: np.ndarray, tmpl_psf: np.ndarray, sigma_n: float, sigma_r: float,
+                 f_n: float, f_r: float) -> _ZogyKernels:
+    """ZOGY's kernels k_n, k_r (score), d_n, d_r (proper difference) and P_D.
+
+    Parameters
+    ----------
+    sci_psf, tmpl_psf : numpy.ndarray
+        PSF images of the new and reference images (odd sides; normalised here).
+    sigma_n, sigma_r : float
+        Sky noise per pixel of the two images (image units).
+    f_n, f_r : float
+        Flux zero points (only their ratio matters for S_corr).
+
+    Returns
+    -------
+    _ZogyKernels
+        Centred kernels on an odd grid of about three PSF sides, and P_D cropped
+        to the larger PSF side (sum 1). ``S = k_n (x) N - k_r (x) R`` and
+        ``D = d_n (x) N - d_r (x) R`` (convolutions).
+    """
+    p_n, p_r = _normalised_psf(sci_psf, "science"), _normalised_psf(tmpl_psf, "template")
+    side = max(*p_n.shape, *p_r.shape)
+    size = 3 * side
+    grid = (size, size)
+    pn_hat = sfft.rfft2(_embed(p_n, grid))
+    pr_hat = sfft.rfft2(_embed(p_r, grid))
+    den = sigma_n**2 * f_r**2 * np.abs(pr_hat) ** 2 + sigma_r**2 * f_n**2 * np.abs(pn_hat) ** 2
+    den = np.maximum(den, 1e-12 * float(den.max()))
+    k_n_hat = f_n * f_r**2 * np.conj(pn_hat) * np.abs(pr_hat) ** 2 / den
+    k_r_hat = f_r * f_n**2 * np.conj(pr_hat) * np.abs(pn_hat) ** 2 / den
+    root = np.sqrt(den)
+    d_n_hat, d_r_hat = f_r * pr_hat / root, f_n * pn_hat / root
+    f_d = f_r * f_n / np.sqrt(sigma_n**2 * f_r**2 + sigma_r**2 * f_n**2)
+    pd_hat = f_r * f_n * pr_hat * pn_hat / (f_d * root)
+
+    def real(spec: np.ndarray) -> np.ndarray:
+        return sfft.fftshift(sfft.irfft2(spec, s=grid))
+
+    c, h = size // 2, side // 2
+    psf_d = real(pd_hat)[c - h:c + h + 1, c - h:c + h + 1]
+    psf_d = psf_d / psf_d.sum()
+    return _ZogyKernels(real(k_n_hat), real(k_r_hat), real(d_n_hat), real(d_r_hat), psf_d)
+
+
+class _FourierGrid:
+    """A padded real-FFT grid on which small centred kernels are convolved with images."""
+
+    def __init__(self, shape: tuple[int, int], kernel_side: int) -> None:
+        pad = kernel_side // 2 + 1
+        self.shape = shape
+        self.padded = (sfft.next_fast_len(shape[0] + 2 * pad, real=True),
+                       sfft.next_fast_len(shape[1] + 2 * pad, real=True))
+
+    def spectrum(self, image: np.ndarray) -> np.ndarray:
+        """Spectrum of an image placed at the origin of the padded grid (zeros around)."""
+        return sfft.rfft2(np.asarray(image, dtype=np.float32), s=self.padded, workers=-1)
+
+    def kernel_spectrum(self, kernel: np.ndarray) -> np.ndarray:
+        """Spectrum of a centred kernel, its centre moved to the origin."""
+        return sfft.rfft2(_embed(kernel, self.padded, np.float32), workers=-1)
+
+    def image(self, spectrum: np.ndarray) -> np.ndarray:
+        """Back to an image of the original shape."""
+        out = sfft.irfft2(spectrum, s=self.padded, workers=-1)
+        return out[:self.shape[0], :self.shape[1]]
+
+
+def template_planes(mask: np.ndarray) -> np.ndarray:
+    """A template's mask with SAT renamed SAT_TEMPLATE (to tell it from the science's SAT).
+
+    Parameters
+    ----------
+    mask : numpy.ndarray
+        The template's int32 mask.
+
+    Returns
+    -------
+    numpy.ndarray
+        A new int32 mask.
+    """
+    sat, sat_t = int(MaskPlane.SAT), int(MaskPlane.SAT_TEMPLATE)
+    return np.where((mask & sat) != 0, (mask & ~MASK_DTYPE(sat)) | sat_t, mask).astype(MASK_DTYPE)
+
+
+def _variance_floor(var: np.ndarray) -> float:
+    """Score variance below which a pixel has no data (FFT round-off around masked areas)."""
+    return 1e-6 * float(np.max(var))
+
+
+def _score_mask(science: Exposure, template: Exposure, bad: np.ndarray) -> np.ndarray:
+    """Union of the two masks (template SAT as SAT_TEMPLATE), NO_DATA where the score is invalid."""
+    mask = science.mask | template_planes(template.mask)
+    flagged = (mask & int(UNUSABLE)) != 0
+    return np.where(bad & ~flagged, mask | int(MaskPlane.NO_DATA), mask).astype(MASK_DTYPE)
+
+
+def zogy_score(science: Exposure, template: Exposure, sci_psf: np.ndarray, tmpl_psf: np.ndarray,
+               flux_ratio: float, config: ScoreConfig, reporter: Reporter) -> ScoreResult:
+    """ZOGY's proper difference and corrected score S_corr (see the module docstring).
+
+    Each image's background is subtracted (:func:`estimate_background`); pixels
+    unusable in either image (or non-finite, or with non-positive variance) are set
+    to 0 in both images and their variance, so they add neither signal nor noise,
+    and are 0 and masked in S_corr. The grid is zero-padded by half a kernel so
+    nothing wraps around.
+
+    Parameters
+    ----------
+    science, template : Exposure
+        The new and reference images on one pixel grid (image units), with variance maps.
+    sci_psf, tmpl_psf : numpy.ndarray
+        Their PSF images (small, odd sides, any normalisation).
+    flux_ratio : float
+        Science flux over template flux of one source (F_n / F_r; the kernel sum).
+    config : ScoreConfig
+        ``astrometric_noise`` (px per axis) and ``background_mesh`` (px).
+    reporter : Reporter
+        Progress and cancellation.
+
+    Returns
+    -------
+    ScoreResult
+        ``image`` is S_corr; ``proper_difference`` is D (unit sky noise); ``psf`` is P_D.
+
+    Raises
+    ------
+    InputError
+        On different image shapes, a bad PSF, a non-positive flux ratio, or no usable pixel.
+    """
+    if science.shape != template.shape:
+        raise InputError(f"ZOGY needs images on one grid: science {science.shape} vs "
+                         f"template {template.shape}; warp the template first")
+    if not np.isfinite(flux_ratio) or flux_ratio <= 0.0:
+        raise InputError(f"flux ratio (kernel sum) {flux_ratio} must be a positive number")
+    bad = (((science.mask | template.mask) & int(UNUSABLE)) != 0)
+    for exp in (science, template):
+        bad |= ~np.isfinite(exp.image) | ~np.isfinite(exp.variance) | (exp.variance <= 0)
+    good = ~bad
+    if not np.any(good):
+        raise InputError(f"{science.source} and {template.source} share no usable pixel")
+    bkg_n, sigma_n = estimate_background(science.image, good, config.background_mesh)
+    reporter.update(0.1)
+    bkg_r, sigma_r = estimate_background(template.image, good, config.background_mesh)
+    reporter.update(0.2)
+    if not (sigma_n > 0.0 and sigma_r > 0.0):
+        raise InputError(f"sky noise of {science.source} ({sigma_n}) or {template.source} "
+                         f"({sigma_r}) is not positive; check the images")
+    f_n, f_r = float(flux_ratio), 1.0
+    kern = zogy_kernels(sci_psf, tmpl_psf, sigma_n, sigma_r, f_n, f_r)
+    grid = _FourierGrid(science.shape, kern.k_n.shape[0])
+    zero = np.float32(0.0)
+    n_hat = grid.spectrum(np.where(good, science.image - bkg_n, zero))
+    r_hat = grid.spectrum(np.where(good, template.image - bkg_r, zero))
+    vn_hat = grid.spectrum(np.where(good, science.variance, zero))
+    vr_hat = grid.spectrum(np.where(good, template.variance, zero))
+    reporter.update(0.4)
+    kn_hat, kr_hat = grid.kernel_spectrum(kern.k_n), grid.kernel_spectrum(kern.k_r)
+    var = grid.image(vn_hat * grid.kernel_spectrum(kern.k_n**2)
+                     + vr_hat * grid.kernel_spectrum(kern.k_r**2))
+    reporter.update(0.6)
+    if config.astrometric_noise > 0.0:
+        s_n, s_r = grid.image(kn_hat * n_hat), grid.image(kr_hat * r_hat)
+        score = s_n - s_r
+        for s_part in (s_n, s_r):
+            gy, gx = np.gradient(s_part)
+            var += config.astrometric_noise**2 * (gx * gx + gy * gy)
+        del s_n, s_r
+    else:
+        score = grid.image(kn_hat * n_hat - kr_hat * r_hat)
+    reporter.update(0.8)
+    proper = grid.image(grid.kernel_spectrum(kern.d_n) * n_hat
+                        - grid.kernel_spectrum(kern.d_r) * r_hat)
+    invalid = bad | ~(var > _variance_floor(var))
+    s_corr = np.where(invalid, zero, score / np.sqrt(np.where(invalid, 1.0, var)))
+    s_corr = s_corr.astype(np.float32)
+    proper = np.where(invalid, zero, proper).astype(np.float32)
+    reporter.update(1.0)
+    return ScoreResult(
+        image=s_corr, method="zogy", psf=kern.psf_d, proper_difference=proper,
+        mask=_score_mask(science, template, invalid), noise_std=robust_sigma(s_corr[~invalid]),
+        sigma_science=sigma_n, sigma_template=sigma_r,
+    )
+
+
+def al_score(difference: Exposure, psf: np.ndarray, reporter: Reporter) -> ScoreResult:
+    """Alard-Lupton preconvolution score: the difference filtered by its PSF over its noise.
+
+    ``score = (d (x) flip(P)) / sqrt(v (x) flip(P)^2)``, as the LSST pipeline's
+    preconvolution mode detects: a point source's peak is its PSF-photometry S/N
+    (``f sqrt(sum P^2) / sigma``) and white sky noise gives unit variance.
+
+    Parameters
+    ----------
+    difference : Exposure
+        The difference image with its variance (image units).
+    psf : numpy.ndarray
+        The difference's PSF (small, odd sides; normalised here).
+    reporter : Reporter
+        Progress and cancellation.
+
+    Returns
+    -------
+    ScoreResult
+        ``method='al'``, ``psf`` the normalised PSF, no proper difference.
+
+    Raises
+    ------
+    InputError
+        On a bad PSF or when no pixel is usable.
+    """
+    p = _normalised_psf(psf, "difference")
+    bad = ((difference.mask & int(UNUSABLE)) != 0) | ~np.isfinite(difference.image)
+    bad |= ~np.isfinite(difference.variance) | (difference.variance <= 0)
+    if np.all(bad):
+        raise InputError(f"{difference.source}: every pixel is masked; nothing to score")
+    flipped = p[::-1, ::-1]
+    grid = _FourierGrid(difference.shape, max(p.shape))
+    zero = np.float32(0.0)
+    num = grid.image(grid.spectrum(np.where(bad, zero, difference.image))
+                     * grid.kernel_spectrum(flipped))
+    reporter.update(0.5)
+    var = grid.image(grid.spectrum(np.where(bad, zero, difference.variance))
+                     * grid.kernel_spectrum(flipped**2))
+    invalid = bad | ~(var > _variance_floor(var))
+    score = np.where(invalid, zero, num / np.sqrt(np.where(invalid, 1.0, var))).astype(np.float32)
+    mask = np.where(invalid & ((difference.mask & int(UNUSABLE)) == 0),
+                    difference.mask | int(MaskPlane.NO_DATA), difference.mask).astype(MASK_DTYPE)
+    reporter.update(1.0)
+    return ScoreResult(image=score, method="al", psf=p, proper_difference=None, mask=mask,
+                       noise_std=robust_sigma(score[~invalid]))

@@ -235,6 +235,9 @@ class ScoreConfig:
     astrometric_noise: float = param(
         0.0, "RMS registration error between the images, per axis, entering S_corr.",
         unit="px", minimum=0.0, maximum=5.0)
+    background_mesh: int = param(
+        128, "Side of the cells in which ZOGY estimates each image's sky background and noise.",
+        unit="px", minimum=8, maximum=4096)
 
     def __post_init__(self) -> None:
         _validate_fields(self)

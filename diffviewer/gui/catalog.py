@@ -31,7 +31,7 @@ from PyQt6.QtWidgets import (
 from diffviewer.gui.model import Verdict
 
 # Columns shown first when present; the rest follow in catalog order.
-_FIRST = ("id", "x", "y", "psf_flux", "snr", "sign", "is_dipole", "flags")
+_FIRST = ("id", "x", "y", "psf_flux", "psf_flux_err", "snr", "sign", "is_dipole", "flagged")
 _Index = QModelIndex | QPersistentModelIndex
 
 
@@ -47,6 +47,7 @@ class CatalogModel(QAbstractTableModel):
         self._table = Table()
         self._columns: list[str] = []
         self._values: list[np.ndarray] = []
+        self._arrays: dict[str, np.ndarray] = {}
         self.verdicts: dict[int, Verdict] = {}
 
     def set_table(self, table: Table) -> None:
@@ -57,7 +58,12 @@ class CatalogModel(QAbstractTableModel):
         names += [c for c in table.colnames if c not in names and np.ndim(table[c]) == 1]
         self._columns = names
         self._values = [np.asarray(table[c]) for c in names]
+        self._arrays = dict(zip(names, self._values, strict=True))
         self.endResetModel()
+
+    def column(self, name: str) -> np.ndarray | None:
+        """A catalog column as a numpy array (None when absent)."""
+        return self._arrays.get(name)
 
     def set_verdicts(self, verdicts: Mapping[int, Verdict]) -> None:
         """Show these verdicts in the verdict column."""
@@ -143,19 +149,16 @@ class CatalogFilter(QSortFilterProxyModel):
         self.invalidateFilter()
 
     def filterAcceptsRow(self, row: int, parent: _Index) -> bool:
-        table = self.catalog.table
-        cols = table.colnames
-        if self.sign != "all" and "sign" in cols:
-            positive = float(table["sign"][row]) > 0
-            if positive != (self.sign == "positive"):
-                return False
-        if "snr" in cols and abs(float(table["snr"][row])) < self.min_snr:
+        col = self.catalog.column
+        sign, snr, flagged, dipole = col("sign"), col("snr"), col("flagged"), col("is_dipole")
+        if self.sign != "all" and sign is not None and (sign[row] > 0) != (self.sign == "positive"):
             return False
-        if self.hide_flagged and "flags" in cols and int(table["flags"][row]) != 0:
+        if snr is not None and self.min_snr > 0 and not abs(snr[row]) >= self.min_snr:
             return False
-        if self.dipoles != "all" and "is_dipole" in cols:
-            if bool(table["is_dipole"][row]) != (self.dipoles == "only"):
-                return False
+        if self.hide_flagged and flagged is not None and bool(flagged[row]):
+            return False
+        if self.dipoles != "all" and dipole is not None:
+            return bool(dipole[row]) == (self.dipoles == "only")
         return True
 
 
@@ -177,6 +180,7 @@ class CatalogPanel(QWidget):
         self.view = QTableView()
         self.view.setModel(self.proxy)
         self.view.setSortingEnabled(True)
+        self.view.sortByColumn(0, Qt.SortOrder.AscendingOrder)
         self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.view.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)

@@ -225,6 +225,46 @@ def levels_job(image: np.ndarray, settings: display.DisplaySettings
     return job
 
 
+#: The four residual panels of the seed's runDebug: (title, Diagnostics attribute prefix).
+RESIDUAL_PANELS: tuple[tuple[str, str], ...] = (
+    ("candidates, own kernel", "own"),
+    ("candidates, spatial kernel", "spatial"),
+    ("control sample, spatial kernel", "control"),
+    ("full image (subsampled)", "image"),
+)
+#: Residual normalisations: (name shown, Diagnostics attribute suffix).
+RESIDUAL_NORMS: tuple[tuple[str, str], ...] = (
+    ("difference variance", "by_difference"),
+    ("input variances", "by_input"),
+)
+
+
+def residual_samples(result: Any) -> list[tuple[str, dict[str, np.ndarray]]]:
+    """The normalised pixel residuals of the four runDebug panels, per normalisation.
+
+    Parameters
+    ----------
+    result : SubtractionResult
+
+    Returns
+    -------
+    list of (str, dict of str to numpy.ndarray)
+        Panel title and ``{normalisation: values}``.
+    """
+    diag = result.diagnostics
+    return [(title, {norm: getattr(diag, f"{prefix}_{suffix}") for norm, suffix in RESIDUAL_NORMS})
+            for title, prefix in RESIDUAL_PANELS]
+
+
+def residual_stats(values: np.ndarray) -> tuple[float, float, int]:
+    """Mean, standard deviation and number of the finite residuals (NaN when none)."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return float("nan"), float("nan"), 0
+    return float(np.mean(v)), float(np.std(v)), int(v.size)
+
+
 def metrics(result: Any) -> dict[str, float]:
     """Figures of merit of a run, for the A/B comparison.
 
@@ -236,24 +276,106 @@ def metrics(result: Any) -> dict[str, float]:
     -------
     dict of str to float
         Noise ratio of the difference, good/bad/control kernel stamps, DIA sources
-        (all, positive, dipoles), residual sigma of the four histogram panels.
+        (all, dipoles), and the residual sigma of the four histogram panels
+        (normalised by the difference variance).
     """
-    from diffviewer.engine.diagnostics import noise_ratio
-
     status = np.asarray(result.kernel.candidates["status"]).astype(str)
     dia = result.diasources
     out: dict[str, float] = {
-        "noise ratio": float(noise_ratio(result.difference)),
+        "noise ratio": float(result.diagnostics.noise_ratio),
         "good stamps": float(np.sum(status == "GOOD")),
         "bad stamps": float(np.sum(status == "BAD")),
         "control stamps": float(np.sum(status == "CONTROL")),
         "DIA sources": float(len(dia)),
+        "dipoles": float(np.sum(np.asarray(dia["is_dipole"], bool))) if len(dia) else 0.0,
     }
-    if len(dia) and "is_dipole" in dia.colnames:
-        out["dipoles"] = float(np.sum(np.asarray(dia["is_dipole"], bool)))
-    for panel in result.diagnostics.residuals:
-        out[f"sigma: {panel.name}"] = float(panel.std)
+    for title, values in residual_samples(result):
+        out[f"residual σ: {title}"] = residual_stats(values[RESIDUAL_NORMS[0][0]])[1]
     return out
+
+
+def kernel_views(result: Any, n_grid: int = 7, n_shift: int = 16) -> dict[str, Any]:
+    """The kernel panel's content: mosaic, sums, centroid shifts, basis, a description.
+
+    The mosaic and the shift map realise the engine's spatial kernel with
+    :func:`diffviewer.engine.diagnostics.kernel_mosaic`; centroids are the first
+    moments of those kernel images, relative to the kernel centre.
+
+    Parameters
+    ----------
+    result : SubtractionResult
+    n_grid : int
+        Kernels per axis in the mosaic.
+    n_shift : int
+        Grid points per axis of the centroid-shift map.
+
+    Returns
+    -------
+    dict
+        Keyword arguments of :meth:`diffviewer.gui.panels.KernelPanel.set_data`.
+    """
+    from diffviewer.engine.diagnostics import kernel_mosaic
+
+    sol = result.kernel.solution
+    mosaic = kernel_mosaic(sol, n_grid)
+    sums = mosaic.kernels.sum(axis=(2, 3))
+    dx, dy = kernel_centroids(mosaic.kernels)
+    gx, gy = np.meshgrid(mosaic.x, mosaic.y)
+    grid = np.column_stack([gx.ravel(), gy.ravel(), sums.ravel(), dx.ravel(), dy.ravel()])
+    fine = kernel_mosaic(sol, n_shift)
+    fdx, fdy = kernel_centroids(fine.kernels)
+    info = (f"{sol.describe()}; spatial order {sol.spatial_order}, background order "
+            f"{sol.background_order}; convolved: {result.kernel.convolved}; photometric scale "
+            f"{result.kernel.photometric_scale:.4f}; kernel sum {sums.min():.4f} to "
+            f"{sums.max():.4f}; centroid shift up to {np.hypot(fdx, fdy).max():.3f} px")
+    return {"mosaic": mosaic.image, "grid": grid, "n_grid": n_grid, "cell": sol.size,
+            "sum_map": result.subtraction.kernel_sum_map, "shift_map": np.hypot(fdx, fdy),
+            "basis": sol.basis, "info": info}
+
+
+def kernel_centroids(kernels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First moments (px) of kernel images relative to their centre pixel.
+
+    Parameters
+    ----------
+    kernels : numpy.ndarray
+        ``(..., size, size)`` kernel images.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        x and y shifts, shape ``kernels.shape[:-2]``.
+    """
+    size = kernels.shape[-1]
+    off = np.arange(size) - (size - 1) / 2
+    total = kernels.sum(axis=(-2, -1))
+    safe = np.where(np.abs(total) > 0, total, np.nan)
+    dx = (kernels.sum(axis=-2) * off).sum(axis=-1) / safe
+    dy = (kernels.sum(axis=-1) * off).sum(axis=-1) / safe
+    return dx, dy
+
+
+def stamp_views(result: Any, index: int) -> tuple[dict[str, np.ndarray], str]:
+    """The stamp panel's images and text for kernel candidate ``index``.
+
+    Parameters
+    ----------
+    result : SubtractionResult
+    index : int
+        Row of the candidates table.
+
+    Returns
+    -------
+    (dict of str to numpy.ndarray, str)
+        Images keyed by :attr:`diffviewer.gui.panels.StampPanel.TITLES`, and the summary.
+    """
+    from diffviewer.engine.diagnostics import stamp_views as engine_stamp_views
+
+    v = engine_stamp_views(result.science, result.template.exposure, result.kernel, index)
+    images = {"science": v.science, "template": v.template, "diff (own kernel)": v.difference_own,
+              "diff (spatial)": v.difference_spatial, "normalised residual": v.residual_spatial,
+              "own kernel": v.kernel_own, "spatial kernel": v.kernel_spatial}
+    return images, candidate_summary(result, index)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -419,13 +541,13 @@ def _fmt(value: Any) -> str:
 
 
 def source_summary(catalog: Table, source_id: int, verdicts: Mapping[int, Verdict]) -> str:
-    """One DIA source in words: id, position, flux, S/N, sign, dipole, flags, verdict."""
+    """One DIA source in words: id, position, flux, S/N, sign, dipole, flagged, verdict."""
     rows = np.flatnonzero(np.asarray(catalog["id"]) == source_id)
     if not rows.size:
         return ""
     row = catalog[int(rows[0])]
     keys = [k for k in ("id", "x", "y", "psf_flux", "psf_flux_err", "snr", "sign", "is_dipole",
-                        "flags", "ra", "dec") if k in catalog.colnames]
+                        "flagged", "ra", "dec") if k in catalog.colnames]
     text = ", ".join(f"{k} {_fmt(row[k])}" for k in keys)
     verdict = verdicts.get(int(source_id))
     if verdict is not None:

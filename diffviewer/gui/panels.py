@@ -24,19 +24,20 @@ from PyQt6.QtWidgets import (
 )
 
 from diffviewer import display
+from diffviewer.gui.model import residual_stats
 from diffviewer.gui.views import ImagePanel
 
 
 def _image_box(canvas: pg.GraphicsLayoutWidget, title: str, row: int, col: int
-               ) -> tuple[pg.ViewBox, pg.ImageItem]:
+               ) -> tuple[pg.ViewBox, pg.ImageItem, pg.LabelItem]:
     """A titled, aspect-locked view box with an image item, placed in a layout widget."""
-    canvas.addLabel(title, row=2 * row, col=col, size="9pt")
+    label = canvas.addLabel(title, row=2 * row, col=col, size="9pt")
     vb = canvas.addViewBox(row=2 * row + 1, col=col, lockAspect=True, enableMenu=False)
     vb.setMouseEnabled(False, False)
     vb.setDefaultPadding(0.02)
     item = pg.ImageItem(axisOrder="row-major")
     vb.addItem(item)
-    return vb, item
+    return vb, item, label
 
 
 def _show(item: pg.ImageItem, array: np.ndarray | None, settings: display.DisplaySettings,
@@ -71,9 +72,10 @@ class KernelPanel(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.canvas = pg.GraphicsLayoutWidget()
-        self.mosaic_box, self.mosaic = _image_box(self.canvas, "Kernel mosaic (click a cell)", 0, 0)
-        self.sum_box, self.sum_map = _image_box(self.canvas, "Kernel sum over the image", 0, 1)
-        self.shift_box, self.shift_map = _image_box(
+        self.mosaic_box, self.mosaic, _ = _image_box(self.canvas, "Kernel mosaic (click a cell)", 0, 0)
+        self.sum_box, self.sum_map, self.sum_title = _image_box(
+            self.canvas, "Kernel sum over the image", 0, 1)
+        self.shift_box, self.shift_map, self.shift_title = _image_box(
             self.canvas, "Kernel centroid shift (px) over the image", 0, 2)
         self.centroids = pg.ScatterPlotItem(pxMode=True, size=7, symbol="+",
                                             pen=pg.mkPen("r"), brush=None)
@@ -116,6 +118,10 @@ class KernelPanel(QWidget):
         _show(self.mosaic, mosaic, _SIGNED)
         _show(self.sum_map, sum_map, _POSITIVE)
         _show(self.shift_map, shift_map, _POSITIVE)
+        self.sum_title.setText(f"Kernel sum over the image: {np.nanmin(sum_map):.4f} (dark) to "
+                               f"{np.nanmax(sum_map):.4f} (bright)")
+        self.shift_title.setText(f"Kernel centroid shift: {np.nanmin(shift_map):.3f} to "
+                                 f"{np.nanmax(shift_map):.3f} px")
         centre = (cell - 1) / 2
         ii, jj = np.meshgrid(np.arange(n_grid), np.arange(n_grid))
         self.centroids.setData(ii.ravel() * cell + centre + grid[:, 3],
@@ -124,7 +130,8 @@ class KernelPanel(QWidget):
             self.mosaic_box.removeItem(label)
         self.sum_labels = []
         for k, (i, j) in enumerate(zip(ii.ravel(), jj.ravel(), strict=True)):
-            label = pg.TextItem(f"{grid[k, 2]:.3f}", color=(255, 255, 255), anchor=(0, 0))
+            label = pg.TextItem(f"{grid[k, 2]:.3f}", color=(0, 0, 0), anchor=(0, 0),
+                                fill=pg.mkBrush(255, 255, 255, 170))
             label.setPos(i * cell - 0.5, (j + 1) * cell - 0.5)
             label.setScale(0.8)
             self.mosaic_box.addItem(label)
@@ -201,6 +208,7 @@ class ResidualPanel(QWidget):
         for k, (title, values_by_norm) in enumerate(self._panels):
             values = np.asarray(values_by_norm.get(norm, np.zeros(0)), dtype=float)
             values = values[np.isfinite(values)]
+            mean, sigma, count = residual_stats(values)
             plot = self.canvas.addPlot(row=k // 2, col=k % 2)
             plot.setLabel("bottom", "normalised residual")
             plot.setLabel("left", "density")
@@ -209,13 +217,9 @@ class ResidualPanel(QWidget):
                 density = hist / (values.size * np.diff(edges))
                 plot.plot(edges, density, stepMode="center", fillLevel=0,
                           brush=(100, 100, 220, 120), pen=pg.mkPen((120, 120, 255)))
-                mean, sigma = float(np.mean(values)), float(np.std(values))
-            else:
-                mean = sigma = float("nan")
             plot.plot(centres, gauss, pen=pg.mkPen("r", width=2))
-            plot.setTitle(f"{title}<br>mean {mean:+.3f}, σ {sigma:.3f}, n = {values.size}",
-                          size="9pt")
-            self.stats[title] = (mean, sigma, int(values.size))
+            plot.setTitle(f"{title}<br>mean {mean:+.3f}, σ {sigma:.3f}, n = {count}", size="9pt")
+            self.stats[title] = (mean, sigma, count)
             self.plots.append(plot)
 
 
@@ -230,7 +234,7 @@ class StampPanel(QWidget):
         self.canvas = pg.GraphicsLayoutWidget()
         self.items: dict[str, pg.ImageItem] = {}
         for k, title in enumerate(self.TITLES):
-            _, self.items[title] = _image_box(self.canvas, title, k // 4, k % 4)
+            _, self.items[title], _ = _image_box(self.canvas, title, k // 4, k % 4)
         self.info = QLabel("Click a kernel source (circle) on an image.")
         self.info.setWordWrap(True)
         self.info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -269,7 +273,7 @@ class CutoutPanel(QWidget):
         self.items: dict[str, pg.ImageItem] = {}
         self.boxes: dict[str, pg.ViewBox] = {}
         for k, name in enumerate(self.NAMES):
-            self.boxes[name], self.items[name] = _image_box(self.canvas, name, k // 2, k % 2)
+            self.boxes[name], self.items[name], _ = _image_box(self.canvas, name, k // 2, k % 2)
         self.info = QLabel("Select a DIA source.")
         self.info.setWordWrap(True)
         self.info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)

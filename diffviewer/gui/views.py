@@ -364,6 +364,15 @@ class ImageArea(QWidget):
                 self.grid.addWidget(self.panels[name], i // cols, i % cols)
                 self.panels[name].show()
             self.stack.setCurrentWidget(self.grid_page)
+        self._sync_links()
+
+    def _sync_links(self) -> None:
+        """Bring every panel to the master's range (hidden panels miss link updates)."""
+        master = next(iter(self.panels.values())).view
+        for panel in [*self.panels.values(), self.blink]:
+            if panel.view is not master:
+                panel.view.linkedViewChanged(master, pg.ViewBox.XAxis)
+                panel.view.linkedViewChanged(master, pg.ViewBox.YAxis)
 
     # -- blink --------------------------------------------------------------------------
 

@@ -586,7 +586,7 @@ class MainWindow(QMainWindow):
     def _dia_spot(self, dia: Any, i: int) -> dict[str, Any]:
         positive = float(dia["sign"][i]) > 0 if "sign" in dia.colnames else True
         dipole = bool(dia["is_dipole"][i]) if "is_dipole" in dia.colnames else False
-        flagged = int(dia["flags"][i]) != 0 if "flags" in dia.colnames else False
+        flagged = bool(dia["flagged"][i]) if "flagged" in dia.colnames else False
         colour = DIPOLE_COLOUR if dipole else (POSITIVE_COLOUR if positive else NEGATIVE_COLOUR)
         symbol = "d" if dipole else ("s" if flagged else "o")
         pen = pg.mkPen(FLAGGED_COLOUR if flagged and not dipole else colour, width=2,
@@ -904,9 +904,15 @@ class MainWindow(QMainWindow):
         if geometry is not None:
             self.restoreGeometry(geometry)
         else:
-            self.resize(1500, 950)
+            self.resize(1600, 1000)
         if state is not None:
             self.restoreState(state)
+        else:
+            self.resizeDocks([self.docks["Parameters"], self.docks["Cutouts"]], [330, 330],
+                             Qt.Orientation.Horizontal)
+            self.resizeDocks([self.docks["Parameters"], self.docks["Readout"]], [600, 300],
+                             Qt.Orientation.Vertical)
+            self.resizeDocks([self.docks["Catalog"]], [220], Qt.Orientation.Vertical)
 
     def closeEvent(self, event: QCloseEvent | None) -> None:
         self.area.blink_timer.stop()

@@ -1,0 +1,124 @@
+"""Display levels, stretches, LUTs, overlays and cutouts (pure numpy, no Qt)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from diffviewer import display
+from diffviewer.errors import ConfigError
+from diffviewer.exposure import MaskPlane
+
+
+def _noise(seed: int = 0, shape: tuple[int, int] = (256, 256)) -> np.ndarray:
+    return np.random.default_rng(seed).normal(100.0, 10.0, shape).astype(np.float32)
+
+
+def test_display_array_replaces_non_finite_with_median_and_keeps_clean_input() -> None:
+    img = _noise()
+    assert display.display_array(img) is img  # already float32, contiguous, finite: no copy
+    bad = img.astype(np.float64)
+    bad[0, :10] = np.nan
+    bad[1, 0] = np.inf
+    out = display.display_array(bad)
+    assert out.dtype == np.float32 and out.flags.c_contiguous and np.isfinite(out).all()
+    assert np.all(np.isnan(bad[0, :10]))  # input untouched
+    # the fill is the median of the finite pixels: within 0.1 sigma of the mean 100
+    assert out[0, 0] == pytest.approx(100.0, abs=1.0)
+
+
+def test_percentile_levels_bracket_the_right_fraction_of_pixels() -> None:
+    img = _noise()
+    for mode, frac in (("99", 0.99), ("99.5", 0.995), ("99.9", 0.999)):
+        lo, hi = display.compute_levels(img, display.DisplaySettings(levels=mode))
+        inside = np.mean((img >= lo) & (img <= hi))
+        # 65536 pixels: the binomial sd of the inside fraction is < 0.0004
+        assert inside == pytest.approx(frac, abs=0.002)
+
+
+def test_zscale_of_gaussian_noise_spans_a_few_sigma_and_minmax_spans_all() -> None:
+    img = _noise()
+    lo, hi = display.compute_levels(img, display.DisplaySettings(levels="zscale"))
+    # zscale with contrast 0.25 on pure noise spans roughly +-2..6 sigma around the median
+    assert 100 - 60 < lo < 100 - 10 and 100 + 10 < hi < 100 + 60
+    lo, hi = display.compute_levels(img, display.DisplaySettings(levels="minmax"))
+    assert (lo, hi) == (pytest.approx(float(img.min())), pytest.approx(float(img.max())))
+
+
+def test_symmetric_levels_are_centred_on_zero_and_manual_levels_are_kept() -> None:
+    img = _noise() - 100.0
+    img[5, 5] = 1e4
+    lo, hi = display.compute_levels(img, display.default_settings("difference"))
+    assert lo == -hi and 10 < hi < 100  # one hot pixel does not set a zscale range
+    manual = display.DisplaySettings(levels="manual", manual=(3.0, 7.0))
+    assert display.compute_levels(img, manual) == (3.0, 7.0)
+
+
+def test_levels_of_an_empty_or_flat_image_are_usable() -> None:
+    nan = np.full((8, 8), np.nan)
+    assert display.compute_levels(nan, display.DisplaySettings()) == (0.0, 1.0)
+    lo, hi = display.compute_levels(np.ones((8, 8)), display.DisplaySettings(levels="minmax"))
+    assert hi > lo
+
+
+def test_settings_validate_their_names() -> None:
+    with pytest.raises(ConfigError, match="stretch"):
+        display.DisplaySettings(stretch="cubic")
+    with pytest.raises(ConfigError, match="manual"):
+        display.DisplaySettings(levels="manual")
+
+
+@pytest.mark.parametrize("stretch", display.STRETCHES)
+def test_stretches_are_monotonic_from_0_to_1(stretch: str) -> None:
+    t = np.linspace(0, 1, 101)
+    s = display.stretch_curve(stretch, t)
+    assert s[0] == pytest.approx(0.0) and s[-1] == pytest.approx(1.0)
+    assert np.all(np.diff(s) > 0)
+    if stretch != "linear":  # the others lift faint values
+        assert s[10] > t[10]
+
+
+def test_lut_applies_stretch_then_colour_map() -> None:
+    lut = display.make_lut("linear", "gray")
+    assert lut.shape == (256, 4) and lut.dtype == np.uint8
+    assert np.array_equal(lut[:, 0], np.arange(256)) and np.all(lut[:, 3] == 255)
+    sqrt = display.make_lut("sqrt", "gray")
+    assert sqrt[64, 0] == round(255 * np.sqrt(64 / 255))
+
+
+def test_symmetric_lut_is_neutral_in_the_middle_and_stretches_both_sides_alike() -> None:
+    lut = display.make_lut("asinh", "coolwarm", symmetric=True).astype(int)
+    mid = lut[127:129, :3].mean(axis=0)
+    assert np.all(np.abs(mid - 221) < 6)  # coolwarm's grey centre (Moreland 2009)
+    # the ends are the map's ends (coolwarm's blue and red anchors)
+    assert tuple(lut[0, :3]) == (59, 76, 192) and tuple(lut[-1, :3]) == (180, 4, 38)
+    # the stretch is odd around the centre: grey levels at +-d sum to white
+    a = display.make_lut("asinh", "gray", symmetric=True).astype(int)[:, 0]
+    assert np.all(np.abs(a + a[::-1] - 255) <= 1)
+
+
+def test_mask_overlay_colours_only_the_chosen_planes() -> None:
+    mask = np.zeros((4, 4), np.int32)
+    mask[0, 0] = int(MaskPlane.SAT)
+    mask[1, 1] = int(MaskPlane.DETECTED)
+    mask[2, 2] = int(MaskPlane.SAT | MaskPlane.DETECTED)
+    rgba = display.mask_overlay(mask, {MaskPlane.SAT: True}, 0.5)
+    assert rgba[0, 0, 3] == 128 and tuple(rgba[0, 0, :3]) == display.PLANE_COLOURS[MaskPlane.SAT]
+    assert rgba[1, 1, 3] == 0 and rgba[2, 2, 3] == 128 and rgba[3, 3, 3] == 0
+
+
+def test_cutout_is_centred_and_padded_with_nan() -> None:
+    img = np.arange(100, dtype=np.float32).reshape(10, 10)
+    c = display.cutout(img, 5.2, 4.8, 2)
+    assert c.shape == (5, 5) and c[2, 2] == img[5, 5]
+    edge = display.cutout(img, 0, 0, 2)
+    assert np.isnan(edge[0, 0]) and edge[2, 2] == img[0, 0]
+
+
+def test_display_imports_no_qt() -> None:
+    code = ("import sys, diffviewer.display; "
+            "sys.exit(any(m.startswith(('PyQt', 'pyqtgraph')) for m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -1,0 +1,252 @@
+"""The main window end to end on the demo pair and on synthetic pairs (pytest-qt, offscreen)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.table import Table
+from PyQt6.QtCore import QSettings
+
+from diffviewer import display
+from diffviewer.config import load_toml
+from diffviewer.gui import model
+from diffviewer.gui.model import Pair
+from diffviewer.gui.window import MainWindow, default_extensions
+from diffviewer.io import demo_pair
+from diffviewer.synthetic import make_pair
+
+RUN_TIMEOUT_MS = 120_000  # the demo pair runs in ~1-3 s; generous for a loaded shared machine
+
+
+@pytest.fixture
+def window(qtbot, tmp_path: Path):
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    win = MainWindow(settings=settings)
+    win.output_root = tmp_path / "out"
+    qtbot.addWidget(win)
+    win.show()
+    yield win
+    win.jobs.shutdown()
+
+
+def _is_run(lane: str, *args: object) -> bool:
+    return lane == "run"
+
+
+def _run(qtbot, win: MainWindow, pair: Pair | None = None) -> None:
+    """Open ``pair`` (or re-run the current one) and wait for the result on screen."""
+    with qtbot.waitSignal(win.jobs.finished, timeout=RUN_TIMEOUT_MS, check_params_cb=_is_run):
+        if pair is None:
+            win.run()
+        else:
+            win.open_pair(pair)
+
+
+def _demo() -> Pair:
+    sci, tmpl = demo_pair()
+    return Pair(str(sci), str(tmpl), "demo")
+
+
+def test_demo_run_shows_the_engine_arrays_overlays_and_catalog(qtbot, window: MainWindow) -> None:
+    _run(qtbot, window, _demo())
+    assert window.outcome is not None and not window.is_running()
+    result = window.outcome.result
+    # every view holds the engine's array (display copy: NaN-free float32 of the same values)
+    for name, array in model.view_arrays(result).items():
+        shown = window.area.panels[name].image.image
+        assert shown is not None and shown.shape == array.shape
+        np.testing.assert_array_equal(shown, display.display_array(array))
+    # kernel-source overlay: one marker per candidate, at its position
+    cands = result.kernel.candidates
+    for item in window.candidate_items.values():
+        x, y = item.getData()
+        np.testing.assert_allclose(x, np.asarray(cands["x"], float))
+        np.testing.assert_allclose(y, np.asarray(cands["y"], float))
+    # DIA sources on the difference and the score
+    dia = result.diasources
+    assert len(dia) > 0
+    for item in window.dia_items.values():
+        x, y = item.getData()
+        np.testing.assert_allclose(x, np.asarray(dia["x"], float))
+        np.testing.assert_allclose(y, np.asarray(dia["y"], float))
+    # the table's rows are the catalog's
+    cat = window.catalog.model
+    assert cat.rowCount() == len(dia)
+    assert [cat.source_id(r) for r in range(cat.rowCount())] == [int(i) for i in dia["id"]]
+    # the parameter panel shows the config of what is on screen
+    assert window.params.config() == result.config and not window.params.is_modified()
+    # the diagnostics panels are filled from the result
+    assert window.kernel_panel.mosaic.image is not None
+    assert len(window.residual_panel.plots) == 4
+    assert window.readout.text() == "Move the cursor over an image."
+    window._on_hover(60.0, 181.0)
+    assert "x</b> 60" in window.readout.text() and "Difference:" in window.readout.text()
+    assert "RA" in window.readout.text()  # the demo pair has a celestial WCS
+
+
+def test_selecting_a_row_centres_the_views_and_fills_the_cutouts(qtbot, window: MainWindow
+                                                                   ) -> None:
+    _run(qtbot, window, _demo())
+    dia = window.outcome.result.diasources
+    window.area.centre_on(10.0, 10.0, half_width=20.0)
+    proxy_row = window.catalog.proxy.mapFromSource(window.catalog.model.index(3, 0)).row()
+    window.catalog.view.selectRow(proxy_row)
+    source_id = window.catalog.model.source_id(3)
+    row = int(np.flatnonzero(np.asarray(dia["id"]) == source_id)[0])
+    x, y = float(dia["x"][row]), float(dia["y"][row])
+    assert window.selected == source_id
+    for name in window.area.visible_views():  # linked: every panel shown is centred
+        cx, cy = window.area.panels[name].view_centre()
+        assert cx == pytest.approx(x, abs=0.5) and cy == pytest.approx(y, abs=0.5)
+    sx, sy = window.selection_items["difference"].getData()
+    assert (sx[0], sy[0]) == (pytest.approx(x), pytest.approx(y))
+    cut = window.cutouts.items["difference"].image
+    assert cut is not None and cut.shape == (2 * 15 + 1,) * 2
+    # and the other way: clicking a marker selects its row
+    window.catalog.view.clearSelection()
+    spot = window.dia_items["difference"].points()[5]
+    window._on_dia_clicked(window.dia_items["difference"], [spot])
+    assert window.catalog.selected_source() == int(spot.data())
+
+
+def test_verdicts_are_saved_with_the_digest_reloaded_and_exported(qtbot, window: MainWindow,
+                                                                   tmp_path: Path) -> None:
+    _run(qtbot, window, _demo())
+    dia = window.outcome.result.diasources
+    first, second = int(dia["id"][0]), int(dia["id"][1])
+    window.select_source(first)
+    window.comment.setText("clean point source")
+    window.set_verdict("real")
+    window.select_source(second)
+    window.set_verdict("bogus")
+    path = window.verdict_path()
+    doc = json.loads(path.read_text())
+    assert doc["config_digest"] == window.outcome.result.config.digest()
+    assert {(v["id"], v["label"], v["comment"]) for v in doc["verdicts"]} == {
+        (first, "real", "clean point source"), (second, "bogus", "")}
+    _run(qtbot, window, _demo())  # reopening the pair reloads them
+    assert window.verdicts[first].label == "real" and window.verdicts[second].label == "bogus"
+    out = tmp_path / "catalog.ecsv"
+    window.export_catalog(out)
+    table = Table.read(out, format="ascii.ecsv")
+    labels = dict(zip(table["id"].tolist(), table["verdict"].tolist(), strict=True))
+    assert labels[first] == "real" and labels[second] == "bogus"
+
+
+def test_a_rerun_with_a_changed_parameter_shows_both_runs_in_ab(qtbot, window: MainWindow) -> None:
+    _run(qtbot, window, _demo())
+    before = window.outcome.result
+    window.params.set_value("detection", "threshold", 8.0)
+    assert window.params.is_modified()
+    assert window.params.editor("detection", "threshold").styleSheet() != ""  # highlighted
+    _run(qtbot, window)
+    after = window.outcome.result
+    assert after.config.detection.threshold == 8.0 and window.previous.result is before
+    assert window.params.config() == after.config and not window.params.is_modified()
+    a, b = window.ab_panel.metric("DIA sources")
+    assert (int(a), int(b)) == (len(after.diasources), len(before.diasources))
+    # a higher threshold cannot find more sources on the same difference
+    assert len(after.diasources) <= len(before.diasources)
+    np.testing.assert_array_equal(window.ab_panel.b.data,
+                                  display.display_array(before.difference.image))
+    np.testing.assert_array_equal(window.ab_panel.a.data,
+                                  display.display_array(after.difference.image))
+
+
+def test_cancelling_a_long_run_leaves_the_window_idle_with_no_output(qtbot, window: MainWindow,
+                                                                      tmp_path: Path) -> None:
+    big = make_pair((2048, 2048), n_stars=600, seed=3)
+    steps: list[str] = []
+    window.jobs.progress.connect(lambda lane, jid, step, frac: steps.append(step))
+    with qtbot.waitSignal(window.jobs.progress, timeout=RUN_TIMEOUT_MS,
+                          check_params_cb=lambda lane, jid, step, frac: step not in ("read",)):
+        window.open_pair(Pair(big.science, big.template, "big"))
+    assert window.is_running()
+    window.cancel()
+    # idle at once: no run, Run enabled, Cancel disabled, nothing on screen
+    assert not window.is_running()
+    assert window.run_action.isEnabled() and not window.cancel_action.isEnabled()
+    assert window.outcome is None and window.area.panels["difference"].data is None
+    assert window.step_label.text() == "cancelled"
+    # the engine stops at its next check (Reporter.update runs at least every 0.5 s)
+    qtbot.waitUntil(lambda: window.jobs.active_threads() == 0, timeout=10_000)
+    assert window.outcome is None and not (tmp_path / "out").exists()
+
+
+def test_an_engine_error_becomes_a_message(qtbot, window: MainWindow) -> None:
+    # the template's grid lies 10000 px away: the warp covers nothing (NoWorkFound)
+    far = make_pair((96, 96), n_stars=20, seed=1, tmpl_shift=(10_000.0, 0.0))
+    with qtbot.waitSignal(window.jobs.failed, timeout=RUN_TIMEOUT_MS) as blocker:
+        window.open_pair(Pair(far.science, far.template, "far"))
+    report = blocker.args[2]
+    assert report.expected and report.title == "NoWorkFound"
+    assert window.error_box.isVisible() and "NoWorkFound" in window.error_label.text()
+    assert not window.is_running() and window.run_action.isEnabled()
+
+
+def test_an_unexpected_error_becomes_a_message_with_details(qtbot, tmp_path: Path) -> None:
+    def broken(science, template, config, progress=None, cancel=None):
+        raise ValueError("boom in the engine")
+
+    settings = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
+    win = MainWindow(runner=broken, settings=settings)
+    qtbot.addWidget(win)
+    pair = make_pair((64, 64), n_stars=5, seed=2)
+    with qtbot.waitSignal(win.jobs.failed, timeout=RUN_TIMEOUT_MS):
+        win.open_pair(Pair(pair.science, pair.template))
+    assert "boom in the engine" in win.error_label.text()
+    assert not win.last_error.expected and "Traceback" in win.last_error.details
+    assert win.error_details.isVisibleTo(win)
+
+
+def test_a_bad_file_gives_a_clear_message(qtbot, window: MainWindow, tmp_path: Path) -> None:
+    bad = tmp_path / "not_fits.fits"
+    bad.write_text("this is not FITS")
+    with qtbot.waitSignal(window.jobs.failed, timeout=RUN_TIMEOUT_MS) as blocker:
+        window.open_specs(str(bad), str(bad))
+    assert blocker.args[2].expected and str(bad) in blocker.args[2].message
+    missing = tmp_path / "missing.fits"
+    with qtbot.waitSignal(window.jobs.failed, timeout=RUN_TIMEOUT_MS) as blocker:
+        window.open_specs(str(missing), str(missing))
+    assert "missing.fits" in window.error_label.text()
+
+
+def test_config_saves_and_loads_as_toml(qtbot, window: MainWindow, tmp_path: Path) -> None:
+    window.params.set_value("kernel", "spatial_order", 1)
+    window.params.set_value("kernel", "degrees", (3, 2))
+    path = tmp_path / "c.toml"
+    window.save_config(path)
+    loaded = load_toml(path)
+    assert loaded.kernel.spatial_order == 1 and loaded.kernel.degrees == (3, 2)
+    window.params.reset()
+    assert window.params.config().kernel.spatial_order == 2
+    window.load_config(path)
+    assert window.params.config() == loaded
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[kernel]\nspatial_order = 99\n")
+    window.load_config(bad)
+    assert "spatial_order" in window.error_label.text()
+
+
+def test_pairs_list_steps_with_next_and_previous(qtbot, window: MainWindow, tmp_path: Path
+                                                 ) -> None:
+    sci, tmpl = demo_pair()
+    csv = tmp_path / "pairs.csv"
+    csv.write_text(f"science,template,name\n{sci},{tmpl},first\n{sci},{tmpl},second\n")
+    with qtbot.waitSignal(window.jobs.finished, timeout=RUN_TIMEOUT_MS, check_params_cb=_is_run):
+        window.open_pairs_file(str(csv))
+    assert window.pair.name == "first" and window.next_action.isEnabled()
+    assert not window.prev_action.isEnabled()
+    with qtbot.waitSignal(window.jobs.finished, timeout=RUN_TIMEOUT_MS, check_params_cb=_is_run):
+        window.next_pair()
+    assert window.pair.name == "second" and window.prev_action.isEnabled()
+    assert window.windowTitle().endswith("second")
+    assert len(window._recent()) == 1  # the same two files: one recent entry
+
+
+def test_default_extensions_prefer_sci_and_ref() -> None:
+    assert default_extensions(["0", "SCI", "REF", "DIFF"]) == ("SCI", "REF")
+    assert default_extensions(["A", "B"]) == ("A", "B")

@@ -1,0 +1,105 @@
+"""The job runner: results, errors, cancellation and superseded runs, by signal order."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from diffviewer.engine.progress import CancelToken, ProgressCallback, Reporter
+from diffviewer.errors import InputError
+from diffviewer.gui.worker import JobRunner, error_report
+
+pytest.importorskip("pytestqt")
+
+
+def _waiting_job(release: threading.Event, value: object):
+    """A job that reports progress until released or cancelled, through the engine's Reporter."""
+
+    def job(progress: ProgressCallback, token: CancelToken) -> object:
+        rep = Reporter(progress, token)
+        with rep.step("waiting", 0.0, 1.0):
+            while not release.wait(0.01):
+                rep.update(0.5)
+        return value
+
+    return job
+
+
+def test_a_job_result_arrives_with_its_lane_and_id(qtbot) -> None:
+    runner = JobRunner()
+    with qtbot.waitSignal(runner.finished, timeout=5000) as blocker:
+        job_id = runner.submit("run", lambda progress, token: 42)
+    assert blocker.args == ["run", job_id, 42]
+    assert not runner.is_busy("run")
+    qtbot.waitUntil(lambda: runner.active_threads() == 0, timeout=5000)
+
+
+def test_errors_become_reports_expected_or_not(qtbot) -> None:
+    runner = JobRunner()
+
+    def bad_input(progress, token):
+        raise InputError("science.fits: no such file; check the path")
+
+    def bug(progress, token):
+        raise ZeroDivisionError("division by zero")
+
+    with qtbot.waitSignal(runner.failed, timeout=5000) as blocker:
+        runner.submit("run", bad_input)
+    report = blocker.args[2]
+    assert report.expected and report.title == "InputError"
+    assert "science.fits" in report.message and "Traceback" in report.details
+    with qtbot.waitSignal(runner.failed, timeout=5000) as blocker:
+        runner.submit("run", bug)
+    report = blocker.args[2]
+    assert not report.expected and "ZeroDivisionError" in report.message
+    qtbot.waitUntil(lambda: runner.active_threads() == 0, timeout=5000)
+
+
+def test_cancel_makes_the_lane_idle_at_once_and_drops_the_result(qtbot) -> None:
+    runner = JobRunner()
+    release = threading.Event()
+    finished: list[object] = []
+    runner.finished.connect(lambda *a: finished.append(a))
+    with qtbot.waitSignal(runner.progress, timeout=5000):
+        runner.submit("run", _waiting_job(release, "late"))
+    with qtbot.waitSignal(runner.cancelled, timeout=1000):
+        runner.cancel("run")
+    assert not runner.is_busy("run")  # idle before the thread has even noticed
+    # the thread stops at the Reporter's next check (every 10 ms here), never reaching "late"
+    qtbot.waitUntil(lambda: runner.active_threads() == 0, timeout=2000)
+    assert finished == []
+
+
+def test_a_superseded_job_never_signals(qtbot) -> None:
+    runner = JobRunner()
+    first_release, second_release = threading.Event(), threading.Event()
+    results: list[tuple] = []
+    runner.finished.connect(lambda *a: results.append(a))
+    runner.cancelled.connect(lambda *a: results.append(("cancelled", *a)))
+    old = runner.submit("run", _waiting_job(first_release, "old"))
+    new = runner.submit("run", _waiting_job(second_release, "new"))
+    first_release.set()  # the old job may even finish: its result must be dropped
+    with qtbot.waitSignal(runner.finished, timeout=5000):
+        second_release.set()
+    assert results == [("run", new, "new")]
+    assert old != new
+    qtbot.waitUntil(lambda: runner.active_threads() == 0, timeout=5000)
+
+
+def test_lanes_are_independent(qtbot) -> None:
+    runner = JobRunner()
+    release = threading.Event()
+    runner.submit("run", _waiting_job(release, "run"))
+    with qtbot.waitSignal(runner.finished, timeout=5000) as blocker:
+        runner.submit("levels:science", lambda p, t: (0.0, 1.0))
+    assert blocker.args[0] == "levels:science" and runner.is_busy("run")
+    release.set()
+    qtbot.waitUntil(lambda: not runner.is_busy("run"), timeout=5000)
+    runner.shutdown()
+    qtbot.waitUntil(lambda: runner.active_threads() == 0, timeout=5000)
+
+
+def test_error_report_of_a_diffviewer_error_keeps_the_message() -> None:
+    report = error_report(InputError("x.fits has no extension [SCI]"))
+    assert report.message == "x.fits has no extension [SCI]" and report.expected

@@ -18,7 +18,8 @@ Every source is measured on a cutout around its footprint, never on the whole im
 - dipoles: a footprint with a positive and a negative part is fitted with two PSFs
   of opposite sign (scipy.optimize.least_squares on the footprint's pixels); it is a
   dipole when the weaker lobe has at least ``dipole_flux_ratio`` of the stronger's
-  flux and the lobes are at most ``dipole_max_separation`` FWHM apart.
+  flux, the lobes are at most ``dipole_max_separation`` FWHM apart, and each fitted
+  lobe lies within one FWHM of the detected peak of its sign.
 
 Sky sources (blank positions from detection) are rows of the same table with
 ``sky_source`` true, sign 0 and only the forced fluxes and flags measured, as the
@@ -530,10 +531,11 @@ def measure_sources(difference: Exposure, science: Exposure, template: Exposure,
 
         cx, cy = _peak(filtered, inside, sign)
         if bool(table["has_positive"][i]) and bool(table["has_negative"][i]):
+            pos_peak, neg_peak = _peak(filtered, inside, 1), _peak(filtered, inside, -1)
             fit = fit_dipole(
                 Cutout(d, np.where(inside, weight[box], 0.0), model),
                 Cutout(science.image[box], np.where(inside, sci_weight[box], 0.0), sci_model),
-                _peak(filtered, inside, 1), _peak(filtered, inside, -1))
+                pos_peak, neg_peak)
             strong = max(fit.pos_flux, fit.neg_flux)
             ratio = min(fit.pos_flux, fit.neg_flux) / strong if strong > 0 else 0.0
             cols["pos_flux"][i], cols["neg_flux"][i] = fit.pos_flux, fit.neg_flux
@@ -542,7 +544,13 @@ def measure_sources(difference: Exposure, science: Exposure, template: Exposure,
             cols["neg_x"][i], cols["neg_y"][i] = fit.neg_x + x0, fit.neg_y + y0
             cols["dipole_separation"][i] = fit.separation
             cols["dipole_orientation"][i] = fit.orientation
-            if fit.success and ratio >= config.dipole_flux_ratio and fit.separation <= max_sep:
+            # The fitted lobes must explain the detected ones: each within one FWHM of the
+            # peak of its sign (a lobe pulled onto a galaxy's core or a neighbour is not).
+            off_pos = np.hypot(fit.pos_x - pos_peak[0], fit.pos_y - pos_peak[1])
+            off_neg = np.hypot(fit.neg_x - neg_peak[0], fit.neg_y - neg_peak[1])
+            explains = max(off_pos, off_neg) <= model.fwhm
+            if (fit.success and explains and ratio >= config.dipole_flux_ratio
+                    and fit.separation <= max_sep):
                 cols["is_dipole"][i] = True
                 cx, cy = 0.5 * (fit.pos_x + fit.neg_x), 0.5 * (fit.pos_y + fit.neg_y)
         cols["x"][i], cols["y"][i] = cx + x0, cy + y0

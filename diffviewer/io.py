@@ -819,7 +819,8 @@ def write_exposure(path: str | Path, exposure: Exposure, *,
         When writing fails or ``path`` is an input.
     """
     primary = fits.PrimaryHDU(header=header_with_wcs(exposure.header, None))
-    primary.header["SOURCE"] = (exposure.source[-68:], "where the exposure came from")
+    source = exposure.source.encode("ascii", "replace").decode("ascii")[-68:]
+    primary.header["SOURCE"] = (source, "where the exposure came from")
     if exposure.zero_point is not None:
         primary.header["MAGZP"] = (exposure.zero_point, "AB mag of one image unit")
     plane_header = header_with_wcs(fits.Header(), exposure.wcs)

@@ -8,8 +8,14 @@ the coarse cells, where the interpolation is least accurate; when it misses by m
 than :data:`COARSE_TOLERANCE` px (a WCS with small-scale distortion, or points off
 the projection) the exact mapping is computed for every pixel instead. The pixel
 values are then interpolated with ``scipy.ndimage.map_coordinates``, the same
-interpolation ``reproject.reproject_interp`` applies; ``benchmarks/bench_warp.py``
-compares the two (equal values, several times faster, see the module docstring there).
+interpolation ``reproject.reproject_interp`` applies. ``benchmarks/bench_warp.py``
+measures, for a 2048 x 2048 template with a TAN-SIP WCS (image, variance and one
+mask plane): 0.48 s here against 4.3 s for ``reproject_interp`` (2.3 s without its
+round-trip check), with the same bilinear values to float32 round-off (7.6e-6 on
+values of 100); the coarse mapping takes 0.05 s where the exact one takes 1.6 s.
+Spline orders (biquadratic, bicubic) agree with reproject in the interior; within a
+few pixels of the template's edge they differ because reproject pads with zeros
+and we extend the edge pixels.
 """
 
 from __future__ import annotations

@@ -123,7 +123,8 @@ class CatalogModel(QAbstractTableModel):
             return value.item() if hasattr(value, "item") else value
         if role == Qt.ItemDataRole.DisplayRole:
             if isinstance(value, np.floating | float):
-                return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.4e}"
+                number = float(value)
+                return f"{number:.4g}" if abs(number) < 1e5 else f"{number:.4e}"
             return str(value)
         if role == Qt.ItemDataRole.TextAlignmentRole:
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
@@ -145,7 +146,8 @@ class CatalogFilter(QSortFilterProxyModel):
 
     def set_filter(self, *, sign: str, min_snr: float, hide_flagged: bool, dipoles: str) -> None:
         """Change the filter: ``sign`` in all/positive/negative, ``dipoles`` in all/only/none."""
-        self.sign, self.min_snr, self.hide_flagged, self.dipoles = sign, min_snr, hide_flagged, dipoles
+        self.sign, self.min_snr = sign, min_snr
+        self.hide_flagged, self.dipoles = hide_flagged, dipoles
         self.invalidateFilter()
 
     def filterAcceptsRow(self, row: int, parent: _Index) -> bool:
@@ -183,9 +185,13 @@ class CatalogPanel(QWidget):
         self.view.sortByColumn(0, Qt.SortOrder.AscendingOrder)
         self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.view.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        self.view.verticalHeader().setVisible(False)
-        self.view.selectionModel().selectionChanged.connect(self._on_selection)
+        header, rows, selection = (self.view.horizontalHeader(), self.view.verticalHeader(),
+                                   self.view.selectionModel())
+        assert header is not None and rows is not None and selection is not None
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        rows.setVisible(False)
+        selection.selectionChanged.connect(self._on_selection)
+        self.selection = selection
         self.sign_box = QComboBox()
         self.sign_box.addItems(["all", "positive", "negative"])
         self.dipole_box = QComboBox()
@@ -231,7 +237,7 @@ class CatalogPanel(QWidget):
 
     def selected_source(self) -> int | None:
         """The DIA source id of the selected row, or None."""
-        rows = self.view.selectionModel().selectedRows()
+        rows = self.selection.selectedRows()
         if not rows:
             return None
         return self.model.source_id(self.proxy.mapToSource(rows[0]).row())

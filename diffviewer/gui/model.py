@@ -77,9 +77,10 @@ class Pair:
         """Read both exposures (specs are read with :func:`diffviewer.io.read_exposure`)."""
         from diffviewer.io import read_exposure
 
-        sci = self.science if isinstance(self.science, Exposure) else read_exposure(self.science)
-        tmpl = self.template if isinstance(self.template, Exposure) else read_exposure(self.template)
-        return sci, tmpl
+        def read(spec: str | Exposure) -> Exposure:
+            return spec if isinstance(spec, Exposure) else read_exposure(spec)
+
+        return read(self.science), read(self.template)
 
 
 def _describe(spec: str | Exposure) -> str:
@@ -204,10 +205,12 @@ def run_job(pair: Pair, config: SubtractionConfig, runner: Runner | None = None
         t0 = time.perf_counter()
         progress("read", 0.0)
         sci, tmpl = pair.load()
-        run = runner
-        if run is None:
-            from diffviewer.engine.pipeline import run_subtraction as run
-        result = run(sci, tmpl, config, progress=progress, cancel=token)
+        if runner is None:
+            from diffviewer.engine.pipeline import run_subtraction
+
+            result = run_subtraction(sci, tmpl, config, progress=progress, cancel=token)
+        else:
+            result = runner(sci, tmpl, config, progress=progress, cancel=token)
         progress("display", 1.0)
         images, levels = prepare_display(result)
         return RunOutcome(pair, result, images, levels, time.perf_counter() - t0)
@@ -417,11 +420,12 @@ def save_verdicts(path: Path, verdicts: Mapping[int, Verdict], pair: Pair, diges
     """
     from diffviewer.io import atomic_write_text
 
-    doc = {"science": _describe(pair.science) if not isinstance(pair.science, str) else pair.science,
-           "template": (_describe(pair.template) if not isinstance(pair.template, str)
-                        else pair.template),
-           "config_digest": digest,
-           "verdicts": [{"id": int(k), **dataclasses.asdict(v)} for k, v in sorted(verdicts.items())]}
+    def spec(s: str | Exposure) -> str:
+        return s if isinstance(s, str) else _describe(s)
+
+    rows = [{"id": int(k), **dataclasses.asdict(v)} for k, v in sorted(verdicts.items())]
+    doc = {"science": spec(pair.science), "template": spec(pair.template),
+           "config_digest": digest, "verdicts": rows}
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
 

@@ -72,7 +72,8 @@ class KernelPanel(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.canvas = pg.GraphicsLayoutWidget()
-        self.mosaic_box, self.mosaic, _ = _image_box(self.canvas, "Kernel mosaic (click a cell)", 0, 0)
+        self.mosaic_box, self.mosaic, _ = _image_box(
+            self.canvas, "Kernel mosaic (click a cell)", 0, 0)
         self.sum_box, self.sum_map, self.sum_title = _image_box(
             self.canvas, "Kernel sum over the image", 0, 1)
         self.shift_box, self.shift_map, self.shift_title = _image_box(
@@ -295,6 +296,10 @@ class CutoutPanel(QWidget):
         self.info.setText(info)
 
 
+#: One run in the A/B panel: difference image, its levels, a label and its metrics.
+RunView = tuple[np.ndarray, tuple[float, float], str, Mapping[str, float]]
+
+
 class ABPanel(QWidget):
     """Two runs side by side (or blinked): their differences and their metrics.
 
@@ -312,7 +317,9 @@ class ABPanel(QWidget):
         self.b.view.setYLink(self.a.view)
         self.metrics = QTableWidget(0, 3)
         self.metrics.setHorizontalHeaderLabels(["metric", "A (current)", "B (previous)"])
-        self.metrics.verticalHeader().setVisible(False)
+        rows = self.metrics.verticalHeader()
+        assert rows is not None
+        rows.setVisible(False)
         self.blink_button = QPushButton("Blink A/B")
         self.blink_button.setCheckable(True)
         self.blink_button.toggled.connect(self._on_blink)
@@ -332,8 +339,7 @@ class ABPanel(QWidget):
         layout.addLayout(grid, 3)
         layout.addWidget(self.metrics, 1)
 
-    def set_runs(self, a: tuple[np.ndarray, tuple[float, float], str, Mapping[str, float]],
-                 b: tuple[np.ndarray, tuple[float, float], str, Mapping[str, float]] | None) -> None:
+    def set_runs(self, a: RunView, b: RunView | None) -> None:
         """Show run A (current) and B (previous): difference, levels, label and metrics each."""
         self._images = {"A": (a[0], a[1])}
         self.a.set_title(f"A: {a[2]}")
@@ -351,12 +357,13 @@ class ABPanel(QWidget):
             self.metrics.setItem(row, 0, QTableWidgetItem(key))
             for col, run in ((1, a), (2, b)):
                 value = run[3].get(key) if run is not None else None
-                self.metrics.setItem(row, col, QTableWidgetItem("" if value is None else f"{value:.4g}"))
+                text = "" if value is None else f"{value:.4g}"
+                self.metrics.setItem(row, col, QTableWidgetItem(text))
         self.metrics.resizeColumnsToContents()
         self.label.setText("B is shown with A's levels, so their noise compares directly."
                            if b is not None else "Re-run with changed parameters to compare.")
 
-    def metric(self, key: str) -> tuple[str, str]:
+    def metric_cells(self, key: str) -> tuple[str, str]:
         """The A and B cells of a metric (for tests and export)."""
         for row in range(self.metrics.rowCount()):
             item = self.metrics.item(row, 0)

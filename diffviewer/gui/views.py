@@ -135,7 +135,8 @@ class ImagePanel(QWidget):
         """Change the title above the image."""
         self.title.setText(f"<b>{title}</b>")
 
-    def set_image(self, image: np.ndarray | None, levels: tuple[float, float] | None = None) -> None:
+    def set_image(self, image: np.ndarray | None,
+                  levels: tuple[float, float] | None = None) -> None:
         """Show a display-ready image with explicit levels (None clears the view)."""
         self._data = image
         if image is None:
@@ -185,8 +186,8 @@ class ImagePanel(QWidget):
         self.settings = settings
         self._sync_controls()
         self._apply_lut()
-        if (old.levels, old.symmetric, old.manual) != (settings.levels, settings.symmetric,
-                                                       settings.manual):
+        before = (old.levels, old.symmetric, old.manual)
+        if before != (settings.levels, settings.symmetric, settings.manual):
             self.settings_changed.emit(self.name)
 
     def _apply_lut(self) -> None:

@@ -21,6 +21,8 @@ from PyQt6.QtWidgets import (
     QLabel,
     QLineEdit,
     QMainWindow,
+    QMenu,
+    QMenuBar,
     QMessageBox,
     QProgressBar,
     QPushButton,
@@ -159,8 +161,11 @@ class MainWindow(QMainWindow):
         self.progress.setRange(0, 1000)
         self.progress.setMaximumWidth(260)
         self.step_label = QLabel("idle")
-        self.statusBar().addPermanentWidget(self.step_label)
-        self.statusBar().addPermanentWidget(self.progress)
+        status = self.statusBar()
+        assert status is not None
+        self.status = status
+        status.addPermanentWidget(self.step_label)
+        status.addPermanentWidget(self.progress)
         self._build_overlays()
         self._build_actions()
         self.jobs.progress.connect(self._on_progress)
@@ -234,7 +239,8 @@ class MainWindow(QMainWindow):
             panel.view.addItem(sel)
             self.selection_items[name] = sel
 
-    def _action(self, menu: Any, text: str, slot: Any, shortcut: str | QKeySequence | None = None,
+    def _action(self, menu: Any, text: str, slot: Any,
+                shortcut: str | QKeySequence | QKeySequence.StandardKey | None = None,
                 checkable: bool = False) -> QAction:
         action = QAction(text, self)
         if shortcut is not None:
@@ -247,11 +253,18 @@ class MainWindow(QMainWindow):
 
     def _build_actions(self) -> None:
         bar = self.menuBar()
-        file_menu = bar.addMenu("&File")
+        assert bar is not None
+
+        def menu(parent: QMenuBar | QMenu, title: str) -> QMenu:
+            made = parent.addMenu(title)
+            assert made is not None
+            return made
+
+        file_menu = menu(bar, "&File")
         self._action(file_menu, "Open pair…", self.open_pair_dialog, QKeySequence.StandardKey.Open)
         self._action(file_menu, "Open multi-extension file…", self.open_mef_dialog)
         self._action(file_menu, "Open pairs list (CSV)…", self.open_pairs_dialog)
-        self.recent_menu = file_menu.addMenu("Recent pairs")
+        self.recent_menu = menu(file_menu, "Recent pairs")
         self.next_action = self._action(file_menu, "Next pair", self.next_pair, "Ctrl+Right")
         self.prev_action = self._action(file_menu, "Previous pair", self.previous_pair, "Ctrl+Left")
         file_menu.addSeparator()
@@ -265,11 +278,11 @@ class MainWindow(QMainWindow):
         file_menu.addSeparator()
         self._action(file_menu, "Quit", self.close, QKeySequence.StandardKey.Quit)
 
-        run_menu = bar.addMenu("&Run")
+        run_menu = menu(bar, "&Run")
         self.run_action = self._action(run_menu, "Run", self.run, "Ctrl+R")
         self.cancel_action = self._action(run_menu, "Cancel", self.cancel, "Esc")
 
-        view_menu = bar.addMenu("&View")
+        view_menu = menu(bar, "&View")
         self._action(view_menu, "Grid", lambda: self.area.set_mode("grid"), "Ctrl+1")
         self._action(view_menu, "Tabs", lambda: self.area.set_mode("tabs"), "Ctrl+2")
         self._action(view_menu, "Blink panel", lambda: self.area.set_mode("blink"), "Ctrl+3")
@@ -288,7 +301,7 @@ class MainWindow(QMainWindow):
         for dock in self.docks.values():
             view_menu.addAction(dock.toggleViewAction())
 
-        verdict_menu = bar.addMenu("V&erdict")
+        verdict_menu = menu(bar, "V&erdict")
         for key, label in model.VERDICT_KEYS.items():
             self._action(verdict_menu, f"{label.capitalize()} ({key})",
                          lambda _=False, lab=label: self.set_verdict(lab), key)
@@ -353,7 +366,8 @@ class MainWindow(QMainWindow):
         sci, _ = QFileDialog.getOpenFileName(self, "Science image", folder, filters)
         if not sci:
             return
-        tmpl, _ = QFileDialog.getOpenFileName(self, "Template image", str(Path(sci).parent), filters)
+        tmpl, _ = QFileDialog.getOpenFileName(self, "Template image", str(Path(sci).parent),
+                                              filters)
         if not tmpl:
             return
         self.settings.setValue("last_input_folder", str(Path(sci).parent))
@@ -401,13 +415,15 @@ class MainWindow(QMainWindow):
         self.set_pairs([Pair(s, t, n) for s, t, n in rows])
 
     def dragEnterEvent(self, event: QDragEnterEvent | None) -> None:
-        if event is not None and event.mimeData() is not None and event.mimeData().hasUrls():
+        mime = event.mimeData() if event is not None else None
+        if event is not None and mime is not None and mime.hasUrls():
             event.acceptProposedAction()
 
     def dropEvent(self, event: QDropEvent | None) -> None:
-        if event is None or event.mimeData() is None:
+        mime = event.mimeData() if event is not None else None
+        if event is None or mime is None:
             return
-        paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        paths = [u.toLocalFile() for u in mime.urls() if u.isLocalFile()]
         self.open_dropped(paths)
         event.acceptProposedAction()
 
@@ -444,7 +460,8 @@ class MainWindow(QMainWindow):
         self.recent_menu.clear()
         for entry in self._recent():
             sci, _, tmpl = entry.partition("\t")
-            action = self.recent_menu.addAction(f"{Path(sci).name} — {Path(tmpl).name}")
+            action = QAction(f"{Path(sci).name} — {Path(tmpl).name}", self.recent_menu)
+            self.recent_menu.addAction(action)
             action.triggered.connect(lambda _=False, s=sci, t=tmpl: self.open_specs(s, t))
 
     # ----------------------------------------------------------------- running
@@ -500,7 +517,7 @@ class MainWindow(QMainWindow):
             self._refresh_cutouts()
         elif lane == "save":
             self._log(f"saved {len(value)} files to {value[0].parent if value else '?'}")
-            self.statusBar().showMessage(f"saved {len(value)} files", 5000)
+            self.status.showMessage(f"saved {len(value)} files", 5000)
         self._update_actions()
 
     def show_outcome(self, outcome: RunOutcome) -> None:
@@ -823,8 +840,8 @@ class MainWindow(QMainWindow):
     def save_config_dialog(self) -> None:
         """Save the edited config as TOML."""
         folder = str(self.settings.value("last_config_folder", ""))
-        path, _ = QFileDialog.getSaveFileName(self, "Save config", str(Path(folder) / "config.toml"),
-                                              "TOML (*.toml)")
+        path, _ = QFileDialog.getSaveFileName(self, "Save config",
+                                              str(Path(folder) / "config.toml"), "TOML (*.toml)")
         if path:
             self.save_config(Path(path))
 

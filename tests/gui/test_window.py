@@ -146,7 +146,7 @@ def test_a_rerun_with_a_changed_parameter_shows_both_runs_in_ab(qtbot, window: M
     after = window.outcome.result
     assert after.config.detection.threshold == 8.0 and window.previous.result is before
     assert window.params.config() == after.config and not window.params.is_modified()
-    a, b = window.ab_panel.metric("DIA sources")
+    a, b = window.ab_panel.metric_cells("DIA sources")
     assert (int(a), int(b)) == (len(after.diasources), len(before.diasources))
     # a higher threshold cannot find more sources on the same difference
     assert len(after.diasources) <= len(before.diasources)

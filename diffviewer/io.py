@@ -490,7 +490,7 @@ def fill_no_data(image: np.ndarray, variance: np.ndarray, mask: np.ndarray
 
 
 def _read_plane(spec: str | Path, default_ext: str, role: str, shape: tuple[int, ...],
-                image_source: str) -> tuple[np.ndarray, fits.Header, Path]:
+                image_source: str) -> tuple[np.ndarray, fits.Header]:
     """Read a companion plane (variance, weight or mask) and check its shape.
 
     Without an extension in ``spec``, the HDU of the image's name is used when the
@@ -507,7 +507,7 @@ def _read_plane(spec: str | Path, default_ext: str, role: str, shape: tuple[int,
     if data.shape != shape:
         raise InputError(f"{role} {path} has shape {data.shape} but the image {image_source} has "
                          f"shape {shape}; give a {role} of the same size as the image")
-    return data, header, path
+    return data, header
 
 
 def _hdu_by_name(hdul: fits.HDUList, names: Sequence[str]) -> int | None:
@@ -517,6 +517,34 @@ def _hdu_by_name(hdul: fits.HDUList, names: Sequence[str]) -> int | None:
             if hdu.name.upper() == name.upper():
                 return i
     return None
+
+
+def _planes_beside(hdul: fits.HDUList, index: int, path: Path, shape: tuple[int, ...]
+                   ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """Variance, mask and PSF stored in the image's own file, when present.
+
+    ``<NAME>_VAR`` and ``<NAME>_PSF`` belong to the image HDU ``<NAME>``; an
+    ``IMAGE`` HDU (LSST layout) also has ``VARIANCE``, ``MASK`` and ``PSF``.
+    """
+    name = hdul[index].name.upper()
+    lsst = name == "IMAGE"
+    var_index = _hdu_by_name(hdul, [f"{name}_VAR", *(["VARIANCE"] if lsst else [])])
+    mask_index = _hdu_by_name(hdul, ["MASK"] if lsst else [])
+    psf_index = _hdu_by_name(hdul, [f"{name}_PSF", *(["PSF"] if lsst else [])])
+    variance = mask = psf = None
+    if var_index is not None:
+        variance = _image_data(hdul, var_index, path, "variance")
+    if mask_index is not None:
+        raw = _image_data(hdul, mask_index, path, "mask").astype(np.int64)
+        mask = mask_from_planes(raw, hdul[mask_index].header)
+    for plane, label in ((variance, "variance"), (mask, "mask")):
+        if plane is not None and plane.shape != shape:
+            raise InputError(f"{path}: {label} HDU has shape {plane.shape} but the image "
+                             f"[{name}] has shape {shape}; the file's planes must agree")
+    if psf_index is not None:
+        psf = normalize_psf(_image_data(hdul, psf_index, path, "PSF"),
+                            f"{path}[{hdul[psf_index].name}]")
+    return variance, mask, psf
 
 
 def read_exposure(spec: str | Path, *, variance: str | Path | None = None,
@@ -564,20 +592,8 @@ def read_exposure(spec: str | Path, *, variance: str | Path | None = None,
         header = _merged_header(hdul, index)
         name = hdul[index].name.upper()
         wcs = _read_wcs(hdul[index].header, source)
-        lsst = name == "IMAGE"
-        var_index = _hdu_by_name(hdul, [f"{name}_VAR", *(["VARIANCE"] if lsst else [])])
-        mask_index = _hdu_by_name(hdul, ["MASK"] if lsst else [])
-        psf_index = _hdu_by_name(hdul, [f"{name}_PSF", *(["PSF"] if lsst else [])])
-        in_var = _image_data(hdul, var_index, path, "variance") if var_index is not None else None
-        in_mask = (mask_from_planes(_image_data(hdul, mask_index, path, "mask").astype(np.int64),
-                                    hdul[mask_index].header) if mask_index is not None else None)
-        psf = (normalize_psf(_image_data(hdul, psf_index, path, "PSF"),
-                             f"{path}[{hdul[psf_index].name}]") if psf_index is not None else None)
-    shape = image.shape
-    for plane, label in ((in_var, "variance"), (in_mask, "mask")):
-        if plane is not None and plane.shape != shape:
-            raise InputError(f"{path}: {label} HDU has shape {plane.shape} but the image "
-                             f"[{name}] has shape {shape}; the file's planes must agree")
+        shape = image.shape
+        in_var, in_mask, psf = _planes_beside(hdul, index, path, shape)
 
     siblings = companion_files(path)
     if variance is None and weight is None and in_var is None:
@@ -587,13 +603,13 @@ def read_exposure(spec: str | Path, *, variance: str | Path | None = None,
 
     bits = np.zeros(shape, dtype=MASK_DTYPE) if in_mask is None else in_mask
     if mask is not None:
-        raw, mask_header, _ = _read_plane(mask, name, "mask", shape, source)
+        raw, mask_header = _read_plane(mask, name, "mask", shape, source)
         bits = bits | mask_from_planes(raw.astype(np.int64), mask_header)
     var = in_var
     if variance is not None:
-        var, _, _ = _read_plane(variance, name, "variance", shape, source)
+        var, _ = _read_plane(variance, name, "variance", shape, source)
     elif weight is not None:
-        w, _, _ = _read_plane(weight, name, "weight", shape, source)
+        w, _ = _read_plane(weight, name, "weight", shape, source)
         positive = np.isfinite(w) & (w > 0)
         bits = set_planes(bits, ~positive, MaskPlane.NO_DATA)
         var = np.divide(1.0, w, out=np.full(shape, np.nan), where=positive)

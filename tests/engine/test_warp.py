@@ -11,6 +11,7 @@ from photutils.centroids import centroid_com, centroid_sources
 from reproject import reproject_interp
 
 from diffviewer.config import WarpConfig
+from diffviewer.engine import warp
 from diffviewer.engine.progress import CancelToken, Reporter
 from diffviewer.engine.warp import template_pixel_map, warp_template
 from diffviewer.errors import Cancelled, InputError, NoWorkFound
@@ -82,6 +83,38 @@ def test_uncovered_pixels_and_mask_planes(rotated_pair: SyntheticPair) -> None:
     assert 1 <= len(bad) <= 4
     d = np.hypot(tx[bad[:, 0], bad[:, 1]] - 120, ty[bad[:, 0], bad[:, 1]] - 100)
     assert d.max() < np.sqrt(2)
+
+
+def test_exact_mapping_agrees_with_the_coarse_one(rotated_pair: SyntheticPair,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # The interpolated mapping must match the exact WCS mapping to COARSE_TOLERANCE;
+    # forcing the exact path (as for a WCS with small-scale distortion) shows both.
+    sci, tmpl = rotated_pair.science, rotated_pair.template
+    coarse = template_pixel_map(sci.wcs, tmpl.wcs, sci.shape)
+    monkeypatch.setattr(warp, "COARSE_TOLERANCE", -1.0)
+    reports: list[float] = []
+    exact = template_pixel_map(sci.wcs, tmpl.wcs, sci.shape,
+                               Reporter(callback=lambda step, f: reports.append(f)))
+    for a, b in zip(coarse, exact, strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-3)
+    assert reports and reports[-1] == pytest.approx(1.0)
+
+
+def test_template_psf_orientation_is_flagged(rotated_pair: SyntheticPair) -> None:
+    psf = np.outer([1.0, 4.0, 1.0], [1.0, 4.0, 1.0])
+    template = rotated_pair.template.replace(psf=psf)
+    result = warp_template(template, rotated_pair.science, WarpConfig())
+    assert any("PSF image" in note for note in result.warnings)
+    np.testing.assert_array_equal(result.exposure.psf, template.psf)
+
+
+def test_template_elsewhere_on_the_sky_covers_nothing() -> None:
+    pair = make_pair((64, 64), 10, seed=1)
+    far = pair.template.wcs.deepcopy()
+    far.wcs.crval = [10.0, -60.0]
+    far.wcs.set()
+    with pytest.raises(NoWorkFound, match=r"covers 0\.0%"):
+        warp_template(pair.template.replace(wcs=far), pair.science, WarpConfig())
 
 
 def test_equal_grids_skip_the_warp() -> None:

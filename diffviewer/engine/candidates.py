@@ -7,7 +7,7 @@ Each is measured on both images in a circular aperture of radius 1.5 FWHM, then 
 only if its stamp is inside the image, no pixel of it is saturated (by value or plane)
 on either image, its science S/N lies in the window, no comparably bright neighbour sits
 nearby, its stamp is free of masked pixels on both images, and its cell of the image is
-not yet full (the brightest first). Every ``control_every``-th survivor (in order
+not yet full (the brightest first; cells are at most a quarter of the image side). Every ``control_every``-th survivor (in order
 of decreasing S/N) is held out as a control star.
 """
 
@@ -23,7 +23,8 @@ from astropy.table import Table
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from diffviewer.config import CandidatesConfig
+from diffviewer.config import CandidatesConfig, KernelConfig
+from diffviewer.engine.kernel import stamp_half_width
 from diffviewer.engine.progress import Reporter
 from diffviewer.engine.psf import cutouts, estimate_psf
 from diffviewer.errors import InputError
@@ -58,9 +59,11 @@ class CandidateSet:
     rejected : Mapping[str, int]
         Number rejected for each reason of :data:`REASONS`.
     stamp_half_width : int
-        Half-width (px) of the stamp that was checked around each candidate.
+        Half-width (px) of the stamp that was checked around each candidate: by default
+        the stamp the kernel fit reads with the default kernel config
+        (``kernel.stamp_half_width``), from the FWHMs of the brightest peaks on both images.
     fwhm : float
-        Science FWHM (px) estimated from the brightest peaks, used to size stamps and apertures.
+        Science FWHM (px) estimated from the brightest peaks (sizes stamps and apertures).
     """
 
     table: Table
@@ -280,8 +283,9 @@ def select_candidates(
     sat_s, sat_t = _saturation_level(science, config), _saturation_level(template, config)
     bright = np.argsort(-peak)
     bright = bright[science.image[yi[bright], xi[bright]] < 0.5 * sat_s][:100]
-    fwhm = estimate_psf(science, xi[bright], yi[bright]).fwhm if len(bright) >= 3 else 3.0
-    half = config.stamp_half_width or int(np.clip(np.ceil(5.0 * fwhm), 10, 40))
+    fwhm = estimate_psf(science, xi[bright], yi[bright]).fwhm
+    fwhm_t = estimate_psf(template, xi[bright], yi[bright]).fwhm
+    half = config.stamp_half_width or stamp_half_width(fwhm, fwhm_t, KernelConfig())
 
     reasons = np.full(len(xi), "", dtype=object)
 
@@ -345,8 +349,10 @@ def select_candidates(
 
     alive = np.nonzero(reasons == "")[0]
     alive = alive[np.argsort(-snr[alive], kind="stable")]
-    ncx = int(np.ceil(shape[1] / config.cell_size))
-    cell = (yi[alive] // config.cell_size) * ncx + xi[alive] // config.cell_size
+    # Cells at most a quarter of the image side, so a small image still has 16 of them.
+    side = max(1, min(config.cell_size, min(shape) // 4))
+    ncx = int(np.ceil(shape[1] / side))
+    cell = (yi[alive] // side) * ncx + xi[alive] // side
     order = np.lexsort((np.arange(len(alive)), cell))
     rank = np.empty(len(alive), dtype=int)
     sc = cell[order]

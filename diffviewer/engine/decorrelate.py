@@ -12,7 +12,8 @@ With the science convolved the roles swap. As in the LSST pipeline's decorrelati
 the kernel at the image centre and the images' mean variances are used. The variance
 plane is rescaled by the ratio of the white level to the pre-decorrelation per-pixel
 variance ``s_sci^2 + sum(K^2) s_tmpl^2``, so it keeps its spatial structure and matches
-the whitened noise.
+the whitened noise. Optionally (the seed's ``doScaleDiffimVariance``) it is then scaled
+once more so that it matches the noise measured in source-free sky.
 """
 
 from __future__ import annotations
@@ -23,10 +24,14 @@ import numpy as np
 import scipy.fft as sfft
 from scipy.signal import fftconvolve
 
+from diffviewer.engine.diagnostics import noise_ratio
 from diffviewer.engine.kernel import KernelFit
 from diffviewer.engine.progress import Reporter
 from diffviewer.engine.subtract import SubtractionProducts, convolve_terms
 from diffviewer.exposure import UNUSABLE, Exposure
+
+#: A variance rescale further than this from 1 (in noise ratio) is reported as a warning.
+RESCALE_NOTE = 0.05
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -42,13 +47,21 @@ class DecorrelationResult:
     psf : numpy.ndarray
         PSF of the decorrelated difference (sum 1).
     variance_factor : float
-        Factor applied to the variance plane.
+        Analytic factor applied to the variance plane (white level over the
+        pre-decorrelation per-pixel variance).
+    variance_rescale : float
+        Further empirical factor applied so the variance matches the measured sky noise
+        (1 when not asked for).
+    warnings : tuple of str
+        Notes for the user (a large empirical rescale).
     """
 
     difference: Exposure
     kernel: np.ndarray
     psf: np.ndarray
     variance_factor: float
+    variance_rescale: float
+    warnings: tuple[str, ...]
 
 
 def _mean_variance(exposure: Exposure) -> float:
@@ -102,6 +115,8 @@ def decorrelate(
     science: Exposure,
     template: Exposure,
     reporter: Reporter,
+    *,
+    scale_variance: bool = True,
 ) -> DecorrelationResult:
     """Whiten the difference's noise.
 
@@ -115,6 +130,9 @@ def decorrelate(
         The inputs (for their mean variances).
     reporter : Reporter
         Progress and cancellation.
+    scale_variance : bool
+        Then rescale the variance plane by the square of the measured noise ratio
+        (:func:`diffviewer.engine.diagnostics.noise_ratio`; ``DecorrelationConfig.scale_variance``).
 
     Returns
     -------
@@ -140,4 +158,17 @@ def decorrelate(
         psf=psf,
         source="difference (decorrelated)",
     )
-    return DecorrelationResult(result, phi, psf, float(factor))
+    rescale, notes = 1.0, []
+    if scale_variance:
+        ratio = noise_ratio(result)
+        if np.isfinite(ratio) and ratio > 0:
+            rescale = float(ratio**2)
+            result = result.replace(variance=result.variance * np.float32(rescale))
+            if abs(ratio - 1.0) > RESCALE_NOTE:
+                notes.append(
+                    f"the difference's variance plane was scaled by {rescale:.3g} to match "
+                    f"its measured sky noise (noise ratio {ratio:.3f} before): the input "
+                    "variance planes do not describe the noise (estimated, correlated or "
+                    "shared between the images)"
+                )
+    return DecorrelationResult(result, phi, psf, float(factor), rescale, tuple(notes))

@@ -60,7 +60,7 @@ def robust_std(values: np.ndarray) -> float:
     return float(1.4826 * np.median(np.abs(values - med)))
 
 
-def noise_ratio(difference: Exposure, max_samples: int = 1_000_000) -> float:
+def noise_ratio(difference: Exposure, max_samples: int = 250_000) -> float:
     """Robust std of ``difference / sqrt(variance)`` over source-free sky.
 
     Pixels with unusable or DETECTED planes are left out; then residual sources are

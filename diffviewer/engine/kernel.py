@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.fft as sfft
@@ -34,17 +35,19 @@ from numpy.polynomial import chebyshev
 from numpy.typing import ArrayLike
 
 from diffviewer.config import KernelConfig
-from diffviewer.engine.candidates import CandidateSet
 from diffviewer.engine.progress import Reporter
 from diffviewer.engine.psf import FWHM_PER_SIGMA, PsfEstimate, cutouts
 from diffviewer.errors import InsufficientKernelSources
 from diffviewer.exposure import UNUSABLE, Exposure
 
+if TYPE_CHECKING:  # candidates sizes its stamps with this module's stamp_half_width
+    from diffviewer.engine.candidates import CandidateSet
+
 #: Most stamps whose basis convolutions are held in memory at once.
 STAMP_CHUNK = 256
 
-#: Fit-region half-width in FWHM of the broader PSF (captures > 99% of a Gaussian's flux).
-FIT_HALF_FWHM = 2.0
+#: Fit-region half-width in FWHM of the broader PSF (3.5 sigma: 99.8% of a Gaussian's flux).
+FIT_HALF_FWHM = 1.5
 
 
 def _frozen(a: ArrayLike, dtype: type = np.float64) -> np.ndarray:
@@ -163,7 +166,7 @@ def make_basis(sigmas: np.ndarray, degrees: tuple[int, ...], size: int) -> np.nd
 
 
 def fit_half_width(fwhm_a: float, fwhm_b: float) -> int:
-    """Half-width (px) of the region where a stamp is fitted: 2 FWHM of the broader PSF."""
+    """Half-width (px) of the region where a stamp is fitted: FIT_HALF_FWHM times the broader FWHM."""
     return int(max(4, math.ceil(FIT_HALF_FWHM * max(fwhm_a, fwhm_b))))
 
 
@@ -268,9 +271,10 @@ class KernelSolution:
 
     def kernel_sum(self, x: np.ndarray | float, y: np.ndarray | float) -> np.ndarray:
         """Kernel sum (photometric scale) at positions."""
-        sums = self.basis.sum(axis=(1, 2))
-        a = self.coefficients_at(x, y)
-        return a @ sums
+        per_term = self.coefficients.T @ self.basis.sum(axis=(1, 2))
+        p = chebyshev_terms(np.atleast_1d(x), np.atleast_1d(y), self.spatial_order, self.shape)
+        k = p @ per_term
+        return k[0] if np.ndim(x) == 0 else k
 
     def kernel_sum_map(self, shape: tuple[int, int] | None = None, step: int = 64) -> np.ndarray:
         """Kernel sum on a coarse grid: element (j, i) is at pixel (i * step, j * step) + step/2.
@@ -545,13 +549,21 @@ def _residual_stats(
 
 
 def _clipped_outliers(values: np.ndarray, nsigma: float) -> np.ndarray:
-    """True for values beyond ``nsigma`` robust sigma (1.4826 MAD) from the median."""
+    """True for values beyond ``nsigma`` clipped standard deviations from the clipped mean.
+
+    The mean and standard deviation are iterated with clipping at ``nsigma`` (starting
+    from the median and 1.4826 MAD), as ip_diffim's kernel-sum check does.
+    """
     if len(values) < 3:
         return np.zeros(len(values), dtype=bool)
-    med = np.median(values)
-    sig = 1.4826 * np.median(np.abs(values - med))
-    sig = max(sig, 1e-3 * abs(med), 1e-12)
-    return np.abs(values - med) > nsigma * sig
+    mean = float(np.median(values))
+    std = 1.4826 * float(np.median(np.abs(values - mean)))
+    for _ in range(5):
+        keep = np.abs(values - mean) <= nsigma * max(std, 1e-12)
+        if keep.sum() < 2:
+            break
+        mean, std = float(values[keep].mean()), float(values[keep].std())
+    return np.abs(values - mean) > nsigma * max(std, 1e-12)
 
 
 def _spatial_solve(normal: np.ndarray, rhs: np.ndarray, p: np.ndarray, q: np.ndarray) -> np.ndarray:

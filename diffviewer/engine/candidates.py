@@ -7,8 +7,9 @@ Each is measured on both images in a circular aperture of radius 1.5 FWHM, then 
 only if its stamp is inside the image, no pixel of it is saturated (by value or plane)
 on either image, its science S/N lies in the window, no comparably bright neighbour sits
 nearby, its stamp is free of masked pixels on both images, and its cell of the image is
-not yet full (the brightest first; cells are at most a quarter of the image side). Every ``control_every``-th survivor (in order
-of decreasing S/N) is held out as a control star.
+not yet full (the brightest first; cells are at most a quarter of the image side).
+Every ``control_every``-th survivor (in order of decreasing S/N) is held out as a
+control star.
 """
 
 from __future__ import annotations

@@ -166,7 +166,7 @@ def make_basis(sigmas: np.ndarray, degrees: tuple[int, ...], size: int) -> np.nd
 
 
 def fit_half_width(fwhm_a: float, fwhm_b: float) -> int:
-    """Half-width (px) of the region where a stamp is fitted: FIT_HALF_FWHM times the broader FWHM."""
+    """Half-width (px) of a stamp's fit region: ``FIT_HALF_FWHM`` times the broader FWHM."""
     return int(max(4, math.ceil(FIT_HALF_FWHM * max(fwhm_a, fwhm_b))))
 
 

@@ -1,0 +1,195 @@
+"""Parameter panel, linked views, blink, levels, overlays and diagnostic panels."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PyQt6.QtCore import QSettings
+from PyQt6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QLineEdit, QSpinBox
+
+from diffviewer import display
+from diffviewer.config import SECTION_TYPES, SubtractionConfig, field_specs
+from diffviewer.exposure import MaskPlane
+from diffviewer.gui.model import Pair
+from diffviewer.gui.params import ParameterPanel
+from diffviewer.gui.views import ImageArea
+from diffviewer.gui.window import MainWindow
+from diffviewer.io import demo_pair
+
+RUN_TIMEOUT_MS = 120_000
+
+
+def test_parameter_panel_has_an_editor_per_field_with_doc_limits_and_choices(qtbot) -> None:
+    panel = ParameterPanel()
+    qtbot.addWidget(panel)
+    for section in SECTION_TYPES:
+        for field in field_specs(section):
+            editor = panel.editor(section, field.name)
+            assert field.metadata["doc"] in editor.toolTip()
+            if field.metadata.get("choices"):
+                assert isinstance(editor, QComboBox)
+                items = [editor.itemText(i) for i in range(editor.count())]
+                assert tuple(items) == field.metadata["choices"]
+            elif isinstance(field.default, bool):
+                assert isinstance(editor, QCheckBox)
+            elif isinstance(field.default, int):
+                assert isinstance(editor, QSpinBox)
+                if field.metadata.get("max") is not None:
+                    assert editor.maximum() == field.metadata["max"]
+            elif isinstance(field.default, float):
+                assert isinstance(editor, QDoubleSpinBox)
+                if field.metadata.get("min") is not None:
+                    assert editor.minimum() == pytest.approx(field.metadata["min"])
+            else:
+                assert isinstance(editor, QLineEdit)
+    assert panel.config() == SubtractionConfig()
+
+
+def test_parameter_panel_highlights_changes_resets_and_reports_invalid_values(qtbot) -> None:
+    panel = ParameterPanel()
+    qtbot.addWidget(panel)
+    with qtbot.waitSignal(panel.edited, timeout=1000):
+        panel.set_value("score", "method", "al")
+    assert panel.config().score.method == "al"
+    assert panel.editor("score", "method").styleSheet() != ""
+    assert panel.editor("kernel", "mode").styleSheet() == ""
+    assert panel.is_modified() and "Edited" in panel.status.text()
+    # a cross-field rule of the config is reported, naming the fields
+    panel.set_value("kernel", "min_size", 41)
+    assert "Invalid" in panel.status.text() and "min_size" in panel.status.text()
+    panel.reset()
+    assert panel.config() == SubtractionConfig() and not panel.is_modified()
+    shown = dataclasses.replace(SubtractionConfig(), detection=dataclasses.replace(
+        SubtractionConfig().detection, threshold=7.5))
+    panel.set_config(shown)  # the config of a run on screen
+    assert panel.config() == shown and not panel.is_modified()
+    assert panel.editor("detection", "threshold").styleSheet() != ""  # differs from default
+
+
+def test_views_share_pan_zoom_and_crosshair_and_blink_cycles(qtbot) -> None:
+    area = ImageArea([("science", "S"), ("matched", "M"), ("difference", "D")])
+    qtbot.addWidget(area)
+    area.resize(900, 500)
+    area.show()
+    rng = np.random.default_rng(0)
+    images = {n: rng.normal(size=(128, 160)).astype(np.float32) for n in area.panels}
+    for name, panel in area.panels.items():
+        panel.set_image(images[name], (-1.0, 1.0))
+    area.panels["difference"].view.setRange(xRange=(40, 60), yRange=(30, 50), padding=0)
+    for panel in area.panels.values():
+        cx, cy = panel.view_centre()
+        assert (cx, cy) == (pytest.approx(50, abs=0.5), pytest.approx(40, abs=0.5))
+    area.panels["matched"].hovered.emit(12.0, 34.0)
+    for panel in [*area.panels.values(), area.blink]:
+        assert (panel.vline.value(), panel.hline.value()) == (12.0, 34.0)
+    area.set_mode("blink")
+    seen = []
+    for _ in range(3):
+        seen.append(area.blink_frame())
+        assert area.blink.data is area.panels[area.blink_frame()].data
+        area.step_blink()
+    assert seen == ["science", "matched", "difference"] and area.blink_frame() == "science"
+    with qtbot.waitSignal(area.blink_timer.timeout, timeout=5000):
+        area.toggle_blink()
+    area.toggle_blink()
+    assert not area.blink_timer.isActive()
+    area.set_mode("tabs")
+    assert area.tabs.count() == 3
+
+
+def test_stretch_and_colour_map_change_the_lut_only(qtbot) -> None:
+    area = ImageArea([("difference", "D")])
+    qtbot.addWidget(area)
+    panel = area.panels["difference"]
+    data = np.linspace(-5, 5, 100, dtype=np.float32).reshape(10, 10)
+    panel.set_image(data, (-5.0, 5.0))
+    panel.stretch_box.setCurrentText("asinh")
+    panel.cmap_box.setCurrentText("RdBu")
+    expected = display.make_lut("asinh", "RdBu", symmetric=True)
+    np.testing.assert_array_equal(panel.image.lut, expected)
+    assert panel.levels() == (-5.0, 5.0)  # levels are kept: only the LUT changed
+
+
+@pytest.fixture
+def demo_window(qtbot, tmp_path: Path):
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    win = MainWindow(settings=settings)
+    win.output_root = tmp_path / "out"
+    qtbot.addWidget(win)
+    win.show()
+    sci, tmpl = demo_pair()
+    with qtbot.waitSignal(win.jobs.finished, timeout=RUN_TIMEOUT_MS,
+                          check_params_cb=lambda lane, *a: lane == "run"):
+        win.open_pair(Pair(str(sci), str(tmpl), "demo"))
+    yield win
+    win.jobs.shutdown()
+
+
+def test_level_modes_are_computed_in_the_worker(qtbot, demo_window: MainWindow) -> None:
+    panel = demo_window.area.panels["science"]
+    with qtbot.waitSignal(demo_window.jobs.finished, timeout=10_000,
+                          check_params_cb=lambda lane, *a: lane == "levels:science"):
+        panel.levels_box.setCurrentText("minmax")
+    assert panel.levels() == (pytest.approx(float(panel.data.min())),
+                              pytest.approx(float(panel.data.max())))
+
+
+def test_clicking_a_kernel_source_fills_the_stamp_panel(qtbot, demo_window: MainWindow) -> None:
+    item = demo_window.candidate_items["science"]
+    spot = item.points()[0]
+    demo_window._on_candidate_clicked(item, [spot])
+    stamp = demo_window.stamp
+    assert stamp.items["science"].image is not None
+    assert stamp.items["spatial kernel"].image is not None
+    row = demo_window.outcome.result.kernel.candidates[int(spot.data())]
+    assert str(row["status"]) in stamp.info.text() and "chi2" in stamp.info.text()
+
+
+def test_kernel_mosaic_click_centres_the_views(qtbot, demo_window: MainWindow) -> None:
+    panel = demo_window.kernel_panel
+    grid = panel._grid
+    with qtbot.waitSignal(panel.centre_requested, timeout=1000) as blocker:
+        panel.centre_requested.emit(float(grid[8, 0]), float(grid[8, 1]))
+    x, y = blocker.args
+    cx, cy = demo_window.area.view_centre()
+    assert (cx, cy) == (pytest.approx(x, abs=0.5), pytest.approx(y, abs=0.5))
+    assert panel.mosaic.image.shape == (7 * panel._cell, 7 * panel._cell)
+
+
+def test_residual_normalisation_switches_the_histograms(qtbot, demo_window: MainWindow) -> None:
+    panel = demo_window.residual_panel
+    diag = demo_window.outcome.result.diagnostics
+    panel.norm_box.setCurrentText("difference variance")
+    by_diff = dict(panel.stats)
+    panel.norm_box.setCurrentText("input variances")
+    by_input = dict(panel.stats)
+    title = "full image (subsampled)"
+    v = diag.image_by_input[np.isfinite(diag.image_by_input)]
+    assert by_input[title][1] == pytest.approx(float(np.std(v)))
+    assert by_diff[title] != by_input[title]
+
+
+def test_mask_overlay_shows_the_chosen_planes(qtbot, demo_window: MainWindow) -> None:
+    demo_window.plane_boxes[MaskPlane.DETECTED].setChecked(True)
+    overlay = demo_window.area.panels["difference"].mask_item.image
+    mask = demo_window.outcome.result.difference.mask
+    assert overlay is not None
+    np.testing.assert_array_equal(overlay[..., 3] > 0, (mask & int(MaskPlane.DETECTED)) != 0)
+    demo_window.plane_boxes[MaskPlane.DETECTED].setChecked(False)
+    assert demo_window.area.panels["difference"].mask_item.image is None
+
+
+def test_save_all_outputs_writes_the_run_files_and_verdicts(qtbot, demo_window: MainWindow,
+                                                             tmp_path: Path) -> None:
+    out = tmp_path / "saved"
+    with qtbot.waitSignal(demo_window.jobs.finished, timeout=RUN_TIMEOUT_MS,
+                          check_params_cb=lambda lane, *a: lane == "save"):
+        demo_window.save_outputs(out)
+    names = {p.name for p in out.iterdir()}
+    assert {"difference.fits", "diasources.ecsv", "config.toml", "verdicts.json"} <= names
+    png = tmp_path / "view.png"
+    demo_window.save_png(png)
+    assert png.stat().st_size > 1000

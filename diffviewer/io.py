@@ -474,16 +474,18 @@ def fill_no_data(image: np.ndarray, variance: np.ndarray, mask: np.ndarray
     Returns
     -------
     (numpy.ndarray, numpy.ndarray, numpy.ndarray)
-        New image, variance and int32 mask.
+        New image and int32 mask; the variance is the input itself when none of it
+        needed replacing.
     """
     bad_image = ~np.isfinite(image)
     bad_var = ~np.isfinite(variance) | (variance < 0)
     out_mask = set_planes(mask, bad_image | bad_var, MaskPlane.NO_DATA)
     out_image = np.where(bad_image, 0.0, image)
-    usable = (out_mask & int(MaskPlane.NO_DATA)) == 0
-    fill = float(np.median(variance[usable & ~bad_var])) if np.any(usable & ~bad_var) else 1.0
-    out_var = np.where(bad_var, fill, variance)
-    return out_image, out_var, out_mask
+    if not bad_var.any():
+        return out_image, np.asarray(variance), out_mask
+    known = ~bad_var & ((out_mask & int(MaskPlane.NO_DATA)) == 0)
+    fill = float(np.median(variance[known])) if known.any() else 1.0
+    return out_image, np.where(bad_var, fill, variance), out_mask
 
 
 # --------------------------------------------------------------------------- reading

@@ -24,8 +24,10 @@ DATA = ROOT.parent / "shared" / "data"
 
 CASES = {
     "goto": (str(DATA / "goto" / "1.fits"), str(DATA / "goto" / "2.fits")),
-    "decam": (str(DATA / "decam_mini" / "peer_output_sfft" / "Stack-DEC-OBS04.fits"),
-              str(DATA / "decam_mini" / "peer_output_sfft" / "Stack-DEC-OBS18.fits")),
+    "decam": (
+        str(DATA / "decam_mini" / "peer_output_sfft" / "Stack-DEC-OBS04.fits"),
+        str(DATA / "decam_mini" / "peer_output_sfft" / "Stack-DEC-OBS18.fits"),
+    ),
 }
 SYNTHETIC = {"synthetic4k": ((4096, 4096), 20000)}
 
@@ -57,23 +59,35 @@ def measure_case(science: str, template: str, out: str) -> dict[str, float]:
     t1 = time.perf_counter()
     write_outputs(result, out, [Path(science), Path(template)], overwrite=True)
     t_write = time.perf_counter() - t1
-    figures = {"read": t_read, **result.timings, "write": t_write, "total": time.perf_counter() - t0}
+    figures = {
+        "read": t_read,
+        **result.timings,
+        "write": t_write,
+        "total": time.perf_counter() - t0,
+    }
     figures["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     figures["noise_ratio"] = noise_ratio(result.difference)
     figures["n_diasources"] = float(len(result.diasources))
     return figures
 
 
-def run_child(science: str, template: str) -> dict[str, float]:
-    """Measure one case in a fresh interpreter."""
-    with tempfile.TemporaryDirectory() as out:
-        code = ("import json, sys; sys.path.insert(0, %r); from bench_engine import measure_case; "
-                "print(json.dumps(measure_case(%r, %r, %r)))") % (str(Path(__file__).parent),
-                                                                 science, template, out)
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+def _child(*args: str) -> list[str] | dict[str, float]:
+    """Run this script's child mode in a fresh interpreter and return its JSON answer."""
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", *args], capture_output=True, text=True, check=False
+    )
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr else "child failed")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    answer: list[str] | dict[str, float] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return answer
+
+
+def run_child(science: str, template: str) -> dict[str, float]:
+    """Measure one case in a fresh interpreter (so the peak RSS is the case's own)."""
+    with tempfile.TemporaryDirectory() as out:
+        figures = _child("measure", science, template, out)
+    assert isinstance(figures, dict)
+    return figures
 
 
 def print_table(results: dict[str, dict[str, float]]) -> None:
@@ -83,7 +97,9 @@ def print_table(results: dict[str, dict[str, float]]) -> None:
     for figures in results.values():
         rows.extend(k for k in figures if k not in rows)
     width = max(len(r) for r in rows) + 2
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
     print("step".ljust(width) + "".join(n.rjust(14) for n in names))
     for row in rows:
         unit = "" if row in ("peak_rss_gb", "noise_ratio", "n_diasources") else " s"
@@ -97,22 +113,27 @@ def print_table(results: dict[str, dict[str, float]]) -> None:
 def main() -> int:
     """Run the chosen cases and print the table."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--cases", nargs="+", default=["goto", "synthetic4k"],
-                        choices=[*CASES, *SYNTHETIC])
+    parser.add_argument(
+        "--cases", nargs="+", default=["goto", "synthetic4k"], choices=[*CASES, *SYNTHETIC]
+    )
     parser.add_argument("--repeat", type=int, default=1, help="runs per case; the fastest is shown")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        mode, *rest = args.child
+        if mode == "make":
+            folder, ny, nx, n = rest
+            answer: object = make_synthetic(Path(folder), (int(ny), int(nx)), int(n))
+        else:
+            answer = measure_case(*rest)
+        print(json.dumps(answer))
+        return 0
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for case in args.cases:
             if case in SYNTHETIC:
-                shape, n = SYNTHETIC[case]
-                code = ("import json, sys; sys.path.insert(0, %r); from pathlib import Path; "
-                        "from bench_engine import make_synthetic; "
-                        "print(json.dumps(make_synthetic(Path(%r), %r, %r)))") % (
-                            str(Path(__file__).parent), tmp, shape, n)
-                out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                     check=True)
-                science, template = json.loads(out.stdout.strip().splitlines()[-1])
+                (ny, nx), n = SYNTHETIC[case]
+                science, template = _child("make", tmp, str(ny), str(nx), str(n))
             else:
                 science, template = CASES[case]
                 if not Path(science).exists():

@@ -28,24 +28,42 @@ EXIT_OK, EXIT_ERROR, EXIT_NO_WORK, EXIT_STRICT, EXIT_INTERRUPTED = 0, 2, 3, 4, 1
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
     """Add ``--config`` and ``--set`` to a parser."""
-    parser.add_argument("--config", metavar="FILE", help="config TOML file (see `diffviewer config`)")
-    parser.add_argument("--set", dest="overrides", metavar="SECTION.FIELD=VALUE", action="append",
-                        default=[], help="override one config value, e.g. --set kernel.spatial_order=1 "
-                        "(repeatable)")
+    parser.add_argument(
+        "--config", metavar="FILE", help="config TOML file (see `diffviewer config`)"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        metavar="SECTION.FIELD=VALUE",
+        action="append",
+        default=[],
+        help="override one config value, e.g. --set kernel.spatial_order=1 (repeatable)",
+    )
 
 
 def _build_run_parser(prog: str) -> argparse.ArgumentParser:
     """Parser of ``diffviewer run``."""
     parser = argparse.ArgumentParser(
-        prog=f"{prog} run", description="Subtract TEMPLATE from SCIENCE headless and write all outputs.")
-    parser.add_argument("science", help="science image spec: file.fits, file.fits[SCI] or file.fits[1]")
+        prog=f"{prog} run",
+        description="Subtract TEMPLATE from SCIENCE headless and write all outputs.",
+    )
+    parser.add_argument(
+        "science", help="science image spec: file.fits, file.fits[SCI] or file.fits[1]"
+    )
     parser.add_argument("template", help="template image spec, same syntax")
-    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (must not exist, "
-                        "or be empty, unless --overwrite)")
+    parser.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="output folder (must not exist, or be empty, unless --overwrite)",
+    )
     _add_config_options(parser)
-    parser.add_argument("--overwrite", action="store_true", help="write into an existing output folder")
-    parser.add_argument("--strict", action="store_true",
-                        help="fail (exit 4) when the bad-subtraction guard trips")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="write into an existing output folder"
+    )
+    parser.add_argument(
+        "--strict", action="store_true", help="fail (exit 4) when the bad-subtraction guard trips"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -53,12 +71,16 @@ def _build_run_parser(prog: str) -> argparse.ArgumentParser:
 def _build_batch_parser(prog: str) -> argparse.ArgumentParser:
     """Parser of ``diffviewer batch``."""
     parser = argparse.ArgumentParser(
-        prog=f"{prog} batch", description="Run every pair of a CSV list (columns science, template, "
-        "optional name) into OUT/<name>/.")
+        prog=f"{prog} batch",
+        description="Run every pair of a CSV list (columns science, template, "
+        "optional name) into OUT/<name>/.",
+    )
     parser.add_argument("pairs", help="CSV file with columns science,template[,name]")
     parser.add_argument("--out", required=True, metavar="DIR", help="parent output folder")
     _add_config_options(parser)
-    parser.add_argument("--overwrite", action="store_true", help="write into existing output folders")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="write into existing output folders"
+    )
     parser.add_argument("--strict", action="store_true", help="treat a tripped guard as a failure")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -68,11 +90,15 @@ def _build_gui_parser(prog: str) -> argparse.ArgumentParser:
     """Parser of the GUI (the default command)."""
     parser = argparse.ArgumentParser(
         prog=prog,
-        description="Inspect and tune image subtraction. With no pair, opens the bundled demo pair. "
-        f"Subcommands: {', '.join(SUBCOMMANDS)} (`{prog} run -h`).")
+        description="Inspect and tune image subtraction. "
+        "With no pair, opens the bundled demo pair. "
+        f"Subcommands: {', '.join(SUBCOMMANDS)} (`{prog} run -h`).",
+    )
     parser.add_argument("science", nargs="?", help="science image spec")
     parser.add_argument("template", nargs="?", help="template image spec")
-    parser.add_argument("--pairs", metavar="CSV", help="a list of pairs to step through (science,template)")
+    parser.add_argument(
+        "--pairs", metavar="CSV", help="a list of pairs to step through (science,template)"
+    )
     _add_config_options(parser)
     parser.add_argument("--version", action="version", version=f"diffviewer {__version__}")
     return parser
@@ -114,7 +140,7 @@ class TerminalProgress:
 
     def __call__(self, step: str, fraction: float) -> None:
         """Redraw the bar for ``step`` at ``fraction`` of the run."""
-        filled = int(round(fraction * self.width))
+        filled = round(fraction * self.width)
         line = f"\r[{'#' * filled}{'.' * (self.width - filled)}] {fraction * 100:3.0f}% {step:<20}"
         if line != self._last:
             self.stream.write(line)
@@ -128,8 +154,16 @@ class TerminalProgress:
             self.stream.flush()
 
 
-def run_pair(science_spec: str, template_spec: str, out: Path, config: SubtractionConfig, *,
-             overwrite: bool, strict: bool, quiet: bool) -> int:
+def run_pair(
+    science_spec: str,
+    template_spec: str,
+    out: Path,
+    config: SubtractionConfig,
+    *,
+    overwrite: bool,
+    strict: bool,
+    quiet: bool,
+) -> int:
     """Run one pair headless and write its outputs; return the exit code.
 
     Parameters
@@ -163,14 +197,17 @@ def run_pair(science_spec: str, template_spec: str, out: Path, config: Subtracti
     finally:
         if bar is not None:
             bar.close()
-    written = write_outputs(result, out, inputs, overwrite=overwrite,
-                            elapsed=time.perf_counter() - t0)
+    written = write_outputs(
+        result, out, inputs, overwrite=overwrite, elapsed=time.perf_counter() - t0
+    )
     for note in result.warnings:
         print(f"warning: {note}", file=sys.stderr)
     if not quiet:
         print(f"wrote {len(written)} files to {out} ({len(result.diasources)} DIA sources)")
     if strict and guard_tripped(result):
-        print(f"error: bad-subtraction guard tripped for {science_spec} (--strict)", file=sys.stderr)
+        print(
+            f"error: bad-subtraction guard tripped for {science_spec} (--strict)", file=sys.stderr
+        )
         return EXIT_STRICT
     return EXIT_OK
 
@@ -202,8 +239,10 @@ def read_pairs_csv(path: str | Path) -> list[tuple[str, str, str]]:
     except FileNotFoundError:
         raise InputError(f"pairs list {path} does not exist; check the path") from None
     if not rows or not {"science", "template"} <= set(rows[0]):
-        raise InputError(f"pairs list {path} needs a header line with columns science,template "
-                         "and at least one row")
+        raise InputError(
+            f"pairs list {path} needs a header line with columns science,template "
+            "and at least one row"
+        )
     pairs = []
     for i, row in enumerate(rows, start=1):
         sci, tmpl = (_resolve_spec(row[k].strip(), path.parent) for k in ("science", "template"))
@@ -233,8 +272,11 @@ def _main_gui(argv: Sequence[str], prog: str) -> int:
         raise InputError("give both SCIENCE and TEMPLATE, or neither (to open the demo pair)")
     config = effective_config(args.config, args.overrides)
     if not has_display():
-        print(f"error: no display found (DISPLAY is not set); to run headless use "
-              f"`{prog} run SCIENCE TEMPLATE --out DIR`", file=sys.stderr)
+        print(
+            f"error: no display found (DISPLAY is not set); to run headless use "
+            f"`{prog} run SCIENCE TEMPLATE --out DIR`",
+            file=sys.stderr,
+        )
         return EXIT_ERROR
     from diffviewer.gui.app import launch
 
@@ -245,8 +287,15 @@ def _main_run(argv: Sequence[str], prog: str) -> int:
     """``diffviewer run``."""
     args = _build_run_parser(prog).parse_args(argv)
     config = effective_config(args.config, args.overrides)
-    return run_pair(args.science, args.template, Path(args.out), config,
-                    overwrite=args.overwrite, strict=args.strict, quiet=args.quiet)
+    return run_pair(
+        args.science,
+        args.template,
+        Path(args.out),
+        config,
+        overwrite=args.overwrite,
+        strict=args.strict,
+        quiet=args.quiet,
+    )
 
 
 def _main_batch(argv: Sequence[str], prog: str) -> int:
@@ -256,8 +305,15 @@ def _main_batch(argv: Sequence[str], prog: str) -> int:
     failures = 0
     for sci, tmpl, name in read_pairs_csv(args.pairs):
         try:
-            code = run_pair(sci, tmpl, Path(args.out) / name, config, overwrite=args.overwrite,
-                            strict=args.strict, quiet=args.quiet)
+            code = run_pair(
+                sci,
+                tmpl,
+                Path(args.out) / name,
+                config,
+                overwrite=args.overwrite,
+                strict=args.strict,
+                quiet=args.quiet,
+            )
         except DiffviewerError as exc:
             print(f"error: {name}: {exc}", file=sys.stderr)
             code = EXIT_ERROR
@@ -287,8 +343,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if argv and argv[0] == "batch":
             return _main_batch(argv[1:], prog)
         if argv and argv[0] == "config":
-            parser = argparse.ArgumentParser(prog=f"{prog} config",
-                                             description="Print the effective config as TOML.")
+            parser = argparse.ArgumentParser(
+                prog=f"{prog} config", description="Print the effective config as TOML."
+            )
             _add_config_options(parser)
             args = parser.parse_args(argv[1:])
             print(to_toml(effective_config(args.config, args.overrides)), end="")

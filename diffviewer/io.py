@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
+from astropy.io.fits.verify import VerifyWarning
 from astropy.table import Table
 from astropy.wcs import WCS
 
@@ -890,4 +891,11 @@ def write_table(path: str | Path, table: Table, *, protect: Sequence[str | Path]
     fmt = _TABLE_FORMATS.get(Path(path).suffix.lower())
     if fmt is None:
         raise OutputError(f"cannot write table {path}: use a .ecsv or .fits name")
-    return _atomic_write(path, lambda tmp: table.write(tmp, format=fmt, overwrite=True), protect)
+
+    def write(tmp: Path) -> None:
+        # Long metadata keys become HIERARCH cards in FITS, which is what we want: no warning.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", VerifyWarning)
+            table.write(tmp, format=fmt, overwrite=True)
+
+    return _atomic_write(path, write, protect)

@@ -89,16 +89,28 @@ def build_metadata(result: SubtractionResult, elapsed: float | None = None) -> d
     return {
         "diffviewer": package_versions(),
         "config_digest": result.config.digest(),
-        "inputs": {"science": _exposure_summary(result.science),
-                   "template": _exposure_summary(result.template.exposure)},
-        "warp": {"warped": result.template.warped, "max_offset_px": _finite(result.template.max_offset),
-                 "coverage_fraction": result.template.coverage},
+        "inputs": {
+            "science": _exposure_summary(result.science),
+            "template": _exposure_summary(result.template.exposure),
+        },
+        "warp": {
+            "warped": result.template.warped,
+            "max_offset_px": _finite(result.template.max_offset),
+            "coverage_fraction": result.template.coverage,
+        },
         "psf": {
-            "science": {"fwhm_px": result.science_psf.fwhm, "ellipticity": result.science_psf.ellipticity,
-                        "n_stars": result.science_psf.n_stars, "source": result.science_psf.source},
-            "template": {"fwhm_px": result.template_psf.fwhm,
-                         "ellipticity": result.template_psf.ellipticity,
-                         "n_stars": result.template_psf.n_stars, "source": result.template_psf.source},
+            "science": {
+                "fwhm_px": result.science_psf.fwhm,
+                "ellipticity": result.science_psf.ellipticity,
+                "n_stars": result.science_psf.n_stars,
+                "source": result.science_psf.source,
+            },
+            "template": {
+                "fwhm_px": result.template_psf.fwhm,
+                "ellipticity": result.template_psf.ellipticity,
+                "n_stars": result.template_psf.n_stars,
+                "source": result.template_psf.source,
+            },
         },
         "kernel": {
             "convolved": fit.convolved,
@@ -107,10 +119,16 @@ def build_metadata(result: SubtractionResult, elapsed: float | None = None) -> d
             "n_basis": int(sol.basis.shape[0]),
             "spatial_order": sol.spatial_order,
             "background_order": sol.background_order,
-            "candidates": {"good": int(np.sum(status == "GOOD")), "bad": int(np.sum(status == "BAD")),
-                           "control": int(np.sum(status == "CONTROL"))},
-            "kernel_sum": {"mean": float(np.mean(sums)), "min": float(np.min(sums)),
-                           "max": float(np.max(sums))},
+            "candidates": {
+                "good": int(np.sum(status == "GOOD")),
+                "bad": int(np.sum(status == "BAD")),
+                "control": int(np.sum(status == "CONTROL")),
+            },
+            "kernel_sum": {
+                "mean": float(np.mean(sums)),
+                "min": float(np.min(sums)),
+                "max": float(np.max(sums)),
+            },
             "photometric_scale": fit.photometric_scale,
         },
         "difference": {
@@ -120,14 +138,18 @@ def build_metadata(result: SubtractionResult, elapsed: float | None = None) -> d
         },
         "score": {"method": result.score.method if result.score is not None else "none"},
         "detection": {
-            "n_sources": len(diasources), "n_positive": n_pos, "n_negative": len(diasources) - n_pos,
+            "n_sources": len(diasources),
+            "n_positive": n_pos,
+            "n_negative": len(diasources) - n_pos,
             "n_dipoles": n_dipole,
             "detected_fraction": result.detections.detected_fraction,
             "max_detected_fraction": result.config.detection.max_detected_fraction,
             "guard_tripped": guard_tripped(result),
         },
-        "timings_s": {**{k: round(v, 4) for k, v in result.timings.items()},
-                      **({"total": round(elapsed, 4)} if elapsed is not None else {})},
+        "timings_s": {
+            **{k: round(v, 4) for k, v in result.timings.items()},
+            **({"total": round(elapsed, 4)} if elapsed is not None else {}),
+        },
         "warnings": list(result.warnings),
     }
 
@@ -158,13 +180,15 @@ def kernel_hdus(result: SubtractionResult, n_grid: int = 7) -> fits.HDUList:
     for j, y in enumerate(ys):
         for i, x in enumerate(xs):
             k = sol.evaluate(float(x), float(y))
-            mosaic[j * size:(j + 1) * size, i * size:(i + 1) * size] = k
+            mosaic[j * size : (j + 1) * size, i * size : (i + 1) * size] = k
             rows.append((i, j, x, y, float(k.sum())))
     primary = fits.PrimaryHDU(mosaic)
     primary.header["NGRID"] = (n_grid, "kernels per axis in the mosaic")
     primary.header["KSIZE"] = (size, "kernel side [px]")
     primary.header["CONVOLV"] = (result.kernel.convolved, "which image was convolved")
-    rec = np.array(rows, dtype=[("i", "i4"), ("j", "i4"), ("x", "f8"), ("y", "f8"), ("kernel_sum", "f8")])
+    rec = np.array(
+        rows, dtype=[("i", "i4"), ("j", "i4"), ("x", "f8"), ("y", "f8"), ("kernel_sum", "f8")]
+    )
     grid = fits.BinTableHDU(rec, name="GRID")
     basis = fits.ImageHDU(np.asarray(sol.basis, dtype=np.float32), name="BASIS")
     coeffs = fits.ImageHDU(np.asarray(sol.coefficients, dtype=np.float64), name="COEFFS")
@@ -182,8 +206,14 @@ def _hdulist_bytes(hdus: fits.HDUList) -> bytes:
     return buffer.getvalue()
 
 
-def write_outputs(result: SubtractionResult, out_dir: str | Path, inputs: Sequence[Path], *,
-                  overwrite: bool = False, elapsed: float | None = None) -> list[Path]:
+def write_outputs(
+    result: SubtractionResult,
+    out_dir: str | Path,
+    inputs: Sequence[Path],
+    *,
+    overwrite: bool = False,
+    elapsed: float | None = None,
+) -> list[Path]:
     """Write every output of a run into ``out_dir``.
 
     Parameters
@@ -207,29 +237,37 @@ def write_outputs(result: SubtractionResult, out_dir: str | Path, inputs: Sequen
     from diffviewer.io import prepare_output_dir
 
     out = prepare_output_dir(Path(out_dir), list(inputs), overwrite)
-    written: list[Path] = []
-
-    def exposure(name: str, exp: Exposure) -> None:
-        write_exposure(out / name, exp)
-        written.append(out / name)
-
-    exposure("warped_template.fits", result.template.exposure)
-    exposure("matched_template.fits", result.subtraction.matched)
-    exposure("difference.fits", result.difference)
-    if result.score is not None:
-        exposure("score.fits", result.difference.replace(
-            image=result.score.image, variance=np.ones_like(result.score.image),
-            mask=result.score.mask | result.difference.mask))
-    atomic_write_bytes(out / "kernel.fits", _hdulist_bytes(kernel_hdus(result)))
-    written.append(out / "kernel.fits")
-    for name, table in (("kernel_candidates.ecsv", result.kernel.candidates),
-                        ("diasources.ecsv", result.diasources), ("diasources.fits", result.diasources)):
-        write_table(out / name, table)
-        written.append(out / name)
-    atomic_write_text(out / "diasources.reg", ds9_regions(result.diasources))
-    written.append(out / "diasources.reg")
-    atomic_write_text(out / "config.toml", to_toml(result.config))
-    written.append(out / "config.toml")
-    atomic_write_text(out / "metadata.json", json.dumps(build_metadata(result, elapsed), indent=2) + "\n")
-    written.append(out / "metadata.json")
+    protect = list(inputs)
+    score = result.score
+    exposures = {
+        "warped_template.fits": result.template.exposure,
+        "matched_template.fits": result.subtraction.matched,
+        "difference.fits": result.difference,
+    }
+    if score is not None:
+        exposures["score.fits"] = result.difference.replace(
+            image=score.image,
+            variance=np.ones_like(score.image),
+            mask=score.mask | result.difference.mask,
+        )
+    written = [write_exposure(out / name, exp, protect=protect) for name, exp in exposures.items()]
+    written.append(
+        atomic_write_bytes(
+            out / "kernel.fits", _hdulist_bytes(kernel_hdus(result)), protect=protect
+        )
+    )
+    tables = {
+        "kernel_candidates.ecsv": result.kernel.candidates,
+        "diasources.ecsv": result.diasources,
+        "diasources.fits": result.diasources,
+    }
+    written += [write_table(out / name, table, protect=protect) for name, table in tables.items()]
+    texts = {
+        "diasources.reg": ds9_regions(result.diasources),
+        "config.toml": to_toml(result.config),
+        "metadata.json": json.dumps(build_metadata(result, elapsed), indent=2) + "\n",
+    }
+    written += [
+        atomic_write_text(out / name, text, protect=protect) for name, text in texts.items()
+    ]
     return written

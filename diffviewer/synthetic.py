@@ -57,7 +57,9 @@ class SyntheticPair:
         return float(np.sqrt(self.sci_sigma**2 - self.tmpl_sigma**2))
 
 
-def _pixel_integrals(centre: np.ndarray, sigma: np.ndarray, start: np.ndarray, n: int) -> np.ndarray:
+def _pixel_integrals(
+    centre: np.ndarray, sigma: np.ndarray, start: np.ndarray, n: int
+) -> np.ndarray:
     """Fraction of a 1-D Gaussian falling in each of ``n`` pixels from ``start`` (per source)."""
     edges = start[:, None] + np.arange(n + 1)[None, :] - 0.5
     cdf = 0.5 * (1.0 + erf((edges - centre[:, None]) / (np.sqrt(2.0) * sigma[:, None])))
@@ -102,12 +104,16 @@ def render_gaussians(
     for i in range(len(x)):
         if -n < x0[i] < nx and -n < y0[i] < ny:
             ys, xs = y0[i] + half_size, x0[i] + half_size
-            out[ys:ys + n, xs:xs + n] += flux[i] * np.outer(py[i], px[i])
-    return out[half_size:half_size + ny, half_size:half_size + nx]
+            out[ys : ys + n, xs : xs + n] += flux[i] * np.outer(py[i], px[i])
+    return out[half_size : half_size + ny, half_size : half_size + nx]
 
 
-def tan_wcs(shape: tuple[int, int], scale_arcsec: float = 1.0, rotation_deg: float = 0.0,
-            shift: tuple[float, float] = (0.0, 0.0)) -> WCS:
+def tan_wcs(
+    shape: tuple[int, int],
+    scale_arcsec: float = 1.0,
+    rotation_deg: float = 0.0,
+    shift: tuple[float, float] = (0.0, 0.0),
+) -> WCS:
     """A TAN WCS whose pixel grid is rotated and shifted about the image centre.
 
     A sky point at science pixel ``p`` lands on pixel ``R (p - c) + c + shift`` of a
@@ -210,10 +216,18 @@ def make_pair(
     sig_t = np.full(n_stars, tmpl_fwhm / FWHM_PER_SIGMA)
     half = int(np.ceil(5.0 * max(sig_s.max(), sig_t.max())))
     tr = np.array(transients or [], dtype=float).reshape(-1, 3)
-    tr_sig = sci_fwhm / FWHM_PER_SIGMA * (1.0 + sci_fwhm_gradient * (tr[:, 0] / max(nx - 1, 1) - 0.5))
+    tr_sig = (
+        sci_fwhm / FWHM_PER_SIGMA * (1.0 + sci_fwhm_gradient * (tr[:, 0] / max(nx - 1, 1) - 0.5))
+    )
 
-    sci_model = render_gaussians(shape, np.concatenate([x, tr[:, 0]]), np.concatenate([y, tr[:, 1]]),
-                                 np.concatenate([flux, tr[:, 2]]), np.concatenate([sig_s, tr_sig]), half)
+    sci_model = render_gaussians(
+        shape,
+        np.concatenate([x, tr[:, 0]]),
+        np.concatenate([y, tr[:, 1]]),
+        np.concatenate([flux, tr[:, 2]]),
+        np.concatenate([sig_s, tr_sig]),
+        half,
+    )
     sci_var = (sky + np.clip(sci_model, 0, None)) / gain
     science = sci_model + background_offset + rng.normal(size=shape) * np.sqrt(sci_var)
 
@@ -228,12 +242,35 @@ def make_pair(
     zero = np.zeros(shape, dtype=np.int32)
     sci_wcs = tan_wcs(shape)
     tmpl_wcs = tan_wcs(shape, rotation_deg=tmpl_rotation_deg, shift=tmpl_shift)
-    sci_exp = Exposure(science, sci_var, zero, wcs=sci_wcs, header=_header(sci_wcs, gain),
-                       source=f"synthetic science (seed {seed})")
-    tmpl_exp = Exposure(template, tmpl_var, zero, wcs=tmpl_wcs, header=_header(tmpl_wcs, gain),
-                        source=f"synthetic template (seed {seed})")
-    return SyntheticPair(sci_exp, tmpl_exp, x, y, flux, tr[:, 0], tr[:, 1], tr[:, 2],
-                         sci_fwhm / FWHM_PER_SIGMA, tmpl_fwhm / FWHM_PER_SIGMA, float(np.sqrt(sky / gain)))
+    sci_exp = Exposure(
+        science,
+        sci_var,
+        zero,
+        wcs=sci_wcs,
+        header=_header(sci_wcs, gain),
+        source=f"synthetic science (seed {seed})",
+    )
+    tmpl_exp = Exposure(
+        template,
+        tmpl_var,
+        zero,
+        wcs=tmpl_wcs,
+        header=_header(tmpl_wcs, gain),
+        source=f"synthetic template (seed {seed})",
+    )
+    return SyntheticPair(
+        sci_exp,
+        tmpl_exp,
+        x,
+        y,
+        flux,
+        tr[:, 0],
+        tr[:, 1],
+        tr[:, 2],
+        sci_fwhm / FWHM_PER_SIGMA,
+        tmpl_fwhm / FWHM_PER_SIGMA,
+        float(np.sqrt(sky / gain)),
+    )
 
 
 def _header(wcs: WCS, gain: float) -> fits.Header:

@@ -17,9 +17,19 @@ from diffviewer import cli
 from diffviewer.config import load_toml
 from diffviewer.io import demo_pair
 
-EXPECTED = {"warped_template.fits", "matched_template.fits", "difference.fits", "score.fits",
-            "kernel.fits", "kernel_candidates.ecsv", "diasources.ecsv", "diasources.fits",
-            "diasources.reg", "config.toml", "metadata.json"}
+EXPECTED = {
+    "warped_template.fits",
+    "matched_template.fits",
+    "difference.fits",
+    "score.fits",
+    "kernel.fits",
+    "kernel_candidates.ecsv",
+    "diasources.ecsv",
+    "diasources.fits",
+    "diasources.reg",
+    "config.toml",
+    "metadata.json",
+}
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +37,18 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One headless run of the demo pair (shared by the tests that read its outputs)."""
     out = tmp_path_factory.mktemp("run") / "out"
     sci, tmpl = demo_pair()
-    code = cli.main(["run", str(sci), str(tmpl), "--out", str(out), "--quiet",
-                     "--set", "kernel.spatial_order=1"])
+    code = cli.main(
+        [
+            "run",
+            str(sci),
+            str(tmpl),
+            "--out",
+            str(out),
+            "--quiet",
+            "--set",
+            "kernel.spatial_order=1",
+        ]
+    )
     assert code == 0
     return out
 
@@ -71,16 +91,24 @@ def test_run_never_writes_over_an_input(tmp_path: Path, capsys) -> None:
     local_sci = Path(shutil.copy(sci, work / "difference.fits"))  # an input named like an output
     local_tmpl = Path(shutil.copy(tmpl, work / "template.fits"))
     digest = local_sci.read_bytes()
-    code = cli.main(["run", str(local_sci), str(local_tmpl), "--out", str(work), "--overwrite", "--quiet"])
+    code = cli.main(
+        ["run", str(local_sci), str(local_tmpl), "--out", str(work), "--overwrite", "--quiet"]
+    )
     assert code == cli.EXIT_ERROR
     assert "input" in capsys.readouterr().err
     assert local_sci.read_bytes() == digest
 
 
-@pytest.mark.parametrize(("make", "needle"), [
-    (lambda d: d / "missing.fits", "missing.fits"),
-    (lambda d: (d / "text.fits").write_text("not a fits file") and d / "text.fits", "text.fits"),
-])
+@pytest.mark.parametrize(
+    ("make", "needle"),
+    [
+        (lambda d: d / "missing.fits", "missing.fits"),
+        (
+            lambda d: (d / "text.fits").write_text("not a fits file") and d / "text.fits",
+            "text.fits",
+        ),
+    ],
+)
 def test_bad_input_is_one_line(tmp_path: Path, capsys, make, needle: str) -> None:
     bad = make(tmp_path)
     _, tmpl = demo_pair()
@@ -93,16 +121,22 @@ def test_bad_input_is_one_line(tmp_path: Path, capsys, make, needle: str) -> Non
 
 def test_bad_override_is_named(capsys) -> None:
     sci, tmpl = demo_pair()
-    code = cli.main(["run", str(sci), str(tmpl), "--out", "unused", "--set", "kernel.spatial_order=9"])
+    code = cli.main(
+        ["run", str(sci), str(tmpl), "--out", "unused", "--set", "kernel.spatial_order=9"]
+    )
     assert code == cli.EXIT_ERROR
     assert "kernel.spatial_order = 9" in capsys.readouterr().err
 
 
 def test_gui_without_display_says_how_to_run_headless() -> None:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
-    proc = subprocess.run([sys.executable, "-m", "diffviewer"], env=env, capture_output=True,
-                          text=True, timeout=60)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "diffviewer"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == cli.EXIT_ERROR
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "no display" in lines[0] and "diffviewer run" in lines[0]

@@ -9,8 +9,10 @@ from diffviewer.errors import ConfigError
 
 
 def test_defaults_round_trip_through_toml(tmp_path) -> None:
-    original = cfg.apply_overrides(cfg.SubtractionConfig(),
-                                   ["kernel.spatial_order=1", "kernel.degrees=[3, 1]", "score.method=al"])
+    original = cfg.apply_overrides(
+        cfg.SubtractionConfig(),
+        ["kernel.spatial_order=1", "kernel.degrees=[3, 1]", "score.method=al"],
+    )
     path = tmp_path / "c.toml"
     path.write_text(cfg.to_toml(original))
     loaded = cfg.load_toml(path)
@@ -19,18 +21,21 @@ def test_defaults_round_trip_through_toml(tmp_path) -> None:
     assert loaded.digest() == original.digest() != cfg.SubtractionConfig().digest()
 
 
-@pytest.mark.parametrize(("override", "needle"), [
-    ("kernel.spatial_order=9", "kernel.spatial_order = 9"),
-    ("kernel.min_size=12", "must be odd"),
-    ("score.method=magic", "choose one of"),
-    ("warp.required_template_fraction=1.5", "above its maximum"),
-    ("kernel.nothing=1", "unknown config field kernel.nothing"),
-    ("nosection.x=1", "unknown config section"),
-    ("kernel.spatial_order=true", "expected a whole number"),
-    ("candidates.snr_max=5", "must exceed"),
-    ("measurement.exposure_id=4294967296", "does not fit"),
-    ("kernel-spatial", "expected section.field=value"),
-])
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("kernel.spatial_order=9", "kernel.spatial_order = 9"),
+        ("kernel.min_size=12", "must be odd"),
+        ("score.method=magic", "choose one of"),
+        ("warp.required_template_fraction=1.5", "above its maximum"),
+        ("kernel.nothing=1", "unknown config field kernel.nothing"),
+        ("nosection.x=1", "unknown config section"),
+        ("kernel.spatial_order=true", "expected a whole number"),
+        ("candidates.snr_max=5", "must exceed"),
+        ("measurement.exposure_id=4294967296", "does not fit"),
+        ("kernel-spatial", "expected section.field=value"),
+    ],
+)
 def test_bad_values_are_named(override: str, needle: str) -> None:
     with pytest.raises(ConfigError, match=needle):
         cfg.apply_overrides(cfg.SubtractionConfig(), [override])
@@ -39,14 +44,16 @@ def test_bad_values_are_named(override: str, needle: str) -> None:
 def test_cross_section_rule() -> None:
     with pytest.raises(ConfigError, match="detect_on"):
         cfg.apply_overrides(cfg.SubtractionConfig(), ["score.method=none"])
-    ok = cfg.apply_overrides(cfg.SubtractionConfig(), ["detection.detect_on=difference", "score.method=none"])
+    ok = cfg.apply_overrides(
+        cfg.SubtractionConfig(), ["detection.detect_on=difference", "score.method=none"]
+    )
     assert ok.score.method == "none"
 
 
 def test_bad_toml_file_names_the_file(tmp_path) -> None:
     path = tmp_path / "broken.toml"
     path.write_text("[kernel\nspatial_order = 1\n")
-    with pytest.raises(ConfigError, match="broken.toml"):
+    with pytest.raises(ConfigError, match=r"broken\.toml"):
         cfg.load_toml(path)
     with pytest.raises(ConfigError, match="does not exist"):
         cfg.load_toml(tmp_path / "missing.toml")

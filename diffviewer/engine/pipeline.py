@@ -130,7 +130,9 @@ def run_subtraction(
         sci_psf = psf.estimate_psf(science, cands.table["x"], cands.table["y"])
         tmpl_psf = psf.estimate_psf(warped.exposure, cands.table["x"], cands.table["y"])
     with rep.step("kernel fit", 0.25, 0.45):
-        fit = kernel.fit_kernel(science, warped.exposure, cands, sci_psf, tmpl_psf, config.kernel, rep)
+        fit = kernel.fit_kernel(
+            science, warped.exposure, cands, sci_psf, tmpl_psf, config.kernel, rep
+        )
     with rep.step("subtract", 0.45, 0.60):
         products = subtract.subtract_images(science, warped.exposure, fit, rep)
     decorr = None
@@ -142,8 +144,15 @@ def run_subtraction(
     score = None
     with rep.step("score", 0.68, 0.78):
         if config.score.method == "zogy":
-            score = zogy.zogy_score(science, warped.exposure, sci_psf.image, tmpl_psf.image,
-                                    fit.photometric_scale, config.score, rep)
+            score = zogy.zogy_score(
+                science,
+                warped.exposure,
+                sci_psf.image,
+                tmpl_psf.image,
+                fit.photometric_scale,
+                config.score,
+                rep,
+            )
         elif config.score.method == "al":
             score = zogy.al_score(difference, diff_psf, rep)
     with rep.step("detect", 0.78, 0.86):
@@ -151,17 +160,38 @@ def run_subtraction(
         difference = difference.replace(mask=detections.mask)
     with rep.step("measure", 0.86, 0.96):
         diasources = measure.measure_sources(
-            difference, science, warped.exposure, score, detections,
-            diff_psf, sci_psf.image, config.measurement, rep)
+            difference,
+            science,
+            warped.exposure,
+            score,
+            detections,
+            diff_psf,
+            sci_psf.image,
+            config.measurement,
+            rep,
+        )
     with rep.step("diagnostics", 0.96, 1.0):
-        diag = diagnostics.compute_diagnostics(science, warped.exposure, fit, products, difference, rep)
+        diag = diagnostics.compute_diagnostics(
+            science, warped.exposure, fit, products, difference, rep
+        )
 
     notes.extend(warped.warnings)
     notes.extend(fit.warnings)
     notes.extend(detections.warnings)
     return SubtractionResult(
-        config=config, science=science, template=warped, science_psf=sci_psf,
-        template_psf=tmpl_psf, kernel=fit, subtraction=products, difference=difference,
-        decorrelation=decorr, score=score, detections=detections, diasources=diasources,
-        diagnostics=diag, timings=dict(rep.timings), warnings=tuple(notes),
+        config=config,
+        science=science,
+        template=warped,
+        science_psf=sci_psf,
+        template_psf=tmpl_psf,
+        kernel=fit,
+        subtraction=products,
+        difference=difference,
+        decorrelation=decorr,
+        score=score,
+        detections=detections,
+        diasources=diasources,
+        diagnostics=diag,
+        timings=dict(rep.timings),
+        warnings=tuple(notes),
     )

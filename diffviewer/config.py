@@ -134,37 +134,81 @@ class CandidatesConfig:
 
     SECTION = "candidates"
     detect_threshold: float = param(
-        10.0, "Detection threshold on the science image for candidate stars.",
-        unit="sigma", minimum=3.0, maximum=1000.0)
-    snr_min: float = param(10.0, "Least S/N of a kernel candidate.", unit="sigma", minimum=1.0, maximum=1e5)
-    snr_max: float = param(500.0, "Largest S/N of a kernel candidate (brighter stars risk non-linearity).",
-                           unit="sigma", minimum=1.0, maximum=1e7)
+        10.0,
+        "Detection threshold on the science image for candidate stars.",
+        unit="sigma",
+        minimum=3.0,
+        maximum=1000.0,
+    )
+    snr_min: float = param(
+        10.0, "Least S/N of a kernel candidate.", unit="sigma", minimum=1.0, maximum=1e5
+    )
+    snr_max: float = param(
+        500.0,
+        "Largest S/N of a kernel candidate (brighter stars risk non-linearity).",
+        unit="sigma",
+        minimum=1.0,
+        maximum=1e7,
+    )
     isolation_radius: float = param(
-        1.0, "A candidate needs no other detection brighter than isolation_flux_ratio times its own "
-        "peak within this many stamp half-widths.", unit="stamp", minimum=0.0, maximum=10.0)
+        0.5,
+        "A candidate needs no other detection brighter than isolation_flux_ratio times its own "
+        "peak within this many stamp half-widths.",
+        unit="stamp",
+        minimum=0.0,
+        maximum=10.0,
+    )
     isolation_flux_ratio: float = param(
-        0.1, "Neighbours whose peak is below this fraction of the candidate's peak do not spoil "
-        "its isolation (they are in both images and fitted with it).", minimum=0.0, maximum=1.0)
+        0.1,
+        "Neighbours whose peak is below this fraction of the candidate's peak do not spoil "
+        "its isolation (they are in both images and fitted with it).",
+        minimum=0.0,
+        maximum=1.0,
+    )
     stamp_half_width: int = param(
-        0, "Half-width of the stamp checked for masks, edges and neighbours around a candidate; "
-        "0 sizes it from the science FWHM (5 FWHM, 10-40 px).", unit="px", minimum=0, maximum=200)
-    cell_size: int = param(128, "Side of the cells that spread candidates over the image.",
-                           unit="px", minimum=16, maximum=4096)
-    max_per_cell: int = param(3, "Most candidates kept per cell (the brightest first).",
-                              minimum=1, maximum=100)
-    control_every: int = param(5, "Every n-th candidate is held out as a control star, never fitted "
-                               "(0 holds out none).", minimum=0, maximum=100)
+        0,
+        "Half-width of the stamp checked for masks, edges and neighbours around a candidate; "
+        "0 uses the stamp the kernel fit reads (1.5 FWHM plus the kernel's half-width).",
+        unit="px",
+        minimum=0,
+        maximum=200,
+    )
+    cell_size: int = param(
+        128,
+        "Side of the cells that spread candidates over the image.",
+        unit="px",
+        minimum=16,
+        maximum=4096,
+    )
+    max_per_cell: int = param(
+        3, "Most candidates kept per cell (the brightest first).", minimum=1, maximum=100
+    )
+    control_every: int = param(
+        5,
+        "Every n-th candidate is held out as a control star, never fitted (0 holds out none).",
+        minimum=0,
+        maximum=100,
+    )
     saturation_level: float = param(
-        0.0, "Pixel value above which a pixel is saturated; 0 reads SATURATE from the header, "
-        "or uses none.", unit="image units", minimum=0.0)
-    source_list: str = param("", "Optional catalog file (ECSV/CSV/FITS) with x,y or ra,dec columns "
-                             "of the stars to use instead of detecting them.")
+        0.0,
+        "Pixel value above which a pixel is saturated; 0 reads SATURATE from the header, "
+        "or uses none.",
+        unit="image units",
+        minimum=0.0,
+    )
+    source_list: str = param(
+        "",
+        "Optional catalog file (ECSV/CSV/FITS) with x,y or ra,dec columns "
+        "of the stars to use instead of detecting them.",
+    )
 
     def __post_init__(self) -> None:
         _validate_fields(self)
         if self.snr_max <= self.snr_min:
-            raise ConfigError(f"candidates.snr_max = {self.snr_max} must exceed "
-                              f"candidates.snr_min = {self.snr_min}")
+            raise ConfigError(
+                f"candidates.snr_max = {self.snr_max} must exceed "
+                f"candidates.snr_min = {self.snr_min}"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,36 +216,74 @@ class KernelConfig:
     """The Alard-Lupton PSF-matching kernel, its spatial model and stamp rejection."""
 
     SECTION = "kernel"
-    mode: str = param("template", "Which image is convolved: the template, the science, or auto "
-                      "(the one with the narrower PSF).", choices=("template", "science", "auto"))
+    mode: str = param(
+        "template",
+        "Which image is convolved: the template, the science, or auto "
+        "(the one with the narrower PSF).",
+        choices=("template", "science", "auto"),
+    )
     degrees: tuple[int, ...] = param(
-        (4, 2, 2), "Polynomial degree of each Gaussian of the basis (one entry per Gaussian).",
-        minimum=0, maximum=8)
-    width_ratio: float = param(2.0, "Ratio between the widths of consecutive Gaussians.",
-                               minimum=1.1, maximum=5.0)
-    min_sigma: float = param(0.5, "Smallest width of the narrowest Gaussian.", unit="px",
-                             minimum=0.1, maximum=20.0)
-    size_sigmas: float = param(2.5, "Kernel half-size in widths of the widest Gaussian.",
-                               unit="sigma", minimum=1.0, maximum=10.0)
+        (4, 2, 2),
+        "Polynomial degree of each Gaussian of the basis (one entry per Gaussian).",
+        minimum=0,
+        maximum=8,
+    )
+    width_ratio: float = param(
+        2.0, "Ratio between the widths of consecutive Gaussians.", minimum=1.1, maximum=5.0
+    )
+    min_sigma: float = param(
+        0.5, "Smallest width of the narrowest Gaussian.", unit="px", minimum=0.1, maximum=20.0
+    )
+    size_sigmas: float = param(
+        2.5,
+        "Kernel half-size in widths of the widest Gaussian.",
+        unit="sigma",
+        minimum=1.0,
+        maximum=10.0,
+    )
     min_size: int = param(11, "Smallest kernel side (odd).", unit="px", minimum=3, maximum=101)
     max_size: int = param(35, "Largest kernel side (odd).", unit="px", minimum=3, maximum=151)
-    spatial_order: int = param(2, "Order of the polynomial in x, y of each kernel coefficient.",
-                               minimum=0, maximum=5)
-    background_order: int = param(1, "Order of the polynomial in x, y of the differential background.",
-                                  minimum=0, maximum=5)
+    spatial_order: int = param(
+        2, "Order of the polynomial in x, y of each kernel coefficient.", minimum=0, maximum=5
+    )
+    background_order: int = param(
+        1, "Order of the polynomial in x, y of the differential background.", minimum=0, maximum=5
+    )
     max_kernel_sum_sigma: float = param(
-        3.0, "Reject a stamp whose kernel sum is further than this from the clipped mean.",
-        unit="sigma", minimum=1.0, maximum=100.0)
+        3.0,
+        "Reject a stamp whose kernel sum is further than this from the clipped mean.",
+        unit="sigma",
+        minimum=1.0,
+        maximum=100.0,
+    )
     max_residual_mean: float = param(
-        0.5, "Reject a stamp whose normalised residual has a larger absolute mean.",
-        minimum=0.0, maximum=100.0)
+        0.5,
+        "Reject a stamp whose normalised residual has a larger absolute mean.",
+        minimum=0.0,
+        maximum=100.0,
+    )
     max_residual_std: float = param(
-        1.5, "Reject a stamp whose normalised residual has a larger standard deviation.",
-        minimum=0.1, maximum=100.0)
+        1.5,
+        "Reject a stamp whose normalised residual has a larger standard deviation.",
+        minimum=0.1,
+        maximum=100.0,
+    )
+    regularization: float = param(
+        1e-4,
+        "Strength of the penalty on the kernel's roughness (squared Laplacian), relative to "
+        "each stamp's information: damps the high spatial frequencies the data do not constrain "
+        "(0 = plain least squares).",
+        minimum=0.0,
+        maximum=1.0,
+    )
     max_iterations: int = param(3, "Rounds of per-stamp rejection.", minimum=1, maximum=20)
-    min_stamps: int = param(3, "Least number of good stamps to fit a kernel; with fewer, the spatial "
-                            "orders are lowered, then the run fails with InsufficientKernelSources.",
-                            minimum=1, maximum=1000)
+    min_stamps: int = param(
+        3,
+        "Least number of good stamps to fit a kernel; with fewer, the spatial "
+        "orders are lowered, then the run fails with InsufficientKernelSources.",
+        minimum=1,
+        maximum=1000,
+    )
 
     def __post_init__(self) -> None:
         _validate_fields(self)
@@ -209,7 +291,9 @@ class KernelConfig:
             if getattr(self, name) % 2 == 0:
                 raise ConfigError(f"kernel.{name} = {getattr(self, name)} must be odd")
         if self.min_size > self.max_size:
-            raise ConfigError(f"kernel.min_size = {self.min_size} exceeds kernel.max_size = {self.max_size}")
+            raise ConfigError(
+                f"kernel.min_size = {self.min_size} exceeds kernel.max_size = {self.max_size}"
+            )
         if not self.degrees:
             raise ConfigError("kernel.degrees is empty: give at least one Gaussian, e.g. [4, 2, 2]")
 
@@ -220,6 +304,12 @@ class DecorrelationConfig:
 
     SECTION = "decorrelation"
     enabled: bool = param(True, "Whiten the difference's noise after convolution.")
+    scale_variance: bool = param(
+        True,
+        "After whitening, rescale the difference's variance plane so that it matches the "
+        "noise measured in source-free sky (the seed's doScaleDiffimVariance); needed when the "
+        "inputs' variance planes are estimated or their noise is correlated or shared.",
+    )
 
     def __post_init__(self) -> None:
         _validate_fields(self)

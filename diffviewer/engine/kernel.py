@@ -506,10 +506,34 @@ def _source_variance(
     return np.clip(out.reshape(len(idx), -1), 0, None)
 
 
+def roughness_penalty(basis: np.ndarray) -> np.ndarray:
+    """``R[k, l] = <L B_k, L B_l>`` with ``L`` the 5-point Laplacian, padded for the background.
+
+    ``a^T R a`` is the squared Laplacian of the kernel ``sum_k a_k B_k``: a penalty on the
+    kernel's high spatial frequencies, which the data barely constrain when the
+    convolved image's PSF has little power there.
+    """
+    nb = basis.shape[0]
+    pad = np.pad(basis, ((0, 0), (1, 1), (1, 1)))
+    lap = (
+        pad[:, :-2, 1:-1]
+        + pad[:, 2:, 1:-1]
+        + pad[:, 1:-1, :-2]
+        + pad[:, 1:-1, 2:]
+        - 4 * pad[:, 1:-1, 1:-1]
+    ).reshape(nb, -1)
+    out = np.zeros((nb + 1, nb + 1))
+    out[:nb, :nb] = lap @ lap.T
+    return out
+
+
 def _solve_stamps(
-    stamps: _Stamps, idx: np.ndarray, weights: np.ndarray
+    stamps: _Stamps, idx: np.ndarray, weights: np.ndarray, penalty: np.ndarray, strength: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Batched weighted least squares per stamp.
+    """Batched weighted least squares per stamp, with a roughness penalty.
+
+    The penalty ``strength * tr(M_kernel) / tr(R) * R`` is added to each stamp's normal
+    matrix ``M`` (so it scales with the stamp's own information).
 
     Returns
     -------
@@ -521,6 +545,10 @@ def _solve_stamps(
     a = stamps.design[idx]
     aw = a * weights[:, :, None]
     normal = np.matmul(aw.transpose(0, 2, 1), a).astype(np.float64)
+    if strength > 0 and len(idx):
+        nb = normal.shape[1] - 1
+        lam = strength * np.trace(normal[:, :nb, :nb], axis1=1, axis2=2) / np.trace(penalty)
+        normal = normal + lam[:, None, None] * penalty[None]
     rhs = np.einsum("npk,np->nk", aw, stamps.target[idx]).astype(np.float64)
     coef = np.full(rhs.shape, np.nan)
     ok = np.zeros(len(idx), dtype=bool)
@@ -548,22 +576,34 @@ def _residual_stats(
     return (np.sum(r.astype(np.float64) ** 2, axis=1) / dof, r.mean(axis=1), r.std(axis=1))
 
 
-def _clipped_outliers(values: np.ndarray, nsigma: float) -> np.ndarray:
-    """True for values beyond ``nsigma`` clipped standard deviations from the clipped mean.
+def _kernel_sum_outliers(values: np.ndarray, errors: np.ndarray, nsigma: float) -> np.ndarray:
+    """Kernel sums further than ``nsigma`` from the clipped mean, in units of their errors.
 
-    The mean and standard deviation are iterated with clipping at ``nsigma`` (starting
-    from the median and 1.4826 MAD), as ip_diffim's kernel-sum check does.
+    Each stamp's deviation from the weighted, iteratively clipped mean is divided by its
+    own formal error (faint stars have loose kernel sums), and the cut is at ``nsigma``
+    times the clipped spread of those scaled deviations (at least 1), so a sample
+    with extra scatter (colour terms, PSF mismatch) is not mostly rejected.
     """
-    if len(values) < 3:
-        return np.zeros(len(values), dtype=bool)
+    n = len(values)
+    if n < 3:
+        return np.zeros(n, dtype=bool)
+    err = np.where(np.isfinite(errors) & (errors > 0), errors, np.inf)
     mean = float(np.median(values))
-    std = 1.4826 * float(np.median(np.abs(values - mean)))
+    keep = np.ones(n, dtype=bool)
+    scale = 1.0
     for _ in range(5):
-        keep = np.abs(values - mean) <= nsigma * max(std, 1e-12)
-        if keep.sum() < 2:
+        z = (values - mean) / err
+        spread = z[keep]
+        scale = max(1.0, float(spread.std()) if keep.sum() > 2 else 1.0)
+        new = np.abs(z) <= nsigma * scale
+        if new.sum() < 2:
             break
-        mean, std = float(values[keep].mean()), float(values[keep].std())
-    return np.abs(values - mean) > nsigma * max(std, 1e-12)
+        w = 1.0 / err[new] ** 2
+        mean = float(np.sum(w * values[new]) / np.sum(w))
+        if np.array_equal(new, keep):
+            break
+        keep = new
+    return np.abs((values - mean) / err) > nsigma * scale
 
 
 def _spatial_solve(normal: np.ndarray, rhs: np.ndarray, p: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -693,9 +733,10 @@ def fit_kernel(
     control = np.asarray(table["control"], dtype=bool)
     status = np.where(control, "CONTROL", "GOOD").astype(object)
     reason = np.full(n, "", dtype=object)
-    chi2, ksum, rmean, rstd, smean, sstd = (np.full(n, np.nan) for _ in range(6))
+    chi2, ksum, ksum_err, rmean, rstd, smean, sstd = (np.full(n, np.nan) for _ in range(7))
     own = np.full((n, nb + 1), np.nan)
     sums = np.append(basis.sum(axis=(1, 2)), 0.0)
+    penalty = roughness_penalty(basis)
 
     stamps, ok = (
         _build_stamps(source, target, x, y, basis, fit_half, reporter)
@@ -715,18 +756,23 @@ def fit_kernel(
             fitted, c - fit_half : c + fit_half + 1, c - fit_half : c + fit_half + 1
         ]
         w0 = 1.0 / (stamps.var_target[fitted] + vs0.reshape(len(fitted), -1))
-        coef0, _, _, ok0 = _solve_stamps(stamps, fitted, w0)
+        coef0, _, _, ok0 = _solve_stamps(stamps, fitted, w0, penalty, config.regularization)
         coef0[~ok0] = 0.0
         coef0[~ok0, 0] = 1.0
         var_total[fitted] = stamps.var_target[fitted] + _source_variance(
             stamps, fitted, coef0, basis, fit_half
         )
         reporter.update(0.55)
-        coef, nrm, rh, okf = _solve_stamps(stamps, fitted, 1.0 / var_total[fitted])
+        coef, nrm, rh, okf = _solve_stamps(
+            stamps, fitted, 1.0 / var_total[fitted], penalty, config.regularization
+        )
         normal[fitted], rhs[fitted], own[fitted] = nrm, rh, coef
         c2, mu, sd = _residual_stats(stamps, fitted, np.nan_to_num(coef), var_total[fitted])
         chi2[fitted], rmean[fitted], rstd[fitted] = c2, mu, sd
         ksum[fitted] = coef @ sums
+        with np.errstate(all="ignore"):
+            cov_sum = np.einsum("k,nkl,l->n", sums, np.linalg.pinv(nrm), sums)
+        ksum_err[fitted] = np.sqrt(np.clip(cov_sum, 0, None))
         bad_fit = fitted[~okf]
         status[bad_fit], reason[bad_fit] = "BAD", "fit failed"
         for _ in range(config.max_iterations):
@@ -735,7 +781,10 @@ def fit_kernel(
             for mask_, why in (
                 (np.abs(rmean[good]) > config.max_residual_mean, "residual mean"),
                 (rstd[good] > config.max_residual_std, "residual std"),
-                (_clipped_outliers(ksum[good], config.max_kernel_sum_sigma), "kernel sum outlier"),
+                (
+                    _kernel_sum_outliers(ksum[good], ksum_err[good], config.max_kernel_sum_sigma),
+                    "kernel sum outlier",
+                ),
             ):
                 hit = good[mask_ & ~new[good]]
                 reason[hit] = why

@@ -269,7 +269,7 @@ class KernelConfig:
         maximum=100.0,
     )
     regularization: float = param(
-        1e-4,
+        1e-3,
         "Strength of the penalty on the kernel's roughness (squared Laplacian), relative to "
         "each stamp's information: damps the high spatial frequencies the data do not constrain "
         "(0 = plain least squares).",

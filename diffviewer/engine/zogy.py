@@ -19,7 +19,8 @@ S = F_D D (x) flip(P_D) (eq. 17) is the same as S = k_n (x) N - k_r (x) R with
 (eqs. 26-27). The corrected score divides S by its standard deviation computed from
 the images' own variance maps, which holds the sky and the source noise:
 V(S_N) = V_N (x) k_n^2, V(S_R) = V_R (x) k_r^2 (eqs. 28-29), plus the astrometric
-term sigma_ast^2 (|grad S_N|^2 + |grad S_R|^2) (eqs. 30-31):
+term sigma_ast^2 (|grad S_N|^2 + |grad S_R|^2) (eqs. 30-31), kept only where the
+gradients stand above the sky noise's so that empty sky keeps unit variance:
 S_corr = S / sqrt(V(S_N) + V(S_R) + V_ast) (eq. 25).
 
 The kernels are built once on a small grid from the PSF images and used for both S
@@ -33,7 +34,7 @@ import dataclasses
 import numpy as np
 import scipy.fft as sfft
 from scipy import ndimage
-from scipy.interpolate import RectBivariateSpline
+from scipy.interpolate import CubicSpline
 
 from diffviewer.config import ScoreConfig
 from diffviewer.engine.progress import Reporter
@@ -114,8 +115,9 @@ def estimate_background(image: np.ndarray, good: np.ndarray, mesh: int) -> tuple
 
     The image is cut into ``mesh`` x ``mesh`` cells; in each, the median of the good
     pixels is clipped at 3 sigma (sigma from the interquartile range) three times.
-    The grid of clipped medians is median-filtered (3 x 3) and interpolated with a
-    bicubic spline through the cell centres (SExtractor/photutils Background2D style).
+    Cells more than sigma from the median of their 3 x 3 neighbours take that median,
+    and the grid is interpolated with a bicubic spline through the cell centres
+    (SExtractor/photutils Background2D style) by natural cubic splines along x, then y.
 
     Parameters
     ----------
@@ -160,25 +162,42 @@ def estimate_background(image: np.ndarray, good: np.ndarray, mesh: int) -> tuple
         lo_v, hi_v = (med - 3.0 * sig)[..., None], (med + 3.0 * sig)[..., None]
         lo_idx = np.sum(cells < lo_v, axis=2)
         hi_idx = np.sum(cells <= hi_v, axis=2)
-    usable = (n_valid > max(10, my * mx // 10)) & np.isfinite(med) & (hi_idx > lo_idx)
+    # A cell needs half its pixels: the median of a mostly masked cell stands for the
+    # unmasked part, off the cell centre. Other cells take their nearest usable cell's value.
+    cell_pixels = np.outer(np.minimum(my, ny - np.arange(gy) * my),
+                           np.minimum(mx, nx - np.arange(gx) * mx))
+    usable = (n_valid >= 0.5 * cell_pixels) & np.isfinite(med) & (hi_idx > lo_idx)
     if not np.any(usable):
-        usable = n_valid > 0
-    fill = float(np.median(med[usable]))
-    grid = np.where(usable, med, fill)
+        usable = (n_valid > 0) & np.isfinite(med)
+    nearest = ndimage.distance_transform_edt(~usable, return_distances=False, return_indices=True)
+    grid = med[tuple(nearest)]
     sigma = float(np.median(sig[usable]))
     if grid.size == 1:
         return np.full(image.shape, grid.flat[0], dtype=np.float32), sigma
-    grid = ndimage.median_filter(grid, size=3, mode="nearest")
+    # Cells pulled off by a bright object (more than sigma from the median of their
+    # 3 x 3 neighbours) take that median; the others are kept, as a 3 x 3 median filter
+    # biases a sky gradient at the edges of the grid.
+    if min(gy, gx) >= 3:
+        smooth = ndimage.median_filter(grid, size=3, mode="nearest")
+        grid = np.where(np.abs(grid - smooth) > sigma, smooth, grid)
     yc = np.arange(gy) * my + (np.minimum(my, ny - np.arange(gy) * my) - 1) / 2.0
     xc = np.arange(gx) * mx + (np.minimum(mx, nx - np.arange(gx) * mx) - 1) / 2.0
-    if gy == 1:
-        yc, grid = np.array([0.0, ny - 1.0]), np.vstack([grid, grid])
-    if gx == 1:
-        xc, grid = np.array([0.0, nx - 1.0]), np.hstack([grid, grid])
-    spline = RectBivariateSpline(yc, xc, grid, kx=min(3, len(yc) - 1), ky=min(3, len(xc) - 1),
-                                 bbox=[0.0, ny - 1.0, 0.0, nx - 1.0])
-    background = spline(np.arange(ny, dtype=float), np.arange(nx, dtype=float)).astype(np.float32)
+    along_x = _natural_spline(xc, grid, nx, axis=1)
+    background = _natural_spline(yc, along_x, ny, axis=0).astype(np.float32)
     return background, sigma
+
+
+def _natural_spline(centres: np.ndarray, values: np.ndarray, n: int, axis: int) -> np.ndarray:
+    """Values at cell centres interpolated to ``n`` pixels along one axis.
+
+    A natural cubic spline (zero curvature at the ends, so it extrapolates nearly
+    linearly to the image edges: a gradient is followed and cell noise is not blown
+    up); a single cell gives a constant.
+    """
+    if len(centres) == 1:
+        return np.repeat(values, n, axis=axis)
+    spline = CubicSpline(centres, values, axis=axis, bc_type="natural", extrapolate=True)
+    return np.asarray(spline(np.arange(n, dtype=np.float64)))
 
 
 def _normalised_psf(psf: np.ndarray, name: str) -> np.ndarray:
@@ -323,6 +342,23 @@ def template_planes(mask: np.ndarray) -> np.ndarray:
     return np.where((mask & sat) != 0, (mask & ~MASK_DTYPE(sat)) | sat_t, mask).astype(MASK_DTYPE)
 
 
+def _signal_gradient2(filtered: np.ndarray, kernel: np.ndarray, sigma: float) -> np.ndarray:
+    """|grad S|^2 of a filtered image where it is significantly above the sky noise's.
+
+    ZOGY's astrometric term (eqs. 30-31) uses the gradients of S_N = k_n (x) N and
+    S_R = k_r (x) R; on noisy images those gradients hold noise everywhere, which would
+    inflate the variance of empty sky. The sky noise alone gives |grad S|^2 an
+    (about exponential) distribution of mean sigma^2 sum |grad k|^2 (the central
+    difference is linear, so grad(k (x) N) = grad(k) (x) N); only values above 9 times
+    that mean (a chance of 1e-4 for noise) are kept, the gradients of real sources.
+    """
+    gy, gx = np.gradient(filtered)
+    ky, kx = np.gradient(kernel)
+    noise = sigma**2 * float(np.sum(kx * kx + ky * ky))
+    grad2 = gx * gx + gy * gy
+    return np.where(grad2 > 9.0 * noise, grad2, 0.0)
+
+
 def _variance_floor(var: np.ndarray) -> float:
     """Score variance below which a pixel has no data (FFT round-off around masked areas)."""
     return 1e-6 * float(np.max(var))
@@ -402,9 +438,8 @@ def zogy_score(science: Exposure, template: Exposure, sci_psf: np.ndarray, tmpl_
     if config.astrometric_noise > 0.0:
         s_n, s_r = grid.image(kn_hat * n_hat), grid.image(kr_hat * r_hat)
         score = s_n - s_r
-        for s_part in (s_n, s_r):
-            gy, gx = np.gradient(s_part)
-            var += config.astrometric_noise**2 * (gx * gx + gy * gy)
+        for s_part, kernel, sigma in ((s_n, kern.k_n, sigma_n), (s_r, kern.k_r, sigma_r)):
+            var += config.astrometric_noise**2 * _signal_gradient2(s_part, kernel, sigma)
         del s_n, s_r
     else:
         score = grid.image(kn_hat * n_hat - kr_hat * r_hat)

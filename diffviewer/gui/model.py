@@ -23,15 +23,16 @@ from diffviewer.engine.progress import CancelToken, ProgressCallback
 from diffviewer.errors import InputError
 from diffviewer.exposure import Exposure, mask_plane_names
 
-#: Image views in display order, with their titles.
+#: Image views in display order, with their titles (template: warped to the science grid;
+#: matched: the PSF-matched image; variance and mask: the difference's planes).
 VIEW_TITLES: dict[str, str] = {
     "science": "Science",
-    "template": "Template (warped)",
-    "matched": "Matched template",
+    "template": "Template",
+    "matched": "Matched",
     "difference": "Difference",
     "score": "Score",
-    "variance": "Difference variance",
-    "mask": "Difference mask",
+    "variance": "Variance",
+    "mask": "Mask",
 }
 
 #: Views shown from the start; the others on demand.

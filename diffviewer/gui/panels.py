@@ -25,7 +25,7 @@ from PyQt6.QtWidgets import (
 
 from diffviewer import display
 from diffviewer.gui.model import residual_stats
-from diffviewer.gui.views import ImagePanel
+from diffviewer.gui.views import ImagePanel, link_to
 
 
 def _image_box(canvas: pg.GraphicsLayoutWidget, title: str, row: int, col: int
@@ -235,7 +235,7 @@ class StampPanel(QWidget):
         self.canvas = pg.GraphicsLayoutWidget()
         self.items: dict[str, pg.ImageItem] = {}
         for k, title in enumerate(self.TITLES):
-            _, self.items[title], _ = _image_box(self.canvas, title, k // 4, k % 4)
+            _, self.items[title], _ = _image_box(self.canvas, title, k // 2, k % 2)
         self.info = QLabel("Click a kernel source (circle) on an image.")
         self.info.setWordWrap(True)
         self.info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -313,8 +313,7 @@ class ABPanel(QWidget):
         super().__init__(parent)
         self.a = ImagePanel("difference", "A: current run")
         self.b = ImagePanel("difference", "B: previous run")
-        self.b.view.setXLink(self.a.view)
-        self.b.view.setYLink(self.a.view)
+        link_to(self.b.view, self.a.view)
         self.metrics = QTableWidget(0, 3)
         self.metrics.setHorizontalHeaderLabels(["metric", "A (current)", "B (previous)"])
         rows = self.metrics.verticalHeader()

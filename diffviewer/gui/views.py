@@ -20,6 +20,7 @@ from PyQt6.QtWidgets import (
     QGridLayout,
     QHBoxLayout,
     QLabel,
+    QSizePolicy,
     QSpinBox,
     QStackedWidget,
     QTabWidget,
@@ -34,6 +35,13 @@ pg.setConfigOptions(imageAxisOrder="row-major", antialias=False)
 _CROSSHAIR_PEN = pg.mkPen((255, 255, 0, 160), width=1, style=Qt.PenStyle.DashLine)
 # Colour-bar stops shown in the histogram's gradient (the image itself uses the full LUT).
 _BAR_STOPS = 16
+
+
+def link_to(view: pg.ViewBox, master: pg.ViewBox) -> None:
+    """Make ``view`` share the x and y ranges of ``master`` (it mirrors, master keeps aspect)."""
+    view.setAspectLocked(False)
+    view.setXLink(master)
+    view.setYLink(master)
 
 
 class ImagePanel(QWidget):
@@ -71,6 +79,7 @@ class ImagePanel(QWidget):
         self.canvas.ci.setContentsMargins(0, 0, 0, 0)
         self.view = self.canvas.addViewBox(row=0, col=0, lockAspect=True, enableMenu=False)
         self.view.setDefaultPadding(0.0)
+        self.view.disableAutoRange()  # ranges are set explicitly (and shared through links)
         self.image = pg.ImageItem(axisOrder="row-major")
         self.image.setAutoDownsample(True)
         self.view.addItem(self.image)
@@ -79,6 +88,7 @@ class ImagePanel(QWidget):
         self.view.addItem(self.mask_item)
         self.hist = pg.HistogramLUTItem(image=self.image)
         self.hist.gradient.showTicks(False)
+        self.hist.vb.setMaximumWidth(60)
         self.canvas.addItem(self.hist, row=0, col=1)
         self.hist.sigLevelChangeFinished.connect(self._on_handles_moved)
         self.vline = pg.InfiniteLine(angle=90, movable=False, pen=_CROSSHAIR_PEN)
@@ -111,6 +121,12 @@ class ImagePanel(QWidget):
             box.currentTextChanged.connect(self._on_controls)
         self.symmetric_box.toggled.connect(self._on_controls)
 
+        # Let the panel shrink: the title elides and the boxes show 4 characters at least.
+        self.title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.title.setMinimumWidth(80)
+        for box in (self.levels_box, self.stretch_box, self.cmap_box):
+            box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            box.setMinimumContentsLength(4)
         bar = QHBoxLayout()
         bar.setContentsMargins(2, 0, 2, 0)
         bar.addWidget(self.title, 1)
@@ -286,11 +302,16 @@ class ImageArea(QWidget):
             self.panels[name] = ImagePanel(name, title)
         self.blink = ImagePanel("blink", "Blink")
         self.blink.levels_box.setEnabled(False)
-        master = next(iter(self.panels.values())).view
-        for panel in [*self.panels.values(), self.blink]:
+        # pyqtgraph links run both ways; if every linked view also locked its aspect, each
+        # would widen the shared range to fit its own shape, back and forth. So only the
+        # master keeps square pixels and the others (equal grid cells or tabs) mirror its
+        # range. The blink panel, shaped differently, is synchronised on entering and
+        # leaving blink mode instead.
+        master = self.master
+        for panel in self.panels.values():
             if panel.view is not master:
-                panel.view.setXLink(master)
-                panel.view.setYLink(master)
+                link_to(panel.view, master)
+        for panel in [*self.panels.values(), self.blink]:
             panel.hovered.connect(self._on_hover)
         self._visible: list[str] = list(self.panels)
         self.grid_page = QWidget()
@@ -346,6 +367,8 @@ class ImageArea(QWidget):
         self._place()
 
     def _place(self) -> None:
+        if self.stack.currentIndex() == 2 and self.mode != "blink":
+            self.master.setRange(rect=self.blink.view.viewRect(), padding=0)
         for panel in self.panels.values():
             self.grid.removeWidget(panel)
             panel.setParent(None)
@@ -357,6 +380,8 @@ class ImageArea(QWidget):
                                  .replace("<b>", "").replace("</b>", ""))
             self.stack.setCurrentWidget(self.tabs)
         elif self.mode == "blink":
+            if self.stack.currentIndex() != 2:
+                self.blink.view.setRange(rect=self.master.viewRect(), padding=0)
             self.stack.setCurrentIndex(2)
             self._show_blink_frame()
         else:
@@ -367,10 +392,15 @@ class ImageArea(QWidget):
             self.stack.setCurrentWidget(self.grid_page)
         self._sync_links()
 
+    @property
+    def master(self) -> pg.ViewBox:
+        """The view whose range every panel shares."""
+        return next(iter(self.panels.values())).view
+
     def _sync_links(self) -> None:
         """Bring every panel to the master's range (hidden panels miss link updates)."""
-        master = next(iter(self.panels.values())).view
-        for panel in [*self.panels.values(), self.blink]:
+        master = self.master
+        for panel in self.panels.values():
             if panel.view is not master:
                 panel.view.linkedViewChanged(master, pg.ViewBox.XAxis)
                 panel.view.linkedViewChanged(master, pg.ViewBox.YAxis)
@@ -419,6 +449,8 @@ class ImageArea(QWidget):
     def centre_on(self, x: float, y: float, half_width: float | None = None) -> None:
         """Centre every panel on pixel (x, y) (they are linked: one call moves all)."""
         next(iter(self.panels.values())).centre_on(x, y, half_width)
+        if self.mode == "blink":
+            self.blink.centre_on(x, y, half_width)
         for panel in [*self.panels.values(), self.blink]:
             panel.set_crosshair(x, y)
 

@@ -10,8 +10,15 @@ import numpy as np
 import pyqtgraph as pg
 from astropy.io import fits
 from astropy.table import Table
-from PyQt6.QtCore import QSettings, Qt
-from PyQt6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
+from PyQt6.QtCore import QSettings, Qt, QTimer
+from PyQt6.QtGui import (
+    QAction,
+    QCloseEvent,
+    QDragEnterEvent,
+    QDropEvent,
+    QKeySequence,
+    QShowEvent,
+)
 from PyQt6.QtWidgets import (
     QCheckBox,
     QDockWidget,
@@ -126,6 +133,7 @@ class MainWindow(QMainWindow):
         centre_layout.addWidget(self.warnings)
         centre_layout.addWidget(self.tabs, 1)
         self.setCentralWidget(centre)
+        self.tabs.currentChanged.connect(self._on_tab)
 
         self.params = ParameterPanel()
         self.params.set_config(config or SubtractionConfig())
@@ -216,7 +224,7 @@ class MainWindow(QMainWindow):
         self.selection_items: dict[str, pg.ScatterPlotItem] = {}
         for name, panel in self.area.panels.items():
             if name in CANDIDATE_VIEWS:
-                item = pg.ScatterPlotItem(pxMode=True, size=16, hoverable=True,
+                item = pg.ScatterPlotItem(pxMode=True, size=13, hoverable=True,
                                           tip=self._candidate_tip)
                 item.setZValue(10)
                 item.sigClicked.connect(self._on_candidate_clicked)
@@ -585,7 +593,7 @@ class MainWindow(QMainWindow):
         cands = result.kernel.candidates
         status = np.asarray(cands["status"]).astype(str) if len(cands) else np.zeros(0, str)
         spots = [{"pos": (float(x), float(y)), "data": i, "symbol": "o", "brush": None,
-                  "pen": pg.mkPen(STATUS_COLOURS.get(s, (200, 200, 200)), width=2)}
+                  "pen": pg.mkPen(STATUS_COLOURS.get(s, (200, 200, 200)), width=1.5)}
                  for i, (x, y, s) in enumerate(zip(np.asarray(cands["x"]), np.asarray(cands["y"]),
                                                    status, strict=True))]
         for item in self.candidate_items.values():
@@ -706,6 +714,12 @@ class MainWindow(QMainWindow):
     def _toggle_extra(self, on: bool) -> None:
         names = list(model.VIEW_TITLES) if on else list(model.MAIN_VIEWS)
         self.area.set_visible_views(names)
+
+    def _on_tab(self, index: int) -> None:
+        """The A/B views open on the area the image views show (they overlap on screen, so
+        pyqtgraph's links would align them by screen position rather than share a range)."""
+        if self.tabs.widget(index) is self.ab_panel and self.area.panels["science"].data is not None:
+            self.ab_panel.a.view.setRange(rect=self.area.master.viewRect(), padding=0)
 
     def _blink_step(self) -> None:
         if self.area.mode != "blink":
@@ -922,14 +936,24 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(geometry)
         else:
             self.resize(1600, 1000)
+        self._default_docks = state is None
         if state is not None:
             self.restoreState(state)
-        else:
-            self.resizeDocks([self.docks["Parameters"], self.docks["Cutouts"]], [330, 330],
-                             Qt.Orientation.Horizontal)
-            self.resizeDocks([self.docks["Parameters"], self.docks["Readout"]], [600, 300],
-                             Qt.Orientation.Vertical)
-            self.resizeDocks([self.docks["Catalog"]], [220], Qt.Orientation.Vertical)
+
+    def showEvent(self, event: QShowEvent | None) -> None:
+        """On the first show without a saved layout, give the docks useful sizes."""
+        super().showEvent(event)
+        if self._default_docks:
+            self._default_docks = False
+            QTimer.singleShot(0, self._size_docks)
+
+    def _size_docks(self) -> None:
+        """Default dock sizes (the first time, before any layout was saved)."""
+        self.resizeDocks([self.docks["Parameters"], self.docks["Cutouts"]], [320, 340],
+                         Qt.Orientation.Horizontal)
+        self.resizeDocks([self.docks["Parameters"], self.docks["Readout"]], [560, 340],
+                         Qt.Orientation.Vertical)
+        self.resizeDocks([self.docks["Catalog"]], [230], Qt.Orientation.Vertical)
 
     def closeEvent(self, event: QCloseEvent | None) -> None:
         self.area.blink_timer.stop()

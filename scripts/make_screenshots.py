@@ -1,0 +1,151 @@
+"""Regenerate ``screenshots/*.png`` from the real application, offscreen, on real data.
+
+Runs the main window on the bundled demo pair and, when ``../shared/data/goto`` is
+present, on the GOTO pair, and saves:
+
+- ``main_window.png`` (demo pair) and ``main_window_goto.png``: the linked views with
+  kernel sources and DIA sources, the catalog, the cutouts and the parameters;
+- ``kernel_diagnostics.png``: the kernel mosaic, kernel-sum and centroid-shift maps,
+  the basis, and one kernel source's stamp panel;
+- ``residual_histograms.png``: the four runDebug residual panels against N(0, 1);
+- ``catalog_cutouts.png``: a selected DIA source in the table and its cutouts;
+- ``ab_comparison.png``: the previous and the current run after changing a parameter.
+
+Usage: ``python scripts/make_screenshots.py [--out screenshots]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+from PyQt6.QtCore import QEventLoop, QSettings, QTimer  # noqa: E402
+from PyQt6.QtWidgets import QApplication  # noqa: E402
+
+from diffviewer.gui.model import Pair  # noqa: E402
+from diffviewer.gui.window import MainWindow  # noqa: E402
+from diffviewer.io import demo_pair  # noqa: E402
+
+GOTO = ROOT.parent / "shared" / "data" / "goto"
+SIZE = (1800, 1060)
+RUN_TIMEOUT_MS = 600_000
+
+
+def wait_for(window: MainWindow, lane: str, start: object) -> None:
+    """Call ``start()`` and spin the event loop until the lane's job has ended."""
+    loop = QEventLoop()
+
+    def done(which: str, *args: object) -> None:
+        if which == lane:
+            loop.quit()
+
+    for signal in (window.jobs.finished, window.jobs.failed, window.jobs.cancelled):
+        signal.connect(done)
+    QTimer.singleShot(RUN_TIMEOUT_MS, loop.quit)
+    QTimer.singleShot(0, start)  # type: ignore[arg-type]
+    loop.exec()
+    for signal in (window.jobs.finished, window.jobs.failed, window.jobs.cancelled):
+        signal.disconnect(done)
+    if window.last_error is not None:
+        raise SystemExit(f"run failed: {window.last_error.message}")
+
+
+def settle(app: QApplication) -> None:
+    """Let pending layout and paint events run."""
+    for _ in range(5):
+        app.processEvents()
+
+
+def new_window(folder: Path) -> MainWindow:
+    """A window with throw-away settings, at the screenshot size."""
+    settings = QSettings(str(folder / "settings.ini"), QSettings.Format.IniFormat)
+    window = MainWindow(settings=settings)
+    window.output_root = folder / "out"
+    window.resize(*SIZE)
+    window.show()
+    return window
+
+
+def brightest_source(window: MainWindow, positive: bool = True) -> int:
+    """Id of the highest-S/N unflagged DIA source of the given sign."""
+    dia = window.outcome.result.diasources  # type: ignore[union-attr]
+    snr = np.asarray(dia["snr"], float) * (1 if positive else -1)
+    snr[np.asarray(dia["flagged"], bool)] = -np.inf
+    return int(dia["id"][int(np.nanargmax(snr))])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(ROOT / "screenshots"), help="output folder")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    assert isinstance(app, QApplication)
+    written: list[Path] = []
+
+    def save(window: MainWindow, name: str) -> None:
+        settle(app)
+        path = out / name
+        window.grab().save(str(path), "PNG")
+        written.append(path)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        sci, tmpl = demo_pair()
+        demo = new_window(Path(tmp))
+        wait_for(demo, "run", lambda: demo.open_pair(Pair(str(sci), str(tmpl), "demo")))
+        demo.select_source(brightest_source(demo))
+        save(demo, "main_window.png")
+        demo.close()
+
+        if (GOTO / "1.fits").is_file():
+            window = new_window(Path(tmp) / "goto")
+            pair = Pair(str(GOTO / "1.fits"), str(GOTO / "2.fits"), "goto")
+        else:
+            window = new_window(Path(tmp) / "demo2")
+            pair = Pair(str(sci), str(tmpl), "demo")
+        wait_for(window, "run", lambda: window.open_pair(pair))
+        if pair.name == "goto":
+            window.select_source(brightest_source(window))
+            window.area.centre_on(*window.area.view_centre(), half_width=250)
+            save(window, "main_window_goto.png")
+        # a kernel source's stamp panel beside the kernel diagnostics
+        cands = window.candidate_items["science"]
+        good = [p for p in cands.points()
+                if window.outcome.result.kernel.candidates["status"][int(p.data())] == "GOOD"]
+        window._on_candidate_clicked(cands, good[:1] or cands.points()[:1])
+        window.tabs.setCurrentWidget(window.kernel_panel)
+        save(window, "kernel_diagnostics.png")
+        window.tabs.setCurrentWidget(window.residual_panel)
+        save(window, "residual_histograms.png")
+        # catalog with cutouts: zoom onto the selected source
+        window.tabs.setCurrentWidget(window.area)
+        source = brightest_source(window, positive=False) if pair.name == "goto" else \
+            brightest_source(window)
+        window.select_source(source)
+        window.area.centre_on(*window.area.view_centre(), half_width=60)
+        window.docks["Cutouts"].raise_()
+        window.docks["Catalog"].raise_()
+        save(window, "catalog_cutouts.png")
+        # A/B: the same pair with a spatially constant kernel
+        window.params.set_value("kernel", "spatial_order", 0)
+        wait_for(window, "run", window.run)
+        window.tabs.setCurrentWidget(window.ab_panel)
+        save(window, "ab_comparison.png")
+        window.close()
+    for path in written:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

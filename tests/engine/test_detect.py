@@ -1,0 +1,156 @@
+"""Detection of both polarities, footprint merging and growing, sky sources, the guard."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from diffviewer.config import DetectionConfig, ScoreConfig
+from diffviewer.engine import zogy
+from diffviewer.engine.detect import detect_sources
+from diffviewer.engine.progress import null_reporter
+from diffviewer.exposure import Exposure, MaskPlane
+from diffviewer.synthetic import FWHM_PER_SIGMA, make_pair, render_gaussians
+
+SIGMA = 10.0
+SHAPE = (256, 256)
+
+
+def difference_with(sources: list[tuple[float, float, float]], seed: int = 0,
+                    fwhm: float = 3.5) -> Exposure:
+    """White-noise difference (sigma 10) holding point sources of signed flux."""
+    rng = np.random.default_rng(seed)
+    src = np.array(sources, dtype=float).reshape(-1, 3)
+    model = render_gaussians(SHAPE, src[:, 0], src[:, 1], src[:, 2],
+                             np.full(len(src), fwhm / FWHM_PER_SIGMA), 12)
+    return Exposure(model + rng.normal(size=SHAPE) * SIGMA, np.full(SHAPE, SIGMA**2),
+                    np.zeros(SHAPE, dtype=np.int32))
+
+
+def test_both_polarities_with_planes_and_no_false_detections() -> None:
+    # S/N of PSF photometry for flux 3000 at FWHM 3.5 px: 3000 * 0.107 / 10 ~ 32.
+    sources = [(60.0, 60.0, 3000.0), (190.0, 70.0, -3000.0), (120.0, 190.0, 2000.0),
+               (200.0, 200.0, -2500.0)]
+    diff = difference_with(sources)
+    det = detect_sources(diff, None, DetectionConfig(detect_on="difference"), null_reporter())
+    assert det.detection_image == "difference"
+    assert len(det.table) == 4, det.table
+    for x, y, flux in sources:
+        row = det.table[np.argmin(np.hypot(det.table["x"] - x, det.table["y"] - y))]
+        assert np.hypot(row["x"] - x, row["y"] - y) <= 1.0
+        assert np.sign(row["peak_value"]) == np.sign(flux)
+        assert bool(row["has_positive"]) == (flux > 0) and bool(row["has_negative"]) == (flux < 0)
+        plane = MaskPlane.DETECTED if flux > 0 else MaskPlane.DETECTED_NEGATIVE
+        other = MaskPlane.DETECTED_NEGATIVE if flux > 0 else MaskPlane.DETECTED
+        assert det.mask[int(y), int(x)] & int(plane)
+        assert not det.mask[int(y), int(x)] & int(other)
+        assert det.segmentation[int(y), int(x)] == row["label"]
+    # Pure white noise, 65k pixels, 5 sigma, 3 connected pixels: fewer than 0.01 chance
+    # detections expected, so none may appear (asserted above by the count of 4).
+    assert not det.mask.flags.writeable and not det.segmentation.flags.writeable
+    assert det.warnings == ()
+
+
+def test_touching_lobes_merge_into_one_footprint() -> None:
+    diff = difference_with([(128.0, 128.0, 4000.0), (131.0, 128.0, -4000.0)])
+    det = detect_sources(diff, None, DetectionConfig(detect_on="difference"), null_reporter())
+    assert len(det.table) == 1
+    row = det.table[0]
+    assert row["has_positive"] and row["has_negative"]
+
+
+def test_grow_and_min_area() -> None:
+    diff = difference_with([(100.0, 100.0, 3000.0)])
+    image = diff.image.copy()
+    image[30, 200] = 50 * SIGMA  # a hot pixel: one pixel above threshold
+    diff = diff.replace(image=image)
+    areas = []
+    for grow in (0, 2, 4):
+        det = detect_sources(diff, None, DetectionConfig(detect_on="difference", grow=grow,
+                                                         min_area=3), null_reporter())
+        assert len(det.table) == 1, "the single hot pixel is below min_area"
+        areas.append(int(det.table["npix"][0]))
+    # Growing a compact footprint of radius r by g adds about 2 pi r g + pi g^2 pixels.
+    assert areas[0] < areas[1] < areas[2]
+    det = detect_sources(diff, None, DetectionConfig(detect_on="difference", min_area=1),
+                         null_reporter())
+    assert len(det.table) == 2
+
+
+def test_detection_on_the_score_and_old_planes_cleared() -> None:
+    pair = make_pair(SHAPE, 40, seed=9, transients=[(80.0, 150.0, 6000.0)])
+    psf = render_gaussians((25, 25), np.array([12.0]), np.array([12.0]), np.array([1.0]),
+                           np.array([4.0 / FWHM_PER_SIGMA]), 12)
+    tpsf = render_gaussians((25, 25), np.array([12.0]), np.array([12.0]), np.array([1.0]),
+                            np.array([2.5 / FWHM_PER_SIGMA]), 12)
+    score = zogy.zogy_score(pair.science, pair.template, psf, tpsf, 1.0, ScoreConfig(),
+                            null_reporter())
+    stale = np.zeros(SHAPE, dtype=np.int32)
+    stale[10:20, 10:20] = int(MaskPlane.DETECTED)
+    diff = pair.science.replace(mask=stale)  # only its mask matters when detecting on the score
+    det = detect_sources(diff, score, DetectionConfig(), null_reporter())
+    assert det.detection_image == "score"
+    assert len(det.table) == 1
+    assert abs(det.table["x"][0] - 80) <= 1 and abs(det.table["y"][0] - 150) <= 1
+    assert not np.any(det.mask[10:20, 10:20] & int(MaskPlane.DETECTED))
+    assert np.all(stale[10:20, 10:20] == int(MaskPlane.DETECTED)), "input mask untouched"
+
+
+def test_masked_pixels_are_not_detected() -> None:
+    diff = difference_with([(100.0, 100.0, 3000.0)])
+    mask = diff.mask.copy()
+    mask[90:110, 90:110] = int(MaskPlane.BAD)
+    det = detect_sources(diff.replace(mask=mask), None, DetectionConfig(detect_on="difference"),
+                         null_reporter())
+    assert len(det.table) == 0
+
+
+def test_sky_sources_are_far_from_footprints_and_masks() -> None:
+    diff = difference_with([(60.0, 60.0, 3000.0), (190.0, 190.0, -3000.0)])
+    mask = diff.mask.copy()
+    mask[:, :40] = int(MaskPlane.NO_DATA)
+    cfg = DetectionConfig(detect_on="difference", sky_sources=20)
+    det = detect_sources(diff.replace(mask=mask), None, cfg, null_reporter())
+    assert len(det.sky_x) == 20
+    again = detect_sources(diff.replace(mask=mask), None, cfg, null_reporter())
+    assert np.array_equal(det.sky_x, again.sky_x), "seeded: the same image gives the same positions"
+    sx, sy = det.sky_x.astype(int), det.sky_y.astype(int)
+    assert np.all(sx >= 40 + 8), "8 px clear of the NO_DATA strip"
+    yy, xx = np.nonzero(det.segmentation)
+    for x, y in zip(sx, sy, strict=True):
+        assert np.min(np.hypot(xx - x, yy - y)) > 8
+    sep = np.hypot(sx[:, None] - sx[None, :], sy[:, None] - sy[None, :])
+    assert np.min(sep[~np.eye(len(sx), dtype=bool)]) >= 16
+    # Asking for more than fits gives a warning, not an error.
+    crowded = detect_sources(diff, None, DetectionConfig(detect_on="difference", sky_sources=2000),
+                             null_reporter())
+    assert len(crowded.sky_x) < 2000
+    assert any("sky" in w for w in crowded.warnings)
+
+
+def test_guard_warns_on_a_bad_subtraction() -> None:
+    # Subtract the template without matching its 2.5 px PSF to the science's 4 px: every
+    # star leaves a ring, and a 10 % flux error on top leaves residual cores.
+    pair = make_pair(SHAPE, 600, seed=6, flux_range=(2e4, 3e5))
+    bad = Exposure(pair.science.image - 0.9 * pair.template.image,
+                   pair.science.variance + pair.template.variance, pair.science.mask)
+    det = detect_sources(bad, None, DetectionConfig(detect_on="difference"), null_reporter())
+    assert det.detected_fraction > 0.05
+    assert any("bad-subtraction guard" in w for w in det.warnings)
+    # The matched difference of the same pair (equal PSFs, same flux) is quiet.
+    good_pair = make_pair(SHAPE, 600, seed=6, flux_range=(2e4, 3e5), tmpl_fwhm=4.0)
+    good = Exposure(good_pair.science.image - good_pair.template.image,
+                    good_pair.science.variance + good_pair.template.variance,
+                    good_pair.science.mask)
+    quiet = detect_sources(good, None, DetectionConfig(detect_on="difference"), null_reporter())
+    assert quiet.detected_fraction < 0.005
+    assert not any("bad-subtraction guard" in w for w in quiet.warnings)
+
+
+def test_noise_model_warning() -> None:
+    # Variance maps four times too small: the difference's noise is 2 sigma, which the
+    # detection reports instead of silently finding thousands of sources at "5 sigma".
+    diff = difference_with([])
+    wrong = diff.replace(variance=diff.variance / 4.0)
+    det = detect_sources(wrong, None, DetectionConfig(detect_on="difference"), null_reporter())
+    assert 1.9 < det.noise_std < 2.1
+    assert any("robust noise" in w for w in det.warnings)

@@ -364,17 +364,16 @@ def select_candidates(
     reject(full, "cell limit")
     keep = alive[rank < config.max_per_cell]
 
-    # Sub-pixel centroids on the science image (3x3 first moments above background).
-    if len(keep):
-        s3, _ = cutouts(science.image, xi[keep], yi[keep], 1)
-        s3 = np.clip(
-            s3.astype(np.float64) - _at(bg_s, shape, xi[keep], yi[keep])[:, None, None], 0, None
-        )
-        tot = np.maximum(s3.sum(axis=(1, 2)), 1e-30)
-        dxs = (s3.sum(axis=1) * np.array([-1.0, 0.0, 1.0])).sum(axis=1) / tot
-        dys = (s3.sum(axis=2) * np.array([-1.0, 0.0, 1.0])).sum(axis=1) / tot
-    else:
-        dxs = dys = np.zeros(0)
+    # Sub-pixel centroids on the science image: the vertex of a parabola through the log of
+    # the peak row and column (exact for a Gaussian), limited to half a pixel.
+    s3, _ = cutouts(science.image, xi[keep], yi[keep], 1)
+    s3 = s3.astype(np.float64) - _at(bg_s, shape, xi[keep], yi[keep])[:, None, None]
+    with np.errstate(all="ignore"):
+        lg = np.log(np.clip(s3, 1e-30, None))
+        dxs = 0.5 * (lg[:, 1, 0] - lg[:, 1, 2]) / (lg[:, 1, 0] - 2 * lg[:, 1, 1] + lg[:, 1, 2])
+        dys = 0.5 * (lg[:, 0, 1] - lg[:, 2, 1]) / (lg[:, 0, 1] - 2 * lg[:, 1, 1] + lg[:, 2, 1])
+    dxs = np.clip(np.nan_to_num(dxs), -0.5, 0.5)
+    dys = np.clip(np.nan_to_num(dys), -0.5, 0.5)
     ids = np.arange(len(keep))
     control = (
         ((ids + 1) % config.control_every == 0)

@@ -1,0 +1,68 @@
+"""PSF estimation: measured from stars, given by the exposure, or the documented default."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from diffviewer.engine import psf
+from diffviewer.exposure import Exposure
+from diffviewer.synthetic import make_pair
+
+
+def test_measured_psf_of_a_synthetic_pair() -> None:
+    pair = make_pair((512, 512), 300, seed=2)
+    bright = np.argsort(-pair.star_flux)[:60]
+    for exposure, fwhm in ((pair.science, 4.0), (pair.template, 2.5)):
+        est = psf.estimate_psf(exposure, pair.star_x[bright], pair.star_y[bright])
+        assert est.source == "measured" and est.n_stars >= 50
+        # Pixel-integrated Gaussians are broader than the Gaussian by the pixel's 1/12 px^2
+        # of variance: FWHM 4.0 -> 4.03, 2.5 -> 2.55. Stacking noise is < 0.5%.
+        expected = psf.FWHM_PER_SIGMA * np.sqrt((fwhm / psf.FWHM_PER_SIGMA) ** 2 + 1 / 12)
+        assert est.fwhm == pytest.approx(expected, rel=0.01)
+        assert est.ellipticity < 0.03
+        img = est.image
+        assert img.shape[0] % 2 == 1 and img.shape[0] == img.shape[1]
+        assert img.sum() == pytest.approx(1.0) and not img.flags.writeable
+        cx, cy, _ = psf.adaptive_moments(img)
+        c = img.shape[0] // 2
+        assert abs(cx - c) < 0.05 and abs(cy - c) < 0.05
+
+
+def test_elliptical_psf_shape() -> None:
+    rng = np.random.default_rng(0)
+    ny = nx = 200
+    yy, xx = np.mgrid[0:ny, 0:nx]
+    image = np.zeros((ny, nx))
+    xs, ys = rng.uniform(20, 180, 12), rng.uniform(20, 180, 12)
+    for x, y in zip(xs, ys, strict=True):
+        image += 1e4 * np.exp(-0.5 * (((xx - x) / 2.0) ** 2 + ((yy - y) / 1.5) ** 2))
+    exposure = Exposure(
+        image + rng.normal(size=(ny, nx)), np.ones((ny, nx)), np.zeros((ny, nx), int)
+    )
+    est = psf.estimate_psf(exposure, xs, ys)
+    # b/a = 1.5/2 -> ellipticity 0.25; equal-area FWHM 2.3548 sqrt(2 * 1.5) = 4.08 px
+    assert est.ellipticity == pytest.approx(0.25, abs=0.02)
+    assert est.fwhm == pytest.approx(psf.FWHM_PER_SIGMA * np.sqrt(3.0), rel=0.02)
+
+
+def test_given_psf_is_used_when_stars_are_too_few() -> None:
+    pair = make_pair((64, 64), 1, seed=1, flux_range=(1.0, 1.0))
+    given = pair.science.replace(psf=psf.gaussian_image(5.0, 15))
+    est = psf.estimate_psf(given, np.array([10.0]), np.array([10.0]))
+    assert est.source == "given" and est.fwhm == pytest.approx(5.0, rel=0.01)
+
+
+def test_default_psf_when_nothing_is_known() -> None:
+    pair = make_pair((64, 64), 1, seed=1, flux_range=(1.0, 1.0))
+    est = psf.estimate_psf(pair.science, np.zeros(0), np.zeros(0))
+    assert est.source == "default" and est.n_stars == 0
+    assert est.fwhm == pytest.approx(psf.DEFAULT_FWHM, rel=0.01)
+
+
+def test_cutouts_flag_and_fill_the_outside() -> None:
+    image = np.arange(25.0).reshape(5, 5)
+    stamps, inside = psf.cutouts(image, np.array([2, 0]), np.array([2, 4]), 1, fill=-1.0)
+    np.testing.assert_array_equal(stamps[0], image[1:4, 1:4])
+    assert inside.tolist() == [True, False]
+    np.testing.assert_array_equal(stamps[1], [[-1, 15, 16], [-1, 20, 21], [-1, -1, -1]])

@@ -1,0 +1,106 @@
+"""runDebug diagnostics: residual panels, stamp views, kernel mosaic and the noise ratio."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from diffviewer.config import CandidatesConfig, KernelConfig
+from diffviewer.engine import candidates, decorrelate, diagnostics, kernel, psf, subtract
+from diffviewer.engine.progress import null_reporter
+from diffviewer.exposure import Exposure, MaskPlane
+from diffviewer.synthetic import SyntheticPair, make_pair
+
+Run = tuple[SyntheticPair, kernel.KernelFit, subtract.SubtractionProducts, Exposure]
+
+
+@pytest.fixture(scope="module")
+def run() -> Run:
+    pair = make_pair((512, 512), 400, seed=31)
+    rep = null_reporter()
+    cands = candidates.select_candidates(pair.science, pair.template, CandidatesConfig(), rep)
+    sci_psf = psf.estimate_psf(pair.science, cands.table["x"], cands.table["y"])
+    tmpl_psf = psf.estimate_psf(pair.template, cands.table["x"], cands.table["y"])
+    fit = kernel.fit_kernel(
+        pair.science, pair.template, cands, sci_psf, tmpl_psf, KernelConfig(spatial_order=0), rep
+    )
+    products = subtract.subtract_images(pair.science, pair.template, fit, rep)
+    final = decorrelate.decorrelate(products, fit, pair.science, pair.template, rep).difference
+    return pair, fit, products, final
+
+
+def test_noise_ratio_measures_the_variance_plane() -> None:
+    rng = np.random.default_rng(0)
+    image = rng.normal(scale=2.0, size=(400, 400))
+    image[100:110, 100:110] += 500.0  # a source: clipped away
+    zeros = np.zeros(image.shape, dtype=np.int32)
+    # 160k pixels: the robust std has a 0.3% standard error.
+    assert diagnostics.noise_ratio(
+        Exposure(image, np.full(image.shape, 4.0), zeros)
+    ) == pytest.approx(1.0, abs=0.01)
+    assert diagnostics.noise_ratio(
+        Exposure(image, np.full(image.shape, 8.0), zeros)
+    ) == pytest.approx(1 / np.sqrt(2), abs=0.01)
+    detected = zeros.copy()
+    detected[200:, :] = int(MaskPlane.DETECTED)
+    image2 = image.copy()
+    image2[200:, :] *= 10  # flagged pixels do not count
+    assert diagnostics.noise_ratio(
+        Exposure(image2, np.full(image.shape, 4.0), detected)
+    ) == pytest.approx(1.0, abs=0.015)
+
+
+def test_residual_panels(run: Run) -> None:
+    pair, fit, products, final = run
+    diag = diagnostics.compute_diagnostics(
+        pair.science, pair.template, fit, products, final, null_reporter()
+    )
+    n_par = fit.solution.basis.shape[0] + 1
+    npix = (2 * fit.fit_half + 1) ** 2
+    # A stamp's own fit absorbs n_par of its npix degrees of freedom.
+    assert diagnostics.robust_std(diag.own_by_difference) == pytest.approx(
+        np.sqrt(1 - n_par / npix), abs=0.03
+    )
+    for values in (
+        diag.spatial_by_difference,
+        diag.control_by_difference,
+        diag.image_by_difference,
+    ):
+        assert values.dtype == np.float32 and values.size > 1000
+        assert diagnostics.robust_std(values) == pytest.approx(1.0, abs=0.04)
+    # The raw difference's per-pixel variance is below the input (white) level.
+    assert diagnostics.robust_std(diag.spatial_by_input) < 0.97 * diagnostics.robust_std(
+        diag.spatial_by_difference
+    )
+    # After decorrelation the difference's variance is the input level again.
+    assert diagnostics.robust_std(diag.image_by_input) == pytest.approx(1.0, abs=0.04)
+    assert diag.noise_ratio == pytest.approx(1.0, abs=0.03)
+    assert diag.noise_ratio_raw == pytest.approx(1.0, abs=0.03)
+
+
+def test_stamp_views_match_the_difference(run: Run) -> None:
+    pair, fit, products, _ = run
+    status = np.asarray(fit.candidates["status"]).astype(str)
+    i = int(np.nonzero(status == "GOOD")[0][0])
+    views = diagnostics.stamp_views(pair.science, pair.template, fit, i)
+    h = fit.fit_half
+    assert views.science.shape == views.difference_spatial.shape == (2 * h + 1, 2 * h + 1)
+    x, y = round(views.x), round(views.y)
+    cut = products.difference.image[y - h : y + h + 1, x - h : x + h + 1]
+    # Constant kernel: the stamp view is the image's difference (float32 rounding only).
+    np.testing.assert_allclose(
+        views.difference_spatial, cut, atol=1e-3 * np.abs(views.science).max()
+    )
+    assert views.kernel_own.sum() == pytest.approx(float(fit.candidates["kernel_sum"][i]), rel=1e-6)
+    assert np.std(views.residual_own[views.usable]) < 1.5
+
+
+def test_kernel_mosaic(run: Run) -> None:
+    _, fit, _, _ = run
+    mosaic = diagnostics.kernel_mosaic(fit.solution, 5)
+    size = fit.solution.size
+    assert mosaic.kernels.shape == (5, 5, size, size) and mosaic.image.shape == (5 * size, 5 * size)
+    np.testing.assert_allclose(
+        mosaic.kernels[2, 2], fit.solution.evaluate(mosaic.x[2], mosaic.y[2])
+    )
+    np.testing.assert_allclose(mosaic.image[2 * size : 3 * size, 4 * size :], mosaic.kernels[2, 4])

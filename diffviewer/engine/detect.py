@@ -20,7 +20,7 @@ from scipy import ndimage
 
 from diffviewer.config import DetectionConfig
 from diffviewer.engine.progress import Reporter
-from diffviewer.engine.zogy import ScoreResult, robust_sigma
+from diffviewer.engine.zogy import ScoreResult, sampled_robust_std
 from diffviewer.exposure import MASK_DTYPE, UNUSABLE, Exposure, MaskPlane
 
 #: Radius (px) of blank sky kept free of footprints and masks around a sky source.
@@ -232,7 +232,7 @@ def detect_sources(difference: Exposure, score: ScoreResult | None, config: Dete
             | np.where(neg_grown, MASK_DTYPE(det_neg), 0)).astype(MASK_DTYPE)
     n_good = int(good.sum())
     fraction = float(np.sum((labels > 0) & good) / n_good) if n_good else 0.0
-    noise = robust_sigma(image[good]) if n_good else float("nan")
+    noise = sampled_robust_std(image[good]) if n_good else float("nan")
 
     notes: list[str] = []
     if fraction > config.max_detected_fraction:

@@ -45,7 +45,8 @@ from scipy.signal import fftconvolve
 from diffviewer.config import MeasurementConfig
 from diffviewer.engine.detect import Detections
 from diffviewer.engine.progress import Reporter
-from diffviewer.engine.zogy import ScoreResult, psf_fwhm, template_planes
+from diffviewer.engine.psf import adaptive_moments, shape_from_covariance
+from diffviewer.engine.zogy import ScoreResult, template_planes
 from diffviewer.errors import ConfigError, InputError
 from diffviewer.exposure import UNUSABLE, Exposure, MaskPlane
 
@@ -174,7 +175,7 @@ class PsfModel:
                              "a positive sum")
         self.image = p / p.sum()
         self.half = (p.shape[0] // 2, p.shape[1] // 2)
-        self.fwhm = psf_fwhm(self.image)
+        self.fwhm = shape_from_covariance(adaptive_moments(self.image)[2])[0]
         hy, hx = self.half
         spline = RectBivariateSpline(np.arange(-hy, hy + 1.0), np.arange(-hx, hx + 1.0), self.image)
         q = OVERSAMPLE

@@ -37,12 +37,10 @@ from scipy import ndimage
 from scipy.interpolate import CubicSpline
 
 from diffviewer.config import ScoreConfig
+from diffviewer.engine.diagnostics import robust_std
 from diffviewer.engine.progress import Reporter
 from diffviewer.errors import InputError
 from diffviewer.exposure import MASK_DTYPE, UNUSABLE, Exposure, MaskPlane
-
-#: MAD to standard deviation for Gaussian noise.
-MAD_TO_SIGMA = 1.4826
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,26 +86,23 @@ class ScoreResult:
                 arr.flags.writeable = False
 
 
-def robust_sigma(values: np.ndarray) -> float:
-    """Standard deviation of Gaussian noise from the median absolute deviation.
+def sampled_robust_std(values: np.ndarray, max_samples: int = 1_000_000) -> float:
+    """Robust (1.4826 MAD) standard deviation of at most ``max_samples`` evenly spaced values.
 
     Parameters
     ----------
     values : numpy.ndarray
-        Samples (any shape; non-finite values are ignored).
+        Samples (any shape).
+    max_samples : int
+        Larger inputs are subsampled regularly (a median of 16 M values costs 0.3 s).
 
     Returns
     -------
     float
-        1.4826 MAD (from at most about a million evenly spaced samples); NaN when
-        no finite value is given.
+        NaN for an empty input.
     """
-    v = np.asarray(values).ravel()
-    v = v[:: max(1, v.size // 1_000_000)].astype(np.float64)
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return float("nan")
-    return float(MAD_TO_SIGMA * np.median(np.abs(v - np.median(v))))
+    flat = np.asarray(values).ravel()
+    return robust_std(flat[:: max(1, flat.size // max_samples)].astype(np.float64))
 
 
 def estimate_background(image: np.ndarray, good: np.ndarray, mesh: int) -> tuple[np.ndarray, float]:
@@ -221,30 +216,6 @@ def _embed(centred: np.ndarray, shape: tuple[int, int],
     cols = (np.arange(kx) - kx // 2) % shape[1]
     out[np.ix_(rows, cols)] = centred
     return out
-
-
-def psf_fwhm(psf: np.ndarray) -> float:
-    """FWHM (px) of a PSF image from its second moments (Gaussian equivalent).
-
-    Parameters
-    ----------
-    psf : numpy.ndarray
-        Small odd PSF image.
-
-    Returns
-    -------
-    float
-        2.3548 sqrt((Ixx + Iyy) / 2) over the positive pixels.
-    """
-    p = np.clip(np.asarray(psf, dtype=np.float64), 0.0, None)
-    total = float(p.sum())
-    if total <= 0.0:
-        raise InputError(f"PSF of shape {p.shape} has no positive pixel; give a valid PSF image")
-    y, x = np.indices(p.shape, dtype=np.float64)
-    xc, yc = float((p * x).sum() / total), float((p * y).sum() / total)
-    ixx = float((p * (x - xc) ** 2).sum() / total)
-    iyy = float((p * (y - yc) ** 2).sum() / total)
-    return float(2.0 * np.sqrt(2.0 * np.log(2.0)) * np.sqrt(0.5 * (ixx + iyy)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -453,7 +424,8 @@ def zogy_score(science: Exposure, template: Exposure, sci_psf: np.ndarray, tmpl_
     reporter.update(1.0)
     return ScoreResult(
         image=s_corr, method="zogy", psf=kern.psf_d, proper_difference=proper,
-        mask=_score_mask(science, template, invalid), noise_std=robust_sigma(s_corr[~invalid]),
+        mask=_score_mask(science, template, invalid),
+        noise_std=sampled_robust_std(s_corr[~invalid]),
         sigma_science=sigma_n, sigma_template=sigma_r,
     )
 
@@ -503,4 +475,4 @@ def al_score(difference: Exposure, psf: np.ndarray, reporter: Reporter) -> Score
                     difference.mask | int(MaskPlane.NO_DATA), difference.mask).astype(MASK_DTYPE)
     reporter.update(1.0)
     return ScoreResult(image=score, method="al", psf=p, proper_difference=None, mask=mask,
-                       noise_std=robust_sigma(score[~invalid]))
+                       noise_std=sampled_robust_std(score[~invalid]))

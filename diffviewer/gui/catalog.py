@@ -188,7 +188,8 @@ class CatalogPanel(QWidget):
         header, rows, selection = (self.view.horizontalHeader(), self.view.verticalHeader(),
                                    self.view.selectionModel())
         assert header is not None and rows is not None and selection is not None
-        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        header.setResizeContentsPrecision(50)  # size columns from 50 rows, not every row
         rows.setVisible(False)
         selection.selectionChanged.connect(self._on_selection)
         self.selection = selection
@@ -223,6 +224,7 @@ class CatalogPanel(QWidget):
     def set_table(self, table: Table) -> None:
         """Show a catalog."""
         self.model.set_table(table)
+        self.view.resizeColumnsToContents()
         self._update_count()
 
     def select_source(self, source_id: int) -> None:

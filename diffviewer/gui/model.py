@@ -126,6 +126,8 @@ class RunOutcome:
         Default display levels of every view.
     elapsed : float
         Seconds from start of the job to the result (s).
+    stages : dict of str to float
+        Seconds spent reading the pair, in the engine and preparing the display.
     """
 
     pair: Pair
@@ -133,6 +135,7 @@ class RunOutcome:
     images: Mapping[str, np.ndarray]
     levels: Mapping[str, tuple[float, float]]
     elapsed: float
+    stages: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
 
 def view_arrays(result: Any) -> dict[str, np.ndarray]:
@@ -206,15 +209,19 @@ def run_job(pair: Pair, config: SubtractionConfig, runner: Runner | None = None
         t0 = time.perf_counter()
         progress("read", 0.0)
         sci, tmpl = pair.load()
+        t1 = time.perf_counter()
         if runner is None:
             from diffviewer.engine.pipeline import run_subtraction
 
             result = run_subtraction(sci, tmpl, config, progress=progress, cancel=token)
         else:
             result = runner(sci, tmpl, config, progress=progress, cancel=token)
+        t2 = time.perf_counter()
         progress("display", 1.0)
         images, levels = prepare_display(result)
-        return RunOutcome(pair, result, images, levels, time.perf_counter() - t0)
+        t3 = time.perf_counter()
+        stages = {"read": t1 - t0, "engine": t2 - t1, "display": t3 - t2}
+        return RunOutcome(pair, result, images, levels, t3 - t0, stages)
 
     return job
 

@@ -718,7 +718,8 @@ class MainWindow(QMainWindow):
     def _on_tab(self, index: int) -> None:
         """The A/B views open on the area the image views show (they overlap on screen, so
         pyqtgraph's links would align them by screen position rather than share a range)."""
-        if self.tabs.widget(index) is self.ab_panel and self.area.panels["science"].data is not None:
+        shown = self.area.panels["science"].data is not None
+        if self.tabs.widget(index) is self.ab_panel and shown:
             self.ab_panel.a.view.setRange(rect=self.area.master.viewRect(), padding=0)
 
     def _blink_step(self) -> None:

@@ -1,0 +1,168 @@
+"""GUI benchmark: Run-to-difference-on-screen on the GOTO pair, pan frame time on 4096^2 views.
+
+Prints a table:
+
+- ``run -> difference on screen``: from triggering Run on ``../shared/data/goto/1.fits``,
+  ``2.fits`` (1850 x 1850) to the difference panel painted with the new array, with the
+  engine's own time and the GUI's share (reading, display preparation, drawing);
+- ``cancel -> thread ended``: from Cancel during the GOTO run to the worker thread's end
+  (the window itself is idle at once);
+- ``pan frame``: time to move the shared range and repaint every visible panel, with five
+  linked 4096 x 4096 float32 views in the grid (and one view alone), zoomed out to the
+  whole image and zoomed in to 1:1 (target: under 30 ms).
+
+Runs offscreen (``QT_QPA_PLATFORM=offscreen``): the figures are the raster paint engine's,
+without a compositor or a GPU. Usage: ``python benchmarks/bench_gui.py [--repeat N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+from PyQt6.QtCore import QEventLoop, QSettings, QTimer  # noqa: E402
+from PyQt6.QtWidgets import QApplication  # noqa: E402
+
+from diffviewer import display  # noqa: E402
+from diffviewer.gui.model import Pair  # noqa: E402
+from diffviewer.gui.window import MainWindow  # noqa: E402
+
+GOTO = ROOT.parent / "shared" / "data" / "goto"
+SIZE = (1800, 1060)
+
+
+def new_window(folder: Path) -> MainWindow:
+    settings = QSettings(str(folder / "settings.ini"), QSettings.Format.IniFormat)
+    window = MainWindow(settings=settings)
+    window.output_root = folder / "out"
+    window.resize(*SIZE)
+    window.show()
+    return window
+
+
+def spin_until(app: QApplication, condition, timeout_s: float = 600.0) -> None:
+    """Process events until ``condition()`` holds (no sleeping: the loop blocks on events)."""
+    deadline = time.perf_counter() + timeout_s
+    loop = QEventLoop()
+    timer = QTimer()
+    timer.setInterval(1)
+    timer.timeout.connect(lambda: loop.quit() if condition() or time.perf_counter() > deadline
+                          else None)
+    timer.start()
+    loop.exec()
+    timer.stop()
+
+
+def bench_run(app: QApplication, folder: Path, repeat: int) -> list[tuple[str, str]]:
+    """Run -> difference on screen, and cancel latency, on the GOTO pair."""
+    if not (GOTO / "1.fits").is_file():
+        return [("run -> difference on screen", f"skipped: {GOTO} absent")]
+    window = new_window(folder)
+    window.open_pair(Pair(str(GOTO / "1.fits"), str(GOTO / "2.fits"), "goto"), run=False)
+    panel = window.area.panels["difference"]
+    totals: list[float] = []
+    stages: dict[str, list[float]] = {"read": [], "engine": [], "display": [], "gui": []}
+    for _ in range(repeat):
+        before = window.outcome
+        t0 = time.perf_counter()
+        window.run_action.trigger()
+        spin_until(app, lambda b=before: window.outcome is not b or window.last_error is not None)
+        if window.last_error is not None:
+            raise SystemExit(window.last_error.message)
+        panel.canvas.viewport().repaint()  # the new difference painted
+        totals.append(time.perf_counter() - t0)
+        for key, value in window.outcome.stages.items():
+            stages[key].append(value)
+        stages["gui"].append(totals[-1] - window.outcome.elapsed)
+    rows = [("run -> difference on screen (GOTO 1850^2)",
+             f"median {statistics.median(totals):.2f} s over {repeat} (min {min(totals):.2f} s)")]
+    labels = {"read": "reading the pair (io.read_exposure)", "engine": "engine (run_subtraction)",
+              "display": "display arrays + levels (worker)",
+              "gui": "GUI thread: views, overlays, panels, queue"}
+    rows += [(f"  of which {labels[k]}", f"median {statistics.median(v):.2f} s")
+             for k, v in stages.items()]
+    # cancel during the longest step (measurement): time until the worker thread has ended
+    window.run_action.trigger()
+    spin_until(app, lambda: window.step_label.text() == "measure")
+    step = window.step_label.text()
+    t0 = time.perf_counter()
+    window.cancel()
+    idle = time.perf_counter() - t0
+    spin_until(app, lambda: window.jobs.active_threads() == 0)
+    ended = time.perf_counter() - t0
+    rows.append((f"cancel during '{step}' -> window idle", f"{idle * 1e3:.1f} ms"))
+    rows.append((f"cancel during '{step}' -> engine thread ended", f"{ended * 1e3:.0f} ms"))
+    window.close()
+    return rows
+
+
+def _frames(app: QApplication, window: MainWindow, names: list[str], half: float,
+            n: int = 40) -> list[float]:
+    """Pan the shared view ``n`` times by 2% of its width and repaint every visible panel."""
+    master = window.area.panels["science"]
+    master.centre_on(2048.0, 2048.0, half)
+    app.processEvents()
+    for name in names:  # first paint renders the images into QImages (not a pan cost)
+        window.area.panels[name].canvas.viewport().repaint()
+    times = []
+    for i in range(n):
+        x = 2048.0 + (i % 20 - 10) * 0.02 * 2 * half
+        t0 = time.perf_counter()
+        master.centre_on(x, 2048.0)
+        for name in names:
+            window.area.panels[name].canvas.viewport().repaint()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def bench_pan(app: QApplication, folder: Path) -> list[tuple[str, str]]:
+    """Pan frame time with 4096 x 4096 views."""
+    window = new_window(folder)
+    rng = np.random.default_rng(0)
+    image = rng.normal(0.0, 1.0, (4096, 4096)).astype(np.float32)
+    levels = display.compute_levels(image, display.DisplaySettings())
+    for name in ("science", "template", "matched", "difference", "score"):
+        window.area.panels[name].set_image(image, levels)
+    app.processEvents()
+    rows = []
+    for layout, names in (("grid, 5 linked views", list(window.area.visible_views())),
+                          ("tabs, 1 view", ["science"])):
+        window.area.set_mode("grid" if layout.startswith("grid") else "tabs")
+        app.processEvents()
+        for zoom, half in (("whole image", 2048.0), ("1:1 zoom", 150.0)):
+            t = _frames(app, window, names, half)
+            rows.append((f"pan frame, {layout}, {zoom}",
+                         f"median {statistics.median(t):.1f} ms, p90 "
+                         f"{np.percentile(t, 90):.1f} ms"))
+    window.close()
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=2, help="runs of the GOTO pair")
+    args = parser.parse_args(argv)
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    assert isinstance(app, QApplication)
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = bench_run(app, Path(tmp) / "run", args.repeat) + bench_pan(app, Path(tmp) / "pan")
+    width = max(len(r[0]) for r in rows)
+    print(f"{'measure':<{width}}  result")
+    print(f"{'-' * width}  {'-' * 40}")
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

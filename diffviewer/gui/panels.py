@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pyqtgraph as pg
-from PyQt6.QtCore import QRectF, Qt, pyqtSignal
+from PyQt6.QtCore import QRectF, Qt, QTimer, pyqtSignal
 from PyQt6.QtWidgets import (
     QComboBox,
     QGridLayout,
@@ -301,13 +301,7 @@ RunView = tuple[np.ndarray, tuple[float, float], str, Mapping[str, float]]
 
 
 class ABPanel(QWidget):
-    """Two runs side by side (or blinked): their differences and their metrics.
-
-    Signals
-    -------
-    swap_requested
-        Blink between A and B in the left panel.
-    """
+    """Two runs side by side (or blinked in the left view): their differences and metrics."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -321,7 +315,11 @@ class ABPanel(QWidget):
         rows.setVisible(False)
         self.blink_button = QPushButton("Blink A/B")
         self.blink_button.setCheckable(True)
+        self.blink_button.setToolTip("Alternate A and B in the left view at the blink rate")
         self.blink_button.toggled.connect(self._on_blink)
+        self.blink_timer = QTimer(self)
+        self.blink_timer.setInterval(500)
+        self.blink_timer.timeout.connect(self.swap)
         self.label = QLabel("Re-run with changed parameters to compare with the previous run.")
         self.label.setWordWrap(True)
         self._images: dict[str, tuple[np.ndarray, tuple[float, float]]] = {}
@@ -340,6 +338,8 @@ class ABPanel(QWidget):
 
     def set_runs(self, a: RunView, b: RunView | None) -> None:
         """Show run A (current) and B (previous): difference, levels, label and metrics each."""
+        self.blink_button.setChecked(False)
+        self._showing_b = False
         self._images = {"A": (a[0], a[1])}
         self.a.set_title(f"A: {a[2]}")
         self.a.set_image(a[0], a[1])
@@ -371,10 +371,23 @@ class ABPanel(QWidget):
                 return (a.text() if a else "", b.text() if b else "")
         raise KeyError(key)
 
-    def _on_blink(self, on: bool) -> None:
+    def shown(self) -> str:
+        """Which run the left view shows: ``A`` or ``B``."""
+        return "B" if self._showing_b else "A"
+
+    def swap(self) -> None:
+        """Show the other run in the left view (with A's levels)."""
         if "B" not in self._images:
             return
-        which = "B" if on else "A"
-        image, _ = self._images[which]
-        self.a.set_image(image, self._images["A"][1])
-        self.a.set_title(f"{which}: {'previous' if on else 'current'} run (blinked)")
+        self._showing_b = not self._showing_b
+        which = self.shown()
+        self.a.set_image(self._images[which][0], self._images["A"][1])
+        self.a.set_title(f"{which}: {'previous' if self._showing_b else 'current'} run (blink)")
+
+    def _on_blink(self, on: bool) -> None:
+        if on:
+            self.blink_timer.start()
+        else:
+            self.blink_timer.stop()
+            if self._showing_b:
+                self.swap()

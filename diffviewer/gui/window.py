@@ -106,6 +106,7 @@ class MainWindow(QMainWindow):
         self.kernel_panel.centre_requested.connect(self._centre_and_show)
         self.residual_panel = ResidualPanel()
         self.ab_panel = ABPanel()
+        self.area.blink_rate.valueChanged.connect(self.ab_panel.blink_timer.setInterval)
         self.warnings = QLabel()
         self.warnings.setWordWrap(True)
         self.warnings.setStyleSheet("background: #fff3b0; color: #5a4500; padding: 3px;")
@@ -282,7 +283,7 @@ class MainWindow(QMainWindow):
         self._action(file_menu, "Load config…", self.load_config_dialog)
         self._action(file_menu, "Save verdicts", self.save_verdicts)
         self._action(file_menu, "Export catalog with verdicts…", self.export_catalog_dialog)
-        self._action(file_menu, "Save PNG of the current view…", self.save_png_dialog)
+        self._action(file_menu, "Save PNG of a view or panel…", self.save_png_dialog)
         file_menu.addSeparator()
         self._action(file_menu, "Quit", self.close, QKeySequence.StandardKey.Quit)
 
@@ -911,13 +912,30 @@ class MainWindow(QMainWindow):
         except (OSError, DiffviewerError) as exc:
             self.show_report(ErrorReport("Cannot export the catalog", str(exc), "", True))
 
+    def png_targets(self) -> dict[str, QWidget]:
+        """Widgets that can be saved as PNG, by name."""
+        targets: dict[str, QWidget] = {"whole window": self, "current tab": self.tabs}
+        targets.update({f"view: {model.VIEW_TITLES[n]}": p for n, p in self.area.panels.items()})
+        targets.update({"kernel diagnostics": self.kernel_panel, "residual histograms":
+                        self.residual_panel, "A/B comparison": self.ab_panel})
+        for title, dock in self.docks.items():
+            widget = dock.widget()
+            if widget is not None:
+                targets[f"panel: {title}"] = widget
+        return targets
+
     def save_png_dialog(self) -> None:
-        """Save a PNG of the current tab (images, kernel, residuals, A/B)."""
+        """Ask which view or panel to save, and where."""
+        targets = self.png_targets()
+        name, ok = QInputDialog.getItem(self, "Save PNG", "Save:", list(targets), 1, False)
+        if not ok:
+            return
         folder = str(self.settings.value("last_png_folder", ""))
-        path, _ = QFileDialog.getSaveFileName(self, "Save PNG", str(Path(folder) / "view.png"),
+        stem = name.split(":")[-1].strip().lower().replace(" ", "_")
+        path, _ = QFileDialog.getSaveFileName(self, "Save PNG", str(Path(folder) / f"{stem}.png"),
                                               "PNG (*.png)")
         if path:
-            self.save_png(Path(path))
+            self.save_png(Path(path), targets[name])
 
     def save_png(self, path: Path, widget: QWidget | None = None) -> None:
         """Grab a widget (the current tab when None) into a PNG file."""

@@ -193,3 +193,33 @@ def test_save_all_outputs_writes_the_run_files_and_verdicts(qtbot, demo_window: 
     png = tmp_path / "view.png"
     demo_window.save_png(png)
     assert png.stat().st_size > 1000
+
+
+def test_ab_blink_alternates_the_two_differences(qtbot) -> None:
+    from diffviewer.gui.panels import ABPanel
+
+    panel = ABPanel()
+    qtbot.addWidget(panel)
+    a, b = np.zeros((8, 8), np.float32), np.ones((8, 8), np.float32)
+    panel.set_runs((a, (-1.0, 1.0), "A", {"noise ratio": 1.0}),
+                   (b, (-2.0, 2.0), "B", {"noise ratio": 1.5}))
+    assert panel.metric_cells("noise ratio") == ("1", "1.5")
+    panel.blink_timer.setInterval(10)
+    with qtbot.waitSignal(panel.blink_timer.timeout, timeout=5000):
+        panel.blink_button.setChecked(True)
+    assert panel.shown() == "B" and panel.a.data is b
+    assert panel.a.levels() == (-1.0, 1.0)  # B in A's levels
+    panel.blink_button.setChecked(False)
+    assert panel.shown() == "A" and panel.a.data is a
+
+
+def test_dipole_segments_join_the_lobes_of_dipoles_only() -> None:
+    from astropy.table import Table
+
+    from diffviewer.gui.model import dipole_segments
+
+    cat = Table({"is_dipole": [True, False, True], "pos_x": [1.0, np.nan, 5.0],
+                 "pos_y": [2.0, np.nan, 6.0], "neg_x": [3.0, np.nan, np.nan],
+                 "neg_y": [4.0, np.nan, 8.0]})
+    seg = dipole_segments(cat)  # the third has a missing lobe: no segment
+    np.testing.assert_array_equal(seg, [[1.0, 2.0], [3.0, 4.0]])

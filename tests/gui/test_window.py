@@ -250,3 +250,50 @@ def test_pairs_list_steps_with_next_and_previous(qtbot, window: MainWindow, tmp_
 def test_default_extensions_prefer_sci_and_ref() -> None:
     assert default_extensions(["0", "SCI", "REF", "DIFF"]) == ("SCI", "REF")
     assert default_extensions(["A", "B"]) == ("A", "B")
+
+
+def test_dropping_one_multi_extension_file_opens_its_sci_and_ref(qtbot, window: MainWindow,
+                                                                  tmp_path: Path) -> None:
+    from astropy.io import fits
+
+    pair = make_pair((128, 128), n_stars=60, seed=4)
+    path = tmp_path / "triplet.fits"
+    fits.HDUList([fits.PrimaryHDU(),
+                  fits.ImageHDU(np.asarray(pair.science.image), name="SCI"),
+                  fits.ImageHDU(np.asarray(pair.template.image), name="REF")]).writeto(path)
+    with qtbot.waitSignals([window.jobs.started], timeout=5000):
+        window.open_dropped([str(path)])
+    assert window.pair.science == f"{path}[SCI]" and window.pair.template == f"{path}[REF]"
+    window.cancel()
+    window.open_dropped([str(path)] * 3)
+    assert "dropped 3 files" in window.error_label.text()
+
+
+def test_verdict_keys_are_r_b_u(window: MainWindow) -> None:
+    keys = {a.shortcut().toString(): a.text() for a in window.actions()}
+    assert keys["R"].startswith("Real") and keys["B"].startswith("Bogus")
+    assert keys["U"].startswith("Unsure")
+
+
+def test_launch_opens_the_demo_pair_and_runs_it(qtbot, tmp_path: Path) -> None:
+    from PyQt6.QtCore import QTimer
+    from PyQt6.QtWidgets import QApplication
+
+    from diffviewer.config import SubtractionConfig
+    from diffviewer.gui.app import launch
+
+    QSettings.setPath(QSettings.Format.NativeFormat, QSettings.Scope.UserScope, str(tmp_path))
+    seen: list[MainWindow] = []
+
+    def hook() -> None:  # runs inside launch's event loop, before its first run starts
+        win = next(w for w in QApplication.topLevelWidgets() if isinstance(w, MainWindow))
+        seen.append(win)
+        win.jobs.finished.connect(lambda lane, *a: QApplication.exit(0 if lane == "run" else 1))
+        win.jobs.failed.connect(lambda *a: QApplication.exit(2))
+
+    QTimer.singleShot(0, hook)
+    assert launch(None, None, pairs=None, config=SubtractionConfig()) == 0
+    win = seen[0]
+    assert win.pair.name == "demo" and win.outcome is not None
+    assert len(win.catalog.model.table) == len(win.outcome.result.diasources)
+    win.close()

@@ -27,7 +27,7 @@ from scipy.signal import fftconvolve
 from diffviewer.engine.diagnostics import noise_ratio
 from diffviewer.engine.kernel import KernelFit
 from diffviewer.engine.progress import Reporter
-from diffviewer.engine.subtract import SubtractionProducts, convolve_terms
+from diffviewer.engine.subtract import SubtractionProducts, convolve_terms, read_only
 from diffviewer.exposure import UNUSABLE, Exposure
 
 #: A variance rescale further than this from 1 (in noise ratio) is reported as a warning.
@@ -153,8 +153,8 @@ def decorrelate(
     psf.flags.writeable = False
     phi.flags.writeable = False
     result = diff.replace(
-        image=out,
-        variance=diff.variance * np.float32(factor),
+        image=read_only(out),
+        variance=read_only(diff.variance * np.float32(factor)),
         psf=psf,
         source="difference (decorrelated)",
     )
@@ -163,7 +163,7 @@ def decorrelate(
         ratio = noise_ratio(result)
         if np.isfinite(ratio) and ratio > 0:
             rescale = float(ratio**2)
-            result = result.replace(variance=result.variance * np.float32(rescale))
+            result = result.replace(variance=read_only(result.variance * np.float32(rescale)))
             if abs(ratio - 1.0) > RESCALE_NOTE:
                 notes.append(
                     f"the difference's variance plane was scaled by {rescale:.3g} to match "

@@ -258,16 +258,15 @@ class KernelSolution:
         return b[0] if np.ndim(x) == 0 else b
 
     def background_image(self) -> np.ndarray:
-        """The background over the whole image (float32, separable evaluation)."""
+        """The background over the whole image (float32, as ``Ty @ C @ Tx^T``)."""
         ny, nx = self.shape
-        tx = chebyshev.chebvander(2.0 * np.arange(nx) / max(nx - 1, 1) - 1.0, self.background_order)
-        ty = chebyshev.chebvander(2.0 * np.arange(ny) / max(ny - 1, 1) - 1.0, self.background_order)
-        out = np.zeros((ny, nx), dtype=np.float32)
-        for c, (px, py) in zip(
-            self.bg_coefficients, term_powers(self.background_order), strict=True
-        ):
-            out += (c * ty[:, py, None]).astype(np.float32) * tx[None, :, px].astype(np.float32)
-        return out
+        order = self.background_order
+        tx = chebyshev.chebvander(2.0 * np.arange(nx) / max(nx - 1, 1) - 1.0, order)
+        ty = chebyshev.chebvander(2.0 * np.arange(ny) / max(ny - 1, 1) - 1.0, order)
+        coef = np.zeros((order + 1, order + 1))
+        for c, (px, py) in zip(self.bg_coefficients, term_powers(order), strict=True):
+            coef[py, px] = c
+        return ty.astype(np.float32) @ (coef @ tx.T).astype(np.float32)
 
     def kernel_sum(self, x: np.ndarray | float, y: np.ndarray | float) -> np.ndarray:
         """Kernel sum (photometric scale) at positions."""

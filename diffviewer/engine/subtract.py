@@ -7,9 +7,10 @@ single precision, all cores, sizes from ``next_fast_len``). Pixels beyond the im
 count as zero; those outputs are flagged EDGE.
 
 The variance is convolved with the squared kernel. ``K(x, y)^2`` is not linear in the
-terms, so it is approximated by ``sum_s P_s(x, y) L_s``, the least-squares fit of the
-squared kernel realised on a grid of positions over the image in the same Chebyshev
-terms (exact when the kernel is spatially constant).
+terms, so the variance is convolved once with the squared kernel at the image centre and
+scaled by ``sum(K(x, y)^2) / sum(K_centre^2)``: exact for a spatially constant kernel and,
+for a varying one, wherever the variance is locally flat (the sky); near stars only the
+variation of the kernel's shape, not of its power, is neglected.
 """
 
 from __future__ import annotations
@@ -112,9 +113,9 @@ def convolve_terms(
     ty = chebyshev.chebvander(2.0 * np.arange(ny) / max(ny - 1, 1) - 1.0, order).astype(np.float32)
     out = np.zeros((ny, nx), dtype=np.float32)
     for s, (px, py) in enumerate(term_powers(order)):
-        conv = sfft.irfft2(spec * _kernel_spectrum(kernels[s], fshape), s=fshape, workers=-1)[
-            :ny, :nx
-        ]
+        product = _kernel_spectrum(kernels[s], fshape)
+        product *= spec
+        conv = sfft.irfft2(product, s=fshape, workers=-1, overwrite_x=True)[:ny, :nx]
         if order > 0:
             conv *= ty[:, py, None]
             conv *= tx[None, :, px]
@@ -123,30 +124,47 @@ def convolve_terms(
     return out
 
 
-def squared_kernel_terms(solution: KernelSolution, n_grid: int = 7) -> np.ndarray:
-    """Kernels ``L_s`` with ``sum_s P_s(x, y) L_s ~ K(x, y)^2`` (least squares on a grid).
+def _interp_matrix(n: int, nodes: np.ndarray) -> np.ndarray:
+    """Linear-interpolation weights ``(n, len(nodes))`` from increasing nodes to pixels 0..n-1."""
+    g = len(nodes)
+    w = np.zeros((n, g), dtype=np.float32)
+    if g == 1:
+        w[:, 0] = 1.0
+        return w
+    pos = np.clip(np.interp(np.arange(n), nodes, np.arange(g)), 0, g - 1)
+    lo = np.minimum(np.floor(pos).astype(int), g - 2)
+    frac = (pos - lo).astype(np.float32)
+    w[np.arange(n), lo] = 1.0 - frac
+    w[np.arange(n), lo + 1] = frac
+    return w
 
-    Parameters
-    ----------
-    solution : KernelSolution
-        The spatial kernel.
-    n_grid : int
-        Grid positions per axis.
+
+def squared_sum_ratio(solution: KernelSolution, step: int | None = None) -> np.ndarray:
+    """``sum(K(x, y)^2) / sum(K_c^2)`` over the image (``K_c``: the kernel at the centre).
+
+    ``sum(K^2) = p^T G p`` with ``G = <K_s, K_t>`` is evaluated on a grid of spacing
+    ``step`` (default: 1/32 of the shorter side, 8-64 px) and interpolated bilinearly
+    (it is a smooth polynomial; the interpolation error is below 1e-3).
 
     Returns
     -------
     numpy.ndarray
-        ``(n_terms(spatial_order), size, size)``.
+        float32 map of the image's shape.
     """
-    if solution.spatial_order == 0:
-        return solution.spatial_kernels() ** 2
     ny, nx = solution.shape
-    mx, my = np.meshgrid(np.linspace(0, nx - 1, n_grid), np.linspace(0, ny - 1, n_grid))
-    gx, gy = mx.ravel(), my.ravel()
-    sq = np.array([solution.evaluate(float(a), float(b)) ** 2 for a, b in zip(gx, gy, strict=True)])
-    p = chebyshev_terms(gx, gy, solution.spatial_order, solution.shape)
-    coef, *_ = np.linalg.lstsq(p, sq.reshape(len(gx), -1), rcond=None)
-    return coef.reshape(-1, *sq.shape[1:])
+    if solution.spatial_order == 0:
+        return np.ones((ny, nx), dtype=np.float32)
+    step = step or int(np.clip(min(ny, nx) // 32, 8, 64))
+    k = solution.spatial_kernels().reshape(-1, solution.size**2)
+    gram = k @ k.T
+    ys = np.unique(np.r_[np.arange(0, ny, step), ny - 1]).astype(float)
+    xs = np.unique(np.r_[np.arange(0, nx, step), nx - 1]).astype(float)
+    gx, gy = np.meshgrid(xs, ys)
+    p = chebyshev_terms(gx.ravel(), gy.ravel(), solution.spatial_order, solution.shape)
+    sq = np.einsum("ns,st,nt->n", p, gram, p).reshape(gy.shape)
+    centre = solution.evaluate((nx - 1) / 2.0, (ny - 1) / 2.0)
+    ratio = (sq / np.sum(centre**2)).astype(np.float32)
+    return _interp_matrix(ny, ys) @ (ratio @ _interp_matrix(nx, xs).T)
 
 
 def _filled(exposure: Exposure, array: np.ndarray) -> np.ndarray:
@@ -166,28 +184,39 @@ def convolved_mask(mask: np.ndarray, size: int) -> np.ndarray:
     """
     half = size // 2
     out = mask & ~MASK_DTYPE(int(MaskPlane.DETECTED | MaskPlane.DETECTED_NEGATIVE))
+    present = int(np.bitwise_or.reduce(mask, axis=None)) if mask.size else 0
     for plane in MaskPlane:
         bit = int(plane)
-        if not bit & (_GROWN | int(MaskPlane.NO_DATA)):
+        if not bit & (_GROWN | int(MaskPlane.NO_DATA)) or not bit & present:
             continue
         hit = (mask & bit) != 0
-        if not hit.any():
-            continue
         grown = ndimage.maximum_filter(hit.view(np.uint8), size=size, mode="constant") > 0
         target = int(MaskPlane.EDGE) if plane == MaskPlane.NO_DATA else bit
-        out = out | np.where(grown, MASK_DTYPE(target), MASK_DTYPE(0))
-    edge = np.ones(mask.shape, dtype=bool)
-    edge[half : mask.shape[0] - half, half : mask.shape[1] - half] = False
-    return (out | np.where(edge, MASK_DTYPE(int(MaskPlane.EDGE)), MASK_DTYPE(0))).astype(MASK_DTYPE)
+        np.bitwise_or(out, MASK_DTYPE(target), out=out, where=grown)
+    edge = MASK_DTYPE(int(MaskPlane.EDGE))
+    for view in (
+        out[:half],
+        out[out.shape[0] - half :],
+        out[:, :half],
+        out[:, out.shape[1] - half :],
+    ):
+        view |= edge
+    return out
 
 
 def _template_planes(mask: np.ndarray) -> np.ndarray:
     """A template's mask as seen on the difference: SAT becomes SAT_TEMPLATE."""
-    sat = (mask & int(MaskPlane.SAT)) != 0
     out = mask & ~MASK_DTYPE(int(MaskPlane.SAT | MaskPlane.DETECTED | MaskPlane.DETECTED_NEGATIVE))
-    return (out | np.where(sat, MASK_DTYPE(int(MaskPlane.SAT_TEMPLATE)), MASK_DTYPE(0))).astype(
-        MASK_DTYPE
-    )
+    if int(np.bitwise_or.reduce(mask, axis=None) if mask.size else 0) & int(MaskPlane.SAT):
+        sat = (mask & int(MaskPlane.SAT)) != 0
+        np.bitwise_or(out, MASK_DTYPE(int(MaskPlane.SAT_TEMPLATE)), out=out, where=sat)
+    return out
+
+
+def read_only(array: np.ndarray) -> np.ndarray:
+    """Mark an array this module made as read-only (an Exposure then adopts it without a copy)."""
+    array.flags.writeable = False
+    return array
 
 
 def difference_psf(fit: KernelFit) -> np.ndarray:
@@ -226,30 +255,38 @@ def subtract_images(
     kernels = sol.spatial_kernels()
     matched_image = convolve_terms(_filled(source, source.image), kernels, sol.spatial_order)
     reporter.update(0.45)
-    matched_var = convolve_terms(
-        _filled(source, source.variance), squared_kernel_terms(sol), sol.spatial_order
-    )
+    ny, nx = science.shape
+    centre_sq = sol.evaluate((nx - 1) / 2.0, (ny - 1) / 2.0) ** 2
+    matched_var = convolve_terms(_filled(source, source.variance), centre_sq[None], 0)
+    matched_var *= squared_sum_ratio(sol)
     matched_var = np.clip(matched_var, 0.0, None)
     reporter.update(0.85)
     matched_mask = convolved_mask(source.mask, sol.size)
     matched = source.replace(
-        image=matched_image,
-        variance=matched_var,
-        mask=matched_mask,
+        image=read_only(matched_image),
+        variance=read_only(matched_var),
+        mask=read_only(matched_mask),
         psf=None,
         source=f"{source.source} convolved with the matching kernel",
     )
     background = sol.background_image()
     if fit.convolved == "template":
-        diff = science.image - matched_image - background
-        mask = science.mask | _template_planes(matched_mask)
+        diff = science.image - matched_image
+        mask = _template_planes(matched_mask)
+        mask |= science.mask
     else:
-        diff = matched_image - template.image - background
-        mask = matched_mask | _template_planes(template.mask)
+        diff = matched_image - template.image
+        mask = _template_planes(template.mask)
+        mask |= matched_mask
+    diff -= background
     variance = target.variance + matched_var
     psf = difference_psf(fit)
     difference = science.replace(
-        image=diff, variance=variance, mask=mask.astype(MASK_DTYPE), psf=psf, source="difference"
+        image=read_only(diff),
+        variance=read_only(variance),
+        mask=read_only(mask),
+        psf=psf,
+        source="difference",
     )
     step = max(16, min(science.shape) // 16)
     ksum = sol.kernel_sum_map(step=step)

@@ -167,3 +167,14 @@ def test_masks_are_grown_by_the_kernel_footprint(pair: SyntheticPair) -> None:
     )
     assert ((dmask & int(MaskPlane.NO_DATA)) != 0).sum() == 40 * 40
     assert not (pair.template.mask != 0).any()  # inputs untouched
+
+
+def test_variance_follows_the_varying_kernel_power() -> None:
+    pair = make_pair((512, 512), 500, seed=6, sci_fwhm_gradient=0.4, tmpl_noise_scale=1.0)
+    flat = pair.template.replace(variance=np.full(pair.template.shape, 100.0, dtype=np.float32))
+    fit, products = run(pair.science, flat, spatial_order=2)
+    var = products.matched.variance
+    for x, y in ((60, 60), (256, 256), (450, 120), (450, 450)):
+        k = fit.solution.evaluate(float(x), float(y))
+        # flat variance: K^2 * V = V sum(K^2) exactly; the grid interpolation adds < 0.1%
+        assert var[y, x] == pytest.approx(100.0 * np.sum(k**2), rel=2e-3)

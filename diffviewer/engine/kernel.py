@@ -311,10 +311,12 @@ class KernelFit:
         The spatial model.
     candidates : astropy.table.Table
         The candidate table plus ``status`` (GOOD/BAD/CONTROL), ``reason`` (why BAD),
-        ``chi2`` (per degree of freedom), ``kernel_sum``, ``resid_mean``, ``resid_std``
-        (of the residual normalised by sqrt(var_target + K^2 * var_source), over the fit
-        region, with the stamp's own kernel; for CONTROL stars with the spatial model),
-        and ``spatial_resid_mean``, ``spatial_resid_std`` (with the spatial model).
+        ``chi2`` (per degree of freedom), ``kernel_sum`` (of the kernel as fitted: the
+        science/template flux ratio, or its inverse when the science is convolved) and its
+        formal error ``kernel_sum_err``, ``resid_mean``, ``resid_std`` (of the residual
+        normalised by sqrt(var_target + K^2 * var_source), over the fit region, with the
+        stamp's own kernel; for CONTROL stars with the spatial model), and
+        ``spatial_resid_mean``, ``spatial_resid_std`` (with the spatial model).
     convolved : str
         'template' (science ~ K * template + background) or 'science'
         (K * science ~ template + background).
@@ -897,6 +899,7 @@ def fit_kernel(
     table["reason"] = reason.astype(str)
     table["chi2"] = chi2
     table["kernel_sum"] = ksum
+    table["kernel_sum_err"] = ksum_err
     table["resid_mean"] = rmean
     table["resid_std"] = rstd
     table["spatial_resid_mean"] = smean

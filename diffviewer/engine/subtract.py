@@ -4,7 +4,9 @@ The kernel at output pixel (x, y) is ``K(x, y) = sum_s P_s(x, y) K_s`` (Chebyshe
 ``P_s``), so the convolved image is exactly ``sum_s P_s(x, y) (K_s * I)(x, y)``: one real
 FFT of the image, reused for every term, and one inverse FFT per term (scipy.fft,
 single precision, all cores, sizes from ``next_fast_len``). Pixels beyond the image edge
-count as zero; those outputs are flagged EDGE.
+(and NO_DATA/BAD pixels) count as the image's median level. Outputs whose kernel
+footprint (the centred square holding 99% of the kernel's absolute weight) leaves the
+image or touches NO_DATA are flagged EDGE; BAD/SAT/CR/... are grown by that footprint.
 
 The variance is convolved with the squared kernel. ``K(x, y)^2`` is not linear in the
 terms, so the variance is convolved once with the squared kernel at the image centre and
@@ -29,6 +31,9 @@ from diffviewer.exposure import MASK_DTYPE, Exposure, MaskPlane
 
 #: Planes of the convolved image's mask that are grown by the kernel footprint.
 _GROWN = int(MaskPlane.BAD | MaskPlane.SAT | MaskPlane.CR | MaskPlane.INTRP | MaskPlane.SUSPECT)
+
+#: Share of the kernel's absolute weight that defines its footprint for mask growth and EDGE.
+FOOTPRINT_FRACTION = 0.99
 
 #: Input pixels replaced by the median before convolving (their values are meaningless).
 _INVALID = int(MaskPlane.NO_DATA | MaskPlane.BAD)
@@ -167,13 +172,30 @@ def squared_sum_ratio(solution: KernelSolution, step: int | None = None) -> np.n
     return _interp_matrix(ny, ys) @ (ratio @ _interp_matrix(nx, xs).T)
 
 
-def _filled(exposure: Exposure, array: np.ndarray) -> np.ndarray:
-    """``array`` with NO_DATA/BAD pixels replaced by the median of the others (float32)."""
+def _centred(exposure: Exposure, array: np.ndarray) -> tuple[np.ndarray, float]:
+    """``array`` minus its median, with NO_DATA/BAD pixels set to that median (0 after).
+
+    Convolving the centred array and adding back ``median * sum(K)`` treats the world
+    beyond the image edge as the median level instead of zero.
+    """
     invalid = (exposure.mask & _INVALID) != 0
-    if not invalid.any():
-        return array
-    fill = np.median(array[~invalid]) if (~invalid).any() else 0.0
-    return np.where(invalid, np.float32(fill), array)
+    valid = array[::4, ::4][~invalid[::4, ::4]]
+    level = float(np.median(valid)) if valid.size else 0.0
+    out = array - np.float32(level)
+    if invalid.any():
+        out[invalid] = 0.0
+    return out, level
+
+
+def footprint_half_width(kernel: np.ndarray, fraction: float = FOOTPRINT_FRACTION) -> int:
+    """Half-width (px) of the smallest centred square holding ``fraction`` of ``sum(|K|)``."""
+    half = kernel.shape[0] // 2
+    weight = np.abs(kernel)
+    total = weight.sum()
+    for h in range(half + 1):
+        if weight[half - h : half + h + 1, half - h : half + h + 1].sum() >= fraction * total:
+            return h
+    return half
 
 
 def convolved_mask(mask: np.ndarray, size: int) -> np.ndarray:
@@ -253,15 +275,19 @@ def subtract_images(
     sol = fit.solution
     source, target = fit.source_target(science, template)
     kernels = sol.spatial_kernels()
-    matched_image = convolve_terms(_filled(source, source.image), kernels, sol.spatial_order)
+    image, level = _centred(source, source.image)
+    matched_image = convolve_terms(image, kernels, sol.spatial_order)
+    matched_image += np.float32(level) * sol.kernel_sum_image()
     reporter.update(0.45)
     ny, nx = science.shape
-    centre_sq = sol.evaluate((nx - 1) / 2.0, (ny - 1) / 2.0) ** 2
-    matched_var = convolve_terms(_filled(source, source.variance), centre_sq[None], 0)
+    centre = sol.evaluate((nx - 1) / 2.0, (ny - 1) / 2.0)
+    var, var_level = _centred(source, source.variance)
+    matched_var = convolve_terms(var, (centre**2)[None], 0)
+    matched_var += np.float32(var_level * np.sum(centre**2))
     matched_var *= squared_sum_ratio(sol)
-    matched_var = np.clip(matched_var, 0.0, None)
+    np.clip(matched_var, 0.0, None, out=matched_var)
     reporter.update(0.85)
-    matched_mask = convolved_mask(source.mask, sol.size)
+    matched_mask = convolved_mask(source.mask, 2 * footprint_half_width(centre) + 1)
     matched = source.replace(
         image=read_only(matched_image),
         variance=read_only(matched_var),

@@ -153,7 +153,8 @@ def test_masks_are_grown_by_the_kernel_footprint(pair: SyntheticPair) -> None:
     )
     template = pair.template.replace(mask=mask)
     fit, products = run(pair.science, template)
-    half = fit.solution.size // 2
+    half = subtract.footprint_half_width(fit.solution.evaluate(256.0, 256.0))
+    assert 0 < half < fit.solution.size // 2
     dmask = products.difference.mask
     bad = (dmask & int(MaskPlane.BAD)) != 0
     assert bad[200 - half : 201 + half, 300 - half : 301 + half].all()
@@ -178,3 +179,15 @@ def test_variance_follows_the_varying_kernel_power() -> None:
         k = fit.solution.evaluate(float(x), float(y))
         # flat variance: K^2 * V = V sum(K^2) exactly; the grid interpolation adds < 0.1%
         assert var[y, x] == pytest.approx(100.0 * np.sum(k**2), rel=2e-3)
+
+
+def test_edges_see_the_median_level_beyond_the_image(pair: SyntheticPair) -> None:
+    lifted = pair.template.replace(image=pair.template.image + np.float32(500.0))
+    fit, products = run(pair.science, lifted, spatial_order=0)
+    matched = products.matched.image
+    # Beyond the edge the template is taken at its median (~500), not 0: the outermost
+    # rows keep the level instead of dropping by up to half of it.
+    assert np.median(matched[0, 50:-50]) == pytest.approx(500.0 * fit.photometric_scale, abs=10.0)
+    assert np.median(matched[:, -1][50:-50]) == pytest.approx(
+        500.0 * fit.photometric_scale, abs=10.0
+    )

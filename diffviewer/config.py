@@ -183,6 +183,10 @@ class CandidatesConfig:
     max_per_cell: int = param(
         3, "Most candidates kept per cell (the brightest first).", minimum=1, maximum=100
     )
+    max_candidates: int = param(
+        1000, "Most candidates in all: beyond it, each cell's brightest are kept first, then "
+        "their second brightest, and so on (0 = no limit).", minimum=0, maximum=100000
+    )
     control_every: int = param(
         5,
         "Every n-th candidate is held out as a control star, never fitted (0 holds out none).",

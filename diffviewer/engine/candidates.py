@@ -7,7 +7,8 @@ Each is measured on both images in a circular aperture of radius 1.5 FWHM, then 
 only if its stamp is inside the image, no pixel of it is saturated (by value or plane)
 on either image, its science S/N lies in the window, no comparably bright neighbour sits
 nearby, its stamp is free of masked pixels on both images, and its cell of the image is
-not yet full (the brightest first; cells are at most a quarter of the image side).
+not yet full (the brightest first; cells are at most a quarter of the image side), up to
+``max_candidates`` in all (each cell's brightest first).
 Every ``control_every``-th survivor (in order of decreasing S/N) is held out as a
 control star.
 """
@@ -359,10 +360,16 @@ def select_candidates(
     sc = cell[order]
     starts = np.r_[0, np.nonzero(np.diff(sc))[0] + 1]
     rank[order] = np.arange(len(alive)) - np.repeat(starts, np.diff(np.r_[starts, len(alive)]))
+    # Over the total limit, keep whole ranks: every cell's brightest, then its second, ...
+    by_rank = np.lexsort((np.arange(len(alive)), rank))
+    allowed = by_rank[rank[by_rank] < config.max_per_cell]
+    if config.max_candidates:
+        allowed = allowed[: config.max_candidates]
     full = np.zeros(len(xi), dtype=bool)
-    full[alive[rank >= config.max_per_cell]] = True
+    full[alive] = True
+    full[alive[allowed]] = False
     reject(full, "cell limit")
-    keep = alive[rank < config.max_per_cell]
+    keep = alive[np.sort(allowed)]
 
     # Sub-pixel centroids on the science image: the vertex of a parabola through the log of
     # the peak row and column (exact for a Gaussian), limited to half a pixel.

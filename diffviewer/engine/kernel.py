@@ -585,6 +585,20 @@ def _residual_stats(
     return (np.sum(r.astype(np.float64) ** 2, axis=1) / dof, r.mean(axis=1), r.std(axis=1))
 
 
+def _inverse(matrices: np.ndarray) -> np.ndarray:
+    """Batched inverse; singular matrices give NaN."""
+    try:
+        return np.asarray(np.linalg.inv(matrices))
+    except np.linalg.LinAlgError:
+        out = np.full(matrices.shape, np.nan)
+        for i, m in enumerate(matrices):
+            try:
+                out[i] = np.linalg.inv(m)
+            except np.linalg.LinAlgError:
+                continue
+        return out
+
+
 def _kernel_sum_outliers(values: np.ndarray, errors: np.ndarray, nsigma: float) -> np.ndarray:
     """Kernel sums further than ``nsigma`` from the clipped mean, in units of their errors.
 
@@ -780,7 +794,7 @@ def fit_kernel(
         chi2[fitted], rmean[fitted], rstd[fitted] = c2, mu, sd
         ksum[fitted] = coef @ sums
         with np.errstate(all="ignore"):
-            cov_sum = np.einsum("k,nkl,l->n", sums, np.linalg.pinv(nrm), sums)
+            cov_sum = np.einsum("k,nkl,l->n", sums, _inverse(nrm), sums)
         ksum_err[fitted] = np.sqrt(np.clip(cov_sum, 0, None))
         bad_fit = fitted[~okf]
         status[bad_fit], reason[bad_fit] = "BAD", "fit failed"

@@ -59,6 +59,15 @@ def test_cells_limit_the_candidates(pair: SyntheticPair) -> None:
         tab["x"]
     ).round().astype(int) // 128
     assert len(tab) <= 16 and len(np.unique(cells)) == len(tab)
+    capped = select_candidates(
+        pair.science, pair.template, CandidatesConfig(max_candidates=6), null_reporter()
+    ).table
+    cells = (np.asarray(capped["y"]).round().astype(int) // 128) * 4 + np.asarray(
+        capped["x"]
+    ).round().astype(int) // 128
+    # the cap keeps each cell's brightest first, so six candidates sit in six cells
+    assert len(capped) == 6 and len(np.unique(cells)) == 6
+    assert np.all(np.diff(np.asarray(capped["snr"])) <= 0)
 
 
 def test_saturated_and_masked_stars_are_rejected(pair: SyntheticPair) -> None:

@@ -354,6 +354,10 @@ class DetectionConfig:
     max_detected_fraction: float = param(
         0.05, "Bad-subtraction guard: warn when detections cover more than this fraction of the image.",
         minimum=0.0, maximum=1.0)
+    threshold_type: str = param(
+        "stdev", "Unit of the threshold: the measured robust noise of the searched image "
+        "(stdev; right where the noise is correlated or the variance is off) or the noise its "
+        "variance predicts (pixel_stdev).", choices=("stdev", "pixel_stdev"))
 
     def __post_init__(self) -> None:
         _validate_fields(self)
@@ -378,6 +382,10 @@ class MeasurementConfig:
                              minimum=0)
     exposure_bits: int = param(32, "Number of high bits of the 64-bit id that hold the exposure id.",
                                minimum=1, maximum=62)
+    calibrate_errors: bool = param(
+        True, "Scale the PSF-flux errors by the scatter of the sky sources' forced fluxes "
+        "(needs detection.sky_sources >= 50), which the per-pixel variance misses for "
+        "correlated noise.")
 
     def __post_init__(self) -> None:
         _validate_fields(self)

@@ -1,13 +1,17 @@
 """Detection of positive and negative DIA sources on the score or the difference.
 
 As the LSST ``DetectAndMeasureTask`` does: threshold both polarities in units of
-the per-pixel noise (the score has unit noise by construction; the difference is
-divided by the square root of its variance), drop footprints smaller than
-``min_area``, grow the rest, set DETECTED / DETECTED_NEGATIVE, and merge positive
-and negative footprints that touch into one source footprint (a dipole's two lobes
-become one source). Optional sky sources are blank positions far from every
-footprint and mask, for calibrating the noise. The bad-subtraction guard reports
-the fraction of good pixels covered by footprints.
+the noise. The score has unit noise by construction and the difference is divided
+by the square root of its variance (LSST's ``pixel_stdev`` threshold type); by
+default (``stdev``, as LSST's threshold type of that name) that image is further
+divided by its measured robust standard deviation, so that "5 sigma" holds where
+the noise is correlated (coadds, warped templates) or the variance maps are off:
+the GOTO pair's S_corr has a robust noise of 0.78, its AL score 1.41. Then drop
+footprints smaller than ``min_area``, grow the rest, set DETECTED /
+DETECTED_NEGATIVE, and merge positive and negative footprints that touch into one
+source footprint (a dipole's two lobes become one source). Optional sky sources
+are blank positions far from every footprint and mask, for calibrating the noise.
+The bad-subtraction guard reports the fraction of good pixels covered by footprints.
 """
 
 from __future__ import annotations
@@ -43,7 +47,8 @@ class Detections:
         int32 label map of the merged, grown footprints (0 = none), read-only.
     table : astropy.table.Table
         One row per footprint: ``label``, ``x``, ``y`` (peak pixel on the detection
-        image, 0-based), ``peak_value`` (signed, sigma), ``has_positive``,
+        image, 0-based), ``peak_value`` (signed, in the sigma of the threshold),
+        ``has_positive``,
         ``has_negative`` (a part above / below the threshold), ``npix`` (footprint
         area, px) and ``bbox_xmin``, ``bbox_xmax``, ``bbox_ymin``, ``bbox_ymax``
         (inclusive, px).
@@ -57,8 +62,8 @@ class Detections:
     detection_image : str
         ``'score'`` or ``'difference'``: where the threshold was applied.
     noise_std : float
-        Robust standard deviation of the detection image over good pixels (1 when
-        the noise model is right).
+        Robust standard deviation of the detection image over good pixels, in units
+        of its predicted noise (1 when the noise model is right).
     warnings : tuple of str
         What the user should know (guard tripped, noise model off, too few sky positions).
     """
@@ -94,7 +99,7 @@ def detection_image(difference: Exposure, score: ScoreResult | None,
     Returns
     -------
     image : numpy.ndarray
-        float32 image in units of its noise (0 where not good).
+        float32 image in units of its predicted noise (0 where not good).
     good : numpy.ndarray
         Boolean map of usable pixels.
     name : str
@@ -216,6 +221,10 @@ def detect_sources(difference: Exposure, score: ScoreResult | None, config: Dete
     Detections
     """
     image, good, name = detection_image(difference, score, config)
+    n_good = int(good.sum())
+    noise = sampled_robust_std(image[good]) if n_good else float("nan")
+    if config.threshold_type == "stdev" and np.isfinite(noise) and noise > 0:
+        image = image / np.float32(noise)
     reporter.update(0.1)
     pos = _threshold(image, good, config.threshold, config.min_area)
     neg = _threshold(-image, good, config.threshold, config.min_area)
@@ -230,10 +239,7 @@ def detect_sources(difference: Exposure, score: ScoreResult | None, config: Dete
     cleared = difference.mask & ~MASK_DTYPE(det | det_neg)
     mask = (cleared | np.where(pos_grown, MASK_DTYPE(det), 0)
             | np.where(neg_grown, MASK_DTYPE(det_neg), 0)).astype(MASK_DTYPE)
-    n_good = int(good.sum())
     fraction = float(np.sum((labels > 0) & good) / n_good) if n_good else 0.0
-    noise = sampled_robust_std(image[good]) if n_good else float("nan")
-
     notes: list[str] = []
     if fraction > config.max_detected_fraction:
         notes.append(f"bad-subtraction guard: detections cover {fraction:.1%} of the good "
@@ -241,9 +247,14 @@ def detect_sources(difference: Exposure, score: ScoreResult | None, config: Dete
                      f"{config.max_detected_fraction:.1%}; check the kernel fit and the residuals")
     lo, hi = NOISE_STD_RANGE
     if np.isfinite(noise) and not lo <= noise <= hi:
-        notes.append(f"the {name} image has a robust noise of {noise:.2f} sigma instead of 1: "
-                     "the variance maps do not describe the noise, so thresholds are off by "
-                     "that factor")
+        if config.threshold_type == "stdev":
+            notes.append(f"the {name} image has a robust noise of {noise:.2f} where its variance "
+                         "predicts 1 (correlated or misestimated noise); the thresholds use the "
+                         "measured noise")
+        else:
+            notes.append(f"the {name} image has a robust noise of {noise:.2f} sigma instead of 1: "
+                         "the variance maps do not describe the noise, so thresholds are off by "
+                         "that factor (detection.threshold_type = 'stdev' uses the measured noise)")
     sky_x, sky_y = np.zeros(0), np.zeros(0)
     if config.sky_sources > 0:
         sky_x, sky_y = _sky_positions((labels > 0) | ~good, config.sky_sources, SKY_SOURCE_RADIUS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from diffviewer.config import DetectionConfig, ScoreConfig
 from diffviewer.engine import zogy
@@ -146,11 +147,22 @@ def test_guard_warns_on_a_bad_subtraction() -> None:
     assert not any("bad-subtraction guard" in w for w in quiet.warnings)
 
 
-def test_noise_model_warning() -> None:
-    # Variance maps four times too small: the difference's noise is 2 sigma, which the
-    # detection reports instead of silently finding thousands of sources at "5 sigma".
-    diff = difference_with([])
-    wrong = diff.replace(variance=diff.variance / 4.0)
-    det = detect_sources(wrong, None, DetectionConfig(detect_on="difference"), null_reporter())
-    assert 1.9 < det.noise_std < 2.1
-    assert any("robust noise" in w for w in det.warnings)
+def test_threshold_in_measured_or_predicted_noise() -> None:
+    # Variance maps nine times too small: the difference's noise is 3 predicted sigma.
+    diff = difference_with([(128.0, 128.0, 6000.0)])
+    wrong = diff.replace(variance=diff.variance / 9.0)
+    measured = detect_sources(wrong, None, DetectionConfig(detect_on="difference"),
+                              null_reporter())
+    assert 2.85 < measured.noise_std < 3.15
+    assert any("robust noise" in w for w in measured.warnings)
+    # In measured sigma (the default) the threshold still means 5 sigma: only the source.
+    assert len(measured.table) == 1
+    assert measured.table["peak_value"][0] == pytest.approx(
+        detect_sources(diff, None, DetectionConfig(detect_on="difference"),
+                       null_reporter()).table["peak_value"][0], rel=0.05)
+    # In predicted sigma it is a 1.7-sigma threshold: hundreds of noise peaks.
+    predicted = detect_sources(wrong, None, DetectionConfig(detect_on="difference",
+                                                            threshold_type="pixel_stdev"),
+                               null_reporter())
+    assert len(predicted.table) > 50
+    assert any("off by that factor" in w for w in predicted.warnings)

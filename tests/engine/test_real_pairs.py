@@ -106,8 +106,10 @@ def test_decam_stacks_against_sfft() -> None:
     template = read_exposure(data_path(root + "Stack-DEC-OBS18.fits"))
     run = run_engine(science, template)
     report("decam stacks", run)
-    assert 0.95 <= noise_ratio(run.products.difference) <= 1.10
-    assert 0.95 <= noise_ratio(run.decorrelated.difference) <= 1.10
+    # The stacks' noise is correlated (raw ratio 1.09, measured): the rescaled variance
+    # must hold in every quadrant.
+    for q in quadrant_ratios(run.decorrelated.difference):
+        assert 0.95 <= q <= 1.10
     assert good_fraction(run.fit) > 0.5
     diff = run.decorrelated.difference
     z = diff.image / np.sqrt(diff.variance)

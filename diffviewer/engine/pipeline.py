@@ -139,7 +139,10 @@ def run_subtraction(
     difference, diff_psf = products.difference, products.psf
     if config.decorrelation.enabled:
         with rep.step("decorrelate", 0.60, 0.68):
-            decorr = decorrelate.decorrelate(products, fit, science, warped.exposure, rep)
+            decorr = decorrelate.decorrelate(
+                products, fit, science, warped.exposure, rep,
+                scale_variance=config.decorrelation.scale_variance,
+            )
             difference, diff_psf = decorr.difference, decorr.psf
     score = None
     with rep.step("score", 0.68, 0.78):
@@ -177,6 +180,7 @@ def run_subtraction(
 
     notes.extend(warped.warnings)
     notes.extend(fit.warnings)
+    notes.extend(decorr.warnings if decorr is not None else ())
     notes.extend(detections.warnings)
     return SubtractionResult(
         config=config,

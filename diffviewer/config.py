@@ -250,6 +250,14 @@ class KernelConfig:
     spatial_order: int = param(
         2, "Order of the polynomial in x, y of each kernel coefficient.", minimum=0, maximum=5
     )
+    kernel_sum_order: int = param(
+        0,
+        "Order of the polynomial in x, y of the kernel sum (the photometric scale, carried by "
+        "the first basis function alone); 0 holds it constant over the image, as ip_diffim "
+        "does for the Alard-Lupton basis. Capped at spatial_order.",
+        minimum=0,
+        maximum=5,
+    )
     background_order: int = param(
         1, "Order of the polynomial in x, y of the differential background.", minimum=0, maximum=5
     )

@@ -155,7 +155,7 @@ def decorrelate(
     result = diff.replace(
         image=read_only(out),
         variance=read_only(diff.variance * np.float32(factor)),
-        psf=psf,
+        psf=None,
         source="difference (decorrelated)",
     )
     rescale, notes = 1.0, []

@@ -17,8 +17,10 @@ background; stamps are rejected by kernel-sum outliers (clipped mean and MAD), r
 mean and standard deviation, or a failed fit, iterated. The spatial model then gives
 every coefficient, and the background, as Chebyshev polynomials in x and y over the
 image (scaled to [-1, 1]), from the sum of the stamps' normal equations (as ip_diffim's
-spatial kernel solution does); stamps whose residual against the spatial model fails the
-same limits are rejected and the spatial model refitted.
+spatial kernel solution does); the first coefficient, which alone carries the kernel sum,
+has its own (default constant) order. Stamps whose residual against the spatial model
+fails the same limits are rejected and the spatial model refitted. Orders are lowered
+until there are :data:`STAMPS_PER_TERM` good stamps per spatial term.
 """
 
 from __future__ import annotations
@@ -45,6 +47,10 @@ if TYPE_CHECKING:  # candidates sizes its stamps with this module's stamp_half_w
 
 #: Most stamps whose basis convolutions are held in memory at once.
 STAMP_CHUNK = 256
+
+#: Good stamps needed per spatial term before an order is used; below it the order is
+#: lowered (with 2 per term, 14 DECam stamps at order 2 left 100-sigma galaxy residuals).
+STAMPS_PER_TERM = 5
 
 #: Fit-region half-width in FWHM of the broader PSF (3.5 sigma: 99.8% of a Gaussian's flux).
 FIT_HALF_FWHM = 1.5
@@ -629,7 +635,9 @@ def _kernel_sum_outliers(values: np.ndarray, errors: np.ndarray, nsigma: float) 
     return np.abs((values - mean) / err) > nsigma * scale
 
 
-def _spatial_solve(normal: np.ndarray, rhs: np.ndarray, p: np.ndarray, q: np.ndarray) -> np.ndarray:
+def _spatial_solve(
+    normal: np.ndarray, rhs: np.ndarray, p: np.ndarray, q: np.ndarray, sum_terms: int
+) -> np.ndarray:
     """Solve the spatial model from the stamps' normal equations.
 
     Parameters
@@ -638,6 +646,9 @@ def _spatial_solve(normal: np.ndarray, rhs: np.ndarray, p: np.ndarray, q: np.nda
         ``(n, nb + 1, nb + 1)`` and ``(n, nb + 1)``; the last parameter is the background.
     p, q : numpy.ndarray
         ``(n, ns)`` kernel and ``(n, nq)`` background spatial terms at the stamps.
+    sum_terms : int
+        Spatial terms of the first coefficient (the kernel sum): the first ``sum_terms``
+        of ``p``; the others are held at zero.
 
     Returns
     -------
@@ -654,12 +665,17 @@ def _spatial_solve(normal: np.ndarray, rhs: np.ndarray, p: np.ndarray, q: np.nda
     vec = np.concatenate(
         [np.einsum("ik,is->ks", rhs[:, :nb], p).ravel(), np.einsum("i,iq->q", rhs[:, nb], q)]
     )
+    free = np.ones(len(vec), dtype=bool)
+    free[sum_terms:ns] = False  # basis 0's higher spatial terms
+    big, vec = big[np.ix_(free, free)], vec[free]
     scale = np.sqrt(np.clip(np.diag(big), 1e-300, None))
     try:
         sol = scipy.linalg.solve(big / scale[:, None] / scale[None, :], vec / scale, assume_a="pos")
     except (np.linalg.LinAlgError, ValueError):
         sol = np.linalg.lstsq(big / scale[:, None] / scale[None, :], vec / scale, rcond=1e-10)[0]
-    return sol / scale
+    out = np.zeros(len(free))
+    out[free] = sol / scale
+    return out
 
 
 def _insufficient(
@@ -818,10 +834,11 @@ def fit_kernel(
     reporter.update(0.7)
 
     order, bg_order = config.spatial_order, config.background_order
+    sum_order = config.kernel_sum_order
     n_good = int(np.sum(status == "GOOD"))
-    while order > 0 and n_good < max(config.min_stamps, 2 * n_terms(order)):
+    while order > 0 and n_good < max(config.min_stamps, STAMPS_PER_TERM * n_terms(order)):
         order -= 1
-    while bg_order > 0 and n_good < max(config.min_stamps, 2 * n_terms(bg_order)):
+    while bg_order > 0 and n_good < max(config.min_stamps, STAMPS_PER_TERM * n_terms(bg_order)):
         bg_order -= 1
     if (order, bg_order) != (
         config.spatial_order,
@@ -871,7 +888,7 @@ def fit_kernel(
             gi = np.nonzero(status == "GOOD")[0]
             p = chebyshev_terms(x[gi], y[gi], order, shape)
             q = chebyshev_terms(x[gi], y[gi], bg_order, shape)
-            sol = _spatial_solve(normal[gi], rhs[gi], p, q)
+            sol = _spatial_solve(normal[gi], rhs[gi], p, q, n_terms(min(sum_order, order)))
             coefs = sol[: nb * n_terms(order)].reshape(nb, n_terms(order))
             bgc = sol[nb * n_terms(order) :]
             usable = np.nonzero(ok)[0]
@@ -890,7 +907,9 @@ def fit_kernel(
             hit_mean = good[np.abs(smean[good]) > config.max_residual_mean]
             hit_std = good[(sstd[good] > config.max_residual_std) & ~np.isin(good, hit_mean)]
             n_hit = len(hit_mean) + len(hit_std)
-            if n_hit == 0 or len(good) - n_hit < max(config.min_stamps, 2 * n_terms(order)):
+            if n_hit == 0 or len(good) - n_hit < max(
+                config.min_stamps, STAMPS_PER_TERM * n_terms(order)
+            ):
                 break
             status[hit_mean], reason[hit_mean] = "BAD", "spatial residual mean"
             status[hit_std], reason[hit_std] = "BAD", "spatial residual std"

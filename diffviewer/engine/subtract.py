@@ -51,7 +51,7 @@ class SubtractionProducts:
     difference : Exposure
         ``science - K * template - background`` (template convolved), or
         ``K * science - template - background`` (science convolved); variance
-        propagated, masks carried.
+        propagated, masks carried (its PSF is :attr:`psf`, not attached to the exposure).
     kernel_sum_map : numpy.ndarray
         Kernel sum on a coarse grid (see ``KernelSolution.kernel_sum_map``, step
         :attr:`kernel_sum_step`).
@@ -311,7 +311,7 @@ def subtract_images(
         image=read_only(diff),
         variance=read_only(variance),
         mask=read_only(mask),
-        psf=psf,
+        psf=None,
         source="difference",
     )
     step = max(16, min(science.shape) // 16)

@@ -76,9 +76,10 @@ def test_difference_noise_is_described_by_its_variance(pair: SyntheticPair) -> N
     # ~120k sky pixels: the robust std is known to 0.3%; 3% is the acceptance band.
     assert np.std(z) == pytest.approx(1.0, abs=0.03)
     assert noise_ratio(products.difference) == pytest.approx(1.0, abs=0.03)
-    # Mean consistent with zero: standard error ~0.003 (slightly correlated noise) plus the
-    # fitted background's error, ~0.005 sigma.
-    assert abs(np.mean(z)) < 0.02
+    # Mean consistent with zero: the pixels' own standard error is ~0.003, but the fitted
+    # background (3 terms from ~40 stamps of 225 px, each constant good to ~3 counts) is
+    # uncertain by ~0.5 counts = 0.016 sigma; 0.05 is 3 of those.
+    assert abs(np.mean(z)) < 0.05
     # Variance in the sky is var_sci + sum(K^2) var_tmpl (constant kernel).
     k = fit.solution.evaluate(256.0, 256.0)
     expected = 1000.0 + np.sum(k**2) * 0.25 * 1000.0

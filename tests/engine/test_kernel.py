@@ -120,7 +120,8 @@ def test_kernel_solution_evaluates_anywhere(pair: SyntheticPair) -> None:
     assert float(sol.kernel_sum(10.0, 700.0)) == pytest.approx(k.sum(), rel=1e-10)
     ksum = sol.kernel_sum_map(step=64)
     assert ksum.shape == (12, 12)
-    np.testing.assert_allclose(ksum, 1.0, atol=0.02)
+    # kernel_sum_order 0 (default): one photometric scale for the whole image
+    assert np.ptp(ksum) < 1e-6 and ksum[0, 0] == pytest.approx(1.0, abs=3e-3)
     bg = sol.background_image()
     assert bg.shape == pair.science.shape
     assert bg[700, 10] == pytest.approx(float(sol.background(10.0, 700.0)), abs=1e-3)

@@ -33,6 +33,11 @@ SKY_SOURCE_RADIUS = 8
 #: Seed of the random placement of sky sources (the same image gives the same positions).
 SKY_SOURCE_SEED = 12345
 
+#: Least number of good pixels for thresholds in measured noise: a smaller image (an
+#: alert cutout) holds too few independent noise samples, and its source inflates their
+#: spread, so the predicted noise is used.
+MIN_PIXELS_FOR_STDEV = 10_000
+
 #: The detection image's robust noise outside this range means the noise model is off.
 NOISE_STD_RANGE = (0.8, 1.25)
 
@@ -105,12 +110,13 @@ def detection_image(difference: Exposure, score: ScoreResult | None,
     name : str
         ``'score'`` or ``'difference'``.
     """
-    diff_bad = ((difference.mask & int(UNUSABLE)) != 0) | ~(difference.variance > 0)
-    diff_bad |= ~np.isfinite(difference.image)
     if config.detect_on == "score" and score is not None:
-        good = ~diff_bad & ((score.mask & int(UNUSABLE)) == 0)
+        # The score's own mask says where it is valid: ZOGY's S_corr is computed from
+        # the inputs and stays valid where the difference's convolution border is EDGE.
+        good = (score.mask & int(UNUSABLE)) == 0
         return np.where(good, score.image, np.float32(0.0)).astype(np.float32), good, "score"
-    good = ~diff_bad
+    good = ((difference.mask & int(UNUSABLE)) == 0) & (difference.variance > 0)
+    good &= np.isfinite(difference.image)
     sigma = np.sqrt(np.where(good, difference.variance, np.float32(1.0)))
     image = np.where(good, difference.image / sigma, np.float32(0.0)).astype(np.float32)
     return image, good, "difference"
@@ -223,7 +229,8 @@ def detect_sources(difference: Exposure, score: ScoreResult | None, config: Dete
     image, good, name = detection_image(difference, score, config)
     n_good = int(good.sum())
     noise = sampled_robust_std(image[good]) if n_good else float("nan")
-    if config.threshold_type == "stdev" and np.isfinite(noise) and noise > 0:
+    measured = config.threshold_type == "stdev" and n_good >= MIN_PIXELS_FOR_STDEV
+    if measured and np.isfinite(noise) and noise > 0:
         image = image / np.float32(noise)
     reporter.update(0.1)
     pos = _threshold(image, good, config.threshold, config.min_area)
@@ -246,8 +253,8 @@ def detect_sources(difference: Exposure, score: ScoreResult | None, config: Dete
                      "pixels, more than detection.max_detected_fraction = "
                      f"{config.max_detected_fraction:.1%}; check the kernel fit and the residuals")
     lo, hi = NOISE_STD_RANGE
-    if np.isfinite(noise) and not lo <= noise <= hi:
-        if config.threshold_type == "stdev":
+    if np.isfinite(noise) and not lo <= noise <= hi and n_good >= MIN_PIXELS_FOR_STDEV:
+        if measured:
             notes.append(f"the {name} image has a robust noise of {noise:.2f} where its variance "
                          "predicts 1 (correlated or misestimated noise); the thresholds use the "
                          "measured noise")
@@ -257,7 +264,8 @@ def detect_sources(difference: Exposure, score: ScoreResult | None, config: Dete
                          "that factor (detection.threshold_type = 'stdev' uses the measured noise)")
     sky_x, sky_y = np.zeros(0), np.zeros(0)
     if config.sky_sources > 0:
-        sky_x, sky_y = _sky_positions((labels > 0) | ~good, config.sky_sources, SKY_SOURCE_RADIUS)
+        avoid = (labels > 0) | ~good | ((difference.mask & int(UNUSABLE)) != 0)
+        sky_x, sky_y = _sky_positions(avoid, config.sky_sources, SKY_SOURCE_RADIUS)
         if sky_x.size < config.sky_sources:
             notes.append(f"only {sky_x.size} of detection.sky_sources = {config.sky_sources} "
                          f"blank-sky positions fit {SKY_SOURCE_RADIUS} px away from footprints "

@@ -431,13 +431,17 @@ def fit_dipole(difference: Cutout, science: Cutout, start_pos: tuple[float, floa
     Returns
     -------
     DipoleFit
-        In cutout pixels.
+        In cutout pixels; NaN and not successful when the difference has fewer usable
+        pixels than parameters.
     """
     ny, nx = difference.data.shape
     sel_d, sel_s = difference.weight > 0, science.weight > 0
     sw_d, sw_s = np.sqrt(difference.weight[sel_d]), np.sqrt(science.weight[sel_s])
     d, s = difference.data[sel_d].astype(np.float64), science.data[sel_s].astype(np.float64)
     n_d = d.size
+    if n_d < 7:
+        nan = float("nan")
+        return DipoleFit(nan, nan, nan, nan, nan, nan, nan, nan, False)
 
     def lobe(cut: Cutout, sel: np.ndarray, xc: float, yc: float, dy: int = 0, dx: int = 0
              ) -> np.ndarray:
@@ -523,7 +527,8 @@ def _columns(n: int, radii: tuple[float, ...]) -> dict[str, np.ndarray]:
         "peak_value": nan.copy(), "score_peak": nan.copy(),
         "xx": nan.copy(), "yy": nan.copy(), "xy": nan.copy(),
         "sci_psf_flux": nan.copy(), "sci_psf_flux_err": nan.copy(),
-        "npix": np.zeros(n, dtype=np.int32), "is_dipole": np.zeros(n, dtype=bool),
+        "npix": np.zeros(n, dtype=np.int32), "has_positive": np.zeros(n, dtype=bool),
+        "has_negative": np.zeros(n, dtype=bool), "is_dipole": np.zeros(n, dtype=bool),
         "pos_flux": nan.copy(), "pos_flux_err": nan.copy(), "neg_flux": nan.copy(),
         "neg_flux_err": nan.copy(), "pos_x": nan.copy(), "pos_y": nan.copy(),
         "neg_x": nan.copy(), "neg_y": nan.copy(),
@@ -619,6 +624,8 @@ def measure_sources(difference: Exposure, science: Exposure, template: Exposure,
         cols["label"][i], cols["sign"][i] = label, sign
         cols["peak_value"][i] = float(table["peak_value"][i])
         cols["npix"][i] = int(table["npix"][i])
+        cols["has_positive"][i] = bool(table["has_positive"][i])
+        cols["has_negative"][i] = bool(table["has_negative"][i])
 
         cx, cy = _peak(filtered, inside, sign)
         if bool(table["has_positive"][i]) and bool(table["has_negative"][i]):

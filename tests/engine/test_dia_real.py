@@ -1,0 +1,212 @@
+"""Score, detection and measurement through the full pipeline on real data.
+
+- GOTO: PSF-shaped sources (the science PSF the engine measured) injected into
+  ``goto/1.fits`` at known positions and fluxes, subtracted against ``2.fits``:
+  recovery by S/N, flux pulls, and spurious detections compared with the same run
+  without injections.
+- ZTF and Rubin alert triplets: the survey's candidate at the cutout centre is
+  detected with the survey's sign, and our difference correlates with the survey's.
+
+The S/N of an injected source is its flux over its honest PSF-flux error on the
+difference: the per-pixel error times the error scale the sky sources measure
+(the GOTO images are coadds with correlated noise: per-pixel variances underestimate
+a PSF fit's error by ~1.4), so the S/N bins are what a perfect detector would see.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from diffviewer.config import SubtractionConfig, from_dict
+from diffviewer.engine.measure import PsfModel, forced_psf_flux
+from diffviewer.engine.zogy import estimate_background
+from diffviewer.errors import InsufficientKernelSources
+from tests.conftest import data_path
+
+try:  # the pipeline needs the kernel engine and the reader of the other engineers
+    from diffviewer.engine.pipeline import SubtractionResult, run_subtraction
+    from diffviewer.io import read_exposure
+except ImportError as exc:  # pragma: no cover - only while the engine is being written
+    pytest.skip(f"the full pipeline is not runnable yet ({exc})", allow_module_level=True)
+
+pytestmark = pytest.mark.slow
+
+#: Sky sources for the error calibration (the scale is known to ~5 %).
+SKY_SOURCES = 200
+
+
+def _diff_psf(result: SubtractionResult) -> np.ndarray:
+    """The PSF of the measured difference (decorrelated when decorrelation ran)."""
+    return result.decorrelation.psf if result.decorrelation is not None else result.subtraction.psf
+
+
+def _clean_positions(result: SubtractionResult, rng: np.random.Generator) -> np.ndarray:
+    """Grid positions (jittered) on blank sky: no detection, no mask, no bright pixel nearby."""
+    sci = result.science
+    ny, nx = sci.shape
+    grid = np.stack(np.meshgrid(np.arange(45.0, nx - 45, 70), np.arange(45.0, ny - 45, 70)), -1)
+    xy = grid.reshape(-1, 2) + rng.uniform(-15, 15, (grid.size // 2, 2))
+    good = sci.good_pixels() & result.difference.good_pixels()
+    background, sigma = estimate_background(sci.image, good, 128)
+    bright = np.abs(sci.image - background) > 5 * sigma
+    seg = result.detections.segmentation
+    keep = []
+    for x, y in xy:
+        box = (slice(int(y) - 9, int(y) + 10), slice(int(x) - 9, int(x) + 10))
+        if good[box].all() and not bright[box].any() and not seg[box].any():
+            keep.append((x, y))
+    return np.array(keep)
+
+
+@pytest.fixture(scope="module")
+def goto_injection() -> dict[str, object]:
+    """One run without and one with ~560 injected sources of S/N 3-30 on blank GOTO sky."""
+    sci = read_exposure(data_path("goto/1.fits"))
+    tmpl = read_exposure(data_path("goto/2.fits"))
+    config = from_dict({"detection": {"sky_sources": SKY_SOURCES}})
+    base = run_subtraction(sci, tmpl, config)
+    rng = np.random.default_rng(2024)
+    xy = _clean_positions(base, rng)
+    assert len(xy) > 300
+
+    # Honest error of a PSF fit at each position on the difference without injections.
+    diff = base.difference
+    weight = np.where(diff.good_pixels(), 1.0 / np.where(diff.variance > 0, diff.variance, 1), 0)
+    diff_model = PsfModel(_diff_psf(base))
+    scale = float(base.diasources.meta["psf_flux_err_scale"])
+    err = np.array([forced_psf_flux(diff.image, weight, diff_model, x, y)[1] for x, y in xy])
+    # Half the sources at S/N 3-10 (about 80 in the 5-7 bin), half at 10-30.
+    snr = np.where(rng.random(len(xy)) < 0.5, rng.uniform(3.0, 10.0, len(xy)),
+                   rng.uniform(10.0, 30.0, len(xy)))
+    flux = snr * err * scale
+
+    # Inject the science PSF the engine measured, shifted to each sub-pixel position.
+    sci_model = PsfModel(base.science_psf.image)
+    image = sci.image.astype(np.float64)
+    for (x, y), f in zip(xy, flux, strict=True):
+        stamp, x0, y0 = sci_model.stamp(x, y)
+        image[y0:y0 + stamp.shape[0], x0:x0 + stamp.shape[1]] += f * stamp
+    result = run_subtraction(sci.replace(image=image), tmpl, config)
+
+    cat = result.diasources[~np.asarray(result.diasources["sky_source"])]
+    dist = np.hypot(np.asarray(cat["x"])[:, None] - xy[None, :, 0],
+                    np.asarray(cat["y"])[:, None] - xy[None, :, 1])
+    nearest = np.argmin(dist, axis=0)
+    found = (dist[nearest, np.arange(len(xy))] < 2.0) & (np.asarray(cat["sign"])[nearest] > 0)
+    rates = {}
+    for lo, hi in ((3, 5), (5, 7), (7, 10), (10, 30)):
+        sel = (snr >= lo) & (snr < hi)
+        rates[(lo, hi)] = (float(found[sel].mean()), int(sel.sum()))
+    spurious = len(cat) - len(set(nearest[found].tolist()))
+    baseline = int(np.sum(~np.asarray(base.diasources["sky_source"])))
+    bright = found & (snr >= 10)
+    rows = nearest[bright]
+    pull = np.asarray(cat["psf_flux"])[rows] - flux[bright]
+    pull /= np.asarray(cat["psf_flux_err"])[rows]
+    print(f"\nGOTO injection: {len(xy)} sources; recovered by S/N: "
+          + ", ".join(f"{lo}-{hi}: {r:.0%} of {n}" for (lo, hi), (r, n) in rates.items())
+          + f"; pulls (S/N >= 10): median {np.median(pull):+.2f}, std {np.std(pull):.2f}; "
+          f"error scale {scale:.2f} (injected run "
+          f"{result.diasources.meta['psf_flux_err_scale']:.2f}); kernel sum "
+          f"{base.kernel.photometric_scale:.3f} -> {result.kernel.photometric_scale:.3f}; "
+          f"detections not matching an injection: {spurious}, without injections: {baseline}")
+    return {"rates": rates, "pull": pull, "spurious": spurious, "baseline": baseline}
+
+
+def test_goto_injections_are_recovered(goto_injection) -> None:
+    rates = goto_injection["rates"]
+    # A 5-sigma threshold on S/N >= 10 sources misses only those on a residual or a mask.
+    assert rates[(10, 30)][0] >= 0.95
+    # At S/N 5-7 the score peak scatters by +-1 about 5-7: about 70 % exceed 5.
+    assert rates[(5, 7)][0] >= 0.5
+    # Injections into blank sky must not multiply the other detections (the count is
+    # printed; a broken kernel or guard would add hundreds).
+    assert goto_injection["spurious"] <= 1.5 * goto_injection["baseline"] + 10
+
+
+@pytest.mark.xfail(strict=True, reason="the kernel fit takes injected sources, absent from the "
+                   "template, as GOOD stamps (87 of 559 in a run): the kernel sum drops by 1-3 % "
+                   "and the difference's background under the sources goes negative, fluxes "
+                   "3-5 % low (a local sky term in the fit gives a flux ratio of 1.00)")
+def test_goto_injected_fluxes_are_unbiased(goto_injection) -> None:
+    pull = goto_injection["pull"]
+    # Pulls of ~280 sources: median known to +-0.07, scatter to +-0.04.
+    assert abs(float(np.median(pull))) < 0.2
+    assert 0.8 <= float(np.std(pull)) <= 1.2
+
+
+def _triplets(survey: str) -> list[dict[str, str]]:
+    folder = data_path(f"{survey}_triplets")
+    with open(Path(folder) / f"{survey}_triplets_meta.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _centre_detection(result: SubtractionResult, sign: int, radius: float = 3.0
+                      ) -> tuple[bool, bool]:
+    """Within ``radius`` of the centre: a source of that sign; a footprint with a part of it."""
+    cat = result.diasources[~np.asarray(result.diasources["sky_source"])]
+    ny, nx = result.science.shape
+    dx, dy = np.asarray(cat["x"]) - (nx - 1) / 2, np.asarray(cat["y"]) - (ny - 1) / 2
+    near = np.hypot(dx, dy) < radius
+    strict = bool(np.any(np.asarray(cat["sign"])[near] == sign))
+    part = np.asarray(cat["has_positive" if sign > 0 else "has_negative"])[near]
+    return strict, strict or bool(np.any(part))
+
+
+def _correlation(ours: np.ndarray, theirs: np.ndarray, good: np.ndarray) -> float:
+    """Pearson correlation over pixels finite and good in both."""
+    ok = good & np.isfinite(theirs) & np.isfinite(ours)
+    if ok.sum() < 10 or ours.shape != theirs.shape:
+        return float("nan")
+    return float(np.corrcoef(ours[ok], theirs[ok])[0, 1])
+
+
+def _run_triplets(survey: str, template_ext: str) -> None:
+    rows = _triplets(survey)
+    strict_hits, hits, corrs = 0, 0, []
+    lines = []
+    for row in rows:
+        path = data_path(f"{survey}_triplets/{row['file']}")
+        if survey == "ztf":
+            sign = 1 if row["isdiffpos"] == "t" else -1
+        else:
+            sign = int(np.sign(float(row["psfFlux"])))
+        sci = read_exposure(f"{path}[SCI]")
+        tmpl = read_exposure(f"{path}[{template_ext}]")
+        result = run_subtraction(sci, tmpl, SubtractionConfig())
+        strict, hit = _centre_detection(result, sign)
+        with fits.open(path) as hdul:
+            theirs = np.asarray(hdul["DIFF"].data, dtype=np.float64)
+        # ZTF's DIFF is reference minus science when isdiffpos is 'f'.
+        theirs = theirs * (sign if survey == "ztf" else 1)
+        corr = _correlation(result.difference.image.astype(np.float64), theirs,
+                            result.difference.good_pixels())
+        strict_hits += strict
+        hits += hit
+        corrs.append(corr)
+        lines.append(f"  {row['file']}: sign {sign:+d}, detected {hit} (as the source's sign "
+                     f"{strict}), correlation {corr:.2f}")
+    print(f"\n{survey}: candidate detected with the survey's sign in {hits} of {len(rows)} "
+          f"({strict_hits} as the source's sign); median correlation with the survey's DIFF "
+          f"{np.nanmedian(corrs):.2f}\n" + "\n".join(lines))
+    assert hits > len(rows) / 2
+
+
+@pytest.mark.xfail(raises=InsufficientKernelSources, strict=True,
+                   reason="ZTF cutouts carry no PSF images and hold < 3 kernel stars: the kernel "
+                   "engine stops with InsufficientKernelSources on 22 of 24")
+def test_ztf_alert_candidates_are_detected_with_their_sign() -> None:
+    _run_triplets("ztf", "REF")
+
+
+@pytest.mark.xfail(strict=True, reason="10 of 24: 19 of the 24 candidates have S/N 5-7 in "
+                   "Rubin's own difference, and on these 30-px cutouts (PSF images of 41-49 px) "
+                   "the decorrelated difference is all EDGE and zero, and S_corr reaches 1-3 "
+                   "where Rubin's S/N is 5-6")
+def test_rubin_alert_candidates_are_detected_with_their_sign() -> None:
+    _run_triplets("rubin", "TMPL")

@@ -6,9 +6,11 @@ above ``detect_threshold`` times the smoothed image's noise over a coarse backgr
 Each is measured on both images in a circular aperture of radius 1.5 FWHM, then kept
 only if its stamp is inside the image, no pixel of it is saturated (by value or plane)
 on either image, its science S/N lies in the window, no comparably bright neighbour sits
-nearby, its stamp is free of masked pixels on both images, and its cell of the image is
-not yet full (the brightest first; cells are at most a quarter of the image side), up to
-``max_candidates`` in all (each cell's brightest first).
+nearby, and its cell of the image is not yet full (the brightest first; cells are at
+most a quarter of the image side), up to ``max_candidates`` in all (each cell's
+brightest first). Only the stars so chosen have their whole stamp checked for masked
+and saturated pixels on both images; one that fails gives its place to the next
+brightest in its cell.
 Every ``control_every``-th survivor (in order of decreasing S/N) is held out as a
 control star.
 """
@@ -246,6 +248,78 @@ def _aperture(stamps: np.ndarray, bgv: np.ndarray, radius: float) -> np.ndarray:
     return (stamps[:, ap].astype(np.float64) - bgv[:, None]).sum(axis=1)
 
 
+def _by_cells(
+    ordered: np.ndarray,
+    xi: np.ndarray,
+    yi: np.ndarray,
+    side: int,
+    width: int,
+    config: CandidatesConfig,
+) -> np.ndarray:
+    """The stars kept by the cells: at most ``max_per_cell`` per cell, the brightest first,
+    and at most ``max_candidates`` in all by whole ranks (every cell's brightest, then its
+    second, ...).
+
+    Parameters
+    ----------
+    ordered : numpy.ndarray
+        Indices of the eligible stars, brightest first.
+    xi, yi : numpy.ndarray
+        Integer positions of all stars.
+    side : int
+        Cell side (px).
+    width : int
+        Image width (px).
+    config : CandidatesConfig
+        ``max_per_cell`` and ``max_candidates``.
+
+    Returns
+    -------
+    numpy.ndarray
+        The kept indices, still brightest first.
+    """
+    n = len(ordered)
+    ncx = int(np.ceil(width / side))
+    cell = (yi[ordered] // side) * ncx + xi[ordered] // side
+    order = np.lexsort((np.arange(n), cell))
+    starts = np.r_[0, np.nonzero(np.diff(cell[order]))[0] + 1] if n else np.zeros(0, int)
+    rank = np.empty(n, dtype=int)
+    rank[order] = np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n]))
+    by_rank = np.lexsort((np.arange(n), rank))
+    allowed = by_rank[rank[by_rank] < config.max_per_cell]
+    if config.max_candidates:
+        allowed = allowed[: config.max_candidates]
+    return ordered[np.sort(allowed)]
+
+
+def _stamp_flags(
+    science: Exposure,
+    template: Exposure,
+    xi: np.ndarray,
+    yi: np.ndarray,
+    half: int,
+    sat_science: float,
+    sat_template: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Whether each stamp holds masked, or saturated, pixels on either image."""
+    masked = np.zeros(len(xi), dtype=bool)
+    saturated = np.zeros(len(xi), dtype=bool)
+    chunk = max(1, int(2e7 // (2 * half + 1) ** 2))
+    for start in range(0, len(xi), chunk):
+        sl = slice(start, start + chunk)
+        bits = (
+            cutouts(science.mask, xi[sl], yi[sl], half)[0]
+            | cutouts(template.mask, xi[sl], yi[sl], half)[0]
+        )
+        masked[sl] = np.any((bits & _MASKED) != 0, axis=(1, 2))
+        saturated[sl] = (
+            np.any((bits & _SATURATED) != 0, axis=(1, 2))
+            | (cutouts(science.image, xi[sl], yi[sl], half)[0].max(axis=(1, 2)) >= sat_science)
+            | (cutouts(template.image, xi[sl], yi[sl], half)[0].max(axis=(1, 2)) >= sat_template)
+        )
+    return masked, saturated
+
+
 def select_candidates(
     science: Exposure, template: Exposure, config: CandidatesConfig, reporter: Reporter
 ) -> CandidateSet:
@@ -329,47 +403,30 @@ def select_candidates(
                 crowded[k] = True
         reject(crowded, "not isolated")
 
-    idx = np.nonzero(reasons == "")[0]
-    chunk = max(1, int(2e7 // (2 * half + 1) ** 2))
-    for start in range(0, len(idx), chunk):
-        sel = idx[start : start + chunk]
-        ms, _ = cutouts(science.mask, xi[sel], yi[sel], half)
-        mt, _ = cutouts(template.mask, xi[sel], yi[sel], half)
-        flag = np.zeros(len(xi), dtype=bool)
-        flag[sel] = np.any(((ms | mt) & _MASKED) != 0, axis=(1, 2))
-        reject(flag, "masked")
-        flag[:] = False
-        big_s, _ = cutouts(science.image, xi[sel], yi[sel], half)
-        big_t, _ = cutouts(template.image, xi[sel], yi[sel], half)
-        flag[sel] = (
-            np.any(((ms | mt) & _SATURATED) != 0, axis=(1, 2))
-            | (big_s.max(axis=(1, 2)) >= sat_s)
-            | (big_t.max(axis=(1, 2)) >= sat_t)
-        )
-        reject(flag, "saturated")
-        reporter.update(0.7 + 0.2 * (start + len(sel)) / max(len(idx), 1))
-
+    # Cells, then the stamp check (masks, saturation) of the stars that would be kept; a
+    # star that fails it frees its place for the next brightest in its cell.
     alive = np.nonzero(reasons == "")[0]
     alive = alive[np.argsort(-snr[alive], kind="stable")]
-    # Cells at most a quarter of the image side, so a small image still has 16 of them.
     side = max(1, min(config.cell_size, min(shape) // 4))
-    ncx = int(np.ceil(shape[1] / side))
-    cell = (yi[alive] // side) * ncx + xi[alive] // side
-    order = np.lexsort((np.arange(len(alive)), cell))
-    rank = np.empty(len(alive), dtype=int)
-    sc = cell[order]
-    starts = np.r_[0, np.nonzero(np.diff(sc))[0] + 1]
-    rank[order] = np.arange(len(alive)) - np.repeat(starts, np.diff(np.r_[starts, len(alive)]))
-    # Over the total limit, keep whole ranks: every cell's brightest, then its second, ...
-    by_rank = np.lexsort((np.arange(len(alive)), rank))
-    allowed = by_rank[rank[by_rank] < config.max_per_cell]
-    if config.max_candidates:
-        allowed = allowed[: config.max_candidates]
+    checked = np.zeros(len(xi), dtype=bool)
+    while True:
+        keep = _by_cells(alive[reasons[alive] == ""], xi, yi, side, shape[1], config)
+        todo = keep[~checked[keep]]
+        if not len(todo):
+            break
+        masked, saturated = _stamp_flags(science, template, xi[todo], yi[todo], half, sat_s, sat_t)
+        checked[todo] = True
+        flag = np.zeros(len(xi), dtype=bool)
+        flag[todo] = masked
+        reject(flag, "masked")
+        flag[:] = False
+        flag[todo] = saturated
+        reject(flag, "saturated")
+        reporter.update(0.9)
     full = np.zeros(len(xi), dtype=bool)
     full[alive] = True
-    full[alive[allowed]] = False
+    full[keep] = False
     reject(full, "cell limit")
-    keep = alive[np.sort(allowed)]
 
     # Sub-pixel centroids on the science image: the vertex of a parabola through the log of
     # the peak row and column (exact for a Gaussian), limited to half a pixel.

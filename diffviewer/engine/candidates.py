@@ -1,7 +1,8 @@
 """Kernel candidates: isolated, unsaturated stars measured on both images (seed: kernel sources).
 
 Stars are found on the science image as local maxima of the image smoothed by a
-Gaussian (a matched filter for a PSF of ~2.4 px FWHM; a mismatch costs little S/N),
+sigma 1 px binomial filter (a matched filter for a PSF of ~2.4 px FWHM; a mismatch costs
+little S/N),
 above ``detect_threshold`` times the smoothed image's noise over a coarse background.
 Each is measured on both images in a circular aperture of radius 1.5 FWHM, then kept
 only if its stamp is inside the image, no pixel of it is saturated (by value or plane)
@@ -40,8 +41,8 @@ REASONS = ("edge", "saturated", "S/N window", "not isolated", "masked", "cell li
 #: Side (px) of the boxes of the coarse background and noise maps.
 BACKGROUND_BOX = 64
 
-#: Width (px) of the Gaussian smoothing before peak finding.
-SMOOTH_SIGMA = 1.0
+#: The separable smoothing before peak finding: binomial weights, a Gaussian of sigma 1 px.
+_BINOMIAL = np.array([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
 
 _MASKED = int(MaskPlane.NO_DATA | MaskPlane.BAD | MaskPlane.EDGE | MaskPlane.CR)
 _SATURATED = int(MaskPlane.SAT | MaskPlane.SAT_TEMPLATE)
@@ -149,6 +150,28 @@ def _at(grid: np.ndarray, shape: tuple[int, int], x: np.ndarray, y: np.ndarray) 
     )
 
 
+def _binomial_smooth(image: np.ndarray) -> np.ndarray:
+    """``image`` filtered by :data:`_BINOMIAL` along both axes (edges repeated), float32.
+
+    Written as sums of shifted slices using the weights' symmetry: several times faster
+    than ``scipy.ndimage`` on large images.
+    """
+    out = np.pad(np.asarray(image, dtype=np.float32), 2, mode="edge")
+    w0, w1, w2 = (np.float32(v) for v in _BINOMIAL[:3])
+    for axis in (0, 1):
+        n = out.shape[axis] - 4
+        shifted = [out[k : k + n] if axis == 0 else out[:, k : k + n] for k in range(5)]
+        acc = shifted[0] + shifted[4]
+        acc *= w0
+        pair = shifted[1] + shifted[3]
+        pair *= w1
+        acc += pair
+        pair = shifted[2] * w2
+        acc += pair
+        out = acc
+    return out
+
+
 def find_peaks(
     exposure: Exposure, threshold: float, reporter: Reporter
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -167,9 +190,9 @@ def find_peaks(
     good = exposure.good_pixels()
     bg, sd = coarse_background(image, good)
     reporter.update(0.2)
-    smooth = ndimage.gaussian_filter(image, SMOOTH_SIGMA, mode="nearest", truncate=3.0)
-    # noise of a Gaussian-smoothed white field: sigma / (2 sqrt(pi) s)
-    noise_factor = 1.0 / (2.0 * np.sqrt(np.pi) * SMOOTH_SIGMA)
+    smooth = _binomial_smooth(image)
+    # noise of the smoothed white field: sigma * sum(w^2) for the separable 2-D filter
+    noise_factor = float(np.sum(_BINOMIAL**2))
     thresh = bg + threshold * noise_factor * sd
     reporter.update(0.35)
     # Pixels above the lowest threshold, then the local threshold, then 5x5 local maxima.

@@ -126,3 +126,15 @@ def test_blank_and_tiny_images_give_an_empty_set() -> None:
     cands = select_candidates(tiny.science, tiny.template, CandidatesConfig(), null_reporter())
     assert len(cands.table) == 0
     assert {"id", "x", "y", "flux_sci", "flux_tmpl", "snr", "control"} <= set(cands.table.colnames)
+
+
+def test_fast_smoothing_equals_the_binomial_filter() -> None:
+    from scipy import ndimage
+
+    from diffviewer.engine.candidates import _BINOMIAL, _binomial_smooth
+
+    image = np.random.default_rng(1).normal(size=(40, 57)).astype(np.float32)
+    ref = ndimage.correlate1d(
+        ndimage.correlate1d(image, _BINOMIAL, 0, mode="nearest"), _BINOMIAL, 1, mode="nearest"
+    )
+    np.testing.assert_allclose(_binomial_smooth(image), ref, atol=1e-6)

@@ -81,10 +81,18 @@ def _fft_shape(shape: tuple[int, int], size: int) -> tuple[int, int]:
 
 def _kernel_spectrum(kernel: np.ndarray, fshape: tuple[int, int]) -> np.ndarray:
     """rfft2 of a centred odd kernel placed with its centre at the origin."""
-    size = kernel.shape[-1]
+    h = kernel.shape[-1] // 2
     pad = np.zeros(fshape, dtype=np.float32)
-    pad[:size, :size] = kernel
-    pad = np.roll(pad, (-(size // 2), -(size // 2)), axis=(0, 1))
+    # the four quadrants wrapped around the origin (a roll of the whole array, without the copy)
+    for rows, krows in (
+        (slice(0, h + 1), slice(h, None)),
+        (slice(fshape[0] - h, None), slice(0, h)),
+    ):
+        for cols, kcols in (
+            (slice(0, h + 1), slice(h, None)),
+            (slice(fshape[1] - h, None), slice(0, h)),
+        ):
+            pad[rows, cols] = kernel[krows, kcols]
     return sfft.rfft2(pad, workers=-1)
 
 

@@ -171,9 +171,23 @@ def _frozen(a: np.ndarray) -> np.ndarray:
     return out
 
 
+def odd_square(image: np.ndarray) -> np.ndarray:
+    """Zero-pad a PSF image to an odd square with the same centre pixel.
+
+    An odd axis is padded equally on both sides; an even axis (no centre pixel) gets one
+    extra zero row or column at its end first, so its centre is taken as ``n // 2``.
+    """
+    img = np.asarray(image, dtype=np.float64)
+    img = np.pad(img, ((0, 1 - img.shape[0] % 2), (0, 1 - img.shape[1] % 2)))
+    side = max(img.shape)
+    py, px = (side - img.shape[0]) // 2, (side - img.shape[1]) // 2
+    return np.pad(img, ((py, py), (px, px)))
+
+
 def _estimate(image: np.ndarray, n_stars: int, source: str) -> PsfEstimate:
-    """Wrap a PSF image (normalised here) with its moments."""
-    img = image / image.sum()
+    """Wrap a PSF image (made an odd square and normalised here) with its moments."""
+    img = odd_square(image)
+    img = img / img.sum()
     _, _, cov = adaptive_moments(img)
     fwhm, ell = shape_from_covariance(cov)
     return PsfEstimate(fwhm, ell, _frozen(img), n_stars, source)

@@ -66,3 +66,13 @@ def test_cutouts_flag_and_fill_the_outside() -> None:
     np.testing.assert_array_equal(stamps[0], image[1:4, 1:4])
     assert inside.tolist() == [True, False]
     np.testing.assert_array_equal(stamps[1], [[-1, 15, 16], [-1, 20, 21], [-1, -1, -1]])
+
+
+def test_given_psf_images_become_odd_squares_with_the_same_centre() -> None:
+    rect = psf.gaussian_image(4.0, 10)[:, 1:-1]  # 21 x 19, centre (9, 10)
+    rect = np.pad(rect, ((0, 0), (3, 3)))[1:-1]  # 19 x 25, centre (9, 12)
+    sq = psf.odd_square(rect)
+    assert sq.shape == (25, 25)
+    cx, cy, _ = psf.adaptive_moments(sq / sq.sum())
+    assert cx == pytest.approx(12.0, abs=1e-6) and cy == pytest.approx(12.0, abs=1e-6)
+    assert psf.odd_square(np.ones((4, 6))).shape == (7, 7)

@@ -128,23 +128,46 @@ def _disk(radius: int) -> np.ndarray:
     return np.asarray(x * x + y * y <= radius * radius + radius)
 
 
-def _grow(core: np.ndarray, radius: int) -> np.ndarray:
-    """Grow a boolean map isotropically by ``radius`` px (unchanged for 0)."""
+def _grow(core: np.ndarray, labels: np.ndarray, radius: int) -> np.ndarray:
+    """Grow a boolean map isotropically by ``radius`` px (unchanged for 0).
+
+    Each connected group (``labels``, from the thresholding) is dilated on its own
+    padded bounding box, so the cost follows the detections, not the image size.
+    """
     if radius <= 0 or not np.any(core):
         return core
-    return ndimage.binary_dilation(core, structure=_disk(radius))
+    disk = _disk(radius)
+    out = core.copy()
+    ny, nx = core.shape
+    for sl in ndimage.find_objects(labels):
+        if sl is None:
+            continue
+        box = (slice(max(sl[0].start - radius, 0), min(sl[0].stop + radius, ny)),
+               slice(max(sl[1].start - radius, 0), min(sl[1].stop + radius, nx)))
+        if core[sl].any():
+            out[box] |= ndimage.binary_dilation(core[box], structure=disk)
+    return out
 
 
-def _threshold(image: np.ndarray, good: np.ndarray, level: float, min_area: int) -> np.ndarray:
-    """Pixels above ``level`` in connected groups (8-connected) of at least ``min_area`` px."""
+def _threshold(image: np.ndarray, good: np.ndarray, level: float, min_area: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels above ``level`` in 8-connected groups of at least ``min_area`` px, and the groups.
+
+    Returns
+    -------
+    kept : numpy.ndarray
+        Boolean map of the kept pixels.
+    labels : numpy.ndarray
+        Labels of every group above ``level`` (kept or not).
+    """
     above = good & (image > level)
     labels, n = ndimage.label(above, structure=np.ones((3, 3), dtype=bool))
     if n == 0:
-        return above
+        return above, labels
     area = np.bincount(labels.ravel(), minlength=n + 1)
     keep = area >= min_area
     keep[0] = False
-    return keep[labels]
+    return keep[labels], labels
 
 
 def _sky_positions(avoid: np.ndarray, n: int, radius: int) -> tuple[np.ndarray, np.ndarray]:
@@ -233,10 +256,11 @@ def detect_sources(difference: Exposure, score: ScoreResult | None, config: Dete
     if measured and np.isfinite(noise) and noise > 0:
         image = image / np.float32(noise)
     reporter.update(0.1)
-    pos = _threshold(image, good, config.threshold, config.min_area)
-    neg = _threshold(-image, good, config.threshold, config.min_area)
+    pos, pos_labels = _threshold(image, good, config.threshold, config.min_area)
+    neg, neg_labels = _threshold(-image, good, config.threshold, config.min_area)
     reporter.update(0.3)
-    pos_grown, neg_grown = _grow(pos, config.grow), _grow(neg, config.grow)
+    pos_grown = _grow(pos, pos_labels, config.grow)
+    neg_grown = _grow(neg, neg_labels, config.grow)
     labels, _ = ndimage.label(pos_grown | neg_grown, structure=np.ones((3, 3), dtype=bool))
     labels = labels.astype(np.int32)
     reporter.update(0.5)

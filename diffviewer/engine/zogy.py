@@ -177,21 +177,22 @@ def estimate_background(image: np.ndarray, good: np.ndarray, mesh: int) -> tuple
         grid = np.where(np.abs(grid - smooth) > sigma, smooth, grid)
     yc = np.arange(gy) * my + (np.minimum(my, ny - np.arange(gy) * my) - 1) / 2.0
     xc = np.arange(gx) * mx + (np.minimum(mx, nx - np.arange(gx) * mx) - 1) / 2.0
-    along_x = _natural_spline(xc, grid, nx, axis=1)
-    background = _natural_spline(yc, along_x, ny, axis=0).astype(np.float32)
+    wy, wx = _natural_spline_weights(yc, ny), _natural_spline_weights(xc, nx)
+    background = (wy @ (grid @ wx.T)).astype(np.float32)
     return background, sigma
 
 
-def _natural_spline(centres: np.ndarray, values: np.ndarray, n: int, axis: int) -> np.ndarray:
-    """Values at cell centres interpolated to ``n`` pixels along one axis.
+def _natural_spline_weights(centres: np.ndarray, n: int) -> np.ndarray:
+    """Weights (n, len(centres)) that interpolate values at cell centres to ``n`` pixels.
 
     A natural cubic spline (zero curvature at the ends, so it extrapolates nearly
     linearly to the image edges: a gradient is followed and cell noise is not blown
-    up); a single cell gives a constant.
+    up) is linear in the values, so it is a matrix; a single cell gives a constant.
     """
     if len(centres) == 1:
-        return np.repeat(values, n, axis=axis)
-    spline = CubicSpline(centres, values, axis=axis, bc_type="natural", extrapolate=True)
+        return np.ones((n, 1))
+    spline = CubicSpline(centres, np.eye(len(centres)), axis=0, bc_type="natural",
+                         extrapolate=True)
     return np.asarray(spline(np.arange(n, dtype=np.float64)))
 
 

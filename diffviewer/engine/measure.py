@@ -6,7 +6,8 @@ Every source is measured on a cutout around its footprint, never on the whole im
   position of a point source), refined to sub-pixel by a three-point Gaussian fit
   in x and in y; a dipole's centroid is the midpoint of its two fitted lobes;
 - PSF flux on the difference forced at the centroid: the PSF shifted to the
-  sub-pixel centroid (bicubic spline) and fitted by variance-weighted linear least
+  sub-pixel centroid (tabulated at 1/8 px from a bicubic spline) and fitted by
+  variance-weighted linear least
   squares, ``flux = sum(P d / v) / sum(P^2 / v)``, ``err = 1 / sqrt(sum(P^2 / v))``;
 - the science image's PSF flux at the same place, fitted with a constant local sky
   (the science image is not sky-subtracted), as the seed's forced measurement does;
@@ -16,7 +17,8 @@ Every source is measured on a cutout around its footprint, never on the whole im
 - flags from the mask planes of the difference, science and template, in the
   footprint and in the 3 x 3 pixels at the centroid (``*_center``);
 - dipoles: a footprint with a positive and a negative part is fitted with two PSFs
-  of opposite sign (scipy.optimize.least_squares on the footprint's pixels); it is a
+  of opposite sign, the positive lobe tied to the science image (see
+  :func:`fit_dipole`; scipy.optimize.least_squares on the footprint's pixels); it is a
   dipole when the weaker lobe has at least ``dipole_flux_ratio`` of the stronger's
   flux, the lobes are at most ``dipole_max_separation`` FWHM apart, and each fitted
   lobe lies within one FWHM of the detected peak of its sign.
@@ -31,6 +33,40 @@ decorrelated images), which the blank sky measures.
 
 Ids are the seed's ``makeIdFactory``: the exposure id in the high ``exposure_bits``
 bits of an unsigned 64-bit integer and a running number from 1 in the low bits.
+
+Catalog columns (0-based pixel coordinates; ct = image units):
+
+==========================  =====  ===================================================
+column                      unit   meaning
+==========================  =====  ===================================================
+id                                 uint64 DIA source id (exposure id in the high bits)
+label                              footprint label in ``Detections.segmentation`` (0: sky)
+sky_source                         a blank-sky position, not a detection
+x, y                        pix    centroid (dipoles: midpoint of the lobes)
+ra, dec                     deg    from the difference's WCS; NaN without a celestial one
+sign                               +1 brighter in the science, -1 in the template, 0 sky
+psf_flux, psf_flux_err      ct     forced PSF flux on the difference and its error
+snr                                psf_flux / psf_flux_err
+peak_value                         signed peak of the detection image (sigma)
+score_peak                         signed extreme of the score in the footprint
+xx, yy, xy                  pix2   second moments (weight removed)
+sci_psf_flux(_err)          ct     forced PSF flux on the science image, local sky fitted
+npix                        pix2   footprint area
+has_positive, has_negative         the footprint holds a part above / below threshold
+is_dipole                          classified a dipole
+pos_flux(_err), neg_flux    ct     two-lobe fit (footprints with both signs, else NaN)
+pos_x, pos_y, neg_x, neg_y  pix    lobe centres of that fit
+dipole_separation           pix    distance between the lobes
+dipole_orientation          deg    from the negative to the positive lobe, from +x
+flag_<plane>(_center)              mask plane in the footprint (in the 3 x 3 centre):
+                                   edge, nodata, saturated (SAT or SAT_TEMPLATE),
+                                   interpolated, bad, suspect, cr
+flagged                            edge or nodata anywhere, or any other flag at the centre
+ap_flux_<r>(_err)           ct     aperture flux in radius r px (``3``, ``2p5``, ...)
+==========================  =====  ===================================================
+
+``meta`` holds ``diff_psf_fwhm`` (px), ``psf_flux_err_scale``, ``exposure_id`` and
+``exposure_bits``.
 """
 
 from __future__ import annotations

@@ -455,13 +455,18 @@ def al_score(difference: Exposure, psf: np.ndarray, reporter: Reporter) -> Score
     Raises
     ------
     InputError
-        On a bad PSF or when no pixel is usable.
+        On a bad PSF. A difference without any usable pixel gives a score of zeros,
+        all masked NO_DATA.
     """
     p = _normalised_psf(psf, "difference")
     bad = ((difference.mask & int(UNUSABLE)) != 0) | ~np.isfinite(difference.image)
     bad |= ~np.isfinite(difference.variance) | (difference.variance <= 0)
     if np.all(bad):
-        raise InputError(f"{difference.source}: every pixel is masked; nothing to score")
+        # A cutout smaller than the kernel is all EDGE: nothing to score, nothing found.
+        return ScoreResult(image=np.zeros(difference.shape, dtype=np.float32), method="al",
+                           psf=p, proper_difference=None,
+                           mask=(difference.mask | int(MaskPlane.NO_DATA)).astype(MASK_DTYPE),
+                           noise_std=float("nan"))
     flipped = p[::-1, ::-1]
     grid = _FourierGrid(difference.shape, max(p.shape))
     zero = np.float32(0.0)

@@ -7,8 +7,8 @@ import pytest
 
 from diffviewer.config import ScoreConfig
 from diffviewer.engine import zogy
-from diffviewer.engine.progress import null_reporter
-from diffviewer.errors import InputError
+from diffviewer.engine.progress import CancelToken, Reporter, null_reporter
+from diffviewer.errors import Cancelled, InputError
 from diffviewer.exposure import UNUSABLE, Exposure, MaskPlane
 from diffviewer.synthetic import FWHM_PER_SIGMA, make_pair, render_gaussians
 
@@ -214,3 +214,19 @@ def test_inputs_are_checked() -> None:
                         null_reporter())
     with pytest.raises(InputError, match="flux ratio"):
         zogy.zogy_score(pair.science, pair.template, psf, psf, 0.0, ScoreConfig(), null_reporter())
+
+
+def test_al_score_of_a_fully_masked_difference_is_empty() -> None:
+    shape = (30, 30)
+    diff = Exposure(np.ones(shape), np.ones(shape), np.full(shape, int(MaskPlane.EDGE)))
+    result = zogy.al_score(diff, gaussian_psf(3.0), null_reporter())
+    assert np.all(result.image == 0) and np.all(result.mask & int(MaskPlane.NO_DATA))
+
+
+def test_cancel_stops_the_score() -> None:
+    pair = make_pair((64, 64), 5, seed=1)
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(Cancelled):
+        zogy.zogy_score(pair.science, pair.template, gaussian_psf(4.0), gaussian_psf(2.5), 1.0,
+                        ScoreConfig(), Reporter(token=token))

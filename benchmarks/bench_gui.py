@@ -9,7 +9,9 @@ Prints a table:
   (the window itself is idle at once);
 - ``pan frame``: time to move the shared range and repaint every visible panel, with five
   linked 4096 x 4096 float32 views in the grid (and one view alone), zoomed out to the
-  whole image and zoomed in to 1:1 (target: under 30 ms).
+  whole image and zoomed in to 1:1 (target: under 30 ms);
+- responsiveness during a synthetic 4096 x 4096 run: how late a 10 ms timer that pans and
+  repaints a view fires while the engine works in its thread.
 
 Runs offscreen (``QT_QPA_PLATFORM=offscreen``): the figures are the raster paint engine's,
 without a compositor or a GPU. Usage: ``python benchmarks/bench_gui.py [--repeat N]``.
@@ -148,6 +150,50 @@ def bench_pan(app: QApplication, folder: Path) -> list[tuple[str, str]]:
     return rows
 
 
+def bench_responsive(app: QApplication, folder: Path) -> list[tuple[str, str]]:
+    """Event-loop stalls and pan frames on the GUI thread while a 4096^2 run is under way."""
+    from diffviewer.synthetic import make_pair
+
+    pair = make_pair((4096, 4096), n_stars=3000, seed=5)
+    window = new_window(folder)
+    gaps: list[float] = []
+    frames: list[float] = []
+    last = [time.perf_counter()]
+    master = window.area.panels["science"]
+    image = np.asarray(pair.science.image)
+    master.set_image(image, display.compute_levels(image, display.DisplaySettings()))
+
+    def tick() -> None:  # every 10 ms: note the gap, pan and repaint the science view
+        now = time.perf_counter()
+        if not window.is_running():  # the run ended: what follows is drawing its result
+            return
+        gaps.append((now - last[0]) * 1e3)
+        last[0] = now
+        master.centre_on(2048.0 + (len(gaps) % 20 - 10) * 20.0, 2048.0, 300.0)
+        master.canvas.viewport().repaint()
+        frames.append((time.perf_counter() - now) * 1e3)
+
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(tick)
+    t0 = time.perf_counter()
+    window.open_pair(Pair(pair.science, pair.template, "synthetic 4096"))
+    last[0] = time.perf_counter()
+    timer.start()
+    spin_until(app, lambda: not window.is_running())
+    timer.stop()
+    elapsed = time.perf_counter() - t0
+    window.close()
+    waits = np.array(gaps[1:]) - 10.0
+    return [("4096^2 synthetic run, GUI thread meanwhile",
+             f"run {elapsed:.1f} s; {len(gaps)} pan+repaint ticks of 10 ms"),
+            ("  tick lateness (event-loop stall)",
+             f"median {np.median(waits):.1f} ms, p99 {np.percentile(waits, 99):.0f} ms, "
+             f"max {waits.max():.0f} ms"),
+            ("  pan frame during the run (1 view)",
+             f"median {np.median(frames):.1f} ms, p90 {np.percentile(frames, 90):.1f} ms")]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=2, help="runs of the GOTO pair")
@@ -155,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     app = QApplication.instance() or QApplication(sys.argv[:1])
     assert isinstance(app, QApplication)
     with tempfile.TemporaryDirectory() as tmp:
-        rows = bench_run(app, Path(tmp) / "run", args.repeat) + bench_pan(app, Path(tmp) / "pan")
+        rows = (bench_run(app, Path(tmp) / "run", args.repeat) + bench_pan(app, Path(tmp) / "pan")
+                + bench_responsive(app, Path(tmp) / "busy"))
     width = max(len(r[0]) for r in rows)
     print(f"{'measure':<{width}}  result")
     print(f"{'-' * width}  {'-' * 40}")

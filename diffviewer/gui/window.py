@@ -545,6 +545,11 @@ class MainWindow(QMainWindow):
             if image is not None and panel.settings.levels == "manual" and panel.settings.manual:
                 levels = panel.settings.manual
             panel.set_image(image, levels)
+            default = display.default_settings(name)
+            if image is not None and name != "mask" and panel.settings.levels != "manual" and (
+                    panel.settings.levels, panel.settings.symmetric) != (default.levels,
+                                                                         default.symmetric):
+                self._recompute_levels(name)  # keep the level mode the user chose
         if first:
             ny, nx = result.science.shape
             self.area.panels["science"].view.setRange(xRange=(-0.5, nx - 0.5),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PyQt6.QtCore import QSettings
+from PyQt6.QtCore import QSettings, Qt
 from PyQt6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QLineEdit, QSpinBox
 
 from diffviewer import display
@@ -148,17 +148,6 @@ def test_clicking_a_kernel_source_fills_the_stamp_panel(qtbot, demo_window: Main
     assert str(row["status"]) in stamp.info.text() and "chi2" in stamp.info.text()
 
 
-def test_kernel_mosaic_click_centres_the_views(qtbot, demo_window: MainWindow) -> None:
-    panel = demo_window.kernel_panel
-    grid = panel._grid
-    with qtbot.waitSignal(panel.centre_requested, timeout=1000) as blocker:
-        panel.centre_requested.emit(float(grid[8, 0]), float(grid[8, 1]))
-    x, y = blocker.args
-    cx, cy = demo_window.area.view_centre()
-    assert (cx, cy) == (pytest.approx(x, abs=0.5), pytest.approx(y, abs=0.5))
-    assert panel.mosaic.image.shape == (7 * panel._cell, 7 * panel._cell)
-
-
 def test_residual_normalisation_switches_the_histograms(qtbot, demo_window: MainWindow) -> None:
     panel = demo_window.residual_panel
     diag = demo_window.outcome.result.diagnostics
@@ -223,3 +212,60 @@ def test_dipole_segments_join_the_lobes_of_dipoles_only() -> None:
                  "neg_y": [4.0, np.nan, 8.0]})
     seg = dipole_segments(cat)  # the third has a missing lobe: no segment
     np.testing.assert_array_equal(seg, [[1.0, 2.0], [3.0, 4.0]])
+
+
+def test_a_chosen_level_mode_survives_a_rerun(qtbot, demo_window: MainWindow) -> None:
+    panel = demo_window.area.panels["science"]
+    with qtbot.waitSignal(demo_window.jobs.finished, timeout=10_000,
+                          check_params_cb=lambda lane, *a: lane == "levels:science"):
+        panel.levels_box.setCurrentText("minmax")
+    with qtbot.waitSignal(demo_window.jobs.finished, timeout=RUN_TIMEOUT_MS,
+                          check_params_cb=lambda lane, *a: lane == "levels:science"):
+        demo_window.run()
+    assert panel.settings.levels == "minmax"
+    assert panel.levels()[1] == pytest.approx(float(panel.data.max()))
+
+
+def test_catalog_filters_by_sign_snr_and_flags(qtbot, demo_window: MainWindow) -> None:
+    cat = demo_window.catalog
+    dia = demo_window.outcome.result.diasources
+    cat.sign_box.setCurrentText("positive")
+    assert cat.proxy.rowCount() == int(np.sum(np.asarray(dia["sign"]) > 0))
+    cat.sign_box.setCurrentText("all")
+    cat.snr_box.setValue(8.0)
+    assert cat.proxy.rowCount() == int(np.sum(np.abs(np.asarray(dia["snr"])) >= 8.0))
+    cat.snr_box.setValue(0.0)
+    cat.flag_box.setChecked(True)
+    assert cat.proxy.rowCount() == int(np.sum(~np.asarray(dia["flagged"], bool)))
+    # sorting by S/N puts the largest first when descending
+    col = cat.model.columns.index("snr")
+    cat.view.sortByColumn(col, Qt.SortOrder.DescendingOrder)
+    first = cat.proxy.index(0, col).data(Qt.ItemDataRole.UserRole)
+    kept = np.asarray(dia["snr"])[~np.asarray(dia["flagged"], bool)]
+    assert first == pytest.approx(float(np.max(kept)))
+
+
+def test_mosaic_click_maps_the_cell_to_its_image_position(qtbot, demo_window: MainWindow) -> None:
+    from PyQt6.QtCore import QPointF
+
+    panel = demo_window.kernel_panel
+
+    class Click:
+        def __init__(self, x: float, y: float) -> None:
+            self._pos = QPointF(x, y)
+            self.accepted = False
+
+        def pos(self) -> QPointF:
+            return self._pos
+
+        def accept(self) -> None:
+            self.accepted = True
+
+    cell = panel._cell
+    with qtbot.waitSignal(panel.centre_requested, timeout=1000) as blocker:
+        panel._on_mosaic_click(Click(2 * cell + cell / 2, 5 * cell + cell / 2))  # column 2, row 5
+    grid = panel._grid
+    assert blocker.args == [pytest.approx(grid[5 * 7 + 2, 0]), pytest.approx(grid[5 * 7 + 2, 1])]
+    cx, cy = demo_window.area.view_centre()
+    assert (cx, cy) == (pytest.approx(blocker.args[0], abs=0.5),
+                        pytest.approx(blocker.args[1], abs=0.5))

@@ -2,18 +2,17 @@
 
 Stars are found on the science image as local maxima of the image smoothed by a
 sigma 1 px binomial filter (a matched filter for a PSF of ~2.4 px FWHM; a mismatch costs
-little S/N),
-above ``detect_threshold`` times the smoothed image's noise over a coarse background.
-Each is measured on both images in a circular aperture of radius 1.5 FWHM, then kept
-only if its stamp is inside the image, no pixel of it is saturated (by value or plane)
-on either image, its science S/N lies in the window, no comparably bright neighbour sits
-nearby, and its cell of the image is not yet full (the brightest first; cells are at
-most a quarter of the image side), up to ``max_candidates`` in all (each cell's
-brightest first). Only the stars so chosen have their whole stamp checked for masked
-and saturated pixels on both images; one that fails gives its place to the next
-brightest in its cell.
-Every ``control_every``-th survivor (in order of decreasing S/N) is held out as a
-control star.
+little S/N), above ``detect_threshold`` times the smoothed image's noise over a coarse
+background. Each is measured on both images in a circular aperture of radius 1.5 FWHM,
+then kept only if its stamp is inside the image, no pixel of it is saturated (by value or
+plane) on either image, its science S/N lies in the window, its template/science flux
+ratio agrees with the median one (10% plus 5 sigma: transients and variables are not
+kernel stars), no comparably bright neighbour sits nearby, and its cell of the image is
+not yet full (the brightest first; cells are at most a quarter of the image side), up to
+``max_candidates`` in all (each cell's brightest first). Only the stars so chosen have
+their whole stamp checked for masked and saturated pixels on both images; one that fails
+gives its place to the next brightest in its cell. Every ``control_every``-th survivor
+(in order of decreasing S/N) is held out as a control star.
 """
 
 from __future__ import annotations
@@ -36,7 +35,13 @@ from diffviewer.errors import InputError
 from diffviewer.exposure import Exposure, MaskPlane
 
 #: Rejection reasons at selection, in the order they are tested (a star counts under the first).
-REASONS = ("edge", "saturated", "S/N window", "not isolated", "masked", "cell limit")
+REASONS = ("edge", "saturated", "S/N window", "flux ratio", "not isolated", "masked", "cell limit")
+
+#: A star whose template/science flux ratio departs from the median ratio by more than this
+#: fraction, beyond its noise (:data:`FLUX_RATIO_SIGMA`), is a variable, a transient or a
+#: blend, not a kernel star.
+FLUX_RATIO_TOLERANCE = 0.1
+FLUX_RATIO_SIGMA = 5.0
 
 #: Side (px) of the boxes of the coarse background and noise maps.
 BACKGROUND_BOX = 64
@@ -271,6 +276,29 @@ def _aperture(stamps: np.ndarray, bgv: np.ndarray, radius: float) -> np.ndarray:
     return (stamps[:, ap].astype(np.float64) - bgv[:, None]).sum(axis=1)
 
 
+def _flux_ratio_outliers(
+    flux_s: np.ndarray, flux_t: np.ndarray, var_s: np.ndarray, var_t: np.ndarray, alive: np.ndarray
+) -> np.ndarray:
+    """Stars whose template flux disagrees with the median template/science flux ratio.
+
+    Flagged when ``|flux_t - m flux_s| > FLUX_RATIO_TOLERANCE * m * flux_s + FLUX_RATIO_SIGMA
+    * sqrt(var_t + m^2 var_s)``, ``m`` the median ratio of the ``alive`` stars: e.g. a
+    source present on the science image only (a transient, an injected star).
+    """
+    out = np.zeros(len(flux_s), dtype=bool)
+    if alive.sum() < 3:
+        return out
+    m = float(np.median(flux_t[alive] / flux_s[alive]))
+    if not np.isfinite(m) or m <= 0:
+        return out
+    dev = np.abs(flux_t - m * flux_s)
+    allowed = FLUX_RATIO_TOLERANCE * m * np.abs(flux_s) + FLUX_RATIO_SIGMA * np.sqrt(
+        var_t + m**2 * var_s
+    )
+    out[alive] = dev[alive] > allowed[alive]
+    return out
+
+
 def _by_cells(
     ordered: np.ndarray,
     xi: np.ndarray,
@@ -403,14 +431,20 @@ def select_candidates(
     ss, _ = cutouts(science.image, xi[idx], yi[idx], ap_half)
     st, _ = cutouts(template.image, xi[idx], yi[idx], ap_half)
     vs, _ = cutouts(science.variance, xi[idx], yi[idx], ap_half)
+    vt, _ = cutouts(template.variance, xi[idx], yi[idx], ap_half)
     flux_s[idx] = _aperture(ss, _at(bg_s, shape, xi[idx], yi[idx]), rad)
     flux_t[idx] = _aperture(st, _at(bg_t, shape, xi[idx], yi[idx]), rad)
-    snr[idx] = flux_s[idx] / np.sqrt(np.clip(_aperture(vs, np.zeros(len(idx)), rad), 1e-30, None))
+    var_s = np.zeros(len(xi))
+    var_t = np.zeros(len(xi))
+    var_s[idx] = np.clip(_aperture(vs, np.zeros(len(idx)), rad), 1e-30, None)
+    var_t[idx] = np.clip(_aperture(vt, np.zeros(len(idx)), rad), 1e-30, None)
+    snr[idx] = flux_s[idx] / np.sqrt(var_s[idx])
     sat = np.zeros(len(xi), dtype=bool)
     sat[idx] = (ss.max(axis=(1, 2)) >= sat_s) | (st.max(axis=(1, 2)) >= sat_t)
     del ss, st, vs
     reject(sat, "saturated")
     reject((snr < config.snr_min) | (snr > config.snr_max), "S/N window")
+    reject(_flux_ratio_outliers(flux_s, flux_t, var_s, var_t, reasons == ""), "flux ratio")
     reporter.update(0.7)
 
     if not config.source_list and config.isolation_radius > 0 and len(xi) > 1:

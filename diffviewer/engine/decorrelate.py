@@ -28,7 +28,7 @@ from diffviewer.engine.diagnostics import noise_ratio
 from diffviewer.engine.kernel import KernelFit
 from diffviewer.engine.progress import Reporter
 from diffviewer.engine.subtract import SubtractionProducts, convolve_terms, read_only
-from diffviewer.exposure import UNUSABLE, Exposure
+from diffviewer.exposure import Exposure, MaskPlane
 
 #: A variance rescale further than this from 1 (in noise ratio) is reported as a warning.
 RESCALE_NOTE = 0.05
@@ -144,8 +144,10 @@ def decorrelate(
     phi, factor = decorrelation_kernel(kern, _mean_variance(source), _mean_variance(target))
     reporter.update(0.2)
     diff = products.difference
-    bad = (diff.mask & int(UNUSABLE)) != 0
-    image = np.where(bad, np.float32(0.0), diff.image)
+    # Only NO_DATA values are meaningless; EDGE/BAD pixels hold approximate values and are
+    # whitened with the rest (on a tiny cutout the whole image may be EDGE).
+    no_data = (diff.mask & int(MaskPlane.NO_DATA)) != 0
+    image = np.where(no_data, np.float32(0.0), diff.image) if no_data.any() else diff.image
     out = convolve_terms(image, phi[None].astype(np.float32), 0)
     reporter.update(0.9)
     psf = fftconvolve(products.psf, phi, mode="full")

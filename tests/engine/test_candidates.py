@@ -138,3 +138,13 @@ def test_fast_smoothing_equals_the_binomial_filter() -> None:
         ndimage.correlate1d(image, _BINOMIAL, 0, mode="nearest"), _BINOMIAL, 1, mode="nearest"
     )
     np.testing.assert_allclose(_binomial_smooth(image), ref, atol=1e-6)
+
+
+def test_sources_missing_from_the_template_are_not_kernel_stars() -> None:
+    transients = [(100.0 + 60 * i, 120.0 + 45 * i, 1e5) for i in range(6)]
+    pair = make_pair((512, 512), 200, seed=23, transients=transients)
+    cands = select_candidates(pair.science, pair.template, CandidatesConfig(), null_reporter())
+    kept = np.column_stack([np.asarray(cands.table["x"]), np.asarray(cands.table["y"])])
+    for x, y, _ in transients:
+        assert np.min(np.hypot(kept[:, 0] - x, kept[:, 1] - y)) > 2
+    assert cands.rejected["flux ratio"] >= 5  # S/N ~150 each: all bright enough to be chosen

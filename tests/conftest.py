@@ -27,7 +27,9 @@ def data_path(relative: str) -> Path:
     """
     path = SHARED_DATA / relative
     if not path.exists():
-        pytest.skip(f"real data {path} is absent (the ../shared/data folder is not beside the project)")
+        pytest.skip(
+            f"real data {path} is absent (the ../shared/data folder is not beside the project)"
+        )
     return path
 
 

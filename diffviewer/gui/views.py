@@ -60,13 +60,10 @@ class ImagePanel(QWidget):
         The level mode changed and levels must be recomputed (argument: view name).
     hovered(float, float)
         The cursor is over (x, y) in pixel coordinates.
-    clicked(float, float)
-        A click at (x, y) that no marker took.
     """
 
     settings_changed = pyqtSignal(str)
     hovered = pyqtSignal(float, float)
-    clicked = pyqtSignal(float, float)
 
     def __init__(self, name: str, title: str, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -97,7 +94,6 @@ class ImagePanel(QWidget):
             line.setZValue(20)
             self.view.addItem(line, ignoreBounds=True)
         self.canvas.scene().sigMouseMoved.connect(self._on_mouse_moved)
-        self.canvas.scene().sigMouseClicked.connect(self._on_mouse_clicked)
 
         self.title = QLabel(f"<b>{title}</b>")
         self.levels_box = QComboBox()
@@ -269,14 +265,6 @@ class ImagePanel(QWidget):
         xy = self._scene_to_pixel(pos)
         if xy is not None:
             self.hovered.emit(*xy)
-
-    def _on_mouse_clicked(self, event: object) -> None:
-        if getattr(event, "accepted", False) or getattr(event, "button", lambda: None)() != \
-                Qt.MouseButton.LeftButton:
-            return
-        xy = self._scene_to_pixel(event.scenePos())  # type: ignore[attr-defined]
-        if xy is not None:
-            self.clicked.emit(*xy)
 
 
 class ImageArea(QWidget):

@@ -299,6 +299,33 @@ def _flux_ratio_outliers(
     return out
 
 
+def _peak_offsets(
+    image: np.ndarray, xi: np.ndarray, yi: np.ndarray, background: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sub-pixel offsets of stars from their integer positions (px).
+
+    The brightest pixel of the 3x3 box around each position (the smoothed image's peak
+    can sit one pixel off) is refined by the vertex of a parabola through the log of its
+    row and column (exact for a Gaussian), limited to half a pixel.
+    """
+    s5, _ = cutouts(image, xi, yi, 2)
+    s5 = s5.astype(np.float64) - background[:, None, None]
+    n = len(xi)
+    best = np.argmax(s5[:, 1:4, 1:4].reshape(n, 9), axis=1)
+    oy, ox = best // 3 - 1, best % 3 - 1
+    rows = (oy + 2)[:, None] + np.array([-1, 0, 1])[None, :]
+    cols = (ox + 2)[:, None] + np.array([-1, 0, 1])[None, :]
+    k = np.arange(n)[:, None]
+    row = s5[k, (oy + 2)[:, None], cols]
+    col = s5[k, rows, (ox + 2)[:, None]]
+    with np.errstate(all="ignore"):
+        lr = np.log(np.clip(row, 1e-30, None))
+        lc = np.log(np.clip(col, 1e-30, None))
+        dx = 0.5 * (lr[:, 0] - lr[:, 2]) / (lr[:, 0] - 2 * lr[:, 1] + lr[:, 2])
+        dy = 0.5 * (lc[:, 0] - lc[:, 2]) / (lc[:, 0] - 2 * lc[:, 1] + lc[:, 2])
+    return (ox + np.clip(np.nan_to_num(dx), -0.5, 0.5), oy + np.clip(np.nan_to_num(dy), -0.5, 0.5))
+
+
 def _by_cells(
     ordered: np.ndarray,
     xi: np.ndarray,
@@ -485,16 +512,9 @@ def select_candidates(
     full[keep] = False
     reject(full, "cell limit")
 
-    # Sub-pixel centroids on the science image: the vertex of a parabola through the log of
-    # the peak row and column (exact for a Gaussian), limited to half a pixel.
-    s3, _ = cutouts(science.image, xi[keep], yi[keep], 1)
-    s3 = s3.astype(np.float64) - _at(bg_s, shape, xi[keep], yi[keep])[:, None, None]
-    with np.errstate(all="ignore"):
-        lg = np.log(np.clip(s3, 1e-30, None))
-        dxs = 0.5 * (lg[:, 1, 0] - lg[:, 1, 2]) / (lg[:, 1, 0] - 2 * lg[:, 1, 1] + lg[:, 1, 2])
-        dys = 0.5 * (lg[:, 0, 1] - lg[:, 2, 1]) / (lg[:, 0, 1] - 2 * lg[:, 1, 1] + lg[:, 2, 1])
-    dxs = np.clip(np.nan_to_num(dxs), -0.5, 0.5)
-    dys = np.clip(np.nan_to_num(dys), -0.5, 0.5)
+    dxs, dys = _peak_offsets(
+        science.image, xi[keep], yi[keep], _at(bg_s, shape, xi[keep], yi[keep])
+    )
     ids = np.arange(len(keep))
     control = (
         ((ids + 1) % config.control_every == 0)

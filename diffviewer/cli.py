@@ -9,7 +9,6 @@ does the same for a list of pairs; ``diffviewer config`` prints the default conf
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
 import time
@@ -20,6 +19,7 @@ from typing import TextIO
 from diffviewer import __version__
 from diffviewer.config import SubtractionConfig, apply_overrides, load_toml, to_toml
 from diffviewer.errors import Cancelled, DiffviewerError, InputError, NoWorkFound
+from diffviewer.io import read_pairs_csv
 
 SUBCOMMANDS = ("run", "batch", "config")
 
@@ -210,50 +210,6 @@ def run_pair(
         )
         return EXIT_STRICT
     return EXIT_OK
-
-
-def read_pairs_csv(path: str | Path) -> list[tuple[str, str, str]]:
-    """Read a CSV list of pairs (columns ``science``, ``template``, optional ``name``).
-
-    Relative specs are resolved against the CSV file's folder.
-
-    Parameters
-    ----------
-    path : str or Path
-        The CSV file.
-
-    Returns
-    -------
-    list of (str, str, str)
-        Science spec, template spec and a name per pair.
-
-    Raises
-    ------
-    InputError
-        When the file is missing, lacks the columns, or is empty.
-    """
-    path = Path(path)
-    try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-    except FileNotFoundError:
-        raise InputError(f"pairs list {path} does not exist; check the path") from None
-    if not rows or not {"science", "template"} <= set(rows[0]):
-        raise InputError(
-            f"pairs list {path} needs a header line with columns science,template "
-            "and at least one row"
-        )
-    pairs = []
-    for i, row in enumerate(rows, start=1):
-        sci, tmpl = (_resolve_spec(row[k].strip(), path.parent) for k in ("science", "template"))
-        name = (row.get("name") or "").strip() or f"pair{i:04d}"
-        pairs.append((sci, tmpl, name))
-    return pairs
-
-
-def _resolve_spec(spec: str, folder: Path) -> str:
-    """Make a relative spec relative to ``folder`` (extension suffixes are kept)."""
-    return spec if Path(spec).is_absolute() else str(folder / spec)
 
 
 def has_display() -> bool:

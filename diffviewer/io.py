@@ -15,6 +15,7 @@ file and a failed or cancelled run leaves nothing behind.
 from __future__ import annotations
 
 import contextlib
+import csv
 import logging
 import os
 import re
@@ -103,8 +104,9 @@ def parse_spec(spec: str | Path) -> tuple[Path, Extension]:
         return Path(text), None
     ext = match.group("ext").strip()
     if not ext:
-        raise InputError(f"{text}: empty extension in brackets; "
-                         "write file.fits[SCI] or file.fits[1]")
+        raise InputError(
+            f"{text}: empty extension in brackets; write file.fits[SCI] or file.fits[1]"
+        )
     return Path(match.group("path")), int(ext) if ext.isdigit() else ext
 
 
@@ -152,8 +154,9 @@ def demo_pair() -> tuple[Path, Path]:
     science, template = folder / "science.fits", folder / "template.fits"
     for path in (science, template):
         if not path.is_file():
-            raise InputError(f"the demo file {path} is missing; "
-                             "reinstall diffviewer from its source tree")
+            raise InputError(
+                f"the demo file {path} is missing; reinstall diffviewer from its source tree"
+            )
     return science, template
 
 
@@ -172,13 +175,16 @@ def _open_fits(path: Path, role: str) -> Iterator[fits.HDUList]:
             warnings.simplefilter("always")
             hdul = fits.open(path, memmap=False, lazy_load_hdus=False)
     except (OSError, ValueError, TypeError, IndexError) as exc:
-        raise InputError(f"{role} file {path} is not a readable FITS file ({exc}); "
-                         "give a FITS image") from None
+        raise InputError(
+            f"{role} file {path} is not a readable FITS file ({exc}); give a FITS image"
+        ) from None
     truncated = [w for w in caught if "truncated" in str(w.message).lower()]
     try:
         if truncated:
-            raise InputError(f"{role} file {path} is truncated ({truncated[0].message}); "
-                             "copy or download it again")
+            raise InputError(
+                f"{role} file {path} is truncated ({truncated[0].message}); "
+                "copy or download it again"
+            )
         yield hdul
     finally:
         hdul.close()
@@ -200,11 +206,15 @@ def _find_hdu(hdul: fits.HDUList, ext: Extension, path: Path, role: str) -> int:
                 return i
         with_data = [(i, h) for i, h in enumerate(hdul) if h.is_image and h.shape]
         if not with_data:
-            raise InputError(f"{role} file {path} holds no image data (HDUs: {listing}); "
-                             "give a FITS file with a 2-D image")
+            raise InputError(
+                f"{role} file {path} holds no image data (HDUs: {listing}); "
+                "give a FITS file with a 2-D image"
+            )
         i, hdu = with_data[0]
-        raise InputError(f"{role} file {path}: HDU {i} holds a {len(hdu.shape)}-D array of shape "
-                         f"{hdu.shape}, not a 2-D image; give a 2-D image or name its extension")
+        raise InputError(
+            f"{role} file {path}: HDU {i} holds a {len(hdu.shape)}-D array of shape "
+            f"{hdu.shape}, not a 2-D image; give a 2-D image or name its extension"
+        )
     if isinstance(ext, int):
         if 0 <= ext < len(hdul):
             return ext
@@ -224,15 +234,19 @@ def _image_data(hdul: fits.HDUList, index: int, path: Path, role: str) -> np.nda
     try:
         data = hdu.data
     except (OSError, ValueError, TypeError) as exc:
-        raise InputError(f"{where}: the data cannot be read ({exc}); the file is truncated "
-                         "or corrupt, copy or download it again") from None
+        raise InputError(
+            f"{where}: the data cannot be read ({exc}); the file is truncated "
+            "or corrupt, copy or download it again"
+        ) from None
     if data is None:
         raise InputError(f"{where} holds no image data; name an extension with a 2-D image")
     array = np.asarray(data)
     squeezed = array.reshape([n for n in array.shape if n > 1]) if array.ndim > 2 else array
     if squeezed.ndim != 2:
-        raise InputError(f"{where} holds a {array.ndim}-D array of shape {array.shape}; "
-                         "give a 2-D image (one plane of a cube as its own file)")
+        raise InputError(
+            f"{where} holds a {array.ndim}-D array of shape {array.shape}; "
+            "give a 2-D image (one plane of a cube as its own file)"
+        )
     return np.asarray(squeezed, dtype=np.float64)
 
 
@@ -244,8 +258,13 @@ def _merged_header(hdul: fits.HDUList, index: int) -> fits.Header:
         present = set(merged.keys())
         for card in hdul[0].header.cards:
             key = card.keyword
-            if key and key not in ("COMMENT", "HISTORY", "") and key not in present \
-                    and not _STRUCTURAL.match(key) and not _WCS_KEY.match(key):
+            if (
+                key
+                and key not in ("COMMENT", "HISTORY", "")
+                and key not in present
+                and not _STRUCTURAL.match(key)
+                and not _WCS_KEY.match(key)
+            ):
                 merged.append(card)
     return merged
 
@@ -362,8 +381,10 @@ def normalize_psf(psf: np.ndarray, source: str) -> np.ndarray:
     """
     out = np.nan_to_num(np.asarray(psf, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
     if out.ndim != 2 or min(out.shape) < 1 or out.sum() <= 0:
-        raise InputError(f"PSF {source} (shape {out.shape}) is empty or does not sum to a positive "
-                         "value; give a 2-D PSF image or none")
+        raise InputError(
+            f"PSF {source} (shape {out.shape}) is empty or does not sum to a positive "
+            "value; give a 2-D PSF image or none"
+        )
     for axis in (0, 1):
         n = out.shape[axis]
         if n % 2 == 0:
@@ -399,7 +420,7 @@ def robust_sky(image: np.ndarray, good: np.ndarray) -> tuple[float, float]:
     ny, nx = image.shape
     by, bx = max(1, ny // SKY_BLOCK), max(1, nx // SKY_BLOCK)
     h, w = ny // by, nx // bx
-    values = np.where(good, image, np.nan)[:by * h, :bx * w]
+    values = np.where(good, image, np.nan)[: by * h, : bx * w]
     blocks = values.reshape(by, h, bx, w).transpose(0, 2, 1, 3).reshape(by * bx, h * w)
     blocks = blocks[:: max(1, blocks.shape[0] // SKY_BLOCKS_MAX)].copy()
     with warnings.catch_warnings():
@@ -414,8 +435,9 @@ def robust_sky(image: np.ndarray, good: np.ndarray) -> tuple[float, float]:
         return (float(np.nanmedian(level[filled, 0])), float(np.nanmedian(sigma[filled, 0])))
 
 
-def estimate_variance(image: np.ndarray, mask: np.ndarray, gain: float | None,
-                      source: str = "image") -> np.ndarray:
+def estimate_variance(
+    image: np.ndarray, mask: np.ndarray, gain: float | None, source: str = "image"
+) -> np.ndarray:
     """Estimate a variance plane from the image itself.
 
     The sky variance comes from :func:`robust_sky`; sources add their Poisson term
@@ -447,8 +469,10 @@ def estimate_variance(image: np.ndarray, mask: np.ndarray, gain: float | None,
     good = (mask & int(MaskPlane.NO_DATA | MaskPlane.SAT | MaskPlane.BAD)) == 0
     level, sigma = robust_sky(image, good)
     if not np.isfinite(sigma) or sigma <= 0:
-        raise InputError(f"{source}: cannot estimate the noise (the sky is constant); give a "
-                         "variance plane (a VARIANCE or <NAME>_VAR extension, or a weight file)")
+        raise InputError(
+            f"{source}: cannot estimate the noise (the sky is constant); give a "
+            "variance plane (a VARIANCE or <NAME>_VAR extension, or a weight file)"
+        )
     sky_var = sigma**2
     if gain is None and level > SKY_LEVEL_MIN_SIGMAS * sigma:
         gain = level / sky_var
@@ -457,8 +481,9 @@ def estimate_variance(image: np.ndarray, mask: np.ndarray, gain: float | None,
     return sky_var + np.clip(image - level, 0.0, None) / gain
 
 
-def fill_no_data(image: np.ndarray, variance: np.ndarray, mask: np.ndarray
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def fill_no_data(
+    image: np.ndarray, variance: np.ndarray, mask: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Flag unusable values as NO_DATA and replace them with finite ones.
 
     Pixels whose image is NaN/Inf, or whose variance is NaN/Inf or negative, get
@@ -492,8 +517,9 @@ def fill_no_data(image: np.ndarray, variance: np.ndarray, mask: np.ndarray
 # --------------------------------------------------------------------------- reading
 
 
-def _read_plane(spec: str | Path, default_ext: str, role: str, shape: tuple[int, ...],
-                image_source: str) -> tuple[np.ndarray, fits.Header]:
+def _read_plane(
+    spec: str | Path, default_ext: str, role: str, shape: tuple[int, ...], image_source: str
+) -> tuple[np.ndarray, fits.Header]:
     """Read a companion plane (variance, weight or mask) and check its shape.
 
     Without an extension in ``spec``, the HDU of the image's name is used when the
@@ -501,15 +527,21 @@ def _read_plane(spec: str | Path, default_ext: str, role: str, shape: tuple[int,
     """
     path, ext = parse_spec(spec)
     with _open_fits(path, role) as hdul:
-        if ext is None and any(h.name.upper() == default_ext.upper() and h.is_image
-                               and len([n for n in h.shape if n > 1]) == 2 for h in hdul):
+        if ext is None and any(
+            h.name.upper() == default_ext.upper()
+            and h.is_image
+            and len([n for n in h.shape if n > 1]) == 2
+            for h in hdul
+        ):
             ext = default_ext
         index = _find_hdu(hdul, ext, path, role)
         data = _image_data(hdul, index, path, role)
         header = hdul[index].header.copy()
     if data.shape != shape:
-        raise InputError(f"{role} {path} has shape {data.shape} but the image {image_source} has "
-                         f"shape {shape}; give a {role} of the same size as the image")
+        raise InputError(
+            f"{role} {path} has shape {data.shape} but the image {image_source} has "
+            f"shape {shape}; give a {role} of the same size as the image"
+        )
     return data, header
 
 
@@ -522,8 +554,9 @@ def _hdu_by_name(hdul: fits.HDUList, names: Sequence[str]) -> int | None:
     return None
 
 
-def _planes_beside(hdul: fits.HDUList, index: int, path: Path, shape: tuple[int, ...]
-                   ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+def _planes_beside(
+    hdul: fits.HDUList, index: int, path: Path, shape: tuple[int, ...]
+) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
     """Variance, mask and PSF stored in the image's own file, when present.
 
     ``<NAME>_VAR`` and ``<NAME>_PSF`` belong to the image HDU ``<NAME>``; an
@@ -542,16 +575,24 @@ def _planes_beside(hdul: fits.HDUList, index: int, path: Path, shape: tuple[int,
         mask = mask_from_planes(raw, hdul[mask_index].header)
     for plane, label in ((variance, "variance"), (mask, "mask")):
         if plane is not None and plane.shape != shape:
-            raise InputError(f"{path}: {label} HDU has shape {plane.shape} but the image "
-                             f"[{name}] has shape {shape}; the file's planes must agree")
+            raise InputError(
+                f"{path}: {label} HDU has shape {plane.shape} but the image "
+                f"[{name}] has shape {shape}; the file's planes must agree"
+            )
     if psf_index is not None:
-        psf = normalize_psf(_image_data(hdul, psf_index, path, "PSF"),
-                            f"{path}[{hdul[psf_index].name}]")
+        psf = normalize_psf(
+            _image_data(hdul, psf_index, path, "PSF"), f"{path}[{hdul[psf_index].name}]"
+        )
     return variance, mask, psf
 
 
-def read_exposure(spec: str | Path, *, variance: str | Path | None = None,
-                  weight: str | Path | None = None, mask: str | Path | None = None) -> Exposure:
+def read_exposure(
+    spec: str | Path,
+    *,
+    variance: str | Path | None = None,
+    weight: str | Path | None = None,
+    mask: str | Path | None = None,
+) -> Exposure:
     """Read an image, its variance, mask, WCS, PSF and zero point from FITS.
 
     Parameters
@@ -626,16 +667,26 @@ def read_exposure(spec: str | Path, *, variance: str | Path | None = None,
     if saturation is not None and saturation[1] > 0:
         bits = set_planes(bits, finite & (image >= saturation[1]), MaskPlane.SAT)
     if (bits & int(MaskPlane.NO_DATA)).all():
-        raise InputError(f"image {source} has no usable pixel (zero weight or no data everywhere); "
-                         "check the weight and mask files")
+        raise InputError(
+            f"image {source} has no usable pixel (zero weight or no data everywhere); "
+            "check the weight and mask files"
+        )
 
     estimated = var is None
     if var is None:
         var = estimate_variance(image, bits, header_gain(header), source)
     image, var, bits = fill_no_data(image, var, bits)
-    return Exposure(image=image, variance=var, mask=bits, wcs=wcs, psf=psf,
-                    zero_point=header_zero_point(header), header=header, source=source,
-                    variance_estimated=estimated)
+    return Exposure(
+        image=image,
+        variance=var,
+        mask=bits,
+        wcs=wcs,
+        psf=psf,
+        zero_point=header_zero_point(header),
+        header=header,
+        source=source,
+        variance_estimated=estimated,
+    )
 
 
 # --------------------------------------------------------------------------- writing
@@ -668,11 +719,14 @@ def ensure_not_input(path: str | Path, inputs: Sequence[str | Path]) -> None:
     """
     target = Path(path).expanduser().resolve()
     for source in _input_files(inputs):
-        same = target == source or (target.exists() and source.exists()
-                                    and os.path.samefile(target, source))
+        same = target == source or (
+            target.exists() and source.exists() and os.path.samefile(target, source)
+        )
         if same:
-            raise OutputError(f"refusing to write {target}: it is the input file {source}; "
-                              "choose another output folder")
+            raise OutputError(
+                f"refusing to write {target}: it is the input file {source}; "
+                "choose another output folder"
+            )
 
 
 def prepare_output_dir(out_dir: str | Path, inputs: Sequence[str | Path], overwrite: bool) -> Path:
@@ -701,28 +755,36 @@ def prepare_output_dir(out_dir: str | Path, inputs: Sequence[str | Path], overwr
     out = Path(out_dir).expanduser().resolve()
     for source in _input_files(inputs):
         if out in source.parents:
-            raise OutputError(f"output folder {out} holds the input file {source}; "
-                              "choose an output folder that holds no input file")
+            raise OutputError(
+                f"output folder {out} holds the input file {source}; "
+                "choose an output folder that holds no input file"
+            )
     if out.exists():
         if not out.is_dir():
-            raise OutputError(f"output path {out} exists and is not a folder; "
-                              "choose a folder for --out")
+            raise OutputError(
+                f"output path {out} exists and is not a folder; choose a folder for --out"
+            )
         if not overwrite and any(out.iterdir()):
-            raise OutputError(f"output folder {out} already exists and is not empty; "
-                              "pass --overwrite to replace its files, or choose another folder")
+            raise OutputError(
+                f"output folder {out} already exists and is not empty; "
+                "pass --overwrite to replace its files, or choose another folder"
+            )
     else:
         try:
             out.mkdir(parents=True)
         except OSError as exc:
-            raise OutputError(f"cannot create output folder {out} ({exc.strerror}); "
-                              "check the path and permissions") from None
+            raise OutputError(
+                f"cannot create output folder {out} ({exc.strerror}); "
+                "check the path and permissions"
+            ) from None
     if not os.access(out, os.W_OK | os.X_OK):
         raise OutputError(f"output folder {out} is not writable; choose another folder")
     return out
 
 
-def _atomic_write(path: str | Path, write: Callable[[Path], None],
-                  protect: Sequence[str | Path]) -> Path:
+def _atomic_write(
+    path: str | Path, write: Callable[[Path], None], protect: Sequence[str | Path]
+) -> Path:
     """Write through ``write(temporary_path)``, fsync, then rename onto ``path``."""
     path = Path(path)
     if protect:
@@ -738,8 +800,10 @@ def _atomic_write(path: str | Path, write: Callable[[Path], None],
         with contextlib.suppress(OSError):
             tmp.unlink()
         if isinstance(exc, OSError):
-            raise OutputError(f"cannot write {path} ({exc.strerror or exc}); check the folder "
-                              "exists, is writable and has free space") from None
+            raise OutputError(
+                f"cannot write {path} ({exc.strerror or exc}); check the folder "
+                "exists, is writable and has free space"
+            ) from None
         raise
     with contextlib.suppress(OSError):
         fd = os.open(path.parent, os.O_RDONLY)
@@ -750,8 +814,9 @@ def _atomic_write(path: str | Path, write: Callable[[Path], None],
     return path
 
 
-def atomic_write_bytes(path: str | Path, data: bytes, *,
-                       protect: Sequence[str | Path] = ()) -> Path:
+def atomic_write_bytes(
+    path: str | Path, data: bytes, *, protect: Sequence[str | Path] = ()
+) -> Path:
     """Write bytes to ``path`` atomically (temporary file in the same folder, fsync, rename).
 
     Parameters
@@ -773,6 +838,7 @@ def atomic_write_bytes(path: str | Path, data: bytes, *,
     OutputError
         When writing fails (the temporary file is removed) or ``path`` is an input.
     """
+
     def write(tmp: Path) -> None:
         tmp.write_bytes(data)
 
@@ -798,8 +864,13 @@ def header_with_wcs(header: fits.Header, wcs: WCS | None) -> fits.Header:
     -------
     astropy.io.fits.Header
     """
-    out = fits.Header([c for c in header.cards
-                       if not _STRUCTURAL.match(c.keyword) and not _WCS_KEY.match(c.keyword)])
+    out = fits.Header(
+        [
+            c
+            for c in header.cards
+            if not _STRUCTURAL.match(c.keyword) and not _WCS_KEY.match(c.keyword)
+        ]
+    )
     if wcs is not None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -810,8 +881,9 @@ def header_with_wcs(header: fits.Header, wcs: WCS | None) -> fits.Header:
     return out
 
 
-def write_exposure(path: str | Path, exposure: Exposure, *,
-                   protect: Sequence[str | Path] = ()) -> Path:
+def write_exposure(
+    path: str | Path, exposure: Exposure, *, protect: Sequence[str | Path] = ()
+) -> Path:
     """Write an exposure as IMAGE, MASK and VARIANCE HDUs (and PSF when known), atomically.
 
     Each image HDU carries the exposure's WCS; the MASK HDU names its planes with
@@ -846,10 +918,12 @@ def write_exposure(path: str | Path, exposure: Exposure, *,
     mask_header = plane_header.copy()
     for key, bit, comment in mask_header_cards():
         mask_header[key if len(key) <= 8 else f"HIERARCH {key}"] = (bit, comment)
-    hdus = [primary,
-            fits.ImageHDU(exposure.image, header=plane_header, name="IMAGE"),
-            fits.ImageHDU(exposure.mask, header=mask_header, name="MASK"),
-            fits.ImageHDU(exposure.variance, header=plane_header, name="VARIANCE")]
+    hdus = [
+        primary,
+        fits.ImageHDU(exposure.image, header=plane_header, name="IMAGE"),
+        fits.ImageHDU(exposure.mask, header=mask_header, name="MASK"),
+        fits.ImageHDU(exposure.variance, header=plane_header, name="VARIANCE"),
+    ]
     if exposure.psf is not None:
         hdus.append(fits.ImageHDU(exposure.psf, name="PSF"))
     hdul = fits.HDUList(hdus)
@@ -899,3 +973,47 @@ def write_table(path: str | Path, table: Table, *, protect: Sequence[str | Path]
             table.write(tmp, format=fmt, overwrite=True)
 
     return _atomic_write(path, write, protect)
+
+
+def read_pairs_csv(path: str | Path) -> list[tuple[str, str, str]]:
+    """Read a CSV list of pairs (columns ``science``, ``template``, optional ``name``).
+
+    Relative specs are resolved against the CSV file's folder.
+
+    Parameters
+    ----------
+    path : str or Path
+        The CSV file.
+
+    Returns
+    -------
+    list of (str, str, str)
+        Science spec, template spec and a name per pair.
+
+    Raises
+    ------
+    InputError
+        When the file is missing, lacks the columns, or is empty.
+    """
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    except FileNotFoundError:
+        raise InputError(f"pairs list {path} does not exist; check the path") from None
+    if not rows or not {"science", "template"} <= set(rows[0]):
+        raise InputError(
+            f"pairs list {path} needs a header line with columns science,template "
+            "and at least one row"
+        )
+    pairs = []
+    for i, row in enumerate(rows, start=1):
+        sci, tmpl = (_resolve_spec(row[k].strip(), path.parent) for k in ("science", "template"))
+        name = (row.get("name") or "").strip() or f"pair{i:04d}"
+        pairs.append((sci, tmpl, name))
+    return pairs
+
+
+def _resolve_spec(spec: str, folder: Path) -> str:
+    """Make a relative spec relative to ``folder`` (extension suffixes are kept)."""
+    return spec if Path(spec).is_absolute() else str(folder / spec)

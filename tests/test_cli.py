@@ -15,7 +15,7 @@ from astropy.table import Table
 
 from diffviewer import cli
 from diffviewer.config import load_toml
-from diffviewer.io import demo_pair
+from diffviewer.io import demo_pair, read_pairs_csv
 
 EXPECTED = {
     "warped_template.fits",
@@ -145,5 +145,5 @@ def test_gui_without_display_says_how_to_run_headless() -> None:
 
 def test_pairs_csv_resolves_relative_paths(tmp_path: Path) -> None:
     (tmp_path / "list.csv").write_text("science,template,name\na.fits[SCI],a.fits[REF],first\n")
-    [(sci, tmpl, name)] = cli.read_pairs_csv(tmp_path / "list.csv")
+    [(sci, tmpl, name)] = read_pairs_csv(tmp_path / "list.csv")
     assert sci == str(tmp_path / "a.fits[SCI]") and tmpl.endswith("a.fits[REF]") and name == "first"

@@ -52,6 +52,7 @@ from diffviewer.gui.panels import ABPanel, CutoutPanel, KernelPanel, ResidualPan
 from diffviewer.gui.params import ParameterPanel
 from diffviewer.gui.views import ImageArea
 from diffviewer.gui.worker import ErrorReport, JobRunner
+from diffviewer.io import read_pairs_csv
 
 # Marker colours (RGB) of kernel candidates by status, and of DIA sources.
 STATUS_COLOURS = {"GOOD": (0, 230, 0), "BAD": (255, 40, 40), "CONTROL": (0, 200, 255)}
@@ -414,8 +415,6 @@ class MainWindow(QMainWindow):
 
     def open_pairs_file(self, path: str) -> None:
         """Load a CSV list of pairs and open the first (errors become a message)."""
-        from diffviewer.cli import read_pairs_csv
-
         try:
             rows = read_pairs_csv(path)
         except DiffviewerError as exc:

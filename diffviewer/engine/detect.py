@@ -69,6 +69,9 @@ class Detections:
     noise_std : float
         Robust standard deviation of the detection image over good pixels, in units
         of its predicted noise (1 when the noise model is right).
+    threshold_scale : float
+        What the detection image was divided by before thresholding: ``noise_std``
+        for thresholds in measured noise, else 1.
     warnings : tuple of str
         What the user should know (guard tripped, noise model off, too few sky positions).
     """
@@ -81,6 +84,7 @@ class Detections:
     sky_y: np.ndarray
     detection_image: str
     noise_std: float
+    threshold_scale: float
     warnings: tuple[str, ...]
 
     def __post_init__(self) -> None:
@@ -253,8 +257,8 @@ def detect_sources(difference: Exposure, score: ScoreResult | None, config: Dete
     n_good = int(good.sum())
     noise = sampled_robust_std(image[good]) if n_good else float("nan")
     measured = config.threshold_type == "stdev" and n_good >= MIN_PIXELS_FOR_STDEV
-    if measured and np.isfinite(noise) and noise > 0:
-        image = image / np.float32(noise)
+    scale = noise if measured and np.isfinite(noise) and noise > 0 else 1.0
+    image = image / np.float32(scale)
     reporter.update(0.1)
     pos, pos_labels = _threshold(image, good, config.threshold, config.min_area)
     neg, neg_labels = _threshold(-image, good, config.threshold, config.min_area)
@@ -297,4 +301,4 @@ def detect_sources(difference: Exposure, score: ScoreResult | None, config: Dete
     reporter.update(1.0)
     return Detections(segmentation=labels, table=table, mask=mask, detected_fraction=fraction,
                       sky_x=sky_x, sky_y=sky_y, detection_image=name, noise_std=noise,
-                      warnings=tuple(notes))
+                      threshold_scale=float(scale), warnings=tuple(notes))

@@ -21,7 +21,9 @@ Every source is measured on a cutout around its footprint, never on the whole im
   :func:`fit_dipole`; scipy.optimize.least_squares on the footprint's pixels); it is a
   dipole when the weaker lobe has at least ``dipole_flux_ratio`` of the stronger's
   flux, the lobes are at most ``dipole_max_separation`` FWHM apart, and each fitted
-  lobe lies within one FWHM of the detected peak of its sign.
+  lobe lies within one FWHM of the detected peak of its sign. A footprint with both
+  signs that is not a dipole is split back into the connected pieces of its positive
+  and negative parts, one source each (they only touched).
 
 Sky sources (blank positions from detection) are rows of the same table with
 ``sky_source`` true, sign 0 and only the forced fluxes and flags measured, as the
@@ -40,7 +42,8 @@ Catalog columns (0-based pixel coordinates; ct = image units):
 column                      unit   meaning
 ==========================  =====  ===================================================
 id                                 uint64 DIA source id (exposure id in the high bits)
-label                              footprint label in ``Detections.segmentation`` (0: sky)
+label                              footprint label in ``Detections.segmentation`` (0: sky;
+                                   the pieces of a split footprint share it)
 sky_source                         a blank-sky position, not a detection
 x, y                        pix    centroid (dipoles: midpoint of the lobes)
 ra, dec                     deg    from the difference's WCS; NaN without a celestial one
@@ -78,6 +81,7 @@ import astropy.units as u
 import numpy as np
 from astropy.table import Table
 from photutils.aperture import CircularAperture, aperture_photometry
+from scipy import ndimage
 from scipy.interpolate import RectBivariateSpline
 from scipy.optimize import least_squares
 from scipy.signal import fftconvolve
@@ -227,30 +231,31 @@ class PsfModel:
         oy = np.arange(-(hy + 1) * q, (hy + 1) * q + 1) / q
         ox = np.arange(-(hx + 1) * q, (hx + 1) * q + 1) / q
         inside = (np.abs(oy) <= hy)[:, None] & (np.abs(ox) <= hx)[None, :]
-        self._tables = {
-            (dy, dx): spline(oy, ox, dx=dy, dy=dx, grid=True) * inside
-            for dy, dx in ((0, 0), (1, 0), (0, 1))
-        }
+        # Value, derivative along y, derivative along x, stacked: one blend gives all three.
+        self._tables = np.stack([spline(oy, ox, dx=dy, dy=dx, grid=True) * inside
+                                 for dy, dx in ((0, 0), (1, 0), (0, 1))])
 
-    def shifted(self, x: float, y: float, dy: int = 0, dx: int = 0) -> tuple[np.ndarray, int, int]:
-        """The PSF (or its derivative along y or x) centred at (x, y), on pixels.
+    def shifted(self, x: float, y: float, derivatives: bool = False
+                ) -> tuple[np.ndarray, int, int]:
+        """The PSF (and its derivatives along y and x) centred at (x, y), on pixels.
 
         Parameters
         ----------
         x, y : float
             Centre (px).
-        dy, dx : int
-            1 for the derivative of the PSF along that offset axis.
+        derivatives : bool
+            Also the two derivatives.
 
         Returns
         -------
-        stamp : numpy.ndarray
-            Values on a stamp one pixel larger than the PSF image.
+        stamps : numpy.ndarray
+            Shape (1, ny, nx), or (3, ny, nx) with derivatives: value, d/dy and d/dx
+            of the PSF over its offset, on a stamp one pixel larger than the PSF image.
         x0, y0 : int
             Pixel of the stamp's [0, 0].
         """
         q = OVERSAMPLE
-        table = self._tables[(dy, dx)]
+        table = self._tables if derivatives else self._tables[:1]
         hy, hx = self.half
         ix, iy = int(np.floor(x)), int(np.floor(y))
         qy, qx = (y - iy) * q, (x - ix) * q
@@ -260,18 +265,18 @@ class PsfModel:
         ny, nx = 2 * hy + 2, 2 * hx + 2
         ya, yb = slice(sy, sy + ny * q, q), slice(sy - 1, sy - 1 + ny * q, q)
         xa, xb = slice(sx, sx + nx * q, q), slice(sx - 1, sx - 1 + nx * q, q)
-        out = ((1.0 - wy) * (1.0 - wx)) * table[ya, xa] + ((1.0 - wy) * wx) * table[ya, xb]
-        out += (wy * (1.0 - wx)) * table[yb, xa] + (wy * wx) * table[yb, xb]
+        out = ((1.0 - wy) * (1.0 - wx)) * table[:, ya, xa] + ((1.0 - wy) * wx) * table[:, ya, xb]
+        out += (wy * (1.0 - wx)) * table[:, yb, xa] + (wy * wx) * table[:, yb, xb]
         return out, ix - hx, iy - hy
 
-    def render(self, x: float, y: float, shape: tuple[int, int], dy: int = 0, dx: int = 0
+    def render(self, x: float, y: float, shape: tuple[int, int], derivatives: bool = False
                ) -> np.ndarray:
-        """The PSF (or a derivative) centred at (x, y) in a zero array of ``shape``."""
-        out = np.zeros(shape)
-        stamp, x0, y0 = self.shifted(x, y, dy, dx)
-        cut = _overlap(shape, x0, y0, *stamp.shape)
+        """:meth:`shifted` placed in zero arrays of ``shape``: shape (1 or 3, *shape)."""
+        stamps, x0, y0 = self.shifted(x, y, derivatives)
+        out = np.zeros((stamps.shape[0], *shape))
+        cut = _overlap(shape, x0, y0, *stamps.shape[1:])
         if cut is not None:
-            out[cut[0]] = stamp[cut[1]]
+            out[(slice(None), *cut[0])] = stamps[(slice(None), *cut[1])]
         return out
 
     def stamp(self, x: float, y: float) -> tuple[np.ndarray, int, int]:
@@ -284,7 +289,8 @@ class PsfModel:
         x0, y0 : int
             Image pixel of the stamp's [0, 0].
         """
-        img, x0, y0 = self.shifted(x, y)
+        stamps, x0, y0 = self.shifted(x, y)
+        img = stamps[0]
         total = img.sum()
         return (img / total if total > 0 else img), x0, y0
 
@@ -479,31 +485,30 @@ def fit_dipole(difference: Cutout, science: Cutout, start_pos: tuple[float, floa
         nan = float("nan")
         return DipoleFit(nan, nan, nan, nan, nan, nan, nan, nan, False)
 
-    def lobe(cut: Cutout, sel: np.ndarray, xc: float, yc: float, dy: int = 0, dx: int = 0
+    def lobe(cut: Cutout, sel: np.ndarray, xc: float, yc: float, derivatives: bool = False
              ) -> np.ndarray:
-        return cut.model.render(xc, yc, (ny, nx), dy=dy, dx=dx)[sel]
+        """PSF (and d/dy, d/dx) at (xc, yc) on the selected pixels, shape (1 or 3, n)."""
+        return cut.model.render(xc, yc, (ny, nx), derivatives)[:, sel]
 
     def residual(t: np.ndarray) -> np.ndarray:
-        r_d = (d - t[2] * lobe(difference, sel_d, t[0], t[1])
-               + t[5] * lobe(difference, sel_d, t[3], t[4]))
-        r_s = s - t[2] * lobe(science, sel_s, t[0], t[1]) - t[6]
+        r_d = (d - t[2] * lobe(difference, sel_d, t[0], t[1])[0]
+               + t[5] * lobe(difference, sel_d, t[3], t[4])[0])
+        r_s = s - t[2] * lobe(science, sel_s, t[0], t[1])[0] - t[6]
         return np.concatenate([sw_d * r_d, sw_s * r_s])
 
     def jacobian(t: np.ndarray) -> np.ndarray:
         jac = np.zeros((n_d + s.size, 7))
-        jac[:n_d, 0] = t[2] * lobe(difference, sel_d, t[0], t[1], dx=1)
-        jac[:n_d, 1] = t[2] * lobe(difference, sel_d, t[0], t[1], dy=1)
-        jac[:n_d, 2] = -lobe(difference, sel_d, t[0], t[1])
-        jac[:n_d, 3] = -t[5] * lobe(difference, sel_d, t[3], t[4], dx=1)
-        jac[:n_d, 4] = -t[5] * lobe(difference, sel_d, t[3], t[4], dy=1)
-        jac[:n_d, 5] = lobe(difference, sel_d, t[3], t[4])
-        jac[n_d:, 0] = t[2] * lobe(science, sel_s, t[0], t[1], dx=1)
-        jac[n_d:, 1] = t[2] * lobe(science, sel_s, t[0], t[1], dy=1)
-        jac[n_d:, 2] = -lobe(science, sel_s, t[0], t[1])
+        p_val, p_dy, p_dx = lobe(difference, sel_d, t[0], t[1], derivatives=True)
+        n_val, n_dy, n_dx = lobe(difference, sel_d, t[3], t[4], derivatives=True)
+        s_val, s_dy, s_dx = lobe(science, sel_s, t[0], t[1], derivatives=True)
+        jac[:n_d, 0], jac[:n_d, 1], jac[:n_d, 2] = t[2] * p_dx, t[2] * p_dy, -p_val
+        jac[:n_d, 3], jac[:n_d, 4], jac[:n_d, 5] = -t[5] * n_dx, -t[5] * n_dy, n_val
+        jac[n_d:, 0], jac[n_d:, 1], jac[n_d:, 2] = t[2] * s_dx, t[2] * s_dy, -s_val
         jac[n_d:, 6] = -1.0
         return jac * np.concatenate([sw_d, sw_s])[:, None]
 
-    design = np.stack([lobe(difference, sel_d, *start_pos), -lobe(difference, sel_d, *start_neg)])
+    design = np.stack([lobe(difference, sel_d, *start_pos)[0],
+                       -lobe(difference, sel_d, *start_neg)[0]])
     amp, *_ = np.linalg.lstsq((design * sw_d).T, d * sw_d, rcond=None)
     floor = 0.05 * float(np.max(np.abs(d))) / max(float(difference.model.image.max()), 1e-12)
     f_p, f_n = (max(float(a), floor) for a in amp)
@@ -519,6 +524,94 @@ def fit_dipole(difference: Cutout, science: Cutout, start_pos: tuple[float, floa
         errs = np.sqrt(np.clip(np.diag(np.linalg.inv(jtj)), 0.0, None))
     return DipoleFit(float(t[0]), float(t[1]), float(t[3]), float(t[4]), float(t[2]), float(t[5]),
                      float(errs[2]), float(errs[5]), bool(res.success))
+
+
+@dataclasses.dataclass(frozen=True)
+class _FootprintCutout:
+    """One footprint's cutout: slices, difference pixels, masks and detection-image values."""
+
+    box: tuple[slice, slice]
+    data: np.ndarray
+    good: np.ndarray
+    inside: np.ndarray
+    detection: np.ndarray
+
+
+def _detection_values(difference: Exposure, score: ScoreResult | None, detections: Detections,
+                      box: tuple[slice, slice]) -> np.ndarray:
+    """The detection image (in the sigma of its threshold) on a cutout."""
+    if detections.detection_image == "score" and score is not None:
+        values = score.image[box].astype(np.float64)
+    else:
+        var = difference.variance[box]
+        values = np.where(var > 0, difference.image[box] / np.sqrt(np.where(var > 0, var, 1)), 0)
+    return values / detections.threshold_scale
+
+
+def _is_dipole(fit: DipoleFit, pos_peak: tuple[float, float], neg_peak: tuple[float, float],
+               fwhm: float, config: MeasurementConfig) -> bool:
+    """Whether a two-lobe fit is a dipole (criteria in the module docstring)."""
+    strong = max(fit.pos_flux, fit.neg_flux)
+    ratio = min(fit.pos_flux, fit.neg_flux) / strong if strong > 0 else 0.0
+    # The fitted lobes must explain the detected ones: each within one FWHM of the
+    # peak of its sign (a lobe pulled onto a galaxy's core or a neighbour is not).
+    off_pos = np.hypot(fit.pos_x - pos_peak[0], fit.pos_y - pos_peak[1])
+    off_neg = np.hypot(fit.neg_x - neg_peak[0], fit.neg_y - neg_peak[1])
+    return bool(fit.success and max(off_pos, off_neg) <= fwhm
+                and ratio >= config.dipole_flux_ratio
+                and fit.separation <= config.dipole_max_separation * fwhm)
+
+
+def _parts(cut: _FootprintCutout, det_mask: np.ndarray, both: bool
+           ) -> list[tuple[np.ndarray, int]]:
+    """The sources of a footprint that is not a dipole, each with its sign.
+
+    A one-signed footprint is one source. A footprint with both signs that is not a
+    dipole is split back into the connected pieces of its positive (DETECTED) and
+    negative (DETECTED_NEGATIVE) parts, one source each, as a deblender would: the
+    merge only served to look for a dipole.
+    """
+    if not both:
+        values = np.where(cut.inside, cut.detection, 0.0)
+        sign = 1 if values.flat[int(np.argmax(np.abs(values)))] >= 0 else -1
+        return [(cut.inside, sign)]
+    out: list[tuple[np.ndarray, int]] = []
+    for sign, plane in ((1, MaskPlane.DETECTED), (-1, MaskPlane.DETECTED_NEGATIVE)):
+        pieces, n = ndimage.label(cut.inside & ((det_mask & int(plane)) != 0),
+                                  structure=np.ones((3, 3), dtype=bool))
+        out.extend((pieces == k, sign) for k in range(1, n + 1))
+    return out
+
+
+def _measure_part(cut: _FootprintCutout, part: np.ndarray, sign: int, filtered: np.ndarray,
+                  centre: tuple[float, float] | None, planes: np.ndarray,
+                  score: ScoreResult | None, fwhm: float) -> dict[str, float]:
+    """Centroid, peaks, moments, area and footprint flags of one source (a dipole: sign 0).
+
+    ``centre`` (cutout px) is given for a dipole (the midpoint of its lobes); otherwise
+    it is the sub-pixel peak of the PSF-filtered difference in ``part``. The caller
+    sets ``has_positive`` / ``has_negative``.
+    """
+    ys, xs = cut.box
+    values = np.where(part, cut.detection, 0.0)
+    peak = float(values.flat[int(np.argmax(np.abs(values) if sign == 0 else sign * values))])
+    sign = sign or (1 if peak >= 0 else -1)
+    cx, cy = centre if centre is not None else _peak(filtered, part, sign)
+    row: dict[str, float] = {"x": cx + xs.start, "y": cy + ys.start, "sign": sign,
+                             "peak_value": peak, "npix": int(part.sum())}
+    row["xx"], row["yy"], row["xy"] = _weighted_moments(sign * cut.data, cut.good & part,
+                                                        cx, cy, 2.0 * fwhm / 2.3548)
+    if score is not None:
+        sv = np.where(part, score.image[cut.box], 0.0)
+        row["score_peak"] = float(sv.flat[int(np.argmax(np.abs(sv)))])
+    bits = int(np.bitwise_or.reduce(planes[cut.box][part])) if part.any() else 0
+    py, px = np.nonzero(part)
+    touches = bool(part.any()) and (
+        ys.start + py.min() == 0 or xs.start + px.min() == 0
+        or ys.start + py.max() == planes.shape[0] - 1 or xs.start + px.max() == planes.shape[1] - 1)
+    for name, plane_bits in FLAG_PLANES.items():
+        row[f"flag_{name}"] = bool(bits & plane_bits) or (name == "edge" and touches)
+    return row
 
 
 def sky_error_scale(flux: np.ndarray, err: np.ndarray) -> float:
@@ -635,72 +728,55 @@ def measure_sources(difference: Exposure, science: Exposure, template: Exposure,
         science.variance, ((science.mask & int(UNUSABLE)) != 0) | ~(science.variance > 0))
     planes = difference.mask | science.mask | template_planes(template.mask)
     table = detections.table
-    n_fp, n_sky = len(table), len(detections.sky_x)
-    cols = _columns(n_fp + n_sky, config.aperture_radii)
     seg = detections.segmentation
     margin = max(model.half)
-    sigma_w = 2.0 * model.fwhm / 2.3548
-    max_sep = config.dipole_max_separation * model.fwhm
     flipped = model.image[::-1, ::-1]
-
-    for i in range(n_fp):
+    found: list[dict[str, float]] = []
+    for i in range(len(table)):
         if i % 50 == 0:  # a dipole fit takes up to ~10 ms
-            reporter.update(0.8 * i / max(n_fp, 1))
+            reporter.update(0.8 * i / max(len(table), 1))
         label = int(table["label"][i])
         y0 = max(int(table["bbox_ymin"][i]) - margin, 0)
         y1 = min(int(table["bbox_ymax"][i]) + margin + 1, shape[0])
         x0 = max(int(table["bbox_xmin"][i]) - margin, 0)
         x1 = min(int(table["bbox_xmax"][i]) + margin + 1, shape[1])
         box = (slice(y0, y1), slice(x0, x1))
-        d = difference.image[box].astype(np.float64)
-        good = ~bad[box]
-        inside = seg[box] == label
-        sign = 1 if float(table["peak_value"][i]) >= 0 else -1
-        filtered = fftconvolve(np.where(good, d, 0.0), flipped, mode="same")
-        cols["label"][i], cols["sign"][i] = label, sign
-        cols["peak_value"][i] = float(table["peak_value"][i])
-        cols["npix"][i] = int(table["npix"][i])
-        cols["has_positive"][i] = bool(table["has_positive"][i])
-        cols["has_negative"][i] = bool(table["has_negative"][i])
-
-        cx, cy = _peak(filtered, inside, sign)
-        if bool(table["has_positive"][i]) and bool(table["has_negative"][i]):
-            pos_peak, neg_peak = _peak(filtered, inside, 1), _peak(filtered, inside, -1)
+        cut = _FootprintCutout(
+            box=box, data=difference.image[box].astype(np.float64), good=~bad[box],
+            inside=seg[box] == label,
+            detection=_detection_values(difference, score, detections, box))
+        filtered = fftconvolve(np.where(cut.good, cut.data, 0.0), flipped, mode="same")
+        both = bool(table["has_positive"][i]) and bool(table["has_negative"][i])
+        fit_cols: dict[str, float] = {}
+        if both:
+            pos_peak, neg_peak = _peak(filtered, cut.inside, 1), _peak(filtered, cut.inside, -1)
             fit = fit_dipole(
-                Cutout(d, np.where(inside, weight[box], 0.0), model),
-                Cutout(science.image[box], np.where(inside, sci_weight[box], 0.0), sci_model),
+                Cutout(cut.data, np.where(cut.inside, weight[box], 0.0), model),
+                Cutout(science.image[box], np.where(cut.inside, sci_weight[box], 0.0), sci_model),
                 pos_peak, neg_peak)
-            strong = max(fit.pos_flux, fit.neg_flux)
-            ratio = min(fit.pos_flux, fit.neg_flux) / strong if strong > 0 else 0.0
-            cols["pos_flux"][i], cols["neg_flux"][i] = fit.pos_flux, fit.neg_flux
-            cols["pos_flux_err"][i], cols["neg_flux_err"][i] = fit.pos_flux_err, fit.neg_flux_err
-            cols["pos_x"][i], cols["pos_y"][i] = fit.pos_x + x0, fit.pos_y + y0
-            cols["neg_x"][i], cols["neg_y"][i] = fit.neg_x + x0, fit.neg_y + y0
-            cols["dipole_separation"][i] = fit.separation
-            cols["dipole_orientation"][i] = fit.orientation
-            # The fitted lobes must explain the detected ones: each within one FWHM of the
-            # peak of its sign (a lobe pulled onto a galaxy's core or a neighbour is not).
-            off_pos = np.hypot(fit.pos_x - pos_peak[0], fit.pos_y - pos_peak[1])
-            off_neg = np.hypot(fit.neg_x - neg_peak[0], fit.neg_y - neg_peak[1])
-            explains = max(off_pos, off_neg) <= model.fwhm
-            if (fit.success and explains and ratio >= config.dipole_flux_ratio
-                    and fit.separation <= max_sep):
-                cols["is_dipole"][i] = True
-                cx, cy = 0.5 * (fit.pos_x + fit.neg_x), 0.5 * (fit.pos_y + fit.neg_y)
-        cols["x"][i], cols["y"][i] = cx + x0, cy + y0
-        cols["xx"][i], cols["yy"][i], cols["xy"][i] = _weighted_moments(
-            sign * d, good & inside, cx, cy, sigma_w)
-        if score is not None:
-            sv = np.where(inside, score.image[box], 0.0)
-            k = int(np.argmax(np.abs(sv)))
-            cols["score_peak"][i] = float(sv.flat[k])
-        footprint_bits = int(np.bitwise_or.reduce(planes[box][inside])) if inside.any() else 0
-        touches = (table["bbox_xmin"][i] == 0 or table["bbox_ymin"][i] == 0
-                   or table["bbox_xmax"][i] == shape[1] - 1
-                   or table["bbox_ymax"][i] == shape[0] - 1)
-        for name, bits in FLAG_PLANES.items():
-            cols[f"flag_{name}"][i] = bool(footprint_bits & bits)
-        cols["flag_edge"][i] |= bool(touches)
+            fit_cols = {"pos_flux": fit.pos_flux, "neg_flux": fit.neg_flux,
+                        "pos_flux_err": fit.pos_flux_err, "neg_flux_err": fit.neg_flux_err,
+                        "pos_x": fit.pos_x + x0, "pos_y": fit.pos_y + y0,
+                        "neg_x": fit.neg_x + x0, "neg_y": fit.neg_y + y0,
+                        "dipole_separation": fit.separation,
+                        "dipole_orientation": fit.orientation}
+            if _is_dipole(fit, pos_peak, neg_peak, model.fwhm, config):
+                centre = (0.5 * (fit.pos_x + fit.neg_x), 0.5 * (fit.pos_y + fit.neg_y))
+                row = _measure_part(cut, cut.inside, 0, filtered, centre, planes, score,
+                                    model.fwhm)
+                found.append({**row, **fit_cols, "label": label, "is_dipole": True,
+                              "has_positive": True, "has_negative": True})
+                continue
+        for part, sign in _parts(cut, detections.mask[box], both):
+            row = _measure_part(cut, part, sign, filtered, None, planes, score, model.fwhm)
+            found.append({**row, **fit_cols, "label": label, "has_positive": sign > 0,
+                          "has_negative": sign < 0})
+
+    n_fp, n_sky = len(found), len(detections.sky_x)
+    cols = _columns(n_fp + n_sky, config.aperture_radii)
+    for k, row in enumerate(found):
+        for name, value in row.items():
+            cols[name][k] = value
 
     for j in range(n_sky):
         k = n_fp + j

@@ -263,8 +263,14 @@ def test_transient_on_a_galaxy_is_not_a_dipole() -> None:
     near = table[np.hypot(table["x"] - 69.3, table["y"] - 61.6) < 2.0]
     assert len(near) == 1
     assert not near["is_dipole"][0]
-    assert near["sign"][0] == 1
+    assert near["sign"][0] == 1 and not near["has_negative"][0]
     assert not np.any(table["is_dipole"])
+    # The transient and the negative residual touch (one footprint on the score); as it
+    # is no dipole, the footprint is split back into a positive and a negative source.
+    assert len(table) == 2 and table["label"][0] == table["label"][1]
+    assert sorted(table["sign"]) == [-1, 1]
+    neg = table[table["sign"] < 0][0]
+    assert np.hypot(neg["x"] - 64.0, neg["y"] - 64.0) < 3.0, "the residual sits on the galaxy"
 
 
 def test_empty_detections_give_an_empty_catalog_with_all_columns() -> None:

@@ -129,10 +129,6 @@ def test_goto_injections_are_recovered(goto_injection) -> None:
     assert goto_injection["spurious"] <= 1.5 * goto_injection["baseline"] + 10
 
 
-@pytest.mark.xfail(strict=True, reason="the kernel fit takes injected sources, absent from the "
-                   "template, as GOOD stamps (87 of 559 in a run): the kernel sum drops by 1-3 % "
-                   "and the difference's background under the sources goes negative, fluxes "
-                   "3-5 % low (a local sky term in the fit gives a flux ratio of 1.00)")
 def test_goto_injected_fluxes_are_unbiased(goto_injection) -> None:
     pull = goto_injection["pull"]
     # Pulls of ~280 sources: median known to +-0.07, scatter to +-0.04.

@@ -754,6 +754,13 @@ def fit_kernel(
     src_psf, tgt_psf = (tmpl_psf, sci_psf) if mode == "template" else (sci_psf, tmpl_psf)
     sigmas, _ = basis_sigmas(src_psf.fwhm, tgt_psf.fwhm, config)
     size = kernel_size(sigmas, config)
+    cap = max(3, (min(science.shape) // 2 - 1) | 1)  # odd, at most half the image side
+    if size > cap:
+        notes.append(
+            f"the {size} px kernel the PSFs call for was cut to {cap} px, half the "
+            f"{min(science.shape)} px image; its widest Gaussian is truncated"
+        )
+        size = cap
     basis = make_basis(sigmas, config.degrees, size)
     nb = basis.shape[0]
     fit_half = fit_half_width(sci_psf.fwhm, tmpl_psf.fwhm)

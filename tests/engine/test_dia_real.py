@@ -190,6 +190,8 @@ def _run_triplets(survey: str, template_ext: str) -> None:
     print(f"\n{survey}: candidate detected with the survey's sign in {hits} of {len(rows)} "
           f"({strict_hits} as the source's sign); median correlation with the survey's DIFF "
           f"{np.nanmedian(corrs):.2f}\n" + "\n".join(lines))
+    # "Most": a majority. 19 of the 24 Rubin candidates have S/N 5-7 in Rubin's own
+    # difference (at a 5-sigma threshold about half of those are expected).
     assert hits > len(rows) / 2
 
 
@@ -200,9 +202,5 @@ def test_ztf_alert_candidates_are_detected_with_their_sign() -> None:
     _run_triplets("ztf", "REF")
 
 
-@pytest.mark.xfail(strict=True, reason="10 of 24: 19 of the 24 candidates have S/N 5-7 in "
-                   "Rubin's own difference, and on these 30-px cutouts (PSF images of 41-49 px) "
-                   "the decorrelated difference is all EDGE and zero, and S_corr reaches 1-3 "
-                   "where Rubin's S/N is 5-6")
 def test_rubin_alert_candidates_are_detected_with_their_sign() -> None:
     _run_triplets("rubin", "TMPL")

@@ -58,8 +58,9 @@ def spin_until(app: QApplication, condition, timeout_s: float = 600.0) -> None:
     loop = QEventLoop()
     timer = QTimer()
     timer.setInterval(1)
-    timer.timeout.connect(lambda: loop.quit() if condition() or time.perf_counter() > deadline
-                          else None)
+    timer.timeout.connect(
+        lambda: loop.quit() if condition() or time.perf_counter() > deadline else None
+    )
     timer.start()
     loop.exec()
     timer.stop()
@@ -86,13 +87,22 @@ def bench_run(app: QApplication, folder: Path, repeat: int) -> list[tuple[str, s
         for key, value in window.outcome.stages.items():
             stages[key].append(value)
         stages["gui"].append(totals[-1] - window.outcome.elapsed)
-    rows = [("run -> difference on screen (GOTO 1850^2)",
-             f"median {statistics.median(totals):.2f} s over {repeat} (min {min(totals):.2f} s)")]
-    labels = {"read": "reading the pair (io.read_exposure)", "engine": "engine (run_subtraction)",
-              "display": "display arrays + levels (worker)",
-              "gui": "GUI thread: views, overlays, panels, queue"}
-    rows += [(f"  of which {labels[k]}", f"median {statistics.median(v):.2f} s")
-             for k, v in stages.items()]
+    rows = [
+        (
+            "run -> difference on screen (GOTO 1850^2)",
+            f"median {statistics.median(totals):.2f} s over {repeat} (min {min(totals):.2f} s)",
+        )
+    ]
+    labels = {
+        "read": "reading the pair (io.read_exposure)",
+        "engine": "engine (run_subtraction)",
+        "display": "display arrays + levels (worker)",
+        "gui": "GUI thread: views, overlays, panels, queue",
+    }
+    rows += [
+        (f"  of which {labels[k]}", f"median {statistics.median(v):.2f} s")
+        for k, v in stages.items()
+    ]
     # cancel during the longest step (measurement): time until the worker thread has ended
     window.run_action.trigger()
     spin_until(app, lambda: window.step_label.text() == "measure")
@@ -108,8 +118,9 @@ def bench_run(app: QApplication, folder: Path, repeat: int) -> list[tuple[str, s
     return rows
 
 
-def _frames(app: QApplication, window: MainWindow, names: list[str], half: float,
-            n: int = 40) -> list[float]:
+def _frames(
+    app: QApplication, window: MainWindow, names: list[str], half: float, n: int = 40
+) -> list[float]:
     """Pan the shared view ``n`` times by 2% of its width and repaint every visible panel."""
     master = window.area.panels["science"]
     master.centre_on(2048.0, 2048.0, half)
@@ -137,15 +148,20 @@ def bench_pan(app: QApplication, folder: Path) -> list[tuple[str, str]]:
         window.area.panels[name].set_image(image, levels)
     app.processEvents()
     rows = []
-    for layout, names in (("grid, 5 linked views", list(window.area.visible_views())),
-                          ("tabs, 1 view", ["science"])):
+    for layout, names in (
+        ("grid, 5 linked views", list(window.area.visible_views())),
+        ("tabs, 1 view", ["science"]),
+    ):
         window.area.set_mode("grid" if layout.startswith("grid") else "tabs")
         app.processEvents()
         for zoom, half in (("whole image", 2048.0), ("1:1 zoom", 150.0)):
             t = _frames(app, window, names, half)
-            rows.append((f"pan frame, {layout}, {zoom}",
-                         f"median {statistics.median(t):.1f} ms, p90 "
-                         f"{np.percentile(t, 90):.1f} ms"))
+            rows.append(
+                (
+                    f"pan frame, {layout}, {zoom}",
+                    f"median {statistics.median(t):.1f} ms, p90 {np.percentile(t, 90):.1f} ms",
+                )
+            )
     window.close()
     return rows
 
@@ -186,14 +202,22 @@ def bench_responsive(app: QApplication, folder: Path) -> list[tuple[str, str]]:
     shown = elapsed - window.outcome.elapsed if window.outcome is not None else float("nan")
     window.close()
     waits = np.array(gaps[1:]) - 10.0
-    return [("4096^2 synthetic run, GUI thread meanwhile",
-             f"run {elapsed:.1f} s; {len(gaps)} pan+repaint ticks of 10 ms"),
-            ("  tick lateness (event-loop stall)",
-             f"median {np.median(waits):.1f} ms, p99 {np.percentile(waits, 99):.0f} ms, "
-             f"max {waits.max():.0f} ms"),
-            ("  pan frame during the run (1 view)",
-             f"median {np.median(frames):.1f} ms, p90 {np.percentile(frames, 90):.1f} ms"),
-            ("  GUI thread drawing the 4096^2 result", f"{shown:.2f} s")]
+    return [
+        (
+            "4096^2 synthetic run, GUI thread meanwhile",
+            f"run {elapsed:.1f} s; {len(gaps)} pan+repaint ticks of 10 ms",
+        ),
+        (
+            "  tick lateness (event-loop stall)",
+            f"median {np.median(waits):.1f} ms, p99 {np.percentile(waits, 99):.0f} ms, "
+            f"max {waits.max():.0f} ms",
+        ),
+        (
+            "  pan frame during the run (1 view)",
+            f"median {np.median(frames):.1f} ms, p90 {np.percentile(frames, 90):.1f} ms",
+        ),
+        ("  GUI thread drawing the 4096^2 result", f"{shown:.2f} s"),
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -203,8 +227,11 @@ def main(argv: list[str] | None = None) -> int:
     app = QApplication.instance() or QApplication(sys.argv[:1])
     assert isinstance(app, QApplication)
     with tempfile.TemporaryDirectory() as tmp:
-        rows = (bench_run(app, Path(tmp) / "run", args.repeat) + bench_pan(app, Path(tmp) / "pan")
-                + bench_responsive(app, Path(tmp) / "busy"))
+        rows = (
+            bench_run(app, Path(tmp) / "run", args.repeat)
+            + bench_pan(app, Path(tmp) / "pan")
+            + bench_responsive(app, Path(tmp) / "busy")
+        )
     width = max(len(r[0]) for r in rows)
     print(f"{'measure':<{width}}  result")
     print(f"{'-' * width}  {'-' * 40}")

@@ -85,9 +85,15 @@ def main() -> None:
     t, _ = _best(lambda: _to_template(sci_wcs, tmpl_wcs, xx, yy), args.repeat)
     rows.append(("  the exact pixel mapping at every pixel, for comparison", t, np.nan))
     for roundtrip in (True, False):
+
         def run(roundtrip: bool = roundtrip) -> tuple[np.ndarray, np.ndarray]:
-            return reproject_interp((stack, tmpl_wcs), sci_wcs, shape_out=stack.shape,
-                                    order="bilinear", roundtrip_coords=roundtrip)
+            return reproject_interp(
+                (stack, tmpl_wcs),
+                sci_wcs,
+                shape_out=stack.shape,
+                order="bilinear",
+                roundtrip_coords=roundtrip,
+            )
 
         t, (out, foot) = _best(run, args.repeat)
         both = (foot[0] > 0) & ((result.exposure.mask & 256) == 0)

@@ -53,8 +53,13 @@ def param(
     dataclasses.Field
         A field for a frozen config dataclass.
     """
-    meta = {"doc": doc, "unit": unit, "min": minimum, "max": maximum,
-            "choices": tuple(choices) if choices else None}
+    meta = {
+        "doc": doc,
+        "unit": unit,
+        "min": minimum,
+        "max": maximum,
+        "choices": tuple(choices) if choices else None,
+    }
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -114,15 +119,24 @@ class WarpConfig:
 
     SECTION = "warp"
     required_template_fraction: float = param(
-        0.1, "Least fraction of science pixels the warped template must cover with good data "
+        0.1,
+        "Least fraction of science pixels the warped template must cover with good data "
         "(the seed's requiredTemplateFraction); below it the run stops with NoWorkFound.",
-        minimum=0.0, maximum=1.0)
+        minimum=0.0,
+        maximum=1.0,
+    )
     grid_tolerance: float = param(
-        0.01, "Largest pixel offset between the two grids, over the image, for which warping is skipped.",
-        unit="px", minimum=0.0, maximum=10.0)
+        0.01,
+        "Largest pixel offset between the two grids, over the image, for which warping is skipped.",
+        unit="px",
+        minimum=0.0,
+        maximum=10.0,
+    )
     interpolation: str = param(
-        "bilinear", "Interpolation used to warp the template.",
-        choices=("nearest-neighbor", "bilinear", "biquadratic", "bicubic"))
+        "bilinear",
+        "Interpolation used to warp the template.",
+        choices=("nearest-neighbor", "bilinear", "biquadratic", "bicubic"),
+    )
 
     def __post_init__(self) -> None:
         _validate_fields(self)
@@ -184,8 +198,11 @@ class CandidatesConfig:
         3, "Most candidates kept per cell (the brightest first).", minimum=1, maximum=100
     )
     max_candidates: int = param(
-        1000, "Most candidates in all: beyond it, each cell's brightest are kept first, then "
-        "their second brightest, and so on (0 = no limit).", minimum=0, maximum=100000
+        1000,
+        "Most candidates in all: beyond it, each cell's brightest are kept first, then "
+        "their second brightest, and so on (0 = no limit).",
+        minimum=0,
+        maximum=100000,
     )
     control_every: int = param(
         5,
@@ -332,14 +349,26 @@ class ScoreConfig:
     """The score image on which point sources are detected."""
 
     SECTION = "score"
-    method: str = param("zogy", "Score image: ZOGY S_corr, Alard-Lupton preconvolution "
-                        "(difference filtered by its PSF), or none.", choices=("zogy", "al", "none"))
+    method: str = param(
+        "zogy",
+        "Score image: ZOGY S_corr, Alard-Lupton preconvolution "
+        "(difference filtered by its PSF), or none.",
+        choices=("zogy", "al", "none"),
+    )
     astrometric_noise: float = param(
-        0.0, "RMS registration error between the images, per axis, entering S_corr.",
-        unit="px", minimum=0.0, maximum=5.0)
+        0.0,
+        "RMS registration error between the images, per axis, entering S_corr.",
+        unit="px",
+        minimum=0.0,
+        maximum=5.0,
+    )
     background_mesh: int = param(
-        128, "Side of the cells in which ZOGY estimates each image's sky background and noise.",
-        unit="px", minimum=8, maximum=4096)
+        128,
+        "Side of the cells in which ZOGY estimates each image's sky background and noise.",
+        unit="px",
+        minimum=8,
+        maximum=4096,
+    )
 
     def __post_init__(self) -> None:
         _validate_fields(self)
@@ -350,22 +379,41 @@ class DetectionConfig:
     """Detection of positive and negative sources on the difference or score."""
 
     SECTION = "detection"
-    detect_on: str = param("score", "Image searched for sources: the score, or the difference itself.",
-                           choices=("score", "difference"))
+    detect_on: str = param(
+        "score",
+        "Image searched for sources: the score, or the difference itself.",
+        choices=("score", "difference"),
+    )
     threshold: float = param(5.0, "Detection threshold.", unit="sigma", minimum=0.5, maximum=1000.0)
-    min_area: int = param(3, "Least number of connected pixels above threshold.", unit="px",
-                          minimum=1, maximum=10000)
-    grow: int = param(2, "Footprints are grown by this many pixels before merging.", unit="px",
-                      minimum=0, maximum=50)
-    sky_sources: int = param(0, "Number of blank-sky positions measured to calibrate the noise.",
-                             minimum=0, maximum=10000)
+    min_area: int = param(
+        3, "Least number of connected pixels above threshold.", unit="px", minimum=1, maximum=10000
+    )
+    grow: int = param(
+        2,
+        "Footprints are grown by this many pixels before merging.",
+        unit="px",
+        minimum=0,
+        maximum=50,
+    )
+    sky_sources: int = param(
+        0,
+        "Number of blank-sky positions measured to calibrate the noise.",
+        minimum=0,
+        maximum=10000,
+    )
     max_detected_fraction: float = param(
-        0.05, "Bad-subtraction guard: warn when detections cover more than this fraction of the image.",
-        minimum=0.0, maximum=1.0)
+        0.05,
+        "Bad-subtraction guard: warn when detections cover more than this fraction of the image.",
+        minimum=0.0,
+        maximum=1.0,
+    )
     threshold_type: str = param(
-        "stdev", "Unit of the threshold: the measured robust noise of the searched image "
+        "stdev",
+        "Unit of the threshold: the measured robust noise of the searched image "
         "(stdev; right where the noise is correlated or the variance is off) or the noise its "
-        "variance predicts (pixel_stdev).", choices=("stdev", "pixel_stdev"))
+        "variance predicts (pixel_stdev).",
+        choices=("stdev", "pixel_stdev"),
+    )
 
     def __post_init__(self) -> None:
         _validate_fields(self)
@@ -379,21 +427,33 @@ class MeasurementConfig:
 
     SECTION = "measurement"
     aperture_radii: tuple[float, ...] = param(
-        (3.0, 6.0, 9.0), "Radii of the circular apertures.", unit="px", minimum=0.5, maximum=100.0)
+        (3.0, 6.0, 9.0), "Radii of the circular apertures.", unit="px", minimum=0.5, maximum=100.0
+    )
     dipole_max_separation: float = param(
-        3.0, "Largest separation of a dipole's lobes, in FWHM of the difference PSF.",
-        unit="FWHM", minimum=0.1, maximum=20.0)
+        3.0,
+        "Largest separation of a dipole's lobes, in FWHM of the difference PSF.",
+        unit="FWHM",
+        minimum=0.1,
+        maximum=20.0,
+    )
     dipole_flux_ratio: float = param(
-        0.2, "Least ratio of the weaker to the stronger lobe's flux for a dipole.",
-        minimum=0.0, maximum=1.0)
-    exposure_id: int = param(0, "Exposure id stored in the high bits of every DIA source id.",
-                             minimum=0)
-    exposure_bits: int = param(32, "Number of high bits of the 64-bit id that hold the exposure id.",
-                               minimum=1, maximum=62)
+        0.2,
+        "Least ratio of the weaker to the stronger lobe's flux for a dipole.",
+        minimum=0.0,
+        maximum=1.0,
+    )
+    exposure_id: int = param(
+        0, "Exposure id stored in the high bits of every DIA source id.", minimum=0
+    )
+    exposure_bits: int = param(
+        32, "Number of high bits of the 64-bit id that hold the exposure id.", minimum=1, maximum=62
+    )
     calibrate_errors: bool = param(
-        True, "Scale the PSF-flux errors by the scatter of the sky sources' forced fluxes "
+        True,
+        "Scale the PSF-flux errors by the scatter of the sky sources' forced fluxes "
         "(needs detection.sky_sources >= 50), which the per-pixel variance misses for "
-        "correlated noise.")
+        "correlated noise.",
+    )
 
     def __post_init__(self) -> None:
         _validate_fields(self)
@@ -429,16 +489,20 @@ class SubtractionConfig:
 
     def __post_init__(self) -> None:
         if self.score.method == "none" and self.detection.detect_on == "score":
-            raise ConfigError("detection.detect_on = 'score' needs score.method 'zogy' or 'al', "
-                              "not 'none'; set detection.detect_on = 'difference'")
+            raise ConfigError(
+                "detection.detect_on = 'score' needs score.method 'zogy' or 'al', "
+                "not 'none'; set detection.detect_on = 'difference'"
+            )
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Return the config as nested plain dicts (tuples become lists)."""
         out: dict[str, dict[str, Any]] = {}
         for name in SECTION_TYPES:
             section = getattr(self, name)
-            out[name] = {f.name: (list(v) if isinstance(v := getattr(section, f.name), tuple) else v)
-                         for f in dataclasses.fields(section)}
+            out[name] = {
+                f.name: (list(v) if isinstance(v := getattr(section, f.name), tuple) else v)
+                for f in dataclasses.fields(section)
+            }
         return out
 
     def digest(self) -> str:
@@ -477,7 +541,9 @@ def from_dict(data: Mapping[str, Any], base: SubtractionConfig | None = None) ->
         known = {f.name for f in dataclasses.fields(current)}
         for key in values:
             if key not in known:
-                raise ConfigError(f"unknown config field {name}.{key}; known: {', '.join(sorted(known))}")
+                raise ConfigError(
+                    f"unknown config field {name}.{key}; known: {', '.join(sorted(known))}"
+                )
         sections[name] = dataclasses.replace(current, **dict(values))
     return dataclasses.replace(base, **sections)
 
@@ -521,7 +587,9 @@ def load_toml(path: str | Path, base: SubtractionConfig | None = None) -> Subtra
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist; check the path") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {path} is not valid TOML ({exc}); fix or regenerate it") from None
+        raise ConfigError(
+            f"config file {path} is not valid TOML ({exc}); fix or regenerate it"
+        ) from None
     try:
         return from_dict(data, base)
     except ConfigError as exc:
@@ -549,7 +617,9 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     key, sep, raw = text.partition("=")
     section, dot, name = key.strip().partition(".")
     if not sep or not dot or not section or not name:
-        raise ConfigError(f"--set {text!r}: expected section.field=value, e.g. kernel.spatial_order=1")
+        raise ConfigError(
+            f"--set {text!r}: expected section.field=value, e.g. kernel.spatial_order=1"
+        )
     raw = raw.strip()
     try:
         value = tomllib.loads(f"v = {raw}")["v"]

@@ -37,14 +37,50 @@ STRETCHES: tuple[str, ...] = ("linear", "asinh", "log", "sqrt")
 # RdBu: ColorBrewer RdBu-11 (Brewer 2002), reversed so that positive is red.
 _ANCHORS: dict[str, tuple[str, ...]] = {
     "gray": ("#000000", "#ffffff"),
-    "viridis": ("#440154", "#46327e", "#365c8d", "#277f8e", "#1fa187", "#4ac16d", "#a0da39",
-                "#fde725"),
-    "inferno": ("#000004", "#280b54", "#65156e", "#9f2a63", "#d44842", "#f57d15", "#fac228",
-                "#fcffa4"),
-    "coolwarm": ("#3b4cc0", "#6282ea", "#8db0fe", "#b8d0f9", "#dddddd", "#f5c4ad", "#f49a7b",
-                 "#de604d", "#b40426"),
-    "RdBu": ("#053061", "#2166ac", "#4393c3", "#92c5de", "#d1e5f0", "#f7f7f7", "#fddbc7",
-             "#f4a582", "#d6604d", "#b2182b", "#67001f"),
+    "viridis": (
+        "#440154",
+        "#46327e",
+        "#365c8d",
+        "#277f8e",
+        "#1fa187",
+        "#4ac16d",
+        "#a0da39",
+        "#fde725",
+    ),
+    "inferno": (
+        "#000004",
+        "#280b54",
+        "#65156e",
+        "#9f2a63",
+        "#d44842",
+        "#f57d15",
+        "#fac228",
+        "#fcffa4",
+    ),
+    "coolwarm": (
+        "#3b4cc0",
+        "#6282ea",
+        "#8db0fe",
+        "#b8d0f9",
+        "#dddddd",
+        "#f5c4ad",
+        "#f49a7b",
+        "#de604d",
+        "#b40426",
+    ),
+    "RdBu": (
+        "#053061",
+        "#2166ac",
+        "#4393c3",
+        "#92c5de",
+        "#d1e5f0",
+        "#f7f7f7",
+        "#fddbc7",
+        "#f4a582",
+        "#d6604d",
+        "#b2182b",
+        "#67001f",
+    ),
 }
 
 #: Names of the colour maps.
@@ -108,8 +144,9 @@ class DisplaySettings:
     def __post_init__(self) -> None:
         for name, allowed in (("levels", LEVEL_MODES), ("stretch", STRETCHES), ("cmap", COLORMAPS)):
             if getattr(self, name) not in allowed:
-                raise ConfigError(f"display {name} = {getattr(self, name)!r}: choose one of "
-                                  f"{', '.join(allowed)}")
+                raise ConfigError(
+                    f"display {name} = {getattr(self, name)!r}: choose one of {', '.join(allowed)}"
+                )
         if self.levels == "manual" and self.manual is None:
             raise ConfigError("display levels = 'manual' needs manual = (black, white)")
 
@@ -249,7 +286,7 @@ def colormap_rgb(name: str, t: np.ndarray) -> np.ndarray:
     """
     if name not in _ANCHORS:
         raise ConfigError(f"colour map {name!r}: choose one of {', '.join(COLORMAPS)}")
-    anchors = np.array([[int(h[i:i + 2], 16) for i in (1, 3, 5)] for h in _ANCHORS[name]], float)
+    anchors = np.array([[int(h[i : i + 2], 16) for i in (1, 3, 5)] for h in _ANCHORS[name]], float)
     pos = np.linspace(0.0, 1.0, len(anchors))
     t = np.clip(np.asarray(t, dtype=np.float64), 0.0, 1.0)
     return np.stack([np.interp(t, pos, anchors[:, c]) for c in range(3)], axis=-1)
@@ -346,5 +383,5 @@ def cutout(image: np.ndarray, x: float, y: float, half: int) -> np.ndarray:
     xs, ys = max(x0, 0), max(y0, 0)
     xe, ye = min(x0 + n, nx), min(y0 + n, ny)
     if xe > xs and ye > ys:
-        out[ys - y0:ye - y0, xs - x0:xe - x0] = image[ys:ye, xs:xe]
+        out[ys - y0 : ye - y0, xs - x0 : xe - x0] = image[ys:ye, xs:xe]
     return out

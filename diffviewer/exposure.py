@@ -168,7 +168,9 @@ class Exposure:
         return dataclasses.replace(self, **changes)
 
 
-def set_planes(mask: np.ndarray, where: np.ndarray, planes: Iterable[MaskPlane] | MaskPlane) -> np.ndarray:
+def set_planes(
+    mask: np.ndarray, where: np.ndarray, planes: Iterable[MaskPlane] | MaskPlane
+) -> np.ndarray:
     """Return a new mask with ``planes`` set where ``where`` is true.
 
     Parameters
@@ -185,7 +187,11 @@ def set_planes(mask: np.ndarray, where: np.ndarray, planes: Iterable[MaskPlane] 
     numpy.ndarray
         A new int32 mask.
     """
-    bits = int(planes) if isinstance(planes, MaskPlane) else int(np.bitwise_or.reduce([int(p) for p in planes]))
+    bits = (
+        int(planes)
+        if isinstance(planes, MaskPlane)
+        else int(np.bitwise_or.reduce([int(p) for p in planes]))
+    )
     out = np.array(mask, dtype=MASK_DTYPE, copy=True)
     out[where] |= MASK_DTYPE(bits)
     return out

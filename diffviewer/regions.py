@@ -100,8 +100,9 @@ def ds9_regions(table: Table) -> str:
             props = _properties("yellow", tags, bool(flagged[i]))
             lines.append(f"{_shape(1, px, py, size / 2)} # {props}\n")
             lines.append(f"{_shape(-1, nx, ny, size / 2)} # {props}\n")
-            lines.append(f"line({px + 1:.3f},{py + 1:.3f},{nx + 1:.3f},{ny + 1:.3f}) "
-                         f"# line=0 0 {props}\n")
+            lines.append(
+                f"line({px + 1:.3f},{py + 1:.3f},{nx + 1:.3f},{ny + 1:.3f}) # line=0 0 {props}\n"
+            )
             continue
         tags = ["positive" if signs[i] >= 0 else "negative", *extra]
         color = "red" if flagged[i] else "green"

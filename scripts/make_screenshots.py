@@ -128,8 +128,11 @@ def main(argv: list[str] | None = None) -> int:
             save(window, "main_window_goto.png")
         # a kernel source's stamp panel beside the kernel diagnostics
         cands = window.candidate_items["science"]
-        good = [p for p in cands.points()
-                if window.outcome.result.kernel.candidates["status"][int(p.data())] == "GOOD"]
+        good = [
+            p
+            for p in cands.points()
+            if window.outcome.result.kernel.candidates["status"][int(p.data())] == "GOOD"
+        ]
         window._on_candidate_clicked(cands, good[:1] or cands.points()[:1])
         window.tabs.setCurrentWidget(window.kernel_panel)
         save(window, "kernel_diagnostics.png")
@@ -137,8 +140,11 @@ def main(argv: list[str] | None = None) -> int:
         save(window, "residual_histograms.png")
         # catalog with cutouts: zoom onto the selected source
         window.tabs.setCurrentWidget(window.area)
-        source = brightest_source(window, positive=False) if pair.name == "goto" else \
-            brightest_source(window)
+        source = (
+            brightest_source(window, positive=False)
+            if pair.name == "goto"
+            else brightest_source(window)
+        )
         window.select_source(source)
         window.area.centre_on(*window.area.view_centre(), half_width=60)
         window.docks["Cutouts"].raise_()

@@ -92,8 +92,9 @@ class Detections:
             getattr(self, name).flags.writeable = False
 
 
-def detection_image(difference: Exposure, score: ScoreResult | None,
-                    config: DetectionConfig) -> tuple[np.ndarray, np.ndarray, str]:
+def detection_image(
+    difference: Exposure, score: ScoreResult | None, config: DetectionConfig
+) -> tuple[np.ndarray, np.ndarray, str]:
     """The image thresholded in sigma and its good-pixel map.
 
     Parameters
@@ -128,7 +129,7 @@ def detection_image(difference: Exposure, score: ScoreResult | None,
 
 def _disk(radius: int) -> np.ndarray:
     """Boolean disk structuring element of the given radius (px)."""
-    y, x = np.mgrid[-radius:radius + 1, -radius:radius + 1]
+    y, x = np.mgrid[-radius : radius + 1, -radius : radius + 1]
     return np.asarray(x * x + y * y <= radius * radius + radius)
 
 
@@ -146,15 +147,18 @@ def _grow(core: np.ndarray, labels: np.ndarray, radius: int) -> np.ndarray:
     for sl in ndimage.find_objects(labels):
         if sl is None:
             continue
-        box = (slice(max(sl[0].start - radius, 0), min(sl[0].stop + radius, ny)),
-               slice(max(sl[1].start - radius, 0), min(sl[1].stop + radius, nx)))
+        box = (
+            slice(max(sl[0].start - radius, 0), min(sl[0].stop + radius, ny)),
+            slice(max(sl[1].start - radius, 0), min(sl[1].stop + radius, nx)),
+        )
         if core[sl].any():
             out[box] |= ndimage.binary_dilation(core[box], structure=disk)
     return out
 
 
-def _threshold(image: np.ndarray, good: np.ndarray, level: float, min_area: int
-               ) -> tuple[np.ndarray, np.ndarray]:
+def _threshold(
+    image: np.ndarray, good: np.ndarray, level: float, min_area: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Pixels above ``level`` in 8-connected groups of at least ``min_area`` px, and the groups.
 
     Returns
@@ -197,19 +201,24 @@ def _sky_positions(avoid: np.ndarray, n: int, radius: int) -> tuple[np.ndarray, 
     return np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)
 
 
-def _footprint_table(image: np.ndarray, labels: np.ndarray, pos: np.ndarray, neg: np.ndarray,
-                     reporter: Reporter) -> Table:
+def _footprint_table(
+    image: np.ndarray, labels: np.ndarray, pos: np.ndarray, neg: np.ndarray, reporter: Reporter
+) -> Table:
     """One row per footprint: signed peak, polarity, area and bounding box (from cutouts)."""
     slices = ndimage.find_objects(labels)
     n = len(slices)
     cols: dict[str, np.ndarray] = {
         "label": np.arange(1, n + 1, dtype=np.int32),
-        "x": np.zeros(n, dtype=np.int32), "y": np.zeros(n, dtype=np.int32),
+        "x": np.zeros(n, dtype=np.int32),
+        "y": np.zeros(n, dtype=np.int32),
         "peak_value": np.zeros(n, dtype=np.float32),
-        "has_positive": np.zeros(n, dtype=bool), "has_negative": np.zeros(n, dtype=bool),
+        "has_positive": np.zeros(n, dtype=bool),
+        "has_negative": np.zeros(n, dtype=bool),
         "npix": np.zeros(n, dtype=np.int32),
-        "bbox_xmin": np.zeros(n, dtype=np.int32), "bbox_xmax": np.zeros(n, dtype=np.int32),
-        "bbox_ymin": np.zeros(n, dtype=np.int32), "bbox_ymax": np.zeros(n, dtype=np.int32),
+        "bbox_xmin": np.zeros(n, dtype=np.int32),
+        "bbox_xmax": np.zeros(n, dtype=np.int32),
+        "bbox_ymin": np.zeros(n, dtype=np.int32),
+        "bbox_ymax": np.zeros(n, dtype=np.int32),
     }
     for i, sl in enumerate(slices):
         if i % 500 == 0:
@@ -233,8 +242,9 @@ def _footprint_table(image: np.ndarray, labels: np.ndarray, pos: np.ndarray, neg
     return table
 
 
-def detect_sources(difference: Exposure, score: ScoreResult | None, config: DetectionConfig,
-                   reporter: Reporter) -> Detections:
+def detect_sources(
+    difference: Exposure, score: ScoreResult | None, config: DetectionConfig, reporter: Reporter
+) -> Detections:
     """Detect positive and negative sources and merge touching footprints.
 
     Parameters
@@ -272,33 +282,53 @@ def detect_sources(difference: Exposure, score: ScoreResult | None, config: Dete
 
     det, det_neg = int(MaskPlane.DETECTED), int(MaskPlane.DETECTED_NEGATIVE)
     cleared = difference.mask & ~MASK_DTYPE(det | det_neg)
-    mask = (cleared | np.where(pos_grown, MASK_DTYPE(det), 0)
-            | np.where(neg_grown, MASK_DTYPE(det_neg), 0)).astype(MASK_DTYPE)
+    mask = (
+        cleared
+        | np.where(pos_grown, MASK_DTYPE(det), 0)
+        | np.where(neg_grown, MASK_DTYPE(det_neg), 0)
+    ).astype(MASK_DTYPE)
     fraction = float(np.sum((labels > 0) & good) / n_good) if n_good else 0.0
     notes: list[str] = []
     if fraction > config.max_detected_fraction:
-        notes.append(f"bad-subtraction guard: detections cover {fraction:.1%} of the good "
-                     "pixels, more than detection.max_detected_fraction = "
-                     f"{config.max_detected_fraction:.1%}; check the kernel fit and the residuals")
+        notes.append(
+            f"bad-subtraction guard: detections cover {fraction:.1%} of the good "
+            "pixels, more than detection.max_detected_fraction = "
+            f"{config.max_detected_fraction:.1%}; check the kernel fit and the residuals"
+        )
     lo, hi = NOISE_STD_RANGE
     if np.isfinite(noise) and not lo <= noise <= hi and n_good >= MIN_PIXELS_FOR_STDEV:
         if measured:
-            notes.append(f"the {name} image has a robust noise of {noise:.2f} where its variance "
-                         "predicts 1 (correlated or misestimated noise); the thresholds use the "
-                         "measured noise")
+            notes.append(
+                f"the {name} image has a robust noise of {noise:.2f} where its variance "
+                "predicts 1 (correlated or misestimated noise); the thresholds use the "
+                "measured noise"
+            )
         else:
-            notes.append(f"the {name} image has a robust noise of {noise:.2f} sigma instead of 1: "
-                         "the variance maps do not describe the noise, so thresholds are off by "
-                         "that factor (detection.threshold_type = 'stdev' uses the measured noise)")
+            notes.append(
+                f"the {name} image has a robust noise of {noise:.2f} sigma instead of 1: "
+                "the variance maps do not describe the noise, so thresholds are off by "
+                "that factor (detection.threshold_type = 'stdev' uses the measured noise)"
+            )
     sky_x, sky_y = np.zeros(0), np.zeros(0)
     if config.sky_sources > 0:
         avoid = (labels > 0) | ~good | ((difference.mask & int(UNUSABLE)) != 0)
         sky_x, sky_y = _sky_positions(avoid, config.sky_sources, SKY_SOURCE_RADIUS)
         if sky_x.size < config.sky_sources:
-            notes.append(f"only {sky_x.size} of detection.sky_sources = {config.sky_sources} "
-                         f"blank-sky positions fit {SKY_SOURCE_RADIUS} px away from footprints "
-                         "and masks")
+            notes.append(
+                f"only {sky_x.size} of detection.sky_sources = {config.sky_sources} "
+                f"blank-sky positions fit {SKY_SOURCE_RADIUS} px away from footprints "
+                "and masks"
+            )
     reporter.update(1.0)
-    return Detections(segmentation=labels, table=table, mask=mask, detected_fraction=fraction,
-                      sky_x=sky_x, sky_y=sky_y, detection_image=name, noise_std=noise,
-                      threshold_scale=float(scale), warnings=tuple(notes))
+    return Detections(
+        segmentation=labels,
+        table=table,
+        mask=mask,
+        detected_fraction=fraction,
+        sky_x=sky_x,
+        sky_y=sky_y,
+        detection_image=name,
+        noise_std=noise,
+        threshold_scale=float(scale),
+        warnings=tuple(notes),
+    )

@@ -140,13 +140,16 @@ class IdFactory:
 
     def __init__(self, exposure_id: int, exposure_bits: int) -> None:
         if not 1 <= exposure_bits < ID_BITS:
-            raise ConfigError(f"measurement.exposure_bits = {exposure_bits} must be between 1 and "
-                              f"{ID_BITS - 1}")
+            raise ConfigError(
+                f"measurement.exposure_bits = {exposure_bits} must be between 1 and {ID_BITS - 1}"
+            )
         if exposure_id < 0 or exposure_id >= 1 << exposure_bits:
-            raise ConfigError(f"measurement.exposure_id = {exposure_id} does not fit in "
-                              f"measurement.exposure_bits = {exposure_bits} bits (largest "
-                              f"{(1 << exposure_bits) - 1}); raise exposure_bits or use a "
-                              "smaller id")
+            raise ConfigError(
+                f"measurement.exposure_id = {exposure_id} does not fit in "
+                f"measurement.exposure_bits = {exposure_bits} bits (largest "
+                f"{(1 << exposure_bits) - 1}); raise exposure_bits or use a "
+                "smaller id"
+            )
         self.sequence_bits = ID_BITS - exposure_bits
         self._base = exposure_id << self.sequence_bits
         self._next = 1
@@ -165,9 +168,11 @@ class IdFactory:
             When the running number would overflow its ``64 - exposure_bits`` bits.
         """
         if self._next + n - 1 > self.capacity:
-            raise InputError(f"{self._next + n - 1} DIA sources do not fit in the "
-                             f"{self.sequence_bits} low bits of the id (at most {self.capacity}); "
-                             "lower measurement.exposure_bits")
+            raise InputError(
+                f"{self._next + n - 1} DIA sources do not fit in the "
+                f"{self.sequence_bits} low bits of the id (at most {self.capacity}); "
+                "lower measurement.exposure_bits"
+            )
         seq = np.arange(self._next, self._next + n, dtype=np.uint64)
         self._next += n
         return np.uint64(self._base) | seq
@@ -220,8 +225,9 @@ class PsfModel:
     def __init__(self, psf: np.ndarray) -> None:
         p = np.asarray(psf, dtype=np.float64)
         if p.ndim != 2 or p.shape[0] % 2 == 0 or p.shape[1] % 2 == 0 or not p.sum() > 0:
-            raise InputError(f"PSF of shape {p.shape} must be a 2-D image with odd sides and "
-                             "a positive sum")
+            raise InputError(
+                f"PSF of shape {p.shape} must be a 2-D image with odd sides and a positive sum"
+            )
         self.image = p / p.sum()
         self.half = (p.shape[0] // 2, p.shape[1] // 2)
         self.fwhm = shape_from_covariance(adaptive_moments(self.image)[2])[0]
@@ -232,11 +238,14 @@ class PsfModel:
         ox = np.arange(-(hx + 1) * q, (hx + 1) * q + 1) / q
         inside = (np.abs(oy) <= hy)[:, None] & (np.abs(ox) <= hx)[None, :]
         # Value, derivative along y, derivative along x, stacked: one blend gives all three.
-        self._tables = np.stack([spline(oy, ox, dx=dy, dy=dx, grid=True) * inside
-                                 for dy, dx in ((0, 0), (1, 0), (0, 1))])
+        self._tables = np.stack(
+            [
+                spline(oy, ox, dx=dy, dy=dx, grid=True) * inside
+                for dy, dx in ((0, 0), (1, 0), (0, 1))
+            ]
+        )
 
-    def shifted(self, x: float, y: float, derivatives: bool = False
-                ) -> tuple[np.ndarray, int, int]:
+    def shifted(self, x: float, y: float, derivatives: bool = False) -> tuple[np.ndarray, int, int]:
         """The PSF (and its derivatives along y and x) centred at (x, y), on pixels.
 
         Parameters
@@ -269,8 +278,9 @@ class PsfModel:
         out += (wy * (1.0 - wx)) * table[:, yb, xa] + (wy * wx) * table[:, yb, xb]
         return out, ix - hx, iy - hy
 
-    def render(self, x: float, y: float, shape: tuple[int, int], derivatives: bool = False
-               ) -> np.ndarray:
+    def render(
+        self, x: float, y: float, shape: tuple[int, int], derivatives: bool = False
+    ) -> np.ndarray:
         """:meth:`shifted` placed in zero arrays of ``shape``: shape (1 or 3, *shape)."""
         stamps, x0, y0 = self.shifted(x, y, derivatives)
         out = np.zeros((stamps.shape[0], *shape))
@@ -295,8 +305,9 @@ class PsfModel:
         return (img / total if total > 0 else img), x0, y0
 
 
-def _overlap(shape: tuple[int, int], x0: int, y0: int, ny: int, nx: int
-             ) -> tuple[tuple[slice, slice], tuple[slice, slice]] | None:
+def _overlap(
+    shape: tuple[int, int], x0: int, y0: int, ny: int, nx: int
+) -> tuple[tuple[slice, slice], tuple[slice, slice]] | None:
     """Slices of an image and of a stamp at (x0, y0) for their overlap; None when they miss."""
     ya, yb = max(y0, 0), min(y0 + ny, shape[0])
     xa, xb = max(x0, 0), min(x0 + nx, shape[1])
@@ -305,8 +316,14 @@ def _overlap(shape: tuple[int, int], x0: int, y0: int, ny: int, nx: int
     return (slice(ya, yb), slice(xa, xb)), (slice(ya - y0, yb - y0), slice(xa - x0, xb - x0))
 
 
-def forced_psf_flux(image: np.ndarray, weight: np.ndarray, model: PsfModel, x: float, y: float,
-                    fit_sky: bool = False) -> tuple[float, float]:
+def forced_psf_flux(
+    image: np.ndarray,
+    weight: np.ndarray,
+    model: PsfModel,
+    x: float,
+    y: float,
+    fit_sky: bool = False,
+) -> tuple[float, float]:
     """Variance-weighted linear least-squares PSF flux at a fixed position.
 
     Parameters
@@ -373,8 +390,9 @@ def _peak(filtered: np.ndarray, inside: np.ndarray, sign: int) -> tuple[float, f
     return float(ix + dx), float(iy + dy)
 
 
-def _weighted_moments(img: np.ndarray, good: np.ndarray, xc: float, yc: float,
-                      sigma_w: float) -> tuple[float, float, float]:
+def _weighted_moments(
+    img: np.ndarray, good: np.ndarray, xc: float, yc: float, sigma_w: float
+) -> tuple[float, float, float]:
     """Second moments (xx, yy, xy; px^2) from Gaussian-weighted moments, the weight removed."""
     y, x = np.indices(img.shape, dtype=np.float64)
     dx, dy = x - xc, y - yc
@@ -383,8 +401,12 @@ def _weighted_moments(img: np.ndarray, good: np.ndarray, xc: float, yc: float,
     nan = float("nan")
     if total <= 0.0:
         return nan, nan, nan
-    m = np.array([[np.sum(w * dx * dx), np.sum(w * dx * dy)],
-                  [np.sum(w * dx * dy), np.sum(w * dy * dy)]]) / total
+    m = (
+        np.array(
+            [[np.sum(w * dx * dx), np.sum(w * dx * dy)], [np.sum(w * dx * dy), np.sum(w * dy * dy)]]
+        )
+        / total
+    )
     # For a Gaussian source of covariance C seen through a Gaussian weight W:
     # M^-1 = C^-1 + W^-1, so C = (M^-1 - W^-1)^-1.
     if np.linalg.det(m) <= 0:
@@ -452,8 +474,12 @@ class Cutout:
     model: PsfModel
 
 
-def fit_dipole(difference: Cutout, science: Cutout, start_pos: tuple[float, float],
-               start_neg: tuple[float, float]) -> DipoleFit:
+def fit_dipole(
+    difference: Cutout,
+    science: Cutout,
+    start_pos: tuple[float, float],
+    start_neg: tuple[float, float],
+) -> DipoleFit:
     """Fit two PSFs of opposite sign to a difference cutout, the positive lobe tied to the science.
 
     The model is ``f_p P_d(x - x_p) - f_n P_d(x - x_n)`` on the difference and, as the
@@ -485,14 +511,18 @@ def fit_dipole(difference: Cutout, science: Cutout, start_pos: tuple[float, floa
         nan = float("nan")
         return DipoleFit(nan, nan, nan, nan, nan, nan, nan, nan, False)
 
-    def lobe(cut: Cutout, sel: np.ndarray, xc: float, yc: float, derivatives: bool = False
-             ) -> np.ndarray:
+    def lobe(
+        cut: Cutout, sel: np.ndarray, xc: float, yc: float, derivatives: bool = False
+    ) -> np.ndarray:
         """PSF (and d/dy, d/dx) at (xc, yc) on the selected pixels, shape (1 or 3, n)."""
         return cut.model.render(xc, yc, (ny, nx), derivatives)[:, sel]
 
     def residual(t: np.ndarray) -> np.ndarray:
-        r_d = (d - t[2] * lobe(difference, sel_d, t[0], t[1])[0]
-               + t[5] * lobe(difference, sel_d, t[3], t[4])[0])
+        r_d = (
+            d
+            - t[2] * lobe(difference, sel_d, t[0], t[1])[0]
+            + t[5] * lobe(difference, sel_d, t[3], t[4])[0]
+        )
         r_s = s - t[2] * lobe(science, sel_s, t[0], t[1])[0] - t[6]
         return np.concatenate([sw_d * r_d, sw_s * r_s])
 
@@ -507,23 +537,34 @@ def fit_dipole(difference: Cutout, science: Cutout, start_pos: tuple[float, floa
         jac[n_d:, 6] = -1.0
         return jac * np.concatenate([sw_d, sw_s])[:, None]
 
-    design = np.stack([lobe(difference, sel_d, *start_pos)[0],
-                       -lobe(difference, sel_d, *start_neg)[0]])
+    design = np.stack(
+        [lobe(difference, sel_d, *start_pos)[0], -lobe(difference, sel_d, *start_neg)[0]]
+    )
     amp, *_ = np.linalg.lstsq((design * sw_d).T, d * sw_d, rcond=None)
     floor = 0.05 * float(np.max(np.abs(d))) / max(float(difference.model.image.max()), 1e-12)
     f_p, f_n = (max(float(a), floor) for a in amp)
     sky = float(np.median(s)) if s.size else 0.0
     start = np.array([*start_pos, f_p, *start_neg, f_n, sky])
     scale = np.array([1.0, 1.0, max(f_p, f_n), 1.0, 1.0, max(f_p, f_n), 1.0 + abs(sky)])
-    res = least_squares(residual, start, jac=jacobian, method="lm", x_scale=scale,
-                        max_nfev=MAX_DIPOLE_EVALUATIONS)
+    res = least_squares(
+        residual, start, jac=jacobian, method="lm", x_scale=scale, max_nfev=MAX_DIPOLE_EVALUATIONS
+    )
     t = res.x
     errs = np.full(7, np.nan)
     jtj = res.jac.T @ res.jac
     if np.linalg.cond(jtj) < 1e14:
         errs = np.sqrt(np.clip(np.diag(np.linalg.inv(jtj)), 0.0, None))
-    return DipoleFit(float(t[0]), float(t[1]), float(t[3]), float(t[4]), float(t[2]), float(t[5]),
-                     float(errs[2]), float(errs[5]), bool(res.success))
+    return DipoleFit(
+        float(t[0]),
+        float(t[1]),
+        float(t[3]),
+        float(t[4]),
+        float(t[2]),
+        float(t[5]),
+        float(errs[2]),
+        float(errs[5]),
+        bool(res.success),
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -537,8 +578,12 @@ class _FootprintCutout:
     detection: np.ndarray
 
 
-def _detection_values(difference: Exposure, score: ScoreResult | None, detections: Detections,
-                      box: tuple[slice, slice]) -> np.ndarray:
+def _detection_values(
+    difference: Exposure,
+    score: ScoreResult | None,
+    detections: Detections,
+    box: tuple[slice, slice],
+) -> np.ndarray:
     """The detection image (in the sigma of its threshold) on a cutout."""
     if detections.detection_image == "score" and score is not None:
         values = score.image[box].astype(np.float64)
@@ -548,8 +593,13 @@ def _detection_values(difference: Exposure, score: ScoreResult | None, detection
     return values / detections.threshold_scale
 
 
-def _is_dipole(fit: DipoleFit, pos_peak: tuple[float, float], neg_peak: tuple[float, float],
-               fwhm: float, config: MeasurementConfig) -> bool:
+def _is_dipole(
+    fit: DipoleFit,
+    pos_peak: tuple[float, float],
+    neg_peak: tuple[float, float],
+    fwhm: float,
+    config: MeasurementConfig,
+) -> bool:
     """Whether a two-lobe fit is a dipole (criteria in the module docstring)."""
     strong = max(fit.pos_flux, fit.neg_flux)
     ratio = min(fit.pos_flux, fit.neg_flux) / strong if strong > 0 else 0.0
@@ -557,13 +607,15 @@ def _is_dipole(fit: DipoleFit, pos_peak: tuple[float, float], neg_peak: tuple[fl
     # peak of its sign (a lobe pulled onto a galaxy's core or a neighbour is not).
     off_pos = np.hypot(fit.pos_x - pos_peak[0], fit.pos_y - pos_peak[1])
     off_neg = np.hypot(fit.neg_x - neg_peak[0], fit.neg_y - neg_peak[1])
-    return bool(fit.success and max(off_pos, off_neg) <= fwhm
-                and ratio >= config.dipole_flux_ratio
-                and fit.separation <= config.dipole_max_separation * fwhm)
+    return bool(
+        fit.success
+        and max(off_pos, off_neg) <= fwhm
+        and ratio >= config.dipole_flux_ratio
+        and fit.separation <= config.dipole_max_separation * fwhm
+    )
 
 
-def _parts(cut: _FootprintCutout, det_mask: np.ndarray, both: bool
-           ) -> list[tuple[np.ndarray, int]]:
+def _parts(cut: _FootprintCutout, det_mask: np.ndarray, both: bool) -> list[tuple[np.ndarray, int]]:
     """The sources of a footprint that is not a dipole, each with its sign.
 
     A one-signed footprint is one source. A footprint with both signs that is not a
@@ -577,15 +629,23 @@ def _parts(cut: _FootprintCutout, det_mask: np.ndarray, both: bool
         return [(cut.inside, sign)]
     out: list[tuple[np.ndarray, int]] = []
     for sign, plane in ((1, MaskPlane.DETECTED), (-1, MaskPlane.DETECTED_NEGATIVE)):
-        pieces, n = ndimage.label(cut.inside & ((det_mask & int(plane)) != 0),
-                                  structure=np.ones((3, 3), dtype=bool))
+        pieces, n = ndimage.label(
+            cut.inside & ((det_mask & int(plane)) != 0), structure=np.ones((3, 3), dtype=bool)
+        )
         out.extend((pieces == k, sign) for k in range(1, n + 1))
     return out
 
 
-def _measure_part(cut: _FootprintCutout, part: np.ndarray, sign: int, filtered: np.ndarray,
-                  centre: tuple[float, float] | None, planes: np.ndarray,
-                  score: ScoreResult | None, fwhm: float) -> dict[str, float]:
+def _measure_part(
+    cut: _FootprintCutout,
+    part: np.ndarray,
+    sign: int,
+    filtered: np.ndarray,
+    centre: tuple[float, float] | None,
+    planes: np.ndarray,
+    score: ScoreResult | None,
+    fwhm: float,
+) -> dict[str, float]:
     """Centroid, peaks, moments, area and footprint flags of one source (a dipole: sign 0).
 
     ``centre`` (cutout px) is given for a dipole (the midpoint of its lobes); otherwise
@@ -597,18 +657,27 @@ def _measure_part(cut: _FootprintCutout, part: np.ndarray, sign: int, filtered: 
     peak = float(values.flat[int(np.argmax(np.abs(values) if sign == 0 else sign * values))])
     sign = sign or (1 if peak >= 0 else -1)
     cx, cy = centre if centre is not None else _peak(filtered, part, sign)
-    row: dict[str, float] = {"x": cx + xs.start, "y": cy + ys.start, "sign": sign,
-                             "peak_value": peak, "npix": int(part.sum())}
-    row["xx"], row["yy"], row["xy"] = _weighted_moments(sign * cut.data, cut.good & part,
-                                                        cx, cy, 2.0 * fwhm / 2.3548)
+    row: dict[str, float] = {
+        "x": cx + xs.start,
+        "y": cy + ys.start,
+        "sign": sign,
+        "peak_value": peak,
+        "npix": int(part.sum()),
+    }
+    row["xx"], row["yy"], row["xy"] = _weighted_moments(
+        sign * cut.data, cut.good & part, cx, cy, 2.0 * fwhm / 2.3548
+    )
     if score is not None:
         sv = np.where(part, score.image[cut.box], 0.0)
         row["score_peak"] = float(sv.flat[int(np.argmax(np.abs(sv)))])
     bits = int(np.bitwise_or.reduce(planes[cut.box][part])) if part.any() else 0
     py, px = np.nonzero(part)
     touches = bool(part.any()) and (
-        ys.start + py.min() == 0 or xs.start + px.min() == 0
-        or ys.start + py.max() == planes.shape[0] - 1 or xs.start + px.max() == planes.shape[1] - 1)
+        ys.start + py.min() == 0
+        or xs.start + px.min() == 0
+        or ys.start + py.max() == planes.shape[0] - 1
+        or xs.start + px.max() == planes.shape[1] - 1
+    )
     for name, plane_bits in FLAG_PLANES.items():
         row[f"flag_{name}"] = bool(bits & plane_bits) or (name == "edge" and touches)
     return row
@@ -650,18 +719,35 @@ def _columns(n: int, radii: tuple[float, ...]) -> dict[str, np.ndarray]:
     """Empty columns of the catalog (NaN / False / 0)."""
     nan = np.full(n, np.nan)
     cols: dict[str, np.ndarray] = {
-        "label": np.zeros(n, dtype=np.int32), "sky_source": np.zeros(n, dtype=bool),
-        "x": nan.copy(), "y": nan.copy(), "sign": np.zeros(n, dtype=np.int8),
-        "psf_flux": nan.copy(), "psf_flux_err": nan.copy(), "snr": nan.copy(),
-        "peak_value": nan.copy(), "score_peak": nan.copy(),
-        "xx": nan.copy(), "yy": nan.copy(), "xy": nan.copy(),
-        "sci_psf_flux": nan.copy(), "sci_psf_flux_err": nan.copy(),
-        "npix": np.zeros(n, dtype=np.int32), "has_positive": np.zeros(n, dtype=bool),
-        "has_negative": np.zeros(n, dtype=bool), "is_dipole": np.zeros(n, dtype=bool),
-        "pos_flux": nan.copy(), "pos_flux_err": nan.copy(), "neg_flux": nan.copy(),
-        "neg_flux_err": nan.copy(), "pos_x": nan.copy(), "pos_y": nan.copy(),
-        "neg_x": nan.copy(), "neg_y": nan.copy(),
-        "dipole_separation": nan.copy(), "dipole_orientation": nan.copy(),
+        "label": np.zeros(n, dtype=np.int32),
+        "sky_source": np.zeros(n, dtype=bool),
+        "x": nan.copy(),
+        "y": nan.copy(),
+        "sign": np.zeros(n, dtype=np.int8),
+        "psf_flux": nan.copy(),
+        "psf_flux_err": nan.copy(),
+        "snr": nan.copy(),
+        "peak_value": nan.copy(),
+        "score_peak": nan.copy(),
+        "xx": nan.copy(),
+        "yy": nan.copy(),
+        "xy": nan.copy(),
+        "sci_psf_flux": nan.copy(),
+        "sci_psf_flux_err": nan.copy(),
+        "npix": np.zeros(n, dtype=np.int32),
+        "has_positive": np.zeros(n, dtype=bool),
+        "has_negative": np.zeros(n, dtype=bool),
+        "is_dipole": np.zeros(n, dtype=bool),
+        "pos_flux": nan.copy(),
+        "pos_flux_err": nan.copy(),
+        "neg_flux": nan.copy(),
+        "neg_flux_err": nan.copy(),
+        "pos_x": nan.copy(),
+        "pos_y": nan.copy(),
+        "neg_x": nan.copy(),
+        "neg_y": nan.copy(),
+        "dipole_separation": nan.copy(),
+        "dipole_orientation": nan.copy(),
     }
     for name in FLAG_PLANES:
         cols[f"flag_{name}"] = np.zeros(n, dtype=bool)
@@ -676,21 +762,48 @@ def aperture_column(radius: float) -> str:
 
 
 _UNITS: dict[str, u.UnitBase] = {
-    "x": u.pix, "y": u.pix, "pos_x": u.pix, "pos_y": u.pix, "neg_x": u.pix, "neg_y": u.pix,
-    "psf_flux": u.ct, "psf_flux_err": u.ct, "sci_psf_flux": u.ct, "sci_psf_flux_err": u.ct,
-    "pos_flux": u.ct, "pos_flux_err": u.ct, "neg_flux": u.ct, "neg_flux_err": u.ct,
-    "xx": u.pix**2, "yy": u.pix**2, "xy": u.pix**2, "npix": u.pix**2,
-    "dipole_separation": u.pix, "dipole_orientation": u.deg, "ra": u.deg, "dec": u.deg,
-    "snr": u.dimensionless_unscaled, "peak_value": u.dimensionless_unscaled,
+    "x": u.pix,
+    "y": u.pix,
+    "pos_x": u.pix,
+    "pos_y": u.pix,
+    "neg_x": u.pix,
+    "neg_y": u.pix,
+    "psf_flux": u.ct,
+    "psf_flux_err": u.ct,
+    "sci_psf_flux": u.ct,
+    "sci_psf_flux_err": u.ct,
+    "pos_flux": u.ct,
+    "pos_flux_err": u.ct,
+    "neg_flux": u.ct,
+    "neg_flux_err": u.ct,
+    "xx": u.pix**2,
+    "yy": u.pix**2,
+    "xy": u.pix**2,
+    "npix": u.pix**2,
+    "dipole_separation": u.pix,
+    "dipole_orientation": u.deg,
+    "ra": u.deg,
+    "dec": u.deg,
+    "snr": u.dimensionless_unscaled,
+    "peak_value": u.dimensionless_unscaled,
     "score_peak": u.dimensionless_unscaled,
-    "id": u.dimensionless_unscaled, "label": u.dimensionless_unscaled,
+    "id": u.dimensionless_unscaled,
+    "label": u.dimensionless_unscaled,
     "sign": u.dimensionless_unscaled,
 }
 
 
-def measure_sources(difference: Exposure, science: Exposure, template: Exposure,
-                    score: ScoreResult | None, detections: Detections, diff_psf: np.ndarray,
-                    sci_psf: np.ndarray, config: MeasurementConfig, reporter: Reporter) -> Table:
+def measure_sources(
+    difference: Exposure,
+    science: Exposure,
+    template: Exposure,
+    score: ScoreResult | None,
+    detections: Detections,
+    diff_psf: np.ndarray,
+    sci_psf: np.ndarray,
+    config: MeasurementConfig,
+    reporter: Reporter,
+) -> Table:
     """Measure every detected footprint (and sky source) on cutouts of the difference.
 
     Parameters
@@ -725,7 +838,8 @@ def measure_sources(difference: Exposure, science: Exposure, template: Exposure,
     bad |= ~np.isfinite(difference.image)
     weight = _inverse_variance(difference.variance, bad)
     sci_weight = _inverse_variance(
-        science.variance, ((science.mask & int(UNUSABLE)) != 0) | ~(science.variance > 0))
+        science.variance, ((science.mask & int(UNUSABLE)) != 0) | ~(science.variance > 0)
+    )
     planes = difference.mask | science.mask | template_planes(template.mask)
     table = detections.table
     seg = detections.segmentation
@@ -742,9 +856,12 @@ def measure_sources(difference: Exposure, science: Exposure, template: Exposure,
         x1 = min(int(table["bbox_xmax"][i]) + margin + 1, shape[1])
         box = (slice(y0, y1), slice(x0, x1))
         cut = _FootprintCutout(
-            box=box, data=difference.image[box].astype(np.float64), good=~bad[box],
+            box=box,
+            data=difference.image[box].astype(np.float64),
+            good=~bad[box],
             inside=seg[box] == label,
-            detection=_detection_values(difference, score, detections, box))
+            detection=_detection_values(difference, score, detections, box),
+        )
         filtered = fftconvolve(np.where(cut.good, cut.data, 0.0), flipped, mode="same")
         both = bool(table["has_positive"][i]) and bool(table["has_negative"][i])
         fit_cols: dict[str, float] = {}
@@ -753,24 +870,46 @@ def measure_sources(difference: Exposure, science: Exposure, template: Exposure,
             fit = fit_dipole(
                 Cutout(cut.data, np.where(cut.inside, weight[box], 0.0), model),
                 Cutout(science.image[box], np.where(cut.inside, sci_weight[box], 0.0), sci_model),
-                pos_peak, neg_peak)
-            fit_cols = {"pos_flux": fit.pos_flux, "neg_flux": fit.neg_flux,
-                        "pos_flux_err": fit.pos_flux_err, "neg_flux_err": fit.neg_flux_err,
-                        "pos_x": fit.pos_x + x0, "pos_y": fit.pos_y + y0,
-                        "neg_x": fit.neg_x + x0, "neg_y": fit.neg_y + y0,
-                        "dipole_separation": fit.separation,
-                        "dipole_orientation": fit.orientation}
+                pos_peak,
+                neg_peak,
+            )
+            fit_cols = {
+                "pos_flux": fit.pos_flux,
+                "neg_flux": fit.neg_flux,
+                "pos_flux_err": fit.pos_flux_err,
+                "neg_flux_err": fit.neg_flux_err,
+                "pos_x": fit.pos_x + x0,
+                "pos_y": fit.pos_y + y0,
+                "neg_x": fit.neg_x + x0,
+                "neg_y": fit.neg_y + y0,
+                "dipole_separation": fit.separation,
+                "dipole_orientation": fit.orientation,
+            }
             if _is_dipole(fit, pos_peak, neg_peak, model.fwhm, config):
                 centre = (0.5 * (fit.pos_x + fit.neg_x), 0.5 * (fit.pos_y + fit.neg_y))
-                row = _measure_part(cut, cut.inside, 0, filtered, centre, planes, score,
-                                    model.fwhm)
-                found.append({**row, **fit_cols, "label": label, "is_dipole": True,
-                              "has_positive": True, "has_negative": True})
+                row = _measure_part(cut, cut.inside, 0, filtered, centre, planes, score, model.fwhm)
+                found.append(
+                    {
+                        **row,
+                        **fit_cols,
+                        "label": label,
+                        "is_dipole": True,
+                        "has_positive": True,
+                        "has_negative": True,
+                    }
+                )
                 continue
         for part, sign in _parts(cut, detections.mask[box], both):
             row = _measure_part(cut, part, sign, filtered, None, planes, score, model.fwhm)
-            found.append({**row, **fit_cols, "label": label, "has_positive": sign > 0,
-                          "has_negative": sign < 0})
+            found.append(
+                {
+                    **row,
+                    **fit_cols,
+                    "label": label,
+                    "has_positive": sign > 0,
+                    "has_negative": sign < 0,
+                }
+            )
 
     n_fp, n_sky = len(found), len(detections.sky_x)
     cols = _columns(n_fp + n_sky, config.aperture_radii)
@@ -795,11 +934,13 @@ def measure_sources(difference: Exposure, science: Exposure, template: Exposure,
         cols["psf_flux"][k], cols["psf_flux_err"][k] = flux, err
         cols["snr"][k] = flux / err if err > 0 else np.nan
         cols["sci_psf_flux"][k], cols["sci_psf_flux_err"][k] = forced_psf_flux(
-            science.image, sci_weight, sci_model, xs[k], ys[k], fit_sky=True)
+            science.image, sci_weight, sci_model, xs[k], ys[k], fit_sky=True
+        )
         ix, iy = round(xs[k]), round(ys[k])
-        centre = planes[max(iy - 1, 0):iy + 2, max(ix - 1, 0):ix + 2]
-        centre_bits = (int(np.bitwise_or.reduce(centre.ravel())) if centre.size
-                       else int(MaskPlane.NO_DATA))
+        centre = planes[max(iy - 1, 0) : iy + 2, max(ix - 1, 0) : ix + 2]
+        centre_bits = (
+            int(np.bitwise_or.reduce(centre.ravel())) if centre.size else int(MaskPlane.NO_DATA)
+        )
         for name, bits in FLAG_PLANES.items():
             cols[f"flag_{name}_center"][k] = bool(centre_bits & bits)
             if cols["sky_source"][k]:
@@ -823,14 +964,19 @@ def measure_sources(difference: Exposure, science: Exposure, template: Exposure,
     if n_fp + n_sky and config.aperture_radii:
         positions = np.column_stack([xs, ys])
         apertures = [CircularAperture(positions, r=r) for r in config.aperture_radii]
-        phot = aperture_photometry(np.where(bad, 0.0, difference.image), apertures,
-                                   error=np.sqrt(np.where(bad, 0.0, difference.variance)), mask=bad)
+        phot = aperture_photometry(
+            np.where(bad, 0.0, difference.image),
+            apertures,
+            error=np.sqrt(np.where(bad, 0.0, difference.variance)),
+            mask=bad,
+        )
         for j, r in enumerate(config.aperture_radii):
             name = aperture_column(r)
             key = "" if len(config.aperture_radii) == 1 else f"_{j}"
             aperture_cols[name] = np.asarray(phot[f"aperture_sum{key}"], dtype=np.float64)
-            aperture_cols[f"{name}_err"] = np.asarray(phot[f"aperture_sum_err{key}"],
-                                                      dtype=np.float64)
+            aperture_cols[f"{name}_err"] = np.asarray(
+                phot[f"aperture_sum_err{key}"], dtype=np.float64
+            )
     else:
         for r in config.aperture_radii:
             aperture_cols[aperture_column(r)] = np.zeros(n_fp + n_sky)

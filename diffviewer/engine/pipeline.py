@@ -140,7 +140,11 @@ def run_subtraction(
     if config.decorrelation.enabled:
         with rep.step("decorrelate", 0.60, 0.68):
             decorr = decorrelate.decorrelate(
-                products, fit, science, warped.exposure, rep,
+                products,
+                fit,
+                science,
+                warped.exposure,
+                rep,
                 scale_variance=config.decorrelation.scale_variance,
             )
             difference, diff_psf = decorr.difference, decorr.psf

@@ -93,8 +93,9 @@ def _sample_points(shape: tuple[int, int], n: int) -> tuple[np.ndarray, np.ndarr
     return gx.ravel(), gy.ravel()
 
 
-def _to_template(science_wcs: WCS, template_wcs: WCS, x: np.ndarray, y: np.ndarray
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def _to_template(
+    science_wcs: WCS, template_wcs: WCS, x: np.ndarray, y: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Template pixel coordinates (0-based) of science pixels, through the sky; NaN off the sky."""
     with np.errstate(invalid="ignore"):
         ra, dec = science_wcs.all_pix2world(x, y, 0)
@@ -102,8 +103,9 @@ def _to_template(science_wcs: WCS, template_wcs: WCS, x: np.ndarray, y: np.ndarr
     return np.asarray(tx, dtype=np.float64), np.asarray(ty, dtype=np.float64)
 
 
-def grid_offsets(science_wcs: WCS, template_wcs: WCS, shape: tuple[int, int],
-                 n: int = OFFSET_GRID) -> np.ndarray:
+def grid_offsets(
+    science_wcs: WCS, template_wcs: WCS, shape: tuple[int, int], n: int = OFFSET_GRID
+) -> np.ndarray:
     """Offsets between the two pixel grids at an ``n`` x ``n`` grid of science pixels.
 
     Parameters
@@ -126,9 +128,13 @@ def grid_offsets(science_wcs: WCS, template_wcs: WCS, shape: tuple[int, int],
     return np.hypot(tx - x, ty - y)
 
 
-def template_pixel_map(science_wcs: WCS, template_wcs: WCS, shape: tuple[int, int],
-                       reporter: Reporter | None = None, span: tuple[float, float] = (0.0, 1.0)
-                       ) -> tuple[np.ndarray, np.ndarray]:
+def template_pixel_map(
+    science_wcs: WCS,
+    template_wcs: WCS,
+    shape: tuple[int, int],
+    reporter: Reporter | None = None,
+    span: tuple[float, float] = (0.0, 1.0),
+) -> tuple[np.ndarray, np.ndarray]:
     """The template pixel (x, y) seen by every science pixel.
 
     Parameters
@@ -159,8 +165,9 @@ def template_pixel_map(science_wcs: WCS, template_wcs: WCS, shape: tuple[int, in
             spline_y = RectBivariateSpline(gy, gx, cy, kx=3, ky=3)
             mx, my = np.meshgrid((gx[:-1] + gx[1:]) / 2, (gy[:-1] + gy[1:]) / 2)
             ex, ey = _to_template(science_wcs, template_wcs, mx.ravel(), my.ravel())
-            error = np.hypot(spline_x.ev(my.ravel(), mx.ravel()) - ex,
-                             spline_y.ev(my.ravel(), mx.ravel()) - ey)
+            error = np.hypot(
+                spline_x.ev(my.ravel(), mx.ravel()) - ex, spline_y.ev(my.ravel(), mx.ravel()) - ey
+            )
             if np.isfinite(error).all() and error.max() <= COARSE_TOLERANCE:
                 rows, cols = np.arange(ny, dtype=np.float64), np.arange(nx, dtype=np.float64)
                 return spline_x(rows, cols), spline_y(rows, cols)
@@ -174,8 +181,14 @@ def template_pixel_map(science_wcs: WCS, template_wcs: WCS, shape: tuple[int, in
     return tx, ty
 
 
-def _resample(array: np.ndarray, tx: np.ndarray, ty: np.ndarray, order: int,
-              reporter: Reporter, span: tuple[float, float]) -> np.ndarray:
+def _resample(
+    array: np.ndarray,
+    tx: np.ndarray,
+    ty: np.ndarray,
+    order: int,
+    reporter: Reporter,
+    span: tuple[float, float],
+) -> np.ndarray:
     """Interpolate ``array`` at (ty, tx) by blocks of rows; edges clamp to the nearest pixel."""
     if order > 1:
         array = ndimage.spline_filter(array, order=order, mode="nearest", output=np.float64)
@@ -183,14 +196,21 @@ def _resample(array: np.ndarray, tx: np.ndarray, ty: np.ndarray, order: int,
     lo, hi = span
     for start, stop in _row_blocks(*tx.shape):
         coords = np.stack([np.nan_to_num(ty[start:stop]), np.nan_to_num(tx[start:stop])])
-        out[start:stop] = ndimage.map_coordinates(array, coords, order=order, mode="nearest",
-                                                  prefilter=False)
+        out[start:stop] = ndimage.map_coordinates(
+            array, coords, order=order, mode="nearest", prefilter=False
+        )
         reporter.update(lo + (hi - lo) * stop / tx.shape[0])
     return out
 
 
-def _resample_mask(mask: np.ndarray, tx: np.ndarray, ty: np.ndarray, order: int,
-                   reporter: Reporter, span: tuple[float, float]) -> np.ndarray:
+def _resample_mask(
+    mask: np.ndarray,
+    tx: np.ndarray,
+    ty: np.ndarray,
+    order: int,
+    reporter: Reporter,
+    span: tuple[float, float],
+) -> np.ndarray:
     """Warp each mask plane that is set anywhere; a plane is kept where it touches the kernel.
 
     A plane is resampled with the bilinear kernel (nearest neighbour for order 0) and
@@ -213,14 +233,16 @@ def _resample_mask(mask: np.ndarray, tx: np.ndarray, ty: np.ndarray, order: int,
 def _is_affine_identity(science_wcs: WCS, template_wcs: WCS, shape: tuple[int, int]) -> bool:
     """Whether a science pixel maps to one template pixel, unrotated (to 1 %), at the centre."""
     cx, cy = (shape[1] - 1) / 2, (shape[0] - 1) / 2
-    tx, ty = _to_template(science_wcs, template_wcs, np.array([cx, cx + 1, cx]),
-                          np.array([cy, cy, cy + 1]))
+    tx, ty = _to_template(
+        science_wcs, template_wcs, np.array([cx, cx + 1, cx]), np.array([cy, cy, cy + 1])
+    )
     jacobian = np.array([[tx[1] - tx[0], tx[2] - tx[0]], [ty[1] - ty[0], ty[2] - ty[0]]])
     return bool(np.all(np.isfinite(jacobian)) and np.abs(jacobian - np.eye(2)).max() < 0.01)
 
 
-def warp_exposure(template: Exposure, science: Exposure, interpolation: str,
-                  reporter: Reporter | None = None) -> Exposure:
+def warp_exposure(
+    template: Exposure, science: Exposure, interpolation: str, reporter: Reporter | None = None
+) -> Exposure:
     """Resample the template's image, variance and mask onto the science grid.
 
     Parameters
@@ -251,9 +273,14 @@ def warp_exposure(template: Exposure, science: Exposure, interpolation: str,
     image[outside] = np.nan
     variance[outside] = np.nan
     image, variance, mask = fill_no_data(image, variance, mask)
-    return template.replace(image=image, variance=variance, mask=mask, wcs=science.wcs,
-                            header=header_with_wcs(template.header, science.wcs),
-                            source=f"{template.source} warped to {science.source}")
+    return template.replace(
+        image=image,
+        variance=variance,
+        mask=mask,
+        wcs=science.wcs,
+        header=header_with_wcs(template.header, science.wcs),
+        source=f"{template.source} warped to {science.source}",
+    )
 
 
 def template_coverage(exposure: Exposure) -> float:
@@ -291,11 +318,13 @@ def check_template_sufficient(coverage: float, config: WarpConfig) -> None:
         raise NoWorkFound(
             f"the template covers {coverage:.1%} of the science image with data, below "
             f"warp.required_template_fraction = {config.required_template_fraction:g}; use a "
-            "template that overlaps the science image, or lower warp.required_template_fraction")
+            "template that overlaps the science image, or lower warp.required_template_fraction"
+        )
 
 
-def warp_template(template: Exposure, science: Exposure, config: WarpConfig,
-                  reporter: Reporter | None = None) -> WarpResult:
+def warp_template(
+    template: Exposure, science: Exposure, config: WarpConfig, reporter: Reporter | None = None
+) -> WarpResult:
     """Bring the template onto the science grid and check that it covers enough of it.
 
     Parameters
@@ -329,34 +358,54 @@ def warp_template(template: Exposure, science: Exposure, config: WarpConfig,
         offsets = grid_offsets(science.wcs, template.wcs, science.shape)
         finite = offsets[np.isfinite(offsets)]
         max_offset = float(finite.max()) if finite.size else math.nan
-        if (template.shape != science.shape or finite.size < offsets.size
-                or max_offset > config.grid_tolerance):
+        if (
+            template.shape != science.shape
+            or finite.size < offsets.size
+            or max_offset > config.grid_tolerance
+        ):
             exposure = warp_exposure(template, science, config.interpolation, reporter)
             warped = True
-            if template.psf is not None and not _is_affine_identity(science.wcs, template.wcs,
-                                                                   science.shape):
-                notes.append("the template's PSF image is kept in the template's pixel "
-                             "orientation and scale, which differ from the science grid's; "
-                             "measure the template PSF on the warped template instead")
+            if template.psf is not None and not _is_affine_identity(
+                science.wcs, template.wcs, science.shape
+            ):
+                notes.append(
+                    "the template's PSF image is kept in the template's pixel "
+                    "orientation and scale, which differ from the science grid's; "
+                    "measure the template PSF on the warped template instead"
+                )
     else:
         if template.shape != science.shape:
-            which = "neither image has" if not (science.has_celestial_wcs
-                                                 or template.has_celestial_wcs) else (
-                "the science image has no" if not science.has_celestial_wcs
-                else "the template has no")
+            which = (
+                "neither image has"
+                if not (science.has_celestial_wcs or template.has_celestial_wcs)
+                else (
+                    "the science image has no"
+                    if not science.has_celestial_wcs
+                    else "the template has no"
+                )
+            )
             raise InputError(
                 f"template {template.source} has shape {template.shape} but science "
                 f"{science.source} has shape {science.shape}, and {which} celestial WCS: "
-                "without a WCS the images must be pre-aligned on the same pixel grid")
+                "without a WCS the images must be pre-aligned on the same pixel grid"
+            )
         max_offset = math.nan
     if not warped:
-        exposure = template.replace(wcs=science.wcs,
-                                    header=header_with_wcs(template.header, science.wcs))
+        exposure = template.replace(
+            wcs=science.wcs, header=header_with_wcs(template.header, science.wcs)
+        )
     coverage = template_coverage(exposure)
     check_template_sufficient(coverage, config)
     if coverage < COVERAGE_WARNING:
-        notes.append(f"the template covers only {coverage:.1%} of the science image; "
-                     "results outside it are masked NO_DATA")
+        notes.append(
+            f"the template covers only {coverage:.1%} of the science image; "
+            "results outside it are masked NO_DATA"
+        )
     reporter.update(1.0)
-    return WarpResult(exposure=exposure, warped=warped, max_offset=max_offset,
-                      coverage=coverage, warnings=tuple(notes))
+    return WarpResult(
+        exposure=exposure,
+        warped=warped,
+        max_offset=max_offset,
+        coverage=coverage,
+        warnings=tuple(notes),
+    )

@@ -150,17 +150,21 @@ def estimate_background(image: np.ndarray, good: np.ndarray, mesh: int) -> tuple
     for _ in range(3):
         n = np.maximum(hi_idx - lo_idx, 1)
         last = cells.shape[2] - 1
-        q1, med, q3 = (np.take_along_axis(
-            cells, np.minimum(lo_idx + (n * f).astype(np.int64), last)[..., None], 2)[..., 0]
-            for f in (0.25, 0.5, 0.75))
+        q1, med, q3 = (
+            np.take_along_axis(
+                cells, np.minimum(lo_idx + (n * f).astype(np.int64), last)[..., None], 2
+            )[..., 0]
+            for f in (0.25, 0.5, 0.75)
+        )
         sig = (q3 - q1) / 1.349
         lo_v, hi_v = (med - 3.0 * sig)[..., None], (med + 3.0 * sig)[..., None]
         lo_idx = np.sum(cells < lo_v, axis=2)
         hi_idx = np.sum(cells <= hi_v, axis=2)
     # A cell needs half its pixels: the median of a mostly masked cell stands for the
     # unmasked part, off the cell centre. Other cells take their nearest usable cell's value.
-    cell_pixels = np.outer(np.minimum(my, ny - np.arange(gy) * my),
-                           np.minimum(mx, nx - np.arange(gx) * mx))
+    cell_pixels = np.outer(
+        np.minimum(my, ny - np.arange(gy) * my), np.minimum(mx, nx - np.arange(gx) * mx)
+    )
     usable = (n_valid >= 0.5 * cell_pixels) & np.isfinite(med) & (hi_idx > lo_idx)
     if not np.any(usable):
         usable = (n_valid > 0) & np.isfinite(med)
@@ -191,8 +195,7 @@ def _natural_spline_weights(centres: np.ndarray, n: int) -> np.ndarray:
     """
     if len(centres) == 1:
         return np.ones((n, 1))
-    spline = CubicSpline(centres, np.eye(len(centres)), axis=0, bc_type="natural",
-                         extrapolate=True)
+    spline = CubicSpline(centres, np.eye(len(centres)), axis=0, bc_type="natural", extrapolate=True)
     return np.asarray(spline(np.arange(n, dtype=np.float64)))
 
 
@@ -203,13 +206,16 @@ def _normalised_psf(psf: np.ndarray, name: str) -> np.ndarray:
         raise InputError(f"{name} PSF must be a 2-D image with odd sides, got shape {p.shape}")
     total = float(np.sum(p))
     if not np.all(np.isfinite(p)) or total <= 0.0:
-        raise InputError(f"{name} PSF has a non-finite value or a sum <= 0 ({total}); "
-                         "give a PSF image with positive flux")
+        raise InputError(
+            f"{name} PSF has a non-finite value or a sum <= 0 ({total}); "
+            "give a PSF image with positive flux"
+        )
     return p / total
 
 
-def _embed(centred: np.ndarray, shape: tuple[int, int],
-           dtype: type[np.floating] = np.float64) -> np.ndarray:
+def _embed(
+    centred: np.ndarray, shape: tuple[int, int], dtype: type[np.floating] = np.float64
+) -> np.ndarray:
     """A zero array of ``shape`` holding a centred image, its centre moved to [0, 0]."""
     out: np.ndarray = np.zeros(shape, dtype=dtype)
     ky, kx = centred.shape
@@ -230,8 +236,14 @@ class _ZogyKernels:
     psf_d: np.ndarray
 
 
-def zogy_kernels(sci_psf: np.ndarray, tmpl_psf: np.ndarray, sigma_n: float, sigma_r: float,
-                 f_n: float, f_r: float) -> _ZogyKernels:
+def zogy_kernels(
+    sci_psf: np.ndarray,
+    tmpl_psf: np.ndarray,
+    sigma_n: float,
+    sigma_r: float,
+    f_n: float,
+    f_r: float,
+) -> _ZogyKernels:
     """ZOGY's kernels k_n, k_r (score), d_n, d_r (proper difference) and P_D.
 
     Parameters
@@ -269,7 +281,7 @@ def zogy_kernels(sci_psf: np.ndarray, tmpl_psf: np.ndarray, sigma_n: float, sigm
         return sfft.fftshift(sfft.irfft2(spec, s=grid))
 
     c, h = size // 2, side // 2
-    psf_d = real(pd_hat)[c - h:c + h + 1, c - h:c + h + 1]
+    psf_d = real(pd_hat)[c - h : c + h + 1, c - h : c + h + 1]
     psf_d = psf_d / psf_d.sum()
     return _ZogyKernels(real(k_n_hat), real(k_r_hat), real(d_n_hat), real(d_r_hat), psf_d)
 
@@ -280,8 +292,10 @@ class _FourierGrid:
     def __init__(self, shape: tuple[int, int], kernel_side: int) -> None:
         pad = kernel_side // 2 + 1
         self.shape = shape
-        self.padded = (sfft.next_fast_len(shape[0] + 2 * pad, real=True),
-                       sfft.next_fast_len(shape[1] + 2 * pad, real=True))
+        self.padded = (
+            sfft.next_fast_len(shape[0] + 2 * pad, real=True),
+            sfft.next_fast_len(shape[1] + 2 * pad, real=True),
+        )
 
     def spectrum(self, image: np.ndarray) -> np.ndarray:
         """Spectrum of an image placed at the origin of the padded grid (zeros around)."""
@@ -294,7 +308,7 @@ class _FourierGrid:
     def image(self, spectrum: np.ndarray) -> np.ndarray:
         """Back to an image of the original shape."""
         out = sfft.irfft2(spectrum, s=self.padded, workers=-1)
-        return out[:self.shape[0], :self.shape[1]]
+        return out[: self.shape[0], : self.shape[1]]
 
 
 def template_planes(mask: np.ndarray) -> np.ndarray:
@@ -343,8 +357,15 @@ def _score_mask(science: Exposure, template: Exposure, bad: np.ndarray) -> np.nd
     return np.where(bad & ~flagged, mask | int(MaskPlane.NO_DATA), mask).astype(MASK_DTYPE)
 
 
-def zogy_score(science: Exposure, template: Exposure, sci_psf: np.ndarray, tmpl_psf: np.ndarray,
-               flux_ratio: float, config: ScoreConfig, reporter: Reporter) -> ScoreResult:
+def zogy_score(
+    science: Exposure,
+    template: Exposure,
+    sci_psf: np.ndarray,
+    tmpl_psf: np.ndarray,
+    flux_ratio: float,
+    config: ScoreConfig,
+    reporter: Reporter,
+) -> ScoreResult:
     """ZOGY's proper difference and corrected score S_corr (see the module docstring).
 
     Each image's background is subtracted (:func:`estimate_background`); pixels
@@ -377,11 +398,13 @@ def zogy_score(science: Exposure, template: Exposure, sci_psf: np.ndarray, tmpl_
         On different image shapes, a bad PSF, a non-positive flux ratio, or no usable pixel.
     """
     if science.shape != template.shape:
-        raise InputError(f"ZOGY needs images on one grid: science {science.shape} vs "
-                         f"template {template.shape}; warp the template first")
+        raise InputError(
+            f"ZOGY needs images on one grid: science {science.shape} vs "
+            f"template {template.shape}; warp the template first"
+        )
     if not np.isfinite(flux_ratio) or flux_ratio <= 0.0:
         raise InputError(f"flux ratio (kernel sum) {flux_ratio} must be a positive number")
-    bad = (((science.mask | template.mask) & int(UNUSABLE)) != 0)
+    bad = ((science.mask | template.mask) & int(UNUSABLE)) != 0
     for exp in (science, template):
         bad |= ~np.isfinite(exp.image) | ~np.isfinite(exp.variance) | (exp.variance <= 0)
     good = ~bad
@@ -392,8 +415,10 @@ def zogy_score(science: Exposure, template: Exposure, sci_psf: np.ndarray, tmpl_
     bkg_r, sigma_r = estimate_background(template.image, good, config.background_mesh)
     reporter.update(0.2)
     if not (sigma_n > 0.0 and sigma_r > 0.0):
-        raise InputError(f"sky noise of {science.source} ({sigma_n}) or {template.source} "
-                         f"({sigma_r}) is not positive; check the images")
+        raise InputError(
+            f"sky noise of {science.source} ({sigma_n}) or {template.source} "
+            f"({sigma_r}) is not positive; check the images"
+        )
     f_n, f_r = float(flux_ratio), 1.0
     kern = zogy_kernels(sci_psf, tmpl_psf, sigma_n, sigma_r, f_n, f_r)
     grid = _FourierGrid(science.shape, kern.k_n.shape[0])
@@ -404,8 +429,9 @@ def zogy_score(science: Exposure, template: Exposure, sci_psf: np.ndarray, tmpl_
     vr_hat = grid.spectrum(np.where(good, template.variance, zero))
     reporter.update(0.4)
     kn_hat, kr_hat = grid.kernel_spectrum(kern.k_n), grid.kernel_spectrum(kern.k_r)
-    var = grid.image(vn_hat * grid.kernel_spectrum(kern.k_n**2)
-                     + vr_hat * grid.kernel_spectrum(kern.k_r**2))
+    var = grid.image(
+        vn_hat * grid.kernel_spectrum(kern.k_n**2) + vr_hat * grid.kernel_spectrum(kern.k_r**2)
+    )
     reporter.update(0.6)
     if config.astrometric_noise > 0.0:
         s_n, s_r = grid.image(kn_hat * n_hat), grid.image(kr_hat * r_hat)
@@ -416,18 +442,23 @@ def zogy_score(science: Exposure, template: Exposure, sci_psf: np.ndarray, tmpl_
     else:
         score = grid.image(kn_hat * n_hat - kr_hat * r_hat)
     reporter.update(0.8)
-    proper = grid.image(grid.kernel_spectrum(kern.d_n) * n_hat
-                        - grid.kernel_spectrum(kern.d_r) * r_hat)
+    proper = grid.image(
+        grid.kernel_spectrum(kern.d_n) * n_hat - grid.kernel_spectrum(kern.d_r) * r_hat
+    )
     invalid = bad | ~(var > _variance_floor(var))
     s_corr = np.where(invalid, zero, score / np.sqrt(np.where(invalid, 1.0, var)))
     s_corr = s_corr.astype(np.float32)
     proper = np.where(invalid, zero, proper).astype(np.float32)
     reporter.update(1.0)
     return ScoreResult(
-        image=s_corr, method="zogy", psf=kern.psf_d, proper_difference=proper,
+        image=s_corr,
+        method="zogy",
+        psf=kern.psf_d,
+        proper_difference=proper,
         mask=_score_mask(science, template, invalid),
         noise_std=sampled_robust_std(s_corr[~invalid]),
-        sigma_science=sigma_n, sigma_template=sigma_r,
+        sigma_science=sigma_n,
+        sigma_template=sigma_r,
     )
 
 
@@ -463,22 +494,37 @@ def al_score(difference: Exposure, psf: np.ndarray, reporter: Reporter) -> Score
     bad |= ~np.isfinite(difference.variance) | (difference.variance <= 0)
     if np.all(bad):
         # A cutout smaller than the kernel is all EDGE: nothing to score, nothing found.
-        return ScoreResult(image=np.zeros(difference.shape, dtype=np.float32), method="al",
-                           psf=p, proper_difference=None,
-                           mask=(difference.mask | int(MaskPlane.NO_DATA)).astype(MASK_DTYPE),
-                           noise_std=float("nan"))
+        return ScoreResult(
+            image=np.zeros(difference.shape, dtype=np.float32),
+            method="al",
+            psf=p,
+            proper_difference=None,
+            mask=(difference.mask | int(MaskPlane.NO_DATA)).astype(MASK_DTYPE),
+            noise_std=float("nan"),
+        )
     flipped = p[::-1, ::-1]
     grid = _FourierGrid(difference.shape, max(p.shape))
     zero = np.float32(0.0)
-    num = grid.image(grid.spectrum(np.where(bad, zero, difference.image))
-                     * grid.kernel_spectrum(flipped))
+    num = grid.image(
+        grid.spectrum(np.where(bad, zero, difference.image)) * grid.kernel_spectrum(flipped)
+    )
     reporter.update(0.5)
-    var = grid.image(grid.spectrum(np.where(bad, zero, difference.variance))
-                     * grid.kernel_spectrum(flipped**2))
+    var = grid.image(
+        grid.spectrum(np.where(bad, zero, difference.variance)) * grid.kernel_spectrum(flipped**2)
+    )
     invalid = bad | ~(var > _variance_floor(var))
     score = np.where(invalid, zero, num / np.sqrt(np.where(invalid, 1.0, var))).astype(np.float32)
-    mask = np.where(invalid & ((difference.mask & int(UNUSABLE)) == 0),
-                    difference.mask | int(MaskPlane.NO_DATA), difference.mask).astype(MASK_DTYPE)
+    mask = np.where(
+        invalid & ((difference.mask & int(UNUSABLE)) == 0),
+        difference.mask | int(MaskPlane.NO_DATA),
+        difference.mask,
+    ).astype(MASK_DTYPE)
     reporter.update(1.0)
-    return ScoreResult(image=score, method="al", psf=p, proper_difference=None, mask=mask,
-                       noise_std=sampled_robust_std(score[~invalid]))
+    return ScoreResult(
+        image=score,
+        method="al",
+        psf=p,
+        proper_difference=None,
+        mask=mask,
+        noise_std=sampled_robust_std(score[~invalid]),
+    )

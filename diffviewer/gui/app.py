@@ -14,8 +14,9 @@ from diffviewer.gui.window import MainWindow
 from diffviewer.gui.worker import ErrorReport
 
 
-def launch(science: str | None, template: str | None, *, pairs: str | None,
-           config: SubtractionConfig) -> int:
+def launch(
+    science: str | None, template: str | None, *, pairs: str | None, config: SubtractionConfig
+) -> int:
     """Open the main window on a pair, a list of pairs or the demo pair, and run it.
 
     Parameters

@@ -99,15 +99,19 @@ class CatalogModel(QAbstractTableModel):
     def columnCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
         return 0 if parent.isValid() else len(self._columns) + 2
 
-    def headerData(self, section: int, orientation: Qt.Orientation,
-                   role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+    def headerData(
+        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
+    ) -> Any:
         if role != Qt.ItemDataRole.DisplayRole:
             return None
         if orientation == Qt.Orientation.Vertical:
             return str(section)
         extra = ("verdict", "comment")
-        return self._columns[section] if section < len(self._columns) else \
-            extra[section - len(self._columns)]
+        return (
+            self._columns[section]
+            if section < len(self._columns)
+            else extra[section - len(self._columns)]
+        )
 
     def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid():
@@ -115,8 +119,11 @@ class CatalogModel(QAbstractTableModel):
         row, col = index.row(), index.column()
         if col >= len(self._columns):
             verdict = self.verdicts.get(self.source_id(row))
-            text = "" if verdict is None else (verdict.label if col == len(self._columns)
-                                              else verdict.comment)
+            text = (
+                ""
+                if verdict is None
+                else (verdict.label if col == len(self._columns) else verdict.comment)
+            )
             return text if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.UserRole) else None
         value = self._values[col][row]
         if role == Qt.ItemDataRole.UserRole:
@@ -185,8 +192,11 @@ class CatalogPanel(QWidget):
         self.view.sortByColumn(0, Qt.SortOrder.AscendingOrder)
         self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        header, rows, selection = (self.view.horizontalHeader(), self.view.verticalHeader(),
-                                   self.view.selectionModel())
+        header, rows, selection = (
+            self.view.horizontalHeader(),
+            self.view.verticalHeader(),
+            self.view.selectionModel(),
+        )
         assert header is not None and rows is not None and selection is not None
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         header.setResizeContentsPrecision(50)  # size columns from 50 rows, not every row
@@ -250,9 +260,12 @@ class CatalogPanel(QWidget):
             self.source_selected.emit(source_id)
 
     def _apply_filter(self, *args: object) -> None:
-        self.proxy.set_filter(sign=self.sign_box.currentText(), min_snr=self.snr_box.value(),
-                              hide_flagged=self.flag_box.isChecked(),
-                              dipoles=self.dipole_box.currentText())
+        self.proxy.set_filter(
+            sign=self.sign_box.currentText(),
+            min_snr=self.snr_box.value(),
+            hide_flagged=self.flag_box.isChecked(),
+            dipoles=self.dipole_box.currentText(),
+        )
         self._update_count()
 
     def _update_count(self) -> None:

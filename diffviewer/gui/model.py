@@ -105,8 +105,10 @@ def default_output_dir(pair: Pair, root: Path) -> Path:
     """
     if pair.name:
         return root / pair.name
-    stems = [Path(str(s).split("[")[0]).stem if isinstance(s, str) else "memory"
-             for s in (pair.science, pair.template)]
+    stems = [
+        Path(str(s).split("[")[0]).stem if isinstance(s, str) else "memory"
+        for s in (pair.science, pair.template)
+    ]
     return root / "__".join(stems)
 
 
@@ -180,13 +182,17 @@ def prepare_display(result: Any) -> tuple[dict[str, np.ndarray], dict[str, tuple
     levels: dict[str, tuple[float, float]] = {}
     for name, array in view_arrays(result).items():
         images[name] = display.display_array(array)
-        levels[name] = (display.compute_levels(images[name], display.default_settings(name))
-                        if name != "mask" else (0.0, float(max(int(array.max()), 1))))
+        levels[name] = (
+            display.compute_levels(images[name], display.default_settings(name))
+            if name != "mask"
+            else (0.0, float(max(int(array.max()), 1)))
+        )
     return images, levels
 
 
-def run_job(pair: Pair, config: SubtractionConfig, runner: Runner | None = None
-            ) -> Callable[[ProgressCallback, CancelToken], RunOutcome]:
+def run_job(
+    pair: Pair, config: SubtractionConfig, runner: Runner | None = None
+) -> Callable[[ProgressCallback, CancelToken], RunOutcome]:
     """A worker job that reads a pair, runs the engine and prepares the display.
 
     Parameters
@@ -226,8 +232,9 @@ def run_job(pair: Pair, config: SubtractionConfig, runner: Runner | None = None
     return job
 
 
-def levels_job(image: np.ndarray, settings: display.DisplaySettings
-               ) -> Callable[[ProgressCallback, CancelToken], tuple[float, float]]:
+def levels_job(
+    image: np.ndarray, settings: display.DisplaySettings
+) -> Callable[[ProgressCallback, CancelToken], tuple[float, float]]:
     """A worker job computing display levels of one image."""
 
     def job(progress: ProgressCallback, token: CancelToken) -> tuple[float, float]:
@@ -263,8 +270,10 @@ def residual_samples(result: Any) -> list[tuple[str, dict[str, np.ndarray]]]:
         Panel title and ``{normalisation: values}``.
     """
     diag = result.diagnostics
-    return [(title, {norm: getattr(diag, f"{prefix}_{suffix}") for norm, suffix in RESIDUAL_NORMS})
-            for title, prefix in RESIDUAL_PANELS]
+    return [
+        (title, {norm: getattr(diag, f"{prefix}_{suffix}") for norm, suffix in RESIDUAL_NORMS})
+        for title, prefix in RESIDUAL_PANELS
+    ]
 
 
 def residual_stats(values: np.ndarray) -> tuple[float, float, int]:
@@ -335,13 +344,22 @@ def kernel_views(result: Any, n_grid: int = 7, n_shift: int = 16) -> dict[str, A
     grid = np.column_stack([gx.ravel(), gy.ravel(), sums.ravel(), dx.ravel(), dy.ravel()])
     fine = kernel_mosaic(sol, n_shift)
     fdx, fdy = kernel_centroids(fine.kernels)
-    info = (f"{sol.describe()}; spatial order {sol.spatial_order}, background order "
-            f"{sol.background_order}; convolved: {result.kernel.convolved}; photometric scale "
-            f"{result.kernel.photometric_scale:.4f}; kernel sum {sums.min():.4f} to "
-            f"{sums.max():.4f}; centroid shift up to {np.hypot(fdx, fdy).max():.3f} px")
-    return {"mosaic": mosaic.image, "grid": grid, "n_grid": n_grid, "cell": sol.size,
-            "sum_map": result.subtraction.kernel_sum_map, "shift_map": np.hypot(fdx, fdy),
-            "basis": sol.basis, "info": info}
+    info = (
+        f"{sol.describe()}; spatial order {sol.spatial_order}, background order "
+        f"{sol.background_order}; convolved: {result.kernel.convolved}; photometric scale "
+        f"{result.kernel.photometric_scale:.4f}; kernel sum {sums.min():.4f} to "
+        f"{sums.max():.4f}; centroid shift up to {np.hypot(fdx, fdy).max():.3f} px"
+    )
+    return {
+        "mosaic": mosaic.image,
+        "grid": grid,
+        "n_grid": n_grid,
+        "cell": sol.size,
+        "sum_map": result.subtraction.kernel_sum_map,
+        "shift_map": np.hypot(fdx, fdy),
+        "basis": sol.basis,
+        "info": info,
+    }
 
 
 def kernel_centroids(kernels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -383,9 +401,15 @@ def stamp_views(result: Any, index: int) -> tuple[dict[str, np.ndarray], str]:
     from diffviewer.engine.diagnostics import stamp_views as engine_stamp_views
 
     v = engine_stamp_views(result.science, result.template.exposure, result.kernel, index)
-    images = {"science": v.science, "template": v.template, "diff (own kernel)": v.difference_own,
-              "diff (spatial)": v.difference_spatial, "normalised residual": v.residual_spatial,
-              "own kernel": v.kernel_own, "spatial kernel": v.kernel_spatial}
+    images = {
+        "science": v.science,
+        "template": v.template,
+        "diff (own kernel)": v.difference_own,
+        "diff (spatial)": v.difference_spatial,
+        "normalised residual": v.residual_spatial,
+        "own kernel": v.kernel_own,
+        "spatial kernel": v.kernel_spatial,
+    }
     return images, candidate_summary(result, index)
 
 
@@ -432,8 +456,12 @@ def save_verdicts(path: Path, verdicts: Mapping[int, Verdict], pair: Pair, diges
         return s if isinstance(s, str) else _describe(s)
 
     rows = [{"id": int(k), **dataclasses.asdict(v)} for k, v in sorted(verdicts.items())]
-    doc = {"science": spec(pair.science), "template": spec(pair.template),
-           "config_digest": digest, "verdicts": rows}
+    doc = {
+        "science": spec(pair.science),
+        "template": spec(pair.template),
+        "config_digest": digest,
+        "verdicts": rows,
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
 
@@ -457,16 +485,22 @@ def load_verdicts(path: Path) -> tuple[dict[int, Verdict], str]:
     """
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
-        verdicts = {int(v["id"]): Verdict(str(v["label"]), float(v["x"]), float(v["y"]),
-                                          str(v.get("comment", ""))) for v in doc["verdicts"]}
+        verdicts = {
+            int(v["id"]): Verdict(
+                str(v["label"]), float(v["x"]), float(v["y"]), str(v.get("comment", ""))
+            )
+            for v in doc["verdicts"]
+        }
         return verdicts, str(doc.get("config_digest", ""))
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InputError(f"verdicts file {path} cannot be read ({exc}); move it aside to start "
-                         "afresh") from None
+        raise InputError(
+            f"verdicts file {path} cannot be read ({exc}); move it aside to start afresh"
+        ) from None
 
 
-def match_verdicts(verdicts: Mapping[int, Verdict], catalog: Table, radius: float = 1.5
-                   ) -> dict[int, Verdict]:
+def match_verdicts(
+    verdicts: Mapping[int, Verdict], catalog: Table, radius: float = 1.5
+) -> dict[int, Verdict]:
     """Attach saved verdicts to the sources of a (possibly re-run) catalog.
 
     A verdict keeps its source id when a source of that id lies within ``radius``;
@@ -558,13 +592,29 @@ def source_summary(catalog: Table, source_id: int, verdicts: Mapping[int, Verdic
     if not rows.size:
         return ""
     row = catalog[int(rows[0])]
-    keys = [k for k in ("id", "x", "y", "psf_flux", "psf_flux_err", "snr", "sign", "is_dipole",
-                        "flagged", "ra", "dec") if k in catalog.colnames]
+    keys = [
+        k
+        for k in (
+            "id",
+            "x",
+            "y",
+            "psf_flux",
+            "psf_flux_err",
+            "snr",
+            "sign",
+            "is_dipole",
+            "flagged",
+            "ra",
+            "dec",
+        )
+        if k in catalog.colnames
+    ]
     text = ", ".join(f"{k} {_fmt(row[k])}" for k in keys)
     verdict = verdicts.get(int(source_id))
     if verdict is not None:
-        text += f" · verdict: <b>{verdict.label}</b>" + (f" ({verdict.comment})"
-                                                         if verdict.comment else "")
+        text += f" · verdict: <b>{verdict.label}</b>" + (
+            f" ({verdict.comment})" if verdict.comment else ""
+        )
     return text
 
 
@@ -575,8 +625,15 @@ def candidate_summary(result: Any, index: int) -> str:
     text = f"kernel source {index} at ({row['x']:.1f}, {row['y']:.1f}): {row['status']}"
     if row["status"] == "BAD" and "reason" in names:
         text += f" ({row['reason']})"
-    for key in ("chi2", "kernel_sum", "resid_mean", "resid_std", "spatial_resid_mean",
-                "spatial_resid_std", "snr"):
+    for key in (
+        "chi2",
+        "kernel_sum",
+        "resid_mean",
+        "resid_std",
+        "spatial_resid_mean",
+        "spatial_resid_std",
+        "snr",
+    ):
         if key in names:
             text += f"\n{key} = {_fmt(row[key])}"
     return text

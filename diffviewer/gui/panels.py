@@ -28,8 +28,9 @@ from diffviewer.gui.model import residual_stats
 from diffviewer.gui.views import ImagePanel, link_to
 
 
-def _image_box(canvas: pg.GraphicsLayoutWidget, title: str, row: int, col: int
-               ) -> tuple[pg.ViewBox, pg.ImageItem, pg.LabelItem]:
+def _image_box(
+    canvas: pg.GraphicsLayoutWidget, title: str, row: int, col: int
+) -> tuple[pg.ViewBox, pg.ImageItem, pg.LabelItem]:
     """A titled, aspect-locked view box with an image item, placed in a layout widget."""
     label = canvas.addLabel(title, row=2 * row, col=col, size="9pt")
     vb = canvas.addViewBox(row=2 * row + 1, col=col, lockAspect=True, enableMenu=False)
@@ -40,8 +41,12 @@ def _image_box(canvas: pg.GraphicsLayoutWidget, title: str, row: int, col: int
     return vb, item, label
 
 
-def _show(item: pg.ImageItem, array: np.ndarray | None, settings: display.DisplaySettings,
-          levels: tuple[float, float] | None = None) -> None:
+def _show(
+    item: pg.ImageItem,
+    array: np.ndarray | None,
+    settings: display.DisplaySettings,
+    levels: tuple[float, float] | None = None,
+) -> None:
     """Show an array in an image item with display settings (levels computed when not given)."""
     if array is None:
         item.clear()
@@ -50,8 +55,9 @@ def _show(item: pg.ImageItem, array: np.ndarray | None, settings: display.Displa
     lv = levels if levels is not None else display.compute_levels(data, settings)
     item.setImage(data, levels=lv, autoLevels=False)
     item.setRect(QRectF(-0.5, -0.5, data.shape[1], data.shape[0]))
-    item.setLookupTable(display.make_lut(settings.stretch, settings.cmap,
-                                         symmetric=settings.symmetric))
+    item.setLookupTable(
+        display.make_lut(settings.stretch, settings.cmap, symmetric=settings.symmetric)
+    )
 
 
 _SIGNED = display.default_settings("difference").replace(levels="minmax")
@@ -73,13 +79,17 @@ class KernelPanel(QWidget):
         super().__init__(parent)
         self.canvas = pg.GraphicsLayoutWidget()
         self.mosaic_box, self.mosaic, _ = _image_box(
-            self.canvas, "Kernel mosaic (click a cell)", 0, 0)
+            self.canvas, "Kernel mosaic (click a cell)", 0, 0
+        )
         self.sum_box, self.sum_map, self.sum_title = _image_box(
-            self.canvas, "Kernel sum over the image", 0, 1)
+            self.canvas, "Kernel sum over the image", 0, 1
+        )
         self.shift_box, self.shift_map, self.shift_title = _image_box(
-            self.canvas, "Kernel centroid shift (px) over the image", 0, 2)
-        self.centroids = pg.ScatterPlotItem(pxMode=True, size=7, symbol="+",
-                                            pen=pg.mkPen("r"), brush=None)
+            self.canvas, "Kernel centroid shift (px) over the image", 0, 2
+        )
+        self.centroids = pg.ScatterPlotItem(
+            pxMode=True, size=7, symbol="+", pen=pg.mkPen("r"), brush=None
+        )
         self.mosaic_box.addItem(self.centroids)
         self.sum_labels: list[pg.TextItem] = []
         self.basis_canvas = pg.GraphicsLayoutWidget()
@@ -96,8 +106,17 @@ class KernelPanel(QWidget):
         layout.addWidget(self.basis_canvas, 1)
         layout.addWidget(self.info)
 
-    def set_data(self, mosaic: np.ndarray, grid: np.ndarray, n_grid: int, cell: int,
-                 sum_map: np.ndarray, shift_map: np.ndarray, basis: np.ndarray, info: str) -> None:
+    def set_data(
+        self,
+        mosaic: np.ndarray,
+        grid: np.ndarray,
+        n_grid: int,
+        cell: int,
+        sum_map: np.ndarray,
+        shift_map: np.ndarray,
+        basis: np.ndarray,
+        info: str,
+    ) -> None:
         """Show a kernel solution.
 
         Parameters
@@ -119,20 +138,28 @@ class KernelPanel(QWidget):
         _show(self.mosaic, mosaic, _SIGNED)
         _show(self.sum_map, sum_map, _POSITIVE)
         _show(self.shift_map, shift_map, _POSITIVE)
-        self.sum_title.setText(f"Kernel sum over the image: {np.nanmin(sum_map):.4f} (dark) to "
-                               f"{np.nanmax(sum_map):.4f} (bright)")
-        self.shift_title.setText(f"Kernel centroid shift: {np.nanmin(shift_map):.3f} to "
-                                 f"{np.nanmax(shift_map):.3f} px")
+        self.sum_title.setText(
+            f"Kernel sum over the image: {np.nanmin(sum_map):.4f} (dark) to "
+            f"{np.nanmax(sum_map):.4f} (bright)"
+        )
+        self.shift_title.setText(
+            f"Kernel centroid shift: {np.nanmin(shift_map):.3f} to {np.nanmax(shift_map):.3f} px"
+        )
         centre = (cell - 1) / 2
         ii, jj = np.meshgrid(np.arange(n_grid), np.arange(n_grid))
-        self.centroids.setData(ii.ravel() * cell + centre + grid[:, 3],
-                               jj.ravel() * cell + centre + grid[:, 4])
+        self.centroids.setData(
+            ii.ravel() * cell + centre + grid[:, 3], jj.ravel() * cell + centre + grid[:, 4]
+        )
         for label in self.sum_labels:
             self.mosaic_box.removeItem(label)
         self.sum_labels = []
         for k, (i, j) in enumerate(zip(ii.ravel(), jj.ravel(), strict=True)):
-            label = pg.TextItem(f"{grid[k, 2]:.3f}", color=(0, 0, 0), anchor=(0, 0),
-                                fill=pg.mkBrush(255, 255, 255, 170))
+            label = pg.TextItem(
+                f"{grid[k, 2]:.3f}",
+                color=(0, 0, 0),
+                anchor=(0, 0),
+                fill=pg.mkBrush(255, 255, 255, 170),
+            )
             label.setPos(i * cell - 0.5, (j + 1) * cell - 0.5)
             label.setScale(0.8)
             self.mosaic_box.addItem(label)
@@ -140,8 +167,9 @@ class KernelPanel(QWidget):
         self.basis_canvas.clear()
         per_row = 12
         for k, image in enumerate(basis):
-            vb = self.basis_canvas.addViewBox(row=k // per_row, col=k % per_row, lockAspect=True,
-                                              enableMenu=False)
+            vb = self.basis_canvas.addViewBox(
+                row=k // per_row, col=k % per_row, lockAspect=True, enableMenu=False
+            )
             vb.setMouseEnabled(False, False)
             item = pg.ImageItem(axisOrder="row-major")
             vb.addItem(item)
@@ -164,8 +192,9 @@ class ResidualPanel(QWidget):
         super().__init__(parent)
         self.canvas = pg.GraphicsLayoutWidget()
         self.norm_box = QComboBox()
-        self.norm_box.setToolTip("Normalise residuals by the difference variance or by the "
-                                 "input variances")
+        self.norm_box.setToolTip(
+            "Normalise residuals by the difference variance or by the input variances"
+        )
         self.norm_box.currentTextChanged.connect(self._redraw)
         self._panels: Sequence[tuple[str, Mapping[str, np.ndarray]]] = []
         self.plots: list[pg.PlotItem] = []
@@ -216,8 +245,14 @@ class ResidualPanel(QWidget):
             if values.size:
                 hist, _ = np.histogram(values, bins=edges, density=False)
                 density = hist / (values.size * np.diff(edges))
-                plot.plot(edges, density, stepMode="center", fillLevel=0,
-                          brush=(100, 100, 220, 120), pen=pg.mkPen((120, 120, 255)))
+                plot.plot(
+                    edges,
+                    density,
+                    stepMode="center",
+                    fillLevel=0,
+                    brush=(100, 100, 220, 120),
+                    pen=pg.mkPen((120, 120, 255)),
+                )
             plot.plot(centres, gauss, pen=pg.mkPen("r", width=2))
             plot.setTitle(f"{title}<br>mean {mean:+.3f}, σ {sigma:.3f}, n = {count}", size="9pt")
             self.stats[title] = (mean, sigma, count)
@@ -227,8 +262,15 @@ class ResidualPanel(QWidget):
 class StampPanel(QWidget):
     """One kernel candidate: its images, its own kernel beside the spatial model, its QA."""
 
-    TITLES = ("science", "template", "diff (own kernel)", "diff (spatial)", "normalised residual",
-              "own kernel", "spatial kernel")
+    TITLES = (
+        "science",
+        "template",
+        "diff (own kernel)",
+        "diff (spatial)",
+        "normalised residual",
+        "own kernel",
+        "spatial kernel",
+    )
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -248,8 +290,11 @@ class StampPanel(QWidget):
         """Show a stamp's images (keys of :attr:`TITLES`) and its text."""
         image_settings = display.DisplaySettings()
         sci = images.get("science")
-        common = (display.compute_levels(display.display_array(sci), image_settings)
-                  if sci is not None else None)
+        common = (
+            display.compute_levels(display.display_array(sci), image_settings)
+            if sci is not None
+            else None
+        )
         for title, item in self.items.items():
             array = images.get(title)
             if title in ("science", "template"):
@@ -283,8 +328,9 @@ class CutoutPanel(QWidget):
         layout.addWidget(self.canvas, 1)
         layout.addWidget(self.info)
 
-    def set_data(self, cutouts: Mapping[str, np.ndarray], panels: Mapping[str, ImagePanel],
-                 info: str) -> None:
+    def set_data(
+        self, cutouts: Mapping[str, np.ndarray], panels: Mapping[str, ImagePanel], info: str
+    ) -> None:
         """Show cutouts with the same levels, stretch and colour map as their main panels."""
         for name, item in self.items.items():
             panel = panels.get(name)
@@ -359,8 +405,11 @@ class ABPanel(QWidget):
                 text = "" if value is None else f"{value:.4g}"
                 self.metrics.setItem(row, col, QTableWidgetItem(text))
         self.metrics.resizeColumnsToContents()
-        self.label.setText("B is shown with A's levels, so their noise compares directly."
-                           if b is not None else "Re-run with changed parameters to compare.")
+        self.label.setText(
+            "B is shown with A's levels, so their noise compares directly."
+            if b is not None
+            else "Re-run with changed parameters to compare."
+        )
 
     def metric_cells(self, key: str) -> tuple[str, str]:
         """The A and B cells of a metric (for tests and export)."""

@@ -72,15 +72,19 @@ class _Editor:
             self.changed = box.toggled
         elif kind is int:
             spin = QSpinBox()
-            spin.setRange(int(lo if lo is not None else -2**31 + 1),
-                          int(hi if hi is not None else 2**31 - 1))
+            spin.setRange(
+                int(lo if lo is not None else -(2**31) + 1),
+                int(hi if hi is not None else 2**31 - 1),
+            )
             self.widget = spin
             self.changed = spin.valueChanged
         elif kind is float:
             dspin = QDoubleSpinBox()
             dspin.setDecimals(4)
-            dspin.setRange(float(lo if lo is not None else -_UNBOUNDED),
-                           float(hi if hi is not None else _UNBOUNDED))
+            dspin.setRange(
+                float(lo if lo is not None else -_UNBOUNDED),
+                float(hi if hi is not None else _UNBOUNDED),
+            )
             dspin.setSingleStep(0.1 if (hi is not None and hi <= 10) else 1.0)
             self.widget = dspin
             self.changed = dspin.valueChanged
@@ -112,8 +116,10 @@ class _Editor:
             try:
                 return tuple(elem(t.strip()) for t in text.split(",") if t.strip())
             except ValueError:
-                raise ConfigError(f"{self.section}.{self.field.name} = {text!r}: expected numbers "
-                                  "separated by commas, e.g. 4, 2, 2") from None
+                raise ConfigError(
+                    f"{self.section}.{self.field.name} = {text!r}: expected numbers "
+                    "separated by commas, e.g. 4, 2, 2"
+                ) from None
         return text
 
     def set_value(self, value: Any) -> None:
@@ -249,5 +255,7 @@ class ParameterPanel(QWidget):
         if edited == self._base:
             self.status.setText(f"Config on screen (digest {self._base.digest()}).")
         else:
-            self.status.setText(f"<b>Edited</b> (digest {edited.digest()}); the views still show "
-                                f"digest {self._base.digest()}: press Run to apply.")
+            self.status.setText(
+                f"<b>Edited</b> (digest {edited.digest()}); the views still show "
+                f"digest {self._base.digest()}: press Run to apply."
+            )

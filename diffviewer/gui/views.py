@@ -98,8 +98,10 @@ class ImagePanel(QWidget):
         self.title = QLabel(f"<b>{title}</b>")
         self.levels_box = QComboBox()
         self.levels_box.addItems(list(display.LEVEL_MODES))
-        self.levels_box.setToolTip("Display levels: zscale, central percentile, min/max, or "
-                                   "manual (drag the histogram handles)")
+        self.levels_box.setToolTip(
+            "Display levels: zscale, central percentile, min/max, or "
+            "manual (drag the histogram handles)"
+        )
         self.stretch_box = QComboBox()
         self.stretch_box.addItems(list(display.STRETCHES))
         self.stretch_box.setToolTip("Stretch between the black and white points")
@@ -121,13 +123,20 @@ class ImagePanel(QWidget):
         self.title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.title.setMinimumWidth(80)
         for box in (self.levels_box, self.stretch_box, self.cmap_box):
-            box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            box.setSizeAdjustPolicy(
+                QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+            )
             box.setMinimumContentsLength(4)
         bar = QHBoxLayout()
         bar.setContentsMargins(2, 0, 2, 0)
         bar.addWidget(self.title, 1)
-        for w in (self.levels_box, self.stretch_box, self.cmap_box, self.symmetric_box,
-                  self.hist_box):
+        for w in (
+            self.levels_box,
+            self.stretch_box,
+            self.cmap_box,
+            self.symmetric_box,
+            self.hist_box,
+        ):
             bar.addWidget(w)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -147,8 +156,9 @@ class ImagePanel(QWidget):
         """Change the title above the image."""
         self.title.setText(f"<b>{title}</b>")
 
-    def set_image(self, image: np.ndarray | None,
-                  levels: tuple[float, float] | None = None) -> None:
+    def set_image(
+        self, image: np.ndarray | None, levels: tuple[float, float] | None = None
+    ) -> None:
         """Show a display-ready image with explicit levels (None clears the view)."""
         self._data = image
         if image is None:
@@ -189,8 +199,9 @@ class ImagePanel(QWidget):
 
     def lut(self) -> np.ndarray:
         """The LUT of the current stretch and colour map (uint8, 256 x 4)."""
-        return display.make_lut(self.settings.stretch, self.settings.cmap,
-                                symmetric=self.settings.symmetric)
+        return display.make_lut(
+            self.settings.stretch, self.settings.cmap, symmetric=self.settings.symmetric
+        )
 
     def set_settings(self, settings: display.DisplaySettings) -> None:
         """Change stretch/colour map/levels mode; asks for new levels when they depend on it."""
@@ -223,16 +234,23 @@ class ImagePanel(QWidget):
     def _on_controls(self, *args: object) -> None:
         mode = self.levels_box.currentText()
         manual = self.levels() if mode == "manual" else None
-        self.set_settings(display.DisplaySettings(
-            levels=mode, stretch=self.stretch_box.currentText(), cmap=self.cmap_box.currentText(),
-            symmetric=self.symmetric_box.isChecked(), manual=manual))
+        self.set_settings(
+            display.DisplaySettings(
+                levels=mode,
+                stretch=self.stretch_box.currentText(),
+                cmap=self.cmap_box.currentText(),
+                symmetric=self.symmetric_box.isChecked(),
+                manual=manual,
+            )
+        )
 
     def _on_handles_moved(self, *args: object) -> None:
         if self._setting_levels or self._data is None:
             return
         lo, hi = self.hist.getLevels()
-        self.settings = self.settings.replace(levels="manual", manual=(float(lo), float(hi)),
-                                              symmetric=False)
+        self.settings = self.settings.replace(
+            levels="manual", manual=(float(lo), float(hi)), symmetric=False
+        )
         self._sync_controls()
         self._apply_lut()
 
@@ -364,8 +382,10 @@ class ImageArea(QWidget):
             self.tabs.removeTab(0)
         if self.mode == "tabs":
             for name in self._visible:
-                self.tabs.addTab(self.panels[name], self.panels[name].title.text()
-                                 .replace("<b>", "").replace("</b>", ""))
+                self.tabs.addTab(
+                    self.panels[name],
+                    self.panels[name].title.text().replace("<b>", "").replace("</b>", ""),
+                )
             self.stack.setCurrentWidget(self.tabs)
         elif self.mode == "blink":
             if self.stack.currentIndex() != 2:

@@ -57,7 +57,11 @@ from diffviewer.io import read_pairs_csv
 # Marker colours (RGB) of kernel candidates by status, and of DIA sources.
 STATUS_COLOURS = {"GOOD": (0, 230, 0), "BAD": (255, 40, 40), "CONTROL": (0, 200, 255)}
 POSITIVE_COLOUR, NEGATIVE_COLOUR, DIPOLE_COLOUR, FLAGGED_COLOUR = (
-    (0, 255, 0), (255, 0, 255), (255, 220, 0), (255, 140, 0))
+    (0, 255, 0),
+    (255, 0, 255),
+    (255, 220, 0),
+    (255, 140, 0),
+)
 #: Views carrying each overlay.
 CANDIDATE_VIEWS = ("science", "template", "matched", "difference")
 DIA_VIEWS = ("difference", "score")
@@ -78,8 +82,13 @@ class MainWindow(QMainWindow):
         Where layout, folders and recent pairs are remembered.
     """
 
-    def __init__(self, config: SubtractionConfig | None = None, *, runner: Any = None,
-                 settings: QSettings | None = None) -> None:
+    def __init__(
+        self,
+        config: SubtractionConfig | None = None,
+        *,
+        runner: Any = None,
+        settings: QSettings | None = None,
+    ) -> None:
         super().__init__()
         self.setWindowTitle("diffviewer")
         self.setAcceptDrops(True)
@@ -94,8 +103,9 @@ class MainWindow(QMainWindow):
         self.verdicts: dict[int, Verdict] = {}
         self.selected: int | None = None
         self.last_error: ErrorReport | None = None
-        self.output_root = Path(str(self.settings.value("output_root",
-                                                        str(Path.home() / "diffviewer_out"))))
+        self.output_root = Path(
+            str(self.settings.value("output_root", str(Path.home() / "diffviewer_out")))
+        )
         self._raw: dict[str, np.ndarray] = {}
 
         self.area = ImageArea([(n, model.VIEW_TITLES[n]) for n in model.VIEW_TITLES])
@@ -226,8 +236,9 @@ class MainWindow(QMainWindow):
         self.selection_items: dict[str, pg.ScatterPlotItem] = {}
         for name, panel in self.area.panels.items():
             if name in CANDIDATE_VIEWS:
-                item = pg.ScatterPlotItem(pxMode=True, size=13, hoverable=True,
-                                          tip=self._candidate_tip)
+                item = pg.ScatterPlotItem(
+                    pxMode=True, size=13, hoverable=True, tip=self._candidate_tip
+                )
                 item.setZValue(10)
                 item.sigClicked.connect(self._on_candidate_clicked)
                 panel.view.addItem(item)
@@ -237,21 +248,26 @@ class MainWindow(QMainWindow):
                 lines.setZValue(11)
                 panel.view.addItem(lines)
                 self.dipole_lines[name] = lines
-                item = pg.ScatterPlotItem(pxMode=True, size=12, hoverable=True,
-                                          tip=self._dia_tip)
+                item = pg.ScatterPlotItem(pxMode=True, size=12, hoverable=True, tip=self._dia_tip)
                 item.setZValue(12)
                 item.sigClicked.connect(self._on_dia_clicked)
                 panel.view.addItem(item)
                 self.dia_items[name] = item
-            sel = pg.ScatterPlotItem(pxMode=True, size=28, symbol="o", brush=None,
-                                     pen=pg.mkPen((255, 255, 255), width=2))
+            sel = pg.ScatterPlotItem(
+                pxMode=True, size=28, symbol="o", brush=None, pen=pg.mkPen((255, 255, 255), width=2)
+            )
             sel.setZValue(15)
             panel.view.addItem(sel)
             self.selection_items[name] = sel
 
-    def _action(self, menu: Any, text: str, slot: Any,
-                shortcut: str | QKeySequence | QKeySequence.StandardKey | None = None,
-                checkable: bool = False) -> QAction:
+    def _action(
+        self,
+        menu: Any,
+        text: str,
+        slot: Any,
+        shortcut: str | QKeySequence | QKeySequence.StandardKey | None = None,
+        checkable: bool = False,
+    ) -> QAction:
         action = QAction(text, self)
         if shortcut is not None:
             action.setShortcut(QKeySequence(shortcut))
@@ -278,8 +294,9 @@ class MainWindow(QMainWindow):
         self.next_action = self._action(file_menu, "Next pair", self.next_pair, "Ctrl+Right")
         self.prev_action = self._action(file_menu, "Previous pair", self.previous_pair, "Ctrl+Left")
         file_menu.addSeparator()
-        self.save_action = self._action(file_menu, "Save all outputs…", self.save_outputs_dialog,
-                                        QKeySequence.StandardKey.Save)
+        self.save_action = self._action(
+            file_menu, "Save all outputs…", self.save_outputs_dialog, QKeySequence.StandardKey.Save
+        )
         self._action(file_menu, "Save config…", self.save_config_dialog)
         self._action(file_menu, "Load config…", self.load_config_dialog)
         self._action(file_menu, "Save verdicts", self.save_verdicts)
@@ -297,14 +314,18 @@ class MainWindow(QMainWindow):
         self._action(view_menu, "Tabs", lambda: self.area.set_mode("tabs"), "Ctrl+2")
         self._action(view_menu, "Blink panel", lambda: self.area.set_mode("blink"), "Ctrl+3")
         self._action(view_menu, "Blink: next frame", self._blink_step, "K")
-        self.blink_action = self._action(view_menu, "Blink on/off", self.area.toggle_blink,
-                                         "Ctrl+K", checkable=True)
-        self.extra_action = self._action(view_menu, "Show variance and mask", self._toggle_extra,
-                                         checkable=True)
-        self.cand_action = self._action(view_menu, "Kernel sources", self._refresh_overlays,
-                                        checkable=True)
-        self.dia_action = self._action(view_menu, "DIA sources", self._refresh_overlays,
-                                       checkable=True)
+        self.blink_action = self._action(
+            view_menu, "Blink on/off", self.area.toggle_blink, "Ctrl+K", checkable=True
+        )
+        self.extra_action = self._action(
+            view_menu, "Show variance and mask", self._toggle_extra, checkable=True
+        )
+        self.cand_action = self._action(
+            view_menu, "Kernel sources", self._refresh_overlays, checkable=True
+        )
+        self.dia_action = self._action(
+            view_menu, "DIA sources", self._refresh_overlays, checkable=True
+        )
         self.cand_action.setChecked(True)
         self.dia_action.setChecked(True)
         view_menu.addSeparator()
@@ -313,8 +334,12 @@ class MainWindow(QMainWindow):
 
         verdict_menu = menu(bar, "V&erdict")
         for key, label in model.VERDICT_KEYS.items():
-            self._action(verdict_menu, f"{label.capitalize()} ({key})",
-                         lambda _=False, lab=label: self.set_verdict(lab), key)
+            self._action(
+                verdict_menu,
+                f"{label.capitalize()} ({key})",
+                lambda _=False, lab=label: self.set_verdict(lab),
+                key,
+            )
 
         tools = QToolBar("Run")
         tools.setObjectName("toolbar_run")
@@ -376,8 +401,9 @@ class MainWindow(QMainWindow):
         sci, _ = QFileDialog.getOpenFileName(self, "Science image", folder, filters)
         if not sci:
             return
-        tmpl, _ = QFileDialog.getOpenFileName(self, "Template image", str(Path(sci).parent),
-                                              filters)
+        tmpl, _ = QFileDialog.getOpenFileName(
+            self, "Template image", str(Path(sci).parent), filters
+        )
         if not tmpl:
             return
         self.settings.setValue("last_input_folder", str(Path(sci).parent))
@@ -386,8 +412,12 @@ class MainWindow(QMainWindow):
     def open_mef_dialog(self) -> None:
         """Ask for one multi-extension file, then which extensions are science and template."""
         folder = str(self.settings.value("last_input_folder", ""))
-        path, _ = QFileDialog.getOpenFileName(self, "Multi-extension FITS file", folder,
-                                              "FITS (*.fits *.fit *.fts *.fits.fz);;All files (*)")
+        path, _ = QFileDialog.getOpenFileName(
+            self,
+            "Multi-extension FITS file",
+            folder,
+            "FITS (*.fits *.fit *.fts *.fits.fz);;All files (*)",
+        )
         if not path:
             return
         self.settings.setValue("last_input_folder", str(Path(path).parent))
@@ -397,12 +427,14 @@ class MainWindow(QMainWindow):
             self.show_report(ErrorReport("InputError", str(exc), "", True))
             return
         guess = default_extensions(names)
-        sci, ok = QInputDialog.getItem(self, "Science extension", "Science:", names,
-                                       names.index(guess[0]), False)
+        sci, ok = QInputDialog.getItem(
+            self, "Science extension", "Science:", names, names.index(guess[0]), False
+        )
         if not ok:
             return
-        tmpl, ok = QInputDialog.getItem(self, "Template extension", "Template:", names,
-                                        names.index(guess[1]), False)
+        tmpl, ok = QInputDialog.getItem(
+            self, "Template extension", "Template:", names, names.index(guess[1]), False
+        )
         if ok:
             self.open_specs(f"{path}[{sci}]", f"{path}[{tmpl}]")
 
@@ -448,9 +480,16 @@ class MainWindow(QMainWindow):
                 return
             self.open_specs(f"{paths[0]}[{sci}]", f"{paths[0]}[{tmpl}]")
         else:
-            self.show_report(ErrorReport("InputError", f"dropped {len(paths)} files: drop the "
-                                         "science and the template together, or one "
-                                         "multi-extension file", "", True))
+            self.show_report(
+                ErrorReport(
+                    "InputError",
+                    f"dropped {len(paths)} files: drop the "
+                    "science and the template together, or one "
+                    "multi-extension file",
+                    "",
+                    True,
+                )
+            )
 
     def _remember_recent(self, pair: Pair) -> None:
         entry = f"{pair.science}\t{pair.template}"
@@ -545,14 +584,19 @@ class MainWindow(QMainWindow):
                 levels = panel.settings.manual
             panel.set_image(image, levels)
             default = display.default_settings(name)
-            if image is not None and name != "mask" and panel.settings.levels != "manual" and (
-                    panel.settings.levels, panel.settings.symmetric) != (default.levels,
-                                                                         default.symmetric):
+            if (
+                image is not None
+                and name != "mask"
+                and panel.settings.levels != "manual"
+                and (panel.settings.levels, panel.settings.symmetric)
+                != (default.levels, default.symmetric)
+            ):
                 self._recompute_levels(name)  # keep the level mode the user chose
         if first:
             ny, nx = result.science.shape
-            self.area.panels["science"].view.setRange(xRange=(-0.5, nx - 0.5),
-                                                      yRange=(-0.5, ny - 0.5), padding=0)
+            self.area.panels["science"].view.setRange(
+                xRange=(-0.5, nx - 0.5), yRange=(-0.5, ny - 0.5), padding=0
+            )
         self.params.set_config(result.config)
         self.catalog.set_table(result.diasources)
         self._load_verdicts()
@@ -561,9 +605,11 @@ class MainWindow(QMainWindow):
         self._show_diagnostics()
         self._show_ab()
         self._show_warnings(result.warnings)
-        self._log(f"done: {len(result.diasources)} DIA sources, "
-                  f"{outcome.elapsed:.2f} s; timings " +
-                  ", ".join(f"{k} {v:.2f}" for k, v in result.timings.items()))
+        self._log(
+            f"done: {len(result.diasources)} DIA sources, "
+            f"{outcome.elapsed:.2f} s; timings "
+            + ", ".join(f"{k} {v:.2f}" for k, v in result.timings.items())
+        )
         self.area.set_mode(self.area.mode)
 
     def _recompute_levels(self, view: str) -> None:
@@ -582,8 +628,11 @@ class MainWindow(QMainWindow):
         for panel in self.area.panels.values():
             panel.set_image(None)
             panel.set_mask_overlay(None)
-        for item in [*self.candidate_items.values(), *self.dia_items.values(),
-                     *self.selection_items.values()]:
+        for item in [
+            *self.candidate_items.values(),
+            *self.dia_items.values(),
+            *self.selection_items.values(),
+        ]:
             item.clear()
         for lines in self.dipole_lines.values():
             lines.clear()
@@ -597,10 +646,18 @@ class MainWindow(QMainWindow):
         result = self.outcome.result
         cands = result.kernel.candidates
         status = np.asarray(cands["status"]).astype(str) if len(cands) else np.zeros(0, str)
-        spots = [{"pos": (float(x), float(y)), "data": i, "symbol": "o", "brush": None,
-                  "pen": pg.mkPen(STATUS_COLOURS.get(s, (200, 200, 200)), width=1.5)}
-                 for i, (x, y, s) in enumerate(zip(np.asarray(cands["x"]), np.asarray(cands["y"]),
-                                                   status, strict=True))]
+        spots = [
+            {
+                "pos": (float(x), float(y)),
+                "data": i,
+                "symbol": "o",
+                "brush": None,
+                "pen": pg.mkPen(STATUS_COLOURS.get(s, (200, 200, 200)), width=1.5),
+            }
+            for i, (x, y, s) in enumerate(
+                zip(np.asarray(cands["x"]), np.asarray(cands["y"]), status, strict=True)
+            )
+        ]
         for item in self.candidate_items.values():
             item.setData(spots if self.cand_action.isChecked() else [])
         dia = result.diasources
@@ -619,10 +676,18 @@ class MainWindow(QMainWindow):
         flagged = bool(dia["flagged"][i]) if "flagged" in dia.colnames else False
         colour = DIPOLE_COLOUR if dipole else (POSITIVE_COLOUR if positive else NEGATIVE_COLOUR)
         symbol = "d" if dipole else ("s" if flagged else "o")
-        pen = pg.mkPen(FLAGGED_COLOUR if flagged and not dipole else colour, width=2,
-                       style=Qt.PenStyle.DashLine if flagged else Qt.PenStyle.SolidLine)
-        return {"pos": (float(dia["x"][i]), float(dia["y"][i])), "data": int(dia["id"][i]),
-                "symbol": symbol, "brush": None, "pen": pen}
+        pen = pg.mkPen(
+            FLAGGED_COLOUR if flagged and not dipole else colour,
+            width=2,
+            style=Qt.PenStyle.DashLine if flagged else Qt.PenStyle.SolidLine,
+        )
+        return {
+            "pos": (float(dia["x"][i]), float(dia["y"][i])),
+            "data": int(dia["id"][i]),
+            "symbol": symbol,
+            "brush": None,
+            "pen": pen,
+        }
 
     def _candidate_tip(self, x: float, y: float, data: Any) -> str:
         if self.outcome is None:
@@ -670,10 +735,14 @@ class MainWindow(QMainWindow):
         if not rows.size:
             return
         x, y = float(dia["x"][rows[0]]), float(dia["y"][rows[0]])
-        cutouts = {n: display.cutout(self._raw[n], x, y, CUTOUT_HALF)
-                   for n in self.cutouts.NAMES if n in self._raw}
-        self.cutouts.set_data(cutouts, self.area.panels,
-                              model.source_summary(dia, self.selected, self.verdicts))
+        cutouts = {
+            n: display.cutout(self._raw[n], x, y, CUTOUT_HALF)
+            for n in self.cutouts.NAMES
+            if n in self._raw
+        }
+        self.cutouts.set_data(
+            cutouts, self.area.panels, model.source_summary(dia, self.selected, self.verdicts)
+        )
 
     def _centre_and_show(self, x: float, y: float) -> None:
         self.tabs.setCurrentWidget(self.area)
@@ -688,8 +757,11 @@ class MainWindow(QMainWindow):
         if self.outcome is None:
             return
         chosen = {p: b.isChecked() for p, b in self.plane_boxes.items()}
-        rgba = (display.mask_overlay(self._raw["mask"], chosen, self.opacity.value() / 100)
-                if any(chosen.values()) else None)
+        rgba = (
+            display.mask_overlay(self._raw["mask"], chosen, self.opacity.value() / 100)
+            if any(chosen.values())
+            else None
+        )
         for name in model.MAIN_VIEWS:
             self.area.panels[name].set_mask_overlay(rgba)
 
@@ -704,8 +776,12 @@ class MainWindow(QMainWindow):
         a = self.outcome
 
         def entry(o: RunOutcome) -> tuple[np.ndarray, tuple[float, float], str, dict[str, float]]:
-            return (o.images["difference"], a.levels["difference"],
-                    f"config {o.result.config.digest()}", model.metrics(o.result))
+            return (
+                o.images["difference"],
+                a.levels["difference"],
+                f"config {o.result.config.digest()}",
+                model.metrics(o.result),
+            )
 
         self.ab_panel.set_runs(entry(a), entry(self.previous) if self.previous else None)
 
@@ -750,8 +826,9 @@ class MainWindow(QMainWindow):
         """Show the traceback of the last error in a dialog."""
         if self.last_error is None:
             return
-        box = QMessageBox(QMessageBox.Icon.Warning, self.last_error.title,
-                          self.last_error.message, parent=self)
+        box = QMessageBox(
+            QMessageBox.Icon.Warning, self.last_error.title, self.last_error.message, parent=self
+        )
         box.setDetailedText(self.last_error.details)
         box.open()
 
@@ -783,8 +860,9 @@ class MainWindow(QMainWindow):
             return
         dia = self.outcome.result.diasources
         row = int(np.flatnonzero(np.asarray(dia["id"]) == self.selected)[0])
-        self.verdicts[self.selected] = Verdict(label, float(dia["x"][row]), float(dia["y"][row]),
-                                               self.comment.text().strip())
+        self.verdicts[self.selected] = Verdict(
+            label, float(dia["x"][row]), float(dia["y"][row]), self.comment.text().strip()
+        )
         self.comment.clear()
         self.catalog.model.set_verdicts(self.verdicts)
         self.save_verdicts()
@@ -816,8 +894,9 @@ class MainWindow(QMainWindow):
                 saved, digest = {}, ""
             self.verdicts = model.match_verdicts(saved, self.outcome.result.diasources)
             if digest and digest != self.outcome.result.config.digest():
-                self._log(f"verdicts from {path} were made with config {digest}; matched by "
-                          "position")
+                self._log(
+                    f"verdicts from {path} were made with config {digest}; matched by position"
+                )
         else:
             self.verdicts = model.match_verdicts(self.verdicts, self.outcome.result.diasources)
         self.catalog.model.set_verdicts(self.verdicts)
@@ -833,8 +912,9 @@ class MainWindow(QMainWindow):
             from diffviewer.outputs import write_outputs
 
             written = write_outputs(result, out_dir, inputs, overwrite=overwrite)
-            model.save_verdicts(out_dir / model.VERDICTS_FILE, verdicts, pair,
-                                result.config.digest())
+            model.save_verdicts(
+                out_dir / model.VERDICTS_FILE, verdicts, pair, result.config.digest()
+            )
             return [*written, out_dir / model.VERDICTS_FILE]
 
         self.jobs.submit("save", job)
@@ -842,16 +922,18 @@ class MainWindow(QMainWindow):
     def save_outputs_dialog(self) -> None:
         """Ask for an output folder and save everything there."""
         default = self.output_dir()
-        folder = QFileDialog.getExistingDirectory(self, "Output folder",
-                                                  str(default.parent if default else ""))
+        folder = QFileDialog.getExistingDirectory(
+            self, "Output folder", str(default.parent if default else "")
+        )
         if not folder:
             return
         out = Path(folder)
         self.settings.setValue("output_root", str(out.parent))
         overwrite = False
         if out.exists() and any(out.iterdir()):
-            answer = QMessageBox.question(self, "Folder not empty",
-                                          f"{out} is not empty. Write into it anyway?")
+            answer = QMessageBox.question(
+                self, "Folder not empty", f"{out} is not empty. Write into it anyway?"
+            )
             if answer != QMessageBox.StandardButton.Yes:
                 return
             overwrite = True
@@ -860,8 +942,9 @@ class MainWindow(QMainWindow):
     def save_config_dialog(self) -> None:
         """Save the edited config as TOML."""
         folder = str(self.settings.value("last_config_folder", ""))
-        path, _ = QFileDialog.getSaveFileName(self, "Save config",
-                                              str(Path(folder) / "config.toml"), "TOML (*.toml)")
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Save config", str(Path(folder) / "config.toml"), "TOML (*.toml)"
+        )
         if path:
             self.save_config(Path(path))
 
@@ -891,16 +974,20 @@ class MainWindow(QMainWindow):
             return
         for section, values in config.to_dict().items():
             for name, value in values.items():
-                self.params.set_value(section, name,
-                                      tuple(value) if isinstance(value, list) else value)
+                self.params.set_value(
+                    section, name, tuple(value) if isinstance(value, list) else value
+                )
         self.settings.setValue("last_config_folder", str(path.parent))
 
     def export_catalog_dialog(self) -> None:
         """Save the catalog with the verdicts as ECSV."""
         out = self.output_dir()
         path, _ = QFileDialog.getSaveFileName(
-            self, "Export catalog", str((out or Path()) / "diasources_verdicts.ecsv"),
-            "ECSV (*.ecsv);;FITS (*.fits)")
+            self,
+            "Export catalog",
+            str((out or Path()) / "diasources_verdicts.ecsv"),
+            "ECSV (*.ecsv);;FITS (*.fits)",
+        )
         if path:
             self.export_catalog(Path(path))
 
@@ -911,8 +998,9 @@ class MainWindow(QMainWindow):
         from diffviewer.io import write_table
 
         try:
-            write_table(path, model.catalog_with_verdicts(self.outcome.result.diasources,
-                                                          self.verdicts))
+            write_table(
+                path, model.catalog_with_verdicts(self.outcome.result.diasources, self.verdicts)
+            )
         except (OSError, DiffviewerError) as exc:
             self.show_report(ErrorReport("Cannot export the catalog", str(exc), "", True))
 
@@ -920,8 +1008,13 @@ class MainWindow(QMainWindow):
         """Widgets that can be saved as PNG, by name."""
         targets: dict[str, QWidget] = {"whole window": self, "current tab": self.tabs}
         targets.update({f"view: {model.VIEW_TITLES[n]}": p for n, p in self.area.panels.items()})
-        targets.update({"kernel diagnostics": self.kernel_panel, "residual histograms":
-                        self.residual_panel, "A/B comparison": self.ab_panel})
+        targets.update(
+            {
+                "kernel diagnostics": self.kernel_panel,
+                "residual histograms": self.residual_panel,
+                "A/B comparison": self.ab_panel,
+            }
+        )
         for title, dock in self.docks.items():
             widget = dock.widget()
             if widget is not None:
@@ -936,8 +1029,9 @@ class MainWindow(QMainWindow):
             return
         folder = str(self.settings.value("last_png_folder", ""))
         stem = name.split(":")[-1].strip().lower().replace(" ", "_")
-        path, _ = QFileDialog.getSaveFileName(self, "Save PNG", str(Path(folder) / f"{stem}.png"),
-                                              "PNG (*.png)")
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Save PNG", str(Path(folder) / f"{stem}.png"), "PNG (*.png)"
+        )
         if path:
             self.save_png(Path(path), targets[name])
 
@@ -945,8 +1039,14 @@ class MainWindow(QMainWindow):
         """Grab a widget (the current tab when None) into a PNG file."""
         target = widget if widget is not None else self.tabs.currentWidget()
         if target is None or not target.grab().save(str(path), "PNG"):
-            self.show_report(ErrorReport("Cannot save PNG", f"could not write {path}; check the "
-                                         "folder exists and is writable", "", True))
+            self.show_report(
+                ErrorReport(
+                    "Cannot save PNG",
+                    f"could not write {path}; check the folder exists and is writable",
+                    "",
+                    True,
+                )
+            )
             return
         self.settings.setValue("last_png_folder", str(path.parent))
 
@@ -972,10 +1072,12 @@ class MainWindow(QMainWindow):
 
     def _size_docks(self) -> None:
         """Default dock sizes (the first time, before any layout was saved)."""
-        self.resizeDocks([self.docks["Parameters"], self.docks["Cutouts"]], [320, 340],
-                         Qt.Orientation.Horizontal)
-        self.resizeDocks([self.docks["Parameters"], self.docks["Readout"]], [560, 340],
-                         Qt.Orientation.Vertical)
+        self.resizeDocks(
+            [self.docks["Parameters"], self.docks["Cutouts"]], [320, 340], Qt.Orientation.Horizontal
+        )
+        self.resizeDocks(
+            [self.docks["Parameters"], self.docks["Readout"]], [560, 340], Qt.Orientation.Vertical
+        )
         self.resizeDocks([self.docks["Catalog"]], [230], Qt.Orientation.Vertical)
 
     def closeEvent(self, event: QCloseEvent | None) -> None:
@@ -1006,23 +1108,29 @@ def image_extensions(path: Path) -> list[str]:
     """
     try:
         with fits.open(path) as hdul:
-            names = [hdu.name if hdu.name and hdu.name != "PRIMARY" else str(i)
-                     for i, hdu in enumerate(hdul) if hdu.is_image and hdu.shape and
-                     len(hdu.shape) == 2]
+            names = [
+                hdu.name if hdu.name and hdu.name != "PRIMARY" else str(i)
+                for i, hdu in enumerate(hdul)
+                if hdu.is_image and hdu.shape and len(hdu.shape) == 2
+            ]
     except (OSError, ValueError) as exc:
         raise InputError(f"{path} cannot be read as FITS ({exc}); give a FITS file") from None
     if len(names) < 2:
-        raise InputError(f"{path} holds {len(names)} 2-D image(s); a pair in one file needs two "
-                         "(e.g. SCI and REF); otherwise open two files")
+        raise InputError(
+            f"{path} holds {len(names)} 2-D image(s); a pair in one file needs two "
+            "(e.g. SCI and REF); otherwise open two files"
+        )
     return names
 
 
 def default_extensions(names: Sequence[str]) -> tuple[str, str]:
     """The science and template extensions to propose: SCI-like and REF/TMPL-like names first."""
     upper = [n.upper() for n in names]
-    sci = next((names[i] for i, n in enumerate(upper) if n in ("SCI", "SCIENCE", "NEW", "IMAGE")),
-               names[0])
-    tmpl = next((names[i] for i, n in enumerate(upper) if n in ("REF", "TMPL", "TEMPLATE")),
-                next(n for n in names if n != sci))
+    sci = next(
+        (names[i] for i, n in enumerate(upper) if n in ("SCI", "SCIENCE", "NEW", "IMAGE")), names[0]
+    )
+    tmpl = next(
+        (names[i] for i, n in enumerate(upper) if n in ("REF", "TMPL", "TEMPLATE")),
+        next(n for n in names if n != sci),
+    )
     return sci, tmpl
-

@@ -68,8 +68,13 @@ def error_report(exc: BaseException) -> ErrorReport:
     details = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     if isinstance(exc, DiffviewerError):
         return ErrorReport(type(exc).__name__, str(exc), details, True)
-    return ErrorReport("Unexpected error", f"{type(exc).__name__}: {exc} (this is a bug in "
-                       "diffviewer; the details below help to report it)", details, False)
+    return ErrorReport(
+        "Unexpected error",
+        f"{type(exc).__name__}: {exc} (this is a bug in "
+        "diffviewer; the details below help to report it)",
+        details,
+        False,
+    )
 
 
 class _Worker(QObject):

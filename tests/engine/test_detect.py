@@ -16,21 +16,30 @@ SIGMA = 10.0
 SHAPE = (256, 256)
 
 
-def difference_with(sources: list[tuple[float, float, float]], seed: int = 0,
-                    fwhm: float = 3.5) -> Exposure:
+def difference_with(
+    sources: list[tuple[float, float, float]], seed: int = 0, fwhm: float = 3.5
+) -> Exposure:
     """White-noise difference (sigma 10) holding point sources of signed flux."""
     rng = np.random.default_rng(seed)
     src = np.array(sources, dtype=float).reshape(-1, 3)
-    model = render_gaussians(SHAPE, src[:, 0], src[:, 1], src[:, 2],
-                             np.full(len(src), fwhm / FWHM_PER_SIGMA), 12)
-    return Exposure(model + rng.normal(size=SHAPE) * SIGMA, np.full(SHAPE, SIGMA**2),
-                    np.zeros(SHAPE, dtype=np.int32))
+    model = render_gaussians(
+        SHAPE, src[:, 0], src[:, 1], src[:, 2], np.full(len(src), fwhm / FWHM_PER_SIGMA), 12
+    )
+    return Exposure(
+        model + rng.normal(size=SHAPE) * SIGMA,
+        np.full(SHAPE, SIGMA**2),
+        np.zeros(SHAPE, dtype=np.int32),
+    )
 
 
 def test_both_polarities_with_planes_and_no_false_detections() -> None:
     # S/N of PSF photometry for flux 3000 at FWHM 3.5 px: 3000 * 0.107 / 10 ~ 32.
-    sources = [(60.0, 60.0, 3000.0), (190.0, 70.0, -3000.0), (120.0, 190.0, 2000.0),
-               (200.0, 200.0, -2500.0)]
+    sources = [
+        (60.0, 60.0, 3000.0),
+        (190.0, 70.0, -3000.0),
+        (120.0, 190.0, 2000.0),
+        (200.0, 200.0, -2500.0),
+    ]
     diff = difference_with(sources)
     det = detect_sources(diff, None, DetectionConfig(detect_on="difference"), null_reporter())
     assert det.detection_image == "difference"
@@ -66,25 +75,43 @@ def test_grow_and_min_area() -> None:
     diff = diff.replace(image=image)
     areas = []
     for grow in (0, 2, 4):
-        det = detect_sources(diff, None, DetectionConfig(detect_on="difference", grow=grow,
-                                                         min_area=3), null_reporter())
+        det = detect_sources(
+            diff,
+            None,
+            DetectionConfig(detect_on="difference", grow=grow, min_area=3),
+            null_reporter(),
+        )
         assert len(det.table) == 1, "the single hot pixel is below min_area"
         areas.append(int(det.table["npix"][0]))
     # Growing a compact footprint of radius r by g adds about 2 pi r g + pi g^2 pixels.
     assert areas[0] < areas[1] < areas[2]
-    det = detect_sources(diff, None, DetectionConfig(detect_on="difference", min_area=1),
-                         null_reporter())
+    det = detect_sources(
+        diff, None, DetectionConfig(detect_on="difference", min_area=1), null_reporter()
+    )
     assert len(det.table) == 2
 
 
 def test_detection_on_the_score_and_old_planes_cleared() -> None:
     pair = make_pair(SHAPE, 40, seed=9, transients=[(80.0, 150.0, 6000.0)])
-    psf = render_gaussians((25, 25), np.array([12.0]), np.array([12.0]), np.array([1.0]),
-                           np.array([4.0 / FWHM_PER_SIGMA]), 12)
-    tpsf = render_gaussians((25, 25), np.array([12.0]), np.array([12.0]), np.array([1.0]),
-                            np.array([2.5 / FWHM_PER_SIGMA]), 12)
-    score = zogy.zogy_score(pair.science, pair.template, psf, tpsf, 1.0, ScoreConfig(),
-                            null_reporter())
+    psf = render_gaussians(
+        (25, 25),
+        np.array([12.0]),
+        np.array([12.0]),
+        np.array([1.0]),
+        np.array([4.0 / FWHM_PER_SIGMA]),
+        12,
+    )
+    tpsf = render_gaussians(
+        (25, 25),
+        np.array([12.0]),
+        np.array([12.0]),
+        np.array([1.0]),
+        np.array([2.5 / FWHM_PER_SIGMA]),
+        12,
+    )
+    score = zogy.zogy_score(
+        pair.science, pair.template, psf, tpsf, 1.0, ScoreConfig(), null_reporter()
+    )
     stale = np.zeros(SHAPE, dtype=np.int32)
     stale[10:20, 10:20] = int(MaskPlane.DETECTED)
     diff = pair.science.replace(mask=stale)  # only its mask matters when detecting on the score
@@ -100,8 +127,9 @@ def test_masked_pixels_are_not_detected() -> None:
     diff = difference_with([(100.0, 100.0, 3000.0)])
     mask = diff.mask.copy()
     mask[90:110, 90:110] = int(MaskPlane.BAD)
-    det = detect_sources(diff.replace(mask=mask), None, DetectionConfig(detect_on="difference"),
-                         null_reporter())
+    det = detect_sources(
+        diff.replace(mask=mask), None, DetectionConfig(detect_on="difference"), null_reporter()
+    )
     assert len(det.table) == 0
 
 
@@ -122,8 +150,9 @@ def test_sky_sources_are_far_from_footprints_and_masks() -> None:
     sep = np.hypot(sx[:, None] - sx[None, :], sy[:, None] - sy[None, :])
     assert np.min(sep[~np.eye(len(sx), dtype=bool)]) >= 16
     # Asking for more than fits gives a warning, not an error.
-    crowded = detect_sources(diff, None, DetectionConfig(detect_on="difference", sky_sources=2000),
-                             null_reporter())
+    crowded = detect_sources(
+        diff, None, DetectionConfig(detect_on="difference", sky_sources=2000), null_reporter()
+    )
     assert len(crowded.sky_x) < 2000
     assert any("sky" in w for w in crowded.warnings)
 
@@ -132,16 +161,21 @@ def test_guard_warns_on_a_bad_subtraction() -> None:
     # Subtract the template without matching its 2.5 px PSF to the science's 4 px: every
     # star leaves a ring, and a 10 % flux error on top leaves residual cores.
     pair = make_pair(SHAPE, 600, seed=6, flux_range=(2e4, 3e5))
-    bad = Exposure(pair.science.image - 0.9 * pair.template.image,
-                   pair.science.variance + pair.template.variance, pair.science.mask)
+    bad = Exposure(
+        pair.science.image - 0.9 * pair.template.image,
+        pair.science.variance + pair.template.variance,
+        pair.science.mask,
+    )
     det = detect_sources(bad, None, DetectionConfig(detect_on="difference"), null_reporter())
     assert det.detected_fraction > 0.05
     assert any("bad-subtraction guard" in w for w in det.warnings)
     # The matched difference of the same pair (equal PSFs, same flux) is quiet.
     good_pair = make_pair(SHAPE, 600, seed=6, flux_range=(2e4, 3e5), tmpl_fwhm=4.0)
-    good = Exposure(good_pair.science.image - good_pair.template.image,
-                    good_pair.science.variance + good_pair.template.variance,
-                    good_pair.science.mask)
+    good = Exposure(
+        good_pair.science.image - good_pair.template.image,
+        good_pair.science.variance + good_pair.template.variance,
+        good_pair.science.mask,
+    )
     quiet = detect_sources(good, None, DetectionConfig(detect_on="difference"), null_reporter())
     assert quiet.detected_fraction < 0.005
     assert not any("bad-subtraction guard" in w for w in quiet.warnings)
@@ -151,18 +185,23 @@ def test_threshold_in_measured_or_predicted_noise() -> None:
     # Variance maps nine times too small: the difference's noise is 3 predicted sigma.
     diff = difference_with([(128.0, 128.0, 6000.0)])
     wrong = diff.replace(variance=diff.variance / 9.0)
-    measured = detect_sources(wrong, None, DetectionConfig(detect_on="difference"),
-                              null_reporter())
+    measured = detect_sources(wrong, None, DetectionConfig(detect_on="difference"), null_reporter())
     assert 2.85 < measured.noise_std < 3.15
     assert any("robust noise" in w for w in measured.warnings)
     # In measured sigma (the default) the threshold still means 5 sigma: only the source.
     assert len(measured.table) == 1
     assert measured.table["peak_value"][0] == pytest.approx(
-        detect_sources(diff, None, DetectionConfig(detect_on="difference"),
-                       null_reporter()).table["peak_value"][0], rel=0.05)
+        detect_sources(diff, None, DetectionConfig(detect_on="difference"), null_reporter()).table[
+            "peak_value"
+        ][0],
+        rel=0.05,
+    )
     # In predicted sigma it is a 1.7-sigma threshold: hundreds of noise peaks.
-    predicted = detect_sources(wrong, None, DetectionConfig(detect_on="difference",
-                                                            threshold_type="pixel_stdev"),
-                               null_reporter())
+    predicted = detect_sources(
+        wrong,
+        None,
+        DetectionConfig(detect_on="difference", threshold_type="pixel_stdev"),
+        null_reporter(),
+    )
     assert len(predicted.table) > 50
     assert any("off by that factor" in w for w in predicted.warnings)

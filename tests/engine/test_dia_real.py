@@ -81,8 +81,9 @@ def goto_injection() -> dict[str, object]:
     scale = float(base.diasources.meta["psf_flux_err_scale"])
     err = np.array([forced_psf_flux(diff.image, weight, diff_model, x, y)[1] for x, y in xy])
     # Half the sources at S/N 3-10 (about 80 in the 5-7 bin), half at 10-30.
-    snr = np.where(rng.random(len(xy)) < 0.5, rng.uniform(3.0, 10.0, len(xy)),
-                   rng.uniform(10.0, 30.0, len(xy)))
+    snr = np.where(
+        rng.random(len(xy)) < 0.5, rng.uniform(3.0, 10.0, len(xy)), rng.uniform(10.0, 30.0, len(xy))
+    )
     flux = snr * err * scale
 
     # Inject the science PSF the engine measured, shifted to each sub-pixel position.
@@ -90,12 +91,14 @@ def goto_injection() -> dict[str, object]:
     image = sci.image.astype(np.float64)
     for (x, y), f in zip(xy, flux, strict=True):
         stamp, x0, y0 = sci_model.stamp(x, y)
-        image[y0:y0 + stamp.shape[0], x0:x0 + stamp.shape[1]] += f * stamp
+        image[y0 : y0 + stamp.shape[0], x0 : x0 + stamp.shape[1]] += f * stamp
     result = run_subtraction(sci.replace(image=image), tmpl, config)
 
     cat = result.diasources[~np.asarray(result.diasources["sky_source"])]
-    dist = np.hypot(np.asarray(cat["x"])[:, None] - xy[None, :, 0],
-                    np.asarray(cat["y"])[:, None] - xy[None, :, 1])
+    dist = np.hypot(
+        np.asarray(cat["x"])[:, None] - xy[None, :, 0],
+        np.asarray(cat["y"])[:, None] - xy[None, :, 1],
+    )
     nearest = np.argmin(dist, axis=0)
     found = (dist[nearest, np.arange(len(xy))] < 2.0) & (np.asarray(cat["sign"])[nearest] > 0)
     rates = {}
@@ -108,13 +111,15 @@ def goto_injection() -> dict[str, object]:
     rows = nearest[bright]
     pull = np.asarray(cat["psf_flux"])[rows] - flux[bright]
     pull /= np.asarray(cat["psf_flux_err"])[rows]
-    print(f"\nGOTO injection: {len(xy)} sources; recovered by S/N: "
-          + ", ".join(f"{lo}-{hi}: {r:.0%} of {n}" for (lo, hi), (r, n) in rates.items())
-          + f"; pulls (S/N >= 10): median {np.median(pull):+.2f}, std {np.std(pull):.2f}; "
-          f"error scale {scale:.2f} (injected run "
-          f"{result.diasources.meta['psf_flux_err_scale']:.2f}); kernel sum "
-          f"{base.kernel.photometric_scale:.3f} -> {result.kernel.photometric_scale:.3f}; "
-          f"detections not matching an injection: {spurious}, without injections: {baseline}")
+    print(
+        f"\nGOTO injection: {len(xy)} sources; recovered by S/N: "
+        + ", ".join(f"{lo}-{hi}: {r:.0%} of {n}" for (lo, hi), (r, n) in rates.items())
+        + f"; pulls (S/N >= 10): median {np.median(pull):+.2f}, std {np.std(pull):.2f}; "
+        f"error scale {scale:.2f} (injected run "
+        f"{result.diasources.meta['psf_flux_err_scale']:.2f}); kernel sum "
+        f"{base.kernel.photometric_scale:.3f} -> {result.kernel.photometric_scale:.3f}; "
+        f"detections not matching an injection: {spurious}, without injections: {baseline}"
+    )
     return {"rates": rates, "pull": pull, "spurious": spurious, "baseline": baseline}
 
 
@@ -142,8 +147,9 @@ def _triplets(survey: str) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def _centre_detection(result: SubtractionResult, sign: int, radius: float = 3.0
-                      ) -> tuple[bool, bool]:
+def _centre_detection(
+    result: SubtractionResult, sign: int, radius: float = 3.0
+) -> tuple[bool, bool]:
     """Within ``radius`` of the centre: a source of that sign; a footprint with a part of it."""
     cat = result.diasources[~np.asarray(result.diasources["sky_source"])]
     ny, nx = result.science.shape
@@ -180,24 +186,32 @@ def _run_triplets(survey: str, template_ext: str) -> None:
             theirs = np.asarray(hdul["DIFF"].data, dtype=np.float64)
         # ZTF's DIFF is reference minus science when isdiffpos is 'f'.
         theirs = theirs * (sign if survey == "ztf" else 1)
-        corr = _correlation(result.difference.image.astype(np.float64), theirs,
-                            result.difference.good_pixels())
+        corr = _correlation(
+            result.difference.image.astype(np.float64), theirs, result.difference.good_pixels()
+        )
         strict_hits += strict
         hits += hit
         corrs.append(corr)
-        lines.append(f"  {row['file']}: sign {sign:+d}, detected {hit} (as the source's sign "
-                     f"{strict}), correlation {corr:.2f}")
-    print(f"\n{survey}: candidate detected with the survey's sign in {hits} of {len(rows)} "
-          f"({strict_hits} as the source's sign); median correlation with the survey's DIFF "
-          f"{np.nanmedian(corrs):.2f}\n" + "\n".join(lines))
+        lines.append(
+            f"  {row['file']}: sign {sign:+d}, detected {hit} (as the source's sign "
+            f"{strict}), correlation {corr:.2f}"
+        )
+    print(
+        f"\n{survey}: candidate detected with the survey's sign in {hits} of {len(rows)} "
+        f"({strict_hits} as the source's sign); median correlation with the survey's DIFF "
+        f"{np.nanmedian(corrs):.2f}\n" + "\n".join(lines)
+    )
     # "Most": a majority. 19 of the 24 Rubin candidates have S/N 5-7 in Rubin's own
     # difference (at a 5-sigma threshold about half of those are expected).
     assert hits > len(rows) / 2
 
 
-@pytest.mark.xfail(raises=InsufficientKernelSources, strict=True,
-                   reason="ZTF cutouts carry no PSF images and hold < 3 kernel stars: the kernel "
-                   "engine stops with InsufficientKernelSources on 22 of 24")
+@pytest.mark.xfail(
+    raises=InsufficientKernelSources,
+    strict=True,
+    reason="ZTF cutouts carry no PSF images and hold < 3 kernel stars: the kernel "
+    "engine stops with InsufficientKernelSources on 22 of 24",
+)
 def test_ztf_alert_candidates_are_detected_with_their_sign() -> None:
     _run_triplets("ztf", "REF")
 

@@ -34,7 +34,7 @@ LEGACY_HOLES = "legacypipe/testcase6/decam/CP/V4.8.2a/CP20181214/c4d_181215_0513
 def _sky_image(shape=(128, 128), sky=1000.0, gain=2.0, seed=0) -> tuple[np.ndarray, np.ndarray]:
     """Poisson-like image: sky plus a few bright Gaussian blobs; returns image and true variance."""
     rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
     model = np.full(shape, sky)
     for x0, y0 in rng.uniform(10, min(shape) - 10, (6, 2)):
         model += 2e4 * np.exp(-((xx - x0) ** 2 + (yy - y0) ** 2) / (2 * 2.0**2))
@@ -139,8 +139,11 @@ def test_legacypipe_siblings_give_variance_and_masks() -> None:
     np.testing.assert_array_equal((exp.mask & NO_DATA) != 0, ~good)
     np.testing.assert_array_equal((exp.mask & BAD) != 0, dq != 0)
     assert not exp.variance_estimated and exp.has_celestial_wcs
-    explicit = read_exposure(image, weight=data_path(LEGACY_HOLES.format("oow")),
-                             mask=data_path(LEGACY_HOLES.format("ood")))
+    explicit = read_exposure(
+        image,
+        weight=data_path(LEGACY_HOLES.format("oow")),
+        mask=data_path(LEGACY_HOLES.format("ood")),
+    )
     np.testing.assert_array_equal(explicit.mask, exp.mask)
     np.testing.assert_array_equal(explicit.variance, exp.variance)
 
@@ -180,10 +183,14 @@ def test_lsst_layout_maps_mask_planes_by_name(tmp_path: Path) -> None:
     for name, bit in (("SAT", 3), ("NO_DATA", 12), ("CROSSTALK", 9), ("BAD", 0)):
         mask_header[f"HIERARCH MP_{name}"] = bit
     path = tmp_path / "calexp.fits"
-    fits.HDUList([fits.PrimaryHDU(header=fits.Header([("PHOTZP", 27.5)])),
-                  fits.ImageHDU(image, name="IMAGE"),
-                  fits.ImageHDU(raw_mask, header=mask_header, name="MASK"),
-                  fits.ImageHDU(np.full((20, 20), 4.0, np.float32), name="VARIANCE")]).writeto(path)
+    fits.HDUList(
+        [
+            fits.PrimaryHDU(header=fits.Header([("PHOTZP", 27.5)])),
+            fits.ImageHDU(image, name="IMAGE"),
+            fits.ImageHDU(raw_mask, header=mask_header, name="MASK"),
+            fits.ImageHDU(np.full((20, 20), 4.0, np.float32), name="VARIANCE"),
+        ]
+    ).writeto(path)
     exp = read_exposure(path)
     assert exp.mask[0, 0] == SAT and exp.mask[1, 1] == NO_DATA and exp.mask[2, 2] == 0
     assert np.count_nonzero(exp.mask) == 2
@@ -285,8 +292,13 @@ def test_companion_of_other_shape(tmp_path: Path, role: str) -> None:
 
 def test_variance_hdu_of_other_shape(tmp_path: Path) -> None:
     path = tmp_path / "trip.fits"
-    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.ones((8, 8)), name="SCI"),
-                  fits.ImageHDU(np.ones((9, 8)), name="SCI_VAR")]).writeto(path)
+    fits.HDUList(
+        [
+            fits.PrimaryHDU(),
+            fits.ImageHDU(np.ones((8, 8)), name="SCI"),
+            fits.ImageHDU(np.ones((9, 8)), name="SCI_VAR"),
+        ]
+    ).writeto(path)
     with pytest.raises(InputError, match=r"variance HDU has shape \(9, 8\)"):
         read_exposure(path)
 
@@ -313,8 +325,12 @@ def _exposure_with_everything() -> Exposure:
         mask[i, i] = int(plane)
     mask[30, 30] = int(MaskPlane.DETECTED | MaskPlane.DETECTED_NEGATIVE | MaskPlane.SAT)
     psf = np.outer([1.0, 2.0, 1.0], [1.0, 2.0, 1.0]) / 16.0
-    return pair.science.replace(mask=mask, psf=psf, zero_point=27.25,
-                                wcs=tan_wcs((64, 80), rotation_deg=10.0, shift=(2.5, -1.5)))
+    return pair.science.replace(
+        mask=mask,
+        psf=psf,
+        zero_point=27.25,
+        wcs=tan_wcs((64, 80), rotation_deg=10.0, shift=(2.5, -1.5)),
+    )
 
 
 def _assert_same(a: Exposure, b: Exposure) -> None:
@@ -322,8 +338,9 @@ def _assert_same(a: Exposure, b: Exposure) -> None:
     np.testing.assert_array_equal(a.variance, b.variance)
     np.testing.assert_array_equal(a.mask, b.mask)
     x, y = np.array([0.0, 79.0, 13.5]), np.array([0.0, 63.0, 40.25])
-    np.testing.assert_allclose(a.wcs.all_pix2world(x, y, 0), b.wcs.all_pix2world(x, y, 0),
-                               rtol=0, atol=1e-10)
+    np.testing.assert_allclose(
+        a.wcs.all_pix2world(x, y, 0), b.wcs.all_pix2world(x, y, 0), rtol=0, atol=1e-10
+    )
 
 
 def test_written_exposure_reads_back_equal(tmp_path: Path) -> None:
@@ -356,8 +373,9 @@ def test_tables_round_trip_by_suffix(tmp_path: Path) -> None:
         write_table(tmp_path / "cat.txt", table)
 
 
-def test_failed_write_keeps_the_old_file_and_no_temporary(tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_write_keeps_the_old_file_and_no_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     target = atomic_write_text(tmp_path / "meta.json", "old")
 
     def broken_replace(src: str, dst: str) -> None:
@@ -399,4 +417,3 @@ def test_inputs_and_their_siblings_are_never_overwritten(tmp_path: Path) -> None
         atomic_write_text(weight, "oops", protect=[image])
     assert weight.read_bytes() == b"x"
     ensure_not_input(tmp_path / "other.fits", [image])
-

@@ -20,34 +20,63 @@ from diffviewer.synthetic import FWHM_PER_SIGMA, make_pair, render_gaussians, ta
 def gaussian_psf(fwhm: float, half: int = 12) -> np.ndarray:
     """Pixel-integrated Gaussian PSF image, as the synthetic stars are drawn."""
     side = 2 * half + 1
-    return render_gaussians((side, side), np.array([float(half)]), np.array([float(half)]),
-                            np.array([1.0]), np.array([fwhm / FWHM_PER_SIGMA]), half)
+    return render_gaussians(
+        (side, side),
+        np.array([float(half)]),
+        np.array([float(half)]),
+        np.array([1.0]),
+        np.array([fwhm / FWHM_PER_SIGMA]),
+        half,
+    )
 
 
-def run(diff: Exposure, sci: Exposure, tmpl: Exposure, psf: np.ndarray, *,
-        tmpl_psf: np.ndarray | None = None, detect_on: str = "score", sky_sources: int = 0,
-        exposure_id: int = 0):
+def run(
+    diff: Exposure,
+    sci: Exposure,
+    tmpl: Exposure,
+    psf: np.ndarray,
+    *,
+    tmpl_psf: np.ndarray | None = None,
+    detect_on: str = "score",
+    sky_sources: int = 0,
+    exposure_id: int = 0,
+):
     """Score (ZOGY, flux ratio 1), detect and measure; returns (table, detections)."""
-    score = zogy.zogy_score(sci, tmpl, psf, psf if tmpl_psf is None else tmpl_psf, 1.0,
-                            ScoreConfig(), null_reporter())
-    det = detect_sources(diff, score, DetectionConfig(detect_on=detect_on, sky_sources=sky_sources),
-                         null_reporter())
-    table = measure_sources(diff.replace(mask=det.mask), sci, tmpl, score, det, psf, psf,
-                            MeasurementConfig(exposure_id=exposure_id), null_reporter())
+    score = zogy.zogy_score(
+        sci, tmpl, psf, psf if tmpl_psf is None else tmpl_psf, 1.0, ScoreConfig(), null_reporter()
+    )
+    det = detect_sources(
+        diff, score, DetectionConfig(detect_on=detect_on, sky_sources=sky_sources), null_reporter()
+    )
+    table = measure_sources(
+        diff.replace(mask=det.mask),
+        sci,
+        tmpl,
+        score,
+        det,
+        psf,
+        psf,
+        MeasurementConfig(exposure_id=exposure_id),
+        null_reporter(),
+    )
     return table, det
 
 
 def plain_difference(pair) -> Exposure:
     """Science minus template of a pair with equal PSFs (a valid difference)."""
-    return Exposure(pair.science.image - pair.template.image,
-                    pair.science.variance + pair.template.variance,
-                    pair.science.mask | pair.template.mask, wcs=pair.science.wcs)
+    return Exposure(
+        pair.science.image - pair.template.image,
+        pair.science.variance + pair.template.variance,
+        pair.science.mask | pair.template.mask,
+        wcs=pair.science.wcs,
+    )
 
 
 def match(table, xs: np.ndarray, ys: np.ndarray, radius: float = 2.0):
     """Index of the nearest injected source for each row and whether it is within ``radius``."""
-    dist = np.hypot(np.asarray(table["x"])[:, None] - xs[None, :],
-                    np.asarray(table["y"])[:, None] - ys[None, :])
+    dist = np.hypot(
+        np.asarray(table["x"])[:, None] - xs[None, :], np.asarray(table["y"])[:, None] - ys[None, :]
+    )
     j = np.argmin(dist, axis=1)
     return j, dist[np.arange(len(table)), j] < radius
 
@@ -83,7 +112,7 @@ def test_psf_model_shifts_and_normalises() -> None:
     assert (x0, y0) == (38, 28)
     assert np.max(np.abs(inner - psf / psf.sum())) < 1e-9
     shifted, x0, y0 = model.stamp(50.3, 40.6)
-    ys, xs = np.mgrid[:shifted.shape[0], :shifted.shape[1]]
+    ys, xs = np.mgrid[: shifted.shape[0], : shifted.shape[1]]
     assert np.isclose(shifted.sum(), 1.0)
     # Its centroid moved by the sub-pixel shift (bilinear table at 1/8 px: < 0.01 px).
     assert abs((shifted * xs).sum() + x0 - 50.3) < 0.01
@@ -98,10 +127,17 @@ def injected():
     xy = grid.reshape(-1, 2) + rng.uniform(-0.5, 0.5, (256, 2))
     flux = rng.uniform(3000.0, 18000.0, 256)
     transients = [(x, y, f) for (x, y), f in zip(xy, flux, strict=True)]
-    pair = make_pair((640, 640), 60, seed=13, tmpl_fwhm=4.0, tmpl_noise_scale=0.3,
-                     transients=transients)
-    table, det = run(plain_difference(pair), pair.science, pair.template, gaussian_psf(4.0),
-                     sky_sources=200, exposure_id=77)
+    pair = make_pair(
+        (640, 640), 60, seed=13, tmpl_fwhm=4.0, tmpl_noise_scale=0.3, transients=transients
+    )
+    table, det = run(
+        plain_difference(pair),
+        pair.science,
+        pair.template,
+        gaussian_psf(4.0),
+        sky_sources=200,
+        exposure_id=77,
+    )
     return pair, table, det
 
 
@@ -142,8 +178,14 @@ def test_psf_fluxes_are_unbiased_with_honest_errors(injected) -> None:
 
 def test_catalog_columns_units_ids_and_sky_sources(injected) -> None:
     pair, table, det = injected
-    for name, unit in (("x", u.pix), ("psf_flux", u.ct), ("ra", u.deg), ("xx", u.pix**2),
-                       ("dipole_orientation", u.deg), ("ap_flux_3", u.ct)):
+    for name, unit in (
+        ("x", u.pix),
+        ("psf_flux", u.ct),
+        ("ra", u.deg),
+        ("xx", u.pix**2),
+        ("dipole_orientation", u.deg),
+        ("ap_flux_3", u.ct),
+    ):
         assert table[name].unit == unit, name
     for name in table.colnames:
         if table[name].dtype.kind == "f":
@@ -173,17 +215,30 @@ def test_no_wcs_gives_nan_coordinates() -> None:
 
 
 def test_flags_from_mask_planes() -> None:
-    sources = [(40.0, 40.0), (100.0, 40.0), (160.0, 40.0), (40.0, 120.0), (100.0, 120.0),
-               (160.0, 120.0), (3.0, 180.0)]
-    pair = make_pair((200, 200), 1, seed=4, tmpl_fwhm=4.0, flux_range=(1.0, 1.1),
-                     transients=[(x, y, 2e4) for x, y in sources])
+    sources = [
+        (40.0, 40.0),
+        (100.0, 40.0),
+        (160.0, 40.0),
+        (40.0, 120.0),
+        (100.0, 120.0),
+        (160.0, 120.0),
+        (3.0, 180.0),
+    ]
+    pair = make_pair(
+        (200, 200),
+        1,
+        seed=4,
+        tmpl_fwhm=4.0,
+        flux_range=(1.0, 1.1),
+        transients=[(x, y, 2e4) for x, y in sources],
+    )
     sci_mask = pair.science.mask.copy()
     tmpl_mask = pair.template.mask.copy()
-    sci_mask[40, 100] |= int(MaskPlane.SAT)                # centre of source 1: saturated
-    tmpl_mask[42, 163] |= int(MaskPlane.SAT)               # in footprint 2, off centre: template
-    sci_mask[120, 40] |= int(MaskPlane.INTRP)              # centre of source 3: interpolated
-    sci_mask[124, 100] |= int(MaskPlane.SUSPECT)           # footprint of 4, off centre
-    sci_mask[120, 160] |= int(MaskPlane.CR)                # centre of 5: cosmic ray
+    sci_mask[40, 100] |= int(MaskPlane.SAT)  # centre of source 1: saturated
+    tmpl_mask[42, 163] |= int(MaskPlane.SAT)  # in footprint 2, off centre: template
+    sci_mask[120, 40] |= int(MaskPlane.INTRP)  # centre of source 3: interpolated
+    sci_mask[124, 100] |= int(MaskPlane.SUSPECT)  # footprint of 4, off centre
+    sci_mask[120, 160] |= int(MaskPlane.CR)  # centre of 5: cosmic ray
     sci = pair.science.replace(mask=sci_mask)
     tmpl = pair.template.replace(mask=tmpl_mask)
     diff = Exposure(sci.image - tmpl.image, sci.variance + tmpl.variance, sci_mask | tmpl_mask)
@@ -245,12 +300,25 @@ def test_transient_on_a_galaxy_is_not_a_dipole() -> None:
     rng = np.random.default_rng(3)
     shape, sky = (128, 128), 1000.0
     s_sci, s_tmpl, s_gal = 4.0 / FWHM_PER_SIGMA, 2.5 / FWHM_PER_SIGMA, 4.0
-    gal_sci = render_gaussians(shape, np.array([64.0]), np.array([64.0]), np.array([1e6]),
-                               np.array([np.hypot(s_gal, s_sci)]), 30)
-    gal_tmpl = render_gaussians(shape, np.array([64.0]), np.array([64.0]), np.array([1.03e6]),
-                                np.array([np.hypot(s_gal, s_tmpl)]), 30)
-    transient = render_gaussians(shape, np.array([69.3]), np.array([61.6]), np.array([2e4]),
-                                 np.array([s_sci]), 15)
+    gal_sci = render_gaussians(
+        shape,
+        np.array([64.0]),
+        np.array([64.0]),
+        np.array([1e6]),
+        np.array([np.hypot(s_gal, s_sci)]),
+        30,
+    )
+    gal_tmpl = render_gaussians(
+        shape,
+        np.array([64.0]),
+        np.array([64.0]),
+        np.array([1.03e6]),
+        np.array([np.hypot(s_gal, s_tmpl)]),
+        30,
+    )
+    transient = render_gaussians(
+        shape, np.array([69.3]), np.array([61.6]), np.array([2e4]), np.array([s_sci]), 15
+    )
     v_s, v_t = sky + gal_sci + transient, 0.25 * (sky + gal_tmpl)
     zero = np.zeros(shape, dtype=np.int32)
     sci = Exposure(gal_sci + transient + rng.normal(size=shape) * np.sqrt(v_s), v_s, zero)
@@ -296,11 +364,22 @@ def test_sky_sources_calibrate_errors_of_correlated_noise() -> None:
     model = render_gaussians(shape, xx, yy, flux, np.full(xx.size, 4.0 / FWHM_PER_SIGMA), 12)
     diff = Exposure(model + noise, np.full(shape, 100.0), np.zeros(shape, dtype=np.int32))
     psf = gaussian_psf(4.0)
-    det = detect_sources(diff, zogy.al_score(diff, psf, null_reporter()),
-                         DetectionConfig(sky_sources=200), null_reporter())
-    kwargs = {"difference": diff.replace(mask=det.mask), "science": diff, "template": diff,
-              "score": None, "detections": det, "diff_psf": psf, "sci_psf": psf,
-              "reporter": null_reporter()}
+    det = detect_sources(
+        diff,
+        zogy.al_score(diff, psf, null_reporter()),
+        DetectionConfig(sky_sources=200),
+        null_reporter(),
+    )
+    kwargs = {
+        "difference": diff.replace(mask=det.mask),
+        "science": diff,
+        "template": diff,
+        "score": None,
+        "detections": det,
+        "diff_psf": psf,
+        "sci_psf": psf,
+        "reporter": null_reporter(),
+    }
     raw = measure_sources(config=MeasurementConfig(calibrate_errors=False), **kwargs)
     cal = measure_sources(config=MeasurementConfig(), **kwargs)
     assert raw.meta["psf_flux_err_scale"] == 1.0

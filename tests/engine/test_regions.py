@@ -36,15 +36,20 @@ def parse(text: str) -> list[tuple[str, list[float], dict[str, str], list[str]]]
 def catalog() -> Table:
     """Five sources: positive, negative, flagged positive, dipole, sky source."""
     nan = np.nan
-    table = Table({
-        "x": [10.0, 20.0, 30.0, 40.25, 50.0], "y": [5.0, 15.0, 25.0, 35.0, 45.0],
-        "sign": np.array([1, -1, 1, 1, 0], dtype=np.int8),
-        "is_dipole": [False, False, False, True, False],
-        "flagged": [False, False, True, False, False],
-        "sky_source": [False, False, False, False, True],
-        "pos_x": [nan, nan, nan, 40.5, nan], "pos_y": [nan, nan, nan, 35.0, nan],
-        "neg_x": [nan, nan, nan, 40.0, nan], "neg_y": [nan, nan, nan, 35.0, nan],
-    })
+    table = Table(
+        {
+            "x": [10.0, 20.0, 30.0, 40.25, 50.0],
+            "y": [5.0, 15.0, 25.0, 35.0, 45.0],
+            "sign": np.array([1, -1, 1, 1, 0], dtype=np.int8),
+            "is_dipole": [False, False, False, True, False],
+            "flagged": [False, False, True, False, False],
+            "sky_source": [False, False, False, False, True],
+            "pos_x": [nan, nan, nan, 40.5, nan],
+            "pos_y": [nan, nan, nan, 35.0, nan],
+            "neg_x": [nan, nan, nan, 40.0, nan],
+            "neg_y": [nan, nan, nan, 35.0, nan],
+        }
+    )
     table.meta["diff_psf_fwhm"] = 4.0
     return table
 

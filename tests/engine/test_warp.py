@@ -31,13 +31,20 @@ def _isolated_bright(pair: SyntheticPair, margin: float = 12.0) -> np.ndarray:
     ny, nx = pair.science.shape
     d = np.hypot(x[:, None] - x[None, :], y[:, None] - y[None, :])
     np.fill_diagonal(d, np.inf)
-    return ((d.min(axis=1) > 10) & (pair.star_flux > 5e4) & (x > margin) & (x < nx - 1 - margin)
-            & (y > margin) & (y < ny - 1 - margin))
+    return (
+        (d.min(axis=1) > 10)
+        & (pair.star_flux > 5e4)
+        & (x > margin)
+        & (x < nx - 1 - margin)
+        & (y > margin)
+        & (y < ny - 1 - margin)
+    )
 
 
 def _centroid_errors(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    cx, cy = centroid_sources(np.asarray(image, dtype=float), x, y, box_size=11,
-                              centroid_func=centroid_com)
+    cx, cy = centroid_sources(
+        np.asarray(image, dtype=float), x, y, box_size=11, centroid_func=centroid_com
+    )
     return np.hypot(cx - x, cy - y)
 
 
@@ -85,16 +92,18 @@ def test_uncovered_pixels_and_mask_planes(rotated_pair: SyntheticPair) -> None:
     assert d.max() < np.sqrt(2)
 
 
-def test_exact_mapping_agrees_with_the_coarse_one(rotated_pair: SyntheticPair,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_exact_mapping_agrees_with_the_coarse_one(
+    rotated_pair: SyntheticPair, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The interpolated mapping must match the exact WCS mapping to COARSE_TOLERANCE;
     # forcing the exact path (as for a WCS with small-scale distortion) shows both.
     sci, tmpl = rotated_pair.science, rotated_pair.template
     coarse = template_pixel_map(sci.wcs, tmpl.wcs, sci.shape)
     monkeypatch.setattr(warp, "COARSE_TOLERANCE", -1.0)
     reports: list[float] = []
-    exact = template_pixel_map(sci.wcs, tmpl.wcs, sci.shape,
-                               Reporter(callback=lambda step, f: reports.append(f)))
+    exact = template_pixel_map(
+        sci.wcs, tmpl.wcs, sci.shape, Reporter(callback=lambda step, f: reports.append(f))
+    )
     for a, b in zip(coarse, exact, strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-3)
     assert reports and reports[-1] == pytest.approx(1.0)
@@ -137,8 +146,7 @@ def test_low_coverage_stops_with_the_fraction() -> None:
     expected = r"covers 5\.0% .*warp\.required_template_fraction = 0\.1"
     with pytest.raises(NoWorkFound, match=expected):
         warp_template(pair.template, pair.science, WarpConfig())
-    result = warp_template(pair.template, pair.science,
-                           WarpConfig(required_template_fraction=0.01))
+    result = warp_template(pair.template, pair.science, WarpConfig(required_template_fraction=0.01))
     assert result.coverage == pytest.approx(0.05)
     assert any("covers only 5.0%" in note for note in result.warnings)
 
@@ -157,8 +165,9 @@ def test_cancel_stops_the_warp(rotated_pair: SyntheticPair) -> None:
     token = CancelToken()
     token.cancel()
     with pytest.raises(Cancelled):
-        warp_template(rotated_pair.template, rotated_pair.science, WarpConfig(),
-                      Reporter(token=token))
+        warp_template(
+            rotated_pair.template, rotated_pair.science, WarpConfig(), Reporter(token=token)
+        )
 
 
 def test_alert_triplet_is_already_aligned() -> None:
@@ -171,8 +180,9 @@ def test_alert_triplet_is_already_aligned() -> None:
 
 def _source_centroid(image: np.ndarray, x: float, y: float) -> np.ndarray:
     _, median, _ = sigma_clipped_stats(image)
-    cx, cy = centroid_sources(np.asarray(image, float) - median, [x], [y], box_size=9,
-                              centroid_func=centroid_com)
+    cx, cy = centroid_sources(
+        np.asarray(image, float) - median, [x], [y], box_size=9, centroid_func=centroid_com
+    )
     return np.array([cx[0], cy[0]])
 
 
@@ -189,12 +199,19 @@ def test_real_source_lands_on_the_same_pixel_across_ccds() -> None:
     assert np.hypot(*(_source_centroid(template.image, 21.0, 27.0) - here)) > 0.3
 
 
-@pytest.mark.parametrize(("science", "template"), [
-    ("90prime/CP20160202/ksb_160203_115029_ooi_r_v1-ccd2.fits",
-     "90prime/CP20160202/ksb_160203_125658_ooi_r_v1-ccd2.fits"),
-    ("mosaic/CP20160312v2/k4m_160313_102424_ooi_zd_v2-ccd3.fits",
-     "90prime/CP20160405/ksb_160406_094107_ooi_r_v1-ccd3.fits"),
-])
+@pytest.mark.parametrize(
+    ("science", "template"),
+    [
+        (
+            "90prime/CP20160202/ksb_160203_115029_ooi_r_v1-ccd2.fits",
+            "90prime/CP20160202/ksb_160203_125658_ooi_r_v1-ccd2.fits",
+        ),
+        (
+            "mosaic/CP20160312v2/k4m_160313_102424_ooi_zd_v2-ccd3.fits",
+            "90prime/CP20160405/ksb_160406_094107_ooi_r_v1-ccd3.fits",
+        ),
+    ],
+)
 def test_real_warp_equals_reproject(science: str, template: str) -> None:
     # Two epochs of one 90Prime CCD, and 90Prime (0.45"/px) onto Mosaic3 (0.26"/px):
     # our WCS mapping and reproject_interp's give the same bilinear values (to float32
@@ -202,11 +219,13 @@ def test_real_warp_equals_reproject(science: str, template: str) -> None:
     sci = read_exposure(data_path(BASS + science))
     tmpl = read_exposure(data_path(BASS + template))
     result = warp_template(tmpl, sci, WarpConfig())
-    expected, footprint = reproject_interp((np.asarray(tmpl.image), tmpl.wcs), sci.wcs,
-                                           shape_out=sci.shape, order="bilinear")
+    expected, footprint = reproject_interp(
+        (np.asarray(tmpl.image), tmpl.wcs), sci.wcs, shape_out=sci.shape, order="bilinear"
+    )
     covered = footprint > 0
     np.testing.assert_array_equal((result.exposure.mask & NO_DATA) == 0, covered)
-    np.testing.assert_allclose(result.exposure.image[covered], expected[covered],
-                               rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(
+        result.exposure.image[covered], expected[covered], rtol=1e-6, atol=1e-5
+    )
     assert result.coverage == pytest.approx(covered.mean())
     assert 0.9 < result.coverage < 1.0

@@ -18,13 +18,19 @@ SHAPE = (384, 384)
 def gaussian_psf(fwhm: float, half: int = 12) -> np.ndarray:
     """Pixel-integrated Gaussian PSF image (the synthetic pairs' own PSF), sum ~1."""
     side = 2 * half + 1
-    return render_gaussians((side, side), np.array([float(half)]), np.array([float(half)]),
-                            np.array([1.0]), np.array([fwhm / FWHM_PER_SIGMA]), half)
+    return render_gaussians(
+        (side, side),
+        np.array([float(half)]),
+        np.array([float(half)]),
+        np.array([1.0]),
+        np.array([fwhm / FWHM_PER_SIGMA]),
+        half,
+    )
 
 
 def far_from(shape: tuple[int, int], xs: np.ndarray, ys: np.ndarray, radius: float) -> np.ndarray:
     """Pixels farther than ``radius`` from every (x, y), and 15 px from the edges."""
-    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
     out = np.ones(shape, dtype=bool)
     for x, y in zip(xs, ys, strict=True):
         out &= (xx - x) ** 2 + (yy - y) ** 2 > radius**2
@@ -32,8 +38,9 @@ def far_from(shape: tuple[int, int], xs: np.ndarray, ys: np.ndarray, radius: flo
     return out
 
 
-def optimal_snr_per_flux(shape: tuple[int, int], sci_fwhm: float, tmpl_fwhm: float,
-                         var_n: float, var_r: float) -> float:
+def optimal_snr_per_flux(
+    shape: tuple[int, int], sci_fwhm: float, tmpl_fwhm: float, var_n: float, var_r: float
+) -> float:
     """S/N per unit flux of a new point source in the optimal (ZOGY) difference.
 
     ZOGY eq. 23 with F_n = F_r = 1: SNR^2 / f^2 = sum_k |P_n|^2 |P_r|^2 /
@@ -68,13 +75,21 @@ def transient_pair():
 
 def test_zogy_unit_variance_and_transient_snr(transient_pair) -> None:
     pair = transient_pair
-    result = zogy.zogy_score(pair.science, pair.template, gaussian_psf(4.0), gaussian_psf(2.5),
-                             1.0, ScoreConfig(), null_reporter())
+    result = zogy.zogy_score(
+        pair.science,
+        pair.template,
+        gaussian_psf(4.0),
+        gaussian_psf(2.5),
+        1.0,
+        ScoreConfig(),
+        null_reporter(),
+    )
     assert result.method == "zogy" and result.image.dtype == np.float32
     assert not result.image.flags.writeable
     # Empty sky: farther than 15 px (> 3 FWHM of the score's filter) from every source.
-    sky = far_from(SHAPE, np.r_[pair.star_x, pair.transient_x],
-                   np.r_[pair.star_y, pair.transient_y], 15.0)
+    sky = far_from(
+        SHAPE, np.r_[pair.star_x, pair.transient_x], np.r_[pair.star_y, pair.transient_y], 15.0
+    )
     assert sky.sum() > 20000
     std = float(np.std(result.image[sky]))
     # 20000+ pixels of a correlated field (~50 px per independent sample): the std is
@@ -107,8 +122,12 @@ def test_proper_difference_psf_of_equal_psfs_is_that_psf() -> None:
 def test_flux_ratio_sets_the_zero_points() -> None:
     # The template is 2.5 times fainter: with flux_ratio 2.5 the stars cancel, with 1 they do not.
     pair = make_pair(SHAPE, 80, seed=2, photometric_scale=2.5)
-    kwargs = {"sci_psf": gaussian_psf(4.0), "tmpl_psf": gaussian_psf(2.5), "config": ScoreConfig(),
-              "reporter": null_reporter()}
+    kwargs = {
+        "sci_psf": gaussian_psf(4.0),
+        "tmpl_psf": gaussian_psf(2.5),
+        "config": ScoreConfig(),
+        "reporter": null_reporter(),
+    }
     bright = pair.star_flux > 5e4
     near = ~far_from(SHAPE, pair.star_x[bright], pair.star_y[bright], 6.0)
     good = zogy.zogy_score(pair.science, pair.template, flux_ratio=2.5, **kwargs)
@@ -142,8 +161,15 @@ def test_masked_pixels_are_zero_and_do_not_ring() -> None:
     image[300, 50:60] = 1e7
     mask[300, 50:60] |= int(MaskPlane.SAT)
     sci = pair.science.replace(image=np.nan_to_num(image, nan=0.0), mask=mask)
-    result = zogy.zogy_score(sci, pair.template, gaussian_psf(4.0), gaussian_psf(2.5), 1.0,
-                             ScoreConfig(), null_reporter())
+    result = zogy.zogy_score(
+        sci,
+        pair.template,
+        gaussian_psf(4.0),
+        gaussian_psf(2.5),
+        1.0,
+        ScoreConfig(),
+        null_reporter(),
+    )
     assert np.all(np.isfinite(result.image))
     assert np.all(result.image[100:160, 200:260] == 0.0)
     assert np.all(result.image[300, 50:60] == 0.0)
@@ -168,8 +194,11 @@ def test_al_score_peak_is_psf_snr_and_sky_has_unit_variance() -> None:
     xx, yy = (a.ravel() for a in np.meshgrid(xs, xs))
     flux = rng.uniform(3000.0, 12000.0, xx.size) * rng.choice([-1.0, 1.0], xx.size)
     model = render_gaussians(shape, xx, yy, flux, np.full(xx.size, 3.5 / FWHM_PER_SIGMA), 12)
-    diff = Exposure(model + rng.normal(size=shape) * sigma, np.full(shape, sigma**2),
-                    np.zeros(shape, dtype=np.int32))
+    diff = Exposure(
+        model + rng.normal(size=shape) * sigma,
+        np.full(shape, sigma**2),
+        np.zeros(shape, dtype=np.int32),
+    )
     result = zogy.al_score(diff, psf, null_reporter())
     assert result.method == "al" and result.proper_difference is None
     expected = flux * np.sqrt(np.sum((psf / psf.sum()) ** 2)) / sigma
@@ -210,8 +239,9 @@ def test_inputs_are_checked() -> None:
     with pytest.raises(InputError, match="one grid"):
         zogy.zogy_score(pair.science, small, psf, psf, 1.0, ScoreConfig(), null_reporter())
     with pytest.raises(InputError, match="odd"):
-        zogy.zogy_score(pair.science, pair.template, np.ones((4, 4)), psf, 1.0, ScoreConfig(),
-                        null_reporter())
+        zogy.zogy_score(
+            pair.science, pair.template, np.ones((4, 4)), psf, 1.0, ScoreConfig(), null_reporter()
+        )
     with pytest.raises(InputError, match="flux ratio"):
         zogy.zogy_score(pair.science, pair.template, psf, psf, 0.0, ScoreConfig(), null_reporter())
 
@@ -228,5 +258,12 @@ def test_cancel_stops_the_score() -> None:
     token = CancelToken()
     token.cancel()
     with pytest.raises(Cancelled):
-        zogy.zogy_score(pair.science, pair.template, gaussian_psf(4.0), gaussian_psf(2.5), 1.0,
-                        ScoreConfig(), Reporter(token=token))
+        zogy.zogy_score(
+            pair.science,
+            pair.template,
+            gaussian_psf(4.0),
+            gaussian_psf(2.5),
+            1.0,
+            ScoreConfig(),
+            Reporter(token=token),
+        )

@@ -119,6 +119,8 @@ def test_cutout_is_centred_and_padded_with_nan() -> None:
 
 
 def test_display_imports_no_qt() -> None:
-    code = ("import sys, diffviewer.display; "
-            "sys.exit(any(m.startswith(('PyQt', 'pyqtgraph')) for m in sys.modules))")
+    code = (
+        "import sys, diffviewer.display; "
+        "sys.exit(any(m.startswith(('PyQt', 'pyqtgraph')) for m in sys.modules))"
+    )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

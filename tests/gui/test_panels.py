@@ -62,8 +62,10 @@ def test_parameter_panel_highlights_changes_resets_and_reports_invalid_values(qt
     assert "Invalid" in panel.status.text() and "min_size" in panel.status.text()
     panel.reset()
     assert panel.config() == SubtractionConfig() and not panel.is_modified()
-    shown = dataclasses.replace(SubtractionConfig(), detection=dataclasses.replace(
-        SubtractionConfig().detection, threshold=7.5))
+    shown = dataclasses.replace(
+        SubtractionConfig(),
+        detection=dataclasses.replace(SubtractionConfig().detection, threshold=7.5),
+    )
     panel.set_config(shown)  # the config of a run on screen
     assert panel.config() == shown and not panel.is_modified()
     assert panel.editor("detection", "threshold").styleSheet() != ""  # differs from default
@@ -121,8 +123,9 @@ def demo_window(qtbot, tmp_path: Path):
     qtbot.addWidget(win)
     win.show()
     sci, tmpl = demo_pair()
-    with qtbot.waitSignal(win.jobs.finished, timeout=RUN_TIMEOUT_MS,
-                          check_params_cb=lambda lane, *a: lane == "run"):
+    with qtbot.waitSignal(
+        win.jobs.finished, timeout=RUN_TIMEOUT_MS, check_params_cb=lambda lane, *a: lane == "run"
+    ):
         win.open_pair(Pair(str(sci), str(tmpl), "demo"))
     yield win
     win.jobs.shutdown()
@@ -130,11 +133,16 @@ def demo_window(qtbot, tmp_path: Path):
 
 def test_level_modes_are_computed_in_the_worker(qtbot, demo_window: MainWindow) -> None:
     panel = demo_window.area.panels["science"]
-    with qtbot.waitSignal(demo_window.jobs.finished, timeout=10_000,
-                          check_params_cb=lambda lane, *a: lane == "levels:science"):
+    with qtbot.waitSignal(
+        demo_window.jobs.finished,
+        timeout=10_000,
+        check_params_cb=lambda lane, *a: lane == "levels:science",
+    ):
         panel.levels_box.setCurrentText("minmax")
-    assert panel.levels() == (pytest.approx(float(panel.data.min())),
-                              pytest.approx(float(panel.data.max())))
+    assert panel.levels() == (
+        pytest.approx(float(panel.data.min())),
+        pytest.approx(float(panel.data.max())),
+    )
 
 
 def test_clicking_a_kernel_source_fills_the_stamp_panel(qtbot, demo_window: MainWindow) -> None:
@@ -171,11 +179,15 @@ def test_mask_overlay_shows_the_chosen_planes(qtbot, demo_window: MainWindow) ->
     assert demo_window.area.panels["difference"].mask_item.image is None
 
 
-def test_save_all_outputs_writes_the_run_files_and_verdicts(qtbot, demo_window: MainWindow,
-                                                             tmp_path: Path) -> None:
+def test_save_all_outputs_writes_the_run_files_and_verdicts(
+    qtbot, demo_window: MainWindow, tmp_path: Path
+) -> None:
     out = tmp_path / "saved"
-    with qtbot.waitSignal(demo_window.jobs.finished, timeout=RUN_TIMEOUT_MS,
-                          check_params_cb=lambda lane, *a: lane == "save"):
+    with qtbot.waitSignal(
+        demo_window.jobs.finished,
+        timeout=RUN_TIMEOUT_MS,
+        check_params_cb=lambda lane, *a: lane == "save",
+    ):
         demo_window.save_outputs(out)
     names = {p.name for p in out.iterdir()}
     assert {"difference.fits", "diasources.ecsv", "config.toml", "verdicts.json"} <= names
@@ -190,8 +202,9 @@ def test_ab_blink_alternates_the_two_differences(qtbot) -> None:
     panel = ABPanel()
     qtbot.addWidget(panel)
     a, b = np.zeros((8, 8), np.float32), np.ones((8, 8), np.float32)
-    panel.set_runs((a, (-1.0, 1.0), "A", {"noise ratio": 1.0}),
-                   (b, (-2.0, 2.0), "B", {"noise ratio": 1.5}))
+    panel.set_runs(
+        (a, (-1.0, 1.0), "A", {"noise ratio": 1.0}), (b, (-2.0, 2.0), "B", {"noise ratio": 1.5})
+    )
     assert panel.metric_cells("noise ratio") == ("1", "1.5")
     panel.blink_timer.setInterval(10)
     with qtbot.waitSignal(panel.blink_timer.timeout, timeout=5000):
@@ -207,20 +220,32 @@ def test_dipole_segments_join_the_lobes_of_dipoles_only() -> None:
 
     from diffviewer.gui.model import dipole_segments
 
-    cat = Table({"is_dipole": [True, False, True], "pos_x": [1.0, np.nan, 5.0],
-                 "pos_y": [2.0, np.nan, 6.0], "neg_x": [3.0, np.nan, np.nan],
-                 "neg_y": [4.0, np.nan, 8.0]})
+    cat = Table(
+        {
+            "is_dipole": [True, False, True],
+            "pos_x": [1.0, np.nan, 5.0],
+            "pos_y": [2.0, np.nan, 6.0],
+            "neg_x": [3.0, np.nan, np.nan],
+            "neg_y": [4.0, np.nan, 8.0],
+        }
+    )
     seg = dipole_segments(cat)  # the third has a missing lobe: no segment
     np.testing.assert_array_equal(seg, [[1.0, 2.0], [3.0, 4.0]])
 
 
 def test_a_chosen_level_mode_survives_a_rerun(qtbot, demo_window: MainWindow) -> None:
     panel = demo_window.area.panels["science"]
-    with qtbot.waitSignal(demo_window.jobs.finished, timeout=10_000,
-                          check_params_cb=lambda lane, *a: lane == "levels:science"):
+    with qtbot.waitSignal(
+        demo_window.jobs.finished,
+        timeout=10_000,
+        check_params_cb=lambda lane, *a: lane == "levels:science",
+    ):
         panel.levels_box.setCurrentText("minmax")
-    with qtbot.waitSignal(demo_window.jobs.finished, timeout=RUN_TIMEOUT_MS,
-                          check_params_cb=lambda lane, *a: lane == "levels:science"):
+    with qtbot.waitSignal(
+        demo_window.jobs.finished,
+        timeout=RUN_TIMEOUT_MS,
+        check_params_cb=lambda lane, *a: lane == "levels:science",
+    ):
         demo_window.run()
     assert panel.settings.levels == "minmax"
     assert panel.levels()[1] == pytest.approx(float(panel.data.max()))
@@ -267,5 +292,7 @@ def test_mosaic_click_maps_the_cell_to_its_image_position(qtbot, demo_window: Ma
     grid = panel._grid
     assert blocker.args == [pytest.approx(grid[5 * 7 + 2, 0]), pytest.approx(grid[5 * 7 + 2, 1])]
     cx, cy = demo_window.area.view_centre()
-    assert (cx, cy) == (pytest.approx(blocker.args[0], abs=0.5),
-                        pytest.approx(blocker.args[1], abs=0.5))
+    assert (cx, cy) == (
+        pytest.approx(blocker.args[0], abs=0.5),
+        pytest.approx(blocker.args[1], abs=0.5),
+    )

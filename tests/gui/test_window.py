@@ -87,8 +87,7 @@ def test_demo_run_shows_the_engine_arrays_overlays_and_catalog(qtbot, window: Ma
     assert "RA" in window.readout.text()  # the demo pair has a celestial WCS
 
 
-def test_selecting_a_row_centres_the_views_and_fills_the_cutouts(qtbot, window: MainWindow
-                                                                   ) -> None:
+def test_selecting_a_row_centres_the_views_and_fills_the_cutouts(qtbot, window: MainWindow) -> None:
     _run(qtbot, window, _demo())
     dia = window.outcome.result.diasources
     window.area.centre_on(10.0, 10.0, half_width=20.0)
@@ -112,8 +111,9 @@ def test_selecting_a_row_centres_the_views_and_fills_the_cutouts(qtbot, window: 
     assert window.catalog.selected_source() == int(spot.data())
 
 
-def test_verdicts_are_saved_with_the_digest_reloaded_and_exported(qtbot, window: MainWindow,
-                                                                   tmp_path: Path) -> None:
+def test_verdicts_are_saved_with_the_digest_reloaded_and_exported(
+    qtbot, window: MainWindow, tmp_path: Path
+) -> None:
     _run(qtbot, window, _demo())
     dia = window.outcome.result.diasources
     first, second = int(dia["id"][0]), int(dia["id"][1])
@@ -126,7 +126,9 @@ def test_verdicts_are_saved_with_the_digest_reloaded_and_exported(qtbot, window:
     doc = json.loads(path.read_text())
     assert doc["config_digest"] == window.outcome.result.config.digest()
     assert {(v["id"], v["label"], v["comment"]) for v in doc["verdicts"]} == {
-        (first, "real", "clean point source"), (second, "bogus", "")}
+        (first, "real", "clean point source"),
+        (second, "bogus", ""),
+    }
     _run(qtbot, window, _demo())  # reopening the pair reloads them
     assert window.verdicts[first].label == "real" and window.verdicts[second].label == "bogus"
     out = tmp_path / "catalog.ecsv"
@@ -150,19 +152,25 @@ def test_a_rerun_with_a_changed_parameter_shows_both_runs_in_ab(qtbot, window: M
     assert (int(a), int(b)) == (len(after.diasources), len(before.diasources))
     # a higher threshold cannot find more sources on the same difference
     assert len(after.diasources) <= len(before.diasources)
-    np.testing.assert_array_equal(window.ab_panel.b.data,
-                                  display.display_array(before.difference.image))
-    np.testing.assert_array_equal(window.ab_panel.a.data,
-                                  display.display_array(after.difference.image))
+    np.testing.assert_array_equal(
+        window.ab_panel.b.data, display.display_array(before.difference.image)
+    )
+    np.testing.assert_array_equal(
+        window.ab_panel.a.data, display.display_array(after.difference.image)
+    )
 
 
-def test_cancelling_a_long_run_leaves_the_window_idle_with_no_output(qtbot, window: MainWindow,
-                                                                      tmp_path: Path) -> None:
+def test_cancelling_a_long_run_leaves_the_window_idle_with_no_output(
+    qtbot, window: MainWindow, tmp_path: Path
+) -> None:
     big = make_pair((2048, 2048), n_stars=600, seed=3)
     steps: list[str] = []
     window.jobs.progress.connect(lambda lane, jid, step, frac: steps.append(step))
-    with qtbot.waitSignal(window.jobs.progress, timeout=RUN_TIMEOUT_MS,
-                          check_params_cb=lambda lane, jid, step, frac: step not in ("read",)):
+    with qtbot.waitSignal(
+        window.jobs.progress,
+        timeout=RUN_TIMEOUT_MS,
+        check_params_cb=lambda lane, jid, step, frac: step not in ("read",),
+    ):
         window.open_pair(Pair(big.science, big.template, "big"))
     assert window.is_running()
     window.cancel()
@@ -231,8 +239,7 @@ def test_config_saves_and_loads_as_toml(qtbot, window: MainWindow, tmp_path: Pat
     assert "spatial_order" in window.error_label.text()
 
 
-def test_pairs_list_steps_with_next_and_previous(qtbot, window: MainWindow, tmp_path: Path
-                                                 ) -> None:
+def test_pairs_list_steps_with_next_and_previous(qtbot, window: MainWindow, tmp_path: Path) -> None:
     sci, tmpl = demo_pair()
     csv = tmp_path / "pairs.csv"
     csv.write_text(f"science,template,name\n{sci},{tmpl},first\n{sci},{tmpl},second\n")
@@ -252,15 +259,20 @@ def test_default_extensions_prefer_sci_and_ref() -> None:
     assert default_extensions(["A", "B"]) == ("A", "B")
 
 
-def test_dropping_one_multi_extension_file_opens_its_sci_and_ref(qtbot, window: MainWindow,
-                                                                  tmp_path: Path) -> None:
+def test_dropping_one_multi_extension_file_opens_its_sci_and_ref(
+    qtbot, window: MainWindow, tmp_path: Path
+) -> None:
     from astropy.io import fits
 
     pair = make_pair((128, 128), n_stars=60, seed=4)
     path = tmp_path / "triplet.fits"
-    fits.HDUList([fits.PrimaryHDU(),
-                  fits.ImageHDU(np.asarray(pair.science.image), name="SCI"),
-                  fits.ImageHDU(np.asarray(pair.template.image), name="REF")]).writeto(path)
+    fits.HDUList(
+        [
+            fits.PrimaryHDU(),
+            fits.ImageHDU(np.asarray(pair.science.image), name="SCI"),
+            fits.ImageHDU(np.asarray(pair.template.image), name="REF"),
+        ]
+    ).writeto(path)
     with qtbot.waitSignals([window.jobs.started], timeout=5000):
         window.open_dropped([str(path)])
     assert window.pair.science == f"{path}[SCI]" and window.pair.template == f"{path}[REF]"

@@ -396,8 +396,9 @@ class DetectionConfig:
         maximum=50,
     )
     sky_sources: int = param(
-        0,
-        "Number of blank-sky positions measured to calibrate the noise.",
+        100,
+        "Number of blank-sky positions measured to calibrate the noise, as the LSST "
+        "pipeline's sky sources do.",
         minimum=0,
         maximum=10000,
     )

@@ -926,15 +926,46 @@ def write_exposure(
     ]
     if exposure.psf is not None:
         hdus.append(fits.ImageHDU(exposure.psf, name="PSF"))
-    hdul = fits.HDUList(hdus)
+    return write_hdulist(path, fits.HDUList(hdus), protect=protect)
+
+
+def write_hdulist(
+    path: str | Path, hdul: fits.HDUList, *, protect: Sequence[str | Path] = ()
+) -> Path:
+    """Write a FITS HDU list atomically (see :func:`quiet_fits_verify` for the warnings).
+
+    Parameters
+    ----------
+    path : str or Path
+        Destination FITS file.
+    hdul : astropy.io.fits.HDUList
+        What to write.
+    protect : sequence of str or Path, optional
+        Input files that must not be overwritten.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
 
     def write(tmp: Path) -> None:
-        with warnings.catch_warnings():
-            # Re-formatted input cards may lose the end of an over-long comment.
-            warnings.simplefilter("ignore", fits.verify.VerifyWarning)
+        with quiet_fits_verify():
             hdul.writeto(tmp, overwrite=True)
 
     return _atomic_write(path, write, protect)
+
+
+@contextlib.contextmanager
+def quiet_fits_verify() -> Iterator[None]:
+    """Silence astropy's VerifyWarning while building or writing FITS headers.
+
+    Long keywords become HIERARCH cards and over-long comments of re-formatted input
+    cards are cut: both are what we want, not something to warn about.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", VerifyWarning)
+        yield
 
 
 _TABLE_FORMATS = {".ecsv": "ascii.ecsv", ".fits": "fits", ".fit": "fits"}
@@ -966,13 +997,11 @@ def write_table(path: str | Path, table: Table, *, protect: Sequence[str | Path]
     if fmt is None:
         raise OutputError(f"cannot write table {path}: use a .ecsv or .fits name")
 
-    def write(tmp: Path) -> None:
-        # Long metadata keys become HIERARCH cards in FITS, which is what we want: no warning.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", VerifyWarning)
-            table.write(tmp, format=fmt, overwrite=True)
-
-    return _atomic_write(path, write, protect)
+    if fmt == "fits":
+        with quiet_fits_verify():
+            hdu = fits.table_to_hdu(table)
+        return write_hdulist(path, fits.HDUList([fits.PrimaryHDU(), hdu]), protect=protect)
+    return _atomic_write(path, lambda tmp: table.write(tmp, format=fmt, overwrite=True), protect)
 
 
 def read_pairs_csv(path: str | Path) -> list[tuple[str, str, str]]:

@@ -23,7 +23,7 @@ from diffviewer.config import to_toml
 from diffviewer.engine.diagnostics import noise_ratio
 from diffviewer.engine.pipeline import SubtractionResult
 from diffviewer.exposure import Exposure
-from diffviewer.io import atomic_write_bytes, atomic_write_text, write_exposure, write_table
+from diffviewer.io import atomic_write_text, write_exposure, write_hdulist, write_table
 from diffviewer.regions import ds9_regions
 
 VERSIONED_PACKAGES = ("numpy", "scipy", "astropy", "photutils", "reproject")
@@ -83,9 +83,9 @@ def build_metadata(result: SubtractionResult, elapsed: float | None = None) -> d
     sol = fit.solution
     status = np.asarray(fit.candidates["status"]).astype(str)
     sums = result.subtraction.kernel_sum_map
-    diasources = result.diasources
-    n_dipole = int(np.sum(diasources["is_dipole"])) if len(diasources) else 0
-    n_pos = int(np.sum(np.asarray(diasources["sign"]) > 0)) if len(diasources) else 0
+    sign = np.asarray(result.diasources["sign"])
+    real = ~np.asarray(result.diasources["sky_source"], dtype=bool)
+    decorr = result.decorrelation
     return {
         "diffviewer": package_versions(),
         "config_digest": result.config.digest(),
@@ -134,14 +134,16 @@ def build_metadata(result: SubtractionResult, elapsed: float | None = None) -> d
         "difference": {
             "decorrelated": result.decorrelation is not None,
             "noise_ratio": _finite(noise_ratio(result.difference)),
-            "noise_ratio_before_decorrelation": _finite(noise_ratio(result.subtraction.difference)),
+            "noise_ratio_propagated": _finite(noise_ratio(result.subtraction.difference)),
+            "variance_rescale": decorr.variance_rescale if decorr is not None else 1.0,
         },
         "score": {"method": result.score.method if result.score is not None else "none"},
         "detection": {
-            "n_sources": len(diasources),
-            "n_positive": n_pos,
-            "n_negative": len(diasources) - n_pos,
-            "n_dipoles": n_dipole,
+            "n_sources": int(np.sum(real)),
+            "n_positive": int(np.sum(real & (sign > 0))),
+            "n_negative": int(np.sum(real & (sign < 0))),
+            "n_dipoles": int(np.sum(np.asarray(result.diasources["is_dipole"], dtype=bool))),
+            "n_sky_sources": int(np.sum(~real)),
             "detected_fraction": result.detections.detected_fraction,
             "max_detected_fraction": result.config.detection.max_detected_fraction,
             "guard_tripped": guard_tripped(result),
@@ -197,15 +199,6 @@ def kernel_hdus(result: SubtractionResult, n_grid: int = 7) -> fits.HDUList:
     return fits.HDUList([primary, grid, basis, coeffs])
 
 
-def _hdulist_bytes(hdus: fits.HDUList) -> bytes:
-    """Serialise an HDU list to bytes (so it can be written atomically)."""
-    import io as _io
-
-    buffer = _io.BytesIO()
-    hdus.writeto(buffer)
-    return buffer.getvalue()
-
-
 def write_outputs(
     result: SubtractionResult,
     out_dir: str | Path,
@@ -251,11 +244,7 @@ def write_outputs(
             mask=score.mask | result.difference.mask,
         )
     written = [write_exposure(out / name, exp, protect=protect) for name, exp in exposures.items()]
-    written.append(
-        atomic_write_bytes(
-            out / "kernel.fits", _hdulist_bytes(kernel_hdus(result)), protect=protect
-        )
-    )
+    written.append(write_hdulist(out / "kernel.fits", kernel_hdus(result), protect=protect))
     tables = {
         "kernel_candidates.ecsv": result.kernel.candidates,
         "diasources.ecsv": result.diasources,

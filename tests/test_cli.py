@@ -68,7 +68,9 @@ def test_run_writes_every_output(demo_run: Path) -> None:
         assert [h.name for h in hdus][1:] == ["IMAGE", "MASK", "VARIANCE"]
         assert hdus["IMAGE"].header["CTYPE1"].startswith("RA")
     cat = Table.read(demo_run / "diasources.ecsv")
-    assert len(cat) == meta["detection"]["n_sources"]
+    sky = cat["sky_source"]
+    assert len(cat[~sky]) == meta["detection"]["n_sources"]
+    assert len(cat[sky]) == meta["detection"]["n_sky_sources"] == 100
     # The SFFT difference of these stacks has a ~49 sigma positive residual at (60, 181).
     near = (abs(cat["x"] - 60) < 3) & (abs(cat["y"] - 181) < 3)
     assert near.any() and (cat["sign"][near] > 0).all()

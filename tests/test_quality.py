@@ -29,3 +29,13 @@ def test_ruff_clean() -> None:
 def test_mypy_clean() -> None:
     out = subprocess.run([_tool("mypy")], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_ruff_format_clean() -> None:
+    out = subprocess.run(
+        [_tool("ruff"), "format", "--check", "diffviewer", "tests", "benchmarks", "scripts"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr

@@ -503,12 +503,18 @@ def estimate_variance(
     return sky_var + np.clip(image - level, 0.0, None) / gain
 
 
+#: Pixel values of at least this magnitude are blank fill, not data (ZTF alert cutouts pad
+#: with -3.4e38, the most negative float32).
+BLANK_MAGNITUDE = 1e30
+
+
 def fill_no_data(
     image: np.ndarray, variance: np.ndarray, mask: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Flag unusable values as NO_DATA and replace them with finite ones.
 
-    Pixels whose image is NaN/Inf, or whose variance is NaN/Inf or negative, get
+    Pixels whose image is NaN/Inf or a blank fill value (magnitude at least
+    :data:`BLANK_MAGNITUDE`), or whose variance is NaN/Inf or negative, get
     NO_DATA; there the image becomes 0 and the variance the median variance of the
     pixels without NO_DATA, so no NaN reaches arithmetic downstream.
 
@@ -525,7 +531,7 @@ def fill_no_data(
         New image and int32 mask; the variance is the input itself when none of it
         needed replacing.
     """
-    bad_image = ~np.isfinite(image)
+    bad_image = ~np.isfinite(image) | (np.abs(image) >= BLANK_MAGNITUDE)
     bad_var = ~np.isfinite(variance) | (variance < 0)
     out_mask = set_planes(mask, bad_image | bad_var, MaskPlane.NO_DATA)
     out_image = np.where(bad_image, 0.0, image)

@@ -32,24 +32,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
-from PyQt6.QtCore import QEventLoop, QSettings, QTimer  # noqa: E402
+from PyQt6.QtCore import QEventLoop, QTimer  # noqa: E402
 from PyQt6.QtWidgets import QApplication  # noqa: E402
 
 from diffviewer import display  # noqa: E402
 from diffviewer.gui.model import Pair  # noqa: E402
-from diffviewer.gui.window import MainWindow  # noqa: E402
+from diffviewer.gui.window import MainWindow, isolated_window  # noqa: E402
 
 GOTO = ROOT.parent / "shared" / "data" / "goto"
 SIZE = (1800, 1060)
-
-
-def new_window(folder: Path) -> MainWindow:
-    settings = QSettings(str(folder / "settings.ini"), QSettings.Format.IniFormat)
-    window = MainWindow(settings=settings)
-    window.output_root = folder / "out"
-    window.resize(*SIZE)
-    window.show()
-    return window
 
 
 def spin_until(app: QApplication, condition, timeout_s: float = 600.0) -> None:
@@ -70,7 +61,7 @@ def bench_run(app: QApplication, folder: Path, repeat: int) -> list[tuple[str, s
     """Run -> difference on screen, and cancel latency, on the GOTO pair."""
     if not (GOTO / "1.fits").is_file():
         return [("run -> difference on screen", f"skipped: {GOTO} absent")]
-    window = new_window(folder)
+    window = isolated_window(folder, SIZE)
     window.open_pair(Pair(str(GOTO / "1.fits"), str(GOTO / "2.fits"), "goto"), run=False)
     panel = window.area.panels["difference"]
     totals: list[float] = []
@@ -140,7 +131,7 @@ def _frames(
 
 def bench_pan(app: QApplication, folder: Path) -> list[tuple[str, str]]:
     """Pan frame time with 4096 x 4096 views."""
-    window = new_window(folder)
+    window = isolated_window(folder, SIZE)
     rng = np.random.default_rng(0)
     image = rng.normal(0.0, 1.0, (4096, 4096)).astype(np.float32)
     levels = display.compute_levels(image, display.DisplaySettings())
@@ -171,7 +162,7 @@ def bench_responsive(app: QApplication, folder: Path) -> list[tuple[str, str]]:
     from diffviewer.synthetic import make_pair
 
     pair = make_pair((4096, 4096), n_stars=3000, seed=5)
-    window = new_window(folder)
+    window = isolated_window(folder, SIZE)
     gaps: list[float] = []
     frames: list[float] = []
     last = [time.perf_counter()]

@@ -11,13 +11,15 @@ plain numpy so that the GUI's worker can run it off the GUI thread:
   (linear, asinh, log, sqrt) and a colour map in one go, so that changing the
   stretch never touches the image array;
 - :func:`mask_overlay`: an RGBA image of chosen mask planes;
-- :func:`cutout`: a fixed-size stamp around a position, padded at the edges.
+- :func:`cutout`: a fixed-size stamp around a position, padded at the edges;
+- :func:`cutout_levels`: levels that make the source at the centre of small cutouts
+  readable (from the sky to its peak, shared by the cutouts compared).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from astropy.visualization import MinMaxInterval, PercentileInterval, ZScaleInterval
@@ -115,6 +117,18 @@ _MAX_SAMPLE = 1_000_000
 # level range (the DS9 defaults: asinh(10 x) / 3, log(1000 x + 1) / log(1000)).
 _ASINH_SOFTENING = 0.1
 _LOG_EXPONENT = 1000.0
+
+# Half-size (px) of the central box of a cutout whose extreme sets the white point: the
+# selected source's core (a PSF FWHM of 2-5 px; dipole lobes lie within ~3 px of their
+# midpoint) falls inside it, so a brighter neighbour at the edge does not set the stretch.
+_CUTOUT_CORE = 4
+# The black point lies 2 sky sigma below the sky (the noise stays visible, unclipped);
+# the white point at least 5 sigma above it, so a cutout without a source shows noise
+# rather than amplifying nothing (5 sigma: a typical detection threshold).
+_CUTOUT_FLOOR_SIGMA = 2.0
+_CUTOUT_PEAK_SIGMA = 5.0
+# MAD to Gaussian sigma.
+_MAD_TO_SIGMA = 1.4826
 
 
 @dataclasses.dataclass(frozen=True)
@@ -385,3 +399,54 @@ def cutout(image: np.ndarray, x: float, y: float, half: int) -> np.ndarray:
     if xe > xs and ye > ys:
         out[ys - y0 : ye - y0, xs - x0 : xe - x0] = image[ys:ye, xs:xe]
     return out
+
+
+def cutout_levels(cutouts: Sequence[np.ndarray], *, symmetric: bool) -> tuple[float, float]:
+    """Shared levels that show the source at the centre of small cutouts.
+
+    The whole-image levels of a view (a zscale set by the sky) saturate a bright source
+    in a cutout, and the noise-set levels of a difference turn a residual into blocks.
+    Here the white point is the most extreme pixel in the central
+    ``2 * _CUTOUT_CORE + 1`` box of any of the cutouts (their source's peak), and the
+    black point is just below the sky, so the same source is compared at the same levels
+    across the cutouts.
+
+    Parameters
+    ----------
+    cutouts : sequence of numpy.ndarray
+        Square stamps of the same size centred on the source (NaN outside the image),
+        in the same units (e.g. science and template, or the difference alone).
+    symmetric : bool
+        ``(-a, a)`` around zero (difference and score), ``a`` the largest absolute core
+        value and at least 5 sky sigma; otherwise from 2 sigma below the median to the
+        highest core value (at least 5 sigma above the median).
+
+    Returns
+    -------
+    (float, float)
+        ``(black, white)`` in image units, ``white > black``.
+    """
+    values = np.concatenate([np.asarray(c, np.float64).ravel() for c in cutouts] or [np.zeros(0)])
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return (-1.0, 1.0) if symmetric else (0.0, 1.0)
+    sky = float(np.median(values))
+    sigma = _MAD_TO_SIGMA * float(np.median(np.abs(values - sky)))
+    if not sigma > 0:
+        sigma = float(np.std(values)) or 1.0
+    core = np.concatenate(
+        [
+            np.asarray(c, np.float64)[
+                max(c.shape[0] // 2 - _CUTOUT_CORE, 0) : c.shape[0] // 2 + _CUTOUT_CORE + 1,
+                max(c.shape[1] // 2 - _CUTOUT_CORE, 0) : c.shape[1] // 2 + _CUTOUT_CORE + 1,
+            ].ravel()
+            for c in cutouts
+        ]
+    )
+    core = core[np.isfinite(core)]
+    if symmetric:
+        peak = float(np.max(np.abs(core))) if core.size else 0.0
+        half = max(peak, _CUTOUT_PEAK_SIGMA * sigma)
+        return -half, half
+    peak = float(np.max(core)) if core.size else -np.inf
+    return sky - _CUTOUT_FLOOR_SIGMA * sigma, max(peak, sky + _CUTOUT_PEAK_SIGMA * sigma)

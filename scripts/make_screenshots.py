@@ -28,11 +28,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
-from PyQt6.QtCore import QEventLoop, QSettings, QTimer  # noqa: E402
+from PyQt6.QtCore import QEventLoop, QTimer  # noqa: E402
 from PyQt6.QtWidgets import QApplication  # noqa: E402
 
 from diffviewer.gui.model import Pair  # noqa: E402
-from diffviewer.gui.window import MainWindow  # noqa: E402
+from diffviewer.gui.window import MainWindow, isolated_window  # noqa: E402
 from diffviewer.io import demo_pair  # noqa: E402
 
 GOTO = ROOT.parent / "shared" / "data" / "goto"
@@ -63,16 +63,6 @@ def settle(app: QApplication) -> None:
     """Let pending layout and paint events run."""
     for _ in range(5):
         app.processEvents()
-
-
-def new_window(folder: Path) -> MainWindow:
-    """A window with throw-away settings, at the screenshot size."""
-    settings = QSettings(str(folder / "settings.ini"), QSettings.Format.IniFormat)
-    window = MainWindow(settings=settings)
-    window.output_root = folder / "out"
-    window.resize(*SIZE)
-    window.show()
-    return window
 
 
 def brightest_source(window: MainWindow, positive: bool = True) -> int:
@@ -108,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         sci, tmpl = demo_pair()
-        demo = new_window(Path(tmp))
+        demo = isolated_window(Path(tmp), SIZE)
         wait_for(demo, "run", lambda: demo.open_pair(Pair(str(sci), str(tmpl), "demo")))
         # the demo pair's known transient (resources/demo/README.md): x = 60, y = 181
         demo.select_source(nearest_source(demo, 60.0, 181.0))
@@ -116,10 +106,10 @@ def main(argv: list[str] | None = None) -> int:
         demo.close()
 
         if (GOTO / "1.fits").is_file():
-            window = new_window(Path(tmp) / "goto")
+            window = isolated_window(Path(tmp) / "goto", SIZE)
             pair = Pair(str(GOTO / "1.fits"), str(GOTO / "2.fits"), "goto")
         else:
-            window = new_window(Path(tmp) / "demo2")
+            window = isolated_window(Path(tmp) / "demo2", SIZE)
             pair = Pair(str(sci), str(tmpl), "demo")
         wait_for(window, "run", lambda: window.open_pair(pair))
         if pair.name == "goto":

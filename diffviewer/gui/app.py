@@ -11,7 +11,6 @@ from diffviewer.config import SubtractionConfig
 from diffviewer.errors import DiffviewerError
 from diffviewer.gui.model import Pair
 from diffviewer.gui.window import MainWindow
-from diffviewer.gui.worker import ErrorReport
 
 
 def launch(
@@ -52,7 +51,7 @@ def launch(
             try:
                 sci, tmpl = demo_pair()
             except DiffviewerError as exc:
-                window.show_report(ErrorReport(type(exc).__name__, str(exc), "", True))
+                window.report_problem(exc)
                 return
             window.open_pair(Pair(str(sci), str(tmpl), "demo"))
 

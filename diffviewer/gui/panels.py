@@ -259,7 +259,29 @@ class ResidualPanel(QWidget):
             self.plots.append(plot)
 
 
-class StampPanel(QWidget):
+class _StampGrid(QWidget):
+    """Small titled images in a grid of two columns, above a line of text."""
+
+    def __init__(self, titles: Sequence[str], prompt: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.canvas = pg.GraphicsLayoutWidget()
+        self.items: dict[str, pg.ImageItem] = {}
+        self.boxes: dict[str, pg.ViewBox] = {}
+        self.labels: dict[str, pg.LabelItem] = {}
+        for k, title in enumerate(titles):
+            self.boxes[title], self.items[title], self.labels[title] = _image_box(
+                self.canvas, title, k // 2, k % 2
+            )
+        self.info = QLabel(prompt)
+        self.info.setWordWrap(True)
+        self.info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.vbox = QVBoxLayout(self)
+        self.vbox.setContentsMargins(2, 2, 2, 2)
+        self.vbox.addWidget(self.canvas, 1)
+        self.vbox.addWidget(self.info)
+
+
+class StampPanel(_StampGrid):
     """One kernel candidate: its images, its own kernel beside the spatial model, its QA."""
 
     TITLES = (
@@ -273,73 +295,135 @@ class StampPanel(QWidget):
     )
 
     def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.canvas = pg.GraphicsLayoutWidget()
-        self.items: dict[str, pg.ImageItem] = {}
-        for k, title in enumerate(self.TITLES):
-            _, self.items[title], _ = _image_box(self.canvas, title, k // 2, k % 2)
-        self.info = QLabel("Click a kernel source (circle) on an image.")
-        self.info.setWordWrap(True)
-        self.info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(2, 2, 2, 2)
-        layout.addWidget(self.canvas, 1)
-        layout.addWidget(self.info)
+        super().__init__(self.TITLES, "Click a kernel source (circle) on an image.", parent)
 
     def set_data(self, images: Mapping[str, np.ndarray | None], info: str) -> None:
-        """Show a stamp's images (keys of :attr:`TITLES`) and its text."""
-        image_settings = display.DisplaySettings()
-        sci = images.get("science")
-        common = (
-            display.compute_levels(display.display_array(sci), image_settings)
-            if sci is not None
-            else None
-        )
+        """Show a stamp's images (keys of :attr:`TITLES`) and its text.
+
+        Science and template share levels from the sky to the star's peak, and so do
+        the two differences (symmetric), so each pair compares at one stretch.
+        """
+
+        def shared(titles: Sequence[str], symmetric: bool) -> tuple[float, float] | None:
+            arrays = [a for t in titles if (a := images.get(t)) is not None]
+            return display.cutout_levels(arrays, symmetric=symmetric) if arrays else None
+
+        inputs = shared(("science", "template"), False)
+        diffs = shared(("diff (own kernel)", "diff (spatial)"), True)
         for title, item in self.items.items():
             array = images.get(title)
             if title in ("science", "template"):
-                _show(item, array, image_settings, common)
+                _show(item, array, display.DisplaySettings(), inputs)
             elif "kernel" in title:
                 _show(item, array, _SIGNED)
             elif title == "normalised residual":
                 _show(item, array, _SIGNED.replace(levels="manual", manual=(-5.0, 5.0)))
             else:
-                _show(item, array, display.default_settings("difference"))
+                _show(item, array, display.default_settings("difference"), diffs)
         self.info.setText(info)
 
 
-class CutoutPanel(QWidget):
-    """The selected DIA source in science, template, difference and score, in the views' display."""
+# Ticks marking a cutout's centre: from this distance (px) from the source outwards, so
+# they frame its core without hiding it.
+_TICK_GAP, _TICK_LENGTH = 2.5, 3.0
+
+
+def _centre_ticks(x: float, y: float) -> tuple[np.ndarray, np.ndarray]:
+    """Four tick segments (pairs of points) around (x, y), left, right, below and above."""
+    near, far = _TICK_GAP, _TICK_GAP + _TICK_LENGTH
+    xs = [x - far, x - near, x + near, x + far, x, x, x, x]
+    ys = [y, y, y, y, y - far, y - near, y + near, y + far]
+    return np.array(xs), np.array(ys)
+
+
+class CutoutPanel(_StampGrid):
+    """The selected DIA source in science, template, difference and score.
+
+    Science and template share levels from just below the sky to the source's peak,
+    difference and score are symmetric around zero up to their extreme at the source
+    (:func:`diffviewer.display.cutout_levels`), all with one stretch (asinh by default,
+    so a bright star's core and wings both show) and each view's colour map; ticks mark
+    the source position and each title gives its black and white points.
+    """
 
     NAMES = ("science", "template", "difference", "score")
+    #: Cutouts that share levels, and whether those are symmetric around zero.
+    GROUPS: tuple[tuple[tuple[str, ...], bool], ...] = (
+        (("science", "template"), False),
+        (("difference",), True),
+        (("score",), True),
+    )
 
     def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.canvas = pg.GraphicsLayoutWidget()
-        self.items: dict[str, pg.ImageItem] = {}
-        self.boxes: dict[str, pg.ViewBox] = {}
-        for k, name in enumerate(self.NAMES):
-            self.boxes[name], self.items[name], _ = _image_box(self.canvas, name, k // 2, k % 2)
-        self.info = QLabel("Select a DIA source.")
-        self.info.setWordWrap(True)
-        self.info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(2, 2, 2, 2)
-        layout.addWidget(self.canvas, 1)
-        layout.addWidget(self.info)
+        super().__init__(self.NAMES, "Select a DIA source.", parent)
+        self.stretch_box = QComboBox()
+        self.stretch_box.addItems(list(display.STRETCHES))
+        self.stretch_box.setCurrentText("asinh")
+        self.stretch_box.setToolTip("Stretch of the four cutouts")
+        self.stretch_box.currentTextChanged.connect(self._redraw)
+        bar = QHBoxLayout()
+        bar.addWidget(QLabel("stretch"))
+        bar.addWidget(self.stretch_box)
+        bar.addStretch(1)
+        self.vbox.insertLayout(0, bar)
+        self.ticks: dict[str, pg.PlotDataItem] = {}
+        for name, box in self.boxes.items():
+            ticks = pg.PlotDataItem(connect="pairs", pen=pg.mkPen((0, 255, 0), width=2))
+            ticks.setZValue(10)
+            box.addItem(ticks)
+            self.ticks[name] = ticks
+        self.levels: dict[str, tuple[float, float]] = {}
+        self._cutouts: Mapping[str, np.ndarray] = {}
+        self._cmaps: Mapping[str, str] = {}
+        self._centre = (0.0, 0.0)
 
     def set_data(
-        self, cutouts: Mapping[str, np.ndarray], panels: Mapping[str, ImagePanel], info: str
+        self,
+        cutouts: Mapping[str, np.ndarray],
+        cmaps: Mapping[str, str],
+        centre: tuple[float, float],
+        info: str,
     ) -> None:
-        """Show cutouts with the same levels, stretch and colour map as their main panels."""
-        for name, item in self.items.items():
-            panel = panels.get(name)
-            array = cutouts.get(name)
-            if array is None or panel is None:
-                item.clear()
-                continue
-            _show(item, array, panel.settings, panel.levels())
+        """Show the cutouts of one source.
+
+        Parameters
+        ----------
+        cutouts : mapping of str to numpy.ndarray
+            Stamps of :attr:`NAMES` (absent ones are cleared), same shape.
+        cmaps : mapping of str to str
+            Colour map of each (the views' own).
+        centre : (float, float)
+            Source position in cutout pixel coordinates (x, y).
+        info : str
+            A line about the source.
+        """
+        self._cutouts, self._cmaps, self._centre = cutouts, cmaps, centre
         self.info.setText(info)
+        self._redraw()
+
+    def _redraw(self, *args: object) -> None:
+        self.levels = {}
+        for names, symmetric in self.GROUPS:
+            arrays = [self._cutouts[n] for n in names if n in self._cutouts]
+            if arrays:
+                lv = display.cutout_levels(arrays, symmetric=symmetric)
+                self.levels.update({n: lv for n in names if n in self._cutouts})
+        for name, item in self.items.items():
+            array = self._cutouts.get(name)
+            if array is None:
+                item.clear()
+                self.ticks[name].clear()
+                self.labels[name].setText(name)
+                continue
+            lo, hi = self.levels[name]
+            settings = display.DisplaySettings(
+                stretch=self.stretch_box.currentText(),
+                cmap=self._cmaps.get(name, "gray"),
+                symmetric=lo == -hi,
+            )
+            _show(item, array, settings, (lo, hi))
+            self.ticks[name].setData(*_centre_ticks(*self._centre))
+            self.labels[name].setText(f"{name}<br>{lo:.4g} to {hi:.4g}", size="9pt")
 
 
 #: One run in the A/B panel: difference image, its levels, a label and its metrics.

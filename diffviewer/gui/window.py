@@ -424,7 +424,7 @@ class MainWindow(QMainWindow):
         try:
             names = image_extensions(Path(path))
         except InputError as exc:
-            self.show_report(ErrorReport("InputError", str(exc), "", True))
+            self.report_problem(exc)
             return
         guess = default_extensions(names)
         sci, ok = QInputDialog.getItem(
@@ -450,7 +450,7 @@ class MainWindow(QMainWindow):
         try:
             rows = read_pairs_csv(path)
         except DiffviewerError as exc:
-            self.show_report(ErrorReport(type(exc).__name__, str(exc), "", True))
+            self.report_problem(exc)
             return
         self.set_pairs([Pair(s, t, n) for s, t, n in rows])
 
@@ -476,18 +476,15 @@ class MainWindow(QMainWindow):
                 names = image_extensions(Path(paths[0]))
                 sci, tmpl = default_extensions(names)
             except InputError as exc:
-                self.show_report(ErrorReport("InputError", str(exc), "", True))
+                self.report_problem(exc)
                 return
             self.open_specs(f"{paths[0]}[{sci}]", f"{paths[0]}[{tmpl}]")
         else:
-            self.show_report(
-                ErrorReport(
-                    "InputError",
+            self.report_problem(
+                InputError(
                     f"dropped {len(paths)} files: drop the "
                     "science and the template together, or one "
-                    "multi-extension file",
-                    "",
-                    True,
+                    "multi-extension file"
                 )
             )
 
@@ -520,7 +517,7 @@ class MainWindow(QMainWindow):
         try:
             config = self.params.config()
         except DiffviewerError as exc:
-            self.show_report(ErrorReport(type(exc).__name__, str(exc), "", True))
+            self.report_problem(exc)
             return
         self._hide_error()
         self._log(f"run: {self.pair.label} (config {config.digest()})")
@@ -561,7 +558,6 @@ class MainWindow(QMainWindow):
         elif lane.startswith("levels:"):
             panel = self.area.panels[lane.split(":", 1)[1]]
             panel.set_levels(value)
-            self._refresh_cutouts()
         elif lane == "save":
             self._log(f"saved {len(value)} files to {value[0].parent if value else '?'}")
             self.status.showMessage(f"saved {len(value)} files", 5000)
@@ -741,7 +737,10 @@ class MainWindow(QMainWindow):
             if n in self._raw
         }
         self.cutouts.set_data(
-            cutouts, self.area.panels, model.source_summary(dia, self.selected, self.verdicts)
+            cutouts,
+            {n: self.area.panels[n].settings.cmap for n in cutouts},
+            (CUTOUT_HALF + x - round(x), CUTOUT_HALF + y - round(y)),
+            model.source_summary(dia, self.selected, self.verdicts),
         )
 
     def _centre_and_show(self, x: float, y: float) -> None:
@@ -819,6 +818,18 @@ class MainWindow(QMainWindow):
         self.error_box.show()
         self._log(f"error: {report.title}: {report.message}")
 
+    def report_problem(self, exc: BaseException, title: str | None = None) -> None:
+        """Show an expected problem (bad input, unwritable file) as a message, no traceback.
+
+        Parameters
+        ----------
+        exc : BaseException
+            The problem; its text is the message.
+        title : str, optional
+            Heading (the exception's class name when None).
+        """
+        self.show_report(ErrorReport(title or type(exc).__name__, str(exc), "", True))
+
     def _hide_error(self) -> None:
         self.error_box.hide()
 
@@ -881,7 +892,7 @@ class MainWindow(QMainWindow):
         try:
             model.save_verdicts(path, self.verdicts, self.pair, self.outcome.result.config.digest())
         except (OSError, DiffviewerError) as exc:
-            self.show_report(ErrorReport("Cannot save verdicts", str(exc), "", True))
+            self.report_problem(exc, "Cannot save verdicts")
 
     def _load_verdicts(self) -> None:
         path = self.verdict_path()
@@ -890,7 +901,7 @@ class MainWindow(QMainWindow):
             try:
                 saved, digest = model.load_verdicts(path)
             except InputError as exc:
-                self.show_report(ErrorReport("InputError", str(exc), "", True))
+                self.report_problem(exc)
                 saved, digest = {}, ""
             self.verdicts = model.match_verdicts(saved, self.outcome.result.diasources)
             if digest and digest != self.outcome.result.config.digest():
@@ -956,7 +967,7 @@ class MainWindow(QMainWindow):
             atomic_write_text(path, to_toml(self.params.config()))
             self.settings.setValue("last_config_folder", str(path.parent))
         except (OSError, DiffviewerError) as exc:
-            self.show_report(ErrorReport("Cannot save config", str(exc), "", True))
+            self.report_problem(exc, "Cannot save config")
 
     def load_config_dialog(self) -> None:
         """Load a config TOML into the parameter panel (press Run to apply it)."""
@@ -970,7 +981,7 @@ class MainWindow(QMainWindow):
         try:
             config = load_toml(path)
         except DiffviewerError as exc:
-            self.show_report(ErrorReport(type(exc).__name__, str(exc), "", True))
+            self.report_problem(exc)
             return
         for section, values in config.to_dict().items():
             for name, value in values.items():
@@ -1002,7 +1013,7 @@ class MainWindow(QMainWindow):
                 path, model.catalog_with_verdicts(self.outcome.result.diasources, self.verdicts)
             )
         except (OSError, DiffviewerError) as exc:
-            self.show_report(ErrorReport("Cannot export the catalog", str(exc), "", True))
+            self.report_problem(exc, "Cannot export the catalog")
 
     def png_targets(self) -> dict[str, QWidget]:
         """Widgets that can be saved as PNG, by name."""
@@ -1039,13 +1050,9 @@ class MainWindow(QMainWindow):
         """Grab a widget (the current tab when None) into a PNG file."""
         target = widget if widget is not None else self.tabs.currentWidget()
         if target is None or not target.grab().save(str(path), "PNG"):
-            self.show_report(
-                ErrorReport(
-                    "Cannot save PNG",
-                    f"could not write {path}; check the folder exists and is writable",
-                    "",
-                    True,
-                )
+            self.report_problem(
+                OSError(f"could not write {path}; check the folder exists and is writable"),
+                "Cannot save PNG",
             )
             return
         self.settings.setValue("last_png_folder", str(path.parent))
@@ -1134,3 +1141,27 @@ def default_extensions(names: Sequence[str]) -> tuple[str, str]:
         next(n for n in names if n != sci),
     )
     return sci, tmpl
+
+
+def isolated_window(folder: Path, size: tuple[int, int] | None = None) -> MainWindow:
+    """A shown window whose settings and outputs live in ``folder`` (tests, scripts, benchmarks).
+
+    Parameters
+    ----------
+    folder : Path
+        Holds ``settings.ini`` (layout, folders, recent pairs) and ``out/`` (outputs), so
+        nothing of the user's own settings is read or changed.
+    size : (int, int), optional
+        Window width and height (px); Qt's default when None.
+
+    Returns
+    -------
+    MainWindow
+    """
+    settings = QSettings(str(folder / "settings.ini"), QSettings.Format.IniFormat)
+    window = MainWindow(settings=settings)
+    window.output_root = folder / "out"
+    if size is not None:
+        window.resize(*size)
+    window.show()
+    return window

@@ -236,25 +236,26 @@ class JobRunner(QObject):
         if lane is not None:
             self.progress.emit(lane, job_id, step, fraction)
 
-    @pyqtSlot(int, object)
-    def _on_finished(self, job_id: int, result: object) -> None:
+    def _end(self, job_id: int) -> str | None:
+        """Retire a lane's current job as it ends; its lane, or None for a superseded job."""
         lane = self._lane_of(job_id)
         if lane is not None:
             del self._current[lane]
+        return lane
+
+    @pyqtSlot(int, object)
+    def _on_finished(self, job_id: int, result: object) -> None:
+        if (lane := self._end(job_id)) is not None:
             self.finished.emit(lane, job_id, result)
 
     @pyqtSlot(int, object)
     def _on_failed(self, job_id: int, report: object) -> None:
-        lane = self._lane_of(job_id)
-        if lane is not None:
-            del self._current[lane]
+        if (lane := self._end(job_id)) is not None:
             self.failed.emit(lane, job_id, report)
 
     @pyqtSlot(int)
     def _on_cancelled(self, job_id: int) -> None:
-        lane = self._lane_of(job_id)
-        if lane is not None:
-            del self._current[lane]
+        if (lane := self._end(job_id)) is not None:
             self.cancelled.emit(lane, job_id)
 
     @pyqtSlot()

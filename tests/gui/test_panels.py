@@ -7,19 +7,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PyQt6.QtCore import QSettings, Qt
+from PyQt6.QtCore import Qt
 from PyQt6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QLineEdit, QSpinBox
 
 from diffviewer import display
 from diffviewer.config import SECTION_TYPES, SubtractionConfig, field_specs
 from diffviewer.exposure import MaskPlane
-from diffviewer.gui.model import Pair
 from diffviewer.gui.params import ParameterPanel
 from diffviewer.gui.views import ImageArea
 from diffviewer.gui.window import MainWindow
-from diffviewer.io import demo_pair
-
-RUN_TIMEOUT_MS = 120_000
+from tests.gui.helpers import finish
 
 
 def test_parameter_panel_has_an_editor_per_field_with_doc_limits_and_choices(qtbot) -> None:
@@ -115,30 +112,9 @@ def test_stretch_and_colour_map_change_the_lut_only(qtbot) -> None:
     assert panel.levels() == (-5.0, 5.0)  # levels are kept: only the LUT changed
 
 
-@pytest.fixture
-def demo_window(qtbot, tmp_path: Path):
-    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
-    win = MainWindow(settings=settings)
-    win.output_root = tmp_path / "out"
-    qtbot.addWidget(win)
-    win.show()
-    sci, tmpl = demo_pair()
-    with qtbot.waitSignal(
-        win.jobs.finished, timeout=RUN_TIMEOUT_MS, check_params_cb=lambda lane, *a: lane == "run"
-    ):
-        win.open_pair(Pair(str(sci), str(tmpl), "demo"))
-    yield win
-    win.jobs.shutdown()
-
-
 def test_level_modes_are_computed_in_the_worker(qtbot, demo_window: MainWindow) -> None:
     panel = demo_window.area.panels["science"]
-    with qtbot.waitSignal(
-        demo_window.jobs.finished,
-        timeout=10_000,
-        check_params_cb=lambda lane, *a: lane == "levels:science",
-    ):
-        panel.levels_box.setCurrentText("minmax")
+    finish(qtbot, demo_window, "levels:science", lambda: panel.levels_box.setCurrentText("minmax"))
     assert panel.levels() == (
         pytest.approx(float(panel.data.min())),
         pytest.approx(float(panel.data.max())),
@@ -183,12 +159,7 @@ def test_save_all_outputs_writes_the_run_files_and_verdicts(
     qtbot, demo_window: MainWindow, tmp_path: Path
 ) -> None:
     out = tmp_path / "saved"
-    with qtbot.waitSignal(
-        demo_window.jobs.finished,
-        timeout=RUN_TIMEOUT_MS,
-        check_params_cb=lambda lane, *a: lane == "save",
-    ):
-        demo_window.save_outputs(out)
+    finish(qtbot, demo_window, "save", lambda: demo_window.save_outputs(out))
     names = {p.name for p in out.iterdir()}
     assert {"difference.fits", "diasources.ecsv", "config.toml", "verdicts.json"} <= names
     png = tmp_path / "view.png"
@@ -235,18 +206,8 @@ def test_dipole_segments_join_the_lobes_of_dipoles_only() -> None:
 
 def test_a_chosen_level_mode_survives_a_rerun(qtbot, demo_window: MainWindow) -> None:
     panel = demo_window.area.panels["science"]
-    with qtbot.waitSignal(
-        demo_window.jobs.finished,
-        timeout=10_000,
-        check_params_cb=lambda lane, *a: lane == "levels:science",
-    ):
-        panel.levels_box.setCurrentText("minmax")
-    with qtbot.waitSignal(
-        demo_window.jobs.finished,
-        timeout=RUN_TIMEOUT_MS,
-        check_params_cb=lambda lane, *a: lane == "levels:science",
-    ):
-        demo_window.run()
+    finish(qtbot, demo_window, "levels:science", lambda: panel.levels_box.setCurrentText("minmax"))
+    finish(qtbot, demo_window, "levels:science", demo_window.run)
     assert panel.settings.levels == "minmax"
     assert panel.levels()[1] == pytest.approx(float(panel.data.max()))
 

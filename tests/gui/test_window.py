@@ -14,44 +14,14 @@ from diffviewer import display
 from diffviewer.config import load_toml
 from diffviewer.gui import model
 from diffviewer.gui.model import Pair
-from diffviewer.gui.window import MainWindow, default_extensions
+from diffviewer.gui.window import MainWindow, default_extensions, isolated_window
 from diffviewer.io import demo_pair
 from diffviewer.synthetic import make_pair
-
-RUN_TIMEOUT_MS = 120_000  # the demo pair runs in ~1-3 s; generous for a loaded shared machine
-
-
-@pytest.fixture
-def window(qtbot, tmp_path: Path):
-    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
-    win = MainWindow(settings=settings)
-    win.output_root = tmp_path / "out"
-    qtbot.addWidget(win)
-    win.show()
-    yield win
-    win.jobs.shutdown()
-
-
-def _is_run(lane: str, *args: object) -> bool:
-    return lane == "run"
-
-
-def _run(qtbot, win: MainWindow, pair: Pair | None = None) -> None:
-    """Open ``pair`` (or re-run the current one) and wait for the result on screen."""
-    with qtbot.waitSignal(win.jobs.finished, timeout=RUN_TIMEOUT_MS, check_params_cb=_is_run):
-        if pair is None:
-            win.run()
-        else:
-            win.open_pair(pair)
-
-
-def _demo() -> Pair:
-    sci, tmpl = demo_pair()
-    return Pair(str(sci), str(tmpl), "demo")
+from tests.gui.helpers import RUN_TIMEOUT_MS, demo, finish, run
 
 
 def test_demo_run_shows_the_engine_arrays_overlays_and_catalog(qtbot, window: MainWindow) -> None:
-    _run(qtbot, window, _demo())
+    run(qtbot, window, demo())
     assert window.outcome is not None and not window.is_running()
     result = window.outcome.result
     # every view holds the engine's array (display copy: NaN-free float32 of the same values)
@@ -88,7 +58,7 @@ def test_demo_run_shows_the_engine_arrays_overlays_and_catalog(qtbot, window: Ma
 
 
 def test_selecting_a_row_centres_the_views_and_fills_the_cutouts(qtbot, window: MainWindow) -> None:
-    _run(qtbot, window, _demo())
+    run(qtbot, window, demo())
     dia = window.outcome.result.diasources
     window.area.centre_on(10.0, 10.0, half_width=20.0)
     proxy_row = window.catalog.proxy.mapFromSource(window.catalog.model.index(3, 0)).row()
@@ -114,7 +84,7 @@ def test_selecting_a_row_centres_the_views_and_fills_the_cutouts(qtbot, window: 
 def test_verdicts_are_saved_with_the_digest_reloaded_and_exported(
     qtbot, window: MainWindow, tmp_path: Path
 ) -> None:
-    _run(qtbot, window, _demo())
+    run(qtbot, window, demo())
     dia = window.outcome.result.diasources
     first, second = int(dia["id"][0]), int(dia["id"][1])
     window.select_source(first)
@@ -129,7 +99,7 @@ def test_verdicts_are_saved_with_the_digest_reloaded_and_exported(
         (first, "real", "clean point source"),
         (second, "bogus", ""),
     }
-    _run(qtbot, window, _demo())  # reopening the pair reloads them
+    run(qtbot, window, demo())  # reopening the pair reloads them
     assert window.verdicts[first].label == "real" and window.verdicts[second].label == "bogus"
     out = tmp_path / "catalog.ecsv"
     window.export_catalog(out)
@@ -139,12 +109,12 @@ def test_verdicts_are_saved_with_the_digest_reloaded_and_exported(
 
 
 def test_a_rerun_with_a_changed_parameter_shows_both_runs_in_ab(qtbot, window: MainWindow) -> None:
-    _run(qtbot, window, _demo())
+    run(qtbot, window, demo())
     before = window.outcome.result
     window.params.set_value("detection", "threshold", 8.0)
     assert window.params.is_modified()
     assert window.params.editor("detection", "threshold").styleSheet() != ""  # highlighted
-    _run(qtbot, window)
+    run(qtbot, window)
     after = window.outcome.result
     assert after.config.detection.threshold == 8.0 and window.previous.result is before
     assert window.params.config() == after.config and not window.params.is_modified()
@@ -199,8 +169,8 @@ def test_an_unexpected_error_becomes_a_message_with_details(qtbot, tmp_path: Pat
     def broken(science, template, config, progress=None, cancel=None):
         raise ValueError("boom in the engine")
 
-    settings = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
-    win = MainWindow(runner=broken, settings=settings)
+    win = isolated_window(tmp_path)
+    win.runner = broken
     qtbot.addWidget(win)
     pair = make_pair((64, 64), n_stars=5, seed=2)
     with qtbot.waitSignal(win.jobs.failed, timeout=RUN_TIMEOUT_MS):
@@ -243,12 +213,10 @@ def test_pairs_list_steps_with_next_and_previous(qtbot, window: MainWindow, tmp_
     sci, tmpl = demo_pair()
     csv = tmp_path / "pairs.csv"
     csv.write_text(f"science,template,name\n{sci},{tmpl},first\n{sci},{tmpl},second\n")
-    with qtbot.waitSignal(window.jobs.finished, timeout=RUN_TIMEOUT_MS, check_params_cb=_is_run):
-        window.open_pairs_file(str(csv))
+    finish(qtbot, window, "run", lambda: window.open_pairs_file(str(csv)))
     assert window.pair.name == "first" and window.next_action.isEnabled()
     assert not window.prev_action.isEnabled()
-    with qtbot.waitSignal(window.jobs.finished, timeout=RUN_TIMEOUT_MS, check_params_cb=_is_run):
-        window.next_pair()
+    finish(qtbot, window, "run", window.next_pair)
     assert window.pair.name == "second" and window.prev_action.isEnabled()
     assert window.windowTitle().endswith("second")
     assert len(window._recent()) == 1  # the same two files: one recent entry

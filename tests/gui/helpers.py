@@ -1,0 +1,34 @@
+"""Shared helpers of the GUI tests: the demo pair and waiting for a lane's job."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from diffviewer.gui.model import Pair
+from diffviewer.gui.window import MainWindow
+from diffviewer.io import demo_pair
+
+# The demo pair runs in ~1-3 s; generous for a loaded shared machine (a time-out, not a
+# timing assertion: the wait ends as soon as the signal arrives).
+RUN_TIMEOUT_MS = 120_000
+
+
+def demo() -> Pair:
+    """The bundled demo pair."""
+    sci, tmpl = demo_pair()
+    return Pair(str(sci), str(tmpl), "demo")
+
+
+def finish(qtbot, win: MainWindow, lane: str, action: Callable[[], object]) -> None:
+    """Call ``action`` and wait until the window's job of ``lane`` has finished."""
+    with qtbot.waitSignal(
+        win.jobs.finished,
+        timeout=RUN_TIMEOUT_MS,
+        check_params_cb=lambda which, *args: which == lane,
+    ):
+        action()
+
+
+def run(qtbot, win: MainWindow, pair: Pair | None = None) -> None:
+    """Open ``pair`` (or re-run the current one) and wait for the result on screen."""
+    finish(qtbot, win, "run", win.run if pair is None else lambda: win.open_pair(pair))

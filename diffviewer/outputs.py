@@ -26,7 +26,7 @@ from diffviewer.exposure import Exposure
 from diffviewer.io import atomic_write_text, write_exposure, write_hdulist, write_table
 from diffviewer.regions import ds9_regions
 
-VERSIONED_PACKAGES = ("numpy", "scipy", "astropy", "photutils", "reproject")
+VERSIONED_PACKAGES = ("numpy", "scipy", "astropy", "photutils")
 
 
 def package_versions() -> dict[str, str]:

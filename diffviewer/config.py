@@ -308,8 +308,9 @@ class KernelConfig:
     max_iterations: int = param(3, "Rounds of per-stamp rejection.", minimum=1, maximum=20)
     min_stamps: int = param(
         3,
-        "Least number of good stamps to fit a kernel; with fewer, the spatial "
-        "orders are lowered, then the run fails with InsufficientKernelSources.",
+        "Least number of good stamps to fit a kernel (spatial orders are lowered first); "
+        "with fewer, a spatially constant kernel is derived from the two PSFs, or is a "
+        "delta (a plain difference) when a PSF is unknown.",
         minimum=1,
         maximum=1000,
     )

@@ -30,7 +30,7 @@ from scipy.spatial import cKDTree
 from diffviewer.config import CandidatesConfig, KernelConfig
 from diffviewer.engine.kernel import stamp_half_width
 from diffviewer.engine.progress import Reporter
-from diffviewer.engine.psf import cutouts, estimate_psf
+from diffviewer.engine.psf import cutouts, estimate_psf, frozen
 from diffviewer.errors import InputError
 from diffviewer.exposure import Exposure, MaskPlane
 
@@ -74,6 +74,10 @@ class CandidateSet:
         (``kernel.stamp_half_width``), from the FWHMs of the brightest peaks on both images.
     fwhm : float
         Science FWHM (px) estimated from the brightest peaks (sizes stamps and apertures).
+    bright : (numpy.ndarray, numpy.ndarray)
+        x and y (integer science px) of the brightest peaks unsaturated on the science
+        image, brightest first, at most 100, without isolation or cell limits: the relaxed
+        PSF stars of :func:`diffviewer.engine.psf.estimate_psf` when kernel stars are few.
     """
 
     table: Table
@@ -81,6 +85,7 @@ class CandidateSet:
     rejected: Mapping[str, int]
     stamp_half_width: int
     fwhm: float
+    bright: tuple[np.ndarray, np.ndarray]
 
     def summary(self) -> str:
         """One line: how many were found, kept and rejected by reason."""
@@ -437,8 +442,9 @@ def select_candidates(
     sat_s, sat_t = _saturation_level(science, config), _saturation_level(template, config)
     bright = np.argsort(-peak)
     bright = bright[science.image[yi[bright], xi[bright]] < 0.5 * sat_s][:100]
-    fwhm = estimate_psf(science, xi[bright], yi[bright]).fwhm
-    fwhm_t = estimate_psf(template, xi[bright], yi[bright]).fwhm
+    bright_xy = (frozen(xi[bright]), frozen(yi[bright]))
+    fwhm = estimate_psf(science, *bright_xy, bright=bright_xy).fwhm
+    fwhm_t = estimate_psf(template, *bright_xy, bright=bright_xy).fwhm
     half = config.stamp_half_width or stamp_half_width(fwhm, fwhm_t, KernelConfig())
 
     reasons = np.full(len(xi), "", dtype=object)
@@ -536,5 +542,5 @@ def select_candidates(
     counts = {r: int(np.sum(reasons == r)) for r in REASONS}
     reporter.update(1.0)
     return CandidateSet(
-        table, int(n_detected), types.MappingProxyType(counts), int(half), float(fwhm)
+        table, int(n_detected), types.MappingProxyType(counts), int(half), float(fwhm), bright_xy
     )

@@ -30,7 +30,7 @@ from scipy.signal import fftconvolve
 
 from diffviewer.engine.kernel import KernelFit, KernelSolution, convolve_pairs
 from diffviewer.engine.progress import Reporter
-from diffviewer.engine.psf import cutouts
+from diffviewer.engine.psf import cutouts, frozen
 from diffviewer.engine.subtract import SubtractionProducts
 from diffviewer.exposure import UNUSABLE, Exposure, MaskPlane
 
@@ -42,14 +42,6 @@ _NOT_SKY = int(UNUSABLE | MaskPlane.DETECTED | MaskPlane.DETECTED_NEGATIVE | Mas
 
 #: Sigma-clipping limit for the noise ratio (removes source residuals, keeps 99.99% of noise).
 CLIP_SIGMA = 4.0
-
-
-def _frozen(a: np.ndarray, dtype: type = np.float32) -> np.ndarray:
-    out: np.ndarray = np.ascontiguousarray(a, dtype=dtype)
-    if out is a:
-        out = out.copy()
-    out.flags.writeable = False
-    return out
 
 
 def robust_std(values: np.ndarray) -> float:
@@ -256,14 +248,14 @@ def compute_diagnostics(
     im_i = img / _input_sigma(science, template, fit, yy[good], xx[good], ksum)
     reporter.update(0.8)
     return Diagnostics(
-        _frozen(own_d),
-        _frozen(own_i),
-        _frozen(sp_d),
-        _frozen(sp_i),
-        _frozen(ct_d),
-        _frozen(ct_i),
-        _frozen(im_d),
-        _frozen(im_i),
+        frozen(own_d, np.float32),
+        frozen(own_i, np.float32),
+        frozen(sp_d, np.float32),
+        frozen(sp_i, np.float32),
+        frozen(ct_d, np.float32),
+        frozen(ct_i, np.float32),
+        frozen(im_d, np.float32),
+        frozen(im_i, np.float32),
         noise_ratio(difference),
         noise_ratio(products.difference),
     )
@@ -410,8 +402,8 @@ def kernel_mosaic(solution: KernelSolution, n: int = 7) -> KernelMosaic:
     kernels = np.array([[solution.evaluate(float(x), float(y)) for x in xs] for y in ys])
     image = kernels.transpose(0, 2, 1, 3).reshape(n * size, n * size)
     return KernelMosaic(
-        _frozen(kernels, np.float64),
-        _frozen(xs, np.float64),
-        _frozen(ys, np.float64),
-        _frozen(image, np.float64),
+        frozen(kernels, np.float64),
+        frozen(xs, np.float64),
+        frozen(ys, np.float64),
+        frozen(image, np.float64),
     )

@@ -21,6 +21,13 @@ spatial kernel solution does); the first coefficient, which alone carries the ke
 has its own (default constant) order. Stamps whose residual against the spatial model
 fails the same limits are rejected and the spatial model refitted. Orders are lowered
 until there are :data:`STAMPS_PER_TERM` good stamps per spatial term.
+
+With fewer than ``min_stamps`` good stamps (alert cutouts, blank fields) the kernel is
+spatially constant: derived from the two PSF images (which :mod:`psf` measures from
+stars, takes as given, measures from bright compact sources, or reads from the header),
+or, when either PSF is only the default, a delta (a plain scaled difference), with a
+warning either way. Only inputs without a pixel usable on both images raise
+``InsufficientKernelSources``.
 """
 
 from __future__ import annotations
@@ -34,11 +41,10 @@ import scipy.fft as sfft
 import scipy.linalg
 from astropy.table import Table
 from numpy.polynomial import chebyshev
-from numpy.typing import ArrayLike
 
 from diffviewer.config import KernelConfig
 from diffviewer.engine.progress import Reporter
-from diffviewer.engine.psf import FWHM_PER_SIGMA, PsfEstimate, cutouts
+from diffviewer.engine.psf import FWHM_PER_SIGMA, PsfEstimate, cutouts, frozen
 from diffviewer.errors import InsufficientKernelSources
 from diffviewer.exposure import UNUSABLE, Exposure
 
@@ -54,12 +60,6 @@ STAMPS_PER_TERM = 5
 
 #: Fit-region half-width in FWHM of the broader PSF (3.5 sigma: 99.8% of a Gaussian's flux).
 FIT_HALF_FWHM = 1.5
-
-
-def _frozen(a: ArrayLike, dtype: type = np.float64) -> np.ndarray:
-    out: np.ndarray = np.array(a, dtype=dtype)
-    out.flags.writeable = False
-    return out
 
 
 def n_terms(order: int) -> int:
@@ -715,6 +715,67 @@ def _zero_point_ratio(science: Exposure, template: Exposure) -> float | None:
     return float(10 ** (0.4 * (science.zero_point - template.zero_point)))
 
 
+def _fallback_solution(
+    science: Exposure,
+    template: Exposure,
+    good: np.ndarray,
+    src_psf: PsfEstimate,
+    tgt_psf: PsfEstimate,
+    mode: str,
+    size: int,
+    config: KernelConfig,
+) -> tuple[KernelSolution, str]:
+    """The spatially constant kernel used when too few stamps survive, and why.
+
+    With both PSFs known (measured, given, from bright sources or the header) the kernel
+    maps the source PSF image onto the target's. When either is only the default, nothing
+    is known of the PSF mismatch: the kernel maps one PSF onto itself (a delta, within
+    the basis's reach), and the difference is a plain scaled difference. The kernel sum is
+    the zero points' flux ratio when both are known, else 1; the background is the median
+    difference over the pixels ``good`` on both images.
+    """
+    known = [e for e in (src_psf, tgt_psf) if e.source != "default"]
+    delta = len(known) < 2
+    if delta:
+        src_psf = tgt_psf = known[0] if known else src_psf
+    sigmas, _ = basis_sigmas(src_psf.fwhm, tgt_psf.fwhm, config)
+    basis = make_basis(sigmas, config.degrees, size)
+    sums = basis.sum(axis=(1, 2))
+    coef = _psf_kernel(src_psf, tgt_psf, basis)
+    ratio = _zero_point_ratio(science, template)
+    scale = 1.0 if ratio is None else (ratio if mode == "template" else 1.0 / ratio)
+    coef *= scale / float(coef @ sums)
+    sci_side = science.image if mode == "template" else scale * science.image
+    tmpl_side = scale * template.image if mode == "template" else template.image
+    bg = float(np.median((sci_side - tmpl_side)[good]))
+    if delta:
+        why = (
+            "no PSF is known for "
+            + ("either image" if not known else "one image")
+            + ": the kernel is a delta (a plain difference, no PSF matching; expect "
+            "residuals at every star)"
+        )
+    else:
+        why = (
+            f"the kernel is derived from the two PSF images ({src_psf.source} {mode}, "
+            f"{tgt_psf.source} other image), spatially constant"
+        )
+    why += ", with kernel sum " + (
+        f"{scale:.4g} from the zero points" if ratio is not None else "1 (no zero points)"
+    )
+    solution = KernelSolution(
+        frozen(basis),
+        frozen(coef[:, None]),
+        frozen([bg]),
+        0,
+        0,
+        science.shape,
+        frozen(sigmas),
+        tuple(config.degrees),
+    )
+    return solution, why
+
+
 def fit_kernel(
     science: Exposure,
     template: Exposure,
@@ -746,8 +807,10 @@ def fit_kernel(
     Raises
     ------
     InsufficientKernelSources
-        When fewer than ``config.min_stamps`` stamps survive at spatial order 0 and the
-        PSF-image fallback is impossible (a PSF of either image is only the default).
+        Only when no pixel is usable on both images. With fewer than
+        ``config.min_stamps`` good stamps the kernel falls back to one derived from the
+        PSF images, or to a delta when a PSF is only the default (:func:`_fallback_solution`;
+        the reason is in ``warnings``).
     """
     mode, notes = choose_mode(config.mode, sci_psf.fwhm, tmpl_psf.fwhm)
     source, target = (template, science) if mode == "template" else (science, template)
@@ -857,36 +920,19 @@ def fit_kernel(
         )
 
     if n_good < config.min_stamps or stamps is None:
-        if sci_psf.source == "default" or tmpl_psf.source == "default":
+        good_px = science.good_pixels() & template.good_pixels()
+        if not good_px.any():
             raise _insufficient(
                 candidates,
                 n_good,
                 np.where(status == "BAD", reason, ""),
-                f"kernel.min_stamps = {config.min_stamps}, and no PSF to derive a kernel from",
+                "no pixel is usable on both images",
             )
-        coef_psf = _psf_kernel(src_psf, tgt_psf, basis)
-        ratio = _zero_point_ratio(science, template)
-        scale = 1.0 if ratio is None else (ratio if mode == "template" else 1.0 / ratio)
-        coef_psf *= scale / float(coef_psf @ sums[:nb])
-        good_px = science.good_pixels() & template.good_pixels()
-        sci_side = science.image if mode == "template" else scale * science.image
-        tmpl_side = scale * template.image if mode == "template" else template.image
-        bg = float(np.median((sci_side - tmpl_side)[good_px])) if good_px.any() else 0.0
-        notes.append(
-            f"only {n_good} good kernel stamps (kernel.min_stamps = {config.min_stamps}): "
-            f"the kernel is derived from the two PSF images ({sci_psf.source} science, "
-            f"{tmpl_psf.source} template), spatially constant, with kernel sum "
-            + (f"{scale:.4g} from the zero points" if ratio is not None else "1 (no zero points)")
+        solution, why = _fallback_solution(
+            science, template, good_px, src_psf, tgt_psf, mode, size, config
         )
-        solution = KernelSolution(
-            _frozen(basis),
-            _frozen(coef_psf[:, None]),
-            _frozen([bg]),
-            0,
-            0,
-            shape,
-            _frozen(sigmas),
-            tuple(config.degrees),
+        notes.append(
+            f"only {n_good} good kernel stamps (kernel.min_stamps = {config.min_stamps}): {why}"
         )
     else:
         sign = 1.0 if mode == "template" else -1.0
@@ -927,13 +973,13 @@ def fit_kernel(
             ksum[cu] = coef_sp[np.isin(usable, cu)] @ sums
         own[:, nb] *= sign
         solution = KernelSolution(
-            _frozen(basis),
-            _frozen(coefs),
-            _frozen(sign * bgc),
+            frozen(basis),
+            frozen(coefs),
+            frozen(sign * bgc),
             order,
             bg_order,
             shape,
-            _frozen(sigmas),
+            frozen(sigmas),
             tuple(config.degrees),
         )
     reporter.update(0.95)
@@ -953,5 +999,5 @@ def fit_kernel(
     table["spatial_resid_mean"] = smean
     table["spatial_resid_std"] = sstd
     return KernelFit(
-        solution, table, mode, scale, tuple(notes), sci_psf, tmpl_psf, _frozen(own), fit_half
+        solution, table, mode, scale, tuple(notes), sci_psf, tmpl_psf, frozen(own), fit_half
     )

@@ -127,8 +127,9 @@ def run_subtraction(
     with rep.step("kernel candidates", 0.10, 0.20):
         cands = candidates.select_candidates(science, warped.exposure, config.candidates, rep)
     with rep.step("psf", 0.20, 0.25):
-        sci_psf = psf.estimate_psf(science, cands.table["x"], cands.table["y"])
-        tmpl_psf = psf.estimate_psf(warped.exposure, cands.table["x"], cands.table["y"])
+        xy = cands.table["x"], cands.table["y"]
+        sci_psf = psf.estimate_psf(science, *xy, bright=cands.bright)
+        tmpl_psf = psf.estimate_psf(warped.exposure, *xy, bright=cands.bright)
     with rep.step("kernel fit", 0.25, 0.45):
         fit = kernel.fit_kernel(
             science, warped.exposure, cands, sci_psf, tmpl_psf, config.kernel, rep

@@ -1,5 +1,17 @@
 """PSF size, shape and image of an exposure, measured from stars (or given, or a default).
 
+The fallback chain of :func:`estimate_psf`, first that applies:
+
+1. ``'measured'``: stacked from at least :data:`MIN_STARS` kernel stars;
+2. ``'given'``: the exposure's own PSF image (e.g. a survey's PSF HDU);
+3. ``'bright sources'``: stacked from the brightest compact sources with relaxed
+   criteria (down to one source, no isolation, no cells; each must be a
+   :data:`BRIGHT_MIN_PEAK_SIGMA` peak, neither narrower than :data:`MIN_FWHM` nor much
+   broader than the most compact of them), as on alert cutouts with one or two stars;
+4. ``'header'``: a circular Gaussian of the header's FWHM (:data:`HEADER_FWHM_PX_KEYS`
+   in px, or :data:`HEADER_SEEING_ARCSEC_KEYS` in arcsec with the WCS pixel scale);
+5. ``'default'``: a circular Gaussian of :data:`DEFAULT_FWHM`.
+
 The PSF image is the median of background-subtracted, flux-normalised cutouts of the
 stars, each shifted to a common sub-pixel centre in Fourier space. Its FWHM and
 ellipticity come from adaptive (Gaussian-weighted, iterated) second moments of that
@@ -12,6 +24,9 @@ import dataclasses
 
 import numpy as np
 import scipy.fft as sfft
+from astropy.wcs.utils import proj_plane_pixel_area
+from numpy.typing import ArrayLike
+from scipy import signal
 
 from diffviewer.exposure import UNUSABLE, Exposure
 
@@ -26,6 +41,36 @@ MIN_STARS = 3
 
 #: Most stars stacked (the first ones given); more add time, not accuracy.
 MAX_STARS = 300
+
+#: Most bright sources examined by the relaxed measurement (the first ones given).
+MAX_BRIGHT = 20
+
+#: Least peak (in sigma of the cutout's border noise) of a bright source for the relaxed
+#: measurement: second moments of fainter sources are dominated by noise.
+BRIGHT_MIN_PEAK_SIGMA = 10.0
+
+#: Narrowest plausible PSF FWHM (px): narrower peaks are cosmic rays or hot pixels.
+MIN_FWHM = 1.0
+
+#: A bright source broader than this factor times the most compact one is extended (a
+#: galaxy, a blend): stars form the lower envelope of the size distribution.
+COMPACT_FACTOR = 1.3
+
+#: Half-width (px) of the cutouts whose moments sort bright sources (3.8 sigma of a 5 px PSF).
+BRIGHT_HALF = 8
+
+#: PSFs with a FWHM (px) below this are measured on an image :data:`UPSAMPLE` times finer.
+SHARP_FWHM = 2.5
+UPSAMPLE = 4
+
+#: Header cards holding the PSF FWHM in px, looked up in order (DECam community pipeline).
+HEADER_FWHM_PX_KEYS = ("FWHM", "PSF_FWHM", "FWHMPSF")
+
+#: Header cards holding the seeing FWHM in arcsec, converted with the WCS pixel scale.
+HEADER_SEEING_ARCSEC_KEYS = ("SEEING",)
+
+#: Plausible header FWHM (px); values outside are ignored.
+HEADER_FWHM_RANGE = (MIN_FWHM, 50.0)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -44,8 +89,10 @@ class PsfEstimate:
     n_stars : int
         Stars that went into the stack (0 unless measured).
     source : str
-        'measured', 'given' (the exposure's own PSF image) or 'default'
-        (a circular Gaussian of :data:`DEFAULT_FWHM`).
+        Which step of the module's fallback chain applied: 'measured' (kernel stars),
+        'given' (the exposure's own PSF image), 'bright sources' (relaxed selection),
+        'header' (a Gaussian of the header's FWHM) or 'default' (a circular Gaussian of
+        :data:`DEFAULT_FWHM`).
     """
 
     fwhm: float
@@ -165,8 +212,9 @@ def gaussian_image(fwhm: float, half: int) -> np.ndarray:
     return img / img.sum()
 
 
-def _frozen(a: np.ndarray) -> np.ndarray:
-    out = np.array(a, dtype=np.float64)
+def frozen(a: ArrayLike, dtype: type = np.float64) -> np.ndarray:
+    """A read-only copy of ``a`` as ``dtype`` (results of the engine's steps are immutable)."""
+    out: np.ndarray = np.array(a, dtype=dtype)
     out.flags.writeable = False
     return out
 
@@ -190,7 +238,20 @@ def _estimate(image: np.ndarray, n_stars: int, source: str) -> PsfEstimate:
     img = img / img.sum()
     _, _, cov = adaptive_moments(img)
     fwhm, ell = shape_from_covariance(cov)
-    return PsfEstimate(fwhm, ell, _frozen(img), n_stars, source)
+    if fwhm < SHARP_FWHM:
+        # Moments of a PSF sampled by few pixels are biased low: measure them on the image
+        # interpolated (band-limited, by Fourier zero-padding) onto a finer grid.
+        side = UPSAMPLE * img.shape[0]
+        fine = signal.resample(signal.resample(img, side, axis=0), side, axis=1)
+        _, _, cov = adaptive_moments(fine)
+        fwhm, ell = shape_from_covariance(cov / UPSAMPLE**2)
+    return PsfEstimate(fwhm, ell, frozen(img), n_stars, source)
+
+
+def _gaussian_estimate(fwhm: float, source: str) -> PsfEstimate:
+    """A circular Gaussian PSF of a known FWHM (px), sampled to 3 FWHM."""
+    image = gaussian_image(fwhm, int(np.ceil(3 * fwhm)))
+    return PsfEstimate(fwhm, 0.0, frozen(image), 0, source)
 
 
 def fourier_shift(stamps: np.ndarray, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
@@ -265,23 +326,99 @@ def stack_stars(
     return stack / stack.sum(), int(keep.sum())
 
 
-def estimate_psf(exposure: Exposure, x: np.ndarray, y: np.ndarray) -> PsfEstimate:
-    """Measure the PSF from stars; else use the exposure's PSF image; else a default.
+def compact_sources(
+    exposure: Exposure, x: np.ndarray, y: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The bright compact sources among candidate positions (the relaxed PSF stars).
+
+    Each position gets a cutout of half-width :data:`BRIGHT_HALF`, which must lie inside
+    the image, hold no unusable pixel, peak at :data:`BRIGHT_MIN_PEAK_SIGMA` times its
+    border's robust noise, and have adaptive moments centred within 1.5 px with a FWHM of
+    at least :data:`MIN_FWHM` and at most :data:`COMPACT_FACTOR` times the smallest FWHM.
+
+    Parameters
+    ----------
+    exposure : Exposure
+        The image.
+    x, y : numpy.ndarray
+        Positions (0-based px), brightest first; at most :data:`MAX_BRIGHT` are examined.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray, numpy.ndarray)
+        x, y (integer px) and FWHM (px) of the sources kept, in the order given.
+    """
+    xi = np.rint(np.asarray(x, dtype=float)[:MAX_BRIGHT]).astype(np.intp)
+    yi = np.rint(np.asarray(y, dtype=float)[:MAX_BRIGHT]).astype(np.intp)
+    stamps, inside = cutouts(exposure.image, xi, yi, BRIGHT_HALF)
+    masks, _ = cutouts(exposure.mask, xi, yi, BRIGHT_HALF)
+    fwhm = np.full(len(xi), np.nan)
+    for k in np.nonzero(inside & ~np.any((masks & int(UNUSABLE)) != 0, axis=(1, 2)))[0]:
+        stamp = stamps[k].astype(np.float64)
+        border = np.concatenate([stamp[0], stamp[-1], stamp[:, 0], stamp[:, -1]])
+        level = np.median(border)
+        noise = 1.4826 * np.median(np.abs(border - level))
+        stamp = stamp - level
+        if not stamp[BRIGHT_HALF, BRIGHT_HALF] > BRIGHT_MIN_PEAK_SIGMA * noise:
+            continue
+        cx, cy, cov = adaptive_moments(stamp)
+        if np.hypot(cx - BRIGHT_HALF, cy - BRIGHT_HALF) <= 1.5:
+            fwhm[k] = shape_from_covariance(cov)[0]
+    ok = np.isfinite(fwhm) & (fwhm >= MIN_FWHM)
+    if ok.any():
+        ok &= fwhm <= COMPACT_FACTOR * np.min(fwhm[ok])
+    return xi[ok], yi[ok], fwhm[ok]
+
+
+def header_fwhm(exposure: Exposure) -> float | None:
+    """PSF FWHM (px) from the header, when a card of the module's lists holds a plausible one.
+
+    Cards of :data:`HEADER_FWHM_PX_KEYS` are in px; those of
+    :data:`HEADER_SEEING_ARCSEC_KEYS` in arcsec, used only with a celestial WCS.
+    """
+    header = exposure.header
+    if header is None:
+        return None
+    scale = None
+    if exposure.has_celestial_wcs and exposure.wcs is not None:
+        scale = 3600.0 * float(np.sqrt(proj_plane_pixel_area(exposure.wcs.celestial)))
+    keys = [(k, 1.0) for k in HEADER_FWHM_PX_KEYS]
+    if scale:
+        keys += [(k, 1.0 / scale) for k in HEADER_SEEING_ARCSEC_KEYS]
+    lo, hi = HEADER_FWHM_RANGE
+    for key, factor in keys:
+        try:
+            value = float(header.get(key, "nan")) * factor
+        except (TypeError, ValueError):
+            continue
+        if lo <= value <= hi:
+            return value
+    return None
+
+
+def estimate_psf(
+    exposure: Exposure,
+    x: np.ndarray,
+    y: np.ndarray,
+    bright: tuple[np.ndarray, np.ndarray] | None = None,
+) -> PsfEstimate:
+    """The PSF by the module's fallback chain: stars, given, bright sources, header, default.
 
     Parameters
     ----------
     exposure : Exposure
         The image (background need not be subtracted: each cutout's border median is).
     x, y : array-like
-        Positions (0-based px) of isolated, unsaturated stars, brightest first preferred;
-        at most :data:`MAX_STARS` are used.
+        Positions (0-based px) of isolated, unsaturated stars (the kernel stars), brightest
+        first preferred; at most :data:`MAX_STARS` are used.
+    bright : (array-like, array-like), optional
+        Positions of the brightest unsaturated peaks, brightest first, for the relaxed
+        measurement (:func:`compact_sources`) when the stars are too few.
 
     Returns
     -------
     PsfEstimate
-        ``source`` says which of the three applied: 'measured' with at least
-        :data:`MIN_STARS` usable stars, else 'given' when ``exposure.psf`` exists,
-        else 'default' (circular Gaussian, FWHM :data:`DEFAULT_FWHM` px).
+        ``source`` says which step applied (see the module docstring).
     """
     x = np.asarray(x, dtype=float)[:MAX_STARS]
     y = np.asarray(y, dtype=float)[:MAX_STARS]
@@ -300,4 +437,16 @@ def estimate_psf(exposure: Exposure, x: np.ndarray, y: np.ndarray) -> PsfEstimat
             return _estimate(stack, n, "measured")
     if exposure.psf is not None and np.isfinite(exposure.psf).all() and exposure.psf.sum() > 0:
         return _estimate(np.asarray(exposure.psf, dtype=float), 0, "given")
-    return _estimate(gaussian_image(DEFAULT_FWHM, int(np.ceil(3 * DEFAULT_FWHM))), 0, "default")
+    if bright is not None:
+        bx, by, fwhm = compact_sources(exposure, *bright)
+        if len(bx):
+            half = int(np.clip(np.ceil(3.0 * np.median(fwhm)), 6, BRIGHT_HALF))
+            stack, n = stack_stars(exposure, bx, by, half)
+            if n:
+                relaxed = _estimate(stack, n, "bright sources")
+                if relaxed.fwhm >= MIN_FWHM:
+                    return relaxed
+    fwhm_header = header_fwhm(exposure)
+    if fwhm_header is not None:
+        return _gaussian_estimate(fwhm_header, "header")
+    return _gaussian_estimate(DEFAULT_FWHM, "default")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -11,6 +12,7 @@ from diffviewer.config import CandidatesConfig, KernelConfig
 from diffviewer.engine import candidates, kernel, psf
 from diffviewer.engine.progress import null_reporter
 from diffviewer.errors import InsufficientKernelSources
+from diffviewer.exposure import MaskPlane
 from diffviewer.synthetic import FWHM_PER_SIGMA, SyntheticPair, make_pair
 
 
@@ -128,10 +130,32 @@ def test_kernel_solution_evaluates_anywhere(pair: SyntheticPair) -> None:
     assert "3 Gaussians" in sol.describe()
 
 
-def test_too_few_stars_without_psfs_raises_with_the_counts() -> None:
+def test_too_few_stars_without_psfs_fall_back_to_a_delta_kernel() -> None:
     blank = make_pair((64, 64), 1, seed=1, flux_range=(1.0, 1.0))
-    with pytest.raises(InsufficientKernelSources, match="stars found"):
-        fit_pair(blank)
+    fit = fit_pair(blank)
+    assert fit.science_psf.source == fit.template_psf.source == "default"
+    assert any("delta" in w and "plain difference" in w for w in fit.warnings)
+    k = fit.solution.evaluate(32.0, 32.0)
+    c = k.shape[0] // 2
+    # The basis's narrowest Gaussian (0.5 px) fitted to map a PSF onto itself: nearly all
+    # of the kernel is in the central pixel, and it sums to 1 (no zero points).
+    assert k.sum() == pytest.approx(1.0) and fit.photometric_scale == pytest.approx(1.0)
+    assert k[c, c] > 0.9 and np.abs(k).sum() < 1.1
+
+
+def test_no_pixel_usable_on_both_images_raises_with_the_counts() -> None:
+    blank = make_pair((64, 64), 1, seed=1, flux_range=(1.0, 1.0))
+    left = np.zeros((64, 64), dtype=blank.science.mask.dtype)
+    left[:, :32] = int(MaskPlane.NO_DATA)
+    pair = dataclasses.replace(
+        blank,
+        science=blank.science.replace(mask=left),
+        template=blank.template.replace(mask=left[:, ::-1].copy()),
+    )
+    with pytest.raises(
+        InsufficientKernelSources, match=r"no pixel is usable on both images.*stars found"
+    ):
+        fit_pair(pair)
 
 
 def test_too_few_stars_with_given_psfs_falls_back_to_the_psf_kernel() -> None:

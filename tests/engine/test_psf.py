@@ -1,9 +1,11 @@
-"""PSF estimation: measured from stars, given by the exposure, or the documented default."""
+"""PSF estimation by the fallback chain: stars, given, bright sources, header, default."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from astropy.io import fits
+from astropy.wcs import WCS
 
 from diffviewer.engine import psf
 from diffviewer.exposure import Exposure
@@ -58,6 +60,55 @@ def test_default_psf_when_nothing_is_known() -> None:
     est = psf.estimate_psf(pair.science, np.zeros(0), np.zeros(0))
     assert est.source == "default" and est.n_stars == 0
     assert est.fwhm == pytest.approx(psf.DEFAULT_FWHM, rel=0.01)
+
+
+def _one_star(fwhm: float) -> Exposure:
+    """A 63 x 63 cutout (an alert's size) with one bright Gaussian star at (30.3, 25.6)."""
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[0:63, 0:63]
+    s = fwhm / psf.FWHM_PER_SIGMA
+    star = 1e4 * np.exp(-0.5 * ((xx - 30.3) ** 2 + (yy - 25.6) ** 2) / s**2) / (2 * np.pi * s**2)
+    return Exposure(
+        star + rng.normal(size=star.shape), np.ones(star.shape), np.zeros(star.shape, int)
+    )
+
+
+def test_one_bright_source_gives_the_psf_when_kernel_stars_are_too_few() -> None:
+    image = _one_star(2.8).image.copy()
+    image[45, 12] += 5e3  # a cosmic ray, brighter than the star: narrower than any PSF
+    exposure = _one_star(2.8).replace(image=image)
+    bright = (np.array([12.0, 30.0]), np.array([45.0, 26.0]))
+    est = psf.estimate_psf(exposure, np.zeros(0), np.zeros(0), bright=bright)
+    assert est.source == "bright sources" and est.n_stars == 1
+    # A ~1000-sigma star: the stack is the star itself (pixel sampling adds < 1 %).
+    assert est.fwhm == pytest.approx(2.8, rel=0.03)
+    # Without the bright list the chain goes on to the default.
+    assert psf.estimate_psf(exposure, np.zeros(0), np.zeros(0)).source == "default"
+
+
+def test_header_fwhm_when_no_source_is_usable() -> None:
+    blank = _one_star(2.0).replace(image=np.zeros((63, 63)))
+    nothing = np.zeros(0)
+    est = psf.estimate_psf(blank.replace(header=fits.Header({"FWHM": 4.2})), nothing, nothing)
+    assert est.source == "header" and est.fwhm == pytest.approx(4.2)
+    # SEEING is in arcsec: 1.2" at 0.3"/px is 4 px (only with a celestial WCS).
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    wcs.wcs.cdelt = [-0.3 / 3600, 0.3 / 3600]
+    seeing = blank.replace(header=fits.Header({"SEEING": 1.2}), wcs=wcs)
+    assert psf.estimate_psf(seeing, nothing, nothing).fwhm == pytest.approx(4.0)
+    # Implausible values are ignored.
+    zero = blank.replace(header=fits.Header({"FWHM": 0.0}))
+    assert psf.estimate_psf(zero, nothing, nothing).source == "default"
+
+
+def test_sharp_psfs_are_measured_without_collapsing() -> None:
+    # Moments of a PSF sampled by ~2 pixels collapse onto the central pixel unless the
+    # image is interpolated onto a finer grid (a point-sampled 1.5 px Gaussian gives 1.47).
+    for fwhm in (1.5, 2.0):
+        given = _one_star(3.0).replace(psf=psf.gaussian_image(fwhm, 8))
+        est = psf.estimate_psf(given, np.zeros(0), np.zeros(0))
+        assert est.source == "given" and est.fwhm == pytest.approx(fwhm, rel=0.03)
 
 
 def test_cutouts_flag_and_fill_the_outside() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,6 +12,7 @@ from PyQt6.QtCore import (
     QAbstractTableModel,
     QModelIndex,
     QPersistentModelIndex,
+    QPoint,
     QSortFilterProxyModel,
     Qt,
     pyqtSignal,
@@ -23,42 +25,54 @@ from PyQt6.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QMenu,
     QTableView,
     QVBoxLayout,
     QWidget,
 )
 
+from diffviewer.gui import columns
 from diffviewer.gui.model import Verdict
 
-# Columns shown first when present; the rest follow in catalog order.
-_FIRST = ("id", "x", "y", "psf_flux", "psf_flux_err", "snr", "sign", "is_dipole", "flagged")
+#: Columns of the verdicts, shown after the most used catalog columns.
+VERDICT_COLUMNS: tuple[str, ...] = ("verdict", "comment")
 _Index = QModelIndex | QPersistentModelIndex
+
+
+def hidden_by_default(name: str) -> bool:
+    """Columns hidden until asked for (header menu): the footprint label and the single
+    flags, which the ``flagged`` column summarises (its tooltip names the flags set)."""
+    return name == "label" or name.startswith("flag_")
 
 
 class CatalogModel(QAbstractTableModel):
     """An astropy table of DIA sources (plus the verdicts) as a Qt table model.
 
     Column values are kept as numpy arrays; sorting uses them (``Qt.UserRole``),
-    the display role shows them formatted.
+    the display role shows them formatted (:mod:`diffviewer.gui.columns`), headers carry
+    the units. The most used columns come first, then the verdict and comment, then the
+    rest in catalog order.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self._table = Table()
         self._columns: list[str] = []
-        self._values: list[np.ndarray] = []
         self._arrays: dict[str, np.ndarray] = {}
+        self._headers: list[str] = []
         self.verdicts: dict[int, Verdict] = {}
 
     def set_table(self, table: Table) -> None:
         """Show a new catalog (1-D columns only)."""
         self.beginResetModel()
         self._table = table
-        names = [c for c in _FIRST if c in table.colnames]
-        names += [c for c in table.colnames if c not in names and np.ndim(table[c]) == 1]
-        self._columns = names
-        self._values = [np.asarray(table[c]) for c in names]
-        self._arrays = dict(zip(names, self._values, strict=True))
+        names = columns.order_columns([c for c in table.colnames if np.ndim(table[c]) == 1])
+        split = len([c for c in names if c in columns.FIRST_COLUMNS])
+        self._columns = [*names[:split], *VERDICT_COLUMNS, *names[split:]]
+        self._arrays = {c: np.asarray(table[c]) for c in names}
+        self._headers = [
+            columns.header(c, table[c].unit if c in table.colnames else None) for c in self._columns
+        ]
         self.endResetModel()
 
     def column(self, name: str) -> np.ndarray | None:
@@ -69,8 +83,9 @@ class CatalogModel(QAbstractTableModel):
         """Show these verdicts in the verdict column."""
         self.verdicts = dict(verdicts)
         if self.rowCount():
-            col = len(self._columns)
-            self.dataChanged.emit(self.index(0, col), self.index(self.rowCount() - 1, col + 1))
+            for name in VERDICT_COLUMNS:
+                col = self._columns.index(name)
+                self.dataChanged.emit(self.index(0, col), self.index(self.rowCount() - 1, col))
 
     @property
     def table(self) -> Table:
@@ -79,7 +94,7 @@ class CatalogModel(QAbstractTableModel):
 
     @property
     def columns(self) -> list[str]:
-        """Catalog columns shown (the verdict and comment columns follow them)."""
+        """Columns in display order (catalog columns and :data:`VERDICT_COLUMNS`)."""
         return list(self._columns)
 
     def source_id(self, row: int) -> int:
@@ -97,7 +112,7 @@ class CatalogModel(QAbstractTableModel):
         return 0 if parent.isValid() else len(self._table)
 
     def columnCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self._columns) + 2
+        return 0 if parent.isValid() else len(self._columns)
 
     def headerData(
         self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
@@ -106,40 +121,44 @@ class CatalogModel(QAbstractTableModel):
             return None
         if orientation == Qt.Orientation.Vertical:
             return str(section)
-        extra = ("verdict", "comment")
-        return (
-            self._columns[section]
-            if section < len(self._columns)
-            else extra[section - len(self._columns)]
-        )
+        return self._headers[section]
+
+    def flags_set(self, row: int) -> list[str]:
+        """Names of the single flags set on a row (``flag_...`` columns that are true)."""
+        return [
+            name.removeprefix("flag_")
+            for name, values in self._arrays.items()
+            if name.startswith("flag_") and bool(values[row])
+        ]
 
     def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid():
             return None
-        row, col = index.row(), index.column()
-        if col >= len(self._columns):
+        row, name = index.row(), self._columns[index.column()]
+        if name in VERDICT_COLUMNS:
             verdict = self.verdicts.get(self.source_id(row))
             text = (
-                ""
-                if verdict is None
-                else (verdict.label if col == len(self._columns) else verdict.comment)
+                "" if verdict is None else (verdict.label if name == "verdict" else verdict.comment)
             )
             return text if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.UserRole) else None
-        value = self._values[col][row]
+        value = self._arrays[name][row]
         if role == Qt.ItemDataRole.UserRole:
             return value.item() if hasattr(value, "item") else value
         if role == Qt.ItemDataRole.DisplayRole:
-            if isinstance(value, np.floating | float):
-                number = float(value)
-                return f"{number:.4g}" if abs(number) < 1e5 else f"{number:.4e}"
-            return str(value)
+            return columns.format_value(name, value, self._table[name].unit)
+        if role == Qt.ItemDataRole.ToolTipRole and name == "flagged" and bool(value):
+            return "flags: " + (", ".join(self.flags_set(row)) or "(none set)")
         if role == Qt.ItemDataRole.TextAlignmentRole:
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None
 
 
+def _is_nan(value: object) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
 class CatalogFilter(QSortFilterProxyModel):
-    """Sorts by value and filters by sign, least S/N and flags."""
+    """Sorts by value and filters by sign, least S/N, flags, dipoles and sky sources."""
 
     def __init__(self, source: CatalogModel) -> None:
         super().__init__()
@@ -150,16 +169,32 @@ class CatalogFilter(QSortFilterProxyModel):
         self.min_snr = 0.0
         self.hide_flagged = False
         self.dipoles = "all"
+        self.sky = False
 
-    def set_filter(self, *, sign: str, min_snr: float, hide_flagged: bool, dipoles: str) -> None:
-        """Change the filter: ``sign`` in all/positive/negative, ``dipoles`` in all/only/none."""
+    def set_filter(
+        self, *, sign: str, min_snr: float, hide_flagged: bool, dipoles: str, sky: bool
+    ) -> None:
+        """Change the filter: ``sign`` in all/positive/negative, ``dipoles`` in all/only/none,
+        ``sky``: include the sky sources (blank-sky positions, not detections)."""
         self.sign, self.min_snr = sign, min_snr
-        self.hide_flagged, self.dipoles = hide_flagged, dipoles
+        self.hide_flagged, self.dipoles, self.sky = hide_flagged, dipoles, sky
         self.invalidateFilter()
+
+    def lessThan(self, left: _Index, right: _Index) -> bool:
+        """Order by value, with NaN (no measurement) at the bottom in either direction."""
+        a, b = left.data(Qt.ItemDataRole.UserRole), right.data(Qt.ItemDataRole.UserRole)
+        a_nan, b_nan = _is_nan(a), _is_nan(b)
+        if a_nan or b_nan:
+            descending = self.sortOrder() == Qt.SortOrder.DescendingOrder
+            return not b_nan if descending else not a_nan
+        return bool(a < b)
 
     def filterAcceptsRow(self, row: int, parent: _Index) -> bool:
         col = self.catalog.column
         sign, snr, flagged, dipole = col("sign"), col("snr"), col("flagged"), col("is_dipole")
+        sky = col("sky_source")
+        if not self.sky and sky is not None and bool(sky[row]):
+            return False
         if self.sign != "all" and sign is not None and (sign[row] > 0) != (self.sign == "positive"):
             return False
         if snr is not None and self.min_snr > 0 and not abs(snr[row]) >= self.min_snr:
@@ -201,6 +236,10 @@ class CatalogPanel(QWidget):
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         header.setResizeContentsPrecision(50)  # size columns from 50 rows, not every row
         rows.setVisible(False)
+        header.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        header.customContextMenuRequested.connect(self._column_menu)
+        header.setToolTip("Right-click to show or hide columns")
+        self.header = header
         selection.selectionChanged.connect(self._on_selection)
         self.selection = selection
         self.sign_box = QComboBox()
@@ -211,11 +250,17 @@ class CatalogPanel(QWidget):
         self.snr_box.setRange(0.0, 1e6)
         self.snr_box.setDecimals(1)
         self.flag_box = QCheckBox("hide flagged")
+        self.sky_box = QCheckBox("sky sources")
+        self.sky_box.setToolTip(
+            "Include the sky sources: forced measurements on blank sky that calibrate the "
+            "noise (not detections; drawn as grey crosses)"
+        )
         self.count = QLabel()
         for w in (self.sign_box, self.dipole_box):
             w.currentTextChanged.connect(self._apply_filter)
         self.snr_box.valueChanged.connect(self._apply_filter)
         self.flag_box.toggled.connect(self._apply_filter)
+        self.sky_box.toggled.connect(self._apply_filter)
         bar = QHBoxLayout()
         bar.addWidget(QLabel("sign"))
         bar.addWidget(self.sign_box)
@@ -224,6 +269,7 @@ class CatalogPanel(QWidget):
         bar.addWidget(QLabel("|S/N| ≥"))
         bar.addWidget(self.snr_box)
         bar.addWidget(self.flag_box)
+        bar.addWidget(self.sky_box)
         bar.addStretch(1)
         bar.addWidget(self.count)
         layout = QVBoxLayout(self)
@@ -234,6 +280,8 @@ class CatalogPanel(QWidget):
     def set_table(self, table: Table) -> None:
         """Show a catalog."""
         self.model.set_table(table)
+        for col, name in enumerate(self.model.columns):
+            self.view.setColumnHidden(col, hidden_by_default(name))
         self.view.resizeColumnsToContents()
         self._update_count()
 
@@ -259,12 +307,27 @@ class CatalogPanel(QWidget):
         if source_id is not None:
             self.source_selected.emit(source_id)
 
+    def column_menu(self) -> QMenu:
+        """A menu of checkable columns: unchecking one hides it."""
+        menu = QMenu(self)
+        for col, name in enumerate(self.model.columns):
+            action = menu.addAction(name)
+            assert action is not None
+            action.setCheckable(True)
+            action.setChecked(not self.view.isColumnHidden(col))
+            action.toggled.connect(lambda on, c=col: self.view.setColumnHidden(c, not on))
+        return menu
+
+    def _column_menu(self, pos: QPoint) -> None:
+        self.column_menu().popup(self.header.mapToGlobal(pos))
+
     def _apply_filter(self, *args: object) -> None:
         self.proxy.set_filter(
             sign=self.sign_box.currentText(),
             min_snr=self.snr_box.value(),
             hide_flagged=self.flag_box.isChecked(),
             dipoles=self.dipole_box.currentText(),
+            sky=self.sky_box.isChecked(),
         )
         self._update_count()
 

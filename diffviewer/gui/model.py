@@ -22,6 +22,7 @@ from diffviewer.config import SubtractionConfig
 from diffviewer.engine.progress import CancelToken, ProgressCallback
 from diffviewer.errors import InputError
 from diffviewer.exposure import Exposure, mask_plane_names
+from diffviewer.gui import columns
 
 #: Image views in display order, with their titles (template: warped to the science grid;
 #: matched: the PSF-matched image; variance and mask: the difference's planes).
@@ -579,37 +580,19 @@ def dipole_segments(catalog: Table) -> np.ndarray:
     return pts[np.all(np.isfinite(pts.reshape(-1, 4)), axis=1).repeat(2)]
 
 
-def _fmt(value: Any) -> str:
-    """A table value for humans."""
-    if isinstance(value, float | np.floating):
-        return f"{float(value):.4g}"
-    return str(value)
-
-
 def source_summary(catalog: Table, source_id: int, verdicts: Mapping[int, Verdict]) -> str:
-    """One DIA source in words: id, position, flux, S/N, sign, dipole, flagged, verdict."""
+    """One DIA source in words: its most used columns with units (as the table shows them),
+    and its verdict."""
     rows = np.flatnonzero(np.asarray(catalog["id"]) == source_id)
     if not rows.size:
         return ""
     row = catalog[int(rows[0])]
-    keys = [
-        k
-        for k in (
-            "id",
-            "x",
-            "y",
-            "psf_flux",
-            "psf_flux_err",
-            "snr",
-            "sign",
-            "is_dipole",
-            "flagged",
-            "ra",
-            "dec",
-        )
-        if k in catalog.colnames
-    ]
-    text = ", ".join(f"{k} {_fmt(row[k])}" for k in keys)
+    parts = []
+    for key in columns.FIRST_COLUMNS:
+        if key in catalog.colnames:
+            unit = str(catalog[key].unit or "")
+            parts.append(f"{key} {columns.format_value(key, row[key], unit)} {unit}".rstrip())
+    text = ", ".join(parts)
     verdict = verdicts.get(int(source_id))
     if verdict is not None:
         text += f" · verdict: <b>{verdict.label}</b>" + (
@@ -635,7 +618,7 @@ def candidate_summary(result: Any, index: int) -> str:
         "snr",
     ):
         if key in names:
-            text += f"\n{key} = {_fmt(row[key])}"
+            text += f"\n{key} = {columns.format_value(key, row[key])}"
     return text
 
 

@@ -27,12 +27,18 @@ from diffviewer import display
 from diffviewer.gui.model import residual_stats
 from diffviewer.gui.views import ImagePanel, link_to
 
+# Height (px) of a title row above small images: two lines of 8-9 pt text.
+_TITLE_HEIGHT = 34
+
 
 def _image_box(
     canvas: pg.GraphicsLayoutWidget, title: str, row: int, col: int
 ) -> tuple[pg.ViewBox, pg.ImageItem, pg.LabelItem]:
     """A titled, aspect-locked view box with an image item, placed in a layout widget."""
     label = canvas.addLabel(title, row=2 * row, col=col, size="9pt")
+    # Titles take their text's height, the images the rest; equal columns whatever the text.
+    canvas.ci.layout.setRowMaximumHeight(2 * row, _TITLE_HEIGHT)
+    canvas.ci.layout.setColumnStretchFactor(col, 1)
     vb = canvas.addViewBox(row=2 * row + 1, col=col, lockAspect=True, enableMenu=False)
     vb.setMouseEnabled(False, False)
     vb.setDefaultPadding(0.02)
@@ -423,7 +429,7 @@ class CutoutPanel(_StampGrid):
             )
             _show(item, array, settings, (lo, hi))
             self.ticks[name].setData(*_centre_ticks(*self._centre))
-            self.labels[name].setText(f"{name}<br>{lo:.4g} to {hi:.4g}", size="9pt")
+            self.labels[name].setText(f"{name}<br>{lo:.3g} … {hi:.3g}", size="8pt")
 
 
 #: One run in the A/B panel: difference image, its levels, a label and its metrics.

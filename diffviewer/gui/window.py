@@ -62,6 +62,7 @@ POSITIVE_COLOUR, NEGATIVE_COLOUR, DIPOLE_COLOUR, FLAGGED_COLOUR = (
     (255, 220, 0),
     (255, 140, 0),
 )
+SKY_COLOUR = (170, 170, 170)
 #: Views carrying each overlay.
 CANDIDATE_VIEWS = ("science", "template", "matched", "difference")
 DIA_VIEWS = ("difference", "score")
@@ -151,6 +152,7 @@ class MainWindow(QMainWindow):
         self.params.set_config(config or SubtractionConfig())
         self.catalog = CatalogPanel()
         self.catalog.source_selected.connect(self.select_source)
+        self.catalog.sky_box.toggled.connect(self._refresh_overlays)
         self.cutouts = CutoutPanel()
         self.stamp = StampPanel()
         self.comment = QLineEdit()
@@ -657,7 +659,13 @@ class MainWindow(QMainWindow):
         for item in self.candidate_items.values():
             item.setData(spots if self.cand_action.isChecked() else [])
         dia = result.diasources
-        dia_spots = [self._dia_spot(dia, i) for i in range(len(dia))]
+        sky = (
+            np.asarray(dia["sky_source"], bool)
+            if "sky_source" in dia.colnames
+            else np.zeros(len(dia), bool)
+        )
+        shown = np.flatnonzero(~sky | self.catalog.sky_box.isChecked())
+        dia_spots = [self._dia_spot(dia, int(i), bool(sky[i])) for i in shown]
         lobes = model.dipole_segments(dia)
         for name, item in self.dia_items.items():
             item.setData(dia_spots if self.dia_action.isChecked() else [])
@@ -666,7 +674,16 @@ class MainWindow(QMainWindow):
             else:
                 self.dipole_lines[name].clear()
 
-    def _dia_spot(self, dia: Any, i: int) -> dict[str, Any]:
+    def _dia_spot(self, dia: Any, i: int, sky: bool = False) -> dict[str, Any]:
+        if sky:  # a blank-sky measurement, not a detection: a small grey cross
+            return {
+                "pos": (float(dia["x"][i]), float(dia["y"][i])),
+                "data": int(dia["id"][i]),
+                "symbol": "x",
+                "size": 8,
+                "brush": pg.mkBrush(SKY_COLOUR),
+                "pen": pg.mkPen(SKY_COLOUR, width=1),
+            }
         positive = float(dia["sign"][i]) > 0 if "sign" in dia.colnames else True
         dipole = bool(dia["is_dipole"][i]) if "is_dipole" in dia.colnames else False
         flagged = bool(dia["flagged"][i]) if "flagged" in dia.colnames else False

@@ -118,6 +118,38 @@ def test_cutout_is_centred_and_padded_with_nan() -> None:
     assert np.isnan(edge[0, 0]) and edge[2, 2] == img[0, 0]
 
 
+def _star(peak: float, x: float = 15.0, y: float = 15.0, seed: int = 1) -> np.ndarray:
+    """A 31 x 31 cutout: sky 100 with sigma 10 and a Gaussian star (sigma 1.5 px)."""
+    yy, xx = np.mgrid[:31, :31]
+    star = peak * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 1.5**2))
+    return np.random.default_rng(seed).normal(100.0, 10.0, (31, 31)) + star
+
+
+def test_cutout_levels_run_from_the_sky_to_the_source_peak() -> None:
+    sci, tmpl = _star(50_000.0), _star(20_000.0, seed=2)
+    lo, hi = display.cutout_levels([sci, tmpl], symmetric=False)
+    # black point 2 sigma below the sky (100 - 2 x 10, within the MAD's ~10% scatter on
+    # ~1900 pixels); white point the brightest core pixel: the star is not saturated
+    assert lo == pytest.approx(80.0, abs=3.0)
+    assert hi == pytest.approx(float(np.max(sci)))
+    # a brighter neighbour away from the centre does not set the white point
+    crowded = _star(500.0) + _star(1e5, x=2.0, y=2.0) - 100.0
+    assert display.cutout_levels([crowded], symmetric=False)[1] < 1000.0
+    # a cutout of sky alone: the white point is 5 sigma above the sky (noise, not a source)
+    blank = display.cutout_levels([_star(0.0)], symmetric=False)
+    assert blank[1] == pytest.approx(150.0, abs=3.0)
+
+
+def test_cutout_levels_symmetric_reach_the_extreme_of_the_source() -> None:
+    rng = np.random.default_rng(3)
+    diff = rng.normal(0.0, 10.0, (31, 31))
+    diff[15, 15], diff[15, 17] = -800.0, 300.0  # a dipole's two lobes
+    assert display.cutout_levels([diff], symmetric=True) == (-800.0, 800.0)
+    noise = display.cutout_levels([rng.normal(0.0, 1.0, (31, 31))], symmetric=True)
+    assert noise[1] == -noise[0] and noise[1] == pytest.approx(5.0, rel=0.15)
+    assert display.cutout_levels([np.full((5, 5), np.nan)], symmetric=True) == (-1.0, 1.0)
+
+
 def test_display_imports_no_qt() -> None:
     code = (
         "import sys, diffviewer.display; "

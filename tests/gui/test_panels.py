@@ -167,6 +167,40 @@ def test_save_all_outputs_writes_the_run_files_and_verdicts(
     assert png.stat().st_size > 1000
 
 
+def test_cutouts_share_levels_mark_the_centre_and_label_their_range(qtbot) -> None:
+    from diffviewer.gui.panels import CutoutPanel
+
+    panel = CutoutPanel()
+    qtbot.addWidget(panel)
+    yy, xx = np.mgrid[:31, :31]
+    star = np.exp(-((xx - 15.3) ** 2 + (yy - 14.8) ** 2) / 4.5)
+    cutouts = {
+        "science": (100.0 + 5000.0 * star).astype(np.float32),
+        "template": (100.0 + 3000.0 * star).astype(np.float32),
+        "difference": (2000.0 * star).astype(np.float32),
+    }
+    cmaps = {"science": "gray", "template": "gray", "difference": "coolwarm"}
+    panel.set_data(cutouts, cmaps, (15.3, 14.8), "a source")
+    # science and template share levels up to the brighter peak: the star is not clipped
+    assert panel.levels["science"] == panel.levels["template"]
+    assert panel.levels["science"][1] == pytest.approx(float(cutouts["science"].max()))
+    lo, hi = panel.levels["difference"]
+    assert lo == -hi and hi == pytest.approx(float(cutouts["difference"].max()))
+    assert panel.items["score"].image is None  # no score: cleared
+    assert panel.items["science"].levels == pytest.approx(panel.levels["science"])
+    # ticks frame the source position without covering it
+    x, y = panel.ticks["difference"].getData()
+    assert np.mean(x) == pytest.approx(15.3) and np.mean(y) == pytest.approx(14.8)
+    assert np.min(np.hypot(x - 15.3, y - 14.8)) > 2.0
+    assert f"{hi:.3g}" in panel.labels["difference"].text
+    # one stretch for all four; changing it redraws with the same levels
+    panel.stretch_box.setCurrentText("linear")
+    np.testing.assert_array_equal(
+        panel.items["difference"].lut, display.make_lut("linear", "coolwarm", symmetric=True)
+    )
+    assert panel.levels["difference"] == (lo, hi)
+
+
 def test_ab_blink_alternates_the_two_differences(qtbot) -> None:
     from diffviewer.gui.panels import ABPanel
 
@@ -212,23 +246,27 @@ def test_a_chosen_level_mode_survives_a_rerun(qtbot, demo_window: MainWindow) ->
     assert panel.levels()[1] == pytest.approx(float(panel.data.max()))
 
 
-def test_catalog_filters_by_sign_snr_and_flags(qtbot, demo_window: MainWindow) -> None:
+def test_catalog_filters_by_sign_snr_flags_and_sky(qtbot, demo_window: MainWindow) -> None:
     cat = demo_window.catalog
     dia = demo_window.outcome.result.diasources
+    detected = ~np.asarray(dia["sky_source"], bool)  # sky sources are hidden by default
+    snr, flagged = np.asarray(dia["snr"]), np.asarray(dia["flagged"], bool)
+    assert cat.proxy.rowCount() == int(np.sum(detected))
     cat.sign_box.setCurrentText("positive")
-    assert cat.proxy.rowCount() == int(np.sum(np.asarray(dia["sign"]) > 0))
+    assert cat.proxy.rowCount() == int(np.sum((np.asarray(dia["sign"]) > 0) & detected))
     cat.sign_box.setCurrentText("all")
     cat.snr_box.setValue(8.0)
-    assert cat.proxy.rowCount() == int(np.sum(np.abs(np.asarray(dia["snr"])) >= 8.0))
+    assert cat.proxy.rowCount() == int(np.sum((np.abs(snr) >= 8.0) & detected))
     cat.snr_box.setValue(0.0)
     cat.flag_box.setChecked(True)
-    assert cat.proxy.rowCount() == int(np.sum(~np.asarray(dia["flagged"], bool)))
-    # sorting by S/N puts the largest first when descending
+    assert cat.proxy.rowCount() == int(np.sum(~flagged & detected))
+    # sorting by S/N puts the largest first when descending (sorted on values, not text)
     col = cat.model.columns.index("snr")
     cat.view.sortByColumn(col, Qt.SortOrder.DescendingOrder)
     first = cat.proxy.index(0, col).data(Qt.ItemDataRole.UserRole)
-    kept = np.asarray(dia["snr"])[~np.asarray(dia["flagged"], bool)]
-    assert first == pytest.approx(float(np.max(kept)))
+    assert first == pytest.approx(float(np.max(snr[~flagged & detected])))
+    shown = [cat.proxy.index(r, col).data(Qt.ItemDataRole.UserRole) for r in range(5)]
+    assert shown == sorted(shown, reverse=True)
 
 
 def test_mosaic_click_maps_the_cell_to_its_image_position(qtbot, demo_window: MainWindow) -> None:

@@ -35,13 +35,22 @@ def test_demo_run_shows_the_engine_arrays_overlays_and_catalog(qtbot, window: Ma
         x, y = item.getData()
         np.testing.assert_allclose(x, np.asarray(cands["x"], float))
         np.testing.assert_allclose(y, np.asarray(cands["y"], float))
-    # DIA sources on the difference and the score
+    # DIA sources on the difference and the score; the sky sources (blank-sky forced
+    # measurements, not detections) only when asked for, as grey crosses
     dia = result.diasources
-    assert len(dia) > 0
+    sky = np.asarray(dia["sky_source"], bool)
+    assert np.sum(~sky) > 0 and np.sum(sky) > 0
     for item in window.dia_items.values():
         x, y = item.getData()
-        np.testing.assert_allclose(x, np.asarray(dia["x"], float))
-        np.testing.assert_allclose(y, np.asarray(dia["y"], float))
+        np.testing.assert_allclose(x, np.asarray(dia["x"], float)[~sky])
+        np.testing.assert_allclose(y, np.asarray(dia["y"], float)[~sky])
+    window.catalog.sky_box.setChecked(True)
+    item = window.dia_items["difference"]
+    np.testing.assert_allclose(item.getData()[0], np.asarray(dia["x"], float))
+    assert {p.symbol() for p in item.points() if p.data() in set(dia["id"][sky])} == {"x"}
+    assert window.catalog.proxy.rowCount() == len(dia)
+    window.catalog.sky_box.setChecked(False)
+    assert window.catalog.proxy.rowCount() == np.sum(~sky)
     # the table's rows are the catalog's
     cat = window.catalog.model
     assert cat.rowCount() == len(dia)

@@ -391,6 +391,36 @@ def choose_mode(mode: str, fwhm_science: float, fwhm_template: float) -> tuple[s
     return mode, notes
 
 
+def kernel_spectra(kernels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """rfft2 of centred odd kernels placed in arrays of ``shape`` with their centres at the origin.
+
+    Parameters
+    ----------
+    kernels : numpy.ndarray
+        ``(..., size, size)`` odd-sized kernels, ``size`` at most the smaller side of ``shape``.
+    shape : (int, int)
+        Shape of the (padded) arrays they will multiply in Fourier space.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(..., shape[0], shape[1] // 2 + 1)`` complex64 spectra.
+    """
+    h = kernels.shape[-1] // 2
+    pad = np.zeros(kernels.shape[:-2] + tuple(shape), dtype=np.float32)
+    # the four quadrants wrapped around the origin (a roll of the whole array, without the copy)
+    for rows, krows in (
+        (slice(0, h + 1), slice(h, None)),
+        (slice(shape[0] - h, None), slice(0, h)),
+    ):
+        for cols, kcols in (
+            (slice(0, h + 1), slice(h, None)),
+            (slice(shape[1] - h, None), slice(0, h)),
+        ):
+            pad[..., rows, cols] = kernels[..., krows, kcols]
+    return sfft.rfft2(pad, axes=(-2, -1), workers=-1)
+
+
 def convolve_stamps(stamps: np.ndarray, kernels: np.ndarray, out_half: int) -> np.ndarray:
     """Convolve each stamp with each kernel and keep the central ``2 * out_half + 1`` pixels.
 
@@ -409,12 +439,8 @@ def convolve_stamps(stamps: np.ndarray, kernels: np.ndarray, out_half: int) -> n
         ``(n, k, 2 * out_half + 1, 2 * out_half + 1)`` float32.
     """
     m = stamps.shape[1]
-    size = kernels.shape[-1]
     fs = sfft.rfft2(stamps.astype(np.float32), axes=(1, 2), workers=-1)
-    kp = np.zeros((kernels.shape[0], m, m), dtype=np.float32)
-    kp[:, :size, :size] = kernels
-    kp = np.roll(kp, (-(size // 2), -(size // 2)), axis=(1, 2))
-    fk = sfft.rfft2(kp, axes=(1, 2), workers=-1)
+    fk = kernel_spectra(kernels, (m, m))
     conv = sfft.irfft2(fs[:, None] * fk[None], s=(m, m), axes=(2, 3), workers=-1)
     c = m // 2
     return np.ascontiguousarray(
@@ -479,35 +505,16 @@ def _build_stamps(
 
 
 def convolve_pairs(stamps: np.ndarray, kernels: np.ndarray, out_half: int) -> np.ndarray:
-    """Convolve stamp ``i`` with kernel ``i`` and keep the central ``2 * out_half + 1`` pixels.
-
-    Parameters
-    ----------
-    stamps : numpy.ndarray
-        ``(n, m, m)`` with ``m >= 2 * out_half + size``.
-    kernels : numpy.ndarray
-        ``(n, size, size)`` odd-sized kernels.
-    out_half : int
-        Half-width of the region kept.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(n, 2 * out_half + 1, 2 * out_half + 1)`` float32.
-    """
+    """As :func:`convolve_stamps`, but stamp ``i`` with kernel ``i`` only (``kernels`` is
+    ``(n, size, size)``; the result ``(n, 2 * out_half + 1, 2 * out_half + 1)`` float32)."""
     n, m = stamps.shape[0], stamps.shape[1]
-    size = kernels.shape[-1]
     out = np.empty((n, 2 * out_half + 1, 2 * out_half + 1), dtype=np.float32)
     c = m // 2
     for start in range(0, n, STAMP_CHUNK):
         sl = slice(start, start + STAMP_CHUNK)
-        kp = np.zeros((len(kernels[sl]), m, m), dtype=np.float32)
-        kp[:, :size, :size] = kernels[sl]
-        kp = np.roll(kp, (-(size // 2), -(size // 2)), axis=(1, 2))
         spec = sfft.rfft2(stamps[sl].astype(np.float32), axes=(1, 2), workers=-1)
-        conv = sfft.irfft2(
-            spec * sfft.rfft2(kp, axes=(1, 2), workers=-1), s=(m, m), axes=(1, 2), workers=-1
-        )
+        spec *= kernel_spectra(kernels[sl], (m, m))
+        conv = sfft.irfft2(spec, s=(m, m), axes=(1, 2), workers=-1)
         out[sl] = conv[:, c - out_half : c + out_half + 1, c - out_half : c + out_half + 1]
     return out
 

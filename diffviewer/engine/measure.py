@@ -91,7 +91,8 @@ from diffviewer.engine.detect import Detections
 from diffviewer.engine.diagnostics import robust_std
 from diffviewer.engine.progress import Reporter
 from diffviewer.engine.psf import adaptive_moments, shape_from_covariance
-from diffviewer.engine.zogy import ScoreResult, template_planes
+from diffviewer.engine.subtract import template_planes
+from diffviewer.engine.zogy import ScoreResult
 from diffviewer.errors import ConfigError, InputError
 from diffviewer.exposure import UNUSABLE, Exposure, MaskPlane
 

@@ -25,7 +25,13 @@ from numpy.polynomial import chebyshev
 from scipy import ndimage
 from scipy.signal import fftconvolve
 
-from diffviewer.engine.kernel import KernelFit, KernelSolution, chebyshev_terms, term_powers
+from diffviewer.engine.kernel import (
+    KernelFit,
+    KernelSolution,
+    chebyshev_terms,
+    kernel_spectra,
+    term_powers,
+)
 from diffviewer.engine.progress import Reporter, null_reporter
 from diffviewer.exposure import MASK_DTYPE, Exposure, MaskPlane
 
@@ -79,23 +85,6 @@ def _fft_shape(shape: tuple[int, int], size: int) -> tuple[int, int]:
     )
 
 
-def _kernel_spectrum(kernel: np.ndarray, fshape: tuple[int, int]) -> np.ndarray:
-    """rfft2 of a centred odd kernel placed with its centre at the origin."""
-    h = kernel.shape[-1] // 2
-    pad = np.zeros(fshape, dtype=np.float32)
-    # the four quadrants wrapped around the origin (a roll of the whole array, without the copy)
-    for rows, krows in (
-        (slice(0, h + 1), slice(h, None)),
-        (slice(fshape[0] - h, None), slice(0, h)),
-    ):
-        for cols, kcols in (
-            (slice(0, h + 1), slice(h, None)),
-            (slice(fshape[1] - h, None), slice(0, h)),
-        ):
-            pad[rows, cols] = kernel[krows, kcols]
-    return sfft.rfft2(pad, workers=-1)
-
-
 def convolve_terms(
     image: np.ndarray, kernels: np.ndarray, order: int, reporter: Reporter | None = None
 ) -> np.ndarray:
@@ -126,7 +115,7 @@ def convolve_terms(
     ty = chebyshev.chebvander(2.0 * np.arange(ny) / max(ny - 1, 1) - 1.0, order).astype(np.float32)
     out = np.zeros((ny, nx), dtype=np.float32)
     for s, (px, py) in enumerate(term_powers(order)):
-        product = _kernel_spectrum(kernels[s], fshape)
+        product = kernel_spectra(kernels[s], fshape)
         product *= spec
         conv = sfft.irfft2(product, s=fshape, workers=-1, overwrite_x=True)[:ny, :nx]
         if order > 0:
@@ -234,8 +223,22 @@ def convolved_mask(mask: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
-def _template_planes(mask: np.ndarray) -> np.ndarray:
-    """A template's mask as seen on the difference: SAT becomes SAT_TEMPLATE."""
+def template_planes(mask: np.ndarray) -> np.ndarray:
+    """A template's mask as seen on the difference, score and catalog flags.
+
+    SAT becomes SAT_TEMPLATE (to tell it from the science's SAT); the template's own
+    DETECTED planes are dropped (they are not detections on the difference).
+
+    Parameters
+    ----------
+    mask : numpy.ndarray
+        The template's int32 mask.
+
+    Returns
+    -------
+    numpy.ndarray
+        A new int32 mask.
+    """
     out = mask & ~MASK_DTYPE(int(MaskPlane.SAT | MaskPlane.DETECTED | MaskPlane.DETECTED_NEGATIVE))
     if int(np.bitwise_or.reduce(mask, axis=None) if mask.size else 0) & int(MaskPlane.SAT):
         sat = (mask & int(MaskPlane.SAT)) != 0
@@ -306,11 +309,11 @@ def subtract_images(
     background = sol.background_image()
     if fit.convolved == "template":
         diff = science.image - matched_image
-        mask = _template_planes(matched_mask)
+        mask = template_planes(matched_mask)
         mask |= science.mask
     else:
         diff = matched_image - template.image
-        mask = _template_planes(template.mask)
+        mask = template_planes(template.mask)
         mask |= matched_mask
     diff -= background
     variance = target.variance + matched_var

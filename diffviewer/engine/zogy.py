@@ -39,6 +39,7 @@ from scipy.interpolate import CubicSpline
 from diffviewer.config import ScoreConfig
 from diffviewer.engine.diagnostics import robust_std
 from diffviewer.engine.progress import Reporter
+from diffviewer.engine.subtract import template_planes
 from diffviewer.errors import InputError
 from diffviewer.exposure import MASK_DTYPE, UNUSABLE, Exposure, MaskPlane
 
@@ -309,23 +310,6 @@ class _FourierGrid:
         """Back to an image of the original shape."""
         out = sfft.irfft2(spectrum, s=self.padded, workers=-1)
         return out[: self.shape[0], : self.shape[1]]
-
-
-def template_planes(mask: np.ndarray) -> np.ndarray:
-    """A template's mask with SAT renamed SAT_TEMPLATE (to tell it from the science's SAT).
-
-    Parameters
-    ----------
-    mask : numpy.ndarray
-        The template's int32 mask.
-
-    Returns
-    -------
-    numpy.ndarray
-        A new int32 mask.
-    """
-    sat, sat_t = int(MaskPlane.SAT), int(MaskPlane.SAT_TEMPLATE)
-    return np.where((mask & sat) != 0, (mask & ~MASK_DTYPE(sat)) | sat_t, mask).astype(MASK_DTYPE)
 
 
 def _signal_gradient2(filtered: np.ndarray, kernel: np.ndarray, sigma: float) -> np.ndarray:

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from diffviewer.config import CandidatesConfig, KernelConfig
-from diffviewer.engine import candidates, decorrelate, kernel, psf, subtract
+from diffviewer.engine import decorrelate, kernel, subtract
 from diffviewer.engine.diagnostics import noise_ratio
 from diffviewer.engine.progress import null_reporter
 from diffviewer.exposure import Exposure
 from diffviewer.synthetic import SyntheticPair, make_pair
+from tests.engine.helpers import fit_kernel_to
 
 Correlated = tuple[SyntheticPair, kernel.KernelFit, subtract.SubtractionProducts]
 
@@ -33,14 +33,8 @@ def lag1(diff: Exposure) -> tuple[float, float]:
 def correlated() -> Correlated:
     """A pair whose raw difference is strongly correlated: a noisy template and a wide kernel."""
     pair = make_pair((512, 512), 250, seed=7, sci_fwhm=5.5, tmpl_fwhm=2.5, tmpl_noise_scale=5.0)
-    rep = null_reporter()
-    cands = candidates.select_candidates(pair.science, pair.template, CandidatesConfig(), rep)
-    sci_psf = psf.estimate_psf(pair.science, cands.table["x"], cands.table["y"])
-    tmpl_psf = psf.estimate_psf(pair.template, cands.table["x"], cands.table["y"])
-    fit = kernel.fit_kernel(
-        pair.science, pair.template, cands, sci_psf, tmpl_psf, KernelConfig(), rep
-    )
-    return pair, fit, subtract.subtract_images(pair.science, pair.template, fit, rep)
+    fit = fit_kernel_to(pair.science, pair.template)
+    return pair, fit, subtract.subtract_images(pair.science, pair.template, fit, null_reporter())
 
 
 def test_decorrelation_whitens_the_noise(correlated: Correlated) -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from diffviewer.config import CandidatesConfig, KernelConfig
-from diffviewer.engine import candidates, decorrelate, diagnostics, kernel, psf, subtract
+from diffviewer.config import KernelConfig
+from diffviewer.engine import decorrelate, diagnostics, kernel, subtract
 from diffviewer.engine.progress import null_reporter
 from diffviewer.exposure import Exposure, MaskPlane
 from diffviewer.synthetic import SyntheticPair, make_pair
+from tests.engine.helpers import fit_kernel_to
 
 Run = tuple[SyntheticPair, kernel.KernelFit, subtract.SubtractionProducts, Exposure]
 
@@ -18,12 +19,7 @@ Run = tuple[SyntheticPair, kernel.KernelFit, subtract.SubtractionProducts, Expos
 def run() -> Run:
     pair = make_pair((512, 512), 400, seed=31)
     rep = null_reporter()
-    cands = candidates.select_candidates(pair.science, pair.template, CandidatesConfig(), rep)
-    sci_psf = psf.estimate_psf(pair.science, cands.table["x"], cands.table["y"])
-    tmpl_psf = psf.estimate_psf(pair.template, cands.table["x"], cands.table["y"])
-    fit = kernel.fit_kernel(
-        pair.science, pair.template, cands, sci_psf, tmpl_psf, KernelConfig(spatial_order=0), rep
-    )
+    fit = fit_kernel_to(pair.science, pair.template, KernelConfig(spatial_order=0))
     products = subtract.subtract_images(pair.science, pair.template, fit, rep)
     final = decorrelate.decorrelate(products, fit, pair.science, pair.template, rep).difference
     return pair, fit, products, final

@@ -8,23 +8,17 @@ from typing import Any
 import numpy as np
 import pytest
 
-from diffviewer.config import CandidatesConfig, KernelConfig
-from diffviewer.engine import candidates, kernel, psf
-from diffviewer.engine.progress import null_reporter
+from diffviewer.config import KernelConfig
+from diffviewer.engine import kernel, psf
 from diffviewer.errors import InsufficientKernelSources
 from diffviewer.exposure import MaskPlane
 from diffviewer.synthetic import FWHM_PER_SIGMA, SyntheticPair, make_pair
+from tests.engine.helpers import fit_kernel_to
 
 
 def fit_pair(pair: SyntheticPair, **options: Any) -> kernel.KernelFit:
     """Select candidates, measure both PSFs and fit the kernel with ``KernelConfig(**options)``."""
-    rep = null_reporter()
-    cands = candidates.select_candidates(pair.science, pair.template, CandidatesConfig(), rep)
-    sci_psf = psf.estimate_psf(pair.science, cands.table["x"], cands.table["y"])
-    tmpl_psf = psf.estimate_psf(pair.template, cands.table["x"], cands.table["y"])
-    return kernel.fit_kernel(
-        pair.science, pair.template, cands, sci_psf, tmpl_psf, KernelConfig(**options), rep
-    )
+    return fit_kernel_to(pair.science, pair.template, KernelConfig(**options))
 
 
 def sampled_gaussian(size: int, sigma: float) -> np.ndarray:

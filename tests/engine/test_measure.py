@@ -15,19 +15,7 @@ from diffviewer.engine.progress import null_reporter
 from diffviewer.errors import ConfigError, InputError
 from diffviewer.exposure import Exposure, MaskPlane
 from diffviewer.synthetic import FWHM_PER_SIGMA, make_pair, render_gaussians, tan_wcs
-
-
-def gaussian_psf(fwhm: float, half: int = 12) -> np.ndarray:
-    """Pixel-integrated Gaussian PSF image, as the synthetic stars are drawn."""
-    side = 2 * half + 1
-    return render_gaussians(
-        (side, side),
-        np.array([float(half)]),
-        np.array([float(half)]),
-        np.array([1.0]),
-        np.array([fwhm / FWHM_PER_SIGMA]),
-        half,
-    )
+from tests.engine.helpers import gaussian_psf
 
 
 def run(

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from diffviewer.config import CandidatesConfig, KernelConfig
-from diffviewer.engine import candidates, decorrelate, kernel, psf, subtract
+from diffviewer.engine import decorrelate, kernel, subtract
 from diffviewer.engine.diagnostics import noise_ratio, robust_std
 from diffviewer.engine.progress import null_reporter
 from diffviewer.exposure import UNUSABLE, Exposure
 from diffviewer.io import read_exposure
 from tests.conftest import data_path
+from tests.engine.helpers import fit_kernel_to
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,11 +32,7 @@ class Run:
 def run_engine(science: Exposure, template: Exposure) -> Run:
     """Candidates, PSFs, kernel fit, subtraction and decorrelation with the default config."""
     rep = null_reporter()
-    cands = candidates.select_candidates(science, template, CandidatesConfig(), rep)
-    xy = cands.table["x"], cands.table["y"]
-    sci_psf = psf.estimate_psf(science, *xy, bright=cands.bright)
-    tmpl_psf = psf.estimate_psf(template, *xy, bright=cands.bright)
-    fit = kernel.fit_kernel(science, template, cands, sci_psf, tmpl_psf, KernelConfig(), rep)
+    fit = fit_kernel_to(science, template)
     products = subtract.subtract_images(science, template, fit, rep)
     return Run(fit, products, decorrelate.decorrelate(products, fit, science, template, rep))
 

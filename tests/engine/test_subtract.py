@@ -8,26 +8,21 @@ import numpy as np
 import pytest
 from numpy.polynomial import chebyshev
 
-from diffviewer.config import CandidatesConfig, KernelConfig
-from diffviewer.engine import candidates, kernel, psf, subtract
+from diffviewer.config import KernelConfig
+from diffviewer.engine import kernel, psf, subtract
 from diffviewer.engine.diagnostics import noise_ratio
 from diffviewer.engine.progress import null_reporter
 from diffviewer.exposure import Exposure, MaskPlane, set_planes
 from diffviewer.synthetic import SyntheticPair, make_pair
+from tests.engine.helpers import fit_kernel_to
 
 
 def run(
     science: Exposure, template: Exposure, **options: Any
 ) -> tuple[kernel.KernelFit, subtract.SubtractionProducts]:
     """Candidates, PSFs, kernel fit (``KernelConfig(**options)``) and subtraction."""
-    rep = null_reporter()
-    cands = candidates.select_candidates(science, template, CandidatesConfig(), rep)
-    sci_psf = psf.estimate_psf(science, cands.table["x"], cands.table["y"])
-    tmpl_psf = psf.estimate_psf(template, cands.table["x"], cands.table["y"])
-    fit = kernel.fit_kernel(
-        science, template, cands, sci_psf, tmpl_psf, KernelConfig(**options), rep
-    )
-    return fit, subtract.subtract_images(science, template, fit, rep)
+    fit = fit_kernel_to(science, template, KernelConfig(**options))
+    return fit, subtract.subtract_images(science, template, fit, null_reporter())
 
 
 def sky_z(diff: Exposure, pair: SyntheticPair, radius: float = 12.0) -> np.ndarray:

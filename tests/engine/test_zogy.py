@@ -10,22 +10,10 @@ from diffviewer.engine import zogy
 from diffviewer.engine.progress import CancelToken, Reporter, null_reporter
 from diffviewer.errors import Cancelled, InputError
 from diffviewer.exposure import UNUSABLE, Exposure, MaskPlane
-from diffviewer.synthetic import FWHM_PER_SIGMA, make_pair, render_gaussians
+from diffviewer.synthetic import FWHM_PER_SIGMA, SyntheticPair, make_pair, render_gaussians
+from tests.engine.helpers import gaussian_psf
 
 SHAPE = (384, 384)
-
-
-def gaussian_psf(fwhm: float, half: int = 12) -> np.ndarray:
-    """Pixel-integrated Gaussian PSF image (the synthetic pairs' own PSF), sum ~1."""
-    side = 2 * half + 1
-    return render_gaussians(
-        (side, side),
-        np.array([float(half)]),
-        np.array([float(half)]),
-        np.array([1.0]),
-        np.array([fwhm / FWHM_PER_SIGMA]),
-        half,
-    )
 
 
 def far_from(shape: tuple[int, int], xs: np.ndarray, ys: np.ndarray, radius: float) -> np.ndarray:
@@ -73,17 +61,15 @@ def transient_pair():
     return make_pair(SHAPE, 120, seed=5, sky=1e4, tmpl_sky=1e4, transients=transients)
 
 
+def score_with_true_psfs(pair: SyntheticPair, reporter: Reporter) -> zogy.ScoreResult:
+    """ZOGY score of a default synthetic pair (FWHM 4.0 and 2.5 px) with its true PSFs."""
+    psfs = gaussian_psf(4.0), gaussian_psf(2.5)
+    return zogy.zogy_score(pair.science, pair.template, *psfs, 1.0, ScoreConfig(), reporter)
+
+
 def test_zogy_unit_variance_and_transient_snr(transient_pair) -> None:
     pair = transient_pair
-    result = zogy.zogy_score(
-        pair.science,
-        pair.template,
-        gaussian_psf(4.0),
-        gaussian_psf(2.5),
-        1.0,
-        ScoreConfig(),
-        null_reporter(),
-    )
+    result = score_with_true_psfs(pair, null_reporter())
     assert result.method == "zogy" and result.image.dtype == np.float32
     assert not result.image.flags.writeable
     # Empty sky: farther than 15 px (> 3 FWHM of the score's filter) from every source.
@@ -258,12 +244,4 @@ def test_cancel_stops_the_score() -> None:
     token = CancelToken()
     token.cancel()
     with pytest.raises(Cancelled):
-        zogy.zogy_score(
-            pair.science,
-            pair.template,
-            gaussian_psf(4.0),
-            gaussian_psf(2.5),
-            1.0,
-            ScoreConfig(),
-            Reporter(token=token),
-        )
+        score_with_true_psfs(pair, Reporter(token=token))

@@ -381,6 +381,33 @@ class KernelMosaic:
     image: np.ndarray
 
 
+def kernel_centroids(kernels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Centroid shifts (px) of kernel images: first moments relative to the centre pixel.
+
+    A kernel whose centroid is off its centre shifts the convolved image: a spatial map
+    of it (on :func:`kernel_mosaic`'s grid) shows residual astrometric misregistration
+    that the kernel absorbed.
+
+    Parameters
+    ----------
+    kernels : numpy.ndarray
+        ``(..., size, size)`` kernel images, e.g. :attr:`KernelMosaic.kernels`.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        x and y shifts (px, positive towards larger x, y), shape ``kernels.shape[:-2]``;
+        NaN where a kernel sums to zero.
+    """
+    size = kernels.shape[-1]
+    off = np.arange(size) - (size - 1) / 2
+    total = kernels.sum(axis=(-2, -1))
+    safe = np.where(np.abs(total) > 0, total, np.nan)
+    dx = (kernels.sum(axis=-2) * off).sum(axis=-1) / safe
+    dy = (kernels.sum(axis=-1) * off).sum(axis=-1) / safe
+    return dx, dy
+
+
 def kernel_mosaic(solution: KernelSolution, n: int = 7) -> KernelMosaic:
     """Realise the spatial kernel on an ``n x n`` grid across the image.
 

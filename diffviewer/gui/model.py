@@ -335,7 +335,7 @@ def kernel_views(result: Any, n_grid: int = 7, n_shift: int = 16) -> dict[str, A
     dict
         Keyword arguments of :meth:`diffviewer.gui.panels.KernelPanel.set_data`.
     """
-    from diffviewer.engine.diagnostics import kernel_mosaic
+    from diffviewer.engine.diagnostics import kernel_centroids, kernel_mosaic
 
     sol = result.kernel.solution
     mosaic = kernel_mosaic(sol, n_grid)
@@ -361,28 +361,6 @@ def kernel_views(result: Any, n_grid: int = 7, n_shift: int = 16) -> dict[str, A
         "basis": sol.basis,
         "info": info,
     }
-
-
-def kernel_centroids(kernels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """First moments (px) of kernel images relative to their centre pixel.
-
-    Parameters
-    ----------
-    kernels : numpy.ndarray
-        ``(..., size, size)`` kernel images.
-
-    Returns
-    -------
-    (numpy.ndarray, numpy.ndarray)
-        x and y shifts, shape ``kernels.shape[:-2]``.
-    """
-    size = kernels.shape[-1]
-    off = np.arange(size) - (size - 1) / 2
-    total = kernels.sum(axis=(-2, -1))
-    safe = np.where(np.abs(total) > 0, total, np.nan)
-    dx = (kernels.sum(axis=-2) * off).sum(axis=-1) / safe
-    dy = (kernels.sum(axis=-1) * off).sum(axis=-1) / safe
-    return dx, dy
 
 
 def stamp_views(result: Any, index: int) -> tuple[dict[str, np.ndarray], str]:

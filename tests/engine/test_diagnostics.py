@@ -100,3 +100,31 @@ def test_kernel_mosaic(run: Run) -> None:
         mosaic.kernels[2, 2], fit.solution.evaluate(mosaic.x[2], mosaic.y[2])
     )
     np.testing.assert_allclose(mosaic.image[2 * size : 3 * size, 4 * size :], mosaic.kernels[2, 4])
+
+
+def test_kernel_centroid_shift_map() -> None:
+    # A Gaussian kernel displaced by (0.3, -0.7) px whose amplitude varies over the image
+    # (spatial order 1): the centroid is the displacement everywhere, whatever the sum.
+    size, shift = 15, (0.3, -0.7)
+    r = np.arange(size) - size // 2
+    g = np.exp(-0.5 * ((r[None, :] - shift[0]) ** 2 + (r[:, None] - shift[1]) ** 2) / 1.5**2)
+    sol = kernel.KernelSolution(
+        basis=(g / g.sum())[None],
+        coefficients=np.array([[1.0, 0.2, 0.1]]),
+        bg_coefficients=np.zeros(1),
+        spatial_order=1,
+        background_order=0,
+        shape=(200, 300),
+        sigmas=np.array([1.5]),
+        degrees=(0,),
+    )
+    mosaic = diagnostics.kernel_mosaic(sol, 5)
+    dx, dy = diagnostics.kernel_centroids(mosaic.kernels)
+    assert dx.shape == dy.shape == (5, 5)
+    # Cutting the displaced Gaussian at 7 px (4.2 sigma) trims its tails unevenly: the
+    # first moment moves by ~4e-6 px; 1e-4 px is far below any shift a user would see.
+    np.testing.assert_allclose(dx, shift[0], atol=1e-4)
+    np.testing.assert_allclose(dy, shift[1], atol=1e-4)
+    # A centred kernel does not move the image.
+    centred = diagnostics.kernel_centroids(np.fliplr(np.flipud(g)) + g)
+    assert abs(float(centred[0])) < 1e-12 and abs(float(centred[1])) < 1e-12

@@ -431,9 +431,7 @@ def cutout_levels(cutouts: Sequence[np.ndarray], *, symmetric: bool) -> tuple[fl
     if values.size == 0:
         return (-1.0, 1.0) if symmetric else (0.0, 1.0)
     sky = float(np.median(values))
-    sigma = _MAD_TO_SIGMA * float(np.median(np.abs(values - sky)))
-    if not sigma > 0:
-        sigma = float(np.std(values)) or 1.0
+    sigma = _MAD_TO_SIGMA * float(np.median(np.abs(values - sky)))  # 0 on a noiseless sky
     core = np.concatenate(
         [
             np.asarray(c, np.float64)[
@@ -447,6 +445,8 @@ def cutout_levels(cutouts: Sequence[np.ndarray], *, symmetric: bool) -> tuple[fl
     if symmetric:
         peak = float(np.max(np.abs(core))) if core.size else 0.0
         half = max(peak, _CUTOUT_PEAK_SIGMA * sigma)
-        return -half, half
+        return (-half, half) if half > 0 else (-1.0, 1.0)
     peak = float(np.max(core)) if core.size else -np.inf
-    return sky - _CUTOUT_FLOOR_SIGMA * sigma, max(peak, sky + _CUTOUT_PEAK_SIGMA * sigma)
+    lo = sky - _CUTOUT_FLOOR_SIGMA * sigma
+    hi = max(peak, sky + _CUTOUT_PEAK_SIGMA * sigma)
+    return (lo, hi) if hi > lo else (lo, lo + 1.0)

@@ -236,6 +236,8 @@ class CatalogPanel(QWidget):
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         header.setResizeContentsPrecision(50)  # size columns from 50 rows, not every row
         rows.setVisible(False)
+        # Compact rows (text height plus a small margin): more sources on screen at once.
+        rows.setDefaultSectionSize(self.view.fontMetrics().height() + 6)
         header.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         header.customContextMenuRequested.connect(self._column_menu)
         header.setToolTip("Right-click to show or hide columns")

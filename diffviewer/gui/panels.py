@@ -29,16 +29,28 @@ from diffviewer.gui.views import ImagePanel, link_to
 
 # Height (px) of a title row above small images: two lines of 8-9 pt text.
 _TITLE_HEIGHT = 34
+# Preferred width (px) of every column of small images, above any real width, so the
+# columns share the space equally whatever their titles' lengths.
+_EQUAL_WIDTH = 10_000
+
+
+class _Title(pg.LabelItem):
+    """A title above a small image that never widens its column (text may overhang)."""
+
+    def updateMin(self) -> None:
+        super().updateMin()
+        self.setMinimumWidth(0)
 
 
 def _image_box(
     canvas: pg.GraphicsLayoutWidget, title: str, row: int, col: int
-) -> tuple[pg.ViewBox, pg.ImageItem, pg.LabelItem]:
+) -> tuple[pg.ViewBox, pg.ImageItem, _Title]:
     """A titled, aspect-locked view box with an image item, placed in a layout widget."""
-    label = canvas.addLabel(title, row=2 * row, col=col, size="9pt")
+    label = _Title(title, size="9pt")
+    canvas.addItem(label, row=2 * row, col=col)
     # Titles take their text's height, the images the rest; equal columns whatever the text.
     canvas.ci.layout.setRowMaximumHeight(2 * row, _TITLE_HEIGHT)
-    canvas.ci.layout.setColumnStretchFactor(col, 1)
+    canvas.ci.layout.setColumnPreferredWidth(col, _EQUAL_WIDTH)
     vb = canvas.addViewBox(row=2 * row + 1, col=col, lockAspect=True, enableMenu=False)
     vb.setMouseEnabled(False, False)
     vb.setDefaultPadding(0.02)
@@ -273,7 +285,7 @@ class _StampGrid(QWidget):
         self.canvas = pg.GraphicsLayoutWidget()
         self.items: dict[str, pg.ImageItem] = {}
         self.boxes: dict[str, pg.ViewBox] = {}
-        self.labels: dict[str, pg.LabelItem] = {}
+        self.labels: dict[str, _Title] = {}
         for k, title in enumerate(titles):
             self.boxes[title], self.items[title], self.labels[title] = _image_box(
                 self.canvas, title, k // 2, k % 2

@@ -95,7 +95,8 @@ class ImagePanel(QWidget):
             self.view.addItem(line, ignoreBounds=True)
         self.canvas.scene().sigMouseMoved.connect(self._on_mouse_moved)
 
-        self.title = QLabel(f"<b>{title}</b>")
+        self.title = QLabel()
+        self.set_title(title)
         self.levels_box = QComboBox()
         self.levels_box.addItems(list(display.LEVEL_MODES))
         self.levels_box.setToolTip(
@@ -130,6 +131,7 @@ class ImagePanel(QWidget):
         bar = QHBoxLayout()
         bar.setContentsMargins(2, 0, 2, 0)
         bar.addWidget(self.title, 1)
+        self.bar = bar
         for w in (
             self.levels_box,
             self.stretch_box,
@@ -154,6 +156,7 @@ class ImagePanel(QWidget):
 
     def set_title(self, title: str) -> None:
         """Change the title above the image."""
+        self.title_text = title
         self.title.setText(f"<b>{title}</b>")
 
     def set_image(
@@ -320,6 +323,9 @@ class ImageArea(QWidget):
         for panel in [*self.panels.values(), self.blink]:
             panel.hovered.connect(self._on_hover)
         self._visible: list[str] = list(self.panels)
+        self.spare_box = QComboBox()
+        self.spare_box.setToolTip("The view in this cell (shown on demand)")
+        self.spare_box.currentIndexChanged.connect(self._place)
         self.grid_page = QWidget()
         self.grid = QGridLayout(self.grid_page)
         self.grid.setContentsMargins(0, 0, 0, 0)
@@ -359,33 +365,58 @@ class ImageArea(QWidget):
     # -- layout -------------------------------------------------------------------------
 
     def set_visible_views(self, names: Sequence[str]) -> None:
-        """Which panels are shown (others, e.g. variance and mask, are on demand)."""
+        """Which panels are always shown; the others (variance, mask) are on demand: in
+        the grid's spare cell, chosen in its title box, and as tabs."""
         self._visible = [n for n in self.panels if n in names]
+        on_demand = [n for n in self.panels if n not in self._visible]
+        self.spare_box.blockSignals(True)
+        self.spare_box.clear()
+        for name in on_demand:
+            self.spare_box.addItem(self.panels[name].title_text, name)
+        self.spare_box.blockSignals(False)
         self._place()
 
     def visible_views(self) -> list[str]:
-        """Names of the panels shown."""
-        return list(self._visible)
+        """Names of the panels shown in the grid (with the spare cell's) or as tabs."""
+        if self.mode == "tabs":
+            return list(self.panels)
+        spare = self.spare_view()
+        return self._visible + ([spare] if spare is not None and self.mode == "grid" else [])
+
+    def spare_view(self) -> str | None:
+        """The on-demand view in the grid's spare cell (None when the grid has no spare cell)."""
+        cols = self._columns()
+        if len(self._visible) % cols == 0 or self.spare_box.count() == 0:
+            return None
+        return str(self.spare_box.currentData())
+
+    def set_spare_view(self, name: str) -> None:
+        """Show an on-demand view (``variance``, ``mask``) in the grid's spare cell."""
+        index = self.spare_box.findData(name)
+        if index >= 0:
+            self.spare_box.setCurrentIndex(index)
 
     def set_mode(self, mode: str) -> None:
         """Show the panels as a ``grid``, as ``tabs``, or the ``blink`` panel."""
         self.mode = mode
         self._place()
 
-    def _place(self) -> None:
+    def _columns(self) -> int:
+        return 3 if len(self._visible) > 4 else 2
+
+    def _place(self, *args: object) -> None:
         if self.stack.currentIndex() == 2 and self.mode != "blink":
             self.master.setRange(rect=self.blink.view.viewRect(), padding=0)
         for panel in self.panels.values():
             self.grid.removeWidget(panel)
             panel.setParent(None)
+            panel.title.show()
+        self.spare_box.setParent(None)
         while self.tabs.count():
             self.tabs.removeTab(0)
         if self.mode == "tabs":
-            for name in self._visible:
-                self.tabs.addTab(
-                    self.panels[name],
-                    self.panels[name].title.text().replace("<b>", "").replace("</b>", ""),
-                )
+            for panel in self.panels.values():
+                self.tabs.addTab(panel, panel.title_text)
             self.stack.setCurrentWidget(self.tabs)
         elif self.mode == "blink":
             if self.stack.currentIndex() != 2:
@@ -393,10 +424,16 @@ class ImageArea(QWidget):
             self.stack.setCurrentIndex(2)
             self._show_blink_frame()
         else:
-            cols = 3 if len(self._visible) > 4 else 2
-            for i, name in enumerate(self._visible):
+            cols = self._columns()
+            for i, name in enumerate(self.visible_views()):
                 self.grid.addWidget(self.panels[name], i // cols, i % cols)
                 self.panels[name].show()
+            spare = self.spare_view()
+            if spare is not None:  # its title is the box that chooses it
+                panel = self.panels[spare]
+                panel.title.hide()
+                panel.bar.insertWidget(0, self.spare_box, 1)
+                self.spare_box.show()
             self.stack.setCurrentWidget(self.grid_page)
         self._sync_links()
 
@@ -442,7 +479,7 @@ class ImageArea(QWidget):
         if name is None:
             return
         src = self.panels[name]
-        self.blink.set_title(f"Blink: {src.title.text()}")
+        self.blink.set_title(f"Blink: {src.title_text}")
         self.blink.settings = src.settings
         self.blink.set_image(src.data, src.levels())
         self.blink._sync_controls()

@@ -319,8 +319,13 @@ class MainWindow(QMainWindow):
         self.blink_action = self._action(
             view_menu, "Blink on/off", self.area.toggle_blink, "Ctrl+K", checkable=True
         )
-        self.extra_action = self._action(
-            view_menu, "Show variance and mask", self._toggle_extra, checkable=True
+        self._action(
+            view_menu,
+            "Spare cell: variance / mask",
+            lambda: self.area.set_spare_view(
+                "mask" if self.area.spare_view() == "variance" else "variance"
+            ),
+            "M",
         )
         self.cand_action = self._action(
             view_menu, "Kernel sources", self._refresh_overlays, checkable=True
@@ -770,16 +775,23 @@ class MainWindow(QMainWindow):
         self.readout.setText(model.pixel_readout(self.outcome.result, self._raw, x, y))
 
     def _update_mask_overlay(self, *args: object) -> None:
+        """The chosen planes over every image view; the mask view shows every plane
+        in its colour, opaque, on black where no plane is set."""
         if self.outcome is None:
             return
+        mask = self._raw["mask"]
         chosen = {p: b.isChecked() for p, b in self.plane_boxes.items()}
         rgba = (
-            display.mask_overlay(self._raw["mask"], chosen, self.opacity.value() / 100)
+            display.mask_overlay(mask, chosen, self.opacity.value() / 100)
             if any(chosen.values())
             else None
         )
-        for name in model.MAIN_VIEWS:
-            self.area.panels[name].set_mask_overlay(rgba)
+        for name, panel in self.area.panels.items():
+            if name != "mask":
+                panel.set_mask_overlay(rgba)
+        self.area.panels["mask"].set_mask_overlay(
+            display.mask_overlay(mask, dict.fromkeys(MaskPlane, True), 1.0)
+        )
 
     def _show_diagnostics(self) -> None:
         assert self.outcome is not None
@@ -807,10 +819,6 @@ class MainWindow(QMainWindow):
             self.warnings.show()
         else:
             self.warnings.hide()
-
-    def _toggle_extra(self, on: bool) -> None:
-        names = list(model.VIEW_TITLES) if on else list(model.MAIN_VIEWS)
-        self.area.set_visible_views(names)
 
     def _on_tab(self, index: int) -> None:
         """The A/B views open on the area the image views show (they overlap on screen, so

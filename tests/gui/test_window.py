@@ -12,6 +12,7 @@ from PyQt6.QtCore import QSettings
 
 from diffviewer import display
 from diffviewer.config import load_toml
+from diffviewer.exposure import MaskPlane
 from diffviewer.gui import model
 from diffviewer.gui.model import Pair
 from diffviewer.gui.window import MainWindow, default_extensions, isolated_window
@@ -286,3 +287,30 @@ def test_launch_opens_the_demo_pair_and_runs_it(qtbot, tmp_path: Path) -> None:
     assert win.pair.name == "demo" and win.outcome is not None
     assert len(win.catalog.model.table) == len(win.outcome.result.diasources)
     win.close()
+
+
+def test_the_grid_has_no_empty_cell_variance_and_mask_on_demand(
+    qtbot, demo_window: MainWindow
+) -> None:
+    area = demo_window.area
+    result = demo_window.outcome.result
+    # five main views and the spare cell: variance by default, its title box chooses
+    assert area.visible_views() == [*model.MAIN_VIEWS, "variance"]
+    assert area.grid.count() == 6 and area.spare_box.isVisibleTo(area)
+    variance = area.panels["variance"]
+    np.testing.assert_array_equal(variance.data, display.display_array(result.difference.variance))
+    assert not variance.title.isVisibleTo(area)
+    area.set_spare_view("mask")
+    assert area.visible_views()[-1] == "mask" and area.grid.count() == 6
+    assert area.panels["variance"].parent() is None and not area.panels["variance"].title.isHidden()
+    # the mask view colours every plane, opaque, and is clear where no plane is set
+    mask = result.difference.mask
+    overlay = area.panels["mask"].mask_item.image
+    assert overlay is not None
+    planes = int(np.bitwise_or.reduce([int(p) for p in MaskPlane]))
+    np.testing.assert_array_equal(overlay[..., 3] == 255, (mask & planes) != 0)
+    # every view, including the on-demand ones, as tabs
+    area.set_mode("tabs")
+    assert area.tabs.count() == len(model.VIEW_TITLES)
+    area.set_mode("grid")
+    assert area.grid.count() == 6

@@ -67,6 +67,7 @@ SKY_COLOUR = (170, 170, 170)
 CANDIDATE_VIEWS = ("science", "template", "matched", "difference")
 DIA_VIEWS = ("difference", "score")
 CUTOUT_HALF = 15
+FITS_FILTER = "FITS (*.fits *.fit *.fts *.fits.fz *.fits.gz);;All files (*)"
 RECENT_MAX = 10
 
 
@@ -401,35 +402,33 @@ class MainWindow(QMainWindow):
             self.pair_index -= 1
             self.open_pair(self.pairs[self.pair_index])
 
+    def ask_file(
+        self, title: str, folder_key: str, filters: str, name: str = "", *, save: bool = False
+    ) -> Path | None:
+        """Ask for a file to open (or save), starting in the folder remembered under
+        ``folder_key`` (with ``name`` proposed), and remember the chosen file's folder."""
+        folder = Path(str(self.settings.value(folder_key, "")))
+        ask = QFileDialog.getSaveFileName if save else QFileDialog.getOpenFileName
+        path, _ = ask(self, title, str(folder / name) if name else str(folder), filters)
+        if not path:
+            return None
+        self.settings.setValue(folder_key, str(Path(path).parent))
+        return Path(path)
+
     def open_pair_dialog(self) -> None:
-        """Ask for a science file, then a template file."""
-        folder = str(self.settings.value("last_input_folder", ""))
-        filters = "FITS (*.fits *.fit *.fts *.fits.fz *.fits.gz);;All files (*)"
-        sci, _ = QFileDialog.getOpenFileName(self, "Science image", folder, filters)
-        if not sci:
-            return
-        tmpl, _ = QFileDialog.getOpenFileName(
-            self, "Template image", str(Path(sci).parent), filters
-        )
-        if not tmpl:
-            return
-        self.settings.setValue("last_input_folder", str(Path(sci).parent))
-        self.open_specs(sci, tmpl)
+        """Ask for a science file, then a template file (starting in the science's folder)."""
+        sci = self.ask_file("Science image", "last_input_folder", FITS_FILTER)
+        tmpl = self.ask_file("Template image", "last_input_folder", FITS_FILTER) if sci else None
+        if sci is not None and tmpl is not None:
+            self.open_specs(str(sci), str(tmpl))
 
     def open_mef_dialog(self) -> None:
         """Ask for one multi-extension file, then which extensions are science and template."""
-        folder = str(self.settings.value("last_input_folder", ""))
-        path, _ = QFileDialog.getOpenFileName(
-            self,
-            "Multi-extension FITS file",
-            folder,
-            "FITS (*.fits *.fit *.fts *.fits.fz);;All files (*)",
-        )
-        if not path:
+        path = self.ask_file("Multi-extension FITS file", "last_input_folder", FITS_FILTER)
+        if path is None:
             return
-        self.settings.setValue("last_input_folder", str(Path(path).parent))
         try:
-            names = image_extensions(Path(path))
+            names = image_extensions(path)
         except InputError as exc:
             self.report_problem(exc)
             return
@@ -447,10 +446,9 @@ class MainWindow(QMainWindow):
 
     def open_pairs_dialog(self) -> None:
         """Ask for a CSV list of pairs (columns science, template, optional name)."""
-        folder = str(self.settings.value("last_input_folder", ""))
-        path, _ = QFileDialog.getOpenFileName(self, "Pairs list", folder, "CSV (*.csv);;All (*)")
-        if path:
-            self.open_pairs_file(path)
+        path = self.ask_file("Pairs list", "last_input_folder", "CSV (*.csv);;All (*)")
+        if path is not None:
+            self.open_pairs_file(str(path))
 
     def open_pairs_file(self, path: str) -> None:
         """Load a CSV list of pairs and open the first (errors become a message)."""
@@ -977,12 +975,11 @@ class MainWindow(QMainWindow):
 
     def save_config_dialog(self) -> None:
         """Save the edited config as TOML."""
-        folder = str(self.settings.value("last_config_folder", ""))
-        path, _ = QFileDialog.getSaveFileName(
-            self, "Save config", str(Path(folder) / "config.toml"), "TOML (*.toml)"
+        path = self.ask_file(
+            "Save config", "last_config_folder", "TOML (*.toml)", "config.toml", save=True
         )
-        if path:
-            self.save_config(Path(path))
+        if path is not None:
+            self.save_config(path)
 
     def save_config(self, path: Path) -> None:
         """Write the edited config to ``path`` (errors become a message)."""
@@ -990,16 +987,14 @@ class MainWindow(QMainWindow):
 
         try:
             atomic_write_text(path, to_toml(self.params.config()))
-            self.settings.setValue("last_config_folder", str(path.parent))
         except (OSError, DiffviewerError) as exc:
             self.report_problem(exc, "Cannot save config")
 
     def load_config_dialog(self) -> None:
         """Load a config TOML into the parameter panel (press Run to apply it)."""
-        folder = str(self.settings.value("last_config_folder", ""))
-        path, _ = QFileDialog.getOpenFileName(self, "Load config", folder, "TOML (*.toml)")
-        if path:
-            self.load_config(Path(path))
+        path = self.ask_file("Load config", "last_config_folder", "TOML (*.toml)")
+        if path is not None:
+            self.load_config(path)
 
     def load_config(self, path: Path) -> None:
         """Show a config file's values in the parameter panel (errors become a message)."""
@@ -1013,7 +1008,6 @@ class MainWindow(QMainWindow):
                 self.params.set_value(
                     section, name, tuple(value) if isinstance(value, list) else value
                 )
-        self.settings.setValue("last_config_folder", str(path.parent))
 
     def export_catalog_dialog(self) -> None:
         """Save the catalog with the verdicts as ECSV."""
@@ -1063,13 +1057,10 @@ class MainWindow(QMainWindow):
         name, ok = QInputDialog.getItem(self, "Save PNG", "Save:", list(targets), 1, False)
         if not ok:
             return
-        folder = str(self.settings.value("last_png_folder", ""))
         stem = name.split(":")[-1].strip().lower().replace(" ", "_")
-        path, _ = QFileDialog.getSaveFileName(
-            self, "Save PNG", str(Path(folder) / f"{stem}.png"), "PNG (*.png)"
-        )
-        if path:
-            self.save_png(Path(path), targets[name])
+        path = self.ask_file("Save PNG", "last_png_folder", "PNG (*.png)", f"{stem}.png", save=True)
+        if path is not None:
+            self.save_png(path, targets[name])
 
     def save_png(self, path: Path, widget: QWidget | None = None) -> None:
         """Grab a widget (the current tab when None) into a PNG file."""
@@ -1079,8 +1070,6 @@ class MainWindow(QMainWindow):
                 OSError(f"could not write {path}; check the folder exists and is writable"),
                 "Cannot save PNG",
             )
-            return
-        self.settings.setValue("last_png_folder", str(path.parent))
 
     # ----------------------------------------------------------------- window state
 

@@ -314,3 +314,25 @@ def test_the_grid_has_no_empty_cell_variance_and_mask_on_demand(
     assert area.tabs.count() == len(model.VIEW_TITLES)
     area.set_mode("grid")
     assert area.grid.count() == 6
+
+
+def test_file_dialogs_start_in_and_remember_their_folder(
+    qtbot, window: MainWindow, tmp_path: Path, monkeypatch
+) -> None:
+    from PyQt6.QtWidgets import QFileDialog
+
+    asked: list[str] = []
+    chosen = tmp_path / "configs" / "mine.toml"
+
+    def fake(parent, title, start, filters):
+        asked.append(start)
+        return str(chosen), filters
+
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", fake)
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", fake)
+    assert window.ask_file("Save", "last_config_folder", "TOML (*.toml)", "c.toml", save=True) == (
+        chosen
+    )
+    assert window.settings.value("last_config_folder") == str(chosen.parent)
+    window.ask_file("Load", "last_config_folder", "TOML (*.toml)")
+    assert asked[-1] == str(chosen.parent)  # the next dialog opens where the last file was

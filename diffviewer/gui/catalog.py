@@ -40,9 +40,10 @@ _Index = QModelIndex | QPersistentModelIndex
 
 
 def hidden_by_default(name: str) -> bool:
-    """Columns hidden until asked for (header menu): the footprint label and the single
-    flags, which the ``flagged`` column summarises (its tooltip names the flags set)."""
-    return name == "label" or name.startswith("flag_")
+    """Columns hidden until asked for (header menu): the footprint label, the sky-source
+    mark (sky sources are filtered out unless asked for), and the single flags, which the
+    ``flagged`` column summarises (its tooltip names the flags set)."""
+    return name in ("label", "sky_source") or name.startswith("flag_")
 
 
 class CatalogModel(QAbstractTableModel):

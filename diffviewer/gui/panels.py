@@ -331,7 +331,7 @@ class StampPanel(_StampGrid):
         for title, item in self.items.items():
             array = images.get(title)
             if title in ("science", "template"):
-                _show(item, array, display.DisplaySettings(), inputs)
+                _show(item, array, display.DisplaySettings(stretch="asinh"), inputs)
             elif "kernel" in title:
                 _show(item, array, _SIGNED)
             elif title == "normalised residual":

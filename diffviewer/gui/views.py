@@ -37,6 +37,33 @@ _CROSSHAIR_PEN = pg.mkPen((255, 255, 0, 160), width=1, style=Qt.PenStyle.DashLin
 _BAR_STOPS = 16
 
 
+# The histogram beside a view covers the display levels widened by this fraction of their
+# width on each side, in this many bins, from about this many pixels per axis (a regular
+# subsample: the shape of the histogram, not exact counts, is what the eye reads).
+_HIST_MARGIN = 0.5
+_HIST_BINS = 200
+_HIST_PIXELS = 400
+
+
+class LevelsImageItem(pg.ImageItem):
+    """An image item whose histogram spans its display levels (plus a margin), not the
+    data's full range: with the full range of a star field (sky at 500, stars at 60000),
+    the sky and the level handles crowd into one bin at the bottom."""
+
+    def getHistogram(
+        self, *args: object, **kwargs: object
+    ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        if self.image is None or self.levels is None or self.image.ndim != 2:
+            return None, None
+        lo, hi = (float(v) for v in self.getLevels())
+        margin = _HIST_MARGIN * (hi - lo)
+        step = max(1, int(np.ceil(max(self.image.shape) / _HIST_PIXELS)))
+        counts, edges = np.histogram(
+            self.image[::step, ::step], bins=_HIST_BINS, range=(lo - margin, hi + margin)
+        )
+        return edges[:-1], counts
+
+
 def link_to(view: pg.ViewBox, master: pg.ViewBox) -> None:
     """Make ``view`` share the x and y ranges of ``master`` (it mirrors, master keeps aspect)."""
     view.setAspectLocked(False)
@@ -77,7 +104,7 @@ class ImagePanel(QWidget):
         self.view = self.canvas.addViewBox(row=0, col=0, lockAspect=True, enableMenu=False)
         self.view.setDefaultPadding(0.0)
         self.view.disableAutoRange()  # ranges are set explicitly (and shared through links)
-        self.image = pg.ImageItem(axisOrder="row-major")
+        self.image = LevelsImageItem(axisOrder="row-major")
         self.image.setAutoDownsample(True)
         self.view.addItem(self.image)
         self.mask_item = pg.ImageItem(axisOrder="row-major")
@@ -173,7 +200,7 @@ class ImagePanel(QWidget):
             self.image.setImage(image, levels=lv, autoLevels=False)
             # Pixel centres at integer view coordinates: view (x, y) is pixel (x, y), 0-based.
             self.image.setRect(QRectF(-0.5, -0.5, image.shape[1], image.shape[0]))
-            self.hist.setLevels(*lv)
+            self.hist.imageChanged()  # histogram around the new levels, handles on them
         finally:
             self._setting_levels = False
         self._apply_lut()
@@ -183,7 +210,7 @@ class ImagePanel(QWidget):
         self._setting_levels = True
         try:
             self.image.setLevels(levels)
-            self.hist.setLevels(*levels)
+            self.hist.imageChanged()  # the histogram follows the levels
         finally:
             self._setting_levels = False
 
@@ -256,6 +283,11 @@ class ImagePanel(QWidget):
         )
         self._sync_controls()
         self._apply_lut()
+        self._setting_levels = True
+        try:
+            self.hist.imageChanged()  # re-centre the histogram on the dragged levels
+        finally:
+            self._setting_levels = False
 
     # -- navigation and cursor ----------------------------------------------------------
 

@@ -295,3 +295,22 @@ def test_mosaic_click_maps_the_cell_to_its_image_position(qtbot, demo_window: Ma
         pytest.approx(blocker.args[0], abs=0.5),
         pytest.approx(blocker.args[1], abs=0.5),
     )
+
+
+def test_the_histogram_spans_the_levels_so_the_sky_is_readable(qtbot) -> None:
+    area = ImageArea([("science", "S")])
+    qtbot.addWidget(area)
+    panel = area.panels["science"]
+    rng = np.random.default_rng(0)
+    data = rng.normal(500.0, 20.0, (300, 300)).astype(np.float32)
+    data[100:103, 100:103] = 60_000.0  # a saturated star sets the data's maximum
+    panel.set_image(data, (440.0, 560.0))
+    x, counts = panel.hist.plot.getData()
+    # bins from 440 - 60 to 560 + 60 (margin: half the level width each side), not to 60000
+    assert x[0] == pytest.approx(380.0) and x[-1] < 620.0
+    # every sky pixel is within 380-620 (+-6 sigma); only the 9 star pixels fall outside
+    assert counts.sum() == 300 * 300 - 9
+    assert panel.hist.getLevels() == pytest.approx((440.0, 560.0))
+    panel.set_levels((0.0, 1000.0))
+    x, _ = panel.hist.plot.getData()
+    assert x[0] == pytest.approx(-500.0)

@@ -111,18 +111,28 @@ def test_decam_stacks_against_sfft() -> None:
     assert good_fraction(run.fit) > 0.5
     diff = run.decorrelated.difference
     z = diff.image / np.sqrt(diff.variance)
-    peak = float(z[178:185, 57:64].max())  # within 3 px of (x, y) = (60, 181)
+    box = (slice(173, 190), slice(52, 69))  # within 8 px of (x, y) = (60, 181)
+    peak = float(z[box].max())
     sfft = fits.getdata(data_path(root + "FinalDifference.fits")).astype(np.float64)
     raw = run.products.difference.image.astype(np.float64)
+    # Both raw differences in units of our raw difference's noise, for a like comparison.
+    sigma = np.sqrt(run.products.difference.variance)
+    ours_z, sfft_z = (raw / sigma)[box], (sfft / sigma)[box]
     inner = (slice(20, -20), slice(20, -20))
     scatter = robust_std((raw - sfft)[inner])
     noise = robust_std(sfft[inner])
     print(
-        f"decam stacks: residual at (60, 181) {peak:.1f} sigma; robust scatter of "
-        f"(ours - SFFT FinalDifference) {scatter:.2f} counts against a difference noise of "
-        f"{noise:.2f} ({scatter / noise:.2f} of it)"
+        f"decam stacks: transient at (60, 181) {peak:.1f} sigma decorrelated; raw difference "
+        f"there {ours_z.min():+.1f}/{ours_z.max():+.1f} sigma (SFFT {sfft_z.min():+.1f}/"
+        f"{sfft_z.max():+.1f}); robust scatter of (ours - SFFT FinalDifference) {scatter:.2f} "
+        f"counts against a difference noise of {noise:.2f} ({scatter / noise:.2f} of it)"
     )
-    assert peak > 20.0
+    # The transient SFFT finds there: as bright in ours (within 25 %: kernels differ) ...
+    assert peak > 10.0
+    assert 0.8 <= ours_z.max() / sfft_z.max() <= 1.25
+    # ... and its host galaxy subtracted at least as cleanly as SFFT does (the negative
+    # lobe of a kernel that under-fits the PSF wings was -29 sigma; SFFT leaves -16).
+    assert ours_z.min() > sfft_z.min()
     # Both subtractions share the inputs' noise, so they differ far less than the noise.
     assert scatter < 0.6 * noise
 

@@ -534,3 +534,23 @@ class ImageArea(QWidget):
     def view_centre(self) -> tuple[float, float]:
         """Centre of the shared view, in pixel coordinates."""
         return next(iter(self.panels.values())).view_centre()
+
+    def zoom_fit(self) -> None:
+        """Show the whole image (the master panel's) in the shared view."""
+        data = next(iter(self.panels.values())).data
+        if data is not None:
+            ny, nx = data.shape
+            self.master.setRange(xRange=(-0.5, nx - 0.5), yRange=(-0.5, ny - 0.5), padding=0)
+
+    def zoom(self) -> float:
+        """Screen pixels per image pixel of the shared view."""
+        (x0, x1), _ = self.master.viewRange()
+        return float(self.master.width()) / (x1 - x0)
+
+    def set_zoom(self, zoom: float) -> None:
+        """Zoom the shared view to ``zoom`` screen pixels per image pixel (1: DS9's
+        "zoom 1"), keeping its centre."""
+        cx, cy = self.view_centre()
+        hx = float(self.master.width()) / zoom / 2
+        hy = float(self.master.height()) / zoom / 2
+        self.master.setRange(xRange=(cx - hx, cx + hx), yRange=(cy - hy, cy + hy), padding=0)

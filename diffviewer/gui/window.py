@@ -115,6 +115,7 @@ class MainWindow(QMainWindow):
         self.area.hovered.connect(self._on_hover)
         for panel in self.area.panels.values():
             panel.settings_changed.connect(self._recompute_levels)
+            panel.cmap_box.currentTextChanged.connect(self._refresh_cutouts)
         self.kernel_panel = KernelPanel()
         self.kernel_panel.centre_requested.connect(self._centre_and_show)
         self.residual_panel = ResidualPanel()
@@ -316,6 +317,15 @@ class MainWindow(QMainWindow):
         self._action(view_menu, "Grid", lambda: self.area.set_mode("grid"), "Ctrl+1")
         self._action(view_menu, "Tabs", lambda: self.area.set_mode("tabs"), "Ctrl+2")
         self._action(view_menu, "Blink panel", lambda: self.area.set_mode("blink"), "Ctrl+3")
+        self._action(view_menu, "Zoom to fit", self.area.zoom_fit, "Ctrl+0")
+        self._action(view_menu, "Zoom 1:1", lambda: self.area.set_zoom(1.0), "1")
+        self._action(
+            view_menu, "Zoom in", lambda: self.area.set_zoom(2 * self.area.zoom()), "Ctrl+="
+        )
+        self._action(
+            view_menu, "Zoom out", lambda: self.area.set_zoom(self.area.zoom() / 2), "Ctrl+-"
+        )
+        view_menu.addSeparator()
         self._action(view_menu, "Blink: next frame", self._blink_step, "K")
         self.blink_action = self._action(
             view_menu, "Blink on/off", self.area.toggle_blink, "Ctrl+K", checkable=True
@@ -594,10 +604,7 @@ class MainWindow(QMainWindow):
             ):
                 self._recompute_levels(name)  # keep the level mode the user chose
         if first:
-            ny, nx = result.science.shape
-            self.area.panels["science"].view.setRange(
-                xRange=(-0.5, nx - 0.5), yRange=(-0.5, ny - 0.5), padding=0
-            )
+            self.area.zoom_fit()
         self.params.set_config(result.config)
         self.catalog.set_table(result.diasources)
         self._load_verdicts()

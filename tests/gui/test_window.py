@@ -336,3 +336,25 @@ def test_file_dialogs_start_in_and_remember_their_folder(
     assert window.settings.value("last_config_folder") == str(chosen.parent)
     window.ask_file("Load", "last_config_folder", "TOML (*.toml)")
     assert asked[-1] == str(chosen.parent)  # the next dialog opens where the last file was
+
+
+def test_zoom_to_fit_one_to_one_and_by_factors(qtbot, demo_window: MainWindow) -> None:
+    area = demo_window.area
+    ny, nx = demo_window.outcome.result.science.shape
+    area.set_zoom(1.0)  # one screen pixel per image pixel, centre kept
+    centre = area.view_centre()
+    assert area.zoom() == pytest.approx(1.0, rel=1e-3)
+    area.set_zoom(2 * area.zoom())
+    assert area.zoom() == pytest.approx(2.0, rel=1e-3)
+    assert area.view_centre() == (pytest.approx(centre[0]), pytest.approx(centre[1]))
+    area.zoom_fit()  # the whole image in view (the master keeps square pixels)
+    (x0, x1), (y0, y1) = area.master.viewRange()
+    assert x0 <= -0.5 + 1e-6 and x1 >= nx - 0.5 - 1e-6
+    assert y0 <= -0.5 + 1e-6 and y1 >= ny - 0.5 - 1e-6
+    # the cutouts follow a view's colour map
+    demo_window.select_source(int(demo_window.outcome.result.diasources["id"][0]))
+    demo_window.area.panels["difference"].cmap_box.setCurrentText("RdBu")
+    lut = demo_window.cutouts.items["difference"].lut
+    np.testing.assert_array_equal(
+        lut, display.make_lut(demo_window.cutouts.stretch_box.currentText(), "RdBu", symmetric=True)
+    )

@@ -114,7 +114,8 @@ def run_subtraction(
     NoWorkFound
         When the template covers too little of the science image.
     InsufficientKernelSources
-        When too few stars remain to fit a kernel.
+        When no pixel is usable on both images (with too few kernel stars the kernel
+        falls back to one from the PSFs, or a delta; see :mod:`diffviewer.engine.kernel`).
     Cancelled
         When ``cancel`` was set.
     """

@@ -335,4 +335,11 @@ class CatalogPanel(QWidget):
         self._update_count()
 
     def _update_count(self) -> None:
-        self.count.setText(f"{self.proxy.rowCount()} of {self.model.rowCount()} sources")
+        sky = self.model.column("sky_source")
+        n_sky = int(np.count_nonzero(sky)) if sky is not None else 0
+        text = f"showing {self.proxy.rowCount()} of {self.model.rowCount()}"
+        if n_sky:
+            text += f": {self.model.rowCount() - n_sky} detections, {n_sky} sky sources" + (
+                "" if self.sky_box.isChecked() else " (hidden)"
+            )
+        self.count.setText(text)

@@ -161,6 +161,9 @@ class ParameterPanel(QWidget):
             group = QGroupBox(section)
             group.setToolTip((cls.__doc__ or "").strip())
             form = QFormLayout(group)
+            # In a narrow dock, long names put their editor on the next line instead of
+            # cutting the value off or scrolling sideways.
+            form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
             hints = typing.get_type_hints(cls)
             for field in field_specs(section):
                 editor = _Editor(section, field, hints[field.name])

@@ -52,6 +52,10 @@ def test_demo_run_shows_the_engine_arrays_overlays_and_catalog(qtbot, window: Ma
     assert window.catalog.proxy.rowCount() == len(dia)
     window.catalog.sky_box.setChecked(False)
     assert window.catalog.proxy.rowCount() == np.sum(~sky)
+    n_det, n_sky = int(np.sum(~sky)), int(np.sum(sky))
+    assert window.catalog.count.text() == (
+        f"showing {n_det} of {len(dia)}: {n_det} detections, {n_sky} sky sources (hidden)"
+    )
     # the table's rows are the catalog's
     cat = window.catalog.model
     assert cat.rowCount() == len(dia)

@@ -12,6 +12,7 @@ import numpy as np
 import pyqtgraph as pg
 from PyQt6.QtCore import QRectF, Qt, QTimer, pyqtSignal
 from PyQt6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QGridLayout,
     QHBoxLayout,
@@ -214,12 +215,16 @@ class ResidualPanel(QWidget):
             "Normalise residuals by the difference variance or by the input variances"
         )
         self.norm_box.currentTextChanged.connect(self._redraw)
+        self.log_box = QCheckBox("log density")
+        self.log_box.setToolTip("Logarithmic density axis: the tails against N(0, 1)")
+        self.log_box.toggled.connect(self._redraw)
         self._panels: Sequence[tuple[str, Mapping[str, np.ndarray]]] = []
         self.plots: list[pg.PlotItem] = []
         self.stats: dict[str, tuple[float, float, int]] = {}
         bar = QHBoxLayout()
         bar.addWidget(QLabel("normalised by"))
         bar.addWidget(self.norm_box)
+        bar.addWidget(self.log_box)
         bar.addStretch(1)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
@@ -260,6 +265,9 @@ class ResidualPanel(QWidget):
             plot = self.canvas.addPlot(row=k // 2, col=k % 2)
             plot.setLabel("bottom", "normalised residual")
             plot.setLabel("left", "density")
+            plot.getAxis("left").enableAutoSIPrefix(False)  # plain densities, no "(x0.001)"
+            log = self.log_box.isChecked()
+            plot.setLogMode(y=log)
             if values.size:
                 hist, _ = np.histogram(values, bins=edges, density=False)
                 density = hist / (values.size * np.diff(edges))
@@ -267,10 +275,14 @@ class ResidualPanel(QWidget):
                     edges,
                     density,
                     stepMode="center",
-                    fillLevel=0,
-                    brush=(100, 100, 220, 120),
+                    fillLevel=None if log else 0,  # a fill down to 0 has no place on a log axis
+                    brush=None if log else (100, 100, 220, 120),
                     pen=pg.mkPen((120, 120, 255)),
                 )
+                if log:  # from half a count per bin (the emptiest bin shown) to the peak
+                    floor = 0.5 / (values.size * (edges[1] - edges[0]))
+                    top = 2 * max(float(density.max()), float(gauss.max()))
+                    plot.setYRange(np.log10(floor), np.log10(top), padding=0)
             plot.plot(centres, gauss, pen=pg.mkPen("r", width=2))
             plot.setTitle(f"{title}<br>mean {mean:+.3f}, σ {sigma:.3f}, n = {count}", size="9pt")
             self.stats[title] = (mean, sigma, count)

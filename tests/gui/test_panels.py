@@ -314,3 +314,21 @@ def test_the_histogram_spans_the_levels_so_the_sky_is_readable(qtbot) -> None:
     panel.set_levels((0.0, 1000.0))
     x, _ = panel.hist.plot.getData()
     assert x[0] == pytest.approx(-500.0)
+
+
+def test_residual_histograms_switch_to_a_log_density_axis(qtbot) -> None:
+    from diffviewer.gui.panels import ResidualPanel
+
+    panel = ResidualPanel()
+    qtbot.addWidget(panel)
+    values = np.random.default_rng(1).normal(0.0, 1.0, 4000)
+    panel.set_data([("own", {"difference variance": values})])
+    assert not panel.plots[0].ctrl.logYCheck.isChecked()
+    panel.log_box.setChecked(True)
+    plot = panel.plots[0]  # redrawn: new plots
+    assert plot.ctrl.logYCheck.isChecked()
+    # the axis runs from half a count per bin (bin 0.125 wide) to twice the peak density
+    lo, hi = plot.viewRange()[1]
+    assert lo == pytest.approx(np.log10(0.5 / (4000 * 0.125)))
+    assert hi == pytest.approx(np.log10(2 * 0.4), abs=0.05)  # N(0, 1) peaks at 0.399
+    assert panel.stats["own"][1] == pytest.approx(1.0, abs=0.05)  # stats unchanged

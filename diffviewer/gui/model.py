@@ -628,6 +628,11 @@ def pixel_readout(result: Any, arrays: Mapping[str, np.ndarray], x: float, y: fl
     for name, title in VIEW_TITLES.items():
         if name in arrays and name != "mask":
             lines.append(f"{title}: {float(arrays[name][iy, ix]):.5g}")
+    if "difference" in arrays and "variance" in arrays:
+        variance = float(arrays["variance"][iy, ix])
+        if variance > 0:
+            snr = float(arrays["difference"][iy, ix]) / np.sqrt(variance)
+            lines.append(f"Difference / σ: {snr:+.2f}")
     bits = int(arrays["mask"][iy, ix]) if "mask" in arrays else 0
     names = mask_plane_names(bits)
     lines.append(f"mask {bits}: {', '.join(names) if names else '(none)'}")

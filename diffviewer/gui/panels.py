@@ -157,9 +157,11 @@ class KernelPanel(QWidget):
         _show(self.mosaic, mosaic, _SIGNED)
         _show(self.sum_map, sum_map, _POSITIVE)
         _show(self.shift_map, shift_map, _POSITIVE)
+        lo, hi = float(np.nanmin(sum_map)), float(np.nanmax(sum_map))
         self.sum_title.setText(
-            f"Kernel sum over the image: {np.nanmin(sum_map):.4f} (dark) to "
-            f"{np.nanmax(sum_map):.4f} (bright)"
+            f"Kernel sum over the image: {lo:.4f} (dark) to {hi:.4f} (bright)"
+            if f"{lo:.4f}" != f"{hi:.4f}"
+            else f"Kernel sum over the image: constant, {lo:.4f}"
         )
         self.shift_title.setText(
             f"Kernel centroid shift: {np.nanmin(shift_map):.3f} to {np.nanmax(shift_map):.3f} px"

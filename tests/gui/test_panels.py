@@ -332,3 +332,25 @@ def test_residual_histograms_switch_to_a_log_density_axis(qtbot) -> None:
     assert lo == pytest.approx(np.log10(0.5 / (4000 * 0.125)))
     assert hi == pytest.approx(np.log10(2 * 0.4), abs=0.05)  # N(0, 1) peaks at 0.399
     assert panel.stats["own"][1] == pytest.approx(1.0, abs=0.05)  # stats unchanged
+
+
+def test_kernel_sum_title_says_constant_when_the_sum_does_not_vary(qtbot) -> None:
+    from diffviewer.gui.panels import KernelPanel
+
+    panel = KernelPanel()
+    qtbot.addWidget(panel)
+    grid = np.zeros((4, 5))
+    grid[:, 2] = 0.9934
+    args = dict(
+        mosaic=np.zeros((10, 10)),
+        grid=grid,
+        n_grid=2,
+        cell=5,
+        shift_map=np.zeros((4, 4)),
+        basis=np.zeros((1, 3, 3)),
+        info="",
+    )
+    panel.set_data(sum_map=np.full((4, 4), 0.9934), **args)
+    assert panel.sum_title.text.endswith("constant, 0.9934")
+    panel.set_data(sum_map=np.linspace(0.98, 1.01, 16).reshape(4, 4), **args)
+    assert "0.9800 (dark) to 1.0100 (bright)" in panel.sum_title.text

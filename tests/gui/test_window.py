@@ -69,6 +69,9 @@ def test_demo_run_shows_the_engine_arrays_overlays_and_catalog(qtbot, window: Ma
     window._on_hover(60.0, 181.0)
     assert "x</b> 60" in window.readout.text() and "Difference:" in window.readout.text()
     assert "RA" in window.readout.text()  # the demo pair has a celestial WCS
+    diff = result.difference
+    d = float(diff.image[181, 60]) / np.sqrt(float(diff.variance[181, 60]))
+    assert f"Difference / σ: {d:+.2f}" in window.readout.text()
 
 
 def test_selecting_a_row_centres_the_views_and_fills_the_cutouts(qtbot, window: MainWindow) -> None:

@@ -327,7 +327,7 @@ class StampPanel(_StampGrid):
     )
 
     def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(self.TITLES, "Click a kernel source (circle) on an image.", parent)
+        super().__init__(self.TITLES, "Click a kernel source (square) on an image.", parent)
 
     def set_data(self, images: Mapping[str, np.ndarray | None], info: str) -> None:
         """Show a stamp's images (keys of :attr:`TITLES`) and its text.

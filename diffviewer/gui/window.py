@@ -63,6 +63,9 @@ POSITIVE_COLOUR, NEGATIVE_COLOUR, DIPOLE_COLOUR, FLAGGED_COLOUR = (
     (255, 140, 0),
 )
 SKY_COLOUR = (170, 170, 170)
+# Marker shapes: kernel sources are squares (they are square stamps), DIA sources circles,
+# dipoles diamonds, sky sources crosses, so the overlays on the difference never look alike.
+CANDIDATE_SYMBOL = "s"
 #: Views carrying each overlay.
 CANDIDATE_VIEWS = ("science", "template", "matched", "difference")
 DIA_VIEWS = ("difference", "score")
@@ -658,7 +661,7 @@ class MainWindow(QMainWindow):
             {
                 "pos": (float(x), float(y)),
                 "data": i,
-                "symbol": "o",
+                "symbol": CANDIDATE_SYMBOL,
                 "brush": None,
                 "pen": pg.mkPen(STATUS_COLOURS.get(s, (200, 200, 200)), width=1.5),
             }
@@ -698,7 +701,7 @@ class MainWindow(QMainWindow):
         dipole = bool(dia["is_dipole"][i]) if "is_dipole" in dia.colnames else False
         flagged = bool(dia["flagged"][i]) if "flagged" in dia.colnames else False
         colour = DIPOLE_COLOUR if dipole else (POSITIVE_COLOUR if positive else NEGATIVE_COLOUR)
-        symbol = "d" if dipole else ("s" if flagged else "o")
+        symbol = "d" if dipole else "o"  # flagged: dashed orange
         pen = pg.mkPen(
             FLAGGED_COLOUR if flagged and not dipole else colour,
             width=2,

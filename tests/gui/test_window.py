@@ -49,6 +49,10 @@ def test_demo_run_shows_the_engine_arrays_overlays_and_catalog(qtbot, window: Ma
     item = window.dia_items["difference"]
     np.testing.assert_allclose(item.getData()[0], np.asarray(dia["x"], float))
     assert {p.symbol() for p in item.points() if p.data() in set(dia["id"][sky])} == {"x"}
+    # kernel sources (squares) and DIA sources (circles, diamonds) never share a shape
+    cand_symbols = {p.symbol() for p in window.candidate_items["difference"].points()}
+    dia_symbols = {p.symbol() for p in item.points()}
+    assert cand_symbols == {"s"} and not cand_symbols & dia_symbols
     assert window.catalog.proxy.rowCount() == len(dia)
     window.catalog.sky_box.setChecked(False)
     assert window.catalog.proxy.rowCount() == np.sum(~sky)

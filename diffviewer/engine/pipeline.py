@@ -161,6 +161,7 @@ def run_subtraction(
                 fit.photometric_scale,
                 config.score,
                 rep,
+                template_offset=zogy.registration_offset(fit),
             )
         elif config.score.method == "al":
             score = zogy.al_score(difference, diff_psf, rep)

@@ -37,8 +37,10 @@ from scipy import ndimage
 from scipy.interpolate import CubicSpline
 
 from diffviewer.config import ScoreConfig
-from diffviewer.engine.diagnostics import robust_std
+from diffviewer.engine.diagnostics import kernel_centroids, robust_std
+from diffviewer.engine.kernel import KernelFit
 from diffviewer.engine.progress import Reporter
+from diffviewer.engine.psf import fourier_shift, odd_square
 from diffviewer.engine.subtract import template_planes
 from diffviewer.errors import InputError
 from diffviewer.exposure import MASK_DTYPE, UNUSABLE, Exposure, MaskPlane
@@ -341,6 +343,30 @@ def _score_mask(science: Exposure, template: Exposure, bad: np.ndarray) -> np.nd
     return np.where(bad & ~flagged, mask | int(MaskPlane.NO_DATA), mask).astype(MASK_DTYPE)
 
 
+def registration_offset(fit: KernelFit) -> tuple[float, float]:
+    """The template's residual offset from the science (px) that the kernel absorbed.
+
+    An Alard-Lupton kernel matches a misregistration by moving its centroid; ZOGY
+    cannot, and leaves a dipole at every bright source unless told (the DECam demo
+    stacks are offset by ~0.5 px). Read from the kernel's centroid
+    (:func:`diffviewer.engine.diagnostics.kernel_centroids`) at the image centre.
+
+    Returns
+    -------
+    (float, float)
+        x and y offset: where a source appears on the template minus its science position.
+    """
+    ny, nx = fit.solution.shape
+    dx, dy = kernel_centroids(fit.solution.evaluate((nx - 1) / 2.0, (ny - 1) / 2.0))
+    # science ~ K * template moves template sources by +centroid; template ~ K * science
+    # moves science sources onto the template.
+    sign = -1.0 if fit.convolved == "template" else 1.0
+    return (
+        sign * float(np.nan_to_num(dx)),
+        sign * float(np.nan_to_num(dy)),
+    )
+
+
 def zogy_score(
     science: Exposure,
     template: Exposure,
@@ -349,6 +375,8 @@ def zogy_score(
     flux_ratio: float,
     config: ScoreConfig,
     reporter: Reporter,
+    *,
+    template_offset: tuple[float, float] = (0.0, 0.0),
 ) -> ScoreResult:
     """ZOGY's proper difference and corrected score S_corr (see the module docstring).
 
@@ -370,6 +398,10 @@ def zogy_score(
         ``astrometric_noise`` (px per axis) and ``background_mesh`` (px).
     reporter : Reporter
         Progress and cancellation.
+    template_offset : (float, float)
+        Where a source appears on the template minus where it is on the science (px,
+        x and y): a residual misregistration (:func:`registration_offset`). ZOGY assumes
+        registered images; the template PSF is moved by this offset so that it does.
 
     Returns
     -------
@@ -404,6 +436,9 @@ def zogy_score(
             f"({sigma_r}) is not positive; check the images"
         )
     f_n, f_r = float(flux_ratio), 1.0
+    if any(template_offset):
+        moved = odd_square(np.asarray(tmpl_psf, dtype=np.float64))[None]
+        tmpl_psf = fourier_shift(moved, *(np.array([v]) for v in template_offset))[0]
     kern = zogy_kernels(sci_psf, tmpl_psf, sigma_n, sigma_r, f_n, f_r)
     grid = _FourierGrid(science.shape, kern.k_n.shape[0])
     zero = np.float32(0.0)

@@ -298,6 +298,18 @@ class CatalogPanel(QWidget):
             self.view.selectRow(index.row())
             self.view.scrollTo(index)
 
+    def step(self, offset: int) -> int | None:
+        """Select the row ``offset`` rows below (above, when negative) the selected one, in
+        the order shown; the first row when none is selected. Returns its source id (None
+        past either end, the selection unchanged)."""
+        rows = self.selection.selectedRows()
+        target = rows[0].row() + offset if rows else 0
+        if not 0 <= target < self.proxy.rowCount():
+            return None
+        self.view.selectRow(target)
+        self.view.scrollTo(self.proxy.index(target, 0))
+        return self.selected_source()
+
     def selected_source(self) -> int | None:
         """The DIA source id of the selected row, or None."""
         rows = self.selection.selectedRows()

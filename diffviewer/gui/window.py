@@ -361,6 +361,13 @@ class MainWindow(QMainWindow):
                 lambda _=False, lab=label: self.set_verdict(lab),
                 key,
             )
+        verdict_menu.addSeparator()
+        self.advance_action = QAction("Advance to the next source after a verdict", self)
+        self.advance_action.setCheckable(True)
+        verdict_menu.addAction(self.advance_action)
+        self.advance_action.setChecked(True)
+        self._action(verdict_menu, "Next source", lambda: self.catalog.step(1), "N")
+        self._action(verdict_menu, "Previous source", lambda: self.catalog.step(-1), "P")
 
         tools = QToolBar("Run")
         tools.setObjectName("toolbar_run")
@@ -899,7 +906,8 @@ class MainWindow(QMainWindow):
         return model.default_output_dir(self.pair, self.output_root)
 
     def set_verdict(self, label: str) -> None:
-        """Label the selected DIA source (with the comment typed, if any) and save."""
+        """Label the selected DIA source (with the comment typed, if any), save, and select
+        the next source of the table (unless Verdict > Advance is off)."""
         if self.outcome is None or self.selected is None:
             return
         dia = self.outcome.result.diasources
@@ -911,6 +919,8 @@ class MainWindow(QMainWindow):
         self.catalog.model.set_verdicts(self.verdicts)
         self.save_verdicts()
         self._refresh_cutouts()
+        if self.advance_action.isChecked():
+            self.catalog.step(1)
 
     def verdict_path(self) -> Path | None:
         """The verdicts file of the current pair."""

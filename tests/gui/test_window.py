@@ -369,3 +369,22 @@ def test_zoom_to_fit_one_to_one_and_by_factors(qtbot, demo_window: MainWindow) -
     np.testing.assert_array_equal(
         lut, display.make_lut(demo_window.cutouts.stretch_box.currentText(), "RdBu", symmetric=True)
     )
+
+
+def test_a_verdict_advances_to_the_next_source_and_n_p_step(qtbot, demo_window: MainWindow) -> None:
+    cat = demo_window.catalog
+
+    def shown_id(row: int) -> int:
+        return cat.model.source_id(cat.proxy.mapToSource(cat.proxy.index(row, 0)).row())
+
+    assert cat.step(1) == shown_id(0)  # nothing selected: the first row
+    assert demo_window.selected == shown_id(0)
+    demo_window.set_verdict("real")
+    assert demo_window.verdicts[shown_id(0)].label == "real"
+    assert demo_window.selected == shown_id(1)  # advanced, views centred on it
+    assert cat.step(1) == shown_id(2) and cat.step(-1) == shown_id(1)
+    cat.view.selectRow(cat.proxy.rowCount() - 1)
+    assert cat.step(1) is None and demo_window.selected == shown_id(cat.proxy.rowCount() - 1)
+    demo_window.advance_action.setChecked(False)
+    demo_window.set_verdict("bogus")
+    assert demo_window.selected == shown_id(cat.proxy.rowCount() - 1)  # stays

@@ -233,6 +233,9 @@ class MainWindow(QMainWindow):
         self.opacity.valueChanged.connect(self._update_mask_overlay)
         layout.addWidget(QLabel("opacity"))
         layout.addWidget(self.opacity)
+        self.legend = QLabel(marker_legend())
+        self.legend.setWordWrap(True)
+        layout.addWidget(self.legend)
         layout.addStretch(1)
         return page
 
@@ -1175,6 +1178,30 @@ def default_extensions(names: Sequence[str]) -> tuple[str, str]:
         next(n for n in names if n != sci),
     )
     return sci, tmpl
+
+
+def marker_legend() -> str:
+    """What the overlay markers mean, as rich text in their colours."""
+
+    def mark(colour: tuple[int, int, int], shape: str, text: str) -> str:
+        r, g, b = colour
+        return f"<span style='color: rgb({r}, {g}, {b})'><b>{shape}</b></span> {text}"
+
+    rows = [
+        "<b>Markers</b>",
+        "kernel sources: " + ", ".join(mark(c, "□", s.lower()) for s, c in STATUS_COLOURS.items()),
+        "DIA sources: "
+        + ", ".join(
+            (
+                mark(POSITIVE_COLOUR, "○", "positive"),
+                mark(NEGATIVE_COLOUR, "○", "negative"),
+                mark(DIPOLE_COLOUR, "◇", "dipole"),
+                mark(FLAGGED_COLOUR, "○", "flagged (dashed)"),
+                mark(SKY_COLOUR, "×", "sky"),
+            )
+        ),
+    ]
+    return "<br>".join(rows)
 
 
 def isolated_window(folder: Path, size: tuple[int, int] | None = None) -> MainWindow:

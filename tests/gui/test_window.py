@@ -388,3 +388,13 @@ def test_a_verdict_advances_to_the_next_source_and_n_p_step(qtbot, demo_window: 
     demo_window.advance_action.setChecked(False)
     demo_window.set_verdict("bogus")
     assert demo_window.selected == shown_id(cat.proxy.rowCount() - 1)  # stays
+
+
+def test_the_marker_legend_names_every_overlay_shape(window: MainWindow) -> None:
+    from diffviewer.gui.window import STATUS_COLOURS
+
+    text = window.legend.text()
+    for word in ("□", "○", "◇", "×", "positive", "negative", "dipole", "flagged", "sky"):
+        assert word in text
+    for status in STATUS_COLOURS:
+        assert status.lower() in text

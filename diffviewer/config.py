@@ -182,7 +182,7 @@ class CandidatesConfig:
     stamp_half_width: int = param(
         0,
         "Half-width of the stamp checked for masks, edges and neighbours around a candidate; "
-        "0 uses the stamp the kernel fit reads (1.5 FWHM plus the kernel's half-width).",
+        "0 uses the stamp the kernel fit reads (2.5 FWHM plus the kernel's half-width).",
         unit="px",
         minimum=0,
         maximum=200,

@@ -112,7 +112,7 @@ def test_decam_stacks_against_sfft() -> None:
     diff = run.decorrelated.difference
     z = diff.image / np.sqrt(diff.variance)
     box = (slice(173, 190), slice(52, 69))  # within 8 px of (x, y) = (60, 181)
-    peak = float(z[178:185, 57:64].max())  # within 3 px of it
+    peak = float(z[box].max())
     sfft = fits.getdata(data_path(root + "FinalDifference.fits")).astype(np.float64)
     raw = run.products.difference.image.astype(np.float64)
     # Both raw differences in units of our raw difference's noise, for a like comparison.
@@ -127,8 +127,12 @@ def test_decam_stacks_against_sfft() -> None:
         f"{sfft_z.max():+.1f}); robust scatter of (ours - SFFT FinalDifference) {scatter:.2f} "
         f"counts against a difference noise of {noise:.2f} ({scatter / noise:.2f} of it)"
     )
-    # The transient SFFT finds there is found in ours.
-    assert peak > 20.0
+    # The transient SFFT finds there: as bright in ours (within 25 %: kernels differ) ...
+    assert peak > 10.0
+    assert 0.8 <= ours_z.max() / sfft_z.max() <= 1.25
+    # ... and its host galaxy subtracted at least as cleanly as SFFT does (the negative
+    # lobe of a kernel fitted on 1.5 FWHM stamps was -29 sigma; SFFT leaves -16).
+    assert ours_z.min() > sfft_z.min()
     # Both subtractions share the inputs' noise, so they differ far less than the noise.
     assert scatter < 0.6 * noise
 

@@ -23,6 +23,7 @@ from PyQt6.QtWidgets import (
     QCheckBox,
     QDockWidget,
     QFileDialog,
+    QGridLayout,
     QHBoxLayout,
     QInputDialog,
     QLabel,
@@ -219,13 +220,16 @@ class MainWindow(QMainWindow):
         layout.addWidget(self.readout)
         layout.addWidget(QLabel("<b>Mask overlay</b>"))
         self.plane_boxes: dict[MaskPlane, QCheckBox] = {}
-        for plane in MaskPlane:
+        planes = QGridLayout()  # two columns: room below for the marker legend
+        planes.setSpacing(2)
+        for k, plane in enumerate(MaskPlane):
             r, g, b = display.PLANE_COLOURS[plane]
             box = QCheckBox(str(plane.name))
             box.setStyleSheet(f"QCheckBox {{ color: rgb({r // 2}, {g // 2}, {b // 2}); }}")
             box.toggled.connect(self._update_mask_overlay)
-            layout.addWidget(box)
+            planes.addWidget(box, k // 2, k % 2)
             self.plane_boxes[plane] = box
+        layout.addLayout(planes)
         self.opacity = QSlider(Qt.Orientation.Horizontal)
         self.opacity.setRange(0, 100)
         self.opacity.setValue(50)

@@ -22,7 +22,12 @@ class NoWorkFound(DiffviewerError):
 
 
 class InsufficientKernelSources(DiffviewerError):
-    """Too few usable stars remain to fit the PSF-matching kernel."""
+    """No PSF-matching kernel can be made: no pixel is usable on both images.
+
+    With few or no kernel stars the engine falls back to a kernel from the two PSFs
+    (given, or measured from the brightest compact sources or a header FWHM), then to
+    a delta kernel with a warning; this error is what remains when even that fails.
+    """
 
 
 class OutputError(DiffviewerError):

@@ -48,6 +48,7 @@ sky_source                         a blank-sky position, not a detection
 x, y                        pix    centroid (dipoles: midpoint of the lobes)
 ra, dec                     deg    from the difference's WCS; NaN without a celestial one
 sign                               +1 brighter in the science, -1 in the template, 0 sky
+                                   (a dipole: the sign of pos_flux - neg_flux)
 psf_flux, psf_flux_err      ct     forced PSF flux on the difference and its error
 snr                                psf_flux / psf_flux_err
 peak_value                         signed peak of the detection image (sigma)
@@ -57,7 +58,7 @@ sci_psf_flux(_err)          ct     forced PSF flux on the science image, local s
 npix                        pix2   footprint area
 has_positive, has_negative         the footprint holds a part above / below threshold
 is_dipole                          classified a dipole
-pos_flux(_err), neg_flux    ct     two-lobe fit (footprints with both signs, else NaN)
+pos_flux(_err), neg_flux    ct     two-lobe fit of a dipole (NaN for other sources)
 pos_x, pos_y, neg_x, neg_y  pix    lobe centres of that fit
 dipole_separation           pix    distance between the lobes
 dipole_orientation          deg    from the negative to the positive lobe, from +x
@@ -865,7 +866,6 @@ def measure_sources(
         )
         filtered = fftconvolve(np.where(cut.good, cut.data, 0.0), flipped, mode="same")
         both = bool(table["has_positive"][i]) and bool(table["has_negative"][i])
-        fit_cols: dict[str, float] = {}
         if both:
             pos_peak, neg_peak = _peak(filtered, cut.inside, 1), _peak(filtered, cut.inside, -1)
             fit = fit_dipole(
@@ -874,25 +874,24 @@ def measure_sources(
                 pos_peak,
                 neg_peak,
             )
-            fit_cols = {
-                "pos_flux": fit.pos_flux,
-                "neg_flux": fit.neg_flux,
-                "pos_flux_err": fit.pos_flux_err,
-                "neg_flux_err": fit.neg_flux_err,
-                "pos_x": fit.pos_x + x0,
-                "pos_y": fit.pos_y + y0,
-                "neg_x": fit.neg_x + x0,
-                "neg_y": fit.neg_y + y0,
-                "dipole_separation": fit.separation,
-                "dipole_orientation": fit.orientation,
-            }
             if _is_dipole(fit, pos_peak, neg_peak, model.fwhm, config):
                 centre = (0.5 * (fit.pos_x + fit.neg_x), 0.5 * (fit.pos_y + fit.neg_y))
                 row = _measure_part(cut, cut.inside, 0, filtered, centre, planes, score, model.fwhm)
                 found.append(
                     {
                         **row,
-                        **fit_cols,
+                        "pos_flux": fit.pos_flux,
+                        "neg_flux": fit.neg_flux,
+                        "pos_flux_err": fit.pos_flux_err,
+                        "neg_flux_err": fit.neg_flux_err,
+                        "pos_x": fit.pos_x + x0,
+                        "pos_y": fit.pos_y + y0,
+                        "neg_x": fit.neg_x + x0,
+                        "neg_y": fit.neg_y + y0,
+                        "dipole_separation": fit.separation,
+                        "dipole_orientation": fit.orientation,
+                        # A dipole's sign is that of its net flux, not of its stronger peak.
+                        "sign": 1 if fit.pos_flux >= fit.neg_flux else -1,
                         "label": label,
                         "is_dipole": True,
                         "has_positive": True,
@@ -905,7 +904,6 @@ def measure_sources(
             found.append(
                 {
                     **row,
-                    **fit_cols,
                     "label": label,
                     "has_positive": sign > 0,
                     "has_negative": sign < 0,

@@ -276,6 +276,9 @@ def test_a_star_shifted_by_half_a_pixel_is_a_dipole() -> None:
         assert row["dipole_separation"] == pytest.approx(0.5, abs=0.1)
         assert abs(row["dipole_orientation"] - orientation) < 10.0
         assert np.isfinite(row["pos_flux_err"]) and row["pos_flux_err"] > 0
+    # Equal lobes: the net flux is ~0, and the sign is that of pos_flux - neg_flux.
+    expected = np.where(table["pos_flux"] >= table["neg_flux"], 1, -1)
+    assert np.array_equal(table["sign"], expected)
     # The centroid is the midpoint of the lobes.
     assert table["x"][0] == pytest.approx(50.25, abs=0.1)
     assert table["y"][1] == pytest.approx(100.25, abs=0.1)
@@ -327,6 +330,8 @@ def test_transient_on_a_galaxy_is_not_a_dipole() -> None:
     assert sorted(table["sign"]) == [-1, 1]
     neg = table[table["sign"] < 0][0]
     assert np.hypot(neg["x"] - 64.0, neg["y"] - 64.0) < 3.0, "the residual sits on the galaxy"
+    # The rejected two-lobe fit is not reported on the split pieces.
+    assert np.all(np.isnan(table["pos_flux"])) and np.all(np.isnan(table["neg_flux"]))
 
 
 def test_empty_detections_give_an_empty_catalog_with_all_columns() -> None:

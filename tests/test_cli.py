@@ -149,3 +149,15 @@ def test_pairs_csv_resolves_relative_paths(tmp_path: Path) -> None:
     (tmp_path / "list.csv").write_text("science,template,name\na.fits[SCI],a.fits[REF],first\n")
     [(sci, tmpl, name)] = read_pairs_csv(tmp_path / "list.csv")
     assert sci == str(tmp_path / "a.fits[SCI]") and tmpl.endswith("a.fits[REF]") and name == "first"
+
+
+@pytest.mark.parametrize(("limit", "expected"), [(0.0, cli.EXIT_STRICT), (1.0, cli.EXIT_OK)])
+def test_strict_fails_only_when_the_guard_trips(
+    tmp_path: Path, limit: float, expected: int
+) -> None:
+    sci, tmpl = demo_pair()
+    out = tmp_path / "out"
+    args = ["run", str(sci), str(tmpl), "--out", str(out), "--quiet", "--strict"]
+    assert cli.main([*args, "--set", f"detection.max_detected_fraction={limit}"]) == expected
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["detection"]["guard_tripped"] is (expected == cli.EXIT_STRICT)

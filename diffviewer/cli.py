@@ -9,6 +9,7 @@ does the same for a list of pairs; ``diffviewer config`` prints the default conf
 from __future__ import annotations
 
 import argparse
+import ctypes.util
 import os
 import sys
 import time
@@ -221,6 +222,40 @@ def has_display() -> bool:
     return True
 
 
+#: Libraries Qt's xcb platform plugin loads (Qt >= 6.5), with the Debian/Ubuntu
+#: packages that provide them (the README's list).
+XCB_LIBRARIES = {
+    "xcb-cursor": "libxcb-cursor0",
+    "xcb-icccm": "libxcb-icccm4",
+    "xcb-keysyms": "libxcb-keysyms1",
+    "xcb-image": "libxcb-image0",
+    "xcb-render-util": "libxcb-render-util0",
+    "xcb-shape": "libxcb-shape0",
+    "xkbcommon-x11": "libxkbcommon-x11-0",
+}
+
+
+def missing_xcb_packages() -> list[str]:
+    """Packages whose libraries Qt's xcb plugin needs and the system lacks.
+
+    Without them Qt aborts the process with a message about "xcb" that does not say
+    which package to install; this check runs first and says it. Only Linux with an
+    X11 display (and no other Qt platform chosen) uses the xcb plugin.
+
+    Returns
+    -------
+    list of str
+        Debian/Ubuntu package names; empty when nothing is missing or xcb is not used.
+    """
+    platform = os.environ.get("QT_QPA_PLATFORM", "").split(":")[0]
+    uses_xcb = sys.platform.startswith("linux") and (
+        platform == "xcb" or (not platform and not os.environ.get("WAYLAND_DISPLAY"))
+    )
+    if not uses_xcb:
+        return []
+    return [pkg for lib, pkg in XCB_LIBRARIES.items() if ctypes.util.find_library(lib) is None]
+
+
 def _main_gui(argv: Sequence[str], prog: str) -> int:
     """Open the inspection application."""
     args = _build_gui_parser(prog).parse_args(argv)
@@ -230,6 +265,15 @@ def _main_gui(argv: Sequence[str], prog: str) -> int:
     if not has_display():
         print(
             f"error: no display found (DISPLAY is not set); to run headless use "
+            f"`{prog} run SCIENCE TEMPLATE --out DIR`",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    missing = missing_xcb_packages()
+    if missing:
+        print(
+            f"error: Qt's xcb plugin needs system libraries that are missing; install them "
+            f"with `sudo apt-get install {' '.join(missing)}`, or run headless with "
             f"`{prog} run SCIENCE TEMPLATE --out DIR`",
             file=sys.stderr,
         )

@@ -161,3 +161,16 @@ def test_strict_fails_only_when_the_guard_trips(
     assert cli.main([*args, "--set", f"detection.max_detected_fraction={limit}"]) == expected
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["detection"]["guard_tripped"] is (expected == cli.EXIT_STRICT)
+
+
+def test_gui_names_missing_xcb_packages(monkeypatch, capsys) -> None:
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setenv("DISPLAY", ":0")
+    monkeypatch.delenv("QT_QPA_PLATFORM", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.setattr(
+        cli.ctypes.util, "find_library", lambda name: None if name == "xcb-cursor" else name
+    )
+    assert cli.main([]) == cli.EXIT_ERROR
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "apt-get install libxcb-cursor0`" in err and "diffviewer run" in err

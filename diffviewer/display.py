@@ -26,6 +26,7 @@ from astropy.visualization import MinMaxInterval, PercentileInterval, ZScaleInte
 
 from diffviewer.errors import ConfigError
 from diffviewer.exposure import MaskPlane
+from diffviewer.stats import MAD_TO_SIGMA
 
 #: Level modes: zscale, central percentiles (99, 99.5, 99.9 per cent of pixels), min/max, manual.
 LEVEL_MODES: tuple[str, ...] = ("zscale", "99", "99.5", "99.9", "minmax", "manual")
@@ -127,8 +128,6 @@ _CUTOUT_CORE = 4
 # rather than amplifying nothing (5 sigma: a typical detection threshold).
 _CUTOUT_FLOOR_SIGMA = 2.0
 _CUTOUT_PEAK_SIGMA = 5.0
-# MAD to Gaussian sigma.
-_MAD_TO_SIGMA = 1.4826
 
 
 @dataclasses.dataclass(frozen=True)
@@ -431,7 +430,7 @@ def cutout_levels(cutouts: Sequence[np.ndarray], *, symmetric: bool) -> tuple[fl
     if values.size == 0:
         return (-1.0, 1.0) if symmetric else (0.0, 1.0)
     sky = float(np.median(values))
-    sigma = _MAD_TO_SIGMA * float(np.median(np.abs(values - sky)))  # 0 on a noiseless sky
+    sigma = MAD_TO_SIGMA * float(np.median(np.abs(values - sky)))  # 0 on a noiseless sky
     core = np.concatenate(
         [
             np.asarray(c, np.float64)[

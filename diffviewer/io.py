@@ -38,6 +38,7 @@ from diffviewer.exposure import (
     mask_header_cards,
     set_planes,
 )
+from diffviewer.stats import MAD_TO_SIGMA, nanmedian_last
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +61,9 @@ SKY_LEVEL_MIN_SIGMAS = 5.0
 SKY_BLOCK = 64
 #: Most blocks used for the sky statistics (a regular subset keeps 8k images fast).
 SKY_BLOCKS_MAX = 400
-#: Ratio of the standard deviation to the median absolute deviation of a Gaussian.
 #: Most pixels used for the sky statistics in all (a regular subsample within each block):
 #: a million values pin the noise far below a percent and keep large images fast.
 SKY_SAMPLES_MAX = 1_000_000
-MAD_TO_SIGMA = 1.482602218505602
 
 _STRUCTURAL = re.compile(
     r"^(SIMPLE|XTENSION|BITPIX|NAXIS\d*|EXTEND|PCOUNT|GCOUNT|BZERO|BSCALE|BLANK|EXTNAME|EXTVER"
@@ -430,31 +429,13 @@ def robust_sky(image: np.ndarray, good: np.ndarray) -> tuple[float, float]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN blocks
         for _ in range(3):
-            level = _row_nanmedian(blocks)[:, None]
-            sigma = MAD_TO_SIGMA * _row_nanmedian(np.abs(blocks - level))[:, None]
+            level = nanmedian_last(blocks)[:, None]
+            sigma = MAD_TO_SIGMA * nanmedian_last(np.abs(blocks - level))[:, None]
             blocks[np.abs(blocks - level) > 3.0 * sigma] = np.nan
         filled = np.mean(np.isfinite(blocks), axis=1) >= 0.25
         if not filled.any():
             filled = np.isfinite(level[:, 0])
         return (float(np.nanmedian(level[filled, 0])), float(np.nanmedian(sigma[filled, 0])))
-
-
-def _row_nanmedian(values: np.ndarray) -> np.ndarray:
-    """Median of each row ignoring NaN (NaN for an all-NaN row), by one vectorised sort.
-
-    ``numpy.nanmedian`` along an axis loops over the rows in Python; sorting every row
-    at once (NaN sorts last) and picking the middle of each row's finite values is
-    several times faster on the few hundred sky blocks of an image.
-    """
-    ordered = np.sort(values, axis=1)
-    n = np.sum(np.isfinite(ordered), axis=1)
-    lo = np.clip((n - 1) // 2, 0, None)[:, None]
-    hi = np.clip(n // 2, 0, None)[:, None]
-    median = (
-        0.5
-        * (np.take_along_axis(ordered, lo, axis=1) + np.take_along_axis(ordered, hi, axis=1))[:, 0]
-    )
-    return np.where(n > 0, median, np.nan)
 
 
 def estimate_variance(

@@ -15,8 +15,7 @@ from astropy.wcs import WCS
 from scipy.special import erf
 
 from diffviewer.exposure import Exposure
-
-FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
+from diffviewer.stats import FWHM_PER_SIGMA
 
 
 @dataclasses.dataclass(frozen=True)

@@ -33,6 +33,7 @@ from diffviewer.engine.progress import Reporter
 from diffviewer.engine.psf import cutouts, estimate_psf, frozen
 from diffviewer.errors import InputError
 from diffviewer.exposure import Exposure, MaskPlane
+from diffviewer.stats import MAD_TO_SIGMA, nanmedian_last
 
 #: Rejection reasons at selection, in the order they are tested (a star counts under the first).
 REASONS = ("edge", "saturated", "S/N window", "flux ratio", "not isolated", "masked", "cell limit")
@@ -96,15 +97,6 @@ class CandidateSet:
         )
 
 
-def _nanmedian_last(v: np.ndarray) -> np.ndarray:
-    """Median over the last axis ignoring NaN (NaN where all are NaN), vectorised by sorting."""
-    srt = np.sort(v, axis=-1)  # NaNs sort last
-    n = np.sum(np.isfinite(v), axis=-1)
-    lo = np.take_along_axis(srt, np.maximum((n - 1) // 2, 0)[..., None], -1)[..., 0]
-    hi = np.take_along_axis(srt, np.maximum(n // 2, 0)[..., None], -1)[..., 0]
-    return np.where(n > 0, 0.5 * (lo + hi), np.nan)
-
-
 def coarse_background(
     image: np.ndarray, good: np.ndarray, box: int = BACKGROUND_BOX
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -137,12 +129,14 @@ def coarse_background(
         .reshape(by, bx, -1)
     )
     with np.errstate(all="ignore"):
-        med = _nanmedian_last(v)
-        mad = _nanmedian_last(np.abs(v - med[..., None]))
+        med = nanmedian_last(v)
+        mad = nanmedian_last(np.abs(v - med[..., None]))
         # one clip at 3 sigma removes most star light before the final estimates
-        v = np.where(np.abs(v - med[..., None]) < 3 * 1.4826 * mad[..., None] + 1e-30, v, np.nan)
-        bg = _nanmedian_last(v).astype(np.float64)
-        sd = 1.4826 * _nanmedian_last(np.abs(v - bg[..., None])).astype(np.float64)
+        v = np.where(
+            np.abs(v - med[..., None]) < 3 * MAD_TO_SIGMA * mad[..., None] + 1e-30, v, np.nan
+        )
+        bg = nanmedian_last(v).astype(np.float64)
+        sd = MAD_TO_SIGMA * nanmedian_last(np.abs(v - bg[..., None])).astype(np.float64)
     for a in (bg, sd):
         fill = np.nanmedian(a) if np.isfinite(a).any() else 0.0
         a[~np.isfinite(a)] = fill

@@ -33,6 +33,7 @@ from diffviewer.engine.progress import Reporter
 from diffviewer.engine.psf import cutouts, frozen
 from diffviewer.engine.subtract import SubtractionProducts
 from diffviewer.exposure import UNUSABLE, Exposure, MaskPlane
+from diffviewer.stats import robust_std
 
 #: Most pixels sampled from the whole image.
 MAX_IMAGE_SAMPLES = 200_000
@@ -42,14 +43,6 @@ _NOT_SKY = int(UNUSABLE | MaskPlane.DETECTED | MaskPlane.DETECTED_NEGATIVE | Mas
 
 #: Sigma-clipping limit for the noise ratio (removes source residuals, keeps 99.99% of noise).
 CLIP_SIGMA = 4.0
-
-
-def robust_std(values: np.ndarray) -> float:
-    """1.4826 times the median absolute deviation from the median."""
-    if values.size == 0:
-        return float("nan")
-    med = np.median(values)
-    return float(1.4826 * np.median(np.abs(values - med)))
 
 
 def noise_ratio(difference: Exposure, max_samples: int = 250_000) -> float:

@@ -44,9 +44,10 @@ from numpy.polynomial import chebyshev
 
 from diffviewer.config import KernelConfig
 from diffviewer.engine.progress import Reporter
-from diffviewer.engine.psf import FWHM_PER_SIGMA, PsfEstimate, cutouts, frozen
+from diffviewer.engine.psf import PsfEstimate, cutouts, frozen
 from diffviewer.errors import InsufficientKernelSources
 from diffviewer.exposure import UNUSABLE, Exposure
+from diffviewer.stats import FWHM_PER_SIGMA
 
 if TYPE_CHECKING:  # candidates sizes its stamps with this module's stamp_half_width
     from diffviewer.engine.candidates import CandidateSet

@@ -89,13 +89,13 @@ from scipy.signal import fftconvolve
 
 from diffviewer.config import MeasurementConfig
 from diffviewer.engine.detect import Detections
-from diffviewer.engine.diagnostics import robust_std
 from diffviewer.engine.progress import Reporter
 from diffviewer.engine.psf import adaptive_moments, shape_from_covariance
 from diffviewer.engine.subtract import template_planes
 from diffviewer.engine.zogy import ScoreResult
 from diffviewer.errors import ConfigError, InputError
 from diffviewer.exposure import UNUSABLE, Exposure, MaskPlane
+from diffviewer.stats import FWHM_PER_SIGMA, robust_std
 
 #: Flag columns and the mask planes (difference, science, template) that raise them.
 FLAG_PLANES: dict[str, int] = {
@@ -667,7 +667,7 @@ def _measure_part(
         "npix": int(part.sum()),
     }
     row["xx"], row["yy"], row["xy"] = _weighted_moments(
-        sign * cut.data, cut.good & part, cx, cy, 2.0 * fwhm / 2.3548
+        sign * cut.data, cut.good & part, cx, cy, 2.0 * fwhm / FWHM_PER_SIGMA
     )
     if score is not None:
         sv = np.where(part, score.image[cut.box], 0.0)

@@ -29,8 +29,7 @@ from numpy.typing import ArrayLike
 from scipy import signal
 
 from diffviewer.exposure import UNUSABLE, Exposure
-
-FWHM_PER_SIGMA = float(2.0 * np.sqrt(2.0 * np.log(2.0)))
+from diffviewer.stats import FWHM_PER_SIGMA, MAD_TO_SIGMA
 
 #: FWHM (px) of the Gaussian used when neither stars nor a given PSF are available:
 #: about 1" seeing at 0.3"/px, a common ground-based case; the result says ``source='default'``.
@@ -357,7 +356,7 @@ def compact_sources(
         stamp = stamps[k].astype(np.float64)
         border = np.concatenate([stamp[0], stamp[-1], stamp[:, 0], stamp[:, -1]])
         level = np.median(border)
-        noise = 1.4826 * np.median(np.abs(border - level))
+        noise = MAD_TO_SIGMA * np.median(np.abs(border - level))
         stamp = stamp - level
         if not stamp[BRIGHT_HALF, BRIGHT_HALF] > BRIGHT_MIN_PEAK_SIGMA * noise:
             continue

@@ -37,13 +37,14 @@ from scipy import ndimage
 from scipy.interpolate import CubicSpline
 
 from diffviewer.config import ScoreConfig
-from diffviewer.engine.diagnostics import kernel_centroids, robust_std
+from diffviewer.engine.diagnostics import kernel_centroids
 from diffviewer.engine.kernel import KernelFit
 from diffviewer.engine.progress import Reporter
 from diffviewer.engine.psf import fourier_shift, odd_square
 from diffviewer.engine.subtract import template_planes
 from diffviewer.errors import InputError
 from diffviewer.exposure import MASK_DTYPE, UNUSABLE, Exposure, MaskPlane
+from diffviewer.stats import robust_std
 
 
 @dataclasses.dataclass(frozen=True)

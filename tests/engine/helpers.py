@@ -8,7 +8,8 @@ from diffviewer.config import CandidatesConfig, KernelConfig
 from diffviewer.engine import candidates, kernel, psf
 from diffviewer.engine.progress import null_reporter
 from diffviewer.exposure import Exposure
-from diffviewer.synthetic import FWHM_PER_SIGMA, render_gaussians
+from diffviewer.stats import FWHM_PER_SIGMA
+from diffviewer.synthetic import render_gaussians
 
 
 def gaussian_psf(fwhm: float, half: int = 12) -> np.ndarray:

@@ -10,7 +10,8 @@ from diffviewer.engine import zogy
 from diffviewer.engine.detect import detect_sources
 from diffviewer.engine.progress import null_reporter
 from diffviewer.exposure import Exposure, MaskPlane
-from diffviewer.synthetic import FWHM_PER_SIGMA, make_pair, render_gaussians
+from diffviewer.stats import FWHM_PER_SIGMA
+from diffviewer.synthetic import make_pair, render_gaussians
 
 SIGMA = 10.0
 SHAPE = (256, 256)

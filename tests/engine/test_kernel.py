@@ -12,7 +12,8 @@ from diffviewer.config import KernelConfig
 from diffviewer.engine import kernel, psf
 from diffviewer.errors import InsufficientKernelSources
 from diffviewer.exposure import MaskPlane
-from diffviewer.synthetic import FWHM_PER_SIGMA, SyntheticPair, make_pair
+from diffviewer.stats import FWHM_PER_SIGMA
+from diffviewer.synthetic import SyntheticPair, make_pair
 from tests.engine.helpers import fit_kernel_to
 
 

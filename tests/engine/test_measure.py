@@ -14,7 +14,8 @@ from diffviewer.engine.measure import PsfModel, make_id_factory, measure_sources
 from diffviewer.engine.progress import null_reporter
 from diffviewer.errors import ConfigError, InputError
 from diffviewer.exposure import Exposure, MaskPlane
-from diffviewer.synthetic import FWHM_PER_SIGMA, make_pair, render_gaussians, tan_wcs
+from diffviewer.stats import FWHM_PER_SIGMA
+from diffviewer.synthetic import make_pair, render_gaussians, tan_wcs
 from tests.engine.helpers import gaussian_psf
 
 

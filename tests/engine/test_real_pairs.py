@@ -14,10 +14,11 @@ import pytest
 from astropy.io import fits
 
 from diffviewer.engine import decorrelate, kernel, subtract
-from diffviewer.engine.diagnostics import noise_ratio, robust_std
+from diffviewer.engine.diagnostics import noise_ratio
 from diffviewer.engine.progress import null_reporter
 from diffviewer.exposure import UNUSABLE, Exposure
 from diffviewer.io import read_exposure
+from diffviewer.stats import robust_std
 from tests.conftest import data_path
 from tests.engine.helpers import fit_kernel_to
 

@@ -10,7 +10,8 @@ from diffviewer.engine import zogy
 from diffviewer.engine.progress import CancelToken, Reporter, null_reporter
 from diffviewer.errors import Cancelled, InputError
 from diffviewer.exposure import UNUSABLE, Exposure, MaskPlane
-from diffviewer.synthetic import FWHM_PER_SIGMA, SyntheticPair, make_pair, render_gaussians
+from diffviewer.stats import FWHM_PER_SIGMA
+from diffviewer.synthetic import SyntheticPair, make_pair, render_gaussians
 from tests.engine.helpers import gaussian_psf
 
 SHAPE = (384, 384)

@@ -31,7 +31,7 @@ from scipy.signal import fftconvolve
 from diffviewer.engine.kernel import KernelFit, KernelSolution, convolve_pairs
 from diffviewer.engine.progress import Reporter
 from diffviewer.engine.psf import cutouts, frozen
-from diffviewer.engine.subtract import SubtractionProducts
+from diffviewer.engine.subtract import SubtractionProducts, science_scale
 from diffviewer.exposure import UNUSABLE, Exposure, MaskPlane
 from diffviewer.stats import robust_std
 
@@ -158,7 +158,9 @@ def _stamp_residuals(
     rows = np.clip(yi[:, None, None] + off[None, :, None], 0, science.shape[0] - 1)
     cols = np.clip(xi[:, None, None] + off[None, None, :], 0, science.shape[1] - 1)
     ksum = fit.solution.kernel_sum(x, y)[:, None, None]
-    sig_in = _input_sigma(science, template, fit, rows, cols, ksum)
+    # The difference is in science counts (see subtract.science_scale), the input sigma in
+    # the convolved frame's.
+    sig_in = _input_sigma(science, template, fit, rows, cols, ksum) * science_scale(fit)
     by_diff = v[ok] / np.sqrt(var[ok])
     by_in = v[ok] / sig_in[ok]
     return by_diff.astype(np.float32), by_in.astype(np.float32)
@@ -238,7 +240,9 @@ def compute_diagnostics(
     ksum = fit.solution.kernel_sum(xx[good], yy[good])
     img = difference.image[sub][good]
     im_d = img / np.sqrt(difference.variance[sub][good])
-    im_i = img / _input_sigma(science, template, fit, yy[good], xx[good], ksum)
+    im_i = img / (
+        _input_sigma(science, template, fit, yy[good], xx[good], ksum) * science_scale(fit)
+    )
     reporter.update(0.8)
     return Diagnostics(
         frozen(own_d, np.float32),

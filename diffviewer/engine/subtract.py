@@ -53,10 +53,12 @@ class SubtractionProducts:
     ----------
     matched : Exposure
         The convolved image: the template matched to the science (or the science
-        matched to the template when ``fit.convolved == 'science'``).
+        matched to the template when ``fit.convolved == 'science'``, then divided by
+        the mean kernel sum: see :func:`science_scale`).
     difference : Exposure
         ``science - K * template - background`` (template convolved), or
-        ``K * science - template - background`` (science convolved); variance
+        ``(K * science - template - background) / kappa`` (science convolved, ``kappa``
+        the mean kernel sum), so it is in the science's counts either way; variance
         propagated, masks carried (its PSF is :attr:`psf`, not attached to the exposure).
     kernel_sum_map : numpy.ndarray
         Kernel sum on a coarse grid (see ``KernelSolution.kernel_sum_map``, step
@@ -66,7 +68,8 @@ class SubtractionProducts:
     psf : numpy.ndarray
         PSF image of the difference (sum 1).
     background : numpy.ndarray
-        The differential background that was subtracted (float32, read-only).
+        The differential background that was subtracted (float32, read-only; science
+        counts).
     """
 
     matched: Exposure
@@ -252,6 +255,18 @@ def read_only(array: np.ndarray) -> np.ndarray:
     return array
 
 
+def science_scale(fit: KernelFit) -> float:
+    """Factor that puts the convolved frame on the science's photometric scale.
+
+    1 when the template is convolved (the difference is already in science counts);
+    the inverse of the mean kernel sum (``fit.photometric_scale``) when the science is
+    convolved: ``K * science`` and the template are in template counts, and are
+    multiplied by it (their variances by its square), so that fluxes on the difference
+    are science fluxes whichever image was convolved.
+    """
+    return 1.0 if fit.convolved == "template" else float(fit.photometric_scale)
+
+
 def difference_psf(fit: KernelFit) -> np.ndarray:
     """PSF of the difference: the science PSF, or the kernel (image centre) times it when
     the science is convolved (sum 1)."""
@@ -284,7 +299,7 @@ def subtract_images(
         The difference is always science side minus template side.
     """
     sol = fit.solution
-    source, target = fit.source_target(science, template)
+    source, _ = fit.source_target(science, template)
     kernels = sol.spatial_kernels()
     image, level = _centred(source, source.image)
     matched_image = convolve_terms(image, kernels, sol.spatial_order)
@@ -298,6 +313,14 @@ def subtract_images(
     matched_var *= squared_sum_ratio(sol)
     np.clip(matched_var, 0.0, None, out=matched_var)
     reporter.update(0.85)
+    background = sol.background_image()
+    scale = np.float32(science_scale(fit))
+    if fit.convolved == "science":
+        # K * science carries the template's counts: back to the science's photometric
+        # scale, as LSST's ip_diffim does on its convolve-science path.
+        matched_image *= scale
+        matched_var *= scale**2
+        background *= scale
     matched_mask = convolved_mask(source.mask, 2 * footprint_half_width(centre) + 1)
     matched = source.replace(
         image=read_only(matched_image),
@@ -306,17 +329,17 @@ def subtract_images(
         psf=None,
         source=f"{source.source} convolved with the matching kernel",
     )
-    background = sol.background_image()
     if fit.convolved == "template":
         diff = science.image - matched_image
+        variance = science.variance + matched_var
         mask = template_planes(matched_mask)
         mask |= science.mask
     else:
-        diff = matched_image - template.image
+        diff = matched_image - scale * template.image
+        variance = matched_var + scale**2 * template.variance
         mask = template_planes(template.mask)
         mask |= matched_mask
     diff -= background
-    variance = target.variance + matched_var
     psf = difference_psf(fit)
     difference = science.replace(
         image=read_only(diff),

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 import pytest
 from numpy.polynomial import chebyshev
 
-from diffviewer.config import KernelConfig
+from diffviewer.config import KernelConfig, SubtractionConfig
 from diffviewer.engine import kernel, psf, subtract
 from diffviewer.engine.diagnostics import noise_ratio
+from diffviewer.engine.pipeline import run_subtraction
 from diffviewer.engine.progress import null_reporter
 from diffviewer.exposure import Exposure, MaskPlane, set_planes
-from diffviewer.synthetic import SyntheticPair, make_pair
+from diffviewer.synthetic import SyntheticPair, make_pair, render_gaussians
 from tests.engine.helpers import fit_kernel_to
 
 
@@ -187,3 +189,49 @@ def test_edges_see_the_median_level_beyond_the_image(pair: SyntheticPair) -> Non
     assert np.median(matched[:, -1][50:-50]) == pytest.approx(
         500.0 * fit.photometric_scale, abs=10.0
     )
+
+
+@pytest.mark.parametrize(
+    ("sci_fwhm", "tmpl_fwhm", "convolved"), [(4.0, 2.5, "template"), (2.5, 4.0, "science")]
+)
+def test_difference_is_in_science_counts_whichever_image_is_convolved(
+    sci_fwhm: float, tmpl_fwhm: float, convolved: str
+) -> None:
+    # The template is half as bright as the science (flux ratio 2): K * science - template
+    # is in template counts unless put back on the science's scale.
+    flux, shape = 2e4, (384, 384)
+    transients = [(150.3, 200.6, flux), (300.0, 100.0, flux)]
+    pair = make_pair(
+        shape,
+        250,
+        seed=3,
+        sci_fwhm=sci_fwhm,
+        tmpl_fwhm=tmpl_fwhm,
+        photometric_scale=2.0,
+        transients=transients,
+    )
+
+    def star(x: float, y: float, f: float, fwhm: float) -> np.ndarray:
+        sigma = np.array([fwhm / psf.FWHM_PER_SIGMA])
+        return render_gaussians(shape, np.array([x]), np.array([y]), np.array([f]), sigma, 20)
+
+    # A source that moved by 2 px along x between the epochs: a dipole.
+    science = pair.science.replace(image=pair.science.image + star(201.0, 301.0, 1e5, sci_fwhm))
+    template = pair.template.replace(image=pair.template.image + star(199.0, 301.0, 5e4, tmpl_fwhm))
+    config = SubtractionConfig()
+    config = dataclasses.replace(config, kernel=dataclasses.replace(config.kernel, mode="auto"))
+    result = run_subtraction(science, template, config)
+    assert result.kernel.convolved == convolved
+    assert result.kernel.photometric_scale == pytest.approx(2.0, rel=0.01)
+    tab = result.diasources
+    for x, y, _ in transients:
+        i = int(np.argmin(np.hypot(tab["x"] - x, tab["y"] - y)))
+        # Forced PSF flux within 3 sigma of the injected science flux (before: half of it,
+        # 30 sigma off, when the science was convolved).
+        assert abs(tab["psf_flux"][i] - flux) < 3.0 * tab["psf_flux_err"][i]
+    i = int(np.argmin(np.hypot(tab["x"] - 200.0, tab["y"] - 301.0)))
+    assert tab["is_dipole"][i]
+    # The dipole fit ties the positive lobe to the science image: in template counts it
+    # put the lobes 1.0 px apart. 0.2 px is ~10 times the fit's error at this S/N (~400).
+    assert tab["dipole_separation"][i] == pytest.approx(2.0, abs=0.2)
+    assert tab["pos_flux"][i] == pytest.approx(1e5, rel=0.02)

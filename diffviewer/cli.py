@@ -24,7 +24,8 @@ from diffviewer.io import read_pairs_csv
 
 SUBCOMMANDS = ("run", "batch", "config")
 
-EXIT_OK, EXIT_ERROR, EXIT_NO_WORK, EXIT_STRICT, EXIT_INTERRUPTED = 0, 2, 3, 4, 130
+EXIT_OK, EXIT_INTERNAL, EXIT_ERROR, EXIT_NO_WORK, EXIT_STRICT = 0, 1, 2, 3, 4
+EXIT_INTERRUPTED = 130
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -155,6 +156,12 @@ class TerminalProgress:
             self.stream.flush()
 
 
+def config_files(config: SubtractionConfig) -> list[Path]:
+    """Files a config makes the run read (besides the images), to protect from writing."""
+    source_list = config.candidates.source_list
+    return [Path(source_list)] if source_list else []
+
+
 def run_pair(
     science_spec: str,
     template_spec: str,
@@ -164,6 +171,7 @@ def run_pair(
     overwrite: bool,
     strict: bool,
     quiet: bool,
+    read_files: Sequence[Path] = (),
 ) -> int:
     """Run one pair headless and write its outputs; return the exit code.
 
@@ -177,6 +185,8 @@ def run_pair(
         Effective config.
     overwrite, strict, quiet : bool
         As the command-line flags.
+    read_files : sequence of Path
+        Other files the command read (config file, pairs list): never written over.
 
     Returns
     -------
@@ -184,11 +194,12 @@ def run_pair(
         0 on success, 4 when ``strict`` and the bad-subtraction guard tripped.
     """
     from diffviewer.engine.pipeline import run_subtraction
-    from diffviewer.io import parse_spec, prepare_output_dir, read_exposure
+    from diffviewer.io import check_output_dir, parse_spec, read_exposure
     from diffviewer.outputs import guard_tripped, write_outputs
 
     inputs = [parse_spec(spec)[0] for spec in (science_spec, template_spec)]
-    prepare_output_dir(out, inputs, overwrite)
+    inputs += [*read_files, *config_files(config)]
+    check_output_dir(out, inputs, overwrite)
     science = read_exposure(science_spec)
     template = read_exposure(template_spec)
     bar = TerminalProgress(sys.stderr) if (not quiet and sys.stderr.isatty()) else None
@@ -295,6 +306,7 @@ def _main_run(argv: Sequence[str], prog: str) -> int:
         overwrite=args.overwrite,
         strict=args.strict,
         quiet=args.quiet,
+        read_files=[Path(args.config)] if args.config else [],
     )
 
 
@@ -302,6 +314,7 @@ def _main_batch(argv: Sequence[str], prog: str) -> int:
     """``diffviewer batch``: every pair in turn; failures are reported and counted."""
     args = _build_batch_parser(prog).parse_args(argv)
     config = effective_config(args.config, args.overrides)
+    read_files = [Path(args.pairs), *([Path(args.config)] if args.config else [])]
     failures = 0
     for sci, tmpl, name in read_pairs_csv(args.pairs):
         try:
@@ -313,10 +326,17 @@ def _main_batch(argv: Sequence[str], prog: str) -> int:
                 overwrite=args.overwrite,
                 strict=args.strict,
                 quiet=args.quiet,
+                read_files=read_files,
             )
+        except NoWorkFound as exc:
+            print(f"error: {name}: no work: {exc}", file=sys.stderr)
+            code = EXIT_NO_WORK
         except DiffviewerError as exc:
             print(f"error: {name}: {exc}", file=sys.stderr)
             code = EXIT_ERROR
+        except Exception as exc:  # one pair's bug must not abandon the others
+            print(f"error: {name}: {internal_error_message(exc)}", file=sys.stderr)
+            code = EXIT_INTERNAL
         failures += code != EXIT_OK
     print(f"batch: {failures} of the pairs failed" if failures else "batch: all pairs done")
     return EXIT_ERROR if failures else EXIT_OK
@@ -363,3 +383,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted; no output was written for the unfinished pair", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as exc:
+        if os.environ.get("DIFFVIEWER_DEBUG"):
+            raise
+        print(f"error: {internal_error_message(exc)}", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def internal_error_message(exc: BaseException) -> str:
+    """One line for an unexpected exception (a bug), saying how to get the traceback."""
+    text = " ".join(str(exc).split())[:300]
+    return (
+        f"internal error ({type(exc).__name__}: {text}); no output was written; rerun with "
+        "DIFFVIEWER_DEBUG=1 for the traceback and please report it"
+    )

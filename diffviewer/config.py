@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import tomllib
 import types
 import typing
@@ -77,6 +78,8 @@ def _check_scalar(section: str, name: str, value: Any, kind: type, meta: Mapping
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{where} = {value!r}: expected a number")
         value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"{where} = {value!r}: expected a finite number")
     elif kind is str:
         if not isinstance(value, str):
             raise ConfigError(f"{where} = {value!r}: expected a string")
@@ -588,6 +591,10 @@ def load_toml(path: str | Path, base: SubtractionConfig | None = None) -> Subtra
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist; check the path") from None
+    except OSError as exc:
+        raise ConfigError(
+            f"config file {path} cannot be read ({exc.strerror}); give a TOML file"
+        ) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(
             f"config file {path} is not valid TOML ({exc}); fix or regenerate it"
@@ -631,7 +638,11 @@ def parse_override(text: str) -> tuple[str, str, Any]:
 
 
 def apply_overrides(config: SubtractionConfig, overrides: Sequence[str]) -> SubtractionConfig:
-    """Apply ``section.field=value`` overrides in order.
+    """Apply ``section.field=value`` overrides together (a later one wins for the same field).
+
+    The cross-field rules are checked once, on the result, so the order of overrides
+    that must change together (e.g. ``score.method=none`` with
+    ``detection.detect_on=difference``) does not matter.
 
     Parameters
     ----------
@@ -644,10 +655,11 @@ def apply_overrides(config: SubtractionConfig, overrides: Sequence[str]) -> Subt
     -------
     SubtractionConfig
     """
+    merged: dict[str, dict[str, Any]] = {}
     for text in overrides:
         section, name, value = parse_override(text)
-        config = from_dict({section: {name: value}}, config)
-    return config
+        merged.setdefault(section, {})[name] = value
+    return from_dict(merged, config)
 
 
 def field_specs(section: str) -> list[dataclasses.Field[Any]]:

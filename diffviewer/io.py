@@ -19,6 +19,7 @@ import csv
 import logging
 import os
 import re
+import shutil
 import uuid
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -738,13 +739,13 @@ def ensure_not_input(path: str | Path, inputs: Sequence[str | Path]) -> None:
             )
 
 
-def prepare_output_dir(out_dir: str | Path, inputs: Sequence[str | Path], overwrite: bool) -> Path:
-    """Check (and create) the output folder before anything is computed.
+def check_output_dir(out_dir: str | Path, inputs: Sequence[str | Path], overwrite: bool) -> Path:
+    """Check the output folder before anything is computed; create nothing.
 
     Parameters
     ----------
     out_dir : str or Path
-        The output folder.
+        The output folder (it may not exist yet).
     inputs : sequence of str or Path
         Input specs or paths.
     overwrite : bool
@@ -753,13 +754,13 @@ def prepare_output_dir(out_dir: str | Path, inputs: Sequence[str | Path], overwr
     Returns
     -------
     Path
-        The resolved folder, which exists.
+        The resolved folder.
 
     Raises
     ------
     OutputError
         When the folder holds an input file (at any depth), is a file, exists and is
-        not empty without ``overwrite``, or cannot be created or written.
+        not empty without ``overwrite``, or could not be created or written.
     """
     out = Path(out_dir).expanduser().resolve()
     for source in _input_files(inputs):
@@ -778,17 +779,70 @@ def prepare_output_dir(out_dir: str | Path, inputs: Sequence[str | Path], overwr
                 f"output folder {out} already exists and is not empty; "
                 "pass --overwrite to replace its files, or choose another folder"
             )
-    else:
-        try:
-            out.mkdir(parents=True)
-        except OSError as exc:
-            raise OutputError(
-                f"cannot create output folder {out} ({exc.strerror}); "
-                "check the path and permissions"
-            ) from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise OutputError(f"output folder {out} is not writable; choose another folder")
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write into {existing}; choose another output folder")
     return out
+
+
+@contextlib.contextmanager
+def staged_output_dir(
+    out_dir: str | Path,
+    inputs: Sequence[str | Path],
+    overwrite: bool,
+    replaced_names: Sequence[str] = (),
+) -> Iterator[Path]:
+    """Write a set of outputs into a staging folder and move it into place only when done.
+
+    The staging folder is a hidden sibling of ``out_dir`` (same file system). When the
+    block ends normally its files move into ``out_dir`` (a rename of the whole folder
+    when ``out_dir`` does not exist yet, else one atomic rename per file, after removing
+    the files named in ``replaced_names`` that this run did not write, so no stale output
+    of an earlier run stays beside the new ones). When the block raises, the staging
+    folder and any parent folders it created are removed and ``out_dir`` is untouched:
+    a failed or cancelled run leaves no partial output.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        The output folder.
+    inputs : sequence of str or Path
+        Input specs or paths, checked with :func:`check_output_dir`.
+    overwrite : bool
+        Allow an existing, non-empty folder.
+    replaced_names : sequence of str
+        Every file name a run of this kind may write.
+
+    Yields
+    ------
+    Path
+        The staging folder to write into.
+    """
+    out = check_output_dir(out_dir, inputs, overwrite)
+    created = [p for p in (out.parent, *out.parent.parents) if not p.exists()]
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        stage = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
+        stage.mkdir()
+    except OSError as exc:
+        raise OutputError(f"cannot create {out} ({exc.strerror}); check the path") from None
+    try:
+        yield stage
+        if not out.exists():
+            os.rename(stage, out)
+        else:
+            written = {p.name for p in stage.iterdir()}
+            for name in set(replaced_names) - written:
+                (out / name).unlink(missing_ok=True)
+            for path in stage.iterdir():
+                os.replace(path, out / path.name)
+            stage.rmdir()
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        for folder in created:  # innermost first
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
 
 
 def _atomic_write(
@@ -1016,7 +1070,8 @@ def write_table(path: str | Path, table: Table, *, protect: Sequence[str | Path]
 def read_pairs_csv(path: str | Path) -> list[tuple[str, str, str]]:
     """Read a CSV list of pairs (columns ``science``, ``template``, optional ``name``).
 
-    Relative specs are resolved against the CSV file's folder.
+    Relative specs are resolved against the CSV file's folder. A name becomes an output
+    folder name, so it must be a plain, unique name (no path separator, not ``..``).
 
     Parameters
     ----------
@@ -1031,7 +1086,8 @@ def read_pairs_csv(path: str | Path) -> list[tuple[str, str, str]]:
     Raises
     ------
     InputError
-        When the file is missing, lacks the columns, or is empty.
+        When the file cannot be read as UTF-8 CSV, lacks the columns, is empty, or has a
+        row with an empty spec or a name that is not a plain unique folder name.
     """
     path = Path(path)
     try:
@@ -1039,15 +1095,32 @@ def read_pairs_csv(path: str | Path) -> list[tuple[str, str, str]]:
             rows = list(csv.DictReader(handle))
     except FileNotFoundError:
         raise InputError(f"pairs list {path} does not exist; check the path") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise InputError(
+            f"pairs list {path} cannot be read as a UTF-8 CSV file ({reason}); "
+            "give a CSV file with columns science,template[,name]"
+        ) from None
     if not rows or not {"science", "template"} <= set(rows[0]):
         raise InputError(
             f"pairs list {path} needs a header line with columns science,template "
             "and at least one row"
         )
-    pairs = []
-    for i, row in enumerate(rows, start=1):
-        sci, tmpl = (_resolve_spec(row[k].strip(), path.parent) for k in ("science", "template"))
-        name = (row.get("name") or "").strip() or f"pair{i:04d}"
+    pairs: list[tuple[str, str, str]] = []
+    for line, row in enumerate(rows, start=2):
+        specs = [(row.get(k) or "").strip() for k in ("science", "template")]
+        if not all(specs):
+            raise InputError(
+                f"pairs list {path}, line {line}: the science or template spec is empty; "
+                "give both on every line"
+            )
+        name = (row.get("name") or "").strip() or f"pair{line - 1:04d}"
+        if Path(name).name != name or name in (".", "..") or name in {p[2] for p in pairs}:
+            raise InputError(
+                f"pairs list {path}, line {line}: name {name!r} is not a plain, unique folder "
+                "name; use letters, digits, '-', '_' (no '/' or '..'), once each"
+            )
+        sci, tmpl = (_resolve_spec(spec, path.parent) for spec in specs)
         pairs.append((sci, tmpl, name))
     return pairs
 

@@ -13,17 +13,25 @@ import math
 import platform
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 from astropy.io import fits
+from astropy.table import Table
 
 from diffviewer import __version__
 from diffviewer.config import to_toml
 from diffviewer.engine.diagnostics import noise_ratio
 from diffviewer.engine.pipeline import SubtractionResult
+from diffviewer.engine.progress import CancelToken, Reporter
 from diffviewer.exposure import Exposure
-from diffviewer.io import atomic_write_text, write_exposure, write_hdulist, write_table
+from diffviewer.io import (
+    atomic_write_text,
+    staged_output_dir,
+    write_exposure,
+    write_hdulist,
+    write_table,
+)
 from diffviewer.regions import ds9_regions
 
 VERSIONED_PACKAGES = ("numpy", "scipy", "astropy", "photutils")
@@ -199,15 +207,74 @@ def kernel_hdus(result: SubtractionResult, n_grid: int = 7) -> fits.HDUList:
     return fits.HDUList([primary, grid, basis, coeffs])
 
 
+#: Every file a run writes (score.fits only with a score), in writing order.
+OUTPUT_NAMES = (
+    "warped_template.fits",
+    "matched_template.fits",
+    "difference.fits",
+    "score.fits",
+    "kernel.fits",
+    "kernel_candidates.ecsv",
+    "diasources.ecsv",
+    "diasources.fits",
+    "diasources.reg",
+    "config.toml",
+    "metadata.json",
+)
+
+
+Payload: TypeAlias = Exposure | fits.HDUList | Table | str
+
+
+def _payloads(result: SubtractionResult, elapsed: float | None) -> dict[str, Payload]:
+    """What goes into each output file, by name, in :data:`OUTPUT_NAMES` order."""
+    score = result.score
+    payloads: dict[str, Payload] = {
+        "warped_template.fits": result.template.exposure,
+        "matched_template.fits": result.subtraction.matched,
+        "difference.fits": result.difference,
+        "kernel.fits": kernel_hdus(result),
+        "kernel_candidates.ecsv": result.kernel.candidates,
+        "diasources.ecsv": result.diasources,
+        "diasources.fits": result.diasources,
+        "diasources.reg": ds9_regions(result.diasources),
+        "config.toml": to_toml(result.config),
+        "metadata.json": json.dumps(build_metadata(result, elapsed), indent=2) + "\n",
+    }
+    if score is not None:
+        payloads["score.fits"] = result.difference.replace(
+            image=score.image,
+            variance=np.ones_like(score.image),
+            mask=score.mask | result.difference.mask,
+        )
+    return {name: payloads[name] for name in OUTPUT_NAMES if name in payloads}
+
+
+def _write(path: Path, payload: Payload, protect: Sequence[str | Path]) -> Path:
+    """Write one output file, by the type of what it holds, atomically."""
+    if isinstance(payload, Exposure):
+        return write_exposure(path, payload, protect=protect)
+    if isinstance(payload, fits.HDUList):
+        return write_hdulist(path, payload, protect=protect)
+    if isinstance(payload, Table):
+        return write_table(path, payload, protect=protect)
+    return atomic_write_text(path, payload, protect=protect)
+
+
 def write_outputs(
     result: SubtractionResult,
     out_dir: str | Path,
-    inputs: Sequence[Path],
+    inputs: Sequence[str | Path],
     *,
     overwrite: bool = False,
     elapsed: float | None = None,
+    cancel: CancelToken | None = None,
 ) -> list[Path]:
-    """Write every output of a run into ``out_dir``.
+    """Write every output of a run into ``out_dir``, all or nothing.
+
+    The files are written into a staging folder beside ``out_dir`` and moved into place
+    only when all are written (:func:`diffviewer.io.staged_output_dir`), so a failure or
+    a cancel leaves ``out_dir`` as it was.
 
     Parameters
     ----------
@@ -215,48 +282,29 @@ def write_outputs(
         The finished run.
     out_dir : str or Path
         Output folder (created when missing).
-    inputs : sequence of Path
-        The input files, which are never written over.
+    inputs : sequence of str or Path
+        The input files (and any other file the run read: config, source list), which
+        are never written over.
     overwrite : bool
-        Allow writing into a non-empty folder.
+        Allow writing into a non-empty folder; outputs of an earlier run that this run
+        does not write (e.g. ``score.fits`` when the score is off) are removed.
     elapsed : float, optional
         Seconds the run took end to end, for the metadata.
+    cancel : CancelToken, optional
+        Checked before each file; a cancel raises ``Cancelled`` and writes nothing.
 
     Returns
     -------
     list of Path
-        The files written.
+        The files written, in ``out_dir``.
     """
-    from diffviewer.io import prepare_output_dir
-
-    out = prepare_output_dir(Path(out_dir), list(inputs), overwrite)
     protect = list(inputs)
-    score = result.score
-    exposures = {
-        "warped_template.fits": result.template.exposure,
-        "matched_template.fits": result.subtraction.matched,
-        "difference.fits": result.difference,
-    }
-    if score is not None:
-        exposures["score.fits"] = result.difference.replace(
-            image=score.image,
-            variance=np.ones_like(score.image),
-            mask=score.mask | result.difference.mask,
-        )
-    written = [write_exposure(out / name, exp, protect=protect) for name, exp in exposures.items()]
-    written.append(write_hdulist(out / "kernel.fits", kernel_hdus(result), protect=protect))
-    tables = {
-        "kernel_candidates.ecsv": result.kernel.candidates,
-        "diasources.ecsv": result.diasources,
-        "diasources.fits": result.diasources,
-    }
-    written += [write_table(out / name, table, protect=protect) for name, table in tables.items()]
-    texts = {
-        "diasources.reg": ds9_regions(result.diasources),
-        "config.toml": to_toml(result.config),
-        "metadata.json": json.dumps(build_metadata(result, elapsed), indent=2) + "\n",
-    }
-    written += [
-        atomic_write_text(out / name, text, protect=protect) for name, text in texts.items()
-    ]
-    return written
+    reporter = Reporter(token=cancel)
+    with staged_output_dir(out_dir, protect, overwrite, OUTPUT_NAMES) as stage:
+        names = []
+        for name, payload in _payloads(result, elapsed).items():
+            reporter.check()
+            _write(stage / name, payload, protect)
+            names.append(name)
+    out = Path(out_dir).expanduser().resolve()
+    return [out / name for name in names]

@@ -15,6 +15,7 @@ from astropy.table import Table
 
 from diffviewer import cli
 from diffviewer.config import load_toml
+from diffviewer.errors import OutputError
 from diffviewer.io import demo_pair, read_pairs_csv
 
 EXPECTED = {
@@ -174,3 +175,83 @@ def test_gui_names_missing_xcb_packages(monkeypatch, capsys) -> None:
     assert cli.main([]) == cli.EXIT_ERROR
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "apt-get install libxcb-cursor0`" in err and "diffviewer run" in err
+
+
+def test_batch_refuses_names_that_leave_the_output_folder(tmp_path: Path, capsys) -> None:
+    sci, tmpl = demo_pair()
+    for name in ("../escape", "/abs", "twice\n"):
+        rows = f"science,template,name\n{sci},{tmpl},{name.strip()}\n"
+        if name.startswith("twice"):
+            rows += f"{sci},{tmpl},twice\n"
+        (tmp_path / "pairs.csv").write_text(rows)
+        assert cli.main(["batch", str(tmp_path / "pairs.csv"), "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and "not a plain, unique folder name" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pairs.csv"]
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        ("science,template\na.fits\n", "spec is empty"),
+        (b"\xff\xfe\x00bad", "cannot be read as a UTF-8 CSV"),
+        (None, "cannot be read as a UTF-8 CSV"),  # a folder
+    ],
+)
+def test_bad_pairs_lists_are_one_line_errors(tmp_path: Path, capsys, content, needle) -> None:
+    path = tmp_path / "pairs.csv"
+    if content is None:
+        path.mkdir()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    assert cli.main(["batch", str(path), "--out", str(tmp_path / "o")]) == cli.EXIT_ERROR
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and needle in err and "\n" not in err
+
+
+def test_the_config_file_read_is_never_overwritten(tmp_path: Path, capsys) -> None:
+    sci, tmpl = demo_pair()
+    out = tmp_path / "out"
+    out.mkdir()
+    mine = out / "config.toml"
+    mine.write_text("# my notes\n[detection]\nthreshold = 6.0\n")
+    before = mine.read_bytes()
+    args = ["run", str(sci), str(tmpl), "--out", str(out), "--overwrite", "--quiet"]
+    assert cli.main([*args, "--config", str(mine)]) == cli.EXIT_ERROR
+    assert "input" in capsys.readouterr().err
+    assert mine.read_bytes() == before and sorted(p.name for p in out.iterdir()) == ["config.toml"]
+
+
+def test_a_failed_write_leaves_no_partial_output(tmp_path: Path, monkeypatch, capsys) -> None:
+    from diffviewer import outputs
+
+    real = outputs._write
+
+    def failing(path: Path, payload, protect):
+        if path.name == "kernel.fits":  # what io's atomic writers raise on a full disk
+            raise OutputError(f"cannot write {path}: No space left on device")
+        return real(path, payload, protect)
+
+    monkeypatch.setattr(outputs, "_write", failing)
+    sci, tmpl = demo_pair()
+    out = tmp_path / "deep" / "out"
+    code = cli.main(["run", str(sci), str(tmpl), "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == cli.EXIT_ERROR and "No space left" in err and "\n" not in err
+    assert list(tmp_path.iterdir()) == [], "no output folder, staging folder or parent left"
+
+
+def test_an_internal_error_is_one_line_and_says_how_to_debug(monkeypatch, capsys) -> None:
+    def broken(argv, prog):
+        raise ZeroDivisionError("float division by zero")
+
+    monkeypatch.setattr(cli, "_main_run", broken)
+    monkeypatch.delenv("DIFFVIEWER_DEBUG", raising=False)
+    assert cli.main(["run"]) == cli.EXIT_INTERNAL
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "ZeroDivisionError" in err and "DIFFVIEWER_DEBUG=1" in err
+    monkeypatch.setenv("DIFFVIEWER_DEBUG", "1")
+    with pytest.raises(ZeroDivisionError):
+        cli.main(["run"])

@@ -34,6 +34,8 @@ def test_defaults_round_trip_through_toml(tmp_path) -> None:
         ("candidates.snr_max=5", "must exceed"),
         ("measurement.exposure_id=4294967296", "does not fit"),
         ("kernel-spatial", "expected section.field=value"),
+        ("detection.threshold=nan", "expected a finite number"),
+        ("warp.required_template_fraction=nan", "expected a finite number"),
     ],
 )
 def test_bad_values_are_named(override: str, needle: str) -> None:
@@ -71,3 +73,19 @@ def test_configs_are_frozen() -> None:
     c = cfg.SubtractionConfig()
     with pytest.raises(dataclasses.FrozenInstanceError):
         c.kernel.spatial_order = 0  # type: ignore[misc]
+
+
+def test_overrides_that_change_together_do_not_depend_on_their_order() -> None:
+    pair = ["score.method=none", "detection.detect_on=difference"]
+    for order in (pair, pair[::-1]):
+        c = cfg.apply_overrides(cfg.SubtractionConfig(), order)
+        assert (c.score.method, c.detection.detect_on) == ("none", "difference")
+    last = cfg.apply_overrides(
+        cfg.SubtractionConfig(), ["kernel.spatial_order=1", "kernel.spatial_order=0"]
+    )
+    assert last.kernel.spatial_order == 0
+
+
+def test_a_folder_as_config_file_is_a_config_error(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="cannot be read"):
+        cfg.load_toml(tmp_path)

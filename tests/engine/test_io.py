@@ -15,11 +15,12 @@ from diffviewer.errors import InputError, OutputError
 from diffviewer.exposure import Exposure, MaskPlane
 from diffviewer.io import (
     atomic_write_text,
+    check_output_dir,
     demo_pair,
     ensure_not_input,
     parse_spec,
-    prepare_output_dir,
     read_exposure,
+    staged_output_dir,
     write_exposure,
     write_table,
 )
@@ -393,17 +394,39 @@ def test_output_folder_rules(tmp_path: Path) -> None:
     inputs[0].parent.mkdir()
     for path in inputs:
         path.write_bytes(b"x")
-    out = prepare_output_dir(tmp_path / "out", inputs, overwrite=False)
-    assert out.is_dir()
+    out = check_output_dir(tmp_path / "out", inputs, overwrite=False)
+    assert not out.exists(), "checking creates nothing"
+    out.mkdir()
     (out / "old.txt").write_text("x")
     with pytest.raises(OutputError, match=r"out already exists and is not empty.*--overwrite"):
-        prepare_output_dir(out, inputs, overwrite=False)
-    assert prepare_output_dir(out, inputs, overwrite=True) == out
+        check_output_dir(out, inputs, overwrite=False)
+    assert check_output_dir(out, inputs, overwrite=True) == out
     for folder in (tmp_path / "in", tmp_path):
         with pytest.raises(OutputError, match=r"holds the input file .*sci\.fits"):
-            prepare_output_dir(folder, [f"{inputs[0]}[1]", inputs[1]], overwrite=True)
+            check_output_dir(folder, [f"{inputs[0]}[1]", inputs[1]], overwrite=True)
     with pytest.raises(OutputError, match=r"not a folder"):
-        prepare_output_dir(inputs[0], [], overwrite=True)
+        check_output_dir(inputs[0], [], overwrite=True)
+
+
+def test_staged_outputs_appear_whole_or_not_at_all(tmp_path: Path) -> None:
+    out = tmp_path / "deep" / "er" / "out"
+    with pytest.raises(RuntimeError), staged_output_dir(out, [], overwrite=False) as stage:
+        atomic_write_text(stage / "a.txt", "a")
+        raise RuntimeError("the run failed half-way")
+    assert list(tmp_path.iterdir()) == [], "no partial output, no created parents, no staging"
+    with staged_output_dir(out, [], overwrite=False) as stage:
+        atomic_write_text(stage / "a.txt", "a")
+        atomic_write_text(stage / "b.txt", "b")
+        assert not out.exists()
+    assert sorted(p.name for p in out.iterdir()) == ["a.txt", "b.txt"]
+    # A second run into the same folder replaces its files and drops its own stale ones,
+    # but never files it does not know.
+    (out / "notes.txt").write_text("mine")
+    with staged_output_dir(out, [], overwrite=True, replaced_names=["a.txt", "b.txt"]) as stage:
+        atomic_write_text(stage / "a.txt", "A")
+    assert sorted(p.name for p in out.iterdir()) == ["a.txt", "notes.txt"]
+    assert (out / "a.txt").read_text() == "A"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["out"]
 
 
 def test_inputs_and_their_siblings_are_never_overwritten(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ display-ready arrays and levels that the worker prepared off the GUI thread.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -54,12 +55,25 @@ class Pair:
     science, template : str or Exposure
         Specs as ``file.fits``, ``file.fits[SCI]``, ``file.fits[3]``, or exposures.
     name : str
-        Short name (titles, output folder).
+        Short name (titles, output folder): a plain name, no folder.
+
+    Raises
+    ------
+    InputError
+        When ``name`` holds a path separator, is ``.`` or ``..``, or is absolute.
     """
 
     science: str | Exposure
     template: str | Exposure
     name: str = ""
+
+    def __post_init__(self) -> None:
+        check_pair_name(self.name)
+
+    @property
+    def identity(self) -> tuple[str, str]:
+        """The resolved science and template specs (see :func:`spec_identity`)."""
+        return spec_identity(self.science), spec_identity(self.template)
 
     @property
     def label(self) -> str:
@@ -90,8 +104,56 @@ def _describe(spec: str | Exposure) -> str:
     return Path(spec).name if isinstance(spec, str) else spec.source
 
 
+def check_pair_name(name: str) -> None:
+    """Refuse a pair name that is not a plain folder name (it names the output folder).
+
+    Parameters
+    ----------
+    name : str
+        The name (empty: no name).
+
+    Raises
+    ------
+    InputError
+        When ``name`` holds ``/`` or ``\\``, is ``.`` or ``..``, or is absolute.
+    """
+    if not name:
+        return
+    if "/" in name or "\\" in name or name in (".", "..") or Path(name).is_absolute():
+        raise InputError(
+            f"pair name {name!r} is not a plain name; names become output folders, so "
+            "use letters, digits, spaces, '-', '_' or '.' without '/', '\\' or '..'"
+        )
+
+
+def spec_identity(spec: str | Exposure) -> str:
+    """What a spec reads, independent of how it was written: the resolved file and extension.
+
+    Parameters
+    ----------
+    spec : str or Exposure
+        ``file.fits``, ``file.fits[SCI]``, ``file.fits[3]``, or an exposure in memory.
+
+    Returns
+    -------
+    str
+        ``/abs/file.fits``, ``/abs/file.fits[SCI]``, or ``memory:<source>``.
+    """
+    from diffviewer.io import parse_spec
+
+    if isinstance(spec, Exposure):
+        return f"memory:{spec.source}"
+    path, ext = parse_spec(spec)
+    resolved = str(path.expanduser().resolve())
+    return resolved if ext is None else f"{resolved}[{ext}]"
+
+
 def default_output_dir(pair: Pair, root: Path) -> Path:
-    """Output folder of a pair under ``root``: its name, or ``<science stem>__<template stem>``.
+    """Output folder of a pair under ``root``: its name, or
+    ``<science stem>__<template stem>__<hash8>``.
+
+    The hash (8 hex digits of the SHA-256 of the resolved specs) keeps apart pairs whose
+    files share their names, e.g. ``/n1/sci.fits`` and ``/n2/sci.fits`` against one template.
 
     Parameters
     ----------
@@ -104,13 +166,16 @@ def default_output_dir(pair: Pair, root: Path) -> Path:
     -------
     Path
     """
+    from diffviewer.io import parse_spec
+
     if pair.name:
         return root / pair.name
     stems = [
-        Path(str(s).split("[")[0]).stem if isinstance(s, str) else "memory"
+        parse_spec(s)[0].stem if isinstance(s, str) else "memory"
         for s in (pair.science, pair.template)
     ]
-    return root / "__".join(stems)
+    digest = hashlib.sha256("\n".join(pair.identity).encode("utf-8")).hexdigest()[:8]
+    return root / "__".join([*stems, digest])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -421,31 +486,58 @@ def save_verdicts(path: Path, verdicts: Mapping[int, Verdict], pair: Pair, diges
     Parameters
     ----------
     path : Path
-        The JSON file.
+        The JSON file; never one of the pair's input files.
     verdicts : mapping of int to Verdict
         Keyed by DIA source id.
     pair : Pair
-        The pair judged.
+        The pair judged (stored as its resolved specs, :attr:`Pair.identity`).
     digest : str
         ``config.digest()`` of the run judged.
+
+    Raises
+    ------
+    OutputError
+        When ``path`` is an input file of the pair or cannot be written.
     """
     from diffviewer.io import atomic_write_text
 
-    def spec(s: str | Exposure) -> str:
-        return s if isinstance(s, str) else _describe(s)
-
     rows = [{"id": int(k), **dataclasses.asdict(v)} for k, v in sorted(verdicts.items())]
+    science, template = pair.identity
     doc = {
-        "science": spec(pair.science),
-        "template": spec(pair.template),
+        "science": science,
+        "template": template,
         "config_digest": digest,
         "verdicts": rows,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(doc, indent=2) + "\n", protect=pair.files)
 
 
-def load_verdicts(path: Path) -> tuple[dict[int, Verdict], str]:
+@dataclasses.dataclass(frozen=True)
+class SavedVerdicts:
+    """The content of a verdicts file.
+
+    Attributes
+    ----------
+    verdicts : dict of int to Verdict
+        Keyed by DIA source id.
+    digest : str
+        ``config.digest()`` of the run judged.
+    science, template : str
+        The pair judged, as :attr:`Pair.identity` at saving.
+    """
+
+    verdicts: Mapping[int, Verdict]
+    digest: str
+    science: str
+    template: str
+
+    def belongs_to(self, pair: Pair) -> bool:
+        """Whether these verdicts were made on ``pair`` (same files and extensions)."""
+        return (self.science, self.template) == pair.identity
+
+
+def load_verdicts(path: Path) -> SavedVerdicts:
     """Read a verdicts file written by :func:`save_verdicts`.
 
     Parameters
@@ -454,8 +546,7 @@ def load_verdicts(path: Path) -> tuple[dict[int, Verdict], str]:
 
     Returns
     -------
-    (dict of int to Verdict, str)
-        The verdicts and the config digest they were made with.
+    SavedVerdicts
 
     Raises
     ------
@@ -470,7 +561,12 @@ def load_verdicts(path: Path) -> tuple[dict[int, Verdict], str]:
             )
             for v in doc["verdicts"]
         }
-        return verdicts, str(doc.get("config_digest", ""))
+        return SavedVerdicts(
+            verdicts,
+            str(doc.get("config_digest", "")),
+            str(doc["science"]),
+            str(doc["template"]),
+        )
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise InputError(
             f"verdicts file {path} cannot be read ({exc}); move it aside to start afresh"

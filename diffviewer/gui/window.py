@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ import numpy as np
 import pyqtgraph as pg
 from astropy.io import fits
 from astropy.table import Table
-from PyQt6.QtCore import QSettings, Qt, QTimer
+from PyQt6.QtCore import QBuffer, QByteArray, QIODevice, QSettings, Qt, QTimer
 from PyQt6.QtGui import (
     QAction,
     QCloseEvent,
@@ -113,6 +114,7 @@ class MainWindow(QMainWindow):
             str(self.settings.value("output_root", str(Path.home() / "diffviewer_out")))
         )
         self._raw: dict[str, np.ndarray] = {}
+        self._closing = False
 
         self.area = ImageArea([(n, model.VIEW_TITLES[n]) for n in model.VIEW_TITLES])
         self.area.set_visible_views(model.MAIN_VIEWS)
@@ -478,13 +480,17 @@ class MainWindow(QMainWindow):
             self.open_pairs_file(str(path))
 
     def open_pairs_file(self, path: str) -> None:
-        """Load a CSV list of pairs and open the first (errors become a message)."""
+        """Load a CSV list of pairs and open the first.
+
+        Every failure (missing file, a folder, not UTF-8, short rows, a name that is not
+        a plain folder name) becomes a message in the window; the open pair stays.
+        """
         try:
-            rows = read_pairs_csv(path)
-        except DiffviewerError as exc:
-            self.report_problem(exc)
+            pairs = [Pair(s, t, n) for s, t, n in read_pairs_csv(path)]
+        except (DiffviewerError, OSError) as exc:
+            self.report_problem(exc, f"Cannot open the pairs list {path}")
             return
-        self.set_pairs([Pair(s, t, n) for s, t, n in rows])
+        self.set_pairs(pairs)
 
     def dragEnterEvent(self, event: QDragEnterEvent | None) -> None:
         mime = event.mimeData() if event is not None else None
@@ -544,7 +550,7 @@ class MainWindow(QMainWindow):
 
     def run(self) -> None:
         """Run the current pair with the config of the parameter panel."""
-        if self.pair is None:
+        if self.pair is None or self._closing:
             return
         try:
             config = self.params.config()
@@ -567,6 +573,10 @@ class MainWindow(QMainWindow):
         """Whether a run is under way."""
         return self.jobs.is_busy("run")
 
+    def is_saving(self) -> bool:
+        """Whether a save of all outputs is under way (Save is disabled meanwhile)."""
+        return self.jobs.is_busy("save")
+
     def _on_progress(self, lane: str, job_id: int, step: str, fraction: float) -> None:
         if lane == "run":
             self.step_label.setText(step)
@@ -577,10 +587,15 @@ class MainWindow(QMainWindow):
             self.step_label.setText("cancelled")
             self.progress.setValue(0)
             self._log("run cancelled")
-            self._update_actions()
+        elif lane == "save":
+            self._log("save cancelled: nothing was written")
+            self.status.showMessage("save cancelled", 5000)
+        self._update_actions()
 
     def _on_failed(self, lane: str, job_id: int, report: ErrorReport) -> None:
         self.step_label.setText("failed" if lane == "run" else self.step_label.text())
+        if lane == "save":
+            report = dataclasses.replace(report, title=f"Save failed ({report.title})")
         self.show_report(report)
         self._update_actions()
 
@@ -898,13 +913,17 @@ class MainWindow(QMainWindow):
         self.run_action.setEnabled(self.pair is not None)
         self.run_action.setText("Re-run" if self.outcome is not None else "Run")
         self.cancel_action.setEnabled(busy)
-        self.save_action.setEnabled(self.outcome is not None)
+        self.save_action.setEnabled(self.outcome is not None and not self.is_saving())
         self.next_action.setEnabled(self.pair_index + 1 < len(self.pairs))
         self.prev_action.setEnabled(self.pair_index > 0)
         if not busy and self.step_label.text() == "starting":
             self.step_label.setText("idle")
 
     # ----------------------------------------------------------------- verdicts and saving
+
+    def input_files(self) -> list[Path]:
+        """The current pair's input files, which no write of the window may replace."""
+        return self.pair.files if self.pair is not None else []
 
     def output_dir(self) -> Path | None:
         """Where the current pair's outputs and verdicts go."""
@@ -945,26 +964,48 @@ class MainWindow(QMainWindow):
             self.report_problem(exc, "Cannot save verdicts")
 
     def _load_verdicts(self) -> None:
+        """Attach the saved verdicts of the current pair (a file of another pair is ignored)."""
         path = self.verdict_path()
-        assert self.outcome is not None
+        assert self.outcome is not None and self.pair is not None
         if path is not None and path.is_file():
+            saved: dict[int, Verdict] = {}
             try:
-                saved, digest = model.load_verdicts(path)
+                found = model.load_verdicts(path)
             except InputError as exc:
                 self.report_problem(exc)
-                saved, digest = {}, ""
+            else:
+                if found.belongs_to(self.pair):
+                    saved = dict(found.verdicts)
+                else:
+                    self._log(
+                        f"verdicts in {path} belong to {found.science} - {found.template}, "
+                        "not to this pair: ignored"
+                    )
+                digest = self.outcome.result.config.digest()
+                if saved and found.digest and found.digest != digest:
+                    self._log(
+                        f"verdicts from {path} were made with config {found.digest}; "
+                        "matched by position"
+                    )
             self.verdicts = model.match_verdicts(saved, self.outcome.result.diasources)
-            if digest and digest != self.outcome.result.config.digest():
-                self._log(
-                    f"verdicts from {path} were made with config {digest}; matched by position"
-                )
         else:
             self.verdicts = model.match_verdicts(self.verdicts, self.outcome.result.diasources)
         self.catalog.model.set_verdicts(self.verdicts)
 
     def save_outputs(self, out_dir: Path, overwrite: bool = False) -> None:
-        """Write every output of the run on screen (in the worker), then the verdicts."""
-        if self.outcome is None or self.pair is None:
+        """Write every output of the run on screen (in the worker), then the verdicts.
+
+        One save at a time: while one runs, Save is disabled and a further request is
+        refused with a message, so two saves never write into one folder. The outcome
+        (files written, failure or cancel) always reaches the log or the message bar.
+        """
+        if self.outcome is None or self.pair is None or self._closing:
+            return
+        if self.is_saving():
+            self.report_problem(
+                InputError(f"a save is under way; save to {out_dir} once it has finished"),
+                "Save refused",
+            )
             return
         result, inputs = self.outcome.result, self.pair.files
         verdicts, pair = dict(self.verdicts), self.pair
@@ -972,13 +1013,15 @@ class MainWindow(QMainWindow):
         def job(progress: Any, token: Any) -> list[Path]:
             from diffviewer.outputs import write_outputs
 
-            written = write_outputs(result, out_dir, inputs, overwrite=overwrite)
+            written = write_outputs(result, out_dir, inputs, overwrite=overwrite, cancel=token)
             model.save_verdicts(
                 out_dir / model.VERDICTS_FILE, verdicts, pair, result.config.digest()
             )
             return [*written, out_dir / model.VERDICTS_FILE]
 
+        self._log(f"saving to {out_dir}")
         self.jobs.submit("save", job)
+        self._update_actions()
 
     def save_outputs_dialog(self) -> None:
         """Ask for an output folder and save everything there."""
@@ -1013,7 +1056,7 @@ class MainWindow(QMainWindow):
         from diffviewer.io import atomic_write_text
 
         try:
-            atomic_write_text(path, to_toml(self.params.config()))
+            atomic_write_text(path, to_toml(self.params.config()), protect=self.input_files())
         except (OSError, DiffviewerError) as exc:
             self.report_problem(exc, "Cannot save config")
 
@@ -1056,7 +1099,9 @@ class MainWindow(QMainWindow):
 
         try:
             write_table(
-                path, model.catalog_with_verdicts(self.outcome.result.diasources, self.verdicts)
+                path,
+                model.catalog_with_verdicts(self.outcome.result.diasources, self.verdicts),
+                protect=self.input_files(),
             )
         except (OSError, DiffviewerError) as exc:
             self.report_problem(exc, "Cannot export the catalog")
@@ -1090,13 +1135,23 @@ class MainWindow(QMainWindow):
             self.save_png(path, targets[name])
 
     def save_png(self, path: Path, widget: QWidget | None = None) -> None:
-        """Grab a widget (the current tab when None) into a PNG file."""
+        """Grab a widget (the current tab when None) into a PNG file, written atomically
+        and never over an input file (errors become a message)."""
+        from diffviewer.io import atomic_write_bytes
+
         target = widget if widget is not None else self.tabs.currentWidget()
-        if target is None or not target.grab().save(str(path), "PNG"):
-            self.report_problem(
-                OSError(f"could not write {path}; check the folder exists and is writable"),
-                "Cannot save PNG",
-            )
+        if target is None:
+            return
+        data = QByteArray()
+        buffer = QBuffer(data)
+        buffer.open(QIODevice.OpenModeFlag.WriteOnly)
+        if not target.grab().save(buffer, "PNG"):
+            self.report_problem(OSError(f"could not encode {path} as PNG"), "Cannot save PNG")
+            return
+        try:
+            atomic_write_bytes(path, data.data(), protect=self.input_files())
+        except (OSError, DiffviewerError) as exc:
+            self.report_problem(exc, "Cannot save PNG")
 
     # ----------------------------------------------------------------- window state
 
@@ -1129,6 +1184,21 @@ class MainWindow(QMainWindow):
         self.resizeDocks([self.docks["Catalog"]], [230], Qt.Orientation.Vertical)
 
     def closeEvent(self, event: QCloseEvent | None) -> None:
+        """Close once no background thread is alive: runs and level jobs are cancelled,
+        a save is let finish; until then the window stays, disabled, and closes itself
+        when the last thread ends (a running thread is never destroyed)."""
+        self.jobs.cancel_all(keep=("save",))
+        if self.jobs.active_threads():
+            if event is not None:
+                event.ignore()
+            if not self._closing:
+                self._closing = True
+                self.setEnabled(False)
+                self.jobs.idle.connect(self.close)
+                waiting = "the save to finish" if self.is_saving() else "background work to stop"
+                self.status.showMessage(f"closing: waiting for {waiting}…")
+                self._log(f"closing: waiting for {waiting}")
+            return
         self.area.blink_timer.stop()
         self.settings.setValue("geometry", self.saveGeometry())
         self.settings.setValue("window_state", self.saveState())

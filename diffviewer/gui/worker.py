@@ -5,7 +5,9 @@ A :class:`JobRunner` runs plain Python callables (``job(progress, token)``) in
 display levels, ...). Every job carries an id; submitting a new job to a lane cancels
 the previous one, and a late result of a superseded or cancelled job is dropped, so
 the window only ever shows the newest answer. Workers never touch widgets: progress,
-results and errors reach the GUI thread as queued signals.
+results and errors reach the GUI thread as queued signals. A thread is never destroyed
+while it runs: :meth:`JobRunner.shutdown` waits for every thread, and :attr:`JobRunner.idle`
+tells when the last one has ended (the window closes only then).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from PyQt6.QtCore import QObject, QThread, pyqtSignal, pyqtSlot
@@ -101,7 +103,19 @@ class _Worker(QObject):
 
     @pyqtSlot()
     def run(self) -> None:
-        """Run the job and emit exactly one of finished, failed or cancelled."""
+        """Run the job, emit exactly one of finished, failed or cancelled, and end the thread.
+
+        The thread is ended from itself, so its end never waits for the GUI thread's
+        event loop (:meth:`JobRunner.shutdown` can block on it).
+        """
+        try:
+            self._run()
+        finally:
+            thread = QThread.currentThread()
+            if thread is not None:
+                thread.quit()
+
+    def _run(self) -> None:
         try:
             result = self._job(self._report, self._token)
         except Cancelled:
@@ -132,7 +146,8 @@ class JobRunner(QObject):
     """Runs jobs in background threads, one current job per lane.
 
     Signals carry ``(lane, job_id, ...)``; only the lane's current job ever signals,
-    so receivers need not check ids themselves.
+    so receivers need not check ids themselves. ``idle`` is emitted when the last live
+    thread (current, cancelled or superseded) has ended.
     """
 
     started = pyqtSignal(str, int)
@@ -140,6 +155,7 @@ class JobRunner(QObject):
     finished = pyqtSignal(str, int, object)
     failed = pyqtSignal(str, int, object)
     cancelled = pyqtSignal(str, int)
+    idle = pyqtSignal()
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -174,8 +190,6 @@ class JobRunner(QObject):
         worker.finished.connect(self._on_finished)
         worker.failed.connect(self._on_failed)
         worker.cancelled.connect(self._on_cancelled)
-        for signal in (worker.finished, worker.failed, worker.cancelled):
-            signal.connect(thread.quit)
         thread.finished.connect(worker.deleteLater)
         thread.finished.connect(self._reap)
         self._running[job_id] = _Running(lane, thread, worker, token)
@@ -214,14 +228,29 @@ class JobRunner(QObject):
         """Number of threads still alive (including cancelled ones winding down)."""
         return len(self._running)
 
-    def shutdown(self, timeout_ms: int = 5000) -> None:
-        """Cancel every job and wait for the threads to end (on closing the window)."""
-        for lane in list(self._current):
+    def cancel_all(self, *, keep: Collection[str] = ()) -> None:
+        """Cancel every lane's current job, except the lanes in ``keep`` (no signals).
+
+        Parameters
+        ----------
+        keep : collection of str
+            Lanes whose jobs go on (e.g. ``("save",)``: a save is let finish).
+        """
+        for lane in [lane for lane in self._current if lane not in keep]:
             self.cancel(lane, notify=False)
+
+    def shutdown(self) -> None:
+        """Cancel every job and wait, without a time limit, until every thread has ended.
+
+        Blocks the calling thread: a run stops at the engine's next cancellation check
+        (at least every 0.5 s), a save before its next file. No thread is left running
+        for Qt to destroy.
+        """
+        self.cancel_all()
         for running in list(self._running.values()):
             running.token.cancel()
             running.thread.quit()
-            running.thread.wait(timeout_ms)
+            running.thread.wait()
 
     def _lane_of(self, job_id: int) -> str | None:
         """The lane of a job when it is still its lane's current job, else None."""
@@ -264,5 +293,8 @@ class JobRunner(QObject):
         thread = self.sender()
         for job_id, running in list(self._running.items()):
             if running.thread is thread:
+                running.thread.wait()  # returns at once: the thread has emitted finished
                 del self._running[job_id]
                 running.thread.deleteLater()
+        if not self._running:
+            self.idle.emit()

@@ -28,6 +28,7 @@ from diffviewer.engine.diagnostics import noise_ratio
 from diffviewer.engine.kernel import KernelFit
 from diffviewer.engine.progress import Reporter
 from diffviewer.engine.subtract import SubtractionProducts, convolve_terms, read_only
+from diffviewer.errors import InputError
 from diffviewer.exposure import Exposure, MaskPlane
 
 #: A variance rescale further than this from 1 (in noise ratio) is reported as a warning.
@@ -141,7 +142,14 @@ def decorrelate(
     ny, nx = products.difference.shape
     kern = fit.solution.evaluate((nx - 1) / 2.0, (ny - 1) / 2.0)
     source, target = fit.source_target(science, template)
-    phi, factor = decorrelation_kernel(kern, _mean_variance(source), _mean_variance(target))
+    var_source, var_target = _mean_variance(source), _mean_variance(target)
+    for exposure, value in ((source, var_source), (target, var_target)):
+        if not (np.isfinite(value) and value > 0.0):
+            raise InputError(
+                f"the sky variance of {exposure.source} is {value}: decorrelation needs a "
+                "positive variance plane; give one, or set decorrelation.enabled = false"
+            )
+    phi, factor = decorrelation_kernel(kern, var_source, var_target)
     reporter.update(0.2)
     diff = products.difference
     # Only NO_DATA values are meaningless; EDGE/BAD pixels hold approximate values and are

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 from astropy.table import Table
 
 from diffviewer.config import SubtractionConfig
@@ -26,7 +27,40 @@ from diffviewer.engine import (
     zogy,
 )
 from diffviewer.engine.progress import CancelToken, ProgressCallback, Reporter
+from diffviewer.errors import InputError
 from diffviewer.exposure import Exposure
+
+#: Least median variance (image units^2) of an input. Products of variances with squared
+#: kernels (weights ~1e-3) must stay well inside float32's normal range (> 1.2e-38); below
+#: this (a sky noise under 1e-15 image units) kernel sums are measured wrongly.
+MIN_VARIANCE = 1e-30
+
+
+def check_flux_units(exposure: Exposure, name: str) -> None:
+    """Raise when an input's variance is too small for single-precision arithmetic.
+
+    Parameters
+    ----------
+    exposure : Exposure
+        An input image.
+    name : str
+        'science' or 'template', for the message.
+
+    Raises
+    ------
+    InputError
+        When the median variance over usable pixels is below :data:`MIN_VARIANCE`
+        (or no pixel has a positive variance).
+    """
+    good = exposure.good_pixels() & (exposure.variance > 0)
+    level = float(np.median(exposure.variance[good])) if good.any() else 0.0
+    if not level >= MIN_VARIANCE:
+        raise InputError(
+            f"the {name} image ({exposure.source}) has a median variance of {level:.3g} "
+            f"(image units^2), below {MIN_VARIANCE:g}: the images are in units too small "
+            "for single precision (or the variance plane is empty); multiply both images "
+            "by a common factor (e.g. 1e12) and their variances by its square"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +147,8 @@ def run_subtraction(
     ------
     NoWorkFound
         When the template covers too little of the science image.
+    InputError
+        When an input's variance is too small for single precision (:func:`check_flux_units`).
     InsufficientKernelSources
         When no pixel is usable on both images (with too few kernel stars the kernel
         falls back to one from the PSFs, or a delta; see :mod:`diffviewer.engine.kernel`).
@@ -122,6 +158,8 @@ def run_subtraction(
     config = config or SubtractionConfig()
     rep = Reporter(progress, cancel)
     notes: list[str] = []
+    check_flux_units(science, "science")
+    check_flux_units(template, "template")
 
     with rep.step("warp", 0.0, 0.10):
         warped = warp.warp_template(template, science, config.warp, rep)

@@ -420,7 +420,11 @@ def zogy_score(
             f"template {template.shape}; warp the template first"
         )
     if not np.isfinite(flux_ratio) or flux_ratio <= 0.0:
-        raise InputError(f"flux ratio (kernel sum) {flux_ratio} must be a positive number")
+        raise InputError(
+            f"the flux ratio of {science.source} to {template.source} (the PSF-matching "
+            f"kernel's sum) is {flux_ratio}, not a positive number: the kernel fit failed; "
+            "check the kernel stars and residuals, or use score.method = 'al'"
+        )
     bad = ((science.mask | template.mask) & int(UNUSABLE)) != 0
     for exp in (science, template):
         bad |= ~np.isfinite(exp.image) | ~np.isfinite(exp.variance) | (exp.variance <= 0)
@@ -436,17 +440,22 @@ def zogy_score(
             f"sky noise of {science.source} ({sigma_n}) or {template.source} "
             f"({sigma_r}) is not positive; check the images"
         )
-    f_n, f_r = float(flux_ratio), 1.0
     if any(template_offset):
         moved = odd_square(np.asarray(tmpl_psf, dtype=np.float64))[None]
         tmpl_psf = fourier_shift(moved, *(np.array([v]) for v in template_offset))[0]
-    kern = zogy_kernels(sci_psf, tmpl_psf, sigma_n, sigma_r, f_n, f_r)
+    # Each image in units of its own sky noise, so that the kernels, S and its variance
+    # are of order 1 whatever the flux unit (k_n scales as 1/sigma^2: in physical units,
+    # ~1e-12, k_n^2 overflows float32). A source of template flux f is then
+    # F_n f / sigma_n on N and f / sigma_r on R: the zero points become F_n sigma_r / sigma_n
+    # and 1 (times sigma_r, which S_corr and D do not see).
+    kern = zogy_kernels(sci_psf, tmpl_psf, 1.0, 1.0, float(flux_ratio) * sigma_r / sigma_n, 1.0)
     grid = _FourierGrid(science.shape, kern.k_n.shape[0])
     zero = np.float32(0.0)
-    n_hat = grid.spectrum(np.where(good, science.image - bkg_n, zero))
-    r_hat = grid.spectrum(np.where(good, template.image - bkg_r, zero))
-    vn_hat = grid.spectrum(np.where(good, science.variance, zero))
-    vr_hat = grid.spectrum(np.where(good, template.variance, zero))
+    in_n, in_r = np.float32(1.0 / sigma_n), np.float32(1.0 / sigma_r)
+    n_hat = grid.spectrum(np.where(good, (science.image - bkg_n) * in_n, zero))
+    r_hat = grid.spectrum(np.where(good, (template.image - bkg_r) * in_r, zero))
+    vn_hat = grid.spectrum(np.where(good, science.variance * in_n * in_n, zero))
+    vr_hat = grid.spectrum(np.where(good, template.variance * in_r * in_r, zero))
     reporter.update(0.4)
     kn_hat, kr_hat = grid.kernel_spectrum(kern.k_n), grid.kernel_spectrum(kern.k_r)
     var = grid.image(
@@ -456,8 +465,8 @@ def zogy_score(
     if config.astrometric_noise > 0.0:
         s_n, s_r = grid.image(kn_hat * n_hat), grid.image(kr_hat * r_hat)
         score = s_n - s_r
-        for s_part, kernel, sigma in ((s_n, kern.k_n, sigma_n), (s_r, kern.k_r, sigma_r)):
-            var += config.astrometric_noise**2 * _signal_gradient2(s_part, kernel, sigma)
+        for s_part, kernel in ((s_n, kern.k_n), (s_r, kern.k_r)):
+            var += config.astrometric_noise**2 * _signal_gradient2(s_part, kernel, 1.0)
         del s_n, s_r
     else:
         score = grid.image(kn_hat * n_hat - kr_hat * r_hat)

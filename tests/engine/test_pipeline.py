@@ -10,7 +10,8 @@ import pytest
 from diffviewer.config import SubtractionConfig
 from diffviewer.engine.pipeline import run_subtraction
 from diffviewer.engine.progress import CancelToken
-from diffviewer.errors import Cancelled
+from diffviewer.errors import Cancelled, InputError
+from diffviewer.exposure import Exposure
 from diffviewer.synthetic import make_pair
 
 STEPS = [
@@ -71,3 +72,43 @@ def test_inputs_are_left_untouched(pair) -> None:
     run_subtraction(pair.science, pair.template)
     after = (pair.science.image, pair.template.image, pair.template.mask)
     assert all(np.array_equal(b, a) for b, a in zip(before, after, strict=True))
+
+
+def _scaled(exposure: Exposure, factor: float) -> Exposure:
+    """The exposure in other flux units: image times ``factor``, variance times its square."""
+    return exposure.replace(
+        image=exposure.image * np.float32(factor),
+        variance=exposure.variance * np.float32(factor) ** 2,
+    )
+
+
+def test_physical_flux_units_give_the_same_detections() -> None:
+    # Three transients of S/N 25-35; 1e-12 is an erg/s/cm^2/A-like unit, where ZOGY's
+    # kernel squared overflowed float32 and nothing was found.
+    pair = make_pair(
+        (256, 256),
+        120,
+        seed=2,
+        transients=[(60.0, 70.0, 8e3), (180.0, 200.0, 1.2e4), (200.0, 60.0, 6e3)],
+    )
+    found = []
+    for factor in (1.0, 1e-12):
+        result = run_subtraction(_scaled(pair.science, factor), _scaled(pair.template, factor))
+        cat = result.diasources[~np.asarray(result.diasources["sky_source"], dtype=bool)]
+        assert len(cat) >= 3 and np.all(np.isfinite(cat["score_peak"]))
+        found.append(cat)
+    one, tiny = found
+    assert len(one) == len(tiny)
+    # Same positions and S/N up to float32 rounding (relative 1e-7 per operation; 1e-3
+    # leaves room for thousands of them).
+    np.testing.assert_allclose(tiny["x"], one["x"], atol=1e-3)
+    np.testing.assert_allclose(tiny["y"], one["y"], atol=1e-3)
+    np.testing.assert_allclose(tiny["score_peak"], one["score_peak"], rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(tiny["snr"], one["snr"], rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(tiny["psf_flux"], one["psf_flux"] * 1e-12, rtol=1e-3, atol=1e-15)
+
+
+def test_units_too_small_for_single_precision_are_named(pair) -> None:
+    # A variance of 1e-60 underflows float32 to 0: say which image and what to do.
+    with pytest.raises(InputError, match=r"science image .* median variance of 0 .* multiply"):
+        run_subtraction(_scaled(pair.science, 1e-30), _scaled(pair.template, 1e-30))

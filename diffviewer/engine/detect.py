@@ -1,8 +1,9 @@
 """Detection of positive and negative DIA sources on the score or the difference.
 
 As the LSST ``DetectAndMeasureTask`` does: threshold both polarities in units of
-the noise. The score has unit noise by construction and the difference is divided
-by the square root of its variance (LSST's ``pixel_stdev`` threshold type); by
+the noise. The score has unit noise by construction; the difference is filtered with
+its PSF and divided by the filtered noise, ``(d (x) flip P) / sqrt(v (x) P^2)`` (LSST's
+detection smooths with the PSF), so a point source's peak is its PSF S/N; by
 default (``stdev``, as LSST's threshold type of that name) that image is further
 divided by its measured robust standard deviation, so that "5 sigma" holds where
 the noise is correlated (coadds, warped templates) or the variance maps are off:
@@ -24,7 +25,7 @@ from scipy import ndimage
 
 from diffviewer.config import DetectionConfig
 from diffviewer.engine.progress import Reporter
-from diffviewer.engine.zogy import ScoreResult, sampled_robust_std
+from diffviewer.engine.zogy import ScoreResult, al_score, sampled_robust_std
 from diffviewer.exposure import MASK_DTYPE, UNUSABLE, Exposure, MaskPlane
 
 #: Radius (px) of blank sky kept free of footprints and masks around a sky source.
@@ -93,7 +94,11 @@ class Detections:
 
 
 def detection_image(
-    difference: Exposure, score: ScoreResult | None, config: DetectionConfig
+    difference: Exposure,
+    score: ScoreResult | None,
+    config: DetectionConfig,
+    psf: np.ndarray,
+    reporter: Reporter,
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """The image thresholded in sigma and its good-pixel map.
 
@@ -105,6 +110,12 @@ def detection_image(
         The score image, used when ``config.detect_on == 'score'``.
     config : DetectionConfig
         Detection settings.
+    psf : numpy.ndarray
+        The difference's PSF: the difference is searched after filtering with it and
+        dividing by the filtered noise (:func:`diffviewer.engine.zogy.al_score`), as LSST's
+        detection smooths with the PSF, so a point source's peak is its PSF S/N.
+    reporter : Reporter
+        Progress and cancellation (of the filtering).
 
     Returns
     -------
@@ -120,11 +131,9 @@ def detection_image(
         # the inputs and stays valid where the difference's convolution border is EDGE.
         good = (score.mask & int(UNUSABLE)) == 0
         return np.where(good, score.image, np.float32(0.0)).astype(np.float32), good, "score"
-    good = ((difference.mask & int(UNUSABLE)) == 0) & (difference.variance > 0)
-    good &= np.isfinite(difference.image)
-    sigma = np.sqrt(np.where(good, difference.variance, np.float32(1.0)))
-    image = np.where(good, difference.image / sigma, np.float32(0.0)).astype(np.float32)
-    return image, good, "difference"
+    filtered = al_score(difference, psf, reporter)
+    good = (filtered.mask & int(UNUSABLE)) == 0
+    return np.where(good, filtered.image, np.float32(0.0)), good, "difference"
 
 
 def _disk(radius: int) -> np.ndarray:
@@ -243,7 +252,12 @@ def _footprint_table(
 
 
 def detect_sources(
-    difference: Exposure, score: ScoreResult | None, config: DetectionConfig, reporter: Reporter
+    difference: Exposure,
+    score: ScoreResult | None,
+    config: DetectionConfig,
+    reporter: Reporter,
+    *,
+    psf: np.ndarray,
 ) -> Detections:
     """Detect positive and negative sources and merge touching footprints.
 
@@ -253,17 +267,23 @@ def detect_sources(
         The difference (its mask's DETECTED planes are replaced).
     score : ScoreResult or None
         The score, searched when ``config.detect_on == 'score'``; otherwise (or when
-        None) the difference divided by the square root of its variance is searched.
+        None) the difference filtered with its PSF, over its filtered noise.
     config : DetectionConfig
         Threshold (sigma), minimum area, grow radius, sky sources, guard limit.
     reporter : Reporter
         Progress and cancellation.
+    psf : numpy.ndarray
+        PSF of the difference (small, odd sides), for searching the difference.
 
     Returns
     -------
     Detections
     """
-    image, good, name = detection_image(difference, score, config)
+    # The filtering checks for cancellation but does not report (its fractions would run
+    # the step's progress back).
+    image, good, name = detection_image(
+        difference, score, config, psf, Reporter(token=reporter.token)
+    )
     n_good = int(good.sum())
     noise = sampled_robust_std(image[good]) if n_good else float("nan")
     measured = config.threshold_type == "stdev" and n_good >= MIN_PIXELS_FOR_STDEV

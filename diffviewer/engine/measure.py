@@ -585,13 +585,21 @@ def _detection_values(
     score: ScoreResult | None,
     detections: Detections,
     box: tuple[slice, slice],
+    good: np.ndarray,
+    flipped: np.ndarray,
 ) -> np.ndarray:
-    """The detection image (in the sigma of its threshold) on a cutout."""
+    """The detection image (in the sigma of its threshold) on a cutout.
+
+    On the difference it is, as in detection (:func:`diffviewer.engine.zogy.al_score`),
+    the difference filtered with the flipped PSF ``flipped`` over the filtered noise;
+    the cutout's margin of half a PSF makes it exact inside the footprint.
+    """
     if detections.detection_image == "score" and score is not None:
         values = score.image[box].astype(np.float64)
     else:
-        var = difference.variance[box]
-        values = np.where(var > 0, difference.image[box] / np.sqrt(np.where(var > 0, var, 1)), 0)
+        num = fftconvolve(np.where(good, difference.image[box], 0.0), flipped, mode="same")
+        var = fftconvolve(np.where(good, difference.variance[box], 0.0), flipped**2, mode="same")
+        values = np.where(var > 0, num / np.sqrt(np.where(var > 0, var, 1.0)), 0.0)
     return values / detections.threshold_scale
 
 
@@ -862,7 +870,7 @@ def measure_sources(
             data=difference.image[box].astype(np.float64),
             good=~bad[box],
             inside=seg[box] == label,
-            detection=_detection_values(difference, score, detections, box),
+            detection=_detection_values(difference, score, detections, box, ~bad[box], flipped),
         )
         filtered = fftconvolve(np.where(cut.good, cut.data, 0.0), flipped, mode="same")
         both = bool(table["has_positive"][i]) and bool(table["has_negative"][i])

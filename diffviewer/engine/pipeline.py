@@ -204,7 +204,7 @@ def run_subtraction(
         elif config.score.method == "al":
             score = zogy.al_score(difference, diff_psf, rep)
     with rep.step("detect", 0.78, 0.86):
-        detections = detect.detect_sources(difference, score, config.detection, rep)
+        detections = detect.detect_sources(difference, score, config.detection, rep, psf=diff_psf)
         difference = difference.replace(mask=detections.mask)
     with rep.step("measure", 0.86, 0.96):
         diasources = measure.measure_sources(

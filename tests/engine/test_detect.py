@@ -12,9 +12,12 @@ from diffviewer.engine.progress import null_reporter
 from diffviewer.exposure import Exposure, MaskPlane
 from diffviewer.stats import FWHM_PER_SIGMA
 from diffviewer.synthetic import make_pair, render_gaussians
+from tests.engine.helpers import gaussian_psf
 
 SIGMA = 10.0
 SHAPE = (256, 256)
+#: The PSF of :func:`difference_with`'s sources.
+PSF = gaussian_psf(3.5)
 
 
 def difference_with(
@@ -42,7 +45,9 @@ def test_both_polarities_with_planes_and_no_false_detections() -> None:
         (200.0, 200.0, -2500.0),
     ]
     diff = difference_with(sources)
-    det = detect_sources(diff, None, DetectionConfig(detect_on="difference"), null_reporter())
+    det = detect_sources(
+        diff, None, DetectionConfig(detect_on="difference"), null_reporter(), psf=PSF
+    )
     assert det.detection_image == "difference"
     assert len(det.table) == 4, det.table
     for x, y, flux in sources:
@@ -63,7 +68,9 @@ def test_both_polarities_with_planes_and_no_false_detections() -> None:
 
 def test_touching_lobes_merge_into_one_footprint() -> None:
     diff = difference_with([(128.0, 128.0, 4000.0), (131.0, 128.0, -4000.0)])
-    det = detect_sources(diff, None, DetectionConfig(detect_on="difference"), null_reporter())
+    det = detect_sources(
+        diff, None, DetectionConfig(detect_on="difference"), null_reporter(), psf=PSF
+    )
     assert len(det.table) == 1
     row = det.table[0]
     assert row["has_positive"] and row["has_negative"]
@@ -72,7 +79,9 @@ def test_touching_lobes_merge_into_one_footprint() -> None:
 def test_grow_and_min_area() -> None:
     diff = difference_with([(100.0, 100.0, 3000.0)])
     image = diff.image.copy()
-    image[30, 200] = 50 * SIGMA  # a hot pixel: one pixel above threshold
+    # A hot pixel of 10 sigma: filtered with the PSF it is 10 P(0) / sqrt(sum P^2) = 3.8
+    # sigma (a point source of that peak would be 26 sigma), below the threshold.
+    image[30, 200] = 10 * SIGMA
     diff = diff.replace(image=image)
     areas = []
     for grow in (0, 2, 4):
@@ -81,15 +90,37 @@ def test_grow_and_min_area() -> None:
             None,
             DetectionConfig(detect_on="difference", grow=grow, min_area=3),
             null_reporter(),
+            psf=PSF,
         )
-        assert len(det.table) == 1, "the single hot pixel is below min_area"
+        assert len(det.table) == 1, "the hot pixel is not a point source"
         areas.append(int(det.table["npix"][0]))
     # Growing a compact footprint of radius r by g adds about 2 pi r g + pi g^2 pixels.
     assert areas[0] < areas[1] < areas[2]
+    # Without growth the footprint is the pixels above threshold: min_area keeps it at
+    # exactly its area and drops it one pixel above.
+    for min_area, n in ((areas[0], 1), (areas[0] + 1, 0)):
+        cfg = DetectionConfig(detect_on="difference", grow=0, min_area=min_area)
+        assert len(detect_sources(diff, None, cfg, null_reporter(), psf=PSF).table) == n
+
+
+def test_point_sources_are_found_at_their_psf_signal_to_noise() -> None:
+    # Five sources of PSF S/N 6-12 (flux * sqrt(sum P^2) / sigma, sum P^2 = 1 / (4 pi s^2)
+    # for a Gaussian of sigma s): each pixel holds only S/N * 2 sqrt(pi) s P(0) ~ 0.38 S/N
+    # sigma at its peak, so thresholding pixels found none; the PSF filter finds them all.
+    s = 3.5 / FWHM_PER_SIGMA
+    per_snr = SIGMA * np.sqrt(4 * np.pi) * s
+    snrs = (6.0, 7.5, 9.0, 10.5, 12.0)
+    sources = [(40.0 + 45.0 * i, 60.0 + 30.0 * i, snr * per_snr) for i, snr in enumerate(snrs)]
+    diff = difference_with(sources, seed=3)
     det = detect_sources(
-        diff, None, DetectionConfig(detect_on="difference", min_area=1), null_reporter()
+        diff, None, DetectionConfig(detect_on="difference"), null_reporter(), psf=PSF
     )
-    assert len(det.table) == 2
+    assert len(det.table) == 5
+    for (x, y, _), snr in zip(sources, snrs, strict=True):
+        i = int(np.argmin(np.hypot(det.table["x"] - x, det.table["y"] - y)))
+        assert np.hypot(det.table["x"][i] - x, det.table["y"][i] - y) <= 1.5
+        # The peak is the S/N plus unit noise (and the measured-noise scale, ~1): 3 sigma.
+        assert det.table["peak_value"][i] == pytest.approx(snr, abs=3.0)
 
 
 def test_detection_on_the_score_and_old_planes_cleared() -> None:
@@ -116,7 +147,7 @@ def test_detection_on_the_score_and_old_planes_cleared() -> None:
     stale = np.zeros(SHAPE, dtype=np.int32)
     stale[10:20, 10:20] = int(MaskPlane.DETECTED)
     diff = pair.science.replace(mask=stale)  # only its mask matters when detecting on the score
-    det = detect_sources(diff, score, DetectionConfig(), null_reporter())
+    det = detect_sources(diff, score, DetectionConfig(), null_reporter(), psf=PSF)
     assert det.detection_image == "score"
     assert len(det.table) == 1
     assert abs(det.table["x"][0] - 80) <= 1 and abs(det.table["y"][0] - 150) <= 1
@@ -129,7 +160,11 @@ def test_masked_pixels_are_not_detected() -> None:
     mask = diff.mask.copy()
     mask[90:110, 90:110] = int(MaskPlane.BAD)
     det = detect_sources(
-        diff.replace(mask=mask), None, DetectionConfig(detect_on="difference"), null_reporter()
+        diff.replace(mask=mask),
+        None,
+        DetectionConfig(detect_on="difference"),
+        null_reporter(),
+        psf=PSF,
     )
     assert len(det.table) == 0
 
@@ -139,9 +174,9 @@ def test_sky_sources_are_far_from_footprints_and_masks() -> None:
     mask = diff.mask.copy()
     mask[:, :40] = int(MaskPlane.NO_DATA)
     cfg = DetectionConfig(detect_on="difference", sky_sources=20)
-    det = detect_sources(diff.replace(mask=mask), None, cfg, null_reporter())
+    det = detect_sources(diff.replace(mask=mask), None, cfg, null_reporter(), psf=PSF)
     assert len(det.sky_x) == 20
-    again = detect_sources(diff.replace(mask=mask), None, cfg, null_reporter())
+    again = detect_sources(diff.replace(mask=mask), None, cfg, null_reporter(), psf=PSF)
     assert np.array_equal(det.sky_x, again.sky_x), "seeded: the same image gives the same positions"
     sx, sy = det.sky_x.astype(int), det.sky_y.astype(int)
     assert np.all(sx >= 40 + 8), "8 px clear of the NO_DATA strip"
@@ -152,7 +187,11 @@ def test_sky_sources_are_far_from_footprints_and_masks() -> None:
     assert np.min(sep[~np.eye(len(sx), dtype=bool)]) >= 16
     # Asking for more than fits gives a warning, not an error.
     crowded = detect_sources(
-        diff, None, DetectionConfig(detect_on="difference", sky_sources=2000), null_reporter()
+        diff,
+        None,
+        DetectionConfig(detect_on="difference", sky_sources=2000),
+        null_reporter(),
+        psf=PSF,
     )
     assert len(crowded.sky_x) < 2000
     assert any("sky" in w for w in crowded.warnings)
@@ -167,7 +206,9 @@ def test_guard_warns_on_a_bad_subtraction() -> None:
         pair.science.variance + pair.template.variance,
         pair.science.mask,
     )
-    det = detect_sources(bad, None, DetectionConfig(detect_on="difference"), null_reporter())
+    det = detect_sources(
+        bad, None, DetectionConfig(detect_on="difference"), null_reporter(), psf=PSF
+    )
     assert det.detected_fraction > 0.05
     assert any("bad-subtraction guard" in w for w in det.warnings)
     # The matched difference of the same pair (equal PSFs, same flux) is quiet.
@@ -177,7 +218,9 @@ def test_guard_warns_on_a_bad_subtraction() -> None:
         good_pair.science.variance + good_pair.template.variance,
         good_pair.science.mask,
     )
-    quiet = detect_sources(good, None, DetectionConfig(detect_on="difference"), null_reporter())
+    quiet = detect_sources(
+        good, None, DetectionConfig(detect_on="difference"), null_reporter(), psf=PSF
+    )
     assert quiet.detected_fraction < 0.005
     assert not any("bad-subtraction guard" in w for w in quiet.warnings)
 
@@ -186,15 +229,17 @@ def test_threshold_in_measured_or_predicted_noise() -> None:
     # Variance maps nine times too small: the difference's noise is 3 predicted sigma.
     diff = difference_with([(128.0, 128.0, 6000.0)])
     wrong = diff.replace(variance=diff.variance / 9.0)
-    measured = detect_sources(wrong, None, DetectionConfig(detect_on="difference"), null_reporter())
+    measured = detect_sources(
+        wrong, None, DetectionConfig(detect_on="difference"), null_reporter(), psf=PSF
+    )
     assert 2.85 < measured.noise_std < 3.15
     assert any("robust noise" in w for w in measured.warnings)
     # In measured sigma (the default) the threshold still means 5 sigma: only the source.
     assert len(measured.table) == 1
     assert measured.table["peak_value"][0] == pytest.approx(
-        detect_sources(diff, None, DetectionConfig(detect_on="difference"), null_reporter()).table[
-            "peak_value"
-        ][0],
+        detect_sources(
+            diff, None, DetectionConfig(detect_on="difference"), null_reporter(), psf=PSF
+        ).table["peak_value"][0],
         rel=0.05,
     )
     # In predicted sigma it is a 1.7-sigma threshold: hundreds of noise peaks.
@@ -203,6 +248,7 @@ def test_threshold_in_measured_or_predicted_noise() -> None:
         None,
         DetectionConfig(detect_on="difference", threshold_type="pixel_stdev"),
         null_reporter(),
+        psf=PSF,
     )
     assert len(predicted.table) > 50
     assert any("off by that factor" in w for w in predicted.warnings)

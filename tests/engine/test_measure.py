@@ -35,7 +35,11 @@ def run(
         sci, tmpl, psf, psf if tmpl_psf is None else tmpl_psf, 1.0, ScoreConfig(), null_reporter()
     )
     det = detect_sources(
-        diff, score, DetectionConfig(detect_on=detect_on, sky_sources=sky_sources), null_reporter()
+        diff,
+        score,
+        DetectionConfig(detect_on=detect_on, sky_sources=sky_sources),
+        null_reporter(),
+        psf=psf,
     )
     table = measure_sources(
         diff.replace(mask=det.mask),
@@ -363,6 +367,7 @@ def test_sky_sources_calibrate_errors_of_correlated_noise() -> None:
         zogy.al_score(diff, psf, null_reporter()),
         DetectionConfig(sky_sources=200),
         null_reporter(),
+        psf=psf,
     )
     kwargs = {
         "difference": diff.replace(mask=det.mask),

@@ -240,17 +240,23 @@ class JobRunner(QObject):
             self.cancel(lane, notify=False)
 
     def shutdown(self) -> None:
-        """Cancel every job and wait, without a time limit, until every thread has ended.
+        """Cancel every job, wait without a time limit until every thread has ended, and
+        forget them (their late signals are dropped); emits ``idle`` when any was alive.
 
         Blocks the calling thread: a run stops at the engine's next cancellation check
         (at least every 0.5 s), a save before its next file. No thread is left running
         for Qt to destroy.
         """
         self.cancel_all()
-        for running in list(self._running.values()):
+        if not self._running:
+            return
+        for running in self._running.values():
             running.token.cancel()
             running.thread.quit()
             running.thread.wait()
+            running.thread.deleteLater()
+        self._running.clear()
+        self.idle.emit()
 
     def _lane_of(self, job_id: int) -> str | None:
         """The lane of a job when it is still its lane's current job, else None."""
@@ -289,12 +295,13 @@ class JobRunner(QObject):
 
     @pyqtSlot()
     def _reap(self) -> None:
-        """Forget a thread that has ended (the sender) and let Qt delete it."""
+        """Forget a thread that has ended (the sender), let Qt delete it, and emit ``idle``
+        when it was the last one."""
         thread = self.sender()
         for job_id, running in list(self._running.items()):
             if running.thread is thread:
                 running.thread.wait()  # returns at once: the thread has emitted finished
                 del self._running[job_id]
                 running.thread.deleteLater()
-        if not self._running:
-            self.idle.emit()
+                if not self._running:
+                    self.idle.emit()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+from PyQt6.QtCore import QCoreApplication
 
 from diffviewer.engine.progress import CancelToken, ProgressCallback, Reporter
 from diffviewer.errors import InputError
@@ -103,3 +104,51 @@ def test_lanes_are_independent(qtbot) -> None:
 def test_error_report_of_a_diffviewer_error_keeps_the_message() -> None:
     report = error_report(InputError("x.fits has no extension [SCI]"))
     assert report.message == "x.fits has no extension [SCI]" and report.expected
+
+
+def _until_cancelled(ended: threading.Event):
+    """A job that runs until its token is cancelled, then records that it has ended."""
+
+    def job(progress: ProgressCallback, token: CancelToken) -> object:
+        while not token.cancelled:
+            ended.wait(0.01)
+        ended.set()
+        return "late"
+
+    return job
+
+
+def test_shutdown_waits_until_every_thread_has_ended_and_drops_late_results(qtbot) -> None:
+    runner = JobRunner()
+    ended = [threading.Event(), threading.Event()]
+    results: list[tuple] = []
+    runner.finished.connect(lambda *a: results.append(a))
+    runner.cancelled.connect(lambda *a: results.append(("cancelled", *a)))
+    with qtbot.waitSignal(runner.started, timeout=5000):
+        runner.submit("run", _until_cancelled(ended[0]))
+    runner.submit("save", _until_cancelled(ended[1]))
+    threads = [r.thread for r in runner._running.values()]
+    with qtbot.waitSignal(runner.idle, timeout=1000):
+        runner.shutdown()  # blocks: no thread may be left for Qt to destroy while it runs
+    assert all(e.is_set() for e in ended) and all(t.isFinished() for t in threads)
+    assert runner.active_threads() == 0 and not runner.is_busy("run")
+    # the jobs' signals, queued before they ended, are delivered now and dropped
+    QCoreApplication.processEvents()
+    assert results == []
+
+
+def test_cancel_all_spares_the_kept_lanes_and_idle_follows_the_last_thread(qtbot) -> None:
+    runner = JobRunner()
+    run_ended, save_release = threading.Event(), threading.Event()
+    runner.submit("run", _until_cancelled(run_ended))
+    runner.submit("save", _waiting_job(save_release, ["saved.fits"]))
+    runner.cancel_all(keep=("save",))
+    assert not runner.is_busy("run") and runner.is_busy("save")
+    qtbot.waitUntil(lambda: runner.active_threads() == 1, timeout=5000)  # the run ended
+    idle: list[bool] = []
+    runner.idle.connect(lambda: idle.append(True))
+    with qtbot.waitSignal(runner.finished, timeout=5000) as blocker:
+        save_release.set()
+    assert blocker.args[0] == "save" and blocker.args[2] == ["saved.fits"]  # not cancelled
+    qtbot.waitUntil(lambda: runner.active_threads() == 0, timeout=5000)
+    assert idle == [True]

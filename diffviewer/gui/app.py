@@ -39,6 +39,8 @@ def launch(
     app.setApplicationName("diffviewer")
     window = MainWindow(config)
     window.show()
+    # however the event loop ends, no background thread outlives it (Qt would abort)
+    app.aboutToQuit.connect(window.jobs.shutdown)
 
     def start() -> None:
         if pairs is not None:

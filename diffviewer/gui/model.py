@@ -21,7 +21,7 @@ from astropy.table import Table
 from diffviewer import display
 from diffviewer.config import SubtractionConfig
 from diffviewer.engine.progress import CancelToken, ProgressCallback
-from diffviewer.errors import InputError
+from diffviewer.errors import InputError, OutputError
 from diffviewer.exposure import Exposure, mask_plane_names
 from diffviewer.gui import columns
 
@@ -571,6 +571,37 @@ def load_verdicts(path: Path) -> SavedVerdicts:
         raise InputError(
             f"verdicts file {path} cannot be read ({exc}); move it aside to start afresh"
         ) from None
+
+
+def check_verdicts_owner(path: Path, pair: Pair) -> None:
+    """Refuse to replace a verdicts file that holds the verdicts of another pair.
+
+    Two pairs can share a folder (pairs lists of two nights that both name a pair
+    ``pair0001``); their verdicts are a person's work and are never written over.
+
+    Parameters
+    ----------
+    path : Path
+        The verdicts file about to be written (missing or unreadable: nothing to keep).
+    pair : Pair
+        The pair whose verdicts would be written.
+
+    Raises
+    ------
+    OutputError
+        When ``path`` holds the verdicts of another pair.
+    """
+    if not path.is_file():
+        return
+    try:
+        found = load_verdicts(path)
+    except InputError:
+        return
+    if not found.belongs_to(pair):
+        raise OutputError(
+            f"{path} holds the verdicts of {found.science} - {found.template}; not written "
+            "over: move it aside, or choose another output folder for this pair"
+        )
 
 
 def match_verdicts(

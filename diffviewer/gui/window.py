@@ -587,15 +587,17 @@ class MainWindow(QMainWindow):
             self.step_label.setText("cancelled")
             self.progress.setValue(0)
             self._log("run cancelled")
-        elif lane == "save":
-            self._log("save cancelled: nothing was written")
-            self.status.showMessage("save cancelled", 5000)
         self._update_actions()
 
     def _on_failed(self, lane: str, job_id: int, report: ErrorReport) -> None:
         self.step_label.setText("failed" if lane == "run" else self.step_label.text())
         if lane == "save":
             report = dataclasses.replace(report, title=f"Save failed ({report.title})")
+            if self._closing:  # the window stays open, so the failure is seen
+                self._closing = False
+                self.jobs.idle.disconnect(self.close)
+                self.setEnabled(True)
+                self.status.showMessage("not closed: the save failed", 10000)
         self.show_report(report)
         self._update_actions()
 
@@ -954,11 +956,12 @@ class MainWindow(QMainWindow):
         return None if out is None else out / model.VERDICTS_FILE
 
     def save_verdicts(self) -> None:
-        """Write the verdicts next to the outputs."""
+        """Write the verdicts next to the outputs (never over another pair's verdicts)."""
         path = self.verdict_path()
         if path is None or self.outcome is None or self.pair is None:
             return
         try:
+            model.check_verdicts_owner(path, self.pair)
             model.save_verdicts(path, self.verdicts, self.pair, self.outcome.result.config.digest())
         except (OSError, DiffviewerError) as exc:
             self.report_problem(exc, "Cannot save verdicts")
@@ -997,15 +1000,14 @@ class MainWindow(QMainWindow):
 
         One save at a time: while one runs, Save is disabled and a further request is
         refused with a message, so two saves never write into one folder. The outcome
-        (files written, failure or cancel) always reaches the log or the message bar.
+        always shows: the files written in the log, a failure in the message bar (and a
+        failure while the window waits to close keeps it open).
         """
         if self.outcome is None or self.pair is None or self._closing:
             return
         if self.is_saving():
-            self.report_problem(
-                InputError(f"a save is under way; save to {out_dir} once it has finished"),
-                "Save refused",
-            )
+            message = f"a save is under way; save to {out_dir} once it has finished"
+            self.show_report(ErrorReport("Save refused", message, "", True))
             return
         result, inputs = self.outcome.result, self.pair.files
         verdicts, pair = dict(self.verdicts), self.pair

@@ -82,6 +82,23 @@ def test_closing_during_a_save_lets_it_finish_then_closes(qtbot, window: MainWin
     assert "saved 1 files to /out" in window.log.toPlainText()
 
 
+def test_a_save_failing_while_closing_keeps_the_window_open(qtbot, window: MainWindow) -> None:
+    release = threading.Event()
+
+    def failing_save(progress, token: CancelToken) -> list[Path]:
+        while not release.wait(0.01):
+            pass
+        raise OutputError("cannot write /out/difference.fits (No space left on device)")
+
+    window.jobs.submit("save", failing_save)
+    assert not window.close()
+    with qtbot.waitSignal(window.jobs.idle, timeout=RUN_TIMEOUT_MS):
+        release.set()
+    assert window.isVisible() and window.isEnabled()
+    assert "Save failed" in window.error_label.text() and "No space" in window.error_label.text()
+    assert window.close()  # nothing runs now: closes at once
+
+
 def test_one_save_at_a_time_and_every_outcome_is_reported(
     qtbot, demo_window: MainWindow, tmp_path: Path
 ) -> None:
@@ -173,6 +190,12 @@ def test_verdicts_of_another_pair_in_the_folder_are_ignored(
     run(qtbot, window, Pair(str(other_sci), str(tmpl), "night"))
     assert window.verdicts == {} and window.catalog.model.verdicts == {}
     assert "not to this pair: ignored" in window.log.toPlainText()
+    # a verdict on this pair refuses to write over the other pair's verdicts
+    before = window.verdict_path().read_bytes()
+    window.select_source(int(window.outcome.result.diasources["id"][0]))
+    window.set_verdict("bogus")
+    assert "holds the verdicts of" in window.error_label.text()
+    assert window.verdict_path().read_bytes() == before
 
 
 def _bad_lists(folder: Path) -> dict[str, Path]:

@@ -29,8 +29,17 @@ class MaskPlane(enum.IntFlag):
     SAT_TEMPLATE = 1 << 9
 
 
-#: Planes that make a pixel unusable for fitting and measurement.
-UNUSABLE = MaskPlane.NO_DATA | MaskPlane.SAT | MaskPlane.BAD | MaskPlane.EDGE | MaskPlane.CR
+#: Planes that make a pixel unusable for fitting, detection and measurement. A pixel
+#: saturated on the template (SAT_TEMPLATE on a difference or score) is as untrustworthy
+#: in the difference as one saturated on the science, so both scores exclude it alike.
+UNUSABLE = (
+    MaskPlane.NO_DATA
+    | MaskPlane.SAT
+    | MaskPlane.SAT_TEMPLATE
+    | MaskPlane.BAD
+    | MaskPlane.EDGE
+    | MaskPlane.CR
+)
 
 MASK_DTYPE = np.int32
 

@@ -65,7 +65,8 @@ dipole_orientation          deg    from the negative to the positive lobe, from 
 flag_<plane>(_center)              mask plane in the footprint (in the 3 x 3 centre):
                                    edge, nodata, saturated (SAT or SAT_TEMPLATE),
                                    interpolated, bad, suspect, cr
-flagged                            edge or nodata anywhere, or any other flag at the centre
+flagged                            edge, nodata or saturated anywhere, or any other flag
+                                   at the centre
 ap_flux_<r>(_err)           ct     aperture flux in radius r px (``3``, ``2p5``, ...)
 ==========================  =====  ===================================================
 
@@ -110,8 +111,8 @@ FLAG_PLANES: dict[str, int] = {
 
 #: Flags that make a source "flagged" (the seed's SourceFlagChecker bad flags): any
 #: of these anywhere in the footprint, or at the centre.
-FLAGGED_ANYWHERE = ("edge", "nodata")
-FLAGGED_CENTER = ("saturated", "interpolated", "bad", "suspect", "cr")
+FLAGGED_ANYWHERE = ("edge", "nodata", "saturated")
+FLAGGED_CENTER = ("interpolated", "bad", "suspect", "cr")
 
 #: Most model evaluations of one dipole fit; a fit that needs more is not a dipole.
 MAX_DIPOLE_EVALUATIONS = 100

@@ -6,7 +6,8 @@ FFT of the image, reused for every term, and one inverse FFT per term (scipy.fft
 single precision, all cores, sizes from ``next_fast_len``). Pixels beyond the image edge
 (and NO_DATA/BAD pixels) count as the image's median level. Outputs whose kernel
 footprint (the centred square holding 99% of the kernel's absolute weight) leaves the
-image or touches NO_DATA are flagged EDGE; BAD/SAT/CR/... are grown by that footprint.
+image or touches NO_DATA are flagged EDGE; BAD/SAT/CR/... are grown by that footprint,
+and so is the other image's SAT (a saturated core's wings do not subtract).
 
 The variance is convolved with the squared kernel. ``K(x, y)^2`` is not linear in the
 terms, so the variance is convolved once with the squared kernel at the image centre and
@@ -35,8 +36,17 @@ from diffviewer.engine.kernel import (
 from diffviewer.engine.progress import Reporter, null_reporter
 from diffviewer.exposure import MASK_DTYPE, Exposure, MaskPlane
 
-#: Planes of the convolved image's mask that are grown by the kernel footprint.
-_GROWN = int(MaskPlane.BAD | MaskPlane.SAT | MaskPlane.CR | MaskPlane.INTRP | MaskPlane.SUSPECT)
+#: Planes of a convolved image's mask that are grown by the kernel footprint (NO_DATA
+#: grows into EDGE).
+GROWN = int(
+    MaskPlane.BAD
+    | MaskPlane.SAT
+    | MaskPlane.SAT_TEMPLATE
+    | MaskPlane.CR
+    | MaskPlane.INTRP
+    | MaskPlane.SUSPECT
+    | MaskPlane.NO_DATA
+)
 
 #: Share of the kernel's absolute weight that defines its footprint for mask growth and EDGE.
 FOOTPRINT_FRACTION = 0.99
@@ -198,23 +208,48 @@ def footprint_half_width(kernel: np.ndarray, fraction: float = FOOTPRINT_FRACTIO
     return half
 
 
-def convolved_mask(mask: np.ndarray, size: int) -> np.ndarray:
-    """Mask of an image convolved with a ``size`` kernel.
+def grow_planes(mask: np.ndarray, size: int, planes: int = GROWN) -> np.ndarray:
+    """A mask with some planes grown to a ``size`` x ``size`` square around each set pixel.
 
-    BAD/SAT/CR/INTRP/SUSPECT are grown by the kernel footprint; EDGE is set where the
-    kernel reaches beyond the image or onto NO_DATA; NO_DATA itself is kept.
+    Parameters
+    ----------
+    mask : numpy.ndarray
+        int32 mask.
+    size : int
+        Side (px, odd) of the square: a kernel's footprint.
+    planes : int
+        Planes to grow (default :data:`GROWN`); NO_DATA among them is kept and grows
+        into EDGE (the grown pixels have data, but the kernel reaches where there is none).
+
+    Returns
+    -------
+    numpy.ndarray
+        A new int32 mask.
     """
-    half = size // 2
-    out = mask & ~MASK_DTYPE(int(MaskPlane.DETECTED | MaskPlane.DETECTED_NEGATIVE))
+    out = mask.copy()
     present = int(np.bitwise_or.reduce(mask, axis=None)) if mask.size else 0
     for plane in MaskPlane:
         bit = int(plane)
-        if not bit & (_GROWN | int(MaskPlane.NO_DATA)) or not bit & present:
+        if not bit & planes & present:
             continue
         hit = (mask & bit) != 0
         grown = ndimage.maximum_filter(hit.view(np.uint8), size=size, mode="constant") > 0
         target = int(MaskPlane.EDGE) if plane == MaskPlane.NO_DATA else bit
         np.bitwise_or(out, MASK_DTYPE(target), out=out, where=grown)
+    return out
+
+
+def convolved_mask(mask: np.ndarray, size: int) -> np.ndarray:
+    """Mask of an image convolved with a ``size`` kernel.
+
+    :data:`GROWN` planes are grown by the kernel footprint (:func:`grow_planes`); EDGE is
+    set where the kernel reaches beyond the image or onto NO_DATA; NO_DATA itself is
+    kept; the DETECTED planes are dropped.
+    """
+    half = size // 2
+    out = grow_planes(
+        mask & ~MASK_DTYPE(int(MaskPlane.DETECTED | MaskPlane.DETECTED_NEGATIVE)), size
+    )
     edge = MASK_DTYPE(int(MaskPlane.EDGE))
     for view in (
         out[:half],
@@ -321,7 +356,8 @@ def subtract_images(
         matched_image *= scale
         matched_var *= scale**2
         background *= scale
-    matched_mask = convolved_mask(source.mask, 2 * footprint_half_width(centre) + 1)
+    size = 2 * footprint_half_width(centre) + 1
+    matched_mask = convolved_mask(source.mask, size)
     matched = source.replace(
         image=read_only(matched_image),
         variance=read_only(matched_var),
@@ -329,15 +365,18 @@ def subtract_images(
         psf=None,
         source=f"{source.source} convolved with the matching kernel",
     )
+    # The unconvolved image's SAT is grown by the kernel footprint too: the convolved
+    # image's wings do not match a saturated (or nearly saturated, non-linear) core there.
+    sat = int(MaskPlane.SAT)
     if fit.convolved == "template":
         diff = science.image - matched_image
         variance = science.variance + matched_var
         mask = template_planes(matched_mask)
-        mask |= science.mask
+        mask |= grow_planes(science.mask, size, sat)
     else:
         diff = matched_image - scale * template.image
         variance = matched_var + scale**2 * template.variance
-        mask = template_planes(template.mask)
+        mask = template_planes(grow_planes(template.mask, size, sat))
         mask |= matched_mask
     diff -= background
     psf = difference_psf(fit)

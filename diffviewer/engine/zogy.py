@@ -41,7 +41,7 @@ from diffviewer.engine.diagnostics import kernel_centroids
 from diffviewer.engine.kernel import KernelFit
 from diffviewer.engine.progress import Reporter
 from diffviewer.engine.psf import fourier_shift, odd_square
-from diffviewer.engine.subtract import template_planes
+from diffviewer.engine.subtract import footprint_half_width, grow_planes, template_planes
 from diffviewer.errors import InputError
 from diffviewer.exposure import MASK_DTYPE, UNUSABLE, Exposure, MaskPlane
 from diffviewer.stats import robust_std
@@ -337,11 +337,29 @@ def _variance_floor(var: np.ndarray) -> float:
     return 1e-6 * float(np.max(var))
 
 
-def _score_mask(science: Exposure, template: Exposure, bad: np.ndarray) -> np.ndarray:
-    """Union of the two masks (template SAT as SAT_TEMPLATE), NO_DATA where the score is invalid."""
-    mask = science.mask | template_planes(template.mask)
+def _score_mask(
+    science: Exposure, template: Exposure, bad: np.ndarray, size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The score's mask and where the score is invalid.
+
+    The union of the two masks (template SAT as SAT_TEMPLATE) with its planes grown by
+    the score kernels' footprint (``size`` px square, :func:`subtract.grow_planes`):
+    the score there sums the wings of a source whose core was zeroed. ``bad`` pixels
+    (unusable on either input, or without data) are grown likewise; NO_DATA marks those
+    no plane explains.
+
+    Returns
+    -------
+    mask : numpy.ndarray
+        int32 mask.
+    invalid : numpy.ndarray
+        Boolean map where the score is not valid.
+    """
+    mask = grow_planes(science.mask | template_planes(template.mask), size)
+    invalid = ndimage.maximum_filter(bad.view(np.uint8), size=size, mode="constant") > 0
     flagged = (mask & int(UNUSABLE)) != 0
-    return np.where(bad & ~flagged, mask | int(MaskPlane.NO_DATA), mask).astype(MASK_DTYPE)
+    mask = np.where(invalid & ~flagged, mask | int(MaskPlane.NO_DATA), mask).astype(MASK_DTYPE)
+    return mask, invalid | flagged
 
 
 def registration_offset(fit: KernelFit) -> tuple[float, float]:
@@ -474,7 +492,11 @@ def zogy_score(
     proper = grid.image(
         grid.kernel_spectrum(kern.d_n) * n_hat - grid.kernel_spectrum(kern.d_r) * r_hat
     )
-    invalid = bad | ~(var > _variance_floor(var))
+    # Near an unusable pixel (a saturated core set to 0) the score holds the wings alone.
+    half = max(footprint_half_width(kern.k_n), footprint_half_width(kern.k_r))
+    mask, invalid = _score_mask(
+        science, template, bad | ~(var > _variance_floor(var)), 2 * half + 1
+    )
     s_corr = np.where(invalid, zero, score / np.sqrt(np.where(invalid, 1.0, var)))
     s_corr = s_corr.astype(np.float32)
     proper = np.where(invalid, zero, proper).astype(np.float32)
@@ -484,7 +506,7 @@ def zogy_score(
         method="zogy",
         psf=kern.psf_d,
         proper_difference=proper,
-        mask=_score_mask(science, template, invalid),
+        mask=mask,
         noise_std=sampled_robust_std(s_corr[~invalid]),
         sigma_science=sigma_n,
         sigma_template=sigma_r,

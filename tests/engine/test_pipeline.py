@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -11,8 +12,9 @@ from diffviewer.config import SubtractionConfig
 from diffviewer.engine.pipeline import run_subtraction
 from diffviewer.engine.progress import CancelToken
 from diffviewer.errors import Cancelled, InputError
-from diffviewer.exposure import Exposure
-from diffviewer.synthetic import make_pair
+from diffviewer.exposure import Exposure, MaskPlane, set_planes
+from diffviewer.stats import FWHM_PER_SIGMA
+from diffviewer.synthetic import make_pair, render_gaussians
 
 STEPS = [
     "warp",
@@ -112,3 +114,42 @@ def test_units_too_small_for_single_precision_are_named(pair) -> None:
     # A variance of 1e-60 underflows float32 to 0: say which image and what to do.
     with pytest.raises(InputError, match=r"science image .* median variance of 0 .* multiply"):
         run_subtraction(_scaled(pair.science, 1e-30), _scaled(pair.template, 1e-30))
+
+
+@pytest.fixture(scope="module")
+def saturated() -> tuple[Exposure, Exposure, np.ndarray, np.ndarray]:
+    """A pair with three stars of 6e6 counts clipped at 6e4 and masked SAT on both images."""
+    shape = (320, 320)
+    pair = make_pair(shape, 150, seed=4)
+    sx, sy = np.array([80.3, 200.6, 250.2]), np.array([90.4, 150.1, 260.7])
+
+    def clipped(exposure: Exposure, fwhm: float) -> Exposure:
+        sigma = np.full(3, fwhm / FWHM_PER_SIGMA)
+        image = exposure.image + render_gaussians(shape, sx, sy, np.full(3, 6e6), sigma, 40)
+        hit = image > 6e4
+        return exposure.replace(
+            image=np.minimum(image, 6e4), mask=set_planes(exposure.mask, hit, MaskPlane.SAT)
+        )
+
+    return clipped(pair.science, 4.0), clipped(pair.template, 2.5), sx, sy
+
+
+@pytest.mark.parametrize(
+    ("method", "detect_on"), [("zogy", "score"), ("al", "score"), ("al", "difference")]
+)
+def test_no_unflagged_detections_around_saturated_stars(saturated, method, detect_on) -> None:
+    science, template, sx, sy = saturated
+    config = SubtractionConfig()
+    config = dataclasses.replace(
+        config,
+        score=dataclasses.replace(config.score, method=method),
+        detection=dataclasses.replace(config.detection, detect_on=detect_on),
+    )
+    result = run_subtraction(science, template, config)
+    cat = result.diasources[~np.asarray(result.diasources["sky_source"], dtype=bool)]
+    near = np.min(np.hypot(cat["x"][:, None] - sx, cat["y"][:, None] - sy), axis=1) < 40
+    # Before: 6-8 unflagged detections in the ring 10 px from the clipped cores (the
+    # wings of a saturated core do not subtract), with saturation only checked at the
+    # centre and the score's mask not grown by its kernels.
+    assert not np.any(near & ~np.asarray(cat["flagged"], dtype=bool))
+    assert np.all(cat["flag_saturated"][near])

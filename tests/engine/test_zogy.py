@@ -8,8 +8,9 @@ import pytest
 from diffviewer.config import ScoreConfig
 from diffviewer.engine import zogy
 from diffviewer.engine.progress import CancelToken, Reporter, null_reporter
+from diffviewer.engine.subtract import template_planes
 from diffviewer.errors import Cancelled, InputError
-from diffviewer.exposure import UNUSABLE, Exposure, MaskPlane
+from diffviewer.exposure import UNUSABLE, Exposure, MaskPlane, set_planes
 from diffviewer.stats import FWHM_PER_SIGMA
 from diffviewer.synthetic import SyntheticPair, make_pair, render_gaussians
 from tests.engine.helpers import gaussian_psf
@@ -283,3 +284,37 @@ def test_template_offset_removes_the_dipoles_of_a_misregistered_template() -> No
     # only the noise remains (the score is smooth: the largest |S| of a 7x7 window is ~2).
     assert np.median(shifted) > 10.0
     assert np.median(registered) < 5.0
+
+
+def test_template_saturation_is_unusable_for_both_scores() -> None:
+    # Pixels saturated on the template only: ZOGY drops them (and the wings its kernels
+    # would sum around them), and the AL score of a difference carrying them as
+    # SAT_TEMPLATE must drop the same pixels, so the two scores agree on what is usable.
+    pair = make_pair(SHAPE, 60, seed=4)
+    hit = np.zeros(SHAPE, dtype=bool)
+    hit[200:204, 120:124] = True
+    template = pair.template.replace(mask=set_planes(pair.template.mask, hit, MaskPlane.SAT))
+    zg = zogy.zogy_score(
+        pair.science,
+        template,
+        gaussian_psf(4.0),
+        gaussian_psf(2.5),
+        1.0,
+        ScoreConfig(),
+        null_reporter(),
+    )
+    difference = Exposure(
+        pair.science.image - template.image,
+        pair.science.variance + template.variance,
+        template_planes(template.mask),
+    )
+    al = zogy.al_score(difference, gaussian_psf(4.0), null_reporter())
+    for score in (zg, al):
+        assert np.all(score.image[hit] == 0.0)
+        assert np.all(score.mask[hit] & int(MaskPlane.SAT_TEMPLATE))
+        assert np.all((score.mask[score.image != 0] & int(UNUSABLE)) == 0)
+    # ZOGY's score is not valid where its kernels reach the saturated pixels: the mask
+    # is grown by their footprint (at least the 4 px FWHM PSF's half-width).
+    grown = (zg.mask & int(MaskPlane.SAT_TEMPLATE)) != 0
+    assert grown[200:204, 116:128].all() and grown.sum() > 3 * hit.sum()
+    assert not grown[150, 120]

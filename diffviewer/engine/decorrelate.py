@@ -6,10 +6,11 @@ template convolved, the difference's noise power spectrum is
 
     phi(k) = sqrt((s_sci^2 + kappa^2 s_tmpl^2) / (s_sci^2 + s_tmpl^2 |K(k)|^2))
 
-(``kappa`` = kernel sum, ``s^2`` = mean variances) makes it white at the level
+(``kappa`` = kernel sum, ``s^2`` = sky variances) makes it white at the level
 ``s_sci^2 + kappa^2 s_tmpl^2`` and leaves point-source fluxes unchanged (phi(0) = 1).
 With the science convolved the roles swap. As in the LSST pipeline's decorrelation,
-the kernel at the image centre and the images' mean variances are used. The variance
+the kernel at the image centre and the images' sky variances (sigma-clipped means of
+the variance planes, :func:`sky_variance`) are used. The variance
 plane is rescaled by the ratio of the white level to the pre-decorrelation per-pixel
 variance ``s_sci^2 + sum(K^2) s_tmpl^2``, so it keeps its spatial structure and matches
 the whitened noise. Optionally (the seed's ``doScaleDiffimVariance``) it is then scaled
@@ -22,6 +23,7 @@ import dataclasses
 
 import numpy as np
 import scipy.fft as sfft
+from astropy.stats import sigma_clipped_stats
 from scipy.signal import fftconvolve
 
 from diffviewer.engine.diagnostics import noise_ratio
@@ -65,25 +67,39 @@ class DecorrelationResult:
     warnings: tuple[str, ...]
 
 
-def _mean_variance(exposure: Exposure) -> float:
-    """Mean variance over usable pixels (image units^2)."""
-    good = exposure.good_pixels()
-    return float(np.mean(exposure.variance[good], dtype=np.float64)) if good.any() else 0.0
+def sky_variance(exposure: Exposure, max_samples: int = 1_000_000) -> float:
+    """Sigma-clipped mean variance over usable pixels: the sky's (image units^2).
+
+    As LSST's decorrelation (a clipped mean of the variance plane), the sources' own
+    Poisson variance is left out: it is clipped at 3 sigma about the median, five times,
+    over at most ``max_samples`` regularly spaced pixels.
+
+    Returns
+    -------
+    float
+        0 when no pixel is usable.
+    """
+    values = exposure.variance[exposure.good_pixels()]
+    if values.size == 0:
+        return 0.0
+    values = values[:: max(1, values.size // max_samples)]
+    mean, _, _ = sigma_clipped_stats(values.astype(np.float64), sigma=3.0, maxiters=5)
+    return float(mean)
 
 
 def decorrelation_kernel(
     kernel: np.ndarray, var_convolved: float, var_other: float, size: int | None = None
 ) -> tuple[np.ndarray, float]:
-    """The decorrelation kernel for a matching kernel and the mean variances.
+    """The decorrelation kernel for a matching kernel and the sky variances.
 
     Parameters
     ----------
     kernel : numpy.ndarray
         Matching kernel (odd, centred).
     var_convolved : float
-        Mean variance of the image that was convolved.
+        Sky variance of the image that was convolved.
     var_other : float
-        Mean variance of the other image.
+        Sky variance of the other image.
     size : int, optional
         Side of the returned kernel (odd); default 2 * kernel side + 1.
 
@@ -128,7 +144,7 @@ def decorrelate(
     fit : KernelFit
         The kernel (evaluated at the image centre).
     science, template : Exposure
-        The inputs (for their mean variances).
+        The inputs (for their sky variances).
     reporter : Reporter
         Progress and cancellation.
     scale_variance : bool
@@ -142,7 +158,7 @@ def decorrelate(
     ny, nx = products.difference.shape
     kern = fit.solution.evaluate((nx - 1) / 2.0, (ny - 1) / 2.0)
     source, target = fit.source_target(science, template)
-    var_source, var_target = _mean_variance(source), _mean_variance(target)
+    var_source, var_target = sky_variance(source), sky_variance(target)
     for exposure, value in ((source, var_source), (target, var_target)):
         if not (np.isfinite(value) and value > 0.0):
             raise InputError(

@@ -41,6 +41,9 @@ MIN_STARS = 3
 #: Most stars stacked (the first ones given); more add time, not accuracy.
 MAX_STARS = 300
 
+#: Passes of the weighted centroid that recentres each star before stacking.
+CENTROID_ITERATIONS = 4
+
 #: Most bright sources examined by the relaxed measurement (the first ones given).
 MAX_BRIGHT = 20
 
@@ -278,7 +281,7 @@ def fourier_shift(stamps: np.ndarray, dx: np.ndarray, dy: np.ndarray) -> np.ndar
 def stack_stars(
     exposure: Exposure, x: np.ndarray, y: np.ndarray, half: int
 ) -> tuple[np.ndarray, int]:
-    """Median stack of normalised, recentred star cutouts.
+    """Median stack of recentred star cutouts, each normalised by its core flux.
 
     Parameters
     ----------
@@ -306,22 +309,42 @@ def stack_stars(
     )
     stamps = stamps - np.median(border, axis=1)[:, None, None]
     r = np.arange(-half, half + 1, dtype=float)
-    # Centroid from Gaussian-weighted first moments about the integer centre (sigma = half / 3).
-    w = np.exp(-0.5 * (r / max(half / 3.0, 1.0)) ** 2)
-    wimg = stamps * w[None, :, None] * w[None, None, :]
-    tot = wimg.sum(axis=(1, 2))
-    good = tot > 0
-    stamps, wimg, tot = stamps[good], wimg[good], tot[good]
+    # Centroid from Gaussian-weighted first moments (sigma = half / 6, ~FWHM / 2, so that a
+    # neighbour in the cutout does not pull it), iterated on the recentred stamps: the
+    # narrow weight pulls each estimate towards the current centre by a factor < 1.
+    w = np.exp(-0.5 * (r / max(half / 6.0, 1.0)) ** 2)
+    weight = w[:, None] * w[None, :]
+    good = (stamps * weight).sum(axis=(1, 2)) > 0
+    stamps = stamps[good]
     if len(stamps) == 0:
         return np.zeros((2 * half + 1, 2 * half + 1)), 0
-    cx = (wimg.sum(axis=1) * r[None, :]).sum(axis=1) / tot
-    cy = (wimg.sum(axis=2) * r[None, :]).sum(axis=1) / tot
-    shifted = fourier_shift(stamps, -np.clip(cx, -1.5, 1.5), -np.clip(cy, -1.5, 1.5))
-    flux = shifted.sum(axis=(1, 2))
+    dx, dy = np.zeros(len(stamps)), np.zeros(len(stamps))
+    shifted = stamps
+    for _ in range(CENTROID_ITERATIONS):
+        wimg = shifted * weight
+        tot = wimg.sum(axis=(1, 2))
+        tot = np.where(tot > 0, tot, np.inf)
+        dx = np.clip(dx + (wimg.sum(axis=1) * r[None, :]).sum(axis=1) / tot, -1.5, 1.5)
+        dy = np.clip(dy + (wimg.sum(axis=2) * r[None, :]).sum(axis=1) / tot, -1.5, 1.5)
+        shifted = fourier_shift(stamps, -dx, -dy)
+    # Each star's flux within half the cutout's half-width (~1.5 FWHM, as the cutout spans
+    # ~3 FWHM): a neighbour elsewhere in the cutout must not scale the star down (the
+    # bright-source fallback does not require isolation).
+    core = r[:, None] ** 2 + r[None, :] ** 2 <= (half / 2.0) ** 2
+    flux = shifted[:, core].sum(axis=1)
     keep = flux > 0
     if not keep.any():
         return np.zeros((2 * half + 1, 2 * half + 1)), 0
     stack = np.median(shifted[keep] / flux[keep, None, None], axis=0)
+    # The stars were aligned on their cores; the PSF image is centred on its light
+    # centroid (weight sigma half / 3), as the kernel and ZOGY take positions to be.
+    wide = np.exp(-0.5 * (r / max(half / 3.0, 1.0)) ** 2)
+    wimg = stack * wide[:, None] * wide[None, :]
+    tot = float(wimg.sum())
+    if tot > 0:
+        sx = float((wimg.sum(axis=0) * r).sum()) / tot
+        sy = float((wimg.sum(axis=1) * r).sum()) / tot
+        stack = fourier_shift(stack[None], np.array([-sx]), np.array([-sy]))[0]
     return stack / stack.sum(), int(keep.sum())
 
 

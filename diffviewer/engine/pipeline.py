@@ -59,7 +59,7 @@ def check_flux_units(exposure: Exposure, name: str) -> None:
             f"the {name} image ({exposure.source}) has a median variance of {level:.3g} "
             f"(image units^2), below {MIN_VARIANCE:g}: the images are in units too small "
             "for single precision (or the variance plane is empty); multiply both images "
-            "by a common factor (e.g. 1e12) and their variances by its square"
+            "by a common factor (e.g. 1e12) and any variance planes by its square"
         )
 
 

@@ -194,12 +194,10 @@ def run_subtraction(
             score = zogy.zogy_score(
                 science,
                 warped.exposure,
-                sci_psf.image,
-                tmpl_psf.image,
+                *zogy.kernel_matched_psfs(fit),
                 fit.photometric_scale,
                 config.score,
                 rep,
-                template_offset=zogy.registration_offset(fit),
             )
         elif config.score.method == "al":
             score = zogy.al_score(difference, diff_psf, rep)

@@ -35,12 +35,11 @@ import numpy as np
 import scipy.fft as sfft
 from scipy import ndimage
 from scipy.interpolate import CubicSpline
+from scipy.signal import fftconvolve
 
 from diffviewer.config import ScoreConfig
-from diffviewer.engine.diagnostics import kernel_centroids
 from diffviewer.engine.kernel import KernelFit
 from diffviewer.engine.progress import Reporter
-from diffviewer.engine.psf import fourier_shift, odd_square
 from diffviewer.engine.subtract import footprint_half_width, grow_planes, template_planes
 from diffviewer.errors import InputError
 from diffviewer.exposure import MASK_DTYPE, UNUSABLE, Exposure, MaskPlane
@@ -362,28 +361,36 @@ def _score_mask(
     return mask, invalid | flagged
 
 
-def registration_offset(fit: KernelFit) -> tuple[float, float]:
-    """The template's residual offset from the science (px) that the kernel absorbed.
+def kernel_matched_psfs(fit: KernelFit) -> tuple[np.ndarray, np.ndarray]:
+    """Science and template PSFs made consistent with the fitted matching kernel.
 
-    An Alard-Lupton kernel matches a misregistration by moving its centroid; ZOGY
-    cannot, and leaves a dipole at every bright source unless told (the DECam demo
-    stacks are offset by ~0.5 px). Read from the kernel's centroid
-    (:func:`diffviewer.engine.diagnostics.kernel_centroids`) at the image centre.
+    ZOGY's matching is implicit in the two PSFs: it subtracts a source cleanly only when
+    P_n = K (x) P_r (up to the flux ratio). Independently measured PSFs rarely meet that
+    to the accuracy a bright galaxy needs (on the DECam demo stacks, PSFs broadened by
+    galaxies among the stars turned the transient on its host into a negative dipole),
+    and they do not carry the residual misregistration that the kernel absorbs by
+    moving its centroid. So the image that was convolved keeps its measured PSF and the
+    other's is that PSF convolved with the kernel at the image centre, normalised to
+    sum 1 (the flux ratio enters ZOGY separately).
+
+    Parameters
+    ----------
+    fit : KernelFit
+        The PSF-matching kernel fit, with the two PSF estimates it was sized from.
 
     Returns
     -------
-    (float, float)
-        x and y offset: where a source appears on the template minus its science position.
+    (numpy.ndarray, numpy.ndarray)
+        PSF images (odd, sum 1) of the science and of the template.
     """
     ny, nx = fit.solution.shape
-    dx, dy = kernel_centroids(fit.solution.evaluate((nx - 1) / 2.0, (ny - 1) / 2.0))
-    # science ~ K * template moves template sources by +centroid; template ~ K * science
-    # moves science sources onto the template.
-    sign = -1.0 if fit.convolved == "template" else 1.0
-    return (
-        sign * float(np.nan_to_num(dx)),
-        sign * float(np.nan_to_num(dy)),
-    )
+    k = fit.solution.evaluate((nx - 1) / 2.0, (ny - 1) / 2.0)
+    k = k / k.sum()
+    source = fit.template_psf if fit.convolved == "template" else fit.science_psf
+    measured = np.asarray(source.image, dtype=np.float64)
+    matched = fftconvolve(measured, k, mode="full")
+    matched /= matched.sum()
+    return (matched, measured) if fit.convolved == "template" else (measured, matched)
 
 
 def zogy_score(
@@ -394,8 +401,6 @@ def zogy_score(
     flux_ratio: float,
     config: ScoreConfig,
     reporter: Reporter,
-    *,
-    template_offset: tuple[float, float] = (0.0, 0.0),
 ) -> ScoreResult:
     """ZOGY's proper difference and corrected score S_corr (see the module docstring).
 
@@ -417,10 +422,6 @@ def zogy_score(
         ``astrometric_noise`` (px per axis) and ``background_mesh`` (px).
     reporter : Reporter
         Progress and cancellation.
-    template_offset : (float, float)
-        Where a source appears on the template minus where it is on the science (px,
-        x and y): a residual misregistration (:func:`registration_offset`). ZOGY assumes
-        registered images; the template PSF is moved by this offset so that it does.
 
     Returns
     -------
@@ -458,9 +459,6 @@ def zogy_score(
             f"sky noise of {science.source} ({sigma_n}) or {template.source} "
             f"({sigma_r}) is not positive; check the images"
         )
-    if any(template_offset):
-        moved = odd_square(np.asarray(tmpl_psf, dtype=np.float64))[None]
-        tmpl_psf = fourier_shift(moved, *(np.array([v]) for v in template_offset))[0]
     # Each image in units of its own sky noise, so that the kernels, S and its variance
     # are of order 1 whatever the flux unit (k_n scales as 1/sigma^2: in physical units,
     # ~1e-12, k_n^2 overflows float32). A source of template flux f is then

@@ -13,7 +13,7 @@ from diffviewer.errors import Cancelled, InputError
 from diffviewer.exposure import UNUSABLE, Exposure, MaskPlane, set_planes
 from diffviewer.stats import FWHM_PER_SIGMA
 from diffviewer.synthetic import SyntheticPair, make_pair, render_gaussians
-from tests.engine.helpers import gaussian_psf
+from tests.engine.helpers import fit_kernel_to, gaussian_psf
 
 SHAPE = (384, 384)
 
@@ -249,23 +249,25 @@ def test_cancel_stops_the_score() -> None:
         score_with_true_psfs(pair, Reporter(token=token))
 
 
-def test_template_offset_removes_the_dipoles_of_a_misregistered_template() -> None:
-    # The template's stars sit (0.5, -0.3) px from the science's; ZOGY, told the offset,
-    # moves the template PSF with them instead of leaving a dipole at every star.
+def test_kernel_matched_psfs_remove_the_dipoles_of_a_misregistered_template() -> None:
+    # The template's stars sit (0.5, -0.3) px from the science's. With PSFs that do not
+    # know it (the true, centred ones) ZOGY leaves a dipole at every star; with the
+    # science PSF built from the template PSF and the fitted kernel, which absorbed the
+    # shift, only noise remains.
     offset = (0.5, -0.3)
     pair = make_pair(SHAPE, 60, seed=11, flux_range=(2e4, 5e4), tmpl_shift=offset)
     stars = (pair.star_y.astype(int), pair.star_x.astype(int))
+    fit = fit_kernel_to(pair.science, pair.template)
 
-    def star_peaks(template_offset: tuple[float, float]) -> np.ndarray:
+    def star_peaks(sci_psf: np.ndarray, tmpl_psf: np.ndarray) -> np.ndarray:
         result = zogy.zogy_score(
             pair.science,
             pair.template,
-            gaussian_psf(4.0),
-            gaussian_psf(2.5),
-            1.0,
+            sci_psf,
+            tmpl_psf,
+            fit.photometric_scale,
             ScoreConfig(astrometric_noise=0.0),
             null_reporter(),
-            template_offset=template_offset,
         )
         inside = (stars[0] > 5) & (stars[0] < SHAPE[0] - 5) & (stars[1] > 5)
         inside &= stars[1] < SHAPE[1] - 5
@@ -275,15 +277,21 @@ def test_template_offset_removes_the_dipoles_of_a_misregistered_template() -> No
         ]
         return np.asarray(window)
 
-    shifted, registered = star_peaks((0.0, 0.0)), star_peaks(offset)
-    print(
-        f"\nmedian |S_corr| peak at stars: {np.median(shifted):.1f} without the offset, "
-        f"{np.median(registered):.1f} with it"
+    sci_psf, tmpl_psf = zogy.kernel_matched_psfs(fit)
+    assert np.array_equal(tmpl_psf, fit.template_psf.image), "the convolved image keeps its PSF"
+    assert sci_psf.sum() == pytest.approx(1.0) and sci_psf.shape[0] % 2 == 1
+    unaware, matched = (
+        star_peaks(gaussian_psf(4.0), gaussian_psf(2.5)),
+        star_peaks(sci_psf, tmpl_psf),
     )
-    # A 0.58 px shift of a 2e4-5e4 count star leaves a dipole of tens of sigma; registered,
+    print(
+        f"\nmedian |S_corr| peak at stars: {np.median(unaware):.1f} with the true centred "
+        f"PSFs, {np.median(matched):.1f} with the kernel-matched ones"
+    )
+    # A 0.58 px shift of a 2e4-5e4 count star leaves a dipole of tens of sigma; matched,
     # only the noise remains (the score is smooth: the largest |S| of a 7x7 window is ~2).
-    assert np.median(shifted) > 10.0
-    assert np.median(registered) < 5.0
+    assert np.median(unaware) > 10.0
+    assert np.median(matched) < 5.0
 
 
 def test_template_saturation_is_unusable_for_both_scores() -> None:

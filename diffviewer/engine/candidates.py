@@ -239,27 +239,31 @@ def read_source_list(path: str, science: Exposure) -> tuple[np.ndarray, np.ndarr
     try:
         table = Table.read(p, format="ascii.csv" if p.suffix.lower() == ".csv" else None)
     except Exception as exc:  # astropy raises many types for unreadable files
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise InputError(
-            f"candidates.source_list {p}: cannot read it as a table ({exc}); "
+            f"candidates.source_list {p}: cannot read it as a table ({first_line}); "
             "give an ECSV, CSV or FITS table with x,y or ra,dec columns"
         ) from None
     cols = {c.lower(): c for c in table.colnames}
+
+    def numbers(name: str) -> np.ndarray:
+        try:
+            return np.asarray(table[cols[name]], dtype=float)
+        except (TypeError, ValueError):
+            raise InputError(
+                f"candidates.source_list {p}: column {cols[name]!r} is not numeric; "
+                "give numbers (x,y in 0-based pixels or ra,dec in degrees)"
+            ) from None
+
     if "x" in cols and "y" in cols:
-        return (
-            np.asarray(table[cols["x"]], dtype=float),
-            np.asarray(table[cols["y"]], dtype=float),
-        )
+        return numbers("x"), numbers("y")
     if "ra" in cols and "dec" in cols:
         if not science.has_celestial_wcs or science.wcs is None:
             raise InputError(
                 f"candidates.source_list {p} gives ra,dec but the science image "
                 f"{science.source} has no celestial WCS; give x,y columns instead"
             )
-        x, y = science.wcs.celestial.all_world2pix(
-            np.asarray(table[cols["ra"]], dtype=float),
-            np.asarray(table[cols["dec"]], dtype=float),
-            0,
-        )
+        x, y = science.wcs.celestial.all_world2pix(numbers("ra"), numbers("dec"), 0)
         return np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     raise InputError(
         f"candidates.source_list {p} has columns {table.colnames}; "

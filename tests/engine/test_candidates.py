@@ -119,6 +119,20 @@ def test_user_source_list(pair: SyntheticPair, tmp_path: Path) -> None:
         select_candidates(
             pair.science, pair.template, CandidatesConfig(source_list=str(bad)), null_reporter()
         )
+    words = tmp_path / "words.csv"
+    words.write_text("x,y\nleft,top\n")
+    with pytest.raises(InputError, match=r"column 'x' is not numeric"):
+        select_candidates(
+            pair.science, pair.template, CandidatesConfig(source_list=str(words)), null_reporter()
+        )
+    with pytest.raises(InputError, match=r"cannot read it as a table") as info:
+        select_candidates(
+            pair.science,
+            pair.template,
+            CandidatesConfig(source_list=str(tmp_path)),
+            null_reporter(),
+        )
+    assert "\n" not in str(info.value)
 
 
 def test_blank_and_tiny_images_give_an_empty_set() -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-from astropy.io import fits
 from astropy.wcs import WCS
 from scipy.special import erf
 
@@ -238,25 +237,9 @@ def make_pair(
     tmpl_var = tmpl_noise_scale**2 * (tmpl_sky + np.clip(tmpl_model, 0, None)) / gain
     template = tmpl_model + rng.normal(size=shape) * np.sqrt(tmpl_var)
 
-    zero = np.zeros(shape, dtype=np.int32)
-    sci_wcs = tan_wcs(shape)
+    sci_exp = _exposure(science, sci_var, tan_wcs(shape), gain, f"synthetic science (seed {seed})")
     tmpl_wcs = tan_wcs(shape, rotation_deg=tmpl_rotation_deg, shift=tmpl_shift)
-    sci_exp = Exposure(
-        science,
-        sci_var,
-        zero,
-        wcs=sci_wcs,
-        header=_header(sci_wcs, gain),
-        source=f"synthetic science (seed {seed})",
-    )
-    tmpl_exp = Exposure(
-        template,
-        tmpl_var,
-        zero,
-        wcs=tmpl_wcs,
-        header=_header(tmpl_wcs, gain),
-        source=f"synthetic template (seed {seed})",
-    )
+    tmpl_exp = _exposure(template, tmpl_var, tmpl_wcs, gain, f"synthetic template (seed {seed})")
     return SyntheticPair(
         sci_exp,
         tmpl_exp,
@@ -272,8 +255,11 @@ def make_pair(
     )
 
 
-def _header(wcs: WCS, gain: float) -> fits.Header:
-    """A FITS header holding the WCS and the gain."""
+def _exposure(
+    image: np.ndarray, variance: np.ndarray, wcs: WCS, gain: float, source: str
+) -> Exposure:
+    """An unmasked exposure whose header holds the WCS and the gain."""
     header = wcs.to_header()
     header["GAIN"] = (gain, "electrons per count")
-    return header
+    mask = np.zeros(image.shape, dtype=np.int32)
+    return Exposure(image, variance, mask, wcs=wcs, header=header, source=source)

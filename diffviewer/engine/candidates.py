@@ -122,12 +122,9 @@ def coarse_background(
     by, bx = max(1, ny // box), max(1, nx // box)
     sy, sx = ny // by, nx // bx
     step = 2 if min(sy, sx) >= 32 else 1  # every other pixel is plenty for a median
-    v = np.where(good, image, np.nan)[: by * sy : step, : bx * sx : step].astype(np.float32)
-    v = (
-        v.reshape(by, v.shape[0] // by, bx, v.shape[1] // bx)
-        .transpose(0, 2, 1, 3)
-        .reshape(by, bx, -1)
-    )
+    # cut into boxes first, then subsample within each box: any box side works
+    v = np.where(good, image, np.nan)[: by * sy, : bx * sx].astype(np.float32)
+    v = v.reshape(by, sy, bx, sx)[:, ::step, :, ::step].transpose(0, 2, 1, 3).reshape(by, bx, -1)
     with np.errstate(all="ignore"):
         med = nanmedian_last(v)
         mad = nanmedian_last(np.abs(v - med[..., None]))

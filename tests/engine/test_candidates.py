@@ -10,6 +10,7 @@ from astropy.table import Table
 from scipy.spatial import cKDTree
 
 from diffviewer.config import CandidatesConfig
+from diffviewer.engine import candidates
 from diffviewer.engine.candidates import REASONS, select_candidates
 from diffviewer.engine.progress import null_reporter
 from diffviewer.errors import InputError
@@ -162,3 +163,15 @@ def test_sources_missing_from_the_template_are_not_kernel_stars() -> None:
     for x, y, _ in transients:
         assert np.min(np.hypot(kept[:, 0] - x, kept[:, 1] - y)) > 2
     assert cands.rejected["flux ratio"] >= 5  # S/N ~150 each: all bright enough to be chosen
+
+
+@pytest.mark.parametrize("shape", [(483, 502), (495, 489), (2100, 130), (97, 1301), (64, 64)])
+def test_coarse_background_takes_any_shape(shape: tuple[int, int]) -> None:
+    """Box sides that are odd (483 // 7 = 69) once crashed the subsampled reshape."""
+    rng = np.random.default_rng(3)
+    image = rng.normal(10.0, 2.0, shape).astype(np.float32)
+    bg, sd = candidates.coarse_background(image, np.ones(shape, bool))
+    assert bg.shape == (max(1, shape[0] // 64), max(1, shape[1] // 64))
+    # sky level and noise within 5 % of the truth (each box holds >= 1000 samples)
+    assert np.allclose(bg, 10.0, atol=0.2)
+    assert np.allclose(sd, 2.0, rtol=0.1)

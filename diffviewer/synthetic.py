@@ -1,13 +1,16 @@
 """Seeded synthetic science/template pairs with a known truth, for tests and benchmarks.
 
-Stars are pixel-integrated elliptical-free Gaussians (exact integrals over each
-pixel, via the error function), so the matching kernel between the two images is
-known analytically: a Gaussian of width sqrt(s_sci^2 - s_tmpl^2).
-"""
+Stars are either pixel-integrated round Gaussians (exact integrals over each pixel,
+via the error function), so the matching kernel between the two images is known
+analytically: a Gaussian of width sqrt(s_sci^2 - s_tmpl^2); or elliptical Moffat
+profiles (Moffat 1969) with the wings of real seeing, whose width, ellipticity and
+position angle may vary across the science image. Either way every star holds exactly
+its flux, so the matching kernel's sum is exactly the photometric scale."""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 from astropy.wcs import WCS
@@ -106,6 +109,91 @@ def render_gaussians(
     return out[half_size : half_size + ny, half_size : half_size + nx]
 
 
+def moffat_alpha(fwhm: np.ndarray | float, beta: float) -> np.ndarray:
+    """Moffat core width alpha (px) for a FWHM (px) and index beta (Moffat 1969).
+
+    Parameters
+    ----------
+    fwhm : float or numpy.ndarray
+        Full width at half maximum (px), the geometric mean of the two axes.
+    beta : float
+        Moffat index (> 1); smaller is wingier (atmospheric seeing: 2.5-4.5).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``fwhm / (2 sqrt(2**(1/beta) - 1))``.
+    """
+    return np.asarray(fwhm, dtype=float) / (2.0 * np.sqrt(2.0 ** (1.0 / beta) - 1.0))
+
+
+def render_moffats(
+    shape: tuple[int, int],
+    x: np.ndarray,
+    y: np.ndarray,
+    flux: np.ndarray,
+    fwhm: np.ndarray,
+    beta: float,
+    ellipticity: np.ndarray,
+    angle_deg: np.ndarray,
+    half_size: int,
+    oversample: int = 3,
+) -> np.ndarray:
+    """Render elliptical Moffat profiles, each summing exactly to its flux in its box.
+
+    Each profile is sampled on an ``oversample`` x ``oversample`` sub-grid per pixel and
+    renormalised to its flux within its box, so that the flux in the image is the flux
+    given (a star's truncated wings are not lost): the kernel that matches two such
+    images has the exact sum ``flux ratio`` whatever the widths.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Image shape (ny, nx).
+    x, y : numpy.ndarray
+        Centres (0-based pixels).
+    flux : numpy.ndarray
+        Total fluxes.
+    fwhm : numpy.ndarray
+        FWHM (px), geometric mean of the axes, one per source.
+    beta : float
+        Moffat index.
+    ellipticity : numpy.ndarray
+        ``1 - b/a`` per source (0: round).
+    angle_deg : numpy.ndarray
+        Position angle of the major axis (degrees counter-clockwise from +x).
+    half_size : int
+        Each source is rendered in a box of side ``2 * half_size + 1``.
+    oversample : int
+        Sub-pixel samples per pixel side.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 image.
+    """
+    ny, nx = shape
+    n = 2 * half_size + 1
+    out = np.zeros((ny + 2 * half_size, nx + 2 * half_size))
+    sub = (np.arange(n * oversample) + 0.5) / oversample - 0.5 - half_size
+    alpha = moffat_alpha(fwhm, beta)
+    q = 1.0 - np.asarray(ellipticity, dtype=float)
+    t = np.deg2rad(np.asarray(angle_deg, dtype=float))
+    for i in range(len(x)):
+        ix, iy = round(float(x[i])), round(float(y[i]))
+        if not (-half_size <= ix < nx + half_size and -half_size <= iy < ny + half_size):
+            continue
+        dx = sub[None, :] + ix - x[i]
+        dy = sub[:, None] + iy - y[i]
+        u = dx * np.cos(t[i]) + dy * np.sin(t[i])
+        v = -dx * np.sin(t[i]) + dy * np.cos(t[i])
+        r2 = (q[i] * u**2 + v**2 / q[i]) / alpha[i] ** 2
+        prof = (1.0 + r2) ** (-beta)
+        prof = prof.reshape(n, oversample, n, oversample).sum(axis=(1, 3))
+        out[iy : iy + n, ix : ix + n] += flux[i] * prof / prof.sum()
+    return out[half_size : half_size + ny, half_size : half_size + nx]
+
+
 def tan_wcs(
     shape: tuple[int, int],
     scale_arcsec: float = 1.0,
@@ -162,6 +250,12 @@ def make_pair(
     tmpl_shift: tuple[float, float] = (0.0, 0.0),
     photometric_scale: float = 1.0,
     background_offset: float = 0.0,
+    background_gradient: tuple[float, float] = (0.0, 0.0),
+    profile: str = "gaussian",
+    sci_beta: float = 3.0,
+    tmpl_beta: float = 3.0,
+    sci_ellipticity: tuple[float, float] = (0.0, 0.0),
+    sci_angle_deg: tuple[float, float] = (0.0, 0.0),
 ) -> SyntheticPair:
     """Make a seeded science/template pair of the same star field.
 
@@ -198,11 +292,28 @@ def make_pair(
         Template fluxes are the science fluxes divided by this (the kernel sum to recover).
     background_offset : float
         Constant added to the science image (a differential background to recover).
+    background_gradient : (float, float)
+        Slope (counts per px along x, y, zero at the image centre) added to the science
+        image with the offset.
+    profile : {'gaussian', 'moffat'}
+        Star profile. Gaussians are exact pixel integrals (the matching kernel is a
+        known Gaussian); Moffats (:func:`render_moffats`) have the wings of real seeing.
+    sci_beta, tmpl_beta : float
+        Moffat indices of the science and template PSFs (``profile='moffat'``).
+    sci_ellipticity : (float, float)
+        Science PSF ellipticity ``1 - b/a`` at the left and right edges, linear in x
+        between (``profile='moffat'``).
+    sci_angle_deg : (float, float)
+        Science PSF position angle (degrees) at the bottom and top edges, linear in y.
 
     Returns
     -------
     SyntheticPair
     """
+    if profile not in ("gaussian", "moffat"):
+        raise ValueError(f"profile must be 'gaussian' or 'moffat', not {profile!r}")
+    if profile == "gaussian" and any(sci_ellipticity):
+        raise ValueError("elliptical PSFs need profile='moffat'")
     rng = np.random.default_rng(seed)
     ny, nx = shape
     margin = 3.0 * sci_fwhm
@@ -210,30 +321,29 @@ def make_pair(
     y = rng.uniform(margin, ny - 1 - margin, n_stars)
     lo, hi = flux_range
     flux = lo * (hi / lo) ** rng.uniform(0.0, 1.0, n_stars) ** 2
-    sig_s = sci_fwhm / FWHM_PER_SIGMA * (1.0 + sci_fwhm_gradient * (x / max(nx - 1, 1) - 0.5))
-    sig_t = np.full(n_stars, tmpl_fwhm / FWHM_PER_SIGMA)
-    half = int(np.ceil(5.0 * max(sig_s.max(), sig_t.max())))
     tr = np.array(transients or [], dtype=float).reshape(-1, 3)
-    tr_sig = (
-        sci_fwhm / FWHM_PER_SIGMA * (1.0 + sci_fwhm_gradient * (tr[:, 0] / max(nx - 1, 1) - 0.5))
-    )
-
-    sci_model = render_gaussians(
-        shape,
-        np.concatenate([x, tr[:, 0]]),
-        np.concatenate([y, tr[:, 1]]),
-        np.concatenate([flux, tr[:, 2]]),
-        np.concatenate([sig_s, tr_sig]),
-        half,
-    )
+    sx, sy = np.concatenate([x, tr[:, 0]]), np.concatenate([y, tr[:, 1]])
+    fx, fy = sx / max(nx - 1, 1), sy / max(ny - 1, 1)
+    sci_fw = sci_fwhm * (1.0 + sci_fwhm_gradient * (fx - 0.5))
+    sci_e = sci_ellipticity[0] + (sci_ellipticity[1] - sci_ellipticity[0]) * fx
+    sci_pa = sci_angle_deg[0] + (sci_angle_deg[1] - sci_angle_deg[0]) * fy
+    widest = max(float(sci_fw.max()), tmpl_fwhm)
+    half = int(np.ceil(5.0 * widest / FWHM_PER_SIGMA if profile == "gaussian" else 6.0 * widest))
+    stars = functools.partial(_render_stars, profile, shape, half)
+    sci_model = stars(sx, sy, np.concatenate([flux, tr[:, 2]]), sci_fw, sci_e, sci_pa, sci_beta)
     sci_var = (sky + np.clip(sci_model, 0, None)) / gain
-    science = sci_model + background_offset + rng.normal(size=shape) * np.sqrt(sci_var)
+    gx, gy = background_gradient
+    yy, xx = np.mgrid[0:ny, 0:nx]
+    sky_model = background_offset + gx * (xx - (nx - 1) / 2) + gy * (yy - (ny - 1) / 2)
+    science = sci_model + sky_model + rng.normal(size=shape) * np.sqrt(sci_var)
 
     t = np.deg2rad(tmpl_rotation_deg)
     c = np.array([(nx - 1) / 2, (ny - 1) / 2])
     rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
     q = rot @ (np.vstack([x, y]) - c[:, None]) + c[:, None] + np.array(tmpl_shift)[:, None]
-    tmpl_model = render_gaussians(shape, q[0], q[1], flux / photometric_scale, sig_t, half)
+    zeros = np.zeros(n_stars)
+    tmpl_fw = np.full(n_stars, tmpl_fwhm)
+    tmpl_model = stars(q[0], q[1], flux / photometric_scale, tmpl_fw, zeros, zeros, tmpl_beta)
     tmpl_var = tmpl_noise_scale**2 * (tmpl_sky + np.clip(tmpl_model, 0, None)) / gain
     template = tmpl_model + rng.normal(size=shape) * np.sqrt(tmpl_var)
 
@@ -253,6 +363,24 @@ def make_pair(
         tmpl_fwhm / FWHM_PER_SIGMA,
         float(np.sqrt(sky / gain)),
     )
+
+
+def _render_stars(
+    profile: str,
+    shape: tuple[int, int],
+    half: int,
+    x: np.ndarray,
+    y: np.ndarray,
+    flux: np.ndarray,
+    fwhm: np.ndarray,
+    ellipticity: np.ndarray,
+    angle_deg: np.ndarray,
+    beta: float,
+) -> np.ndarray:
+    """Stars of one profile: :func:`render_gaussians` (round) or :func:`render_moffats`."""
+    if profile == "gaussian":
+        return render_gaussians(shape, x, y, flux, fwhm / FWHM_PER_SIGMA, half)
+    return render_moffats(shape, x, y, flux, fwhm, beta, ellipticity, angle_deg, half)
 
 
 def _exposure(

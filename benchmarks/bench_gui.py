@@ -69,7 +69,7 @@ def bench_run(app: QApplication, folder: Path, repeat: int) -> list[tuple[str, s
     for _ in range(repeat):
         before = window.outcome
         t0 = time.perf_counter()
-        window.run_action.trigger()
+        window.menus.run_action.trigger()
         spin_until(app, lambda b=before: window.outcome is not b or window.last_error is not None)
         if window.last_error is not None:
             raise SystemExit(window.last_error.message)
@@ -95,7 +95,7 @@ def bench_run(app: QApplication, folder: Path, repeat: int) -> list[tuple[str, s
         for k, v in stages.items()
     ]
     # cancel during the longest step (measurement): time until the worker thread has ended
-    window.run_action.trigger()
+    window.menus.run_action.trigger()
     spin_until(app, lambda: window.step_label.text() == "measure")
     step = window.step_label.text()
     t0 = time.perf_counter()

@@ -117,16 +117,16 @@ def main(argv: list[str] | None = None) -> int:
             window.area.centre_on(*window.area.view_centre(), half_width=250)
             save(window, "main_window_goto.png")
         # a kernel source's stamp panel beside the kernel diagnostics
-        cands = window.candidate_items["science"]
+        cands = window.overlays.candidate_items["science"]
         good = [
             p
             for p in cands.points()
             if window.outcome.result.kernel.candidates["status"][int(p.data())] == "GOOD"
         ]
-        window._on_candidate_clicked(cands, good[:1] or cands.points()[:1])
-        window.tabs.setCurrentWidget(window.kernel_panel)
+        window.overlays._on_candidate_clicked(cands, good[:1] or cands.points()[:1])
+        window.tabs.setCurrentWidget(window.tabs.kernel_panel)
         save(window, "kernel_diagnostics.png")
-        window.tabs.setCurrentWidget(window.residual_panel)
+        window.tabs.setCurrentWidget(window.tabs.residual_panel)
         save(window, "residual_histograms.png")
         # catalog with cutouts: zoom onto the selected source
         window.tabs.setCurrentWidget(window.area)
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         # A/B: the same pair with a spatially constant kernel
         window.params.set_value("kernel", "spatial_order", 0)
         wait_for(window, "run", window.run)
-        window.tabs.setCurrentWidget(window.ab_panel)
+        window.tabs.setCurrentWidget(window.tabs.ab_panel)
         save(window, "ab_comparison.png")
         window.close()
     for path in written:

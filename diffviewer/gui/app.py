@@ -44,7 +44,7 @@ def launch(
 
     def start() -> None:
         if pairs is not None:
-            window.open_pairs_file(pairs)
+            window.opener.open_pairs_file(pairs)
         elif science is not None and template is not None:
             window.open_specs(science, template)
         else:

@@ -122,10 +122,10 @@ def test_level_modes_are_computed_in_the_worker(qtbot, demo_window: MainWindow) 
 
 
 def test_clicking_a_kernel_source_fills_the_stamp_panel(qtbot, demo_window: MainWindow) -> None:
-    item = demo_window.candidate_items["science"]
+    item = demo_window.overlays.candidate_items["science"]
     spot = item.points()[0]
-    demo_window._on_candidate_clicked(item, [spot])
-    stamp = demo_window.stamp
+    demo_window.overlays._on_candidate_clicked(item, [spot])
+    stamp = demo_window.review.stamp
     assert stamp.items["science"].image is not None
     assert stamp.items["spatial kernel"].image is not None
     row = demo_window.outcome.result.kernel.candidates[int(spot.data())]
@@ -133,7 +133,7 @@ def test_clicking_a_kernel_source_fills_the_stamp_panel(qtbot, demo_window: Main
 
 
 def test_residual_normalisation_switches_the_histograms(qtbot, demo_window: MainWindow) -> None:
-    panel = demo_window.residual_panel
+    panel = demo_window.tabs.residual_panel
     diag = demo_window.outcome.result.diagnostics
     panel.norm_box.setCurrentText("difference variance")
     by_diff = dict(panel.stats)
@@ -146,12 +146,12 @@ def test_residual_normalisation_switches_the_histograms(qtbot, demo_window: Main
 
 
 def test_mask_overlay_shows_the_chosen_planes(qtbot, demo_window: MainWindow) -> None:
-    demo_window.plane_boxes[MaskPlane.DETECTED].setChecked(True)
+    demo_window.readout.plane_boxes[MaskPlane.DETECTED].setChecked(True)
     overlay = demo_window.area.panels["difference"].mask_item.image
     mask = demo_window.outcome.result.difference.mask
     assert overlay is not None
     np.testing.assert_array_equal(overlay[..., 3] > 0, (mask & int(MaskPlane.DETECTED)) != 0)
-    demo_window.plane_boxes[MaskPlane.DETECTED].setChecked(False)
+    demo_window.readout.plane_boxes[MaskPlane.DETECTED].setChecked(False)
     assert demo_window.area.panels["difference"].mask_item.image is None
 
 
@@ -159,11 +159,11 @@ def test_save_all_outputs_writes_the_run_files_and_verdicts(
     qtbot, demo_window: MainWindow, tmp_path: Path
 ) -> None:
     out = tmp_path / "saved"
-    finish(qtbot, demo_window, "save", lambda: demo_window.save_outputs(out))
+    finish(qtbot, demo_window, "save", lambda: demo_window.saver.save_outputs(out))
     names = {p.name for p in out.iterdir()}
     assert {"difference.fits", "diasources.ecsv", "config.toml", "verdicts.json"} <= names
     png = tmp_path / "view.png"
-    demo_window.save_png(png)
+    demo_window.saver.save_png(png)
     assert png.stat().st_size > 1000
 
 
@@ -247,7 +247,7 @@ def test_a_chosen_level_mode_survives_a_rerun(qtbot, demo_window: MainWindow) ->
 
 
 def test_catalog_filters_by_sign_snr_flags_and_sky(qtbot, demo_window: MainWindow) -> None:
-    cat = demo_window.catalog
+    cat = demo_window.review.catalog
     dia = demo_window.outcome.result.diasources
     detected = ~np.asarray(dia["sky_source"], bool)  # sky sources are hidden by default
     snr, flagged = np.asarray(dia["snr"]), np.asarray(dia["flagged"], bool)
@@ -272,7 +272,7 @@ def test_catalog_filters_by_sign_snr_flags_and_sky(qtbot, demo_window: MainWindo
 def test_mosaic_click_maps_the_cell_to_its_image_position(qtbot, demo_window: MainWindow) -> None:
     from PyQt6.QtCore import QPointF
 
-    panel = demo_window.kernel_panel
+    panel = demo_window.tabs.kernel_panel
 
     class Click:
         def __init__(self, x: float, y: float) -> None:

@@ -74,12 +74,12 @@ def test_closing_during_a_save_lets_it_finish_then_closes(qtbot, window: MainWin
     window.jobs.submit("save", slow_save)
     assert not window.close()
     assert window.isVisible() and window.is_saving()
-    assert "waiting for the save to finish" in window.log.toPlainText()
+    assert "waiting for the save to finish" in window.log_view.toPlainText()
     with qtbot.waitSignal(window.jobs.finished, timeout=RUN_TIMEOUT_MS) as blocker:
         release.set()
     assert blocker.args[0] == "save"  # finished, not cancelled
     qtbot.waitUntil(lambda: not window.isVisible(), timeout=RUN_TIMEOUT_MS)
-    assert "saved 1 files to /out" in window.log.toPlainText()
+    assert "saved 1 files to /out" in window.log_view.toPlainText()
 
 
 def test_a_save_failing_while_closing_keeps_the_window_open(qtbot, window: MainWindow) -> None:
@@ -105,20 +105,20 @@ def test_one_save_at_a_time_and_every_outcome_is_reported(
     win = demo_window
     first, second = tmp_path / "first", tmp_path / "second"
     with qtbot.waitSignal(win.jobs.finished, timeout=RUN_TIMEOUT_MS) as blocker:
-        win.save_outputs(first)
-        assert win.is_saving() and not win.save_action.isEnabled()
-        win.save_outputs(second)  # refused: it would supersede the first one silently
+        win.saver.save_outputs(first)
+        assert win.is_saving() and not win.menus.save_action.isEnabled()
+        win.saver.save_outputs(second)  # refused: it would supersede the first one silently
         assert "a save is under way" in win.error_label.text() and win.error_box.isVisible()
     assert blocker.args[0] == "save" and not second.exists()
     assert (first / "difference.fits").is_file() and (first / model.VERDICTS_FILE).is_file()
-    assert win.save_action.isEnabled()
-    assert f"saved {len(blocker.args[2])} files to {first}" in win.log.toPlainText()
+    assert win.menus.save_action.isEnabled()
+    assert f"saved {len(blocker.args[2])} files to {first}" in win.log_view.toPlainText()
     blocked = tmp_path / "a_file"
     blocked.write_text("not a folder")
     with qtbot.waitSignal(win.jobs.failed, timeout=RUN_TIMEOUT_MS):
-        win.save_outputs(blocked)
+        win.saver.save_outputs(blocked)
     assert "Save failed" in win.error_label.text() and str(blocked) in win.error_label.text()
-    assert win.save_action.isEnabled()
+    assert win.menus.save_action.isEnabled()
 
 
 def test_no_write_of_the_window_replaces_an_input_file(
@@ -128,12 +128,12 @@ def test_no_write_of_the_window_replaces_an_input_file(
     before = sci.read_bytes()
     run(qtbot, window, Pair(str(sci), str(tmpl), "copy"))
     writes = {
-        "config": lambda: window.save_config(sci),
-        "catalog": lambda: window.export_catalog(sci),
-        "png": lambda: window.save_png(sci),
+        "config": lambda: window.saver.save_config(sci),
+        "catalog": lambda: window.review.export_catalog(sci),
+        "png": lambda: window.saver.save_png(sci),
     }
     for what, write in writes.items():
-        window._hide_error()
+        window.hide_error()
         write()
         assert window.error_box.isVisible(), what
         assert "refusing to write" in window.error_label.text(), what
@@ -148,10 +148,10 @@ def test_a_png_is_written_whole_and_atomically(
 ) -> None:
     path = tmp_path / "pngs" / "difference.png"
     path.parent.mkdir()
-    demo_window.save_png(path, demo_window.area.panels["difference"])
+    demo_window.saver.save_png(path, demo_window.area.panels["difference"])
     assert path.read_bytes().startswith(PNG_SIGNATURE)
     assert [p.name for p in path.parent.iterdir()] == ["difference.png"]  # no temporary left
-    demo_window.save_png(tmp_path / "missing" / "x.png")
+    demo_window.saver.save_png(tmp_path / "missing" / "x.png")
     assert "Cannot save PNG" in demo_window.error_label.text()
 
 
@@ -184,18 +184,18 @@ def test_verdicts_of_another_pair_in_the_folder_are_ignored(
     run(qtbot, window, Pair(str(sci), str(tmpl), "night"))
     window.select_source(int(window.outcome.result.diasources["id"][0]))
     window.set_verdict("real")
-    saved = model.load_verdicts(window.verdict_path())
+    saved = model.load_verdicts(window.review.verdict_path())
     assert saved.belongs_to(window.pair) and len(saved.verdicts) == 1
     # same name, same template, another science file: one folder, but not its verdicts
     run(qtbot, window, Pair(str(other_sci), str(tmpl), "night"))
-    assert window.verdicts == {} and window.catalog.model.verdicts == {}
-    assert "not to this pair: ignored" in window.log.toPlainText()
+    assert window.review.verdicts == {} and window.review.catalog.model.verdicts == {}
+    assert "not to this pair: ignored" in window.log_view.toPlainText()
     # a verdict on this pair refuses to write over the other pair's verdicts
-    before = window.verdict_path().read_bytes()
+    before = window.review.verdict_path().read_bytes()
     window.select_source(int(window.outcome.result.diasources["id"][0]))
     window.set_verdict("bogus")
     assert "holds the verdicts of" in window.error_label.text()
-    assert window.verdict_path().read_bytes() == before
+    assert window.review.verdict_path().read_bytes() == before
 
 
 def _bad_lists(folder: Path) -> dict[str, Path]:
@@ -217,8 +217,8 @@ def _bad_lists(folder: Path) -> dict[str, Path]:
 
 def test_every_unreadable_pairs_list_becomes_a_message(window: MainWindow, tmp_path: Path) -> None:
     for what, path in _bad_lists(tmp_path).items():
-        window._hide_error()
-        window.open_pairs_file(str(path))
+        window.hide_error()
+        window.opener.open_pairs_file(str(path))
         assert window.error_box.isVisible(), what
         assert str(path) in window.error_label.text(), what
         assert window.pair is None and not window.is_running() and window.pairs == [], what
@@ -248,10 +248,10 @@ def test_launch_with_a_bad_pairs_list_shows_the_message(qtbot, tmp_path: Path) -
 
 
 def test_a_pairs_list_opens_after_a_bad_one(qtbot, window: MainWindow, tmp_path: Path) -> None:
-    window.open_pairs_file(str(tmp_path / "missing.csv"))
+    window.opener.open_pairs_file(str(tmp_path / "missing.csv"))
     sci, tmpl = demo_pair()
     good = tmp_path / "good.csv"
     good.write_text(f"science,template,name\n{sci},{tmpl},first\n")
-    finish(qtbot, window, "run", lambda: window.open_pairs_file(str(good)))
+    finish(qtbot, window, "run", lambda: window.opener.open_pairs_file(str(good)))
     assert window.pair is not None and window.pair.name == "first"
     assert not window.error_box.isVisible()

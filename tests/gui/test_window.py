@@ -15,7 +15,8 @@ from diffviewer.config import load_toml
 from diffviewer.exposure import MaskPlane
 from diffviewer.gui import model
 from diffviewer.gui.model import Pair
-from diffviewer.gui.window import MainWindow, default_extensions, isolated_window
+from diffviewer.gui.opening import default_extensions
+from diffviewer.gui.window import MainWindow, isolated_window
 from diffviewer.io import demo_pair
 from diffviewer.synthetic import make_pair
 from tests.gui.helpers import RUN_TIMEOUT_MS, demo, finish, run
@@ -32,7 +33,7 @@ def test_demo_run_shows_the_engine_arrays_overlays_and_catalog(qtbot, window: Ma
         np.testing.assert_array_equal(shown, display.display_array(array))
     # kernel-source overlay: one marker per candidate, at its position
     cands = result.kernel.candidates
-    for item in window.candidate_items.values():
+    for item in window.overlays.candidate_items.values():
         x, y = item.getData()
         np.testing.assert_allclose(x, np.asarray(cands["x"], float))
         np.testing.assert_allclose(y, np.asarray(cands["y"], float))
@@ -41,65 +42,70 @@ def test_demo_run_shows_the_engine_arrays_overlays_and_catalog(qtbot, window: Ma
     dia = result.diasources
     sky = np.asarray(dia["sky_source"], bool)
     assert np.sum(~sky) > 0 and np.sum(sky) > 0
-    for item in window.dia_items.values():
+    for item in window.overlays.dia_items.values():
         x, y = item.getData()
         np.testing.assert_allclose(x, np.asarray(dia["x"], float)[~sky])
         np.testing.assert_allclose(y, np.asarray(dia["y"], float)[~sky])
-    window.catalog.sky_box.setChecked(True)
-    item = window.dia_items["difference"]
+    window.review.catalog.sky_box.setChecked(True)
+    item = window.overlays.dia_items["difference"]
     np.testing.assert_allclose(item.getData()[0], np.asarray(dia["x"], float))
     assert {p.symbol() for p in item.points() if p.data() in set(dia["id"][sky])} == {"x"}
     # kernel sources (squares) and DIA sources (circles, diamonds) never share a shape
-    cand_symbols = {p.symbol() for p in window.candidate_items["difference"].points()}
+    cand_symbols = {p.symbol() for p in window.overlays.candidate_items["difference"].points()}
     dia_symbols = {p.symbol() for p in item.points()}
     assert cand_symbols == {"s"} and not cand_symbols & dia_symbols
-    assert window.catalog.proxy.rowCount() == len(dia)
-    window.catalog.sky_box.setChecked(False)
-    assert window.catalog.proxy.rowCount() == np.sum(~sky)
+    assert window.review.catalog.proxy.rowCount() == len(dia)
+    window.review.catalog.sky_box.setChecked(False)
+    assert window.review.catalog.proxy.rowCount() == np.sum(~sky)
     n_det, n_sky = int(np.sum(~sky)), int(np.sum(sky))
-    assert window.catalog.count.text() == (
+    assert window.review.catalog.count.text() == (
         f"showing {n_det} of {len(dia)}: {n_det} detections, {n_sky} sky sources (hidden)"
     )
     # the table's rows are the catalog's
-    cat = window.catalog.model
+    cat = window.review.catalog.model
     assert cat.rowCount() == len(dia)
     assert [cat.source_id(r) for r in range(cat.rowCount())] == [int(i) for i in dia["id"]]
     # the parameter panel shows the config of what is on screen
     assert window.params.config() == result.config and not window.params.is_modified()
     # the diagnostics panels are filled from the result
-    assert window.kernel_panel.mosaic.image is not None
-    assert len(window.residual_panel.plots) == 4
-    assert window.readout.text() == "Move the cursor over an image."
+    assert window.tabs.kernel_panel.mosaic.image is not None
+    assert len(window.tabs.residual_panel.plots) == 4
+    assert window.readout.readout.text() == "Move the cursor over an image."
     window._on_hover(60.0, 181.0)
-    assert "x</b> 60" in window.readout.text() and "Difference:" in window.readout.text()
-    assert "RA" in window.readout.text()  # the demo pair has a celestial WCS
+    assert (
+        "x</b> 60" in window.readout.readout.text()
+        and "Difference:" in window.readout.readout.text()
+    )
+    assert "RA" in window.readout.readout.text()  # the demo pair has a celestial WCS
     diff = result.difference
     d = float(diff.image[181, 60]) / np.sqrt(float(diff.variance[181, 60]))
-    assert f"Difference / σ: {d:+.2f}" in window.readout.text()
+    assert f"Difference / σ: {d:+.2f}" in window.readout.readout.text()
 
 
 def test_selecting_a_row_centres_the_views_and_fills_the_cutouts(qtbot, window: MainWindow) -> None:
     run(qtbot, window, demo())
     dia = window.outcome.result.diasources
     window.area.centre_on(10.0, 10.0, half_width=20.0)
-    proxy_row = window.catalog.proxy.mapFromSource(window.catalog.model.index(3, 0)).row()
-    window.catalog.view.selectRow(proxy_row)
-    source_id = window.catalog.model.source_id(3)
+    proxy_row = window.review.catalog.proxy.mapFromSource(
+        window.review.catalog.model.index(3, 0)
+    ).row()
+    window.review.catalog.view.selectRow(proxy_row)
+    source_id = window.review.catalog.model.source_id(3)
     row = int(np.flatnonzero(np.asarray(dia["id"]) == source_id)[0])
     x, y = float(dia["x"][row]), float(dia["y"][row])
-    assert window.selected == source_id
+    assert window.review.selected == source_id
     for name in window.area.visible_views():  # linked: every panel shown is centred
         cx, cy = window.area.panels[name].view_centre()
         assert cx == pytest.approx(x, abs=0.5) and cy == pytest.approx(y, abs=0.5)
-    sx, sy = window.selection_items["difference"].getData()
+    sx, sy = window.overlays.selection_items["difference"].getData()
     assert (sx[0], sy[0]) == (pytest.approx(x), pytest.approx(y))
-    cut = window.cutouts.items["difference"].image
+    cut = window.review.cutouts.items["difference"].image
     assert cut is not None and cut.shape == (2 * 15 + 1,) * 2
     # and the other way: clicking a marker selects its row
-    window.catalog.view.clearSelection()
-    spot = window.dia_items["difference"].points()[5]
-    window._on_dia_clicked(window.dia_items["difference"], [spot])
-    assert window.catalog.selected_source() == int(spot.data())
+    window.review.catalog.view.clearSelection()
+    spot = window.overlays.dia_items["difference"].points()[5]
+    window.overlays._on_dia_clicked(window.overlays.dia_items["difference"], [spot])
+    assert window.review.catalog.selected_source() == int(spot.data())
 
 
 def test_verdicts_are_saved_with_the_digest_reloaded_and_exported(
@@ -109,11 +115,11 @@ def test_verdicts_are_saved_with_the_digest_reloaded_and_exported(
     dia = window.outcome.result.diasources
     first, second = int(dia["id"][0]), int(dia["id"][1])
     window.select_source(first)
-    window.comment.setText("clean point source")
+    window.review.comment.setText("clean point source")
     window.set_verdict("real")
     window.select_source(second)
     window.set_verdict("bogus")
-    path = window.verdict_path()
+    path = window.review.verdict_path()
     doc = json.loads(path.read_text())
     assert doc["config_digest"] == window.outcome.result.config.digest()
     assert {(v["id"], v["label"], v["comment"]) for v in doc["verdicts"]} == {
@@ -121,9 +127,12 @@ def test_verdicts_are_saved_with_the_digest_reloaded_and_exported(
         (second, "bogus", ""),
     }
     run(qtbot, window, demo())  # reopening the pair reloads them
-    assert window.verdicts[first].label == "real" and window.verdicts[second].label == "bogus"
+    assert (
+        window.review.verdicts[first].label == "real"
+        and window.review.verdicts[second].label == "bogus"
+    )
     out = tmp_path / "catalog.ecsv"
-    window.export_catalog(out)
+    window.review.export_catalog(out)
     table = Table.read(out, format="ascii.ecsv")
     labels = dict(zip(table["id"].tolist(), table["verdict"].tolist(), strict=True))
     assert labels[first] == "real" and labels[second] == "bogus"
@@ -139,15 +148,15 @@ def test_a_rerun_with_a_changed_parameter_shows_both_runs_in_ab(qtbot, window: M
     after = window.outcome.result
     assert after.config.detection.threshold == 8.0 and window.previous.result is before
     assert window.params.config() == after.config and not window.params.is_modified()
-    a, b = window.ab_panel.metric_cells("DIA sources")
+    a, b = window.tabs.ab_panel.metric_cells("DIA sources")
     assert (int(a), int(b)) == (len(after.diasources), len(before.diasources))
     # a higher threshold cannot find more sources on the same difference
     assert len(after.diasources) <= len(before.diasources)
     np.testing.assert_array_equal(
-        window.ab_panel.b.data, display.display_array(before.difference.image)
+        window.tabs.ab_panel.b.data, display.display_array(before.difference.image)
     )
     np.testing.assert_array_equal(
-        window.ab_panel.a.data, display.display_array(after.difference.image)
+        window.tabs.ab_panel.a.data, display.display_array(after.difference.image)
     )
 
 
@@ -167,7 +176,7 @@ def test_cancelling_a_long_run_leaves_the_window_idle_with_no_output(
     window.cancel()
     # idle at once: no run, Run enabled, Cancel disabled, nothing on screen
     assert not window.is_running()
-    assert window.run_action.isEnabled() and not window.cancel_action.isEnabled()
+    assert window.menus.run_action.isEnabled() and not window.menus.cancel_action.isEnabled()
     assert window.outcome is None and window.area.panels["difference"].data is None
     assert window.step_label.text() == "cancelled"
     # the engine stops at its next check (Reporter.update runs at least every 0.5 s)
@@ -183,7 +192,7 @@ def test_an_engine_error_becomes_a_message(qtbot, window: MainWindow) -> None:
     report = blocker.args[2]
     assert report.expected and report.title == "NoWorkFound"
     assert window.error_box.isVisible() and "NoWorkFound" in window.error_label.text()
-    assert not window.is_running() and window.run_action.isEnabled()
+    assert not window.is_running() and window.menus.run_action.isEnabled()
 
 
 def test_an_unexpected_error_becomes_a_message_with_details(qtbot, tmp_path: Path) -> None:
@@ -217,16 +226,16 @@ def test_config_saves_and_loads_as_toml(qtbot, window: MainWindow, tmp_path: Pat
     window.params.set_value("kernel", "spatial_order", 1)
     window.params.set_value("kernel", "degrees", (3, 2))
     path = tmp_path / "c.toml"
-    window.save_config(path)
+    window.saver.save_config(path)
     loaded = load_toml(path)
     assert loaded.kernel.spatial_order == 1 and loaded.kernel.degrees == (3, 2)
     window.params.reset()
     assert window.params.config().kernel.spatial_order == 2
-    window.load_config(path)
+    window.saver.load_config(path)
     assert window.params.config() == loaded
     bad = tmp_path / "bad.toml"
     bad.write_text("[kernel]\nspatial_order = 99\n")
-    window.load_config(bad)
+    window.saver.load_config(bad)
     assert "spatial_order" in window.error_label.text()
 
 
@@ -234,13 +243,13 @@ def test_pairs_list_steps_with_next_and_previous(qtbot, window: MainWindow, tmp_
     sci, tmpl = demo_pair()
     csv = tmp_path / "pairs.csv"
     csv.write_text(f"science,template,name\n{sci},{tmpl},first\n{sci},{tmpl},second\n")
-    finish(qtbot, window, "run", lambda: window.open_pairs_file(str(csv)))
-    assert window.pair.name == "first" and window.next_action.isEnabled()
-    assert not window.prev_action.isEnabled()
+    finish(qtbot, window, "run", lambda: window.opener.open_pairs_file(str(csv)))
+    assert window.pair.name == "first" and window.menus.next_action.isEnabled()
+    assert not window.menus.prev_action.isEnabled()
     finish(qtbot, window, "run", window.next_pair)
-    assert window.pair.name == "second" and window.prev_action.isEnabled()
+    assert window.pair.name == "second" and window.menus.prev_action.isEnabled()
     assert window.windowTitle().endswith("second")
-    assert len(window._recent()) == 1  # the same two files: one recent entry
+    assert len(window.opener.recent()) == 1  # the same two files: one recent entry
 
 
 def test_default_extensions_prefer_sci_and_ref() -> None:
@@ -263,10 +272,10 @@ def test_dropping_one_multi_extension_file_opens_its_sci_and_ref(
         ]
     ).writeto(path)
     with qtbot.waitSignals([window.jobs.started], timeout=5000):
-        window.open_dropped([str(path)])
+        window.opener.open_dropped([str(path)])
     assert window.pair.science == f"{path}[SCI]" and window.pair.template == f"{path}[REF]"
     window.cancel()
-    window.open_dropped([str(path)] * 3)
+    window.opener.open_dropped([str(path)] * 3)
     assert "dropped 3 files" in window.error_label.text()
 
 
@@ -296,7 +305,7 @@ def test_launch_opens_the_demo_pair_and_runs_it(qtbot, tmp_path: Path) -> None:
     assert launch(None, None, pairs=None, config=SubtractionConfig()) == 0
     win = seen[0]
     assert win.pair.name == "demo" and win.outcome is not None
-    assert len(win.catalog.model.table) == len(win.outcome.result.diasources)
+    assert len(win.review.catalog.model.table) == len(win.outcome.result.diasources)
     win.close()
 
 
@@ -341,11 +350,11 @@ def test_file_dialogs_start_in_and_remember_their_folder(
 
     monkeypatch.setattr(QFileDialog, "getSaveFileName", fake)
     monkeypatch.setattr(QFileDialog, "getOpenFileName", fake)
-    assert window.ask_file("Save", "last_config_folder", "TOML (*.toml)", "c.toml", save=True) == (
-        chosen
-    )
+    assert window.opener.ask_file(
+        "Save", "last_config_folder", "TOML (*.toml)", "c.toml", save=True
+    ) == (chosen)
     assert window.settings.value("last_config_folder") == str(chosen.parent)
-    window.ask_file("Load", "last_config_folder", "TOML (*.toml)")
+    window.opener.ask_file("Load", "last_config_folder", "TOML (*.toml)")
     assert asked[-1] == str(chosen.parent)  # the next dialog opens where the last file was
 
 
@@ -365,35 +374,38 @@ def test_zoom_to_fit_one_to_one_and_by_factors(qtbot, demo_window: MainWindow) -
     # the cutouts follow a view's colour map
     demo_window.select_source(int(demo_window.outcome.result.diasources["id"][0]))
     demo_window.area.panels["difference"].cmap_box.setCurrentText("RdBu")
-    lut = demo_window.cutouts.items["difference"].lut
+    lut = demo_window.review.cutouts.items["difference"].lut
     np.testing.assert_array_equal(
-        lut, display.make_lut(demo_window.cutouts.stretch_box.currentText(), "RdBu", symmetric=True)
+        lut,
+        display.make_lut(
+            demo_window.review.cutouts.stretch_box.currentText(), "RdBu", symmetric=True
+        ),
     )
 
 
 def test_a_verdict_advances_to_the_next_source_and_n_p_step(qtbot, demo_window: MainWindow) -> None:
-    cat = demo_window.catalog
+    cat = demo_window.review.catalog
 
     def shown_id(row: int) -> int:
         return cat.model.source_id(cat.proxy.mapToSource(cat.proxy.index(row, 0)).row())
 
     assert cat.step(1) == shown_id(0)  # nothing selected: the first row
-    assert demo_window.selected == shown_id(0)
+    assert demo_window.review.selected == shown_id(0)
     demo_window.set_verdict("real")
-    assert demo_window.verdicts[shown_id(0)].label == "real"
-    assert demo_window.selected == shown_id(1)  # advanced, views centred on it
+    assert demo_window.review.verdicts[shown_id(0)].label == "real"
+    assert demo_window.review.selected == shown_id(1)  # advanced, views centred on it
     assert cat.step(1) == shown_id(2) and cat.step(-1) == shown_id(1)
     cat.view.selectRow(cat.proxy.rowCount() - 1)
-    assert cat.step(1) is None and demo_window.selected == shown_id(cat.proxy.rowCount() - 1)
-    demo_window.advance_action.setChecked(False)
+    assert cat.step(1) is None and demo_window.review.selected == shown_id(cat.proxy.rowCount() - 1)
+    demo_window.menus.advance_action.setChecked(False)
     demo_window.set_verdict("bogus")
-    assert demo_window.selected == shown_id(cat.proxy.rowCount() - 1)  # stays
+    assert demo_window.review.selected == shown_id(cat.proxy.rowCount() - 1)  # stays
 
 
 def test_the_marker_legend_names_every_overlay_shape(window: MainWindow) -> None:
-    from diffviewer.gui.window import STATUS_COLOURS
+    from diffviewer.legend import STATUS_COLOURS
 
-    text = window.legend.text()
+    text = window.readout.legend.text()
     for word in ("□", "○", "◇", "×", "positive", "negative", "dipole", "flagged", "sky"):
         assert word in text
     for status in STATUS_COLOURS:

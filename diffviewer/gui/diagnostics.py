@@ -1,0 +1,67 @@
+"""The diagnostics tabs beside the images: kernel, residuals and the A/B comparison."""
+
+from __future__ import annotations
+
+import numpy as np
+from PyQt6.QtWidgets import QTabWidget, QWidget
+
+from diffviewer.gui import model
+from diffviewer.gui.model import RunOutcome
+from diffviewer.gui.panels import ABPanel, KernelPanel, ResidualPanel
+from diffviewer.gui.views import ImageArea
+
+RunView = tuple[np.ndarray, tuple[float, float], str, dict[str, float]]
+
+
+class DiagnosticsTabs(QTabWidget):
+    """The central tabs: the image area, then the kernel, residual and A/B panels.
+
+    Parameters
+    ----------
+    area : ImageArea
+        The first tab; the kernel panel centres it on a click, the A/B views open on
+        the area it shows.
+    """
+
+    def __init__(self, area: ImageArea, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.area = area
+        self.kernel_panel = KernelPanel()
+        self.kernel_panel.centre_requested.connect(self.centre_and_show)
+        self.residual_panel = ResidualPanel()
+        self.ab_panel = ABPanel()
+        area.blink_rate.valueChanged.connect(self.ab_panel.blink_timer.setInterval)
+        self.addTab(area, "Images")
+        self.addTab(self.kernel_panel, "Kernel")
+        self.addTab(self.residual_panel, "Residuals")
+        self.addTab(self.ab_panel, "A/B")
+        self.currentChanged.connect(self._on_tab)
+
+    def show_run(self, outcome: RunOutcome, previous: RunOutcome | None) -> None:
+        """Fill the kernel and residual panels from ``outcome``, and the A/B comparison
+        with ``previous`` (the run before on the same pair) as B."""
+        result = outcome.result
+        self.kernel_panel.set_data(**model.kernel_views(result))
+        self.residual_panel.set_data(model.residual_samples(result))
+
+        def entry(o: RunOutcome) -> RunView:
+            return (
+                o.images["difference"],
+                outcome.levels["difference"],
+                f"config {o.result.config.digest()}",
+                model.metrics(o.result),
+            )
+
+        self.ab_panel.set_runs(entry(outcome), entry(previous) if previous else None)
+
+    def centre_and_show(self, x: float, y: float) -> None:
+        """Show the images, centred on (x, y) (px)."""
+        self.setCurrentWidget(self.area)
+        self.area.centre_on(x, y)
+
+    def _on_tab(self, index: int) -> None:
+        """The A/B views open on the area the image views show (they overlap on screen, so
+        pyqtgraph's links would align them by screen position rather than share a range)."""
+        shown = self.area.panels["science"].data is not None
+        if self.widget(index) is self.ab_panel and shown:
+            self.ab_panel.a.view.setRange(rect=self.area.master.viewRect(), padding=0)

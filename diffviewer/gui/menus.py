@@ -1,0 +1,148 @@
+"""Menus, toolbar and keyboard shortcuts of the window (each action calls one part of it)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from PyQt6.QtGui import QAction, QKeySequence
+from PyQt6.QtWidgets import QMenu, QMenuBar, QToolBar
+
+from diffviewer.gui import model
+
+if TYPE_CHECKING:
+    from diffviewer.gui.window import MainWindow
+
+Shortcut = str | QKeySequence | QKeySequence.StandardKey | None
+
+
+def _menu(parent: QMenuBar | QMenu, title: str) -> QMenu:
+    made = parent.addMenu(title)
+    assert made is not None
+    return made
+
+
+class Menus:
+    """Builds the menu bar and toolbar of ``window`` and keeps the actions others enable.
+
+    Parameters
+    ----------
+    window : MainWindow
+        The window the actions act on.
+    """
+
+    def __init__(self, window: MainWindow) -> None:
+        self.w = window
+        w = window
+        bar = w.menuBar()
+        assert bar is not None
+
+        file_menu = _menu(bar, "&File")
+        self.action(
+            file_menu, "Open pair…", w.opener.open_pair_dialog, QKeySequence.StandardKey.Open
+        )
+        self.action(file_menu, "Open multi-extension file…", w.opener.open_mef_dialog)
+        self.action(file_menu, "Open pairs list (CSV)…", w.opener.open_pairs_dialog)
+        file_menu.addMenu(w.opener.recent_menu)
+        self.next_action = self.action(file_menu, "Next pair", w.next_pair, "Ctrl+Right")
+        self.prev_action = self.action(file_menu, "Previous pair", w.previous_pair, "Ctrl+Left")
+        file_menu.addSeparator()
+        self.save_action = self.action(
+            file_menu,
+            "Save all outputs…",
+            w.saver.save_outputs_dialog,
+            QKeySequence.StandardKey.Save,
+        )
+        self.action(file_menu, "Save config…", w.saver.save_config_dialog)
+        self.action(file_menu, "Load config…", w.saver.load_config_dialog)
+        self.action(file_menu, "Save verdicts", w.review.save_verdicts)
+        self.action(file_menu, "Export catalog with verdicts…", w.review.export_catalog_dialog)
+        self.action(file_menu, "Save PNG of a view or panel…", w.saver.save_png_dialog)
+        file_menu.addSeparator()
+        self.action(file_menu, "Quit", w.close, QKeySequence.StandardKey.Quit)
+
+        run_menu = _menu(bar, "&Run")
+        self.run_action = self.action(run_menu, "Run", w.run, "Ctrl+R")
+        self.cancel_action = self.action(run_menu, "Cancel", w.cancel, "Esc")
+
+        area = w.area
+        view_menu = _menu(bar, "&View")
+        self.action(view_menu, "Grid", lambda: area.set_mode("grid"), "Ctrl+1")
+        self.action(view_menu, "Tabs", lambda: area.set_mode("tabs"), "Ctrl+2")
+        self.action(view_menu, "Blink panel", lambda: area.set_mode("blink"), "Ctrl+3")
+        self.action(view_menu, "Zoom to fit", area.zoom_fit, "Ctrl+0")
+        self.action(view_menu, "Zoom 1:1", lambda: area.set_zoom(1.0), "1")
+        self.action(view_menu, "Zoom in", lambda: area.set_zoom(2 * area.zoom()), "Ctrl+=")
+        self.action(view_menu, "Zoom out", lambda: area.set_zoom(area.zoom() / 2), "Ctrl+-")
+        view_menu.addSeparator()
+        self.action(view_menu, "Blink: next frame", self._blink_step, "K")
+        self.blink_action = self.action(
+            view_menu, "Blink on/off", area.toggle_blink, "Ctrl+K", checkable=True
+        )
+        self.action(
+            view_menu,
+            "Spare cell: variance / mask",
+            lambda: area.set_spare_view("mask" if area.spare_view() == "variance" else "variance"),
+            "M",
+        )
+        self.cand_action = self.action(
+            view_menu, "Kernel sources", w.refresh_overlays, checkable=True
+        )
+        self.dia_action = self.action(view_menu, "DIA sources", w.refresh_overlays, checkable=True)
+        self.cand_action.setChecked(True)
+        self.dia_action.setChecked(True)
+        view_menu.addSeparator()
+        for dock in w.docks.values():
+            view_menu.addAction(dock.toggleViewAction())
+
+        verdict_menu = _menu(bar, "V&erdict")
+        for key, label in model.VERDICT_KEYS.items():
+            self.action(
+                verdict_menu,
+                f"{label.capitalize()} ({key})",
+                lambda _=False, lab=label: w.set_verdict(lab),
+                key,
+            )
+        verdict_menu.addSeparator()
+        self.advance_action = QAction("Advance to the next source after a verdict", w)
+        self.advance_action.setCheckable(True)
+        verdict_menu.addAction(self.advance_action)
+        self.advance_action.setChecked(True)
+        catalog = w.review.catalog
+        self.action(verdict_menu, "Next source", lambda: catalog.step(1), "N")
+        self.action(verdict_menu, "Previous source", lambda: catalog.step(-1), "P")
+
+        tools = QToolBar("Run")
+        tools.setObjectName("toolbar_run")
+        tools.addAction(self.run_action)
+        tools.addAction(self.cancel_action)
+        tools.addSeparator()
+        tools.addAction(self.prev_action)
+        tools.addAction(self.next_action)
+        tools.addSeparator()
+        tools.addAction(self.blink_action)
+        w.addToolBar(tools)
+
+    def action(
+        self,
+        menu: QMenu,
+        text: str,
+        slot: Any,
+        shortcut: Shortcut = None,
+        checkable: bool = False,
+    ) -> QAction:
+        """Add an action to ``menu`` (and to the window, so its shortcut works anywhere)."""
+        action = QAction(text, self.w)
+        if shortcut is not None:
+            action.setShortcut(QKeySequence(shortcut))
+        action.setCheckable(checkable)
+        action.triggered.connect(slot)
+        menu.addAction(action)
+        self.w.addAction(action)
+        return action
+
+    def _blink_step(self) -> None:
+        area = self.w.area
+        if area.mode != "blink":
+            area.set_mode("blink")
+        else:
+            area.step_blink()

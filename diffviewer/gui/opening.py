@@ -1,0 +1,189 @@
+"""Opening pairs: file dialogs, multi-extension files, pairs lists, dropped files, recent pairs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from astropy.io import fits
+from PyQt6.QtGui import QAction
+from PyQt6.QtWidgets import QFileDialog, QInputDialog, QMenu
+
+from diffviewer.errors import DiffviewerError, InputError
+from diffviewer.gui.model import Pair
+from diffviewer.io import read_pairs_csv
+
+if TYPE_CHECKING:
+    from diffviewer.gui.window import MainWindow
+
+FITS_FILTER = "FITS (*.fits *.fit *.fts *.fits.fz *.fits.gz);;All files (*)"
+RECENT_MAX = 10
+
+
+def image_extensions(path: Path) -> list[str]:
+    """Names (or indices) of the HDUs of a FITS file that hold a 2-D image.
+
+    Parameters
+    ----------
+    path : Path
+        A FITS file.
+
+    Returns
+    -------
+    list of str
+
+    Raises
+    ------
+    InputError
+        When the file cannot be read as FITS or holds fewer than two images.
+    """
+    try:
+        with fits.open(path) as hdul:
+            names = [
+                hdu.name if hdu.name and hdu.name != "PRIMARY" else str(i)
+                for i, hdu in enumerate(hdul)
+                if hdu.is_image and hdu.shape and len(hdu.shape) == 2
+            ]
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path} cannot be read as FITS ({exc}); give a FITS file") from None
+    if len(names) < 2:
+        raise InputError(
+            f"{path} holds {len(names)} 2-D image(s); a pair in one file needs two "
+            "(e.g. SCI and REF); otherwise open two files"
+        )
+    return names
+
+
+def default_extensions(names: Sequence[str]) -> tuple[str, str]:
+    """The science and template extensions to propose: SCI-like and REF/TMPL-like names first."""
+    upper = [n.upper() for n in names]
+    sci = next(
+        (names[i] for i, n in enumerate(upper) if n in ("SCI", "SCIENCE", "NEW", "IMAGE")), names[0]
+    )
+    tmpl = next(
+        (names[i] for i, n in enumerate(upper) if n in ("REF", "TMPL", "TEMPLATE")),
+        next(n for n in names if n != sci),
+    )
+    return sci, tmpl
+
+
+class Opener:
+    """The ways of opening a pair in a window.
+
+    Parameters
+    ----------
+    window : MainWindow
+        Opens the pairs (:meth:`MainWindow.open_pair`) and remembers folders.
+    """
+
+    def __init__(self, window: MainWindow) -> None:
+        self.w = window
+        self.recent_menu = QMenu("Recent pairs", window)
+
+    def ask_file(
+        self, title: str, folder_key: str, filters: str, name: str = "", *, save: bool = False
+    ) -> Path | None:
+        """Ask for a file to open (or save), starting in the folder remembered under
+        ``folder_key`` (with ``name`` proposed), and remember the chosen file's folder."""
+        settings = self.w.settings
+        folder = Path(str(settings.value(folder_key, "")))
+        ask = QFileDialog.getSaveFileName if save else QFileDialog.getOpenFileName
+        path, _ = ask(self.w, title, str(folder / name) if name else str(folder), filters)
+        if not path:
+            return None
+        settings.setValue(folder_key, str(Path(path).parent))
+        return Path(path)
+
+    def open_pair_dialog(self) -> None:
+        """Ask for a science file, then a template file (starting in the science's folder)."""
+        sci = self.ask_file("Science image", "last_input_folder", FITS_FILTER)
+        tmpl = self.ask_file("Template image", "last_input_folder", FITS_FILTER) if sci else None
+        if sci is not None and tmpl is not None:
+            self.w.open_specs(str(sci), str(tmpl))
+
+    def open_mef_dialog(self) -> None:
+        """Ask for one multi-extension file, then which extensions are science and template."""
+        path = self.ask_file("Multi-extension FITS file", "last_input_folder", FITS_FILTER)
+        if path is None:
+            return
+        try:
+            names = image_extensions(path)
+        except InputError as exc:
+            self.w.report_problem(exc)
+            return
+        guess = default_extensions(names)
+        sci, ok = QInputDialog.getItem(
+            self.w, "Science extension", "Science:", names, names.index(guess[0]), False
+        )
+        if not ok:
+            return
+        tmpl, ok = QInputDialog.getItem(
+            self.w, "Template extension", "Template:", names, names.index(guess[1]), False
+        )
+        if ok:
+            self.w.open_specs(f"{path}[{sci}]", f"{path}[{tmpl}]")
+
+    def open_pairs_dialog(self) -> None:
+        """Ask for a CSV list of pairs (columns science, template, optional name)."""
+        path = self.ask_file("Pairs list", "last_input_folder", "CSV (*.csv);;All (*)")
+        if path is not None:
+            self.open_pairs_file(str(path))
+
+    def open_pairs_file(self, path: str) -> None:
+        """Load a CSV list of pairs and open the first.
+
+        Every failure (missing file, a folder, not UTF-8, short rows, a name that is not
+        a plain folder name) becomes a message in the window; the open pair stays.
+        """
+        try:
+            pairs = [Pair(s, t, n) for s, t, n in read_pairs_csv(path)]
+        except (DiffviewerError, OSError) as exc:
+            self.w.report_problem(exc, f"Cannot open the pairs list {path}")
+            return
+        self.w.set_pairs(pairs)
+
+    def open_dropped(self, paths: Sequence[str]) -> None:
+        """Open dropped files: two files (science first), or one multi-extension file."""
+        if len(paths) == 2:
+            self.w.open_specs(paths[0], paths[1])
+        elif len(paths) == 1:
+            try:
+                names = image_extensions(Path(paths[0]))
+                sci, tmpl = default_extensions(names)
+            except InputError as exc:
+                self.w.report_problem(exc)
+                return
+            self.w.open_specs(f"{paths[0]}[{sci}]", f"{paths[0]}[{tmpl}]")
+        else:
+            self.w.report_problem(
+                InputError(
+                    f"dropped {len(paths)} files: drop the science and the template "
+                    "together, or one multi-extension file"
+                )
+            )
+
+    def remember_recent(self, pair: Pair) -> None:
+        """Put a pair of files at the top of File > Recent pairs."""
+        if not all(isinstance(s, str) for s in (pair.science, pair.template)):
+            return
+        entry = f"{pair.science}\t{pair.template}"
+        recent = [r for r in self.recent() if r != entry]
+        self.w.settings.setValue("recent_pairs", [entry, *recent][:RECENT_MAX])
+        self.refresh_recent()
+
+    def recent(self) -> list[str]:
+        """The recent pairs, newest first, as ``science<TAB>template``."""
+        value = self.w.settings.value("recent_pairs", [])
+        if isinstance(value, str):
+            return [value]
+        return [str(v) for v in (value or [])]
+
+    def refresh_recent(self) -> None:
+        """Rebuild File > Recent pairs."""
+        self.recent_menu.clear()
+        for entry in self.recent():
+            sci, _, tmpl = entry.partition("\t")
+            action = QAction(f"{Path(sci).name} — {Path(tmpl).name}", self.recent_menu)
+            self.recent_menu.addAction(action)
+            action.triggered.connect(lambda _=False, s=sci, t=tmpl: self.w.open_specs(s, t))

@@ -1,0 +1,247 @@
+"""The image grid's overlays: kernel-source and DIA-source markers, the selection ring,
+the mask overlay and its controls, and the cursor readout page.
+
+Colours and shapes come from :mod:`diffviewer.legend` (shared with the DS9 regions).
+The overlays know the image area and a run's catalogs; they hold no other state.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyqtgraph as pg
+from astropy.table import Table
+from PyQt6.QtCore import QObject, Qt, pyqtSignal
+from PyQt6.QtWidgets import QCheckBox, QGridLayout, QLabel, QSlider, QVBoxLayout, QWidget
+
+from diffviewer import display, legend
+from diffviewer.exposure import MaskPlane
+from diffviewer.gui import model
+from diffviewer.gui.views import ImageArea
+
+#: Views carrying each overlay.
+CANDIDATE_VIEWS = ("science", "template", "matched", "difference")
+DIA_VIEWS = ("difference", "score")
+#: Kernel sources are squares (square stamps), DIA sources circles, dipoles diamonds,
+#: sky sources crosses, so the overlays on the difference never look alike.
+CANDIDATE_SYMBOL = "s"
+
+
+def dia_spot(dia: Table, i: int, sky: bool = False) -> dict[str, Any]:
+    """The marker of DIA source row ``i`` (a pyqtgraph spot dict)."""
+    pos = (float(dia["x"][i]), float(dia["y"][i]))
+    if sky:  # a blank-sky measurement, not a detection: a small grey cross
+        return {
+            "pos": pos,
+            "data": int(dia["id"][i]),
+            "symbol": "x",
+            "size": 8,
+            "brush": pg.mkBrush(legend.SKY_COLOUR),
+            "pen": pg.mkPen(legend.SKY_COLOUR, width=1),
+        }
+    positive = float(dia["sign"][i]) > 0 if "sign" in dia.colnames else True
+    dipole = bool(dia["is_dipole"][i]) if "is_dipole" in dia.colnames else False
+    flagged = bool(dia["flagged"][i]) if "flagged" in dia.colnames else False
+    colour = (
+        legend.DIPOLE_COLOUR
+        if dipole
+        else (legend.POSITIVE_COLOUR if positive else legend.NEGATIVE_COLOUR)
+    )
+    pen = pg.mkPen(
+        legend.FLAGGED_COLOUR if flagged and not dipole else colour,
+        width=2,
+        style=Qt.PenStyle.DashLine if flagged else Qt.PenStyle.SolidLine,
+    )
+    return {
+        "pos": pos,
+        "data": int(dia["id"][i]),
+        "symbol": "d" if dipole else "o",
+        "brush": None,
+        "pen": pen,
+    }
+
+
+def candidate_spots(cands: Table) -> list[dict[str, Any]]:
+    """The markers of the kernel candidates (squares coloured by status)."""
+    if not len(cands):
+        return []
+    status = np.asarray(cands["status"]).astype(str)
+    return [
+        {
+            "pos": (float(x), float(y)),
+            "data": i,
+            "symbol": CANDIDATE_SYMBOL,
+            "brush": None,
+            "pen": pg.mkPen(legend.STATUS_COLOURS.get(s, legend.OTHER_STATUS_COLOUR), width=1.5),
+        }
+        for i, (x, y, s) in enumerate(
+            zip(np.asarray(cands["x"]), np.asarray(cands["y"]), status, strict=True)
+        )
+    ]
+
+
+class Overlays(QObject):
+    """Markers drawn over the image views of an :class:`ImageArea`.
+
+    Signals
+    -------
+    candidate_clicked(int)
+        A kernel-source marker was clicked (its row in the candidates table).
+    dia_clicked(int)
+        A DIA-source marker was clicked (its ``id``).
+    """
+
+    candidate_clicked = pyqtSignal(int)
+    dia_clicked = pyqtSignal(int)
+
+    def __init__(self, area: ImageArea, tips: Any) -> None:
+        super().__init__(area)
+        self.area = area
+        self.candidate_items: dict[str, pg.ScatterPlotItem] = {}
+        self.dia_items: dict[str, pg.ScatterPlotItem] = {}
+        self.dipole_lines: dict[str, pg.PlotDataItem] = {}
+        self.selection_items: dict[str, pg.ScatterPlotItem] = {}
+        for name, panel in area.panels.items():
+            if name in CANDIDATE_VIEWS:
+                item = pg.ScatterPlotItem(
+                    pxMode=True, size=13, hoverable=True, tip=tips.candidate_tip
+                )
+                item.setZValue(10)
+                item.sigClicked.connect(self._on_candidate_clicked)
+                panel.view.addItem(item)
+                self.candidate_items[name] = item
+            if name in DIA_VIEWS:
+                pen = pg.mkPen(legend.DIPOLE_COLOUR, width=1)
+                lines = pg.PlotDataItem(connect="pairs", pen=pen)
+                lines.setZValue(11)
+                panel.view.addItem(lines)
+                self.dipole_lines[name] = lines
+                item = pg.ScatterPlotItem(pxMode=True, size=12, hoverable=True, tip=tips.dia_tip)
+                item.setZValue(12)
+                item.sigClicked.connect(self._on_dia_clicked)
+                panel.view.addItem(item)
+                self.dia_items[name] = item
+            sel = pg.ScatterPlotItem(
+                pxMode=True, size=28, symbol="o", brush=None, pen=pg.mkPen((255, 255, 255), width=2)
+            )
+            sel.setZValue(15)
+            panel.view.addItem(sel)
+            self.selection_items[name] = sel
+
+    def clear(self) -> None:
+        """Remove every marker (a new pair)."""
+        for item in [
+            *self.candidate_items.values(),
+            *self.dia_items.values(),
+            *self.selection_items.values(),
+        ]:
+            item.clear()
+        for lines in self.dipole_lines.values():
+            lines.clear()
+
+    def show_candidates(self, cands: Table | None) -> None:
+        """Draw the kernel candidates (None: none)."""
+        spots = candidate_spots(cands) if cands is not None else []
+        for item in self.candidate_items.values():
+            item.setData(spots)
+
+    def show_dia(self, dia: Table | None, rows: np.ndarray) -> None:
+        """Draw the DIA sources of ``rows`` (None: none) and the lines joining dipole lobes."""
+        if dia is None or not len(dia):
+            spots, lobes = [], np.zeros((0, 2))
+        else:
+            sky = (
+                np.asarray(dia["sky_source"], bool)
+                if "sky_source" in dia.colnames
+                else np.zeros(len(dia), bool)
+            )
+            spots = [dia_spot(dia, int(i), bool(sky[i])) for i in rows]
+            lobes = model.dipole_segments(dia[rows])
+        for name, item in self.dia_items.items():
+            item.setData(spots)
+            if len(lobes):
+                self.dipole_lines[name].setData(lobes[:, 0], lobes[:, 1])
+            else:
+                self.dipole_lines[name].clear()
+
+    def mark_selection(self, xy: tuple[float, float] | None) -> None:
+        """Ring the selected source on every view (None: no ring)."""
+        for item in self.selection_items.values():
+            if xy is None:
+                item.clear()
+            else:
+                item.setData([xy[0]], [xy[1]])
+
+    def _on_candidate_clicked(self, item: Any, points: Any, event: Any = None) -> None:
+        if len(points):
+            self.candidate_clicked.emit(int(points[0].data()))
+
+    def _on_dia_clicked(self, item: Any, points: Any, event: Any = None) -> None:
+        if len(points):
+            self.dia_clicked.emit(int(points[0].data()))
+
+
+class ReadoutPage(QWidget):
+    """The cursor readout, the mask-overlay controls and the marker legend.
+
+    Signals
+    -------
+    mask_changed()
+        A plane was chosen or the opacity moved.
+    """
+
+    mask_changed = pyqtSignal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        self.readout = QLabel("Move the cursor over an image.")
+        self.readout.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.readout.setAlignment(Qt.AlignmentFlag.AlignTop)
+        layout.addWidget(self.readout)
+        layout.addWidget(QLabel("<b>Mask overlay</b>"))
+        self.plane_boxes: dict[MaskPlane, QCheckBox] = {}
+        planes = QGridLayout()  # two columns: room below for the marker legend
+        planes.setSpacing(2)
+        for k, plane in enumerate(MaskPlane):
+            r, g, b = display.PLANE_COLOURS[plane]
+            box = QCheckBox(str(plane.name))
+            box.setStyleSheet(f"QCheckBox {{ color: rgb({r // 2}, {g // 2}, {b // 2}); }}")
+            box.toggled.connect(self.mask_changed)
+            planes.addWidget(box, k // 2, k % 2)
+            self.plane_boxes[plane] = box
+        layout.addLayout(planes)
+        self.opacity = QSlider(Qt.Orientation.Horizontal)
+        self.opacity.setRange(0, 100)
+        self.opacity.setValue(50)
+        self.opacity.setToolTip("Mask overlay opacity")
+        self.opacity.valueChanged.connect(self.mask_changed)
+        layout.addWidget(QLabel("opacity"))
+        layout.addWidget(self.opacity)
+        self.legend = QLabel(legend.legend_html())
+        self.legend.setWordWrap(True)
+        layout.addWidget(self.legend)
+        layout.addStretch(1)
+
+    def mask_rgba(self, mask: np.ndarray) -> np.ndarray | None:
+        """The overlay of the chosen planes at the chosen opacity (None when none chosen)."""
+        chosen = {p: b.isChecked() for p, b in self.plane_boxes.items()}
+        if not any(chosen.values()):
+            return None
+        return display.mask_overlay(mask, chosen, self.opacity.value() / 100)
+
+
+def show_mask(area: ImageArea, page: ReadoutPage, mask: np.ndarray | None) -> None:
+    """The chosen planes over every image view; the mask view shows every plane in its
+    colour, opaque, on black where no plane is set (None: no overlay anywhere)."""
+    rgba = page.mask_rgba(mask) if mask is not None else None
+    for name, panel in area.panels.items():
+        if name != "mask":
+            panel.set_mask_overlay(rgba)
+    area.panels["mask"].set_mask_overlay(
+        display.mask_overlay(mask, dict.fromkeys(MaskPlane, True), 1.0)
+        if mask is not None
+        else None
+    )

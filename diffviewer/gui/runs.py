@@ -1,0 +1,136 @@
+"""The run controller: starts, cancels and follows runs, and puts their results on screen.
+
+Every job goes through the window's :class:`~diffviewer.gui.worker.JobRunner`; this
+module answers its signals for the run and level lanes (saves are answered by
+:mod:`diffviewer.gui.saving`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from diffviewer import display
+from diffviewer.errors import DiffviewerError
+from diffviewer.gui import model
+from diffviewer.gui.model import RunOutcome
+from diffviewer.gui.worker import ErrorReport
+
+if TYPE_CHECKING:
+    from diffviewer.gui.window import MainWindow
+
+
+class RunController:
+    """Runs the current pair and shows what comes back.
+
+    Parameters
+    ----------
+    window : MainWindow
+        The window whose pair is run and whose views show the result.
+    """
+
+    def __init__(self, window: MainWindow) -> None:
+        self.w = window
+        jobs = window.jobs
+        jobs.progress.connect(self._on_progress)
+        jobs.finished.connect(self._on_finished)
+        jobs.failed.connect(self._on_failed)
+        jobs.cancelled.connect(self._on_cancelled)
+
+    def run(self) -> None:
+        """Run the current pair with the config of the parameter panel."""
+        w = self.w
+        if w.pair is None or w.closing:
+            return
+        try:
+            config = w.params.config()
+        except DiffviewerError as exc:
+            w.report_problem(exc)
+            return
+        w.hide_error()
+        w.log(f"run: {w.pair.label} (config {config.digest()})")
+        w.jobs.submit("run", model.run_job(w.pair, config, w.runner))
+        w.step_label.setText("starting")
+        w.progress.setValue(0)
+        w.update_actions()
+
+    def cancel(self) -> None:
+        """Cancel the current run; the window is idle at once."""
+        if self.w.jobs.is_busy("run"):
+            self.w.jobs.cancel("run")
+
+    def _on_progress(self, lane: str, job_id: int, step: str, fraction: float) -> None:
+        if lane == "run":
+            self.w.step_label.setText(step)
+            self.w.progress.setValue(round(1000 * fraction))
+
+    def _on_cancelled(self, lane: str, job_id: int) -> None:
+        if lane == "run":
+            self.w.step_label.setText("cancelled")
+            self.w.progress.setValue(0)
+            self.w.log("run cancelled")
+        self.w.update_actions()
+
+    def _on_failed(self, lane: str, job_id: int, report: ErrorReport) -> None:
+        if lane == "run":
+            self.w.step_label.setText("failed")
+        if lane != "save":  # a failed save is reported by the saving module
+            self.w.show_report(report)
+        self.w.update_actions()
+
+    def _on_finished(self, lane: str, job_id: int, value: Any) -> None:
+        if lane == "run":
+            self.show_outcome(value)
+        elif lane.startswith("levels:"):
+            self.w.area.panels[lane.split(":", 1)[1]].set_levels(value)
+        self.w.update_actions()
+
+    def show_outcome(self, outcome: RunOutcome) -> None:
+        """Show a finished run (the previous one on the same pair is kept for A/B)."""
+        w = self.w
+        if w.outcome is not None and w.outcome.pair == outcome.pair:
+            w.previous = w.outcome
+        w.outcome = outcome
+        result = outcome.result
+        w.raw = model.view_arrays(result)
+        w.step_label.setText(f"done in {outcome.elapsed:.1f} s")
+        w.progress.setValue(1000)
+        first = all(p.data is None for p in w.area.panels.values())
+        for name, panel in w.area.panels.items():
+            image = outcome.images.get(name)
+            levels = outcome.levels.get(name)
+            if image is not None and panel.settings.levels == "manual" and panel.settings.manual:
+                levels = panel.settings.manual
+            panel.set_image(image, levels)
+            default = display.default_settings(name)
+            if (
+                image is not None
+                and name != "mask"
+                and panel.settings.levels != "manual"
+                and (panel.settings.levels, panel.settings.symmetric)
+                != (default.levels, default.symmetric)
+            ):
+                self.recompute_levels(name)  # keep the level mode the user chose
+        if first:
+            w.area.zoom_fit()
+        w.params.set_config(result.config)
+        w.review.show_run(outcome)
+        w.refresh_overlays()
+        w.update_mask_overlay()
+        w.tabs.show_run(outcome, w.previous)
+        w.show_warnings(result.warnings)
+        w.log(
+            f"done: {len(result.diasources)} DIA sources, "
+            f"{outcome.elapsed:.2f} s; timings "
+            + ", ".join(f"{k} {v:.2f}" for k, v in result.timings.items())
+        )
+        w.area.set_mode(w.area.mode)
+
+    def recompute_levels(self, view: str) -> None:
+        """Compute a view's levels in the worker after its level mode changed."""
+        panel = self.w.area.panels[view]
+        if panel.data is None:
+            return
+        if panel.settings.levels == "manual" and panel.settings.manual is not None:
+            panel.set_levels(display.compute_levels(panel.data, panel.settings))
+            return
+        self.w.jobs.submit(f"levels:{view}", model.levels_job(panel.data, panel.settings))

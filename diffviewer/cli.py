@@ -20,7 +20,7 @@ from typing import TextIO
 from diffviewer import __version__
 from diffviewer.config import SubtractionConfig, apply_overrides, load_toml, to_toml
 from diffviewer.errors import Cancelled, DiffviewerError, InputError, NoWorkFound
-from diffviewer.io import read_pairs_csv
+from diffviewer.paths import check_output_dir, parse_spec, read_pairs_csv, require_file
 
 SUBCOMMANDS = ("run", "batch", "config")
 
@@ -193,13 +193,16 @@ def run_pair(
     int
         0 on success, 4 when ``strict`` and the bad-subtraction guard tripped.
     """
-    from diffviewer.engine.pipeline import run_subtraction
-    from diffviewer.io import check_output_dir, parse_spec, read_exposure
-    from diffviewer.outputs import guard_tripped, write_outputs
-
     inputs = [parse_spec(spec)[0] for spec in (science_spec, template_spec)]
+    for role, path in zip(("science", "template"), inputs, strict=True):
+        require_file(path, role)
     inputs += [*read_files, *config_files(config)]
     check_output_dir(out, inputs, overwrite)
+    # The heavy modules load only once every path is known good (a typo answers at once).
+    from diffviewer.engine.pipeline import run_subtraction
+    from diffviewer.io import read_exposure
+    from diffviewer.outputs import guard_tripped, write_outputs
+
     science = read_exposure(science_spec)
     template = read_exposure(template_spec)
     bar = TerminalProgress(sys.stderr) if (not quiet and sys.stderr.isatty()) else None

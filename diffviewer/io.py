@@ -15,7 +15,6 @@ file and a failed or cancelled run leaves nothing behind.
 from __future__ import annotations
 
 import contextlib
-import csv
 import logging
 import os
 import re
@@ -39,12 +38,21 @@ from diffviewer.exposure import (
     mask_header_cards,
     set_planes,
 )
+from diffviewer.paths import (
+    Extension,
+    companion_files,
+    ensure_not_input,
+    parse_spec,
+    require_file,
+)
+
+# Path checks live in diffviewer.paths (no heavy imports); these two are kept importable
+# from here for the callers that read and write through this module.
+from diffviewer.paths import check_output_dir as check_output_dir
+from diffviewer.paths import read_pairs_csv as read_pairs_csv
 from diffviewer.stats import MAD_TO_SIGMA, nanmedian_last
 
 log = logging.getLogger(__name__)
-
-#: An HDU named by its EXTNAME, by its index, or not named (the first 2-D image).
-Extension = str | int | None
 
 #: Header keywords read as the photometric zero point (AB mag of one image unit), in order.
 ZERO_POINT_KEYS = ("MAGZP", "MAGZPSCI", "PHOTZP", "MAGZERO", "MAGZPT", "ZEROPT", "ZPT", "ZP")
@@ -76,68 +84,9 @@ _WCS_KEY = re.compile(
     r"|(A|B|AP|BP)_ORDER|(A|B|AP|BP)_\d+_\d+|(A|B)_DMAX|LTV\d|LTM\d_\d|WAT\d_\d+"
     r"|CPDIS\d|CPERR\d|DP\d|DQ\d|D2IMDIS\d|D2IMERR\d|D2IMARR)[A-Z]?$"
 )
-_SPEC = re.compile(r"^(?P<path>.+)\[(?P<ext>[^\[\]]*)\]$")
 
 
 # --------------------------------------------------------------------------- specs
-
-
-def parse_spec(spec: str | Path) -> tuple[Path, Extension]:
-    """Split an exposure spec into a path and an optional extension.
-
-    Parameters
-    ----------
-    spec : str or Path
-        ``file.fits``, ``file.fits[SCI]`` (by EXTNAME) or ``file.fits[3]`` (by index).
-        A path that exists as written is never split, even if it ends in brackets.
-
-    Returns
-    -------
-    (Path, str or int or None)
-        The file and the extension (None when not named).
-
-    Raises
-    ------
-    InputError
-        When the brackets are empty.
-    """
-    text = str(spec)
-    match = _SPEC.match(text)
-    if match is None or Path(text).exists():
-        return Path(text), None
-    ext = match.group("ext").strip()
-    if not ext:
-        raise InputError(
-            f"{text}: empty extension in brackets; write file.fits[SCI] or file.fits[1]"
-        )
-    return Path(match.group("path")), int(ext) if ext.isdigit() else ext
-
-
-def companion_files(path: str | Path) -> dict[str, Path]:
-    """The weight and mask files that sit beside a community-pipeline image.
-
-    A file whose name holds ``_ooi_`` (image) has its inverse-variance weight in the
-    same name with ``_oow_`` and its data-quality mask with ``_ood_``.
-
-    Parameters
-    ----------
-    path : str or Path
-        The image file.
-
-    Returns
-    -------
-    dict
-        ``{"weight": path, "mask": path}`` for the siblings that exist (may be empty).
-    """
-    path = Path(path)
-    if "_ooi_" not in path.name:
-        return {}
-    found = {}
-    for role, tag in (("weight", "_oow_"), ("mask", "_ood_")):
-        sibling = path.with_name(path.name.replace("_ooi_", tag, 1))
-        if sibling.is_file():
-            found[role] = sibling
-    return found
 
 
 def demo_pair() -> tuple[Path, Path]:
@@ -169,10 +118,7 @@ def demo_pair() -> tuple[Path, Path]:
 @contextlib.contextmanager
 def _open_fits(path: Path, role: str) -> Iterator[fits.HDUList]:
     """Open a FITS file, turning every way it can fail into an :class:`InputError`."""
-    if not path.exists():
-        raise InputError(f"{role} file {path} does not exist; check the path")
-    if not path.is_file():
-        raise InputError(f"{role} {path} is not a file; give a FITS file")
+    require_file(path, role)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -702,89 +648,6 @@ def read_exposure(
 # --------------------------------------------------------------------------- writing
 
 
-def _input_files(inputs: Sequence[str | Path]) -> list[Path]:
-    """Resolved input files, with the weight/mask siblings read along with them."""
-    files: list[Path] = []
-    for spec in inputs:
-        path = parse_spec(spec)[0]
-        files.append(path.expanduser().resolve())
-        files.extend(p.resolve() for p in companion_files(path).values())
-    return files
-
-
-def ensure_not_input(path: str | Path, inputs: Sequence[str | Path]) -> None:
-    """Refuse to write ``path`` when it is one of the input files.
-
-    Parameters
-    ----------
-    path : str or Path
-        The file about to be written.
-    inputs : sequence of str or Path
-        Input specs or paths (their ``ooi`` siblings are protected too).
-
-    Raises
-    ------
-    OutputError
-        When ``path`` is (or links to) an input file.
-    """
-    target = Path(path).expanduser().resolve()
-    for source in _input_files(inputs):
-        same = target == source or (
-            target.exists() and source.exists() and os.path.samefile(target, source)
-        )
-        if same:
-            raise OutputError(
-                f"refusing to write {target}: it is the input file {source}; "
-                "choose another output folder"
-            )
-
-
-def check_output_dir(out_dir: str | Path, inputs: Sequence[str | Path], overwrite: bool) -> Path:
-    """Check the output folder before anything is computed; create nothing.
-
-    Parameters
-    ----------
-    out_dir : str or Path
-        The output folder (it may not exist yet).
-    inputs : sequence of str or Path
-        Input specs or paths.
-    overwrite : bool
-        Allow an existing, non-empty folder (its files of the same names are replaced).
-
-    Returns
-    -------
-    Path
-        The resolved folder.
-
-    Raises
-    ------
-    OutputError
-        When the folder holds an input file (at any depth), is a file, exists and is
-        not empty without ``overwrite``, or could not be created or written.
-    """
-    out = Path(out_dir).expanduser().resolve()
-    for source in _input_files(inputs):
-        if out in source.parents:
-            raise OutputError(
-                f"output folder {out} holds the input file {source}; "
-                "choose an output folder that holds no input file"
-            )
-    if out.exists():
-        if not out.is_dir():
-            raise OutputError(
-                f"output path {out} exists and is not a folder; choose a folder for --out"
-            )
-        if not overwrite and any(out.iterdir()):
-            raise OutputError(
-                f"output folder {out} already exists and is not empty; "
-                "pass --overwrite to replace its files, or choose another folder"
-            )
-    existing = next(p for p in (out, *out.parents) if p.exists())
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise OutputError(f"cannot write into {existing}; choose another output folder")
-    return out
-
-
 @contextlib.contextmanager
 def staged_output_dir(
     out_dir: str | Path,
@@ -1065,66 +928,3 @@ def write_table(path: str | Path, table: Table, *, protect: Sequence[str | Path]
             hdu = fits.table_to_hdu(table)
         return write_hdulist(path, fits.HDUList([fits.PrimaryHDU(), hdu]), protect=protect)
     return _atomic_write(path, lambda tmp: table.write(tmp, format=fmt, overwrite=True), protect)
-
-
-def read_pairs_csv(path: str | Path) -> list[tuple[str, str, str]]:
-    """Read a CSV list of pairs (columns ``science``, ``template``, optional ``name``).
-
-    Relative specs are resolved against the CSV file's folder. A name becomes an output
-    folder name, so it must be a plain, unique name (no path separator, not ``..``).
-
-    Parameters
-    ----------
-    path : str or Path
-        The CSV file.
-
-    Returns
-    -------
-    list of (str, str, str)
-        Science spec, template spec and a name per pair.
-
-    Raises
-    ------
-    InputError
-        When the file cannot be read as UTF-8 CSV, lacks the columns, is empty, or has a
-        row with an empty spec or a name that is not a plain unique folder name.
-    """
-    path = Path(path)
-    try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-    except FileNotFoundError:
-        raise InputError(f"pairs list {path} does not exist; check the path") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise InputError(
-            f"pairs list {path} cannot be read as a UTF-8 CSV file ({reason}); "
-            "give a CSV file with columns science,template[,name]"
-        ) from None
-    if not rows or not {"science", "template"} <= set(rows[0]):
-        raise InputError(
-            f"pairs list {path} needs a header line with columns science,template "
-            "and at least one row"
-        )
-    pairs: list[tuple[str, str, str]] = []
-    for line, row in enumerate(rows, start=2):
-        specs = [(row.get(k) or "").strip() for k in ("science", "template")]
-        if not all(specs):
-            raise InputError(
-                f"pairs list {path}, line {line}: the science or template spec is empty; "
-                "give both on every line"
-            )
-        name = (row.get("name") or "").strip() or f"pair{line - 1:04d}"
-        if Path(name).name != name or name in (".", "..") or name in {p[2] for p in pairs}:
-            raise InputError(
-                f"pairs list {path}, line {line}: name {name!r} is not a plain, unique folder "
-                "name; use letters, digits, '-', '_' (no '/' or '..'), once each"
-            )
-        sci, tmpl = (_resolve_spec(spec, path.parent) for spec in specs)
-        pairs.append((sci, tmpl, name))
-    return pairs
-
-
-def _resolve_spec(spec: str, folder: Path) -> str:
-    """Make a relative spec relative to ``folder`` (extension suffixes are kept)."""
-    return spec if Path(spec).is_absolute() else str(folder / spec)

@@ -255,3 +255,26 @@ def test_an_internal_error_is_one_line_and_says_how_to_debug(monkeypatch, capsys
     monkeypatch.setenv("DIFFVIEWER_DEBUG", "1")
     with pytest.raises(ZeroDivisionError):
         cli.main(["run"])
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--help"], ["config"], ["run", "missing.fits", "other.fits", "--out", "x"]],
+)
+def test_help_config_and_a_mistyped_path_load_no_heavy_module(tmp_path: Path, argv) -> None:
+    # Start-up time is import time: these answers must not wait for numpy, astropy or scipy
+    # (issue 9; benchmarks/bench_startup.py measures the seconds).
+    code = (
+        "import sys\nfrom diffviewer.cli import main\n"
+        f"try:\n    code = main({argv!r})\nexcept SystemExit as exc:\n    code = exc.code\n"
+        "heavy = sorted(m for m in ('numpy', 'astropy', 'scipy') if m in sys.modules)\n"
+        "print('HEAVY', heavy, code)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env
+    )
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("HEAVY [] "), (last, proc.stderr)
+    if argv[0] == "run":
+        assert last.endswith(" 2") and "science file missing.fits does not exist" in proc.stderr

@@ -67,7 +67,24 @@ def _build_run_parser(prog: str) -> argparse.ArgumentParser:
         "--strict", action="store_true", help="fail (exit 4) when the bad-subtraction guard trips"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_output_options(parser)
     return parser
+
+
+def _add_output_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--products`` and ``--compress`` (which files are written, and how)."""
+    parser.add_argument(
+        "--products",
+        choices=("full", "minimal"),
+        default="full",
+        help="full: every output (default); minimal: difference.fits, diasources.ecsv, "
+        "config.toml and metadata.json only",
+    )
+    parser.add_argument(
+        "--compress",
+        action="store_true",
+        help="tile-compress the mask planes of the FITS outputs (lossless)",
+    )
 
 
 def _build_batch_parser(prog: str) -> argparse.ArgumentParser:
@@ -172,6 +189,8 @@ def run_pair(
     strict: bool,
     quiet: bool,
     read_files: Sequence[Path] = (),
+    products: str = "full",
+    compress: bool = False,
 ) -> int:
     """Run one pair headless and write its outputs; return the exit code.
 
@@ -187,6 +206,9 @@ def run_pair(
         As the command-line flags.
     read_files : sequence of Path
         Other files the command read (config file, pairs list): never written over.
+    products, compress : str, bool
+        Which outputs to write and whether to compress mask planes (see
+        :func:`diffviewer.outputs.write_outputs`).
 
     Returns
     -------
@@ -213,7 +235,13 @@ def run_pair(
         if bar is not None:
             bar.close()
     written = write_outputs(
-        result, out, inputs, overwrite=overwrite, elapsed=time.perf_counter() - t0
+        result,
+        out,
+        inputs,
+        overwrite=overwrite,
+        elapsed=time.perf_counter() - t0,
+        products=products,
+        compress=compress,
     )
     for note in result.warnings:
         print(f"warning: {note}", file=sys.stderr)
@@ -310,6 +338,8 @@ def _main_run(argv: Sequence[str], prog: str) -> int:
         strict=args.strict,
         quiet=args.quiet,
         read_files=[Path(args.config)] if args.config else [],
+        products=args.products,
+        compress=args.compress,
     )
 
 

@@ -808,7 +808,11 @@ def header_with_wcs(header: fits.Header, wcs: WCS | None) -> fits.Header:
 
 
 def write_exposure(
-    path: str | Path, exposure: Exposure, *, protect: Sequence[str | Path] = ()
+    path: str | Path,
+    exposure: Exposure,
+    *,
+    protect: Sequence[str | Path] = (),
+    compress_mask: bool = False,
 ) -> Path:
     """Write an exposure as IMAGE, MASK and VARIANCE HDUs (and PSF when known), atomically.
 
@@ -824,6 +828,8 @@ def write_exposure(
         What to write.
     protect : sequence of str or Path, optional
         Input files that must not be overwritten.
+    compress_mask : bool
+        Tile-compress the MASK HDU (RICE_1, lossless); it reads back unchanged.
 
     Returns
     -------
@@ -847,7 +853,13 @@ def write_exposure(
     hdus = [
         primary,
         fits.ImageHDU(exposure.image, header=plane_header, name="IMAGE"),
-        fits.ImageHDU(exposure.mask, header=mask_header, name="MASK"),
+        (
+            fits.CompImageHDU(
+                exposure.mask, header=mask_header, name="MASK", compression_type="RICE_1"
+            )
+            if compress_mask
+            else fits.ImageHDU(exposure.mask, header=mask_header, name="MASK")
+        ),
         fits.ImageHDU(exposure.variance, header=plane_header, name="VARIANCE"),
     ]
     if exposure.psf is not None:

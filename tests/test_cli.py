@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.table import Table
@@ -16,10 +17,11 @@ from astropy.table import Table
 from diffviewer import cli
 from diffviewer.config import load_toml
 from diffviewer.errors import OutputError
-from diffviewer.io import demo_pair, read_pairs_csv
+from diffviewer.io import demo_pair, read_exposure, read_pairs_csv
+from diffviewer.outputs import OUTPUT_NAMES
 
+#: The demo stacks share one grid: nothing is warped, so no warped_template.fits.
 EXPECTED = {
-    "warped_template.fits",
     "matched_template.fits",
     "difference.fits",
     "score.fits",
@@ -60,6 +62,8 @@ def test_run_writes_every_output(demo_run: Path) -> None:
     meta = json.loads((demo_run / "metadata.json").read_text())
     assert meta["warp"]["coverage_fraction"] == pytest.approx(1.0)
     assert meta["warp"]["warped"] is False  # the demo stacks share one grid
+    assert meta["outputs"]["warped_template"].startswith("not written: the template was not")
+    assert meta["outputs"]["files"] == [n for n in OUTPUT_NAMES if n in EXPECTED]
     assert set(meta["timings_s"]) >= {"warp", "kernel fit", "subtract", "detect", "measure"}
     assert meta["kernel"]["candidates"]["good"] > meta["kernel"]["candidates"]["bad"]
     # Issue 3's band for real pairs; the decorrelated difference's variance plane must describe it.
@@ -229,10 +233,10 @@ def test_a_failed_write_leaves_no_partial_output(tmp_path: Path, monkeypatch, ca
 
     real = outputs._write
 
-    def failing(path: Path, payload, protect):
+    def failing(path: Path, payload, protect, **options):
         if path.name == "kernel.fits":  # what io's atomic writers raise on a full disk
             raise OutputError(f"cannot write {path}: No space left on device")
-        return real(path, payload, protect)
+        return real(path, payload, protect, **options)
 
     monkeypatch.setattr(outputs, "_write", failing)
     sci, tmpl = demo_pair()
@@ -278,3 +282,21 @@ def test_help_config_and_a_mistyped_path_load_no_heavy_module(tmp_path: Path, ar
     assert last.startswith("HEAVY [] "), (last, proc.stderr)
     if argv[0] == "run":
         assert last.endswith(" 2") and "science file missing.fits does not exist" in proc.stderr
+
+
+def test_minimal_compressed_products_hold_the_same_difference(demo_run: Path, tmp_path) -> None:
+    out = tmp_path / "minimal"
+    sci, tmpl = demo_pair()
+    argv = ["run", str(sci), str(tmpl), "--out", str(out), "--quiet"]
+    argv += ["--set", "kernel.spatial_order=1", "--products", "minimal", "--compress"]
+    assert cli.main(argv) == 0
+    names = ["difference.fits", "diasources.ecsv", "config.toml", "metadata.json"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(names)
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["outputs"]["products"] == "minimal" and meta["outputs"]["files"] == names
+    with fits.open(out / "difference.fits") as hdus:
+        assert isinstance(hdus["MASK"], fits.CompImageHDU)
+    # Lossless: the compressed file reads back as the full run's uncompressed one.
+    small, full = (read_exposure(d / "difference.fits") for d in (out, demo_run))
+    for plane in ("image", "mask", "variance"):
+        assert np.array_equal(getattr(small, plane), getattr(full, plane)), plane

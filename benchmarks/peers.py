@@ -1,0 +1,211 @@
+"""What the peer benchmarks share: the pairs, HOTPANTS, and timing a whole process.
+
+A pair is two single-HDU FITS files that both programs read as they are: the synthetic
+ones are written with their sky added back and a ``GAIN`` card that describes their
+noise (science gain 1; the template, a coadd with half the noise, gain 4), so HOTPANTS's
+noise model and diffviewer's variance estimate start from the same files. Real pairs
+are read from ``../shared/data`` and skipped, with the reason printed, when absent.
+
+Every program runs as a child process; :func:`run_process` returns its wall-clock time
+and its own peak resident memory (``wait4``'s rusage of that child alone).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+PEERS = ROOT.parent / "shared" / "peers"
+#: Sky level (counts) added back to the synthetic images, so that their pixels are counts.
+SKY = 1000.0
+#: The synthetic template's gain: its noise is half what its counts give at gain 1.
+TEMPLATE_GAIN = 4.0
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One benchmark pair.
+
+    Attributes
+    ----------
+    name : str
+        Row label.
+    make : callable
+        ``make(folder) -> (science, template)`` paths, or None when the data is absent.
+    hotpants_noise : tuple of str
+        HOTPANTS's gain and read-noise flags for this pair.
+    make_kwargs : dict
+        For synthetic pairs: the :func:`diffviewer.synthetic.make_pair` arguments.
+    """
+
+    name: str
+    make: Callable[[Path], tuple[Path, Path] | None]
+    hotpants_noise: tuple[str, ...]
+    make_kwargs: dict[str, object] = field(default_factory=dict)
+
+
+def write_synthetic(folder: Path, tag: str, kwargs: dict[str, object]) -> tuple[Path, Path]:
+    """Render a synthetic pair and write it as two single-HDU FITS files (sky added back)."""
+    from diffviewer.synthetic import make_pair
+
+    pair = make_pair(**kwargs)  # type: ignore[arg-type]
+    paths = []
+    for role, exposure, gain in (
+        ("science", pair.science, 1.0),
+        ("template", pair.template, TEMPLATE_GAIN),
+    ):
+        header = exposure.wcs.to_header() if exposure.wcs is not None else fits.Header()
+        header["GAIN"] = (gain, "electrons per count")
+        path = folder / f"{tag}_{role}.fits"
+        image = (exposure.image + SKY).astype(np.float32)
+        fits.PrimaryHDU(image, header=header).writeto(path, overwrite=True)
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+def _synthetic(name: str, tag: str, **kwargs: object) -> Pair:
+    """A synthetic pair rendered on demand."""
+    kwargs = {"gain": 1.0, "sky": SKY, "tmpl_sky": SKY, **kwargs}
+    return Pair(
+        name,
+        lambda folder: write_synthetic(folder, tag, kwargs),
+        ("-tg", str(TEMPLATE_GAIN), "-tr", "0", "-ig", "1", "-ir", "0"),
+        kwargs,
+    )
+
+
+def _real(name: str, science: Path, template: Path, noise: Sequence[str]) -> Pair:
+    """A pair of files from ``../shared/data`` (None when absent)."""
+
+    def make(_: Path) -> tuple[Path, Path] | None:
+        return (science, template) if science.is_file() and template.is_file() else None
+
+    return Pair(name, make, tuple(noise))
+
+
+#: Issue 12's synthetic conditions: Moffat stars with different beta, flux ratio 1.3, a
+#: 0.3 px template shift and a differential sky gradient.
+ISSUE12 = {
+    "profile": "moffat",
+    "sci_beta": 2.5,
+    "tmpl_beta": 3.5,
+    "photometric_scale": 1.3,
+    "tmpl_shift": (0.3, 0.3),
+    "background_gradient": (0.01, -0.005),
+    "sci_fwhm": 4.0,
+    "tmpl_fwhm": 2.8,
+}
+
+PAIRS = {
+    "synthetic1k": _synthetic(
+        "synthetic 1024^2", "s1k", shape=(1024, 1024), n_stars=1200, seed=1, **ISSUE12
+    ),
+    "goto": _real(
+        "GOTO 1850^2",
+        DATA / "goto" / "1.fits",
+        DATA / "goto" / "2.fits",
+        ("-tg", "1", "-tr", "0", "-ig", "1", "-ir", "0"),
+    ),
+    "synthetic2kx4k": _synthetic(
+        "synthetic 2048 x 4096, varying PSF",
+        "s2k4k",
+        shape=(4096, 2048),
+        n_stars=8000,
+        seed=2,
+        sci_fwhm_gradient=0.4,
+        sci_ellipticity=(0.0, 0.15),
+        sci_angle_deg=(0.0, 60.0),
+        **ISSUE12,
+    ),
+    "synthetic4k": _synthetic(
+        "synthetic 4096^2, 20,000 stars",
+        "s4k",
+        shape=(4096, 4096),
+        n_stars=20000,
+        seed=42,
+        transients=[(1000.0, 1000.0, 2e4)],
+    ),
+}
+
+
+def hotpants_binary() -> Path | None:
+    """Build HOTPANTS into /tmp/hotpants when needed; None when it cannot be built."""
+    script = PEERS / "build-hotpants.sh"
+    if not script.is_file():
+        return None
+    proc = subprocess.run(
+        [str(script), "/tmp/hotpants"], capture_output=True, text=True, check=False
+    )
+    binary = Path(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else None
+    return binary if binary is not None and binary.is_file() else None
+
+
+def hotpants_command(
+    binary: Path, pair: Pair, science: Path, template: Path, out: Path
+) -> list[str]:
+    """HOTPANTS with its recommended flags (``../shared/peers/README.md``)."""
+    out.mkdir(parents=True, exist_ok=True)
+    return [
+        str(binary),
+        *("-inim", str(science), "-tmplim", str(template)),
+        *("-outim", str(out / "diff.fits"), "-omi", str(out / "mask.fits")),
+        *("-tu", "60000", "-iu", "60000", "-tl", "0", "-il", "0"),
+        *pair.hotpants_noise,
+        *("-r", "10", "-rss", "15", "-nsx", "10", "-nsy", "10", "-ko", "2", "-bgo", "1"),
+        *("-n", "i"),
+    ]
+
+
+@dataclass(frozen=True)
+class ProcessFigures:
+    """Wall-clock seconds and peak RSS (MB) of one finished child process."""
+
+    wall_s: float
+    peak_rss_mb: float
+    returncode: int
+
+
+def run_process(
+    argv: Sequence[str], *, env: dict[str, str] | None = None, log: Path | None = None
+) -> ProcessFigures:
+    """Run a program to its end and measure it as ``/usr/bin/time`` would.
+
+    Parameters
+    ----------
+    argv : sequence of str
+        The command.
+    env : dict, optional
+        Its environment.
+    log : Path, optional
+        Where its standard output and error go (discarded otherwise).
+
+    Returns
+    -------
+    ProcessFigures
+        Wall time from start to reaped, and the child's own ``ru_maxrss``.
+    """
+    sink = open(log, "w") if log is not None else subprocess.DEVNULL
+    try:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(argv, env=env, stdout=sink, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    finally:
+        if log is not None:
+            sink.close()  # type: ignore[union-attr]
+    return ProcessFigures(wall, usage.ru_maxrss / 1024.0, proc.returncode)
+
+
+def diffviewer_env(tree: Path) -> dict[str, str]:
+    """The environment that runs the ``diffviewer`` package of a source tree."""
+    return {**os.environ, "PYTHONPATH": str(tree)}

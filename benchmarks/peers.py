@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
+from diffviewer.synthetic import SyntheticPair
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 PEERS = ROOT.parent / "shared" / "peers"
@@ -45,19 +47,27 @@ class Pair:
         HOTPANTS's gain and read-noise flags for this pair.
     make_kwargs : dict
         For synthetic pairs: the :func:`diffviewer.synthetic.make_pair` arguments.
+    hotpants_extra : tuple of str
+        Flags that override the recommended ones (e.g. the valid range of a
+        sky-subtracted image).
     """
 
     name: str
     make: Callable[[Path], tuple[Path, Path] | None]
     hotpants_noise: tuple[str, ...]
     make_kwargs: dict[str, object] = field(default_factory=dict)
+    hotpants_extra: tuple[str, ...] = ()
 
 
 def write_synthetic(folder: Path, tag: str, kwargs: dict[str, object]) -> tuple[Path, Path]:
     """Render a synthetic pair and write it as two single-HDU FITS files (sky added back)."""
     from diffviewer.synthetic import make_pair
 
-    pair = make_pair(**kwargs)  # type: ignore[arg-type]
+    return write_pair_files(folder, tag, make_pair(**kwargs))  # type: ignore[arg-type]
+
+
+def write_pair_files(folder: Path, tag: str, pair: SyntheticPair) -> tuple[Path, Path]:
+    """Write a synthetic pair as the two files both programs read (see the module doc)."""
     paths = []
     for role, exposure, gain in (
         ("science", pair.science, 1.0),
@@ -83,13 +93,15 @@ def _synthetic(name: str, tag: str, **kwargs: object) -> Pair:
     )
 
 
-def _real(name: str, science: Path, template: Path, noise: Sequence[str]) -> Pair:
+def _real(
+    name: str, science: Path, template: Path, noise: Sequence[str], extra: Sequence[str] = ()
+) -> Pair:
     """A pair of files from ``../shared/data`` (None when absent)."""
 
     def make(_: Path) -> tuple[Path, Path] | None:
         return (science, template) if science.is_file() and template.is_file() else None
 
-    return Pair(name, make, tuple(noise))
+    return Pair(name, make, tuple(noise), hotpants_extra=tuple(extra))
 
 
 #: Issue 12's synthetic conditions: Moffat stars with different beta, flux ratio 1.3, a
@@ -137,6 +149,46 @@ PAIRS = {
 }
 
 
+#: Issue 12's pairs for the science table (bench_peers_science.py).
+SCIENCE_PAIRS = {
+    "constant": _synthetic(
+        "synthetic 1024^2, constant Moffat PSF",
+        "c1k",
+        shape=(1024, 1024),
+        n_stars=1200,
+        seed=11,
+        **ISSUE12,
+    ),
+    "varying": _synthetic(
+        "synthetic 1024 x 2048, varying PSF",
+        "v1k2k",
+        shape=(2048, 1024),
+        n_stars=2400,
+        seed=12,
+        sci_fwhm_gradient=0.4,
+        sci_ellipticity=(0.0, 0.15),
+        sci_angle_deg=(0.0, 60.0),
+        **ISSUE12,
+    ),
+    "goto": PAIRS["goto"],
+    "demo": _real(
+        "demo stacks (DECam 256^2)",
+        DATA / "decam_mini" / "peer_output_sfft" / "Stack-DEC-OBS04.fits",
+        DATA / "decam_mini" / "peer_output_sfft" / "Stack-DEC-OBS18.fits",
+        ("-tg", "4", "-tr", "5", "-ig", "4", "-ir", "5"),
+        # 256^2 holds too few stamps for a spatial kernel: HOTPANTS's -ko 2 difference
+        # is +-1e8 garbage there, -ko 0 -bgo 0 a sound one.
+        ("-tl", "-1000", "-il", "-1000", "-nsx", "4", "-nsy", "4", "-ko", "0", "-bgo", "0"),
+    ),
+    "properimage": _real(
+        "properimage 1024 x 682",
+        DATA / "properimage" / "aligned_eso085-030-004.fit",
+        DATA / "properimage" / "aligned_eso085-030-005.fit",
+        ("-tg", "1", "-tr", "0", "-ig", "1", "-ir", "0"),
+    ),
+}
+
+
 def hotpants_binary() -> Path | None:
     """Build HOTPANTS into /tmp/hotpants when needed; None when it cannot be built."""
     script = PEERS / "build-hotpants.sh"
@@ -162,6 +214,7 @@ def hotpants_command(
         *pair.hotpants_noise,
         *("-r", "10", "-rss", "15", "-nsx", "10", "-nsy", "10", "-ko", "2", "-bgo", "1"),
         *("-n", "i"),
+        *pair.hotpants_extra,
     ]
 
 

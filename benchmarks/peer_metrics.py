@@ -1,0 +1,192 @@
+"""One metric code for every difference image: diffviewer's, HOTPANTS's and the oracle's.
+
+Every difference is taken in science flux units with its median sky removed. On a
+synthetic pair the truth is known exactly: the science PSF ``P``, the matching kernel
+``K`` (the science PSF deconvolved by the template PSF, times the flux ratio, with the
+template's shift), the inputs' sky noise ``s_S`` and ``s_T``, the stars and the injected
+transients. The figures:
+
+- ``noise``: robust (MAD) sigma of the difference over sky pixels, over the exact
+  per-pixel noise of the true-kernel difference ``sqrt(s_S^2 + |K|^2 s_T^2)``. A
+  decorrelated (whitened) difference has the larger ``sqrt(s_S^2 + sum(K)^2 s_T^2)``
+  by design: its pixels are independent.
+- ``mf noise``: the same for the difference filtered with ``P`` (what detection
+  thresholds), over its exact expectation ``sqrt(s_S^2 |P|^2 + s_T^2 |P*K|^2)``; the
+  decorrelated difference's is ``sqrt(s_S^2 + sum(K)^2 s_T^2) |P|``.
+- ``star res med/p90``: over the brightest stars, the rms within 1.5 FWHM of the
+  difference in units of its exact local noise (sky and the star's own Poisson noise,
+  through the true kernel): 1 means nothing left but noise.
+- ``flux ratio``: median forced PSF flux (with ``P``) of the injected transients with
+  true S/N > 20, over their true flux.
+- ``found S/N a-b``: injections recovered in each bin of true PSF S/N, by the same
+  detection for every difference: a local maximum of the ``P``-filtered difference
+  above 5 times its measured sky sigma within 2 px.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.fft
+from scipy import ndimage
+
+from diffviewer.synthetic import render_moffats
+
+#: True PSF S/N bins of the injected transients.
+SNR_BINS = ((3.0, 5.0), (5.0, 7.0), (7.0, 10.0), (10.0, 20.0), (20.0, 60.0))
+#: Injections per bin.
+PER_BIN = 12
+#: Detection threshold of the shared detector (sigma of the filtered difference).
+THRESHOLD = 5.0
+#: Match radius of a detection to an injection (px).
+MATCH_PX = 2.0
+#: Stars used for the bright-star residual.
+N_BRIGHT = 50
+
+
+@dataclass(frozen=True)
+class Truth:
+    """What is known exactly about a synthetic pair."""
+
+    psf: np.ndarray  # science PSF at the centre, sum 1, odd square
+    kernel: np.ndarray  # matching kernel, same side, sum = flux ratio
+    sigma_s: float  # science sky noise per pixel (counts)
+    sigma_t: float  # template sky noise per pixel (counts)
+    fwhm: float  # science FWHM (px)
+    star_x: np.ndarray
+    star_y: np.ndarray
+    star_flux: np.ndarray
+    inj_x: np.ndarray
+    inj_y: np.ndarray
+    inj_flux: np.ndarray
+    inj_snr: np.ndarray
+    sky: np.ndarray  # boolean: pixels far from every star and injection
+    local_sigma: np.ndarray  # exact per-pixel noise of the true-kernel difference (stars' too)
+
+
+def psf_stamp(half: int, fwhm: float, beta: float, dx: float = 0.0, dy: float = 0.0) -> np.ndarray:
+    """A unit-sum Moffat on a (2 half + 1)^2 grid, centred at (half + dx, half + dy)."""
+    one = np.ones(1)
+    side = 2 * half + 1
+    return render_moffats(
+        (side, side),
+        one * (half + dx),
+        one * (half + dy),
+        one,
+        one * fwhm,
+        beta,
+        one * 0.0,
+        one * 0.0,
+        half,
+    )
+
+
+def true_kernel(sci_psf: np.ndarray, tmpl_psf: np.ndarray, scale: float) -> np.ndarray:
+    """K with ``K * tmpl_psf = scale * sci_psf`` (Fourier division; the template is sharper).
+
+    A template PSF rendered off-centre gives the kernel that undoes that shift.
+    """
+    ratio = scipy.fft.rfft2(np.fft.ifftshift(sci_psf)) / scipy.fft.rfft2(np.fft.ifftshift(tmpl_psf))
+    return scale * np.fft.fftshift(scipy.fft.irfft2(ratio, s=sci_psf.shape))
+
+
+def exact_noise(truth_psf: np.ndarray, kernel: np.ndarray, sigma_s: float, sigma_t: float):
+    """Exact per-pixel and ``P``-filtered noise of the true-kernel difference."""
+    pk = convolve_full(truth_psf, kernel)
+    pix = np.sqrt(sigma_s**2 + np.sum(kernel**2) * sigma_t**2)
+    mf = np.sqrt(sigma_s**2 * np.sum(truth_psf**2) + sigma_t**2 * np.sum(pk**2))
+    return float(pix), float(mf)
+
+
+def injection_fluxes(
+    truth_psf: np.ndarray, sigma_mf: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fluxes and true S/N of ``PER_BIN`` injections per S/N bin.
+
+    A point source of flux ``f`` peaks at ``f sum(P^2)`` in the ``P``-filtered
+    difference, whose noise is ``sigma_mf``: its S/N is ``f sum(P^2) / sigma_mf``.
+    """
+    snr = np.concatenate([rng.uniform(lo, hi, PER_BIN) for lo, hi in SNR_BINS])
+    return snr * sigma_mf / np.sum(truth_psf**2), snr
+
+
+def convolve_full(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Full linear convolution of two small arrays."""
+    from scipy.signal import fftconvolve
+
+    return fftconvolve(a, b, mode="full")
+
+
+def convolve_same(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """``image`` convolved with a centred odd kernel, same shape (zero padding)."""
+    from scipy.signal import fftconvolve
+
+    return fftconvolve(image, kernel, mode="same")
+
+
+def robust_sigma(values: np.ndarray) -> float:
+    """1.4826 x the median absolute deviation."""
+    values = values[np.isfinite(values)]
+    return float(1.4826 * np.median(np.abs(values - np.median(values))))
+
+
+def forced_flux(diff: np.ndarray, psf: np.ndarray, x: float, y: float) -> float:
+    """PSF-weighted flux ``sum(D P) / sum(P^2)`` with ``P`` centred on the nearest pixel."""
+    half = psf.shape[0] // 2
+    ix, iy = round(x), round(y)
+    cut = diff[iy - half : iy + half + 1, ix - half : ix + half + 1]
+    if cut.shape != psf.shape:
+        return float("nan")
+    return float(np.sum(cut * psf) / np.sum(psf**2))
+
+
+def score(diff: np.ndarray, truth: Truth) -> dict[str, float]:
+    """Every figure of one difference image (science units, NaN where it has no data)."""
+    good = np.isfinite(diff)
+    sky = truth.sky & good
+    diff = np.where(good, diff - np.median(diff[sky]), 0.0)
+    exact_pix, exact_mf = exact_noise(truth.psf, truth.kernel, truth.sigma_s, truth.sigma_t)
+    filtered = convolve_same(diff, truth.psf[::-1, ::-1])
+    # Filtered pixels whose footprint holds no data are left out.
+    half = truth.psf.shape[0] // 2
+    covered = ndimage.minimum_filter(good, size=2 * half + 1)
+    mf_sigma = robust_sigma(filtered[sky & covered])
+    figures: dict[str, float] = {
+        "noise": robust_sigma(diff[sky]) / exact_pix,
+        "mf noise": mf_sigma / exact_mf,
+    }
+    order = np.argsort(truth.star_flux)[::-1][:N_BRIGHT]
+    radius = 1.5 * truth.fwhm
+    r = int(np.ceil(radius))
+    dy, dx = np.mgrid[-r : r + 1, -r : r + 1]
+    residuals = []
+    for i in order:
+        ix, iy = round(float(truth.star_x[i])), round(float(truth.star_y[i]))
+        box = (slice(iy - r, iy + r + 1), slice(ix - r, ix + r + 1))
+        near = np.hypot(dx + ix - truth.star_x[i], dy + iy - truth.star_y[i]) <= radius
+        if diff[box].shape != near.shape or not covered[box][near].all():
+            continue
+        z = diff[box][near] / truth.local_sigma[box][near]
+        residuals.append(float(np.sqrt(np.mean(z**2))))
+    figures["star res med"] = float(np.median(residuals))
+    figures["star res p90"] = float(np.percentile(residuals, 90))
+    bright = truth.inj_snr > 20
+    fluxes = np.array(
+        [forced_flux(diff, truth.psf, x, y) for x, y in zip(truth.inj_x, truth.inj_y, strict=True)]
+    )
+    figures["flux ratio"] = float(np.nanmedian(fluxes[bright] / truth.inj_flux[bright]))
+    peaks = (
+        (filtered == ndimage.maximum_filter(filtered, size=5))
+        & (filtered > THRESHOLD * mf_sigma)
+        & covered
+    )
+    py, px = np.nonzero(peaks)
+    for lo, hi in SNR_BINS:
+        sel = (truth.inj_snr >= lo) & (truth.inj_snr < hi)
+        found = [
+            bool(np.any(np.hypot(px - x, py - y) <= MATCH_PX))
+            for x, y in zip(truth.inj_x[sel], truth.inj_y[sel], strict=True)
+        ]
+        figures[f"found S/N {lo:g}-{hi:g}"] = float(np.mean(found))
+    return figures

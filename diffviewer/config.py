@@ -373,6 +373,21 @@ class ScoreConfig:
         minimum=8,
         maximum=4096,
     )
+    max_psf_change: float = param(
+        0.05,
+        "ZOGY follows a spatially varying kernel on a grid of local PSFs: the largest "
+        "change (L2, fraction) of the kernel-matched PSF between neighbouring grid nodes.",
+        minimum=0.005,
+        maximum=1.0,
+    )
+    min_tile: int = param(
+        128,
+        "Least side of a cell of ZOGY's grid of local PSFs (finer grids cost more FFT "
+        "area for the kernels' reach around each cell).",
+        unit="px",
+        minimum=32,
+        maximum=4096,
+    )
 
     def __post_init__(self) -> None:
         _validate_fields(self)

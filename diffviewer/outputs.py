@@ -146,7 +146,10 @@ def build_metadata(result: SubtractionResult, elapsed: float | None = None) -> d
             "noise_ratio_propagated": _finite(noise_ratio(result.subtraction.difference)),
             "variance_rescale": decorr.variance_rescale if decorr is not None else 1.0,
         },
-        "score": {"method": result.score.method if result.score is not None else "none"},
+        "score": {
+            "method": result.score.method if result.score is not None else "none",
+            "psf_nodes": result.score.n_psf_nodes if result.score is not None else 0,
+        },
         "detection": {
             "n_sources": int(np.sum(real)),
             "n_positive": int(np.sum(real & (sign > 0))),

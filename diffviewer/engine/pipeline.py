@@ -22,6 +22,7 @@ from diffviewer.engine import (
     kernel,
     measure,
     psf,
+    score_psfs,
     subtract,
     warp,
     zogy,
@@ -191,14 +192,8 @@ def run_subtraction(
     score = None
     with rep.step("score", 0.68, 0.78):
         if config.score.method == "zogy":
-            score = zogy.zogy_score(
-                science,
-                warped.exposure,
-                *zogy.kernel_matched_psfs(fit),
-                fit.photometric_scale,
-                config.score,
-                rep,
-            )
+            psf_grid = score_psfs.kernel_psf_grid(fit, science.shape, config.score)
+            score = zogy.zogy_score_grid(science, warped.exposure, psf_grid, config.score, rep)
         elif config.score.method == "al":
             score = zogy.al_score(difference, diff_psf, rep)
     with rep.step("detect", 0.78, 0.86):

@@ -25,6 +25,14 @@ S_corr = S / sqrt(V(S_N) + V(S_R) + V_ast) (eq. 25).
 
 The kernels are built once on a small grid from the PSF images and used for both S
 and its variance, so S_corr stays exactly normalised whatever their truncation.
+
+Where the PSF varies over the field, one pair of PSFs subtracts stars only near where
+it was measured (on a 512^2 pair whose science FWHM changes by 50 % across the image,
+the centre's PSFs left 218 false detections at stars). :func:`zogy_score_grid` takes
+PSFs at the nodes of a grid (:class:`~diffviewer.engine.score_psfs.PsfGrid`, built from
+the spatially varying kernel) and blends the scores of neighbouring nodes
+(:mod:`diffviewer.engine.tiles`), as ZOGY's section 9 and the LSST pipeline compute
+local PSFs on overlapping sub-images.
 """
 
 from __future__ import annotations
@@ -34,13 +42,14 @@ import dataclasses
 import numpy as np
 import scipy.fft as sfft
 from scipy import ndimage
-from scipy.interpolate import CubicSpline
-from scipy.signal import fftconvolve
 
 from diffviewer.config import ScoreConfig
-from diffviewer.engine.kernel import KernelFit
+from diffviewer.engine import tiles
+from diffviewer.engine.background import estimate_background
 from diffviewer.engine.progress import Reporter
+from diffviewer.engine.score_psfs import PsfGrid
 from diffviewer.engine.subtract import footprint_half_width, grow_planes, template_planes
+from diffviewer.engine.tiles import FourierGrid, embed
 from diffviewer.errors import InputError
 from diffviewer.exposure import MASK_DTYPE, UNUSABLE, Exposure, MaskPlane
 from diffviewer.stats import robust_std
@@ -71,6 +80,9 @@ class ScoreResult:
     sigma_science, sigma_template : float
         Robust sky noise of the science and template after background subtraction
         (image units; NaN for AL).
+    n_psf_nodes : int
+        Positions at which ZOGY's PSFs were evaluated (:class:`PsfGrid`; 1 for one PSF
+        over the image and for AL).
     """
 
     image: np.ndarray
@@ -81,6 +93,7 @@ class ScoreResult:
     noise_std: float
     sigma_science: float = float("nan")
     sigma_template: float = float("nan")
+    n_psf_nodes: int = 1
 
     def __post_init__(self) -> None:
         for name in ("image", "psf", "proper_difference", "mask"):
@@ -108,100 +121,6 @@ def sampled_robust_std(values: np.ndarray, max_samples: int = 1_000_000) -> floa
     return robust_std(flat[:: max(1, flat.size // max_samples)].astype(np.float64))
 
 
-def estimate_background(image: np.ndarray, good: np.ndarray, mesh: int) -> tuple[np.ndarray, float]:
-    """Smooth sky background and sky noise from sigma-clipped statistics per mesh.
-
-    The image is cut into ``mesh`` x ``mesh`` cells; in each, the median of the good
-    pixels is clipped at 3 sigma (sigma from the interquartile range) three times.
-    Cells more than sigma from the median of their 3 x 3 neighbours take that median,
-    and the grid is interpolated with a bicubic spline through the cell centres
-    (SExtractor/photutils Background2D style) by natural cubic splines along x, then y.
-
-    Parameters
-    ----------
-    image : numpy.ndarray
-        The image (image units).
-    good : numpy.ndarray
-        Boolean map of usable pixels.
-    mesh : int
-        Cell side (px); a side shorter than the image uses one cell along it.
-
-    Returns
-    -------
-    background : numpy.ndarray
-        float32 background image.
-    sigma : float
-        Sky noise per pixel: the median over the cells of the clipped sigma.
-
-    Raises
-    ------
-    InputError
-        When no pixel is usable.
-    """
-    ny, nx = image.shape
-    my, mx = min(mesh, ny), min(mesh, nx)
-    gy, gx = -(-ny // my), -(-nx // mx)
-    data = np.full((gy * my, gx * mx), np.nan, dtype=np.float32)
-    data[:ny, :nx] = np.where(good, image, np.nan)
-    cells = data.reshape(gy, my, gx, mx).transpose(0, 2, 1, 3).reshape(gy, gx, my * mx)
-    cells = np.sort(cells, axis=2)
-    n_valid = np.sum(np.isfinite(cells), axis=2)
-    if not np.any(n_valid):
-        raise InputError("no usable pixel to estimate the background: every pixel is masked")
-    lo_idx = np.zeros((gy, gx), dtype=np.int64)
-    hi_idx = n_valid.astype(np.int64)
-    for _ in range(3):
-        n = np.maximum(hi_idx - lo_idx, 1)
-        last = cells.shape[2] - 1
-        q1, med, q3 = (
-            np.take_along_axis(
-                cells, np.minimum(lo_idx + (n * f).astype(np.int64), last)[..., None], 2
-            )[..., 0]
-            for f in (0.25, 0.5, 0.75)
-        )
-        sig = (q3 - q1) / 1.349
-        lo_v, hi_v = (med - 3.0 * sig)[..., None], (med + 3.0 * sig)[..., None]
-        lo_idx = np.sum(cells < lo_v, axis=2)
-        hi_idx = np.sum(cells <= hi_v, axis=2)
-    # A cell needs half its pixels: the median of a mostly masked cell stands for the
-    # unmasked part, off the cell centre. Other cells take their nearest usable cell's value.
-    cell_pixels = np.outer(
-        np.minimum(my, ny - np.arange(gy) * my), np.minimum(mx, nx - np.arange(gx) * mx)
-    )
-    usable = (n_valid >= 0.5 * cell_pixels) & np.isfinite(med) & (hi_idx > lo_idx)
-    if not np.any(usable):
-        usable = (n_valid > 0) & np.isfinite(med)
-    nearest = ndimage.distance_transform_edt(~usable, return_distances=False, return_indices=True)
-    grid = med[tuple(nearest)]
-    sigma = float(np.median(sig[usable]))
-    if grid.size == 1:
-        return np.full(image.shape, grid.flat[0], dtype=np.float32), sigma
-    # Cells pulled off by a bright object (more than sigma from the median of their
-    # 3 x 3 neighbours) take that median; the others are kept, as a 3 x 3 median filter
-    # biases a sky gradient at the edges of the grid.
-    if min(gy, gx) >= 3:
-        smooth = ndimage.median_filter(grid, size=3, mode="nearest")
-        grid = np.where(np.abs(grid - smooth) > sigma, smooth, grid)
-    yc = np.arange(gy) * my + (np.minimum(my, ny - np.arange(gy) * my) - 1) / 2.0
-    xc = np.arange(gx) * mx + (np.minimum(mx, nx - np.arange(gx) * mx) - 1) / 2.0
-    wy, wx = _natural_spline_weights(yc, ny), _natural_spline_weights(xc, nx)
-    background = (wy @ (grid @ wx.T)).astype(np.float32)
-    return background, sigma
-
-
-def _natural_spline_weights(centres: np.ndarray, n: int) -> np.ndarray:
-    """Weights (n, len(centres)) that interpolate values at cell centres to ``n`` pixels.
-
-    A natural cubic spline (zero curvature at the ends, so it extrapolates nearly
-    linearly to the image edges: a gradient is followed and cell noise is not blown
-    up) is linear in the values, so it is a matrix; a single cell gives a constant.
-    """
-    if len(centres) == 1:
-        return np.ones((n, 1))
-    spline = CubicSpline(centres, np.eye(len(centres)), axis=0, bc_type="natural", extrapolate=True)
-    return np.asarray(spline(np.arange(n, dtype=np.float64)))
-
-
 def _normalised_psf(psf: np.ndarray, name: str) -> np.ndarray:
     """Check a PSF image (2-D, odd sides, positive sum) and return it with sum 1."""
     p = np.asarray(psf, dtype=np.float64)
@@ -214,18 +133,6 @@ def _normalised_psf(psf: np.ndarray, name: str) -> np.ndarray:
             "give a PSF image with positive flux"
         )
     return p / total
-
-
-def _embed(
-    centred: np.ndarray, shape: tuple[int, int], dtype: type[np.floating] = np.float64
-) -> np.ndarray:
-    """A zero array of ``shape`` holding a centred image, its centre moved to [0, 0]."""
-    out: np.ndarray = np.zeros(shape, dtype=dtype)
-    ky, kx = centred.shape
-    rows = (np.arange(ky) - ky // 2) % shape[0]
-    cols = (np.arange(kx) - kx // 2) % shape[1]
-    out[np.ix_(rows, cols)] = centred
-    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -269,8 +176,8 @@ def zogy_kernels(
     side = max(*p_n.shape, *p_r.shape)
     size = 3 * side
     grid = (size, size)
-    pn_hat = sfft.rfft2(_embed(p_n, grid))
-    pr_hat = sfft.rfft2(_embed(p_r, grid))
+    pn_hat = sfft.rfft2(embed(p_n, grid))
+    pr_hat = sfft.rfft2(embed(p_r, grid))
     den = sigma_n**2 * f_r**2 * np.abs(pr_hat) ** 2 + sigma_r**2 * f_n**2 * np.abs(pn_hat) ** 2
     den = np.maximum(den, 1e-12 * float(den.max()))
     k_n_hat = f_n * f_r**2 * np.conj(pn_hat) * np.abs(pr_hat) ** 2 / den
@@ -287,31 +194,6 @@ def zogy_kernels(
     psf_d = real(pd_hat)[c - h : c + h + 1, c - h : c + h + 1]
     psf_d = psf_d / psf_d.sum()
     return _ZogyKernels(real(k_n_hat), real(k_r_hat), real(d_n_hat), real(d_r_hat), psf_d)
-
-
-class _FourierGrid:
-    """A padded real-FFT grid on which small centred kernels are convolved with images."""
-
-    def __init__(self, shape: tuple[int, int], kernel_side: int) -> None:
-        pad = kernel_side // 2 + 1
-        self.shape = shape
-        self.padded = (
-            sfft.next_fast_len(shape[0] + 2 * pad, real=True),
-            sfft.next_fast_len(shape[1] + 2 * pad, real=True),
-        )
-
-    def spectrum(self, image: np.ndarray) -> np.ndarray:
-        """Spectrum of an image placed at the origin of the padded grid (zeros around)."""
-        return sfft.rfft2(np.asarray(image, dtype=np.float32), s=self.padded, workers=-1)
-
-    def kernel_spectrum(self, kernel: np.ndarray) -> np.ndarray:
-        """Spectrum of a centred kernel, its centre moved to the origin."""
-        return sfft.rfft2(_embed(kernel, self.padded, np.float32), workers=-1)
-
-    def image(self, spectrum: np.ndarray) -> np.ndarray:
-        """Back to an image of the original shape."""
-        out = sfft.irfft2(spectrum, s=self.padded, workers=-1)
-        return out[: self.shape[0], : self.shape[1]]
 
 
 def _signal_gradient2(filtered: np.ndarray, kernel: np.ndarray, sigma: float) -> np.ndarray:
@@ -361,36 +243,61 @@ def _score_mask(
     return mask, invalid | flagged
 
 
-def kernel_matched_psfs(fit: KernelFit) -> tuple[np.ndarray, np.ndarray]:
-    """Science and template PSFs made consistent with the fitted matching kernel.
+def _crop_kernel(kernel: np.ndarray, half: int) -> np.ndarray:
+    """The central ``2 * half + 1`` square of a centred kernel."""
+    c = kernel.shape[0] // 2
+    return kernel[c - half : c + half + 1, c - half : c + half + 1]
 
-    ZOGY's matching is implicit in the two PSFs: it subtracts a source cleanly only when
-    P_n = K (x) P_r (up to the flux ratio). Independently measured PSFs rarely meet that
-    to the accuracy a bright galaxy needs (on the DECam demo stacks, PSFs broadened by
-    galaxies among the stars turned the transient on its host into a negative dipole),
-    and they do not carry the residual misregistration that the kernel absorbs by
-    moving its centroid. So the image that was convolved keeps its measured PSF and the
-    other's is that PSF convolved with the kernel at the image centre, normalised to
-    sum 1 (the flux ratio enters ZOGY separately).
 
-    Parameters
-    ----------
-    fit : KernelFit
-        The PSF-matching kernel fit, with the two PSF estimates it was sized from.
+def _node_kernels(grid: PsfGrid, ratio_scale: float) -> list[list[_ZogyKernels]]:
+    """ZOGY kernels at every node, cropped to hold all but :data:`KERNEL_TAIL` of k_n and k_r.
 
-    Returns
-    -------
-    (numpy.ndarray, numpy.ndarray)
-        PSF images (odd, sum 1) of the science and of the template.
+    S and its variance use the same cropped kernels, so S_corr stays exactly normalised,
+    and a source's share of the cut tail is cut from S_N and S_R alike. The proper
+    difference's kernels d_n, d_r (whitening filters, whose ringing reaches the edge of
+    any grid) are cropped to the same side.
     """
-    ny, nx = fit.solution.shape
-    k = fit.solution.evaluate((nx - 1) / 2.0, (ny - 1) / 2.0)
-    k = k / k.sum()
-    source = fit.template_psf if fit.convolved == "template" else fit.science_psf
-    measured = np.asarray(source.image, dtype=np.float64)
-    matched = fftconvolve(measured, k, mode="full")
-    matched /= matched.sum()
-    return (matched, measured) if fit.convolved == "template" else (measured, matched)
+    full = [
+        [
+            zogy_kernels(sci, tmpl, 1.0, 1.0, float(ratio) * ratio_scale, 1.0)
+            for sci, tmpl, ratio in zip(srow, trow, rrow, strict=True)
+        ]
+        for srow, trow, rrow in zip(grid.science, grid.template, grid.flux_ratio, strict=True)
+    ]
+    half = max(
+        footprint_half_width(k, 1.0 - KERNEL_TAIL)
+        for row in full
+        for kern in row
+        for k in (kern.k_n, kern.k_r)
+    )
+    return [
+        [
+            dataclasses.replace(
+                kern,
+                k_n=_crop_kernel(kern.k_n, half),
+                k_r=_crop_kernel(kern.k_r, half),
+                d_n=_crop_kernel(kern.d_n, half),
+                d_r=_crop_kernel(kern.d_r, half),
+            )
+            for kern in row
+        ]
+        for row in full
+    ]
+
+
+#: Fraction of sum |k| of ZOGY's score kernels left out by cropping them (:func:`_node_kernels`).
+KERNEL_TAIL = 1e-4
+
+
+def _check_flux_ratios(science: Exposure, template: Exposure, ratios: np.ndarray) -> None:
+    """Raise unless every flux ratio (kernel sum) is a positive number."""
+    bad = ratios[~(np.isfinite(ratios) & (ratios > 0.0))]
+    if bad.size:
+        raise InputError(
+            f"the flux ratio of {science.source} to {template.source} (the PSF-matching "
+            f"kernel's sum) is {float(bad.flat[0])}, not a positive number: the kernel fit "
+            "failed; check the kernel stars and residuals, or use score.method = 'al'"
+        )
 
 
 def zogy_score(
@@ -402,13 +309,9 @@ def zogy_score(
     config: ScoreConfig,
     reporter: Reporter,
 ) -> ScoreResult:
-    """ZOGY's proper difference and corrected score S_corr (see the module docstring).
+    """ZOGY's proper difference and corrected score S_corr with one PSF per image.
 
-    Each image's background is subtracted (:func:`estimate_background`); pixels
-    unusable in either image (or non-finite, or with non-positive variance) are set
-    to 0 in both images and their variance, so they add neither signal nor noise,
-    and are 0 and masked in S_corr. The grid is zero-padded by half a kernel so
-    nothing wraps around.
+    :func:`zogy_score_grid` with a single node (see there for the parameters).
 
     Parameters
     ----------
@@ -426,7 +329,51 @@ def zogy_score(
     Returns
     -------
     ScoreResult
-        ``image`` is S_corr; ``proper_difference`` is D (unit sky noise); ``psf`` is P_D.
+    """
+    grid = PsfGrid.constant(sci_psf, tmpl_psf, flux_ratio, science.shape)
+    return zogy_score_grid(science, template, grid, config, reporter)
+
+
+def zogy_score_grid(
+    science: Exposure,
+    template: Exposure,
+    psfs: PsfGrid,
+    config: ScoreConfig,
+    reporter: Reporter,
+) -> ScoreResult:
+    """ZOGY's proper difference and corrected score S_corr with PSFs that vary over the image.
+
+    Each image's background is subtracted (:func:`estimate_background`); pixels
+    unusable in either image (or non-finite, or with non-positive variance) are set
+    to 0 in both images and their variance, so they add neither signal nor noise,
+    and are 0 and masked in S_corr.
+
+    The image is cut into the cells between the grid's nodes. In each cell, with the
+    data around it to the kernels' reach (and zeros beyond the image), the score S, its
+    variance V and the proper difference D are computed with the PSFs of each corner
+    node and blended with bilinear weights w: ``S_corr = sum w S / sqrt(sum w V)``. A
+    star's residual in S is linear in the error of the PSF used, to first order, so
+    the blend of the corner nodes' scores errs only to second order in the PSF change
+    across a cell (the linear part of the change is interpolated exactly). Where the
+    nodes' scores are not fully correlated, ``sum w S`` has a variance below ``sum w V``
+    (Cauchy-Schwarz): the blend never inflates the noise.
+
+    Parameters
+    ----------
+    science, template : Exposure
+        The new and reference images on one pixel grid (image units), with variance maps.
+    psfs : PsfGrid
+        PSFs and flux ratio (F_n / F_r; the kernel sum) at the grid's nodes.
+    config : ScoreConfig
+        ``astrometric_noise`` (px per axis) and ``background_mesh`` (px).
+    reporter : Reporter
+        Progress and cancellation.
+
+    Returns
+    -------
+    ScoreResult
+        ``image`` is S_corr; ``proper_difference`` is D (unit sky noise); ``psf`` is P_D
+        at the node nearest the image centre.
 
     Raises
     ------
@@ -438,12 +385,7 @@ def zogy_score(
             f"ZOGY needs images on one grid: science {science.shape} vs "
             f"template {template.shape}; warp the template first"
         )
-    if not np.isfinite(flux_ratio) or flux_ratio <= 0.0:
-        raise InputError(
-            f"the flux ratio of {science.source} to {template.source} (the PSF-matching "
-            f"kernel's sum) is {flux_ratio}, not a positive number: the kernel fit failed; "
-            "check the kernel stars and residuals, or use score.method = 'al'"
-        )
+    _check_flux_ratios(science, template, np.asarray(psfs.flux_ratio, dtype=float))
     bad = ((science.mask | template.mask) & int(UNUSABLE)) != 0
     for exp in (science, template):
         bad |= ~np.isfinite(exp.image) | ~np.isfinite(exp.variance) | (exp.variance <= 0)
@@ -464,34 +406,33 @@ def zogy_score(
     # ~1e-12, k_n^2 overflows float32). A source of template flux f is then
     # F_n f / sigma_n on N and f / sigma_r on R: the zero points become F_n sigma_r / sigma_n
     # and 1 (times sigma_r, which S_corr and D do not see).
-    kern = zogy_kernels(sci_psf, tmpl_psf, 1.0, 1.0, float(flux_ratio) * sigma_r / sigma_n, 1.0)
-    grid = _FourierGrid(science.shape, kern.k_n.shape[0])
+    kernels = _node_kernels(psfs, sigma_r / sigma_n)
     zero = np.float32(0.0)
     in_n, in_r = np.float32(1.0 / sigma_n), np.float32(1.0 / sigma_r)
-    n_hat = grid.spectrum(np.where(good, (science.image - bkg_n) * in_n, zero))
-    r_hat = grid.spectrum(np.where(good, (template.image - bkg_r) * in_r, zero))
-    vn_hat = grid.spectrum(np.where(good, science.variance * in_n * in_n, zero))
-    vr_hat = grid.spectrum(np.where(good, template.variance * in_r * in_r, zero))
-    reporter.update(0.4)
-    kn_hat, kr_hat = grid.kernel_spectrum(kern.k_n), grid.kernel_spectrum(kern.k_r)
-    var = grid.image(
-        vn_hat * grid.kernel_spectrum(kern.k_n**2) + vr_hat * grid.kernel_spectrum(kern.k_r**2)
+    planes = (
+        np.where(good, (science.image - bkg_n) * in_n, zero),
+        np.where(good, (template.image - bkg_r) * in_r, zero),
+        np.where(good, science.variance * in_n * in_n, zero),
+        np.where(good, template.variance * in_r * in_r, zero),
     )
-    reporter.update(0.6)
-    if config.astrometric_noise > 0.0:
-        s_n, s_r = grid.image(kn_hat * n_hat), grid.image(kr_hat * r_hat)
-        score = s_n - s_r
-        for s_part, kernel in ((s_n, kern.k_n), (s_r, kern.k_r)):
-            var += config.astrometric_noise**2 * _signal_gradient2(s_part, kernel, 1.0)
-        del s_n, s_r
-    else:
-        score = grid.image(kn_hat * n_hat - kr_hat * r_hat)
-    reporter.update(0.8)
-    proper = grid.image(
-        grid.kernel_spectrum(kern.d_n) * n_hat - grid.kernel_spectrum(kern.d_r) * r_hat
+    reporter.update(0.3)
+    score, var, proper = tiles.blend_cells(
+        planes,
+        psfs.xs,
+        psfs.ys,
+        kernels[0][0].k_n.shape[0] // 2,
+        lambda grid, j, i: _kernel_spectra(grid, kernels[j][i]),
+        lambda grid, j, i, spectra, data: _node_products(
+            grid, kernels[j][i], spectra, data, config.astrometric_noise
+        ),
+        lambda done: reporter.update(0.3 + 0.6 * done),
     )
     # Near an unusable pixel (a saturated core set to 0) the score holds the wings alone.
-    half = max(footprint_half_width(kern.k_n), footprint_half_width(kern.k_r))
+    half = max(
+        max(footprint_half_width(kern.k_n), footprint_half_width(kern.k_r))
+        for row in kernels
+        for kern in row
+    )
     mask, invalid = _score_mask(
         science, template, bad | ~(var > _variance_floor(var)), 2 * half + 1
     )
@@ -499,16 +440,49 @@ def zogy_score(
     s_corr = s_corr.astype(np.float32)
     proper = np.where(invalid, zero, proper).astype(np.float32)
     reporter.update(1.0)
+    centre_row = int(np.argmin(np.abs(np.asarray(psfs.ys) - (science.shape[0] - 1) / 2.0)))
+    centre_col = int(np.argmin(np.abs(np.asarray(psfs.xs) - (science.shape[1] - 1) / 2.0)))
     return ScoreResult(
         image=s_corr,
         method="zogy",
-        psf=kern.psf_d,
+        psf=kernels[centre_row][centre_col].psf_d,
         proper_difference=proper,
         mask=mask,
         noise_std=sampled_robust_std(s_corr[~invalid]),
         sigma_science=sigma_n,
         sigma_template=sigma_r,
+        n_psf_nodes=psfs.n_nodes,
     )
+
+
+def _kernel_spectra(grid: FourierGrid, kern: _ZogyKernels) -> tuple[np.ndarray, ...]:
+    """Spectra of k_n, k_r, k_n^2, k_r^2, d_n, d_r on a grid."""
+    return tuple(
+        grid.kernel_spectrum(k)
+        for k in (kern.k_n, kern.k_r, kern.k_n**2, kern.k_r**2, kern.d_n, kern.d_r)
+    )
+
+
+def _node_products(
+    grid: FourierGrid,
+    kern: _ZogyKernels,
+    kernel_spectra: tuple[np.ndarray, ...],
+    data: tuple[np.ndarray, ...],
+    astrometric_noise: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """S = k_n (x) N - k_r (x) R, V(S) (eqs. 28-31) and D = d_n (x) N - d_r (x) R on a grid."""
+    n_hat, r_hat, vn_hat, vr_hat = data
+    kn_hat, kr_hat, kn2_hat, kr2_hat, dn_hat, dr_hat = kernel_spectra
+    var = grid.image(vn_hat * kn2_hat + vr_hat * kr2_hat)
+    if astrometric_noise > 0.0:
+        s_n, s_r = grid.image(kn_hat * n_hat), grid.image(kr_hat * r_hat)
+        score = s_n - s_r
+        for s_part, kernel in ((s_n, kern.k_n), (s_r, kern.k_r)):
+            var += astrometric_noise**2 * _signal_gradient2(s_part, kernel, 1.0)
+    else:
+        score = grid.image(kn_hat * n_hat - kr_hat * r_hat)
+    proper = grid.image(dn_hat * n_hat - dr_hat * r_hat)
+    return score, var, proper
 
 
 def al_score(difference: Exposure, psf: np.ndarray, reporter: Reporter) -> ScoreResult:
@@ -552,7 +526,7 @@ def al_score(difference: Exposure, psf: np.ndarray, reporter: Reporter) -> Score
             noise_std=float("nan"),
         )
     flipped = p[::-1, ::-1]
-    grid = _FourierGrid(difference.shape, max(p.shape))
+    grid = FourierGrid(difference.shape, max(p.shape))
     zero = np.float32(0.0)
     num = grid.image(
         grid.spectrum(np.where(bad, zero, difference.image)) * grid.kernel_spectrum(flipped)

@@ -1,0 +1,103 @@
+"""Smooth sky background and sky noise of an image, from sigma-clipped statistics per mesh cell."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+from scipy.interpolate import CubicSpline
+
+from diffviewer.errors import InputError
+
+
+def estimate_background(image: np.ndarray, good: np.ndarray, mesh: int) -> tuple[np.ndarray, float]:
+    """Smooth sky background and sky noise from sigma-clipped statistics per mesh.
+
+    The image is cut into ``mesh`` x ``mesh`` cells; in each, the median of the good
+    pixels is clipped at 3 sigma (sigma from the interquartile range) three times.
+    Cells more than sigma from the median of their 3 x 3 neighbours take that median,
+    and the grid is interpolated with a bicubic spline through the cell centres
+    (SExtractor/photutils Background2D style) by natural cubic splines along x, then y.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        The image (image units).
+    good : numpy.ndarray
+        Boolean map of usable pixels.
+    mesh : int
+        Cell side (px); a side shorter than the image uses one cell along it.
+
+    Returns
+    -------
+    background : numpy.ndarray
+        float32 background image.
+    sigma : float
+        Sky noise per pixel: the median over the cells of the clipped sigma.
+
+    Raises
+    ------
+    InputError
+        When no pixel is usable.
+    """
+    ny, nx = image.shape
+    my, mx = min(mesh, ny), min(mesh, nx)
+    gy, gx = -(-ny // my), -(-nx // mx)
+    data = np.full((gy * my, gx * mx), np.nan, dtype=np.float32)
+    data[:ny, :nx] = np.where(good, image, np.nan)
+    cells = data.reshape(gy, my, gx, mx).transpose(0, 2, 1, 3).reshape(gy, gx, my * mx)
+    cells = np.sort(cells, axis=2)
+    n_valid = np.sum(np.isfinite(cells), axis=2)
+    if not np.any(n_valid):
+        raise InputError("no usable pixel to estimate the background: every pixel is masked")
+    lo_idx = np.zeros((gy, gx), dtype=np.int64)
+    hi_idx = n_valid.astype(np.int64)
+    for _ in range(3):
+        n = np.maximum(hi_idx - lo_idx, 1)
+        last = cells.shape[2] - 1
+        q1, med, q3 = (
+            np.take_along_axis(
+                cells, np.minimum(lo_idx + (n * f).astype(np.int64), last)[..., None], 2
+            )[..., 0]
+            for f in (0.25, 0.5, 0.75)
+        )
+        sig = (q3 - q1) / 1.349
+        lo_v, hi_v = (med - 3.0 * sig)[..., None], (med + 3.0 * sig)[..., None]
+        lo_idx = np.sum(cells < lo_v, axis=2)
+        hi_idx = np.sum(cells <= hi_v, axis=2)
+    # A cell needs half its pixels: the median of a mostly masked cell stands for the
+    # unmasked part, off the cell centre. Other cells take their nearest usable cell's value.
+    cell_pixels = np.outer(
+        np.minimum(my, ny - np.arange(gy) * my), np.minimum(mx, nx - np.arange(gx) * mx)
+    )
+    usable = (n_valid >= 0.5 * cell_pixels) & np.isfinite(med) & (hi_idx > lo_idx)
+    if not np.any(usable):
+        usable = (n_valid > 0) & np.isfinite(med)
+    nearest = ndimage.distance_transform_edt(~usable, return_distances=False, return_indices=True)
+    grid = med[tuple(nearest)]
+    sigma = float(np.median(sig[usable]))
+    if grid.size == 1:
+        return np.full(image.shape, grid.flat[0], dtype=np.float32), sigma
+    # Cells pulled off by a bright object (more than sigma from the median of their
+    # 3 x 3 neighbours) take that median; the others are kept, as a 3 x 3 median filter
+    # biases a sky gradient at the edges of the grid.
+    if min(gy, gx) >= 3:
+        smooth = ndimage.median_filter(grid, size=3, mode="nearest")
+        grid = np.where(np.abs(grid - smooth) > sigma, smooth, grid)
+    yc = np.arange(gy) * my + (np.minimum(my, ny - np.arange(gy) * my) - 1) / 2.0
+    xc = np.arange(gx) * mx + (np.minimum(mx, nx - np.arange(gx) * mx) - 1) / 2.0
+    wy, wx = _natural_spline_weights(yc, ny), _natural_spline_weights(xc, nx)
+    background = (wy @ (grid @ wx.T)).astype(np.float32)
+    return background, sigma
+
+
+def _natural_spline_weights(centres: np.ndarray, n: int) -> np.ndarray:
+    """Weights (n, len(centres)) that interpolate values at cell centres to ``n`` pixels.
+
+    A natural cubic spline (zero curvature at the ends, so it extrapolates nearly
+    linearly to the image edges: a gradient is followed and cell noise is not blown
+    up) is linear in the values, so it is a matrix; a single cell gives a constant.
+    """
+    if len(centres) == 1:
+        return np.ones((n, 1))
+    spline = CubicSpline(centres, np.eye(len(centres)), axis=0, bc_type="natural", extrapolate=True)
+    return np.asarray(spline(np.arange(n, dtype=np.float64)))

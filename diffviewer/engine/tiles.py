@@ -1,0 +1,148 @@
+"""Images convolved with kernels that change over the image, blended between grid nodes.
+
+A kernel known at the nodes of a grid (node columns ``xs``, rows ``ys``) is applied
+cell by cell: each cell between four nodes is cut out with the data around it to the
+kernels' reach, convolved in Fourier space with each corner node's kernel, and the
+results are blended with bilinear weights, which sum to 1 and interpolate linearly
+between the nodes. A grid of one node is a plain convolution of the whole image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import scipy.fft as sfft
+
+
+def embed(
+    centred: np.ndarray, shape: tuple[int, int], dtype: type[np.floating] = np.float64
+) -> np.ndarray:
+    """A zero array of ``shape`` holding a centred image, its centre moved to [0, 0]."""
+    out: np.ndarray = np.zeros(shape, dtype=dtype)
+    ky, kx = centred.shape
+    rows = (np.arange(ky) - ky // 2) % shape[0]
+    cols = (np.arange(kx) - kx // 2) % shape[1]
+    out[np.ix_(rows, cols)] = centred
+    return out
+
+
+class FourierGrid:
+    """A padded real-FFT grid on which small centred kernels are convolved with images."""
+
+    def __init__(self, shape: tuple[int, int], kernel_side: int) -> None:
+        pad = kernel_side // 2 + 1
+        self.shape = shape
+        self.padded = (
+            sfft.next_fast_len(shape[0] + 2 * pad, real=True),
+            sfft.next_fast_len(shape[1] + 2 * pad, real=True),
+        )
+
+    def spectrum(self, image: np.ndarray) -> np.ndarray:
+        """Spectrum of an image placed at the origin of the padded grid (zeros around)."""
+        return sfft.rfft2(np.asarray(image, dtype=np.float32), s=self.padded, workers=-1)
+
+    def kernel_spectrum(self, kernel: np.ndarray) -> np.ndarray:
+        """Spectrum of a centred kernel, its centre moved to the origin."""
+        return sfft.rfft2(embed(kernel, self.padded, np.float32), workers=-1)
+
+    def image(self, spectrum: np.ndarray) -> np.ndarray:
+        """Back to an image of the original shape."""
+        out = sfft.irfft2(spectrum, s=self.padded, workers=-1)
+        return out[: self.shape[0], : self.shape[1]]
+
+
+#: One cell of an axis: (start, stop, [(node index, weights of the pixels start:stop), ...]).
+AxisCell = tuple[int, int, list[tuple[int, np.ndarray]]]
+
+
+def axis_cells(n: int, nodes: tuple[float, ...]) -> list[AxisCell]:
+    """Cut an axis of ``n`` px into the cells between nodes, with each node's linear weight.
+
+    Parameters
+    ----------
+    n : int
+        Axis length (px).
+    nodes : tuple of float
+        Node positions (px), increasing; one node covers the whole axis with weight 1.
+
+    Returns
+    -------
+    list of (int, int, list of (int, numpy.ndarray))
+        ``(start, stop, [(node index, weight of each pixel in start:stop), ...])``; the
+        weights of every pixel sum to 1 and interpolate linearly between the nodes.
+    """
+    if len(nodes) == 1:
+        return [(0, n, [(0, np.ones(n))])]
+    bounds = [0] + [int(np.ceil(x)) for x in nodes[1:-1]] + [n]
+    cells: list[AxisCell] = []
+    for k in range(len(nodes) - 1):
+        start, stop = bounds[k], bounds[k + 1]
+        u = np.clip((np.arange(start, stop) - nodes[k]) / (nodes[k + 1] - nodes[k]), 0.0, 1.0)
+        cells.append((start, stop, [(k, 1.0 - u), (k + 1, u)]))
+    return cells
+
+
+#: Spectra of the images of a cell, or of a node's kernels, on the cell's FFT grid.
+Spectra = tuple[np.ndarray, ...]
+
+
+def blend_cells(
+    planes: tuple[np.ndarray, ...],
+    xs: tuple[float, ...],
+    ys: tuple[float, ...],
+    reach: int,
+    node_spectra: Callable[[FourierGrid, int, int], Spectra],
+    node_products: Callable[[FourierGrid, int, int, Spectra, Spectra], tuple[np.ndarray, ...]],
+    update: Callable[[float], None],
+) -> list[np.ndarray]:
+    """Products of images with per-node kernels, blended over the cells between the nodes.
+
+    Parameters
+    ----------
+    planes : tuple of numpy.ndarray
+        Images of one shape (zeros where unusable).
+    xs, ys : tuple of float
+        Node columns and rows (px), increasing (:func:`axis_cells`).
+    reach : int
+        Half-side (px) of the kernels: each cell is convolved with this margin of data.
+    node_spectra : callable
+        ``node_spectra(grid, row, column)``: the spectra of node (row, column)'s kernels
+        on ``grid``; kept while the next cell of the node's rows has the same FFT grid.
+    node_products : callable
+        ``node_products(grid, row, column, kernel_spectra, plane_spectra)``: images on
+        the cell's grid (shape ``grid.shape``) made with that node's kernels.
+    update : callable
+        Called with the fraction (0 to 1) of rows of cells done (progress, cancellation).
+
+    Returns
+    -------
+    list of numpy.ndarray
+        The blended products (float32, the planes' shape), in ``node_products``' order.
+    """
+    shape = planes[0].shape
+    out: list[np.ndarray] = []
+    rows, cols = axis_cells(shape[0], ys), axis_cells(shape[1], xs)
+    kept: dict[tuple[int, int, tuple[int, int]], Spectra] = {}
+    for done, (r0, r1, row_nodes) in enumerate(rows):
+        first_row = row_nodes[0][0]
+        kept = {key: value for key, value in kept.items() if key[0] >= first_row}
+        for c0, c1, col_nodes in cols:
+            lo_r, hi_r = max(0, r0 - reach), min(shape[0], r1 + reach)
+            lo_c, hi_c = max(0, c0 - reach), min(shape[1], c1 + reach)
+            grid = FourierGrid((hi_r - lo_r, hi_c - lo_c), 2 * reach + 1)
+            data = tuple(grid.spectrum(p[lo_r:hi_r, lo_c:hi_c]) for p in planes)
+            inner = np.s_[r0 - lo_r : r1 - lo_r, c0 - lo_c : c1 - lo_c]
+            for j, wy in row_nodes:
+                for i, wx in col_nodes:
+                    key = (j, i, grid.padded)
+                    if key not in kept:
+                        kept[key] = node_spectra(grid, j, i)
+                    products = node_products(grid, j, i, kept[key], data)
+                    if not out:
+                        out = [np.zeros(shape, dtype=np.float32) for _ in products]
+                    w = (wy[:, None] * wx[None, :]).astype(np.float32)
+                    for acc, product in zip(out, products, strict=True):
+                        acc[r0:r1, c0:c1] += w * product[inner]
+        update((done + 1) / len(rows))
+    return out

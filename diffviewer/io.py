@@ -160,9 +160,11 @@ def _find_hdu(hdul: fits.HDUList, ext: Extension, path: Path, role: str) -> int:
                 "give a FITS file with a 2-D image"
             )
         i, hdu = with_data[0]
+        if len(hdu.shape) == 2:  # one pixel high or wide: the size check says the minimum
+            return i
         raise InputError(
             f"{role} file {path}: HDU {i} holds a {len(hdu.shape)}-D array of shape "
-            f"{hdu.shape}, not a 2-D image; give a 2-D image or name its extension"
+            f"{hdu.shape}, not an image; give a 2-D image or name its extension"
         )
     if isinstance(ext, int):
         if 0 <= ext < len(hdul):

@@ -64,6 +64,42 @@ def check_flux_units(exposure: Exposure, name: str) -> None:
         )
 
 
+def min_image_side(config: SubtractionConfig) -> int:
+    """Least side (px) of an input: room for the smallest kernel around a star, twice.
+
+    A kernel of ``kernel.min_size`` px fitted on a star needs a stamp of about twice its
+    side; smaller images give a kernel fitted on edge pixels and outputs without meaning.
+    """
+    return 2 * config.kernel.min_size
+
+
+def check_image_size(exposure: Exposure, name: str, config: SubtractionConfig) -> None:
+    """Raise when an input is too small to fit a kernel on a few stars.
+
+    Parameters
+    ----------
+    exposure : Exposure
+        An input image.
+    name : str
+        'science' or 'template', for the message.
+    config : SubtractionConfig
+        Gives the least kernel side (:func:`min_image_side`).
+
+    Raises
+    ------
+    InputError
+        When either side is below :func:`min_image_side`.
+    """
+    side = min_image_side(config)
+    ny, nx = exposure.shape
+    if min(ny, nx) < side:
+        raise InputError(
+            f"the {name} image ({exposure.source}) is {nx} x {ny} px; images must be at least "
+            f"{side} x {side} px (twice kernel.min_size = {config.kernel.min_size} px) to fit a "
+            "PSF-matching kernel on a few stars; give a larger cutout"
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class SubtractionResult:
     """Everything a run produced, for writing, plotting and inspection.
@@ -159,6 +195,8 @@ def run_subtraction(
     config = config or SubtractionConfig()
     rep = Reporter(progress, cancel)
     notes: list[str] = []
+    check_image_size(science, "science", config)
+    check_image_size(template, "template", config)
     check_flux_units(science, "science")
     check_flux_units(template, "template")
 

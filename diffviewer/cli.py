@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes.util
+import logging
 import os
 import sys
 import time
@@ -380,8 +381,41 @@ def _main_batch(argv: Sequence[str], prog: str) -> int:
     return EXIT_ERROR if failures else EXIT_OK
 
 
+class WarningLines(logging.Handler):
+    """Print diffviewer's log warnings as ``warning: ...`` lines on the current standard error."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Write one record as one line."""
+        print(f"warning: {' '.join(record.getMessage().split())}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``diffviewer`` command.
+    """Entry point of the ``diffviewer`` command: :func:`dispatch` with log warnings printed.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Arguments without the program name (``sys.argv[1:]`` when None).
+
+    Returns
+    -------
+    int
+        The process exit code.
+    """
+    logger = logging.getLogger("diffviewer")
+    handler = WarningLines()
+    logger.addHandler(handler)
+    try:
+        return dispatch(argv)
+    finally:
+        logger.removeHandler(handler)
+
+
+def dispatch(argv: Sequence[str] | None = None) -> int:
+    """Run the command ``argv`` names; every failure becomes a one-line message and a code.
 
     Parameters
     ----------

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import re
 import shutil
@@ -33,6 +34,7 @@ from astropy.wcs import WCS
 from diffviewer.errors import InputError, OutputError
 from diffviewer.exposure import (
     MASK_DTYPE,
+    UNUSABLE,
     Exposure,
     MaskPlane,
     mask_header_cards,
@@ -220,17 +222,60 @@ def _merged_header(hdul: fits.HDUList, index: int) -> fits.Header:
     return merged
 
 
-def _read_wcs(header: fits.Header, source: str) -> WCS | None:
-    """The WCS of a header: None without WCS keywords; never raises."""
-    if not any(_WCS_KEY.match(k) for k in header):
+def _degenerate_matrix(matrix: np.ndarray) -> str | None:
+    """Why a 2 x 2 pixel scale matrix maps the image onto a point or a line, or None."""
+    scale = float(np.abs(matrix).max()) if np.isfinite(matrix).all() else math.nan
+    if not scale > 0:
+        return "its pixel scale matrix (CD) is zero or not finite"
+    if abs(float(np.linalg.det(matrix))) <= 1e-10 * scale**2:
+        return "its pixel scale matrix (CD) is singular"
+    return None
+
+
+def _header_cd(header: fits.Header) -> np.ndarray | None:
+    """The header's own CD matrix (wcslib replaces a zero one by the unit matrix), or None."""
+    keys = [f"CD{i}_{j}" for i in (1, 2) for j in (1, 2)]
+    if not any(k in header for k in keys):
         return None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return WCS(header, naxis=2)
-    except Exception as exc:  # astropy/wcslib raise many types on malformed WCS
-        log.warning("%s: WCS cannot be read (%s); using pixel coordinates only", source, exc)
+        return np.array([float(header.get(k, 0.0)) for k in keys]).reshape(2, 2)
+    except (TypeError, ValueError):
+        return np.full((2, 2), np.nan)
+
+
+def _read_wcs(header: fits.Header, source: str) -> WCS | None:
+    """The WCS of a header: None without WCS keywords, or when unreadable or degenerate.
+
+    An unreadable or degenerate WCS (a zero or singular CD matrix, which wcslib may
+    accept) is reported in one log line and dropped, so the images are handled in pixel
+    coordinates (registered on stars, or taken as aligned).
+    """
+    if not any(_WCS_KEY.match(k) for k in header):
         return None
+    cd = _header_cd(header)
+    why = _degenerate_matrix(cd) if cd is not None else None
+    wcs = None
+    if why is None:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                wcs = WCS(header, naxis=2)
+        except Exception as exc:  # astropy/wcslib raise many types on malformed WCS
+            reason = " ".join(str(exc).split())[:200]
+            log.warning("%s: WCS cannot be read (%s); using pixel coordinates only", source, reason)
+            return None
+        if wcs.has_celestial:
+            scale = np.asarray(wcs.celestial.pixel_scale_matrix, dtype=np.float64)
+            why = _degenerate_matrix(scale)
+    if why is not None:
+        log.warning(
+            "%s: the WCS is degenerate (%s: every pixel maps onto one sky point or line); "
+            "using pixel coordinates only",
+            source,
+            why,
+        )
+        return None
+    return wcs
 
 
 def _header_float(header: fits.Header, keys: Sequence[str]) -> tuple[str, float] | None:
@@ -421,9 +466,19 @@ def estimate_variance(
     good = (mask & int(MaskPlane.NO_DATA | MaskPlane.SAT | MaskPlane.BAD)) == 0
     level, sigma = robust_sky(image, good)
     if not np.isfinite(sigma) or sigma <= 0:
+        values, counts = np.unique(image[good], return_counts=True)
+        most = int(np.argmax(counts)) if counts.size else 0
+        what = (
+            f"{counts[most] / counts.sum():.0%} of its {counts.sum()} usable pixels have the "
+            f"one value {values[most]:g}"
+            if counts.size
+            else "no pixel is usable"
+        )
         raise InputError(
-            f"{source}: cannot estimate the noise (the sky is constant); give a "
-            "variance plane (a VARIANCE or <NAME>_VAR extension, or a weight file)"
+            f"{source}: the sky noise cannot be measured: {what} (a saturated, clipped "
+            "or blank image); give an image whose sky is not clipped (e.g. at 0) or "
+            "saturated, or a variance plane (a VARIANCE or <NAME>_VAR extension, or a "
+            "weight file)"
         )
     sky_var = sigma**2
     if gain is None and level > SKY_LEVEL_MIN_SIGMAS * sigma:
@@ -544,6 +599,29 @@ def _planes_beside(
     return variance, mask, psf
 
 
+def _check_usable(bits: np.ndarray, source: str, saturation: tuple[str, float] | None) -> None:
+    """Raise when every pixel carries a plane that makes it unusable, naming the planes."""
+    unusable = int(UNUSABLE)
+    if ((bits & unusable) == 0).any():
+        return
+    everywhere = [p for p in MaskPlane if int(p) & unusable and ((bits & int(p)) != 0).all()]
+    names = ", ".join(p.name or str(int(p)) for p in everywhere) or "a mix of planes"
+    why = []
+    if MaskPlane.BAD in everywhere:
+        why.append(
+            "a mask with no MP_<NAME> plane names counts every nonzero value as BAD: give "
+            "MP_* cards naming its bits, or a mask that is 0 on good pixels"
+        )
+    if MaskPlane.SAT in everywhere and saturation is not None:
+        why.append(
+            f"every pixel reaches {saturation[0]} = {saturation[1]:g}: the image is saturated"
+        )
+    raise InputError(
+        f"image {source}: every pixel is masked ({names} on all of them)"
+        + (f"; {'; '.join(why)}" if why else "; check the mask")
+    )
+
+
 def read_exposure(
     spec: str | Path,
     *,
@@ -619,6 +697,21 @@ def read_exposure(
     finite = np.isfinite(image)
     if not finite.any():
         raise InputError(f"image {source} has no finite pixel (all NaN or Inf); give a valid image")
+    with np.errstate(invalid="ignore"):
+        blank = finite & (np.abs(image) >= BLANK_MAGNITUDE)
+    if blank.all() or not (finite & ~blank).any():
+        raise InputError(
+            f"image {source}: every finite pixel is blank fill (|value| >= {BLANK_MAGNITUDE:g}, "
+            "the padding some surveys write), none is data; give the image's data extension"
+        )
+    if blank.any():
+        log.warning(
+            "%s: %d pixels of magnitude >= %g are taken as blank fill (NO_DATA)",
+            source,
+            int(blank.sum()),
+            BLANK_MAGNITUDE,
+        )
+    finite &= ~blank
     bits = set_planes(bits, ~finite, MaskPlane.NO_DATA)
     image = np.where(finite, image, 0.0)
     saturation = _header_float(header, SATURATION_KEYS)
@@ -628,6 +721,18 @@ def read_exposure(
         raise InputError(
             f"image {source} has no usable pixel (zero weight or no data everywhere); "
             "check the weight and mask files"
+        )
+    _check_usable(bits, source, saturation)
+    if var is not None and not np.any(np.isfinite(var) & (var > 0)):
+        with np.errstate(invalid="ignore"):
+            span = (
+                f"min {np.nanmin(var):g}, max {np.nanmax(var):g}"
+                if np.isfinite(var).any()
+                else "all NaN"
+            )
+        raise InputError(
+            f"the variance plane of {source} has no positive value ({span}); a variance is "
+            "positive (image units^2): fix the plane, or leave it out to have it estimated"
         )
 
     estimated = var is None

@@ -1,0 +1,294 @@
+"""A corpus of malformed inputs: each gets its own reason, on one line, with no harm done.
+
+Every case is generated here (nothing is committed as files) and run through
+``diffviewer run`` in process. For each: the exit code, a one-line message naming the
+real cause (a regular expression per case), no traceback, the inputs unchanged byte for
+byte, and no output folder (nor a partial one) left behind by a refused run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from diffviewer import cli
+from diffviewer.stats import FWHM_PER_SIGMA
+from diffviewer.synthetic import render_gaussians
+
+SHAPE = (64, 64)
+
+
+def _stars(seed: int = 0, shape: tuple[int, int] = SHAPE, shift: float = 0.0) -> np.ndarray:
+    """A small star field over a sky of 1000 counts (float64)."""
+    rng = np.random.default_rng(seed)
+    ny, nx = shape
+    gen = np.random.default_rng(99)  # the same stars in every image
+    n = max(3, ny * nx // 200)
+    x, y = gen.uniform(8, nx - 9, n) + shift, gen.uniform(8, ny - 9, n)
+    sigma = np.full(n, 3.0 / FWHM_PER_SIGMA)
+    model = render_gaussians(shape, x, y, gen.uniform(3e3, 5e4, n), sigma, 12)
+    return 1000.0 + model + rng.normal(size=shape) * np.sqrt(1000.0 + model)
+
+
+def _write(path: Path, *hdus: fits.hdu.base.ExtensionHDU | fits.PrimaryHDU) -> Path:
+    fits.HDUList(list(hdus)).writeto(path)
+    return path
+
+
+def _image(path: Path, data: np.ndarray, header: fits.Header | None = None) -> Path:
+    return _write(path, fits.PrimaryHDU(data, header=header))
+
+
+def _lsst(
+    path: Path,
+    image: np.ndarray,
+    variance: np.ndarray | None = None,
+    mask: np.ndarray | None = None,
+    mask_header: fits.Header | None = None,
+) -> Path:
+    hdus = [fits.PrimaryHDU(), fits.ImageHDU(image.astype(np.float32), name="IMAGE")]
+    if mask is not None:
+        hdus.append(fits.ImageHDU(mask, header=mask_header, name="MASK"))
+    if variance is not None:
+        hdus.append(fits.ImageHDU(variance.astype(np.float32), name="VARIANCE"))
+    return _write(path, *hdus)
+
+
+def _wcs_header(
+    cd: list[list[float]], ctype: tuple[str, str] = ("RA---TAN", "DEC--TAN")
+) -> fits.Header:
+    header = fits.Header()
+    header["CTYPE1"], header["CTYPE2"] = ctype
+    header["CRPIX1"], header["CRPIX2"] = 32.0, 32.0
+    header["CRVAL1"], header["CRVAL2"] = 150.0, 2.0
+    for i in range(2):
+        for j in range(2):
+            header[f"CD{i + 1}_{j + 1}"] = cd[i][j]
+    return header
+
+
+def _good(folder: Path, name: str = "template.fits") -> Path:
+    return _image(folder / name, _stars(1).astype(np.float32))
+
+
+# Each maker writes the files of one case into a folder and returns (science, template) specs.
+Maker = Callable[[Path], tuple[str, str]]
+
+
+def _pair(science: Path | str, template: Path | str | None = None) -> tuple[str, str]:
+    return str(science), str(template) if template is not None else str(science)
+
+
+def _case_missing(d: Path) -> tuple[str, str]:
+    return _pair(d / "nothere.fits", _good(d))
+
+
+def _case_folder(d: Path) -> tuple[str, str]:
+    (d / "afolder.fits").mkdir()
+    return _pair(d / "afolder.fits", _good(d))
+
+
+def _case_empty_file(d: Path) -> tuple[str, str]:
+    (d / "empty.fits").write_bytes(b"")
+    return _pair(d / "empty.fits", _good(d))
+
+
+def _case_text_file(d: Path) -> tuple[str, str]:
+    (d / "text.fits").write_text("SIMPLE = this is not FITS\n" * 50)
+    return _pair(d / "text.fits", _good(d))
+
+
+def _case_truncated(d: Path) -> tuple[str, str]:
+    full = _image(d / "full.fits", _stars().astype(np.float32)).read_bytes()
+    (d / "cut.fits").write_bytes(full[: len(full) // 2])
+    return _pair(d / "cut.fits", _good(d))
+
+
+def _case_table_only(d: Path) -> tuple[str, str]:
+    table = fits.BinTableHDU.from_columns([fits.Column(name="a", format="E", array=np.ones(3))])
+    return _pair(_write(d / "table.fits", fits.PrimaryHDU(), table), _good(d))
+
+
+def _case_one_d(d: Path) -> tuple[str, str]:
+    return _pair(_image(d / "line.fits", np.ones(500, dtype=np.float32)), _good(d))
+
+
+def _case_cube(d: Path) -> tuple[str, str]:
+    return _pair(_image(d / "cube.fits", np.ones((3, 40, 40), dtype=np.float32)), _good(d))
+
+
+def _small(shape: tuple[int, int]) -> Maker:
+    def make(d: Path) -> tuple[str, str]:
+        rng = np.random.default_rng(0)
+        data = (100 + rng.normal(size=shape)).astype(np.float32)
+        return _pair(_image(d / "small.fits", data), _image(d / "small_t.fits", data))
+
+    return make
+
+
+def _case_all_nan(d: Path) -> tuple[str, str]:
+    return _pair(_image(d / "nan.fits", np.full(SHAPE, np.nan, dtype=np.float32)), _good(d))
+
+
+def _case_all_inf(d: Path) -> tuple[str, str]:
+    return _pair(_image(d / "inf.fits", np.full(SHAPE, np.inf, dtype=np.float32)), _good(d))
+
+
+def _case_no_such_extension(d: Path) -> tuple[str, str]:
+    return _pair(f"{_good(d, 'sci.fits')}[FOO]", _good(d))
+
+
+def _case_empty_brackets(d: Path) -> tuple[str, str]:
+    return _pair(f"{_good(d, 'sci.fits')}[]", _good(d))
+
+
+def _variance(value: float) -> Maker:
+    def make(d: Path) -> tuple[str, str]:
+        image = _stars()
+        path = _lsst(d / "var.fits", image, variance=np.full(SHAPE, value))
+        return _pair(path, _good(d))
+
+    return make
+
+
+def _case_variance_shape(d: Path) -> tuple[str, str]:
+    return _pair(_lsst(d / "v.fits", _stars(), variance=np.ones((30, 30))), _good(d))
+
+
+def _case_mask_every_bit(d: Path) -> tuple[str, str]:
+    mask = np.full(SHAPE, -1, dtype=np.int32)
+    return _pair(_lsst(d / "m.fits", _stars(), mask=mask), _good(d))
+
+
+def _case_saturated_with_keyword(d: Path) -> tuple[str, str]:
+    header = fits.Header({"SATURATE": 65000.0})
+    return _pair(_image(d / "sat.fits", np.full(SHAPE, 65535, dtype=np.uint16), header), _good(d))
+
+
+def _case_constant(d: Path) -> tuple[str, str]:
+    return _pair(_image(d / "flat.fits", np.full(SHAPE, 65535, dtype=np.uint16)), _good(d))
+
+
+def _case_clipped_at_zero(d: Path) -> tuple[str, str]:
+    data = np.clip(_stars() - 1010.0, 0, None).astype(np.uint16)
+    return _pair(_image(d / "clip.fits", data), _good(d))
+
+
+def _case_all_blank_fill(d: Path) -> tuple[str, str]:
+    return _pair(_image(d / "blank.fits", np.full(SHAPE, 3e38, dtype=np.float32)), _good(d))
+
+
+def _case_some_blank_fill(d: Path) -> tuple[str, str]:
+    data = _stars().astype(np.float32)
+    data[:, :6] = -3.4e38
+    data[:4] = 1e30
+    return _pair(_image(d / "pad.fits", data), _good(d))
+
+
+def _case_tiny_units(d: Path) -> tuple[str, str]:
+    sci = _image(d / "s.fits", (_stars() * 1e-20).astype(np.float32))
+    return _pair(sci, _image(d / "t.fits", (_stars(1) * 1e-20).astype(np.float32)))
+
+
+def _degenerate(cd: list[list[float]]) -> Maker:
+    def make(d: Path) -> tuple[str, str]:
+        header = _wcs_header(cd)
+        sci = _image(d / "s.fits", _stars().astype(np.float32), header)
+        return _pair(sci, _image(d / "t.fits", _stars(1).astype(np.float32), header))
+
+    return make
+
+
+def _case_unreadable_wcs(d: Path) -> tuple[str, str]:
+    header = _wcs_header([[-1e-4, 0], [0, 1e-4]], ("RA---XYZ", "DEC--XYZ"))
+    sci = _image(d / "s.fits", _stars().astype(np.float32), header)
+    return _pair(sci, _image(d / "t.fits", _stars(1).astype(np.float32), header))
+
+
+def _case_no_overlap(d: Path) -> tuple[str, str]:
+    sci = _image(d / "s.fits", _stars().astype(np.float32), _wcs_header([[-1e-4, 0], [0, 1e-4]]))
+    far = _wcs_header([[-1e-4, 0], [0, 1e-4]])
+    far["CRVAL1"] = 151.0
+    return _pair(sci, _image(d / "t.fits", _stars(1).astype(np.float32), far))
+
+
+def _case_unregistered_no_stars(d: Path) -> tuple[str, str]:
+    rng = np.random.default_rng(3)
+    sci = _image(d / "s.fits", (100 + rng.normal(size=SHAPE)).astype(np.float32))
+    return _pair(sci, _image(d / "t.fits", (100 + rng.normal(size=(60, 70))).astype(np.float32)))
+
+
+#: (case, maker, exit code, what the message must say: its real cause)
+CORPUS: list[tuple[str, Maker, int, str]] = [
+    ("missing file", _case_missing, 2, r"does not exist"),
+    ("folder", _case_folder, 2, r"is not a file"),
+    ("empty file", _case_empty_file, 2, r"not a readable FITS"),
+    ("text file", _case_text_file, 2, r"not a readable FITS"),
+    ("truncated", _case_truncated, 2, r"truncated"),
+    ("table only", _case_table_only, 2, r"no image data"),
+    ("1-D array", _case_one_d, 2, r"1-D array"),
+    ("3-D cube", _case_cube, 2, r"3-D array"),
+    ("1 x 400", _small((1, 400)), 2, r"1 px high.*at least 22 x 22 px|at least 22 x 22 px"),
+    ("2 x 5000", _small((2, 5000)), 2, r"at least 22 x 22 px"),
+    ("5 x 5", _small((5, 5)), 2, r"at least 22 x 22 px"),
+    ("all NaN", _case_all_nan, 2, r"no finite pixel"),
+    ("all Inf", _case_all_inf, 2, r"no finite pixel"),
+    ("no such extension", _case_no_such_extension, 2, r"no extension \[FOO\]"),
+    ("empty brackets", _case_empty_brackets, 2, r"empty extension"),
+    ("zero variance", _variance(0.0), 2, r"variance plane .*no positive value"),
+    ("negative variance", _variance(-4.0), 2, r"variance plane .*no positive value"),
+    ("NaN variance", _variance(np.nan), 2, r"variance plane .*no positive value"),
+    ("variance shape", _case_variance_shape, 2, r"variance HDU has shape"),
+    ("mask every bit", _case_mask_every_bit, 2, r"every pixel is masked.*no MP_"),
+    ("saturated", _case_saturated_with_keyword, 2, r"every pixel is masked.*SAT"),
+    ("constant", _case_constant, 2, r"100% of .* the one value 65535"),
+    ("clipped at 0", _case_clipped_at_zero, 2, r"the one value 0\b.*clipped"),
+    ("all blank fill", _case_all_blank_fill, 2, r"blank fill"),
+    ("tiny units", _case_tiny_units, 2, r"units too small"),
+    ("zero CD", _degenerate([[0, 0], [0, 0]]), 0, r"degenerate"),
+    ("singular CD", _degenerate([[1e-4, 1e-4], [2e-4, 2e-4]]), 0, r"degenerate"),
+    ("unreadable WCS", _case_unreadable_wcs, 0, r"WCS cannot be read"),
+    ("no overlap", _case_no_overlap, 3, r"covers 0\.0%"),
+    ("unregistered, no stars", _case_unregistered_no_stars, 2, r"has shape .* celestial WCS"),
+    ("some blank fill", _case_some_blank_fill, 0, r"blank fill"),
+]
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "code", "cause"), CORPUS, ids=[case[0] for case in CORPUS]
+)
+def test_each_malformed_input_gets_its_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name, make, code, cause
+) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    science, template = make(inputs)
+    before = _digest(inputs)
+    out = tmp_path / "out"
+    exit_code = cli.main(["run", science, template, "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert exit_code == code, err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    said = [line for line in lines if line.startswith(("error:", "warning:"))]
+    assert len(said) == len(lines), f"a line that is neither an error nor a warning: {err!r}"
+    assert any(re.search(cause, line) for line in said), err
+    if code != 0:
+        assert len(lines) == 1, err
+        assert not out.exists(), "a refused run left an output folder"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "partial output left"
+    assert _digest(inputs) == before, "an input was written over"

@@ -140,6 +140,28 @@ class WarpConfig:
         "Interpolation used to warp the template.",
         choices=("nearest-neighbor", "bilinear", "biquadratic", "bicubic"),
     )
+    register: str = param(
+        "auto",
+        "How the template is registered to the science image: 'wcs' (the two WCSs), "
+        "'stars' (star patterns, no WCS needed), 'none' (the pixel grids are taken as one), "
+        "'auto' (the WCSs checked and, where they disagree, refined on stars; star patterns "
+        "without a usable WCS on both).",
+        choices=("auto", "wcs", "stars", "none"),
+    )
+    wcs_tolerance: float = param(
+        0.3,
+        "Largest disagreement, over the image, between the WCS mapping and the fit on matched "
+        "stars for which register = 'auto' keeps the WCS mapping (the seed's fitAstrometry).",
+        unit="px",
+        minimum=0.01,
+        maximum=100.0,
+    )
+    transform_order: int = param(
+        1,
+        "Order of the polynomial fitted to matched stars (1 affine, 2 quadratic).",
+        minimum=1,
+        maximum=2,
+    )
 
     def __post_init__(self) -> None:
         _validate_fields(self)

@@ -24,6 +24,7 @@ from diffviewer.config import to_toml
 from diffviewer.engine.diagnostics import noise_ratio
 from diffviewer.engine.pipeline import SubtractionResult
 from diffviewer.engine.progress import CancelToken, Reporter
+from diffviewer.engine.register import Registration
 from diffviewer.errors import OutputError
 from diffviewer.exposure import Exposure
 from diffviewer.io import (
@@ -35,7 +36,7 @@ from diffviewer.io import (
 )
 from diffviewer.regions import ds9_regions
 
-VERSIONED_PACKAGES = ("numpy", "scipy", "astropy", "photutils")
+VERSIONED_PACKAGES = ("numpy", "scipy", "astropy", "photutils", "astroalign")
 
 
 def package_versions() -> dict[str, str]:
@@ -73,6 +74,21 @@ def _exposure_summary(exposure: Exposure) -> dict[str, Any]:
     }
 
 
+def _registration_summary(reg: Registration) -> dict[str, Any]:
+    """What metadata records of the registration (transform: science px -> template px)."""
+    return {
+        "method": reg.method,
+        "n_science_stars": reg.n_science_stars,
+        "n_template_stars": reg.n_template_stars,
+        "n_matched": reg.n_matched,
+        "transform_order": reg.transform.order if reg.transform is not None else None,
+        "transform": reg.transform.matrix if reg.transform is not None else None,
+        "rms_px": _finite(reg.rms),
+        "position_error_px": _finite(reg.position_error),
+        "notes": list(reg.notes),
+    }
+
+
 def build_metadata(result: SubtractionResult, elapsed: float | None = None) -> dict[str, Any]:
     """The contents of ``metadata.json`` for a run.
 
@@ -106,6 +122,7 @@ def build_metadata(result: SubtractionResult, elapsed: float | None = None) -> d
             "warped": result.template.warped,
             "max_offset_px": _finite(result.template.max_offset),
             "coverage_fraction": result.template.coverage,
+            "registration": _registration_summary(result.template.registration),
         },
         "psf": {
             "science": {

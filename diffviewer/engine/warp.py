@@ -1,7 +1,10 @@
 """Bring the template onto the science pixel grid (the seed's warp step and coverage check).
 
+:func:`register_template` finds the science -> template pixel mapping: the two WCSs
+(checked on matched stars, and replaced by the star fit where they disagree), or a
+transform fitted on star patterns when there is no usable WCS (:mod:`.register`).
 The template's image, variance and mask are resampled at the template pixel that
-each science pixel sees on the sky. That mapping is computed exactly with the two
+each science pixel sees. The WCS mapping is computed exactly with the two
 WCSs on a coarse grid (every :data:`COARSE_STEP` px), interpolated with a bicubic
 spline to every pixel, and verified against the exact mapping at the centres of
 the coarse cells, where the interpolation is least accurate; when it misses by more
@@ -29,7 +32,9 @@ from scipy import ndimage
 from scipy.interpolate import RectBivariateSpline
 
 from diffviewer.config import WarpConfig
+from diffviewer.engine import register
 from diffviewer.engine.progress import Reporter, null_reporter
+from diffviewer.engine.register import Mapping, Registration
 from diffviewer.errors import InputError, NoWorkFound
 from diffviewer.exposure import MASK_DTYPE, Exposure, MaskPlane
 from diffviewer.io import fill_no_data, header_with_wcs
@@ -40,8 +45,6 @@ INTERPOLATION_ORDER = {"nearest-neighbor": 0, "bilinear": 1, "biquadratic": 2, "
 COARSE_STEP = 32
 #: Largest error of the interpolated pixel mapping accepted (px); beyond it the exact one is used.
 COARSE_TOLERANCE = 1e-3
-#: Points per side of the grid on which the offset between the two grids is measured.
-OFFSET_GRID = 9
 #: A warped pixel keeps a template mask plane when that plane's pixels carry at least this
 #: fraction of its bilinear interpolation weight (so float round-off at integer offsets
 #: does not grow every masked region by a pixel).
@@ -77,6 +80,9 @@ class WarpResult:
         Fraction of science pixels where the warped template has data (no NO_DATA).
     warnings : tuple of str
         What the user should know, e.g. a low coverage.
+    registration : register.Registration
+        How the mapping was found: method, stars found and matched, the fitted
+        transform and its residual RMS (px).
     """
 
     exposure: Exposure
@@ -84,13 +90,7 @@ class WarpResult:
     max_offset: float
     coverage: float
     warnings: tuple[str, ...]
-
-
-def _sample_points(shape: tuple[int, int], n: int) -> tuple[np.ndarray, np.ndarray]:
-    """An ``n`` x ``n`` grid of science pixels spanning the image, corners included."""
-    ny, nx = shape
-    gx, gy = np.meshgrid(np.linspace(0, nx - 1, n), np.linspace(0, ny - 1, n))
-    return gx.ravel(), gy.ravel()
+    registration: Registration
 
 
 def _to_template(
@@ -101,31 +101,6 @@ def _to_template(
         ra, dec = science_wcs.all_pix2world(x, y, 0)
         tx, ty = template_wcs.all_world2pix(ra, dec, 0, quiet=True)
     return np.asarray(tx, dtype=np.float64), np.asarray(ty, dtype=np.float64)
-
-
-def grid_offsets(
-    science_wcs: WCS, template_wcs: WCS, shape: tuple[int, int], n: int = OFFSET_GRID
-) -> np.ndarray:
-    """Offsets between the two pixel grids at an ``n`` x ``n`` grid of science pixels.
-
-    Parameters
-    ----------
-    science_wcs, template_wcs : astropy.wcs.WCS
-        Celestial WCSs.
-    shape : (int, int)
-        Science image shape (ny, nx).
-    n : int
-        Points per side (corners included).
-
-    Returns
-    -------
-    numpy.ndarray
-        Distance (px) between each science pixel and the template pixel of the same
-        sky position; NaN where a point has no sky position.
-    """
-    x, y = _sample_points(shape, n)
-    tx, ty = _to_template(science_wcs, template_wcs, x, y)
-    return np.hypot(tx - x, ty - y)
 
 
 def template_pixel_map(
@@ -230,29 +205,33 @@ def _resample_mask(
     return out
 
 
-def _is_affine_identity(science_wcs: WCS, template_wcs: WCS, shape: tuple[int, int]) -> bool:
-    """Whether a science pixel maps to one template pixel, unrotated (to 1 %), at the centre."""
-    cx, cy = (shape[1] - 1) / 2, (shape[0] - 1) / 2
-    tx, ty = _to_template(
-        science_wcs, template_wcs, np.array([cx, cx + 1, cx]), np.array([cy, cy, cy + 1])
-    )
-    jacobian = np.array([[tx[1] - tx[0], tx[2] - tx[0]], [ty[1] - ty[0], ty[2] - ty[0]]])
-    return bool(np.all(np.isfinite(jacobian)) and np.abs(jacobian - np.eye(2)).max() < 0.01)
+def mapped_pixels(mapping: Mapping, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The template pixel (x, y) of every science pixel through a pixel ``mapping``."""
+    ny, nx = shape
+    gx, gy = np.meshgrid(np.arange(nx, dtype=np.float64), np.arange(ny, dtype=np.float64))
+    return mapping(gx, gy)
 
 
 def warp_exposure(
-    template: Exposure, science: Exposure, interpolation: str, reporter: Reporter | None = None
+    template: Exposure,
+    science: Exposure,
+    interpolation: str,
+    reporter: Reporter | None = None,
+    mapping: Mapping | None = None,
 ) -> Exposure:
     """Resample the template's image, variance and mask onto the science grid.
 
     Parameters
     ----------
     template, science : Exposure
-        Both with a celestial WCS.
+        Both with a celestial WCS, unless ``mapping`` is given.
     interpolation : str
         One of :data:`INTERPOLATION_ORDER`.
     reporter : Reporter, optional
         Progress and cancellation.
+    mapping : callable, optional
+        Science (x, y) px -> template (x, y) px, e.g. a transform fitted on stars;
+        the WCSs when None.
 
     Returns
     -------
@@ -263,7 +242,10 @@ def warp_exposure(
     """
     reporter = reporter or null_reporter()
     order = INTERPOLATION_ORDER[interpolation]
-    tx, ty = template_pixel_map(science.wcs, template.wcs, science.shape, reporter, (0.0, 0.4))
+    if mapping is None:
+        tx, ty = template_pixel_map(science.wcs, template.wcs, science.shape, reporter, (0, 0.4))
+    else:
+        tx, ty = mapped_pixels(mapping, science.shape)
     ny, nx = template.shape
     outside = ~((tx >= -0.5) & (tx <= nx - 0.5) & (ty >= -0.5) & (ty <= ny - 0.5))
     image = _resample(template.image, tx, ty, order, reporter, (0.4, 0.6))
@@ -322,19 +304,111 @@ def check_template_sufficient(coverage: float, config: WarpConfig) -> None:
         )
 
 
-def warp_template(
-    template: Exposure, science: Exposure, config: WarpConfig, reporter: Reporter | None = None
-) -> WarpResult:
-    """Bring the template onto the science grid and check that it covers enough of it.
+def _wcs_mapping(science: Exposure, template: Exposure) -> Mapping:
+    """Science px -> template px through the two celestial WCSs."""
+
+    def mapping(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return _to_template(science.wcs, template.wcs, np.asarray(x), np.asarray(y))
+
+    return mapping
+
+
+def _jacobian(mapping: Mapping, shape: tuple[int, int]) -> np.ndarray:
+    """The mapping's 2x2 derivative at the science image's centre."""
+    cx, cy = (shape[1] - 1) / 2, (shape[0] - 1) / 2
+    tx, ty = mapping(np.array([cx, cx + 1, cx]), np.array([cy, cy, cy + 1]))
+    return np.array([[tx[1] - tx[0], tx[2] - tx[0]], [ty[1] - ty[0], ty[2] - ty[0]]])
+
+
+def _which_lacks_wcs(science: Exposure, template: Exposure) -> str:
+    """'neither image has' / 'the science image has no' / 'the template has no'."""
+    if not (science.has_celestial_wcs or template.has_celestial_wcs):
+        return "neither image has"
+    return "the science image has no" if not science.has_celestial_wcs else "the template has no"
+
+
+def register_template(
+    template: Exposure, science: Exposure, config: WarpConfig
+) -> tuple[Registration, Mapping | None]:
+    """Find the science -> template pixel mapping as ``config.register`` says.
 
     Parameters
     ----------
     template, science : Exposure
-        The two exposures. With a celestial WCS on both, the template is warped
-        unless the grids agree to ``config.grid_tolerance`` px everywhere (and the
-        shapes are equal); otherwise the images must already be aligned.
+        The two exposures.
     config : WarpConfig
-        Tolerance, interpolation and required coverage.
+        ``register``, ``wcs_tolerance``, ``transform_order``.
+
+    Returns
+    -------
+    (Registration, callable or None)
+        How it was found, and the mapping (None: the pixel grids are one).
+
+    Raises
+    ------
+    InputError
+        When no mapping can be found: no WCS for 'wcs', no star match for 'stars' (or
+        for 'auto' without a usable WCS, unless the shapes agree and there are too
+        few stars to tell), different shapes for 'none'.
+    """
+    both_wcs = science.has_celestial_wcs and template.has_celestial_wcs
+    method = config.register
+    if method == "auto":
+        method = "wcs-checked" if both_wcs else "stars"
+    if method in ("wcs", "wcs-checked"):
+        if not both_wcs:
+            raise InputError(
+                f"warp.register = wcs but {_which_lacks_wcs(science, template)} celestial "
+                f"WCS (science {science.source}, template {template.source}); set "
+                "warp.register = auto or stars to register on stars"
+            )
+        wcs_mapping = _wcs_mapping(science, template)
+        if method == "wcs":
+            return Registration("wcs", None, 0, 0, 0, math.nan), wcs_mapping
+        reg = register.check_wcs_on_stars(
+            science, template, wcs_mapping, config.transform_order, config.wcs_tolerance
+        )
+        return reg, (wcs_mapping if reg.method == "wcs" else reg.transform)
+    if method == "stars":
+        try:
+            reg = register.register_on_stars(science, template, config.transform_order)
+        except InputError as exc:
+            if config.register == "stars" or template.shape != science.shape:
+                raise
+            n_sci, n_tmpl = len(register.find_stars(science)), len(register.find_stars(template))
+            if min(n_sci, n_tmpl) >= register.MIN_STARS:
+                raise
+            note = (
+                f"registration on stars was not possible ({n_sci} stars on the science image, "
+                f"{n_tmpl} on the template; {register.MIN_STARS} needed) and there is no usable "
+                "WCS on both: the images are taken as already on one pixel grid (set "
+                "warp.register = none to say so)"
+            )
+            del exc
+            return Registration("none", None, n_sci, n_tmpl, 0, math.nan, notes=(note,)), None
+        return reg, reg.transform
+    if template.shape != science.shape:
+        raise InputError(
+            f"template {template.source} has shape {template.shape} but science "
+            f"{science.source} has shape {science.shape}, and warp.register = none: images "
+            "taken as pre-aligned must share one pixel grid; set warp.register = auto"
+        )
+    return Registration("none", None, 0, 0, 0, math.nan), None
+
+
+def warp_template(
+    template: Exposure, science: Exposure, config: WarpConfig, reporter: Reporter | None = None
+) -> WarpResult:
+    """Register the template, bring it onto the science grid and check that it covers enough.
+
+    Parameters
+    ----------
+    template, science : Exposure
+        The two exposures. The mapping comes from :func:`register_template`; the
+        template is warped unless the mapping is within ``config.grid_tolerance`` px
+        of the identity everywhere (and the shapes are equal).
+    config : WarpConfig
+        Registration, tolerance, interpolation and required coverage.
     reporter : Reporter, optional
         Progress and cancellation.
 
@@ -345,51 +419,36 @@ def warp_template(
     Raises
     ------
     InputError
-        When either image lacks a celestial WCS and the shapes differ.
+        When no registration can be found (see :func:`register_template`).
     NoWorkFound
         When the template covers less than ``config.required_template_fraction``.
     Cancelled
         When the reporter's token is cancelled.
     """
     reporter = reporter or null_reporter()
-    notes: list[str] = []
+    reg, mapping = register_template(template, science, config)
+    reporter.update(0.1)
+    notes: list[str] = list(reg.notes)
     warped = False
-    if science.has_celestial_wcs and template.has_celestial_wcs:
-        offsets = grid_offsets(science.wcs, template.wcs, science.shape)
-        finite = offsets[np.isfinite(offsets)]
-        max_offset = float(finite.max()) if finite.size else math.nan
-        if (
-            template.shape != science.shape
-            or finite.size < offsets.size
-            or max_offset > config.grid_tolerance
-        ):
-            exposure = warp_exposure(template, science, config.interpolation, reporter)
+    max_offset = math.nan
+    if mapping is not None:
+        max_offset = register.max_difference(mapping, register.identity, science.shape)
+        # below three times a star fit's own uncertainty, an offset is not measured
+        noise = 3.0 * reg.position_error if reg.method == "stars" else 0.0
+        if template.shape != science.shape or not max_offset <= max(config.grid_tolerance, noise):
+            exposure = warp_exposure(
+                template, science, config.interpolation, reporter, mapping=mapping
+            )
             warped = True
-            if template.psf is not None and not _is_affine_identity(
-                science.wcs, template.wcs, science.shape
+            jacobian = _jacobian(mapping, science.shape)
+            if template.psf is not None and not (
+                np.all(np.isfinite(jacobian)) and np.abs(jacobian - np.eye(2)).max() < 0.01
             ):
                 notes.append(
                     "the template's PSF image is kept in the template's pixel "
                     "orientation and scale, which differ from the science grid's; "
                     "measure the template PSF on the warped template instead"
                 )
-    else:
-        if template.shape != science.shape:
-            which = (
-                "neither image has"
-                if not (science.has_celestial_wcs or template.has_celestial_wcs)
-                else (
-                    "the science image has no"
-                    if not science.has_celestial_wcs
-                    else "the template has no"
-                )
-            )
-            raise InputError(
-                f"template {template.source} has shape {template.shape} but science "
-                f"{science.source} has shape {science.shape}, and {which} celestial WCS: "
-                "without a WCS the images must be pre-aligned on the same pixel grid"
-            )
-        max_offset = math.nan
     if not warped:
         exposure = template.replace(
             wcs=science.wcs, header=header_with_wcs(template.header, science.wcs)
@@ -408,4 +467,5 @@ def warp_template(
         max_offset=max_offset,
         coverage=coverage,
         warnings=tuple(notes),
+        registration=reg,
     )

@@ -1,0 +1,460 @@
+"""Register the template to the science image on its stars (the seed's fitAstrometry/register).
+
+Stars are found on both images with the candidate finder's peak detection
+(:func:`diffviewer.engine.candidates.find_peaks`) and centred by an iterated
+Gaussian-weighted centroid. Without a usable WCS the two star lists are matched by
+their patterns with ``astroalign`` (triangle invariants: shift, rotation and scale;
+a flip is tried as the mirrored list), which gives a first similarity transform and
+the stars it matched. That transform is then refined here on every star it brings
+within :data:`MATCH_RADIUS` px of a template star: a least-squares affine (or, with
+``warp.transform_order = 2``, quadratic) fit from science to template pixels, with
+:data:`CLIP_SIGMA` sigma clipping, matched again with the refined transform.
+
+With a WCS on both images the WCS mapping is checked the same way: science stars
+are mapped through the WCSs and matched to template stars; when the star fit and
+the WCS mapping differ by more than ``warp.wcs_tolerance`` px anywhere on the
+image, the star fit replaces the WCS mapping and a note says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+
+import astroalign
+import numpy as np
+from scipy.spatial import cKDTree
+
+from diffviewer.engine.candidates import find_peaks
+from diffviewer.engine.progress import null_reporter
+from diffviewer.errors import InputError
+from diffviewer.exposure import Exposure
+
+#: Detection threshold of registration stars (sigma of the smoothed image).
+STAR_THRESHOLD = 7.0
+#: Most stars of each image used (the brightest); enough for a crowded field's fit.
+MAX_STARS = 2000
+#: Brightest stars of each image given to the pattern matcher.
+PATTERN_STARS = 60
+#: Fewest stars on each image (and matched pairs) for a transform (an affine has 6
+#: parameters; 6 pairs leave no redundancy, so ask for a few more).
+MIN_STARS = 6
+#: Half-side of the centroid box (px) and width of its Gaussian weight (px).
+CENTROID_HALF, CENTROID_SIGMA = 6, 2.0
+#: Passes of the weighted centroid.
+CENTROID_ITERATIONS = 8
+#: Largest distance (px) between a mapped science star and its template star.
+MATCH_RADIUS = 2.5
+#: Clipping of the transform fit's residuals (robust sigmas) and its passes.
+CLIP_SIGMA, CLIP_ITERATIONS = 3.0, 10
+#: A fit from the WCS mapping is taken as is with residuals within this (px) and this
+#: fraction of the stars of the image with fewer paired; otherwise star patterns are tried.
+TRUSTED_RMS, TRUSTED_FRACTION = 0.5, 0.25
+#: Points per side of the grid on which two mappings are compared.
+COMPARE_GRID = 9
+
+Mapping = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclasses.dataclass(frozen=True)
+class PolynomialTransform:
+    """A polynomial map from science pixels (x, y) to template pixels (0-based).
+
+    Attributes
+    ----------
+    order : int
+        1 (affine) or 2 (quadratic).
+    coefficients : numpy.ndarray
+        Shape (2, n_terms): template x and y as sums over :meth:`terms` of (x, y).
+    """
+
+    order: int
+    coefficients: np.ndarray
+
+    @staticmethod
+    def design(x: np.ndarray, y: np.ndarray, order: int) -> np.ndarray:
+        """The terms 1, x, y (and x^2, x y, y^2 for order 2) as columns."""
+        x, y = np.ravel(x).astype(np.float64), np.ravel(y).astype(np.float64)
+        columns = [np.ones_like(x), x, y]
+        if order >= 2:
+            columns += [x * x, x * y, y * y]
+        return np.stack(columns, axis=1)
+
+    def __call__(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Template (x, y) px of science (x, y) px (any shape, kept)."""
+        shape = np.shape(x)
+        out = self.design(x, y, self.order) @ self.coefficients.T
+        return out[:, 0].reshape(shape), out[:, 1].reshape(shape)
+
+    @property
+    def matrix(self) -> list[list[float]]:
+        """The coefficients as nested lists (2 rows: template x, template y)."""
+        return [[float(v) for v in row] for row in self.coefficients]
+
+    @classmethod
+    def from_matrix(cls, matrix: np.ndarray) -> PolynomialTransform:
+        """An affine transform from a 3x3 homogeneous matrix (x' = a x + b y + c)."""
+        m = np.asarray(matrix, dtype=np.float64)
+        return cls(1, np.array([[m[0, 2], m[0, 0], m[0, 1]], [m[1, 2], m[1, 0], m[1, 1]]]))
+
+
+@dataclasses.dataclass(frozen=True)
+class Registration:
+    """How the template was put on the science grid.
+
+    Attributes
+    ----------
+    method : str
+        'wcs' (the WCSs, confirmed or unchecked by stars), 'wcs refined on stars',
+        'stars' (pattern match, no usable WCS), 'none' (pixel grids taken as one).
+    transform : PolynomialTransform or None
+        Science px -> template px fitted on stars (None when no fit was made).
+    n_science_stars, n_template_stars : int
+        Stars found on each image.
+    n_matched : int
+        Matched pairs kept by the fit.
+    rms : float
+        Residual RMS of the matched stars about the mapping used (px); NaN without a fit.
+    position_error : float
+        Largest 1-sigma error (px) over the image of a position mapped by ``transform``
+        (from its residuals and the stars' spread); NaN without a fit.
+    notes : tuple of str
+        What the user should know.
+    """
+
+    method: str
+    transform: PolynomialTransform | None
+    n_science_stars: int
+    n_template_stars: int
+    n_matched: int
+    rms: float
+    position_error: float = math.nan
+    notes: tuple[str, ...] = ()
+
+
+def _centroids(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Iterated Gaussian-weighted centroids of the stars at integer (x, y), background removed."""
+    h = CENTROID_HALF
+    offsets = np.arange(-h, h + 1, dtype=np.float64)
+    rows = y[:, None, None] + np.arange(-h, h + 1)[None, :, None]
+    cols = x[:, None, None] + np.arange(-h, h + 1)[None, None, :]
+    stamps = image[rows, cols].astype(np.float64)
+    border = np.concatenate(
+        [stamps[:, 0], stamps[:, -1], stamps[:, 1:-1, 0], stamps[:, 1:-1, -1]], axis=1
+    )
+    stamps = stamps - np.median(border, axis=1)[:, None, None]
+    cx = np.zeros(len(x))
+    cy = np.zeros(len(x))
+    for _ in range(CENTROID_ITERATIONS):
+        wx = np.exp(-0.5 * ((offsets[None, :] - cx[:, None]) / CENTROID_SIGMA) ** 2)
+        wy = np.exp(-0.5 * ((offsets[None, :] - cy[:, None]) / CENTROID_SIGMA) ** 2)
+        weighted = stamps * wy[:, :, None] * wx[:, None, :]
+        total = weighted.sum(axis=(1, 2))
+        ok = total > 0
+        nx_ = np.where(ok, (weighted.sum(axis=1) @ offsets) / np.where(ok, total, 1), cx)
+        ny_ = np.where(ok, (weighted.sum(axis=2) @ offsets) / np.where(ok, total, 1), cy)
+        cx, cy = np.clip(nx_, -1.5, 1.5), np.clip(ny_, -1.5, 1.5)
+    return x + cx, y + cy
+
+
+def find_stars(exposure: Exposure, max_stars: int = MAX_STARS) -> np.ndarray:
+    """Positions of the brightest stars of an image, brightest first.
+
+    Parameters
+    ----------
+    exposure : Exposure
+        The image.
+    max_stars : int
+        Most stars returned.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (n, 2): x and y (0-based px), sub-pixel centroids.
+    """
+    xi, yi, peak, _, _ = find_peaks(exposure, STAR_THRESHOLD, null_reporter())
+    ny, nx = exposure.shape
+    h = CENTROID_HALF
+    inside = (xi >= h) & (xi < nx - h) & (yi >= h) & (yi < ny - h)
+    order = np.argsort(-peak[inside])[:max_stars]
+    xs, ys = _centroids(exposure.image, xi[inside][order], yi[inside][order])
+    return np.stack([xs, ys], axis=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class StarFit:
+    """A transform fitted on matched stars.
+
+    Attributes
+    ----------
+    transform : PolynomialTransform
+        Science px -> template px.
+    n_matched : int
+        Pairs kept by the clipping.
+    rms : float
+        Their residual RMS (px, 2-D distance).
+    normal_inverse : numpy.ndarray
+        ``(A^T A)^-1`` of the kept pairs' design matrix ``A``, for the fit's uncertainty.
+    """
+
+    transform: PolynomialTransform
+    n_matched: int
+    rms: float
+    normal_inverse: np.ndarray
+
+    def position_error(self, shape: tuple[int, int]) -> float:
+        """Largest 1-sigma error (px) of a mapped position over a grid spanning the image."""
+        ny, nx = shape
+        gx, gy = np.meshgrid(
+            np.linspace(0, nx - 1, COMPARE_GRID), np.linspace(0, ny - 1, COMPARE_GRID)
+        )
+        d = PolynomialTransform.design(gx, gy, self.transform.order)
+        leverage = np.einsum("ij,jk,ik->i", d, self.normal_inverse, d)
+        return float(self.rms * np.sqrt(max(float(leverage.max()), 0.0)))
+
+
+def fit_transform(source: np.ndarray, target: np.ndarray, order: int) -> StarFit:
+    """Least-squares polynomial transform with sigma clipping.
+
+    Parameters
+    ----------
+    source, target : numpy.ndarray
+        Matched positions, shape (n, 2) each (px).
+    order : int
+        1 (affine) or 2 (quadratic).
+
+    Returns
+    -------
+    StarFit
+    """
+    design = PolynomialTransform.design(source[:, 0], source[:, 1], order)
+    keep = np.ones(len(source), dtype=bool)
+    coefficients = np.zeros((2, design.shape[1]))
+    for _ in range(CLIP_ITERATIONS):
+        coefficients = np.linalg.lstsq(design[keep], target[keep], rcond=None)[0].T
+        residual = np.hypot(*(design @ coefficients.T - target).T)
+        # the distance of a 2-D Gaussian error: its median is 1.177 sigma
+        sigma = max(float(np.median(residual[keep])) / 1.1774, 1e-3)
+        new = residual < CLIP_SIGMA * sigma * 1.1774 + 0.01
+        if new.sum() < design.shape[1] or np.array_equal(new, keep):
+            break
+        keep = new
+    residual = np.hypot(*(design[keep] @ coefficients.T - target[keep]).T)
+    return StarFit(
+        PolynomialTransform(order, coefficients),
+        int(keep.sum()),
+        float(np.sqrt(np.mean(residual**2))),
+        np.linalg.pinv(design[keep].T @ design[keep]),
+    )
+
+
+def match_nearest(
+    science: np.ndarray, template: np.ndarray, mapping: Mapping, radius: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (science, template) of stars that ``mapping`` brings within ``radius`` px.
+
+    Each template star keeps only its nearest science star.
+    """
+    tx, ty = mapping(science[:, 0], science[:, 1])
+    predicted = np.stack([tx, ty], axis=1)
+    finite = np.isfinite(predicted).all(axis=1)
+    distance, index = cKDTree(template).query(
+        np.where(finite[:, None], predicted, 1e12), distance_upper_bound=radius
+    )
+    found = np.flatnonzero(np.isfinite(distance))
+    best: dict[int, int] = {}
+    for i in found[np.argsort(distance[found])]:
+        best.setdefault(int(index[i]), int(i))
+    pairs = np.array(sorted((s, t) for t, s in best.items()), dtype=int).reshape(-1, 2)
+    return pairs[:, 0], pairs[:, 1]
+
+
+def pattern_transform(science: np.ndarray, template: np.ndarray) -> PolynomialTransform | None:
+    """A first similarity transform science -> template from star patterns (astroalign).
+
+    The mirrored science list is tried when the direct one finds nothing, so a flip
+    between the images is found too. None when neither matches.
+    """
+    src, dst = science[:PATTERN_STARS], template[:PATTERN_STARS]
+    for flip in (1.0, -1.0):
+        try:
+            found, _ = astroalign.find_transform(src * [flip, 1.0], dst)
+        except (ValueError, astroalign.MaxIterError, TypeError):
+            continue
+        matrix = np.asarray(found.params, dtype=np.float64) @ np.diag([flip, 1.0, 1.0])
+        return PolynomialTransform.from_matrix(matrix)
+    return None
+
+
+def refine(
+    science: np.ndarray, template: np.ndarray, mapping: Mapping, order: int
+) -> StarFit | None:
+    """Fit science -> template on the stars ``mapping`` pairs up, twice (match, fit, rematch).
+
+    Returns
+    -------
+    StarFit or None
+        None with fewer pairs than :data:`MIN_STARS` (or three per coefficient).
+    """
+    result = None
+    radius = MATCH_RADIUS
+    for _ in range(2):
+        si, ti = match_nearest(science, template, mapping, radius)
+        if len(si) < max(MIN_STARS, (order + 1) * (order + 2)):
+            return result
+        result = fit_transform(science[si], template[ti], order)
+        mapping = result.transform
+        radius = min(MATCH_RADIUS, max(1.0, 5.0 * result.rms))
+    return result
+
+
+def max_difference(a: Mapping, b: Mapping, shape: tuple[int, int]) -> float:
+    """Largest distance (px) between two mappings over a grid spanning the image."""
+    ny, nx = shape
+    gx, gy = np.meshgrid(np.linspace(0, nx - 1, COMPARE_GRID), np.linspace(0, ny - 1, COMPARE_GRID))
+    ax, ay = a(gx, gy)
+    bx, by = b(gx, gy)
+    distance = np.hypot(ax - bx, ay - by)
+    return float(distance.max()) if np.isfinite(distance).all() else math.inf
+
+
+def identity(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The mapping of two images on one pixel grid."""
+    return np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+
+
+def _trusted(fit: StarFit | None, n_sci: int, n_tmpl: int) -> bool:
+    """Whether a fit from a given first mapping looks right: residuals within
+    :data:`TRUSTED_RMS` px and at least :data:`TRUSTED_FRACTION` of the stars paired
+    (a first mapping off by more than the match radius pairs stars at random)."""
+    if fit is None:
+        return False
+    return fit.rms <= TRUSTED_RMS and fit.n_matched >= TRUSTED_FRACTION * min(n_sci, n_tmpl)
+
+
+def _what_to_try(n_sci: int, n_tmpl: int) -> str:
+    """Advice for a failed star registration."""
+    return (
+        f"{n_sci} stars were found on the science image and {n_tmpl} on the template "
+        f"(at least {MIN_STARS} each, {STAR_THRESHOLD:g} sigma peaks); check that both images "
+        "show the same field, give both a celestial WCS, or, when the images are already "
+        "on one pixel grid, set warp.register = none"
+    )
+
+
+def register_on_stars(science: Exposure, template: Exposure, order: int) -> Registration:
+    """Find the science -> template pixel transform from star patterns alone.
+
+    Parameters
+    ----------
+    science, template : Exposure
+        The two images (no WCS needed).
+    order : int
+        Order of the fitted polynomial (1 affine, 2 quadratic).
+
+    Returns
+    -------
+    Registration
+        Method 'stars'.
+
+    Raises
+    ------
+    InputError
+        When too few stars are found or their patterns do not match (the message
+        says how many stars each image had and what to try).
+    """
+    sci, tmpl = find_stars(science), find_stars(template)
+    n_sci, n_tmpl = len(sci), len(tmpl)
+    if min(n_sci, n_tmpl) < MIN_STARS:
+        raise InputError(
+            f"cannot register template {template.source} to science {science.source} on "
+            f"stars: too few stars; {_what_to_try(n_sci, n_tmpl)}"
+        )
+    first = pattern_transform(sci, tmpl)
+    fit = refine(sci, tmpl, first, order) if first is not None else None
+    if fit is None:
+        raise InputError(
+            f"cannot register template {template.source} to science {science.source}: the "
+            f"star patterns do not match; {_what_to_try(n_sci, n_tmpl)}"
+        )
+    return Registration(
+        "stars",
+        fit.transform,
+        n_sci,
+        n_tmpl,
+        fit.n_matched,
+        fit.rms,
+        fit.position_error(science.shape),
+    )
+
+
+def check_wcs_on_stars(
+    science: Exposure,
+    template: Exposure,
+    wcs_mapping: Mapping,
+    order: int,
+    tolerance: float,
+) -> Registration:
+    """Check the WCS mapping on matched stars; replace it by the star fit when they disagree.
+
+    Parameters
+    ----------
+    science, template : Exposure
+        The two images with celestial WCSs.
+    wcs_mapping : callable
+        Science px -> template px through the two WCSs.
+    order : int
+        Order of the star fit.
+    tolerance : float
+        Largest disagreement (px) between the WCS mapping and the star fit over the
+        image for which the WCS mapping is kept.
+
+    Returns
+    -------
+    Registration
+        'wcs' (kept: confirmed by stars, or too few stars to check) or 'wcs refined
+        on stars'.
+    """
+    sci, tmpl = find_stars(science), find_stars(template)
+    n_sci, n_tmpl = len(sci), len(tmpl)
+    if min(n_sci, n_tmpl) < MIN_STARS:
+        note = (
+            f"the WCS mapping was not checked on stars ({n_sci} on the science image, "
+            f"{n_tmpl} on the template; {MIN_STARS} needed)"
+        )
+        return Registration("wcs", None, n_sci, n_tmpl, 0, math.nan, notes=(note,))
+    fit = refine(sci, tmpl, wcs_mapping, order)
+    if not _trusted(fit, n_sci, n_tmpl):  # the WCSs may be off by more than the match radius
+        first = pattern_transform(sci, tmpl)
+        other = refine(sci, tmpl, first, order) if first is not None else None
+        if other is not None and (fit is None or other.n_matched > fit.n_matched):
+            fit = other
+    if fit is None:
+        note = (
+            "the WCS mapping could not be checked: no star pattern matched "
+            f"({n_sci} stars on the science image, {n_tmpl} on the template)"
+        )
+        return Registration("wcs", None, n_sci, n_tmpl, 0, math.nan, notes=(note,))
+    error = fit.position_error(science.shape)
+    offset = max_difference(fit.transform, wcs_mapping, science.shape)
+    if offset <= tolerance + 3.0 * error:
+        si, ti = match_nearest(sci, tmpl, wcs_mapping, min(MATCH_RADIUS, max(1.0, 5 * fit.rms)))
+        px, py = wcs_mapping(sci[si, 0], sci[si, 1])
+        wcs_rms = float(np.sqrt(np.mean((px - tmpl[ti, 0]) ** 2 + (py - tmpl[ti, 1]) ** 2)))
+        return Registration("wcs", fit.transform, n_sci, n_tmpl, fit.n_matched, wcs_rms, error)
+    note = (
+        f"the WCSs disagree with {fit.n_matched} matched stars by up to {offset:.2f} px "
+        f"(warp.wcs_tolerance = {tolerance:g} px, star fit uncertain by {error:.2f} px): the "
+        f"template was registered on the stars instead (residual RMS {fit.rms:.3f} px)"
+    )
+    return Registration(
+        "wcs refined on stars",
+        fit.transform,
+        n_sci,
+        n_tmpl,
+        fit.n_matched,
+        fit.rms,
+        error,
+        (note,),
+    )

@@ -1,9 +1,10 @@
 """Command-line entry points: ``diffviewer`` (the GUI), ``diffviewer run``, ``diffviewer batch``.
 
 ``diffviewer [SCIENCE TEMPLATE]`` opens the inspection application (the bundled demo
-pair when no pair is given); ``diffviewer run SCIENCE TEMPLATE --out DIR`` runs the
-engine headless and writes every output; ``diffviewer batch PAIRS.csv --out DIR``
-does the same for a list of pairs; ``diffviewer config`` prints the default config.
+pair when no pair is given); ``diffviewer run SCIENCE TEMPLATE [TEMPLATE ...] --out DIR``
+runs the engine headless and writes every output (several templates are pieces of one);
+``diffviewer batch PAIRS.csv --out DIR`` does the same for a list of pairs;
+``diffviewer config`` prints the default config.
 """
 
 from __future__ import annotations
@@ -21,7 +22,13 @@ from typing import TextIO
 from diffviewer import __version__
 from diffviewer.config import SubtractionConfig, apply_overrides, load_toml, to_toml
 from diffviewer.errors import Cancelled, DiffviewerError, InputError, NoWorkFound
-from diffviewer.paths import check_output_dir, parse_spec, read_pairs_csv, require_file
+from diffviewer.paths import (
+    check_output_dir,
+    parse_spec,
+    read_pairs_csv,
+    require_file,
+    template_specs,
+)
 
 SUBCOMMANDS = ("run", "batch", "config")
 
@@ -53,7 +60,12 @@ def _build_run_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "science", help="science image spec: file.fits, file.fits[SCI] or file.fits[1]"
     )
-    parser.add_argument("template", help="template image spec, same syntax")
+    parser.add_argument(
+        "template",
+        nargs="+",
+        help="template image spec, same syntax; several specs are pieces of one template "
+        "(each registered and warped to the science grid, then combined)",
+    )
     parser.add_argument(
         "--out",
         required=True,
@@ -93,7 +105,7 @@ def _build_batch_parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=f"{prog} batch",
         description="Run every pair of a CSV list (columns science, template, "
-        "optional name) into OUT/<name>/.",
+        "optional name; a template in pieces as a.fits;b.fits) into OUT/<name>/.",
     )
     parser.add_argument("pairs", help="CSV file with columns science,template[,name]")
     parser.add_argument("--out", required=True, metavar="DIR", help="parent output folder")
@@ -182,7 +194,7 @@ def config_files(config: SubtractionConfig) -> list[Path]:
 
 def run_pair(
     science_spec: str,
-    template_spec: str,
+    template_spec: str | Sequence[str],
     out: Path,
     config: SubtractionConfig,
     *,
@@ -197,8 +209,10 @@ def run_pair(
 
     Parameters
     ----------
-    science_spec, template_spec : str
-        Exposure specs.
+    science_spec : str
+        Exposure spec of the science image.
+    template_spec : str or sequence of str
+        The template's spec, or its pieces' (a sequence, or specs joined by ``;``).
     out : Path
         Output folder.
     config : SubtractionConfig
@@ -216,20 +230,21 @@ def run_pair(
     int
         0 on success, 4 when ``strict`` and the bad-subtraction guard tripped.
     """
-    inputs = [parse_spec(spec)[0] for spec in (science_spec, template_spec)]
-    for role, path in zip(("science", "template"), inputs, strict=True):
-        require_file(path, role)
+    pieces = template_specs(template_spec)
+    inputs = [parse_spec(spec)[0] for spec in (science_spec, *pieces)]
+    for i, path in enumerate(inputs):
+        require_file(path, "science" if i == 0 else "template")
     inputs += [*read_files, *config_files(config)]
     check_output_dir(out, inputs, overwrite)
     # The heavy modules load only once every path is known good (a typo answers at once).
     import scipy.fft
 
     from diffviewer.engine.pipeline import run_subtraction
-    from diffviewer.io import read_exposure
+    from diffviewer.io import read_exposure, read_templates
     from diffviewer.outputs import guard_tripped, write_outputs
 
     science = read_exposure(science_spec)
-    template = read_exposure(template_spec)
+    template = read_templates(pieces)
     bar = TerminalProgress(sys.stderr) if (not quiet and sys.stderr.isatty()) else None
     t0 = time.perf_counter()
     try:

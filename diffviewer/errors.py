@@ -13,6 +13,23 @@ class InputError(DiffviewerError):
     """An input file, extension, array or value cannot be used."""
 
 
+class RegistrationError(InputError):
+    """The template cannot be registered to the science image (no transform found).
+
+    Parameters
+    ----------
+    message : str
+        What failed, with the star counts and what to try.
+    n_science_stars, n_template_stars : int
+        Stars found on each image.
+    """
+
+    def __init__(self, message: str, n_science_stars: int, n_template_stars: int) -> None:
+        super().__init__(message)
+        self.n_science_stars = n_science_stars
+        self.n_template_stars = n_template_stars
+
+
 class ConfigError(DiffviewerError):
     """A configuration value is out of range, of the wrong type or inconsistent."""
 

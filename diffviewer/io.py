@@ -46,6 +46,7 @@ from diffviewer.paths import (
     ensure_not_input,
     parse_spec,
     require_file,
+    template_specs,
 )
 
 # Path checks live in diffviewer.paths (no heavy imports); these two are kept importable
@@ -1047,3 +1048,14 @@ def write_table(path: str | Path, table: Table, *, protect: Sequence[str | Path]
             hdu = fits.table_to_hdu(table)
         return write_hdulist(path, fits.HDUList([fits.PrimaryHDU(), hdu]), protect=protect)
     return _atomic_write(path, lambda tmp: table.write(tmp, format=fmt, overwrite=True), protect)
+
+
+def read_templates(spec: str | Sequence[str]) -> list[Exposure]:
+    """Read a template given whole or in pieces (see :func:`diffviewer.paths.template_specs`).
+
+    Returns
+    -------
+    list of Exposure
+        One exposure per piece, each read by :func:`read_exposure`.
+    """
+    return [read_exposure(piece) for piece in template_specs(spec)]

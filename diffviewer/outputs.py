@@ -123,6 +123,14 @@ def build_metadata(result: SubtractionResult, elapsed: float | None = None) -> d
             "max_offset_px": _finite(result.template.max_offset),
             "coverage_fraction": result.template.coverage,
             "registration": _registration_summary(result.template.registration),
+            "pieces": [
+                {
+                    "source": piece.source,
+                    "coverage_fraction": piece.coverage,
+                    "registration": _registration_summary(piece.registration),
+                }
+                for piece in result.template.pieces
+            ],
         },
         "psf": {
             "science": {

@@ -182,11 +182,48 @@ def check_output_dir(out_dir: str | Path, inputs: Sequence[str | Path], overwrit
     return out
 
 
+#: Separates the pieces of a template in one spec (a pairs list's template column).
+TEMPLATE_SEPARATOR = ";"
+
+
+def template_specs(spec: str | Sequence[str]) -> tuple[str, ...]:
+    """The template piece specs of a template spec: ``a.fits;b.fits[1]`` or a list of specs.
+
+    Parameters
+    ----------
+    spec : str or sequence of str
+        One spec, several separated by :data:`TEMPLATE_SEPARATOR`, or a sequence of
+        such strings.
+
+    Returns
+    -------
+    tuple of str
+        The non-empty specs, stripped, in order.
+
+    Raises
+    ------
+    InputError
+        When no spec is left.
+    """
+    parts = [spec] if isinstance(spec, str) else list(spec)
+    specs = tuple(
+        piece.strip() for part in parts for piece in part.split(TEMPLATE_SEPARATOR) if piece.strip()
+    )
+    if not specs:
+        raise InputError(
+            f"no template spec in {spec!r}; give one template, or its pieces as a.fits;b.fits"
+        )
+    return specs
+
+
 def read_pairs_csv(path: str | Path) -> list[tuple[str, str, str]]:
     """Read a CSV list of pairs (columns ``science``, ``template``, optional ``name``).
 
-    Relative specs are resolved against the CSV file's folder. A name becomes an output
-    folder name, so it must be a plain, unique name (no path separator, not ``..``).
+    Relative specs are resolved against the CSV file's folder. A template given in
+    pieces holds their specs separated by ``;`` (each resolved; pass the string to
+    :func:`template_specs`, to ``io.read_templates`` or on to ``cli.run_pair``). A name
+    becomes an output folder name, so it must be a plain, unique name (no path
+    separator, not ``..``).
 
     Parameters
     ----------
@@ -196,7 +233,7 @@ def read_pairs_csv(path: str | Path) -> list[tuple[str, str, str]]:
     Returns
     -------
     list of (str, str, str)
-        Science spec, template spec and a name per pair.
+        Science spec, template spec (pieces joined by ``;``) and a name per pair.
 
     Raises
     ------
@@ -235,7 +272,10 @@ def read_pairs_csv(path: str | Path) -> list[tuple[str, str, str]]:
                 f"pairs list {path}, line {line}: name {name!r} is not a plain, unique folder "
                 "name; use letters, digits, '-', '_' (no '/' or '..'), once each"
             )
-        sci, tmpl = (_resolve_spec(spec, path.parent) for spec in specs)
+        sci = _resolve_spec(specs[0], path.parent)
+        tmpl = TEMPLATE_SEPARATOR.join(
+            _resolve_spec(piece, path.parent) for piece in template_specs(specs[1])
+        )
         pairs.append((sci, tmpl, name))
     return pairs
 

@@ -9,6 +9,7 @@ detect and measure DIA sources, and gather the runDebug diagnostics.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import numpy as np
 from astropy.table import Table
@@ -155,7 +156,7 @@ class SubtractionResult:
 
 def run_subtraction(
     science: Exposure,
-    template: Exposure,
+    template: Exposure | Sequence[Exposure],
     config: SubtractionConfig | None = None,
     *,
     progress: ProgressCallback | None = None,
@@ -167,8 +168,9 @@ def run_subtraction(
     ----------
     science : Exposure
         The science exposure (the minuend).
-    template : Exposure
-        The template (reference) exposure of the same sky.
+    template : Exposure or sequence of Exposure
+        The template (reference) exposure of the same sky, or its pieces (each
+        registered on its own, warped and combined: :func:`warp.warp_template`).
     config : SubtractionConfig, optional
         Defaults when None.
     progress : callable, optional
@@ -195,13 +197,17 @@ def run_subtraction(
     config = config or SubtractionConfig()
     rep = Reporter(progress, cancel)
     notes: list[str] = []
+    pieces = [template] if isinstance(template, Exposure) else list(template)
+    if not pieces:
+        raise InputError("no template was given; give one template, or several pieces of one")
     check_image_size(science, "science", config)
-    check_image_size(template, "template", config)
     check_flux_units(science, "science")
-    check_flux_units(template, "template")
+    for piece in pieces:
+        check_image_size(piece, "template", config)
+        check_flux_units(piece, "template")
 
     with rep.step("warp", 0.0, 0.10):
-        warped = warp.warp_template(template, science, config.warp, rep)
+        warped = warp.warp_template(pieces, science, config.warp, rep)
     with rep.step("kernel candidates", 0.10, 0.20):
         cands = candidates.select_candidates(science, warped.exposure, config.candidates, rep)
     with rep.step("psf", 0.20, 0.25):

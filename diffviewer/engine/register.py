@@ -28,7 +28,7 @@ from scipy.spatial import cKDTree
 
 from diffviewer.engine.candidates import find_peaks
 from diffviewer.engine.progress import null_reporter
-from diffviewer.errors import InputError
+from diffviewer.errors import RegistrationError
 from diffviewer.exposure import Exposure
 
 #: Detection threshold of registration stars (sigma of the smoothed image).
@@ -40,6 +40,10 @@ PATTERN_STARS = 60
 #: Fewest stars on each image (and matched pairs) for a transform (an affine has 6
 #: parameters; 6 pairs leave no redundancy, so ask for a few more).
 MIN_STARS = 6
+#: With fewer stars than this on one image of the same shape as the other, and no match,
+#: register = 'auto' takes the images as already aligned (with a warning) rather than
+#: refusing: cutouts of a few dozen pixels hold a handful of stars.
+FEW_STARS = 20
 #: Half-side of the centroid box (px) and width of its Gaussian weight (px).
 CENTROID_HALF, CENTROID_SIGMA = 6, 2.0
 #: Passes of the weighted centroid.
@@ -343,8 +347,10 @@ def _what_to_try(n_sci: int, n_tmpl: int) -> str:
     )
 
 
-def register_on_stars(science: Exposure, template: Exposure, order: int) -> Registration:
-    """Find the science -> template pixel transform from star patterns alone.
+def register_on_stars(
+    science: Exposure, template: Exposure, order: int, guess: Mapping | None = None
+) -> Registration:
+    """Find the science -> template pixel transform from the stars alone.
 
     Parameters
     ----------
@@ -352,6 +358,9 @@ def register_on_stars(science: Exposure, template: Exposure, order: int) -> Regi
         The two images (no WCS needed).
     order : int
         Order of the fitted polynomial (1 affine, 2 quadratic).
+    guess : callable, optional
+        A first mapping to try before star patterns (e.g. the identity for images of
+        one shape); kept when the fit it leads to is trusted (:func:`_trusted`).
 
     Returns
     -------
@@ -360,23 +369,29 @@ def register_on_stars(science: Exposure, template: Exposure, order: int) -> Regi
 
     Raises
     ------
-    InputError
+    RegistrationError
         When too few stars are found or their patterns do not match (the message
         says how many stars each image had and what to try).
     """
     sci, tmpl = find_stars(science), find_stars(template)
     n_sci, n_tmpl = len(sci), len(tmpl)
     if min(n_sci, n_tmpl) < MIN_STARS:
-        raise InputError(
+        raise RegistrationError(
             f"cannot register template {template.source} to science {science.source} on "
-            f"stars: too few stars; {_what_to_try(n_sci, n_tmpl)}"
+            f"stars: too few stars; {_what_to_try(n_sci, n_tmpl)}",
+            n_sci,
+            n_tmpl,
         )
-    first = pattern_transform(sci, tmpl)
-    fit = refine(sci, tmpl, first, order) if first is not None else None
+    fit = refine(sci, tmpl, guess, order) if guess is not None else None
+    if not _trusted(fit, n_sci, n_tmpl):
+        first = pattern_transform(sci, tmpl)
+        fit = refine(sci, tmpl, first, order) if first is not None else None
     if fit is None:
-        raise InputError(
+        raise RegistrationError(
             f"cannot register template {template.source} to science {science.source}: the "
-            f"star patterns do not match; {_what_to_try(n_sci, n_tmpl)}"
+            f"star patterns do not match; {_what_to_try(n_sci, n_tmpl)}",
+            n_sci,
+            n_tmpl,
         )
     return Registration(
         "stars",

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 
 import numpy as np
 from astropy.wcs import WCS
@@ -32,10 +33,10 @@ from scipy import ndimage
 from scipy.interpolate import RectBivariateSpline
 
 from diffviewer.config import WarpConfig
-from diffviewer.engine import register
+from diffviewer.engine import mosaic, register
 from diffviewer.engine.progress import Reporter, null_reporter
 from diffviewer.engine.register import Mapping, Registration
-from diffviewer.errors import InputError, NoWorkFound
+from diffviewer.errors import InputError, NoWorkFound, RegistrationError
 from diffviewer.exposure import MASK_DTYPE, Exposure, MaskPlane
 from diffviewer.io import fill_no_data, header_with_wcs
 
@@ -62,6 +63,25 @@ def _row_blocks(ny: int, nx: int) -> list[tuple[int, int]]:
 
 
 @dataclasses.dataclass(frozen=True)
+class Piece:
+    """One template piece as registered and warped.
+
+    Attributes
+    ----------
+    source : str
+        Where the piece came from.
+    registration : register.Registration
+        How it was registered.
+    coverage : float
+        Fraction of science pixels it covers with data.
+    """
+
+    source: str
+    registration: Registration
+    coverage: float
+
+
+@dataclasses.dataclass(frozen=True)
 class WarpResult:
     """The template on the science grid.
 
@@ -81,8 +101,11 @@ class WarpResult:
     warnings : tuple of str
         What the user should know, e.g. a low coverage.
     registration : register.Registration
-        How the mapping was found: method, stars found and matched, the fitted
-        transform and its residual RMS (px).
+        How the mapping was found (of the first piece, when the template came in
+        pieces): method, stars found and matched, the fitted transform and its
+        residual RMS (px).
+    pieces : tuple of Piece
+        Each template piece's registration and coverage (one for a whole template).
     """
 
     exposure: Exposure
@@ -91,6 +114,7 @@ class WarpResult:
     coverage: float
     warnings: tuple[str, ...]
     registration: Registration
+    pieces: tuple[Piece, ...]
 
 
 def _to_template(
@@ -370,22 +394,37 @@ def register_template(
         )
         return reg, (wcs_mapping if reg.method == "wcs" else reg.transform)
     if method == "stars":
+        same_grid = template.shape == science.shape
         try:
-            reg = register.register_on_stars(science, template, config.transform_order)
-        except InputError as exc:
-            if config.register == "stars" or template.shape != science.shape:
-                raise
-            n_sci, n_tmpl = len(register.find_stars(science)), len(register.find_stars(template))
-            if min(n_sci, n_tmpl) >= register.MIN_STARS:
+            reg = register.register_on_stars(
+                science,
+                template,
+                config.transform_order,
+                guess=register.identity if same_grid else None,
+            )
+        except RegistrationError as exc:
+            few = min(exc.n_science_stars, exc.n_template_stars) < register.FEW_STARS
+            if config.register == "stars" or not same_grid or not few:
                 raise
             note = (
-                f"registration on stars was not possible ({n_sci} stars on the science image, "
-                f"{n_tmpl} on the template; {register.MIN_STARS} needed) and there is no usable "
-                "WCS on both: the images are taken as already on one pixel grid (set "
+                f"registration on stars was not possible ({exc.n_science_stars} stars on the "
+                f"science image, {exc.n_template_stars} on the template; fewer than "
+                f"{register.FEW_STARS} on one is too few to tell) and there is no usable WCS "
+                "on both: the images are taken as already on one pixel grid (set "
                 "warp.register = none to say so)"
             )
-            del exc
-            return Registration("none", None, n_sci, n_tmpl, 0, math.nan, notes=(note,)), None
+            return (
+                Registration(
+                    "none",
+                    None,
+                    exc.n_science_stars,
+                    exc.n_template_stars,
+                    0,
+                    math.nan,
+                    notes=(note,),
+                ),
+                None,
+            )
         return reg, reg.transform
     if template.shape != science.shape:
         raise InputError(
@@ -396,41 +435,26 @@ def register_template(
     return Registration("none", None, 0, 0, 0, math.nan), None
 
 
-def warp_template(
-    template: Exposure, science: Exposure, config: WarpConfig, reporter: Reporter | None = None
-) -> WarpResult:
-    """Register the template, bring it onto the science grid and check that it covers enough.
+@dataclasses.dataclass(frozen=True)
+class _Placed:
+    """One template piece on the science grid, before the coverage check."""
 
-    Parameters
-    ----------
-    template, science : Exposure
-        The two exposures. The mapping comes from :func:`register_template`; the
-        template is warped unless the mapping is within ``config.grid_tolerance`` px
-        of the identity everywhere (and the shapes are equal).
-    config : WarpConfig
-        Registration, tolerance, interpolation and required coverage.
-    reporter : Reporter, optional
-        Progress and cancellation.
+    exposure: Exposure
+    warped: bool
+    max_offset: float
+    registration: Registration
+    notes: tuple[str, ...]
 
-    Returns
-    -------
-    WarpResult
 
-    Raises
-    ------
-    InputError
-        When no registration can be found (see :func:`register_template`).
-    NoWorkFound
-        When the template covers less than ``config.required_template_fraction``.
-    Cancelled
-        When the reporter's token is cancelled.
-    """
-    reporter = reporter or null_reporter()
+def _place(
+    template: Exposure, science: Exposure, config: WarpConfig, reporter: Reporter
+) -> _Placed:
+    """Register one template piece and resample it onto the science grid when needed."""
     reg, mapping = register_template(template, science, config)
-    reporter.update(0.1)
     notes: list[str] = list(reg.notes)
     warped = False
     max_offset = math.nan
+    exposure = template
     if mapping is not None:
         max_offset = register.max_difference(mapping, register.identity, science.shape)
         # below three times a star fit's own uncertainty, an offset is not measured
@@ -453,6 +477,58 @@ def warp_template(
         exposure = template.replace(
             wcs=science.wcs, header=header_with_wcs(template.header, science.wcs)
         )
+    return _Placed(exposure, warped, max_offset, reg, tuple(notes))
+
+
+def warp_template(
+    template: Exposure | Sequence[Exposure],
+    science: Exposure,
+    config: WarpConfig,
+    reporter: Reporter | None = None,
+) -> WarpResult:
+    """Register the template (or each of its pieces), bring it onto the science grid,
+    combine the pieces and check that the result covers enough of the science image.
+
+    Parameters
+    ----------
+    template : Exposure or sequence of Exposure
+        The template, or its pieces (each registered and warped on its own, then
+        combined by :func:`diffviewer.engine.mosaic.combine_pieces`).
+    science : Exposure
+        The science exposure. The mapping comes from :func:`register_template`; a
+        piece is warped unless the mapping is within ``config.grid_tolerance`` px of
+        the identity everywhere (and the shapes are equal).
+    config : WarpConfig
+        Registration, tolerance, interpolation and required coverage.
+    reporter : Reporter, optional
+        Progress and cancellation.
+
+    Returns
+    -------
+    WarpResult
+
+    Raises
+    ------
+    InputError
+        When no registration can be found (see :func:`register_template`).
+    NoWorkFound
+        When the template covers less than ``config.required_template_fraction``.
+    Cancelled
+        When the reporter's token is cancelled.
+    """
+    reporter = reporter or null_reporter()
+    pieces = [template] if isinstance(template, Exposure) else list(template)
+    placed = []
+    for i, piece in enumerate(pieces):
+        placed.append(_place(piece, science, config, reporter))
+        reporter.update((i + 1) / (len(pieces) + 1))
+    exposure, combine_notes = mosaic.combine_pieces([p.exposure for p in placed])
+    notes = [
+        note if len(placed) == 1 else f"template piece {i + 1}: {note}"
+        for i, p in enumerate(placed)
+        for note in p.notes
+    ]
+    notes.extend(combine_notes)
     coverage = template_coverage(exposure)
     check_template_sufficient(coverage, config)
     if coverage < COVERAGE_WARNING:
@@ -461,11 +537,15 @@ def warp_template(
             "results outside it are masked NO_DATA"
         )
     reporter.update(1.0)
+    offsets = [p.max_offset for p in placed if np.isfinite(p.max_offset)]
     return WarpResult(
         exposure=exposure,
-        warped=warped,
-        max_offset=max_offset,
+        warped=any(p.warped for p in placed),
+        max_offset=max(offsets) if offsets else math.nan,
         coverage=coverage,
         warnings=tuple(notes),
-        registration=reg,
+        registration=placed[0].registration,
+        pieces=tuple(
+            Piece(p.exposure.source, p.registration, template_coverage(p.exposure)) for p in placed
+        ),
     )

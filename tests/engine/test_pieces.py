@@ -1,0 +1,114 @@
+"""Templates in pieces: each registered and warped, combined, then checked for coverage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from diffviewer import cli
+from diffviewer.engine.mosaic import combine_pieces
+from diffviewer.engine.pipeline import run_subtraction
+from diffviewer.exposure import Exposure, MaskPlane
+from diffviewer.io import read_exposure
+from diffviewer.paths import read_pairs_csv, template_specs
+from diffviewer.stats import robust_std
+from tests.conftest import data_path
+
+PYDIA = "pydia/AKB13475I0{}.fits"
+
+
+def _columns(exposure: Exposure, start: int, stop: int, name: str) -> Exposure:
+    """Columns ``start:stop`` of an exposure as a piece of its own (no WCS)."""
+    cut = np.s_[:, start:stop]
+    return exposure.replace(
+        image=exposure.image[cut],
+        variance=exposure.variance[cut],
+        mask=exposure.mask[cut],
+        source=name,
+    )
+
+
+def _flat(value: float, variance: float, shape=(60, 60), seed: int = 0) -> Exposure:
+    rng = np.random.default_rng(seed)
+    image = value + rng.normal(0.0, np.sqrt(variance), shape)
+    return Exposure(image, np.full(shape, variance), np.zeros(shape, np.int32), source=f"s{seed}")
+
+
+def test_independent_pieces_are_inverse_variance_weighted() -> None:
+    # Two independent measurements of one sky: the weighted mean has variance
+    # 1 / (1/4 + 1/12) = 3, and its measured scatter agrees with that to its 1 % error.
+    a, b = _flat(10.0, 4.0, (200, 200), 1), _flat(10.0, 12.0, (200, 200), 2)
+    combined, notes = combine_pieces([a, b])
+    assert not notes
+    np.testing.assert_allclose(combined.variance, 3.0, rtol=1e-6)
+    assert np.std(combined.image) == pytest.approx(np.sqrt(3.0), rel=0.03)
+
+
+def test_shared_pixels_keep_their_variance_and_masks_are_carried() -> None:
+    a = _flat(10.0, 4.0)
+    no_data, bad = int(MaskPlane.NO_DATA), int(MaskPlane.BAD)
+    mask_a = np.zeros(a.shape, np.int32)
+    mask_a[:, 40:] = no_data  # a covers columns 0-39
+    mask_a[5, 30] = bad  # a bad pixel where b has good data
+    mask_b = np.zeros(a.shape, np.int32)
+    mask_b[:, :20] = no_data  # b covers columns 20-59: the same pixels as a on 20-39
+    mask_b[50, 50] = bad  # only b covers it: stays BAD
+    mask_b[:, 58:] = no_data  # and nobody covers 58-59
+    left, right = a.replace(mask=mask_a), a.replace(mask=mask_b, source="b")
+    combined, notes = combine_pieces([left, right])
+    assert any("same pixels" in note for note in notes)
+    np.testing.assert_allclose(combined.variance[:, 20:40], 4.0, rtol=1e-6)
+    np.testing.assert_allclose(combined.image[:, :58], a.image[:, :58], rtol=1e-6)
+    assert combined.mask[5, 30] == 0 and combined.mask[50, 50] == bad
+    assert (combined.mask[:, 58:] & no_data).all() and not (combined.mask[:, :58] & no_data).any()
+
+
+@pytest.mark.slow
+def test_two_overlapping_pieces_give_the_difference_of_the_whole() -> None:
+    # pydia 0060 minus 0012 (20-40 px apart, no WCS), with 0012 whole and cut into
+    # columns 0-299 and 220-511: each piece is registered on its own stars. The issue's
+    # figures: correlation >= 0.98, noise within 3 %. Measured 0.9999 and 0.1 %.
+    science = read_exposure(data_path(PYDIA.format("060")))
+    template = read_exposure(data_path(PYDIA.format("012")))
+    pieces = [_columns(template, 0, 300, "left"), _columns(template, 220, 512, "right")]
+    whole = run_subtraction(science, template)
+    split = run_subtraction(science, pieces)
+    assert [p.registration.method for p in split.template.pieces] == ["stars", "stars"]
+    assert split.template.coverage == pytest.approx(whole.template.coverage, abs=1e-3)
+    good = whole.difference.good_pixels() & split.difference.good_pixels()
+    d1, d2 = whole.difference.image[good], split.difference.image[good]
+    assert np.corrcoef(d1, d2)[0, 1] >= 0.98
+    assert robust_std(d2) == pytest.approx(robust_std(d1), rel=0.03)
+
+
+def test_run_and_pairs_list_take_template_pieces(tmp_path: Path, capsys) -> None:
+    from diffviewer.synthetic import make_pair
+
+    pair = make_pair((128, 128), 80, seed=3)
+    paths = {}
+    for name, exposure in (("science", pair.science), ("template", pair.template)):
+        header = exposure.wcs.to_header()
+        paths[name] = tmp_path / f"{name}.fits"
+        fits.writeto(paths[name], np.asarray(exposure.image), header)
+    header = pair.template.wcs.to_header()
+    for name, cut in (("left", np.s_[:, :80]), ("right", np.s_[:, 50:])):
+        piece = header.copy()
+        if cut[1].start:
+            piece["CRPIX1"] = header["CRPIX1"] - cut[1].start
+        fits.writeto(tmp_path / f"{name}.fits", np.asarray(pair.template.image)[cut], piece)
+    out = tmp_path / "out"
+    left, right = str(tmp_path / "left.fits"), str(tmp_path / "right.fits")
+    code = cli.main(["run", str(paths["science"]), left, right, "--out", str(out), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    meta = json.loads((out / "metadata.json").read_text())
+    assert [p["registration"]["method"] for p in meta["warp"]["pieces"]] == ["wcs", "wcs"]
+    assert meta["warp"]["coverage_fraction"] == pytest.approx(1.0)
+    listing = tmp_path / "pairs.csv"
+    listing.write_text("science,template,name\nscience.fits,left.fits; right.fits,p\n")
+    [(sci, tmpl, name)] = read_pairs_csv(listing)
+    assert sci == str(paths["science"])
+    assert template_specs(tmpl) == (left, right) and name == "p"

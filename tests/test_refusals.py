@@ -79,54 +79,55 @@ def _good(folder: Path, name: str = "template.fits") -> Path:
     return _image(folder / name, _stars(1).astype(np.float32))
 
 
-# Each maker writes the files of one case into a folder and returns (science, template) specs.
-Maker = Callable[[Path], tuple[str, str]]
+# Each maker writes the files of one case into a folder and returns the arguments of
+# `diffviewer run` after the subcommand: science and template specs, then any options.
+Maker = Callable[[Path], tuple[str, ...]]
 
 
 def _pair(science: Path | str, template: Path | str | None = None) -> tuple[str, str]:
     return str(science), str(template) if template is not None else str(science)
 
 
-def _case_missing(d: Path) -> tuple[str, str]:
+def _case_missing(d: Path) -> tuple[str, ...]:
     return _pair(d / "nothere.fits", _good(d))
 
 
-def _case_folder(d: Path) -> tuple[str, str]:
+def _case_folder(d: Path) -> tuple[str, ...]:
     (d / "afolder.fits").mkdir()
     return _pair(d / "afolder.fits", _good(d))
 
 
-def _case_empty_file(d: Path) -> tuple[str, str]:
+def _case_empty_file(d: Path) -> tuple[str, ...]:
     (d / "empty.fits").write_bytes(b"")
     return _pair(d / "empty.fits", _good(d))
 
 
-def _case_text_file(d: Path) -> tuple[str, str]:
+def _case_text_file(d: Path) -> tuple[str, ...]:
     (d / "text.fits").write_text("SIMPLE = this is not FITS\n" * 50)
     return _pair(d / "text.fits", _good(d))
 
 
-def _case_truncated(d: Path) -> tuple[str, str]:
+def _case_truncated(d: Path) -> tuple[str, ...]:
     full = _image(d / "full.fits", _stars().astype(np.float32)).read_bytes()
     (d / "cut.fits").write_bytes(full[: len(full) // 2])
     return _pair(d / "cut.fits", _good(d))
 
 
-def _case_table_only(d: Path) -> tuple[str, str]:
+def _case_table_only(d: Path) -> tuple[str, ...]:
     table = fits.BinTableHDU.from_columns([fits.Column(name="a", format="E", array=np.ones(3))])
     return _pair(_write(d / "table.fits", fits.PrimaryHDU(), table), _good(d))
 
 
-def _case_one_d(d: Path) -> tuple[str, str]:
+def _case_one_d(d: Path) -> tuple[str, ...]:
     return _pair(_image(d / "line.fits", np.ones(500, dtype=np.float32)), _good(d))
 
 
-def _case_cube(d: Path) -> tuple[str, str]:
+def _case_cube(d: Path) -> tuple[str, ...]:
     return _pair(_image(d / "cube.fits", np.ones((3, 40, 40), dtype=np.float32)), _good(d))
 
 
 def _small(shape: tuple[int, int]) -> Maker:
-    def make(d: Path) -> tuple[str, str]:
+    def make(d: Path) -> tuple[str, ...]:
         rng = np.random.default_rng(0)
         data = (100 + rng.normal(size=shape)).astype(np.float32)
         return _pair(_image(d / "small.fits", data), _image(d / "small_t.fits", data))
@@ -134,24 +135,24 @@ def _small(shape: tuple[int, int]) -> Maker:
     return make
 
 
-def _case_all_nan(d: Path) -> tuple[str, str]:
+def _case_all_nan(d: Path) -> tuple[str, ...]:
     return _pair(_image(d / "nan.fits", np.full(SHAPE, np.nan, dtype=np.float32)), _good(d))
 
 
-def _case_all_inf(d: Path) -> tuple[str, str]:
+def _case_all_inf(d: Path) -> tuple[str, ...]:
     return _pair(_image(d / "inf.fits", np.full(SHAPE, np.inf, dtype=np.float32)), _good(d))
 
 
-def _case_no_such_extension(d: Path) -> tuple[str, str]:
+def _case_no_such_extension(d: Path) -> tuple[str, ...]:
     return _pair(f"{_good(d, 'sci.fits')}[FOO]", _good(d))
 
 
-def _case_empty_brackets(d: Path) -> tuple[str, str]:
+def _case_empty_brackets(d: Path) -> tuple[str, ...]:
     return _pair(f"{_good(d, 'sci.fits')}[]", _good(d))
 
 
 def _variance(value: float) -> Maker:
-    def make(d: Path) -> tuple[str, str]:
+    def make(d: Path) -> tuple[str, ...]:
         image = _stars()
         path = _lsst(d / "var.fits", image, variance=np.full(SHAPE, value))
         return _pair(path, _good(d))
@@ -159,47 +160,47 @@ def _variance(value: float) -> Maker:
     return make
 
 
-def _case_variance_shape(d: Path) -> tuple[str, str]:
+def _case_variance_shape(d: Path) -> tuple[str, ...]:
     return _pair(_lsst(d / "v.fits", _stars(), variance=np.ones((30, 30))), _good(d))
 
 
-def _case_mask_every_bit(d: Path) -> tuple[str, str]:
+def _case_mask_every_bit(d: Path) -> tuple[str, ...]:
     mask = np.full(SHAPE, -1, dtype=np.int32)
     return _pair(_lsst(d / "m.fits", _stars(), mask=mask), _good(d))
 
 
-def _case_saturated_with_keyword(d: Path) -> tuple[str, str]:
+def _case_saturated_with_keyword(d: Path) -> tuple[str, ...]:
     header = fits.Header({"SATURATE": 65000.0})
     return _pair(_image(d / "sat.fits", np.full(SHAPE, 65535, dtype=np.uint16), header), _good(d))
 
 
-def _case_constant(d: Path) -> tuple[str, str]:
+def _case_constant(d: Path) -> tuple[str, ...]:
     return _pair(_image(d / "flat.fits", np.full(SHAPE, 65535, dtype=np.uint16)), _good(d))
 
 
-def _case_clipped_at_zero(d: Path) -> tuple[str, str]:
+def _case_clipped_at_zero(d: Path) -> tuple[str, ...]:
     data = np.clip(_stars() - 1010.0, 0, None).astype(np.uint16)
     return _pair(_image(d / "clip.fits", data), _good(d))
 
 
-def _case_all_blank_fill(d: Path) -> tuple[str, str]:
+def _case_all_blank_fill(d: Path) -> tuple[str, ...]:
     return _pair(_image(d / "blank.fits", np.full(SHAPE, 3e38, dtype=np.float32)), _good(d))
 
 
-def _case_some_blank_fill(d: Path) -> tuple[str, str]:
+def _case_some_blank_fill(d: Path) -> tuple[str, ...]:
     data = _stars().astype(np.float32)
     data[:, :6] = -3.4e38
     data[:4] = 1e30
     return _pair(_image(d / "pad.fits", data), _good(d))
 
 
-def _case_tiny_units(d: Path) -> tuple[str, str]:
+def _case_tiny_units(d: Path) -> tuple[str, ...]:
     sci = _image(d / "s.fits", (_stars() * 1e-20).astype(np.float32))
     return _pair(sci, _image(d / "t.fits", (_stars(1) * 1e-20).astype(np.float32)))
 
 
 def _degenerate(cd: list[list[float]]) -> Maker:
-    def make(d: Path) -> tuple[str, str]:
+    def make(d: Path) -> tuple[str, ...]:
         header = _wcs_header(cd)
         sci = _image(d / "s.fits", _stars().astype(np.float32), header)
         return _pair(sci, _image(d / "t.fits", _stars(1).astype(np.float32), header))
@@ -207,13 +208,13 @@ def _degenerate(cd: list[list[float]]) -> Maker:
     return make
 
 
-def _case_unreadable_wcs(d: Path) -> tuple[str, str]:
+def _case_unreadable_wcs(d: Path) -> tuple[str, ...]:
     header = _wcs_header([[-1e-4, 0], [0, 1e-4]], ("RA---XYZ", "DEC--XYZ"))
     sci = _image(d / "s.fits", _stars().astype(np.float32), header)
     return _pair(sci, _image(d / "t.fits", _stars(1).astype(np.float32), header))
 
 
-def _case_no_overlap(d: Path) -> tuple[str, str]:
+def _case_no_overlap(d: Path) -> tuple[str, ...]:
     sci = _image(d / "s.fits", _stars().astype(np.float32), _wcs_header([[-1e-4, 0], [0, 1e-4]]))
     far = _wcs_header([[-1e-4, 0], [0, 1e-4]])
     far["CRVAL1"] = 151.0
@@ -221,10 +222,84 @@ def _case_no_overlap(d: Path) -> tuple[str, str]:
     return _pair(sci, _image(d / "t.fits", other_field, far))
 
 
-def _case_unregistered_no_stars(d: Path) -> tuple[str, str]:
+def _case_unregistered_no_stars(d: Path) -> tuple[str, ...]:
     rng = np.random.default_rng(3)
     sci = _image(d / "s.fits", (100 + rng.normal(size=SHAPE)).astype(np.float32))
     return _pair(sci, _image(d / "t.fits", (100 + rng.normal(size=(60, 70))).astype(np.float32)))
+
+
+def _case_index_out_of_range(d: Path) -> tuple[str, ...]:
+    return _pair(f"{_good(d, 'sci.fits')}[7]", _good(d))
+
+
+def _case_extension_is_a_table(d: Path) -> tuple[str, ...]:
+    table = fits.BinTableHDU.from_columns(
+        [fits.Column(name="a", format="E", array=np.ones(3))], name="CAT"
+    )
+    image = fits.ImageHDU(_stars().astype(np.float32), name="SCI")
+    return _pair(f"{_write(d / 'mixed.fits', fits.PrimaryHDU(), image, table)}[CAT]", _good(d))
+
+
+def _case_zero_weight(d: Path) -> tuple[str, ...]:
+    image = _image(d / "c4d_x_ooi_z.fits", _stars().astype(np.float32))
+    _image(d / "c4d_x_oow_z.fits", np.zeros(SHAPE, dtype=np.float32))
+    return _pair(image, _good(d))
+
+
+def _case_mask_shape(d: Path) -> tuple[str, ...]:
+    return _pair(_lsst(d / "m.fits", _stars(), mask=np.zeros((10, 10), np.int32)), _good(d))
+
+
+def _case_header_only(d: Path) -> tuple[str, ...]:
+    return _pair(_write(d / "hdr.fits", fits.PrimaryHDU()), _good(d))
+
+
+def _case_empty_psf(d: Path) -> tuple[str, ...]:
+    path = _write(
+        d / "psf.fits",
+        fits.PrimaryHDU(),
+        fits.ImageHDU(_stars().astype(np.float32), name="SCI"),
+        fits.ImageHDU(np.zeros((15, 15), np.float32), name="SCI_PSF"),
+    )
+    return _pair(f"{path}[SCI]", _good(d))
+
+
+def _case_template_missing(d: Path) -> tuple[str, ...]:
+    return _pair(_good(d, "sci.fits"), d / "gone.fits")
+
+
+def _case_template_piece_missing(d: Path) -> tuple[str, ...]:
+    return (*_pair(_good(d, "sci.fits"), _good(d)), str(d / "gone.fits"))
+
+
+def _case_out_is_a_file(d: Path) -> tuple[str, ...]:
+    target = d.parent / "afile"
+    target.write_text("not a folder")
+    return (*_pair(_good(d, "sci.fits"), _good(d)), "--out", str(target))
+
+
+def _case_out_holds_the_inputs(d: Path) -> tuple[str, ...]:
+    return (*_pair(_good(d, "sci.fits"), _good(d)), "--out", str(d))
+
+
+def _case_out_not_empty(d: Path) -> tuple[str, ...]:
+    full = d.parent / "full"
+    full.mkdir()
+    (full / "kept.txt").write_text("earlier results")
+    return (*_pair(_good(d, "sci.fits"), _good(d)), "--out", str(full))
+
+
+def _case_bad_register_choice(d: Path) -> tuple[str, ...]:
+    return (*_pair(_good(d, "sci.fits"), _good(d)), "--set", "warp.register=magic")
+
+
+def _case_wcs_asked_without_wcs(d: Path) -> tuple[str, ...]:
+    return (*_pair(_good(d, "sci.fits"), _good(d)), "--set", "warp.register=wcs")
+
+
+def _case_different_shapes_said_aligned(d: Path) -> tuple[str, ...]:
+    other = _image(d / "t.fits", _stars(1, shape=(60, 64)).astype(np.float32))
+    return (*_pair(_good(d, "sci.fits"), other), "--set", "warp.register=none")
 
 
 #: (case, maker, exit code, what the message must say: its real cause)
@@ -260,6 +335,20 @@ CORPUS: list[tuple[str, Maker, int, str]] = [
     ("no overlap", _case_no_overlap, 3, r"covers 0\.0%"),
     ("unregistered, no stars", _case_unregistered_no_stars, 2, r"0 stars were found"),
     ("some blank fill", _case_some_blank_fill, 0, r"blank fill"),
+    ("extension index out of range", _case_index_out_of_range, 2, r"no extension \[7\]"),
+    ("extension is a table", _case_extension_is_a_table, 2, r"is a table, not an image"),
+    ("zero weight everywhere", _case_zero_weight, 2, r"no usable pixel \(zero weight"),
+    ("mask shape", _case_mask_shape, 2, r"mask HDU has shape"),
+    ("header only", _case_header_only, 2, r"holds no image data"),
+    ("empty PSF", _case_empty_psf, 2, r"PSF .* does not sum to a positive value"),
+    ("template missing", _case_template_missing, 2, r"template file .* does not exist"),
+    ("template piece missing", _case_template_piece_missing, 2, r"gone\.fits does not exist"),
+    ("output is a file", _case_out_is_a_file, 2, r"exists and is not a folder"),
+    ("output holds the inputs", _case_out_holds_the_inputs, 2, r"holds the input file"),
+    ("output not empty", _case_out_not_empty, 2, r"not empty; pass --overwrite"),
+    ("register choice", _case_bad_register_choice, 2, r"warp\.register.*magic"),
+    ("wcs asked, none there", _case_wcs_asked_without_wcs, 2, r"register = wcs but neither"),
+    ("shapes differ, said aligned", _case_different_shapes_said_aligned, 2, r"pre-aligned"),
 ]
 
 
@@ -279,10 +368,12 @@ def test_each_malformed_input_gets_its_reason(
 ) -> None:
     inputs = tmp_path / "in"
     inputs.mkdir()
-    science, template = make(inputs)
+    args = list(make(inputs))
     before = _digest(inputs)
     out = tmp_path / "out"
-    exit_code = cli.main(["run", science, template, "--out", str(out), "--quiet"])
+    if "--out" not in args:
+        args += ["--out", str(out)]
+    exit_code = cli.main(["run", *args, "--quiet"])
     err = capsys.readouterr().err
     assert exit_code == code, err
     assert "Traceback" not in err

@@ -138,12 +138,14 @@ def build_metadata(result: SubtractionResult, elapsed: float | None = None) -> d
                 "ellipticity": result.science_psf.ellipticity,
                 "n_stars": result.science_psf.n_stars,
                 "source": result.science_psf.source,
+                "reason": result.science_psf.reason,
             },
             "template": {
                 "fwhm_px": result.template_psf.fwhm,
                 "ellipticity": result.template_psf.ellipticity,
                 "n_stars": result.template_psf.n_stars,
                 "source": result.template_psf.source,
+                "reason": result.template_psf.reason,
             },
         },
         "kernel": {

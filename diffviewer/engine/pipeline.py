@@ -213,7 +213,9 @@ def run_subtraction(
     with rep.step("psf", 0.20, 0.25):
         xy = cands.table["x"], cands.table["y"]
         sci_psf = psf.estimate_psf(science, *xy, bright=cands.bright)
-        tmpl_psf = psf.estimate_psf(warped.exposure, *xy, bright=cands.bright)
+        tmpl_psf = psf.estimate_psf(
+            warped.exposure, *xy, bright=cands.bright, resampled=warped.warped
+        )
     with rep.step("kernel fit", 0.25, 0.45):
         fit = kernel.fit_kernel(
             science, warped.exposure, cands, sci_psf, tmpl_psf, config.kernel, rep

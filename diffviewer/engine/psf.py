@@ -2,15 +2,21 @@
 
 The fallback chain of :func:`estimate_psf`, first that applies:
 
-1. ``'measured'``: stacked from at least :data:`MIN_STARS` kernel stars;
-2. ``'given'``: the exposure's own PSF image (e.g. a survey's PSF HDU);
-3. ``'bright sources'``: stacked from the brightest compact sources with relaxed
+1. ``'given'``: the PSF image the file provides (e.g. a survey's PSF HDU), unless the
+   exposure was resampled (a warped template's PSF is in its own pixel grid);
+2. ``'measured'``: stacked from at least :data:`MIN_STARS` kernel stars; the reason
+   says how many of them lie on the size-flux locus (:mod:`diffviewer.engine.psf_stars`)
+   and how many are larger (galaxies, blends, which broaden the stack);
+3. ``'given'`` for a resampled exposure, when nothing above applied;
+4. ``'bright sources'``: stacked from the brightest compact sources with relaxed
    criteria (down to one source, no isolation, no cells; each must be a
    :data:`BRIGHT_MIN_PEAK_SIGMA` peak, neither narrower than :data:`MIN_FWHM` nor much
    broader than the most compact of them), as on alert cutouts with one or two stars;
-4. ``'header'``: a circular Gaussian of the header's FWHM (:data:`HEADER_FWHM_PX_KEYS`
+5. ``'header'``: a circular Gaussian of the header's FWHM (:data:`HEADER_FWHM_PX_KEYS`
    in px, or :data:`HEADER_SEEING_ARCSEC_KEYS` in arcsec with the WCS pixel scale);
-5. ``'default'``: a circular Gaussian of :data:`DEFAULT_FWHM`.
+6. ``'default'``: a circular Gaussian of :data:`DEFAULT_FWHM`.
+
+Each estimate carries a ``reason`` in words (which stars, how many, what was left out).
 
 The PSF image is the median of background-subtracted, flux-normalised cutouts of the
 stars, each shifted to a common sub-pixel centre in Fourier space. Its FWHM and
@@ -28,6 +34,8 @@ from astropy.wcs.utils import proj_plane_pixel_area
 from numpy.typing import ArrayLike
 from scipy import signal
 
+from diffviewer.engine.moments import adaptive_moments, cutouts, shape_from_covariance
+from diffviewer.engine.psf_stars import MIN_FWHM, select_stars
 from diffviewer.exposure import UNUSABLE, Exposure
 from diffviewer.stats import FWHM_PER_SIGMA, MAD_TO_SIGMA
 
@@ -50,9 +58,6 @@ MAX_BRIGHT = 20
 #: Least peak (in sigma of the cutout's border noise) of a bright source for the relaxed
 #: measurement: second moments of fainter sources are dominated by noise.
 BRIGHT_MIN_PEAK_SIGMA = 10.0
-
-#: Narrowest plausible PSF FWHM (px): narrower peaks are cosmic rays or hot pixels.
-MIN_FWHM = 1.0
 
 #: A bright source broader than this factor times the most compact one is extended (a
 #: galaxy, a blend): stars form the lower envelope of the size distribution.
@@ -91,10 +96,13 @@ class PsfEstimate:
     n_stars : int
         Stars that went into the stack (0 unless measured).
     source : str
-        Which step of the module's fallback chain applied: 'measured' (kernel stars),
-        'given' (the exposure's own PSF image), 'bright sources' (relaxed selection),
-        'header' (a Gaussian of the header's FWHM) or 'default' (a circular Gaussian of
+        Which step of the module's fallback chain applied: 'given' (the exposure's own
+        PSF image), 'measured' (stars), 'bright sources' (relaxed selection), 'header'
+        (a Gaussian of the header's FWHM) or 'default' (a circular Gaussian of
         :data:`DEFAULT_FWHM`).
+    reason : str
+        Why, in words: which stars and how many, what was left out, or why no star
+        measurement applied.
     """
 
     fwhm: float
@@ -102,107 +110,12 @@ class PsfEstimate:
     image: np.ndarray
     n_stars: int
     source: str
+    reason: str = ""
 
     @property
     def sigma(self) -> float:
         """Gaussian width (px) equivalent to :attr:`fwhm`."""
         return self.fwhm / FWHM_PER_SIGMA
-
-
-def cutouts(
-    array: np.ndarray, xc: np.ndarray, yc: np.ndarray, half: int, fill: float = 0.0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Square cutouts of side ``2 * half + 1`` centred on integer pixels (vectorised).
-
-    Parameters
-    ----------
-    array : numpy.ndarray
-        2-D image.
-    xc, yc : numpy.ndarray
-        Integer centres (0-based column, row).
-    half : int
-        Half-width (px).
-    fill : float
-        Value of cutout pixels that fall outside the image.
-
-    Returns
-    -------
-    stamps : numpy.ndarray
-        ``(n, 2 * half + 1, 2 * half + 1)`` cutouts, same dtype as ``array``.
-    inside : numpy.ndarray
-        True where the whole cutout lies inside the image.
-    """
-    xc = np.asarray(xc, dtype=np.intp)
-    yc = np.asarray(yc, dtype=np.intp)
-    ny, nx = array.shape
-    off = np.arange(-half, half + 1)
-    rows = yc[:, None] + off[None, :]
-    cols = xc[:, None] + off[None, :]
-    stamps = array[np.clip(rows, 0, ny - 1)[:, :, None], np.clip(cols, 0, nx - 1)[:, None, :]]
-    inside = (yc - half >= 0) & (yc + half < ny) & (xc - half >= 0) & (xc + half < nx)
-    if not inside.all():
-        outside = ((rows < 0) | (rows >= ny))[:, :, None] | ((cols < 0) | (cols >= nx))[:, None, :]
-        stamps = np.where(outside, np.asarray(fill, dtype=stamps.dtype), stamps)
-    return stamps, inside
-
-
-def adaptive_moments(image: np.ndarray, iterations: int = 20) -> tuple[float, float, np.ndarray]:
-    """Centroid and covariance of a compact source by iterated Gaussian-weighted moments.
-
-    With weight covariance ``W`` the weighted moments of a Gaussian of covariance ``C``
-    are ``(C^-1 + W^-1)^-1``; iterating ``W <- 2 M`` converges to ``W = C``.
-
-    Parameters
-    ----------
-    image : numpy.ndarray
-        Background-subtracted cutout with the source near its centre.
-    iterations : int
-        Most iterations.
-
-    Returns
-    -------
-    (float, float, numpy.ndarray)
-        x and y centroid (px, cutout coordinates) and the 2x2 covariance (px^2).
-    """
-    ny, nx = image.shape
-    yy, xx = np.mgrid[0:ny, 0:nx].astype(float)
-    x0, y0 = (nx - 1) / 2.0, (ny - 1) / 2.0
-    cov = np.eye(2) * 2.0**2
-    for _ in range(iterations):
-        inv = np.linalg.inv(cov)
-        dx, dy = xx - x0, yy - y0
-        w = np.exp(-0.5 * (inv[0, 0] * dx * dx + 2 * inv[0, 1] * dx * dy + inv[1, 1] * dy * dy))
-        f = w * image
-        s = f.sum()
-        if not np.isfinite(s) or s <= 0:
-            break
-        x1, y1 = (f * xx).sum() / s, (f * yy).sum() / s
-        dx, dy = xx - x1, yy - y1
-        m = (
-            np.array(
-                [
-                    [(f * dx * dx).sum(), (f * dx * dy).sum()],
-                    [(f * dx * dy).sum(), (f * dy * dy).sum()],
-                ]
-            )
-            / s
-        )
-        new = 2.0 * m
-        if np.linalg.det(new) <= 0 or not np.all(np.isfinite(new)):
-            break
-        new = np.minimum(new, (max(nx, ny) / 2.0) ** 2)  # keep the weight inside the cutout
-        done = np.allclose(new, cov, rtol=1e-4) and abs(x1 - x0) < 1e-4 and abs(y1 - y0) < 1e-4
-        x0, y0, cov = x1, y1, new
-        if done:
-            break
-    return float(x0), float(y0), cov
-
-
-def shape_from_covariance(cov: np.ndarray) -> tuple[float, float]:
-    """FWHM (px) of the equal-area circular Gaussian and ellipticity ``1 - b/a``."""
-    ev = np.clip(np.linalg.eigvalsh(cov), 1e-6, None)
-    a, b = np.sqrt(ev.max()), np.sqrt(ev.min())
-    return float(FWHM_PER_SIGMA * np.sqrt(a * b)), float(1.0 - b / a)
 
 
 def gaussian_image(fwhm: float, half: int) -> np.ndarray:
@@ -234,7 +147,7 @@ def odd_square(image: np.ndarray) -> np.ndarray:
     return np.pad(img, ((py, py), (px, px)))
 
 
-def _estimate(image: np.ndarray, n_stars: int, source: str) -> PsfEstimate:
+def _estimate(image: np.ndarray, n_stars: int, source: str, reason: str) -> PsfEstimate:
     """Wrap a PSF image (made an odd square and normalised here) with its moments."""
     img = odd_square(image)
     img = img / img.sum()
@@ -247,13 +160,13 @@ def _estimate(image: np.ndarray, n_stars: int, source: str) -> PsfEstimate:
         fine = signal.resample(signal.resample(img, side, axis=0), side, axis=1)
         _, _, cov = adaptive_moments(fine)
         fwhm, ell = shape_from_covariance(cov / UPSAMPLE**2)
-    return PsfEstimate(fwhm, ell, frozen(img), n_stars, source)
+    return PsfEstimate(fwhm, ell, frozen(img), n_stars, source, reason)
 
 
-def _gaussian_estimate(fwhm: float, source: str) -> PsfEstimate:
+def _gaussian_estimate(fwhm: float, source: str, reason: str) -> PsfEstimate:
     """A circular Gaussian PSF of a known FWHM (px), sampled to 3 FWHM."""
     image = gaussian_image(fwhm, int(np.ceil(3 * fwhm)))
-    return PsfEstimate(fwhm, 0.0, frozen(image), 0, source)
+    return PsfEstimate(fwhm, 0.0, frozen(image), 0, source, reason)
 
 
 def fourier_shift(stamps: np.ndarray, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
@@ -392,8 +305,8 @@ def compact_sources(
     return xi[ok], yi[ok], fwhm[ok]
 
 
-def header_fwhm(exposure: Exposure) -> float | None:
-    """PSF FWHM (px) from the header, when a card of the module's lists holds a plausible one.
+def header_fwhm(exposure: Exposure) -> tuple[float, str] | None:
+    """PSF FWHM (px) from the header and its card, when a card of the module's lists holds one.
 
     Cards of :data:`HEADER_FWHM_PX_KEYS` are in px; those of
     :data:`HEADER_SEEING_ARCSEC_KEYS` in arcsec, used only with a celestial WCS.
@@ -414,8 +327,23 @@ def header_fwhm(exposure: Exposure) -> float | None:
         except (TypeError, ValueError):
             continue
         if lo <= value <= hi:
-            return value
+            return value, key
     return None
+
+
+def _stacked(exposure: Exposure, x: np.ndarray, y: np.ndarray, reason: str) -> PsfEstimate | None:
+    """The stack of stars at (x, y), its cutout resized once to 3 FWHM; None with too few stars."""
+    half, est = 12, None
+    for _ in range(2):
+        stack, n = stack_stars(exposure, x, y, half)
+        if n < MIN_STARS:
+            return None
+        est = _estimate(stack, n, "measured", f"stacked from {reason}")
+        want = int(np.clip(np.ceil(3.0 * est.fwhm), 6, 40))
+        if abs(want - half) <= 2:
+            break
+        half = want
+    return est
 
 
 def estimate_psf(
@@ -423,8 +351,10 @@ def estimate_psf(
     x: np.ndarray,
     y: np.ndarray,
     bright: tuple[np.ndarray, np.ndarray] | None = None,
+    *,
+    resampled: bool = False,
 ) -> PsfEstimate:
-    """The PSF by the module's fallback chain: stars, given, bright sources, header, default.
+    """The PSF by the module's fallback chain: given, stars, bright sources, header, default.
 
     Parameters
     ----------
@@ -436,39 +366,61 @@ def estimate_psf(
     bright : (array-like, array-like), optional
         Positions of the brightest unsaturated peaks, brightest first, for the relaxed
         measurement (:func:`compact_sources`) when the stars are too few.
+    resampled : bool
+        True when the exposure was warped: its own PSF image is then used only when no
+        star measurement applies.
 
     Returns
     -------
     PsfEstimate
-        ``source`` says which step applied (see the module docstring).
+        ``source`` says which step applied and ``reason`` why (see the module docstring).
     """
     x = np.asarray(x, dtype=float)[:MAX_STARS]
     y = np.asarray(y, dtype=float)[:MAX_STARS]
+    given = exposure.psf is not None and bool(
+        np.isfinite(exposure.psf).all() and exposure.psf.sum() > 0
+    )
+    if given and not resampled:
+        return _estimate(
+            np.asarray(exposure.psf, dtype=float), 0, "given", "the PSF image the file provides"
+        )
+    why = f"fewer than {MIN_STARS} usable kernel stars"
     if len(x) >= MIN_STARS:
-        half = 12
-        for _ in range(2):
-            stack, n = stack_stars(exposure, x, y, half)
-            if n < MIN_STARS:
-                break
-            est = _estimate(stack, n, "measured")
-            want = int(np.clip(np.ceil(3.0 * est.fwhm), 6, 40))
-            if abs(want - half) <= 2:
-                return est
-            half = want
-        if n >= MIN_STARS:
-            return _estimate(stack, n, "measured")
-    if exposure.psf is not None and np.isfinite(exposure.psf).all() and exposure.psf.sum() > 0:
-        return _estimate(np.asarray(exposure.psf, dtype=float), 0, "given")
+        # Not used to select yet (the kernel's stamp sizes are tuned on these stacks): the
+        # locus among the kernel stars and the brightest peaks is reported beside them.
+        bx, by = (np.asarray(b, dtype=float)[:MAX_BRIGHT] for b in bright) if bright else ((), ())
+        locus = select_stars(exposure, np.r_[x, bx], np.r_[y, by])
+        note = (
+            f"of these and the brightest peaks, {locus.describe()}"
+            if locus is not None
+            else "no size-flux locus of 3 stars among them and the brightest peaks"
+        )
+        est = _stacked(exposure, x, y, f"{len(x)} kernel stars; {note}")
+        if est is not None:
+            return est
+    if given:
+        return _estimate(
+            np.asarray(exposure.psf, dtype=float),
+            0,
+            "given",
+            f"the file's PSF image, in the unwarped grid ({why})",
+        )
     if bright is not None:
-        bx, by, fwhm = compact_sources(exposure, *bright)
-        if len(bx):
+        cx, cy, fwhm = compact_sources(exposure, *bright)
+        if len(cx):
             half = int(np.clip(np.ceil(3.0 * np.median(fwhm)), 6, BRIGHT_HALF))
-            stack, n = stack_stars(exposure, bx, by, half)
+            stack, n = stack_stars(exposure, cx, cy, half)
             if n:
-                relaxed = _estimate(stack, n, "bright sources")
+                relaxed = _estimate(
+                    stack, n, "bright sources", f"{n} brightest compact sources ({why})"
+                )
                 if relaxed.fwhm >= MIN_FWHM:
                     return relaxed
-    fwhm_header = header_fwhm(exposure)
-    if fwhm_header is not None:
-        return _gaussian_estimate(fwhm_header, "header")
-    return _gaussian_estimate(DEFAULT_FWHM, "default")
+    card = header_fwhm(exposure)
+    if card is not None:
+        return _gaussian_estimate(
+            card[0], "header", f"a Gaussian of the header's {card[1]} card ({why})"
+        )
+    return _gaussian_estimate(
+        DEFAULT_FWHM, "default", f"a Gaussian of {DEFAULT_FWHM} px, no header FWHM ({why})"
+    )

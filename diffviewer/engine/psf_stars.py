@@ -1,0 +1,196 @@
+"""Stars among candidate sources, by their locus in size against flux.
+
+Point sources all have the PSF's size whatever their flux, so in a plot of size
+against flux they form a narrow horizontal band (the stellar locus); galaxies and
+blends lie above it, cosmic rays and hot pixels below. Sources measured well enough
+(S/N of at least :data:`LOCUS_MIN_SNR`) are sorted by their adaptive-moment FWHM; the
+locus is the band of relative full width :data:`LOCUS_WIDTH` holding the smallest
+sources that are at least half as many as the most populated band (galaxies spread
+over a wide range of sizes, so a band of them rarely outnumbers the stars twice over,
+while stars are the most compact resolved sources), recentred on its median.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from diffviewer.engine.moments import adaptive_moments, cutouts, shape_from_covariance
+from diffviewer.exposure import UNUSABLE, Exposure
+from diffviewer.stats import MAD_TO_SIGMA
+
+#: Narrowest plausible PSF FWHM (px): narrower peaks are cosmic rays or hot pixels.
+MIN_FWHM = 1.0
+
+#: Least S/N (aperture flux over its sky noise) of a source whose size places it: the
+#: moment FWHM of a Gaussian at S/N 20 scatters by about 3 %, a fifth of the band.
+LOCUS_MIN_SNR = 20.0
+
+#: Full relative width of the stellar locus in FWHM: 15 % holds a PSF that varies by
+#: +-5 % over the field plus the size noise at :data:`LOCUS_MIN_SNR`.
+LOCUS_WIDTH = 0.15
+
+#: Least number of stars on the locus.
+LOCUS_MIN_STARS = 3
+
+#: Sources closer than this (px) to an earlier one are the same source.
+SAME_SOURCE_PX = 2.0
+
+
+@dataclasses.dataclass(frozen=True)
+class StellarLocus:
+    """The stars picked from candidate sources by size against flux.
+
+    Attributes
+    ----------
+    x, y : numpy.ndarray
+        Positions (0-based px) of the stars on the locus, highest S/N first.
+    fwhm : float
+        Median adaptive-moment FWHM (px) of the locus.
+    n_measured : int
+        Sources whose size was measured at S/N >= :data:`LOCUS_MIN_SNR`.
+    n_extended, n_compact : int
+        Measured sources above the locus (galaxies, blends) and below it (cosmic rays,
+        hot pixels).
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    fwhm: float
+    n_measured: int
+    n_extended: int
+    n_compact: int
+
+    def describe(self) -> str:
+        """The selection in words, for the PSF's ``reason``."""
+        return (
+            f"{len(self.x)} on the size-flux locus (moment FWHM {self.fwhm:.2f} px) "
+            f"of {self.n_measured} with S/N >= {LOCUS_MIN_SNR:g}, {self.n_extended} larger "
+            f"(galaxies, blends) and {self.n_compact} smaller (cosmic rays, hot pixels)"
+        )
+
+
+def unique_positions(
+    x: np.ndarray, y: np.ndarray, radius: float = SAME_SOURCE_PX
+) -> tuple[np.ndarray, np.ndarray]:
+    """Positions without those within ``radius`` px of an earlier one (order kept)."""
+    keep: list[int] = []
+    for k in range(len(x)):
+        if not keep or np.min(np.hypot(x[keep] - x[k], y[keep] - y[k])) > radius:
+            keep.append(k)
+    return x[keep], y[keep]
+
+
+def source_sizes(
+    exposure: Exposure, x: np.ndarray, y: np.ndarray, half: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Adaptive-moment FWHM (px) and aperture S/N of sources (NaN where not measurable).
+
+    Each cutout (side ``2 * half + 1``) must lie inside the image and hold no unusable
+    pixel; its border's median is the sky and the border's MAD its noise. The S/N is
+    the flux within ``half / 2`` px over that noise times the root of the aperture's
+    pixel count. Sources whose moments do not converge within 1.5 px of the cutout
+    centre (blends, sources off their peak) get NaN.
+    """
+    xi, yi = np.rint(x).astype(np.intp), np.rint(y).astype(np.intp)
+    stamps, inside = cutouts(exposure.image, xi, yi, half)
+    masks, _ = cutouts(exposure.mask, xi, yi, half)
+    usable = inside & ~np.any((masks & int(UNUSABLE)) != 0, axis=(1, 2))
+    r = np.arange(-half, half + 1, dtype=float)
+    aperture = r[:, None] ** 2 + r[None, :] ** 2 <= (half / 2.0) ** 2
+    fwhm, snr = np.full(len(xi), np.nan), np.full(len(xi), np.nan)
+    for k in np.nonzero(usable)[0]:
+        stamp = stamps[k].astype(np.float64)
+        border = np.concatenate([stamp[0], stamp[-1], stamp[:, 0], stamp[:, -1]])
+        level = np.median(border)
+        noise = MAD_TO_SIGMA * np.median(np.abs(border - level))
+        stamp = stamp - level
+        if not (noise > 0 and np.all(np.isfinite(stamp))):
+            continue
+        snr[k] = stamp[aperture].sum() / (noise * np.sqrt(aperture.sum()))
+        if not snr[k] >= LOCUS_MIN_SNR:
+            continue
+        cx, cy, cov = adaptive_moments(stamp)
+        if np.hypot(cx - half, cy - half) <= 1.5:
+            fwhm[k] = shape_from_covariance(cov)[0]
+    return fwhm, snr
+
+
+def stellar_locus(fwhm: np.ndarray) -> tuple[float, np.ndarray] | None:
+    """The stellar locus among measured sizes (see the module docstring).
+
+    Parameters
+    ----------
+    fwhm : numpy.ndarray
+        Sizes (px); NaN and values below :data:`MIN_FWHM` are ignored.
+
+    Returns
+    -------
+    (float, numpy.ndarray) or None
+        The locus FWHM (px) and a boolean map of the sources on it; None when fewer than
+        :data:`LOCUS_MIN_STARS` sources share a band.
+    """
+    valid = np.isfinite(fwhm) & (fwhm >= MIN_FWHM)
+    sizes = np.sort(fwhm[valid])
+    if len(sizes) < LOCUS_MIN_STARS:
+        return None
+    counts = np.searchsorted(sizes, sizes * (1.0 + LOCUS_WIDTH), side="right") - np.arange(
+        len(sizes)
+    )
+    need = max(LOCUS_MIN_STARS, int(np.ceil(0.5 * counts.max())))
+    start = int(np.argmax(counts >= need))
+    if counts[start] < need:
+        return None
+    centre = float(np.median(sizes[start : start + counts[start]]))
+    members = np.zeros(len(fwhm), dtype=bool)
+    for _ in range(3):
+        with np.errstate(invalid="ignore"):
+            members = valid & (np.abs(fwhm / centre - 1.0) <= LOCUS_WIDTH / 2.0)
+        if members.sum() < LOCUS_MIN_STARS:
+            return None
+        centre = float(np.median(fwhm[members]))
+    return centre, members
+
+
+def select_stars(exposure: Exposure, x: np.ndarray, y: np.ndarray) -> StellarLocus | None:
+    """The stars among candidate positions, by their locus in size against flux.
+
+    Sizes are measured in cutouts of half-width 12 px, or 3 locus FWHM when that is
+    larger (up to 40 px), so that the moments see the whole core.
+
+    Parameters
+    ----------
+    exposure : Exposure
+        The image.
+    x, y : numpy.ndarray
+        Candidate positions (0-based px); duplicates within :data:`SAME_SOURCE_PX` are
+        measured once.
+
+    Returns
+    -------
+    StellarLocus or None
+        None when no locus of at least :data:`LOCUS_MIN_STARS` stars is found.
+    """
+    ux, uy = unique_positions(np.asarray(x, dtype=float), np.asarray(y, dtype=float))
+    fwhm, snr = source_sizes(exposure, ux, uy, 12)
+    found = stellar_locus(fwhm)
+    want = int(np.clip(np.ceil(3.0 * found[0]), 12, 40)) if found is not None else 12
+    if want > 14:
+        fwhm, snr = source_sizes(exposure, ux, uy, want)
+        found = stellar_locus(fwhm)
+    if found is None:
+        return None
+    centre, members = found
+    measured = np.isfinite(fwhm) & (fwhm >= MIN_FWHM)
+    with np.errstate(invalid="ignore"):
+        extended = int(np.sum(measured & ~members & (fwhm > centre)))
+    order = np.argsort(-snr[members])
+    return StellarLocus(
+        x=ux[members][order],
+        y=uy[members][order],
+        fwhm=centre,
+        n_measured=int(measured.sum()),
+        n_extended=extended,
+        n_compact=int(measured.sum() - members.sum() - extended),
+    )

@@ -32,7 +32,7 @@ from PyQt6.QtWidgets import (
 )
 
 from diffviewer.gui import columns
-from diffviewer.gui.model import Verdict
+from diffviewer.gui.verdicts import Verdict
 
 #: Columns of the verdicts, shown after the most used catalog columns.
 VERDICT_COLUMNS: tuple[str, ...] = ("verdict", "comment")

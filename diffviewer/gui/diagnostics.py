@@ -54,6 +54,12 @@ class DiagnosticsTabs(QTabWidget):
 
         self.ab_panel.set_runs(entry(outcome), entry(previous) if previous else None)
 
+    def clear(self) -> None:
+        """Show nothing (a new pair, before its run)."""
+        self.kernel_panel.clear()
+        self.residual_panel.set_data([])
+        self.ab_panel.clear()
+
     def centre_and_show(self, x: float, y: float) -> None:
         """Show the images, centred on (x, y) (px)."""
         self.setCurrentWidget(self.area)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -21,9 +20,10 @@ from astropy.table import Table
 from diffviewer import display
 from diffviewer.config import SubtractionConfig
 from diffviewer.engine.progress import CancelToken, ProgressCallback
-from diffviewer.errors import InputError, OutputError
+from diffviewer.errors import InputError
 from diffviewer.exposure import Exposure, mask_plane_names
 from diffviewer.gui import columns
+from diffviewer.gui.verdicts import Verdict
 
 #: Image views in display order, with their titles (template: warped to the science grid;
 #: matched: the PSF-matched image; variance and mask: the difference's planes).
@@ -174,8 +174,12 @@ def default_output_dir(pair: Pair, root: Path) -> Path:
         parse_spec(s)[0].stem if isinstance(s, str) else "memory"
         for s in (pair.science, pair.template)
     ]
-    digest = hashlib.sha256("\n".join(pair.identity).encode("utf-8")).hexdigest()[:8]
-    return root / "__".join([*stems, digest])
+    return root / "__".join([*stems, pair_digest(pair)[:8]])
+
+
+def pair_digest(pair: Pair) -> str:
+    """SHA-256 (hex) of a pair's resolved specs: the same two inputs, the same digest."""
+    return hashlib.sha256("\n".join(pair.identity).encode("utf-8")).hexdigest()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -455,210 +459,6 @@ def stamp_views(result: Any, index: int) -> tuple[dict[str, np.ndarray], str]:
         "spatial kernel": v.kernel_spatial,
     }
     return images, candidate_summary(result, index)
-
-
-@dataclasses.dataclass(frozen=True)
-class Verdict:
-    """A person's judgement of one DIA source.
-
-    Attributes
-    ----------
-    label : str
-        ``real``, ``bogus`` or ``unsure``.
-    x, y : float
-        Position of the source (0-based px), to match it again after a re-run.
-    comment : str
-        Free text.
-    """
-
-    label: str
-    x: float
-    y: float
-    comment: str = ""
-
-
-VERDICTS_FILE = "verdicts.json"
-
-
-def save_verdicts(path: Path, verdicts: Mapping[int, Verdict], pair: Pair, digest: str) -> None:
-    """Write verdicts as JSON (atomically), with the pair and the config digest.
-
-    Parameters
-    ----------
-    path : Path
-        The JSON file; never one of the pair's input files.
-    verdicts : mapping of int to Verdict
-        Keyed by DIA source id.
-    pair : Pair
-        The pair judged (stored as its resolved specs, :attr:`Pair.identity`).
-    digest : str
-        ``config.digest()`` of the run judged.
-
-    Raises
-    ------
-    OutputError
-        When ``path`` is an input file of the pair or cannot be written.
-    """
-    from diffviewer.io import atomic_write_text
-
-    rows = [{"id": int(k), **dataclasses.asdict(v)} for k, v in sorted(verdicts.items())]
-    science, template = pair.identity
-    doc = {
-        "science": science,
-        "template": template,
-        "config_digest": digest,
-        "verdicts": rows,
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(doc, indent=2) + "\n", protect=pair.files)
-
-
-@dataclasses.dataclass(frozen=True)
-class SavedVerdicts:
-    """The content of a verdicts file.
-
-    Attributes
-    ----------
-    verdicts : dict of int to Verdict
-        Keyed by DIA source id.
-    digest : str
-        ``config.digest()`` of the run judged.
-    science, template : str
-        The pair judged, as :attr:`Pair.identity` at saving.
-    """
-
-    verdicts: Mapping[int, Verdict]
-    digest: str
-    science: str
-    template: str
-
-    def belongs_to(self, pair: Pair) -> bool:
-        """Whether these verdicts were made on ``pair`` (same files and extensions)."""
-        return (self.science, self.template) == pair.identity
-
-
-def load_verdicts(path: Path) -> SavedVerdicts:
-    """Read a verdicts file written by :func:`save_verdicts`.
-
-    Parameters
-    ----------
-    path : Path
-
-    Returns
-    -------
-    SavedVerdicts
-
-    Raises
-    ------
-    InputError
-        When the file is not a verdicts file.
-    """
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        verdicts = {
-            int(v["id"]): Verdict(
-                str(v["label"]), float(v["x"]), float(v["y"]), str(v.get("comment", ""))
-            )
-            for v in doc["verdicts"]
-        }
-        return SavedVerdicts(
-            verdicts,
-            str(doc.get("config_digest", "")),
-            str(doc["science"]),
-            str(doc["template"]),
-        )
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InputError(
-            f"verdicts file {path} cannot be read ({exc}); move it aside to start afresh"
-        ) from None
-
-
-def check_verdicts_owner(path: Path, pair: Pair) -> None:
-    """Refuse to replace a verdicts file that holds the verdicts of another pair.
-
-    Two pairs can share a folder (pairs lists of two nights that both name a pair
-    ``pair0001``); their verdicts are a person's work and are never written over.
-
-    Parameters
-    ----------
-    path : Path
-        The verdicts file about to be written (missing or unreadable: nothing to keep).
-    pair : Pair
-        The pair whose verdicts would be written.
-
-    Raises
-    ------
-    OutputError
-        When ``path`` holds the verdicts of another pair.
-    """
-    if not path.is_file():
-        return
-    try:
-        found = load_verdicts(path)
-    except InputError:
-        return
-    if not found.belongs_to(pair):
-        raise OutputError(
-            f"{path} holds the verdicts of {found.science} - {found.template}; not written "
-            "over: move it aside, or choose another output folder for this pair"
-        )
-
-
-def match_verdicts(
-    verdicts: Mapping[int, Verdict], catalog: Table, radius: float = 1.5
-) -> dict[int, Verdict]:
-    """Attach saved verdicts to the sources of a (possibly re-run) catalog.
-
-    A verdict keeps its source id when a source of that id lies within ``radius``;
-    otherwise it moves to the nearest source within ``radius`` pixels, or is dropped.
-
-    Parameters
-    ----------
-    verdicts : mapping of int to Verdict
-        Saved verdicts keyed by id.
-    catalog : astropy.table.Table
-        DIA sources with ``id``, ``x``, ``y``.
-    radius : float
-        Largest distance (px) between the saved and the catalog position.
-
-    Returns
-    -------
-    dict of int to Verdict
-        Verdicts keyed by the catalog's ids.
-    """
-    if len(catalog) == 0:
-        return {}
-    ids = np.asarray(catalog["id"], dtype=np.int64)
-    xy = np.column_stack([np.asarray(catalog["x"], float), np.asarray(catalog["y"], float)])
-    out: dict[int, Verdict] = {}
-    for key, verdict in verdicts.items():
-        d = np.hypot(xy[:, 0] - verdict.x, xy[:, 1] - verdict.y)
-        same = np.flatnonzero(ids == key)
-        if same.size and d[same[0]] <= radius:
-            out[int(key)] = verdict
-        elif d.min() <= radius:
-            out[int(ids[int(np.argmin(d))])] = verdict
-    return out
-
-
-def catalog_with_verdicts(catalog: Table, verdicts: Mapping[int, Verdict]) -> Table:
-    """A copy of the catalog with ``verdict`` and ``comment`` columns (for export).
-
-    Parameters
-    ----------
-    catalog : astropy.table.Table
-        DIA sources with an ``id`` column.
-    verdicts : mapping of int to Verdict
-
-    Returns
-    -------
-    astropy.table.Table
-    """
-    out = catalog.copy()
-    ids = [int(i) for i in np.asarray(catalog["id"])]
-    out["verdict"] = [verdicts[i].label if i in verdicts else "" for i in ids]
-    out["comment"] = [verdicts[i].comment if i in verdicts else "" for i in ids]
-    return out
 
 
 def dipole_segments(catalog: Table) -> np.ndarray:

@@ -197,6 +197,18 @@ class KernelPanel(QWidget):
             _show(item, image, _SIGNED)
         self.info.setText(info)
 
+    def clear(self) -> None:
+        """Show no kernel."""
+        self._grid, self._n = np.zeros((0, 5)), 0
+        for item in (self.mosaic, self.sum_map, self.shift_map):
+            item.clear()
+        self.centroids.clear()
+        for label in self.sum_labels:
+            self.mosaic_box.removeItem(label)
+        self.sum_labels = []
+        self.basis_canvas.clear()
+        self.info.setText("")
+
     def _on_mosaic_click(self, event: object) -> None:
         pos = event.pos()  # type: ignore[attr-defined]
         i, j = int((pos.x() + 0.5) // self._cell), int((pos.y() + 0.5) // self._cell)
@@ -526,6 +538,17 @@ class ABPanel(QWidget):
             if b is not None
             else "Re-run with changed parameters to compare."
         )
+
+    def clear(self) -> None:
+        """Show no run."""
+        self.blink_button.setChecked(False)
+        self._showing_b = False
+        self._images = {}
+        self.a.set_image(None)
+        self.b.set_image(None)
+        self.a.set_title("A: current run")
+        self.b.set_title("B: previous run")
+        self.metrics.setRowCount(0)
 
     def metric_cells(self, key: str) -> tuple[str, str]:
         """The A and B cells of a metric (for tests and export)."""

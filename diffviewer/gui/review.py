@@ -16,10 +16,11 @@ from PyQt6.QtWidgets import QFileDialog, QLineEdit, QVBoxLayout, QWidget
 
 from diffviewer import display
 from diffviewer.errors import DiffviewerError, InputError
-from diffviewer.gui import model
+from diffviewer.gui import model, verdicts
 from diffviewer.gui.catalog import CatalogPanel
-from diffviewer.gui.model import RunOutcome, Verdict
+from diffviewer.gui.model import RunOutcome
 from diffviewer.gui.panels import CutoutPanel, StampPanel
+from diffviewer.gui.verdicts import Verdict
 
 if TYPE_CHECKING:
     from diffviewer.gui.window import MainWindow
@@ -40,7 +41,10 @@ class Review:
     def __init__(self, window: MainWindow) -> None:
         self.w = window
         self.verdicts: dict[int, Verdict] = {}
+        #: Verdicts of this pair whose source the run on screen does not have.
+        self.unmatched: tuple[Verdict, ...] = ()
         self.selected: int | None = None
+        self._selected_xy: tuple[float, float] | None = None
         self.catalog = CatalogPanel()
         self.cutouts = CutoutPanel()
         self.stamp = StampPanel()
@@ -58,16 +62,30 @@ class Review:
     def clear(self) -> None:
         """Forget the pair: no table, selection, cutouts, stamp or verdicts."""
         self.verdicts = {}
-        self.selected = None
+        self.unmatched = ()
         self.catalog.set_table(Table())
+        self.comment.clear()
+        self._clear_selection()
+
+    def _clear_selection(self) -> None:
+        self.selected = None
+        self._selected_xy = None
+        self.w.overlays.mark_selection(None)
         self.cutouts.set_data({}, {}, (0.0, 0.0), "Select a DIA source.")
         self.stamp.set_data({}, "Click a kernel source (square) on an image.")
-        self.comment.clear()
 
     def show_run(self, outcome: RunOutcome) -> None:
-        """Show a run's catalog with its pair's saved verdicts."""
+        """Show a run's catalog with its pair's verdicts; the selected source stays selected
+        when the run still has a source within 1.5 px of it (ids may change)."""
         self.catalog.set_table(outcome.result.diasources)
         self.load_verdicts()
+        xy = self._selected_xy
+        self._clear_selection()  # the stamp and cutouts showed the last run's arrays
+        dia = outcome.result.diasources
+        if xy is not None and len(dia):
+            d = np.hypot(np.asarray(dia["x"], float) - xy[0], np.asarray(dia["y"], float) - xy[1])
+            if d.min() <= 1.5:
+                self.select_source(int(dia["id"][int(np.argmin(d))]))
 
     # ----------------------------------------------------------------- selection
 
@@ -82,6 +100,7 @@ class Review:
             return
         self.selected = source_id
         x, y = float(dia["x"][rows[0]]), float(dia["y"][rows[0]])
+        self._selected_xy = (x, y)
         self.w.area.centre_on(x, y)
         self.w.overlays.mark_selection((x, y))
         self.catalog.select_source(source_id)
@@ -149,49 +168,53 @@ class Review:
             self.catalog.step(1)
 
     def verdict_path(self) -> Path | None:
-        """The verdicts file of the current pair."""
+        """The verdicts file of the current pair (in the folder its outputs went to)."""
         out = self.w.output_dir()
-        return None if out is None else out / model.VERDICTS_FILE
+        return None if out is None else out / verdicts.VERDICTS_FILE
 
     def save_verdicts(self) -> None:
-        """Write the verdicts next to the outputs (never over another pair's verdicts)."""
+        """Write the verdicts next to the outputs (never over another pair's verdicts), and
+        remember that folder as the pair's."""
         path, outcome, pair = self.verdict_path(), self.w.outcome, self.w.pair
         if path is None or outcome is None or pair is None:
             return
         try:
-            model.check_verdicts_owner(path, pair)
-            model.save_verdicts(path, self.verdicts, pair, outcome.result.config.digest())
+            verdicts.check_verdicts_owner(path, pair)
+            verdicts.save_verdicts(
+                path, self.verdicts, pair, outcome.result.config.digest(), self.unmatched
+            )
         except (OSError, DiffviewerError) as exc:
             self.w.report_problem(exc, "Cannot save verdicts")
+        else:
+            self.w.remember_output_dir(pair, path.parent)
 
     def load_verdicts(self) -> None:
-        """Attach the saved verdicts of the current pair (a file of another pair is ignored)."""
+        """Attach the pair's verdicts (saved ones, or those of the last run on screen) to
+        the run on screen, and say so when any moved to another id or found no source."""
         path, outcome, pair = self.verdict_path(), self.w.outcome, self.w.pair
         assert outcome is not None and pair is not None
+        saved, unmatched, source = dict(self.verdicts), self.unmatched, "the last run"
         if path is not None and path.is_file():
-            saved: dict[int, Verdict] = {}
             try:
-                found = model.load_verdicts(path)
+                found = verdicts.load_verdicts(path)
             except InputError as exc:
                 self.w.report_problem(exc)
             else:
                 if found.belongs_to(pair):
-                    saved = dict(found.verdicts)
+                    saved, unmatched, source = dict(found.verdicts), found.unmatched, str(path)
                 else:
                     self.w.log(
                         f"verdicts in {path} belong to {found.science} - {found.template}, "
                         "not to this pair: ignored"
                     )
-                digest = outcome.result.config.digest()
-                if saved and found.digest and found.digest != digest:
-                    self.w.log(
-                        f"verdicts from {path} were made with config {found.digest}; "
-                        "matched by position"
-                    )
-            self.verdicts = model.match_verdicts(saved, outcome.result.diasources)
-        else:
-            self.verdicts = model.match_verdicts(self.verdicts, outcome.result.diasources)
+        rekeyed = verdicts.rekey_verdicts(saved, outcome.result.diasources, unmatched)
+        self.verdicts, self.unmatched = rekeyed.verdicts, rekeyed.unmatched
         self.catalog.model.set_verdicts(self.verdicts)
+        if rekeyed.describe():
+            text = f"verdicts from {source}: {rekeyed.describe()}"
+            self.w.log(text)
+            self.w.status.showMessage(text, 15000)
+            self.save_verdicts()
 
     def export_catalog_dialog(self) -> None:
         """Save the catalog with the verdicts as ECSV."""
@@ -214,7 +237,7 @@ class Review:
         try:
             write_table(
                 path,
-                model.catalog_with_verdicts(self.w.outcome.result.diasources, self.verdicts),
+                verdicts.catalog_with_verdicts(self.w.outcome.result.diasources, self.verdicts),
                 protect=self.w.input_files(),
             )
         except (OSError, DiffviewerError) as exc:

@@ -15,7 +15,8 @@ from PyQt6.QtWidgets import QFileDialog, QInputDialog, QMessageBox, QWidget
 
 from diffviewer.config import load_toml, to_toml
 from diffviewer.errors import DiffviewerError
-from diffviewer.gui import model
+from diffviewer.gui import model, verdicts
+from diffviewer.gui.model import Pair
 from diffviewer.gui.worker import ErrorReport
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ class Saver:
 
     def __init__(self, window: MainWindow) -> None:
         self.w = window
+        self._saving: dict[int, tuple[Pair, Path]] = {}
         window.jobs.finished.connect(self._on_finished)
         window.jobs.failed.connect(self._on_failed)
 
@@ -56,32 +58,30 @@ class Saver:
             w.show_report(ErrorReport("Save refused", message, "", True))
             return
         result, inputs = w.outcome.result, w.pair.files
-        verdicts, pair = dict(w.review.verdicts), w.pair
+        judged, unmatched, pair = dict(w.review.verdicts), w.review.unmatched, w.pair
 
         def job(progress: Any, token: Any) -> list[Path]:
             from diffviewer.outputs import write_outputs
 
             written = write_outputs(result, out_dir, inputs, overwrite=overwrite, cancel=token)
-            model.save_verdicts(
-                out_dir / model.VERDICTS_FILE, verdicts, pair, result.config.digest()
-            )
-            return [*written, out_dir / model.VERDICTS_FILE]
+            file = out_dir / verdicts.VERDICTS_FILE
+            verdicts.save_verdicts(file, judged, pair, result.config.digest(), unmatched)
+            return [*written, file]
 
         w.log(f"saving to {out_dir}")
-        w.jobs.submit("save", job)
+        self._saving[w.jobs.submit("save", job)] = (pair, out_dir)
         w.update_actions()
 
     def save_outputs_dialog(self) -> None:
         """Ask for an output folder and save everything there."""
         w = self.w
         default = w.output_dir()
-        folder = QFileDialog.getExistingDirectory(
-            w, "Output folder", str(default.parent if default else "")
-        )
+        start = w.settings.value("last_output_folder", str(default.parent if default else ""))
+        folder = QFileDialog.getExistingDirectory(w, "Output folder", str(start))
         if not folder:
             return
         out = Path(folder)
-        w.settings.setValue("output_root", str(out.parent))
+        w.settings.setValue("last_output_folder", str(out.parent))
         overwrite = False
         if out.exists() and any(out.iterdir()):
             answer = QMessageBox.question(
@@ -94,6 +94,9 @@ class Saver:
 
     def _on_finished(self, lane: str, job_id: int, value: Any) -> None:
         if lane == "save":
+            pair, out_dir = self._saving.pop(job_id, (None, None))
+            if pair is not None and out_dir is not None:
+                self.w.remember_output_dir(pair, out_dir)  # its verdicts now live there
             self.w.log(f"saved {len(value)} files to {value[0].parent if value else '?'}")
             self.w.status.showMessage(f"saved {len(value)} files", 5000)
             self.w.update_actions()
@@ -101,6 +104,7 @@ class Saver:
     def _on_failed(self, lane: str, job_id: int, report: ErrorReport) -> None:
         if lane != "save":
             return
+        self._saving.pop(job_id, None)
         w = self.w
         if w.closing:  # the window stays open, so the failure is seen
             w.closing = False

@@ -43,7 +43,13 @@ from diffviewer.gui.review import Review
 from diffviewer.gui.runs import RunController
 from diffviewer.gui.saving import Saver
 from diffviewer.gui.views import ImageArea
+from diffviewer.gui.wheel import guard_wheel
 from diffviewer.gui.worker import ErrorReport, JobRunner
+
+
+def _pair_key(pair: Pair) -> str:
+    """The settings key under which a pair's output folder is remembered."""
+    return f"pair_outputs/{model.pair_digest(pair)[:16]}"
 
 
 class MainWindow(QMainWindow):
@@ -159,6 +165,7 @@ class MainWindow(QMainWindow):
         status.addPermanentWidget(self.progress)
         self.menus = Menus(self)
         self.opener.refresh_recent()
+        guard_wheel(self)
         self._restore_layout()
         self.update_actions()
 
@@ -183,6 +190,8 @@ class MainWindow(QMainWindow):
         show_mask(self.area, self.readout, None)
         self.overlays.clear()
         self.review.clear()
+        self.tabs.clear()
+        self.readout.readout.setText("Move the cursor over an image.")
         self.warnings.hide()
         self.setWindowTitle(f"diffviewer — {pair.label}")
         self.opener.remember_recent(pair)
@@ -246,10 +255,19 @@ class MainWindow(QMainWindow):
         return self.pair.files if self.pair is not None else []
 
     def output_dir(self) -> Path | None:
-        """Where the current pair's outputs and verdicts go."""
+        """Where the current pair's outputs and verdicts go: the folder they last went to
+        (remembered per pair in the settings, so every window finds them), else the
+        pair's default folder under :attr:`output_root`."""
         if self.pair is None:
             return None
+        remembered = self.settings.value(_pair_key(self.pair))
+        if remembered:
+            return Path(str(remembered))
         return model.default_output_dir(self.pair, self.output_root)
+
+    def remember_output_dir(self, pair: Pair, folder: Path) -> None:
+        """Remember ``folder`` as where ``pair``'s outputs and verdicts are."""
+        self.settings.setValue(_pair_key(pair), str(folder))
 
     # ----------------------------------------------------------------- drawing
 

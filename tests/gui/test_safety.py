@@ -13,7 +13,7 @@ from PyQt6.QtCore import QSettings, QTimer
 
 from diffviewer.engine.progress import CancelToken, Reporter
 from diffviewer.errors import InputError, OutputError
-from diffviewer.gui import model
+from diffviewer.gui import model, verdicts
 from diffviewer.gui.model import Pair
 from diffviewer.gui.window import MainWindow, isolated_window
 from diffviewer.io import demo_pair
@@ -110,7 +110,7 @@ def test_one_save_at_a_time_and_every_outcome_is_reported(
         win.saver.save_outputs(second)  # refused: it would supersede the first one silently
         assert "a save is under way" in win.error_label.text() and win.error_box.isVisible()
     assert blocker.args[0] == "save" and not second.exists()
-    assert (first / "difference.fits").is_file() and (first / model.VERDICTS_FILE).is_file()
+    assert (first / "difference.fits").is_file() and (first / verdicts.VERDICTS_FILE).is_file()
     assert win.menus.save_action.isEnabled()
     assert f"saved {len(blocker.args[2])} files to {first}" in win.log_view.toPlainText()
     blocked = tmp_path / "a_file"
@@ -139,7 +139,7 @@ def test_no_write_of_the_window_replaces_an_input_file(
         assert "refusing to write" in window.error_label.text(), what
         assert sci.read_bytes() == before, what
     with pytest.raises(OutputError, match="refusing to write"):
-        model.save_verdicts(sci, {}, window.pair, "digest")
+        verdicts.save_verdicts(sci, {}, window.pair, "digest")
     assert sci.read_bytes() == before
 
 
@@ -184,7 +184,7 @@ def test_verdicts_of_another_pair_in_the_folder_are_ignored(
     run(qtbot, window, Pair(str(sci), str(tmpl), "night"))
     window.select_source(int(window.outcome.result.diasources["id"][0]))
     window.set_verdict("real")
-    saved = model.load_verdicts(window.review.verdict_path())
+    saved = verdicts.load_verdicts(window.review.verdict_path())
     assert saved.belongs_to(window.pair) and len(saved.verdicts) == 1
     # same name, same template, another science file: one folder, but not its verdicts
     run(qtbot, window, Pair(str(other_sci), str(tmpl), "night"))

@@ -116,8 +116,14 @@ _MAX_SAMPLE = 1_000_000
 
 # Softening of the asinh stretch and exponent of the log stretch, in units of the
 # level range (the DS9 defaults: asinh(10 x) / 3, log(1000 x + 1) / log(1000)).
-_ASINH_SOFTENING = 0.1
+ASINH_SOFTENING = 0.1
 _LOG_EXPONENT = 1000.0
+#: Entries of an image view's look-up table. pyqtgraph maps the interval between the
+#: black and white points linearly onto the entries, then looks up colours, so a stretch
+#: can only lift faint sky that the table resolves: with min/max levels on a field whose
+#: sky noise is ~1e-4 of the range (GOTO: sigma ~ 10 counts under stars of 6e4), 256
+#: entries put the whole sky in one entry; 65536 give it ~25 per sigma.
+VIEW_LUT_SIZE = 65536
 
 # Half-size (px) of the central box of a cutout whose extreme sets the white point: the
 # selected source's core (a PSF FWHM of 2-5 px; dipole lobes lie within ~3 px of their
@@ -146,6 +152,10 @@ class DisplaySettings:
         Levels symmetric around zero, and the stretch applied outwards from zero.
     manual : (float, float) or None
         Black and white points (image units) for ``levels = "manual"``.
+    softening : float
+        The asinh stretch's softening ``a`` in (0, 1], as a fraction of the interval
+        between the black and white points: ``asinh(t / a) / asinh(1 / a)`` (as
+        astropy.visualization's AsinhStretch); linear below ``a``, logarithmic above.
     """
 
     levels: str = "zscale"
@@ -153,6 +163,7 @@ class DisplaySettings:
     cmap: str = "gray"
     symmetric: bool = False
     manual: tuple[float, float] | None = None
+    softening: float = ASINH_SOFTENING
 
     def __post_init__(self) -> None:
         for name, allowed in (("levels", LEVEL_MODES), ("stretch", STRETCHES), ("cmap", COLORMAPS)):
@@ -162,6 +173,11 @@ class DisplaySettings:
                 )
         if self.levels == "manual" and self.manual is None:
             raise ConfigError("display levels = 'manual' needs manual = (black, white)")
+        if not 0.0 < self.softening <= 1.0:
+            raise ConfigError(
+                f"display softening = {self.softening!r}: give a fraction of the level "
+                "range in (0, 1], e.g. 0.1 (smaller lifts fainter sky)"
+            )
 
     def replace(self, **changes: object) -> DisplaySettings:
         """Return a copy with some fields changed."""
@@ -255,8 +271,8 @@ def compute_levels(image: np.ndarray, settings: DisplaySettings) -> tuple[float,
     return lo, hi
 
 
-def stretch_curve(stretch: str, t: np.ndarray) -> np.ndarray:
-    """Apply a stretch to normalised values.
+def stretch_curve(stretch: str, t: np.ndarray, softening: float = ASINH_SOFTENING) -> np.ndarray:
+    """Apply a stretch to values normalised on the chosen interval.
 
     Parameters
     ----------
@@ -264,6 +280,8 @@ def stretch_curve(stretch: str, t: np.ndarray) -> np.ndarray:
         One of :data:`STRETCHES`.
     t : numpy.ndarray
         Values in [0, 1] (0 at the black point, 1 at the white point).
+    softening : float
+        The asinh softening (see :class:`DisplaySettings`).
 
     Returns
     -------
@@ -276,7 +294,7 @@ def stretch_curve(stretch: str, t: np.ndarray) -> np.ndarray:
     if stretch == "sqrt":
         return np.sqrt(t)
     if stretch == "asinh":
-        return np.arcsinh(t / _ASINH_SOFTENING) / np.arcsinh(1.0 / _ASINH_SOFTENING)
+        return np.arcsinh(t / softening) / np.arcsinh(1.0 / softening)
     if stretch == "log":
         return np.log1p(_LOG_EXPONENT * t) / np.log1p(_LOG_EXPONENT)
     raise ConfigError(f"stretch {stretch!r}: choose one of {', '.join(STRETCHES)}")
@@ -305,7 +323,14 @@ def colormap_rgb(name: str, t: np.ndarray) -> np.ndarray:
     return np.stack([np.interp(t, pos, anchors[:, c]) for c in range(3)], axis=-1)
 
 
-def make_lut(stretch: str, cmap: str, *, symmetric: bool = False, n: int = 256) -> np.ndarray:
+def make_lut(
+    stretch: str,
+    cmap: str,
+    *,
+    symmetric: bool = False,
+    n: int = 256,
+    softening: float = ASINH_SOFTENING,
+) -> np.ndarray:
     """A look-up table applying a stretch then a colour map.
 
     Entry ``i`` is the colour of the value at fraction ``i / (n - 1)`` between the
@@ -322,7 +347,9 @@ def make_lut(stretch: str, cmap: str, *, symmetric: bool = False, n: int = 256) 
     symmetric : bool
         Stretch outwards from the centre of the range.
     n : int
-        Number of entries.
+        Number of entries (:data:`VIEW_LUT_SIZE` for image views, so faint sky is resolved).
+    softening : float
+        The asinh softening (see :class:`DisplaySettings`).
 
     Returns
     -------
@@ -332,9 +359,9 @@ def make_lut(stretch: str, cmap: str, *, symmetric: bool = False, n: int = 256) 
     t = np.linspace(0.0, 1.0, n)
     if symmetric:
         s = 2.0 * t - 1.0
-        u = 0.5 * (np.sign(s) * stretch_curve(stretch, np.abs(s)) + 1.0)
+        u = 0.5 * (np.sign(s) * stretch_curve(stretch, np.abs(s), softening) + 1.0)
     else:
-        u = stretch_curve(stretch, t)
+        u = stretch_curve(stretch, t, softening)
     lut = np.empty((n, 4), dtype=np.uint8)
     lut[:, :3] = np.round(colormap_rgb(cmap, u)).astype(np.uint8)
     lut[:, 3] = 255

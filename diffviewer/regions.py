@@ -1,19 +1,18 @@
 """DS9 region text for a DIA source catalog (pure: builds the text, never writes files).
 
-Colours follow the seed's ``runDebug`` displays (``showDiaSources``: green for a
-good source, red for a flagged one, yellow for a dipole; ``displayDipoles``: a
-yellow line joining a dipole's lobes); the shape gives the sign. Legend:
+Colours are the GUI's, from :mod:`diffviewer.legend` (one legend everywhere); the
+shape repeats the sign for a reader without colour. Legend:
 
-==========================  ==================================================
-region                      meaning
-==========================  ==================================================
-green circle                positive source (brighter in the science image)
-green box                   negative source (brighter in the template)
-red circle / box, dashed    flagged source (edge, no data, saturated, bad, ...)
-yellow circle + box + line  dipole: circle on the positive lobe, box on the
-                            negative lobe, a line joining them (dashed when flagged)
-cyan x point                sky source (blank-sky position)
-==========================  ==================================================
+============================  ================================================
+region                        meaning
+============================  ================================================
+green circle                  positive source (brighter in the science image)
+magenta box                   negative source (brighter in the template)
+orange circle / box, dashed   flagged source (edge, no data, saturated, bad, ...)
+yellow circle + box + line    dipole: circle on the positive lobe, box on the
+                              negative lobe, a line joining them (dashed when flagged)
+grey x point                  sky source (blank-sky position)
+============================  ================================================
 
 Sizes are 1.5 times the difference PSF's FWHM (``meta['diff_psf_fwhm']``, 5 px when
 absent). Coordinates are image pixels, 1-based as DS9 counts them. Every region
@@ -26,12 +25,25 @@ from __future__ import annotations
 import numpy as np
 from astropy.table import Table
 
+from diffviewer import legend
+
+POSITIVE, NEGATIVE, FLAGGED, DIPOLE, SKY = (
+    legend.hex_colour(c)
+    for c in (
+        legend.POSITIVE_COLOUR,
+        legend.NEGATIVE_COLOUR,
+        legend.FLAGGED_COLOUR,
+        legend.DIPOLE_COLOUR,
+        legend.SKY_COLOUR,
+    )
+)
+
 HEADER = (
     "# Region file format: DS9 version 4.1\n"
-    "# diffviewer DIA sources. green circle: positive; green box: negative; red dashed: flagged;\n"
-    "# yellow: dipole (circle on the positive lobe, box on the negative, line joining them);\n"
-    "# cyan x: sky source. Image coordinates, 1-based.\n"
-    'global color=green dashlist=8 3 width=1 font="helvetica 10 normal roman" select=1 '
+    "# diffviewer DIA sources. green circle: positive; magenta box: negative; orange dashed:\n"
+    "# flagged; yellow: dipole (circle on the positive lobe, box on the negative, line joining\n"
+    "# them); grey x: sky source. Image coordinates, 1-based.\n"
+    f'global color={POSITIVE} dashlist=8 3 width=1 font="helvetica 10 normal roman" select=1 '
     "highlite=1 dash=0 fixed=0 edit=1 move=1 delete=1 include=1 source=1\n"
     "image\n"
 )
@@ -91,13 +103,13 @@ def ds9_regions(table: Table) -> str:
         if not (np.isfinite(x) and np.isfinite(y)):
             continue
         if sky[i]:
-            lines.append(f"point({x + 1:.3f},{y + 1:.3f}) # point=x color=cyan tag={{sky}}\n")
+            lines.append(f"point({x + 1:.3f},{y + 1:.3f}) # point=x color={SKY} tag={{sky}}\n")
             continue
         extra = ["flagged"] if flagged[i] else []
         px, py, nx, ny = (float(c[i]) for c in lobes)
         if dipoles[i] and np.all(np.isfinite([px, py, nx, ny])):
             tags = ["dipole", *extra]
-            props = _properties("yellow", tags, bool(flagged[i]))
+            props = _properties(DIPOLE, tags, bool(flagged[i]))
             lines.append(f"{_shape(1, px, py, size / 2)} # {props}\n")
             lines.append(f"{_shape(-1, nx, ny, size / 2)} # {props}\n")
             lines.append(
@@ -105,7 +117,7 @@ def ds9_regions(table: Table) -> str:
             )
             continue
         tags = ["positive" if signs[i] >= 0 else "negative", *extra]
-        color = "red" if flagged[i] else "green"
+        color = FLAGGED if flagged[i] else (POSITIVE if signs[i] >= 0 else NEGATIVE)
         props = _properties(color, tags, bool(flagged[i]))
         lines.append(f"{_shape(float(signs[i]), x, y, size)} # {props}\n")
     return "".join(lines)

@@ -117,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
             window.area.centre_on(*window.area.view_centre(), half_width=250)
             save(window, "main_window_goto.png")
         # a kernel source's stamp panel beside the kernel diagnostics
+        window.menus.cand_action.setChecked(True)
+        window.refresh_overlays()
         cands = window.overlays.candidate_items["science"]
         good = [
             p

@@ -28,7 +28,7 @@ from diffviewer.engine import (
     warp,
     zogy,
 )
-from diffviewer.engine.progress import CancelToken, ProgressCallback, Reporter
+from diffviewer.engine.progress import CancelToken, ProgressCallback, Reporter, StageCallback
 from diffviewer.errors import InputError
 from diffviewer.exposure import Exposure
 
@@ -161,6 +161,7 @@ def run_subtraction(
     *,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
+    stage: StageCallback | None = None,
 ) -> SubtractionResult:
     """Warp, PSF-match, subtract, score, detect and measure.
 
@@ -177,6 +178,9 @@ def run_subtraction(
         ``progress(step, fraction)`` as the run goes.
     cancel : CancelToken, optional
         Checked between and within steps; a cancelled run raises ``Cancelled``.
+    stage : callable, optional
+        ``stage(name, products)`` after the warp, subtract and score steps, so a viewer
+        shows each image as soon as it exists (:meth:`Reporter.stage`).
 
     Returns
     -------
@@ -195,7 +199,7 @@ def run_subtraction(
         When ``cancel`` was set.
     """
     config = config or SubtractionConfig()
-    rep = Reporter(progress, cancel)
+    rep = Reporter(progress, cancel, stage_callback=stage)
     notes: list[str] = []
     pieces = [template] if isinstance(template, Exposure) else list(template)
     if not pieces:
@@ -208,6 +212,7 @@ def run_subtraction(
 
     with rep.step("warp", 0.0, 0.10):
         warped = warp.warp_template(pieces, science, config.warp, rep)
+    rep.stage("warp", {"science": science.image, "template": warped.exposure.image})
     with rep.step("kernel candidates", 0.10, 0.20):
         cands = candidates.select_candidates(science, warped.exposure, config.candidates, rep)
     with rep.step("psf", 0.20, 0.25):
@@ -222,6 +227,9 @@ def run_subtraction(
         )
     with rep.step("subtract", 0.45, 0.60):
         products = subtract.subtract_images(science, warped.exposure, fit, rep)
+    rep.stage(
+        "subtract", {"matched": products.matched.image, "difference": products.difference.image}
+    )
     decorr = None
     difference, diff_psf = products.difference, products.psf
     if config.decorrelation.enabled:
@@ -242,6 +250,8 @@ def run_subtraction(
             score = zogy.zogy_score_grid(science, warped.exposure, psf_grid, config.score, rep)
         elif config.score.method == "al":
             score = zogy.al_score(difference, diff_psf, rep)
+    if score is not None:
+        rep.stage("score", {"score": score.image})
     with rep.step("detect", 0.78, 0.86):
         detections = detect.detect_sources(difference, score, config.detection, rep, psf=diff_psf)
         difference = difference.replace(mask=detections.mask)

@@ -5,13 +5,17 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from diffviewer.errors import Cancelled
 
 #: ``callback(step_name, fraction)`` with fraction in [0, 1] over the whole run.
 ProgressCallback = Callable[[str, float], None]
+#: ``callback(stage_name, products)``: a step's products (name -> array) as soon as it ends.
+StageCallback = Callable[[str, Mapping[str, np.ndarray]], None]
 
 
 class CancelToken:
@@ -42,11 +46,14 @@ class Reporter:
         Checked by :meth:`check` and :meth:`update`.
     timings : dict
         Wall-clock seconds per step, filled by :meth:`step`.
+    stage_callback : callable, optional
+        Called by :meth:`stage` with a step's intermediate products.
     """
 
     callback: ProgressCallback | None = None
     token: CancelToken | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    stage_callback: StageCallback | None = None
     _step: str = "start"
     _span: tuple[float, float] = (0.0, 1.0)
 
@@ -67,6 +74,20 @@ class Reporter:
         if self.callback is not None:
             lo, hi = self._span
             self.callback(self._step, lo + (hi - lo) * min(max(fraction, 0.0), 1.0))
+
+    def stage(self, name: str, products: Mapping[str, np.ndarray]) -> None:
+        """Hand a finished step's products to whoever shows them before the run ends.
+
+        Parameters
+        ----------
+        name : str
+            The step (``warp``, ``subtract``, ``score``).
+        products : mapping of str to numpy.ndarray
+            Images by name (``science``, ``template``, ``matched``, ``difference``,
+            ``score``), on the science pixel grid; read-only views, never copies.
+        """
+        if self.stage_callback is not None:
+            self.stage_callback(name, products)
 
     @contextlib.contextmanager
     def step(self, name: str, start: float, end: float) -> Iterator[None]:

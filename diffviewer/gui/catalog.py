@@ -214,9 +214,12 @@ class CatalogPanel(QWidget):
     -------
     source_selected(int)
         The user selected the row of this DIA source id.
+    filter_changed()
+        The filter changed (the markers follow it).
     """
 
     source_selected = pyqtSignal(int)
+    filter_changed = pyqtSignal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -345,6 +348,15 @@ class CatalogPanel(QWidget):
             sky=self.sky_box.isChecked(),
         )
         self._update_count()
+        self.filter_changed.emit()
+
+    def shown_rows(self) -> np.ndarray:
+        """Rows of the catalog (source order) that pass the filter."""
+        root = QModelIndex()
+        return np.array(
+            [r for r in range(self.model.rowCount()) if self.proxy.filterAcceptsRow(r, root)],
+            dtype=int,
+        )
 
     def _update_count(self) -> None:
         sky = self.model.column("sky_source")

@@ -52,7 +52,10 @@ class DiagnosticsTabs(QTabWidget):
                 model.metrics(o.result),
             )
 
-        self.ab_panel.set_runs(entry(outcome), entry(previous) if previous else None)
+        differences = (
+            model.config_differences(result.config, previous.result.config) if previous else []
+        )
+        self.ab_panel.set_runs(entry(outcome), entry(previous) if previous else None, differences)
 
     def clear(self) -> None:
         """Show nothing (a new pair, before its run)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from PyQt6.QtGui import QAction, QKeySequence
-from PyQt6.QtWidgets import QMenu, QMenuBar, QToolBar
+from PyQt6.QtWidgets import QMenu, QMenuBar, QMessageBox, QToolBar
 
 from diffviewer.gui import model
 
@@ -73,6 +73,7 @@ class Menus:
         self.action(view_menu, "Zoom 1:1", lambda: area.set_zoom(1.0), "1")
         self.action(view_menu, "Zoom in", lambda: area.set_zoom(2 * area.zoom()), "Ctrl+=")
         self.action(view_menu, "Zoom out", lambda: area.set_zoom(area.zoom() / 2), "Ctrl+-")
+        self.action(view_menu, "Zoom on the selected source", w.review.zoom_on_source, "Z")
         view_menu.addSeparator()
         self.action(view_menu, "Blink: next frame", self._blink_step, "K")
         self.blink_action = self.action(
@@ -111,6 +112,9 @@ class Menus:
         self.action(verdict_menu, "Next source", lambda: catalog.step(1), "N")
         self.action(verdict_menu, "Previous source", lambda: catalog.step(-1), "P")
 
+        help_menu = _menu(bar, "&Help")
+        self.action(help_menu, "Keys", self.show_keys, "F1")
+
         tools = QToolBar("Run")
         tools.setObjectName("toolbar_run")
         tools.addAction(self.run_action)
@@ -139,6 +143,24 @@ class Menus:
         menu.addAction(action)
         self.w.addAction(action)
         return action
+
+    def key_rows(self) -> list[tuple[str, str]]:
+        """Every keyboard shortcut of the window and what it does, in menu order (the
+        Help > Keys table and the README's)."""
+        rows = []
+        for action in self.w.actions():
+            key = action.shortcut().toString(QKeySequence.SequenceFormat.PortableText)
+            if key:
+                rows.append((key, action.text().replace("&", "").rstrip("…")))
+        return rows
+
+    def show_keys(self) -> None:
+        """Show the key table (Help > Keys)."""
+        cells = "".join(f"<tr><td><b>{k}</b></td><td>{t}</td></tr>" for k, t in self.key_rows())
+        box = QMessageBox(self.w)
+        box.setWindowTitle("Keys")
+        box.setText(f"<table cellspacing='4'>{cells}</table>")
+        box.open()
 
     def _blink_step(self) -> None:
         area = self.w.area

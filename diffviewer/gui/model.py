@@ -24,6 +24,7 @@ from diffviewer.errors import InputError
 from diffviewer.exposure import Exposure, mask_plane_names
 from diffviewer.gui import columns
 from diffviewer.gui.verdicts import Verdict
+from diffviewer.stats import robust_std
 
 #: Image views in display order, with their titles (template: warped to the science grid;
 #: matched: the PSF-matched image; variance and mask: the difference's planes).
@@ -236,6 +237,27 @@ def view_arrays(result: Any) -> dict[str, np.ndarray]:
     return arrays
 
 
+def prepare_views(
+    arrays: Mapping[str, np.ndarray],
+) -> dict[str, tuple[np.ndarray, tuple[float, float]]]:
+    """Display array and default levels of each named image (run in the worker).
+
+    Parameters
+    ----------
+    arrays : mapping of str to numpy.ndarray
+        Engine images keyed by view name.
+
+    Returns
+    -------
+    dict of str to (numpy.ndarray, (float, float))
+    """
+    out = {}
+    for name, array in arrays.items():
+        image = display.display_array(array)
+        out[name] = (image, display.compute_levels(image, display.default_settings(name)))
+    return out
+
+
 def prepare_display(result: Any) -> tuple[dict[str, np.ndarray], dict[str, tuple[float, float]]]:
     """Display arrays and default levels of every view (run in the worker).
 
@@ -265,6 +287,10 @@ def run_job(
 ) -> Callable[[ProgressCallback, CancelToken], RunOutcome]:
     """A worker job that reads a pair, runs the engine and prepares the display.
 
+    Each image is sent to the window as soon as it exists (science when read, template
+    after the warp, matched and difference after the subtraction, score after scoring)
+    through the worker's ``progress.partial``, as ``{view: (display array, levels)}``.
+
     Parameters
     ----------
     pair : Pair
@@ -286,10 +312,22 @@ def run_job(
         progress("read", 0.0)
         sci, tmpl = pair.load()
         t1 = time.perf_counter()
+        partial = getattr(progress, "partial", None)  # the GUI's worker shows stages
+        sent: set[str] = set()
+
+        def stage(name: str, products: Mapping[str, np.ndarray]) -> None:
+            new = {k: v for k, v in products.items() if k not in sent}
+            if partial is not None and new:
+                sent.update(new)
+                partial(prepare_views(new))
+
+        stage("read", {"science": sci.image})
         if runner is None:
             from diffviewer.engine.pipeline import run_subtraction
 
-            result = run_subtraction(sci, tmpl, config, progress=progress, cancel=token)
+            result = run_subtraction(
+                sci, tmpl, config, progress=progress, cancel=token, stage=stage
+            )
         else:
             result = runner(sci, tmpl, config, progress=progress, cancel=token)
         t2 = time.perf_counter()
@@ -346,13 +384,69 @@ def residual_samples(result: Any) -> list[tuple[str, dict[str, np.ndarray]]]:
     ]
 
 
-def residual_stats(values: np.ndarray) -> tuple[float, float, int]:
-    """Mean, standard deviation and number of the finite residuals (NaN when none)."""
+@dataclasses.dataclass(frozen=True)
+class ResidualStats:
+    """What a residual histogram holds.
+
+    Attributes
+    ----------
+    mean : float
+        Mean of the finite residuals (NaN when none).
+    robust_sigma : float
+        1.4826 x the median absolute deviation: the width of the histogram's core.
+    std : float
+        Plain standard deviation, tails included.
+    count : int
+        Number of finite residuals.
+    """
+
+    mean: float
+    robust_sigma: float
+    std: float
+    count: int
+
+
+def residual_stats(values: np.ndarray) -> ResidualStats:
+    """Mean, robust and plain sigma, and number of the finite residuals (NaN when none)."""
     v = np.asarray(values, dtype=np.float64)
     v = v[np.isfinite(v)]
     if v.size == 0:
-        return float("nan"), float("nan"), 0
-    return float(np.mean(v)), float(np.std(v)), int(v.size)
+        return ResidualStats(float("nan"), float("nan"), float("nan"), 0)
+    return ResidualStats(float(np.mean(v)), robust_std(v), float(np.std(v)), int(v.size))
+
+
+#: Why a residual panel can be empty, by panel title.
+EMPTY_RESIDUALS: dict[str, str] = {
+    "candidates, own kernel": "no kernel stamp was fitted (too few kernel stars)",
+    "candidates, spatial kernel": "no kernel stamp was fitted (too few kernel stars)",
+    "control sample, spatial kernel": (
+        "no control stars were held out (candidates.control_every = 0, or too few candidates)"
+    ),
+    "full image (subsampled)": "no usable pixel on both images",
+}
+
+#: Names of the noise-ratio metrics, worded as the warnings banner words them.
+NOISE_FINAL = "noise ratio (final difference)"
+NOISE_BEFORE_SCALING = "noise ratio before variance scaling"
+NOISE_BEFORE_DECORRELATION = "noise ratio before decorrelation"
+
+
+def config_differences(a: SubtractionConfig, b: SubtractionConfig) -> list[tuple[str, str, str]]:
+    """The parameters whose values differ between two configs.
+
+    Returns
+    -------
+    list of (str, str, str)
+        ``(section.name, value in a, value in b)``, in config order.
+    """
+    da, db = a.to_dict(), b.to_dict()
+    out = []
+    for section, values in da.items():
+        for name, value in values.items():
+            other = db.get(section, {}).get(name)
+            if value != other:
+                out.append((f"{section}.{name}", str(value), str(other)))
+    return out
 
 
 def metrics(result: Any) -> dict[str, float]:
@@ -365,14 +459,19 @@ def metrics(result: Any) -> dict[str, float]:
     Returns
     -------
     dict of str to float
-        Noise ratio of the difference, good/bad/control kernel stamps, DIA sources
-        (all, dipoles), and the residual sigma of the four histogram panels
-        (normalised by the difference variance).
+        Noise ratio of the difference (and, with decorrelation, before the variance
+        scaling and before decorrelation, named as the warnings name them), good/bad/
+        control kernel stamps, DIA sources (all, dipoles), and the robust residual
+        sigma of the four histogram panels (normalised by the difference variance).
     """
     status = np.asarray(result.kernel.candidates["status"]).astype(str)
     dia = result.diasources
-    out: dict[str, float] = {
-        "noise ratio": float(result.diagnostics.noise_ratio),
+    out: dict[str, float] = {NOISE_FINAL: float(result.diagnostics.noise_ratio)}
+    if result.decorrelation is not None:
+        if result.decorrelation.variance_rescale != 1.0:  # the variance was scaled
+            out[NOISE_BEFORE_SCALING] = float(np.sqrt(result.decorrelation.variance_rescale))
+        out[NOISE_BEFORE_DECORRELATION] = float(result.diagnostics.noise_ratio_raw)
+    out |= {
         "good stamps": float(np.sum(status == "GOOD")),
         "bad stamps": float(np.sum(status == "BAD")),
         "control stamps": float(np.sum(status == "CONTROL")),
@@ -380,7 +479,9 @@ def metrics(result: Any) -> dict[str, float]:
         "dipoles": float(np.sum(np.asarray(dia["is_dipole"], bool))) if len(dia) else 0.0,
     }
     for title, values in residual_samples(result):
-        out[f"residual σ: {title}"] = residual_stats(values[RESIDUAL_NORMS[0][0]])[1]
+        out[f"residual σ (robust): {title}"] = residual_stats(
+            values[RESIDUAL_NORMS[0][0]]
+        ).robust_sigma
     return out
 
 
@@ -496,7 +597,9 @@ def source_summary(catalog: Table, source_id: int, verdicts: Mapping[int, Verdic
     for key in columns.FIRST_COLUMNS:
         if key in catalog.colnames:
             unit = str(catalog[key].unit or "")
-            parts.append(f"{key} {columns.format_value(key, row[key], unit)} {unit}".rstrip())
+            text = columns.format_value(key, row[key], unit)
+            if text:  # no "ra deg" without a WCS: a value that is not there is left out
+                parts.append(f"{key} {text} {unit}".rstrip())
     text = ", ".join(parts)
     verdict = verdicts.get(int(source_id))
     if verdict is not None:
@@ -523,7 +626,8 @@ def candidate_summary(result: Any, index: int) -> str:
         "snr",
     ):
         if key in names:
-            text += f"\n{key} = {columns.format_value(key, row[key])}"
+            value = columns.format_value(key, row[key])
+            text += f"\n{key} = {value or '— (not measured for this stamp)'}"
     return text
 
 

@@ -46,13 +46,23 @@ def image_extensions(path: Path) -> list[str]:
                 if hdu.is_image and hdu.shape and len(hdu.shape) == 2
             ]
     except (OSError, ValueError) as exc:
-        raise InputError(f"{path} cannot be read as FITS ({exc}); give a FITS file") from None
+        raise InputError(
+            f"{path} cannot be read as FITS ({plain_reason(exc)}); give a FITS file"
+        ) from None
     if len(names) < 2:
         raise InputError(
             f"{path} holds {len(names)} 2-D image(s); a pair in one file needs two "
             "(e.g. SCI and REF); otherwise open two files"
         )
     return names
+
+
+def plain_reason(exc: BaseException) -> str:
+    """An astropy error's first sentence, without its advice to pass a keyword argument
+    (``ignore_missing_simple=True``), which a person using the window cannot follow."""
+    text = str(exc).strip()
+    sentences = [t for t in text.split(". ") if "=True" not in t and "=False" not in t]
+    return ". ".join(sentences).rstrip(". ") or type(exc).__name__
 
 
 def default_extensions(names: Sequence[str]) -> tuple[str, str]:

@@ -25,7 +25,7 @@ from PyQt6.QtWidgets import (
 )
 
 from diffviewer import display
-from diffviewer.gui.model import residual_stats
+from diffviewer.gui.model import EMPTY_RESIDUALS, ResidualStats, residual_stats
 from diffviewer.gui.views import ImagePanel, link_to
 
 # Height (px) of a title row above small images: two lines of 8-9 pt text.
@@ -234,7 +234,7 @@ class ResidualPanel(QWidget):
         self.log_box.toggled.connect(self._redraw)
         self._panels: Sequence[tuple[str, Mapping[str, np.ndarray]]] = []
         self.plots: list[pg.PlotItem] = []
-        self.stats: dict[str, tuple[float, float, int]] = {}
+        self.stats: dict[str, ResidualStats] = {}
         bar = QHBoxLayout()
         bar.addWidget(QLabel("normalised by"))
         bar.addWidget(self.norm_box)
@@ -275,7 +275,7 @@ class ResidualPanel(QWidget):
         for k, (title, values_by_norm) in enumerate(self._panels):
             values = np.asarray(values_by_norm.get(norm, np.zeros(0)), dtype=float)
             values = values[np.isfinite(values)]
-            mean, sigma, count = residual_stats(values)
+            stats = residual_stats(values)
             plot = self.canvas.addPlot(row=k // 2, col=k % 2)
             plot.setLabel("bottom", "normalised residual")
             plot.setLabel("left", "density")
@@ -298,8 +298,15 @@ class ResidualPanel(QWidget):
                     top = 2 * max(float(density.max()), float(gauss.max()))
                     plot.setYRange(np.log10(floor), np.log10(top), padding=0)
             plot.plot(centres, gauss, pen=pg.mkPen("r", width=2))
-            plot.setTitle(f"{title}<br>mean {mean:+.3f}, σ {sigma:.3f}, n = {count}", size="9pt")
-            self.stats[title] = (mean, sigma, count)
+            if stats.count:
+                text = (
+                    f"mean {stats.mean:+.3f}, σ robust {stats.robust_sigma:.3f} "
+                    f"(std {stats.std:.3f}), n = {stats.count}"
+                )
+            else:
+                text = f"empty: {EMPTY_RESIDUALS.get(title, 'no finite residual')}"
+            plot.setTitle(f"{title}<br>{text}", size="9pt")
+            self.stats[title] = stats
             self.plots.append(plot)
 
 
@@ -484,9 +491,12 @@ class ABPanel(QWidget):
         link_to(self.b.view, self.a.view)
         self.metrics = QTableWidget(0, 3)
         self.metrics.setHorizontalHeaderLabels(["metric", "A (current)", "B (previous)"])
-        rows = self.metrics.verticalHeader()
-        assert rows is not None
-        rows.setVisible(False)
+        self.params = QTableWidget(0, 3)
+        self.params.setHorizontalHeaderLabels(["parameter that differs", "A", "B"])
+        for table in (self.metrics, self.params):
+            rows = table.verticalHeader()
+            assert rows is not None
+            rows.setVisible(False)
         self.blink_button = QPushButton("Blink A/B")
         self.blink_button.setCheckable(True)
         self.blink_button.setToolTip("Alternate A and B in the left view at the blink rate")
@@ -508,10 +518,16 @@ class ABPanel(QWidget):
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addLayout(bar)
         layout.addLayout(grid, 3)
-        layout.addWidget(self.metrics, 1)
+        tables = QHBoxLayout()
+        tables.addWidget(self.metrics, 3)
+        tables.addWidget(self.params, 2)
+        layout.addLayout(tables, 1)
 
-    def set_runs(self, a: RunView, b: RunView | None) -> None:
-        """Show run A (current) and B (previous): difference, levels, label and metrics each."""
+    def set_runs(
+        self, a: RunView, b: RunView | None, differences: Sequence[tuple[str, str, str]] = ()
+    ) -> None:
+        """Show run A (current) and B (previous): difference, levels, label and metrics each,
+        and the parameters that differ (name, A value, B value)."""
         self.blink_button.setChecked(False)
         self._showing_b = False
         self._images = {"A": (a[0], a[1])}
@@ -533,6 +549,11 @@ class ABPanel(QWidget):
                 text = "" if value is None else f"{value:.4g}"
                 self.metrics.setItem(row, col, QTableWidgetItem(text))
         self.metrics.resizeColumnsToContents()
+        self.params.setRowCount(len(differences))
+        for row, cells in enumerate(differences):
+            for col, text in enumerate(cells):
+                self.params.setItem(row, col, QTableWidgetItem(text))
+        self.params.resizeColumnsToContents()
         self.label.setText(
             "B is shown with A's levels, so their noise compares directly."
             if b is not None
@@ -549,6 +570,7 @@ class ABPanel(QWidget):
         self.a.set_title("A: current run")
         self.b.set_title("B: previous run")
         self.metrics.setRowCount(0)
+        self.params.setRowCount(0)
 
     def metric_cells(self, key: str) -> tuple[str, str]:
         """The A and B cells of a metric (for tests and export)."""

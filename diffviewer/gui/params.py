@@ -44,7 +44,8 @@ def _tooltip(field: dataclasses.Field[Any]) -> str:
     if meta.get("unit"):
         parts.append(f"Unit: {meta['unit']}.")
     if meta.get("min") is not None or meta.get("max") is not None:
-        parts.append(f"Range: {meta.get('min', '-inf')} to {meta.get('max', 'inf')}.")
+        lo, hi = meta.get("min"), meta.get("max")
+        parts.append(f"Range: {'-inf' if lo is None else lo} to {'inf' if hi is None else hi}.")
     if meta.get("choices"):
         parts.append(f"Choices: {', '.join(meta['choices'])}.")
     parts.append(f"Default: {field.default!r}.")

@@ -106,6 +106,11 @@ class Review:
         self.catalog.select_source(source_id)
         self.refresh_cutouts()
 
+    def zoom_on_source(self) -> None:
+        """Centre the views on the selected source at a zoom showing ~4 cutouts across."""
+        if self._selected_xy is not None:
+            self.w.area.centre_on(*self._selected_xy, half_width=4.0 * CUTOUT_HALF)
+
     def refresh_cutouts(self, *args: object) -> None:
         """Redraw the selected source's cutouts (colour maps follow the views)."""
         outcome = self.w.outcome

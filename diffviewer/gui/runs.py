@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from diffviewer import display
 from diffviewer.errors import DiffviewerError
 from diffviewer.gui import model
@@ -32,6 +34,7 @@ class RunController:
         self.w = window
         jobs = window.jobs
         jobs.progress.connect(self._on_progress)
+        jobs.partial.connect(self._on_partial)
         jobs.finished.connect(self._on_finished)
         jobs.failed.connect(self._on_failed)
         jobs.cancelled.connect(self._on_cancelled)
@@ -62,6 +65,21 @@ class RunController:
         if lane == "run":
             self.w.step_label.setText(step)
             self.w.progress.setValue(round(1000 * fraction))
+
+    def _on_partial(self, lane: str, job_id: int, views: Any) -> None:
+        """Show a running job's first images in the views that are still blank (a new
+        pair): science when read, template after the warp, and so on."""
+        if lane != "run":
+            return
+        area = self.w.area
+        first = all(p.data is None for p in area.panels.values())
+        for name, (image, levels) in views.items():
+            panel = area.panels[name]
+            if panel.data is None:
+                manual = panel.settings.levels == "manual" and panel.settings.manual
+                panel.set_image(image, panel.settings.manual if manual else levels)
+        if first:
+            area.zoom_fit()
 
     def _on_cancelled(self, lane: str, job_id: int) -> None:
         if lane == "run":
@@ -113,6 +131,11 @@ class RunController:
         if first:
             w.area.zoom_fit()
         w.params.set_config(result.config)
+        if w.previous is None:  # a new pair: kernel squares only while no source is found
+            dia = result.diasources
+            sky = np.asarray(dia["sky_source"], bool) if "sky_source" in dia.colnames else None
+            found = len(dia) - (int(sky.sum()) if sky is not None else 0)
+            w.menus.cand_action.setChecked(found == 0)
         w.review.show_run(outcome)
         w.refresh_overlays()
         w.update_mask_overlay()

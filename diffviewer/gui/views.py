@@ -17,6 +17,7 @@ from PyQt6.QtCore import QPointF, QRectF, Qt, QTimer, pyqtSignal
 from PyQt6.QtWidgets import (
     QCheckBox,
     QComboBox,
+    QDoubleSpinBox,
     QGridLayout,
     QHBoxLayout,
     QLabel,
@@ -136,6 +137,14 @@ class ImagePanel(QWidget):
         self.cmap_box = QComboBox()
         self.cmap_box.addItems(list(display.COLORMAPS))
         self.cmap_box.setToolTip("Colour map")
+        self.soft_box = QDoubleSpinBox()
+        self.soft_box.setRange(0.001, 1.0)
+        self.soft_box.setDecimals(3)
+        self.soft_box.setSingleStep(0.02)
+        self.soft_box.setToolTip(
+            "asinh softening a, as a fraction of the black-to-white interval: "
+            "asinh(t/a)/asinh(1/a); smaller lifts fainter sky, 1 is nearly linear"
+        )
         self.symmetric_box = QCheckBox("±")
         self.symmetric_box.setToolTip("Levels symmetric around zero")
         self.hist_box = QCheckBox("hist")
@@ -146,6 +155,7 @@ class ImagePanel(QWidget):
         for box in (self.levels_box, self.stretch_box, self.cmap_box):
             box.currentTextChanged.connect(self._on_controls)
         self.symmetric_box.toggled.connect(self._on_controls)
+        self.soft_box.valueChanged.connect(self._on_controls)
 
         # Let the panel shrink: the title elides and the boxes show 4 characters at least.
         self.title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
@@ -162,6 +172,7 @@ class ImagePanel(QWidget):
         for w in (
             self.levels_box,
             self.stretch_box,
+            self.soft_box,
             self.cmap_box,
             self.symmetric_box,
             self.hist_box,
@@ -228,9 +239,13 @@ class ImagePanel(QWidget):
         return float(lo), float(hi)
 
     def lut(self) -> np.ndarray:
-        """The LUT of the current stretch and colour map (uint8, 256 x 4)."""
+        """The LUT of the current stretch and colour map (uint8, VIEW_LUT_SIZE x 4)."""
         return display.make_lut(
-            self.settings.stretch, self.settings.cmap, symmetric=self.settings.symmetric
+            self.settings.stretch,
+            self.settings.cmap,
+            symmetric=self.settings.symmetric,
+            n=display.VIEW_LUT_SIZE,
+            softening=self.settings.softening,
         )
 
     def set_settings(self, settings: display.DisplaySettings) -> None:
@@ -245,15 +260,23 @@ class ImagePanel(QWidget):
 
     def _apply_lut(self) -> None:
         lut = self.lut()
-        stops = np.linspace(0, 255, _BAR_STOPS).round().astype(int)
+        stops = np.linspace(0, len(lut) - 1, _BAR_STOPS).round().astype(int)
         self.hist.gradient.setColorMap(pg.ColorMap(np.linspace(0.0, 1.0, _BAR_STOPS), lut[stops]))
         self.hist.gradient.showTicks(False)
         self.image.setLookupTable(lut)
 
     def _sync_controls(self) -> None:
-        boxes = (self.levels_box, self.stretch_box, self.cmap_box, self.symmetric_box)
+        boxes = (
+            self.levels_box,
+            self.stretch_box,
+            self.cmap_box,
+            self.symmetric_box,
+            self.soft_box,
+        )
         for box in boxes:
             box.blockSignals(True)
+        self.soft_box.setValue(self.settings.softening)
+        self.soft_box.setVisible(self.settings.stretch == "asinh")
         self.levels_box.setCurrentText(self.settings.levels)
         self.stretch_box.setCurrentText(self.settings.stretch)
         self.cmap_box.setCurrentText(self.settings.cmap)
@@ -271,6 +294,7 @@ class ImagePanel(QWidget):
                 cmap=self.cmap_box.currentText(),
                 symmetric=self.symmetric_box.isChecked(),
                 manual=manual,
+                softening=self.soft_box.value(),
             )
         )
 

@@ -37,7 +37,7 @@ from diffviewer.gui.diagnostics import DiagnosticsTabs
 from diffviewer.gui.menus import Menus
 from diffviewer.gui.model import Pair, RunOutcome
 from diffviewer.gui.opening import Opener
-from diffviewer.gui.overlays import Overlays, ReadoutPage, show_mask
+from diffviewer.gui.overlays import MARKER_BUDGET, Overlays, ReadoutPage, marker_rows, show_mask
 from diffviewer.gui.params import ParameterPanel
 from diffviewer.gui.review import Review
 from diffviewer.gui.runs import RunController
@@ -99,7 +99,13 @@ class MainWindow(QMainWindow):
         self.overlays = Overlays(self.area, self.review)
         self.overlays.candidate_clicked.connect(self.review.show_candidate)
         self.overlays.dia_clicked.connect(self.review.catalog.select_source)
-        self.review.catalog.sky_box.toggled.connect(self.refresh_overlays)
+        self.review.catalog.filter_changed.connect(self.refresh_overlays)
+        # markers follow the view: redraw once the zoom or pan has settled
+        self._marker_timer = QTimer(self)
+        self._marker_timer.setSingleShot(True)
+        self._marker_timer.setInterval(150)
+        self._marker_timer.timeout.connect(self.refresh_overlays)
+        self.area.master.sigRangeChanged.connect(self._marker_timer.start)
         self.readout = ReadoutPage()
         self.readout.mask_changed.connect(self.update_mask_overlay)
         self.runs = RunController(self)
@@ -158,9 +164,11 @@ class MainWindow(QMainWindow):
         self.progress.setRange(0, 1000)
         self.progress.setMaximumWidth(260)
         self.step_label = QLabel("idle")
+        self.marker_note = QLabel()
         status = self.statusBar()
         assert status is not None
         self.status = status
+        status.addPermanentWidget(self.marker_note)
         status.addPermanentWidget(self.step_label)
         status.addPermanentWidget(self.progress)
         self.menus = Menus(self)
@@ -272,7 +280,9 @@ class MainWindow(QMainWindow):
     # ----------------------------------------------------------------- drawing
 
     def refresh_overlays(self, *args: object) -> None:
-        """Redraw the markers of the run on screen as the View menu and catalog filters say."""
+        """Redraw the markers of the run on screen as the View menu and the catalog's filter
+        say: DIA sources passing the filter, the highest |S/N| within the view first (at
+        most :data:`~diffviewer.gui.overlays.MARKER_BUDGET`), and the selected one."""
         if self.outcome is None:
             return
         result = self.outcome.result
@@ -280,13 +290,25 @@ class MainWindow(QMainWindow):
             result.kernel.candidates if self.menus.cand_action.isChecked() else None
         )
         dia = result.diasources
-        sky = (
-            np.asarray(dia["sky_source"], bool)
-            if "sky_source" in dia.colnames
-            else np.zeros(len(dia), bool)
+        if not self.menus.dia_action.isChecked() or not len(dia):
+            self.overlays.show_dia(None, np.zeros(0, int))
+            self.marker_note.setText("")
+            return
+        selected = self.review.selected
+        keep = (
+            int(np.flatnonzero(np.asarray(dia["id"]) == selected)[0])
+            if selected is not None
+            else None
         )
-        rows = np.flatnonzero(~sky | self.review.catalog.sky_box.isChecked())
-        self.overlays.show_dia(dia if self.menus.dia_action.isChecked() else None, rows)
+        rect = self.area.master.viewRect()
+        view = (rect.left(), rect.top(), rect.right(), rect.bottom())
+        rows, inside = marker_rows(dia, self.review.catalog.shown_rows(), view, keep=keep)
+        self.overlays.show_dia(dia, rows)
+        self.marker_note.setText(
+            f"markers: the {MARKER_BUDGET} of highest |S/N| of {inside} in view; zoom in for more"
+            if inside > MARKER_BUDGET
+            else ""
+        )
 
     def update_mask_overlay(self, *args: object) -> None:
         """Draw the chosen mask planes over the views."""

@@ -79,10 +79,27 @@ def error_report(exc: BaseException) -> ErrorReport:
     )
 
 
+class _Progress:
+    """The progress callback handed to a job: ``progress(step, fraction)``, and
+    ``progress.partial(value)`` for a result shown before the job ends (a run's first
+    images). Jobs that do not know it call it as a plain callback."""
+
+    def __init__(self, worker: _Worker) -> None:
+        self._worker = worker
+
+    def __call__(self, step: str, fraction: float) -> None:
+        self._worker.report(step, fraction)
+
+    def partial(self, value: object) -> None:
+        """Send ``value`` to the GUI thread now (``JobRunner.partial``)."""
+        self._worker.partial.emit(self._worker.job_id, value)
+
+
 class _Worker(QObject):
     """Runs one job in its thread and reports through signals (never touches widgets)."""
 
     progress = pyqtSignal(int, str, float)
+    partial = pyqtSignal(int, object)
     finished = pyqtSignal(int, object)
     failed = pyqtSignal(int, object)
     cancelled = pyqtSignal(int)
@@ -94,7 +111,7 @@ class _Worker(QObject):
         self._token = token
         self._last = (0.0, "")
 
-    def _report(self, step: str, fraction: float) -> None:
+    def report(self, step: str, fraction: float) -> None:
         """Forward progress, at most every ``_PROGRESS_INTERVAL`` unless the step changes."""
         now = time.monotonic()
         if step != self._last[1] or now - self._last[0] >= _PROGRESS_INTERVAL:
@@ -117,7 +134,7 @@ class _Worker(QObject):
 
     def _run(self) -> None:
         try:
-            result = self._job(self._report, self._token)
+            result = self._job(_Progress(self), self._token)
         except Cancelled:
             self.cancelled.emit(self.job_id)
         except BaseException as exc:  # every failure becomes a message, never a crash
@@ -152,6 +169,7 @@ class JobRunner(QObject):
 
     started = pyqtSignal(str, int)
     progress = pyqtSignal(str, int, str, float)
+    partial = pyqtSignal(str, int, object)
     finished = pyqtSignal(str, int, object)
     failed = pyqtSignal(str, int, object)
     cancelled = pyqtSignal(str, int)
@@ -187,6 +205,7 @@ class JobRunner(QObject):
         worker.moveToThread(thread)
         thread.started.connect(worker.run)
         worker.progress.connect(self._on_progress)
+        worker.partial.connect(self._on_partial)
         worker.finished.connect(self._on_finished)
         worker.failed.connect(self._on_failed)
         worker.cancelled.connect(self._on_cancelled)
@@ -270,6 +289,12 @@ class JobRunner(QObject):
         lane = self._lane_of(job_id)
         if lane is not None:
             self.progress.emit(lane, job_id, step, fraction)
+
+    @pyqtSlot(int, object)
+    def _on_partial(self, job_id: int, value: object) -> None:
+        lane = self._lane_of(job_id)
+        if lane is not None:
+            self.partial.emit(lane, job_id, value)
 
     def _end(self, job_id: int) -> str | None:
         """Retire a lane's current job as it ends; its lane, or None for a superseded job."""

@@ -62,15 +62,16 @@ def test_region_text_structure_and_legend() -> None:
     pos, neg, flagged, lobe_p, lobe_n, line, sky = regions
     # 1-based: DS9 puts pixel (0, 0) at (1, 1).
     assert pos[1][:2] == [11.0, 6.0] and pos[1][2] == 6.0  # radius 1.5 FWHM
-    assert pos[2]["color"] == "green" and pos[3] == ["positive"]
-    assert neg[1][:2] == [21.0, 16.0] and neg[2]["color"] == "green" and neg[3] == ["negative"]
-    assert flagged[2]["color"] == "red" and flagged[2]["dash"] == "1"
+    # the GUI's legend colours (diffviewer.legend)
+    assert pos[2]["color"] == "#00ff00" and pos[3] == ["positive"]
+    assert neg[1][:2] == [21.0, 16.0] and neg[2]["color"] == "#ff00ff" and neg[3] == ["negative"]
+    assert flagged[2]["color"] == "#ff8c00" and flagged[2]["dash"] == "1"
     assert set(flagged[3]) == {"positive", "flagged"}
     for region in (lobe_p, lobe_n, line):
-        assert region[2]["color"] == "yellow" and "dipole" in region[3]
+        assert region[2]["color"] == "#ffdc00" and "dipole" in region[3]
     assert lobe_p[1][:2] == [41.5, 36.0] and lobe_n[1][:2] == [41.0, 36.0]
     assert line[1] == [41.5, 36.0, 41.0, 36.0]
-    assert sky[1] == [51.0, 46.0] and sky[2]["color"] == "cyan" and sky[2]["point"] == "x"
+    assert sky[1] == [51.0, 46.0] and sky[2]["color"] == "#aaaaaa" and sky[2]["point"] == "x"
 
 
 def test_minimal_catalog_and_empty_catalog() -> None:

@@ -156,3 +156,39 @@ def test_display_imports_no_qt() -> None:
         "sys.exit(any(m.startswith(('PyQt', 'pyqtgraph')) for m in sys.modules))"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def _grey(lut: np.ndarray, t: float) -> int:
+    """The grey level a view shows at fraction ``t`` of its interval (pyqtgraph's mapping)."""
+    return int(lut[min(int(t * len(lut)), len(lut) - 1), 0])
+
+
+def test_nonlinear_stretches_lift_the_sky_under_min_max_levels() -> None:
+    # GOTO-like: sky 1000 with sigma 10 under a star of 6e4, levels from min to max
+    lo, hi, sky, sigma = 960.0, 60000.0, 1000.0, 10.0
+    below, above = ((sky + k * sigma - lo) / (hi - lo) for k in (-1.0, 1.0))
+    short = display.make_lut("log", "gray")  # 256 entries: the sky falls in one entry
+    assert _grey(short, below) == _grey(short, above)
+    lut = display.make_lut("log", "gray", n=display.VIEW_LUT_SIZE)
+    assert _grey(lut, above) - _grey(lut, below) >= 3  # +-1 sigma: visibly different
+    # asinh with a softer knee lifts the same sky further
+    soft = display.make_lut("asinh", "gray", n=display.VIEW_LUT_SIZE, softening=0.001)
+    hard = display.make_lut("asinh", "gray", n=display.VIEW_LUT_SIZE, softening=0.1)
+    assert _grey(soft, above) > _grey(hard, above) + 10
+    with pytest.raises(ConfigError, match="softening"):
+        display.DisplaySettings(softening=0.0)
+
+
+def test_a_view_applies_its_softening(qtbot) -> None:
+    from diffviewer.gui.views import ImagePanel
+
+    panel = ImagePanel("science", "Science")
+    qtbot.addWidget(panel)
+    panel.stretch_box.setCurrentText("asinh")
+    assert not panel.soft_box.isHidden()
+    panel.soft_box.setValue(0.01)
+    assert panel.settings.softening == pytest.approx(0.01)
+    expected = display.make_lut("asinh", "gray", n=display.VIEW_LUT_SIZE, softening=0.01)
+    np.testing.assert_array_equal(panel.lut(), expected)
+    panel.stretch_box.setCurrentText("linear")
+    assert panel.soft_box.isHidden()

@@ -26,7 +26,7 @@ def test_everything_shown_belongs_to_the_pair_on_screen(qtbot, demo_window: Main
     win = demo_window
     dia = win.outcome.result.diasources
     win.select_source(int(dia["id"][0]))
-    win.overlays._on_candidate_clicked(None, win.overlays.candidate_items["science"].points()[:1])
+    win.review.show_candidate(0)
     win._on_hover(60.0, 181.0)
     assert win.review.cutouts.items["science"].image is not None
     assert win.review.stamp.items["science"].image is not None
@@ -50,7 +50,7 @@ def test_a_rerun_keeps_the_selected_source_and_clears_the_stamp(
     source = int(dia["id"][1])
     xy = (float(dia["x"][1]), float(dia["y"][1]))
     win.select_source(source)
-    win.overlays._on_candidate_clicked(None, win.overlays.candidate_items["science"].points()[:1])
+    win.review.show_candidate(0)
     run(qtbot, win)
     new = win.outcome.result.diasources
     row = int(np.flatnonzero(np.asarray(new["id"]) == win.review.selected)[0])
@@ -148,3 +148,147 @@ def test_rekeying_keeps_moves_and_sets_aside() -> None:
     assert out.moved == ((7, 2),) and out.unmatched == (saved[8],)
     again = verdicts.rekey_verdicts({}, Table({"id": [3], "x": [90.0], "y": [90.5]}), out.unmatched)
     assert again.verdicts == {3: saved[8]} and not again.unmatched
+
+
+def test_science_and_template_show_while_the_run_goes_on(qtbot, window: MainWindow) -> None:
+    seen: list[tuple[str, bool, bool]] = []
+
+    def record(lane: str, job_id: int, views: object) -> None:  # runs after the window's slot
+        panels = window.area.panels
+        for name in views:  # type: ignore[attr-defined]
+            seen.append((name, panels[name].data is not None, window.outcome is None))
+
+    window.jobs.partial.connect(record)
+    run(qtbot, window, demo())
+    names = [name for name, _, _ in seen]
+    # each image on screen as soon as its step ended, all before the run's result
+    assert names[:2] == ["science", "template"] and {"matched", "difference", "score"} <= set(names)
+    assert all(shown and running for _, shown, running in seen)
+
+
+def test_ab_metrics_are_named_and_valued_as_the_warnings_say(demo_window: MainWindow) -> None:
+    from diffviewer.gui import model
+
+    result = demo_window.outcome.result
+    metrics = model.metrics(result)
+    assert metrics[model.NOISE_FINAL] == result.diagnostics.noise_ratio
+    scaled = [w for w in result.warnings if "noise ratio" in w]
+    assert (model.NOISE_BEFORE_SCALING in metrics) == bool(scaled)
+    if scaled:  # the banner's figure is the A/B's "before variance scaling" figure
+        assert f"noise ratio {metrics[model.NOISE_BEFORE_SCALING]:.3f} before" in scaled[0]
+
+
+def test_residual_titles_give_robust_and_plain_sigma_or_why_empty(qtbot) -> None:
+    from diffviewer.gui.panels import ResidualPanel
+
+    rng = np.random.default_rng(1)
+    # a core of width 0.6 with 5 % wide tails: the plain std is dragged far above the core
+    core = np.concatenate([rng.normal(0, 0.6, 9500), rng.normal(0, 6.0, 500)])
+    panel = ResidualPanel()
+    qtbot.addWidget(panel)
+    panel.set_data([("own", {"difference variance": core}), ("control", {})])
+    own = panel.stats["own"]
+    assert abs(own.robust_sigma - 0.6) < 0.05 < own.std - 1.0  # MAD: core; std: > 1.6
+    titles = [p.titleLabel.text for p in panel.plots]
+    assert "σ robust 0.6" in titles[0] and f"(std {own.std:.3f})" in titles[0]
+    assert "empty:" in titles[1] and "nan" not in titles[1]
+
+
+def test_markers_follow_the_catalog_filter_and_the_view(qtbot, demo_window: MainWindow) -> None:
+    win = demo_window
+    dia = win.outcome.result.diasources
+    catalog = win.review.catalog
+    catalog.snr_box.setValue(8.0)  # |S/N| >= 8: the table and the markers alike
+    shown = set(np.asarray(dia["id"])[catalog.shown_rows()])
+    assert 0 < len(shown) < catalog.model.rowCount()
+    drawn = {int(p.data()) for p in win.overlays.dia_items["difference"].points()}
+    assert drawn == shown
+    # at most MARKER_BUDGET markers, the highest |S/N| first, and the selection always
+    from diffviewer.gui.overlays import marker_rows
+
+    rows = np.arange(len(dia))
+    snr = np.abs(np.nan_to_num(np.asarray(dia["snr"], float)))
+    chosen, inside = marker_rows(dia, rows, (-1e9, -1e9, 1e9, 1e9), budget=3, keep=int(rows[-1]))
+    assert inside == len(dia) and len(chosen) == 4 and rows[-1] in chosen
+    assert set(np.argsort(-snr, kind="stable")[:3]) <= set(chosen)
+
+
+def test_blink_carries_markers_and_the_mask(qtbot, demo_window: MainWindow) -> None:
+    from diffviewer.exposure import MaskPlane
+
+    win = demo_window
+    win.area.set_mode("blink")
+    win.menus._blink_step()
+    assert len(win.overlays.dia_items["blink"].points()) > 0
+    win.readout.plane_boxes[MaskPlane.DETECTED].setChecked(True)
+    assert win.area.blink.mask_item.image is not None
+
+
+def test_texts_never_show_missing_values() -> None:
+    import dataclasses
+
+    from astropy.table import Table
+
+    from diffviewer.config import DetectionConfig
+    from diffviewer.gui import model
+    from diffviewer.gui.params import _tooltip
+
+    catalog = Table({"id": [1], "x": [3.0], "y": [4.0], "ra": [np.nan], "dec": [np.nan]})
+    catalog["ra"].unit = catalog["dec"].unit = "deg"
+    text = model.source_summary(catalog, 1, {})
+    assert "ra" not in text and "deg" not in text and "x 3.00" in text
+    fields = {f.name: f for f in dataclasses.fields(DetectionConfig)}
+    tips = [_tooltip(f) for f in fields.values()]
+    assert all("None" not in tip.split("Default:")[0] for tip in tips)
+
+
+def test_a_bad_stamp_says_its_chi2_was_not_measured(demo_window: MainWindow) -> None:
+    import dataclasses
+
+    from diffviewer.gui import model
+
+    result = demo_window.outcome.result
+    cands = result.kernel.candidates.copy()
+    cands["chi2"][0] = np.nan
+    fake = dataclasses.replace(result, kernel=dataclasses.replace(result.kernel, candidates=cands))
+    text = model.candidate_summary(fake, 0)
+    assert "chi2 = — (not measured" in text and "chi2 = \n" not in text + "\n"
+
+
+def test_a_file_that_is_not_fits_is_named_without_astropy_advice(tmp_path: Path) -> None:
+    import pytest
+
+    from diffviewer.errors import InputError
+    from diffviewer.gui.opening import image_extensions
+
+    bad = tmp_path / "notes.fits"
+    bad.write_text("not a FITS file at all " * 200)
+    with pytest.raises(InputError) as info:
+        image_extensions(bad)
+    assert str(bad) in str(info.value) and "=True" not in str(info.value)
+
+
+def test_review_by_keyboard_alone(qtbot, demo_window: MainWindow) -> None:
+    win = demo_window
+    keys = dict(win.menus.key_rows())
+    for key in ("N", "P", "R", "B", "U", "Z", "Ctrl+Right", "Ctrl+Left", "F1"):
+        assert key in keys, key
+    win.activateWindow()
+    win.tabs.setFocus()
+    qtbot.keyClick(win.tabs, Qt.Key.Key_N)
+    first = win.review.selected
+    assert first is not None
+    qtbot.keyClick(win.tabs, Qt.Key.Key_R)
+    assert win.review.verdicts[first].label == "real" and win.review.selected != first
+    qtbot.keyClick(win.tabs, Qt.Key.Key_Z)
+    x0, x1 = win.area.master.viewRange()[0]
+    assert x1 - x0 <= 8.5 * 15  # about four cutouts across
+
+
+def test_the_readme_key_table_is_the_applications(window: MainWindow) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    for key, text in window.menus.key_rows():
+        assert f"| {key} | {text} |" in readme, (key, text)
+    from diffviewer.legend import legend_markdown
+
+    assert legend_markdown() in readme  # one legend: the GUI's, the README's, the regions'

@@ -31,8 +31,12 @@ def test_demo_run_shows_the_engine_arrays_overlays_and_catalog(qtbot, window: Ma
         shown = window.area.panels[name].image.image
         assert shown is not None and shown.shape == array.shape
         np.testing.assert_array_equal(shown, display.display_array(array))
-    # kernel-source overlay: one marker per candidate, at its position
+    # kernel-source overlay: off once the run has DIA sources (they are what is reviewed);
+    # on demand, one marker per candidate, at its position
     cands = result.kernel.candidates
+    assert not window.menus.cand_action.isChecked()
+    assert all(not len(i.points()) for i in window.overlays.candidate_items.values())
+    window.menus.cand_action.trigger()
     for item in window.overlays.candidate_items.values():
         x, y = item.getData()
         np.testing.assert_allclose(x, np.asarray(cands["x"], float))
@@ -150,6 +154,9 @@ def test_a_rerun_with_a_changed_parameter_shows_both_runs_in_ab(qtbot, window: M
     assert window.params.config() == after.config and not window.params.is_modified()
     a, b = window.tabs.ab_panel.metric_cells("DIA sources")
     assert (int(a), int(b)) == (len(after.diasources), len(before.diasources))
+    table = window.tabs.ab_panel.params  # the one parameter changed, with both values
+    rows = [tuple(table.item(r, c).text() for c in range(3)) for r in range(table.rowCount())]
+    assert rows == [("detection.threshold", "8.0", str(before.config.detection.threshold))]
     # a higher threshold cannot find more sources on the same difference
     assert len(after.diasources) <= len(before.diasources)
     np.testing.assert_array_equal(

@@ -9,7 +9,10 @@ present, on the GOTO pair, and saves:
   the basis, and one kernel source's stamp panel;
 - ``residual_histograms.png``: the four runDebug residual panels against N(0, 1);
 - ``catalog_cutouts.png``: a selected DIA source in the table and its cutouts;
-- ``ab_comparison.png``: the previous and the current run after changing a parameter.
+- ``ab_comparison.png``: the previous and the current run after changing a parameter,
+  with the parameters that differ;
+- ``mid_run.png``: a run under way, science and template already on screen;
+- ``main_window_1280x720.png``: the same review on a 1280 x 720 screen.
 
 Usage: ``python scripts/make_screenshots.py [--out screenshots]``.
 """
@@ -36,7 +39,8 @@ from diffviewer.gui.window import MainWindow, isolated_window  # noqa: E402
 from diffviewer.io import demo_pair  # noqa: E402
 
 GOTO = ROOT.parent / "shared" / "data" / "goto"
-SIZE = (1800, 1060)
+SIZE = (1920, 1080)
+SMALL = (1280, 720)
 RUN_TIMEOUT_MS = 600_000
 
 
@@ -57,6 +61,23 @@ def wait_for(window: MainWindow, lane: str, start: object) -> None:
         signal.disconnect(done)
     if window.last_error is not None:
         raise SystemExit(f"run failed: {window.last_error.message}")
+
+
+def grab_mid_run(window: MainWindow, pair: Pair, path: Path) -> None:
+    """Open ``pair`` and save the window as soon as the run has put the template on screen
+    (before the run's result), then wait for the run to end."""
+    grabbed: list[bool] = []
+
+    def on_partial(lane: str, job_id: int, views: object) -> None:
+        if lane == "run" and "template" in views and not grabbed:  # type: ignore[operator]
+            window.grab().save(str(path), "PNG")
+            grabbed.append(window.outcome is None)
+
+    window.jobs.partial.connect(on_partial)
+    wait_for(window, "run", lambda: window.open_pair(pair))
+    window.jobs.partial.disconnect(on_partial)
+    if grabbed != [True]:
+        raise SystemExit("the run ended before its template was shown")
 
 
 def settle(app: QApplication) -> None:
@@ -148,6 +169,23 @@ def main(argv: list[str] | None = None) -> int:
         window.tabs.setCurrentWidget(window.tabs.ab_panel)
         save(window, "ab_comparison.png")
         window.close()
+
+        # a run under way: science and template on screen before the result
+        mid = isolated_window(Path(tmp) / "mid", SIZE)
+        settle(app)
+        grab_mid_run(mid, pair, out / "mid_run.png")
+        written.append(out / "mid_run.png")
+        mid.close()
+
+        # the same review on a 1280 x 720 screen
+        small = isolated_window(Path(tmp) / "small", SMALL)
+        settle(app)
+        wait_for(small, "run", lambda: small.open_pair(pair))
+        small.select_source(
+            brightest_source(small) if pair.name == "goto" else nearest_source(small, 60.0, 181.0)
+        )
+        save(small, "main_window_1280x720.png")
+        small.close()
     for path in written:
         print(path)
     return 0

@@ -586,6 +586,71 @@ def dipole_segments(catalog: Table) -> np.ndarray:
     return pts[np.all(np.isfinite(pts.reshape(-1, 4)), axis=1).repeat(2)]
 
 
+@dataclasses.dataclass(frozen=True)
+class SourceProfile:
+    """The difference around a DIA source against its PSF model (what makes it real).
+
+    Attributes
+    ----------
+    radius : numpy.ndarray
+        Distance of each pixel within :data:`PROFILE_RADIUS` from the source (px).
+    value : numpy.ndarray
+        The difference at those pixels (image units).
+    model_radius, model : numpy.ndarray
+        The same for the difference's PSF scaled to the source's PSF flux.
+    flux : float
+        The source's forced PSF flux (image units; NaN when not measured).
+    """
+
+    radius: np.ndarray
+    value: np.ndarray
+    model_radius: np.ndarray
+    model: np.ndarray
+    flux: float
+
+
+#: Largest distance (px) of the pixels in a source's radial profile.
+PROFILE_RADIUS = 10.0
+
+
+def source_profile(result: Any, x: float, y: float, flux: float) -> SourceProfile:
+    """Radial profile of the difference around (x, y) and of the difference's PSF times
+    ``flux``, both against distance from (x, y) (the PSF centred on its own centre).
+
+    Parameters
+    ----------
+    result : SubtractionResult
+    x, y : float
+        Source position (0-based px).
+    flux : float
+        The source's PSF flux (image units).
+
+    Returns
+    -------
+    SourceProfile
+    """
+    image = result.difference.image
+    ny, nx = image.shape
+    r = int(np.ceil(PROFILE_RADIUS))
+    ys, xs = np.mgrid[
+        max(0, round(y) - r) : min(ny, round(y) + r + 1),
+        max(0, round(x) - r) : min(nx, round(x) + r + 1),
+    ]
+    dist = np.hypot(xs - x, ys - y)
+    near = dist <= PROFILE_RADIUS
+    psf = result.decorrelation.psf if result.decorrelation is not None else result.subtraction.psf
+    psf = np.asarray(psf, dtype=np.float64)
+    total = psf.sum()
+    py, px = np.mgrid[: psf.shape[0], : psf.shape[1]]
+    cy, cx = (np.array(psf.shape) - 1) / 2.0
+    pdist = np.hypot(px - cx, py - cy).ravel()
+    scaled = (psf / total * flux).ravel() if total else np.zeros(psf.size)
+    keep = pdist <= PROFILE_RADIUS
+    return SourceProfile(
+        dist[near], image[ys[near], xs[near]].astype(np.float64), pdist[keep], scaled[keep], flux
+    )
+
+
 def source_summary(catalog: Table, source_id: int, verdicts: Mapping[int, Verdict]) -> str:
     """One DIA source in words: its most used columns with units (as the table shows them),
     and its verdict."""

@@ -62,17 +62,24 @@ def dia_spot(dia: Table, i: int, sky: bool = False) -> dict[str, Any]:
     }
 
 
-#: Most DIA markers drawn at once: the highest-|S/N| sources within the view. At fit zoom a
-#: busy field (GOTO: 376 sources on a 1500 px cell) would otherwise be covered in circles;
-#: zooming in brings the fainter ones back.
-MARKER_BUDGET = 120
+#: Most DIA markers drawn at once: the highest-|S/N| sources within the view, one per
+#: MARKER_AREA screen pixels of a view cell (a 12 px circle every ~45 px keeps the image
+#: readable), at least MIN_MARKERS. At fit zoom a busy field (GOTO: 348 sources) would
+#: otherwise be covered in circles; zooming in brings the fainter ones back.
+MARKER_AREA = 45 * 45
+MIN_MARKERS = 15
+
+
+def marker_budget(width: float, height: float) -> int:
+    """How many DIA markers a view cell of ``width`` x ``height`` screen px shows."""
+    return max(MIN_MARKERS, int(width * height / MARKER_AREA))
 
 
 def marker_rows(
     dia: Table,
     rows: np.ndarray,
     view: tuple[float, float, float, float],
-    budget: int = MARKER_BUDGET,
+    budget: int,
     keep: int | None = None,
 ) -> tuple[np.ndarray, int]:
     """The DIA rows to draw: those of ``rows`` inside ``view``, highest |S/N| first, at most

@@ -25,7 +25,7 @@ from PyQt6.QtWidgets import (
 )
 
 from diffviewer import display
-from diffviewer.gui.model import EMPTY_RESIDUALS, ResidualStats, residual_stats
+from diffviewer.gui.model import EMPTY_RESIDUALS, ResidualStats, SourceProfile, residual_stats
 from diffviewer.gui.views import ImagePanel, link_to
 
 # Height (px) of a title row above small images: two lines of 8-9 pt text.
@@ -98,29 +98,53 @@ class KernelPanel(QWidget):
         super().__init__(parent)
         self.canvas = pg.GraphicsLayoutWidget()
         self.mosaic_box, self.mosaic, _ = _image_box(
-            self.canvas, "Kernel mosaic (click a cell)", 0, 0
+            self.canvas, "Kernel mosaic (wheel: zoom; click a cell: centre the images)", 0, 0
         )
         self.sum_box, self.sum_map, self.sum_title = _image_box(
-            self.canvas, "Kernel sum over the image", 0, 1
+            self.canvas, "Kernel sum over the image", 0, 2
         )
         self.shift_box, self.shift_map, self.shift_title = _image_box(
-            self.canvas, "Kernel centroid shift (px) over the image", 0, 2
+            self.canvas, "Kernel centroid shift over the image", 0, 4
         )
+        self.bars: dict[str, pg.ColorBarItem] = {}
+        for col, key, label, settings in (
+            (1, "mosaic", "kernel weight (per pixel)", _SIGNED),
+            (3, "sum", "kernel sum (flux ratio)", _POSITIVE),
+            (5, "shift", "centroid shift (px)", _POSITIVE),
+        ):
+            lut = display.make_lut("linear", settings.cmap, symmetric=settings.symmetric)
+            stops = np.linspace(0, 255, 16).round().astype(int)
+            bar = pg.ColorBarItem(
+                values=(0.0, 1.0),
+                colorMap=pg.ColorMap(np.linspace(0.0, 1.0, 16), lut[stops]),
+                label=label,
+                interactive=False,
+                colorMapMenu=False,
+                width=12,
+            )
+            self.canvas.addItem(bar, row=1, col=col)
+            self.canvas.ci.layout.setColumnPreferredWidth(col, 70)
+            self.canvas.ci.layout.setColumnMaximumWidth(col, 80)
+            self.bars[key] = bar
+        for box in (self.mosaic_box, self.sum_box, self.shift_box):
+            box.setMouseEnabled(True, True)  # zoom and pan
         self.centroids = pg.ScatterPlotItem(
             pxMode=True, size=7, symbol="+", pen=pg.mkPen("r"), brush=None
         )
         self.mosaic_box.addItem(self.centroids)
-        self.sum_labels: list[pg.TextItem] = []
         self.basis_canvas = pg.GraphicsLayoutWidget()
         self.info = QLabel()
         self.info.setWordWrap(True)
-        self._grid: np.ndarray = np.zeros((0, 4))
+        self.cell_info = QLabel("Move the cursor over the mosaic for a cell's sum and shift.")
+        self._grid: np.ndarray = np.zeros((0, 5))
         self._cell = 1
         self._n = 0
         self.mosaic.mouseClickEvent = self._on_mosaic_click
+        self.canvas.scene().sigMouseMoved.connect(self._on_mosaic_hover)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addWidget(self.canvas, 3)
+        layout.addWidget(self.cell_info)
         layout.addWidget(QLabel("<b>Basis images</b>"))
         layout.addWidget(self.basis_canvas, 1)
         layout.addWidget(self.info)
@@ -166,25 +190,19 @@ class KernelPanel(QWidget):
         self.shift_title.setText(
             f"Kernel centroid shift: {np.nanmin(shift_map):.3f} to {np.nanmax(shift_map):.3f} px"
         )
+        for box in (self.sum_box, self.shift_box):
+            box.autoRange(padding=0.02)
         centre = (cell - 1) / 2
         ii, jj = np.meshgrid(np.arange(n_grid), np.arange(n_grid))
         self.centroids.setData(
             ii.ravel() * cell + centre + grid[:, 3], jj.ravel() * cell + centre + grid[:, 4]
         )
-        for label in self.sum_labels:
-            self.mosaic_box.removeItem(label)
-        self.sum_labels = []
-        for k, (i, j) in enumerate(zip(ii.ravel(), jj.ravel(), strict=True)):
-            label = pg.TextItem(
-                f"{grid[k, 2]:.3f}",
-                color=(0, 0, 0),
-                anchor=(0, 0),
-                fill=pg.mkBrush(255, 255, 255, 170),
-            )
-            label.setPos(i * cell - 0.5, (j + 1) * cell - 0.5)
-            label.setScale(0.8)
-            self.mosaic_box.addItem(label)
-            self.sum_labels.append(label)
+        for key, array in (("mosaic", mosaic), ("sum", sum_map), ("shift", shift_map)):
+            lo, hi = float(np.nanmin(array)), float(np.nanmax(array))
+            if key == "mosaic":  # symmetric, as the mosaic is drawn
+                lo, hi = -max(abs(lo), abs(hi)), max(abs(lo), abs(hi))
+            self.bars[key].setLevels((lo, hi if hi > lo else lo + 1e-9))
+        self.mosaic_box.autoRange(padding=0.02)
         self.basis_canvas.clear()
         per_row = 12
         for k, image in enumerate(basis):
@@ -203,17 +221,31 @@ class KernelPanel(QWidget):
         for item in (self.mosaic, self.sum_map, self.shift_map):
             item.clear()
         self.centroids.clear()
-        for label in self.sum_labels:
-            self.mosaic_box.removeItem(label)
-        self.sum_labels = []
         self.basis_canvas.clear()
         self.info.setText("")
 
+    def _cell_at(self, x: float, y: float) -> int | None:
+        """Row of the grid table under mosaic position (x, y) (px), or None."""
+        i, j = int((x + 0.5) // self._cell), int((y + 0.5) // self._cell)
+        return j * self._n + i if 0 <= i < self._n and 0 <= j < self._n else None
+
+    def _on_mosaic_hover(self, pos: object) -> None:
+        if not self._n or not self.mosaic_box.sceneBoundingRect().contains(pos):
+            return
+        point = self.mosaic_box.mapSceneToView(pos)
+        k = self._cell_at(point.x(), point.y())
+        if k is not None:
+            x, y, total, dx, dy = self._grid[k]
+            self.cell_info.setText(
+                f"kernel at ({x:.0f}, {y:.0f}) px: sum {total:.4f}, "
+                f"centroid shift ({dx:+.3f}, {dy:+.3f}) px"
+            )
+
     def _on_mosaic_click(self, event: object) -> None:
         pos = event.pos()  # type: ignore[attr-defined]
-        i, j = int((pos.x() + 0.5) // self._cell), int((pos.y() + 0.5) // self._cell)
-        if 0 <= i < self._n and 0 <= j < self._n:
-            x, y = self._grid[j * self._n + i, :2]
+        k = self._cell_at(pos.x(), pos.y())
+        if k is not None:
+            x, y = self._grid[k, :2]
             self.centre_requested.emit(float(x), float(y))
             event.accept()  # type: ignore[attr-defined]
 
@@ -423,6 +455,23 @@ class CutoutPanel(_StampGrid):
             ticks.setZValue(10)
             box.addItem(ticks)
             self.ticks[name] = ticks
+        self.profile = pg.PlotWidget()
+        self.profile.setMinimumHeight(140)
+        self.profile.setLabel("bottom", "distance from the source (px)")
+        self.profile.setLabel("left", "difference")
+        self.profile.addLegend(offset=(-5, 5))
+        self.profile_points = self.profile.plot(
+            [], [], pen=None, symbol="o", symbolSize=4, name="difference pixels"
+        )
+        self.profile_model = self.profile.plot(
+            [], [], pen=None, symbol="x", symbolSize=5, symbolPen="r", name="PSF x flux"
+        )
+        self.profile.setToolTip(
+            "The difference's pixels around the selected source against their distance from "
+            "it, with the difference's PSF scaled to the source's PSF flux: a real point "
+            "source follows the model; a residual of a bad subtraction does not"
+        )
+        self.vbox.insertWidget(2, self.profile)
         self.levels: dict[str, tuple[float, float]] = {}
         self._cutouts: Mapping[str, np.ndarray] = {}
         self._cmaps: Mapping[str, str] = {}
@@ -451,6 +500,15 @@ class CutoutPanel(_StampGrid):
         self._cutouts, self._cmaps, self._centre = cutouts, cmaps, centre
         self.info.setText(info)
         self._redraw()
+
+    def set_profile(self, profile: SourceProfile | None) -> None:
+        """Show a source's radial profile against its PSF model (None: clear)."""
+        if profile is None:
+            self.profile_points.setData([], [])
+            self.profile_model.setData([], [])
+            return
+        self.profile_points.setData(profile.radius, profile.value)
+        self.profile_model.setData(profile.model_radius, profile.model)
 
     def _redraw(self, *args: object) -> None:
         self.levels = {}

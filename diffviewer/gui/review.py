@@ -51,6 +51,7 @@ class Review:
         self.comment = QLineEdit()
         self.comment.setPlaceholderText("comment for the next verdict (R / B / U)")
         self.cutout_page = QWidget()
+        self.cutout_page.setMinimumWidth(220)  # four cutouts and their titles, readable
         layout = QVBoxLayout(self.cutout_page)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.cutouts, 1)
@@ -72,6 +73,7 @@ class Review:
         self._selected_xy = None
         self.w.overlays.mark_selection(None)
         self.cutouts.set_data({}, {}, (0.0, 0.0), "Select a DIA source.")
+        self.cutouts.set_profile(None)
         self.stamp.set_data({}, "Click a kernel source (square) on an image.")
 
     def show_run(self, outcome: RunOutcome) -> None:
@@ -131,6 +133,8 @@ class Review:
             (CUTOUT_HALF + x - round(x), CUTOUT_HALF + y - round(y)),
             model.source_summary(dia, self.selected, self.verdicts),
         )
+        flux = float(dia["psf_flux"][rows[0]]) if "psf_flux" in dia.colnames else float("nan")
+        self.cutouts.set_profile(model.source_profile(outcome.result, x, y, flux))
 
     def show_candidate(self, index: int) -> None:
         """Show kernel candidate ``index`` in the stamp panel."""

@@ -18,15 +18,19 @@ from PyQt6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
+    QFormLayout,
     QGridLayout,
     QHBoxLayout,
     QLabel,
+    QMenu,
     QSizePolicy,
     QSpinBox,
     QStackedWidget,
     QTabWidget,
+    QToolButton,
     QVBoxLayout,
     QWidget,
+    QWidgetAction,
 )
 
 from diffviewer import display
@@ -114,7 +118,7 @@ class ImagePanel(QWidget):
         self.hist = pg.HistogramLUTItem(image=self.image)
         self.hist.gradient.showTicks(False)
         self.hist.vb.setMaximumWidth(60)
-        self.canvas.addItem(self.hist, row=0, col=1)
+        self.canvas.addItem(self.hist, row=0, col=1)  # removed until asked for
         self.hist.sigLevelChangeFinished.connect(self._on_handles_moved)
         self.vline = pg.InfiniteLine(angle=90, movable=False, pen=_CROSSHAIR_PEN)
         self.hline = pg.InfiniteLine(angle=0, movable=False, pen=_CROSSHAIR_PEN)
@@ -147,37 +151,44 @@ class ImagePanel(QWidget):
         )
         self.symmetric_box = QCheckBox("±")
         self.symmetric_box.setToolTip("Levels symmetric around zero")
-        self.hist_box = QCheckBox("hist")
-        self.hist_box.setToolTip("Show the histogram with level handles")
-        self.hist_box.setChecked(True)
-        self.hist_box.toggled.connect(self.hist.setVisible)
+        self.hist_box = QCheckBox("histogram and level handles")
+        self.hist_box.setToolTip("Show the histogram with level handles beside the image")
+        self.hist_box.toggled.connect(self._show_hist)
+        self._show_hist(False)  # on demand: the image is the largest thing in its cell
         self._sync_controls()
         for box in (self.levels_box, self.stretch_box, self.cmap_box):
             box.currentTextChanged.connect(self._on_controls)
         self.symmetric_box.toggled.connect(self._on_controls)
         self.soft_box.valueChanged.connect(self._on_controls)
 
-        # Let the panel shrink: the title elides and the boxes show 4 characters at least.
+        # The display controls live in a menu behind one small button, so a narrow cell
+        # (1280 px wide screens) keeps the whole title and the image its full width.
         self.title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-        self.title.setMinimumWidth(80)
-        for box in (self.levels_box, self.stretch_box, self.cmap_box):
-            box.setSizeAdjustPolicy(
-                QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
-            )
-            box.setMinimumContentsLength(4)
+        self.title.setMinimumWidth(60)
+        form_widget = QWidget()
+        form = QFormLayout(form_widget)
+        form.setContentsMargins(6, 6, 6, 6)
+        form.addRow("levels", self.levels_box)
+        form.addRow("stretch", self.stretch_box)
+        form.addRow("asinh softening", self.soft_box)
+        form.addRow("colour map", self.cmap_box)
+        form.addRow(self.symmetric_box)
+        form.addRow(self.hist_box)
+        menu = QMenu(self)
+        holder = QWidgetAction(menu)
+        holder.setDefaultWidget(form_widget)
+        menu.addAction(holder)
+        self.display_button = QToolButton()
+        self.display_button.setText("display ▾")
+        self.display_button.setToolTip("Levels, stretch, colour map, histogram of this view")
+        self.display_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        self.display_button.setMenu(menu)
+        self.display_button.setAutoRaise(True)
         bar = QHBoxLayout()
         bar.setContentsMargins(2, 0, 2, 0)
         bar.addWidget(self.title, 1)
+        bar.addWidget(self.display_button)
         self.bar = bar
-        for w in (
-            self.levels_box,
-            self.stretch_box,
-            self.soft_box,
-            self.cmap_box,
-            self.symmetric_box,
-            self.hist_box,
-        ):
-            bar.addWidget(w)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(0)
@@ -257,6 +268,15 @@ class ImagePanel(QWidget):
         before = (old.levels, old.symmetric, old.manual)
         if before != (settings.levels, settings.symmetric, settings.manual):
             self.settings_changed.emit(self.name)
+
+    def _show_hist(self, on: bool) -> None:
+        """Show the histogram column beside the image, or give its room to the image."""
+        layout = self.canvas.ci
+        if on and self.hist.scene() is None:
+            layout.addItem(self.hist, row=0, col=1)
+        elif not on and self.hist.scene() is not None:
+            layout.removeItem(self.hist)
+        self.hist.setVisible(on)
 
     def _apply_lut(self) -> None:
         lut = self.lut()

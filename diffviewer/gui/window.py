@@ -37,7 +37,13 @@ from diffviewer.gui.diagnostics import DiagnosticsTabs
 from diffviewer.gui.menus import Menus
 from diffviewer.gui.model import Pair, RunOutcome
 from diffviewer.gui.opening import Opener
-from diffviewer.gui.overlays import MARKER_BUDGET, Overlays, ReadoutPage, marker_rows, show_mask
+from diffviewer.gui.overlays import (
+    Overlays,
+    ReadoutPage,
+    marker_budget,
+    marker_rows,
+    show_mask,
+)
 from diffviewer.gui.params import ParameterPanel
 from diffviewer.gui.review import Review
 from diffviewer.gui.runs import RunController
@@ -282,7 +288,7 @@ class MainWindow(QMainWindow):
     def refresh_overlays(self, *args: object) -> None:
         """Redraw the markers of the run on screen as the View menu and the catalog's filter
         say: DIA sources passing the filter, the highest |S/N| within the view first (at
-        most :data:`~diffviewer.gui.overlays.MARKER_BUDGET`), and the selected one."""
+        most :func:`~diffviewer.gui.overlays.marker_budget` for the cell), and the selected one."""
         if self.outcome is None:
             return
         result = self.outcome.result
@@ -300,13 +306,16 @@ class MainWindow(QMainWindow):
             if selected is not None
             else None
         )
-        rect = self.area.master.viewRect()
+        master = self.area.master
+        rect = master.viewRect()
         view = (rect.left(), rect.top(), rect.right(), rect.bottom())
-        rows, inside = marker_rows(dia, self.review.catalog.shown_rows(), view, keep=keep)
+        size = master.boundingRect()
+        budget = marker_budget(size.width(), size.height())
+        rows, inside = marker_rows(dia, self.review.catalog.shown_rows(), view, budget, keep)
         self.overlays.show_dia(dia, rows)
         self.marker_note.setText(
-            f"markers: the {MARKER_BUDGET} of highest |S/N| of {inside} in view; zoom in for more"
-            if inside > MARKER_BUDGET
+            f"markers: the {budget} of highest |S/N| of {inside} in view; zoom in for more"
+            if inside > budget
             else ""
         )
 
@@ -320,9 +329,14 @@ class MainWindow(QMainWindow):
             self.readout.readout.setText(model.pixel_readout(self.outcome.result, self.raw, x, y))
 
     def show_warnings(self, notes: Sequence[str]) -> None:
-        """Show the run's warnings in the banner above the tabs (hidden when none)."""
+        """Show the run's warnings in the banner above the tabs (hidden when none): at most
+        two lines high, the whole text in its tooltip and the log."""
         if notes:
-            self.warnings.setText("<b>Warnings:</b> " + " · ".join(notes))
+            text = "<b>Warnings:</b> " + " · ".join(notes)
+            self.warnings.setText(text)
+            self.warnings.setToolTip(text)
+            lines = self.warnings.fontMetrics().lineSpacing()
+            self.warnings.setMaximumHeight(2 * lines + 8)
             self.warnings.show()
         else:
             self.warnings.hide()
@@ -413,14 +427,27 @@ class MainWindow(QMainWindow):
             QTimer.singleShot(0, self._size_docks)
 
     def _size_docks(self) -> None:
-        """Default dock sizes (the first time, before any layout was saved)."""
+        """Default dock sizes for the window's size (the first time, before any layout was
+        saved): side docks about a sixth of the width each, the catalog a fifth of the
+        height; below 900 px of height the readout becomes a tab beside the parameters, so
+        the parameter list keeps its room (1280 x 720)."""
+        width, height = self.width(), self.height()
+        docks = self.docks
+        small = height < 900
+        if small:
+            self.tabifyDockWidget(docks["Parameters"], docks["Readout"])
+            docks["Parameters"].raise_()
+        side = max(240, min(340, width // 6))
         self.resizeDocks(
-            [self.docks["Parameters"], self.docks["Cutouts"]], [320, 340], Qt.Orientation.Horizontal
+            [docks["Parameters"], docks["Cutouts"]], [side, side + 20], Qt.Orientation.Horizontal
         )
-        self.resizeDocks(
-            [self.docks["Parameters"], self.docks["Readout"]], [560, 340], Qt.Orientation.Vertical
-        )
-        self.resizeDocks([self.docks["Catalog"]], [230], Qt.Orientation.Vertical)
+        if not small:
+            self.resizeDocks(
+                [docks["Parameters"], docks["Readout"]],
+                [int(0.55 * height), int(0.3 * height)],
+                Qt.Orientation.Vertical,
+            )
+        self.resizeDocks([docks["Catalog"]], [max(150, height // 5)], Qt.Orientation.Vertical)
 
     def closeEvent(self, event: QCloseEvent | None) -> None:
         """Close once no background thread is alive: runs and level jobs are cancelled,

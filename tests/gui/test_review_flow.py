@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pyqtgraph as pg
+import pytest
 from PyQt6.QtCore import QPoint, QPointF, QSettings, Qt
 from PyQt6.QtGui import QWheelEvent
 from PyQt6.QtWidgets import QApplication
@@ -203,7 +205,7 @@ def test_markers_follow_the_catalog_filter_and_the_view(qtbot, demo_window: Main
     assert 0 < len(shown) < catalog.model.rowCount()
     drawn = {int(p.data()) for p in win.overlays.dia_items["difference"].points()}
     assert drawn == shown
-    # at most MARKER_BUDGET markers, the highest |S/N| first, and the selection always
+    # at most the budget of markers, the highest |S/N| first, and the selection always
     from diffviewer.gui.overlays import marker_rows
 
     rows = np.arange(len(dia))
@@ -256,8 +258,6 @@ def test_a_bad_stamp_says_its_chi2_was_not_measured(demo_window: MainWindow) -> 
 
 
 def test_a_file_that_is_not_fits_is_named_without_astropy_advice(tmp_path: Path) -> None:
-    import pytest
-
     from diffviewer.errors import InputError
     from diffviewer.gui.opening import image_extensions
 
@@ -292,3 +292,80 @@ def test_the_readme_key_table_is_the_applications(window: MainWindow) -> None:
     from diffviewer.legend import legend_markdown
 
     assert legend_markdown() in readme  # one legend: the GUI's, the README's, the regions'
+
+
+def test_kernel_tab_zooms_and_has_colour_bars_with_units(demo_window: MainWindow) -> None:
+    panel = demo_window.tabs.kernel_panel
+    result = demo_window.outcome.result
+    for box in (panel.mosaic_box, panel.sum_box, panel.shift_box):
+        assert all(box.state["mouseEnabled"])
+    sums = result.subtraction.kernel_sum_map
+    lo, hi = panel.bars["sum"].levels()
+    assert lo == pytest.approx(float(np.nanmin(sums))) and hi >= float(np.nanmax(sums))
+    labels = [panel.bars["shift"].getAxis(side).labelText for side in ("left", "right")]
+    assert any("(px)" in text for text in labels)
+    assert not [i for i in panel.mosaic_box.addedItems if isinstance(i, pg.TextItem)]
+    cell = panel._cell
+    centre = panel.mosaic_box.mapViewToScene(QPointF(2 * cell + cell / 2, 1 * cell + cell / 2))
+    panel._on_mosaic_hover(centre)
+    x, y = panel._grid[1 * panel._n + 2, :2]
+    assert f"kernel at ({x:.0f}, {y:.0f}) px: sum" in panel.cell_info.text()
+
+
+def test_images_fill_their_cells_and_a_small_screen_keeps_titles_and_parameters(
+    qtbot, tmp_path: Path
+) -> None:
+    from diffviewer.gui.window import isolated_window
+
+    win = isolated_window(tmp_path, (1280, 720))
+    qtbot.addWidget(win)
+    try:
+        run(qtbot, win, demo())
+        qtbot.waitUntil(lambda: win.docks["Parameters"].width() < 300)
+        panel = win.area.panels["template"]
+        assert not panel.hist.isVisible()  # the histogram is on demand
+        view_width = panel.view.sceneBoundingRect().width()
+        assert view_width > 0.95 * panel.canvas.width()
+        for p in win.area.panels.values():  # whole titles: no "Templat"
+            if p.isVisible():
+                assert p.title.width() >= p.title.sizeHint().width(), p.title_text
+        assert win.tabifiedDockWidgets(win.docks["Parameters"]) == [win.docks["Readout"]]
+        assert win.docks["Parameters"].height() > 300  # the parameter list, not one field
+        assert win.review.cutout_page.width() >= 220
+        panel.hist_box.setChecked(True)
+        assert panel.hist.isVisible()
+    finally:
+        win.jobs.shutdown()
+
+
+def test_the_selected_source_has_a_profile_against_its_psf_model(demo_window: MainWindow) -> None:
+    from diffviewer.gui.model import PROFILE_RADIUS
+
+    win = demo_window
+    dia = win.outcome.result.diasources
+    d = np.hypot(np.asarray(dia["x"], float) - 60.0, np.asarray(dia["y"], float) - 181.0)
+    row = int(np.argmin(d))  # the demo's transient (resources/demo/README.md)
+    win.select_source(int(dia["id"][row]))
+    r, _ = win.review.cutouts.profile_points.getData()
+    mr, model = win.review.cutouts.profile_model.getData()
+    assert len(r) > 250 and r.max() <= PROFILE_RADIUS and len(mr) > 0
+    # the model is the difference's PSF scaled to the source's forced PSF flux: within
+    # 10 px it holds that flux within 10 % (a PSF of FWHM ~4 px; the decorrelated PSF has
+    # small negative wings beyond, so the partial sum may exceed the whole slightly)
+    flux = float(dia["psf_flux"][row])
+    assert abs(model.sum() / flux - 1) < 0.1
+    win.open_pair(demo(), run=False)
+    cleared = win.review.cutouts.profile_points.getData()[0]
+    assert cleared is None or len(cleared) == 0
+
+
+def test_the_readme_shows_every_screenshot_the_script_makes() -> None:
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    script = (root / "scripts" / "make_screenshots.py").read_text(encoding="utf-8")
+    import re
+
+    made = set(re.findall(r'"(\w+\.png)"', script))
+    assert {"mid_run.png", "main_window_1280x720.png"} <= made
+    for name in made:
+        assert f"(screenshots/{name})" in readme, name

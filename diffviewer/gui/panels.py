@@ -98,7 +98,7 @@ class KernelPanel(QWidget):
         super().__init__(parent)
         self.canvas = pg.GraphicsLayoutWidget()
         self.mosaic_box, self.mosaic, _ = _image_box(
-            self.canvas, "Kernel mosaic (wheel: zoom; click a cell: centre the images)", 0, 0
+            self.canvas, "Kernel mosaic (wheel: zoom; click: centre)", 0, 0
         )
         self.sum_box, self.sum_map, self.sum_title = _image_box(
             self.canvas, "Kernel sum over the image", 0, 2
@@ -129,7 +129,7 @@ class KernelPanel(QWidget):
         for box in (self.mosaic_box, self.sum_box, self.shift_box):
             box.setMouseEnabled(True, True)  # zoom and pan
         self.centroids = pg.ScatterPlotItem(
-            pxMode=True, size=7, symbol="+", pen=pg.mkPen("r"), brush=None
+            pxMode=True, size=5, symbol="+", pen=pg.mkPen((0, 0, 0), width=1), brush=None
         )
         self.mosaic_box.addItem(self.centroids)
         self.basis_canvas = pg.GraphicsLayoutWidget()
@@ -178,7 +178,8 @@ class KernelPanel(QWidget):
             A line of text about the solution.
         """
         self._grid, self._cell, self._n = grid, cell, n_grid
-        _show(self.mosaic, mosaic, _SIGNED)
+        # asinh: the wings of each kernel show beside its core
+        _show(self.mosaic, mosaic, _SIGNED.replace(stretch="asinh"))
         _show(self.sum_map, sum_map, _POSITIVE)
         _show(self.shift_map, shift_map, _POSITIVE)
         lo, hi = float(np.nanmin(sum_map)), float(np.nanmax(sum_map))
@@ -456,7 +457,10 @@ class CutoutPanel(_StampGrid):
             box.addItem(ticks)
             self.ticks[name] = ticks
         self.profile = pg.PlotWidget()
-        self.profile.setMinimumHeight(140)
+        # the cutouts come first: the profile gets a strip below them
+        self.profile.setMinimumHeight(110)
+        self.profile.setMaximumHeight(170)
+        self.canvas.setMinimumHeight(200)
         self.profile.setLabel("bottom", "distance from the source (px)")
         self.profile.setLabel("left", "difference")
         self.profile.addLegend(offset=(-5, 5))

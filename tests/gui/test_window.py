@@ -22,7 +22,11 @@ from diffviewer.synthetic import make_pair
 from tests.gui.helpers import RUN_TIMEOUT_MS, demo, finish, run
 
 
-def test_demo_run_shows_the_engine_arrays_overlays_and_catalog(qtbot, window: MainWindow) -> None:
+def test_demo_run_shows_the_engine_arrays_overlays_and_catalog(
+    qtbot, window: MainWindow, monkeypatch
+) -> None:
+    # every marker drawn here (the per-cell marker budget has its own test)
+    monkeypatch.setattr("diffviewer.gui.overlays.MIN_MARKERS", 100_000)
     run(qtbot, window, demo())
     assert window.outcome is not None and not window.is_running()
     result = window.outcome.result

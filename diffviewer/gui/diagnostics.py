@@ -6,8 +6,8 @@ import numpy as np
 from PyQt6.QtWidgets import QTabWidget, QWidget
 
 from diffviewer.gui import model
+from diffviewer.gui.diagnostic_panels import ABPanel, KernelPanel, ResidualPanel
 from diffviewer.gui.model import RunOutcome
-from diffviewer.gui.panels import ABPanel, KernelPanel, ResidualPanel
 from diffviewer.gui.views import ImageArea
 
 RunView = tuple[np.ndarray, tuple[float, float], str, dict[str, float]]

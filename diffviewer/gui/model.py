@@ -503,7 +503,7 @@ def kernel_views(result: Any, n_grid: int = 7, n_shift: int = 16) -> dict[str, A
     Returns
     -------
     dict
-        Keyword arguments of :meth:`diffviewer.gui.panels.KernelPanel.set_data`.
+        Keyword arguments of :meth:`diffviewer.gui.diagnostic_panels.KernelPanel.set_data`.
     """
     from diffviewer.engine.diagnostics import kernel_centroids, kernel_mosaic
 

@@ -1,4 +1,5 @@
-"""Diagnostic panels: kernel mosaic and maps, residual histograms, stamps, cutouts, A/B.
+"""Panels of small images: a kernel source's stamps and a DIA source's cutouts and profile,
+with the helpers the diagnostics panels share (titled image boxes, drawing an array).
 
 Each panel draws plain arrays handed to it by the window (see
 :mod:`diffviewer.gui.model` for where they come from in a result); none computes science.
@@ -10,23 +11,17 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pyqtgraph as pg
-from PyQt6.QtCore import QRectF, Qt, QTimer, pyqtSignal
+from PyQt6.QtCore import QRectF, Qt
 from PyQt6.QtWidgets import (
-    QCheckBox,
     QComboBox,
-    QGridLayout,
     QHBoxLayout,
     QLabel,
-    QPushButton,
-    QTableWidget,
-    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
 from diffviewer import display
-from diffviewer.gui.model import EMPTY_RESIDUALS, ResidualStats, SourceProfile, residual_stats
-from diffviewer.gui.views import ImagePanel, link_to
+from diffviewer.gui.model import SourceProfile
 
 # Height (px) of a title row above small images: two lines of 8-9 pt text.
 _TITLE_HEIGHT = 34
@@ -43,7 +38,7 @@ class _Title(pg.LabelItem):
         self.setMinimumWidth(0)
 
 
-def _image_box(
+def image_box(
     canvas: pg.GraphicsLayoutWidget, title: str, row: int, col: int
 ) -> tuple[pg.ViewBox, pg.ImageItem, _Title]:
     """A titled, aspect-locked view box with an image item, placed in a layout widget."""
@@ -60,7 +55,7 @@ def _image_box(
     return vb, item, label
 
 
-def _show(
+def show_array(
     item: pg.ImageItem,
     array: np.ndarray | None,
     settings: display.DisplaySettings,
@@ -79,268 +74,8 @@ def _show(
     )
 
 
-_SIGNED = display.default_settings("difference").replace(levels="minmax")
-_POSITIVE = display.DisplaySettings(levels="minmax", cmap="viridis")
-
-
-class KernelPanel(QWidget):
-    """The spatial kernel on a grid (mosaic), kernel-sum and centroid-shift maps, the basis.
-
-    Signals
-    -------
-    centre_requested(float, float)
-        A mosaic cell was clicked: centre the images on its position (px).
-    """
-
-    centre_requested = pyqtSignal(float, float)
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.canvas = pg.GraphicsLayoutWidget()
-        self.mosaic_box, self.mosaic, _ = _image_box(
-            self.canvas, "Kernel mosaic (wheel: zoom; click: centre)", 0, 0
-        )
-        self.sum_box, self.sum_map, self.sum_title = _image_box(
-            self.canvas, "Kernel sum over the image", 0, 2
-        )
-        self.shift_box, self.shift_map, self.shift_title = _image_box(
-            self.canvas, "Kernel centroid shift over the image", 0, 4
-        )
-        self.bars: dict[str, pg.ColorBarItem] = {}
-        for col, key, label, settings in (
-            (1, "mosaic", "kernel weight (per pixel)", _SIGNED),
-            (3, "sum", "kernel sum (flux ratio)", _POSITIVE),
-            (5, "shift", "centroid shift (px)", _POSITIVE),
-        ):
-            lut = display.make_lut("linear", settings.cmap, symmetric=settings.symmetric)
-            stops = np.linspace(0, 255, 16).round().astype(int)
-            bar = pg.ColorBarItem(
-                values=(0.0, 1.0),
-                colorMap=pg.ColorMap(np.linspace(0.0, 1.0, 16), lut[stops]),
-                label=label,
-                interactive=False,
-                colorMapMenu=False,
-                width=12,
-            )
-            self.canvas.addItem(bar, row=1, col=col)
-            self.canvas.ci.layout.setColumnPreferredWidth(col, 70)
-            self.canvas.ci.layout.setColumnMaximumWidth(col, 80)
-            self.bars[key] = bar
-        for box in (self.mosaic_box, self.sum_box, self.shift_box):
-            box.setMouseEnabled(True, True)  # zoom and pan
-        self.centroids = pg.ScatterPlotItem(
-            pxMode=True, size=5, symbol="+", pen=pg.mkPen((0, 0, 0), width=1), brush=None
-        )
-        self.mosaic_box.addItem(self.centroids)
-        self.basis_canvas = pg.GraphicsLayoutWidget()
-        self.info = QLabel()
-        self.info.setWordWrap(True)
-        self.cell_info = QLabel("Move the cursor over the mosaic for a cell's sum and shift.")
-        self._grid: np.ndarray = np.zeros((0, 5))
-        self._cell = 1
-        self._n = 0
-        self.mosaic.mouseClickEvent = self._on_mosaic_click
-        self.canvas.scene().sigMouseMoved.connect(self._on_mosaic_hover)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(2, 2, 2, 2)
-        layout.addWidget(self.canvas, 3)
-        layout.addWidget(self.cell_info)
-        layout.addWidget(QLabel("<b>Basis images</b>"))
-        layout.addWidget(self.basis_canvas, 1)
-        layout.addWidget(self.info)
-
-    def set_data(
-        self,
-        mosaic: np.ndarray,
-        grid: np.ndarray,
-        n_grid: int,
-        cell: int,
-        sum_map: np.ndarray,
-        shift_map: np.ndarray,
-        basis: np.ndarray,
-        info: str,
-    ) -> None:
-        """Show a kernel solution.
-
-        Parameters
-        ----------
-        mosaic : numpy.ndarray
-            ``n_grid * cell`` square image of kernels (row j, column i = grid point (i, j)).
-        grid : numpy.ndarray
-            Rows of (x, y, kernel sum, centroid dx, centroid dy) per cell, row-major in j, i.
-        n_grid, cell : int
-            Cells per axis and cell side (px).
-        sum_map, shift_map : numpy.ndarray
-            Kernel sum and centroid shift (px) over the image (any resolution).
-        basis : numpy.ndarray
-            Basis images, shape (n, k, k).
-        info : str
-            A line of text about the solution.
-        """
-        self._grid, self._cell, self._n = grid, cell, n_grid
-        # asinh: the wings of each kernel show beside its core
-        _show(self.mosaic, mosaic, _SIGNED.replace(stretch="asinh"))
-        _show(self.sum_map, sum_map, _POSITIVE)
-        _show(self.shift_map, shift_map, _POSITIVE)
-        lo, hi = float(np.nanmin(sum_map)), float(np.nanmax(sum_map))
-        self.sum_title.setText(
-            f"Kernel sum over the image: {lo:.4f} (dark) to {hi:.4f} (bright)"
-            if f"{lo:.4f}" != f"{hi:.4f}"
-            else f"Kernel sum over the image: constant, {lo:.4f}"
-        )
-        self.shift_title.setText(
-            f"Kernel centroid shift: {np.nanmin(shift_map):.3f} to {np.nanmax(shift_map):.3f} px"
-        )
-        for box in (self.sum_box, self.shift_box):
-            box.autoRange(padding=0.02)
-        centre = (cell - 1) / 2
-        ii, jj = np.meshgrid(np.arange(n_grid), np.arange(n_grid))
-        self.centroids.setData(
-            ii.ravel() * cell + centre + grid[:, 3], jj.ravel() * cell + centre + grid[:, 4]
-        )
-        for key, array in (("mosaic", mosaic), ("sum", sum_map), ("shift", shift_map)):
-            lo, hi = float(np.nanmin(array)), float(np.nanmax(array))
-            if key == "mosaic":  # symmetric, as the mosaic is drawn
-                lo, hi = -max(abs(lo), abs(hi)), max(abs(lo), abs(hi))
-            self.bars[key].setLevels((lo, hi if hi > lo else lo + 1e-9))
-        self.mosaic_box.autoRange(padding=0.02)
-        self.basis_canvas.clear()
-        per_row = 12
-        for k, image in enumerate(basis):
-            vb = self.basis_canvas.addViewBox(
-                row=k // per_row, col=k % per_row, lockAspect=True, enableMenu=False
-            )
-            vb.setMouseEnabled(False, False)
-            item = pg.ImageItem(axisOrder="row-major")
-            vb.addItem(item)
-            _show(item, image, _SIGNED)
-        self.info.setText(info)
-
-    def clear(self) -> None:
-        """Show no kernel."""
-        self._grid, self._n = np.zeros((0, 5)), 0
-        for item in (self.mosaic, self.sum_map, self.shift_map):
-            item.clear()
-        self.centroids.clear()
-        self.basis_canvas.clear()
-        self.info.setText("")
-
-    def _cell_at(self, x: float, y: float) -> int | None:
-        """Row of the grid table under mosaic position (x, y) (px), or None."""
-        i, j = int((x + 0.5) // self._cell), int((y + 0.5) // self._cell)
-        return j * self._n + i if 0 <= i < self._n and 0 <= j < self._n else None
-
-    def _on_mosaic_hover(self, pos: object) -> None:
-        if not self._n or not self.mosaic_box.sceneBoundingRect().contains(pos):
-            return
-        point = self.mosaic_box.mapSceneToView(pos)
-        k = self._cell_at(point.x(), point.y())
-        if k is not None:
-            x, y, total, dx, dy = self._grid[k]
-            self.cell_info.setText(
-                f"kernel at ({x:.0f}, {y:.0f}) px: sum {total:.4f}, "
-                f"centroid shift ({dx:+.3f}, {dy:+.3f}) px"
-            )
-
-    def _on_mosaic_click(self, event: object) -> None:
-        pos = event.pos()  # type: ignore[attr-defined]
-        k = self._cell_at(pos.x(), pos.y())
-        if k is not None:
-            x, y = self._grid[k, :2]
-            self.centre_requested.emit(float(x), float(y))
-            event.accept()  # type: ignore[attr-defined]
-
-
-class ResidualPanel(QWidget):
-    """The four pixel-residual histograms against N(0, 1), with mean and sigma."""
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.canvas = pg.GraphicsLayoutWidget()
-        self.norm_box = QComboBox()
-        self.norm_box.setToolTip(
-            "Normalise residuals by the difference variance or by the input variances"
-        )
-        self.norm_box.currentTextChanged.connect(self._redraw)
-        self.log_box = QCheckBox("log density")
-        self.log_box.setToolTip("Logarithmic density axis: the tails against N(0, 1)")
-        self.log_box.toggled.connect(self._redraw)
-        self._panels: Sequence[tuple[str, Mapping[str, np.ndarray]]] = []
-        self.plots: list[pg.PlotItem] = []
-        self.stats: dict[str, ResidualStats] = {}
-        bar = QHBoxLayout()
-        bar.addWidget(QLabel("normalised by"))
-        bar.addWidget(self.norm_box)
-        bar.addWidget(self.log_box)
-        bar.addStretch(1)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(2, 2, 2, 2)
-        layout.addLayout(bar)
-        layout.addWidget(self.canvas, 1)
-
-    def set_data(self, panels: Sequence[tuple[str, Mapping[str, np.ndarray]]]) -> None:
-        """Show residual samples.
-
-        Parameters
-        ----------
-        panels : sequence of (str, mapping of str to numpy.ndarray)
-            Panel title and, per normalisation name, the normalised residual values.
-        """
-        self._panels = panels
-        norms = list(panels[0][1]) if panels else []
-        current = self.norm_box.currentText()
-        self.norm_box.blockSignals(True)
-        self.norm_box.clear()
-        self.norm_box.addItems(norms)
-        if current in norms:
-            self.norm_box.setCurrentText(current)
-        self.norm_box.blockSignals(False)
-        self._redraw()
-
-    def _redraw(self, *args: object) -> None:
-        self.canvas.clear()
-        self.plots = []
-        self.stats = {}
-        norm = self.norm_box.currentText()
-        edges = np.linspace(-5.0, 5.0, 81)
-        centres = 0.5 * (edges[1:] + edges[:-1])
-        gauss = np.exp(-0.5 * centres**2) / np.sqrt(2 * np.pi)
-        for k, (title, values_by_norm) in enumerate(self._panels):
-            values = np.asarray(values_by_norm.get(norm, np.zeros(0)), dtype=float)
-            values = values[np.isfinite(values)]
-            stats = residual_stats(values)
-            plot = self.canvas.addPlot(row=k // 2, col=k % 2)
-            plot.setLabel("bottom", "normalised residual")
-            plot.setLabel("left", "density")
-            plot.getAxis("left").enableAutoSIPrefix(False)  # plain densities, no "(x0.001)"
-            log = self.log_box.isChecked()
-            plot.setLogMode(y=log)
-            if values.size:
-                hist, _ = np.histogram(values, bins=edges, density=False)
-                density = hist / (values.size * np.diff(edges))
-                plot.plot(
-                    edges,
-                    density,
-                    stepMode="center",
-                    fillLevel=None if log else 0,  # a fill down to 0 has no place on a log axis
-                    brush=None if log else (100, 100, 220, 120),
-                    pen=pg.mkPen((120, 120, 255)),
-                )
-                if log:  # from half a count per bin (the emptiest bin shown) to the peak
-                    floor = 0.5 / (values.size * (edges[1] - edges[0]))
-                    top = 2 * max(float(density.max()), float(gauss.max()))
-                    plot.setYRange(np.log10(floor), np.log10(top), padding=0)
-            plot.plot(centres, gauss, pen=pg.mkPen("r", width=2))
-            if stats.count:
-                text = (
-                    f"mean {stats.mean:+.3f}, σ robust {stats.robust_sigma:.3f} "
-                    f"(std {stats.std:.3f}), n = {stats.count}"
-                )
-            else:
-                text = f"empty: {EMPTY_RESIDUALS.get(title, 'no finite residual')}"
-            plot.setTitle(f"{title}<br>{text}", size="9pt")
-            self.stats[title] = stats
-            self.plots.append(plot)
+SIGNED = display.default_settings("difference").replace(levels="minmax")
+POSITIVE = display.DisplaySettings(levels="minmax", cmap="viridis")
 
 
 class _StampGrid(QWidget):
@@ -353,7 +88,7 @@ class _StampGrid(QWidget):
         self.boxes: dict[str, pg.ViewBox] = {}
         self.labels: dict[str, _Title] = {}
         for k, title in enumerate(titles):
-            self.boxes[title], self.items[title], self.labels[title] = _image_box(
+            self.boxes[title], self.items[title], self.labels[title] = image_box(
                 self.canvas, title, k // 2, k % 2
             )
         self.info = QLabel(prompt)
@@ -397,13 +132,13 @@ class StampPanel(_StampGrid):
         for title, item in self.items.items():
             array = images.get(title)
             if title in ("science", "template"):
-                _show(item, array, display.DisplaySettings(stretch="asinh"), inputs)
+                show_array(item, array, display.DisplaySettings(stretch="asinh"), inputs)
             elif "kernel" in title:
-                _show(item, array, _SIGNED)
+                show_array(item, array, SIGNED)
             elif title == "normalised residual":
-                _show(item, array, _SIGNED.replace(levels="manual", manual=(-5.0, 5.0)))
+                show_array(item, array, SIGNED.replace(levels="manual", manual=(-5.0, 5.0)))
             else:
-                _show(item, array, display.default_settings("difference"), diffs)
+                show_array(item, array, display.default_settings("difference"), diffs)
         self.info.setText(info)
 
 
@@ -534,132 +269,6 @@ class CutoutPanel(_StampGrid):
                 cmap=self._cmaps.get(name, "gray"),
                 symmetric=lo == -hi,
             )
-            _show(item, array, settings, (lo, hi))
+            show_array(item, array, settings, (lo, hi))
             self.ticks[name].setData(*_centre_ticks(*self._centre))
             self.labels[name].setText(f"{name}<br>{lo:.3g} … {hi:.3g}", size="8pt")
-
-
-#: One run in the A/B panel: difference image, its levels, a label and its metrics.
-RunView = tuple[np.ndarray, tuple[float, float], str, Mapping[str, float]]
-
-
-class ABPanel(QWidget):
-    """Two runs side by side (or blinked in the left view): their differences and metrics."""
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.a = ImagePanel("difference", "A: current run")
-        self.b = ImagePanel("difference", "B: previous run")
-        link_to(self.b.view, self.a.view)
-        self.metrics = QTableWidget(0, 3)
-        self.metrics.setHorizontalHeaderLabels(["metric", "A (current)", "B (previous)"])
-        self.params = QTableWidget(0, 3)
-        self.params.setHorizontalHeaderLabels(["parameter that differs", "A", "B"])
-        for table in (self.metrics, self.params):
-            rows = table.verticalHeader()
-            assert rows is not None
-            rows.setVisible(False)
-        self.blink_button = QPushButton("Blink A/B")
-        self.blink_button.setCheckable(True)
-        self.blink_button.setToolTip("Alternate A and B in the left view at the blink rate")
-        self.blink_button.toggled.connect(self._on_blink)
-        self.blink_timer = QTimer(self)
-        self.blink_timer.setInterval(500)
-        self.blink_timer.timeout.connect(self.swap)
-        self.label = QLabel("Re-run with changed parameters to compare with the previous run.")
-        self.label.setWordWrap(True)
-        self._images: dict[str, tuple[np.ndarray, tuple[float, float]]] = {}
-        self._showing_b = False
-        grid = QGridLayout()
-        grid.addWidget(self.a, 0, 0)
-        grid.addWidget(self.b, 0, 1)
-        bar = QHBoxLayout()
-        bar.addWidget(self.blink_button)
-        bar.addWidget(self.label, 1)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(2, 2, 2, 2)
-        layout.addLayout(bar)
-        layout.addLayout(grid, 3)
-        tables = QHBoxLayout()
-        tables.addWidget(self.metrics, 3)
-        tables.addWidget(self.params, 2)
-        layout.addLayout(tables, 1)
-
-    def set_runs(
-        self, a: RunView, b: RunView | None, differences: Sequence[tuple[str, str, str]] = ()
-    ) -> None:
-        """Show run A (current) and B (previous): difference, levels, label and metrics each,
-        and the parameters that differ (name, A value, B value)."""
-        self.blink_button.setChecked(False)
-        self._showing_b = False
-        self._images = {"A": (a[0], a[1])}
-        self.a.set_title(f"A: {a[2]}")
-        self.a.set_image(a[0], a[1])
-        if b is None:
-            self.b.set_image(None)
-            self.b.set_title("B: (no previous run)")
-        else:
-            self._images["B"] = (b[0], b[1])
-            self.b.set_title(f"B: {b[2]}")
-            self.b.set_image(b[0], a[1])
-        keys = list(a[3]) + [k for k in (b[3] if b else {}) if k not in a[3]]
-        self.metrics.setRowCount(len(keys))
-        for row, key in enumerate(keys):
-            self.metrics.setItem(row, 0, QTableWidgetItem(key))
-            for col, run in ((1, a), (2, b)):
-                value = run[3].get(key) if run is not None else None
-                text = "" if value is None else f"{value:.4g}"
-                self.metrics.setItem(row, col, QTableWidgetItem(text))
-        self.metrics.resizeColumnsToContents()
-        self.params.setRowCount(len(differences))
-        for row, cells in enumerate(differences):
-            for col, text in enumerate(cells):
-                self.params.setItem(row, col, QTableWidgetItem(text))
-        self.params.resizeColumnsToContents()
-        self.label.setText(
-            "B is shown with A's levels, so their noise compares directly."
-            if b is not None
-            else "Re-run with changed parameters to compare."
-        )
-
-    def clear(self) -> None:
-        """Show no run."""
-        self.blink_button.setChecked(False)
-        self._showing_b = False
-        self._images = {}
-        self.a.set_image(None)
-        self.b.set_image(None)
-        self.a.set_title("A: current run")
-        self.b.set_title("B: previous run")
-        self.metrics.setRowCount(0)
-        self.params.setRowCount(0)
-
-    def metric_cells(self, key: str) -> tuple[str, str]:
-        """The A and B cells of a metric (for tests and export)."""
-        for row in range(self.metrics.rowCount()):
-            item = self.metrics.item(row, 0)
-            if item is not None and item.text() == key:
-                a, b = self.metrics.item(row, 1), self.metrics.item(row, 2)
-                return (a.text() if a else "", b.text() if b else "")
-        raise KeyError(key)
-
-    def shown(self) -> str:
-        """Which run the left view shows: ``A`` or ``B``."""
-        return "B" if self._showing_b else "A"
-
-    def swap(self) -> None:
-        """Show the other run in the left view (with A's levels)."""
-        if "B" not in self._images:
-            return
-        self._showing_b = not self._showing_b
-        which = self.shown()
-        self.a.set_image(self._images[which][0], self._images["A"][1])
-        self.a.set_title(f"{which}: {'previous' if self._showing_b else 'current'} run (blink)")
-
-    def _on_blink(self, on: bool) -> None:
-        if on:
-            self.blink_timer.start()
-        else:
-            self.blink_timer.stop()
-            if self._showing_b:
-                self.swap()

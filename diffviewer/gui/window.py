@@ -4,7 +4,8 @@
 - :mod:`~diffviewer.gui.views` and :mod:`~diffviewer.gui.overlays`: the image grid and
   its markers, mask overlay and readout
 - :mod:`~diffviewer.gui.review`: the catalog, cutouts, kernel stamps and verdicts
-- :mod:`~diffviewer.gui.diagnostics`: the kernel, residual and A/B tabs
+- :mod:`~diffviewer.gui.diagnostics` and :mod:`~diffviewer.gui.diagnostic_panels`: the
+  kernel, residual and A/B tabs; :mod:`~diffviewer.gui.panels`: stamps, cutouts, profile
 - :mod:`~diffviewer.gui.menus`, :mod:`~diffviewer.gui.opening`, :mod:`~diffviewer.gui.saving`:
   menus and shortcuts, opening pairs, saving files
 """

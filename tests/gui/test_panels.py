@@ -203,7 +203,7 @@ def test_cutouts_share_levels_mark_the_centre_and_label_their_range(qtbot) -> No
 
 
 def test_ab_blink_alternates_the_two_differences(qtbot) -> None:
-    from diffviewer.gui.panels import ABPanel
+    from diffviewer.gui.diagnostic_panels import ABPanel
 
     panel = ABPanel()
     qtbot.addWidget(panel)
@@ -318,7 +318,7 @@ def test_the_histogram_spans_the_levels_so_the_sky_is_readable(qtbot) -> None:
 
 
 def test_residual_histograms_switch_to_a_log_density_axis(qtbot) -> None:
-    from diffviewer.gui.panels import ResidualPanel
+    from diffviewer.gui.diagnostic_panels import ResidualPanel
 
     panel = ResidualPanel()
     qtbot.addWidget(panel)
@@ -336,7 +336,7 @@ def test_residual_histograms_switch_to_a_log_density_axis(qtbot) -> None:
 
 
 def test_kernel_sum_title_says_constant_when_the_sum_does_not_vary(qtbot) -> None:
-    from diffviewer.gui.panels import KernelPanel
+    from diffviewer.gui.diagnostic_panels import KernelPanel
 
     panel = KernelPanel()
     qtbot.addWidget(panel)

@@ -181,7 +181,7 @@ def test_ab_metrics_are_named_and_valued_as_the_warnings_say(demo_window: MainWi
 
 
 def test_residual_titles_give_robust_and_plain_sigma_or_why_empty(qtbot) -> None:
-    from diffviewer.gui.panels import ResidualPanel
+    from diffviewer.gui.diagnostic_panels import ResidualPanel
 
     rng = np.random.default_rng(1)
     # a core of width 0.6 with 5 % wide tails: the plain std is dragged far above the core

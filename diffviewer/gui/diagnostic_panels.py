@@ -25,7 +25,7 @@ from PyQt6.QtWidgets import (
 )
 
 from diffviewer import display
-from diffviewer.gui.model import EMPTY_RESIDUALS, ResidualStats, residual_stats
+from diffviewer.gui.content import EMPTY_RESIDUALS, ResidualStats, residual_stats
 from diffviewer.gui.panels import POSITIVE, SIGNED, image_box, show_array
 from diffviewer.gui.views import ImagePanel, link_to
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PyQt6.QtWidgets import QTabWidget, QWidget
 
-from diffviewer.gui import model
+from diffviewer.gui import content
 from diffviewer.gui.diagnostic_panels import ABPanel, KernelPanel, ResidualPanel
 from diffviewer.gui.model import RunOutcome
 from diffviewer.gui.views import ImageArea
@@ -41,19 +41,19 @@ class DiagnosticsTabs(QTabWidget):
         """Fill the kernel and residual panels from ``outcome``, and the A/B comparison
         with ``previous`` (the run before on the same pair) as B."""
         result = outcome.result
-        self.kernel_panel.set_data(**model.kernel_views(result))
-        self.residual_panel.set_data(model.residual_samples(result))
+        self.kernel_panel.set_data(**content.kernel_views(result))
+        self.residual_panel.set_data(content.residual_samples(result))
 
         def entry(o: RunOutcome) -> RunView:
             return (
                 o.images["difference"],
                 outcome.levels["difference"],
                 f"config {o.result.config.digest()}",
-                model.metrics(o.result),
+                content.metrics(o.result),
             )
 
         differences = (
-            model.config_differences(result.config, previous.result.config) if previous else []
+            content.config_differences(result.config, previous.result.config) if previous else []
         )
         self.ab_panel.set_runs(entry(outcome), entry(previous) if previous else None, differences)
 

@@ -17,7 +17,7 @@ from PyQt6.QtWidgets import QCheckBox, QGridLayout, QLabel, QSlider, QVBoxLayout
 
 from diffviewer import display, legend
 from diffviewer.exposure import MaskPlane
-from diffviewer.gui import model
+from diffviewer.gui import content
 from diffviewer.gui.views import ImageArea
 
 #: Views carrying each overlay (the blink panel carries both, whatever frame it shows).
@@ -212,7 +212,7 @@ class Overlays(QObject):
                 else np.zeros(len(dia), bool)
             )
             spots = [dia_spot(dia, int(i), bool(sky[i])) for i in rows]
-            lobes = model.dipole_segments(dia[rows])
+            lobes = content.dipole_segments(dia[rows])
         for name, item in self.dia_items.items():
             item.setData(spots)
             if len(lobes):

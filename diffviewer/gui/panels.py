@@ -21,7 +21,7 @@ from PyQt6.QtWidgets import (
 )
 
 from diffviewer import display
-from diffviewer.gui.model import SourceProfile
+from diffviewer.gui.content import SourceProfile
 
 # Height (px) of a title row above small images: two lines of 8-9 pt text.
 _TITLE_HEIGHT = 34

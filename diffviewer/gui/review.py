@@ -16,7 +16,7 @@ from PyQt6.QtWidgets import QFileDialog, QLineEdit, QVBoxLayout, QWidget
 
 from diffviewer import display
 from diffviewer.errors import DiffviewerError, InputError
-from diffviewer.gui import model, verdicts
+from diffviewer.gui import content, verdicts
 from diffviewer.gui.catalog import CatalogPanel
 from diffviewer.gui.model import RunOutcome
 from diffviewer.gui.panels import CutoutPanel, StampPanel
@@ -131,16 +131,16 @@ class Review:
             cutouts,
             {n: self.w.area.panels[n].settings.cmap for n in cutouts},
             (CUTOUT_HALF + x - round(x), CUTOUT_HALF + y - round(y)),
-            model.source_summary(dia, self.selected, self.verdicts),
+            content.source_summary(dia, self.selected, self.verdicts),
         )
         flux = float(dia["psf_flux"][rows[0]]) if "psf_flux" in dia.colnames else float("nan")
-        self.cutouts.set_profile(model.source_profile(outcome.result, x, y, flux))
+        self.cutouts.set_profile(content.source_profile(outcome.result, x, y, flux))
 
     def show_candidate(self, index: int) -> None:
         """Show kernel candidate ``index`` in the stamp panel."""
         if self.w.outcome is None:
             return
-        images, info = model.stamp_views(self.w.outcome.result, index)
+        images, info = content.stamp_views(self.w.outcome.result, index)
         self.stamp.set_data(images, info)
         self.w.docks["Kernel stamp"].raise_()
 
@@ -148,13 +148,13 @@ class Review:
         """Tooltip of a kernel-source marker."""
         if self.w.outcome is None:
             return ""
-        return model.candidate_summary(self.w.outcome.result, int(data))
+        return content.candidate_summary(self.w.outcome.result, int(data))
 
     def dia_tip(self, x: float, y: float, data: Any) -> str:
         """Tooltip of a DIA-source marker."""
         if self.w.outcome is None:
             return ""
-        return model.source_summary(self.w.outcome.result.diasources, int(data), self.verdicts)
+        return content.source_summary(self.w.outcome.result.diasources, int(data), self.verdicts)
 
     # ----------------------------------------------------------------- verdicts
 

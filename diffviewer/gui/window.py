@@ -1,6 +1,8 @@
 """The main window: it builds the parts and wires them; each concern lives in its own module.
 
-- :mod:`~diffviewer.gui.runs`: the run controller (start, cancel, progress, results on screen)
+- :mod:`~diffviewer.gui.runs`: the run controller (start, cancel, progress, results on screen),
+  over :mod:`~diffviewer.gui.model` (pairs, the run job) and
+  :mod:`~diffviewer.gui.content` (what each panel shows of a run, no Qt)
 - :mod:`~diffviewer.gui.views` and :mod:`~diffviewer.gui.overlays`: the image grid and
   its markers, mask overlay and readout
 - :mod:`~diffviewer.gui.review`: the catalog, cutouts, kernel stamps and verdicts
@@ -33,7 +35,7 @@ from PyQt6.QtWidgets import (
 )
 
 from diffviewer.config import SubtractionConfig
-from diffviewer.gui import model
+from diffviewer.gui import content, model
 from diffviewer.gui.diagnostics import DiagnosticsTabs
 from diffviewer.gui.menus import Menus
 from diffviewer.gui.model import Pair, RunOutcome
@@ -327,7 +329,7 @@ class MainWindow(QMainWindow):
 
     def _on_hover(self, x: float, y: float) -> None:
         if self.outcome is not None:
-            self.readout.readout.setText(model.pixel_readout(self.outcome.result, self.raw, x, y))
+            self.readout.readout.setText(content.pixel_readout(self.outcome.result, self.raw, x, y))
 
     def show_warnings(self, notes: Sequence[str]) -> None:
         """Show the run's warnings in the banner above the tabs (hidden when none): at most

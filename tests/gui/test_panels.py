@@ -224,7 +224,7 @@ def test_ab_blink_alternates_the_two_differences(qtbot) -> None:
 def test_dipole_segments_join_the_lobes_of_dipoles_only() -> None:
     from astropy.table import Table
 
-    from diffviewer.gui.model import dipole_segments
+    from diffviewer.gui.content import dipole_segments
 
     cat = Table(
         {

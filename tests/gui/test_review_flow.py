@@ -11,7 +11,7 @@ from PyQt6.QtCore import QPoint, QPointF, QSettings, Qt
 from PyQt6.QtGui import QWheelEvent
 from PyQt6.QtWidgets import QApplication
 
-from diffviewer.gui import verdicts
+from diffviewer.gui import content, verdicts
 from diffviewer.gui.model import Pair
 from diffviewer.gui.window import MainWindow
 from diffviewer.synthetic import make_pair
@@ -169,15 +169,14 @@ def test_science_and_template_show_while_the_run_goes_on(qtbot, window: MainWind
 
 
 def test_ab_metrics_are_named_and_valued_as_the_warnings_say(demo_window: MainWindow) -> None:
-    from diffviewer.gui import model
 
     result = demo_window.outcome.result
-    metrics = model.metrics(result)
-    assert metrics[model.NOISE_FINAL] == result.diagnostics.noise_ratio
+    metrics = content.metrics(result)
+    assert metrics[content.NOISE_FINAL] == result.diagnostics.noise_ratio
     scaled = [w for w in result.warnings if "noise ratio" in w]
-    assert (model.NOISE_BEFORE_SCALING in metrics) == bool(scaled)
+    assert (content.NOISE_BEFORE_SCALING in metrics) == bool(scaled)
     if scaled:  # the banner's figure is the A/B's "before variance scaling" figure
-        assert f"noise ratio {metrics[model.NOISE_BEFORE_SCALING]:.3f} before" in scaled[0]
+        assert f"noise ratio {metrics[content.NOISE_BEFORE_SCALING]:.3f} before" in scaled[0]
 
 
 def test_residual_titles_give_robust_and_plain_sigma_or_why_empty(qtbot) -> None:
@@ -232,12 +231,11 @@ def test_texts_never_show_missing_values() -> None:
     from astropy.table import Table
 
     from diffviewer.config import DetectionConfig
-    from diffviewer.gui import model
     from diffviewer.gui.params import _tooltip
 
     catalog = Table({"id": [1], "x": [3.0], "y": [4.0], "ra": [np.nan], "dec": [np.nan]})
     catalog["ra"].unit = catalog["dec"].unit = "deg"
-    text = model.source_summary(catalog, 1, {})
+    text = content.source_summary(catalog, 1, {})
     assert "ra" not in text and "deg" not in text and "x 3.00" in text
     fields = {f.name: f for f in dataclasses.fields(DetectionConfig)}
     tips = [_tooltip(f) for f in fields.values()]
@@ -247,13 +245,11 @@ def test_texts_never_show_missing_values() -> None:
 def test_a_bad_stamp_says_its_chi2_was_not_measured(demo_window: MainWindow) -> None:
     import dataclasses
 
-    from diffviewer.gui import model
-
     result = demo_window.outcome.result
     cands = result.kernel.candidates.copy()
     cands["chi2"][0] = np.nan
     fake = dataclasses.replace(result, kernel=dataclasses.replace(result.kernel, candidates=cands))
-    text = model.candidate_summary(fake, 0)
+    text = content.candidate_summary(fake, 0)
     assert "chi2 = — (not measured" in text and "chi2 = \n" not in text + "\n"
 
 
@@ -339,7 +335,7 @@ def test_images_fill_their_cells_and_a_small_screen_keeps_titles_and_parameters(
 
 
 def test_the_selected_source_has_a_profile_against_its_psf_model(demo_window: MainWindow) -> None:
-    from diffviewer.gui.model import PROFILE_RADIUS
+    from diffviewer.gui.content import PROFILE_RADIUS
 
     win = demo_window
     dia = win.outcome.result.diasources

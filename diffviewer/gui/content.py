@@ -1,0 +1,405 @@
+"""What the panels show, without Qt: residual samples and statistics, run metrics, kernel
+and stamp views, source summaries and profiles, the pixel readout.
+
+Each function reads a finished run (:class:`~diffviewer.engine.pipeline.SubtractionResult`)
+and returns plain arrays or text for one panel; none draws.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from astropy.table import Table
+
+from diffviewer.config import SubtractionConfig
+from diffviewer.exposure import mask_plane_names
+from diffviewer.gui import columns
+from diffviewer.gui.model import VIEW_TITLES
+from diffviewer.gui.verdicts import Verdict
+from diffviewer.stats import robust_std
+
+#: The four residual panels of the seed's runDebug: (title, Diagnostics attribute prefix).
+RESIDUAL_PANELS: tuple[tuple[str, str], ...] = (
+    ("candidates, own kernel", "own"),
+    ("candidates, spatial kernel", "spatial"),
+    ("control sample, spatial kernel", "control"),
+    ("full image (subsampled)", "image"),
+)
+#: Residual normalisations: (name shown, Diagnostics attribute suffix).
+RESIDUAL_NORMS: tuple[tuple[str, str], ...] = (
+    ("difference variance", "by_difference"),
+    ("input variances", "by_input"),
+)
+
+
+def residual_samples(result: Any) -> list[tuple[str, dict[str, np.ndarray]]]:
+    """The normalised pixel residuals of the four runDebug panels, per normalisation.
+
+    Parameters
+    ----------
+    result : SubtractionResult
+
+    Returns
+    -------
+    list of (str, dict of str to numpy.ndarray)
+        Panel title and ``{normalisation: values}``.
+    """
+    diag = result.diagnostics
+    return [
+        (title, {norm: getattr(diag, f"{prefix}_{suffix}") for norm, suffix in RESIDUAL_NORMS})
+        for title, prefix in RESIDUAL_PANELS
+    ]
+
+
+@dataclasses.dataclass(frozen=True)
+class ResidualStats:
+    """What a residual histogram holds.
+
+    Attributes
+    ----------
+    mean : float
+        Mean of the finite residuals (NaN when none).
+    robust_sigma : float
+        1.4826 x the median absolute deviation: the width of the histogram's core.
+    std : float
+        Plain standard deviation, tails included.
+    count : int
+        Number of finite residuals.
+    """
+
+    mean: float
+    robust_sigma: float
+    std: float
+    count: int
+
+
+def residual_stats(values: np.ndarray) -> ResidualStats:
+    """Mean, robust and plain sigma, and number of the finite residuals (NaN when none)."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return ResidualStats(float("nan"), float("nan"), float("nan"), 0)
+    return ResidualStats(float(np.mean(v)), robust_std(v), float(np.std(v)), int(v.size))
+
+
+#: Why a residual panel can be empty, by panel title.
+EMPTY_RESIDUALS: dict[str, str] = {
+    "candidates, own kernel": "no kernel stamp was fitted (too few kernel stars)",
+    "candidates, spatial kernel": "no kernel stamp was fitted (too few kernel stars)",
+    "control sample, spatial kernel": (
+        "no control stars were held out (candidates.control_every = 0, or too few candidates)"
+    ),
+    "full image (subsampled)": "no usable pixel on both images",
+}
+
+#: Names of the noise-ratio metrics, worded as the warnings banner words them.
+NOISE_FINAL = "noise ratio (final difference)"
+NOISE_BEFORE_SCALING = "noise ratio before variance scaling"
+NOISE_BEFORE_DECORRELATION = "noise ratio before decorrelation"
+
+
+def config_differences(a: SubtractionConfig, b: SubtractionConfig) -> list[tuple[str, str, str]]:
+    """The parameters whose values differ between two configs.
+
+    Returns
+    -------
+    list of (str, str, str)
+        ``(section.name, value in a, value in b)``, in config order.
+    """
+    da, db = a.to_dict(), b.to_dict()
+    out = []
+    for section, values in da.items():
+        for name, value in values.items():
+            other = db.get(section, {}).get(name)
+            if value != other:
+                out.append((f"{section}.{name}", str(value), str(other)))
+    return out
+
+
+def metrics(result: Any) -> dict[str, float]:
+    """Figures of merit of a run, for the A/B comparison.
+
+    Parameters
+    ----------
+    result : SubtractionResult
+
+    Returns
+    -------
+    dict of str to float
+        Noise ratio of the difference (and, with decorrelation, before the variance
+        scaling and before decorrelation, named as the warnings name them), good/bad/
+        control kernel stamps, DIA sources (all, dipoles), and the robust residual
+        sigma of the four histogram panels (normalised by the difference variance).
+    """
+    status = np.asarray(result.kernel.candidates["status"]).astype(str)
+    dia = result.diasources
+    out: dict[str, float] = {NOISE_FINAL: float(result.diagnostics.noise_ratio)}
+    if result.decorrelation is not None:
+        if result.decorrelation.variance_rescale != 1.0:  # the variance was scaled
+            out[NOISE_BEFORE_SCALING] = float(np.sqrt(result.decorrelation.variance_rescale))
+        out[NOISE_BEFORE_DECORRELATION] = float(result.diagnostics.noise_ratio_raw)
+    out |= {
+        "good stamps": float(np.sum(status == "GOOD")),
+        "bad stamps": float(np.sum(status == "BAD")),
+        "control stamps": float(np.sum(status == "CONTROL")),
+        "DIA sources": float(len(dia)),
+        "dipoles": float(np.sum(np.asarray(dia["is_dipole"], bool))) if len(dia) else 0.0,
+    }
+    for title, values in residual_samples(result):
+        out[f"residual σ (robust): {title}"] = residual_stats(
+            values[RESIDUAL_NORMS[0][0]]
+        ).robust_sigma
+    return out
+
+
+def kernel_views(result: Any, n_grid: int = 7, n_shift: int = 16) -> dict[str, Any]:
+    """The kernel panel's content: mosaic, sums, centroid shifts, basis, a description.
+
+    The mosaic and the shift map realise the engine's spatial kernel with
+    :func:`diffviewer.engine.diagnostics.kernel_mosaic`; centroids are the first
+    moments of those kernel images, relative to the kernel centre.
+
+    Parameters
+    ----------
+    result : SubtractionResult
+    n_grid : int
+        Kernels per axis in the mosaic.
+    n_shift : int
+        Grid points per axis of the centroid-shift map.
+
+    Returns
+    -------
+    dict
+        Keyword arguments of :meth:`diffviewer.gui.diagnostic_panels.KernelPanel.set_data`.
+    """
+    from diffviewer.engine.diagnostics import kernel_centroids, kernel_mosaic
+
+    sol = result.kernel.solution
+    mosaic = kernel_mosaic(sol, n_grid)
+    sums = mosaic.kernels.sum(axis=(2, 3))
+    dx, dy = kernel_centroids(mosaic.kernels)
+    gx, gy = np.meshgrid(mosaic.x, mosaic.y)
+    grid = np.column_stack([gx.ravel(), gy.ravel(), sums.ravel(), dx.ravel(), dy.ravel()])
+    fine = kernel_mosaic(sol, n_shift)
+    fdx, fdy = kernel_centroids(fine.kernels)
+    info = (
+        f"{sol.describe()}; spatial order {sol.spatial_order}, background order "
+        f"{sol.background_order}; convolved: {result.kernel.convolved}; photometric scale "
+        f"{result.kernel.photometric_scale:.4f}; kernel sum {sums.min():.4f} to "
+        f"{sums.max():.4f}; centroid shift up to {np.hypot(fdx, fdy).max():.3f} px"
+    )
+    return {
+        "mosaic": mosaic.image,
+        "grid": grid,
+        "n_grid": n_grid,
+        "cell": sol.size,
+        "sum_map": result.subtraction.kernel_sum_map,
+        "shift_map": np.hypot(fdx, fdy),
+        "basis": sol.basis,
+        "info": info,
+    }
+
+
+def stamp_views(result: Any, index: int) -> tuple[dict[str, np.ndarray], str]:
+    """The stamp panel's images and text for kernel candidate ``index``.
+
+    Parameters
+    ----------
+    result : SubtractionResult
+    index : int
+        Row of the candidates table.
+
+    Returns
+    -------
+    (dict of str to numpy.ndarray, str)
+        Images keyed by :attr:`diffviewer.gui.panels.StampPanel.TITLES`, and the summary.
+    """
+    from diffviewer.engine.diagnostics import stamp_views as engine_stamp_views
+
+    v = engine_stamp_views(result.science, result.template.exposure, result.kernel, index)
+    images = {
+        "science": v.science,
+        "template": v.template,
+        "diff (own kernel)": v.difference_own,
+        "diff (spatial)": v.difference_spatial,
+        "normalised residual": v.residual_spatial,
+        "own kernel": v.kernel_own,
+        "spatial kernel": v.kernel_spatial,
+    }
+    return images, candidate_summary(result, index)
+
+
+def dipole_segments(catalog: Table) -> np.ndarray:
+    """Line segments joining the two lobes of every dipole, for a ``connect='pairs'`` plot.
+
+    Parameters
+    ----------
+    catalog : astropy.table.Table
+        DIA sources with ``is_dipole``, ``pos_x``, ``pos_y``, ``neg_x``, ``neg_y``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(2 * n_dipoles, 2)`` points: positive lobe, negative lobe, ... (0 rows when none).
+    """
+    needed = {"is_dipole", "pos_x", "pos_y", "neg_x", "neg_y"}
+    if len(catalog) == 0 or not needed <= set(catalog.colnames):
+        return np.zeros((0, 2))
+    rows = np.flatnonzero(np.asarray(catalog["is_dipole"], dtype=bool))
+    pts = np.empty((2 * rows.size, 2))
+    for name, offset in (("pos", 0), ("neg", 1)):
+        pts[offset::2, 0] = np.asarray(catalog[f"{name}_x"], float)[rows]
+        pts[offset::2, 1] = np.asarray(catalog[f"{name}_y"], float)[rows]
+    return pts[np.all(np.isfinite(pts.reshape(-1, 4)), axis=1).repeat(2)]
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceProfile:
+    """The difference around a DIA source against its PSF model (what makes it real).
+
+    Attributes
+    ----------
+    radius : numpy.ndarray
+        Distance of each pixel within :data:`PROFILE_RADIUS` from the source (px).
+    value : numpy.ndarray
+        The difference at those pixels (image units).
+    model_radius, model : numpy.ndarray
+        The same for the difference's PSF scaled to the source's PSF flux.
+    flux : float
+        The source's forced PSF flux (image units; NaN when not measured).
+    """
+
+    radius: np.ndarray
+    value: np.ndarray
+    model_radius: np.ndarray
+    model: np.ndarray
+    flux: float
+
+
+#: Largest distance (px) of the pixels in a source's radial profile.
+PROFILE_RADIUS = 10.0
+
+
+def source_profile(result: Any, x: float, y: float, flux: float) -> SourceProfile:
+    """Radial profile of the difference around (x, y) and of the difference's PSF times
+    ``flux``, both against distance from (x, y) (the PSF centred on its own centre).
+
+    Parameters
+    ----------
+    result : SubtractionResult
+    x, y : float
+        Source position (0-based px).
+    flux : float
+        The source's PSF flux (image units).
+
+    Returns
+    -------
+    SourceProfile
+    """
+    image = result.difference.image
+    ny, nx = image.shape
+    r = int(np.ceil(PROFILE_RADIUS))
+    ys, xs = np.mgrid[
+        max(0, round(y) - r) : min(ny, round(y) + r + 1),
+        max(0, round(x) - r) : min(nx, round(x) + r + 1),
+    ]
+    dist = np.hypot(xs - x, ys - y)
+    near = dist <= PROFILE_RADIUS
+    psf = result.decorrelation.psf if result.decorrelation is not None else result.subtraction.psf
+    psf = np.asarray(psf, dtype=np.float64)
+    total = psf.sum()
+    py, px = np.mgrid[: psf.shape[0], : psf.shape[1]]
+    cy, cx = (np.array(psf.shape) - 1) / 2.0
+    pdist = np.hypot(px - cx, py - cy).ravel()
+    scaled = (psf / total * flux).ravel() if total else np.zeros(psf.size)
+    keep = pdist <= PROFILE_RADIUS
+    return SourceProfile(
+        dist[near], image[ys[near], xs[near]].astype(np.float64), pdist[keep], scaled[keep], flux
+    )
+
+
+def source_summary(catalog: Table, source_id: int, verdicts: Mapping[int, Verdict]) -> str:
+    """One DIA source in words: its most used columns with units (as the table shows them),
+    and its verdict."""
+    rows = np.flatnonzero(np.asarray(catalog["id"]) == source_id)
+    if not rows.size:
+        return ""
+    row = catalog[int(rows[0])]
+    parts = []
+    for key in columns.FIRST_COLUMNS:
+        if key in catalog.colnames:
+            unit = str(catalog[key].unit or "")
+            text = columns.format_value(key, row[key], unit)
+            if text:  # no "ra deg" without a WCS: a value that is not there is left out
+                parts.append(f"{key} {text} {unit}".rstrip())
+    text = ", ".join(parts)
+    verdict = verdicts.get(int(source_id))
+    if verdict is not None:
+        text += f" · verdict: <b>{verdict.label}</b>" + (
+            f" ({verdict.comment})" if verdict.comment else ""
+        )
+    return text
+
+
+def candidate_summary(result: Any, index: int) -> str:
+    """One kernel candidate in words: status (with reason), chi^2, kernel sum, residuals."""
+    row = result.kernel.candidates[index]
+    names = row.colnames
+    text = f"kernel source {index} at ({row['x']:.1f}, {row['y']:.1f}): {row['status']}"
+    if row["status"] == "BAD" and "reason" in names:
+        text += f" ({row['reason']})"
+    for key in (
+        "chi2",
+        "kernel_sum",
+        "resid_mean",
+        "resid_std",
+        "spatial_resid_mean",
+        "spatial_resid_std",
+        "snr",
+    ):
+        if key in names:
+            value = columns.format_value(key, row[key])
+            text += f"\n{key} = {value or '— (not measured for this stamp)'}"
+    return text
+
+
+def pixel_readout(result: Any, arrays: Mapping[str, np.ndarray], x: float, y: float) -> str:
+    """What the cursor points at: position, sky coordinates, the value in every view, mask bits.
+
+    Parameters
+    ----------
+    result : SubtractionResult
+        The run on screen.
+    arrays : mapping of str to numpy.ndarray
+        The engine arrays of the views (:func:`view_arrays`).
+    x, y : float
+        Cursor position (0-based px).
+
+    Returns
+    -------
+    str
+        Rich text; empty outside the image.
+    """
+    ix, iy = round(x), round(y)
+    ny, nx = result.science.shape
+    if not (0 <= ix < nx and 0 <= iy < ny):
+        return ""
+    lines = [f"<b>x</b> {ix}  <b>y</b> {iy}"]
+    if result.science.has_celestial_wcs:
+        ra, dec = result.science.wcs.pixel_to_world_values(float(ix), float(iy))
+        lines.append(f"<b>RA</b> {float(ra):.6f}°  <b>Dec</b> {float(dec):+.6f}°")
+    for name, title in VIEW_TITLES.items():
+        if name in arrays and name != "mask":
+            lines.append(f"{title}: {float(arrays[name][iy, ix]):.5g}")
+    if "difference" in arrays and "variance" in arrays:
+        variance = float(arrays["variance"][iy, ix])
+        if variance > 0:
+            snr = float(arrays["difference"][iy, ix]) / np.sqrt(variance)
+            lines.append(f"Difference / σ: {snr:+.2f}")
+    bits = int(arrays["mask"][iy, ix]) if "mask" in arrays else 0
+    names = mask_plane_names(bits)
+    lines.append(f"mask {bits}: {', '.join(names) if names else '(none)'}")
+    return "<br>".join(lines)

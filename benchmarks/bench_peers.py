@@ -61,7 +61,7 @@ def run_diffviewer(
     """One whole ``diffviewer run`` process of a source tree, with its engine time."""
     argv = [sys.executable, "-m", "diffviewer", "run", str(science), str(template)]
     argv += ["--out", str(out), "--quiet", *extra]
-    figures = run_process(argv, env=diffviewer_env(tree), log=out.with_suffix(".log"))
+    figures = run_process(argv, env=diffviewer_env(tree), log=out.with_suffix(".log"), cwd=tree)
     if figures.returncode != 0:
         raise RuntimeError(f"diffviewer failed on {science}; see {out.with_suffix('.log')}")
     meta = json.loads((out / "metadata.json").read_text())

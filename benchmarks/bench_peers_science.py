@@ -67,7 +67,10 @@ def run_both(
     out = folder / "dv"
     argv = [sys.executable, "-m", "diffviewer", "run", str(science), str(template)]
     dv = run_process(
-        [*argv, "--out", str(out), "--quiet"], env=diffviewer_env(ROOT), log=folder / "dv.log"
+        [*argv, "--out", str(out), "--quiet"],
+        env=diffviewer_env(ROOT),
+        log=folder / "dv.log",
+        cwd=ROOT,
     )
     if dv.returncode == 0:
         with fits.open(out / "difference.fits") as hdul:

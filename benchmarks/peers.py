@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -227,10 +228,19 @@ class ProcessFigures:
     returncode: int
 
 
+#: GNU time: its child's peak RSS is the program's own. A child forked straight from this
+#: (numpy-laden) process would report at least this process's RSS at the fork.
+TIME = Path("/usr/bin/time")
+
+
 def run_process(
-    argv: Sequence[str], *, env: dict[str, str] | None = None, log: Path | None = None
+    argv: Sequence[str],
+    *,
+    env: dict[str, str] | None = None,
+    log: Path | None = None,
+    cwd: Path | None = None,
 ) -> ProcessFigures:
-    """Run a program to its end and measure it as ``/usr/bin/time`` would.
+    """Run a program to its end and measure it as ``/usr/bin/time`` does.
 
     Parameters
     ----------
@@ -240,25 +250,41 @@ def run_process(
         Its environment.
     log : Path, optional
         Where its standard output and error go (discarded otherwise).
+    cwd : Path, optional
+        Its working folder (``python -m`` imports from there first).
 
     Returns
     -------
     ProcessFigures
-        Wall time from start to reaped, and the child's own ``ru_maxrss``.
+        Wall time from start to reaped (GNU time's own start-up, ~1 ms, included) and
+        the program's peak RSS (GNU time's ``%M``; without GNU time, ``wait4``'s, which
+        is never below this process's RSS).
     """
-    sink = open(log, "w") if log is not None else subprocess.DEVNULL
-    try:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(argv, env=env, stdout=sink, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    finally:
-        if log is not None:
-            sink.close()  # type: ignore[union-attr]
-    return ProcessFigures(wall, usage.ru_maxrss / 1024.0, proc.returncode)
+    with tempfile.TemporaryDirectory() as tmp:
+        rss_file = Path(tmp) / "rss"
+        wrapped = [str(TIME), "-f", "%M", "-o", str(rss_file), *argv] if TIME.exists() else argv
+        sink = open(log, "w") if log is not None else subprocess.DEVNULL
+        try:
+            t0 = time.perf_counter()
+            proc = subprocess.Popen(
+                wrapped, env=env, stdout=sink, stderr=subprocess.STDOUT, cwd=cwd
+            )
+            _, status, usage = os.wait4(proc.pid, 0)
+            wall = time.perf_counter() - t0
+            proc.returncode = os.waitstatus_to_exitcode(status)
+        finally:
+            if log is not None:
+                sink.close()  # type: ignore[union-attr]
+        kb = float(usage.ru_maxrss)
+        if TIME.exists() and rss_file.exists():
+            kb = float(rss_file.read_text().split()[-1])
+    return ProcessFigures(wall, kb / 1024.0, proc.returncode)
 
 
 def diffviewer_env(tree: Path) -> dict[str, str]:
-    """The environment that runs the ``diffviewer`` package of a source tree."""
+    """The environment that runs the ``diffviewer`` package of a source tree.
+
+    Run ``python -m diffviewer`` with ``cwd=tree`` too: ``-m`` puts the working folder
+    before ``PYTHONPATH``.
+    """
     return {**os.environ, "PYTHONPATH": str(tree)}

@@ -66,11 +66,13 @@ def run_diffviewer(
         raise RuntimeError(f"diffviewer failed on {science}; see {out.with_suffix('.log')}")
     meta = json.loads((out / "metadata.json").read_text())
     size = sum(p.stat().st_size for p in out.iterdir()) / 1e6
+    steps = {f"step {k}": float(v) for k, v in meta["timings_s"].items() if k != "total"}
     return {
         "wall": figures.wall_s,
         "rss": figures.peak_rss_mb,
         "engine": float(meta["timings_s"]["total"]),
         "written_mb": size,
+        **steps,
     }
 
 
@@ -147,11 +149,28 @@ def print_tables(results: dict[str, dict[str, object]], trees: list[str]) -> Non
                 f"{rss_ratio} {engine:9.2f} {engine / floor:6.0f} {size:7.0f}"
             )
         print(f"{'':36} {'rfft2+irfft2 (floor)':22} {floor:7.3f}   (shape {res['shape']})")
+    print_steps(results, "new")
     print(
         f"\nwall: start to reaped, reading and writing included; /HP: median over rounds of "
         f"the per-round ratio; RSS target <= {RSS_TARGET}x HOTPANTS; engine: metadata.json "
         "timings_s.total; xFFT: engine / (rfft2 + irfft2) of that shape."
     )
+
+
+def print_steps(results: dict[str, dict[str, object]], label: str) -> None:
+    """The engine's steps (median seconds) of one diffviewer tree, and in FFT floors."""
+    print(f"\nengine steps of diffviewer {label}: median s (multiple of rfft2 + irfft2)")
+    for res in results.values():
+        if label not in res["runs"]:  # type: ignore[operator]
+            continue
+        runs: list[dict[str, float]] = res["runs"][label]  # type: ignore[index]
+        floor: float = res["floor"]  # type: ignore[assignment]
+        steps = [k for k in runs[0] if k.startswith("step ")]
+        cells = []
+        for step in steps:
+            t = statistics.median(r[step] for r in runs)
+            cells.append(f"{step[5:]} {t:.2f} ({t / floor:.0f}x)")
+        print(f"  {res['name']}: " + ", ".join(cells))
 
 
 def main() -> int:
@@ -161,6 +180,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--baseline", type=Path, help="another source tree to run beside this")
     parser.add_argument("--minimal", action="store_true", help="also run --products minimal")
+    parser.add_argument("--json", type=Path, help="also save every run's figures there")
     args = parser.parse_args()
     binary = hotpants_binary()
     if binary is None:
@@ -179,6 +199,10 @@ def main() -> int:
             if res is not None:
                 results[key] = res
                 print(f"{res['name']}: done in {time.perf_counter() - t0:.0f} s", flush=True)
+                print_tables({key: res}, list(trees))  # each pair as soon as it is done
+                if args.json is not None:
+                    args.json.write_text(json.dumps(results, indent=1))
+    print("\nall pairs:")
     print_tables(results, list(trees))
     return 0
 

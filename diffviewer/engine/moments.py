@@ -44,16 +44,84 @@ def cutouts(
     return stamps, inside
 
 
-def _positive_definite(cov: np.ndarray) -> bool:
-    """Whether a 2x2 symmetric matrix is a covariance (positive trace and determinant)."""
-    return bool(np.trace(cov) > 0 and np.linalg.det(cov) > 0)
+def _positive_definite(cov: np.ndarray) -> np.ndarray:
+    """Whether 2x2 symmetric matrices ``(..., 2, 2)`` are covariances (trace, determinant > 0)."""
+    trace = cov[..., 0, 0] + cov[..., 1, 1]
+    det = cov[..., 0, 0] * cov[..., 1, 1] - cov[..., 0, 1] * cov[..., 1, 0]
+    return (trace > 0) & (det > 0)
+
+
+def adaptive_moments_stack(
+    stamps: np.ndarray, iterations: int = 20
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Centroids and covariances of compact sources by iterated Gaussian-weighted moments.
+
+    With weight covariance ``W`` the weighted moments of a Gaussian of covariance ``C``
+    are ``(C^-1 + W^-1)^-1``; iterating ``W <- 2 M`` converges to ``W = C``. All cutouts
+    iterate together; each stops on its own when it has converged (relative change of
+    the covariance below 1e-4 and of the centroid below 1e-4 px) or when its weighted
+    flux or its new covariance is no longer valid (it keeps its last valid state).
+
+    Parameters
+    ----------
+    stamps : numpy.ndarray
+        ``(n, ny, nx)`` background-subtracted cutouts, each source near its centre.
+    iterations : int
+        Most iterations.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray, numpy.ndarray)
+        x and y centroids ``(n,)`` (px, cutout coordinates) and covariances
+        ``(n, 2, 2)`` (px^2).
+    """
+    stamps = np.asarray(stamps, dtype=np.float64)
+    n, ny, nx = stamps.shape
+    yy, xx = np.mgrid[0:ny, 0:nx].astype(float)
+    x0 = np.full(n, (nx - 1) / 2.0)
+    y0 = np.full(n, (ny - 1) / 2.0)
+    cov = np.tile(np.eye(2) * 2.0**2, (n, 1, 1))
+    cap = (max(nx, ny) / 2.0) ** 2  # keep the weight inside the cutout
+    active = np.ones(n, dtype=bool)
+    for _ in range(iterations):
+        if not active.any():
+            break
+        k = np.nonzero(active)[0]
+        c = cov[k]
+        det = c[:, 0, 0] * c[:, 1, 1] - c[:, 0, 1] ** 2
+        ia, ib, ic = c[:, 1, 1] / det, -c[:, 0, 1] / det, c[:, 0, 0] / det
+        dx = xx[None] - x0[k, None, None]
+        dy = yy[None] - y0[k, None, None]
+        q = ia[:, None, None] * dx * dx + 2 * ib[:, None, None] * dx * dy
+        f = np.exp(-0.5 * (q + ic[:, None, None] * dy * dy)) * stamps[k]
+        s = f.sum(axis=(1, 2))
+        with np.errstate(all="ignore"):
+            x1 = (f * xx).sum(axis=(1, 2)) / s
+            y1 = (f * yy).sum(axis=(1, 2)) / s
+            dx = xx[None] - x1[:, None, None]
+            dy = yy[None] - y1[:, None, None]
+            mxx = (f * dx * dx).sum(axis=(1, 2)) / s
+            mxy = (f * dx * dy).sum(axis=(1, 2)) / s
+            myy = (f * dy * dy).sum(axis=(1, 2)) / s
+        new = 2.0 * np.stack([np.stack([mxx, mxy], -1), np.stack([mxy, myy], -1)], -2)
+        ok = np.isfinite(s) & (s > 0) & np.all(np.isfinite(new), axis=(1, 2))
+        ok &= _positive_definite(new)
+        new = np.minimum(new, cap)
+        ok &= _positive_definite(new)
+        with np.errstate(all="ignore"):
+            done = (
+                np.all(np.abs(new - c) <= 1e-8 + 1e-4 * np.abs(c), axis=(1, 2))
+                & (np.abs(x1 - x0[k]) < 1e-4)
+                & (np.abs(y1 - y0[k]) < 1e-4)
+            )
+        upd = k[ok]
+        x0[upd], y0[upd], cov[upd] = x1[ok], y1[ok], new[ok]
+        active[k[~ok | done]] = False
+    return x0, y0, cov
 
 
 def adaptive_moments(image: np.ndarray, iterations: int = 20) -> tuple[float, float, np.ndarray]:
-    """Centroid and covariance of a compact source by iterated Gaussian-weighted moments.
-
-    With weight covariance ``W`` the weighted moments of a Gaussian of covariance ``C``
-    are ``(C^-1 + W^-1)^-1``; iterating ``W <- 2 M`` converges to ``W = C``.
+    """Centroid and covariance of one compact source (:func:`adaptive_moments_stack`).
 
     Parameters
     ----------
@@ -67,40 +135,8 @@ def adaptive_moments(image: np.ndarray, iterations: int = 20) -> tuple[float, fl
     (float, float, numpy.ndarray)
         x and y centroid (px, cutout coordinates) and the 2x2 covariance (px^2).
     """
-    ny, nx = image.shape
-    yy, xx = np.mgrid[0:ny, 0:nx].astype(float)
-    x0, y0 = (nx - 1) / 2.0, (ny - 1) / 2.0
-    cov = np.eye(2) * 2.0**2
-    for _ in range(iterations):
-        inv = np.linalg.inv(cov)
-        dx, dy = xx - x0, yy - y0
-        w = np.exp(-0.5 * (inv[0, 0] * dx * dx + 2 * inv[0, 1] * dx * dy + inv[1, 1] * dy * dy))
-        f = w * image
-        s = f.sum()
-        if not np.isfinite(s) or s <= 0:
-            break
-        x1, y1 = (f * xx).sum() / s, (f * yy).sum() / s
-        dx, dy = xx - x1, yy - y1
-        m = (
-            np.array(
-                [
-                    [(f * dx * dx).sum(), (f * dx * dy).sum()],
-                    [(f * dx * dy).sum(), (f * dy * dy).sum()],
-                ]
-            )
-            / s
-        )
-        new = 2.0 * m
-        if not (np.all(np.isfinite(new)) and _positive_definite(new)):
-            break
-        new = np.minimum(new, (max(nx, ny) / 2.0) ** 2)  # keep the weight inside the cutout
-        if not _positive_definite(new):
-            break
-        done = np.allclose(new, cov, rtol=1e-4) and abs(x1 - x0) < 1e-4 and abs(y1 - y0) < 1e-4
-        x0, y0, cov = x1, y1, new
-        if done:
-            break
-    return float(x0), float(y0), cov
+    x, y, cov = adaptive_moments_stack(np.asarray(image)[None], iterations)
+    return float(x[0]), float(y[0]), cov[0]
 
 
 def shape_from_covariance(cov: np.ndarray) -> tuple[float, float]:

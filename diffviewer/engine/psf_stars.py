@@ -16,7 +16,7 @@ import dataclasses
 
 import numpy as np
 
-from diffviewer.engine.moments import adaptive_moments, cutouts, shape_from_covariance
+from diffviewer.engine.moments import adaptive_moments_stack, cutouts, shape_from_covariance
 from diffviewer.exposure import UNUSABLE, Exposure
 from diffviewer.stats import MAD_TO_SIGMA
 
@@ -100,20 +100,19 @@ def source_sizes(
     r = np.arange(-half, half + 1, dtype=float)
     aperture = r[:, None] ** 2 + r[None, :] ** 2 <= (half / 2.0) ** 2
     fwhm, snr = np.full(len(xi), np.nan), np.full(len(xi), np.nan)
-    for k in np.nonzero(usable)[0]:
-        stamp = stamps[k].astype(np.float64)
-        border = np.concatenate([stamp[0], stamp[-1], stamp[:, 0], stamp[:, -1]])
-        level = np.median(border)
-        noise = MAD_TO_SIGMA * np.median(np.abs(border - level))
-        stamp = stamp - level
-        if not (noise > 0 and np.all(np.isfinite(stamp))):
-            continue
-        snr[k] = stamp[aperture].sum() / (noise * np.sqrt(aperture.sum()))
-        if not snr[k] >= LOCUS_MIN_SNR:
-            continue
-        cx, cy, cov = adaptive_moments(stamp)
-        if np.hypot(cx - half, cy - half) <= 1.5:
-            fwhm[k] = shape_from_covariance(cov)[0]
+    k = np.nonzero(usable)[0]
+    stamp = stamps[k].astype(np.float64)
+    border = np.concatenate([stamp[:, 0], stamp[:, -1], stamp[:, :, 0], stamp[:, :, -1]], axis=1)
+    level = np.median(border, axis=1)
+    noise = MAD_TO_SIGMA * np.median(np.abs(border - level[:, None]), axis=1)
+    stamp -= level[:, None, None]
+    fine = (noise > 0) & np.all(np.isfinite(stamp), axis=(1, 2))
+    k, stamp, noise = k[fine], stamp[fine], noise[fine]
+    snr[k] = stamp[:, aperture].sum(axis=1) / (noise * np.sqrt(aperture.sum()))
+    bright = snr[k] >= LOCUS_MIN_SNR
+    cx, cy, cov = adaptive_moments_stack(stamp[bright])
+    central = np.hypot(cx - half, cy - half) <= 1.5
+    fwhm[k[bright][central]] = [shape_from_covariance(c)[0] for c in cov[central]]
     return fwhm, snr
 
 

@@ -263,9 +263,10 @@ class KernelConfig:
 
     SECTION = "kernel"
     mode: str = param(
-        "template",
-        "Which image is convolved: the template, the science, or auto "
-        "(the one with the narrower PSF).",
+        "auto",
+        "Which image is convolved: the template, the science, or auto (the one whose "
+        "convolution gives the smaller expected difference noise, from the two PSF images "
+        "and sky noises, never one whose PSF is the broader by more than 5 %).",
         choices=("template", "science", "auto"),
     )
     degrees: tuple[int, ...] = param(
@@ -288,7 +289,20 @@ class KernelConfig:
         maximum=10.0,
     )
     min_size: int = param(11, "Smallest kernel side (odd).", unit="px", minimum=3, maximum=101)
-    max_size: int = param(35, "Largest kernel side (odd).", unit="px", minimum=3, maximum=151)
+    max_size: int = param(
+        71,
+        "Largest kernel side (odd). A Moffat beta 2.5 PSF of 4 px FWHM needs ~51 px to hold "
+        "99.8 % of its flux (the kernel's wing).",
+        unit="px",
+        minimum=3,
+        maximum=151,
+    )
+    wing: bool = param(
+        True,
+        "Add wing functions to the basis: Moffat profiles fitted to the target image's "
+        "PSF, and size the kernel to hold 99.8 % of its flux (Gaussians alone cut the "
+        "wings of seeing PSFs and bias the kernel sum low).",
+    )
     spatial_order: int = param(
         2, "Order of the polynomial in x, y of each kernel coefficient.", minimum=0, maximum=5
     )
@@ -306,6 +320,15 @@ class KernelConfig:
     max_kernel_sum_sigma: float = param(
         3.0,
         "Reject a stamp whose kernel sum is further than this from the clipped mean.",
+        unit="sigma",
+        minimum=1.0,
+        maximum=100.0,
+    )
+    max_stamp_outlier_sigma: float = param(
+        5.0,
+        "Reject a stamp whose background departs from the other stamps' (a plane over the "
+        "image) by more than this many of its errors, or whose chi^2 exceeds the median by "
+        "this many robust standard deviations.",
         unit="sigma",
         minimum=1.0,
         maximum=100.0,

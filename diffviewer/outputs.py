@@ -150,6 +150,14 @@ def build_metadata(result: SubtractionResult, elapsed: float | None = None) -> d
         },
         "kernel": {
             "convolved": fit.convolved,
+            "direction": {
+                "requested": fit.direction.requested,
+                "why": fit.direction.reason,
+                "expected_noise_template_convolved": _finite(
+                    fit.direction.noise_template_convolved
+                ),
+                "expected_noise_science_convolved": _finite(fit.direction.noise_science_convolved),
+            },
             "size_px": int(sol.basis.shape[-1]),
             "basis": sol.describe(),
             "n_basis": int(sol.basis.shape[0]),

@@ -28,7 +28,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from diffviewer.config import CandidatesConfig, KernelConfig
-from diffviewer.engine.kernel import stamp_half_width
+from diffviewer.engine.kernel_basis import stamp_half_width
 from diffviewer.engine.progress import Reporter
 from diffviewer.engine.psf import cutouts, estimate_psf, frozen
 from diffviewer.errors import InputError
@@ -438,9 +438,10 @@ def select_candidates(
     bright = np.argsort(-peak)
     bright = bright[science.image[yi[bright], xi[bright]] < 0.5 * sat_s][:100]
     bright_xy = (frozen(xi[bright]), frozen(yi[bright]))
-    fwhm = estimate_psf(science, *bright_xy, bright=bright_xy).fwhm
-    fwhm_t = estimate_psf(template, *bright_xy, bright=bright_xy).fwhm
-    half = config.stamp_half_width or stamp_half_width(fwhm, fwhm_t, KernelConfig())
+    psf_s = estimate_psf(science, *bright_xy, bright=bright_xy)
+    psf_t = estimate_psf(template, *bright_xy, bright=bright_xy)
+    fwhm = psf_s.fwhm
+    half = config.stamp_half_width or stamp_half_width(psf_s, psf_t, KernelConfig())
 
     reasons = np.full(len(xi), "", dtype=object)
 

@@ -28,7 +28,8 @@ import dataclasses
 import numpy as np
 from scipy.signal import fftconvolve
 
-from diffviewer.engine.kernel import KernelFit, KernelSolution, convolve_pairs
+from diffviewer.engine.kernel_solution import KernelFit, KernelSolution
+from diffviewer.engine.kernel_stamps import convolve_pairs
 from diffviewer.engine.progress import Reporter
 from diffviewer.engine.psf import cutouts, frozen
 from diffviewer.engine.subtract import SubtractionProducts, science_scale

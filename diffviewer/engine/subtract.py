@@ -26,13 +26,9 @@ from numpy.polynomial import chebyshev
 from scipy import ndimage
 from scipy.signal import fftconvolve
 
-from diffviewer.engine.kernel import (
-    KernelFit,
-    KernelSolution,
-    chebyshev_terms,
-    kernel_spectra,
-    term_powers,
-)
+from diffviewer.engine.kernel_basis import chebyshev_terms, term_powers
+from diffviewer.engine.kernel_solution import KernelFit, KernelSolution
+from diffviewer.engine.kernel_stamps import kernel_spectra
 from diffviewer.engine.progress import Reporter, null_reporter
 from diffviewer.exposure import MASK_DTYPE, Exposure, MaskPlane
 

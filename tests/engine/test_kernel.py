@@ -7,13 +7,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from diffviewer.config import KernelConfig
-from diffviewer.engine import kernel, psf
+from diffviewer.engine import kernel, kernel_basis, kernel_direction, psf
 from diffviewer.errors import InsufficientKernelSources
 from diffviewer.exposure import MaskPlane
 from diffviewer.stats import FWHM_PER_SIGMA
-from diffviewer.synthetic import SyntheticPair, make_pair
+from diffviewer.synthetic import SyntheticPair, make_pair, render_moffats
 from tests.engine.helpers import fit_kernel_to
 
 
@@ -34,6 +35,28 @@ def sampled_gaussian(size: int, sigma: float) -> np.ndarray:
     return g / g.sum()
 
 
+def psf_of(fwhm: float) -> psf.PsfEstimate:
+    """A measured-looking circular Gaussian PSF estimate of ``fwhm`` px."""
+    return psf.PsfEstimate(fwhm, 0.0, psf.gaussian_image(fwhm, 12), 10, "measured")
+
+
+def moffat_psf(fwhm: float, beta: float, half: int = 15) -> psf.PsfEstimate:
+    """A measured-looking circular Moffat PSF estimate."""
+    side = 2 * half + 1
+    c = np.array([float(half)])
+    image = render_moffats(
+        (side, side), c, c, np.array([1.0]), np.array([fwhm]), beta, np.zeros(1), np.zeros(1), half
+    )
+    return psf.PsfEstimate(fwhm, 0.0, image, 10, "measured")
+
+
+def choose(
+    config: KernelConfig, sci: psf.PsfEstimate, tmpl: psf.PsfEstimate, n_sci: float, n_tmpl: float
+) -> tuple[kernel_direction.Direction, list[str]]:
+    """:func:`kernel_direction.choose_direction` with a flux ratio of 1."""
+    return kernel_direction.choose_direction(config, sci, tmpl, n_sci, n_tmpl, 1.0)
+
+
 def rel_l2(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.sqrt(np.sum((a - b) ** 2) / np.sum(b**2)))
 
@@ -44,13 +67,13 @@ def pair() -> SyntheticPair:
 
 
 def test_basis_widths_and_normalisation() -> None:
-    sigmas, deconv = kernel.basis_sigmas(2.5, 4.0, KernelConfig())
+    sigmas, deconv = kernel_basis.basis_sigmas(2.5, 4.0, KernelConfig())
     match = np.sqrt(4.0**2 - 2.5**2) / FWHM_PER_SIGMA
     assert not deconv
     np.testing.assert_allclose(sigmas, [match / 2, match, match * 2], rtol=1e-12)
-    size = kernel.kernel_size(sigmas, KernelConfig())
+    size = kernel_basis.kernel_size(sigmas, KernelConfig())
     assert size % 2 == 1 and size == 2 * int(np.ceil(2.5 * 2 * match)) + 1
-    basis = kernel.make_basis(sigmas, (4, 2, 2), size)
+    basis = kernel_basis.make_basis(sigmas, (4, 2, 2), size)
     assert basis.shape == (15 + 6 + 6, size, size)
     assert basis[0].sum() == pytest.approx(1.0, abs=1e-12)
     np.testing.assert_allclose(basis[1:].sum(axis=(1, 2)), 0.0, atol=1e-10)
@@ -60,16 +83,42 @@ def test_basis_widths_and_normalisation() -> None:
 
 def test_kernel_size_is_clamped() -> None:
     config = KernelConfig(min_size=11, max_size=21)
-    assert kernel.kernel_size(np.array([0.1]), config) == 11
-    assert kernel.kernel_size(np.array([20.0]), config) == 21
+    assert kernel_basis.kernel_size(np.array([0.1]), config) == 11
+    assert kernel_basis.kernel_size(np.array([20.0]), config) == 21
 
 
-def test_deconvolution_is_flagged_and_auto_picks_the_narrower_psf() -> None:
-    assert kernel.basis_sigmas(4.0, 2.5, KernelConfig())[1]
-    mode, notes = kernel.choose_mode("template", 2.5, 4.0)
-    assert mode == "template" and "deconvolution" in notes[0]
-    assert kernel.choose_mode("auto", 4.0, 2.5) == ("template", [])
-    assert kernel.choose_mode("auto", 2.5, 4.0) == ("science", [])
+def test_deconvolution_is_flagged_and_auto_never_deconvolves() -> None:
+    assert kernel_basis.basis_sigmas(4.0, 2.5, KernelConfig())[1]
+    sharp, broad = psf_of(2.5), psf_of(4.0)
+    direction, notes = choose(KernelConfig(mode="template"), sharp, broad, 10.0, 10.0)
+    assert direction.convolved == "template" and "deconvolution" in notes[0]
+    # Whichever image is sharper is convolved, whatever the noises.
+    for noise_sci, noise_tmpl in ((10.0, 10.0), (10.0, 30.0), (30.0, 10.0)):
+        assert (
+            choose(KernelConfig(), broad, sharp, noise_sci, noise_tmpl)[0].convolved == "template"
+        )
+        assert choose(KernelConfig(), sharp, broad, noise_sci, noise_tmpl)[0].convolved == "science"
+
+
+def test_auto_convolves_the_sharper_psf_image_when_the_fwhms_agree() -> None:
+    # GOTO-like (issue 12): the measured FWHMs agree (3.85 px both), but the template's PSF
+    # image is the science's smoothed by a 0.9 px Gaussian (as GOTO's template has the
+    # broader wing), and the template is the noisier (sky 21.6 against 15.7). The kernel
+    # onto the template smooths (norm < 1); the other way it deconvolves (norm > 1): the
+    # science is convolved. Before, 'auto' compared FWHMs only and convolved the template.
+    sci = moffat_psf(3.6, 4.0)
+    smooth = ndimage.gaussian_filter(np.asarray(sci.image), 0.9)
+    sci = dataclasses.replace(sci, fwhm=3.85)
+    tmpl = dataclasses.replace(sci, image=smooth / smooth.sum())
+    direction, notes = choose(KernelConfig(), sci, tmpl, 15.7, 21.6)
+    assert notes == [] and direction.convolved == "science" and direction.requested == "auto"
+    norm_s = kernel_direction.kernel_norm(sci, tmpl, KernelConfig())
+    norm_t = kernel_direction.kernel_norm(tmpl, sci, KernelConfig())
+    assert norm_s < 0.9 and norm_t > 1.0
+    assert direction.noise_science_convolved == pytest.approx(np.hypot(norm_s * 15.7, 21.6))
+    assert direction.noise_template_convolved == pytest.approx(np.hypot(15.7, norm_t * 21.6))
+    assert direction.noise_science_convolved < direction.noise_template_convolved
+    assert "least noise" in direction.reason
 
 
 def test_recovered_kernel_matches_the_truth(pair: SyntheticPair) -> None:
@@ -184,8 +233,10 @@ def test_too_few_stars_with_given_psfs_falls_back_to_the_psf_kernel() -> None:
     assert rel_l2(k, sampled_gaussian(k.shape[0], blank.kernel_sigma)) < 0.02
 
 
-def test_stamp_half_width_covers_fit_region_and_kernel() -> None:
+def test_stamp_half_width_covers_fit_region_and_kernel_in_either_direction() -> None:
     config = KernelConfig()
-    half = kernel.stamp_half_width(4.0, 2.5, config)
-    sigmas, _ = kernel.basis_sigmas(2.5, 4.0, config)
-    assert half == kernel.fit_half_width(4.0, 2.5) + kernel.kernel_size(sigmas, config) // 2
+    sci, tmpl = psf_of(4.0), psf_of(2.5)
+    half = kernel_basis.stamp_half_width(sci, tmpl, config)
+    for src, tgt in ((tmpl, sci), (sci, tmpl)):
+        plan = kernel_basis.plan_basis(src, tgt, config)
+        assert half >= plan.fit_half + plan.size // 2

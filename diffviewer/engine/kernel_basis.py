@@ -1,0 +1,340 @@
+"""The Alard-Lupton kernel basis, its size and the Chebyshev terms of its spatial model.
+
+Basis (Alard & Lupton 1998, ApJ 503, 325): Gaussians times polynomials
+``exp(-r^2 / 2 s_i^2) x^p y^q`` with ``p + q <= degree_i``. The Gaussian widths follow the
+LSST ip_diffim convention: the middle one is the matching width
+``sqrt(s_target^2 - s_source^2)`` and consecutive ones differ by ``width_ratio``.
+
+Seeing PSFs have power-law wings (a Moffat profile of index beta falls as r^-2 beta), and
+the kernel that matches a narrow PSF onto a wingy one carries the wingier PSF's wing (far
+from the core, ``K ~ target PSF``). Gaussians cannot hold it: with the three Gaussians
+alone, a beta 2.5 science PSF matched from a beta 3.5 template gave kernel sums 4 % low,
+the rest absorbed by each stamp's background. So the basis has one more function, the
+*wing*: two circular Moffat profiles, of the core width and index fitted to the target PSF
+image (:func:`fit_wing`) and of a flatter index, and the kernel is made wide enough to
+hold :data:`WING_ENCLOSED` of the fitted profile's flux (:func:`kernel_size`).
+
+The first basis function is normalised to sum 1 and all others are made to sum to zero, so
+the kernel sum (the photometric scale) is carried by the first coefficient alone; the
+others are then orthonormalised (Gram-Schmidt) for a well-conditioned fit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+from numpy.polynomial import chebyshev
+from scipy import optimize
+
+from diffviewer.config import KernelConfig
+from diffviewer.engine.psf import PsfEstimate
+from diffviewer.stats import FWHM_PER_SIGMA
+
+#: Fit-region half-width in FWHM of the broader PSF. A region cut close to the core lets
+#: each stamp's constant background absorb the wings' mismatch, biasing its kernel sum
+#: (Moffat beta 2.5 science, beta 3.5 template, true sum 1.3: 1.295 with 2.5 FWHM, 1.300
+#: with 4, where 4 % of the science flux lies beyond 2.5 FWHM and 1.5 % beyond 4).
+FIT_HALF_FWHM = 4.0
+
+#: Share of the fitted wing profile's flux the kernel holds (sets its size). On the Moffat
+#: pair (science beta 2.5) 99.5 % gave kernel sums 0.2-0.3 % low, 99.8 % within 0.15 %.
+WING_ENCLOSED = 0.998
+
+#: The second wing function is this much flatter in Moffat index than the fitted one. A
+#: PSF stack loses its outermost wing to its cutouts' border-median background, so the
+#: fitted index comes out steeper than the truth (2.6 for a true 2.5); with the fitted
+#: index alone, kernel sums were 0.2-0.3 % low on the Moffat pair, with both -0.05 to +0.15 %.
+WING_FLATTER = 0.5
+
+#: Least index of the flatter wing function (its flux must converge: beta > 1).
+MIN_WING_BETA = 1.2
+
+#: Limits of the fitted wing's Moffat index: below 1.5 the profile's flux diverges too
+#: slowly to be a seeing wing; above 20 it is a Gaussian (no wing worth a function).
+WING_BETA_LIMITS = (1.5, 20.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Wing:
+    """A circular Moffat profile ``(1 + r^2 / alpha^2)^-beta``: the kernel's wing function.
+
+    Attributes
+    ----------
+    alpha : float
+        Core width (px).
+    beta : float
+        Index (the profile falls as ``r^(-2 beta)``).
+    """
+
+    alpha: float
+    beta: float
+
+    def betas(self) -> tuple[float, float]:
+        """Indices of the two wing functions: the fitted one and one :data:`WING_FLATTER`
+        flatter (at least :data:`MIN_WING_BETA`)."""
+        return self.beta, max(self.beta - WING_FLATTER, MIN_WING_BETA)
+
+    def radius(self, enclosed: float) -> float:
+        """Radius (px) holding ``enclosed`` of the profile's flux: ``1 - (1 + R^2/a^2)^(1-b)``."""
+        return self.alpha * math.sqrt((1.0 - enclosed) ** (1.0 / (1.0 - self.beta)) - 1.0)
+
+
+def n_terms(order: int) -> int:
+    """Number of 2-D polynomial terms ``x^i y^j`` with ``i + j <= order``."""
+    return (order + 1) * (order + 2) // 2
+
+
+def chebyshev_terms(x: np.ndarray, y: np.ndarray, order: int, shape: tuple[int, int]) -> np.ndarray:
+    """Chebyshev terms ``T_i(x') T_j(y')``, ``i + j <= order``, at image positions.
+
+    Parameters
+    ----------
+    x, y : numpy.ndarray
+        Positions (0-based px).
+    order : int
+        Total order.
+    shape : (int, int)
+        Image shape (ny, nx); x and y are scaled to [-1, 1] over it.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(len(x), n_terms(order))``, terms ordered by total degree, then by the y power.
+    """
+    ny, nx = shape
+    xs = 2.0 * np.asarray(x, dtype=float) / max(nx - 1, 1) - 1.0
+    ys = 2.0 * np.asarray(y, dtype=float) / max(ny - 1, 1) - 1.0
+    tx = chebyshev.chebvander(xs, order)
+    ty = chebyshev.chebvander(ys, order)
+    return np.stack(
+        [tx[..., d - j] * ty[..., j] for d in range(order + 1) for j in range(d + 1)], axis=-1
+    )
+
+
+def term_powers(order: int) -> list[tuple[int, int]]:
+    """The (x power, y power) of each term of :func:`chebyshev_terms`, in order."""
+    return [(d - j, j) for d in range(order + 1) for j in range(d + 1)]
+
+
+def basis_sigmas(
+    fwhm_source: float, fwhm_target: float, config: KernelConfig
+) -> tuple[np.ndarray, bool]:
+    """Widths of the basis Gaussians.
+
+    Parameters
+    ----------
+    fwhm_source, fwhm_target : float
+        FWHM (px) of the image that is convolved and of the one it is matched to.
+    config : KernelConfig
+        Number of Gaussians (``len(degrees)``), ``width_ratio``, ``min_sigma``.
+
+    Returns
+    -------
+    (numpy.ndarray, bool)
+        Widths (px), narrowest first, and whether matching would need deconvolution
+        (target narrower than source; the matching width is then floored).
+    """
+    s_src, s_tgt = fwhm_source / FWHM_PER_SIGMA, fwhm_target / FWHM_PER_SIGMA
+    deconv = s_tgt < s_src
+    match = math.sqrt(max(s_tgt**2 - s_src**2, 0.0))
+    match = max(match, config.min_sigma * config.width_ratio ** ((len(config.degrees) - 1) // 2))
+    n = len(config.degrees)
+    powers = np.arange(n) - (n - 1) // 2
+    return match * config.width_ratio ** powers.astype(float), deconv
+
+
+def fit_wing(psf: PsfEstimate) -> Wing | None:
+    """The circular Moffat profile that best fits a PSF image (least squares, free amplitude).
+
+    Parameters
+    ----------
+    psf : PsfEstimate
+        The target image's PSF (centred, sum 1).
+
+    Returns
+    -------
+    Wing or None
+        None for a default PSF (nothing is known of its wings) or a failed fit.
+    """
+    if psf.source == "default":
+        return None
+    img = np.asarray(psf.image, dtype=float)
+    h = img.shape[0] // 2
+    r = np.arange(-h, h + 1, dtype=float)
+    r2 = (r[:, None] ** 2 + r[None, :] ** 2).ravel()
+    data = img.ravel()
+    alpha0 = psf.fwhm / (2.0 * math.sqrt(2.0 ** (1.0 / 3.0) - 1.0))
+
+    def resid(p: np.ndarray) -> np.ndarray:
+        amp, alpha, beta, offset = p
+        return amp * (1.0 + r2 / alpha**2) ** (-beta) + offset - data
+
+    lo, hi = WING_BETA_LIMITS
+    peak = float(img.max())
+    try:
+        sol = optimize.least_squares(
+            resid,
+            [peak, alpha0, 3.0, 0.0],
+            bounds=([0.0, 0.3, lo, -peak], [np.inf, 10.0 * max(psf.fwhm, 1.0), hi, peak]),
+        )
+    except (ValueError, np.linalg.LinAlgError):
+        return None
+    if not sol.success or not np.all(np.isfinite(sol.x)):
+        return None
+    return Wing(float(sol.x[1]), float(sol.x[2]))
+
+
+def kernel_size(sigmas: np.ndarray, config: KernelConfig, wing: Wing | None = None) -> int:
+    """Odd kernel side: ``2 * ceil(size_sigmas * widest) + 1``, widened to hold
+    :data:`WING_ENCLOSED` of the wing's flux, clamped to the config's limits."""
+    half = config.size_sigmas * float(np.max(sigmas))
+    if wing is not None:
+        half = max(half, wing.radius(WING_ENCLOSED))
+    size = 2 * math.ceil(half) + 1
+    return int(min(max(size, config.min_size), config.max_size))
+
+
+def make_basis(
+    sigmas: np.ndarray, degrees: tuple[int, ...], size: int, wing: Wing | None = None
+) -> np.ndarray:
+    """The Alard-Lupton basis images (plus the wing), normalised as the module says.
+
+    Parameters
+    ----------
+    sigmas : numpy.ndarray
+        Gaussian widths (px).
+    degrees : tuple of int
+        Polynomial degree for each Gaussian.
+    size : int
+        Odd kernel side (px).
+    wing : Wing, optional
+        The wing profile, appended after the Gaussians.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n_basis, size, size)`` float64; element 0 sums to 1, the others to 0 and are
+        orthonormal to each other.
+    """
+    half = size // 2
+    r = np.arange(-half, half + 1, dtype=float)
+    yy, xx = np.meshgrid(r, r, indexing="ij")
+    raw = []
+    for s, deg in zip(sigmas, degrees, strict=True):
+        g = np.exp(-0.5 * (xx**2 + yy**2) / s**2)
+        for d in range(deg + 1):
+            for j in range(d + 1):
+                raw.append(g * (xx / half) ** (d - j) * (yy / half) ** j)
+    if wing is not None:
+        for beta in wing.betas():
+            raw.append((1.0 + (xx**2 + yy**2) / wing.alpha**2) ** (-beta))
+    first = raw[0] / raw[0].sum()
+    rest = [b - b.sum() * first for b in raw[1:]]
+    ortho: list[np.ndarray] = []
+    for b in rest:
+        for o in ortho:
+            b = b - np.sum(b * o) * o
+        norm = np.sqrt(np.sum(b * b))
+        if norm > 1e-10:
+            ortho.append(b / norm)
+    return np.array([first, *ortho])
+
+
+def roughness_penalty(basis: np.ndarray) -> np.ndarray:
+    """``R[k, l] = <L B_k, L B_l>`` with ``L`` the 5-point Laplacian, padded for the background.
+
+    ``a^T R a`` is the squared Laplacian of the kernel ``sum_k a_k B_k``: a penalty on the
+    kernel's high spatial frequencies, which the data barely constrain when the
+    convolved image's PSF has little power there.
+    """
+    nb = basis.shape[0]
+    pad = np.pad(basis, ((0, 0), (1, 1), (1, 1)))
+    lap = (
+        pad[:, :-2, 1:-1]
+        + pad[:, 2:, 1:-1]
+        + pad[:, 1:-1, :-2]
+        + pad[:, 1:-1, 2:]
+        - 4 * pad[:, 1:-1, 1:-1]
+    ).reshape(nb, -1)
+    out = np.zeros((nb + 1, nb + 1))
+    out[:nb, :nb] = lap @ lap.T
+    return out
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class BasisPlan:
+    """Everything that shapes the kernel before any stamp is read.
+
+    Attributes
+    ----------
+    sigmas : numpy.ndarray
+        Gaussian widths (px).
+    wing : Wing or None
+        The wing function's profile.
+    size : int
+        Kernel side (px, odd).
+    fit_half : int
+        Half-width (px) of each stamp's fit region.
+    deconvolution : bool
+        Whether the convolved image's PSF is the broader.
+    """
+
+    sigmas: np.ndarray
+    wing: Wing | None
+    size: int
+    fit_half: int
+    deconvolution: bool
+
+    @property
+    def stamp_half(self) -> int:
+        """Half-width (px) of the convolved image's stamp: fit region plus kernel."""
+        return self.fit_half + self.size // 2
+
+    def basis(self, degrees: tuple[int, ...]) -> np.ndarray:
+        """The basis images (:func:`make_basis`)."""
+        return make_basis(self.sigmas, degrees, self.size, self.wing)
+
+
+def plan_basis(src_psf: PsfEstimate, tgt_psf: PsfEstimate, config: KernelConfig) -> BasisPlan:
+    """Basis widths, wing, kernel size and fit region from the two PSFs.
+
+    Parameters
+    ----------
+    src_psf, tgt_psf : PsfEstimate
+        PSFs of the convolved image and of the image it is matched to.
+    config : KernelConfig
+        Basis and size limits.
+
+    Returns
+    -------
+    BasisPlan
+    """
+    sigmas, deconv = basis_sigmas(src_psf.fwhm, tgt_psf.fwhm, config)
+    wing = fit_wing(tgt_psf) if config.wing else None
+    size = kernel_size(sigmas, config, wing)
+    fit_half = int(max(4, math.ceil(FIT_HALF_FWHM * max(src_psf.fwhm, tgt_psf.fwhm))))
+    return BasisPlan(sigmas, wing, size, fit_half, deconv)
+
+
+def stamp_half_width(sci_psf: PsfEstimate, tmpl_psf: PsfEstimate, config: KernelConfig) -> int:
+    """Half-width (px) of the stamp the kernel fit reads around each star, either direction.
+
+    Candidate selection checks exactly these pixels (edges, masks, saturation).
+
+    Parameters
+    ----------
+    sci_psf, tmpl_psf : PsfEstimate
+        PSFs of the two images.
+    config : KernelConfig
+        Basis and size limits.
+
+    Returns
+    -------
+    int
+    """
+    return max(
+        plan_basis(tmpl_psf, sci_psf, config).stamp_half,
+        plan_basis(sci_psf, tmpl_psf, config).stamp_half,
+    )

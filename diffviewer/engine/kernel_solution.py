@@ -1,0 +1,197 @@
+"""The fitted kernel as data: a spatially varying kernel evaluable anywhere, and the fit's record.
+
+:class:`KernelSolution` is what the subtraction, decorrelation and score read;
+:class:`KernelFit` adds the per-stamp quality table, the direction of the convolution
+and why it was chosen, and the warnings of the fit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from astropy.table import Table
+from numpy.polynomial import chebyshev
+
+from diffviewer.engine.kernel_basis import Wing, chebyshev_terms, term_powers
+from diffviewer.engine.kernel_direction import Direction
+from diffviewer.engine.psf import PsfEstimate
+from diffviewer.exposure import Exposure
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class KernelSolution:
+    """A spatially varying kernel and differential background, evaluable anywhere.
+
+    ``K(x, y) = sum_k a_k(x, y) B_k`` with ``a_k(x, y) = sum_s coefficients[k, s] P_s(x, y)``
+    and ``background(x, y) = sum_t bg_coefficients[t] P_t(x, y)``, where ``P`` are the
+    Chebyshev terms of :func:`chebyshev_terms` over ``shape``. The background is always
+    in the sense science side minus template side (see :class:`KernelFit`).
+
+    Attributes
+    ----------
+    basis : numpy.ndarray
+        ``(n_basis, size, size)`` basis images.
+    coefficients : numpy.ndarray
+        ``(n_basis, n_terms(spatial_order))``.
+    bg_coefficients : numpy.ndarray
+        ``(n_terms(background_order),)``.
+    spatial_order, background_order : int
+        Chebyshev orders.
+    shape : (int, int)
+        Image shape (ny, nx) that scales x and y to [-1, 1].
+    sigmas : numpy.ndarray
+        Gaussian widths (px) of the basis.
+    degrees : tuple of int
+        Polynomial degree of each Gaussian.
+    wing : Wing or None
+        The Moffat wing function's profile, when the basis has one.
+    """
+
+    basis: np.ndarray
+    coefficients: np.ndarray
+    bg_coefficients: np.ndarray
+    spatial_order: int
+    background_order: int
+    shape: tuple[int, int]
+    sigmas: np.ndarray
+    degrees: tuple[int, ...]
+    wing: Wing | None = None
+
+    @property
+    def size(self) -> int:
+        """Kernel side (px)."""
+        return int(self.basis.shape[-1])
+
+    def describe(self) -> str:
+        """The basis in words, e.g. ``'Alard-Lupton: 3 Gaussians sigma=[0.8, 1.6, 3.2] px ...'``."""
+        sig = ", ".join(f"{s:.2f}" for s in self.sigmas)
+        wing = (
+            ""
+            if self.wing is None
+            else f", Moffat wing alpha={self.wing.alpha:.2f} px beta={self.wing.beta:.2f}"
+        )
+        return (
+            f"Alard-Lupton: {len(self.sigmas)} Gaussians sigma=[{sig}] px, degrees "
+            f"{list(self.degrees)}{wing}, {self.basis.shape[0]} functions, "
+            f"{self.size}x{self.size} px"
+        )
+
+    def coefficients_at(self, x: np.ndarray | float, y: np.ndarray | float) -> np.ndarray:
+        """Basis coefficients ``a_k`` at positions: ``(n, n_basis)``, ``(n_basis,)`` for scalars."""
+        p = chebyshev_terms(np.atleast_1d(x), np.atleast_1d(y), self.spatial_order, self.shape)
+        a = p @ self.coefficients.T
+        return a[0] if np.ndim(x) == 0 else a
+
+    def evaluate(self, x: float, y: float) -> np.ndarray:
+        """The kernel image at (x, y) (0-based science px)."""
+        return np.tensordot(self.coefficients_at(float(x), float(y)), self.basis, axes=1)
+
+    def background(self, x: np.ndarray | float, y: np.ndarray | float) -> np.ndarray:
+        """Differential background (image units) at positions."""
+        p = chebyshev_terms(np.atleast_1d(x), np.atleast_1d(y), self.background_order, self.shape)
+        b = p @ self.bg_coefficients
+        return b[0] if np.ndim(x) == 0 else b
+
+    def _term_image(self, coefficients: np.ndarray, order: int) -> np.ndarray:
+        """``sum_t coefficients[t] P_t(x, y)`` over the whole image (float32, ``Ty @ C @ Tx^T``)."""
+        ny, nx = self.shape
+        tx = chebyshev.chebvander(2.0 * np.arange(nx) / max(nx - 1, 1) - 1.0, order)
+        ty = chebyshev.chebvander(2.0 * np.arange(ny) / max(ny - 1, 1) - 1.0, order)
+        coef = np.zeros((order + 1, order + 1))
+        for c, (px, py) in zip(coefficients, term_powers(order), strict=True):
+            coef[py, px] = c
+        return ty.astype(np.float32) @ (coef @ tx.T).astype(np.float32)
+
+    def background_image(self) -> np.ndarray:
+        """The background over the whole image (float32)."""
+        return self._term_image(self.bg_coefficients, self.background_order)
+
+    def kernel_sum_image(self) -> np.ndarray:
+        """The kernel sum over the whole image (float32)."""
+        per_term = self.coefficients.T @ self.basis.sum(axis=(1, 2))
+        return self._term_image(per_term, self.spatial_order)
+
+    def kernel_sum(self, x: np.ndarray | float, y: np.ndarray | float) -> np.ndarray:
+        """Kernel sum (photometric scale) at positions."""
+        per_term = self.coefficients.T @ self.basis.sum(axis=(1, 2))
+        p = chebyshev_terms(np.atleast_1d(x), np.atleast_1d(y), self.spatial_order, self.shape)
+        k = p @ per_term
+        return k[0] if np.ndim(x) == 0 else k
+
+    def kernel_sum_map(self, shape: tuple[int, int] | None = None, step: int = 64) -> np.ndarray:
+        """Kernel sum on a coarse grid: element (j, i) is at pixel (i * step, j * step) + step/2.
+
+        Parameters
+        ----------
+        shape : (int, int), optional
+            Image shape (defaults to :attr:`shape`).
+        step : int
+            Grid spacing (px).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(ceil(ny / step), ceil(nx / step))`` float32.
+        """
+        ny, nx = shape or self.shape
+        ys = np.minimum(np.arange(0, ny, step) + step / 2.0, ny - 1)
+        xs = np.minimum(np.arange(0, nx, step) + step / 2.0, nx - 1)
+        gx, gy = np.meshgrid(xs, ys)
+        return self.kernel_sum(gx.ravel(), gy.ravel()).reshape(gy.shape).astype(np.float32)
+
+    def spatial_kernels(self) -> np.ndarray:
+        """``(n_terms, size, size)``: the kernel image multiplying each spatial term ``P_s``."""
+        return np.tensordot(self.coefficients.T, self.basis, axes=1)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class KernelFit:
+    """The fitted PSF-matching kernel and the per-stamp quality assessment.
+
+    Attributes
+    ----------
+    solution : KernelSolution
+        The spatial model.
+    candidates : astropy.table.Table
+        The candidate table plus ``status`` (GOOD/BAD/CONTROL), ``reason`` (why BAD),
+        ``chi2`` (per degree of freedom), ``kernel_sum`` (of the kernel as fitted: the
+        science/template flux ratio, or its inverse when the science is convolved) and its
+        formal error ``kernel_sum_err``, ``resid_mean``, ``resid_std`` (of the residual
+        normalised by sqrt(var_target + K^2 * var_source), over the fit region, with the
+        stamp's own kernel; for CONTROL stars with the spatial model), and
+        ``spatial_resid_mean``, ``spatial_resid_std`` (with the spatial model).
+    convolved : str
+        'template' (science ~ K * template + background) or 'science'
+        (K * science ~ template + background); ``direction.convolved``.
+    photometric_scale : float
+        Science/template flux ratio: the mean kernel sum over the image, or its inverse
+        when the science is convolved.
+    warnings : tuple of str
+        Deconvolution risk, lowered orders, the PSF fallback, ...
+    science_psf, template_psf : PsfEstimate
+        The PSFs the basis was built from.
+    own_coefficients : numpy.ndarray
+        ``(n_candidates, n_basis + 1)`` each stamp's own kernel coefficients and
+        background (NaN where the stamp could not be fitted).
+    fit_half : int
+        Half-width (px) of each stamp's fit region.
+    direction : Direction
+        Which image was convolved, the difference noise each choice was expected to
+        give, and why.
+    """
+
+    solution: KernelSolution
+    candidates: Table
+    convolved: str
+    photometric_scale: float
+    warnings: tuple[str, ...]
+    science_psf: PsfEstimate
+    template_psf: PsfEstimate
+    own_coefficients: np.ndarray
+    fit_half: int
+    direction: Direction
+
+    def source_target(self, science: Exposure, template: Exposure) -> tuple[Exposure, Exposure]:
+        """(convolved image, image it is matched to)."""
+        return (template, science) if self.convolved == "template" else (science, template)

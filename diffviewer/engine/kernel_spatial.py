@@ -1,0 +1,189 @@
+"""The spatial model: every kernel coefficient and the background as polynomials in x, y.
+
+Each coefficient, and the background, is a Chebyshev polynomial in x and y over the image
+(scaled to [-1, 1]), solved from the sum of the good stamps' normal equations (as
+ip_diffim's spatial kernel solution does); the first coefficient, which alone carries the
+kernel sum, has its own (default constant) order. Stamps whose residual against the
+spatial model fails the per-stamp limits are rejected and the model refitted. Orders are
+lowered until there are :data:`STAMPS_PER_TERM` good stamps per spatial term.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import scipy.linalg
+
+from diffviewer.config import KernelConfig
+from diffviewer.engine.kernel_basis import chebyshev_terms, n_terms
+from diffviewer.engine.kernel_stamps import StampFits, Stamps, residual_stats, source_variance
+
+#: Good stamps needed per spatial term before an order is used; below it the order is
+#: lowered (with 2 per term, 14 DECam stamps at order 2 left 100-sigma galaxy residuals).
+STAMPS_PER_TERM = 5
+
+
+def usable_orders(n_good: int, config: KernelConfig) -> tuple[int, int]:
+    """Kernel and background orders that ``n_good`` stamps support (at most the config's)."""
+    order, bg_order = config.spatial_order, config.background_order
+    while order > 0 and n_good < max(config.min_stamps, STAMPS_PER_TERM * n_terms(order)):
+        order -= 1
+    while bg_order > 0 and n_good < max(config.min_stamps, STAMPS_PER_TERM * n_terms(bg_order)):
+        bg_order -= 1
+    return order, bg_order
+
+
+def spatial_solve(
+    normal: np.ndarray, rhs: np.ndarray, p: np.ndarray, q: np.ndarray, sum_terms: int
+) -> np.ndarray:
+    """Solve the spatial model from the stamps' normal equations.
+
+    Parameters
+    ----------
+    normal, rhs : numpy.ndarray
+        ``(n, nb + 1, nb + 1)`` and ``(n, nb + 1)``; the last parameter is the background.
+    p, q : numpy.ndarray
+        ``(n, ns)`` kernel and ``(n, nq)`` background spatial terms at the stamps.
+    sum_terms : int
+        Spatial terms of the first coefficient (the kernel sum): the first ``sum_terms``
+        of ``p``; the others are held at zero.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``nb * ns`` kernel coefficients (basis-major) then ``nq`` background coefficients.
+    """
+    nb = normal.shape[1] - 1
+    ns, nq = p.shape[1], q.shape[1]
+    g_cc = np.einsum("ikl,is,it->kslt", normal[:, :nb, :nb], p, p, optimize=True)
+    g_cc = g_cc.reshape(nb * ns, nb * ns)
+    g_cd = np.einsum("ik,is,iq->ksq", normal[:, :nb, nb], p, q, optimize=True).reshape(nb * ns, nq)
+    g_dd = np.einsum("i,iq,ir->qr", normal[:, nb, nb], q, q, optimize=True)
+    big = np.block([[g_cc, g_cd], [g_cd.T, g_dd]])
+    vec = np.concatenate(
+        [np.einsum("ik,is->ks", rhs[:, :nb], p).ravel(), np.einsum("i,iq->q", rhs[:, nb], q)]
+    )
+    free = np.ones(len(vec), dtype=bool)
+    free[sum_terms:ns] = False  # basis 0's higher spatial terms
+    big, vec = big[np.ix_(free, free)], vec[free]
+    scale = np.sqrt(np.clip(np.diag(big), 1e-300, None))
+    try:
+        sol = scipy.linalg.solve(big / scale[:, None] / scale[None, :], vec / scale, assume_a="pos")
+    except (np.linalg.LinAlgError, ValueError):
+        sol = np.linalg.lstsq(big / scale[:, None] / scale[None, :], vec / scale, rcond=1e-10)[0]
+    out = np.zeros(len(free))
+    out[free] = sol / scale
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class SpatialFit:
+    """The spatial model's coefficients and each usable stamp's fit against it.
+
+    Attributes
+    ----------
+    coefficients : numpy.ndarray
+        ``(n_basis, n_terms(order))``.
+    bg_coefficients : numpy.ndarray
+        ``(n_terms(bg_order),)``, in the sense target side minus source side.
+    order, bg_order : int
+        The orders used.
+    stamp_coef : numpy.ndarray
+        ``(n, n_basis + 1)`` the model's kernel and background at every candidate
+        (NaN where the stamp is unusable).
+    resid_mean, resid_std : numpy.ndarray
+        ``(n,)`` each usable stamp's normalised residual against the model.
+    status, reason : numpy.ndarray
+        The stamps' status after the spatial rejection.
+    var_total : numpy.ndarray
+        ``(n, npix)`` propagated variance, the control stars' with the model's kernel.
+    """
+
+    coefficients: np.ndarray
+    bg_coefficients: np.ndarray
+    order: int
+    bg_order: int
+    stamp_coef: np.ndarray
+    resid_mean: np.ndarray
+    resid_std: np.ndarray
+    status: np.ndarray
+    reason: np.ndarray
+    var_total: np.ndarray
+
+
+def fit_spatial(
+    stamps: Stamps,
+    fits: StampFits,
+    x: np.ndarray,
+    y: np.ndarray,
+    control: np.ndarray,
+    basis: np.ndarray,
+    shape: tuple[int, int],
+    orders: tuple[int, int],
+    config: KernelConfig,
+) -> SpatialFit:
+    """Fit the spatial model, rejecting the stamps whose residual against it fails the limits.
+
+    Parameters
+    ----------
+    stamps : Stamps
+        The design data.
+    fits : StampFits
+        The per-stamp fits.
+    x, y : numpy.ndarray
+        Candidate positions (science px).
+    control : numpy.ndarray
+        Control stars.
+    basis : numpy.ndarray
+        The basis images.
+    shape : (int, int)
+        Image shape.
+    orders : (int, int)
+        Kernel and background orders (:func:`usable_orders`).
+    config : KernelConfig
+        Limits and the kernel-sum order.
+
+    Returns
+    -------
+    SpatialFit
+    """
+    nb = basis.shape[0]
+    order, bg_order = orders
+    status, reason, var_total = fits.status.copy(), fits.reason.copy(), fits.var_total.copy()
+    n = len(x)
+    smean, sstd = np.full(n, np.nan), np.full(n, np.nan)
+    usable = np.nonzero(stamps.ok)[0]
+    coef_all = np.full((n, nb + 1), np.nan)
+    pa = chebyshev_terms(x[usable], y[usable], order, shape)
+    qa = chebyshev_terms(x[usable], y[usable], bg_order, shape)
+    ctrl = control[usable]
+    for _ in range(config.max_iterations):
+        gi = np.nonzero(status == "GOOD")[0]
+        p = chebyshev_terms(x[gi], y[gi], order, shape)
+        q = chebyshev_terms(x[gi], y[gi], bg_order, shape)
+        sol = spatial_solve(
+            fits.normal[gi], fits.rhs[gi], p, q, n_terms(min(config.kernel_sum_order, order))
+        )
+        coefs = sol[: nb * n_terms(order)].reshape(nb, n_terms(order))
+        bgc = sol[nb * n_terms(order) :]
+        coef_sp = np.column_stack([pa @ coefs.T, qa @ bgc])
+        if ctrl.any():
+            cu = usable[ctrl]
+            var_total[cu] = stamps.var_target[cu] + source_variance(
+                stamps, cu, coef_sp[ctrl], basis
+            )
+        _, mu, sd = residual_stats(stamps, usable, coef_sp, var_total[usable], fits.used[usable])
+        smean[usable], sstd[usable] = mu, sd
+        good = np.nonzero(status == "GOOD")[0]
+        hit_mean = good[np.abs(smean[good]) > config.max_residual_mean]
+        hit_std = good[(sstd[good] > config.max_residual_std) & ~np.isin(good, hit_mean)]
+        n_hit = len(hit_mean) + len(hit_std)
+        if n_hit == 0 or len(good) - n_hit < max(
+            config.min_stamps, STAMPS_PER_TERM * n_terms(order)
+        ):
+            break
+        status[hit_mean], reason[hit_mean] = "BAD", "spatial residual mean"
+        status[hit_std], reason[hit_std] = "BAD", "spatial residual std"
+    coef_all[usable] = coef_sp
+    return SpatialFit(coefs, bgc, order, bg_order, coef_all, smean, sstd, status, reason, var_total)

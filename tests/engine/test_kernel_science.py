@@ -1,0 +1,145 @@
+"""Issue 12's kernel figures: the sum on wingy PSFs, transients in stamps, the direction.
+
+Run with ``-s`` to see the figures.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from diffviewer.config import KernelConfig, SubtractionConfig
+from diffviewer.engine import pipeline, subtract
+from diffviewer.engine.progress import null_reporter
+from diffviewer.io import read_exposure
+from diffviewer.outputs import build_metadata
+from diffviewer.synthetic import make_pair
+from tests.conftest import data_path
+from tests.engine.helpers import fit_kernel_to
+
+#: Issue 12's Moffat conditions: a wingy science PSF (beta 2.5) matched from a steeper
+#: template (beta 3.5), a sub-pixel shift; the true kernel sum is the photometric scale.
+MOFFAT = {
+    "profile": "moffat",
+    "sci_beta": 2.5,
+    "tmpl_beta": 3.5,
+    "photometric_scale": 1.3,
+    "tmpl_shift": (0.3, 0.3),
+}
+
+
+@pytest.mark.slow
+def test_kernel_sum_of_wingy_psfs_is_the_flux_ratio() -> None:
+    # Before: 1.249-1.250 (the 17 px kernel of Gaussians cut the wings; the stamps'
+    # backgrounds took 7-8 counts of them). Now 1.2995-1.3039 over seeds 0-3 with the
+    # Moffat wing functions. The formal error of the sum is ~0.05 %; the limit is issue
+    # 12's target, 0.3 %, with the seed-to-seed scatter of the star samples (0.15 %) in it.
+    pair = make_pair((768, 768), 800, seed=1, **MOFFAT)
+    fit = fit_kernel_to(pair.science, pair.template)
+    print(f"\nkernel sum {fit.photometric_scale:.4f} (true 1.3), {fit.solution.describe()}")
+    assert fit.convolved == "template"
+    assert fit.photometric_scale == pytest.approx(1.3, rel=3e-3)
+    # The differential background is 0: its leak from the wings was 7-8 counts (sky 32).
+    assert abs(float(fit.solution.background(384.0, 384.0))) < 0.5
+
+
+@pytest.mark.slow
+def test_transients_inside_kernel_stamps_leave_the_background_and_sum_alone() -> None:
+    # 3000-count transients (matched-filter S/N ~15) 9 px from the 40 brightest stars:
+    # inside their stamps, below the isolation and flux-ratio cuts of the selection.
+    base = make_pair((768, 768), 800, seed=5, photometric_scale=1.3)
+    bright = np.argsort(-base.star_flux)[:40]
+    transients = [(base.star_x[i] + 7.0, base.star_y[i] + 6.0, 3000.0) for i in bright]
+    pair = make_pair((768, 768), 800, seed=5, photometric_scale=1.3, transients=transients)
+    fit = fit_kernel_to(pair.science, pair.template)
+    tab = fit.candidates
+    x, y = np.asarray(tab["x"]), np.asarray(tab["y"])
+    near = (
+        np.hypot(x[:, None] - pair.transient_x[None], y[:, None] - pair.transient_y[None]).min(
+            axis=1
+        )
+        < 15
+    )
+    good = np.asarray(tab["status"]) == "GOOD"
+    own_bg = fit.own_coefficients[:, -1]
+    hit = near & good
+    print(
+        f"\n{hit.sum()} good stamps hold a transient: their background median "
+        f"{np.median(own_bg[hit]):.2f} (others {np.median(own_bg[good & ~near]):.2f}); "
+        f"spatial background {float(fit.solution.background(384.0, 384.0)):.2f}; "
+        f"kernel sum {fit.photometric_scale:.4f}"
+    )
+    # Before: those stamps passed every cut with backgrounds of 5.9 counts (median), the
+    # spatial background was 0.95 and the sum 1.3029. Each stamp's background error is
+    # ~32 / 33 ~ 1 count, so the median of ~25 has ~0.25: 0.75 is 3 sigma.
+    assert hit.sum() >= 10
+    assert abs(np.median(own_bg[hit]) - np.median(own_bg[good & ~near])) < 0.75
+    # ~60 stamps: the spatial background's error is ~0.15 at the centre.
+    assert abs(float(fit.solution.background(384.0, 384.0))) < 0.5
+    # The clean pair's sum is 1.2998 (the Gaussian pair's truth is 1.3).
+    assert fit.photometric_scale == pytest.approx(1.3, rel=1.5e-3)
+
+
+def test_metadata_states_the_direction_and_why() -> None:
+    pair = make_pair((256, 256), 150, seed=2, sci_fwhm=2.5, tmpl_fwhm=4.0)
+    result = pipeline.run_subtraction(pair.science, pair.template, SubtractionConfig())
+    direction = build_metadata(result)["kernel"]["direction"]
+    # The science is the sharper: 'auto' (the default) convolves it, never deconvolves.
+    assert result.kernel.convolved == "science" and direction["requested"] == "auto"
+    assert "broader" in direction["why"] and "deconvolve" in direction["why"]
+    assert direction["expected_noise_science_convolved"] > 0
+    assert direction["expected_noise_template_convolved"] > 0
+
+
+def bright_star_residual(fit, difference) -> tuple[float, float]:
+    """Median and 90th percentile over the 50 brightest kernel stars of the difference's rms
+    within 1.5 FWHM, over the local sky noise (robust sigma in a 20-40 px annulus)."""
+    tab = fit.candidates
+    order = np.argsort(-np.asarray(tab["snr"]))[:50]
+    fwhm = max(fit.science_psf.fwhm, fit.template_psf.fwhm)
+    r = int(np.ceil(1.5 * fwhm))
+    dy, dx = np.mgrid[-r : r + 1, -r : r + 1]
+    core = np.hypot(dx, dy) <= 1.5 * fwhm
+    ay, ax = np.mgrid[-40:41, -40:41]
+    annulus = (np.hypot(ax, ay) >= 20) & (np.hypot(ax, ay) <= 40)
+    img, good = difference.image.astype(float), difference.good_pixels()
+    out = []
+    for i in order:
+        xi, yi = round(float(tab["x"][i])), round(float(tab["y"][i]))
+        if not (40 <= xi < img.shape[1] - 40 and 40 <= yi < img.shape[0] - 40):
+            continue
+        ring = img[yi - 40 : yi + 41, xi - 40 : xi + 41][
+            annulus & good[yi - 40 : yi + 41, xi - 40 : xi + 41]
+        ]
+        med = np.median(ring)
+        sigma = 1.4826 * np.median(np.abs(ring - med))
+        out.append(
+            np.sqrt(np.mean((img[yi - r : yi + r + 1, xi - r : xi + r + 1][core] - med) ** 2))
+            / sigma
+        )
+    return float(np.median(out)), float(np.percentile(out, 90))
+
+
+@pytest.mark.slow
+def test_goto_auto_convolves_the_science_and_halves_the_bright_star_residual() -> None:
+    science = read_exposure(data_path("goto/1.fits"))
+    template = read_exposure(data_path("goto/2.fits"))
+    figures = {}
+    for mode in ("auto", "template"):
+        fit = fit_kernel_to(science, template, KernelConfig(mode=mode))
+        products = subtract.subtract_images(science, template, fit, null_reporter())
+        figures[mode] = (fit, bright_star_residual(fit, products.difference))
+    auto, forced = figures["auto"], figures["template"]
+    print(
+        f"\nGOTO: auto convolves the {auto[0].convolved} ({auto[0].direction.reason}); "
+        f"bright-star residual median/p90 {auto[1][0]:.1f}/{auto[1][1]:.1f} against "
+        f"{forced[1][0]:.1f}/{forced[1][1]:.1f} with the template convolved; kernel sums "
+        f"{auto[0].photometric_scale:.4f} and {forced[0].photometric_scale:.4f}"
+    )
+    # HOTPANTS's figure of merit convolves the science here too (its kernel sum 1.0005).
+    assert auto[0].convolved == "science"
+    assert auto[0].direction.noise_science_convolved < auto[0].direction.noise_template_convolved
+    # Measured 8.8/14.6 against 15.9/28.9 (HOTPANTS's difference: 7.0/11.4 by this measure).
+    assert auto[1][0] < 0.7 * forced[1][0] and auto[1][1] < 0.7 * forced[1][1]
+    # Before: 0.977 (template convolved by an 11 px kernel).
+    assert auto[0].photometric_scale == pytest.approx(1.0005, abs=3e-3)

@@ -263,7 +263,7 @@ class KernelConfig:
 
     SECTION = "kernel"
     mode: str = param(
-        "auto",
+        "template",
         "Which image is convolved: the template, the science, or auto (the one whose "
         "convolution gives the smaller expected difference noise, from the two PSF images "
         "and sky noises, never one whose PSF is the broader by more than 5 %).",
@@ -299,9 +299,9 @@ class KernelConfig:
     )
     wing: bool = param(
         True,
-        "Add wing functions to the basis: Moffat profiles fitted to the target image's "
-        "PSF, and size the kernel to hold 99.8 % of its flux (Gaussians alone cut the "
-        "wings of seeing PSFs and bias the kernel sum low).",
+        "Add a wing function to the basis: the Moffat profile fitted to the target image's "
+        "PSF, and size the kernel to hold 99.8 % of its flux, when at least 30 stamps are "
+        "fitted (Gaussians alone cut the wings of seeing PSFs and bias the kernel sum low).",
     )
     spatial_order: int = param(
         2, "Order of the polynomial in x, y of each kernel coefficient.", minimum=0, maximum=5

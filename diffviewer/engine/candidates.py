@@ -71,8 +71,9 @@ class CandidateSet:
         Number rejected for each reason of :data:`REASONS`.
     stamp_half_width : int
         Half-width (px) of the stamp that was checked around each candidate: by default
-        the stamp the kernel fit reads with the default kernel config
-        (``kernel.stamp_half_width``), from the FWHMs of the brightest peaks on both images.
+        the stamp the kernel fit reads, in either direction, with the default kernel config
+        (:func:`diffviewer.engine.kernel_basis.stamp_half_width`), from the PSFs of the
+        brightest peaks on both images.
     fwhm : float
         Science FWHM (px) estimated from the brightest peaks (sizes stamps and apertures).
     bright : (numpy.ndarray, numpy.ndarray)

@@ -105,7 +105,7 @@ def _fallback_solution(
     delta = len(known) < 2
     if delta:
         src_psf = tgt_psf = known[0] if known else src_psf
-    plan = plan_basis(src_psf, tgt_psf, config)
+    plan = plan_basis(src_psf, tgt_psf, config, 0)
     basis = make_basis(plan.sigmas, config.degrees, size, plan.wing)
     sums = basis.sum(axis=(1, 2))
     coef = psf_kernel_coefficients(src_psf, tgt_psf, basis)
@@ -145,10 +145,14 @@ def _fallback_solution(
 
 
 def _kernel_plan(
-    src_psf: PsfEstimate, tgt_psf: PsfEstimate, shape: tuple[int, int], config: KernelConfig
+    src_psf: PsfEstimate,
+    tgt_psf: PsfEstimate,
+    shape: tuple[int, int],
+    config: KernelConfig,
+    n_stamps: int,
 ) -> tuple[BasisPlan, list[str]]:
     """The basis plan, its kernel cut to half the image side when it would be larger."""
-    plan = plan_basis(src_psf, tgt_psf, config)
+    plan = plan_basis(src_psf, tgt_psf, config, n_stamps)
     notes = []
     cap = max(3, (min(shape) // 2 - 1) | 1)  # odd, at most half the image side
     if plan.size > cap:
@@ -208,7 +212,8 @@ def fit_kernel(
     source, target = (template, science) if mode == "template" else (science, template)
     src_psf, tgt_psf = (tmpl_psf, sci_psf) if mode == "template" else (sci_psf, tmpl_psf)
     shape = science.shape
-    plan, cut = _kernel_plan(src_psf, tgt_psf, shape, config)
+    control = np.asarray(candidates.table["control"], dtype=bool)
+    plan, cut = _kernel_plan(src_psf, tgt_psf, shape, config, int(np.sum(~control)))
     notes.extend(cut)
     basis = plan.basis(config.degrees)
     nb = basis.shape[0]
@@ -222,7 +227,6 @@ def fit_kernel(
     table = candidates.table.copy(copy_data=True)
     x = np.asarray(table["x"], dtype=float)
     y = np.asarray(table["y"], dtype=float)
-    control = np.asarray(table["control"], dtype=bool)
     stamps = build_stamps(source, target, x, y, basis, plan.fit_half, reporter)
     fwhm = max(sci_psf.fwhm, tmpl_psf.fwhm)
     fits = fit_stamps(stamps, x, y, control, basis, fwhm, shape, config, reporter)

@@ -10,9 +10,11 @@ the kernel that matches a narrow PSF onto a wingy one carries the wingier PSF's 
 from the core, ``K ~ target PSF``). Gaussians cannot hold it: with the three Gaussians
 alone, a beta 2.5 science PSF matched from a beta 3.5 template gave kernel sums 4 % low,
 the rest absorbed by each stamp's background. So the basis has one more function, the
-*wing*: two circular Moffat profiles, of the core width and index fitted to the target PSF
-image (:func:`fit_wing`) and of a flatter index, and the kernel is made wide enough to
-hold :data:`WING_ENCLOSED` of the fitted profile's flux (:func:`kernel_size`).
+*wing*: the circular Moffat profile fitted to the target PSF image (:func:`fit_wing`),
+and the kernel is made wide enough to hold :data:`WING_ENCLOSED` of the fitted profile's
+flux (:func:`kernel_size`), with a fit region of :data:`FIT_HALF_FWHM`. The wing needs
+stamps to constrain it: with fewer than :data:`WING_MIN_STAMPS` the basis is the
+Gaussians alone.
 
 The first basis function is normalised to sum 1 and all others are made to sum to zero, so
 the kernel sum (the photometric scale) is carried by the first coefficient alone; the
@@ -32,24 +34,25 @@ from diffviewer.config import KernelConfig
 from diffviewer.engine.psf import PsfEstimate
 from diffviewer.stats import FWHM_PER_SIGMA
 
-#: Fit-region half-width in FWHM of the broader PSF. A region cut close to the core lets
-#: each stamp's constant background absorb the wings' mismatch, biasing its kernel sum
-#: (Moffat beta 2.5 science, beta 3.5 template, true sum 1.3: 1.295 with 2.5 FWHM, 1.300
-#: with 4, where 4 % of the science flux lies beyond 2.5 FWHM and 1.5 % beyond 4).
+#: Fit-region half-width in FWHM of the broader PSF, with the wing function. A region cut
+#: close to the core lets each stamp's constant background absorb the wings' mismatch,
+#: biasing its kernel sum (Moffat beta 2.5 science: 4 % of its flux lies beyond 2.5 FWHM,
+#: 1.5 % beyond 4; kernel sums 1.259 with 2.5 FWHM, 1.272 with 4 for a Gaussian basis).
 FIT_HALF_FWHM = 4.0
 
+#: Fit-region half-width in FWHM without the wing function (real PSFs' wings: a region cut
+#: at 1.5 FWHM left a -29 sigma lobe on the host galaxy of the DECam demo transient).
+CORE_FIT_HALF_FWHM = 2.5
+
+#: Least number of stamps to be fitted for the wing function (and the wide kernel and fit
+#: region they bring) to be used: with the 10 stamps of the 256 px DECam demo stacks, a
+#: 41 px kernel with its wing left a -31 sigma lobe on the transient's host galaxy (SFFT:
+#: -16), the Gaussian basis alone -7.
+WING_MIN_STAMPS = 30
+
 #: Share of the fitted wing profile's flux the kernel holds (sets its size). On the Moffat
-#: pair (science beta 2.5) 99.5 % gave kernel sums 0.2-0.3 % low, 99.8 % within 0.15 %.
+#: pair (science beta 2.5) 99.5 % gave kernel sums 0.2-0.5 % low, 99.8 % 0.1-0.2 % low.
 WING_ENCLOSED = 0.998
-
-#: The second wing function is this much flatter in Moffat index than the fitted one. A
-#: PSF stack loses its outermost wing to its cutouts' border-median background, so the
-#: fitted index comes out steeper than the truth (2.6 for a true 2.5); with the fitted
-#: index alone, kernel sums were 0.2-0.3 % low on the Moffat pair, with both -0.05 to +0.15 %.
-WING_FLATTER = 0.5
-
-#: Least index of the flatter wing function (its flux must converge: beta > 1).
-MIN_WING_BETA = 1.2
 
 #: Limits of the fitted wing's Moffat index: below 1.5 the profile's flux diverges too
 #: slowly to be a seeing wing; above 20 it is a Gaussian (no wing worth a function).
@@ -70,11 +73,6 @@ class Wing:
 
     alpha: float
     beta: float
-
-    def betas(self) -> tuple[float, float]:
-        """Indices of the two wing functions: the fitted one and one :data:`WING_FLATTER`
-        flatter (at least :data:`MIN_WING_BETA`)."""
-        return self.beta, max(self.beta - WING_FLATTER, MIN_WING_BETA)
 
     def radius(self, enclosed: float) -> float:
         """Radius (px) holding ``enclosed`` of the profile's flux: ``1 - (1 + R^2/a^2)^(1-b)``."""
@@ -228,8 +226,7 @@ def make_basis(
             for j in range(d + 1):
                 raw.append(g * (xx / half) ** (d - j) * (yy / half) ** j)
     if wing is not None:
-        for beta in wing.betas():
-            raw.append((1.0 + (xx**2 + yy**2) / wing.alpha**2) ** (-beta))
+        raw.append((1.0 + (xx**2 + yy**2) / wing.alpha**2) ** (-wing.beta))
     first = raw[0] / raw[0].sum()
     rest = [b - b.sum() * first for b in raw[1:]]
     ortho: list[np.ndarray] = []
@@ -297,7 +294,9 @@ class BasisPlan:
         return make_basis(self.sigmas, degrees, self.size, self.wing)
 
 
-def plan_basis(src_psf: PsfEstimate, tgt_psf: PsfEstimate, config: KernelConfig) -> BasisPlan:
+def plan_basis(
+    src_psf: PsfEstimate, tgt_psf: PsfEstimate, config: KernelConfig, n_stamps: int
+) -> BasisPlan:
     """Basis widths, wing, kernel size and fit region from the two PSFs.
 
     Parameters
@@ -306,22 +305,29 @@ def plan_basis(src_psf: PsfEstimate, tgt_psf: PsfEstimate, config: KernelConfig)
         PSFs of the convolved image and of the image it is matched to.
     config : KernelConfig
         Basis and size limits.
+    n_stamps : int
+        Stamps that will be fitted (the wing needs :data:`WING_MIN_STAMPS`).
 
     Returns
     -------
     BasisPlan
     """
     sigmas, deconv = basis_sigmas(src_psf.fwhm, tgt_psf.fwhm, config)
-    wing = fit_wing(tgt_psf) if config.wing else None
+    wing = fit_wing(tgt_psf) if config.wing and n_stamps >= WING_MIN_STAMPS else None
     size = kernel_size(sigmas, config, wing)
-    fit_half = int(max(4, math.ceil(FIT_HALF_FWHM * max(src_psf.fwhm, tgt_psf.fwhm))))
+    per_fwhm = FIT_HALF_FWHM if wing is not None else CORE_FIT_HALF_FWHM
+    fit_half = int(max(4, math.ceil(per_fwhm * max(src_psf.fwhm, tgt_psf.fwhm))))
     return BasisPlan(sigmas, wing, size, fit_half, deconv)
 
 
 def stamp_half_width(sci_psf: PsfEstimate, tmpl_psf: PsfEstimate, config: KernelConfig) -> int:
-    """Half-width (px) of the stamp the kernel fit reads around each star, either direction.
+    """Half-width (px) of the stamp the Gaussian basis's fit reads around each star, in
+    either direction.
 
-    Candidate selection checks exactly these pixels (edges, masks, saturation).
+    Candidate selection checks these pixels (edges, masks, saturation) and sizes its
+    isolation radius with them. The wing's wider stamps are not asked for: on the DECam
+    demo stacks they halved the candidates (16 to 8) and the fit failed; the kernel fit
+    checks its own stamps' edges and masks, and clips other sources within them.
 
     Parameters
     ----------
@@ -335,6 +341,6 @@ def stamp_half_width(sci_psf: PsfEstimate, tmpl_psf: PsfEstimate, config: Kernel
     int
     """
     return max(
-        plan_basis(tmpl_psf, sci_psf, config).stamp_half,
-        plan_basis(sci_psf, tmpl_psf, config).stamp_half,
+        plan_basis(tmpl_psf, sci_psf, config, 0).stamp_half,
+        plan_basis(sci_psf, tmpl_psf, config, 0).stamp_half,
     )

@@ -50,6 +50,9 @@ def moffat_psf(fwhm: float, beta: float, half: int = 15) -> psf.PsfEstimate:
     return psf.PsfEstimate(fwhm, 0.0, image, 10, "measured")
 
 
+AUTO = KernelConfig(mode="auto")
+
+
 def choose(
     config: KernelConfig, sci: psf.PsfEstimate, tmpl: psf.PsfEstimate, n_sci: float, n_tmpl: float
 ) -> tuple[kernel_direction.Direction, list[str]]:
@@ -94,10 +97,8 @@ def test_deconvolution_is_flagged_and_auto_never_deconvolves() -> None:
     assert direction.convolved == "template" and "deconvolution" in notes[0]
     # Whichever image is sharper is convolved, whatever the noises.
     for noise_sci, noise_tmpl in ((10.0, 10.0), (10.0, 30.0), (30.0, 10.0)):
-        assert (
-            choose(KernelConfig(), broad, sharp, noise_sci, noise_tmpl)[0].convolved == "template"
-        )
-        assert choose(KernelConfig(), sharp, broad, noise_sci, noise_tmpl)[0].convolved == "science"
+        assert choose(AUTO, broad, sharp, noise_sci, noise_tmpl)[0].convolved == "template"
+        assert choose(AUTO, sharp, broad, noise_sci, noise_tmpl)[0].convolved == "science"
 
 
 def test_auto_convolves_the_sharper_psf_image_when_the_fwhms_agree() -> None:
@@ -110,7 +111,7 @@ def test_auto_convolves_the_sharper_psf_image_when_the_fwhms_agree() -> None:
     smooth = ndimage.gaussian_filter(np.asarray(sci.image), 0.9)
     sci = dataclasses.replace(sci, fwhm=3.85)
     tmpl = dataclasses.replace(sci, image=smooth / smooth.sum())
-    direction, notes = choose(KernelConfig(), sci, tmpl, 15.7, 21.6)
+    direction, notes = choose(AUTO, sci, tmpl, 15.7, 21.6)
     assert notes == [] and direction.convolved == "science" and direction.requested == "auto"
     norm_s = kernel_direction.kernel_norm(sci, tmpl, KernelConfig())
     norm_t = kernel_direction.kernel_norm(tmpl, sci, KernelConfig())
@@ -155,7 +156,10 @@ def test_candidate_table_has_qa_and_controls_are_never_fitted(pair: SyntheticPai
     assert good.sum() > 0.8 * (~control).sum()
     # Residuals normalised by the propagated variance have unit spread on a correct model.
     assert np.median(np.asarray(tab["resid_std"])[good]) == pytest.approx(1.0, abs=0.1)
-    assert np.median(np.asarray(tab["spatial_resid_std"])[control]) == pytest.approx(1.0, abs=0.1)
+    # (control stars whose wider wing-basis stamp leaves the image have none: NaN)
+    assert np.nanmedian(np.asarray(tab["spatial_resid_std"])[control]) == pytest.approx(
+        1.0, abs=0.1
+    )
     assert np.all(np.asarray(tab["reason"])[good] == "")
 
 
@@ -238,5 +242,5 @@ def test_stamp_half_width_covers_fit_region_and_kernel_in_either_direction() -> 
     sci, tmpl = psf_of(4.0), psf_of(2.5)
     half = kernel_basis.stamp_half_width(sci, tmpl, config)
     for src, tgt in ((tmpl, sci), (sci, tmpl)):
-        plan = kernel_basis.plan_basis(src, tgt, config)
+        plan = kernel_basis.plan_basis(src, tgt, config, 0)
         assert half >= plan.fit_half + plan.size // 2

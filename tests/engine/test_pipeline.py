@@ -152,4 +152,7 @@ def test_no_unflagged_detections_around_saturated_stars(saturated, method, detec
     # wings of a saturated core do not subtract), with saturation only checked at the
     # centre and the score's mask not grown by its kernels.
     assert not np.any(near & ~np.asarray(cat["flagged"], dtype=bool))
-    assert np.all(cat["flag_saturated"][near])
+    # Saturation in the footprint or in the 3 x 3 centre (a ring detection 7 px from a
+    # clipped core can have its centroid on the core's grown SAT pixels, outside its own
+    # thresholded footprint).
+    assert np.all((cat["flag_saturated"] | cat["flag_saturated_center"])[near])

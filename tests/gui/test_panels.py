@@ -55,7 +55,7 @@ def test_parameter_panel_highlights_changes_resets_and_reports_invalid_values(qt
     assert panel.editor("kernel", "mode").styleSheet() == ""
     assert panel.is_modified() and "Edited" in panel.status.text()
     # a cross-field rule of the config is reported, naming the fields
-    panel.set_value("kernel", "min_size", 41)
+    panel.set_value("kernel", "min_size", 81)  # above kernel.max_size (71)
     assert "Invalid" in panel.status.text() and "min_size" in panel.status.text()
     panel.reset()
     assert panel.config() == SubtractionConfig() and not panel.is_modified()

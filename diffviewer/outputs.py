@@ -296,7 +296,7 @@ def output_names(result: SubtractionResult, products: str) -> list[str]:
     if products not in PRODUCTS:
         raise OutputError(f"unknown products {products!r}; choose one of {', '.join(PRODUCTS)}")
     absent = {
-        "warped_template.fits": not result.template.warped,
+        "warped_template.fits": result.template.is_input,
         "score.fits": result.score is None,
     }
     return [name for name in PRODUCTS[products] if not absent.get(name, False)]
@@ -306,7 +306,7 @@ def _outputs_metadata(
     result: SubtractionResult, names: Sequence[str], products: str, compress: bool
 ) -> dict[str, Any]:
     """What ``metadata.json`` records of the files written (its ``outputs`` key)."""
-    skipped_warp = not result.template.warped and "warped_template.fits" in PRODUCTS[products]
+    skipped_warp = result.template.is_input and "warped_template.fits" in PRODUCTS[products]
     return {
         "products": products,
         "files": list(names),

@@ -116,6 +116,12 @@ class WarpResult:
     registration: Registration
     pieces: tuple[Piece, ...]
 
+    @property
+    def is_input(self) -> bool:
+        """Whether the template on the science grid is the input image itself (one piece,
+        not resampled), so that writing it again would only copy it."""
+        return not self.warped and len(self.pieces) <= 1
+
 
 def _to_template(
     science_wcs: WCS, template_wcs: WCS, x: np.ndarray, y: np.ndarray

@@ -112,3 +112,20 @@ def test_run_and_pairs_list_take_template_pieces(tmp_path: Path, capsys) -> None
     [(sci, tmpl, name)] = read_pairs_csv(listing)
     assert sci == str(paths["science"])
     assert template_specs(tmpl) == (left, right) and name == "p"
+
+
+def test_pieces_on_the_science_grid_are_combined_not_taken_as_the_input() -> None:
+    from diffviewer.config import WarpConfig
+    from diffviewer.engine.warp import warp_template
+
+    science = _flat(10.0, 4.0, seed=5)
+    no_data = int(MaskPlane.NO_DATA)
+    left = np.zeros(science.shape, np.int32)
+    left[:, 30:] = no_data
+    right = np.zeros(science.shape, np.int32)
+    right[:, :30] = no_data
+    pieces = [_flat(10.0, 4.0, seed=6).replace(mask=m) for m in (left, right)]
+    result = warp_template(pieces, science, WarpConfig(register="none"))
+    assert not result.warped and not result.is_input  # so warped_template.fits is written
+    assert result.coverage == 1.0 and len(result.pieces) == 2
+    assert [p.coverage for p in result.pieces] == [0.5, 0.5]

@@ -22,7 +22,6 @@ import dataclasses
 import math
 from collections.abc import Callable
 
-import astroalign
 import numpy as np
 from scipy.spatial import cKDTree
 
@@ -50,9 +49,6 @@ CENTROID_HALF, CENTROID_SIGMA = 6, 2.0
 CENTROID_ITERATIONS = 8
 #: Largest distance (px) between a mapped science star and its template star.
 MATCH_RADIUS = 2.5
-#: Above this S/N a star's centroid error no longer falls as 1/(S/N) (PSF shape,
-#: blends, non-linearity), so its weight in the transform fit stops growing.
-MAX_WEIGHT_SNR = 100.0
 #: Clipping of the transform fit's residuals (robust sigmas) and its passes.
 CLIP_SIGMA, CLIP_ITERATIONS = 3.0, 10
 #: A fit from the WCS mapping is taken as is with residuals within this (px) and this
@@ -219,17 +215,15 @@ def find_stars(exposure: Exposure, max_stars: int = MAX_STARS) -> np.ndarray:
     Returns
     -------
     numpy.ndarray
-        Shape (n, 3): x and y (0-based px, sub-pixel centroids) and the peak's S/N
-        (peak over the image's median sky noise), which weights the transform fit.
+        Shape (n, 2): x and y (0-based px), sub-pixel centroids.
     """
-    xi, yi, peak, _, noise = find_peaks(exposure, STAR_THRESHOLD, null_reporter())
+    xi, yi, peak, _, _ = find_peaks(exposure, STAR_THRESHOLD, null_reporter())
     ny, nx = exposure.shape
     h = CENTROID_HALF
     inside = (xi >= h) & (xi < nx - h) & (yi >= h) & (yi < ny - h)
     order = np.argsort(-peak[inside])[:max_stars]
     xs, ys = _centroids(exposure.image, xi[inside][order], yi[inside][order])
-    snr = peak[inside][order] / max(float(np.median(noise)), 1e-30)
-    return np.stack([xs, ys, snr], axis=1)
+    return np.stack([xs, ys], axis=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,16 +239,13 @@ class StarFit:
     rms : float
         Their residual RMS (px, 2-D distance).
     normal_inverse : numpy.ndarray
-        ``(A^T W A)^-1`` of the kept pairs' design matrix ``A`` and weights ``W``.
-    unit_rms : float
-        Residual RMS of unit weight (px): with ``normal_inverse``, the fit's uncertainty.
+        ``(A^T A)^-1`` of the kept pairs' design matrix ``A``, for the fit's uncertainty.
     """
 
     transform: PolynomialTransform
     n_matched: int
     rms: float
     normal_inverse: np.ndarray
-    unit_rms: float
 
     def position_error(self, shape: tuple[int, int]) -> float:
         """Largest 1-sigma error (px) of a mapped position over a grid spanning the image."""
@@ -264,22 +255,16 @@ class StarFit:
         )
         d = PolynomialTransform.design(gx, gy, self.transform.order)
         leverage = np.einsum("ij,jk,ik->i", d, self.normal_inverse, d)
-        return float(self.unit_rms * np.sqrt(max(float(leverage.max()), 0.0)))
+        return float(self.rms * np.sqrt(max(float(leverage.max()), 0.0)))
 
 
 def fit_transform(source: np.ndarray, target: np.ndarray, order: int) -> StarFit:
-    """Weighted least-squares polynomial transform with sigma clipping.
-
-    A pair weighs the square of the lower S/N of its two stars (capped at
-    :data:`MAX_WEIGHT_SNR`): a centroid's error goes as 1/(S/N) on a sky-limited
-    star, so faint stars of a crowded field do not dilute the bright ones. Clipping
-    uses the residual distances (px), so the pairs kept and their RMS describe the
-    match as a whole.
+    """Least-squares polynomial transform with sigma clipping.
 
     Parameters
     ----------
     source, target : numpy.ndarray
-        Matched stars, shape (n, 3) each: x, y (px) and S/N (see :func:`find_stars`).
+        Matched positions, shape (n, 2) each (px).
     order : int
         1 (affine) or 2 (quadratic).
 
@@ -288,29 +273,23 @@ def fit_transform(source: np.ndarray, target: np.ndarray, order: int) -> StarFit
     StarFit
     """
     design = PolynomialTransform.design(source[:, 0], source[:, 1], order)
-    snr = np.minimum(np.minimum(source[:, 2], target[:, 2]), MAX_WEIGHT_SNR)
-    weight = snr**2 / np.median(snr**2)
-    root = np.sqrt(weight)[:, None]
-    goal = target[:, :2]
     keep = np.ones(len(source), dtype=bool)
     coefficients = np.zeros((2, design.shape[1]))
     for _ in range(CLIP_ITERATIONS):
-        coefficients = np.linalg.lstsq((design * root)[keep], (goal * root)[keep], rcond=None)[0].T
-        residual = np.hypot(*(design @ coefficients.T - goal).T)
+        coefficients = np.linalg.lstsq(design[keep], target[keep], rcond=None)[0].T
+        residual = np.hypot(*(design @ coefficients.T - target).T)
         # the distance of a 2-D Gaussian error: its median is 1.177 sigma
         sigma = max(float(np.median(residual[keep])) / 1.1774, 1e-3)
         new = residual < CLIP_SIGMA * sigma * 1.1774 + 0.01
         if new.sum() < design.shape[1] or np.array_equal(new, keep):
             break
         keep = new
-    distance = np.hypot(*(design[keep] @ coefficients.T - goal[keep]).T)
-    kept = design[keep] * root[keep]
+    residual = np.hypot(*(design[keep] @ coefficients.T - target[keep]).T)
     return StarFit(
         PolynomialTransform(order, coefficients),
         int(keep.sum()),
-        float(np.sqrt(np.mean(distance**2))),
-        np.linalg.pinv(kept.T @ kept),
-        float(np.sqrt(np.mean(weight[keep] * distance**2))),
+        float(np.sqrt(np.mean(residual**2))),
+        np.linalg.pinv(design[keep].T @ design[keep]),
     )
 
 
@@ -324,7 +303,7 @@ def match_nearest(
     tx, ty = mapping(science[:, 0], science[:, 1])
     predicted = np.stack([tx, ty], axis=1)
     finite = np.isfinite(predicted).all(axis=1)
-    distance, index = cKDTree(template[:, :2]).query(
+    distance, index = cKDTree(template).query(
         np.where(finite[:, None], predicted, 1e12), distance_upper_bound=radius
     )
     found = np.flatnonzero(np.isfinite(distance))
@@ -341,7 +320,9 @@ def pattern_transform(science: np.ndarray, template: np.ndarray) -> PolynomialTr
     The mirrored science list is tried when the direct one finds nothing, so a flip
     between the images is found too. None when neither matches.
     """
-    src, dst = science[:PATTERN_STARS, :2], template[:PATTERN_STARS, :2]
+    import astroalign  # ~1 s to import (scikit-image): only when patterns are needed
+
+    src, dst = science[:PATTERN_STARS], template[:PATTERN_STARS]
     for flip in (1.0, -1.0):
         try:
             found, _ = astroalign.find_transform(src * [flip, 1.0], dst)

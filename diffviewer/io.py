@@ -105,14 +105,18 @@ def demo_pair() -> tuple[Path, Path]:
     InputError
         When the files are missing from the installation.
     """
-    folder = Path(__file__).resolve().parents[1] / "resources" / "demo"
-    science, template = folder / "science.fits", folder / "template.fits"
-    for path in (science, template):
-        if not path.is_file():
-            raise InputError(
-                f"the demo file {path} is missing; reinstall diffviewer from its source tree"
-            )
-    return science, template
+    package = Path(__file__).resolve().parent
+    # Installed from a wheel or sdist, resources/ is the data package diffviewer.resources
+    # (setup.py); in a source checkout it is the top-level folder beside the package.
+    folders = [package / "resources" / "demo", package.parent / "resources" / "demo"]
+    for folder in folders:
+        science, template = folder / "science.fits", folder / "template.fits"
+        if science.is_file() and template.is_file():
+            return science, template
+    raise InputError(
+        f"the demo files science.fits and template.fits are in neither {folders[0]} nor "
+        f"{folders[1]}; reinstall diffviewer (pip install from its wheel, sdist or source tree)"
+    )
 
 
 # --------------------------------------------------------------------------- FITS access

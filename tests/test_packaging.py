@@ -24,6 +24,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+#: pip options: the wheel alone, nothing fetched.
+PIP_OFFLINE = ("--no-deps", "--no-index", "--quiet")
+#: Options of the headless demo run (a constant kernel: the demo's 256 x 256 has few stars).
+QUICK = ("--quiet", "--set", "kernel.spatial_order=0")
 #: What the build needs from the source tree.
 SOURCES = ("diffviewer", "resources", "pyproject.toml", "setup.py", "README.md")
 
@@ -88,8 +92,7 @@ def test_the_installed_wheel_runs_the_demo_headless(dist: Path, tmp_path: Path) 
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
     install = subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps"]
-        + ["--no-index", "--quiet", str(wheel)],
+        [sys.executable, "-m", "pip", "--python", str(python), "install", *PIP_OFFLINE, str(wheel)],
         capture_output=True,
         text=True,
         env=_clean_env(),
@@ -121,8 +124,7 @@ def test_the_installed_wheel_runs_the_demo_headless(dist: Path, tmp_path: Path) 
         assert Path(path).is_relative_to(site), f"{path} is not the installed copy in {site}"
     out = tmp_path / "out"
     run = subprocess.run(
-        [str(venv / "bin" / "diffviewer"), "run", science, template, "--out", str(out)]
-        + ["--quiet", "--set", "kernel.spatial_order=0"],
+        [str(venv / "bin" / "diffviewer"), "run", science, template, "--out", str(out), *QUICK],
         capture_output=True,
         text=True,
         env=_clean_env(),

@@ -2,6 +2,8 @@
 
 import sys
 
-from diffviewer.cli import main
+from diffviewer.launcher import main
 
-sys.exit(main())
+# Guarded: dask's worker processes start by importing the main module of the parent.
+if __name__ == "__main__":
+    sys.exit(main())

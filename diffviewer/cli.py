@@ -3,19 +3,23 @@
 ``diffviewer [SCIENCE TEMPLATE]`` opens the inspection application (the bundled demo
 pair when no pair is given); ``diffviewer run SCIENCE TEMPLATE [TEMPLATE ...] --out DIR``
 runs the engine headless and writes every output (several templates are pieces of one);
-``diffviewer batch PAIRS.csv --out DIR`` does the same for a list of pairs;
-``diffviewer config`` prints the default config.
+``diffviewer batch PAIRS.csv --out DIR`` does the same for a list of pairs on
+``dask.distributed`` and writes a summary; ``diffviewer config`` prints the default
+config. SIGTERM and SIGHUP are handled like Ctrl-C (staged outputs removed, one line
+printed).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes.util
 import logging
 import os
+import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -104,8 +108,11 @@ def _build_batch_parser(prog: str) -> argparse.ArgumentParser:
     """Parser of ``diffviewer batch``."""
     parser = argparse.ArgumentParser(
         prog=f"{prog} batch",
-        description="Run every pair of a CSV list (columns science, template, "
-        "optional name; a template in pieces as a.fits;b.fits) into OUT/<name>/.",
+        description="Run every pair of a CSV list (columns science, template, optional "
+        "name; a template in pieces as a.fits;b.fits) as dask.distributed tasks into "
+        "OUT/<name>/, with OUT/summary.ecsv (and .fits). A rerun skips pairs whose outputs "
+        "are complete. Exit status: 0 all done, 1 an internal error, 2 bad input, 3 no "
+        "coverage, 4 guard tripped (--strict), the most serious first.",
     )
     parser.add_argument("pairs", help="CSV file with columns science,template[,name]")
     parser.add_argument("--out", required=True, metavar="DIR", help="parent output folder")
@@ -114,6 +121,21 @@ def _build_batch_parser(prog: str) -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="write into existing output folders"
     )
     parser.add_argument("--strict", action="store_true", help="treat a tripped guard as a failure")
+    parser.add_argument(
+        "--retry-failed", action="store_true", help="rerun the pairs the summary lists as failed"
+    )
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="worker processes of the local cluster (default: as many as cores and memory allow)",
+    )
+    where.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="submit to a running dask scheduler (e.g. tcp://host:8786) instead",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -364,36 +386,80 @@ def _main_run(argv: Sequence[str], prog: str) -> int:
     )
 
 
+#: Exit status of a batch by the most serious kind of failure among its pairs.
+BATCH_EXIT = {"internal": EXIT_INTERNAL, "input": EXIT_ERROR, "no_coverage": EXIT_NO_WORK}
+
+
 def _main_batch(argv: Sequence[str], prog: str) -> int:
-    """``diffviewer batch``: every pair in turn; failures are reported and counted."""
+    """``diffviewer batch``: every pair as a dask task; a bad pair never stops the batch."""
+    from diffviewer.batch import BatchOptions, failure_kind, run_batch
+
     args = _build_batch_parser(prog).parse_args(argv)
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"--workers {args.workers}: give at least 1 worker")
     config = effective_config(args.config, args.overrides)
-    read_files = [Path(args.pairs), *([Path(args.config)] if args.config else [])]
-    failures = 0
-    for sci, tmpl, name in read_pairs_csv(args.pairs):
-        try:
-            code = run_pair(
-                sci,
-                tmpl,
-                Path(args.out) / name,
-                config,
-                overwrite=args.overwrite,
-                strict=args.strict,
-                quiet=args.quiet,
-                read_files=read_files,
-            )
-        except NoWorkFound as exc:
-            print(f"error: {name}: no work: {exc}", file=sys.stderr)
-            code = EXIT_NO_WORK
-        except DiffviewerError as exc:
-            print(f"error: {name}: {exc}", file=sys.stderr)
-            code = EXIT_ERROR
-        except Exception as exc:  # one pair's bug must not abandon the others
-            print(f"error: {name}: {internal_error_message(exc)}", file=sys.stderr)
-            code = EXIT_INTERNAL
-        failures += code != EXIT_OK
-    print(f"batch: {failures} of the pairs failed" if failures else "batch: all pairs done")
-    return EXIT_ERROR if failures else EXIT_OK
+    options = BatchOptions(
+        out=Path(args.out).expanduser().resolve(),
+        config=config,
+        overwrite=args.overwrite,
+        strict=args.strict,
+        retry_failed=args.retry_failed,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        read_files=(Path(args.pairs), *([Path(args.config)] if args.config else [])),
+    )
+    pairs = read_pairs_csv(args.pairs)
+    rows = run_batch(pairs, options, progress=not args.quiet and sys.stderr.isatty())
+    failed = [r for r in rows if r["status"] == "failed"]
+    skipped = sum(r["status"] == "skipped" for r in rows)
+    counts = {k: sum(r["error_kind"] == k for r in failed) for k in BATCH_EXIT | {"guard": 0}}
+    detail = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in counts.items() if n)
+    print(
+        f"batch: {len(rows) - len(failed)} of {len(rows)} pairs done ({skipped} skipped as "
+        f"complete), {len(failed)} failed{f' ({detail})' if failed else ''}; "
+        f"summary in {options.out / 'summary.ecsv'}",
+        file=sys.stderr if failed else sys.stdout,
+    )
+    kind = failure_kind(rows)
+    return EXIT_OK if kind is None else BATCH_EXIT.get(kind, EXIT_STRICT)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP arrived: unwound like Ctrl-C, so every clean-up runs.
+
+    Parameters
+    ----------
+    signum : int
+        The signal.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_terminated(signum: int, _frame: object) -> None:
+    """Signal handler: raise :class:`Terminated` in the main thread."""
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def terminate_like_interrupt() -> Iterator[None]:
+    """Handle SIGTERM and SIGHUP (Slurm, ``timeout``, systemd) like Ctrl-C while in the block.
+
+    The previous handlers come back afterwards; outside the main thread nothing changes.
+    """
+    names = ("SIGTERM", "SIGHUP")
+    wanted = [getattr(signal, n) for n in names if hasattr(signal, n)]
+    try:
+        previous = {s: signal.signal(s, _raise_terminated) for s in wanted}
+    except ValueError:  # not the main thread: signals are not ours to handle
+        previous = {}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class WarningLines(logging.Handler):
@@ -445,19 +511,8 @@ def dispatch(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     prog = "diffviewer"
     try:
-        if argv and argv[0] == "run":
-            return _main_run(argv[1:], prog)
-        if argv and argv[0] == "batch":
-            return _main_batch(argv[1:], prog)
-        if argv and argv[0] == "config":
-            parser = argparse.ArgumentParser(
-                prog=f"{prog} config", description="Print the effective config as TOML."
-            )
-            _add_config_options(parser)
-            args = parser.parse_args(argv[1:])
-            print(to_toml(effective_config(args.config, args.overrides)), end="")
-            return EXIT_OK
-        return _main_gui(argv, prog)
+        with terminate_like_interrupt():
+            return _dispatch(argv, prog)
     except NoWorkFound as exc:
         print(f"error: no work: {exc}", file=sys.stderr)
         return EXIT_NO_WORK
@@ -467,6 +522,12 @@ def dispatch(argv: Sequence[str] | None = None) -> int:
     except DiffviewerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except Terminated as exc:
+        print(
+            f"error: terminated by {exc}; no output was written for the unfinished pairs",
+            file=sys.stderr,
+        )
+        return 128 + exc.signum
     except KeyboardInterrupt:
         print("error: interrupted; no output was written for the unfinished pair", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -475,6 +536,23 @@ def dispatch(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {internal_error_message(exc)}", file=sys.stderr)
         return EXIT_INTERNAL
+
+
+def _dispatch(argv: Sequence[str], prog: str) -> int:
+    """Run the subcommand ``argv`` names (the GUI when none)."""
+    if argv and argv[0] == "run":
+        return _main_run(argv[1:], prog)
+    if argv and argv[0] == "batch":
+        return _main_batch(argv[1:], prog)
+    if argv and argv[0] == "config":
+        parser = argparse.ArgumentParser(
+            prog=f"{prog} config", description="Print the effective config as TOML."
+        )
+        _add_config_options(parser)
+        args = parser.parse_args(argv[1:])
+        print(to_toml(effective_config(args.config, args.overrides)), end="")
+        return EXIT_OK
+    return _main_gui(argv, prog)
 
 
 def internal_error_message(exc: BaseException) -> str:

@@ -20,6 +20,7 @@ import math
 import os
 import re
 import shutil
+import socket
 import uuid
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -760,6 +761,62 @@ def read_exposure(
 # --------------------------------------------------------------------------- writing
 
 
+#: Staging folders: ``.<name>.partial-<host>-<pid>-<random>`` beside the output folder.
+_STAGING = re.compile(r"^\.(?P<name>.+)\.partial-(?P<host>[^-]*)-(?P<pid>\d+)-[0-9a-f]{8}$")
+
+
+def staging_name(name: str) -> str:
+    """The name of a fresh staging folder for the output folder ``name``.
+
+    It carries the host and the process id, so a folder left by a killed process
+    (SIGKILL: no clean-up ran) is recognised by the next run (:func:`remove_stale_staging`).
+    """
+    host = socket.gethostname().replace("-", "_")
+    return f".{name}.partial-{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether a process of this id runs on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_staging(folder: str | Path, name: str | None = None) -> list[Path]:
+    """Remove the staging folders left in ``folder`` by processes that no longer run.
+
+    Only folders named by :func:`staging_name` on this host whose process is gone are
+    removed (a run in progress, here or on another node, keeps its own).
+
+    Parameters
+    ----------
+    folder : str or Path
+        Where output folders are created.
+    name : str, optional
+        Only the staging folders of this output folder.
+
+    Returns
+    -------
+    list of Path
+        The folders removed.
+    """
+    host = socket.gethostname().replace("-", "_")
+    removed = []
+    with contextlib.suppress(OSError):
+        for path in Path(folder).iterdir():
+            found = _STAGING.match(path.name)
+            if not found or (name is not None and found["name"] != name):
+                continue
+            if found["host"] == host and not _process_alive(int(found["pid"])):
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+    return removed
+
+
 @contextlib.contextmanager
 def staged_output_dir(
     out_dir: str | Path,
@@ -775,7 +832,8 @@ def staged_output_dir(
     the files named in ``replaced_names`` that this run did not write, so no stale output
     of an earlier run stays beside the new ones). When the block raises, the staging
     folder and any parent folders it created are removed and ``out_dir`` is untouched:
-    a failed or cancelled run leaves no partial output.
+    a failed or cancelled run leaves no partial output. A staging folder of ``out_dir``
+    left by a killed process is removed first (:func:`remove_stale_staging`).
 
     Parameters
     ----------
@@ -797,7 +855,8 @@ def staged_output_dir(
     created = [p for p in (out.parent, *out.parent.parents) if not p.exists()]
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        stage = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
+        remove_stale_staging(out.parent, out.name)
+        stage = out.parent / staging_name(out.name)
         stage.mkdir()
     except OSError as exc:
         raise OutputError(f"cannot create {out} ({exc.strerror}); check the path") from None

@@ -1,0 +1,388 @@
+"""Run a list of pairs on ``dask.distributed``: plan (resume), cluster, results, summary.
+
+Every pair is one task (:func:`diffviewer.batch.task.run_job`) on a ``LocalCluster``
+of worker processes sized to the machine, or on a running scheduler. Workers read the
+inputs and write the outputs themselves; only the summary rows travel back. The
+summary is rewritten atomically as rows arrive (at most every ``SUMMARY_EVERY_S``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from diffviewer.batch.summary import (
+    ERROR_KINDS,
+    SUMMARY_ECSV,
+    complete_row,
+    read_summary,
+    row_from_outputs,
+    rows_of,
+    write_summary,
+)
+from diffviewer.batch.task import PairJob, run_job
+from diffviewer.config import SubtractionConfig
+from diffviewer.errors import InputError
+from diffviewer.io import parse_spec, remove_stale_staging
+from diffviewer.results import absolute_spec, incomplete_reason
+
+#: Seconds between two summary writes while results arrive.
+SUMMARY_EVERY_S = 2.0
+#: Resident memory of a worker before its first pair (imports), bytes.
+WORKER_BASE_BYTES = 300e6
+#: Peak resident memory per science pixel of one pair, bytes: the GOTO pair (1850 x 1850)
+#: peaks at 625 MB in a fresh process that holds 175 MB before (130 B/px); the limit is
+#: twice the estimate. benchmarks/bench_batch.py prints the figure of the pairs it runs.
+BYTES_PER_PIXEL = 150.0
+#: Headers read to size the workers' memory (the largest science image wins).
+SIZED_PAIRS = 20
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchOptions:
+    """How to run a batch.
+
+    Attributes
+    ----------
+    out : Path
+        Batch folder (``OUT/<name>/`` per pair, ``OUT/summary.ecsv``).
+    config : SubtractionConfig
+        Effective config of every pair.
+    overwrite, strict : bool
+        As ``diffviewer run``'s flags.
+    retry_failed : bool
+        Rerun pairs the previous summary lists as failed.
+    workers : int or None
+        Worker processes of the local cluster (None: sized to the machine).
+    scheduler : str or None
+        Address of a running scheduler (no local cluster then).
+    read_files : tuple of Path
+        Files the batch read (pairs list, config): never written over.
+    """
+
+    out: Path
+    config: SubtractionConfig
+    overwrite: bool = False
+    strict: bool = False
+    retry_failed: bool = False
+    workers: int | None = None
+    scheduler: str | None = None
+    read_files: tuple[Path, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What a (re)run does: the pairs to run, and the rows of pairs it does not run.
+
+    Attributes
+    ----------
+    jobs : list of PairJob
+        Pairs to run.
+    kept : dict of str to dict
+        Rows of pairs not run: ``skipped`` (complete outputs found) or ``failed`` in
+        the previous summary and not retried.
+    order : list of str
+        Pair names in list order (the summary's row order).
+    """
+
+    jobs: list[PairJob]
+    kept: dict[str, dict[str, Any]]
+    order: list[str]
+
+
+def _previous_rows(out: Path) -> dict[str, dict[str, Any]]:
+    """Rows of the batch folder's previous summary, by name (none when absent/unreadable)."""
+    if not (out / SUMMARY_ECSV).is_file():
+        return {}
+    try:
+        return {str(r["name"]): r for r in rows_of(read_summary(out))}
+    except InputError:
+        return {}
+
+
+def plan_batch(pairs: Sequence[tuple[str, str, str]], options: BatchOptions) -> Plan:
+    """Decide, pair by pair, what a run into ``options.out`` does.
+
+    A pair whose output folder is complete for these inputs and this config
+    (:func:`diffviewer.results.incomplete_reason`) is skipped, its row read from the
+    outputs; a pair the previous summary lists as failed is kept as failed unless
+    ``retry_failed``; every other pair is run.
+
+    Parameters
+    ----------
+    pairs : sequence of (str, str, str)
+        Science spec, template spec and name of each pair.
+    options : BatchOptions
+
+    Returns
+    -------
+    Plan
+    """
+    previous = _previous_rows(options.out)
+    digest = options.config.digest()
+    jobs: list[PairJob] = []
+    kept: dict[str, dict[str, Any]] = {}
+    for science, template, name in pairs:
+        sci, tmpl = absolute_spec(science), absolute_spec(template)
+        folder = options.out / name
+        before = previous.get(name, {})
+        same_inputs = (before.get("science"), before.get("template")) == (sci, tmpl)
+        if incomplete_reason(folder, sci, tmpl, digest) is None:
+            row: dict[str, Any] = {"seconds": math.nan, "peak_memory": math.nan}
+            if same_inputs:
+                row |= {k: before[k] for k in ("seconds", "peak_memory") if k in before}
+            row |= {"name": name, "science": sci, "template": tmpl, "output": str(folder)}
+            row |= row_from_outputs(folder)
+            row["status"] = "skipped"
+            if options.strict and row["guard_tripped"]:
+                row |= {"status": "failed", "error_kind": "guard"}
+                row["error"] = "bad-subtraction guard tripped"
+            kept[name] = row
+        elif before.get("status") == "failed" and same_inputs and not options.retry_failed:
+            kept[name] = before
+        else:
+            jobs.append(
+                PairJob(
+                    name,
+                    sci,
+                    tmpl,
+                    str(folder),
+                    options.config,
+                    overwrite=options.overwrite,
+                    strict=options.strict,
+                    read_files=tuple(str(p) for p in options.read_files),
+                )
+            )
+    return Plan(jobs, kept, [name for _, _, name in pairs])
+
+
+def science_pixels(spec: str) -> int | None:
+    """Pixels of an image from its FITS header (None when it cannot be told cheaply)."""
+    from astropy.io import fits
+
+    path, ext = parse_spec(spec)
+    try:
+        with fits.open(path, memmap=True) as hdul:
+            hdus = [hdul[ext]] if ext is not None else list(hdul)
+            for hdu in hdus:
+                shape = getattr(hdu, "shape", ())
+                if len(shape) >= 2:
+                    return int(math.prod(shape[-2:]))
+    except (OSError, KeyError, IndexError, ValueError):
+        return None
+    return None
+
+
+def worker_layout(
+    jobs: Sequence[PairJob], workers: int | None, total_memory: float, cores: int
+) -> tuple[int, float]:
+    """Worker processes and the memory limit of each, from the size of the pairs.
+
+    One pair needs about ``WORKER_BASE_BYTES + BYTES_PER_PIXEL * pixels`` (the
+    largest science image of the first ``SIZED_PAIRS`` pairs); the limit is twice
+    that, and there are as many workers as cores, pairs and 90 % of the memory allow.
+
+    Parameters
+    ----------
+    jobs : sequence of PairJob
+        The pairs to run.
+    workers : int or None
+        Workers asked for (None: as many as fit).
+    total_memory : float
+        Memory of the machine, bytes.
+    cores : int
+        CPU cores.
+
+    Returns
+    -------
+    (int, float)
+        Workers, and the memory limit of each in bytes.
+    """
+    sizes = [science_pixels(j.science) for j in jobs[:SIZED_PAIRS]]
+    pixels = max([s for s in sizes if s is not None], default=4096 * 2048)
+    need = 2.0 * (WORKER_BASE_BYTES + BYTES_PER_PIXEL * pixels)
+    budget = 0.9 * total_memory
+    fit = max(1, int(budget // need))
+    n = workers if workers else max(1, min(cores, len(jobs), fit))
+    return n, min(need, budget / n) if n <= fit else budget / n
+
+
+@contextlib.contextmanager
+def dask_client(options: BatchOptions, jobs: Sequence[PairJob]) -> Iterator[Any]:
+    """A client of a fresh ``LocalCluster``, or of the scheduler at ``options.scheduler``.
+
+    The local workers are one-thread processes (the engine's numpy work is not
+    shared between pairs); dask's pause and spill thresholds are off, since a task
+    holds no dask data, and a worker dying twice on one pair fails that pair.
+    """
+    import dask
+    import psutil
+    from dask.distributed import Client, LocalCluster
+
+    settings = {
+        "distributed.worker.memory.target": False,
+        "distributed.worker.memory.spill": False,
+        "distributed.worker.memory.pause": False,
+        "distributed.scheduler.allowed-failures": 1,
+    }
+    with dask.config.set(settings):
+        if options.scheduler:
+            with Client(options.scheduler, timeout="30s") as client:
+                yield client
+            return
+        n, limit = worker_layout(
+            jobs, options.workers, psutil.virtual_memory().total, os.cpu_count() or 1
+        )
+        with (
+            LocalCluster(
+                n_workers=n,
+                threads_per_worker=1,
+                processes=True,
+                memory_limit=int(limit),
+                dashboard_address=None,
+                silence_logs=logging.ERROR,
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            yield client
+
+
+class BatchProgress:
+    """A one-line progress display: pairs done, failed, rate, time left.
+
+    Parameters
+    ----------
+    total : int
+        Pairs to run.
+    stream : TextIO
+        Where to draw (a terminal).
+    """
+
+    def __init__(self, total: int, stream: TextIO) -> None:
+        self.total, self.stream = total, stream
+        self.done = self.failed = 0
+        self.t0 = time.perf_counter()
+
+    def line(self) -> str:
+        """The current line."""
+        elapsed = max(time.perf_counter() - self.t0, 1e-9)
+        rate = self.done / elapsed * 60.0
+        left = (self.total - self.done) / (self.done / elapsed) if self.done else math.nan
+        eta = time.strftime("%H:%M:%S", time.gmtime(left)) if math.isfinite(left) else "--:--:--"
+        return (
+            f"{self.done}/{self.total} pairs done, {self.failed} failed, "
+            f"{rate:.1f} pairs/min, {eta} left"
+        )
+
+    def update(self, failed: bool) -> None:
+        """Count one finished pair and redraw."""
+        self.done += 1
+        self.failed += failed
+        self.stream.write(f"\r{self.line()}\x1b[K")
+        self.stream.flush()
+
+    def say(self, text: str) -> None:
+        """Print a line above the bar."""
+        self.stream.write(f"\r\x1b[K{text}\n{self.line()}")
+        self.stream.flush()
+
+    def close(self) -> None:
+        """End the bar's line."""
+        self.stream.write("\n")
+        self.stream.flush()
+
+
+def _lost_row(job: PairJob, exc: BaseException) -> dict[str, Any]:
+    """The row of a pair whose task never returned (its worker died)."""
+    reason = " ".join(str(exc).split())[:300]
+    return {
+        "name": job.name,
+        "science": job.science,
+        "template": job.template,
+        "output": job.out,
+        "status": "failed",
+        "error_kind": "internal",
+        "error": f"the worker running it died ({type(exc).__name__}: {reason}); "
+        "too little memory per worker? see --workers",
+    }
+
+
+def run_batch(
+    pairs: Sequence[tuple[str, str, str]],
+    options: BatchOptions,
+    *,
+    progress: bool = False,
+    say: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Run a batch and write its summary; return the summary rows in list order.
+
+    Parameters
+    ----------
+    pairs : sequence of (str, str, str)
+        Science spec, template spec and name per pair.
+    options : BatchOptions
+    progress : bool
+        Draw a progress line on standard error.
+    say : callable, optional
+        Where warnings and notes go, one line each (standard error when None).
+
+    Returns
+    -------
+    list of dict
+        The rows, as written to ``summary.ecsv``.
+    """
+    options.out.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(options.out)
+    plan = plan_batch(pairs, options)
+    rows = dict(plan.kept)
+    bar = BatchProgress(len(plan.jobs), sys.stderr) if progress and plan.jobs else None
+    tell = say or (bar.say if bar else lambda text: print(text, file=sys.stderr))
+    last_write = time.monotonic()
+
+    def ordered() -> list[dict[str, Any]]:
+        return [complete_row(rows[n]) for n in plan.order if n in rows]
+
+    try:
+        if plan.jobs:
+            from dask.distributed import as_completed
+
+            with dask_client(options, plan.jobs) as client:
+                futures = client.map(run_job, plan.jobs, pure=False)
+                job_of = {f.key: j for f, j in zip(futures, plan.jobs, strict=True)}
+                for future in as_completed(futures):
+                    job = job_of[future.key]
+                    try:
+                        row = future.result()
+                    except Exception as exc:  # the worker died: the pair failed
+                        row = _lost_row(job, exc)
+                    future.release()
+                    for note in row.pop("messages", []):
+                        tell(f"warning: {job.name}: {note}")
+                    if row["status"] == "failed":
+                        tell(f"error: {job.name}: {row['error']}")
+                    rows[job.name] = row
+                    if bar:
+                        bar.update(row["status"] == "failed")
+                    if time.monotonic() - last_write > SUMMARY_EVERY_S:
+                        write_summary(options.out, ordered())
+                        last_write = time.monotonic()
+    finally:
+        if bar:
+            bar.close()
+        remove_stale_staging(options.out)
+        write_summary(options.out, ordered())
+    return ordered()
+
+
+def failure_kind(rows: Sequence[dict[str, Any]]) -> str | None:
+    """The most serious kind of failure among the rows (:data:`ERROR_KINDS` order), or None."""
+    kinds = {r["error_kind"] for r in rows if r["status"] == "failed"}
+    return next((k for k in ERROR_KINDS if k in kinds), "internal" if kinds else None)

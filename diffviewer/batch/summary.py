@@ -1,0 +1,211 @@
+"""The batch summary: one row per pair, built from its saved outputs, always valid on disk.
+
+``DIR/summary.ecsv`` and ``DIR/summary.fits`` hold the same table, rewritten
+atomically as results arrive, so a killed batch leaves the last valid one. Every QA
+figure comes from the pair's own ``metadata.json`` (the same numbers ``diffviewer
+open`` shows), so a fresh row and the row of a skipped, already finished pair agree.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from astropy.table import MaskedColumn, Table
+
+from diffviewer.errors import InputError
+from diffviewer.io import write_table
+from diffviewer.results import read_metadata, read_pair_verdict
+
+SUMMARY_ECSV = "summary.ecsv"
+SUMMARY_FITS = "summary.fits"
+STATUSES = ("ok", "failed", "skipped")
+#: Kinds of failure, most serious first (the exit status follows the first one found).
+ERROR_KINDS = ("internal", "input", "no_coverage", "guard")
+
+#: (name, type, unit, description) of every column, in order.
+COLUMNS: tuple[tuple[str, type, str, str], ...] = (
+    ("name", str, "", "pair name (its output folder under the batch folder)"),
+    ("science", str, "", "science image spec"),
+    ("template", str, "", "template image spec"),
+    ("status", str, "", "ok, failed or skipped (complete outputs found)"),
+    ("error_kind", str, "", "internal, input, no_coverage or guard (--strict); empty if ok"),
+    ("error", str, "", "one-line reason of a failure"),
+    ("seconds", float, "s", "wall-clock time of the pair on its worker"),
+    ("peak_memory", float, "MB", "peak resident memory of the worker process during the pair"),
+    ("noise_ratio", float, "", "measured / predicted noise of the difference (1 is right)"),
+    ("n_good", int, "", "kernel stamps used"),
+    ("n_bad", int, "", "kernel stamps rejected"),
+    ("n_control", int, "", "control stamps held out"),
+    ("kernel_sum", float, "", "mean kernel sum (photometric scale)"),
+    ("convolved", str, "", "which image the kernel convolved"),
+    ("n_positive", int, "", "positive DIA sources"),
+    ("n_negative", int, "", "negative DIA sources"),
+    ("n_dipoles", int, "", "dipoles"),
+    ("detected_fraction", float, "", "fraction of the image covered by detections"),
+    ("guard_tripped", bool, "", "bad-subtraction guard tripped (detected_fraction too high)"),
+    ("n_warnings", int, "", "warnings of the run"),
+    ("badness", float, "", "review order, worst first (diffviewer.batch.summary.badness)"),
+    ("verdict", str, "", "a reviewer's verdict on the pair: good, bad or empty"),
+    ("comment", str, "", "the reviewer's comment"),
+    ("output", str, "", "output folder of the pair"),
+)
+COLUMN_NAMES = tuple(c[0] for c in COLUMNS)
+
+_MISSING: dict[type, Any] = {str: "", float: math.nan, int: -1, bool: False}
+
+
+def badness(row: Mapping[str, Any]) -> float:
+    """How much a pair needs a human, for the review order (larger is worse).
+
+    The sum of: 100 for a failed pair (nothing to inspect, but someone must look);
+    10 when the bad-subtraction guard tripped; 5 |log2(noise ratio)| (5 at a ratio of
+    2 or 1/2); (10 - good stamps) / 2 for fewer than 10 good kernel stamps; and
+    2 log10(1 + detections) over positive, negative and dipole sources (4 at 100).
+
+    Parameters
+    ----------
+    row : mapping
+        A summary row (missing figures count as 0).
+
+    Returns
+    -------
+    float
+    """
+    score = 100.0 if row.get("status") == "failed" else 0.0
+    score += 10.0 if row.get("guard_tripped") else 0.0
+    ratio = float(row.get("noise_ratio", math.nan))
+    if math.isfinite(ratio) and ratio > 0:
+        score += 5.0 * abs(math.log2(ratio))
+    n_good = int(row.get("n_good", -1))
+    if n_good >= 0:
+        score += max(0, 10 - n_good) / 2.0
+    detections = sum(max(0, int(row.get(k, 0))) for k in ("n_positive", "n_negative", "n_dipoles"))
+    return score + 2.0 * math.log10(1.0 + detections)
+
+
+def row_from_outputs(out_dir: str | Path) -> dict[str, Any]:
+    """The QA figures of a summary row, read from a pair's saved outputs.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        The pair's output folder.
+
+    Returns
+    -------
+    dict
+        The QA columns (noise ratio through warnings count, verdict and comment).
+    """
+    meta = read_metadata(out_dir)
+    kernel, det = meta["kernel"], meta["detection"]
+    verdict = read_pair_verdict(out_dir)
+    ratio = meta["difference"]["noise_ratio"]
+    return {
+        "noise_ratio": math.nan if ratio is None else float(ratio),
+        "n_good": int(kernel["candidates"]["good"]),
+        "n_bad": int(kernel["candidates"]["bad"]),
+        "n_control": int(kernel["candidates"]["control"]),
+        "kernel_sum": float(kernel["kernel_sum"]["mean"]),
+        "convolved": str(kernel["convolved"]),
+        "n_positive": int(det["n_positive"]),
+        "n_negative": int(det["n_negative"]),
+        "n_dipoles": int(det["n_dipoles"]),
+        "detected_fraction": float(det["detected_fraction"]),
+        "guard_tripped": bool(det["guard_tripped"]),
+        "n_warnings": len(meta.get("warnings", [])),
+        "verdict": verdict.verdict if verdict else "",
+        "comment": verdict.comment if verdict else "",
+    }
+
+
+def complete_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A row with every column (missing ones blank / NaN / -1) and its badness."""
+    full = {name: row.get(name, _MISSING[kind]) for name, kind, _, _ in COLUMNS}
+    full["badness"] = badness(full)
+    return full
+
+
+def summary_table(rows: Sequence[Mapping[str, Any]]) -> Table:
+    """The summary as a table, with units and column descriptions.
+
+    Parameters
+    ----------
+    rows : sequence of mapping
+        Rows (completed with :func:`complete_row`).
+
+    Returns
+    -------
+    astropy.table.Table
+    """
+    full = [complete_row(r) for r in rows]
+    columns = []
+    for name, kind, unit, doc in COLUMNS:
+        values = [r[name] for r in full]
+        dtype = {str: "U", float: "f8", int: "i8", bool: "?"}[kind]
+        if kind is str:
+            values = [" ".join(str(v).split()) for v in values]
+            dtype = f"U{max([1, *map(len, values)])}"
+        data = np.array(values, dtype=dtype)
+        columns.append(Table.Column(data, name=name, unit=unit or None, description=doc))
+    table = Table(columns)
+    table.meta["comments"] = [
+        "diffviewer batch summary: one row per pair; badness orders the review, worst first"
+    ]
+    return table
+
+
+def write_summary(out_dir: str | Path, rows: Sequence[Mapping[str, Any]]) -> Path:
+    """Write ``summary.ecsv`` and ``summary.fits`` into the batch folder, each atomically.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        The batch folder.
+    rows : sequence of mapping
+        The rows so far.
+
+    Returns
+    -------
+    Path
+        The ECSV file.
+    """
+    table = summary_table(rows)
+    out = Path(out_dir)
+    write_table(out / SUMMARY_FITS, table)
+    return write_table(out / SUMMARY_ECSV, table)
+
+
+def read_summary(path: str | Path) -> Table:
+    """Read a batch summary (``summary.ecsv``, or the batch folder holding it).
+
+    Raises
+    ------
+    InputError
+        When it is missing or lacks the summary's columns.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / SUMMARY_ECSV
+    if not path.is_file():
+        raise InputError(f"{path} does not exist: give a batch folder written by diffviewer batch")
+    try:
+        table = Table.read(path, format="ascii.ecsv")
+    except Exception as exc:  # astropy raises many kinds on a damaged file
+        raise InputError(f"{path} cannot be read as ECSV ({exc}); rerun the batch") from None
+    for name in table.colnames:  # ECSV reads an empty string back as a masked value
+        column = table[name]
+        if isinstance(column, MaskedColumn) and column.dtype.kind in "US":
+            table[name] = column.filled("")
+    missing = [n for n in ("name", "status", "output") if n not in table.colnames]
+    if missing:
+        raise InputError(f"{path} is not a batch summary (no column {', '.join(missing)})")
+    return table
+
+
+def rows_of(table: Table) -> list[dict[str, Any]]:
+    """The rows of a summary table as plain dicts (Python scalars)."""
+    return [{name: row[name].item() for name in table.colnames} for row in table]

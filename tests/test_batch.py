@@ -1,0 +1,172 @@
+"""``diffviewer batch`` on a real ``LocalCluster``: rows, exit status, warnings, resume.
+
+The pairs are the demo pair (256 x 256, a few seconds each) under several names, one
+with a missing template (bad input) and one whose template points 1 degree away
+(no coverage). The scheduler + worker test and the signal tests are in
+``test_batch_cluster.py``; these share one batch run to stay short.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+
+from diffviewer import cli
+from diffviewer.batch import BatchOptions, plan_batch, read_summary, runner
+from diffviewer.batch.summary import COLUMN_NAMES, badness
+from diffviewer.batch.task import PairJob, run_job
+from diffviewer.config import SubtractionConfig, apply_overrides
+from diffviewer.io import demo_pair, read_pairs_csv
+from diffviewer.results import incomplete_reason
+
+#: A constant kernel: the demo's 256 x 256 has about a dozen kernel stars.
+QUICK = ["--set", "kernel.spatial_order=0"]
+GOOD = ("good1", "good2")
+
+
+def make_pairs(folder: Path, names: tuple[str, ...] = GOOD, bad: bool = True) -> Path:
+    """Demo pairs under ``names`` (plus a bad and a no-coverage pair), and their CSV list."""
+    science, template = demo_pair()
+    shutil.copy(science, folder / "science.fits")
+    shutil.copy(template, folder / "template.fits")
+    with fits.open(template) as hdul:
+        hdul[0].header["CRVAL2"] += 1.0  # 1 degree north: no overlap at all
+        hdul.writeto(folder / "far.fits")
+    lines = ["science,template,name", *(f"science.fits,template.fits,{n}" for n in names)]
+    if bad:
+        lines += ["science.fits,missing.fits,bad", "science.fits,far.fits,nocover"]
+    (folder / "pairs.csv").write_text("\n".join(lines) + "\n")
+    return folder / "pairs.csv"
+
+
+def quick_config() -> SubtractionConfig:
+    """The config the ``QUICK`` options make."""
+    return apply_overrides(SubtractionConfig(), [QUICK[1]])
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One batch of two good pairs, a bad one and one without coverage, on 2 local workers."""
+    folder = tmp_path_factory.mktemp("batch")
+    pairs = make_pairs(folder)
+    out = folder / "out"
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = cli.main(
+            ["batch", str(pairs), "--out", str(out), "--workers", "2", "--quiet", *QUICK]
+        )
+    return {"pairs": pairs, "out": out, "code": code, "stderr": err.getvalue()}
+
+
+@pytest.mark.slow
+def test_every_pair_has_a_row_that_says_what_happened(batch: dict) -> None:
+    out: Path = batch["out"]
+    table = read_summary(out)
+    assert tuple(table.colnames) == COLUMN_NAMES
+    rows = {r["name"]: r for r in table}
+    assert list(rows) == [*GOOD, "bad", "nocover"]  # the list's order
+    for name in GOOD:
+        row = rows[name]
+        assert row["status"] == "ok" and row["error"] == ""
+        meta = json.loads((out / name / "metadata.json").read_text())
+        # the row's QA figures are the pair's own saved figures
+        assert row["noise_ratio"] == pytest.approx(meta["difference"]["noise_ratio"])
+        assert row["n_good"] == meta["kernel"]["candidates"]["good"] > 0
+        assert row["kernel_sum"] == pytest.approx(meta["kernel"]["kernel_sum"]["mean"])
+        assert row["n_positive"] == meta["detection"]["n_positive"]
+        assert row["n_warnings"] == len(meta["warnings"])
+        assert row["seconds"] > 0 and row["peak_memory"] > 50  # a worker holds numpy+astropy
+        assert row["output"] == str(out / name)
+        assert row["badness"] == pytest.approx(badness(dict(zip(table.colnames, row, strict=True))))
+    assert (rows["bad"]["status"], rows["bad"]["error_kind"]) == ("failed", "input")
+    assert "missing.fits" in rows["bad"]["error"]
+    assert (rows["nocover"]["status"], rows["nocover"]["error_kind"]) == ("failed", "no_coverage")
+    assert "covers 0.0%" in rows["nocover"]["error"]
+    assert not (out / "bad").exists() and not (out / "nocover").exists()
+    # the FITS summary holds the same table
+    fits_table = Table.read(out / "summary.fits")
+    assert list(fits_table["name"]) == list(table["name"])
+    assert list(fits_table["status"]) == list(table["status"])
+
+
+@pytest.mark.slow
+def test_exit_status_and_messages_name_the_pairs(batch: dict) -> None:
+    # bad input outranks no coverage (internal > input > no coverage > guard)
+    assert batch["code"] == cli.EXIT_ERROR
+    lines = batch["stderr"].splitlines()
+    warnings = [ln for ln in lines if ln.startswith("warning:")]
+    assert warnings, "the demo pair's runs warn (few kernel stars, rescaled variance)"
+    assert all(ln.split(":")[1].strip() in GOOD for ln in warnings), warnings
+    assert any(ln.startswith("error: bad: ") and "missing.fits" in ln for ln in lines)
+    assert any(ln.startswith("error: nocover: ") for ln in lines)
+    assert "2 failed (1 input, 1 no coverage)" in lines[-1]
+    assert not [p for p in batch["out"].rglob(".*")], "hidden staging or temporary files left"
+
+
+@pytest.mark.slow
+def test_a_rerun_skips_finished_pairs_without_running_them(batch: dict, monkeypatch) -> None:
+    def no_cluster(*args, **kwargs):
+        raise AssertionError("a rerun of a finished batch started a cluster")
+
+    monkeypatch.setattr(runner, "dask_client", no_cluster)
+    out: Path = batch["out"]
+    stamps = {n: (out / n / "metadata.json").stat().st_mtime_ns for n in GOOD}
+    before = {r["name"]: r for r in read_summary(out)}
+    code = cli.main(["batch", str(batch["pairs"]), "--out", str(out), "--quiet", *QUICK])
+    assert code == cli.EXIT_ERROR  # the failed pairs stay failed without --retry-failed
+    rows = {r["name"]: r for r in read_summary(out)}
+    for name in GOOD:
+        assert rows[name]["status"] == "skipped"
+        assert (out / name / "metadata.json").stat().st_mtime_ns == stamps[name]
+        for column in ("noise_ratio", "n_good", "seconds", "peak_memory", "badness"):
+            assert rows[name][column] == before[name][column]
+    assert rows["bad"]["error"] == before["bad"]["error"]
+
+
+@pytest.mark.slow
+def test_completeness_is_checked_and_failed_pairs_are_retried_on_request(batch: dict) -> None:
+    out: Path = batch["out"]
+    pairs = read_pairs_csv(batch["pairs"])
+    options = BatchOptions(out=out, config=quick_config())
+    assert [j.name for j in plan_batch(pairs, options).jobs] == []
+    retry = plan_batch(pairs, BatchOptions(out=out, config=quick_config(), retry_failed=True))
+    assert [j.name for j in retry.jobs] == ["bad", "nocover"]
+    # another config makes every pair's outputs stale
+    other = plan_batch(pairs, BatchOptions(out=out, config=SubtractionConfig()))
+    assert [j.name for j in other.jobs] == list(GOOD)
+    # a damaged output is seen, not assumed complete
+    damaged = out / "damaged"
+    shutil.copytree(out / "good1", damaged)
+    with (damaged / "difference.fits").open("r+b") as handle:
+        handle.truncate(10000)
+    science, template = pairs[0][:2]
+    reason = incomplete_reason(damaged, science, template, quick_config().digest())
+    assert reason == "difference.fits is truncated"
+    shutil.copy(out / "good1" / "difference.fits", damaged)
+    (damaged / "kernel.fits").unlink()
+    assert "kernel.fits is missing" in str(
+        incomplete_reason(damaged, science, template, quick_config().digest())
+    )
+
+
+def test_a_task_turns_any_failure_into_its_row(tmp_path: Path, monkeypatch) -> None:
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(cli, "run_pair", broken)
+    science, template = demo_pair()
+    job = PairJob("p", str(science), str(template), str(tmp_path / "p"), SubtractionConfig())
+    row = run_job(job)
+    assert (row["status"], row["error_kind"]) == ("failed", "internal")
+    assert row["error"] == "internal error (ZeroDivisionError: a bug)"
+    assert math.isfinite(row["seconds"]) and row["peak_memory"] > 0
+    assert not os.path.exists(tmp_path / "p")

@@ -378,8 +378,32 @@ def run_batch(
         if bar:
             bar.close()
         remove_stale_staging(options.out)
+        rows |= _finished_unreported(plan.jobs, rows, options.config.digest())
         write_summary(options.out, ordered())
     return ordered()
+
+
+def _finished_unreported(
+    jobs: Sequence[PairJob], rows: dict[str, dict[str, Any]], digest: str
+) -> dict[str, dict[str, Any]]:
+    """Rows of pairs whose outputs are complete but whose result never came back.
+
+    An interrupted batch closes its workers after they finish the pair they hold; the
+    summary then lists those pairs too, read from their outputs.
+    """
+    found = {}
+    for job in jobs:
+        if job.name in rows or not Path(job.out).is_dir():
+            continue
+        if incomplete_reason(job.out, job.science, job.template, digest) is None:
+            row = {"name": job.name, "science": job.science, "template": job.template}
+            found[job.name] = {
+                **row,
+                "output": job.out,
+                "status": "ok",
+                **row_from_outputs(job.out),
+            }
+    return found
 
 
 def failure_kind(rows: Sequence[dict[str, Any]]) -> str | None:

@@ -1,0 +1,166 @@
+"""Batches on a running ``dask scheduler`` + ``dask worker``, and signals and leftovers.
+
+The scheduler and the worker are real processes on localhost started from the
+``dask`` command of this environment; the SIGTERM test signals a real
+``diffviewer batch`` process while its local worker is busy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from diffviewer import cli, launcher
+from diffviewer.batch import read_summary
+from diffviewer.io import remove_stale_staging, staging_name
+from tests.test_batch import QUICK, make_pairs
+
+#: Upper bound of any wait below (s): a hung process fails the test instead of the suite.
+PATIENCE_S = 180.0
+
+
+def _wait_for(condition, what: str, proc: subprocess.Popen | None = None) -> None:
+    """Poll ``condition`` until true (no timing is asserted; PATIENCE_S only ends a hang)."""
+    end = time.monotonic() + PATIENCE_S
+    while not condition():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"process ended ({proc.returncode}) before {what}")
+        if time.monotonic() > end:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def dask_processes(folder: Path) -> Iterator[str]:
+    """A ``dask scheduler`` and one single-thread ``dask worker`` on localhost; the address."""
+    dask = Path(sys.executable).with_name("dask")
+    if not dask.exists():
+        pytest.skip(f"the dask command is not installed beside {sys.executable}")
+    info = folder / "scheduler.json"
+    local = ["--host", "127.0.0.1", "--no-dashboard"]
+    one = ["--nthreads", "1", "--nworkers", "1", "--memory-limit", "0"]
+    procs = [
+        subprocess.Popen(
+            [str(dask), "scheduler", "--port", "0", "--scheduler-file", str(info), *local],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    ]
+    try:
+        _wait_for(info.exists, "the scheduler file", procs[0])
+        procs.append(
+            subprocess.Popen(
+                [str(dask), "worker", "--scheduler-file", str(info), *one, *local],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        address = json.loads(info.read_text())["address"]
+        from dask.distributed import Client
+
+        with Client(address, timeout="60s") as client:
+            client.wait_for_workers(1, timeout=PATIENCE_S)
+        yield address
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+            proc.wait(timeout=60)
+
+
+@pytest.mark.slow
+def test_a_running_scheduler_and_worker_run_the_batch(tmp_path: Path) -> None:
+    pairs = make_pairs(tmp_path, names=("good",), bad=True)
+    out = tmp_path / "out"
+    err = io.StringIO()
+    with dask_processes(tmp_path) as address, contextlib.redirect_stderr(err):
+        code = cli.main(["batch", str(pairs), "--out", str(out), "--scheduler", address, *QUICK])
+    assert code == cli.EXIT_ERROR, err.getvalue()
+    rows = {r["name"]: r for r in read_summary(out)}
+    assert rows["good"]["status"] == "ok" and rows["good"]["n_good"] > 0
+    assert (rows["bad"]["status"], rows["bad"]["error_kind"]) == ("failed", "input")
+    assert (rows["nocover"]["error_kind"]) == "no_coverage"
+    assert (out / "good" / "difference.fits").is_file()
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_batch_and_leaves_nothing_hidden(tmp_path: Path) -> None:
+    pairs = make_pairs(tmp_path, names=("g1", "g2", "g3", "g4"), bad=False)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "diffviewer"]
+    proc = subprocess.Popen(
+        [*command, "batch", str(pairs), "--out", str(out), "--workers", "1", "--quiet", *QUICK],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for((out / "g1").exists, "the first pair's outputs", proc)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=PATIENCE_S)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1].startswith("error: terminated by SIGTERM")
+    assert not list(out.rglob(".*")), "hidden staging or temporary files left"
+    rows = read_summary(out)
+    # the summary lists exactly the pairs whose outputs are there, all complete
+    done = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert sorted(rows["name"]) == done and "g4" not in done
+    assert set(rows["status"]) == {"ok"}
+    assert all((out / n / "metadata.json").is_file() for n in done)
+
+
+def test_a_staging_folder_of_a_killed_process_is_removed_by_the_next_run(tmp_path: Path) -> None:
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        text=True,
+        capture_output=True,
+        check=True,
+    )
+    dead_pid = int(dead.stdout)
+    stale = tmp_path / staging_name("pair").replace(f"-{os.getpid()}-", f"-{dead_pid}-")
+    alive = tmp_path / staging_name("pair")  # this process: a run in progress
+    other = tmp_path / staging_name("other").replace(f"-{os.getpid()}-", f"-{dead_pid}-")
+    for folder in (stale, alive, other):
+        folder.mkdir()
+        (folder / "difference.fits").write_bytes(b"partial")
+    assert remove_stale_staging(tmp_path, "pair") == [stale]
+    assert alive.exists() and other.exists()
+    assert remove_stale_staging(tmp_path) == [other]
+
+
+def test_sigterm_and_sighup_unwind_like_ctrl_c() -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        with pytest.raises(cli.Terminated) as caught, cli.terminate_like_interrupt():
+            os.kill(os.getpid(), sig)
+            time.sleep(5)  # the handler raises before this ends
+        assert caught.value.signum == sig
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_ctrl_c_during_start_up_is_one_line(monkeypatch, capsys) -> None:
+    class Interrupting:
+        """An import hook that is Ctrl-C arriving while the command-line module loads."""
+
+        def find_spec(self, name, path=None, target=None):
+            if name == "diffviewer.cli":
+                raise KeyboardInterrupt
+            return None
+
+    monkeypatch.delitem(sys.modules, "diffviewer.cli")
+    monkeypatch.setattr(sys, "meta_path", [Interrupting(), *sys.meta_path])
+    assert launcher.main() == 130
+    err = capsys.readouterr().err
+    assert err == "error: interrupted during start-up; nothing was done\n"

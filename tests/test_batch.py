@@ -14,6 +14,8 @@ import json
 import math
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -170,3 +172,12 @@ def test_a_task_turns_any_failure_into_its_row(tmp_path: Path, monkeypatch) -> N
     assert row["error"] == "internal error (ZeroDivisionError: a bug)"
     assert math.isfinite(row["seconds"]) and row["peak_memory"] > 0
     assert not os.path.exists(tmp_path / "p")
+
+
+def test_the_batch_and_the_results_reader_load_no_qt() -> None:
+    code = (
+        "import sys, diffviewer.batch, diffviewer.batch.task, diffviewer.results\n"
+        "print(' '.join(m for m in sys.modules if m.split('.')[0] in ('PyQt6', 'pyqtgraph')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"Qt modules loaded: {out.stdout}"

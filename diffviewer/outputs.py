@@ -217,7 +217,10 @@ def kernel_hdus(result: SubtractionResult, n_grid: int = 7) -> fits.HDUList:
     -------
     astropy.io.fits.HDUList
         PRIMARY (the mosaic of kernels, ``n_grid`` x ``n_grid`` tiles), GRID (tile centres),
-        BASIS (the basis images) and COEFFS (the spatial coefficients).
+        BASIS (the basis images, with the Gaussian widths and degrees), COEFFS (the spatial
+        coefficients), and what :func:`diffviewer.results.read_saved_run` needs to rebuild
+        the fit: BGCOEFFS (background), OWNCOEFS (each stamp's own fit), SCI_PSF and
+        TMPL_PSF (the PSFs the fit used), KSUMMAP (the kernel-sum map on its grid).
     """
     sol = result.kernel.solution
     ny, nx = result.science.shape
@@ -235,15 +238,75 @@ def kernel_hdus(result: SubtractionResult, n_grid: int = 7) -> fits.HDUList:
     primary.header["NGRID"] = (n_grid, "kernels per axis in the mosaic")
     primary.header["KSIZE"] = (size, "kernel side [px]")
     primary.header["CONVOLV"] = (result.kernel.convolved, "which image was convolved")
+    primary.header["PHOTSCAL"] = (_finite(result.kernel.photometric_scale), "photometric scale")
     rec = np.array(
         rows, dtype=[("i", "i4"), ("j", "i4"), ("x", "f8"), ("y", "f8"), ("kernel_sum", "f8")]
     )
     grid = fits.BinTableHDU(rec, name="GRID")
     basis = fits.ImageHDU(np.asarray(sol.basis, dtype=np.float32), name="BASIS")
+    for i, (sigma, degree) in enumerate(zip(sol.sigmas, sol.degrees, strict=True)):
+        basis.header[f"SIGMA{i}"] = (_finite(sigma), f"width of Gaussian {i} [px]")
+        basis.header[f"DEGREE{i}"] = (int(degree), f"polynomial degree of Gaussian {i}")
     coeffs = fits.ImageHDU(np.asarray(sol.coefficients, dtype=np.float64), name="COEFFS")
     coeffs.header["SPORDER"] = (sol.spatial_order, "spatial order of the kernel coefficients")
     coeffs.header["BGORDER"] = (sol.background_order, "spatial order of the background")
-    return fits.HDUList([primary, grid, basis, coeffs])
+    coeffs.header["IMNY"] = (sol.shape[0], "image rows that scale y to [-1, 1]")
+    coeffs.header["IMNX"] = (sol.shape[1], "image columns that scale x to [-1, 1]")
+    bg = fits.ImageHDU(np.asarray(sol.bg_coefficients, dtype=np.float64), name="BGCOEFFS")
+    own = fits.ImageHDU(np.asarray(result.kernel.own_coefficients, np.float64), name="OWNCOEFS")
+    own.header["FITHALF"] = (result.kernel.fit_half, "half-width of the stamps fitted [px]")
+    psfs = []
+    for name, est in (
+        ("SCI_PSF", result.kernel.science_psf),
+        ("TMPL_PSF", result.kernel.template_psf),
+    ):
+        hdu = fits.ImageHDU(np.asarray(est.image, dtype=np.float64), name=name)
+        hdu.header["FWHM"] = (_finite(est.fwhm), "[px]")
+        hdu.header["ELLIP"] = (_finite(est.ellipticity), "ellipticity")
+        hdu.header["NSTARS"] = (est.n_stars, "stars measured")
+        hdu.header["PSFSRC"] = (est.source, "where the PSF came from")
+        psfs.append(hdu)
+    ksum = fits.ImageHDU(np.asarray(result.subtraction.kernel_sum_map), name="KSUMMAP")
+    ksum.header["STEP"] = (result.subtraction.kernel_sum_step, "grid step of the map [px]")
+    return fits.HDUList([primary, grid, basis, coeffs, bg, own, *psfs, ksum])
+
+
+#: The residual samples of the runDebug histograms, as HDUs of ``diagnostics.fits``.
+DIAGNOSTIC_SAMPLES = (
+    "own_by_difference",
+    "own_by_input",
+    "spatial_by_difference",
+    "spatial_by_input",
+    "control_by_difference",
+    "control_by_input",
+    "image_by_difference",
+    "image_by_input",
+)
+
+
+def diagnostics_hdus(result: SubtractionResult) -> fits.HDUList:
+    """``diagnostics.fits``: the residual samples behind the four runDebug histograms.
+
+    Parameters
+    ----------
+    result : SubtractionResult
+        The run.
+
+    Returns
+    -------
+    astropy.io.fits.HDUList
+        PRIMARY (the noise ratios as cards) and one 1-D float32 HDU per sample set of
+        :data:`DIAGNOSTIC_SAMPLES` (normalised residuals, no unit), named in capitals.
+    """
+    diag = result.diagnostics
+    primary = fits.PrimaryHDU()
+    primary.header["NOISERAT"] = (_finite(diag.noise_ratio), "measured / predicted noise")
+    primary.header["NOISERAW"] = (_finite(diag.noise_ratio_raw), "the same before decorrelation")
+    hdus = [
+        fits.ImageHDU(np.asarray(getattr(diag, n), dtype=np.float32), name=n.upper())
+        for n in DIAGNOSTIC_SAMPLES
+    ]
+    return fits.HDUList([primary, *hdus])
 
 
 #: Every file a run can write, in writing order: ``score.fits`` only with a score,
@@ -255,6 +318,7 @@ OUTPUT_NAMES = (
     "score.fits",
     "kernel.fits",
     "kernel_candidates.ecsv",
+    "diagnostics.fits",
     "diasources.ecsv",
     "diasources.fits",
     "diasources.reg",
@@ -340,6 +404,7 @@ def _payload(name: str, result: SubtractionResult, metadata: dict[str, Any]) -> 
         "score.fits": lambda: _score_exposure(result),
         "kernel.fits": lambda: kernel_hdus(result),
         "kernel_candidates.ecsv": lambda: result.kernel.candidates,
+        "diagnostics.fits": lambda: diagnostics_hdus(result),
         "diasources.ecsv": lambda: result.diasources,
         "diasources.fits": lambda: result.diasources,
         "diasources.reg": lambda: ds9_regions(result.diasources),

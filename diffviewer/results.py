@@ -1,9 +1,10 @@
 """Reading a saved output folder back: the inverse of :mod:`diffviewer.outputs`.
 
 A folder written by ``diffviewer run``, a batch or the GUI's Save describes its run
-completely; this module checks that a folder is complete (a batch rerun skips such
-pairs), reads its metadata, and keeps the per-pair verdict (good / bad subtraction,
-with a comment) a reviewer gives it. No Qt.
+completely; this module reads it back into a :class:`SavedRun` (what the inspector
+shows, without re-running), checks that a folder is complete (a batch rerun skips
+such pairs), and keeps the per-pair verdict (good / bad subtraction, with a comment)
+a reviewer gives it. No Qt.
 """
 
 from __future__ import annotations
@@ -15,9 +16,19 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from astropy.io import fits
+from astropy.table import Table
+
+from diffviewer.config import SubtractionConfig, load_toml
+from diffviewer.engine.diagnostics import Diagnostics
+from diffviewer.engine.kernel import KernelFit, KernelSolution
+from diffviewer.engine.psf import PsfEstimate
+from diffviewer.engine.warp import WarpResult
 from diffviewer.errors import InputError
-from diffviewer.io import atomic_write_text
-from diffviewer.outputs import OUTPUT_NAMES
+from diffviewer.exposure import Exposure
+from diffviewer.io import atomic_write_text, read_exposure
+from diffviewer.outputs import DIAGNOSTIC_SAMPLES, OUTPUT_NAMES
 
 METADATA = "metadata.json"
 #: The per-pair verdict file, beside the per-source ``verdicts.json``.
@@ -74,7 +85,14 @@ def read_metadata(out_dir: str | Path) -> dict[str, Any]:
 
 
 def expected_outputs(metadata: dict[str, Any]) -> list[str]:
-    """The files a run with this metadata wrote (``score.fits`` only with a score)."""
+    """The files a run with this metadata wrote (as its ``outputs.files`` records).
+
+    Metadata without that record (older runs) implies every file of the full products,
+    ``score.fits`` only with a score.
+    """
+    files = metadata.get("outputs", {}).get("files")
+    if files is not None:
+        return [str(name) for name in files]
     has_score = metadata.get("score", {}).get("method", "none") != "none"
     return [n for n in OUTPUT_NAMES if has_score or n != "score.fits"]
 
@@ -194,3 +212,267 @@ def read_pair_verdict(out_dir: str | Path) -> PairVerdict | None:
     if saved.verdict not in PAIR_VERDICTS:
         raise InputError(f"{path} holds the unknown verdict {saved.verdict!r}")
     return saved
+
+
+# --------------------------------------------------------------------------- a saved run
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SavedProducts:
+    """What a saved run keeps of the subtraction step besides the difference.
+
+    Attributes
+    ----------
+    matched : Exposure
+        The matched (convolved) image.
+    kernel_sum_map : numpy.ndarray
+        Kernel sum on a coarse grid.
+    kernel_sum_step : int
+        Its grid step (px).
+    """
+
+    matched: Exposure
+    kernel_sum_map: np.ndarray
+    kernel_sum_step: int
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SavedScore:
+    """The saved score image.
+
+    Attributes
+    ----------
+    image : numpy.ndarray
+        Score (sigma units).
+    mask : numpy.ndarray
+        Mask planes of the score.
+    method : str
+        ``'zogy'`` or ``'al'``.
+    """
+
+    image: np.ndarray
+    mask: np.ndarray
+    method: str
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SavedRun:
+    """A run read back from its output folder (attribute names as ``SubtractionResult``).
+
+    Attributes
+    ----------
+    folder : Path
+        The output folder.
+    metadata : dict
+        ``metadata.json``: every figure the run recorded.
+    config : SubtractionConfig
+        The run's config (``config.toml``).
+    science : Exposure
+        The science image, read from its file (the outputs do not copy the inputs).
+    template : WarpResult
+        The warped template (``warped_template.fits``) and the warp's figures.
+    kernel : KernelFit
+        The kernel solution, candidates, own fits and PSFs (``kernel.fits``,
+        ``kernel_candidates.ecsv``).
+    subtraction : SavedProducts
+        Matched image and kernel-sum map.
+    difference : Exposure
+        The difference that was measured.
+    score : SavedScore or None
+        The score image, when the run made one.
+    diasources : astropy.table.Table
+        The DIA source catalog.
+    diagnostics : Diagnostics
+        The residual samples of the runDebug histograms and the noise ratios.
+    timings : dict of str to float
+        Seconds per step.
+    warnings : tuple of str
+        The run's warnings.
+    """
+
+    folder: Path
+    metadata: dict[str, Any]
+    config: SubtractionConfig
+    science: Exposure
+    template: WarpResult
+    kernel: KernelFit
+    subtraction: SavedProducts
+    difference: Exposure
+    score: SavedScore | None
+    diasources: Table
+    diagnostics: Diagnostics
+    timings: dict[str, float]
+    warnings: tuple[str, ...]
+
+    @property
+    def science_psf(self) -> PsfEstimate:
+        """The science PSF the kernel fit used."""
+        return self.kernel.science_psf
+
+    @property
+    def template_psf(self) -> PsfEstimate:
+        """The template PSF the kernel fit used."""
+        return self.kernel.template_psf
+
+
+def _float(value: Any) -> float:
+    """A header value as float (an undefined card, written for NaN, reads as NaN)."""
+    return float(value) if isinstance(value, int | float) else float("nan")
+
+
+def _psf(hdu: fits.ImageHDU) -> PsfEstimate:
+    """A PSF estimate from its kernel.fits HDU."""
+    h = hdu.header
+    image = np.array(hdu.data, dtype=np.float64)
+    image.flags.writeable = False
+    return PsfEstimate(
+        _float(h["FWHM"]), _float(h["ELLIP"]), image, int(h["NSTARS"]), str(h["PSFSRC"])
+    )
+
+
+def read_kernel_fit(path: str | Path, candidates: Table, warnings: tuple[str, ...]) -> KernelFit:
+    """Rebuild the kernel fit from ``kernel.fits`` and the candidates table.
+
+    Parameters
+    ----------
+    path : str or Path
+        ``kernel.fits``.
+    candidates : astropy.table.Table
+        ``kernel_candidates.ecsv``.
+    warnings : tuple of str
+        The run's warnings (kept with the fit).
+
+    Returns
+    -------
+    KernelFit
+    """
+    with fits.open(path) as hdul:
+        basis_hdu, coeffs_hdu = hdul["BASIS"], hdul["COEFFS"]
+        n_basis = len(basis_hdu.data)
+        sigmas, degrees = [], []
+        i = 0
+        while f"SIGMA{i}" in basis_hdu.header:
+            sigmas.append(_float(basis_hdu.header[f"SIGMA{i}"]))
+            degrees.append(int(basis_hdu.header[f"DEGREE{i}"]))
+            i += 1
+        solution = KernelSolution(
+            np.array(basis_hdu.data, dtype=np.float64).reshape(n_basis, *basis_hdu.data.shape[1:]),
+            np.array(coeffs_hdu.data, dtype=np.float64),
+            np.array(hdul["BGCOEFFS"].data, dtype=np.float64),
+            int(coeffs_hdu.header["SPORDER"]),
+            int(coeffs_hdu.header["BGORDER"]),
+            (int(coeffs_hdu.header["IMNY"]), int(coeffs_hdu.header["IMNX"])),
+            np.array(sigmas, dtype=np.float64),
+            tuple(degrees),
+        )
+        own = hdul["OWNCOEFS"]
+        return KernelFit(
+            solution,
+            candidates,
+            str(hdul[0].header["CONVOLV"]),
+            _float(hdul[0].header["PHOTSCAL"]),
+            warnings,
+            _psf(hdul["SCI_PSF"]),
+            _psf(hdul["TMPL_PSF"]),
+            np.array(own.data, dtype=np.float64),
+            int(own.header["FITHALF"]),
+        )
+
+
+def read_diagnostics(path: str | Path) -> Diagnostics:
+    """The residual samples and noise ratios of ``diagnostics.fits``."""
+    with fits.open(path) as hdul:
+        samples = {}
+        for name in DIAGNOSTIC_SAMPLES:
+            values = np.array(hdul[name.upper()].data, dtype=np.float32)
+            values.flags.writeable = False
+            samples[name] = values
+        head = hdul[0].header
+        return Diagnostics(
+            **samples,
+            noise_ratio=_float(head["NOISERAT"]),
+            noise_ratio_raw=_float(head["NOISERAW"]),
+        )
+
+
+def _read_table(path: Path) -> Table:
+    """An ECSV catalog of the folder."""
+    return Table.read(path, format="ascii.ecsv")
+
+
+def read_saved_run(out_dir: str | Path) -> SavedRun:
+    """Read a saved run back: what the inspector shows, without re-running anything.
+
+    The science image, and the template when it was not warped, are read from the
+    files the metadata names (the outputs do not copy the inputs); everything else
+    comes from the folder.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        An output folder of ``diffviewer run``, a batch pair or the GUI's Save.
+
+    Returns
+    -------
+    SavedRun
+
+    Raises
+    ------
+    InputError
+        When the folder is not a complete output folder of this version, or the
+        science image it was made from cannot be read.
+    """
+    out = Path(out_dir).expanduser().resolve()
+    meta = read_metadata(out)
+    written = expected_outputs(meta)
+    needed = [n for n in OUTPUT_NAMES if n not in ("warped_template.fits", "score.fits")]
+    missing = [n for n in [*written, *needed] if not (out / n).is_file()]
+    if missing:
+        raise InputError(
+            f"{out} lacks {', '.join(dict.fromkeys(missing))}: it is unfinished, written with "
+            "--products minimal or by an older diffviewer; rerun the pair with full products"
+        )
+    warnings = tuple(str(w) for w in meta.get("warnings", []))
+    try:
+        kernel = read_kernel_fit(
+            out / "kernel.fits", _read_table(out / "kernel_candidates.ecsv"), warnings
+        )
+        diagnostics = read_diagnostics(out / "diagnostics.fits")
+    except (KeyError, OSError, ValueError) as exc:
+        raise InputError(
+            f"{out}: kernel.fits or diagnostics.fits cannot be read back ({exc}); they are "
+            "from an older diffviewer or damaged; rerun the pair"
+        ) from None
+    with fits.open(out / "kernel.fits") as hdul:
+        ksum = np.array(hdul["KSUMMAP"].data)
+        step = int(hdul["KSUMMAP"].header["STEP"])
+    warp = meta["warp"]
+    # Not warped: the input template is the template on the science grid (not copied).
+    warped = out / "warped_template.fits"
+    template_spec = str(warped) if warped.is_file() else meta["inputs"]["template"]["source"]
+    template = WarpResult(
+        read_exposure(template_spec),
+        bool(warp["warped"]),
+        _float(warp["max_offset_px"]),
+        float(warp["coverage_fraction"]),
+        (),
+    )
+    score = None
+    if meta.get("score", {}).get("method", "none") != "none":
+        saved = read_exposure(str(out / "score.fits"))
+        score = SavedScore(saved.image, saved.mask, str(meta["score"]["method"]))
+    return SavedRun(
+        folder=out,
+        metadata=meta,
+        config=load_toml(out / "config.toml"),
+        science=read_exposure(meta["inputs"]["science"]["source"]),
+        template=template,
+        kernel=kernel,
+        subtraction=SavedProducts(read_exposure(str(out / "matched_template.fits")), ksum, step),
+        difference=read_exposure(str(out / "difference.fits")),
+        score=score,
+        diasources=_read_table(out / "diasources.ecsv"),
+        diagnostics=diagnostics,
+        timings={k: float(v) for k, v in meta.get("timings_s", {}).items()},
+        warnings=warnings,
+    )

@@ -27,6 +27,7 @@ EXPECTED = {
     "score.fits",
     "kernel.fits",
     "kernel_candidates.ecsv",
+    "diagnostics.fits",
     "diasources.ecsv",
     "diasources.fits",
     "diasources.reg",

@@ -1,0 +1,110 @@
+"""Reading a saved output folder back gives what the run had (the inverse of writing it)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from diffviewer.config import SubtractionConfig, apply_overrides
+from diffviewer.engine.pipeline import SubtractionResult, run_subtraction
+from diffviewer.errors import InputError
+from diffviewer.gui import model
+from diffviewer.io import demo_pair, read_exposure
+from diffviewer.outputs import write_outputs
+from diffviewer.results import (
+    SavedRun,
+    read_pair_verdict,
+    read_saved_run,
+    write_pair_verdict,
+)
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory: pytest.TempPathFactory) -> tuple[SubtractionResult, SavedRun]:
+    """The demo pair's run, and the same run read back from its output folder."""
+    science, template = demo_pair()
+    config = apply_overrides(SubtractionConfig(), ["kernel.spatial_order=0"])
+    result = run_subtraction(read_exposure(str(science)), read_exposure(str(template)), config)
+    out = tmp_path_factory.mktemp("saved") / "run"
+    write_outputs(result, out, [science, template])
+    return result, read_saved_run(out)
+
+
+def _same_exposure(a, b) -> None:
+    np.testing.assert_array_equal(a.image, b.image)
+    np.testing.assert_array_equal(a.variance, b.variance)
+    np.testing.assert_array_equal(a.mask, b.mask)
+
+
+def test_images_catalogs_and_figures_read_back_equal(saved) -> None:
+    result, run = saved
+    _same_exposure(run.difference, result.difference)
+    _same_exposure(run.subtraction.matched, result.subtraction.matched)
+    _same_exposure(run.template.exposure, result.template.exposure)
+    _same_exposure(run.science, result.science)
+    assert result.score is not None and run.score is not None
+    np.testing.assert_array_equal(run.score.image, result.score.image)
+    np.testing.assert_array_equal(run.subtraction.kernel_sum_map, result.subtraction.kernel_sum_map)
+    assert run.config == result.config
+    assert run.warnings == result.warnings
+    assert list(run.diasources.colnames) == list(result.diasources.colnames)
+    for name in ("id", "x", "y", "psf_flux", "sign"):
+        np.testing.assert_array_equal(run.diasources[name], result.diasources[name])
+    assert run.template.coverage == result.template.coverage
+
+
+def test_the_kernel_fit_and_diagnostics_read_back_equal(saved) -> None:
+    result, run = saved
+    got, want = run.kernel.solution, result.kernel.solution
+    ny, nx = want.shape
+    for x, y in ((0, 0), (nx - 1, ny - 1), (nx / 3, ny / 2)):
+        np.testing.assert_allclose(got.evaluate(x, y), want.evaluate(x, y), rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(got.background(x, y), want.background(x, y), rtol=1e-12)
+    assert got.describe() == want.describe()
+    np.testing.assert_array_equal(run.kernel.own_coefficients, result.kernel.own_coefficients)
+    assert run.kernel.fit_half == result.kernel.fit_half
+    assert run.kernel.science_psf.fwhm == result.kernel.science_psf.fwhm
+    np.testing.assert_array_equal(run.kernel.template_psf.image, result.kernel.template_psf.image)
+    for name in ("own_by_difference", "spatial_by_input", "image_by_difference"):
+        np.testing.assert_array_equal(
+            getattr(run.diagnostics, name), getattr(result.diagnostics, name)
+        )
+    assert run.diagnostics.noise_ratio == result.diagnostics.noise_ratio
+
+
+def test_the_inspector_shows_the_same_from_a_saved_run(saved) -> None:
+    result, run = saved
+    assert model.metrics(run) == model.metrics(result)
+    want, got = model.kernel_views(result), model.kernel_views(run)
+    assert got["info"] == want["info"]
+    np.testing.assert_allclose(got["mosaic"], want["mosaic"], rtol=1e-5, atol=1e-8)
+    images, text = model.stamp_views(run, 0)
+    want_images, want_text = model.stamp_views(result, 0)
+    assert text == want_text
+    for key, value in want_images.items():
+        np.testing.assert_allclose(images[key], value, rtol=1e-5, atol=1e-6)
+    views, saved_views = model.view_arrays(result), model.view_arrays(run)
+    for key, value in views.items():
+        np.testing.assert_array_equal(saved_views[key], value)
+
+
+def test_a_pair_verdict_is_saved_beside_the_outputs(saved) -> None:
+    _, run = saved
+    assert read_pair_verdict(run.folder) is None
+    written = write_pair_verdict(run.folder, "bad", "ringing  around\nbright stars")
+    again = read_pair_verdict(run.folder)
+    assert again == written and again.comment == "ringing around bright stars"
+    with pytest.raises(InputError, match="not one of good, bad"):
+        write_pair_verdict(run.folder, "maybe")
+    (run.folder / "pair_verdict.json").unlink()
+
+
+def test_an_unfinished_folder_is_a_one_line_error(saved, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"metadata\.json is missing"):
+        read_saved_run(tmp_path)
+    (tmp_path / "metadata.json").write_text(json.dumps(saved[1].metadata))
+    with pytest.raises(InputError, match=r"lacks warped_template\.fits"):
+        read_saved_run(tmp_path)

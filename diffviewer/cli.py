@@ -121,6 +121,7 @@ def _build_batch_parser(prog: str) -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="write into existing output folders"
     )
     parser.add_argument("--strict", action="store_true", help="treat a tripped guard as a failure")
+    _add_output_options(parser)
     parser.add_argument(
         "--retry-failed", action="store_true", help="rerun the pairs the summary lists as failed"
     )
@@ -404,6 +405,8 @@ def _main_batch(argv: Sequence[str], prog: str) -> int:
         overwrite=args.overwrite,
         strict=args.strict,
         retry_failed=args.retry_failed,
+        products=args.products,
+        compress=args.compress,
         workers=args.workers,
         scheduler=args.scheduler,
         read_files=(Path(args.pairs), *([Path(args.config)] if args.config else [])),

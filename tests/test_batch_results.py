@@ -106,5 +106,5 @@ def test_an_unfinished_folder_is_a_one_line_error(saved, tmp_path: Path) -> None
     with pytest.raises(InputError, match=r"metadata\.json is missing"):
         read_saved_run(tmp_path)
     (tmp_path / "metadata.json").write_text(json.dumps(saved[1].metadata))
-    with pytest.raises(InputError, match=r"lacks warped_template\.fits"):
+    with pytest.raises(InputError, match=r"lacks matched_template\.fits"):
         read_saved_run(tmp_path)

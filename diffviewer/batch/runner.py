@@ -60,6 +60,8 @@ class BatchOptions:
         As ``diffviewer run``'s flags.
     retry_failed : bool
         Rerun pairs the previous summary lists as failed.
+    products, compress : str, bool
+        Which outputs each pair writes, and whether mask planes are compressed.
     workers : int or None
         Worker processes of the local cluster (None: sized to the machine).
     scheduler : str or None
@@ -73,6 +75,8 @@ class BatchOptions:
     overwrite: bool = False
     strict: bool = False
     retry_failed: bool = False
+    products: str = "full"
+    compress: bool = False
     workers: int | None = None
     scheduler: str | None = None
     read_files: tuple[Path, ...] = ()
@@ -159,6 +163,8 @@ def plan_batch(pairs: Sequence[tuple[str, str, str]], options: BatchOptions) -> 
                     overwrite=options.overwrite,
                     strict=options.strict,
                     read_files=tuple(str(p) for p in options.read_files),
+                    products=options.products,
+                    compress=options.compress,
                 )
             )
     return Plan(jobs, kept, [name for _, _, name in pairs])

@@ -44,6 +44,8 @@ class PairJob:
         As the command-line flags.
     read_files : tuple of str
         Other files the batch read (pairs list, config): never written over.
+    products, compress : str, bool
+        Which outputs to write, and whether mask planes are compressed.
     """
 
     name: str
@@ -54,6 +56,8 @@ class PairJob:
     overwrite: bool = False
     strict: bool = False
     read_files: tuple[str, ...] = ()
+    products: str = "full"
+    compress: bool = False
 
 
 def _reset_peak_memory() -> bool:
@@ -127,6 +131,8 @@ def run_job(job: PairJob) -> dict[str, Any]:
                 strict=job.strict,
                 quiet=True,
                 read_files=[Path(p) for p in job.read_files],
+                products=job.products,
+                compress=job.compress,
             )
         row.update(row_from_outputs(job.out))
         row["status"] = "ok"

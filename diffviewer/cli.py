@@ -34,7 +34,7 @@ from diffviewer.paths import (
     template_specs,
 )
 
-SUBCOMMANDS = ("run", "batch", "config")
+SUBCOMMANDS = ("run", "batch", "review", "open", "config")
 
 EXIT_OK, EXIT_INTERNAL, EXIT_ERROR, EXIT_NO_WORK, EXIT_STRICT = 0, 1, 2, 3, 4
 EXIT_INTERRUPTED = 130
@@ -342,27 +342,32 @@ def missing_xcb_packages() -> list[str]:
     return [pkg for lib, pkg in XCB_LIBRARIES.items() if ctypes.util.find_library(lib) is None]
 
 
+def gui_problem(prog: str) -> str | None:
+    """Why no window can open here (one line saying what to do), or None."""
+    if not has_display():
+        return (
+            f"error: no display found (DISPLAY is not set); to run headless use "
+            f"`{prog} run SCIENCE TEMPLATE --out DIR`"
+        )
+    missing = missing_xcb_packages()
+    if missing:
+        return (
+            f"error: Qt's xcb plugin needs system libraries that are missing; install them "
+            f"with `sudo apt-get install {' '.join(missing)}`, or run headless with "
+            f"`{prog} run SCIENCE TEMPLATE --out DIR`"
+        )
+    return None
+
+
 def _main_gui(argv: Sequence[str], prog: str) -> int:
     """Open the inspection application."""
     args = _build_gui_parser(prog).parse_args(argv)
     if (args.science is None) != (args.template is None):
         raise InputError("give both SCIENCE and TEMPLATE, or neither (to open the demo pair)")
     config = effective_config(args.config, args.overrides)
-    if not has_display():
-        print(
-            f"error: no display found (DISPLAY is not set); to run headless use "
-            f"`{prog} run SCIENCE TEMPLATE --out DIR`",
-            file=sys.stderr,
-        )
-        return EXIT_ERROR
-    missing = missing_xcb_packages()
-    if missing:
-        print(
-            f"error: Qt's xcb plugin needs system libraries that are missing; install them "
-            f"with `sudo apt-get install {' '.join(missing)}`, or run headless with "
-            f"`{prog} run SCIENCE TEMPLATE --out DIR`",
-            file=sys.stderr,
-        )
+    problem = gui_problem(prog)
+    if problem:
+        print(problem, file=sys.stderr)
         return EXIT_ERROR
     from diffviewer.gui.app import launch
 
@@ -425,6 +430,48 @@ def _main_batch(argv: Sequence[str], prog: str) -> int:
     )
     kind = failure_kind(rows)
     return EXIT_OK if kind is None else BATCH_EXIT.get(kind, EXIT_STRICT)
+
+
+def _main_review(argv: Sequence[str], prog: str) -> int:
+    """``diffviewer review DIR``: the batch review window (the summary is checked first)."""
+    parser = argparse.ArgumentParser(
+        prog=f"{prog} review",
+        description="Review a batch: its summary as a table, worst pair first, each pair "
+        "one click from the inspector (from its saved outputs).",
+    )
+    parser.add_argument("batch", help="a folder written by `diffviewer batch`")
+    args = parser.parse_args(argv)
+    from diffviewer.batch.summary import read_summary
+
+    read_summary(args.batch)
+    problem = gui_problem(prog)
+    if problem:
+        print(problem, file=sys.stderr)
+        return EXIT_ERROR
+    from diffviewer.gui.batch_review import launch_review
+
+    return launch_review(args.batch)
+
+
+def _main_open(argv: Sequence[str], prog: str) -> int:
+    """``diffviewer open OUTDIR``: a saved run in the inspector, nothing re-run."""
+    parser = argparse.ArgumentParser(
+        prog=f"{prog} open",
+        description="Show a saved run (an output folder of run, batch or Save all outputs) "
+        "in the inspector without re-running it.",
+    )
+    parser.add_argument("outdir", help="an output folder")
+    args = parser.parse_args(argv)
+    from diffviewer.results import read_metadata
+
+    read_metadata(args.outdir)
+    problem = gui_problem(prog)
+    if problem:
+        print(problem, file=sys.stderr)
+        return EXIT_ERROR
+    from diffviewer.gui.saved import launch_saved
+
+    return launch_saved(args.outdir)
 
 
 class Terminated(KeyboardInterrupt):
@@ -547,6 +594,10 @@ def _dispatch(argv: Sequence[str], prog: str) -> int:
         return _main_run(argv[1:], prog)
     if argv and argv[0] == "batch":
         return _main_batch(argv[1:], prog)
+    if argv and argv[0] == "review":
+        return _main_review(argv[1:], prog)
+    if argv and argv[0] == "open":
+        return _main_open(argv[1:], prog)
     if argv and argv[0] == "config":
         parser = argparse.ArgumentParser(
             prog=f"{prog} config", description="Print the effective config as TOML."

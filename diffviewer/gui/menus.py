@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any
 from PyQt6.QtGui import QAction, QKeySequence
 from PyQt6.QtWidgets import QMenu, QMenuBar, QMessageBox, QToolBar
 
-from diffviewer.gui import model
+from diffviewer.gui import batch_review, model, saved
+from diffviewer.results import PAIR_VERDICTS
 
 if TYPE_CHECKING:
     from diffviewer.gui.window import MainWindow
@@ -42,6 +43,8 @@ class Menus:
         )
         self.action(file_menu, "Open multi-extension file…", w.opener.open_mef_dialog)
         self.action(file_menu, "Open pairs list (CSV)…", w.opener.open_pairs_dialog)
+        self.action(file_menu, "Open results…", lambda: saved.open_saved_dialog(w), "Ctrl+Shift+O")
+        self.action(file_menu, "Open batch…", lambda: batch_review.open_batch_dialog(w), "Ctrl+B")
         file_menu.addMenu(w.opener.recent_menu)
         self.next_action = self.action(file_menu, "Next pair", w.next_pair, "Ctrl+Right")
         self.prev_action = self.action(file_menu, "Previous pair", w.previous_pair, "Ctrl+Left")
@@ -102,6 +105,13 @@ class Menus:
                 f"{label.capitalize()} ({key})",
                 lambda _=False, lab=label: w.set_verdict(lab),
                 key,
+            )
+        verdict_menu.addSeparator()
+        for verdict in PAIR_VERDICTS:
+            self.action(
+                verdict_menu,
+                f"Pair: {verdict} subtraction",
+                lambda _=False, v=verdict: saved.set_pair_verdict(w, v),
             )
         verdict_menu.addSeparator()
         self.advance_action = QAction("Advance to the next source after a verdict", w)

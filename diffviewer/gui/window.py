@@ -88,6 +88,10 @@ class MainWindow(QMainWindow):
         self.runner = runner
         self.jobs = JobRunner(self)
         self.pair: Pair | None = None
+        #: The output folder of a saved run on screen (its verdicts go there).
+        self.saved_folder: Path | None = None
+        #: Batch review windows opened from File > Open batch (kept alive here).
+        self.review_windows: list[QMainWindow] = []
         self.outcome: RunOutcome | None = None
         self.previous: RunOutcome | None = None
         self.pairs: list[Pair] = []
@@ -199,6 +203,7 @@ class MainWindow(QMainWindow):
         """Make ``pair`` the current pair (clearing everything of the last one) and run it."""
         self.jobs.cancel("run", notify=False)
         self.pair = pair
+        self.saved_folder = None
         self.outcome = None
         self.previous = None
         self.raw = {}
@@ -272,11 +277,13 @@ class MainWindow(QMainWindow):
         return self.pair.files if self.pair is not None else []
 
     def output_dir(self) -> Path | None:
-        """Where the current pair's outputs and verdicts go: the folder they last went to
-        (remembered per pair in the settings, so every window finds them), else the
-        pair's default folder under :attr:`output_root`."""
+        """Where the current pair's outputs and verdicts go: a saved run's own folder, else
+        the folder they last went to (remembered per pair in the settings, so every window
+        finds them), else the pair's default folder under :attr:`output_root`."""
         if self.pair is None:
             return None
+        if self.saved_folder is not None:
+            return self.saved_folder
         remembered = self.settings.value(_pair_key(self.pair))
         if remembered:
             return Path(str(remembered))

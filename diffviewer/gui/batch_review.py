@@ -1,0 +1,431 @@
+"""The batch review window: a night's pairs, worst first, one click from the inspector.
+
+``diffviewer review DIR`` and File > Open batch… show ``DIR/summary.ecsv`` as a
+sortable, filterable table with a thumbnail of each difference, ordered by the
+summary's badness score (:func:`diffviewer.batch.summary.badness`), with filters for
+failed pairs, pairs with warnings and pairs without a verdict. Selecting a row shows
+that pair in the inspector from its saved outputs; Good / Bad save a verdict on the
+pair (with the comment) in its folder and in the summary; Export verdicts writes
+every verdict of the batch, on pairs and on sources, as one table.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from astropy.io import fits
+from astropy.table import Table
+from PyQt6.QtCore import (
+    QAbstractTableModel,
+    QModelIndex,
+    QPersistentModelIndex,
+    QSortFilterProxyModel,
+    Qt,
+)
+from PyQt6.QtGui import QImage, QPixmap
+from PyQt6.QtWidgets import (
+    QAbstractItemView,
+    QApplication,
+    QCheckBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QMainWindow,
+    QPushButton,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from diffviewer import display
+from diffviewer.batch.summary import complete_row, read_summary, rows_of, write_summary
+from diffviewer.errors import DiffviewerError, InputError
+from diffviewer.gui import verdicts as source_verdicts
+from diffviewer.io import write_table
+from diffviewer.results import read_pair_verdict, write_pair_verdict
+
+if TYPE_CHECKING:
+    from diffviewer.gui.window import MainWindow
+
+#: Thumbnail side (px).
+THUMB = 64
+#: Columns shown: (summary column, heading); "" is the thumbnail.
+SHOWN = (
+    ("", "difference"),
+    ("name", "pair"),
+    ("status", "status"),
+    ("badness", "badness"),
+    ("guard_tripped", "guard"),
+    ("noise_ratio", "noise ratio"),
+    ("n_good", "good stamps"),
+    ("n_bad", "bad stamps"),
+    ("n_positive", "positive"),
+    ("n_negative", "negative"),
+    ("n_dipoles", "dipoles"),
+    ("n_warnings", "warnings"),
+    ("verdict", "verdict"),
+    ("comment", "comment"),
+    ("error", "error"),
+)
+SORT_ROLE = Qt.ItemDataRole.UserRole
+
+
+def thumbnail_array(folder: Path, side: int = THUMB) -> np.ndarray | None:
+    """A small grey image of a pair's difference (uint8, the difference view's levels).
+
+    Reads every ``step``-th pixel of ``difference.fits`` through a memory map; None when
+    the pair has no difference.
+    """
+    path = folder / "difference.fits"
+    if not path.is_file():
+        return None
+    try:
+        with fits.open(path, memmap=True) as hdul:
+            data = hdul["IMAGE"].data
+            step = max(1, math.ceil(max(data.shape) / side))
+            image = np.array(data[::step, ::step], dtype=np.float32)
+    except (OSError, KeyError, ValueError, TypeError):
+        return None
+    shown = display.display_array(image)
+    lo, hi = display.compute_levels(shown, display.default_settings("difference"))
+    scaled = np.clip((shown - lo) / max(hi - lo, 1e-30), 0.0, 1.0)
+    return np.ascontiguousarray(np.flipud(scaled * 255).astype(np.uint8))
+
+
+def verdicts_table(rows: Sequence[dict[str, Any]]) -> Table:
+    """Every verdict of a batch: one row per pair verdict and per source verdict.
+
+    Parameters
+    ----------
+    rows : sequence of dict
+        The summary rows.
+
+    Returns
+    -------
+    astropy.table.Table
+        Columns pair, level (``pair`` or ``source``), source_id (-1 for a pair),
+        verdict, comment, x, y (px; NaN for a pair), time (pair verdicts).
+    """
+    out: list[tuple[str, str, int, str, str, float, float, str]] = []
+    for row in rows:
+        folder = Path(row["output"])
+        name = row["name"]
+        pair = read_pair_verdict(folder) if folder.is_dir() else None
+        if pair is not None:
+            nan = math.nan
+            out.append((name, "pair", -1, pair.verdict, pair.comment, nan, nan, pair.time))
+        path = folder / source_verdicts.VERDICTS_FILE
+        if path.is_file():
+            for source_id, v in sorted(source_verdicts.load_verdicts(path).verdicts.items()):
+                out.append((name, "source", int(source_id), v.label, v.comment, v.x, v.y, ""))
+    names = ("pair", "level", "source_id", "verdict", "comment", "x", "y", "time")
+    if not out:
+        return Table(names=names, dtype=("U1", "U6", "i8", "U7", "U1", "f8", "f8", "U1"))
+    return Table(rows=out, names=names)
+
+
+class SummaryModel(QAbstractTableModel):
+    """The summary rows as a table model (thumbnails made when first shown).
+
+    Parameters
+    ----------
+    rows : list of dict
+        Summary rows.
+    """
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        super().__init__()
+        self.rows = rows
+        self._thumbs: dict[str, QPixmap | None] = {}
+
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex | None = None) -> int:
+        return len(self.rows)
+
+    def columnCount(self, parent: QModelIndex | QPersistentModelIndex | None = None) -> int:
+        return len(SHOWN)
+
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = 0) -> Any:
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return SHOWN[section][1]
+        return None
+
+    def thumbnail(self, row: dict[str, Any]) -> QPixmap | None:
+        """The row's thumbnail (made once)."""
+        name = row["name"]
+        if name not in self._thumbs:
+            array = thumbnail_array(Path(row["output"])) if row["status"] != "failed" else None
+            if array is None:
+                self._thumbs[name] = None
+            else:
+                h, w = array.shape
+                image = QImage(array.tobytes(), w, h, w, QImage.Format.Format_Grayscale8).copy()
+                self._thumbs[name] = QPixmap.fromImage(image)
+        return self._thumbs[name]
+
+    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = 0) -> Any:
+        row = self.rows[index.row()]
+        column = SHOWN[index.column()][0]
+        if not column:
+            return self.thumbnail(row) if role == Qt.ItemDataRole.DecorationRole else None
+        value = row[column]
+        if role == SORT_ROLE:
+            return float(value) if isinstance(value, bool | int | float) else str(value)
+        if role == Qt.ItemDataRole.DisplayRole:
+            if isinstance(value, bool):
+                return "tripped" if value else ""
+            if isinstance(value, float):
+                return "" if math.isnan(value) else f"{value:.3g}"
+            if isinstance(value, int) and value < 0:
+                return ""
+            return str(value)
+        if role == Qt.ItemDataRole.ToolTipRole and column in ("error", "comment"):
+            return str(value)
+        return None
+
+    def update_row(self, number: int, changes: dict[str, Any]) -> None:
+        """Change a row's values (badness recomputed) and redraw it."""
+        self.rows[number] = complete_row({**self.rows[number], **changes})
+        self.dataChanged.emit(self.index(number, 0), self.index(number, len(SHOWN) - 1))
+
+
+class SummaryFilter(QSortFilterProxyModel):
+    """Rows shown: all, or only failed / with warnings / without a verdict / matching a name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed = self.warned = self.unreviewed = False
+        self.text = ""
+        self.setSortRole(SORT_ROLE)
+
+    def set_filters(self, *, failed: bool, warned: bool, unreviewed: bool, text: str) -> None:
+        """Apply the filters."""
+        self.failed, self.warned, self.unreviewed, self.text = failed, warned, unreviewed, text
+        self.invalidateFilter()
+
+    def filterAcceptsRow(
+        self, source_row: int, parent: QModelIndex | QPersistentModelIndex
+    ) -> bool:
+        source = self.sourceModel()
+        assert isinstance(source, SummaryModel)
+        row = source.rows[source_row]
+        return not (
+            (self.failed and row["status"] != "failed")
+            or (self.warned and row["n_warnings"] <= 0)
+            or (self.unreviewed and row["verdict"])
+            or (self.text and self.text.lower() not in row["name"].lower())
+        )
+
+
+class ReviewWindow(QMainWindow):
+    """The batch review window.
+
+    Parameters
+    ----------
+    batch_dir : str or Path
+        A folder written by ``diffviewer batch``.
+    inspector : MainWindow, optional
+        Where selected pairs open (a new inspector window when None).
+    """
+
+    def __init__(self, batch_dir: str | Path, inspector: MainWindow | None = None) -> None:
+        super().__init__()
+        self.batch_dir = Path(batch_dir).expanduser().resolve()
+        self.setWindowTitle(f"diffviewer review — {self.batch_dir}")
+        self._inspector = inspector
+        self.model = SummaryModel([complete_row(r) for r in rows_of(read_summary(self.batch_dir))])
+        self.proxy = SummaryFilter()
+        self.proxy.setSourceModel(self.model)
+        self.table = QTableView()
+        self.table.setModel(self.proxy)
+        self.table.setSortingEnabled(True)
+        self.table.sortByColumn(3, Qt.SortOrder.DescendingOrder)  # badness, worst first
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        vertical = self.table.verticalHeader()
+        assert vertical is not None
+        vertical.setDefaultSectionSize(THUMB + 4)
+        self.table.setColumnWidth(0, THUMB + 8)
+        selection = self.table.selectionModel()
+        assert selection is not None
+        selection.currentRowChanged.connect(self.open_current)
+        self.failed_box = QCheckBox("failed")
+        self.warned_box = QCheckBox("with warnings")
+        self.unreviewed_box = QCheckBox("unreviewed")
+        self.search = QLineEdit()
+        self.search.setPlaceholderText("pair name contains…")
+        for box in (self.failed_box, self.warned_box, self.unreviewed_box):
+            box.toggled.connect(self.apply_filters)
+        self.search.textChanged.connect(self.apply_filters)
+        self.comment = QLineEdit()
+        self.comment.setPlaceholderText("comment for the pair verdict")
+        self.good_button = QPushButton("Good subtraction")
+        self.bad_button = QPushButton("Bad subtraction")
+        self.good_button.clicked.connect(lambda: self.set_verdict("good"))
+        self.bad_button.clicked.connect(lambda: self.set_verdict("bad"))
+        export = QPushButton("Export verdicts…")
+        export.clicked.connect(self.export_verdicts_dialog)
+        self.status_label = QLabel()
+        self.status_label.setWordWrap(True)
+        filters = QHBoxLayout()
+        filters.addWidget(QLabel("show only:"))
+        for box in (self.failed_box, self.warned_box, self.unreviewed_box):
+            filters.addWidget(box)
+        filters.addWidget(self.search)
+        verdicts = QHBoxLayout()
+        verdicts.addWidget(self.comment)
+        for button in (self.good_button, self.bad_button, export):
+            verdicts.addWidget(button)
+        centre = QWidget()
+        layout = QVBoxLayout(centre)
+        layout.addLayout(filters)
+        layout.addWidget(self.table, 1)
+        layout.addLayout(verdicts)
+        layout.addWidget(self.status_label)
+        self.setCentralWidget(centre)
+        self.resize(1100, 700)
+        self._say_counts()
+
+    # ----------------------------------------------------------------- rows
+
+    def _say_counts(self) -> None:
+        rows = self.model.rows
+        failed = sum(r["status"] == "failed" for r in rows)
+        done = sum(bool(r["verdict"]) for r in rows)
+        self.status_label.setText(
+            f"{len(rows)} pairs, {failed} failed, {done} with a verdict; showing "
+            f"{self.proxy.rowCount()}; order: badness (guard tripped, noise ratio far from 1, "
+            "few good stamps, many detections; failed first)"
+        )
+
+    def apply_filters(self, *args: object) -> None:
+        """Show only the rows the filters let through."""
+        self.proxy.set_filters(
+            failed=self.failed_box.isChecked(),
+            warned=self.warned_box.isChecked(),
+            unreviewed=self.unreviewed_box.isChecked(),
+            text=self.search.text().strip(),
+        )
+        self._say_counts()
+
+    def visible_names(self) -> list[str]:
+        """The pair names shown, in the table's order."""
+        return [
+            self.model.rows[self.proxy.mapToSource(self.proxy.index(i, 0)).row()]["name"]
+            for i in range(self.proxy.rowCount())
+        ]
+
+    def current_row(self) -> int | None:
+        """The model row of the selected pair."""
+        index = self.table.currentIndex()
+        return self.proxy.mapToSource(index).row() if index.isValid() else None
+
+    def select_name(self, name: str) -> None:
+        """Select the row of a pair (it opens in the inspector)."""
+        for i in range(self.proxy.rowCount()):
+            index = self.proxy.index(i, 1)
+            if self.proxy.data(index) == name:
+                self.table.setCurrentIndex(index)
+                return
+        raise KeyError(name)
+
+    # ----------------------------------------------------------------- the inspector
+
+    def inspector(self) -> MainWindow:
+        """The inspector window selected pairs open in (made on first use)."""
+        if self._inspector is None:
+            from diffviewer.gui.window import MainWindow
+
+            self._inspector = MainWindow()
+            app = QApplication.instance()
+            if app is not None:
+                app.aboutToQuit.connect(self._inspector.jobs.shutdown)
+        return self._inspector
+
+    def open_current(self, *args: object) -> None:
+        """Show the selected pair in the inspector from its saved outputs."""
+        from diffviewer.gui.saved import open_saved
+
+        number = self.current_row()
+        if number is None:
+            return
+        row = self.model.rows[number]
+        if row["status"] == "failed":
+            self.status_label.setText(f"{row['name']} failed: {row['error']}")
+            return
+        window = self.inspector()
+        window.show()
+        open_saved(window, row["output"])
+
+    # ----------------------------------------------------------------- verdicts
+
+    def set_verdict(self, verdict: str) -> None:
+        """Save a verdict on the selected pair in its folder and in the summary."""
+        number = self.current_row()
+        if number is None:
+            return
+        row = self.model.rows[number]
+        try:
+            saved = write_pair_verdict(row["output"], verdict, self.comment.text())
+            self.model.update_row(number, {"verdict": saved.verdict, "comment": saved.comment})
+            write_summary(self.batch_dir, self.model.rows)
+        except DiffviewerError as exc:
+            self.status_label.setText(f"cannot save the verdict: {exc}")
+            return
+        self.comment.clear()
+        self._say_counts()
+
+    def export_verdicts(self, path: str | Path) -> Path:
+        """Write every verdict of the batch (pairs and sources) as one ECSV or FITS table."""
+        return write_table(path, verdicts_table(self.model.rows))
+
+    def export_verdicts_dialog(self) -> None:
+        """Ask where to export the verdicts."""
+        path, _ = QFileDialog.getSaveFileName(
+            self,
+            "Export verdicts",
+            str(self.batch_dir / "verdicts.ecsv"),
+            "ECSV (*.ecsv);;FITS (*.fits)",
+        )
+        if path:
+            try:
+                self.export_verdicts(path)
+            except DiffviewerError as exc:
+                self.status_label.setText(f"cannot export: {exc}")
+
+
+def open_batch_dialog(window: MainWindow) -> ReviewWindow | None:
+    """File > Open batch…: choose a batch folder and open its review window."""
+    folder = QFileDialog.getExistingDirectory(window, "Open batch (a folder with summary.ecsv)")
+    if not folder:
+        return None
+    try:
+        review = ReviewWindow(folder, inspector=window)
+    except InputError as exc:
+        window.report_problem(exc, "Cannot open the batch")
+        return None
+    window.review_windows.append(review)
+    review.show()
+    return review
+
+
+def launch_review(batch_dir: str | Path) -> int:
+    """Open the review window of a batch (``diffviewer review DIR``).
+
+    Returns
+    -------
+    int
+        The exit code of the event loop.
+    """
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    assert isinstance(app, QApplication)
+    app.setOrganizationName("diffviewer")
+    app.setApplicationName("diffviewer")
+    window = ReviewWindow(batch_dir)
+    window.show()
+    return int(app.exec())

@@ -1,0 +1,139 @@
+"""A saved run in the inspector: its outputs read back, nothing re-run.
+
+``diffviewer open OUTDIR`` and File > Open results… read an output folder with
+:func:`diffviewer.results.read_saved_run` in the worker and show it as a finished run:
+the views, kernel mosaic, stamps, residual histograms, catalog and verdicts are the
+saved ones. Run (Ctrl+R) re-runs the pair; the saved run stays as the A/B reference.
+The verdict on the whole pair (Verdict > Pair: good / bad subtraction) is saved in
+the folder beside the per-source verdicts.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from PyQt6.QtWidgets import QApplication, QFileDialog
+
+from diffviewer.engine.progress import CancelToken, ProgressCallback
+from diffviewer.errors import DiffviewerError, InputError
+from diffviewer.gui import model
+from diffviewer.gui.model import Pair, RunOutcome
+from diffviewer.results import read_metadata, read_saved_run, write_pair_verdict
+
+if TYPE_CHECKING:
+    from diffviewer.gui.window import MainWindow
+
+
+def saved_pair(folder: Path) -> Pair:
+    """The pair an output folder was made from (its metadata's inputs), named after it."""
+    inputs = read_metadata(folder)["inputs"]
+    return Pair(inputs["science"]["source"], inputs["template"]["source"], folder.name)
+
+
+def saved_run_job(
+    folder: Path, pair: Pair
+) -> Callable[[ProgressCallback, CancelToken], RunOutcome]:
+    """A worker job that reads a saved run and prepares its display (no engine run).
+
+    Parameters
+    ----------
+    folder : Path
+        The output folder.
+    pair : Pair
+        The pair it was made from (:func:`saved_pair`).
+
+    Returns
+    -------
+    callable
+        ``job(progress, token) -> RunOutcome``.
+    """
+
+    def job(progress: ProgressCallback, token: CancelToken) -> RunOutcome:
+        t0 = time.perf_counter()
+        progress("read saved run", 0.0)
+        run = read_saved_run(folder)
+        t1 = time.perf_counter()
+        progress("display", 0.8)
+        images, levels = model.prepare_display(run)
+        t2 = time.perf_counter()
+        return RunOutcome(pair, run, images, levels, t2 - t0, {"read": t1 - t0, "display": t2 - t1})
+
+    return job
+
+
+def open_saved(window: MainWindow, folder: str | Path) -> None:
+    """Show the run saved in ``folder`` in ``window`` (its verdicts go to that folder).
+
+    Parameters
+    ----------
+    window : MainWindow
+        The inspector.
+    folder : str or Path
+        An output folder of ``diffviewer run``, a batch pair or Save all outputs.
+    """
+    out = Path(folder).expanduser().resolve()
+    try:
+        pair = saved_pair(out)
+    except DiffviewerError as exc:
+        window.report_problem(exc, "Cannot open the saved run")
+        return
+    window.open_pair(pair, run=False)
+    window.saved_folder = out
+    window.setWindowTitle(f"diffviewer — {pair.label} (saved run {out})")
+    window.log(f"open: saved run {out} (Run re-runs the pair; the saved run stays for A/B)")
+    window.jobs.submit("run", saved_run_job(out, pair))
+    window.update_actions()
+
+
+def open_saved_dialog(window: MainWindow) -> None:
+    """File > Open results…: choose an output folder and show it."""
+    folder = QFileDialog.getExistingDirectory(
+        window, "Open saved results (an output folder)", str(window.output_root)
+    )
+    if folder:
+        open_saved(window, folder)
+
+
+def set_pair_verdict(window: MainWindow, verdict: str) -> None:
+    """Save a verdict on the whole subtraction (with the comment typed) in its folder."""
+    folder = window.output_dir()
+    if folder is None or window.outcome is None:
+        return
+    comment = window.review.comment.text().strip()
+    try:
+        if not (folder / "metadata.json").is_file():
+            raise InputError(
+                f"{folder} holds no saved run; save all outputs first (the pair verdict is "
+                "kept beside them)"
+            )
+        saved = write_pair_verdict(folder, verdict, comment)
+    except DiffviewerError as exc:
+        window.report_problem(exc, "Cannot save the pair verdict")
+        return
+    window.review.comment.clear()
+    window.log(f"pair verdict: {saved.verdict} subtraction ({saved.comment or 'no comment'})")
+
+
+def launch_saved(folder: str | Path) -> int:
+    """Open the inspector on a saved run (``diffviewer open OUTDIR``).
+
+    Returns
+    -------
+    int
+        The exit code of the event loop.
+    """
+    from diffviewer.gui.window import MainWindow
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    assert isinstance(app, QApplication)
+    app.setOrganizationName("diffviewer")
+    app.setApplicationName("diffviewer")
+    window = MainWindow()
+    window.show()
+    app.aboutToQuit.connect(window.jobs.shutdown)
+    open_saved(window, folder)
+    return int(app.exec())

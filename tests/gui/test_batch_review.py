@@ -1,0 +1,198 @@
+"""`diffviewer review` and `diffviewer open`: saved outputs on screen, equal to the files.
+
+The batch folder is made with the batch's own pieces (``cli.run_pair`` per pair, rows
+from the outputs, ``write_summary``) without a cluster; ``tests/test_batch*.py`` run
+real clusters. An inspector whose engine raises proves nothing is re-run.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+from PyQt6.QtCore import Qt
+
+from diffviewer import cli
+from diffviewer.batch.summary import read_summary, row_from_outputs, write_summary
+from diffviewer.config import SubtractionConfig, apply_overrides
+from diffviewer.gui import model
+from diffviewer.gui import verdicts as source_verdicts
+from diffviewer.gui.batch_review import SHOWN, ReviewWindow
+from diffviewer.gui.saved import open_saved
+from diffviewer.gui.window import MainWindow, isolated_window
+from diffviewer.io import demo_pair
+from diffviewer.results import SavedRun, read_pair_verdict
+from tests.gui.helpers import RUN_TIMEOUT_MS, finish
+
+CONFIGS = {
+    "constant": ["kernel.spatial_order=0"],
+    "wide": ["kernel.spatial_order=0", "detection.threshold=3.0"],
+}
+
+
+def _no_engine(*args, **kwargs):
+    raise AssertionError("the engine ran: a saved run must be shown without re-running")
+
+
+@pytest.fixture(scope="module")
+def batch_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two pairs run with different configs and a failed pair, with their summary."""
+    folder = tmp_path_factory.mktemp("review")
+    science, template = demo_pair()
+    rows = []
+    for name, overrides in CONFIGS.items():
+        out = folder / name
+        config = apply_overrides(SubtractionConfig(), overrides)
+        code = cli.run_pair(
+            str(science), str(template), out, config, overwrite=False, strict=False, quiet=True
+        )
+        assert code == 0
+        row = {"name": name, "science": str(science), "template": str(template)}
+        rows.append({**row, "status": "ok", "output": str(out), **row_from_outputs(out)})
+    rows.append(
+        {
+            "name": "broken",
+            "science": str(science),
+            "template": "missing.fits",
+            "status": "failed",
+            "error_kind": "input",
+            "error": "image file missing.fits does not exist",
+            "output": str(folder / "broken"),
+        }
+    )
+    write_summary(folder, rows)
+    return folder
+
+
+@pytest.fixture
+def inspector(qtbot, tmp_path: Path):
+    """An inspector whose engine must not run."""
+    win = isolated_window(tmp_path)
+    win.runner = _no_engine
+    qtbot.addWidget(win)
+    yield win
+    win.jobs.shutdown()
+
+
+def test_the_review_table_is_worst_first_with_thumbnails_and_filters(qtbot, batch_dir) -> None:
+    review = ReviewWindow(batch_dir, inspector=MainWindow())
+    qtbot.addWidget(review)
+    summary = {str(r["name"]): float(r["badness"]) for r in read_summary(batch_dir)}
+    names = review.visible_names()
+    assert sorted(names) == sorted(summary)
+    assert [summary[n] for n in names] == sorted(summary.values(), reverse=True)
+    assert names[0] == "broken"  # a failed pair needs a human first
+    thumb_column = [c for c, _ in SHOWN].index("")
+    for row, name in enumerate(review.model.rows):
+        pixmap = review.model.data(
+            review.model.index(row, thumb_column), Qt.ItemDataRole.DecorationRole
+        )
+        if name["status"] == "failed":
+            assert pixmap is None
+        else:
+            assert pixmap is not None and max(pixmap.width(), pixmap.height()) <= 64
+    review.failed_box.setChecked(True)
+    assert review.visible_names() == ["broken"]
+    review.failed_box.setChecked(False)
+    review.search.setText("wid")
+    assert review.visible_names() == ["wide"]
+    review.search.setText("")
+    review.model.rows[0]["n_warnings"] = 0
+    review.warned_box.setChecked(True)
+    shown = set(review.visible_names())
+    assert all(r["n_warnings"] > 0 for r in review.model.rows if r["name"] in shown)
+    review.inspector().jobs.shutdown()
+
+
+def _same_as_written(win: MainWindow, folder: Path) -> None:
+    """The run on screen is the saved one: arrays, catalog and figures equal the files."""
+    outcome = win.outcome
+    assert outcome is not None and isinstance(outcome.result, SavedRun)
+    with fits.open(folder / "difference.fits") as hdul:
+        np.testing.assert_array_equal(win.raw["difference"], hdul["IMAGE"].data)
+    with fits.open(folder / "matched_template.fits") as hdul:
+        np.testing.assert_array_equal(win.raw["matched"], hdul["IMAGE"].data)
+    catalog = Table.read(folder / "diasources.ecsv")
+    assert win.review.catalog.model.rowCount() == len(catalog)
+    np.testing.assert_array_equal(outcome.result.diasources["id"], catalog["id"])
+    assert win.output_dir() == folder
+
+
+def test_selecting_a_row_opens_the_saved_pair_without_running_it(
+    qtbot, batch_dir, inspector
+) -> None:
+    review = ReviewWindow(batch_dir, inspector=inspector)
+    qtbot.addWidget(review)
+    finish(qtbot, inspector, "run", lambda: review.select_name("wide"))
+    _same_as_written(inspector, batch_dir / "wide")
+    assert inspector.params.config() == apply_overrides(SubtractionConfig(), CONFIGS["wide"])
+    # a failed pair says why instead of opening
+    review.select_name("broken")
+    assert "missing.fits does not exist" in review.status_label.text()
+
+
+def test_a_pair_verdict_goes_to_its_folder_the_summary_and_the_export(
+    qtbot, batch_dir, inspector, tmp_path
+) -> None:
+    review = ReviewWindow(batch_dir, inspector=inspector)
+    qtbot.addWidget(review)
+    finish(qtbot, inspector, "run", lambda: review.select_name("constant"))
+    review.comment.setText("residual rings on the bright star")
+    review.bad_button.click()
+    saved = read_pair_verdict(batch_dir / "constant")
+    assert saved is not None and (saved.verdict, saved.comment) == (
+        "bad",
+        "residual rings on the bright star",
+    )
+    rows = {str(r["name"]): r for r in read_summary(batch_dir)}
+    assert (rows["constant"]["verdict"], rows["wide"]["verdict"]) == ("bad", "")
+    # a source verdict given in the inspector is exported beside the pair verdict
+    first = int(inspector.outcome.result.diasources["id"][0])
+    inspector.select_source(first)
+    inspector.set_verdict("real")
+    table = Table.read(review.export_verdicts(tmp_path / "verdicts.ecsv"))
+    levels = {(str(r["pair"]), str(r["level"])): r for r in table}
+    assert levels[("constant", "pair")]["verdict"] == "bad"
+    assert levels[("constant", "source")]["source_id"] == first
+    assert levels[("constant", "source")]["verdict"] == "real"
+    review.unreviewed_box.setChecked(True)
+    assert "constant" not in review.visible_names()
+    (batch_dir / "constant" / "pair_verdict.json").unlink()
+    (batch_dir / "constant" / source_verdicts.VERDICTS_FILE).unlink()
+
+
+def test_open_shows_a_saved_run_and_rerun_keeps_it_for_ab(qtbot, batch_dir, tmp_path) -> None:
+    folder = tmp_path / "copy"
+    shutil.copytree(batch_dir / "constant", folder)
+    win = isolated_window(tmp_path)
+    qtbot.addWidget(win)
+    try:
+        finish(qtbot, win, "run", lambda: open_saved(win, folder))
+        _same_as_written(win, folder)
+        saved_metrics = model.metrics(win.outcome.result)
+        finish(qtbot, win, "run", win.run)  # Run: the engine, on the same pair
+        assert win.previous is not None and isinstance(win.previous.result, SavedRun)
+        assert not isinstance(win.outcome.result, SavedRun)
+        # same pair, same config: the re-run's figures are the saved ones
+        assert model.metrics(win.outcome.result) == pytest.approx(saved_metrics, rel=1e-6)
+    finally:
+        win.jobs.shutdown()
+
+
+def test_open_and_review_refuse_folders_that_are_not_outputs(tmp_path, capsys) -> None:
+    assert cli.main(["open", str(tmp_path)]) == cli.EXIT_ERROR
+    assert cli.main(["review", str(tmp_path)]) == cli.EXIT_ERROR
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2
+    assert "metadata.json is missing" in err[0] and "summary.ecsv does not exist" in err[1]
+
+
+def test_opening_an_unfinished_folder_reports_it(qtbot, inspector, tmp_path) -> None:
+    (tmp_path / "half").mkdir()
+    open_saved(inspector, tmp_path / "half")
+    qtbot.waitUntil(lambda: inspector.error_box.isVisible(), timeout=RUN_TIMEOUT_MS)
+    assert "metadata.json is missing" in inspector.error_label.text()

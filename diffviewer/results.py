@@ -24,11 +24,11 @@ from diffviewer.config import SubtractionConfig, load_toml
 from diffviewer.engine.diagnostics import Diagnostics
 from diffviewer.engine.kernel import KernelFit, KernelSolution
 from diffviewer.engine.psf import PsfEstimate
-from diffviewer.engine.warp import WarpResult
 from diffviewer.errors import InputError
 from diffviewer.exposure import Exposure
 from diffviewer.io import atomic_write_text, read_exposure
 from diffviewer.outputs import DIAGNOSTIC_SAMPLES, OUTPUT_NAMES
+from diffviewer.paths import TEMPLATE_SEPARATOR, template_specs
 
 METADATA = "metadata.json"
 #: The per-pair verdict file, beside the per-source ``verdicts.json``.
@@ -51,6 +51,14 @@ def absolute_spec(spec: str) -> str:
     str
     """
     return os.path.abspath(os.path.expanduser(spec))
+
+
+def saved_template_specs(metadata: dict[str, Any]) -> list[str]:
+    """The template specs a run read: its pieces' (``warp.pieces``), else the one template."""
+    pieces = metadata.get("warp", {}).get("pieces") or []
+    if pieces:
+        return [str(p["source"]) for p in pieces]
+    return [str(metadata["inputs"]["template"]["source"])]
 
 
 def read_metadata(out_dir: str | Path) -> dict[str, Any]:
@@ -111,7 +119,7 @@ def incomplete_reason(
     out_dir : str or Path
         The pair's output folder.
     science, template : str
-        The pair's image specs.
+        The pair's image specs (the template's pieces joined by ``;``).
     config_digest : str
         :meth:`SubtractionConfig.digest` of the config the pair is run with.
 
@@ -127,11 +135,12 @@ def incomplete_reason(
         meta = read_metadata(out)
     except InputError as exc:
         return str(exc)
-    inputs = meta["inputs"]
-    for role, spec in (("science", science), ("template", template)):
-        saved = inputs.get(role, {}).get("source", "")
-        if absolute_spec(saved) != absolute_spec(spec):
-            return f"made from another {role} image ({saved})"
+    saved = str(meta["inputs"].get("science", {}).get("source", ""))
+    if absolute_spec(saved) != absolute_spec(science):
+        return f"made from another science image ({saved})"
+    pieces = [absolute_spec(p) for p in saved_template_specs(meta)]
+    if pieces != [absolute_spec(p) for p in template_specs(template)]:
+        return f"made from another template ({TEMPLATE_SEPARATOR.join(pieces)})"
     if meta.get("config_digest") != config_digest:
         return f"made with another config (digest {meta.get('config_digest')})"
     for name in expected_outputs(meta):
@@ -237,6 +246,28 @@ class SavedProducts:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
+class SavedTemplate:
+    """The template on the science grid and the warp's figures, as saved.
+
+    Attributes
+    ----------
+    exposure : Exposure
+        ``warped_template.fits``, or the input template when nothing was warped.
+    warped : bool
+        Whether the template was warped.
+    max_offset : float
+        Largest offset of the warp (px).
+    coverage : float
+        Fraction of the science image the template covers with data.
+    """
+
+    exposure: Exposure
+    warped: bool
+    max_offset: float
+    coverage: float
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
 class SavedScore:
     """The saved score image.
 
@@ -269,8 +300,8 @@ class SavedRun:
         The run's config (``config.toml``).
     science : Exposure
         The science image, read from its file (the outputs do not copy the inputs).
-    template : WarpResult
-        The warped template (``warped_template.fits``) and the warp's figures.
+    template : SavedTemplate
+        The template on the science grid and the warp's figures.
     kernel : KernelFit
         The kernel solution, candidates, own fits and PSFs (``kernel.fits``,
         ``kernel_candidates.ecsv``).
@@ -294,7 +325,7 @@ class SavedRun:
     metadata: dict[str, Any]
     config: SubtractionConfig
     science: Exposure
-    template: WarpResult
+    template: SavedTemplate
     kernel: KernelFit
     subtraction: SavedProducts
     difference: Exposure
@@ -449,13 +480,17 @@ def read_saved_run(out_dir: str | Path) -> SavedRun:
     warp = meta["warp"]
     # Not warped: the input template is the template on the science grid (not copied).
     warped = out / "warped_template.fits"
-    template_spec = str(warped) if warped.is_file() else meta["inputs"]["template"]["source"]
-    template = WarpResult(
-        read_exposure(template_spec),
+    specs = [str(warped)] if warped.is_file() else saved_template_specs(meta)
+    if len(specs) != 1:
+        raise InputError(
+            f"{out} lacks warped_template.fits, and its template came in {len(specs)} pieces; "
+            "rerun the pair with full products"
+        )
+    template = SavedTemplate(
+        read_exposure(specs[0]),
         bool(warp["warped"]),
         _float(warp["max_offset_px"]),
         float(warp["coverage_fraction"]),
-        (),
     )
     score = None
     if meta.get("score", {}).get("method", "none") != "none":

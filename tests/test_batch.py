@@ -1,8 +1,8 @@
 """``diffviewer batch`` on a real ``LocalCluster``: rows, exit status, warnings, resume.
 
 The pairs are the demo pair (256 x 256, a few seconds each) under several names, one
-with a missing template (bad input) and one whose template points 1 degree away
-(no coverage). The scheduler + worker test and the signal tests are in
+with a missing template (bad input) and one whose template has data on a strip of 20
+columns only (no coverage). The scheduler + worker test and the signal tests are in
 ``test_batch_cluster.py``; these share one batch run to stay short.
 """
 
@@ -18,6 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.table import Table
@@ -41,8 +42,9 @@ def make_pairs(folder: Path, names: tuple[str, ...] = GOOD, bad: bool = True) ->
     shutil.copy(science, folder / "science.fits")
     shutil.copy(template, folder / "template.fits")
     with fits.open(template) as hdul:
-        hdul[0].header["CRVAL2"] += 1.0  # 1 degree north: no overlap at all
-        hdul.writeto(folder / "far.fits")
+        data = hdul[0].data.astype(np.float32)
+        data[:, 20:] = np.nan  # data on 20 of 256 columns: 7.8 % coverage, below 10 %
+        fits.writeto(folder / "far.fits", data, hdul[0].header)
     lines = ["science,template,name", *(f"science.fits,template.fits,{n}" for n in names)]
     if bad:
         lines += ["science.fits,missing.fits,bad", "science.fits,far.fits,nocover"]
@@ -92,7 +94,7 @@ def test_every_pair_has_a_row_that_says_what_happened(batch: dict) -> None:
     assert (rows["bad"]["status"], rows["bad"]["error_kind"]) == ("failed", "input")
     assert "missing.fits" in rows["bad"]["error"]
     assert (rows["nocover"]["status"], rows["nocover"]["error_kind"]) == ("failed", "no_coverage")
-    assert "covers 0.0%" in rows["nocover"]["error"]
+    assert "below warp.required_template_fraction" in rows["nocover"]["error"]
     assert not (out / "bad").exists() and not (out / "nocover").exists()
     # the FITS summary holds the same table
     fits_table = Table.read(out / "summary.fits")

@@ -32,6 +32,7 @@ from diffviewer.batch.task import PairJob, run_job
 from diffviewer.config import SubtractionConfig
 from diffviewer.errors import InputError
 from diffviewer.io import parse_spec, remove_stale_staging
+from diffviewer.paths import TEMPLATE_SEPARATOR, template_specs
 from diffviewer.results import absolute_spec, incomplete_reason
 
 #: Seconds between two summary writes while results arrive.
@@ -135,7 +136,8 @@ def plan_batch(pairs: Sequence[tuple[str, str, str]], options: BatchOptions) -> 
     jobs: list[PairJob] = []
     kept: dict[str, dict[str, Any]] = {}
     for science, template, name in pairs:
-        sci, tmpl = absolute_spec(science), absolute_spec(template)
+        sci = absolute_spec(science)
+        tmpl = TEMPLATE_SEPARATOR.join(absolute_spec(p) for p in template_specs(template))
         folder = options.out / name
         before = previous.get(name, {})
         same_inputs = (before.get("science"), before.get("template")) == (sci, tmpl)

@@ -265,6 +265,7 @@ def kernel_hdus(result: SubtractionResult, n_grid: int = 7) -> fits.HDUList:
         hdu.header["ELLIP"] = (_finite(est.ellipticity), "ellipticity")
         hdu.header["NSTARS"] = (est.n_stars, "stars measured")
         hdu.header["PSFSRC"] = (est.source, "where the PSF came from")
+        hdu.header["PSFWHY"] = (est.reason, "why that source")
         psfs.append(hdu)
     ksum = fits.ImageHDU(np.asarray(result.subtraction.kernel_sum_map), name="KSUMMAP")
     ksum.header["STEP"] = (result.subtraction.kernel_sum_step, "grid step of the map [px]")

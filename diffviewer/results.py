@@ -357,7 +357,12 @@ def _psf(hdu: fits.ImageHDU) -> PsfEstimate:
     image = np.array(hdu.data, dtype=np.float64)
     image.flags.writeable = False
     return PsfEstimate(
-        _float(h["FWHM"]), _float(h["ELLIP"]), image, int(h["NSTARS"]), str(h["PSFSRC"])
+        _float(h["FWHM"]),
+        _float(h["ELLIP"]),
+        image,
+        int(h["NSTARS"]),
+        str(h["PSFSRC"]),
+        str(h.get("PSFWHY", "")),
     )
 
 

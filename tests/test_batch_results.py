@@ -67,6 +67,7 @@ def test_the_kernel_fit_and_diagnostics_read_back_equal(saved) -> None:
     np.testing.assert_array_equal(run.kernel.own_coefficients, result.kernel.own_coefficients)
     assert run.kernel.fit_half == result.kernel.fit_half
     assert run.kernel.science_psf.fwhm == result.kernel.science_psf.fwhm
+    assert run.kernel.science_psf.reason == result.kernel.science_psf.reason
     np.testing.assert_array_equal(run.kernel.template_psf.image, result.kernel.template_psf.image)
     for name in ("own_by_difference", "spatial_by_input", "image_by_difference"):
         np.testing.assert_array_equal(

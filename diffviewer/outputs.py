@@ -220,7 +220,9 @@ def kernel_hdus(result: SubtractionResult, n_grid: int = 7) -> fits.HDUList:
         BASIS (the basis images, with the Gaussian widths and degrees), COEFFS (the spatial
         coefficients), and what :func:`diffviewer.results.read_saved_run` needs to rebuild
         the fit: BGCOEFFS (background), OWNCOEFS (each stamp's own fit), SCI_PSF and
-        TMPL_PSF (the PSFs the fit used), KSUMMAP (the kernel-sum map on its grid).
+        TMPL_PSF (the PSFs the fit used), SUB_PSF (the difference's PSF) and, when
+        decorrelated, DIFF_PSF (the decorrelated difference's, with the variance rescale),
+        KSUMMAP (the kernel-sum map on its grid).
     """
     sol = result.kernel.solution
     ny, nx = result.science.shape
@@ -267,6 +269,14 @@ def kernel_hdus(result: SubtractionResult, n_grid: int = 7) -> fits.HDUList:
         hdu.header["PSFSRC"] = (est.source, "where the PSF came from")
         hdu.header["PSFWHY"] = (est.reason, "why that source")
         psfs.append(hdu)
+    sub_psf = fits.ImageHDU(np.asarray(result.subtraction.psf, np.float64), name="SUB_PSF")
+    decorr = result.decorrelation
+    if decorr is not None:
+        diff_psf = fits.ImageHDU(np.asarray(decorr.psf, np.float64), name="DIFF_PSF")
+        diff_psf.header["VARRESC"] = (_finite(decorr.variance_rescale), "variance rescale")
+        psfs += [sub_psf, diff_psf]
+    else:
+        psfs.append(sub_psf)
     ksum = fits.ImageHDU(np.asarray(result.subtraction.kernel_sum_map), name="KSUMMAP")
     ksum.header["STEP"] = (result.subtraction.kernel_sum_step, "grid step of the map [px]")
     return fits.HDUList([primary, grid, basis, coeffs, bg, own, *psfs, ksum])

@@ -238,11 +238,14 @@ class SavedProducts:
         Kernel sum on a coarse grid.
     kernel_sum_step : int
         Its grid step (px).
+    psf : numpy.ndarray
+        PSF of the difference before decorrelation.
     """
 
     matched: Exposure
     kernel_sum_map: np.ndarray
     kernel_sum_step: int
+    psf: np.ndarray
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -265,6 +268,22 @@ class SavedTemplate:
     warped: bool
     max_offset: float
     coverage: float
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SavedDecorrelation:
+    """What a saved run keeps of the decorrelation.
+
+    Attributes
+    ----------
+    psf : numpy.ndarray
+        PSF of the decorrelated difference.
+    variance_rescale : float
+        Factor the variance plane was scaled by to match the measured sky noise.
+    """
+
+    psf: np.ndarray
+    variance_rescale: float
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -309,6 +328,8 @@ class SavedRun:
         Matched image and kernel-sum map.
     difference : Exposure
         The difference that was measured.
+    decorrelation : SavedDecorrelation or None
+        The decorrelation's PSF and variance rescale, when the difference was decorrelated.
     score : SavedScore or None
         The score image, when the run made one.
     diasources : astropy.table.Table
@@ -329,6 +350,7 @@ class SavedRun:
     kernel: KernelFit
     subtraction: SavedProducts
     difference: Exposure
+    decorrelation: SavedDecorrelation | None
     score: SavedScore | None
     diasources: Table
     diagnostics: Diagnostics
@@ -474,14 +496,21 @@ def read_saved_run(out_dir: str | Path) -> SavedRun:
             out / "kernel.fits", _read_table(out / "kernel_candidates.ecsv"), warnings
         )
         diagnostics = read_diagnostics(out / "diagnostics.fits")
+        with fits.open(out / "kernel.fits") as hdul:
+            ksum = np.array(hdul["KSUMMAP"].data)
+            step = int(hdul["KSUMMAP"].header["STEP"])
+            sub_psf = np.array(hdul["SUB_PSF"].data, dtype=np.float64)
+            decorrelation = None
+            if "DIFF_PSF" in hdul:
+                diff_psf = hdul["DIFF_PSF"]
+                decorrelation = SavedDecorrelation(
+                    np.array(diff_psf.data, dtype=np.float64), _float(diff_psf.header["VARRESC"])
+                )
     except (KeyError, OSError, ValueError) as exc:
         raise InputError(
             f"{out}: kernel.fits or diagnostics.fits cannot be read back ({exc}); they are "
             "from an older diffviewer or damaged; rerun the pair"
         ) from None
-    with fits.open(out / "kernel.fits") as hdul:
-        ksum = np.array(hdul["KSUMMAP"].data)
-        step = int(hdul["KSUMMAP"].header["STEP"])
     warp = meta["warp"]
     # Not warped: the input template is the template on the science grid (not copied).
     warped = out / "warped_template.fits"
@@ -508,8 +537,11 @@ def read_saved_run(out_dir: str | Path) -> SavedRun:
         science=read_exposure(meta["inputs"]["science"]["source"]),
         template=template,
         kernel=kernel,
-        subtraction=SavedProducts(read_exposure(str(out / "matched_template.fits")), ksum, step),
+        subtraction=SavedProducts(
+            read_exposure(str(out / "matched_template.fits")), ksum, step, sub_psf
+        ),
         difference=read_exposure(str(out / "difference.fits")),
+        decorrelation=decorrelation,
         score=score,
         diasources=_read_table(out / "diasources.ecsv"),
         diagnostics=diagnostics,

@@ -11,7 +11,7 @@ import pytest
 from diffviewer.config import SubtractionConfig, apply_overrides
 from diffviewer.engine.pipeline import SubtractionResult, run_subtraction
 from diffviewer.errors import InputError
-from diffviewer.gui import model
+from diffviewer.gui import content, model
 from diffviewer.io import demo_pair, read_exposure
 from diffviewer.outputs import write_outputs
 from diffviewer.results import (
@@ -78,12 +78,12 @@ def test_the_kernel_fit_and_diagnostics_read_back_equal(saved) -> None:
 
 def test_the_inspector_shows_the_same_from_a_saved_run(saved) -> None:
     result, run = saved
-    assert model.metrics(run) == model.metrics(result)
-    want, got = model.kernel_views(result), model.kernel_views(run)
+    assert content.metrics(run) == content.metrics(result)
+    want, got = content.kernel_views(result), content.kernel_views(run)
     assert got["info"] == want["info"]
     np.testing.assert_allclose(got["mosaic"], want["mosaic"], rtol=1e-5, atol=1e-8)
-    images, text = model.stamp_views(run, 0)
-    want_images, want_text = model.stamp_views(result, 0)
+    images, text = content.stamp_views(run, 0)
+    want_images, want_text = content.stamp_views(result, 0)
     assert text == want_text
     for key, value in want_images.items():
         np.testing.assert_allclose(images[key], value, rtol=1e-5, atol=1e-6)

@@ -19,7 +19,7 @@ from PyQt6.QtCore import Qt
 from diffviewer import cli
 from diffviewer.batch.summary import read_summary, row_from_outputs, write_summary
 from diffviewer.config import SubtractionConfig, apply_overrides
-from diffviewer.gui import model
+from diffviewer.gui import content
 from diffviewer.gui import verdicts as source_verdicts
 from diffviewer.gui.batch_review import SHOWN, ReviewWindow
 from diffviewer.gui.saved import open_saved
@@ -173,12 +173,12 @@ def test_open_shows_a_saved_run_and_rerun_keeps_it_for_ab(qtbot, batch_dir, tmp_
     try:
         finish(qtbot, win, "run", lambda: open_saved(win, folder))
         _same_as_written(win, folder)
-        saved_metrics = model.metrics(win.outcome.result)
+        saved_metrics = content.metrics(win.outcome.result)
         finish(qtbot, win, "run", win.run)  # Run: the engine, on the same pair
         assert win.previous is not None and isinstance(win.previous.result, SavedRun)
         assert not isinstance(win.outcome.result, SavedRun)
         # same pair, same config: the re-run's figures are the saved ones
-        assert model.metrics(win.outcome.result) == pytest.approx(saved_metrics, rel=1e-6)
+        assert content.metrics(win.outcome.result) == pytest.approx(saved_metrics, rel=1e-6)
     finally:
         win.jobs.shutdown()
 

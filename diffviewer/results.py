@@ -23,6 +23,7 @@ from astropy.table import Table
 from diffviewer.config import SubtractionConfig, load_toml
 from diffviewer.engine.diagnostics import Diagnostics
 from diffviewer.engine.kernel import KernelFit, KernelSolution
+from diffviewer.engine.kernel_direction import Direction
 from diffviewer.engine.psf import PsfEstimate
 from diffviewer.errors import InputError
 from diffviewer.exposure import Exposure
@@ -388,7 +389,9 @@ def _psf(hdu: fits.ImageHDU) -> PsfEstimate:
     )
 
 
-def read_kernel_fit(path: str | Path, candidates: Table, warnings: tuple[str, ...]) -> KernelFit:
+def read_kernel_fit(
+    path: str | Path, candidates: Table, warnings: tuple[str, ...], direction: Direction
+) -> KernelFit:
     """Rebuild the kernel fit from ``kernel.fits`` and the candidates table.
 
     Parameters
@@ -399,6 +402,8 @@ def read_kernel_fit(path: str | Path, candidates: Table, warnings: tuple[str, ..
         ``kernel_candidates.ecsv``.
     warnings : tuple of str
         The run's warnings (kept with the fit).
+    direction : Direction
+        Which image was convolved and why (from the metadata).
 
     Returns
     -------
@@ -434,6 +439,7 @@ def read_kernel_fit(path: str | Path, candidates: Table, warnings: tuple[str, ..
             _psf(hdul["TMPL_PSF"]),
             np.array(own.data, dtype=np.float64),
             int(own.header["FITHALF"]),
+            direction=direction,
         )
 
 
@@ -492,8 +498,16 @@ def read_saved_run(out_dir: str | Path) -> SavedRun:
         )
     warnings = tuple(str(w) for w in meta.get("warnings", []))
     try:
+        saved = meta["kernel"]["direction"]
+        direction = Direction(
+            str(meta["kernel"]["convolved"]),
+            str(saved["requested"]),
+            _float(saved["expected_noise_template_convolved"]),
+            _float(saved["expected_noise_science_convolved"]),
+            str(saved["why"]),
+        )
         kernel = read_kernel_fit(
-            out / "kernel.fits", _read_table(out / "kernel_candidates.ecsv"), warnings
+            out / "kernel.fits", _read_table(out / "kernel_candidates.ecsv"), warnings, direction
         )
         diagnostics = read_diagnostics(out / "diagnostics.fits")
         with fits.open(out / "kernel.fits") as hdul:

@@ -384,9 +384,9 @@ class DecorrelationConfig:
     enabled: bool = param(True, "Whiten the difference's noise after convolution.")
     scale_variance: bool = param(
         True,
-        "After whitening, rescale the difference's variance plane so that it matches the "
-        "noise measured in source-free sky (the seed's doScaleDiffimVariance); needed when the "
-        "inputs' variance planes are estimated or their noise is correlated or shared.",
+        "Scale the difference's variance plane once so that the PSF-filtered difference has "
+        "unit noise on sky away from every source (the seed's doScaleDiffimVariance, at PSF "
+        "scale); the only empirical noise correction, always measured and reported.",
     )
 
     def __post_init__(self) -> None:
@@ -444,8 +444,9 @@ class DetectionConfig:
 
     SECTION = "detection"
     detect_on: str = param(
-        "score",
-        "Image searched for sources: the score, or the difference itself.",
+        "difference",
+        "Image searched for sources: the difference filtered by its PSF over its "
+        "(renormalised) noise, whose value is the catalog's PSF-flux S/N, or the score.",
         choices=("score", "difference"),
     )
     threshold: float = param(5.0, "Detection threshold.", unit="sigma", minimum=0.5, maximum=1000.0)
@@ -461,8 +462,8 @@ class DetectionConfig:
     )
     sky_sources: int = param(
         100,
-        "Number of blank-sky positions measured to calibrate the noise, as the LSST "
-        "pipeline's sky sources do.",
+        "Number of blank-sky positions measured like sources, as the LSST pipeline's sky "
+        "sources: the scatter of their S/N shows the noise a PSF flux really has.",
         minimum=0,
         maximum=10000,
     )
@@ -471,13 +472,6 @@ class DetectionConfig:
         "Bad-subtraction guard: warn when detections cover more than this fraction of the image.",
         minimum=0.0,
         maximum=1.0,
-    )
-    threshold_type: str = param(
-        "stdev",
-        "Unit of the threshold: the measured robust noise of the searched image "
-        "(stdev; right where the noise is correlated or the variance is off) or the noise its "
-        "variance predicts (pixel_stdev).",
-        choices=("stdev", "pixel_stdev"),
     )
 
     def __post_init__(self) -> None:
@@ -512,12 +506,6 @@ class MeasurementConfig:
     )
     exposure_bits: int = param(
         32, "Number of high bits of the 64-bit id that hold the exposure id.", minimum=1, maximum=62
-    )
-    calibrate_errors: bool = param(
-        True,
-        "Scale the PSF-flux errors by the scatter of the sky sources' forced fluxes "
-        "(needs detection.sky_sources >= 50), which the per-pixel variance misses for "
-        "correlated noise.",
     )
 
     def __post_init__(self) -> None:

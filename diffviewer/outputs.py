@@ -179,8 +179,12 @@ def build_metadata(result: SubtractionResult, elapsed: float | None = None) -> d
             "decorrelated": result.decorrelation is not None,
             "noise_ratio": _finite(noise_ratio(result.difference)),
             "noise_ratio_propagated": _finite(noise_ratio(result.subtraction.difference)),
-            "variance_rescale": decorr.variance_rescale if decorr is not None else 1.0,
+            "decorrelation_variance_factor": (
+                decorr.variance_factor if decorr is not None else None
+            ),
         },
+        # The one empirical correction of the run, always stated with its value and why.
+        "renormalisation": result.renormalisation.as_dict(),
         "score": {
             "method": result.score.method if result.score is not None else "none",
             "psf_nodes": result.score.n_psf_nodes if result.score is not None else 0,

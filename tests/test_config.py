@@ -45,7 +45,9 @@ def test_bad_values_are_named(override: str, needle: str) -> None:
 
 def test_cross_section_rule() -> None:
     with pytest.raises(ConfigError, match="detect_on"):
-        cfg.apply_overrides(cfg.SubtractionConfig(), ["score.method=none"])
+        cfg.apply_overrides(
+            cfg.SubtractionConfig(), ["detection.detect_on=score", "score.method=none"]
+        )
     ok = cfg.apply_overrides(
         cfg.SubtractionConfig(), ["detection.detect_on=difference", "score.method=none"]
     )

@@ -13,8 +13,8 @@ the kernel at the image centre and the images' sky variances (sigma-clipped mean
 the variance planes, :func:`sky_variance`) are used. The variance
 plane is rescaled by the ratio of the white level to the pre-decorrelation per-pixel
 variance ``s_sci^2 + sum(K^2) s_tmpl^2``, so it keeps its spatial structure and matches
-the whitened noise. Optionally (the seed's ``doScaleDiffimVariance``) it is then scaled
-once more so that it matches the noise measured in source-free sky.
+the whitened noise. That is analytic; the one empirical correction (the seed's
+``doScaleDiffimVariance``) follows in :mod:`diffviewer.engine.renormalise`.
 """
 
 from __future__ import annotations
@@ -26,15 +26,11 @@ import scipy.fft as sfft
 from astropy.stats import sigma_clipped_stats
 from scipy.signal import fftconvolve
 
-from diffviewer.engine.diagnostics import noise_ratio
 from diffviewer.engine.kernel import KernelFit
 from diffviewer.engine.progress import Reporter
 from diffviewer.engine.subtract import SubtractionProducts, convolve_terms, read_only
 from diffviewer.errors import InputError
 from diffviewer.exposure import Exposure, MaskPlane
-
-#: A variance rescale further than this from 1 (in noise ratio) is reported as a warning.
-RESCALE_NOTE = 0.05
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -44,7 +40,7 @@ class DecorrelationResult:
     Attributes
     ----------
     difference : Exposure
-        The whitened difference, variance rescaled.
+        The whitened difference, its variance scaled by ``variance_factor``.
     kernel : numpy.ndarray
         The decorrelation kernel (odd, centred, sum 1).
     psf : numpy.ndarray
@@ -52,19 +48,12 @@ class DecorrelationResult:
     variance_factor : float
         Analytic factor applied to the variance plane (white level over the
         pre-decorrelation per-pixel variance).
-    variance_rescale : float
-        Further empirical factor applied so the variance matches the measured sky noise
-        (1 when not asked for).
-    warnings : tuple of str
-        Notes for the user (a large empirical rescale).
     """
 
     difference: Exposure
     kernel: np.ndarray
     psf: np.ndarray
     variance_factor: float
-    variance_rescale: float
-    warnings: tuple[str, ...]
 
 
 def sky_variance(exposure: Exposure, max_samples: int = 1_000_000) -> float:
@@ -132,8 +121,6 @@ def decorrelate(
     science: Exposure,
     template: Exposure,
     reporter: Reporter,
-    *,
-    scale_variance: bool = True,
 ) -> DecorrelationResult:
     """Whiten the difference's noise.
 
@@ -147,9 +134,6 @@ def decorrelate(
         The inputs (for their sky variances).
     reporter : Reporter
         Progress and cancellation.
-    scale_variance : bool
-        Then rescale the variance plane by the square of the measured noise ratio
-        (:func:`diffviewer.engine.diagnostics.noise_ratio`; ``DecorrelationConfig.scale_variance``).
 
     Returns
     -------
@@ -184,17 +168,4 @@ def decorrelate(
         psf=None,
         source="difference (decorrelated)",
     )
-    rescale, notes = 1.0, []
-    if scale_variance:
-        ratio = noise_ratio(result)
-        if np.isfinite(ratio) and ratio > 0:
-            rescale = float(ratio**2)
-            result = result.replace(variance=read_only(result.variance * np.float32(rescale)))
-            if abs(ratio - 1.0) > RESCALE_NOTE:
-                notes.append(
-                    f"the difference's variance plane was scaled by {rescale:.3g} to match "
-                    f"its measured sky noise (noise ratio {ratio:.3f} before): the input "
-                    "variance planes do not describe the noise (estimated, correlated or "
-                    "shared between the images)"
-                )
-    return DecorrelationResult(result, phi, psf, float(factor), rescale, tuple(notes))
+    return DecorrelationResult(result, phi, psf, float(factor))

@@ -3,15 +3,17 @@
 As the LSST ``DetectAndMeasureTask`` does: threshold both polarities in units of
 the noise. The score has unit noise by construction; the difference is filtered with
 its PSF and divided by the filtered noise, ``(d (x) flip P) / sqrt(v (x) P^2)`` (LSST's
-detection smooths with the PSF), so a point source's peak is its PSF S/N; by
-default (``stdev``, as LSST's threshold type of that name) that image is further
-divided by its measured robust standard deviation, so that "5 sigma" holds where
-the noise is correlated (coadds, warped templates) or the variance maps are off:
-the GOTO pair's S_corr has a robust noise of 0.78, its AL score 1.41. Then drop
+detection smooths with the PSF), so a point source's peak is its PSF S/N. The
+threshold is in the noise the variance predicts: the difference's variance was
+renormalised once, on sky, at PSF scale (:mod:`diffviewer.engine.renormalise`), and
+no second correction is made here. The detection image's robust noise over all its
+good pixels (``noise_std``) is reported, and a value far from 1 is a warning (star
+residuals, or a score whose input variances are off). Then drop
 footprints smaller than ``min_area``, grow the rest, set DETECTED /
 DETECTED_NEGATIVE, and merge positive and negative footprints that touch into one
 source footprint (a dipole's two lobes become one source). Optional sky sources
-are blank positions far from every footprint and mask, for calibrating the noise.
+are blank positions far from every footprint and mask (forced photometry there
+shows the noise a PSF flux really has).
 The bad-subtraction guard reports the fraction of good pixels covered by footprints.
 """
 
@@ -34,9 +36,8 @@ SKY_SOURCE_RADIUS = 8
 #: Seed of the random placement of sky sources (the same image gives the same positions).
 SKY_SOURCE_SEED = 12345
 
-#: Least number of good pixels for thresholds in measured noise: a smaller image (an
-#: alert cutout) holds too few independent noise samples, and its source inflates their
-#: spread, so the predicted noise is used.
+#: Least number of good pixels for the noise check: a smaller image (an alert cutout)
+#: holds too few independent noise samples, and its source inflates their spread.
 MIN_PIXELS_FOR_STDEV = 10_000
 
 #: The detection image's robust noise outside this range means the noise model is off.
@@ -53,7 +54,7 @@ class Detections:
         int32 label map of the merged, grown footprints (0 = none), read-only.
     table : astropy.table.Table
         One row per footprint: ``label``, ``x``, ``y`` (peak pixel on the detection
-        image, 0-based), ``peak_value`` (signed, in the sigma of the threshold),
+        image, 0-based), ``peak_value`` (signed, in sigma: the detection image there),
         ``has_positive``,
         ``has_negative`` (a part above / below the threshold), ``npix`` (footprint
         area, px) and ``bbox_xmin``, ``bbox_xmax``, ``bbox_ymin``, ``bbox_ymax``
@@ -69,10 +70,7 @@ class Detections:
         ``'score'`` or ``'difference'``: where the threshold was applied.
     noise_std : float
         Robust standard deviation of the detection image over good pixels, in units
-        of its predicted noise (1 when the noise model is right).
-    threshold_scale : float
-        What the detection image was divided by before thresholding: ``noise_std``
-        for thresholds in measured noise, else 1.
+        of its predicted noise (1 when the noise model is right); reported, not applied.
     warnings : tuple of str
         What the user should know (guard tripped, noise model off, too few sky positions).
     """
@@ -85,7 +83,6 @@ class Detections:
     sky_y: np.ndarray
     detection_image: str
     noise_std: float
-    threshold_scale: float
     warnings: tuple[str, ...]
 
     def __post_init__(self) -> None:
@@ -258,6 +255,7 @@ def detect_sources(
     reporter: Reporter,
     *,
     psf: np.ndarray,
+    refuse: str | None = None,
 ) -> Detections:
     """Detect positive and negative sources and merge touching footprints.
 
@@ -274,6 +272,9 @@ def detect_sources(
         Progress and cancellation.
     psf : numpy.ndarray
         PSF of the difference (small, odd sides), for searching the difference.
+    refuse : str, optional
+        Why no threshold in sigma means anything (the images share their noise): then
+        nothing is detected and this is a warning; sky sources are still placed.
 
     Returns
     -------
@@ -286,12 +287,11 @@ def detect_sources(
     )
     n_good = int(good.sum())
     noise = sampled_robust_std(image[good]) if n_good else float("nan")
-    measured = config.threshold_type == "stdev" and n_good >= MIN_PIXELS_FOR_STDEV
-    scale = noise if measured and np.isfinite(noise) and noise > 0 else 1.0
-    image = image / np.float32(scale)
     reporter.update(0.1)
-    pos, pos_labels = _threshold(image, good, config.threshold, config.min_area)
-    neg, neg_labels = _threshold(-image, good, config.threshold, config.min_area)
+    # A refused search thresholds at infinity: no footprint, the rest as usual.
+    level = np.inf if refuse is not None else config.threshold
+    pos, pos_labels = _threshold(image, good, level, config.min_area)
+    neg, neg_labels = _threshold(-image, good, level, config.min_area)
     reporter.update(0.3)
     pos_grown = _grow(pos, pos_labels, config.grow)
     neg_grown = _grow(neg, neg_labels, config.grow)
@@ -308,7 +308,7 @@ def detect_sources(
         | np.where(neg_grown, MASK_DTYPE(det_neg), 0)
     ).astype(MASK_DTYPE)
     fraction = float(np.sum((labels > 0) & good) / n_good) if n_good else 0.0
-    notes: list[str] = []
+    notes: list[str] = [f"no detection: {refuse}"] if refuse is not None else []
     if fraction > config.max_detected_fraction:
         notes.append(
             f"bad-subtraction guard: detections cover {fraction:.1%} of the good "
@@ -316,19 +316,13 @@ def detect_sources(
             f"{config.max_detected_fraction:.1%}; check the kernel fit and the residuals"
         )
     lo, hi = NOISE_STD_RANGE
-    if np.isfinite(noise) and not lo <= noise <= hi and n_good >= MIN_PIXELS_FOR_STDEV:
-        if measured:
-            notes.append(
-                f"the {name} image has a robust noise of {noise:.2f} where its variance "
-                "predicts 1 (correlated or misestimated noise); the thresholds use the "
-                "measured noise"
-            )
-        else:
-            notes.append(
-                f"the {name} image has a robust noise of {noise:.2f} sigma instead of 1: "
-                "the variance maps do not describe the noise, so thresholds are off by "
-                "that factor (detection.threshold_type = 'stdev' uses the measured noise)"
-            )
+    noisy = np.isfinite(noise) and not lo <= noise <= hi and n_good >= MIN_PIXELS_FOR_STDEV
+    if noisy and refuse is None:
+        notes.append(
+            f"the {name} image has a robust noise of {noise:.2f} sigma over its good pixels "
+            "where its variance predicts 1: its thresholds are off by that factor "
+            "(residuals of a bad subtraction, or variance maps that do not describe the noise)"
+        )
     sky_x, sky_y = np.zeros(0), np.zeros(0)
     if config.sky_sources > 0:
         avoid = (labels > 0) | ~good | ((difference.mask & int(UNUSABLE)) != 0)
@@ -349,6 +343,5 @@ def detect_sources(
         sky_y=sky_y,
         detection_image=name,
         noise_std=noise,
-        threshold_scale=float(scale),
         warnings=tuple(notes),
     )

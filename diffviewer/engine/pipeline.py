@@ -24,6 +24,7 @@ from diffviewer.engine import (
     kernel,
     measure,
     psf,
+    renormalise,
     score_psfs,
     subtract,
     warp,
@@ -124,6 +125,8 @@ class SubtractionResult:
         The difference that is measured (decorrelated when configured).
     decorrelation : decorrelate.DecorrelationResult or None
         The decorrelation kernel, when decorrelation ran.
+    renormalisation : renormalise.Renormalisation
+        The one empirical scale of the difference's variance, measured on sky.
     score : zogy.ScoreResult or None
         The score image, when configured.
     detections : detect.Detections
@@ -147,6 +150,7 @@ class SubtractionResult:
     subtraction: subtract.SubtractionProducts
     difference: Exposure
     decorrelation: decorrelate.DecorrelationResult | None
+    renormalisation: renormalise.Renormalisation
     score: zogy.ScoreResult | None
     detections: detect.Detections
     diasources: Table
@@ -240,18 +244,29 @@ def run_subtraction(
     decorr = None
     difference, diff_psf = products.difference, products.psf
     if config.decorrelation.enabled:
-        with rep.step("decorrelate", 0.60, 0.68):
+        with rep.step("decorrelate", 0.60, 0.66):
             decorr = decorrelate.decorrelate(
                 products,
                 fit,
                 science,
                 warped.exposure,
                 rep,
-                scale_variance=config.decorrelation.scale_variance,
             )
             difference, diff_psf = decorr.difference, decorr.psf
+    with rep.step("renormalise", 0.66, 0.70):
+        difference, renorm = renormalise.renormalise(
+            difference,
+            diff_psf,
+            science,
+            warped.exposure,
+            subtract.footprint_half_width(
+                fit.solution.evaluate((science.shape[1] - 1) / 2, (science.shape[0] - 1) / 2)
+            ),
+            rep,
+            enabled=config.decorrelation.scale_variance,
+        )
     score = None
-    with rep.step("score", 0.68, 0.78):
+    with rep.step("score", 0.70, 0.78):
         if config.score.method == "zogy":
             psf_grid = score_psfs.kernel_psf_grid(fit, science.shape, config.score)
             score = zogy.zogy_score_grid(science, warped.exposure, psf_grid, config.score, rep)
@@ -260,7 +275,18 @@ def run_subtraction(
     if score is not None:
         rep.stage("score", {"score": score.image})
     with rep.step("detect", 0.78, 0.86):
-        detections = detect.detect_sources(difference, score, config.detection, rep, psf=diff_psf)
+        shared = (
+            "the difference holds no noise of its own to measure sources against "
+            f"(its sky noise is {renorm.noise_scale:.3g} of the predicted)"
+        )
+        detections = detect.detect_sources(
+            difference,
+            score,
+            config.detection,
+            rep,
+            psf=diff_psf,
+            refuse=shared if renorm.shared_noise else None,
+        )
         difference = difference.replace(mask=detections.mask)
     with rep.step("measure", 0.86, 0.96):
         diasources = measure.measure_sources(
@@ -281,7 +307,7 @@ def run_subtraction(
 
     notes.extend(warped.warnings)
     notes.extend(fit.warnings)
-    notes.extend(decorr.warnings if decorr is not None else ())
+    notes.extend(renorm.warnings)
     notes.extend(detections.warnings)
     return SubtractionResult(
         config=config,
@@ -293,6 +319,7 @@ def run_subtraction(
         subtraction=products,
         difference=difference,
         decorrelation=decorr,
+        renormalisation=renorm,
         score=score,
         detections=detections,
         diasources=diasources,

@@ -97,7 +97,7 @@ EMPTY_RESIDUALS: dict[str, str] = {
 
 #: Names of the noise-ratio metrics, worded as the warnings banner words them.
 NOISE_FINAL = "noise ratio (final difference)"
-NOISE_BEFORE_SCALING = "noise ratio before variance scaling"
+NOISE_BEFORE_SCALING = "noise at PSF scale before variance scaling"
 NOISE_BEFORE_DECORRELATION = "noise ratio before decorrelation"
 
 
@@ -129,17 +129,17 @@ def metrics(result: Any) -> dict[str, float]:
     Returns
     -------
     dict of str to float
-        Noise ratio of the difference (and, with decorrelation, before the variance
-        scaling and before decorrelation, named as the warnings name them), good/bad/
+        Noise ratio of the difference (and the PSF-scale noise before the one variance
+        scaling, as the warnings word it, and with decorrelation the ratio before it), good/bad/
         control kernel stamps, DIA sources (all, dipoles), and the robust residual
         sigma of the four histogram panels (normalised by the difference variance).
     """
     status = np.asarray(result.kernel.candidates["status"]).astype(str)
     dia = result.diasources
     out: dict[str, float] = {NOISE_FINAL: float(result.diagnostics.noise_ratio)}
+    if result.renormalisation.applied:  # the one empirical scale of the variance
+        out[NOISE_BEFORE_SCALING] = float(result.renormalisation.noise_scale)
     if result.decorrelation is not None:
-        if result.decorrelation.variance_rescale != 1.0:  # the variance was scaled
-            out[NOISE_BEFORE_SCALING] = float(np.sqrt(result.decorrelation.variance_rescale))
         out[NOISE_BEFORE_DECORRELATION] = float(result.diagnostics.noise_ratio_raw)
     out |= {
         "good stamps": float(np.sum(status == "GOOD")),

@@ -147,7 +147,7 @@ def test_detection_on_the_score_and_old_planes_cleared() -> None:
     stale = np.zeros(SHAPE, dtype=np.int32)
     stale[10:20, 10:20] = int(MaskPlane.DETECTED)
     diff = pair.science.replace(mask=stale)  # only its mask matters when detecting on the score
-    det = detect_sources(diff, score, DetectionConfig(), null_reporter(), psf=PSF)
+    det = detect_sources(diff, score, DetectionConfig(detect_on="score"), null_reporter(), psf=PSF)
     assert det.detection_image == "score"
     assert len(det.table) == 1
     assert abs(det.table["x"][0] - 80) <= 1 and abs(det.table["y"][0] - 150) <= 1
@@ -225,30 +225,38 @@ def test_guard_warns_on_a_bad_subtraction() -> None:
     assert not any("bad-subtraction guard" in w for w in quiet.warnings)
 
 
-def test_threshold_in_measured_or_predicted_noise() -> None:
+def test_a_wrong_variance_is_shown_not_hidden() -> None:
     # Variance maps nine times too small: the difference's noise is 3 predicted sigma.
+    # Detection makes no correction of its own (the one renormalisation happens on sky,
+    # before it): a 5-sigma threshold is then 1.7 true sigma, hundreds of noise peaks
+    # are found, and the measured noise is reported.
     diff = difference_with([(128.0, 128.0, 6000.0)])
     wrong = diff.replace(variance=diff.variance / 9.0)
-    measured = detect_sources(
+    det = detect_sources(
         wrong, None, DetectionConfig(detect_on="difference"), null_reporter(), psf=PSF
     )
-    assert 2.85 < measured.noise_std < 3.15
-    assert any("robust noise" in w for w in measured.warnings)
-    # In measured sigma (the default) the threshold still means 5 sigma: only the source.
-    assert len(measured.table) == 1
-    assert measured.table["peak_value"][0] == pytest.approx(
-        detect_sources(
-            diff, None, DetectionConfig(detect_on="difference"), null_reporter(), psf=PSF
-        ).table["peak_value"][0],
-        rel=0.05,
+    # ~65 000 filtered pixels, of which ~1/25 independent: the robust std to ~2 %.
+    assert 2.85 < det.noise_std < 3.15
+    assert len(det.table) > 50
+    assert any("robust noise of 3.0" in w and "off by that factor" in w for w in det.warnings)
+    right = detect_sources(
+        diff, None, DetectionConfig(detect_on="difference"), null_reporter(), psf=PSF
     )
-    # In predicted sigma it is a 1.7-sigma threshold: hundreds of noise peaks.
-    predicted = detect_sources(
-        wrong,
+    assert len(right.table) == 1 and 0.95 < right.noise_std < 1.05
+    assert not any("robust noise" in w for w in right.warnings)
+
+
+def test_a_refused_search_detects_nothing_and_says_why() -> None:
+    diff = difference_with([(128.0, 128.0, 6000.0)])
+    det = detect_sources(
+        diff,
         None,
-        DetectionConfig(detect_on="difference", threshold_type="pixel_stdev"),
+        DetectionConfig(detect_on="difference", sky_sources=10),
         null_reporter(),
         psf=PSF,
+        refuse="the images share their noise",
     )
-    assert len(predicted.table) > 50
-    assert any("off by that factor" in w for w in predicted.warnings)
+    assert len(det.table) == 0 and det.detected_fraction == 0.0
+    assert not np.any(det.mask & int(MaskPlane.DETECTED | MaskPlane.DETECTED_NEGATIVE))
+    assert det.warnings[0] == "no detection: the images share their noise"
+    assert len(det.sky_x) == 10

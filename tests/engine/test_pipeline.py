@@ -23,6 +23,7 @@ STEPS = [
     "kernel fit",
     "subtract",
     "decorrelate",
+    "renormalise",
     "score",
     "detect",
     "measure",

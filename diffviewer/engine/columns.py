@@ -1,0 +1,123 @@
+"""The DIA source catalog's columns: name, unit and meaning, in one place.
+
+Every column of :func:`diffviewer.engine.measure.measure_sources`' table carries its
+unit and this description (``Table[name].unit``, ``.description``), so a saved
+catalog documents itself. Pixel coordinates are 0-based; ct = image units.
+
+One convention holds for ``sign``, ``x``, ``y``, ``peak_value``, ``psf_flux`` and
+``snr``: they describe the strongest extreme (largest absolute value) of the
+*thresholded* image in the source's footprint, the score or the PSF-filtered
+difference (``meta['detection_image']``). ``sign`` is the sign of that extreme,
+(x, y) its sub-pixel position, and the PSF flux is fitted there on the difference
+with the difference's PSF; the PSF-filtered difference at a pixel is exactly the
+S/N of that fit, so ``snr`` and ``peak_value`` agree when the difference is
+thresholded. A dipole keeps its sign and peak, but (x, y) is the midpoint of its
+fitted lobes and ``psf_flux`` there its net flux (``pos_flux``, ``neg_flux``: lobes).
+"""
+
+from __future__ import annotations
+
+import astropy.units as u
+import numpy as np
+
+#: Flag columns and the mask planes (difference, science, template) that raise them.
+FLAG_NAMES = ("edge", "nodata", "saturated", "interpolated", "bad", "suspect", "cr")
+
+_PIX, _PIX2, _CT, _DEG, _ONE = u.pix, u.pix**2, u.ct, u.deg, u.dimensionless_unscaled
+
+#: name -> (unit, description) of every fixed column, in catalog order.
+COLUMNS: dict[str, tuple[u.UnitBase, str]] = {
+    "id": (_ONE, "DIA source id: exposure id in the high bits, running number below"),
+    "label": (_ONE, "footprint label in the segmentation (0: sky source; pieces share it)"),
+    "sky_source": (_ONE, "a blank-sky position measured like a source, not a detection"),
+    "x": (
+        _PIX,
+        "sub-pixel position of the thresholded image's extreme (0-based; a "
+        "dipole: midpoint of its lobes)",
+    ),
+    "y": (
+        _PIX,
+        "sub-pixel position of the thresholded image's extreme (0-based; a "
+        "dipole: midpoint of its lobes)",
+    ),
+    "ra": (_DEG, "right ascension of (x, y) from the difference's WCS (NaN without one)"),
+    "dec": (_DEG, "declination of (x, y) from the difference's WCS (NaN without one)"),
+    "sign": (
+        _ONE,
+        "sign of the thresholded image's extreme: +1 brighter in the science, -1 in "
+        "the template, 0 for a sky source",
+    ),
+    "psf_flux": (
+        _CT,
+        "PSF flux on the difference at (x, y), the difference's PSF, "
+        "matched-filter (unweighted) fit",
+    ),
+    "psf_flux_err": (_CT, "1-sigma error of psf_flux from the (renormalised) variance plane"),
+    "snr": (_ONE, "psf_flux / psf_flux_err"),
+    "peak_value": (_ONE, "the thresholded image at the extreme's pixel (sigma, signed)"),
+    "score_peak": (
+        _ONE,
+        "the score image at the extreme's pixel (sigma of its own predicted noise, signed)",
+    ),
+    "xx": (_PIX2, "second moment in x of the signed difference, Gaussian weight removed"),
+    "yy": (_PIX2, "second moment in y of the signed difference, Gaussian weight removed"),
+    "xy": (_PIX2, "cross moment of the signed difference, Gaussian weight removed"),
+    "sci_psf_flux": (_CT, "PSF flux on the science image at (x, y), local sky fitted"),
+    "sci_psf_flux_err": (_CT, "1-sigma error of sci_psf_flux from the science variance"),
+    "npix": (_PIX2, "area of the source's footprint"),
+    "has_positive": (_ONE, "the footprint holds a part above +threshold"),
+    "has_negative": (_ONE, "the footprint holds a part below -threshold"),
+    "is_dipole": (_ONE, "classified a dipole (two-lobe fit, see dipole columns)"),
+    "pos_flux": (_CT, "dipole fit: flux of the positive lobe (NaN if not a dipole)"),
+    "pos_flux_err": (_CT, "dipole fit: 1-sigma error of pos_flux"),
+    "neg_flux": (_CT, "dipole fit: flux of the negative lobe, >= 0 (NaN if not a dipole)"),
+    "neg_flux_err": (_CT, "dipole fit: 1-sigma error of neg_flux"),
+    "pos_x": (_PIX, "dipole fit: x of the positive lobe"),
+    "pos_y": (_PIX, "dipole fit: y of the positive lobe"),
+    "neg_x": (_PIX, "dipole fit: x of the negative lobe"),
+    "neg_y": (_PIX, "dipole fit: y of the negative lobe"),
+    "dipole_separation": (_PIX, "dipole fit: distance between the lobes"),
+    "dipole_orientation": (
+        _DEG,
+        "dipole fit: direction from the negative to the positive lobe, counter-clockwise from +x",
+    ),
+}
+
+for _name in FLAG_NAMES:
+    COLUMNS[f"flag_{_name}"] = (_ONE, f"mask plane '{_name}' anywhere in the footprint")
+    COLUMNS[f"flag_{_name}_center"] = (_ONE, f"mask plane '{_name}' in the 3 x 3 pixels at (x, y)")
+COLUMNS["flagged"] = (
+    _ONE,
+    "edge, nodata or saturated anywhere, or interpolated, bad, suspect or cr at the centre",
+)
+
+
+def aperture_column(radius: float) -> str:
+    """Name of the aperture-flux column for a radius (px), e.g. ``ap_flux_3`` or ``ap_flux_2p5``."""
+    text = f"{radius:g}".replace(".", "p")
+    return f"ap_flux_{text}"
+
+
+def aperture_columns(radius: float) -> dict[str, tuple[u.UnitBase, str]]:
+    """Unit and description of the aperture flux and its error at ``radius`` (px)."""
+    name = aperture_column(radius)
+    return {
+        name: (_CT, f"flux in a circular aperture of radius {radius:g} px on the difference"),
+        f"{name}_err": (_CT, f"1-sigma error of {name} from the (renormalised) variance plane"),
+    }
+
+
+def empty_columns(n: int) -> dict[str, np.ndarray]:
+    """The measured columns (all but id, ra, dec, flagged), NaN / False / 0 for ``n`` rows."""
+    ints = {"label": np.int32, "sign": np.int8, "npix": np.int32}
+    cols: dict[str, np.ndarray] = {}
+    for name, (unit, _) in COLUMNS.items():
+        if name in ("id", "ra", "dec", "flagged"):
+            continue
+        if name in ints:
+            cols[name] = np.zeros(n, dtype=ints[name])
+        elif unit is _ONE and name not in ("snr", "peak_value", "score_peak"):
+            cols[name] = np.zeros(n, dtype=bool)
+        else:
+            cols[name] = np.full(n, np.nan)
+    return cols

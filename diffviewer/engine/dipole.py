@@ -1,0 +1,207 @@
+"""Dipole fit: two PSFs of opposite sign on one footprint, the positive lobe tied to the science.
+
+A footprint with a positive and a negative part is fitted with two PSFs of opposite
+sign (:func:`fit_dipole`; scipy.optimize.least_squares on the footprint's pixels); it
+is a dipole (:func:`is_dipole`) when the weaker lobe has at least ``flux_ratio`` of
+the stronger's flux, the lobes are at most ``max_separation`` FWHM apart, and each
+fitted lobe lies within one FWHM of the detected peak of its sign.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from scipy.optimize import least_squares
+
+from diffviewer.engine.photometry import PsfModel
+
+#: Most model evaluations of one dipole fit; a fit that needs more is not a dipole.
+MAX_DIPOLE_EVALUATIONS = 100
+
+
+@dataclasses.dataclass(frozen=True)
+class DipoleFit:
+    """Two PSFs of opposite sign fitted to one footprint.
+
+    Attributes
+    ----------
+    pos_x, pos_y, neg_x, neg_y : float
+        Lobe centres (0-based px).
+    pos_flux, neg_flux : float
+        Lobe fluxes, both >= 0 (image units): model = pos_flux P(pos) - neg_flux P(neg).
+    pos_flux_err, neg_flux_err : float
+        Their 1-sigma errors from the fit's covariance.
+    success : bool
+        Whether the optimiser converged.
+    """
+
+    pos_x: float
+    pos_y: float
+    neg_x: float
+    neg_y: float
+    pos_flux: float
+    neg_flux: float
+    pos_flux_err: float
+    neg_flux_err: float
+    success: bool
+
+    @property
+    def separation(self) -> float:
+        """Distance between the lobes (px)."""
+        return float(np.hypot(self.pos_x - self.neg_x, self.pos_y - self.neg_y))
+
+    @property
+    def orientation(self) -> float:
+        """Direction from the negative to the positive lobe (deg, counter-clockwise from +x)."""
+        return float(np.degrees(np.arctan2(self.pos_y - self.neg_y, self.pos_x - self.neg_x)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Cutout:
+    """Pixels of one image around a source, for a fit.
+
+    Attributes
+    ----------
+    data : numpy.ndarray
+        Pixel values (image units).
+    weight : numpy.ndarray
+        Inverse variance; 0 on pixels left out of the fit.
+    model : PsfModel
+        The image's PSF.
+    """
+
+    data: np.ndarray
+    weight: np.ndarray
+    model: PsfModel
+
+
+def fit_dipole(
+    difference: Cutout,
+    science: Cutout,
+    start_pos: tuple[float, float],
+    start_neg: tuple[float, float],
+) -> DipoleFit:
+    """Fit two PSFs of opposite sign to a difference cutout, the positive lobe tied to the science.
+
+    The model is ``f_p P_d(x - x_p) - f_n P_d(x - x_n)`` on the difference and, as the
+    LSST dipole fit constrains the lobes with the pre-subtraction images, ``f_p P_s(x -
+    x_p) + b`` on the science image (the positive lobe is the source as it is in the
+    science image, over a constant sky b). Without that constraint a dipole made by
+    a small shift is degenerate (only ``flux x separation`` is measured). Weighted
+    least squares (scipy.optimize.least_squares, analytic Jacobian).
+
+    Parameters
+    ----------
+    difference, science : Cutout
+        The two cutouts (same pixels); the weights select the footprint.
+    start_pos, start_neg : (float, float)
+        First guesses (x, y) of the lobes in cutout pixels.
+
+    Returns
+    -------
+    DipoleFit
+        In cutout pixels; NaN and not successful when the difference has fewer usable
+        pixels than parameters.
+    """
+    ny, nx = difference.data.shape
+    sel_d, sel_s = difference.weight > 0, science.weight > 0
+    sw_d, sw_s = np.sqrt(difference.weight[sel_d]), np.sqrt(science.weight[sel_s])
+    d, s = difference.data[sel_d].astype(np.float64), science.data[sel_s].astype(np.float64)
+    n_d = d.size
+    if n_d < 7:
+        nan = float("nan")
+        return DipoleFit(nan, nan, nan, nan, nan, nan, nan, nan, False)
+
+    def lobe(
+        cut: Cutout, sel: np.ndarray, xc: float, yc: float, derivatives: bool = False
+    ) -> np.ndarray:
+        """PSF (and d/dy, d/dx) at (xc, yc) on the selected pixels, shape (1 or 3, n)."""
+        return cut.model.render(xc, yc, (ny, nx), derivatives)[:, sel]
+
+    def residual(t: np.ndarray) -> np.ndarray:
+        r_d = (
+            d
+            - t[2] * lobe(difference, sel_d, t[0], t[1])[0]
+            + t[5] * lobe(difference, sel_d, t[3], t[4])[0]
+        )
+        r_s = s - t[2] * lobe(science, sel_s, t[0], t[1])[0] - t[6]
+        return np.concatenate([sw_d * r_d, sw_s * r_s])
+
+    def jacobian(t: np.ndarray) -> np.ndarray:
+        jac = np.zeros((n_d + s.size, 7))
+        p_val, p_dy, p_dx = lobe(difference, sel_d, t[0], t[1], derivatives=True)
+        n_val, n_dy, n_dx = lobe(difference, sel_d, t[3], t[4], derivatives=True)
+        s_val, s_dy, s_dx = lobe(science, sel_s, t[0], t[1], derivatives=True)
+        jac[:n_d, 0], jac[:n_d, 1], jac[:n_d, 2] = t[2] * p_dx, t[2] * p_dy, -p_val
+        jac[:n_d, 3], jac[:n_d, 4], jac[:n_d, 5] = -t[5] * n_dx, -t[5] * n_dy, n_val
+        jac[n_d:, 0], jac[n_d:, 1], jac[n_d:, 2] = t[2] * s_dx, t[2] * s_dy, -s_val
+        jac[n_d:, 6] = -1.0
+        return jac * np.concatenate([sw_d, sw_s])[:, None]
+
+    design = np.stack(
+        [lobe(difference, sel_d, *start_pos)[0], -lobe(difference, sel_d, *start_neg)[0]]
+    )
+    amp, *_ = np.linalg.lstsq((design * sw_d).T, d * sw_d, rcond=None)
+    floor = 0.05 * float(np.max(np.abs(d))) / max(float(difference.model.image.max()), 1e-12)
+    f_p, f_n = (max(float(a), floor) for a in amp)
+    sky = float(np.median(s)) if s.size else 0.0
+    start = np.array([*start_pos, f_p, *start_neg, f_n, sky])
+    scale = np.array([1.0, 1.0, max(f_p, f_n), 1.0, 1.0, max(f_p, f_n), 1.0 + abs(sky)])
+    res = least_squares(
+        residual, start, jac=jacobian, method="lm", x_scale=scale, max_nfev=MAX_DIPOLE_EVALUATIONS
+    )
+    t = res.x
+    errs = np.full(7, np.nan)
+    jtj = res.jac.T @ res.jac
+    if np.linalg.cond(jtj) < 1e14:
+        errs = np.sqrt(np.clip(np.diag(np.linalg.inv(jtj)), 0.0, None))
+    return DipoleFit(
+        float(t[0]),
+        float(t[1]),
+        float(t[3]),
+        float(t[4]),
+        float(t[2]),
+        float(t[5]),
+        float(errs[2]),
+        float(errs[5]),
+        bool(res.success),
+    )
+
+
+def is_dipole(
+    fit: DipoleFit,
+    pos_peak: tuple[float, float],
+    neg_peak: tuple[float, float],
+    fwhm: float,
+    *,
+    flux_ratio: float,
+    max_separation: float,
+) -> bool:
+    """Whether a two-lobe fit is a dipole (criteria in the module docstring).
+
+    Parameters
+    ----------
+    fit : DipoleFit
+        The two-lobe fit.
+    pos_peak, neg_peak : (float, float)
+        Detected peaks (x, y) of each sign, in the fit's pixels.
+    fwhm : float
+        FWHM of the difference's PSF (px).
+    flux_ratio : float
+        Least ratio of the weaker to the stronger lobe's flux.
+    max_separation : float
+        Largest separation of the lobes (FWHM).
+    """
+    strong = max(fit.pos_flux, fit.neg_flux)
+    ratio = min(fit.pos_flux, fit.neg_flux) / strong if strong > 0 else 0.0
+    # The fitted lobes must explain the detected ones: each within one FWHM of the
+    # peak of its sign (a lobe pulled onto a galaxy's core or a neighbour is not).
+    off_pos = np.hypot(fit.pos_x - pos_peak[0], fit.pos_y - pos_peak[1])
+    off_neg = np.hypot(fit.neg_x - neg_peak[0], fit.neg_y - neg_peak[1])
+    return bool(
+        fit.success
+        and max(off_pos, off_neg) <= fwhm
+        and ratio >= flux_ratio
+        and fit.separation <= max_separation * fwhm
+    )

@@ -1,0 +1,187 @@
+"""PSF models shifted to sub-pixel positions and forced PSF photometry.
+
+The forced PSF flux is the matched filter's: the PSF centred at the position, fitted
+by unweighted linear least squares over the usable pixels, ``flux = sum(P d) /
+sum(P^2)``, with the error propagated from the variance plane, ``err =
+sqrt(sum(P^2 v)) / sum(P^2)``. Its S/N, ``sum(P d) / sqrt(sum(P^2 v))``, is exactly the
+PSF-filtered difference over its filtered noise that detection thresholds
+(:func:`diffviewer.engine.zogy.al_score`), so a source's ``snr`` is the detection
+image at its centroid. Weighting each pixel by its inverse variance instead would
+weight a source's own Poisson noise and a host galaxy's against it: on the demo
+transient it gave a third of the flux and a fifth of the S/N.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.interpolate import RectBivariateSpline
+
+from diffviewer.engine.moments import adaptive_moments, shape_from_covariance
+from diffviewer.errors import InputError
+
+#: Sub-pixel steps per pixel of the tabulated PSF (bilinear between table entries: the
+#: error is below 1e-3 of the peak for a PSF of FWHM >= 2 px).
+OVERSAMPLE = 8
+
+
+class PsfModel:
+    """A PSF image that can be shifted to any sub-pixel position.
+
+    The PSF and its two derivatives are tabulated once on a grid eight times finer
+    than the pixels (bicubic spline through the PSF image); a shifted PSF is then a
+    bilinear blend of four strided slices of the table, fast enough for thousands
+    of sources and for the iterations of the dipole fit. The PSF is 0 beyond its
+    stamp.
+
+    Parameters
+    ----------
+    psf : numpy.ndarray
+        Small odd PSF image (normalised here to sum 1).
+    """
+
+    def __init__(self, psf: np.ndarray) -> None:
+        p = np.asarray(psf, dtype=np.float64)
+        if p.ndim != 2 or p.shape[0] % 2 == 0 or p.shape[1] % 2 == 0 or not p.sum() > 0:
+            raise InputError(
+                f"PSF of shape {p.shape} must be a 2-D image with odd sides and a positive sum"
+            )
+        self.image = p / p.sum()
+        self.half = (p.shape[0] // 2, p.shape[1] // 2)
+        self.fwhm = shape_from_covariance(adaptive_moments(self.image)[2])[0]
+        hy, hx = self.half
+        spline = RectBivariateSpline(np.arange(-hy, hy + 1.0), np.arange(-hx, hx + 1.0), self.image)
+        q = OVERSAMPLE
+        oy = np.arange(-(hy + 1) * q, (hy + 1) * q + 1) / q
+        ox = np.arange(-(hx + 1) * q, (hx + 1) * q + 1) / q
+        inside = (np.abs(oy) <= hy)[:, None] & (np.abs(ox) <= hx)[None, :]
+        # Value, derivative along y, derivative along x, stacked: one blend gives all three.
+        self._tables = np.stack(
+            [
+                spline(oy, ox, dx=dy, dy=dx, grid=True) * inside
+                for dy, dx in ((0, 0), (1, 0), (0, 1))
+            ]
+        )
+
+    def shifted(self, x: float, y: float, derivatives: bool = False) -> tuple[np.ndarray, int, int]:
+        """The PSF (and its derivatives along y and x) centred at (x, y), on pixels.
+
+        Parameters
+        ----------
+        x, y : float
+            Centre (px).
+        derivatives : bool
+            Also the two derivatives.
+
+        Returns
+        -------
+        stamps : numpy.ndarray
+            Shape (1, ny, nx), or (3, ny, nx) with derivatives: value, d/dy and d/dx
+            of the PSF over its offset, on a stamp one pixel larger than the PSF image.
+        x0, y0 : int
+            Pixel of the stamp's [0, 0].
+        """
+        q = OVERSAMPLE
+        table = self._tables if derivatives else self._tables[:1]
+        hy, hx = self.half
+        ix, iy = int(np.floor(x)), int(np.floor(y))
+        qy, qx = (y - iy) * q, (x - ix) * q
+        ry, rx = int(qy), int(qx)
+        wy, wx = qy - ry, qx - rx
+        sy, sx = q - ry, q - rx
+        ny, nx = 2 * hy + 2, 2 * hx + 2
+        ya, yb = slice(sy, sy + ny * q, q), slice(sy - 1, sy - 1 + ny * q, q)
+        xa, xb = slice(sx, sx + nx * q, q), slice(sx - 1, sx - 1 + nx * q, q)
+        out = ((1.0 - wy) * (1.0 - wx)) * table[:, ya, xa] + ((1.0 - wy) * wx) * table[:, ya, xb]
+        out += (wy * (1.0 - wx)) * table[:, yb, xa] + (wy * wx) * table[:, yb, xb]
+        return out, ix - hx, iy - hy
+
+    def render(
+        self, x: float, y: float, shape: tuple[int, int], derivatives: bool = False
+    ) -> np.ndarray:
+        """:meth:`shifted` placed in zero arrays of ``shape``: shape (1 or 3, *shape)."""
+        stamps, x0, y0 = self.shifted(x, y, derivatives)
+        out = np.zeros((stamps.shape[0], *shape))
+        cut = overlap(shape, x0, y0, *stamps.shape[1:])
+        if cut is not None:
+            out[(slice(None), *cut[0])] = stamps[(slice(None), *cut[1])]
+        return out
+
+    def stamp(self, x: float, y: float) -> tuple[np.ndarray, int, int]:
+        """The PSF centred at (x, y), normalised to sum 1 on its stamp.
+
+        Returns
+        -------
+        stamp : numpy.ndarray
+            The shifted PSF.
+        x0, y0 : int
+            Image pixel of the stamp's [0, 0].
+        """
+        stamps, x0, y0 = self.shifted(x, y)
+        img = stamps[0]
+        total = img.sum()
+        return (img / total if total > 0 else img), x0, y0
+
+
+def overlap(
+    shape: tuple[int, int], x0: int, y0: int, ny: int, nx: int
+) -> tuple[tuple[slice, slice], tuple[slice, slice]] | None:
+    """Slices of an image and of a stamp at (x0, y0) for their overlap; None when they miss."""
+    ya, yb = max(y0, 0), min(y0 + ny, shape[0])
+    xa, xb = max(x0, 0), min(x0 + nx, shape[1])
+    if ya >= yb or xa >= xb:
+        return None
+    return (slice(ya, yb), slice(xa, xb)), (slice(ya - y0, yb - y0), slice(xa - x0, xb - x0))
+
+
+def forced_psf_flux(
+    image: np.ndarray,
+    variance: np.ndarray,
+    usable: np.ndarray,
+    model: PsfModel,
+    x: float,
+    y: float,
+    fit_sky: bool = False,
+) -> tuple[float, float]:
+    """Matched-filter PSF flux at a fixed position, error from the variance plane.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        The image (image units).
+    variance : numpy.ndarray
+        Its variance (image units^2).
+    usable : numpy.ndarray
+        Boolean map of the pixels that enter the fit.
+    model : PsfModel
+        The PSF.
+    x, y : float
+        Position (0-based px).
+    fit_sky : bool
+        Fit a constant background together with the flux.
+
+    Returns
+    -------
+    flux, err : float
+        Flux and its 1-sigma error (image units); NaN when no usable pixel overlaps.
+    """
+    psf, x0, y0 = model.stamp(x, y)
+    cut = overlap(image.shape, x0, y0, *psf.shape)
+    nan = float("nan")
+    if cut is None:
+        return nan, nan
+    (iy, ix), (sy, sx) = cut
+    ok = usable[iy, ix].ravel()
+    p = psf[sy, sx].ravel()[ok]
+    d = image[iy, ix].ravel()[ok].astype(np.float64)
+    v = variance[iy, ix].ravel()[ok].astype(np.float64)
+    design = np.stack([p, np.ones_like(p)]) if fit_sky else p[None]
+    normal = design @ design.T
+    if p.size < design.shape[0] + 1 or not np.all(np.isfinite(normal)):
+        return nan, nan
+    if np.linalg.cond(normal) > 1e12:
+        return nan, nan
+    inverse = np.linalg.inv(normal)
+    rows = inverse @ design
+    coef = rows @ d
+    var = float(np.sum(rows[0] ** 2 * v))
+    return float(coef[0]), float(np.sqrt(var)) if var > 0 else nan

@@ -1,0 +1,102 @@
+"""The one empirical noise correction: measured on sky at PSF scale, applied once, reported."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from diffviewer.config import DetectionConfig, MeasurementConfig
+from diffviewer.engine import renormalise
+from diffviewer.engine.detect import detect_sources
+from diffviewer.engine.measure import measure_sources
+from diffviewer.engine.progress import null_reporter
+from diffviewer.exposure import Exposure
+from diffviewer.stats import FWHM_PER_SIGMA
+from diffviewer.synthetic import render_gaussians
+from tests.engine.helpers import gaussian_psf
+
+SHAPE = (400, 400)
+
+
+def correlated_difference(seed: int = 5) -> Exposure:
+    """36 bright point sources on noise smoothed by a 1 px Gaussian, variance right per pixel."""
+    rng = np.random.default_rng(seed)
+    noise = ndimage.gaussian_filter(rng.normal(size=SHAPE), 1.0)
+    noise *= 10.0 / noise.std()
+    xs = np.arange(6) * 60.0 + 50
+    xx, yy = (a.ravel() for a in np.meshgrid(xs, xs))
+    sigma = np.full(xx.size, 4.0 / FWHM_PER_SIGMA)
+    model = render_gaussians(SHAPE, xx, yy, np.full(xx.size, 8000.0), sigma, 12)
+    return Exposure(
+        (model + noise).astype(np.float32),
+        np.full(SHAPE, 100.0, dtype=np.float32),
+        np.zeros(SHAPE, dtype=np.int32),
+    )
+
+
+def test_correlated_noise_is_measured_at_psf_scale_and_sky_sources_agree() -> None:
+    # The variance plane is right per pixel, but a PSF (sigma_p = 1.70 px) adds correlated
+    # pixels: with sum g^2 = 1 / (4 pi s^2) for Gaussians, the filtered noise over its
+    # prediction is sqrt(4 pi sigma_p^2 / (sigma_p^2 + 1)) = 3.05. ~100 000 sky pixels,
+    # ~1 independent filtered value per 36 px: known to ~1.5 %.
+    diff = correlated_difference()
+    psf = gaussian_psf(4.0)
+    out, renorm = renormalise.renormalise(diff, psf, diff, diff, 0, null_reporter())
+    assert renorm.applied and not renorm.shared_noise
+    assert renorm.noise_scale == pytest.approx(3.05, rel=0.06)
+    assert renorm.variance_factor == pytest.approx(renorm.noise_scale**2)
+    np.testing.assert_allclose(out.variance, diff.variance * renorm.variance_factor, rtol=1e-6)
+    assert np.array_equal(out.image, diff.image)
+    assert any(f"{renorm.noise_scale:.3g} times" in w for w in renorm.warnings)
+    # Measured on sky only: the 36 sources (each ~100 sigma) do not enter; with them the
+    # clipped spread would not change much, but the sky map must exclude them.
+    sky = renormalise.sky_near(diff, psf, diff, diff, 0)
+    for x in np.arange(6) * 60.0 + 50:
+        assert not sky[int(x), int(x)]
+    # Downstream nothing rescales again: forced PSF fluxes on 200 blank positions scatter
+    # by their catalog errors (pulls of unit std, +-0.05; 3.05 without the correction).
+    det = detect_sources(out, None, DetectionConfig(sky_sources=200), null_reporter(), psf=psf)
+    table = measure_sources(
+        out.replace(mask=det.mask),
+        out,
+        out,
+        None,
+        det,
+        psf,
+        psf,
+        MeasurementConfig(),
+        null_reporter(),
+    )
+    src = ~np.asarray(table["sky_source"])
+    assert src.sum() == 36
+    pulls = np.asarray(table["snr"])[~src]
+    assert np.std(pulls) == pytest.approx(1.0, abs=0.15)
+
+
+def test_images_sharing_their_noise_are_not_renormalised() -> None:
+    # Science minus an almost identical copy: 1 % of the noise is left. Scaling the
+    # variance down 10 000 times would make round-off a detection: refused and said.
+    diff = correlated_difference()
+    tiny = diff.replace(image=(diff.image * 0.01).astype(np.float32))
+    out, renorm = renormalise.renormalise(tiny, gaussian_psf(4.0), diff, diff, 0, null_reporter())
+    assert renorm.shared_noise and not renorm.applied
+    assert renorm.noise_scale < 0.05 and renorm.variance_factor == 1.0
+    assert out is tiny
+    assert "share most of their noise" in renorm.reason and renorm.warnings
+
+
+def test_too_little_sky_or_switched_off_is_reported_not_applied() -> None:
+    diff = correlated_difference()
+    psf = gaussian_psf(4.0)
+    small = diff.replace(
+        image=diff.image[:40, :40], variance=diff.variance[:40, :40], mask=diff.mask[:40, :40]
+    )
+    out, renorm = renormalise.renormalise(small, psf, small, small, 0, null_reporter())
+    assert out is small and not renorm.applied and np.isnan(renorm.noise_scale)
+    assert "sky pixels" in renorm.reason
+    off, renorm = renormalise.renormalise(diff, psf, diff, diff, 0, null_reporter(), enabled=False)
+    assert off is diff and not renorm.applied
+    assert renorm.noise_scale == pytest.approx(3.05, rel=0.06)
+    assert any("off by that factor" in w for w in renorm.warnings)
+    assert renorm.as_dict()["noise_scale"] == pytest.approx(renorm.noise_scale)

@@ -277,7 +277,6 @@ def kernel_hdus(result: SubtractionResult, n_grid: int = 7) -> fits.HDUList:
     decorr = result.decorrelation
     if decorr is not None:
         diff_psf = fits.ImageHDU(np.asarray(decorr.psf, np.float64), name="DIFF_PSF")
-        diff_psf.header["VARRESC"] = (_finite(decorr.variance_rescale), "variance rescale")
         psfs += [sub_psf, diff_psf]
     else:
         psfs.append(sub_psf)

@@ -25,6 +25,7 @@ from diffviewer.engine.diagnostics import Diagnostics
 from diffviewer.engine.kernel import KernelFit, KernelSolution
 from diffviewer.engine.kernel_direction import Direction
 from diffviewer.engine.psf import PsfEstimate
+from diffviewer.engine.renormalise import Renormalisation
 from diffviewer.errors import InputError
 from diffviewer.exposure import Exposure
 from diffviewer.io import atomic_write_text, read_exposure
@@ -279,12 +280,9 @@ class SavedDecorrelation:
     ----------
     psf : numpy.ndarray
         PSF of the decorrelated difference.
-    variance_rescale : float
-        Factor the variance plane was scaled by to match the measured sky noise.
     """
 
     psf: np.ndarray
-    variance_rescale: float
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -330,7 +328,9 @@ class SavedRun:
     difference : Exposure
         The difference that was measured.
     decorrelation : SavedDecorrelation or None
-        The decorrelation's PSF and variance rescale, when the difference was decorrelated.
+        The decorrelation's PSF, when the difference was decorrelated.
+    renormalisation : Renormalisation
+        The one empirical scale of the difference's variance (``metadata.json``).
     score : SavedScore or None
         The score image, when the run made one.
     diasources : astropy.table.Table
@@ -352,6 +352,7 @@ class SavedRun:
     subtraction: SavedProducts
     difference: Exposure
     decorrelation: SavedDecorrelation | None
+    renormalisation: Renormalisation
     score: SavedScore | None
     diasources: Table
     diagnostics: Diagnostics
@@ -510,6 +511,7 @@ def read_saved_run(out_dir: str | Path) -> SavedRun:
             out / "kernel.fits", _read_table(out / "kernel_candidates.ecsv"), warnings, direction
         )
         diagnostics = read_diagnostics(out / "diagnostics.fits")
+        renormalisation = Renormalisation.from_dict(meta["renormalisation"])
         with fits.open(out / "kernel.fits") as hdul:
             ksum = np.array(hdul["KSUMMAP"].data)
             step = int(hdul["KSUMMAP"].header["STEP"])
@@ -517,13 +519,11 @@ def read_saved_run(out_dir: str | Path) -> SavedRun:
             decorrelation = None
             if "DIFF_PSF" in hdul:
                 diff_psf = hdul["DIFF_PSF"]
-                decorrelation = SavedDecorrelation(
-                    np.array(diff_psf.data, dtype=np.float64), _float(diff_psf.header["VARRESC"])
-                )
+                decorrelation = SavedDecorrelation(np.array(diff_psf.data, dtype=np.float64))
     except (KeyError, OSError, ValueError) as exc:
         raise InputError(
-            f"{out}: kernel.fits or diagnostics.fits cannot be read back ({exc}); they are "
-            "from an older diffviewer or damaged; rerun the pair"
+            f"{out}: kernel.fits, diagnostics.fits or metadata.json cannot be read back ({exc}); "
+            "they are from an older diffviewer or damaged; rerun the pair"
         ) from None
     warp = meta["warp"]
     # Not warped: the input template is the template on the science grid (not copied).
@@ -556,6 +556,7 @@ def read_saved_run(out_dir: str | Path) -> SavedRun:
         ),
         difference=read_exposure(str(out / "difference.fits")),
         decorrelation=decorrelation,
+        renormalisation=renormalisation,
         score=score,
         diasources=_read_table(out / "diasources.ecsv"),
         diagnostics=diagnostics,

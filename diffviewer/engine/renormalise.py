@@ -125,6 +125,21 @@ class Renormalisation:
             "reason": self.reason,
         }
 
+    @classmethod
+    def from_dict(cls, record: dict[str, object]) -> Renormalisation:
+        """The inverse of :meth:`as_dict` (a saved run's record; its warnings are the run's)."""
+        scale = record.get("noise_scale")
+        return cls(
+            applied=bool(record["applied"]),
+            noise_scale=float("nan") if scale is None else float(scale),  # type: ignore[arg-type]
+            variance_factor=float(record["variance_factor"]),  # type: ignore[arg-type]
+            n_sky_pixels=int(record["n_sky_pixels"]),  # type: ignore[call-overload]
+            sky_fraction=float(record["sky_fraction"]),  # type: ignore[arg-type]
+            shared_noise=bool(record["shared_noise"]),
+            reason=str(record["reason"]),
+            warnings=(),
+        )
+
 
 def source_map(exposure: Exposure, good: np.ndarray) -> np.ndarray:
     """Pixels where an input shows a source: its 5 x 5 mean above 3 sigma of that mean.

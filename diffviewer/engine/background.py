@@ -7,6 +7,7 @@ from scipy import ndimage
 from scipy.interpolate import CubicSpline
 
 from diffviewer.errors import InputError
+from diffviewer.stats import robust_std
 
 
 def estimate_background(image: np.ndarray, good: np.ndarray, mesh: int) -> tuple[np.ndarray, float]:
@@ -101,3 +102,22 @@ def _natural_spline_weights(centres: np.ndarray, n: int) -> np.ndarray:
         return np.ones((n, 1))
     spline = CubicSpline(centres, np.eye(len(centres)), axis=0, bc_type="natural", extrapolate=True)
     return np.asarray(spline(np.arange(n, dtype=np.float64)))
+
+
+def sampled_robust_std(values: np.ndarray, max_samples: int = 1_000_000) -> float:
+    """Robust (1.4826 MAD) standard deviation of at most ``max_samples`` evenly spaced values.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        Samples (any shape).
+    max_samples : int
+        Larger inputs are subsampled regularly (a median of 16 M values costs 0.3 s).
+
+    Returns
+    -------
+    float
+        NaN for an empty input.
+    """
+    flat = np.asarray(values).ravel()
+    return robust_std(flat[:: max(1, flat.size // max_samples)].astype(np.float64))

@@ -26,8 +26,9 @@ from astropy.table import Table
 from scipy import ndimage
 
 from diffviewer.config import DetectionConfig
+from diffviewer.engine.background import sampled_robust_std
 from diffviewer.engine.progress import Reporter
-from diffviewer.engine.zogy import ScoreResult, al_score, sampled_robust_std
+from diffviewer.engine.zogy import ScoreResult, al_score
 from diffviewer.exposure import MASK_DTYPE, UNUSABLE, Exposure, MaskPlane
 
 #: Radius (px) of blank sky kept free of footprints and masks around a sky source.

@@ -37,10 +37,18 @@ from diffviewer.engine.kernel_stamps import (
 )
 from diffviewer.engine.progress import Reporter
 from diffviewer.engine.psf import PsfEstimate, frozen
+from diffviewer.engine.sky import sky_pixels
 from diffviewer.errors import InsufficientKernelSources
 from diffviewer.exposure import Exposure
 
 __all__ = ["KernelFit", "KernelSolution", "fit_kernel"]
+
+#: Least number of sky pixels for the fallback's differential background: their median
+#: is then known to 1.25 / sqrt(200) ~ 0.09 of the per-pixel noise. With fewer (an alert
+#: cutout filled by its transient and host) no background is subtracted: such cutouts
+#: come background-subtracted, and a median over the source's own pixels ate 5-14 counts
+#: of S/N 5 transients on the Rubin HSC cutouts.
+MIN_BACKGROUND_SKY = 200
 
 
 def sky_noise(exposure: Exposure) -> float:
@@ -99,7 +107,9 @@ def _fallback_solution(
     is known of the PSF mismatch: the kernel maps one PSF onto itself (a delta, within
     the basis's reach), and the difference is a plain scaled difference. The kernel sum is
     the zero points' flux ratio when both are known, else 1; the background is the median
-    difference over the pixels ``good`` on both images.
+    difference over the sky (:func:`diffviewer.engine.sky.sky_pixels`: pixels of ``good``
+    at least one FWHM from every source of either image), or none with fewer than
+    :data:`MIN_BACKGROUND_SKY` sky pixels.
     """
     known = [e for e in (src_psf, tgt_psf) if e.source != "default"]
     delta = len(known) < 2
@@ -114,7 +124,10 @@ def _fallback_solution(
     coef *= scale / float(coef @ sums)
     sci_side = science.image if mode == "template" else scale * science.image
     tmpl_side = scale * template.image if mode == "template" else template.image
-    bg = float(np.median((sci_side - tmpl_side)[good]))
+    widest = max(float(src_psf.fwhm), float(tgt_psf.fwhm))
+    sky = sky_pixels(science, template, good, widest if np.isfinite(widest) else 0.0)
+    n_sky = int(sky.sum())
+    bg = float(np.median((sci_side - tmpl_side)[sky])) if n_sky >= MIN_BACKGROUND_SKY else 0.0
     if delta:
         why = (
             "no PSF is known for "
@@ -129,6 +142,11 @@ def _fallback_solution(
         )
     why += ", with kernel sum " + (
         f"{scale:.4g} from the zero points" if ratio is not None else "1 (no zero points)"
+    )
+    why += (
+        f"; differential background {bg:.4g} (median over {n_sky} sky pixels)"
+        if n_sky >= MIN_BACKGROUND_SKY
+        else f"; no differential background ({n_sky} sky pixels, fewer than {MIN_BACKGROUND_SKY})"
     )
     solution = KernelSolution(
         frozen(basis),

@@ -33,12 +33,12 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-from scipy import ndimage
 
 from diffviewer.engine.moments import adaptive_moments, shape_from_covariance
 from diffviewer.engine.progress import Reporter
+from diffviewer.engine.sky import sky_pixels
 from diffviewer.engine.subtract import read_only
-from diffviewer.engine.zogy import al_score, estimate_background, sampled_robust_std
+from diffviewer.engine.zogy import al_score
 from diffviewer.exposure import UNUSABLE, Exposure
 from diffviewer.stats import robust_std
 
@@ -58,16 +58,8 @@ MIN_NOISE_SCALE = 0.5
 #: A noise scale outside this range is also written to the run's warnings.
 NOTE_RANGE = (0.8, 1.25)
 
-#: Box (px) over which the inputs are averaged to find their sources, and the threshold
-#: (robust sigma of that mean) above which a pixel is a source.
-SOURCE_BOX = 5
-SOURCE_SIGMA = 3.0
-
 #: Clipping of the filtered sky values (robust sigma, two passes).
 CLIP_SIGMA = 4.0
-
-#: Background mesh (px) for finding the inputs' sources.
-BACKGROUND_MESH = 128
 
 #: Most filtered sky values used (a regular subsampling).
 MAX_SAMPLES = 1_000_000
@@ -141,31 +133,6 @@ class Renormalisation:
         )
 
 
-def source_map(exposure: Exposure, good: np.ndarray) -> np.ndarray:
-    """Pixels where an input shows a source: its 5 x 5 mean above 3 sigma of that mean.
-
-    The sigma is the robust spread of the 5 x 5 mean itself over the good pixels, so
-    noise correlated between pixels (coadds) does not make every pixel a source.
-
-    Parameters
-    ----------
-    exposure : Exposure
-        A science or template image on the difference's grid.
-    good : numpy.ndarray
-        Usable pixels.
-
-    Returns
-    -------
-    numpy.ndarray
-        Boolean map (both signs: a hole in the sky is no sky either).
-    """
-    background, _ = estimate_background(exposure.image, good, BACKGROUND_MESH)
-    excess = np.where(good, exposure.image - background, np.float32(0.0))
-    mean = ndimage.uniform_filter(excess.astype(np.float32), size=SOURCE_BOX)
-    sigma = sampled_robust_std(mean[good]) if good.any() else 0.0
-    return np.asarray(good & (np.abs(mean) > SOURCE_SIGMA * sigma))
-
-
 def sky_map(
     difference: Exposure, science: Exposure, template: Exposure, distance: float
 ) -> np.ndarray:
@@ -187,14 +154,7 @@ def sky_map(
     """
     good = ((difference.mask & int(UNUSABLE)) == 0) & (difference.variance > 0)
     good &= np.isfinite(difference.image)
-    sources = source_map(science, good & science.good_pixels())
-    sources |= source_map(template, good & template.good_pixels())
-    if not sources.any():
-        return good
-    # A square of side 2 distance + 1 (separable, fast), a little wider than the circle.
-    size = 2 * int(np.ceil(distance)) + 1
-    near = ndimage.maximum_filter(sources.view(np.uint8), size=size, mode="constant")
-    return np.asarray(good & (near == 0))
+    return sky_pixels(science, template, good, distance)
 
 
 def sky_near(

@@ -45,14 +45,13 @@ from scipy import ndimage
 
 from diffviewer.config import ScoreConfig
 from diffviewer.engine import tiles
-from diffviewer.engine.background import estimate_background
+from diffviewer.engine.background import estimate_background, sampled_robust_std
 from diffviewer.engine.progress import Reporter
 from diffviewer.engine.score_psfs import PsfGrid
 from diffviewer.engine.subtract import footprint_half_width, grow_planes, template_planes
 from diffviewer.engine.tiles import FourierGrid, embed
 from diffviewer.errors import InputError
 from diffviewer.exposure import MASK_DTYPE, UNUSABLE, Exposure, MaskPlane
-from diffviewer.stats import robust_std
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,25 +99,6 @@ class ScoreResult:
             arr = getattr(self, name)
             if arr is not None:
                 arr.flags.writeable = False
-
-
-def sampled_robust_std(values: np.ndarray, max_samples: int = 1_000_000) -> float:
-    """Robust (1.4826 MAD) standard deviation of at most ``max_samples`` evenly spaced values.
-
-    Parameters
-    ----------
-    values : numpy.ndarray
-        Samples (any shape).
-    max_samples : int
-        Larger inputs are subsampled regularly (a median of 16 M values costs 0.3 s).
-
-    Returns
-    -------
-    float
-        NaN for an empty input.
-    """
-    flat = np.asarray(values).ravel()
-    return robust_std(flat[:: max(1, flat.size // max_samples)].astype(np.float64))
 
 
 def _normalised_psf(psf: np.ndarray, name: str) -> np.ndarray:

@@ -22,10 +22,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
+from scipy import ndimage
 
 from diffviewer.config import SubtractionConfig, from_dict
 from diffviewer.engine.photometry import PsfModel, forced_psf_flux
 from diffviewer.engine.zogy import estimate_background
+from diffviewer.stats import FWHM_PER_SIGMA, robust_std
 from tests.conftest import data_path
 
 try:  # the pipeline needs the kernel engine and the reader of the other engineers
@@ -176,10 +178,57 @@ def _correlation(ours: np.ndarray, theirs: np.ndarray, good: np.ndarray) -> floa
     return float(np.corrcoef(ours[ok], theirs[ok])[0, 1])
 
 
+def _matched_snr(image: np.ndarray, variance: np.ndarray, psf: np.ndarray, sign: int) -> float:
+    """Matched-filter S/N of a point source within 3 px of the centre, on the sign's side.
+
+    The PSF (cropped to fit the cutout, sum 1) weights the pixels by their inverse
+    variance: the S/N a PSF fit would give at each position; the extreme of the given
+    sign near the centre is returned. NaN pixels carry no weight.
+    """
+    ny, nx = image.shape
+    c = psf.shape[0] // 2
+    h = min(c, ny // 2 - 1, nx // 2 - 1)
+    kern = psf[c - h : c + h + 1, c - h : c + h + 1]
+    kern = kern / kern.sum()
+    ok = np.isfinite(image) & np.isfinite(variance) & (variance > 0)
+    inv = np.where(ok, 1.0 / np.where(ok, variance, 1.0), 0.0)
+    num = ndimage.correlate(np.where(ok, image, 0.0) * inv, kern, mode="constant")
+    den = ndimage.correlate(inv, kern**2, mode="constant")
+    snr = num / np.sqrt(np.where(den > 0, den, np.inf))
+    yy, xx = np.indices(image.shape)
+    near = np.hypot(yy - (ny - 1) / 2, xx - (nx - 1) / 2) < 3
+    return float(sign * np.max(sign * snr[near]))
+
+
+def _survey_difference(
+    survey: str, path: str, row: dict[str, str], sign: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The survey's difference (science minus reference), its variance and its PSF.
+
+    Rubin's triplets carry ``DIFF_VAR`` and ``DIFF_PSF``. ZTF's carry neither: its
+    noise is the robust scatter of ``DIFF`` (sky-dominated cutouts) and its PSF a
+    Gaussian of the alert's ``fwhm``; ZTF's DIFF is reference minus science when
+    ``isdiffpos`` is 'f'.
+    """
+    with fits.open(path) as hdul:
+        diff = np.asarray(hdul["DIFF"].data, dtype=np.float64)
+        if survey == "rubin":
+            var = np.asarray(hdul["DIFF_VAR"].data, np.float64)
+            return diff, var, np.asarray(hdul["DIFF_PSF"].data, np.float64)
+    diff = diff * sign
+    var = np.full(diff.shape, robust_std(diff[np.isfinite(diff)]) ** 2)
+    sigma = float(row["fwhm"]) / FWHM_PER_SIGMA
+    y, x = np.mgrid[-10:11, -10:11]
+    return diff, var, np.exp(-0.5 * (x * x + y * y) / sigma**2)
+
+
 def _run_triplets(survey: str, template_ext: str, least: int) -> None:
+    """Run every triplet; print, for each candidate, our and the survey's matched-filter
+    S/N at the centre (the survey's PSF filter on both differences) and why a miss was
+    missed; require ``least`` detections and (Rubin) our S/N close to the survey's."""
     rows = _triplets(survey)
     strict_hits, hits, corrs = 0, 0, []
-    lines = []
+    lines, far = [], []
     for row in rows:
         path = data_path(f"{survey}_triplets/{row['file']}")
         if survey == "ztf":
@@ -190,31 +239,52 @@ def _run_triplets(survey: str, template_ext: str, least: int) -> None:
         tmpl = read_exposure(f"{path}[{template_ext}]")
         result = run_subtraction(sci, tmpl, SubtractionConfig())
         strict, hit = _centre_detection(result, sign)
-        with fits.open(path) as hdul:
-            theirs = np.asarray(hdul["DIFF"].data, dtype=np.float64)
-        # ZTF's DIFF is reference minus science when isdiffpos is 'f'.
-        theirs = theirs * (sign if survey == "ztf" else 1)
-        corr = _correlation(
-            result.difference.image.astype(np.float64), theirs, result.difference.good_pixels()
+        theirs, their_var, their_psf = _survey_difference(survey, str(path), row, sign)
+        ours = result.difference.image.astype(np.float64)
+        corr = _correlation(ours, theirs, result.difference.good_pixels())
+        ours_snr = _matched_snr(
+            ours, result.difference.variance.astype(np.float64), their_psf, sign
         )
+        theirs_snr = _matched_snr(theirs, their_var, their_psf, sign)
+        # Two differences of the same science image: their S/N differ by the template
+        # side's noise and the subtraction's quality, not by the science noise; our
+        # S/N may fall below theirs by a 40 % loss plus 2 sigma before it is an error
+        # (the Rubin HSC cutouts gave 0.4-2 against 5-6 while a background fitted over
+        # the transient's own pixels ate its flux). Only Rubin gives its difference's
+        # variance: ZTF's sky-only noise leaves out the sources' own, so its S/N of
+        # bright transients is printed, not compared.
+        if survey == "rubin" and abs(ours_snr) < 0.6 * abs(theirs_snr) - 2.0:
+            far.append(row["file"])
         strict_hits += strict
         hits += hit
         corrs.append(corr)
+        why = ""
+        if not hit:
+            why = (
+                f"; missed: our S/N {ours_snr:+.1f} at the centre against the threshold "
+                f"{result.config.detection.threshold:g}"
+                if abs(ours_snr) < result.config.detection.threshold
+                else f"; missed: S/N {ours_snr:+.1f} but the footprint there is measured "
+                "elsewhere (merged with residuals; see the catalog)"
+            )
         lines.append(
             f"  {row['file']}: sign {sign:+d}, detected {hit} (as the source's sign "
-            f"{strict}), correlation {corr:.2f}"
+            f"{strict}), S/N ours {ours_snr:+.1f} / survey's {theirs_snr:+.1f}, "
+            f"correlation {corr:.2f}{why}"
         )
     print(
         f"\n{survey}: candidate detected with the survey's sign in {hits} of {len(rows)} "
         f"({strict_hits} as the source's sign); median correlation with the survey's DIFF "
         f"{np.nanmedian(corrs):.2f}\n" + "\n".join(lines)
     )
+    assert not far, f"our S/N far below the survey's: {far}"
     assert hits >= least
 
 
 def test_ztf_alert_candidates_are_detected_with_their_sign() -> None:
-    # "Most": a majority (18 of 24 measured).
-    _run_triplets("ztf", "REF", 13)
+    # 21 of 24 measured (the pipeline is deterministic; one may move with the platform's
+    # floating point near the threshold).
+    _run_triplets("ztf", "REF", 20)
 
 
 def test_rubin_alert_candidates_are_detected_with_their_sign() -> None:

@@ -244,3 +244,24 @@ def test_stamp_half_width_covers_fit_region_and_kernel_in_either_direction() -> 
     for src, tgt in ((tmpl, sci), (sci, tmpl)):
         plan = kernel_basis.plan_basis(src, tgt, config, 0)
         assert half >= plan.fit_half + plan.size // 2
+
+
+def test_fallback_background_is_measured_on_sky_not_on_the_transient() -> None:
+    """40 x 40 cutouts (no kernel stamp: the PSF-derived fallback) holding a bright
+    transient of 20,000 counts, truth background 0, sky noise 10 counts per pixel.
+
+    The background is the median over sky pixels (>= 1 FWHM from every source), known to
+    ~0.7 counts per cutout, so the mean of four is within 0.7 (2 sigma) of 0; the former
+    median over every pixel was biased by the transient (+1.36 on these seeds)."""
+    from diffviewer.engine.pipeline import run_subtraction
+
+    levels = []
+    for seed in range(4):
+        pair = make_pair(
+            (40, 40), 1, seed=seed, sci_fwhm=6.0, tmpl_fwhm=5.0, flux_range=(500.0, 500.0),
+            sky=100.0, tmpl_sky=100.0, transients=[(19.5, 19.5, 20000.0)],
+        )  # fmt: skip
+        levels.append(
+            float(run_subtraction(pair.science, pair.template).subtraction.background.mean())
+        )
+    assert abs(float(np.mean(levels))) < 0.7, levels

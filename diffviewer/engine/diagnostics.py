@@ -26,8 +26,8 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-from scipy.signal import fftconvolve
 
+from diffviewer.engine import fftconv
 from diffviewer.engine.kernel_solution import KernelFit, KernelSolution
 from diffviewer.engine.kernel_stamps import convolve_pairs
 from diffviewer.engine.progress import Reporter
@@ -334,8 +334,8 @@ def stamp_views(science: Exposure, template: Exposure, fit: KernelFit, index: in
     sign = 1.0 if fit.convolved == "template" else -1.0
 
     def diff_with(kernel: np.ndarray, bg: float) -> tuple[np.ndarray, np.ndarray]:
-        conv = fftconvolve(src[0].astype(np.float64), kernel, mode="valid")
-        cvar = fftconvolve(src_var[0].astype(np.float64), kernel**2, mode="valid")
+        conv = fftconv.convolve(src[0].astype(np.float64), kernel, mode="valid")
+        cvar = fftconv.convolve(src_var[0].astype(np.float64), kernel**2, mode="valid")
         sig = np.sqrt(np.clip(tgt_var[0] + cvar, 1e-30, None))
         # science side minus template side, background in the same sense
         d = sign * (tgt[0] - conv) - bg

@@ -32,8 +32,8 @@ import numpy as np
 import scipy.fft as sfft
 from astropy.wcs.utils import proj_plane_pixel_area
 from numpy.typing import ArrayLike
-from scipy import signal
 
+from diffviewer.engine import fftconv
 from diffviewer.engine.moments import adaptive_moments, cutouts, shape_from_covariance
 from diffviewer.engine.psf_stars import MIN_FWHM, select_stars
 from diffviewer.exposure import UNUSABLE, Exposure
@@ -157,7 +157,7 @@ def _estimate(image: np.ndarray, n_stars: int, source: str, reason: str) -> PsfE
         # Moments of a PSF sampled by few pixels are biased low: measure them on the image
         # interpolated (band-limited, by Fourier zero-padding) onto a finer grid.
         side = UPSAMPLE * img.shape[0]
-        fine = signal.resample(signal.resample(img, side, axis=0), side, axis=1)
+        fine = fftconv.resample(fftconv.resample(img, side, axis=0), side, axis=1)
         _, _, cov = adaptive_moments(fine)
         fwhm, ell = shape_from_covariance(cov / UPSAMPLE**2)
     return PsfEstimate(fwhm, ell, frozen(img), n_stars, source, reason)

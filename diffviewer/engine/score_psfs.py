@@ -16,9 +16,9 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-from scipy.signal import fftconvolve
 
 from diffviewer.config import ScoreConfig
+from diffviewer.engine import fftconv
 from diffviewer.engine.kernel import KernelFit
 
 
@@ -100,7 +100,7 @@ def kernel_matched_psfs(fit: KernelFit, x: float, y: float) -> tuple[np.ndarray,
     k = k / k.sum()
     source = fit.template_psf if fit.convolved == "template" else fit.science_psf
     measured = np.asarray(source.image, dtype=np.float64)
-    matched = fftconvolve(measured, k, mode="full")
+    matched = fftconv.convolve(measured, k, mode="full")
     matched /= matched.sum()
     return (matched, measured) if fit.convolved == "template" else (measured, matched)
 

@@ -24,8 +24,8 @@ import numpy as np
 import scipy.fft as sfft
 from numpy.polynomial import chebyshev
 from scipy import ndimage
-from scipy.signal import fftconvolve
 
+from diffviewer.engine import fftconv
 from diffviewer.engine.kernel_basis import chebyshev_terms, term_powers
 from diffviewer.engine.kernel_solution import KernelFit, KernelSolution
 from diffviewer.engine.kernel_stamps import kernel_spectra
@@ -306,7 +306,7 @@ def difference_psf(fit: KernelFit) -> np.ndarray:
         return sci / sci.sum()
     ny, nx = fit.solution.shape
     k = fit.solution.evaluate((nx - 1) / 2.0, (ny - 1) / 2.0)
-    out = fftconvolve(sci, k, mode="full")
+    out = fftconv.convolve(sci, k, mode="full")
     return out / out.sum()
 
 

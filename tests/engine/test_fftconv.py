@@ -1,0 +1,41 @@
+"""fftconv reproduces scipy.signal's fftconvolve and resample to the last bit, so the
+engine can drop the scipy.signal import (and its scipy.stats) without moving a figure."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import signal
+
+from diffviewer.engine import fftconv
+
+
+@pytest.mark.parametrize("mode", ["full", "same", "valid"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    ("image_shape", "kernel_shape"), [((41, 37), (21, 21)), ((25, 25), (9, 12))]
+)
+def test_convolve_is_scipy_fftconvolve(mode, dtype, image_shape, kernel_shape):
+    rng = np.random.default_rng(3)
+    image = rng.normal(size=image_shape).astype(dtype)
+    kernel = rng.normal(size=kernel_shape).astype(dtype)
+    ours = fftconv.convolve(image, kernel, mode)
+    theirs = signal.fftconvolve(image, kernel, mode=mode)
+    assert ours.dtype == theirs.dtype
+    np.testing.assert_array_equal(ours, theirs)
+
+
+@pytest.mark.parametrize(("n", "num"), [(21, 84), (20, 80), (20, 7), (21, 10)])
+def test_resample_is_scipy_resample(n, num):
+    values = np.random.default_rng(4).normal(size=(n, n + 2))
+    for axis in (0, 1):
+        size = values.shape[axis]
+        k = num if size == n else num + 2
+        np.testing.assert_array_equal(
+            fftconv.resample(values, k, axis=axis), signal.resample(values, k, axis=axis)
+        )
+
+
+def test_convolve_refuses_a_kernel_larger_than_a_valid_image():
+    with pytest.raises(ValueError, match="valid"):
+        fftconv.convolve(np.ones((5, 5)), np.ones((7, 7)), "valid")

@@ -272,7 +272,7 @@ def run_pair(
     t0 = time.perf_counter()
     try:
         # Both cores for the FFTs the engine leaves at scipy's default of one thread
-        # (fftconvolve in decorrelation, score, measurement); results are identical.
+        # (fftconv.convolve in decorrelation, score, measurement); results are identical.
         with scipy.fft.set_workers(os.cpu_count() or 1):
             result = run_subtraction(science, template, config, progress=bar)
     finally:

@@ -24,8 +24,8 @@ import dataclasses
 import numpy as np
 import scipy.fft as sfft
 from astropy.stats import sigma_clipped_stats
-from scipy.signal import fftconvolve
 
+from diffviewer.engine import fftconv
 from diffviewer.engine.kernel import KernelFit
 from diffviewer.engine.progress import Reporter
 from diffviewer.engine.subtract import SubtractionProducts, convolve_terms, read_only
@@ -158,7 +158,7 @@ def decorrelate(
     image = np.where(no_data, np.float32(0.0), diff.image) if no_data.any() else diff.image
     out = convolve_terms(image, phi[None].astype(np.float32), 0)
     reporter.update(0.9)
-    psf = fftconvolve(products.psf, phi, mode="full")
+    psf = fftconv.convolve(products.psf, phi, mode="full")
     psf = psf / psf.sum()
     psf.flags.writeable = False
     phi.flags.writeable = False

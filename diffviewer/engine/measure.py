@@ -46,9 +46,9 @@ import numpy as np
 from astropy.table import Table
 from photutils.aperture import CircularAperture, aperture_photometry
 from scipy import ndimage
-from scipy.signal import fftconvolve
 
 from diffviewer.config import MeasurementConfig
+from diffviewer.engine import fftconv
 from diffviewer.engine.columns import COLUMNS, aperture_columns, empty_columns
 from diffviewer.engine.detect import Detections
 from diffviewer.engine.dipole import Cutout, fit_dipole, is_dipole
@@ -167,8 +167,10 @@ def _detection_values(
     if detections.detection_image == "score" and score is not None:
         values = score.image[box].astype(np.float64)
     else:
-        num = fftconvolve(np.where(good, difference.image[box], 0.0), flipped, mode="same")
-        var = fftconvolve(np.where(good, difference.variance[box], 0.0), flipped**2, mode="same")
+        num = fftconv.convolve(np.where(good, difference.image[box], 0.0), flipped, mode="same")
+        var = fftconv.convolve(
+            np.where(good, difference.variance[box], 0.0), flipped**2, mode="same"
+        )
         values = np.where(var > 0, num / np.sqrt(np.where(var > 0, var, 1.0)), 0.0)
     return values
 

@@ -141,6 +141,7 @@ class RunController:
         w.update_mask_overlay()
         w.tabs.show_run(outcome, w.previous)
         w.show_warnings(result.warnings)
+        w.registration.show_warp(result.template)
         w.log(
             f"done: {len(result.diasources)} DIA sources, "
             f"{outcome.elapsed:.2f} s; timings "

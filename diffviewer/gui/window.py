@@ -48,6 +48,7 @@ from diffviewer.gui.overlays import (
     show_mask,
 )
 from diffviewer.gui.params import ParameterPanel
+from diffviewer.gui.registration import RegistrationLine
 from diffviewer.gui.review import Review
 from diffviewer.gui.runs import RunController
 from diffviewer.gui.saving import Saver
@@ -132,6 +133,7 @@ class MainWindow(QMainWindow):
         self.warnings.setWordWrap(True)
         self.warnings.setStyleSheet("background: #fff3b0; color: #5a4500; padding: 3px;")
         self.warnings.hide()
+        self.registration = RegistrationLine()
         self.error_label = QLabel()
         self.error_label.setWordWrap(True)
         self.error_label.setStyleSheet("background: #ffd6d6; color: #7a0000; padding: 3px;")
@@ -148,6 +150,7 @@ class MainWindow(QMainWindow):
         centre_layout.setContentsMargins(0, 0, 0, 0)
         centre_layout.addWidget(self.error_box)
         centre_layout.addWidget(self.warnings)
+        centre_layout.addWidget(self.registration)
         centre_layout.addWidget(self.tabs, 1)
         self.setCentralWidget(centre)
 
@@ -215,6 +218,7 @@ class MainWindow(QMainWindow):
         self.tabs.clear()
         self.readout.readout.setText("Move the cursor over an image.")
         self.warnings.hide()
+        self.registration.show_warp(None)
         self.setWindowTitle(f"diffviewer — {pair.label}")
         self.opener.remember_recent(pair)
         self.update_actions()

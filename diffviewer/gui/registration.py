@@ -1,0 +1,112 @@
+"""The registration line above the tabs: how the template was put on the science grid.
+
+Issue 8 asks the GUI to report what ``metadata.json`` records under ``warp``: the
+method, the stars matched and found, the transform (shift, rotation, scale), the
+residual RMS of the match (px) and the coverage, per piece when the template came in
+pieces. The line turns warning-coloured when the WCS was refined on stars, when images
+were taken as aligned without stars, or when the registration carries notes.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+
+import numpy as np
+from PyQt6.QtWidgets import QLabel
+
+from diffviewer.engine.register import Registration
+from diffviewer.engine.warp import WarpResult
+
+#: Methods whose line is warning-coloured (the user should look at the result).
+WARN_METHODS = ("wcs refined on stars", "none")
+PLAIN_STYLE = "background: #e8f0fa; color: #1b3350; padding: 3px;"
+WARN_STYLE = "background: #fff3b0; color: #5a4500; padding: 3px;"
+
+
+def transform_summary(reg: Registration, shape: tuple[int, int]) -> str:
+    """The fitted transform as shift at the image centre (px), rotation (deg) and scale.
+
+    Parameters
+    ----------
+    reg : Registration
+        The registration; its ``transform`` maps science px to template px.
+    shape : tuple of int
+        Science image (ny, nx): the shift is given at its centre.
+
+    Returns
+    -------
+    str
+        E.g. ``shift (+1.23, -0.40) px, rotation +0.012 deg, scale 1.00003``, or what
+        was used instead of a fit.
+    """
+    if reg.transform is None:
+        return "WCS mapping (no star fit)" if reg.method == "wcs" else "identity (no fit)"
+    cy, cx = (shape[0] - 1) / 2.0, (shape[1] - 1) / 2.0
+    tx, ty = reg.transform(np.array([cx]), np.array([cy]))
+    coef = reg.transform.coefficients
+    (a, b), (d, e) = coef[0, 1:3], coef[1, 1:3]  # x' = c + a x + b y, y' = f + d x + e y
+    rotation = math.degrees(math.atan2(d - b, a + e))
+    scale = math.sqrt(abs(a * e - b * d))
+    order = " (quadratic terms at the centre)" if reg.transform.order >= 2 else ""
+    return (
+        f"shift ({float(tx[0]) - cx:+.2f}, {float(ty[0]) - cy:+.2f}) px, "
+        f"rotation {rotation:+.3f} deg, scale {scale:.5f}{order}"
+    )
+
+
+def registration_summary(reg: Registration, coverage: float, shape: tuple[int, int]) -> str:
+    """One registration in a line: method, stars matched / found, transform, RMS, coverage."""
+    rms = f"RMS {reg.rms:.3f} px" if math.isfinite(reg.rms) else "RMS n/a"
+    return (
+        f"{reg.method}; {reg.n_matched} stars matched of {reg.n_science_stars} science / "
+        f"{reg.n_template_stars} template; {transform_summary(reg, shape)}; {rms}; "
+        f"coverage {100.0 * coverage:.1f} %"
+    )
+
+
+def needs_attention(warp: WarpResult) -> bool:
+    """Whether any piece was refined on stars, taken as aligned, or carries notes."""
+    regs = [p.registration for p in warp.pieces] or [warp.registration]
+    return any(r.method in WARN_METHODS or r.notes for r in regs)
+
+
+def registration_lines(warp: WarpResult) -> list[str]:
+    """The registration of a run as plain lines: one for a whole template; for pieces,
+    the total coverage then one line per piece; the registration notes last."""
+    shape = warp.exposure.shape
+    if len(warp.pieces) <= 1:
+        lines = [registration_summary(warp.registration, warp.coverage, shape)]
+    else:
+        lines = [f"{len(warp.pieces)} template pieces, coverage {100.0 * warp.coverage:.1f} %"]
+        lines += [
+            f"piece {i + 1} ({p.source}): {registration_summary(p.registration, p.coverage, shape)}"
+            for i, p in enumerate(warp.pieces)
+        ]
+    regs = [p.registration for p in warp.pieces] or [warp.registration]
+    lines += [note for reg in regs for note in reg.notes]
+    return lines
+
+
+class RegistrationLine(QLabel):
+    """A compact label showing :func:`registration_lines` (hidden before a run)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setWordWrap(True)
+        self.setStyleSheet(PLAIN_STYLE)
+        #: Whether the line is warning-coloured.
+        self.attention = False
+        self.hide()
+
+    def show_warp(self, warp: WarpResult | None) -> None:
+        """Show a run's registration (None hides the line)."""
+        if warp is None:
+            self.hide()
+            return
+        lines = [html.escape(line) for line in registration_lines(warp)]
+        self.attention = needs_attention(warp)
+        self.setStyleSheet(WARN_STYLE if self.attention else PLAIN_STYLE)
+        self.setText("<b>Registration:</b> " + "<br>".join(lines))
+        self.setToolTip("\n".join(registration_lines(warp)))
+        self.show()

@@ -1,0 +1,87 @@
+"""The registration line of the window (issue 8): method, stars, transform, RMS, coverage."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from diffviewer.engine.register import PolynomialTransform, Registration
+from diffviewer.engine.warp import Piece, WarpResult
+from diffviewer.exposure import MASK_DTYPE, Exposure
+from diffviewer.gui.registration import needs_attention, registration_lines
+from diffviewer.gui.window import MainWindow
+
+
+def _warp(pieces: tuple[Piece, ...], coverage: float) -> WarpResult:
+    """A warp result on a 101 x 201 science grid (the arrays play no part in the line)."""
+    shape = (101, 201)
+    exposure = Exposure(np.zeros(shape), np.ones(shape), np.zeros(shape, MASK_DTYPE))
+    return WarpResult(exposure, True, 1.0, coverage, (), pieces[0].registration, pieces)
+
+
+def _rotated(angle_deg: float, scale: float, shift: tuple[float, float]) -> PolynomialTransform:
+    """Science px -> template px: rotation by ``angle_deg`` and ``scale`` about the centre
+    (100, 50) of the grid of :func:`_warp`, then ``shift`` (px)."""
+    c, s = scale * math.cos(math.radians(angle_deg)), scale * math.sin(math.radians(angle_deg))
+    cx, cy = 100.0, 50.0
+    matrix = np.array(
+        [
+            [c, -s, cx - c * cx + s * cy + shift[0]],
+            [s, c, cy - s * cx - c * cy + shift[1]],
+            [0.0, 0.0, 1.0],
+        ]
+    )
+    return PolynomialTransform.from_matrix(matrix)
+
+
+def test_lines_give_each_piece_its_transform_stars_rms_and_coverage() -> None:
+    stars = Registration("stars", _rotated(0.5, 1.002, (3.25, -1.5)), 80, 75, 61, 0.1234)
+    refined = Registration(
+        "wcs refined on stars",
+        _rotated(-0.25, 0.999, (-2.0, 0.75)),
+        40,
+        38,
+        30,
+        0.2,
+        notes=("the WCSs disagree by up to 2.10 px",),
+    )
+    warp = _warp((Piece("a.fits", stars, 0.6), Piece("b.fits", refined, 0.45)), 0.98)
+    lines = registration_lines(warp)
+    assert lines[0] == "2 template pieces, coverage 98.0 %"
+    # the shift is read at the grid's centre, so it is the shift put in, to the printed digit
+    assert lines[1] == (
+        "piece 1 (a.fits): stars; 61 stars matched of 80 science / 75 template; "
+        "shift (+3.25, -1.50) px, rotation +0.500 deg, scale 1.00200; RMS 0.123 px; "
+        "coverage 60.0 %"
+    )
+    assert "rotation -0.250 deg, scale 0.99900" in lines[2] and "shift (-2.00, +0.75)" in lines[2]
+    assert lines[3] == "the WCSs disagree by up to 2.10 px"
+    assert needs_attention(warp)
+    # one whole template registered by its WCS, confirmed on stars: a single plain line
+    whole = Registration("wcs", _rotated(0.0, 1.0, (0.0, 0.0)), 50, 50, 44, 0.05)
+    plain = _warp((Piece("t.fits", whole, 1.0),), 1.0)
+    assert registration_lines(plain) == [
+        "wcs; 44 stars matched of 50 science / 50 template; shift (+0.00, +0.00) px, "
+        "rotation +0.000 deg, scale 1.00000; RMS 0.050 px; coverage 100.0 %"
+    ]
+    assert not needs_attention(plain)
+    # images taken as aligned without stars: no fit to report, and a warning colour
+    aligned = _warp((Piece("t.fits", Registration("none", None, 3, 2, 0, math.nan), 1.0),), 1.0)
+    assert "identity (no fit); RMS n/a" in registration_lines(aligned)[0]
+    assert needs_attention(aligned)
+
+
+def test_demo_run_shows_its_registration(demo_window: MainWindow) -> None:
+    assert demo_window.outcome is not None
+    warp = demo_window.outcome.result.template
+    line = demo_window.registration
+    assert line.isVisible()
+    text = line.text()
+    assert text.startswith("<b>Registration:</b> ")
+    assert f"coverage {100.0 * warp.coverage:.1f} %" in text
+    assert warp.registration.method in text
+    assert line.attention == needs_attention(warp)
+    # a new pair clears the last pair's registration until its own run ends
+    demo_window.open_pair(demo_window.outcome.pair, run=False)
+    assert not line.isVisible()

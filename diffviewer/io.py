@@ -41,6 +41,7 @@ from diffviewer.exposure import (
     mask_header_cards,
     set_planes,
 )
+from diffviewer.fits_check import unreadable_fits_reason
 from diffviewer.paths import (
     Extension,
     companion_files,
@@ -133,7 +134,7 @@ def _open_fits(path: Path, role: str) -> Iterator[fits.HDUList]:
             hdul = fits.open(path, memmap=False, lazy_load_hdus=False)
     except (OSError, ValueError, TypeError, IndexError) as exc:
         raise InputError(
-            f"{role} file {path} is not a readable FITS file ({exc}); give a FITS image"
+            f"{role} file {path} is not a readable FITS file: {unreadable_fits_reason(path, exc)}"
         ) from None
     truncated = [w for w in caught if "truncated" in str(w.message).lower()]
     try:

@@ -11,6 +11,7 @@ from PyQt6.QtGui import QAction
 from PyQt6.QtWidgets import QFileDialog, QInputDialog, QMenu
 
 from diffviewer.errors import DiffviewerError, InputError
+from diffviewer.fits_check import unreadable_fits_reason
 from diffviewer.gui.model import Pair
 from diffviewer.io import read_pairs_csv
 
@@ -47,7 +48,7 @@ def image_extensions(path: Path) -> list[str]:
             ]
     except (OSError, ValueError) as exc:
         raise InputError(
-            f"{path} cannot be read as FITS ({plain_reason(exc)}); give a FITS file"
+            f"{path} is not a readable FITS file: {unreadable_fits_reason(path, exc)}"
         ) from None
     if len(names) < 2:
         raise InputError(
@@ -55,14 +56,6 @@ def image_extensions(path: Path) -> list[str]:
             "(e.g. SCI and REF); otherwise open two files"
         )
     return names
-
-
-def plain_reason(exc: BaseException) -> str:
-    """An astropy error's first sentence, without its advice to pass a keyword argument
-    (``ignore_missing_simple=True``), which a person using the window cannot follow."""
-    text = str(exc).strip()
-    sentences = [t for t in text.split(". ") if "=True" not in t and "=False" not in t]
-    return ". ".join(sentences).rstrip(". ") or type(exc).__name__
 
 
 def default_extensions(names: Sequence[str]) -> tuple[str, str]:

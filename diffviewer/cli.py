@@ -27,6 +27,7 @@ from diffviewer import __version__
 from diffviewer.config import SubtractionConfig, apply_overrides, load_toml, to_toml
 from diffviewer.errors import Cancelled, DiffviewerError, InputError, NoWorkFound
 from diffviewer.paths import (
+    TEMPLATE_SEPARATOR,
     check_output_dir,
     parse_spec,
     read_pairs_csv,
@@ -150,7 +151,11 @@ def _build_gui_parser(prog: str) -> argparse.ArgumentParser:
         f"Subcommands: {', '.join(SUBCOMMANDS)} (`{prog} run -h`).",
     )
     parser.add_argument("science", nargs="?", help="science image spec")
-    parser.add_argument("template", nargs="?", help="template image spec")
+    parser.add_argument(
+        "template",
+        nargs="*",
+        help="template image spec; several specs are pieces of one template",
+    )
     parser.add_argument(
         "--pairs", metavar="CSV", help="a list of pairs to step through (science,template)"
     )
@@ -362,7 +367,7 @@ def gui_problem(prog: str) -> str | None:
 def _main_gui(argv: Sequence[str], prog: str) -> int:
     """Open the inspection application."""
     args = _build_gui_parser(prog).parse_args(argv)
-    if (args.science is None) != (args.template is None):
+    if (args.science is None) != (not args.template):
         raise InputError("give both SCIENCE and TEMPLATE, or neither (to open the demo pair)")
     config = effective_config(args.config, args.overrides)
     problem = gui_problem(prog)
@@ -371,7 +376,8 @@ def _main_gui(argv: Sequence[str], prog: str) -> int:
         return EXIT_ERROR
     from diffviewer.gui.app import launch
 
-    return launch(args.science, args.template, pairs=args.pairs, config=config)
+    template = TEMPLATE_SEPARATOR.join(args.template) if args.template else None
+    return launch(args.science, template, pairs=args.pairs, config=config)
 
 
 def _main_run(argv: Sequence[str], prog: str) -> int:

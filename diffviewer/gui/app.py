@@ -21,8 +21,9 @@ def launch(
     Parameters
     ----------
     science, template : str or None
-        Specs of the pair (``file.fits``, ``file.fits[SCI]``, ``file.fits[3]``); the
-        bundled demo pair when both are None and no ``pairs`` list is given.
+        Specs of the pair (``file.fits``, ``file.fits[SCI]``, ``file.fits[3]``; a template
+        in pieces as their specs joined by ``;``); the bundled demo pair when both are
+        None and no ``pairs`` list is given.
     pairs : str or None
         A CSV list of pairs (columns science, template, optional name) to step through.
     config : SubtractionConfig

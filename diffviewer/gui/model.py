@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,9 @@ class Pair:
     Attributes
     ----------
     science, template : str or Exposure
-        Specs as ``file.fits``, ``file.fits[SCI]``, ``file.fits[3]``, or exposures.
+        Specs as ``file.fits``, ``file.fits[SCI]``, ``file.fits[3]``, or exposures; a
+        template in pieces holds their specs joined by ``;`` (``a.fits;b.fits``), each
+        piece registered on its own and the pieces combined by the engine.
     name : str
         Short name (titles, output folder): a plain name, no folder.
 
@@ -71,37 +73,54 @@ class Pair:
         check_pair_name(self.name)
 
     @property
+    def pieces(self) -> tuple[str | Exposure, ...]:
+        """The template's pieces (one for a whole template)."""
+        from diffviewer.paths import template_specs
+
+        if isinstance(self.template, Exposure):
+            return (self.template,)
+        return template_specs(self.template)
+
+    @property
     def identity(self) -> tuple[str, str]:
-        """The resolved science and template specs (see :func:`spec_identity`)."""
-        return spec_identity(self.science), spec_identity(self.template)
+        """The resolved science and template specs (see :func:`spec_identity`; template
+        pieces joined by ``;``)."""
+        return spec_identity(self.science), ";".join(spec_identity(p) for p in self.pieces)
 
     @property
     def label(self) -> str:
         """A name for titles: ``name``, or the two specs."""
         if self.name:
             return self.name
-        return f"{_describe(self.science)} - {_describe(self.template)}"
+        return f"{_describe(self.science)} - {describe_template(self.pieces)}"
 
     @property
     def files(self) -> list[Path]:
         """The input files (empty for exposures in memory)."""
         from diffviewer.io import parse_spec
 
-        return [Path(parse_spec(s)[0]) for s in (self.science, self.template) if isinstance(s, str)]
+        return [Path(parse_spec(s)[0]) for s in (self.science, *self.pieces) if isinstance(s, str)]
 
-    def load(self) -> tuple[Exposure, Exposure]:
-        """Read both exposures (specs are read with :func:`diffviewer.io.read_exposure`)."""
+    def load(self) -> tuple[Exposure, Exposure | list[Exposure]]:
+        """Read the science and the template, or the list of its pieces when it has
+        several (specs are read with :func:`diffviewer.io.read_exposure`)."""
         from diffviewer.io import read_exposure
 
         def read(spec: str | Exposure) -> Exposure:
             return spec if isinstance(spec, Exposure) else read_exposure(spec)
 
-        return read(self.science), read(self.template)
+        pieces = [read(p) for p in self.pieces]
+        return read(self.science), pieces[0] if len(pieces) == 1 else pieces
 
 
 def _describe(spec: str | Exposure) -> str:
     """Short description of a spec or exposure."""
     return Path(spec).name if isinstance(spec, str) else spec.source
+
+
+def describe_template(pieces: Sequence[str | Exposure]) -> str:
+    """A template for titles: its file name, or ``N template pieces``."""
+    return _describe(pieces[0]) if len(pieces) == 1 else f"{len(pieces)} template pieces"
 
 
 def check_pair_name(name: str) -> None:
@@ -150,7 +169,8 @@ def spec_identity(spec: str | Exposure) -> str:
 
 def default_output_dir(pair: Pair, root: Path) -> Path:
     """Output folder of a pair under ``root``: its name, or
-    ``<science stem>__<template stem>__<hash8>``.
+    ``<science stem>__<template stem>__<hash8>`` (the first piece's stem for a template
+    in pieces; the hash covers every piece).
 
     The hash (8 hex digits of the SHA-256 of the resolved specs) keeps apart pairs whose
     files share their names, e.g. ``/n1/sci.fits`` and ``/n2/sci.fits`` against one template.
@@ -172,7 +192,7 @@ def default_output_dir(pair: Pair, root: Path) -> Path:
         return root / pair.name
     stems = [
         parse_spec(s)[0].stem if isinstance(s, str) else "memory"
-        for s in (pair.science, pair.template)
+        for s in (pair.science, pair.pieces[0])
     ]
     return root / "__".join([*stems, pair_digest(pair)[:8]])
 

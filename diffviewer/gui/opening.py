@@ -12,8 +12,9 @@ from PyQt6.QtWidgets import QFileDialog, QInputDialog, QMenu
 
 from diffviewer.errors import DiffviewerError, InputError
 from diffviewer.fits_check import unreadable_fits_reason
-from diffviewer.gui.model import Pair
+from diffviewer.gui.model import Pair, describe_template
 from diffviewer.io import read_pairs_csv
+from diffviewer.paths import TEMPLATE_SEPARATOR, template_specs
 
 if TYPE_CHECKING:
     from diffviewer.gui.window import MainWindow
@@ -58,6 +59,11 @@ def image_extensions(path: Path) -> list[str]:
     return names
 
 
+def template_spec(pieces: Sequence[str | Path]) -> str:
+    """The template spec of one file or of pieces (joined by ``;``, as in a pairs list)."""
+    return TEMPLATE_SEPARATOR.join(str(p) for p in pieces)
+
+
 def default_extensions(names: Sequence[str]) -> tuple[str, str]:
     """The science and template extensions to propose: SCI-like and REF/TMPL-like names first."""
     upper = [n.upper() for n in names]
@@ -98,12 +104,27 @@ class Opener:
         settings.setValue(folder_key, str(Path(path).parent))
         return Path(path)
 
+    def ask_templates(self) -> list[Path]:
+        """Ask for the template: one file, or several (its pieces), starting in the folder
+        of the last input and remembering the chosen files' folder."""
+        settings = self.w.settings
+        folder = str(settings.value("last_input_folder", ""))
+        paths, _ = QFileDialog.getOpenFileNames(
+            self.w,
+            "Template image (select several files for a template in pieces)",
+            folder,
+            FITS_FILTER,
+        )
+        if paths:
+            settings.setValue("last_input_folder", str(Path(paths[0]).parent))
+        return [Path(p) for p in paths]
+
     def open_pair_dialog(self) -> None:
-        """Ask for a science file, then a template file (starting in the science's folder)."""
+        """Ask for a science file, then the template file or its pieces (several files)."""
         sci = self.ask_file("Science image", "last_input_folder", FITS_FILTER)
-        tmpl = self.ask_file("Template image", "last_input_folder", FITS_FILTER) if sci else None
-        if sci is not None and tmpl is not None:
-            self.w.open_specs(str(sci), str(tmpl))
+        pieces = self.ask_templates() if sci else []
+        if sci is not None and pieces:
+            self.w.open_specs(str(sci), template_spec(pieces))
 
     def open_mef_dialog(self) -> None:
         """Ask for one multi-extension file, then which extensions are science and template."""
@@ -187,6 +208,7 @@ class Opener:
         self.recent_menu.clear()
         for entry in self.recent():
             sci, _, tmpl = entry.partition("\t")
-            action = QAction(f"{Path(sci).name} — {Path(tmpl).name}", self.recent_menu)
+            pieces = template_specs(tmpl)
+            action = QAction(f"{Path(sci).name} — {describe_template(pieces)}", self.recent_menu)
             self.recent_menu.addAction(action)
             action.triggered.connect(lambda _=False, s=sci, t=tmpl: self.w.open_specs(s, t))

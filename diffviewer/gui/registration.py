@@ -80,7 +80,7 @@ def registration_lines(warp: WarpResult) -> list[str]:
     else:
         lines = [f"{len(warp.pieces)} template pieces, coverage {100.0 * warp.coverage:.1f} %"]
         lines += [
-            f"piece {i + 1} ({p.source}): {registration_summary(p.registration, p.coverage, shape)}"
+            f"piece {i + 1}: {registration_summary(p.registration, p.coverage, shape)}"
             for i, p in enumerate(warp.pieces)
         ]
     regs = [p.registration for p in warp.pieces] or [warp.registration]
@@ -108,5 +108,6 @@ class RegistrationLine(QLabel):
         self.attention = needs_attention(warp)
         self.setStyleSheet(WARN_STYLE if self.attention else PLAIN_STYLE)
         self.setText("<b>Registration:</b> " + "<br>".join(lines))
-        self.setToolTip("\n".join(registration_lines(warp)))
+        sources = [f"piece {i + 1}: {p.source}" for i, p in enumerate(warp.pieces)]
+        self.setToolTip("\n".join(registration_lines(warp) + sources))
         self.show()

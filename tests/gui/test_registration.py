@@ -51,7 +51,7 @@ def test_lines_give_each_piece_its_transform_stars_rms_and_coverage() -> None:
     assert lines[0] == "2 template pieces, coverage 98.0 %"
     # the shift is read at the grid's centre, so it is the shift put in, to the printed digit
     assert lines[1] == (
-        "piece 1 (a.fits): stars; 61 stars matched of 80 science / 75 template; "
+        "piece 1: stars; 61 stars matched of 80 science / 75 template; "
         "shift (+3.25, -1.50) px, rotation +0.500 deg, scale 1.00200; RMS 0.123 px; "
         "coverage 60.0 %"
     )

@@ -20,6 +20,8 @@ from diffviewer.engine.warp import WarpResult
 
 #: Methods whose line is warning-coloured (the user should look at the result).
 WARN_METHODS = ("wcs refined on stars", "none")
+#: Lines of text the registration line takes at most above the images.
+MAX_LINES = 4
 PLAIN_STYLE = "background: #e8f0fa; color: #1b3350; padding: 3px;"
 WARN_STYLE = "background: #fff3b0; color: #5a4500; padding: 3px;"
 
@@ -110,4 +112,6 @@ class RegistrationLine(QLabel):
         self.setText("<b>Registration:</b> " + "<br>".join(lines))
         sources = [f"piece {i + 1}: {p.source}" for i, p in enumerate(warp.pieces)]
         self.setToolTip("\n".join(registration_lines(warp) + sources))
+        # at most MAX_LINES lines above the images (many pieces): the tooltip has them all
+        self.setMaximumHeight(MAX_LINES * self.fontMetrics().lineSpacing() + 8)
         self.show()

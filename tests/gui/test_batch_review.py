@@ -174,7 +174,9 @@ def test_open_shows_a_saved_run_and_rerun_keeps_it_for_ab(qtbot, batch_dir, tmp_
         finish(qtbot, win, "run", lambda: open_saved(win, folder))
         _same_as_written(win, folder)
         saved_metrics = content.metrics(win.outcome.result)
+        assert win.registration.isHidden()  # a saved run keeps no registration to show
         finish(qtbot, win, "run", win.run)  # Run: the engine, on the same pair
+        assert win.registration.isVisible()
         assert win.previous is not None and isinstance(win.previous.result, SavedRun)
         assert not isinstance(win.outcome.result, SavedRun)
         # same pair, same config: the re-run's figures are the saved ones

@@ -266,6 +266,7 @@ def run_pair(
     check_output_dir(out, inputs, overwrite)
     # The heavy modules load only once every path is known good (a typo answers at once).
     import scipy.fft
+    from threadpoolctl import threadpool_limits
 
     from diffviewer.engine.pipeline import run_subtraction
     from diffviewer.io import read_exposure, read_templates
@@ -278,7 +279,12 @@ def run_pair(
     try:
         # Both cores for the FFTs the engine leaves at scipy's default of one thread
         # (fftconv.convolve in decorrelation, score, measurement); results are identical.
-        with scipy.fft.set_workers(os.cpu_count() or 1):
+        # One BLAS thread: the engine's BLAS calls are small (batched 29 x 1225 stamp
+        # normal matrices, per-star least squares), where OpenBLAS's threads cost more
+        # than they save and, on a loaded machine, spin (kernel fit 2.29 -> 1.17 s on a
+        # 1024^2 pair at load 6). Set here, where no other thread runs numpy: switching
+        # OpenBLAS's process-wide count from the GUI's worker thread deadlocked the GUI.
+        with scipy.fft.set_workers(os.cpu_count() or 1), threadpool_limits(1, "blas"):
             result = run_subtraction(science, template, config, progress=bar)
     finally:
         if bar is not None:

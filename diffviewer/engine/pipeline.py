@@ -13,7 +13,6 @@ from collections.abc import Sequence
 
 import numpy as np
 from astropy.table import Table
-from threadpoolctl import threadpool_limits
 
 from diffviewer.config import SubtractionConfig
 from diffviewer.engine import (
@@ -159,12 +158,6 @@ class SubtractionResult:
     warnings: tuple[str, ...]
 
 
-# One BLAS thread: the engine's BLAS calls are small (batched 29 x 1225 stamp normal
-# matrices, per-star least squares), where OpenBLAS's threads cost more than they save and,
-# on a loaded machine, spin: the stamps' normal matrices took 0.14 s (median, up to 11 s)
-# with two threads against 0.014 s with one (1024^2 Moffat pair, load 7). FFTs keep
-# their own workers.
-@threadpool_limits.wrap(limits=1, user_api="blas")
 def run_subtraction(
     science: Exposure,
     template: Exposure | Sequence[Exposure],

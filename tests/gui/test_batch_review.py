@@ -179,8 +179,10 @@ def test_open_shows_a_saved_run_and_rerun_keeps_it_for_ab(qtbot, batch_dir, tmp_
         assert win.registration.isVisible()
         assert win.previous is not None and isinstance(win.previous.result, SavedRun)
         assert not isinstance(win.outcome.result, SavedRun)
-        # same pair, same config: the re-run's figures are the saved ones
-        assert content.metrics(win.outcome.result) == pytest.approx(saved_metrics, rel=1e-6)
+        # same pair, same config: the re-run's figures are the saved ones, up to the
+        # summation order of BLAS (the CLI runs it on one thread, the GUI on OpenBLAS's
+        # default; 4e-5 relative seen on the noise figures)
+        assert content.metrics(win.outcome.result) == pytest.approx(saved_metrics, rel=2e-4)
     finally:
         win.jobs.shutdown()
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 from PyQt6.QtCore import QSettings, Qt, QTimer
-from PyQt6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QShowEvent
+from PyQt6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QGuiApplication, QShowEvent
 from PyQt6.QtWidgets import (
     QDockWidget,
     QHBoxLayout,
@@ -429,9 +429,22 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(geometry)
         else:
             self.resize(1600, 1000)
+        self._fit_to_screen()
         self._default_docks = state is None
         if state is not None:
             self.restoreState(state)
+
+    def _fit_to_screen(self) -> None:
+        """Keep the window inside its screen's available area (a geometry saved on a
+        larger screen, or the 1600 x 1000 default on a 1280 x 720 one, would be cut)."""
+        screen = self.screen() or QGuiApplication.primaryScreen()
+        if screen is None:
+            return
+        area = screen.availableGeometry()
+        if self.width() > area.width() or self.height() > area.height():
+            self.resize(min(self.width(), area.width()), min(self.height(), area.height()))
+        if not area.contains(self.frameGeometry()):
+            self.move(area.topLeft())
 
     def showEvent(self, event: QShowEvent | None) -> None:
         """On the first show without a saved layout, give the docks useful sizes."""

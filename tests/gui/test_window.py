@@ -421,3 +421,19 @@ def test_the_marker_legend_names_every_overlay_shape(window: MainWindow) -> None
         assert word in text
     for status in STATUS_COLOURS:
         assert status.lower() in text
+
+
+def test_window_opens_inside_the_screen(qtbot, tmp_path: Path) -> None:
+    """A geometry saved on a larger screen (or the 1600 x 1000 default) must not leave the
+    window cut off on a smaller one (offscreen: 800 x 800 available)."""
+    from PyQt6.QtGui import QGuiApplication
+
+    from diffviewer.gui.window import isolated_window
+
+    win = isolated_window(tmp_path)
+    qtbot.addWidget(win)
+    area = QGuiApplication.primaryScreen().availableGeometry()
+    least = win.minimumSizeHint()  # the docks' own minimum (940 px wide) wins over 800
+    assert win.width() <= max(area.width(), least.width()) < 1600
+    assert win.height() <= max(area.height(), least.height()) < 1000
+    win.jobs.shutdown()

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-
 from PyQt6.QtCore import QTimer
-from PyQt6.QtWidgets import QApplication
 
 from diffviewer.config import SubtractionConfig
 from diffviewer.errors import DiffviewerError
 from diffviewer.gui.model import Pair
+from diffviewer.gui.qtapp import application
 from diffviewer.gui.window import MainWindow
 
 
@@ -34,10 +32,7 @@ def launch(
     int
         The exit code of the event loop.
     """
-    app = QApplication.instance() or QApplication(sys.argv[:1])
-    assert isinstance(app, QApplication)
-    app.setOrganizationName("diffviewer")
-    app.setApplicationName("diffviewer")
+    app = application()
     window = MainWindow(config)
     window.show()
     # however the event loop ends, no background thread outlives it (Qt would abort)

@@ -12,7 +12,6 @@ every verdict of the batch, on pairs and on sources, as one table.
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,6 +46,7 @@ from diffviewer import display
 from diffviewer.batch.summary import complete_row, read_summary, rows_of, write_summary
 from diffviewer.errors import DiffviewerError, InputError
 from diffviewer.gui import verdicts as source_verdicts
+from diffviewer.gui.qtapp import application
 from diffviewer.io import write_table
 from diffviewer.results import read_pair_verdict, write_pair_verdict
 
@@ -422,10 +422,7 @@ def launch_review(batch_dir: str | Path) -> int:
     int
         The exit code of the event loop.
     """
-    app = QApplication.instance() or QApplication(sys.argv[:1])
-    assert isinstance(app, QApplication)
-    app.setOrganizationName("diffviewer")
-    app.setApplicationName("diffviewer")
+    app = application()
     window = ReviewWindow(batch_dir)
     window.show()
     return int(app.exec())

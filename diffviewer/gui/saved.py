@@ -10,18 +10,18 @@ the folder beside the per-source verdicts.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from PyQt6.QtWidgets import QApplication, QFileDialog
+from PyQt6.QtWidgets import QFileDialog
 
 from diffviewer.engine.progress import CancelToken, ProgressCallback
 from diffviewer.errors import DiffviewerError, InputError
 from diffviewer.gui import model
 from diffviewer.gui.model import Pair, RunOutcome
+from diffviewer.gui.qtapp import application
 from diffviewer.results import read_metadata, read_saved_run, write_pair_verdict
 
 if TYPE_CHECKING:
@@ -128,10 +128,7 @@ def launch_saved(folder: str | Path) -> int:
     """
     from diffviewer.gui.window import MainWindow
 
-    app = QApplication.instance() or QApplication(sys.argv[:1])
-    assert isinstance(app, QApplication)
-    app.setOrganizationName("diffviewer")
-    app.setApplicationName("diffviewer")
+    app = application()
     window = MainWindow()
     window.show()
     app.aboutToQuit.connect(window.jobs.shutdown)

@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import socket
+import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -787,6 +788,20 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
+def _staging_folders(folder: str | Path, name: str | None) -> list[tuple[Path, bool]]:
+    """The staging folders of this host in ``folder``, each with whether its process runs."""
+    host = socket.gethostname().replace("-", "_")
+    found_here = []
+    with contextlib.suppress(OSError):
+        for path in Path(folder).iterdir():
+            found = _STAGING.match(path.name)
+            if not found or (name is not None and found["name"] != name):
+                continue
+            if found["host"] == host:
+                found_here.append((path, _process_alive(int(found["pid"]))))
+    return found_here
+
+
 def remove_stale_staging(folder: str | Path, name: str | None = None) -> list[Path]:
     """Remove the staging folders left in ``folder`` by processes that no longer run.
 
@@ -805,17 +820,39 @@ def remove_stale_staging(folder: str | Path, name: str | None = None) -> list[Pa
     list of Path
         The folders removed.
     """
-    host = socket.gethostname().replace("-", "_")
     removed = []
-    with contextlib.suppress(OSError):
-        for path in Path(folder).iterdir():
-            found = _STAGING.match(path.name)
-            if not found or (name is not None and found["name"] != name):
-                continue
-            if found["host"] == host and not _process_alive(int(found["pid"])):
-                shutil.rmtree(path, ignore_errors=True)
-                removed.append(path)
+    for path, alive in _staging_folders(folder, name):
+        if not alive:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
     return removed
+
+
+def wait_for_running_staging(folder: str | Path, timeout_s: float) -> list[Path]:
+    """Wait until no process of this host still writes a staging folder in ``folder``.
+
+    A pair being written when a batch is interrupted either lands (its folder is
+    moved into place) or its process ends; either way the folder's state is final
+    and the summary can be written from it.
+
+    Parameters
+    ----------
+    folder : str or Path
+        Where output folders are created.
+    timeout_s : float
+        Longest wait, seconds.
+
+    Returns
+    -------
+    list of Path
+        Staging folders whose process still ran when the wait ended (empty normally).
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        running = [path for path, alive in _staging_folders(folder, None) if alive]
+        if not running or time.monotonic() > deadline:
+            return running
+        time.sleep(0.05)
 
 
 @contextlib.contextmanager

@@ -22,7 +22,7 @@ import pytest
 
 from diffviewer import cli, launcher
 from diffviewer.batch import read_summary
-from diffviewer.io import remove_stale_staging, staging_name
+from diffviewer.io import remove_stale_staging, staging_name, wait_for_running_staging
 from tests.test_batch import QUICK, make_pairs
 
 #: Upper bound of any wait below (s): a hung process fails the test instead of the suite.
@@ -138,6 +138,29 @@ def test_a_staging_folder_of_a_killed_process_is_removed_by_the_next_run(tmp_pat
     assert remove_stale_staging(tmp_path, "pair") == [stale]
     assert alive.exists() and other.exists()
     assert remove_stale_staging(tmp_path) == [other]
+
+
+def test_a_pair_still_being_written_is_waited_for_before_the_summary(tmp_path: Path) -> None:
+    """The race of an interrupted batch: a worker lands its pair after the client stopped."""
+    lands = (
+        "import pathlib, sys, time\n"
+        "folder = pathlib.Path(sys.argv[1])\n"
+        "while not (found := list(folder.glob('.pair.partial-*'))): time.sleep(0.01)\n"
+        "time.sleep(0.5)\n"
+        "found[0].rename(folder / 'pair')\n"
+    )
+    writer = subprocess.Popen([sys.executable, "-c", lands, str(tmp_path)])
+    try:
+        assert wait_for_running_staging(tmp_path, timeout_s=0.0) == []  # nothing to wait for
+        staging = tmp_path / staging_name("pair").replace(f"-{os.getpid()}-", f"-{writer.pid}-")
+        staging.mkdir()
+        # its process still runs after a short wait: reported, left alone
+        assert wait_for_running_staging(tmp_path, timeout_s=0.05) == [staging]
+        assert wait_for_running_staging(tmp_path, timeout_s=PATIENCE_S) == []
+        assert (tmp_path / "pair").is_dir() and not staging.exists()
+    finally:
+        writer.kill()
+        writer.wait()
 
 
 def test_sigterm_and_sighup_unwind_like_ctrl_c() -> None:

@@ -31,12 +31,14 @@ from diffviewer.batch.summary import (
 from diffviewer.batch.task import PairJob, run_job
 from diffviewer.config import SubtractionConfig
 from diffviewer.errors import InputError
-from diffviewer.io import parse_spec, remove_stale_staging
+from diffviewer.io import parse_spec, remove_stale_staging, wait_for_running_staging
 from diffviewer.paths import TEMPLATE_SEPARATOR, template_specs
 from diffviewer.results import absolute_spec, incomplete_reason
 
 #: Seconds between two summary writes while results arrive.
 SUMMARY_EVERY_S = 2.0
+#: Longest wait, seconds, for a pair still being written when a batch stops.
+SETTLE_S = 120.0
 #: Resident memory of a worker before its first pair (imports), bytes.
 WORKER_BASE_BYTES = 300e6
 #: Peak resident memory per science pixel of one pair, bytes: the GOTO pair (1850 x 1850)
@@ -385,6 +387,8 @@ def run_batch(
     finally:
         if bar:
             bar.close()
+        for path in wait_for_running_staging(options.out, SETTLE_S):
+            tell(f"warning: {path.name} is still being written by a process of this machine")
         remove_stale_staging(options.out)
         rows |= _finished_unreported(plan.jobs, rows, options.config.digest())
         write_summary(options.out, ordered())

@@ -16,8 +16,10 @@ transients. The figures:
 - ``star res med/p90``: over the brightest stars, the rms within 1.5 FWHM of the
   difference in units of its exact local noise (sky and the star's own Poisson noise,
   through the true kernel): 1 means nothing left but noise.
-- ``flux ratio``: median forced PSF flux (with ``P``) of the injected transients with
-  true S/N > 20, over their true flux.
+- ``flux ratio``: median forced PSF flux (with the difference's own PSF, ``P`` shifted
+  to each sub-pixel position, or ``P`` convolved with the decorrelation kernel for a
+  decorrelated difference) of the injected transients with true S/N > 20, over their
+  true flux.
 - ``found S/N a-b``: injections recovered in each bin of true PSF S/N, by the same
   detection for every difference: a local maximum of the ``P``-filtered difference
   above 5 times its measured sky sigma within 2 px.
@@ -132,17 +134,27 @@ def robust_sigma(values: np.ndarray) -> float:
 
 
 def forced_flux(diff: np.ndarray, psf: np.ndarray, x: float, y: float) -> float:
-    """PSF-weighted flux ``sum(D P) / sum(P^2)`` with ``P`` centred on the nearest pixel."""
+    """PSF-weighted flux ``sum(D P) / sum(P^2)`` with ``P`` shifted to (x, y).
+
+    ``P`` is shifted by the sub-pixel offset from the nearest pixel (Fourier shift): a
+    PSF left on the nearest pixel weights the source off its centre, which biased every
+    flux low (the oracle's by 1.4 % at FWHM 4 px, as ``exp(-<d^2> / 4 s^2)`` predicts).
+    """
     half = psf.shape[0] // 2
     ix, iy = round(x), round(y)
     cut = diff[iy - half : iy + half + 1, ix - half : ix + half + 1]
     if cut.shape != psf.shape:
         return float("nan")
-    return float(np.sum(cut * psf) / np.sum(psf**2))
+    shifted = np.fft.ifft2(ndimage.fourier_shift(np.fft.fft2(psf), (y - iy, x - ix))).real
+    return float(np.sum(cut * shifted) / np.sum(shifted**2))
 
 
-def score(diff: np.ndarray, truth: Truth) -> dict[str, float]:
-    """Every figure of one difference image (science units, NaN where it has no data)."""
+def score(diff: np.ndarray, truth: Truth, diff_psf: np.ndarray | None = None) -> dict[str, float]:
+    """Every figure of one difference image (science units, NaN where it has no data).
+
+    ``diff_psf`` is the difference's PSF when it is not ``truth.psf`` (a decorrelated
+    difference's is sharper); only the forced fluxes use it.
+    """
     good = np.isfinite(diff)
     sky = truth.sky & good
     diff = np.where(good, diff - np.median(diff[sky]), 0.0)
@@ -173,7 +185,10 @@ def score(diff: np.ndarray, truth: Truth) -> dict[str, float]:
     figures["star res p90"] = float(np.percentile(residuals, 90))
     bright = truth.inj_snr > 20
     fluxes = np.array(
-        [forced_flux(diff, truth.psf, x, y) for x, y in zip(truth.inj_x, truth.inj_y, strict=True)]
+        [
+            forced_flux(diff, truth.psf if diff_psf is None else diff_psf, x, y)
+            for x, y in zip(truth.inj_x, truth.inj_y, strict=True)
+        ]
     )
     figures["flux ratio"] = float(np.nanmedian(fluxes[bright] / truth.inj_flux[bright]))
     peaks = (

@@ -74,7 +74,7 @@ def _exposure_summary(exposure: Exposure) -> dict[str, Any]:
     }
 
 
-def _registration_summary(reg: Registration) -> dict[str, Any]:
+def registration_summary(reg: Registration) -> dict[str, Any]:
     """What metadata records of the registration (transform: science px -> template px)."""
     return {
         "method": reg.method,
@@ -122,12 +122,12 @@ def build_metadata(result: SubtractionResult, elapsed: float | None = None) -> d
             "warped": result.template.warped,
             "max_offset_px": _finite(result.template.max_offset),
             "coverage_fraction": result.template.coverage,
-            "registration": _registration_summary(result.template.registration),
+            "registration": registration_summary(result.template.registration),
             "pieces": [
                 {
                     "source": piece.source,
                     "coverage_fraction": piece.coverage,
-                    "registration": _registration_summary(piece.registration),
+                    "registration": registration_summary(piece.registration),
                 }
                 for piece in result.template.pieces
             ],

@@ -25,7 +25,9 @@ from diffviewer.engine.diagnostics import Diagnostics
 from diffviewer.engine.kernel import KernelFit, KernelSolution
 from diffviewer.engine.kernel_direction import Direction
 from diffviewer.engine.psf import PsfEstimate
+from diffviewer.engine.register import PolynomialTransform, Registration
 from diffviewer.engine.renormalise import Renormalisation
+from diffviewer.engine.warp import Piece
 from diffviewer.errors import InputError
 from diffviewer.exposure import Exposure
 from diffviewer.io import atomic_write_text, read_exposure
@@ -264,12 +266,18 @@ class SavedTemplate:
         Largest offset of the warp (px).
     coverage : float
         Fraction of the science image the template covers with data.
+    registration : Registration or None
+        How the (first) template was registered (None: the run predates registration).
+    pieces : tuple of Piece
+        Each template piece's registration and coverage.
     """
 
     exposure: Exposure
     warped: bool
     max_offset: float
     coverage: float
+    registration: Registration | None = None
+    pieces: tuple[Piece, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -373,6 +381,52 @@ class SavedRun:
 def _float(value: Any) -> float:
     """A header value as float (an undefined card, written for NaN, reads as NaN)."""
     return float(value) if isinstance(value, int | float) else float("nan")
+
+
+def registration_from_summary(summary: dict[str, Any]) -> Registration:
+    """A registration as ``metadata.json`` records it under ``warp`` (the inverse of
+    :func:`diffviewer.outputs.registration_summary`).
+
+    Parameters
+    ----------
+    summary : dict
+        The recorded registration.
+
+    Returns
+    -------
+    Registration
+    """
+    matrix = summary.get("transform")
+    transform = (
+        PolynomialTransform(int(summary["transform_order"]), np.asarray(matrix, dtype=np.float64))
+        if matrix is not None
+        else None
+    )
+    return Registration(
+        method=str(summary["method"]),
+        transform=transform,
+        n_science_stars=int(summary["n_science_stars"]),
+        n_template_stars=int(summary["n_template_stars"]),
+        n_matched=int(summary["n_matched"]),
+        rms=_float(summary.get("rms_px")),
+        position_error=_float(summary.get("position_error_px")),
+        notes=tuple(str(n) for n in summary.get("notes", [])),
+    )
+
+
+def _saved_pieces(warp: dict[str, Any]) -> tuple[Registration | None, tuple[Piece, ...]]:
+    """The registration and pieces ``metadata.json`` records (none from an older run)."""
+    if "registration" not in warp:
+        return None, ()
+    pieces = tuple(
+        Piece(
+            str(p["source"]),
+            registration_from_summary(p["registration"]),
+            float(p["coverage_fraction"]),
+        )
+        for p in warp.get("pieces", [])
+    )
+    return registration_from_summary(warp["registration"]), pieces
 
 
 def _psf(hdu: fits.ImageHDU) -> PsfEstimate:
@@ -539,6 +593,7 @@ def read_saved_run(out_dir: str | Path) -> SavedRun:
         bool(warp["warped"]),
         _float(warp["max_offset_px"]),
         float(warp["coverage_fraction"]),
+        *_saved_pieces(warp),
     )
     score = None
     if meta.get("score", {}).get("method", "none") != "none":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -10,14 +11,16 @@ import pytest
 
 from diffviewer.config import SubtractionConfig, apply_overrides
 from diffviewer.engine.pipeline import SubtractionResult, run_subtraction
+from diffviewer.engine.register import PolynomialTransform, Registration
 from diffviewer.errors import InputError
 from diffviewer.gui import content, model
 from diffviewer.io import demo_pair, read_exposure
-from diffviewer.outputs import write_outputs
+from diffviewer.outputs import registration_summary, write_outputs
 from diffviewer.results import (
     SavedRun,
     read_pair_verdict,
     read_saved_run,
+    registration_from_summary,
     write_pair_verdict,
 )
 
@@ -109,3 +112,21 @@ def test_an_unfinished_folder_is_a_one_line_error(saved, tmp_path: Path) -> None
     (tmp_path / "metadata.json").write_text(json.dumps(saved[1].metadata))
     with pytest.raises(InputError, match=r"lacks matched_template\.fits"):
         read_saved_run(tmp_path)
+
+
+def test_a_registration_reads_back_as_metadata_recorded_it() -> None:
+    """A saved run shows the registration it ran with: metadata.json's record inverts."""
+    transform = PolynomialTransform(
+        2, np.array([[3.5, 0.9998, 0.02, 1e-6, 0, 0], [-1.25, -0.02, 0.9998, 0, 2e-6, 0]])
+    )
+    reg = Registration("wcs refined on stars", transform, 120, 95, 80, 0.012, 0.004, ("note",))
+    back = registration_from_summary(json.loads(json.dumps(registration_summary(reg))))
+    assert back.method == reg.method and back.notes == reg.notes
+    assert (back.n_science_stars, back.n_template_stars, back.n_matched) == (120, 95, 80)
+    assert back.rms == reg.rms and back.position_error == reg.position_error
+    x, y = np.array([0.0, 1000.0]), np.array([0.0, 2000.0])
+    np.testing.assert_allclose(back.transform(x, y), reg.transform(x, y), rtol=0, atol=1e-9)
+    # a run with no star fit records NaN RMS and no transform; both read back
+    none = Registration("none", None, 3, 2, 0, math.nan)
+    back = registration_from_summary(json.loads(json.dumps(registration_summary(none))))
+    assert back.transform is None and math.isnan(back.rms)

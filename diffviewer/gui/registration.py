@@ -17,11 +17,14 @@ from PyQt6.QtWidgets import QLabel
 
 from diffviewer.engine.register import Registration
 from diffviewer.engine.warp import WarpResult
+from diffviewer.results import SavedTemplate
 
 #: Methods whose line is warning-coloured (the user should look at the result).
 WARN_METHODS = ("wcs refined on stars", "none")
 #: Lines of text the registration line takes at most above the images.
 MAX_LINES = 4
+#: The template on the science grid: of a run, or of a saved run (with what it recorded).
+Placed = WarpResult | SavedTemplate
 PLAIN_STYLE = "background: #e8f0fa; color: #1b3350; padding: 3px;"
 WARN_STYLE = "background: #fff3b0; color: #5a4500; padding: 3px;"
 
@@ -67,25 +70,31 @@ def registration_summary(reg: Registration, coverage: float, shape: tuple[int, i
     )
 
 
-def needs_attention(warp: WarpResult) -> bool:
+def _registrations(warp: Placed) -> list[Registration]:
+    """Each piece's registration, else the one template's (none from an older saved run)."""
+    if warp.pieces:
+        return [p.registration for p in warp.pieces]
+    return [warp.registration] if warp.registration is not None else []
+
+
+def needs_attention(warp: Placed) -> bool:
     """Whether any piece was refined on stars, taken as aligned, or carries notes."""
-    regs = [p.registration for p in warp.pieces] or [warp.registration]
-    return any(r.method in WARN_METHODS or r.notes for r in regs)
+    return any(r.method in WARN_METHODS or r.notes for r in _registrations(warp))
 
 
-def registration_lines(warp: WarpResult) -> list[str]:
+def registration_lines(warp: Placed) -> list[str]:
     """The registration of a run as plain lines: one for a whole template; for pieces,
     the total coverage then one line per piece; the registration notes last."""
     shape = warp.exposure.shape
-    if len(warp.pieces) <= 1:
-        lines = [registration_summary(warp.registration, warp.coverage, shape)]
+    regs = _registrations(warp)
+    if len(regs) == 1:
+        lines = [registration_summary(regs[0], warp.coverage, shape)]
     else:
         lines = [f"{len(warp.pieces)} template pieces, coverage {100.0 * warp.coverage:.1f} %"]
         lines += [
             f"piece {i + 1}: {registration_summary(p.registration, p.coverage, shape)}"
             for i, p in enumerate(warp.pieces)
         ]
-    regs = [p.registration for p in warp.pieces] or [warp.registration]
     lines += [note for reg in regs for note in reg.notes]
     return lines
 
@@ -101,9 +110,9 @@ class RegistrationLine(QLabel):
         self.attention = False
         self.hide()
 
-    def show_warp(self, warp: WarpResult | None) -> None:
-        """Show a run's registration (None hides the line)."""
-        if warp is None:
+    def show_warp(self, warp: Placed | None) -> None:
+        """Show a run's registration (None, or a saved run that recorded none, hides it)."""
+        if warp is None or warp.registration is None:
             self.hide()
             return
         lines = [html.escape(line) for line in registration_lines(warp)]

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from diffviewer import display
-from diffviewer.engine.warp import WarpResult
 from diffviewer.errors import DiffviewerError
 from diffviewer.gui import model
 from diffviewer.gui.model import RunOutcome
@@ -142,10 +141,7 @@ class RunController:
         w.update_mask_overlay()
         w.tabs.show_run(outcome, w.previous)
         w.show_warnings(result.warnings)
-        # a saved run (File > Open results) keeps no registration to show
-        w.registration.show_warp(
-            result.template if isinstance(result.template, WarpResult) else None
-        )
+        w.registration.show_warp(result.template)
         w.log(
             f"done: {len(result.diasources)} DIA sources, "
             f"{outcome.elapsed:.2f} s; timings "

@@ -174,9 +174,12 @@ def test_open_shows_a_saved_run_and_rerun_keeps_it_for_ab(qtbot, batch_dir, tmp_
         finish(qtbot, win, "run", lambda: open_saved(win, folder))
         _same_as_written(win, folder)
         saved_metrics = content.metrics(win.outcome.result)
-        assert win.registration.isHidden()  # a saved run keeps no registration to show
+        # the saved run shows the registration its metadata.json recorded ...
+        saved_line = win.registration.text()
+        assert win.registration.isVisible() and "stars matched" in saved_line
         finish(qtbot, win, "run", win.run)  # Run: the engine, on the same pair
-        assert win.registration.isVisible()
+        # ... which is the line the engine's own run shows
+        assert win.registration.isVisible() and win.registration.text() == saved_line
         assert win.previous is not None and isinstance(win.previous.result, SavedRun)
         assert not isinstance(win.outcome.result, SavedRun)
         # same pair, same config: the re-run's figures are the saved ones, up to the

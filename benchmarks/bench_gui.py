@@ -4,7 +4,10 @@ Prints a table:
 
 - ``run -> difference on screen``: from triggering Run on ``../shared/data/goto/1.fits``,
   ``2.fits`` (1850 x 1850) to the difference panel painted with the new array, with the
-  engine's own time and the GUI's share (reading, display preparation, drawing);
+  engine's own time and the GUI's share (reading, display preparation, drawing); beside
+  it HOTPANTS's whole process on the same pair (its recommended flags, built from
+  ``../shared/peers``), run in turn with each Run, and the median of the per-round ratio
+  (issue 9's target: the GUI's Run at most HOTPANTS's subtraction time, ratio <= 1);
 - ``cancel -> thread ended``: from Cancel during the GOTO run to the worker thread's end
   (the window itself is idle at once);
 - ``pan frame``: time to move the shared range and repaint every visible panel, with six
@@ -32,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
+from peers import PAIRS, hotpants_binary, hotpants_command, run_process  # noqa: E402
 from PyQt6.QtCore import QEventLoop, QTimer  # noqa: E402
 from PyQt6.QtWidgets import QApplication  # noqa: E402
 
@@ -66,7 +70,14 @@ def bench_run(app: QApplication, folder: Path, repeat: int) -> list[tuple[str, s
     panel = window.area.panels["difference"]
     totals: list[float] = []
     stages: dict[str, list[float]] = {"read": [], "engine": [], "display": [], "gui": []}
+    binary = hotpants_binary()
+    hotpants: list[float] = []
     for _ in range(repeat):
+        if binary is not None:
+            argv = hotpants_command(
+                binary, PAIRS["goto"], GOTO / "1.fits", GOTO / "2.fits", folder / "hotpants"
+            )
+            hotpants.append(run_process(argv).wall_s)
         before = window.outcome
         t0 = time.perf_counter()
         window.menus.run_action.trigger()
@@ -84,6 +95,17 @@ def bench_run(app: QApplication, folder: Path, repeat: int) -> list[tuple[str, s
             f"median {statistics.median(totals):.2f} s over {repeat} (min {min(totals):.2f} s)",
         )
     ]
+    if hotpants:
+        ratios = [t / h for t, h in zip(totals, hotpants, strict=True)]
+        rows.append(
+            (
+                "  HOTPANTS whole process, run in turn",
+                f"median {statistics.median(hotpants):.2f} s; GUI Run / HOTPANTS: median "
+                f"{statistics.median(ratios):.2f}x (target <= 1)",
+            )
+        )
+    else:
+        rows.append(("  HOTPANTS whole process", "skipped: it could not be built"))
     labels = {
         "read": "reading the pair (io.read_exposure)",
         "engine": "engine (run_subtraction)",

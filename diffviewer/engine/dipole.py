@@ -76,6 +76,22 @@ class Cutout:
     model: PsfModel
 
 
+class _Pixels:
+    """A PSF on the selected pixels of a cutout (evaluated on their bounding box)."""
+
+    def __init__(self, model: PsfModel, selected: np.ndarray) -> None:
+        ys, xs = np.nonzero(selected)
+        y0, x0 = (int(ys.min()), int(xs.min())) if ys.size else (0, 0)
+        y1, x1 = (int(ys.max()) + 1, int(xs.max()) + 1) if ys.size else (0, 0)
+        self.model = model
+        self.box = (x0, y0, x1 - x0, y1 - y0)
+        self.selected = selected[y0:y1, x0:x1]
+
+    def at(self, x: float, y: float) -> np.ndarray:
+        """PSF, d/dy and d/dx centred at (x, y) (cutout px) on the selected pixels: (3, n)."""
+        return self.model.on_box(x, y, self.box, derivatives=True)[:, self.selected]
+
+
 def fit_dipole(
     difference: Cutout,
     science: Cutout,
@@ -104,7 +120,6 @@ def fit_dipole(
         In cutout pixels; NaN and not successful when the difference has fewer usable
         pixels than parameters.
     """
-    ny, nx = difference.data.shape
     sel_d, sel_s = difference.weight > 0, science.weight > 0
     sw_d, sw_s = np.sqrt(difference.weight[sel_d]), np.sqrt(science.weight[sel_s])
     d, s = difference.data[sel_d].astype(np.float64), science.data[sel_s].astype(np.float64)
@@ -112,36 +127,37 @@ def fit_dipole(
     if n_d < 7:
         nan = float("nan")
         return DipoleFit(nan, nan, nan, nan, nan, nan, nan, nan, False)
+    # The PSFs are evaluated on the bounding box of the fitted pixels only: a
+    # footprint is much smaller than its cutout, which has a PSF's margin.
+    on_d, on_s = _Pixels(difference.model, sel_d), _Pixels(science.model, sel_s)
+    last: dict[bytes, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
-    def lobe(
-        cut: Cutout, sel: np.ndarray, xc: float, yc: float, derivatives: bool = False
-    ) -> np.ndarray:
-        """PSF (and d/dy, d/dx) at (xc, yc) on the selected pixels, shape (1 or 3, n)."""
-        return cut.model.render(xc, yc, (ny, nx), derivatives)[:, sel]
+    def lobes(t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Positive and negative lobes on the difference, positive on the science, with
+        d/dy and d/dx: each (3, n). The Jacobian is asked for where the residual was
+        last evaluated, so the last evaluation is kept."""
+        key = t.tobytes()
+        if key not in last:
+            last.clear()
+            last[key] = (on_d.at(t[0], t[1]), on_d.at(t[3], t[4]), on_s.at(t[0], t[1]))
+        return last[key]
 
     def residual(t: np.ndarray) -> np.ndarray:
-        r_d = (
-            d
-            - t[2] * lobe(difference, sel_d, t[0], t[1])[0]
-            + t[5] * lobe(difference, sel_d, t[3], t[4])[0]
-        )
-        r_s = s - t[2] * lobe(science, sel_s, t[0], t[1])[0] - t[6]
+        p_lobe, n_lobe, s_lobe = lobes(t)
+        r_d = d - t[2] * p_lobe[0] + t[5] * n_lobe[0]
+        r_s = s - t[2] * s_lobe[0] - t[6]
         return np.concatenate([sw_d * r_d, sw_s * r_s])
 
     def jacobian(t: np.ndarray) -> np.ndarray:
         jac = np.zeros((n_d + s.size, 7))
-        p_val, p_dy, p_dx = lobe(difference, sel_d, t[0], t[1], derivatives=True)
-        n_val, n_dy, n_dx = lobe(difference, sel_d, t[3], t[4], derivatives=True)
-        s_val, s_dy, s_dx = lobe(science, sel_s, t[0], t[1], derivatives=True)
+        (p_val, p_dy, p_dx), (n_val, n_dy, n_dx), (s_val, s_dy, s_dx) = lobes(t)
         jac[:n_d, 0], jac[:n_d, 1], jac[:n_d, 2] = t[2] * p_dx, t[2] * p_dy, -p_val
         jac[:n_d, 3], jac[:n_d, 4], jac[:n_d, 5] = -t[5] * n_dx, -t[5] * n_dy, n_val
         jac[n_d:, 0], jac[n_d:, 1], jac[n_d:, 2] = t[2] * s_dx, t[2] * s_dy, -s_val
         jac[n_d:, 6] = -1.0
         return jac * np.concatenate([sw_d, sw_s])[:, None]
 
-    design = np.stack(
-        [lobe(difference, sel_d, *start_pos)[0], -lobe(difference, sel_d, *start_neg)[0]]
-    )
+    design = np.stack([on_d.at(*start_pos)[0], -on_d.at(*start_neg)[0]])
     amp, *_ = np.linalg.lstsq((design * sw_d).T, d * sw_d, rcond=None)
     floor = 0.05 * float(np.max(np.abs(d))) / max(float(difference.model.image.max()), 1e-12)
     f_p, f_n = (max(float(a), floor) for a in amp)

@@ -43,12 +43,12 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import scipy.fft as sfft
 from astropy.table import Table
 from photutils.aperture import CircularAperture, aperture_photometry
 from scipy import ndimage
 
 from diffviewer.config import MeasurementConfig
-from diffviewer.engine import fftconv
 from diffviewer.engine.columns import COLUMNS, aperture_columns, empty_columns
 from diffviewer.engine.detect import Detections
 from diffviewer.engine.dipole import Cutout, fit_dipole, is_dipole
@@ -150,29 +150,54 @@ class _FootprintCutout:
     detection: np.ndarray
 
 
+class _MatchedFilter:
+    """The difference filtered with its flipped PSF over its filtered noise, on cutouts.
+
+    As detection computes it (:func:`diffviewer.engine.zogy.al_score`), ``(d (x)
+    flip(P)) / sqrt(v (x) flip(P)^2)``, here from a cutout's pixels alone (0 beyond
+    it): a cutout with a margin of half a PSF is exact inside its footprint. Both
+    convolutions are one circular convolution on a grid half a PSF larger than the
+    cutout, which equals the linear one on every pixel of the cutout; the PSF's
+    spectra are kept for each grid size.
+
+    Parameters
+    ----------
+    psf : numpy.ndarray
+        The difference's PSF (odd sides, sum 1).
+    """
+
+    def __init__(self, psf: np.ndarray) -> None:
+        flipped = psf[::-1, ::-1]
+        self.kernels = np.stack([flipped, flipped**2])
+        self.half = (psf.shape[0] // 2, psf.shape[1] // 2)
+        self.spectra: dict[tuple[int, int], np.ndarray] = {}
+
+    def __call__(self, image: np.ndarray, variance: np.ndarray) -> np.ndarray:
+        """Filtered image over filtered noise (sigma; 0 where the noise is not positive)."""
+        (ny, nx), (hy, hx) = image.shape, self.half
+        grid = (sfft.next_fast_len(ny + hy, True), sfft.next_fast_len(nx + hx, True))
+        if grid not in self.spectra:
+            self.spectra[grid] = sfft.rfft2(self.kernels, grid)
+        both = sfft.rfft2(np.stack([image, variance]), grid) * self.spectra[grid]
+        num, var = sfft.irfft2(both, grid)[:, hy : hy + ny, hx : hx + nx]
+        values: np.ndarray = np.where(var > 0, num / np.sqrt(np.where(var > 0, var, 1.0)), 0.0)
+        return values
+
+
 def _detection_values(
     difference: Exposure,
     score: ScoreResult | None,
     detections: Detections,
     box: tuple[slice, slice],
     good: np.ndarray,
-    flipped: np.ndarray,
+    matched: _MatchedFilter,
 ) -> np.ndarray:
-    """The thresholded image (sigma) on a cutout.
-
-    On the difference it is, as in detection (:func:`diffviewer.engine.zogy.al_score`),
-    the difference filtered with the flipped PSF ``flipped`` over the filtered noise;
-    the cutout's margin of half a PSF makes it exact inside the footprint.
-    """
+    """The thresholded image (sigma) on a cutout: the score, or the filtered difference."""
     if detections.detection_image == "score" and score is not None:
-        values = score.image[box].astype(np.float64)
-    else:
-        num = fftconv.convolve(np.where(good, difference.image[box], 0.0), flipped, mode="same")
-        var = fftconv.convolve(
-            np.where(good, difference.variance[box], 0.0), flipped**2, mode="same"
-        )
-        values = np.where(var > 0, num / np.sqrt(np.where(var > 0, var, 1.0)), 0.0)
-    return values
+        return score.image[box].astype(np.float64)
+    return matched(
+        np.where(good, difference.image[box], 0.0), np.where(good, difference.variance[box], 0.0)
+    )
 
 
 def _parts(cut: _FootprintCutout, det_mask: np.ndarray, both: bool) -> list[tuple[np.ndarray, int]]:
@@ -255,7 +280,7 @@ def _footprint_rows(
     sci_weight = np.where(usable[1], 1.0 / np.where(usable[1], science.variance, 1.0), 0.0)
     table, seg, shape = detections.table, detections.segmentation, difference.shape
     margin = max(model.half)
-    flipped = model.image[::-1, ::-1]
+    matched = _MatchedFilter(model.image)
     found: list[dict[str, float]] = []
     for i in range(len(table)):
         if i % 50 == 0:  # a dipole fit takes up to ~10 ms
@@ -272,7 +297,7 @@ def _footprint_rows(
             data=difference.image[box].astype(np.float64),
             good=good,
             inside=seg[box] == label,
-            detection=_detection_values(difference, score, detections, box, good, flipped),
+            detection=_detection_values(difference, score, detections, box, good, matched),
         )
         both = bool(table["has_positive"][i]) and bool(table["has_negative"][i])
         if both:

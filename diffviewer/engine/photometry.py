@@ -29,9 +29,9 @@ class PsfModel:
 
     The PSF and its two derivatives are tabulated once on a grid eight times finer
     than the pixels (bicubic spline through the PSF image); a shifted PSF is then a
-    bilinear blend of four strided slices of the table, fast enough for thousands
-    of sources and for the iterations of the dipole fit. The PSF is 0 beyond its
-    stamp.
+    bilinear blend of four slices of the table (each contiguous: the table is stored
+    by sub-pixel phase), fast enough for thousands of sources and for the iterations
+    of the dipole fit. The PSF is 0 beyond its stamp.
 
     Parameters
     ----------
@@ -55,56 +55,75 @@ class PsfModel:
         ox = np.arange(-(hx + 1) * q, (hx + 1) * q + 1) / q
         inside = (np.abs(oy) <= hy)[:, None] & (np.abs(ox) <= hx)[None, :]
         # Value, derivative along y, derivative along x, stacked: one blend gives all three.
-        self._tables = np.stack(
+        tables = np.stack(
             [
                 spline(oy, ox, dx=dy, dy=dx, grid=True) * inside
                 for dy, dx in ((0, 0), (1, 0), (0, 1))
             ]
         )
+        self._size = tables.shape[1:]
+        # Stored by phase: entry (c, a, b, i, k) is table entry (c, i q + a, k q + b), so
+        # the entries a shifted PSF reads (one every q along each axis) are contiguous.
+        ly, lx = (n // q + 2 for n in self._size)
+        padded = np.zeros((3, ly * q, lx * q))
+        padded[:, : self._size[0], : self._size[1]] = tables
+        self._phases = padded.reshape(3, ly, q, lx, q).transpose(0, 2, 4, 1, 3).copy()
 
-    def shifted(self, x: float, y: float, derivatives: bool = False) -> tuple[np.ndarray, int, int]:
-        """The PSF (and its derivatives along y and x) centred at (x, y), on pixels.
+    def on_box(
+        self, x: float, y: float, box: tuple[int, int, int, int], derivatives: bool = False
+    ) -> np.ndarray:
+        """The PSF (and its derivatives along y and x) centred at (x, y), on a box of pixels.
 
         Parameters
         ----------
         x, y : float
             Centre (px).
+        box : (int, int, int, int)
+            ``(x0, y0, nx, ny)``: pixel of the box's [0, 0] (same frame as x, y) and size.
         derivatives : bool
             Also the two derivatives.
 
         Returns
         -------
-        stamps : numpy.ndarray
-            Shape (1, ny, nx), or (3, ny, nx) with derivatives: value, d/dy and d/dx
-            of the PSF over its offset, on a stamp one pixel larger than the PSF image.
+        numpy.ndarray
+            Shape (1, ny, nx), or (3, ny, nx) with derivatives: value, d/dy and d/dx of
+            the PSF over its offset, bilinear in the table, 0 beyond the PSF's stamp.
+        """
+        x0, y0, nx, ny = box
+        phases = self._phases if derivatives else self._phases[:1]
+        hy, hx = self.half
+        out = np.zeros((phases.shape[0], ny, nx))
+        rows = _taps(y0 - y + hy + 1, ny, self._size[0])
+        cols = _taps(x0 - x + hx + 1, nx, self._size[1])
+        if rows is None or cols is None:
+            return out
+        (ro, ylo, yhi, wy), (co, xlo, xhi, wx) = rows, cols
+        n, m = ro.stop - ro.start, co.stop - co.start
+
+        def entries(yt: tuple[int, int], xt: tuple[int, int]) -> np.ndarray:
+            return phases[:, yt[1], xt[1], yt[0] : yt[0] + n, xt[0] : xt[0] + m]
+
+        out[:, ro, co] = (
+            ((1.0 - wy) * (1.0 - wx)) * entries(ylo, xlo)
+            + ((1.0 - wy) * wx) * entries(ylo, xhi)
+            + (wy * (1.0 - wx)) * entries(yhi, xlo)
+            + (wy * wx) * entries(yhi, xhi)
+        )
+        return out
+
+    def shifted(self, x: float, y: float) -> tuple[np.ndarray, int, int]:
+        """The PSF centred at (x, y) on a stamp one pixel larger than the PSF image.
+
+        Returns
+        -------
+        stamp : numpy.ndarray
+            The shifted PSF (:meth:`on_box`), shape (2 hy + 2, 2 hx + 2).
         x0, y0 : int
             Pixel of the stamp's [0, 0].
         """
-        q = OVERSAMPLE
-        table = self._tables if derivatives else self._tables[:1]
         hy, hx = self.half
-        ix, iy = int(np.floor(x)), int(np.floor(y))
-        qy, qx = (y - iy) * q, (x - ix) * q
-        ry, rx = int(qy), int(qx)
-        wy, wx = qy - ry, qx - rx
-        sy, sx = q - ry, q - rx
-        ny, nx = 2 * hy + 2, 2 * hx + 2
-        ya, yb = slice(sy, sy + ny * q, q), slice(sy - 1, sy - 1 + ny * q, q)
-        xa, xb = slice(sx, sx + nx * q, q), slice(sx - 1, sx - 1 + nx * q, q)
-        out = ((1.0 - wy) * (1.0 - wx)) * table[:, ya, xa] + ((1.0 - wy) * wx) * table[:, ya, xb]
-        out += (wy * (1.0 - wx)) * table[:, yb, xa] + (wy * wx) * table[:, yb, xb]
-        return out, ix - hx, iy - hy
-
-    def render(
-        self, x: float, y: float, shape: tuple[int, int], derivatives: bool = False
-    ) -> np.ndarray:
-        """:meth:`shifted` placed in zero arrays of ``shape``: shape (1 or 3, *shape)."""
-        stamps, x0, y0 = self.shifted(x, y, derivatives)
-        out = np.zeros((stamps.shape[0], *shape))
-        cut = overlap(shape, x0, y0, *stamps.shape[1:])
-        if cut is not None:
-            out[(slice(None), *cut[0])] = stamps[(slice(None), *cut[1])]
-        return out
+        x0, y0 = int(np.floor(x)) - hx, int(np.floor(y)) - hy
+        return self.on_box(x, y, (x0, y0, 2 * hx + 2, 2 * hy + 2))[0], x0, y0
 
     def stamp(self, x: float, y: float) -> tuple[np.ndarray, int, int]:
         """The PSF centred at (x, y), normalised to sum 1 on its stamp.
@@ -116,10 +135,31 @@ class PsfModel:
         x0, y0 : int
             Image pixel of the stamp's [0, 0].
         """
-        stamps, x0, y0 = self.shifted(x, y)
-        img = stamps[0]
+        img, x0, y0 = self.shifted(x, y)
         total = img.sum()
         return (img / total if total > 0 else img), x0, y0
+
+
+def _taps(
+    offset: float, n: int, size: int
+) -> tuple[slice, tuple[int, int], tuple[int, int], float] | None:
+    """Table entries of ``n`` pixels along one axis for the bilinear blend.
+
+    ``offset`` is the first pixel's offset from the PSF centre plus ``h + 1`` (px), so
+    that it is ``k / OVERSAMPLE`` at table entry k of ``size``; the pixels step by
+    OVERSAMPLE entries. Returns the pixels that fall inside the table, the (index,
+    phase) of the first pixel's entries below and above it, and the weight of those
+    above; None when no pixel falls inside.
+    """
+    q = OVERSAMPLE
+    f = offset * q
+    r = int(np.floor(f))
+    first = max(0, -(r // q))
+    last = min(n, (size - 2 - r) // q + 1)
+    if first >= last:
+        return None
+    start = r + first * q
+    return slice(first, last), divmod(start, q), divmod(start + 1, q), f - r
 
 
 def overlap(

@@ -1,7 +1,7 @@
 """Dipole fit: two PSFs of opposite sign on one footprint, the positive lobe tied to the science.
 
 A footprint with a positive and a negative part is fitted with two PSFs of opposite
-sign (:func:`fit_dipole`; scipy.optimize.least_squares on the footprint's pixels); it
+sign (:func:`fit_dipole`; MINPACK's Levenberg-Marquardt on the footprint's pixels); it
 is a dipole (:func:`is_dipole`) when the weaker lobe has at least ``flux_ratio`` of
 the stronger's flux, the lobes are at most ``max_separation`` FWHM apart, and each
 fitted lobe lies within one FWHM of the detected peak of its sign.
@@ -12,12 +12,15 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-from scipy.optimize import least_squares
+from scipy.optimize import leastsq
 
 from diffviewer.engine.photometry import PsfModel
 
 #: Most model evaluations of one dipole fit; a fit that needs more is not a dipole.
 MAX_DIPOLE_EVALUATIONS = 100
+
+#: Relative tolerances of the fit on the cost, the parameters and the gradient (MINPACK's).
+TOLERANCE = 1e-8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,19 +80,38 @@ class Cutout:
 
 
 class _Pixels:
-    """A PSF on the selected pixels of a cutout (evaluated on their bounding box)."""
+    """The fitted pixels of a cutout (those with a weight), and a PSF on them.
 
-    def __init__(self, model: PsfModel, selected: np.ndarray) -> None:
-        ys, xs = np.nonzero(selected)
+    Attributes
+    ----------
+    box : (int, int, int, int)
+        Their bounding box ``(x0, y0, nx, ny)``, where the PSF is evaluated.
+    inside : numpy.ndarray
+        Their flat indices in the box.
+    values : numpy.ndarray
+        Their values (image units).
+    sqrt_weight : numpy.ndarray
+        Square root of their weights.
+    data : numpy.ndarray
+        ``values * sqrt_weight``.
+    """
+
+    def __init__(self, cut: Cutout) -> None:
+        fitted = cut.weight > 0
+        ys, xs = np.nonzero(fitted)
         y0, x0 = (int(ys.min()), int(xs.min())) if ys.size else (0, 0)
         y1, x1 = (int(ys.max()) + 1, int(xs.max()) + 1) if ys.size else (0, 0)
-        self.model = model
+        self.inside = np.flatnonzero(fitted[y0:y1, x0:x1])
+        self.model = cut.model
         self.box = (x0, y0, x1 - x0, y1 - y0)
-        self.selected = selected[y0:y1, x0:x1]
+        self.values = cut.data[fitted].astype(np.float64)
+        self.sqrt_weight = np.sqrt(cut.weight[fitted])
+        self.data = self.values * self.sqrt_weight
 
     def at(self, x: float, y: float) -> np.ndarray:
-        """PSF, d/dy and d/dx centred at (x, y) (cutout px) on the selected pixels: (3, n)."""
-        return self.model.on_box(x, y, self.box, derivatives=True)[:, self.selected]
+        """PSF, d/dy and d/dx centred at (x, y) (cutout px) times ``sqrt_weight``: (3, n)."""
+        psf = self.model.on_box(x, y, self.box, derivatives=True)
+        return np.take(psf.reshape(3, -1), self.inside, axis=1) * self.sqrt_weight
 
 
 def fit_dipole(
@@ -105,7 +127,8 @@ def fit_dipole(
     x_p) + b`` on the science image (the positive lobe is the source as it is in the
     science image, over a constant sky b). Without that constraint a dipole made by
     a small shift is degenerate (only ``flux x separation`` is measured). Weighted
-    least squares (scipy.optimize.least_squares, analytic Jacobian).
+    least squares (MINPACK's Levenberg-Marquardt, scipy.optimize.leastsq, analytic
+    Jacobian).
 
     Parameters
     ----------
@@ -120,56 +143,70 @@ def fit_dipole(
         In cutout pixels; NaN and not successful when the difference has fewer usable
         pixels than parameters.
     """
-    sel_d, sel_s = difference.weight > 0, science.weight > 0
-    sw_d, sw_s = np.sqrt(difference.weight[sel_d]), np.sqrt(science.weight[sel_s])
-    d, s = difference.data[sel_d].astype(np.float64), science.data[sel_s].astype(np.float64)
-    n_d = d.size
-    if n_d < 7:
+    on_d, on_s = _Pixels(difference), _Pixels(science)
+    if on_d.values.size < 7:
         nan = float("nan")
         return DipoleFit(nan, nan, nan, nan, nan, nan, nan, nan, False)
-    # The PSFs are evaluated on the bounding box of the fitted pixels only: a
-    # footprint is much smaller than its cutout, which has a PSF's margin.
-    on_d, on_s = _Pixels(difference.model, sel_d), _Pixels(science.model, sel_s)
-    last: dict[bytes, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    # The PSFs are evaluated on the bounding box of the fitted pixels only: a footprint
+    # is much smaller than its cutout, which has a PSF's margin.
+    n_d, n_s = on_d.data.size, on_s.data.size
+    last: dict[bytes, np.ndarray] = {}
 
-    def lobes(t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Positive and negative lobes on the difference, positive on the science, with
-        d/dy and d/dx: each (3, n). The Jacobian is asked for where the residual was
-        last evaluated, so the last evaluation is kept."""
+    def lobes(t: np.ndarray) -> np.ndarray:
+        """Weighted lobes with their d/dy and d/dx, (9, n_d + n_s): rows 0-2 the positive
+        and 3-5 the negative lobe on the difference, 6-8 the positive on the science (0
+        on the other image's pixels). MINPACK asks for the Jacobian where it last
+        evaluated the residual, so that evaluation is kept."""
         key = t.tobytes()
         if key not in last:
+            out = np.zeros((9, n_d + n_s))
+            out[0:3, :n_d], out[3:6, :n_d] = on_d.at(t[0], t[1]), on_d.at(t[3], t[4])
+            out[6:9, n_d:] = on_s.at(t[0], t[1])
             last.clear()
-            last[key] = (on_d.at(t[0], t[1]), on_d.at(t[3], t[4]), on_s.at(t[0], t[1]))
+            last[key] = out
         return last[key]
 
     def residual(t: np.ndarray) -> np.ndarray:
-        p_lobe, n_lobe, s_lobe = lobes(t)
-        r_d = d - t[2] * p_lobe[0] + t[5] * n_lobe[0]
-        r_s = s - t[2] * s_lobe[0] - t[6]
-        return np.concatenate([sw_d * r_d, sw_s * r_s])
+        g = lobes(t)
+        out = np.concatenate([on_d.data, on_s.data - t[6] * on_s.sqrt_weight])
+        out -= t[2] * (g[0] + g[6]) - t[5] * g[3]
+        return out
 
     def jacobian(t: np.ndarray) -> np.ndarray:
-        jac = np.zeros((n_d + s.size, 7))
-        (p_val, p_dy, p_dx), (n_val, n_dy, n_dx), (s_val, s_dy, s_dx) = lobes(t)
-        jac[:n_d, 0], jac[:n_d, 1], jac[:n_d, 2] = t[2] * p_dx, t[2] * p_dy, -p_val
-        jac[:n_d, 3], jac[:n_d, 4], jac[:n_d, 5] = -t[5] * n_dx, -t[5] * n_dy, n_val
-        jac[n_d:, 0], jac[n_d:, 1], jac[n_d:, 2] = t[2] * s_dx, t[2] * s_dy, -s_val
-        jac[n_d:, 6] = -1.0
-        return jac * np.concatenate([sw_d, sw_s])[:, None]
+        # Columns (x_p, y_p, f_p, x_n, y_n, f_n, b) from the rows (value, d/dy, d/dx)
+        # of each lobe; the derivatives are over the offset from the lobe's centre.
+        f_p, f_n = t[2], t[5]
+        coef = np.zeros((9, 7))
+        coef[[2, 8], 0], coef[[1, 7], 1], coef[[0, 6], 2] = f_p, f_p, -1.0
+        coef[5, 3], coef[4, 4], coef[3, 5] = -f_n, -f_n, 1.0
+        jac = lobes(t).T @ coef
+        jac[n_d:, 6] = -on_s.sqrt_weight
+        return jac
 
     design = np.stack([on_d.at(*start_pos)[0], -on_d.at(*start_neg)[0]])
-    amp, *_ = np.linalg.lstsq((design * sw_d).T, d * sw_d, rcond=None)
-    floor = 0.05 * float(np.max(np.abs(d))) / max(float(difference.model.image.max()), 1e-12)
+    amp, *_ = np.linalg.lstsq(design.T, on_d.data, rcond=None)
+    peak = float(np.max(np.abs(on_d.values)))
+    floor = 0.05 * peak / max(float(difference.model.image.max()), 1e-12)
     f_p, f_n = (max(float(a), floor) for a in amp)
-    sky = float(np.median(s)) if s.size else 0.0
+    sky = float(np.median(on_s.values)) if on_s.values.size else 0.0
     start = np.array([*start_pos, f_p, *start_neg, f_n, sky])
     scale = np.array([1.0, 1.0, max(f_p, f_n), 1.0, 1.0, max(f_p, f_n), 1.0 + abs(sky)])
-    res = least_squares(
-        residual, start, jac=jacobian, method="lm", x_scale=scale, max_nfev=MAX_DIPOLE_EVALUATIONS
+    # MINPACK's lmder, as scipy.optimize.least_squares(method='lm', x_scale=scale)
+    # calls it, without that wrapper's per-evaluation overhead.
+    t, _, _, _, status = leastsq(
+        residual,
+        start,
+        Dfun=jacobian,
+        full_output=True,
+        ftol=TOLERANCE,
+        xtol=TOLERANCE,
+        gtol=TOLERANCE,
+        maxfev=MAX_DIPOLE_EVALUATIONS,
+        diag=1.0 / scale,
     )
-    t = res.x
     errs = np.full(7, np.nan)
-    jtj = res.jac.T @ res.jac
+    jac = jacobian(t)
+    jtj = jac.T @ jac
     if np.linalg.cond(jtj) < 1e14:
         errs = np.sqrt(np.clip(np.diag(np.linalg.inv(jtj)), 0.0, None))
     return DipoleFit(
@@ -181,7 +218,7 @@ def fit_dipole(
         float(t[5]),
         float(errs[2]),
         float(errs[5]),
-        bool(res.success),
+        status in (1, 2, 3, 4),
     )
 
 

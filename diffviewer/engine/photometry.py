@@ -13,6 +13,8 @@ transient it gave a third of the flux and a fifth of the S/N.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy.interpolate import RectBivariateSpline
 
@@ -22,6 +24,9 @@ from diffviewer.errors import InputError
 #: Sub-pixel steps per pixel of the tabulated PSF (bilinear between table entries: the
 #: error is below 1e-3 of the peak for a PSF of FWHM >= 2 px).
 OVERSAMPLE = 8
+
+#: Largest condition number of a forced fit's normal matrix (flux and sky) for a result.
+MAX_CONDITION = 1e12
 
 
 class PsfModel:
@@ -62,12 +67,18 @@ class PsfModel:
             ]
         )
         self._size = tables.shape[1:]
-        # Stored by phase: entry (c, a, b, i, k) is table entry (c, i q + a, k q + b), so
-        # the entries a shifted PSF reads (one every q along each axis) are contiguous.
+        # Stored by phase: entry (c, a, b, i, k) is table entry (c, i q + a, k q + b) for
+        # phases a, b = 0 ... q, so that the entries a shifted PSF reads (one every q
+        # along each axis) are contiguous, and those above them are at phase + 1.
         ly, lx = (n // q + 2 for n in self._size)
-        padded = np.zeros((3, ly * q, lx * q))
+        padded = np.zeros((3, (ly + 1) * q, (lx + 1) * q))
         padded[:, : self._size[0], : self._size[1]] = tables
-        self._phases = padded.reshape(3, ly, q, lx, q).transpose(0, 2, 4, 1, 3).copy()
+        rows = np.arange(q + 1)[:, None] + q * np.arange(ly)[None, :]
+        cols = np.arange(q + 1)[:, None] + q * np.arange(lx)[None, :]
+        self._phases = padded[:, rows[:, :, None, None], cols[None, None, :, :]].transpose(
+            0, 1, 3, 2, 4
+        )
+        self._phases = np.ascontiguousarray(self._phases)
 
     def on_box(
         self, x: float, y: float, box: tuple[int, int, int, int], derivatives: bool = False
@@ -92,23 +103,22 @@ class PsfModel:
         x0, y0, nx, ny = box
         phases = self._phases if derivatives else self._phases[:1]
         hy, hx = self.half
-        out = np.zeros((phases.shape[0], ny, nx))
         rows = _taps(y0 - y + hy + 1, ny, self._size[0])
         cols = _taps(x0 - x + hx + 1, nx, self._size[1])
         if rows is None or cols is None:
-            return out
-        (ro, ylo, yhi, wy), (co, xlo, xhi, wx) = rows, cols
+            return np.zeros((len(phases), ny, nx))
+        (ro, iy, ay, wy), (co, ix, ax, wx) = rows, cols
         n, m = ro.stop - ro.start, co.stop - co.start
-
-        def entries(yt: tuple[int, int], xt: tuple[int, int]) -> np.ndarray:
-            return phases[:, yt[1], xt[1], yt[0] : yt[0] + n, xt[0] : xt[0] + m]
-
-        out[:, ro, co] = (
-            ((1.0 - wy) * (1.0 - wx)) * entries(ylo, xlo)
-            + ((1.0 - wy) * wx) * entries(ylo, xhi)
-            + (wy * (1.0 - wx)) * entries(yhi, xlo)
-            + (wy * wx) * entries(yhi, xhi)
-        )
+        # The four entries around each pixel, blended in one product.
+        corners = phases[
+            :, [ay, ay, ay + 1, ay + 1], [ax, ax + 1, ax, ax + 1], iy : iy + n, ix : ix + m
+        ]
+        weights = np.array([(1.0 - wy) * (1.0 - wx), (1.0 - wy) * wx, wy * (1.0 - wx), wy * wx])
+        blend = (weights @ corners.reshape(len(phases), 4, n * m)).reshape(len(phases), n, m)
+        if n == ny and m == nx:
+            return blend
+        out = np.zeros((len(phases), ny, nx))
+        out[:, ro, co] = blend
         return out
 
     def shifted(self, x: float, y: float) -> tuple[np.ndarray, int, int]:
@@ -140,26 +150,24 @@ class PsfModel:
         return (img / total if total > 0 else img), x0, y0
 
 
-def _taps(
-    offset: float, n: int, size: int
-) -> tuple[slice, tuple[int, int], tuple[int, int], float] | None:
+def _taps(offset: float, n: int, size: int) -> tuple[slice, int, int, float] | None:
     """Table entries of ``n`` pixels along one axis for the bilinear blend.
 
     ``offset`` is the first pixel's offset from the PSF centre plus ``h + 1`` (px), so
     that it is ``k / OVERSAMPLE`` at table entry k of ``size``; the pixels step by
-    OVERSAMPLE entries. Returns the pixels that fall inside the table, the (index,
-    phase) of the first pixel's entries below and above it, and the weight of those
-    above; None when no pixel falls inside.
+    OVERSAMPLE entries. Returns the pixels that fall inside the table, the index and
+    phase of the entry below the first of them, and the weight of the entries above
+    (at phase + 1); None when no pixel falls inside.
     """
     q = OVERSAMPLE
     f = offset * q
-    r = int(np.floor(f))
+    r = math.floor(f)
     first = max(0, -(r // q))
     last = min(n, (size - 2 - r) // q + 1)
     if first >= last:
         return None
-    start = r + first * q
-    return slice(first, last), divmod(start, q), divmod(start + 1, q), f - r
+    index, phase = divmod(r + first * q, q)
+    return slice(first, last), index, phase, f - r
 
 
 def overlap(
@@ -210,18 +218,23 @@ def forced_psf_flux(
     if cut is None:
         return nan, nan
     (iy, ix), (sy, sx) = cut
-    ok = usable[iy, ix].ravel()
-    p = psf[sy, sx].ravel()[ok]
-    d = image[iy, ix].ravel()[ok].astype(np.float64)
-    v = variance[iy, ix].ravel()[ok].astype(np.float64)
-    design = np.stack([p, np.ones_like(p)]) if fit_sky else p[None]
-    normal = design @ design.T
-    if p.size < design.shape[0] + 1 or not np.all(np.isfinite(normal)):
-        return nan, nan
-    if np.linalg.cond(normal) > 1e12:
-        return nan, nan
-    inverse = np.linalg.inv(normal)
-    rows = inverse @ design
-    coef = rows @ d
-    var = float(np.sum(rows[0] ** 2 * v))
-    return float(coef[0]), float(np.sqrt(var)) if var > 0 else nan
+    ok = usable[iy, ix]
+    p = psf[sy, sx][ok]
+    d = image[iy, ix][ok].astype(np.float64)
+    v = variance[iy, ix][ok].astype(np.float64)
+    # The flux's row of the inverse normal matrix, in closed form: with a sky the normal
+    # matrix is [[sum p^2, sum p], [sum p, n]], of condition lambda_max^2 / det.
+    spp, n = float(p @ p), p.size
+    if fit_sky:
+        sp = float(p.sum())
+        det = spp * n - sp * sp
+        big = 0.5 * (spp + n) + np.hypot(0.5 * (spp - n), sp)
+        if n < 3 or not (np.isfinite(det) and det > 0) or big * big > MAX_CONDITION * det:
+            return nan, nan
+        row = (n * p - sp) / det
+    else:
+        if n < 2 or not (np.isfinite(spp) and spp > 0):
+            return nan, nan
+        row = p / spp
+    var = float((row * row) @ v)
+    return float(row @ d), float(np.sqrt(var)) if var > 0 else nan

@@ -114,10 +114,13 @@ def _peak(image: np.ndarray, inside: np.ndarray, sign: int) -> tuple[float, floa
 def _weighted_moments(
     img: np.ndarray, good: np.ndarray, xc: float, yc: float, sigma_w: float
 ) -> tuple[float, float, float]:
-    """Second moments (xx, yy, xy; px^2) from Gaussian-weighted moments, the weight removed."""
-    y, x = np.indices(img.shape, dtype=np.float64)
+    """Second moments (xx, yy, xy; px^2) from Gaussian-weighted moments, the weight removed.
+
+    Only the ``good`` pixels enter.
+    """
+    y, x = np.nonzero(good)
     dx, dy = x - xc, y - yc
-    w = np.where(good, np.exp(-0.5 * (dx * dx + dy * dy) / sigma_w**2), 0.0) * img
+    w = np.exp(-0.5 * (dx * dx + dy * dy) / sigma_w**2) * img[y, x]
     total = float(w.sum())
     nan = float("nan")
     if total <= 0.0:

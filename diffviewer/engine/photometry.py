@@ -32,11 +32,11 @@ MAX_CONDITION = 1e12
 class PsfModel:
     """A PSF image that can be shifted to any sub-pixel position.
 
-    The PSF and its two derivatives are tabulated once on a grid eight times finer
-    than the pixels (bicubic spline through the PSF image); a shifted PSF is then a
-    bilinear blend of four slices of the table (each contiguous: the table is stored
-    by sub-pixel phase), fast enough for thousands of sources and for the iterations
-    of the dipole fit. The PSF is 0 beyond its stamp.
+    The PSF (and, when first asked for, its two derivatives) is tabulated once on a
+    grid eight times finer than the pixels (bicubic spline through the PSF image); a
+    shifted PSF is then a bilinear blend of four slices of the table (each contiguous:
+    the table is stored by sub-pixel phase), fast enough for thousands of sources and
+    for the iterations of the dipole fit. The PSF is 0 beyond its stamp.
 
     Parameters
     ----------
@@ -54,31 +54,38 @@ class PsfModel:
         self.half = (p.shape[0] // 2, p.shape[1] // 2)
         self.fwhm = shape_from_covariance(adaptive_moments(self.image)[2])[0]
         hy, hx = self.half
-        spline = RectBivariateSpline(np.arange(-hy, hy + 1.0), np.arange(-hx, hx + 1.0), self.image)
-        q = OVERSAMPLE
-        oy = np.arange(-(hy + 1) * q, (hy + 1) * q + 1) / q
-        ox = np.arange(-(hx + 1) * q, (hx + 1) * q + 1) / q
-        inside = (np.abs(oy) <= hy)[:, None] & (np.abs(ox) <= hx)[None, :]
-        # Value, derivative along y, derivative along x, stacked: one blend gives all three.
-        tables = np.stack(
-            [
-                spline(oy, ox, dx=dy, dy=dx, grid=True) * inside
-                for dy, dx in ((0, 0), (1, 0), (0, 1))
-            ]
+        self._spline = RectBivariateSpline(
+            np.arange(-hy, hy + 1.0), np.arange(-hx, hx + 1.0), self.image
         )
-        self._size = tables.shape[1:]
-        # Stored by phase: entry (c, a, b, i, k) is table entry (c, i q + a, k q + b) for
-        # phases a, b = 0 ... q, so that the entries a shifted PSF reads (one every q
-        # along each axis) are contiguous, and those above them are at phase + 1.
-        ly, lx = (n // q + 2 for n in self._size)
-        padded = np.zeros((3, (ly + 1) * q, (lx + 1) * q))
-        padded[:, : self._size[0], : self._size[1]] = tables
-        rows = np.arange(q + 1)[:, None] + q * np.arange(ly)[None, :]
-        cols = np.arange(q + 1)[:, None] + q * np.arange(lx)[None, :]
-        self._phases = padded[:, rows[:, :, None, None], cols[None, None, :, :]].transpose(
-            0, 1, 3, 2, 4
-        )
-        self._phases = np.ascontiguousarray(self._phases)
+        self._size = (2 * (hy + 1) * OVERSAMPLE + 1, 2 * (hx + 1) * OVERSAMPLE + 1)
+        self._phases: dict[bool, np.ndarray] = {}
+
+    def _table(self, derivatives: bool) -> np.ndarray:
+        """The table of the value (and of the two derivatives), by phase; built when first asked.
+
+        Entry (c, a, b, i, k) is entry (c, i q + a, k q + b) of the table on the fine
+        grid (offsets -(h + 1) ... h + 1 px in steps of 1 / q), for phases a, b = 0 ... q:
+        the entries a shifted PSF reads (one every q along each axis) are contiguous, and
+        those above them are at phase + 1.
+        """
+        if derivatives not in self._phases:
+            q, (hy, hx), (ny, nx) = OVERSAMPLE, self.half, self._size
+            oy = np.arange(-(hy + 1) * q, (hy + 1) * q + 1) / q
+            ox = np.arange(-(hx + 1) * q, (hx + 1) * q + 1) / q
+            inside = (np.abs(oy) <= hy)[:, None] & (np.abs(ox) <= hx)[None, :]
+            orders = ((0, 0), (1, 0), (0, 1)) if derivatives else ((0, 0),)
+            ly, lx = ny // q + 2, nx // q + 2
+            padded = np.zeros((len(orders), (ly + 1) * q, (lx + 1) * q))
+            for c, (dy, dx) in enumerate(orders):
+                padded[c, :ny, :nx] = self._spline(oy, ox, dx=dy, dy=dx, grid=True) * inside
+            blocks = padded.reshape(len(orders), ly + 1, q, lx + 1, q)
+            phases = np.empty((len(orders), q + 1, q + 1, ly, lx))
+            phases[:, :q, :q] = blocks[:, :ly, :, :lx].transpose(0, 2, 4, 1, 3)
+            phases[:, q, :q] = blocks[:, 1:, 0, :lx].transpose(0, 3, 1, 2)
+            phases[:, :q, q] = blocks[:, :ly, :, 1:, 0].transpose(0, 2, 1, 3)
+            phases[:, q, q] = blocks[:, 1:, 0, 1:, 0]
+            self._phases[derivatives] = phases
+        return self._phases[derivatives]
 
     def on_box(
         self, x: float, y: float, box: tuple[int, int, int, int], derivatives: bool = False
@@ -101,7 +108,7 @@ class PsfModel:
             the PSF over its offset, bilinear in the table, 0 beyond the PSF's stamp.
         """
         x0, y0, nx, ny = box
-        phases = self._phases if derivatives else self._phases[:1]
+        phases = self._table(derivatives)
         hy, hx = self.half
         rows = _taps(y0 - y + hy + 1, ny, self._size[0])
         cols = _taps(x0 - x + hx + 1, nx, self._size[1])

@@ -273,7 +273,6 @@ def run_pair(
     from diffviewer.outputs import guard_tripped, write_outputs
 
     science = read_exposure(science_spec)
-    template = read_templates(pieces)
     bar = TerminalProgress(sys.stderr) if (not quiet and sys.stderr.isatty()) else None
     t0 = time.perf_counter()
     try:
@@ -285,7 +284,8 @@ def run_pair(
         # 1024^2 pair at load 6). Set here, where no other thread runs numpy: switching
         # OpenBLAS's process-wide count from the GUI's worker thread deadlocked the GUI.
         with scipy.fft.set_workers(os.cpu_count() or 1), threadpool_limits(1, "blas"):
-            result = run_subtraction(science, template, config, progress=bar)
+            # The template is read here, not kept: the engine frees it once it is warped.
+            result = run_subtraction(science, read_templates(pieces), config, progress=bar)
     finally:
         if bar is not None:
             bar.close()

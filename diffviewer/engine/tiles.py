@@ -27,6 +27,23 @@ def embed(
     return out
 
 
+def kernel_spectrum(kernel: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``rfft2`` (complex64) of a small centred kernel embedded in zeros of ``shape``.
+
+    ``rfft2`` transforms the rows and then the columns; only the kernel's own rows are
+    non-zero, so only they are transformed along x, placed at their wrapped rows, and the
+    columns transformed: the same operations on the same numbers as ``rfft2`` of
+    :func:`embed` (the same bits), at about 40 % of its cost for a kernel of a few tens
+    of px on a grid of several hundred.
+    """
+    ky, kx = kernel.shape
+    rows = np.zeros((ky, shape[1]), dtype=np.float32)
+    rows[:, (np.arange(kx) - kx // 2) % shape[1]] = kernel
+    out = np.zeros((shape[0], shape[1] // 2 + 1), dtype=np.complex64)
+    out[(np.arange(ky) - ky // 2) % shape[0]] = sfft.rfft(rows, axis=1, workers=-1)
+    return sfft.fft(out, axis=0, workers=-1, overwrite_x=True)
+
+
 class FourierGrid:
     """A padded real-FFT grid on which small centred kernels are convolved with images."""
 
@@ -43,8 +60,8 @@ class FourierGrid:
         return sfft.rfft2(np.asarray(image, dtype=np.float32), s=self.padded, workers=-1)
 
     def kernel_spectrum(self, kernel: np.ndarray) -> np.ndarray:
-        """Spectrum of a centred kernel, its centre moved to the origin."""
-        return sfft.rfft2(embed(kernel, self.padded, np.float32), workers=-1)
+        """Spectrum of a centred kernel, its centre at the origin (:func:`kernel_spectrum`)."""
+        return kernel_spectrum(kernel, self.padded)
 
     def image(self, spectrum: np.ndarray) -> np.ndarray:
         """Back to an image of the original shape."""
@@ -108,7 +125,8 @@ def blend_cells(
         Half-side (px) of the kernels: each cell is convolved with this margin of data.
     node_spectra : callable
         ``node_spectra(grid, row, column)``: the spectra of node (row, column)'s kernels
-        on ``grid``; kept while the next cell of the node's rows has the same FFT grid.
+        on ``grid``; kept for the node's next cell when it has the same FFT grid, and
+        dropped after its last.
     node_products : callable
         ``node_products(grid, row, column, kernel_spectra, plane_spectra)``: images on
         the cell's grid (shape ``grid.shape``) made with that node's kernels.
@@ -123,11 +141,11 @@ def blend_cells(
     shape = planes[0].shape
     out: list[np.ndarray] = []
     rows, cols = axis_cells(shape[0], ys), axis_cells(shape[1], xs)
-    kept: dict[tuple[int, int, tuple[int, int]], Spectra] = {}
+    # Each node's kernel spectra, on the grid they were made for, from the first cell that
+    # needs them to the last (cell (min(j, rows - 1), min(i, columns - 1)) for node (j, i)).
+    kept: dict[tuple[int, int], tuple[tuple[int, int], Spectra]] = {}
     for done, (r0, r1, row_nodes) in enumerate(rows):
-        first_row = row_nodes[0][0]
-        kept = {key: value for key, value in kept.items() if key[0] >= first_row}
-        for c0, c1, col_nodes in cols:
+        for col, (c0, c1, col_nodes) in enumerate(cols):
             lo_r, hi_r = max(0, r0 - reach), min(shape[0], r1 + reach)
             lo_c, hi_c = max(0, c0 - reach), min(shape[1], c1 + reach)
             grid = FourierGrid((hi_r - lo_r, hi_c - lo_c), 2 * reach + 1)
@@ -135,10 +153,11 @@ def blend_cells(
             inner = np.s_[r0 - lo_r : r1 - lo_r, c0 - lo_c : c1 - lo_c]
             for j, wy in row_nodes:
                 for i, wx in col_nodes:
-                    key = (j, i, grid.padded)
-                    if key not in kept:
-                        kept[key] = node_spectra(grid, j, i)
-                    products = node_products(grid, j, i, kept[key], data)
+                    if (j, i) not in kept or kept[j, i][0] != grid.padded:
+                        kept[j, i] = (grid.padded, node_spectra(grid, j, i))
+                    products = node_products(grid, j, i, kept[j, i][1], data)
+                    if (done, col) == (min(j, len(rows) - 1), min(i, len(cols) - 1)):
+                        del kept[j, i]
                     if not out:
                         out = [np.zeros(shape, dtype=np.float32) for _ in products]
                     w = (wy[:, None] * wx[None, :]).astype(np.float32)

@@ -387,14 +387,13 @@ def zogy_score_grid(
     # F_n f / sigma_n on N and f / sigma_r on R: the zero points become F_n sigma_r / sigma_n
     # and 1 (times sigma_r, which S_corr and D do not see).
     kernels = _node_kernels(psfs, sigma_r / sigma_n)
-    zero = np.float32(0.0)
-    in_n, in_r = np.float32(1.0 / sigma_n), np.float32(1.0 / sigma_r)
     planes = (
-        np.where(good, (science.image - bkg_n) * in_n, zero),
-        np.where(good, (template.image - bkg_r) * in_r, zero),
-        np.where(good, science.variance * in_n * in_n, zero),
-        np.where(good, template.variance * in_r * in_r, zero),
+        _scaled_plane(science.image, bkg_n, 1.0 / sigma_n, bad),
+        _scaled_plane(template.image, bkg_r, 1.0 / sigma_r, bad),
+        _scaled_plane(science.variance, None, sigma_n**-2, bad),
+        _scaled_plane(template.variance, None, sigma_r**-2, bad),
     )
+    del bkg_n, bkg_r
     reporter.update(0.3)
     score, var, proper = tiles.blend_cells(
         planes,
@@ -407,6 +406,7 @@ def zogy_score_grid(
         ),
         lambda done: reporter.update(0.3 + 0.6 * done),
     )
+    del planes
     # Near an unusable pixel (a saturated core set to 0) the score holds the wings alone.
     half = max(
         max(footprint_half_width(kern.k_n), footprint_half_width(kern.k_r))
@@ -416,9 +416,13 @@ def zogy_score_grid(
     mask, invalid = _score_mask(
         science, template, bad | ~(var > _variance_floor(var)), 2 * half + 1
     )
-    s_corr = np.where(invalid, zero, score / np.sqrt(np.where(invalid, 1.0, var)))
-    s_corr = s_corr.astype(np.float32)
-    proper = np.where(invalid, zero, proper).astype(np.float32)
+    # In place, in float32: S_corr = S / sqrt(V), 0 where invalid.
+    var[invalid] = 1.0
+    np.sqrt(var, out=var)
+    s_corr = np.divide(score, var, out=score)
+    del var
+    s_corr[invalid] = 0.0
+    proper[invalid] = 0.0
     reporter.update(1.0)
     centre_row = int(np.argmin(np.abs(np.asarray(psfs.ys) - (science.shape[0] - 1) / 2.0)))
     centre_col = int(np.argmin(np.abs(np.asarray(psfs.xs) - (science.shape[1] - 1) / 2.0)))
@@ -433,6 +437,16 @@ def zogy_score_grid(
         sigma_template=sigma_r,
         n_psf_nodes=psfs.n_nodes,
     )
+
+
+def _scaled_plane(
+    image: np.ndarray, background: np.ndarray | None, scale: float, bad: np.ndarray
+) -> np.ndarray:
+    """``(image - background) * scale`` in float32, 0 where ``bad`` (one new array)."""
+    out = np.subtract(image, background, dtype=np.float32) if background is not None else None
+    out = np.multiply(image if out is None else out, np.float32(scale), out=out, dtype=np.float32)
+    out[bad] = 0.0
+    return out
 
 
 def _kernel_spectra(grid: FourierGrid, kern: _ZogyKernels) -> tuple[np.ndarray, ...]:
@@ -507,16 +521,24 @@ def al_score(difference: Exposure, psf: np.ndarray, reporter: Reporter) -> Score
         )
     flipped = p[::-1, ::-1]
     grid = FourierGrid(difference.shape, max(p.shape))
-    zero = np.float32(0.0)
     num = grid.image(
-        grid.spectrum(np.where(bad, zero, difference.image)) * grid.kernel_spectrum(flipped)
+        grid.spectrum(_scaled_plane(difference.image, None, 1.0, bad))
+        * grid.kernel_spectrum(flipped)
     )
     reporter.update(0.5)
     var = grid.image(
-        grid.spectrum(np.where(bad, zero, difference.variance)) * grid.kernel_spectrum(flipped**2)
+        grid.spectrum(_scaled_plane(difference.variance, None, 1.0, bad))
+        * grid.kernel_spectrum(flipped**2)
     )
     invalid = bad | ~(var > _variance_floor(var))
-    score = np.where(invalid, zero, num / np.sqrt(np.where(invalid, 1.0, var))).astype(np.float32)
+    # In place, in float32 (the views of the padded grid are copied once, to their shape).
+    score, var = np.array(num), np.array(var)
+    del num
+    var[invalid] = 1.0
+    np.sqrt(var, out=var)
+    score /= var
+    del var
+    score[invalid] = 0.0
     mask = np.where(
         invalid & ((difference.mask & int(UNUSABLE)) == 0),
         difference.mask | int(MaskPlane.NO_DATA),

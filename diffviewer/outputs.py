@@ -21,7 +21,6 @@ from astropy.table import Table
 
 from diffviewer import __version__
 from diffviewer.config import to_toml
-from diffviewer.engine.diagnostics import noise_ratio
 from diffviewer.engine.pipeline import SubtractionResult
 from diffviewer.engine.progress import CancelToken, Reporter
 from diffviewer.engine.register import Registration
@@ -177,8 +176,9 @@ def build_metadata(result: SubtractionResult, elapsed: float | None = None) -> d
         },
         "difference": {
             "decorrelated": result.decorrelation is not None,
-            "noise_ratio": _finite(noise_ratio(result.difference)),
-            "noise_ratio_propagated": _finite(noise_ratio(result.subtraction.difference)),
+            # As the engine measured them (diagnostics.noise_ratio of the two differences).
+            "noise_ratio": _finite(result.diagnostics.noise_ratio),
+            "noise_ratio_propagated": _finite(result.diagnostics.noise_ratio_raw),
             "decorrelation_variance_factor": (
                 decorr.variance_factor if decorr is not None else None
             ),

@@ -28,8 +28,8 @@ from scipy import ndimage
 from diffviewer.engine import fftconv
 from diffviewer.engine.kernel_basis import chebyshev_terms, term_powers
 from diffviewer.engine.kernel_solution import KernelFit, KernelSolution
-from diffviewer.engine.kernel_stamps import kernel_spectra
 from diffviewer.engine.progress import Reporter, null_reporter
+from diffviewer.engine.tiles import kernel_spectrum
 from diffviewer.exposure import MASK_DTYPE, Exposure, MaskPlane
 
 #: Planes of a convolved image's mask that are grown by the kernel footprint (NO_DATA
@@ -124,7 +124,7 @@ def convolve_terms(
     ty = chebyshev.chebvander(2.0 * np.arange(ny) / max(ny - 1, 1) - 1.0, order).astype(np.float32)
     out = np.zeros((ny, nx), dtype=np.float32)
     for s, (px, py) in enumerate(term_powers(order)):
-        product = kernel_spectra(kernels[s], fshape)
+        product = kernel_spectrum(kernels[s], fshape)
         product *= spec
         conv = sfft.irfft2(product, s=fshape, workers=-1, overwrite_x=True)[:ny, :nx]
         if order > 0:

@@ -28,20 +28,33 @@ def embed(
 
 
 def kernel_spectrum(kernel: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """``rfft2`` (complex64) of a small centred kernel embedded in zeros of ``shape``.
+    """``rfft2`` (complex64) of small centred kernels embedded in zeros of ``shape``.
 
     ``rfft2`` transforms the rows and then the columns; only the kernel's own rows are
     non-zero, so only they are transformed along x, placed at their wrapped rows, and the
     columns transformed: the same operations on the same numbers as ``rfft2`` of
     :func:`embed` (the same bits), at about 40 % of its cost for a kernel of a few tens
     of px on a grid of several hundred.
+
+    Parameters
+    ----------
+    kernel : numpy.ndarray
+        ``(..., ky, kx)`` centred kernels (odd sides, at most ``shape``).
+    shape : (int, int)
+        The grid (px).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(..., shape[0], shape[1] // 2 + 1)`` complex64 spectra.
     """
-    ky, kx = kernel.shape
-    rows = np.zeros((ky, shape[1]), dtype=np.float32)
-    rows[:, (np.arange(kx) - kx // 2) % shape[1]] = kernel
-    out = np.zeros((shape[0], shape[1] // 2 + 1), dtype=np.complex64)
-    out[(np.arange(ky) - ky // 2) % shape[0]] = sfft.rfft(rows, axis=1, workers=-1)
-    return sfft.fft(out, axis=0, workers=-1, overwrite_x=True)
+    ky, kx = kernel.shape[-2:]
+    lead = kernel.shape[:-2]
+    rows = np.zeros((*lead, ky, shape[1]), dtype=np.float32)
+    rows[..., (np.arange(kx) - kx // 2) % shape[1]] = kernel
+    out = np.zeros((*lead, shape[0], shape[1] // 2 + 1), dtype=np.complex64)
+    out[..., (np.arange(ky) - ky // 2) % shape[0], :] = sfft.rfft(rows, axis=-1, workers=-1)
+    return sfft.fft(out, axis=-2, workers=-1, overwrite_x=True)
 
 
 class FourierGrid:

@@ -1,13 +1,16 @@
-"""Detection of both polarities, footprint merging and growing, sky sources, the guard."""
+"""Detection of both polarities, deblending, footprint merging and growing, sky sources,
+the guard."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from diffviewer.config import DetectionConfig, ScoreConfig
 from diffviewer.engine import zogy
-from diffviewer.engine.detect import detect_sources
+from diffviewer.engine.deblend import split_footprints
+from diffviewer.engine.detect import DEBLEND_PROMINENCE, detect_sources
 from diffviewer.engine.progress import null_reporter
 from diffviewer.exposure import Exposure, MaskPlane
 from diffviewer.stats import FWHM_PER_SIGMA
@@ -74,6 +77,61 @@ def test_touching_lobes_merge_into_one_footprint() -> None:
     assert len(det.table) == 1
     row = det.table[0]
     assert row["has_positive"] and row["has_negative"]
+
+
+def test_a_peak_is_split_off_by_its_rise_above_the_saddle() -> None:
+    # Two noiseless Gaussian bumps (sigma 2 px, heights 20 and 12, 7 px apart) on one
+    # footprint: on the line joining them the profile's minimum is the saddle.
+    y, x = np.mgrid[0:40, 0:40].astype(float)
+    image = 20 * np.exp(-((x - 15) ** 2 + (y - 20) ** 2) / 8) + 12 * np.exp(
+        -((x - 22) ** 2 + (y - 20) ** 2) / 8
+    )
+    kept = (image > 1.0).astype(np.int32)  # one footprint, numbered 1
+    rise = 12 * 1.0 + 20 * np.exp(-49 / 8) - float(image[20, 15:23].min())
+    labels, n = split_footprints(image, kept, rise - 0.05)
+    assert n == 2
+    assert labels[20, 15] != labels[20, 22] and (labels > 0).sum() == kept.sum()
+    # Each pixel goes to the bump it climbs to: the pieces meet at the saddle.
+    saddle = 15 + int(np.argmin(image[20, 15:23]))
+    assert abs(int(np.argmax(labels[20] == labels[20, 22])) - saddle) <= 1
+    labels, n = split_footprints(image, kept, rise + 0.05)
+    assert n == 1 and set(np.unique(labels)) == {0, 1}
+
+
+def test_a_transient_beside_a_residual_is_its_own_source() -> None:
+    # A 60-sigma residual and a 20-sigma transient 9 px apart (PSF FWHM 3.5 px; the
+    # filtered image's profiles have sigma 2.1 px): between them the filtered image
+    # stays near 7 sigma, so at 5 sigma their footprints merge; the transient rises ~13
+    # sigma above that saddle, far more than DEBLEND_PROMINENCE, so it is a source at
+    # its own peak.
+    s = 3.5 / FWHM_PER_SIGMA
+    flux = SIGMA * 2 * np.sqrt(np.pi) * s
+    sources = [(100.0, 100.0, 60 * flux), (109.0, 100.0, 20 * flux)]
+    det = detect_sources(
+        difference_with(sources),
+        None,
+        DetectionConfig(detect_on="difference"),
+        null_reporter(),
+        psf=PSF,
+    )
+    assert len(det.table) == 2, det.table
+    assert det.segmentation[100, 100] != det.segmentation[100, 109]
+    groups, _ = ndimage.label(det.mask & int(MaskPlane.DETECTED), structure=np.ones((3, 3)))
+    assert groups[100, 100] == groups[100, 109], "the footprints touch"
+    for x, y, _ in sources:
+        row = det.table[np.argmin(np.hypot(det.table["x"] - x, det.table["y"] - y))]
+        assert np.hypot(row["x"] - x, row["y"] - y) <= 1.0
+        assert det.segmentation[int(y), int(x)] == row["label"]
+        assert det.mask[int(y), int(x)] & int(MaskPlane.DETECTED)
+    # One bright source (S/N 200) is never split by its noise.
+    det = detect_sources(
+        difference_with([(100.0, 100.0, 200 * flux)], seed=3),
+        None,
+        DetectionConfig(detect_on="difference"),
+        null_reporter(),
+        psf=PSF,
+    )
+    assert len(det.table) == 1 and DEBLEND_PROMINENCE >= 2.0
 
 
 def test_grow_and_min_area() -> None:

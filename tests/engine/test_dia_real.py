@@ -222,6 +222,79 @@ def _survey_difference(
     return diff, var, np.exp(-0.5 * (x * x + y * y) / sigma**2)
 
 
+def _centre_extreme(image: np.ndarray, sign: int) -> float:
+    """The extreme of the given sign within 3 px of the centre."""
+    ny, nx = image.shape
+    yy, xx = np.indices(image.shape)
+    near = np.hypot(yy - (ny - 1) / 2, xx - (nx - 1) / 2) < 3
+    return float(sign * np.max(sign * image[near]))
+
+
+def _why_missed(
+    result: SubtractionResult,
+    ours_snr: float,
+    theirs_snr: float,
+    survey: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> str:
+    """Why the candidate was missed, in numbers: a footprint measured elsewhere, or a
+    low S/N split into our PSF flux and error at the centre over the survey's (both
+    forced there with the survey's PSF), with the kernel that made our difference."""
+    threshold = result.config.detection.threshold
+    theirs, their_var, their_psf = survey
+    ny, nx = theirs.shape
+    if abs(ours_snr) >= threshold:
+        yy, xx = np.indices((ny, nx))
+        near = np.hypot(yy - (ny - 1) / 2, xx - (nx - 1) / 2) < 3
+        labels = np.unique(result.detections.segmentation[near])
+        cat = result.diasources[np.isin(result.diasources["label"], labels[labels > 0])]
+        where = ", ".join(
+            f"{np.hypot(r['x'] - (nx - 1) / 2, r['y'] - (ny - 1) / 2):.1f} px away (peak "
+            f"{r['peak_value']:+.1f})"
+            for r in cat
+        )
+        return (
+            f"; missed: S/N {ours_snr:+.1f}, but no peak of its own: the footprint there is "
+            f"measured at {where}"
+            if where
+            else f"; missed: S/N {ours_snr:+.1f}, but in no footprint of at least "
+            f"{result.config.detection.min_area} px"
+        )
+    model = PsfModel(their_psf / their_psf.sum())
+    ok = np.isfinite(theirs) & np.isfinite(their_var) & (their_var > 0)
+    flux_t, err_t = forced_psf_flux(
+        np.where(ok, theirs, 0.0),
+        np.where(ok, their_var, 1.0),
+        ok,
+        model,
+        (nx - 1) / 2,
+        (ny - 1) / 2,
+    )
+    diff = result.difference
+    usable = diff.good_pixels() & (diff.variance > 0)
+    flux_o, err_o = forced_psf_flux(
+        diff.image.astype(np.float64),
+        diff.variance.astype(np.float64),
+        usable,
+        model,
+        (nx - 1) / 2,
+        (ny - 1) / 2,
+    )
+    kernel = result.kernel
+    n_stars = int(np.sum(np.asarray(kernel.candidates["status"]) == "GOOD"))
+    size = kernel.solution.evaluate((nx - 1) / 2, (ny - 1) / 2).shape[0]
+    return (
+        f"; missed: our S/N {ours_snr:+.1f} against the threshold {threshold:g} (the "
+        f"survey's {theirs_snr:+.1f}); at the centre our PSF flux is {flux_o / flux_t:.2f} "
+        f"and our error {err_o / err_t:.2f} of the survey's; kernel from {n_stars} stars"
+        + (
+            " (none: derived from the two PSFs)"
+            if n_stars < result.config.kernel.min_stamps
+            else ""
+        )
+        + f", {size} px"
+    )
+
+
 def _run_triplets(survey: str, template_ext: str, least: int) -> None:
     """Run every triplet; print, for each candidate, our and the survey's matched-filter
     S/N at the centre (the survey's PSF filter on both differences) and why a miss was
@@ -258,19 +331,14 @@ def _run_triplets(survey: str, template_ext: str, least: int) -> None:
         strict_hits += strict
         hits += hit
         corrs.append(corr)
-        why = ""
-        if not hit:
-            why = (
-                f"; missed: our S/N {ours_snr:+.1f} at the centre against the threshold "
-                f"{result.config.detection.threshold:g}"
-                if abs(ours_snr) < result.config.detection.threshold
-                else f"; missed: S/N {ours_snr:+.1f} but the footprint there is measured "
-                "elsewhere (merged with residuals; see the catalog)"
-            )
+        why = (
+            "" if hit else _why_missed(result, ours_snr, theirs_snr, (theirs, their_var, their_psf))
+        )
         lines.append(
             f"  {row['file']}: sign {sign:+d}, detected {hit} (as the source's sign "
-            f"{strict}), S/N ours {ours_snr:+.1f} / survey's {theirs_snr:+.1f}, "
-            f"correlation {corr:.2f}{why}"
+            f"{strict}), S/N ours {ours_snr:+.1f} / survey's {theirs_snr:+.1f}, score "
+            f"{_centre_extreme(result.score.image, sign) if result.score else float('nan'):+.1f}"
+            f", correlation {corr:.2f}{why}"
         )
     print(
         f"\n{survey}: candidate detected with the survey's sign in {hits} of {len(rows)} "
@@ -282,16 +350,20 @@ def _run_triplets(survey: str, template_ext: str, least: int) -> None:
 
 
 def test_ztf_alert_candidates_are_detected_with_their_sign() -> None:
-    # 21 of 24 measured (the pipeline is deterministic; one may move with the platform's
-    # floating point near the threshold).
-    _run_triplets("ztf", "REF", 20)
+    # 23 of 24 measured since footprints are split at their significant peaks (two
+    # transients had merged with neighbours' residuals and were measured at those); the
+    # one miss has S/N 3.8 on our difference and 4.5 on ZTF's through the same filter.
+    # The pipeline is deterministic; one may move with the platform's floating point
+    # near the threshold.
+    _run_triplets("ztf", "REF", 22)
 
 
 def test_rubin_alert_candidates_are_detected_with_their_sign() -> None:
     # 5 of the 24 Rubin candidates have S/N > 10 in Rubin's own difference, 19 have S/N
     # 5-7, of which a new 5-sigma search finds about half (alerts are selected above 5
     # sigma, so their true S/N is lower): 5 + 9.5 expected, binomial sigma 2.2; at least
-    # 10 is 2 sigma below. (Measured: 11 on the PSF-filtered difference; 13 when the ZOGY
-    # score was searched: one candidate at S/N 5.1 there and 4.7 on the difference, and
-    # one bright pair split into pieces 3.2 and 4.6 px from the centre.)
-    _run_triplets("rubin", "TMPL", 10)
+    # 10 is 2 sigma below. Measured: 12 (one may move near the threshold). Each miss
+    # prints its cause: on the LSSTCam cutouts (30-36 px, science FWHM 9-11 px, no
+    # star) the kernel is derived from the two PSFs and cut to half the cutout, and our
+    # PSF flux at the candidate is 0.4-0.9 of Rubin's at the same error.
+    _run_triplets("rubin", "TMPL", 11)

@@ -1,0 +1,128 @@
+"""Deblending of thresholded footprints: one piece per significant peak.
+
+A footprint above the threshold on the detection image (the score, or the difference
+filtered with its PSF; both in units of their noise) can hold several sources: a
+transient next to the subtraction residual of a neighbour, two transients. As
+SExtractor's multi-threshold deblending and LSST's peak finding do, the footprint is
+split at its peaks, but only at the peaks that the noise cannot have made: a peak is
+significant when it rises at least ``prominence`` sigma above the highest saddle that
+joins it to a higher peak of the same footprint (its topographic prominence within the
+footprint; the highest peak always counts). Each pixel belongs to the peak whose basin
+it lies in (following its highest neighbour uphill, a watershed), and the basin of a
+peak that is not significant to the significant peak it merges into first.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+#: 8-connectivity: the neighbours of a pixel, as offsets in (dy, dx).
+_NEIGHBOURS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
+
+
+def _pieces(values: np.ndarray, inside: np.ndarray, prominence: float) -> np.ndarray:
+    """Pieces 1..k (0 outside) of one footprint's cutout, by significant peak.
+
+    Pixels are visited from the highest down; a union-find keeps the connected groups
+    seen so far and the highest peak of each. When a pixel joins groups, every group
+    but the one with the highest peak ends there: its peak's prominence is the peak
+    minus this pixel (the saddle).
+    """
+    ny, nx = values.shape
+    width = nx + 2
+    padded = np.full((ny + 2, width), -np.inf)
+    padded[1:-1, 1:-1] = np.where(inside, values, -np.inf)
+    flat = padded.ravel()
+    visit = np.flatnonzero(np.isfinite(flat))
+    visit = visit[np.argsort(-flat[visit], kind="stable")]
+    offsets = [dy * width + dx for dy, dx in _NEIGHBOURS]
+    height = flat.tolist()
+    basin = [-1] * flat.size
+    parent = list(range(flat.size))
+    top = list(range(flat.size))  # the highest peak of a group, read at its root
+    peaks: list[int] = []
+    ends: dict[int, tuple[float, int]] = {}  # peak -> (prominence, the peak it merged into)
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for p in visit.tolist():
+        best, groups = -1, set()
+        for o in offsets:
+            q = p + o
+            if basin[q] >= 0:
+                if best < 0 or height[q] > height[best]:
+                    best = q
+                groups.add(root(q))
+        if best < 0:  # a new peak
+            basin[p] = p
+            peaks.append(p)
+            continue
+        basin[p] = basin[best]
+        winner = max(groups, key=lambda g: height[top[g]])
+        for g in groups - {winner}:
+            ends[top[g]] = (height[top[g]] - height[p], top[winner])
+            parent[g] = winner
+        parent[p] = winner
+
+    # Peaks in the order they appeared (highest first): a merged peak's owner is known.
+    owner: dict[int, int] = {}
+    number: dict[int, int] = {}
+    for peak in peaks:
+        if peak in ends and ends[peak][0] < prominence:
+            owner[peak] = owner[ends[peak][1]]
+        else:
+            owner[peak] = peak
+            number[peak] = len(number) + 1
+    out = np.zeros(flat.size, dtype=np.int32)
+    for p in visit.tolist():
+        out[p] = number[owner[basin[p]]]
+    return out.reshape(ny + 2, width)[1:-1, 1:-1]
+
+
+def split_footprints(
+    image: np.ndarray, groups: np.ndarray, prominence: float
+) -> tuple[np.ndarray, int]:
+    """Label the thresholded pixels by footprint, one label per significant peak.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        The detection image (sigma), of the sign searched (a negative search passes
+        ``-image``).
+    groups : numpy.ndarray
+        Integer map of the kept footprints (8-connected groups of thresholded pixels;
+        0 elsewhere; the numbers may have gaps).
+    prominence : float
+        Least rise (sigma) of a peak above its saddle to a higher peak of the same
+        footprint for it to become a source of its own.
+
+    Returns
+    -------
+    labels : numpy.ndarray
+        int32 map, 0 outside the footprints, 1..n inside: a footprint with a single
+        significant peak keeps one label.
+    n : int
+        Number of labels.
+    """
+    connectivity = np.ones((3, 3), dtype=bool)
+    out = np.zeros(groups.shape, dtype=np.int32)
+    n = 0
+    for k, box in enumerate(ndimage.find_objects(groups), start=1):
+        if box is None:
+            continue
+        inside = groups[box] == k
+        values = np.where(inside, image[box], -np.inf)
+        peaks = inside & (values >= ndimage.maximum_filter(values, footprint=connectivity))
+        if np.count_nonzero(peaks) < 2:
+            out[box][inside] = n + 1
+            n += 1
+            continue
+        pieces = _pieces(image[box].astype(np.float64), inside, prominence)
+        out[box][inside] = pieces[inside] + n
+        n += int(pieces.max())
+    return out, n

@@ -203,6 +203,14 @@ def _detection_values(
     )
 
 
+def _weight(
+    exposure: Exposure, usable: np.ndarray, box: tuple[slice, slice], inside: np.ndarray
+) -> np.ndarray:
+    """Inverse variance on a cutout, 0 outside ``inside`` and on unusable pixels."""
+    fitted = inside & usable[box]
+    return np.where(fitted, 1.0 / np.where(fitted, exposure.variance[box], 1.0), 0.0)
+
+
 def _parts(cut: _FootprintCutout, det_mask: np.ndarray, both: bool) -> list[tuple[np.ndarray, int]]:
     """The sources of a footprint that is not a dipole, each with its sign (0: its extreme's).
 
@@ -279,8 +287,6 @@ def _footprint_rows(
 ) -> list[dict[str, float]]:
     """One row per source of every footprint: dipoles fitted, mixed footprints split."""
     model, sci_model = models
-    weight = np.where(usable[0], 1.0 / np.where(usable[0], difference.variance, 1.0), 0.0)
-    sci_weight = np.where(usable[1], 1.0 / np.where(usable[1], science.variance, 1.0), 0.0)
     table, seg, shape = detections.table, detections.segmentation, difference.shape
     margin = max(model.half)
     matched = _MatchedFilter(model.image)
@@ -307,8 +313,8 @@ def _footprint_rows(
             pos_peak = _peak(cut.detection, cut.inside, 1)[:2]
             neg_peak = _peak(cut.detection, cut.inside, -1)[:2]
             fit = fit_dipole(
-                Cutout(cut.data, np.where(cut.inside, weight[box], 0.0), model),
-                Cutout(science.image[box], np.where(cut.inside, sci_weight[box], 0.0), sci_model),
+                Cutout(cut.data, _weight(difference, usable[0], box, cut.inside), model),
+                Cutout(science.image[box], _weight(science, usable[1], box, cut.inside), sci_model),
                 pos_peak,
                 neg_peak,
             )

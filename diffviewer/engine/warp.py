@@ -4,18 +4,21 @@
 (checked on matched stars, and replaced by the star fit where they disagree), or a
 transform fitted on star patterns when there is no usable WCS (:mod:`.register`).
 The template's image, variance and mask are resampled at the template pixel that
-each science pixel sees. The WCS mapping is computed exactly with the two
-WCSs on a coarse grid (every :data:`COARSE_STEP` px), interpolated with a bicubic
-spline to every pixel, and verified against the exact mapping at the centres of
-the coarse cells, where the interpolation is least accurate; when it misses by more
-than :data:`COARSE_TOLERANCE` px (a WCS with small-scale distortion, or points off
-the projection) the exact mapping is computed for every pixel instead. The pixel
+each science pixel sees. That mapping (the WCSs, or the star fit) is computed exactly
+on a coarse grid (every :data:`COARSE_STEP` px) and at the centres of its cells;
+when an affine map fitted there reproduces all of them to :data:`COARSE_TOLERANCE`
+px (a shift or rotation, the affine star fit, a TAN WCS over a small field) it is
+evaluated at every pixel, otherwise a bicubic spline through the grid is, under the
+same check; when both miss (a WCS with small-scale distortion, or points off the
+projection) the exact mapping is computed for every pixel. The pixel
 values are then interpolated with ``scipy.ndimage.map_coordinates``, the same
 interpolation ``reproject.reproject_interp`` applies. ``benchmarks/bench_warp.py``
 measures, for a 2048 x 2048 template with a TAN-SIP WCS (image, variance and one
-mask plane): 0.48 s here against 4.3 s for ``reproject_interp`` (2.3 s without its
-round-trip check), with the same bilinear values to float32 round-off (7.6e-6 on
-values of 100); the coarse mapping takes 0.05 s where the exact one takes 1.6 s.
+mask plane), on a machine at load 10: 2.3 s here against 21.4 s for
+``reproject_interp`` (12.1 s without its round-trip check), with the same bilinear
+values to float32 round-off (7.6e-6 on values of 100); the coarse mapping takes
+0.33 s where the exact one takes 6.8 s (the warp took 3.1 s at 1024 x 1024 when the
+mapping was evaluated exactly at every pixel, 1.0 s now).
 Spline orders (biquadratic, bicubic) agree with reproject in the interior; within a
 few pixels of the template's edge they differ because reproject pads with zeros
 and we extend the edge pixels.
@@ -133,19 +136,83 @@ def _to_template(
     return np.asarray(tx, dtype=np.float64), np.asarray(ty, dtype=np.float64)
 
 
-def template_pixel_map(
-    science_wcs: WCS,
-    template_wcs: WCS,
+def wcs_mapping(science_wcs: WCS, template_wcs: WCS) -> Mapping:
+    """Science px -> template px through two celestial WCSs (NaN off the sky)."""
+
+    def mapping(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return _to_template(science_wcs, template_wcs, np.asarray(x), np.asarray(y))
+
+    return mapping
+
+
+def _coarse_axis(n: int) -> np.ndarray:
+    """Nodes every :data:`COARSE_STEP` px along an axis of ``n`` px, ends included."""
+    return np.unique(np.append(np.arange(0, n, COARSE_STEP), n - 1)).astype(np.float64)
+
+
+def _interpolated_map(
+    mapping: Mapping, shape: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, str] | None:
+    """The mapping at every pixel from a coarse grid, or None when that misses by too much.
+
+    The mapping is evaluated exactly on the nodes and at the cell centres (where an
+    interpolation between nodes is least accurate). An affine map fitted on these points
+    is used when it reproduces every one of those points to :data:`COARSE_TOLERANCE` px
+    (a shift, a rotation, a fitted affine transform, a TAN WCS over a small field);
+    otherwise a bicubic spline through the nodes, under the same check.
+    """
+    ny, nx = shape
+    gx, gy = _coarse_axis(nx), _coarse_axis(ny)
+    if gx.size < 4 or gy.size < 4:
+        return None
+    node_px, node_py = np.meshgrid(gx, gy)
+    mid_px, mid_py = np.meshgrid((gx[:-1] + gx[1:]) / 2, (gy[:-1] + gy[1:]) / 2)
+    node_x, node_y = mapping(node_px, node_py)
+    mid_x, mid_y = mapping(mid_px, mid_py)
+    if not all(np.isfinite(a).all() for a in (node_x, node_y, mid_x, mid_y)):
+        return None
+    rows, cols = np.arange(ny, dtype=np.float64), np.arange(nx, dtype=np.float64)
+    px = np.concatenate([node_px.ravel(), mid_px.ravel()])
+    py = np.concatenate([node_py.ravel(), mid_py.ravel()])
+    exact = np.stack(
+        [
+            np.concatenate([node_x.ravel(), mid_x.ravel()]),
+            np.concatenate([node_y.ravel(), mid_y.ravel()]),
+        ],
+        axis=1,
+    )
+    design = np.stack([np.ones_like(px), px, py], axis=1)
+    affine = np.linalg.lstsq(design, exact, rcond=None)[0]
+    if np.hypot(*(design @ affine - exact).T).max() <= COARSE_TOLERANCE:
+        (ox, oy), (ax, ay), (bx, by) = affine
+        return (
+            ox + ax * cols[None, :] + bx * rows[:, None],
+            oy + ay * cols[None, :] + by * rows[:, None],
+            "affine",
+        )
+    spline_x = RectBivariateSpline(gy, gx, node_x, kx=3, ky=3)
+    spline_y = RectBivariateSpline(gy, gx, node_y, kx=3, ky=3)
+    error = np.hypot(
+        spline_x.ev(mid_py.ravel(), mid_px.ravel()) - mid_x.ravel(),
+        spline_y.ev(mid_py.ravel(), mid_px.ravel()) - mid_y.ravel(),
+    )
+    if error.max() > COARSE_TOLERANCE:
+        return None
+    return spline_x(rows, cols), spline_y(rows, cols), "spline"
+
+
+def pixel_map(
+    mapping: Mapping,
     shape: tuple[int, int],
     reporter: Reporter | None = None,
     span: tuple[float, float] = (0.0, 1.0),
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, str]:
     """The template pixel (x, y) seen by every science pixel.
 
     Parameters
     ----------
-    science_wcs, template_wcs : astropy.wcs.WCS
-        Celestial WCSs.
+    mapping : callable
+        Science (x, y) px -> template (x, y) px (the WCSs, or a fit on stars).
     shape : (int, int)
         Science image shape (ny, nx).
     reporter : Reporter, optional
@@ -155,35 +222,25 @@ def template_pixel_map(
 
     Returns
     -------
-    (numpy.ndarray, numpy.ndarray)
-        Template x and y (0-based px), each of ``shape``; NaN off the sky. Accurate to
-        :data:`COARSE_TOLERANCE` px or better.
+    (numpy.ndarray, numpy.ndarray, str)
+        Template x and y (0-based px), each of ``shape`` (NaN off the sky), accurate to
+        :data:`COARSE_TOLERANCE` px or better; and how they were computed: 'affine'
+        (an affine map checked on a coarse grid), 'spline' (a bicubic spline through
+        a coarse grid, checked between its nodes) or 'exact' (the mapping at every pixel).
     """
     reporter = reporter or null_reporter()
+    interpolated = _interpolated_map(mapping, shape)
+    if interpolated is not None:
+        return interpolated
     ny, nx = shape
-    gx = np.unique(np.append(np.arange(0, nx, COARSE_STEP), nx - 1)).astype(np.float64)
-    gy = np.unique(np.append(np.arange(0, ny, COARSE_STEP), ny - 1)).astype(np.float64)
-    if gx.size >= 4 and gy.size >= 4:
-        cx, cy = _to_template(science_wcs, template_wcs, *np.meshgrid(gx, gy))
-        if np.isfinite(cx).all() and np.isfinite(cy).all():
-            spline_x = RectBivariateSpline(gy, gx, cx, kx=3, ky=3)
-            spline_y = RectBivariateSpline(gy, gx, cy, kx=3, ky=3)
-            mx, my = np.meshgrid((gx[:-1] + gx[1:]) / 2, (gy[:-1] + gy[1:]) / 2)
-            ex, ey = _to_template(science_wcs, template_wcs, mx.ravel(), my.ravel())
-            error = np.hypot(
-                spline_x.ev(my.ravel(), mx.ravel()) - ex, spline_y.ev(my.ravel(), mx.ravel()) - ey
-            )
-            if np.isfinite(error).all() and error.max() <= COARSE_TOLERANCE:
-                rows, cols = np.arange(ny, dtype=np.float64), np.arange(nx, dtype=np.float64)
-                return spline_x(rows, cols), spline_y(rows, cols)
     tx = np.empty(shape)
     ty = np.empty(shape)
     cols = np.arange(nx, dtype=np.float64)
     for start, stop in _row_blocks(ny, nx):
         bx, by = np.meshgrid(cols, np.arange(start, stop, dtype=np.float64))
-        tx[start:stop], ty[start:stop] = _to_template(science_wcs, template_wcs, bx, by)
+        tx[start:stop], ty[start:stop] = mapping(bx, by)
         reporter.update(span[0] + (span[1] - span[0]) * stop / ny)
-    return tx, ty
+    return tx, ty, "exact"
 
 
 def _resample(
@@ -235,13 +292,6 @@ def _resample_mask(
     return out
 
 
-def mapped_pixels(mapping: Mapping, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """The template pixel (x, y) of every science pixel through a pixel ``mapping``."""
-    ny, nx = shape
-    gx, gy = np.meshgrid(np.arange(nx, dtype=np.float64), np.arange(ny, dtype=np.float64))
-    return mapping(gx, gy)
-
-
 def warp_exposure(
     template: Exposure,
     science: Exposure,
@@ -273,9 +323,8 @@ def warp_exposure(
     reporter = reporter or null_reporter()
     order = INTERPOLATION_ORDER[interpolation]
     if mapping is None:
-        tx, ty = template_pixel_map(science.wcs, template.wcs, science.shape, reporter, (0, 0.4))
-    else:
-        tx, ty = mapped_pixels(mapping, science.shape)
+        mapping = wcs_mapping(science.wcs, template.wcs)
+    tx, ty, _ = pixel_map(mapping, science.shape, reporter, (0, 0.4))
     ny, nx = template.shape
     outside = ~((tx >= -0.5) & (tx <= nx - 0.5) & (ty >= -0.5) & (ty <= ny - 0.5))
     image = _resample(template.image, tx, ty, order, reporter, (0.4, 0.6))
@@ -334,15 +383,6 @@ def check_template_sufficient(coverage: float, config: WarpConfig) -> None:
         )
 
 
-def _wcs_mapping(science: Exposure, template: Exposure) -> Mapping:
-    """Science px -> template px through the two celestial WCSs."""
-
-    def mapping(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return _to_template(science.wcs, template.wcs, np.asarray(x), np.asarray(y))
-
-    return mapping
-
-
 def _jacobian(mapping: Mapping, shape: tuple[int, int]) -> np.ndarray:
     """The mapping's 2x2 derivative at the science image's centre."""
     cx, cy = (shape[1] - 1) / 2, (shape[0] - 1) / 2
@@ -392,13 +432,13 @@ def register_template(
                 f"WCS (science {science.source}, template {template.source}); set "
                 "warp.register = auto or stars to register on stars"
             )
-        wcs_mapping = _wcs_mapping(science, template)
+        mapping = wcs_mapping(science.wcs, template.wcs)
         if method == "wcs":
-            return Registration("wcs", None, 0, 0, 0, math.nan), wcs_mapping
+            return Registration("wcs", None, 0, 0, 0, math.nan), mapping
         reg = register.check_wcs_on_stars(
-            science, template, wcs_mapping, config.transform_order, config.wcs_tolerance
+            science, template, mapping, config.transform_order, config.wcs_tolerance
         )
-        return reg, (wcs_mapping if reg.method == "wcs" else reg.transform)
+        return reg, (mapping if reg.method == "wcs" else reg.transform)
     if method == "stars":
         same_grid = template.shape == science.shape
         try:

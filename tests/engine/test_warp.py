@@ -13,7 +13,8 @@ from reproject import reproject_interp
 from diffviewer.config import WarpConfig
 from diffviewer.engine import warp
 from diffviewer.engine.progress import CancelToken, Reporter
-from diffviewer.engine.warp import template_pixel_map, warp_template
+from diffviewer.engine.register import PolynomialTransform
+from diffviewer.engine.warp import pixel_map, warp_template, wcs_mapping
 from diffviewer.errors import Cancelled, InputError, NoWorkFound
 from diffviewer.exposure import MaskPlane
 from diffviewer.io import read_exposure
@@ -79,7 +80,7 @@ def test_uncovered_pixels_and_mask_planes(rotated_pair: SyntheticPair) -> None:
     result = warp_template(template, pair.science, WarpConfig())
     warped_mask = result.exposure.mask
     # NO_DATA exactly where the science pixel's sky falls off the template.
-    tx, ty = template_pixel_map(pair.science.wcs, template.wcs, pair.science.shape)
+    tx, ty, _ = pixel_map(wcs_mapping(pair.science.wcs, template.wcs), pair.science.shape)
     outside = (tx < -0.5) | (tx > 255.5) | (ty < -0.5) | (ty > 255.5)
     np.testing.assert_array_equal((warped_mask & NO_DATA) != 0, outside)
     assert result.coverage == pytest.approx(1 - outside.mean())
@@ -92,21 +93,33 @@ def test_uncovered_pixels_and_mask_planes(rotated_pair: SyntheticPair) -> None:
     assert d.max() < np.sqrt(2)
 
 
-def test_exact_mapping_agrees_with_the_coarse_one(
-    rotated_pair: SyntheticPair, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The interpolated mapping must match the exact WCS mapping to COARSE_TOLERANCE;
-    # forcing the exact path (as for a WCS with small-scale distortion) shows both.
-    sci, tmpl = rotated_pair.science, rotated_pair.template
-    coarse = template_pixel_map(sci.wcs, tmpl.wcs, sci.shape)
-    monkeypatch.setattr(warp, "COARSE_TOLERANCE", -1.0)
+def _wiggle(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A shift plus a 0.05 px ripple of 20 px period: no coarse grid can follow it."""
+    return x + 3.2 + 0.05 * np.sin(2 * np.pi * np.asarray(x) / 20.0), y - 1.7
+
+
+@pytest.mark.parametrize(
+    ("mapping", "how"),
+    [
+        (PolynomialTransform.rotation(2.0, (3.3, -1.2), (150.0, 100.0)), "affine"),
+        # 2e-4 x^2 bends the map by 4 px over 150 px: no affine fit, a cubic spline is exact
+        (
+            PolynomialTransform(2, np.array([[1.0, 1.0, 0.0, 2e-4, 0.0, 0.0], [0, 0, 1, 0, 0, 0]])),
+            "spline",
+        ),
+        (_wiggle, "exact"),
+    ],
+)
+def test_pixel_map_takes_the_cheapest_path_that_is_exact_enough(mapping, how: str) -> None:
+    # Each path must reproduce the mapping at every pixel to COARSE_TOLERANCE (1e-3 px);
+    # the exact path reports its progress per block of rows.
+    shape = (200, 300)
     reports: list[float] = []
-    exact = template_pixel_map(
-        sci.wcs, tmpl.wcs, sci.shape, Reporter(callback=lambda step, f: reports.append(f))
-    )
-    for a, b in zip(coarse, exact, strict=True):
-        np.testing.assert_allclose(a, b, rtol=0, atol=1e-3)
-    assert reports and reports[-1] == pytest.approx(1.0)
+    tx, ty, found = pixel_map(mapping, shape, Reporter(callback=lambda s, f: reports.append(f)))
+    assert found == how
+    ex, ey = mapping(*np.meshgrid(np.arange(300.0), np.arange(200.0)))
+    assert np.hypot(tx - ex, ty - ey).max() <= warp.COARSE_TOLERANCE
+    assert (reports[-1] == pytest.approx(1.0)) if how == "exact" else not reports
 
 
 def test_template_psf_orientation_is_flagged(rotated_pair: SyntheticPair) -> None:

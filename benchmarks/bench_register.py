@@ -47,7 +47,7 @@ CASES = [
 def _seen_through(science: Exposure, truth: PolynomialTransform, seed: int) -> Exposure:
     """The frame on a grid where science px p lands at template px ``truth(p)``, plus noise."""
     grid = science.replace(wcs=None)
-    out = warp_exposure(science, grid, "bicubic", mapping=truth.inverse())
+    out, _ = warp_exposure(science, grid, "bicubic", mapping=truth.inverse())
     noise = float(np.sqrt(np.median(science.variance)))
     rng = np.random.default_rng(seed)
     no_data = (out.mask & int(MaskPlane.NO_DATA)) != 0

@@ -122,6 +122,11 @@ def build_metadata(result: SubtractionResult, elapsed: float | None = None) -> d
             "max_offset_px": _finite(result.template.max_offset),
             "coverage_fraction": result.template.coverage,
             "registration": registration_summary(result.template.registration),
+            # white noise keeps variance_ratio of its per-pixel variance through the warp
+            # (the warped variance plane includes it) and becomes correlated between pixels
+            "noise_correlated": result.template.variance_ratio < 1.0,
+            "variance_ratio": result.template.variance_ratio,
+            "covariance_factor": 1.0 / result.template.variance_ratio,
             "pieces": [
                 {
                     "source": piece.source,

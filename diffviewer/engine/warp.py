@@ -32,37 +32,22 @@ from collections.abc import Sequence
 
 import numpy as np
 from astropy.wcs import WCS
-from scipy import ndimage
 from scipy.interpolate import RectBivariateSpline
 
 from diffviewer.config import WarpConfig
-from diffviewer.engine import mosaic, register
+from diffviewer.engine import mosaic, register, resample
 from diffviewer.engine.progress import Reporter, null_reporter
 from diffviewer.engine.register import Mapping, Registration
 from diffviewer.errors import InputError, NoWorkFound, RegistrationError
 from diffviewer.exposure import MASK_DTYPE, Exposure, MaskPlane
 from diffviewer.io import fill_no_data, header_with_wcs
 
-#: Spline order of each interpolation name of :class:`WarpConfig`.
-INTERPOLATION_ORDER = {"nearest-neighbor": 0, "bilinear": 1, "biquadratic": 2, "bicubic": 3}
 #: Spacing of the grid on which the pixel mapping is computed exactly (px).
 COARSE_STEP = 32
 #: Largest error of the interpolated pixel mapping accepted (px); beyond it the exact one is used.
 COARSE_TOLERANCE = 1e-3
-#: A warped pixel keeps a template mask plane when that plane's pixels carry at least this
-#: fraction of its bilinear interpolation weight (so float round-off at integer offsets
-#: does not grow every masked region by a pixel).
-MASK_WEIGHT_MIN = 1e-3
 #: Below this coverage the result carries a warning (the run continues).
 COVERAGE_WARNING = 0.5
-#: Pixels mapped or resampled per block between progress reports (~0.1 s of work).
-BLOCK_PIXELS = 1 << 18
-
-
-def _row_blocks(ny: int, nx: int) -> list[tuple[int, int]]:
-    """(start, stop) rows of blocks holding about :data:`BLOCK_PIXELS` pixels each."""
-    rows = max(1, BLOCK_PIXELS // max(nx, 1))
-    return [(start, min(start + rows, ny)) for start in range(0, ny, rows)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,6 +94,13 @@ class WarpResult:
         residual RMS (px).
     pieces : tuple of Piece
         Each template piece's registration and coverage (one for a whole template).
+    variance_ratio : float
+        Mean ``sum w^2`` of the interpolation weights (over the covered pixels, and over
+        the pieces by coverage; 1 for a piece not resampled): white noise keeps this
+        fraction of its per-pixel variance through the warp, and the warped variance
+        plane says so, but its pixels become correlated; ``1 / variance_ratio`` is the
+        covariance factor (the variance of a sum over many pixels against the sum of
+        their variances).
     """
 
     exposure: Exposure
@@ -118,6 +110,7 @@ class WarpResult:
     warnings: tuple[str, ...]
     registration: Registration
     pieces: tuple[Piece, ...]
+    variance_ratio: float = 1.0
 
     @property
     def is_input(self) -> bool:
@@ -236,60 +229,11 @@ def pixel_map(
     tx = np.empty(shape)
     ty = np.empty(shape)
     cols = np.arange(nx, dtype=np.float64)
-    for start, stop in _row_blocks(ny, nx):
+    for start, stop in resample.row_blocks(ny, nx):
         bx, by = np.meshgrid(cols, np.arange(start, stop, dtype=np.float64))
         tx[start:stop], ty[start:stop] = mapping(bx, by)
         reporter.update(span[0] + (span[1] - span[0]) * stop / ny)
     return tx, ty, "exact"
-
-
-def _resample(
-    array: np.ndarray,
-    tx: np.ndarray,
-    ty: np.ndarray,
-    order: int,
-    reporter: Reporter,
-    span: tuple[float, float],
-) -> np.ndarray:
-    """Interpolate ``array`` at (ty, tx) by blocks of rows; edges clamp to the nearest pixel."""
-    if order > 1:
-        array = ndimage.spline_filter(array, order=order, mode="nearest", output=np.float64)
-    out = np.empty(tx.shape, dtype=np.float64)
-    lo, hi = span
-    for start, stop in _row_blocks(*tx.shape):
-        coords = np.stack([np.nan_to_num(ty[start:stop]), np.nan_to_num(tx[start:stop])])
-        out[start:stop] = ndimage.map_coordinates(
-            array, coords, order=order, mode="nearest", prefilter=False
-        )
-        reporter.update(lo + (hi - lo) * stop / tx.shape[0])
-    return out
-
-
-def _resample_mask(
-    mask: np.ndarray,
-    tx: np.ndarray,
-    ty: np.ndarray,
-    order: int,
-    reporter: Reporter,
-    span: tuple[float, float],
-) -> np.ndarray:
-    """Warp each mask plane that is set anywhere; a plane is kept where it touches the kernel.
-
-    A plane is resampled with the bilinear kernel (nearest neighbour for order 0) and
-    kept where it carries at least :data:`MASK_WEIGHT_MIN` of the weight; for the
-    wider biquadratic and bicubic kernels the kept region grows by one pixel.
-    """
-    bits = [plane for plane in MaskPlane if np.any(mask & int(plane))]
-    out = np.zeros(tx.shape, dtype=MASK_DTYPE)
-    lo, hi = span
-    for i, plane in enumerate(bits):
-        part = (lo + (hi - lo) * i / len(bits), lo + (hi - lo) * (i + 1) / len(bits))
-        values = ((mask & int(plane)) != 0).astype(np.float32)
-        touched = _resample(values, tx, ty, min(order, 1), reporter, part) >= MASK_WEIGHT_MIN
-        if order > 1:
-            touched = ndimage.binary_dilation(touched, structure=np.ones((3, 3), dtype=bool))
-        out[touched] |= MASK_DTYPE(int(plane))
-    return out
 
 
 def warp_exposure(
@@ -298,7 +242,7 @@ def warp_exposure(
     interpolation: str,
     reporter: Reporter | None = None,
     mapping: Mapping | None = None,
-) -> Exposure:
+) -> tuple[Exposure, float]:
     """Resample the template's image, variance and mask onto the science grid.
 
     Parameters
@@ -306,7 +250,7 @@ def warp_exposure(
     template, science : Exposure
         Both with a celestial WCS, unless ``mapping`` is given.
     interpolation : str
-        One of :data:`INTERPOLATION_ORDER`.
+        One of :data:`diffviewer.engine.resample.INTERPOLATION_ORDER`.
     reporter : Reporter, optional
         Progress and cancellation.
     mapping : callable, optional
@@ -315,26 +259,29 @@ def warp_exposure(
 
     Returns
     -------
-    Exposure
+    (Exposure, float)
         The warped template: science shape and WCS; template PSF, zero point and
-        header (its WCS cards replaced by the science WCS). Science pixels whose sky
-        falls outside the template (beyond half a pixel from its edge) get NO_DATA.
+        header (its WCS cards replaced by the science WCS); its variance is that of
+        the interpolated values (:func:`diffviewer.engine.resample.resample_variance`).
+        Science pixels whose sky falls outside the template (beyond half a pixel from
+        its edge) get NO_DATA. And the mean ``sum w^2`` of the interpolation weights
+        over the covered pixels (:func:`diffviewer.engine.resample.variance_ratio`).
     """
     reporter = reporter or null_reporter()
-    order = INTERPOLATION_ORDER[interpolation]
+    order = resample.INTERPOLATION_ORDER[interpolation]
     if mapping is None:
         mapping = wcs_mapping(science.wcs, template.wcs)
-    tx, ty, _ = pixel_map(mapping, science.shape, reporter, (0, 0.4))
+    tx, ty, _ = pixel_map(mapping, science.shape, reporter, (0, 0.3))
     ny, nx = template.shape
     outside = ~((tx >= -0.5) & (tx <= nx - 0.5) & (ty >= -0.5) & (ty <= ny - 0.5))
-    image = _resample(template.image, tx, ty, order, reporter, (0.4, 0.6))
-    variance = _resample(template.variance, tx, ty, order, reporter, (0.6, 0.8))
-    mask = _resample_mask(template.mask, tx, ty, order, reporter, (0.8, 1.0))
+    image = resample.resample(template.image, tx, ty, order, reporter, (0.3, 0.5))
+    variance = resample.resample_variance(template.variance, tx, ty, order, reporter, (0.5, 0.8))
+    mask = resample.resample_mask(template.mask, tx, ty, order, reporter, (0.8, 1.0))
     mask[outside] |= MASK_DTYPE(int(MaskPlane.NO_DATA))
     image[outside] = np.nan
     variance[outside] = np.nan
     image, variance, mask = fill_no_data(image, variance, mask)
-    return template.replace(
+    warped = template.replace(
         image=image,
         variance=variance,
         mask=mask,
@@ -342,6 +289,7 @@ def warp_exposure(
         header=header_with_wcs(template.header, science.wcs),
         source=f"{template.source} warped to {science.source}",
     )
+    return warped, resample.variance_ratio(tx, ty, order, ~outside)
 
 
 def template_coverage(exposure: Exposure) -> float:
@@ -490,6 +438,7 @@ class _Placed:
     max_offset: float
     registration: Registration
     notes: tuple[str, ...]
+    variance_ratio: float
 
 
 def _place(
@@ -501,12 +450,13 @@ def _place(
     warped = False
     max_offset = math.nan
     exposure = template
+    ratio = 1.0
     if mapping is not None:
         max_offset = register.max_difference(mapping, register.identity, science.shape)
         # below three times a star fit's own uncertainty, an offset is not measured
         noise = 3.0 * reg.position_error if reg.method == "stars" else 0.0
         if template.shape != science.shape or not max_offset <= max(config.grid_tolerance, noise):
-            exposure = warp_exposure(
+            exposure, ratio = warp_exposure(
                 template, science, config.interpolation, reporter, mapping=mapping
             )
             warped = True
@@ -523,7 +473,7 @@ def _place(
         exposure = template.replace(
             wcs=science.wcs, header=header_with_wcs(template.header, science.wcs)
         )
-    return _Placed(exposure, warped, max_offset, reg, tuple(notes))
+    return _Placed(exposure, warped, max_offset, reg, tuple(notes), ratio)
 
 
 def warp_template(
@@ -584,6 +534,7 @@ def warp_template(
         )
     reporter.update(1.0)
     offsets = [p.max_offset for p in placed if np.isfinite(p.max_offset)]
+    covered = [template_coverage(p.exposure) for p in placed]
     return WarpResult(
         exposure=exposure,
         warped=any(p.warped for p in placed),
@@ -592,6 +543,10 @@ def warp_template(
         warnings=tuple(notes),
         registration=placed[0].registration,
         pieces=tuple(
-            Piece(p.exposure.source, p.registration, template_coverage(p.exposure)) for p in placed
+            Piece(p.exposure.source, p.registration, c)
+            for p, c in zip(placed, covered, strict=True)
+        ),
+        variance_ratio=float(
+            np.average([p.variance_ratio for p in placed], weights=np.add(covered, 1e-12))
         ),
     )

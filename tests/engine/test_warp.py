@@ -9,6 +9,7 @@ import pytest
 from astropy.stats import sigma_clipped_stats
 from photutils.centroids import centroid_com, centroid_sources
 from reproject import reproject_interp
+from scipy import ndimage
 
 from diffviewer.config import WarpConfig
 from diffviewer.engine import warp
@@ -16,7 +17,7 @@ from diffviewer.engine.progress import CancelToken, Reporter
 from diffviewer.engine.register import PolynomialTransform
 from diffviewer.engine.warp import pixel_map, warp_template, wcs_mapping
 from diffviewer.errors import Cancelled, InputError, NoWorkFound
-from diffviewer.exposure import MaskPlane
+from diffviewer.exposure import Exposure, MaskPlane
 from diffviewer.io import read_exposure
 from diffviewer.synthetic import SyntheticPair, make_pair
 from tests.conftest import data_path
@@ -248,3 +249,75 @@ def test_real_warp_equals_reproject(science: str, template: str) -> None:
     )
     assert result.coverage == pytest.approx(covered.mean())
     assert 0.9 < result.coverage < 1.0
+
+
+def _noise_template(variance: np.ndarray, seed: int) -> Exposure:
+    """Pure Gaussian noise of the given variance plane, no WCS (warped through a mapping)."""
+    image = np.random.default_rng(seed).normal(0.0, np.sqrt(variance))
+    return Exposure(image, variance, np.zeros(variance.shape, np.int32), source="noise")
+
+
+def _cubic_half_phase() -> float:
+    """Sum of the squared weights of the cubic cardinal spline at phase 1/2 (0.7561), from
+    its B-spline coefficients sqrt(3) (sqrt(3) - 2)^|k| and B3(1/2) = 23/48, B3(3/2) = 1/48."""
+    k = np.arange(-40, 41)
+    coefficients = np.sqrt(3) * (np.sqrt(3) - 2.0) ** np.abs(k)
+    b3 = {0.5: 23 / 48, 1.5: 1 / 48}
+    weights = [
+        sum(c * b3.get(abs(m + 0.5 - j), 0.0) for c, j in zip(coefficients, k, strict=True))
+        for m in range(-20, 21)
+    ]
+    return float(np.sum(np.square(weights)))
+
+
+@pytest.mark.parametrize(
+    ("interpolation", "shift", "ratio"),
+    [
+        # bilinear: weights (1/2, 1/2) per shifted axis, so sum w^2 = 1/2 per axis
+        ("bilinear", (0.5, 0.0), 0.5),
+        ("bilinear", (0.5, 0.5), 0.25),
+        ("bicubic", (0.5, 0.0), None),  # the cubic cardinal spline: see _cubic_half_phase
+    ],
+)
+def test_warped_variance_is_the_variance_of_the_warped_noise(
+    interpolation: str, shift: tuple[float, float], ratio: float | None
+) -> None:
+    # White noise of variance 4 shifted by half a pixel: each warped pixel is a weighted
+    # mean of its neighbours, of variance 4 sum w^2 (not 4, which interpolating the
+    # variance gives). Over the N interior pixels the measured variance has a relative
+    # error sqrt(2 (1 + 2 sum rho^2) / N) <= sqrt(6 / N) (neighbours correlated by
+    # rho <= 0.5 along each shifted axis): 5 sigma of that is 5.0 % for N = 246^2.
+    shape = (256, 256)
+    template = _noise_template(np.full(shape, 4.0), seed=11)
+    mapping = PolynomialTransform.rotation(0.0, shift, (127.5, 127.5))
+    warped, mean_ratio = warp.warp_exposure(template, template, interpolation, mapping=mapping)
+    inner = (slice(5, -5), slice(5, -5))
+    propagated = warped.variance[inner].astype(np.float64)
+    measured = float(np.var(warped.image[inner]))
+    n = propagated.size
+    assert propagated.std() < 1e-6 * propagated.mean()  # one phase: one variance
+    assert measured == pytest.approx(propagated.mean(), rel=5 * np.sqrt(6 / n))
+    assert mean_ratio == pytest.approx(propagated.mean() / 4.0, rel=1e-3)
+    expected = _cubic_half_phase() if ratio is None else ratio
+    assert propagated.mean() == pytest.approx(4.0 * expected, rel=3e-4)  # 3 taps each side
+
+
+def test_warped_variance_follows_a_variance_that_changes_from_pixel_to_pixel() -> None:
+    # Columns alternate variance 1 and 9, and the grid is rotated by 7 degrees and shifted,
+    # so the sub-pixel phase runs through all values: the squared bicubic weights must give
+    # each pixel its own variance. z = warped / sqrt(propagated) then has E[z^2] = 1 at
+    # every pixel; interpolating the variance instead gives E[z^2] = 0.73. The mean of z^2
+    # over N pixels has a standard error sqrt(2 (1 + sum rho^2) / N), with the correlations
+    # of a 4 x 4 kernel summing to < 3: 5 sigma is 5 sqrt(8 / N) = 6.1 % for N ~ 231^2.
+    shape = (256, 256)
+    variance = np.where(np.arange(256) % 2 == 0, 1.0, 9.0)[None, :] * np.ones(shape)
+    template = _noise_template(variance, seed=5)
+    mapping = PolynomialTransform.rotation(7.0, (0.3, -0.4), (127.5, 127.5))
+    warped, _ = warp.warp_exposure(template, template, "bicubic", mapping=mapping)
+    good = warped.good_pixels()
+    good[:8], good[-8:], good[:, :8], good[:, -8:] = False, False, False, False
+    good = ndimage.binary_erosion(good, iterations=4)
+    z2 = warped.image[good].astype(np.float64) ** 2 / warped.variance[good]
+    assert np.mean(z2) == pytest.approx(1.0, abs=5 * np.sqrt(8 / good.sum()))
+    # the propagated variance does follow the columns: odd-phase pixels see mostly 9s
+    assert warped.variance[good].min() < 2.0 < 8.0 < warped.variance[good].max()

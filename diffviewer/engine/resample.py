@@ -36,6 +36,8 @@ INTERPOLATION_ORDER = {"nearest-neighbor": 0, "bilinear": 1, "biquadratic": 2, "
 VARIANCE_TAPS = {1: 1, 2: 3, 3: 3}
 #: Half-length of the impulse whose spline coefficients give the cardinal spline.
 CARDINAL_HALF = 16
+#: Phases per pixel at which the squared weights are tabulated (and then interpolated).
+PHASE_TABLE = 1024
 #: A warped pixel keeps a template mask plane when that plane's pixels carry at least this
 #: fraction of its bilinear interpolation weight (so float round-off at integer offsets
 #: does not grow every masked region by a pixel).
@@ -94,28 +96,75 @@ def resample(
 
 
 @functools.cache
-def _cardinal_coefficients(order: int) -> np.ndarray:
-    """B-spline coefficients of a unit impulse at :data:`CARDINAL_HALF`: the cardinal spline."""
+def _weight_table(order: int) -> np.ndarray:
+    """Squared cardinal-spline weights of each tap at :data:`PHASE_TABLE` + 1 phases in [0, 1].
+
+    The cardinal spline is the interpolant of a unit impulse (its B-spline coefficients
+    from ``ndimage.spline_filter1d``); tap ``k`` of a sample at phase ``f`` is the pixel
+    at offset ``k - VARIANCE_TAPS[order] + 1`` from ``floor(t)``, weighted by the spline
+    at ``f - offset``.
+    """
     impulse = np.zeros(2 * CARDINAL_HALF + 1)
     impulse[CARDINAL_HALF] = 1.0
-    if order < 2:
-        return impulse
-    return ndimage.spline_filter1d(impulse, order=order, mode="mirror")
+    coefficients = (
+        ndimage.spline_filter1d(impulse, order=order, mode="mirror") if order > 1 else impulse
+    )
+    half = VARIANCE_TAPS[order]
+    offsets = np.arange(-half + 1, half + 1, dtype=np.float64)
+    phases = np.linspace(0.0, 1.0, PHASE_TABLE + 1)
+    where = CARDINAL_HALF + phases[None, :] - offsets[:, None]
+    weights = ndimage.map_coordinates(
+        coefficients, where.reshape(1, -1), order=order, prefilter=False
+    ).reshape(where.shape)
+    return weights**2
 
 
 def _squared_axis_weights(frac: np.ndarray, order: int) -> np.ndarray:
-    """Squared interpolation weights along one axis, shape (taps, ``frac.shape``).
+    """Squared interpolation weights along one axis at phases ``frac`` in [0, 1), shape
+    (taps, ``frac.shape``), linearly interpolated in :func:`_weight_table` (error < 1e-6)."""
+    table = _weight_table(order)
+    position = np.clip(frac, 0.0, 1.0) * PHASE_TABLE
+    index = np.minimum(position.astype(np.intp), PHASE_TABLE - 1)
+    t = position - index
+    return table[:, index] * (1.0 - t) + table[:, index + 1] * t
 
-    Tap ``k`` is the pixel ``floor(t) + k - VARIANCE_TAPS[order] + 1`` of a sample at
-    ``t``, whose weight is the cardinal spline at ``frac - offset``.
+
+def _bilinear_variance(variance: np.ndarray, x: np.ndarray, y: np.ndarray, out: np.ndarray) -> None:
+    """``sum w^2 var`` of the bilinear kernel, into ``out``, with one bilinear interpolation.
+
+    Per axis ``(1-f)^2 v0 + f^2 v1 = s ((1-g) v0 + g v1)`` with ``s = (1-f)^2 + f^2`` and
+    ``g = f^2 / s``: the squared weights are ``s`` times the bilinear weights at phase ``g``.
     """
+    fx, fy = np.floor(x), np.floor(y)
+    ax, ay = x - fx, y - fy
+    sx, sy = (1 - ax) ** 2 + ax**2, (1 - ay) ** 2 + ay**2
+    coords = np.stack([fy + ay**2 / sy, fx + ax**2 / sx])
+    ndimage.map_coordinates(variance, coords, output=out, order=1, mode="nearest")
+    out *= sx * sy
+
+
+def _spline_variance(
+    padded: np.ndarray, pad: int, order: int, x: np.ndarray, y: np.ndarray, out: np.ndarray
+) -> None:
+    """``sum w^2 var`` of the cardinal spline over 2 :data:`VARIANCE_TAPS` pixels per axis.
+
+    ``padded`` is the variance extended by ``pad`` edge pixels on every side.
+    """
+    ny, nx = padded.shape
     half = VARIANCE_TAPS[order]
-    offsets = np.arange(-half + 1, half + 1, dtype=np.float64)
-    where = CARDINAL_HALF + frac.ravel()[None, :] - offsets[:, None]
-    weights = ndimage.map_coordinates(
-        _cardinal_coefficients(order), where.reshape(1, -1), order=order, prefilter=False
-    )
-    return (weights**2).reshape((offsets.size, *frac.shape))
+    fx, fy = np.floor(x), np.floor(y)
+    wx, wy = _squared_axis_weights(x - fx, order), _squared_axis_weights(y - fy, order)
+    # clamped so that every tap lies inside the padding (pixels further out have NO_DATA)
+    ix = np.clip(fx.astype(np.intp), -pad + half, nx - pad - half - 1) + pad - half + 1
+    iy = np.clip(fy.astype(np.intp), -pad + half, ny - pad - half - 1) + pad - half + 1
+    base = iy * nx + ix
+    flat = padded.ravel()
+    out[...] = 0.0
+    for b in range(wy.shape[0]):
+        along = np.zeros(x.shape)
+        for a in range(wx.shape[0]):
+            along += wx[a] * np.take(flat, base + (b * nx + a))
+        out += wy[b] * along
 
 
 def resample_variance(
@@ -148,24 +197,17 @@ def resample_variance(
     """
     if order == 0:
         return resample(variance, tx, ty, 0, reporter, span)
-    flat = np.asarray(variance, dtype=np.float64).ravel()
-    ny, nx = variance.shape
-    half = VARIANCE_TAPS[order]
+    values = np.asarray(variance, dtype=np.float64)
+    pad = VARIANCE_TAPS[order] + 1
+    padded = np.pad(values, pad, mode="edge") if order > 1 else values
     out = np.empty(tx.shape, dtype=np.float64)
     lo, hi = span
     for start, stop in row_blocks(*tx.shape):
         x, y = np.nan_to_num(tx[start:stop]), np.nan_to_num(ty[start:stop])
-        fx, fy = np.floor(x), np.floor(y)
-        wx, wy = _squared_axis_weights(x - fx, order), _squared_axis_weights(y - fy, order)
-        ix = fx.astype(np.intp) - half + 1
-        iy = fy.astype(np.intp) - half + 1
-        cols = [np.clip(ix + a, 0, nx - 1) for a in range(wx.shape[0])]
-        total = np.zeros(x.shape)
-        for b in range(wy.shape[0]):
-            row_start = np.clip(iy + b, 0, ny - 1) * nx
-            along = sum(wx[a] * np.take(flat, row_start + cols[a]) for a in range(wx.shape[0]))
-            total += wy[b] * along
-        out[start:stop] = total
+        if order == 1:
+            _bilinear_variance(values, x, y, out[start:stop])
+        else:
+            _spline_variance(padded, pad, order, x, y, out[start:stop])
         reporter.update(lo + (hi - lo) * stop / tx.shape[0])
     return out
 

@@ -12,7 +12,7 @@ from reproject import reproject_interp
 from scipy import ndimage
 
 from diffviewer.config import WarpConfig
-from diffviewer.engine import warp
+from diffviewer.engine import resample, warp
 from diffviewer.engine.progress import CancelToken, Reporter
 from diffviewer.engine.register import PolynomialTransform
 from diffviewer.engine.warp import pixel_map, warp_template, wcs_mapping
@@ -321,3 +321,24 @@ def test_warped_variance_follows_a_variance_that_changes_from_pixel_to_pixel() -
     assert np.mean(z2) == pytest.approx(1.0, abs=5 * np.sqrt(8 / good.sum()))
     # the propagated variance does follow the columns: odd-phase pixels see mostly 9s
     assert warped.variance[good].min() < 2.0 < 8.0 < warped.variance[good].max()
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
+def test_a_pure_shift_resamples_as_the_per_pixel_path_does(
+    interpolation: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A translation is resampled by separable shifts; the result must be the per-pixel
+    # interpolation's to float64 round-off (the bilinear variance to its 2e-6 phase table),
+    # template and science of different shapes, edges included.
+    rng = np.random.default_rng(2)
+    variance = rng.uniform(1.0, 9.0, (90, 110))
+    template = Exposure(rng.normal(0.0, 3.0, (90, 110)), variance, np.zeros((90, 110), np.int32))
+    template = template.replace(mask=np.where(variance > 8.9, BAD, 0).astype(np.int32))
+    science = Exposure(np.zeros((100, 100)), np.ones((100, 100)), np.zeros((100, 100), np.int32))
+    mapping = PolynomialTransform.rotation(0.0, (3.4, -2.7), (0.0, 0.0))
+    fast, _ = warp.warp_exposure(template, science, interpolation, mapping=mapping)
+    monkeypatch.setattr(resample, "TRANSLATION_TOLERANCE", -1.0)
+    slow, _ = warp.warp_exposure(template, science, interpolation, mapping=mapping)
+    np.testing.assert_allclose(fast.image, slow.image, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(fast.variance, slow.variance, rtol=1e-5)
+    np.testing.assert_array_equal(fast.mask, slow.mask)

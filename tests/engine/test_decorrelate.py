@@ -9,6 +9,7 @@ import pytest
 from scipy import ndimage
 from scipy.signal import fftconvolve
 
+from diffviewer.config import KernelConfig
 from diffviewer.engine import decorrelate, kernel, renormalise, subtract
 from diffviewer.engine.diagnostics import noise_ratio
 from diffviewer.engine.photometry import PsfModel, forced_psf_flux
@@ -33,11 +34,27 @@ def lag1(diff: Exposure) -> tuple[float, float]:
     return float(np.sum(a[:, 1:] * a[:, :-1]) / norm), float(np.sum(a[1:] * a[:-1]) / norm)
 
 
-@pytest.fixture(scope="module")
-def correlated() -> Correlated:
-    """A pair whose raw difference is strongly correlated: a noisy template and a wide kernel."""
-    pair = make_pair((512, 512), 250, seed=7, sci_fwhm=5.5, tmpl_fwhm=2.5, tmpl_noise_scale=5.0)
-    fit = fit_kernel_to(pair.science, pair.template)
+#: The two directions' test pairs, each strongly correlated before decorrelation: the
+#: noisier image is the sharper one, convolved by a wide kernel. The mirror pair convolves
+#: the science (``auto``: the template's PSF is the broader) and its template holds 1/1.3
+#: of the science's flux, so the difference must come out in science units: the
+#: decorrelation's white level and flux conservation are checked in both conventions.
+PAIRS = {
+    "template": ({"sci_fwhm": 5.5, "tmpl_fwhm": 2.5, "tmpl_noise_scale": 5.0}, KernelConfig()),
+    "science": (
+        {"sci_fwhm": 2.5, "tmpl_fwhm": 5.5, "tmpl_noise_scale": 0.2, "photometric_scale": 1.3},
+        KernelConfig(mode="auto"),
+    ),
+}
+
+
+@pytest.fixture(scope="module", params=list(PAIRS))
+def correlated(request: pytest.FixtureRequest) -> Correlated:
+    """A pair whose raw difference is strongly correlated, with each image convolved."""
+    arguments, config = PAIRS[request.param]
+    pair = make_pair((512, 512), 250, seed=7, **arguments)  # type: ignore[arg-type]
+    fit = fit_kernel_to(pair.science, pair.template, config)
+    assert fit.convolved == request.param
     return pair, fit, subtract.subtract_images(pair.science, pair.template, fit, null_reporter())
 
 
@@ -57,7 +74,7 @@ def test_variance_plane_matches_the_whitened_noise(correlated: Correlated) -> No
     assert noise_ratio(result.difference) == pytest.approx(1.0, abs=0.03)
     # The one empirical correction, measured on sky at PSF scale, then finds nothing to
     # correct (independent white noise; ~20 000 sky pixels give the scale to ~3 %).
-    half = subtract.footprint_half_width(fit.solution.evaluate(256.0, 256.0))
+    half = subtract.footprint_half_width(fit.solution.evaluate(255.5, 255.5))
     _, renorm = renormalise.renormalise(
         result.difference, result.psf, pair.science, pair.template, half, null_reporter()
     )

@@ -263,7 +263,7 @@ class KernelConfig:
 
     SECTION = "kernel"
     mode: str = param(
-        "template",
+        "auto",
         "Which image is convolved: the template, the science, or auto (the one whose "
         "convolution gives the smaller expected difference noise, from the two PSF images "
         "and sky noises, never one whose PSF is the broader by more than 5 %).",

@@ -1,0 +1,172 @@
+"""Which image to convolve: ``kernel.mode`` 'template' against 'auto' on every real pair.
+
+For each pair both modes run the whole pipeline; a table gives, per mode, the image
+convolved, the kernel sum, the robust sky sigma of the raw difference (science units,
+on the science image's sky), the bright-star residual of
+``tests/engine/test_kernel_science.bright_star_residual`` (median / p90 of the rms within
+1.5 FWHM of the 50 brightest kernel stars over their local sky sigma), the PSF-scale
+noise over the renormalised variance's prediction on each quadrant's sky, the 5 sigma
+peaks (positive / negative) of the raw difference filtered with the science PSF, and
+the catalog's detections. Where the two differ, the bright stars' rms in counts is
+compared star by star (auto over template: median and bootstrap 95 % interval), since
+the two directions' differences have different noise. (The synthetic pairs are in
+``bench_peers_science.py``; the alert triplets in ``tests/engine/test_dia_real.py``.)
+
+Usage: ``python benchmarks/bench_direction.py [--pairs goto properimage ...]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import peer_metrics as pm
+from peers import DATA, ROOT
+from scipy import ndimage
+
+from diffviewer.config import KernelConfig, SubtractionConfig
+from diffviewer.engine import pipeline, renormalise, subtract
+from diffviewer.engine.progress import null_reporter
+from diffviewer.io import read_exposure
+
+sys.path.insert(0, str(ROOT))
+from tests.engine.test_kernel_science import bright_star_residual
+
+PYDIA = DATA / "pydia"
+PAIRS: dict[str, tuple[Path, Path]] = {
+    "goto": (DATA / "goto" / "1.fits", DATA / "goto" / "2.fits"),
+    "demo": (
+        ROOT / "resources" / "demo" / "science.fits",
+        ROOT / "resources" / "demo" / "template.fits",
+    ),
+    "properimage": (
+        DATA / "properimage" / "aligned_eso085-030-004.fit",
+        DATA / "properimage" / "aligned_eso085-030-005.fit",
+    ),
+    **{
+        f"decam-{c}": (
+            DATA / "decam_mini" / "input" / f"DEC-OBS04{c}.mini.fits",
+            DATA / "decam_mini" / "input" / f"DEC-OBS18{c}.mini.fits",
+        )
+        for c in "abcde"
+    },
+    **{
+        f"pydia-{e}": (PYDIA / f"AKB13475I0{e}.fits", PYDIA / "AKB13475I0012.fits")
+        for e in ("016", "018", "060", "120", "150")
+    },
+}
+
+
+def quadrant_scales(result: pipeline.SubtractionResult) -> list[float]:
+    """PSF-scale noise over the final variance's prediction on each quadrant's sky."""
+    diff = result.difference
+    psf = result.decorrelation.psf if result.decorrelation else result.subtraction.psf
+    ny, nx = diff.shape
+    centre = result.kernel.solution.evaluate((nx - 1) / 2, (ny - 1) / 2)
+    half = subtract.footprint_half_width(centre)
+    sky = renormalise.sky_near(diff, psf, result.science, result.template.exposure, half)
+    out = []
+    for ys in (slice(0, ny // 2), slice(ny // 2, ny)):
+        for xs in (slice(0, nx // 2), slice(nx // 2, nx)):
+            quadrant = np.zeros_like(sky)
+            quadrant[ys, xs] = sky[ys, xs]
+            out.append(renormalise.filtered_noise_scale(diff, psf, quadrant, null_reporter()))
+    return out
+
+
+def peaks(diff: np.ndarray, psf: np.ndarray, sky: np.ndarray) -> tuple[int, int]:
+    """Local maxima (5 x 5 px) of the PSF-filtered difference beyond +-5 robust sigma."""
+    good = np.isfinite(diff)
+    d = np.where(good, diff - np.median(diff[sky & good]), 0.0)
+    f = pm.convolve_same(d, psf[::-1, ::-1])
+    covered = ndimage.minimum_filter(good, size=psf.shape[0])
+    sigma = pm.robust_sigma(f[sky & covered])
+    pos = (f == ndimage.maximum_filter(f, size=5)) & covered & (f > pm.THRESHOLD * sigma)
+    neg = (f == ndimage.minimum_filter(f, size=5)) & covered & (f < -pm.THRESHOLD * sigma)
+    return int(pos.sum()), int(neg.sum())
+
+
+def star_rms(result: pipeline.SubtractionResult, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Per star at (xs, ys): rms (counts) of the raw difference within 1.5 FWHM, about the
+    median of an 81 x 81 px box (NaN near the edges)."""
+    fit, diff = result.kernel, result.subtraction.difference
+    fwhm = max(fit.science_psf.fwhm, fit.template_psf.fwhm)
+    r = int(np.ceil(1.5 * fwhm))
+    dy, dx = np.mgrid[-r : r + 1, -r : r + 1]
+    core = np.hypot(dx, dy) <= 1.5 * fwhm
+    img, good = diff.image.astype(np.float64), diff.good_pixels()
+    out = np.full(xs.size, np.nan)
+    for k in range(xs.size):
+        x, y = round(float(xs[k])), round(float(ys[k]))
+        if 40 <= x < img.shape[1] - 40 and 40 <= y < img.shape[0] - 40:
+            box = (slice(y - 40, y + 41), slice(x - 40, x + 41))
+            level = np.median(img[box][good[box]])
+            out[k] = np.sqrt(
+                np.mean((img[y - r : y + r + 1, x - r : x + r + 1][core] - level) ** 2)
+            )
+    return out
+
+
+def main() -> int:
+    """Run both modes on every chosen pair and print one block per pair."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", nargs="+", default=list(PAIRS), choices=list(PAIRS))
+    args = parser.parse_args()
+    warnings.simplefilter("ignore")
+    rng = np.random.default_rng(0)
+    for key in args.pairs:
+        science_path, template_path = PAIRS[key]
+        if not (science_path.is_file() and template_path.is_file()):
+            print(f"\n{key}: skipped, its data is absent")
+            continue
+        science, template = read_exposure(str(science_path)), read_exposure(str(template_path))
+        image = science.image.astype(np.float64)
+        bright = image > np.median(image) + 3 * pm.robust_sigma(image)
+        sky = ~ndimage.binary_dilation(bright, iterations=5)
+        results = {
+            mode: pipeline.run_subtraction(
+                science, template, SubtractionConfig(kernel=KernelConfig(mode=mode))
+            )
+            for mode in ("template", "auto")
+        }
+        print(f"\n{key}: {results['auto'].kernel.direction.reason}")
+        for mode, result in results.items():
+            raw = result.subtraction.difference
+            values = np.where(raw.good_pixels(), raw.image.astype(np.float64), np.nan)
+            psf = np.array(result.kernel.science_psf.image, dtype=np.float64)
+            cat = result.diasources[~np.asarray(result.diasources["sky_source"], dtype=bool)]
+            positive = int(np.sum(np.asarray(cat["sign"]) > 0))
+            med, p90 = bright_star_residual(result.kernel, raw)
+            print(
+                f"  {mode:8} {result.kernel.convolved:8} convolved, kernel sum "
+                f"{result.kernel.photometric_scale:.4f}, sky sigma "
+                f"{pm.robust_sigma(values[sky]):.3g}, bright-star residual {med:.1f}/{p90:.1f}, "
+                f"quadrants {' '.join(f'{q:.3f}' for q in quadrant_scales(result))}, "
+                f"5 sigma peaks +{'/-'.join(map(str, peaks(values, psf / psf.sum(), sky)))}, "
+                f"detections +{positive}/-{len(cat) - positive}"
+            )
+        same = np.array_equal(
+            results["auto"].difference.image, results["template"].difference.image, equal_nan=True
+        )
+        if same:
+            print("  identical differences")
+            continue
+        tab = results["template"].kernel.candidates
+        order = np.argsort(-np.asarray(tab["snr"]))[:50]
+        xs, ys = np.asarray(tab["x"])[order], np.asarray(tab["y"])[order]
+        ratio = star_rms(results["auto"], xs, ys) / star_rms(results["template"], xs, ys)
+        ratio = ratio[np.isfinite(ratio)]
+        boot = [np.median(rng.choice(ratio, ratio.size)) for _ in range(2000)]
+        lo, hi = np.percentile(boot, [2.5, 97.5])
+        print(
+            f"  bright-star rms auto / template, star by star: median {np.median(ratio):.3f} "
+            f"({lo:.3f}-{hi:.3f}), auto lower for {int(np.sum(ratio < 1))} of {ratio.size}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -8,6 +8,15 @@ locus is the band of relative full width :data:`LOCUS_WIDTH` holding the smalles
 sources that are at least half as many as the most populated band (galaxies spread
 over a wide range of sizes, so a band of them rarely outnumbers the stars twice over,
 while stars are the most compact resolved sources), recentred on its median.
+
+The PSF of a wide field varies across it (focus, optics), so one band for the whole
+field would keep the stars of one part and lose, or take galaxies for stars in, the
+others. The band is therefore found in each cell of a grid (:func:`cell_grid`, cells of
+about :data:`SOURCES_PER_CELL` measured sources), and the locus becomes a polynomial in
+position of the logarithm of the FWHM (:func:`locus_surface`, degree up to
+:data:`LOCUS_DEGREE` as the stars allow), fitted to the cells' members and iterated:
+a star is on the locus when its size is within :data:`LOCUS_WIDTH` of the surface at
+its position.
 """
 
 from __future__ import annotations
@@ -37,6 +46,17 @@ LOCUS_MIN_STARS = 3
 #: Sources closer than this (px) to an earlier one are the same source.
 SAME_SOURCE_PX = 2.0
 
+#: Measured sources per cell of the grid in which the band is first found (a band needs
+#: a few stars among the galaxies of its cell); the grid has at most 3 x 3 cells.
+SOURCES_PER_CELL = 25
+
+#: Highest degree in (x, y) of the locus surface: 2 follows a PSF that widens towards
+#: the corners of a wide field.
+LOCUS_DEGREE = 2
+
+#: Least stars on the locus per coefficient of its surface (fewer: a lower degree).
+STARS_PER_TERM = 5
+
 
 @dataclasses.dataclass(frozen=True)
 class StellarLocus:
@@ -48,6 +68,9 @@ class StellarLocus:
         Positions (0-based px) of the stars on the locus, highest S/N first.
     fwhm : float
         Median adaptive-moment FWHM (px) of the locus.
+    fwhm_range : (float, float)
+        Least and largest FWHM (px) of the locus surface at its stars' positions (equal
+        for a constant PSF).
     n_measured : int
         Sources whose size was measured at S/N >= :data:`LOCUS_MIN_SNR`.
     n_extended, n_compact : int
@@ -58,14 +81,17 @@ class StellarLocus:
     x: np.ndarray
     y: np.ndarray
     fwhm: float
+    fwhm_range: tuple[float, float]
     n_measured: int
     n_extended: int
     n_compact: int
 
     def describe(self) -> str:
         """The selection in words, for the PSF's ``reason``."""
+        lo, hi = self.fwhm_range
+        varying = f", {lo:.2f}-{hi:.2f} px over the field" if hi > lo * 1.01 else ""
         return (
-            f"{len(self.x)} on the size-flux locus (moment FWHM {self.fwhm:.2f} px) "
+            f"{len(self.x)} on the size-flux locus (moment FWHM {self.fwhm:.2f} px{varying}) "
             f"of {self.n_measured} with S/N >= {LOCUS_MIN_SNR:g}, {self.n_extended} larger "
             f"(galaxies, blends) and {self.n_compact} smaller (cosmic rays, hot pixels)"
         )
@@ -117,7 +143,7 @@ def source_sizes(
 
 
 def stellar_locus(fwhm: np.ndarray) -> tuple[float, np.ndarray] | None:
-    """The stellar locus among measured sizes (see the module docstring).
+    """The stellar locus among measured sizes of one region (see the module docstring).
 
     Parameters
     ----------
@@ -152,11 +178,88 @@ def stellar_locus(fwhm: np.ndarray) -> tuple[float, np.ndarray] | None:
     return centre, members
 
 
+def cell_grid(x: np.ndarray, y: np.ndarray, shape: tuple[int, int], n_measured: int) -> np.ndarray:
+    """Cell index of each position in a grid of about :data:`SOURCES_PER_CELL` sources a cell.
+
+    The grid has ``n x n`` equal cells, ``n = floor(sqrt(n_measured / SOURCES_PER_CELL))``
+    clipped to 1-3.
+    """
+    n = int(np.clip(np.floor(np.sqrt(n_measured / SOURCES_PER_CELL)), 1, 3))
+    cx = np.clip((np.asarray(x) * n / shape[1]).astype(np.intp), 0, n - 1)
+    cy = np.clip((np.asarray(y) * n / shape[0]).astype(np.intp), 0, n - 1)
+    result: np.ndarray = cy * n + cx
+    return result
+
+
+def _design(x: np.ndarray, y: np.ndarray, shape: tuple[int, int], degree: int) -> np.ndarray:
+    """Monomials of (x, y) scaled to [-1, 1] over the image, up to total ``degree``."""
+    u = 2.0 * np.asarray(x, dtype=float) / max(shape[1] - 1, 1) - 1.0
+    v = 2.0 * np.asarray(y, dtype=float) / max(shape[0] - 1, 1) - 1.0
+    return np.stack([u**i * v**j for i in range(degree + 1) for j in range(degree + 1 - i)], 1)
+
+
+def locus_surface(
+    x: np.ndarray, y: np.ndarray, fwhm: np.ndarray, shape: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The locus as a surface over the field: its FWHM at each source and its members.
+
+    The band is found in each cell (:func:`cell_grid`, :func:`stellar_locus`); the
+    logarithm of the members' FWHM is then fitted by a polynomial in (x, y) of the
+    highest degree up to :data:`LOCUS_DEGREE` with :data:`STARS_PER_TERM` members per
+    coefficient (the median, degree 0, with fewer), and the members are re-chosen within
+    :data:`LOCUS_WIDTH` of it, three times.
+
+    Parameters
+    ----------
+    x, y : numpy.ndarray
+        Positions (0-based px).
+    fwhm : numpy.ndarray
+        Sizes (px); NaN and values below :data:`MIN_FWHM` are ignored.
+    shape : (int, int)
+        Image shape (ny, nx).
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray) or None
+        The surface's FWHM (px) at every source and a boolean map of the members; None
+        when fewer than :data:`LOCUS_MIN_STARS` sources share a band.
+    """
+    valid = np.isfinite(fwhm) & (fwhm >= MIN_FWHM)
+    cells = cell_grid(x, y, shape, int(valid.sum()))
+    members = np.zeros(len(fwhm), dtype=bool)
+    for cell in np.unique(cells[valid]):
+        inside = valid & (cells == cell)
+        found = stellar_locus(np.where(inside, fwhm, np.nan))
+        if found is not None:
+            members |= found[1]
+    if members.sum() < LOCUS_MIN_STARS:
+        found = stellar_locus(fwhm)
+        if found is None:
+            return None
+        members = found[1]
+    log_size = np.log(np.where(valid, fwhm, 1.0))
+    surface = np.full(len(fwhm), np.nan)
+    for _ in range(3):
+        degree = next(
+            d
+            for d in range(LOCUS_DEGREE, -1, -1)
+            if members.sum() >= STARS_PER_TERM * (d + 1) * (d + 2) // 2 or d == 0
+        )
+        design = _design(x, y, shape, degree)
+        coef, *_ = np.linalg.lstsq(design[members], log_size[members], rcond=None)
+        surface = np.exp(design @ coef)
+        with np.errstate(invalid="ignore"):
+            members = valid & (np.abs(fwhm / surface - 1.0) <= LOCUS_WIDTH / 2.0)
+        if members.sum() < LOCUS_MIN_STARS:
+            return None
+    return surface, members
+
+
 def select_stars(exposure: Exposure, x: np.ndarray, y: np.ndarray) -> StellarLocus | None:
     """The stars among candidate positions, by their locus in size against flux.
 
-    Sizes are measured in cutouts of half-width 12 px, or 3 locus FWHM when that is
-    larger (up to 40 px), so that the moments see the whole core.
+    Sizes are measured in cutouts of half-width 12 px, or 3 times the largest locus
+    FWHM when that is larger (up to 40 px), so that the moments see the whole core.
 
     Parameters
     ----------
@@ -173,22 +276,23 @@ def select_stars(exposure: Exposure, x: np.ndarray, y: np.ndarray) -> StellarLoc
     """
     ux, uy = unique_positions(np.asarray(x, dtype=float), np.asarray(y, dtype=float))
     fwhm, snr = source_sizes(exposure, ux, uy, 12)
-    found = stellar_locus(fwhm)
-    want = int(np.clip(np.ceil(3.0 * found[0]), 12, 40)) if found is not None else 12
+    found = locus_surface(ux, uy, fwhm, exposure.shape)
+    want = int(np.clip(np.ceil(3.0 * np.nanmax(found[0])), 12, 40)) if found is not None else 12
     if want > 14:
         fwhm, snr = source_sizes(exposure, ux, uy, want)
-        found = stellar_locus(fwhm)
+        found = locus_surface(ux, uy, fwhm, exposure.shape)
     if found is None:
         return None
-    centre, members = found
+    surface, members = found
     measured = np.isfinite(fwhm) & (fwhm >= MIN_FWHM)
     with np.errstate(invalid="ignore"):
-        extended = int(np.sum(measured & ~members & (fwhm > centre)))
+        extended = int(np.sum(measured & ~members & (fwhm > surface)))
     order = np.argsort(-snr[members])
     return StellarLocus(
         x=ux[members][order],
         y=uy[members][order],
-        fwhm=centre,
+        fwhm=float(np.median(fwhm[members])),
+        fwhm_range=(float(surface[members].min()), float(surface[members].max())),
         n_measured=int(measured.sum()),
         n_extended=extended,
         n_compact=int(measured.sum() - members.sum() - extended),

@@ -255,3 +255,65 @@ def test_demo_stacks_report_the_locus_at_the_header_fwhm() -> None:
         assert locus.n_extended >= 4
         est = psf.estimate_psf(exposure, cands.table["x"], cands.table["y"], bright=cands.bright)
         assert f"moment FWHM {locus.fwhm:.2f} px" in est.reason
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 12 point 8, open: the locus is reported, not yet used to select (selecting "
+    "by it narrows the PSFs the kernel's stamps are sized from; with its fit region widened "
+    "to 3 FWHM the DECam stacks pass, but three GOTO and demo catalog tests do not)",
+)
+@pytest.mark.parametrize("fwhm", [4.0, 2.2])
+def test_the_psf_is_stacked_from_the_locus_not_the_galaxies(fwhm) -> None:
+    # Issue 12 point 8: candidates given as kernel stars hold galaxies too (here twice as
+    # many as the stars, brighter, listed first). The estimate stacks the stars of the
+    # size-flux locus among them; stacking every candidate gave 8.44 px for 4.0 px stars
+    # and 4.25 px for sharp, undersampled 2.2 px ones.
+    exposure, xs, ys = _stars_and_galaxies(fwhm, seed=int(10 * fwhm))
+    est = psf.estimate_psf(exposure, xs, ys)
+    expected = psf.FWHM_PER_SIGMA * np.sqrt((fwhm / psf.FWHM_PER_SIGMA) ** 2 + 1 / 12)
+    print(f"\nFWHM {fwhm}: estimate {est.fwhm:.3f} px from {est.n_stars} stars ({est.reason})")
+    assert est.source == "measured" and "size-flux locus" in est.reason
+    # As in the test above: stars only, 2 % (3 % for the 2.2 px PSF, whose moments are
+    # read on the upsampled stack); one galaxy in the stack moves it by more.
+    assert est.fwhm == pytest.approx(expected, rel=0.02 if fwhm > 3 else 0.03)
+    assert 20 <= est.n_stars <= 40
+
+
+def _varying_field(seed: int) -> tuple[Exposure, np.ndarray, np.ndarray, np.ndarray]:
+    """A 600^2 field whose PSF FWHM grows from 3.0 px (left) to 4.5 px (right): 120 stars
+    and 120 galaxies 1.4-2.5 x the local PSF, galaxies first. Also says which are stars."""
+    rng = np.random.default_rng(seed)
+    n_star, n_gal = 120, 120
+    xs, ys = rng.uniform(25, 575, (2, n_star + n_gal))
+    local = (3.0 + 1.5 * xs / 600.0) / psf.FWHM_PER_SIGMA
+    sigma = local * np.r_[np.ones(n_star), rng.uniform(1.4, 2.5, n_gal)]
+    flux = np.r_[rng.uniform(5e3, 5e4, n_star), rng.uniform(2e4, 2e5, n_gal)]
+    image = render_gaussians((600, 600), xs, ys, flux, sigma, 30)
+    image += rng.normal(size=image.shape) * 10.0
+    exposure = Exposure(image, np.full(image.shape, 100.0), np.zeros(image.shape, int))
+    order = np.r_[np.arange(n_star, n_star + n_gal), np.arange(n_star)]
+    return exposure, xs[order], ys[order], order < n_star
+
+
+def test_the_locus_follows_a_psf_that_varies_across_the_field() -> None:
+    # A wide field's PSF varies: here by 50 % from left to right, so a galaxy on the left
+    # (1.4-2.5 x its local PSF) is as large as a star on the right. One band for the field
+    # (15 % wide) holds the stars of one part and takes galaxies for stars elsewhere; the
+    # locus surface follows the PSF and keeps the stars of every part.
+    exposure, xs, ys, is_star = _varying_field(seed=5)
+    locus = psf_stars.select_stars(exposure, xs, ys)
+    assert locus is not None
+    print(f"\nvarying field: {locus.describe()}")
+    picked = np.array(
+        [np.min(np.hypot(locus.x - x, locus.y - y)) < 1.0 for x, y in zip(xs, ys, strict=True)]
+    )
+    # Stars lost: those on a galaxy's wings (as in the uniform field above, up to half of
+    # them there with twice the density); galaxies taken: none or one whose size scatters
+    # onto the locus at its position.
+    for part in (xs < 200, (xs >= 200) & (xs < 400), xs >= 400):
+        assert picked[is_star & part].mean() >= 0.6
+    assert picked[~is_star].sum() <= 2
+    # The surface spans the PSF's range at the stars (3.0-4.5 px, pixel-integrated).
+    lo, hi = locus.fwhm_range
+    assert lo == pytest.approx(3.15, rel=0.06) and hi == pytest.approx(4.45, rel=0.06)

@@ -1,0 +1,81 @@
+"""The catalog's PSF fluxes of bright transients against the truth (issue 12 point 2)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from diffviewer.engine.pipeline import run_subtraction
+from diffviewer.synthetic import make_pair
+
+#: Injected transients: enough that the median ratio is known to ~0.2 % at S/N 50-200.
+N_TRANSIENTS = 80
+
+
+def _catalog_flux_ratios(profile: str) -> tuple[np.ndarray, np.ndarray]:
+    """Catalog psf_flux over the injected flux, and the catalog's relative errors, of
+    transients of S/N 50-200 in a 512^2 pair (flux ratio 1.3, template 0.3 px off)."""
+    rng = np.random.default_rng(3)
+    x = rng.uniform(40, 472, N_TRANSIENTS)
+    y = rng.uniform(40, 472, N_TRANSIENTS)
+    # The difference's noise is ~38 counts a pixel (science sky 1000, template 250 times
+    # 1.3^2): a 4 px PSF gives S/N ~ flux / 230, so 1.1e4-4.5e4 is S/N 50-200.
+    flux = np.exp(rng.uniform(np.log(1.1e4), np.log(4.5e4), N_TRANSIENTS))
+    pair = make_pair(
+        (512, 512),
+        300,
+        seed=5,
+        profile=profile,
+        sci_beta=2.5,
+        tmpl_beta=3.5,
+        sci_fwhm=4.0,
+        tmpl_fwhm=2.8,
+        photometric_scale=1.3,
+        tmpl_shift=(0.3, 0.3),
+        transients=list(zip(x.tolist(), y.tolist(), flux.tolist(), strict=True)),
+    )
+    cat = run_subtraction(pair.science, pair.template).diasources
+    cx, cy = np.asarray(cat["x"]), np.asarray(cat["y"])
+    ratio, rel_err = [], []
+    for a, b, f in zip(x, y, flux, strict=True):
+        d = np.hypot(cx - a, cy - b)
+        k = int(np.argmin(d))
+        if d[k] < 2.0:
+            ratio.append(float(cat["psf_flux"][k]) / f)
+            rel_err.append(float(cat["psf_flux_err"][k]) / f)
+    return np.array(ratio), np.array(rel_err)
+
+
+@pytest.mark.parametrize(
+    "profile",
+    [
+        "gaussian",
+        pytest.param(
+            "moffat",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="issue 12 point 2, open: with Moffat beta 2.5 stars the catalog's PSF "
+                "flux is 2.5 % low (0.975): the measured PSF image stops at 3 FWHM (1.2 % "
+                "of the flux lies beyond) and each star's sky, its cutout's border, holds "
+                "its wings (1.3 %); a stack to 5 FWHM with a sky from beyond gave 0.980, as "
+                "the median sky of a star in this crowded field is itself biased by its "
+                "neighbours",
+            ),
+        ),
+    ],
+)
+def test_bright_transients_psf_fluxes_are_unbiased(profile: str) -> None:
+    ratio, rel_err = _catalog_flux_ratios(profile)
+    # A few fall on a bright star (saturated or masked core) or a neighbour: most remain.
+    assert len(ratio) >= 0.7 * N_TRANSIENTS
+    # The median of n ratios with errors e scatters by ~1.25 median(e) / sqrt(n): ~0.2 %
+    # here (each transient's own error 0.5-2 %), so 0.5 % is 2.5 of it: a bias of the
+    # PSF model (a truncated or mis-normalised PSF, the wrong PSF for the decorrelated
+    # difference: 1-6 %) exceeds it, noise alone does not.
+    spread = 1.2533 * float(np.median(rel_err)) / np.sqrt(len(ratio))
+    print(
+        f"\n{profile}: catalog psf_flux / truth median {np.median(ratio):.4f} of {len(ratio)} "
+        f"(its noise {spread:.4f})"
+    )
+    assert spread < 0.0025
+    assert float(np.median(ratio)) == pytest.approx(1.0, abs=0.005)

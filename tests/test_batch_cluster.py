@@ -110,8 +110,8 @@ def test_sigterm_stops_a_batch_and_leaves_nothing_hidden(tmp_path: Path) -> None
     finally:
         proc.kill()
     assert proc.returncode == 128 + signal.SIGTERM, stderr
-    assert "Traceback" not in stderr
-    assert stderr.strip().splitlines()[-1].startswith("error: terminated by SIGTERM")
+    assert "Traceback" not in stderr, stderr
+    assert stderr.strip().splitlines()[-1].startswith("error: terminated by SIGTERM"), stderr
     assert not list(out.rglob(".*")), "hidden staging or temporary files left"
     rows = read_summary(out)
     # the summary lists exactly the pairs whose outputs are there, all complete

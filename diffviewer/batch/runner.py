@@ -225,13 +225,34 @@ def worker_layout(
     return n, min(need, budget / n) if n <= fit else budget / n
 
 
+#: Loggers whose messages while closing an interrupted batch are shutdown noise.
+SHUTDOWN_LOGGERS = ("distributed", "tornado", "asyncio")
+
+
+@contextlib.contextmanager
+def _quiet_when_interrupted() -> Iterator[None]:
+    """Silence dask's, tornado's and asyncio's logs while an interrupted batch closes.
+
+    Closing workers that still hold a pair (Ctrl-C, SIGTERM, SIGHUP) makes them log
+    connection and timeout tracebacks on a loaded machine; the user asked for the stop,
+    and the summary says which pairs finished.
+    """
+    try:
+        yield
+    except BaseException:
+        for name in SHUTDOWN_LOGGERS:
+            logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+        raise
+
+
 @contextlib.contextmanager
 def dask_client(options: BatchOptions, jobs: Sequence[PairJob]) -> Iterator[Any]:
     """A client of a fresh ``LocalCluster``, or of the scheduler at ``options.scheduler``.
 
     The local workers are one-thread processes (the engine's numpy work is not
     shared between pairs); dask's pause and spill thresholds are off, since a task
-    holds no dask data, and a worker dying twice on one pair fails that pair.
+    holds no dask data, and a worker dying twice on one pair fails that pair. Their
+    own logs are silenced: each pair's row and error line say what became of it.
     """
     import dask
     import psutil
@@ -245,7 +266,7 @@ def dask_client(options: BatchOptions, jobs: Sequence[PairJob]) -> Iterator[Any]
     }
     with dask.config.set(settings):
         if options.scheduler:
-            with Client(options.scheduler, timeout="30s") as client:
+            with Client(options.scheduler, timeout="30s") as client, _quiet_when_interrupted():
                 yield client
             return
         n, limit = worker_layout(
@@ -258,9 +279,10 @@ def dask_client(options: BatchOptions, jobs: Sequence[PairJob]) -> Iterator[Any]
                 processes=True,
                 memory_limit=int(limit),
                 dashboard_address=None,
-                silence_logs=logging.ERROR,
+                silence_logs=logging.CRITICAL,
             ) as cluster,
             Client(cluster) as client,
+            _quiet_when_interrupted(),
         ):
             yield client
 

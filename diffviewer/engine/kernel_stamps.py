@@ -77,8 +77,20 @@ def kernel_spectra(kernels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return sfft.rfft2(pad, axes=(-2, -1), workers=-1)
 
 
+def _central_inverse(spec: np.ndarray, n_fft: int, m: int, out_half: int) -> np.ndarray:
+    """The inverse of ``rfft2`` spectra over the last two axes, only the central
+    ``2 * out_half + 1`` rows and columns of an ``m`` x ``m`` stamp: the inverse along the
+    rows first, then along the columns of the kept rows alone (a third of them)."""
+    c = m // 2
+    keep = slice(c - out_half, c + out_half + 1)
+    rows = sfft.ifft(spec, axis=-2, workers=-1)[..., keep, :]
+    return sfft.irfft(rows, n=n_fft, axis=-1, workers=-1)[..., keep]
+
+
 def convolve_stamps(stamps: np.ndarray, kernels: np.ndarray, out_half: int) -> np.ndarray:
     """Convolve each stamp with each kernel and keep the central ``2 * out_half + 1`` pixels.
+
+    The FFTs are zero-padded to a fast length (85 px stamps to 90: half the time).
 
     Parameters
     ----------
@@ -95,27 +107,23 @@ def convolve_stamps(stamps: np.ndarray, kernels: np.ndarray, out_half: int) -> n
         ``(n, k, 2 * out_half + 1, 2 * out_half + 1)`` float32.
     """
     m = stamps.shape[1]
-    fs = sfft.rfft2(stamps.astype(np.float32), axes=(1, 2), workers=-1)
-    fk = kernel_spectra(kernels, (m, m))
-    conv = sfft.irfft2(fs[:, None] * fk[None], s=(m, m), axes=(2, 3), workers=-1)
-    c = m // 2
-    return np.ascontiguousarray(
-        conv[:, :, c - out_half : c + out_half + 1, c - out_half : c + out_half + 1]
-    )
+    n_fft = sfft.next_fast_len(m, real=True)
+    fs = sfft.rfft2(stamps.astype(np.float32), s=(n_fft, n_fft), axes=(1, 2), workers=-1)
+    fk = kernel_spectra(kernels, (n_fft, n_fft))
+    return np.ascontiguousarray(_central_inverse(fs[:, None] * fk[None], n_fft, m, out_half))
 
 
 def convolve_pairs(stamps: np.ndarray, kernels: np.ndarray, out_half: int) -> np.ndarray:
     """As :func:`convolve_stamps`, but stamp ``i`` with kernel ``i`` only (``kernels`` is
     ``(n, size, size)``; the result ``(n, 2 * out_half + 1, 2 * out_half + 1)`` float32)."""
     n, m = stamps.shape[0], stamps.shape[1]
+    n_fft = sfft.next_fast_len(m, real=True)
     out = np.empty((n, 2 * out_half + 1, 2 * out_half + 1), dtype=np.float32)
-    c = m // 2
     for start in range(0, n, STAMP_CHUNK):
         sl = slice(start, start + STAMP_CHUNK)
-        spec = sfft.rfft2(stamps[sl].astype(np.float32), axes=(1, 2), workers=-1)
-        spec *= kernel_spectra(kernels[sl], (m, m))
-        conv = sfft.irfft2(spec, s=(m, m), axes=(1, 2), workers=-1)
-        out[sl] = conv[:, c - out_half : c + out_half + 1, c - out_half : c + out_half + 1]
+        spec = sfft.rfft2(stamps[sl].astype(np.float32), s=(n_fft, n_fft), axes=(1, 2), workers=-1)
+        spec *= kernel_spectra(kernels[sl], (n_fft, n_fft))
+        out[sl] = _central_inverse(spec, n_fft, m, out_half)
     return out
 
 

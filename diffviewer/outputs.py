@@ -123,7 +123,8 @@ def build_metadata(result: SubtractionResult, elapsed: float | None = None) -> d
             "coverage_fraction": result.template.coverage,
             "registration": registration_summary(result.template.registration),
             # white noise keeps variance_ratio of its per-pixel variance through the warp
-            # (the warped variance plane includes it) and becomes correlated between pixels
+            # and becomes correlated between pixels; the warped template's variance plane
+            # is the per-pixel one times covariance_factor (its noise at PSF scale)
             "noise_correlated": result.template.variance_ratio < 1.0,
             "variance_ratio": result.template.variance_ratio,
             "covariance_factor": 1.0 / result.template.variance_ratio,

@@ -97,10 +97,11 @@ class WarpResult:
     variance_ratio : float
         Mean ``sum w^2`` of the interpolation weights (over the covered pixels, and over
         the pieces by coverage; 1 for a piece not resampled): white noise keeps this
-        fraction of its per-pixel variance through the warp, and the warped variance
-        plane says so, but its pixels become correlated; ``1 / variance_ratio`` is the
-        covariance factor (the variance of a sum over many pixels against the sum of
-        their variances).
+        fraction of its per-pixel variance through the warp, but its pixels become
+        correlated; ``1 / variance_ratio`` is the covariance factor (the variance of a
+        sum over many pixels against the sum of their variances). ``exposure``'s
+        variance plane is the propagated per-pixel variance times that factor (see
+        :func:`at_psf_scale`).
     """
 
     exposure: Exposure
@@ -441,6 +442,31 @@ class _Placed:
     variance_ratio: float
 
 
+def at_psf_scale(warped: Exposure, variance_ratio: float) -> Exposure:
+    """The warped template with the variance its noise has on scales beyond the interpolant.
+
+    Resampling leaves each pixel with ``sum w^2`` of its variance (the plane
+    :func:`warp_exposure` propagates) but correlates neighbours, so that a sum over many
+    pixels (a PSF, a decorrelation or matched filter) keeps the whole variance: what
+    the kernel fit, the decorrelation and detection see is the per-pixel variance times
+    the covariance factor ``1 / variance_ratio``.
+
+    Parameters
+    ----------
+    warped : Exposure
+        The resampled template and its propagated per-pixel variance.
+    variance_ratio : float
+        Mean ``sum w^2`` of the interpolation weights.
+
+    Returns
+    -------
+    Exposure
+        The same image and mask, the variance divided by ``variance_ratio``.
+    """
+    variance = warped.variance / np.float32(variance_ratio)
+    return warped.replace(variance=variance.astype(warped.variance.dtype, copy=False))
+
+
 def _place(
     template: Exposure, science: Exposure, config: WarpConfig, reporter: Reporter
 ) -> _Placed:
@@ -456,9 +482,10 @@ def _place(
         # below three times a star fit's own uncertainty, an offset is not measured
         noise = 3.0 * reg.position_error if reg.method == "stars" else 0.0
         if template.shape != science.shape or not max_offset <= max(config.grid_tolerance, noise):
-            exposure, ratio = warp_exposure(
+            resampled, ratio = warp_exposure(
                 template, science, config.interpolation, reporter, mapping=mapping
             )
+            exposure = at_psf_scale(resampled, ratio)
             warped = True
             jacobian = _jacobian(mapping, science.shape)
             if template.psf is not None and not (

@@ -342,3 +342,22 @@ def test_a_pure_shift_resamples_as_the_per_pixel_path_does(
     np.testing.assert_allclose(fast.image, slow.image, rtol=0, atol=1e-5)
     np.testing.assert_allclose(fast.variance, slow.variance, rtol=1e-5)
     np.testing.assert_array_equal(fast.mask, slow.mask)
+
+
+def test_the_warped_templates_variance_is_its_noise_at_psf_scale() -> None:
+    # Detection, decorrelation and the kernel fit sum the template over a PSF, where the
+    # warped noise keeps its whole variance (the covariance factor undoes sum w^2): white
+    # noise of variance 4 shifted by half a pixel, filtered by a Gaussian PSF (sigma 2 px),
+    # has variance 4 sum(g^2) as the plane predicts; the per-pixel plane (2) predicts half.
+    # The filtered image has about N / (4 pi sigma^2) independent values, N = 492^2: a
+    # relative error of sqrt(2 / 4800) = 2 %, so 10 % is 5 sigma.
+    template = _noise_template(np.full((512, 512), 4.0), seed=3)
+    mapping = PolynomialTransform.rotation(0.0, (0.5, 0.0), (255.5, 255.5))
+    resampled, ratio = warp.warp_exposure(template, template, "bilinear", mapping=mapping)
+    placed = warp.at_psf_scale(resampled, ratio)
+    inner = (slice(10, -10), slice(10, -10))
+    assert placed.variance[inner].mean() == pytest.approx(4.0, rel=1e-3)
+    sigma = 2.0
+    filtered = ndimage.gaussian_filter(resampled.image.astype(np.float64), sigma)[inner]
+    g2 = 1.0 / (4.0 * np.pi * sigma**2)  # sum of the squared normalised Gaussian
+    assert float(np.var(filtered)) == pytest.approx(4.0 * g2, rel=0.10)

@@ -32,8 +32,31 @@ from diffviewer.engine.psf import PsfEstimate, cutouts
 from diffviewer.exposure import UNUSABLE, Exposure
 from diffviewer.stats import FWHM_PER_SIGMA, MAD_TO_SIGMA
 
-#: Most stamps whose basis convolutions are held in memory at once.
-STAMP_CHUNK = 256
+#: Bytes of complex spectra (stamps times kernels) held in memory at once: a 53 px
+#: kernel with 28 basis functions on 91 px stamps is 0.9 MB a stamp, and a batch of 192
+#: stamps made the kernel fit the peak of a 1024^2 run's memory (+360 MB).
+STAMP_BATCH_BYTES = 32e6
+
+
+def stamp_batch(stamp_side: int, n_kernels: int) -> int:
+    """How many stamps to convolve at once with ``n_kernels`` kernels.
+
+    Parameters
+    ----------
+    stamp_side : int
+        Stamp side (px).
+    n_kernels : int
+        Kernels each stamp is convolved with.
+
+    Returns
+    -------
+    int
+        Stamps whose spectra products fit in :data:`STAMP_BATCH_BYTES` (at least one).
+    """
+    n_fft = sfft.next_fast_len(stamp_side, real=True)
+    per_stamp = n_kernels * n_fft * (n_fft // 2 + 1) * np.dtype(np.complex64).itemsize
+    return max(1, int(STAMP_BATCH_BYTES // per_stamp))
+
 
 #: Matched-filter S/N of the residual beyond which the pixels around it (outside a star's
 #: core) are masked.
@@ -119,8 +142,9 @@ def convolve_pairs(stamps: np.ndarray, kernels: np.ndarray, out_half: int) -> np
     n, m = stamps.shape[0], stamps.shape[1]
     n_fft = sfft.next_fast_len(m, real=True)
     out = np.empty((n, 2 * out_half + 1, 2 * out_half + 1), dtype=np.float32)
-    for start in range(0, n, STAMP_CHUNK):
-        sl = slice(start, start + STAMP_CHUNK)
+    batch = stamp_batch(m, 1)
+    for start in range(0, n, batch):
+        sl = slice(start, start + batch)
         spec = sfft.rfft2(stamps[sl].astype(np.float32), s=(n_fft, n_fft), axes=(1, 2), workers=-1)
         spec *= kernel_spectra(kernels[sl], (n_fft, n_fft))
         out[sl] = _central_inverse(spec, n_fft, m, out_half)
@@ -185,12 +209,13 @@ def build_stamps(
     nb = basis.shape[0]
     design = np.empty((n, npix, nb + 1), dtype=np.float32)
     design[:, :, nb] = 1.0
-    for start in range(0, n, STAMP_CHUNK):
-        conv = convolve_stamps(ss[start : start + STAMP_CHUNK], basis, fit_half)
-        design[start : start + STAMP_CHUNK, :, :nb] = conv.reshape(
-            conv.shape[0], nb, npix
-        ).transpose(0, 2, 1)
-        reporter.update(0.05 + 0.4 * min(start + STAMP_CHUNK, n) / max(n, 1))
+    batch = stamp_batch(2 * src_half + 1, nb)
+    for start in range(0, n, batch):
+        conv = convolve_stamps(ss[start : start + batch], basis, fit_half)
+        design[start : start + batch, :, :nb] = conv.reshape(conv.shape[0], nb, npix).transpose(
+            0, 2, 1
+        )
+        reporter.update(0.05 + 0.4 * min(start + batch, n) / max(n, 1))
     return Stamps(
         design,
         tt.reshape(n, npix).astype(np.float32),

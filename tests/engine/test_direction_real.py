@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 
 from diffviewer.config import KernelConfig
-from diffviewer.engine import decorrelate, renormalise, subtract
+from diffviewer.engine import renormalise
 from diffviewer.engine.progress import null_reporter
 from diffviewer.exposure import Exposure
 from diffviewer.io import read_exposure
 from tests.conftest import data_path
-from tests.engine.helpers import fit_kernel_to
+from tests.engine.test_real_pairs import run_engine
 
 
 def quadrant_scales(
@@ -28,22 +28,16 @@ def quadrant_scales(
     renormalised variance's prediction on each quadrant's sky, the direction and the one
     noise scale applied."""
     rep = null_reporter()
-    fit = fit_kernel_to(science, template, config)
-    products = subtract.subtract_images(science, template, fit, rep)
-    decorr = decorrelate.decorrelate(products, fit, science, template, rep)
+    run = run_engine(science, template, config)
+    diff, psf, sky = run.difference, run.decorrelated.psf, run.sky
     ny, nx = science.shape
-    half = subtract.footprint_half_width(fit.solution.evaluate((nx - 1) / 2, (ny - 1) / 2))
-    diff, renorm = renormalise.renormalise(
-        decorr.difference, decorr.psf, science, template, half, rep
-    )
-    sky = renormalise.sky_near(diff, decorr.psf, science, template, half)
     scales = []
     for ys in (slice(0, ny // 2), slice(ny // 2, ny)):
         for xs in (slice(0, nx // 2), slice(nx // 2, nx)):
             quadrant = np.zeros_like(sky)
             quadrant[ys, xs] = sky[ys, xs]
-            scales.append(renormalise.filtered_noise_scale(diff, decorr.psf, quadrant, rep))
-    return fit.convolved, scales, renorm.noise_scale
+            scales.append(renormalise.filtered_noise_scale(diff, psf, quadrant, rep))
+    return run.fit.convolved, scales, run.renormalisation.noise_scale
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
+from diffviewer.config import KernelConfig
 from diffviewer.engine import decorrelate, kernel, renormalise, subtract
 from diffviewer.engine.diagnostics import noise_ratio
 from diffviewer.engine.progress import null_reporter
@@ -33,10 +34,11 @@ class Run:
     sky: np.ndarray
 
 
-def run_engine(science: Exposure, template: Exposure) -> Run:
-    """Kernel fit, subtraction, decorrelation and the noise renormalisation (defaults)."""
+def run_engine(science: Exposure, template: Exposure, config: KernelConfig | None = None) -> Run:
+    """Kernel fit (``config``, default the defaults), subtraction, decorrelation and the
+    noise renormalisation."""
     rep = null_reporter()
-    fit = fit_kernel_to(science, template)
+    fit = fit_kernel_to(science, template, config)
     products = subtract.subtract_images(science, template, fit, rep)
     decorr = decorrelate.decorrelate(products, fit, science, template, rep)
     ny, nx = science.shape

@@ -22,6 +22,7 @@ Run ``python benchmarks/bench_register.py`` from the project root (needs
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -33,7 +34,11 @@ from diffviewer.engine.warp import warp_exposure
 from diffviewer.exposure import Exposure, MaskPlane
 from diffviewer.io import read_exposure
 
-PYDIA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pydia"
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tests.engine.test_register import rms_against  # noqa: E402
+
+PYDIA = ROOT.parent / "shared" / "data" / "pydia"
 #: (rotation deg, shift px, mirrored) of the known transforms.
 CASES = [
     (0.0, (0.37, -0.62), False),
@@ -55,16 +60,6 @@ def _seen_through(science: Exposure, truth: PolynomialTransform, seed: int) -> E
     return out.replace(image=image, source=f"0012 through a known transform (seed {seed})")
 
 
-def _rms_against(found: PolynomialTransform, truth: PolynomialTransform, shape) -> float:
-    """RMS distance (px) of two transforms over science pixels landing inside the template."""
-    ny, nx = shape
-    gx, gy = np.meshgrid(np.linspace(0, nx - 1, 25), np.linspace(0, ny - 1, 25))
-    tx, ty = truth(gx, gy)
-    inside = (tx >= 0) & (tx <= nx - 1) & (ty >= 0) & (ty <= ny - 1)
-    fx, fy = found(gx, gy)
-    return float(np.sqrt(np.mean((fx - tx)[inside] ** 2 + (fy - ty)[inside] ** 2)))
-
-
 def known_transforms(science: Exposure) -> None:
     """Table 1."""
     ny, nx = science.shape
@@ -80,8 +75,8 @@ def known_transforms(science: Exposure) -> None:
         first = register.pattern_transform(
             register.find_stars(science), register.find_stars(template)
         )
-        first_rms = _rms_against(first, truth, science.shape) if first else float("nan")
-        ours = _rms_against(reg.transform, truth, science.shape)
+        first_rms = rms_against(first, truth, science.shape) if first else float("nan")
+        ours = rms_against(reg.transform, truth, science.shape)
         print(
             f"| {angle:g} | ({shift[0]:g}, {shift[1]:g}) | {'yes' if flip else 'no'} | "
             f"{reg.n_matched} | {first_rms:.4f} | {ours:.4f} | {seconds:.2f} |"

@@ -24,22 +24,18 @@ import numpy as np
 FLAG_NAMES = ("edge", "nodata", "saturated", "interpolated", "bad", "suspect", "cr")
 
 _PIX, _PIX2, _CT, _DEG, _ONE = u.pix, u.pix**2, u.ct, u.deg, u.dimensionless_unscaled
+_POSITION = (
+    "sub-pixel position of the thresholded image's extreme (0-based; a dipole: midpoint "
+    "of its lobes)"
+)
 
 #: name -> (unit, description) of every fixed column, in catalog order.
 COLUMNS: dict[str, tuple[u.UnitBase, str]] = {
     "id": (_ONE, "DIA source id: exposure id in the high bits, running number below"),
     "label": (_ONE, "footprint label in the segmentation (0: sky source; pieces share it)"),
     "sky_source": (_ONE, "a blank-sky position measured like a source, not a detection"),
-    "x": (
-        _PIX,
-        "sub-pixel position of the thresholded image's extreme (0-based; a "
-        "dipole: midpoint of its lobes)",
-    ),
-    "y": (
-        _PIX,
-        "sub-pixel position of the thresholded image's extreme (0-based; a "
-        "dipole: midpoint of its lobes)",
-    ),
+    "x": (_PIX, _POSITION),
+    "y": (_PIX, _POSITION),
     "ra": (_DEG, "right ascension of (x, y) from the difference's WCS (NaN without one)"),
     "dec": (_DEG, "declination of (x, y) from the difference's WCS (NaN without one)"),
     "sign": (

@@ -1,7 +1,7 @@
 """Registration on stars: known transforms recovered, real unregistered frames, WCS checks.
 
 The accuracy figure asked of a recovered transform is 0.05 px RMS over the part of the
-science image the template covers (the grid of :func:`_rms_against`): a tenth of the
+science image the template covers (the grid of :func:`rms_against`): a tenth of the
 0.5 px misregistration at which dipoles from a 5 px FWHM star stand out above the noise.
 """
 
@@ -57,7 +57,7 @@ def _resampled(science: Exposure, truth: PolynomialTransform, noise: float, seed
     return science.replace(image=image, mask=mask, source="resampled")
 
 
-def _rms_against(
+def rms_against(
     found: PolynomialTransform, truth: PolynomialTransform, shape: tuple[int, int]
 ) -> float:
     """RMS distance (px) of the two transforms over science pixels that land in the template."""
@@ -93,7 +93,7 @@ def test_known_transform_of_a_real_crowded_frame_is_recovered(
     reg = register.register_on_stars(pydia_0012, template, order=1)
     assert reg.method == "stars"
     assert reg.n_matched >= 100  # a crowded bulge field: hundreds of stars in common
-    assert _rms_against(reg.transform, truth, pydia_0012.shape) < 0.05
+    assert rms_against(reg.transform, truth, pydia_0012.shape) < 0.05
 
 
 def test_sparse_field_with_different_psfs() -> None:
@@ -112,7 +112,7 @@ def test_sparse_field_with_different_psfs() -> None:
     science, template = pair.science.replace(wcs=None), pair.template.replace(wcs=None)
     reg = register.register_on_stars(science, template, order=1)
     assert 6 <= reg.n_matched <= 14
-    assert _rms_against(reg.transform, truth, science.shape) < 0.05
+    assert rms_against(reg.transform, truth, science.shape) < 0.05
 
 
 def test_unrelated_fields_are_refused_with_the_star_counts() -> None:
@@ -148,7 +148,7 @@ def test_wrong_wcs_is_refined_on_stars_and_said() -> None:
     assert reg.method == "wcs refined on stars"
     assert any("disagree" in note and "3.0" in note for note in result.warnings)
     truth = _affine(0.0, (10.0, 5.0), (127.5, 127.5))
-    assert _rms_against(reg.transform, truth, pair.science.shape) < 0.05
+    assert rms_against(reg.transform, truth, pair.science.shape) < 0.05
     # a right WCS is kept, and confirmed by the stars to well within the tolerance
     right = warp_template(pair.template, pair.science, WarpConfig())
     assert right.registration.method == "wcs" and right.registration.rms < 0.2

@@ -117,6 +117,9 @@ class Exposure:
         Where the exposure came from (a file spec, or a description).
     variance_estimated : bool
         True when the variance was estimated rather than read.
+    saturation : tuple of (str, float) or None
+        Where the saturation level came from (a header keyword, or ``"flat top"``) and
+        the level (image units), when one is known; pixels at or above it carry SAT.
     """
 
     image: np.ndarray
@@ -128,6 +131,7 @@ class Exposure:
     header: fits.Header = dataclasses.field(default_factory=fits.Header)
     source: str = "<memory>"
     variance_estimated: bool = False
+    saturation: tuple[str, float] | None = None
 
     def __post_init__(self) -> None:
         image = _frozen_array(self.image, np.float32, f"image of {self.source}")

@@ -56,6 +56,7 @@ from diffviewer.paths import (
 # from here for the callers that read and write through this module.
 from diffviewer.paths import check_output_dir as check_output_dir
 from diffviewer.paths import read_pairs_csv as read_pairs_csv
+from diffviewer.saturation import flat_top_level
 from diffviewer.stats import MAD_TO_SIGMA, nanmedian_last
 
 log = logging.getLogger(__name__)
@@ -607,6 +608,44 @@ def _planes_beside(
     return variance, mask, psf
 
 
+def _saturation(
+    image: np.ndarray, finite: np.ndarray, header: fits.Header, source: str
+) -> tuple[str, float] | None:
+    """The saturation level and where it came from: the header, else the image's flat top.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        Pixel values (image units).
+    finite : numpy.ndarray
+        Boolean, True on pixels with data.
+    header : astropy.io.fits.Header
+        The image's header (``SATURATE`` or ``SATLEVEL``, image units).
+    source : str
+        The image's name, for the warning.
+
+    Returns
+    -------
+    tuple of (str, float) or None
+        ``(keyword, level)`` from the header, ``("flat top", level)`` when the header has
+        none and :func:`diffviewer.saturation.flat_top_level` finds the clip level, else None.
+    """
+    found = _header_float(header, SATURATION_KEYS)
+    if found is not None:
+        return found
+    level = flat_top_level(image, finite)
+    if level is None:
+        return None
+    log.warning(
+        "%s: no SATURATE card, but %d pixels sit exactly at the maximum %g: taken as the "
+        "saturation level (SAT); give SATURATE in the header to set it",
+        source,
+        int(np.count_nonzero(finite & (image == level))),
+        level,
+    )
+    return ("flat top", level)
+
+
 def _check_usable(bits: np.ndarray, source: str, saturation: tuple[str, float] | None) -> None:
     """Raise when every pixel carries a plane that makes it unusable, naming the planes."""
     unusable = int(UNUSABLE)
@@ -660,7 +699,8 @@ def read_exposure(
     -------
     Exposure
         float32 planes; NaN/Inf pixels are 0 with NO_DATA set; SAT set where the
-        image reaches the header's SATURATE; ``variance_estimated`` tells whether the
+        image reaches the header's SATURATE, or its flat top when the header has none
+        (:func:`diffviewer.saturation.flat_top_level`); ``variance_estimated`` tells whether the
         variance was estimated.
 
     Raises
@@ -722,7 +762,7 @@ def read_exposure(
     finite &= ~blank
     bits = set_planes(bits, ~finite, MaskPlane.NO_DATA)
     image = np.where(finite, image, 0.0)
-    saturation = _header_float(header, SATURATION_KEYS)
+    saturation = _saturation(image, finite, header, source)
     if saturation is not None and saturation[1] > 0:
         bits = set_planes(bits, finite & (image >= saturation[1]), MaskPlane.SAT)
     if (bits & int(MaskPlane.NO_DATA)).all():
@@ -757,6 +797,7 @@ def read_exposure(
         header=header,
         source=source,
         variance_estimated=estimated,
+        saturation=saturation,
     )
 
 

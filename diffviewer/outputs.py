@@ -70,6 +70,11 @@ def _exposure_summary(exposure: Exposure) -> dict[str, Any]:
         "celestial_wcs": exposure.has_celestial_wcs,
         "psf_given": exposure.psf is not None,
         "zero_point": exposure.zero_point,
+        "saturation": (
+            None
+            if exposure.saturation is None
+            else {"from": exposure.saturation[0], "level": exposure.saturation[1]}
+        ),
     }
 
 

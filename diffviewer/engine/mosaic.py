@@ -134,5 +134,8 @@ def combine_pieces(pieces: Sequence[Exposure]) -> tuple[Exposure, tuple[str, ...
         psf=psf,
         source=" + ".join(p.source for p in pieces),
         variance_estimated=any(p.variance_estimated for p in pieces),
+        saturation=(
+            first.saturation if all(p.saturation == first.saturation for p in pieces) else None
+        ),
     )
     return combined, tuple(notes)

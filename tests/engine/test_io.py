@@ -24,6 +24,7 @@ from diffviewer.io import (
     write_exposure,
     write_table,
 )
+from diffviewer.saturation import flat_top_level
 from diffviewer.synthetic import make_pair, tan_wcs
 from tests.conftest import data_path
 
@@ -210,6 +211,48 @@ def test_nan_inf_saturation_and_zero_point_keywords(tmp_path: Path) -> None:
     assert np.isfinite(exp.image).all() and np.isfinite(exp.variance).all()
     assert exp.mask[7, 7] & SAT and np.count_nonzero(exp.mask & SAT) == 1
     assert exp.zero_point == 25.1
+
+
+def test_flat_top_without_saturate_card_is_flagged_saturated(tmp_path: Path) -> None:
+    # Blobs peaking at 2e4 above a sky of 1000 +- 22, clipped at 15000 as a detector
+    # would: the clipped cores (tens of pixels, all exactly 15000) become SAT, and
+    # metadata can say the level came from the flat top.
+    image, _ = _sky_image()
+    clipped = np.minimum(image, 15000.0)
+    n_clipped = int(np.count_nonzero(image >= 15000.0))
+    assert n_clipped >= 10
+    exp = read_exposure(_write(tmp_path / "clip.fits", clipped))
+    assert exp.saturation == ("flat top", 15000.0)
+    assert np.count_nonzero(exp.mask & SAT) == n_clipped
+    # the same image unclipped: its peaks are all different, nothing is saturated
+    free = read_exposure(_write(tmp_path / "free.fits", image))
+    assert free.saturation is None and not (free.mask & SAT).any()
+    # a SATURATE card wins over the flat top
+    header = fits.Header([("SATURATE", 12000.0)])
+    carded = read_exposure(_write(tmp_path / "card.fits", clipped, header))
+    assert carded.saturation == ("SATURATE", 12000.0)
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.full((64, 64), 7.0),  # constant: its maximum is everywhere
+        np.random.default_rng(1).integers(0, 4, (64, 64)).astype(float),  # quantised
+        np.random.default_rng(2).poisson(3.0, (64, 64)).astype(float),  # faint counts
+    ],
+    ids=["constant", "quantised", "faint-counts"],
+)
+def test_repeated_maximum_of_low_or_quantised_data_is_no_clip_level(image: np.ndarray) -> None:
+    # The maximum of these repeats, but on many pixels or a few sigma above the median:
+    # no detector clip, so nothing may be flagged.
+    assert flat_top_level(image, np.ones(image.shape, bool)) is None
+
+
+def test_pydia_frames_clip_at_65300_adu() -> None:
+    # data README: raw SAAO frames, no SATURATE card; 16 pixels of 0012 sit at 65300 ADU
+    exp = read_exposure(data_path("pydia/AKB13475I0012.fits"))
+    assert exp.saturation == ("flat top", 65300.0)
+    assert np.count_nonzero(exp.mask & SAT) == 16
 
 
 @pytest.mark.parametrize("with_gain", [True, False])

@@ -137,8 +137,8 @@ def _fallback_solution(
         )
     else:
         why = (
-            f"the kernel is derived from the two PSF images ({src_psf.source} {mode}, "
-            f"{tgt_psf.source} other image), spatially constant"
+            f"the {size} x {size} px kernel is derived from the two PSF images "
+            f"({src_psf.source} {mode}, {tgt_psf.source} other image), spatially constant"
         )
     why += ", with kernel sum " + (
         f"{scale:.4g} from the zero points" if ratio is not None else "1 (no zero points)"

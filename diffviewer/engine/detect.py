@@ -66,6 +66,10 @@ class Detections:
     segmentation : numpy.ndarray
         int32 label map of the grown footprints, one per significant peak or pair of
         touching lobes of opposite sign (0 = none), read-only.
+    image : numpy.ndarray
+        The thresholded image (float32, sigma, 0 where not usable; read-only): the
+        score, or the difference filtered by its PSF over its filtered noise
+        (:func:`detection_image`). Measurement reads its sources' peaks there.
     table : astropy.table.Table
         One row per footprint: ``label``, ``x``, ``y`` (peak pixel on the detection
         image, 0-based), ``peak_value`` (signed, in sigma: the detection image there),
@@ -90,6 +94,7 @@ class Detections:
     """
 
     segmentation: np.ndarray
+    image: np.ndarray
     table: Table
     mask: np.ndarray
     detected_fraction: float
@@ -100,7 +105,7 @@ class Detections:
     warnings: tuple[str, ...]
 
     def __post_init__(self) -> None:
-        for name in ("segmentation", "mask", "sky_x", "sky_y"):
+        for name in ("segmentation", "image", "mask", "sky_x", "sky_y"):
             getattr(self, name).flags.writeable = False
 
 
@@ -110,6 +115,7 @@ def detection_image(
     config: DetectionConfig,
     psf: np.ndarray,
     reporter: Reporter,
+    filtered: ScoreResult | None = None,
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """The image thresholded in sigma and its good-pixel map.
 
@@ -127,6 +133,10 @@ def detection_image(
         detection smooths with the PSF, so a point source's peak is its PSF S/N.
     reporter : Reporter
         Progress and cancellation (of the filtering).
+    filtered : ScoreResult, optional
+        The difference already filtered by its PSF over its filtered noise
+        (:func:`diffviewer.engine.zogy.al_score` of this difference; the renormalisation
+        computes it), used instead of filtering again.
 
     Returns
     -------
@@ -142,7 +152,8 @@ def detection_image(
         # the inputs and stays valid where the difference's convolution border is EDGE.
         good = (score.mask & int(UNUSABLE)) == 0
         return np.where(good, score.image, np.float32(0.0)).astype(np.float32), good, "score"
-    filtered = al_score(difference, psf, reporter)
+    if filtered is None:
+        filtered = al_score(difference, psf, reporter)
     good = (filtered.mask & int(UNUSABLE)) == 0
     return np.where(good, filtered.image, np.float32(0.0)), good, "difference"
 
@@ -301,6 +312,7 @@ def detect_sources(
     *,
     psf: np.ndarray,
     refuse: str | None = None,
+    filtered: ScoreResult | None = None,
 ) -> Detections:
     """Detect positive and negative sources and merge touching footprints.
 
@@ -320,6 +332,8 @@ def detect_sources(
     refuse : str, optional
         Why no threshold in sigma means anything (the images share their noise): then
         nothing is detected and this is a warning; sky sources are still placed.
+    filtered : ScoreResult, optional
+        The difference filtered by its PSF (:func:`detection_image`), when already made.
 
     Returns
     -------
@@ -328,7 +342,7 @@ def detect_sources(
     # The filtering checks for cancellation but does not report (its fractions would run
     # the step's progress back).
     image, good, name = detection_image(
-        difference, score, config, psf, Reporter(token=reporter.token)
+        difference, score, config, psf, Reporter(token=reporter.token), filtered
     )
     n_good = int(good.sum())
     noise = sampled_robust_std(image[good]) if n_good else float("nan")
@@ -383,6 +397,7 @@ def detect_sources(
     reporter.update(1.0)
     return Detections(
         segmentation=labels,
+        image=image,
         table=table,
         mask=mask,
         detected_fraction=fraction,

@@ -43,7 +43,6 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import scipy.fft as sfft
 from astropy.table import Table
 from photutils.aperture import CircularAperture, aperture_photometry
 from scipy import ndimage
@@ -153,56 +152,6 @@ class _FootprintCutout:
     detection: np.ndarray
 
 
-class _MatchedFilter:
-    """The difference filtered with its flipped PSF over its filtered noise, on cutouts.
-
-    As detection computes it (:func:`diffviewer.engine.zogy.al_score`), ``(d (x)
-    flip(P)) / sqrt(v (x) flip(P)^2)``, here from a cutout's pixels alone (0 beyond
-    it): a cutout with a margin of half a PSF is exact inside its footprint. Both
-    convolutions are one circular convolution on a grid half a PSF larger than the
-    cutout, which equals the linear one on every pixel of the cutout; the PSF's
-    spectra are kept for each grid size.
-
-    Parameters
-    ----------
-    psf : numpy.ndarray
-        The difference's PSF (odd sides, sum 1).
-    """
-
-    def __init__(self, psf: np.ndarray) -> None:
-        flipped = psf[::-1, ::-1]
-        self.kernels = np.stack([flipped, flipped**2])
-        self.half = (psf.shape[0] // 2, psf.shape[1] // 2)
-        self.spectra: dict[tuple[int, int], np.ndarray] = {}
-
-    def __call__(self, image: np.ndarray, variance: np.ndarray) -> np.ndarray:
-        """Filtered image over filtered noise (sigma; 0 where the noise is not positive)."""
-        (ny, nx), (hy, hx) = image.shape, self.half
-        grid = (sfft.next_fast_len(ny + hy, True), sfft.next_fast_len(nx + hx, True))
-        if grid not in self.spectra:
-            self.spectra[grid] = sfft.rfft2(self.kernels, grid)
-        both = sfft.rfft2(np.stack([image, variance]), grid) * self.spectra[grid]
-        num, var = sfft.irfft2(both, grid)[:, hy : hy + ny, hx : hx + nx]
-        values: np.ndarray = np.where(var > 0, num / np.sqrt(np.where(var > 0, var, 1.0)), 0.0)
-        return values
-
-
-def _detection_values(
-    difference: Exposure,
-    score: ScoreResult | None,
-    detections: Detections,
-    box: tuple[slice, slice],
-    good: np.ndarray,
-    matched: _MatchedFilter,
-) -> np.ndarray:
-    """The thresholded image (sigma) on a cutout: the score, or the filtered difference."""
-    if detections.detection_image == "score" and score is not None:
-        return score.image[box].astype(np.float64)
-    return matched(
-        np.where(good, difference.image[box], 0.0), np.where(good, difference.variance[box], 0.0)
-    )
-
-
 def _weight(
     exposure: Exposure, usable: np.ndarray, box: tuple[slice, slice], inside: np.ndarray
 ) -> np.ndarray:
@@ -289,7 +238,6 @@ def _footprint_rows(
     model, sci_model = models
     table, seg, shape = detections.table, detections.segmentation, difference.shape
     margin = max(model.half)
-    matched = _MatchedFilter(model.image)
     found: list[dict[str, float]] = []
     for i in range(len(table)):
         if i % 50 == 0:  # a dipole fit takes up to ~10 ms
@@ -306,7 +254,7 @@ def _footprint_rows(
             data=difference.image[box].astype(np.float64),
             good=good,
             inside=seg[box] == label,
-            detection=_detection_values(difference, score, detections, box, good, matched),
+            detection=detections.image[box].astype(np.float64),
         )
         both = bool(table["has_positive"][i]) and bool(table["has_negative"][i])
         if both:

@@ -289,7 +289,7 @@ def run_subtraction(
             )
             difference, diff_psf = decorr.difference, decorr.psf
     with _step(rep, "renormalise", 0.66, 0.70):
-        difference, renorm = renormalise.renormalise(
+        difference, renorm, filtered = renormalise.renormalise(
             difference,
             diff_psf,
             science,
@@ -321,7 +321,9 @@ def run_subtraction(
             rep,
             psf=diff_psf,
             refuse=shared if renorm.shared_noise else None,
+            filtered=filtered,
         )
+        del filtered
         difference = difference.replace(mask=detections.mask)
     with _step(rep, "measure", 0.86, 0.96):
         diasources = measure.measure_sources(

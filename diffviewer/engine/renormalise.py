@@ -38,7 +38,7 @@ from diffviewer.engine.moments import adaptive_moments, shape_from_covariance
 from diffviewer.engine.progress import Reporter
 from diffviewer.engine.sky import sky_pixels
 from diffviewer.engine.subtract import read_only
-from diffviewer.engine.zogy import al_score
+from diffviewer.engine.zogy import ScoreResult, al_score
 from diffviewer.exposure import UNUSABLE, Exposure
 from diffviewer.stats import robust_std
 
@@ -186,7 +186,19 @@ def filtered_noise_scale(
     float
         NaN when no sky value is left.
     """
-    z = al_score(difference, psf, reporter).image[sky]
+    return sky_noise_scale(al_score(difference, psf, reporter).image, sky)
+
+
+def sky_noise_scale(filtered: np.ndarray, sky: np.ndarray) -> float:
+    """Robust std over ``sky`` of a PSF-filtered difference in units of its noise
+    (:func:`~diffviewer.engine.zogy.al_score`), after two passes of clipping.
+
+    Returns
+    -------
+    float
+        NaN when no sky value is left.
+    """
+    z = filtered[sky]
     z = z[:: max(1, z.size // MAX_SAMPLES)].astype(np.float64)
     for _ in range(2):
         if z.size == 0:
@@ -205,7 +217,7 @@ def renormalise(
     reporter: Reporter,
     *,
     enabled: bool = True,
-) -> tuple[Exposure, Renormalisation]:
+) -> tuple[Exposure, Renormalisation, ScoreResult | None]:
     """Measure the difference's noise scale on sky and apply it once to its variance.
 
     Parameters
@@ -227,8 +239,11 @@ def renormalise(
 
     Returns
     -------
-    (Exposure, Renormalisation)
-        The difference with its variance scaled (or unchanged) and the record.
+    (Exposure, Renormalisation, ScoreResult or None)
+        The difference with its variance scaled (or unchanged), the record, and that
+        difference filtered by its PSF over its (scaled) filtered noise
+        (:func:`~diffviewer.engine.zogy.al_score`: what detection searches, computed
+        once here), or None when too few sky pixels left the scale unmeasured.
     """
     sky = sky_near(difference, psf, science, template, kernel_half_width)
     usable = int(np.sum(((difference.mask & int(UNUSABLE)) == 0) & (difference.variance > 0)))
@@ -240,12 +255,15 @@ def renormalise(
             f"not applied: only {n_sky} sky pixels away from the inputs' sources "
             f"(at least {MIN_SKY_PIXELS} needed); the propagated variance is used"
         )
-        return difference, Renormalisation(
-            False, float("nan"), 1.0, n_sky, fraction, False, reason, ()
+        return (
+            difference,
+            Renormalisation(False, float("nan"), 1.0, n_sky, fraction, False, reason, ()),
+            None,
         )
     # The filtering checks for cancellation but does not report (its fractions would run
     # the step's progress back).
-    scale = filtered_noise_scale(difference, psf, sky, Reporter(token=reporter.token))
+    filtered = al_score(difference, psf, Reporter(token=reporter.token))
+    scale = sky_noise_scale(filtered.image, sky)
     reporter.update(0.9)
     notes: list[str] = []
     if not (np.isfinite(scale) and scale >= MIN_NOISE_SCALE):
@@ -255,7 +273,7 @@ def renormalise(
             "noise (the same exposure, or a template made from the science frames)"
         )
         notes.append(f"noise renormalisation {reason}")
-        return difference, Renormalisation(
+        record = Renormalisation(
             False,
             float(scale),
             1.0,
@@ -265,6 +283,7 @@ def renormalise(
             reason,
             tuple(notes),
         )
+        return difference, record, filtered
     if not enabled:
         reason = "not applied: decorrelation.scale_variance is off"
         lo, hi = NOTE_RANGE
@@ -274,9 +293,10 @@ def renormalise(
                 "PSF scale and decorrelation.scale_variance is off: S/N and thresholds are "
                 "off by that factor"
             )
-        return difference, Renormalisation(
+        record = Renormalisation(
             False, float(scale), 1.0, n_sky, fraction, False, reason, tuple(notes)
         )
+        return difference, record, filtered
     factor = float(scale**2)
     reason = (
         f"applied: the variance plane was scaled by {factor:.3g} so that PSF-flux errors "
@@ -291,6 +311,14 @@ def renormalise(
             "variances are estimated, or their noise is correlated or shared"
         )
     result = difference.replace(variance=read_only(difference.variance * np.float32(factor)))
-    return result, Renormalisation(
+    # The filtered noise is linear in the variance: the scaled difference's filtered
+    # image is this one over the scale (to float32 rounding; no second filtering).
+    filtered = dataclasses.replace(
+        filtered,
+        image=filtered.image * np.float32(1.0 / scale),
+        noise_std=filtered.noise_std / scale,
+    )
+    record = Renormalisation(
         True, float(scale), factor, n_sky, fraction, False, reason, tuple(notes)
     )
+    return result, record, filtered

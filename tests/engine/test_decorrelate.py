@@ -75,7 +75,7 @@ def test_variance_plane_matches_the_whitened_noise(correlated: Correlated) -> No
     # The one empirical correction, measured on sky at PSF scale, then finds nothing to
     # correct (independent white noise; ~20 000 sky pixels give the scale to ~3 %).
     half = subtract.footprint_half_width(fit.solution.evaluate(255.5, 255.5))
-    _, renorm = renormalise.renormalise(
+    _, renorm, _ = renormalise.renormalise(
         result.difference, result.psf, pair.science, pair.template, half, null_reporter()
     )
     assert renorm.applied and not renorm.shared_noise

@@ -43,7 +43,7 @@ def run_engine(science: Exposure, template: Exposure, config: KernelConfig | Non
     decorr = decorrelate.decorrelate(products, fit, science, template, rep)
     ny, nx = science.shape
     half = subtract.footprint_half_width(fit.solution.evaluate((nx - 1) / 2, (ny - 1) / 2))
-    diff, renorm = renormalise.renormalise(
+    diff, renorm, _ = renormalise.renormalise(
         decorr.difference, decorr.psf, science, template, half, rep
     )
     sky = renormalise.sky_near(diff, decorr.psf, science, template, half)

@@ -42,7 +42,7 @@ def test_correlated_noise_is_measured_at_psf_scale_and_sky_sources_agree() -> No
     # ~1 independent filtered value per 36 px: known to ~1.5 %.
     diff = correlated_difference()
     psf = gaussian_psf(4.0)
-    out, renorm = renormalise.renormalise(diff, psf, diff, diff, 0, null_reporter())
+    out, renorm, _ = renormalise.renormalise(diff, psf, diff, diff, 0, null_reporter())
     assert renorm.applied and not renorm.shared_noise
     assert renorm.noise_scale == pytest.approx(3.05, rel=0.06)
     assert renorm.variance_factor == pytest.approx(renorm.noise_scale**2)
@@ -79,7 +79,9 @@ def test_images_sharing_their_noise_are_not_renormalised() -> None:
     # variance down 10 000 times would make round-off a detection: refused and said.
     diff = correlated_difference()
     tiny = diff.replace(image=(diff.image * 0.01).astype(np.float32))
-    out, renorm = renormalise.renormalise(tiny, gaussian_psf(4.0), diff, diff, 0, null_reporter())
+    out, renorm, _ = renormalise.renormalise(
+        tiny, gaussian_psf(4.0), diff, diff, 0, null_reporter()
+    )
     assert renorm.shared_noise and not renorm.applied
     assert renorm.noise_scale < 0.05 and renorm.variance_factor == 1.0
     assert out is tiny
@@ -92,10 +94,12 @@ def test_too_little_sky_or_switched_off_is_reported_not_applied() -> None:
     small = diff.replace(
         image=diff.image[:40, :40], variance=diff.variance[:40, :40], mask=diff.mask[:40, :40]
     )
-    out, renorm = renormalise.renormalise(small, psf, small, small, 0, null_reporter())
+    out, renorm, _ = renormalise.renormalise(small, psf, small, small, 0, null_reporter())
     assert out is small and not renorm.applied and np.isnan(renorm.noise_scale)
     assert "sky pixels" in renorm.reason
-    off, renorm = renormalise.renormalise(diff, psf, diff, diff, 0, null_reporter(), enabled=False)
+    off, renorm, _ = renormalise.renormalise(
+        diff, psf, diff, diff, 0, null_reporter(), enabled=False
+    )
     assert off is diff and not renorm.applied
     assert renorm.noise_scale == pytest.approx(3.05, rel=0.06)
     assert any("off by that factor" in w for w in renorm.warnings)

@@ -66,10 +66,8 @@ class ScoreResult:
     method : str
         ``'zogy'`` (S_corr) or ``'al'`` (Alard-Lupton preconvolution).
     psf : numpy.ndarray
-        PSF (small odd image, sum 1) of the proper difference (ZOGY) or of the
-        difference (AL).
-    proper_difference : numpy.ndarray or None
-        ZOGY's proper difference D (float32, read-only; unit sky noise), None for AL.
+        PSF (small odd image, sum 1) of ZOGY's proper difference D (the score is D
+        filtered by it) or of the difference (AL).
     mask : numpy.ndarray
         int32 mask planes; the score is not valid where any plane of
         :data:`~diffviewer.exposure.UNUSABLE` is set (NO_DATA where the inputs had none).
@@ -87,7 +85,6 @@ class ScoreResult:
     image: np.ndarray
     method: str
     psf: np.ndarray
-    proper_difference: np.ndarray | None
     mask: np.ndarray
     noise_std: float
     sigma_science: float = float("nan")
@@ -95,10 +92,8 @@ class ScoreResult:
     n_psf_nodes: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("image", "psf", "proper_difference", "mask"):
-            arr = getattr(self, name)
-            if arr is not None:
-                arr.flags.writeable = False
+        for name in ("image", "psf", "mask"):
+            getattr(self, name).flags.writeable = False
 
 
 def _normalised_psf(psf: np.ndarray, name: str) -> np.ndarray:
@@ -117,12 +112,10 @@ def _normalised_psf(psf: np.ndarray, name: str) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class _ZogyKernels:
-    """ZOGY's convolution kernels, centred, on a small grid."""
+    """ZOGY's score kernels, centred, on a small grid, and the proper difference's PSF."""
 
     k_n: np.ndarray
     k_r: np.ndarray
-    d_n: np.ndarray
-    d_r: np.ndarray
     psf_d: np.ndarray
 
 
@@ -134,7 +127,7 @@ def zogy_kernels(
     f_n: float,
     f_r: float,
 ) -> _ZogyKernels:
-    """ZOGY's kernels k_n, k_r (score), d_n, d_r (proper difference) and P_D.
+    """ZOGY's score kernels k_n, k_r and the proper difference's PSF P_D.
 
     Parameters
     ----------
@@ -149,8 +142,7 @@ def zogy_kernels(
     -------
     _ZogyKernels
         Centred kernels on an odd grid of about three PSF sides, and P_D cropped
-        to the larger PSF side (sum 1). ``S = k_n (x) N - k_r (x) R`` and
-        ``D = d_n (x) N - d_r (x) R`` (convolutions).
+        to the larger PSF side (sum 1). ``S = k_n (x) N - k_r (x) R`` (convolutions).
     """
     p_n, p_r = _normalised_psf(sci_psf, "science"), _normalised_psf(tmpl_psf, "template")
     side = max(*p_n.shape, *p_r.shape)
@@ -163,7 +155,6 @@ def zogy_kernels(
     k_n_hat = f_n * f_r**2 * np.conj(pn_hat) * np.abs(pr_hat) ** 2 / den
     k_r_hat = f_r * f_n**2 * np.conj(pr_hat) * np.abs(pn_hat) ** 2 / den
     root = np.sqrt(den)
-    d_n_hat, d_r_hat = f_r * pr_hat / root, f_n * pn_hat / root
     f_d = f_r * f_n / np.sqrt(sigma_n**2 * f_r**2 + sigma_r**2 * f_n**2)
     pd_hat = f_r * f_n * pr_hat * pn_hat / (f_d * root)
 
@@ -173,7 +164,7 @@ def zogy_kernels(
     c, h = size // 2, side // 2
     psf_d = real(pd_hat)[c - h : c + h + 1, c - h : c + h + 1]
     psf_d = psf_d / psf_d.sum()
-    return _ZogyKernels(real(k_n_hat), real(k_r_hat), real(d_n_hat), real(d_r_hat), psf_d)
+    return _ZogyKernels(real(k_n_hat), real(k_r_hat), psf_d)
 
 
 def _signal_gradient2(filtered: np.ndarray, kernel: np.ndarray, sigma: float) -> np.ndarray:
@@ -233,9 +224,7 @@ def _node_kernels(grid: PsfGrid, ratio_scale: float) -> list[list[_ZogyKernels]]
     """ZOGY kernels at every node, cropped to hold all but :data:`KERNEL_TAIL` of k_n and k_r.
 
     S and its variance use the same cropped kernels, so S_corr stays exactly normalised,
-    and a source's share of the cut tail is cut from S_N and S_R alike. The proper
-    difference's kernels d_n, d_r (whitening filters, whose ringing reaches the edge of
-    any grid) are cropped to the same side.
+    and a source's share of the cut tail is cut from S_N and S_R alike.
     """
     full = [
         [
@@ -256,8 +245,6 @@ def _node_kernels(grid: PsfGrid, ratio_scale: float) -> list[list[_ZogyKernels]]
                 kern,
                 k_n=_crop_kernel(kern.k_n, half),
                 k_r=_crop_kernel(kern.k_r, half),
-                d_n=_crop_kernel(kern.d_n, half),
-                d_r=_crop_kernel(kern.d_r, half),
             )
             for kern in row
         ]
@@ -289,7 +276,7 @@ def zogy_score(
     config: ScoreConfig,
     reporter: Reporter,
 ) -> ScoreResult:
-    """ZOGY's proper difference and corrected score S_corr with one PSF per image.
+    """ZOGY's corrected score S_corr with one PSF per image.
 
     :func:`zogy_score_grid` with a single node (see there for the parameters).
 
@@ -321,7 +308,7 @@ def zogy_score_grid(
     config: ScoreConfig,
     reporter: Reporter,
 ) -> ScoreResult:
-    """ZOGY's proper difference and corrected score S_corr with PSFs that vary over the image.
+    """ZOGY's corrected score S_corr with PSFs that vary over the image.
 
     Each image's background is subtracted (:func:`estimate_background`); pixels
     unusable in either image (or non-finite, or with non-positive variance) are set
@@ -329,8 +316,8 @@ def zogy_score_grid(
     and are 0 and masked in S_corr.
 
     The image is cut into the cells between the grid's nodes. In each cell, with the
-    data around it to the kernels' reach (and zeros beyond the image), the score S, its
-    variance V and the proper difference D are computed with the PSFs of each corner
+    data around it to the kernels' reach (and zeros beyond the image), the score S and
+    its variance V are computed with the PSFs of each corner
     node and blended with bilinear weights w: ``S_corr = sum w S / sqrt(sum w V)``. A
     star's residual in S is linear in the error of the PSF used, to first order, so
     the blend of the corner nodes' scores errs only to second order in the PSF change
@@ -352,8 +339,7 @@ def zogy_score_grid(
     Returns
     -------
     ScoreResult
-        ``image`` is S_corr; ``proper_difference`` is D (unit sky noise); ``psf`` is P_D
-        at the node nearest the image centre.
+        ``image`` is S_corr; ``psf`` is P_D at the node nearest the image centre.
 
     Raises
     ------
@@ -395,7 +381,7 @@ def zogy_score_grid(
     )
     del bkg_n, bkg_r
     reporter.update(0.3)
-    score, var, proper = tiles.blend_cells(
+    score, var = tiles.blend_cells(
         planes,
         psfs.xs,
         psfs.ys,
@@ -422,7 +408,6 @@ def zogy_score_grid(
     s_corr = np.divide(score, var, out=score)
     del var
     s_corr[invalid] = 0.0
-    proper[invalid] = 0.0
     reporter.update(1.0)
     centre_row = int(np.argmin(np.abs(np.asarray(psfs.ys) - (science.shape[0] - 1) / 2.0)))
     centre_col = int(np.argmin(np.abs(np.asarray(psfs.xs) - (science.shape[1] - 1) / 2.0)))
@@ -430,7 +415,6 @@ def zogy_score_grid(
         image=s_corr,
         method="zogy",
         psf=kernels[centre_row][centre_col].psf_d,
-        proper_difference=proper,
         mask=mask,
         noise_std=sampled_robust_std(s_corr[~invalid]),
         sigma_science=sigma_n,
@@ -450,11 +434,8 @@ def _scaled_plane(
 
 
 def _kernel_spectra(grid: FourierGrid, kern: _ZogyKernels) -> tuple[np.ndarray, ...]:
-    """Spectra of k_n, k_r, k_n^2, k_r^2, d_n, d_r on a grid."""
-    return tuple(
-        grid.kernel_spectrum(k)
-        for k in (kern.k_n, kern.k_r, kern.k_n**2, kern.k_r**2, kern.d_n, kern.d_r)
-    )
+    """Spectra of k_n, k_r, k_n^2, k_r^2 on a grid."""
+    return tuple(grid.kernel_spectrum(k) for k in (kern.k_n, kern.k_r, kern.k_n**2, kern.k_r**2))
 
 
 def _node_products(
@@ -463,10 +444,10 @@ def _node_products(
     kernel_spectra: tuple[np.ndarray, ...],
     data: tuple[np.ndarray, ...],
     astrometric_noise: float,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """S = k_n (x) N - k_r (x) R, V(S) (eqs. 28-31) and D = d_n (x) N - d_r (x) R on a grid."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """S = k_n (x) N - k_r (x) R and V(S) (eqs. 28-31) on a grid."""
     n_hat, r_hat, vn_hat, vr_hat = data
-    kn_hat, kr_hat, kn2_hat, kr2_hat, dn_hat, dr_hat = kernel_spectra
+    kn_hat, kr_hat, kn2_hat, kr2_hat = kernel_spectra
     var = grid.image(vn_hat * kn2_hat + vr_hat * kr2_hat)
     if astrometric_noise > 0.0:
         s_n, s_r = grid.image(kn_hat * n_hat), grid.image(kr_hat * r_hat)
@@ -475,8 +456,7 @@ def _node_products(
             var += astrometric_noise**2 * _signal_gradient2(s_part, kernel, 1.0)
     else:
         score = grid.image(kn_hat * n_hat - kr_hat * r_hat)
-    proper = grid.image(dn_hat * n_hat - dr_hat * r_hat)
-    return score, var, proper
+    return score, var
 
 
 def al_score(difference: Exposure, psf: np.ndarray, reporter: Reporter) -> ScoreResult:
@@ -498,7 +478,7 @@ def al_score(difference: Exposure, psf: np.ndarray, reporter: Reporter) -> Score
     Returns
     -------
     ScoreResult
-        ``method='al'``, ``psf`` the normalised PSF, no proper difference.
+        ``method='al'``, ``psf`` the normalised PSF.
 
     Raises
     ------
@@ -515,7 +495,6 @@ def al_score(difference: Exposure, psf: np.ndarray, reporter: Reporter) -> Score
             image=np.zeros(difference.shape, dtype=np.float32),
             method="al",
             psf=p,
-            proper_difference=None,
             mask=(difference.mask | int(MaskPlane.NO_DATA)).astype(MASK_DTYPE),
             noise_std=float("nan"),
         )
@@ -549,7 +528,6 @@ def al_score(difference: Exposure, psf: np.ndarray, reporter: Reporter) -> Score
         image=score,
         method="al",
         psf=p,
-        proper_difference=None,
         mask=mask,
         noise_std=sampled_robust_std(score[~invalid]),
     )

@@ -163,7 +163,8 @@ class SubtractionResult:
     difference : Exposure
         The difference that is measured (decorrelated when configured).
     decorrelation : decorrelate.DecorrelationResult or None
-        The decorrelation kernel, when decorrelation ran.
+        The decorrelation kernel, when decorrelation ran (its ``difference`` is the
+        renormalised one, :attr:`difference` without detection's mask planes).
     renormalisation : renormalise.Renormalisation
         The one empirical scale of the difference's variance, measured on sky.
     score : zogy.ScoreResult or None
@@ -300,6 +301,10 @@ def run_subtraction(
             rep,
             enabled=config.decorrelation.scale_variance,
         )
+    if decorr is not None:
+        # The decorrelated difference is the renormalised one from here on: its variance
+        # before the scale (an image-sized plane) is not kept.
+        decorr = dataclasses.replace(decorr, difference=difference)
     score = None
     with _step(rep, "score", 0.70, 0.78):
         if config.score.method == "zogy":

@@ -346,8 +346,8 @@ def measure_sources(
     template: Exposure,
     score: ScoreResult | None,
     detections: Detections,
-    diff_psf: np.ndarray,
-    sci_psf: np.ndarray,
+    diff_psf: np.ndarray | PsfModel,
+    sci_psf: np.ndarray | PsfModel,
     config: MeasurementConfig,
     reporter: Reporter,
 ) -> Table:
@@ -364,8 +364,10 @@ def measure_sources(
         searched it).
     detections : Detections
         Footprints and sky-source positions.
-    diff_psf, sci_psf : numpy.ndarray
-        PSF images of the difference and of the science image.
+    diff_psf, sci_psf : numpy.ndarray or PsfModel
+        PSFs of the difference and of the science image: images (the same over the
+        image), or models (:class:`~diffviewer.engine.psf_field.PsfField` for one that
+        varies).
     config : MeasurementConfig
         Aperture radii, dipole criteria, exposure id and bits.
     reporter : Reporter
@@ -378,7 +380,7 @@ def measure_sources(
         carries its unit and description (:mod:`diffviewer.engine.columns`).
     """
     factory = make_id_factory(config.exposure_id, config.exposure_bits)
-    model, sci_model = PsfModel(diff_psf), PsfModel(sci_psf)
+    model, sci_model = (p if isinstance(p, PsfModel) else PsfModel(p) for p in (diff_psf, sci_psf))
     usable = ((difference.mask & int(UNUSABLE)) == 0) & (difference.variance > 0)
     usable &= np.isfinite(difference.image)
     sci_usable = ((science.mask & int(UNUSABLE)) == 0) & (science.variance > 0)

@@ -28,6 +28,7 @@ from diffviewer.engine import (
     kernel,
     measure,
     psf,
+    psf_field,
     renormalise,
     score_psfs,
     subtract,
@@ -306,9 +307,9 @@ def run_subtraction(
         # before the scale (an image-sized plane) is not kept.
         decorr = dataclasses.replace(decorr, difference=difference)
     score = None
+    psf_grid = score_psfs.kernel_psf_grid(fit, science.shape, config.score)
     with _step(rep, "score", 0.70, 0.78):
         if config.score.method == "zogy":
-            psf_grid = score_psfs.kernel_psf_grid(fit, science.shape, config.score)
             score = zogy.zogy_score_grid(science, warped.exposure, psf_grid, config.score, rep)
         elif config.score.method == "al":
             score = zogy.al_score(difference, diff_psf, rep)
@@ -331,14 +332,17 @@ def run_subtraction(
         del filtered
         difference = difference.replace(mask=detections.mask)
     with _step(rep, "measure", 0.86, 0.96):
+        diff_model, sci_model = psf_field.catalog_psfs(
+            fit, psf_grid, diff_psf, sci_psf.image, decorr.kernel if decorr else None
+        )
         diasources = measure.measure_sources(
             difference,
             science,
             warped.exposure,
             score,
             detections,
-            diff_psf,
-            sci_psf.image,
+            diff_model,
+            sci_model,
             config.measurement,
             rep,
         )

@@ -1,0 +1,71 @@
+"""The catalog's PSF follows a PSF that varies over the image (issue 12 point 5)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from diffviewer.engine.photometry import PsfModel
+from diffviewer.engine.pipeline import run_subtraction
+from diffviewer.engine.psf_field import PsfField
+from diffviewer.synthetic import make_pair
+
+
+def _gaussian(half: int, sigma: float) -> np.ndarray:
+    yy, xx = np.mgrid[-half : half + 1, -half : half + 1]
+    g = np.exp(-(xx**2 + yy**2) / (2 * sigma**2))
+    return g / g.sum()
+
+
+def test_field_between_nodes_is_the_model_of_the_blended_psf() -> None:
+    # Shifting a PSF is linear in it, so blending shifted node PSFs is shifting the
+    # blended PSF: the two agree to rounding, at any sub-pixel position.
+    left, right = _gaussian(7, 1.2), _gaussian(7, 2.0)
+    field = PsfField((0.0, 100.0), (50.0,), ((left, right),), 0.5 * (left + right))
+    box = (20, 40, 15, 15)
+    for x, w in ((0.0, 0.0), (25.3, 0.253), (100.0, 1.0), (140.0, 1.0)):
+        blended = PsfModel((1 - w) * left + w * right)
+        np.testing.assert_allclose(
+            field.on_box(x, 47.6, (int(x) - 7, 40, 15, 15), derivatives=True),
+            blended.on_box(x, 47.6, (int(x) - 7, 40, 15, 15), derivatives=True),
+            atol=1e-12,
+        )
+    assert field.on_box(25.3, 47.6, box).shape == (1, 15, 15)
+
+
+def test_bright_transients_fluxes_hold_across_a_varying_psf() -> None:
+    # The science FWHM grows by 40 % from left to right (3.5 -> 4.9 px, Gaussian: the
+    # PSF's own shape adds no bias). One PSF for the whole image measured fluxes 12 %
+    # high on the narrow side and 11 % low on the broad side.
+    rng = np.random.default_rng(3)
+    n, side = 150, 1024
+    x, y = rng.uniform(50, side - 50, n), rng.uniform(50, side - 50, n)
+    # S/N ~90-270 each (a Gaussian of FWHM 3.5-4.9 px on the difference's ~38 counts/px)
+    flux = np.exp(rng.uniform(np.log(2e4), np.log(6e4), n))
+    pair = make_pair(
+        (side, side),
+        800,
+        seed=5,
+        sci_fwhm=3.5,
+        tmpl_fwhm=2.8,
+        sci_fwhm_gradient=0.4,
+        photometric_scale=1.3,
+        tmpl_shift=(0.3, 0.3),
+        transients=list(zip(x.tolist(), y.tolist(), flux.tolist(), strict=True)),
+    )
+    cat = run_subtraction(pair.science, pair.template).diasources
+    cx, cy = np.asarray(cat["x"]), np.asarray(cat["y"])
+    near = np.hypot(cx[None, :] - x[:, None], cy[None, :] - y[:, None])
+    found = near.min(axis=1) < 2.0
+    assert found.sum() >= 0.9 * n  # isolated, bright: nearly all are caught
+    ratio = np.asarray(cat["psf_flux"])[near.argmin(axis=1)][found] / flux[found]
+    xf = x[found]
+    thirds = [np.median(ratio[(xf >= lo) & (xf < lo + side / 3)]) for lo in (0, side / 3)]
+    thirds.append(np.median(ratio[xf >= 2 * side / 3]))
+    print(f"\ncatalog psf_flux / truth, left to right thirds: {np.round(thirds, 4)}")
+    # ~45 transients a third, each 0.4-1.1 % uncertain: each median is known to ~0.15 %.
+    # Blending node PSFs whose change is at most score.max_psf_change = 5 % (L2) apart
+    # leaves well under 1 % of flux; one PSF for the image missed by 11-12 %.
+    for value in thirds:
+        assert value == pytest.approx(1.0, abs=0.01)
+    assert max(thirds) - min(thirds) < 0.01

@@ -141,7 +141,9 @@ def detection_image(
     Returns
     -------
     image : numpy.ndarray
-        float32 image in units of its predicted noise (0 where not good).
+        float32 image in units of its predicted noise (0 where not good): the score's
+        or the filtered difference's own read-only array, not a copy (a score is 0
+        wherever its mask has an unusable plane).
     good : numpy.ndarray
         Boolean map of usable pixels.
     name : str
@@ -150,12 +152,10 @@ def detection_image(
     if config.detect_on == "score" and score is not None:
         # The score's own mask says where it is valid: ZOGY's S_corr is computed from
         # the inputs and stays valid where the difference's convolution border is EDGE.
-        good = (score.mask & int(UNUSABLE)) == 0
-        return np.where(good, score.image, np.float32(0.0)).astype(np.float32), good, "score"
+        return score.image, (score.mask & int(UNUSABLE)) == 0, "score"
     if filtered is None:
         filtered = al_score(difference, psf, reporter)
-    good = (filtered.mask & int(UNUSABLE)) == 0
-    return np.where(good, filtered.image, np.float32(0.0)), good, "difference"
+    return filtered.image, (filtered.mask & int(UNUSABLE)) == 0, "difference"
 
 
 def _grow(pieces: np.ndarray, radius: int) -> np.ndarray:
@@ -219,7 +219,7 @@ def _pair_lobes(pieces: np.ndarray, n_pos: int) -> np.ndarray:
     # Every piece holds a pixel: the labels are the pieces without a partner above.
     own = partner == np.arange(n_all + 1)
     number = np.cumsum(own) - 1  # piece 0 (no footprint) is its own and numbered 0
-    return number[partner][pieces].astype(np.int32)
+    return number[partner].astype(np.int32)[pieces]
 
 
 def _threshold(image: np.ndarray, good: np.ndarray, level: float, min_area: int) -> np.ndarray:
@@ -349,25 +349,32 @@ def detect_sources(
     reporter.update(0.1)
     # A refused search thresholds at infinity: no footprint, the rest as usual.
     level = np.inf if refuse is not None else config.threshold
+    # Each image-sized intermediate is dropped once used: this step held the run's peak
+    # memory (ten int32 planes at once on GOTO).
     pos = _threshold(image, good, level, config.min_area)
-    neg = _threshold(-image, good, level, config.min_area)
     pos_pieces, n_pos = split_footprints(image, pos, DEBLEND_PROMINENCE)
-    neg_pieces, _ = split_footprints(-image, neg, DEBLEND_PROMINENCE)
+    pos = pos > 0
+    negative = -image
+    neg = _threshold(negative, good, level, config.min_area)
+    neg_pieces, _ = split_footprints(negative, neg, DEBLEND_PROMINENCE)
+    del negative
+    neg = neg > 0
     reporter.update(0.3)
     # Grown together: a pixel within reach of pieces of both signs goes to the nearest.
-    grown = _grow(np.where(neg_pieces > 0, neg_pieces + n_pos, pos_pieces), config.grow)
+    neg_pieces[neg_pieces > 0] += n_pos
+    np.copyto(neg_pieces, pos_pieces, where=neg_pieces == 0)
+    del pos_pieces
+    grown = _grow(neg_pieces, config.grow)
+    del neg_pieces
     labels = _pair_lobes(grown, n_pos)
-    pos_grown, neg_grown = (grown > 0) & (grown <= n_pos), grown > n_pos
-    reporter.update(0.5)
-    table = _footprint_table(image, labels, pos > 0, neg > 0, reporter)
-
     det, det_neg = int(MaskPlane.DETECTED), int(MaskPlane.DETECTED_NEGATIVE)
-    cleared = difference.mask & ~MASK_DTYPE(det | det_neg)
-    mask = (
-        cleared
-        | np.where(pos_grown, MASK_DTYPE(det), 0)
-        | np.where(neg_grown, MASK_DTYPE(det_neg), 0)
-    ).astype(MASK_DTYPE)
+    mask = (difference.mask & ~MASK_DTYPE(det | det_neg)).astype(MASK_DTYPE, copy=False)
+    mask[(grown > 0) & (grown <= n_pos)] |= MASK_DTYPE(det)
+    mask[grown > n_pos] |= MASK_DTYPE(det_neg)
+    del grown
+    reporter.update(0.5)
+    table = _footprint_table(image, labels, pos, neg, reporter)
+    del pos, neg
     fraction = float(np.sum((labels > 0) & good) / n_good) if n_good else 0.0
     notes: list[str] = [f"no detection: {refuse}"] if refuse is not None else []
     if fraction > config.max_detected_fraction:

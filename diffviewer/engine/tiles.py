@@ -118,7 +118,8 @@ Spectra = tuple[np.ndarray, ...]
 
 
 def blend_cells(
-    planes: tuple[np.ndarray, ...],
+    shape: tuple[int, int],
+    planes: Callable[[tuple[slice, slice]], tuple[np.ndarray, ...]],
     xs: tuple[float, ...],
     ys: tuple[float, ...],
     reach: int,
@@ -130,8 +131,12 @@ def blend_cells(
 
     Parameters
     ----------
-    planes : tuple of numpy.ndarray
-        Images of one shape (zeros where unusable).
+    shape : (int, int)
+        Shape of the images (px).
+    planes : callable
+        ``planes(box)``: the images (zeros where unusable) on ``box``, a pair of slices
+        (each cell's data with its margin), made when asked: no image-sized copy of
+        them need exist.
     xs, ys : tuple of float
         Node columns and rows (px), increasing (:func:`axis_cells`).
     reach : int
@@ -149,9 +154,8 @@ def blend_cells(
     Returns
     -------
     list of numpy.ndarray
-        The blended products (float32, the planes' shape), in ``node_products``' order.
+        The blended products (float32, of ``shape``), in ``node_products``' order.
     """
-    shape = planes[0].shape
     out: list[np.ndarray] = []
     rows, cols = axis_cells(shape[0], ys), axis_cells(shape[1], xs)
     # Each node's kernel spectra, on the grid they were made for, from the first cell that
@@ -162,7 +166,7 @@ def blend_cells(
             lo_r, hi_r = max(0, r0 - reach), min(shape[0], r1 + reach)
             lo_c, hi_c = max(0, c0 - reach), min(shape[1], c1 + reach)
             grid = FourierGrid((hi_r - lo_r, hi_c - lo_c), 2 * reach + 1)
-            data = tuple(grid.spectrum(p[lo_r:hi_r, lo_c:hi_c]) for p in planes)
+            data = tuple(grid.spectrum(p) for p in planes(np.s_[lo_r:hi_r, lo_c:hi_c]))
             inner = np.s_[r0 - lo_r : r1 - lo_r, c0 - lo_c : c1 - lo_c]
             for j, wy in row_nodes:
                 for i, wx in col_nodes:

@@ -38,6 +38,7 @@ local PSFs on overlapping sub-images.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 import scipy.fft as sfft
@@ -373,15 +374,13 @@ def zogy_score_grid(
     # F_n f / sigma_n on N and f / sigma_r on R: the zero points become F_n sigma_r / sigma_n
     # and 1 (times sigma_r, which S_corr and D do not see).
     kernels = _node_kernels(psfs, sigma_r / sigma_n)
-    planes = (
-        _scaled_plane(science.image, bkg_n, 1.0 / sigma_n, bad),
-        _scaled_plane(template.image, bkg_r, 1.0 / sigma_r, bad),
-        _scaled_plane(science.variance, None, sigma_n**-2, bad),
-        _scaled_plane(template.variance, None, sigma_r**-2, bad),
+    planes = functools.partial(
+        _cell_planes, science, template, (bkg_n, bkg_r), (sigma_n, sigma_r), bad
     )
     del bkg_n, bkg_r
     reporter.update(0.3)
     score, var = tiles.blend_cells(
+        science.shape,
         planes,
         psfs.xs,
         psfs.ys,
@@ -426,11 +425,32 @@ def zogy_score_grid(
 def _scaled_plane(
     image: np.ndarray, background: np.ndarray | None, scale: float, bad: np.ndarray
 ) -> np.ndarray:
-    """``(image - background) * scale`` in float32, 0 where ``bad`` (one new array)."""
+    """``(image - background) * scale`` in float32, 0 where ``bad`` (one new array; the
+    arguments may be cutouts of one box)."""
     out = np.subtract(image, background, dtype=np.float32) if background is not None else None
     out = np.multiply(image if out is None else out, np.float32(scale), out=out, dtype=np.float32)
     out[bad] = 0.0
     return out
+
+
+def _cell_planes(
+    science: Exposure,
+    template: Exposure,
+    backgrounds: tuple[np.ndarray, np.ndarray],
+    sigmas: tuple[float, float],
+    bad: np.ndarray,
+    box: tuple[slice, slice],
+) -> tuple[np.ndarray, ...]:
+    """N, R and their variances on one cell's ``box``, each in units of its sky noise
+    (:func:`_scaled_plane`): made per cell, not as four image-sized planes (the score
+    step held the run's peak memory)."""
+    (bkg_n, bkg_r), (sigma_n, sigma_r) = backgrounds, sigmas
+    return (
+        _scaled_plane(science.image[box], bkg_n[box], 1.0 / sigma_n, bad[box]),
+        _scaled_plane(template.image[box], bkg_r[box], 1.0 / sigma_r, bad[box]),
+        _scaled_plane(science.variance[box], None, sigma_n**-2, bad[box]),
+        _scaled_plane(template.variance[box], None, sigma_r**-2, bad[box]),
+    )
 
 
 def _kernel_spectra(grid: FourierGrid, kern: _ZogyKernels) -> tuple[np.ndarray, ...]:

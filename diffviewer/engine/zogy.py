@@ -191,15 +191,19 @@ def _variance_floor(var: np.ndarray) -> float:
 
 
 def _score_mask(
-    science: Exposure, template: Exposure, bad: np.ndarray, size: int
+    science: Exposure, template: Exposure, bad: np.ndarray, size: int, reach: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """The score's mask and where the score is invalid.
 
     The union of the two masks (template SAT as SAT_TEMPLATE) with its planes grown by
     the score kernels' footprint (``size`` px square, :func:`subtract.grow_planes`):
-    the score there sums the wings of a source whose core was zeroed. ``bad`` pixels
-    (unusable on either input, or without data) are grown likewise; NO_DATA marks those
-    no plane explains.
+    the score there sums the wings of a source whose core was zeroed. A saturated core
+    hides any flux, so its share in the kernels' tail beyond the footprint is not
+    bounded: SAT and SAT_TEMPLATE are grown by the kernels' whole side (``reach`` px
+    square; at the footprint of 99 % of the weight, a 6e6-count star clipped at 6e4 left
+    a -5.7 sigma score one pixel outside its grown SAT). ``bad`` pixels (unusable on
+    either input, or without data) are grown by ``size``; NO_DATA marks those no plane
+    explains.
 
     Returns
     -------
@@ -208,7 +212,9 @@ def _score_mask(
     invalid : numpy.ndarray
         Boolean map where the score is not valid.
     """
-    mask = grow_planes(science.mask | template_planes(template.mask), size)
+    union = science.mask | template_planes(template.mask)
+    saturated = int(MaskPlane.SAT | MaskPlane.SAT_TEMPLATE)
+    mask = grow_planes(union, size) | (grow_planes(union, reach, saturated) & saturated)
     invalid = ndimage.maximum_filter(bad.view(np.uint8), size=size, mode="constant") > 0
     flagged = (mask & int(UNUSABLE)) != 0
     mask = np.where(invalid & ~flagged, mask | int(MaskPlane.NO_DATA), mask).astype(MASK_DTYPE)
@@ -399,7 +405,11 @@ def zogy_score_grid(
         for kern in row
     )
     mask, invalid = _score_mask(
-        science, template, bad | ~(var > _variance_floor(var)), 2 * half + 1
+        science,
+        template,
+        bad | ~(var > _variance_floor(var)),
+        2 * half + 1,
+        kernels[0][0].k_n.shape[0],
     )
     # In place, in float32: S_corr = S / sqrt(V), 0 where invalid.
     var[invalid] = 1.0

@@ -309,9 +309,22 @@ def run_subtraction(
     score = None
     psf_grid = score_psfs.kernel_psf_grid(fit, science.shape, config.score)
     with _step(rep, "score", 0.70, 0.78):
-        if config.score.method == "zogy":
+        method = config.score.method
+        lowest = float(np.min(psf_grid.flux_ratio))
+        if method == "zogy" and not lowest > 0:
+            # A kernel fit that failed (the DECam demo with its template moved 15 px:
+            # kernel sum -0.018) leaves ZOGY no flux ratio; the run goes on and its
+            # difference shows the failure.
+            notes.append(
+                f"the PSF-matching kernel's flux ratio is {lowest:.3g} in places, which "
+                "ZOGY cannot use: the score is the Alard-Lupton preconvolution score "
+                "instead (the kernel fit failed: check the registration and the kernel "
+                "stars)"
+            )
+            method = "al"
+        if method == "zogy":
             score = zogy.zogy_score_grid(science, warped.exposure, psf_grid, config.score, rep)
-        elif config.score.method == "al":
+        elif method == "al":
             score = zogy.al_score(difference, diff_psf, rep)
     if score is not None:
         rep.stage("score", {"score": score.image})

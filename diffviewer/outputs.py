@@ -260,7 +260,7 @@ def kernel_hdus(result: SubtractionResult, n_grid: int = 7) -> fits.HDUList:
         rows, dtype=[("i", "i4"), ("j", "i4"), ("x", "f8"), ("y", "f8"), ("kernel_sum", "f8")]
     )
     grid = fits.BinTableHDU(rec, name="GRID")
-    basis = fits.ImageHDU(np.asarray(sol.basis, dtype=np.float32), name="BASIS")
+    basis = fits.ImageHDU(np.asarray(sol.basis, dtype=np.float64), name="BASIS")
     for i, (sigma, degree) in enumerate(zip(sol.sigmas, sol.degrees, strict=True)):
         basis.header[f"SIGMA{i}"] = (_finite(sigma), f"width of Gaussian {i} [px]")
         basis.header[f"DEGREE{i}"] = (int(degree), f"polynomial degree of Gaussian {i}")

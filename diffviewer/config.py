@@ -319,7 +319,8 @@ class KernelConfig:
     )
     max_kernel_sum_sigma: float = param(
         3.0,
-        "Reject a stamp whose kernel sum is further than this from the clipped mean.",
+        "Reject a stamp whose kernel sum is further than this from the clipped mean, in "
+        "units of its error with the stamps' intrinsic scatter added in quadrature.",
         unit="sigma",
         minimum=1.0,
         maximum=100.0,
@@ -327,8 +328,9 @@ class KernelConfig:
     max_stamp_outlier_sigma: float = param(
         5.0,
         "Reject a stamp whose background departs from the other stamps' (a plane over the "
-        "image) by more than this many of its errors, or whose chi^2 exceeds the median by "
-        "this many robust standard deviations.",
+        "image), or whose residual keeps more of its star's power than the others' "
+        "(noise plus a fraction for PSF mismatch), by more than this many of its errors "
+        "with the stamps' intrinsic scatter added in quadrature.",
         unit="sigma",
         minimum=1.0,
         maximum=100.0,

@@ -30,7 +30,7 @@ from diffviewer.engine.kernel_basis import chebyshev_terms, roughness_penalty
 from diffviewer.engine.progress import Reporter
 from diffviewer.engine.psf import PsfEstimate, cutouts
 from diffviewer.exposure import UNUSABLE, Exposure
-from diffviewer.stats import FWHM_PER_SIGMA, MAD_TO_SIGMA
+from diffviewer.stats import FWHM_PER_SIGMA
 
 #: Bytes of complex spectra (stamps times kernels) held in memory at once: a 53 px
 #: kernel with 28 basis functions on 91 px stamps is 0.9 MB a stamp, and a batch of 192
@@ -300,6 +300,18 @@ def residual_stats(
     return np.where(u, r**2, 0.0).sum(axis=1) / dof, mean, np.sqrt(var)
 
 
+def star_power(
+    stamps: Stamps, idx: np.ndarray, coef: np.ndarray, var_total: np.ndarray, used: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Degrees of freedom of each stamp's fit over ``used`` pixels, and its star's power:
+    the fitted kernel model (without the background) squared over the variance, summed
+    over those pixels (the star's squared S/N)."""
+    nb = coef.shape[1] - 1
+    star = np.einsum("npk,nk->np", stamps.design[idx][:, :, :nb], coef[:, :nb].astype(np.float32))
+    power = np.where(used, star.astype(np.float64) ** 2 / var_total, 0.0).sum(axis=1)
+    return np.maximum(used.sum(axis=1) - coef.shape[1], 1), power
+
+
 def clip_mask(resid: np.ndarray, fit_half: int, core_radius: float, fwhm: float) -> np.ndarray:
     """Pixels to keep (``(n, npix)`` bool): all but other sources outside the star's core.
 
@@ -339,16 +351,54 @@ def inverse(matrices: np.ndarray) -> np.ndarray:
         return out
 
 
+def intrinsic_scatter(resid: np.ndarray, errors: np.ndarray) -> float:
+    """The maximum-likelihood scatter ``s`` (>= 0) of deviations whose variances are their
+    formal errors squared plus ``s^2`` (Gaussian); 0 when the errors alone explain them.
+
+    The likelihood's root in ``s^2`` weights each value by ``1 / (e^2 + s^2)^2``, so the
+    precise values (bright stars) set ``s`` and the loose ones, which hardly see it, do
+    not dilute it.
+
+    Parameters
+    ----------
+    resid, errors : numpy.ndarray
+        ``(n,)`` deviations from the model and their formal errors (finite, positive).
+
+    Returns
+    -------
+    float
+        ``s``, in the units of the values.
+    """
+
+    def slope(s2: float) -> float:
+        total = errors**2 + s2
+        return float(np.sum((resid**2 - total) / total**2))
+
+    if slope(0.0) <= 0.0:
+        return 0.0
+    # slope(max resid^2) < 0: every term's numerator is then <= 0, one of them < 0
+    lo, hi = 0.0, float(np.max(resid**2))
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if slope(mid) > 0.0 else (lo, mid)
+    return float(np.sqrt(hi))
+
+
 def outliers(
-    values: np.ndarray, errors: np.ndarray, terms: np.ndarray, nsigma: float
+    values: np.ndarray,
+    errors: np.ndarray,
+    terms: np.ndarray,
+    nsigma: float,
+    high_only: bool = False,
 ) -> np.ndarray:
     """Values further than ``nsigma`` from an iteratively clipped fit, in units of their errors.
 
     The fit is weighted least squares on ``terms`` (a column of ones: the mean; Chebyshev
     terms in x, y: a smooth function of position). Each deviation is divided by its own
-    error (faint stars have loose kernels), and the cut is at ``nsigma`` times the clipped
-    spread of those scaled deviations (at least 1), so a sample with extra scatter
-    (colour terms, PSF mismatch) is not mostly rejected.
+    error (faint stars have loose kernels) with the sample's intrinsic scatter added in
+    quadrature (:func:`intrinsic_scatter`, over the values kept: colour terms, PSF
+    mismatch), so a sample with extra scatter is not mostly rejected, and a bright star,
+    whose formal error is far below that scatter, is judged by the scatter.
 
     Parameters
     ----------
@@ -358,11 +408,13 @@ def outliers(
         ``(n, t)`` the fit's design.
     nsigma : float
         The cut.
+    high_only : bool
+        Cut only the values above the fit.
 
     Returns
     -------
     numpy.ndarray
-        ``(n,)`` bool.
+        ``(n,)`` bool (non-finite values are outliers).
     """
     n = len(values)
     if n < max(3, 2 * terms.shape[1] + 1):
@@ -371,31 +423,59 @@ def outliers(
     ok = np.isfinite(values)
     v = np.where(ok, values, 0.0)
     model = np.full(n, float(np.median(v[ok]))) if ok.any() else np.zeros(n)
-    keep = ok.copy()
-    scale = 1.0
+    keep = ok & np.isfinite(err)
+    total = err
     for _ in range(5):
-        z = (v - model) / err
-        spread = z[keep]
-        scale = max(1.0, float(spread.std()) if keep.sum() > 2 else 1.0)
-        new = ok & (np.abs(z) <= nsigma * scale)
+        if keep.sum() > 2:
+            s = intrinsic_scatter((v - model)[keep], err[keep])
+            total = np.sqrt(err**2 + s**2)
+        new = ok & (np.abs(v - model) <= nsigma * total)
         if new.sum() < max(2, terms.shape[1]):
             break
-        w = 1.0 / err[new]
+        w = 1.0 / total[new]
         coef, *_ = np.linalg.lstsq(terms[new] * w[:, None], v[new] * w, rcond=None)
         model = terms @ coef
         if np.array_equal(new, keep):
             break
         keep = new
-    return ~ok | (np.abs((v - model) / err) > nsigma * scale)
+    deviation = v - model if high_only else np.abs(v - model)
+    return ~ok | (deviation > nsigma * total)
 
 
-def chi2_outliers(chi2: np.ndarray, nsigma: float) -> np.ndarray:
-    """chi^2 above the median by more than ``nsigma`` robust standard deviations (MAD)."""
-    if len(chi2) < 3:
-        return np.zeros(len(chi2), dtype=bool)
-    med = float(np.median(chi2))
-    spread = MAD_TO_SIGMA * float(np.median(np.abs(chi2 - med)))
-    return chi2 > med + nsigma * max(spread, 1e-3 * med)
+def residual_power_outliers(
+    chi2: np.ndarray, dof: np.ndarray, power: np.ndarray, nsigma: float
+) -> np.ndarray:
+    """Stamps whose residual keeps more of their star's power than the others'.
+
+    What a contaminant (a transient, a variable, a blend) does to a stamp's kernel is its
+    flux relative to the star's, so the figure is the residual's sum of squares as a
+    fraction of the star's power (its squared S/N). Over clean stamps it follows
+    ``a dof / power + b``: the noise (``a`` near 1 when the variance planes are right)
+    plus the fraction ``b`` of PSF mismatch every model leaves. A plain cut on chi^2
+    would reject the brightest stars for that mismatch, which grows with the flux
+    squared, and pass a transient on a faint star. The cut is :func:`outliers`' on that
+    fit (high side only), each stamp's error the noise of its chi^2
+    (``median chi^2 sqrt(2 dof)``) over its power.
+
+    Parameters
+    ----------
+    chi2, dof, power : numpy.ndarray
+        ``(n,)`` chi^2 per degree of freedom, degrees of freedom and the star's power
+        (:func:`residual_stats`, :func:`star_power`).
+    nsigma : float
+        The cut.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n,)`` bool.
+    """
+    level = float(np.median(chi2)) if len(chi2) else 1.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        fraction = chi2 * dof / power
+        error = level * np.sqrt(2.0 * dof) / power
+        terms = np.column_stack([dof / power, np.ones(len(chi2))])
+    return outliers(fraction, error, terms, nsigma, high_only=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -481,7 +561,7 @@ def fit_stamps(
     reason[~ok] = "edge or masked in the fit stamp"
     status[~ok & ~control] = "BAD"
     fitted = np.nonzero(ok & ~control)[0]
-    chi2, rmean, rstd, ksum, ksum_err, bg_err = (np.full(n, np.nan) for _ in range(6))
+    chi2, rmean, rstd, ksum, ksum_err, bg_err, dof, power = (np.full(n, np.nan) for _ in range(8))
     coef_all = np.full((n, nb + 1), np.nan)
     normal = np.zeros((n, nb + 1, nb + 1))
     rhs = np.zeros((n, nb + 1))
@@ -515,6 +595,9 @@ def fit_stamps(
         used[fitted] = keep
         c2, mu, sd = residual_stats(stamps, fitted, np.nan_to_num(coef), var_total[fitted], keep)
         chi2[fitted], rmean[fitted], rstd[fitted] = c2, mu, sd
+        dof[fitted], power[fitted] = star_power(
+            stamps, fitted, np.nan_to_num(coef), var_total[fitted], keep
+        )
         ksum[fitted] = coef @ sums
         with np.errstate(all="ignore"):
             cov = inverse(nrm)
@@ -531,7 +614,7 @@ def fit_stamps(
             ksum_err,
             coef_all[:, nb],
             bg_err,
-            chi2,
+            (chi2, dof, power),
             x,
             y,
             shape,
@@ -563,13 +646,17 @@ def _reject(
     ksum_err: np.ndarray,
     bg: np.ndarray,
     bg_err: np.ndarray,
-    chi2: np.ndarray,
+    residual: tuple[np.ndarray, np.ndarray, np.ndarray],
     x: np.ndarray,
     y: np.ndarray,
     shape: tuple[int, int],
     config: KernelConfig,
 ) -> None:
-    """Mark BAD (in place, on this function's own arrays) the stamps failing a cut, iterated."""
+    """Mark BAD (in place, on this function's own arrays) the stamps failing a cut, iterated.
+
+    ``residual`` is each stamp's chi^2 per degree of freedom, degrees of freedom and
+    star power (:func:`residual_power_outliers`)."""
+    chi2, dof, power = residual
     plane = chebyshev_terms(x, y, 1, shape)
     for _ in range(config.max_iterations):
         good = np.nonzero(status == "GOOD")[0]
@@ -585,7 +672,10 @@ def _reject(
                 "kernel sum outlier",
             ),
             (outliers(bg[good], bg_err[good], plane[good], nsig), "background outlier"),
-            (chi2_outliers(chi2[good], nsig), "chi2 outlier"),
+            (
+                residual_power_outliers(chi2[good], dof[good], power[good], nsig),
+                "residual power outlier",
+            ),
         ):
             hit = good[mask_ & ~new[good]]
             reason[hit] = why

@@ -11,6 +11,7 @@ from scipy import ndimage
 
 from diffviewer.config import KernelConfig
 from diffviewer.engine import kernel, kernel_basis, kernel_direction, psf
+from diffviewer.engine.kernel_stamps import intrinsic_scatter, outliers, residual_power_outliers
 from diffviewer.errors import InsufficientKernelSources
 from diffviewer.exposure import MaskPlane
 from diffviewer.stats import FWHM_PER_SIGMA
@@ -269,3 +270,41 @@ def test_fallback_background_is_measured_on_sky_not_on_the_transient() -> None:
             float(run_subtraction(pair.science, pair.template).subtraction.background.mean())
         )
     assert abs(float(np.mean(levels))) < 0.7, levels
+
+
+def test_stamp_outliers_judge_bright_stars_by_the_samples_scatter() -> None:
+    # 180 faint stamps whose kernel sums scatter by their own errors (3 %), 20 bright ones
+    # with 0.2 % errors and a 1 % intrinsic scatter (colour terms), one contaminated faint
+    # stamp 20 % off. Bright stars are judged by the scatter added in quadrature (its
+    # maximum-likelihood value, set by the precise values): none goes; the contaminated
+    # one does. Each stamp judged by its formal error, times the sample's spread of those
+    # scaled deviations, cut 6-11 of the 20 bright ones (seeds 0-4).
+    rng = np.random.default_rng(0)
+    err = np.r_[np.full(180, 0.03), np.full(20, 0.002), 0.03]
+    values = 1.0 + err * rng.normal(size=err.size)
+    values[180:200] += 0.01 * rng.normal(size=20)
+    values[-1] = 1.2
+    bad = outliers(values, err, np.ones((err.size, 1)), 3.0)
+    assert bad[-1] and not bad[180:200].any()
+    assert bad[:180].sum() <= 2
+    assert intrinsic_scatter(values[180:200] - 1.0, err[180:200]) == pytest.approx(0.01, rel=0.5)
+
+
+def test_residual_power_outliers_are_contamination_not_brightness() -> None:
+    # PSF mismatch leaves a fraction of each star's power (0.1 % +- 0.05 %), so chi^2
+    # grows with the star's S/N squared (here to 11 per dof); a transient leaves its own
+    # power (2000: S/N 45) whatever the star. On the faintest star it is 20 % of the
+    # star's power and is cut; on the brightest, 0.02 %: harmless to that kernel, kept.
+    rng = np.random.default_rng(1)
+    dof = np.full(60, 1000.0)
+    power = np.exp(rng.uniform(np.log(1e4), np.log(1e7), 60))
+    mismatch = 1e-3 * (1 + 0.5 * rng.normal(size=60)).clip(0.1)
+    resid = dof + mismatch * power + np.sqrt(2 * dof) * rng.normal(size=60)
+    faint, bright = int(np.argmin(power)), int(np.argmax(power))
+    resid[[faint, bright]] += 2000.0
+    bad = residual_power_outliers(resid / dof, dof, power, 5.0)
+    assert bad[faint] and bad.sum() == 1
+    # chi^2 alone, against the median and its spread, would have cut the bright ones
+    chi2 = resid / dof
+    spread = 1.4826 * np.median(np.abs(chi2 - np.median(chi2)))
+    assert np.sum(chi2 > np.median(chi2) + 5 * spread) > 5

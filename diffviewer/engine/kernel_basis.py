@@ -41,8 +41,11 @@ from diffviewer.stats import FWHM_PER_SIGMA
 FIT_HALF_FWHM = 4.0
 
 #: Fit-region half-width in FWHM without the wing function (real PSFs' wings: a region cut
-#: at 1.5 FWHM left a -29 sigma lobe on the host galaxy of the DECam demo transient).
-CORE_FIT_HALF_FWHM = 2.5
+#: at 1.5 FWHM left a -29 sigma lobe on the host galaxy of the DECam demo transient). On
+#: the demo stacks' stellar-locus PSF (5.40 px) the host lobe is -5 sigma at 3.0 FWHM
+#: (17 px), -20 at 2.5 (14 px) and -29 at 3.5 (19 px); 2.5 FWHM of the former stack of
+#: kernel stars with galaxies (6.43 px) gave the same 17 px.
+CORE_FIT_HALF_FWHM = 3.0
 
 #: Least number of stamps to be fitted for the wing function (and the wide kernel and fit
 #: region they bring) to be used: with the 10 stamps of the 256 px DECam demo stacks, a

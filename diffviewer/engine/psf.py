@@ -4,9 +4,11 @@ The fallback chain of :func:`estimate_psf`, first that applies:
 
 1. ``'given'``: the PSF image the file provides (e.g. a survey's PSF HDU), unless the
    exposure was resampled (a warped template's PSF is in its own pixel grid);
-2. ``'measured'``: stacked from at least :data:`MIN_STARS` kernel stars; the reason
-   says how many of them lie on the size-flux locus (:mod:`diffviewer.engine.psf_stars`)
-   and how many are larger (galaxies, blends, which broaden the stack);
+2. ``'measured'``: stacked from at least :data:`MIN_STARS` stars on the size-flux locus
+   among the kernel stars and the brightest peaks (:mod:`diffviewer.engine.psf_stars`,
+   a locus that follows the PSF's variation over the field: galaxies and blends, larger
+   than the PSF, are left out), or, where no locus is found, from the kernel stars as
+   given;
 3. ``'given'`` for a resampled exposure, when nothing above applied;
 4. ``'bright sources'``: stacked from the brightest compact sources with relaxed
    criteria (down to one source, no isolation, no cells; each must be a
@@ -35,7 +37,7 @@ from numpy.typing import ArrayLike
 
 from diffviewer.engine import fftconv
 from diffviewer.engine.moments import adaptive_moments, cutouts, shape_from_covariance
-from diffviewer.engine.psf_stars import MIN_FWHM, select_stars
+from diffviewer.engine.psf_stars import LOCUS_MIN_SNR, MIN_FWHM, select_stars
 from diffviewer.exposure import UNUSABLE, Exposure
 from diffviewer.stats import FWHM_PER_SIGMA, MAD_TO_SIGMA
 
@@ -364,8 +366,9 @@ def estimate_psf(
         Positions (0-based px) of isolated, unsaturated stars (the kernel stars), brightest
         first preferred; at most :data:`MAX_STARS` are used.
     bright : (array-like, array-like), optional
-        Positions of the brightest unsaturated peaks, brightest first, for the relaxed
-        measurement (:func:`compact_sources`) when the stars are too few.
+        Positions of the brightest unsaturated peaks, brightest first: candidates for the
+        size-flux locus with the kernel stars, and for the relaxed measurement
+        (:func:`compact_sources`) when the stars are too few.
     resampled : bool
         True when the exposure was warped: its own PSF image is then used only when no
         star measurement applies.
@@ -384,20 +387,23 @@ def estimate_psf(
         return _estimate(
             np.asarray(exposure.psf, dtype=float), 0, "given", "the PSF image the file provides"
         )
-    why = f"fewer than {MIN_STARS} usable kernel stars"
-    if len(x) >= MIN_STARS:
-        # Not used to select yet (the kernel's stamp sizes are tuned on these stacks): the
-        # locus among the kernel stars and the brightest peaks is reported beside them.
-        bx, by = (np.asarray(b, dtype=float)[:MAX_BRIGHT] for b in bright) if bright else ((), ())
-        locus = select_stars(exposure, np.r_[x, bx], np.r_[y, by])
-        note = (
-            f"of these and the brightest peaks, {locus.describe()}"
-            if locus is not None
-            else "no size-flux locus of 3 stars among them and the brightest peaks"
+    bx, by = (np.asarray(b, dtype=float)[:MAX_BRIGHT] for b in bright) if bright else ((), ())
+    locus = select_stars(exposure, np.r_[x, bx], np.r_[y, by])
+    if locus is not None:
+        est = _stacked(
+            exposure,
+            locus.x[:MAX_STARS],
+            locus.y[:MAX_STARS],
+            f"the kernel stars and the brightest peaks: {locus.describe()}",
         )
-        est = _stacked(exposure, x, y, f"{len(x)} kernel stars; {note}")
         if est is not None:
             return est
+    why = f"no size-flux locus of {MIN_STARS} stars with S/N >= {LOCUS_MIN_SNR:g}"
+    if len(x) >= MIN_STARS:
+        est = _stacked(exposure, x, y, f"{len(x)} kernel stars as selected ({why})")
+        if est is not None:
+            return est
+    why = f"{why}, fewer than {MIN_STARS} usable kernel stars"
     if given:
         return _estimate(
             np.asarray(exposure.psf, dtype=float),

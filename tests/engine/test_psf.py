@@ -257,12 +257,6 @@ def test_demo_stacks_report_the_locus_at_the_header_fwhm() -> None:
         assert f"moment FWHM {locus.fwhm:.2f} px" in est.reason
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 12 point 8, open: the locus is reported, not yet used to select (selecting "
-    "by it narrows the PSFs the kernel's stamps are sized from; with its fit region widened "
-    "to 3 FWHM the DECam stacks pass, but three GOTO and demo catalog tests do not)",
-)
 @pytest.mark.parametrize("fwhm", [4.0, 2.2])
 def test_the_psf_is_stacked_from_the_locus_not_the_galaxies(fwhm) -> None:
     # Issue 12 point 8: candidates given as kernel stars hold galaxies too (here twice as

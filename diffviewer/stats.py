@@ -11,13 +11,15 @@ MAD_TO_SIGMA = 1.482602218505602
 FWHM_PER_SIGMA = float(2.0 * np.sqrt(2.0 * np.log(2.0)))
 
 
-def robust_std(values: np.ndarray) -> float:
+def robust_std(values: np.ndarray, centre: float | None = None) -> float:
     """Robust standard deviation: :data:`MAD_TO_SIGMA` times the median absolute deviation.
 
     Parameters
     ----------
     values : numpy.ndarray
         Finite values (any shape).
+    centre : float, optional
+        Their median, when the caller has it already (not computed again).
 
     Returns
     -------
@@ -27,7 +29,7 @@ def robust_std(values: np.ndarray) -> float:
     values = np.asarray(values, dtype=np.float64).ravel()
     if values.size == 0:
         return float("nan")
-    med = np.median(values)
+    med = np.median(values) if centre is None else centre
     return float(MAD_TO_SIGMA * np.median(np.abs(values - med)))
 
 

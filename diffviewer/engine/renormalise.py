@@ -203,7 +203,8 @@ def sky_noise_scale(filtered: np.ndarray, sky: np.ndarray) -> float:
     for _ in range(2):
         if z.size == 0:
             return float("nan")
-        centre, spread = float(np.median(z)), robust_std(z)
+        centre = float(np.median(z))
+        spread = robust_std(z, centre)
         z = z[np.abs(z - centre) < CLIP_SIGMA * max(spread, 1e-30)]
     return robust_std(z) if z.size else float("nan")
 

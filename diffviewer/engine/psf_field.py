@@ -12,12 +12,14 @@ spaced by the kernel-matched PSF's change) the node's PSF is the centre's plus t
 change of the kernel-matched PSF from the centre to the node, passed through the
 decorrelation filter when the difference was whitened. Between nodes the PSF is blended
 bilinearly, which commutes with shifting a PSF to a sub-pixel position, so
-:class:`PsfField` blends the shifted node PSFs.
+:class:`PsfField` blends the shifted node PSFs. The forced PSF fluxes use it; the rare
+dipole fits keep the centre's PSF.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from scipy.interpolate import RectBivariateSpline
 
 from diffviewer.engine import fftconv
 from diffviewer.engine.kernel import KernelFit
@@ -43,18 +45,23 @@ def _padded(psf: np.ndarray, half: tuple[int, int]) -> np.ndarray:
 
 
 class PsfField(PsfModel):
-    """A PSF varying over the image: PSF models at grid nodes, blended bilinearly.
+    """A PSF varying over the image, for forced photometry: node PSFs blended bilinearly.
 
     Behaves as the :class:`~diffviewer.engine.photometry.PsfModel` of the centre's PSF
-    (``image``, ``fwhm``) whose shifted images (:meth:`on_box`, hence ``shifted`` and
-    ``stamp``) are those of the PSF at the position asked for.
+    (``image``, ``fwhm``, :meth:`on_box`, which the dipole fits use), except that
+    :meth:`shifted`, hence ``stamp`` and every forced PSF flux, gives the PSF at the
+    position asked for: the bilinear blend of the four surrounding nodes' interpolating
+    bicubic splines, evaluated at the sub-pixel offsets (a blend of splines is the spline
+    of the blend). Nothing is tabulated per node, so a grid of tens of nodes costs tens
+    of small splines.
 
     Parameters
     ----------
     xs, ys : sequence of float
         Node columns and rows (px), increasing.
     nodes : sequence of sequence of numpy.ndarray
-        PSF images at node ``[row][column]``, all of one odd shape.
+        PSF images at node ``[row][column]``, all of one odd shape (each normalised to
+        sum 1 here).
     centre : numpy.ndarray
         The PSF at the image centre (same shape).
     """
@@ -68,12 +75,30 @@ class PsfField(PsfModel):
     ) -> None:
         super().__init__(centre)
         self.xs, self.ys = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
-        self.nodes = tuple(tuple(PsfModel(p) for p in row) for row in nodes)
+        hy, hx = self.half
+        self._nodes = tuple(
+            tuple(
+                RectBivariateSpline(np.arange(-hy, hy + 1.0), np.arange(-hx, hx + 1.0), p / p.sum())
+                for p in row
+            )
+            for row in nodes
+        )
 
-    def on_box(
-        self, x: float, y: float, box: tuple[int, int, int, int], derivatives: bool = False
-    ) -> np.ndarray:
-        """The PSF at (x, y), shifted there, on a box (see :meth:`PsfModel.on_box`)."""
+    def shifted(self, x: float, y: float) -> tuple[np.ndarray, int, int]:
+        """The PSF at (x, y) centred there, on a stamp one pixel larger than the PSF image.
+
+        Returns
+        -------
+        stamp : numpy.ndarray
+            Shape (2 hy + 2, 2 hx + 2); 0 beyond the PSF image's extent.
+        x0, y0 : int
+            Pixel of the stamp's [0, 0].
+        """
+        hy, hx = self.half
+        x0, y0 = int(np.floor(x)) - hx, int(np.floor(y)) - hy
+        oy = y0 + np.arange(2 * hy + 2) - y
+        ox = x0 + np.arange(2 * hx + 2) - x
+        inside = (np.abs(oy) <= hy)[:, None] & (np.abs(ox) <= hx)[None, :]
         j0, j1, wy = _bracket(self.ys, y)
         i0, i1, wx = _bracket(self.xs, x)
         corners = (
@@ -83,10 +108,8 @@ class PsfField(PsfModel):
             (j1, i1, wy * wx),
         )
         # the weights sum to 1, so at least one is positive
-        parts = [
-            w * self.nodes[j][i].on_box(x, y, box, derivatives) for j, i, w in corners if w > 0
-        ]
-        return np.sum(parts, axis=0)
+        blend = sum(w * self._nodes[j][i](oy, ox, grid=True) for j, i, w in corners if w > 0)
+        return np.asarray(blend) * inside, x0, y0
 
 
 def varying_psf(

@@ -17,20 +17,22 @@ def _gaussian(half: int, sigma: float) -> np.ndarray:
     return g / g.sum()
 
 
-def test_field_between_nodes_is_the_model_of_the_blended_psf() -> None:
-    # Shifting a PSF is linear in it, so blending shifted node PSFs is shifting the
-    # blended PSF: the two agree to rounding, at any sub-pixel position.
+def test_field_between_nodes_is_the_blended_psf_shifted() -> None:
+    # Shifting a PSF (an interpolating spline) is linear in it, so blending the shifted
+    # node PSFs is shifting the blended PSF: the field's stamp at any sub-pixel position
+    # is the blended PSF's, to the tabulation of PsfModel (1/8 px, bilinear).
     left, right = _gaussian(7, 1.2), _gaussian(7, 2.0)
     field = PsfField((0.0, 100.0), (50.0,), ((left, right),), 0.5 * (left + right))
-    box = (20, 40, 15, 15)
     for x, w in ((0.0, 0.0), (25.3, 0.253), (100.0, 1.0), (140.0, 1.0)):
-        blended = PsfModel((1 - w) * left + w * right)
-        np.testing.assert_allclose(
-            field.on_box(x, 47.6, (int(x) - 7, 40, 15, 15), derivatives=True),
-            blended.on_box(x, 47.6, (int(x) - 7, 40, 15, 15), derivatives=True),
-            atol=1e-12,
-        )
-    assert field.on_box(25.3, 47.6, box).shape == (1, 15, 15)
+        stamp, x0, y0 = field.shifted(x, 47.6)
+        expected, ex0, ey0 = PsfModel((1 - w) * left + w * right).shifted(x, 47.6)
+        assert (x0, y0) == (ex0, ey0)
+        np.testing.assert_allclose(stamp, expected, atol=2e-3 * expected.max())
+    # the dipole fits' on_box stays the centre's PSF
+    np.testing.assert_allclose(
+        field.on_box(25.3, 47.6, (18, 40, 16, 16)),
+        PsfModel(0.5 * (left + right)).on_box(25.3, 47.6, (18, 40, 16, 16)),
+    )
 
 
 def test_bright_transients_fluxes_hold_across_a_varying_psf() -> None:
@@ -65,7 +67,12 @@ def test_bright_transients_fluxes_hold_across_a_varying_psf() -> None:
     print(f"\ncatalog psf_flux / truth, left to right thirds: {np.round(thirds, 4)}")
     # ~45 transients a third, each 0.4-1.1 % uncertain: each median is known to ~0.15 %.
     # Blending node PSFs whose change is at most score.max_psf_change = 5 % (L2) apart
-    # leaves well under 1 % of flux; one PSF for the image missed by 11-12 %.
-    for value in thirds:
-        assert value == pytest.approx(1.0, abs=0.01)
+    # leaves well under 1 % of flux from side to side; one PSF for the image missed by
+    # 12 % and 11 % (1.119 / 0.992 / 0.889).
     assert max(thirds) - min(thirds) < 0.01
+    # The level is the reference PSF's (test_psf_flux tests it on a constant PSF): here
+    # it is stacked from locus stars over the whole varying field, not at its centre,
+    # and the thirds read 0.998 / 0.992 / 0.990 (1.002 / 0.996 / 0.993 with the former
+    # star selection).
+    for value in thirds:
+        assert value == pytest.approx(1.0, abs=0.015)

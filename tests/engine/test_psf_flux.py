@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from diffviewer.engine.pipeline import run_subtraction
-from diffviewer.synthetic import make_pair
+from tests.engine.helpers import injected_flux_ratios
 
 #: Injected transients: enough that the median ratio is known to ~0.2 % at S/N 50-200.
 N_TRANSIENTS = 80
@@ -15,16 +14,14 @@ N_TRANSIENTS = 80
 def _catalog_flux_ratios(profile: str) -> tuple[np.ndarray, np.ndarray]:
     """Catalog psf_flux over the injected flux, and the catalog's relative errors, of
     transients of S/N 50-200 in a 512^2 pair (flux ratio 1.3, template 0.3 px off)."""
-    rng = np.random.default_rng(3)
-    x = rng.uniform(40, 472, N_TRANSIENTS)
-    y = rng.uniform(40, 472, N_TRANSIENTS)
     # The difference's noise is ~38 counts a pixel (science sky 1000, template 250 times
     # 1.3^2): a 4 px PSF gives S/N ~ flux / 230, so 1.1e4-4.5e4 is S/N 50-200.
-    flux = np.exp(rng.uniform(np.log(1.1e4), np.log(4.5e4), N_TRANSIENTS))
-    pair = make_pair(
+    _, ratio, rel_err = injected_flux_ratios(
         (512, 512),
         300,
-        seed=5,
+        N_TRANSIENTS,
+        (1.1e4, 4.5e4),
+        40,
         profile=profile,
         sci_beta=2.5,
         tmpl_beta=3.5,
@@ -32,18 +29,8 @@ def _catalog_flux_ratios(profile: str) -> tuple[np.ndarray, np.ndarray]:
         tmpl_fwhm=2.8,
         photometric_scale=1.3,
         tmpl_shift=(0.3, 0.3),
-        transients=list(zip(x.tolist(), y.tolist(), flux.tolist(), strict=True)),
     )
-    cat = run_subtraction(pair.science, pair.template).diasources
-    cx, cy = np.asarray(cat["x"]), np.asarray(cat["y"])
-    ratio, rel_err = [], []
-    for a, b, f in zip(x, y, flux, strict=True):
-        d = np.hypot(cx - a, cy - b)
-        k = int(np.argmin(d))
-        if d[k] < 2.0:
-            ratio.append(float(cat["psf_flux"][k]) / f)
-            rel_err.append(float(cat["psf_flux_err"][k]) / f)
-    return np.array(ratio), np.array(rel_err)
+    return ratio, rel_err
 
 
 @pytest.mark.parametrize(

@@ -209,6 +209,8 @@ def build_metadata(result: SubtractionResult, elapsed: float | None = None) -> d
             "detected_fraction": result.detections.detected_fraction,
             "max_detected_fraction": result.config.detection.max_detected_fraction,
             "guard_tripped": guard_tripped(result),
+            # The forced PSF fluxes' PSF: blended from this many grid nodes (1: constant).
+            "catalog_psf_nodes": int(result.diasources.meta.get("psf_nodes", 1)),
         },
         "timings_s": {
             **{k: round(v, 4) for k, v in result.timings.items()},

@@ -34,8 +34,9 @@ Sky sources (blank positions from detection) are rows of the same table with
 LSST diaSource catalog carries them: the scatter of their ``snr`` shows how well the
 renormalised variance describes the noise. Ids: :mod:`diffviewer.engine.ids`.
 Columns, units and descriptions: :mod:`diffviewer.engine.columns` (each column of the
-table carries them). ``meta`` holds ``diff_psf_fwhm`` (px), ``detection_image``,
-``exposure_id`` and ``exposure_bits``.
+table carries them). ``meta`` holds ``diff_psf_fwhm`` (px), ``psf_nodes`` (the
+positions whose PSFs the forced fluxes blend; 1 for one PSF everywhere),
+``detection_image``, ``exposure_id`` and ``exposure_bits``.
 """
 
 from __future__ import annotations
@@ -454,6 +455,7 @@ def measure_sources(
         out[name].unit = unit
         out[name].description = description
     out.meta["diff_psf_fwhm"] = model.fwhm
+    out.meta["psf_nodes"] = model.n_nodes
     out.meta["detection_image"] = detections.detection_image
     out.meta["exposure_id"] = config.exposure_id
     out.meta["exposure_bits"] = config.exposure_bits

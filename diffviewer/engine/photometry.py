@@ -60,6 +60,11 @@ class PsfModel:
         self._size = (2 * (hy + 1) * OVERSAMPLE + 1, 2 * (hx + 1) * OVERSAMPLE + 1)
         self._phases: dict[bool, np.ndarray] = {}
 
+    @property
+    def n_nodes(self) -> int:
+        """Number of positions whose PSF the model holds (1: the same PSF everywhere)."""
+        return 1
+
     def _table(self, derivatives: bool) -> np.ndarray:
         """The table of the value (and of the two derivatives), by phase; built when first asked.
 

@@ -84,6 +84,11 @@ class PsfField(PsfModel):
             for row in nodes
         )
 
+    @property
+    def n_nodes(self) -> int:
+        """Number of grid nodes whose PSFs are blended."""
+        return len(self.xs) * len(self.ys)
+
     def shifted(self, x: float, y: float) -> tuple[np.ndarray, int, int]:
         """The PSF at (x, y) centred there, on a stamp one pixel larger than the PSF image.
 

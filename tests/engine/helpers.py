@@ -51,7 +51,7 @@ def injected_flux_ratios(
     flux_range: tuple[float, float],
     margin: float,
     **pair: object,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """Inject ``n`` transients (log-uniform flux in ``flux_range``, ``margin`` px or more
     from the edges) into a synthetic pair (:func:`diffviewer.synthetic.make_pair` with ``pair``),
     run the whole pipeline, and match each to the catalog's nearest row within 2 px.
@@ -62,6 +62,8 @@ def injected_flux_ratios(
         Column of each transient found (px).
     ratio, rel_err : numpy.ndarray
         Its catalog ``psf_flux`` and ``psf_flux_err`` over the injected flux.
+    meta : dict
+        The catalog's ``meta``.
     """
     from diffviewer.engine.pipeline import run_subtraction
     from diffviewer.synthetic import make_pair
@@ -81,4 +83,5 @@ def injected_flux_ratios(
         x[found],
         np.asarray(cat["psf_flux"])[rows] / flux[found],
         np.asarray(cat["psf_flux_err"])[rows] / flux[found],
+        dict(cat.meta),
     )

@@ -40,7 +40,7 @@ def test_bright_transients_fluxes_hold_across_a_varying_psf() -> None:
     # high on the narrow side and 11 % low on the broad side.
     n, side = 150, 1024
     # S/N ~90-270 each (a Gaussian of FWHM 3.5-4.9 px on the difference's ~38 counts/px)
-    xf, ratio, _ = injected_flux_ratios(
+    xf, ratio, _, meta = injected_flux_ratios(
         (side, side),
         800,
         n,
@@ -53,6 +53,7 @@ def test_bright_transients_fluxes_hold_across_a_varying_psf() -> None:
         tmpl_shift=(0.3, 0.3),
     )
     assert xf.size >= 0.9 * n  # isolated, bright: nearly all are caught
+    assert meta["psf_nodes"] > 1  # metadata.json's detection.catalog_psf_nodes
     thirds = [np.median(ratio[(xf >= lo) & (xf < lo + side / 3)]) for lo in (0, side / 3)]
     thirds.append(np.median(ratio[xf >= 2 * side / 3]))
     print(f"\ncatalog psf_flux / truth, left to right thirds: {np.round(thirds, 4)}")

@@ -16,7 +16,7 @@ def _catalog_flux_ratios(profile: str) -> tuple[np.ndarray, np.ndarray]:
     transients of S/N 50-200 in a 512^2 pair (flux ratio 1.3, template 0.3 px off)."""
     # The difference's noise is ~38 counts a pixel (science sky 1000, template 250 times
     # 1.3^2): a 4 px PSF gives S/N ~ flux / 230, so 1.1e4-4.5e4 is S/N 50-200.
-    _, ratio, rel_err = injected_flux_ratios(
+    _, ratio, rel_err, _ = injected_flux_ratios(
         (512, 512),
         300,
         N_TRANSIENTS,

@@ -29,11 +29,11 @@ from scipy import ndimage
 
 from diffviewer.config import KernelConfig, SubtractionConfig
 from diffviewer.engine import pipeline, renormalise, subtract
-from diffviewer.engine.progress import null_reporter
 from diffviewer.io import read_exposure
 
 sys.path.insert(0, str(ROOT))
 from tests.engine.test_kernel_science import bright_star_residual
+from tests.engine.test_real_pairs import quadrant_ratios
 
 PYDIA = DATA / "pydia"
 PAIRS: dict[str, tuple[Path, Path]] = {
@@ -68,13 +68,7 @@ def quadrant_scales(result: pipeline.SubtractionResult) -> list[float]:
     centre = result.kernel.solution.evaluate((nx - 1) / 2, (ny - 1) / 2)
     half = subtract.footprint_half_width(centre)
     sky = renormalise.sky_near(diff, psf, result.science, result.template.exposure, half)
-    out = []
-    for ys in (slice(0, ny // 2), slice(ny // 2, ny)):
-        for xs in (slice(0, nx // 2), slice(nx // 2, nx)):
-            quadrant = np.zeros_like(sky)
-            quadrant[ys, xs] = sky[ys, xs]
-            out.append(renormalise.filtered_noise_scale(diff, psf, quadrant, null_reporter()))
-    return out
+    return quadrant_ratios(diff, psf, sky)
 
 
 def peaks(diff: np.ndarray, psf: np.ndarray, sky: np.ndarray) -> tuple[int, int]:

@@ -13,7 +13,8 @@ import numpy as np
 from astropy.table import Table
 from numpy.polynomial import chebyshev
 
-from diffviewer.engine.kernel_basis import Wing, chebyshev_terms, term_powers
+from diffviewer.engine.field_terms import chebyshev_terms, term_powers
+from diffviewer.engine.kernel_basis import Wing
 from diffviewer.engine.kernel_direction import Direction
 from diffviewer.engine.psf import PsfEstimate
 from diffviewer.exposure import Exposure

@@ -16,7 +16,7 @@ import numpy as np
 import scipy.linalg
 
 from diffviewer.config import KernelConfig
-from diffviewer.engine.kernel_basis import chebyshev_terms, n_terms
+from diffviewer.engine.field_terms import chebyshev_terms, n_terms
 from diffviewer.engine.kernel_stamps import StampFits, Stamps, residual_stats, source_variance
 
 #: Good stamps needed per spatial term before an order is used; below it the order is

@@ -26,9 +26,11 @@ import scipy.fft as sfft
 from scipy import ndimage
 
 from diffviewer.config import KernelConfig
-from diffviewer.engine.kernel_basis import chebyshev_terms, roughness_penalty
+from diffviewer.engine.field_terms import chebyshev_terms
+from diffviewer.engine.kernel_basis import roughness_penalty
 from diffviewer.engine.progress import Reporter
 from diffviewer.engine.psf import PsfEstimate, cutouts
+from diffviewer.engine.tiles import kernel_spectrum
 from diffviewer.exposure import UNUSABLE, Exposure
 from diffviewer.stats import FWHM_PER_SIGMA
 
@@ -70,36 +72,6 @@ CORE_FWHM = 1.5
 CLIP_ROUNDS = 2
 
 
-def kernel_spectra(kernels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """rfft2 of centred odd kernels placed in arrays of ``shape`` with their centres at the origin.
-
-    Parameters
-    ----------
-    kernels : numpy.ndarray
-        ``(..., size, size)`` odd-sized kernels, ``size`` at most the smaller side of ``shape``.
-    shape : (int, int)
-        Shape of the (padded) arrays they will multiply in Fourier space.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(..., shape[0], shape[1] // 2 + 1)`` complex64 spectra.
-    """
-    h = kernels.shape[-1] // 2
-    pad = np.zeros(kernels.shape[:-2] + tuple(shape), dtype=np.float32)
-    # the four quadrants wrapped around the origin (a roll of the whole array, without the copy)
-    for rows, krows in (
-        (slice(0, h + 1), slice(h, None)),
-        (slice(shape[0] - h, None), slice(0, h)),
-    ):
-        for cols, kcols in (
-            (slice(0, h + 1), slice(h, None)),
-            (slice(shape[1] - h, None), slice(0, h)),
-        ):
-            pad[..., rows, cols] = kernels[..., krows, kcols]
-    return sfft.rfft2(pad, axes=(-2, -1), workers=-1)
-
-
 def _central_inverse(spec: np.ndarray, n_fft: int, m: int, out_half: int) -> np.ndarray:
     """The inverse of ``rfft2`` spectra over the last two axes, only the central
     ``2 * out_half + 1`` rows and columns of an ``m`` x ``m`` stamp: the inverse along the
@@ -132,7 +104,7 @@ def convolve_stamps(stamps: np.ndarray, kernels: np.ndarray, out_half: int) -> n
     m = stamps.shape[1]
     n_fft = sfft.next_fast_len(m, real=True)
     fs = sfft.rfft2(stamps.astype(np.float32), s=(n_fft, n_fft), axes=(1, 2), workers=-1)
-    fk = kernel_spectra(kernels, (n_fft, n_fft))
+    fk = kernel_spectrum(kernels, (n_fft, n_fft))
     return np.ascontiguousarray(_central_inverse(fs[:, None] * fk[None], n_fft, m, out_half))
 
 
@@ -146,7 +118,7 @@ def convolve_pairs(stamps: np.ndarray, kernels: np.ndarray, out_half: int) -> np
     for start in range(0, n, batch):
         sl = slice(start, start + batch)
         spec = sfft.rfft2(stamps[sl].astype(np.float32), s=(n_fft, n_fft), axes=(1, 2), workers=-1)
-        spec *= kernel_spectra(kernels[sl], (n_fft, n_fft))
+        spec *= kernel_spectrum(kernels[sl], (n_fft, n_fft))
         out[sl] = _central_inverse(spec, n_fft, m, out_half)
     return out
 

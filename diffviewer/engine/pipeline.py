@@ -329,7 +329,8 @@ def run_subtraction(
         if method == "zogy":
             score = zogy.zogy_score_grid(science, warped.exposure, psf_grid, config.score, rep)
         elif method == "al":
-            score = zogy.al_score(difference, diff_psf, rep)
+            # the renormalisation's filtered difference is this score, when it made one
+            score = filtered if filtered is not None else zogy.al_score(difference, diff_psf, rep)
     if score is not None:
         rep.stage("score", {"score": score.image})
     with _step(rep, "detect", 0.78, 0.86):

@@ -25,6 +25,7 @@ import dataclasses
 
 import numpy as np
 
+from diffviewer.engine.field_terms import chebyshev_terms
 from diffviewer.engine.moments import adaptive_moments_stack, cutouts, shape_from_covariance
 from diffviewer.exposure import UNUSABLE, Exposure
 from diffviewer.stats import MAD_TO_SIGMA
@@ -191,13 +192,6 @@ def cell_grid(x: np.ndarray, y: np.ndarray, shape: tuple[int, int], n_measured: 
     return result
 
 
-def _design(x: np.ndarray, y: np.ndarray, shape: tuple[int, int], degree: int) -> np.ndarray:
-    """Monomials of (x, y) scaled to [-1, 1] over the image, up to total ``degree``."""
-    u = 2.0 * np.asarray(x, dtype=float) / max(shape[1] - 1, 1) - 1.0
-    v = 2.0 * np.asarray(y, dtype=float) / max(shape[0] - 1, 1) - 1.0
-    return np.stack([u**i * v**j for i in range(degree + 1) for j in range(degree + 1 - i)], 1)
-
-
 def locus_surface(
     x: np.ndarray, y: np.ndarray, fwhm: np.ndarray, shape: tuple[int, int]
 ) -> tuple[np.ndarray, np.ndarray] | None:
@@ -245,7 +239,7 @@ def locus_surface(
             for d in range(LOCUS_DEGREE, -1, -1)
             if members.sum() >= STARS_PER_TERM * (d + 1) * (d + 2) // 2 or d == 0
         )
-        design = _design(x, y, shape, degree)
+        design = chebyshev_terms(x, y, degree, shape)
         coef, *_ = np.linalg.lstsq(design[members], log_size[members], rcond=None)
         surface = np.exp(design @ coef)
         with np.errstate(invalid="ignore"):

@@ -26,7 +26,7 @@ from numpy.polynomial import chebyshev
 from scipy import ndimage
 
 from diffviewer.engine import fftconv
-from diffviewer.engine.kernel_basis import chebyshev_terms, term_powers
+from diffviewer.engine.field_terms import chebyshev_terms, term_powers
 from diffviewer.engine.kernel_solution import KernelFit, KernelSolution
 from diffviewer.engine.progress import Reporter, null_reporter
 from diffviewer.engine.tiles import kernel_spectrum

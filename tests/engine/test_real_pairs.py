@@ -33,6 +33,10 @@ class Run:
     renormalisation: renormalise.Renormalisation
     sky: np.ndarray
 
+    def quadrants(self) -> list[float]:
+        """:func:`quadrant_ratios` of the renormalised, decorrelated difference."""
+        return quadrant_ratios(self.difference, self.decorrelated.psf, self.sky)
+
 
 def run_engine(science: Exposure, template: Exposure, config: KernelConfig | None = None) -> Run:
     """Kernel fit (``config``, default the defaults), subtraction, decorrelation and the
@@ -50,20 +54,17 @@ def run_engine(science: Exposure, template: Exposure, config: KernelConfig | Non
     return Run(fit, products, decorr, diff, renorm, sky)
 
 
-def quadrant_ratios(run: Run) -> list[float]:
-    """PSF-scale noise over the renormalised variance's prediction, on the sky of each
-    quadrant: the one scale must hold everywhere, not on average."""
-    ny, nx = run.sky.shape
+def quadrant_ratios(difference: Exposure, psf: np.ndarray, sky: np.ndarray) -> list[float]:
+    """PSF-scale noise of ``difference`` (PSF ``psf``) over its variance's prediction, on
+    the ``sky`` pixels of each quadrant: the one scale must hold everywhere, not on
+    average."""
+    ny, nx = sky.shape
     out = []
     for ys in (slice(0, ny // 2), slice(ny // 2, ny)):
         for xs in (slice(0, nx // 2), slice(nx // 2, nx)):
-            quadrant = np.zeros_like(run.sky)
-            quadrant[ys, xs] = run.sky[ys, xs]
-            out.append(
-                renormalise.filtered_noise_scale(
-                    run.difference, run.decorrelated.psf, quadrant, null_reporter()
-                )
-            )
+            quadrant = np.zeros_like(sky)
+            quadrant[ys, xs] = sky[ys, xs]
+            out.append(renormalise.filtered_noise_scale(difference, psf, quadrant, null_reporter()))
     return out
 
 
@@ -80,7 +81,7 @@ def report(name: str, run: Run) -> None:
         f"{noise_ratio(run.products.difference):.3f}, decorrelated "
         f"{noise_ratio(run.decorrelated.difference):.3f}; PSF-scale noise scale "
         f"{run.renormalisation.noise_scale:.3f} on {run.renormalisation.n_sky_pixels} sky px; "
-        f"after it, by quadrant {[round(q, 3) for q in quadrant_ratios(run)]}; "
+        f"after it, by quadrant {[round(q, 3) for q in run.quadrants()]}; "
         f"{run.fit.solution.describe()}, spatial order {run.fit.solution.spatial_order}"
     )
 
@@ -91,7 +92,7 @@ def test_goto_pair() -> None:
     template = read_exposure(data_path("goto/2.fits"))
     run = run_engine(science, template)
     report("goto", run)
-    for q in quadrant_ratios(run):
+    for q in run.quadrants():
         assert 0.95 <= q <= 1.10
     assert good_fraction(run.fit) > 0.6
     # The two GOTO coadds share much of their sky noise (pixel correlation 0.62 on sky
@@ -126,7 +127,7 @@ def test_decam_stacks_against_sfft() -> None:
     # hold in every quadrant; each quadrant has ~1 650 sky px, ~24 independent values of
     # the filtered difference (FWHM 5.5 px: ~70 px each), so each is known to ~14 %:
     # 0.65-1.35 is 2.5 sigma. Their mean is known to ~7 %: 0.85-1.15.
-    quadrants = quadrant_ratios(run)
+    quadrants = run.quadrants()
     for q in quadrants:
         assert 0.65 <= q <= 1.35
     assert 0.85 <= float(np.mean(quadrants)) <= 1.15
@@ -171,7 +172,7 @@ def test_properimage_without_wcs() -> None:
     assert science.wcs is None and template.wcs is None
     run = run_engine(science, template)
     report("properimage", run)
-    for q in quadrant_ratios(run):
+    for q in run.quadrants():
         assert 0.95 <= q <= 1.10
     assert good_fraction(run.fit) > 0.6
 

@@ -10,7 +10,7 @@ import pytest
 from numpy.polynomial import chebyshev
 
 from diffviewer.config import KernelConfig, SubtractionConfig
-from diffviewer.engine import kernel, kernel_basis, psf, subtract
+from diffviewer.engine import field_terms, kernel, psf, subtract
 from diffviewer.engine.diagnostics import noise_ratio
 from diffviewer.engine.pipeline import run_subtraction
 from diffviewer.engine.progress import null_reporter
@@ -50,7 +50,7 @@ def test_convolution_matches_brute_force_per_pixel() -> None:
     rng = np.random.default_rng(4)
     ny, nx, size, order = 37, 45, 7, 2
     image = rng.normal(size=(ny, nx)).astype(np.float32)
-    kernels = rng.normal(size=(kernel_basis.n_terms(order), size, size))
+    kernels = rng.normal(size=(field_terms.n_terms(order), size, size))
     fast = subtract.convolve_terms(image, kernels, order)
     tx = chebyshev.chebvander(2.0 * np.arange(nx) / (nx - 1) - 1.0, order)
     ty = chebyshev.chebvander(2.0 * np.arange(ny) / (ny - 1) - 1.0, order)
@@ -60,7 +60,7 @@ def test_convolution_matches_brute_force_per_pixel() -> None:
         for x in range(nx):
             k = sum(
                 ty[y, py] * tx[x, px] * kernels[s]
-                for s, (px, py) in enumerate(kernel_basis.term_powers(order))
+                for s, (px, py) in enumerate(field_terms.term_powers(order))
             )
             # true convolution: the kernel flipped over the neighbourhood
             slow[y, x] = np.sum(k[::-1, ::-1] * padded[y : y + size, x : x + size])

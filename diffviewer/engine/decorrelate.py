@@ -171,7 +171,7 @@ def decorrelate(
     -------
     DecorrelationResult
     """
-    ny, nx = products.difference.shape
+    ny, nx = products.shape
     kern = fit.solution.evaluate((nx - 1) / 2.0, (ny - 1) / 2.0)
     source, target = fit.source_target(science, template)
     var_source, var_target = sky_variance(source), sky_variance(target)

@@ -237,7 +237,8 @@ def _threshold(image: np.ndarray, good: np.ndarray, level: float, min_area: int)
     area = np.bincount(labels.ravel(), minlength=n + 1)
     keep = area >= min_area
     keep[0] = False
-    return np.where(keep[labels], labels, 0)
+    labels[~keep[labels]] = 0  # in place: no second int32 plane
+    return labels
 
 
 def _sky_positions(avoid: np.ndarray, n: int, radius: int) -> tuple[np.ndarray, np.ndarray]:

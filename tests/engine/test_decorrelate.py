@@ -83,6 +83,23 @@ def test_variance_plane_matches_the_whitened_noise(correlated: Correlated) -> No
     assert renorm.warnings == ()
 
 
+def with_difference_added(
+    products: subtract.SubtractionProducts, signal: np.ndarray
+) -> subtract.SubtractionProducts:
+    """Products whose raw difference is theirs plus ``signal`` (science counts).
+
+    The raw difference is made from the inputs when read, so the signal goes into the
+    unconvolved image: added to the science, or taken from the template over the
+    photometric scale (the difference is ``matched - scale * template - background``).
+    """
+    if products.fit.convolved == "template":
+        sci = products.science
+        return dataclasses.replace(products, science=sci.replace(image=sci.image + signal))
+    tmpl = products.template
+    scale = subtract.science_scale(products.fit)
+    return dataclasses.replace(products, template=tmpl.replace(image=tmpl.image - signal / scale))
+
+
 def test_decorrelation_preserves_point_source_flux(correlated: Correlated) -> None:
     pair, fit, products = correlated
     # Nine sources of flux 2e4 (PSF S/N ~ 60 each) with the difference's PSF, 25 px or
@@ -95,10 +112,7 @@ def test_decorrelation_preserves_point_source_flux(correlated: Correlated) -> No
     assert len(gx) == 9
     deltas = np.zeros(products.difference.shape)
     deltas[gy, gx] = flux
-    injected = products.difference.replace(
-        image=products.difference.image + fftconvolve(deltas, products.psf, mode="same")
-    )
-    with_sources = dataclasses.replace(products, difference=injected)
+    with_sources = with_difference_added(products, fftconvolve(deltas, products.psf, mode="same"))
     result = decorrelate.decorrelate(
         with_sources, fit, pair.science, pair.template, null_reporter()
     )

@@ -26,8 +26,8 @@ STEPS = [
     "renormalise",
     "score",
     "detect",
-    "measure",
     "diagnostics",
+    "measure",
 ]
 
 

@@ -181,8 +181,13 @@ def _signal_gradient2(filtered: np.ndarray, kernel: np.ndarray, sigma: float) ->
     gy, gx = np.gradient(filtered)
     ky, kx = np.gradient(kernel)
     noise = sigma**2 * float(np.sum(kx * kx + ky * ky))
-    grad2 = gx * gx + gy * gy
-    return np.where(grad2 > 9.0 * noise, grad2, 0.0)
+    # |grad S|^2 in place (the same roundings as gx * gx + gy * gy): two of the cell's
+    # planes at once, not five (the score held a 1024^2 run's second peak).
+    grad2 = np.multiply(gx, gx, out=gx)
+    grad2 += np.multiply(gy, gy, out=gy)
+    del gy
+    grad2[~(grad2 > 9.0 * noise)] = 0.0
+    return grad2
 
 
 def _variance_floor(var: np.ndarray) -> float:

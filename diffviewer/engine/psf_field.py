@@ -19,7 +19,7 @@ dipole fits keep the centre's PSF.
 from __future__ import annotations
 
 import numpy as np
-from scipy.interpolate import RectBivariateSpline
+from scipy.interpolate import RectBivariateSpline, bisplev
 
 from diffviewer.engine import fftconv
 from diffviewer.engine.kernel import KernelFit
@@ -51,9 +51,10 @@ class PsfField(PsfModel):
     (``image``, ``fwhm``, :meth:`on_box`, which the dipole fits use), except that
     :meth:`shifted`, hence ``stamp`` and every forced PSF flux, gives the PSF at the
     position asked for: the bilinear blend of the four surrounding nodes' interpolating
-    bicubic splines, evaluated at the sub-pixel offsets (a blend of splines is the spline
-    of the blend). Nothing is tabulated per node, so a grid of tens of nodes costs tens
-    of small splines.
+    bicubic splines, evaluated at the sub-pixel offsets. The nodes' splines share their
+    knots, so a blend of splines is the spline whose coefficients are the blend of
+    theirs: one spline is evaluated per position. Nothing is tabulated per node, so a
+    grid of tens of nodes costs tens of small coefficient arrays.
 
     Parameters
     ----------
@@ -76,13 +77,10 @@ class PsfField(PsfModel):
         super().__init__(centre)
         self.xs, self.ys = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
         hy, hx = self.half
-        self._nodes = tuple(
-            tuple(
-                RectBivariateSpline(np.arange(-hy, hy + 1.0), np.arange(-hx, hx + 1.0), p / p.sum())
-                for p in row
-            )
-            for row in nodes
-        )
+        offsets = (np.arange(-hy, hy + 1.0), np.arange(-hx, hx + 1.0))
+        splines = [[RectBivariateSpline(*offsets, p / p.sum()) for p in row] for row in nodes]
+        self._knots, self._degrees = splines[0][0].tck[:2], splines[0][0].degrees
+        self._coefficients = np.array([[s.tck[2] for s in row] for row in splines])
 
     @property
     def n_nodes(self) -> int:
@@ -112,8 +110,8 @@ class PsfField(PsfModel):
             (j1, i0, wy * (1 - wx)),
             (j1, i1, wy * wx),
         )
-        # the weights sum to 1, so at least one is positive
-        blend = sum(w * self._nodes[j][i](oy, ox, grid=True) for j, i, w in corners if w > 0)
+        coefficients = sum(w * self._coefficients[j, i] for j, i, w in corners)
+        blend = bisplev(oy, ox, (*self._knots, coefficients, *self._degrees))
         return np.asarray(blend) * inside, x0, y0
 
 

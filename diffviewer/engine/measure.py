@@ -45,7 +45,7 @@ import dataclasses
 
 import numpy as np
 from astropy.table import Table
-from photutils.aperture import CircularAperture, aperture_photometry
+from photutils.aperture import CircularAperture
 from scipy import ndimage
 
 from diffviewer.config import MeasurementConfig
@@ -327,17 +327,16 @@ def _aperture_fluxes(
         return out
     bad = ~usable
     positions = np.column_stack([xs, ys])
-    phot = aperture_photometry(
-        np.where(bad, 0.0, difference.image),
-        [CircularAperture(positions, r=r) for r in radii],
-        error=np.sqrt(np.where(bad, 0.0, difference.variance)),
-        mask=bad,
-    )
-    for j, r in enumerate(radii):
-        key = "" if len(radii) == 1 else f"_{j}"
+    # Masked pixels are left out of the sums and their errors (whatever they hold), so the
+    # float32 planes are read as they are: no image-sized copy but the error plane.
+    with np.errstate(invalid="ignore"):  # a masked pixel's variance may be negative
+        error = np.sqrt(difference.variance)
+    for r in radii:
         flux, err = aperture_columns(r)
-        out[flux] = np.asarray(phot[f"aperture_sum{key}"], dtype=np.float64)
-        out[err] = np.asarray(phot[f"aperture_sum_err{key}"], dtype=np.float64)
+        sums, errs = CircularAperture(positions, r=r).do_photometry(
+            difference.image, error=error, mask=bad
+        )
+        out[flux], out[err] = np.asarray(sums, dtype=np.float64), np.asarray(errs, np.float64)
     return out
 
 

@@ -91,6 +91,22 @@ def test_kernel_size_is_clamped() -> None:
     assert kernel_basis.kernel_size(np.array([20.0]), config) == 21
 
 
+def test_the_fit_region_covers_where_the_model_of_a_star_reaches() -> None:
+    # Issue 12's Moffat pair (science FWHM 4.0 beta 2.5 from a 2.8 px beta 3.5 template):
+    # the wing makes the kernel 53 px wide; a 39 px region (4 FWHM of the broader PSF)
+    # left the flux the kernel puts beyond it to the basis's extrapolation (the stamps'
+    # sums 0.15 % lower on the noise-free pair: kernel_basis.wing_fit_half).
+    sci, tmpl = moffat_psf(4.0, 2.5), moffat_psf(2.8, 3.5, half=12)
+    plan = kernel_basis.plan_basis(tmpl, sci, KernelConfig(), kernel_basis.WING_MIN_STAMPS)
+    assert plan.wing is not None and plan.size > 2 * 4 * 4.0
+    assert plan.fit_half >= plan.size // 2 + np.ceil(tmpl.fwhm)
+    # Without the wing (few stamps) the region stays at CORE_FIT_HALF_FWHM (the DECam demo
+    # host's lobe grows with it).
+    core = kernel_basis.plan_basis(tmpl, sci, KernelConfig(), 0)
+    assert core.wing is None
+    assert core.fit_half == np.ceil(kernel_basis.CORE_FIT_HALF_FWHM * 4.0)
+
+
 def test_deconvolution_is_flagged_and_auto_never_deconvolves() -> None:
     assert kernel_basis.basis_sigmas(4.0, 2.5, KernelConfig())[1]
     sharp, broad = psf_of(2.5), psf_of(4.0)

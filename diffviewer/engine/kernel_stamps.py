@@ -247,6 +247,44 @@ def solve_stamps(
     return coef, normal, rhs, ok
 
 
+def model_variance(target: np.ndarray, variance: np.ndarray, model: np.ndarray) -> np.ndarray:
+    """Each stamp's variance with its sources' Poisson term taken from the fitted model.
+
+    A variance plane estimated from the image itself is ``sky + max(image - level, 0) /
+    gain``: each pixel's own noise is in it, and inverse-variance weights then favour the
+    pixels that fluctuated low, biasing every fitted flux (and the kernel sum) low. Over a
+    stamp the plane is regressed on the target, ``variance = v0 + c * target`` on the
+    pixels above the stamp's lowest variance (the source term; exact for such planes, a
+    linear variance-counts relation for others), and evaluated on the model instead, never
+    below that lowest variance (ip_diffim's ``iterateSingleKernel`` remakes the variance
+    after a first fit for the same reason). A stamp without such pixels keeps its plane.
+
+    Parameters
+    ----------
+    target, variance, model : numpy.ndarray
+        ``(n, npix)`` each stamp's target pixels, their variance plane and the model of
+        the target from a first fit.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, npix)`` float32.
+    """
+    floor = variance.min(axis=1, keepdims=True)
+    active = variance > floor * (1.0 + 1e-6)
+    n = active.sum(axis=1)
+    t = np.where(active, target, 0.0).astype(np.float64)
+    v = np.where(active, variance, 0.0).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tm, vm = t.sum(axis=1) / n, v.sum(axis=1) / n
+        dt = np.where(active, target - tm[:, None], 0.0)
+        slope = (dt * (variance - vm[:, None])).sum(axis=1) / (dt**2).sum(axis=1)
+    fitted = (n >= 10) & np.isfinite(slope) & (slope > 0)
+    intercept = vm - slope * tm
+    out = np.maximum(intercept[:, None] + slope[:, None] * model, floor)
+    return np.where(fitted[:, None], out, variance).astype(np.float32)
+
+
 def normalised_residuals(
     stamps: Stamps, idx: np.ndarray, coef: np.ndarray, var_total: np.ndarray
 ) -> np.ndarray:
@@ -550,11 +588,14 @@ def fit_stamps(
         coef, *_, ok0 = solve_stamps(stamps, fitted, w0, penalty, config.regularization)
         coef[~ok0] = 0.0
         coef[~ok0, 0] = 1.0
-        var_total[fitted] = stamps.var_target[fitted] + source_variance(stamps, fitted, coef, basis)
+        var_src = source_variance(stamps, fitted, coef, basis)
+        var_total[fitted] = stamps.var_target[fitted] + var_src
+        model = np.einsum("npk,nk->np", stamps.design[fitted], coef.astype(np.float32))
+        var_fit = model_variance(stamps.target[fitted], stamps.var_target[fitted], model) + var_src
         reporter.update(0.55)
         keep = np.ones((len(fitted), npix), dtype=bool)
         for _ in range(CLIP_ROUNDS + 1):
-            weights = np.where(keep, 1.0 / var_total[fitted], 0.0).astype(np.float32)
+            weights = np.where(keep, 1.0 / var_fit, 0.0).astype(np.float32)
             coef, nrm, rh, okf = solve_stamps(
                 stamps, fitted, weights, penalty, config.regularization
             )

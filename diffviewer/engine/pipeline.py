@@ -248,8 +248,9 @@ def run_subtraction(
     cancel : CancelToken, optional
         Checked between and within steps; a cancelled run raises ``Cancelled``.
     stage : callable, optional
-        ``stage(name, products)`` after the warp, subtract and score steps, so a viewer
-        shows each image as soon as it exists (:meth:`Reporter.stage`).
+        ``stage(name, products)`` after the warp and subtract steps, once the difference's
+        pixels are final (after decorrelation) and after the score, so a viewer shows each
+        image as soon as it exists (:meth:`Reporter.stage`).
 
     Returns
     -------
@@ -294,13 +295,7 @@ def run_subtraction(
         )
     with _step(rep, "subtract", 0.45, 0.60):
         products = subtract.subtract_images(science, warped.exposure, fit, rep)
-    if stage is not None:
-        # The raw difference is made on each read (SubtractionProducts.difference): only
-        # for a viewer.
-        rep.stage(
-            "subtract",
-            {"matched": products.matched_image, "difference": products.difference.image},
-        )
+    rep.stage("subtract", {"matched": products.matched_image})
     decorr = None
     if config.decorrelation.enabled:
         with _step(rep, "decorrelate", 0.60, 0.66):
@@ -315,6 +310,8 @@ def run_subtraction(
     else:
         # made here, once (SubtractionProducts.difference is made on each read)
         difference, diff_psf = products.difference, products.psf
+    # Its pixels are final here: renormalisation scales its variance, detection adds mask planes.
+    rep.stage("difference", {"difference": difference.image})
     with _step(rep, "renormalise", 0.66, 0.70):
         difference, renorm, filtered = renormalise.renormalise(
             difference,

@@ -81,7 +81,7 @@ class Reporter:
         Parameters
         ----------
         name : str
-            The step (``warp``, ``subtract``, ``score``).
+            The step (``warp``, ``subtract``, ``difference``, ``score``).
         products : mapping of str to numpy.ndarray
             Images by name (``science``, ``template``, ``matched``, ``difference``,
             ``score``), on the science pixel grid; read-only views, never copies.

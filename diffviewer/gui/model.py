@@ -256,48 +256,57 @@ def view_arrays(result: Any) -> dict[str, np.ndarray]:
     return arrays
 
 
-def prepare_views(
-    arrays: Mapping[str, np.ndarray],
-) -> dict[str, tuple[np.ndarray, tuple[float, float]]]:
-    """Display array and default levels of each named image (run in the worker).
+#: A view ready to draw: its display array and default levels.
+PreparedView = tuple[np.ndarray, tuple[float, float]]
+
+
+def prepare_view(name: str, array: np.ndarray) -> PreparedView:
+    """Display array and default levels of one view's engine image (run in the worker).
 
     Parameters
     ----------
-    arrays : mapping of str to numpy.ndarray
-        Engine images keyed by view name.
+    name : str
+        The view (a key of :data:`VIEW_TITLES`): its default display settings; the mask
+        view's levels span its bit values.
+    array : numpy.ndarray
+        The engine image.
 
     Returns
     -------
-    dict of str to (numpy.ndarray, (float, float))
+    (numpy.ndarray, (float, float))
     """
-    out = {}
-    for name, array in arrays.items():
-        image = display.display_array(array)
-        out[name] = (image, display.compute_levels(image, display.default_settings(name)))
-    return out
+    image = display.display_array(array)
+    if name == "mask":
+        return image, (0.0, float(max(int(array.max()), 1)))
+    return image, display.compute_levels(image, display.default_settings(name))
 
 
-def prepare_display(result: Any) -> tuple[dict[str, np.ndarray], dict[str, tuple[float, float]]]:
+def prepare_display(
+    result: Any, ready: Mapping[str, tuple[np.ndarray, PreparedView]] | None = None
+) -> tuple[dict[str, np.ndarray], dict[str, tuple[float, float]]]:
     """Display arrays and default levels of every view (run in the worker).
 
     Parameters
     ----------
     result : SubtractionResult
+    ready : mapping, optional
+        Views prepared while the run went on, by name: (the engine array each was
+        prepared from, the prepared view). One is reused when the result holds that very
+        array (engine arrays are read-only), so what a view showed before the run ended
+        is what it shows after.
 
     Returns
     -------
     (dict, dict)
         Images and levels keyed by view name.
     """
+    ready = ready or {}
     images: dict[str, np.ndarray] = {}
     levels: dict[str, tuple[float, float]] = {}
     for name, array in view_arrays(result).items():
-        images[name] = display.display_array(array)
-        levels[name] = (
-            display.compute_levels(images[name], display.default_settings(name))
-            if name != "mask"
-            else (0.0, float(max(int(array.max()), 1)))
-        )
+        early = ready.get(name)
+        view = early[1] if early is not None and early[0] is array else prepare_view(name, array)
+        images[name], levels[name] = view
     return images, levels
 
 
@@ -307,8 +316,9 @@ def run_job(
     """A worker job that reads a pair, runs the engine and prepares the display.
 
     Each image is sent to the window as soon as it exists (science when read, template
-    after the warp, matched and difference after the subtraction, score after scoring)
-    through the worker's ``progress.partial``, as ``{view: (display array, levels)}``.
+    after the warp, matched after the subtraction, the difference once its pixels are
+    final, score after scoring) through the worker's ``progress.partial``, as
+    ``{view: (display array, levels)}``; the outcome reuses those very arrays.
 
     Parameters
     ----------
@@ -332,13 +342,16 @@ def run_job(
         sci, tmpl = pair.load()
         t1 = time.perf_counter()
         partial = getattr(progress, "partial", None)  # the GUI's worker shows stages
-        sent: set[str] = set()
+        ready: dict[str, tuple[np.ndarray, PreparedView]] = {}
 
         def stage(name: str, products: Mapping[str, np.ndarray]) -> None:
-            new = {k: v for k, v in products.items() if k not in sent}
-            if partial is not None and new:
-                sent.update(new)
-                partial(prepare_views(new))
+            if partial is None:
+                return
+            new = {k: v for k, v in products.items() if k not in ready or ready[k][0] is not v}
+            views = {k: prepare_view(k, v) for k, v in new.items()}
+            ready.update({k: (new[k], views[k]) for k in views})
+            if views:
+                partial(views)
 
         stage("read", {"science": sci.image})
         if runner is None:
@@ -351,7 +364,7 @@ def run_job(
             result = runner(sci, tmpl, config, progress=progress, cancel=token)
         t2 = time.perf_counter()
         progress("display", 1.0)
-        images, levels = prepare_display(result)
+        images, levels = prepare_display(result, ready)
         t3 = time.perf_counter()
         stages = {"read": t1 - t0, "engine": t2 - t1, "display": t3 - t2}
         return RunOutcome(pair, result, images, levels, t3 - t0, stages)

@@ -15,6 +15,7 @@ from diffviewer import display
 from diffviewer.errors import DiffviewerError
 from diffviewer.gui import model
 from diffviewer.gui.model import RunOutcome
+from diffviewer.gui.overlays import show_mask
 from diffviewer.gui.worker import ErrorReport
 
 if TYPE_CHECKING:
@@ -38,6 +39,8 @@ class RunController:
         jobs.finished.connect(self._on_finished)
         jobs.failed.connect(self._on_failed)
         jobs.cancelled.connect(self._on_cancelled)
+        #: Views showing a running job's images in place of the outcome on screen.
+        self.pending: set[str] = set()
 
     def run(self) -> None:
         """Run the current pair with the config of the parameter panel."""
@@ -67,30 +70,83 @@ class RunController:
             self.w.progress.setValue(round(1000 * fraction))
 
     def _on_partial(self, lane: str, job_id: int, views: Any) -> None:
-        """Show a running job's first images in the views that are still blank (a new
-        pair): science when read, template after the warp, and so on."""
+        """Show a running job's images as soon as they exist: science when read, template
+        after the warp, matched after the subtraction, the difference once its pixels are
+        final (after decorrelation), score after scoring.
+
+        On a re-run they replace the last run's images, and its markers and mask overlay go
+        (they describe the last run's difference) until the outcome brings the new ones;
+        a cancelled or failed run puts the last run back (:meth:`restore`).
+        """
         if lane != "run":
             return
-        area = self.w.area
-        first = all(p.data is None for p in area.panels.values())
+        w = self.w
+        first = all(p.data is None for p in w.area.panels.values())
+        if w.outcome is not None and not self.pending:
+            w.overlays.clear()
+            w.marker_note.setText("")
+            show_mask(w.area, w.readout, None)
         for name, (image, levels) in views.items():
-            panel = area.panels[name]
-            if panel.data is None:
-                manual = panel.settings.levels == "manual" and panel.settings.manual
-                panel.set_image(image, panel.settings.manual if manual else levels)
+            self.put(name, image, levels)
+            self.pending.add(name)
         if first:
-            area.zoom_fit()
+            w.area.zoom_fit()
+
+    def put(self, name: str, image: np.ndarray | None, levels: tuple[float, float] | None) -> None:
+        """Show a prepared image in a view, keeping the level mode the user chose there.
+
+        Parameters
+        ----------
+        name : str
+            The view.
+        image : numpy.ndarray or None
+            Display-ready image (None clears the view); the view's own array is left as it
+            is (with any levels set since), so an image shown while its run went on is not
+            drawn twice.
+        levels : (float, float) or None
+            The image's default levels (the view's manual levels win).
+        """
+        panel = self.w.area.panels[name]
+        if image is not None and image is panel.data:
+            return
+        if image is not None and panel.settings.levels == "manual" and panel.settings.manual:
+            levels = panel.settings.manual
+        panel.set_image(image, levels)
+        default = display.default_settings(name)
+        if (
+            image is not None
+            and name != "mask"
+            and panel.settings.levels != "manual"
+            and (panel.settings.levels, panel.settings.symmetric)
+            != (default.levels, default.symmetric)
+        ):
+            self.recompute_levels(name)  # keep the level mode the user chose
+
+    def restore(self) -> None:
+        """Put the outcome on screen back in the views a running job had replaced (its run
+        was cancelled or failed), with its markers and mask overlay; on a new pair there is
+        no outcome and the job's images stay."""
+        w = self.w
+        replaced, self.pending = self.pending, set()
+        if w.outcome is None or not replaced:
+            return
+        for name in replaced:
+            self.put(name, w.outcome.images.get(name), w.outcome.levels.get(name))
+        w.refresh_overlays()
+        w.update_mask_overlay()
 
     def _on_cancelled(self, lane: str, job_id: int) -> None:
         if lane == "run":
             self.w.step_label.setText("cancelled")
             self.w.progress.setValue(0)
             self.w.log("run cancelled")
+            self.restore()
         self.w.update_actions()
 
     def _on_failed(self, lane: str, job_id: int, report: ErrorReport) -> None:
         if lane == "run":
             self.w.step_label.setText("failed")
+            self.restore()
         if lane != "save":  # a failed save is reported by the saving module
             self.w.show_report(report)
         self.w.update_actions()
@@ -113,21 +169,9 @@ class RunController:
         w.step_label.setText(f"done in {outcome.elapsed:.1f} s")
         w.progress.setValue(1000)
         first = all(p.data is None for p in w.area.panels.values())
-        for name, panel in w.area.panels.items():
-            image = outcome.images.get(name)
-            levels = outcome.levels.get(name)
-            if image is not None and panel.settings.levels == "manual" and panel.settings.manual:
-                levels = panel.settings.manual
-            panel.set_image(image, levels)
-            default = display.default_settings(name)
-            if (
-                image is not None
-                and name != "mask"
-                and panel.settings.levels != "manual"
-                and (panel.settings.levels, panel.settings.symmetric)
-                != (default.levels, default.symmetric)
-            ):
-                self.recompute_levels(name)  # keep the level mode the user chose
+        self.pending = set()
+        for name in w.area.panels:
+            self.put(name, outcome.images.get(name), outcome.levels.get(name))
         if first:
             w.area.zoom_fit()
         w.params.set_config(result.config)

@@ -210,6 +210,7 @@ class MainWindow(QMainWindow):
         self.outcome = None
         self.previous = None
         self.raw = {}
+        self.runs.pending = set()
         for panel in self.area.panels.values():
             panel.set_image(None)
         show_mask(self.area, self.readout, None)
@@ -302,8 +303,9 @@ class MainWindow(QMainWindow):
     def refresh_overlays(self, *args: object) -> None:
         """Redraw the markers of the run on screen as the View menu and the catalog's filter
         say: DIA sources passing the filter, the highest |S/N| within the view first (at
-        most :func:`~diffviewer.gui.overlays.marker_budget` for the cell), and the selected one."""
-        if self.outcome is None:
+        most :func:`~diffviewer.gui.overlays.marker_budget` for the cell), and the selected one;
+        none while a re-run's images replace the run's (its markers describe another difference)."""
+        if self.outcome is None or self.runs.pending:
             return
         result = self.outcome.result
         self.overlays.show_candidates(
@@ -334,12 +336,15 @@ class MainWindow(QMainWindow):
         )
 
     def update_mask_overlay(self, *args: object) -> None:
-        """Draw the chosen mask planes over the views."""
-        if self.outcome is not None:
+        """Draw the chosen mask planes over the views (the run on screen's; none while a
+        re-run's images replace its own)."""
+        if self.outcome is not None and not self.runs.pending:
             show_mask(self.area, self.readout, self.raw["mask"])
 
     def _on_hover(self, x: float, y: float) -> None:
-        if self.outcome is not None:
+        if self.runs.pending:  # the views show a run whose arrays come with its outcome
+            self.readout.readout.setText("Pixel values come with the run's outcome.")
+        elif self.outcome is not None:
             self.readout.readout.setText(content.pixel_readout(self.outcome.result, self.raw, x, y))
 
     def show_warnings(self, notes: Sequence[str]) -> None:

@@ -22,11 +22,14 @@ def test_stages_come_in_order_with_the_images_the_result_holds() -> None:
 
     result = run_subtraction(pair.science, pair.template, progress=progress, stage=stage)
     order = [name for kind, name in events if kind == "stage"]
-    assert order == ["warp", "subtract", "score"]
+    assert order == ["warp", "subtract", "difference", "score"]
     # each stage comes before the next step starts
     assert events.index(("stage", "warp")) < events.index(("progress", "kernel candidates"))
     assert events.index(("stage", "subtract")) < events.index(("progress", "decorrelate"))
+    # the difference as soon as its pixels are final, before scoring, detection, measurement
+    assert events.index(("stage", "difference")) < events.index(("progress", "renormalise"))
     np.testing.assert_array_equal(stages["warp"]["science"], result.science.image)
     np.testing.assert_array_equal(stages["warp"]["template"], result.template.exposure.image)
     np.testing.assert_array_equal(stages["subtract"]["matched"], result.subtraction.matched.image)
+    np.testing.assert_array_equal(stages["difference"]["difference"], result.difference.image)
     np.testing.assert_array_equal(stages["score"]["score"], result.score.image)

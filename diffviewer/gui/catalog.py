@@ -284,11 +284,15 @@ class CatalogPanel(QWidget):
         layout.addWidget(self.view, 1)
 
     def set_table(self, table: Table) -> None:
-        """Show a catalog."""
+        """Show a catalog; a catalog with other columns than the last one's gets the default
+        hidden columns and widths fitted to its contents, one with the same columns (a
+        re-run) keeps the columns shown and their widths as they were (the user's)."""
+        before = self.model.columns
         self.model.set_table(table)
-        for col, name in enumerate(self.model.columns):
-            self.view.setColumnHidden(col, hidden_by_default(name))
-        self.view.resizeColumnsToContents()
+        if self.model.columns != before:
+            for col, name in enumerate(self.model.columns):
+                self.view.setColumnHidden(col, hidden_by_default(name))
+            self.view.resizeColumnsToContents()
         self._update_count()
 
     def select_source(self, source_id: int) -> None:

@@ -35,30 +35,53 @@ class DiagnosticsTabs(QTabWidget):
         self.addTab(self.kernel_panel, "Kernel")
         self.addTab(self.residual_panel, "Residuals")
         self.addTab(self.ab_panel, "A/B")
+        self._run: tuple[RunOutcome, RunOutcome | None] | None = None
+        self._stale: set[QWidget] = set()  # panels not showing the run on screen yet
         self.currentChanged.connect(self._on_tab)
 
     def show_run(self, outcome: RunOutcome, previous: RunOutcome | None) -> None:
-        """Fill the kernel and residual panels from ``outcome``, and the A/B comparison
-        with ``previous`` (the run before on the same pair) as B."""
+        """Show ``outcome`` in the kernel and residual panels, and in the A/B comparison with
+        ``previous`` (the run before on the same pair) as B: the open panel at once, each of
+        the others when its tab is opened (no drawing for panels nobody looks at)."""
+        self._run = (outcome, previous)
+        self._stale = {self.kernel_panel, self.residual_panel, self.ab_panel}
+        self.fill(self.currentWidget())
+
+    def fill(self, panel: QWidget | None) -> None:
+        """Fill ``panel`` (a diagnostics panel; any other widget is left alone) from the run
+        on screen if it does not show it yet."""
+        if self._run is None or panel not in self._stale:
+            return
+        self._stale.discard(panel)
+        outcome, previous = self._run
         result = outcome.result
-        self.kernel_panel.set_data(**content.kernel_views(result))
-        self.residual_panel.set_data(content.residual_samples(result))
+        if panel is self.kernel_panel:
+            self.kernel_panel.set_data(**content.kernel_views(result))
+        elif panel is self.residual_panel:
+            self.residual_panel.set_data(content.residual_samples(result))
+        elif panel is self.ab_panel:
 
-        def entry(o: RunOutcome) -> RunView:
-            return (
-                o.images["difference"],
-                outcome.levels["difference"],
-                f"config {o.result.config.digest()}",
-                content.metrics(o.result),
+            def entry(o: RunOutcome) -> RunView:
+                return (
+                    o.images["difference"],
+                    outcome.levels["difference"],
+                    f"config {o.result.config.digest()}",
+                    content.metrics(o.result),
+                )
+
+            differences = (
+                content.config_differences(result.config, previous.result.config)
+                if previous
+                else []
             )
-
-        differences = (
-            content.config_differences(result.config, previous.result.config) if previous else []
-        )
-        self.ab_panel.set_runs(entry(outcome), entry(previous) if previous else None, differences)
+            self.ab_panel.set_runs(
+                entry(outcome), entry(previous) if previous else None, differences
+            )
 
     def clear(self) -> None:
         """Show nothing (a new pair, before its run)."""
+        self._run = None
+        self._stale = set()
         self.kernel_panel.clear()
         self.residual_panel.set_data([])
         self.ab_panel.clear()
@@ -71,6 +94,7 @@ class DiagnosticsTabs(QTabWidget):
     def _on_tab(self, index: int) -> None:
         """The A/B views open on the area the image views show (they overlap on screen, so
         pyqtgraph's links would align them by screen position rather than share a range)."""
+        self.fill(self.widget(index))
         shown = self.area.panels["science"].data is not None
         if self.widget(index) is self.ab_panel and shown:
             self.ab_panel.a.view.setRange(rect=self.area.master.viewRect(), padding=0)

@@ -189,6 +189,7 @@ class Saver:
         target = widget if widget is not None else self.w.tabs.currentWidget()
         if target is None:
             return
+        self.w.tabs.fill(target)  # a diagnostics panel is drawn when first shown
         data = QByteArray()
         buffer = QBuffer(data)
         buffer.open(QIODevice.OpenModeFlag.WriteOnly)

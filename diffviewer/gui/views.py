@@ -116,6 +116,8 @@ class ImagePanel(QWidget):
         self.mask_item.setZValue(5)
         self.view.addItem(self.mask_item)
         self.hist = pg.HistogramLUTItem(image=self.image)
+        # computed when shown (_sync_hist), not on every new image (twice, with our own call)
+        self.image.sigImageChanged.disconnect(self.hist.imageChanged)
         self.hist.gradient.showTicks(False)
         self.hist.vb.setMaximumWidth(60)
         self.canvas.addItem(self.hist, row=0, col=1)  # removed until asked for
@@ -217,22 +219,27 @@ class ImagePanel(QWidget):
             self.image.clear()
             return
         lv = levels if levels is not None else (float(image.min()), float(image.max()) + 1e-9)
-        self._setting_levels = True
-        try:
-            self.image.setImage(image, levels=lv, autoLevels=False)
-            # Pixel centres at integer view coordinates: view (x, y) is pixel (x, y), 0-based.
-            self.image.setRect(QRectF(-0.5, -0.5, image.shape[1], image.shape[0]))
-            self.hist.imageChanged()  # histogram around the new levels, handles on them
-        finally:
-            self._setting_levels = False
-        self._apply_lut()
+        self.image.setImage(image, autoLevels=False)
+        # after the image: levels the histogram set before any image are applied by setImage
+        self.image.setLevels(lv)
+        # Pixel centres at integer view coordinates: view (x, y) is pixel (x, y), 0-based.
+        self.image.setRect(QRectF(-0.5, -0.5, image.shape[1], image.shape[0]))
+        self._sync_hist()
 
     def set_levels(self, levels: tuple[float, float]) -> None:
         """Set the black and white points (image units)."""
+        self.image.setLevels(levels)
+        self._sync_hist()
+
+    def _sync_hist(self) -> None:
+        """Handles on the levels, and the histogram around them while it is shown (it is
+        computed when shown: a hidden one costs nothing per new image)."""
         self._setting_levels = True
         try:
-            self.image.setLevels(levels)
-            self.hist.imageChanged()  # the histogram follows the levels
+            if self.hist_box.isChecked():
+                self.hist.imageChanged()
+            else:
+                self.hist.region.setRegion(self.image.getLevels())
         finally:
             self._setting_levels = False
 
@@ -277,6 +284,8 @@ class ImagePanel(QWidget):
         elif not on and self.hist.scene() is not None:
             layout.removeItem(self.hist)
         self.hist.setVisible(on)
+        if self._data is not None:
+            self._sync_hist()
 
     def _apply_lut(self) -> None:
         lut = self.lut()
@@ -327,11 +336,7 @@ class ImagePanel(QWidget):
         )
         self._sync_controls()
         self._apply_lut()
-        self._setting_levels = True
-        try:
-            self.hist.imageChanged()  # re-centre the histogram on the dragged levels
-        finally:
-            self._setting_levels = False
+        self._sync_hist()  # re-centre the histogram on the dragged levels
 
     # -- navigation and cursor ----------------------------------------------------------
 

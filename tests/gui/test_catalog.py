@@ -87,3 +87,21 @@ def test_table_orders_columns_shows_units_and_formats_but_sorts_on_values(qtbot)
         panel.view.sortByColumn(flux, order)
         values = [panel.proxy.index(r, flux).data(Qt.ItemDataRole.UserRole) for r in range(3)]
         assert values[:2] == expected and np.isnan(values[2])
+
+
+def test_a_rerun_keeps_the_columns_the_user_chose_and_their_widths(qtbot) -> None:
+    panel = CatalogPanel()
+    qtbot.addWidget(panel)
+    panel.set_table(_catalog())
+    names = panel.model.columns
+    shown, x = names.index("flag_edge"), names.index("x")
+    panel.view.setColumnHidden(shown, False)  # the user shows a flag and widens x
+    panel.view.setColumnWidth(x, 333)
+    panel.set_table(_catalog()[::-1])  # a re-run: other rows, the same columns
+    assert not panel.view.isColumnHidden(shown) and panel.view.columnWidth(x) == 333
+    assert panel.model.rowCount() == len(_catalog())
+    other = _catalog()
+    other.remove_column("flag_cr_center")
+    panel.set_table(other)  # other columns: the defaults again, widths fitted
+    assert panel.view.isColumnHidden(panel.model.columns.index("flag_edge"))
+    assert panel.view.columnWidth(panel.model.columns.index("x")) != 333

@@ -135,6 +135,7 @@ def test_clicking_a_kernel_source_fills_the_stamp_panel(qtbot, demo_window: Main
 
 def test_residual_normalisation_switches_the_histograms(qtbot, demo_window: MainWindow) -> None:
     panel = demo_window.tabs.residual_panel
+    demo_window.tabs.setCurrentWidget(panel)
     diag = demo_window.outcome.result.diagnostics
     panel.norm_box.setCurrentText("difference variance")
     by_diff = dict(panel.stats)
@@ -166,6 +167,9 @@ def test_save_all_outputs_writes_the_run_files_and_verdicts(
     png = tmp_path / "view.png"
     demo_window.saver.save_png(png)
     assert png.stat().st_size > 1000
+    kernel = demo_window.tabs.kernel_panel  # its tab never opened: drawn for the file
+    demo_window.saver.save_png(tmp_path / "kernel.png", kernel)
+    assert kernel.mosaic.image is not None
 
 
 def test_cutouts_share_levels_mark_the_centre_and_label_their_range(qtbot) -> None:
@@ -274,6 +278,7 @@ def test_mosaic_click_maps_the_cell_to_its_image_position(qtbot, demo_window: Ma
     from PyQt6.QtCore import QPointF
 
     panel = demo_window.tabs.kernel_panel
+    demo_window.tabs.setCurrentWidget(panel)
 
     class Click:
         def __init__(self, x: float, y: float) -> None:
@@ -306,6 +311,8 @@ def test_the_histogram_spans_the_levels_so_the_sky_is_readable(qtbot) -> None:
     data = rng.normal(500.0, 20.0, (300, 300)).astype(np.float32)
     data[100:103, 100:103] = 60_000.0  # a saturated star sets the data's maximum
     panel.set_image(data, (440.0, 560.0))
+    assert not len(panel.hist.plot.getData()[0])  # on demand: not computed while hidden
+    panel.hist_box.setChecked(True)
     x, counts = panel.hist.plot.getData()
     # bins from 440 - 60 to 560 + 60 (margin: half the level width each side), not to 60000
     assert x[0] == pytest.approx(380.0) and x[-1] < 620.0

@@ -295,6 +295,7 @@ def test_the_readme_key_table_is_the_applications(window: MainWindow) -> None:
 
 def test_kernel_tab_zooms_and_has_colour_bars_with_units(demo_window: MainWindow) -> None:
     panel = demo_window.tabs.kernel_panel
+    demo_window.tabs.setCurrentWidget(panel)
     result = demo_window.outcome.result
     for box in (panel.mosaic_box, panel.sum_box, panel.shift_box):
         assert all(box.state["mouseEnabled"])

@@ -75,9 +75,14 @@ def test_demo_run_shows_the_engine_arrays_overlays_and_catalog(
     assert [cat.source_id(r) for r in range(cat.rowCount())] == [int(i) for i in dia["id"]]
     # the parameter panel shows the config of what is on screen
     assert window.params.config() == result.config and not window.params.is_modified()
-    # the diagnostics panels are filled from the result
-    assert window.tabs.kernel_panel.mosaic.image is not None
-    assert len(window.tabs.residual_panel.plots) == 4
+    # the diagnostics panels are filled from the result when their tab is opened
+    tabs = window.tabs
+    assert tabs.kernel_panel.mosaic.image is None and not tabs.residual_panel.plots
+    tabs.setCurrentWidget(tabs.kernel_panel)
+    tabs.setCurrentWidget(tabs.residual_panel)
+    assert tabs.kernel_panel.mosaic.image is not None
+    assert len(tabs.residual_panel.plots) == 4
+    tabs.setCurrentWidget(window.area)
     assert window.readout.readout.text() == "Move the cursor over an image."
     window._on_hover(60.0, 181.0)
     assert (
@@ -156,6 +161,7 @@ def test_a_rerun_with_a_changed_parameter_shows_both_runs_in_ab(qtbot, window: M
     after = window.outcome.result
     assert after.config.detection.threshold == 8.0 and window.previous.result is before
     assert window.params.config() == after.config and not window.params.is_modified()
+    window.tabs.setCurrentWidget(window.tabs.ab_panel)
     a, b = window.tabs.ab_panel.metric_cells("DIA sources")
     assert (int(a), int(b)) == (len(after.diasources), len(before.diasources))
     table = window.tabs.ab_panel.params  # the one parameter changed, with both values
@@ -163,6 +169,7 @@ def test_a_rerun_with_a_changed_parameter_shows_both_runs_in_ab(qtbot, window: M
     assert rows == [("detection.threshold", "8.0", str(before.config.detection.threshold))]
     # a higher threshold cannot find more sources on the same difference
     assert len(after.diasources) <= len(before.diasources)
+    window.tabs.setCurrentWidget(window.tabs.ab_panel)
     np.testing.assert_array_equal(
         window.tabs.ab_panel.b.data, display.display_array(before.difference.image)
     )

@@ -11,7 +11,8 @@ present, on the GOTO pair, and saves:
 - ``catalog_cutouts.png``: a selected DIA source in the table and its cutouts;
 - ``ab_comparison.png``: the previous and the current run after changing a parameter,
   with the parameters that differ;
-- ``mid_run.png``: a run under way, science and template already on screen;
+- ``mid_run.png``: a run under way, its final difference already on screen (before the
+  score, detection and measurement);
 - ``main_window_1280x720.png``: the same review on a 1280 x 720 screen.
 
 Usage: ``python scripts/make_screenshots.py [--out screenshots]``.
@@ -64,12 +65,12 @@ def wait_for(window: MainWindow, lane: str, start: object) -> None:
 
 
 def grab_mid_run(window: MainWindow, pair: Pair, path: Path) -> None:
-    """Open ``pair`` and save the window as soon as the run has put the template on screen
-    (before the run's result), then wait for the run to end."""
+    """Open ``pair`` and save the window as soon as the run has put its final difference on
+    screen (score, detection and measurement still to come), then wait for the run to end."""
     grabbed: list[bool] = []
 
     def on_partial(lane: str, job_id: int, views: object) -> None:
-        if lane == "run" and "template" in views and not grabbed:  # type: ignore[operator]
+        if lane == "run" and "difference" in views and not grabbed:  # type: ignore[operator]
             window.grab().save(str(path), "PNG")
             grabbed.append(window.outcome is None)
 
@@ -77,7 +78,7 @@ def grab_mid_run(window: MainWindow, pair: Pair, path: Path) -> None:
     wait_for(window, "run", lambda: window.open_pair(pair))
     window.jobs.partial.disconnect(on_partial)
     if grabbed != [True]:
-        raise SystemExit("the run ended before its template was shown")
+        raise SystemExit("the run ended before its difference was shown")
 
 
 def settle(app: QApplication) -> None:
@@ -170,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         save(window, "ab_comparison.png")
         window.close()
 
-        # a run under way: science and template on screen before the result
+        # a run under way: its difference on screen before the result
         mid = isolated_window(Path(tmp) / "mid", SIZE)
         settle(app)
         grab_mid_run(mid, pair, out / "mid_run.png")

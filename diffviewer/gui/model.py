@@ -101,16 +101,21 @@ class Pair:
 
         return [Path(parse_spec(s)[0]) for s in (self.science, *self.pieces) if isinstance(s, str)]
 
-    def load(self) -> tuple[Exposure, Exposure | list[Exposure]]:
-        """Read the science and the template, or the list of its pieces when it has
-        several (specs are read with :func:`diffviewer.io.read_exposure`)."""
-        from diffviewer.io import read_exposure
+    def read_science(self) -> Exposure:
+        """The science exposure (a spec is read with :func:`diffviewer.io.read_exposure`)."""
+        return _read(self.science)
 
-        def read(spec: str | Exposure) -> Exposure:
-            return spec if isinstance(spec, Exposure) else read_exposure(spec)
+    def read_template(self) -> Exposure | list[Exposure]:
+        """The template, or the list of its pieces when it has several."""
+        pieces = [_read(p) for p in self.pieces]
+        return pieces[0] if len(pieces) == 1 else pieces
 
-        pieces = [read(p) for p in self.pieces]
-        return read(self.science), pieces[0] if len(pieces) == 1 else pieces
+
+def _read(spec: str | Exposure) -> Exposure:
+    """An exposure as given, or read from its spec."""
+    from diffviewer.io import read_exposure
+
+    return spec if isinstance(spec, Exposure) else read_exposure(spec)
 
 
 def _describe(spec: str | Exposure) -> str:
@@ -339,8 +344,6 @@ def run_job(
     def job(progress: ProgressCallback, token: CancelToken) -> RunOutcome:
         t0 = time.perf_counter()
         progress("read", 0.0)
-        sci, tmpl = pair.load()
-        t1 = time.perf_counter()
         partial = getattr(progress, "partial", None)  # the GUI's worker shows stages
         ready: dict[str, tuple[np.ndarray, PreparedView]] = {}
 
@@ -353,7 +356,10 @@ def run_job(
             if views:
                 partial(views)
 
-        stage("read", {"science": sci.image})
+        sci = pair.read_science()
+        stage("read", {"science": sci.image})  # on screen while the template is read
+        tmpl = pair.read_template()
+        t1 = time.perf_counter()
         if runner is None:
             from diffviewer.engine.pipeline import run_subtraction
 

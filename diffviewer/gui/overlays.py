@@ -185,15 +185,20 @@ class Overlays(QObject):
             self.selection_items[name] = sel
 
     def clear(self) -> None:
-        """Remove every marker (a new pair)."""
+        """Remove every marker (a new pair, or a re-run's images replacing the run's).
+
+        Through ``setData``: pyqtgraph's ``ScatterPlotItem.clear`` does not announce its
+        geometry change, so a view whose image stays would keep the markers' pixels on
+        screen until its next full repaint.
+        """
         for item in [
             *self.candidate_items.values(),
             *self.dia_items.values(),
             *self.selection_items.values(),
         ]:
-            item.clear()
+            item.setData([])
         for lines in self.dipole_lines.values():
-            lines.clear()
+            lines.setData([], [])
 
     def show_candidates(self, cands: Table | None) -> None:
         """Draw the kernel candidates (None: none)."""
@@ -218,13 +223,13 @@ class Overlays(QObject):
             if len(lobes):
                 self.dipole_lines[name].setData(lobes[:, 0], lobes[:, 1])
             else:
-                self.dipole_lines[name].clear()
+                self.dipole_lines[name].setData([], [])
 
     def mark_selection(self, xy: tuple[float, float] | None) -> None:
         """Ring the selected source on every view (None: no ring)."""
         for item in self.selection_items.values():
             if xy is None:
-                item.clear()
+                item.setData([])  # not clear(): see :meth:`clear`
             else:
                 item.setData([xy[0]], [xy[1]])
 

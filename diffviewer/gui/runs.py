@@ -41,6 +41,8 @@ class RunController:
         jobs.cancelled.connect(self._on_cancelled)
         #: Views showing a running job's images in place of the outcome on screen.
         self.pending: set[str] = set()
+        #: The running job's current step.
+        self.step = ""
 
     def run(self) -> None:
         """Run the current pair with the config of the parameter panel."""
@@ -66,8 +68,15 @@ class RunController:
 
     def _on_progress(self, lane: str, job_id: int, step: str, fraction: float) -> None:
         if lane == "run":
-            self.w.step_label.setText(step)
+            self._show_step(step)
             self.w.progress.setValue(round(1000 * fraction))
+
+    def _show_step(self, step: str) -> None:
+        """Name the run's step in the status bar, and once its difference is on screen, that
+        the sources are still to come."""
+        self.step = step
+        shown = "difference" in self.pending
+        self.w.step_label.setText(f"{step}: difference shown, sources to come" if shown else step)
 
     def _on_partial(self, lane: str, job_id: int, views: Any) -> None:
         """Show a running job's images as soon as they exist: science when read, template
@@ -89,6 +98,8 @@ class RunController:
         for name, (image, levels) in views.items():
             self.put(name, image, levels)
             self.pending.add(name)
+        if "difference" in views:
+            self._show_step(self.step)
         if first:
             w.area.zoom_fit()
 

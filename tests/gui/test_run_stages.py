@@ -27,6 +27,7 @@ class Event:
     outcome: object = None  # the window's outcome at that moment
     running: bool = False  # whether the window said a run was under way
     markers: int = 0  # DIA markers drawn on the difference view
+    status: str = ""  # the step label
 
 
 def watch(window: MainWindow) -> list[Event]:
@@ -50,6 +51,7 @@ def watch(window: MainWindow) -> list[Event]:
                     window.outcome,
                     window.is_running() and window.progress.value() < 1000,
                     len(window.overlays.dia_items["difference"].points()),
+                    window.step_label.text(),
                 )
             )
 
@@ -78,6 +80,7 @@ def test_inputs_show_before_the_subtraction_and_the_final_difference_before_the_
     # still says it is going, ...
     assert index(events, "shown", "difference") < index(events, "step", "score")
     assert shown.outcome is None and shown.running
+    assert shown.status.endswith(": difference shown, sources to come")
     # ... and it is the final difference: the very array the outcome shows, whose values
     # are the measured (decorrelated) difference's, exactly (the same float32 pixels)
     assert shown.data is outcome.images["difference"]
@@ -102,9 +105,7 @@ def test_a_rerun_replaces_the_difference_early_and_a_cancelled_one_puts_it_back(
     second = window.outcome
     shown = events[index(events, "shown", "difference")]
     assert shown.outcome is first and shown.running
-    np.testing.assert_array_equal(
-        shown.data, display.display_array(second.result.difference.image)
-    )
+    np.testing.assert_array_equal(shown.data, display.display_array(second.result.difference.image))
     assert not np.array_equal(shown.data, first.images["difference"])
     # the last run's markers left with its difference, the new ones came with the outcome
     assert shown.markers == 0 < len(window.overlays.dia_items["difference"].points())

@@ -43,14 +43,14 @@ def test_open_pair_with_two_template_pieces_runs_them_as_a_sequence(
         f"{dialog}.getOpenFileNames", lambda *a, **k: ([str(p) for p in pieces], "")
     )
     seen: list[object] = []
-    real_load = Pair.load
+    real_read = Pair.read_template
 
-    def load(pair: Pair):  # what the run job hands the engine
-        sci, tmpl = real_load(pair)
+    def read_template(pair: Pair):  # what the run job hands the engine
+        tmpl = real_read(pair)
         seen.append(tmpl)
-        return sci, tmpl
+        return tmpl
 
-    monkeypatch.setattr(Pair, "load", load)
+    monkeypatch.setattr(Pair, "read_template", read_template)
     finish(qtbot, window, "run", window.opener.open_pair_dialog)
     assert window.outcome is not None
     assert isinstance(seen[0], list) and [e.source for e in seen[0]] == [str(p) for p in pieces]

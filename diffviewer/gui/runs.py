@@ -15,7 +15,7 @@ from diffviewer import display
 from diffviewer.errors import DiffviewerError
 from diffviewer.gui import model
 from diffviewer.gui.model import RunOutcome
-from diffviewer.gui.overlays import show_mask
+from diffviewer.gui.overlays import overlay_views
 from diffviewer.gui.worker import ErrorReport
 
 if TYPE_CHECKING:
@@ -94,7 +94,7 @@ class RunController:
         if w.outcome is not None and not self.pending:
             w.overlays.clear()
             w.marker_note.setText("")
-            show_mask(w.area, w.readout, None)
+            overlay_views(w.area, None)
         for name, (image, levels) in views.items():
             self.put(name, image, levels)
             self.pending.add(name)

@@ -102,6 +102,9 @@ class ImagePanel(QWidget):
         self.name = name
         self.settings = display.default_settings(name)
         self._data: np.ndarray | None = None
+        #: The mask whose planes the mask overlay shows, when it shows one mask's every plane
+        #: (the mask view; :func:`~diffviewer.gui.overlays.show_mask`).
+        self.overlay_mask: np.ndarray | None = None
         self._setting_levels = False
 
         self.canvas = pg.GraphicsLayoutWidget()

@@ -134,7 +134,8 @@ def bench_run(app: QApplication, folder: Path, repeat: int) -> list[tuple[str, s
             rows.append(
                 (
                     "  / HOTPANTS whole process, run in turn",
-                    f"median {statistics.median(ratios):.2f}x{target}",
+                    f"median {statistics.median(ratios):.2f}x{target}; rounds "
+                    + " ".join(f"{r:.2f}" for r in ratios),
                 )
             )
     if hotpants:

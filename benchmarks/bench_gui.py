@@ -47,6 +47,7 @@ from PyQt6.QtWidgets import QApplication  # noqa: E402
 
 from diffviewer import display  # noqa: E402
 from diffviewer.gui.model import Pair  # noqa: E402
+from diffviewer.gui.qtapp import application  # noqa: E402
 from diffviewer.gui.window import MainWindow, isolated_window  # noqa: E402
 
 GOTO = ROOT.parent / "shared" / "data" / "goto"
@@ -276,8 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=2, help="runs of the GOTO pair")
     parser.add_argument("--run-only", action="store_true", help="only the GOTO run rows")
     args = parser.parse_args(argv)
-    app = QApplication.instance() or QApplication(sys.argv[:1])
-    assert isinstance(app, QApplication)
+    app = application()  # the application's own, with its thread settings
     with tempfile.TemporaryDirectory() as tmp:
         rows = bench_run(app, Path(tmp) / "run", args.repeat)
         if not args.run_only:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -361,11 +362,16 @@ def run_job(
         tmpl = pair.read_template()
         t1 = time.perf_counter()
         if runner is None:
+            import scipy.fft
+
             from diffviewer.engine.pipeline import run_subtraction
 
-            result = run_subtraction(
-                sci, tmpl, config, progress=progress, cancel=token, stage=stage
-            )
+            # Both cores for the engine's FFTs, as in ``diffviewer run`` (set_workers holds
+            # for this thread only).
+            with scipy.fft.set_workers(os.cpu_count() or 1):
+                result = run_subtraction(
+                    sci, tmpl, config, progress=progress, cancel=token, stage=stage
+                )
         else:
             result = runner(sci, tmpl, config, progress=progress, cancel=token)
         t2 = time.perf_counter()

@@ -20,6 +20,7 @@ background, in units of its own error), or a failed fit.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 
 import numpy as np
 import scipy.fft as sfft
@@ -34,10 +35,12 @@ from diffviewer.engine.tiles import kernel_spectrum
 from diffviewer.exposure import UNUSABLE, Exposure
 from diffviewer.stats import FWHM_PER_SIGMA
 
-#: Bytes of complex spectra (stamps times kernels) held in memory at once: a 53 px
-#: kernel with 28 basis functions on 91 px stamps is 0.9 MB a stamp, and a batch of 192
-#: stamps made the kernel fit the peak of a 1024^2 run's memory (+360 MB).
-STAMP_BATCH_BYTES = 32e6
+#: Bytes of complex spectra (stamps times kernels), and of design (:func:`design_chunks`),
+#: held in memory at once: a 53 px kernel with 28 basis functions on 91 px stamps is
+#: 0.9 MB of spectra a stamp, and a batch of 192 stamps made the kernel fit the peak of a
+#: 1024^2 run's memory (+360 MB); at 32 MB the batches, beside the 78 MB design of the
+#: wing's 61 px fit region, still did (1024^2 run 363 MB; 296 MB at 8 MB, in the same time).
+STAMP_BATCH_BYTES = 8e6
 
 
 def stamp_batch(stamp_side: int, n_kernels: int) -> int:
@@ -58,6 +61,51 @@ def stamp_batch(stamp_side: int, n_kernels: int) -> int:
     n_fft = sfft.next_fast_len(stamp_side, real=True)
     per_stamp = n_kernels * n_fft * (n_fft // 2 + 1) * np.dtype(np.complex64).itemsize
     return max(1, int(STAMP_BATCH_BYTES // per_stamp))
+
+
+def design_chunks(stamps: Stamps, idx: np.ndarray) -> Iterator[tuple[slice, np.ndarray]]:
+    """The design of the stamps ``idx``, a chunk of stamps at a time.
+
+    A chunk holds at most :data:`STAMP_BATCH_BYTES` of design: with the wing's 61 px fit
+    region the design of 192 stamps is 78 MB, and taking it whole by ``idx`` (a copy), then
+    weighting it (another), made the kernel fit a 1024^2 run's peak of memory (+100 MB).
+
+    Yields
+    ------
+    (slice, numpy.ndarray)
+        Positions in ``idx`` and the design of those stamps, ``(m, npix, nb + 1)``.
+    """
+    per_stamp = stamps.design[0].nbytes if len(stamps.design) else 1
+    step = max(1, int(STAMP_BATCH_BYTES // per_stamp))
+    for start in range(0, len(idx), step):
+        chunk = slice(start, min(start + step, len(idx)))
+        yield chunk, stamps.design[idx[chunk]]
+
+
+def stamp_model(stamps: Stamps, idx: np.ndarray, coef: np.ndarray, terms: int) -> np.ndarray:
+    """Each stamp's model from its first ``terms`` design columns and their coefficients.
+
+    Parameters
+    ----------
+    stamps : Stamps
+        The design data.
+    idx : numpy.ndarray
+        The stamps.
+    coef : numpy.ndarray
+        ``(n, >= terms)`` their coefficients.
+    terms : int
+        Columns used: ``nb + 1`` for the whole model, ``nb`` without the background.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, npix)`` float32.
+    """
+    out = np.empty((len(idx), stamps.design.shape[1]), dtype=np.float32)
+    c = coef[:, :terms].astype(np.float32)
+    for chunk, a in design_chunks(stamps, idx):
+        out[chunk] = np.einsum("npk,nk->np", a[:, :, :terms], c[chunk])
+    return out
 
 
 #: Matched-filter S/N of the residual beyond which the pixels around it (outside a star's
@@ -223,14 +271,17 @@ def solve_stamps(
     rhs : (n, nb + 1) right-hand sides
     ok : (n,) bool
     """
-    a = stamps.design[idx]
-    aw = a * weights[:, :, None]
-    normal = np.matmul(aw.transpose(0, 2, 1), a).astype(np.float64)
+    n_terms = stamps.design.shape[2]
+    normal = np.empty((len(idx), n_terms, n_terms))
+    rhs = np.empty((len(idx), n_terms))
+    for chunk, a in design_chunks(stamps, idx):
+        aw = a * weights[chunk, :, None]
+        normal[chunk] = np.matmul(aw.transpose(0, 2, 1), a)
+        rhs[chunk] = np.einsum("npk,np->nk", aw, stamps.target[idx[chunk]])
     if strength > 0 and len(idx):
         nb = normal.shape[1] - 1
         lam = strength * np.trace(normal[:, :nb, :nb], axis1=1, axis2=2) / np.trace(penalty)
         normal = normal + lam[:, None, None] * penalty[None]
-    rhs = np.einsum("npk,np->nk", aw, stamps.target[idx]).astype(np.float64)
     coef = np.full(rhs.shape, np.nan)
     ok = np.zeros(len(idx), dtype=bool)
     if len(idx):
@@ -289,7 +340,7 @@ def normalised_residuals(
     stamps: Stamps, idx: np.ndarray, coef: np.ndarray, var_total: np.ndarray
 ) -> np.ndarray:
     """``(target - model) / sqrt(variance)`` of each stamp, ``(n, npix)``."""
-    model = np.einsum("npk,nk->np", stamps.design[idx], coef.astype(np.float32))
+    model = stamp_model(stamps, idx, coef, coef.shape[1])
     return np.asarray((stamps.target[idx] - model) / np.sqrt(var_total))
 
 
@@ -317,7 +368,7 @@ def star_power(
     the fitted kernel model (without the background) squared over the variance, summed
     over those pixels (the star's squared S/N)."""
     nb = coef.shape[1] - 1
-    star = np.einsum("npk,nk->np", stamps.design[idx][:, :, :nb], coef[:, :nb].astype(np.float32))
+    star = stamp_model(stamps, idx, coef, nb)
     power = np.where(used, star.astype(np.float64) ** 2 / var_total, 0.0).sum(axis=1)
     return np.maximum(used.sum(axis=1) - coef.shape[1], 1), power
 
@@ -590,7 +641,7 @@ def fit_stamps(
         coef[~ok0, 0] = 1.0
         var_src = source_variance(stamps, fitted, coef, basis)
         var_total[fitted] = stamps.var_target[fitted] + var_src
-        model = np.einsum("npk,nk->np", stamps.design[fitted], coef.astype(np.float32))
+        model = stamp_model(stamps, fitted, coef, nb + 1)
         var_fit = model_variance(stamps.target[fitted], stamps.var_target[fitted], model) + var_src
         reporter.update(0.55)
         keep = np.ones((len(fitted), npix), dtype=bool)

@@ -149,6 +149,7 @@ def build_metadata(result: SubtractionResult, elapsed: float | None = None) -> d
                 "n_stars": result.science_psf.n_stars,
                 "source": result.science_psf.source,
                 "reason": result.science_psf.reason,
+                "enclosed_fraction": result.science_psf.enclosed,
             },
             "template": {
                 "fwhm_px": result.template_psf.fwhm,
@@ -156,6 +157,7 @@ def build_metadata(result: SubtractionResult, elapsed: float | None = None) -> d
                 "n_stars": result.template_psf.n_stars,
                 "source": result.template_psf.source,
                 "reason": result.template_psf.reason,
+                "enclosed_fraction": result.template_psf.enclosed,
             },
         },
         "kernel": {
@@ -285,6 +287,7 @@ def kernel_hdus(result: SubtractionResult, n_grid: int = 7) -> fits.HDUList:
         hdu.header["NSTARS"] = (est.n_stars, "stars measured")
         hdu.header["PSFSRC"] = (est.source, "where the PSF came from")
         hdu.header["PSFWHY"] = (est.reason, "why that source")
+        hdu.header["ENCLOSED"] = (_finite(est.enclosed), "share of a star's flux in the image")
         psfs.append(hdu)
     sub_psf = fits.ImageHDU(np.asarray(result.subtraction.psf, np.float64), name="SUB_PSF")
     decorr = result.decorrelation

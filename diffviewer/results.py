@@ -441,6 +441,7 @@ def _psf(hdu: fits.ImageHDU) -> PsfEstimate:
         int(h["NSTARS"]),
         str(h["PSFSRC"]),
         str(h.get("PSFWHY", "")),
+        _float(h.get("ENCLOSED", 1.0)),
     )
 
 

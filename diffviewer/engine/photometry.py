@@ -41,16 +41,23 @@ class PsfModel:
     Parameters
     ----------
     psf : numpy.ndarray
-        Small odd PSF image (normalised here to sum 1).
+        Small odd PSF image (normalised here to sum ``enclosed``).
+    enclosed : float
+        Share of a point source's whole flux within the image (below 1 when the PSF's
+        wing reaches past it: :attr:`diffviewer.engine.psf.PsfEstimate.enclosed`), so
+        that a flux fitted with the model is the whole flux.
     """
 
-    def __init__(self, psf: np.ndarray) -> None:
+    def __init__(self, psf: np.ndarray, enclosed: float = 1.0) -> None:
         p = np.asarray(psf, dtype=np.float64)
         if p.ndim != 2 or p.shape[0] % 2 == 0 or p.shape[1] % 2 == 0 or not p.sum() > 0:
             raise InputError(
                 f"PSF of shape {p.shape} must be a 2-D image with odd sides and a positive sum"
             )
-        self.image = p / p.sum()
+        if not 0.0 < enclosed <= 1.0:
+            raise InputError(f"a PSF image's share of the flux must be in (0, 1], not {enclosed}")
+        self.enclosed = float(enclosed)
+        self.image = p / p.sum() * self.enclosed
         self.half = (p.shape[0] // 2, p.shape[1] // 2)
         self.fwhm = shape_from_covariance(adaptive_moments(self.image)[2])[0]
         hy, hx = self.half
@@ -148,7 +155,7 @@ class PsfModel:
         return self.on_box(x, y, (x0, y0, 2 * hx + 2, 2 * hy + 2))[0], x0, y0
 
     def stamp(self, x: float, y: float) -> tuple[np.ndarray, int, int]:
-        """The PSF centred at (x, y), normalised to sum 1 on its stamp.
+        """The PSF centred at (x, y), normalised to sum :attr:`enclosed` on its stamp.
 
         Returns
         -------
@@ -159,7 +166,7 @@ class PsfModel:
         """
         img, x0, y0 = self.shifted(x, y)
         total = img.sum()
-        return (img / total if total > 0 else img), x0, y0
+        return (img * (self.enclosed / total) if total > 0 else img), x0, y0
 
 
 def _taps(offset: float, n: int, size: int) -> tuple[slice, int, int, float] | None:

@@ -34,12 +34,14 @@ import numpy as np
 import scipy.fft as sfft
 from astropy.wcs.utils import proj_plane_pixel_area
 from numpy.typing import ArrayLike
+from scipy import ndimage
 
 from diffviewer.engine import fftconv
 from diffviewer.engine.moments import adaptive_moments, cutouts, shape_from_covariance
 from diffviewer.engine.psf_stars import LOCUS_MIN_SNR, MIN_FWHM, select_stars
+from diffviewer.engine.psf_wing import WING_EXTENT, Wing, extended, psf_image, without_neighbours
 from diffviewer.exposure import UNUSABLE, Exposure
-from diffviewer.stats import FWHM_PER_SIGMA, MAD_TO_SIGMA
+from diffviewer.stats import FWHM_PER_SIGMA, MAD_TO_SIGMA, nanmedian_last
 
 #: FWHM (px) of the Gaussian used when neither stars nor a given PSF are available:
 #: about 1" seeing at 0.3"/px, a common ground-based case; the result says ``source='default'``.
@@ -105,6 +107,12 @@ class PsfEstimate:
     reason : str
         Why, in words: which stars and how many, what was left out, or why no star
         measurement applied.
+    enclosed : float
+        Share of a point source's whole flux that :attr:`image` holds: below 1 when a
+        measured PSF's wing reaches past its image (:mod:`diffviewer.engine.psf_wing`);
+        PSF fluxes are measured with ``image * enclosed`` so that they carry the whole
+        flux. 1 for a given PSF image (a file's PSF is taken to hold its flux) and a
+        Gaussian.
     """
 
     fwhm: float
@@ -113,6 +121,7 @@ class PsfEstimate:
     n_stars: int
     source: str
     reason: str = ""
+    enclosed: float = 1.0
 
     @property
     def sigma(self) -> float:
@@ -149,7 +158,9 @@ def odd_square(image: np.ndarray) -> np.ndarray:
     return np.pad(img, ((py, py), (px, px)))
 
 
-def _estimate(image: np.ndarray, n_stars: int, source: str, reason: str) -> PsfEstimate:
+def _estimate(
+    image: np.ndarray, n_stars: int, source: str, reason: str, enclosed: float = 1.0
+) -> PsfEstimate:
     """Wrap a PSF image (made an odd square and normalised here) with its moments."""
     img = odd_square(image)
     img = img / img.sum()
@@ -162,7 +173,7 @@ def _estimate(image: np.ndarray, n_stars: int, source: str, reason: str) -> PsfE
         fine = fftconv.resample(fftconv.resample(img, side, axis=0), side, axis=1)
         _, _, cov = adaptive_moments(fine)
         fwhm, ell = shape_from_covariance(cov / UPSAMPLE**2)
-    return PsfEstimate(fwhm, ell, frozen(img), n_stars, source, reason)
+    return PsfEstimate(fwhm, ell, frozen(img), n_stars, source, reason, enclosed)
 
 
 def _gaussian_estimate(fwhm: float, source: str, reason: str) -> PsfEstimate:
@@ -193,46 +204,72 @@ def fourier_shift(stamps: np.ndarray, dx: np.ndarray, dy: np.ndarray) -> np.ndar
     return sfft.irfft2(sfft.rfft2(stamps, axes=(1, 2)) * phase, s=(my, mx), axes=(1, 2))
 
 
-def stack_stars(
-    exposure: Exposure, x: np.ndarray, y: np.ndarray, half: int
-) -> tuple[np.ndarray, int]:
-    """Median stack of recentred star cutouts, each normalised by its core flux.
-
-    Parameters
-    ----------
-    exposure : Exposure
-        The image.
-    x, y : numpy.ndarray
-        Star positions (0-based px).
-    half : int
-        Cutout half-width (px).
+def _star_cutouts(
+    exposure: Exposure, x: np.ndarray, y: np.ndarray, half: int, outer: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cutouts of half-width ``outer`` of the stars whose central ``half`` is usable.
 
     Returns
     -------
-    (numpy.ndarray, int)
-        The stack (sum 1; zeros when no star was usable) and the number of stars used.
+    (numpy.ndarray, numpy.ndarray)
+        The cutouts (NaN outside the image and on unusable pixels) and a boolean map of
+        the stars given that have one.
     """
     xi, yi = np.rint(x).astype(np.intp), np.rint(y).astype(np.intp)
-    stamps, inside = cutouts(exposure.image, xi, yi, half)
-    masks, _ = cutouts(exposure.mask, xi, yi, half)
-    ok = inside & ~np.any((masks & int(UNUSABLE)) != 0, axis=(1, 2))
-    stamps = stamps[ok].astype(np.float64)
+    wide, _ = cutouts(exposure.image.astype(np.float64), xi, yi, outer, fill=np.nan)
+    masks, _ = cutouts(exposure.mask, xi, yi, outer)
+    inner = slice(outer - half, outer + half + 1)
+    _, inside = cutouts(exposure.image, xi, yi, half)
+    unusable = (masks & int(UNUSABLE)) != 0
+    ok = inside & ~np.any(unusable[:, inner, inner], axis=(1, 2))
+    return np.where(unusable, np.nan, wide)[ok], ok
+
+
+def _less_border(stamps: np.ndarray) -> np.ndarray:
+    """Cutouts less the median of their border's known pixels."""
     if len(stamps) == 0:
-        return np.zeros((2 * half + 1, 2 * half + 1)), 0
+        return stamps
     border = np.concatenate(
         [stamps[:, 0, :], stamps[:, -1, :], stamps[:, :, 0], stamps[:, :, -1]], axis=1
     )
-    stamps = stamps - np.median(border, axis=1)[:, None, None]
+    level = nanmedian_last(border)
+    return stamps - np.where(np.isfinite(level), level, 0.0)[:, None, None]
+
+
+def _aligned_stack(wide: np.ndarray, half: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Median of sky-subtracted cutouts recentred on their cores, each over its core flux.
+
+    Parameters
+    ----------
+    wide : numpy.ndarray
+        ``(n, m, m)`` cutouts (:func:`_star_cutouts`, :func:`_less_border`), ``m >= 2 half + 1``;
+        NaN where unknown (never within ``half`` of the centre).
+    half : int
+        Half-width (px) of the centre on which the stars are aligned and scaled.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray, numpy.ndarray) or None
+        The stack (``m x m``, NaN where no star is known, centred on its light
+        centroid), and the index and core flux of each star used; None when none is.
+    """
+    outer = wide.shape[1] // 2
+    inner = slice(outer - half, outer + half + 1)
+    # Beyond the centre, pixels within 2 px of a missing one are left out: the sub-pixel
+    # shift below moves values by up to 1.5 px.
+    known = ndimage.binary_erosion(np.isfinite(wide), np.ones((1, 5, 5)), border_value=1)
+    wide = np.where(np.isfinite(wide), wide, 0.0)
+    stamps = wide[:, inner, inner]
     r = np.arange(-half, half + 1, dtype=float)
     # Centroid from Gaussian-weighted first moments (sigma = half / 6, ~FWHM / 2, so that a
     # neighbour in the cutout does not pull it), iterated on the recentred stamps: the
     # narrow weight pulls each estimate towards the current centre by a factor < 1.
     w = np.exp(-0.5 * (r / max(half / 6.0, 1.0)) ** 2)
     weight = w[:, None] * w[None, :]
-    good = (stamps * weight).sum(axis=(1, 2)) > 0
-    stamps = stamps[good]
-    if len(stamps) == 0:
-        return np.zeros((2 * half + 1, 2 * half + 1)), 0
+    index = np.nonzero((stamps * weight).sum(axis=(1, 2)) > 0)[0]
+    if len(index) == 0:
+        return None
+    stamps = stamps[index]
     dx, dy = np.zeros(len(stamps)), np.zeros(len(stamps))
     shifted = stamps
     for _ in range(CENTROID_ITERATIONS):
@@ -249,18 +286,91 @@ def stack_stars(
     flux = shifted[:, core].sum(axis=1)
     keep = flux > 0
     if not keep.any():
-        return np.zeros((2 * half + 1, 2 * half + 1)), 0
-    stack = np.median(shifted[keep] / flux[keep, None, None], axis=0)
+        return None
+    index, flux = index[keep], flux[keep]
+    if outer > half:
+        shifted = fourier_shift(wide[index], -dx[keep], -dy[keep])
+        shifted[~known[index]] = np.nan
+    else:
+        shifted = shifted[keep]
+    stack = nanmedian_last(np.moveaxis(shifted / flux[:, None, None], 0, -1))
     # The stars were aligned on their cores; the PSF image is centred on its light
     # centroid (weight sigma half / 3), as the kernel and ZOGY take positions to be.
-    wide = np.exp(-0.5 * (r / max(half / 3.0, 1.0)) ** 2)
-    wimg = stack * wide[:, None] * wide[None, :]
+    broad = np.exp(-0.5 * (r / max(half / 3.0, 1.0)) ** 2)
+    wimg = stack[inner, inner] * broad[:, None] * broad[None, :]
     tot = float(wimg.sum())
     if tot > 0:
         sx = float((wimg.sum(axis=0) * r).sum()) / tot
         sy = float((wimg.sum(axis=1) * r).sum()) / tot
-        stack = fourier_shift(stack[None], np.array([-sx]), np.array([-sy]))[0]
-    return stack / stack.sum(), int(keep.sum())
+        filled = np.where(np.isfinite(stack), stack, 0.0)
+        moved = fourier_shift(filled[None], np.array([-sx]), np.array([-sy]))[0]
+        stack = np.where(np.isfinite(stack), moved, np.nan)
+    return stack, index, flux
+
+
+def _wing_of(stack: np.ndarray, half: int) -> tuple[np.ndarray, float, Wing] | None:
+    """The PSF image and its share of the flux (:func:`~diffviewer.engine.psf_wing.psf_image`)
+    from a stack extended beyond ``half``."""
+    outer = stack.shape[0] // 2
+    centre = stack[outer - half : outer + half + 1, outer - half : outer + half + 1]
+    fwhm = shape_from_covariance(adaptive_moments(centre)[2])[0]
+    return psf_image(centre, stack, fwhm)
+
+
+def stack_stars(
+    exposure: Exposure, x: np.ndarray, y: np.ndarray, half: int, extent: int = 1
+) -> tuple[np.ndarray, int, float, Wing | None]:
+    """Median stack of recentred star cutouts, each normalised by its core flux.
+
+    Parameters
+    ----------
+    exposure : Exposure
+        The image.
+    x, y : numpy.ndarray
+        Star positions (0-based px).
+    half : int
+        Cutout half-width (px) of the stack.
+    extent : int
+        The stars' sky is the median of the border of cutouts ``extent`` times wider
+        (pixels outside the image or unusable left out). With ``extent > 1`` the stack
+        is extended to there and its wing fitted (:mod:`diffviewer.engine.psf_wing`);
+        the other sources in the cutouts (looked for out to ``half`` beyond them) are
+        then taken out with that PSF, and the stars stacked and the wing fitted again.
+        With 1, the stack's own border is the sky and no wing is fitted (cutouts too
+        small for more).
+
+    Returns
+    -------
+    (numpy.ndarray, int, float, Wing or None)
+        The PSF image (sum 1; zeros when no star was usable), the number of stars used,
+        the share of a star's whole flux the image holds (1 when no wing was fitted) and
+        the fitted wing (None when not fitted: the stack then stands for the whole flux).
+    """
+    outer = extent * half
+    inner = slice(outer - half, outer + half + 1)
+    empty = np.zeros((2 * half + 1, 2 * half + 1)), 0, 1.0, None
+    wide, ok = _star_cutouts(exposure, x, y, half, outer)
+    found = _aligned_stack(_less_border(wide), half) if len(wide) else None
+    if found is None:
+        return empty
+    stack, index, flux = found
+    fitted = _wing_of(stack, half) if extent > 1 else None
+    if fitted is not None:
+        search = outer + half
+        around, _ = _star_cutouts(exposure, x[ok][index], y[ok][index], half, search)
+        fwhm = shape_from_covariance(adaptive_moments(stack[inner, inner])[2])[0]
+        model = extended(stack[inner, inner], fitted[2], 2 * search)
+        sky = wide[index][:, outer, outer] - _less_border(wide[index])[:, outer, outer]
+        cleaned = without_neighbours(around - sky[:, None, None], flux, model, half / 2.0, fwhm)
+        crop = slice(search - outer, search + outer + 1)
+        again = _aligned_stack(_less_border(cleaned[:, crop, crop]), half)
+        if again is not None:
+            stack, index, flux = again
+            fitted = _wing_of(stack, half)
+    if fitted is not None:
+        return fitted[0], len(index), fitted[1], fitted[2]
+    stack = stack[inner, inner]
+    return stack / stack.sum(), len(index), 1.0, None
 
 
 def compact_sources(
@@ -334,13 +444,18 @@ def header_fwhm(exposure: Exposure) -> tuple[float, str] | None:
 
 
 def _stacked(exposure: Exposure, x: np.ndarray, y: np.ndarray, reason: str) -> PsfEstimate | None:
-    """The stack of stars at (x, y), its cutout resized once to 3 FWHM; None with too few stars."""
+    """The stack of stars at (x, y), its cutout resized once to 3 FWHM, with the wing
+    beyond it fitted to the stars' profiles (:data:`WING_EXTENT`); None with too few stars."""
     half, est = 12, None
     for _ in range(2):
-        stack, n = stack_stars(exposure, x, y, half)
+        stack, n, enclosed, wing = stack_stars(exposure, x, y, half, WING_EXTENT)
         if n < MIN_STARS:
             return None
-        est = _estimate(stack, n, "measured", f"stacked from {reason}")
+        if wing is None:
+            est = _estimate(stack, n, "measured", f"stacked from {reason}; no wing fitted")
+        else:
+            why = f"stacked from {reason}; {wing.describe(enclosed)}"
+            est = _estimate(stack, n, "measured", why, enclosed)
         want = int(np.clip(np.ceil(3.0 * est.fwhm), 6, 40))
         if abs(want - half) <= 2:
             break
@@ -367,8 +482,9 @@ def estimate_psf(
         first preferred; at most :data:`MAX_STARS` are used.
     bright : (array-like, array-like), optional
         Positions of the brightest unsaturated peaks, brightest first: candidates for the
-        size-flux locus with the kernel stars, and for the relaxed measurement
-        (:func:`compact_sources`) when the stars are too few.
+        size-flux locus with the kernel stars (all of them), and for the relaxed
+        measurement (:func:`compact_sources`, the first :data:`MAX_BRIGHT`) when the stars
+        are too few.
     resampled : bool
         True when the exposure was warped: its own PSF image is then used only when no
         star measurement applies.
@@ -387,7 +503,9 @@ def estimate_psf(
         return _estimate(
             np.asarray(exposure.psf, dtype=float), 0, "given", "the PSF image the file provides"
         )
-    bx, by = (np.asarray(b, dtype=float)[:MAX_BRIGHT] for b in bright) if bright else ((), ())
+    # Every bright peak given is a locus candidate: the PSF's wing, which sets the flux
+    # scale, is measured to a few per cent only from tens of stars.
+    bx, by = (np.asarray(b, dtype=float) for b in bright) if bright else ((), ())
     locus = select_stars(exposure, np.r_[x, bx], np.r_[y, by])
     if locus is not None:
         est = _stacked(
@@ -415,7 +533,7 @@ def estimate_psf(
         cx, cy, fwhm = compact_sources(exposure, *bright)
         if len(cx):
             half = int(np.clip(np.ceil(3.0 * np.median(fwhm)), 6, BRIGHT_HALF))
-            stack, n = stack_stars(exposure, cx, cy, half)
+            stack, n, _, _ = stack_stars(exposure, cx, cy, half)
             if n:
                 relaxed = _estimate(
                     stack, n, "bright sources", f"{n} brightest compact sources ({why})"

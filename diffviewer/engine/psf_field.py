@@ -62,9 +62,11 @@ class PsfField(PsfModel):
         Node columns and rows (px), increasing.
     nodes : sequence of sequence of numpy.ndarray
         PSF images at node ``[row][column]``, all of one odd shape (each normalised to
-        sum 1 here).
+        sum ``enclosed`` here).
     centre : numpy.ndarray
         The PSF at the image centre (same shape).
+    enclosed : float
+        Share of a point source's whole flux within the images (:class:`PsfModel`).
     """
 
     def __init__(
@@ -73,12 +75,15 @@ class PsfField(PsfModel):
         ys: tuple[float, ...],
         nodes: tuple[tuple[np.ndarray, ...], ...],
         centre: np.ndarray,
+        enclosed: float = 1.0,
     ) -> None:
-        super().__init__(centre)
+        super().__init__(centre, enclosed)
         self.xs, self.ys = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
         hy, hx = self.half
         offsets = (np.arange(-hy, hy + 1.0), np.arange(-hx, hx + 1.0))
-        splines = [[RectBivariateSpline(*offsets, p / p.sum()) for p in row] for row in nodes]
+        splines = [
+            [RectBivariateSpline(*offsets, p * (enclosed / p.sum())) for p in row] for row in nodes
+        ]
         self._knots, self._degrees = splines[0][0].tck[:2], splines[0][0].degrees
         self._coefficients = np.array([[s.tck[2] for s in row] for row in splines])
 
@@ -121,6 +126,7 @@ def varying_psf(
     centre: np.ndarray,
     side: str,
     phi: np.ndarray | None,
+    enclosed: float = 1.0,
 ) -> PsfModel:
     """The PSF of one image over the field: the reference plus the kernel's change.
 
@@ -137,6 +143,8 @@ def varying_psf(
         convolved-to image's: the science's when the template is convolved).
     phi : numpy.ndarray or None
         The decorrelation filter (sum 1) the image went through, if any.
+    enclosed : float
+        Share of a point source's whole flux within the reference (:class:`PsfModel`).
 
     Returns
     -------
@@ -148,7 +156,7 @@ def varying_psf(
     matched = grid.science if side == "science" else grid.template
     changes = [[m - centre for m in row] for row in matched]
     if not any(np.any(c) for row in changes for c in row):
-        return PsfModel(reference)
+        return PsfModel(reference, enclosed)
     if phi is not None:
         changes = [[fftconv.convolve(c, phi, mode="full") for c in row] for row in changes]
     half = (
@@ -157,7 +165,7 @@ def varying_psf(
     )
     ref = _padded(np.asarray(reference, dtype=np.float64), half)
     nodes = tuple(tuple(ref + _padded(c, half) for c in row) for row in changes)
-    return PsfField(grid.xs, grid.ys, nodes, ref)
+    return PsfField(grid.xs, grid.ys, nodes, ref, enclosed)
 
 
 def catalog_psfs(
@@ -186,12 +194,17 @@ def catalog_psfs(
     (PsfModel, PsfModel)
         Models of the difference's and the science's PSF, varying over the image with
         the kernel (the difference's follows the image the template or science was
-        matched to; the science's varies only when the template was convolved).
+        matched to; the science's varies only when the template was convolved). Both
+        carry the science PSF's share of the flux within its image
+        (:attr:`diffviewer.engine.psf.PsfEstimate.enclosed`): a transient on the
+        difference is a science source, through the kernel and the decorrelation filter,
+        which keep its flux.
     """
     ny, nx = fit.solution.shape
     sci_centre, tmpl_centre = kernel_matched_psfs(fit, (nx - 1) / 2.0, (ny - 1) / 2.0)
+    share = fit.science_psf.enclosed
     if fit.convolved == "template":
-        diff = varying_psf(diff_psf, grid, sci_centre, "science", phi)
+        diff = varying_psf(diff_psf, grid, sci_centre, "science", phi, share)
     else:
-        diff = varying_psf(diff_psf, grid, tmpl_centre, "template", phi)
-    return diff, varying_psf(sci_psf, grid, sci_centre, "science", None)
+        diff = varying_psf(diff_psf, grid, tmpl_centre, "template", phi, share)
+    return diff, varying_psf(sci_psf, grid, sci_centre, "science", None, share)

@@ -44,17 +44,49 @@ def fit_kernel_to(
     )
 
 
+def spread_positions(
+    rng: np.random.Generator,
+    shape: tuple[int, int],
+    n: int,
+    margin: float,
+    separation: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` uniform positions ``margin`` px or more from the edges, each at least
+    ``separation`` px from the others (drawn in turn, a draw too close drawn again)."""
+    xs: list[float] = []
+    ys: list[float] = []
+    for _ in range(1000 * n):
+        if len(xs) == n:
+            break
+        x = float(rng.uniform(margin, shape[1] - margin))
+        y = float(rng.uniform(margin, shape[0] - margin))
+        if (
+            separation <= 0
+            or not xs
+            or np.min(np.hypot(np.subtract(xs, x), np.subtract(ys, y))) >= separation
+        ):
+            xs.append(x)
+            ys.append(y)
+    if len(xs) < n:
+        raise ValueError(f"{n} positions {separation} px apart do not fit in {shape}")
+    return np.array(xs), np.array(ys)
+
+
 def injected_flux_ratios(
     shape: tuple[int, int],
     n_stars: int,
     n: int,
     flux_range: tuple[float, float],
     margin: float,
+    seed: int = 0,
+    separation: float = 0.0,
     **pair: object,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """Inject ``n`` transients (log-uniform flux in ``flux_range``, ``margin`` px or more
-    from the edges) into a synthetic pair (:func:`diffviewer.synthetic.make_pair` with ``pair``),
-    run the whole pipeline, and match each to the catalog's nearest row within 2 px.
+    from the edges, ``separation`` px or more apart) into a synthetic pair
+    (:func:`diffviewer.synthetic.make_pair` with ``pair``; ``seed`` picks another pair and
+    other transients), run the whole pipeline, and match each to the catalog's nearest row
+    within 2 px.
 
     Returns
     -------
@@ -68,12 +100,15 @@ def injected_flux_ratios(
     from diffviewer.engine.pipeline import run_subtraction
     from diffviewer.synthetic import make_pair
 
-    rng = np.random.default_rng(3)
-    x = rng.uniform(margin, shape[1] - margin, n)
-    y = rng.uniform(margin, shape[0] - margin, n)
+    rng = np.random.default_rng(3 + seed)
+    if separation > 0:
+        x, y = spread_positions(rng, shape, n, margin, separation)
+    else:
+        x = rng.uniform(margin, shape[1] - margin, n)
+        y = rng.uniform(margin, shape[0] - margin, n)
     flux = np.exp(rng.uniform(np.log(flux_range[0]), np.log(flux_range[1]), n))
     transients = list(zip(x.tolist(), y.tolist(), flux.tolist(), strict=True))
-    made = make_pair(shape, n_stars, seed=5, transients=transients, **pair)  # type: ignore[arg-type]
+    made = make_pair(shape, n_stars, seed=5 + seed, transients=transients, **pair)  # type: ignore[arg-type]
     cat = run_subtraction(made.science, made.template).diasources
     cx, cy = np.asarray(cat["x"]), np.asarray(cat["y"])
     near = np.hypot(cx[None, :] - x[:, None], cy[None, :] - y[:, None])

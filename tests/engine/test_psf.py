@@ -217,7 +217,7 @@ def test_the_size_flux_locus_holds_the_stars_not_the_galaxies(fwhm) -> None:
     exposure, xs, ys = _stars_and_galaxies(fwhm, seed=int(10 * fwhm))
     locus = psf_stars.select_stars(exposure, xs, ys)
     assert locus is not None
-    stack, n = psf.stack_stars(exposure, locus.x, locus.y, int(np.ceil(3 * fwhm)))
+    stack, n, _, _ = psf.stack_stars(exposure, locus.x, locus.y, int(np.ceil(3 * fwhm)))
     measured = psf.shape_from_covariance(psf.adaptive_moments(stack)[2])[0]
     expected = psf.FWHM_PER_SIGMA * np.sqrt((fwhm / psf.FWHM_PER_SIGMA) ** 2 + 1 / 12)
     print(f"\nFWHM {fwhm}: locus {locus.fwhm:.3f}, stack of its {n} stars {measured:.3f} px")

@@ -5,66 +5,93 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from diffviewer.engine import psf_wing
+from diffviewer.synthetic import moffat_alpha, render_moffats
 from tests.engine.helpers import injected_flux_ratios
 
-#: Injected transients: enough that the median ratio is known to ~0.2 % at S/N 50-200.
+#: Injected transients per pair, and the pairs (seeds) pooled.
 N_TRANSIENTS = 80
+SEEDS = (0, 1, 2)
+
+#: Least distance (px) between transients: another transient 24 px away adds 0.02 % of
+#: its flux to a PSF flux of a Moffat of index 2.5 and FWHM 4 px (at 12 px: 1.3 %, and
+#: transients drawn anywhere put one within 12 px of a fifth of them, whose tail moved
+#: the median by +0.3 %, the "second bias" with the true PSF). It is the renderer's
+#: reach (6 FWHM).
+SEPARATION = 24.0
 
 
 def _catalog_flux_ratios(profile: str) -> tuple[np.ndarray, np.ndarray]:
     """Catalog psf_flux over the injected flux, and the catalog's relative errors, of
-    transients of S/N 50-200 in a 512^2 pair (flux ratio 1.3, template 0.3 px off)."""
+    transients of S/N 50-200 in 512^2 pairs (flux ratio 1.3, template 0.3 px off)."""
     # The difference's noise is ~38 counts a pixel (science sky 1000, template 250 times
     # 1.3^2): a 4 px PSF gives S/N ~ flux / 230, so 1.1e4-4.5e4 is S/N 50-200.
-    _, ratio, rel_err, _ = injected_flux_ratios(
-        (512, 512),
-        300,
-        N_TRANSIENTS,
-        (1.1e4, 4.5e4),
-        40,
-        profile=profile,
-        sci_beta=2.5,
-        tmpl_beta=3.5,
-        sci_fwhm=4.0,
-        tmpl_fwhm=2.8,
-        photometric_scale=1.3,
-        tmpl_shift=(0.3, 0.3),
-    )
-    return ratio, rel_err
+    ratios, errors = [], []
+    for seed in SEEDS:
+        _, ratio, rel_err, _ = injected_flux_ratios(
+            (512, 512),
+            300,
+            N_TRANSIENTS,
+            (1.1e4, 4.5e4),
+            40,
+            seed=seed,
+            separation=SEPARATION,
+            profile=profile,
+            sci_beta=2.5,
+            tmpl_beta=3.5,
+            sci_fwhm=4.0,
+            tmpl_fwhm=2.8,
+            photometric_scale=1.3,
+            tmpl_shift=(0.3, 0.3),
+        )
+        ratios.append(ratio)
+        errors.append(rel_err)
+    return np.concatenate(ratios), np.concatenate(errors)
 
 
-@pytest.mark.parametrize(
-    "profile",
-    [
-        "gaussian",
-        pytest.param(
-            "moffat",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="issue 12 point 2, open: with Moffat beta 2.5 stars the catalog's PSF "
-                "flux is 2.4 % low (0.976): the measured PSF image stops at 3 FWHM and each "
-                "star's sky, its cutout's border, holds its wings; a stack to 5 FWHM gave "
-                "0.982, with the sky of a 64 px background mesh 1.013 (neighbours' wings "
-                "lift it). The true PSF given to the science gives 0.992 cut at 3 FWHM, "
-                "1.003 at 4.5 and 1.006 whole (as rendered, 6 FWHM): a second bias of "
-                "+0.6 %, neither the decorrelation's (1.005 without it) nor the PSF "
-                "field's (1.006 with the centre PSF), remains to be found",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("profile", ["gaussian", "moffat"])
 def test_bright_transients_psf_fluxes_are_unbiased(profile: str) -> None:
+    # Moffat stars of index 2.5 hold 2.3 % of their flux beyond 3 FWHM: a PSF image cut
+    # there and normalised over its stamp, with each star's sky taken at its border (its
+    # own wing) and its neighbours' wings in its stack, measured 0.976 of the truth.
     ratio, rel_err = _catalog_flux_ratios(profile)
-    # A few fall on a bright star (saturated or masked core) or a neighbour: most remain.
-    assert len(ratio) >= 0.7 * N_TRANSIENTS
-    # The median of n ratios with errors e scatters by ~1.25 median(e) / sqrt(n): ~0.2 %
-    # here (each transient's own error 0.5-2 %), so 0.5 % is 2.5 of it: a bias of the
-    # PSF model (a truncated or mis-normalised PSF, the wrong PSF for the decorrelated
-    # difference: 1-6 %) exceeds it, noise alone does not.
+    # A few fall on a bright star (saturated or masked core): most remain.
+    assert len(ratio) >= 0.85 * N_TRANSIENTS * len(SEEDS)
+    # The median of n ratios with errors e scatters by 1.25 median(e) / sqrt(n) if the
+    # errors were all: ~0.1 % here (each 1-2.5 %). Each pair adds its own common part
+    # (its differential background and star residuals under the transients, its PSF
+    # estimate): with the true PSF given, the median of one pair's 80 scatters by 0.5 %
+    # from pair to pair (6 pairs), so the median of three by ~0.3 %. 0.5 % is the
+    # issue's target; a PSF model off by its wing (1-3 %) fails it.
     spread = 1.2533 * float(np.median(rel_err)) / np.sqrt(len(ratio))
     print(
         f"\n{profile}: catalog psf_flux / truth median {np.median(ratio):.4f} of {len(ratio)} "
-        f"(its noise {spread:.4f})"
+        f"(errors alone {spread:.4f}; by pair {len(SEEDS)} pairs)"
     )
-    assert spread < 0.0025
+    assert spread < 0.0015
     assert float(np.median(ratio)) == pytest.approx(1.0, abs=0.005)
+
+
+def test_wing_fit_recovers_a_moffat_and_its_share_beyond_the_stamp() -> None:
+    # A Moffat of index 2.5 and FWHM 4 px rendered whole (to 60 px, as pixels see it),
+    # with a sky constant and noise of 3e-6 of its flux a pixel (a stack of ~40 stars):
+    # the fit gives back the index and the constant, and the share of the flux within a
+    # 31 x 31 image (0.9916 of the whole Moffat) to 0.1 %, where cutting the image
+    # there and normalising over it loses 0.8 %.
+    one = np.ones(1)
+    half = 30
+    truth = render_moffats(
+        (2 * half + 1,) * 2, one * half, one * half, one, one * 4.0, 2.5, one * 0, one * 0, 60
+    )
+    whole = 1.0 / (1.0 - (1.0 + (60.0 / moffat_alpha(4.0, 2.5)) ** 2) ** -1.5)
+    rng = np.random.default_rng(1)
+    extended = truth / whole + 2e-5 + rng.normal(size=truth.shape) * 3e-6
+    stack = extended[15:46, 15:46]
+    found = psf_wing.psf_image(stack, extended, 4.7)
+    assert found is not None
+    image, enclosed, wing = found
+    assert wing.beta == pytest.approx(2.5, abs=0.05)
+    assert wing.constant == pytest.approx(2e-5, abs=2e-6)
+    assert image.sum() == pytest.approx(1.0)
+    share = (truth / whole)[15:46, 15:46].sum()
+    assert enclosed == pytest.approx(share, abs=0.001)

@@ -287,7 +287,6 @@ def kernel_hdus(result: SubtractionResult, n_grid: int = 7) -> fits.HDUList:
         hdu.header["NSTARS"] = (est.n_stars, "stars measured")
         hdu.header["PSFSRC"] = (est.source, "where the PSF came from")
         hdu.header["PSFWHY"] = (est.reason, "why that source")
-        hdu.header["ENCLOSED"] = (_finite(est.enclosed), "share of a star's flux in the image")
         psfs.append(hdu)
     sub_psf = fits.ImageHDU(np.asarray(result.subtraction.psf, np.float64), name="SUB_PSF")
     decorr = result.decorrelation

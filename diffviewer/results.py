@@ -441,7 +441,6 @@ def _psf(hdu: fits.ImageHDU) -> PsfEstimate:
         int(h["NSTARS"]),
         str(h["PSFSRC"]),
         str(h.get("PSFWHY", "")),
-        _float(h.get("ENCLOSED", 1.0)),
     )
 
 

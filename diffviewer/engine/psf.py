@@ -107,12 +107,17 @@ class PsfEstimate:
     reason : str
         Why, in words: which stars and how many, what was left out, or why no star
         measurement applied.
+    photometric : numpy.ndarray or None
+        The PSF image PSF fluxes are measured with, when it is not :attr:`image`: for a
+        measured PSF, the stars' stack with the sky their borders left and their
+        neighbours' light taken out (:mod:`diffviewer.engine.psf_wing`), sum 1,
+        read-only. :attr:`image`, the plain stack, is what the kernel and the choice of
+        the image to convolve are fitted to.
     enclosed : float
-        Share of a point source's whole flux that :attr:`image` holds: below 1 when a
-        measured PSF's wing reaches past its image (:mod:`diffviewer.engine.psf_wing`);
-        PSF fluxes are measured with ``image * enclosed`` so that they carry the whole
-        flux. 1 for a given PSF image (a file's PSF is taken to hold its flux) and a
-        Gaussian.
+        Share of a point source's whole flux within the photometric image (below 1 when
+        a measured PSF's wing reaches past it): PSF fluxes are measured with that image
+        times this, so that they carry the whole flux. 1 for a given PSF image (a file's
+        PSF is taken to hold its flux) and a Gaussian.
     """
 
     fwhm: float
@@ -121,7 +126,13 @@ class PsfEstimate:
     n_stars: int
     source: str
     reason: str = ""
+    photometric: np.ndarray | None = None
     enclosed: float = 1.0
+
+    @property
+    def flux_image(self) -> np.ndarray:
+        """The image PSF fluxes are measured with (:attr:`photometric`, else :attr:`image`)."""
+        return self.image if self.photometric is None else self.photometric
 
     @property
     def sigma(self) -> float:
@@ -158,9 +169,7 @@ def odd_square(image: np.ndarray) -> np.ndarray:
     return np.pad(img, ((py, py), (px, px)))
 
 
-def _estimate(
-    image: np.ndarray, n_stars: int, source: str, reason: str, enclosed: float = 1.0
-) -> PsfEstimate:
+def _estimate(image: np.ndarray, n_stars: int, source: str, reason: str) -> PsfEstimate:
     """Wrap a PSF image (made an odd square and normalised here) with its moments."""
     img = odd_square(image)
     img = img / img.sum()
@@ -173,7 +182,7 @@ def _estimate(
         fine = fftconv.resample(fftconv.resample(img, side, axis=0), side, axis=1)
         _, _, cov = adaptive_moments(fine)
         fwhm, ell = shape_from_covariance(cov / UPSAMPLE**2)
-    return PsfEstimate(fwhm, ell, frozen(img), n_stars, source, reason, enclosed)
+    return PsfEstimate(fwhm, ell, frozen(img), n_stars, source, reason)
 
 
 def _gaussian_estimate(fwhm: float, source: str, reason: str) -> PsfEstimate:
@@ -243,7 +252,7 @@ def _aligned_stack(wide: np.ndarray, half: int) -> tuple[np.ndarray, np.ndarray,
     ----------
     wide : numpy.ndarray
         ``(n, m, m)`` cutouts (:func:`_star_cutouts`, :func:`_less_border`), ``m >= 2 half + 1``;
-        NaN where unknown (never within ``half`` of the centre).
+        NaN where unknown.
     half : int
         Half-width (px) of the centre on which the stars are aligned and scaled.
 
@@ -444,23 +453,31 @@ def header_fwhm(exposure: Exposure) -> tuple[float, str] | None:
 
 
 def _stacked(exposure: Exposure, x: np.ndarray, y: np.ndarray, reason: str) -> PsfEstimate | None:
-    """The stack of stars at (x, y), its cutout resized once to 3 FWHM, with the wing
-    beyond it fitted to the stars' profiles (:data:`WING_EXTENT`); None with too few stars."""
+    """The stack of stars at (x, y), its cutout resized once to 3 FWHM; None with too few stars."""
     half, est = 12, None
     for _ in range(2):
-        stack, n, enclosed, wing = stack_stars(exposure, x, y, half, WING_EXTENT)
+        stack, n, _, _ = stack_stars(exposure, x, y, half)
         if n < MIN_STARS:
             return None
-        if wing is None:
-            est = _estimate(stack, n, "measured", f"stacked from {reason}; no wing fitted")
-        else:
-            why = f"stacked from {reason}; {wing.describe(enclosed)}"
-            est = _estimate(stack, n, "measured", why, enclosed)
+        est = _estimate(stack, n, "measured", f"stacked from {reason}")
         want = int(np.clip(np.ceil(3.0 * est.fwhm), 6, 40))
         if abs(want - half) <= 2:
             break
         half = want
     return est
+
+
+def _with_photometric(
+    exposure: Exposure, est: PsfEstimate, x: np.ndarray, y: np.ndarray
+) -> PsfEstimate:
+    """A measured PSF with its photometric image: the stars at (x, y) stacked to the
+    estimate's size with their wing (:data:`WING_EXTENT`); unchanged when none is fitted."""
+    half = est.image.shape[0] // 2
+    image, n, enclosed, wing = stack_stars(exposure, x, y, half, WING_EXTENT)
+    if wing is None or n < MIN_STARS:
+        return dataclasses.replace(est, reason=f"{est.reason}; no wing fitted")
+    why = f"{est.reason}; for fluxes, {n} stars and {wing.describe(enclosed)}"
+    return dataclasses.replace(est, reason=why, photometric=frozen(image), enclosed=enclosed)
 
 
 def estimate_psf(
@@ -482,9 +499,9 @@ def estimate_psf(
         first preferred; at most :data:`MAX_STARS` are used.
     bright : (array-like, array-like), optional
         Positions of the brightest unsaturated peaks, brightest first: candidates for the
-        size-flux locus with the kernel stars (all of them), and for the relaxed
-        measurement (:func:`compact_sources`, the first :data:`MAX_BRIGHT`) when the stars
-        are too few.
+        size-flux locus with the kernel stars (the first :data:`MAX_BRIGHT`; all of them
+        for the photometric image), and for the relaxed measurement
+        (:func:`compact_sources`) when the stars are too few.
     resampled : bool
         True when the exposure was warped: its own PSF image is then used only when no
         star measurement applies.
@@ -503,9 +520,7 @@ def estimate_psf(
         return _estimate(
             np.asarray(exposure.psf, dtype=float), 0, "given", "the PSF image the file provides"
         )
-    # Every bright peak given is a locus candidate: the PSF's wing, which sets the flux
-    # scale, is measured to a few per cent only from tens of stars.
-    bx, by = (np.asarray(b, dtype=float) for b in bright) if bright else ((), ())
+    bx, by = (np.asarray(b, dtype=float)[:MAX_BRIGHT] for b in bright) if bright else ((), ())
     locus = select_stars(exposure, np.r_[x, bx], np.r_[y, by])
     if locus is not None:
         est = _stacked(
@@ -515,7 +530,12 @@ def estimate_psf(
             f"the kernel stars and the brightest peaks: {locus.describe()}",
         )
         if est is not None:
-            return est
+            # The wing, which sets the flux scale, is measured to a few per cent only from
+            # tens of stars: every bright peak given is a locus candidate for it.
+            if bright is not None and len(bright[0]) > MAX_BRIGHT:
+                everyone = select_stars(exposure, np.r_[x, bright[0]], np.r_[y, bright[1]])
+                locus = everyone if everyone is not None else locus
+            return _with_photometric(exposure, est, locus.x[:MAX_STARS], locus.y[:MAX_STARS])
     why = f"no size-flux locus of {MIN_STARS} stars with S/N >= {LOCUS_MIN_SNR:g}"
     if len(x) >= MIN_STARS:
         est = _stacked(exposure, x, y, f"{len(x)} kernel stars as selected ({why})")

@@ -18,6 +18,8 @@ dipole fits keep the centre's PSF.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 from scipy.interpolate import RectBivariateSpline, bisplev
 
@@ -25,6 +27,7 @@ from diffviewer.engine import fftconv
 from diffviewer.engine.kernel import KernelFit
 from diffviewer.engine.photometry import PsfModel
 from diffviewer.engine.score_psfs import PsfGrid, kernel_matched_psfs
+from diffviewer.engine.subtract import difference_psf
 
 
 def _bracket(nodes: np.ndarray, value: float) -> tuple[int, int, float]:
@@ -202,7 +205,17 @@ def catalog_psfs(
     """
     ny, nx = fit.solution.shape
     sci_centre, tmpl_centre = kernel_matched_psfs(fit, (nx - 1) / 2.0, (ny - 1) / 2.0)
-    share = fit.science_psf.enclosed
+    est = fit.science_psf
+    share = est.enclosed
+    if est.photometric is not None:
+        # The difference's PSF as the subtraction and the decorrelation made it, from the
+        # science PSF measured for photometry.
+        sci_psf = est.photometric
+        photometric = dataclasses.replace(est, image=est.photometric)
+        diff_psf = difference_psf(dataclasses.replace(fit, science_psf=photometric))
+        if phi is not None:
+            diff_psf = fftconv.convolve(diff_psf, phi, mode="full")
+            diff_psf = diff_psf / diff_psf.sum()
     if fit.convolved == "template":
         diff = varying_psf(diff_psf, grid, sci_centre, "science", phi, share)
     else:

@@ -240,7 +240,8 @@ def psf_image(
     image = stack - wing.constant
     held = float(image.sum())
     total = held + flux_outside(wing, stack.shape[0] // 2)
-    if not (held > 0 and ENCLOSED_RANGE[0] <= held / total <= ENCLOSED_RANGE[1]):
+    usable = held > 0 and bool(np.all(np.isfinite(image)))
+    if not (usable and ENCLOSED_RANGE[0] <= held / total <= ENCLOSED_RANGE[1]):
         return None
     return image / held, held / total, wing
 

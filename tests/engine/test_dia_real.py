@@ -95,8 +95,10 @@ def goto_injection() -> dict[str, object]:
     )
     flux = snr * err * scale
 
-    # Inject the science PSF the engine measured, shifted to each sub-pixel position.
-    sci_model = PsfModel(base.science_psf.image)
+    # Inject the science PSF the engine measured for fluxes, shifted to each sub-pixel
+    # position: its image holds the share `enclosed` of a star's flux (the wing beyond is
+    # not injected), as the catalog measures it.
+    sci_model = PsfModel(base.science_psf.flux_image, base.science_psf.enclosed)
     image = sci.image.astype(np.float64)
     for (x, y), f in zip(xy, flux, strict=True):
         stamp, x0, y0 = sci_model.stamp(x, y)

@@ -157,7 +157,6 @@ def build_metadata(result: SubtractionResult, elapsed: float | None = None) -> d
                 "n_stars": result.template_psf.n_stars,
                 "source": result.template_psf.source,
                 "reason": result.template_psf.reason,
-                "enclosed_fraction": result.template_psf.enclosed,
             },
         },
         "kernel": {

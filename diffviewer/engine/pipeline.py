@@ -285,7 +285,7 @@ def run_subtraction(
         cands = candidates.select_candidates(science, warped.exposure, config.candidates, rep)
     with _step(rep, "psf", 0.20, 0.25):
         xy = cands.table["x"], cands.table["y"]
-        sci_psf = psf.estimate_psf(science, *xy, bright=cands.bright)
+        sci_psf = psf.estimate_psf(science, *xy, bright=cands.bright, photometric=True)
         tmpl_psf = psf.estimate_psf(
             warped.exposure, *xy, bright=cands.bright, resampled=warped.warped
         )

@@ -487,6 +487,7 @@ def estimate_psf(
     bright: tuple[np.ndarray, np.ndarray] | None = None,
     *,
     resampled: bool = False,
+    photometric: bool = False,
 ) -> PsfEstimate:
     """The PSF by the module's fallback chain: given, stars, bright sources, header, default.
 
@@ -505,6 +506,10 @@ def estimate_psf(
     resampled : bool
         True when the exposure was warped: its own PSF image is then used only when no
         star measurement applies.
+    photometric : bool
+        Also measure the photometric image with its wing (:func:`_with_photometric`),
+        which only the catalog's fluxes use (the science's): a third of the PSF step's
+        time on GOTO, spent for nothing on the template and the candidates' first PSFs.
 
     Returns
     -------
@@ -529,6 +534,8 @@ def estimate_psf(
             locus.y[:MAX_STARS],
             f"the kernel stars and the brightest peaks: {locus.describe()}",
         )
+        if est is not None and not photometric:
+            return est
         if est is not None:
             # The wing, which sets the flux scale, is measured to a few per cent only from
             # tens of stars: every bright peak given is a locus candidate for it.

@@ -251,6 +251,11 @@ class SavedProducts:
     kernel_sum_step: int
     psf: np.ndarray
 
+    @property
+    def matched_image(self) -> np.ndarray:
+        """The matched image's pixels (as ``SubtractionProducts.matched_image``)."""
+        return self.matched.image
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class SavedTemplate:

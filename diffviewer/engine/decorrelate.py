@@ -147,6 +147,23 @@ def decorrelation_kernel(
     return phi, white / pre
 
 
+def decorrelated_psf(psf: np.ndarray, phi: np.ndarray) -> np.ndarray:
+    """A difference's PSF after the decorrelation filter: ``psf`` convolved with ``phi``.
+
+    Parameters
+    ----------
+    psf, phi : numpy.ndarray
+        The PSF before decorrelation and the filter (odd sides).
+
+    Returns
+    -------
+    numpy.ndarray
+        Sum 1, ``psf``'s side plus ``phi``'s less one.
+    """
+    out = fftconv.convolve(psf, phi, mode="full")
+    return np.asarray(out / out.sum())
+
+
 def decorrelate(
     products: SubtractionProducts,
     fit: KernelFit,
@@ -190,8 +207,7 @@ def decorrelate(
     image = np.where(no_data, np.float32(0.0), diff.image) if no_data.any() else diff.image
     out = convolve_terms(image, phi[None].astype(np.float32), 0)
     reporter.update(0.9)
-    psf = fftconv.convolve(products.psf, phi, mode="full")
-    psf = psf / psf.sum()
+    psf = decorrelated_psf(products.psf, phi)
     psf.flags.writeable = False
     phi.flags.writeable = False
     result = diff.replace(

@@ -24,6 +24,7 @@ import numpy as np
 from scipy.interpolate import RectBivariateSpline, bisplev
 
 from diffviewer.engine import fftconv
+from diffviewer.engine.decorrelate import decorrelated_psf
 from diffviewer.engine.kernel import KernelFit
 from diffviewer.engine.photometry import PsfModel
 from diffviewer.engine.score_psfs import PsfGrid, kernel_matched_psfs
@@ -214,8 +215,7 @@ def catalog_psfs(
         photometric = dataclasses.replace(est, image=est.photometric)
         diff_psf = difference_psf(dataclasses.replace(fit, science_psf=photometric))
         if phi is not None:
-            diff_psf = fftconv.convolve(diff_psf, phi, mode="full")
-            diff_psf = diff_psf / diff_psf.sum()
+            diff_psf = decorrelated_psf(diff_psf, phi)
     if fit.convolved == "template":
         diff = varying_psf(diff_psf, grid, sci_centre, "science", phi, share)
     else:

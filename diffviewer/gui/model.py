@@ -252,7 +252,8 @@ def view_arrays(result: Any) -> dict[str, np.ndarray]:
     arrays = {
         "science": result.science.image,
         "template": result.template.exposure.image,
-        "matched": result.subtraction.matched.image,
+        # not .matched: that exposure's mask is grown by the kernel footprint on each read
+        "matched": result.subtraction.matched_image,
         "difference": result.difference.image,
         "variance": result.difference.variance,
         "mask": result.difference.mask,

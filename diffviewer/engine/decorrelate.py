@@ -24,10 +24,10 @@ import dataclasses
 import numpy as np
 import scipy.fft as sfft
 
-from diffviewer.engine import fftconv
+from diffviewer.engine import fftconv, tiles
 from diffviewer.engine.kernel import KernelFit
 from diffviewer.engine.progress import Reporter
-from diffviewer.engine.subtract import SubtractionProducts, convolve_terms, read_only
+from diffviewer.engine.subtract import SubtractionProducts, read_only
 from diffviewer.errors import InputError
 from diffviewer.exposure import Exposure, MaskPlane
 
@@ -80,7 +80,10 @@ def clipped_mean(values: np.ndarray, sigma: float, iterations: int) -> float:
     The clipping of ``astropy.stats.sigma_clipped_stats`` (median centre, population
     standard deviation, bounds kept, repeated until nothing changes or ``iterations``
     passes), computed on the kept values alone: the same mean, without its masked-array
-    machinery (0.3-0.5 s on 10^6 values, twice a run, on the development machine).
+    machinery (0.3-0.5 s on 10^6 values, twice a run, on the development machine). The
+    values are sorted once: every pass keeps a contiguous run of them, whose median is
+    read at its middle and whose bounds are found by bisection (a median and a copy per
+    pass cost 2-3 times the sort).
 
     Parameters
     ----------
@@ -96,16 +99,23 @@ def clipped_mean(values: np.ndarray, sigma: float, iterations: int) -> float:
     float
         The clipped mean (NaN when no value is finite).
     """
-    kept = values[np.isfinite(values)]
+    ordered = np.sort(values[np.isfinite(values)], axis=None)
+    lo, hi = 0, ordered.size
     for _ in range(iterations):
-        if kept.size == 0:
+        if hi == lo:
             return float("nan")
-        centre, spread = np.median(kept), np.std(kept)
-        inside = (kept >= centre - sigma * spread) & (kept <= centre + sigma * spread)
-        if inside.all():
+        kept = ordered[lo:hi]
+        n = hi - lo
+        centre = 0.5 * (kept[(n - 1) // 2] + kept[n // 2])
+        spread = np.std(kept)
+        new_lo = int(np.searchsorted(ordered, centre - sigma * spread, side="left"))
+        new_hi = int(np.searchsorted(ordered, centre + sigma * spread, side="right"))
+        # The bounds of an earlier pass stay: values outside them are gone.
+        new_lo, new_hi = max(new_lo, lo), min(new_hi, hi)
+        if (new_lo, new_hi) == (lo, hi):
             break
-        kept = kept[inside]
-    return float(np.mean(kept)) if kept.size else float("nan")
+        lo, hi = new_lo, new_hi
+    return float(np.mean(ordered[lo:hi])) if hi > lo else float("nan")
 
 
 def decorrelation_kernel(
@@ -205,7 +215,12 @@ def decorrelate(
     # whitened with the rest (on a tiny cutout the whole image may be EDGE).
     no_data = (diff.mask & int(MaskPlane.NO_DATA)) != 0
     image = np.where(no_data, np.float32(0.0), diff.image) if no_data.any() else diff.image
-    out = convolve_terms(image, phi[None].astype(np.float32), 0)
+    (out,) = tiles.convolve(
+        image.shape,
+        lambda box: (image[box],),
+        (phi.astype(np.float32),),
+        lambda done: reporter.update(0.2 + 0.7 * done),
+    )
     reporter.update(0.9)
     psf = decorrelated_psf(products.psf, phi)
     psf.flags.writeable = False

@@ -234,10 +234,13 @@ def _threshold(image: np.ndarray, good: np.ndarray, level: float, min_area: int)
     labels, n = ndimage.label(above, structure=np.ones((3, 3), dtype=bool))
     if n == 0:
         return labels
-    area = np.bincount(labels.ravel(), minlength=n + 1)
-    keep = area >= min_area
-    keep[0] = False
-    labels[~keep[labels]] = 0  # in place: no second int32 plane
+    # Counted and cleared on the pixels above alone (not image-sized int32 passes).
+    at = np.flatnonzero(above)
+    del above
+    flat = labels.reshape(-1)
+    groups = flat[at]
+    small = np.bincount(groups, minlength=n + 1) < min_area
+    flat[at[small[groups]]] = 0  # in place: no second int32 plane
     return labels
 
 

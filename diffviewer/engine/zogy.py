@@ -219,11 +219,36 @@ def _score_mask(
     """
     union = science.mask | template_planes(template.mask)
     saturated = int(MaskPlane.SAT | MaskPlane.SAT_TEMPLATE)
-    mask = grow_planes(union, size) | (grow_planes(union, reach, saturated) & saturated)
-    invalid = ndimage.maximum_filter(bad.view(np.uint8), size=size, mode="constant") > 0
-    flagged = (mask & int(UNUSABLE)) != 0
-    mask = np.where(invalid & ~flagged, mask | int(MaskPlane.NO_DATA), mask).astype(MASK_DTYPE)
-    return mask, invalid | flagged
+    mask = grow_planes(union, size).astype(MASK_DTYPE, copy=False)
+    # Planes absent from the image cost no image-sized pass (each is ~0.1 s at 4096^2).
+    if int(np.bitwise_or.reduce(union, axis=None)) & saturated:
+        mask |= grow_planes(union, reach, saturated) & saturated
+    invalid = _grown(bad, size)
+    if int(np.bitwise_or.reduce(mask, axis=None)) & int(UNUSABLE):
+        flagged = (mask & int(UNUSABLE)) != 0
+        mask[invalid & ~flagged] |= MASK_DTYPE(MaskPlane.NO_DATA)
+        invalid |= flagged
+    else:
+        mask[invalid] |= MASK_DTYPE(MaskPlane.NO_DATA)
+    return mask, invalid
+
+
+def _grown(hit: np.ndarray, size: int) -> np.ndarray:
+    """A boolean map grown to a ``size`` x ``size`` square (odd) around each set pixel.
+
+    The filter runs on the set pixels' bounding box widened by half the square (nothing
+    outside it is reached): an image without any set pixel costs one pass.
+    """
+    out = np.zeros(hit.shape, dtype=bool)
+    rows, cols = np.flatnonzero(hit.any(axis=1)), np.flatnonzero(hit.any(axis=0))
+    if rows.size == 0:
+        return out
+    half = size // 2
+    box = np.s_[
+        max(rows[0] - half, 0) : rows[-1] + half + 1, max(cols[0] - half, 0) : cols[-1] + half + 1
+    ]
+    out[box] = ndimage.maximum_filter(hit[box].view(np.uint8), size=size, mode="constant") > 0
+    return out
 
 
 def _crop_kernel(kernel: np.ndarray, half: int) -> np.ndarray:
@@ -534,23 +559,20 @@ def al_score(difference: Exposure, psf: np.ndarray, reporter: Reporter) -> Score
             noise_std=float("nan"),
         )
     flipped = p[::-1, ::-1]
-    grid = FourierGrid(difference.shape, max(p.shape))
-    num = grid.image(
-        grid.spectrum(_scaled_plane(difference.image, None, 1.0, bad))
-        * grid.kernel_spectrum(flipped)
-    )
-    reporter.update(0.5)
-    var = grid.image(
-        grid.spectrum(_scaled_plane(difference.variance, None, 1.0, bad))
-        * grid.kernel_spectrum(flipped**2)
+    num, var = tiles.convolve(
+        difference.shape,
+        lambda box: (
+            _scaled_plane(difference.image[box], None, 1.0, bad[box]),
+            _scaled_plane(difference.variance[box], None, 1.0, bad[box]),
+        ),
+        (flipped, flipped**2),
+        lambda done: reporter.update(0.9 * done),
     )
     invalid = bad | ~(var > _variance_floor(var))
-    # In place, in float32 (the views of the padded grid are copied once, to their shape).
-    score, var = np.array(num), np.array(var)
-    del num
+    # In place, in float32.
     var[invalid] = 1.0
     np.sqrt(var, out=var)
-    score /= var
+    score = np.divide(num, var, out=num)
     del var
     score[invalid] = 0.0
     mask = np.where(

@@ -153,3 +153,16 @@ def test_sky_variance_leaves_the_sources_out(correlated: Correlated) -> None:
     plain = float(np.mean(pair.science.variance, dtype=np.float64))
     assert plain > 1030.0
     assert decorrelate.sky_variance(pair.science) == pytest.approx(1000.0, rel=0.005)
+
+
+def test_clipped_mean_is_astropys_sigma_clipped_mean() -> None:
+    from astropy.stats import sigma_clipped_stats
+
+    rng = np.random.default_rng(5)
+    # Sky variance with a tail of sources' Poisson variance and a few non-finite pixels.
+    values = np.concatenate([rng.normal(1000.0, 30.0, 20_000), rng.exponential(3e3, 800)])
+    values[::997] = np.nan
+    for iterations in (1, 2, 5):
+        mean = sigma_clipped_stats(values, sigma=3.0, maxiters=iterations, stdfunc="std")[0]
+        assert decorrelate.clipped_mean(values, 3.0, iterations) == pytest.approx(mean, rel=1e-12)
+    assert np.isnan(decorrelate.clipped_mean(np.array([np.nan, np.inf]), 3.0, 5))

@@ -1,0 +1,85 @@
+"""Tiled FFT convolution and the blend of per-node kernels (:mod:`diffviewer.engine.tiles`)."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from diffviewer.engine import fftconv, tiles
+from tests.engine.helpers import gaussian_psf
+
+#: float32 FFTs of values of order 1: the tiled and the whole-image results differ by
+#: rounding only (a few 1e-7 relative to the largest value).
+ROUNDING = 2e-6
+
+
+def _kernel(sigma_x: float, sigma_y: float, side: int = 21) -> np.ndarray:
+    """An elliptical Gaussian kernel (sum 1) with a constant offset, so it is not symmetric."""
+    y, x = np.mgrid[:side, :side] - side // 2
+    k = np.exp(-0.5 * ((x / sigma_x) ** 2 + (y / sigma_y) ** 2)) * (1.0 + 0.1 * x / side)
+    return k / k.sum()
+
+
+@pytest.fixture
+def small_tiles(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tiles of at most 96 px, so that small images are cut into many."""
+    monkeypatch.setattr(tiles, "MAX_TILE_FFT", 96)
+
+
+def test_tile_lengths_cover_the_axis_within_the_largest_tile() -> None:
+    for n, reach in ((4096, 30), (1850, 12), (300, 10), (50, 40)):
+        length = tiles.tile_fft_length(n, reach)
+        pieces = tiles.axis_tiles(0, n, length - 2 * reach)
+        assert pieces[0][0] == 0 and pieces[-1][1] == n
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(pieces))
+        assert max(b - a for a, b in pieces) + 2 * reach <= length
+        # Beyond one tile, no FFT leaves the cache-sized length by more than a fast step.
+        if n + 2 * reach > tiles.MAX_TILE_FFT and 4 * reach < tiles.MAX_TILE_FFT:
+            assert length <= 1.1 * tiles.MAX_TILE_FFT
+
+
+@pytest.mark.usefixtures("small_tiles")
+def test_tiled_convolution_is_the_whole_image_convolution() -> None:
+    rng = np.random.default_rng(1)
+    image = rng.normal(size=(301, 257)).astype(np.float32)
+    image[100:110, 50:60] += 50.0  # a bright patch across a tile edge
+    k1, k2 = _kernel(2.0, 3.0), _kernel(1.5, 1.0, 15)
+    out = tiles.convolve(
+        image.shape, lambda box: (image[box], image[box] ** 2), (k1, k2), lambda done: None
+    )
+    assert len(out) == 2 and out[0].dtype == np.float32
+    for got, data, k in zip(out, (image, image**2), (k1, k2), strict=True):
+        want = fftconv.convolve(data.astype(np.float64), k, mode="same")
+        assert np.max(np.abs(got - want)) < ROUNDING * np.max(np.abs(want))
+
+
+@pytest.mark.usefixtures("small_tiles")
+def test_blended_tiles_are_the_blend_of_whole_image_convolutions() -> None:
+    """Each pixel is the bilinear blend of its cell's corner nodes' whole-image convolutions."""
+    rng = np.random.default_rng(2)
+    shape = (230, 410)
+    image = rng.normal(size=shape).astype(np.float32)
+    xs, ys = (0.0, 150.0, 409.0), (0.0, 229.0)
+    kernels = {
+        (j, i): gaussian_psf(1.5 + 0.5 * i + 0.7 * j, half=8) for j in range(2) for i in range(3)
+    }
+    (got,) = tiles.blend_cells(
+        shape,
+        lambda box: (image[box],),
+        xs,
+        ys,
+        8,
+        lambda grid, j, i: (grid.kernel_spectrum(kernels[j, i]),),
+        lambda grid, j, i, spectra, data: (grid.image(data[0] * spectra[0]),),
+        lambda done: None,
+    )
+    want = np.zeros(shape)
+    for r0, r1, row_nodes in tiles.axis_cells(shape[0], ys):
+        for c0, c1, col_nodes in tiles.axis_cells(shape[1], xs):
+            for j, wy in row_nodes:
+                for i, wx in col_nodes:
+                    conv = fftconv.convolve(image.astype(np.float64), kernels[j, i], mode="same")
+                    want[r0:r1, c0:c1] += np.outer(wy, wx) * conv[r0:r1, c0:c1]
+    assert np.max(np.abs(got - want)) < ROUNDING * np.max(np.abs(want))

@@ -71,7 +71,7 @@ def sky_variance(exposure: Exposure, max_samples: int = 1_000_000) -> float:
     if values.size == 0:
         return 0.0
     values = values[:: max(1, values.size // max_samples)]
-    return clipped_mean(values.astype(np.float64), 3.0, 5)
+    return clipped_mean(values, 3.0, 5)
 
 
 def clipped_mean(values: np.ndarray, sigma: float, iterations: int) -> float:
@@ -99,7 +99,8 @@ def clipped_mean(values: np.ndarray, sigma: float, iterations: int) -> float:
     float
         The clipped mean (NaN when no value is finite).
     """
-    ordered = np.sort(values[np.isfinite(values)], axis=None)
+    # Sorted in the values' own type (float32 sorts twice as fast), then in float64.
+    ordered = np.sort(values[np.isfinite(values)], axis=None).astype(np.float64, copy=False)
     lo, hi = 0, ordered.size
     for _ in range(iterations):
         if hi == lo:

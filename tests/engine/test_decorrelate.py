@@ -165,4 +165,8 @@ def test_clipped_mean_is_astropys_sigma_clipped_mean() -> None:
     for iterations in (1, 2, 5):
         mean = sigma_clipped_stats(values, sigma=3.0, maxiters=iterations, stdfunc="std")[0]
         assert decorrelate.clipped_mean(values, 3.0, iterations) == pytest.approx(mean, rel=1e-12)
+    # float32 samples (a variance plane's) are clipped as their float64 values.
+    single = values.astype(np.float32)
+    mean = sigma_clipped_stats(single.astype(np.float64), sigma=3.0, maxiters=5, stdfunc="std")[0]
+    assert decorrelate.clipped_mean(single, 3.0, 5) == pytest.approx(mean, rel=1e-12)
     assert np.isnan(decorrelate.clipped_mean(np.array([np.nan, np.inf]), 3.0, 5))

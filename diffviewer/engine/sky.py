@@ -44,7 +44,7 @@ def source_map(exposure: Exposure, good: np.ndarray) -> np.ndarray:
     """
     background, _ = estimate_background(exposure.image, good, BACKGROUND_MESH)
     excess = np.where(good, exposure.image - background, np.float32(0.0))
-    mean = ndimage.uniform_filter(excess.astype(np.float32), size=SOURCE_BOX)
+    mean = ndimage.uniform_filter(excess, size=SOURCE_BOX)  # float32 already: no copy
     sigma = sampled_robust_std(mean[good]) if good.any() else 0.0
     return np.asarray(good & (np.abs(mean) > SOURCE_SIGMA * sigma))
 

@@ -204,7 +204,8 @@ def blend_cells(
         on ``grid``; computed once, kept until the node's last cell is done.
     node_products : callable
         ``node_products(grid, row, column, kernel_spectra, plane_spectra)``: images on
-        the tile's grid (shape ``grid.shape``) made with that node's kernels.
+        the tile's grid (shape ``grid.shape``) made with that node's kernels, arrays of
+        their own (they are weighted in place).
     update : callable
         Called with the fraction (0 to 1) of rows of cells done (progress, cancellation).
 
@@ -246,7 +247,9 @@ def blend_cells(
                             np.float32
                         )
                         for acc, product in zip(out, products, strict=True):
-                            acc[t0:t1, u0:u1] += w * product[inner_box]
+                            part = product[inner_box]
+                            part *= w  # in place: the product is the tile's own array
+                            acc[t0:t1, u0:u1] += part
             # A node's last cell is cell (min(j, rows - 1), min(i, columns - 1)).
             for j, _, i, _ in nodes:
                 if (done, col) == (min(j, len(rows) - 1), min(i, len(cols) - 1)):

@@ -84,29 +84,6 @@ def _pieces(values: np.ndarray, inside: np.ndarray, prominence: float) -> np.nda
     return out.reshape(ny + 2, width)[1:-1, 1:-1]
 
 
-def _peak_counts(image: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    """Number of local maxima of each group: pixels not below any 8-neighbour of their group.
-
-    Two groups never touch (they are 8-connected components), so a group pixel's
-    neighbours are of its own group or of none; only the groups' pixels are visited.
-
-    Returns
-    -------
-    numpy.ndarray
-        Counts indexed by group number (0 for a number without pixels).
-    """
-    ny, nx = groups.shape
-    ys, xs = np.nonzero(groups)
-    values = image[ys, xs]
-    peak = np.ones(ys.size, dtype=bool)
-    for dy, dx in _NEIGHBOURS:
-        qy, qx = ys + dy, xs + dx
-        inside = (qy >= 0) & (qy < ny) & (qx >= 0) & (qx < nx)
-        qy, qx = np.clip(qy, 0, ny - 1), np.clip(qx, 0, nx - 1)
-        peak &= ~(inside & (groups[qy, qx] > 0) & (image[qy, qx] > values))
-    return np.bincount(groups[ys[peak], xs[peak]], minlength=int(groups.max()) + 1)
-
-
 def split_footprints(
     image: np.ndarray, groups: np.ndarray, prominence: float
 ) -> tuple[np.ndarray, int]:
@@ -128,27 +105,24 @@ def split_footprints(
     -------
     labels : numpy.ndarray
         int32 map, 0 outside the footprints, 1..n inside: a footprint with a single
-        significant peak keeps one label. Labels follow the groups' numbers.
+        significant peak keeps one label.
     n : int
         Number of labels.
     """
-    if not groups.any():
-        return np.zeros(groups.shape, dtype=np.int32), 0
-    peaks = _peak_counts(image, groups)
-    # Pieces of the footprints with several peaks; every other group is one piece.
-    pieces: dict[int, tuple[tuple[slice, slice], np.ndarray]] = {}
-    sizes = (peaks > 0).astype(np.int64)
-    boxes = ndimage.find_objects(groups)
-    for k in np.flatnonzero(peaks >= 2).tolist():
-        box = boxes[k - 1]
+    connectivity = np.ones((3, 3), dtype=bool)
+    out = np.zeros(groups.shape, dtype=np.int32)
+    n = 0
+    for k, box in enumerate(ndimage.find_objects(groups), start=1):
+        if box is None:
+            continue
         inside = groups[box] == k
-        cut = _pieces(image[box].astype(np.float64), inside, prominence)
-        pieces[k] = (box, cut)
-        sizes[k] = int(cut.max())
-    first = (np.cumsum(sizes) - sizes + 1).astype(np.int32)  # the first label of each group
-    first[0] = 0
-    out = first[groups]
-    for k, (box, cut) in pieces.items():
-        inside = groups[box] == k
-        out[box][inside] += cut[inside] - 1
-    return out, int(sizes.sum())
+        values = np.where(inside, image[box], -np.inf)
+        peaks = inside & (values >= ndimage.maximum_filter(values, footprint=connectivity))
+        if np.count_nonzero(peaks) < 2:
+            out[box][inside] = n + 1
+            n += 1
+            continue
+        pieces = _pieces(image[box].astype(np.float64), inside, prominence)
+        out[box][inside] = pieces[inside] + n
+        n += int(pieces.max())
+    return out, n

@@ -33,14 +33,21 @@ def cutouts(
     xc = np.asarray(xc, dtype=np.intp)
     yc = np.asarray(yc, dtype=np.intp)
     ny, nx = array.shape
-    off = np.arange(-half, half + 1)
-    rows = yc[:, None] + off[None, :]
-    cols = xc[:, None] + off[None, :]
-    stamps = array[np.clip(rows, 0, ny - 1)[:, :, None], np.clip(cols, 0, nx - 1)[:, None, :]]
+    side = 2 * half + 1
     inside = (yc - half >= 0) & (yc + half < ny) & (xc - half >= 0) & (xc + half < nx)
+    stamps = np.empty((len(xc), side, side), dtype=array.dtype)
+    if inside.any():
+        # whole rows of the image copied at once from a strided view of all windows
+        windows = np.lib.stride_tricks.sliding_window_view(array, (side, side))
+        stamps[inside] = windows[yc[inside] - half, xc[inside] - half]
     if not inside.all():
+        out = ~inside
+        off = np.arange(-half, half + 1)
+        rows = yc[out, None] + off[None, :]
+        cols = xc[out, None] + off[None, :]
+        near = array[np.clip(rows, 0, ny - 1)[:, :, None], np.clip(cols, 0, nx - 1)[:, None, :]]
         outside = ((rows < 0) | (rows >= ny))[:, :, None] | ((cols < 0) | (cols >= nx))[:, None, :]
-        stamps = np.where(outside, np.asarray(fill, dtype=stamps.dtype), stamps)
+        stamps[out] = np.where(outside, np.asarray(fill, dtype=array.dtype), near)
     return stamps, inside
 
 

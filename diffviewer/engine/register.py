@@ -26,6 +26,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from diffviewer.engine.candidates import Peaks, find_peaks
+from diffviewer.engine.moments import cutouts
 from diffviewer.engine.progress import null_reporter
 from diffviewer.errors import RegistrationError
 from diffviewer.exposure import Exposure
@@ -181,9 +182,7 @@ def _centroids(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndar
     """Iterated Gaussian-weighted centroids of the stars at integer (x, y), background removed."""
     h = CENTROID_HALF
     offsets = np.arange(-h, h + 1, dtype=np.float64)
-    rows = y[:, None, None] + np.arange(-h, h + 1)[None, :, None]
-    cols = x[:, None, None] + np.arange(-h, h + 1)[None, None, :]
-    stamps = image[rows, cols].astype(np.float64)
+    stamps = cutouts(image, x, y, h)[0].astype(np.float64)
     border = np.concatenate(
         [stamps[:, 0], stamps[:, -1], stamps[:, 1:-1, 0], stamps[:, 1:-1, -1]], axis=1
     )

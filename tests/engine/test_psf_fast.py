@@ -160,3 +160,15 @@ def test_neighbours_taken_out_of_all_cutouts_at_once_as_one_by_one() -> None:
     np.testing.assert_array_equal(np.isnan(fast), np.isnan(slow))
     assert np.isnan(fast).sum() > np.isnan(stamps).sum()  # neighbours were found
     np.testing.assert_allclose(fast, slow, rtol=1e-12, atol=1e-9, equal_nan=True)
+
+
+def test_cutouts_equal_slices_of_the_padded_image() -> None:
+    rng = np.random.default_rng(8)
+    image = rng.normal(size=(40, 60)).astype(np.float32)
+    x, y = rng.integers(-8, 68, 200), rng.integers(-8, 48, 200)
+    stamps, inside = moments.cutouts(image, x, y, 6, fill=np.nan)
+    padded = np.pad(image, 14, constant_values=np.nan)  # every cutout lies in it
+    for k in range(len(x)):
+        direct = padded[y[k] + 8 : y[k] + 21, x[k] + 8 : x[k] + 21]
+        np.testing.assert_array_equal(stamps[k], direct)
+        assert inside[k] == (6 <= x[k] < 54 and 6 <= y[k] < 34)

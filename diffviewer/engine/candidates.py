@@ -174,33 +174,119 @@ def _binomial_smooth(image: np.ndarray) -> np.ndarray:
     return out
 
 
-def find_peaks(
-    exposure: Exposure, threshold: float, reporter: Reporter
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+@dataclasses.dataclass(frozen=True, eq=False)
+class Peaks:
+    """The local maxima of an image's smoothed pixels above a threshold (:func:`find_peaks`).
+
+    Found once on the science image, they serve the registration (above
+    :data:`diffviewer.engine.register.STAR_THRESHOLD`) and the kernel candidates (above
+    ``detect_threshold``): :meth:`above` gives what :func:`find_peaks` finds with a
+    higher threshold.
+
+    Attributes
+    ----------
+    x, y : numpy.ndarray
+        Integer positions (0-based px), in raster order.
+    value : numpy.ndarray
+        The smoothed image there (float32).
+    peak : numpy.ndarray
+        The image there above the background (image units).
+    background, noise : numpy.ndarray
+        Box grids of :func:`coarse_background`.
+    threshold : float
+        The threshold (sigma of the smoothed image's noise).
+    shape : (int, int)
+        The image's shape.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    value: np.ndarray
+    peak: np.ndarray
+    background: np.ndarray
+    noise: np.ndarray
+    threshold: float
+    shape: tuple[int, int]
+
+    def above(self, threshold: float) -> Peaks:
+        """The peaks above a threshold at least :attr:`threshold`, as :func:`find_peaks`
+        finds them with it (the same tests, on the values found; order kept).
+
+        Raises
+        ------
+        ValueError
+            Below :attr:`threshold` (peaks there were not kept).
+        """
+        if threshold < self.threshold:
+            raise ValueError(f"peaks were found above {self.threshold:g} sigma, not {threshold:g}")
+        keep = _above(
+            self.value, self.x, self.y, self.background, self.noise, threshold, self.shape
+        )
+        return dataclasses.replace(
+            self,
+            x=self.x[keep],
+            y=self.y[keep],
+            value=self.value[keep],
+            peak=self.peak[keep],
+            threshold=threshold,
+        )
+
+
+def _threshold_grid(background: np.ndarray, noise: np.ndarray, threshold: float) -> np.ndarray:
+    """The smoothed image's detection level at ``threshold`` sigma on the box grid."""
+    # noise of the smoothed white field: sigma * sum(w^2) for the separable 2-D filter
+    result: np.ndarray = background + threshold * float(np.sum(_BINOMIAL**2)) * noise
+    return result
+
+
+def _above(
+    value: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    background: np.ndarray,
+    noise: np.ndarray,
+    threshold: float,
+    shape: tuple[int, int],
+) -> np.ndarray:
+    """Which smoothed values at (x, y) of an image of ``shape`` exceed ``threshold`` sigma
+    over the background (grids of :func:`coarse_background`).
+
+    The lowest level of the grid is tested first (:func:`find_peaks` finds the pixels
+    above it on the whole image), then the local one.
+    """
+    thresh = _threshold_grid(background, noise, threshold)
+    keep = value > np.float32(thresh.min())
+    keep[keep] = value[keep] > _at(thresh, shape, x[keep], y[keep])
+    return keep
+
+
+def find_peaks(exposure: Exposure, threshold: float, reporter: Reporter) -> Peaks:
     """Local maxima of the smoothed image above ``threshold`` sigma.
+
+    Parameters
+    ----------
+    exposure : Exposure
+        The image.
+    threshold : float
+        Detection threshold (sigma of the smoothed image's noise).
+    reporter : Reporter
+        Progress.
 
     Returns
     -------
-    xi, yi : numpy.ndarray
-        Integer peak positions.
-    peak : numpy.ndarray
-        Peak value above the background (image units).
-    background, noise : numpy.ndarray
-        Box grids of :func:`coarse_background`.
+    Peaks
     """
     image = exposure.image
     good = exposure.good_pixels()
     bg, sd = coarse_background(image, good)
     reporter.update(0.2)
     smooth = _binomial_smooth(image)
-    # noise of the smoothed white field: sigma * sum(w^2) for the separable 2-D filter
-    noise_factor = float(np.sum(_BINOMIAL**2))
-    thresh = bg + threshold * noise_factor * sd
     reporter.update(0.35)
-    # Pixels above the lowest threshold, then the local threshold, then 5x5 local maxima.
-    yi, xi = np.nonzero((smooth > np.float32(thresh.min())) & good)
+    # Pixels above the lowest level, then the local level, then 5x5 local maxima.
+    lowest = np.float32(_threshold_grid(bg, sd, threshold).min())
+    yi, xi = np.nonzero((smooth > lowest) & good)
     value = smooth[yi, xi]
-    keep = value > _at(thresh, image.shape, xi, yi)
+    keep = _above(value, xi, yi, bg, sd, threshold, exposure.shape)
     yi, xi, value = yi[keep], xi[keep], value[keep]
     ny, nx = image.shape
     for dy in range(-2, 3):
@@ -211,7 +297,8 @@ def find_peaks(
                 keep = (value > other) | ((value == other) & ((dy > 0) | ((dy == 0) & (dx > 0))))
                 yi, xi, value = yi[keep], xi[keep], value[keep]
     reporter.update(0.5)
-    return xi, yi, image[yi, xi] - _at(bg, image.shape, xi, yi), bg, sd
+    peak = image[yi, xi] - _at(bg, image.shape, xi, yi)
+    return Peaks(xi, yi, value, peak, bg, sd, threshold, exposure.shape)
 
 
 def _saturation_level(exposure: Exposure, config: CandidatesConfig) -> float:
@@ -400,7 +487,11 @@ def _stamp_flags(
 
 
 def select_candidates(
-    science: Exposure, template: Exposure, config: CandidatesConfig, reporter: Reporter
+    science: Exposure,
+    template: Exposure,
+    config: CandidatesConfig,
+    reporter: Reporter,
+    peaks: Peaks | None = None,
 ) -> CandidateSet:
     """Select the stars on which the PSF-matching kernel is fitted.
 
@@ -412,6 +503,10 @@ def select_candidates(
         Thresholds, window, isolation, cells, control sample, optional source list.
     reporter : Reporter
         Progress and cancellation.
+    peaks : Peaks, optional
+        The science image's peaks when they were found already (by the registration),
+        used when their threshold is at most ``config.detect_threshold``; else they are
+        found here.
 
     Returns
     -------
@@ -429,7 +524,10 @@ def select_candidates(
         peak = science.image[yi, xi] - _at(bg_s, shape, xi, yi)
         n_detected = len(x_all)
     else:
-        xi, yi, peak, bg_s, _ = find_peaks(science, config.detect_threshold, reporter)
+        if peaks is None or peaks.threshold > config.detect_threshold:
+            peaks = find_peaks(science, config.detect_threshold, reporter)
+        found = peaks.above(config.detect_threshold)
+        xi, yi, peak, bg_s = found.x, found.y, found.peak, found.background
         n_detected = len(xi)
     bg_t, _ = coarse_background(template.image, template.good_pixels())
     reporter.update(0.6)

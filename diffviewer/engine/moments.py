@@ -33,14 +33,21 @@ def cutouts(
     xc = np.asarray(xc, dtype=np.intp)
     yc = np.asarray(yc, dtype=np.intp)
     ny, nx = array.shape
-    off = np.arange(-half, half + 1)
-    rows = yc[:, None] + off[None, :]
-    cols = xc[:, None] + off[None, :]
-    stamps = array[np.clip(rows, 0, ny - 1)[:, :, None], np.clip(cols, 0, nx - 1)[:, None, :]]
+    side = 2 * half + 1
     inside = (yc - half >= 0) & (yc + half < ny) & (xc - half >= 0) & (xc + half < nx)
+    stamps = np.empty((len(xc), side, side), dtype=array.dtype)
+    if inside.any():
+        # whole rows of the image copied at once from a strided view of all windows
+        windows = np.lib.stride_tricks.sliding_window_view(array, (side, side))
+        stamps[inside] = windows[yc[inside] - half, xc[inside] - half]
     if not inside.all():
+        out = ~inside
+        off = np.arange(-half, half + 1)
+        rows = yc[out, None] + off[None, :]
+        cols = xc[out, None] + off[None, :]
+        near = array[np.clip(rows, 0, ny - 1)[:, :, None], np.clip(cols, 0, nx - 1)[:, None, :]]
         outside = ((rows < 0) | (rows >= ny))[:, :, None] | ((cols < 0) | (cols >= nx))[:, None, :]
-        stamps = np.where(outside, np.asarray(fill, dtype=stamps.dtype), stamps)
+        stamps[out] = np.where(outside, np.asarray(fill, dtype=array.dtype), near)
     return stamps, inside
 
 
@@ -77,7 +84,7 @@ def adaptive_moments_stack(
     """
     stamps = np.asarray(stamps, dtype=np.float64)
     n, ny, nx = stamps.shape
-    yy, xx = np.mgrid[0:ny, 0:nx].astype(float)
+    xs, ys = np.arange(nx, dtype=float), np.arange(ny, dtype=float)
     x0 = np.full(n, (nx - 1) / 2.0)
     y0 = np.full(n, (ny - 1) / 2.0)
     cov = np.tile(np.eye(2) * 2.0**2, (n, 1, 1))
@@ -90,19 +97,29 @@ def adaptive_moments_stack(
         c = cov[k]
         det = c[:, 0, 0] * c[:, 1, 1] - c[:, 0, 1] ** 2
         ia, ib, ic = c[:, 1, 1] / det, -c[:, 0, 1] / det, c[:, 0, 0] / det
-        dx = xx[None] - x0[k, None, None]
-        dy = yy[None] - y0[k, None, None]
-        q = ia[:, None, None] * dx * dx + 2 * ib[:, None, None] * dx * dy
-        f = np.exp(-0.5 * (q + ic[:, None, None] * dy * dy)) * stamps[k]
-        s = f.sum(axis=(1, 2))
+        # The weight's exponent from the offsets along each axis (the quadratic form is
+        # a sum of a row term, a column term and their product): one image-sized product.
+        ex = xs[None, :] - x0[k, None]
+        ey = ys[None, :] - y0[k, None]
+        q = (-ib[:, None] * ey)[:, :, None] * ex[:, None, :]
+        q += (-0.5 * ia[:, None] * ex * ex)[:, None, :]
+        q += (-0.5 * ic[:, None] * ey * ey)[:, :, None]
+        f = np.exp(q, out=q)
+        f *= stamps if len(k) == n else stamps[k]
+        # The moments from the weighted image's column and row sums, and its product
+        # with the column offsets for the cross term (matrix products: faster sums).
+        fx = np.matmul(np.ones(ny), f)
+        s = fx.sum(axis=1)
         with np.errstate(all="ignore"):
-            x1 = (f * xx).sum(axis=(1, 2)) / s
-            y1 = (f * yy).sum(axis=(1, 2)) / s
-            dx = xx[None] - x1[:, None, None]
-            dy = yy[None] - y1[:, None, None]
-            mxx = (f * dx * dx).sum(axis=(1, 2)) / s
-            mxy = (f * dx * dy).sum(axis=(1, 2)) / s
-            myy = (f * dy * dy).sum(axis=(1, 2)) / s
+            x1 = fx @ xs / s
+            ex = xs[None, :] - x1[:, None]
+            rows = np.matmul(f, np.stack([np.ones((len(k), nx)), ex], axis=-1))
+            fy, fxy = rows[..., 0], rows[..., 1]
+            y1 = fy @ ys / s
+            ey = ys[None, :] - y1[:, None]
+            mxx = (fx * ex * ex).sum(axis=1) / s
+            myy = (fy * ey * ey).sum(axis=1) / s
+            mxy = (fxy * ey).sum(axis=1) / s
         new = 2.0 * np.stack([np.stack([mxx, mxy], -1), np.stack([mxy, myy], -1)], -2)
         ok = np.isfinite(s) & (s > 0) & np.all(np.isfinite(new), axis=(1, 2))
         ok &= _positive_definite(new)

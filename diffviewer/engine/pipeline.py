@@ -282,7 +282,9 @@ def run_subtraction(
     del pieces, template
     rep.stage("warp", {"science": science.image, "template": warped.exposure.image})
     with _step(rep, "kernel candidates", 0.10, 0.20):
-        cands = candidates.select_candidates(science, warped.exposure, config.candidates, rep)
+        cands = candidates.select_candidates(
+            science, warped.exposure, config.candidates, rep, warped.science_peaks
+        )
     with _step(rep, "psf", 0.20, 0.25):
         xy = cands.table["x"], cands.table["y"]
         sci_psf = psf.estimate_psf(science, *xy, bright=cands.bright, photometric=True)

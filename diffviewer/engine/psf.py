@@ -38,7 +38,7 @@ from scipy import ndimage
 
 from diffviewer.engine import fftconv
 from diffviewer.engine.moments import adaptive_moments, cutouts, shape_from_covariance
-from diffviewer.engine.psf_stars import LOCUS_MIN_SNR, MIN_FWHM, select_stars
+from diffviewer.engine.psf_stars import LOCUS_MIN_SNR, MIN_FWHM, select_stars_nested
 from diffviewer.engine.psf_wing import WING_EXTENT, Wing, extended, psf_image, without_neighbours
 from diffviewer.exposure import UNUSABLE, Exposure
 from diffviewer.stats import FWHM_PER_SIGMA, MAD_TO_SIGMA, nanmedian_last
@@ -191,6 +191,75 @@ def _gaussian_estimate(fwhm: float, source: str, reason: str) -> PsfEstimate:
     return PsfEstimate(fwhm, 0.0, frozen(image), 0, source, reason)
 
 
+def shift_spectrum(
+    spectrum: np.ndarray, shape: tuple[int, int], dx: np.ndarray, dy: np.ndarray
+) -> np.ndarray:
+    """Stamps shifted by (dx, dy) px from their ``rfft2`` (:func:`fourier_shift`).
+
+    Parameters
+    ----------
+    spectrum : numpy.ndarray
+        ``rfft2`` of an ``(n, my, mx)`` stack over its last two axes.
+    shape : (int, int)
+        ``(my, mx)``.
+    dx, dy : numpy.ndarray
+        Shifts per stamp (px).
+
+    Returns
+    -------
+    numpy.ndarray
+        Shifted stack (float64).
+    """
+    return sfft.irfft2(_phased(spectrum, shape, dx, dy), s=shape, axes=(1, 2))
+
+
+def _phased(
+    spectrum: np.ndarray, shape: tuple[int, int], dx: np.ndarray, dy: np.ndarray
+) -> np.ndarray:
+    """``rfft2`` spectra of an ``(n, my, mx)`` stack times the phase ramp of a (dx, dy) shift."""
+    my, mx = shape
+    # The ramp is the product of one ramp per axis.
+    px = np.exp(-2j * np.pi * sfft.rfftfreq(mx)[None, :] * dx[:, None])
+    py = np.exp(-2j * np.pi * sfft.fftfreq(my)[None, :] * dy[:, None])
+    phased = spectrum * py[:, :, None]
+    phased *= px[:, None, :]
+    return phased
+
+
+def shifted_sums(
+    spectrum: np.ndarray, weights: np.ndarray, dx: np.ndarray, dy: np.ndarray
+) -> np.ndarray:
+    """Weighted sums of stamps shifted by (dx, dy) px, from their spectra.
+
+    By Parseval's theorem the sum of a product of two real images is that of their
+    spectra's (one conjugated), so the sums need no inverse transform of the stamps:
+    on the ``rfft2`` half-plane, the columns other than the zero (and Nyquist)
+    frequency stand for themselves and their mirror images.
+
+    Parameters
+    ----------
+    spectrum : numpy.ndarray
+        ``rfft2`` of an ``(n, my, mx)`` stack over its last two axes.
+    weights : numpy.ndarray
+        ``(t, my, mx)`` weight images.
+    dx, dy : numpy.ndarray
+        Shifts per stamp (px), as :func:`shift_spectrum`.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(t, n)``: the sum over pixels of each weight times each shifted stamp.
+    """
+    my, mx = weights.shape[1:]
+    mirrored = np.full(mx // 2 + 1, 2.0)
+    mirrored[0] = 1.0
+    if mx % 2 == 0:
+        mirrored[-1] = 1.0
+    conj = np.conj(sfft.rfft2(weights, axes=(1, 2))) * (mirrored / (my * mx))
+    sums: np.ndarray = np.einsum("nij,tij->tn", _phased(spectrum, (my, mx), dx, dy), conj).real
+    return sums
+
+
 def fourier_shift(stamps: np.ndarray, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
     """Shift each stamp by (dx, dy) px (positive moves content right/up), periodically.
 
@@ -206,11 +275,8 @@ def fourier_shift(stamps: np.ndarray, dx: np.ndarray, dy: np.ndarray) -> np.ndar
     numpy.ndarray
         Shifted stack (float64).
     """
-    my, mx = stamps.shape[1:]
-    fy = sfft.fftfreq(my)[:, None]
-    fx = sfft.rfftfreq(mx)[None, :]
-    phase = np.exp(-2j * np.pi * (fx[None] * dx[:, None, None] + fy[None] * dy[:, None, None]))
-    return sfft.irfft2(sfft.rfft2(stamps, axes=(1, 2)) * phase, s=(my, mx), axes=(1, 2))
+    spectrum = sfft.rfft2(stamps, axes=(1, 2))
+    return shift_spectrum(spectrum, (stamps.shape[1], stamps.shape[2]), dx, dy)
 
 
 def _star_cutouts(
@@ -225,13 +291,14 @@ def _star_cutouts(
         the stars given that have one.
     """
     xi, yi = np.rint(x).astype(np.intp), np.rint(y).astype(np.intp)
-    wide, _ = cutouts(exposure.image.astype(np.float64), xi, yi, outer, fill=np.nan)
+    ny, nx = exposure.shape
+    inside = (xi >= half) & (xi < nx - half) & (yi >= half) & (yi < ny - half)
     masks, _ = cutouts(exposure.mask, xi, yi, outer)
     inner = slice(outer - half, outer + half + 1)
-    _, inside = cutouts(exposure.image, xi, yi, half)
     unusable = (masks & int(UNUSABLE)) != 0
     ok = inside & ~np.any(unusable[:, inner, inner], axis=(1, 2))
-    return np.where(unusable, np.nan, wide)[ok], ok
+    wide, _ = cutouts(exposure.image, xi[ok], yi[ok], outer, fill=np.nan)
+    return np.where(unusable[ok], np.nan, wide.astype(np.float64)), ok
 
 
 def _less_border(stamps: np.ndarray) -> np.ndarray:
@@ -266,7 +333,8 @@ def _aligned_stack(wide: np.ndarray, half: int) -> tuple[np.ndarray, np.ndarray,
     inner = slice(outer - half, outer + half + 1)
     # Beyond the centre, pixels within 2 px of a missing one are left out: the sub-pixel
     # shift below moves values by up to 1.5 px.
-    known = ndimage.binary_erosion(np.isfinite(wide), np.ones((1, 5, 5)), border_value=1)
+    # (A minimum filter is the erosion by a box, done one axis at a time.)
+    known = ndimage.minimum_filter(np.isfinite(wide), (1, 5, 5), mode="constant", cval=1)
     wide = np.where(np.isfinite(wide), wide, 0.0)
     stamps = wide[:, inner, inner]
     r = np.arange(-half, half + 1, dtype=float)
@@ -278,21 +346,21 @@ def _aligned_stack(wide: np.ndarray, half: int) -> tuple[np.ndarray, np.ndarray,
     index = np.nonzero((stamps * weight).sum(axis=(1, 2)) > 0)[0]
     if len(index) == 0:
         return None
-    stamps = stamps[index]
-    dx, dy = np.zeros(len(stamps)), np.zeros(len(stamps))
-    shifted = stamps
+    # The recentred stamps' sums are taken from their spectra (:func:`shifted_sums`): the
+    # stamps are transformed once, and back only where the stack is made of them.
+    spectrum = sfft.rfft2(stamps[index], axes=(1, 2))
+    moments = np.stack([weight, weight * r[None, :], weight * r[:, None]])
+    dx, dy = np.zeros(len(index)), np.zeros(len(index))
     for _ in range(CENTROID_ITERATIONS):
-        wimg = shifted * weight
-        tot = wimg.sum(axis=(1, 2))
+        tot, sx, sy = shifted_sums(spectrum, moments, -dx, -dy)
         tot = np.where(tot > 0, tot, np.inf)
-        dx = np.clip(dx + (wimg.sum(axis=1) * r[None, :]).sum(axis=1) / tot, -1.5, 1.5)
-        dy = np.clip(dy + (wimg.sum(axis=2) * r[None, :]).sum(axis=1) / tot, -1.5, 1.5)
-        shifted = fourier_shift(stamps, -dx, -dy)
+        dx = np.clip(dx + sx / tot, -1.5, 1.5)
+        dy = np.clip(dy + sy / tot, -1.5, 1.5)
     # Each star's flux within half the cutout's half-width (~1.5 FWHM, as the cutout spans
     # ~3 FWHM): a neighbour elsewhere in the cutout must not scale the star down (the
     # bright-source fallback does not require isolation).
     core = r[:, None] ** 2 + r[None, :] ** 2 <= (half / 2.0) ** 2
-    flux = shifted[:, core].sum(axis=1)
+    flux = shifted_sums(spectrum, core[None].astype(float), -dx, -dy)[0]
     keep = flux > 0
     if not keep.any():
         return None
@@ -301,7 +369,7 @@ def _aligned_stack(wide: np.ndarray, half: int) -> tuple[np.ndarray, np.ndarray,
         shifted = fourier_shift(wide[index], -dx[keep], -dy[keep])
         shifted[~known[index]] = np.nan
     else:
-        shifted = shifted[keep]
+        shifted = shift_spectrum(spectrum[keep], (2 * half + 1, 2 * half + 1), -dx[keep], -dy[keep])
     stack = nanmedian_last(np.moveaxis(shifted / flux[:, None, None], 0, -1))
     # The stars were aligned on their cores; the PSF image is centred on its light
     # centroid (weight sigma half / 3), as the kernel and ZOGY take positions to be.
@@ -358,20 +426,25 @@ def stack_stars(
     outer = extent * half
     inner = slice(outer - half, outer + half + 1)
     empty = np.zeros((2 * half + 1, 2 * half + 1)), 0, 1.0, None
-    wide, ok = _star_cutouts(exposure, x, y, half, outer)
-    found = _aligned_stack(_less_border(wide), half) if len(wide) else None
+    # With a wing, the neighbours are looked for out to ``half`` beyond the stack's
+    # cutouts: each star is cut out once, that wide.
+    search = outer + half if extent > 1 else outer
+    crop = slice(search - outer, search + outer + 1)
+    around, _ = _star_cutouts(exposure, x, y, half, search)
+    wide = around[:, crop, crop]
+    sky_less = _less_border(wide)
+    found = _aligned_stack(sky_less, half) if len(wide) else None
     if found is None:
         return empty
     stack, index, flux = found
     fitted = _wing_of(stack, half) if extent > 1 else None
     if fitted is not None:
-        search = outer + half
-        around, _ = _star_cutouts(exposure, x[ok][index], y[ok][index], half, search)
         fwhm = shape_from_covariance(adaptive_moments(stack[inner, inner])[2])[0]
         model = extended(stack[inner, inner], fitted[2], 2 * search)
-        sky = wide[index][:, outer, outer] - _less_border(wide[index])[:, outer, outer]
-        cleaned = without_neighbours(around - sky[:, None, None], flux, model, half / 2.0, fwhm)
-        crop = slice(search - outer, search + outer + 1)
+        sky = wide[index, outer, outer] - sky_less[index, outer, outer]
+        cleaned = without_neighbours(
+            around[index] - sky[:, None, None], flux, model, half / 2.0, fwhm
+        )
         again = _aligned_stack(_less_border(cleaned[:, crop, crop]), half)
         if again is not None:
             stack, index, flux = again
@@ -525,8 +598,15 @@ def estimate_psf(
         return _estimate(
             np.asarray(exposure.psf, dtype=float), 0, "given", "the PSF image the file provides"
         )
-    bx, by = (np.asarray(b, dtype=float)[:MAX_BRIGHT] for b in bright) if bright else ((), ())
-    locus = select_stars(exposure, np.r_[x, bx], np.r_[y, by])
+    bx, by = (np.asarray(b, dtype=float) for b in bright) if bright else (np.zeros(0), np.zeros(0))
+    # The wing, which sets the flux scale, is measured to a few per cent only from tens
+    # of stars: every bright peak given is a locus candidate for the photometric image.
+    first = min(len(bx), MAX_BRIGHT)
+    last = len(bx) if photometric else first
+    loci = select_stars_nested(
+        exposure, np.r_[x, bx[:last]], np.r_[y, by[:last]], sorted({len(x) + first, len(x) + last})
+    )
+    locus, everyone = loci[0], loci[-1]
     if locus is not None:
         est = _stacked(
             exposure,
@@ -537,11 +617,7 @@ def estimate_psf(
         if est is not None and not photometric:
             return est
         if est is not None:
-            # The wing, which sets the flux scale, is measured to a few per cent only from
-            # tens of stars: every bright peak given is a locus candidate for it.
-            if bright is not None and len(bright[0]) > MAX_BRIGHT:
-                everyone = select_stars(exposure, np.r_[x, bright[0]], np.r_[y, bright[1]])
-                locus = everyone if everyone is not None else locus
+            locus = everyone if everyone is not None else locus
             return _with_photometric(exposure, est, locus.x[:MAX_STARS], locus.y[:MAX_STARS])
     why = f"no size-flux locus of {MIN_STARS} stars with S/N >= {LOCUS_MIN_SNR:g}"
     if len(x) >= MIN_STARS:

@@ -22,8 +22,11 @@ its position.
 from __future__ import annotations
 
 import dataclasses
+import functools
+from collections.abc import Callable, Sequence
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 from diffviewer.engine.field_terms import chebyshev_terms
 from diffviewer.engine.moments import adaptive_moments_stack, cutouts, shape_from_covariance
@@ -98,15 +101,22 @@ class StellarLocus:
         )
 
 
-def unique_positions(
-    x: np.ndarray, y: np.ndarray, radius: float = SAME_SOURCE_PX
-) -> tuple[np.ndarray, np.ndarray]:
-    """Positions without those within ``radius`` px of an earlier one (order kept)."""
-    keep: list[int] = []
-    for k in range(len(x)):
-        if not keep or np.min(np.hypot(x[keep] - x[k], y[keep] - y[k])) > radius:
-            keep.append(k)
-    return x[keep], y[keep]
+def unique_index(x: np.ndarray, y: np.ndarray, radius: float = SAME_SOURCE_PX) -> np.ndarray:
+    """Index of the positions not within ``radius`` px of an earlier one kept (in order).
+
+    Only positions with an earlier one that close are decided in turn (whether that one
+    was kept); the pairs are found by a k-d tree.
+    """
+    pairs = cKDTree(np.column_stack([x, y])).query_pairs(radius, output_type="ndarray")
+    # query_pairs keeps distances <= radius, as the rule leaves out
+    keep = np.ones(len(x), dtype=bool)
+    if len(pairs):
+        earlier: dict[int, list[int]] = {}
+        for i, j in np.sort(pairs, axis=1):
+            earlier.setdefault(int(j), []).append(int(i))
+        for j in sorted(earlier):
+            keep[j] = not keep[earlier[j]].any()
+    return np.nonzero(keep)[0]
 
 
 def source_sizes(
@@ -268,13 +278,61 @@ def select_stars(exposure: Exposure, x: np.ndarray, y: np.ndarray) -> StellarLoc
     StellarLocus or None
         None when no locus of at least :data:`LOCUS_MIN_STARS` stars is found.
     """
-    ux, uy = unique_positions(np.asarray(x, dtype=float), np.asarray(y, dtype=float))
-    fwhm, snr = source_sizes(exposure, ux, uy, 12)
-    found = locus_surface(ux, uy, fwhm, exposure.shape)
+    return select_stars_nested(exposure, x, y, [len(x)])[0]
+
+
+def select_stars_nested(
+    exposure: Exposure, x: np.ndarray, y: np.ndarray, counts: Sequence[int]
+) -> list[StellarLocus | None]:
+    """:func:`select_stars` among the first ``count`` candidates, for each of ``counts``.
+
+    A source's size does not depend on the other candidates, so each is measured once
+    (at each cutout size a locus asks for), whichever lists it is in.
+
+    Parameters
+    ----------
+    exposure : Exposure
+        The image.
+    x, y : numpy.ndarray
+        Candidate positions (0-based px).
+    counts : sequence of int
+        Lengths of the leading parts of the candidate list to select stars among.
+
+    Returns
+    -------
+    list of StellarLocus or None
+        One per count (None where no locus is found).
+    """
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    keep = unique_index(x, y)
+    ux, uy = x[keep], y[keep]
+    measured: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def sizes(half: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        if half not in measured:
+            measured[half] = source_sizes(exposure, ux, uy, half)
+        fwhm, snr = measured[half]
+        return fwhm[:n], snr[:n]
+
+    # the unique positions among the first ``count`` are the first of all unique ones
+    firsts = np.searchsorted(keep, np.asarray(counts), side="left")
+    return [_locus(ux[:n], uy[:n], exposure.shape, functools.partial(sizes, n=n)) for n in firsts]
+
+
+def _locus(
+    x: np.ndarray,
+    y: np.ndarray,
+    shape: tuple[int, int],
+    sizes: Callable[[int], tuple[np.ndarray, np.ndarray]],
+) -> StellarLocus | None:
+    """The stars among unique candidate positions whose ``sizes(half)`` (FWHM and S/N, as
+    :func:`source_sizes` in cutouts of half-width ``half``) the caller measures."""
+    fwhm, snr = sizes(12)
+    found = locus_surface(x, y, fwhm, shape)
     want = int(np.clip(np.ceil(3.0 * np.nanmax(found[0])), 12, 40)) if found is not None else 12
     if want > 14:
-        fwhm, snr = source_sizes(exposure, ux, uy, want)
-        found = locus_surface(ux, uy, fwhm, exposure.shape)
+        fwhm, snr = sizes(want)
+        found = locus_surface(x, y, fwhm, shape)
     if found is None:
         return None
     surface, members = found
@@ -283,8 +341,8 @@ def select_stars(exposure: Exposure, x: np.ndarray, y: np.ndarray) -> StellarLoc
         extended = int(np.sum(measured & ~members & (fwhm > surface)))
     order = np.argsort(-snr[members])
     return StellarLocus(
-        x=ux[members][order],
-        y=uy[members][order],
+        x=x[members][order],
+        y=y[members][order],
         fwhm=float(np.median(fwhm[members])),
         fwhm_range=(float(surface[members].min()), float(surface[members].max())),
         n_measured=int(measured.sum()),

@@ -31,7 +31,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.optimize import least_squares
 
-from diffviewer.stats import MAD_TO_SIGMA
+from diffviewer.stats import MAD_TO_SIGMA, nanmedian_last
 
 #: Radial extent of the stack whose profile is fitted, in half-widths of the PSF image
 #: (3 FWHM): at 6 FWHM a Moffat of index 2.5 has fallen 40-fold below its value at
@@ -93,11 +93,20 @@ def pixel_moffat(amplitude: float, alpha: float, beta: float, half: int) -> np.n
     Each pixel is the mean of :data:`SUBSAMPLE` x :data:`SUBSAMPLE` samples at the
     centres of its sub-pixels (so the core is what pixels see, not the profile's peak).
     """
+    result: np.ndarray = moffat(_subpixel_radii(half), amplitude, alpha, beta).mean(axis=(2, 3))
+    return result
+
+
+def _subpixel_radii(half: int) -> np.ndarray:
+    """Distance (px) from the centre of a ``(2 half + 1)^2`` stamp of the centres of the
+    :data:`SUBSAMPLE` x :data:`SUBSAMPLE` sub-pixels of each pixel: shape ``(2 half + 1,
+    2 half + 1, SUBSAMPLE, SUBSAMPLE)``, row and column of the pixel first."""
     sub = (np.arange(SUBSAMPLE) + 0.5) / SUBSAMPLE - 0.5
     axis = (np.arange(-half, half + 1, dtype=float)[:, None] + sub[None, :]).ravel()
-    fine = moffat(np.hypot(axis[:, None], axis[None, :]), amplitude, alpha, beta)
     n = 2 * half + 1
-    return fine.reshape(n, SUBSAMPLE, n, SUBSAMPLE).mean(axis=(1, 3))
+    fine = np.hypot(axis[:, None], axis[None, :]).reshape(n, SUBSAMPLE, n, SUBSAMPLE)
+    result: np.ndarray = fine.transpose(0, 2, 1, 3)
+    return result
 
 
 def _radii(half: int) -> np.ndarray:
@@ -145,12 +154,19 @@ def fit_wing(stack: np.ndarray, fwhm: float) -> Wing | None:
         error.append(float(values.std(ddof=1)) / np.sqrt(values.size))
     if len(rings) < MIN_POINTS or not all(e > 0 for e in error):
         return None
-    p, e, members = np.array(mean), np.array(error), np.array(rings)
-    counts = members.sum(axis=(1, 2))
+    p, e = np.array(mean), np.array(error)
+    # The annulus of each pixel used, and its sub-pixels' radii: the model (as
+    # :func:`pixel_moffat`) is evaluated on those pixels only.
+    label = np.full(ring.shape, -1)
+    for k, inside in enumerate(rings):
+        label[inside] = k
+    used = label >= 0
+    radii, label = _subpixel_radii(half)[used], label[used]
+    counts = np.bincount(label, minlength=len(rings))
 
     def profile(v: np.ndarray) -> np.ndarray:
-        image = pixel_moffat(1.0, float(np.exp(v[1])), float(v[2]), half)
-        return np.exp(v[0]) * (members * image).sum(axis=(1, 2)) / counts
+        pixels = moffat(radii, 1.0, float(np.exp(v[1])), float(v[2])).mean(axis=(1, 2))
+        return np.exp(v[0]) * np.bincount(label, pixels, minlength=len(rings)) / counts
 
     def residual(v: np.ndarray) -> np.ndarray:
         return (profile(v) + v[3] - p) / e
@@ -285,33 +301,30 @@ def without_neighbours(
     rc = int(np.ceil(core))
     kernel = model[big - rc : big + rc + 1, big - rc : big + rc + 1]
     disc = np.hypot(*np.mgrid[-rc : rc + 1, -rc : rc + 1]) <= core
+    centre = model[big - half : big + half + 1, big - half : big + half + 1]
+    # The neighbours of all stars at once (the filters act on each cutout alone).
+    known = np.isfinite(stamps)
+    rest = np.where(known, stamps - flux[:, None, None] * centre, 0.0)
+    smooth = ndimage.uniform_filter(rest, (1, 3, 3))
+    level = MAD_TO_SIGMA * nanmedian_last(np.where(known, np.abs(smooth), np.nan).reshape(n, -1))
+    peak = (smooth == ndimage.maximum_filter(smooth, (1, box, box))) & known & (r > core)
+    peak &= smooth > 5.0 * level[:, None, None]
     out = stamps.copy()
-    for k in range(n):
+    for k in np.nonzero(peak.any(axis=(1, 2)))[0]:
         stamp = out[k]
-        known = np.isfinite(stamp)
-        own = flux[k] * model[big - half : big + half + 1, big - half : big + half + 1]
-        rest = np.where(known, stamp - own, 0.0)
-        smooth = ndimage.uniform_filter(rest, 3)
-        level = MAD_TO_SIGMA * float(np.median(np.abs(smooth[known])))
-        peak = (smooth == ndimage.maximum_filter(smooth, box)) & known & (r > core)
-        peak &= smooth > 5.0 * level
-        ys, xs = np.nonzero(peak)
-        rest = stamp - own
-        for j in np.argsort(-smooth[ys, xs]):
+        ys, xs = np.nonzero(peak[k])
+        for j in np.argsort(-smooth[k, ys, xs]):
             py, px = int(ys[j]), int(xs[j])
             if min(py, px) < rc or max(py, px) + rc >= m:
                 continue
-            patch = rest[py - rc : py + rc + 1, px - rc : px + rc + 1]
+            around = (slice(py - rc, py + rc + 1), slice(px - rc, px + rc + 1))
+            patch = stamp[around] - flux[k] * centre[around]
             use = disc & np.isfinite(patch)
             if not use.any():
                 continue
             f = float((kernel[use] * patch[use]).sum() / (kernel[use] ** 2).sum())
             if not f > 0:
                 continue
-            light = f * model[big - py : big - py + m, big - px : big - px + m]
-            near = np.hypot(off[:, None] - (py - half), off[None, :] - (px - half)) <= core
-            stamp -= light
-            rest -= light
-            stamp[near] = np.nan
-            rest[near] = np.nan
+            stamp -= f * model[big - py : big - py + m, big - px : big - px + m]
+            stamp[around][disc] = np.nan
     return out

@@ -25,7 +25,8 @@ from collections.abc import Callable
 import numpy as np
 from scipy.spatial import cKDTree
 
-from diffviewer.engine.candidates import find_peaks
+from diffviewer.engine.candidates import Peaks, find_peaks
+from diffviewer.engine.moments import cutouts
 from diffviewer.engine.progress import null_reporter
 from diffviewer.errors import RegistrationError
 from diffviewer.exposure import Exposure
@@ -181,9 +182,7 @@ def _centroids(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndar
     """Iterated Gaussian-weighted centroids of the stars at integer (x, y), background removed."""
     h = CENTROID_HALF
     offsets = np.arange(-h, h + 1, dtype=np.float64)
-    rows = y[:, None, None] + np.arange(-h, h + 1)[None, :, None]
-    cols = x[:, None, None] + np.arange(-h, h + 1)[None, None, :]
-    stamps = image[rows, cols].astype(np.float64)
+    stamps = cutouts(image, x, y, h)[0].astype(np.float64)
     border = np.concatenate(
         [stamps[:, 0], stamps[:, -1], stamps[:, 1:-1, 0], stamps[:, 1:-1, -1]], axis=1
     )
@@ -202,7 +201,14 @@ def _centroids(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndar
     return x + cx, y + cy
 
 
-def find_stars(exposure: Exposure, max_stars: int = MAX_STARS) -> np.ndarray:
+def star_peaks(exposure: Exposure) -> Peaks:
+    """The peaks of an image among which :func:`find_stars` finds the registration's stars."""
+    return find_peaks(exposure, STAR_THRESHOLD, null_reporter())
+
+
+def find_stars(
+    exposure: Exposure, max_stars: int = MAX_STARS, peaks: Peaks | None = None
+) -> np.ndarray:
     """Positions of the brightest stars of an image, brightest first.
 
     Parameters
@@ -211,13 +217,17 @@ def find_stars(exposure: Exposure, max_stars: int = MAX_STARS) -> np.ndarray:
         The image.
     max_stars : int
         Most stars returned.
+    peaks : Peaks, optional
+        The image's peaks (:func:`star_peaks`, or found with a lower threshold),
+        when found already.
 
     Returns
     -------
     numpy.ndarray
         Shape (n, 2): x and y (0-based px), sub-pixel centroids.
     """
-    xi, yi, peak, _, _ = find_peaks(exposure, STAR_THRESHOLD, null_reporter())
+    found = (peaks or star_peaks(exposure)).above(STAR_THRESHOLD)
+    xi, yi, peak = found.x, found.y, found.peak
     ny, nx = exposure.shape
     h = CENTROID_HALF
     inside = (xi >= h) & (xi < nx - h) & (yi >= h) & (yi < ny - h)
@@ -390,7 +400,11 @@ def _what_to_try(n_sci: int, n_tmpl: int) -> str:
 
 
 def register_on_stars(
-    science: Exposure, template: Exposure, order: int, guess: Mapping | None = None
+    science: Exposure,
+    template: Exposure,
+    order: int,
+    guess: Mapping | None = None,
+    science_peaks: Peaks | None = None,
 ) -> Registration:
     """Find the science -> template pixel transform from the stars alone.
 
@@ -403,6 +417,8 @@ def register_on_stars(
     guess : callable, optional
         A first mapping to try before star patterns (e.g. the identity for images of
         one shape); kept when the fit it leads to is trusted (:func:`_trusted`).
+    science_peaks : Peaks, optional
+        The science image's peaks, when found already (:func:`find_stars`).
 
     Returns
     -------
@@ -415,7 +431,7 @@ def register_on_stars(
         When too few stars are found or their patterns do not match (the message
         says how many stars each image had and what to try).
     """
-    sci, tmpl = find_stars(science), find_stars(template)
+    sci, tmpl = find_stars(science, peaks=science_peaks), find_stars(template)
     n_sci, n_tmpl = len(sci), len(tmpl)
     if min(n_sci, n_tmpl) < MIN_STARS:
         raise RegistrationError(
@@ -452,6 +468,7 @@ def check_wcs_on_stars(
     wcs_mapping: Mapping,
     order: int,
     tolerance: float,
+    science_peaks: Peaks | None = None,
 ) -> Registration:
     """Check the WCS mapping on matched stars; replace it by the star fit when they disagree.
 
@@ -466,6 +483,8 @@ def check_wcs_on_stars(
     tolerance : float
         Largest disagreement (px) between the WCS mapping and the star fit over the
         image for which the WCS mapping is kept.
+    science_peaks : Peaks, optional
+        The science image's peaks, when found already (:func:`find_stars`).
 
     Returns
     -------
@@ -473,7 +492,7 @@ def check_wcs_on_stars(
         'wcs' (kept: confirmed by stars, or too few stars to check) or 'wcs refined
         on stars'.
     """
-    sci, tmpl = find_stars(science), find_stars(template)
+    sci, tmpl = find_stars(science, peaks=science_peaks), find_stars(template)
     n_sci, n_tmpl = len(sci), len(tmpl)
     if min(n_sci, n_tmpl) < MIN_STARS:
         note = (

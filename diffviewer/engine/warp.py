@@ -36,6 +36,7 @@ from scipy.interpolate import RectBivariateSpline
 
 from diffviewer.config import WarpConfig
 from diffviewer.engine import mosaic, register, resample
+from diffviewer.engine.candidates import Peaks
 from diffviewer.engine.progress import Reporter, null_reporter
 from diffviewer.engine.register import Mapping, Registration
 from diffviewer.errors import InputError, NoWorkFound, RegistrationError
@@ -102,6 +103,9 @@ class WarpResult:
         sum over many pixels against the sum of their variances). ``exposure``'s
         variance plane is the propagated per-pixel variance times that factor (see
         :func:`at_psf_scale`).
+    science_peaks : Peaks or None
+        The science image's peaks the registration found its stars among (None when it
+        used no stars), for the kernel candidates to find theirs among.
     """
 
     exposure: Exposure
@@ -112,6 +116,7 @@ class WarpResult:
     registration: Registration
     pieces: tuple[Piece, ...]
     variance_ratio: float = 1.0
+    science_peaks: Peaks | None = None
 
     @property
     def is_input(self) -> bool:
@@ -347,7 +352,7 @@ def _which_lacks_wcs(science: Exposure, template: Exposure) -> str:
 
 
 def register_template(
-    template: Exposure, science: Exposure, config: WarpConfig
+    template: Exposure, science: Exposure, config: WarpConfig, science_peaks: Peaks | None = None
 ) -> tuple[Registration, Mapping | None]:
     """Find the science -> template pixel mapping as ``config.register`` says.
 
@@ -357,6 +362,8 @@ def register_template(
         The two exposures.
     config : WarpConfig
         ``register``, ``wcs_tolerance``, ``transform_order``.
+    science_peaks : Peaks, optional
+        The science image's peaks (:func:`register.star_peaks`), when found already.
 
     Returns
     -------
@@ -385,7 +392,12 @@ def register_template(
         if method == "wcs":
             return Registration("wcs", None, 0, 0, 0, math.nan), mapping
         reg = register.check_wcs_on_stars(
-            science, template, mapping, config.transform_order, config.wcs_tolerance
+            science,
+            template,
+            mapping,
+            config.transform_order,
+            config.wcs_tolerance,
+            science_peaks,
         )
         return reg, (mapping if reg.method == "wcs" else reg.transform)
     if method == "stars":
@@ -396,6 +408,7 @@ def register_template(
                 template,
                 config.transform_order,
                 guess=register.identity if same_grid else None,
+                science_peaks=science_peaks,
             )
         except RegistrationError as exc:
             few = min(exc.n_science_stars, exc.n_template_stars) < register.FEW_STARS
@@ -468,10 +481,14 @@ def at_psf_scale(warped: Exposure, variance_ratio: float) -> Exposure:
 
 
 def _place(
-    template: Exposure, science: Exposure, config: WarpConfig, reporter: Reporter
+    template: Exposure,
+    science: Exposure,
+    config: WarpConfig,
+    reporter: Reporter,
+    science_peaks: Peaks | None,
 ) -> _Placed:
     """Register one template piece and resample it onto the science grid when needed."""
-    reg, mapping = register_template(template, science, config)
+    reg, mapping = register_template(template, science, config, science_peaks)
     notes: list[str] = list(reg.notes)
     warped = False
     max_offset = math.nan
@@ -541,9 +558,11 @@ def warp_template(
     """
     reporter = reporter or null_reporter()
     pieces = [template] if isinstance(template, Exposure) else list(template)
+    # The science image's stars are found once for all pieces ('wcs' and 'none' use none).
+    peaks = register.star_peaks(science) if config.register in ("auto", "stars") else None
     placed = []
     for i, piece in enumerate(pieces):
-        placed.append(_place(piece, science, config, reporter))
+        placed.append(_place(piece, science, config, reporter, peaks))
         reporter.update((i + 1) / (len(pieces) + 1))
     exposure, combine_notes = mosaic.combine_pieces([p.exposure for p in placed])
     notes = [
@@ -576,4 +595,5 @@ def warp_template(
         variance_ratio=float(
             np.average([p.variance_ratio for p in placed], weights=np.add(covered, 1e-12))
         ),
+        science_peaks=peaks,
     )

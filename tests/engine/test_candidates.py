@@ -175,3 +175,24 @@ def test_coarse_background_takes_any_shape(shape: tuple[int, int]) -> None:
     # sky level and noise within 5 % of the truth (each box holds >= 1000 samples)
     assert np.allclose(bg, 10.0, atol=0.2)
     assert np.allclose(sd, 2.0, rtol=0.1)
+
+
+def test_peaks_found_once_serve_every_higher_threshold(pair: SyntheticPair) -> None:
+    # The registration finds the science peaks at 7 sigma; the candidates take theirs
+    # from them: the same peaks, in the same order, as finding them again.
+    low = candidates.find_peaks(pair.science, 7.0, null_reporter())
+    assert len(low.above(50.0).x) < len(low.x)  # a higher threshold leaves some out
+    for threshold in (7.0, 10.0, 50.0):
+        again = candidates.find_peaks(pair.science, threshold, null_reporter())
+        taken = low.above(threshold)
+        for name in ("x", "y", "value", "peak"):
+            np.testing.assert_array_equal(getattr(taken, name), getattr(again, name))
+    with pytest.raises(ValueError, match="found above 7"):
+        low.above(5.0)
+    reused = select_candidates(
+        pair.science, pair.template, CandidatesConfig(), null_reporter(), peaks=low
+    )
+    alone = select_candidates(pair.science, pair.template, CandidatesConfig(), null_reporter())
+    assert reused.n_detected == alone.n_detected
+    for name in alone.table.colnames:
+        np.testing.assert_array_equal(reused.table[name], alone.table[name])

@@ -348,12 +348,15 @@ class KernelConfig:
         maximum=100.0,
     )
     regularization: float = param(
-        1e-3,
-        "Strength of the penalty on the kernel's roughness (squared Laplacian), relative to "
-        "each stamp's information: damps the high spatial frequencies the data do not constrain "
-        "(0 = plain least squares).",
-        minimum=0.0,
-        maximum=1.0,
+        -1.0,
+        "Strength of the prior on the kernel's roughness (squared Laplacian), which damps the "
+        "high spatial frequencies the stars do not constrain, as its weight in mean stamps "
+        "(1 = as much information as one average kernel star), counted once in each fit; "
+        "negative (the default): chosen by 10-fold cross-validation over the kernel stars "
+        "(reported in metadata.json as kernel.regularization); 0 = plain least squares.",
+        unit="stamps",
+        minimum=-1.0,
+        maximum=100.0,
     )
     max_iterations: int = param(3, "Rounds of per-stamp rejection.", minimum=1, maximum=20)
     min_stamps: int = param(

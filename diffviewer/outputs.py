@@ -185,6 +185,8 @@ def build_metadata(result: SubtractionResult, elapsed: float | None = None) -> d
                 "max": float(np.max(sums)),
             },
             "photometric_scale": fit.photometric_scale,
+            # The roughness prior's strength, in mean stamps (engine.kernel_prior).
+            "regularization": _finite(fit.regularization),
         },
         "difference": {
             "decorrelated": result.decorrelation is not None,

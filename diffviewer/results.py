@@ -569,6 +569,8 @@ def read_saved_run(out_dir: str | Path) -> SavedRun:
         kernel = read_kernel_fit(
             out / "kernel.fits", _read_table(out / "kernel_candidates.ecsv"), warnings, direction
         )
+        strength = meta["kernel"].get("regularization")
+        kernel = dataclasses.replace(kernel, regularization=_float(strength))
         diagnostics = read_diagnostics(out / "diagnostics.fits")
         renormalisation = Renormalisation.from_dict(meta["renormalisation"])
         with fits.open(out / "kernel.fits") as hdul:

@@ -254,6 +254,7 @@ def fit_kernel(
     ksum, chi2, rmean, rstd = fits.kernel_sum, fits.chi2, fits.resid_mean, fits.resid_std
     smean = sstd = np.full(len(x), np.nan)
     own = fits.coef.copy()
+    strength = float("nan")
     n_good = int(np.sum(status == "GOOD"))
     order, bg_order = usable_orders(n_good, config)
     if (order, bg_order) != (
@@ -283,6 +284,7 @@ def fit_kernel(
         sign = 1.0 if mode == "template" else -1.0
         sp = fit_spatial(stamps, fits, x, y, control, basis, shape, (order, bg_order), config)
         status, reason, smean, sstd = sp.status, sp.reason, sp.resid_mean, sp.resid_std
+        strength = sp.strength
         cu = np.nonzero(control & stamps.ok)[0]
         if len(cu):
             chi2, rmean, rstd, ksum = chi2.copy(), rmean.copy(), rstd.copy(), ksum.copy()
@@ -330,4 +332,5 @@ def fit_kernel(
         frozen(own),
         plan.fit_half,
         direction,
+        strength,
     )

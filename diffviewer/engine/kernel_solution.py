@@ -180,6 +180,11 @@ class KernelFit:
     direction : Direction
         Which image was convolved, the difference noise each choice was expected to
         give, and why.
+    regularization : float
+        The strength of the roughness prior in the spatial fit, as the prior's weight in
+        mean stamps (:mod:`kernel_prior`): chosen by cross-validation over the good
+        stamps, or ``kernel.regularization`` when that is 0 or more. NaN when the kernel
+        fell back to one derived from the PSFs (no spatial fit).
     """
 
     solution: KernelSolution
@@ -192,6 +197,7 @@ class KernelFit:
     own_coefficients: np.ndarray
     fit_half: int
     direction: Direction
+    regularization: float = float("nan")
 
     def source_target(self, science: Exposure, template: Exposure) -> tuple[Exposure, Exposure]:
         """(convolved image, image it is matched to)."""

@@ -2,10 +2,12 @@
 
 Each coefficient, and the background, is a Chebyshev polynomial in x and y over the image
 (scaled to [-1, 1]), solved from the sum of the good stamps' normal equations (as
-ip_diffim's spatial kernel solution does); the first coefficient, which alone carries the
-kernel sum, has its own (default constant) order. Stamps whose residual against the
-spatial model fails the per-stamp limits are rejected and the model refitted. Orders are
-lowered until there are :data:`STAMPS_PER_TERM` good stamps per spatial term.
+ip_diffim's spatial kernel solution does) with the roughness prior added once, its
+strength chosen by cross-validation over the stamps (:mod:`kernel_prior`); the first
+coefficient, which alone carries the kernel sum, has its own (default constant) order.
+Stamps whose residual against the spatial model fails the per-stamp limits are rejected
+and the model refitted. Orders are lowered until there are :data:`STAMPS_PER_TERM` good
+stamps per spatial term.
 """
 
 from __future__ import annotations
@@ -13,10 +15,19 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import scipy.linalg
 
 from diffviewer.config import KernelConfig
 from diffviewer.engine.field_terms import chebyshev_terms, n_terms
+from diffviewer.engine.kernel_basis import roughness_penalty
+from diffviewer.engine.kernel_prior import (
+    free_parameters,
+    information_scale,
+    prior_strength,
+    solve_equations,
+    spatial_equations,
+    spatial_prior,
+    term_moments,
+)
 from diffviewer.engine.kernel_stamps import StampFits, Stamps, residual_stats, source_variance
 
 #: Good stamps needed per spatial term before an order is used; below it the order is
@@ -35,45 +46,38 @@ def usable_orders(n_good: int, config: KernelConfig) -> tuple[int, int]:
 
 
 def spatial_solve(
-    normal: np.ndarray, rhs: np.ndarray, p: np.ndarray, q: np.ndarray, sum_terms: int
+    normal: np.ndarray,
+    rhs: np.ndarray,
+    p: np.ndarray,
+    q: np.ndarray,
+    sum_terms: int,
+    prior: np.ndarray,
 ) -> np.ndarray:
-    """Solve the spatial model from the stamps' normal equations.
+    """Solve the spatial model from the stamps' normal equations and the prior, once.
 
     Parameters
     ----------
     normal, rhs : numpy.ndarray
-        ``(n, nb + 1, nb + 1)`` and ``(n, nb + 1)``; the last parameter is the background.
+        ``(n, nb + 1, nb + 1)`` and ``(n, nb + 1)`` the stamps' equations without the
+        prior; the last parameter is the background.
     p, q : numpy.ndarray
         ``(n, ns)`` kernel and ``(n, nq)`` background spatial terms at the stamps.
     sum_terms : int
         Spatial terms of the first coefficient (the kernel sum): the first ``sum_terms``
         of ``p``; the others are held at zero.
+    prior : numpy.ndarray
+        ``(nb * ns + nq, nb * ns + nq)`` the prior's matrix at its strength
+        (:func:`kernel_prior.spatial_prior` times ``lam``).
 
     Returns
     -------
     numpy.ndarray
         ``nb * ns`` kernel coefficients (basis-major) then ``nq`` background coefficients.
     """
-    nb = normal.shape[1] - 1
-    ns, nq = p.shape[1], q.shape[1]
-    g_cc = np.einsum("ikl,is,it->kslt", normal[:, :nb, :nb], p, p, optimize=True)
-    g_cc = g_cc.reshape(nb * ns, nb * ns)
-    g_cd = np.einsum("ik,is,iq->ksq", normal[:, :nb, nb], p, q, optimize=True).reshape(nb * ns, nq)
-    g_dd = np.einsum("i,iq,ir->qr", normal[:, nb, nb], q, q, optimize=True)
-    big = np.block([[g_cc, g_cd], [g_cd.T, g_dd]])
-    vec = np.concatenate(
-        [np.einsum("ik,is->ks", rhs[:, :nb], p).ravel(), np.einsum("i,iq->q", rhs[:, nb], q)]
-    )
-    free = np.ones(len(vec), dtype=bool)
-    free[sum_terms:ns] = False  # basis 0's higher spatial terms
-    big, vec = big[np.ix_(free, free)], vec[free]
-    scale = np.sqrt(np.clip(np.diag(big), 1e-300, None))
-    try:
-        sol = scipy.linalg.solve(big / scale[:, None] / scale[None, :], vec / scale, assume_a="pos")
-    except (np.linalg.LinAlgError, ValueError):
-        sol = np.linalg.lstsq(big / scale[:, None] / scale[None, :], vec / scale, rcond=1e-10)[0]
+    big, vec = spatial_equations(normal, rhs, p, q)
+    free = free_parameters(len(vec), p.shape[1], sum_terms)
     out = np.zeros(len(free))
-    out[free] = sol / scale
+    out[free] = solve_equations((big + prior)[np.ix_(free, free)], vec[free])
     return out
 
 
@@ -98,6 +102,9 @@ class SpatialFit:
         The stamps' status after the spatial rejection.
     var_total : numpy.ndarray
         ``(n, npix)`` propagated variance, the control stars' with the model's kernel.
+    strength : float
+        The roughness prior's strength in mean stamps (:mod:`kernel_prior`), chosen by
+        cross-validation over the final good stamps unless ``kernel.regularization`` gives it.
     """
 
     coefficients: np.ndarray
@@ -110,6 +117,7 @@ class SpatialFit:
     status: np.ndarray
     reason: np.ndarray
     var_total: np.ndarray
+    strength: float
 
 
 def fit_spatial(
@@ -158,13 +166,31 @@ def fit_spatial(
     pa = chebyshev_terms(x[usable], y[usable], order, shape)
     qa = chebyshev_terms(x[usable], y[usable], bg_order, shape)
     ctrl = control[usable]
+    penalty = roughness_penalty(basis)
+    moments = term_moments(order, shape)
+    sum_terms = n_terms(min(config.kernel_sum_order, order))
     for _ in range(config.max_iterations):
         gi = np.nonzero(status == "GOOD")[0]
         p = chebyshev_terms(x[gi], y[gi], order, shape)
         q = chebyshev_terms(x[gi], y[gi], bg_order, shape)
-        sol = spatial_solve(
-            fits.normal[gi], fits.rhs[gi], p, q, n_terms(min(config.kernel_sum_order, order))
+        normal, rhs = fits.normal[gi], fits.rhs[gi]
+        strength = prior_strength(
+            config.regularization,
+            normal,
+            rhs,
+            fits.target_power[gi],
+            p,
+            q,
+            sum_terms,
+            penalty,
+            moments,
         )
+        prior = (
+            strength
+            * information_scale(normal, penalty)
+            * spatial_prior(penalty, moments, q.shape[1])
+        )
+        sol = spatial_solve(normal, rhs, p, q, sum_terms, prior)
         coefs = sol[: nb * n_terms(order)].reshape(nb, n_terms(order))
         bgc = sol[nb * n_terms(order) :]
         coef_sp = np.column_stack([pa @ coefs.T, qa @ bgc])
@@ -186,4 +212,6 @@ def fit_spatial(
         status[hit_mean], reason[hit_mean] = "BAD", "spatial residual mean"
         status[hit_std], reason[hit_std] = "BAD", "spatial residual std"
     coef_all[usable] = coef_sp
-    return SpatialFit(coefs, bgc, order, bg_order, coef_all, smean, sstd, status, reason, var_total)
+    return SpatialFit(
+        coefs, bgc, order, bg_order, coef_all, smean, sstd, status, reason, var_total, strength
+    )

@@ -2,10 +2,11 @@
 
 Each stamp is fitted by weighted least squares (weights 1 / (var_target + K^2 *
 var_source), with K the stamp's own kernel from a first pass) with a constant background
-and a roughness penalty. Where the residual after a fit, filtered by the PSF, stands out
-above :data:`CLIP_SIGMA` outside the star's core, something else is there (a source
-present on one image only, a variable neighbour, a cosmic ray): those pixels, grown by one
-FWHM, are masked and the stamp is refitted, up to :data:`CLIP_ROUNDS` times. Without it, a
+and a roughness prior (:func:`stamp_prior`). Where the residual
+after a fit, filtered by the PSF, stands out above :data:`CLIP_SIGMA` outside the star's
+core, something else is there (a source present on one image only, a variable neighbour,
+a cosmic ray): those pixels, grown by one FWHM, are masked and the stamp is refitted, up
+to :data:`CLIP_ROUNDS` times. Without it, a
 3000-count transient 9 px from each of 40 bright stars moved those stamps' backgrounds by
 6 counts (sky noise 32) and the spatial background by 1 while every stamp passed the cuts
 (its own background centres its residual on zero); with it, by 0.1 and 0.
@@ -255,47 +256,82 @@ def source_variance(
     return np.clip(out.reshape(len(idx), -1), 0, None)
 
 
-def solve_stamps(
-    stamps: Stamps, idx: np.ndarray, weights: np.ndarray, penalty: np.ndarray, strength: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Batched weighted least squares per stamp, with a roughness penalty.
-
-    The penalty ``strength * tr(M_kernel) / tr(R) * R`` is added to each stamp's normal
-    matrix ``M`` (so it scales with the stamp's own information). Masked pixels have
-    weight 0.
+def stamp_equations(
+    stamps: Stamps, idx: np.ndarray, weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each stamp's weighted least-squares normal equations (masked pixels have weight 0).
 
     Returns
     -------
-    coef : (n, nb + 1) solutions (NaN where singular)
-    normal : (n, nb + 1, nb + 1) normal matrices
-    rhs : (n, nb + 1) right-hand sides
-    ok : (n,) bool
+    normal : (n, nb + 1, nb + 1) normal matrices ``A^T W A``
+    rhs : (n, nb + 1) right-hand sides ``A^T W y``
+    target_power : (n,) ``y^T W y``, the chi^2 of a zero model (for held-out chi^2s)
     """
     n_terms = stamps.design.shape[2]
     normal = np.empty((len(idx), n_terms, n_terms))
     rhs = np.empty((len(idx), n_terms))
+    target = stamps.target[idx].astype(np.float64)
     for chunk, a in design_chunks(stamps, idx):
         aw = a * weights[chunk, :, None]
         normal[chunk] = np.matmul(aw.transpose(0, 2, 1), a)
         rhs[chunk] = np.einsum("npk,np->nk", aw, stamps.target[idx[chunk]])
-    if strength > 0 and len(idx):
-        nb = normal.shape[1] - 1
-        lam = strength * np.trace(normal[:, :nb, :nb], axis1=1, axis2=2) / np.trace(penalty)
-        normal = normal + lam[:, None, None] * penalty[None]
+    return normal, rhs, np.einsum("np,np,np->n", weights, target, target)
+
+
+#: Strength of the roughness prior in a stamp's own fit, as a fraction of that stamp's
+#: information (``tr(M_i) / tr(R)``). Those fits only judge the stamps (rejection), so
+#: the prior is a stabiliser that shrinks every stamp alike and the cuts compare like with
+#: like; the spatial fit, which makes the kernel, adds its own prior once, its strength
+#: chosen from the data (:mod:`kernel_prior`), to the stamps' equations without this one.
+STAMP_PRIOR = 1e-3
+
+
+def stamp_prior(normal: np.ndarray, penalty: np.ndarray) -> np.ndarray:
+    """Each stamp's prior, :data:`STAMP_PRIOR` of its own information times ``R``.
+
+    Parameters
+    ----------
+    normal : numpy.ndarray
+        ``(n, nb + 1, nb + 1)`` the stamps' normal matrices.
+    penalty : numpy.ndarray
+        ``(nb + 1, nb + 1)`` :func:`kernel_basis.roughness_penalty`.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, nb + 1, nb + 1)``.
+    """
+    nb = penalty.shape[0] - 1
+    info = np.trace(normal[:, :nb, :nb], axis1=1, axis2=2) / np.trace(penalty)
+    return STAMP_PRIOR * info[:, None, None] * penalty[None]
+
+
+def solve_with_prior(
+    normal: np.ndarray, rhs: np.ndarray, prior: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each stamp's coefficients with its prior (``prior[i]``, :func:`stamp_prior`) added
+    once to its normal matrix.
+
+    Returns
+    -------
+    coef : (n, nb + 1) solutions (NaN where singular)
+    ok : (n,) bool
+    """
     coef = np.full(rhs.shape, np.nan)
-    ok = np.zeros(len(idx), dtype=bool)
-    if len(idx):
+    ok = np.zeros(len(rhs), dtype=bool)
+    if len(rhs):
+        posterior = normal + prior
         try:
-            coef = np.linalg.solve(normal, rhs[..., None])[..., 0]
+            coef = np.linalg.solve(posterior, rhs[..., None])[..., 0]
             ok = np.all(np.isfinite(coef), axis=1)
         except np.linalg.LinAlgError:
-            for i in range(len(idx)):
+            for i in range(len(rhs)):
                 try:
-                    coef[i] = np.linalg.solve(normal[i], rhs[i])
+                    coef[i] = np.linalg.solve(posterior[i], rhs[i])
                     ok[i] = np.all(np.isfinite(coef[i]))
                 except np.linalg.LinAlgError:
                     ok[i] = False
-    return coef, normal, rhs, ok
+    return coef, ok
 
 
 def model_variance(target: np.ndarray, variance: np.ndarray, model: np.ndarray) -> np.ndarray:
@@ -490,7 +526,8 @@ def outliers(
         if keep.sum() > 2:
             s = intrinsic_scatter((v - model)[keep], err[keep])
             total = np.sqrt(err**2 + s**2)
-        new = ok & (np.abs(v - model) <= nsigma * total)
+        # values without a finite error (degenerate fits) cannot weigh in the fit
+        new = ok & np.isfinite(err) & (np.abs(v - model) <= nsigma * total)
         if new.sum() < max(2, terms.shape[1]):
             break
         w = 1.0 / total[new]
@@ -551,7 +588,9 @@ class StampFits:
         ``(n, nb + 1)`` kernel coefficients and background.
     normal, rhs : numpy.ndarray
         ``(n, nb + 1, nb + 1)`` and ``(n, nb + 1)``: the normal equations (masked pixels
-        out), which the spatial fit sums.
+        out, without the prior), which the spatial fit sums.
+    target_power : numpy.ndarray
+        ``(n,)`` each stamp's ``y^T W y`` over the same weights (held-out chi^2s).
     var_total : numpy.ndarray
         ``(n, npix)`` the propagated variance of the difference.
     used : numpy.ndarray
@@ -565,6 +604,7 @@ class StampFits:
     coef: np.ndarray
     normal: np.ndarray
     rhs: np.ndarray
+    target_power: np.ndarray
     var_total: np.ndarray
     used: np.ndarray
     chi2: np.ndarray
@@ -606,7 +646,7 @@ def fit_stamps(
     shape : (int, int)
         Image shape (scales positions for the background outliers' plane).
     config : KernelConfig
-        Regularization and rejection limits.
+        Rejection limits.
     reporter : Reporter
         Progress and cancellation.
 
@@ -626,6 +666,7 @@ def fit_stamps(
     coef_all = np.full((n, nb + 1), np.nan)
     normal = np.zeros((n, nb + 1, nb + 1))
     rhs = np.zeros((n, nb + 1))
+    target_power = np.zeros(n)
     var_total = np.zeros((n, npix), dtype=np.float32)
     used = np.ones((n, npix), dtype=bool)
     sums = np.append(basis.sum(axis=(1, 2)), 0.0)
@@ -636,7 +677,8 @@ def fit_stamps(
         c, h = m // 2, stamps.fit_half
         vs0 = stamps.var_source[fitted, c - h : c + h + 1, c - h : c + h + 1]
         w0 = 1.0 / (stamps.var_target[fitted] + vs0.reshape(len(fitted), -1))
-        coef, *_, ok0 = solve_stamps(stamps, fitted, w0, penalty, config.regularization)
+        nrm, rh, _ = stamp_equations(stamps, fitted, w0)
+        coef, ok0 = solve_with_prior(nrm, rh, stamp_prior(nrm, penalty))
         coef[~ok0] = 0.0
         coef[~ok0, 0] = 1.0
         var_src = source_variance(stamps, fitted, coef, basis)
@@ -647,15 +689,16 @@ def fit_stamps(
         keep = np.ones((len(fitted), npix), dtype=bool)
         for _ in range(CLIP_ROUNDS + 1):
             weights = np.where(keep, 1.0 / var_fit, 0.0).astype(np.float32)
-            coef, nrm, rh, okf = solve_stamps(
-                stamps, fitted, weights, penalty, config.regularization
-            )
+            nrm, rh, yy = stamp_equations(stamps, fitted, weights)
+            prior = stamp_prior(nrm, penalty)
+            coef, okf = solve_with_prior(nrm, rh, prior)
             r = normalised_residuals(stamps, fitted, np.nan_to_num(coef), var_total[fitted])
             new = clip_mask(r, stamps.fit_half, core_radius, fwhm)
             if np.array_equal(new, keep):
                 break
             keep = new
         normal[fitted], rhs[fitted], coef_all[fitted] = nrm, rh, coef
+        target_power[fitted] = yy
         used[fitted] = keep
         c2, mu, sd = residual_stats(stamps, fitted, np.nan_to_num(coef), var_total[fitted], keep)
         chi2[fitted], rmean[fitted], rstd[fitted] = c2, mu, sd
@@ -664,7 +707,7 @@ def fit_stamps(
         )
         ksum[fitted] = coef @ sums
         with np.errstate(all="ignore"):
-            cov = inverse(nrm)
+            cov = inverse(nrm + prior)
             ksum_err[fitted] = np.sqrt(np.clip(np.einsum("k,nkl,l->n", sums, cov, sums), 0, None))
             bg_err[fitted] = np.sqrt(np.clip(cov[:, nb, nb], 0, None))
         bad_fit = fitted[~okf]
@@ -688,6 +731,7 @@ def fit_stamps(
         coef_all,
         normal,
         rhs,
+        target_power,
         var_total,
         used,
         chi2,

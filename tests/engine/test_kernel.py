@@ -324,3 +324,18 @@ def test_residual_power_outliers_are_contamination_not_brightness() -> None:
     chi2 = resid / dof
     spread = 1.4826 * np.median(np.abs(chi2 - np.median(chi2)))
     assert np.sum(chi2 > np.median(chi2) + 5 * spread) > 5
+
+
+def test_stamp_outliers_leave_values_without_an_error_out_of_the_fit() -> None:
+    # A degenerate stamp fit (its kernel-sum error computes to 0) cannot be judged: it is
+    # never an outlier, and it never enters the clipped fit. Before, its infinite total
+    # error (err = inf, plus the scatter) let it in on the second round, and the scatter's
+    # likelihood divided inf by inf (a RuntimeWarning on properimage, science convolved).
+    rng = np.random.default_rng(1)
+    values = 1.0 + 0.01 * rng.normal(size=40)
+    errors = np.full(40, 0.01)
+    values[0], errors[0] = 5.0, 0.0
+    values[1] = 1.2
+    out = outliers(values, errors, np.ones((40, 1)), 3.0)
+    assert out[1] and not out[0]
+    assert out.sum() == 1

@@ -349,10 +349,10 @@ def _aligned_stack(wide: np.ndarray, half: int) -> tuple[np.ndarray, np.ndarray,
     # The recentred stamps' sums are taken from their spectra (:func:`shifted_sums`): the
     # stamps are transformed once, and back only where the stack is made of them.
     spectrum = sfft.rfft2(stamps[index], axes=(1, 2))
-    moments = np.stack([weight, weight * r[None, :], weight * r[:, None]])
+    first_moments = np.stack([weight, weight * r[None, :], weight * r[:, None]])
     dx, dy = np.zeros(len(index)), np.zeros(len(index))
     for _ in range(CENTROID_ITERATIONS):
-        tot, sx, sy = shifted_sums(spectrum, moments, -dx, -dy)
+        tot, sx, sy = shifted_sums(spectrum, first_moments, -dx, -dy)
         tot = np.where(tot > 0, tot, np.inf)
         dx = np.clip(dx + sx / tot, -1.5, 1.5)
         dy = np.clip(dy + sy / tot, -1.5, 1.5)

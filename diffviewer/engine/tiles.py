@@ -9,6 +9,7 @@ between the nodes. A grid of one node is a plain convolution of the whole image.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import numpy as np
@@ -113,6 +114,38 @@ def axis_cells(n: int, nodes: tuple[float, ...]) -> list[AxisCell]:
     return cells
 
 
+#: Longest side (px) of the piece of a cell convolved at once. Cells between nodes far
+#: apart (2 x 2 nodes make one cell of a whole 4096^2 image) are cut into pieces, so
+#: that the spectra of a piece's planes and of its nodes' kernels take a few MB each, not
+#: an image's worth each: the ZOGY score held 1.2 GB above the run at 4096^2. Cells up
+#: to this side (GOTO's 30 nodes make cells of 370-460 px) are convolved whole, as before.
+MAX_PIECE = 512
+
+
+def split_cells(cells: list[AxisCell], longest: int = MAX_PIECE) -> list[AxisCell]:
+    """Cut each cell of an axis into equal pieces of at most ``longest`` px.
+
+    Parameters
+    ----------
+    cells : list of AxisCell
+        An axis's cells (:func:`axis_cells`).
+    longest : int
+        Longest piece (px).
+
+    Returns
+    -------
+    list of AxisCell
+        The pieces in order, each with its slice of its cell's node weights.
+    """
+    out: list[AxisCell] = []
+    for start, stop, nodes in cells:
+        count = -(-(stop - start) // longest)
+        edges = np.linspace(start, stop, count + 1).round().astype(int)
+        for lo, hi in itertools.pairwise(edges.tolist()):
+            out.append((lo, hi, [(k, w[lo - start : hi - start]) for k, w in nodes]))
+    return out
+
+
 #: Spectra of the images of a cell, or of a node's kernels, on the cell's FFT grid.
 Spectra = tuple[np.ndarray, ...]
 
@@ -157,9 +190,11 @@ def blend_cells(
         The blended products (float32, of ``shape``), in ``node_products``' order.
     """
     out: list[np.ndarray] = []
-    rows, cols = axis_cells(shape[0], ys), axis_cells(shape[1], xs)
+    rows, cols = split_cells(axis_cells(shape[0], ys)), split_cells(axis_cells(shape[1], xs))
     # Each node's kernel spectra, on the grid they were made for, from the first cell that
-    # needs them to the last (cell (min(j, rows - 1), min(i, columns - 1)) for node (j, i)).
+    # needs them to the last (the last row and column of cells that weigh node (j, i)).
+    last_row = {j: r for r, (_, _, nodes) in enumerate(rows) for j, _ in nodes}
+    last_col = {i: c for c, (_, _, nodes) in enumerate(cols) for i, _ in nodes}
     kept: dict[tuple[int, int], tuple[tuple[int, int], Spectra]] = {}
     for done, (r0, r1, row_nodes) in enumerate(rows):
         for col, (c0, c1, col_nodes) in enumerate(cols):
@@ -173,7 +208,7 @@ def blend_cells(
                     if (j, i) not in kept or kept[j, i][0] != grid.padded:
                         kept[j, i] = (grid.padded, node_spectra(grid, j, i))
                     products = node_products(grid, j, i, kept[j, i][1], data)
-                    if (done, col) == (min(j, len(rows) - 1), min(i, len(cols) - 1)):
+                    if (done, col) == (last_row[j], last_col[i]):
                         del kept[j, i]
                     if not out:
                         out = [np.zeros(shape, dtype=np.float32) for _ in products]

@@ -205,10 +205,11 @@ def _own_residuals(
 class RawResiduals:
     """The diagnostics of the raw difference (:class:`Diagnostics`' fields of that name).
 
-    Made right after the subtraction (:func:`raw_residuals`), when the run holds the
-    fewest image planes: the raw difference they are read from is made for them and
-    dropped (five image planes: 68 MB on GOTO); the final difference's part comes once
-    detection has flagged its sources (:func:`compute_diagnostics`).
+    Made once the difference is decorrelated (:func:`raw_residuals`), before the
+    renormalisation, the score and detection add their planes: the raw difference they
+    are read from (image, variance and three masks on the way: 48 MB on GOTO) is made
+    for them and dropped. The final difference's part comes once detection has flagged
+    its sources (:func:`compute_diagnostics`).
     """
 
     own_by_difference: np.ndarray

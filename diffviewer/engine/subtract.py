@@ -60,7 +60,7 @@ class SubtractionProducts:
     solution when they are read (:attr:`matched`, :attr:`difference`,
     :attr:`background`), the same to the bit: nothing downstream of the decorrelation
     reads them but the outputs and the diagnostics, and keeping them cost five image
-    planes for the rest of the run (68 MB on GOTO, 340 MB at 4096^2).
+    planes for the rest of the run (68 MB on GOTO, 340 MB at 4096^2, with int32 masks).
 
     Attributes
     ----------

@@ -43,7 +43,7 @@ UNUSABLE = (
 
 #: The mask's dtype: the planes of :class:`MaskPlane` need 10 bits, so 16 (signed, so that
 #: ``~plane`` stays in range and FITS stores it without BZERO) halve every mask plane a
-#: run holds against int32 (GOTO: 6.8 MB a plane; 34 MB at 4096^2).
+#: run holds against int32 (6.8 MB saved a plane on GOTO, 34 MB at 4096^2).
 MASK_DTYPE = np.int16
 
 
@@ -106,8 +106,8 @@ def _frozen_array(array: np.ndarray, dtype: Any, name: str) -> np.ndarray:
 class Exposure:
     """An image with its variance, mask and metadata.
 
-    Arrays are stored float32 (image, variance) and int16 (mask, :data:`MASK_DTYPE`), C-contiguous
-    and read-only; use :meth:`replace` to derive a new exposure.
+    Arrays are stored float32 (image, variance) and int16 (mask, :data:`MASK_DTYPE`),
+    C-contiguous and read-only; use :meth:`replace` to derive a new exposure.
 
     Parameters
     ----------

@@ -41,7 +41,10 @@ UNUSABLE = (
     | MaskPlane.CR
 )
 
-MASK_DTYPE = np.int32
+#: The mask's dtype: the planes of :class:`MaskPlane` need 10 bits, so 16 (signed, so that
+#: ``~plane`` stays in range and FITS stores it without BZERO) halve every mask plane a
+#: run holds against int32 (6.8 MB saved a plane on GOTO, 34 MB at 4096^2).
+MASK_DTYPE = np.int16
 
 
 def mask_plane_names(value: int) -> list[str]:
@@ -78,6 +81,16 @@ def mask_header_cards() -> list[tuple[str, int, str]]:
     ]
 
 
+def read_only(array: np.ndarray) -> np.ndarray:
+    """Mark an array its maker hands over as read-only: an Exposure adopts it without a copy.
+
+    An Exposure copies a writeable array (its maker might still change it); an
+    image-sized array made for the exposure needs no second copy.
+    """
+    array.flags.writeable = False
+    return array
+
+
 def _frozen_array(array: np.ndarray, dtype: Any, name: str) -> np.ndarray:
     """Return ``array`` as a read-only C-contiguous array of ``dtype`` (a copy when needed)."""
     out = np.ascontiguousarray(array, dtype=dtype)
@@ -93,8 +106,8 @@ def _frozen_array(array: np.ndarray, dtype: Any, name: str) -> np.ndarray:
 class Exposure:
     """An image with its variance, mask and metadata.
 
-    Arrays are stored float32 (image, variance) and int32 (mask), C-contiguous
-    and read-only; use :meth:`replace` to derive a new exposure.
+    Arrays are stored float32 (image, variance) and int16 (mask, :data:`MASK_DTYPE`),
+    C-contiguous and read-only; use :meth:`replace` to derive a new exposure.
 
     Parameters
     ----------
@@ -198,7 +211,7 @@ def set_planes(
     Returns
     -------
     numpy.ndarray
-        A new int32 mask.
+        A new mask (:data:`MASK_DTYPE`).
     """
     bits = (
         int(planes)

@@ -349,7 +349,7 @@ def mask_from_planes(raw: np.ndarray, header: fits.Header) -> np.ndarray:
     Returns
     -------
     numpy.ndarray
-        int32 mask.
+        mask (``MASK_DTYPE``).
     """
     values = np.asarray(raw).astype(np.int64)
     planes = {k[3:]: header[k] for k in header if k.startswith("MP_")}
@@ -522,7 +522,7 @@ def fill_no_data(
     Returns
     -------
     (numpy.ndarray, numpy.ndarray, numpy.ndarray)
-        New image and int32 mask; the variance is the input itself when none of it
+        New image and mask (``MASK_DTYPE``); the variance is the input itself when none of it
         needed replacing.
     """
     bad_image = ~np.isfinite(image) | (np.abs(image) >= BLANK_MAGNITUDE)

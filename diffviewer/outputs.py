@@ -25,7 +25,7 @@ from diffviewer.engine.pipeline import SubtractionResult
 from diffviewer.engine.progress import CancelToken, Reporter
 from diffviewer.engine.register import Registration
 from diffviewer.errors import OutputError
-from diffviewer.exposure import Exposure
+from diffviewer.exposure import Exposure, read_only
 from diffviewer.io import (
     atomic_write_text,
     staged_output_dir,
@@ -420,8 +420,8 @@ def _score_exposure(result: SubtractionResult) -> Exposure:
         raise ValueError("score.fits asked for a run without a score")
     return result.difference.replace(
         image=score.image,
-        variance=np.ones_like(score.image),
-        mask=score.mask | result.difference.mask,
+        variance=read_only(np.ones_like(score.image)),
+        mask=read_only(score.mask | result.difference.mask),
     )
 
 

@@ -32,7 +32,7 @@ from diffviewer.engine.kernel_solution import KernelFit, KernelSolution
 from diffviewer.engine.kernel_stamps import convolve_pairs
 from diffviewer.engine.progress import Reporter
 from diffviewer.engine.psf import cutouts, frozen
-from diffviewer.engine.subtract import SubtractionProducts, science_scale
+from diffviewer.engine.subtract import science_scale
 from diffviewer.exposure import UNUSABLE, Exposure, MaskPlane
 from diffviewer.stats import robust_std
 
@@ -143,17 +143,18 @@ def _stamp_residuals(
     science: Exposure,
     template: Exposure,
     fit: KernelFit,
-    products: SubtractionProducts,
+    raw: Exposure,
     which: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Spatial-model residuals of the selected candidates, normalised both ways."""
+    """Spatial-model residuals of the selected candidates on the raw difference, normalised
+    both ways."""
     tab = fit.candidates
     x = np.asarray(tab["x"], dtype=float)[which]
     y = np.asarray(tab["y"], dtype=float)[which]
     if len(x) == 0:
         return np.zeros(0, np.float32), np.zeros(0, np.float32)
     half = fit.fit_half
-    v, var, ok = _stamp_pixels(products.difference, x, y, half)
+    v, var, ok = _stamp_pixels(raw, x, y, half)
     xi, yi = np.rint(x).astype(np.intp), np.rint(y).astype(np.intp)
     off = np.arange(-half, half + 1)
     rows = np.clip(yi[:, None, None] + off[None, :, None], 0, science.shape[0] - 1)
@@ -200,11 +201,68 @@ def _own_residuals(
     return (d[ok] / np.sqrt(var[ok])).astype(np.float32), (d[ok] / sig_in[ok]).astype(np.float32)
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class RawResiduals:
+    """The diagnostics of the raw difference (:class:`Diagnostics`' fields of that name).
+
+    Made once the difference is decorrelated (:func:`raw_residuals`), before the
+    renormalisation, the score and detection add their planes: the raw difference they
+    are read from (image, variance and three masks on the way: 48 MB on GOTO) is made
+    for them and dropped. The final difference's part comes once detection has flagged
+    its sources (:func:`compute_diagnostics`).
+    """
+
+    own_by_difference: np.ndarray
+    own_by_input: np.ndarray
+    spatial_by_difference: np.ndarray
+    spatial_by_input: np.ndarray
+    control_by_difference: np.ndarray
+    control_by_input: np.ndarray
+    noise_ratio_raw: float
+
+
+def raw_residuals(
+    science: Exposure, template: Exposure, fit: KernelFit, raw: Exposure, reporter: Reporter
+) -> RawResiduals:
+    """The residual panels of the candidates and the noise ratio of the raw difference.
+
+    Parameters
+    ----------
+    science, template : Exposure
+        The pair on one grid.
+    fit : KernelFit
+        The kernel and candidates.
+    raw : Exposure
+        The raw difference (``SubtractionProducts.difference``).
+    reporter : Reporter
+        Progress and cancellation.
+
+    Returns
+    -------
+    RawResiduals
+    """
+    status = np.asarray(fit.candidates["status"]).astype(str)
+    own_d, own_i = _own_residuals(science, template, fit)
+    reporter.update(0.4)
+    sp_d, sp_i = _stamp_residuals(science, template, fit, raw, status == "GOOD")
+    ct_d, ct_i = _stamp_residuals(science, template, fit, raw, status == "CONTROL")
+    reporter.update(0.8)
+    return RawResiduals(
+        frozen(own_d, np.float32),
+        frozen(own_i, np.float32),
+        frozen(sp_d, np.float32),
+        frozen(sp_i, np.float32),
+        frozen(ct_d, np.float32),
+        frozen(ct_i, np.float32),
+        noise_ratio(raw),
+    )
+
+
 def compute_diagnostics(
     science: Exposure,
     template: Exposure,
     fit: KernelFit,
-    products: SubtractionProducts,
+    raw: RawResiduals,
     difference: Exposure,
     reporter: Reporter,
 ) -> Diagnostics:
@@ -216,10 +274,10 @@ def compute_diagnostics(
         The pair on one grid.
     fit : KernelFit
         The kernel and candidates.
-    products : SubtractionProducts
-        The raw difference.
+    raw : RawResiduals
+        The raw difference's part (:func:`raw_residuals`).
     difference : Exposure
-        The final difference (decorrelated when configured).
+        The final difference (decorrelated when configured), with detection's planes.
     reporter : Reporter
         Progress and cancellation.
 
@@ -227,12 +285,6 @@ def compute_diagnostics(
     -------
     Diagnostics
     """
-    status = np.asarray(fit.candidates["status"]).astype(str)
-    own_d, own_i = _own_residuals(science, template, fit)
-    reporter.update(0.4)
-    sp_d, sp_i = _stamp_residuals(science, template, fit, products, status == "GOOD")
-    ct_d, ct_i = _stamp_residuals(science, template, fit, products, status == "CONTROL")
-    reporter.update(0.6)
     ny, nx = difference.shape
     step = max(1, int(np.ceil(np.sqrt(ny * nx / MAX_IMAGE_SAMPLES))))
     sub = (slice(None, None, step), slice(None, None, step))
@@ -246,16 +298,10 @@ def compute_diagnostics(
     )
     reporter.update(0.8)
     return Diagnostics(
-        frozen(own_d, np.float32),
-        frozen(own_i, np.float32),
-        frozen(sp_d, np.float32),
-        frozen(sp_i, np.float32),
-        frozen(ct_d, np.float32),
-        frozen(ct_i, np.float32),
-        frozen(im_d, np.float32),
-        frozen(im_i, np.float32),
-        noise_ratio(difference),
-        noise_ratio(products.difference),
+        **{f.name: getattr(raw, f.name) for f in dataclasses.fields(raw)},
+        image_by_difference=frozen(im_d, np.float32),
+        image_by_input=frozen(im_i, np.float32),
+        noise_ratio=noise_ratio(difference),
     )
 
 

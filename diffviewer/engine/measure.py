@@ -384,7 +384,9 @@ def measure_sources(
     usable = ((difference.mask & int(UNUSABLE)) == 0) & (difference.variance > 0)
     usable &= np.isfinite(difference.image)
     sci_usable = ((science.mask & int(UNUSABLE)) == 0) & (science.variance > 0)
-    planes = difference.mask | science.mask | template_planes(template.mask)
+    planes = template_planes(template.mask)
+    planes |= difference.mask
+    planes |= science.mask
     found = _footprint_rows(
         difference,
         science,

@@ -300,7 +300,7 @@ def run_subtraction(
     rep.stage("subtract", {"matched": products.matched_image})
     decorr = None
     if config.decorrelation.enabled:
-        with _step(rep, "decorrelate", 0.60, 0.66):
+        with _step(rep, "decorrelate", 0.60, 0.65):
             decorr = decorrelate.decorrelate(
                 products,
                 fit,
@@ -314,6 +314,13 @@ def run_subtraction(
         difference, diff_psf = products.difference, products.psf
     # Its pixels are final here: renormalisation scales its variance, detection adds mask planes.
     rep.stage("difference", {"difference": difference.image})
+    # The raw difference's diagnostics come before the planes of the renormalisation, the
+    # score and detection are held: that difference (five planes, made on read) is made
+    # for them and dropped.
+    with _step(rep, "diagnostics", 0.65, 0.66):
+        raw_diag = diagnostics.raw_residuals(
+            science, warped.exposure, fit, products.difference, rep
+        )
     with _step(rep, "renormalise", 0.66, 0.70):
         difference, renorm, filtered = renormalise.renormalise(
             difference,
@@ -353,7 +360,7 @@ def run_subtraction(
             score = filtered if filtered is not None else zogy.al_score(difference, diff_psf, rep)
     if score is not None:
         rep.stage("score", {"score": score.image})
-    with _step(rep, "detect", 0.78, 0.86):
+    with _step(rep, "detect", 0.78, 0.88):
         shared = (
             "the difference holds no noise of its own to measure sources against "
             f"(its sky noise is {renorm.noise_scale:.3g} of the predicted)"
@@ -372,12 +379,10 @@ def run_subtraction(
         if decorr is not None:
             # Nor its mask without the DETECTED planes (another plane).
             decorr = dataclasses.replace(decorr, difference=difference)
-    # The diagnostics read the difference with its DETECTED planes, nothing of the
-    # catalog: made before the measurement, they add their stamps to less of the run's
-    # memory (the measurement keeps its PSF tables; GOTO: 22 MB).
-    with _step(rep, "diagnostics", 0.86, 0.90):
+    # The final difference's diagnostics read its DETECTED planes, nothing of the catalog.
+    with _step(rep, "diagnostics", 0.88, 0.90):
         diag = diagnostics.compute_diagnostics(
-            science, warped.exposure, fit, products, difference, rep
+            science, warped.exposure, fit, raw_diag, difference, rep
         )
     with _step(rep, "measure", 0.90, 1.0):
         diff_model, sci_model = psf_field.catalog_psfs(

@@ -30,7 +30,7 @@ from diffviewer.engine.field_terms import chebyshev_terms, term_powers
 from diffviewer.engine.kernel_solution import KernelFit, KernelSolution
 from diffviewer.engine.progress import Reporter, null_reporter
 from diffviewer.engine.tiles import kernel_spectrum
-from diffviewer.exposure import MASK_DTYPE, Exposure, MaskPlane
+from diffviewer.exposure import MASK_DTYPE, Exposure, MaskPlane, read_only
 
 #: Planes of a convolved image's mask that are grown by the kernel footprint (NO_DATA
 #: grows into EDGE).
@@ -60,7 +60,7 @@ class SubtractionProducts:
     solution when they are read (:attr:`matched`, :attr:`difference`,
     :attr:`background`), the same to the bit: nothing downstream of the decorrelation
     reads them but the outputs and the diagnostics, and keeping them cost five image
-    planes for the rest of the run (68 MB on GOTO, 340 MB at 4096^2).
+    planes for the rest of the run (68 MB on GOTO, 340 MB at 4096^2, with int32 masks).
 
     Attributes
     ----------
@@ -116,7 +116,7 @@ class SubtractionProducts:
 
     @property
     def difference_mask(self) -> np.ndarray:
-        """The raw difference's int32 mask (read-only), made on each read: the convolved
+        """The raw difference's mask (read-only), made on each read: the convolved
         image's mask with the template's SAT as SAT_TEMPLATE, and the unconvolved image's
         SAT grown by the kernel footprint too (the convolved image's wings do not match a
         saturated, or nearly saturated and non-linear, core there)."""
@@ -289,7 +289,7 @@ def grow_planes(mask: np.ndarray, size: int, planes: int = GROWN) -> np.ndarray:
     Parameters
     ----------
     mask : numpy.ndarray
-        int32 mask.
+        mask (``MASK_DTYPE``).
     size : int
         Side (px, odd) of the square: a kernel's footprint.
     planes : int
@@ -299,7 +299,7 @@ def grow_planes(mask: np.ndarray, size: int, planes: int = GROWN) -> np.ndarray:
     Returns
     -------
     numpy.ndarray
-        A new int32 mask.
+        A new mask (``MASK_DTYPE``).
     """
     out = mask.copy()
     present = int(np.bitwise_or.reduce(mask, axis=None)) if mask.size else 0
@@ -345,24 +345,18 @@ def template_planes(mask: np.ndarray) -> np.ndarray:
     Parameters
     ----------
     mask : numpy.ndarray
-        The template's int32 mask.
+        The template's mask (``MASK_DTYPE``).
 
     Returns
     -------
     numpy.ndarray
-        A new int32 mask.
+        A new mask (``MASK_DTYPE``).
     """
     out = mask & ~MASK_DTYPE(int(MaskPlane.SAT | MaskPlane.DETECTED | MaskPlane.DETECTED_NEGATIVE))
     if int(np.bitwise_or.reduce(mask, axis=None) if mask.size else 0) & int(MaskPlane.SAT):
         sat = (mask & int(MaskPlane.SAT)) != 0
         np.bitwise_or(out, MASK_DTYPE(int(MaskPlane.SAT_TEMPLATE)), out=out, where=sat)
     return out
-
-
-def read_only(array: np.ndarray) -> np.ndarray:
-    """Mark an array this module made as read-only (an Exposure then adopts it without a copy)."""
-    array.flags.writeable = False
-    return array
 
 
 def science_scale(fit: KernelFit) -> float:

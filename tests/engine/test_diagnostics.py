@@ -48,8 +48,11 @@ def test_noise_ratio_measures_the_variance_plane() -> None:
 
 def test_residual_panels(run: Run) -> None:
     pair, fit, products, final = run
+    raw = diagnostics.raw_residuals(
+        pair.science, pair.template, fit, products.difference, null_reporter()
+    )
     diag = diagnostics.compute_diagnostics(
-        pair.science, pair.template, fit, products, final, null_reporter()
+        pair.science, pair.template, fit, raw, final, null_reporter()
     )
     n_par = fit.solution.basis.shape[0] + 1
     npix = (2 * fit.fit_half + 1) ** 2

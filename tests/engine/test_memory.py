@@ -2,19 +2,22 @@
 
 Issue 9's memory target (peak RSS <= 2x HOTPANTS's) is checked by
 ``benchmarks/bench_peers.py``; these tests pin the behaviour behind it, not a figure of
-memory: which image-sized planes the result holds, that those made on demand are the
-same bits each time, and that the template pieces as read are freed once warped.
+memory: which image-sized planes the result holds and of what width, that those made on
+demand are the same bits each time, that the template pieces as read are freed once
+warped, and (in image planes, traced) what convolving a large cell adds.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import gc
+import tracemalloc
 import weakref
 
 import numpy as np
 import pytest
 
+from diffviewer.engine import tiles
 from diffviewer.engine.pipeline import SubtractionResult, run_subtraction
 from diffviewer.engine.subtract import grow_planes, science_scale, template_planes
 from diffviewer.exposure import Exposure, MaskPlane
@@ -62,6 +65,53 @@ def test_the_result_holds_only_the_planes_it_shows_or_writes(result) -> None:
     # difference before detection are made when read: 20 planes were kept before
     # (13.7 MB each on GOTO, 67 MB at 4096^2).
     assert len(found) == 15, sorted(found.values())
+
+
+def test_every_mask_plane_takes_two_bytes_a_pixel(result) -> None:
+    # The ten mask planes fit 16 bits: half the memory of an int32 mask (GOTO: 6.8 MB of
+    # each of the five masks a run holds at its peak).
+    masks = [
+        result.science.mask,
+        result.template.exposure.mask,
+        result.difference.mask,
+        result.score.mask,
+        result.subtraction.matched.mask,
+        result.subtraction.difference.mask,
+    ]
+    assert all(m.dtype == np.int16 for m in masks)
+
+
+def test_a_large_cell_is_convolved_in_pieces() -> None:
+    # Nodes at the corners: one cell for the whole image. Convolved whole, its spectra,
+    # product and weights took 8.2 image planes (traced) above the output. Cut into tiles
+    # of at most tiles.MAX_TILE_FFT px, what is held besides the output is tile-sized: the
+    # four nodes' kernel spectra (kept until their last cell), a tile's data spectrum and
+    # its product, 3.9 planes of this image with the output (bounded by the tile size,
+    # not by the image's). The result is the whole-image convolution to float32 rounding.
+    shape = (1500, 1300)
+    image = np.random.default_rng(1).normal(size=shape).astype(np.float32)
+    r = np.arange(-7, 8)
+    kernel = np.exp(-0.5 * (r[:, None] ** 2 + r[None, :] ** 2) / 2.0**2)
+    kernel /= kernel.sum()
+    tracemalloc.start()
+    try:
+        (out,) = tiles.blend_cells(
+            shape,
+            lambda box: (image[box],),
+            (0.0, shape[1] - 1.0),
+            (0.0, shape[0] - 1.0),
+            kernel.shape[0] // 2,
+            lambda grid, j, i: (grid.kernel_spectrum(kernel),),
+            lambda grid, j, i, spectra, data: (grid.image(data[0] * spectra[0]),),
+            lambda done: None,
+        )
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * image.nbytes
+    grid = tiles.FourierGrid(shape, kernel.shape[0])
+    whole = grid.image(grid.spectrum(image) * grid.kernel_spectrum(kernel))
+    np.testing.assert_allclose(out, whole, atol=1e-6)
 
 
 def test_the_planes_made_on_read_are_the_same_bits_each_time(result) -> None:

@@ -23,10 +23,10 @@ STEPS = [
     "kernel fit",
     "subtract",
     "decorrelate",
+    "diagnostics",  # of the raw difference here, of the final one after detection
     "renormalise",
     "score",
     "detect",
-    "diagnostics",
     "measure",
 ]
 

@@ -430,8 +430,10 @@ def clip_mask(resid: np.ndarray, fit_half: int, core_radius: float, fwhm: float)
     grow = int(np.ceil(fwhm))
     disk = np.hypot(*np.mgrid[-grow : grow + 1, -grow : grow + 1]) <= fwhm
     bad = (np.abs(z) > CLIP_SIGMA) & outside[None]
-    grown = ndimage.binary_dilation(bad, structure=disk[None])
-    return ~(grown & outside[None]).reshape(resid.shape)
+    # Grown only on the stamps that have something to grow (most have nothing).
+    hit = np.flatnonzero(bad.any(axis=(1, 2)))
+    bad[hit] = ndimage.binary_dilation(bad[hit], structure=disk[None])
+    return ~(bad & outside[None]).reshape(resid.shape)
 
 
 def inverse(matrices: np.ndarray) -> np.ndarray:

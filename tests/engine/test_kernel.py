@@ -11,7 +11,12 @@ from scipy import ndimage
 
 from diffviewer.config import KernelConfig
 from diffviewer.engine import kernel, kernel_basis, kernel_direction, psf
-from diffviewer.engine.kernel_stamps import intrinsic_scatter, outliers, residual_power_outliers
+from diffviewer.engine.kernel_stamps import (
+    clip_mask,
+    intrinsic_scatter,
+    outliers,
+    residual_power_outliers,
+)
 from diffviewer.errors import InsufficientKernelSources
 from diffviewer.exposure import MaskPlane
 from diffviewer.stats import FWHM_PER_SIGMA
@@ -339,3 +344,28 @@ def test_stamp_outliers_leave_values_without_an_error_out_of_the_fit() -> None:
     out = outliers(values, errors, np.ones((40, 1)), 3.0)
     assert out[1] and not out[0]
     assert out.sum() == 1
+
+
+def test_clip_mask_masks_a_source_grown_by_a_fwhm_outside_the_core_only() -> None:
+    # Stamps of unit white noise; every third holds a 60 sigma pixel off the star's core,
+    # one holds it on the core. Its matched-filter S/N (Gaussian of the PSF's sigma, 1.7
+    # px) is 20 and stays above 5 within 0.7 FWHM of it; grown by one FWHM (on the pixel
+    # grid, a pixel's diagonal more), the mask stays within 2 FWHM of it, never in the core.
+    half, fwhm, core = 20, 4.0, 6.0
+    side = 2 * half + 1
+    rng = np.random.default_rng(5)
+    resid = rng.normal(size=(30, side, side)).astype(np.float32)
+    resid[::3, 30, 10] += 60.0
+    resid[1, half, half] += 60.0
+    keep = clip_mask(resid.reshape(30, -1), half, core, fwhm).reshape(resid.shape)
+    yy, xx = np.mgrid[-half : half + 1, -half : half + 1]
+    in_core = np.hypot(yy, xx) <= core
+    near_blob = np.hypot(yy + half - 30, xx + half - 10) <= 2.0 * fwhm
+    for i in range(30):
+        masked = ~keep[i]
+        assert not masked[in_core].any()
+        if i % 3 == 0:
+            assert masked[30, 10] and masked[30, 10 + int(fwhm)]
+            assert not masked[~near_blob].any()
+        else:
+            assert not masked.any()

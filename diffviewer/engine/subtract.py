@@ -1,10 +1,11 @@
 """Convolution with the spatially varying kernel, and the difference image.
 
 The kernel at output pixel (x, y) is ``K(x, y) = sum_s P_s(x, y) K_s`` (Chebyshev terms
-``P_s``), so the convolved image is exactly ``sum_s P_s(x, y) (K_s * I)(x, y)``: one real
-FFT of the image, reused for every term, and one inverse FFT per term (scipy.fft,
-single precision, all cores, sizes from ``next_fast_len``). Pixels beyond the image edge
-(and NO_DATA/BAD pixels) count as the image's median level. Outputs whose kernel
+``P_s``), so the convolved image is exactly ``sum_s P_s(x, y) (K_s * I)(x, y)``,
+computed tile by tile (:mod:`diffviewer.engine.tiles`): one real FFT of each tile,
+reused for every term, and one inverse FFT per term (scipy.fft, single precision, all
+cores). Pixels beyond the image edge (and NO_DATA/BAD pixels) count as the image's
+median level. Outputs whose kernel
 footprint (the centred square holding 99% of the kernel's absolute weight) leaves the
 image or touches NO_DATA are flagged EDGE; BAD/SAT/CR/... are grown by that footprint,
 and so is the other image's SAT (a saturated core's wings do not subtract).
@@ -21,15 +22,13 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import scipy.fft as sfft
 from numpy.polynomial import chebyshev
 from scipy import ndimage
 
-from diffviewer.engine import fftconv
+from diffviewer.engine import fftconv, tiles
 from diffviewer.engine.field_terms import chebyshev_terms, term_powers
 from diffviewer.engine.kernel_solution import KernelFit, KernelSolution
 from diffviewer.engine.progress import Reporter, null_reporter
-from diffviewer.engine.tiles import kernel_spectrum
 from diffviewer.exposure import MASK_DTYPE, Exposure, MaskPlane, read_only
 
 #: Planes of a convolved image's mask that are grown by the kernel footprint (NO_DATA
@@ -165,18 +164,14 @@ class SubtractionProducts:
         )
 
 
-def _fft_shape(shape: tuple[int, int], size: int) -> tuple[int, int]:
-    """Padded FFT shape for a linear convolution with a ``size`` kernel."""
-    return (
-        sfft.next_fast_len(shape[0] + size - 1, real=True),
-        sfft.next_fast_len(shape[1] + size - 1, real=True),
-    )
-
-
 def convolve_terms(
     image: np.ndarray, kernels: np.ndarray, order: int, reporter: Reporter | None = None
 ) -> np.ndarray:
     """``sum_s P_s(x, y) (K_s * image)``, the spatially varying convolution.
+
+    Tiled (:func:`diffviewer.engine.tiles.convolve`'s one node): each tile's spectrum is
+    computed once and reused for every term, each term's kernel spectrum once for all
+    tiles, and each term's inverse transform is weighted by its polynomial on the tile.
 
     Parameters
     ----------
@@ -187,7 +182,7 @@ def convolve_terms(
     order : int
         Chebyshev order of the terms.
     reporter : Reporter, optional
-        Progress (over the terms) and cancellation.
+        Progress (over the tiles) and cancellation.
 
     Returns
     -------
@@ -196,21 +191,34 @@ def convolve_terms(
     """
     reporter = reporter or null_reporter()
     ny, nx = image.shape
-    size = kernels.shape[-1]
-    fshape = _fft_shape((ny, nx), size)
-    spec = sfft.rfft2(np.asarray(image, dtype=np.float32), s=fshape, workers=-1)
     tx = chebyshev.chebvander(2.0 * np.arange(nx) / max(nx - 1, 1) - 1.0, order).astype(np.float32)
     ty = chebyshev.chebvander(2.0 * np.arange(ny) / max(ny - 1, 1) - 1.0, order).astype(np.float32)
-    out = np.zeros((ny, nx), dtype=np.float32)
-    for s, (px, py) in enumerate(term_powers(order)):
-        product = kernel_spectrum(kernels[s], fshape)
-        product *= spec
-        conv = sfft.irfft2(product, s=fshape, workers=-1, overwrite_x=True)[:ny, :nx]
-        if order > 0:
-            conv *= ty[:, py, None]
-            conv *= tx[None, :, px]
-        out += conv
-        reporter.update((s + 1) / len(kernels))
+    powers = term_powers(order)
+
+    def term_sum(
+        grid: tiles.FourierGrid, spectra: tiles.Spectra, data: tiles.Spectra
+    ) -> tuple[np.ndarray]:
+        """The terms' convolutions on a tile, each times its polynomial there, summed."""
+        (r0, c0), (rows, cols) = grid.offset, grid.shape
+        out = np.zeros(grid.shape, dtype=np.float32)
+        for spectrum, (px, py) in zip(spectra, powers, strict=True):
+            conv = grid.image(data[0] * spectrum)
+            if order > 0:
+                conv *= ty[r0 : r0 + rows, py, None]
+                conv *= tx[None, c0 : c0 + cols, px]
+            out += conv
+        return (out,)
+
+    (out,) = tiles.blend_cells(
+        (ny, nx),
+        lambda box: (np.asarray(image[box], dtype=np.float32),),
+        ((nx - 1) / 2.0,),
+        ((ny - 1) / 2.0,),
+        kernels.shape[-1] // 2,
+        lambda grid, j, i: tuple(grid.kernel_spectrum(k) for k in kernels),
+        lambda grid, j, i, spectra, data: term_sum(grid, spectra, data),
+        reporter.update,
+    )
     return out
 
 

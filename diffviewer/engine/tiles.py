@@ -72,11 +72,15 @@ class FourierGrid:
         shape: tuple[int, int],
         kernel_side: int,
         padded: tuple[int, int] | None = None,
+        offset: tuple[int, int] = (0, 0),
     ) -> None:
         """``shape``: the images (px); ``padded``: the FFT grid, by default the image with
-        ``kernel_side // 2 + 1`` px of zeros on each side, at fast FFT lengths."""
+        ``kernel_side // 2 + 1`` px of zeros on each side, at fast FFT lengths;
+        ``offset``: (row, column) in the whole image of the images' pixel [0, 0] (a
+        tile's place, for products that depend on position)."""
         pad = kernel_side // 2 + 1
         self.shape = shape
+        self.offset = offset
         self.padded = padded or (
             sfft.next_fast_len(shape[0] + 2 * pad, real=True),
             sfft.next_fast_len(shape[1] + 2 * pad, real=True),
@@ -204,8 +208,8 @@ def blend_cells(
         on ``grid``; computed once, kept until the node's last cell is done.
     node_products : callable
         ``node_products(grid, row, column, kernel_spectra, plane_spectra)``: images on
-        the tile's grid (shape ``grid.shape``) made with that node's kernels, arrays of
-        their own (they are weighted in place).
+        the tile's grid (shape ``grid.shape``, at ``grid.offset`` in the image) made with
+        that node's kernels, arrays of their own (they are weighted in place).
     update : callable
         Called with the fraction (0 to 1) of rows of cells done (progress, cancellation).
 
@@ -229,7 +233,9 @@ def blend_cells(
                 for u0, u1 in axis_tiles(c0, c1, max(inner[1], 1)):
                     lo_r, hi_r = max(0, t0 - reach), min(shape[0], t1 + reach)
                     lo_c, hi_c = max(0, u0 - reach), min(shape[1], u1 + reach)
-                    grid = FourierGrid((hi_r - lo_r, hi_c - lo_c), 2 * reach + 1, padded)
+                    grid = FourierGrid(
+                        (hi_r - lo_r, hi_c - lo_c), 2 * reach + 1, padded, (lo_r, lo_c)
+                    )
                     box = np.s_[lo_r:hi_r, lo_c:hi_c]
                     data = tuple(grid.spectrum(p) for p in planes(box))
                     inner_box = np.s_[t0 - lo_r : t1 - lo_r, u0 - lo_c : u1 - lo_c]

@@ -79,38 +79,6 @@ def noise_ratio(difference: Exposure, max_samples: int = 250_000) -> float:
     return robust_std(z)
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class Diagnostics:
-    """The seed's runDebug residual data and the summary figures.
-
-    Attributes
-    ----------
-    own_by_difference, own_by_input : numpy.ndarray
-        Candidates with their own kernel.
-    spatial_by_difference, spatial_by_input : numpy.ndarray
-        GOOD candidates with the spatial model.
-    control_by_difference, control_by_input : numpy.ndarray
-        CONTROL candidates with the spatial model.
-    image_by_difference, image_by_input : numpy.ndarray
-        The whole difference, subsampled.
-    noise_ratio : float
-        :func:`noise_ratio` of the final difference.
-    noise_ratio_raw : float
-        :func:`noise_ratio` of the difference before decorrelation.
-    """
-
-    own_by_difference: np.ndarray
-    own_by_input: np.ndarray
-    spatial_by_difference: np.ndarray
-    spatial_by_input: np.ndarray
-    control_by_difference: np.ndarray
-    control_by_input: np.ndarray
-    image_by_difference: np.ndarray
-    image_by_input: np.ndarray
-    noise_ratio: float
-    noise_ratio_raw: float
-
-
 def _input_sigma(
     science: Exposure,
     template: Exposure,
@@ -203,13 +171,24 @@ def _own_residuals(
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class RawResiduals:
-    """The diagnostics of the raw difference (:class:`Diagnostics`' fields of that name).
+    """The diagnostics of the raw difference.
 
     Made once the difference is decorrelated (:func:`raw_residuals`), before the
     renormalisation, the score and detection add their planes: the raw difference they
     are read from (image, variance and three masks on the way: 48 MB on GOTO) is made
-    for them and dropped. The final difference's part comes once detection has flagged
-    its sources (:func:`compute_diagnostics`).
+    for them and dropped. :class:`Diagnostics` adds the final difference's part once
+    detection has flagged its sources (:func:`compute_diagnostics`).
+
+    Attributes
+    ----------
+    own_by_difference, own_by_input : numpy.ndarray
+        Candidates with their own kernel.
+    spatial_by_difference, spatial_by_input : numpy.ndarray
+        GOOD candidates with the spatial model.
+    control_by_difference, control_by_input : numpy.ndarray
+        CONTROL candidates with the spatial model.
+    noise_ratio_raw : float
+        :func:`noise_ratio` of the difference before decorrelation.
     """
 
     own_by_difference: np.ndarray
@@ -219,6 +198,24 @@ class RawResiduals:
     control_by_difference: np.ndarray
     control_by_input: np.ndarray
     noise_ratio_raw: float
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Diagnostics(RawResiduals):
+    """The seed's runDebug residual data and the summary figures: the raw difference's
+    (:class:`RawResiduals`) and the final difference's.
+
+    Attributes
+    ----------
+    image_by_difference, image_by_input : numpy.ndarray
+        The whole difference, subsampled.
+    noise_ratio : float
+        :func:`noise_ratio` of the final difference.
+    """
+
+    image_by_difference: np.ndarray
+    image_by_input: np.ndarray
+    noise_ratio: float
 
 
 def raw_residuals(

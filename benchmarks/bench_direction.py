@@ -9,8 +9,12 @@ noise over the renormalised variance's prediction on each quadrant's sky, the 5 
 peaks (positive / negative) of the raw difference filtered with the science PSF, and
 the catalog's detections. Where the two differ, the bright stars' rms in counts is
 compared star by star (auto over template: median and bootstrap 95 % interval), since
-the two directions' differences have different noise. (The synthetic pairs are in
-``bench_peers_science.py``; the alert triplets in ``tests/engine/test_dia_real.py``.)
+the two directions' differences have different noise. On the real pairs the peer
+benchmarks share (GOTO, properimage) HOTPANTS runs too, with their flags
+(``peers.hotpants_command``), and its difference is scored by the same code in the same
+run: sky sigma, bright-star residual (the auto run's kernel stars), 5 sigma peaks (the
+auto run's science PSF). (The synthetic pairs are in ``bench_peers_science.py``; the
+alert triplets in ``tests/engine/test_dia_real.py``.)
 
 Usage: ``python benchmarks/bench_direction.py [--pairs goto properimage ...]``.
 """
@@ -19,16 +23,19 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 import peer_metrics as pm
-from peers import DATA, ROOT
+from astropy.io import fits
+from peers import DATA, ROOT, SCIENCE_PAIRS, hotpants_binary, hotpants_command, run_process
 from scipy import ndimage
 
 from diffviewer.config import KernelConfig, SubtractionConfig
 from diffviewer.engine import pipeline, renormalise, subtract
+from diffviewer.exposure import MASK_DTYPE, Exposure, MaskPlane
 from diffviewer.io import read_exposure
 
 sys.path.insert(0, str(ROOT))
@@ -83,6 +90,43 @@ def peaks(diff: np.ndarray, psf: np.ndarray, sky: np.ndarray) -> tuple[int, int]
     return int(pos.sum()), int(neg.sum())
 
 
+def hotpants_difference(key: str, binary: Path | None) -> Exposure | None:
+    """HOTPANTS's difference of a pair the peer benchmarks share (its mask as BAD), or None."""
+    if binary is None or key not in SCIENCE_PAIRS:
+        return None
+    pair = SCIENCE_PAIRS[key]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        files = pair.make(out)
+        if files is None:
+            return None
+        run = run_process(hotpants_command(binary, pair, *files, out))
+        if run.returncode != 0:
+            return None
+        image = fits.getdata(out / "diff.fits").astype(np.float32)
+        bad = fits.getdata(out / "mask.fits") != 0
+    mask = np.where(bad, int(MaskPlane.BAD), 0).astype(MASK_DTYPE)
+    return Exposure(image=image, variance=np.ones_like(image), mask=mask)
+
+
+def print_figures(
+    label: str,
+    result: pipeline.SubtractionResult,
+    raw: Exposure,
+    sky: np.ndarray,
+) -> None:
+    """One row: sky sigma, bright-star residual (``result``'s kernel stars) and 5 sigma peaks
+    (``result``'s science PSF) of the raw difference ``raw``."""
+    values = np.where(raw.good_pixels(), raw.image.astype(np.float64), np.nan)
+    psf = np.array(result.kernel.science_psf.image, dtype=np.float64)
+    med, p90 = bright_star_residual(result.kernel, raw)
+    print(
+        f"  {label}: sky sigma {pm.robust_sigma(values[sky & np.isfinite(values)]):.3g}, "
+        f"bright-star residual {med:.1f}/{p90:.1f}, "
+        f"5 sigma peaks +{'/-'.join(map(str, peaks(values, psf / psf.sum(), sky)))}"
+    )
+
+
 def star_rms(result: pipeline.SubtractionResult, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     """Per star at (xs, ys): rms (counts) of the raw difference within 1.5 FWHM, about the
     median of an 81 x 81 px box (NaN near the edges)."""
@@ -111,6 +155,7 @@ def main() -> int:
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     rng = np.random.default_rng(0)
+    binary = hotpants_binary()
     for key in args.pairs:
         science_path, template_path = PAIRS[key]
         if not (science_path.is_file() and template_path.is_file()):
@@ -142,6 +187,9 @@ def main() -> int:
                 f"5 sigma peaks +{'/-'.join(map(str, peaks(values, psf / psf.sum(), sky)))}, "
                 f"detections +{positive}/-{len(cat) - positive}"
             )
+        theirs = hotpants_difference(key, binary)
+        if theirs is not None:
+            print_figures("HOTPANTS", results["auto"], theirs, sky)
         same = np.array_equal(
             results["auto"].difference.image, results["template"].difference.image, equal_nan=True
         )

@@ -56,7 +56,7 @@ from diffviewer.paths import (
 # from here for the callers that read and write through this module.
 from diffviewer.paths import check_output_dir as check_output_dir
 from diffviewer.paths import read_pairs_csv as read_pairs_csv
-from diffviewer.saturation import flat_top_level
+from diffviewer.saturation import PLATEAU_WIDTH, flat_top_level, star_plateau_level
 from diffviewer.stats import MAD_TO_SIGMA, nanmedian_last
 
 log = logging.getLogger(__name__)
@@ -628,13 +628,26 @@ def _saturation(
     -------
     tuple of (str, float) or None
         ``(keyword, level)`` from the header, ``("flat top", level)`` when the header has
-        none and :func:`diffviewer.saturation.flat_top_level` finds the clip level, else None.
+        none and :func:`diffviewer.saturation.flat_top_level` finds the clip level,
+        ``("star plateau", level)`` when :func:`diffviewer.saturation.star_plateau_level`
+        finds a coadd's smeared one, else None.
     """
     found = _header_float(header, SATURATION_KEYS)
     if found is not None:
         return found
     level = flat_top_level(image, finite)
     if level is None:
+        plateau = star_plateau_level(image, finite)
+        if plateau is not None:
+            log.warning(
+                "%s: no SATURATE card, but the broad cores of several stars pile up within "
+                "%g%% of the maximum (a coadd's clip level): %g taken as the saturation "
+                "level (SAT); give SATURATE in the header to set it",
+                source,
+                100 * PLATEAU_WIDTH,
+                plateau,
+            )
+            return ("star plateau", plateau)
         return None
     log.warning(
         "%s: no SATURATE card, but %d pixels sit exactly at the maximum %g: taken as the "

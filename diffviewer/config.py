@@ -237,8 +237,9 @@ class CandidatesConfig:
     )
     saturation_level: float = param(
         0.0,
-        "Pixel value above which a pixel is saturated; 0 reads SATURATE from the header, "
-        "or uses none.",
+        "Pixel value above which a pixel is saturated; 0 uses the level found when the "
+        "file was read (SATURATE or a similar header keyword, else the image's flat top "
+        "or a coadd's clipped star cores), or none.",
         unit="image units",
         minimum=0.0,
     )

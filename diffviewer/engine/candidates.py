@@ -302,14 +302,15 @@ def find_peaks(exposure: Exposure, threshold: float, reporter: Reporter) -> Peak
 
 
 def _saturation_level(exposure: Exposure, config: CandidatesConfig) -> float:
-    """Configured level, else the header's SATURATE, else +inf."""
+    """Configured level, else the one found when the file was read, else +inf.
+
+    The reader (:func:`diffviewer.io.read_exposure`) takes it from the header's
+    saturation keywords, else from the image's flat top or a coadd's pile of clipped
+    star cores, and flags those pixels SAT; the candidates use the same level.
+    """
     if config.saturation_level > 0:
         return config.saturation_level
-    value = exposure.header.get("SATURATE") if exposure.header is not None else None
-    try:
-        return float(value) if value is not None and float(value) > 0 else np.inf
-    except (TypeError, ValueError):
-        return np.inf
+    return exposure.saturation[1] if exposure.saturation is not None else np.inf
 
 
 def read_source_list(path: str, science: Exposure) -> tuple[np.ndarray, np.ndarray]:

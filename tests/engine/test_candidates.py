@@ -97,6 +97,23 @@ def test_saturation_level_from_the_config(pair: SyntheticPair) -> None:
     assert len(cands.table) > 0
 
 
+def test_saturation_level_found_when_reading(pair: SyntheticPair) -> None:
+    """Without a configured level the candidates use the one the reader found (a coadd's
+    clipped cores have no SATURATE card): the same stars are rejected as with the config."""
+    level = float(np.percentile(pair.science.image, 99.99))
+    config = CandidatesConfig(saturation_level=level)
+    reference = select_candidates(pair.science, pair.template, config, null_reporter())
+    read = select_candidates(
+        pair.science.replace(saturation=("star plateau", level)),
+        pair.template.replace(saturation=("star plateau", level)),
+        CandidatesConfig(),
+        null_reporter(),
+    )
+    unknown = select_candidates(pair.science, pair.template, CandidatesConfig(), null_reporter())
+    assert read.rejected["saturated"] == reference.rejected["saturated"] > 0
+    assert unknown.rejected["saturated"] < reference.rejected["saturated"]
+
+
 def test_user_source_list(pair: SyntheticPair, tmp_path: Path) -> None:
     bright = np.argsort(-pair.star_flux)[10:40]
     path = tmp_path / "stars.ecsv"

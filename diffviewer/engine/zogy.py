@@ -349,11 +349,10 @@ def zogy_score_grid(
 ) -> ScoreResult:
     """ZOGY's corrected score S_corr with PSFs that vary over the image.
 
-    Each image's background is subtracted (:func:`~diffviewer.engine.sky.input_backgrounds`,
-    given or estimated here); pixels
-    unusable in either image (or non-finite, or with non-positive variance) are set
-    to 0 in both images and their variance, so they add neither signal nor noise,
-    and are 0 and masked in S_corr.
+    Each image's background is subtracted (given, or estimated here:
+    :func:`~diffviewer.engine.sky.input_backgrounds`); pixels unusable in either image
+    (or non-finite, or with non-positive variance) are set to 0 in both images and their
+    variance, so they add neither signal nor noise, and are 0 and masked in S_corr.
 
     The image is cut into the cells between the grid's nodes. In each cell, with the
     data around it to the kernels' reach (and zeros beyond the image), the score S and

@@ -14,9 +14,11 @@ from diffviewer.stats import robust_std
 #: The clipped statistics are read from a histogram of each cell: bins of ``BIN_WIDTH``
 #: times a rough sigma of the cell, over ``WINDOW`` rough sigmas either side of its rough
 #: median (both from every ``SUBSAMPLE``-th row and column). Within a bin the pixels are
-#: taken as evenly spread, which reads a Gaussian's quartiles to 2e-4 sigma (the error of
-#: linear interpolation, ``BIN_WIDTH^2 / 8`` times the log-density's slope there), far
-#: below the ~0.01 sigma noise of a median of 128^2 pixels.
+#: taken as evenly spread: a quantile then differs from the sorted pixel by about the bin
+#: width over twice the square root of the bin's count (cells of 128^2 px: 4e-4 sigma
+#: rms, measured on GOTO and synthetic fields), 1/25 of the ~0.01 sigma noise of their
+#: median. Smaller cells get no more bins than half their pixels (wider bins), so
+#: the histograms take no more memory than a sort of the cells would.
 BIN_WIDTH = 0.005
 WINDOW = 6.0
 SUBSAMPLE = 4
@@ -160,10 +162,8 @@ def _clipped_cell_statistics(
     if not np.any(n_valid):
         raise InputError("no usable pixel to estimate the background: every pixel is masked")
     nbins = hist.shape[2] - 2
-    upper = np.cumsum(hist, axis=2)  # pixels up to the end of each bin
-    lower = upper - hist
+    upper = np.cumsum(hist, axis=2, dtype=np.int32)  # pixels up to the end of each bin
     empty = n_valid == 0
-    per_bin = np.maximum(hist, 1).astype(np.float64)
     # Each cell's running counts lifted above the previous cell's: one increasing array.
     lift = (np.arange(n_valid.size) * (int(n_valid.max()) + 1)).reshape(n_valid.shape)
     lifted = (upper + lift[..., None]).ravel()
@@ -172,18 +172,19 @@ def _clipped_cell_statistics(
     def value_at(rank: np.ndarray) -> np.ndarray:
         """The value of each cell's pixel of index ``rank`` in increasing order."""
         k = np.searchsorted(lifted, rank + lift, side="right") - first
-        k = np.clip(k, 1, nbins)
-        below = np.take_along_axis(lower, k[..., None], 2)[..., 0]
-        count = np.take_along_axis(per_bin, k[..., None], 2)[..., 0]
-        within = np.clip((rank - below + 0.5) / count, 0.0, 1.0)
+        k = np.clip(k, 1, nbins)[..., None]
+        count = np.take_along_axis(hist, k, 2)[..., 0]
+        below = np.take_along_axis(upper, k, 2)[..., 0] - count
+        within = np.clip((rank - below + 0.5) / np.maximum(count, 1), 0.0, 1.0)
+        k = k[..., 0]
         return start + width * (k - 1 + within)
 
     def count_below(value: np.ndarray) -> np.ndarray:
         """Each cell's pixels below ``value`` (those below / above the window: all / none)."""
         position = np.clip((value - start) / width, 0.0, nbins)
         k = np.minimum(position.astype(np.int64), nbins - 1) + 1
-        below = np.take_along_axis(lower, k[..., None], 2)[..., 0]
         count = np.take_along_axis(hist, k[..., None], 2)[..., 0]
+        below = np.take_along_axis(upper, k[..., None], 2)[..., 0] - count
         return below + count * (position - (k - 1))
 
     lo = np.zeros(n_valid.shape, dtype=np.int64)
@@ -217,7 +218,7 @@ def _cell_histograms(
     Returns
     -------
     hist : numpy.ndarray
-        int64 (rows of cells, columns of cells, bins + 2): the pixels below the window,
+        int32 (rows of cells, columns of cells, bins + 2): the pixels below the window,
         in each bin, and above it.
     start, width : numpy.ndarray
         float64 (rows of cells, columns of cells): the first bin's lower edge and the
@@ -225,9 +226,9 @@ def _cell_histograms(
     """
     ny, nx = image.shape
     gy, gx = -(-ny // my), -(-nx // mx)
-    half = round(WINDOW / BIN_WIDTH)
+    half = min(round(WINDOW / BIN_WIDTH), max(my * mx // 4, 8))
     nbins = 2 * half + 1
-    hist = np.zeros((gy, gx, nbins + 2), dtype=np.int64)
+    hist = np.zeros((gy, gx, nbins + 2), dtype=np.int32)
     start = np.zeros((gy, gx))
     width = np.ones((gy, gx))
     band = np.empty((my, gx * mx), dtype=np.float32)
@@ -240,7 +241,9 @@ def _cell_histograms(
         band[~np.isfinite(band)] = np.inf
         cells = band.reshape(my, gx, mx)  # a view: row, cell, column
         centre, sigma = _rough_statistics(cells.transpose(1, 0, 2))
-        width[iy] = BIN_WIDTH * np.where(sigma > 0.0, sigma, 1e-6 * np.maximum(np.abs(centre), 1.0))
+        width[iy] = (WINDOW / half) * np.where(
+            sigma > 0.0, sigma, 1e-6 * np.maximum(np.abs(centre), 1.0)
+        )
         start[iy] = centre - (half + 0.5) * width[iy]
         # Bin index + 1, clipped to the outer bins (float32, then truncated: >= 0).
         index = np.subtract(cells, start[iy, None, :, None].astype(np.float32))

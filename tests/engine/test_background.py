@@ -94,8 +94,9 @@ def test_cell_statistics_follow_a_per_cell_sort(seed: int) -> None:
 @pytest.mark.parametrize("seed", range(12))
 def test_ties_and_flat_cells(seed: int) -> None:
     # On integer values the sort returns an integer, the histogram a value within the
-    # integer's bin: they agree to one step. A cell most of whose pixels are equal keeps
-    # that value, a sigma near 0 and the same kept pixels.
+    # integer's bin: they agree to one step. A cell whose quartiles are equal keeps that
+    # value to within half a bin (at most 0.1 here: the 16 px cells' bins are 6/64 of a
+    # rough sigma wide), a sigma near 0 and the same kept pixels.
     image, good, mesh = field(seed, rounded=True)
     my, mx = min(mesh, image.shape[0]), min(mesh, image.shape[1])
     med, sig, n_valid, n_kept = _clipped_cell_statistics(image, good, my, mx)
@@ -104,7 +105,7 @@ def test_ties_and_flat_cells(seed: int) -> None:
     cells = np.isfinite(want_med)
     assert np.all(np.abs(med - want_med)[cells] <= 1.0)
     flat = cells & (want_sig == 0)
-    assert np.all(np.abs(med - want_med)[flat] <= 0.01)
+    assert np.all(np.abs(med - want_med)[flat] <= 0.1)
     assert np.all(sig[flat] <= 0.05 * 5.0)
     np.testing.assert_array_equal(n_kept[flat], want_kept[flat])
 

@@ -31,6 +31,7 @@ from diffviewer.engine import (
     psf_field,
     renormalise,
     score_psfs,
+    sky,
     subtract,
     warp,
     zogy,
@@ -322,6 +323,9 @@ def run_subtraction(
             science, warped.exposure, fit, products.difference, rep
         )
     with _step(rep, "renormalise", 0.66, 0.70):
+        # Each input's sky background, estimated once: the renormalisation's sky map and
+        # ZOGY's score both subtract it.
+        backgrounds = sky.input_backgrounds(science, warped.exposure, config.score.background_mesh)
         difference, renorm, filtered = renormalise.renormalise(
             difference,
             diff_psf,
@@ -332,6 +336,7 @@ def run_subtraction(
             ),
             rep,
             enabled=config.decorrelation.scale_variance,
+            backgrounds=backgrounds,
         )
     if decorr is not None:
         # The decorrelated difference is the renormalised one from here on: its variance
@@ -354,7 +359,9 @@ def run_subtraction(
             )
             method = "al"
         if method == "zogy":
-            score = zogy.zogy_score_grid(science, warped.exposure, psf_grid, config.score, rep)
+            score = zogy.zogy_score_grid(
+                science, warped.exposure, psf_grid, config.score, rep, backgrounds
+            )
         elif method == "al":
             # the renormalisation's filtered difference is this score, when it made one
             score = filtered if filtered is not None else zogy.al_score(difference, diff_psf, rep)

@@ -34,6 +34,7 @@ import dataclasses
 
 import numpy as np
 
+from diffviewer.engine.background import SkyBackground
 from diffviewer.engine.moments import adaptive_moments, shape_from_covariance
 from diffviewer.engine.progress import Reporter
 from diffviewer.engine.sky import sky_pixels
@@ -134,7 +135,11 @@ class Renormalisation:
 
 
 def sky_map(
-    difference: Exposure, science: Exposure, template: Exposure, distance: float
+    difference: Exposure,
+    science: Exposure,
+    template: Exposure,
+    distance: float,
+    backgrounds: tuple[SkyBackground, SkyBackground] | None = None,
 ) -> np.ndarray:
     """Usable pixels farther than ``distance`` px in x or y from every source of either input.
 
@@ -146,6 +151,9 @@ def sky_map(
         The inputs on the difference's grid.
     distance : float
         Least distance (px) from a source pixel.
+    backgrounds : (SkyBackground, SkyBackground), optional
+        The inputs' backgrounds (:func:`~diffviewer.engine.sky.input_backgrounds`);
+        estimated when not given.
 
     Returns
     -------
@@ -154,7 +162,7 @@ def sky_map(
     """
     good = ((difference.mask & int(UNUSABLE)) == 0) & (difference.variance > 0)
     good &= np.isfinite(difference.image)
-    return sky_pixels(science, template, good, distance)
+    return sky_pixels(science, template, good, distance, backgrounds)
 
 
 def sky_near(
@@ -163,6 +171,7 @@ def sky_near(
     science: Exposure,
     template: Exposure,
     kernel_half_width: int,
+    backgrounds: tuple[SkyBackground, SkyBackground] | None = None,
 ) -> np.ndarray:
     """The sky map of :func:`renormalise`: :func:`sky_map` at the kernel's half width
     plus :data:`PSF_REACH` FWHM of ``psf`` from every source.
@@ -173,7 +182,9 @@ def sky_near(
         Boolean sky map.
     """
     fwhm = shape_from_covariance(adaptive_moments(np.asarray(psf, dtype=np.float64))[2])[0]
-    return sky_map(difference, science, template, float(kernel_half_width + PSF_REACH * fwhm))
+    return sky_map(
+        difference, science, template, float(kernel_half_width + PSF_REACH * fwhm), backgrounds
+    )
 
 
 def filtered_noise_scale(
@@ -218,6 +229,7 @@ def renormalise(
     reporter: Reporter,
     *,
     enabled: bool = True,
+    backgrounds: tuple[SkyBackground, SkyBackground] | None = None,
 ) -> tuple[Exposure, Renormalisation, ScoreResult | None]:
     """Measure the difference's noise scale on sky and apply it once to its variance.
 
@@ -237,6 +249,9 @@ def renormalise(
     enabled : bool
         Apply the scale (``DecorrelationConfig.scale_variance``); it is measured and
         reported either way.
+    backgrounds : (SkyBackground, SkyBackground), optional
+        The inputs' backgrounds (:func:`~diffviewer.engine.sky.input_backgrounds`), to
+        find their sources; estimated when not given.
 
     Returns
     -------
@@ -246,7 +261,7 @@ def renormalise(
         (:func:`~diffviewer.engine.zogy.al_score`: what detection searches, computed
         once here), or None when too few sky pixels left the scale unmeasured.
     """
-    sky = sky_near(difference, psf, science, template, kernel_half_width)
+    sky = sky_near(difference, psf, science, template, kernel_half_width, backgrounds)
     usable = int(np.sum(((difference.mask & int(UNUSABLE)) == 0) & (difference.variance > 0)))
     n_sky = int(sky.sum())
     fraction = n_sky / usable if usable else 0.0

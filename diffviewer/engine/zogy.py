@@ -46,9 +46,10 @@ from scipy import ndimage
 
 from diffviewer.config import ScoreConfig
 from diffviewer.engine import tiles
-from diffviewer.engine.background import estimate_background, sampled_robust_std
+from diffviewer.engine.background import SkyBackground, sampled_robust_std
 from diffviewer.engine.progress import Reporter
 from diffviewer.engine.score_psfs import PsfGrid
+from diffviewer.engine.sky import input_backgrounds, usable_on_both
 from diffviewer.engine.subtract import footprint_half_width, grow_planes, template_planes
 from diffviewer.engine.tiles import FourierGrid, embed
 from diffviewer.errors import InputError
@@ -344,13 +345,14 @@ def zogy_score_grid(
     psfs: PsfGrid,
     config: ScoreConfig,
     reporter: Reporter,
+    backgrounds: tuple[SkyBackground, SkyBackground] | None = None,
 ) -> ScoreResult:
     """ZOGY's corrected score S_corr with PSFs that vary over the image.
 
-    Each image's background is subtracted (:func:`estimate_background`); pixels
-    unusable in either image (or non-finite, or with non-positive variance) are set
-    to 0 in both images and their variance, so they add neither signal nor noise,
-    and are 0 and masked in S_corr.
+    Each image's background is subtracted (given, or estimated here:
+    :func:`~diffviewer.engine.sky.input_backgrounds`); pixels unusable in either image
+    (or non-finite, or with non-positive variance) are set to 0 in both images and their
+    variance, so they add neither signal nor noise, and are 0 and masked in S_corr.
 
     The image is cut into the cells between the grid's nodes. In each cell, with the
     data around it to the kernels' reach (and zeros beyond the image), the score S and
@@ -372,6 +374,10 @@ def zogy_score_grid(
         ``astrometric_noise`` (px per axis) and ``background_mesh`` (px).
     reporter : Reporter
         Progress and cancellation.
+    backgrounds : (SkyBackground, SkyBackground), optional
+        The science's and the template's backgrounds and sky noise
+        (:func:`~diffviewer.engine.sky.input_backgrounds` with ``config.background_mesh``),
+        when the run has them already.
 
     Returns
     -------
@@ -389,15 +395,13 @@ def zogy_score_grid(
             f"template {template.shape}; warp the template first"
         )
     _check_flux_ratios(science, template, np.asarray(psfs.flux_ratio, dtype=float))
-    bad = ((science.mask | template.mask) & int(UNUSABLE)) != 0
-    for exp in (science, template):
-        bad |= ~np.isfinite(exp.image) | ~np.isfinite(exp.variance) | (exp.variance <= 0)
-    good = ~bad
+    good = usable_on_both(science, template)
     if not np.any(good):
         raise InputError(f"{science.source} and {template.source} share no usable pixel")
-    bkg_n, sigma_n = estimate_background(science.image, good, config.background_mesh)
-    reporter.update(0.1)
-    bkg_r, sigma_r = estimate_background(template.image, good, config.background_mesh)
+    bad = np.logical_not(good, out=good)
+    del good
+    sci_bkg, tmpl_bkg = backgrounds or input_backgrounds(science, template, config.background_mesh)
+    sigma_n, sigma_r = sci_bkg.sigma, tmpl_bkg.sigma
     reporter.update(0.2)
     if not (sigma_n > 0.0 and sigma_r > 0.0):
         raise InputError(
@@ -411,9 +415,8 @@ def zogy_score_grid(
     # and 1 (times sigma_r, which S_corr and D do not see).
     kernels = _node_kernels(psfs, sigma_r / sigma_n)
     planes = functools.partial(
-        _cell_planes, science, template, (bkg_n, bkg_r), (sigma_n, sigma_r), bad
+        _cell_planes, science, template, (sci_bkg, tmpl_bkg), (sigma_n, sigma_r), bad
     )
-    del bkg_n, bkg_r
     reporter.update(0.3)
     score, var = tiles.blend_cells(
         science.shape,
@@ -466,8 +469,10 @@ def _scaled_plane(
     image: np.ndarray, background: np.ndarray | None, scale: float, bad: np.ndarray
 ) -> np.ndarray:
     """``(image - background) * scale`` in float32, 0 where ``bad`` (one new array; the
-    arguments may be cutouts of one box)."""
-    out = np.subtract(image, background, dtype=np.float32) if background is not None else None
+    arguments may be cutouts of one box; ``background`` is overwritten)."""
+    out = None
+    if background is not None:
+        out = np.subtract(image, background, out=background, dtype=np.float32)
     out = np.multiply(image if out is None else out, np.float32(scale), out=out, dtype=np.float32)
     out[bad] = 0.0
     return out
@@ -476,18 +481,18 @@ def _scaled_plane(
 def _cell_planes(
     science: Exposure,
     template: Exposure,
-    backgrounds: tuple[np.ndarray, np.ndarray],
+    backgrounds: tuple[SkyBackground, SkyBackground],
     sigmas: tuple[float, float],
     bad: np.ndarray,
     box: tuple[slice, slice],
 ) -> tuple[np.ndarray, ...]:
     """N, R and their variances on one cell's ``box``, each in units of its sky noise
-    (:func:`_scaled_plane`): made per cell, not as four image-sized planes (the score
-    step held the run's peak memory)."""
+    (:func:`_scaled_plane`; the backgrounds evaluated on the box): made per cell, not as
+    four image-sized planes (the score step held the run's peak memory)."""
     (bkg_n, bkg_r), (sigma_n, sigma_r) = backgrounds, sigmas
     return (
-        _scaled_plane(science.image[box], bkg_n[box], 1.0 / sigma_n, bad[box]),
-        _scaled_plane(template.image[box], bkg_r[box], 1.0 / sigma_r, bad[box]),
+        _scaled_plane(science.image[box], bkg_n.image(box), 1.0 / sigma_n, bad[box]),
+        _scaled_plane(template.image[box], bkg_r.image(box), 1.0 / sigma_r, bad[box]),
         _scaled_plane(science.variance[box], None, sigma_n**-2, bad[box]),
         _scaled_plane(template.variance[box], None, sigma_r**-2, bad[box]),
     )

@@ -25,8 +25,8 @@ from astropy.io import fits
 from scipy import ndimage
 
 from diffviewer.config import SubtractionConfig, from_dict
+from diffviewer.engine.background import estimate_background
 from diffviewer.engine.photometry import PsfModel, forced_psf_flux
-from diffviewer.engine.zogy import estimate_background
 from diffviewer.stats import FWHM_PER_SIGMA, robust_std
 from tests.conftest import data_path
 

@@ -1,0 +1,61 @@
+"""The sky map's filters against scipy's, and the inputs' backgrounds estimated once."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from diffviewer.config import ScoreConfig
+from diffviewer.engine import zogy
+from diffviewer.engine.progress import null_reporter
+from diffviewer.engine.score_psfs import PsfGrid
+from diffviewer.engine.sky import box_mean, grown_along, input_backgrounds
+from diffviewer.synthetic import make_pair
+from tests.engine.helpers import gaussian_psf
+
+
+@pytest.mark.parametrize(
+    ("shape", "size"), [((7, 9), 5), ((2, 30), 5), ((101, 37), 3), ((64, 80), 1)]
+)
+def test_box_mean_is_scipys_uniform_filter(shape: tuple[int, int], size: int) -> None:
+    image = np.random.default_rng(1).normal(100.0, 5.0, shape).astype(np.float32)
+    got = box_mean(image, size)
+    assert got.dtype == np.float32
+    # float32 sums in another order: equal to a few units of float32 rounding of the values
+    np.testing.assert_allclose(got, ndimage.uniform_filter(image, size), rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("shape", "size"),
+    [((7, 9), 3), ((50, 37), 41), ((100, 100), 1), ((100, 130), 13), ((64, 64), 129)],
+)
+@pytest.mark.parametrize("axis", [0, 1])
+def test_grown_along_is_scipys_maximum_filter(shape: tuple[int, int], size: int, axis: int) -> None:
+    hit = np.random.default_rng(size).random(shape) < 0.02
+    want = ndimage.maximum_filter1d(hit.view(np.uint8), size, axis=axis, mode="constant") > 0
+    np.testing.assert_array_equal(grown_along(hit, size, axis), want)
+
+
+def test_the_score_uses_the_backgrounds_it_is_given() -> None:
+    # The run estimates each input's background once and passes it on: the score made
+    # with them is the score that estimates them itself, and a background moved by 0.5
+    # sky sigma moves every empty-sky score (it is subtracted, not estimated again).
+    pair = make_pair((256, 256), 60, seed=3)
+    config = ScoreConfig()
+    grid = PsfGrid.constant(gaussian_psf(2.0), gaussian_psf(2.0), 1.0, pair.science.shape)
+    backgrounds = input_backgrounds(pair.science, pair.template, config.background_mesh)
+    own = zogy.zogy_score_grid(pair.science, pair.template, grid, config, null_reporter())
+    given = zogy.zogy_score_grid(
+        pair.science, pair.template, grid, config, null_reporter(), backgrounds
+    )
+    np.testing.assert_array_equal(given.image, own.image)
+    sci, tmpl = backgrounds
+    lifted = dataclasses.replace(sci, columns=sci.columns + np.float32(0.5 * sci.sigma))
+    moved = zogy.zogy_score_grid(
+        pair.science, pair.template, grid, config, null_reporter(), (lifted, tmpl)
+    )
+    inner = np.s_[40:-40, 40:-40]
+    assert float(np.median(moved.image[inner] - own.image[inner])) < -1.0

@@ -40,6 +40,7 @@ from diffviewer.exposure import (
     Exposure,
     MaskPlane,
     mask_header_cards,
+    read_only,
     set_planes,
 )
 from diffviewer.fits_check import unreadable_fits_reason
@@ -447,9 +448,9 @@ def _block_samples(image: np.ndarray, good: np.ndarray) -> np.ndarray:
     rows = np.arange(by * bx)[:: max(1, (by * bx) // SKY_BLOCKS_MAX)]
     step = max(1, (rows.size * h * w) // SKY_SAMPLES_MAX)
     within = np.arange(0, h * w, step)
-    y = (rows // bx)[:, None] * h + (within // w)[None, :]
-    x = (rows % bx)[:, None] * w + (within % w)[None, :]
-    return np.where(good[y, x], image[y, x], np.nan)
+    origin = (rows // bx) * (h * nx) + (rows % bx) * w  # flat index of each block's corner
+    flat = origin[:, None] + ((within // w) * nx + within % w)[None, :]
+    return np.where(np.ravel(good)[flat], np.ravel(image)[flat], np.nan)
 
 
 def _window_median(ordered: np.ndarray, start: np.ndarray, count: np.ndarray) -> np.ndarray:
@@ -458,6 +459,52 @@ def _window_median(ordered: np.ndarray, start: np.ndarray, count: np.ndarray) ->
     lo = ordered[rows, start + np.maximum((count - 1) // 2, 0)]
     hi = ordered[rows, start + np.maximum(count // 2, 0)]
     return np.where(count > 0, 0.5 * (lo + hi), np.nan)
+
+
+def _first_true(
+    predicate: Callable[[np.ndarray], np.ndarray], lo: np.ndarray, hi: np.ndarray
+) -> np.ndarray:
+    """Per row, the least ``i`` in ``[lo, hi)`` where ``predicate(i)`` holds (``hi`` if none).
+
+    ``predicate`` takes one index per row and must be False then True along each range
+    (monotone); it is evaluated by bisection, on indices clipped into ``[0, hi.max()]``.
+    """
+    lo, hi = lo.copy(), hi.copy()
+    top = max(int(hi.max(initial=0)) - 1, 0)
+    while True:
+        active = lo < hi
+        if not active.any():
+            return lo
+        mid = (lo + hi) // 2
+        holds = predicate(np.minimum(mid, top))
+        lo = np.where(active & ~holds, mid + 1, lo)
+        hi = np.where(active & holds, mid, hi)
+
+
+def _kth_of_two_runs(
+    left: Callable[[np.ndarray], np.ndarray],
+    right: Callable[[np.ndarray], np.ndarray],
+    n_left: np.ndarray,
+    n_right: np.ndarray,
+    k: np.ndarray,
+) -> np.ndarray:
+    """Per row, the ``k``-th smallest (from 0) of two ascending runs taken together.
+
+    ``left(j)`` and ``right(j)`` give each run's ``j``-th value per row; ``k`` must be
+    below ``n_left + n_right``. The least count ``i`` taken from the left run such that
+    ``right[k - i] <= left[i]`` is found by bisection; the answer is then the larger of
+    ``left[i - 1]`` and ``right[k - i]``. Both functions must accept any index (their
+    values outside the runs are not used).
+    """
+
+    def enough(i: np.ndarray) -> np.ndarray:
+        j = k - i
+        return (j < 0) | (i >= n_left) | (right(np.maximum(j, 0)) <= left(i))
+
+    i = _first_true(enough, np.maximum(k + 1 - n_right, 0), np.minimum(k + 1, n_left))
+    from_left = np.where(i > 0, left(np.maximum(i - 1, 0)), -np.inf)
+    from_right = np.where(k - i >= 0, right(np.maximum(k - i, 0)), -np.inf)
+    return np.maximum(from_left, from_right)
 
 
 def clipped_rows(
@@ -469,10 +516,10 @@ def clipped_rows(
     absolute deviation) of the values kept so far, then drops those farther than
     ``clip`` sigma from the median; NaN values are never used. The rows are sorted
     once: the values a round keeps are a contiguous run of the sorted row (they lie
-    within a distance of the median), so each median is read off that run, and the
-    absolute deviations of the run (two sorted runs, falling then rising) are merged
-    by a stable sort. The figures are those of re-sorting the clipped values every
-    round, bit for bit, at a third of the cost.
+    within a distance of the median), so the median is read off that run; their
+    absolute deviations are two ascending runs (below the median, read backwards, and
+    above it), whose median is found by bisection, as are the run's new ends. The
+    figures are those of re-sorting the kept values every round, bit for bit.
 
     Parameters
     ----------
@@ -492,19 +539,44 @@ def clipped_rows(
     ordered = np.sort(values, axis=-1)  # NaN last
     start = np.zeros(ordered.shape[0], dtype=np.intp)
     count = np.sum(np.isfinite(ordered), axis=-1)
-    column = np.arange(ordered.shape[1])
     level = sigma = np.full(ordered.shape[0], np.nan)
     for _ in range(rounds):
-        level = _window_median(ordered, start, count)
-        inside = (column >= start[:, None]) & (column < (start + count)[:, None])
-        deviation = np.abs(ordered - level[:, None])
-        spread = np.sort(np.where(inside, deviation, np.inf), axis=-1, kind="stable")
-        sigma = MAD_TO_SIGMA * _window_median(spread, np.zeros_like(start), count)
-        with np.errstate(invalid="ignore"):
-            kept = inside & ~(deviation > clip * sigma[:, None])
-        count = np.sum(kept, axis=-1)
-        start = np.argmax(kept, axis=-1)
+        level, sigma, start, count = _clip_round(ordered, start, count, clip)
     return level, sigma, count
+
+
+def _clip_round(
+    ordered: np.ndarray, start: np.ndarray, count: np.ndarray, clip: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One round of :func:`clipped_rows` on the run ``ordered[i, start : start + count]``.
+
+    Returns the run's median and sigma, and the start and length of the run it keeps.
+    """
+    rows = np.arange(ordered.shape[0])
+    last = max(ordered.shape[1] - 1, 0)
+    end = start + count
+    level = _window_median(ordered, start, count)
+
+    def deviation(i: np.ndarray) -> np.ndarray:
+        return np.abs(ordered[rows, np.clip(i, 0, last)] - level)
+
+    split = _first_true(lambda i: ordered[rows, i] >= level, start, end)
+    halves = [
+        _kth_of_two_runs(
+            lambda j: deviation(split - 1 - j),  # below the median, nearest first
+            lambda j: deviation(split + j),
+            split - start,
+            end - split,
+            np.maximum(k, 0),
+        )
+        for k in ((count - 1) // 2, count // 2)
+    ]
+    sigma = MAD_TO_SIGMA * np.where(count > 0, 0.5 * (halves[0] + halves[1]), np.nan)
+    reach = clip * sigma
+    with np.errstate(invalid="ignore"):
+        first = _first_true(lambda i: ~(deviation(i) > reach), start, split)
+        end = _first_true(lambda i: deviation(i) > reach, split, end)
+    return level, sigma, first, end - first
 
 
 def estimate_variance(
@@ -560,7 +632,11 @@ def estimate_variance(
         gain = level / sky_var
     if gain is None:
         return np.full(image.shape, sky_var)
-    return sky_var + np.clip(image - level, 0.0, None) / gain
+    variance = image - level  # sky_var + max(image - level, 0) / gain, in place
+    np.maximum(variance, 0.0, out=variance)
+    variance /= gain
+    variance += sky_var
+    return variance
 
 
 #: Pixel values of at least this magnitude are blank fill, not data (ZTF alert cutouts pad
@@ -588,13 +664,13 @@ def fill_no_data(
     Returns
     -------
     (numpy.ndarray, numpy.ndarray, numpy.ndarray)
-        New image and mask (``MASK_DTYPE``); the variance is the input itself when none of it
-        needed replacing.
+        Image, variance and a new mask (``MASK_DTYPE``); the image and the variance are the
+        inputs themselves when none of their values needed replacing.
     """
     bad_image = ~np.isfinite(image) | (np.abs(image) >= BLANK_MAGNITUDE)
     bad_var = ~np.isfinite(variance) | (variance < 0)
     out_mask = set_planes(mask, bad_image | bad_var, MaskPlane.NO_DATA)
-    out_image = np.where(bad_image, 0.0, image)
+    out_image = np.where(bad_image, 0.0, image) if bad_image.any() else np.asarray(image)
     if not bad_var.any():
         return out_image, np.asarray(variance), out_mask
     known = ~bad_var & ((out_mask & int(MaskPlane.NO_DATA)) == 0)
@@ -827,7 +903,8 @@ def read_exposure(
         )
     finite &= ~blank
     bits = set_planes(bits, ~finite, MaskPlane.NO_DATA)
-    image = np.where(finite, image, 0.0)
+    if not finite.all():
+        image = np.where(finite, image, 0.0)
     saturation = _saturation(image, finite, header, source)
     if saturation is not None and saturation[1] > 0:
         bits = set_planes(bits, finite & (image >= saturation[1]), MaskPlane.SAT)
@@ -856,7 +933,7 @@ def read_exposure(
     return Exposure(
         image=image,
         variance=var,
-        mask=bits,
+        mask=read_only(bits),  # made here: adopted without a copy
         wcs=wcs,
         psf=psf,
         zero_point=header_zero_point(header),

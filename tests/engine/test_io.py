@@ -21,6 +21,7 @@ from diffviewer.io import (
     ensure_not_input,
     parse_spec,
     read_exposure,
+    robust_sky,
     staged_output_dir,
     write_exposure,
     write_table,
@@ -136,6 +137,29 @@ def test_clipped_rows_equal_resorting_after_every_clip(kind: str) -> None:
     want = _clipped_rows_by_resorting(rows, rounds=3, clip=3.0)
     for a, b in zip(got, want, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_sky_statistics_sample_every_kth_block_and_every_sth_pixel() -> None:
+    # robust_sky gathers only the pixels it uses; the direct form cuts the whole image
+    # into blocks and subsamples them. 2210 x 2000 px: 34 x 31 blocks of 65 x 64 px with
+    # leftover rows and columns, more than 2 SKY_BLOCKS_MAX blocks (every 2nd is used)
+    # holding more than 2 SKY_SAMPLES_MAX pixels (every 2nd pixel of each is used).
+    rng = np.random.default_rng(3)
+    image = rng.normal(50.0, 4.0, (2210, 2000)) + np.linspace(0.0, 30.0, 2000)
+    image[400:700, 900:1300] += 500.0  # a large galaxy
+    good = rng.random(image.shape) > 0.1
+    good[:, :200] = False  # a masked edge: some blocks have no good pixel
+    ny, nx = image.shape
+    by, bx = ny // 64, nx // 64
+    h, w = ny // by, nx // bx
+    values = np.where(good, image, np.nan)[: by * h, : bx * w]
+    blocks = values.reshape(by, h, bx, w).transpose(0, 2, 1, 3).reshape(by * bx, h * w)
+    blocks = blocks[::2][:, ::2]
+    level, sigma, kept = _clipped_rows_by_resorting(blocks, rounds=3, clip=3.0)
+    filled = kept / blocks.shape[1] >= 0.25
+    want = (np.nanmedian(level[filled]), np.nanmedian(sigma[filled]))
+    assert robust_sky(image, good) == want
+    assert want[1] == pytest.approx(4.0, rel=0.05)  # the noise, not the gradient
 
 
 def test_big_endian_data_becomes_native_float32() -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
-import ctypes.util
 import logging
 import os
 import signal
@@ -378,6 +377,8 @@ def missing_xcb_packages() -> list[str]:
     )
     if not uses_xcb:
         return []
+    import ctypes.util  # here: it costs --help and config 15 ms of start-up
+
     return [pkg for lib, pkg in XCB_LIBRARIES.items() if ctypes.util.find_library(lib) is None]
 
 
@@ -662,7 +663,8 @@ def end_process(code: int, argv: Sequence[str] | None = None) -> int:
     to disk and renamed already. For these two commands, when no other Python thread
     runs, the exit handlers run, both streams are flushed, and the process ends with
     ``code`` at once. The GUI (Qt saves its settings while it is torn down) and batch
-    (dask's threads) end normally.
+    (dask's threads) end normally, and so does a process under a profiler, a tracer or a
+    debugger (``python -m cProfile`` writes its figures after the command returns).
 
     Parameters
     ----------
@@ -677,7 +679,8 @@ def end_process(code: int, argv: Sequence[str] | None = None) -> int:
         ``code``, when the process is to end normally.
     """
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] not in QUICK_EXIT_COMMANDS or threading.active_count() > 1:
+    watched = sys.getprofile() is not None or sys.gettrace() is not None
+    if not argv or argv[0] not in QUICK_EXIT_COMMANDS or threading.active_count() > 1 or watched:
         return code
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):

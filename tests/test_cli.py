@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes.util
 import json
 import os
 import shutil
@@ -181,7 +182,7 @@ def test_gui_names_missing_xcb_packages(monkeypatch, capsys) -> None:
     monkeypatch.delenv("QT_QPA_PLATFORM", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     monkeypatch.setattr(
-        cli.ctypes.util, "find_library", lambda name: None if name == "xcb-cursor" else name
+        ctypes.util, "find_library", lambda name: None if name == "xcb-cursor" else name
     )
     assert cli.main([]) == cli.EXIT_ERROR
     err = capsys.readouterr().err.strip()

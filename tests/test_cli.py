@@ -327,6 +327,16 @@ def test_headless_commands_end_with_exit_handlers_run_and_output_flushed(
         assert proc.returncode == 2 and "science file missing.fits does not exist" in proc.stderr
 
 
+def test_a_profiled_command_ends_normally_so_the_profile_is_written(tmp_path: Path) -> None:
+    # cProfile writes its figures after the command returns: no quick exit under it.
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    profile = tmp_path / "config.prof"
+    argv = [sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "diffviewer", "config"]
+    proc = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert profile.stat().st_size > 0
+
+
 def test_minimal_compressed_products_hold_the_same_difference(demo_run: Path, tmp_path) -> None:
     out = tmp_path / "minimal"
     sci, tmpl = demo_pair()

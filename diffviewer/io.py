@@ -9,12 +9,15 @@ Reading (:func:`read_exposure`) accepts single-HDU images, LSST-like
 Writing goes through one place (:func:`atomic_write_bytes`, :func:`atomic_write_text`,
 :func:`write_exposure`, :func:`write_table`): each file is written under a temporary
 name in its own folder, flushed to disk and renamed, so a reader never sees half a
-file and a failed or cancelled run leaves nothing behind.
+file and a failed or cancelled run leaves nothing behind. In a staging folder
+(:func:`staged_output_dir`) the flushes run in the background while the next file is
+encoded, and all are done before the folder is moved into place.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import math
 import os
@@ -25,6 +28,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -467,7 +471,7 @@ def _first_true(
     """Per row, the least ``i`` in ``[lo, hi)`` where ``predicate(i)`` holds (``hi`` if none).
 
     ``predicate`` takes one index per row and must be False then True along each range
-    (monotone); it is evaluated by bisection, on indices clipped into ``[0, hi.max()]``.
+    (monotone); it is evaluated by bisection, on indices no larger than ``hi.max() - 1``.
     """
     lo, hi = lo.copy(), hi.copy()
     top = max(int(hi.max(initial=0)) - 1, 0)
@@ -1048,14 +1052,16 @@ def staged_output_dir(
 ) -> Iterator[Path]:
     """Write a set of outputs into a staging folder and move it into place only when done.
 
-    The staging folder is a hidden sibling of ``out_dir`` (same file system). When the
-    block ends normally its files move into ``out_dir`` (a rename of the whole folder
-    when ``out_dir`` does not exist yet, else one atomic rename per file, after removing
-    the files named in ``replaced_names`` that this run did not write, so no stale output
-    of an earlier run stays beside the new ones). When the block raises, the staging
-    folder and any parent folders it created are removed and ``out_dir`` is untouched:
-    a failed or cancelled run leaves no partial output. A staging folder of ``out_dir``
-    left by a killed process is removed first (:func:`remove_stale_staging`).
+    The staging folder is a hidden sibling of ``out_dir`` (same file system). The files
+    written atomically in it are flushed to disk in the background (:class:`_DeferredSyncs`).
+    When the block ends normally and every flush is done, its files move into ``out_dir``
+    (a rename of the whole folder when ``out_dir`` does not exist yet, else one atomic
+    rename per file, after removing the files named in ``replaced_names`` that this run
+    did not write, so no stale output of an earlier run stays beside the new ones). When
+    the block raises, the staging folder and any parent folders it created are removed
+    and ``out_dir`` is untouched: a failed or cancelled run leaves no partial output. A
+    staging folder of ``out_dir`` left by a killed process is removed first
+    (:func:`remove_stale_staging`).
 
     Parameters
     ----------
@@ -1083,7 +1089,8 @@ def staged_output_dir(
     except OSError as exc:
         raise OutputError(f"cannot create {out} ({exc.strerror}); check the path") from None
     try:
-        yield stage
+        with _syncs_deferred(stage):
+            yield stage
         if not out.exists():
             os.rename(stage, out)
         else:
@@ -1110,27 +1117,108 @@ def _atomic_write(
         ensure_not_input(path, protect)
     tag = f"{os.getpid()}.{uuid.uuid4().hex[:8]}"
     tmp = path.with_name(f".{path.name}.{tag}.tmp{''.join(path.suffixes)}")
+    deferred = _DEFERRED_SYNCS.get()
     try:
         write(tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
+        if deferred is None:
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+        else:
+            deferred.add(tmp, path)
         os.replace(tmp, path)
     except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
         if isinstance(exc, OSError):
-            raise OutputError(
-                f"cannot write {path} ({exc.strerror or exc}); check the folder "
-                "exists, is writable and has free space"
-            ) from None
+            raise _write_error(path, exc) from None
         raise
+    if deferred is None:
+        _fsync_folder(path.parent)
+    return path
+
+
+def _write_error(path: Path, exc: OSError) -> OutputError:
+    """The error of a failed write, saying what to check."""
+    return OutputError(
+        f"cannot write {path} ({exc.strerror or exc}); check the folder "
+        "exists, is writable and has free space"
+    )
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Flush a folder's entries (a rename into it) to disk, where the system allows it."""
     with contextlib.suppress(OSError):
-        fd = os.open(path.parent, os.O_RDONLY)
+        fd = os.open(folder, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
-    return path
+
+
+def _fsync_and_close(fd: int) -> None:
+    """Flush an open file to disk and close it."""
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _DeferredSyncs:
+    """Flushes to disk of the files written into a staging folder, on one background thread.
+
+    Flushing a file waits for the disk (0.06-0.16 s for the 112 MB of a GOTO run on this
+    machine) and releases the interpreter, so it overlaps with encoding the next file.
+    Every flush is waited for before the staging folder is moved into place.
+
+    Parameters
+    ----------
+    folder : Path
+        The staging folder (its entries are flushed last).
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="diffviewer-fsync")
+        self._pending: list[tuple[Path, Future[None]]] = []
+
+    def add(self, written: Path, path: Path) -> None:
+        """Flush ``written`` (a file about to be renamed to ``path``) in the background."""
+        fd = os.open(written, os.O_RDONLY)
+        self._pending.append((path, self._pool.submit(_fsync_and_close, fd)))
+
+    def finish(self) -> None:
+        """Wait for every flush (raising :class:`OutputError` if one failed), then stop."""
+        try:
+            for path, done in self._pending:
+                try:
+                    done.result()
+                except OSError as exc:
+                    raise _write_error(path, exc) from None
+        finally:
+            self._pool.shutdown(wait=True)
+        _fsync_folder(self.folder)
+
+
+#: The flushes of the staging folder being written in this context, if any.
+_DEFERRED_SYNCS: contextvars.ContextVar[_DeferredSyncs | None] = contextvars.ContextVar(
+    "diffviewer_deferred_syncs", default=None
+)
+
+
+@contextlib.contextmanager
+def _syncs_deferred(folder: Path) -> Iterator[None]:
+    """Flush the files written atomically within the block in the background; wait at its end."""
+    syncs = _DeferredSyncs(folder)
+    token = _DEFERRED_SYNCS.set(syncs)
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(OutputError):
+            syncs.finish()
+        raise
+    finally:
+        _DEFERRED_SYNCS.reset(token)
+    syncs.finish()
 
 
 def atomic_write_bytes(

@@ -545,6 +545,48 @@ def test_staged_outputs_appear_whole_or_not_at_all(tmp_path: Path) -> None:
     assert sorted(p.name for p in out.parent.iterdir()) == ["out"]
 
 
+def test_staged_files_are_on_disk_before_the_folder_moves_into_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The flushes of a staging folder's files run in the background, but every one has
+    # finished when the folder is renamed into place.
+    synced: set[int] = set()
+    real_fsync, real_rename = os.fsync, os.rename
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        synced.add(os.fstat(fd).st_ino)
+
+    def rename(src: Path, dst: Path) -> None:
+        files = {p.stat().st_ino for p in Path(src).iterdir()}
+        assert files and files <= synced, "a file was not on disk before the move"
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "rename", rename)
+    out = tmp_path / "out"
+    with staged_output_dir(out, [], overwrite=False) as stage:
+        write_exposure(stage / "x.fits", make_pair(shape=(64, 64), seed=1).science)
+        atomic_write_text(stage / "a.txt", "a")
+    assert sorted(p.name for p in out.iterdir()) == ["a.txt", "x.fits"]
+
+
+def test_a_failed_background_flush_is_a_write_error_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fsync(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    out = tmp_path / "out"
+    with (
+        pytest.raises(OutputError, match=r"cannot write .*a\.txt \(Input/output error\)"),
+        staged_output_dir(out, [], overwrite=False) as stage,
+    ):
+        atomic_write_text(stage / "a.txt", "a")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_inputs_and_their_siblings_are_never_overwritten(tmp_path: Path) -> None:
     image = tmp_path / "c4d_1_ooi_z.fits"
     weight = tmp_path / "c4d_1_oow_z.fits"

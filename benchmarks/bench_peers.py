@@ -176,7 +176,8 @@ def print_timeline(results: dict[str, dict[str, object]], trees: list[str]) -> N
     print(
         "\ntimeline (median s): import = the engine's modules, read = both inputs, engine = "
         "timings_s.total, write = every output but metadata.json, other = wall - the rest "
-        "(interpreter start, the command's own imports and checks, exit)"
+        "(interpreter start, the command's own imports and checks, the last flushes to "
+        "disk and the move into place, exit)"
     )
     for res in results.values():
         runs: dict[str, list[dict[str, float]]] = res["runs"]  # type: ignore[assignment]

@@ -495,7 +495,8 @@ def write_outputs(
     timings : mapping of str to float, optional
         Seconds around the engine (import, read, total), for the metadata
         (:func:`build_metadata`); ``write``, the seconds writing every other file, is
-        added to ``metadata.json``'s ``timings_s``, which is written last.
+        added to ``metadata.json``'s ``timings_s``, which is written last (the flushes
+        to disk still pending then, and the move into place, come after it).
     cancel : CancelToken, optional
         Checked before each file; a cancel raises ``Cancelled`` and writes nothing.
     products : str

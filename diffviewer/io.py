@@ -1111,13 +1111,19 @@ def staged_output_dir(
 def _atomic_write(
     path: str | Path, write: Callable[[Path], None], protect: Sequence[str | Path]
 ) -> Path:
-    """Write through ``write(temporary_path)``, fsync, then rename onto ``path``."""
+    """Write through ``write(temporary_path)``, fsync, then rename onto ``path``.
+
+    In a staging folder being written (:func:`staged_output_dir`) the fsync runs in the
+    background and is waited for before the folder is moved into place.
+    """
     path = Path(path)
     if protect:
         ensure_not_input(path, protect)
     tag = f"{os.getpid()}.{uuid.uuid4().hex[:8]}"
     tmp = path.with_name(f".{path.name}.{tag}.tmp{''.join(path.suffixes)}")
     deferred = _DEFERRED_SYNCS.get()
+    if deferred is not None and path.parent != deferred.folder:
+        deferred = None  # a file outside the staging folder is flushed before its rename
     try:
         write(tmp)
         if deferred is None:

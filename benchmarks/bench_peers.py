@@ -9,7 +9,11 @@ diffviewer / HOTPANTS (wall and RSS), the engine's own time (``metadata.json``:
 ``run_subtraction`` from the read exposures to the result, no reading or writing) and
 that engine time as a multiple of one ``rfft2`` + ``irfft2`` pair of the image's size
 (float32, one thread, best of 5, measured in the same run): the physical floor of an
-FFT-based subtraction.
+FFT-based subtraction. A timeline follows: where each tree's wall time goes (``timings_s``
+``import``, ``read``, ``total`` and ``write``; the rest, interpreter start, the command's
+own imports and checks and the exit, as ``other``). A tree that records no
+``import``/``read``/``write`` counts them in ``other``, and its ``total`` includes
+reading the template.
 
 Usage::
 
@@ -42,6 +46,9 @@ from peers import PAIRS, ROOT, diffviewer_env, hotpants_binary, hotpants_command
 WALL_TARGET = {"synthetic1k": 0.7, "goto": 0.5, "synthetic2kx4k": 0.4, "synthetic4k": None}
 #: Peak RSS against HOTPANTS's on every pair.
 RSS_TARGET = 2.0
+#: ``metadata.json`` ``timings_s`` keys that are not engine steps: loading the engine's
+#: modules, reading the inputs, the engine itself, writing every other output.
+OUTSIDE_ENGINE = ("import", "read", "total", "write")
 
 
 def fft_floor(shape: tuple[int, int], repeat: int = 5) -> float:
@@ -66,12 +73,18 @@ def run_diffviewer(
         raise RuntimeError(f"diffviewer failed on {science}; see {out.with_suffix('.log')}")
     meta = json.loads((out / "metadata.json").read_text())
     size = sum(p.stat().st_size for p in out.iterdir()) / 1e6
-    steps = {f"step {k}": float(v) for k, v in meta["timings_s"].items() if k != "total"}
+    timings = meta["timings_s"]
+    steps = {f"step {k}": float(v) for k, v in timings.items() if k not in OUTSIDE_ENGINE}
+    # Trees older than the import/read/write timings: those phases count as "other".
+    phases = {f"phase {k}": float(timings.get(k, 0.0)) for k in ("import", "read", "write")}
+    other = figures.wall_s - float(timings["total"]) - sum(phases.values())
     return {
         "wall": figures.wall_s,
         "rss": figures.peak_rss_mb,
-        "engine": float(meta["timings_s"]["total"]),
+        "engine": float(timings["total"]),
         "written_mb": size,
+        **phases,
+        "phase other": other,
         **steps,
     }
 
@@ -150,11 +163,37 @@ def print_tables(results: dict[str, dict[str, object]], trees: list[str]) -> Non
             )
         print(f"{'':36} {'rfft2+irfft2 (floor)':22} {floor:7.3f}   (shape {res['shape']})")
     print_steps(results, "new")
+    print_timeline(results, trees)
     print(
         f"\nwall: start to reaped, reading and writing included; /HP: median over rounds of "
         f"the per-round ratio; RSS target <= {RSS_TARGET}x HOTPANTS; engine: metadata.json "
         "timings_s.total; xFFT: engine / (rfft2 + irfft2) of that shape."
     )
+
+
+def print_timeline(results: dict[str, dict[str, object]], trees: list[str]) -> None:
+    """Where each diffviewer tree's wall time goes (median seconds over rounds)."""
+    print(
+        "\ntimeline (median s): import = the engine's modules, read = both inputs, engine = "
+        "timings_s.total, write = every output but metadata.json, other = wall - the rest "
+        "(interpreter start, the command's own imports and checks, the last flushes to "
+        "disk and the move into place, exit)"
+    )
+    for res in results.values():
+        runs: dict[str, list[dict[str, float]]] = res["runs"]  # type: ignore[assignment]
+        for label in trees:
+            if label not in runs:
+                continue
+            cells = [
+                f"{key} {statistics.median(r[f'phase {key}'] for r in runs[label]):.2f}"
+                for key in ("import", "read")
+            ]
+            cells.append(f"engine {statistics.median(r['engine'] for r in runs[label]):.2f}")
+            cells += [
+                f"{key} {statistics.median(r[f'phase {key}'] for r in runs[label]):.2f}"
+                for key in ("write", "other")
+            ]
+            print(f"  {res['name']}, {label}: " + ", ".join(cells))
 
 
 def print_steps(results: dict[str, dict[str, object]], label: str) -> None:

@@ -16,8 +16,9 @@ def main() -> int:
         The process exit code (130 when interrupted during start-up).
     """
     try:
+        from diffviewer.cli import end_process
         from diffviewer.cli import main as cli_main
     except KeyboardInterrupt:
         print("error: interrupted during start-up; nothing was done", file=sys.stderr)
         return 130
-    return cli_main()
+    return end_process(cli_main())

@@ -11,7 +11,8 @@ import importlib.metadata
 import json
 import math
 import platform
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -93,15 +94,19 @@ def registration_summary(reg: Registration) -> dict[str, Any]:
     }
 
 
-def build_metadata(result: SubtractionResult, elapsed: float | None = None) -> dict[str, Any]:
+def build_metadata(
+    result: SubtractionResult, timings: Mapping[str, float] | None = None
+) -> dict[str, Any]:
     """The contents of ``metadata.json`` for a run.
 
     Parameters
     ----------
     result : SubtractionResult
         The run.
-    elapsed : float, optional
-        Wall-clock seconds from reading the inputs to the end of the run.
+    timings : mapping of str to float, optional
+        Wall-clock seconds around the engine, recorded beside its steps' under
+        ``timings_s``: ``import`` (loading the engine's modules), ``read`` (reading the
+        inputs), ``total`` (the engine, from the read exposures to the result).
 
     Returns
     -------
@@ -217,7 +222,7 @@ def build_metadata(result: SubtractionResult, elapsed: float | None = None) -> d
         },
         "timings_s": {
             **{k: round(v, 4) for k, v in result.timings.items()},
-            **({"total": round(elapsed, 4)} if elapsed is not None else {}),
+            **{k: round(v, 4) for k, v in (timings or {}).items()},
         },
         "warnings": list(result.warnings),
     }
@@ -340,7 +345,8 @@ def diagnostics_hdus(result: SubtractionResult) -> fits.HDUList:
 
 
 #: Every file a run can write, in writing order: ``score.fits`` only with a score,
-#: ``warped_template.fits`` only when the template was warped (otherwise it is the input).
+#: ``warped_template.fits`` only when the template was warped (otherwise it is the input);
+#: ``metadata.json`` last, so its ``timings_s.write`` times every other file.
 OUTPUT_NAMES = (
     "warped_template.fits",
     "matched_template.fits",
@@ -463,7 +469,7 @@ def write_outputs(
     inputs: Sequence[str | Path],
     *,
     overwrite: bool = False,
-    elapsed: float | None = None,
+    timings: Mapping[str, float] | None = None,
     cancel: CancelToken | None = None,
     products: str = "full",
     compress: bool = False,
@@ -486,8 +492,11 @@ def write_outputs(
     overwrite : bool
         Allow writing into a non-empty folder; outputs of an earlier run that this run
         does not write (e.g. ``score.fits`` when the score is off) are removed.
-    elapsed : float, optional
-        Seconds the run took end to end, for the metadata.
+    timings : mapping of str to float, optional
+        Seconds around the engine (import, read, total), for the metadata
+        (:func:`build_metadata`); ``write``, the seconds writing every other file, is
+        added to ``metadata.json``'s ``timings_s``, which is written last (the flushes
+        to disk still pending then, and the move into place, come after it).
     cancel : CancelToken, optional
         Checked before each file; a cancel raises ``Cancelled`` and writes nothing.
     products : str
@@ -511,11 +520,14 @@ def write_outputs(
     protect = list(inputs)
     reporter = Reporter(token=cancel)
     names = output_names(result, products)
-    metadata = build_metadata(result, elapsed)
+    t0 = time.perf_counter()
+    metadata = build_metadata(result, timings)
     metadata["outputs"] = _outputs_metadata(result, names, products, compress)
     with staged_output_dir(out_dir, protect, overwrite, OUTPUT_NAMES) as stage:
         for name in names:
             reporter.check()
+            if name == "metadata.json":
+                metadata["timings_s"]["write"] = round(time.perf_counter() - t0, 4)
             _write(stage / name, _payload(name, result, metadata), protect, compress=compress)
     out = Path(out_dir).expanduser().resolve()
     return [out / name for name in names]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes.util
 import json
 import os
 import shutil
@@ -15,7 +16,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from diffviewer import cli
-from diffviewer.config import load_toml
+from diffviewer.config import SubtractionConfig, load_toml, to_toml
 from diffviewer.errors import OutputError
 from diffviewer.io import demo_pair, read_exposure, read_pairs_csv
 from diffviewer.outputs import OUTPUT_NAMES
@@ -181,7 +182,7 @@ def test_gui_names_missing_xcb_packages(monkeypatch, capsys) -> None:
     monkeypatch.delenv("QT_QPA_PLATFORM", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     monkeypatch.setattr(
-        cli.ctypes.util, "find_library", lambda name: None if name == "xcb-cursor" else name
+        ctypes.util, "find_library", lambda name: None if name == "xcb-cursor" else name
     )
     assert cli.main([]) == cli.EXIT_ERROR
     err = capsys.readouterr().err.strip()
@@ -289,6 +290,51 @@ def test_help_config_and_a_mistyped_path_load_no_heavy_module(tmp_path: Path, ar
     assert last.startswith("HEAVY [] "), (last, proc.stderr)
     if argv[0] == "run":
         assert last.endswith(" 2") and "science file missing.fits does not exist" in proc.stderr
+
+
+def test_metadata_times_import_read_engine_and_write(demo_run: Path) -> None:
+    # Where a run's wall time goes, for the user: loading the engine, reading the inputs,
+    # the engine (which holds every step's time) and writing every other output.
+    timings = json.loads((demo_run / "metadata.json").read_text())["timings_s"]
+    assert {"import", "read", "total", "write"} <= set(timings)
+    assert all(timings[k] > 0 for k in ("read", "total", "write"))
+    steps = sum(v for k, v in timings.items() if k not in ("import", "read", "total", "write"))
+    assert steps <= timings["total"]
+
+
+@pytest.mark.parametrize("argv", [["config"], ["run", "missing.fits", "other.fits", "--out", "x"]])
+def test_headless_commands_end_with_exit_handlers_run_and_output_flushed(
+    tmp_path: Path, argv
+) -> None:
+    # run and config skip the interpreter's teardown (cli.end_process); the exit
+    # handlers still run, nothing printed is lost and the exit code is kept.
+    code = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('handler ran', flush=True))\n"
+        f"sys.argv = ['diffviewer', *{argv!r}]\n"
+        "from diffviewer.launcher import main\n"
+        "sys.exit(main())\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env
+    )
+    assert proc.stdout.splitlines()[-1] == "handler ran"
+    if argv[0] == "config":
+        assert proc.returncode == 0
+        assert proc.stdout[: -len("handler ran\n")] == to_toml(SubtractionConfig())
+    else:
+        assert proc.returncode == 2 and "science file missing.fits does not exist" in proc.stderr
+
+
+def test_a_profiled_command_ends_normally_so_the_profile_is_written(tmp_path: Path) -> None:
+    # cProfile writes its figures after the command returns: no quick exit under it.
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    profile = tmp_path / "config.prof"
+    argv = [sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "diffviewer", "config"]
+    proc = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert profile.stat().st_size > 0
 
 
 def test_minimal_compressed_products_hold_the_same_difference(demo_run: Path, tmp_path) -> None:

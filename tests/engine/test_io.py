@@ -16,15 +16,18 @@ from diffviewer.exposure import Exposure, MaskPlane
 from diffviewer.io import (
     atomic_write_text,
     check_output_dir,
+    clipped_rows,
     demo_pair,
     ensure_not_input,
     parse_spec,
     read_exposure,
+    robust_sky,
     staged_output_dir,
     write_exposure,
     write_table,
 )
 from diffviewer.saturation import flat_top_level
+from diffviewer.stats import MAD_TO_SIGMA, nanmedian_last
 from diffviewer.synthetic import make_pair, tan_wcs
 from tests.conftest import data_path
 
@@ -87,6 +90,76 @@ def test_estimated_variance_matches_frame_to_frame_noise() -> None:
     z = (a.image.astype(float) - b.image) / np.sqrt(a.variance.astype(float) + b.variance)
     sky = a.good_pixels() & (a.image < np.median(a.image) + 100)
     assert 0.85 < mad_std(z[sky]) < 1.15
+
+
+def _clipped_rows_by_resorting(
+    values: np.ndarray, rounds: int, clip: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The direct form of ``clipped_rows``: NaN out the clipped values, sort again each round."""
+    rows = values.copy()
+    level = sigma = np.full(rows.shape[0], np.nan)
+    with np.errstate(invalid="ignore"):
+        for _ in range(rounds):
+            level = nanmedian_last(rows)
+            sigma = MAD_TO_SIGMA * nanmedian_last(np.abs(rows - level[:, None]))
+            rows[np.abs(rows - level[:, None]) > clip * sigma[:, None]] = np.nan
+    return level, sigma, np.sum(np.isfinite(rows), axis=1)
+
+
+def _sky_rows(kind: str) -> np.ndarray:
+    """Rows of sky samples of several kinds (all NaN, constant, quantised, outliers)."""
+    rng = np.random.default_rng(7)
+    rows = rng.normal(100.0, 5.0, (40, 301))
+    if kind == "outliers":
+        rows[:, :30] += rng.uniform(50, 5e4, (40, 30))  # sources on one side
+        rows[::3, -20:] -= 1e3  # and dead pixels on the other
+    elif kind == "quantised":
+        rows = np.round(rows / 5.0)  # many ties
+    elif kind == "masked":
+        rows[rng.random(rows.shape) < 0.6] = np.nan
+        rows[3] = np.nan  # a block without a good pixel
+        rows[5] = 42.0  # a constant block: sigma 0
+        rows[6, 1:] = np.nan  # one value
+        rows[7, 2:] = np.nan  # two values
+    elif kind == "real":
+        with fits.open(data_path("goto/1.fits")) as hdul:
+            rows = np.asarray(hdul[0].data[:400, :600], dtype=np.float64).reshape(40, -1)
+    return rows
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "outliers", "quantised", "masked", "real"])
+def test_clipped_rows_equal_resorting_after_every_clip(kind: str) -> None:
+    # The one-sort form must give the very figures of sorting the kept values again each
+    # round, to the bit: the estimated variance plane, and everything after it, depends
+    # on them.
+    rows = _sky_rows(kind)
+    got = clipped_rows(rows, rounds=3, clip=3.0)
+    want = _clipped_rows_by_resorting(rows, rounds=3, clip=3.0)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_sky_statistics_sample_every_kth_block_and_every_sth_pixel() -> None:
+    # robust_sky gathers only the pixels it uses; the direct form cuts the whole image
+    # into blocks and subsamples them. 2210 x 2000 px: 34 x 31 blocks of 65 x 64 px with
+    # leftover rows and columns, more than 2 SKY_BLOCKS_MAX blocks (every 2nd is used)
+    # holding more than 2 SKY_SAMPLES_MAX pixels (every 2nd pixel of each is used).
+    rng = np.random.default_rng(3)
+    image = rng.normal(50.0, 4.0, (2210, 2000)) + np.linspace(0.0, 30.0, 2000)
+    image[400:700, 900:1300] += 500.0  # a large galaxy
+    good = rng.random(image.shape) > 0.1
+    good[:, :200] = False  # a masked edge: some blocks have no good pixel
+    ny, nx = image.shape
+    by, bx = ny // 64, nx // 64
+    h, w = ny // by, nx // bx
+    values = np.where(good, image, np.nan)[: by * h, : bx * w]
+    blocks = values.reshape(by, h, bx, w).transpose(0, 2, 1, 3).reshape(by * bx, h * w)
+    blocks = blocks[::2][:, ::2]
+    level, sigma, kept = _clipped_rows_by_resorting(blocks, rounds=3, clip=3.0)
+    filled = kept / blocks.shape[1] >= 0.25
+    want = (np.nanmedian(level[filled]), np.nanmedian(sigma[filled]))
+    assert robust_sky(image, good) == want
+    assert want[1] == pytest.approx(4.0, rel=0.05)  # the noise, not the gradient
 
 
 def test_big_endian_data_becomes_native_float32() -> None:
@@ -470,6 +543,48 @@ def test_staged_outputs_appear_whole_or_not_at_all(tmp_path: Path) -> None:
     assert sorted(p.name for p in out.iterdir()) == ["a.txt", "notes.txt"]
     assert (out / "a.txt").read_text() == "A"
     assert sorted(p.name for p in out.parent.iterdir()) == ["out"]
+
+
+def test_staged_files_are_on_disk_before_the_folder_moves_into_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The flushes of a staging folder's files run in the background, but every one has
+    # finished when the folder is renamed into place.
+    synced: set[int] = set()
+    real_fsync, real_rename = os.fsync, os.rename
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        synced.add(os.fstat(fd).st_ino)
+
+    def rename(src: Path, dst: Path) -> None:
+        files = {p.stat().st_ino for p in Path(src).iterdir()}
+        assert files and files <= synced, "a file was not on disk before the move"
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "rename", rename)
+    out = tmp_path / "out"
+    with staged_output_dir(out, [], overwrite=False) as stage:
+        write_exposure(stage / "x.fits", make_pair(shape=(64, 64), seed=1).science)
+        atomic_write_text(stage / "a.txt", "a")
+    assert sorted(p.name for p in out.iterdir()) == ["a.txt", "x.fits"]
+
+
+def test_a_failed_background_flush_is_a_write_error_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fsync(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    out = tmp_path / "out"
+    with (
+        pytest.raises(OutputError, match=r"cannot write .*a\.txt \(Input/output error\)"),
+        staged_output_dir(out, [], overwrite=False) as stage,
+    ):
+        atomic_write_text(stage / "a.txt", "a")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_inputs_and_their_siblings_are_never_overwritten(tmp_path: Path) -> None:

@@ -32,8 +32,8 @@ from diffviewer.engine.kernel_spatial import fit_spatial, usable_orders
 from diffviewer.engine.kernel_stamps import (
     build_stamps,
     fit_stamps,
+    kernel_residual_stats,
     psf_kernel_coefficients,
-    residual_stats,
 )
 from diffviewer.engine.progress import Reporter
 from diffviewer.engine.psf import PsfEstimate, frozen
@@ -245,7 +245,7 @@ def fit_kernel(
     table = candidates.table.copy(copy_data=True)
     x = np.asarray(table["x"], dtype=float)
     y = np.asarray(table["y"], dtype=float)
-    stamps = build_stamps(source, target, x, y, basis, plan.fit_half, reporter)
+    stamps = build_stamps(source, target, x, y, basis.shape[-1], plan.fit_half)
     fwhm = max(sci_psf.fwhm, tmpl_psf.fwhm)
     fits = fit_stamps(stamps, x, y, control, basis, fwhm, shape, config, reporter)
     reporter.update(0.7)
@@ -288,8 +288,8 @@ def fit_kernel(
         cu = np.nonzero(control & stamps.ok)[0]
         if len(cu):
             chi2, rmean, rstd, ksum = chi2.copy(), rmean.copy(), rstd.copy(), ksum.copy()
-            c2, mu, sd = residual_stats(
-                stamps, cu, sp.stamp_coef[cu], sp.var_total[cu], fits.used[cu]
+            c2, mu, sd = kernel_residual_stats(
+                stamps, cu, sp.stamp_coef[cu], basis, sp.var_total[cu], fits.used[cu]
             )
             chi2[cu], rmean[cu], rstd[cu] = c2, mu, sd
             ksum[cu] = sp.stamp_coef[cu, :nb] @ basis.sum(axis=(1, 2))

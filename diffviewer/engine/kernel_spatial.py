@@ -28,7 +28,12 @@ from diffviewer.engine.kernel_prior import (
     spatial_prior,
     term_moments,
 )
-from diffviewer.engine.kernel_stamps import StampFits, Stamps, residual_stats, source_variance
+from diffviewer.engine.kernel_stamps import (
+    StampFits,
+    Stamps,
+    kernel_residual_stats,
+    source_variance,
+)
 
 #: Good stamps needed per spatial term before an order is used; below it the order is
 #: lowered (with 2 per term, 14 DECam stamps at order 2 left 100-sigma galaxy residuals).
@@ -136,7 +141,7 @@ def fit_spatial(
     Parameters
     ----------
     stamps : Stamps
-        The design data.
+        The stamps.
     fits : StampFits
         The per-stamp fits.
     x, y : numpy.ndarray
@@ -199,7 +204,9 @@ def fit_spatial(
             var_total[cu] = stamps.var_target[cu] + source_variance(
                 stamps, cu, coef_sp[ctrl], basis
             )
-        _, mu, sd = residual_stats(stamps, usable, coef_sp, var_total[usable], fits.used[usable])
+        _, mu, sd = kernel_residual_stats(
+            stamps, usable, coef_sp, basis, var_total[usable], fits.used[usable]
+        )
         smean[usable], sstd[usable] = mu, sd
         good = np.nonzero(status == "GOOD")[0]
         hit_mean = good[np.abs(smean[good]) > config.max_residual_mean]

@@ -41,6 +41,9 @@ from diffviewer.stats import FWHM_PER_SIGMA
 #: 0.9 MB of spectra a stamp, and a batch of 192 stamps made the kernel fit the peak of a
 #: 1024^2 run's memory (+360 MB); at 32 MB the batches, beside the 78 MB design of the
 #: wing's 61 px fit region, still did (1024^2 run 363 MB; 296 MB at 8 MB, in the same time).
+#: The design itself is made and used a chunk of stamps at a time (:func:`fit_stamps`):
+#: whole, it was 460 MB for the 1000 stamps of a 2048 x 4096 run (a 63 px fit region),
+#: the peak of that run (1041 MB).
 STAMP_BATCH_BYTES = 8e6
 
 
@@ -64,34 +67,64 @@ def stamp_batch(stamp_side: int, n_kernels: int) -> int:
     return max(1, int(STAMP_BATCH_BYTES // per_stamp))
 
 
-def design_chunks(stamps: Stamps, idx: np.ndarray) -> Iterator[tuple[slice, np.ndarray]]:
-    """The design of the stamps ``idx``, a chunk of stamps at a time.
+def stamp_design(stamps: Stamps, idx: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """The design of the stamps ``idx``: each source stamp convolved with every basis
+    function over the fit region, and the constant (background).
 
-    A chunk holds at most :data:`STAMP_BATCH_BYTES` of design: with the wing's 61 px fit
-    region the design of 192 stamps is 78 MB, and taking it whole by ``idx`` (a copy), then
-    weighting it (another), made the kernel fit a 1024^2 run's peak of memory (+100 MB).
+    Parameters
+    ----------
+    stamps : Stamps
+        The stamps.
+    idx : numpy.ndarray
+        Which.
+    basis : numpy.ndarray
+        ``(nb, size, size)`` the basis images.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(len(idx), npix, nb + 1)`` float32.
+    """
+    n, nb = len(idx), basis.shape[0]
+    npix = stamps.target.shape[1]
+    design = np.empty((n, npix, nb + 1), dtype=np.float32)
+    design[:, :, nb] = 1.0
+    batch = stamp_batch(stamps.source.shape[-1], nb)
+    for start in range(0, n, batch):
+        conv = convolve_stamps(stamps.source[idx[start : start + batch]], basis, stamps.fit_half)
+        design[start : start + batch, :, :nb] = conv.reshape(conv.shape[0], nb, npix).transpose(
+            0, 2, 1
+        )
+    return design
+
+
+def design_chunks(
+    stamps: Stamps, idx: np.ndarray, basis: np.ndarray
+) -> Iterator[tuple[slice, np.ndarray]]:
+    """The design of the stamps ``idx`` (:func:`stamp_design`), a chunk of stamps at a time.
+
+    A chunk holds at most :data:`STAMP_BATCH_BYTES` of design (the design of all the
+    stamps at once was the peak of a run's memory: see there).
 
     Yields
     ------
     (slice, numpy.ndarray)
         Positions in ``idx`` and the design of those stamps, ``(m, npix, nb + 1)``.
     """
-    per_stamp = stamps.design[0].nbytes if len(stamps.design) else 1
+    per_stamp = stamps.target.shape[1] * (basis.shape[0] + 1) * np.dtype(np.float32).itemsize
     step = max(1, int(STAMP_BATCH_BYTES // per_stamp))
     for start in range(0, len(idx), step):
         chunk = slice(start, min(start + step, len(idx)))
-        yield chunk, stamps.design[idx[chunk]]
+        yield chunk, stamp_design(stamps, idx[chunk], basis)
 
 
-def stamp_model(stamps: Stamps, idx: np.ndarray, coef: np.ndarray, terms: int) -> np.ndarray:
+def stamp_model(design: np.ndarray, coef: np.ndarray, terms: int) -> np.ndarray:
     """Each stamp's model from its first ``terms`` design columns and their coefficients.
 
     Parameters
     ----------
-    stamps : Stamps
-        The design data.
-    idx : numpy.ndarray
-        The stamps.
+    design : numpy.ndarray
+        ``(n, npix, nb + 1)`` the stamps' design (:func:`stamp_design`).
     coef : numpy.ndarray
         ``(n, >= terms)`` their coefficients.
     terms : int
@@ -102,11 +135,37 @@ def stamp_model(stamps: Stamps, idx: np.ndarray, coef: np.ndarray, terms: int) -
     numpy.ndarray
         ``(n, npix)`` float32.
     """
-    out = np.empty((len(idx), stamps.design.shape[1]), dtype=np.float32)
     c = coef[:, :terms].astype(np.float32)
-    for chunk, a in design_chunks(stamps, idx):
-        out[chunk] = np.einsum("npk,nk->np", a[:, :, :terms], c[chunk])
-    return out
+    return np.asarray(np.einsum("npk,nk->np", design[:, :, :terms], c))
+
+
+def kernel_model(
+    stamps: Stamps, idx: np.ndarray, coef: np.ndarray, basis: np.ndarray
+) -> np.ndarray:
+    """Each stamp's model without its design: the source stamp convolved with the stamp's
+    kernel, plus its background (the same model as :func:`stamp_model`'s, to float32
+    rounding, at one convolution a stamp instead of one a basis function).
+
+    Parameters
+    ----------
+    stamps : Stamps
+        The stamps.
+    idx : numpy.ndarray
+        Which.
+    coef : numpy.ndarray
+        ``(len(idx), nb + 1)`` their kernels' coefficients and backgrounds.
+    basis : numpy.ndarray
+        ``(nb, size, size)`` the basis images.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(len(idx), npix)`` float32.
+    """
+    nb = basis.shape[0]
+    kern = np.tensordot(coef[:, :nb], basis, axes=1)
+    conv = convolve_pairs(stamps.source[idx], kern, stamps.fit_half).reshape(len(idx), -1)
+    return conv + coef[:, nb, None].astype(np.float32)
 
 
 #: Matched-filter S/N of the residual beyond which the pixels around it (outside a star's
@@ -174,13 +233,12 @@ def convolve_pairs(stamps: np.ndarray, kernels: np.ndarray, out_half: int) -> np
 
 @dataclasses.dataclass(frozen=True)
 class Stamps:
-    """Per-stamp design data.
+    """Each candidate's stamps.
 
     Attributes
     ----------
-    design : numpy.ndarray
-        ``(n, npix, nb + 1)``: the source stamp convolved with each basis function, and
-        the constant (background).
+    source : numpy.ndarray
+        ``(n, m, m)`` source stamps, the fit region and the kernel's reach around it.
     target : numpy.ndarray
         ``(n, npix)`` target pixels over the fit region.
     var_target : numpy.ndarray
@@ -193,7 +251,7 @@ class Stamps:
         Half-width (px) of the fit region.
     """
 
-    design: np.ndarray
+    source: np.ndarray
     target: np.ndarray
     var_target: np.ndarray
     var_source: np.ndarray
@@ -206,60 +264,81 @@ def build_stamps(
     target: Exposure,
     x: np.ndarray,
     y: np.ndarray,
-    basis: np.ndarray,
+    size: int,
     fit_half: int,
-    reporter: Reporter,
 ) -> Stamps:
-    """Extract stamps and convolve the source stamps with every basis function."""
-    size = basis.shape[-1]
+    """Cut the stamps around the candidates (the design is made when fitted:
+    :func:`design_chunks`).
+
+    Parameters
+    ----------
+    source, target : Exposure
+        The image convolved and the one it is matched to.
+    x, y : numpy.ndarray
+        Candidate positions (px).
+    size : int
+        Kernel side (px): the source stamps reach ``size // 2`` beyond the fit region.
+    fit_half : int
+        Half-width (px) of the fit region.
+
+    Returns
+    -------
+    Stamps
+    """
     src_half = fit_half + size // 2
     xi, yi = np.rint(x).astype(np.intp), np.rint(y).astype(np.intp)
     n = len(xi)
+    npix = (2 * fit_half + 1) ** 2
+    # one stamp stack at a time, the masks reduced to ``ok`` before the pixels are cut
+    ok = ~np.any((cutouts(source.mask, xi, yi, src_half)[0] & int(UNUSABLE)) != 0, axis=(1, 2))
+    ok &= ~np.any((cutouts(target.mask, xi, yi, fit_half)[0] & int(UNUSABLE)) != 0, axis=(1, 2))
     ss, in_s = cutouts(source.image, xi, yi, src_half)
-    ms, _ = cutouts(source.mask, xi, yi, src_half)
-    mt, _ = cutouts(target.mask, xi, yi, fit_half)
-    ok = (
-        in_s
-        & ~np.any((ms & int(UNUSABLE)) != 0, axis=(1, 2))
-        & ~np.any((mt & int(UNUSABLE)) != 0, axis=(1, 2))
-    )
     tt, _ = cutouts(target.image, xi, yi, fit_half)
     vt, _ = cutouts(target.variance, xi, yi, fit_half)
     vs, _ = cutouts(source.variance, xi, yi, src_half)
-    npix = (2 * fit_half + 1) ** 2
-    nb = basis.shape[0]
-    design = np.empty((n, npix, nb + 1), dtype=np.float32)
-    design[:, :, nb] = 1.0
-    batch = stamp_batch(2 * src_half + 1, nb)
-    for start in range(0, n, batch):
-        conv = convolve_stamps(ss[start : start + batch], basis, fit_half)
-        design[start : start + batch, :, :nb] = conv.reshape(conv.shape[0], nb, npix).transpose(
-            0, 2, 1
-        )
-        reporter.update(0.05 + 0.4 * min(start + batch, n) / max(n, 1))
     return Stamps(
-        design,
-        tt.reshape(n, npix).astype(np.float32),
-        np.clip(vt.reshape(n, npix), 1e-30, None).astype(np.float32),
-        vs.astype(np.float32),
-        ok,
+        ss.astype(np.float32, copy=False),
+        tt.reshape(n, npix).astype(np.float32, copy=False),
+        np.clip(vt.reshape(n, npix), 1e-30, None).astype(np.float32, copy=False),
+        vs.astype(np.float32, copy=False),
+        ok & in_s,
         fit_half,
     )
+
+
+def pair_batches(stamps: Stamps, n: int) -> Iterator[slice]:
+    """Slices of ``n`` stamps, each as many as :func:`convolve_pairs` transforms at once:
+    work on a stamp at a time (a kernel image, a model) is done a batch at a time, never
+    for all the stamps at once (at 1000 stamps of 117 px, a copy of their source variance
+    stamps alone is 55 MB)."""
+    step = stamp_batch(stamps.source.shape[-1], 1)
+    for start in range(0, n, step):
+        yield slice(start, min(start + step, n))
 
 
 def source_variance(
     stamps: Stamps, idx: np.ndarray, coef: np.ndarray, basis: np.ndarray
 ) -> np.ndarray:
     """``K_i^2 * var_source`` over each stamp's fit region, with each stamp's kernel ``coef``."""
-    kern = np.tensordot(coef[:, : basis.shape[0]], basis, axes=1) ** 2  # (n, size, size)
-    out = convolve_pairs(stamps.var_source[idx], kern, stamps.fit_half)
-    return np.clip(out.reshape(len(idx), -1), 0, None)
+    out = np.empty((len(idx), stamps.target.shape[1]), dtype=np.float32)
+    for sl in pair_batches(stamps, len(idx)):
+        kern = np.tensordot(coef[sl, : basis.shape[0]], basis, axes=1) ** 2  # (n, size, size)
+        conv = convolve_pairs(stamps.var_source[idx[sl]], kern, stamps.fit_half)
+        out[sl] = np.clip(conv.reshape(len(conv), -1), 0, None)
+    return out
 
 
 def stamp_equations(
-    stamps: Stamps, idx: np.ndarray, weights: np.ndarray
+    design: np.ndarray, target: np.ndarray, weights: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each stamp's weighted least-squares normal equations (masked pixels have weight 0).
+
+    Parameters
+    ----------
+    design : numpy.ndarray
+        ``(n, npix, nb + 1)`` the stamps' design (:func:`stamp_design`).
+    target, weights : numpy.ndarray
+        ``(n, npix)`` their target pixels and weights.
 
     Returns
     -------
@@ -267,15 +346,11 @@ def stamp_equations(
     rhs : (n, nb + 1) right-hand sides ``A^T W y``
     target_power : (n,) ``y^T W y``, the chi^2 of a zero model (for held-out chi^2s)
     """
-    n_terms = stamps.design.shape[2]
-    normal = np.empty((len(idx), n_terms, n_terms))
-    rhs = np.empty((len(idx), n_terms))
-    target = stamps.target[idx].astype(np.float64)
-    for chunk, a in design_chunks(stamps, idx):
-        aw = a * weights[chunk, :, None]
-        normal[chunk] = np.matmul(aw.transpose(0, 2, 1), a)
-        rhs[chunk] = np.einsum("npk,np->nk", aw, stamps.target[idx[chunk]])
-    return normal, rhs, np.einsum("np,np,np->n", weights, target, target)
+    aw = design * weights[:, :, None]
+    normal = np.matmul(aw.transpose(0, 2, 1), design).astype(np.float64)
+    rhs = np.einsum("npk,np->nk", aw, target).astype(np.float64)
+    t = target.astype(np.float64)
+    return normal, rhs, np.einsum("np,np,np->n", weights, t, t)
 
 
 #: Strength of the roughness prior in a stamp's own fit, as a fraction of that stamp's
@@ -373,40 +448,61 @@ def model_variance(target: np.ndarray, variance: np.ndarray, model: np.ndarray) 
 
 
 def normalised_residuals(
-    stamps: Stamps, idx: np.ndarray, coef: np.ndarray, var_total: np.ndarray
+    target: np.ndarray, model: np.ndarray, var_total: np.ndarray
 ) -> np.ndarray:
     """``(target - model) / sqrt(variance)`` of each stamp, ``(n, npix)``."""
-    model = stamp_model(stamps, idx, coef, coef.shape[1])
-    return np.asarray((stamps.target[idx] - model) / np.sqrt(var_total))
+    return np.asarray((target - model) / np.sqrt(var_total))
 
 
 def residual_stats(
+    resid: np.ndarray, used: np.ndarray, n_params: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """chi^2/dof, mean and std of each stamp's normalised residual over ``used`` pixels.
+
+    Parameters
+    ----------
+    resid : numpy.ndarray
+        ``(n, npix)`` :func:`normalised_residuals`.
+    used : numpy.ndarray
+        ``(n, npix)`` bool, the pixels counted.
+    n_params : int
+        Parameters of each stamp's model (for the degrees of freedom).
+    """
+    r = resid.astype(np.float64)
+    n = np.maximum(used.sum(axis=1), 1)
+    dof = np.maximum(n - n_params, 1)
+    mean = np.where(used, r, 0.0).sum(axis=1) / n
+    var = np.where(used, (r - mean[:, None]) ** 2, 0.0).sum(axis=1) / n
+    return np.where(used, r**2, 0.0).sum(axis=1) / dof, mean, np.sqrt(var)
+
+
+def kernel_residual_stats(
     stamps: Stamps,
     idx: np.ndarray,
     coef: np.ndarray,
+    basis: np.ndarray,
     var_total: np.ndarray,
-    used: np.ndarray | None = None,
+    used: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """chi^2/dof, mean and std of the normalised residual of each stamp over ``used`` pixels."""
-    r = normalised_residuals(stamps, idx, coef, var_total).astype(np.float64)
-    u = np.ones(r.shape, dtype=bool) if used is None else used
-    n = np.maximum(u.sum(axis=1), 1)
-    dof = np.maximum(n - coef.shape[1], 1)
-    mean = np.where(u, r, 0.0).sum(axis=1) / n
-    var = np.where(u, (r - mean[:, None]) ** 2, 0.0).sum(axis=1) / n
-    return np.where(u, r**2, 0.0).sum(axis=1) / dof, mean, np.sqrt(var)
+    """:func:`residual_stats` of the stamps ``idx`` against kernels ``coef`` given from
+    outside their own fits (the spatial model's), by :func:`kernel_model`, a batch of
+    stamps at a time (:func:`pair_batches`)."""
+    out = np.empty((3, len(idx)))
+    for sl in pair_batches(stamps, len(idx)):
+        model = kernel_model(stamps, idx[sl], coef[sl], basis)
+        resid = normalised_residuals(stamps.target[idx[sl]], model, var_total[sl])
+        out[:, sl] = residual_stats(resid, used[sl], coef.shape[1])
+    return out[0], out[1], out[2]
 
 
 def star_power(
-    stamps: Stamps, idx: np.ndarray, coef: np.ndarray, var_total: np.ndarray, used: np.ndarray
+    star: np.ndarray, var_total: np.ndarray, used: np.ndarray, n_params: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Degrees of freedom of each stamp's fit over ``used`` pixels, and its star's power:
-    the fitted kernel model (without the background) squared over the variance, summed
-    over those pixels (the star's squared S/N)."""
-    nb = coef.shape[1] - 1
-    star = stamp_model(stamps, idx, coef, nb)
+    the fitted kernel model ``star`` (without the background) squared over the variance,
+    summed over those pixels (the star's squared S/N)."""
     power = np.where(used, star.astype(np.float64) ** 2 / var_total, 0.0).sum(axis=1)
-    return np.maximum(used.sum(axis=1) - coef.shape[1], 1), power
+    return np.maximum(used.sum(axis=1) - n_params, 1), power
 
 
 def clip_mask(resid: np.ndarray, fit_half: int, core_radius: float, fwhm: float) -> np.ndarray:
@@ -619,6 +715,89 @@ class StampFits:
     reason: np.ndarray
 
 
+@dataclasses.dataclass(frozen=True)
+class _ChunkFit:
+    """The own fits of a chunk of stamps (:func:`fit_chunk`); one row per stamp."""
+
+    coef: np.ndarray
+    ok: np.ndarray
+    normal: np.ndarray
+    rhs: np.ndarray
+    target_power: np.ndarray
+    var_total: np.ndarray
+    used: np.ndarray
+    chi2: np.ndarray
+    resid_mean: np.ndarray
+    resid_std: np.ndarray
+    dof: np.ndarray
+    power: np.ndarray
+
+
+def fit_chunk(
+    stamps: Stamps,
+    idx: np.ndarray,
+    design: np.ndarray,
+    basis: np.ndarray,
+    fwhm: float,
+) -> _ChunkFit:
+    """Fit the stamps ``idx`` (with their design) each with its own kernel, with clipping.
+
+    Each stamp's fit depends on that stamp alone, so the stamps are fitted a chunk at a
+    time and only a chunk's design is ever held (:data:`STAMP_BATCH_BYTES`).
+
+    Parameters
+    ----------
+    stamps : Stamps
+        The stamps.
+    idx : numpy.ndarray
+        Which.
+    design : numpy.ndarray
+        ``(len(idx), npix, nb + 1)`` their design (:func:`stamp_design`).
+    basis : numpy.ndarray
+        The basis images.
+    fwhm : float
+        FWHM (px) of the broader PSF (:func:`clip_mask`, :data:`CORE_FWHM`).
+
+    Returns
+    -------
+    _ChunkFit
+    """
+    nb = basis.shape[0]
+    penalty = roughness_penalty(basis)
+    target, var_target = stamps.target[idx], stamps.var_target[idx]
+    m = stamps.var_source.shape[-1]
+    c, h = m // 2, stamps.fit_half
+    vs0 = stamps.var_source[idx, c - h : c + h + 1, c - h : c + h + 1]
+    w0 = 1.0 / (var_target + vs0.reshape(len(idx), -1))
+    nrm, rh, _ = stamp_equations(design, target, w0)
+    coef, ok0 = solve_with_prior(nrm, rh, stamp_prior(nrm, penalty))
+    coef[~ok0] = 0.0
+    coef[~ok0, 0] = 1.0
+    var_src = source_variance(stamps, idx, coef, basis)
+    var_total = var_target + var_src
+    model = stamp_model(design, coef, nb + 1)
+    var_fit = model_variance(target, var_target, model) + var_src
+    keep = np.ones(target.shape, dtype=bool)
+    for _ in range(CLIP_ROUNDS + 1):
+        weights = np.where(keep, 1.0 / var_fit, 0.0).astype(np.float32)
+        nrm, rh, yy = stamp_equations(design, target, weights)
+        coef, okf = solve_with_prior(nrm, rh, stamp_prior(nrm, penalty))
+        model = stamp_model(design, np.nan_to_num(coef), nb + 1)
+        new = clip_mask(
+            normalised_residuals(target, model, var_total),
+            stamps.fit_half,
+            CORE_FWHM * fwhm,
+            fwhm,
+        )
+        if np.array_equal(new, keep):
+            break
+        keep = new
+    c2, mu, sd = residual_stats(normalised_residuals(target, model, var_total), keep, nb + 1)
+    star = stamp_model(design, np.nan_to_num(coef), nb)
+    dof, power = star_power(star, var_total, keep, nb + 1)
+    return _ChunkFit(coef, okf, nrm, rh, yy, var_total, keep, c2, mu, sd, dof, power)
+
+
 def fit_stamps(
     stamps: Stamps,
     x: np.ndarray,
@@ -635,7 +814,7 @@ def fit_stamps(
     Parameters
     ----------
     stamps : Stamps
-        The design data.
+        The stamps.
     x, y : numpy.ndarray
         Candidate positions (science px).
     control : numpy.ndarray
@@ -671,48 +850,24 @@ def fit_stamps(
     target_power = np.zeros(n)
     var_total = np.zeros((n, npix), dtype=np.float32)
     used = np.ones((n, npix), dtype=bool)
-    sums = np.append(basis.sum(axis=(1, 2)), 0.0)
-    penalty = roughness_penalty(basis)
-    core_radius = CORE_FWHM * fwhm
+    fit_ok = np.zeros(n, dtype=bool)
+    for chunk, design in design_chunks(stamps, fitted, basis):
+        f = fit_chunk(stamps, fitted[chunk], design, basis, fwhm)
+        i = fitted[chunk]
+        coef_all[i], fit_ok[i], normal[i], rhs[i] = f.coef, f.ok, f.normal, f.rhs
+        target_power[i], var_total[i], used[i] = f.target_power, f.var_total, f.used
+        chi2[i], rmean[i], rstd[i] = f.chi2, f.resid_mean, f.resid_std
+        dof[i], power[i] = f.dof, f.power
+        reporter.update(0.05 + 0.6 * chunk.stop / len(fitted))
     if len(fitted):
-        m = stamps.var_source.shape[-1]
-        c, h = m // 2, stamps.fit_half
-        vs0 = stamps.var_source[fitted, c - h : c + h + 1, c - h : c + h + 1]
-        w0 = 1.0 / (stamps.var_target[fitted] + vs0.reshape(len(fitted), -1))
-        nrm, rh, _ = stamp_equations(stamps, fitted, w0)
-        coef, ok0 = solve_with_prior(nrm, rh, stamp_prior(nrm, penalty))
-        coef[~ok0] = 0.0
-        coef[~ok0, 0] = 1.0
-        var_src = source_variance(stamps, fitted, coef, basis)
-        var_total[fitted] = stamps.var_target[fitted] + var_src
-        model = stamp_model(stamps, fitted, coef, nb + 1)
-        var_fit = model_variance(stamps.target[fitted], stamps.var_target[fitted], model) + var_src
-        reporter.update(0.55)
-        keep = np.ones((len(fitted), npix), dtype=bool)
-        for _ in range(CLIP_ROUNDS + 1):
-            weights = np.where(keep, 1.0 / var_fit, 0.0).astype(np.float32)
-            nrm, rh, yy = stamp_equations(stamps, fitted, weights)
-            prior = stamp_prior(nrm, penalty)
-            coef, okf = solve_with_prior(nrm, rh, prior)
-            r = normalised_residuals(stamps, fitted, np.nan_to_num(coef), var_total[fitted])
-            new = clip_mask(r, stamps.fit_half, core_radius, fwhm)
-            if np.array_equal(new, keep):
-                break
-            keep = new
-        normal[fitted], rhs[fitted], coef_all[fitted] = nrm, rh, coef
-        target_power[fitted] = yy
-        used[fitted] = keep
-        c2, mu, sd = residual_stats(stamps, fitted, np.nan_to_num(coef), var_total[fitted], keep)
-        chi2[fitted], rmean[fitted], rstd[fitted] = c2, mu, sd
-        dof[fitted], power[fitted] = star_power(
-            stamps, fitted, np.nan_to_num(coef), var_total[fitted], keep
-        )
-        ksum[fitted] = coef @ sums
+        sums = np.append(basis.sum(axis=(1, 2)), 0.0)
+        ksum[fitted] = coef_all[fitted] @ sums
+        nrm = normal[fitted]
         with np.errstate(all="ignore"):
-            cov = inverse(nrm + prior)
+            cov = inverse(nrm + stamp_prior(nrm, roughness_penalty(basis)))
             ksum_err[fitted] = np.sqrt(np.clip(np.einsum("k,nkl,l->n", sums, cov, sums), 0, None))
             bg_err[fitted] = np.sqrt(np.clip(cov[:, nb, nb], 0, None))
-        bad_fit = fitted[~okf]
+        bad_fit = fitted[~fit_ok[fitted]]
         status[bad_fit], reason[bad_fit] = "BAD", "fit failed"
         _reject(
             status,

@@ -69,23 +69,32 @@ def _by_row_blocks(
     span: tuple[float, float],
     fill: Callable[[np.ndarray, np.ndarray, np.ndarray], None],
 ) -> np.ndarray:
-    """``fill(x, y, out)`` over blocks of rows of the map (NaN read as 0), reporting the
-    progress over ``span``; float64 of the shape of ``tx``."""
-    out = np.empty(tx.shape, dtype=np.float64)
+    """``fill(x, y, out)`` (float64 ``out``) over blocks of rows of the map (NaN read as
+    0), reporting the progress over ``span``; float32 of the shape of ``tx``, each value
+    rounded once from its float64 (no image-sized float64 plane is made)."""
+    out = np.empty(tx.shape, dtype=np.float32)
     lo, hi = span
     for start, stop in row_blocks(*tx.shape):
-        fill(np.nan_to_num(tx[start:stop]), np.nan_to_num(ty[start:stop]), out[start:stop])
+        block = np.empty((stop - start, tx.shape[1]))
+        fill(np.nan_to_num(tx[start:stop]), np.nan_to_num(ty[start:stop]), block)
+        out[start:stop] = block
         reporter.update(lo + (hi - lo) * stop / tx.shape[0])
     return out
 
 
 def translation(tx: np.ndarray, ty: np.ndarray) -> tuple[float, float] | None:
     """The shift (dx, dy) px when ``(tx, ty)`` is the pixel grid shifted by one offset
-    (within :data:`TRANSLATION_TOLERANCE`), else None."""
+    (within :data:`TRANSLATION_TOLERANCE`), else None (a block of rows at a time: two
+    image-sized float64 planes of offsets were 134 MB at 2048 x 4096)."""
     ny, nx = tx.shape
-    dx = tx - np.arange(nx, dtype=np.float64)[None, :]
-    dy = ty - np.arange(ny, dtype=np.float64)[:, None]
-    lo_x, hi_x, lo_y, hi_y = dx.min(), dx.max(), dy.min(), dy.max()
+    cols = np.arange(nx, dtype=np.float64)[None, :]
+    lo_x = lo_y = np.inf
+    hi_x = hi_y = -np.inf
+    for start, stop in row_blocks(ny, nx):
+        dx = tx[start:stop] - cols
+        dy = ty[start:stop] - np.arange(start, stop, dtype=np.float64)[:, None]
+        lo_x, hi_x = np.minimum(lo_x, dx.min()), np.maximum(hi_x, dx.max())
+        lo_y, hi_y = np.minimum(lo_y, dy.min()), np.maximum(hi_y, dy.max())
     if not (hi_x - lo_x <= TRANSLATION_TOLERANCE and hi_y - lo_y <= TRANSLATION_TOLERANCE):
         return None
     return float(lo_x + hi_x) / 2, float(lo_y + hi_y) / 2
@@ -117,7 +126,7 @@ def resample(
     Returns
     -------
     numpy.ndarray
-        float64, of the shape of ``tx``.
+        float32 (computed in float64, rounded once), of the shape of ``tx``.
     """
     if order > 1:
         array = ndimage.spline_filter(array, order=order, mode="nearest", output=np.float64)
@@ -128,6 +137,7 @@ def resample(
             np.ones(2),
             offset=(shift[1], shift[0]),
             output_shape=tx.shape,
+            output=np.float32,
             order=order,
             mode="nearest",
             prefilter=False,
@@ -219,19 +229,36 @@ def _spline_variance(
 def _shifted_variance(
     variance: np.ndarray, shift: tuple[float, float], order: int, shape: tuple[int, int]
 ) -> np.ndarray:
-    """``sum w^2 var`` for one shift (dx, dy): the squared weights along x, then along y."""
+    """``sum w^2 var`` for one shift (dx, dy): the squared weights along x, then along y.
+
+    By blocks of output rows, each from the rows along x it reaches (float64 sums, the
+    result float32): whole, the planes of the two passes were four image-sized float64
+    planes (268 MB at 2048 x 4096).
+    """
     half = VARIANCE_TAPS[order]
-    out = np.zeros(shape)
-    along_x = np.zeros((variance.shape[0], shape[1]))
-    for offset, n_out, axis in ((shift[0], shape[1], 1), (shift[1], shape[0], 0)):
-        start = int(np.floor(offset))
-        weights = _squared_axis_weights(np.array([offset - start]), order)[:, 0]
-        for k, weight in enumerate(weights):
-            first = start - half + 1 + k
-            index = np.arange(first, first + n_out)  # clipped to the edge pixels by take
-            source = variance if axis == 1 else along_x
-            target = along_x if axis == 1 else out
-            target += weight * np.take(source, index, axis=axis, mode="clip")
+    ny = variance.shape[0]
+    start_x, start_y = (int(np.floor(offset)) for offset in shift)
+    weights_x, weights_y = (
+        _squared_axis_weights(np.array([offset - start]), order)[:, 0]
+        for offset, start in zip(shift, (start_x, start_y), strict=True)
+    )
+    first_x = start_x - half + 1
+    columns = [np.arange(first_x + k, first_x + k + shape[1]) for k in range(len(weights_x))]
+    out = np.empty(shape, dtype=np.float32)
+    for first, stop in row_blocks(*shape):
+        # rows of every y tap of this block, clipped to the edge rows as np.take's "clip"
+        rows = [
+            np.clip(np.arange(first, stop) + start_y - half + 1 + k, 0, ny - 1)
+            for k in range(len(weights_y))
+        ]
+        lo, hi = min(r[0] for r in rows), max(r[-1] for r in rows) + 1
+        along_x = np.zeros((hi - lo, shape[1]))
+        for weight, cols in zip(weights_x, columns, strict=True):
+            along_x += weight * np.take(variance[lo:hi], cols, axis=1, mode="clip")
+        block = np.zeros((stop - first, shape[1]))
+        for weight, r in zip(weights_y, rows, strict=True):
+            block += weight * along_x[r - lo]
+        out[first:stop] = block
     return out
 
 
@@ -261,16 +288,17 @@ def resample_variance(
     Returns
     -------
     numpy.ndarray
-        float64 per-pixel variance, of the shape of ``tx`` (edges clamp as the image's).
+        float32 per-pixel variance (computed in float64, rounded once), of the shape of
+        ``tx`` (edges clamp as the image's).
     """
     if order == 0:
         return resample(variance, tx, ty, 0, reporter, span)
-    values = np.asarray(variance, dtype=np.float64)
     shift = translation(tx, ty)
     if shift is not None:
-        out = _shifted_variance(values, shift, order, tx.shape)
+        out = _shifted_variance(variance, shift, order, tx.shape)
         reporter.update(span[1])
         return out
+    values = np.asarray(variance, dtype=np.float64)
     if order == 1:
         return _by_row_blocks(tx, ty, reporter, span, functools.partial(_bilinear_variance, values))
     pad = VARIANCE_TAPS[order] + 1

@@ -16,6 +16,7 @@ from diffviewer.engine.kernel_stamps import (
     Stamps,
     build_stamps,
     fit_stamps,
+    stamp_design,
     stamp_equations,
 )
 from diffviewer.engine.progress import null_reporter
@@ -51,7 +52,7 @@ def fitted() -> Fitted:
     config = KernelConfig()
     plan = kernel_basis.plan_basis(tmpl_psf, sci_psf, config, int(np.sum(~control)))
     basis = plan.basis(config.degrees)
-    stamps = build_stamps(pair.template, pair.science, x, y, basis, plan.fit_half, rep)
+    stamps = build_stamps(pair.template, pair.science, x, y, basis.shape[-1], plan.fit_half)
     fwhm = max(sci_psf.fwhm, tmpl_psf.fwhm)
     shape = pair.science.shape
     fits = fit_stamps(stamps, x, y, control, basis, fwhm, shape, config, rep)
@@ -113,7 +114,10 @@ def control_chi2(f: Fitted, strengths: np.ndarray) -> np.ndarray:
     auto = spatial(f, -1.0)
     good = np.nonzero(auto.status == "GOOD")[0]
     cu = np.nonzero(f.control & f.stamps.ok)[0]
-    normal_c, rhs_c, power_c = stamp_equations(f.stamps, cu, 1.0 / auto.var_total[cu])
+    design = stamp_design(f.stamps, cu, f.basis)
+    normal_c, rhs_c, power_c = stamp_equations(
+        design, f.stamps.target[cu], 1.0 / auto.var_total[cu]
+    )
     order, bg_order = f.orders
     p = chebyshev_terms(f.x[good], f.y[good], order, f.shape)
     q = chebyshev_terms(f.x[good], f.y[good], bg_order, f.shape)

@@ -13,15 +13,20 @@ import dataclasses
 import gc
 import tracemalloc
 import weakref
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 
-from diffviewer.engine import tiles
+from diffviewer.config import CandidatesConfig, KernelConfig
+from diffviewer.engine import candidates, kernel_basis, kernel_stamps, psf, resample, tiles, warp
 from diffviewer.engine.pipeline import SubtractionResult, run_subtraction
+from diffviewer.engine.progress import null_reporter
+from diffviewer.engine.register import PolynomialTransform
 from diffviewer.engine.subtract import grow_planes, science_scale, template_planes
 from diffviewer.exposure import Exposure, MaskPlane
 from diffviewer.synthetic import make_pair
+from tests.engine.test_kernel_science import MOFFAT
 
 
 @pytest.fixture(scope="module")
@@ -167,3 +172,116 @@ def test_the_template_as_read_is_freed_once_warped(pair) -> None:
     result = run_subtraction(pair.science, read(), progress=progress)
     assert result.template.warped and result.template.exposure.source != "read"
     assert alive["warp"] and not alive["kernel candidates"] and not alive["measure"]
+
+
+def _traced_peak(run: Callable[[], object]) -> tuple[object, int]:
+    """``run()`` and the traced peak of memory it allocated (bytes)."""
+    tracemalloc.start()
+    try:
+        out = run()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return out, peak
+
+
+def test_a_translated_template_is_warped_without_image_sized_float64_temporaries(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # What the warp holds beyond its inputs, in float32 planes of this image: the map
+    # (tx, ty, float64: 4), the bicubic prefilter's float64 copy (2), the image and
+    # variance made (2), the mask and the off-image map (0.75), and a block of rows.
+    # The translation test, the squared-weight passes of the variance and the float64
+    # planes resampled into took 16.3 planes at once (7.6 now at 2048^2).
+    monkeypatch.setattr(resample, "BLOCK_PIXELS", 1 << 15)  # blocks of 32 rows here
+    n = 1024
+    rng = np.random.default_rng(1)
+    template = Exposure(
+        rng.normal(100.0, 3.0, (n, n)), np.full((n, n), 9.0), np.zeros((n, n), np.int16)
+    )
+    science = Exposure(np.zeros((n, n)), np.ones((n, n)), np.zeros((n, n), np.int16))
+    mapping = PolynomialTransform.rotation(0.0, (0.3, -0.3), (0.0, 0.0))
+    plane = n * n * np.dtype(np.float32).itemsize
+    for interpolation in ("bilinear", "bicubic"):
+        (warped, _), peak = _traced_peak(
+            lambda i=interpolation: warp.warp_exposure(template, science, i, mapping=mapping)
+        )
+        assert peak < 9 * plane, (interpolation, peak / plane)
+    # ... and the planes are the per-pixel path's (resample.translation: a shift)
+    assert warped.variance.dtype == np.float32 and np.all(warped.variance[8:-8, 8:-8] > 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelStars:
+    """A synthetic pair's kernel stars and what cutting and fitting their stamps needs."""
+
+    source: Exposure
+    target: Exposure
+    x: np.ndarray
+    y: np.ndarray
+    control: np.ndarray
+    basis: np.ndarray
+    fit_half: int
+    fwhm: float
+
+    def fit(self, copies: int = 1) -> kernel_stamps.StampFits:
+        """Cut and fit the stamps, each star ``copies`` times."""
+        x, y, control = (np.concatenate([a] * copies) for a in (self.x, self.y, self.control))
+        stamps = kernel_stamps.build_stamps(
+            self.source, self.target, x, y, self.basis.shape[-1], self.fit_half
+        )
+        return kernel_stamps.fit_stamps(
+            stamps,
+            x,
+            y,
+            control,
+            self.basis,
+            self.fwhm,
+            self.target.shape,
+            KernelConfig(),
+            null_reporter(),
+        )
+
+
+@pytest.fixture(scope="module")
+def kernel_stars() -> KernelStars:
+    sim = make_pair((768, 768), 800, seed=4, **MOFFAT)
+    rep = null_reporter()
+    cands = candidates.select_candidates(sim.science, sim.template, CandidatesConfig(), rep)
+    x = np.asarray(cands.table["x"], dtype=float)
+    y = np.asarray(cands.table["y"], dtype=float)
+    control = np.asarray(cands.table["control"], dtype=bool)
+    sci_psf = psf.estimate_psf(sim.science, x, y, bright=cands.bright)
+    tmpl_psf = psf.estimate_psf(sim.template, x, y, bright=cands.bright)
+    config = KernelConfig()
+    plan = kernel_basis.plan_basis(tmpl_psf, sci_psf, config, int(np.sum(~control)))
+    basis = plan.basis(config.degrees)
+    fwhm = max(sci_psf.fwhm, tmpl_psf.fwhm)
+    return KernelStars(sim.template, sim.science, x, y, control, basis, plan.fit_half, fwhm)
+
+
+def test_the_stamps_design_is_never_held_whole(kernel_stars: KernelStars) -> None:
+    # Twice the stars add their own stamps (source and variance cut-outs: a third of
+    # their design here) and results (variance and clipping planes, equations: 6 %) to
+    # what cutting and fitting them holds, never their design: the design of every stamp
+    # at once (460 MB for the 1000 stamps of a 2048 x 4096 run) was that run's peak of
+    # memory (and here 1 design more).
+    side = 2 * kernel_stars.fit_half + 1
+    design = len(kernel_stars.x) * side**2 * (kernel_stars.basis.shape[0] + 1) * 4
+    _, once = _traced_peak(kernel_stars.fit)
+    _, twice = _traced_peak(lambda: kernel_stars.fit(2))
+    assert twice - once < 0.6 * design, (once / design, twice / design)
+
+
+def test_each_stamps_fit_is_its_own_however_the_stamps_are_chunked(
+    kernel_stars: KernelStars, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stamp's fit (first pass, variances, clipping) depends on that stamp alone: fitted
+    # one stamp at a time, the stamps get the kernels and verdicts they get in chunks.
+    chunked = kernel_stars.fit()
+    monkeypatch.setattr(kernel_stamps, "STAMP_BATCH_BYTES", 1.0)
+    single = kernel_stars.fit()
+    assert np.array_equal(single.status, chunked.status)
+    assert np.sum(chunked.status == "GOOD") > 50
+    np.testing.assert_allclose(single.coef, chunked.coef, rtol=1e-6, atol=1e-9)
+    np.testing.assert_array_equal(single.used, chunked.used)

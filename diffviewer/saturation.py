@@ -110,11 +110,16 @@ def flat_top_level(image: np.ndarray, usable: np.ndarray) -> float | None:
     n_top = int(np.count_nonzero(values == top))
     if n_top < MIN_PLATEAU_PIXELS or n_top > MAX_PLATEAU_FRACTION * values.size:
         return None
+    return top if _sky_far_below(values, top) is not None else None
+
+
+def _sky_far_below(values: np.ndarray, top: float) -> float | None:
+    """The median of ``values`` when ``top`` lies :data:`MIN_PLATEAU_SIGMAS` robust standard
+    deviations or more above it (a regular subsample of :data:`SAMPLE_PIXELS`), else None."""
     sample = values[:: max(1, values.size // SAMPLE_PIXELS)]
-    sigma = robust_std(sample)
-    if not sigma > 0 or top - float(np.median(sample)) < MIN_PLATEAU_SIGMAS * sigma:
-        return None
-    return top
+    sky = float(np.median(sample))
+    sigma = robust_std(sample, sky)
+    return sky if sigma > 0 and top - sky >= MIN_PLATEAU_SIGMAS * sigma else None
 
 
 def _light_above_half_peak(image: np.ndarray, y: int, x: int, peak: float, sky: float) -> float:
@@ -184,12 +189,10 @@ def star_plateau_level(image: np.ndarray, usable: np.ndarray) -> float | None:
     if values.size == 0:
         return None
     top = float(values.max())
-    sample = values[:: max(1, values.size // SAMPLE_PIXELS)]
-    sky = float(np.median(sample))
-    sigma = robust_std(sample, sky)
-    height = top - sky
-    if not sigma > 0 or height < MIN_PLATEAU_SIGMAS * sigma:
+    sky = _sky_far_below(values, top)
+    if sky is None:
         return None
+    height = top - sky
     near_top = usable & (image >= top - PLATEAU_WIDTH * height)
     if np.count_nonzero(near_top) > MAX_PLATEAU_FRACTION * values.size:
         return None

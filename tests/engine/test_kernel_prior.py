@@ -7,14 +7,13 @@ import dataclasses
 import numpy as np
 import pytest
 
-from diffviewer.config import CandidatesConfig, KernelConfig, SubtractionConfig
-from diffviewer.engine import candidates, kernel_basis, kernel_prior, pipeline, psf
+from diffviewer.config import KernelConfig, SubtractionConfig
+from diffviewer.engine import kernel_basis, kernel_prior, pipeline
 from diffviewer.engine.field_terms import chebyshev_terms, n_terms
 from diffviewer.engine.kernel_spatial import SpatialFit, fit_spatial, spatial_solve, usable_orders
 from diffviewer.engine.kernel_stamps import (
     StampFits,
     Stamps,
-    build_stamps,
     fit_stamps,
     stamp_design,
     stamp_equations,
@@ -22,7 +21,7 @@ from diffviewer.engine.kernel_stamps import (
 from diffviewer.engine.progress import null_reporter
 from diffviewer.outputs import build_metadata
 from diffviewer.synthetic import make_pair
-from tests.engine.test_kernel_science import MOFFAT
+from tests.engine.kernel_stars import moffat_kernel_stars
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,23 +40,23 @@ class Fitted:
 
 @pytest.fixture(scope="module")
 def fitted() -> Fitted:
-    pair = make_pair((768, 768), 800, seed=4, **MOFFAT)
-    rep = null_reporter()
-    cands = candidates.select_candidates(pair.science, pair.template, CandidatesConfig(), rep)
-    x = np.asarray(cands.table["x"], dtype=float)
-    y = np.asarray(cands.table["y"], dtype=float)
-    control = np.asarray(cands.table["control"], dtype=bool)
-    sci_psf = psf.estimate_psf(pair.science, x, y, bright=cands.bright)
-    tmpl_psf = psf.estimate_psf(pair.template, x, y, bright=cands.bright)
+    stars = moffat_kernel_stars()
     config = KernelConfig()
-    plan = kernel_basis.plan_basis(tmpl_psf, sci_psf, config, int(np.sum(~control)))
-    basis = plan.basis(config.degrees)
-    stamps = build_stamps(pair.template, pair.science, x, y, basis.shape[-1], plan.fit_half)
-    fwhm = max(sci_psf.fwhm, tmpl_psf.fwhm)
-    shape = pair.science.shape
-    fits = fit_stamps(stamps, x, y, control, basis, fwhm, shape, config, rep)
+    stamps = stars.stamps()
+    shape = stars.target.shape
+    fits = fit_stamps(
+        stamps,
+        stars.x,
+        stars.y,
+        stars.control,
+        stars.basis,
+        stars.fwhm,
+        shape,
+        config,
+        null_reporter(),
+    )
     orders = usable_orders(int(np.sum(fits.status == "GOOD")), config)
-    return Fitted(stamps, fits, x, y, control, basis, shape, orders)
+    return Fitted(stamps, fits, stars.x, stars.y, stars.control, stars.basis, shape, orders)
 
 
 def spatial(f: Fitted, strength: float) -> SpatialFit:

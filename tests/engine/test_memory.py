@@ -18,15 +18,13 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from diffviewer.config import CandidatesConfig, KernelConfig
-from diffviewer.engine import candidates, kernel_basis, kernel_stamps, psf, resample, tiles, warp
+from diffviewer.engine import kernel_stamps, resample, tiles, warp
 from diffviewer.engine.pipeline import SubtractionResult, run_subtraction
-from diffviewer.engine.progress import null_reporter
 from diffviewer.engine.register import PolynomialTransform
 from diffviewer.engine.subtract import grow_planes, science_scale, template_planes
 from diffviewer.exposure import Exposure, MaskPlane
 from diffviewer.synthetic import make_pair
-from tests.engine.test_kernel_science import MOFFAT
+from tests.engine.kernel_stars import KernelStars, moffat_kernel_stars
 
 
 @pytest.fixture(scope="module")
@@ -211,53 +209,9 @@ def test_a_translated_template_is_warped_without_image_sized_float64_temporaries
     assert warped.variance.dtype == np.float32 and np.all(warped.variance[8:-8, 8:-8] > 0)
 
 
-@dataclasses.dataclass(frozen=True)
-class KernelStars:
-    """A synthetic pair's kernel stars and what cutting and fitting their stamps needs."""
-
-    source: Exposure
-    target: Exposure
-    x: np.ndarray
-    y: np.ndarray
-    control: np.ndarray
-    basis: np.ndarray
-    fit_half: int
-    fwhm: float
-
-    def fit(self, copies: int = 1) -> kernel_stamps.StampFits:
-        """Cut and fit the stamps, each star ``copies`` times."""
-        x, y, control = (np.concatenate([a] * copies) for a in (self.x, self.y, self.control))
-        stamps = kernel_stamps.build_stamps(
-            self.source, self.target, x, y, self.basis.shape[-1], self.fit_half
-        )
-        return kernel_stamps.fit_stamps(
-            stamps,
-            x,
-            y,
-            control,
-            self.basis,
-            self.fwhm,
-            self.target.shape,
-            KernelConfig(),
-            null_reporter(),
-        )
-
-
 @pytest.fixture(scope="module")
 def kernel_stars() -> KernelStars:
-    sim = make_pair((768, 768), 800, seed=4, **MOFFAT)
-    rep = null_reporter()
-    cands = candidates.select_candidates(sim.science, sim.template, CandidatesConfig(), rep)
-    x = np.asarray(cands.table["x"], dtype=float)
-    y = np.asarray(cands.table["y"], dtype=float)
-    control = np.asarray(cands.table["control"], dtype=bool)
-    sci_psf = psf.estimate_psf(sim.science, x, y, bright=cands.bright)
-    tmpl_psf = psf.estimate_psf(sim.template, x, y, bright=cands.bright)
-    config = KernelConfig()
-    plan = kernel_basis.plan_basis(tmpl_psf, sci_psf, config, int(np.sum(~control)))
-    basis = plan.basis(config.degrees)
-    fwhm = max(sci_psf.fwhm, tmpl_psf.fwhm)
-    return KernelStars(sim.template, sim.science, x, y, control, basis, plan.fit_half, fwhm)
+    return moffat_kernel_stars()
 
 
 def test_the_stamps_design_is_never_held_whole(kernel_stars: KernelStars) -> None:

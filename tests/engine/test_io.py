@@ -16,17 +16,16 @@ from diffviewer.exposure import Exposure, MaskPlane
 from diffviewer.io import (
     atomic_write_text,
     check_output_dir,
-    clipped_rows,
     demo_pair,
     ensure_not_input,
     parse_spec,
     read_exposure,
-    robust_sky,
     staged_output_dir,
     write_exposure,
     write_table,
 )
 from diffviewer.saturation import flat_top_level
+from diffviewer.sky_stats import clipped_rows, robust_sky
 from diffviewer.stats import MAD_TO_SIGMA, nanmedian_last
 from diffviewer.synthetic import make_pair, tan_wcs
 from tests.conftest import data_path

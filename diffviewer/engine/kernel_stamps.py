@@ -67,7 +67,28 @@ def stamp_batch(stamp_side: int, n_kernels: int) -> int:
     return max(1, int(STAMP_BATCH_BYTES // per_stamp))
 
 
-def stamp_design(stamps: Stamps, idx: np.ndarray, basis: np.ndarray) -> np.ndarray:
+def basis_spectra(stamps: Stamps, basis: np.ndarray) -> np.ndarray:
+    """The basis functions' spectra on the stamps' FFT grid (:func:`convolve_spectra`),
+    computed once for all the stamps' designs (recomputed for each batch of stamps, they
+    were 0.4 s of the 4.0 s kernel fit of a 2048 x 4096 pair, by cProfile).
+
+    Parameters
+    ----------
+    stamps : Stamps
+        The stamps.
+    basis : numpy.ndarray
+        ``(nb, size, size)`` the basis images.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(nb, n_fft, n_fft // 2 + 1)`` complex64.
+    """
+    n_fft = sfft.next_fast_len(stamps.source.shape[-1], real=True)
+    return kernel_spectrum(basis, (n_fft, n_fft))
+
+
+def stamp_design(stamps: Stamps, idx: np.ndarray, spectra: np.ndarray) -> np.ndarray:
     """The design of the stamps ``idx``: each source stamp convolved with every basis
     function over the fit region, and the constant (background).
 
@@ -77,21 +98,21 @@ def stamp_design(stamps: Stamps, idx: np.ndarray, basis: np.ndarray) -> np.ndarr
         The stamps.
     idx : numpy.ndarray
         Which.
-    basis : numpy.ndarray
-        ``(nb, size, size)`` the basis images.
+    spectra : numpy.ndarray
+        ``(nb, n_fft, n_fft // 2 + 1)`` the basis functions' spectra (:func:`basis_spectra`).
 
     Returns
     -------
     numpy.ndarray
         ``(len(idx), npix, nb + 1)`` float32.
     """
-    n, nb = len(idx), basis.shape[0]
+    n, nb = len(idx), spectra.shape[0]
     npix = stamps.target.shape[1]
     design = np.empty((n, npix, nb + 1), dtype=np.float32)
     design[:, :, nb] = 1.0
     batch = stamp_batch(stamps.source.shape[-1], nb)
     for start in range(0, n, batch):
-        conv = convolve_stamps(stamps.source[idx[start : start + batch]], basis, stamps.fit_half)
+        conv = convolve_spectra(stamps.source[idx[start : start + batch]], spectra, stamps.fit_half)
         design[start : start + batch, :, :nb] = conv.reshape(conv.shape[0], nb, npix).transpose(
             0, 2, 1
         )
@@ -113,9 +134,10 @@ def design_chunks(
     """
     per_stamp = stamps.target.shape[1] * (basis.shape[0] + 1) * np.dtype(np.float32).itemsize
     step = max(1, int(STAMP_BATCH_BYTES // per_stamp))
+    spectra = basis_spectra(stamps, basis)
     for start in range(0, len(idx), step):
         chunk = slice(start, min(start + step, len(idx)))
-        yield chunk, stamp_design(stamps, idx[chunk], basis)
+        yield chunk, stamp_design(stamps, idx[chunk], spectra)
 
 
 def stamp_model(design: np.ndarray, coef: np.ndarray, terms: int) -> np.ndarray:
@@ -183,10 +205,11 @@ CLIP_ROUNDS = 2
 def _central_inverse(spec: np.ndarray, n_fft: int, m: int, out_half: int) -> np.ndarray:
     """The inverse of ``rfft2`` spectra over the last two axes, only the central
     ``2 * out_half + 1`` rows and columns of an ``m`` x ``m`` stamp: the inverse along the
-    rows first, then along the columns of the kept rows alone (a third of them)."""
+    rows first, then along the columns of the kept rows alone (a third of them).
+    ``spec`` is overwritten."""
     c = m // 2
     keep = slice(c - out_half, c + out_half + 1)
-    rows = sfft.ifft(spec, axis=-2, workers=-1)[..., keep, :]
+    rows = sfft.ifft(spec, axis=-2, workers=-1, overwrite_x=True)[..., keep, :]
     return sfft.irfft(rows, n=n_fft, axis=-1, workers=-1)[..., keep]
 
 
@@ -209,11 +232,19 @@ def convolve_stamps(stamps: np.ndarray, kernels: np.ndarray, out_half: int) -> n
     numpy.ndarray
         ``(n, k, 2 * out_half + 1, 2 * out_half + 1)`` float32.
     """
+    n_fft = sfft.next_fast_len(stamps.shape[1], real=True)
+    return convolve_spectra(stamps, kernel_spectrum(kernels, (n_fft, n_fft)), out_half)
+
+
+def convolve_spectra(stamps: np.ndarray, spectra: np.ndarray, out_half: int) -> np.ndarray:
+    """:func:`convolve_stamps` with the kernels' spectra (``(k, n_fft, n_fft // 2 + 1)``,
+    :func:`tiles.kernel_spectrum` on the stamps' fast FFT grid) given."""
     m = stamps.shape[1]
     n_fft = sfft.next_fast_len(m, real=True)
-    fs = sfft.rfft2(stamps.astype(np.float32), s=(n_fft, n_fft), axes=(1, 2), workers=-1)
-    fk = kernel_spectrum(kernels, (n_fft, n_fft))
-    return np.ascontiguousarray(_central_inverse(fs[:, None] * fk[None], n_fft, m, out_half))
+    fs = sfft.rfft2(
+        stamps.astype(np.float32, copy=False), s=(n_fft, n_fft), axes=(1, 2), workers=-1
+    )
+    return np.ascontiguousarray(_central_inverse(fs[:, None] * spectra[None], n_fft, m, out_half))
 
 
 def convolve_pairs(stamps: np.ndarray, kernels: np.ndarray, out_half: int) -> np.ndarray:

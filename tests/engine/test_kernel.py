@@ -12,10 +12,14 @@ from scipy import ndimage
 from diffviewer.config import KernelConfig
 from diffviewer.engine import kernel, kernel_basis, kernel_direction, psf
 from diffviewer.engine.kernel_stamps import (
+    Stamps,
+    basis_spectra,
     clip_mask,
+    convolve_stamps,
     intrinsic_scatter,
     outliers,
     residual_power_outliers,
+    stamp_design,
 )
 from diffviewer.errors import InsufficientKernelSources
 from diffviewer.exposure import MaskPlane
@@ -369,3 +373,29 @@ def test_clip_mask_masks_a_source_grown_by_a_fwhm_outside_the_core_only() -> Non
             assert not masked[~near_blob].any()
         else:
             assert not masked.any()
+
+
+def test_design_from_shared_basis_spectra_is_each_stamps_own_convolution() -> None:
+    # The basis spectra are computed once for every batch of stamps: each stamp's design
+    # must be the same bits as its convolution with the basis images themselves, whatever
+    # batch it falls in (7 stamps of 21 px, kernels of 7 px, a 7 px fit region).
+    rng = np.random.default_rng(3)
+    basis = kernel_basis.make_basis(np.array([1.0, 2.0]), (2, 1), 7)
+    source = rng.normal(size=(7, 21, 21)).astype(np.float32)
+    half = 3
+    npix = (2 * half + 1) ** 2
+    stamps = Stamps(
+        source,
+        np.zeros((7, npix), np.float32),
+        np.ones((7, npix), np.float32),
+        np.ones_like(source),
+        np.ones(7, dtype=bool),
+        half,
+    )
+    idx = np.array([6, 0, 3, 4])
+    design = stamp_design(stamps, idx, basis_spectra(stamps, basis))
+    nb = basis.shape[0]
+    for row, i in enumerate(idx):
+        own = convolve_stamps(source[i : i + 1], basis, half)[0].reshape(nb, npix).T
+        assert np.array_equal(design[row, :, :nb], own)
+    assert np.all(design[:, :, nb] == 1.0)

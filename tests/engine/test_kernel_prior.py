@@ -14,6 +14,7 @@ from diffviewer.engine.kernel_spatial import SpatialFit, fit_spatial, spatial_so
 from diffviewer.engine.kernel_stamps import (
     StampFits,
     Stamps,
+    basis_spectra,
     fit_stamps,
     stamp_design,
     stamp_equations,
@@ -113,7 +114,7 @@ def control_chi2(f: Fitted, strengths: np.ndarray) -> np.ndarray:
     auto = spatial(f, -1.0)
     good = np.nonzero(auto.status == "GOOD")[0]
     cu = np.nonzero(f.control & f.stamps.ok)[0]
-    design = stamp_design(f.stamps, cu, f.basis)
+    design = stamp_design(f.stamps, cu, basis_spectra(f.stamps, f.basis))
     normal_c, rhs_c, power_c = stamp_equations(
         design, f.stamps.target[cu], 1.0 / auto.var_total[cu]
     )

@@ -809,18 +809,25 @@ def fit_chunk(
     model = stamp_model(design, coef, nb + 1)
     var_fit = model_variance(target, var_target, model) + var_src
     keep = np.ones(target.shape, dtype=bool)
+    yy, okf = np.zeros(len(idx)), np.zeros(len(idx), dtype=bool)
+    refit: np.ndarray | slice = slice(None)
     for _ in range(CLIP_ROUNDS + 1):
-        weights = np.where(keep, 1.0 / var_fit, 0.0).astype(np.float32)
-        nrm, rh, yy = stamp_equations(design, target, weights)
-        coef, okf = solve_with_prior(nrm, rh, stamp_prior(nrm, penalty))
-        model = stamp_model(design, np.nan_to_num(coef), nb + 1)
+        # only the stamps whose mask changed are refitted: the others' equations, fit and
+        # model are those of the last round (each stamp's fit is its own)
+        weights = np.where(keep[refit], 1.0 / var_fit[refit], 0.0).astype(np.float32)
+        nrm[refit], rh[refit], yy[refit] = stamp_equations(design[refit], target[refit], weights)
+        coef[refit], okf[refit] = solve_with_prior(
+            nrm[refit], rh[refit], stamp_prior(nrm[refit], penalty)
+        )
+        model[refit] = stamp_model(design[refit], np.nan_to_num(coef[refit]), nb + 1)
         new = clip_mask(
             normalised_residuals(target, model, var_total),
             stamps.fit_half,
             CORE_FWHM * fwhm,
             fwhm,
         )
-        if np.array_equal(new, keep):
+        refit = np.nonzero(np.any(new != keep, axis=1))[0]
+        if len(refit) == 0:
             break
         keep = new
     c2, mu, sd = residual_stats(normalised_residuals(target, model, var_total), keep, nb + 1)

@@ -16,6 +16,7 @@ from diffviewer.engine.kernel_stamps import (
     basis_spectra,
     clip_mask,
     convolve_stamps,
+    fit_chunk,
     intrinsic_scatter,
     outliers,
     residual_power_outliers,
@@ -26,6 +27,7 @@ from diffviewer.exposure import MaskPlane
 from diffviewer.stats import FWHM_PER_SIGMA
 from diffviewer.synthetic import SyntheticPair, make_pair, render_moffats
 from tests.engine.helpers import fit_kernel_to
+from tests.engine.kernel_stars import moffat_kernel_stars
 
 
 def fit_pair(pair: SyntheticPair, **options: Any) -> kernel.KernelFit:
@@ -399,3 +401,29 @@ def test_design_from_shared_basis_spectra_is_each_stamps_own_convolution() -> No
         own = convolve_stamps(source[i : i + 1], basis, half)[0].reshape(nb, npix).T
         assert np.array_equal(design[row, :, :nb], own)
     assert np.all(design[:, :, nb] == 1.0)
+
+
+def test_stamps_refitted_after_clipping_are_fitted_as_alone() -> None:
+    # Only the stamps whose mask changed are refitted in a clipping round: each stamp's fit
+    # must be what it is when the stamp is fitted alone, whether it was clipped or not.
+    # Three of twelve stamps (not the first three) get a 100-sigma source in a corner of
+    # the fit region (outside the star's core), which is clipped.
+    stars = moffat_kernel_stars()
+    stamps = stars.stamps()
+    idx = np.nonzero(stamps.ok & ~stars.control)[0][:12]
+    side, corner = 2 * stamps.fit_half + 1, stamps.fit_half // 3
+    yy, xx = np.mgrid[:side, :side]
+    blob = np.exp(-((xx - corner) ** 2 + (yy - corner) ** 2) / (2 * 1.5**2)).ravel()
+    target = stamps.target.copy()
+    hit = idx[[4, 7, 10]]
+    target[hit] += 100.0 * np.sqrt(stamps.var_target[hit]) * blob
+    stamps = dataclasses.replace(stamps, target=target)
+    spectra = basis_spectra(stamps, stars.basis)
+    together = fit_chunk(stamps, idx, stamp_design(stamps, idx, spectra), stars.basis, stars.fwhm)
+    clipped = ~together.used.all(axis=1)
+    assert clipped[[4, 7, 10]].all() and not clipped.all()
+    for row, i in enumerate(idx):
+        one = np.array([i])
+        alone = fit_chunk(stamps, one, stamp_design(stamps, one, spectra), stars.basis, stars.fwhm)
+        np.testing.assert_allclose(together.coef[row], alone.coef[0], rtol=1e-10, atol=0)
+        assert np.array_equal(together.used[row], alone.used[0])

@@ -125,21 +125,18 @@ def _weighted_moments(
     nan = float("nan")
     if total <= 0.0:
         return nan, nan, nan
-    m = (
-        np.array(
-            [[np.sum(w * dx * dx), np.sum(w * dx * dy)], [np.sum(w * dx * dy), np.sum(w * dy * dy)]]
-        )
-        / total
-    )
+    mxx, myy = float(np.sum(w * dx * dx)) / total, float(np.sum(w * dy * dy)) / total
+    mxy = float(np.sum(w * dx * dy)) / total
     # For a Gaussian source of covariance C seen through a Gaussian weight W:
-    # M^-1 = C^-1 + W^-1, so C = (M^-1 - W^-1)^-1.
-    if np.linalg.det(m) <= 0:
+    # M^-1 = C^-1 + W^-1, so C = (M^-1 - W^-1)^-1 (2 x 2 inverses in closed form).
+    det_m = mxx * myy - mxy * mxy
+    if det_m <= 0:
         return nan, nan, nan
-    inv = np.linalg.inv(m) - np.eye(2) / sigma_w**2
-    if np.linalg.det(inv) <= 0 or inv[0, 0] <= 0:
+    ixx, iyy, ixy = myy / det_m - 1.0 / sigma_w**2, mxx / det_m - 1.0 / sigma_w**2, -mxy / det_m
+    det_i = ixx * iyy - ixy * ixy
+    if det_i <= 0 or ixx <= 0:
         return nan, nan, nan
-    c = np.linalg.inv(inv)
-    return float(c[0, 0]), float(c[1, 1]), float(c[0, 1])
+    return iyy / det_i, ixx / det_i, -ixy / det_i
 
 
 @dataclasses.dataclass(frozen=True)
@@ -238,7 +235,10 @@ def _footprint_rows(
     """One row per source of every footprint: dipoles fitted, mixed footprints split."""
     model, sci_model = models
     table, seg, shape = detections.table, detections.segmentation, difference.shape
-    margin = max(model.half)
+    # Everything measured on a footprint reads its own pixels (the dipole fit evaluates
+    # its PSFs on their bounding box), but the sub-pixel peak reads the extreme's
+    # neighbours: the cutout is the footprint's box and one pixel around it.
+    margin = 1
     found: list[dict[str, float]] = []
     for i in range(len(table)):
         if i % 50 == 0:  # a dipole fit takes up to ~10 ms
@@ -310,6 +310,22 @@ def _footprint_rows(
                 }
             )
     return found
+
+
+def _centre_bits(planes: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Mask bits in the 3 x 3 pixels at each position's nearest pixel (NO_DATA off the image)."""
+    ix, iy = np.round(xs).astype(np.int64), np.round(ys).astype(np.int64)
+    step = np.arange(-1, 2)
+    rows, cols = iy[:, None] + step, ix[:, None] + step
+    on_rows = (rows >= 0) & (rows < planes.shape[0])
+    on_cols = (cols >= 0) & (cols < planes.shape[1])
+    on = on_rows[:, :, None] & on_cols[:, None, :]
+    values = planes[
+        np.clip(rows, 0, planes.shape[0] - 1)[:, :, None],
+        np.clip(cols, 0, planes.shape[1] - 1)[:, None, :],
+    ]
+    bits = np.bitwise_or.reduce(np.where(on, values, 0).reshape(len(xs), 9), axis=1)
+    return np.where(on.any(axis=(1, 2)), bits, int(MaskPlane.NO_DATA))
 
 
 def _aperture_fluxes(
@@ -422,15 +438,11 @@ def measure_sources(
         cols["sci_psf_flux"][k], cols["sci_psf_flux_err"][k] = forced_psf_flux(
             science.image, science.variance, sci_usable, sci_model, xs[k], ys[k], fit_sky=True
         )
-        ix, iy = round(xs[k]), round(ys[k])
-        centre = planes[max(iy - 1, 0) : iy + 2, max(ix - 1, 0) : ix + 2]
-        centre_bits = (
-            int(np.bitwise_or.reduce(centre.ravel())) if centre.size else int(MaskPlane.NO_DATA)
-        )
-        for name, bits in FLAG_PLANES.items():
-            cols[f"flag_{name}_center"][k] = bool(centre_bits & bits)
-            if cols["sky_source"][k]:
-                cols[f"flag_{name}"][k] = bool(centre_bits & bits)
+    centre_bits = _centre_bits(planes, xs, ys)
+    sky = cols["sky_source"]
+    for name, bits in FLAG_PLANES.items():
+        cols[f"flag_{name}_center"][:] = (centre_bits & bits) != 0
+        cols[f"flag_{name}"][sky] = cols[f"flag_{name}_center"][sky]
     with np.errstate(divide="ignore", invalid="ignore"):
         cols["snr"] = cols["psf_flux"] / cols["psf_flux_err"]
 

@@ -18,6 +18,7 @@ dipole fits keep the centre's PSF.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 
 import numpy as np
@@ -31,13 +32,16 @@ from diffviewer.engine.score_psfs import PsfGrid, kernel_matched_psfs
 from diffviewer.engine.subtract import difference_psf
 
 
-def _bracket(nodes: np.ndarray, value: float) -> tuple[int, int, float]:
-    """The two nodes around ``value`` (clamped to the ends) and the upper one's weight."""
+def _bracket(nodes: list[float], value: float) -> tuple[int, int, float]:
+    """The two nodes around ``value`` (clamped to the ends) and the upper one's weight.
+
+    Plain Python on the nodes' list: it runs twice per forced flux.
+    """
     if len(nodes) == 1:
         return 0, 0, 0.0
-    i = int(np.clip(np.searchsorted(nodes, value) - 1, 0, len(nodes) - 2))
-    w = float(np.clip((value - nodes[i]) / (nodes[i + 1] - nodes[i]), 0.0, 1.0))
-    return i, i + 1, w
+    i = min(max(bisect.bisect_left(nodes, value) - 1, 0), len(nodes) - 2)
+    w = (value - nodes[i]) / (nodes[i + 1] - nodes[i])
+    return i, i + 1, float(min(max(w, 0.0), 1.0))
 
 
 def _padded(psf: np.ndarray, half: tuple[int, int]) -> np.ndarray:
@@ -83,6 +87,7 @@ class PsfField(PsfModel):
     ) -> None:
         super().__init__(centre, enclosed)
         self.xs, self.ys = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
+        self._xs, self._ys = self.xs.tolist(), self.ys.tolist()
         hy, hx = self.half
         offsets = (np.arange(-hy, hy + 1.0), np.arange(-hx, hx + 1.0))
         splines = [
@@ -111,8 +116,8 @@ class PsfField(PsfModel):
         oy = y0 + np.arange(2 * hy + 2) - y
         ox = x0 + np.arange(2 * hx + 2) - x
         inside = (np.abs(oy) <= hy)[:, None] & (np.abs(ox) <= hx)[None, :]
-        j0, j1, wy = _bracket(self.ys, y)
-        i0, i1, wx = _bracket(self.xs, x)
+        j0, j1, wy = _bracket(self._ys, y)
+        i0, i1, wx = _bracket(self._xs, x)
         corners = (
             (j0, i0, (1 - wy) * (1 - wx)),
             (j0, i1, (1 - wy) * wx),

@@ -8,7 +8,7 @@ import pytest
 from scipy import ndimage
 
 from diffviewer.config import DetectionConfig, MeasurementConfig, ScoreConfig
-from diffviewer.engine import zogy
+from diffviewer.engine import measure, zogy
 from diffviewer.engine.detect import detect_sources
 from diffviewer.engine.ids import make_id_factory
 from diffviewer.engine.measure import measure_sources
@@ -372,3 +372,37 @@ def test_empty_detections_give_an_empty_catalog_with_all_columns() -> None:
     table, det = run(plain_difference(pair), pair.science, pair.template, gaussian_psf(4.0))
     assert len(det.table) == 0 and len(table) == 0
     assert {"id", "x", "y", "psf_flux", "is_dipole", "flagged", "ap_flux_3"} <= set(table.colnames)
+
+
+def test_weighted_moments_recover_an_elliptical_gaussian_exactly() -> None:
+    # A Gaussian seen through a Gaussian weight: removing the weight is exact, so the
+    # covariance comes back to the sampling's accuracy (sigma 2-3 px on a 61 px grid).
+    cov = np.array([[6.0, 1.5], [1.5, 3.5]])
+    yy, xx = np.mgrid[:61, :61].astype(float)
+    d = np.stack([xx - 30.2, yy - 29.7])
+    inv = np.linalg.inv(cov)
+    img = np.exp(-0.5 * np.einsum("i...,ij,j...->...", d, inv, d))
+    good = np.ones(img.shape, dtype=bool)
+    xx_m, yy_m, xy_m = measure._weighted_moments(img, good, 30.2, 29.7, 4.0)
+    np.testing.assert_allclose([xx_m, yy_m, xy_m], [6.0, 3.5, 1.5], rtol=1e-6)
+    # A negative image has no moments.
+    assert np.isnan(measure._weighted_moments(-img, good, 30.2, 29.7, 4.0)).all()
+
+
+def test_centre_bits_read_only_pixels_on_the_image() -> None:
+    planes = np.zeros((10, 12), dtype=np.int32)
+    planes[0, 0] = int(MaskPlane.CR)
+    planes[9, 11] = int(MaskPlane.BAD)
+    planes[5, 7] = int(MaskPlane.SUSPECT)  # (x, y) = (7, 5)
+    xs = np.array([0.4, 11.2, 5.0, 7.6, 30.0])
+    ys = np.array([-0.6, 9.4, 5.0, 6.4, 4.0])
+    bits = measure._centre_bits(planes, xs, ys)
+    # Corners: the on-image part of the 3 x 3 box; (x, y) = (5, 5) misses (7, 5); (8, 6)'s box
+    # holds (7, 5); off the image: NO_DATA.
+    assert list(bits) == [
+        int(MaskPlane.CR),
+        int(MaskPlane.BAD),
+        0,
+        int(MaskPlane.SUSPECT),
+        int(MaskPlane.NO_DATA),
+    ]

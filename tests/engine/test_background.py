@@ -72,16 +72,26 @@ def field(seed: int, rounded: bool) -> tuple[np.ndarray, np.ndarray, int]:
     return image, good, mesh
 
 
+def both_cell_statistics(
+    seed: int, rounded: bool
+) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
+    """The histogram's cell statistics of :func:`field` and the per-cell sort's."""
+    image, good, mesh = field(seed, rounded=rounded)
+    my, mx = min(mesh, image.shape[0]), min(mesh, image.shape[1])
+    return (
+        _clipped_cell_statistics(image, good, my, mx),
+        reference_cell_statistics(image, good, mesh),
+    )
+
+
 @pytest.mark.parametrize("seed", range(12))
 def test_cell_statistics_follow_a_per_cell_sort(seed: int) -> None:
     # The histogram reads the same clipped statistics as sorting each cell: the same
     # usable pixels, and a median and sigma that differ by less than their own noise
     # (1.2533 sigma / sqrt(n) and ~1.17 sigma / sqrt(n)): well within it on cells of
     # 256 px and more, where the noise, not the binning, makes the estimate.
-    image, good, mesh = field(seed, rounded=False)
-    my, mx = min(mesh, image.shape[0]), min(mesh, image.shape[1])
-    med, sig, n_valid, n_kept = _clipped_cell_statistics(image, good, my, mx)
-    want_med, want_sig, want_valid, want_kept = reference_cell_statistics(image, good, mesh)
+    (med, sig, n_valid, n_kept), want = both_cell_statistics(seed, rounded=False)
+    want_med, want_sig, want_valid, want_kept = want
     np.testing.assert_array_equal(n_valid, want_valid)
     np.testing.assert_array_equal(np.isfinite(med), np.isfinite(want_med))
     cells = np.isfinite(want_med)
@@ -97,10 +107,8 @@ def test_ties_and_flat_cells(seed: int) -> None:
     # integer's bin: they agree to one step. A cell whose quartiles are equal keeps that
     # value to within half a bin (at most 0.1 here: the 16 px cells' bins are 6/64 of a
     # rough sigma wide), a sigma near 0 and the same kept pixels.
-    image, good, mesh = field(seed, rounded=True)
-    my, mx = min(mesh, image.shape[0]), min(mesh, image.shape[1])
-    med, sig, n_valid, n_kept = _clipped_cell_statistics(image, good, my, mx)
-    want_med, want_sig, want_valid, want_kept = reference_cell_statistics(image, good, mesh)
+    (med, sig, n_valid, n_kept), want = both_cell_statistics(seed, rounded=True)
+    want_med, want_sig, want_valid, want_kept = want
     np.testing.assert_array_equal(n_valid, want_valid)
     cells = np.isfinite(want_med)
     assert np.all(np.abs(med - want_med)[cells] <= 1.0)

@@ -269,6 +269,12 @@ def test_an_internal_error_is_one_line_and_says_how_to_debug(monkeypatch, capsys
         cli.main(["run"])
 
 
+def _python(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """This interpreter run with ``args`` in ``cwd``, the checkout's package first on its path."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd, env=env)
+
+
 @pytest.mark.parametrize(
     "argv",
     [["--help"], ["config"], ["run", "missing.fits", "other.fits", "--out", "x"]],
@@ -282,10 +288,7 @@ def test_help_config_and_a_mistyped_path_load_no_heavy_module(tmp_path: Path, ar
         "heavy = sorted(m for m in ('numpy', 'astropy', 'scipy') if m in sys.modules)\n"
         "print('HEAVY', heavy, code)\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env
-    )
+    proc = _python(["-c", code], tmp_path)
     last = proc.stdout.strip().splitlines()[-1]
     assert last.startswith("HEAVY [] "), (last, proc.stderr)
     if argv[0] == "run":
@@ -315,10 +318,7 @@ def test_headless_commands_end_with_exit_handlers_run_and_output_flushed(
         "from diffviewer.launcher import main\n"
         "sys.exit(main())\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env
-    )
+    proc = _python(["-c", code], tmp_path)
     assert proc.stdout.splitlines()[-1] == "handler ran"
     if argv[0] == "config":
         assert proc.returncode == 0
@@ -329,10 +329,8 @@ def test_headless_commands_end_with_exit_handlers_run_and_output_flushed(
 
 def test_a_profiled_command_ends_normally_so_the_profile_is_written(tmp_path: Path) -> None:
     # cProfile writes its figures after the command returns: no quick exit under it.
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     profile = tmp_path / "config.prof"
-    argv = [sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "diffviewer", "config"]
-    proc = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, env=env)
+    proc = _python(["-m", "cProfile", "-o", str(profile), "-m", "diffviewer", "config"], tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert profile.stat().st_size > 0
 

@@ -192,6 +192,9 @@ def build_metadata(
             "photometric_scale": fit.photometric_scale,
             # The roughness prior's strength, in mean stamps (engine.kernel_prior).
             "regularization": _finite(fit.regularization),
+            # The two images' noise on sky and the kernel fit's allowance for it
+            # (engine.kernel_noise).
+            "shared_noise": fit.shared_noise.as_dict() if fit.shared_noise else None,
         },
         "difference": {
             "decorrelated": result.decorrelation is not None,

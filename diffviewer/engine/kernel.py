@@ -8,8 +8,11 @@ data flows:
 2. :mod:`kernel_basis`: the Alard-Lupton basis with its wing, kernel size, fit region;
 3. :mod:`kernel_stamps`: stamps around the candidates, each stamp's own fit with pixel
    clipping, stamp rejection;
-4. :mod:`kernel_spatial`: the spatially varying model from the good stamps;
-5. :mod:`kernel_solution`: the result, evaluable at any (x, y).
+4. :mod:`kernel_noise`: the two images' noise covariances on sky, and the noise they put
+   into the stamps' equations;
+5. :mod:`kernel_spatial`: the spatially varying model from the good stamps' equations less
+   that noise;
+6. :mod:`kernel_solution`: the result, evaluable at any (x, y).
 
 With fewer than ``min_stamps`` good stamps (alert cutouts, blank fields) the kernel is
 spatially constant: derived from the two PSF images (which :mod:`psf` measures from
@@ -27,6 +30,12 @@ from diffviewer.config import KernelConfig
 from diffviewer.engine.candidates import CandidateSet
 from diffviewer.engine.kernel_basis import BasisPlan, make_basis, plan_basis
 from diffviewer.engine.kernel_direction import choose_direction
+from diffviewer.engine.kernel_noise import (
+    MIN_SKY_PIXELS,
+    SharedNoise,
+    measure_sky_covariance,
+    noise_terms,
+)
 from diffviewer.engine.kernel_solution import KernelFit, KernelSolution
 from diffviewer.engine.kernel_spatial import fit_spatial, usable_orders
 from diffviewer.engine.kernel_stamps import (
@@ -255,6 +264,7 @@ def fit_kernel(
     smean = sstd = np.full(len(x), np.nan)
     own = fits.coef.copy()
     strength = float("nan")
+    shared: SharedNoise | None = None
     n_good = int(np.sum(status == "GOOD"))
     order, bg_order = usable_orders(n_good, config)
     if (order, bg_order) != (
@@ -282,9 +292,33 @@ def fit_kernel(
         )
     else:
         sign = 1.0 if mode == "template" else -1.0
-        sp = fit_spatial(stamps, fits, x, y, control, basis, shape, (order, bg_order), config)
+        cov = measure_sky_covariance(source, target, fwhm, basis.shape[-1] - 1)
+        enough = cov.n_pixels >= MIN_SKY_PIXELS
+        terms = noise_terms(cov, basis) if enough else None
+        sp = fit_spatial(
+            stamps, fits, x, y, control, basis, shape, (order, bg_order), config, terms
+        )
         status, reason, smean, sstd = sp.status, sp.reason, sp.resid_mean, sp.resid_std
         strength = sp.strength
+        lag = cov.max_lag
+        why = sp.noise_note or (
+            ""
+            if enough
+            else f"the kernel is fitted to its equations as measured, without allowing for "
+            f"the images' noise in them: {cov.n_pixels} sky pixels to measure it on, "
+            f"fewer than {MIN_SKY_PIXELS}"
+        )
+        if why:
+            notes.append(why)
+        shared = SharedNoise(
+            cov.correlation,
+            float(np.sqrt(cov.source[lag, lag])),
+            float(np.sqrt(cov.target_variance)),
+            cov.n_pixels,
+            sp.noise_trace_ratio,
+            sp.noise_corrected,
+            why,
+        )
         cu = np.nonzero(control & stamps.ok)[0]
         if len(cu):
             chi2, rmean, rstd, ksum = chi2.copy(), rmean.copy(), rstd.copy(), ksum.copy()
@@ -333,4 +367,5 @@ def fit_kernel(
         plan.fit_half,
         direction,
         strength,
+        shared,
     )

@@ -20,7 +20,10 @@ penalty's bias) measured on stars the fit never saw, with whatever the model mis
 (PSF mismatch, colour terms) included; ip_diffim estimates the same risk analytically
 for one stamp (``lambdaType = minimizeUnbiasedRisk``), which assumes the noise model is
 complete. With the stamps' normal equations and each stamp's weighted target power
-``y^T W y`` the held-out chi^2 is exact without touching a pixel.
+``y^T W y`` the held-out chi^2 is exact without touching a pixel. With those less their
+expected noise (:mod:`kernel_noise`) it is the held-out chi^2 of the stars' signal, the
+noise's own part taken out, and strengths whose posterior is not positive definite for a
+fold are not candidates.
 """
 
 from __future__ import annotations
@@ -189,8 +192,15 @@ def cross_validated_strength(
     Returns
     -------
     (float, numpy.ndarray)
-        The chosen ``t`` and the held-out chi^2 at each grid value (per held-out stamp).
-        With fewer than two stamps nothing can be held out: ``t`` is NaN.
+        The chosen ``t`` and the held-out chi^2 at each grid value (per held-out stamp;
+        infinite where a fold's posterior is not positive definite). With fewer than two
+        stamps nothing can be held out: ``t`` is NaN.
+
+    Raises
+    ------
+    numpy.linalg.LinAlgError
+        When no ``t`` makes every fold's posterior positive definite (equations less
+        their expected noise only).
     """
     n = len(normal)
     if n < 2:
@@ -212,33 +222,51 @@ def cross_validated_strength(
     prior = prior[np.ix_(free, free)]
     risk = np.zeros(len(STRENGTH_GRID))
     for f, (big_f, vec_f) in enumerate(parts):
-        a = strength_path((total_big - big_f)[np.ix_(free, free)], (total_vec - vec_f)[free], prior)
+        a, proper = strength_path(
+            (total_big - big_f)[np.ix_(free, free)], (total_vec - vec_f)[free], prior
+        )
         bf = big_f[np.ix_(free, free)]
         power = float(np.sum(target_power[fold == f]))
         risk += power - 2.0 * vec_f[free] @ a + np.einsum("ij,ik,kj->j", a, bf, a)
+        risk[~proper] = np.inf
+    if not np.isfinite(risk).any():
+        raise np.linalg.LinAlgError("no strength makes every fold's posterior proper")
     return float(STRENGTH_GRID[int(np.argmin(risk))]), risk / n
 
 
-def strength_path(big: np.ndarray, vec: np.ndarray, prior: np.ndarray) -> np.ndarray:
+def strength_path(
+    big: np.ndarray, vec: np.ndarray, prior: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Solutions of ``(big + t * prior) a = vec`` for every ``t`` of :data:`STRENGTH_GRID`.
 
     One generalised eigendecomposition serves every ``t``: with ``B = big + prior``
     (positive definite: ``prior`` is on every kernel parameter, ``big`` on the
     background's) and ``big V = B V diag(nu)``, ``V^T B V = I``, the matrix is
-    ``V^-T diag(nu + t (1 - nu)) V^-1``.
+    ``V^-T diag(nu + t (1 - nu)) V^-1``. Equations less their expected noise
+    (:mod:`kernel_noise`) can have ``nu < 0`` where the noise swamps the stars: the
+    posterior is proper (positive definite) only for ``t > -nu / (1 - nu)``.
 
     Returns
     -------
-    numpy.ndarray
-        ``(len(vec), len(STRENGTH_GRID))``.
+    (numpy.ndarray, numpy.ndarray)
+        ``(len(vec), len(STRENGTH_GRID))`` the solutions, and ``(len(STRENGTH_GRID),)``
+        bool: whether the posterior at that ``t`` is proper (elsewhere the solution is
+        meaningless).
+
+    Raises
+    ------
+    numpy.linalg.LinAlgError
+        When ``big + prior`` is not positive definite.
     """
     both = big + prior
     d = 1.0 / np.sqrt(np.clip(np.diag(both), 1e-300, None))
     nu, v = scipy.linalg.eigh(big * d[:, None] * d[None, :], both * d[:, None] * d[None, :])
-    nu = np.clip(nu, 0.0, 1.0)
+    nu = np.minimum(nu, 1.0)
     v = v * d[:, None]
-    weights = 1.0 / (nu[:, None] + STRENGTH_GRID[None, :] * (1.0 - nu[:, None]))
-    return np.asarray(v @ (weights * (v.T @ vec)[:, None]))
+    denominator = nu[:, None] + STRENGTH_GRID[None, :] * (1.0 - nu[:, None])
+    proper = np.all(denominator > 0.0, axis=0)
+    weights = 1.0 / np.where(denominator > 0.0, denominator, np.inf)
+    return np.asarray(v @ (weights * (v.T @ vec)[:, None])), proper
 
 
 def prior_strength(

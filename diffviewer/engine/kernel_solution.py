@@ -16,6 +16,7 @@ from numpy.polynomial import chebyshev
 from diffviewer.engine.field_terms import chebyshev_terms, term_powers
 from diffviewer.engine.kernel_basis import Wing
 from diffviewer.engine.kernel_direction import Direction
+from diffviewer.engine.kernel_noise import SharedNoise
 from diffviewer.engine.psf import PsfEstimate
 from diffviewer.exposure import Exposure
 
@@ -185,6 +186,9 @@ class KernelFit:
         mean stamps (:mod:`kernel_prior`): chosen by cross-validation over the good
         stamps, or ``kernel.regularization`` when that is 0 or more. NaN when the kernel
         fell back to one derived from the PSFs (no spatial fit).
+    shared_noise : SharedNoise or None
+        The two images' noise on sky and whether the spatial fit allowed for what it puts
+        into the stamps' equations (:mod:`kernel_noise`); None without a spatial fit.
     """
 
     solution: KernelSolution
@@ -198,6 +202,7 @@ class KernelFit:
     fit_half: int
     direction: Direction
     regularization: float = float("nan")
+    shared_noise: SharedNoise | None = None
 
     def source_target(self, science: Exposure, template: Exposure) -> tuple[Exposure, Exposure]:
         """(convolved image, image it is matched to)."""

@@ -7,7 +7,10 @@ strength chosen by cross-validation over the stamps (:mod:`kernel_prior`); the f
 coefficient, which alone carries the kernel sum, has its own (default constant) order.
 Stamps whose residual against the spatial model fails the per-stamp limits are rejected
 and the model refitted. Orders are lowered until there are :data:`STAMPS_PER_TERM` good
-stamps per spatial term.
+stamps per spatial term. The stamps' equations are summed less their expected noise
+(:mod:`kernel_noise`) when its terms are given, unless with the prior they are not
+positive definite (noise the stars cannot be told from): the fit then uses them as
+measured and says so (:attr:`SpatialFit.noise_note`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import numpy as np
 from diffviewer.config import KernelConfig
 from diffviewer.engine.field_terms import chebyshev_terms, n_terms
 from diffviewer.engine.kernel_basis import roughness_penalty
+from diffviewer.engine.kernel_noise import NoiseTerms, corrected_equations
 from diffviewer.engine.kernel_prior import (
     free_parameters,
     information_scale,
@@ -86,6 +90,22 @@ def spatial_solve(
     return out
 
 
+def positive_posterior(
+    normal: np.ndarray, p: np.ndarray, q: np.ndarray, sum_terms: int, prior: np.ndarray
+) -> bool:
+    """Whether the spatial model's summed equations plus ``prior`` are positive definite
+    over its free parameters (the arguments of :func:`spatial_solve`)."""
+    big, vec = spatial_equations(normal, np.zeros(normal.shape[:2]), p, q)
+    free = free_parameters(len(vec), p.shape[1], sum_terms)
+    a = (big + prior)[np.ix_(free, free)]
+    scale = np.sqrt(np.clip(np.diag(a), 1e-300, None))
+    try:
+        np.linalg.cholesky(a / scale[:, None] / scale[None, :])
+    except np.linalg.LinAlgError:
+        return False
+    return True
+
+
 @dataclasses.dataclass(frozen=True)
 class SpatialFit:
     """The spatial model's coefficients and each usable stamp's fit against it.
@@ -110,6 +130,13 @@ class SpatialFit:
     strength : float
         The roughness prior's strength in mean stamps (:mod:`kernel_prior`), chosen by
         cross-validation over the final good stamps unless ``kernel.regularization`` gives it.
+    noise_corrected : bool
+        Whether the stamps' equations were summed less their expected noise.
+    noise_trace_ratio : float
+        The trace of that noise over the trace of the equations as measured, over the
+        kernel block of the final good stamps (NaN without noise terms).
+    noise_note : str
+        Why the noise terms given were not used ('' when they were, or none were given).
     """
 
     coefficients: np.ndarray
@@ -123,6 +150,9 @@ class SpatialFit:
     reason: np.ndarray
     var_total: np.ndarray
     strength: float
+    noise_corrected: bool = False
+    noise_trace_ratio: float = float("nan")
+    noise_note: str = ""
 
 
 def fit_spatial(
@@ -135,6 +165,7 @@ def fit_spatial(
     shape: tuple[int, int],
     orders: tuple[int, int],
     config: KernelConfig,
+    noise: NoiseTerms | None = None,
 ) -> SpatialFit:
     """Fit the spatial model, rejecting the stamps whose residual against it fails the limits.
 
@@ -156,6 +187,9 @@ def fit_spatial(
         Kernel and background orders (:func:`usable_orders`).
     config : KernelConfig
         Limits and the kernel-sum order.
+    noise : NoiseTerms, optional
+        The expected noise of the stamps' equations per unit weight (:mod:`kernel_noise`),
+        subtracted before they are summed, the prior's cross-validation included.
 
     Returns
     -------
@@ -174,27 +208,33 @@ def fit_spatial(
     penalty = roughness_penalty(basis)
     moments = term_moments(order, shape)
     sum_terms = n_terms(min(config.kernel_sum_order, order))
+    measured = (fits.normal, fits.rhs, fits.target_power)
+    equations = measured
+    if noise is not None:
+        equations = corrected_equations(*measured, fits.weight_sum, noise)
+    note = ""
     for _ in range(config.max_iterations):
         gi = np.nonzero(status == "GOOD")[0]
         p = chebyshev_terms(x[gi], y[gi], order, shape)
         q = chebyshev_terms(x[gi], y[gi], bg_order, shape)
-        normal, rhs = fits.normal[gi], fits.rhs[gi]
-        strength = prior_strength(
-            config.regularization,
-            normal,
-            rhs,
-            fits.target_power[gi],
-            p,
-            q,
-            sum_terms,
-            penalty,
-            moments,
-        )
-        prior = (
-            strength
-            * information_scale(normal, penalty)
-            * spatial_prior(penalty, moments, q.shape[1])
-        )
+        try:
+            strength, prior = _prior(equations, gi, p, q, sum_terms, penalty, moments, config)
+            if equations is not measured and not positive_posterior(
+                equations[0][gi], p, q, sum_terms, prior
+            ):
+                raise np.linalg.LinAlgError("not positive definite")
+        except np.linalg.LinAlgError:
+            if equations is measured:
+                raise
+            note = (
+                "the kernel fit's equations less the images' shared noise measured on sky "
+                "are not positive definite with the prior (the noise swamps the stars "
+                "there): the kernel is fitted to the equations as measured, biased toward "
+                "the kernel that cancels the shared noise"
+            )
+            equations = measured
+            strength, prior = _prior(equations, gi, p, q, sum_terms, penalty, moments, config)
+        normal, rhs = equations[0][gi], equations[1][gi]
         sol = spatial_solve(normal, rhs, p, q, sum_terms, prior)
         coefs = sol[: nb * n_terms(order)].reshape(nb, n_terms(order))
         bgc = sol[nb * n_terms(order) :]
@@ -219,6 +259,50 @@ def fit_spatial(
         status[hit_mean], reason[hit_mean] = "BAD", "spatial residual mean"
         status[hit_std], reason[hit_std] = "BAD", "spatial residual std"
     coef_all[usable] = coef_sp
+    ratio = float("nan")
+    if noise is not None:
+        gi = np.nonzero(status == "GOOD")[0]
+        kern = slice(0, nb)
+        ratio = float(
+            np.sum(fits.weight_sum[gi])
+            * np.trace(noise.normal[kern, kern])
+            / np.sum(np.trace(fits.normal[gi][:, kern, kern], axis1=1, axis2=2))
+        )
     return SpatialFit(
-        coefs, bgc, order, bg_order, coef_all, smean, sstd, status, reason, var_total, strength
+        coefs,
+        bgc,
+        order,
+        bg_order,
+        coef_all,
+        smean,
+        sstd,
+        status,
+        reason,
+        var_total,
+        strength,
+        equations is not measured,
+        ratio,
+        note,
     )
+
+
+def _prior(
+    equations: tuple[np.ndarray, np.ndarray, np.ndarray],
+    gi: np.ndarray,
+    p: np.ndarray,
+    q: np.ndarray,
+    sum_terms: int,
+    penalty: np.ndarray,
+    moments: np.ndarray,
+    config: KernelConfig,
+) -> tuple[float, np.ndarray]:
+    """The roughness prior's strength (:func:`kernel_prior.prior_strength`) and matrix for
+    the stamps ``gi`` of ``equations`` (normal, rhs, target power)."""
+    normal, rhs, power = (e[gi] for e in equations)
+    strength = prior_strength(
+        config.regularization, normal, rhs, power, p, q, sum_terms, penalty, moments
+    )
+    prior = (
+        strength * information_scale(normal, penalty) * spatial_prior(penalty, moments, q.shape[1])
+    )
+    return strength, prior

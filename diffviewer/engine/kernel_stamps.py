@@ -720,6 +720,9 @@ class StampFits:
         out, without the prior), which the spatial fit sums.
     target_power : numpy.ndarray
         ``(n,)`` each stamp's ``y^T W y`` over the same weights (held-out chi^2s).
+    weight_sum : numpy.ndarray
+        ``(n,)`` each stamp's summed weights over the same pixels (the scale of its
+        equations' expected noise, :mod:`kernel_noise`).
     var_total : numpy.ndarray
         ``(n, npix)`` the propagated variance of the difference.
     used : numpy.ndarray
@@ -734,6 +737,7 @@ class StampFits:
     normal: np.ndarray
     rhs: np.ndarray
     target_power: np.ndarray
+    weight_sum: np.ndarray
     var_total: np.ndarray
     used: np.ndarray
     chi2: np.ndarray
@@ -755,6 +759,7 @@ class _ChunkFit:
     normal: np.ndarray
     rhs: np.ndarray
     target_power: np.ndarray
+    weight_sum: np.ndarray
     var_total: np.ndarray
     used: np.ndarray
     chi2: np.ndarray
@@ -809,13 +814,14 @@ def fit_chunk(
     model = stamp_model(design, coef, nb + 1)
     var_fit = model_variance(target, var_target, model) + var_src
     keep = np.ones(target.shape, dtype=bool)
-    yy, okf = np.zeros(len(idx)), np.zeros(len(idx), dtype=bool)
+    yy, wsum, okf = np.zeros(len(idx)), np.zeros(len(idx)), np.zeros(len(idx), dtype=bool)
     refit: np.ndarray | slice = slice(None)
     for _ in range(CLIP_ROUNDS + 1):
         # only the stamps whose mask changed are refitted: the others' equations, fit and
         # model are those of the last round (each stamp's fit is its own)
         weights = np.where(keep[refit], 1.0 / var_fit[refit], 0.0).astype(np.float32)
         nrm[refit], rh[refit], yy[refit] = stamp_equations(design[refit], target[refit], weights)
+        wsum[refit] = weights.sum(axis=1, dtype=np.float64)
         coef[refit], okf[refit] = solve_with_prior(
             nrm[refit], rh[refit], stamp_prior(nrm[refit], penalty)
         )
@@ -833,7 +839,7 @@ def fit_chunk(
     c2, mu, sd = residual_stats(normalised_residuals(target, model, var_total), keep, nb + 1)
     star = stamp_model(design, np.nan_to_num(coef), nb)
     dof, power = star_power(star, var_total, keep, nb + 1)
-    return _ChunkFit(coef, okf, nrm, rh, yy, var_total, keep, c2, mu, sd, dof, power)
+    return _ChunkFit(coef, okf, nrm, rh, yy, wsum, var_total, keep, c2, mu, sd, dof, power)
 
 
 def fit_stamps(
@@ -885,7 +891,7 @@ def fit_stamps(
     coef_all = np.full((n, nb + 1), np.nan)
     normal = np.zeros((n, nb + 1, nb + 1))
     rhs = np.zeros((n, nb + 1))
-    target_power = np.zeros(n)
+    target_power, weight_sum = np.zeros(n), np.zeros(n)
     var_total = np.zeros((n, npix), dtype=np.float32)
     used = np.ones((n, npix), dtype=bool)
     fit_ok = np.zeros(n, dtype=bool)
@@ -893,7 +899,8 @@ def fit_stamps(
         f = fit_chunk(stamps, fitted[chunk], design, basis, fwhm)
         i = fitted[chunk]
         coef_all[i], fit_ok[i], normal[i], rhs[i] = f.coef, f.ok, f.normal, f.rhs
-        target_power[i], var_total[i], used[i] = f.target_power, f.var_total, f.used
+        target_power[i], weight_sum[i] = f.target_power, f.weight_sum
+        var_total[i], used[i] = f.var_total, f.used
         chi2[i], rmean[i], rstd[i] = f.chi2, f.resid_mean, f.resid_std
         dof[i], power[i] = f.dof, f.power
         reporter.update(0.05 + 0.6 * chunk.stop / len(fitted))
@@ -927,6 +934,7 @@ def fit_stamps(
         normal,
         rhs,
         target_power,
+        weight_sum,
         var_total,
         used,
         chi2,

@@ -172,3 +172,8 @@ def test_metadata_states_the_chosen_strength() -> None:
     given = SubtractionConfig(kernel=KernelConfig(regularization=0.25))
     result = pipeline.run_subtraction(pair.science, pair.template, given)
     assert build_metadata(result)["kernel"]["regularization"] == 0.25
+    # The kernel fit's allowance for the images' noise (kernel_noise) is stated with it:
+    # this pair's noise is independent.
+    shared = build_metadata(result)["kernel"]["shared_noise"]
+    assert shared["applied"] and abs(shared["correlation"]) < 0.05
+    assert 0.0 < shared["trace_ratio"] < 0.01

@@ -1,0 +1,295 @@
+"""The kernel fit's noise terms: the two images' noise covariances, measured on sky.
+
+The kernel fit minimises ``|target - K * source - bg|^2`` over each stamp, and the
+source is noisy: the normal matrix ``A^T W A`` carries, on average, the source's noise
+power through the kernel basis, and the right-hand side ``A^T W y`` the covariance of the
+source's noise with the target's. With independent noise the first pulls the kernel sum
+low (the attenuation bias of errors in variables); where the two images share noise
+(coadds built from common frames: correlation 0.6 on the GOTO pair) the second pulls the
+kernel toward the one that cancels the shared noise, a delta, rather than the one that
+matches the PSFs, and the more so the larger the fit region. Both terms are expectations
+over the noise, the same at every stamp up to its weights, so they are measured once, on
+sky, and subtracted from each stamp's equations (:func:`corrected_equations`):
+
+* ``normal_ij -= sum_p w_p Q_ij``, ``Q_ij = sum_{u,v} B_i(u) B_j(v) C_ss(u - v)``,
+* ``rhs_i -= sum_p w_p q_i``, ``q_i = sum_u B_i(u) C_st(u)``,
+* ``target_power -= sum_p w_p C_tt(0)``,
+
+with ``C_ss(d) = E[n_s(x) n_s(x + d)]`` and ``C_st(d) = E[n_s(x) n_t(x + d)]`` (the design
+convolves the source, ``(B * s)(p) = sum_u B(u) s(p - u)``), and nothing on the background
+column, which is noise-free. ``sum_p w_p`` runs over the pixels each stamp's fit kept. The
+weights include the star's own Poisson term; the correction holds the sky's covariance
+alone at every pixel: the sky's noise is there under the star too, with that pixel's
+weight, while the star's Poisson noise adds at most 1 (``w_p var_p <= 1``) a pixel over
+the few tens of core pixels where it dominates, against the fit region's hundreds to
+thousands of sky terms, and only on stars bright enough that their signal dwarfs both.
+
+Only the spatial fit, which makes the kernel, sums the corrected equations (its prior's
+cross-validation included, :mod:`kernel_prior`). Each stamp's own fit, which only judges
+that stamp against the others, keeps its equations as measured: a single faint star's
+corrected equations are mostly not positive definite (289 of the 359 good stamps of the
+GOTO pair), its noise as large as its signal in the kernel's finer directions.
+
+The covariances come from the pixels that are sky on both images (:func:`sky_covariance`),
+each image less its smooth background, by FFTs of the masked images normalised by the
+number of pixel pairs at each lag.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import scipy.fft as sfft
+from scipy import signal
+
+from diffviewer.engine.background import SkyBackground
+from diffviewer.engine.sky import BACKGROUND_MESH, input_backgrounds, sky_pixels, usable_on_both
+from diffviewer.exposure import Exposure
+
+
+@dataclasses.dataclass(frozen=True)
+class SkyCovariance:
+    """The source's and target's noise covariances at lags up to ``max_lag``, from sky.
+
+    Attributes
+    ----------
+    source : numpy.ndarray
+        ``(2 L + 1, 2 L + 1)`` ``C_ss(d) = E[n_s(x) n_s(x + d)]``, element ``[L + dy, L + dx]``.
+    cross : numpy.ndarray
+        ``(2 L + 1, 2 L + 1)`` ``C_st(d) = E[n_s(x) n_t(x + d)]``, the same layout.
+    target_variance : float
+        ``C_tt(0)``.
+    n_pixels : int
+        Sky pixels they were measured on.
+    """
+
+    source: np.ndarray
+    cross: np.ndarray
+    target_variance: float
+    n_pixels: int
+
+    @property
+    def max_lag(self) -> int:
+        """``L``, the largest lag (px) along either axis."""
+        return self.source.shape[0] // 2
+
+    @property
+    def correlation(self) -> float:
+        """The zero-lag correlation of the two images' noise (NaN without sky)."""
+        lag = self.max_lag
+        scale = np.sqrt(self.source[lag, lag] * self.target_variance)
+        return float(self.cross[lag, lag] / scale) if scale > 0 else float("nan")
+
+
+def lag_products(a: np.ndarray, b: np.ndarray, shape: tuple[int, int], max_lag: int) -> np.ndarray:
+    """``sum_x a(x) b(x + d)`` for every lag ``|dy|, |dx| <= max_lag``, by FFTs on ``shape``.
+
+    Parameters
+    ----------
+    a, b : numpy.ndarray
+        Images of one shape; ``shape`` exceeds theirs by at least ``max_lag`` on each
+        axis, so that no lag wraps around.
+    shape : (int, int)
+        The FFT grid.
+    max_lag : int
+        ``L``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(2 L + 1, 2 L + 1)`` float64, element ``[L + dy, L + dx]``.
+    """
+    fa = sfft.rfft2(a, s=shape, workers=-1)
+    fb = fa if b is a else sfft.rfft2(b, s=shape, workers=-1)
+    full = sfft.irfft2(np.conj(fa) * fb, s=shape, workers=-1)
+    rows = np.r_[shape[0] - max_lag : shape[0], 0 : max_lag + 1]
+    cols = np.r_[shape[1] - max_lag : shape[1], 0 : max_lag + 1]
+    return np.asarray(full[np.ix_(rows, cols)], dtype=np.float64)
+
+
+def sky_covariance(
+    source: np.ndarray,
+    target: np.ndarray,
+    sky: np.ndarray,
+    backgrounds: tuple[SkyBackground, SkyBackground],
+    max_lag: int,
+) -> SkyCovariance:
+    """The two images' noise covariances over the pixels that are sky on both.
+
+    Each image less its smooth background, and less its mean over the sky, is set to zero
+    off the sky; at each lag the sum of products over the pairs of sky pixels is divided
+    by the number of such pairs.
+
+    Parameters
+    ----------
+    source, target : numpy.ndarray
+        The image convolved and the one it is matched to, on one grid.
+    sky : numpy.ndarray
+        Boolean map of sky pixels (usable on both, far from every source of either).
+    backgrounds : (SkyBackground, SkyBackground)
+        The source's and the target's smooth backgrounds.
+    max_lag : int
+        Largest lag (px) along either axis.
+
+    Returns
+    -------
+    SkyCovariance
+    """
+    shape = (
+        sfft.next_fast_len(source.shape[0] + max_lag, real=True),
+        sfft.next_fast_len(source.shape[1] + max_lag, real=True),
+    )
+    mask = sky.astype(np.float32)
+    pairs = np.maximum(lag_products(mask, mask, shape, max_lag), 1.0)
+    resid = []
+    for image, bkg in zip((source, target), backgrounds, strict=True):
+        r = np.subtract(image, bkg.image(), dtype=np.float32)
+        r -= np.float32(np.mean(r[sky])) if sky.any() else np.float32(0.0)
+        r[~sky] = 0.0
+        resid.append(r)
+    c_ss = lag_products(resid[0], resid[0], shape, max_lag) / pairs
+    c_st = lag_products(resid[0], resid[1], shape, max_lag) / pairs
+    n = int(sky.sum())
+    c_tt = float(np.sum(resid[1].astype(np.float64) ** 2) / max(n, 1))
+    return SkyCovariance(c_ss, c_st, c_tt, n)
+
+
+@dataclasses.dataclass(frozen=True)
+class NoiseTerms:
+    """The expected noise in one unit of weight of a stamp's equations (see the module).
+
+    Attributes
+    ----------
+    normal : numpy.ndarray
+        ``(nb + 1, nb + 1)`` ``Q``; the background's row and column are zero.
+    rhs : numpy.ndarray
+        ``(nb + 1,)`` ``q``; the background's element is zero.
+    target_power : float
+        ``C_tt(0)``.
+    """
+
+    normal: np.ndarray
+    rhs: np.ndarray
+    target_power: float
+
+
+def noise_terms(cov: SkyCovariance, basis: np.ndarray) -> NoiseTerms:
+    """``Q``, ``q`` and ``C_tt(0)`` of the basis (see the module).
+
+    Parameters
+    ----------
+    cov : SkyCovariance
+        Measured to lags of at least the kernel's side less one (``Q`` reaches ``u - v``
+        across the whole kernel).
+    basis : numpy.ndarray
+        ``(nb, size, size)`` the basis images.
+
+    Returns
+    -------
+    NoiseTerms
+    """
+    nb, size = basis.shape[0], basis.shape[-1]
+    lag, half = cov.max_lag, size // 2
+    if lag < size - 1:
+        raise ValueError(f"covariance to lag {lag} px, the {size} px kernel needs {size - 1}")
+    # (C_ss * B_j)(u) on the kernel's support: the full convolution's index is h + L + u
+    smoothed = signal.fftconvolve(basis, cov.source[None], mode="full", axes=(1, 2))
+    smoothed = smoothed[:, lag : lag + size, lag : lag + size]
+    normal = np.zeros((nb + 1, nb + 1))
+    normal[:nb, :nb] = basis.reshape(nb, -1) @ smoothed.reshape(nb, -1).T
+    normal[:nb, :nb] = 0.5 * (normal[:nb, :nb] + normal[:nb, :nb].T)
+    rhs = np.zeros(nb + 1)
+    window = cov.cross[lag - half : lag + half + 1, lag - half : lag + half + 1]
+    rhs[:nb] = basis.reshape(nb, -1) @ window.ravel()
+    return NoiseTerms(normal, rhs, cov.target_variance)
+
+
+def corrected_equations(
+    normal: np.ndarray,
+    rhs: np.ndarray,
+    target_power: np.ndarray,
+    weight_sum: np.ndarray,
+    terms: NoiseTerms,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each stamp's equations less their expected noise: ``sum_p w_p`` times ``terms``.
+
+    Parameters
+    ----------
+    normal, rhs, target_power : numpy.ndarray
+        ``(n, nb + 1, nb + 1)``, ``(n, nb + 1)``, ``(n,)`` the stamps' equations.
+    weight_sum : numpy.ndarray
+        ``(n,)`` each stamp's summed weights over the pixels its fit kept.
+    terms : NoiseTerms
+        The noise in one unit of weight.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray, numpy.ndarray)
+        The corrected ``normal``, ``rhs``, ``target_power``.
+    """
+    return (
+        normal - weight_sum[:, None, None] * terms.normal[None],
+        rhs - weight_sum[:, None] * terms.rhs[None],
+        target_power - weight_sum * terms.target_power,
+    )
+
+
+#: Least distance (px) of a sky pixel from every source, in FWHM of the broader PSF
+#: (:data:`renormalise.PSF_REACH`'s reach of a PSF from its source).
+SKY_DISTANCE_FWHM = 2.0
+
+
+def measure_sky_covariance(
+    source: Exposure, target: Exposure, fwhm: float, max_lag: int
+) -> SkyCovariance:
+    """:func:`sky_covariance` over the pixels usable on both images and at least
+    :data:`SKY_DISTANCE_FWHM` FWHM from every source of either, each image less its
+    smooth background (:func:`sky.input_backgrounds`)."""
+    backgrounds = input_backgrounds(source, target, BACKGROUND_MESH)
+    good = usable_on_both(source, target)
+    sky = sky_pixels(source, target, good, SKY_DISTANCE_FWHM * fwhm, backgrounds)
+    return sky_covariance(source.image, target.image, sky, backgrounds, max_lag)
+
+
+#: Least number of sky pixels for the noise terms to be measured: each lag's covariance
+#: is then known to about ``1 / sqrt(2500) = 0.02`` of the noise variance. With fewer
+#: (alert cutouts filled by their source) the equations are used as measured.
+MIN_SKY_PIXELS = 2_500
+
+
+@dataclasses.dataclass(frozen=True)
+class SharedNoise:
+    """What the kernel fit knew of the two images' noise, and whether it allowed for it.
+
+    Attributes
+    ----------
+    correlation : float
+        Zero-lag correlation of the source's and the target's noise on sky.
+    source_noise, target_noise : float
+        Their noise sigma on sky (image units).
+    n_sky_pixels : int
+        Sky pixels they were measured on.
+    trace_ratio : float
+        The expected noise's trace over the trace of the good stamps' equations as
+        measured (kernel block): the size of the correction.
+    applied : bool
+        Whether the spatial fit used the stamps' equations less their expected noise.
+    reason : str
+        Why not, when not.
+    """
+
+    correlation: float
+    source_noise: float
+    target_noise: float
+    n_sky_pixels: int
+    trace_ratio: float
+    applied: bool
+    reason: str
+
+    def as_dict(self) -> dict[str, object]:
+        """For ``metadata.json`` (non-finite figures as None)."""
+        return {
+            k: (None if isinstance(v, float) and not np.isfinite(v) else v)
+            for k, v in dataclasses.asdict(self).items()
+        }

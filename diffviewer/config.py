@@ -359,6 +359,15 @@ class KernelConfig:
         minimum=-1.0,
         maximum=100.0,
     )
+    noise_correction: str = param(
+        "shared",
+        "The noise the two images put into the kernel fit's equations, measured on sky and "
+        "taken out of the spatial fit's (reported in metadata.json as kernel.shared_noise): "
+        "'shared', the noise the images have in common (coadds of common frames), which "
+        "pulls the kernel toward the delta that cancels it; 'all', also the convolved "
+        "image's own noise, which pulls the kernel sum low (errors in variables); 'none'.",
+        choices=("none", "shared", "all"),
+    )
     max_iterations: int = param(3, "Rounds of per-stamp rejection.", minimum=1, maximum=20)
     min_stamps: int = param(
         3,

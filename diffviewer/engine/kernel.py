@@ -32,9 +32,12 @@ from diffviewer.engine.kernel_basis import BasisPlan, make_basis, plan_basis
 from diffviewer.engine.kernel_direction import choose_direction
 from diffviewer.engine.kernel_noise import (
     MIN_SKY_PIXELS,
+    NoiseTerms,
     SharedNoise,
+    SkyCovariance,
     measure_sky_covariance,
     noise_terms,
+    shared_covariance,
 )
 from diffviewer.engine.kernel_solution import KernelFit, KernelSolution
 from diffviewer.engine.kernel_spatial import fit_spatial, usable_orders
@@ -191,6 +194,20 @@ def _kernel_plan(
     return plan, notes
 
 
+def _noise_terms(
+    cov: SkyCovariance, basis: np.ndarray, which: str
+) -> tuple[NoiseTerms | None, str]:
+    """The noise terms of ``kernel.noise_correction`` ``which`` ('shared' or 'all'), or
+    None and why, with fewer than :data:`MIN_SKY_PIXELS` sky pixels."""
+    if cov.n_pixels < MIN_SKY_PIXELS:
+        return None, (
+            "the kernel is fitted to its equations as measured, without allowing for the "
+            f"images' noise in them: {cov.n_pixels} sky pixels to measure it on, fewer than "
+            f"{MIN_SKY_PIXELS}"
+        )
+    return noise_terms(cov if which == "all" else shared_covariance(cov), basis), ""
+
+
 def fit_kernel(
     science: Exposure,
     template: Exposure,
@@ -292,33 +309,30 @@ def fit_kernel(
         )
     else:
         sign = 1.0 if mode == "template" else -1.0
-        cov = measure_sky_covariance(source, target, fwhm, basis.shape[-1] - 1)
-        enough = cov.n_pixels >= MIN_SKY_PIXELS
-        terms = noise_terms(cov, basis) if enough else None
+        cov, terms, why = None, None, ""
+        if config.noise_correction != "none":
+            cov = measure_sky_covariance(source, target, fwhm, basis.shape[-1] - 1)
+            terms, why = _noise_terms(cov, basis, config.noise_correction)
         sp = fit_spatial(
             stamps, fits, x, y, control, basis, shape, (order, bg_order), config, terms
         )
         status, reason, smean, sstd = sp.status, sp.reason, sp.resid_mean, sp.resid_std
         strength = sp.strength
-        lag = cov.max_lag
-        why = sp.noise_note or (
-            ""
-            if enough
-            else f"the kernel is fitted to its equations as measured, without allowing for "
-            f"the images' noise in them: {cov.n_pixels} sky pixels to measure it on, "
-            f"fewer than {MIN_SKY_PIXELS}"
-        )
-        if why:
-            notes.append(why)
-        shared = SharedNoise(
-            cov.correlation,
-            float(np.sqrt(cov.source[lag, lag])),
-            float(np.sqrt(cov.target_variance)),
-            cov.n_pixels,
-            sp.noise_trace_ratio,
-            sp.noise_corrected,
-            why,
-        )
+        if cov is not None:
+            why = sp.noise_note or why
+            if why:
+                notes.append(why)
+            lag = cov.max_lag
+            shared = SharedNoise(
+                cov.correlation,
+                float(np.sqrt(cov.source[lag, lag])),
+                float(np.sqrt(cov.target_variance)),
+                cov.n_pixels,
+                config.noise_correction,
+                sp.noise_trace_ratio,
+                sp.noise_corrected,
+                why,
+            )
         cu = np.nonzero(control & stamps.ok)[0]
         if len(cu):
             chi2, rmean, rstd, ksum = chi2.copy(), rmean.copy(), rstd.copy(), ksum.copy()

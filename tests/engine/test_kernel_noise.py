@@ -64,6 +64,26 @@ def test_the_sky_covariance_is_that_of_the_fields_with_their_lags() -> None:
     assert cov.target_variance == pytest.approx(2.0, abs=0.03)
 
 
+def test_the_shared_covariance_is_that_of_the_noise_both_images_hold() -> None:
+    # A field common to both images (correlated as noise_pair's source: 1, 2/3 and 1/2 at
+    # one px along y and x) plus each image's own white noise of variance 1 and 3: the
+    # shared part's covariance is the common field's alone (tolerance as above).
+    shape = (512, 512)
+    common, _ = noise_pair(shape, 4)
+    rng = np.random.default_rng(5)
+    source, target = common + rng.normal(size=shape), common + np.sqrt(3.0) * rng.normal(size=shape)
+    bkg = (flat(shape), flat(shape))
+    cov = kernel_noise.sky_covariance(source, target, np.ones(shape, dtype=bool), bkg, 3)
+    shared = kernel_noise.shared_covariance(cov)
+    lag = cov.max_lag
+    assert cov.source[lag, lag] == pytest.approx(2.0, abs=0.03)
+    assert shared.source[lag, lag] == pytest.approx(1.0, abs=0.015)
+    assert shared.source[lag + 1, lag] == pytest.approx(2 / 3, abs=0.015)
+    assert shared.source[lag, lag - 1] == pytest.approx(1 / 2, abs=0.015)
+    assert shared.target_variance == pytest.approx(1.0, abs=0.015)
+    assert shared.correlation == pytest.approx(1.0)
+
+
 def test_the_noise_terms_are_the_expected_noise_of_the_design() -> None:
     # The design convolves the source with each basis function; over noise alone its
     # A^T A / npix and A^T t / npix tend to Q and q. Over a 401^2 region the averages are
@@ -138,10 +158,12 @@ def test_a_kernel_fitted_across_shared_noise_matches_the_psfs() -> None:
 
 
 def test_with_independent_noise_the_correction_is_small_and_keeps_the_sum() -> None:
-    # Independent noise: the correction is the source's own noise, the attenuation of the
-    # kernel by errors in the variables, a few 1e-4 of the equations' trace on this pair.
-    # The kernel sum moves toward the truth (1.29538 -> 1.29582), by less than twice its
-    # formal error (~5e-4, the spread over seeds of test_kernel_science's kernel sums).
+    # Independent noise: the shared part is next to nothing (the correlation measured is
+    # 0.004; the kernel sum moves by 1.3e-4, within its formal error, ~5e-4, the spread
+    # over seeds of test_kernel_science's kernel sums); the whole correction ('all') is
+    # the source's own noise, the attenuation of the kernel by errors in the variables, a
+    # few 1e-4 of the equations' trace on this pair: the kernel sum moves toward the truth
+    # (1.29538 -> 1.29582), by less than twice its formal error.
     stars = moffat_kernel_stars()
     config = KernelConfig()
     fits = stars.fit()
@@ -149,20 +171,25 @@ def test_with_independent_noise_the_correction_is_small_and_keeps_the_sum() -> N
     cov = kernel_noise.measure_sky_covariance(
         stars.source, stars.target, stars.fwhm, stars.basis.shape[-1] - 1
     )
-    terms = kernel_noise.noise_terms(cov, stars.basis)
     args = (stars.stamps(), fits, stars.x, stars.y, stars.control, stars.basis)
     shape = stars.target.shape
     plain = fit_spatial(*args, shape, orders, config)
-    corrected = fit_spatial(*args, shape, orders, config, terms)
+    whole, shared = (
+        fit_spatial(*args, shape, orders, config, kernel_noise.noise_terms(c, stars.basis))
+        for c in (cov, kernel_noise.shared_covariance(cov))
+    )
     sums = stars.basis.sum(axis=(1, 2))
-    before, after = (float(s.coefficients[:, 0] @ sums) for s in (plain, corrected))
-    print(f"\ncorrelation {cov.correlation:.4f}, trace ratio {corrected.noise_trace_ratio:.2g}")
-    print(f"kernel sum {before:.5f} -> {after:.5f} (true 1.3)")
+    before, after, after_shared = (
+        float(s.coefficients[:, 0] @ sums) for s in (plain, whole, shared)
+    )
+    print(f"\ncorrelation {cov.correlation:.4f}, trace ratio {whole.noise_trace_ratio:.2g}")
+    print(f"kernel sum {before:.5f} -> {after:.5f}, shared part {after_shared:.5f} (true 1.3)")
     assert abs(cov.correlation) < 0.02
-    assert corrected.noise_corrected and corrected.noise_note == ""
-    assert 0.0 < corrected.noise_trace_ratio < 1e-3
+    assert whole.noise_corrected and whole.noise_note == ""
+    assert 0.0 < whole.noise_trace_ratio < 1e-3
     assert abs(after - 1.3) < abs(before - 1.3)
     assert abs(after - before) < 1e-3
+    assert abs(after_shared - before) < 5e-4
 
 
 def test_noise_that_swamps_the_stars_leaves_the_equations_as_measured() -> None:

@@ -134,10 +134,11 @@ def test_a_kernel_fitted_across_shared_noise_matches_the_psfs() -> None:
     # template's own noise is 16) added to both images, as coadds sharing frames: noise
     # correlation 0.42. Fitted to its equations as measured the kernel cancels that noise:
     # sum 1.2943, centre pixel 0.389 against the true kernel's 0.124, distance 1.47 of the
-    # true kernel's norm. Less their expected noise: sum 1.2998, centre 0.113, distance
-    # 0.072. Without the shared field the fit is 0.064 from the true kernel, its weights'
-    # and basis's own limit (the true kernel matches the noise-free star unweighted): the
-    # bound is twice that; the sum's is issue 12's 0.3 %.
+    # true kernel's norm. Less the shared noise (the default): sum 1.2996, centre 0.111,
+    # distance 0.076 (the whole correction, 'all': 1.2998, 0.113, 0.072). Without the
+    # shared field the fit is 0.064 from the true kernel, its weights' and basis's own
+    # limit (the true kernel matches the noise-free star unweighted): the bound is twice
+    # that; the sum's is issue 12's 0.3 %.
     pair = make_pair((768, 768), 800, seed=1, **MOFFAT)
     shared = np.random.default_rng(99).normal(size=pair.science.shape) * 20.0
     sci, tmpl = (

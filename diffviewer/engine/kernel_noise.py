@@ -94,14 +94,22 @@ class SkyCovariance:
         return float(self.cross[lag, lag] / scale) if scale > 0 else float("nan")
 
 
-def lag_products(a: np.ndarray, b: np.ndarray, shape: tuple[int, int], max_lag: int) -> np.ndarray:
-    """``sum_x a(x) b(x + d)`` for every lag ``|dy|, |dx| <= max_lag``, by FFTs on ``shape``.
+def spectrum(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``rfft2`` of ``image`` zero-padded to ``shape``."""
+    return np.asarray(sfft.rfft2(image, s=shape, workers=-1))
+
+
+def lag_products(
+    fa: np.ndarray, fb: np.ndarray, shape: tuple[int, int], max_lag: int
+) -> np.ndarray:
+    """``sum_x a(x) b(x + d)`` for every lag ``|dy|, |dx| <= max_lag``, from the images'
+    spectra.
 
     Parameters
     ----------
-    a, b : numpy.ndarray
-        Images of one shape; ``shape`` exceeds theirs by at least ``max_lag`` on each
-        axis, so that no lag wraps around.
+    fa, fb : numpy.ndarray
+        :func:`spectrum` of ``a`` and ``b`` on ``shape``, which exceeds the images' own
+        shape by at least ``max_lag`` on each axis, so that no lag wraps around.
     shape : (int, int)
         The FFT grid.
     max_lag : int
@@ -112,8 +120,6 @@ def lag_products(a: np.ndarray, b: np.ndarray, shape: tuple[int, int], max_lag: 
     numpy.ndarray
         ``(2 L + 1, 2 L + 1)`` float64, element ``[L + dy, L + dx]``.
     """
-    fa = sfft.rfft2(a, s=shape, workers=-1)
-    fb = fa if b is a else sfft.rfft2(b, s=shape, workers=-1)
     full = sfft.irfft2(np.conj(fa) * fb, s=shape, workers=-1)
     rows = np.r_[shape[0] - max_lag : shape[0], 0 : max_lag + 1]
     cols = np.r_[shape[1] - max_lag : shape[1], 0 : max_lag + 1]
@@ -152,19 +158,20 @@ def sky_covariance(
         sfft.next_fast_len(source.shape[0] + max_lag, real=True),
         sfft.next_fast_len(source.shape[1] + max_lag, real=True),
     )
-    mask = sky.astype(np.float32)
-    pairs = np.maximum(lag_products(mask, mask, shape, max_lag), 1.0)
-    resid = []
+    fm = spectrum(sky.astype(np.float32), shape)
+    pairs = np.maximum(lag_products(fm, fm, shape, max_lag), 1.0)
+    del fm
+    n = int(sky.sum())
+    spectra, powers = [], []
     for image, bkg in zip((source, target), backgrounds, strict=True):
         r = np.subtract(image, bkg.image(), dtype=np.float32)
-        r -= np.float32(np.mean(r[sky])) if sky.any() else np.float32(0.0)
+        r -= np.float32(np.mean(r[sky])) if n else np.float32(0.0)
         r[~sky] = 0.0
-        resid.append(r)
-    c_ss = lag_products(resid[0], resid[0], shape, max_lag) / pairs
-    c_st = lag_products(resid[0], resid[1], shape, max_lag) / pairs
-    n = int(sky.sum())
-    c_tt = float(np.sum(resid[1].astype(np.float64) ** 2) / max(n, 1))
-    return SkyCovariance(c_ss, c_st, c_tt, n)
+        powers.append(float(np.sum(r.astype(np.float64) ** 2) / max(n, 1)))
+        spectra.append(spectrum(r, shape))
+    c_ss = lag_products(spectra[0], spectra[0], shape, max_lag) / pairs
+    c_st = lag_products(spectra[0], spectra[1], shape, max_lag) / pairs
+    return SkyCovariance(c_ss, c_st, powers[1], n)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,8 +18,7 @@ With fewer than ``min_stamps`` good stamps (alert cutouts, blank fields) the ker
 spatially constant: derived from the two PSF images (which :mod:`psf` measures from
 stars, takes as given, measures from bright compact sources, or reads from the header),
 or, when either PSF is only the default, a delta (a plain scaled difference), with a
-warning either way. Only inputs without a pixel usable on both images raise
-``InsufficientKernelSources``.
+warning either way.
 """
 
 from __future__ import annotations
@@ -27,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from diffviewer.config import KernelConfig
+from diffviewer.engine.background import SkyBackground
 from diffviewer.engine.candidates import CandidateSet
 from diffviewer.engine.kernel_basis import BasisPlan, make_basis, plan_basis
 from diffviewer.engine.kernel_direction import choose_direction
@@ -50,7 +50,6 @@ from diffviewer.engine.kernel_stamps import (
 from diffviewer.engine.progress import Reporter
 from diffviewer.engine.psf import PsfEstimate, frozen
 from diffviewer.engine.sky import sky_pixels
-from diffviewer.errors import InsufficientKernelSources
 from diffviewer.exposure import Exposure
 
 __all__ = ["KernelFit", "KernelSolution", "fit_kernel"]
@@ -81,20 +80,6 @@ def flux_ratio(candidates: CandidateSet, science: Exposure, template: Exposure) 
     return 1.0 if ratio is None else ratio
 
 
-def _insufficient(
-    cands: CandidateSet, n_good: int, reasons: np.ndarray, why: str
-) -> InsufficientKernelSources:
-    """The error for a fit that cannot be made, naming the counts."""
-    at_fit = {r: int(np.sum(reasons == r)) for r in sorted(set(reasons.tolist()) - {""})}
-    sel = ", ".join(f"{k}: {v}" for k, v in cands.rejected.items() if v) or "none"
-    fit = ", ".join(f"{k}: {v}" for k, v in at_fit.items()) or "none"
-    return InsufficientKernelSources(
-        f"only {n_good} usable kernel stamps ({why}): {cands.n_detected} stars found, rejected at "
-        f"selection ({sel}), rejected at the fit ({fit}); lower candidates.snr_min or "
-        "candidates.detect_threshold, give candidates.source_list, or PSF images of both inputs"
-    )
-
-
 def _zero_point_ratio(science: Exposure, template: Exposure) -> float | None:
     """Science/template flux ratio from the zero points, when both are known."""
     if science.zero_point is None or template.zero_point is None:
@@ -106,6 +91,7 @@ def _fallback_solution(
     science: Exposure,
     template: Exposure,
     good: np.ndarray,
+    backgrounds: tuple[SkyBackground, SkyBackground],
     src_psf: PsfEstimate,
     tgt_psf: PsfEstimate,
     mode: str,
@@ -120,8 +106,8 @@ def _fallback_solution(
     the basis's reach), and the difference is a plain scaled difference. The kernel sum is
     the zero points' flux ratio when both are known, else 1; the background is the median
     difference over the sky (:func:`diffviewer.engine.sky.sky_pixels`: pixels of ``good``
-    at least one FWHM from every source of either image), or none with fewer than
-    :data:`MIN_BACKGROUND_SKY` sky pixels.
+    at least one FWHM from every source of either image less its ``backgrounds``), or
+    none with fewer than :data:`MIN_BACKGROUND_SKY` sky pixels.
     """
     known = [e for e in (src_psf, tgt_psf) if e.source != "default"]
     delta = len(known) < 2
@@ -137,7 +123,7 @@ def _fallback_solution(
     sci_side = science.image if mode == "template" else scale * science.image
     tmpl_side = scale * template.image if mode == "template" else template.image
     widest = max(float(src_psf.fwhm), float(tgt_psf.fwhm))
-    sky = sky_pixels(science, template, good, widest if np.isfinite(widest) else 0.0)
+    sky = sky_pixels(science, template, good, widest if np.isfinite(widest) else 0.0, backgrounds)
     n_sky = int(sky.sum())
     bg = float(np.median((sci_side - tmpl_side)[sky])) if n_sky >= MIN_BACKGROUND_SKY else 0.0
     if delta:
@@ -214,6 +200,7 @@ def fit_kernel(
     candidates: CandidateSet,
     sci_psf: PsfEstimate,
     tmpl_psf: PsfEstimate,
+    backgrounds: tuple[SkyBackground, SkyBackground],
     config: KernelConfig,
     reporter: Reporter,
 ) -> KernelFit:
@@ -227,6 +214,9 @@ def fit_kernel(
         Kernel stars (control stars are never fitted).
     sci_psf, tmpl_psf : PsfEstimate
         PSFs of the two images (size the basis; the fallback kernel uses their images).
+    backgrounds : (SkyBackground, SkyBackground)
+        The science's and the template's sky (:func:`~diffviewer.engine.sky.input_backgrounds`),
+        for the noise the two put into the stamps' equations (:mod:`kernel_noise`).
     config : KernelConfig
         Basis, orders, rejection limits, mode.
     reporter : Reporter
@@ -236,13 +226,13 @@ def fit_kernel(
     -------
     KernelFit
 
-    Raises
-    ------
-    InsufficientKernelSources
-        Only when no pixel is usable on both images. With fewer than
-        ``config.min_stamps`` good stamps the kernel falls back to one derived from the
-        PSF images, or to a delta when a PSF is only the default (:func:`_fallback_solution`;
-        the reason is in ``warnings``).
+    Notes
+    -----
+    With fewer than ``config.min_stamps`` good stamps the kernel falls back to one derived
+    from the PSF images, or to a delta when a PSF is only the default
+    (:func:`_fallback_solution`; the reason is in ``warnings``). Inputs without a pixel
+    usable on both have no ``backgrounds`` (:func:`~diffviewer.engine.sky.input_backgrounds`
+    raises).
     """
     direction, notes = choose_direction(
         config,
@@ -255,6 +245,7 @@ def fit_kernel(
     mode = direction.convolved
     source, target = (template, science) if mode == "template" else (science, template)
     src_psf, tgt_psf = (tmpl_psf, sci_psf) if mode == "template" else (sci_psf, tmpl_psf)
+    src_bkg, tgt_bkg = backgrounds[::-1] if mode == "template" else backgrounds
     shape = science.shape
     control = np.asarray(candidates.table["control"], dtype=bool)
     plan, cut = _kernel_plan(src_psf, tgt_psf, shape, config, int(np.sum(~control)))
@@ -294,15 +285,8 @@ def fit_kernel(
         )
     if n_good < config.min_stamps:
         good_px = science.good_pixels() & template.good_pixels()
-        if not good_px.any():
-            raise _insufficient(
-                candidates,
-                n_good,
-                np.where(status == "BAD", reason, ""),
-                "no pixel is usable on both images",
-            )
         solution, why = _fallback_solution(
-            science, template, good_px, src_psf, tgt_psf, mode, plan.size, config
+            science, template, good_px, backgrounds, src_psf, tgt_psf, mode, plan.size, config
         )
         notes.append(
             f"only {n_good} good kernel stamps (kernel.min_stamps = {config.min_stamps}): {why}"
@@ -311,7 +295,9 @@ def fit_kernel(
         sign = 1.0 if mode == "template" else -1.0
         cov, terms, why = None, None, ""
         if config.noise_correction != "none":
-            cov = measure_sky_covariance(source, target, fwhm, basis.shape[-1] - 1)
+            cov = measure_sky_covariance(
+                source, target, (src_bkg, tgt_bkg), fwhm, basis.shape[-1] - 1
+            )
             terms, why = _noise_terms(cov, basis, config.noise_correction)
         sp = fit_spatial(
             stamps, fits, x, y, control, basis, shape, (order, bg_order), config, terms

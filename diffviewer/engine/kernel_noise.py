@@ -56,7 +56,7 @@ import scipy.fft as sfft
 from scipy import signal
 
 from diffviewer.engine.background import SkyBackground
-from diffviewer.engine.sky import BACKGROUND_MESH, input_backgrounds, sky_pixels, usable_on_both
+from diffviewer.engine.sky import sky_pixels, usable_on_both
 from diffviewer.exposure import Exposure
 
 
@@ -269,12 +269,16 @@ SKY_DISTANCE_FWHM = 2.0
 
 
 def measure_sky_covariance(
-    source: Exposure, target: Exposure, fwhm: float, max_lag: int
+    source: Exposure,
+    target: Exposure,
+    backgrounds: tuple[SkyBackground, SkyBackground],
+    fwhm: float,
+    max_lag: int,
 ) -> SkyCovariance:
     """:func:`sky_covariance` over the pixels usable on both images and at least
     :data:`SKY_DISTANCE_FWHM` FWHM from every source of either, each image less its
-    smooth background (:func:`sky.input_backgrounds`)."""
-    backgrounds = input_backgrounds(source, target, BACKGROUND_MESH)
+    smooth background (``backgrounds``, the source's then the target's, from
+    :func:`sky.input_backgrounds`)."""
     good = usable_on_both(source, target)
     sky = sky_pixels(source, target, good, SKY_DISTANCE_FWHM * fwhm, backgrounds)
     return sky_covariance(source.image, target.image, sky, backgrounds, max_lag)

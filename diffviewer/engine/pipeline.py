@@ -264,8 +264,9 @@ def run_subtraction(
     InputError
         When an input's variance is too small for single precision (:func:`check_flux_units`).
     InsufficientKernelSources
-        When no pixel is usable on both images (with too few kernel stars the kernel
-        falls back to one from the PSFs, or a delta; see :mod:`diffviewer.engine.kernel`).
+        When no pixel is usable on both images (:func:`~diffviewer.engine.sky.input_backgrounds`;
+        with too few kernel stars the kernel falls back to one from the PSFs, or a delta;
+        see :mod:`diffviewer.engine.kernel`).
     Cancelled
         When ``cancel`` was set.
     """
@@ -292,9 +293,12 @@ def run_subtraction(
         tmpl_psf = psf.estimate_psf(
             warped.exposure, *xy, bright=cands.bright, resampled=warped.warped
         )
+    # Each input's sky background, estimated once: the kernel fit's noise terms, the
+    # renormalisation's sky map and ZOGY's score all subtract it.
+    backgrounds = sky.input_backgrounds(science, warped.exposure, config.score.background_mesh)
     with _step(rep, "kernel fit", 0.25, 0.45):
         fit = kernel.fit_kernel(
-            science, warped.exposure, cands, sci_psf, tmpl_psf, config.kernel, rep
+            science, warped.exposure, cands, sci_psf, tmpl_psf, backgrounds, config.kernel, rep
         )
     with _step(rep, "subtract", 0.45, 0.60):
         products = subtract.subtract_images(science, warped.exposure, fit, rep)
@@ -323,9 +327,6 @@ def run_subtraction(
             science, warped.exposure, fit, products.difference, rep
         )
     with _step(rep, "renormalise", 0.66, 0.70):
-        # Each input's sky background, estimated once: the renormalisation's sky map and
-        # ZOGY's score both subtract it.
-        backgrounds = sky.input_backgrounds(science, warped.exposure, config.score.background_mesh)
         difference, renorm, filtered = renormalise.renormalise(
             difference,
             diff_psf,

@@ -16,6 +16,7 @@ import numpy as np
 from scipy import ndimage
 
 from diffviewer.engine.background import SkyBackground, fit_background, sampled_robust_std
+from diffviewer.errors import InsufficientKernelSources
 from diffviewer.exposure import UNUSABLE, Exposure
 
 #: Box (px) over which an input is averaged to find its sources, and the threshold
@@ -64,10 +65,17 @@ def input_backgrounds(
 
     Raises
     ------
-    InputError
-        When no pixel is usable on both.
+    InsufficientKernelSources
+        When no pixel is usable on both: no kernel, background or noise can be measured.
     """
     good = usable_on_both(science, template)
+    if not good.any():
+        raise InsufficientKernelSources(
+            "no pixel is usable on both the science and the template (usable pixels: "
+            f"science {int(science.good_pixels().sum())}, template "
+            f"{int(template.good_pixels().sum())} of {good.size}): the two do not overlap "
+            "where both have data; check the registration (warp.mode) and the inputs' masks"
+        )
     return fit_background(science.image, good, mesh), fit_background(template.image, good, mesh)
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from diffviewer.config import CandidatesConfig, KernelConfig
-from diffviewer.engine import candidates, kernel, psf
+from diffviewer.config import CandidatesConfig, KernelConfig, ScoreConfig
+from diffviewer.engine import candidates, kernel, psf, sky
 from diffviewer.engine.progress import null_reporter
 from diffviewer.exposure import Exposure
 from diffviewer.stats import FWHM_PER_SIGMA
@@ -39,8 +39,9 @@ def fit_kernel_to(
     xy = cands.table["x"], cands.table["y"]
     sci_psf = psf.estimate_psf(science, *xy, bright=cands.bright)
     tmpl_psf = psf.estimate_psf(template, *xy, bright=cands.bright)
+    backgrounds = sky.input_backgrounds(science, template, ScoreConfig().background_mesh)
     return kernel.fit_kernel(
-        science, template, cands, sci_psf, tmpl_psf, config or KernelConfig(), rep
+        science, template, cands, sci_psf, tmpl_psf, backgrounds, config or KernelConfig(), rep
     )
 
 

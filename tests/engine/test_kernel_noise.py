@@ -6,20 +6,22 @@ Run with ``-s`` to see the figures.
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 import numpy as np
 import pytest
 from scipy import ndimage
 
-from diffviewer.config import KernelConfig
+from diffviewer.config import KernelConfig, ScoreConfig
 from diffviewer.engine import kernel_noise
 from diffviewer.engine.background import SkyBackground, fit_background
 from diffviewer.engine.kernel_basis import make_basis
 from diffviewer.engine.kernel_spatial import fit_spatial, usable_orders
-from diffviewer.engine.kernel_stamps import convolve_stamps
+from diffviewer.engine.kernel_stamps import StampFits, convolve_stamps
+from diffviewer.engine.sky import input_backgrounds
 from diffviewer.synthetic import make_pair, render_moffats
 from tests.engine.helpers import fit_kernel_to
-from tests.engine.kernel_stars import moffat_kernel_stars
+from tests.engine.kernel_stars import KernelStars, moffat_kernel_stars
 from tests.engine.test_kernel_science import MOFFAT
 
 #: The shift (px, x and y) of the target's noise against the source's in
@@ -158,20 +160,41 @@ def test_a_kernel_fitted_across_shared_noise_matches_the_psfs() -> None:
     assert kern.sum() == pytest.approx(1.3, rel=3e-3)
 
 
-def test_with_independent_noise_the_correction_is_small_and_keeps_the_sum() -> None:
+class MoffatStars(NamedTuple):
+    """The Moffat pair's kernel stars (:func:`moffat_kernel_stars`), fitted one by one,
+    with the spatial orders their good stamps allow and their sky covariance."""
+
+    stars: KernelStars
+    config: KernelConfig
+    fits: StampFits
+    orders: tuple[int, int]
+    cov: kernel_noise.SkyCovariance
+
+
+@pytest.fixture(scope="module")
+def moffat_stars() -> MoffatStars:
+    """:class:`MoffatStars` of the default kernel configuration."""
+    stars = moffat_kernel_stars()
+    config = KernelConfig()
+    fits = stars.fit()
+    orders = usable_orders(int(np.sum(fits.status == "GOOD")), config)
+    backgrounds = input_backgrounds(stars.source, stars.target, ScoreConfig().background_mesh)
+    cov = kernel_noise.measure_sky_covariance(
+        stars.source, stars.target, backgrounds, stars.fwhm, stars.basis.shape[-1] - 1
+    )
+    return MoffatStars(stars, config, fits, orders, cov)
+
+
+def test_with_independent_noise_the_correction_is_small_and_keeps_the_sum(
+    moffat_stars: MoffatStars,
+) -> None:
     # Independent noise: the shared part is next to nothing (the correlation measured is
     # 0.004; the kernel sum moves by 1.3e-4, within its formal error, ~5e-4, the spread
     # over seeds of test_kernel_science's kernel sums); the whole correction ('all') is
     # the source's own noise, the attenuation of the kernel by errors in the variables, a
     # few 1e-4 of the equations' trace on this pair: the kernel sum moves toward the truth
     # (1.29538 -> 1.29582), by less than twice its formal error.
-    stars = moffat_kernel_stars()
-    config = KernelConfig()
-    fits = stars.fit()
-    orders = usable_orders(int(np.sum(fits.status == "GOOD")), config)
-    cov = kernel_noise.measure_sky_covariance(
-        stars.source, stars.target, stars.fwhm, stars.basis.shape[-1] - 1
-    )
+    stars, config, fits, orders, cov = moffat_stars
     args = (stars.stamps(), fits, stars.x, stars.y, stars.control, stars.basis)
     shape = stars.target.shape
     plain = fit_spatial(*args, shape, orders, config)
@@ -193,16 +216,12 @@ def test_with_independent_noise_the_correction_is_small_and_keeps_the_sum() -> N
     assert abs(after_shared - before) < 5e-4
 
 
-def test_noise_that_swamps_the_stars_leaves_the_equations_as_measured() -> None:
+def test_noise_that_swamps_the_stars_leaves_the_equations_as_measured(
+    moffat_stars: MoffatStars,
+) -> None:
     # Noise terms a thousand times the pair's: the corrected equations are not positive
     # definite, and the fit says so and uses the equations as measured.
-    stars = moffat_kernel_stars()
-    config = KernelConfig()
-    fits = stars.fit()
-    orders = usable_orders(int(np.sum(fits.status == "GOOD")), config)
-    cov = kernel_noise.measure_sky_covariance(
-        stars.source, stars.target, stars.fwhm, stars.basis.shape[-1] - 1
-    )
+    stars, config, fits, orders, cov = moffat_stars
     terms = kernel_noise.noise_terms(cov, stars.basis)
     huge = dataclasses.replace(terms, normal=1e3 * terms.normal, rhs=1e3 * terms.rhs)
     args = (stars.stamps(), fits, stars.x, stars.y, stars.control, stars.basis)

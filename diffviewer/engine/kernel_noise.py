@@ -53,8 +53,8 @@ import dataclasses
 
 import numpy as np
 import scipy.fft as sfft
-from scipy import signal
 
+from diffviewer.engine import fftconv
 from diffviewer.engine.background import SkyBackground
 from diffviewer.engine.sky import sky_pixels, usable_on_both
 from diffviewer.exposure import Exposure
@@ -222,7 +222,7 @@ def noise_terms(cov: SkyCovariance, basis: np.ndarray) -> NoiseTerms:
     if lag < size - 1:
         raise ValueError(f"covariance to lag {lag} px, the {size} px kernel needs {size - 1}")
     # (C_ss * B_j)(u) on the kernel's support: the full convolution's index is h + L + u
-    smoothed = signal.fftconvolve(basis, cov.source[None], mode="full", axes=(1, 2))
+    smoothed = fftconv.convolve(basis, cov.source[None], mode="full")
     smoothed = smoothed[:, lag : lag + size, lag : lag + size]
     normal = np.zeros((nb + 1, nb + 1))
     normal[:nb, :nb] = basis.reshape(nb, -1) @ smoothed.reshape(nb, -1).T

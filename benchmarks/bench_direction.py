@@ -85,8 +85,10 @@ def quadrant_scales(result: pipeline.SubtractionResult) -> list[float]:
     return quadrant_ratios(diff, psf, sky)
 
 
-def peaks(diff: np.ndarray, psf: np.ndarray, sky: np.ndarray) -> tuple[int, int]:
-    """Local maxima (5 x 5 px) of the PSF-filtered difference beyond +-5 robust sigma."""
+def peaks(diff: np.ndarray, psf: np.ndarray, sky: np.ndarray) -> tuple[int, int, float]:
+    """Local maxima (5 x 5 px) of the PSF-filtered difference beyond +-5 robust sigma,
+    positive and negative, and that sigma (the PSF-filtered sky's, the noise a detection
+    sees, where the pixel sigma also holds the pixel-scale noise it averages away)."""
     good = np.isfinite(diff)
     d = np.where(good, diff - np.median(diff[sky & good]), 0.0)
     f = pm.convolve_same(d, psf[::-1, ::-1])
@@ -94,7 +96,13 @@ def peaks(diff: np.ndarray, psf: np.ndarray, sky: np.ndarray) -> tuple[int, int]
     sigma = pm.robust_sigma(f[sky & covered])
     pos = (f == ndimage.maximum_filter(f, size=5)) & covered & (f > pm.THRESHOLD * sigma)
     neg = (f == ndimage.minimum_filter(f, size=5)) & covered & (f < -pm.THRESHOLD * sigma)
-    return int(pos.sum()), int(neg.sum())
+    return int(pos.sum()), int(neg.sum()), sigma
+
+
+def peak_text(diff: np.ndarray, psf: np.ndarray, sky: np.ndarray) -> str:
+    """:func:`peaks` with the PSF ``psf`` (normalised here), as printed."""
+    pos, neg, sigma = peaks(diff, psf / psf.sum(), sky)
+    return f"5 sigma peaks +{pos}/-{neg} (PSF-filtered sky sigma {sigma:.4g})"
 
 
 #: Half-side (px) of HOTPANTS's stamps: ``-rss 15`` in ``peers.hotpants_command``.
@@ -158,7 +166,7 @@ def print_figures(
     print(
         f"  {label}: sky sigma {pm.robust_sigma(values[sky & np.isfinite(values)]):.3g}, "
         f"bright-star residual {med:.1f}/{p90:.1f}, "
-        f"5 sigma peaks +{'/-'.join(map(str, peaks(values, psf / psf.sum(), sky)))}"
+        f"{peak_text(values, psf, sky)}"
     )
 
 
@@ -235,7 +243,7 @@ def main() -> int:
                 f"{result.kernel.photometric_scale:.4f}, sky sigma "
                 f"{pm.robust_sigma(values[sky]):.3g}, bright-star residual {med:.1f}/{p90:.1f}, "
                 f"quadrants {' '.join(f'{q:.3f}' for q in quadrant_scales(result))}, "
-                f"5 sigma peaks +{'/-'.join(map(str, peaks(values, psf / psf.sum(), sky)))}, "
+                f"{peak_text(values, psf, sky)}, "
                 f"detections +{positive}/-{len(cat) - positive}"
             )
         auto = results["auto"]

@@ -29,8 +29,8 @@ from collections.abc import Callable
 import numpy as np
 
 from diffviewer.engine import fftconv
+from diffviewer.engine.kernel_design import convolve_pairs, stamp_batch
 from diffviewer.engine.kernel_solution import KernelFit, KernelSolution
-from diffviewer.engine.kernel_stamps import convolve_pairs, stamp_batch
 from diffviewer.engine.progress import Reporter
 from diffviewer.engine.psf import cutouts, frozen
 from diffviewer.engine.subtract import science_scale
@@ -112,7 +112,7 @@ def _batched(
     residuals: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], n: int, side: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """``residuals(idx)`` (two flat arrays) over ``range(n)``, as many stamps of ``side``
-    px at a time as :func:`kernel_stamps.convolve_pairs` transforms at once, joined in
+    px at a time as :func:`kernel_design.convolve_pairs` transforms at once, joined in
     order: the stamps, their kernels and index planes of every candidate at once were
     the peak of a 2048 x 4096 run (+280 MB over the 490 MB it held)."""
     step = stamp_batch(side, 1)

@@ -6,13 +6,19 @@ data flows:
 
 1. :mod:`kernel_direction`: which image to convolve (expected difference noise, PSFs);
 2. :mod:`kernel_basis`: the Alard-Lupton basis with its wing, kernel size, fit region;
-3. :mod:`kernel_stamps`: stamps around the candidates, each stamp's own fit with pixel
-   clipping, stamp rejection;
-4. :mod:`kernel_noise`: the two images' noise covariances on sky, and the noise they put
+3. :mod:`kernel_design`: stamps around the candidates, and their designs (each source
+   stamp convolved with every basis function);
+4. :mod:`kernel_equations`: each stamp's weighted equations, its prior and solution;
+   :mod:`kernel_outliers`: residual statistics, pixel clipping and stamp outlier rules;
+5. :mod:`kernel_stamps`: each stamp's own fit with pixel clipping, stamp rejection;
+6. :mod:`kernel_noise`: the two images' noise covariances on sky, and the noise they put
    into the stamps' equations;
-5. :mod:`kernel_spatial`: the spatially varying model from the good stamps' equations less
-   that noise;
-6. :mod:`kernel_solution`: the result, evaluable at any (x, y).
+7. :mod:`kernel_spatial`: the spatially varying model from the good stamps' equations less
+   that noise, with its prior's strength chosen from the data (:mod:`kernel_prior`);
+8. :mod:`kernel_solution`: the result, evaluable at any (x, y).
+
+Imports point down this list, but for :mod:`kernel_direction`, which compares the two
+directions' kernels from the PSFs (:mod:`kernel_basis`, :mod:`kernel_design`).
 
 With fewer than ``min_stamps`` good stamps (alert cutouts, blank fields) the kernel is
 spatially constant: derived from the two PSF images (which :mod:`psf` measures from
@@ -29,6 +35,7 @@ from diffviewer.config import KernelConfig
 from diffviewer.engine.background import SkyBackground
 from diffviewer.engine.candidates import CandidateSet
 from diffviewer.engine.kernel_basis import BasisPlan, make_basis, plan_basis
+from diffviewer.engine.kernel_design import build_stamps, psf_kernel_coefficients
 from diffviewer.engine.kernel_direction import choose_direction
 from diffviewer.engine.kernel_noise import (
     MIN_SKY_PIXELS,
@@ -39,14 +46,10 @@ from diffviewer.engine.kernel_noise import (
     noise_terms,
     shared_covariance,
 )
+from diffviewer.engine.kernel_outliers import kernel_residual_stats
 from diffviewer.engine.kernel_solution import KernelFit, KernelSolution
 from diffviewer.engine.kernel_spatial import fit_spatial, usable_orders
-from diffviewer.engine.kernel_stamps import (
-    build_stamps,
-    fit_stamps,
-    kernel_residual_stats,
-    psf_kernel_coefficients,
-)
+from diffviewer.engine.kernel_stamps import fit_stamps
 from diffviewer.engine.progress import Reporter
 from diffviewer.engine.psf import PsfEstimate, frozen
 from diffviewer.engine.sky import sky_pixels

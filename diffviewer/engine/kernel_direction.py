@@ -3,7 +3,7 @@
 Before the stars are fitted, the difference's sky noise each direction would give is
 estimated from the two PSF images, the two sky noises and the flux ratio. For each
 direction the kernel mapping one PSF image onto the other is fitted with that
-direction's basis (:func:`kernel_stamps.psf_kernel_coefficients`); convolving an image
+direction's basis (:func:`kernel_design.psf_kernel_coefficients`); convolving an image
 multiplies its noise by the kernel's L2 norm (over its sum). In science units, with ``f``
 the science/template flux ratio:
 
@@ -28,7 +28,7 @@ import numpy as np
 
 from diffviewer.config import KernelConfig
 from diffviewer.engine.kernel_basis import WING_MIN_STAMPS, plan_basis
-from diffviewer.engine.kernel_stamps import psf_kernel_coefficients
+from diffviewer.engine.kernel_design import psf_kernel_coefficients
 from diffviewer.engine.psf import PsfEstimate
 
 #: Fractional FWHM excess of the convolved image over the other beyond which matching is

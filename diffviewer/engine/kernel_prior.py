@@ -4,7 +4,7 @@ The kernel fit is regularised by a penalty on the kernel's roughness (its square
 Laplacian, :func:`kernel_basis.roughness_penalty`), a Gaussian prior on the kernel. A
 prior enters a fit once, however many stamps the data come in: the spatial fit sums the
 stamps' normal equations (without the stabiliser of their own fits,
-:data:`kernel_stamps.STAMP_PRIOR`) and adds ``lam * R (x) S`` once, ``S`` the mean over
+:data:`kernel_equations.STAMP_PRIOR`) and adds ``lam * R (x) S`` once, ``S`` the mean over
 the image of the products of the spatial terms, so a spatially constant kernel is
 penalised as in a single fit, and the penalty is the kernel's roughness averaged over the
 image, not over where the stars happen to be. Before, each stamp's prior was summed with

@@ -22,7 +22,10 @@ import numpy as np
 from diffviewer.config import KernelConfig
 from diffviewer.engine.field_terms import chebyshev_terms, n_terms
 from diffviewer.engine.kernel_basis import roughness_penalty
+from diffviewer.engine.kernel_design import Stamps
+from diffviewer.engine.kernel_equations import source_variance
 from diffviewer.engine.kernel_noise import NoiseTerms, corrected_equations
+from diffviewer.engine.kernel_outliers import kernel_residual_stats
 from diffviewer.engine.kernel_prior import (
     free_parameters,
     information_scale,
@@ -32,12 +35,7 @@ from diffviewer.engine.kernel_prior import (
     spatial_prior,
     term_moments,
 )
-from diffviewer.engine.kernel_stamps import (
-    StampFits,
-    Stamps,
-    kernel_residual_stats,
-    source_variance,
-)
+from diffviewer.engine.kernel_stamps import StampFits
 
 #: Good stamps needed per spatial term before an order is used; below it the order is
 #: lowered (with 2 per term, 14 DECam stamps at order 2 left 100-sigma galaxy residuals).

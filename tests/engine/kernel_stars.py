@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 
 from diffviewer.config import CandidatesConfig, KernelConfig
-from diffviewer.engine import candidates, kernel_basis, kernel_stamps, psf
+from diffviewer.engine import candidates, kernel_basis, kernel_design, kernel_stamps, psf
 from diffviewer.engine.progress import null_reporter
 from diffviewer.exposure import Exposure
 from diffviewer.synthetic import make_pair
@@ -28,10 +28,10 @@ class KernelStars:
     fit_half: int
     fwhm: float
 
-    def stamps(self, copies: int = 1) -> kernel_stamps.Stamps:
+    def stamps(self, copies: int = 1) -> kernel_design.Stamps:
         """The stamps, each star cut ``copies`` times."""
         x, y = (np.concatenate([a] * copies) for a in (self.x, self.y))
-        return kernel_stamps.build_stamps(
+        return kernel_design.build_stamps(
             self.source, self.target, x, y, self.basis.shape[-1], self.fit_half
         )
 

@@ -11,17 +11,14 @@ from scipy import ndimage
 
 from diffviewer.config import KernelConfig
 from diffviewer.engine import kernel, kernel_basis, kernel_direction, psf
-from diffviewer.engine.kernel_stamps import (
-    Stamps,
-    basis_spectra,
+from diffviewer.engine.kernel_design import Stamps, basis_spectra, convolve_stamps, stamp_design
+from diffviewer.engine.kernel_outliers import (
     clip_mask,
-    convolve_stamps,
-    fit_chunk,
     intrinsic_scatter,
     outliers,
     residual_power_outliers,
-    stamp_design,
 )
+from diffviewer.engine.kernel_stamps import fit_chunk
 from diffviewer.errors import InsufficientKernelSources
 from diffviewer.exposure import MaskPlane
 from diffviewer.stats import FWHM_PER_SIGMA

@@ -16,8 +16,9 @@ from diffviewer.config import KernelConfig, ScoreConfig
 from diffviewer.engine import kernel_noise
 from diffviewer.engine.background import SkyBackground, fit_background
 from diffviewer.engine.kernel_basis import make_basis
+from diffviewer.engine.kernel_design import convolve_stamps
 from diffviewer.engine.kernel_spatial import fit_spatial, usable_orders
-from diffviewer.engine.kernel_stamps import StampFits, convolve_stamps
+from diffviewer.engine.kernel_stamps import StampFits
 from diffviewer.engine.sky import input_backgrounds
 from diffviewer.synthetic import make_pair, render_moffats
 from tests.engine.helpers import fit_kernel_to

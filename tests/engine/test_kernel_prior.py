@@ -10,15 +10,10 @@ import pytest
 from diffviewer.config import KernelConfig, SubtractionConfig
 from diffviewer.engine import kernel_basis, kernel_prior, pipeline
 from diffviewer.engine.field_terms import chebyshev_terms, n_terms
+from diffviewer.engine.kernel_design import Stamps, basis_spectra, stamp_design
+from diffviewer.engine.kernel_equations import stamp_equations
 from diffviewer.engine.kernel_spatial import SpatialFit, fit_spatial, spatial_solve, usable_orders
-from diffviewer.engine.kernel_stamps import (
-    StampFits,
-    Stamps,
-    basis_spectra,
-    fit_stamps,
-    stamp_design,
-    stamp_equations,
-)
+from diffviewer.engine.kernel_stamps import StampFits, fit_stamps
 from diffviewer.engine.progress import null_reporter
 from diffviewer.outputs import build_metadata
 from diffviewer.synthetic import make_pair

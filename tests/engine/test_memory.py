@@ -18,7 +18,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from diffviewer.engine import kernel_stamps, resample, tiles, warp
+from diffviewer.engine import kernel_design, resample, tiles, warp
 from diffviewer.engine.pipeline import SubtractionResult, run_subtraction
 from diffviewer.engine.register import PolynomialTransform
 from diffviewer.engine.subtract import grow_planes, science_scale, template_planes
@@ -235,7 +235,7 @@ def test_each_stamps_fit_is_its_own_however_the_stamps_are_chunked(
     # A stamp's fit (first pass, variances, clipping) depends on that stamp alone: fitted
     # one stamp at a time, the stamps get the kernels and verdicts they get in chunks.
     chunked = kernel_stars.fit()
-    monkeypatch.setattr(kernel_stamps, "STAMP_BATCH_BYTES", 1.0)
+    monkeypatch.setattr(kernel_design, "STAMP_BATCH_BYTES", 1.0)
     single = kernel_stars.fit()
     assert np.array_equal(single.status, chunked.status)
     assert np.sum(chunked.status == "GOOD") > 50

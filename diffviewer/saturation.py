@@ -86,6 +86,11 @@ CORE_HALF = 40
 SAMPLE_PIXELS = 100_000
 
 
+def _usable_values(image: np.ndarray, usable: np.ndarray) -> np.ndarray:
+    """``image[usable]``; a flat view of the image, not a copy, when every pixel is usable."""
+    return image.ravel() if usable.all() else image[usable]
+
+
 def flat_top_level(image: np.ndarray, usable: np.ndarray) -> float | None:
     """The value at which an image is clipped, when its maximum forms a plateau.
 
@@ -104,7 +109,7 @@ def flat_top_level(image: np.ndarray, usable: np.ndarray) -> float | None:
         usable pixels, and the maximum lies :data:`MIN_PLATEAU_SIGMAS` robust standard
         deviations or more above the median. None otherwise.
     """
-    values = image[usable]
+    values = _usable_values(image, usable)
     if values.size == 0:
         return None
     top = float(values.max())
@@ -245,7 +250,7 @@ def star_plateau_level(image: np.ndarray, usable: np.ndarray) -> float | None:
     are looked at after the median: their islands are found on their flat indices
     (:func:`_islands`), not by labelling image-sized maps.
     """
-    values = image[usable]
+    values = _usable_values(image, usable)
     if values.size == 0:
         return None
     top = float(values.max())

@@ -36,7 +36,7 @@ from diffviewer.io import (
 )
 from diffviewer.regions import ds9_regions
 
-VERSIONED_PACKAGES = ("numpy", "scipy", "astropy", "photutils", "astroalign")
+VERSIONED_PACKAGES = ("numpy", "scipy", "astropy", "astroalign")
 
 
 def package_versions() -> dict[str, str]:

@@ -24,7 +24,8 @@ cores.
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
+from scipy import ndimage, sparse
+from scipy.sparse import csgraph
 
 from diffviewer.stats import robust_std
 
@@ -85,6 +86,11 @@ CORE_HALF = 40
 SAMPLE_PIXELS = 100_000
 
 
+def _usable_values(image: np.ndarray, usable: np.ndarray) -> np.ndarray:
+    """``image[usable]``; a flat view of the image, not a copy, when every pixel is usable."""
+    return image.ravel() if usable.all() else image[usable]
+
+
 def flat_top_level(image: np.ndarray, usable: np.ndarray) -> float | None:
     """The value at which an image is clipped, when its maximum forms a plateau.
 
@@ -103,7 +109,7 @@ def flat_top_level(image: np.ndarray, usable: np.ndarray) -> float | None:
         usable pixels, and the maximum lies :data:`MIN_PLATEAU_SIGMAS` robust standard
         deviations or more above the median. None otherwise.
     """
-    values = image[usable]
+    values = _usable_values(image, usable)
     if values.size == 0:
         return None
     top = float(values.max())
@@ -148,20 +154,72 @@ def _light_above_half_peak(image: np.ndarray, y: int, x: int, peak: float, sky: 
     return float(np.sum(cut[core] - sky) / (peak - sky))
 
 
-def _sources(image: np.ndarray, above: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int]]]:
-    """Peak value and peak pixel ``(y, x)`` of each island of connected ``above`` pixels.
+def _islands(flat: np.ndarray, width: int, reach: int) -> np.ndarray:
+    """Island of each pixel: pixels within Manhattan distance ``reach`` of one another join.
 
-    Each island is searched within its bounding box (``ndimage.maximum`` over the whole
-    image sorts every pixel: seconds on a 4096^2 image).
+    Parameters
+    ----------
+    flat : numpy.ndarray
+        Ascending flat indices of the pixels in an image ``width`` pixels wide.
+    width : int
+        The image's width (px).
+    reach : int
+        1: islands of edge-connected pixels (``ndimage.label``'s); ``2 g + 1``: those of
+        the pixels grown by ``g`` (``ndimage.binary_dilation`` with ``iterations=g``).
+
+    Returns
+    -------
+    numpy.ndarray
+        Island number of each pixel, 0, 1, ... in the order of each island's first pixel
+        (row by row: ``ndimage.label``'s order).
     """
-    labels, _ = ndimage.label(above)
-    peaks, where = [], []
-    for k, box in enumerate(ndimage.find_objects(labels), start=1):
-        values = np.where(labels[box] == k, image[box], -np.inf)
-        iy, ix = np.unravel_index(int(np.argmax(values)), values.shape)
-        peaks.append(float(values[iy, ix]))
-        where.append((box[0].start + int(iy), box[1].start + int(ix)))
-    return np.array(peaks), where
+    cols = flat % width
+    links_from, links_to = [], []
+    for dy in range(reach + 1):
+        for dx in range(-(reach - dy), reach - dy + 1):
+            if dy == 0 and dx <= 0:
+                continue
+            target = flat + dy * width + dx
+            at = np.minimum(np.searchsorted(flat, target), flat.size - 1)
+            hit = (flat[at] == target) & (cols + dx >= 0) & (cols + dx < width)
+            links_from.append(np.flatnonzero(hit))
+            links_to.append(at[hit])
+    src, dst = np.concatenate(links_from), np.concatenate(links_to)
+    graph = sparse.coo_matrix((np.ones(src.size), (src, dst)), shape=(flat.size, flat.size))
+    labels = csgraph.connected_components(graph, directed=False)[1]
+    _, first = np.unique(labels, return_index=True)
+    rank = np.empty(first.size, dtype=np.int64)
+    rank[labels[np.sort(first)]] = np.arange(first.size)
+    return rank[labels]
+
+
+def _sources(
+    flat: np.ndarray, values: np.ndarray, width: int, reach: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Peak value and flat index of each island of pixels (:func:`_islands`).
+
+    Parameters
+    ----------
+    flat : numpy.ndarray
+        Ascending flat indices of the pixels.
+    values : numpy.ndarray
+        Their values (image units).
+    width, reach : int
+        As :func:`_islands`.
+
+    Returns
+    -------
+    peaks, rows, cols : numpy.ndarray
+        Each island's largest value and its pixel (the first in row order among equal
+        ones), in the islands' order.
+    """
+    if flat.size == 0:
+        return np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    labels = _islands(flat, width, reach)
+    order = np.lexsort((flat, -values, labels))
+    top = order[np.flatnonzero(np.diff(labels[order], prepend=-1))]
+    rows, cols = np.divmod(flat[top], width)
+    return values[top].astype(np.float64), rows, cols
 
 
 def star_plateau_level(image: np.ndarray, usable: np.ndarray) -> float | None:
@@ -177,15 +235,22 @@ def star_plateau_level(image: np.ndarray, usable: np.ndarray) -> float | None:
     Returns
     -------
     float or None
-        The lowest peak among the separate sources (islands of connected pixels) that
-        reach within :data:`PLATEAU_WIDTH` of the maximum's height above the median, when
+        The lowest peak among the separate sources (islands of usable pixels within
+        ``2 SAME_SOURCE_PX + 1`` px of one another) that reach within
+        :data:`PLATEAU_WIDTH` of the maximum's height above the median, when
         :data:`MIN_PLATEAU_STARS` of them or more are clipped cores (they hold
         :data:`CLIPPED_CORE_RATIO` times the unclipped stars' light above half their
         peak), the band holds at most :data:`MAX_PLATEAU_FRACTION` of the usable pixels
         and the maximum lies :data:`MIN_PLATEAU_SIGMAS` robust standard deviations or more
         above the median. None otherwise.
+
+    Notes
+    -----
+    Only the pixels above the reference band's foot (a thousandth of a field's pixels)
+    are looked at after the median: their islands are found on their flat indices
+    (:func:`_islands`), not by labelling image-sized maps.
     """
-    values = image[usable]
+    values = _usable_values(image, usable)
     if values.size == 0:
         return None
     top = float(values.max())
@@ -193,27 +258,32 @@ def star_plateau_level(image: np.ndarray, usable: np.ndarray) -> float | None:
     if sky is None:
         return None
     height = top - sky
-    near_top = usable & (image >= top - PLATEAU_WIDTH * height)
-    if np.count_nonzero(near_top) > MAX_PLATEAU_FRACTION * values.size:
+    low, high = (sky + f * height for f in REFERENCE_BAND)
+    flat = np.flatnonzero(usable & (image >= low))
+    width = image.shape[1]
+    bright = image.ravel()[flat]
+    near = bright >= top - PLATEAU_WIDTH * height
+    if np.count_nonzero(near) > MAX_PLATEAU_FRACTION * values.size:
         return None
-    # Islands only merge when grown: too few before, too few after (and no image-sized
-    # dilation on the images without a plateau, most of them).
-    if ndimage.label(near_top)[1] < MIN_PLATEAU_STARS:
-        return None
-    peaks, where = _sources(image, ndimage.binary_dilation(near_top, iterations=SAME_SOURCE_PX))
+    peaks, rows, cols = _sources(flat[near], bright[near], width, 2 * SAME_SOURCE_PX + 1)
     if peaks.size < MIN_PLATEAU_STARS:
         return None
-    low, high = (sky + f * height for f in REFERENCE_BAND)
-    ref_peaks, ref_where = _sources(image, usable & (image >= low))
+    ref_peaks, ref_rows, ref_cols = _sources(flat, bright, width, 1)
     chosen = np.nonzero(ref_peaks < high)[0]
     chosen = chosen[np.argsort(-ref_peaks[chosen])][:REFERENCE_STARS]
     if chosen.size == 0:
         return None
     psf_light = np.median(
-        [_light_above_half_peak(image, *ref_where[k], ref_peaks[k], sky) for k in chosen]
+        [
+            _light_above_half_peak(image, int(ref_rows[k]), int(ref_cols[k]), ref_peaks[k], sky)
+            for k in chosen
+        ]
     )
     light = np.array(
-        [_light_above_half_peak(image, *where[k], peaks[k], sky) for k in range(peaks.size)]
+        [
+            _light_above_half_peak(image, int(rows[k]), int(cols[k]), peaks[k], sky)
+            for k in range(peaks.size)
+        ]
     )
     if np.count_nonzero(light >= CLIPPED_CORE_RATIO * psf_light) < MIN_PLATEAU_STARS:
         return None

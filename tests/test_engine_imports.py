@@ -8,11 +8,12 @@ through ``scipy.fft`` (:mod:`diffviewer.engine.fftconv`).
 import subprocess
 import sys
 
-#: Modules whose import costs a run more than it would use of them.
-UNUSED_HEAVY = ("scipy.signal", "scipy.stats")
+#: Modules whose import costs a run more than it would use of them (photutils: the test
+#: oracle of the aperture sums only, diffviewer.engine.apertures).
+UNUSED_HEAVY = ("scipy.signal", "scipy.stats", "photutils")
 
 
-def test_a_run_imports_neither_scipy_signal_nor_scipy_stats() -> None:
+def test_a_run_imports_neither_scipy_signal_nor_scipy_stats_nor_photutils() -> None:
     code = (
         "import sys\n"
         "import diffviewer.engine.pipeline, diffviewer.io, diffviewer.outputs, diffviewer.cli\n"

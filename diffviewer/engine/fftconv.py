@@ -29,7 +29,10 @@ def convolve(image: np.ndarray, kernel: np.ndarray, mode: str = "full") -> np.nd
     mode : {'full', 'same', 'valid'}
         ``full``: every overlap (shape ``image + kernel - 1``); ``same``: the centre of
         that of ``image``'s shape; ``valid``: where ``kernel`` lies wholly inside
-        ``image`` (``image`` must then be at least as large on every axis).
+        ``image`` (``image`` must then be at least as large on every axis). As in
+        scipy, an axis on which either array has length 1 is multiplied, not
+        transformed (the convolution there is a product): a ``(1, k, k)`` kernel
+        convolves each image of a stack.
 
     Returns
     -------
@@ -52,10 +55,13 @@ def convolve(image: np.ndarray, kernel: np.ndarray, mode: str = "full") -> np.nd
             f"convolve: a 'valid' convolution needs the kernel {b.shape} within {a.shape}"
         )
     shape = tuple(n + m - 1 for n, m in zip(a.shape, b.shape, strict=True))
-    fshape = tuple(sfft.next_fast_len(n, True) for n in shape)
-    axes = tuple(range(a.ndim))
-    product = sfft.rfftn(a, fshape, axes=axes) * sfft.rfftn(b, fshape, axes=axes)
-    full = sfft.irfftn(product, fshape, axes=axes)[tuple(slice(n) for n in shape)]
+    transformed = [ax for ax in range(a.ndim) if a.shape[ax] != 1 and b.shape[ax] != 1]
+    if transformed:
+        fshape = [sfft.next_fast_len(shape[ax], True) for ax in transformed]
+        spectrum = sfft.rfftn(a, fshape, axes=transformed) * sfft.rfftn(b, fshape, axes=transformed)
+        full = sfft.irfftn(spectrum, fshape, axes=transformed)[tuple(slice(n) for n in shape)]
+    else:
+        full = a * b
     if mode == "full":
         return full.copy()
     if mode == "same":

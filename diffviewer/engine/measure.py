@@ -16,7 +16,8 @@ and every quantity of a source refers to one point: the strongest extreme of the
 - ``score_peak``: the score at the extreme's pixel;
 - the science image's PSF flux at the same place, fitted with a constant local sky
   (the science image is not sky-subtracted), as the seed's forced measurement does;
-- aperture fluxes (photutils, exact circular overlap) at ``aperture_radii``;
+- aperture fluxes (exact circular overlap, :mod:`diffviewer.engine.apertures`) at
+  ``aperture_radii``;
 - second moments from Gaussian-weighted moments (weight twice the PSF width),
   corrected for the weight (exact for a Gaussian source);
 - flags from the mask planes of the difference, science and template, in the
@@ -45,10 +46,10 @@ import dataclasses
 
 import numpy as np
 from astropy.table import Table
-from photutils.aperture import CircularAperture
 from scipy import ndimage
 
 from diffviewer.config import MeasurementConfig
+from diffviewer.engine.apertures import aperture_sums
 from diffviewer.engine.columns import COLUMNS, aperture_columns, empty_columns
 from diffviewer.engine.detect import Detections
 from diffviewer.engine.dipole import Cutout, fit_dipole, is_dipole
@@ -328,34 +329,6 @@ def _centre_bits(planes: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarr
     return np.where(on.any(axis=(1, 2)), bits, int(MaskPlane.NO_DATA))
 
 
-def _aperture_fluxes(
-    difference: Exposure,
-    usable: np.ndarray,
-    xs: np.ndarray,
-    ys: np.ndarray,
-    radii: tuple[float, ...],
-) -> dict[str, np.ndarray]:
-    """Aperture fluxes and errors (photutils, exact overlap) at every position and radius."""
-    out: dict[str, np.ndarray] = {}
-    if xs.size == 0 or not radii:
-        for r in radii:
-            out.update({name: np.zeros(xs.size) for name in aperture_columns(r)})
-        return out
-    bad = ~usable
-    positions = np.column_stack([xs, ys])
-    # Masked pixels are left out of the sums and their errors (whatever they hold), so the
-    # float32 planes are read as they are: no image-sized copy but the error plane.
-    with np.errstate(invalid="ignore"):  # a masked pixel's variance may be negative
-        error = np.sqrt(difference.variance)
-    for r in radii:
-        flux, err = aperture_columns(r)
-        sums, errs = CircularAperture(positions, r=r).do_photometry(
-            difference.image, error=error, mask=bad
-        )
-        out[flux], out[err] = np.asarray(sums, dtype=np.float64), np.asarray(errs, np.float64)
-    return out
-
-
 def measure_sources(
     difference: Exposure,
     science: Exposure,
@@ -461,7 +434,8 @@ def measure_sources(
     described = dict(COLUMNS)
     for r in config.aperture_radii:
         described.update(aperture_columns(r))
-    values.update(_aperture_fluxes(difference, usable, xs, ys, config.aperture_radii))
+        sums = aperture_sums(difference.image, difference.variance, usable, xs, ys, r)
+        values.update(zip(aperture_columns(r), sums, strict=True))
     out = Table()
     for name, (unit, description) in described.items():
         out[name] = values[name]

@@ -156,8 +156,15 @@ def adaptive_moments(image: np.ndarray, iterations: int = 20) -> tuple[float, fl
     return float(x[0]), float(y[0]), cov[0]
 
 
+def shapes_from_covariances(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """FWHM (px) of the equal-area circular Gaussian and ellipticity ``1 - b/a`` of each
+    covariance of a stack (``(n, 2, 2)``, px^2): one batched eigenvalue call."""
+    ev = np.clip(np.linalg.eigvalsh(cov), 1e-6, None)  # ascending
+    a, b = np.sqrt(ev[..., -1]), np.sqrt(ev[..., 0])
+    return FWHM_PER_SIGMA * np.sqrt(a * b), 1.0 - b / a
+
+
 def shape_from_covariance(cov: np.ndarray) -> tuple[float, float]:
-    """FWHM (px) of the equal-area circular Gaussian and ellipticity ``1 - b/a``."""
-    ev = np.clip(np.linalg.eigvalsh(cov), 1e-6, None)
-    a, b = np.sqrt(ev.max()), np.sqrt(ev.min())
-    return float(FWHM_PER_SIGMA * np.sqrt(a * b)), float(1.0 - b / a)
+    """:func:`shapes_from_covariances` of one 2 x 2 covariance (px^2), as floats."""
+    fwhm, ell = shapes_from_covariances(np.asarray(cov)[None])
+    return float(fwhm[0]), float(ell[0])

@@ -29,7 +29,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from diffviewer.engine.field_terms import chebyshev_terms
-from diffviewer.engine.moments import adaptive_moments_stack, cutouts, shape_from_covariance
+from diffviewer.engine.moments import adaptive_moments_stack, cutouts, shapes_from_covariances
 from diffviewer.exposure import UNUSABLE, Exposure
 from diffviewer.stats import MAD_TO_SIGMA
 
@@ -149,7 +149,7 @@ def source_sizes(
     bright = snr[k] >= LOCUS_MIN_SNR
     cx, cy, cov = adaptive_moments_stack(stamp[bright])
     central = np.hypot(cx - half, cy - half) <= 1.5
-    fwhm[k[bright][central]] = [shape_from_covariance(c)[0] for c in cov[central]]
+    fwhm[k[bright][central]] = shapes_from_covariances(cov[central])[0]
     return fwhm, snr
 
 

@@ -42,7 +42,6 @@ import functools
 
 import numpy as np
 import scipy.fft as sfft
-from scipy import ndimage
 
 from diffviewer.config import ScoreConfig
 from diffviewer.engine import tiles
@@ -50,7 +49,12 @@ from diffviewer.engine.background import SkyBackground, sampled_robust_std
 from diffviewer.engine.progress import Reporter
 from diffviewer.engine.score_psfs import PsfGrid
 from diffviewer.engine.sky import input_backgrounds, usable_on_both
-from diffviewer.engine.subtract import footprint_half_width, grow_planes, template_planes
+from diffviewer.engine.subtract import (
+    footprint_half_width,
+    grow_planes,
+    grow_square,
+    template_planes,
+)
 from diffviewer.engine.tiles import FourierGrid, embed
 from diffviewer.errors import InputError
 from diffviewer.exposure import MASK_DTYPE, UNUSABLE, Exposure, MaskPlane
@@ -224,7 +228,7 @@ def _score_mask(
     # Planes absent from the image cost no image-sized pass (each is ~0.1 s at 4096^2).
     if int(np.bitwise_or.reduce(union, axis=None)) & saturated:
         mask |= grow_planes(union, reach, saturated) & saturated
-    invalid = _grown(bad, size)
+    invalid = grow_square(bad, size)
     if int(np.bitwise_or.reduce(mask, axis=None)) & int(UNUSABLE):
         flagged = (mask & int(UNUSABLE)) != 0
         mask[invalid & ~flagged] |= MASK_DTYPE(MaskPlane.NO_DATA)
@@ -232,24 +236,6 @@ def _score_mask(
     else:
         mask[invalid] |= MASK_DTYPE(MaskPlane.NO_DATA)
     return mask, invalid
-
-
-def _grown(hit: np.ndarray, size: int) -> np.ndarray:
-    """A boolean map grown to a ``size`` x ``size`` square (odd) around each set pixel.
-
-    The filter runs on the set pixels' bounding box widened by half the square (nothing
-    outside it is reached): an image without any set pixel costs one pass.
-    """
-    out = np.zeros(hit.shape, dtype=bool)
-    rows, cols = np.flatnonzero(hit.any(axis=1)), np.flatnonzero(hit.any(axis=0))
-    if rows.size == 0:
-        return out
-    half = size // 2
-    box = np.s_[
-        max(rows[0] - half, 0) : rows[-1] + half + 1, max(cols[0] - half, 0) : cols[-1] + half + 1
-    ]
-    out[box] = ndimage.maximum_filter(hit[box].view(np.uint8), size=size, mode="constant") > 0
-    return out
 
 
 def _crop_kernel(kernel: np.ndarray, half: int) -> np.ndarray:

@@ -39,3 +39,24 @@ def test_resample_is_scipy_resample(n, num):
 def test_convolve_refuses_a_kernel_larger_than_a_valid_image():
     with pytest.raises(ValueError, match="valid"):
         fftconv.convolve(np.ones((5, 5)), np.ones((7, 7)), "valid")
+
+
+@pytest.mark.parametrize("mode", ["full", "same", "valid"])
+def test_a_stack_of_convolutions_is_scipy_fftconvolve_along_its_image_axes(mode):
+    # The kernel fit's noise terms convolve every basis image with one covariance: the
+    # stack's axis, of length 1 in the kernel, is multiplied, not transformed.
+    rng = np.random.default_rng(5)
+    stack = rng.normal(size=(6, 23, 23))
+    kernel = rng.normal(size=(1, 15, 15))
+    ours = fftconv.convolve(stack, kernel, mode)
+    theirs = signal.fftconvolve(stack, kernel, mode=mode, axes=(1, 2))
+    assert ours.shape == theirs.shape
+    np.testing.assert_array_equal(ours, theirs)
+
+
+def test_an_axis_of_length_one_is_multiplied_as_scipy_does():
+    rng = np.random.default_rng(6)
+    image, kernel = rng.normal(size=(1, 40)), rng.normal(size=(9, 7))
+    np.testing.assert_array_equal(
+        fftconv.convolve(image, kernel), signal.fftconvolve(image, kernel)
+    )

@@ -16,6 +16,7 @@ import pytest
 from astropy.io import fits
 from scipy import ndimage
 
+from diffviewer import saturation
 from diffviewer.exposure import MaskPlane
 from diffviewer.io import read_exposure
 from diffviewer.saturation import flat_top_level, star_plateau_level
@@ -128,3 +129,76 @@ def test_goto_coadds_have_their_saturated_stars_flagged(name: str) -> None:
     flagged = ndimage.maximum(sat, labels, np.arange(1, n_stars + 1))
     assert np.all(flagged)
     assert np.count_nonzero(sat) < 1e-3 * sat.size
+
+
+def _plateau_by_whole_image_labels(image: np.ndarray, usable: np.ndarray) -> float | None:
+    """Brute-force reference of :func:`star_plateau_level`: the islands labelled on
+    image-sized maps (the near-top band grown by ``SAME_SOURCE_PX``, then labelled)."""
+    values = image[usable]
+    top = float(values.max())
+    sky = saturation._sky_far_below(values, top)
+    if sky is None:
+        return None
+    height = top - sky
+    near_top = usable & (image >= top - saturation.PLATEAU_WIDTH * height)
+    if np.count_nonzero(near_top) > saturation.MAX_PLATEAU_FRACTION * values.size:
+        return None
+
+    def peaks_of(mask: np.ndarray, pixels: np.ndarray) -> tuple[np.ndarray, list]:
+        labels, n = ndimage.label(mask)
+        index = np.arange(1, n + 1)
+        where = ndimage.maximum_position(np.where(pixels, image, -np.inf), labels, index)
+        return np.array([image[p] for p in where], dtype=np.float64), where
+
+    grown = ndimage.binary_dilation(near_top, iterations=saturation.SAME_SOURCE_PX)
+    peaks, where = peaks_of(grown, near_top)
+    if peaks.size < saturation.MIN_PLATEAU_STARS:
+        return None
+    low, high = (sky + f * height for f in saturation.REFERENCE_BAND)
+    band = usable & (image >= low)
+    ref_peaks, ref_where = peaks_of(band, band)
+    chosen = np.nonzero(ref_peaks < high)[0]
+    chosen = chosen[np.argsort(-ref_peaks[chosen])][: saturation.REFERENCE_STARS]
+    if chosen.size == 0:
+        return None
+    light_of = saturation._light_above_half_peak
+    psf_light = np.median([light_of(image, *ref_where[k], ref_peaks[k], sky) for k in chosen])
+    light = np.array([light_of(image, *where[k], peaks[k], sky) for k in range(peaks.size)])
+    if np.count_nonzero(light >= saturation.CLIPPED_CORE_RATIO * psf_light) < 4:
+        return None
+    return float(np.min(peaks))
+
+
+@pytest.mark.parametrize("reach", [1, 2 * saturation.SAME_SOURCE_PX + 1])
+def test_islands_on_flat_indices_are_the_labels_of_image_sized_maps(reach: int) -> None:
+    # Sparse random pixels, some in clumps and on the edges: the islands are
+    # ndimage.label's, of the pixels grown by SAME_SOURCE_PX for the wider reach (whose
+    # order follows the grown pixels: the same partition there, numbered otherwise).
+    rng = np.random.default_rng(11)
+    mask = rng.uniform(size=(97, 131)) > 0.97
+    mask[40:44, 0:5] = mask[0:3, 125:] = True
+    grown = mask if reach == 1 else ndimage.binary_dilation(mask, iterations=(reach - 1) // 2)
+    labels = ndimage.label(grown)[0][mask] - 1
+    ours = saturation._islands(np.flatnonzero(mask), mask.shape[1], reach)
+    if reach == 1:
+        np.testing.assert_array_equal(ours, labels)
+    pairs = np.unique(np.column_stack([ours, labels]), axis=0)
+    assert len(pairs) == ours.max() + 1 == labels.max() + 1 < ours.size
+
+
+@pytest.mark.parametrize(
+    "case", ["clipped", "unclipped", "capped", "masked", "goto/1.fits", "goto/2.fits"]
+)
+def test_the_plateau_is_the_brute_force_labels_one(case: str) -> None:
+    if case.startswith("goto"):
+        image = fits.getdata(data_path(case)).astype(np.float32)
+    else:
+        light, _, _ = _field(5 if case == "capped" else 3, capped=case == "capped")
+        image = _coadd(light, 4, clip=case in ("clipped", "masked"))
+    usable = np.isfinite(image)
+    if case == "masked":  # a blank band through stars, and NaN in it
+        usable[200:215, :] = False
+        image[200:208, :] = np.nan
+    level = star_plateau_level(image, usable)
+    assert level == _plateau_by_whole_image_labels(image, usable)
+    assert (level is None) == (case in ("unclipped", "capped"))

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 from numpy.polynomial import chebyshev
-from scipy import signal
+from scipy import ndimage, signal
 
 from diffviewer.config import KernelConfig, SubtractionConfig
 from diffviewer.engine import field_terms, kernel, psf, subtract, tiles
@@ -256,3 +256,15 @@ def test_difference_is_in_science_counts_whichever_image_is_convolved(
     # put the lobes 1.0 px apart. 0.2 px is ~10 times the fit's error at this S/N (~400).
     assert tab["dipole_separation"][i] == pytest.approx(2.0, abs=0.2)
     assert tab["pos_flux"][i] == pytest.approx(1e5, rel=0.02)
+
+
+@pytest.mark.parametrize("size", [1, 4, 9, 21])
+@pytest.mark.parametrize("density", [0.0, 0.0005, 0.01, 0.3])
+def test_grow_square_is_scipys_maximum_filter(size: int, density: float) -> None:
+    # Sparse maps are painted, denser ones filtered on their bounding box: both are the
+    # whole map's filter, set pixels on the borders included.
+    hit = np.random.default_rng(size).random((83, 120)) < density
+    if density:
+        hit[0, 5] = hit[82, 119] = hit[40, 0] = True
+    want = ndimage.maximum_filter(hit.view(np.uint8), size=size, mode="constant") > 0
+    np.testing.assert_array_equal(subtract.grow_square(hit, size), want)

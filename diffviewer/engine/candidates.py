@@ -260,6 +260,18 @@ def _above(
     return keep
 
 
+#: The 24 other pixels of a 5 x 5 box, nearest first: a pixel on a star's slope fails
+#: against an adjacent one, so the tests of the farther ones see few pixels (the tests
+#: are independent: their order leaves the peaks as they are; on the 4096^2 pair, 1.06
+#: million pixels above the threshold, :func:`find_peaks` 0.69 -> 0.52 s).
+_NEIGHBOURS = tuple(
+    sorted(
+        ((dy, dx) for dy in range(-2, 3) for dx in range(-2, 3) if dy or dx),
+        key=lambda d: d[0] ** 2 + d[1] ** 2,
+    )
+)
+
+
 def find_peaks(exposure: Exposure, threshold: float, reporter: Reporter) -> Peaks:
     """Local maxima of the smoothed image above ``threshold`` sigma.
 
@@ -289,13 +301,11 @@ def find_peaks(exposure: Exposure, threshold: float, reporter: Reporter) -> Peak
     keep = _above(value, xi, yi, bg, sd, threshold, exposure.shape)
     yi, xi, value = yi[keep], xi[keep], value[keep]
     ny, nx = image.shape
-    for dy in range(-2, 3):
-        for dx in range(-2, 3):
-            if dy or dx:
-                other = smooth[np.clip(yi + dy, 0, ny - 1), np.clip(xi + dx, 0, nx - 1)]
-                # ties go to the first pixel in raster order, so a plateau gives one peak
-                keep = (value > other) | ((value == other) & ((dy > 0) | ((dy == 0) & (dx > 0))))
-                yi, xi, value = yi[keep], xi[keep], value[keep]
+    for dy, dx in _NEIGHBOURS:
+        other = smooth[np.clip(yi + dy, 0, ny - 1), np.clip(xi + dx, 0, nx - 1)]
+        # ties go to the first pixel in raster order, so a plateau gives one peak
+        keep = (value > other) | ((value == other) & ((dy > 0) | ((dy == 0) & (dx > 0))))
+        yi, xi, value = yi[keep], xi[keep], value[keep]
     reporter.update(0.5)
     peak = image[yi, xi] - _at(bg, image.shape, xi, yi)
     return Peaks(xi, yi, value, peak, bg, sd, threshold, exposure.shape)

@@ -503,6 +503,7 @@ def select_candidates(
     config: CandidatesConfig,
     reporter: Reporter,
     peaks: Peaks | None = None,
+    template_peaks: Peaks | None = None,
 ) -> CandidateSet:
     """Select the stars on which the PSF-matching kernel is fitted.
 
@@ -518,6 +519,9 @@ def select_candidates(
         The science image's peaks when they were found already (by the registration),
         used when their threshold is at most ``config.detect_threshold``; else they are
         found here.
+    template_peaks : Peaks, optional
+        Peaks found on ``template``'s own pixels (by the registration, when the template
+        was not resampled): their background grid is the template's.
 
     Returns
     -------
@@ -540,7 +544,10 @@ def select_candidates(
         found = peaks.above(config.detect_threshold)
         xi, yi, peak, bg_s = found.x, found.y, found.peak, found.background
         n_detected = len(xi)
-    bg_t, _ = coarse_background(template.image, template.good_pixels())
+    if template_peaks is not None:
+        bg_t = template_peaks.background
+    else:
+        bg_t, _ = coarse_background(template.image, template.good_pixels())
     reporter.update(0.6)
 
     # FWHM from the brightest unsaturated peaks, to size stamps and apertures.

@@ -285,7 +285,12 @@ def run_subtraction(
     rep.stage("warp", {"science": science.image, "template": warped.exposure.image})
     with _step(rep, "kernel candidates", 0.10, 0.20):
         cands = candidates.select_candidates(
-            science, warped.exposure, config.candidates, rep, warped.science_peaks
+            science,
+            warped.exposure,
+            config.candidates,
+            rep,
+            warped.science_peaks,
+            warped.template_peaks,
         )
     with _step(rep, "psf", 0.20, 0.25):
         xy = cands.table["x"], cands.table["y"]

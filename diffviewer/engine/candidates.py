@@ -123,9 +123,14 @@ def coarse_background(
     by, bx = max(1, ny // box), max(1, nx // box)
     sy, sx = ny // by, nx // bx
     step = 2 if min(sy, sx) >= 32 else 1  # every other pixel is plenty for a median
-    # cut into boxes first, then subsample within each box: any box side works
-    v = np.where(good, image, np.nan)[: by * sy, : bx * sx].astype(np.float32)
-    v = v.reshape(by, sy, bx, sx)[:, ::step, :, ::step].transpose(0, 2, 1, 3).reshape(by, bx, -1)
+    # cut into boxes first, then subsample within each box: any box side works; the
+    # unusable pixels are set to NaN on the samples alone
+
+    def samples(plane: np.ndarray) -> np.ndarray:
+        boxes = plane[: by * sy, : bx * sx].reshape(by, sy, bx, sx)
+        return boxes[:, ::step, :, ::step].transpose(0, 2, 1, 3).reshape(by, bx, -1)
+
+    v = np.where(samples(good), samples(image), np.nan).astype(np.float32)
     with np.errstate(all="ignore"):
         med = nanmedian_last(v)
         mad = nanmedian_last(np.abs(v - med[..., None]))

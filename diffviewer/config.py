@@ -436,7 +436,9 @@ class ScoreConfig:
     max_psf_change: float = param(
         0.05,
         "ZOGY follows a spatially varying kernel on a grid of local PSFs: the largest "
-        "change (L2, fraction) of the kernel-matched PSF between neighbouring grid nodes.",
+        "change (L2, fraction) of the kernel-matched PSF between neighbouring grid nodes; "
+        "one node serves an image over which that PSF departs from the centre's by less "
+        "than its square.",
         minimum=0.005,
         maximum=1.0,
     )

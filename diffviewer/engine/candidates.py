@@ -123,9 +123,14 @@ def coarse_background(
     by, bx = max(1, ny // box), max(1, nx // box)
     sy, sx = ny // by, nx // bx
     step = 2 if min(sy, sx) >= 32 else 1  # every other pixel is plenty for a median
-    # cut into boxes first, then subsample within each box: any box side works
-    v = np.where(good, image, np.nan)[: by * sy, : bx * sx].astype(np.float32)
-    v = v.reshape(by, sy, bx, sx)[:, ::step, :, ::step].transpose(0, 2, 1, 3).reshape(by, bx, -1)
+    # cut into boxes first, then subsample within each box: any box side works; the
+    # unusable pixels are set to NaN on the samples alone
+
+    def samples(plane: np.ndarray) -> np.ndarray:
+        boxes = plane[: by * sy, : bx * sx].reshape(by, sy, bx, sx)
+        return boxes[:, ::step, :, ::step].transpose(0, 2, 1, 3).reshape(by, bx, -1)
+
+    v = np.where(samples(good), samples(image), np.nan).astype(np.float32)
     with np.errstate(all="ignore"):
         med = nanmedian_last(v)
         mad = nanmedian_last(np.abs(v - med[..., None]))
@@ -260,6 +265,18 @@ def _above(
     return keep
 
 
+#: The 24 other pixels of a 5 x 5 box, nearest first: a pixel on a star's slope fails
+#: against an adjacent one, so the tests of the farther ones see few pixels (the tests
+#: are independent: their order leaves the peaks as they are; on the 4096^2 pair, 1.06
+#: million pixels above the threshold, :func:`find_peaks` 0.69 -> 0.52 s).
+_NEIGHBOURS = tuple(
+    sorted(
+        ((dy, dx) for dy in range(-2, 3) for dx in range(-2, 3) if dy or dx),
+        key=lambda d: d[0] ** 2 + d[1] ** 2,
+    )
+)
+
+
 def find_peaks(exposure: Exposure, threshold: float, reporter: Reporter) -> Peaks:
     """Local maxima of the smoothed image above ``threshold`` sigma.
 
@@ -290,13 +307,11 @@ def find_peaks(exposure: Exposure, threshold: float, reporter: Reporter) -> Peak
     keep = _above(value, xi, yi, bg, sd, threshold, exposure.shape)
     yi, xi, value = yi[keep], xi[keep], value[keep]
     ny, nx = image.shape
-    for dy in range(-2, 3):
-        for dx in range(-2, 3):
-            if dy or dx:
-                other = smooth[np.clip(yi + dy, 0, ny - 1), np.clip(xi + dx, 0, nx - 1)]
-                # ties go to the first pixel in raster order, so a plateau gives one peak
-                keep = (value > other) | ((value == other) & ((dy > 0) | ((dy == 0) & (dx > 0))))
-                yi, xi, value = yi[keep], xi[keep], value[keep]
+    for dy, dx in _NEIGHBOURS:
+        other = smooth[np.clip(yi + dy, 0, ny - 1), np.clip(xi + dx, 0, nx - 1)]
+        # ties go to the first pixel in raster order, so a plateau gives one peak
+        keep = (value > other) | ((value == other) & ((dy > 0) | ((dy == 0) & (dx > 0))))
+        yi, xi, value = yi[keep], xi[keep], value[keep]
     reporter.update(0.5)
     peak = image[yi, xi] - _at(bg, image.shape, xi, yi)
     return Peaks(xi, yi, value, peak, bg, sd, threshold, exposure.shape)
@@ -494,6 +509,7 @@ def select_candidates(
     config: CandidatesConfig,
     reporter: Reporter,
     peaks: Peaks | None = None,
+    template_peaks: Peaks | None = None,
 ) -> CandidateSet:
     """Select the stars on which the PSF-matching kernel is fitted.
 
@@ -509,6 +525,9 @@ def select_candidates(
         The science image's peaks when they were found already (by the registration),
         used when their threshold is at most ``config.detect_threshold``; else they are
         found here.
+    template_peaks : Peaks, optional
+        Peaks found on ``template``'s own pixels (by the registration, when the template
+        was not resampled): their background grid is the template's.
 
     Returns
     -------
@@ -531,7 +550,10 @@ def select_candidates(
         found = peaks.above(config.detect_threshold)
         xi, yi, peak, bg_s = found.x, found.y, found.peak, found.background
         n_detected = len(xi)
-    bg_t, _ = coarse_background(template.image, template.good_pixels())
+    if template_peaks is not None:
+        bg_t = template_peaks.background
+    else:
+        bg_t, _ = coarse_background(template.image, template.good_pixels())
     reporter.update(0.6)
 
     # FWHM from the brightest unsaturated peaks, to size stamps and apertures.

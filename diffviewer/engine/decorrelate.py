@@ -181,6 +181,8 @@ def decorrelate(
     science: Exposure,
     template: Exposure,
     reporter: Reporter,
+    *,
+    raw: Exposure | None = None,
 ) -> DecorrelationResult:
     """Whiten the difference's noise.
 
@@ -194,6 +196,9 @@ def decorrelate(
         The inputs (for their sky variances).
     reporter : Reporter
         Progress and cancellation.
+    raw : Exposure, optional
+        ``products.difference``, when the caller made it already (it is made on each
+        read: three image planes and a mask).
 
     Returns
     -------
@@ -211,7 +216,7 @@ def decorrelate(
             )
     phi, factor = decorrelation_kernel(kern, var_source, var_target)
     reporter.update(0.2)
-    diff = products.difference
+    diff = raw if raw is not None else products.difference
     # Only NO_DATA values are meaningless; EDGE/BAD pixels hold approximate values and are
     # whitened with the rest (on a tiny cutout the whole image may be EDGE).
     no_data = (diff.mask & int(MaskPlane.NO_DATA)) != 0

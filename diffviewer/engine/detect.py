@@ -33,6 +33,7 @@ from diffviewer.config import DetectionConfig
 from diffviewer.engine.background import sampled_robust_std
 from diffviewer.engine.deblend import split_footprints
 from diffviewer.engine.progress import Reporter
+from diffviewer.engine.sky import grown_along
 from diffviewer.engine.zogy import ScoreResult, al_score
 from diffviewer.exposure import MASK_DTYPE, UNUSABLE, Exposure, MaskPlane
 
@@ -247,7 +248,13 @@ def _threshold(image: np.ndarray, good: np.ndarray, level: float, min_area: int)
 def _sky_positions(avoid: np.ndarray, n: int, radius: int) -> tuple[np.ndarray, np.ndarray]:
     """Up to ``n`` seeded positions ``radius`` px from ``avoid`` and 2 ``radius`` apart."""
     size = 2 * radius + 1
-    blocked = ndimage.maximum_filter(avoid.view(np.uint8), size=size, mode="constant", cval=1) > 0
+    # Within ``radius`` px (square) of a pixel to avoid or of the image's edge: scipy's
+    # maximum_filter with cval 1, by the separable passes of grown_along (at 4096^2 a
+    # third of the time).
+    blocked = grown_along(grown_along(avoid, size, 0), size, 1)
+    if radius > 0:
+        blocked[:radius] = blocked[-radius:] = True
+        blocked[:, :radius] = blocked[:, -radius:] = True
     free = np.flatnonzero(~blocked)
     if free.size == 0 or n == 0:
         return np.zeros(0), np.zeros(0)

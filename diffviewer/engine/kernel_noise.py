@@ -50,11 +50,12 @@ number of pixel pairs at each lag.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import numpy as np
 import scipy.fft as sfft
 
-from diffviewer.engine import fftconv
+from diffviewer.engine import fftconv, tiles
 from diffviewer.engine.background import SkyBackground
 from diffviewer.engine.sky import sky_pixels, usable_on_both
 from diffviewer.exposure import Exposure
@@ -94,36 +95,57 @@ class SkyCovariance:
         return float(self.cross[lag, lag] / scale) if scale > 0 else float("nan")
 
 
-def spectrum(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """``rfft2`` of ``image`` zero-padded to ``shape``."""
-    return np.asarray(sfft.rfft2(image, s=shape, workers=-1))
+def lag_sums(
+    images: Sequence[np.ndarray], pairs: Sequence[tuple[int, int]], max_lag: int
+) -> list[np.ndarray]:
+    """``sum_x a(x) b(x + d)`` for every lag ``|dy|, |dx| <= max_lag``, for each pair
+    ``(a, b) = (images[i], images[j])`` of ``pairs`` (zeros beyond the images).
 
-
-def lag_products(
-    fa: np.ndarray, fb: np.ndarray, shape: tuple[int, int], max_lag: int
-) -> np.ndarray:
-    """``sum_x a(x) b(x + d)`` for every lag ``|dy|, |dx| <= max_lag``, from the images'
-    spectra.
+    Tile by tile: each tile of ``a`` (at most :data:`~diffviewer.engine.tiles.MAX_TILE_FFT`
+    px with its margin) is correlated with ``b`` over the tile and ``max_lag`` px around
+    it on an FFT grid that leaves no lag to wrap, and the tiles' sums are added in float64.
+    The lags are a kernel's side; FFTs of the whole image for them cost several times as
+    much per pixel (4096^2 images, 40 px lags: 6 transforms of 4320^2 against 36 tiles of 8
+    transforms of 768^2; :func:`sky_covariance` 2.2-2.7 -> 1.6-1.7 s of CPU).
 
     Parameters
     ----------
-    fa, fb : numpy.ndarray
-        :func:`spectrum` of ``a`` and ``b`` on ``shape``, which exceeds the images' own
-        shape by at least ``max_lag`` on each axis, so that no lag wraps around.
-    shape : (int, int)
-        The FFT grid.
+    images : sequence of numpy.ndarray
+        Images of one shape (float32).
+    pairs : sequence of (int, int)
+        Indices into ``images`` of each ``(a, b)``.
     max_lag : int
         ``L``.
 
     Returns
     -------
-    numpy.ndarray
-        ``(2 L + 1, 2 L + 1)`` float64, element ``[L + dy, L + dx]``.
+    list of numpy.ndarray
+        For each pair, ``(2 L + 1, 2 L + 1)`` float64, element ``[L + dy, L + dx]``.
     """
-    full = sfft.irfft2(np.conj(fa) * fb, s=shape, workers=-1)
-    rows = np.r_[shape[0] - max_lag : shape[0], 0 : max_lag + 1]
-    cols = np.r_[shape[1] - max_lag : shape[1], 0 : max_lag + 1]
-    return np.asarray(full[np.ix_(rows, cols)], dtype=np.float64)
+    ny, nx = images[0].shape
+    lag = max_lag
+    padded = (tiles.tile_fft_length(ny, lag), tiles.tile_fft_length(nx, lag))
+    sums = [np.zeros((2 * lag + 1, 2 * lag + 1)) for _ in pairs]
+    window = np.zeros(padded, dtype=np.float32)
+    for t0, t1 in tiles.axis_tiles(0, ny, padded[0] - 2 * lag):
+        for u0, u1 in tiles.axis_tiles(0, nx, padded[1] - 2 * lag):
+            # b over the tile and ``lag`` px around it, its pixel (t0 - lag, u0 - lag) at
+            # [0, 0]; a's tile at [0, 0]: element [lag + dy, lag + dx] of the circular
+            # correlation is the lag (dy, dx), and no index reaches the grid's end.
+            lo_r, hi_r = max(0, t0 - lag), min(ny, t1 + lag)
+            lo_c, hi_c = max(0, u0 - lag), min(nx, u1 + lag)
+            box = np.s_[lo_r - t0 + lag : hi_r - t0 + lag, lo_c - u0 + lag : hi_c - u0 + lag]
+            tile, around = {}, {}
+            for i in {i for i, _ in pairs}:
+                tile[i] = sfft.rfft2(images[i][t0:t1, u0:u1], s=padded, workers=-1)
+            for j in {j for _, j in pairs}:
+                window[:] = 0.0
+                window[box] = images[j][lo_r:hi_r, lo_c:hi_c]
+                around[j] = sfft.rfft2(window, workers=-1)
+            for total, (i, j) in zip(sums, pairs, strict=True):
+                full = sfft.irfft2(np.conj(tile[i]) * around[j], s=padded, workers=-1)
+                total += full[: 2 * lag + 1, : 2 * lag + 1]
+    return sums
 
 
 def sky_covariance(
@@ -154,24 +176,23 @@ def sky_covariance(
     -------
     SkyCovariance
     """
-    shape = (
-        sfft.next_fast_len(source.shape[0] + max_lag, real=True),
-        sfft.next_fast_len(source.shape[1] + max_lag, real=True),
-    )
-    fm = spectrum(sky.astype(np.float32), shape)
-    pairs = np.maximum(lag_products(fm, fm, shape, max_lag), 1.0)
-    del fm
     n = int(sky.sum())
-    spectra, powers = [], []
+    planes, powers, off = [sky.astype(np.float32)], [], ~sky
     for image, bkg in zip((source, target), backgrounds, strict=True):
-        r = np.subtract(image, bkg.image(), dtype=np.float32)
-        r -= np.float32(np.mean(r[sky])) if n else np.float32(0.0)
-        r[~sky] = 0.0
-        powers.append(float(np.sum(r.astype(np.float64) ** 2) / max(n, 1)))
-        spectra.append(spectrum(r, shape))
-    c_ss = lag_products(spectra[0], spectra[0], shape, max_lag) / pairs
-    c_st = lag_products(spectra[0], spectra[1], shape, max_lag) / pairs
-    return SkyCovariance(c_ss, c_st, powers[1], n)
+        r = bkg.image()
+        r = np.subtract(image, r, out=r, dtype=np.float32)
+        values = r[sky]
+        mean = np.float32(np.mean(values)) if n else np.float32(0.0)
+        r -= mean
+        r[off] = 0.0
+        # The power from the sky's values alone (the zeros add nothing), in float64.
+        values -= mean
+        values = values.astype(np.float64)
+        powers.append(float(np.dot(values, values)) / max(n, 1))
+        planes.append(r)
+    pairs, s_s, s_t = lag_sums(planes, ((0, 0), (1, 1), (1, 2)), max_lag)
+    pairs = np.maximum(pairs, 1.0)
+    return SkyCovariance(s_s / pairs, s_t / pairs, powers[1], n)
 
 
 @dataclasses.dataclass(frozen=True)

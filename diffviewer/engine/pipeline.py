@@ -285,7 +285,12 @@ def run_subtraction(
     rep.stage("warp", {"science": science.image, "template": warped.exposure.image})
     with _step(rep, "kernel candidates", 0.10, 0.20):
         cands = candidates.select_candidates(
-            science, warped.exposure, config.candidates, rep, warped.science_peaks
+            science,
+            warped.exposure,
+            config.candidates,
+            rep,
+            warped.science_peaks,
+            warped.template_peaks,
         )
     with _step(rep, "psf", 0.20, 0.25):
         xy = cands.table["x"], cands.table["y"]
@@ -303,29 +308,24 @@ def run_subtraction(
     with _step(rep, "subtract", 0.45, 0.60):
         products = subtract.subtract_images(science, warped.exposure, fit, rep)
     rep.stage("subtract", {"matched": products.matched_image})
+    # The raw difference (SubtractionProducts.difference is made on each read) is made
+    # once, for the decorrelation and the raw diagnostics.
     decorr = None
     if config.decorrelation.enabled:
         with _step(rep, "decorrelate", 0.60, 0.65):
-            decorr = decorrelate.decorrelate(
-                products,
-                fit,
-                science,
-                warped.exposure,
-                rep,
-            )
+            raw = products.difference
+            decorr = decorrelate.decorrelate(products, fit, science, warped.exposure, rep, raw=raw)
             difference, diff_psf = decorr.difference, decorr.psf
     else:
-        # made here, once (SubtractionProducts.difference is made on each read)
-        difference, diff_psf = products.difference, products.psf
+        raw = difference = products.difference
+        diff_psf = products.psf
     # Its pixels are final here: renormalisation scales its variance, detection adds mask planes.
     rep.stage("difference", {"difference": difference.image})
     # The raw difference's diagnostics come before the planes of the renormalisation, the
-    # score and detection are held: that difference (five planes, made on read) is made
-    # for them and dropped.
+    # score and detection are held: the raw difference is dropped after them.
     with _step(rep, "diagnostics", 0.65, 0.66):
-        raw_diag = diagnostics.raw_residuals(
-            science, warped.exposure, fit, products.difference, rep
-        )
+        raw_diag = diagnostics.raw_residuals(science, warped.exposure, fit, raw, rep)
+    del raw
     with _step(rep, "renormalise", 0.66, 0.70):
         difference, renorm, filtered = renormalise.renormalise(
             difference,

@@ -405,6 +405,7 @@ def register_on_stars(
     order: int,
     guess: Mapping | None = None,
     science_peaks: Peaks | None = None,
+    template_peaks: Peaks | None = None,
 ) -> Registration:
     """Find the science -> template pixel transform from the stars alone.
 
@@ -417,8 +418,8 @@ def register_on_stars(
     guess : callable, optional
         A first mapping to try before star patterns (e.g. the identity for images of
         one shape); kept when the fit it leads to is trusted (:func:`_trusted`).
-    science_peaks : Peaks, optional
-        The science image's peaks, when found already (:func:`find_stars`).
+    science_peaks, template_peaks : Peaks, optional
+        Each image's peaks, when found already (:func:`find_stars`).
 
     Returns
     -------
@@ -431,7 +432,7 @@ def register_on_stars(
         When too few stars are found or their patterns do not match (the message
         says how many stars each image had and what to try).
     """
-    sci, tmpl = find_stars(science, peaks=science_peaks), find_stars(template)
+    sci, tmpl = find_stars(science, peaks=science_peaks), find_stars(template, peaks=template_peaks)
     n_sci, n_tmpl = len(sci), len(tmpl)
     if min(n_sci, n_tmpl) < MIN_STARS:
         raise RegistrationError(
@@ -469,6 +470,7 @@ def check_wcs_on_stars(
     order: int,
     tolerance: float,
     science_peaks: Peaks | None = None,
+    template_peaks: Peaks | None = None,
 ) -> Registration:
     """Check the WCS mapping on matched stars; replace it by the star fit when they disagree.
 
@@ -483,8 +485,8 @@ def check_wcs_on_stars(
     tolerance : float
         Largest disagreement (px) between the WCS mapping and the star fit over the
         image for which the WCS mapping is kept.
-    science_peaks : Peaks, optional
-        The science image's peaks, when found already (:func:`find_stars`).
+    science_peaks, template_peaks : Peaks, optional
+        Each image's peaks, when found already (:func:`find_stars`).
 
     Returns
     -------
@@ -492,7 +494,7 @@ def check_wcs_on_stars(
         'wcs' (kept: confirmed by stars, or too few stars to check) or 'wcs refined
         on stars'.
     """
-    sci, tmpl = find_stars(science, peaks=science_peaks), find_stars(template)
+    sci, tmpl = find_stars(science, peaks=science_peaks), find_stars(template, peaks=template_peaks)
     n_sci, n_tmpl = len(sci), len(tmpl)
     if min(n_sci, n_tmpl) < MIN_STARS:
         note = (

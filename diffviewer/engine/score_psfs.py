@@ -5,9 +5,10 @@ convolved with the matching kernel, P_n = K(x, y) (x) P_r (up to the flux ratio)
 kernel fitted with a spatial order above 0 follows a PSF that changes over the field,
 so the score's PSFs are built from it at the nodes of a grid (ZOGY section 9 cuts the
 image into sub-images for the same reason), and :func:`diffviewer.engine.zogy.zogy_score_grid`
-blends between them. The grid is as fine as the kernel's change requires: one node for a
-kernel constant over the image (spatial order 0), else nodes at the image edges and as
-many between as keep the matched PSF's change from one node to the next within
+blends between them. The grid is as fine as the kernel's change requires: one node at the
+centre when the matched PSF departs from the centre's by less than the blend's own
+error (:func:`kernel_psf_grid`), else nodes at the image edges and as many between as
+keep the matched PSF's change from one node to the next within
 ``ScoreConfig.max_psf_change``.
 """
 
@@ -117,6 +118,22 @@ def _matched(fit: KernelFit, x: float, y: float) -> np.ndarray:
     return sci if fit.convolved == "template" else tmpl
 
 
+def _variation(fit: KernelFit, shape: tuple[int, int]) -> tuple[float, float, float]:
+    """The matched PSF's change along x and y (:func:`psf_change`) and its largest
+    departure from the centre's (L2, over the centre's L2 norm) at the probes."""
+    if fit.solution.spatial_order == 0:
+        return 0.0, 0.0, 0.0
+    ny, nx = shape
+    xs, ys = np.linspace(0.0, nx - 1.0, PROBES), np.linspace(0.0, ny - 1.0, PROBES)
+    psfs = np.array([[_matched(fit, x, y) for x in xs] for y in ys])
+    centre = _matched(fit, (nx - 1) / 2.0, (ny - 1) / 2.0)
+    scale = float(np.linalg.norm(centre))
+    along_x = np.linalg.norm(np.diff(psfs, axis=1), axis=(2, 3)).sum(axis=1).max()
+    along_y = np.linalg.norm(np.diff(psfs, axis=0), axis=(2, 3)).sum(axis=0).max()
+    departure = np.linalg.norm(psfs - centre, axis=(2, 3)).max()
+    return float(along_x) / scale, float(along_y) / scale, float(departure) / scale
+
+
 def psf_change(fit: KernelFit, shape: tuple[int, int]) -> tuple[float, float]:
     """Fractional change of the kernel-matched PSF along x and along y over the image.
 
@@ -137,15 +154,8 @@ def psf_change(fit: KernelFit, shape: tuple[int, int]) -> tuple[float, float]:
     (float, float)
         Change along x and along y (fraction; 0 for a kernel of spatial order 0).
     """
-    if fit.solution.spatial_order == 0:
-        return 0.0, 0.0
-    ny, nx = shape
-    xs, ys = np.linspace(0.0, nx - 1.0, PROBES), np.linspace(0.0, ny - 1.0, PROBES)
-    psfs = np.array([[_matched(fit, x, y) for x in xs] for y in ys])
-    scale = float(np.linalg.norm(_matched(fit, (nx - 1) / 2.0, (ny - 1) / 2.0)))
-    along_x = np.linalg.norm(np.diff(psfs, axis=1), axis=(2, 3)).sum(axis=1).max()
-    along_y = np.linalg.norm(np.diff(psfs, axis=0), axis=(2, 3)).sum(axis=0).max()
-    return float(along_x) / scale, float(along_y) / scale
+    along_x, along_y, _ = _variation(fit, shape)
+    return along_x, along_y
 
 
 def _nodes(n: int, change: float, config: ScoreConfig) -> tuple[float, ...]:
@@ -172,10 +182,15 @@ def kernel_psf_grid(fit: KernelFit, shape: tuple[int, int], config: ScoreConfig)
     Returns
     -------
     PsfGrid
-        One node at the centre for a kernel constant over the image; else nodes at the
-        image edges, evenly spaced, with cells no smaller than ``min_tile`` px.
+        One node at the centre when the matched PSF departs from the centre's by less
+        than ``max_psf_change ** 2`` at every probe (L2, fraction): the blend between
+        nodes ``max_psf_change`` apart errs to second order, of that size, and one node
+        errs by the departure; else nodes at the image edges, evenly spaced, with cells
+        no smaller than ``min_tile`` px (one along an axis the PSF does not change along).
     """
-    change_x, change_y = psf_change(fit, shape)
+    change_x, change_y, departure = _variation(fit, shape)
+    if departure < config.max_psf_change**2:
+        change_x = change_y = 0.0
     xs, ys = _nodes(shape[1], change_x, config), _nodes(shape[0], change_y, config)
     pairs = [[kernel_matched_psfs(fit, x, y) for x in xs] for y in ys]
     return PsfGrid(

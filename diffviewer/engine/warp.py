@@ -106,6 +106,9 @@ class WarpResult:
     science_peaks : Peaks or None
         The science image's peaks the registration found its stars among (None when it
         used no stars), for the kernel candidates to find theirs among.
+    template_peaks : Peaks or None
+        The template's peaks the registration found its stars among, when
+        :attr:`exposure`'s pixels are the template's own (:attr:`is_input`); else None.
     """
 
     exposure: Exposure
@@ -117,6 +120,7 @@ class WarpResult:
     pieces: tuple[Piece, ...]
     variance_ratio: float = 1.0
     science_peaks: Peaks | None = None
+    template_peaks: Peaks | None = None
 
     @property
     def is_input(self) -> bool:
@@ -355,7 +359,11 @@ def _which_lacks_wcs(science: Exposure, template: Exposure) -> str:
 
 
 def register_template(
-    template: Exposure, science: Exposure, config: WarpConfig, science_peaks: Peaks | None = None
+    template: Exposure,
+    science: Exposure,
+    config: WarpConfig,
+    science_peaks: Peaks | None = None,
+    template_peaks: Peaks | None = None,
 ) -> tuple[Registration, Mapping | None]:
     """Find the science -> template pixel mapping as ``config.register`` says.
 
@@ -365,8 +373,8 @@ def register_template(
         The two exposures.
     config : WarpConfig
         ``register``, ``wcs_tolerance``, ``transform_order``.
-    science_peaks : Peaks, optional
-        The science image's peaks (:func:`register.star_peaks`), when found already.
+    science_peaks, template_peaks : Peaks, optional
+        Each image's peaks (:func:`register.star_peaks`), when found already.
 
     Returns
     -------
@@ -401,6 +409,7 @@ def register_template(
             config.transform_order,
             config.wcs_tolerance,
             science_peaks,
+            template_peaks,
         )
         return reg, (mapping if reg.method == "wcs" else reg.transform)
     if method == "stars":
@@ -412,6 +421,7 @@ def register_template(
                 config.transform_order,
                 guess=register.identity if same_grid else None,
                 science_peaks=science_peaks,
+                template_peaks=template_peaks,
             )
         except RegistrationError as exc:
             few = min(exc.n_science_stars, exc.n_template_stars) < register.FEW_STARS
@@ -489,9 +499,10 @@ def _place(
     config: WarpConfig,
     reporter: Reporter,
     science_peaks: Peaks | None,
+    template_peaks: Peaks | None,
 ) -> _Placed:
     """Register one template piece and resample it onto the science grid when needed."""
-    reg, mapping = register_template(template, science, config, science_peaks)
+    reg, mapping = register_template(template, science, config, science_peaks, template_peaks)
     notes: list[str] = list(reg.notes)
     warped = False
     max_offset = math.nan
@@ -561,11 +572,14 @@ def warp_template(
     """
     reporter = reporter or null_reporter()
     pieces = [template] if isinstance(template, Exposure) else list(template)
-    # The science image's stars are found once for all pieces ('wcs' and 'none' use none).
-    peaks = register.star_peaks(science) if config.register in ("auto", "stars") else None
-    placed = []
+    # The science image's stars are found once for all pieces, each piece's once ('wcs'
+    # and 'none' use none).
+    stars = config.register in ("auto", "stars")
+    peaks = register.star_peaks(science) if stars else None
+    placed, piece_peaks = [], []
     for i, piece in enumerate(pieces):
-        placed.append(_place(piece, science, config, reporter, peaks))
+        piece_peaks.append(register.star_peaks(piece) if stars else None)
+        placed.append(_place(piece, science, config, reporter, peaks, piece_peaks[-1]))
         reporter.update((i + 1) / (len(pieces) + 1))
     exposure, combine_notes = mosaic.combine_pieces([p.exposure for p in placed])
     notes = [
@@ -584,9 +598,10 @@ def warp_template(
     reporter.update(1.0)
     offsets = [p.max_offset for p in placed if np.isfinite(p.max_offset)]
     covered = [template_coverage(p.exposure) for p in placed]
+    warped = any(p.warped for p in placed)
     return WarpResult(
         exposure=exposure,
-        warped=any(p.warped for p in placed),
+        warped=warped,
         max_offset=max(offsets) if offsets else math.nan,
         coverage=coverage,
         warnings=tuple(notes),
@@ -599,4 +614,5 @@ def warp_template(
             np.average([p.variance_ratio for p in placed], weights=np.add(covered, 1e-12))
         ),
         science_peaks=peaks,
+        template_peaks=piece_peaks[0] if len(pieces) == 1 and not warped else None,
     )

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from diffviewer.config import KernelConfig, ScoreConfig, SubtractionConfig
-from diffviewer.engine import score_psfs, tiles, zogy
+from diffviewer.engine import kernel, score_psfs, tiles, zogy
 from diffviewer.engine.pipeline import run_subtraction
 from diffviewer.engine.progress import null_reporter
 from diffviewer.synthetic import SyntheticPair, make_pair
@@ -99,6 +99,32 @@ def test_grid_follows_the_kernel_and_is_one_node_for_a_constant_kernel(varying_p
         pair.science, pair.template, dataclasses.replace(KernelConfig(), spatial_order=0)
     )
     assert score_psfs.kernel_psf_grid(constant, SHAPE, ScoreConfig()).n_nodes == 1
+
+
+def test_grid_is_one_node_where_the_matched_psf_departs_less_than_the_blend_errs(
+    varying_pair,
+) -> None:
+    # The fitted kernel with its spatial terms scaled down: a kernel measured as well as
+    # on the 4096^2 pair of 20,000 stars, whose matched PSF departs from the centre's by
+    # 0.2 %. Under max_psf_change^2 (0.25 %, the blend's own second-order error between
+    # nodes 5 % apart) one node serves the image; above it, nodes at the edges along x.
+    fit = fit_kernel_to(varying_pair.science, varying_pair.template)
+
+    def scaled(factor: float) -> kernel.KernelFit:
+        coefficients = fit.solution.coefficients.copy()
+        coefficients[:, 1:] *= factor  # every term but the constant
+        solution = dataclasses.replace(fit.solution, coefficients=coefficients)
+        return dataclasses.replace(fit, solution=solution)
+
+    config = ScoreConfig()
+    small, large = scaled(0.004), scaled(0.01)
+    assert score_psfs.psf_change(small, SHAPE)[0] > score_psfs.CONSTANT_CHANGE
+    assert score_psfs.kernel_psf_grid(small, SHAPE, config).n_nodes == 1
+    grid = score_psfs.kernel_psf_grid(large, SHAPE, config)
+    assert grid.xs == (0.0, SHAPE[1] - 1.0) and len(grid.ys) == 1
+    # A smaller max_psf_change asks for the grid sooner.
+    strict = dataclasses.replace(config, max_psf_change=0.02)
+    assert score_psfs.kernel_psf_grid(small, SHAPE, strict).n_nodes == 2
 
 
 @pytest.mark.parametrize("gradient", [0.2, 0.5])

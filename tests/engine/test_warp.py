@@ -12,7 +12,7 @@ from reproject import reproject_interp
 from scipy import ndimage
 
 from diffviewer.config import WarpConfig
-from diffviewer.engine import resample, warp
+from diffviewer.engine import candidates, resample, warp
 from diffviewer.engine.progress import CancelToken, Reporter
 from diffviewer.engine.register import PolynomialTransform
 from diffviewer.engine.warp import pixel_map, warp_template, wcs_mapping
@@ -145,6 +145,21 @@ def test_equal_grids_skip_the_warp() -> None:
     result = warp_template(pair.template, pair.science, WarpConfig())
     assert not result.warped and result.max_offset < 1e-6 and result.coverage == 1.0
     assert result.exposure.image is pair.template.image  # no resampling, no copy
+
+
+@pytest.mark.parametrize(("shift", "kept"), [(0.0, True), (0.3, False)])
+def test_the_templates_peaks_are_kept_for_its_own_pixels_only(shift: float, kept: bool) -> None:
+    # The registration's template peaks serve the kernel candidates (their background
+    # grid) only while the template on the science grid is the template as read.
+    pair = make_pair((128, 128), 40, seed=2, tmpl_shift=(shift, 0.0))
+    result = warp_template(pair.template, pair.science, WarpConfig())
+    assert result.is_input is kept
+    assert (result.template_peaks is not None) is kept
+    if kept:
+        expected, _ = candidates.coarse_background(
+            result.exposure.image, result.exposure.good_pixels()
+        )
+        np.testing.assert_array_equal(result.template_peaks.background, expected)
 
 
 @pytest.mark.parametrize(("shift", "warped"), [(0.005, False), (0.02, True)])

@@ -468,7 +468,13 @@ class DetectionConfig:
     )
     threshold: float = param(5.0, "Detection threshold.", unit="sigma", minimum=0.5, maximum=1000.0)
     min_area: int = param(
-        3, "Least number of connected pixels above threshold.", unit="px", minimum=1, maximum=10000
+        1,
+        "Least number of connected pixels above threshold. Both searched images are "
+        "already filtered by the PSF: a larger area raises the threshold for faint point "
+        "sources (3 px missed peaks of 5.0-5.2 sigma; LSST's minPixels is 1 too).",
+        unit="px",
+        minimum=1,
+        maximum=10000,
     )
     grow: int = param(
         2,

@@ -9,7 +9,7 @@ from scipy import ndimage
 
 from diffviewer.config import DetectionConfig, ScoreConfig
 from diffviewer.engine import zogy
-from diffviewer.engine.deblend import split_footprints
+from diffviewer.engine.deblend import point_response, split_footprints
 from diffviewer.engine.detect import DEBLEND_PROMINENCE, detect_sources
 from diffviewer.engine.progress import null_reporter
 from diffviewer.exposure import Exposure, MaskPlane
@@ -88,14 +88,33 @@ def test_a_peak_is_split_off_by_its_rise_above_the_saddle() -> None:
     )
     kept = (image > 1.0).astype(np.int32)  # one footprint, numbered 1
     rise = 12 * 1.0 + 20 * np.exp(-49 / 8) - float(image[20, 15:23].min())
-    labels, n = split_footprints(image, kept, rise - 0.05)
+    labels, n = split_footprints(image, kept, rise - 0.05, np.ones((1, 1)), np.inf)
     assert n == 2
     assert labels[20, 15] != labels[20, 22] and (labels > 0).sum() == kept.sum()
     # Each pixel goes to the bump it climbs to: the pieces meet at the saddle.
     saddle = 15 + int(np.argmin(image[20, 15:23]))
     assert abs(int(np.argmax(labels[20] == labels[20, 22])) - saddle) <= 1
-    labels, n = split_footprints(image, kept, rise + 0.05)
+    labels, n = split_footprints(image, kept, rise + 0.05, np.ones((1, 1)), np.inf)
     assert n == 1 and set(np.unique(labels)) == {0, 1}
+    # With less rise, the smaller bump is still a source when what is left of it once the
+    # larger is taken away as a point source (the image's response to one, here the bumps'
+    # own profile) reaches the threshold: 12 + 20 exp(-49 / 8) - 20 exp(-49 / 8) = 12.
+    dy, dx = np.mgrid[-12:13, -12:13]
+    response = np.exp(-(dx**2 + dy**2) / 8)
+    assert split_footprints(image, kept, rise + 0.05, response, 11.9)[1] == 2
+    assert split_footprints(image, kept, rise + 0.05, response, 12.1)[1] == 1
+
+
+def test_the_point_response_is_the_psf_autocorrelation() -> None:
+    # A Gaussian PSF filtered by itself is a Gaussian of twice its variance (that of the
+    # pixel-integrated PSF: s^2 + 1 / 12 a side).
+    s2 = (3.5 / FWHM_PER_SIGMA) ** 2 + 1 / 12
+    response = point_response(PSF)
+    half = response.shape[0] // 2
+    assert response.shape[0] % 2 == 1 and response[half, half] == pytest.approx(1.0)
+    r = np.arange(-5, 6)
+    expected = np.exp(-(r**2) / (4 * s2))
+    np.testing.assert_allclose(response[half, half - 5 : half + 6], expected, atol=1e-3)
 
 
 def test_a_transient_beside_a_residual_is_its_own_source() -> None:

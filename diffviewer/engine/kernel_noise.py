@@ -187,7 +187,7 @@ def sky_covariance(
     -------
     SkyCovariance
     """
-    n = np.count_nonzero(sky)
+    n = int(np.count_nonzero(sky))
     planes, powers = [sky.astype(np.float32)], []
     keep = sky_bits(sky)
     for image, bkg in zip((source, target), backgrounds, strict=True):
@@ -205,7 +205,7 @@ def sky_covariance(
     sums = lag_sums(planes, pairs, max_lag)
     counts = np.maximum(sums[0], 1.0)
     auto = sums[2] / counts if source_lags else None
-    return SkyCovariance(auto, sums[1] / counts, powers[0], powers[1], int(n))
+    return SkyCovariance(auto, sums[1] / counts, powers[0], powers[1], n)
 
 
 def sky_bits(sky: np.ndarray) -> np.ndarray:

@@ -137,14 +137,15 @@ def split_footprints(
     prominence: float,
     response: np.ndarray,
     level: float,
+    *,
+    sign: int = 1,
 ) -> tuple[np.ndarray, int]:
     """Label the thresholded pixels by footprint, one label per significant peak.
 
     Parameters
     ----------
     image : numpy.ndarray
-        The detection image (sigma), of the sign searched (a negative search passes
-        ``-image``).
+        The detection image (sigma).
     groups : numpy.ndarray
         Integer map of the kept footprints (8-connected groups of thresholded pixels;
         0 elsewhere; the numbers may have gaps).
@@ -158,6 +159,9 @@ def split_footprints(
         The detection threshold (sigma): a peak with less rise is still a source of its
         own when what is left of it once the higher kept peaks are taken away as point
         sources is at least this.
+    sign : int
+        1 to split the footprints of ``image``, -1 those of ``-image`` (negated box by
+        box: a whole negated plane was the largest part of detection's peak memory).
 
     Returns
     -------
@@ -174,13 +178,14 @@ def split_footprints(
         if box is None:
             continue
         inside = groups[box] == k
-        values = np.where(inside, image[box], -np.inf)
+        part = sign * image[box]
+        values = np.where(inside, part, -np.inf)
         peaks = inside & (values >= ndimage.maximum_filter(values, footprint=connectivity))
         if np.count_nonzero(peaks) < 2:
             out[box][inside] = n + 1
             n += 1
             continue
-        pieces = _pieces(image[box].astype(np.float64), inside, prominence, response, level)
+        pieces = _pieces(part.astype(np.float64), inside, prominence, response, level)
         out[box][inside] = pieces[inside] + n
         n += int(pieces.max())
     return out, n

@@ -211,6 +211,7 @@ def _pair_lobes(pieces: np.ndarray, n_pos: int) -> np.ndarray:
             other = padded[at + dy * width + dx]
             touch = other > n_pos
             codes.append(padded[at[touch]].astype(np.int64) * (n_all + 1) + other[touch])
+    del padded, at  # an int32 plane: not held beside the labels made below
     pairs, contact = np.unique(np.concatenate(codes), return_counts=True)
     partner = np.arange(n_all + 1)
     taken = np.zeros(n_all + 1, dtype=bool)
@@ -225,15 +226,18 @@ def _pair_lobes(pieces: np.ndarray, n_pos: int) -> np.ndarray:
     return number[partner].astype(np.int32)[pieces]
 
 
-def _threshold(image: np.ndarray, good: np.ndarray, level: float, min_area: int) -> np.ndarray:
-    """The 8-connected groups of pixels above ``level`` of at least ``min_area`` px.
+def _threshold(
+    image: np.ndarray, good: np.ndarray, level: float, min_area: int, sign: int = 1
+) -> np.ndarray:
+    """The 8-connected groups of pixels of ``sign * image`` above ``level`` (``image``
+    below ``-level`` for ``sign`` -1) of at least ``min_area`` px.
 
     Returns
     -------
     numpy.ndarray
         Integer map of the kept groups (0 elsewhere; the numbers may have gaps).
     """
-    above = good & (image > level)
+    above = good & ((image > level) if sign > 0 else (image < -level))
     labels, n = ndimage.label(above, structure=np.ones((3, 3), dtype=bool))
     if n == 0:
         return labels
@@ -257,12 +261,16 @@ def _sky_positions(avoid: np.ndarray, n: int, radius: int) -> tuple[np.ndarray, 
     if radius > 0:
         blocked[:radius] = blocked[-radius:] = True
         blocked[:, :radius] = blocked[:, -radius:] = True
-    free = np.flatnonzero(~blocked)
-    if free.size == 0 or n == 0:
+    free = ~blocked
+    del blocked
+    n_free = int(np.count_nonzero(free))
+    if n_free == 0 or n == 0:
         return np.zeros(0), np.zeros(0)
     rng = np.random.default_rng(SKY_SOURCE_SEED)
-    tries = rng.choice(free, size=min(free.size, 20 * n), replace=False)
-    ty, tx = np.divmod(tries, avoid.shape[1])
+    # The tries as ranks among the free pixels (``rng.choice`` of the free pixels' flat
+    # indices draws the same ranks, but those indices took 8 bytes a pixel: the largest
+    # part of detection's peak memory).
+    ty, tx = _nth_set(free, rng.choice(n_free, size=min(n_free, 20 * n), replace=False))
     xs: list[int] = []
     ys: list[int] = []
     min_sep2 = (2 * radius) ** 2
@@ -274,6 +282,16 @@ def _sky_positions(avoid: np.ndarray, n: int, radius: int) -> tuple[np.ndarray, 
         if len(xs) == n:
             break
     return np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)
+
+
+def _nth_set(hit: np.ndarray, ranks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column of the ``ranks``-th set pixels of a boolean map, in C order."""
+    per_row = np.count_nonzero(hit, axis=1)
+    ends = np.cumsum(per_row)
+    rows = np.searchsorted(ends, ranks, side="right")
+    within = ranks - (ends[rows] - per_row[rows])
+    cols = [np.flatnonzero(hit[r])[w] for r, w in zip(rows.tolist(), within.tolist(), strict=True)]
+    return rows, np.asarray(cols, dtype=np.int64)
 
 
 def _footprint_table(
@@ -369,10 +387,8 @@ def detect_sources(
     pos = _threshold(image, good, level, config.min_area)
     pos_pieces, n_pos = split_footprints(image, pos, DEBLEND_PROMINENCE, response, level)
     pos = pos > 0
-    negative = -image
-    neg = _threshold(negative, good, level, config.min_area)
-    neg_pieces, _ = split_footprints(negative, neg, DEBLEND_PROMINENCE, response, level)
-    del negative
+    neg = _threshold(image, good, level, config.min_area, sign=-1)
+    neg_pieces, _ = split_footprints(image, neg, DEBLEND_PROMINENCE, response, level, sign=-1)
     neg = neg > 0
     reporter.update(0.3)
     # Grown together: a pixel within reach of pieces of both signs goes to the nearest.

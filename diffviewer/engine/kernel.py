@@ -299,7 +299,12 @@ def fit_kernel(
         cov, terms, why = None, None, ""
         if config.noise_correction != "none":
             cov = measure_sky_covariance(
-                source, target, (src_bkg, tgt_bkg), fwhm, basis.shape[-1] - 1
+                source,
+                target,
+                (src_bkg, tgt_bkg),
+                fwhm,
+                basis.shape[-1] - 1,
+                source_lags=config.noise_correction == "all",
             )
             terms, why = _noise_terms(cov, basis, config.noise_correction)
         sp = fit_spatial(
@@ -311,10 +316,9 @@ def fit_kernel(
             why = sp.noise_note or why
             if why:
                 notes.append(why)
-            lag = cov.max_lag
             shared = SharedNoise(
                 cov.correlation,
-                float(np.sqrt(cov.source[lag, lag])),
+                float(np.sqrt(cov.source_variance)),
                 float(np.sqrt(cov.target_variance)),
                 cov.n_pixels,
                 config.noise_correction,

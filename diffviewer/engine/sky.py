@@ -12,6 +12,8 @@ there.
 
 from __future__ import annotations
 
+from types import EllipsisType
+
 import numpy as np
 from scipy import ndimage
 
@@ -186,16 +188,23 @@ def grown_along(hit: np.ndarray, size: int, axis: int) -> np.ndarray:
     """
     half = size // 2
     n = hit.shape[axis]
-    moved = np.moveaxis(hit, axis, 0)
-    # forward[j]: OR of hit[j - half : j - half + length] (zeros before the start)
-    forward = np.zeros((n + half, *moved.shape[1:]), dtype=bool)
-    forward[half:] = moved
+    # forward[j]: OR of hit[j - half : j - half + length] (zeros before the start). Kept
+    # in the input's layout, so the output is C-ordered like it: a transposed map costs
+    # 0.1 s in each boolean operation with C-ordered ones at 2048 x 4096.
+    shape = list(hit.shape)
+    shape[axis] = n + half
+    forward = np.zeros(shape, dtype=bool)
+    forward[_along(axis, half, None)] = hit
     length = 1
     while 2 * length <= size:
         # (numpy buffers the overlap: the same as a copy of the right-hand side)
-        forward[: n + half - length] |= forward[length:]
+        forward[_along(axis, None, n + half - length)] |= forward[_along(axis, length, None)]
         length *= 2
     # The window of ``size`` px from i - half: the OR of the one of ``length`` px there
     # and the one of ``length`` px ending where it ends (``size - length <= half``).
-    out = forward[:n] | forward[size - length : size - length + n]
-    return np.moveaxis(out, 0, axis)
+    return forward[_along(axis, None, n)] | forward[_along(axis, size - length, size - length + n)]
+
+
+def _along(axis: int, start: int | None, stop: int | None) -> tuple[slice | EllipsisType, ...]:
+    """The index of ``start:stop`` along ``axis`` (0 or 1) of an array, all of the others."""
+    return (slice(start, stop),) if axis == 0 else (Ellipsis, slice(start, stop))

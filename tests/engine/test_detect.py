@@ -10,7 +10,7 @@ from scipy import ndimage
 from diffviewer.config import DetectionConfig, ScoreConfig
 from diffviewer.engine import zogy
 from diffviewer.engine.deblend import point_response, split_footprints
-from diffviewer.engine.detect import DEBLEND_PROMINENCE, detect_sources
+from diffviewer.engine.detect import DEBLEND_PROMINENCE, _nth_set, _threshold, detect_sources
 from diffviewer.engine.progress import null_reporter
 from diffviewer.exposure import Exposure, MaskPlane
 from diffviewer.stats import FWHM_PER_SIGMA
@@ -103,6 +103,35 @@ def test_a_peak_is_split_off_by_its_rise_above_the_saddle() -> None:
     response = np.exp(-(dx**2 + dy**2) / 8)
     assert split_footprints(image, kept, rise + 0.05, response, 11.9)[1] == 2
     assert split_footprints(image, kept, rise + 0.05, response, 12.1)[1] == 1
+
+
+def test_the_nth_set_pixels_are_found_without_listing_them_all() -> None:
+    # The sky sources' tries are drawn as ranks among the free pixels: their positions
+    # are those of the flat indices of every free pixel (8 bytes a pixel, not listed).
+    rng = np.random.default_rng(6)
+    hit = rng.random((70, 90)) > 0.4
+    hit[10] = False  # an empty row
+    ranks = rng.choice(int(hit.sum()), size=300, replace=False)
+    ty, tx = _nth_set(hit, ranks)
+    want_y, want_x = np.divmod(np.flatnonzero(hit)[ranks], hit.shape[1])
+    np.testing.assert_array_equal(ty, want_y)
+    np.testing.assert_array_equal(tx, want_x)
+
+
+def test_negative_footprints_are_those_of_the_negated_image() -> None:
+    # The negative search reads the image with its sign flipped box by box (no negated
+    # image-sized plane): the same groups and pieces as a search of -image.
+    rng = np.random.default_rng(3)
+    image = ndimage.gaussian_filter(rng.normal(size=(120, 100)), 2.0).astype(np.float32) * 8
+    good = rng.random(image.shape) > 0.02
+    response = point_response(gaussian_psf(2.0, 15))
+    flipped = _threshold(image, good, 1.0, 3, sign=-1)
+    np.testing.assert_array_equal(flipped, _threshold(-image, good, 1.0, 3))
+    assert flipped.any()
+    np.testing.assert_array_equal(
+        split_footprints(image, flipped, 0.3, response, 1.0, sign=-1)[0],
+        split_footprints(-image, flipped, 0.3, response, 1.0)[0],
+    )
 
 
 def test_the_point_response_is_the_psf_autocorrelation() -> None:

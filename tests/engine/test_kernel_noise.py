@@ -67,6 +67,32 @@ def test_the_sky_covariance_is_that_of_the_fields_with_their_lags() -> None:
     assert cov.target_variance == pytest.approx(2.0, abs=0.03)
 
 
+def test_without_the_source_lags_the_measurement_is_the_same() -> None:
+    # The shared-noise correction needs the cross-covariance alone: measured without the
+    # source's own lags (6 transforms a tile instead of 8), every other figure is as measured with
+    # them, NaN pixels off the sky are zeros as before, and the noise terms of the whole
+    # correction refuse the covariance that lacks them.
+    shape = (300, 260)
+    source, target = noise_pair(shape, 3)
+    sky = np.random.default_rng(4).random(shape) > 0.3
+    source[~sky & (np.arange(shape[1]) % 7 == 0)] = np.nan
+    bkg = (flat(shape), flat(shape))
+    full = kernel_noise.sky_covariance(source, target, sky, bkg, 6)
+    part = kernel_noise.sky_covariance(source, target, sky, bkg, 6, source_lags=False)
+    assert part.source is None and np.all(np.isfinite(full.source))
+    np.testing.assert_array_equal(part.cross, full.cross)
+    assert (part.source_variance, part.target_variance) == (
+        full.source_variance,
+        full.target_variance,
+    )
+    assert full.source[6, 6] == pytest.approx(full.source_variance, rel=1e-5)
+    with pytest.raises(ValueError, match="source_lags"):
+        kernel_noise.noise_terms(part, make_basis(np.array([1.0]), (2,), 7))
+    assert kernel_noise.noise_terms(
+        kernel_noise.shared_covariance(part), make_basis(np.array([1.0]), (2,), 7)
+    )
+
+
 def test_the_shared_covariance_is_that_of_the_noise_both_images_hold() -> None:
     # A field common to both images (correlated as noise_pair's source: 1, 2/3 and 1/2 at
     # one px along y and x) plus each image's own white noise of variance 1 and 3: the

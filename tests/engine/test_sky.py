@@ -39,6 +39,14 @@ def test_grown_along_is_scipys_maximum_filter(shape: tuple[int, int], size: int,
     np.testing.assert_array_equal(grown_along(hit, size, axis), want)
 
 
+@pytest.mark.parametrize("axis", [0, 1])
+def test_a_map_grown_along_either_axis_keeps_the_inputs_layout(axis: int) -> None:
+    # Combined with C-ordered maps, a transposed one made each boolean operation of
+    # the kernel fit's sky map 0.1 s at 2048 x 4096.
+    hit = np.random.default_rng(axis).random((40, 30)) < 0.02
+    assert grown_along(hit, 5, axis).flags.c_contiguous
+
+
 def test_the_score_uses_the_backgrounds_it_is_given() -> None:
     # The run estimates each input's background once and passes it on: the score made
     # with them is the score that estimates them itself, and a background moved by 0.5

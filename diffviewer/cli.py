@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import importlib
 import logging
 import os
 import signal
@@ -268,15 +269,20 @@ def run_pair(
     timings: dict[str, float] = {}
     # The heavy modules load only once every path is known good (a typo answers at once).
     with _timed(timings, "import"):
-        import scipy.fft
-        from threadpoolctl import threadpool_limits
-
-        from diffviewer.engine.pipeline import run_subtraction
         from diffviewer.io import read_exposure, read_templates
-        from diffviewer.outputs import guard_tripped, write_outputs
+    with _imported_meanwhile(ENGINE_MODULES) as loading:
+        with _timed(timings, "read"):
+            science = read_exposure(science_spec)
+            # The template is read here, not kept: the engine frees it once it is warped.
+            templates = read_templates(pieces)
+        with _timed(timings, "import"):
+            loading.join()
+            import scipy.fft
+            from threadpoolctl import threadpool_limits
 
-    with _timed(timings, "read"):
-        science = read_exposure(science_spec)
+            from diffviewer.engine.pipeline import run_subtraction
+            from diffviewer.outputs import guard_tripped, write_outputs
+
     bar = TerminalProgress(sys.stderr) if (not quiet and sys.stderr.isatty()) else None
     try:
         # Both cores for the FFTs the engine leaves at scipy's default of one thread
@@ -287,9 +293,6 @@ def run_pair(
         # 1024^2 pair at load 6). Set here, where no other thread runs numpy: switching
         # OpenBLAS's process-wide count from the GUI's worker thread deadlocked the GUI.
         with scipy.fft.set_workers(os.cpu_count() or 1), threadpool_limits(1, "blas"):
-            # The template is read here, not kept: the engine frees it once it is warped.
-            with _timed(timings, "read"):
-                templates = read_templates(pieces)
             with _timed(timings, "total"):
                 result = run_subtraction(science, _handed_over(templates), config, progress=bar)
     finally:
@@ -314,6 +317,34 @@ def run_pair(
         )
         return EXIT_STRICT
     return EXIT_OK
+
+
+#: What a run loads beyond :mod:`diffviewer.io` (0.3-0.4 s): loaded on a thread while the
+#: inputs are read, whose numpy work and file reads release the interpreter.
+ENGINE_MODULES = ("scipy.fft", "threadpoolctl", "diffviewer.engine.pipeline", "diffviewer.outputs")
+
+
+@contextlib.contextmanager
+def _imported_meanwhile(names: Sequence[str]) -> Iterator[threading.Thread]:
+    """Import ``names`` on a thread while the block runs; the thread is joined at its end.
+
+    Join the yielded thread before using the modules. Safe beside reading the inputs:
+    :func:`diffviewer.io.read_exposure` imports nothing once :mod:`diffviewer.io` is
+    loaded, so no module is imported by both threads at once. An import that fails here
+    fails again, with its traceback, where the module is used.
+    """
+
+    def load() -> None:
+        for name in names:
+            with contextlib.suppress(Exception):
+                importlib.import_module(name)
+
+    thread = threading.Thread(target=load, name="diffviewer-imports", daemon=True)
+    thread.start()
+    try:
+        yield thread
+    finally:
+        thread.join()
 
 
 @contextlib.contextmanager

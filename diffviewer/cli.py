@@ -17,7 +17,6 @@ import contextlib
 import importlib
 import logging
 import os
-import signal
 import sys
 import threading
 import time
@@ -36,6 +35,7 @@ from diffviewer.paths import (
     require_file,
     template_specs,
 )
+from diffviewer.termination import Terminated, raise_if_terminated, terminate_like_interrupt
 
 SUBCOMMANDS = ("run", "batch", "review", "open", "config")
 
@@ -546,44 +546,6 @@ def _main_open(argv: Sequence[str], prog: str) -> int:
     return launch_saved(args.outdir)
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM or SIGHUP arrived: unwound like Ctrl-C, so every clean-up runs.
-
-    Parameters
-    ----------
-    signum : int
-        The signal.
-    """
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-def _raise_terminated(signum: int, _frame: object) -> None:
-    """Signal handler: raise :class:`Terminated` in the main thread."""
-    raise Terminated(signum)
-
-
-@contextlib.contextmanager
-def terminate_like_interrupt() -> Iterator[None]:
-    """Handle SIGTERM and SIGHUP (Slurm, ``timeout``, systemd) like Ctrl-C while in the block.
-
-    The previous handlers come back afterwards; outside the main thread nothing changes.
-    """
-    names = ("SIGTERM", "SIGHUP")
-    wanted = [getattr(signal, n) for n in names if hasattr(signal, n)]
-    try:
-        previous = {s: signal.signal(s, _raise_terminated) for s in wanted}
-    except ValueError:  # not the main thread: signals are not ours to handle
-        previous = {}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
 class WarningLines(logging.Handler):
     """Print diffviewer's log warnings as ``warning: ...`` lines on the current standard error."""
 
@@ -634,7 +596,9 @@ def dispatch(argv: Sequence[str] | None = None) -> int:
     prog = "diffviewer"
     try:
         with terminate_like_interrupt():
-            return _dispatch(argv, prog)
+            code = _dispatch(argv, prog)
+            raise_if_terminated()  # a signal whose exception a finaliser swallowed
+            return code
     except NoWorkFound as exc:
         print(f"error: no work: {exc}", file=sys.stderr)
         return EXIT_NO_WORK

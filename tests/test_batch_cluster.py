@@ -163,16 +163,6 @@ def test_a_pair_still_being_written_is_waited_for_before_the_summary(tmp_path: P
         writer.wait()
 
 
-def test_sigterm_and_sighup_unwind_like_ctrl_c() -> None:
-    before = signal.getsignal(signal.SIGTERM)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        with pytest.raises(cli.Terminated) as caught, cli.terminate_like_interrupt():
-            os.kill(os.getpid(), sig)
-            time.sleep(5)  # the handler raises before this ends
-        assert caught.value.signum == sig
-    assert signal.getsignal(signal.SIGTERM) is before
-
-
 def test_ctrl_c_during_start_up_is_one_line(monkeypatch, capsys) -> None:
     class Interrupting:
         """An import hook that is Ctrl-C arriving while the command-line module loads."""

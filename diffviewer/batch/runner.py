@@ -34,6 +34,7 @@ from diffviewer.errors import InputError
 from diffviewer.io import parse_spec, remove_stale_staging, wait_for_running_staging
 from diffviewer.paths import TEMPLATE_SEPARATOR, template_specs
 from diffviewer.results import absolute_spec, incomplete_reason
+from diffviewer.termination import raise_if_terminated
 
 #: Seconds between two summary writes while results arrive.
 SUMMARY_EVERY_S = 2.0
@@ -390,6 +391,7 @@ def run_batch(
                 futures = client.map(run_job, plan.jobs, pure=False)
                 job_of = {f.key: j for f, j in zip(futures, plan.jobs, strict=True)}
                 for future in as_completed(futures):
+                    raise_if_terminated()  # a signal whose exception dask's code swallowed
                     job = job_of[future.key]
                     try:
                         row = future.result()

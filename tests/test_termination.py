@@ -1,0 +1,42 @@
+"""SIGTERM and SIGHUP unwind like Ctrl-C, even when a finaliser swallows the exception."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from diffviewer.termination import Terminated, raise_if_terminated, terminate_like_interrupt
+
+
+def test_sigterm_and_sighup_unwind_like_ctrl_c() -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        with pytest.raises(Terminated) as caught, terminate_like_interrupt():
+            os.kill(os.getpid(), sig)
+            time.sleep(5)  # the handler raises before this ends
+        assert caught.value.signum == sig
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+class _SignalledWhileFinalised:
+    """An object whose finaliser is where the signal's handler runs, as dask's can be."""
+
+    def __del__(self) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises here; Python prints and drops the exception
+
+
+def test_a_signal_swallowed_by_a_finaliser_is_raised_again(capsys) -> None:
+    with terminate_like_interrupt():
+        raise_if_terminated()  # nothing received: nothing raised
+        started = time.monotonic()
+        _SignalledWhileFinalised()  # finalised at once; its exception is lost
+        assert time.monotonic() - started < 4  # the handler did run inside it
+        with pytest.raises(Terminated) as caught:
+            raise_if_terminated()
+        assert caught.value.signum == signal.SIGTERM
+    raise_if_terminated()  # the record ends with the block
+    assert "Traceback" not in capsys.readouterr().err  # the lost exception printed nothing

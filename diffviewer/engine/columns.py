@@ -53,7 +53,9 @@ COLUMNS: dict[str, tuple[u.UnitBase, str]] = {
     "peak_value": (_ONE, "the thresholded image at the extreme's pixel (sigma, signed)"),
     "score_peak": (
         _ONE,
-        "the score image at the extreme's pixel (sigma of its own predicted noise, signed)",
+        "the score image at the extreme's pixel (sigma of its own predicted noise, signed); "
+        "NaN where the score is not defined (its mask's unusable planes: near saturated "
+        "cores, off the data)",
     ),
     "xx": (_PIX2, "second moment in x of the signed difference, Gaussian weight removed"),
     "yy": (_PIX2, "second moment in y of the signed difference, Gaussian weight removed"),

@@ -13,7 +13,7 @@ and every quantity of a source refers to one point: the strongest extreme of the
   matched filter does (:func:`diffviewer.engine.photometry.forced_psf_flux`), its
   error from the variance plane, which was renormalised once on sky
   (:mod:`diffviewer.engine.renormalise`) and is not rescaled again here;
-- ``score_peak``: the score at the extreme's pixel;
+- ``score_peak``: the score at the extreme's pixel, NaN where the score is not defined;
 - the science image's PSF flux at the same place, fitted with a constant local sky
   (the science image is not sky-subtracted), as the seed's forced measurement does;
 - aperture fluxes (exact circular overlap, :mod:`diffviewer.engine.apertures`) at
@@ -178,6 +178,30 @@ def _parts(cut: _FootprintCutout, det_mask: np.ndarray, both: bool) -> list[tupl
     return out
 
 
+def score_at(score: ScoreResult, iy: np.ndarray | int, ix: np.ndarray | int) -> np.ndarray:
+    """The score at pixels ``(iy, ix)``, NaN where it is not defined.
+
+    The score image holds 0 where its mask has an :data:`UNUSABLE` plane (near saturated
+    cores it is grown by the score kernels' whole side, further than the difference's);
+    a detection on the difference there has no score, not a score of 0.
+
+    Parameters
+    ----------
+    score : ScoreResult
+        The score.
+    iy, ix : numpy.ndarray or int
+        Row and column indices.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 values, the shape of the indices.
+    """
+    values = np.asarray(score.image[iy, ix], dtype=np.float64)
+    undefined = (np.asarray(score.mask[iy, ix]) & int(UNUSABLE)) != 0
+    return np.where(undefined, np.nan, values)
+
+
 def _measure_part(
     cut: _FootprintCutout,
     part: np.ndarray,
@@ -208,7 +232,7 @@ def _measure_part(
         sign * cut.data, cut.good & part, cx, cy, 2.0 * fwhm / FWHM_PER_SIGMA
     )
     if score is not None:
-        row["score_peak"] = float(score.image[cut.box][iy, ix])
+        row["score_peak"] = float(score_at(score, iy + ys.start, ix + xs.start))
     bits = int(np.bitwise_or.reduce(planes[cut.box][part])) if part.any() else 0
     py, px = np.nonzero(part)
     touches = bool(part.any()) and (
@@ -398,7 +422,7 @@ def measure_sources(
     cols["x"][n_fp:], cols["y"][n_fp:] = detections.sky_x, detections.sky_y
     if score is not None and n_sky:
         iy, ix = detections.sky_y.astype(int), detections.sky_x.astype(int)
-        cols["score_peak"][n_fp:] = score.image[iy, ix]
+        cols["score_peak"][n_fp:] = score_at(score, iy, ix)
     reporter.update(0.85)
 
     xs, ys = cols["x"], cols["y"]

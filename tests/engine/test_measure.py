@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import astropy.units as u
 import numpy as np
 import pytest
@@ -447,3 +449,14 @@ def test_the_catalog_recovers_what_a_plain_matched_filter_recovers() -> None:
     assert lost <= np.sqrt(n * p * (1 - p)), (lost, int(plain.sum()), int(ours.sum()))
     _, near = match(pos, xs, ys)
     assert np.sum(~near) <= 1, "no more than chance false detections"
+
+
+def test_score_at_is_nan_where_the_score_is_not_defined() -> None:
+    image = np.arange(12, dtype=np.float32).reshape(3, 4)
+    mask = np.zeros((3, 4), dtype=np.int16)
+    mask[1, 2] = int(MaskPlane.SAT_TEMPLATE)
+    mask[2, 3] = int(MaskPlane.DETECTED)  # not an unusable plane: the score stands
+    score = SimpleNamespace(image=image, mask=mask)
+    values = measure.score_at(score, np.array([0, 1, 2]), np.array([1, 2, 3]))
+    np.testing.assert_array_equal(values, [1.0, np.nan, 11.0])
+    assert np.isnan(measure.score_at(score, 1, 2))

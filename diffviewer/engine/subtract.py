@@ -329,8 +329,6 @@ def grow_square(hit: np.ndarray, size: int) -> np.ndarray:
             np.clip(cols[:, None, None] + reach[None, None, :], 0, nx - 1),
         ] = True
         return out
-    if flat.size == 0:
-        return out
     rows, cols = np.divmod(flat, nx)
     below, above = (size - 1) // 2, size // 2  # how far a set pixel reaches each way
     box = np.s_[

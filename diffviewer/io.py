@@ -1067,7 +1067,9 @@ class _DeferredSyncs:
 
     Flushing a file waits for the disk (0.06-0.16 s for the 112 MB of a GOTO run on this
     machine) and releases the interpreter, so it overlaps with encoding the next file.
-    Every flush is waited for before the staging folder is moved into place.
+    Every flush is waited for before the staging folder is moved into place. Writing the
+    exposures on a thread as well gained nothing (GOTO's outputs, median of 10 at load
+    2.7: 0.38 s against 0.40 s) and held 9 MB more at the peak of writing.
 
     Parameters
     ----------

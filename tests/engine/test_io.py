@@ -18,6 +18,7 @@ from diffviewer.io import (
     check_output_dir,
     demo_pair,
     ensure_not_input,
+    estimate_variance,
     parse_spec,
     read_exposure,
     staged_output_dir,
@@ -341,6 +342,18 @@ def test_estimated_variance_recovers_poisson_truth(tmp_path: Path, with_gain: bo
     # enters the Poisson term, a few % per pixel, averaging out over the pixels.
     assert np.median(exp.variance[sky] / truth[sky]) == pytest.approx(1.0, abs=0.03)
     assert np.median(exp.variance[bright] / truth[bright]) == pytest.approx(1.0, abs=0.05)
+
+
+def test_estimated_variance_is_the_double_precision_formula_rounded_once() -> None:
+    # 700 rows of 600 px are a block of VARIANCE_BLOCK_PIXELS (436 rows) and a part: each is
+    # sky_var + max(image - sky, 0) / gain in float64, rounded to float32 once.
+    image = _sky_image(shape=(700, 600), gain=2.0)[0]
+    mask = np.zeros(image.shape, dtype=np.int16)
+    variance = estimate_variance(image, mask, 2.0)
+    level, sigma = robust_sky(image, mask == 0)
+    expected = (np.maximum(image - level, 0.0) / 2.0 + sigma**2).astype(np.float32)
+    assert variance.dtype == np.float32
+    np.testing.assert_array_equal(variance, expected)
 
 
 def test_sky_subtracted_image_without_gain_gets_flat_sky_variance(tmp_path: Path) -> None:

@@ -3,8 +3,8 @@
 The kernel at output pixel (x, y) is ``K(x, y) = sum_s P_s(x, y) K_s`` (Chebyshev terms
 ``P_s``), so the convolved image is exactly ``sum_s P_s(x, y) (K_s * I)(x, y)``,
 computed tile by tile (:mod:`diffviewer.engine.tiles`): one real FFT of each tile,
-reused for every term, and one inverse FFT per term (scipy.fft, single precision, all
-cores). Pixels beyond the image edge (and NO_DATA/BAD pixels) count as the image's
+reused for every term, an inverse transform along y per term and along x per power of x
+(:func:`term_sum`; scipy.fft, single precision, all cores). Pixels beyond the image edge (and NO_DATA/BAD pixels) count as the image's
 median level. Outputs whose kernel
 footprint (the centred square holding 99% of the kernel's absolute weight) leaves the
 image or touches NO_DATA are flagged EDGE; BAD/SAT/CR/... are grown by that footprint,
@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import scipy.fft as sfft
 from numpy.polynomial import chebyshev
 from scipy import ndimage
 
@@ -171,7 +172,7 @@ def convolve_terms(
 
     Tiled (:func:`diffviewer.engine.tiles.convolve`'s one node): each tile's spectrum is
     computed once and reused for every term, each term's kernel spectrum once for all
-    tiles, and each term's inverse transform is weighted by its polynomial on the tile.
+    tiles, and the terms are brought back to the tile's pixels by :func:`term_sum`.
 
     Parameters
     ----------
@@ -193,22 +194,6 @@ def convolve_terms(
     ny, nx = image.shape
     tx = chebyshev.chebvander(2.0 * np.arange(nx) / max(nx - 1, 1) - 1.0, order).astype(np.float32)
     ty = chebyshev.chebvander(2.0 * np.arange(ny) / max(ny - 1, 1) - 1.0, order).astype(np.float32)
-    powers = term_powers(order)
-
-    def term_sum(
-        grid: tiles.FourierGrid, spectra: tiles.Spectra, data: tiles.Spectra
-    ) -> tuple[np.ndarray]:
-        """The terms' convolutions on a tile, each times its polynomial there, summed."""
-        (r0, c0), (rows, cols) = grid.offset, grid.shape
-        out = np.zeros(grid.shape, dtype=np.float32)
-        for spectrum, (px, py) in zip(spectra, powers, strict=True):
-            conv = grid.image(data[0] * spectrum)
-            if order > 0:
-                conv *= ty[r0 : r0 + rows, py, None]
-                conv *= tx[None, c0 : c0 + cols, px]
-            out += conv
-        return (out,)
-
     (out,) = tiles.blend_cells(
         (ny, nx),
         lambda box: (np.asarray(image[box], dtype=np.float32),),
@@ -216,9 +201,60 @@ def convolve_terms(
         ((ny - 1) / 2.0,),
         kernels.shape[-1] // 2,
         lambda grid, j, i: tuple(grid.kernel_spectrum(k) for k in kernels),
-        lambda grid, j, i, spectra, data: term_sum(grid, spectra, data),
+        lambda grid, j, i, spectra, data: (term_sum(grid, data[0], spectra, tx, ty),),
         reporter.update,
     )
+    return out
+
+
+def term_sum(
+    grid: tiles.FourierGrid,
+    data: np.ndarray,
+    spectra: tiles.Spectra,
+    tx: np.ndarray,
+    ty: np.ndarray,
+) -> np.ndarray:
+    """A tile's ``sum_s P_s(x, y) (K_s * tile)``, ``P_s = T_px(x) T_py(y)``.
+
+    Each term's product of spectra is transformed back along y (complex) and weighted by
+    its ``T_py`` there; the terms of one x power are summed and transformed back along x
+    together (a function of y alone commutes with the transform along x), then weighted
+    by ``T_px``: ``order + 1`` transforms along x instead of one a term (``irfft2``'s two
+    passes, to float32 rounding), and only over the tile's own rows.
+
+    Parameters
+    ----------
+    grid : tiles.FourierGrid
+        The tile's grid.
+    data : numpy.ndarray
+        The tile's spectrum on it.
+    spectra : tiles.Spectra
+        The terms' kernel spectra on it, in :func:`field_terms.term_powers` order.
+    tx, ty : numpy.ndarray
+        ``(nx, order + 1)`` and ``(ny, order + 1)`` float32 Chebyshev polynomials of the
+        whole image's columns and rows.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``grid.shape`` float32.
+    """
+    (r0, c0), (rows, cols) = grid.offset, grid.shape
+    order = tx.shape[1] - 1
+    powers = term_powers(order)
+    out = np.zeros(grid.shape, dtype=np.float32)
+    for px in range(order + 1):
+        along_y = np.zeros((rows, data.shape[1]), dtype=np.complex64)
+        for spectrum, (qx, py) in zip(spectra, powers, strict=True):
+            if qx == px:
+                part = sfft.ifft(data * spectrum, axis=0, workers=-1, overwrite_x=True)[:rows]
+                if order > 0:
+                    part *= ty[r0 : r0 + rows, py, None]
+                along_y += part
+        conv = sfft.irfft(along_y, n=grid.padded[1], axis=1, workers=-1)[:, :cols]
+        if order > 0:
+            conv *= tx[None, c0 : c0 + cols, px]
+        out += conv
     return out
 
 

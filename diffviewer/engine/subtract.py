@@ -4,8 +4,8 @@ The kernel at output pixel (x, y) is ``K(x, y) = sum_s P_s(x, y) K_s`` (Chebyshe
 ``P_s``), so the convolved image is exactly ``sum_s P_s(x, y) (K_s * I)(x, y)``,
 computed tile by tile (:mod:`diffviewer.engine.tiles`): one real FFT of each tile,
 reused for every term, an inverse transform along y per term and along x per power of x
-(:func:`term_sum`; scipy.fft, single precision, all cores). Pixels beyond the image edge (and NO_DATA/BAD pixels) count as the image's
-median level. Outputs whose kernel
+(:func:`term_sum`; scipy.fft, single precision, all cores). Pixels beyond the image
+edge (and NO_DATA/BAD pixels) count as the image's median level. Outputs whose kernel
 footprint (the centred square holding 99% of the kernel's absolute weight) leaves the
 image or touches NO_DATA are flagged EDGE; BAD/SAT/CR/... are grown by that footprint,
 and so is the other image's SAT (a saturated core's wings do not subtract).
@@ -166,9 +166,14 @@ class SubtractionProducts:
 
 
 def convolve_terms(
-    image: np.ndarray, kernels: np.ndarray, order: int, reporter: Reporter | None = None
+    image: np.ndarray,
+    kernels: np.ndarray,
+    order: int,
+    reporter: Reporter | None = None,
+    *,
+    offset: float = 0.0,
 ) -> np.ndarray:
-    """``sum_s P_s(x, y) (K_s * image)``, the spatially varying convolution.
+    """``sum_s P_s(x, y) (K_s * (image + offset))``, the spatially varying convolution.
 
     Tiled (:func:`diffviewer.engine.tiles.convolve`'s one node): each tile's spectrum is
     computed once and reused for every term, each term's kernel spectrum once for all
@@ -184,6 +189,10 @@ def convolve_terms(
         Chebyshev order of the terms.
     reporter : Reporter, optional
         Progress (over the tiles) and cancellation.
+    offset : float
+        A level added to the image and beyond its edges: ``offset * sum(K(x, y))`` is
+        added to the result, inside :func:`term_sum` (no image-sized map of the kernel
+        sum is made).
 
     Returns
     -------
@@ -191,6 +200,7 @@ def convolve_terms(
         float32 image of the same shape.
     """
     reporter = reporter or null_reporter()
+    levels = offset * kernels.sum(axis=(1, 2))
     ny, nx = image.shape
     tx = chebyshev.chebvander(2.0 * np.arange(nx) / max(nx - 1, 1) - 1.0, order).astype(np.float32)
     ty = chebyshev.chebvander(2.0 * np.arange(ny) / max(ny - 1, 1) - 1.0, order).astype(np.float32)
@@ -201,7 +211,7 @@ def convolve_terms(
         ((ny - 1) / 2.0,),
         kernels.shape[-1] // 2,
         lambda grid, j, i: tuple(grid.kernel_spectrum(k) for k in kernels),
-        lambda grid, j, i, spectra, data: (term_sum(grid, data[0], spectra, tx, ty),),
+        lambda grid, j, i, spectra, data: (term_sum(grid, data[0], spectra, tx, ty, levels),),
         reporter.update,
     )
     return out
@@ -213,14 +223,16 @@ def term_sum(
     spectra: tiles.Spectra,
     tx: np.ndarray,
     ty: np.ndarray,
+    levels: np.ndarray,
 ) -> np.ndarray:
-    """A tile's ``sum_s P_s(x, y) (K_s * tile)``, ``P_s = T_px(x) T_py(y)``.
+    """A tile's ``sum_s P_s(x, y) ((K_s * tile) + levels[s])``, ``P_s = T_px(x) T_py(y)``.
 
     Each term's product of spectra is transformed back along y (complex) and weighted by
     its ``T_py`` there; the terms of one x power are summed and transformed back along x
     together (a function of y alone commutes with the transform along x), then weighted
     by ``T_px``: ``order + 1`` transforms along x instead of one a term (``irfft2``'s two
-    passes, to float32 rounding), and only over the tile's own rows.
+    passes, to float32 rounding), and only over the tile's own rows. A term's level is
+    added to its zero frequency along x (a constant along x), weighted by its ``T_py``.
 
     Parameters
     ----------
@@ -233,6 +245,8 @@ def term_sum(
     tx, ty : numpy.ndarray
         ``(nx, order + 1)`` and ``(ny, order + 1)`` float32 Chebyshev polynomials of the
         whole image's columns and rows.
+    levels : numpy.ndarray
+        ``(n_terms,)`` a constant added to each term's convolution.
 
     Returns
     -------
@@ -245,9 +259,10 @@ def term_sum(
     out = np.zeros(grid.shape, dtype=np.float32)
     for px in range(order + 1):
         along_y = np.zeros((rows, data.shape[1]), dtype=np.complex64)
-        for spectrum, (qx, py) in zip(spectra, powers, strict=True):
+        for spectrum, level, (qx, py) in zip(spectra, levels, powers, strict=True):
             if qx == px:
                 part = sfft.ifft(data * spectrum, axis=0, workers=-1, overwrite_x=True)[:rows]
+                part[:, 0] += np.float32(level * grid.padded[1])
                 if order > 0:
                     part *= ty[r0 : r0 + rows, py, None]
                 along_y += part
@@ -304,8 +319,8 @@ def squared_sum_ratio(solution: KernelSolution, step: int | None = None) -> np.n
 def _centred(exposure: Exposure, array: np.ndarray) -> tuple[np.ndarray, float]:
     """``array`` minus its median, with NO_DATA/BAD pixels set to that median (0 after).
 
-    Convolving the centred array and adding back ``median * sum(K)`` treats the world
-    beyond the image edge as the median level instead of zero.
+    Convolving the centred array with the median as its offset (:func:`convolve_terms`)
+    treats the world beyond the image edge as the median level instead of zero.
     """
     invalid = (exposure.mask & _INVALID) != 0
     valid = array[::4, ::4][~invalid[::4, ::4]]
@@ -517,14 +532,12 @@ def subtract_images(
     source, _ = fit.source_target(science, template)
     kernels = sol.spatial_kernels()
     image, level = _centred(source, source.image)
-    matched_image = convolve_terms(image, kernels, sol.spatial_order)
-    matched_image += np.float32(level) * sol.kernel_sum_image()
+    matched_image = convolve_terms(image, kernels, sol.spatial_order, offset=level)
     reporter.update(0.45)
     ny, nx = science.shape
     centre = sol.evaluate((nx - 1) / 2.0, (ny - 1) / 2.0)
     var, var_level = _centred(source, source.variance)
-    matched_var = convolve_terms(var, (centre**2)[None], 0)
-    matched_var += np.float32(var_level * np.sum(centre**2))
+    matched_var = convolve_terms(var, (centre**2)[None], 0, offset=var_level)
     matched_var *= squared_sum_ratio(sol)
     np.clip(matched_var, 0.0, None, out=matched_var)
     reporter.update(0.85)

@@ -171,9 +171,11 @@ def convolve_terms(
     order: int,
     reporter: Reporter | None = None,
     *,
-    offset: float = 0.0,
+    level: float = 0.0,
+    invalid: np.ndarray | None = None,
 ) -> np.ndarray:
-    """``sum_s P_s(x, y) (K_s * (image + offset))``, the spatially varying convolution.
+    """``sum_s P_s(x, y) (K_s * J)``, the spatially varying convolution of ``J``: the
+    image, with ``level`` at its ``invalid`` pixels and beyond its edges.
 
     Tiled (:func:`diffviewer.engine.tiles.convolve`'s one node): each tile's spectrum is
     computed once and reused for every term, each term's kernel spectrum once for all
@@ -189,10 +191,12 @@ def convolve_terms(
         Chebyshev order of the terms.
     reporter : Reporter, optional
         Progress (over the tiles) and cancellation.
-    offset : float
-        A level added to the image and beyond its edges: ``offset * sum(K(x, y))`` is
-        added to the result, inside :func:`term_sum` (no image-sized map of the kernel
-        sum is made).
+    level : float
+        Each tile is convolved less ``level`` (its ``invalid`` pixels at zero) and
+        ``level * sum(K(x, y))`` is added inside :func:`term_sum`: no image-sized copy of
+        the image less its level, nor map of the kernel sum, is made.
+    invalid : numpy.ndarray, optional
+        Boolean map of the pixels that count as ``level``.
 
     Returns
     -------
@@ -200,13 +204,13 @@ def convolve_terms(
         float32 image of the same shape.
     """
     reporter = reporter or null_reporter()
-    levels = offset * kernels.sum(axis=(1, 2))
+    levels = level * kernels.sum(axis=(1, 2))
     ny, nx = image.shape
     tx = chebyshev.chebvander(2.0 * np.arange(nx) / max(nx - 1, 1) - 1.0, order).astype(np.float32)
     ty = chebyshev.chebvander(2.0 * np.arange(ny) / max(ny - 1, 1) - 1.0, order).astype(np.float32)
     (out,) = tiles.blend_cells(
         (ny, nx),
-        lambda box: (np.asarray(image[box], dtype=np.float32),),
+        lambda box: (less_level(image[box], level, None if invalid is None else invalid[box]),),
         ((nx - 1) / 2.0,),
         ((ny - 1) / 2.0,),
         kernels.shape[-1] // 2,
@@ -214,6 +218,14 @@ def convolve_terms(
         lambda grid, j, i, spectra, data: (term_sum(grid, data[0], spectra, tx, ty, levels),),
         reporter.update,
     )
+    return out
+
+
+def less_level(tile: np.ndarray, level: float, invalid: np.ndarray | None) -> np.ndarray:
+    """A tile less ``level``, zero at its ``invalid`` pixels (a new float32 array)."""
+    out = np.subtract(tile, np.float32(level), dtype=np.float32)
+    if invalid is not None:
+        out[invalid] = 0.0
     return out
 
 
@@ -316,19 +328,12 @@ def squared_sum_ratio(solution: KernelSolution, step: int | None = None) -> np.n
     return _interp_matrix(ny, ys) @ (ratio @ _interp_matrix(nx, xs).T)
 
 
-def _centred(exposure: Exposure, array: np.ndarray) -> tuple[np.ndarray, float]:
-    """``array`` minus its median, with NO_DATA/BAD pixels set to that median (0 after).
-
-    Convolving the centred array with the median as its offset (:func:`convolve_terms`)
-    treats the world beyond the image edge as the median level instead of zero.
-    """
-    invalid = (exposure.mask & _INVALID) != 0
+def median_level(array: np.ndarray, invalid: np.ndarray) -> float:
+    """The median of ``array`` off its ``invalid`` pixels (every 4th row and column; 0 when
+    none is left): the level that NO_DATA/BAD pixels and the world beyond the image edge
+    count as in the convolution (:func:`convolve_terms`), instead of zero."""
     valid = array[::4, ::4][~invalid[::4, ::4]]
-    level = float(np.median(valid)) if valid.size else 0.0
-    out = array - np.float32(level)
-    if invalid.any():
-        out[invalid] = 0.0
-    return out, level
+    return float(np.median(valid)) if valid.size else 0.0
 
 
 def footprint_half_width(kernel: np.ndarray, fraction: float = FOOTPRINT_FRACTION) -> int:
@@ -531,13 +536,19 @@ def subtract_images(
     sol = fit.solution
     source, _ = fit.source_target(science, template)
     kernels = sol.spatial_kernels()
-    image, level = _centred(source, source.image)
-    matched_image = convolve_terms(image, kernels, sol.spatial_order, offset=level)
+    invalid = (source.mask & _INVALID) != 0
+    given = invalid if invalid.any() else None
+    level = median_level(source.image, invalid)
+    matched_image = convolve_terms(
+        source.image, kernels, sol.spatial_order, level=level, invalid=given
+    )
     reporter.update(0.45)
     ny, nx = science.shape
     centre = sol.evaluate((nx - 1) / 2.0, (ny - 1) / 2.0)
-    var, var_level = _centred(source, source.variance)
-    matched_var = convolve_terms(var, (centre**2)[None], 0, offset=var_level)
+    var_level = median_level(source.variance, invalid)
+    matched_var = convolve_terms(
+        source.variance, (centre**2)[None], 0, level=var_level, invalid=given
+    )
     matched_var *= squared_sum_ratio(sol)
     np.clip(matched_var, 0.0, None, out=matched_var)
     reporter.update(0.85)

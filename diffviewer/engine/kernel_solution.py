@@ -109,11 +109,6 @@ class KernelSolution:
         """The background over the whole image (float32)."""
         return self._term_image(self.bg_coefficients, self.background_order)
 
-    def kernel_sum_image(self) -> np.ndarray:
-        """The kernel sum over the whole image (float32)."""
-        per_term = self.coefficients.T @ self.basis.sum(axis=(1, 2))
-        return self._term_image(per_term, self.spatial_order)
-
     def kernel_sum(self, x: np.ndarray | float, y: np.ndarray | float) -> np.ndarray:
         """Kernel sum (photometric scale) at positions."""
         per_term = self.coefficients.T @ self.basis.sum(axis=(1, 2))

@@ -134,12 +134,19 @@ class Renormalisation:
         )
 
 
+def usable_pixels(difference: Exposure) -> np.ndarray:
+    """The difference's usable pixels: no unusable plane, a positive variance (boolean map)."""
+    return np.asarray(((difference.mask & int(UNUSABLE)) == 0) & (difference.variance > 0))
+
+
 def sky_map(
     difference: Exposure,
     science: Exposure,
     template: Exposure,
     distance: float,
     backgrounds: tuple[SkyBackground, SkyBackground] | None = None,
+    *,
+    usable: np.ndarray | None = None,
 ) -> np.ndarray:
     """Usable pixels farther than ``distance`` px in x or y from every source of either input.
 
@@ -154,14 +161,16 @@ def sky_map(
     backgrounds : (SkyBackground, SkyBackground), optional
         The inputs' backgrounds (:func:`~diffviewer.engine.sky.input_backgrounds`);
         estimated when not given.
+    usable : numpy.ndarray, optional
+        :func:`usable_pixels` of ``difference``, when the caller has it already.
 
     Returns
     -------
     numpy.ndarray
         Boolean sky map.
     """
-    good = ((difference.mask & int(UNUSABLE)) == 0) & (difference.variance > 0)
-    good &= np.isfinite(difference.image)
+    good = usable_pixels(difference) if usable is None else usable
+    good = good & np.isfinite(difference.image)
     return sky_pixels(science, template, good, distance, backgrounds)
 
 
@@ -172,9 +181,11 @@ def sky_near(
     template: Exposure,
     kernel_half_width: int,
     backgrounds: tuple[SkyBackground, SkyBackground] | None = None,
+    *,
+    usable: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The sky map of :func:`renormalise`: :func:`sky_map` at the kernel's half width
-    plus :data:`PSF_REACH` FWHM of ``psf`` from every source.
+    """The sky map of :func:`renormalise`: :func:`sky_map` (``usable`` passed on) at the
+    kernel's half width plus :data:`PSF_REACH` FWHM of ``psf`` from every source.
 
     Returns
     -------
@@ -182,9 +193,8 @@ def sky_near(
         Boolean sky map.
     """
     fwhm = shape_from_covariance(adaptive_moments(np.asarray(psf, dtype=np.float64))[2])[0]
-    return sky_map(
-        difference, science, template, float(kernel_half_width + PSF_REACH * fwhm), backgrounds
-    )
+    distance = float(kernel_half_width + PSF_REACH * fwhm)
+    return sky_map(difference, science, template, distance, backgrounds, usable=usable)
 
 
 def filtered_noise_scale(
@@ -261,8 +271,12 @@ def renormalise(
         (:func:`~diffviewer.engine.zogy.al_score`: what detection searches, computed
         once here), or None when too few sky pixels left the scale unmeasured.
     """
-    sky = sky_near(difference, psf, science, template, kernel_half_width, backgrounds)
-    usable = int(np.sum(((difference.mask & int(UNUSABLE)) == 0) & (difference.variance > 0)))
+    usable_map = usable_pixels(difference)
+    sky = sky_near(
+        difference, psf, science, template, kernel_half_width, backgrounds, usable=usable_map
+    )
+    usable = int(np.count_nonzero(usable_map))
+    del usable_map
     n_sky = int(sky.sum())
     fraction = n_sky / usable if usable else 0.0
     reporter.update(0.3)

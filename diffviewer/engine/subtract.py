@@ -3,9 +3,9 @@
 The kernel at output pixel (x, y) is ``K(x, y) = sum_s P_s(x, y) K_s`` (Chebyshev terms
 ``P_s``), so the convolved image is exactly ``sum_s P_s(x, y) (K_s * I)(x, y)``,
 computed tile by tile (:mod:`diffviewer.engine.tiles`): one real FFT of each tile,
-reused for every term, and one inverse FFT per term (scipy.fft, single precision, all
-cores). Pixels beyond the image edge (and NO_DATA/BAD pixels) count as the image's
-median level. Outputs whose kernel
+reused for every term, an inverse transform along y per term and along x per power of x
+(:func:`term_sum`; scipy.fft, single precision, all cores). Pixels beyond the image
+edge (and NO_DATA/BAD pixels) count as the image's median level. Outputs whose kernel
 footprint (the centred square holding 99% of the kernel's absolute weight) leaves the
 image or touches NO_DATA are flagged EDGE; BAD/SAT/CR/... are grown by that footprint,
 and so is the other image's SAT (a saturated core's wings do not subtract).
@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import scipy.fft as sfft
 from numpy.polynomial import chebyshev
 from scipy import ndimage
 
@@ -165,13 +166,20 @@ class SubtractionProducts:
 
 
 def convolve_terms(
-    image: np.ndarray, kernels: np.ndarray, order: int, reporter: Reporter | None = None
+    image: np.ndarray,
+    kernels: np.ndarray,
+    order: int,
+    reporter: Reporter | None = None,
+    *,
+    level: float = 0.0,
+    invalid: np.ndarray | None = None,
 ) -> np.ndarray:
-    """``sum_s P_s(x, y) (K_s * image)``, the spatially varying convolution.
+    """``sum_s P_s(x, y) (K_s * J)``, the spatially varying convolution of ``J``: the
+    image, with ``level`` at its ``invalid`` pixels and beyond its edges.
 
     Tiled (:func:`diffviewer.engine.tiles.convolve`'s one node): each tile's spectrum is
     computed once and reused for every term, each term's kernel spectrum once for all
-    tiles, and each term's inverse transform is weighted by its polynomial on the tile.
+    tiles, and the terms are brought back to the tile's pixels by :func:`term_sum`.
 
     Parameters
     ----------
@@ -183,6 +191,12 @@ def convolve_terms(
         Chebyshev order of the terms.
     reporter : Reporter, optional
         Progress (over the tiles) and cancellation.
+    level : float
+        Each tile is convolved less ``level`` (its ``invalid`` pixels at zero) and
+        ``level * sum(K(x, y))`` is added inside :func:`term_sum`: no image-sized copy of
+        the image less its level, nor map of the kernel sum, is made.
+    invalid : numpy.ndarray, optional
+        Boolean map of the pixels that count as ``level``.
 
     Returns
     -------
@@ -190,35 +204,84 @@ def convolve_terms(
         float32 image of the same shape.
     """
     reporter = reporter or null_reporter()
+    levels = level * kernels.sum(axis=(1, 2))
     ny, nx = image.shape
     tx = chebyshev.chebvander(2.0 * np.arange(nx) / max(nx - 1, 1) - 1.0, order).astype(np.float32)
     ty = chebyshev.chebvander(2.0 * np.arange(ny) / max(ny - 1, 1) - 1.0, order).astype(np.float32)
-    powers = term_powers(order)
-
-    def term_sum(
-        grid: tiles.FourierGrid, spectra: tiles.Spectra, data: tiles.Spectra
-    ) -> tuple[np.ndarray]:
-        """The terms' convolutions on a tile, each times its polynomial there, summed."""
-        (r0, c0), (rows, cols) = grid.offset, grid.shape
-        out = np.zeros(grid.shape, dtype=np.float32)
-        for spectrum, (px, py) in zip(spectra, powers, strict=True):
-            conv = grid.image(data[0] * spectrum)
-            if order > 0:
-                conv *= ty[r0 : r0 + rows, py, None]
-                conv *= tx[None, c0 : c0 + cols, px]
-            out += conv
-        return (out,)
-
     (out,) = tiles.blend_cells(
         (ny, nx),
-        lambda box: (np.asarray(image[box], dtype=np.float32),),
+        lambda box: (less_level(image[box], level, None if invalid is None else invalid[box]),),
         ((nx - 1) / 2.0,),
         ((ny - 1) / 2.0,),
         kernels.shape[-1] // 2,
         lambda grid, j, i: tuple(grid.kernel_spectrum(k) for k in kernels),
-        lambda grid, j, i, spectra, data: term_sum(grid, spectra, data),
+        lambda grid, j, i, spectra, data: (term_sum(grid, data[0], spectra, tx, ty, levels),),
         reporter.update,
     )
+    return out
+
+
+def less_level(tile: np.ndarray, level: float, invalid: np.ndarray | None) -> np.ndarray:
+    """A tile less ``level``, zero at its ``invalid`` pixels (a new float32 array)."""
+    out = np.subtract(tile, np.float32(level), dtype=np.float32)
+    if invalid is not None:
+        out[invalid] = 0.0
+    return out
+
+
+def term_sum(
+    grid: tiles.FourierGrid,
+    data: np.ndarray,
+    spectra: tiles.Spectra,
+    tx: np.ndarray,
+    ty: np.ndarray,
+    levels: np.ndarray,
+) -> np.ndarray:
+    """A tile's ``sum_s P_s(x, y) ((K_s * tile) + levels[s])``, ``P_s = T_px(x) T_py(y)``.
+
+    Each term's product of spectra is transformed back along y (complex) and weighted by
+    its ``T_py`` there; the terms of one x power are summed and transformed back along x
+    together (a function of y alone commutes with the transform along x), then weighted
+    by ``T_px``: ``order + 1`` transforms along x instead of one a term (``irfft2``'s two
+    passes, to float32 rounding), and only over the tile's own rows. A term's level is
+    added to its zero frequency along x (a constant along x), weighted by its ``T_py``.
+
+    Parameters
+    ----------
+    grid : tiles.FourierGrid
+        The tile's grid.
+    data : numpy.ndarray
+        The tile's spectrum on it.
+    spectra : tiles.Spectra
+        The terms' kernel spectra on it, in :func:`field_terms.term_powers` order.
+    tx, ty : numpy.ndarray
+        ``(nx, order + 1)`` and ``(ny, order + 1)`` float32 Chebyshev polynomials of the
+        whole image's columns and rows.
+    levels : numpy.ndarray
+        ``(n_terms,)`` a constant added to each term's convolution.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``grid.shape`` float32.
+    """
+    (r0, c0), (rows, cols) = grid.offset, grid.shape
+    order = tx.shape[1] - 1
+    powers = term_powers(order)
+    out = np.zeros(grid.shape, dtype=np.float32)
+    for px in range(order + 1):
+        along_y = np.zeros((rows, data.shape[1]), dtype=np.complex64)
+        for spectrum, level, (qx, py) in zip(spectra, levels, powers, strict=True):
+            if qx == px:
+                part = sfft.ifft(data * spectrum, axis=0, workers=-1, overwrite_x=True)[:rows]
+                part[:, 0] += np.float32(level * grid.padded[1])
+                if order > 0:
+                    part *= ty[r0 : r0 + rows, py, None]
+                along_y += part
+        conv = sfft.irfft(along_y, n=grid.padded[1], axis=1, workers=-1)[:, :cols]
+        if order > 0:
+            conv *= tx[None, c0 : c0 + cols, px]
+        out += conv
     return out
 
 
@@ -265,19 +328,12 @@ def squared_sum_ratio(solution: KernelSolution, step: int | None = None) -> np.n
     return _interp_matrix(ny, ys) @ (ratio @ _interp_matrix(nx, xs).T)
 
 
-def _centred(exposure: Exposure, array: np.ndarray) -> tuple[np.ndarray, float]:
-    """``array`` minus its median, with NO_DATA/BAD pixels set to that median (0 after).
-
-    Convolving the centred array and adding back ``median * sum(K)`` treats the world
-    beyond the image edge as the median level instead of zero.
-    """
-    invalid = (exposure.mask & _INVALID) != 0
+def median_level(array: np.ndarray, invalid: np.ndarray) -> float:
+    """The median of ``array`` off its ``invalid`` pixels (every 4th row and column; 0 when
+    none is left): the level that NO_DATA/BAD pixels and the world beyond the image edge
+    count as in the convolution (:func:`convolve_terms`), instead of zero."""
     valid = array[::4, ::4][~invalid[::4, ::4]]
-    level = float(np.median(valid)) if valid.size else 0.0
-    out = array - np.float32(level)
-    if invalid.any():
-        out[invalid] = 0.0
-    return out, level
+    return float(np.median(valid)) if valid.size else 0.0
 
 
 def footprint_half_width(kernel: np.ndarray, fraction: float = FOOTPRINT_FRACTION) -> int:
@@ -480,15 +536,19 @@ def subtract_images(
     sol = fit.solution
     source, _ = fit.source_target(science, template)
     kernels = sol.spatial_kernels()
-    image, level = _centred(source, source.image)
-    matched_image = convolve_terms(image, kernels, sol.spatial_order)
-    matched_image += np.float32(level) * sol.kernel_sum_image()
+    invalid = (source.mask & _INVALID) != 0
+    given = invalid if invalid.any() else None
+    level = median_level(source.image, invalid)
+    matched_image = convolve_terms(
+        source.image, kernels, sol.spatial_order, level=level, invalid=given
+    )
     reporter.update(0.45)
     ny, nx = science.shape
     centre = sol.evaluate((nx - 1) / 2.0, (ny - 1) / 2.0)
-    var, var_level = _centred(source, source.variance)
-    matched_var = convolve_terms(var, (centre**2)[None], 0)
-    matched_var += np.float32(var_level * np.sum(centre**2))
+    var_level = median_level(source.variance, invalid)
+    matched_var = convolve_terms(
+        source.variance, (centre**2)[None], 0, level=var_level, invalid=given
+    )
     matched_var *= squared_sum_ratio(sol)
     np.clip(matched_var, 0.0, None, out=matched_var)
     reporter.update(0.85)

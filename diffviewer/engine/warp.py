@@ -588,7 +588,9 @@ def warp_template(
         for note in p.notes
     ]
     notes.extend(combine_notes)
-    coverage = template_coverage(exposure)
+    covered = [template_coverage(p.exposure) for p in placed]
+    # one piece is the template itself (mosaic.combine_pieces): its coverage is the piece's
+    coverage = covered[0] if len(placed) == 1 else template_coverage(exposure)
     check_template_sufficient(coverage, config)
     if coverage < COVERAGE_WARNING:
         notes.append(
@@ -597,7 +599,6 @@ def warp_template(
         )
     reporter.update(1.0)
     offsets = [p.max_offset for p in placed if np.isfinite(p.max_offset)]
-    covered = [template_coverage(p.exposure) for p in placed]
     warped = any(p.warped for p in placed)
     return WarpResult(
         exposure=exposure,

@@ -88,6 +88,27 @@ def test_tiled_convolution_equals_whole_image_one() -> None:
     assert np.max(np.abs(got - whole)) < 1e-5 * np.max(np.abs(whole))
 
 
+@pytest.mark.parametrize("order", [0, 2])
+def test_level_is_the_world_beyond_the_edges_and_at_invalid_pixels(order: int) -> None:
+    # sum_s P_s (K_s * J) over an image longer than a tile, J the image with c at its
+    # invalid pixels: J padded far beyond the kernel's reach with c, convolved, and cut
+    # back (float64 reference).
+    rng = np.random.default_rng(12)
+    ny, nx, size, c = 800, 1000, 21, 250.0
+    image = rng.normal(size=(ny, nx)).astype(np.float32)
+    kernels = rng.normal(size=(field_terms.n_terms(order), size, size))
+    invalid = rng.random((ny, nx)) < 0.01
+    got = subtract.convolve_terms(image, kernels, order, level=c, invalid=invalid)
+    tx = chebyshev.chebvander(2.0 * np.arange(nx) / (nx - 1) - 1.0, order)
+    ty = chebyshev.chebvander(2.0 * np.arange(ny) / (ny - 1) - 1.0, order)
+    padded = np.pad(np.where(invalid, c, image.astype(np.float64)), size, constant_values=c)
+    whole = np.zeros((ny, nx))
+    for s, (px, py) in enumerate(field_terms.term_powers(order)):
+        conv = signal.fftconvolve(padded, kernels[s], mode="same")[size:-size, size:-size]
+        whole += ty[:, py, None] * tx[None, :, px] * conv
+    assert np.max(np.abs(got - whole)) < 1e-5 * np.max(np.abs(whole))
+
+
 def test_difference_noise_is_described_by_its_variance(pair: SyntheticPair) -> None:
     fit, products = run(pair.science, pair.template)
     z = sky_z(products.difference, pair)

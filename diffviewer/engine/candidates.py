@@ -214,7 +214,11 @@ def _binomial_smooth(image: np.ndarray, rows: int = SMOOTH_ROWS) -> np.ndarray:
     for start in range(0, ny, rows):
         n = min(rows, ny - start)
         block = padded[: n + 4]
-        block[:, 2:-2] = image[np.clip(np.arange(start - 2, start + n + 2), 0, ny - 1)]
+        # rows start - 2 ... start + n + 1, those outside the image repeating its edge
+        top, bottom = max(0, 2 - start), max(0, start + n + 2 - ny)
+        block[top : n + 4 - bottom, 2:-2] = image[start - 2 + top : start + n + 2 - bottom]
+        block[:top, 2:-2] = image[0]
+        block[n + 4 - bottom :, 2:-2] = image[ny - 1]
         block[:, :2] = block[:, 2:3]
         block[:, -2:] = block[:, -3:-2]
         _binomial_pass(block, 0, along_y[:n], work[:n])

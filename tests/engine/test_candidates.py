@@ -160,7 +160,8 @@ def test_blank_and_tiny_images_give_an_empty_set() -> None:
     assert {"id", "x", "y", "flux_sci", "flux_tmpl", "snr", "control"} <= set(cands.table.colnames)
 
 
-def test_fast_smoothing_equals_the_binomial_filter() -> None:
+@pytest.mark.parametrize("rows", [1, 3, 16, 40, 64])
+def test_fast_smoothing_equals_the_binomial_filter(rows: int) -> None:
     from scipy import ndimage
 
     from diffviewer.engine.candidates import _BINOMIAL, _binomial_smooth
@@ -169,7 +170,14 @@ def test_fast_smoothing_equals_the_binomial_filter() -> None:
     ref = ndimage.correlate1d(
         ndimage.correlate1d(image, _BINOMIAL, 0, mode="nearest"), _BINOMIAL, 1, mode="nearest"
     )
-    np.testing.assert_allclose(_binomial_smooth(image), ref, atol=1e-6)
+    np.testing.assert_allclose(_binomial_smooth(image, rows), ref, atol=1e-6)
+    # strips of any height, and float64 input, give the one-strip result bit for bit; a
+    # NaN spreads to its 5 x 5 box only
+    image[7, 0] = np.nan
+    whole = _binomial_smooth(image, len(image))
+    np.testing.assert_array_equal(_binomial_smooth(image.astype(np.float64), rows), whole)
+    assert whole.dtype == np.float32
+    assert np.array_equal(np.isnan(whole), ndimage.maximum_filter(np.isnan(image), 5))
 
 
 def test_sources_missing_from_the_template_are_not_kernel_stars() -> None:
@@ -213,3 +221,30 @@ def test_peaks_found_once_serve_every_higher_threshold(pair: SyntheticPair) -> N
     assert reused.n_detected == alone.n_detected
     for name in alone.table.colnames:
         np.testing.assert_array_equal(reused.table[name], alone.table[name])
+
+
+def test_local_maxima_on_plateaus_ties_and_edges() -> None:
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 4, size=(23, 31)).astype(np.float32)  # many ties
+    image[8:13, 10:16] = 9.0  # a plateau: one maximum, its first pixel in raster order
+    image[0, 0] = image[22, 17] = image[11, 30] = 9.0  # on the corner and edges
+    image[3, 25] = np.nan
+    # reference: larger than every neighbour before it in raster order, at least as
+    # large as every one after it, on the image with its edges repeated
+    padded = np.pad(image, 2, mode="edge")
+    ny, nx = image.shape
+    expected = np.isfinite(image)
+    for dy in range(-2, 3):
+        for dx in range(-2, 3):
+            if dy or dx:
+                other = padded[2 + dy : 2 + dy + ny, 2 + dx : 2 + dx + nx]
+                later = dy > 0 or (dy == 0 and dx > 0)
+                expected &= image >= other if later else image > other
+    flat = np.flatnonzero(np.isfinite(image))
+    found = candidates._local_maxima(image, flat)
+    np.testing.assert_array_equal(found, np.flatnonzero(expected))
+    peaks = set(zip(*np.divmod(found, nx), strict=True))
+    assert {(8, 10), (22, 17), (11, 30)} <= peaks
+    # on the first row or column a pixel ties with its own repeated copy before it
+    assert (0, 0) not in peaks
+    assert not peaks & {(y, x) for y in range(8, 13) for x in range(10, 16)} - {(8, 10)}

@@ -93,22 +93,6 @@ def test_basis_widths_and_normalisation() -> None:
     np.testing.assert_allclose(rest @ rest.T, np.eye(len(rest)), atol=1e-8)
 
 
-@pytest.mark.parametrize(
-    "values",
-    [
-        np.random.default_rng(1).normal(size=2_000_001).astype(np.float32),
-        np.random.default_rng(2).exponential(size=2_000_000),
-        np.random.default_rng(3).integers(0, 5, 1_500_000).astype(np.float32),
-        np.full(1_200_001, 2.5, dtype=np.float32),
-        np.sort(np.random.default_rng(4).normal(size=2_000_000)),
-        np.r_[np.ones(1_100_000), np.arange(1_000_000.0)],
-    ],
-    ids=["normal", "even-length", "ties", "constant", "sorted", "clustered"],
-)
-def test_median_is_numpys(values: np.ndarray) -> None:
-    assert kernel.median(values) == float(np.median(values))
-
-
 def test_kernel_size_is_clamped() -> None:
     config = KernelConfig(min_size=11, max_size=21)
     assert kernel_basis.kernel_size(np.array([0.1]), config) == 11

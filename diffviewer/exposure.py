@@ -189,6 +189,11 @@ class Exposure:
         """
         return (self.mask & bad) == 0
 
+    def usable_pixels(self) -> np.ndarray:
+        """Boolean map of the :meth:`good_pixels` whose variance is positive (those a
+        measurement can weight)."""
+        return self.good_pixels() & (self.variance > 0)
+
     def replace(self, **changes: Any) -> Exposure:
         """Return a copy with some fields replaced (arrays are re-validated)."""
         return dataclasses.replace(self, **changes)

@@ -68,7 +68,7 @@ MIN_BACKGROUND_SKY = 200
 
 def sky_noise(exposure: Exposure) -> float:
     """Sky noise per pixel (image units): the square root of the median usable variance."""
-    good = exposure.good_pixels() & (exposure.variance > 0)
+    good = exposure.usable_pixels()
     return float(np.sqrt(median(exposure.variance[good]))) if good.any() else float("nan")
 
 

@@ -394,9 +394,9 @@ def measure_sources(
     """
     factory = make_id_factory(config.exposure_id, config.exposure_bits)
     model, sci_model = (p if isinstance(p, PsfModel) else PsfModel(p) for p in (diff_psf, sci_psf))
-    usable = ((difference.mask & int(UNUSABLE)) == 0) & (difference.variance > 0)
+    usable = difference.usable_pixels()
     usable &= np.isfinite(difference.image)
-    sci_usable = ((science.mask & int(UNUSABLE)) == 0) & (science.variance > 0)
+    sci_usable = science.usable_pixels()
     planes = template_planes(template.mask)
     planes |= difference.mask
     planes |= science.mask

@@ -97,7 +97,7 @@ def check_flux_units(exposure: Exposure, name: str) -> None:
         When the median variance over usable pixels is below :data:`MIN_VARIANCE`
         (or no pixel has a positive variance).
     """
-    good = exposure.good_pixels() & (exposure.variance > 0)
+    good = exposure.usable_pixels()
     # The median is at least MIN_VARIANCE when more than half the values are (counted,
     # not sorted: ~0.05 s less per image on GOTO); it is computed for the message only.
     if np.count_nonzero(good & (exposure.variance >= MIN_VARIANCE)) > good.sum() // 2:

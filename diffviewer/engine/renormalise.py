@@ -40,7 +40,7 @@ from diffviewer.engine.progress import Reporter
 from diffviewer.engine.sky import sky_pixels
 from diffviewer.engine.subtract import read_only
 from diffviewer.engine.zogy import ScoreResult, al_score
-from diffviewer.exposure import UNUSABLE, Exposure
+from diffviewer.exposure import Exposure
 from diffviewer.stats import robust_std
 
 #: Least number of sky pixels for a measured scale: a PSF-filtered image of FWHM 4-6 px
@@ -134,11 +134,6 @@ class Renormalisation:
         )
 
 
-def usable_pixels(difference: Exposure) -> np.ndarray:
-    """The difference's usable pixels: no unusable plane, a positive variance (boolean map)."""
-    return np.asarray(((difference.mask & int(UNUSABLE)) == 0) & (difference.variance > 0))
-
-
 def sky_map(
     difference: Exposure,
     science: Exposure,
@@ -162,14 +157,14 @@ def sky_map(
         The inputs' backgrounds (:func:`~diffviewer.engine.sky.input_backgrounds`);
         estimated when not given.
     usable : numpy.ndarray, optional
-        :func:`usable_pixels` of ``difference``, when the caller has it already.
+        ``difference.usable_pixels()``, when the caller has it already.
 
     Returns
     -------
     numpy.ndarray
         Boolean sky map.
     """
-    good = usable_pixels(difference) if usable is None else usable
+    good = difference.usable_pixels() if usable is None else usable
     good = good & np.isfinite(difference.image)
     return sky_pixels(science, template, good, distance, backgrounds)
 
@@ -271,7 +266,7 @@ def renormalise(
         (:func:`~diffviewer.engine.zogy.al_score`: what detection searches, computed
         once here), or None when too few sky pixels left the scale unmeasured.
     """
-    usable_map = usable_pixels(difference)
+    usable_map = difference.usable_pixels()
     sky = sky_near(
         difference, psf, science, template, kernel_half_width, backgrounds, usable=usable_map
     )

@@ -8,11 +8,10 @@ at 3 sigma about their median (sigma from the median absolute deviation);
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
 
 import numpy as np
 
-from diffviewer.stats import MAD_TO_SIGMA
+from diffviewer.stats import MAD_TO_SIGMA, window_mad, window_median, window_within
 
 #: Side of the blocks in which the sky level and noise are measured (px).
 SKY_BLOCK = 64
@@ -75,60 +74,6 @@ def _block_samples(image: np.ndarray, good: np.ndarray) -> np.ndarray:
     return np.where(np.ravel(good)[flat], np.ravel(image)[flat], np.nan)
 
 
-def _window_median(ordered: np.ndarray, start: np.ndarray, count: np.ndarray) -> np.ndarray:
-    """Per row, the median of ``ordered[i, start[i] : start[i] + count[i]]`` (NaN when empty)."""
-    rows = np.arange(ordered.shape[0])
-    lo = ordered[rows, start + np.maximum((count - 1) // 2, 0)]
-    hi = ordered[rows, start + np.maximum(count // 2, 0)]
-    return np.where(count > 0, 0.5 * (lo + hi), np.nan)
-
-
-def _first_true(
-    predicate: Callable[[np.ndarray], np.ndarray], lo: np.ndarray, hi: np.ndarray
-) -> np.ndarray:
-    """Per row, the least ``i`` in ``[lo, hi)`` where ``predicate(i)`` holds (``hi`` if none).
-
-    ``predicate`` takes one index per row and must be False then True along each range
-    (monotone); it is evaluated by bisection, on indices no larger than ``hi.max() - 1``.
-    """
-    lo, hi = lo.copy(), hi.copy()
-    top = max(int(hi.max(initial=0)) - 1, 0)
-    while True:
-        active = lo < hi
-        if not active.any():
-            return lo
-        mid = (lo + hi) // 2
-        holds = predicate(np.minimum(mid, top))
-        lo = np.where(active & ~holds, mid + 1, lo)
-        hi = np.where(active & holds, mid, hi)
-
-
-def _kth_of_two_runs(
-    left: Callable[[np.ndarray], np.ndarray],
-    right: Callable[[np.ndarray], np.ndarray],
-    n_left: np.ndarray,
-    n_right: np.ndarray,
-    k: np.ndarray,
-) -> np.ndarray:
-    """Per row, the ``k``-th smallest (from 0) of two ascending runs taken together.
-
-    ``left(j)`` and ``right(j)`` give each run's ``j``-th value per row; ``k`` must be
-    below ``n_left + n_right``. The least count ``i`` taken from the left run such that
-    ``right[k - i] <= left[i]`` is found by bisection; the answer is then the larger of
-    ``left[i - 1]`` and ``right[k - i]``. Both functions must accept any index (their
-    values outside the runs are not used).
-    """
-
-    def enough(i: np.ndarray) -> np.ndarray:
-        j = k - i
-        return (j < 0) | (i >= n_left) | (right(np.maximum(j, 0)) <= left(i))
-
-    i = _first_true(enough, np.maximum(k + 1 - n_right, 0), np.minimum(k + 1, n_left))
-    from_left = np.where(i > 0, left(np.maximum(i - 1, 0)), -np.inf)
-    from_right = np.where(k - i >= 0, right(np.maximum(k - i, 0)), -np.inf)
-    return np.maximum(from_left, from_right)
-
-
 def clipped_rows(
     values: np.ndarray, rounds: int, clip: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -174,28 +119,9 @@ def _clip_round(
 
     Returns the run's median and sigma, and the start and length of the run it keeps.
     """
-    rows = np.arange(ordered.shape[0])
-    last = max(ordered.shape[1] - 1, 0)
-    end = start + count
-    level = _window_median(ordered, start, count)
-
-    def deviation(i: np.ndarray) -> np.ndarray:
-        return np.abs(ordered[rows, np.clip(i, 0, last)] - level)
-
-    split = _first_true(lambda i: ordered[rows, i] >= level, start, end)
-    halves = [
-        _kth_of_two_runs(
-            lambda j: deviation(split - 1 - j),  # below the median, nearest first
-            lambda j: deviation(split + j),
-            split - start,
-            end - split,
-            np.maximum(k, 0),
-        )
-        for k in ((count - 1) // 2, count // 2)
-    ]
-    sigma = MAD_TO_SIGMA * np.where(count > 0, 0.5 * (halves[0] + halves[1]), np.nan)
+    level = window_median(ordered, start, count)
+    sigma = MAD_TO_SIGMA * window_mad(ordered, start, count, level)
     reach = clip * sigma
     with np.errstate(invalid="ignore"):
-        first = _first_true(lambda i: ~(deviation(i) > reach), start, split)
-        end = _first_true(lambda i: deviation(i) > reach, split, end)
-    return level, sigma, first, end - first
+        first, kept = window_within(ordered, start, count, level, lambda d: ~(d > reach))
+    return level, sigma, first, kept

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 #: Ratio of the standard deviation to the median absolute deviation of a Gaussian.
@@ -93,3 +95,171 @@ def nanmedian_last(values: np.ndarray) -> np.ndarray:
     lo = np.take_along_axis(ordered, np.maximum((n - 1) // 2, 0)[..., None], -1)[..., 0]
     hi = np.take_along_axis(ordered, np.maximum(n // 2, 0)[..., None], -1)[..., 0]
     return np.where(n > 0, 0.5 * (lo + hi), np.nan)
+
+
+def window_median(ordered: np.ndarray, start: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """Per row, the median of ``ordered[i, start[i] : start[i] + count[i]]`` (NaN when empty).
+
+    Parameters
+    ----------
+    ordered : numpy.ndarray
+        2-D, each row ascending over its window.
+    start, count : numpy.ndarray
+        Integer, per row: the window's first index and length.
+
+    Returns
+    -------
+    numpy.ndarray
+        The mean of the window's two middle values (its middle value when the count is
+        odd), in ``ordered``'s dtype: ``numpy.nanmedian`` of the window's values.
+    """
+    rows = np.arange(ordered.shape[0])
+    lo = ordered[rows, start + np.maximum((count - 1) // 2, 0)]
+    hi = ordered[rows, start + np.maximum(count // 2, 0)]
+    return np.where(count > 0, 0.5 * (lo + hi), np.nan)
+
+
+def first_true(
+    predicate: Callable[[np.ndarray], np.ndarray], lo: np.ndarray, hi: np.ndarray
+) -> np.ndarray:
+    """Per row, the least ``i`` in ``[lo, hi)`` where ``predicate(i)`` holds (``hi`` if none).
+
+    ``predicate`` takes one index per row and must be False then True along each range
+    (monotone); it is evaluated by bisection, on indices no larger than ``hi.max() - 1``.
+    """
+    lo, hi = lo.copy(), hi.copy()
+    top = max(int(hi.max(initial=0)) - 1, 0)
+    while True:
+        active = lo < hi
+        if not active.any():
+            return lo
+        mid = (lo + hi) // 2
+        holds = predicate(np.minimum(mid, top))
+        lo = np.where(active & ~holds, mid + 1, lo)
+        hi = np.where(active & holds, mid, hi)
+
+
+def _kth_of_two_runs(
+    left: Callable[[np.ndarray], np.ndarray],
+    right: Callable[[np.ndarray], np.ndarray],
+    n_left: np.ndarray,
+    n_right: np.ndarray,
+    k: np.ndarray,
+) -> np.ndarray:
+    """Per row, the ``k``-th smallest (from 0) of two ascending runs taken together.
+
+    ``left(j)`` and ``right(j)`` give each run's ``j``-th value per row; ``k`` must be
+    below ``n_left + n_right``. The least count ``i`` taken from the left run such that
+    ``right[k - i] <= left[i]`` is found by bisection; the answer is then the larger of
+    ``left[i - 1]`` and ``right[k - i]``. Both functions must accept any index (their
+    values outside the runs are not used).
+    """
+
+    def enough(i: np.ndarray) -> np.ndarray:
+        j = k - i
+        return (j < 0) | (i >= n_left) | (right(np.maximum(j, 0)) <= left(i))
+
+    i = first_true(enough, np.maximum(k + 1 - n_right, 0), np.minimum(k + 1, n_left))
+    from_left = np.where(i > 0, left(np.maximum(i - 1, 0)), -np.inf)
+    from_right = np.where(k - i >= 0, right(np.maximum(k - i, 0)), -np.inf)
+    return np.maximum(from_left, from_right)
+
+
+def _row_values(ordered: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """``value(i)``: per row, ``ordered[row, i]`` (``i`` clipped to the row), by one flat
+    ``take`` (twice as fast as the 2-D fancy index on thousands of rows)."""
+    flat = np.ravel(ordered)
+    first = np.arange(ordered.shape[0]) * ordered.shape[1]
+    last = max(ordered.shape[1] - 1, 0)
+    return lambda i: flat.take(first + np.minimum(np.maximum(i, 0), last))
+
+
+def _deviation(ordered: np.ndarray, level: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """``deviation(i)``: per row, ``abs(ordered[row, i] - level[row])`` (``i`` clipped)."""
+    value = _row_values(ordered)
+    return lambda i: np.abs(value(i) - level)
+
+
+def _split(
+    ordered: np.ndarray, start: np.ndarray, end: np.ndarray, level: np.ndarray
+) -> np.ndarray:
+    """Per row, the first index of ``[start, end)`` whose value is at least ``level``."""
+    value = _row_values(ordered)
+    return first_true(lambda i: value(i) >= level, start, end)
+
+
+def window_mad(
+    ordered: np.ndarray, start: np.ndarray, count: np.ndarray, level: np.ndarray
+) -> np.ndarray:
+    """Per row, the median absolute deviation of a window of ``ordered`` from ``level``.
+
+    The window's absolute deviations are two ascending runs, those below ``level`` read
+    backwards and those above it, whose middle values are found by bisection: no sort.
+
+    Parameters
+    ----------
+    ordered : numpy.ndarray
+        2-D, each row ascending over its window.
+    start, count : numpy.ndarray
+        Integer, per row: the window's first index and length.
+    level : numpy.ndarray
+        Per row, the centre (usually the window's median).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``numpy.nanmedian(abs(window - level))`` per row, in the dtype of
+        ``ordered - level`` (NaN for an empty window).
+    """
+    end = start + count
+    deviation = _deviation(ordered, level)
+    split = _split(ordered, start, end, level)
+    halves = [
+        _kth_of_two_runs(
+            lambda j: deviation(split - 1 - j),  # below the level, nearest first
+            lambda j: deviation(split + j),
+            split - start,
+            end - split,
+            np.maximum(k, 0),
+        )
+        for k in ((count - 1) // 2, count // 2)
+    ]
+    return np.where(count > 0, 0.5 * (halves[0] + halves[1]), np.nan)
+
+
+def window_within(
+    ordered: np.ndarray,
+    start: np.ndarray,
+    count: np.ndarray,
+    level: np.ndarray,
+    near: Callable[[np.ndarray], np.ndarray],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the values of a window of ``ordered`` near enough to ``level``.
+
+    ``near(deviation)`` says which absolute deviations ``abs(value - level)`` are near; it
+    must hold for every deviation below one that it holds for (e.g. ``deviation < reach``).
+    As ``value - level`` rounds monotonically, the near values are then a contiguous run
+    of the window, whose ends are found by bisection.
+
+    Parameters
+    ----------
+    ordered : numpy.ndarray
+        2-D, each row ascending over its window.
+    start, count : numpy.ndarray
+        Integer, per row: the window's first index and length.
+    level : numpy.ndarray
+        Per row, the centre.
+    near : callable
+        Per row, whether each of an array of deviations (one per row) is near.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        Per row, the first index and the length of the near run.
+    """
+    end = start + count
+    deviation = _deviation(ordered, level)
+    split = _split(ordered, start, end, level)
+    first = first_true(lambda i: near(deviation(i)), start, split)
+    stop = first_true(lambda i: ~near(deviation(i)), split, end)
+    return first, stop - first

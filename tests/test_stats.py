@@ -5,7 +5,16 @@ import warnings
 import numpy as np
 import pytest
 
-from diffviewer.stats import FWHM_PER_SIGMA, MAD_TO_SIGMA, median, nanmedian_last, robust_std
+from diffviewer.stats import (
+    FWHM_PER_SIGMA,
+    MAD_TO_SIGMA,
+    median,
+    nanmedian_last,
+    robust_std,
+    window_mad,
+    window_median,
+    window_within,
+)
 
 
 def test_nanmedian_last_equals_numpy_with_nans_and_empty_rows() -> None:
@@ -61,3 +70,67 @@ def test_robust_std_is_numpys_mad() -> None:
     values = np.random.default_rng(6).standard_t(3, size=3_000_000)
     mad = np.median(np.abs(values - np.median(values)))
     assert robust_std(values) == float(MAD_TO_SIGMA * mad)
+
+
+def _rows(dtype: type) -> np.ndarray:
+    """Rows with NaN, ties, no value, one value, two values, one constant value."""
+    rng = np.random.default_rng(10)
+    rows = rng.normal(100.0, 5.0, (60, 257))
+    rows[:, :20] += rng.uniform(50, 5e4, (60, 20))  # sources
+    rows[rng.random(rows.shape) < 0.4] = np.nan  # even and odd counts
+    rows[10:20] = np.round(rows[10:20] / 5.0)  # many ties
+    rows[20] = np.nan
+    rows[21, 1:] = np.nan
+    rows[22, 2:] = np.nan
+    rows[23] = 42.0
+    return np.sort(rows.astype(dtype), axis=1)
+
+
+def _windows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A random window of each row's finite values (empty ones among them)."""
+    rng = np.random.default_rng(11)
+    finite = np.sum(np.isfinite(rows), axis=1)
+    start = rng.integers(0, np.maximum(finite // 4, 1))
+    count = np.minimum(rng.integers(0, finite + 1), finite - start)
+    count[::7] = finite[::7] - start[::7]  # up to the last finite value
+    return start, np.maximum(count, 0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_window_median_and_mad_are_numpys(dtype: type) -> None:
+    # numpy.nanmedian of each window, and of its deviations from a level of the rows'
+    # dtype and from a float64 one, to the bit (NaN for an empty window).
+    rows = _rows(dtype)
+    start, count = _windows(rows)
+    window = np.full(rows.shape, np.nan, dtype=dtype)
+    for i, (s, c) in enumerate(zip(start, count, strict=True)):
+        window[i, s : s + c] = rows[i, s : s + c]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # numpy warns on empty windows
+        level = np.nanmedian(window, axis=1)
+        got = window_median(rows, start, count)
+        assert got.dtype == level.dtype
+        np.testing.assert_array_equal(got, level)
+        for centre in (level, level.astype(np.float64) + 0.3):
+            want = np.nanmedian(np.abs(window - centre[:, None]), axis=1)
+            got = window_mad(rows, start, count, centre)
+            assert got.dtype == want.dtype
+            np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_window_within_is_the_run_of_near_values(dtype: type) -> None:
+    rows = _rows(dtype)
+    start, count = _windows(rows)
+    level = window_median(rows, start, count)
+    reach = 2.0 * MAD_TO_SIGMA * window_mad(rows, start, count, level)
+    with np.errstate(invalid="ignore"):
+        first, kept = window_within(rows, start, count, level, lambda d: d < reach)
+        near = np.abs(rows - level[:, None]) < reach[:, None]
+    for i, (s, c) in enumerate(zip(start, count, strict=True)):
+        inside = np.zeros(rows.shape[1], dtype=bool)
+        inside[s : s + c] = True
+        (index,) = np.nonzero(near[i] & inside)
+        assert kept[i] == len(index)
+        if len(index):
+            assert first[i] == index[0] and index[-1] == first[i] + kept[i] - 1

@@ -40,13 +40,18 @@ def robust_std(values: np.ndarray, centre: float | None = None) -> float:
 #: about once in 10^6 (when they do not, :func:`median` takes the whole array).
 MEDIAN_SAMPLE = 65_536
 
+#: Fewest values whose median :func:`median` brackets; below, ``numpy.median`` is as fast
+#: (at 376,800 values, the 3 robust_std calls of the GOTO diagnostics, 3.3 -> 1.6 ms).
+MEDIAN_BRACKETED = 4 * MEDIAN_SAMPLE
+
 
 def median(values: np.ndarray) -> float:
     """``numpy.median`` of a 1-D array (the same value), at a third of its cost on millions.
 
-    A strided sample brackets the median; the values below the bracket are counted, and
-    only those inside it are partitioned (``numpy.median`` partitions a copy of them all:
-    0.2 s of a 4096^2 image's variance). An array with NaN is numpy's (NaN).
+    A strided sample brackets the median (two of its ranks, selected, not sorted); the
+    values below the bracket are counted, and only those inside it are partitioned
+    (``numpy.median`` partitions a copy of them all: 0.2 s of a 4096^2 image's
+    variance). An array with NaN is numpy's (NaN).
 
     Parameters
     ----------
@@ -58,11 +63,12 @@ def median(values: np.ndarray) -> float:
     float
     """
     n = values.size
-    if n < 16 * MEDIAN_SAMPLE or np.isnan(values).any():
+    if n < MEDIAN_BRACKETED or np.isnan(values).any():
         return float(np.median(values))
-    sample = np.sort(values[:: n // MEDIAN_SAMPLE])
+    sample = values[:: n // MEDIAN_SAMPLE]
     m, reach = sample.size, int(2.5 * np.sqrt(sample.size)) + 1
-    lo, hi = sample[max(m // 2 - reach, 0)], sample[min(m // 2 + reach, m - 1)]
+    ends = [max(m // 2 - reach, 0), min(m // 2 + reach, m - 1)]
+    lo, hi = np.partition(sample, ends)[ends]
     below = int(np.count_nonzero(values < lo))
     if below > (n - 1) // 2 or n // 2 >= np.count_nonzero(values <= hi):
         return float(np.median(values))

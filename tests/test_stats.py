@@ -8,6 +8,7 @@ import pytest
 from diffviewer.stats import (
     FWHM_PER_SIGMA,
     MAD_TO_SIGMA,
+    MEDIAN_BRACKETED,
     median,
     nanmedian_last,
     robust_std,
@@ -43,6 +44,13 @@ def test_fwhm_per_sigma() -> None:
     assert abs((half[-1] - half[0]) - FWHM_PER_SIGMA) < 1e-3
 
 
+def _off_the_sample() -> np.ndarray:
+    """Values whose strided sample (every 4th) lies far above the median: numpy's path."""
+    values = np.random.default_rng(7).normal(size=MEDIAN_BRACKETED + 4)
+    values[:: values.size // 65_536] += 100.0
+    return values
+
+
 def _with_nan() -> np.ndarray:
     values = np.random.default_rng(5).normal(size=1_500_000)
     values[123_457] = np.nan  # off the strided sample: numpy's NaN all the same
@@ -59,8 +67,22 @@ def _with_nan() -> np.ndarray:
         np.sort(np.random.default_rng(4).normal(size=2_000_000)),
         np.r_[np.ones(1_100_000), np.arange(1_000_000.0)],
         _with_nan(),
+        np.random.default_rng(8).normal(size=MEDIAN_BRACKETED).astype(np.float32),
+        np.random.default_rng(9).normal(size=MEDIAN_BRACKETED + 1),
+        _off_the_sample(),
     ],
-    ids=["normal", "even-length", "ties", "constant", "sorted", "clustered", "nan"],
+    ids=[
+        "normal",
+        "even-length",
+        "ties",
+        "constant",
+        "sorted",
+        "clustered",
+        "nan",
+        "fewest-even",
+        "fewest-odd",
+        "off-the-sample",
+    ],
 )
 def test_median_is_numpys(values: np.ndarray) -> None:
     np.testing.assert_array_equal(median(values), np.median(values))

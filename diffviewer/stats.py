@@ -79,12 +79,21 @@ def median(values: np.ndarray) -> float:
     return float(np.mean(np.partition(inside, ranks)[list(ranks)]))
 
 
+#: Row length from which :func:`nanmedian_last` selects each row's middle values instead
+#: of sorting the rows: a partition costs ~12 ns a value at any length, a sort more as
+#: rows grow (float32 rows of 4096: 33 against 28 ms for 2 million values; float64 rows
+#: of 11,236, the PSF stamps' neighbour search: 33 against 14 ms).
+PARTITION_LENGTH = 4096
+
+
 def nanmedian_last(values: np.ndarray) -> np.ndarray:
-    """Median over the last axis ignoring NaN (NaN where all are NaN), by one vectorised sort.
+    """Median over the last axis ignoring NaN (NaN where all are NaN), vectorised.
 
     ``numpy.nanmedian`` along an axis loops over the other axes in Python; sorting every
     row at once (NaN sorts last) and picking the middle of each row's finite values is
-    several times faster on the hundreds of boxes of a background grid.
+    several times faster on the hundreds of boxes of a background grid. Rows of at
+    least :data:`PARTITION_LENGTH` values are partitioned at their middle ranks instead
+    (one ``numpy.partition`` per count of finite values; the same values as the sort).
 
     Parameters
     ----------
@@ -96,10 +105,22 @@ def nanmedian_last(values: np.ndarray) -> np.ndarray:
     numpy.ndarray
         Shape ``values.shape[:-1]``.
     """
-    ordered = np.sort(values, axis=-1)
-    n = np.sum(np.isfinite(ordered), axis=-1)
-    lo = np.take_along_axis(ordered, np.maximum((n - 1) // 2, 0)[..., None], -1)[..., 0]
-    hi = np.take_along_axis(ordered, np.maximum(n // 2, 0)[..., None], -1)[..., 0]
+    n = np.sum(np.isfinite(values), axis=-1)
+    if values.shape[-1] < PARTITION_LENGTH:
+        ordered = np.sort(values, axis=-1)
+        lo = np.take_along_axis(ordered, np.maximum((n - 1) // 2, 0)[..., None], -1)[..., 0]
+        hi = np.take_along_axis(ordered, np.maximum(n // 2, 0)[..., None], -1)[..., 0]
+    else:
+        rows = values.reshape(-1, values.shape[-1])
+        lo = np.zeros(rows.shape[0], dtype=values.dtype)
+        hi = np.zeros(rows.shape[0], dtype=values.dtype)
+        for count in np.unique(n[n > 0]):
+            pick = (n == count).ravel()
+            ranks = [(count - 1) // 2, count // 2]
+            some = rows[pick]  # a copy, partitioned in place
+            some.partition(ranks, axis=-1)
+            lo[pick], hi[pick] = some[:, ranks].T
+        lo, hi = lo.reshape(n.shape), hi.reshape(n.shape)
     return np.where(n > 0, 0.5 * (lo + hi), np.nan)
 
 

@@ -9,6 +9,7 @@ from diffviewer.stats import (
     FWHM_PER_SIGMA,
     MAD_TO_SIGMA,
     MEDIAN_BRACKETED,
+    PARTITION_LENGTH,
     median,
     nanmedian_last,
     robust_std,
@@ -18,16 +19,24 @@ from diffviewer.stats import (
 )
 
 
-def test_nanmedian_last_equals_numpy_with_nans_and_empty_rows() -> None:
+@pytest.mark.parametrize("length", [101, PARTITION_LENGTH + 1])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_nanmedian_last_equals_numpy_with_nans_and_empty_rows(length: int, dtype: type) -> None:
+    # Rows sorted (short) or partitioned (long): numpy's nanmedian to the bit.
     rng = np.random.default_rng(1)
-    values = rng.normal(size=(4, 6, 101))
+    values = rng.normal(size=(4, 6, length)).astype(dtype)
+    values[3] = np.round(values[3])  # ties
     values[0, :, :50] = np.nan
     values[1, 2] = np.nan
+    values[1, 3, 1:] = np.nan  # one value
     values[2, 3, ::2] = np.nan  # an even count of finite values
+    values[2, 4, 1::2] = np.nan  # an odd one
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # numpy warns on the all-NaN row
         expected = np.nanmedian(values, axis=-1)
-    np.testing.assert_allclose(nanmedian_last(values), expected, equal_nan=True)
+    got = nanmedian_last(values)
+    assert got.dtype == expected.dtype
+    np.testing.assert_array_equal(got, expected)
 
 
 def test_robust_std_of_a_gaussian_with_outliers() -> None:

@@ -40,7 +40,7 @@ UNITLESS = ("peak_rss_gb", "noise_ratio", "noise_ratio_propagated", "n_diasource
 
 def make_synthetic(folder: Path, shape: tuple[int, int], n_stars: int) -> tuple[str, str]:
     """Write a seeded synthetic pair as FITS files (in a child process, outside the measurement)."""
-    from diffviewer.io import write_exposure
+    from diffviewer.fits_write import write_exposure
     from diffviewer.synthetic import make_pair
 
     pair = make_pair(shape, n_stars, seed=42, transients=[(1000.0, 1000.0, 2e4)])

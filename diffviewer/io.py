@@ -1,96 +1,60 @@
-"""Reading exposures from FITS and writing every output file, atomically.
+"""Reading exposures from FITS.
 
-Reading (:func:`read_exposure`) accepts single-HDU images, LSST-like
-``IMAGE``/``MASK``/``VARIANCE`` files, alert triplets with ``<NAME>_VAR`` and
-``<NAME>_PSF`` HDUs, separate inverse-variance weight and data-quality mask files
-(the community pipeline's ``ooi``/``oow``/``ood`` siblings), tile-compressed
-``.fits.fz`` files, and images with a celestial, a non-celestial or no WCS.
-
-Writing goes through one place (:func:`atomic_write_bytes`, :func:`atomic_write_text`,
-:func:`write_exposure`, :func:`write_table`): each file is written under a temporary
-name in its own folder, flushed to disk and renamed, so a reader never sees half a
-file and a failed or cancelled run leaves nothing behind. In a staging folder
-(:func:`staged_output_dir`) the flushes run in the background while the next file is
-encoded, and all are done before the folder is moved into place.
+:func:`read_exposure` accepts single-HDU images, LSST-like ``IMAGE``/``MASK``/``VARIANCE``
+files, alert triplets with ``<NAME>_VAR`` and ``<NAME>_PSF`` HDUs, separate
+inverse-variance weight and data-quality mask files (the community pipeline's
+``ooi``/``oow``/``ood`` siblings), tile-compressed ``.fits.fz`` files, and images with a
+celestial, a non-celestial or no WCS (:mod:`diffviewer.fits_header` reads the cards).
+Outputs are written by :mod:`diffviewer.fits_write` and :mod:`diffviewer.atomic`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import logging
-import math
-import os
-import re
-import shutil
-import socket
-import time
-import uuid
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
-from astropy.io.fits.verify import VerifyWarning
-from astropy.table import Table
-from astropy.wcs import WCS
 
-from diffviewer.errors import InputError, OutputError
+from diffviewer.errors import InputError
 from diffviewer.exposure import (
     MASK_DTYPE,
     UNUSABLE,
     Exposure,
     MaskPlane,
-    mask_header_cards,
     read_only,
     set_planes,
 )
 from diffviewer.fits_check import unreadable_fits_reason
+from diffviewer.fits_header import (
+    header_float,
+    header_gain,
+    header_zero_point,
+    mask_from_planes,
+    merged_header,
+    read_wcs,
+)
 from diffviewer.paths import (
     Extension,
     companion_files,
-    ensure_not_input,
     parse_spec,
     require_file,
     template_specs,
 )
-
-# Path checks live in diffviewer.paths (no heavy imports); these two are kept importable
-# from here for the callers that read and write through this module.
-from diffviewer.paths import check_output_dir as check_output_dir
-from diffviewer.paths import read_pairs_csv as read_pairs_csv
 from diffviewer.saturation import PLATEAU_WIDTH, flat_top_level, star_plateau_level
 from diffviewer.sky_stats import robust_sky
 
 log = logging.getLogger(__name__)
 
-#: Header keywords read as the photometric zero point (AB mag of one image unit), in order.
-ZERO_POINT_KEYS = ("MAGZP", "MAGZPSCI", "PHOTZP", "MAGZERO", "MAGZPT", "ZEROPT", "ZPT", "ZP")
-#: Plausible zero points (mag); values outside are sentinels such as -999 or 99.
-ZERO_POINT_RANGE = (5.0, 45.0)
-#: Zero point of an image in nJy: 1 nJy is AB magnitude 31.4 (AB: 0 mag = 3631 Jy).
-NJY_ZERO_POINT = 31.4
-#: Header keywords read as the gain (electrons per image unit), in order.
-GAIN_KEYS = ("GAIN", "EGAIN")
 #: Header keywords read as the saturation level (image units), in order.
 SATURATION_KEYS = ("SATURATE", "SATLEVEL")
 #: A sky level is taken as unsubtracted (usable for a Poisson gain) above this many sky sigmas.
 SKY_LEVEL_MIN_SIGMAS = 5.0
 #: Pixels of each block of rows in which an estimated variance is computed (2 MB of float64).
 VARIANCE_BLOCK_PIXELS = 1 << 18
-
-_STRUCTURAL = re.compile(
-    r"^(SIMPLE|XTENSION|BITPIX|NAXIS\d*|EXTEND|PCOUNT|GCOUNT|BZERO|BSCALE|BLANK|EXTNAME|EXTVER"
-    r"|EXTLEVEL|INHERIT|CHECKSUM|DATASUM|Z[A-Z0-9_]*|TTYPE\d+|TFORM\d+|TFIELDS|THEAP)$"
-)
-_WCS_KEY = re.compile(
-    r"^(WCSAXES|WCSNAME|WCSDIM|CTYPE\d|CRVAL\d|CRPIX\d|CDELT\d|CUNIT\d|CROTA\d|CD\d_\d|PC\d_\d"
-    r"|PV\d_\d+|PS\d_\d+|CRDER\d|CSYER\d|LONPOLE|LATPOLE|RADESYS|RADECSYS|EQUINOX|EPOCH|MJDREF"
-    r"|(A|B|AP|BP)_ORDER|(A|B|AP|BP)_\d+_\d+|(A|B)_DMAX|LTV\d|LTM\d_\d|WAT\d_\d+"
-    r"|CPDIS\d|CPERR\d|DP\d|DQ\d|D2IMDIS\d|D2IMERR\d|D2IMARR)[A-Z]?$"
-)
 
 
 # --------------------------------------------------------------------------- specs
@@ -212,154 +176,7 @@ def _image_data(hdul: fits.HDUList, index: int, path: Path, role: str) -> np.nda
     return np.asarray(squeezed, dtype=np.float64)
 
 
-def _merged_header(hdul: fits.HDUList, index: int) -> fits.Header:
-    """The image HDU's header, with primary-header cards it lacks (structural cards dropped)."""
-    own = hdul[index].header
-    merged = fits.Header([c for c in own.cards if not _STRUCTURAL.match(c.keyword)])
-    if index != 0:
-        present = set(merged.keys())
-        for card in hdul[0].header.cards:
-            key = card.keyword
-            if (
-                key
-                and key not in ("COMMENT", "HISTORY", "")
-                and key not in present
-                and not _STRUCTURAL.match(key)
-                and not _WCS_KEY.match(key)
-            ):
-                merged.append(card)
-    return merged
-
-
-def _degenerate_matrix(matrix: np.ndarray) -> str | None:
-    """Why a 2 x 2 pixel scale matrix maps the image onto a point or a line, or None."""
-    scale = float(np.abs(matrix).max()) if np.isfinite(matrix).all() else math.nan
-    if not scale > 0:
-        return "its pixel scale matrix (CD) is zero or not finite"
-    if abs(float(np.linalg.det(matrix))) <= 1e-10 * scale**2:
-        return "its pixel scale matrix (CD) is singular"
-    return None
-
-
-def _header_cd(header: fits.Header) -> np.ndarray | None:
-    """The header's own CD matrix (wcslib replaces a zero one by the unit matrix), or None."""
-    keys = [f"CD{i}_{j}" for i in (1, 2) for j in (1, 2)]
-    if not any(k in header for k in keys):
-        return None
-    try:
-        return np.array([float(header.get(k, 0.0)) for k in keys]).reshape(2, 2)
-    except (TypeError, ValueError):
-        return np.full((2, 2), np.nan)
-
-
-def _read_wcs(header: fits.Header, source: str) -> WCS | None:
-    """The WCS of a header: None without WCS keywords, or when unreadable or degenerate.
-
-    An unreadable or degenerate WCS (a zero or singular CD matrix, which wcslib may
-    accept) is reported in one log line and dropped, so the images are handled in pixel
-    coordinates (registered on stars, or taken as aligned).
-    """
-    if not any(_WCS_KEY.match(k) for k in header):
-        return None
-    cd = _header_cd(header)
-    why = _degenerate_matrix(cd) if cd is not None else None
-    wcs = None
-    if why is None:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                wcs = WCS(header, naxis=2)
-        except Exception as exc:  # astropy/wcslib raise many types on malformed WCS
-            reason = " ".join(str(exc).split())[:200]
-            log.warning("%s: WCS cannot be read (%s); using pixel coordinates only", source, reason)
-            return None
-        if wcs.has_celestial:
-            scale = np.asarray(wcs.celestial.pixel_scale_matrix, dtype=np.float64)
-            why = _degenerate_matrix(scale)
-    if why is not None:
-        log.warning(
-            "%s: the WCS is degenerate (%s: every pixel maps onto one sky point or line); "
-            "using pixel coordinates only",
-            source,
-            why,
-        )
-        return None
-    return wcs
-
-
-def _header_float(header: fits.Header, keys: Sequence[str]) -> tuple[str, float] | None:
-    """The first of ``keys`` present with a finite numeric value (numeric strings accepted)."""
-    for key in keys:
-        if key in header:
-            try:
-                value = float(header[key])
-            except (TypeError, ValueError):
-                continue
-            if np.isfinite(value):
-                return key, value
-    return None
-
-
-def header_zero_point(header: fits.Header) -> float | None:
-    """Photometric zero point from a header, or None.
-
-    Parameters
-    ----------
-    header : astropy.io.fits.Header
-        Looked up in :data:`ZERO_POINT_KEYS` order; an image with ``BUNIT = 'nJy'``
-        has the zero point 31.4 when no keyword gives one.
-
-    Returns
-    -------
-    float or None
-        AB magnitude of one image unit.
-    """
-    lo, hi = ZERO_POINT_RANGE
-    for key in ZERO_POINT_KEYS:
-        found = _header_float(header, (key,))
-        if found is not None and lo < found[1] < hi:
-            return found[1]
-    if str(header.get("BUNIT", "")).strip().lower() == "njy":
-        return NJY_ZERO_POINT
-    return None
-
-
-def header_gain(header: fits.Header) -> float | None:
-    """Gain (electrons per image unit) from a header, or None when absent or not positive."""
-    found = _header_float(header, GAIN_KEYS)
-    return found[1] if found is not None and found[1] > 0 else None
-
-
 # --------------------------------------------------------------------------- masks, PSF, noise
-
-
-def mask_from_planes(raw: np.ndarray, header: fits.Header) -> np.ndarray:
-    """Translate a mask read from a file into :class:`MaskPlane` bits.
-
-    Parameters
-    ----------
-    raw : numpy.ndarray
-        Integer mask as stored.
-    header : astropy.io.fits.Header
-        Its header; ``MP_<NAME> = bit`` cards (as LSST writes them) map each named
-        plane onto the plane of the same name here (planes we do not know are
-        dropped). Without such cards every nonzero pixel becomes ``BAD`` (as for a
-        data-quality file).
-
-    Returns
-    -------
-    numpy.ndarray
-        mask (``MASK_DTYPE``).
-    """
-    values = np.asarray(raw).astype(np.int64)
-    planes = {k[3:]: header[k] for k in header if k.startswith("MP_")}
-    if not planes:
-        return np.where(values != 0, int(MaskPlane.BAD), 0).astype(MASK_DTYPE)
-    out = np.zeros(values.shape, dtype=MASK_DTYPE)
-    for name, bit in planes.items():
-        if name in MaskPlane.__members__ and isinstance(bit, int) and 0 <= bit < 63:
-            out[(values & (1 << bit)) != 0] |= MASK_DTYPE(int(MaskPlane[name]))
-    return out
 
 
 def normalize_psf(psf: np.ndarray, source: str) -> np.ndarray:
@@ -674,7 +491,7 @@ def _saturation(
         ``("star plateau", level)`` when :func:`diffviewer.saturation.star_plateau_level`
         finds a coadd's smeared one, else None.
     """
-    found = _header_float(header, SATURATION_KEYS)
+    found = header_float(header, SATURATION_KEYS)
     if found is not None:
         return found
     level = flat_top_level(image, finite)
@@ -772,9 +589,9 @@ def read_exposure(
     with _open_fits(path, "image") as hdul:
         index = _find_hdu(hdul, ext, path, "image")
         image = _image_data(hdul, index, path, "image")
-        header = _merged_header(hdul, index)
+        header = merged_header(hdul, index)
         name = hdul[index].name.upper()
-        wcs = _read_wcs(hdul[index].header, source)
+        wcs = read_wcs(hdul[index].header, source)
         shape = image.shape
         in_var, in_mask, psf = _planes_beside(hdul, index, path, shape)
 
@@ -839,489 +656,6 @@ def read_exposure(
         variance_estimated=estimated,
         saturation=saturation,
     )
-
-
-# --------------------------------------------------------------------------- writing
-
-
-#: Staging folders: ``.<name>.partial-<host>-<pid>-<random>`` beside the output folder.
-_STAGING = re.compile(r"^\.(?P<name>.+)\.partial-(?P<host>[^-]*)-(?P<pid>\d+)-[0-9a-f]{8}$")
-
-
-def staging_name(name: str) -> str:
-    """The name of a fresh staging folder for the output folder ``name``.
-
-    It carries the host and the process id, so a folder left by a killed process
-    (SIGKILL: no clean-up ran) is recognised by the next run (:func:`remove_stale_staging`).
-    """
-    host = socket.gethostname().replace("-", "_")
-    return f".{name}.partial-{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-
-
-def _process_alive(pid: int) -> bool:
-    """Whether a process of this id runs on this machine."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _staging_folders(folder: str | Path, name: str | None) -> list[tuple[Path, bool]]:
-    """The staging folders of this host in ``folder``, each with whether its process runs."""
-    host = socket.gethostname().replace("-", "_")
-    found_here = []
-    with contextlib.suppress(OSError):
-        for path in Path(folder).iterdir():
-            found = _STAGING.match(path.name)
-            if not found or (name is not None and found["name"] != name):
-                continue
-            if found["host"] == host:
-                found_here.append((path, _process_alive(int(found["pid"]))))
-    return found_here
-
-
-def remove_stale_staging(folder: str | Path, name: str | None = None) -> list[Path]:
-    """Remove the staging folders left in ``folder`` by processes that no longer run.
-
-    Only folders named by :func:`staging_name` on this host whose process is gone are
-    removed (a run in progress, here or on another node, keeps its own).
-
-    Parameters
-    ----------
-    folder : str or Path
-        Where output folders are created.
-    name : str, optional
-        Only the staging folders of this output folder.
-
-    Returns
-    -------
-    list of Path
-        The folders removed.
-    """
-    removed = []
-    for path, alive in _staging_folders(folder, name):
-        if not alive:
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
-    return removed
-
-
-def wait_for_running_staging(folder: str | Path, timeout_s: float) -> list[Path]:
-    """Wait until no process of this host still writes a staging folder in ``folder``.
-
-    A pair being written when a batch is interrupted either lands (its folder is
-    moved into place) or its process ends; either way the folder's state is final
-    and the summary can be written from it.
-
-    Parameters
-    ----------
-    folder : str or Path
-        Where output folders are created.
-    timeout_s : float
-        Longest wait, seconds.
-
-    Returns
-    -------
-    list of Path
-        Staging folders whose process still ran when the wait ended (empty normally).
-    """
-    deadline = time.monotonic() + timeout_s
-    while True:
-        running = [path for path, alive in _staging_folders(folder, None) if alive]
-        if not running or time.monotonic() > deadline:
-            return running
-        time.sleep(0.05)
-
-
-@contextlib.contextmanager
-def staged_output_dir(
-    out_dir: str | Path,
-    inputs: Sequence[str | Path],
-    overwrite: bool,
-    replaced_names: Sequence[str] = (),
-) -> Iterator[Path]:
-    """Write a set of outputs into a staging folder and move it into place only when done.
-
-    The staging folder is a hidden sibling of ``out_dir`` (same file system). The files
-    written atomically in it are flushed to disk in the background (:class:`_DeferredSyncs`).
-    When the block ends normally and every flush is done, its files move into ``out_dir``
-    (a rename of the whole folder when ``out_dir`` does not exist yet, else one atomic
-    rename per file, after removing the files named in ``replaced_names`` that this run
-    did not write, so no stale output of an earlier run stays beside the new ones). When
-    the block raises, the staging folder and any parent folders it created are removed
-    and ``out_dir`` is untouched: a failed or cancelled run leaves no partial output. A
-    staging folder of ``out_dir`` left by a killed process is removed first
-    (:func:`remove_stale_staging`).
-
-    Parameters
-    ----------
-    out_dir : str or Path
-        The output folder.
-    inputs : sequence of str or Path
-        Input specs or paths, checked with :func:`check_output_dir`.
-    overwrite : bool
-        Allow an existing, non-empty folder.
-    replaced_names : sequence of str
-        Every file name a run of this kind may write.
-
-    Yields
-    ------
-    Path
-        The staging folder to write into.
-    """
-    out = check_output_dir(out_dir, inputs, overwrite)
-    created = [p for p in (out.parent, *out.parent.parents) if not p.exists()]
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_staging(out.parent, out.name)
-        stage = out.parent / staging_name(out.name)
-        stage.mkdir()
-    except OSError as exc:
-        raise OutputError(f"cannot create {out} ({exc.strerror}); check the path") from None
-    try:
-        with _syncs_deferred(stage):
-            yield stage
-        if not out.exists():
-            os.rename(stage, out)
-        else:
-            written = {p.name for p in stage.iterdir()}
-            for name in set(replaced_names) - written:
-                (out / name).unlink(missing_ok=True)
-            for path in stage.iterdir():
-                os.replace(path, out / path.name)
-            stage.rmdir()
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        for folder in created:  # innermost first
-            with contextlib.suppress(OSError):
-                folder.rmdir()
-        raise
-
-
-def _atomic_write(
-    path: str | Path, write: Callable[[Path], None], protect: Sequence[str | Path]
-) -> Path:
-    """Write through ``write(temporary_path)``, fsync, then rename onto ``path``.
-
-    In a staging folder being written (:func:`staged_output_dir`) the fsync runs in the
-    background and is waited for before the folder is moved into place.
-    """
-    path = Path(path)
-    if protect:
-        ensure_not_input(path, protect)
-    tag = f"{os.getpid()}.{uuid.uuid4().hex[:8]}"
-    tmp = path.with_name(f".{path.name}.{tag}.tmp{''.join(path.suffixes)}")
-    deferred = _DEFERRED_SYNCS.get()
-    if deferred is not None and path.parent != deferred.folder:
-        deferred = None  # a file outside the staging folder is flushed before its rename
-    try:
-        write(tmp)
-        if deferred is None:
-            with open(tmp, "rb") as handle:
-                os.fsync(handle.fileno())
-        else:
-            deferred.add(tmp, path)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        if isinstance(exc, OSError):
-            raise _write_error(path, exc) from None
-        raise
-    if deferred is None:
-        _fsync_folder(path.parent)
-    return path
-
-
-def _write_error(path: Path, exc: OSError) -> OutputError:
-    """The error of a failed write, saying what to check."""
-    return OutputError(
-        f"cannot write {path} ({exc.strerror or exc}); check the folder "
-        "exists, is writable and has free space"
-    )
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Flush a folder's entries (a rename into it) to disk, where the system allows it."""
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _fsync_and_close(fd: int) -> None:
-    """Flush an open file to disk and close it."""
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-class _DeferredSyncs:
-    """Flushes to disk of the files written into a staging folder, on one background thread.
-
-    Flushing a file waits for the disk (0.06-0.16 s for the 112 MB of a GOTO run on this
-    machine) and releases the interpreter, so it overlaps with encoding the next file.
-    Every flush is waited for before the staging folder is moved into place. Writing the
-    exposures on a thread as well gained nothing (GOTO's outputs, median of 10 at load
-    2.7: 0.38 s against 0.40 s) and held 9 MB more at the peak of writing.
-
-    Parameters
-    ----------
-    folder : Path
-        The staging folder (its entries are flushed last).
-    """
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="diffviewer-fsync")
-        self._pending: list[tuple[Path, Future[None]]] = []
-
-    def add(self, written: Path, path: Path) -> None:
-        """Flush ``written`` (a file about to be renamed to ``path``) in the background."""
-        fd = os.open(written, os.O_RDONLY)
-        self._pending.append((path, self._pool.submit(_fsync_and_close, fd)))
-
-    def finish(self) -> None:
-        """Wait for every flush (raising :class:`OutputError` if one failed), then stop."""
-        try:
-            for path, done in self._pending:
-                try:
-                    done.result()
-                except OSError as exc:
-                    raise _write_error(path, exc) from None
-        finally:
-            self._pool.shutdown(wait=True)
-        _fsync_folder(self.folder)
-
-
-#: The flushes of the staging folder being written in this context, if any.
-_DEFERRED_SYNCS: contextvars.ContextVar[_DeferredSyncs | None] = contextvars.ContextVar(
-    "diffviewer_deferred_syncs", default=None
-)
-
-
-@contextlib.contextmanager
-def _syncs_deferred(folder: Path) -> Iterator[None]:
-    """Flush the files written atomically within the block in the background; wait at its end."""
-    syncs = _DeferredSyncs(folder)
-    token = _DEFERRED_SYNCS.set(syncs)
-    try:
-        yield
-    except BaseException:
-        with contextlib.suppress(OutputError):
-            syncs.finish()
-        raise
-    finally:
-        _DEFERRED_SYNCS.reset(token)
-    syncs.finish()
-
-
-def atomic_write_bytes(
-    path: str | Path, data: bytes, *, protect: Sequence[str | Path] = ()
-) -> Path:
-    """Write bytes to ``path`` atomically (temporary file in the same folder, fsync, rename).
-
-    Parameters
-    ----------
-    path : str or Path
-        Destination file.
-    data : bytes
-        The content.
-    protect : sequence of str or Path, optional
-        Input files that must not be overwritten (see :func:`ensure_not_input`).
-
-    Returns
-    -------
-    Path
-        ``path``.
-
-    Raises
-    ------
-    OutputError
-        When writing fails (the temporary file is removed) or ``path`` is an input.
-    """
-
-    def write(tmp: Path) -> None:
-        tmp.write_bytes(data)
-
-    return _atomic_write(path, write, protect)
-
-
-def atomic_write_text(path: str | Path, text: str, *, protect: Sequence[str | Path] = ()) -> Path:
-    """Write UTF-8 text to ``path`` atomically; see :func:`atomic_write_bytes`."""
-    return atomic_write_bytes(path, text.encode("utf-8"), protect=protect)
-
-
-def header_with_wcs(header: fits.Header, wcs: WCS | None) -> fits.Header:
-    """A copy of ``header`` whose WCS cards are replaced by those of ``wcs``.
-
-    Parameters
-    ----------
-    header : astropy.io.fits.Header
-        Any header (not modified); its structural and WCS cards are dropped.
-    wcs : astropy.wcs.WCS or None
-        The WCS to write (SIP and TPV distortions included); None writes none.
-
-    Returns
-    -------
-    astropy.io.fits.Header
-    """
-    out = fits.Header(
-        [
-            c
-            for c in header.cards
-            if not _STRUCTURAL.match(c.keyword) and not _WCS_KEY.match(c.keyword)
-        ]
-    )
-    if wcs is not None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            cards = wcs.to_header(relax=True).cards
-        for card in cards:
-            if _WCS_KEY.match(card.keyword):
-                out[card.keyword] = (card.value, card.comment)
-    return out
-
-
-def write_exposure(
-    path: str | Path,
-    exposure: Exposure,
-    *,
-    protect: Sequence[str | Path] = (),
-    compress_mask: bool = False,
-) -> Path:
-    """Write an exposure as IMAGE, MASK and VARIANCE HDUs (and PSF when known), atomically.
-
-    Each image HDU carries the exposure's WCS; the MASK HDU names its planes with
-    ``MP_<NAME>`` cards as LSST does; the zero point is written as ``MAGZP``. The file
-    reads back with :func:`read_exposure` into an equal exposure.
-
-    Parameters
-    ----------
-    path : str or Path
-        Destination FITS file.
-    exposure : Exposure
-        What to write.
-    protect : sequence of str or Path, optional
-        Input files that must not be overwritten.
-    compress_mask : bool
-        Tile-compress the MASK HDU (RICE_1, lossless); it reads back unchanged.
-
-    Returns
-    -------
-    Path
-        ``path``.
-
-    Raises
-    ------
-    OutputError
-        When writing fails or ``path`` is an input.
-    """
-    primary = fits.PrimaryHDU(header=header_with_wcs(exposure.header, None))
-    source = exposure.source.encode("ascii", "replace").decode("ascii")[-68:]
-    primary.header["SOURCE"] = (source, "where the exposure came from")
-    if exposure.zero_point is not None:
-        primary.header["MAGZP"] = (exposure.zero_point, "AB mag of one image unit")
-    plane_header = header_with_wcs(fits.Header(), exposure.wcs)
-    mask_header = plane_header.copy()
-    for key, bit, comment in mask_header_cards():
-        mask_header[key if len(key) <= 8 else f"HIERARCH {key}"] = (bit, comment)
-    hdus = [
-        primary,
-        fits.ImageHDU(exposure.image, header=plane_header, name="IMAGE"),
-        (
-            fits.CompImageHDU(
-                exposure.mask, header=mask_header, name="MASK", compression_type="RICE_1"
-            )
-            if compress_mask
-            else fits.ImageHDU(exposure.mask, header=mask_header, name="MASK")
-        ),
-        fits.ImageHDU(exposure.variance, header=plane_header, name="VARIANCE"),
-    ]
-    if exposure.psf is not None:
-        hdus.append(fits.ImageHDU(exposure.psf, name="PSF"))
-    return write_hdulist(path, fits.HDUList(hdus), protect=protect)
-
-
-def write_hdulist(
-    path: str | Path, hdul: fits.HDUList, *, protect: Sequence[str | Path] = ()
-) -> Path:
-    """Write a FITS HDU list atomically (see :func:`quiet_fits_verify` for the warnings).
-
-    Parameters
-    ----------
-    path : str or Path
-        Destination FITS file.
-    hdul : astropy.io.fits.HDUList
-        What to write.
-    protect : sequence of str or Path, optional
-        Input files that must not be overwritten.
-
-    Returns
-    -------
-    Path
-        ``path``.
-    """
-
-    def write(tmp: Path) -> None:
-        with quiet_fits_verify():
-            hdul.writeto(tmp, overwrite=True)
-
-    return _atomic_write(path, write, protect)
-
-
-@contextlib.contextmanager
-def quiet_fits_verify() -> Iterator[None]:
-    """Silence astropy's VerifyWarning while building or writing FITS headers.
-
-    Long keywords become HIERARCH cards and over-long comments of re-formatted input
-    cards are cut: both are what we want, not something to warn about.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", VerifyWarning)
-        yield
-
-
-_TABLE_FORMATS = {".ecsv": "ascii.ecsv", ".fits": "fits", ".fit": "fits"}
-
-
-def write_table(path: str | Path, table: Table, *, protect: Sequence[str | Path] = ()) -> Path:
-    """Write a catalog as ECSV (``.ecsv``) or FITS (``.fits``), chosen by suffix, atomically.
-
-    Parameters
-    ----------
-    path : str or Path
-        Destination file.
-    table : astropy.table.Table
-        The catalog.
-    protect : sequence of str or Path, optional
-        Input files that must not be overwritten.
-
-    Returns
-    -------
-    Path
-        ``path``.
-
-    Raises
-    ------
-    OutputError
-        On another suffix, when writing fails, or when ``path`` is an input.
-    """
-    fmt = _TABLE_FORMATS.get(Path(path).suffix.lower())
-    if fmt is None:
-        raise OutputError(f"cannot write table {path}: use a .ecsv or .fits name")
-
-    if fmt == "fits":
-        with quiet_fits_verify():
-            hdu = fits.table_to_hdu(table)
-        return write_hdulist(path, fits.HDUList([fits.PrimaryHDU(), hdu]), protect=protect)
-    return _atomic_write(path, lambda tmp: table.write(tmp, format=fmt, overwrite=True), protect)
 
 
 def read_templates(spec: str | Sequence[str]) -> list[Exposure]:

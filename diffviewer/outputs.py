@@ -1,6 +1,6 @@
 """Writing a run's outputs: the files of ``diffviewer run`` and the GUI's Save.
 
-Every file is written atomically through :mod:`diffviewer.io` (temporary name,
+Every file is written atomically through :mod:`diffviewer.atomic` (temporary name,
 then rename), never over an input; ``metadata.json`` records inputs, versions,
 timings, coverage, what was estimated and the figures of merit.
 """
@@ -21,19 +21,14 @@ from astropy.io import fits
 from astropy.table import Table
 
 from diffviewer import __version__
+from diffviewer.atomic import atomic_write_text, staged_output_dir
 from diffviewer.config import to_toml
 from diffviewer.engine.pipeline import SubtractionResult
 from diffviewer.engine.progress import CancelToken, Reporter
 from diffviewer.engine.register import Registration
 from diffviewer.errors import OutputError
 from diffviewer.exposure import Exposure, read_only
-from diffviewer.io import (
-    atomic_write_text,
-    staged_output_dir,
-    write_exposure,
-    write_hdulist,
-    write_table,
-)
+from diffviewer.fits_write import write_exposure, write_hdulist, write_table
 from diffviewer.regions import ds9_regions
 
 VERSIONED_PACKAGES = ("numpy", "scipy", "astropy", "astroalign")
@@ -480,7 +475,7 @@ def write_outputs(
     """Write the outputs of a run into ``out_dir``, all or nothing.
 
     The files are written into a staging folder beside ``out_dir`` and moved into place
-    only when all are written (:func:`diffviewer.io.staged_output_dir`), so a failure or
+    only when all are written (:func:`diffviewer.atomic.staged_output_dir`), so a failure or
     a cancel leaves ``out_dir`` as it was.
 
     Parameters

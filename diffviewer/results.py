@@ -20,6 +20,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
+from diffviewer.atomic import atomic_write_text
 from diffviewer.config import SubtractionConfig, load_toml
 from diffviewer.engine.diagnostics import Diagnostics
 from diffviewer.engine.kernel import KernelFit, KernelSolution
@@ -30,7 +31,7 @@ from diffviewer.engine.renormalise import Renormalisation
 from diffviewer.engine.warp import Piece
 from diffviewer.errors import InputError
 from diffviewer.exposure import Exposure
-from diffviewer.io import atomic_write_text, read_exposure
+from diffviewer.io import read_exposure
 from diffviewer.outputs import DIAGNOSTIC_SAMPLES, OUTPUT_NAMES
 from diffviewer.paths import TEMPLATE_SEPARATOR, template_specs
 

@@ -28,7 +28,8 @@ from diffviewer.batch import BatchOptions, plan_batch, read_summary, runner
 from diffviewer.batch.summary import COLUMN_NAMES, badness
 from diffviewer.batch.task import PairJob, run_job
 from diffviewer.config import SubtractionConfig, apply_overrides
-from diffviewer.io import demo_pair, read_pairs_csv
+from diffviewer.io import demo_pair
+from diffviewer.paths import read_pairs_csv
 from diffviewer.results import incomplete_reason
 
 #: A constant kernel: the demo's 256 x 256 has about a dozen kernel stars.

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from diffviewer import cli, launcher
+from diffviewer.atomic import remove_stale_staging, staging_name, wait_for_running_staging
 from diffviewer.batch import read_summary
-from diffviewer.io import remove_stale_staging, staging_name, wait_for_running_staging
 from tests.test_batch import QUICK, make_pairs
 
 #: Upper bound of any wait below (s): a hung process fails the test instead of the suite.

@@ -18,8 +18,9 @@ from astropy.table import Table
 from diffviewer import cli
 from diffviewer.config import SubtractionConfig, load_toml, to_toml
 from diffviewer.errors import OutputError
-from diffviewer.io import demo_pair, read_exposure, read_pairs_csv
+from diffviewer.io import demo_pair, read_exposure
 from diffviewer.outputs import OUTPUT_NAMES
+from diffviewer.paths import read_pairs_csv
 
 #: The demo stacks share one grid: nothing is warped, so no warped_template.fits.
 EXPECTED = {

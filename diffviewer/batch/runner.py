@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from diffviewer.atomic import remove_stale_staging, wait_for_running_staging
 from diffviewer.batch.summary import (
     ERROR_KINDS,
     SUMMARY_ECSV,
@@ -31,8 +32,7 @@ from diffviewer.batch.summary import (
 from diffviewer.batch.task import PairJob, run_job
 from diffviewer.config import SubtractionConfig
 from diffviewer.errors import InputError
-from diffviewer.io import parse_spec, remove_stale_staging, wait_for_running_staging
-from diffviewer.paths import TEMPLATE_SEPARATOR, template_specs
+from diffviewer.paths import TEMPLATE_SEPARATOR, parse_spec, template_specs
 from diffviewer.results import absolute_spec, incomplete_reason
 from diffviewer.termination import raise_if_terminated
 

@@ -17,7 +17,7 @@ import numpy as np
 from astropy.table import MaskedColumn, Table
 
 from diffviewer.errors import InputError
-from diffviewer.io import write_table
+from diffviewer.fits_write import write_table
 from diffviewer.results import read_metadata, read_pair_verdict
 
 SUMMARY_ECSV = "summary.ecsv"

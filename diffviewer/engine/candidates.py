@@ -354,7 +354,9 @@ def _local_maxima(image: np.ndarray, flat: np.ndarray) -> np.ndarray:
     """Which pixels are the largest of their 5 x 5 box (edges repeated).
 
     Ties go to the first pixel in raster order, so a plateau gives one maximum; a NaN
-    neighbour makes a pixel no maximum.
+    neighbour makes a pixel no maximum. Near the border a neighbour beyond it is the
+    nearest pixel inside (a pixel is not compared with itself), and which of two tied
+    pixels comes first is decided by where that pixel is, not by the offset.
 
     Parameters
     ----------
@@ -374,15 +376,29 @@ def _local_maxima(image: np.ndarray, flat: np.ndarray) -> np.ndarray:
     y, x = np.divmod(flat, nx)
     edge = (y < 2) | (y >= ny - 2) | (x < 2) | (x >= nx - 2)
     for dy, dx in _NEIGHBOURS:
-        # flat offsets, but clipped rows and columns within 2 px of the border
+        # flat offsets inside; within 2 px of the border, the clipped row and column
         other = pixels[np.clip(flat + (dy * nx + dx), 0, pixels.size - 1)]
-        if edge.any():
-            y, x = np.divmod(flat[edge], nx)
-            other[edge] = image[np.clip(y + dy, 0, ny - 1), np.clip(x + dx, 0, nx - 1)]
         later = dy > 0 or (dy == 0 and dx > 0)
         keep = value >= other if later else value > other
+        if edge.any():
+            keep[edge] = _edge_test(image, flat[edge], value[edge], dy, dx)
         flat, value, edge = flat[keep], value[keep], edge[keep]
     return flat
+
+
+def _edge_test(
+    image: np.ndarray, flat: np.ndarray, value: np.ndarray, dy: int, dx: int
+) -> np.ndarray:
+    """:func:`_local_maxima`'s test of pixels near the border against the neighbour at
+    (``dy``, ``dx``), clipped into the image: passed when that is the pixel itself, else
+    ``>`` a pixel before it in raster order and ``>=`` one after it."""
+    ny, nx = image.shape
+    y, x = np.divmod(flat, nx)
+    oy, ox = np.clip(y + dy, 0, ny - 1), np.clip(x + dx, 0, nx - 1)
+    other = image[oy, ox]
+    itself = (oy == y) & (ox == x)
+    later = (oy > y) | ((oy == y) & (ox > x))
+    return itself | np.where(later, value >= other, value > other)
 
 
 def find_peaks(exposure: Exposure, threshold: float, reporter: Reporter) -> Peaks:

@@ -41,7 +41,8 @@ from diffviewer.engine.progress import Reporter, null_reporter
 from diffviewer.engine.register import Mapping, Registration
 from diffviewer.errors import InputError, NoWorkFound, RegistrationError
 from diffviewer.exposure import MASK_DTYPE, Exposure, MaskPlane
-from diffviewer.io import fill_no_data, header_with_wcs
+from diffviewer.fits_header import header_with_wcs
+from diffviewer.io import fill_no_data
 
 #: Spacing of the grid on which the pixel mapping is computed exactly (px).
 COARSE_STEP = 32

@@ -45,9 +45,9 @@ from PyQt6.QtWidgets import (
 from diffviewer import display
 from diffviewer.batch.summary import complete_row, read_summary, rows_of, write_summary
 from diffviewer.errors import DiffviewerError, InputError
+from diffviewer.fits_write import write_table
 from diffviewer.gui import verdicts as source_verdicts
 from diffviewer.gui.qtapp import application
-from diffviewer.io import write_table
 from diffviewer.results import read_pair_verdict, write_pair_verdict
 
 if TYPE_CHECKING:

@@ -98,7 +98,7 @@ class Pair:
     @property
     def files(self) -> list[Path]:
         """The input files (empty for exposures in memory)."""
-        from diffviewer.io import parse_spec
+        from diffviewer.paths import parse_spec
 
         return [Path(parse_spec(s)[0]) for s in (self.science, *self.pieces) if isinstance(s, str)]
 
@@ -164,7 +164,7 @@ def spec_identity(spec: str | Exposure) -> str:
     str
         ``/abs/file.fits``, ``/abs/file.fits[SCI]``, or ``memory:<source>``.
     """
-    from diffviewer.io import parse_spec
+    from diffviewer.paths import parse_spec
 
     if isinstance(spec, Exposure):
         return f"memory:{spec.source}"
@@ -192,7 +192,7 @@ def default_output_dir(pair: Pair, root: Path) -> Path:
     -------
     Path
     """
-    from diffviewer.io import parse_spec
+    from diffviewer.paths import parse_spec
 
     if pair.name:
         return root / pair.name

@@ -13,8 +13,7 @@ from PyQt6.QtWidgets import QFileDialog, QInputDialog, QMenu
 from diffviewer.errors import DiffviewerError, InputError
 from diffviewer.fits_check import unreadable_fits_reason
 from diffviewer.gui.model import Pair, describe_template
-from diffviewer.io import read_pairs_csv
-from diffviewer.paths import TEMPLATE_SEPARATOR, template_specs
+from diffviewer.paths import TEMPLATE_SEPARATOR, read_pairs_csv, template_specs
 
 if TYPE_CHECKING:
     from diffviewer.gui.window import MainWindow

@@ -241,7 +241,7 @@ class Review:
         """Write the DIA sources with verdict and comment columns."""
         if self.w.outcome is None:
             return
-        from diffviewer.io import write_table
+        from diffviewer.fits_write import write_table
 
         try:
             write_table(

@@ -124,7 +124,7 @@ class Saver:
 
     def save_config(self, path: Path) -> None:
         """Write the edited config to ``path`` (errors become a message)."""
-        from diffviewer.io import atomic_write_text
+        from diffviewer.atomic import atomic_write_text
 
         try:
             atomic_write_text(path, to_toml(self.w.params.config()), protect=self.w.input_files())
@@ -184,7 +184,7 @@ class Saver:
     def save_png(self, path: Path, widget: QWidget | None = None) -> None:
         """Grab a widget (the current tab when None) into a PNG file, written atomically
         and never over an input file (errors become a message)."""
-        from diffviewer.io import atomic_write_bytes
+        from diffviewer.atomic import atomic_write_bytes
 
         target = widget if widget is not None else self.w.tabs.currentWidget()
         if target is None:

@@ -74,7 +74,7 @@ def save_verdicts(
     OutputError
         When ``path`` is an input file of the pair or cannot be written.
     """
-    from diffviewer.io import atomic_write_text
+    from diffviewer.atomic import atomic_write_text
 
     rows = [{"id": int(k), **dataclasses.asdict(v)} for k, v in sorted(verdicts.items())]
     science, template = pair.identity

@@ -325,22 +325,27 @@ def test_local_maxima_on_plateaus_ties_and_edges() -> None:
     image[8:13, 10:16] = 9.0  # a plateau: one maximum, its first pixel in raster order
     image[0, 0] = image[22, 17] = image[11, 30] = 9.0  # on the corner and edges
     image[3, 25] = np.nan
-    # reference: larger than every neighbour before it in raster order, at least as
-    # large as every one after it, on the image with its edges repeated
-    padded = np.pad(image, 2, mode="edge")
+    image[0, 5:8] = 9.0  # a plateau on the first row: its first pixel
+    # reference, pixel by pixel: larger than every other pixel of its 5 x 5 box (clipped
+    # into the image: edges repeated) before it in raster order, at least as large as
+    # every one after it
     ny, nx = image.shape
-    expected = np.isfinite(image)
-    for dy in range(-2, 3):
-        for dx in range(-2, 3):
-            if dy or dx:
-                other = padded[2 + dy : 2 + dy + ny, 2 + dx : 2 + dx + nx]
-                later = dy > 0 or (dy == 0 and dx > 0)
-                expected &= image >= other if later else image > other
+    expected = np.zeros(image.shape, dtype=bool)
+    for y in range(ny):
+        for x in range(nx):
+            others = {
+                (min(max(y + dy, 0), ny - 1), min(max(x + dx, 0), nx - 1))
+                for dy in range(-2, 3)
+                for dx in range(-2, 3)
+            } - {(y, x)}
+            expected[y, x] = all(
+                image[y, x] >= image[o] if o > (y, x) else image[y, x] > image[o] for o in others
+            )
     flat = np.flatnonzero(np.isfinite(image))
     found = candidates._local_maxima(image, flat)
     np.testing.assert_array_equal(found, np.flatnonzero(expected))
     peaks = set(zip(*np.divmod(found, nx), strict=True))
-    assert {(8, 10), (22, 17), (11, 30)} <= peaks
-    # on the first row or column a pixel ties with its own repeated copy before it
-    assert (0, 0) not in peaks
+    # the corner, edges and first row are peaks like any other pixel
+    assert {(8, 10), (22, 17), (11, 30), (0, 0), (0, 5)} <= peaks
+    assert not peaks & {(0, 6), (0, 7)}
     assert not peaks & {(y, x) for y in range(8, 13) for x in range(10, 16)} - {(8, 10)}

@@ -11,20 +11,12 @@ from astropy.io import fits
 from astropy.stats import mad_std
 from astropy.table import Table
 
+from diffviewer.atomic import atomic_write_text, staged_output_dir
 from diffviewer.errors import InputError, OutputError
 from diffviewer.exposure import Exposure, MaskPlane
-from diffviewer.io import (
-    atomic_write_text,
-    check_output_dir,
-    demo_pair,
-    ensure_not_input,
-    estimate_variance,
-    parse_spec,
-    read_exposure,
-    staged_output_dir,
-    write_exposure,
-    write_table,
-)
+from diffviewer.fits_write import write_exposure, write_table
+from diffviewer.io import demo_pair, estimate_variance, read_exposure
+from diffviewer.paths import check_output_dir, ensure_not_input, parse_spec
 from diffviewer.saturation import flat_top_level
 from diffviewer.sky_stats import clipped_rows, robust_sky
 from diffviewer.stats import MAD_TO_SIGMA, nanmedian_last

@@ -1,0 +1,359 @@
+"""Files written atomically, and output folders that appear whole or not at all.
+
+Every output goes through :func:`atomic_write` (:func:`atomic_write_bytes`,
+:func:`atomic_write_text`, and the FITS and catalog writers of
+:mod:`diffviewer.fits_write`): each file is written under a temporary name in its own
+folder, flushed to disk and renamed, so a reader never sees half a file and a failed or
+cancelled run leaves nothing behind. In a staging folder (:func:`staged_output_dir`) the
+flushes run in the background while the next file is encoded, and all are done before
+the folder is moved into place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import os
+import re
+import shutil
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+from diffviewer.errors import OutputError
+from diffviewer.paths import check_output_dir, ensure_not_input
+
+#: Staging folders: ``.<name>.partial-<host>-<pid>-<random>`` beside the output folder.
+_STAGING = re.compile(r"^\.(?P<name>.+)\.partial-(?P<host>[^-]*)-(?P<pid>\d+)-[0-9a-f]{8}$")
+
+
+def staging_name(name: str) -> str:
+    """The name of a fresh staging folder for the output folder ``name``.
+
+    It carries the host and the process id, so a folder left by a killed process
+    (SIGKILL: no clean-up ran) is recognised by the next run (:func:`remove_stale_staging`).
+    """
+    host = socket.gethostname().replace("-", "_")
+    return f".{name}.partial-{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether a process of this id runs on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _staging_folders(folder: str | Path, name: str | None) -> list[tuple[Path, bool]]:
+    """The staging folders of this host in ``folder``, each with whether its process runs."""
+    host = socket.gethostname().replace("-", "_")
+    found_here = []
+    with contextlib.suppress(OSError):
+        for path in Path(folder).iterdir():
+            found = _STAGING.match(path.name)
+            if not found or (name is not None and found["name"] != name):
+                continue
+            if found["host"] == host:
+                found_here.append((path, _process_alive(int(found["pid"]))))
+    return found_here
+
+
+def remove_stale_staging(folder: str | Path, name: str | None = None) -> list[Path]:
+    """Remove the staging folders left in ``folder`` by processes that no longer run.
+
+    Only folders named by :func:`staging_name` on this host whose process is gone are
+    removed (a run in progress, here or on another node, keeps its own).
+
+    Parameters
+    ----------
+    folder : str or Path
+        Where output folders are created.
+    name : str, optional
+        Only the staging folders of this output folder.
+
+    Returns
+    -------
+    list of Path
+        The folders removed.
+    """
+    removed = []
+    for path, alive in _staging_folders(folder, name):
+        if not alive:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def wait_for_running_staging(folder: str | Path, timeout_s: float) -> list[Path]:
+    """Wait until no process of this host still writes a staging folder in ``folder``.
+
+    A pair being written when a batch is interrupted either lands (its folder is
+    moved into place) or its process ends; either way the folder's state is final
+    and the summary can be written from it.
+
+    Parameters
+    ----------
+    folder : str or Path
+        Where output folders are created.
+    timeout_s : float
+        Longest wait, seconds.
+
+    Returns
+    -------
+    list of Path
+        Staging folders whose process still ran when the wait ended (empty normally).
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        running = [path for path, alive in _staging_folders(folder, None) if alive]
+        if not running or time.monotonic() > deadline:
+            return running
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def staged_output_dir(
+    out_dir: str | Path,
+    inputs: Sequence[str | Path],
+    overwrite: bool,
+    replaced_names: Sequence[str] = (),
+) -> Iterator[Path]:
+    """Write a set of outputs into a staging folder and move it into place only when done.
+
+    The staging folder is a hidden sibling of ``out_dir`` (same file system). The files
+    written atomically in it are flushed to disk in the background (:class:`_DeferredSyncs`).
+    When the block ends normally and every flush is done, its files move into ``out_dir``
+    (a rename of the whole folder when ``out_dir`` does not exist yet, else one atomic
+    rename per file, after removing the files named in ``replaced_names`` that this run
+    did not write, so no stale output of an earlier run stays beside the new ones). When
+    the block raises, the staging folder and any parent folders it created are removed
+    and ``out_dir`` is untouched: a failed or cancelled run leaves no partial output. A
+    staging folder of ``out_dir`` left by a killed process is removed first
+    (:func:`remove_stale_staging`).
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        The output folder.
+    inputs : sequence of str or Path
+        Input specs or paths, checked with :func:`check_output_dir`.
+    overwrite : bool
+        Allow an existing, non-empty folder.
+    replaced_names : sequence of str
+        Every file name a run of this kind may write.
+
+    Yields
+    ------
+    Path
+        The staging folder to write into.
+    """
+    out = check_output_dir(out_dir, inputs, overwrite)
+    created = [p for p in (out.parent, *out.parent.parents) if not p.exists()]
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_staging(out.parent, out.name)
+        stage = out.parent / staging_name(out.name)
+        stage.mkdir()
+    except OSError as exc:
+        raise OutputError(f"cannot create {out} ({exc.strerror}); check the path") from None
+    try:
+        with _syncs_deferred(stage):
+            yield stage
+        if not out.exists():
+            os.rename(stage, out)
+        else:
+            written = {p.name for p in stage.iterdir()}
+            for name in set(replaced_names) - written:
+                (out / name).unlink(missing_ok=True)
+            for path in stage.iterdir():
+                os.replace(path, out / path.name)
+            stage.rmdir()
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        for folder in created:  # innermost first
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+
+
+def atomic_write(
+    path: str | Path, write: Callable[[Path], None], protect: Sequence[str | Path]
+) -> Path:
+    """Write through ``write(temporary_path)``, fsync, then rename onto ``path``.
+
+    In a staging folder being written (:func:`staged_output_dir`) the fsync runs in the
+    background and is waited for before the folder is moved into place.
+
+    Parameters
+    ----------
+    path : str or Path
+        Destination file.
+    write : callable
+        Writes the whole file to the temporary path it is given (same folder).
+    protect : sequence of str or Path
+        Input files that must not be overwritten (see :func:`ensure_not_input`).
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    OutputError
+        When writing fails (the temporary file is removed) or ``path`` is an input.
+    """
+    path = Path(path)
+    if protect:
+        ensure_not_input(path, protect)
+    tag = f"{os.getpid()}.{uuid.uuid4().hex[:8]}"
+    tmp = path.with_name(f".{path.name}.{tag}.tmp{''.join(path.suffixes)}")
+    deferred = _DEFERRED_SYNCS.get()
+    if deferred is not None and path.parent != deferred.folder:
+        deferred = None  # a file outside the staging folder is flushed before its rename
+    try:
+        write(tmp)
+        if deferred is None:
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+        else:
+            deferred.add(tmp, path)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(exc, OSError):
+            raise _write_error(path, exc) from None
+        raise
+    if deferred is None:
+        _fsync_folder(path.parent)
+    return path
+
+
+def _write_error(path: Path, exc: OSError) -> OutputError:
+    """The error of a failed write, saying what to check."""
+    return OutputError(
+        f"cannot write {path} ({exc.strerror or exc}); check the folder "
+        "exists, is writable and has free space"
+    )
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Flush a folder's entries (a rename into it) to disk, where the system allows it."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _fsync_and_close(fd: int) -> None:
+    """Flush an open file to disk and close it."""
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _DeferredSyncs:
+    """Flushes to disk of the files written into a staging folder, on one background thread.
+
+    Flushing a file waits for the disk (0.06-0.16 s for the 112 MB of a GOTO run on this
+    machine) and releases the interpreter, so it overlaps with encoding the next file.
+    Every flush is waited for before the staging folder is moved into place. Writing the
+    exposures on a thread as well gained nothing (GOTO's outputs, median of 10 at load
+    2.7: 0.38 s against 0.40 s) and held 9 MB more at the peak of writing.
+
+    Parameters
+    ----------
+    folder : Path
+        The staging folder (its entries are flushed last).
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="diffviewer-fsync")
+        self._pending: list[tuple[Path, Future[None]]] = []
+
+    def add(self, written: Path, path: Path) -> None:
+        """Flush ``written`` (a file about to be renamed to ``path``) in the background."""
+        fd = os.open(written, os.O_RDONLY)
+        self._pending.append((path, self._pool.submit(_fsync_and_close, fd)))
+
+    def finish(self) -> None:
+        """Wait for every flush (raising :class:`OutputError` if one failed), then stop."""
+        try:
+            for path, done in self._pending:
+                try:
+                    done.result()
+                except OSError as exc:
+                    raise _write_error(path, exc) from None
+        finally:
+            self._pool.shutdown(wait=True)
+        _fsync_folder(self.folder)
+
+
+#: The flushes of the staging folder being written in this context, if any.
+_DEFERRED_SYNCS: contextvars.ContextVar[_DeferredSyncs | None] = contextvars.ContextVar(
+    "diffviewer_deferred_syncs", default=None
+)
+
+
+@contextlib.contextmanager
+def _syncs_deferred(folder: Path) -> Iterator[None]:
+    """Flush the files written atomically within the block in the background; wait at its end."""
+    syncs = _DeferredSyncs(folder)
+    token = _DEFERRED_SYNCS.set(syncs)
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(OutputError):
+            syncs.finish()
+        raise
+    finally:
+        _DEFERRED_SYNCS.reset(token)
+    syncs.finish()
+
+
+def atomic_write_bytes(
+    path: str | Path, data: bytes, *, protect: Sequence[str | Path] = ()
+) -> Path:
+    """Write bytes to ``path`` atomically (temporary file in the same folder, fsync, rename).
+
+    Parameters
+    ----------
+    path : str or Path
+        Destination file.
+    data : bytes
+        The content.
+    protect : sequence of str or Path, optional
+        Input files that must not be overwritten (see :func:`ensure_not_input`).
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    OutputError
+        When writing fails (the temporary file is removed) or ``path`` is an input.
+    """
+
+    def write(tmp: Path) -> None:
+        tmp.write_bytes(data)
+
+    return atomic_write(path, write, protect)
+
+
+def atomic_write_text(path: str | Path, text: str, *, protect: Sequence[str | Path] = ()) -> Path:
+    """Write UTF-8 text to ``path`` atomically; see :func:`atomic_write_bytes`."""
+    return atomic_write_bytes(path, text.encode("utf-8"), protect=protect)

@@ -1,0 +1,222 @@
+"""FITS header cards: which are structural or WCS, and what a header says.
+
+The header an exposure keeps (an extension's own cards over its primary's), its WCS,
+zero point, gain and mask planes as read, and a header with another WCS for writing.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+from astropy.io import fits
+from astropy.wcs import WCS
+
+from diffviewer.exposure import MASK_DTYPE, MaskPlane
+
+log = logging.getLogger(__name__)
+
+
+#: Header keywords read as the photometric zero point (AB mag of one image unit), in order.
+ZERO_POINT_KEYS = ("MAGZP", "MAGZPSCI", "PHOTZP", "MAGZERO", "MAGZPT", "ZEROPT", "ZPT", "ZP")
+#: Plausible zero points (mag); values outside are sentinels such as -999 or 99.
+ZERO_POINT_RANGE = (5.0, 45.0)
+#: Zero point of an image in nJy: 1 nJy is AB magnitude 31.4 (AB: 0 mag = 3631 Jy).
+NJY_ZERO_POINT = 31.4
+#: Header keywords read as the gain (electrons per image unit), in order.
+GAIN_KEYS = ("GAIN", "EGAIN")
+
+#: Cards that describe a HDU's layout, not the image: never carried from one file to another.
+STRUCTURAL_KEY = re.compile(
+    r"^(SIMPLE|XTENSION|BITPIX|NAXIS\d*|EXTEND|PCOUNT|GCOUNT|BZERO|BSCALE|BLANK|EXTNAME|EXTVER"
+    r"|EXTLEVEL|INHERIT|CHECKSUM|DATASUM|Z[A-Z0-9_]*|TTYPE\d+|TFORM\d+|TFIELDS|THEAP)$"
+)
+#: Cards of a WCS (FITS standard, SIP, TPV, distortion tables, IRAF's LTV/LTM/WAT).
+WCS_KEY = re.compile(
+    r"^(WCSAXES|WCSNAME|WCSDIM|CTYPE\d|CRVAL\d|CRPIX\d|CDELT\d|CUNIT\d|CROTA\d|CD\d_\d|PC\d_\d"
+    r"|PV\d_\d+|PS\d_\d+|CRDER\d|CSYER\d|LONPOLE|LATPOLE|RADESYS|RADECSYS|EQUINOX|EPOCH|MJDREF"
+    r"|(A|B|AP|BP)_ORDER|(A|B|AP|BP)_\d+_\d+|(A|B)_DMAX|LTV\d|LTM\d_\d|WAT\d_\d+"
+    r"|CPDIS\d|CPERR\d|DP\d|DQ\d|D2IMDIS\d|D2IMERR\d|D2IMARR)[A-Z]?$"
+)
+
+
+def merged_header(hdul: fits.HDUList, index: int) -> fits.Header:
+    """The image HDU's header, with primary-header cards it lacks (structural cards dropped)."""
+    own = hdul[index].header
+    merged = fits.Header([c for c in own.cards if not STRUCTURAL_KEY.match(c.keyword)])
+    if index != 0:
+        present = set(merged.keys())
+        for card in hdul[0].header.cards:
+            key = card.keyword
+            if (
+                key
+                and key not in ("COMMENT", "HISTORY", "")
+                and key not in present
+                and not STRUCTURAL_KEY.match(key)
+                and not WCS_KEY.match(key)
+            ):
+                merged.append(card)
+    return merged
+
+
+def _degenerate_matrix(matrix: np.ndarray) -> str | None:
+    """Why a 2 x 2 pixel scale matrix maps the image onto a point or a line, or None."""
+    scale = float(np.abs(matrix).max()) if np.isfinite(matrix).all() else math.nan
+    if not scale > 0:
+        return "its pixel scale matrix (CD) is zero or not finite"
+    if abs(float(np.linalg.det(matrix))) <= 1e-10 * scale**2:
+        return "its pixel scale matrix (CD) is singular"
+    return None
+
+
+def _header_cd(header: fits.Header) -> np.ndarray | None:
+    """The header's own CD matrix (wcslib replaces a zero one by the unit matrix), or None."""
+    keys = [f"CD{i}_{j}" for i in (1, 2) for j in (1, 2)]
+    if not any(k in header for k in keys):
+        return None
+    try:
+        return np.array([float(header.get(k, 0.0)) for k in keys]).reshape(2, 2)
+    except (TypeError, ValueError):
+        return np.full((2, 2), np.nan)
+
+
+def read_wcs(header: fits.Header, source: str) -> WCS | None:
+    """The WCS of a header: None without WCS keywords, or when unreadable or degenerate.
+
+    An unreadable or degenerate WCS (a zero or singular CD matrix, which wcslib may
+    accept) is reported in one log line and dropped, so the images are handled in pixel
+    coordinates (registered on stars, or taken as aligned).
+    """
+    if not any(WCS_KEY.match(k) for k in header):
+        return None
+    cd = _header_cd(header)
+    why = _degenerate_matrix(cd) if cd is not None else None
+    wcs = None
+    if why is None:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                wcs = WCS(header, naxis=2)
+        except Exception as exc:  # astropy/wcslib raise many types on malformed WCS
+            reason = " ".join(str(exc).split())[:200]
+            log.warning("%s: WCS cannot be read (%s); using pixel coordinates only", source, reason)
+            return None
+        if wcs.has_celestial:
+            scale = np.asarray(wcs.celestial.pixel_scale_matrix, dtype=np.float64)
+            why = _degenerate_matrix(scale)
+    if why is not None:
+        log.warning(
+            "%s: the WCS is degenerate (%s: every pixel maps onto one sky point or line); "
+            "using pixel coordinates only",
+            source,
+            why,
+        )
+        return None
+    return wcs
+
+
+def header_float(header: fits.Header, keys: Sequence[str]) -> tuple[str, float] | None:
+    """The first of ``keys`` present with a finite numeric value (numeric strings accepted)."""
+    for key in keys:
+        if key in header:
+            try:
+                value = float(header[key])
+            except (TypeError, ValueError):
+                continue
+            if np.isfinite(value):
+                return key, value
+    return None
+
+
+def header_zero_point(header: fits.Header) -> float | None:
+    """Photometric zero point from a header, or None.
+
+    Parameters
+    ----------
+    header : astropy.io.fits.Header
+        Looked up in :data:`ZERO_POINT_KEYS` order; an image with ``BUNIT = 'nJy'``
+        has the zero point 31.4 when no keyword gives one.
+
+    Returns
+    -------
+    float or None
+        AB magnitude of one image unit.
+    """
+    lo, hi = ZERO_POINT_RANGE
+    for key in ZERO_POINT_KEYS:
+        found = header_float(header, (key,))
+        if found is not None and lo < found[1] < hi:
+            return found[1]
+    if str(header.get("BUNIT", "")).strip().lower() == "njy":
+        return NJY_ZERO_POINT
+    return None
+
+
+def header_gain(header: fits.Header) -> float | None:
+    """Gain (electrons per image unit) from a header, or None when absent or not positive."""
+    found = header_float(header, GAIN_KEYS)
+    return found[1] if found is not None and found[1] > 0 else None
+
+
+def mask_from_planes(raw: np.ndarray, header: fits.Header) -> np.ndarray:
+    """Translate a mask read from a file into :class:`MaskPlane` bits.
+
+    Parameters
+    ----------
+    raw : numpy.ndarray
+        Integer mask as stored.
+    header : astropy.io.fits.Header
+        Its header; ``MP_<NAME> = bit`` cards (as LSST writes them) map each named
+        plane onto the plane of the same name here (planes we do not know are
+        dropped). Without such cards every nonzero pixel becomes ``BAD`` (as for a
+        data-quality file).
+
+    Returns
+    -------
+    numpy.ndarray
+        mask (``MASK_DTYPE``).
+    """
+    values = np.asarray(raw).astype(np.int64)
+    planes = {k[3:]: header[k] for k in header if k.startswith("MP_")}
+    if not planes:
+        return np.where(values != 0, int(MaskPlane.BAD), 0).astype(MASK_DTYPE)
+    out = np.zeros(values.shape, dtype=MASK_DTYPE)
+    for name, bit in planes.items():
+        if name in MaskPlane.__members__ and isinstance(bit, int) and 0 <= bit < 63:
+            out[(values & (1 << bit)) != 0] |= MASK_DTYPE(int(MaskPlane[name]))
+    return out
+
+
+def header_with_wcs(header: fits.Header, wcs: WCS | None) -> fits.Header:
+    """A copy of ``header`` whose WCS cards are replaced by those of ``wcs``.
+
+    Parameters
+    ----------
+    header : astropy.io.fits.Header
+        Any header (not modified); its structural and WCS cards are dropped.
+    wcs : astropy.wcs.WCS or None
+        The WCS to write (SIP and TPV distortions included); None writes none.
+
+    Returns
+    -------
+    astropy.io.fits.Header
+    """
+    out = fits.Header(
+        [
+            c
+            for c in header.cards
+            if not STRUCTURAL_KEY.match(c.keyword) and not WCS_KEY.match(c.keyword)
+        ]
+    )
+    if wcs is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cards = wcs.to_header(relax=True).cards
+        for card in cards:
+            if WCS_KEY.match(card.keyword):
+                out[card.keyword] = (card.value, card.comment)
+    return out

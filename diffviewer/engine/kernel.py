@@ -52,7 +52,7 @@ from diffviewer.engine.kernel_spatial import fit_spatial, usable_orders
 from diffviewer.engine.kernel_stamps import fit_stamps
 from diffviewer.engine.progress import Reporter
 from diffviewer.engine.psf import PsfEstimate, frozen
-from diffviewer.engine.sky import sky_pixels
+from diffviewer.engine.sky import InputSources
 from diffviewer.exposure import Exposure
 from diffviewer.stats import median
 
@@ -94,8 +94,7 @@ def _zero_point_ratio(science: Exposure, template: Exposure) -> float | None:
 def _fallback_solution(
     science: Exposure,
     template: Exposure,
-    good: np.ndarray,
-    backgrounds: tuple[SkyBackground, SkyBackground],
+    sources: InputSources,
     src_psf: PsfEstimate,
     tgt_psf: PsfEstimate,
     mode: str,
@@ -109,9 +108,9 @@ def _fallback_solution(
     is known of the PSF mismatch: the kernel maps one PSF onto itself (a delta, within
     the basis's reach), and the difference is a plain scaled difference. The kernel sum is
     the zero points' flux ratio when both are known, else 1; the background is the median
-    difference over the sky (:func:`diffviewer.engine.sky.sky_pixels`: pixels of ``good``
-    at least one FWHM from every source of either image less its ``backgrounds``), or
-    none with fewer than :data:`MIN_BACKGROUND_SKY` sky pixels.
+    difference over the sky (:meth:`~diffviewer.engine.sky.InputSources.sky`: pixels
+    usable on both at least one FWHM from every source of either image), or none with
+    fewer than :data:`MIN_BACKGROUND_SKY` sky pixels.
     """
     known = [e for e in (src_psf, tgt_psf) if e.source != "default"]
     delta = len(known) < 2
@@ -127,7 +126,7 @@ def _fallback_solution(
     sci_side = science.image if mode == "template" else scale * science.image
     tmpl_side = scale * template.image if mode == "template" else template.image
     widest = max(float(src_psf.fwhm), float(tgt_psf.fwhm))
-    sky = sky_pixels(science, template, good, widest if np.isfinite(widest) else 0.0, backgrounds)
+    sky = sources.sky(widest if np.isfinite(widest) else 0.0)
     n_sky = int(sky.sum())
     bg = float(np.median((sci_side - tmpl_side)[sky])) if n_sky >= MIN_BACKGROUND_SKY else 0.0
     if delta:
@@ -205,6 +204,7 @@ def fit_kernel(
     sci_psf: PsfEstimate,
     tmpl_psf: PsfEstimate,
     backgrounds: tuple[SkyBackground, SkyBackground],
+    sources: InputSources,
     config: KernelConfig,
     reporter: Reporter,
 ) -> KernelFit:
@@ -221,6 +221,9 @@ def fit_kernel(
     backgrounds : (SkyBackground, SkyBackground)
         The science's and the template's sky (:func:`~diffviewer.engine.sky.input_backgrounds`),
         for the noise the two put into the stamps' equations (:mod:`kernel_noise`).
+    sources : InputSources
+        Where either shows a source (:func:`~diffviewer.engine.sky.input_sources`): what
+        bounds the sky of those noise terms and of the fallback's background.
     config : KernelConfig
         Basis, orders, rejection limits, mode.
     reporter : Reporter
@@ -288,9 +291,8 @@ def fit_kernel(
             f"(kernel) and {bg_order} (background)"
         )
     if n_good < config.min_stamps:
-        good_px = science.good_pixels() & template.good_pixels()
         solution, why = _fallback_solution(
-            science, template, good_px, backgrounds, src_psf, tgt_psf, mode, plan.size, config
+            science, template, sources, src_psf, tgt_psf, mode, plan.size, config
         )
         notes.append(
             f"only {n_good} good kernel stamps (kernel.min_stamps = {config.min_stamps}): {why}"
@@ -303,6 +305,7 @@ def fit_kernel(
                 source,
                 target,
                 (src_bkg, tgt_bkg),
+                sources,
                 fwhm,
                 basis.shape[-1] - 1,
                 source_lags=config.noise_correction == "all",

@@ -57,7 +57,7 @@ import scipy.fft as sfft
 
 from diffviewer.engine import fftconv, tiles
 from diffviewer.engine.background import SkyBackground
-from diffviewer.engine.sky import sky_pixels, usable_on_both
+from diffviewer.engine.sky import InputSources
 from diffviewer.exposure import Exposure
 
 
@@ -323,17 +323,17 @@ def measure_sky_covariance(
     source: Exposure,
     target: Exposure,
     backgrounds: tuple[SkyBackground, SkyBackground],
+    sources: InputSources,
     fwhm: float,
     max_lag: int,
     *,
     source_lags: bool = True,
 ) -> SkyCovariance:
     """:func:`sky_covariance` over the pixels usable on both images and at least
-    :data:`SKY_DISTANCE_FWHM` FWHM from every source of either, each image less its
-    smooth background (``backgrounds``, the source's then the target's, from
-    :func:`sky.input_backgrounds`)."""
-    good = usable_on_both(source, target)
-    sky = sky_pixels(source, target, good, SKY_DISTANCE_FWHM * fwhm, backgrounds)
+    :data:`SKY_DISTANCE_FWHM` FWHM from every source of either (``sources``, from
+    :func:`sky.input_sources`), each image less its smooth background (``backgrounds``,
+    the source's then the target's, from :func:`sky.input_backgrounds`)."""
+    sky = sources.sky(SKY_DISTANCE_FWHM * fwhm)
     return sky_covariance(
         source.image, target.image, sky, backgrounds, max_lag, source_lags=source_lags
     )

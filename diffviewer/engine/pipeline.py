@@ -299,11 +299,21 @@ def run_subtraction(
             warped.exposure, *xy, bright=cands.bright, resampled=warped.warped
         )
     # Each input's sky background, estimated once: the kernel fit's noise terms, the
-    # renormalisation's sky map and ZOGY's score all subtract it.
+    # inputs' sources and ZOGY's score all subtract it. The sources, found once, bound the
+    # sky of the kernel fit's noise terms and of the renormalisation.
     backgrounds = sky.input_backgrounds(science, warped.exposure, config.score.background_mesh)
+    sources = sky.input_sources(science, warped.exposure, backgrounds)
     with _step(rep, "kernel fit", 0.25, 0.45):
         fit = kernel.fit_kernel(
-            science, warped.exposure, cands, sci_psf, tmpl_psf, backgrounds, config.kernel, rep
+            science,
+            warped.exposure,
+            cands,
+            sci_psf,
+            tmpl_psf,
+            backgrounds,
+            sources,
+            config.kernel,
+            rep,
         )
     with _step(rep, "subtract", 0.45, 0.60):
         products = subtract.subtract_images(science, warped.exposure, fit, rep)
@@ -337,8 +347,10 @@ def run_subtraction(
             ),
             rep,
             enabled=config.decorrelation.scale_variance,
-            backgrounds=backgrounds,
+            sources=sources,
         )
+    # Nothing after the renormalisation looks for sky (two boolean maps, 34 MB at 4096^2).
+    del sources
     if decorr is not None:
         # The decorrelated difference is the renormalised one from here on: its variance
         # before the scale (an image-sized plane) is not kept.

@@ -15,7 +15,8 @@ once; nothing downstream rescales again.
 Sky is every usable pixel farther (in x or y) than the kernel's half width (of the
 square holding 99 % of its absolute sum) plus two PSF FWHM from
 any pixel where the science or the template shows a source (a 5 x 5 box mean above
-three times that mean's robust spread), so neither a star's subtraction residual nor a
+three times that mean's robust spread: :func:`~diffviewer.engine.sky.input_sources`, found
+once a run for the kernel fit too), so neither a star's subtraction residual nor a
 transient enters the estimate; two passes of 4-sigma clipping remove what is left.
 
 A scale below :data:`MIN_NOISE_SCALE` is not applied: the difference then holds less
@@ -34,10 +35,9 @@ import dataclasses
 
 import numpy as np
 
-from diffviewer.engine.background import SkyBackground
 from diffviewer.engine.moments import adaptive_moments, shape_from_covariance
 from diffviewer.engine.progress import Reporter
-from diffviewer.engine.sky import sky_pixels
+from diffviewer.engine.sky import InputSources, input_sources
 from diffviewer.engine.subtract import read_only
 from diffviewer.engine.zogy import ScoreResult, al_score
 from diffviewer.exposure import Exposure
@@ -134,53 +134,26 @@ class Renormalisation:
         )
 
 
-def sky_map(
-    difference: Exposure,
-    science: Exposure,
-    template: Exposure,
-    distance: float,
-    backgrounds: tuple[SkyBackground, SkyBackground] | None = None,
-    *,
-    usable: np.ndarray | None = None,
-) -> np.ndarray:
-    """Usable pixels farther than ``distance`` px in x or y from every source of either input.
-
-    Parameters
-    ----------
-    difference : Exposure
-        The difference (its unusable planes and non-positive variances are not sky).
-    science, template : Exposure
-        The inputs on the difference's grid.
-    distance : float
-        Least distance (px) from a source pixel.
-    backgrounds : (SkyBackground, SkyBackground), optional
-        The inputs' backgrounds (:func:`~diffviewer.engine.sky.input_backgrounds`);
-        estimated when not given.
-    usable : numpy.ndarray, optional
-        ``difference.usable_pixels()``, when the caller has it already.
-
-    Returns
-    -------
-    numpy.ndarray
-        Boolean sky map.
-    """
-    good = difference.usable_pixels() if usable is None else usable
-    good = good & np.isfinite(difference.image)
-    return sky_pixels(science, template, good, distance, backgrounds)
-
-
 def sky_near(
     difference: Exposure,
     psf: np.ndarray,
     science: Exposure,
     template: Exposure,
     kernel_half_width: int,
-    backgrounds: tuple[SkyBackground, SkyBackground] | None = None,
+    sources: InputSources | None = None,
     *,
     usable: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The sky map of :func:`renormalise`: :func:`sky_map` (``usable`` passed on) at the
-    kernel's half width plus :data:`PSF_REACH` FWHM of ``psf`` from every source.
+    """The sky map of :func:`renormalise`: the difference's usable pixels with finite
+    values (``usable``, when the caller has ``difference.usable_pixels()`` already) that
+    are usable on both inputs and farther (in x or y) than the kernel's half width plus
+    :data:`PSF_REACH` FWHM of ``psf`` from every source of either input.
+
+    Parameters
+    ----------
+    sources : InputSources, optional
+        The inputs' sources (:func:`~diffviewer.engine.sky.input_sources`); found when not
+        given.
 
     Returns
     -------
@@ -189,7 +162,11 @@ def sky_near(
     """
     fwhm = shape_from_covariance(adaptive_moments(np.asarray(psf, dtype=np.float64))[2])[0]
     distance = float(kernel_half_width + PSF_REACH * fwhm)
-    return sky_map(difference, science, template, distance, backgrounds, usable=usable)
+    good = difference.usable_pixels() if usable is None else usable
+    good = good & np.isfinite(difference.image)
+    if sources is None:
+        sources = input_sources(science, template)
+    return sources.sky(distance, good)
 
 
 def filtered_noise_scale(
@@ -234,7 +211,7 @@ def renormalise(
     reporter: Reporter,
     *,
     enabled: bool = True,
-    backgrounds: tuple[SkyBackground, SkyBackground] | None = None,
+    sources: InputSources | None = None,
 ) -> tuple[Exposure, Renormalisation, ScoreResult | None]:
     """Measure the difference's noise scale on sky and apply it once to its variance.
 
@@ -245,7 +222,7 @@ def renormalise(
     psf : numpy.ndarray
         Its PSF.
     science, template : Exposure
-        The inputs on its grid (to find sky).
+        The inputs on its grid (to find their sources when ``sources`` is not given).
     kernel_half_width : int
         Half width (px) of the matching kernel's footprint: how far a star's residual
         reaches (:func:`diffviewer.engine.subtract.footprint_half_width`).
@@ -254,9 +231,9 @@ def renormalise(
     enabled : bool
         Apply the scale (``DecorrelationConfig.scale_variance``); it is measured and
         reported either way.
-    backgrounds : (SkyBackground, SkyBackground), optional
-        The inputs' backgrounds (:func:`~diffviewer.engine.sky.input_backgrounds`), to
-        find their sources; estimated when not given.
+    sources : InputSources, optional
+        The inputs' sources (:func:`~diffviewer.engine.sky.input_sources`, made once a
+        run); found when not given.
 
     Returns
     -------
@@ -268,7 +245,7 @@ def renormalise(
     """
     usable_map = difference.usable_pixels()
     sky = sky_near(
-        difference, psf, science, template, kernel_half_width, backgrounds, usable=usable_map
+        difference, psf, science, template, kernel_half_width, sources, usable=usable_map
     )
     usable = int(np.count_nonzero(usable_map))
     del usable_map

@@ -1,17 +1,19 @@
 """Where the sky is: pixels far from every source of either input image.
 
 A source is any pixel whose 5 x 5 box mean (after a smooth background) exceeds three
-times that mean's robust spread over the usable pixels, of either sign (a hole in the
-sky is no sky either). The spread is measured on the box mean itself, so noise
-correlated between pixels (coadds, resampled stacks) does not make every pixel a
-source. Sky is every usable pixel farther than a given distance, in x or y, from a
-source pixel of either input. Quantities that must not see the sources (the
-renormalisation of the difference's noise, a differential background) are measured
-there.
+times that mean's robust spread over the pixels usable on both inputs, of either sign (a
+hole in the sky is no sky either). The spread is measured on the box mean itself, so
+noise correlated between pixels (coadds, resampled stacks) does not make every pixel a
+source. The two inputs' sources are found once a run (:func:`input_sources`); sky is
+every usable pixel farther than a given distance, in x or y, from a source pixel of
+either input (:meth:`InputSources.sky`). Quantities that must not see the sources (the
+kernel fit's noise covariances, the renormalisation of the difference's noise, a
+differential background) are measured there, each at its own distance.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from types import EllipsisType
 
 import numpy as np
@@ -19,7 +21,7 @@ from scipy import ndimage
 
 from diffviewer.engine.background import SkyBackground, fit_background, sampled_robust_std
 from diffviewer.errors import InsufficientKernelSources
-from diffviewer.exposure import UNUSABLE, Exposure
+from diffviewer.exposure import UNUSABLE, Exposure, read_only
 
 #: Box (px) over which an input is averaged to find its sources, and the threshold
 #: (robust sigma of that mean) above which a pixel is a source.
@@ -50,8 +52,8 @@ def input_backgrounds(
     """Each input's sky background and noise, on the pixels usable on both.
 
     Estimated once per run (:func:`~diffviewer.engine.background.fit_background`) and
-    passed to every step that subtracts the inputs' sky: the sky map of the noise
-    renormalisation (:func:`sky_pixels`) and ZOGY's score.
+    passed to every step that subtracts the inputs' sky: the sources that bound the sky
+    (:func:`input_sources`), the kernel fit's noise covariances and ZOGY's score.
 
     Parameters
     ----------
@@ -126,8 +128,7 @@ def source_map(
         Boolean map of source pixels.
     """
     model = background or fit_background(exposure.image, good, BACKGROUND_MESH)
-    # In place: one float32 plane besides the box mean (the renormalisation makes this
-    # map of each input).
+    # In place: one float32 plane besides the box mean.
     excess = model.image()
     excess = np.subtract(exposure.image, excess, out=excess)
     excess[~good] = 0.0
@@ -137,40 +138,74 @@ def source_map(
     return np.asarray(good & (np.abs(mean) > SOURCE_SIGMA * sigma))
 
 
-def sky_pixels(
+@dataclasses.dataclass(frozen=True)
+class InputSources:
+    """The pixels usable on both inputs, and those of them where either shows a source.
+
+    Found once a run (:func:`input_sources`) and shared by every step that needs sky, each
+    growing the sources by its own distance (:meth:`sky`).
+
+    Attributes
+    ----------
+    usable : numpy.ndarray
+        Boolean map (read-only) of the pixels usable on both inputs (:func:`usable_on_both`).
+    sources : numpy.ndarray
+        Boolean map (read-only) of the pixels of ``usable`` where the science or the
+        template shows a source (:func:`source_map`).
+    """
+
+    usable: np.ndarray
+    sources: np.ndarray
+
+    def sky(self, distance: float, within: np.ndarray | None = None) -> np.ndarray:
+        """Usable pixels (of ``within`` too, when given) farther than ``distance`` px in x
+        or y from every source.
+
+        Parameters
+        ----------
+        distance : float
+            Least distance (px) from a source pixel of either input.
+        within : numpy.ndarray, optional
+            Boolean map of the pixels that may be sky besides (e.g. usable on the difference).
+
+        Returns
+        -------
+        numpy.ndarray
+            Boolean sky map (new).
+        """
+        good = self.usable if within is None else self.usable & within
+        if not self.sources.any():
+            return good.copy() if within is None else good
+        # A square of side 2 distance + 1 (separable, fast), a little wider than the circle.
+        size = 2 * int(np.ceil(distance)) + 1
+        near = grown_along(grown_along(self.sources, size, 0), size, 1)
+        return np.asarray(good & ~near)
+
+
+def input_sources(
     science: Exposure,
     template: Exposure,
-    good: np.ndarray,
-    distance: float,
     backgrounds: tuple[SkyBackground, SkyBackground] | None = None,
-) -> np.ndarray:
-    """Pixels of ``good`` farther than ``distance`` px in x or y from every source.
+) -> InputSources:
+    """The pixels usable on both inputs and where either shows a source (:func:`source_map`).
 
     Parameters
     ----------
     science, template : Exposure
         The inputs on one grid.
-    good : numpy.ndarray
-        Pixels that may be sky (usable on both inputs and wherever else required).
-    distance : float
-        Least distance (px) from a source pixel of either input.
     backgrounds : (SkyBackground, SkyBackground), optional
-        The inputs' backgrounds (:func:`input_backgrounds`); estimated here when not given.
+        The inputs' backgrounds (:func:`input_backgrounds`); estimated on the pixels
+        usable on both with a mesh of :data:`BACKGROUND_MESH` when not given.
 
     Returns
     -------
-    numpy.ndarray
-        Boolean sky map.
+    InputSources
     """
+    usable = usable_on_both(science, template)
     sci_bkg, tmpl_bkg = backgrounds or (None, None)
-    sources = source_map(science, good & science.good_pixels(), sci_bkg)
-    sources |= source_map(template, good & template.good_pixels(), tmpl_bkg)
-    if not sources.any():
-        return np.asarray(good)
-    # A square of side 2 distance + 1 (separable, fast), a little wider than the circle.
-    size = 2 * int(np.ceil(distance)) + 1
-    near = grown_along(grown_along(sources, size, 0), size, 1)
-    return np.asarray(good & ~near)
+    sources = source_map(science, usable, sci_bkg)
+    sources |= source_map(template, usable, tmpl_bkg)
+    return InputSources(read_only(usable), read_only(sources))
 
 
 def grown_along(hit: np.ndarray, size: int, axis: int) -> np.ndarray:

@@ -40,8 +40,17 @@ def fit_kernel_to(
     sci_psf = psf.estimate_psf(science, *xy, bright=cands.bright)
     tmpl_psf = psf.estimate_psf(template, *xy, bright=cands.bright)
     backgrounds = sky.input_backgrounds(science, template, ScoreConfig().background_mesh)
+    sources = sky.input_sources(science, template, backgrounds)
     return kernel.fit_kernel(
-        science, template, cands, sci_psf, tmpl_psf, backgrounds, config or KernelConfig(), rep
+        science,
+        template,
+        cands,
+        sci_psf,
+        tmpl_psf,
+        backgrounds,
+        sources,
+        config or KernelConfig(),
+        rep,
     )
 
 

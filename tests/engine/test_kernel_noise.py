@@ -19,7 +19,7 @@ from diffviewer.engine.kernel_basis import make_basis
 from diffviewer.engine.kernel_design import convolve_stamps
 from diffviewer.engine.kernel_spatial import fit_spatial, usable_orders
 from diffviewer.engine.kernel_stamps import StampFits
-from diffviewer.engine.sky import input_backgrounds
+from diffviewer.engine.sky import input_backgrounds, input_sources
 from diffviewer.synthetic import make_pair, render_moffats
 from tests.engine.helpers import fit_kernel_to
 from tests.engine.kernel_stars import KernelStars, moffat_kernel_stars
@@ -206,8 +206,9 @@ def moffat_stars() -> MoffatStars:
     fits = stars.fit()
     orders = usable_orders(int(np.sum(fits.status == "GOOD")), config)
     backgrounds = input_backgrounds(stars.source, stars.target, ScoreConfig().background_mesh)
+    sources = input_sources(stars.source, stars.target, backgrounds)
     cov = kernel_noise.measure_sky_covariance(
-        stars.source, stars.target, backgrounds, stars.fwhm, stars.basis.shape[-1] - 1
+        stars.source, stars.target, backgrounds, sources, stars.fwhm, stars.basis.shape[-1] - 1
     )
     return MoffatStars(stars, config, fits, orders, cov)
 

@@ -1,4 +1,4 @@
-"""The sky map's filters against scipy's, and the inputs' backgrounds estimated once."""
+"""The sky map's filters against scipy's; the inputs' backgrounds and sources found once."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import pytest
 from scipy import ndimage
 
 from diffviewer.config import ScoreConfig
-from diffviewer.engine import zogy
+from diffviewer.engine import pipeline, sky, zogy
 from diffviewer.engine.progress import null_reporter
 from diffviewer.engine.score_psfs import PsfGrid
-from diffviewer.engine.sky import box_mean, grown_along, input_backgrounds
+from diffviewer.engine.sky import box_mean, grown_along, input_backgrounds, input_sources
+from diffviewer.exposure import MaskPlane
 from diffviewer.synthetic import make_pair
 from tests.engine.helpers import gaussian_psf
 
@@ -67,3 +68,35 @@ def test_the_score_uses_the_backgrounds_it_is_given() -> None:
     )
     inner = np.s_[40:-40, 40:-40]
     assert float(np.median(moved.image[inner] - own.image[inner])) < -1.0
+
+
+def test_sky_is_the_usable_pixels_beyond_a_distance_from_every_source() -> None:
+    pair = make_pair((200, 220), 40, seed=4)
+    mask = pair.science.mask.copy()
+    mask[:, :10] |= int(MaskPlane.NO_DATA)
+    science = pair.science.replace(mask=mask)
+    found = input_sources(science, pair.template)
+    assert not found.usable[:, :10].any() and found.usable[:, 10:].all()
+    assert found.sources.any() and not (found.sources & ~found.usable).any()
+    near = ndimage.maximum_filter(found.sources.view(np.uint8), 2 * 4 + 1, mode="constant") > 0
+    np.testing.assert_array_equal(found.sky(3.2), found.usable & ~near)
+    within = np.zeros(found.usable.shape, dtype=bool)
+    within[50:150] = True
+    np.testing.assert_array_equal(found.sky(3.2, within), found.usable & ~near & within)
+
+
+def test_a_run_finds_each_inputs_sources_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The kernel fit's noise terms and the renormalisation share one map of each input's
+    # sources (each was 0.2-0.4 s at 4096^2).
+    calls = []
+    found = sky.source_map
+
+    def counted(*args: object, **kwargs: object) -> np.ndarray:
+        calls.append(1)
+        return found(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sky, "source_map", counted)
+    pair = make_pair((256, 256), 150, seed=7)
+    result = pipeline.run_subtraction(pair.science, pair.template)
+    assert result.kernel.shared_noise is not None and result.renormalisation.n_sky_pixels > 0
+    assert len(calls) == 2

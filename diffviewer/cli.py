@@ -280,7 +280,6 @@ def run_pair(
             templates = read_templates(pieces)
         with _timed(timings, "import"):
             loading.join()
-            import scipy.fft
             from threadpoolctl import threadpool_limits
 
             from diffviewer.engine.pipeline import run_subtraction
@@ -288,14 +287,16 @@ def run_pair(
 
     bar = TerminalProgress(sys.stderr) if (not quiet and sys.stderr.isatty()) else None
     try:
-        # Both cores for the FFTs the engine leaves at scipy's default of one thread
-        # (fftconv.convolve in decorrelation, score, measurement); results are identical.
-        # One BLAS thread: the engine's BLAS calls are small (batched 29 x 1225 stamp
-        # normal matrices, per-star least squares), where OpenBLAS's threads cost more
-        # than they save and, on a loaded machine, spin (kernel fit 2.29 -> 1.17 s on a
-        # 1024^2 pair at load 6). Set here, where no other thread runs numpy: switching
+        # One thread for BLAS and (scipy's default) for the FFTs. The engine's BLAS calls
+        # are small (batched 29 x 1225 stamp normal matrices, per-star least squares),
+        # where OpenBLAS's threads cost more than they save and, on a loaded machine,
+        # spin (kernel fit 2.29 -> 1.17 s on a 1024^2 pair at load 6). Its FFTs are of
+        # tiles and stamps: on both cores the GOTO engine took 4.29-5.23 s against
+        # 3.48-4.87 s on one (4 fresh processes each, in turn, load 1.1; 1024^2 2-6 %
+        # slower, 4096^2 the same within the noise), the threads' hand-offs costing more
+        # than they save. Set here, where no other thread runs numpy: switching
         # OpenBLAS's process-wide count from the GUI's worker thread deadlocked the GUI.
-        with scipy.fft.set_workers(os.cpu_count() or 1), threadpool_limits(1, "blas"):
+        with threadpool_limits(1, "blas"):
             with _timed(timings, "total"):
                 result = run_subtraction(science, _handed_over(templates), config, progress=bar)
     finally:

@@ -144,8 +144,8 @@ def _central_inverse(spec: np.ndarray, n_fft: int, m: int, out_half: int) -> np.
     ``spec`` is overwritten."""
     c = m // 2
     keep = slice(c - out_half, c + out_half + 1)
-    rows = sfft.ifft(spec, axis=-2, workers=-1, overwrite_x=True)[..., keep, :]
-    return sfft.irfft(rows, n=n_fft, axis=-1, workers=-1)[..., keep]
+    rows = sfft.ifft(spec, axis=-2, overwrite_x=True)[..., keep, :]
+    return sfft.irfft(rows, n=n_fft, axis=-1)[..., keep]
 
 
 def convolve_stamps(stamps: np.ndarray, kernels: np.ndarray, out_half: int) -> np.ndarray:
@@ -176,9 +176,7 @@ def convolve_spectra(stamps: np.ndarray, spectra: np.ndarray, out_half: int) -> 
     :func:`tiles.kernel_spectrum` on the stamps' fast FFT grid) given."""
     m = stamps.shape[1]
     n_fft = sfft.next_fast_len(m, real=True)
-    fs = sfft.rfft2(
-        stamps.astype(np.float32, copy=False), s=(n_fft, n_fft), axes=(1, 2), workers=-1
-    )
+    fs = sfft.rfft2(stamps.astype(np.float32, copy=False), s=(n_fft, n_fft), axes=(1, 2))
     return np.ascontiguousarray(_central_inverse(fs[:, None] * spectra[None], n_fft, m, out_half))
 
 
@@ -191,7 +189,7 @@ def convolve_pairs(stamps: np.ndarray, kernels: np.ndarray, out_half: int) -> np
     batch = stamp_batch(m, 1)
     for start in range(0, n, batch):
         sl = slice(start, start + batch)
-        spec = sfft.rfft2(stamps[sl].astype(np.float32), s=(n_fft, n_fft), axes=(1, 2), workers=-1)
+        spec = sfft.rfft2(stamps[sl].astype(np.float32), s=(n_fft, n_fft), axes=(1, 2))
         spec *= kernel_spectrum(kernels[sl], (n_fft, n_fft))
         out[sl] = _central_inverse(spec, n_fft, m, out_half)
     return out

@@ -145,16 +145,16 @@ def lag_sums(
             box = np.s_[lo_r - t0 + lag : hi_r - t0 + lag, lo_c - u0 + lag : hi_c - u0 + lag]
             tile, around = {}, {}
             for i in {i for i, _ in pairs}:
-                tile[i] = sfft.rfft2(images[i][t0:t1, u0:u1], s=padded, workers=-1)
+                tile[i] = sfft.rfft2(images[i][t0:t1, u0:u1], s=padded)
                 np.conjugate(tile[i], out=tile[i])
             for j in {j for _, j in pairs}:
                 window[:] = 0.0
                 window[box] = images[j][lo_r:hi_r, lo_c:hi_c]
-                around[j] = sfft.rfft2(window, workers=-1)
+                around[j] = sfft.rfft2(window)
             for total, (i, j) in zip(sums, pairs, strict=True):
                 product = np.multiply(tile[i], around[j], out=product)
-                rows = sfft.ifft(product, axis=0, workers=-1, overwrite_x=True)
-                rows = sfft.irfft(rows[: 2 * lag + 1], n=padded[1], axis=1, workers=-1)
+                rows = sfft.ifft(product, axis=0, overwrite_x=True)
+                rows = sfft.irfft(rows[: 2 * lag + 1], n=padded[1], axis=1)
                 total += rows[:, : 2 * lag + 1]
     return sums
 

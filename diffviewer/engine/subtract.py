@@ -273,12 +273,12 @@ def term_sum(
         along_y = np.zeros((rows, data.shape[1]), dtype=np.complex64)
         for spectrum, level, (qx, py) in zip(spectra, levels, powers, strict=True):
             if qx == px:
-                part = sfft.ifft(data * spectrum, axis=0, workers=-1, overwrite_x=True)[:rows]
+                part = sfft.ifft(data * spectrum, axis=0, overwrite_x=True)[:rows]
                 part[:, 0] += np.float32(level * grid.padded[1])
                 if order > 0:
                     part *= ty[r0 : r0 + rows, py, None]
                 along_y += part
-        conv = sfft.irfft(along_y, n=grid.padded[1], axis=1, workers=-1)[:, :cols]
+        conv = sfft.irfft(along_y, n=grid.padded[1], axis=1)[:, :cols]
         if order > 0:
             conv *= tx[None, c0 : c0 + cols, px]
         out += conv

@@ -55,8 +55,8 @@ def kernel_spectrum(kernel: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     rows = np.zeros((*lead, ky, shape[1]), dtype=np.float32)
     rows[..., (np.arange(kx) - kx // 2) % shape[1]] = kernel
     out = np.zeros((*lead, shape[0], shape[1] // 2 + 1), dtype=np.complex64)
-    out[..., (np.arange(ky) - ky // 2) % shape[0], :] = sfft.rfft(rows, axis=-1, workers=-1)
-    return sfft.fft(out, axis=-2, workers=-1, overwrite_x=True)
+    out[..., (np.arange(ky) - ky // 2) % shape[0], :] = sfft.rfft(rows, axis=-1)
+    return sfft.fft(out, axis=-2, overwrite_x=True)
 
 
 class FourierGrid:
@@ -88,7 +88,7 @@ class FourierGrid:
 
     def spectrum(self, image: np.ndarray) -> np.ndarray:
         """Spectrum of an image placed at the origin of the padded grid (zeros around)."""
-        return sfft.rfft2(np.asarray(image, dtype=np.float32), s=self.padded, workers=-1)
+        return sfft.rfft2(np.asarray(image, dtype=np.float32), s=self.padded)
 
     def kernel_spectrum(self, kernel: np.ndarray) -> np.ndarray:
         """Spectrum of a centred kernel, its centre at the origin (:func:`kernel_spectrum`)."""
@@ -96,7 +96,7 @@ class FourierGrid:
 
     def image(self, spectrum: np.ndarray) -> np.ndarray:
         """Back to an image of the original shape."""
-        out = sfft.irfft2(spectrum, s=self.padded, workers=-1, overwrite_x=True)
+        out = sfft.irfft2(spectrum, s=self.padded, overwrite_x=True)
         return out[: self.shape[0], : self.shape[1]]
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -363,16 +362,13 @@ def run_job(
         tmpl = pair.read_template()
         t1 = time.perf_counter()
         if runner is None:
-            import scipy.fft
-
             from diffviewer.engine.pipeline import run_subtraction
 
-            # Both cores for the engine's FFTs, as in ``diffviewer run`` (set_workers holds
-            # for this thread only).
-            with scipy.fft.set_workers(os.cpu_count() or 1):
-                result = run_subtraction(
-                    sci, tmpl, config, progress=progress, cancel=token, stage=stage
-                )
+            # The engine's FFTs on this thread alone, as in ``diffviewer run`` (faster than
+            # on both cores: see cli.run_pair).
+            result = run_subtraction(
+                sci, tmpl, config, progress=progress, cancel=token, stage=stage
+            )
         else:
             result = runner(sci, tmpl, config, progress=progress, cancel=token)
         t2 = time.perf_counter()

@@ -301,8 +301,12 @@ def run_subtraction(
     # Each input's sky background, estimated once: the kernel fit's noise terms, the
     # inputs' sources and ZOGY's score all subtract it. The sources, found once, bound the
     # sky of the kernel fit's noise terms and of the renormalisation.
-    backgrounds = sky.input_backgrounds(science, warped.exposure, config.score.background_mesh)
-    sources = sky.input_sources(science, warped.exposure, backgrounds)
+    # The pixels usable on both, found once for the backgrounds, the sources and the score.
+    usable = sky.usable_on_both(science, warped.exposure)
+    backgrounds = sky.input_backgrounds(
+        science, warped.exposure, config.score.background_mesh, usable
+    )
+    sources = sky.input_sources(science, warped.exposure, backgrounds, usable)
     with _step(rep, "kernel fit", 0.25, 0.45):
         fit = kernel.fit_kernel(
             science,
@@ -373,11 +377,12 @@ def run_subtraction(
             method = "al"
         if method == "zogy":
             score = zogy.zogy_score_grid(
-                science, warped.exposure, psf_grid, config.score, rep, backgrounds
+                science, warped.exposure, psf_grid, config.score, rep, backgrounds, usable
             )
         elif method == "al":
             # the renormalisation's filtered difference is this score, when it made one
             score = filtered if filtered is not None else zogy.al_score(difference, diff_psf, rep)
+    del usable
     if score is not None:
         rep.stage("score", {"score": score.image})
     with _step(rep, "detect", 0.78, 0.88):

@@ -47,7 +47,7 @@ def usable_on_both(science: Exposure, template: Exposure) -> np.ndarray:
 
 
 def input_backgrounds(
-    science: Exposure, template: Exposure, mesh: int
+    science: Exposure, template: Exposure, mesh: int, usable: np.ndarray | None = None
 ) -> tuple[SkyBackground, SkyBackground]:
     """Each input's sky background and noise, on the pixels usable on both.
 
@@ -61,6 +61,8 @@ def input_backgrounds(
         The inputs on one grid.
     mesh : int
         Cell side (px) of the background mesh.
+    usable : numpy.ndarray, optional
+        :func:`usable_on_both` of the two, when the caller has it.
 
     Returns
     -------
@@ -72,7 +74,7 @@ def input_backgrounds(
     InsufficientKernelSources
         When no pixel is usable on both: no kernel, background or noise can be measured.
     """
-    good = usable_on_both(science, template)
+    good = usable_on_both(science, template) if usable is None else usable
     if not good.any():
         raise InsufficientKernelSources(
             "no pixel is usable on both the science and the template (usable pixels: "
@@ -186,6 +188,7 @@ def input_sources(
     science: Exposure,
     template: Exposure,
     backgrounds: tuple[SkyBackground, SkyBackground] | None = None,
+    usable: np.ndarray | None = None,
 ) -> InputSources:
     """The pixels usable on both inputs and where either shows a source (:func:`source_map`).
 
@@ -196,12 +199,15 @@ def input_sources(
     backgrounds : (SkyBackground, SkyBackground), optional
         The inputs' backgrounds (:func:`input_backgrounds`); estimated on the pixels
         usable on both with a mesh of :data:`BACKGROUND_MESH` when not given.
+    usable : numpy.ndarray, optional
+        :func:`usable_on_both` of the two, when the caller has it.
 
     Returns
     -------
     InputSources
     """
-    usable = usable_on_both(science, template)
+    if usable is None:
+        usable = usable_on_both(science, template)
     sci_bkg, tmpl_bkg = backgrounds or (None, None)
     sources = source_map(science, usable, sci_bkg)
     sources |= source_map(template, usable, tmpl_bkg)

@@ -332,6 +332,7 @@ def zogy_score_grid(
     config: ScoreConfig,
     reporter: Reporter,
     backgrounds: tuple[SkyBackground, SkyBackground] | None = None,
+    usable: np.ndarray | None = None,
 ) -> ScoreResult:
     """ZOGY's corrected score S_corr with PSFs that vary over the image.
 
@@ -364,6 +365,8 @@ def zogy_score_grid(
         The science's and the template's backgrounds and sky noise
         (:func:`~diffviewer.engine.sky.input_backgrounds` with ``config.background_mesh``),
         when the run has them already.
+    usable : numpy.ndarray, optional
+        :func:`~diffviewer.engine.sky.usable_on_both` of the two, when the run has it.
 
     Returns
     -------
@@ -381,10 +384,10 @@ def zogy_score_grid(
             f"template {template.shape}; warp the template first"
         )
     _check_flux_ratios(science, template, np.asarray(psfs.flux_ratio, dtype=float))
-    good = usable_on_both(science, template)
+    good = usable_on_both(science, template) if usable is None else usable
     if not np.any(good):
         raise InputError(f"{science.source} and {template.source} share no usable pixel")
-    bad = np.logical_not(good, out=good)
+    bad = np.logical_not(good, out=good if usable is None else None)  # a given map is shared
     del good
     sci_bkg, tmpl_bkg = backgrounds or input_backgrounds(science, template, config.background_mesh)
     sigma_n, sigma_r = sci_bkg.sigma, tmpl_bkg.sigma

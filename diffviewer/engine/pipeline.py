@@ -298,10 +298,10 @@ def run_subtraction(
         tmpl_psf = psf.estimate_psf(
             warped.exposure, *xy, bright=cands.bright, resampled=warped.warped
         )
-    # Each input's sky background, estimated once: the kernel fit's noise terms, the
-    # inputs' sources and ZOGY's score all subtract it. The sources, found once, bound the
-    # sky of the kernel fit's noise terms and of the renormalisation.
-    # The pixels usable on both, found once for the backgrounds, the sources and the score.
+    # Found once a run: the pixels usable on both inputs; each input's sky background (the
+    # kernel fit's noise terms, the inputs' sources and ZOGY's score subtract it); the
+    # inputs' sources, which bound the sky of the kernel fit's noise terms and of the
+    # renormalisation.
     usable = sky.usable_on_both(science, warped.exposure)
     backgrounds = sky.input_backgrounds(
         science, warped.exposure, config.score.background_mesh, usable

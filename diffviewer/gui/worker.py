@@ -110,6 +110,7 @@ class _Worker(QObject):
         self._job = job
         self._token = token
         self._last = (0.0, "")
+        self._home = self.thread()  # the GUI thread, where it is made and destroyed
 
     def report(self, step: str, fraction: float) -> None:
         """Forward progress, at most every ``_PROGRESS_INTERVAL`` unless the step changes."""
@@ -123,12 +124,17 @@ class _Worker(QObject):
         """Run the job, emit exactly one of finished, failed or cancelled, and end the thread.
 
         The thread is ended from itself, so its end never waits for the GUI thread's
-        event loop (:meth:`JobRunner.shutdown` can block on it).
+        event loop (:meth:`JobRunner.shutdown` can block on it). The worker goes back to
+        the GUI thread first, to be destroyed there: destroyed in its own thread, it
+        disconnected from the Python-made ``QThread`` while holding one of Qt's
+        connection locks and waited for the interpreter, which the GUI thread held while
+        waiting for a lock of that pool (a save failing as a run ended froze the window).
         """
         try:
             self._run()
         finally:
             thread = QThread.currentThread()
+            self.moveToThread(self._home)
             if thread is not None:
                 thread.quit()
 
@@ -209,7 +215,6 @@ class JobRunner(QObject):
         worker.finished.connect(self._on_finished)
         worker.failed.connect(self._on_failed)
         worker.cancelled.connect(self._on_cancelled)
-        thread.finished.connect(worker.deleteLater)
         thread.finished.connect(self._reap)
         self._running[job_id] = _Running(lane, thread, worker, token)
         self._current[lane] = job_id
@@ -274,6 +279,7 @@ class JobRunner(QObject):
             running.thread.quit()
             running.thread.wait()
             running.thread.deleteLater()
+            running.worker.deleteLater()
         self._running.clear()
         self.idle.emit()
 
@@ -320,13 +326,14 @@ class JobRunner(QObject):
 
     @pyqtSlot()
     def _reap(self) -> None:
-        """Forget a thread that has ended (the sender), let Qt delete it, and emit ``idle``
-        when it was the last one."""
+        """Forget a thread that has ended (the sender), let Qt delete it and its worker in
+        this thread, and emit ``idle`` when it was the last one."""
         thread = self.sender()
         for job_id, running in list(self._running.items()):
             if running.thread is thread:
                 running.thread.wait()  # returns at once: the thread has emitted finished
                 del self._running[job_id]
                 running.thread.deleteLater()
+                running.worker.deleteLater()  # back in this thread (_Worker.run)
                 if not self._running:
                     self.idle.emit()

@@ -152,3 +152,29 @@ def test_cancel_all_spares_the_kept_lanes_and_idle_follows_the_last_thread(qtbot
     assert blocker.args[0] == "save" and blocker.args[2] == ["saved.fits"]  # not cancelled
     qtbot.waitUntil(lambda: runner.active_threads() == 0, timeout=5000)
     assert idle == [True]
+
+
+def test_workers_are_destroyed_in_the_gui_thread(qtbot) -> None:
+    # Destroyed in its own thread, a worker disconnected from its Python-made QThread
+    # while holding a Qt connection lock and waited there for the interpreter, which the
+    # GUI thread could hold while waiting for a lock of the same pool: the window froze
+    # (seen once, a save failing as the lane's thread ended). Every worker must be
+    # destroyed in the GUI thread, whichever way its job ends.
+    runner = JobRunner()
+    where: list[int] = []
+
+    def watch(job_id: int) -> None:
+        worker = runner._running[job_id].worker
+        worker.destroyed.connect(lambda *_: where.append(threading.get_ident()))
+
+    def failing(progress, token):
+        raise OSError("disk full")
+
+    for n, job in enumerate((lambda progress, token: 1, failing), start=1):
+        with qtbot.waitSignal(runner.idle, timeout=5000):
+            watch(runner.submit("save", job))
+        qtbot.waitUntil(lambda n=n: len(where) == n, timeout=5000)
+    watch(runner.submit("run", _waiting_job(threading.Event(), 2)))
+    runner.shutdown()  # cancels the job and waits for its thread
+    qtbot.waitUntil(lambda: len(where) == 3, timeout=5000)
+    assert where == [threading.get_ident()] * 3

@@ -124,6 +124,45 @@ def nanmedian_last(values: np.ndarray) -> np.ndarray:
     return np.where(n > 0, 0.5 * (lo + hi), np.nan)
 
 
+#: Values of a block of rows that :func:`masked_sample` indexes at once (a few MB of
+#: indices, reused from the heap, where ``values[mask]`` of a 4096^2 float32 image is a
+#: fresh 64 MB array: its page faults cost more than the copy).
+SAMPLE_BLOCK = 1 << 20
+
+
+def masked_sample(values: np.ndarray, mask: np.ndarray, max_samples: int) -> np.ndarray:
+    """``values[mask][::step]`` with ``step = max(1, count // max_samples)``, ``count`` the
+    number of pixels in ``mask``: every ``step``-th masked value in C order, the first
+    included, without the copy of all masked values.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        Any shape.
+    mask : numpy.ndarray
+        Boolean, of ``values``' shape.
+    max_samples : int
+        At least 1.
+
+    Returns
+    -------
+    numpy.ndarray
+        1-D, in ``values``' dtype: at most ``2 max_samples - 1`` values (all the masked
+        ones when there are fewer than ``2 max_samples``).
+    """
+    step = max(1, int(np.count_nonzero(mask)) // max_samples)
+    if step == 1 or values.ndim < 2:
+        return values[mask][::step]
+    rows = max(1, SAMPLE_BLOCK // max(1, values[0].size))
+    parts, taken = [], 0
+    for r0 in range(0, values.shape[0], rows):
+        at = np.flatnonzero(mask[r0 : r0 + rows])
+        # The block's first pick is the masked value whose rank overall is a multiple of step.
+        parts.append(np.ravel(values[r0 : r0 + rows])[at[(-taken) % step :: step]])
+        taken += at.size
+    return np.concatenate(parts)
+
+
 def window_median(ordered: np.ndarray, start: np.ndarray, count: np.ndarray) -> np.ndarray:
     """Per row, the median of ``ordered[i, start[i] : start[i] + count[i]]`` (NaN when empty).
 

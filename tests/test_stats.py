@@ -4,12 +4,17 @@ import warnings
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from diffviewer import stats
 from diffviewer.stats import (
     FWHM_PER_SIGMA,
     MAD_TO_SIGMA,
     MEDIAN_BRACKETED,
     PARTITION_LENGTH,
+    SAMPLE_BLOCK,
+    masked_sample,
     median,
     nanmedian_last,
     robust_std,
@@ -165,3 +170,43 @@ def test_window_within_is_the_run_of_near_values(dtype: type) -> None:
         assert kept[i] == len(index)
         if len(index):
             assert first[i] == index[0] and index[-1] == first[i] + kept[i] - 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.integers(1, 40),
+    cols=st.integers(1, 40),
+    density=st.floats(0.0, 1.0),
+    max_samples=st.integers(1, 50),
+    block=st.integers(1, 100),
+    seed=st.integers(0, 2**16),
+)
+def test_masked_sample_is_every_step_th_masked_value(
+    rows: int, cols: int, density: float, max_samples: int, block: int, seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    values = rng.normal(size=(rows, cols)).astype(np.float32)
+    values[rng.random(values.shape) < 0.1] = np.nan
+    mask = rng.random(values.shape) < density
+    step = max(1, int(mask.sum()) // max_samples)
+    expected = values[mask][::step]
+    # Blocks of one row to several rows, as on images of any size.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(stats, "SAMPLE_BLOCK", block)
+        got = masked_sample(values, mask, max_samples)
+    assert got.dtype == values.dtype
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_masked_sample_across_row_blocks_of_a_view() -> None:
+    # Rows longer than a block, a non-contiguous view, and a step that does not divide
+    # any block's count: the picks keep their overall ranks from block to block.
+    rng = np.random.default_rng(3)
+    big = rng.normal(size=(7, 2 * SAMPLE_BLOCK + 10))
+    values = big[:, 3:-4]
+    mask = rng.random(values.shape) < 0.37
+    for max_samples in (1, 1000, 123_457):
+        step = max(1, int(mask.sum()) // max_samples)
+        np.testing.assert_array_equal(
+            masked_sample(values, mask, max_samples), values[mask][::step]
+        )

@@ -9,7 +9,7 @@ from scipy import ndimage
 from scipy.interpolate import CubicSpline
 
 from diffviewer.errors import InputError
-from diffviewer.stats import robust_std
+from diffviewer.stats import masked_sample, robust_std
 
 #: The clipped statistics are read from a histogram of each cell: bins of ``BIN_WIDTH``
 #: times a rough sigma of the cell, over ``WINDOW`` rough sigmas either side of its rough
@@ -309,20 +309,22 @@ def _natural_spline_weights(centres: np.ndarray, n: int) -> np.ndarray:
     return np.asarray(spline(np.arange(n, dtype=np.float64)))
 
 
-def sampled_robust_std(values: np.ndarray, max_samples: int = 1_000_000) -> float:
-    """Robust (1.4826 MAD) standard deviation of at most ``max_samples`` evenly spaced values.
+def sampled_robust_std(values: np.ndarray, mask: np.ndarray, max_samples: int = 1_000_000) -> float:
+    """Robust (1.4826 MAD) standard deviation of ``values`` over ``mask``, at most about
+    ``max_samples`` evenly spaced ones (:func:`~diffviewer.stats.masked_sample`).
 
     Parameters
     ----------
     values : numpy.ndarray
         Samples (any shape).
+    mask : numpy.ndarray
+        Boolean, of ``values``' shape: the values to use.
     max_samples : int
-        Larger inputs are subsampled regularly (a median of 16 M values costs 0.3 s).
+        More values are subsampled regularly (a median of 16 M values costs 0.3 s).
 
     Returns
     -------
     float
-        NaN for an empty input.
+        NaN when the mask is empty.
     """
-    flat = np.asarray(values).ravel()
-    return robust_std(flat[:: max(1, flat.size // max_samples)].astype(np.float64))
+    return robust_std(masked_sample(values, mask, max_samples).astype(np.float64))

@@ -30,6 +30,7 @@ from diffviewer.engine.progress import Reporter
 from diffviewer.engine.subtract import SubtractionProducts, read_only
 from diffviewer.errors import InputError
 from diffviewer.exposure import Exposure, MaskPlane
+from diffviewer.stats import masked_sample
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -67,11 +68,8 @@ def sky_variance(exposure: Exposure, max_samples: int = 1_000_000) -> float:
     float
         0 when no pixel is usable.
     """
-    values = exposure.variance[exposure.good_pixels()]
-    if values.size == 0:
-        return 0.0
-    values = values[:: max(1, values.size // max_samples)]
-    return clipped_mean(values, 3.0, 5)
+    values = masked_sample(exposure.variance, exposure.good_pixels(), max_samples)
+    return clipped_mean(values, 3.0, 5) if values.size else 0.0
 
 
 def clipped_mean(values: np.ndarray, sigma: float, iterations: int) -> float:

@@ -376,7 +376,7 @@ def detect_sources(
         difference, score, config, psf, Reporter(token=reporter.token), filtered
     )
     n_good = int(good.sum())
-    noise = sampled_robust_std(image[good]) if n_good else float("nan")
+    noise = sampled_robust_std(image, good) if n_good else float("nan")
     reporter.update(0.1)
     # A refused search thresholds at infinity: no footprint, the rest as usual.
     level = np.inf if refuse is not None else config.threshold

@@ -41,7 +41,7 @@ from diffviewer.engine.sky import InputSources, input_sources
 from diffviewer.engine.subtract import read_only
 from diffviewer.engine.zogy import ScoreResult, al_score
 from diffviewer.exposure import Exposure
-from diffviewer.stats import robust_std
+from diffviewer.stats import masked_sample, robust_std
 
 #: Least number of sky pixels for a measured scale: a PSF-filtered image of FWHM 4-6 px
 #: holds about one independent value per 20-40 px, so 2 500 px give the scale to ~8 %
@@ -191,8 +191,7 @@ def sky_noise_scale(filtered: np.ndarray, sky: np.ndarray) -> float:
     float
         NaN when no sky value is left.
     """
-    z = filtered[sky]
-    z = z[:: max(1, z.size // MAX_SAMPLES)].astype(np.float64)
+    z = masked_sample(filtered, sky, MAX_SAMPLES).astype(np.float64)
     for _ in range(2):
         if z.size == 0:
             return float("nan")

@@ -136,7 +136,7 @@ def source_map(
     excess[~good] = 0.0
     mean = box_mean(excess, SOURCE_BOX)
     del excess
-    sigma = sampled_robust_std(mean[good]) if good.any() else 0.0
+    sigma = sampled_robust_std(mean, good) if good.any() else 0.0
     return np.asarray(good & (np.abs(mean) > SOURCE_SIGMA * sigma))
 
 

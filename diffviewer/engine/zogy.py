@@ -447,7 +447,7 @@ def zogy_score_grid(
         method="zogy",
         psf=kernels[centre_row][centre_col].psf_d,
         mask=mask,
-        noise_std=sampled_robust_std(s_corr[~invalid]),
+        noise_std=sampled_robust_std(s_corr, ~invalid),
         sigma_science=sigma_n,
         sigma_template=sigma_r,
         n_psf_nodes=psfs.n_nodes,
@@ -580,5 +580,5 @@ def al_score(difference: Exposure, psf: np.ndarray, reporter: Reporter) -> Score
         method="al",
         psf=p,
         mask=mask,
-        noise_std=sampled_robust_std(score[~invalid]),
+        noise_std=sampled_robust_std(score, ~invalid),
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -45,6 +45,48 @@ UNUSABLE = (
 #: ``~plane`` stays in range and FITS stores it without BZERO) halve every mask plane a
 #: run holds against int32 (6.8 MB saved a plane on GOTO, 34 MB at 4096^2).
 MASK_DTYPE = np.int16
+
+
+#: Pixels in a block of rows of :func:`pixel_map` (its temporaries stay in the cache).
+PIXEL_MAP_BLOCK = 1 << 18
+
+
+def pixel_map(shape: tuple[int, int], predicate: Callable[[slice], np.ndarray]) -> np.ndarray:
+    """A boolean map evaluated one block of rows at a time.
+
+    An expression of image planes (``(mask & planes) == 0``, ``isfinite``, comparisons)
+    makes a temporary per operation; over the whole image each is a fresh array whose
+    pages the kernel zeroes (at 4096^2 the six of the pixels usable on both took 0.09-0.24
+    s, by blocks 0.03 s).
+
+    Parameters
+    ----------
+    shape : (int, int)
+        The map's shape.
+    predicate : callable
+        Given a slice of rows, the map over those rows.
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean, of ``shape``.
+    """
+    out = np.empty(shape, dtype=bool)
+    step = max(1, PIXEL_MAP_BLOCK // max(1, shape[1]))
+    for start in range(0, shape[0], step):
+        rows = slice(start, min(start + step, shape[0]))
+        out[rows] = predicate(rows)
+    return out
+
+
+def planes_set(mask: np.ndarray, planes: int) -> np.ndarray:
+    """Where any of ``planes`` is set in a 2-D ``mask`` (by :func:`pixel_map`)."""
+    return pixel_map(mask.shape, lambda rows: (mask[rows] & planes) != 0)
+
+
+def planes_clear(mask: np.ndarray, planes: int) -> np.ndarray:
+    """Where none of ``planes`` is set in a 2-D ``mask`` (by :func:`pixel_map`)."""
+    return pixel_map(mask.shape, lambda rows: (mask[rows] & planes) == 0)
 
 
 def mask_plane_names(value: int) -> list[str]:
@@ -187,12 +229,16 @@ class Exposure:
         numpy.ndarray
             True where the pixel is usable.
         """
-        return (self.mask & bad) == 0
+        return planes_clear(self.mask, bad)
 
     def usable_pixels(self) -> np.ndarray:
         """Boolean map of the :meth:`good_pixels` whose variance is positive (those a
         measurement can weight)."""
-        return self.good_pixels() & (self.variance > 0)
+        unusable = int(UNUSABLE)
+        return pixel_map(
+            self.shape,
+            lambda rows: ((self.mask[rows] & unusable) == 0) & (self.variance[rows] > 0),
+        )
 
     def replace(self, **changes: Any) -> Exposure:
         """Return a copy with some fields replaced (arrays are re-validated)."""
@@ -226,3 +272,12 @@ def set_planes(
     out = np.array(mask, dtype=MASK_DTYPE, copy=True)
     out[where] |= MASK_DTYPE(bits)
     return out
+
+
+def finite_usable(exposure: Exposure, rows: slice) -> np.ndarray:
+    """Over ``rows`` of an exposure: no unusable plane, a finite value and a finite,
+    positive variance."""
+    variance = exposure.variance[rows]
+    ok = ((exposure.mask[rows] & int(UNUSABLE)) == 0) & np.isfinite(exposure.image[rows])
+    ok &= np.isfinite(variance) & (variance > 0)
+    return ok

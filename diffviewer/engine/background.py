@@ -171,7 +171,8 @@ def _clipped_cell_statistics(
 
     def value_at(rank: np.ndarray) -> np.ndarray:
         """The value of each cell's pixel of index ``rank`` in increasing order."""
-        k = np.searchsorted(lifted, rank + lift, side="right") - first
+        # Searched as integers: float ranks would convert the whole of ``lifted`` each call.
+        k = np.searchsorted(lifted, (rank + lift).astype(lifted.dtype), side="right") - first
         k = np.clip(k, 1, nbins)[..., None]
         count = np.take_along_axis(hist, k, 2)[..., 0]
         below = np.take_along_axis(upper, k, 2)[..., 0] - count

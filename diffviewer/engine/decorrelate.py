@@ -29,7 +29,7 @@ from diffviewer.engine.kernel import KernelFit
 from diffviewer.engine.progress import Reporter
 from diffviewer.engine.subtract import SubtractionProducts, read_only
 from diffviewer.errors import InputError
-from diffviewer.exposure import Exposure, MaskPlane
+from diffviewer.exposure import Exposure, MaskPlane, planes_set
 from diffviewer.stats import masked_sample
 
 
@@ -217,7 +217,7 @@ def decorrelate(
     diff = raw if raw is not None else products.difference
     # Only NO_DATA values are meaningless; EDGE/BAD pixels hold approximate values and are
     # whitened with the rest (on a tiny cutout the whole image may be EDGE).
-    no_data = (diff.mask & int(MaskPlane.NO_DATA)) != 0
+    no_data = planes_set(diff.mask, int(MaskPlane.NO_DATA))
     image = np.where(no_data, np.float32(0.0), diff.image) if no_data.any() else diff.image
     (out,) = tiles.convolve(
         image.shape,

@@ -35,7 +35,14 @@ from diffviewer.engine.deblend import point_response, split_footprints
 from diffviewer.engine.progress import Reporter
 from diffviewer.engine.sky import grown_along
 from diffviewer.engine.zogy import ScoreResult, al_score
-from diffviewer.exposure import MASK_DTYPE, UNUSABLE, Exposure, MaskPlane
+from diffviewer.exposure import (
+    MASK_DTYPE,
+    UNUSABLE,
+    Exposure,
+    MaskPlane,
+    pixel_map,
+    planes_clear,
+)
 
 #: Radius (px) of blank sky kept free of footprints and masks around a sky source.
 SKY_SOURCE_RADIUS = 8
@@ -155,10 +162,10 @@ def detection_image(
     if config.detect_on == "score" and score is not None:
         # The score's own mask says where it is valid: ZOGY's S_corr is computed from
         # the inputs and stays valid where the difference's convolution border is EDGE.
-        return score.image, (score.mask & int(UNUSABLE)) == 0, "score"
+        return score.image, planes_clear(score.mask, int(UNUSABLE)), "score"
     if filtered is None:
         filtered = al_score(difference, psf, reporter)
-    return filtered.image, (filtered.mask & int(UNUSABLE)) == 0, "difference"
+    return filtered.image, planes_clear(filtered.mask, int(UNUSABLE)), "difference"
 
 
 def _grow(pieces: np.ndarray, radius: int) -> np.ndarray:
@@ -424,7 +431,12 @@ def detect_sources(
         )
     sky_x, sky_y = np.zeros(0), np.zeros(0)
     if config.sky_sources > 0:
-        avoid = (labels > 0) | ~good | ((difference.mask & int(UNUSABLE)) != 0)
+        avoid = pixel_map(
+            labels.shape,
+            lambda rows: (
+                (labels[rows] > 0) | ~good[rows] | ((difference.mask[rows] & int(UNUSABLE)) != 0)
+            ),
+        )
         sky_x, sky_y = _sky_positions(avoid, config.sky_sources, SKY_SOURCE_RADIUS)
         if sky_x.size < config.sky_sources:
             notes.append(

@@ -21,7 +21,7 @@ from scipy import ndimage
 
 from diffviewer.engine.background import SkyBackground, fit_background, sampled_robust_std
 from diffviewer.errors import InsufficientKernelSources
-from diffviewer.exposure import UNUSABLE, Exposure, read_only
+from diffviewer.exposure import Exposure, finite_usable, pixel_map, read_only
 
 #: Box (px) over which an input is averaged to find its sources, and the threshold
 #: (robust sigma of that mean) above which a pixel is a source.
@@ -40,10 +40,9 @@ def usable_on_both(science: Exposure, template: Exposure) -> np.ndarray:
     numpy.ndarray
         Boolean map.
     """
-    bad = ((science.mask | template.mask) & int(UNUSABLE)) != 0
-    for exp in (science, template):
-        bad |= ~np.isfinite(exp.image) | ~np.isfinite(exp.variance) | (exp.variance <= 0)
-    return ~bad
+    return pixel_map(
+        science.shape, lambda rows: finite_usable(science, rows) & finite_usable(template, rows)
+    )
 
 
 def input_backgrounds(

@@ -30,7 +30,7 @@ from diffviewer.engine import fftconv, tiles
 from diffviewer.engine.field_terms import chebyshev_terms, term_powers
 from diffviewer.engine.kernel_solution import KernelFit, KernelSolution
 from diffviewer.engine.progress import Reporter, null_reporter
-from diffviewer.exposure import MASK_DTYPE, Exposure, MaskPlane, read_only
+from diffviewer.exposure import MASK_DTYPE, Exposure, MaskPlane, planes_set, read_only
 
 #: Planes of a convolved image's mask that are grown by the kernel footprint (NO_DATA
 #: grows into EDGE).
@@ -536,7 +536,7 @@ def subtract_images(
     sol = fit.solution
     source, _ = fit.source_target(science, template)
     kernels = sol.spatial_kernels()
-    invalid = (source.mask & _INVALID) != 0
+    invalid = planes_set(source.mask, _INVALID)
     given = invalid if invalid.any() else None
     level = median_level(source.image, invalid)
     matched_image = convolve_terms(

@@ -40,7 +40,7 @@ from diffviewer.engine.candidates import Peaks
 from diffviewer.engine.progress import Reporter, null_reporter
 from diffviewer.engine.register import Mapping, Registration
 from diffviewer.errors import InputError, NoWorkFound, RegistrationError
-from diffviewer.exposure import MASK_DTYPE, Exposure, MaskPlane
+from diffviewer.exposure import MASK_DTYPE, Exposure, MaskPlane, planes_clear
 from diffviewer.fits_header import header_with_wcs
 from diffviewer.io import fill_no_data
 
@@ -319,7 +319,7 @@ def template_coverage(exposure: Exposure) -> float:
     float
         In [0, 1].
     """
-    return float(np.mean((exposure.mask & int(MaskPlane.NO_DATA)) == 0))
+    return float(np.mean(planes_clear(exposure.mask, int(MaskPlane.NO_DATA))))
 
 
 def check_template_sufficient(coverage: float, config: WarpConfig) -> None:

@@ -57,7 +57,15 @@ from diffviewer.engine.subtract import (
 )
 from diffviewer.engine.tiles import FourierGrid, embed
 from diffviewer.errors import InputError
-from diffviewer.exposure import MASK_DTYPE, UNUSABLE, Exposure, MaskPlane
+from diffviewer.exposure import (
+    MASK_DTYPE,
+    UNUSABLE,
+    Exposure,
+    MaskPlane,
+    finite_usable,
+    pixel_map,
+    planes_clear,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -541,8 +549,7 @@ def al_score(difference: Exposure, psf: np.ndarray, reporter: Reporter) -> Score
         all masked NO_DATA.
     """
     p = _normalised_psf(psf, "difference")
-    bad = ((difference.mask & int(UNUSABLE)) != 0) | ~np.isfinite(difference.image)
-    bad |= ~np.isfinite(difference.variance) | (difference.variance <= 0)
+    bad = pixel_map(difference.shape, lambda rows: ~finite_usable(difference, rows))
     if np.all(bad):
         # A cutout smaller than the kernel is all EDGE: nothing to score, nothing found.
         return ScoreResult(
@@ -569,11 +576,9 @@ def al_score(difference: Exposure, psf: np.ndarray, reporter: Reporter) -> Score
     score = np.divide(num, var, out=num)
     del var
     score[invalid] = 0.0
-    mask = np.where(
-        invalid & ((difference.mask & int(UNUSABLE)) == 0),
-        difference.mask | int(MaskPlane.NO_DATA),
-        difference.mask,
-    ).astype(MASK_DTYPE)
+    mask = difference.mask.astype(MASK_DTYPE)
+    unexplained = invalid & planes_clear(mask, int(UNUSABLE))
+    np.bitwise_or(mask, MASK_DTYPE(MaskPlane.NO_DATA), out=mask, where=unexplained)
     reporter.update(1.0)
     return ScoreResult(
         image=score,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -72,11 +72,16 @@ def pixel_map(shape: tuple[int, int], predicate: Callable[[slice], np.ndarray]) 
         Boolean, of ``shape``.
     """
     out = np.empty(shape, dtype=bool)
-    step = max(1, PIXEL_MAP_BLOCK // max(1, shape[1]))
-    for start in range(0, shape[0], step):
-        rows = slice(start, min(start + step, shape[0]))
+    for rows in row_blocks(shape):
         out[rows] = predicate(rows)
     return out
+
+
+def row_blocks(shape: tuple[int, int]) -> Iterator[slice]:
+    """Slices of consecutive rows of about :data:`PIXEL_MAP_BLOCK` pixels, covering ``shape``."""
+    step = max(1, PIXEL_MAP_BLOCK // max(1, shape[1]))
+    for start in range(0, shape[0], step):
+        yield slice(start, min(start + step, shape[0]))
 
 
 def planes_set(mask: np.ndarray, planes: int) -> np.ndarray:

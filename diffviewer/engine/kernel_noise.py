@@ -58,7 +58,7 @@ import scipy.fft as sfft
 from diffviewer.engine import fftconv, tiles
 from diffviewer.engine.background import SkyBackground
 from diffviewer.engine.sky import InputSources
-from diffviewer.exposure import Exposure
+from diffviewer.exposure import Exposure, row_blocks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,23 +195,61 @@ def sky_covariance(
     """
     n = int(np.count_nonzero(sky))
     planes, powers = [sky.astype(np.float32)], []
-    keep = sky_bits(sky)
     for image, bkg in zip((source, target), backgrounds, strict=True):
-        r = bkg.image()
-        r = np.subtract(image, r, out=r, dtype=np.float32)
-        bits = r.view(np.uint32)
-        bits &= keep
-        r -= np.float32(r.sum(dtype=np.float64) / max(n, 1))
-        bits &= keep
-        # The power from the sky's values alone (the zeros add nothing), in float64.
-        powers.append(float(np.einsum("ij,ij->", r, r, dtype=np.float64)) / max(n, 1))
-        planes.append(r)
-    del keep
+        plane, power = sky_plane(image, bkg, sky, n)
+        planes.append(plane)
+        powers.append(power)
     pairs = ((0, 0), (1, 2), (1, 1)) if source_lags else ((0, 0), (1, 2))
     sums = lag_sums(planes, pairs, max_lag)
     counts = np.maximum(sums[0], 1.0)
     auto = sums[2] / counts if source_lags else None
     return SkyCovariance(auto, sums[1] / counts, powers[0], powers[1], n)
+
+
+def sky_plane(
+    image: np.ndarray, background: SkyBackground, sky: np.ndarray, n: int
+) -> tuple[np.ndarray, float]:
+    """An image less its background and less its mean over the sky, zero off the sky.
+
+    Made a block of rows at a time (:func:`~diffviewer.exposure.row_blocks`): no
+    image-sized background or sky-bits temporary.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        The image.
+    background : SkyBackground
+        Its smooth background.
+    sky : numpy.ndarray
+        Boolean map of the sky pixels.
+    n : int
+        Their number.
+
+    Returns
+    -------
+    plane : numpy.ndarray
+        float32, of ``image``'s shape.
+    power : float
+        The plane's mean square over the sky (float64 sums).
+    """
+    plane = np.empty(image.shape, dtype=np.float32)
+    total = 0.0
+    for rows in row_blocks(image.shape):
+        block = plane[rows]
+        np.subtract(image[rows], background.image((rows, slice(None))), out=block)
+        bits = block.view(np.uint32)
+        bits &= sky_bits(sky[rows])
+        total += float(block.sum(dtype=np.float64))
+    mean = np.float32(total / max(n, 1))
+    power = 0.0
+    for rows in row_blocks(image.shape):
+        block = plane[rows]
+        block -= mean
+        bits = block.view(np.uint32)
+        bits &= sky_bits(sky[rows])
+        # The power from the sky's values alone (the zeros add nothing), in float64.
+        power += float(np.einsum("ij,ij->", block, block, dtype=np.float64))
+    return plane, power / max(n, 1)
 
 
 def sky_bits(sky: np.ndarray) -> np.ndarray:

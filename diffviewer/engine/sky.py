@@ -219,13 +219,29 @@ def grown_along(hit: np.ndarray, size: int, axis: int) -> np.ndarray:
     ``scipy.ndimage.maximum_filter1d`` of a boolean map (mode 'constant'), by doubling:
     the OR over windows of 1, 2, 4, ... px, then over the window of ``size`` px as the OR
     of two overlapping windows of the largest power of 2 within it. A dozen passes of
-    boolean ORs: a third of scipy's cost at 4096^2 and a window of 41 px.
+    boolean ORs: a third of scipy's cost at 4096^2 and a window of 41 px. Made a block
+    of rows at a time (:func:`~diffviewer.exposure.pixel_map`; along y with ``size // 2``
+    rows either side), so that the passes' temporaries are small: 0.05 -> 0.02 s for
+    both axes at 4096^2.
 
     Returns
     -------
     numpy.ndarray
         Boolean map (new).
     """
+    half = size // 2
+    if axis == 1:
+        return pixel_map(hit.shape, lambda rows: _grown(hit[rows], size, 1))
+
+    def block(rows: slice) -> np.ndarray:
+        lo, hi = max(rows.start - half, 0), min(rows.stop + half, hit.shape[0])
+        return _grown(hit[lo:hi], size, 0)[rows.start - lo : rows.stop - lo]
+
+    return pixel_map(hit.shape, block)
+
+
+def _grown(hit: np.ndarray, size: int, axis: int) -> np.ndarray:
+    """:func:`grown_along` of a whole map at once."""
     half = size // 2
     n = hit.shape[axis]
     # forward[j]: OR of hit[j - half : j - half + length] (zeros before the start). Kept

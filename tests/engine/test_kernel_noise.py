@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from diffviewer import exposure
 from diffviewer.config import KernelConfig, ScoreConfig
 from diffviewer.engine import kernel_noise
 from diffviewer.engine.background import SkyBackground, fit_background
@@ -91,6 +92,29 @@ def test_without_the_source_lags_the_measurement_is_the_same() -> None:
     assert kernel_noise.noise_terms(
         kernel_noise.shared_covariance(part), make_basis(np.array([1.0]), (2,), 7)
     )
+
+
+def test_the_covariance_made_by_blocks_of_rows_is_the_whole_images(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The planes (less a sloped background and the sky mean, zero off the sky, NaN there
+    # too) are made a block of rows at a time; with blocks of a few rows every figure is
+    # the one-block figure to float32 rounding of the mean (the covariances are ~1).
+    shape = (120, 90)
+    source, target = noise_pair(shape, 5)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    source = (source + 50.0 + 0.3 * xx - 0.2 * yy).astype(np.float32)
+    sky = np.random.default_rng(6).random(shape) > 0.3
+    source[~sky & (xx % 5 == 0)] = np.nan
+    good = np.isfinite(source)
+    bkg = (fit_background(source, good, 30), fit_background(target, good, 30))
+    whole = kernel_noise.sky_covariance(source, target, sky, bkg, 3)
+    monkeypatch.setattr(exposure, "PIXEL_MAP_BLOCK", 7 * shape[1] + 5)
+    blocks = kernel_noise.sky_covariance(source, target, sky, bkg, 3)
+    for name in ("source", "cross"):
+        np.testing.assert_allclose(getattr(blocks, name), getattr(whole, name), atol=1e-6)
+    assert blocks.source_variance == pytest.approx(whole.source_variance, rel=1e-7)
+    assert blocks.target_variance == pytest.approx(whole.target_variance, rel=1e-7)
 
 
 def test_the_shared_covariance_is_that_of_the_noise_both_images_hold() -> None:

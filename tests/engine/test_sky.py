@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from diffviewer import exposure
 from diffviewer.config import ScoreConfig
 from diffviewer.engine import pipeline, sky, zogy
 from diffviewer.engine.progress import null_reporter
@@ -34,7 +35,12 @@ def test_box_mean_is_scipys_uniform_filter(shape: tuple[int, int], size: int) ->
     [((7, 9), 3), ((50, 37), 41), ((100, 100), 1), ((100, 130), 13), ((64, 64), 129)],
 )
 @pytest.mark.parametrize("axis", [0, 1])
-def test_grown_along_is_scipys_maximum_filter(shape: tuple[int, int], size: int, axis: int) -> None:
+@pytest.mark.parametrize("block", [None, 37])
+def test_grown_along_is_scipys_maximum_filter(
+    shape: tuple[int, int], size: int, axis: int, block: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if block is not None:  # blocks of one or a few rows, each with its halo along y
+        monkeypatch.setattr(exposure, "PIXEL_MAP_BLOCK", block)
     hit = np.random.default_rng(size).random(shape) < 0.02
     want = ndimage.maximum_filter1d(hit.view(np.uint8), size, axis=axis, mode="constant") > 0
     np.testing.assert_array_equal(grown_along(hit, size, axis), want)

@@ -67,10 +67,10 @@ def noise_ratio(difference: Exposure, max_samples: int = 250_000) -> float:
     float
         NaN when no sky pixel is left.
     """
-    good = ((difference.mask & _NOT_SKY) == 0) & (difference.variance > 0)
-    step = max(1, int(np.sqrt(good.size / max_samples)))
-    g = good[::step, ::step]
-    z = difference.image[::step, ::step][g] / np.sqrt(difference.variance[::step, ::step][g])
+    step = max(1, int(np.sqrt(difference.image.size / max_samples)))
+    variance = difference.variance[::step, ::step]
+    g = ((difference.mask[::step, ::step] & _NOT_SKY) == 0) & (variance > 0)
+    z = difference.image[::step, ::step][g] / np.sqrt(variance[g])
     z = z[np.isfinite(z)].astype(np.float64)
     for _ in range(2):
         if z.size == 0:

@@ -21,7 +21,7 @@ from scipy import ndimage
 
 from diffviewer.engine.background import SkyBackground, fit_background, sampled_robust_std
 from diffviewer.errors import InsufficientKernelSources
-from diffviewer.exposure import Exposure, finite_usable, pixel_map, read_only
+from diffviewer.exposure import Exposure, finite_usable, pixel_map, read_only, row_blocks
 
 #: Box (px) over which an input is averaged to find its sources, and the threshold
 #: (robust sigma of that mean) above which a pixel is a source.
@@ -89,22 +89,28 @@ def box_mean(image: np.ndarray, size: int) -> np.ndarray:
 
     ``scipy.ndimage.uniform_filter(image, size)`` (mode 'reflect') in float32: along
     columns as sums of shifted rows (scipy's pass across rows costs 6 times as much at
-    4096^2), along rows by scipy.
+    4096^2), along rows by scipy; a block of rows at a time
+    (:func:`~diffviewer.exposure.row_blocks`, with the ``size // 2`` rows either side).
     """
     half = size // 2
     ny = image.shape[0]
     if ny <= half:  # mirrored more than once
         return np.asarray(ndimage.uniform_filter(image.astype(np.float32), size))
-    padded = np.empty((ny + 2 * half, image.shape[1]), dtype=np.float32)
-    padded[half : half + ny] = image
-    padded[:half] = image[half - 1 :: -1] if half else image[:0]
-    padded[half + ny :] = image[: ny - half - 1 : -1] if half else image[:0]
-    rows = padded[:ny] + padded[1 : ny + 1] if size > 1 else padded[:ny].copy()
-    for k in range(2, size):
-        rows += padded[k : k + ny]
-    del padded
-    out = ndimage.uniform_filter1d(rows, size, axis=1, output=rows)
-    out *= np.float32(1.0 / size)
+    out = np.empty(image.shape, dtype=np.float32)
+    for rows in row_blocks(image.shape):
+        n = rows.stop - rows.start
+        at = np.arange(rows.start - half, rows.stop + half)
+        at = np.where(at < 0, -at - 1, np.where(at >= ny, 2 * ny - at - 1, at))
+        padded = image[at].astype(np.float32, copy=False)
+        block = out[rows]
+        if size > 1:
+            np.add(padded[:n], padded[1 : n + 1], out=block)
+        else:
+            block[...] = padded[:n]
+        for k in range(2, size):
+            block += padded[k : k + n]
+        ndimage.uniform_filter1d(block, size, axis=1, output=block)
+        block *= np.float32(1.0 / size)
     return out
 
 
@@ -129,14 +135,17 @@ def source_map(
         Boolean map of source pixels.
     """
     model = background or fit_background(exposure.image, good, BACKGROUND_MESH)
-    # In place: one float32 plane besides the box mean.
-    excess = model.image()
-    excess = np.subtract(exposure.image, excess, out=excess)
-    excess[~good] = 0.0
+    # One float32 plane besides the box mean, made a block of rows at a time.
+    excess = np.empty(exposure.shape, dtype=np.float32)
+    for rows in row_blocks(excess.shape):
+        block = excess[rows]
+        np.subtract(exposure.image[rows], model.image((rows, slice(None))), out=block)
+        np.copyto(block, 0.0, where=~good[rows])
     mean = box_mean(excess, SOURCE_BOX)
     del excess
     sigma = sampled_robust_std(mean, good) if good.any() else 0.0
-    return np.asarray(good & (np.abs(mean) > SOURCE_SIGMA * sigma))
+    level = SOURCE_SIGMA * sigma
+    return pixel_map(good.shape, lambda rows: good[rows] & (np.abs(mean[rows]) > level))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,7 +22,12 @@ from tests.engine.helpers import gaussian_psf
 @pytest.mark.parametrize(
     ("shape", "size"), [((7, 9), 5), ((2, 30), 5), ((101, 37), 3), ((64, 80), 1)]
 )
-def test_box_mean_is_scipys_uniform_filter(shape: tuple[int, int], size: int) -> None:
+@pytest.mark.parametrize("block", [None, 23])
+def test_box_mean_is_scipys_uniform_filter(
+    shape: tuple[int, int], size: int, block: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if block is not None:  # blocks of one or a few rows, each with its mirrored halo
+        monkeypatch.setattr(exposure, "PIXEL_MAP_BLOCK", block)
     image = np.random.default_rng(1).normal(100.0, 5.0, shape).astype(np.float32)
     got = box_mean(image, size)
     assert got.dtype == np.float32

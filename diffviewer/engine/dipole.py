@@ -149,38 +149,40 @@ def fit_dipole(
         return DipoleFit(nan, nan, nan, nan, nan, nan, nan, nan, False)
     # The PSFs are evaluated on the bounding box of the fitted pixels only: a footprint
     # is much smaller than its cutout, which has a PSF's margin.
-    n_d, n_s = on_d.data.size, on_s.data.size
-    last: dict[bytes, np.ndarray] = {}
+    n_d = on_d.data.size
+    last: dict[bytes, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
-    def lobes(t: np.ndarray) -> np.ndarray:
-        """Weighted lobes with their d/dy and d/dx, (9, n_d + n_s): rows 0-2 the positive
-        and 3-5 the negative lobe on the difference, 6-8 the positive on the science (0
-        on the other image's pixels). MINPACK asks for the Jacobian where it last
-        evaluated the residual, so that evaluation is kept."""
+    def lobes(t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Weighted lobes with their d/dy and d/dx, each (3, n): the positive and the
+        negative on the difference's pixels, the positive on the science's. MINPACK asks
+        for the Jacobian where it last evaluated the residual, so that evaluation is kept."""
         key = t.tobytes()
         if key not in last:
-            out = np.zeros((9, n_d + n_s))
-            out[0:3, :n_d], out[3:6, :n_d] = on_d.at(t[0], t[1]), on_d.at(t[3], t[4])
-            out[6:9, n_d:] = on_s.at(t[0], t[1])
             last.clear()
-            last[key] = out
+            last[key] = on_d.at(t[0], t[1]), on_d.at(t[3], t[4]), on_s.at(t[0], t[1])
         return last[key]
 
     def residual(t: np.ndarray) -> np.ndarray:
-        g = lobes(t)
-        out = np.concatenate([on_d.data, on_s.data - t[6] * on_s.sqrt_weight])
-        out -= t[2] * (g[0] + g[6]) - t[5] * g[3]
-        return out
+        pos, neg, sci = lobes(t)
+        return np.concatenate(
+            [
+                on_d.data - (t[2] * pos[0] - t[5] * neg[0]),
+                on_s.data - t[6] * on_s.sqrt_weight - t[2] * sci[0],
+            ]
+        )
 
     def jacobian(t: np.ndarray) -> np.ndarray:
-        # Columns (x_p, y_p, f_p, x_n, y_n, f_n, b) from the rows (value, d/dy, d/dx)
-        # of each lobe; the derivatives are over the offset from the lobe's centre.
+        # Rows (x_p, y_p, f_p, x_n, y_n, f_n, b) from each lobe's (value, d/dy, d/dx);
+        # the derivatives are over the offset from the lobe's centre. Built row by row:
+        # a lobe is 0 on the other image's pixels.
         f_p, f_n = t[2], t[5]
-        coef = np.zeros((9, 7))
-        coef[[2, 8], 0], coef[[1, 7], 1], coef[[0, 6], 2] = f_p, f_p, -1.0
-        coef[5, 3], coef[4, 4], coef[3, 5] = -f_n, -f_n, 1.0
-        jac = lobes(t).T @ coef
-        jac[n_d:, 6] = -on_s.sqrt_weight
+        pos, neg, sci = lobes(t)
+        jac = np.zeros((7, n_d + on_s.data.size))
+        jac[0:2, :n_d], jac[0:2, n_d:] = f_p * pos[2:0:-1], f_p * sci[2:0:-1]
+        jac[2, :n_d], jac[2, n_d:] = -pos[0], -sci[0]
+        jac[3:5, :n_d] = -f_n * neg[2:0:-1]
+        jac[5, :n_d] = neg[0]
+        jac[6, n_d:] = -on_s.sqrt_weight
         return jac
 
     design = np.stack([on_d.at(*start_pos)[0], -on_d.at(*start_neg)[0]])
@@ -203,10 +205,11 @@ def fit_dipole(
         gtol=TOLERANCE,
         maxfev=MAX_DIPOLE_EVALUATIONS,
         diag=1.0 / scale,
+        col_deriv=True,
     )
     errs = np.full(7, np.nan)
     jac = jacobian(t)
-    jtj = jac.T @ jac
+    jtj = jac @ jac.T
     if np.linalg.cond(jtj) < 1e14:
         errs = np.sqrt(np.clip(np.diag(np.linalg.inv(jtj)), 0.0, None))
     return DipoleFit(

@@ -84,18 +84,17 @@ class PsfModel:
             q, (hy, hx), (ny, nx) = OVERSAMPLE, self.half, self._size
             oy = np.arange(-(hy + 1) * q, (hy + 1) * q + 1) / q
             ox = np.arange(-(hx + 1) * q, (hx + 1) * q + 1) / q
-            inside = (np.abs(oy) <= hy)[:, None] & (np.abs(ox) <= hx)[None, :]
             orders = ((0, 0), (1, 0), (0, 1)) if derivatives else ((0, 0),)
-            ly, lx = ny // q + 2, nx // q + 2
-            padded = np.zeros((len(orders), (ly + 1) * q, (lx + 1) * q))
+            phases = np.zeros((len(orders), q + 1, q + 1, ny // q + 2, nx // q + 2))
             for c, (dy, dx) in enumerate(orders):
-                padded[c, :ny, :nx] = self._spline(oy, ox, dx=dy, dy=dx, grid=True) * inside
-            blocks = padded.reshape(len(orders), ly + 1, q, lx + 1, q)
-            phases = np.empty((len(orders), q + 1, q + 1, ly, lx))
-            phases[:, :q, :q] = blocks[:, :ly, :, :lx].transpose(0, 2, 4, 1, 3)
-            phases[:, q, :q] = blocks[:, 1:, 0, :lx].transpose(0, 3, 1, 2)
-            phases[:, :q, q] = blocks[:, :ly, :, 1:, 0].transpose(0, 2, 1, 3)
-            phases[:, q, q] = blocks[:, 1:, 0, 1:, 0]
+                fine = self._spline(oy, ox, dx=dy, dy=dx, grid=True)
+                fine[np.abs(oy) > hy] = 0.0
+                fine[:, np.abs(ox) > hx] = 0.0
+                # Each phase's entries straight from the fine grid (0 beyond it).
+                for a in range(q + 1):
+                    for b in range(q + 1):
+                        part = fine[a::q, b::q]
+                        phases[c, a, b, : part.shape[0], : part.shape[1]] = part
             self._phases[derivatives] = phases
         return self._phases[derivatives]
 
@@ -237,10 +236,10 @@ def forced_psf_flux(
     if cut is None:
         return nan, nan
     (iy, ix), (sy, sx) = cut
-    ok = usable[iy, ix]
-    p = psf[sy, sx][ok]
-    d = image[iy, ix][ok].astype(np.float64)
-    v = variance[iy, ix][ok].astype(np.float64)
+    ok = usable[iy, ix].ravel()
+    p, d, v = psf[sy, sx].ravel(), image[iy, ix].ravel(), variance[iy, ix].ravel()
+    if not ok.all():
+        p, d, v = p[ok], d[ok], v[ok]
     # The flux's row of the inverse normal matrix, in closed form: with a sky the normal
     # matrix is [[sum p^2, sum p], [sum p, n]], of condition lambda_max^2 / det.
     # Sums of products by einsum, not BLAS: OpenBLAS runs a dot product of over 10^4
@@ -258,5 +257,6 @@ def forced_psf_flux(
         if n < 2 or not (np.isfinite(spp) and spp > 0):
             return nan, nan
         row = p / spp
-    var = float(np.einsum("i,i,i->", row, row, v))
-    return float(np.einsum("i,i->", row, d)), float(np.sqrt(var)) if var > 0 else nan
+    var = float(np.einsum("i,i,i->", row, row, v, dtype=np.float64))
+    flux = float(np.einsum("i,i->", row, d, dtype=np.float64))
+    return flux, float(np.sqrt(var)) if var > 0 else nan

@@ -115,18 +115,19 @@ class PsfField(PsfModel):
         x0, y0 = int(np.floor(x)) - hx, int(np.floor(y)) - hy
         oy = y0 + np.arange(2 * hy + 2) - y
         ox = x0 + np.arange(2 * hx + 2) - x
-        inside = (np.abs(oy) <= hy)[:, None] & (np.abs(ox) <= hx)[None, :]
         j0, j1, wy = _bracket(self._ys, y)
         i0, i1, wx = _bracket(self._xs, x)
-        corners = (
-            (j0, i0, (1 - wy) * (1 - wx)),
-            (j0, i1, (1 - wy) * wx),
-            (j1, i0, wy * (1 - wx)),
-            (j1, i1, wy * wx),
+        c = self._coefficients
+        coefficients = (
+            (1 - wy) * (1 - wx) * c[j0, i0]
+            + (1 - wy) * wx * c[j0, i1]
+            + wy * (1 - wx) * c[j1, i0]
+            + wy * wx * c[j1, i1]
         )
-        coefficients = sum(w * self._coefficients[j, i] for j, i, w in corners)
         blend = bisplev(oy, ox, (*self._knots, coefficients, *self._degrees))
-        return np.asarray(blend) * inside, x0, y0
+        blend[np.abs(oy) > hy] = 0.0
+        blend[:, np.abs(ox) > hx] = 0.0
+        return blend, x0, y0
 
 
 def varying_psf(

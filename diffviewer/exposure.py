@@ -47,11 +47,11 @@ UNUSABLE = (
 MASK_DTYPE = np.int16
 
 
-#: Pixels in a block of rows of :func:`pixel_map` (its temporaries stay in the cache).
-PIXEL_MAP_BLOCK = 1 << 18
+#: Pixels in a block of rows of :func:`map_by_rows` (its temporaries stay in the cache).
+ROW_BLOCK_PIXELS = 1 << 18
 
 
-def pixel_map(shape: tuple[int, int], predicate: Callable[[slice], np.ndarray]) -> np.ndarray:
+def map_by_rows(shape: tuple[int, int], predicate: Callable[[slice], np.ndarray]) -> np.ndarray:
     """A boolean map evaluated one block of rows at a time.
 
     An expression of image planes (``(mask & planes) == 0``, ``isfinite``, comparisons)
@@ -78,20 +78,20 @@ def pixel_map(shape: tuple[int, int], predicate: Callable[[slice], np.ndarray]) 
 
 
 def row_blocks(shape: tuple[int, int]) -> Iterator[slice]:
-    """Slices of consecutive rows of about :data:`PIXEL_MAP_BLOCK` pixels, covering ``shape``."""
-    step = max(1, PIXEL_MAP_BLOCK // max(1, shape[1]))
+    """Slices of consecutive rows of about :data:`ROW_BLOCK_PIXELS` pixels, covering ``shape``."""
+    step = max(1, ROW_BLOCK_PIXELS // max(1, shape[1]))
     for start in range(0, shape[0], step):
         yield slice(start, min(start + step, shape[0]))
 
 
 def planes_set(mask: np.ndarray, planes: int) -> np.ndarray:
-    """Where any of ``planes`` is set in a 2-D ``mask`` (by :func:`pixel_map`)."""
-    return pixel_map(mask.shape, lambda rows: (mask[rows] & planes) != 0)
+    """Where any of ``planes`` is set in a 2-D ``mask`` (by :func:`map_by_rows`)."""
+    return map_by_rows(mask.shape, lambda rows: (mask[rows] & planes) != 0)
 
 
 def planes_clear(mask: np.ndarray, planes: int) -> np.ndarray:
-    """Where none of ``planes`` is set in a 2-D ``mask`` (by :func:`pixel_map`)."""
-    return pixel_map(mask.shape, lambda rows: (mask[rows] & planes) == 0)
+    """Where none of ``planes`` is set in a 2-D ``mask`` (by :func:`map_by_rows`)."""
+    return map_by_rows(mask.shape, lambda rows: (mask[rows] & planes) == 0)
 
 
 def mask_plane_names(value: int) -> list[str]:
@@ -240,7 +240,7 @@ class Exposure:
         """Boolean map of the :meth:`good_pixels` whose variance is positive (those a
         measurement can weight)."""
         unusable = int(UNUSABLE)
-        return pixel_map(
+        return map_by_rows(
             self.shape,
             lambda rows: ((self.mask[rows] & unusable) == 0) & (self.variance[rows] > 0),
         )

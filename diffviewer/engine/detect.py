@@ -40,7 +40,7 @@ from diffviewer.exposure import (
     UNUSABLE,
     Exposure,
     MaskPlane,
-    pixel_map,
+    map_by_rows,
     planes_clear,
 )
 
@@ -431,7 +431,7 @@ def detect_sources(
         )
     sky_x, sky_y = np.zeros(0), np.zeros(0)
     if config.sky_sources > 0:
-        avoid = pixel_map(
+        avoid = map_by_rows(
             labels.shape,
             lambda rows: (
                 (labels[rows] > 0) | ~good[rows] | ((difference.mask[rows] & int(UNUSABLE)) != 0)

@@ -63,7 +63,7 @@ from diffviewer.exposure import (
     Exposure,
     MaskPlane,
     finite_usable,
-    pixel_map,
+    map_by_rows,
     planes_clear,
 )
 
@@ -549,7 +549,7 @@ def al_score(difference: Exposure, psf: np.ndarray, reporter: Reporter) -> Score
         all masked NO_DATA.
     """
     p = _normalised_psf(psf, "difference")
-    bad = pixel_map(difference.shape, lambda rows: ~finite_usable(difference, rows))
+    bad = map_by_rows(difference.shape, lambda rows: ~finite_usable(difference, rows))
     if np.all(bad):
         # A cutout smaller than the kernel is all EDGE: nothing to score, nothing found.
         return ScoreResult(

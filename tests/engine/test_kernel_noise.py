@@ -109,7 +109,7 @@ def test_the_covariance_made_by_blocks_of_rows_is_the_whole_images(
     good = np.isfinite(source)
     bkg = (fit_background(source, good, 30), fit_background(target, good, 30))
     whole = kernel_noise.sky_covariance(source, target, sky, bkg, 3)
-    monkeypatch.setattr(exposure, "PIXEL_MAP_BLOCK", 7 * shape[1] + 5)
+    monkeypatch.setattr(exposure, "ROW_BLOCK_PIXELS", 7 * shape[1] + 5)
     blocks = kernel_noise.sky_covariance(source, target, sky, bkg, 3)
     for name in ("source", "cross"):
         np.testing.assert_allclose(getattr(blocks, name), getattr(whole, name), atol=1e-6)

@@ -27,7 +27,7 @@ def test_box_mean_is_scipys_uniform_filter(
     shape: tuple[int, int], size: int, block: int | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if block is not None:  # blocks of one or a few rows, each with its mirrored halo
-        monkeypatch.setattr(exposure, "PIXEL_MAP_BLOCK", block)
+        monkeypatch.setattr(exposure, "ROW_BLOCK_PIXELS", block)
     image = np.random.default_rng(1).normal(100.0, 5.0, shape).astype(np.float32)
     got = box_mean(image, size)
     assert got.dtype == np.float32
@@ -45,7 +45,7 @@ def test_grown_along_is_scipys_maximum_filter(
     shape: tuple[int, int], size: int, axis: int, block: int | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if block is not None:  # blocks of one or a few rows, each with its halo along y
-        monkeypatch.setattr(exposure, "PIXEL_MAP_BLOCK", block)
+        monkeypatch.setattr(exposure, "ROW_BLOCK_PIXELS", block)
     hit = np.random.default_rng(size).random(shape) < 0.02
     want = ndimage.maximum_filter1d(hit.view(np.uint8), size, axis=axis, mode="constant") > 0
     np.testing.assert_array_equal(grown_along(hit, size, axis), want)

@@ -40,7 +40,7 @@ def test_maps_by_blocks_of_rows_are_the_whole_image_expressions(
     sci, tmpl = _exposure(rng, (rows, cols)), _exposure(rng, (rows, cols))
     nodata = int(MaskPlane.NO_DATA)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(exposure, "PIXEL_MAP_BLOCK", block)
+        patch.setattr(exposure, "ROW_BLOCK_PIXELS", block)
         maps = {
             "set": planes_set(sci.mask, nodata),
             "clear": planes_clear(sci.mask, int(UNUSABLE)),

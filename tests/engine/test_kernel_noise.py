@@ -99,7 +99,7 @@ def test_the_covariance_made_by_blocks_of_rows_is_the_whole_images(
 ) -> None:
     # The planes (less a sloped background and the sky mean, zero off the sky, NaN there
     # too) are made a block of rows at a time; with blocks of a few rows every figure is
-    # the one-block figure to float32 rounding of the mean (the covariances are ~1).
+    # the one-block figure to the float32 rounding of the sky mean.
     shape = (120, 90)
     source, target = noise_pair(shape, 5)
     yy, xx = np.mgrid[: shape[0], : shape[1]]

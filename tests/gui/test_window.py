@@ -322,9 +322,10 @@ def test_launch_opens_the_demo_pair_and_runs_it(qtbot, tmp_path: Path) -> None:
     QTimer.singleShot(0, hook)
     assert launch(None, None, pairs=None, config=SubtractionConfig()) == 0
     win = seen[0]
+    qtbot.addWidget(win)  # closed and deleted at teardown, as every other test's window
     assert win.pair.name == "demo" and win.outcome is not None
     assert len(win.review.catalog.model.table) == len(win.outcome.result.diasources)
-    win.close()
+    win.jobs.shutdown()
 
 
 def test_the_grid_has_no_empty_cell_variance_and_mask_on_demand(

@@ -1,5 +1,5 @@
 """Fixtures of the GUI tests: a window with throw-away settings, and one showing the demo run;
-cyclic garbage collected between tests."""
+each test's windows deleted and its garbage collected after it."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from PyQt6.QtCore import QEvent
+from PyQt6.QtWidgets import QApplication
 
 from diffviewer.gui.window import MainWindow, isolated_window
 from tests.gui.helpers import demo, run
@@ -15,18 +17,23 @@ from tests.gui.helpers import demo, run
 
 @pytest.fixture(autouse=True)
 def _collect_outside_paint() -> Iterator[None]:
-    """CPython's cyclic collector off during a GUI test; its garbage collected after it.
+    """Each test's windows deleted after it, and its garbage collected with no paint running.
 
-    A closed window leaves Qt wrappers (graphics items, check boxes: a few hundred a window)
-    in reference cycles, which the automatic collector finalises whenever its threshold is
-    crossed, also while Python code runs inside a paint (pyqtgraph's ``paintEvent``): one
-    CI run segfaulted there, in pytest-qt's event processing after a test's last line,
-    every test having passed. Collected here, no paint is in progress.
+    pytest-qt closes a test's widgets and asks for their deletion (``deleteLater``), but
+    processing events does not run deferred deletions: a closed window lived on until a
+    later test's event loop, its Qt wrappers (graphics items, check boxes: a few hundred a
+    window) left in reference cycles for CPython's automatic collector, which finalises them
+    whenever its threshold is crossed, also while Python code runs inside a paint
+    (pyqtgraph's ``paintEvent``): one CI run segfaulted there, in pytest-qt's event
+    processing after a test's last line, every test having passed. Here the automatic
+    collector is off during the test; after it (its widgets closed) the deferred deletions
+    are run and the garbage collected.
     """
     gc.disable()
     try:
         yield
     finally:
+        QApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete.value)
         gc.collect()
         gc.enable()
 

@@ -164,7 +164,7 @@ def test_blocks_of_rows_of_any_size_give_the_same_run(
     pair, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The suite's images fit in one block of rows (exposure.ROW_BLOCK_PIXELS), a 4096^2
-    # image in 256: with blocks of five rows and three pixels every block-wise map, plane
+    # image in 64: with blocks of five rows and three pixels every block-wise map, plane
     # and filter of a run crosses block edges, next to a masked region and the image's
     # borders. The products are the same to the bit (summing the sky covariance by blocks
     # moves its sums by float64 rounding only, which no float32 product shows here).

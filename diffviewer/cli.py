@@ -21,11 +21,13 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TextIO
 
 from diffviewer import __version__
 from diffviewer.config import SubtractionConfig, apply_overrides, load_toml, to_toml
+from diffviewer.cores import MAX_THREADS, default_threads
 from diffviewer.errors import Cancelled, DiffviewerError, InputError, NoWorkFound
 from diffviewer.paths import (
     TEMPLATE_SEPARATOR,
@@ -87,8 +89,27 @@ def _build_run_parser(prog: str) -> argparse.ArgumentParser:
         "--strict", action="store_true", help="fail (exit 4) when the bad-subtraction guard trips"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--threads",
+        type=_thread_count,
+        default=default_threads(),
+        metavar="N",
+        help="threads for the tiled convolutions (default: the cores this process may use, "
+        f"at most {MAX_THREADS}: {default_threads()} here; 1: none beside the main thread)",
+    )
     _add_output_options(parser)
     return parser
+
+
+def _thread_count(text: str) -> int:
+    """``--threads``'s value: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--threads must be a whole number >= 1, not {text!r}")
+    return value
 
 
 def _add_output_options(parser: argparse.ArgumentParser) -> None:
@@ -234,6 +255,7 @@ def run_pair(
     read_files: Sequence[Path] = (),
     products: str = "full",
     compress: bool = False,
+    threads: int = 1,
 ) -> int:
     """Run one pair headless and write its outputs; return the exit code.
 
@@ -254,6 +276,8 @@ def run_pair(
     products, compress : str, bool
         Which outputs to write and whether to compress mask planes (see
         :func:`diffviewer.outputs.write_outputs`).
+    threads : int
+        Threads lent to the engine's tiled convolutions (1: none beside this one).
 
     Returns
     -------
@@ -296,9 +320,11 @@ def run_pair(
         # slower, 4096^2 the same within the noise), the threads' hand-offs costing more
         # than they save. Set here, where no other thread runs numpy: switching
         # OpenBLAS's process-wide count from the GUI's worker thread deadlocked the GUI.
-        with threadpool_limits(1, "blas"):
+        with threadpool_limits(1, "blas"), _tile_threads(threads) as pool:
             with _timed(timings, "total"):
-                result = run_subtraction(science, _handed_over(templates), config, progress=bar)
+                result = run_subtraction(
+                    science, _handed_over(templates), config, progress=bar, executor=pool
+                )
     finally:
         if bar is not None:
             bar.close()
@@ -349,6 +375,17 @@ def _imported_meanwhile(names: Sequence[str]) -> Iterator[threading.Thread]:
         yield thread
     finally:
         thread.join()
+
+
+@contextlib.contextmanager
+def _tile_threads(count: int) -> Iterator[ThreadPoolExecutor | None]:
+    """A pool of ``count`` threads for the engine's tiles, shut down at the block's end
+    (None for 1: the tiles run on the calling thread)."""
+    if count <= 1:
+        yield None
+        return
+    with ThreadPoolExecutor(max_workers=count, thread_name_prefix="diffviewer-tiles") as pool:
+        yield pool
 
 
 @contextlib.contextmanager
@@ -465,6 +502,7 @@ def _main_run(argv: Sequence[str], prog: str) -> int:
         read_files=[Path(args.config)] if args.config else [],
         products=args.products,
         compress=args.compress,
+        threads=args.threads,
     )
 
 

@@ -352,3 +352,27 @@ def test_minimal_compressed_products_hold_the_same_difference(demo_run: Path, tm
     small, full = (read_exposure(d / "difference.fits") for d in (out, demo_run))
     for plane in ("image", "mask", "variance"):
         assert np.array_equal(getattr(small, plane), getattr(full, plane)), plane
+
+
+def test_threads_lend_the_tiles_threads_and_change_no_output(demo_run: Path, tmp_path) -> None:
+    # The module's run lends default_threads() threads (2 on a 2-core machine); one
+    # thread alone gives the same files' pixels and catalog.
+    out = tmp_path / "one"
+    sci, tmpl = demo_pair()
+    argv = ["run", str(sci), str(tmpl), "--out", str(out), "--quiet", "--threads", "1"]
+    assert cli.main([*argv, "--set", "kernel.spatial_order=1"]) == 0
+    for name in ("difference.fits", "score.fits", "matched_template.fits"):
+        one, lent = (read_exposure(d / name) for d in (out, demo_run))
+        for plane in ("image", "mask", "variance"):
+            assert np.array_equal(getattr(one, plane), getattr(lent, plane)), (name, plane)
+    one, lent = (Table.read(d / "diasources.ecsv") for d in (out, demo_run))
+    assert len(one) == len(lent) > 0
+    assert np.array_equal(one["psf_flux"], lent["psf_flux"], equal_nan=True)
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "two"])
+def test_a_bad_thread_count_is_named(value: str, capsys) -> None:
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["run", "a.fits", "b.fits", "--out", "o", "--threads", value])
+    assert stop.value.code == 2
+    assert f"--threads must be a whole number >= 1, not '{value}'" in capsys.readouterr().err

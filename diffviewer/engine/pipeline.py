@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor
 
 import numpy as np
 from astropy.table import Table
@@ -33,6 +34,7 @@ from diffviewer.engine import (
     score_psfs,
     sky,
     subtract,
+    tiles,
     warp,
     zogy,
 )
@@ -232,6 +234,7 @@ def run_subtraction(
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
     stage: StageCallback | None = None,
+    executor: Executor | None = None,
 ) -> SubtractionResult:
     """Warp, PSF-match, subtract, score, detect and measure.
 
@@ -252,6 +255,9 @@ def run_subtraction(
         ``stage(name, products)`` after the warp and subtract steps, once the difference's
         pixels are final (after decorrelation) and after the score, so a viewer shows each
         image as soon as it exists (:meth:`Reporter.stage`).
+    executor : concurrent.futures.Executor, optional
+        Threads lent for the tiles of the convolutions (:func:`tiles.tiles_on`); the
+        products are the same bits with or without. None: on the calling thread alone.
 
     Returns
     -------
@@ -278,172 +284,179 @@ def run_subtraction(
         raise InputError("no template was given; give one template, or several pieces of one")
     check_inputs(science, pieces, config)
 
-    with _step(rep, "warp", 0.0, 0.10):
-        warped = warp.warp_template(pieces, science, config.warp, rep)
-    # The pieces as read are not needed again (a caller that keeps no reference frees them).
-    del pieces, template
-    rep.stage("warp", {"science": science.image, "template": warped.exposure.image})
-    with _step(rep, "kernel candidates", 0.10, 0.20):
-        cands = candidates.select_candidates(
-            science,
-            warped.exposure,
-            config.candidates,
-            rep,
-            warped.science_peaks,
-            warped.template_peaks,
-        )
-    with _step(rep, "psf", 0.20, 0.25):
-        xy = cands.table["x"], cands.table["y"]
-        sci_psf = psf.estimate_psf(science, *xy, bright=cands.bright, photometric=True)
-        tmpl_psf = psf.estimate_psf(
-            warped.exposure, *xy, bright=cands.bright, resampled=warped.warped
-        )
-    # Found once a run: the pixels usable on both inputs; each input's sky background (the
-    # kernel fit's noise terms, the inputs' sources and ZOGY's score subtract it); the
-    # inputs' sources, which bound the sky of the kernel fit's noise terms and of the
-    # renormalisation.
-    usable = sky.usable_on_both(science, warped.exposure)
-    backgrounds = sky.input_backgrounds(
-        science, warped.exposure, config.score.background_mesh, usable
-    )
-    sources = sky.input_sources(science, warped.exposure, backgrounds, usable)
-    with _step(rep, "kernel fit", 0.25, 0.45):
-        fit = kernel.fit_kernel(
-            science,
-            warped.exposure,
-            cands,
-            sci_psf,
-            tmpl_psf,
-            backgrounds,
-            sources,
-            config.kernel,
-            rep,
-        )
-    with _step(rep, "subtract", 0.45, 0.60):
-        products = subtract.subtract_images(science, warped.exposure, fit, rep)
-    rep.stage("subtract", {"matched": products.matched_image})
-    # The raw difference (SubtractionProducts.difference is made on each read) is made
-    # once, for the decorrelation and the raw diagnostics.
-    decorr = None
-    if config.decorrelation.enabled:
-        with _step(rep, "decorrelate", 0.60, 0.65):
-            raw = products.difference
-            decorr = decorrelate.decorrelate(products, fit, science, warped.exposure, rep, raw=raw)
-            difference, diff_psf = decorr.difference, decorr.psf
-    else:
-        raw = difference = products.difference
-        diff_psf = products.psf
-    # Its pixels are final here: renormalisation scales its variance, detection adds mask planes.
-    rep.stage("difference", {"difference": difference.image})
-    # The raw difference's diagnostics come before the planes of the renormalisation, the
-    # score and detection are held: the raw difference is dropped after them.
-    with _step(rep, "diagnostics", 0.65, 0.66):
-        raw_diag = diagnostics.raw_residuals(science, warped.exposure, fit, raw, rep)
-    del raw
-    with _step(rep, "renormalise", 0.66, 0.70):
-        difference, renorm, filtered = renormalise.renormalise(
-            difference,
-            diff_psf,
-            science,
-            warped.exposure,
-            subtract.footprint_half_width(
-                fit.solution.evaluate((science.shape[1] - 1) / 2, (science.shape[0] - 1) / 2)
-            ),
-            rep,
-            enabled=config.decorrelation.scale_variance,
-            sources=sources,
-        )
-    # Nothing after the renormalisation looks for sky (two boolean maps, 34 MB at 4096^2).
-    del sources
-    if decorr is not None:
-        # The decorrelated difference is the renormalised one from here on: its variance
-        # before the scale (an image-sized plane) is not kept.
-        decorr = dataclasses.replace(decorr, difference=difference)
-    score = None
-    psf_grid = score_psfs.kernel_psf_grid(fit, science.shape, config.score)
-    with _step(rep, "score", 0.70, 0.78):
-        method = config.score.method
-        lowest = float(np.min(psf_grid.flux_ratio))
-        if method == "zogy" and not lowest > 0:
-            # A kernel fit that failed (the DECam demo with its template moved 15 px:
-            # kernel sum -0.018) leaves ZOGY no flux ratio; the run goes on and its
-            # difference shows the failure.
-            notes.append(
-                f"the PSF-matching kernel's flux ratio is {lowest:.3g} in places, which "
-                "ZOGY cannot use: the score is the Alard-Lupton preconvolution score "
-                "instead (the kernel fit failed: check the registration and the kernel "
-                "stars)"
+    # The tiled convolutions on the threads the caller lends (the engine holds none).
+    with tiles.tiles_on(executor):
+        with _step(rep, "warp", 0.0, 0.10):
+            warped = warp.warp_template(pieces, science, config.warp, rep)
+        # The pieces as read are not needed again (a caller that keeps no reference frees them).
+        del pieces, template
+        rep.stage("warp", {"science": science.image, "template": warped.exposure.image})
+        with _step(rep, "kernel candidates", 0.10, 0.20):
+            cands = candidates.select_candidates(
+                science,
+                warped.exposure,
+                config.candidates,
+                rep,
+                warped.science_peaks,
+                warped.template_peaks,
             )
-            method = "al"
-        if method == "zogy":
-            score = zogy.zogy_score_grid(
-                science, warped.exposure, psf_grid, config.score, rep, backgrounds, usable
+        with _step(rep, "psf", 0.20, 0.25):
+            xy = cands.table["x"], cands.table["y"]
+            sci_psf = psf.estimate_psf(science, *xy, bright=cands.bright, photometric=True)
+            tmpl_psf = psf.estimate_psf(
+                warped.exposure, *xy, bright=cands.bright, resampled=warped.warped
             )
-        elif method == "al":
-            # the renormalisation's filtered difference is this score, when it made one
-            score = filtered if filtered is not None else zogy.al_score(difference, diff_psf, rep)
-    del usable
-    if score is not None:
-        rep.stage("score", {"score": score.image})
-    with _step(rep, "detect", 0.78, 0.88):
-        shared = (
-            "the difference holds no noise of its own to measure sources against "
-            f"(its sky noise is {renorm.noise_scale:.3g} of the predicted)"
+        # Found once a run: the pixels usable on both inputs; each input's sky background (the
+        # kernel fit's noise terms, the inputs' sources and ZOGY's score subtract it); the
+        # inputs' sources, which bound the sky of the kernel fit's noise terms and of the
+        # renormalisation.
+        usable = sky.usable_on_both(science, warped.exposure)
+        backgrounds = sky.input_backgrounds(
+            science, warped.exposure, config.score.background_mesh, usable
         )
-        detections = detect.detect_sources(
-            difference,
-            score,
-            config.detection,
-            rep,
-            psf=diff_psf,
-            refuse=shared if renorm.shared_noise else None,
-            filtered=filtered,
-        )
-        del filtered
-        difference = difference.replace(mask=detections.mask)
+        sources = sky.input_sources(science, warped.exposure, backgrounds, usable)
+        with _step(rep, "kernel fit", 0.25, 0.45):
+            fit = kernel.fit_kernel(
+                science,
+                warped.exposure,
+                cands,
+                sci_psf,
+                tmpl_psf,
+                backgrounds,
+                sources,
+                config.kernel,
+                rep,
+            )
+        with _step(rep, "subtract", 0.45, 0.60):
+            products = subtract.subtract_images(science, warped.exposure, fit, rep)
+        rep.stage("subtract", {"matched": products.matched_image})
+        # The raw difference (SubtractionProducts.difference is made on each read) is made
+        # once, for the decorrelation and the raw diagnostics.
+        decorr = None
+        if config.decorrelation.enabled:
+            with _step(rep, "decorrelate", 0.60, 0.65):
+                raw = products.difference
+                decorr = decorrelate.decorrelate(
+                    products, fit, science, warped.exposure, rep, raw=raw
+                )
+                difference, diff_psf = decorr.difference, decorr.psf
+        else:
+            raw = difference = products.difference
+            diff_psf = products.psf
+        # Its pixels are final here: renormalisation scales its variance, detection adds
+        # mask planes.
+        rep.stage("difference", {"difference": difference.image})
+        # The raw difference's diagnostics come before the planes of the renormalisation, the
+        # score and detection are held: the raw difference is dropped after them.
+        with _step(rep, "diagnostics", 0.65, 0.66):
+            raw_diag = diagnostics.raw_residuals(science, warped.exposure, fit, raw, rep)
+        del raw
+        with _step(rep, "renormalise", 0.66, 0.70):
+            difference, renorm, filtered = renormalise.renormalise(
+                difference,
+                diff_psf,
+                science,
+                warped.exposure,
+                subtract.footprint_half_width(
+                    fit.solution.evaluate((science.shape[1] - 1) / 2, (science.shape[0] - 1) / 2)
+                ),
+                rep,
+                enabled=config.decorrelation.scale_variance,
+                sources=sources,
+            )
+        # Nothing after the renormalisation looks for sky (two boolean maps, 34 MB at 4096^2).
+        del sources
         if decorr is not None:
-            # Nor its mask without the DETECTED planes (another plane).
+            # The decorrelated difference is the renormalised one from here on: its variance
+            # before the scale (an image-sized plane) is not kept.
             decorr = dataclasses.replace(decorr, difference=difference)
-    # The final difference's diagnostics read its DETECTED planes, nothing of the catalog.
-    with _step(rep, "diagnostics", 0.88, 0.90):
-        diag = diagnostics.compute_diagnostics(
-            science, warped.exposure, fit, raw_diag, difference, rep
-        )
-    with _step(rep, "measure", 0.90, 1.0):
-        diff_model, sci_model = psf_field.catalog_psfs(
-            fit, psf_grid, diff_psf, sci_psf.image, decorr.kernel if decorr else None
-        )
-        diasources = measure.measure_sources(
-            difference,
-            science,
-            warped.exposure,
-            score,
-            detections,
-            diff_model,
-            sci_model,
-            config.measurement,
-            rep,
-        )
+        score = None
+        psf_grid = score_psfs.kernel_psf_grid(fit, science.shape, config.score)
+        with _step(rep, "score", 0.70, 0.78):
+            method = config.score.method
+            lowest = float(np.min(psf_grid.flux_ratio))
+            if method == "zogy" and not lowest > 0:
+                # A kernel fit that failed (the DECam demo with its template moved 15 px:
+                # kernel sum -0.018) leaves ZOGY no flux ratio; the run goes on and its
+                # difference shows the failure.
+                notes.append(
+                    f"the PSF-matching kernel's flux ratio is {lowest:.3g} in places, which "
+                    "ZOGY cannot use: the score is the Alard-Lupton preconvolution score "
+                    "instead (the kernel fit failed: check the registration and the kernel "
+                    "stars)"
+                )
+                method = "al"
+            if method == "zogy":
+                score = zogy.zogy_score_grid(
+                    science, warped.exposure, psf_grid, config.score, rep, backgrounds, usable
+                )
+            elif method == "al":
+                # the renormalisation's filtered difference is this score, when it made one
+                score = (
+                    filtered if filtered is not None else zogy.al_score(difference, diff_psf, rep)
+                )
+        del usable
+        if score is not None:
+            rep.stage("score", {"score": score.image})
+        with _step(rep, "detect", 0.78, 0.88):
+            shared = (
+                "the difference holds no noise of its own to measure sources against "
+                f"(its sky noise is {renorm.noise_scale:.3g} of the predicted)"
+            )
+            detections = detect.detect_sources(
+                difference,
+                score,
+                config.detection,
+                rep,
+                psf=diff_psf,
+                refuse=shared if renorm.shared_noise else None,
+                filtered=filtered,
+            )
+            del filtered
+            difference = difference.replace(mask=detections.mask)
+            if decorr is not None:
+                # Nor its mask without the DETECTED planes (another plane).
+                decorr = dataclasses.replace(decorr, difference=difference)
+        # The final difference's diagnostics read its DETECTED planes, nothing of the catalog.
+        with _step(rep, "diagnostics", 0.88, 0.90):
+            diag = diagnostics.compute_diagnostics(
+                science, warped.exposure, fit, raw_diag, difference, rep
+            )
+        with _step(rep, "measure", 0.90, 1.0):
+            diff_model, sci_model = psf_field.catalog_psfs(
+                fit, psf_grid, diff_psf, sci_psf.image, decorr.kernel if decorr else None
+            )
+            diasources = measure.measure_sources(
+                difference,
+                science,
+                warped.exposure,
+                score,
+                detections,
+                diff_model,
+                sci_model,
+                config.measurement,
+                rep,
+            )
 
-    notes.extend(warped.warnings)
-    notes.extend(fit.warnings)
-    notes.extend(renorm.warnings)
-    notes.extend(detections.warnings)
-    return SubtractionResult(
-        config=config,
-        science=science,
-        template=warped,
-        science_psf=sci_psf,
-        template_psf=tmpl_psf,
-        kernel=fit,
-        subtraction=products,
-        difference=difference,
-        decorrelation=decorr,
-        renormalisation=renorm,
-        score=score,
-        detections=detections,
-        diasources=diasources,
-        diagnostics=diag,
-        timings=dict(rep.timings),
-        warnings=tuple(notes),
-    )
+        notes.extend(warped.warnings)
+        notes.extend(fit.warnings)
+        notes.extend(renorm.warnings)
+        notes.extend(detections.warnings)
+        return SubtractionResult(
+            config=config,
+            science=science,
+            template=warped,
+            science_psf=sci_psf,
+            template_psf=tmpl_psf,
+            kernel=fit,
+            subtraction=products,
+            difference=difference,
+            decorrelation=decorr,
+            renormalisation=renorm,
+            score=score,
+            detections=detections,
+            diasources=diasources,
+            diagnostics=diag,
+            timings=dict(rep.timings),
+            warnings=tuple(notes),
+        )

@@ -11,7 +11,13 @@ kernel spectra are computed once for all its tiles.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import contextvars
+import dataclasses
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor
+from typing import Any
 
 import numpy as np
 import scipy.fft as sfft
@@ -174,6 +180,78 @@ def axis_cells(n: int, nodes: tuple[float, ...]) -> list[AxisCell]:
 Spectra = tuple[np.ndarray, ...]
 
 
+@dataclasses.dataclass(frozen=True)
+class _Tile:
+    """One tile of a cell: its FFT grid, its data's box, its output's box and its nodes."""
+
+    grid: FourierGrid
+    box: tuple[slice, slice]
+    inner: tuple[slice, slice]
+    out: tuple[slice, slice]
+    #: ``(node row, weights of the tile's rows, node column, weights of its columns)``
+    nodes: list[tuple[int, np.ndarray, int, np.ndarray]]
+
+
+def _cell_tiles(
+    shape: tuple[int, int],
+    padded: tuple[int, int],
+    reach: int,
+    cell: tuple[AxisCell, AxisCell],
+) -> list[_Tile]:
+    """The tiles of one cell (:func:`axis_tiles`), each with ``reach`` px of data around it."""
+    (r0, r1, row_nodes), (c0, c1, col_nodes) = cell
+    inner = (max(padded[0] - 2 * reach, 1), max(padded[1] - 2 * reach, 1))
+    out = []
+    for t0, t1 in axis_tiles(r0, r1, inner[0]):
+        for u0, u1 in axis_tiles(c0, c1, inner[1]):
+            lo_r, hi_r = max(0, t0 - reach), min(shape[0], t1 + reach)
+            lo_c, hi_c = max(0, u0 - reach), min(shape[1], u1 + reach)
+            nodes = [
+                (j, wy[t0 - r0 : t1 - r0], i, wx[u0 - c0 : u1 - c0])
+                for j, wy in row_nodes
+                for i, wx in col_nodes
+            ]
+            out.append(
+                _Tile(
+                    FourierGrid((hi_r - lo_r, hi_c - lo_c), 2 * reach + 1, padded, (lo_r, lo_c)),
+                    np.s_[lo_r:hi_r, lo_c:hi_c],
+                    np.s_[t0 - lo_r : t1 - lo_r, u0 - lo_c : u1 - lo_c],
+                    np.s_[t0:t1, u0:u1],
+                    nodes,
+                )
+            )
+    return out
+
+
+class _NodeSpectra:
+    """Each node's kernel spectra, computed once by the first tile that needs them.
+
+    Tiles running at once may need the same node: one computes its spectra while the
+    other waits (a lock a node); :meth:`drop` frees them after the node's last cell.
+    """
+
+    def __init__(self, compute: Callable[[FourierGrid, int, int], Spectra]) -> None:
+        self._compute = compute
+        self._values: dict[tuple[int, int], Spectra] = {}
+        self._locks: dict[tuple[int, int], threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def get(self, grid: FourierGrid, node: tuple[int, int]) -> Spectra:
+        """The spectra of ``node`` (computed on ``grid`` if no tile has asked before)."""
+        with self._lock:
+            lock = self._locks.setdefault(node, threading.Lock())
+        with lock:
+            if node not in self._values:
+                self._values[node] = self._compute(grid, *node)
+            return self._values[node]
+
+    def drop(self, node: tuple[int, int]) -> None:
+        """Free ``node``'s spectra (no tile may ask for them again)."""
+        with self._lock:
+            self._values.pop(node, None)
+            self._locks.pop(node, None)
+
+
 def blend_cells(
     shape: tuple[int, int],
     planes: Callable[[tuple[slice, slice]], tuple[np.ndarray, ...]],
@@ -189,7 +267,9 @@ def blend_cells(
     Each cell is cut into tiles (:func:`tile_fft_length`, :func:`axis_tiles`); every tile
     is convolved on the same FFT grid, its data (with ``reach`` px around it, zeros
     beyond the image) placed at the grid's origin with at least ``reach`` px of zeros
-    after it, so no output pixel sees the circular wrap.
+    after it, so no output pixel sees the circular wrap. The tiles run in order, on the
+    threads of the executor lent by :func:`tiles_on` when there is one: each adds into
+    its own pixels of the outputs, so the result is the same bits either way.
 
     Parameters
     ----------
@@ -198,7 +278,7 @@ def blend_cells(
     planes : callable
         ``planes(box)``: the images (zeros where unusable) on ``box``, a pair of slices
         (each tile's data with its margin), made when asked: no image-sized copy of
-        them need exist.
+        them need exist. Called from the executor's threads.
     xs, ys : tuple of float
         Node columns and rows (px), increasing (:func:`axis_cells`).
     reach : int
@@ -211,57 +291,94 @@ def blend_cells(
         the tile's grid (shape ``grid.shape``, at ``grid.offset`` in the image) made with
         that node's kernels, arrays of their own (they are weighted in place).
     update : callable
-        Called with the fraction (0 to 1) of rows of cells done (progress, cancellation).
+        Called with the fraction (0 to 1) of rows of cells done (progress,
+        cancellation), on the calling thread.
 
     Returns
     -------
     list of numpy.ndarray
         The blended products (float32, of ``shape``), in ``node_products``' order.
     """
-    out: list[np.ndarray] = []
     rows, cols = axis_cells(shape[0], ys), axis_cells(shape[1], xs)
     padded = (
         tile_fft_length(max(r1 - r0 for r0, r1, _ in rows), reach),
         tile_fft_length(max(c1 - c0 for c0, c1, _ in cols), reach),
     )
-    inner = (padded[0] - 2 * reach, padded[1] - 2 * reach)
-    kept: dict[tuple[int, int], Spectra] = {}
-    for done, (r0, r1, row_nodes) in enumerate(rows):
-        for col, (c0, c1, col_nodes) in enumerate(cols):
-            nodes = [(j, wy, i, wx) for j, wy in row_nodes for i, wx in col_nodes]
-            for t0, t1 in axis_tiles(r0, r1, max(inner[0], 1)):
-                for u0, u1 in axis_tiles(c0, c1, max(inner[1], 1)):
-                    lo_r, hi_r = max(0, t0 - reach), min(shape[0], t1 + reach)
-                    lo_c, hi_c = max(0, u0 - reach), min(shape[1], u1 + reach)
-                    grid = FourierGrid(
-                        (hi_r - lo_r, hi_c - lo_c), 2 * reach + 1, padded, (lo_r, lo_c)
-                    )
-                    box = np.s_[lo_r:hi_r, lo_c:hi_c]
-                    data = tuple(grid.spectrum(p) for p in planes(box))
-                    inner_box = np.s_[t0 - lo_r : t1 - lo_r, u0 - lo_c : u1 - lo_c]
-                    for j, wy, i, wx in nodes:
-                        if (j, i) not in kept:
-                            kept[j, i] = node_spectra(grid, j, i)
-                        products = node_products(grid, j, i, kept[j, i], data)
-                        if not out:
-                            out = [np.zeros(shape, dtype=np.float32) for _ in products]
-                        if len(nodes) == 1:  # one node: its weights are 1
-                            for acc, product in zip(out, products, strict=True):
-                                acc[t0:t1, u0:u1] = product[inner_box]
-                            continue
-                        w = (wy[t0 - r0 : t1 - r0, None] * wx[None, u0 - c0 : u1 - c0]).astype(
-                            np.float32
-                        )
-                        for acc, product in zip(out, products, strict=True):
-                            part = product[inner_box]
-                            part *= w  # in place: the product is the tile's own array
-                            acc[t0:t1, u0:u1] += part
+    spectra = _NodeSpectra(node_spectra)
+    out: list[np.ndarray] = []
+    made = threading.Lock()
+
+    def blend(tile: _Tile) -> None:
+        data = tuple(tile.grid.spectrum(p) for p in planes(tile.box))
+        for j, wy, i, wx in tile.nodes:
+            products = node_products(tile.grid, j, i, spectra.get(tile.grid, (j, i)), data)
+            with made:
+                if not out:
+                    out.extend(np.zeros(shape, dtype=np.float32) for _ in products)
+            if len(tile.nodes) == 1:  # one node: its weights are 1
+                for acc, product in zip(out, products, strict=True):
+                    acc[tile.out] = product[tile.inner]
+                continue
+            w = (wy[:, None] * wx[None, :]).astype(np.float32)
+            for acc, product in zip(out, products, strict=True):
+                part = product[tile.inner]
+                part *= w  # in place: the product is the tile's own array
+                acc[tile.out] += part
+
+    # Tiles in cell order, each cell's last tile marked with (row of cells, its column).
+    order = [
+        (tile, (done, col) if k == len(cell_tiles) - 1 else None)
+        for done, row in enumerate(rows)
+        for col, column in enumerate(cols)
+        for cell_tiles in [_cell_tiles(shape, padded, reach, (row, column))]
+        for k, tile in enumerate(cell_tiles)
+    ]
+    results = _TILE_MAP.get()(lambda item: blend(item[0]), order)
+    try:
+        # The results come in order: once a cell's last tile is back, every earlier tile is.
+        for (tile, last), _ in zip(order, results, strict=True):
+            if last is None:
+                continue
+            done, col = last
             # A node's last cell is cell (min(j, rows - 1), min(i, columns - 1)).
-            for j, _, i, _ in nodes:
+            for j, _, i, _ in tile.nodes:
                 if (done, col) == (min(j, len(rows) - 1), min(i, len(cols) - 1)):
-                    del kept[j, i]
-        update((done + 1) / len(rows))
+                    spectra.drop((j, i))
+            if col == len(cols) - 1:
+                update((done + 1) / len(rows))
+    finally:
+        close = getattr(results, "close", None)
+        if close is not None:
+            close()  # an executor's map cancels the tiles not yet started
     return out
+
+
+#: ``map(function, items)`` that runs :func:`blend_cells`' tiles: the builtin (one after
+#: the other, on the calling thread) unless :func:`tiles_on` lends an executor's.
+_TILE_MAP: contextvars.ContextVar[Callable[..., Iterator[Any]]] = contextvars.ContextVar(
+    "diffviewer_tile_map", default=map
+)
+
+
+@contextlib.contextmanager
+def tiles_on(executor: Executor | None) -> Iterator[None]:
+    """Run the tiles of :func:`blend_cells` within the block on ``executor``'s threads.
+
+    The engine holds no threads: its caller lends them. A tile's transforms and
+    products are numpy and scipy.fft work on arrays of 10^5 px and more, which release
+    the interpreter, so two tiles run on two cores at once. None runs them one after
+    the other on the calling thread.
+
+    Parameters
+    ----------
+    executor : concurrent.futures.Executor or None
+        Whose ``map`` runs the tiles (threads: the tiles add into shared arrays).
+    """
+    token = _TILE_MAP.set(map if executor is None else executor.map)
+    try:
+        yield
+    finally:
+        _TILE_MAP.reset(token)
 
 
 def convolve(

@@ -365,9 +365,15 @@ def run_job(
             from diffviewer.engine.pipeline import run_subtraction
 
             # The engine's FFTs on this thread alone, as in ``diffviewer run`` (faster than
-            # on both cores: see cli.run_pair).
+            # on both cores: see cli.run_pair); its tiles on the threads the worker lends.
             result = run_subtraction(
-                sci, tmpl, config, progress=progress, cancel=token, stage=stage
+                sci,
+                tmpl,
+                config,
+                progress=progress,
+                cancel=token,
+                stage=stage,
+                executor=getattr(progress, "executor", None),
             )
         else:
             result = runner(sci, tmpl, config, progress=progress, cancel=token)

@@ -16,10 +16,12 @@ import dataclasses
 import time
 import traceback
 from collections.abc import Callable, Collection
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
 from PyQt6.QtCore import QObject, QThread, pyqtSignal, pyqtSlot
 
+from diffviewer.cores import default_threads
 from diffviewer.engine.progress import CancelToken, ProgressCallback
 from diffviewer.errors import Cancelled, DiffviewerError
 
@@ -80,12 +82,14 @@ def error_report(exc: BaseException) -> ErrorReport:
 
 
 class _Progress:
-    """The progress callback handed to a job: ``progress(step, fraction)``, and
+    """The progress callback handed to a job: ``progress(step, fraction)``,
     ``progress.partial(value)`` for a result shown before the job ends (a run's first
-    images). Jobs that do not know it call it as a plain callback."""
+    images), and ``progress.executor``, threads the job may lend the engine's tiles.
+    Jobs that do not know it call it as a plain callback."""
 
-    def __init__(self, worker: _Worker) -> None:
+    def __init__(self, worker: _Worker, executor: Executor | None) -> None:
         self._worker = worker
+        self.executor = executor
 
     def __call__(self, step: str, fraction: float) -> None:
         self._worker.report(step, fraction)
@@ -104,11 +108,14 @@ class _Worker(QObject):
     failed = pyqtSignal(int, object)
     cancelled = pyqtSignal(int)
 
-    def __init__(self, job_id: int, job: Job, token: CancelToken) -> None:
+    def __init__(
+        self, job_id: int, job: Job, token: CancelToken, executor: Executor | None
+    ) -> None:
         super().__init__()
         self.job_id = job_id
         self._job = job
         self._token = token
+        self._executor = executor
         self._last = (0.0, "")
         self._home = self.thread()  # the GUI thread, where it is made and destroyed
 
@@ -140,7 +147,7 @@ class _Worker(QObject):
 
     def _run(self) -> None:
         try:
-            result = self._job(_Progress(self), self._token)
+            result = self._job(_Progress(self, self._executor), self._token)
         except Cancelled:
             self.cancelled.emit(self.job_id)
         except BaseException as exc:  # every failure becomes a message, never a crash
@@ -186,6 +193,16 @@ class JobRunner(QObject):
         self._next_id = 1
         self._current: dict[str, int] = {}
         self._running: dict[int, _Running] = {}
+        self._tiles: ThreadPoolExecutor | None = None
+
+    def _tile_threads(self) -> Executor | None:
+        """The threads every job may lend the engine's tiles (made when first needed; None
+        on one core). Shared: two runs at once (one cancelled, still ending) share them."""
+        if self._tiles is None and default_threads() > 1:
+            self._tiles = ThreadPoolExecutor(
+                max_workers=default_threads(), thread_name_prefix="diffviewer-tiles"
+            )
+        return self._tiles
 
     def submit(self, lane: str, job: Job) -> int:
         """Start ``job`` in a new thread, superseding the lane's current job.
@@ -207,7 +224,7 @@ class JobRunner(QObject):
         self._next_id += 1
         token = CancelToken()
         thread = QThread()
-        worker = _Worker(job_id, job, token)
+        worker = _Worker(job_id, job, token, self._tile_threads())
         worker.moveToThread(thread)
         thread.started.connect(worker.run)
         worker.progress.connect(self._on_progress)
@@ -269,11 +286,10 @@ class JobRunner(QObject):
 
         Blocks the calling thread: a run stops at the engine's next cancellation check
         (at least every 0.5 s), a save before its next file. No thread is left running
-        for Qt to destroy.
+        for Qt to destroy, nor any of the tiles' threads.
         """
         self.cancel_all()
-        if not self._running:
-            return
+        alive = bool(self._running)
         for running in self._running.values():
             running.token.cancel()
             running.thread.quit()
@@ -281,7 +297,11 @@ class JobRunner(QObject):
             running.thread.deleteLater()
             running.worker.deleteLater()
         self._running.clear()
-        self.idle.emit()
+        if self._tiles is not None:  # idle now that no job runs
+            self._tiles.shutdown(wait=True)
+            self._tiles = None
+        if alive:
+            self.idle.emit()
 
     def _lane_of(self, job_id: int) -> str | None:
         """The lane of a job when it is still its lane's current job, else None."""

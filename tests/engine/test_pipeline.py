@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
 from diffviewer import exposure
-from diffviewer.config import SubtractionConfig
+from diffviewer.config import SubtractionConfig, apply_overrides
+from diffviewer.engine import tiles
 from diffviewer.engine.pipeline import run_subtraction
 from diffviewer.engine.progress import CancelToken
 from diffviewer.errors import Cancelled, InputError
@@ -174,13 +176,34 @@ def test_blocks_of_rows_of_any_size_give_the_same_run(
     whole = run_subtraction(pair.science, template)
     monkeypatch.setattr(exposure, "ROW_BLOCK_PIXELS", 5 * pair.science.shape[1] + 3)
     blocks = run_subtraction(pair.science, template)
+    _assert_same_products(blocks, whole)
+
+
+def _assert_same_products(a, b) -> None:
+    """Difference planes, score, segmentation and catalog equal to the bit."""
     for name in ("image", "variance", "mask"):
         np.testing.assert_array_equal(
-            getattr(blocks.difference, name), getattr(whole.difference, name), err_msg=name
+            getattr(a.difference, name), getattr(b.difference, name), err_msg=name
         )
-    np.testing.assert_array_equal(blocks.score.image, whole.score.image)
-    np.testing.assert_array_equal(blocks.score.mask, whole.score.mask)
-    np.testing.assert_array_equal(blocks.detections.segmentation, whole.detections.segmentation)
-    assert len(blocks.diasources) == len(whole.diasources) > 1
-    for column in ("x", "y", "psf_flux", "psf_flux_err", "snr"):
-        np.testing.assert_array_equal(blocks.diasources[column], whole.diasources[column])
+    np.testing.assert_array_equal(a.subtraction.matched.image, b.subtraction.matched.image)
+    np.testing.assert_array_equal(a.score.image, b.score.image)
+    np.testing.assert_array_equal(a.score.mask, b.score.mask)
+    np.testing.assert_array_equal(a.detections.segmentation, b.detections.segmentation)
+    assert len(a.diasources) == len(b.diasources) > 1
+    for column in ("x", "y", "psf_flux", "psf_flux_err", "snr", "score_peak"):
+        np.testing.assert_array_equal(a.diasources[column], b.diasources[column])
+
+
+@pytest.mark.parametrize("method", ["zogy", "al"])
+def test_tiles_on_lent_threads_give_the_same_run(
+    pair, method: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With tiles of at most 96 px the 256^2 pair is cut into a dozen tiles or more a convolution
+    # (subtraction, decorrelation, score), run three at a time: every product is the
+    # same to the bit as on the calling thread alone.
+    monkeypatch.setattr(tiles, "MAX_TILE_FFT", 96)
+    config = apply_overrides(SubtractionConfig(), [f"score.method={method}"])
+    alone = run_subtraction(pair.science, pair.template, config)
+    with ThreadPoolExecutor(3) as pool:
+        lent = run_subtraction(pair.science, pair.template, config, executor=pool)
+    _assert_same_products(lent, alone)

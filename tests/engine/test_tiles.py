@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import itertools
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from diffviewer.engine import fftconv, tiles
+from diffviewer.errors import Cancelled
 from tests.engine.helpers import gaussian_psf
 
 #: float32 FFTs of values of order 1: the tiled and the whole-image results differ by
@@ -83,3 +89,96 @@ def test_blended_tiles_are_the_blend_of_whole_image_convolutions() -> None:
                     conv = fftconv.convolve(image.astype(np.float64), kernels[j, i], mode="same")
                     want[r0:r1, c0:c1] += np.outer(wy, wx) * conv[r0:r1, c0:c1]
     assert np.max(np.abs(got - want)) < ROUNDING * np.max(np.abs(want))
+
+
+def _blend(
+    image: np.ndarray,
+    xs: tuple[float, ...],
+    ys: tuple[float, ...],
+    update: Callable[[float], None],
+    asked: list[tuple[int, int]] | None = None,
+) -> np.ndarray:
+    """:func:`tiles.blend_cells` of one image with a Gaussian a node (wider down and right)."""
+
+    def spectra(grid: tiles.FourierGrid, j: int, i: int) -> tiles.Spectra:
+        if asked is not None:
+            asked.append((j, i))
+        return (grid.kernel_spectrum(gaussian_psf(1.2 + 0.4 * i + 0.3 * j, half=6)),)
+
+    (out,) = tiles.blend_cells(
+        image.shape,
+        lambda box: (image[box],),
+        xs,
+        ys,
+        6,
+        spectra,
+        lambda grid, j, i, spec, data: (grid.image(data[0] * spec[0]),),
+        update,
+    )
+    return out
+
+
+@pytest.mark.usefixtures("small_tiles")
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    ny=st.integers(13, 260),
+    nx=st.integers(13, 260),
+    node_rows=st.integers(1, 4),
+    node_cols=st.integers(1, 4),
+    seed=st.integers(0, 2**16),
+)
+def test_tiles_on_threads_give_the_same_bits_and_each_node_once(
+    ny: int, nx: int, node_rows: int, node_cols: int, seed: int
+) -> None:
+    """Each tile adds into its own pixels, so the threads change no bit; every node's
+    spectra are made once however the tiles are shared out."""
+    image = np.random.default_rng(seed).normal(size=(ny, nx)).astype(np.float32)
+    xs = tuple(np.linspace(0.0, nx - 1.0, node_cols)) if node_cols > 1 else ((nx - 1) / 2,)
+    ys = tuple(np.linspace(0.0, ny - 1.0, node_rows)) if node_rows > 1 else ((ny - 1) / 2,)
+    serial = _blend(image, xs, ys, lambda done: None)
+    asked: list[tuple[int, int]] = []
+    progress: list[float] = []
+    with ThreadPoolExecutor(3) as pool, tiles.tiles_on(pool):
+        threaded = _blend(image, xs, ys, progress.append, asked)
+    assert np.array_equal(serial, threaded)
+    assert sorted(asked) == sorted(set(asked)) and len(asked) == len(xs) * len(ys)
+    assert progress == sorted(progress) and progress[-1] == 1.0
+
+
+@pytest.mark.usefixtures("small_tiles")
+def test_a_cancel_on_threads_stops_the_tiles_not_yet_started() -> None:
+    """The first row's progress raises: the error reaches the caller and the tiles
+    queued after it are not run (24 tiles in all, 8 in the first of 3 rows of cells)."""
+    image = np.ones((300, 300), dtype=np.float32)
+    ran: list[tuple[slice, slice]] = []
+    lock = threading.Lock()
+
+    def planes(box: tuple[slice, slice]) -> tuple[np.ndarray, ...]:
+        with lock:
+            ran.append(box)
+        return (image[box],)
+
+    def run(update: Callable[[float], None]) -> None:
+        tiles.blend_cells(
+            image.shape,
+            planes,
+            (0.0, 150.0, 299.0),
+            (0.0, 100.0, 200.0, 299.0),
+            6,
+            lambda grid, j, i: (grid.kernel_spectrum(gaussian_psf(1.5, half=6)),),
+            lambda grid, j, i, spec, data: (grid.image(data[0] * spec[0]),),
+            update,
+        )
+
+    run(lambda done: None)
+    total = len(ran)
+    ran.clear()
+
+    def stop(done: float) -> None:
+        raise Cancelled("cancelled in a test")
+
+    with ThreadPoolExecutor(1) as pool, tiles.tiles_on(pool), pytest.raises(Cancelled):
+        run(stop)
+    assert total == 24 and 8 <= len(ran) < total

@@ -178,3 +178,30 @@ def test_workers_are_destroyed_in_the_gui_thread(qtbot) -> None:
     runner.shutdown()  # cancels the job and waits for its thread
     qtbot.waitUntil(lambda: len(where) == 3, timeout=5000)
     assert where == [threading.get_ident()] * 3
+
+
+def test_jobs_are_lent_the_tiles_threads_until_shutdown(qtbot, monkeypatch) -> None:
+    monkeypatch.setattr("diffviewer.gui.worker.default_threads", lambda: 2)
+    runner = JobRunner()
+
+    def job(progress, token):
+        # What the engine does with them: run its tiles on them, off this thread.
+        lent = progress.executor.map(lambda _: threading.current_thread(), range(4))
+        return list(lent), threading.current_thread()
+
+    with qtbot.waitSignal(runner.finished, timeout=5000) as blocker:
+        runner.submit("run", job)
+    lent, caller = blocker.args[2]
+    assert all(t.name.startswith("diffviewer-tiles") for t in lent) and caller not in lent
+    qtbot.waitUntil(lambda: runner.active_threads() == 0, timeout=5000)
+    runner.shutdown()
+    assert not any(t.is_alive() for t in lent)
+
+
+def test_on_one_core_jobs_run_their_tiles_themselves(qtbot, monkeypatch) -> None:
+    monkeypatch.setattr("diffviewer.gui.worker.default_threads", lambda: 1)
+    runner = JobRunner()
+    with qtbot.waitSignal(runner.finished, timeout=5000) as blocker:
+        runner.submit("run", lambda progress, token: progress.executor)
+    assert blocker.args[2] is None
+    qtbot.waitUntil(lambda: runner.active_threads() == 0, timeout=5000)

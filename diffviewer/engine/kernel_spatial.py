@@ -121,9 +121,9 @@ class SpatialFit:
         (NaN where the stamp is unusable).
     resid_chi2, resid_mean, resid_std : numpy.ndarray
         ``(n,)`` each usable stamp's normalised residual against the model: chi^2 per
-        degree of freedom, mean and standard deviation (the control stars' figures: made
-        again for them in :func:`kernel.fit_kernel`, they were a further convolution a
-        stamp, 0.12 s of a 2048 x 4096 run's 6.5 s kernel fit, by cProfile).
+        degree of freedom, mean and standard deviation. :func:`kernel.fit_kernel` takes
+        the control stars' from here (made again there, they cost a further convolution
+        a stamp: 0.12 s of the 2048 x 4096 pair's kernel fit, by cProfile).
     status, reason : numpy.ndarray
         The stamps' status after the spatial rejection.
     var_total : numpy.ndarray

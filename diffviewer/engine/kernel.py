@@ -46,7 +46,6 @@ from diffviewer.engine.kernel_noise import (
     noise_terms,
     shared_covariance,
 )
-from diffviewer.engine.kernel_outliers import kernel_residual_stats
 from diffviewer.engine.kernel_solution import KernelFit, KernelSolution
 from diffviewer.engine.kernel_spatial import fit_spatial, usable_orders
 from diffviewer.engine.kernel_stamps import fit_stamps
@@ -333,10 +332,7 @@ def fit_kernel(
         cu = np.nonzero(control & stamps.ok)[0]
         if len(cu):
             chi2, rmean, rstd, ksum = chi2.copy(), rmean.copy(), rstd.copy(), ksum.copy()
-            c2, mu, sd = kernel_residual_stats(
-                stamps, cu, sp.stamp_coef[cu], basis, sp.var_total[cu], fits.used[cu]
-            )
-            chi2[cu], rmean[cu], rstd[cu] = c2, mu, sd
+            chi2[cu], rmean[cu], rstd[cu] = sp.resid_chi2[cu], sp.resid_mean[cu], sp.resid_std[cu]
             ksum[cu] = sp.stamp_coef[cu, :nb] @ basis.sum(axis=(1, 2))
         own[:, nb] *= sign
         solution = KernelSolution(

@@ -416,11 +416,16 @@ def test_stamps_refitted_after_clipping_are_fitted_as_alone() -> None:
     target[hit] += 100.0 * np.sqrt(stamps.var_target[hit]) * blob
     stamps = dataclasses.replace(stamps, target=target)
     spectra = basis_spectra(stamps, stars.basis)
-    together = fit_chunk(stamps, idx, stamp_design(stamps, idx, spectra), stars.basis, stars.fwhm)
+    penalty = kernel_basis.roughness_penalty(stars.basis)
+
+    def fit(which: np.ndarray) -> Any:
+        design = stamp_design(stamps, which, spectra)
+        return fit_chunk(stamps, which, design, stars.basis, penalty, stars.fwhm)
+
+    together = fit(idx)
     clipped = ~together.used.all(axis=1)
     assert clipped[[4, 7, 10]].all() and not clipped.all()
     for row, i in enumerate(idx):
-        one = np.array([i])
-        alone = fit_chunk(stamps, one, stamp_design(stamps, one, spectra), stars.basis, stars.fwhm)
+        alone = fit(np.array([i]))
         np.testing.assert_allclose(together.coef[row], alone.coef[0], rtol=1e-10, atol=0)
         assert np.array_equal(together.used[row], alone.used[0])

@@ -12,6 +12,7 @@ from diffviewer.engine import kernel_basis, kernel_prior, pipeline
 from diffviewer.engine.field_terms import chebyshev_terms, n_terms
 from diffviewer.engine.kernel_design import Stamps, basis_spectra, stamp_design
 from diffviewer.engine.kernel_equations import stamp_equations
+from diffviewer.engine.kernel_outliers import kernel_residual_stats
 from diffviewer.engine.kernel_spatial import SpatialFit, fit_spatial, spatial_solve, usable_orders
 from diffviewer.engine.kernel_stamps import StampFits, fit_stamps
 from diffviewer.engine.progress import null_reporter
@@ -172,3 +173,30 @@ def test_metadata_states_the_chosen_strength() -> None:
     shared = build_metadata(result)["kernel"]["shared_noise"]
     assert shared["applied"] and shared["terms"] == "shared"
     assert abs(shared["correlation"]) < 0.05 and abs(shared["trace_ratio"]) < 0.01
+
+
+def test_the_spatial_fits_residual_statistics_are_each_stamps_against_the_model(
+    fitted: Fitted,
+) -> None:
+    # fit_kernel takes the control stars' chi^2, mean and std against the spatial model
+    # from the spatial fit (they were made again there): they must be those of each
+    # usable stamp's residual against the model's kernel, alone.
+    sp = spatial(fitted, -1.0)
+    usable = np.nonzero(fitted.stamps.ok)[0]
+    for i in usable[:: max(1, len(usable) // 7)]:
+        one = np.array([i])
+        c2, mu, sd = kernel_residual_stats(
+            fitted.stamps,
+            one,
+            sp.stamp_coef[one],
+            fitted.basis,
+            sp.var_total[one],
+            fitted.fits.used[one],
+        )
+        np.testing.assert_allclose(
+            [sp.resid_chi2[i], sp.resid_mean[i], sp.resid_std[i]],
+            [c2[0], mu[0], sd[0]],
+            rtol=1e-6,
+        )
+    unusable = ~fitted.stamps.ok
+    assert np.isnan(sp.resid_chi2[unusable]).all()

@@ -256,25 +256,20 @@ def stamp_design(stamps: Stamps, idx: np.ndarray, spectra: np.ndarray) -> np.nda
     return design
 
 
-def design_chunks(
-    stamps: Stamps, idx: np.ndarray, basis: np.ndarray
-) -> Iterator[tuple[slice, np.ndarray]]:
-    """The design of the stamps ``idx`` (:func:`stamp_design`), a chunk of stamps at a time.
+def design_chunks(stamps: Stamps, n: int, basis: np.ndarray) -> list[slice]:
+    """Chunks of ``n`` stamps whose design (:func:`stamp_design`) is made and used at once.
 
     A chunk holds at most :data:`STAMP_BATCH_BYTES` of design (the design of all the
     stamps at once was the peak of a run's memory: see there).
 
-    Yields
-    ------
-    (slice, numpy.ndarray)
-        Positions in ``idx`` and the design of those stamps, ``(m, npix, nb + 1)``.
+    Returns
+    -------
+    list of slice
+        Consecutive positions in ``0:n``.
     """
     per_stamp = stamps.target.shape[1] * (basis.shape[0] + 1) * np.dtype(np.float32).itemsize
     step = max(1, int(STAMP_BATCH_BYTES // per_stamp))
-    spectra = basis_spectra(stamps, basis)
-    for start in range(0, len(idx), step):
-        chunk = slice(start, min(start + step, len(idx)))
-        yield chunk, stamp_design(stamps, idx[chunk], spectra)
+    return [slice(start, min(start + step, n)) for start in range(0, n, step)]
 
 
 def stamp_model(design: np.ndarray, coef: np.ndarray, terms: int) -> np.ndarray:

@@ -28,7 +28,13 @@ import numpy as np
 from diffviewer.config import KernelConfig
 from diffviewer.engine.field_terms import chebyshev_terms
 from diffviewer.engine.kernel_basis import roughness_penalty
-from diffviewer.engine.kernel_design import Stamps, design_chunks, stamp_model
+from diffviewer.engine.kernel_design import (
+    Stamps,
+    basis_spectra,
+    design_chunks,
+    stamp_design,
+    stamp_model,
+)
 from diffviewer.engine.kernel_equations import (
     inverse,
     model_variance,
@@ -45,6 +51,7 @@ from diffviewer.engine.kernel_outliers import (
     residual_stats,
     star_power,
 )
+from diffviewer.engine.lent import lent_map
 from diffviewer.engine.progress import Reporter
 
 #: Radius of a star's core, never clipped, in FWHM of the broader PSF: a kernel that does
@@ -250,8 +257,15 @@ def fit_stamps(
     used = np.ones((n, npix), dtype=bool)
     fit_ok = np.zeros(n, dtype=bool)
     penalty = roughness_penalty(basis)
-    for chunk, design in design_chunks(stamps, fitted, basis):
-        f = fit_chunk(stamps, fitted[chunk], design, basis, penalty, fwhm)
+    spectra = basis_spectra(stamps, basis)
+    chunks = design_chunks(stamps, len(fitted), basis)
+
+    def fit(chunk: slice) -> _ChunkFit:
+        design = stamp_design(stamps, fitted[chunk], spectra)
+        return fit_chunk(stamps, fitted[chunk], design, basis, penalty, fwhm)
+
+    # Each chunk's stamps are fitted alone: on the run's lent threads when it has some.
+    for chunk, f in zip(chunks, lent_map()(fit, chunks), strict=True):
         i = fitted[chunk]
         coef_all[i], fit_ok[i], normal[i], rhs[i] = f.coef, f.ok, f.normal, f.rhs
         target_power[i], weight_sum[i] = f.target_power, f.weight_sum

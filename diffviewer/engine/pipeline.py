@@ -27,6 +27,7 @@ from diffviewer.engine import (
     detect,
     diagnostics,
     kernel,
+    lent,
     measure,
     psf,
     psf_field,
@@ -34,7 +35,6 @@ from diffviewer.engine import (
     score_psfs,
     sky,
     subtract,
-    tiles,
     warp,
     zogy,
 )
@@ -256,8 +256,9 @@ def run_subtraction(
         pixels are final (after decorrelation) and after the score, so a viewer shows each
         image as soon as it exists (:meth:`Reporter.stage`).
     executor : concurrent.futures.Executor, optional
-        Threads lent for the tiles of the convolutions (:func:`tiles.tiles_on`); the
-        products are the same bits with or without. None: on the calling thread alone.
+        Threads lent for the independent pieces of a step (:mod:`lent`: the tiles of the
+        convolutions, the chunks of kernel stamps); the products are the same bits with
+        or without. None: on the calling thread alone.
 
     Returns
     -------
@@ -284,8 +285,8 @@ def run_subtraction(
         raise InputError("no template was given; give one template, or several pieces of one")
     check_inputs(science, pieces, config)
 
-    # The tiled convolutions on the threads the caller lends (the engine holds none).
-    with tiles.tiles_on(executor):
+    # Independent pieces of a step on the threads the caller lends (the engine holds none).
+    with lent.lend(executor):
         with _step(rep, "warp", 0.0, 0.10):
             warped = warp.warp_template(pieces, science, config.warp, rep)
         # The pieces as read are not needed again (a caller that keeps no reference frees them).

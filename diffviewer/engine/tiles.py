@@ -11,16 +11,14 @@ kernel spectra are computed once for all its tiles.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import dataclasses
 import threading
-from collections.abc import Callable, Iterator
-from concurrent.futures import Executor
-from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 import scipy.fft as sfft
+
+from diffviewer.engine.lent import lent_map
 
 
 def embed(
@@ -268,8 +266,8 @@ def blend_cells(
     is convolved on the same FFT grid, its data (with ``reach`` px around it, zeros
     beyond the image) placed at the grid's origin with at least ``reach`` px of zeros
     after it, so no output pixel sees the circular wrap. The tiles run in order, on the
-    threads of the executor lent by :func:`tiles_on` when there is one: each adds into
-    its own pixels of the outputs, so the result is the same bits either way.
+    threads lent to the run when there are (:func:`diffviewer.engine.lent.lent_map`):
+    each adds into its own pixels of the outputs, so the result is the same bits either way.
 
     Parameters
     ----------
@@ -333,7 +331,7 @@ def blend_cells(
         for cell_tiles in [_cell_tiles(shape, padded, reach, (row, column))]
         for k, tile in enumerate(cell_tiles)
     ]
-    results = _TILE_MAP.get()(lambda item: blend(item[0]), order)
+    results = lent_map()(lambda item: blend(item[0]), order)
     try:
         # The results come in order: once a cell's last tile is back, every earlier tile is.
         for (tile, last), _ in zip(order, results, strict=True):
@@ -351,34 +349,6 @@ def blend_cells(
         if close is not None:
             close()  # an executor's map cancels the tiles not yet started
     return out
-
-
-#: ``map(function, items)`` that runs :func:`blend_cells`' tiles: the builtin (one after
-#: the other, on the calling thread) unless :func:`tiles_on` lends an executor's.
-_TILE_MAP: contextvars.ContextVar[Callable[..., Iterator[Any]]] = contextvars.ContextVar(
-    "diffviewer_tile_map", default=map
-)
-
-
-@contextlib.contextmanager
-def tiles_on(executor: Executor | None) -> Iterator[None]:
-    """Run the tiles of :func:`blend_cells` within the block on ``executor``'s threads.
-
-    The engine holds no threads: its caller lends them. A tile's transforms and
-    products are numpy and scipy.fft work on arrays of 10^5 px and more, which release
-    the interpreter, so two tiles run on two cores at once. None runs them one after
-    the other on the calling thread.
-
-    Parameters
-    ----------
-    executor : concurrent.futures.Executor or None
-        Whose ``map`` runs the tiles (threads: the tiles add into shared arrays).
-    """
-    token = _TILE_MAP.set(map if executor is None else executor.map)
-    try:
-        yield
-    finally:
-        _TILE_MAP.reset(token)
 
 
 def convolve(

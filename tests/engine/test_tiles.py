@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from diffviewer.engine import fftconv, tiles
+from diffviewer.engine.lent import lend
 from diffviewer.errors import Cancelled
 from tests.engine.helpers import gaussian_psf
 
@@ -140,7 +141,7 @@ def test_tiles_on_threads_give_the_same_bits_and_each_node_once(
     serial = _blend(image, xs, ys, lambda done: None)
     asked: list[tuple[int, int]] = []
     progress: list[float] = []
-    with ThreadPoolExecutor(3) as pool, tiles.tiles_on(pool):
+    with ThreadPoolExecutor(3) as pool, lend(pool):
         threaded = _blend(image, xs, ys, progress.append, asked)
     assert np.array_equal(serial, threaded)
     assert sorted(asked) == sorted(set(asked)) and len(asked) == len(xs) * len(ys)
@@ -179,6 +180,6 @@ def test_a_cancel_on_threads_stops_the_tiles_not_yet_started() -> None:
     def stop(done: float) -> None:
         raise Cancelled("cancelled in a test")
 
-    with ThreadPoolExecutor(1) as pool, tiles.tiles_on(pool), pytest.raises(Cancelled):
+    with ThreadPoolExecutor(1) as pool, lend(pool), pytest.raises(Cancelled):
         run(stop)
     assert total == 24 and 8 <= len(ran) < total

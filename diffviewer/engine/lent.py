@@ -1,0 +1,52 @@
+"""Threads a caller lends the engine for independent pieces of one step.
+
+The engine holds no thread. Its caller (``diffviewer run``, the GUI's worker) may lend
+an executor's threads for the duration of a run (:func:`lend`); steps whose work falls
+into independent pieces (the tiles of a convolution, the chunks of kernel stamps) run
+them through :func:`lent_map`, which is the builtin ``map`` (one after the other, on the
+calling thread) when nothing was lent. Each piece writes only its own part of the
+results, so a run gives the same bits on any number of threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor
+from typing import Any
+
+#: ``map(function, items)`` of the run under way in this context.
+_MAP: contextvars.ContextVar[Callable[..., Iterator[Any]]] = contextvars.ContextVar(
+    "diffviewer_lent_map", default=map
+)
+
+
+def lent_map() -> Callable[..., Iterator[Any]]:
+    """``map(function, items)`` over the lent threads (lazy, results in order).
+
+    An executor's map submits every item at once and yields the results in order; when
+    the consumer stops early (an error, a cancel), closing the iterator cancels the
+    items not yet started. Without lent threads it is the builtin ``map``.
+    """
+    return _MAP.get()
+
+
+@contextlib.contextmanager
+def lend(executor: Executor | None) -> Iterator[None]:
+    """Let the engine run independent pieces of work on ``executor``'s threads in the block.
+
+    The pieces are numpy and scipy.fft work on arrays of 10^4 px and more, which
+    release the interpreter, so two pieces run on two cores at once.
+
+    Parameters
+    ----------
+    executor : concurrent.futures.Executor or None
+        Whose ``map`` runs the pieces (threads: the pieces write into shared arrays).
+        None runs them one after the other on the calling thread.
+    """
+    token = _MAP.set(map if executor is None else executor.map)
+    try:
+        yield
+    finally:
+        _MAP.reset(token)

@@ -31,7 +31,7 @@ from scipy import ndimage
 
 from diffviewer.config import DetectionConfig
 from diffviewer.engine.background import sampled_robust_std
-from diffviewer.engine.deblend import point_response, split_footprints
+from diffviewer.engine.deblend import labelled_pixels, point_response, split_footprints
 from diffviewer.engine.progress import Reporter
 from diffviewer.engine.sky import grown_along
 from diffviewer.engine.zogy import ScoreResult, al_score
@@ -235,19 +235,23 @@ def _pair_lobes(pieces: np.ndarray, n_pos: int) -> np.ndarray:
 
 def _threshold(
     image: np.ndarray, good: np.ndarray, level: float, min_area: int, sign: int = 1
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
     """The 8-connected groups of pixels of ``sign * image`` above ``level`` (``image``
     below ``-level`` for ``sign`` -1) of at least ``min_area`` px.
 
     Returns
     -------
-    numpy.ndarray
+    labels : numpy.ndarray
         Integer map of the kept groups (0 elsewhere; the numbers may have gaps).
+    pixels : numpy.ndarray
+        Flat indices of the kept groups' pixels, increasing (for
+        :func:`~diffviewer.engine.deblend.split_footprints`, which would otherwise scan
+        the map for them again: 0.01 s at GOTO's 1850^2).
     """
     above = good & ((image > level) if sign > 0 else (image < -level))
     labels, n = ndimage.label(above, structure=np.ones((3, 3), dtype=bool))
     if n == 0:
-        return labels
+        return labels, np.zeros(0, dtype=np.intp)
     # Counted and cleared on the pixels above alone (not image-sized int32 passes).
     at = np.flatnonzero(above)
     del above
@@ -255,7 +259,7 @@ def _threshold(
     groups = flat[at]
     small = np.bincount(groups, minlength=n + 1) < min_area
     flat[at[small[groups]]] = 0  # in place: no second int32 plane
-    return labels
+    return labels, at[~small[groups]]
 
 
 def _sky_positions(avoid: np.ndarray, n: int, radius: int) -> tuple[np.ndarray, np.ndarray]:
@@ -302,41 +306,45 @@ def _nth_set(hit: np.ndarray, ranks: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 
 def _footprint_table(
-    image: np.ndarray, labels: np.ndarray, pos: np.ndarray, neg: np.ndarray, reporter: Reporter
+    image: np.ndarray, labels: np.ndarray, pos: np.ndarray, neg: np.ndarray
 ) -> Table:
-    """One row per footprint: signed peak, polarity, area and bounding box (from cutouts)."""
-    slices = ndimage.find_objects(labels)
-    n = len(slices)
-    cols: dict[str, np.ndarray] = {
+    """One row per footprint: signed peak, polarity, area and bounding box.
+
+    Computed over the labelled pixels at once (:func:`labelled_pixels`), not footprint
+    by footprint on cutouts (GOTO, 479 footprints: 0.023 -> 0.006 s). ``labels`` holds
+    1..n without gaps. The peak is the first pixel in row-major order of the largest
+    ``|image|`` over the footprint's thresholded pixels (the top-left corner of its box
+    when it has none, as an ``argmax`` over the box finds).
+    """
+    rows, cols, present, starts = labelled_pixels(labels)
+    n = present.size
+    ends = np.append(starts, rows.size)
+    sizes = np.diff(ends)
+    group = np.repeat(np.arange(n), sizes)
+    p, q = pos[rows, cols], neg[rows, cols]
+    values = np.where(p | q, np.abs(image[rows, cols]), -np.inf)
+    ymin = rows[starts] if n else rows
+    xmin = np.minimum.reduceat(cols, starts) if n else cols
+    top = np.maximum.reduceat(values, starts) if n else values
+    # Each footprint's first pixel at its largest value (thresholded pixels are finite).
+    hit = np.flatnonzero(values == top[group])
+    first = hit[np.unique(group[hit], return_index=True)[1]]
+    found = top > -np.inf
+    peak_y, peak_x = np.where(found, rows[first], ymin), np.where(found, cols[first], xmin)
+    cols_out: dict[str, np.ndarray] = {
         "label": np.arange(1, n + 1, dtype=np.int32),
-        "x": np.zeros(n, dtype=np.int32),
-        "y": np.zeros(n, dtype=np.int32),
-        "peak_value": np.zeros(n, dtype=np.float32),
-        "has_positive": np.zeros(n, dtype=bool),
-        "has_negative": np.zeros(n, dtype=bool),
-        "npix": np.zeros(n, dtype=np.int32),
-        "bbox_xmin": np.zeros(n, dtype=np.int32),
-        "bbox_xmax": np.zeros(n, dtype=np.int32),
-        "bbox_ymin": np.zeros(n, dtype=np.int32),
-        "bbox_ymax": np.zeros(n, dtype=np.int32),
+        "x": peak_x.astype(np.int32),
+        "y": peak_y.astype(np.int32),
+        "peak_value": image[peak_y, peak_x].astype(np.float32),
+        "has_positive": np.logical_or.reduceat(p, starts) if n else p,
+        "has_negative": np.logical_or.reduceat(q, starts) if n else q,
+        "npix": sizes.astype(np.int32),
+        "bbox_xmin": xmin.astype(np.int32),
+        "bbox_xmax": (np.maximum.reduceat(cols, starts) if n else cols).astype(np.int32),
+        "bbox_ymin": ymin.astype(np.int32),
+        "bbox_ymax": rows[ends[1:] - 1].astype(np.int32),
     }
-    for i, sl in enumerate(slices):
-        if i % 500 == 0:
-            reporter.update(0.5 + 0.4 * i / max(n, 1))
-        if sl is None:
-            continue
-        inside = labels[sl] == i + 1
-        core = inside & (pos[sl] | neg[sl])
-        values = np.where(core, np.abs(image[sl]), -np.inf)
-        iy, ix = np.unravel_index(int(np.argmax(values)), values.shape)
-        cols["x"][i], cols["y"][i] = sl[1].start + ix, sl[0].start + iy
-        cols["peak_value"][i] = image[sl][iy, ix]
-        cols["has_positive"][i] = bool(np.any(inside & pos[sl]))
-        cols["has_negative"][i] = bool(np.any(inside & neg[sl]))
-        cols["npix"][i] = int(inside.sum())
-        cols["bbox_xmin"][i], cols["bbox_xmax"][i] = sl[1].start, sl[1].stop - 1
-        cols["bbox_ymin"][i], cols["bbox_ymax"][i] = sl[0].start, sl[0].stop - 1
-    table = Table(cols)
+    table = Table(cols_out)
     for name in ("x", "y", "npix", "bbox_xmin", "bbox_xmax", "bbox_ymin", "bbox_ymax"):
         table[name].unit = "pix2" if name == "npix" else "pix"
     return table
@@ -391,11 +399,14 @@ def detect_sources(
     # memory (ten int32 planes at once on GOTO).
     # The detection image of a point source: the score's PSF's, or the difference's.
     response = point_response(score.psf if name == "score" and score is not None else psf)
-    pos = _threshold(image, good, level, config.min_area)
-    pos_pieces, n_pos = split_footprints(image, pos, DEBLEND_PROMINENCE, response, level)
+    pos, at = _threshold(image, good, level, config.min_area)
+    pos_pieces, n_pos = split_footprints(image, pos, DEBLEND_PROMINENCE, response, level, pixels=at)
     pos = pos > 0
-    neg = _threshold(image, good, level, config.min_area, sign=-1)
-    neg_pieces, _ = split_footprints(image, neg, DEBLEND_PROMINENCE, response, level, sign=-1)
+    neg, at = _threshold(image, good, level, config.min_area, sign=-1)
+    neg_pieces, _ = split_footprints(
+        image, neg, DEBLEND_PROMINENCE, response, level, sign=-1, pixels=at
+    )
+    del at
     neg = neg > 0
     reporter.update(0.3)
     # Grown together: a pixel within reach of pieces of both signs goes to the nearest.
@@ -411,7 +422,7 @@ def detect_sources(
     mask[grown > n_pos] |= MASK_DTYPE(det_neg)
     del grown
     reporter.update(0.5)
-    table = _footprint_table(image, labels, pos, neg, reporter)
+    table = _footprint_table(image, labels, pos, neg)
     del pos, neg
     fraction = float(np.sum((labels > 0) & good) / n_good) if n_good else 0.0
     notes: list[str] = [f"no detection: {refuse}"] if refuse is not None else []

@@ -24,6 +24,7 @@ The bad-subtraction guard reports the fraction of good pixels covered by footpri
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 
 import numpy as np
 from astropy.table import Table
@@ -200,25 +201,28 @@ def _grow(pieces: np.ndarray, radius: int) -> np.ndarray:
     return out
 
 
-def _pair_lobes(pieces: np.ndarray, n_pos: int) -> np.ndarray:
+def _pair_lobes(pieces: np.ndarray, n_pos: int, at: np.ndarray) -> np.ndarray:
     """Footprint labels: a positive and a negative piece that touch share one.
 
-    ``pieces`` holds the grown pieces, 1..``n_pos`` positive and the rest negative. A
+    ``pieces`` holds the grown pieces, 1..``n_pos`` positive and the rest negative, at
+    the flat indices ``at`` (increasing; the map is read there alone, not scanned). A
     positive and a negative piece that touch (8-connected) share a label, so that
     measurement can test them as a dipole; each piece has at most one partner, the pairs
     with the longest contact first. Labels are 1..n without gaps (0: no footprint).
     """
-    n_all = int(pieces.max())
-    padded = np.pad(pieces, 1).ravel()
-    width = pieces.shape[1] + 2
-    at = np.flatnonzero((padded > 0) & (padded <= n_pos))
+    flat = pieces.reshape(-1)
+    values = flat[at]
+    n_all = int(values.max()) if values.size else 0
+    ny, nx = pieces.shape
+    positive = at[values <= n_pos]
+    rows, cols = np.divmod(positive, nx)
     codes = []
     for dy in (-1, 0, 1):
         for dx in (-1, 0, 1):
-            other = padded[at + dy * width + dx]
+            on = (rows + dy >= 0) & (rows + dy < ny) & (cols + dx >= 0) & (cols + dx < nx)
+            other = np.where(on, flat[np.where(on, positive + dy * nx + dx, 0)], 0)
             touch = other > n_pos
-            codes.append(padded[at[touch]].astype(np.int64) * (n_all + 1) + other[touch])
-    del padded, at  # an int32 plane: not held beside the labels made below
+            codes.append(flat[positive[touch]].astype(np.int64) * (n_all + 1) + other[touch])
     pairs, contact = np.unique(np.concatenate(codes), return_counts=True)
     partner = np.arange(n_all + 1)
     taken = np.zeros(n_all + 1, dtype=bool)
@@ -230,7 +234,9 @@ def _pair_lobes(pieces: np.ndarray, n_pos: int) -> np.ndarray:
     # Every piece holds a pixel: the labels are the pieces without a partner above.
     own = partner == np.arange(n_all + 1)
     number = np.cumsum(own) - 1  # piece 0 (no footprint) is its own and numbered 0
-    return number[partner].astype(np.int32)[pieces]
+    labels = np.zeros(pieces.shape, dtype=np.int32)
+    labels.reshape(-1)[at] = number[partner][values]
+    return labels
 
 
 def _threshold(
@@ -281,11 +287,11 @@ def _sky_positions(avoid: np.ndarray, n: int, radius: int) -> tuple[np.ndarray, 
     # The tries as ranks among the free pixels (``rng.choice`` of the free pixels' flat
     # indices draws the same ranks, but those indices took 8 bytes a pixel: the largest
     # part of detection's peak memory).
-    ty, tx = _nth_set(free, rng.choice(n_free, size=min(n_free, 20 * n), replace=False))
+    tries = _nth_set(free, rng.choice(n_free, size=min(n_free, 20 * n), replace=False))
     xs: list[int] = []
     ys: list[int] = []
     min_sep2 = (2 * radius) ** 2
-    for x, y in zip(tx.tolist(), ty.tolist(), strict=True):
+    for y, x in tries:
         if xs and np.min((np.asarray(xs) - x) ** 2 + (np.asarray(ys) - y) ** 2) < min_sep2:
             continue
         xs.append(x)
@@ -295,18 +301,26 @@ def _sky_positions(avoid: np.ndarray, n: int, radius: int) -> tuple[np.ndarray, 
     return np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)
 
 
-def _nth_set(hit: np.ndarray, ranks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Row and column of the ``ranks``-th set pixels of a boolean map, in C order."""
+def _nth_set(hit: np.ndarray, ranks: np.ndarray) -> Iterator[tuple[int, int]]:
+    """Row and column of the ``ranks``-th set pixels of a boolean map, in C order.
+
+    One pixel at a time: a column is looked for in its row only when asked for (sky
+    sources stop after ``n`` of their ``20 n`` tries; GOTO: 0.01 s less).
+    """
     per_row = np.count_nonzero(hit, axis=1)
     ends = np.cumsum(per_row)
     rows = np.searchsorted(ends, ranks, side="right")
     within = ranks - (ends[rows] - per_row[rows])
-    cols = [np.flatnonzero(hit[r])[w] for r, w in zip(rows.tolist(), within.tolist(), strict=True)]
-    return rows, np.asarray(cols, dtype=np.int64)
+    for r, w in zip(rows.tolist(), within.tolist(), strict=True):
+        yield r, int(np.flatnonzero(hit[r])[w])
 
 
 def _footprint_table(
-    image: np.ndarray, labels: np.ndarray, pos: np.ndarray, neg: np.ndarray
+    image: np.ndarray,
+    labels: np.ndarray,
+    pos: np.ndarray,
+    neg: np.ndarray,
+    at: np.ndarray | None = None,
 ) -> Table:
     """One row per footprint: signed peak, polarity, area and bounding box.
 
@@ -314,9 +328,10 @@ def _footprint_table(
     by footprint on cutouts (GOTO, 479 footprints: 0.023 -> 0.006 s). ``labels`` holds
     1..n without gaps. The peak is the first pixel in row-major order of the largest
     ``|image|`` over the footprint's thresholded pixels (the top-left corner of its box
-    when it has none, as an ``argmax`` over the box finds).
+    when it has none, as an ``argmax`` over the box finds). ``at``: the flat indices of
+    the labelled pixels, increasing, when known.
     """
-    rows, cols, present, starts = labelled_pixels(labels)
+    rows, cols, present, starts = labelled_pixels(labels, at)
     n = present.size
     ends = np.append(starts, rows.size)
     sizes = np.diff(ends)
@@ -415,16 +430,21 @@ def detect_sources(
     del pos_pieces
     grown = _grow(neg_pieces, config.grow)
     del neg_pieces
-    labels = _pair_lobes(grown, n_pos)
+    # The footprints' pixels, found once: what follows reads and writes them alone
+    # (GOTO: five image-sized passes fewer).
+    at = np.flatnonzero(grown.reshape(-1))
+    labels = _pair_lobes(grown, n_pos, at)
     det, det_neg = int(MaskPlane.DETECTED), int(MaskPlane.DETECTED_NEGATIVE)
     mask = (difference.mask & ~MASK_DTYPE(det | det_neg)).astype(MASK_DTYPE, copy=False)
-    mask[(grown > 0) & (grown <= n_pos)] |= MASK_DTYPE(det)
-    mask[grown > n_pos] |= MASK_DTYPE(det_neg)
+    negative = grown.reshape(-1)[at] > n_pos
     del grown
+    mask.reshape(-1)[at[~negative]] |= MASK_DTYPE(det)
+    mask.reshape(-1)[at[negative]] |= MASK_DTYPE(det_neg)
     reporter.update(0.5)
-    table = _footprint_table(image, labels, pos, neg)
+    table = _footprint_table(image, labels, pos, neg, at)
     del pos, neg
-    fraction = float(np.sum((labels > 0) & good) / n_good) if n_good else 0.0
+    fraction = float(np.count_nonzero(good.reshape(-1)[at]) / n_good) if n_good else 0.0
+    del at
     notes: list[str] = [f"no detection: {refuse}"] if refuse is not None else []
     if fraction > config.max_detected_fraction:
         notes.append(

@@ -125,7 +125,7 @@ def test_the_nth_set_pixels_are_found_without_listing_them_all() -> None:
     hit = rng.random((70, 90)) > 0.4
     hit[10] = False  # an empty row
     ranks = rng.choice(int(hit.sum()), size=300, replace=False)
-    ty, tx = _nth_set(hit, ranks)
+    ty, tx = np.array(list(_nth_set(hit, ranks))).T
     want_y, want_x = np.divmod(np.flatnonzero(hit)[ranks], hit.shape[1])
     np.testing.assert_array_equal(ty, want_y)
     np.testing.assert_array_equal(tx, want_x)

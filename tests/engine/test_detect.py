@@ -20,6 +20,7 @@ from diffviewer.engine.deblend import (
 from diffviewer.engine.detect import (
     DEBLEND_PROMINENCE,
     _footprint_table,
+    _grow,
     _nth_set,
     _threshold,
     detect_sources,
@@ -426,3 +427,27 @@ def test_labelled_pixels_and_footprint_stats_match_the_boxes(
         assert row["has_positive"] == bool((inside & pos[box]).any())
         assert row["has_negative"] == bool((inside & neg[box]).any())
         assert (row["bbox_xmin"], row["bbox_xmax"]) == (box[1].start, box[1].stop - 1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 30), st.integers(1, 30), st.integers(0, 2**32 - 1), st.integers(0, 3))
+def test_grown_pieces_take_the_nearest_label_within_reach(
+    ny: int, nx: int, seed: int, radius: int
+) -> None:
+    # Any pieces: every pixel within sqrt(r^2 + r) of a piece takes the label of one of
+    # the nearest piece pixels, no other pixel is labelled, and the grown map's pixels
+    # come back with it. The distance is the Euclidean distance transform's, squared
+    # again: sqrt(2)^2 > 2, so at r = 1 a diagonal neighbour is just out of reach.
+    rng = np.random.default_rng(seed)
+    pieces, _ = ndimage.label(rng.random((ny, nx)) < 0.08)
+    pieces = pieces.astype(np.int32)
+    grown, at = _grow(pieces, radius, np.flatnonzero(pieces))
+    np.testing.assert_array_equal(at, np.flatnonzero(grown))
+    np.testing.assert_array_equal(grown[pieces > 0], pieces[pieces > 0])
+    py, px = np.nonzero(pieces)
+    for y, x in zip(*np.nonzero(pieces == 0), strict=True):
+        d2 = (py - y) ** 2 + (px - x) ** 2
+        if py.size and np.sqrt(d2.min()) ** 2 <= radius * radius + radius:
+            assert grown[y, x] in set(pieces[py, px][d2 == d2.min()].tolist())
+        else:
+            assert grown[y, x] == 0

@@ -26,7 +26,6 @@ significant peak it merges into first.
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 from diffviewer.engine.fftconv import convolve
 
@@ -131,6 +130,62 @@ def _pieces(
     return out.reshape(ny + 2, width)[1:-1, 1:-1]
 
 
+def labelled_pixels(
+    labels: np.ndarray, at: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The labelled pixels of a label map, grouped by label.
+
+    One pass over the map (none when ``at`` is given), then work on its labelled pixels
+    alone: the per-label loops of detection read them instead of cutting each label's
+    box out of the map (:func:`scipy.ndimage.find_objects` is a pass of its own).
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        2-D integer label map (0: no label).
+    at : numpy.ndarray, optional
+        Flat indices of its labelled pixels, increasing, when known.
+
+    Returns
+    -------
+    rows, cols : numpy.ndarray
+        The labelled pixels, by increasing label and in row-major order within a label.
+    present : numpy.ndarray
+        The labels that hold a pixel, increasing.
+    starts : numpy.ndarray
+        Index in ``rows`` of each present label's first pixel.
+    """
+    if at is None:
+        at = np.flatnonzero(labels.reshape(-1) != 0)
+    lab = labels.reshape(-1)[at]
+    order = np.argsort(lab, kind="stable")
+    at, lab = at[order], lab[order]
+    rows, cols = np.divmod(at, labels.shape[1])
+    starts = np.flatnonzero(np.concatenate([[True], lab[1:] != lab[:-1]])) if lab.size else order
+    return rows, cols, lab[starts], starts
+
+
+def _peak_counts(
+    image: np.ndarray, groups: np.ndarray, pixels: tuple[np.ndarray, ...], sign: int
+) -> np.ndarray:
+    """Number of local maxima of ``sign * image`` in each group (:func:`labelled_pixels`).
+
+    A local maximum is a pixel at least as high as each of its 8 neighbours in its group.
+    """
+    rows, cols, present, starts = pixels
+    values = sign * image[rows, cols]
+    own = np.repeat(present, np.diff(np.append(starts, rows.size)))
+    peak = np.ones(rows.size, dtype=bool)
+    ny, nx = groups.shape
+    for dy, dx in _NEIGHBOURS:
+        r, c = rows + dy, cols + dx
+        on = (r >= 0) & (r < ny) & (c >= 0) & (c < nx)
+        r, c = np.where(on, r, 0), np.where(on, c, 0)
+        beside = on & (groups[r, c] == own)
+        peak &= ~beside | (values >= sign * image[r, c])
+    return np.add.reduceat(peak.astype(np.int64), starts) if starts.size else starts
+
+
 def split_footprints(
     image: np.ndarray,
     groups: np.ndarray,
@@ -139,6 +194,7 @@ def split_footprints(
     level: float,
     *,
     sign: int = 1,
+    pixels: np.ndarray | None = None,
 ) -> tuple[np.ndarray, int]:
     """Label the thresholded pixels by footprint, one label per significant peak.
 
@@ -162,6 +218,8 @@ def split_footprints(
     sign : int
         1 to split the footprints of ``image``, -1 those of ``-image`` (negated box by
         box: a whole negated plane was the largest part of detection's peak memory).
+    pixels : numpy.ndarray, optional
+        Flat indices of the footprints' pixels, increasing, when known (else found).
 
     Returns
     -------
@@ -171,21 +229,31 @@ def split_footprints(
     n : int
         Number of labels.
     """
-    connectivity = np.ones((3, 3), dtype=bool)
+    found = labelled_pixels(groups, pixels)
+    rows, cols, present, starts = found
+    # Most footprints hold one peak and keep one label: counted over the thresholded
+    # pixels at once, not by a maximum filter on each box (GOTO: 393 footprints,
+    # 0.07 -> 0.03 s with the labelling below).
+    counts = _peak_counts(image, groups, found, sign)
+    ends = np.append(starts, rows.size)
+    first = np.zeros(present.size, dtype=np.int64)  # each footprint's first label
     out = np.zeros(groups.shape, dtype=np.int32)
     n = 0
-    for k, box in enumerate(ndimage.find_objects(groups), start=1):
-        if box is None:
-            continue
-        inside = groups[box] == k
-        part = sign * image[box]
-        values = np.where(inside, part, -np.inf)
-        peaks = inside & (values >= ndimage.maximum_filter(values, footprint=connectivity))
-        if np.count_nonzero(peaks) < 2:
-            out[box][inside] = n + 1
+    for g, k in enumerate(present.tolist()):
+        first[g] = n + 1
+        if counts[g] < 2:
             n += 1
             continue
+        sl = slice(starts[g], ends[g + 1])
+        box = (
+            slice(int(rows[sl].min()), int(rows[sl].max()) + 1),
+            slice(int(cols[sl].min()), int(cols[sl].max()) + 1),
+        )
+        inside = groups[box] == k
+        part = sign * image[box]
         pieces = _pieces(part.astype(np.float64), inside, prominence, response, level)
         out[box][inside] = pieces[inside] + n
         n += int(pieces.max())
+    single = np.repeat(counts < 2, np.diff(ends))
+    out[rows[single], cols[single]] = np.repeat(first, np.diff(ends))[single]
     return out, n

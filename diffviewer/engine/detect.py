@@ -24,6 +24,7 @@ The bad-subtraction guard reports the fraction of good pixels covered by footpri
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 
 import numpy as np
 from astropy.table import Table
@@ -31,7 +32,7 @@ from scipy import ndimage
 
 from diffviewer.config import DetectionConfig
 from diffviewer.engine.background import sampled_robust_std
-from diffviewer.engine.deblend import point_response, split_footprints
+from diffviewer.engine.deblend import labelled_pixels, point_response, split_footprints
 from diffviewer.engine.progress import Reporter
 from diffviewer.engine.sky import grown_along
 from diffviewer.engine.zogy import ScoreResult, al_score
@@ -168,57 +169,81 @@ def detection_image(
     return filtered.image, planes_clear(filtered.mask, int(UNUSABLE)), "difference"
 
 
-def _grow(pieces: np.ndarray, radius: int) -> np.ndarray:
+def _grow(pieces: np.ndarray, radius: int, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Grow labelled pieces (1..n) isotropically by ``radius`` px (unchanged for 0).
 
     A new pixel takes the label of the nearest piece pixel (within the disk
     ``dx^2 + dy^2 <= radius^2 + radius``). Each piece is grown on its own padded
-    bounding box, so the cost follows the detections, not the image size.
+    bounding box, so the cost follows the detections, not the image size: the boxes
+    come from the pieces' pixels (``at``, their flat indices, increasing), and the grown
+    map's pixels are returned with it (no pass over the whole map for either).
+
+    Returns
+    -------
+    grown : numpy.ndarray
+        The grown pieces (``pieces`` itself when nothing grows).
+    at : numpy.ndarray
+        Flat indices of its labelled pixels, increasing.
     """
-    if radius <= 0 or not np.any(pieces):
-        return pieces
+    if radius <= 0 or at.size == 0:
+        return pieces, at
     reach = radius * radius + radius
     out = pieces.copy()
     ny, nx = pieces.shape
-    for sl in ndimage.find_objects(pieces):
-        if sl is None:
-            continue
+    rows, cols, _, starts = labelled_pixels(pieces, at)
+    ends = np.append(starts, rows.size)
+    boxes = zip(
+        rows[starts].tolist(),
+        (rows[ends[1:] - 1] + 1).tolist(),
+        np.minimum.reduceat(cols, starts).tolist(),
+        (np.maximum.reduceat(cols, starts) + 1).tolist(),
+        strict=True,
+    )
+    added = [at]
+    for top, bottom, left, right in boxes:
         # Distances on a box 2 radius wider, so every piece pixel within reach of a
         # written pixel (at most radius outside this piece's box) is seen.
-        y0, x0 = max(sl[0].start - 2 * radius, 0), max(sl[1].start - 2 * radius, 0)
-        y1, x1 = min(sl[0].stop + 2 * radius, ny), min(sl[1].stop + 2 * radius, nx)
+        y0, x0 = max(top - 2 * radius, 0), max(left - 2 * radius, 0)
+        y1, x1 = min(bottom + 2 * radius, ny), min(right + 2 * radius, nx)
         sub = pieces[y0:y1, x0:x1]
         dist, (iy, ix) = ndimage.distance_transform_edt(
             sub == 0, return_distances=True, return_indices=True
         )
-        near = (dist * dist <= reach) & (out[y0:y1, x0:x1] == 0)
         # Written only within radius of this piece's box (there the nearest is known).
-        yy, xx = np.ogrid[y0:y1, x0:x1]
-        near &= (yy >= sl[0].start - radius) & (yy < sl[0].stop + radius)
-        near &= (xx >= sl[1].start - radius) & (xx < sl[1].stop + radius)
-        out[y0:y1, x0:x1][near] = sub[iy[near], ix[near]]
-    return out
+        wy0, wx0 = max(top - radius, y0), max(left - radius, x0)
+        wy1, wx1 = min(bottom + radius, y1), min(right + radius, x1)
+        win = (slice(wy0 - y0, wy1 - y0), slice(wx0 - x0, wx1 - x0))
+        d = dist[win]
+        target = out[wy0:wy1, wx0:wx1]
+        near = (d * d <= reach) & (target == 0)
+        target[near] = sub[iy[win][near], ix[win][near]]
+        ry, rx = np.nonzero(near)
+        added.append((ry + wy0) * nx + (rx + wx0))
+    return out, np.sort(np.concatenate(added))
 
 
-def _pair_lobes(pieces: np.ndarray, n_pos: int) -> np.ndarray:
+def _pair_lobes(pieces: np.ndarray, n_pos: int, at: np.ndarray) -> np.ndarray:
     """Footprint labels: a positive and a negative piece that touch share one.
 
-    ``pieces`` holds the grown pieces, 1..``n_pos`` positive and the rest negative. A
+    ``pieces`` holds the grown pieces, 1..``n_pos`` positive and the rest negative, at
+    the flat indices ``at`` (increasing; the map is read there alone, not scanned). A
     positive and a negative piece that touch (8-connected) share a label, so that
     measurement can test them as a dipole; each piece has at most one partner, the pairs
     with the longest contact first. Labels are 1..n without gaps (0: no footprint).
     """
-    n_all = int(pieces.max())
-    padded = np.pad(pieces, 1).ravel()
-    width = pieces.shape[1] + 2
-    at = np.flatnonzero((padded > 0) & (padded <= n_pos))
+    flat = pieces.reshape(-1)
+    values = flat[at]
+    n_all = int(values.max()) if values.size else 0
+    ny, nx = pieces.shape
+    positive = at[values <= n_pos]
+    rows, cols = np.divmod(positive, nx)
     codes = []
     for dy in (-1, 0, 1):
         for dx in (-1, 0, 1):
-            other = padded[at + dy * width + dx]
+            on = (rows + dy >= 0) & (rows + dy < ny) & (cols + dx >= 0) & (cols + dx < nx)
+            other = np.where(on, flat[np.where(on, positive + dy * nx + dx, 0)], 0)
             touch = other > n_pos
-            codes.append(padded[at[touch]].astype(np.int64) * (n_all + 1) + other[touch])
-    del padded, at  # an int32 plane: not held beside the labels made below
+            codes.append(flat[positive[touch]].astype(np.int64) * (n_all + 1) + other[touch])
     pairs, contact = np.unique(np.concatenate(codes), return_counts=True)
     partner = np.arange(n_all + 1)
     taken = np.zeros(n_all + 1, dtype=bool)
@@ -230,24 +255,30 @@ def _pair_lobes(pieces: np.ndarray, n_pos: int) -> np.ndarray:
     # Every piece holds a pixel: the labels are the pieces without a partner above.
     own = partner == np.arange(n_all + 1)
     number = np.cumsum(own) - 1  # piece 0 (no footprint) is its own and numbered 0
-    return number[partner].astype(np.int32)[pieces]
+    labels = np.zeros(pieces.shape, dtype=np.int32)
+    labels.reshape(-1)[at] = number[partner][values]
+    return labels
 
 
 def _threshold(
     image: np.ndarray, good: np.ndarray, level: float, min_area: int, sign: int = 1
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
     """The 8-connected groups of pixels of ``sign * image`` above ``level`` (``image``
     below ``-level`` for ``sign`` -1) of at least ``min_area`` px.
 
     Returns
     -------
-    numpy.ndarray
+    labels : numpy.ndarray
         Integer map of the kept groups (0 elsewhere; the numbers may have gaps).
+    pixels : numpy.ndarray
+        Flat indices of the kept groups' pixels, increasing (for
+        :func:`~diffviewer.engine.deblend.split_footprints`, which would otherwise scan
+        the map for them again: 0.01 s at GOTO's 1850^2).
     """
     above = good & ((image > level) if sign > 0 else (image < -level))
     labels, n = ndimage.label(above, structure=np.ones((3, 3), dtype=bool))
     if n == 0:
-        return labels
+        return labels, np.zeros(0, dtype=np.intp)
     # Counted and cleared on the pixels above alone (not image-sized int32 passes).
     at = np.flatnonzero(above)
     del above
@@ -255,7 +286,7 @@ def _threshold(
     groups = flat[at]
     small = np.bincount(groups, minlength=n + 1) < min_area
     flat[at[small[groups]]] = 0  # in place: no second int32 plane
-    return labels
+    return labels, at[~small[groups]]
 
 
 def _sky_positions(avoid: np.ndarray, n: int, radius: int) -> tuple[np.ndarray, np.ndarray]:
@@ -277,11 +308,11 @@ def _sky_positions(avoid: np.ndarray, n: int, radius: int) -> tuple[np.ndarray, 
     # The tries as ranks among the free pixels (``rng.choice`` of the free pixels' flat
     # indices draws the same ranks, but those indices took 8 bytes a pixel: the largest
     # part of detection's peak memory).
-    ty, tx = _nth_set(free, rng.choice(n_free, size=min(n_free, 20 * n), replace=False))
+    tries = _nth_set(free, rng.choice(n_free, size=min(n_free, 20 * n), replace=False))
     xs: list[int] = []
     ys: list[int] = []
     min_sep2 = (2 * radius) ** 2
-    for x, y in zip(tx.tolist(), ty.tolist(), strict=True):
+    for y, x in tries:
         if xs and np.min((np.asarray(xs) - x) ** 2 + (np.asarray(ys) - y) ** 2) < min_sep2:
             continue
         xs.append(x)
@@ -291,52 +322,65 @@ def _sky_positions(avoid: np.ndarray, n: int, radius: int) -> tuple[np.ndarray, 
     return np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)
 
 
-def _nth_set(hit: np.ndarray, ranks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Row and column of the ``ranks``-th set pixels of a boolean map, in C order."""
+def _nth_set(hit: np.ndarray, ranks: np.ndarray) -> Iterator[tuple[int, int]]:
+    """Row and column of the ``ranks``-th set pixels of a boolean map, in C order.
+
+    One pixel at a time: a column is looked for in its row only when asked for (sky
+    sources stop after ``n`` of their ``20 n`` tries; GOTO: 0.01 s less).
+    """
     per_row = np.count_nonzero(hit, axis=1)
     ends = np.cumsum(per_row)
     rows = np.searchsorted(ends, ranks, side="right")
     within = ranks - (ends[rows] - per_row[rows])
-    cols = [np.flatnonzero(hit[r])[w] for r, w in zip(rows.tolist(), within.tolist(), strict=True)]
-    return rows, np.asarray(cols, dtype=np.int64)
+    for r, w in zip(rows.tolist(), within.tolist(), strict=True):
+        yield r, int(np.flatnonzero(hit[r])[w])
 
 
 def _footprint_table(
-    image: np.ndarray, labels: np.ndarray, pos: np.ndarray, neg: np.ndarray, reporter: Reporter
+    image: np.ndarray,
+    labels: np.ndarray,
+    pos: np.ndarray,
+    neg: np.ndarray,
+    at: np.ndarray | None = None,
 ) -> Table:
-    """One row per footprint: signed peak, polarity, area and bounding box (from cutouts)."""
-    slices = ndimage.find_objects(labels)
-    n = len(slices)
-    cols: dict[str, np.ndarray] = {
+    """One row per footprint: signed peak, polarity, area and bounding box.
+
+    Computed over the labelled pixels at once (:func:`labelled_pixels`), not footprint
+    by footprint on cutouts (GOTO, 479 footprints: 0.023 -> 0.006 s). ``labels`` holds
+    1..n without gaps. The peak is the first pixel in row-major order of the largest
+    ``|image|`` over the footprint's thresholded pixels (the top-left corner of its box
+    when it has none, as an ``argmax`` over the box finds). ``at``: the flat indices of
+    the labelled pixels, increasing, when known.
+    """
+    rows, cols, present, starts = labelled_pixels(labels, at)
+    n = present.size
+    ends = np.append(starts, rows.size)
+    sizes = np.diff(ends)
+    group = np.repeat(np.arange(n), sizes)
+    p, q = pos[rows, cols], neg[rows, cols]
+    values = np.where(p | q, np.abs(image[rows, cols]), -np.inf)
+    ymin = rows[starts] if n else rows
+    xmin = np.minimum.reduceat(cols, starts) if n else cols
+    top = np.maximum.reduceat(values, starts) if n else values
+    # Each footprint's first pixel at its largest value (thresholded pixels are finite).
+    hit = np.flatnonzero(values == top[group])
+    first = hit[np.unique(group[hit], return_index=True)[1]]
+    found = top > -np.inf
+    peak_y, peak_x = np.where(found, rows[first], ymin), np.where(found, cols[first], xmin)
+    cols_out: dict[str, np.ndarray] = {
         "label": np.arange(1, n + 1, dtype=np.int32),
-        "x": np.zeros(n, dtype=np.int32),
-        "y": np.zeros(n, dtype=np.int32),
-        "peak_value": np.zeros(n, dtype=np.float32),
-        "has_positive": np.zeros(n, dtype=bool),
-        "has_negative": np.zeros(n, dtype=bool),
-        "npix": np.zeros(n, dtype=np.int32),
-        "bbox_xmin": np.zeros(n, dtype=np.int32),
-        "bbox_xmax": np.zeros(n, dtype=np.int32),
-        "bbox_ymin": np.zeros(n, dtype=np.int32),
-        "bbox_ymax": np.zeros(n, dtype=np.int32),
+        "x": peak_x.astype(np.int32),
+        "y": peak_y.astype(np.int32),
+        "peak_value": image[peak_y, peak_x].astype(np.float32),
+        "has_positive": np.logical_or.reduceat(p, starts) if n else p,
+        "has_negative": np.logical_or.reduceat(q, starts) if n else q,
+        "npix": sizes.astype(np.int32),
+        "bbox_xmin": xmin.astype(np.int32),
+        "bbox_xmax": (np.maximum.reduceat(cols, starts) if n else cols).astype(np.int32),
+        "bbox_ymin": ymin.astype(np.int32),
+        "bbox_ymax": rows[ends[1:] - 1].astype(np.int32),
     }
-    for i, sl in enumerate(slices):
-        if i % 500 == 0:
-            reporter.update(0.5 + 0.4 * i / max(n, 1))
-        if sl is None:
-            continue
-        inside = labels[sl] == i + 1
-        core = inside & (pos[sl] | neg[sl])
-        values = np.where(core, np.abs(image[sl]), -np.inf)
-        iy, ix = np.unravel_index(int(np.argmax(values)), values.shape)
-        cols["x"][i], cols["y"][i] = sl[1].start + ix, sl[0].start + iy
-        cols["peak_value"][i] = image[sl][iy, ix]
-        cols["has_positive"][i] = bool(np.any(inside & pos[sl]))
-        cols["has_negative"][i] = bool(np.any(inside & neg[sl]))
-        cols["npix"][i] = int(inside.sum())
-        cols["bbox_xmin"][i], cols["bbox_xmax"][i] = sl[1].start, sl[1].stop - 1
-        cols["bbox_ymin"][i], cols["bbox_ymax"][i] = sl[0].start, sl[0].stop - 1
-    table = Table(cols)
+    table = Table(cols_out)
     for name in ("x", "y", "npix", "bbox_xmin", "bbox_xmax", "bbox_ymin", "bbox_ymax"):
         table[name].unit = "pix2" if name == "npix" else "pix"
     return table
@@ -391,29 +435,38 @@ def detect_sources(
     # memory (ten int32 planes at once on GOTO).
     # The detection image of a point source: the score's PSF's, or the difference's.
     response = point_response(score.psf if name == "score" and score is not None else psf)
-    pos = _threshold(image, good, level, config.min_area)
-    pos_pieces, n_pos = split_footprints(image, pos, DEBLEND_PROMINENCE, response, level)
+    pos, at_pos = _threshold(image, good, level, config.min_area)
+    pos_pieces, n_pos = split_footprints(
+        image, pos, DEBLEND_PROMINENCE, response, level, pixels=at_pos
+    )
     pos = pos > 0
-    neg = _threshold(image, good, level, config.min_area, sign=-1)
-    neg_pieces, _ = split_footprints(image, neg, DEBLEND_PROMINENCE, response, level, sign=-1)
+    neg, at_neg = _threshold(image, good, level, config.min_area, sign=-1)
+    neg_pieces, _ = split_footprints(
+        image, neg, DEBLEND_PROMINENCE, response, level, sign=-1, pixels=at_neg
+    )
     neg = neg > 0
     reporter.update(0.3)
     # Grown together: a pixel within reach of pieces of both signs goes to the nearest.
     neg_pieces[neg_pieces > 0] += n_pos
     np.copyto(neg_pieces, pos_pieces, where=neg_pieces == 0)
     del pos_pieces
-    grown = _grow(neg_pieces, config.grow)
-    del neg_pieces
-    labels = _pair_lobes(grown, n_pos)
+    # The pieces' pixels are the thresholded ones (of either sign), and growing gives
+    # the footprints' pixels: what follows reads and writes them alone (GOTO: seven
+    # image-sized passes fewer).
+    grown, at = _grow(neg_pieces, config.grow, np.sort(np.concatenate([at_pos, at_neg])))
+    del neg_pieces, at_pos, at_neg
+    labels = _pair_lobes(grown, n_pos, at)
     det, det_neg = int(MaskPlane.DETECTED), int(MaskPlane.DETECTED_NEGATIVE)
     mask = (difference.mask & ~MASK_DTYPE(det | det_neg)).astype(MASK_DTYPE, copy=False)
-    mask[(grown > 0) & (grown <= n_pos)] |= MASK_DTYPE(det)
-    mask[grown > n_pos] |= MASK_DTYPE(det_neg)
+    negative = grown.reshape(-1)[at] > n_pos
     del grown
+    mask.reshape(-1)[at[~negative]] |= MASK_DTYPE(det)
+    mask.reshape(-1)[at[negative]] |= MASK_DTYPE(det_neg)
     reporter.update(0.5)
-    table = _footprint_table(image, labels, pos, neg, reporter)
+    table = _footprint_table(image, labels, pos, neg, at)
     del pos, neg
-    fraction = float(np.sum((labels > 0) & good) / n_good) if n_good else 0.0
+    fraction = float(np.count_nonzero(good.reshape(-1)[at]) / n_good) if n_good else 0.0
+    del at
     notes: list[str] = [f"no detection: {refuse}"] if refuse is not None else []
     if fraction > config.max_detected_fraction:
         notes.append(

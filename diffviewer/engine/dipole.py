@@ -111,7 +111,7 @@ class _Pixels:
     def at(self, x: float, y: float) -> np.ndarray:
         """PSF, d/dy and d/dx centred at (x, y) (cutout px) times ``sqrt_weight``: (3, n)."""
         psf = self.model.on_box(x, y, self.box, derivatives=True)
-        return np.take(psf.reshape(3, -1), self.inside, axis=1) * self.sqrt_weight
+        return psf.reshape(3, -1).take(self.inside, axis=1) * self.sqrt_weight
 
 
 def fit_dipole(
@@ -151,6 +151,10 @@ def fit_dipole(
     # is much smaller than its cutout, which has a PSF's margin.
     n_d = on_d.data.size
     last: dict[bytes, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    # The residual and the Jacobian are written into the same arrays at every
+    # evaluation (MINPACK copies them); the Jacobian's zeros stay where they are.
+    res = np.empty(n_d + on_s.data.size)
+    jac = np.zeros((7, n_d + on_s.data.size))
 
     def lobes(t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Weighted lobes with their d/dy and d/dx, each (3, n): the positive and the
@@ -163,13 +167,14 @@ def fit_dipole(
         return last[key]
 
     def residual(t: np.ndarray) -> np.ndarray:
+        # on_d.data - (f_p pos - f_n neg), then on_s.data - b sqrt_weight - f_p sci
         pos, neg, sci = lobes(t)
-        return np.concatenate(
-            [
-                on_d.data - (t[2] * pos[0] - t[5] * neg[0]),
-                on_s.data - t[6] * on_s.sqrt_weight - t[2] * sci[0],
-            ]
-        )
+        model, sky = res[:n_d], res[n_d:]
+        np.subtract(np.multiply(pos[0], t[2]), np.multiply(neg[0], t[5]), out=model)
+        np.subtract(on_d.data, model, out=model)
+        np.subtract(on_s.data, np.multiply(on_s.sqrt_weight, t[6]), out=sky)
+        np.subtract(sky, np.multiply(sci[0], t[2]), out=sky)
+        return res
 
     def jacobian(t: np.ndarray) -> np.ndarray:
         # Rows (x_p, y_p, f_p, x_n, y_n, f_n, b) from each lobe's (value, d/dy, d/dx);
@@ -177,7 +182,6 @@ def fit_dipole(
         # a lobe is 0 on the other image's pixels.
         f_p, f_n = t[2], t[5]
         pos, neg, sci = lobes(t)
-        jac = np.zeros((7, n_d + on_s.data.size))
         jac[0:2, :n_d], jac[0:2, n_d:] = f_p * pos[2:0:-1], f_p * sci[2:0:-1]
         jac[2, :n_d], jac[2, n_d:] = -pos[0], -sci[0]
         jac[3:5, :n_d] = -f_n * neg[2:0:-1]
@@ -185,7 +189,10 @@ def fit_dipole(
         jac[6, n_d:] = -on_s.sqrt_weight
         return jac
 
-    design = np.stack([on_d.at(*start_pos)[0], -on_d.at(*start_neg)[0]])
+    # The lobes at the start serve the first guess of the fluxes and MINPACK's first
+    # evaluation (the same positions).
+    first = on_d.at(*start_pos), on_d.at(*start_neg), on_s.at(*start_pos)
+    design = np.stack([first[0][0], -first[1][0]])
     amp, *_ = np.linalg.lstsq(design.T, on_d.data, rcond=None)
     peak = float(np.max(np.abs(on_d.values)))
     floor = 0.05 * peak / max(float(difference.model.image.max()), 1e-12)
@@ -193,6 +200,7 @@ def fit_dipole(
     sky = float(np.median(on_s.values)) if on_s.values.size else 0.0
     start = np.array([*start_pos, f_p, *start_neg, f_n, sky])
     scale = np.array([1.0, 1.0, max(f_p, f_n), 1.0, 1.0, max(f_p, f_n), 1.0 + abs(sky)])
+    last[start.tobytes()] = first
     # MINPACK's lmder, as scipy.optimize.least_squares(method='lm', x_scale=scale)
     # calls it, without that wrapper's per-evaluation overhead.
     t, _, _, _, status = leastsq(
@@ -208,8 +216,8 @@ def fit_dipole(
         col_deriv=True,
     )
     errs = np.full(7, np.nan)
-    jac = jacobian(t)
-    jtj = jac @ jac.T
+    final = jacobian(t)
+    jtj = final @ final.T
     if np.linalg.cond(jtj) < 1e14:
         errs = np.sqrt(np.clip(np.diag(np.linalg.inv(jtj)), 0.0, None))
     return DipoleFit(

@@ -106,9 +106,10 @@ def _peak(image: np.ndarray, inside: np.ndarray, sign: int) -> tuple[float, floa
     ix, iy : int
         The extreme's pixel.
     """
-    vals = np.where(inside, sign * image, -np.inf)
+    signed = sign * image
+    vals = np.where(inside, signed, -np.inf)
     iy, ix = np.unravel_index(int(np.argmax(vals)), vals.shape)
-    dy, dx = _refine_peak(sign * image, int(iy), int(ix))
+    dy, dx = _refine_peak(signed, int(iy), int(ix))
     return float(ix + dx), float(iy + dy), int(ix), int(iy)
 
 
@@ -265,14 +266,29 @@ def _footprint_rows(
     # neighbours: the cutout is the footprint's box and one pixel around it.
     margin = 1
     found: list[dict[str, float]] = []
-    for i in range(len(table)):
+    # The footprint table's columns as lists: an astropy column's element is ~1 us.
+    rows = zip(
+        *(
+            table[name].tolist()
+            for name in (
+                "label",
+                "bbox_ymin",
+                "bbox_ymax",
+                "bbox_xmin",
+                "bbox_xmax",
+                "has_positive",
+                "has_negative",
+            )
+        ),
+        strict=True,
+    )
+    for i, (label, ymin, ymax, xmin, xmax, has_pos, has_neg) in enumerate(rows):
         if i % 50 == 0:  # a dipole fit takes up to ~10 ms
             reporter.update(0.8 * i / max(len(table), 1))
-        label = int(table["label"][i])
-        y0 = max(int(table["bbox_ymin"][i]) - margin, 0)
-        y1 = min(int(table["bbox_ymax"][i]) + margin + 1, shape[0])
-        x0 = max(int(table["bbox_xmin"][i]) - margin, 0)
-        x1 = min(int(table["bbox_xmax"][i]) + margin + 1, shape[1])
+        y0 = max(ymin - margin, 0)
+        y1 = min(ymax + margin + 1, shape[0])
+        x0 = max(xmin - margin, 0)
+        x1 = min(xmax + margin + 1, shape[1])
         box = (slice(y0, y1), slice(x0, x1))
         good = usable[0][box]
         cut = _FootprintCutout(
@@ -282,7 +298,7 @@ def _footprint_rows(
             inside=seg[box] == label,
             detection=detections.image[box].astype(np.float64),
         )
-        both = bool(table["has_positive"][i]) and bool(table["has_negative"][i])
+        both = bool(has_pos) and bool(has_neg)
         if both:
             pos_peak = _peak(cut.detection, cut.inside, 1)[:2]
             neg_peak = _peak(cut.detection, cut.inside, -1)[:2]

@@ -13,6 +13,7 @@ transient it gave a third of the flux and a fifth of the S/N.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -59,13 +60,23 @@ class PsfModel:
         self.enclosed = float(enclosed)
         self.image = p / p.sum() * self.enclosed
         self.half = (p.shape[0] // 2, p.shape[1] // 2)
-        self.fwhm = shape_from_covariance(adaptive_moments(self.image)[2])[0]
         hy, hx = self.half
-        self._spline = RectBivariateSpline(
-            np.arange(-hy, hy + 1.0), np.arange(-hx, hx + 1.0), self.image
-        )
         self._size = (2 * (hy + 1) * OVERSAMPLE + 1, 2 * (hx + 1) * OVERSAMPLE + 1)
         self._phases: dict[bool, np.ndarray] = {}
+
+    # The FWHM and the spline are computed when first asked for: a catalog reads the
+    # science PSF's FWHM nowhere, and a PsfField's shifted PSFs need no spline of the
+    # centre's PSF (1k pair: 0.01 of the 0.03 s of the catalog's PSFs).
+    @functools.cached_property
+    def fwhm(self) -> float:
+        """FWHM (px) of the PSF image, from its adaptive moments."""
+        return shape_from_covariance(adaptive_moments(self.image)[2])[0]
+
+    @functools.cached_property
+    def _spline(self) -> RectBivariateSpline:
+        """The interpolating bicubic spline through the PSF image (offsets in px)."""
+        hy, hx = self.half
+        return RectBivariateSpline(np.arange(-hy, hy + 1.0), np.arange(-hx, hx + 1.0), self.image)
 
     @property
     def n_nodes(self) -> int:
@@ -127,10 +138,10 @@ class PsfModel:
             return np.zeros((len(phases), ny, nx))
         (ro, iy, ay, wy), (co, ix, ax, wx) = rows, cols
         n, m = ro.stop - ro.start, co.stop - co.start
-        # The four entries around each pixel, blended in one product.
-        corners = phases[
-            :, [ay, ay, ay + 1, ay + 1], [ax, ax + 1, ax, ax + 1], iy : iy + n, ix : ix + m
-        ]
+        # The four entries around each pixel (phases (ay, ax), (ay, ax + 1), (ay + 1, ax),
+        # (ay + 1, ax + 1)), blended in one product; gathered by slicing, not by index
+        # lists (1.8 against 3.9 us a call: the dipole fits make thousands).
+        corners = phases[:, ay : ay + 2, ax : ax + 2, iy : iy + n, ix : ix + m]
         weights = np.array([(1.0 - wy) * (1.0 - wx), (1.0 - wy) * wx, wy * (1.0 - wx), wy * wx])
         blend = (weights @ corners.reshape(len(phases), 4, n * m)).reshape(len(phases), n, m)
         if n == ny and m == nx:
@@ -236,9 +247,10 @@ def forced_psf_flux(
     if cut is None:
         return nan, nan
     (iy, ix), (sy, sx) = cut
-    ok = usable[iy, ix].ravel()
+    ok = usable[iy, ix]
     p, d, v = psf[sy, sx].ravel(), image[iy, ix].ravel(), variance[iy, ix].ravel()
     if not ok.all():
+        ok = ok.ravel()
         p, d, v = p[ok], d[ok], v[ok]
     # The flux's row of the inverse normal matrix, in closed form: with a sky the normal
     # matrix is [[sum p^2, sum p], [sum p, n]], of condition lambda_max^2 / det.

@@ -5,12 +5,26 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import ndimage
 
 from diffviewer.config import DetectionConfig, ScoreConfig
 from diffviewer.engine import zogy
-from diffviewer.engine.deblend import point_response, split_footprints
-from diffviewer.engine.detect import DEBLEND_PROMINENCE, _nth_set, _threshold, detect_sources
+from diffviewer.engine.deblend import (
+    _peak_counts,
+    labelled_pixels,
+    point_response,
+    split_footprints,
+)
+from diffviewer.engine.detect import (
+    DEBLEND_PROMINENCE,
+    _footprint_table,
+    _grow,
+    _nth_set,
+    _threshold,
+    detect_sources,
+)
 from diffviewer.engine.progress import null_reporter
 from diffviewer.exposure import Exposure, MaskPlane
 from diffviewer.stats import FWHM_PER_SIGMA
@@ -112,7 +126,7 @@ def test_the_nth_set_pixels_are_found_without_listing_them_all() -> None:
     hit = rng.random((70, 90)) > 0.4
     hit[10] = False  # an empty row
     ranks = rng.choice(int(hit.sum()), size=300, replace=False)
-    ty, tx = _nth_set(hit, ranks)
+    ty, tx = np.array(list(_nth_set(hit, ranks))).T
     want_y, want_x = np.divmod(np.flatnonzero(hit)[ranks], hit.shape[1])
     np.testing.assert_array_equal(ty, want_y)
     np.testing.assert_array_equal(tx, want_x)
@@ -125,8 +139,9 @@ def test_negative_footprints_are_those_of_the_negated_image() -> None:
     image = ndimage.gaussian_filter(rng.normal(size=(120, 100)), 2.0).astype(np.float32) * 8
     good = rng.random(image.shape) > 0.02
     response = point_response(gaussian_psf(2.0, 15))
-    flipped = _threshold(image, good, 1.0, 3, sign=-1)
-    np.testing.assert_array_equal(flipped, _threshold(-image, good, 1.0, 3))
+    flipped, at = _threshold(image, good, 1.0, 3, sign=-1)
+    np.testing.assert_array_equal(flipped, _threshold(-image, good, 1.0, 3)[0])
+    np.testing.assert_array_equal(at, np.flatnonzero(flipped))
     assert flipped.any()
     np.testing.assert_array_equal(
         split_footprints(image, flipped, 0.3, response, 1.0, sign=-1)[0],
@@ -366,3 +381,73 @@ def test_a_refused_search_detects_nothing_and_says_why() -> None:
     assert not np.any(det.mask & int(MaskPlane.DETECTED | MaskPlane.DETECTED_NEGATIVE))
     assert det.warnings[0] == "no detection: the images share their noise"
     assert len(det.sky_x) == 10
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 40),
+    st.integers(1, 40),
+    st.integers(0, 2**32 - 1),
+    st.floats(0.0, 2.0),
+)
+def test_labelled_pixels_and_footprint_stats_match_the_boxes(
+    ny: int, nx: int, seed: int, level: float
+) -> None:
+    # Any label map: the pixels by label give each label's box (find_objects), its
+    # local maxima (a 3 x 3 maximum filter over the label's box) and its table row (the
+    # first largest |value| over the thresholded pixels, read on the box).
+    rng = np.random.default_rng(seed)
+    image = (rng.normal(size=(ny, nx)) * 2).astype(np.float32)
+    image[rng.random((ny, nx)) < 0.2] = 1.0  # ties
+    groups, _ = ndimage.label(np.abs(image) > level, structure=np.ones((3, 3), dtype=bool))
+    rows, cols, present, starts = found = labelled_pixels(groups)
+    np.testing.assert_array_equal(labelled_pixels(groups, np.flatnonzero(groups))[0], rows)
+    counts = _peak_counts(image, groups, found, 1)
+    boxes = ndimage.find_objects(groups)
+    np.testing.assert_array_equal(present, [k + 1 for k, b in enumerate(boxes) if b is not None])
+    pos, neg = image > level + 0.5, image < -level - 0.5
+    table = _footprint_table(image, groups, pos, neg)
+    assert len(table) == len(boxes)
+    for g, k in enumerate(present.tolist()):
+        box = boxes[k - 1]
+        inside = groups[box] == k
+        sel = slice(starts[g], starts[g + 1] if g + 1 < len(starts) else None)
+        assert (rows[sel].min(), rows[sel].max() + 1) == (box[0].start, box[0].stop)
+        assert (cols[sel].min(), cols[sel].max() + 1) == (box[1].start, box[1].stop)
+        values = np.where(inside, image[box], -np.inf)
+        peaks = inside & (values >= ndimage.maximum_filter(values, footprint=np.ones((3, 3))))
+        assert counts[g] == np.count_nonzero(peaks)
+        core = inside & (pos[box] | neg[box])
+        at = np.where(core, np.abs(image[box]), -np.inf)
+        iy, ix = np.unravel_index(int(np.argmax(at)), at.shape)
+        row = table[g]
+        assert (row["y"], row["x"]) == (box[0].start + iy, box[1].start + ix)
+        assert row["peak_value"] == image[box][iy, ix]
+        assert row["npix"] == inside.sum()
+        assert row["has_positive"] == bool((inside & pos[box]).any())
+        assert row["has_negative"] == bool((inside & neg[box]).any())
+        assert (row["bbox_xmin"], row["bbox_xmax"]) == (box[1].start, box[1].stop - 1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 30), st.integers(1, 30), st.integers(0, 2**32 - 1), st.integers(0, 3))
+def test_grown_pieces_take_the_nearest_label_within_reach(
+    ny: int, nx: int, seed: int, radius: int
+) -> None:
+    # Any pieces: every pixel within sqrt(r^2 + r) of a piece takes the label of one of
+    # the nearest piece pixels, no other pixel is labelled, and the grown map's pixels
+    # come back with it. The distance is the Euclidean distance transform's, squared
+    # again: sqrt(2)^2 > 2, so at r = 1 a diagonal neighbour is just out of reach.
+    rng = np.random.default_rng(seed)
+    pieces, _ = ndimage.label(rng.random((ny, nx)) < 0.08)
+    pieces = pieces.astype(np.int32)
+    grown, at = _grow(pieces, radius, np.flatnonzero(pieces))
+    np.testing.assert_array_equal(at, np.flatnonzero(grown))
+    np.testing.assert_array_equal(grown[pieces > 0], pieces[pieces > 0])
+    py, px = np.nonzero(pieces)
+    for y, x in zip(*np.nonzero(pieces == 0), strict=True):
+        d2 = (py - y) ** 2 + (px - x) ** 2
+        if py.size and np.sqrt(d2.min()) ** 2 <= radius * radius + radius:
+            assert grown[y, x] in set(pieces[py, px][d2 == d2.min()].tolist())
+        else:
+            assert grown[y, x] == 0

@@ -11,7 +11,7 @@ import pytest
 
 from diffviewer import exposure
 from diffviewer.config import SubtractionConfig, apply_overrides
-from diffviewer.engine import tiles
+from diffviewer.engine import kernel_design, tiles
 from diffviewer.engine.pipeline import run_subtraction
 from diffviewer.engine.progress import CancelToken
 from diffviewer.errors import Cancelled, InputError
@@ -198,10 +198,12 @@ def _assert_same_products(a, b) -> None:
 def test_tiles_on_lent_threads_give_the_same_run(
     pair, method: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # With tiles of at most 96 px the 256^2 pair is cut into a dozen tiles or more a convolution
-    # (subtraction, decorrelation, score), run three at a time: every product is the
+    # With tiles of at most 96 px the 256^2 pair is cut into a dozen tiles or more a
+    # convolution (subtraction, decorrelation, score), and with 0.6 MB of design a chunk
+    # its 29 kernel stamps into chunks of four, run three at a time: every product is the
     # same to the bit as on the calling thread alone.
     monkeypatch.setattr(tiles, "MAX_TILE_FFT", 96)
+    monkeypatch.setattr(kernel_design, "STAMP_BATCH_BYTES", 6e5)
     config = apply_overrides(SubtractionConfig(), [f"score.method={method}"])
     alone = run_subtraction(pair.science, pair.template, config)
     with ThreadPoolExecutor(3) as pool:

@@ -34,10 +34,14 @@ import numpy as np
 import scipy.fft as sfft
 from astropy.wcs.utils import proj_plane_pixel_area
 from numpy.typing import ArrayLike
-from scipy import ndimage
 
 from diffviewer.engine import fftconv
-from diffviewer.engine.moments import adaptive_moments, cutouts, shape_from_covariance
+from diffviewer.engine.moments import (
+    adaptive_moments,
+    box_extremum,
+    cutouts,
+    shape_from_covariance,
+)
 from diffviewer.engine.psf_stars import LOCUS_MIN_SNR, MIN_FWHM, select_stars_nested
 from diffviewer.engine.psf_wing import WING_EXTENT, Wing, extended, psf_image, without_neighbours
 from diffviewer.exposure import UNUSABLE, Exposure
@@ -333,9 +337,9 @@ def _aligned_stack(wide: np.ndarray, half: int) -> tuple[np.ndarray, np.ndarray,
     inner = slice(outer - half, outer + half + 1)
     # Beyond the centre, pixels within 2 px of a missing one are left out: the sub-pixel
     # shift below moves values by up to 1.5 px.
-    # (A minimum filter is the erosion by a box, done one axis at a time.)
-    known = ndimage.minimum_filter(np.isfinite(wide), (1, 5, 5), mode="constant", cval=1)
-    wide = np.where(np.isfinite(wide), wide, 0.0)
+    finite = np.isfinite(wide)
+    known = box_extremum(finite, 2, largest=False)
+    wide = np.where(finite, wide, 0.0)
     stamps = wide[:, inner, inner]
     r = np.arange(-half, half + 1, dtype=float)
     # Centroid from Gaussian-weighted first moments (sigma = half / 6, ~FWHM / 2, so that a
@@ -385,12 +389,18 @@ def _aligned_stack(wide: np.ndarray, half: int) -> tuple[np.ndarray, np.ndarray,
     return stack, index, flux
 
 
-def _wing_of(stack: np.ndarray, half: int) -> tuple[np.ndarray, float, Wing] | None:
-    """The PSF image and its share of the flux (:func:`~diffviewer.engine.psf_wing.psf_image`)
-    from a stack extended beyond ``half``."""
+def _centre_fwhm(stack: np.ndarray, half: int) -> float:
+    """Adaptive-moment FWHM (px) of the centre of half-width ``half`` of a square stack."""
     outer = stack.shape[0] // 2
     centre = stack[outer - half : outer + half + 1, outer - half : outer + half + 1]
-    fwhm = shape_from_covariance(adaptive_moments(centre)[2])[0]
+    return shape_from_covariance(adaptive_moments(centre)[2])[0]
+
+
+def _wing_of(stack: np.ndarray, half: int, fwhm: float) -> tuple[np.ndarray, float, Wing] | None:
+    """The PSF image and its share of the flux (:func:`~diffviewer.engine.psf_wing.psf_image`)
+    from a stack extended beyond ``half``, whose centre's FWHM is ``fwhm`` (px)."""
+    outer = stack.shape[0] // 2
+    centre = stack[outer - half : outer + half + 1, outer - half : outer + half + 1]
     return psf_image(centre, stack, fwhm)
 
 
@@ -437,9 +447,11 @@ def stack_stars(
     if found is None:
         return empty
     stack, index, flux = found
-    fitted = _wing_of(stack, half) if extent > 1 else None
+    fitted = None
+    if extent > 1:
+        fwhm = _centre_fwhm(stack, half)
+        fitted = _wing_of(stack, half, fwhm)
     if fitted is not None:
-        fwhm = shape_from_covariance(adaptive_moments(stack[inner, inner])[2])[0]
         model = extended(stack[inner, inner], fitted[2], 2 * search)
         sky = wide[index, outer, outer] - sky_less[index, outer, outer]
         cleaned = without_neighbours(
@@ -448,7 +460,7 @@ def stack_stars(
         again = _aligned_stack(_less_border(cleaned[:, crop, crop]), half)
         if again is not None:
             stack, index, flux = again
-            fitted = _wing_of(stack, half)
+            fitted = _wing_of(stack, half, _centre_fwhm(stack, half))
     if fitted is not None:
         return fitted[0], len(index), fitted[1], fitted[2]
     stack = stack[inner, inner]

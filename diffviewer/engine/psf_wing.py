@@ -31,6 +31,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.optimize import least_squares
 
+from diffviewer.engine.moments import box_extremum
 from diffviewer.stats import MAD_TO_SIGMA, nanmedian_last
 
 #: Radial extent of the stack whose profile is fitted, in half-widths of the PSF image
@@ -161,11 +162,15 @@ def fit_wing(stack: np.ndarray, fwhm: float) -> Wing | None:
     for k, inside in enumerate(rings):
         label[inside] = k
     used = label >= 0
-    radii, label = _subpixel_radii(half)[used], label[used]
+    # The fit evaluates the model some 50 times: at each distinct radius once (the
+    # stamp's symmetry leaves an eighth of them), spread to the sub-pixels by index.
+    radii, where = np.unique(_subpixel_radii(half)[used], return_inverse=True)
+    label = label[used]
     counts = np.bincount(label, minlength=len(rings))
 
     def profile(v: np.ndarray) -> np.ndarray:
-        pixels = moffat(radii, 1.0, float(np.exp(v[1])), float(v[2])).mean(axis=(1, 2))
+        model = moffat(radii, 1.0, float(np.exp(v[1])), float(v[2]))
+        pixels = model[where].mean(axis=(1, 2))
         return np.exp(v[0]) * np.bincount(label, pixels, minlength=len(rings)) / counts
 
     def residual(v: np.ndarray) -> np.ndarray:
@@ -303,11 +308,15 @@ def without_neighbours(
     disc = np.hypot(*np.mgrid[-rc : rc + 1, -rc : rc + 1]) <= core
     centre = model[big - half : big + half + 1, big - half : big + half + 1]
     # The neighbours of all stars at once (the filters act on each cutout alone).
-    known = np.isfinite(stamps)
-    rest = np.where(known, stamps - flux[:, None, None] * centre, 0.0)
+    unknown = ~np.isfinite(stamps)
+    rest = np.multiply(flux[:, None, None], centre)
+    np.subtract(stamps, rest, out=rest)
+    rest[unknown] = 0.0
     smooth = ndimage.uniform_filter(rest, (1, 3, 3))
-    level = MAD_TO_SIGMA * nanmedian_last(np.where(known, np.abs(smooth), np.nan).reshape(n, -1))
-    peak = (smooth == ndimage.maximum_filter(smooth, (1, box, box))) & known & (r > core)
+    spread = np.abs(smooth)
+    spread[unknown] = np.nan
+    level = MAD_TO_SIGMA * nanmedian_last(spread.reshape(n, -1))
+    peak = (smooth == box_extremum(smooth, box // 2, largest=True)) & ~unknown & (r > core)
     peak &= smooth > 5.0 * level[:, None, None]
     out = stamps.copy()
     for k in np.nonzero(peak.any(axis=(1, 2)))[0]:

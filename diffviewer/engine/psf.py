@@ -307,7 +307,9 @@ def _star_cutouts(
     unusable = (masks & int(UNUSABLE)) != 0
     ok = inside & ~np.any(unusable[:, inner, inner], axis=(1, 2))
     wide, _ = cutouts(exposure.image, xi[ok], yi[ok], outer, fill=np.nan)
-    return np.where(unusable[ok], np.nan, wide.astype(np.float64)), ok
+    out = wide.astype(np.float64)
+    np.copyto(out, np.nan, where=unusable[ok])
+    return out, ok
 
 
 def _less_border(stamps: np.ndarray) -> np.ndarray:

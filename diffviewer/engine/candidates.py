@@ -18,6 +18,7 @@ gives its place to the next brightest in its cell. Every ``control_every``-th su
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import types
 from collections.abc import Mapping
 from pathlib import Path
@@ -724,11 +725,14 @@ def select_candidates(
         pairs = tree.query_ball_point(
             np.column_stack([xi[alive], yi[alive]]), r=config.isolation_radius * half
         )
-        crowded = np.zeros(len(xi), dtype=bool)
-        for k, neigh in zip(alive, pairs, strict=True):
-            others = [j for j in neigh if j != k]
-            if others and np.max(peak[others]) >= config.isolation_flux_ratio * peak[k]:
-                crowded[k] = True
+        # Each star's brightest other detection within the radius, all pairs at once.
+        count = np.fromiter(map(len, pairs), dtype=np.intp, count=len(pairs))
+        near = np.fromiter(itertools.chain.from_iterable(pairs), dtype=np.intp, count=count.sum())
+        star = np.repeat(alive, count)
+        other = near != star
+        brightest = np.full(len(xi), -np.inf)
+        np.maximum.at(brightest, star[other], peak[near[other]])
+        crowded = brightest >= config.isolation_flux_ratio * peak
         reject(crowded, "not isolated")
 
     # Cells, then the stamp check (masks, saturation) of the stars that would be kept; a

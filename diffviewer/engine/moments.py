@@ -1,4 +1,5 @@
-"""Cutouts and adaptive second moments of compact sources (the PSF's measuring tools)."""
+"""Cutouts, box extrema and adaptive second moments of compact sources (the PSF's measuring
+tools)."""
 
 from __future__ import annotations
 
@@ -51,11 +52,77 @@ def cutouts(
     return stamps, inside
 
 
+def box_extremum(stamps: np.ndarray, half: int, *, largest: bool) -> np.ndarray:
+    """Largest (or least) value of each stamp in the box of side ``2 half + 1`` about each
+    pixel, the box clipped at the stamp's edges.
+
+    For floats this is ``scipy.ndimage.maximum_filter(stamps, (1, b, b))`` (or the minimum)
+    in its default ``'reflect'`` mode, whose reflected pixels all lie in the clipped box;
+    for booleans, the least is the erosion ``minimum_filter(..., mode='constant', cval=1)``.
+    Each axis is reduced over windows of doubling width, the box's value then the extremum
+    of two overlapping windows (van Herk's idea): on the PSF's stacks of star cutouts,
+    (196, 73, 73) floats with a 5 px box 20 -> 11 ms, (192, 61, 61) booleans 4.5 -> 0.6 ms.
+
+    Parameters
+    ----------
+    stamps : numpy.ndarray
+        ``(n, my, mx)`` stack, float or boolean.
+    half : int
+        Half-width (px) of the box, at least 0.
+    largest : bool
+        The maximum (True) or the minimum (False).
+
+    Returns
+    -------
+    numpy.ndarray
+        The stack's shape and dtype.
+    """
+    ufunc = np.maximum if largest else np.minimum
+    if stamps.dtype == bool:
+        neutral: object = not largest
+    elif np.issubdtype(stamps.dtype, np.floating):
+        neutral = -np.inf if largest else np.inf
+    else:
+        info = np.iinfo(stamps.dtype)
+        neutral = info.min if largest else info.max
+    n, my, mx = stamps.shape
+    side = 2 * half + 1
+    # Padded with the neutral value, every box is whole: no edge cases below.
+    out = np.full((n, my + 2 * half, mx + 2 * half), neutral, dtype=stamps.dtype)
+    out[:, half : half + my, half : half + mx] = stamps
+    for axis, m in ((2, mx), (1, my)):
+
+        def part(a: np.ndarray, start: int, length: int, axis: int = axis) -> np.ndarray:
+            return a[:, :, start : start + length] if axis == 2 else a[:, start : start + length]
+
+        width = 1  # out holds the extremum over `width` pixels from each along this axis
+        while 2 * width <= side:
+            length = out.shape[axis] - width
+            out = ufunc(part(out, 0, length), part(out, width, length))
+            width *= 2
+        out = ufunc(part(out, 0, m), part(out, side - width, m))
+    return out
+
+
 def _positive_definite(cov: np.ndarray) -> np.ndarray:
-    """Whether 2x2 symmetric matrices ``(..., 2, 2)`` are covariances (trace, determinant > 0)."""
-    trace = cov[..., 0, 0] + cov[..., 1, 1]
-    det = cov[..., 0, 0] * cov[..., 1, 1] - cov[..., 0, 1] * cov[..., 1, 0]
-    return (trace > 0) & (det > 0)
+    """Whether symmetric 2x2 matrices, as ``(3, n)`` elements xx, xy, yy, are covariances
+    (trace and determinant > 0)."""
+    result: np.ndarray = (cov[0] + cov[2] > 0) & (cov[0] * cov[2] - cov[1] * cov[1] > 0)
+    return result
+
+
+def _gaussian_weights(
+    cross: np.ndarray, ex: np.ndarray, column: np.ndarray, row: np.ndarray
+) -> np.ndarray:
+    """``exp(cross[:, i] ex[:, j] + column[:, j] + row[:, i])``: ``(k, ny, nx)`` weights.
+
+    The weight's exponent is a sum of a row term, a column term and their product: one
+    image-sized product and two image-sized sums.
+    """
+    q = cross[:, :, None] * ex[:, None, :]
+    q += column[:, None, :]
+    q += row[:, :, None]
+    return np.exp(q, out=q)
 
 
 def adaptive_moments_stack(
@@ -87,54 +154,56 @@ def adaptive_moments_stack(
     xs, ys = np.arange(nx, dtype=float), np.arange(ny, dtype=float)
     x0 = np.full(n, (nx - 1) / 2.0)
     y0 = np.full(n, (ny - 1) / 2.0)
-    cov = np.tile(np.eye(2) * 2.0**2, (n, 1, 1))
+    # Each covariance as its three distinct elements (xx, xy, yy: it stays symmetric).
+    cov = np.zeros((3, n))
+    cov[0], cov[2] = 2.0**2, 2.0**2
     cap = (max(nx, ny) / 2.0) ** 2  # keep the weight inside the cutout
-    active = np.ones(n, dtype=bool)
+    ones = np.ones(ny)
+    # The column offsets' matrix for the row sums, its first column ones (filled per pass).
+    offsets = np.ones((n, nx, 2))
+    active = np.arange(n)
     for _ in range(iterations):
-        if not active.any():
+        if not len(active):
             break
-        k = np.nonzero(active)[0]
-        c = cov[k]
-        det = c[:, 0, 0] * c[:, 1, 1] - c[:, 0, 1] ** 2
-        ia, ib, ic = c[:, 1, 1] / det, -c[:, 0, 1] / det, c[:, 0, 0] / det
-        # The weight's exponent from the offsets along each axis (the quadratic form is
-        # a sum of a row term, a column term and their product): one image-sized product.
+        k = active
+        c = cov[:, k]
+        det = c[0] * c[2] - c[1] ** 2
+        ia, ib, ic = c[2] / det, -c[1] / det, c[0] / det
         ex = xs[None, :] - x0[k, None]
         ey = ys[None, :] - y0[k, None]
-        q = (-ib[:, None] * ey)[:, :, None] * ex[:, None, :]
-        q += (-0.5 * ia[:, None] * ex * ex)[:, None, :]
-        q += (-0.5 * ic[:, None] * ey * ey)[:, :, None]
-        f = np.exp(q, out=q)
+        f = _gaussian_weights(
+            -ib[:, None] * ey, ex, -0.5 * ia[:, None] * ex * ex, -0.5 * ic[:, None] * ey * ey
+        )
         f *= stamps if len(k) == n else stamps[k]
         # The moments from the weighted image's column and row sums, and its product
         # with the column offsets for the cross term (matrix products: faster sums).
-        fx = np.matmul(np.ones(ny), f)
+        fx = np.matmul(ones, f)
         s = fx.sum(axis=1)
         with np.errstate(all="ignore"):
             x1 = fx @ xs / s
             ex = xs[None, :] - x1[:, None]
-            rows = np.matmul(f, np.stack([np.ones((len(k), nx)), ex], axis=-1))
+            offsets[: len(k), :, 1] = ex
+            rows = np.matmul(f, offsets[: len(k)])
             fy, fxy = rows[..., 0], rows[..., 1]
             y1 = fy @ ys / s
             ey = ys[None, :] - y1[:, None]
-            mxx = (fx * ex * ex).sum(axis=1) / s
-            myy = (fy * ey * ey).sum(axis=1) / s
-            mxy = (fxy * ey).sum(axis=1) / s
-        new = 2.0 * np.stack([np.stack([mxx, mxy], -1), np.stack([mxy, myy], -1)], -2)
-        ok = np.isfinite(s) & (s > 0) & np.all(np.isfinite(new), axis=(1, 2))
-        ok &= _positive_definite(new)
-        new = np.minimum(new, cap)
-        ok &= _positive_definite(new)
-        with np.errstate(all="ignore"):
+            moments = np.stack(
+                [(fx * ex * ex).sum(axis=1), (fxy * ey).sum(axis=1), (fy * ey * ey).sum(axis=1)]
+            )
+            new = 2.0 * (moments / s)
+            ok = np.isfinite(s) & (s > 0) & np.isfinite(new).all(axis=0)
+            ok &= _positive_definite(new)
+            new = np.minimum(new, cap)
+            ok &= _positive_definite(new)
             done = (
-                np.all(np.abs(new - c) <= 1e-8 + 1e-4 * np.abs(c), axis=(1, 2))
+                np.all(np.abs(new - c) <= 1e-8 + 1e-4 * np.abs(c), axis=0)
                 & (np.abs(x1 - x0[k]) < 1e-4)
                 & (np.abs(y1 - y0[k]) < 1e-4)
             )
         upd = k[ok]
-        x0[upd], y0[upd], cov[upd] = x1[ok], y1[ok], new[ok]
-        active[k[~ok | done]] = False
-    return x0, y0, cov
+        x0[upd], y0[upd], cov[:, upd] = x1[ok], y1[ok], new[:, ok]
+        active = k[ok & ~done]
+    return x0, y0, cov[[0, 1, 1, 2]].T.reshape(n, 2, 2)
 
 
 def adaptive_moments(image: np.ndarray, iterations: int = 20) -> tuple[float, float, np.ndarray]:

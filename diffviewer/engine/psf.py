@@ -34,10 +34,14 @@ import numpy as np
 import scipy.fft as sfft
 from astropy.wcs.utils import proj_plane_pixel_area
 from numpy.typing import ArrayLike
-from scipy import ndimage
 
 from diffviewer.engine import fftconv
-from diffviewer.engine.moments import adaptive_moments, cutouts, shape_from_covariance
+from diffviewer.engine.moments import (
+    adaptive_moments,
+    box_extremum,
+    cutouts,
+    shape_from_covariance,
+)
 from diffviewer.engine.psf_stars import LOCUS_MIN_SNR, MIN_FWHM, select_stars_nested
 from diffviewer.engine.psf_wing import WING_EXTENT, Wing, extended, psf_image, without_neighbours
 from diffviewer.exposure import UNUSABLE, Exposure
@@ -55,6 +59,11 @@ MAX_STARS = 300
 
 #: Passes of the weighted centroid that recentres each star before stacking.
 CENTROID_ITERATIONS = 4
+
+#: Pixels of the cutouts :func:`_aligned_stack` recentres at a time: a block's transforms
+#: and masks stay in the cache (GOTO's (196, 49, 49) stacks 29 -> 23 ms, the synthetic
+#: pair's (192, 61, 61) 68 -> 60 ms).
+ALIGN_BLOCK_PIXELS = 2**17
 
 #: Most bright sources examined by the relaxed measurement (the first ones given).
 MAX_BRIGHT = 20
@@ -298,7 +307,9 @@ def _star_cutouts(
     unusable = (masks & int(UNUSABLE)) != 0
     ok = inside & ~np.any(unusable[:, inner, inner], axis=(1, 2))
     wide, _ = cutouts(exposure.image, xi[ok], yi[ok], outer, fill=np.nan)
-    return np.where(unusable[ok], np.nan, wide.astype(np.float64)), ok
+    out = wide.astype(np.float64)
+    np.copyto(out, np.nan, where=unusable[ok])
+    return out, ok
 
 
 def _less_border(stamps: np.ndarray) -> np.ndarray:
@@ -329,48 +340,33 @@ def _aligned_stack(wide: np.ndarray, half: int) -> tuple[np.ndarray, np.ndarray,
         The stack (``m x m``, NaN where no star is known, centred on its light
         centroid), and the index and core flux of each star used; None when none is.
     """
-    outer = wide.shape[1] // 2
-    inner = slice(outer - half, outer + half + 1)
-    # Beyond the centre, pixels within 2 px of a missing one are left out: the sub-pixel
-    # shift below moves values by up to 1.5 px.
-    # (A minimum filter is the erosion by a box, done one axis at a time.)
-    known = ndimage.minimum_filter(np.isfinite(wide), (1, 5, 5), mode="constant", cval=1)
-    wide = np.where(np.isfinite(wide), wide, 0.0)
-    stamps = wide[:, inner, inner]
+    n, m, _ = wide.shape
+    inner = slice(m // 2 - half, m // 2 + half + 1)
     r = np.arange(-half, half + 1, dtype=float)
     # Centroid from Gaussian-weighted first moments (sigma = half / 6, ~FWHM / 2, so that a
     # neighbour in the cutout does not pull it), iterated on the recentred stamps: the
     # narrow weight pulls each estimate towards the current centre by a factor < 1.
     w = np.exp(-0.5 * (r / max(half / 6.0, 1.0)) ** 2)
     weight = w[:, None] * w[None, :]
-    index = np.nonzero((stamps * weight).sum(axis=(1, 2)) > 0)[0]
-    if len(index) == 0:
-        return None
-    # The recentred stamps' sums are taken from their spectra (:func:`shifted_sums`): the
-    # stamps are transformed once, and back only where the stack is made of them.
-    spectrum = sfft.rfft2(stamps[index], axes=(1, 2))
     first_moments = np.stack([weight, weight * r[None, :], weight * r[:, None]])
-    dx, dy = np.zeros(len(index)), np.zeros(len(index))
-    for _ in range(CENTROID_ITERATIONS):
-        tot, sx, sy = shifted_sums(spectrum, first_moments, -dx, -dy)
-        tot = np.where(tot > 0, tot, np.inf)
-        dx = np.clip(dx + sx / tot, -1.5, 1.5)
-        dy = np.clip(dy + sy / tot, -1.5, 1.5)
     # Each star's flux within half the cutout's half-width (~1.5 FWHM, as the cutout spans
     # ~3 FWHM): a neighbour elsewhere in the cutout must not scale the star down (the
     # bright-source fallback does not require isolation).
     core = r[:, None] ** 2 + r[None, :] ** 2 <= (half / 2.0) ** 2
-    flux = shifted_sums(spectrum, core[None].astype(float), -dx, -dy)[0]
-    keep = flux > 0
-    if not keep.any():
+    # The stars are recentred a block at a time, whose transforms stay in the cache.
+    scaled = np.empty((n, m, m))
+    index, flux, used = [], [], 0
+    block = max(1, ALIGN_BLOCK_PIXELS // (m * m))
+    for start in range(0, n, block):
+        some, their_flux = _recentred(
+            wide[start : start + block], half, first_moments, core, scaled[used:]
+        )
+        index.append(start + some)
+        flux.append(their_flux)
+        used += len(some)
+    if not used:
         return None
-    index, flux = index[keep], flux[keep]
-    if outer > half:
-        shifted = fourier_shift(wide[index], -dx[keep], -dy[keep])
-        shifted[~known[index]] = np.nan
-    else:
-        shifted = shift_spectrum(spectrum[keep], (2 * half + 1, 2 * half + 1), -dx[keep], -dy[keep])
-    stack = nanmedian_last(np.moveaxis(shifted / flux[:, None, None], 0, -1))
+    stack = nanmedian_last(np.moveaxis(scaled[:used], 0, -1))
     # The stars were aligned on their cores; the PSF image is centred on its light
     # centroid (weight sigma half / 3), as the kernel and ZOGY take positions to be.
     broad = np.exp(-0.5 * (r / max(half / 3.0, 1.0)) ** 2)
@@ -382,15 +378,78 @@ def _aligned_stack(wide: np.ndarray, half: int) -> tuple[np.ndarray, np.ndarray,
         filled = np.where(np.isfinite(stack), stack, 0.0)
         moved = fourier_shift(filled[None], np.array([-sx]), np.array([-sy]))[0]
         stack = np.where(np.isfinite(stack), moved, np.nan)
-    return stack, index, flux
+    return stack, np.concatenate(index), np.concatenate(flux)
 
 
-def _wing_of(stack: np.ndarray, half: int) -> tuple[np.ndarray, float, Wing] | None:
-    """The PSF image and its share of the flux (:func:`~diffviewer.engine.psf_wing.psf_image`)
-    from a stack extended beyond ``half``."""
+def _recentred(
+    wide: np.ndarray, half: int, first_moments: np.ndarray, core: np.ndarray, out: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cutouts recentred on their cores, each over its core flux (for :func:`_aligned_stack`).
+
+    Parameters
+    ----------
+    wide : numpy.ndarray
+        ``(n, m, m)`` cutouts, NaN where unknown.
+    half : int
+        Half-width (px) of the centre on which the stars are aligned and scaled.
+    first_moments : numpy.ndarray
+        ``(3, 2 half + 1, 2 half + 1)``: the centroid's weight, times x and times y.
+    core : numpy.ndarray
+        ``(2 half + 1, 2 half + 1)`` map of the pixels of a star's core flux.
+    out : numpy.ndarray
+        Receives the recentred cutouts over their core flux (NaN where unknown), the
+        stars used first.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        The index of the stars used (with weighted light and a core flux above zero) and
+        their core flux.
+    """
+    m = wide.shape[1]
+    inner = slice(m // 2 - half, m // 2 + half + 1)
+    # Beyond the centre, pixels within 2 px of a missing one are left out: the sub-pixel
+    # shift below moves values by up to 1.5 px.
+    finite = np.isfinite(wide)
+    known = box_extremum(finite, 2, largest=False)
+    wide = np.where(finite, wide, 0.0)
+    stamps = wide[:, inner, inner]
+    index = np.nonzero((stamps * first_moments[0]).sum(axis=(1, 2)) > 0)[0]
+    if len(index) == 0:
+        return index, np.zeros(0)
+    # The recentred stamps' sums are taken from their spectra (:func:`shifted_sums`): the
+    # stamps are transformed once, and back only where the stack is made of them.
+    spectrum = sfft.rfft2(stamps[index], axes=(1, 2))
+    dx, dy = np.zeros(len(index)), np.zeros(len(index))
+    for _ in range(CENTROID_ITERATIONS):
+        tot, sx, sy = shifted_sums(spectrum, first_moments, -dx, -dy)
+        tot = np.where(tot > 0, tot, np.inf)
+        dx = np.clip(dx + sx / tot, -1.5, 1.5)
+        dy = np.clip(dy + sy / tot, -1.5, 1.5)
+    flux = shifted_sums(spectrum, core[None].astype(float), -dx, -dy)[0]
+    keep = flux > 0
+    index, flux = index[keep], flux[keep]
+    if m > 2 * half + 1:
+        shifted = fourier_shift(wide[index], -dx[keep], -dy[keep])
+        shifted[~known[index]] = np.nan
+    else:
+        shifted = shift_spectrum(spectrum[keep], (m, m), -dx[keep], -dy[keep])
+    np.divide(shifted, flux[:, None, None], out=out[: len(index)])
+    return index, flux
+
+
+def _centre_fwhm(stack: np.ndarray, half: int) -> float:
+    """Adaptive-moment FWHM (px) of the centre of half-width ``half`` of a square stack."""
     outer = stack.shape[0] // 2
     centre = stack[outer - half : outer + half + 1, outer - half : outer + half + 1]
-    fwhm = shape_from_covariance(adaptive_moments(centre)[2])[0]
+    return shape_from_covariance(adaptive_moments(centre)[2])[0]
+
+
+def _wing_of(stack: np.ndarray, half: int, fwhm: float) -> tuple[np.ndarray, float, Wing] | None:
+    """The PSF image and its share of the flux (:func:`~diffviewer.engine.psf_wing.psf_image`)
+    from a stack extended beyond ``half``, whose centre's FWHM is ``fwhm`` (px)."""
+    outer = stack.shape[0] // 2
+    centre = stack[outer - half : outer + half + 1, outer - half : outer + half + 1]
     return psf_image(centre, stack, fwhm)
 
 
@@ -437,9 +496,11 @@ def stack_stars(
     if found is None:
         return empty
     stack, index, flux = found
-    fitted = _wing_of(stack, half) if extent > 1 else None
+    fitted = None
+    if extent > 1:
+        fwhm = _centre_fwhm(stack, half)
+        fitted = _wing_of(stack, half, fwhm)
     if fitted is not None:
-        fwhm = shape_from_covariance(adaptive_moments(stack[inner, inner])[2])[0]
         model = extended(stack[inner, inner], fitted[2], 2 * search)
         sky = wide[index, outer, outer] - sky_less[index, outer, outer]
         cleaned = without_neighbours(
@@ -448,7 +509,7 @@ def stack_stars(
         again = _aligned_stack(_less_border(cleaned[:, crop, crop]), half)
         if again is not None:
             stack, index, flux = again
-            fitted = _wing_of(stack, half)
+            fitted = _wing_of(stack, half, _centre_fwhm(stack, half))
     if fitted is not None:
         return fitted[0], len(index), fitted[1], fitted[2]
     stack = stack[inner, inner]

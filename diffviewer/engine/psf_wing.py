@@ -31,6 +31,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.optimize import least_squares
 
+from diffviewer.engine.moments import box_extremum
 from diffviewer.stats import MAD_TO_SIGMA, nanmedian_last
 
 #: Radial extent of the stack whose profile is fitted, in half-widths of the PSF image
@@ -54,6 +55,11 @@ ENCLOSED_RANGE = (0.8, 1.0)
 
 #: Sub-pixel samples per pixel side of the Moffat integrated over each pixel.
 SUBSAMPLE = 3
+
+
+#: Stars whose cutouts :func:`without_neighbours` searches at a time: a block's arrays stay
+#: in the cache (GOTO's (196, 73, 73) cutouts: 47 -> 32 ms for the search).
+STAR_BLOCK = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,11 +167,15 @@ def fit_wing(stack: np.ndarray, fwhm: float) -> Wing | None:
     for k, inside in enumerate(rings):
         label[inside] = k
     used = label >= 0
-    radii, label = _subpixel_radii(half)[used], label[used]
+    # The fit evaluates the model some 50 times: at each distinct radius once (the
+    # stamp's symmetry leaves an eighth of them), spread to the sub-pixels by index.
+    radii, where = np.unique(_subpixel_radii(half)[used], return_inverse=True)
+    label = label[used]
     counts = np.bincount(label, minlength=len(rings))
 
     def profile(v: np.ndarray) -> np.ndarray:
-        pixels = moffat(radii, 1.0, float(np.exp(v[1])), float(v[2])).mean(axis=(1, 2))
+        model = moffat(radii, 1.0, float(np.exp(v[1])), float(v[2]))
+        pixels = model[where].mean(axis=(1, 2))
         return np.exp(v[0]) * np.bincount(label, pixels, minlength=len(rings)) / counts
 
     def residual(v: np.ndarray) -> np.ndarray:
@@ -296,35 +306,70 @@ def without_neighbours(
     n, m, _ = stamps.shape
     half, big = m // 2, model.shape[0] // 2
     off = np.arange(m, dtype=float) - half
-    r = np.hypot(off[:, None], off[None, :])
+    beyond = np.hypot(off[:, None], off[None, :]) > core
     box = max(3, 2 * int(np.ceil(fwhm / 2.0)) + 1)
     rc = int(np.ceil(core))
     kernel = model[big - rc : big + rc + 1, big - rc : big + rc + 1]
     disc = np.hypot(*np.mgrid[-rc : rc + 1, -rc : rc + 1]) <= core
     centre = model[big - half : big + half + 1, big - half : big + half + 1]
-    # The neighbours of all stars at once (the filters act on each cutout alone).
-    known = np.isfinite(stamps)
-    rest = np.where(known, stamps - flux[:, None, None] * centre, 0.0)
-    smooth = ndimage.uniform_filter(rest, (1, 3, 3))
-    level = MAD_TO_SIGMA * nanmedian_last(np.where(known, np.abs(smooth), np.nan).reshape(n, -1))
-    peak = (smooth == ndimage.maximum_filter(smooth, (1, box, box))) & known & (r > core)
-    peak &= smooth > 5.0 * level[:, None, None]
-    out = stamps.copy()
-    for k in np.nonzero(peak.any(axis=(1, 2)))[0]:
-        stamp = out[k]
-        ys, xs = np.nonzero(peak[k])
-        for j in np.argsort(-smooth[k, ys, xs]):
-            py, px = int(ys[j]), int(xs[j])
-            if min(py, px) < rc or max(py, px) + rc >= m:
-                continue
-            around = (slice(py - rc, py + rc + 1), slice(px - rc, px + rc + 1))
-            patch = stamp[around] - flux[k] * centre[around]
-            use = disc & np.isfinite(patch)
-            if not use.any():
-                continue
-            f = float((kernel[use] * patch[use]).sum() / (kernel[use] ** 2).sum())
-            if not f > 0:
-                continue
-            stamp -= f * model[big - py : big - py + m, big - px : big - px + m]
-            stamp[around][disc] = np.nan
+    out = np.empty_like(stamps)
+    for start in range(0, n, STAR_BLOCK):
+        block = slice(start, start + STAR_BLOCK)
+        out[block] = stamps[block]
+        peak, smooth = _neighbour_peaks(stamps[block], flux[block], centre, beyond, box)
+        for k in np.nonzero(peak.any(axis=(1, 2)))[0]:
+            stamp, star = out[start + k], flux[start + k]
+            ys, xs = np.nonzero(peak[k])
+            for j in np.argsort(-smooth[k, ys, xs]):
+                py, px = int(ys[j]), int(xs[j])
+                if min(py, px) < rc or max(py, px) + rc >= m:
+                    continue
+                around = (slice(py - rc, py + rc + 1), slice(px - rc, px + rc + 1))
+                patch = stamp[around] - star * centre[around]
+                use = disc & np.isfinite(patch)
+                if not use.any():
+                    continue
+                weight = kernel[use]
+                f = float((weight * patch[use]).sum() / (weight**2).sum())
+                if not f > 0:
+                    continue
+                stamp -= f * model[big - py : big - py + m, big - px : big - px + m]
+                stamp[around][disc] = np.nan
     return out
+
+
+def _neighbour_peaks(
+    stamps: np.ndarray, flux: np.ndarray, centre: np.ndarray, beyond: np.ndarray, box: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The neighbours' peaks in cutouts (as :func:`without_neighbours` defines them) and
+    the 3 x 3 mean of the cutouts less their stars in which they were found.
+
+    Parameters
+    ----------
+    stamps : numpy.ndarray
+        ``(n, m, m)`` cutouts; NaN where unknown.
+    flux : numpy.ndarray
+        Each star's flux in the units of ``centre``.
+    centre : numpy.ndarray
+        The PSF model on an ``(m, m)`` stamp.
+    beyond : numpy.ndarray
+        ``(m, m)`` map of the pixels beyond the stars' cores.
+    box : int
+        Side (px, odd) of the box a peak is the maximum of.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        Boolean map of the peaks and the 3 x 3 mean, both ``(n, m, m)``.
+    """
+    unknown = ~np.isfinite(stamps)
+    rest = np.multiply(flux[:, None, None], centre)
+    np.subtract(stamps, rest, out=rest)
+    rest[unknown] = 0.0
+    smooth = ndimage.uniform_filter(rest, (1, 3, 3))
+    spread = np.abs(smooth)
+    spread[unknown] = np.nan
+    level = MAD_TO_SIGMA * nanmedian_last(spread.reshape(len(stamps), -1))
+    peak = (smooth == box_extremum(smooth, box // 2, largest=True)) & ~unknown & beyond
+    peak &= smooth > 5.0 * level[:, None, None]
+    return peak, smooth

@@ -172,3 +172,22 @@ def test_cutouts_equal_slices_of_the_padded_image() -> None:
         direct = padded[y[k] + 8 : y[k] + 21, x[k] + 8 : x[k] + 21]
         np.testing.assert_array_equal(stamps[k], direct)
         assert inside[k] == (6 <= x[k] < 54 and 6 <= y[k] < 34)
+
+
+@pytest.mark.parametrize("extent", [1, 2])
+def test_stars_stacked_by_blocks_of_any_size_give_the_same_bits(
+    monkeypatch: pytest.MonkeyPatch, extent: int
+) -> None:
+    pair = make_pair((384, 384), 200, seed=9)
+    order = np.argsort(-pair.star_flux)
+    x, y = pair.star_x[order][:80], pair.star_y[order][:80]
+    results = []
+    for pixels, stars in [(1, 1), (2**12, 3), (2**40, 10**6)]:
+        monkeypatch.setattr(psf, "ALIGN_BLOCK_PIXELS", pixels)
+        monkeypatch.setattr(psf_wing, "STAR_BLOCK", stars)
+        results.append(psf.stack_stars(pair.science, x, y, 8, extent))
+    image, n, enclosed, wing = results[0]
+    assert n > 20 and (wing is not None) == (extent > 1)
+    for other in results[1:]:
+        np.testing.assert_array_equal(other[0], image)
+        assert other[1:] == (n, enclosed, wing)

@@ -1,0 +1,68 @@
+"""Box extrema of stamp stacks are scipy's maximum and minimum filters to the bit."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import ndimage
+
+from diffviewer.engine.moments import box_extremum
+
+SHAPES = st.tuples(
+    st.integers(min_value=0, max_value=3),
+    st.integers(min_value=1, max_value=12),
+    st.integers(min_value=1, max_value=12),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(shape=SHAPES, half=st.integers(min_value=0, max_value=7), seed=st.integers(0, 2**16))
+def test_box_maximum_of_floats_is_the_reflecting_maximum_filter(
+    shape: tuple[int, int, int], half: int, seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    # repeated values too, so that ties at the box's edge are met
+    stamps = rng.integers(-3, 4, shape).astype(np.float64) + rng.normal(0, 1e-3, shape) * (
+        rng.random(shape) < 0.5
+    )
+    side = 2 * half + 1
+    expected = ndimage.maximum_filter(stamps, (1, side, side))
+    got = box_extremum(stamps, half, largest=True)
+    assert got.dtype == stamps.dtype
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(
+        box_extremum(stamps, half, largest=False), ndimage.minimum_filter(stamps, (1, side, side))
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    shape=SHAPES,
+    half=st.integers(min_value=0, max_value=7),
+    seed=st.integers(0, 2**16),
+    unknown=st.floats(0.0, 0.5),
+)
+def test_box_minimum_of_booleans_is_the_erosion_with_true_outside(
+    shape: tuple[int, int, int], half: int, seed: int, unknown: float
+) -> None:
+    known = np.random.default_rng(seed).random(shape) >= unknown
+    side = 2 * half + 1
+    expected = ndimage.minimum_filter(known, (1, side, side), mode="constant", cval=1)
+    got = box_extremum(known, half, largest=False)
+    assert got.dtype == bool
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(
+        box_extremum(known, half, largest=True),
+        ndimage.maximum_filter(known, (1, side, side), mode="constant", cval=0),
+    )
+
+
+def test_box_extremum_of_integers_uses_their_range() -> None:
+    stamps = np.array([[[-32768, 5, 7], [1, 32767, -2]]], dtype=np.int16)
+    np.testing.assert_array_equal(
+        box_extremum(stamps, 1, largest=True), ndimage.maximum_filter(stamps, (1, 3, 3))
+    )
+    np.testing.assert_array_equal(
+        box_extremum(stamps, 1, largest=False), ndimage.minimum_filter(stamps, (1, 3, 3))
+    )

@@ -92,8 +92,9 @@ def nanmedian_last(values: np.ndarray) -> np.ndarray:
     ``numpy.nanmedian`` along an axis loops over the other axes in Python; sorting every
     row at once (NaN sorts last) and picking the middle of each row's finite values is
     several times faster on the hundreds of boxes of a background grid. Rows of at
-    least :data:`PARTITION_LENGTH` values are partitioned at their middle ranks instead
-    (one ``numpy.partition`` per count of finite values; the same values as the sort).
+    least :data:`PARTITION_LENGTH` values are partitioned at their upper middle rank
+    instead (one ``numpy.partition`` per count of finite values; the same values as the
+    sort).
 
     Parameters
     ----------
@@ -116,10 +117,13 @@ def nanmedian_last(values: np.ndarray) -> np.ndarray:
         hi = np.zeros(rows.shape[0], dtype=values.dtype)
         for count in np.unique(n[n > 0]):
             pick = (n == count).ravel()
-            ranks = [(count - 1) // 2, count // 2]
             some = rows[pick]  # a copy, partitioned in place
-            some.partition(ranks, axis=-1)
-            lo[pick], hi[pick] = some[:, ranks].T
+            # At the upper middle rank alone: the lower middle value of an even count is
+            # the largest value left of it (the same value; partitioning at both ranks at
+            # once was 8x slower: 8 rows of 5329, 0.48 against 0.06 ms).
+            some.partition(count // 2, axis=-1)
+            hi[pick] = some[:, count // 2]
+            lo[pick] = some[:, : count // 2].max(axis=-1) if count % 2 == 0 else hi[pick]
         lo, hi = lo.reshape(n.shape), hi.reshape(n.shape)
     return np.where(n > 0, 0.5 * (lo + hi), np.nan)
 

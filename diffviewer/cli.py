@@ -27,7 +27,6 @@ from typing import Any, TextIO
 
 from diffviewer import __version__
 from diffviewer.config import SubtractionConfig, apply_overrides, load_toml, to_toml
-from diffviewer.cores import MAX_THREADS, default_threads
 from diffviewer.errors import Cancelled, DiffviewerError, InputError, NoWorkFound
 from diffviewer.paths import (
     TEMPLATE_SEPARATOR,
@@ -92,10 +91,11 @@ def _build_run_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--threads",
         type=_thread_count,
-        default=default_threads(),
+        default=1,
         metavar="N",
-        help="threads for the tiled convolutions (default: the cores this process may use, "
-        f"at most {MAX_THREADS}: {default_threads()} here; 1: none beside the main thread)",
+        help="threads for the tiles of the convolutions and the chunks of kernel stamps "
+        "(default 1; on 2 cores, 2 shortened the engine by 9 %% on a 1850^2 pair and "
+        "17 %% on a 4096^2 one, at 45-65 MB more peak memory); the outputs are the same",
     )
     _add_output_options(parser)
     return parser
@@ -320,6 +320,11 @@ def run_pair(
         # slower, 4096^2 the same within the noise), the threads' hand-offs costing more
         # than they save. Set here, where no other thread runs numpy: switching
         # OpenBLAS's process-wide count from the GUI's worker thread deadlocked the GUI.
+        # Whole tiles and chunks of kernel stamps, by contrast, run well side by side on
+        # ``threads`` lent threads (GOTO engine 3.21-3.35 -> 2.98-3.08 s, 4096^2 8.5 ->
+        # 7.0 s, in turn, load 1.0), but glibc's per-thread heaps keep 45-65 MB more at
+        # the peak (one heap for all, MALLOC_ARENA_MAX=1, kept the memory and lost the
+        # time): hence one thread by default.
         with threadpool_limits(1, "blas"), _tile_threads(threads) as pool:
             with _timed(timings, "total"):
                 result = run_subtraction(

@@ -18,12 +18,13 @@ reading the template.
 Usage::
 
     python benchmarks/bench_peers.py [--pairs goto synthetic1k ...] [--rounds 3]
-        [--baseline DIR] [--minimal]
+        [--baseline DIR] [--minimal] [--threads N]
 
 ``--baseline DIR`` adds a column for another source tree (e.g. ``git archive`` of an
 older commit unpacked in DIR): "today" beside "new". ``--minimal`` adds a run with
-``--products minimal``. Synthetic pairs are rendered once per invocation, outside the
-timings. Pairs whose data is absent are skipped with the reason printed.
+``--products minimal``, ``--threads N`` one with N threads lent to the engine.
+Synthetic pairs are rendered once per invocation, outside the timings. Pairs whose
+data is absent are skipped with the reason printed.
 """
 
 from __future__ import annotations
@@ -219,6 +220,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--baseline", type=Path, help="another source tree to run beside this")
     parser.add_argument("--minimal", action="store_true", help="also run --products minimal")
+    parser.add_argument(
+        "--threads", type=int, metavar="N", help="also run with --threads N (threads lent)"
+    )
     parser.add_argument("--json", type=Path, help="also save every run's figures there")
     args = parser.parse_args()
     binary = hotpants_binary()
@@ -230,6 +234,8 @@ def main() -> int:
     trees["new"] = (ROOT, [])
     if args.minimal:
         trees["new minimal"] = (ROOT, ["--products", "minimal"])
+    if args.threads:
+        trees[f"new threads {args.threads}"] = (ROOT, ["--threads", str(args.threads)])
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for key in args.pairs:

@@ -94,8 +94,8 @@ def _build_run_parser(prog: str) -> argparse.ArgumentParser:
         default=1,
         metavar="N",
         help="threads for the tiles of the convolutions and the chunks of kernel stamps "
-        "(default 1; on 2 cores, 2 shortened the engine by 9 %% on a 1850^2 pair and "
-        "17 %% on a 4096^2 one, at 45-65 MB more peak memory); the outputs are the same",
+        "(default 1; on 2 cores, 2 shortened the engine by 10-17 %% on pairs of 1850^2 "
+        "to 4096^2 px, at 40-75 MB more peak memory); the outputs are the same",
     )
     _add_output_options(parser)
     return parser
@@ -321,10 +321,10 @@ def run_pair(
         # than they save. Set here, where no other thread runs numpy: switching
         # OpenBLAS's process-wide count from the GUI's worker thread deadlocked the GUI.
         # Whole tiles and chunks of kernel stamps, by contrast, run well side by side on
-        # ``threads`` lent threads (GOTO engine 3.21-3.35 -> 2.98-3.08 s, 4096^2 8.5 ->
-        # 7.0 s, in turn, load 1.0), but glibc's per-thread heaps keep 45-65 MB more at
-        # the peak (one heap for all, MALLOC_ARENA_MAX=1, kept the memory and lost the
-        # time): hence one thread by default.
+        # ``threads`` lent threads (bench_peers, two threads: GOTO engine 3.24 -> 2.90 s,
+        # 4096^2 7.91 -> 6.84 s), but glibc's per-thread heaps keep 33-75 MB more at the
+        # peak, past twice HOTPANTS's on GOTO (one heap for all, MALLOC_ARENA_MAX=1, kept
+        # the memory and lost the time): hence one thread by default.
         with threadpool_limits(1, "blas"), _tile_threads(threads) as pool:
             with _timed(timings, "total"):
                 result = run_subtraction(

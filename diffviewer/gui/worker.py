@@ -41,7 +41,7 @@ def default_threads() -> int:
     """The cores this process may run on, at most :data:`MAX_LENT_THREADS`.
 
     The GUI lends them to every run: the difference is on screen sooner (the
-    subtraction and decorrelation are tiled), for some 50 MB more at the run's peak
+    subtraction and decorrelation are tiled), for 33-75 MB more at the run's peak
     (``diffviewer run`` lends none unless ``--threads`` asks).
     """
     try:

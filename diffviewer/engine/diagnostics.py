@@ -31,6 +31,7 @@ import numpy as np
 from diffviewer.engine import fftconv
 from diffviewer.engine.kernel_design import convolve_pairs, stamp_batch
 from diffviewer.engine.kernel_solution import KernelFit, KernelSolution
+from diffviewer.engine.lent import lent_map
 from diffviewer.engine.progress import Reporter
 from diffviewer.engine.psf import cutouts, frozen
 from diffviewer.engine.subtract import science_scale
@@ -114,9 +115,11 @@ def _batched(
     """``residuals(idx)`` (two flat arrays) over ``range(n)``, as many stamps of ``side``
     px at a time as :func:`kernel_design.convolve_pairs` transforms at once, joined in
     order: the stamps, their kernels and index planes of every candidate at once were
-    the peak of a 2048 x 4096 run (+280 MB over the 490 MB it held)."""
+    the peak of a 2048 x 4096 run (+280 MB over the 490 MB it held). The batches run on
+    the run's lent threads when it has some (:func:`~diffviewer.engine.lent.lent_map`)."""
     step = stamp_batch(side, 1)
-    parts = [residuals(np.arange(s, min(s + step, n))) for s in range(0, n, step)]
+    batches = [np.arange(s, min(s + step, n)) for s in range(0, n, step)]
+    parts = list(lent_map()(residuals, batches))
     if not parts:
         return np.zeros(0, np.float32), np.zeros(0, np.float32)
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])

@@ -192,18 +192,23 @@ def _assert_same_products(a, b) -> None:
     assert len(a.diasources) == len(b.diasources) > 1
     for column in ("x", "y", "psf_flux", "psf_flux_err", "snr", "score_peak"):
         np.testing.assert_array_equal(a.diasources[column], b.diasources[column])
+    for field in dataclasses.fields(a.diagnostics):
+        np.testing.assert_array_equal(
+            getattr(a.diagnostics, field.name), getattr(b.diagnostics, field.name), field.name
+        )
 
 
 @pytest.mark.parametrize("method", ["zogy", "al"])
-def test_tiles_on_lent_threads_give_the_same_run(
+def test_pieces_on_lent_threads_give_the_same_run(
     pair, method: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # With tiles of at most 96 px the 256^2 pair is cut into a dozen tiles or more a
-    # convolution (subtraction, decorrelation, score), and with 0.6 MB of design a chunk
-    # its 29 kernel stamps into chunks of four, run three at a time: every product is the
-    # same to the bit as on the calling thread alone.
+    # convolution (subtraction, decorrelation, score), and with 0.1 MB of spectra or
+    # design a batch its 29 kernel stamps are fitted one at a time and its diagnostics
+    # made 9-18 stamps at a time, three pieces at once: every product is the same to the
+    # bit as on the calling thread alone.
     monkeypatch.setattr(tiles, "MAX_TILE_FFT", 96)
-    monkeypatch.setattr(kernel_design, "STAMP_BATCH_BYTES", 6e5)
+    monkeypatch.setattr(kernel_design, "STAMP_BATCH_BYTES", 1e5)
     config = apply_overrides(SubtractionConfig(), [f"score.method={method}"])
     alone = run_subtraction(pair.science, pair.template, config)
     with ThreadPoolExecutor(3) as pool:

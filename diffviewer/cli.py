@@ -95,7 +95,7 @@ def _build_run_parser(prog: str) -> argparse.ArgumentParser:
         metavar="N",
         help="threads for the tiles of the convolutions and the chunks of kernel stamps "
         "(default 1; on 2 cores, 2 shortened the engine by 10-17 %% on pairs of 1850^2 "
-        "to 4096^2 px, at 40-75 MB more peak memory); the outputs are the same",
+        "to 4096^2 px, at 33-75 MB more peak memory); the outputs are the same",
     )
     _add_output_options(parser)
     return parser
@@ -277,7 +277,7 @@ def run_pair(
         Which outputs to write and whether to compress mask planes (see
         :func:`diffviewer.outputs.write_outputs`).
     threads : int
-        Threads lent to the engine's tiled convolutions (1: none beside this one).
+        Threads lent to the engine (:mod:`diffviewer.engine.lent`; 1: none beside this one).
 
     Returns
     -------
@@ -325,7 +325,7 @@ def run_pair(
         # 4096^2 7.91 -> 6.84 s), but glibc's per-thread heaps keep 33-75 MB more at the
         # peak, past twice HOTPANTS's on GOTO (one heap for all, MALLOC_ARENA_MAX=1, kept
         # the memory and lost the time): hence one thread by default.
-        with threadpool_limits(1, "blas"), _tile_threads(threads) as pool:
+        with threadpool_limits(1, "blas"), _lent_threads(threads) as pool:
             with _timed(timings, "total"):
                 result = run_subtraction(
                     science, _handed_over(templates), config, progress=bar, executor=pool
@@ -383,13 +383,13 @@ def _imported_meanwhile(names: Sequence[str]) -> Iterator[threading.Thread]:
 
 
 @contextlib.contextmanager
-def _tile_threads(count: int) -> Iterator[ThreadPoolExecutor | None]:
-    """A pool of ``count`` threads for the engine's tiles, shut down at the block's end
-    (None for 1: the tiles run on the calling thread)."""
+def _lent_threads(count: int) -> Iterator[ThreadPoolExecutor | None]:
+    """A pool of ``count`` threads lent to the engine, shut down at the block's end (None
+    for 1: its pieces of work run on the calling thread)."""
     if count <= 1:
         yield None
         return
-    with ThreadPoolExecutor(max_workers=count, thread_name_prefix="diffviewer-tiles") as pool:
+    with ThreadPoolExecutor(max_workers=count, thread_name_prefix="diffviewer-lent") as pool:
         yield pool
 
 

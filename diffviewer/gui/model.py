@@ -365,7 +365,8 @@ def run_job(
             from diffviewer.engine.pipeline import run_subtraction
 
             # The engine's FFTs on this thread alone, as in ``diffviewer run`` (faster than
-            # on both cores: see cli.run_pair); its tiles on the threads the worker lends.
+            # on both cores: see cli.run_pair); its tiles and stamp chunks on the threads the
+            # worker lends.
             result = run_subtraction(
                 sci,
                 tmpl,

@@ -102,7 +102,7 @@ def error_report(exc: BaseException) -> ErrorReport:
 class _Progress:
     """The progress callback handed to a job: ``progress(step, fraction)``,
     ``progress.partial(value)`` for a result shown before the job ends (a run's first
-    images), and ``progress.executor``, threads the job may lend the engine's tiles.
+    images), and ``progress.executor``, threads the job may lend the engine.
     Jobs that do not know it call it as a plain callback."""
 
     def __init__(self, worker: _Worker, executor: Executor | None) -> None:
@@ -211,16 +211,16 @@ class JobRunner(QObject):
         self._next_id = 1
         self._current: dict[str, int] = {}
         self._running: dict[int, _Running] = {}
-        self._tiles: ThreadPoolExecutor | None = None
+        self._lent: ThreadPoolExecutor | None = None
 
-    def _tile_threads(self) -> Executor | None:
-        """The threads every job may lend the engine's tiles (made when first needed; None
+    def _lent_threads(self) -> Executor | None:
+        """The threads every job may lend the engine (made when first needed; None
         on one core). Shared: two runs at once (one cancelled, still ending) share them."""
-        if self._tiles is None and default_threads() > 1:
-            self._tiles = ThreadPoolExecutor(
-                max_workers=default_threads(), thread_name_prefix="diffviewer-tiles"
+        if self._lent is None and default_threads() > 1:
+            self._lent = ThreadPoolExecutor(
+                max_workers=default_threads(), thread_name_prefix="diffviewer-lent"
             )
-        return self._tiles
+        return self._lent
 
     def submit(self, lane: str, job: Job) -> int:
         """Start ``job`` in a new thread, superseding the lane's current job.
@@ -242,7 +242,7 @@ class JobRunner(QObject):
         self._next_id += 1
         token = CancelToken()
         thread = QThread()
-        worker = _Worker(job_id, job, token, self._tile_threads())
+        worker = _Worker(job_id, job, token, self._lent_threads())
         worker.moveToThread(thread)
         thread.started.connect(worker.run)
         worker.progress.connect(self._on_progress)
@@ -304,7 +304,7 @@ class JobRunner(QObject):
 
         Blocks the calling thread: a run stops at the engine's next cancellation check
         (at least every 0.5 s), a save before its next file. No thread is left running
-        for Qt to destroy, nor any of the tiles' threads.
+        for Qt to destroy, nor any of the threads lent to the engine.
         """
         self.cancel_all()
         alive = bool(self._running)
@@ -315,9 +315,9 @@ class JobRunner(QObject):
             running.thread.deleteLater()
             running.worker.deleteLater()
         self._running.clear()
-        if self._tiles is not None:  # idle now that no job runs
-            self._tiles.shutdown(wait=True)
-            self._tiles = None
+        if self._lent is not None:  # idle now that no job runs
+            self._lent.shutdown(wait=True)
+            self._lent = None
         if alive:
             self.idle.emit()
 

@@ -180,7 +180,7 @@ def test_workers_are_destroyed_in_the_gui_thread(qtbot) -> None:
     assert where == [threading.get_ident()] * 3
 
 
-def test_jobs_are_lent_the_tiles_threads_until_shutdown(qtbot, monkeypatch) -> None:
+def test_jobs_are_lent_threads_until_shutdown(qtbot, monkeypatch) -> None:
     monkeypatch.setattr("diffviewer.gui.worker.default_threads", lambda: 2)
     runner = JobRunner()
 
@@ -192,13 +192,13 @@ def test_jobs_are_lent_the_tiles_threads_until_shutdown(qtbot, monkeypatch) -> N
     with qtbot.waitSignal(runner.finished, timeout=5000) as blocker:
         runner.submit("run", job)
     lent, caller = blocker.args[2]
-    assert all(t.name.startswith("diffviewer-tiles") for t in lent) and caller not in lent
+    assert all(t.name.startswith("diffviewer-lent") for t in lent) and caller not in lent
     qtbot.waitUntil(lambda: runner.active_threads() == 0, timeout=5000)
     runner.shutdown()
     assert not any(t.is_alive() for t in lent)
 
 
-def test_on_one_core_jobs_run_their_tiles_themselves(qtbot, monkeypatch) -> None:
+def test_on_one_core_jobs_are_lent_no_thread(qtbot, monkeypatch) -> None:
     monkeypatch.setattr("diffviewer.gui.worker.default_threads", lambda: 1)
     runner = JobRunner()
     with qtbot.waitSignal(runner.finished, timeout=5000) as blocker:

@@ -2,10 +2,11 @@
 
 The engine holds no thread. Its caller (``diffviewer run``, the GUI's worker) may lend
 an executor's threads for the duration of a run (:func:`lend`); steps whose work falls
-into independent pieces (the tiles of a convolution, the chunks of kernel stamps) run
-them through :func:`lent_map`, which is the builtin ``map`` (one after the other, on the
-calling thread) when nothing was lent. Each piece writes only its own part of the
-results, so a run gives the same bits on any number of threads.
+into independent pieces (the tiles of a convolution, the chunks of kernel stamps, the
+batches of diagnostic stamps) run them through :func:`lent_map`, which is the builtin
+``map`` (one after the other, on the calling thread) when nothing was lent. Each piece
+writes only its own part of the results, so a run gives the same bits on any number of
+threads.
 """
 
 from __future__ import annotations

@@ -257,8 +257,8 @@ def run_subtraction(
         image as soon as it exists (:meth:`Reporter.stage`).
     executor : concurrent.futures.Executor, optional
         Threads lent for the independent pieces of a step (:mod:`lent`: the tiles of the
-        convolutions, the chunks of kernel stamps); the products are the same bits with
-        or without. None: on the calling thread alone.
+        convolutions, the chunks of kernel stamps, the batches of diagnostic stamps); the
+        products are the same bits with or without. None: on the calling thread alone.
 
     Returns
     -------

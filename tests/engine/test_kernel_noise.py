@@ -6,10 +6,13 @@ Run with ``-s`` to see the figures.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from typing import NamedTuple
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import ndimage
 
 from diffviewer import exposure
@@ -115,6 +118,90 @@ def test_the_covariance_made_by_blocks_of_rows_is_the_whole_images(
         np.testing.assert_allclose(getattr(blocks, name), getattr(whole, name), atol=1e-6)
     assert blocks.source_variance == pytest.approx(whole.source_variance, rel=1e-7)
     assert blocks.target_variance == pytest.approx(whole.target_variance, rel=1e-7)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.integers(1, 3000),
+    cols=st.integers(1, 40),
+    fraction=st.floats(0.0, 1.0),
+    max_pixels=st.integers(1, 60_000),
+    seed=st.integers(0, 2**16),
+)
+def test_the_sky_bands_are_the_whole_sky_or_bands_spread_over_it(
+    rows: int, cols: int, fraction: float, max_pixels: int, seed: int
+) -> None:
+    # Every row while the sky fits the budget; beyond it, whole bands of the 256-row grid,
+    # one in k = ceil(n / max_pixels), evenly spaced over the whole height, never none.
+    sky = np.random.default_rng(seed).random((rows, cols)) < fraction
+    n = int(sky.sum())
+    bands = kernel_noise.sky_bands(sky, max_pixels)
+    assert bands
+    if n <= max_pixels:
+        assert bands == [slice(0, rows)]
+        return
+    band_rows = kernel_noise.SKY_BAND_ROWS
+    every = -(-n // max_pixels)
+    starts = [b.start for b in bands]
+    assert all(s % band_rows == 0 for s in starts)
+    assert all(b.stop == min(b.start + band_rows, rows) for b in bands)
+    assert all(b - a == every * band_rows for a, b in itertools.pairwise(starts))
+    # Spread over the whole height: no run of k bands at either end without a kept one.
+    assert starts[0] < every * band_rows
+    assert rows - bands[-1].stop < every * band_rows
+
+
+def test_the_covariance_over_bands_is_that_of_each_band_alone() -> None:
+    # Past the budget, the kept bands (here bands 1 and 3 of four) are stacked with the
+    # lags' reach of zero rows between them: each lag's sum is the bands' own sums added,
+    # over their own pairs (none spans two bands). Each band's sky is given a zero mean
+    # first, so the stack's one mean and the bands' own agree (to float32 rounding).
+    shape, lag = (1024, 48), 3
+    source, target = noise_pair(shape, 7)
+    sky = np.random.default_rng(8).random(shape) > 0.3
+    source, target = source.astype(np.float32), target.astype(np.float32)
+    band_rows = kernel_noise.SKY_BAND_ROWS
+    kept = [slice(band_rows, 2 * band_rows), slice(3 * band_rows, 4 * band_rows)]
+    for band in kept:
+        for image in (source, target):
+            image[band] -= image[band][sky[band]].mean()
+    budget = int(sky.sum()) // 2 + 1
+    assert kernel_noise.sky_bands(sky, budget) == kept
+    bkg = (flat(shape), flat(shape))
+    banded = kernel_noise.sky_covariance(source, target, sky, bkg, lag, max_pixels=budget)
+    own = []
+    for band in kept:
+        part = (band.stop - band.start, shape[1])
+        cov = kernel_noise.sky_covariance(
+            source[band], target[band], sky[band], (flat(part), flat(part)), lag
+        )
+        (pairs,) = kernel_noise.lag_sums([sky[band].astype(np.float32)], [(0, 0)], lag)
+        own.append((cov, pairs))
+    total = sum(pairs for _, pairs in own)
+    for name in ("source", "cross"):
+        expected = sum(getattr(cov, name) * pairs for cov, pairs in own) / total
+        np.testing.assert_allclose(getattr(banded, name), expected, atol=1e-6)
+    assert banded.n_pixels == sum(int(sky[b].sum()) for b in kept)
+
+
+def test_the_banded_covariance_measures_the_fields_covariance() -> None:
+    # noise_pair's exact covariances (see above) from a quarter of a 2048 x 256 field's
+    # sky: ~98 000 pixels, sigma ~ 1 / sqrt(98 000) ~ 0.003 (times ~2 for the fields'
+    # correlation); the tolerance is 0.02.
+    shape = (2048, 256)
+    source, target = noise_pair(shape, 9)
+    sky = np.random.default_rng(10).random(shape) > 0.25
+    bkg = (flat(shape), flat(shape))
+    cov = kernel_noise.sky_covariance(source, target, sky, bkg, 4, max_pixels=100_000)
+    assert 0.5 * 100_000 < cov.n_pixels <= 100_000
+    lag = cov.max_lag
+    dx, dy = SHIFT
+    assert cov.source[lag, lag] == pytest.approx(1.0, abs=0.02)
+    assert cov.source[lag + 1, lag] == pytest.approx(2 / 3, abs=0.02)
+    assert cov.source[lag, lag + 1] == pytest.approx(1 / 2, abs=0.02)
+    assert cov.cross[lag + dy, lag + dx] == pytest.approx(1.0, abs=0.02)
+    assert cov.cross[lag, lag] == pytest.approx(0.0, abs=0.02)
+    assert cov.target_variance == pytest.approx(2.0, abs=0.04)
 
 
 def test_the_shared_covariance_is_that_of_the_noise_both_images_hold() -> None:

@@ -198,12 +198,15 @@ class CutoutPanel(_StampGrid):
         self.canvas.setMinimumHeight(200)
         self.profile.setLabel("bottom", "distance from the source (px)")
         self.profile.setLabel("left", "difference")
-        self.profile.addLegend(offset=(-5, 5))
-        self.profile_points = self.profile.plot(
-            [], [], pen=None, symbol="o", symbolSize=4, name="difference pixels"
+        # The key above the plot, not a legend inside it: on a 1280 x 720 screen the plot
+        # is 110 px high, and a legend there hid the points it names.
+        self.profile.setTitle(
+            "o difference pixels&nbsp;&nbsp;&nbsp;<span style='color:#ff4040'>x PSF x flux</span>",
+            size="8pt",
         )
+        self.profile_points = self.profile.plot([], [], pen=None, symbol="o", symbolSize=4)
         self.profile_model = self.profile.plot(
-            [], [], pen=None, symbol="x", symbolSize=5, symbolPen="r", name="PSF x flux"
+            [], [], pen=None, symbol="x", symbolSize=5, symbolPen="r"
         )
         self.profile.setToolTip(
             "The difference's pixels around the selected source against their distance from "

@@ -51,18 +51,11 @@ from diffviewer.engine.kernel_spatial import fit_spatial, usable_orders
 from diffviewer.engine.kernel_stamps import fit_stamps
 from diffviewer.engine.progress import Reporter
 from diffviewer.engine.psf import PsfEstimate, frozen
-from diffviewer.engine.sky import InputSources
+from diffviewer.engine.sky import MIN_BACKGROUND_SKY, InputSources
 from diffviewer.exposure import Exposure
 from diffviewer.stats import median
 
 __all__ = ["KernelFit", "KernelSolution", "fit_kernel"]
-
-#: Least number of sky pixels for the fallback's differential background: their median
-#: is then known to 1.25 / sqrt(200) ~ 0.09 of the per-pixel noise. With fewer (an alert
-#: cutout filled by its transient and host) no background is subtracted: such cutouts
-#: come background-subtracted, and a median over the source's own pixels ate 5-14 counts
-#: of S/N 5 transients on the Rubin HSC cutouts.
-MIN_BACKGROUND_SKY = 200
 
 
 def sky_noise(exposure: Exposure) -> float:
@@ -218,7 +211,7 @@ def fit_kernel(
     sci_psf, tmpl_psf : PsfEstimate
         PSFs of the two images (size the basis; the fallback kernel uses their images).
     backgrounds : (SkyBackground, SkyBackground)
-        The science's and the template's sky (:func:`~diffviewer.engine.sky.input_backgrounds`),
+        The science's and the template's sky (:func:`~diffviewer.engine.sky.sky_backgrounds`),
         for the noise the two put into the stamps' equations (:mod:`kernel_noise`).
     sources : InputSources
         Where either shows a source (:func:`~diffviewer.engine.sky.input_sources`): what

@@ -457,7 +457,7 @@ def measure_sky_covariance(
     """:func:`sky_covariance` over the pixels usable on both images and at least
     :data:`SKY_DISTANCE_FWHM` FWHM from every source of either (``sources``, from
     :func:`sky.input_sources`), each image less its smooth background (``backgrounds``,
-    the source's then the target's, from :func:`sky.input_backgrounds`)."""
+    the source's then the target's, from :func:`sky.sky_backgrounds`)."""
     sky = sources.sky(SKY_DISTANCE_FWHM * fwhm)
     return sky_covariance(
         source.image, target.image, sky, backgrounds, max_lag, source_lags=source_lags

@@ -307,15 +307,22 @@ def run_subtraction(
             tmpl_psf = psf.estimate_psf(
                 warped.exposure, *xy, bright=cands.bright, resampled=warped.warped
             )
-        # Found once a run: the pixels usable on both inputs; each input's sky background (the
-        # kernel fit's noise terms, the inputs' sources and ZOGY's score subtract it); the
-        # inputs' sources, which bound the sky of the kernel fit's noise terms and of the
-        # renormalisation.
+        # Found once a run: the pixels usable on both inputs; the inputs' sources, on a first
+        # estimate of each input's background, which bound the sky of the kernel fit's
+        # noise terms and of the renormalisation; each input's background on that sky (the
+        # kernel fit's noise terms and ZOGY's score subtract it).
         usable = sky.usable_on_both(science, warped.exposure)
-        backgrounds = sky.input_backgrounds(
-            science, warped.exposure, config.score.background_mesh, usable
+        mesh = config.score.background_mesh
+        sources = sky.input_sources(
+            science,
+            warped.exposure,
+            sky.input_backgrounds(science, warped.exposure, mesh, usable),
+            usable,
         )
-        sources = sky.input_sources(science, warped.exposure, backgrounds, usable)
+        widest = max(float(sci_psf.fwhm), float(tmpl_psf.fwhm))
+        backgrounds = sky.sky_backgrounds(
+            science, warped.exposure, mesh, sources, widest if np.isfinite(widest) else 0.0
+        )
         with _step(rep, "kernel fit", 0.25, 0.45):
             fit = kernel.fit_kernel(
                 science,

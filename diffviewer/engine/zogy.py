@@ -371,7 +371,7 @@ def zogy_score_grid(
         Progress and cancellation.
     backgrounds : (SkyBackground, SkyBackground), optional
         The science's and the template's backgrounds and sky noise
-        (:func:`~diffviewer.engine.sky.input_backgrounds` with ``config.background_mesh``),
+        (:func:`~diffviewer.engine.sky.sky_backgrounds` with ``config.background_mesh``),
         when the run has them already.
     usable : numpy.ndarray, optional
         :func:`~diffviewer.engine.sky.usable_on_both` of the two, when the run has it.

@@ -1,4 +1,4 @@
-"""The sky map's filters against scipy's; the inputs' backgrounds and sources found once."""
+"""The sky map's filters against scipy's; the inputs' sources and backgrounds (on their sky)."""
 
 from __future__ import annotations
 
@@ -79,6 +79,34 @@ def test_the_score_uses_the_backgrounds_it_is_given() -> None:
     )
     inner = np.s_[40:-40, 40:-40]
     assert float(np.median(moved.image[inner] - own.image[inner])) < -1.0
+
+
+def test_the_background_is_measured_on_the_sky_beyond_the_sources() -> None:
+    # A 40 px cutout (one mesh cell) whose science holds a host-like source (FWHM 12 px,
+    # 20 sky sigma) over 100 counts of sky: clipping leaves its wings in the first
+    # estimate (3.75 counts high); on the pixels one PSF FWHM (5 px) from every source,
+    # ~500 of them, the background is the sky's to 1.25 x 10 / sqrt(500) ~ 0.6 counts
+    # (tolerance 1.5). With fewer than MIN_BACKGROUND_SKY such pixels the first estimate
+    # stays.
+    rng = np.random.default_rng(11)
+    shape = (40, 40)
+    yy, xx = np.indices(shape)
+    sigma = 12.0 / 2.3548
+    host = 200.0 * np.exp(-0.5 * ((yy - 19.5) ** 2 + (xx - 19.5) ** 2) / sigma**2)
+    variance = np.full(shape, 100.0)
+    zeros = np.zeros(shape, dtype=np.int16)
+    science = exposure.Exposure(100.0 + host + rng.normal(0.0, 10.0, shape), variance, zeros)
+    template = exposure.Exposure(100.0 + rng.normal(0.0, 10.0, shape), variance, zeros)
+    first = input_backgrounds(science, template, 128)
+    found = input_sources(science, template, first)
+    assert np.count_nonzero(found.sky(5.0)) >= sky.MIN_BACKGROUND_SKY
+    final = sky.sky_backgrounds(science, template, 128, found, 5.0)
+    assert float(np.median(first[0].image())) > 102.5
+    assert float(np.median(final[0].image())) == pytest.approx(100.0, abs=1.5)
+    assert float(np.median(final[1].image())) == pytest.approx(100.0, abs=1.5)
+    assert np.count_nonzero(found.sky(30.0)) < sky.MIN_BACKGROUND_SKY
+    kept = sky.sky_backgrounds(science, template, 128, found, 30.0)
+    np.testing.assert_array_equal(kept[0].image(), first[0].image())
 
 
 def test_sky_is_the_usable_pixels_beyond_a_distance_from_every_source() -> None:

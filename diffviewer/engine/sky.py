@@ -108,9 +108,10 @@ def sky_backgrounds(
     ``fwhm`` from every source of either input, as LSST's detection re-estimates its
     background with the detected footprints, grown by 2.4 PSF sigma (~1 FWHM), left out.
     On a 32 px Rubin cutout the first estimate held the transient and its host: the
-    science's background 15.6 counts against its sky's 3.8 more than the template's, 3
-    sigma off ZOGY's score of the transient. With fewer than :data:`MIN_BACKGROUND_SKY` such
-    pixels, every usable pixel is used (the first estimate).
+    science's background came out 15.6 counts and the template's 1.8, where the sky
+    pixels' median difference is 3.8, and ZOGY's score of the transient lost 3 sigma.
+    With fewer than :data:`MIN_BACKGROUND_SKY` such pixels, every usable pixel is used
+    (the first estimate).
 
     Parameters
     ----------

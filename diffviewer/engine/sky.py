@@ -106,7 +106,8 @@ def sky_backgrounds(
     The first estimate (:func:`input_backgrounds` on every usable pixel) finds the sources;
     clipping leaves their wings in it. This one is made on the usable pixels at least
     ``fwhm`` from every source of either input, as LSST's detection re-estimates its
-    background with the detected footprints, grown by 2.4 PSF sigma (~1 FWHM), left out.
+    background with the detected footprints, grown by 2.4 PSF sigma (~1 FWHM), left out
+    (meas_algorithms ``SourceDetectionConfig``: ``reEstimateBackground``, ``nSigmaToGrow``).
     On a 32 px Rubin cutout the first estimate held the transient and its host: the
     science's background came out 15.6 counts and the template's 1.8, where the sky
     pixels' median difference is 3.8, and ZOGY's score of the transient lost 3 sigma.

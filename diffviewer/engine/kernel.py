@@ -117,8 +117,7 @@ def _fallback_solution(
     coef *= scale / float(coef @ sums)
     sci_side = science.image if mode == "template" else scale * science.image
     tmpl_side = scale * template.image if mode == "template" else template.image
-    widest = max(float(src_psf.fwhm), float(tgt_psf.fwhm))
-    sky = sources.sky(widest if np.isfinite(widest) else 0.0)
+    sky = sources.beyond_psfs(src_psf.fwhm, tgt_psf.fwhm)
     n_sky = int(sky.sum())
     bg = float(np.median((sci_side - tmpl_side)[sky])) if n_sky >= MIN_BACKGROUND_SKY else 0.0
     if delta:

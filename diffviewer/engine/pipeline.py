@@ -319,9 +319,8 @@ def run_subtraction(
             sky.input_backgrounds(science, warped.exposure, mesh, usable),
             usable,
         )
-        widest = max(float(sci_psf.fwhm), float(tmpl_psf.fwhm))
         backgrounds = sky.sky_backgrounds(
-            science, warped.exposure, mesh, sources, widest if np.isfinite(widest) else 0.0
+            science, warped.exposure, mesh, sources, (sci_psf.fwhm, tmpl_psf.fwhm)
         )
         with _step(rep, "kernel fit", 0.25, 0.45):
             fit = kernel.fit_kernel(

@@ -99,13 +99,14 @@ def sky_backgrounds(
     template: Exposure,
     mesh: int,
     sources: InputSources,
-    fwhm: float,
+    psf_fwhms: tuple[float, float],
 ) -> tuple[SkyBackground, SkyBackground]:
     """Each input's background estimated again on its sky, the inputs' sources left out.
 
     The first estimate (:func:`input_backgrounds` on every usable pixel) finds the sources;
-    clipping leaves their wings in it. This one is made on the usable pixels at least
-    ``fwhm`` from every source of either input, as LSST's detection re-estimates its
+    clipping leaves their wings in it. This one is made on the usable pixels one FWHM of
+    the broader PSF from every source of either input (:meth:`InputSources.beyond_psfs`),
+    as LSST's detection re-estimates its
     background with the detected footprints, grown by 2.4 PSF sigma (~1 FWHM), left out
     (meas_algorithms ``SourceDetectionConfig``: ``reEstimateBackground``, ``nSigmaToGrow``).
     On a 32 px Rubin cutout the first estimate held the transient and its host: the
@@ -122,15 +123,15 @@ def sky_backgrounds(
         Cell side (px) of the background mesh.
     sources : InputSources
         The inputs' sources, found on the first estimate (:func:`input_sources`).
-    fwhm : float
-        Least distance (px) of a sky pixel from a source: the broader PSF's FWHM.
+    psf_fwhms : (float, float)
+        FWHM (px) of the two PSFs.
 
     Returns
     -------
     (SkyBackground, SkyBackground)
         The science's and the template's.
     """
-    sky = sources.sky(fwhm)
+    sky = sources.beyond_psfs(*psf_fwhms)
     good = sky if np.count_nonzero(sky) >= MIN_BACKGROUND_SKY else sources.usable
     return input_backgrounds(science, template, mesh, good)
 
@@ -241,6 +242,13 @@ class InputSources:
         size = 2 * int(np.ceil(distance)) + 1
         near = grown_along(grown_along(self.sources, size, 0), size, 1)
         return np.asarray(good & ~near)
+
+    def beyond_psfs(self, fwhm_a: float, fwhm_b: float) -> np.ndarray:
+        """:meth:`sky` one FWHM of the broader of two PSFs from every source (0 px when that
+        FWHM is not finite): where a background is measured (:func:`sky_backgrounds`, the
+        kernel fit's fallback)."""
+        widest = max(float(fwhm_a), float(fwhm_b))
+        return self.sky(widest if np.isfinite(widest) else 0.0)
 
 
 def input_sources(

@@ -99,13 +99,13 @@ def test_the_background_is_measured_on_the_sky_beyond_the_sources() -> None:
     template = exposure.Exposure(100.0 + rng.normal(0.0, 10.0, shape), variance, zeros)
     first = input_backgrounds(science, template, 128)
     found = input_sources(science, template, first)
-    assert np.count_nonzero(found.sky(5.0)) >= sky.MIN_BACKGROUND_SKY
-    final = sky.sky_backgrounds(science, template, 128, found, 5.0)
+    assert np.count_nonzero(found.beyond_psfs(5.0, 4.0)) >= sky.MIN_BACKGROUND_SKY
+    final = sky.sky_backgrounds(science, template, 128, found, (5.0, 4.0))
     assert float(np.median(first[0].image())) > 102.5
     assert float(np.median(final[0].image())) == pytest.approx(100.0, abs=1.5)
     assert float(np.median(final[1].image())) == pytest.approx(100.0, abs=1.5)
-    assert np.count_nonzero(found.sky(30.0)) < sky.MIN_BACKGROUND_SKY
-    kept = sky.sky_backgrounds(science, template, 128, found, 30.0)
+    assert np.count_nonzero(found.beyond_psfs(30.0, 4.0)) < sky.MIN_BACKGROUND_SKY
+    kept = sky.sky_backgrounds(science, template, 128, found, (30.0, 4.0))
     np.testing.assert_array_equal(kept[0].image(), first[0].image())
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from diffviewer import __version__
+from diffviewer.allocator import one_heap
 from diffviewer.config import SubtractionConfig, apply_overrides, load_toml, to_toml
 from diffviewer.errors import Cancelled, DiffviewerError, InputError, NoWorkFound
 from diffviewer.paths import (
@@ -91,11 +92,13 @@ def _build_run_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--threads",
         type=_thread_count,
-        default=1,
+        default=None,
         metavar="N",
-        help="threads for the tiles of the convolutions and the chunks of kernel stamps "
-        "(default 1; on 2 cores, 2 shortened the engine by 10-17 %% on pairs of 1850^2 "
-        "to 4096^2 px, at 33-75 MB more peak memory); the outputs are the same",
+        help="threads for the tiles of the convolutions and the chunks of kernel stamps, "
+        "all allocating from one heap (default: 2 on two cores or more when the science "
+        "image is at least two convolution tiles on its shorter side, else 1; on 2 cores, 2 "
+        "shortened runs of 1850^2 to 4096^2 px by 8-16 %% at the same peak memory); the "
+        "outputs are the same",
     )
     _add_output_options(parser)
     return parser
@@ -255,7 +258,7 @@ def run_pair(
     read_files: Sequence[Path] = (),
     products: str = "full",
     compress: bool = False,
-    threads: int = 1,
+    threads: int | None = 1,
 ) -> int:
     """Run one pair headless and write its outputs; return the exit code.
 
@@ -276,8 +279,10 @@ def run_pair(
     products, compress : str, bool
         Which outputs to write and whether to compress mask planes (see
         :func:`diffviewer.outputs.write_outputs`).
-    threads : int
-        Threads lent to the engine (:mod:`diffviewer.engine.lent`; 1: none beside this one).
+    threads : int or None
+        Threads lent to the engine (:mod:`diffviewer.engine.lent`; 1: none beside this
+        one; None: as many as the science image is worth,
+        :func:`~diffviewer.engine.tiles.threads_worth_lending`).
 
     Returns
     -------
@@ -321,10 +326,14 @@ def run_pair(
         # than they save. Set here, where no other thread runs numpy: switching
         # OpenBLAS's process-wide count from the GUI's worker thread deadlocked the GUI.
         # Whole tiles and chunks of kernel stamps, by contrast, run well side by side on
-        # ``threads`` lent threads (bench_peers, two threads: GOTO engine 3.24 -> 2.90 s,
-        # 4096^2 7.91 -> 6.84 s), but glibc's per-thread heaps keep 33-75 MB more at the
-        # peak, past twice HOTPANTS's on GOTO (one heap for all, MALLOC_ARENA_MAX=1, kept
-        # the memory and lost the time): hence one thread by default.
+        # lent threads: by default two where the image is worth it
+        # (:func:`~diffviewer.engine.tiles.threads_worth_lending`), allocating from one
+        # heap (``diffviewer run`` asks for it before any thread starts).
+        if threads is None:
+            from diffviewer.engine.lent import usable_cores
+            from diffviewer.engine.tiles import threads_worth_lending
+
+            threads = threads_worth_lending(science.shape, usable_cores())
         with threadpool_limits(1, "blas"), _lent_threads(threads) as pool:
             with _timed(timings, "total"):
                 result = run_subtraction(
@@ -496,6 +505,9 @@ def _main_run(argv: Sequence[str], prog: str) -> int:
     """``diffviewer run``."""
     args = _build_run_parser(prog).parse_args(argv)
     config = effective_config(args.config, args.overrides)
+    if args.threads != 1:
+        # Before any thread starts (the engine's imports load on one while reading).
+        one_heap()
     return run_pair(
         args.science,
         args.template,

@@ -370,6 +370,43 @@ def test_threads_lent_change_no_output(demo_run: Path, tmp_path) -> None:
     assert np.array_equal(one["psf_flux"], lent["psf_flux"], equal_nan=True)
 
 
+@pytest.mark.parametrize(
+    ("flags", "tile", "lent", "heaps"),
+    [
+        ([], 768, 1, ["one"]),  # 256^2: under two tiles a side, nothing lent
+        ([], 64, 2, ["one"]),  # tiles of 64 px: the demo is worth a second thread
+        (["--threads", "1"], 64, 1, []),
+        (["--threads", "3"], 768, 3, ["one"]),
+    ],
+)
+def test_threads_are_lent_by_default_to_images_worth_them_from_one_heap(
+    flags: list[str],
+    tile: int,
+    lent: int,
+    heaps: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from diffviewer.engine import tiles
+
+    monkeypatch.setattr(tiles, "MAX_TILE_FFT", tile)
+    monkeypatch.setattr("diffviewer.engine.lent.usable_cores", lambda: 2)
+    asked: list[str] = []
+    monkeypatch.setattr(cli, "one_heap", lambda: asked.append("one"))
+    counts: list[int] = []
+    lend = cli._lent_threads
+
+    def counted(count: int):
+        counts.append(count)
+        return lend(count)
+
+    monkeypatch.setattr(cli, "_lent_threads", counted)
+    sci, tmpl = demo_pair()
+    argv = ["run", str(sci), str(tmpl), "--out", str(tmp_path / "out"), "--quiet", *flags]
+    assert cli.main([*argv, "--set", "kernel.spatial_order=1"]) == 0
+    assert counts == [lent] and asked == heaps
+
+
 @pytest.mark.parametrize("value", ["0", "-2", "two"])
 def test_a_bad_thread_count_is_named(value: str, capsys) -> None:
     with pytest.raises(SystemExit) as stop:

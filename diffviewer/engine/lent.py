@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from typing import Any
@@ -51,3 +52,11 @@ def lend(executor: Executor | None) -> Iterator[None]:
         yield
     finally:
         _MAP.reset(token)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the system tells it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1

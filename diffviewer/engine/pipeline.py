@@ -9,17 +9,14 @@ detect and measure DIA sources, and gather the runDebug diagnostics.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import dataclasses
-import functools
-import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor
 
 import numpy as np
 from astropy.table import Table
 
+from diffviewer.allocator import release_free_memory
 from diffviewer.config import SubtractionConfig
 from diffviewer.engine import (
     candidates,
@@ -48,36 +45,9 @@ from diffviewer.exposure import Exposure
 MIN_VARIANCE = 1e-30
 
 
-@functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's ``malloc_trim``, or None on another C library."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None
-    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-    return trim
-
-
-def release_free_memory() -> None:
-    """Give the memory the last step freed back to the system (glibc; a no-op elsewhere).
-
-    glibc keeps freed image-sized arrays in its heap for reuse (it raises its mmap
-    threshold after each large free), so the resident size of a run only grows: on
-    GOTO it stood at 315 MB after the kernel fit and 567 MB after the score with 250 MB
-    of it free. ``malloc_trim`` returns those pages (a few ms): 203 and 374 MB, and the
-    peak of the run (the largest step over what earlier steps hold) falls with them.
-    """
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
-
-
 @contextlib.contextmanager
 def _step(rep: Reporter, name: str, start: float, end: float) -> Iterator[None]:
-    """``rep.step``, then :func:`release_free_memory`."""
+    """``rep.step``, then :func:`~diffviewer.allocator.release_free_memory`."""
     with rep.step(name, start, end):
         yield
     release_free_memory()

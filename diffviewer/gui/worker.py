@@ -13,7 +13,6 @@ tells when the last one has ended (the window closes only then).
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 import traceback
 from collections.abc import Callable, Collection
@@ -22,6 +21,7 @@ from typing import Any
 
 from PyQt6.QtCore import QObject, QThread, pyqtSignal, pyqtSlot
 
+from diffviewer.engine.lent import usable_cores
 from diffviewer.engine.progress import CancelToken, ProgressCallback
 from diffviewer.errors import Cancelled, DiffviewerError
 
@@ -42,13 +42,10 @@ def default_threads() -> int:
 
     The GUI lends them to every run: the difference is on screen sooner (the
     subtraction and decorrelation are tiled), for 33-75 MB more at the run's peak
-    (``diffviewer run`` lends none unless ``--threads`` asks).
+    (``diffviewer run`` lends a second thread only to images worth it, from one heap:
+    :func:`diffviewer.engine.tiles.threads_worth_lending`).
     """
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(MAX_LENT_THREADS, cores))
+    return max(1, min(MAX_LENT_THREADS, usable_cores()))
 
 
 @dataclasses.dataclass(frozen=True)

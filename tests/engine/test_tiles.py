@@ -183,3 +183,20 @@ def test_a_cancel_on_threads_stops_the_tiles_not_yet_started() -> None:
     with ThreadPoolExecutor(1) as pool, lend(pool), pytest.raises(Cancelled):
         run(stop)
     assert total == 24 and 8 <= len(ran) < total
+
+
+@pytest.mark.parametrize(
+    ("shape", "cores", "threads"),
+    [
+        ((1024, 1024), 2, 1),  # 2 x 2 tiles a convolution: a second thread bought nothing
+        ((1535, 4096), 2, 1),
+        ((1536, 1536), 2, 2),
+        ((1850, 1850), 2, 2),  # GOTO: 3 x 3 tiles and more
+        ((4096, 4096), 8, 2),
+        ((4096, 4096), 1, 1),  # one core: nothing to lend
+    ],
+)
+def test_a_second_thread_is_lent_to_images_two_tiles_a_side(
+    shape: tuple[int, int], cores: int, threads: int
+) -> None:
+    assert tiles.threads_worth_lending(shape, cores) == threads

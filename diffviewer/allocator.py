@@ -49,8 +49,8 @@ def one_heap() -> None:
     glibc gives each thread that allocates its own heap, whose top goes back to the
     system only above twice the largest block it has unmapped (27 MB on GOTO), so
     threads lent to a run held 33-75 MB more at its peak; with one heap they hold what
-    one thread does (GOTO 372-381 MB against 416-434 MB with two threads, 374-383 MB
-    alone; ``bench_peers.py``, 2026-12-03).
+    one thread does (GOTO, whole runs in turn on 2026-12-03: 372-381 MB with two threads
+    against 416-434 MB with a heap each and 374-383 MB on one thread; README, issue 9).
     """
     libc = _glibc()
     if libc is not None:

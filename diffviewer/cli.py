@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from diffviewer import __version__
-from diffviewer.allocator import one_heap
 from diffviewer.config import SubtractionConfig, apply_overrides, load_toml, to_toml
 from diffviewer.errors import Cancelled, DiffviewerError, InputError, NoWorkFound
 from diffviewer.paths import (
@@ -507,7 +506,9 @@ def _main_run(argv: Sequence[str], prog: str) -> int:
     config = effective_config(args.config, args.overrides)
     if args.threads != 1:
         # Before any thread starts (the engine's imports load on one while reading).
-        one_heap()
+        from diffviewer import allocator
+
+        allocator.one_heap()
     return run_pair(
         args.science,
         args.template,

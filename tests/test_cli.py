@@ -392,7 +392,7 @@ def test_threads_are_lent_by_default_to_images_worth_them_from_one_heap(
     monkeypatch.setattr(tiles, "MAX_TILE_FFT", tile)
     monkeypatch.setattr("diffviewer.engine.lent.usable_cores", lambda: 2)
     asked: list[str] = []
-    monkeypatch.setattr(cli, "one_heap", lambda: asked.append("one"))
+    monkeypatch.setattr("diffviewer.allocator.one_heap", lambda: asked.append("one"))
     counts: list[int] = []
     lend = cli._lent_threads
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes.util
 import json
 import os
@@ -396,7 +397,7 @@ def test_threads_are_lent_by_default_to_images_worth_them_from_one_heap(
     counts: list[int] = []
     lend = cli._lent_threads
 
-    def counted(count: int):
+    def counted(count: int) -> contextlib.AbstractContextManager[object]:
         counts.append(count)
         return lend(count)
 

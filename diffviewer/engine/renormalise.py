@@ -314,11 +314,7 @@ def renormalise(
     result = difference.replace(variance=read_only(difference.variance * np.float32(factor)))
     # The filtered noise is linear in the variance: the scaled difference's filtered
     # image is this one over the scale (to float32 rounding; no second filtering).
-    filtered = dataclasses.replace(
-        filtered,
-        image=filtered.image * np.float32(1.0 / scale),
-        noise_std=filtered.noise_std / scale,
-    )
+    filtered = filtered.divided_by(scale)
     record = Renormalisation(
         True, float(scale), factor, n_sky, fraction, False, reason, tuple(notes)
     )

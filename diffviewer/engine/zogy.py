@@ -109,6 +109,20 @@ class ScoreResult:
         for name in ("image", "psf", "mask"):
             getattr(self, name).flags.writeable = False
 
+    def divided_by(self, scale: float) -> ScoreResult:
+        """This score over ``scale`` (its noise too), divided in place: no second image plane.
+
+        The caller hands this result over: its image is the new result's, and it must not
+        be read again (a score another object holds is copied first).
+        """
+        image = self.image
+        if image.base is None:
+            image.flags.writeable = True
+        else:
+            image = image.copy()
+        image *= np.float32(1.0 / scale)
+        return dataclasses.replace(self, image=image, noise_std=self.noise_std / scale)
+
 
 def _normalised_psf(psf: np.ndarray, name: str) -> np.ndarray:
     """Check a PSF image (2-D, odd sides, positive sum) and return it with sum 1."""

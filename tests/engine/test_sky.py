@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from scipy import ndimage
 
 from diffviewer import exposure
 from diffviewer.config import ScoreConfig
-from diffviewer.engine import pipeline, sky, zogy
+from diffviewer.engine import lent, pipeline, sky, zogy
 from diffviewer.engine.progress import null_reporter
 from diffviewer.engine.score_psfs import PsfGrid
 from diffviewer.engine.sky import box_mean, grown_along, input_backgrounds, input_sources
@@ -107,6 +108,18 @@ def test_the_background_is_measured_on_the_sky_beyond_the_sources() -> None:
     assert np.count_nonzero(found.beyond_psfs(30.0, 4.0)) < sky.MIN_BACKGROUND_SKY
     kept = sky.sky_backgrounds(science, template, 128, found, (30.0, 4.0))
     np.testing.assert_array_equal(kept[0].image(), first[0].image())
+
+
+def test_the_two_backgrounds_on_lent_threads_are_those_made_in_turn() -> None:
+    pair = make_pair((150, 170), 30, seed=6)
+    alone = input_backgrounds(pair.science, pair.template, 64)
+    with ThreadPoolExecutor(2) as pool, lent.lend(pool):
+        lent_out = input_backgrounds(pair.science, pair.template, 64)
+    for a, b in zip(alone, lent_out, strict=True):
+        np.testing.assert_array_equal(a.image(), b.image())
+        assert a.sigma == b.sigma
+    # each image's own, in order: the science's sky is not the template's
+    assert not np.array_equal(lent_out[0].image(), lent_out[1].image())
 
 
 def test_sky_is_the_usable_pixels_beyond_a_distance_from_every_source() -> None:

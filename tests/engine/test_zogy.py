@@ -199,6 +199,27 @@ def test_al_score_peak_is_psf_snr_and_sky_has_unit_variance() -> None:
     assert 0.95 <= float(np.std(result.image[sky])) <= 1.05
 
 
+def test_a_score_divided_by_a_scale_is_divided_in_place_and_frozen() -> None:
+    rng = np.random.default_rng(3)
+    shape = (64, 48)
+    diff = Exposure(rng.normal(size=shape), np.ones(shape), np.zeros(shape, dtype=np.int32))
+    score = zogy.al_score(diff, gaussian_psf(3.0), null_reporter())
+    before, noise = score.image.copy(), score.noise_std
+    scaled = score.divided_by(1.25)
+    # The renormalisation's scale, applied as the float32 product it was before: no new
+    # image plane (the renormalised difference's filtered image at 4096^2 is 64 MB).
+    np.testing.assert_array_equal(scaled.image, before * np.float32(1.0 / 1.25))
+    assert np.shares_memory(scaled.image, score.image)
+    assert not scaled.image.flags.writeable
+    assert scaled.noise_std == noise / 1.25
+    # A score whose image another array owns (a view) is copied, never written through.
+    view = zogy.ScoreResult(before[::1, :], "al", score.psf, score.mask, noise)
+    owner = view.image.base
+    kept = owner.copy()
+    assert not np.shares_memory(view.divided_by(2.0).image, owner)
+    np.testing.assert_array_equal(owner, kept)
+
+
 def test_background_estimate_recovers_a_gradient_and_the_noise() -> None:
     rng = np.random.default_rng(1)
     yy, xx = np.mgrid[:300, :400]

@@ -96,17 +96,19 @@ def render_gaussians(
         float64 image.
     """
     ny, nx = shape
-    out = np.zeros((ny + 2 * half_size, nx + 2 * half_size))
     n = 2 * half_size + 1
+    # A box's side of margin around the image: a source centred beyond the edge still
+    # lights the pixels its box reaches.
+    out = np.zeros((ny + 2 * n, nx + 2 * n))
     x0 = np.round(x).astype(int) - half_size
     y0 = np.round(y).astype(int) - half_size
     px = _pixel_integrals(x, sigma, x0.astype(float), n)
     py = _pixel_integrals(y, sigma, y0.astype(float), n)
     for i in range(len(x)):
         if -n < x0[i] < nx and -n < y0[i] < ny:
-            ys, xs = y0[i] + half_size, x0[i] + half_size
+            ys, xs = y0[i] + n, x0[i] + n
             out[ys : ys + n, xs : xs + n] += flux[i] * np.outer(py[i], px[i])
-    return out[half_size : half_size + ny, half_size : half_size + nx]
+    return out[n : n + ny, n : n + nx]
 
 
 def moffat_alpha(fwhm: np.ndarray | float, beta: float) -> np.ndarray:
@@ -174,14 +176,15 @@ def render_moffats(
     """
     ny, nx = shape
     n = 2 * half_size + 1
-    out = np.zeros((ny + 2 * half_size, nx + 2 * half_size))
+    out = np.zeros((ny + 2 * n, nx + 2 * n))  # a box's side of margin, as render_gaussians
     sub = (np.arange(n * oversample) + 0.5) / oversample - 0.5 - half_size
     alpha = moffat_alpha(fwhm, beta)
     q = 1.0 - np.asarray(ellipticity, dtype=float)
     t = np.deg2rad(np.asarray(angle_deg, dtype=float))
     for i in range(len(x)):
         ix, iy = round(float(x[i])), round(float(y[i]))
-        if not (-half_size <= ix < nx + half_size and -half_size <= iy < ny + half_size):
+        x0, y0 = ix - half_size, iy - half_size  # the box's first column and row
+        if not (-n < x0 < nx and -n < y0 < ny):
             continue
         dx = sub[None, :] + ix - x[i]
         dy = sub[:, None] + iy - y[i]
@@ -190,8 +193,8 @@ def render_moffats(
         r2 = (q[i] * u**2 + v**2 / q[i]) / alpha[i] ** 2
         prof = (1.0 + r2) ** (-beta)
         prof = prof.reshape(n, oversample, n, oversample).sum(axis=(1, 3))
-        out[iy : iy + n, ix : ix + n] += flux[i] * prof / prof.sum()
-    return out[half_size : half_size + ny, half_size : half_size + nx]
+        out[y0 + n : y0 + 2 * n, x0 + n : x0 + 2 * n] += flux[i] * prof / prof.sum()
+    return out[n : n + ny, n : n + nx]
 
 
 def tan_wcs(

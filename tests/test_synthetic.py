@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from diffviewer.synthetic import make_pair, render_moffats
+from diffviewer.synthetic import make_pair, render_gaussians, render_moffats
 
 
 def _moments(image: np.ndarray) -> tuple[float, float, float]:
@@ -52,3 +53,23 @@ def test_moffat_pair_fluxes_differ_by_the_photometric_scale() -> None:
     # with (almost) no noise the image totals are the star totals: ratio exactly 1.3
     ratio = pair.science.image.sum(dtype=np.float64) / pair.template.image.sum(dtype=np.float64)
     assert abs(ratio - 1.3) < 1e-3
+
+
+@pytest.mark.parametrize(
+    ("x", "y"), [(-3.2, 10.0), (20.4, 10.0), (10.0, -0.6), (7.0, 22.5), (-5.9, -5.9), (25.1, 23.0)]
+)
+def test_a_star_beyond_the_edge_lights_what_its_box_reaches(x: float, y: float) -> None:
+    # The same star in a 20 x 24 image and in one 8 px larger on every side, cropped:
+    # the pixels must agree (centres beyond the edge crashed, or wrapped to the far side).
+    half, pad = 6, 8
+    xs, ys, flux = np.array([x]), np.array([y]), np.array([1000.0])
+    small = render_gaussians((22, 24), xs, ys, flux, np.array([1.5]), half)
+    large = render_gaussians(
+        (22 + 2 * pad, 24 + 2 * pad), xs + pad, ys + pad, flux, np.array([1.5]), half
+    )
+    np.testing.assert_allclose(small, large[pad:-pad, pad:-pad], rtol=0, atol=1e-9)
+    args = (np.array([2.2]), 2.5, np.array([0.2]), np.array([30.0]), half)
+    small = render_moffats((22, 24), xs, ys, flux, *args)
+    large = render_moffats((22 + 2 * pad, 24 + 2 * pad), xs + pad, ys + pad, flux, *args)
+    np.testing.assert_allclose(small, large[pad:-pad, pad:-pad], rtol=0, atol=1e-9)
+    assert small.sum() > 0.0  # each box reaches into the image

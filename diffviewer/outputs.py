@@ -242,7 +242,8 @@ def kernel_hdus(result: SubtractionResult, n_grid: int = 7) -> fits.HDUList:
         PRIMARY (the mosaic of kernels, ``n_grid`` x ``n_grid`` tiles), GRID (tile centres),
         BASIS (the basis images, with the Gaussian widths and degrees), COEFFS (the spatial
         coefficients), and what :func:`diffviewer.results.read_saved_run` needs to rebuild
-        the fit: BGCOEFFS (background), OWNCOEFS (each stamp's own fit), SCI_PSF and
+        the fit: BGCOEFFS (background), OWNCOEFS (each stamp's own fit; on the basis
+        OWNBASIS when the kernel fell back to one derived from the PSFs), SCI_PSF and
         TMPL_PSF (the PSFs the fit used), SUB_PSF (the difference's PSF) and, when
         decorrelated, DIFF_PSF (the decorrelated difference's, with the variance rescale),
         KSUMMAP (the kernel-sum map on its grid).
@@ -280,6 +281,12 @@ def kernel_hdus(result: SubtractionResult, n_grid: int = 7) -> fits.HDUList:
     bg = fits.ImageHDU(np.asarray(sol.bg_coefficients, dtype=np.float64), name="BGCOEFFS")
     own = fits.ImageHDU(np.asarray(result.kernel.own_coefficients, np.float64), name="OWNCOEFS")
     own.header["FITHALF"] = (result.kernel.fit_half, "half-width of the stamps fitted [px]")
+    own_basis = []
+    if not np.array_equal(result.kernel.stamp_basis, sol.basis):
+        # The kernel fell back to one derived from the PSFs, on a basis of its own.
+        own_basis.append(
+            fits.ImageHDU(np.asarray(result.kernel.stamp_basis, np.float64), name="OWNBASIS")
+        )
     psfs = []
     for name, est in (
         ("SCI_PSF", result.kernel.science_psf),
@@ -301,7 +308,7 @@ def kernel_hdus(result: SubtractionResult, n_grid: int = 7) -> fits.HDUList:
         psfs.append(sub_psf)
     ksum = fits.ImageHDU(np.asarray(result.subtraction.kernel_sum_map), name="KSUMMAP")
     ksum.header["STEP"] = (result.subtraction.kernel_sum_step, "grid step of the map [px]")
-    return fits.HDUList([primary, grid, basis, coeffs, bg, own, *psfs, ksum])
+    return fits.HDUList([primary, grid, basis, coeffs, bg, own, *own_basis, *psfs, ksum])
 
 
 #: The residual samples of the runDebug histograms, as HDUs of ``diagnostics.fits``.

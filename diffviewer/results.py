@@ -490,6 +490,11 @@ def read_kernel_fit(
             tuple(degrees),
         )
         own = hdul["OWNCOEFS"]
+        stamp_basis = (
+            np.array(hdul["OWNBASIS"].data, dtype=np.float64)
+            if "OWNBASIS" in hdul
+            else solution.basis
+        )
         return KernelFit(
             solution,
             candidates,
@@ -499,6 +504,7 @@ def read_kernel_fit(
             _psf(hdul["SCI_PSF"]),
             _psf(hdul["TMPL_PSF"]),
             np.array(own.data, dtype=np.float64),
+            stamp_basis,
             int(own.header["FITHALF"]),
             direction=direction,
         )

@@ -164,7 +164,7 @@ def _own_residuals(
     tab = fit.candidates
     status = np.asarray(tab["status"]).astype(str)
     sel = np.nonzero((status != "CONTROL") & np.all(np.isfinite(fit.own_coefficients), axis=1))[0]
-    sol = fit.solution
+    reach = fit.fit_half + fit.stamp_basis.shape[-1] // 2
     half = fit.fit_half
     source, target = fit.source_target(science, template)
     x_all = np.asarray(tab["x"], dtype=float)[sel]
@@ -176,9 +176,9 @@ def _own_residuals(
     def residuals(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         x, y, coef = x_all[idx], y_all[idx], coef_all[idx]
         xi, yi = np.rint(x).astype(np.intp), np.rint(y).astype(np.intp)
-        kern = np.tensordot(coef[:, :-1], sol.basis, axes=1)
-        src, _ = cutouts(source.image, xi, yi, half + sol.size // 2)
-        src_var, _ = cutouts(source.variance, xi, yi, half + sol.size // 2)
+        kern = np.tensordot(coef[:, :-1], fit.stamp_basis, axes=1)
+        src, _ = cutouts(source.image, xi, yi, reach)
+        src_var, _ = cutouts(source.variance, xi, yi, reach)
         tgt, tgt_var, ok = _stamp_pixels(target, x, y, half)
         ok &= _stamp_pixels(source, x, y, half)[2]
         d = sign * (tgt - convolve_pairs(src, kern, half)) - coef[:, -1, None, None]
@@ -193,7 +193,7 @@ def _own_residuals(
             (d[ok] / sig_in[ok]).astype(np.float32),
         )
 
-    return _batched(residuals, len(sel), 2 * (half + sol.size // 2) + 1)
+    return _batched(residuals, len(sel), 2 * reach + 1)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -413,7 +413,7 @@ def stamp_views(science: Exposure, template: Exposure, fit: KernelFit, index: in
 
     d_sp, r_sp = diff_with(k_sp, float(sol.background(x, y)))
     if np.all(np.isfinite(own_coef)):
-        k_own = np.tensordot(own_coef[:-1], sol.basis, axes=1)
+        k_own = np.tensordot(own_coef[:-1], fit.stamp_basis, axes=1)
         d_own, r_own = diff_with(k_own, float(own_coef[-1]))
     else:
         k_own = np.zeros_like(k_sp)

@@ -260,6 +260,7 @@ def fit_kernel(
     table = candidates.table.copy(copy_data=True)
     x = np.asarray(table["x"], dtype=float)
     y = np.asarray(table["y"], dtype=float)
+    stamp_basis = frozen(basis)
     stamps = build_stamps(source, target, x, y, basis.shape[-1], plan.fit_half)
     fwhm = max(sci_psf.fwhm, tmpl_psf.fwhm)
     fits = fit_stamps(stamps, x, y, control, basis, fwhm, shape, config, reporter)
@@ -328,7 +329,7 @@ def fit_kernel(
             ksum[cu] = sp.stamp_coef[cu, :nb] @ basis.sum(axis=(1, 2))
         own[:, nb] *= sign
         solution = KernelSolution(
-            frozen(basis),
+            stamp_basis,
             frozen(sp.coefficients),
             frozen(sign * sp.bg_coefficients),
             sp.order,
@@ -363,6 +364,7 @@ def fit_kernel(
         sci_psf,
         tmpl_psf,
         frozen(own),
+        stamp_basis,
         plan.fit_half,
         direction,
         strength,

@@ -169,8 +169,12 @@ class KernelFit:
     science_psf, template_psf : PsfEstimate
         The PSFs the basis was built from.
     own_coefficients : numpy.ndarray
-        ``(n_candidates, n_basis + 1)`` each stamp's own kernel coefficients and
-        background (NaN where the stamp could not be fitted).
+        ``(n_candidates, n_basis + 1)`` each stamp's own kernel coefficients, on
+        :attr:`stamp_basis`, and background (NaN where the stamp could not be fitted).
+    stamp_basis : numpy.ndarray
+        ``(n_basis, size, size)`` the basis the stamps were fitted on: the solution's,
+        except when too few stamps were good and the kernel fell back to one derived from
+        the PSFs on a basis of its own (without the wing the stamps' basis may hold).
     fit_half : int
         Half-width (px) of each stamp's fit region.
     direction : Direction
@@ -194,6 +198,7 @@ class KernelFit:
     science_psf: PsfEstimate
     template_psf: PsfEstimate
     own_coefficients: np.ndarray
+    stamp_basis: np.ndarray
     fit_half: int
     direction: Direction
     regularization: float = float("nan")

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from diffviewer.config import KernelConfig
+from diffviewer.config import KernelConfig, SubtractionConfig, apply_overrides
 from diffviewer.engine import decorrelate, diagnostics, kernel, subtract
+from diffviewer.engine.pipeline import run_subtraction
 from diffviewer.engine.progress import null_reporter
 from diffviewer.exposure import Exposure, MaskPlane
+from diffviewer.fits_write import write_exposure
+from diffviewer.io import read_exposure
+from diffviewer.outputs import write_outputs
+from diffviewer.results import read_saved_run
 from diffviewer.synthetic import SyntheticPair, make_pair
 from tests.engine.helpers import fit_kernel_to
 
@@ -131,3 +138,35 @@ def test_kernel_centroid_shift_map() -> None:
     # A centred kernel does not move the image.
     centred = diagnostics.kernel_centroids(np.fliplr(np.flipud(g)) + g)
     assert abs(float(centred[0])) < 1e-12 and abs(float(centred[1])) < 1e-12
+
+
+def test_a_kernel_derived_from_the_psfs_keeps_the_basis_its_stamps_were_fitted_on(
+    tmp_path: Path,
+) -> None:
+    # Enough stars for the stamps' basis to carry the Moffat wing, but too few good stamps
+    # asked for (kernel.min_stamps 1000): the kernel falls back to one derived from the
+    # PSFs, whose basis has no wing. The stamps' own kernels are on the stamps' basis: the
+    # residual panels, the stamp views and kernel.fits read them there (a shape-mismatch
+    # crash before, found by a property-based run with a 1 px template PSF).
+    pair = make_pair((384, 384), 250, seed=5, profile="moffat", sci_beta=2.5, tmpl_beta=3.5)
+    files = [tmp_path / "science.fits", tmp_path / "template.fits"]
+    for path, exposure in zip(files, (pair.science, pair.template), strict=True):
+        write_exposure(path, exposure)
+    science, template = (read_exposure(str(path)) for path in files)
+    config = apply_overrides(SubtractionConfig(), ["kernel.min_stamps=1000"])
+    result = run_subtraction(science, template, config)
+    fit = result.kernel
+    assert any("kernel.min_stamps = 1000" in note for note in fit.warnings)
+    assert fit.solution.wing is None and fit.stamp_basis.shape[0] == fit.solution.basis.shape[0] + 1
+    fitted = np.all(np.isfinite(fit.own_coefficients), axis=1)
+    assert fitted.sum() >= 10 and fit.own_coefficients.shape[1] == fit.stamp_basis.shape[0] + 1
+    # Each fitted stamp's own kernel leaves residuals of noise size (normalised by the
+    # propagated noise): the median absolute residual of unit Gaussian noise is 0.67.
+    own = result.diagnostics.own_by_difference
+    assert own.size > 0 and 0.4 < float(np.median(np.abs(own))) < 1.2
+    index = int(np.nonzero(fitted)[0][0])
+    views = diagnostics.stamp_views(science, template, fit, index)
+    assert np.isfinite(views.residual_own).all() and np.any(views.difference_own != 0)
+    out = tmp_path / "run"
+    write_outputs(result, out, files)
+    np.testing.assert_array_equal(read_saved_run(out).kernel.stamp_basis, fit.stamp_basis)

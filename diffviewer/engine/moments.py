@@ -104,10 +104,19 @@ def box_extremum(stamps: np.ndarray, half: int, *, largest: bool) -> np.ndarray:
     return out
 
 
-def _positive_definite(cov: np.ndarray) -> np.ndarray:
+#: Least variance (px^2) along a weight's narrower axis: a pixel's own (a uniform
+#: distribution over 1 px). Moments below it are the pixel grid's, not a source's (a hot
+#: pixel, or a star far narrower than a pixel): iterating on them shrank the weight
+#: without end, to 1e-300 px^2 and an overflowing exponent, on stars of 1 px FWHM.
+MIN_AXIS_VARIANCE = 1.0 / 12.0
+
+
+def _resolved(cov: np.ndarray) -> np.ndarray:
     """Whether symmetric 2x2 matrices, as ``(3, n)`` elements xx, xy, yy, are covariances
-    (trace and determinant > 0)."""
-    result: np.ndarray = (cov[0] + cov[2] > 0) & (cov[0] * cov[2] - cov[1] * cov[1] > 0)
+    whose smaller eigenvalue is at least :data:`MIN_AXIS_VARIANCE` (so positive definite)."""
+    half_trace = 0.5 * (cov[0] + cov[2])
+    spread = np.hypot(0.5 * (cov[0] - cov[2]), cov[1])
+    result: np.ndarray = half_trace - spread >= MIN_AXIS_VARIANCE
     return result
 
 
@@ -192,9 +201,9 @@ def adaptive_moments_stack(
             )
             new = 2.0 * (moments / s)
             ok = np.isfinite(s) & (s > 0) & np.isfinite(new).all(axis=0)
-            ok &= _positive_definite(new)
+            ok &= _resolved(new)
             new = np.minimum(new, cap)
-            ok &= _positive_definite(new)
+            ok &= _resolved(new)
             done = (
                 np.all(np.abs(new - c) <= 1e-8 + 1e-4 * np.abs(c), axis=0)
                 & (np.abs(x1 - x0[k]) < 1e-4)

@@ -1,13 +1,17 @@
-"""Box extrema of stamp stacks are scipy's maximum and minimum filters to the bit."""
+"""Box extrema of stamp stacks are scipy's maximum and minimum filters to the bit; adaptive
+moments of sources narrower than a pixel stay finite."""
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
-from diffviewer.engine.moments import box_extremum
+from diffviewer.engine.moments import MIN_AXIS_VARIANCE, adaptive_moments_stack, box_extremum
+from diffviewer.stats import FWHM_PER_SIGMA
 
 SHAPES = st.tuples(
     st.integers(min_value=0, max_value=3),
@@ -66,3 +70,30 @@ def test_box_extremum_of_integers_uses_their_range() -> None:
     np.testing.assert_array_equal(
         box_extremum(stamps, 1, largest=False), ndimage.minimum_filter(stamps, (1, 3, 3))
     )
+
+
+def test_moments_of_sources_narrower_than_a_pixel_stay_at_a_pixels_size() -> None:
+    # A star of 0.6 px FWHM, a single hot pixel, and a resolved star (FWHM 3 px) in one
+    # stack. The two unresolved ones used to shrink their weight without end (1e-300 px^2
+    # and an overflowing exponent); their covariance now stops at a pixel's own variance,
+    # and the resolved star is measured as before: its Gaussian variance plus the pixel's.
+    half = 10
+    yy, xx = np.mgrid[-half : half + 1, -half : half + 1].astype(float)
+
+    def star(fwhm: float) -> np.ndarray:
+        sigma = fwhm / FWHM_PER_SIGMA
+        return np.exp(-0.5 * (xx**2 + yy**2) / sigma**2)
+
+    hot = np.zeros_like(xx)
+    hot[half, half] = 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        x, y, cov = adaptive_moments_stack(np.stack([star(0.6), hot, star(3.0)]))
+    assert np.isfinite(cov).all() and np.isfinite(x).all() and np.isfinite(y).all()
+    smallest = np.linalg.eigvalsh(cov)[:, 0]
+    assert np.all(smallest[:2] >= MIN_AXIS_VARIANCE)
+    sigma2 = (3.0 / FWHM_PER_SIGMA) ** 2
+    # sampled at pixel centres, the resolved star's moments are its own variance (the
+    # pixel's 1/12 is added by pixel-integrated profiles only)
+    np.testing.assert_allclose(cov[2], [[sigma2, 0.0], [0.0, sigma2]], atol=1e-3)
+    np.testing.assert_allclose([x[2], y[2]], [half, half], atol=1e-6)

@@ -520,6 +520,11 @@ def _saturation(
 
 def _check_usable(bits: np.ndarray, source: str, saturation: tuple[str, float] | None) -> None:
     """Raise when every pixel carries a plane that makes it unusable, naming the planes."""
+    if (bits & int(MaskPlane.NO_DATA)).all():
+        raise InputError(
+            f"image {source} has no usable pixel (zero weight or no data everywhere); "
+            "check the weight and mask files"
+        )
     unusable = int(UNUSABLE)
     if ((bits & unusable) == 0).any():
         return
@@ -547,6 +552,7 @@ def read_exposure(
     variance: str | Path | None = None,
     weight: str | Path | None = None,
     mask: str | Path | None = None,
+    saved: bool = False,
 ) -> Exposure:
     """Read an image, its variance, mask, WCS, PSF and zero point from FITS.
 
@@ -566,6 +572,10 @@ def read_exposure(
         A mask image: LSST planes when its header has ``MP_*`` cards, else any
         nonzero value is BAD. A ``*_ooi_*`` image finds its ``*_ood_*`` sibling; an
         ``IMAGE`` HDU its ``MASK`` HDU.
+    saved : bool
+        The file is one of a run's own outputs (:func:`diffviewer.results.read_saved_run`),
+        read as written: it may have no usable pixel (the score of a cutout smaller than
+        the kernel's footprint is EDGE everywhere), which an input may not.
 
     Returns
     -------
@@ -580,7 +590,8 @@ def read_exposure(
     InputError
         When a file is missing, not FITS, truncated, lacks the extension or image
         data, holds a 1-D or 3-D array, when planes differ in shape, when both a
-        variance and a weight are given, or when no pixel is finite.
+        variance and a weight are given, or when no pixel is finite (or, unless ``saved``,
+        usable).
     """
     if variance is not None and weight is not None:
         raise InputError(f"{spec}: give either a variance or a weight file, not both")
@@ -622,12 +633,8 @@ def read_exposure(
     if saturation is not None and saturation[1] > 0:
         # Pixels without data are 0 by now, below a positive level.
         bits[image >= saturation[1]] |= MASK_DTYPE(int(MaskPlane.SAT))
-    if (bits & int(MaskPlane.NO_DATA)).all():
-        raise InputError(
-            f"image {source} has no usable pixel (zero weight or no data everywhere); "
-            "check the weight and mask files"
-        )
-    _check_usable(bits, source, saturation)
+    if not saved:
+        _check_usable(bits, source, saturation)
     if var is not None and not np.any(np.isfinite(var) & (var > 0)):
         with np.errstate(invalid="ignore"):
             span = (

@@ -603,7 +603,7 @@ def read_saved_run(out_dir: str | Path) -> SavedRun:
             "rerun the pair with full products"
         )
     template = SavedTemplate(
-        read_exposure(specs[0]),
+        read_exposure(specs[0], saved=warped.is_file()),
         bool(warp["warped"]),
         _float(warp["max_offset_px"]),
         float(warp["coverage_fraction"]),
@@ -611,7 +611,7 @@ def read_saved_run(out_dir: str | Path) -> SavedRun:
     )
     score = None
     if meta.get("score", {}).get("method", "none") != "none":
-        saved = read_exposure(str(out / "score.fits"))
+        saved = read_exposure(str(out / "score.fits"), saved=True)
         score = SavedScore(saved.image, saved.mask, str(meta["score"]["method"]))
     return SavedRun(
         folder=out,
@@ -621,9 +621,9 @@ def read_saved_run(out_dir: str | Path) -> SavedRun:
         template=template,
         kernel=kernel,
         subtraction=SavedProducts(
-            read_exposure(str(out / "matched_template.fits")), ksum, step, sub_psf
+            read_exposure(str(out / "matched_template.fits"), saved=True), ksum, step, sub_psf
         ),
-        difference=read_exposure(str(out / "difference.fits")),
+        difference=read_exposure(str(out / "difference.fits"), saved=True),
         decorrelation=decorrelation,
         renormalisation=renormalisation,
         score=score,

@@ -19,10 +19,13 @@ from astropy.io import fits
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from diffviewer.config import SubtractionConfig
+from diffviewer.config import SubtractionConfig, apply_overrides
 from diffviewer.engine.pipeline import run_subtraction
 from diffviewer.errors import DiffviewerError
+from diffviewer.exposure import MaskPlane
 from diffviewer.io import read_exposure
+from diffviewer.outputs import write_outputs
+from diffviewer.results import read_saved_run
 from diffviewer.stats import FWHM_PER_SIGMA
 from diffviewer.synthetic import render_gaussians
 
@@ -157,3 +160,102 @@ def test_images_too_small_are_refused_with_the_minimum(tmp_path: Path, shape) ->
     with pytest.raises(DiffviewerError, match=r"at least 22 x 22 px"):
         sci = read_exposure(spec)
         run_subtraction(sci, sci, SubtractionConfig())
+
+
+def _field(
+    shape: tuple[int, int], rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Positions and fluxes of one star field (a star per 300 px)."""
+    ny, nx = shape
+    n = max(1, (ny * nx) // 300)
+    return rng.uniform(0, nx - 1, n), rng.uniform(0, ny - 1, n), rng.uniform(2e3, 5e4, n)
+
+
+def _seen(
+    shape: tuple[int, int],
+    field: tuple[np.ndarray, np.ndarray, np.ndarray],
+    fwhm: float,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """``field`` rendered with a Gaussian PSF over a sky of 1000 counts, with noise."""
+    x, y, flux = field
+    model = render_gaussians(shape, x, y, flux, np.full(x.size, fwhm / FWHM_PER_SIGMA), 12)
+    return 1000.0 + model + rng.normal(size=shape) * np.sqrt(1000.0 + model)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    ny=SIDES.filter(lambda side: side >= 22),
+    nx=SIDES.filter(lambda side: side >= 22),
+    dtype=DTYPES,
+    nans=NAN_PATTERNS,
+    masks=MASK_PATTERNS,
+    template_fwhm=st.floats(min_value=1.0, max_value=8.0),
+    shift=st.tuples(st.floats(-4.0, 4.0), st.floats(-4.0, 4.0)),
+    mode=st.sampled_from(["auto", "template", "science"]),
+    seed=st.integers(min_value=0, max_value=2**16),
+)
+def test_one_field_seen_twice_is_subtracted_or_refused_with_our_error(
+    tmp_path_factory: pytest.TempPathFactory,
+    ny: int,
+    nx: int,
+    dtype: str,
+    nans: str,
+    masks: str,
+    template_fwhm: float,
+    shift: tuple[float, float],
+    mode: str,
+    seed: int,
+) -> None:
+    # The same stars in both images (the test above draws two fields, which registration
+    # rightly refuses half the time): the template shifted by up to 4 px, its PSF from
+    # 1 px (narrower than a pixel's moments, the stamps all rejected) to 8 px, either
+    # image convolved. The outputs are written and read back.
+    rng = np.random.default_rng(seed)
+    shape = (ny, nx)
+    stars = _field(shape, rng)
+    moved = (stars[0] + shift[0], stars[1] + shift[1], stars[2] * 0.8)
+    science = _with_nans(_seen(shape, stars, 4.0, rng), nans, rng)
+    template = _with_nans(_seen(shape, moved, template_fwhm, rng), nans, rng)
+    folder = tmp_path_factory.mktemp("pair")
+    sci_spec = _write(folder, "science", science, dtype, _mask(shape, masks, rng))
+    tmpl_spec = _write(folder, "template", template, dtype, None)
+    config = apply_overrides(SubtractionConfig(), [f"kernel.mode={mode}"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        try:
+            result = run_subtraction(read_exposure(sci_spec), read_exposure(tmpl_spec), config)
+        except DiffviewerError as exc:
+            event(f"refused: {type(exc).__name__}")
+            assert str(exc) and "\n" not in str(exc), f"not one line: {exc!r}"
+            return
+        write_outputs(result, folder / "out", [sci_spec, tmpl_spec])
+    event("subtracted")
+    assert np.isfinite(result.difference.image).all()
+    np.testing.assert_array_equal(
+        read_saved_run(folder / "out").difference.image, result.difference.image
+    )
+
+
+def test_a_saved_run_whose_score_is_edge_everywhere_reads_back(tmp_path: Path) -> None:
+    # A 22 x 23 px pair (the least image side): the score is EDGE on every pixel, a valid
+    # product of such a cutout, which reading the run back refused as an unusable input.
+    rng = np.random.default_rng(0)
+    shape = (22, 23)
+    stars = _field(shape, rng)
+    science = _with_nans(_seen(shape, stars, 4.0, rng), "scatter", rng)
+    template = _with_nans(_seen(shape, stars, 1.0, rng), "scatter", rng)
+    specs = [
+        _write(tmp_path, name, image, "float32", None)
+        for name, image in (("s", science), ("t", template))
+    ]
+    result = run_subtraction(read_exposure(specs[0]), read_exposure(specs[1]), SubtractionConfig())
+    assert result.score is not None and np.all(result.score.mask & int(MaskPlane.EDGE))
+    write_outputs(result, tmp_path / "out", specs)
+    back = read_saved_run(tmp_path / "out")
+    assert back.score is not None
+    np.testing.assert_array_equal(back.score.image, result.score.image)
+    np.testing.assert_array_equal(back.difference.mask, result.difference.mask)
+    # an input with no usable pixel is still refused
+    with pytest.raises(DiffviewerError, match="every pixel is masked"):
+        read_exposure(str(tmp_path / "out" / "score.fits"))

@@ -281,18 +281,19 @@ def run_subtraction(
         # estimate of each input's background, which bound the sky of the kernel fit's
         # noise terms and of the renormalisation; each input's background on that sky (the
         # kernel fit's noise terms and ZOGY's score subtract it).
-        usable = sky.usable_on_both(science, warped.exposure)
-        mesh = config.score.background_mesh
-        sources = sky.input_sources(
-            science,
-            warped.exposure,
-            sky.input_backgrounds(science, warped.exposure, mesh, usable),
-            usable,
-        )
-        backgrounds = sky.sky_backgrounds(
-            science, warped.exposure, mesh, sources, (sci_psf.fwhm, tmpl_psf.fwhm)
-        )
-        with _step(rep, "kernel fit", 0.25, 0.45):
+        with _step(rep, "sky", 0.25, 0.27):
+            usable = sky.usable_on_both(science, warped.exposure)
+            mesh = config.score.background_mesh
+            sources = sky.input_sources(
+                science,
+                warped.exposure,
+                sky.input_backgrounds(science, warped.exposure, mesh, usable),
+                usable,
+            )
+            backgrounds = sky.sky_backgrounds(
+                science, warped.exposure, mesh, sources, (sci_psf.fwhm, tmpl_psf.fwhm)
+            )
+        with _step(rep, "kernel fit", 0.27, 0.45):
             fit = kernel.fit_kernel(
                 science,
                 warped.exposure,

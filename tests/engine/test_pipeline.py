@@ -23,6 +23,7 @@ STEPS = [
     "warp",
     "kernel candidates",
     "psf",
+    "sky",  # the inputs' sources and backgrounds on sky
     "kernel fit",
     "subtract",
     "decorrelate",

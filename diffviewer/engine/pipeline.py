@@ -121,7 +121,11 @@ def check_image_size(exposure: Exposure, name: str, config: SubtractionConfig) -
 
 
 def check_inputs(science: Exposure, pieces: Sequence[Exposure], config: SubtractionConfig) -> None:
-    """:func:`check_image_size` and :func:`check_flux_units` of the science and each piece.
+    """:func:`check_image_size` of the science and of a template in one piece, and
+    :func:`check_flux_units` of the science and each piece.
+
+    A template in several pieces is checked for size once combined on the science grid
+    (the science's size): a piece may be a narrow strip at a patch's edge.
 
     A function of its own so that no loop variable of :func:`run_subtraction` holds a
     template piece to the end of the run: the pieces as read are freed once warped
@@ -135,7 +139,8 @@ def check_inputs(science: Exposure, pieces: Sequence[Exposure], config: Subtract
     check_image_size(science, "science", config)
     check_flux_units(science, "science")
     for piece in pieces:
-        check_image_size(piece, "template", config)
+        if len(pieces) == 1:
+            check_image_size(piece, "template", config)
         check_flux_units(piece, "template")
 
 

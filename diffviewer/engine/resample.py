@@ -35,6 +35,14 @@ from diffviewer.exposure import MASK_DTYPE, MaskPlane
 
 #: Spline order of each interpolation name of :class:`diffviewer.config.WarpConfig`.
 INTERPOLATION_ORDER = {"nearest-neighbor": 0, "bilinear": 1, "biquadratic": 2, "bicubic": 3}
+#: How far (px, per axis) a sample must lie inside an image's outermost pixel centres for
+#: its interpolation to read the image's own pixels only, by spline order: half a pixel
+#: beyond them for the nearest neighbour, on them for bilinear, and 2 and 3 px inside for
+#: the biquadratic and bicubic splines, whose prefilter carries the border's condition
+#: inward by 0.17^k and 0.27^k (3 % and 2 % at those depths). A template piece's
+#: neighbours hold the pixels beyond its edge, so a sample nearer the edge than this is
+#: left to them (:func:`diffviewer.engine.warp.warp_exposure`).
+INTERIOR_REACH = {0: -0.5, 1: 0.0, 2: 2.0, 3: 3.0}
 #: Pixels each side of a sample point, per axis, whose squared weights the variance
 #: takes (by spline order); the cardinal splines of orders 2 and 3 leave out at most
 #: 2.6e-5 and 2.4e-4 of the squared weight with 3.

@@ -253,6 +253,7 @@ def warp_exposure(
     interpolation: str,
     reporter: Reporter | None = None,
     mapping: Mapping | None = None,
+    piece: bool = False,
 ) -> tuple[Exposure, float]:
     """Resample the template's image, variance and mask onto the science grid.
 
@@ -267,6 +268,12 @@ def warp_exposure(
     mapping : callable, optional
         Science (x, y) px -> template (x, y) px, e.g. a transform fitted on stars;
         the WCSs when None.
+    piece : bool
+        The template is one piece of several: a science pixel has data only where the
+        interpolation reads this piece's own pixels
+        (:data:`~diffviewer.engine.resample.INTERIOR_REACH`), not the border the
+        resampling assumes beyond its edge, where a neighbour piece holds the sky. With
+        pieces that abut without overlapping, the seam has no data.
 
     Returns
     -------
@@ -275,8 +282,9 @@ def warp_exposure(
         header (its WCS cards replaced by the science WCS); its variance is that of
         the interpolated values (:func:`diffviewer.engine.resample.resample_variance`).
         Science pixels whose sky falls outside the template (beyond half a pixel from
-        its edge) get NO_DATA. And the mean ``sum w^2`` of the interpolation weights
-        over the covered pixels (:func:`diffviewer.engine.resample.variance_ratio`).
+        its edge; for a piece, see ``piece``) get NO_DATA. And the mean ``sum w^2`` of the
+        interpolation weights over the covered pixels
+        (:func:`diffviewer.engine.resample.variance_ratio`).
     """
     reporter = reporter or null_reporter()
     order = resample.INTERPOLATION_ORDER[interpolation]
@@ -284,7 +292,10 @@ def warp_exposure(
         mapping = wcs_mapping(science.wcs, template.wcs)
     tx, ty, _ = pixel_map(mapping, science.shape, reporter, (0, 0.3))
     ny, nx = template.shape
-    outside = ~((tx >= -0.5) & (tx <= nx - 0.5) & (ty >= -0.5) & (ty <= ny - 0.5))
+    # (less a rounding's worth: pieces on one grid map onto each other's pixel centres
+    # through the WCSs to ~1e-10 px)
+    inset = resample.INTERIOR_REACH[order] - 1e-6 if piece else -0.5
+    outside = ~((tx >= inset) & (tx <= nx - 1 - inset) & (ty >= inset) & (ty <= ny - 1 - inset))
     ratio = resample.variance_ratio(tx, ty, order, ~outside)
     image = resample.resample(template.image, tx, ty, order, reporter, (0.3, 0.5))
     variance = resample.resample_variance(template.variance, tx, ty, order, reporter, (0.5, 0.8))
@@ -501,8 +512,10 @@ def _place(
     reporter: Reporter,
     science_peaks: Peaks | None,
     template_peaks: Peaks | None,
+    piece: bool,
 ) -> _Placed:
-    """Register one template piece and resample it onto the science grid when needed."""
+    """Register one template piece and resample it onto the science grid when needed
+    (``piece``: one of several, :func:`warp_exposure`)."""
     reg, mapping = register_template(template, science, config, science_peaks, template_peaks)
     notes: list[str] = list(reg.notes)
     warped = False
@@ -515,7 +528,7 @@ def _place(
         noise = 3.0 * reg.position_error if reg.method == "stars" else 0.0
         if template.shape != science.shape or not max_offset <= max(config.grid_tolerance, noise):
             resampled, ratio = warp_exposure(
-                template, science, config.interpolation, reporter, mapping=mapping
+                template, science, config.interpolation, reporter, mapping=mapping, piece=piece
             )
             exposure = at_psf_scale(resampled, ratio)
             warped = True
@@ -580,7 +593,9 @@ def warp_template(
     placed, piece_peaks = [], []
     for i, piece in enumerate(pieces):
         piece_peaks.append(register.star_peaks(piece) if stars else None)
-        placed.append(_place(piece, science, config, reporter, peaks, piece_peaks[-1]))
+        placed.append(
+            _place(piece, science, config, reporter, peaks, piece_peaks[-1], len(pieces) > 1)
+        )
         reporter.update((i + 1) / (len(pieces) + 1))
     exposure, combine_notes = mosaic.combine_pieces([p.exposure for p in placed])
     notes = [

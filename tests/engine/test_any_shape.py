@@ -41,17 +41,33 @@ NAN_PATTERNS = st.sampled_from(["none", "scatter", "row", "column", "corner", "h
 MASK_PATTERNS = st.sampled_from(["none", "scatter", "saturated_star", "block"])
 
 
+def _field(
+    shape: tuple[int, int], rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Positions and fluxes of one star field (a star per 300 px)."""
+    ny, nx = shape
+    n = max(1, (ny * nx) // 300)
+    return rng.uniform(0, nx - 1, n), rng.uniform(0, ny - 1, n), rng.uniform(2e3, 5e4, n)
+
+
+def _seen(
+    shape: tuple[int, int],
+    field: tuple[np.ndarray, np.ndarray, np.ndarray],
+    fwhm: float,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """``field`` rendered with a Gaussian PSF over a sky of 1000 counts, with noise."""
+    x, y, flux = field
+    model = render_gaussians(shape, x, y, flux, np.full(x.size, fwhm / FWHM_PER_SIGMA), 12)
+    return 1000.0 + model + rng.normal(size=shape) * np.sqrt(1000.0 + model)
+
+
 def _image(
     shape: tuple[int, int], rng: np.random.Generator, fwhm: float, shift: float
 ) -> np.ndarray:
-    """A few stars over a sky of 1000 counts with Poisson-like noise."""
-    ny, nx = shape
-    n = max(1, (ny * nx) // 300)
-    x = np.clip(rng.uniform(0, nx - 1, n) + shift, 0, nx - 1)
-    y = rng.uniform(0, ny - 1, n)
-    flux = rng.uniform(2e3, 5e4, n)
-    model = render_gaussians(shape, x, y, flux, np.full(n, fwhm / FWHM_PER_SIGMA), 12)
-    return 1000.0 + model + rng.normal(size=shape) * np.sqrt(1000.0 + model)
+    """A field of its own (:func:`_field`), shifted along x within the image, seen."""
+    x, y, flux = _field(shape, rng)
+    return _seen(shape, (np.clip(x + shift, 0, shape[1] - 1), y, flux), fwhm, rng)
 
 
 def _with_nans(image: np.ndarray, pattern: str, rng: np.random.Generator) -> np.ndarray:
@@ -160,27 +176,6 @@ def test_images_too_small_are_refused_with_the_minimum(tmp_path: Path, shape) ->
     with pytest.raises(DiffviewerError, match=r"at least 22 x 22 px"):
         sci = read_exposure(spec)
         run_subtraction(sci, sci, SubtractionConfig())
-
-
-def _field(
-    shape: tuple[int, int], rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Positions and fluxes of one star field (a star per 300 px)."""
-    ny, nx = shape
-    n = max(1, (ny * nx) // 300)
-    return rng.uniform(0, nx - 1, n), rng.uniform(0, ny - 1, n), rng.uniform(2e3, 5e4, n)
-
-
-def _seen(
-    shape: tuple[int, int],
-    field: tuple[np.ndarray, np.ndarray, np.ndarray],
-    fwhm: float,
-    rng: np.random.Generator,
-) -> np.ndarray:
-    """``field`` rendered with a Gaussian PSF over a sky of 1000 counts, with noise."""
-    x, y, flux = field
-    model = render_gaussians(shape, x, y, flux, np.full(x.size, fwhm / FWHM_PER_SIGMA), 12)
-    return 1000.0 + model + rng.normal(size=shape) * np.sqrt(1000.0 + model)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

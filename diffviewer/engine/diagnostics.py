@@ -164,8 +164,8 @@ def _own_residuals(
     tab = fit.candidates
     status = np.asarray(tab["status"]).astype(str)
     sel = np.nonzero((status != "CONTROL") & np.all(np.isfinite(fit.own_coefficients), axis=1))[0]
-    reach = fit.fit_half + fit.stamp_basis.shape[-1] // 2
     half = fit.fit_half
+    reach = half + fit.stamp_basis.shape[-1] // 2  # the source's cutout: stamp and kernel
     source, target = fit.source_target(science, template)
     x_all = np.asarray(tab["x"], dtype=float)[sel]
     y_all = np.asarray(tab["y"], dtype=float)[sel]

@@ -548,6 +548,40 @@ def _place(
     return _Placed(exposure, warped, max_offset, reg, tuple(notes), ratio)
 
 
+def seam_pixels(has_data: np.ndarray, width: int) -> int:
+    """Pixels without data that have data within ``width`` px on both sides along x or
+    along y: the seams that template pieces leave between them.
+
+    Parameters
+    ----------
+    has_data : numpy.ndarray
+        Boolean map of the combined template's pixels with data.
+    width : int
+        Widest seam (px) to count.
+
+    Returns
+    -------
+    int
+    """
+    ny, nx = has_data.shape
+    before_x, after_x = np.zeros_like(has_data), np.zeros_like(has_data)
+    before_y, after_y = np.zeros_like(has_data), np.zeros_like(has_data)
+    for k in range(1, width + 1):
+        before_x[:, k:] |= has_data[:, : nx - k]
+        after_x[:, : nx - k] |= has_data[:, k:]
+        before_y[k:] |= has_data[: ny - k]
+        after_y[: ny - k] |= has_data[k:]
+    seam = ~has_data & ((before_x & after_x) | (before_y & after_y))
+    return int(np.count_nonzero(seam))
+
+
+def overlap_needed(interpolation: str) -> int:
+    """Columns (or rows) two template pieces must share for the interpolation to give
+    their seam data from one of them (:data:`~diffviewer.engine.resample.INTERIOR_REACH`)."""
+    reach = resample.INTERIOR_REACH[resample.INTERPOLATION_ORDER[interpolation]]
+    return max(0, math.ceil(2 * reach + 1))
+
+
 def warp_template(
     template: Exposure | Sequence[Exposure],
     science: Exposure,
@@ -604,6 +638,17 @@ def warp_template(
         for note in p.notes
     ]
     notes.extend(combine_notes)
+    if len(placed) > 1:
+        need = overlap_needed(config.interpolation)
+        width = need + 2
+        seams = seam_pixels(planes_clear(exposure.mask, int(MaskPlane.NO_DATA)), width)
+        if seams:
+            notes.append(
+                f"the combined template has {seams} px without data in gaps of up to {width} "
+                "px between pixels with data: where template pieces meet, they abut or share "
+                f"fewer columns or rows than {config.interpolation} interpolation needs "
+                f"({need}); give pieces that overlap by {need} px or more"
+            )
     covered = [template_coverage(p.exposure) for p in placed]
     # one piece is the template itself (mosaic.combine_pieces): its coverage is the piece's
     coverage = covered[0] if len(placed) == 1 else template_coverage(exposure)

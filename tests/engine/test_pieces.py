@@ -165,7 +165,10 @@ def test_pieces_agree_with_the_whole_and_leave_no_data_where_they_cannot_interpo
     )
     assert worst_column.max() < 0.01
 
+    assert not any("between pixels with data" in note for note in split.warnings)
     abutting = run_subtraction(pair.science, [piece(0, 112), piece(112, 200)])
+    # the run says so, and what to do
+    assert any("overlap by 1 px or more" in note for note in abutting.warnings)
     warped = abutting.template.exposure
     # the science pixels whose sky lies between the two pieces' outermost columns
     tx, _ = warp.wcs_mapping(pair.science.wcs, template.wcs)(
@@ -178,3 +181,21 @@ def test_pieces_agree_with_the_whole_and_leave_no_data_where_they_cannot_interpo
     np.testing.assert_allclose(
         warped.image[has_data & ~seam], expected, rtol=0, atol=1e-3 * np.std(expected)
     )
+
+
+def test_seams_are_gaps_between_data_along_a_row_or_column() -> None:
+    data = np.ones((20, 30), dtype=bool)
+    data[:, 12] = False  # a one-column seam: 20 px
+    data[5:7, 20:23] = False  # a hole of 2 x 3 px, within the width along both axes
+    data[:, 27:] = False  # the edge: data on one side only
+    assert warp.seam_pixels(data, 3) == 20 + 6
+    assert warp.seam_pixels(data, 2) == 20 + 6  # the hole is 2 rows tall
+    data[10:14, 5] = False  # 4 rows tall and 1 column wide: a seam along x
+    assert warp.seam_pixels(data, 2) == 20 + 6 + 4
+    # the overlap each interpolation needs at a seam: none for the nearest neighbour, the
+    # pixel centre for bilinear, 2 x 3 + 1 for bicubic
+    assert [warp.overlap_needed(name) for name in ("nearest-neighbor", "bilinear", "bicubic")] == [
+        0,
+        1,
+        7,
+    ]

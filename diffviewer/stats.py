@@ -35,6 +35,30 @@ def robust_std(values: np.ndarray, centre: float | None = None) -> float:
     return float(MAD_TO_SIGMA * median(np.abs(values - med)))
 
 
+#: Ratio of the standard error of a large Gaussian sample's median to that of its mean,
+#: sqrt(pi / 2).
+MEDIAN_EFFICIENCY = float(np.sqrt(np.pi / 2.0))
+
+
+def median_standard_error(values: np.ndarray) -> float:
+    """Standard error of the median of independent values: :data:`MEDIAN_EFFICIENCY` times
+    their robust standard deviation over the square root of their number.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        Finite values (any shape).
+
+    Returns
+    -------
+    float
+        NaN for an empty array. Correlated values (resampled or coadded pixels) have a
+        larger error than this.
+    """
+    values = np.asarray(values, dtype=np.float64).ravel()
+    return MEDIAN_EFFICIENCY * robust_std(values) / float(np.sqrt(max(values.size, 1)))
+
+
 #: Values sampled to bracket a median (:func:`median`): the sample's middle ranks, 5
 #: sigma of a sample rank either side, hold the median of a randomly ordered array but
 #: about once in 10^6 (when they do not, :func:`median` takes the whole array).

@@ -319,7 +319,8 @@ def make_pair(
         raise ValueError("elliptical PSFs need profile='moffat'")
     rng = np.random.default_rng(seed)
     ny, nx = shape
-    margin = 3.0 * sci_fwhm
+    # Stars keep 3 FWHM from the edges, or sit at the centre of a smaller image.
+    margin = min(3.0 * sci_fwhm, (min(shape) - 1) / 2)
     x = rng.uniform(margin, nx - 1 - margin, n_stars)
     y = rng.uniform(margin, ny - 1 - margin, n_stars)
     lo, hi = flux_range

@@ -16,6 +16,7 @@ from diffviewer.stats import (
     SAMPLE_BLOCK,
     masked_sample,
     median,
+    median_standard_error,
     nanmedian_last,
     robust_std,
     window_mad,
@@ -210,3 +211,14 @@ def test_masked_sample_across_row_blocks_of_a_view() -> None:
         np.testing.assert_array_equal(
             masked_sample(values, mask, max_samples), values[mask][::step]
         )
+
+
+def test_median_standard_error_is_the_scatter_of_medians() -> None:
+    # 2,000 Gaussian samples of 400 (sigma 3): their medians scatter by the predicted
+    # error to within 5 % (the scatter of 2,000 draws is known to 1.6 %).
+    rng = np.random.default_rng(4)
+    samples = rng.normal(10.0, 3.0, size=(2000, 400))
+    predicted = np.median([median_standard_error(s) for s in samples])
+    assert np.std(np.median(samples, axis=1)) == pytest.approx(predicted, rel=0.05)
+    assert predicted == pytest.approx(np.sqrt(np.pi / 2) * 3.0 / 20.0, rel=0.05)
+    assert np.isnan(median_standard_error(np.zeros(0)))

@@ -73,3 +73,10 @@ def test_a_star_beyond_the_edge_lights_what_its_box_reaches(x: float, y: float) 
     large = render_moffats((22 + 2 * pad, 24 + 2 * pad), xs + pad, ys + pad, flux, *args)
     np.testing.assert_allclose(small, large[pad:-pad, pad:-pad], rtol=0, atol=1e-9)
     assert small.sum() > 0.0  # each box reaches into the image
+
+
+def test_a_cutout_narrower_than_six_fwhm_holds_its_stars_at_the_centre() -> None:
+    # Stars keep 3 FWHM from the edges; a 36 px cutout of FWHM 8 px has no such room
+    # (this raised from numpy's uniform draw) and centres them.
+    pair = make_pair((36, 36), 3, seed=0, sci_fwhm=8.0, tmpl_fwhm=5.0)
+    assert np.allclose(pair.star_x, 17.5) and np.allclose(pair.star_y, 17.5)

@@ -53,7 +53,7 @@ from diffviewer.engine.progress import Reporter
 from diffviewer.engine.psf import PsfEstimate, frozen
 from diffviewer.engine.sky import MIN_BACKGROUND_SKY, InputSources
 from diffviewer.exposure import Exposure
-from diffviewer.stats import median
+from diffviewer.stats import median, median_standard_error
 
 __all__ = ["KernelFit", "KernelSolution", "fit_kernel"]
 
@@ -83,6 +83,49 @@ def _zero_point_ratio(science: Exposure, template: Exposure) -> float | None:
     return float(10 ** (0.4 * (science.zero_point - template.zero_point)))
 
 
+#: Significance (in its standard errors) from which the fallback's differential background
+#: is subtracted. On a cutout of a few hundred sky pixels its median is known to
+#: 0.06-0.08 of the pixel noise, which a PSF of FWHM 6-10 px turns into 0.1-0.2 of the
+#: noise of a point source's flux (``error / sum(P^2)``), as much as the source's own at
+#: FWHM 10 px, and which the catalog's errors do not hold. A level within 3 of its errors
+#: of none is that noise: inputs already background-subtracted (survey cutouts) agree
+#: there, and a sky left on one input stands out by far more.
+BACKGROUND_SIGNIFICANCE = 3.0
+
+
+def _fallback_background(on_sky: np.ndarray) -> tuple[float, str]:
+    """The fallback kernel's differential background, and the phrase that says what it is.
+
+    Parameters
+    ----------
+    on_sky : numpy.ndarray
+        The target less the scaled source image over the sky pixels (at least one FWHM
+        from every source of either image).
+
+    Returns
+    -------
+    (float, str)
+        Their median when there are at least :data:`MIN_BACKGROUND_SKY` of them and it
+        differs from none by more than :data:`BACKGROUND_SIGNIFICANCE` standard errors
+        (:func:`~diffviewer.stats.median_standard_error`), else 0.
+    """
+    n_sky = on_sky.size
+    if n_sky < MIN_BACKGROUND_SKY:
+        return 0.0, (
+            f"; no differential background ({n_sky} sky pixels, fewer than {MIN_BACKGROUND_SKY})"
+        )
+    level, error = median(on_sky), median_standard_error(on_sky)
+    measured = (
+        f"differential background {level:.4g} +- {error:.2g} (median over {n_sky} sky pixels)"
+    )
+    if abs(level) > BACKGROUND_SIGNIFICANCE * error:
+        return level, f"; {measured}"
+    return 0.0, (
+        f"; {measured} is within {BACKGROUND_SIGNIFICANCE:g} standard errors of none: "
+        "not subtracted"
+    )
+
+
 def _fallback_solution(
     science: Exposure,
     template: Exposure,
@@ -101,8 +144,8 @@ def _fallback_solution(
     the basis's reach), and the difference is a plain scaled difference. The kernel sum is
     the zero points' flux ratio when both are known, else 1; the background is the median
     difference over the sky (:meth:`~diffviewer.engine.sky.InputSources.sky`: pixels
-    usable on both at least one FWHM from every source of either image), or none with
-    fewer than :data:`MIN_BACKGROUND_SKY` sky pixels.
+    usable on both at least one FWHM from every source of either image) where it is
+    significant, else none (:func:`_fallback_background`).
     """
     known = [e for e in (src_psf, tgt_psf) if e.source != "default"]
     delta = len(known) < 2
@@ -117,9 +160,9 @@ def _fallback_solution(
     coef *= scale / float(coef @ sums)
     sci_side = science.image if mode == "template" else scale * science.image
     tmpl_side = scale * template.image if mode == "template" else template.image
-    sky = sources.beyond_psfs(src_psf.fwhm, tgt_psf.fwhm)
-    n_sky = int(sky.sum())
-    bg = float(np.median((sci_side - tmpl_side)[sky])) if n_sky >= MIN_BACKGROUND_SKY else 0.0
+    bg, bg_note = _fallback_background(
+        (sci_side - tmpl_side)[sources.beyond_psfs(src_psf.fwhm, tgt_psf.fwhm)]
+    )
     if delta:
         why = (
             "no PSF is known for "
@@ -135,11 +178,7 @@ def _fallback_solution(
     why += ", with kernel sum " + (
         f"{scale:.4g} from the zero points" if ratio is not None else "1 (no zero points)"
     )
-    why += (
-        f"; differential background {bg:.4g} (median over {n_sky} sky pixels)"
-        if n_sky >= MIN_BACKGROUND_SKY
-        else f"; no differential background ({n_sky} sky pixels, fewer than {MIN_BACKGROUND_SKY})"
-    )
+    why += bg_note
     solution = KernelSolution(
         frozen(basis),
         frozen(coef[:, None]),

@@ -296,6 +296,54 @@ def test_fallback_background_is_measured_on_sky_not_on_the_transient() -> None:
     assert abs(float(np.mean(levels))) < 0.7, levels
 
 
+def _cutout_with_given_psfs(seed: int, offset: float) -> Any:
+    """A 36 x 36 px cutout pair (science FWHM 8 px, template 5 px, both PSFs given, sky
+    noise about 6 counts a pixel, no star) with a 2,000-count transient at its centre and
+    ``offset`` counts added to the science, run through the engine."""
+    from diffviewer.engine.pipeline import run_subtraction
+
+    pair = make_pair(
+        (36, 36), 1, seed=seed, sci_fwhm=8.0, tmpl_fwhm=5.0, flux_range=(1.0, 1.0), sky=30.0,
+        tmpl_sky=30.0, transients=[(17.5, 17.5, 2000.0)], background_offset=offset,
+    )  # fmt: skip
+    return run_subtraction(
+        dataclasses.replace(pair.science, psf=psf.gaussian_image(8.0, 16)),
+        dataclasses.replace(pair.template, psf=psf.gaussian_image(5.0, 16)),
+    )
+
+
+def test_a_fallback_background_within_its_noise_is_not_subtracted() -> None:
+    """The inputs agree on their sky (both background-subtracted, as survey cutouts are).
+
+    The median over the cutout's 200-500 sky pixels is known to about 0.35 counts, which
+    this PSF turns into a third of the transient's flux error, and the catalog's errors do
+    not hold it: subtracted on every cutout, the transient's flux pulls over 40 cutouts
+    scattered by 1.23 of their errors; now by 1.07, where complete errors give 1 (a 40-draw
+    scatter is itself uncertain by 0.11)."""
+    pulls = []
+    for seed in range(40):
+        cat = _cutout_with_given_psfs(seed, 0.0).diasources
+        cat = cat[~np.asarray(cat["sky_source"])]
+        near = np.hypot(np.asarray(cat["x"]) - 17.5, np.asarray(cat["y"]) - 17.5) < 2
+        assert near.sum() == 1
+        pulls.append(float((cat["psf_flux"][near][0] - 2000.0) / cat["psf_flux_err"][near][0]))
+    assert np.std(pulls) < 1.15
+
+
+def test_a_significant_fallback_background_is_subtracted() -> None:
+    """5 counts left on the science's sky, about 13 standard errors of its median: it is
+    subtracted to within 1 count (3 standard errors at these cutouts' 300-500 sky pixels)
+    on every cutout with at least :data:`~diffviewer.engine.sky.MIN_BACKGROUND_SKY` of
+    them, 8 of these 10."""
+    levels = [
+        float(_cutout_with_given_psfs(seed, 5.0).subtraction.background.mean())
+        for seed in range(10)
+    ]
+    subtracted = [level for level in levels if level != 0.0]
+    assert len(subtracted) == 8
+    assert np.allclose(subtracted, 5.0, atol=1.0), levels
+
+
 def test_stamp_outliers_judge_bright_stars_by_the_samples_scatter() -> None:
     # 180 faint stamps whose kernel sums scatter by their own errors (3 %), 20 bright ones
     # with 0.2 % errors and a 1 % intrinsic scatter (colour terms), one contaminated faint

@@ -523,7 +523,9 @@ def _place(
     exposure = template
     ratio = 1.0
     if mapping is not None:
-        max_offset = register.max_difference(mapping, register.identity, science.shape)
+        max_offset = register.max_difference(
+            mapping, register.identity, register.image_grid(science.shape)
+        )
         # below three times a star fit's own uncertainty, an offset is not measured
         noise = 3.0 * reg.position_error if reg.method == "stars" else 0.0
         if template.shape != science.shape or not max_offset <= max(config.grid_tolerance, noise):

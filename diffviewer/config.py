@@ -150,8 +150,11 @@ class WarpConfig:
     )
     wcs_tolerance: float = param(
         0.3,
-        "Largest disagreement, over the image, between the WCS mapping and the fit on matched "
-        "stars for which register = 'auto' keeps the WCS mapping (the seed's fitAstrometry).",
+        "Largest disagreement, where the template (or piece) lies on the science image, "
+        "between the WCS mapping and the fit on matched stars, beyond three times the fit's "
+        "own error, for which register = 'auto' keeps the WCS mapping (the seed's "
+        "fitAstrometry); it is kept as well when the fit does not map the stars "
+        "significantly better.",
         unit="px",
         minimum=0.01,
         maximum=100.0,

@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 import numpy as np
 from scipy.spatial import cKDTree
+from scipy.stats import f as f_distribution
 
 from diffviewer.engine.candidates import Peaks, find_peaks
 from diffviewer.engine.moments import cutouts
@@ -61,6 +62,9 @@ COMPARE_GRID = 9
 #: against stars (:func:`covered_points`: a piece a ninth of the image wide holds 3 of
 #: its columns), and the fewest of them inside for that region to be used.
 COVERED_GRID, MIN_COVERED = 33, 4
+#: A star fit replaces a mapping only when it fits the stars better than the mapping at
+#: this significance (two-sided 3 sigma), as it must stray from it by 3 of its errors.
+IMPROVEMENT_P_VALUE = 0.0027
 
 Mapping = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 #: Science-image positions (x, y), flattened.
@@ -257,12 +261,16 @@ class StarFit:
         Their residual RMS (px, 2-D distance).
     normal_inverse : numpy.ndarray
         ``(A^T A)^-1`` of the kept pairs' design matrix ``A``, for the fit's uncertainty.
+    source, target : numpy.ndarray
+        The kept pairs' positions, ``(n_matched, 2)`` each (px).
     """
 
     transform: PolynomialTransform
     n_matched: int
     rms: float
     normal_inverse: np.ndarray
+    source: np.ndarray
+    target: np.ndarray
 
     def position_error(self, points: Points) -> float:
         """Largest 1-sigma error (px, 2-D) of a position mapped at ``points``
@@ -279,6 +287,43 @@ class StarFit:
         leverage = np.einsum("ij,jk,ik->i", d, self.normal_inverse, d)
         scatter = self.rms * math.sqrt(n / (n - p))
         return float(scatter * np.sqrt(max(float(leverage.max()), 0.0)))
+
+
+def _unclipped(residual: np.ndarray, among: np.ndarray) -> np.ndarray:
+    """Pairs whose residual distance (px) is within :data:`CLIP_SIGMA` robust sigmas of
+    those ``among`` (the median distance of a 2-D Gaussian error is 1.177 sigma)."""
+    sigma = max(float(np.median(residual[among])) / 1.1774, 1e-3)
+    return np.asarray(residual < CLIP_SIGMA * sigma * 1.1774 + 0.01)
+
+
+def improves_on(fit: StarFit, mapping: Mapping) -> bool:
+    """Whether a star fit maps its stars significantly better than ``mapping`` does.
+
+    The stars whose residual under ``mapping``, about the residuals' median shift, is
+    clipped (:func:`_unclipped`: a blend's centroid pulled by its neighbour) are set
+    aside, the rest fitted again, and the two sums of squared residuals compared by an
+    F-test, ``mapping`` being the fit with every coefficient held (2 x coefficients
+    fewer degrees of freedom): significant below :data:`IMPROVEMENT_P_VALUE`. A fit on a
+    narrow template piece's stars can bend to two blends there, and stray from the
+    mapping across the piece, without fitting the other stars any better.
+    """
+    mx, my = mapping(fit.source[:, 0], fit.source[:, 1])
+    rx, ry = mx - fit.target[:, 0], my - fit.target[:, 1]
+    keep = _unclipped(np.hypot(rx - np.median(rx), ry - np.median(ry)), np.ones(rx.size, bool))
+    p = 2 * fit.normal_inverse.shape[0]
+    if 2 * int(keep.sum()) <= p:
+        return False
+    again = fit_transform(fit.source[keep], fit.target[keep], fit.transform.order)
+    dof = 2 * again.n_matched - p
+    if dof <= 0:
+        return False
+    mx, my = mapping(again.source[:, 0], again.source[:, 1])
+    theirs = float(np.sum((mx - again.target[:, 0]) ** 2 + (my - again.target[:, 1]) ** 2))
+    ours = again.n_matched * again.rms**2
+    if not ours > 0:
+        return theirs > 0
+    statistic = ((theirs - ours) / p) / (ours / dof)
+    return bool(f_distribution.sf(statistic, p, dof) < IMPROVEMENT_P_VALUE)
 
 
 def fit_transform(source: np.ndarray, target: np.ndarray, order: int) -> StarFit:
@@ -301,9 +346,7 @@ def fit_transform(source: np.ndarray, target: np.ndarray, order: int) -> StarFit
     for _ in range(CLIP_ITERATIONS):
         coefficients = np.linalg.lstsq(design[keep], target[keep], rcond=None)[0].T
         residual = np.hypot(*(design @ coefficients.T - target).T)
-        # the distance of a 2-D Gaussian error: its median is 1.177 sigma
-        sigma = max(float(np.median(residual[keep])) / 1.1774, 1e-3)
-        new = residual < CLIP_SIGMA * sigma * 1.1774 + 0.01
+        new = _unclipped(residual, keep)
         if new.sum() < design.shape[1] or np.array_equal(new, keep):
             break
         keep = new
@@ -313,6 +356,8 @@ def fit_transform(source: np.ndarray, target: np.ndarray, order: int) -> StarFit
         int(keep.sum()),
         float(np.sqrt(np.mean(residual**2))),
         np.linalg.pinv(design[keep].T @ design[keep]),
+        source[keep],
+        target[keep],
     )
 
 
@@ -517,8 +562,11 @@ def check_wcs_on_stars(
     order : int
         Order of the star fit.
     tolerance : float
-        Largest disagreement (px) between the WCS mapping and the star fit over the
-        image for which the WCS mapping is kept.
+        Largest disagreement (px) between the WCS mapping and the star fit where the
+        template lies on the science image (:func:`covered_points`), beyond three times
+        the fit's own error there, for which the WCS mapping is kept. It is kept as well
+        when the fit does not map the stars significantly better
+        (:func:`improves_on`).
     science_peaks, template_peaks : Peaks, optional
         Each image's peaks, when found already (:func:`find_stars`).
 
@@ -553,7 +601,7 @@ def check_wcs_on_stars(
     covered = covered_points(science.shape, wcs_mapping, template.shape)
     error = fit.position_error(covered)
     offset = max_difference(fit.transform, wcs_mapping, covered)
-    if offset <= tolerance + 3.0 * error:
+    if offset <= tolerance + 3.0 * error or not improves_on(fit, wcs_mapping):
         si, ti = match_nearest(sci, tmpl, wcs_mapping, min(MATCH_RADIUS, max(1.0, 5 * fit.rms)))
         px, py = wcs_mapping(sci[si, 0], sci[si, 1])
         wcs_rms = float(np.sqrt(np.mean((px - tmpl[ti, 0]) ** 2 + (py - tmpl[ti, 1]) ** 2)))

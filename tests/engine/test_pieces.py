@@ -241,13 +241,20 @@ def test_a_narrow_pieces_wcs_is_judged_where_the_piece_lies() -> None:
     assert _z_rms(whole, split) < 0.01
 
 
-def _fitted_on_stars(result: Any) -> bool:
-    """Whether the run's kernel was fitted on stars (not derived from the PSFs)."""
-    status = np.asarray(result.kernel.candidates["status"])
-    return bool(np.count_nonzero(status == "GOOD") >= result.config.kernel.min_stamps)
+def _kernel_stars(result: Any) -> set[tuple[float, float]]:
+    """Positions of the stamps the run's kernel was fitted on."""
+    cands = result.kernel.candidates
+    good = np.asarray(cands["status"]) == "GOOD"
+    return set(zip(np.asarray(cands["x"])[good], np.asarray(cands["y"])[good], strict=True))
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# The draws are fixed (derandomize) so that CI is reproducible: the WCS check on stars is
+# statistical. 200 random draws of this test's space in scratch: every piece kept its
+# WCS, the templates agreed to 3e-5 of their noise, and with the same kernel stars the
+# differences to 0.063 (rms).
+@settings(
+    max_examples=15, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(
     ny=st.integers(64, 260),
     nx=st.integers(64, 260),
@@ -270,13 +277,17 @@ def test_overlapping_pieces_give_the_whole_templates_difference(
     overlap: int,
     seed: int,
 ) -> None:
-    # Any template on a grid rotated and shifted from the science's, cut along x into
-    # pieces that overlap by the bilinear interpolation's reach or more: where the whole
-    # template is subtracted, so are its pieces, and with kernels fitted on stars by both
-    # the two differences agree to 0.2 of the noise (rms; 100 draws: at most 0.06, the
-    # kernel stars a mosaic's outer edge adds or drops; up to 2.3 when a narrow piece's
-    # star fit replaced its WCS). A kernel derived from PSFs measured on other pixels
-    # need not agree.
+    # Any template with an exact WCS on a grid rotated and shifted from the science's,
+    # cut along x into pieces that overlap by the bilinear interpolation's reach or more:
+    # - where the whole template is subtracted, so are its pieces, each keeping its WCS
+    #   (a narrow piece's star fit replaced it, test above);
+    # - the combined template is the whole one's wherever both have data, and has data
+    #   wherever the whole one has, but for the outer half-pixel band a lone template
+    #   keeps (at most a column and a row of pixels on each side);
+    # - fitted on the same kernel stars, the differences agree to 0.1 of the noise (rms):
+    #   the template PSF measured without that band moves the kernel's basis (at 3 kernel
+    #   stars the most). Other stars (the band drops one near the edge) or a kernel
+    #   derived from PSFs measured on other pixels need not agree.
     from diffviewer.errors import DiffviewerError
     from diffviewer.synthetic import make_pair
 
@@ -295,7 +306,14 @@ def test_overlapping_pieces_give_the_whole_templates_difference(
         return
     edges = np.linspace(0, nx, n_pieces + 1).astype(int)
     split = run_subtraction(pair.science, _in_pieces(pair.template, edges, overlap))
-    assert split.difference.shape == (ny, nx)
-    assert np.isfinite(split.difference.image[split.difference.good_pixels()]).all()
-    if _fitted_on_stars(whole) and _fitted_on_stars(split):
-        assert _z_rms(whole, split) < 0.2
+    assert {p.registration.method for p in split.template.pieces} == {"wcs"}
+    no_data = int(MaskPlane.NO_DATA)
+    a, b = whole.template.exposure, split.template.exposure
+    in_a, in_b = (a.mask & no_data) == 0, (b.mask & no_data) == 0
+    both = in_a & in_b
+    gap = np.abs(b.image - a.image)[both] / np.sqrt(a.variance[both])
+    assert gap.max() < 1e-3
+    assert np.count_nonzero(in_a & ~in_b) <= 2 * (ny + nx)
+    stars = _kernel_stars(whole)
+    if len(stars) >= whole.config.kernel.min_stamps and _kernel_stars(split) == stars:
+        assert _z_rms(whole, split) < 0.1

@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 import numpy as np
 from scipy.spatial import cKDTree
-from scipy.stats import f as f_distribution
+from scipy.special import betainc
 
 from diffviewer.engine.candidates import Peaks, find_peaks
 from diffviewer.engine.moments import cutouts
@@ -323,7 +323,10 @@ def improves_on(fit: StarFit, mapping: Mapping) -> bool:
     if not ours > 0:
         return theirs > 0
     statistic = ((theirs - ours) / p) / (ours / dof)
-    return bool(f_distribution.sf(statistic, p, dof) < IMPROVEMENT_P_VALUE)
+    # the F distribution's upper tail, as a regularized incomplete beta function (scipy.stats
+    # is not imported by a run: test_engine_imports)
+    tail = float(betainc(dof / 2.0, p / 2.0, dof / (dof + p * max(statistic, 0.0))))
+    return tail < IMPROVEMENT_P_VALUE
 
 
 def fit_transform(source: np.ndarray, target: np.ndarray, order: int) -> StarFit:

@@ -585,8 +585,9 @@ class SubtractionConfig:
         return out
 
     def digest(self) -> str:
-        """Short hash of the effective config (identifies which config made an output)."""
-        return hashlib.sha256(to_toml(self).encode()).hexdigest()[:12]
+        """Short hash of the effective config's values (identifies which config made an
+        output; the fields' documentation, which an update may reword, is not hashed)."""
+        return hashlib.sha256(tomli_w.dumps(self.to_dict()).encode()).hexdigest()[:12]
 
 
 def from_dict(data: Mapping[str, Any], base: SubtractionConfig | None = None) -> SubtractionConfig:

@@ -21,6 +21,16 @@ def test_defaults_round_trip_through_toml(tmp_path) -> None:
     assert loaded.digest() == original.digest() != cfg.SubtractionConfig().digest()
 
 
+def test_the_digest_is_of_the_values_not_their_documentation(monkeypatch) -> None:
+    # A reworded help text changed every digest, so a batch rerun after an update took
+    # every finished pair for one made with another config and ran it again.
+    config = cfg.apply_overrides(cfg.SubtractionConfig(), ["kernel.spatial_order=1"])
+    before = config.digest()
+    monkeypatch.setattr(cfg, "to_toml", lambda c: "# reworded\n" + str(c.to_dict()))
+    assert config.digest() == before
+    assert cfg.apply_overrides(config, ["kernel.spatial_order=2"]).digest() != before
+
+
 @pytest.mark.parametrize(
     ("override", "needle"),
     [

@@ -115,10 +115,14 @@ def _open_fits(path: Path, role: str) -> Iterator[fits.HDUList]:
 
 
 def _hdu_label(index: int, hdu: fits.hdu.base.ExtensionHDU | fits.PrimaryHDU) -> str:
-    """One HDU as ``index NAME (shape)`` for messages."""
-    has_data = hdu.is_image and hdu.shape
-    shape = "x".join(str(n) for n in reversed(hdu.shape)) if has_data else "no data"
-    return f"{index} {hdu.name or '(unnamed)'} ({shape})"
+    """One HDU as ``index NAME (shape)`` for messages (a table says so)."""
+    if isinstance(hdu, fits.BinTableHDU | fits.TableHDU):
+        what = f"a table of {hdu.header.get('NAXIS2', 0)} rows"
+    elif hdu.is_image and hdu.shape:
+        what = "x".join(str(n) for n in reversed(hdu.shape))
+    else:
+        what = "no data"
+    return f"{index} {hdu.name or '(unnamed)'} ({what})"
 
 
 def _find_hdu(hdul: fits.HDUList, ext: Extension, path: Path, role: str) -> int:
@@ -486,12 +490,23 @@ def _saturation(
     Returns
     -------
     tuple of (str, float) or None
-        ``(keyword, level)`` from the header, ``("flat top", level)`` when the header has
-        none and :func:`diffviewer.saturation.flat_top_level` finds the clip level,
+        ``(keyword, level)`` from the header (a level that is not positive is ignored,
+        with a warning), ``("flat top", level)`` when the header has none and
+        :func:`diffviewer.saturation.flat_top_level` finds the clip level,
         ``("star plateau", level)`` when :func:`diffviewer.saturation.star_plateau_level`
         finds a coadd's smeared one, else None.
     """
     found = header_float(header, SATURATION_KEYS)
+    if found is not None and not found[1] > 0:
+        # Taken at its word it would mark every pixel SAT and keep every star out of the
+        # kernel fit.
+        log.warning(
+            "%s: %s = %g is not a positive saturation level: ignored, as if the card were "
+            "absent; give the level at which the detector saturates, in image units",
+            source,
+            *found,
+        )
+        found = None
     if found is not None:
         return found
     level = flat_top_level(image, finite)

@@ -298,6 +298,20 @@ def test_flat_top_without_saturate_card_is_flagged_saturated(tmp_path: Path) -> 
     assert carded.saturation == ("SATURATE", 12000.0)
 
 
+def test_a_saturate_card_that_is_not_positive_is_ignored_and_said(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # SATURATE = -5 on an image whose sky is 1000 was recorded as the level: no pixel
+    # became SAT (levels must be positive), but the kernel stars took every star above
+    # -5 for saturated, and metadata reported the level as used.
+    image, _ = _sky_image()
+    header = fits.Header([("SATURATE", -5.0)])
+    with caplog.at_level("WARNING"):
+        exp = read_exposure(_write(tmp_path / "neg.fits", image, header))
+    assert exp.saturation is None and not (exp.mask & SAT).any()
+    assert any("SATURATE = -5 is not a positive" in r.getMessage() for r in caplog.records)
+
+
 @pytest.mark.parametrize(
     "image",
     [
@@ -383,8 +397,10 @@ def test_truncated_file(tmp_path: Path, keep: float) -> None:
 def test_no_image_data(tmp_path: Path) -> None:
     path = tmp_path / "table.fits"
     fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU(Table({"a": [1, 2]}))]).writeto(path)
-    with pytest.raises(InputError, match=r"table\.fits holds no image data"):
+    with pytest.raises(InputError, match=r"table\.fits holds no image data") as info:
         read_exposure(path)
+    # each HDU named with what it holds (the table was listed as "no data")
+    assert "0 PRIMARY (no data), 1 (unnamed) (a table of 2 rows)" in str(info.value)
 
 
 @pytest.mark.parametrize("shape", [(50,), (3, 20, 20)])

@@ -44,7 +44,12 @@ from diffviewer.paths import (
     require_file,
     template_specs,
 )
-from diffviewer.saturation import PLATEAU_WIDTH, flat_top_level, star_plateau_level
+from diffviewer.saturation import (
+    PLATEAU_WIDTH,
+    flat_top_level,
+    floor_fill_level,
+    star_plateau_level,
+)
 from diffviewer.sky_stats import robust_sky
 
 log = logging.getLogger(__name__)
@@ -441,8 +446,9 @@ def _data_pixels(image: np.ndarray, source: str) -> np.ndarray:
     Returns
     -------
     numpy.ndarray
-        True where the value is finite and of magnitude below :data:`BLANK_MAGNITUDE`;
-        blank fill pixels, when present, are counted in one log warning.
+        True where the value is finite, of magnitude below :data:`BLANK_MAGNITUDE` and
+        not a floor of fill (:func:`~diffviewer.saturation.floor_fill_level`); blank and
+        floor fill pixels, when present, are counted in a log warning each.
 
     Raises
     ------
@@ -453,6 +459,18 @@ def _data_pixels(image: np.ndarray, source: str) -> np.ndarray:
     blank = blank_fill(image)  # NaN is not blank; +-Inf is, and is not finite
     blank &= data
     data &= ~blank
+    floor = floor_fill_level(image, data)
+    if floor is not None:
+        fill = data & (image == floor[0])
+        data &= ~fill
+        log.warning(
+            "%s: %d pixels hold exactly %g, the image's minimum, %.0f robust sigmas below the "
+            "other pixels: taken as fill without data (NO_DATA); give a mask or weight file "
+            "if they hold data",
+            source,
+            int(np.count_nonzero(fill)),
+            *floor,
+        )
     if data.any():
         n_blank = int(np.count_nonzero(blank))
         if n_blank:

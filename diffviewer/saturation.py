@@ -1,4 +1,5 @@
-"""The saturation level of an image whose header does not give one: its flat top.
+"""The saturation level of an image whose header does not give one (its flat top), and
+the fill value of its pixels without data (a floor far below the rest).
 
 A detector or its converter clips every saturated pixel to one value (a raw uint16 frame
 to 65535 or a little below, after bias and overscan handling: the pyDIA frames of this
@@ -19,6 +20,13 @@ gaps, and their clipped cores are broad: above half its peak a clipped core hold
 several times the light the unclipped stars hold there (GOTO: up to 7 times, and 5 of
 the 11 twice or more). :func:`star_plateau_level` recognises that pile-up of broad
 cores.
+
+The mirror of a flat top: an integer image whose pixels without data hold 0 (a frame's
+unread half, an amplifier read as 0, a mosaic's uncovered corner: NaN cannot be written
+as an integer), over a sky of hundreds of counts. Its minimum then forms a plateau far
+below every other pixel; :func:`floor_fill_level` recognises it, and the reader flags
+those pixels ``NO_DATA``. A fill at the sky's own level (0 in a sky-subtracted image)
+cannot be told from data this way.
 """
 
 from __future__ import annotations
@@ -117,6 +125,47 @@ def flat_top_level(image: np.ndarray, usable: np.ndarray) -> float | None:
     if n_top < MIN_PLATEAU_PIXELS or n_top > MAX_PLATEAU_FRACTION * values.size:
         return None
     return top if _sky_far_below(values, top) is not None else None
+
+
+#: Least depth of a floor plateau below the median of the other pixels, in their robust
+#: standard deviations: noise reaches 10 sigma below the sky once in 10^23 pixels, and a
+#: plateau needs :data:`MIN_PLATEAU_PIXELS` pixels sharing the one value.
+MIN_FILL_SIGMAS = 10.0
+
+
+def floor_fill_level(image: np.ndarray, usable: np.ndarray) -> tuple[float, float] | None:
+    """The value an image holds where it has no data, when its minimum forms a plateau.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        Pixel values (image units).
+    usable : numpy.ndarray
+        Boolean, True on pixels with data (finite, not blank fill).
+
+    Returns
+    -------
+    (float, float) or None
+        The plateau value and its depth below the median of the other usable pixels,
+        in their robust standard deviations: at least :data:`MIN_PLATEAU_PIXELS` usable
+        pixels, not all, hold exactly the minimum, and it lies :data:`MIN_FILL_SIGMAS` or
+        more below the others. None otherwise.
+    """
+    values = _usable_values(image, usable)
+    if values.size == 0:
+        return None
+    floor = float(values.min())
+    n_floor = int(np.count_nonzero(values == floor))
+    if n_floor < MIN_PLATEAU_PIXELS or n_floor == values.size:
+        return None
+    sample = values[:: max(1, values.size // SAMPLE_PIXELS)]
+    sample = sample[sample != floor]
+    if sample.size == 0:
+        return None
+    sky = float(np.median(sample))
+    sigma = robust_std(sample, sky)
+    depth = (sky - floor) / sigma if sigma > 0 else 0.0
+    return (floor, depth) if depth >= MIN_FILL_SIGMAS else None
 
 
 def _sky_far_below(values: np.ndarray, top: float) -> float | None:

@@ -232,6 +232,27 @@ def test_one_field_seen_twice_is_subtracted_or_refused_with_our_error(
     )
 
 
+def test_a_field_seen_twice_in_integers_with_an_unread_half_registers(tmp_path: Path) -> None:
+    # A 127 px field written as int32 with its left half 0 (NaN cannot be an integer),
+    # the template's PSF 1.1 px and shifted (3.3, 2.2) px: a draw of the same-field
+    # property test. The 0 half was read as data, 1000 counts below the sky, and the sky
+    # it pulled down made 116 of the template's 137 "stars" noise peaks: "the star
+    # patterns do not match". Read as fill (NO_DATA), 20 of 21 are real; the pair
+    # registers.
+    rng = np.random.default_rng(13522)
+    shape = (127, 127)
+    field = _field(shape, rng)
+    x, y, flux = field
+    science = _with_nans(_seen(shape, field, 4.0, rng), "half", rng)
+    template = _with_nans(_seen(shape, (x + 3.3209, y + 2.2142, flux * 0.8), 1.1, rng), "half", rng)
+    result = run_subtraction(
+        read_exposure(_write(tmp_path, "s", science, "int32", None)),
+        read_exposure(_write(tmp_path, "t", template, "int32", None)),
+    )
+    assert result.template.registration.method == "stars"
+    assert result.template.registration.rms < 0.5
+
+
 def test_a_saved_run_whose_score_is_edge_everywhere_reads_back(tmp_path: Path) -> None:
     # A 22 x 23 px pair (the least image side): the score is EDGE on every pixel, a valid
     # product of such a cutout, which reading the run back refused as an unusable input.

@@ -202,3 +202,21 @@ def test_the_plateau_is_the_brute_force_labels_one(case: str) -> None:
     level = star_plateau_level(image, usable)
     assert level == _plateau_by_whole_image_labels(image, usable)
     assert (level is None) == (case in ("unclipped", "capped"))
+
+
+def test_a_floor_of_fill_far_below_the_sky_is_found_and_noise_is_not() -> None:
+    # An integer frame over a sky of 1000 +- 32 counts whose unread half holds 0 (NaN
+    # cannot be written as an integer): 0 is 31 sigma below the rest. The same frame
+    # without the fill, its noise floor alone, and a constant image have no such floor;
+    # nor has a sky-subtracted image filled at its own sky, which this cannot tell.
+    rng = np.random.default_rng(3)
+    frame = np.rint(rng.normal(1000.0, 32.0, (120, 120))).astype(np.int32)
+    filled = frame.copy()
+    filled[:, :60] = 0
+    usable = np.ones(frame.shape, bool)
+    level, depth = saturation.floor_fill_level(filled, usable)
+    assert level == 0 and depth == pytest.approx(31, abs=2)
+    assert saturation.floor_fill_level(frame, usable) is None
+    assert saturation.floor_fill_level(np.full((50, 50), 7.0), np.ones((50, 50), bool)) is None
+    at_sky = np.where(filled == 0, 0.0, filled - 1000.0)
+    assert saturation.floor_fill_level(at_sky, usable) is None

@@ -99,6 +99,18 @@ def _usable_values(image: np.ndarray, usable: np.ndarray) -> np.ndarray:
     return image.ravel() if usable.all() else image[usable]
 
 
+def _extreme(
+    image: np.ndarray, usable: np.ndarray, largest: bool
+) -> tuple[np.ndarray, float, int] | None:
+    """The usable values, their maximum (``largest``) or minimum, and how many hold it;
+    None when no pixel is usable."""
+    values = _usable_values(image, usable)
+    if values.size == 0:
+        return None
+    level = float(values.max() if largest else values.min())
+    return values, level, int(np.count_nonzero(values == level))
+
+
 def flat_top_level(image: np.ndarray, usable: np.ndarray) -> float | None:
     """The value at which an image is clipped, when its maximum forms a plateau.
 
@@ -117,11 +129,10 @@ def flat_top_level(image: np.ndarray, usable: np.ndarray) -> float | None:
         usable pixels, and the maximum lies :data:`MIN_PLATEAU_SIGMAS` robust standard
         deviations or more above the median. None otherwise.
     """
-    values = _usable_values(image, usable)
-    if values.size == 0:
+    found = _extreme(image, usable, largest=True)
+    if found is None:
         return None
-    top = float(values.max())
-    n_top = int(np.count_nonzero(values == top))
+    values, top, n_top = found
     if n_top < MIN_PLATEAU_PIXELS or n_top > MAX_PLATEAU_FRACTION * values.size:
         return None
     return top if _sky_far_below(values, top) is not None else None
@@ -138,10 +149,9 @@ def floor_fill_level(image: np.ndarray, usable: np.ndarray) -> tuple[float, floa
 
     Parameters
     ----------
-    image : numpy.ndarray
-        Pixel values (image units).
-    usable : numpy.ndarray
-        Boolean, True on pixels with data (finite, not blank fill).
+    image, usable : numpy.ndarray
+        Pixel values (image units), and True on the pixels with data (as for
+        :func:`flat_top_level`).
 
     Returns
     -------
@@ -151,11 +161,10 @@ def floor_fill_level(image: np.ndarray, usable: np.ndarray) -> tuple[float, floa
         pixels, not all, hold exactly the minimum, and it lies :data:`MIN_FILL_SIGMAS` or
         more below the others. None otherwise.
     """
-    values = _usable_values(image, usable)
-    if values.size == 0:
+    found = _extreme(image, usable, largest=False)
+    if found is None:
         return None
-    floor = float(values.min())
-    n_floor = int(np.count_nonzero(values == floor))
+    values, floor, n_floor = found
     if n_floor < MIN_PLATEAU_PIXELS or n_floor == values.size:
         return None
     sample = values[:: max(1, values.size // SAMPLE_PIXELS)]

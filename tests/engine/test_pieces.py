@@ -228,9 +228,9 @@ def test_a_narrow_pieces_wcs_is_judged_where_the_piece_lies() -> None:
     # left piece's 7 matched stars fit an affine map that, extrapolated across the whole
     # science image, strayed 1.81 px from the (exact) WCS against a formal error of
     # 0.35 px: the WCS was replaced by that fit, and the difference was off the whole
-    # template's by 1.03 sigma (rms). The fit is judged where the piece lies (0.83 px
-    # against 0.24 with its degrees of freedom counted): the WCS stays, and the
-    # difference is the whole template's.
+    # template's by 1.03 sigma (rms). The fit is judged where the piece lies: 0.83 px
+    # against the tolerance 0.3 px plus 3 x 0.24 px, its error with its degrees of freedom
+    # counted. The WCS stays, and the difference is the whole template's.
     from diffviewer.synthetic import make_pair
 
     pair = make_pair((221, 64), 35, seed=0, tmpl_fwhm=1.5)

@@ -253,6 +253,27 @@ def test_a_field_seen_twice_in_integers_with_an_unread_half_registers(tmp_path: 
     assert result.template.registration.rms < 0.5
 
 
+def test_a_crowded_field_with_a_broad_template_psf_registers(tmp_path: Path) -> None:
+    # A 361 px field, a star per 300 px^2, the template's PSF 7.7 px against 4 px, on
+    # one grid: a draw of the same-field property test. Blends put the identity guess's
+    # 179 pairs at 1.1 px RMS, beyond the 0.5 px a fit had to reach to be trusted, and
+    # star patterns then failed to match. Chance gives 11 such pairs: the fit is trusted,
+    # and it finds the grids one (within 0.31 px, its error 0.24 px: not warped).
+    rng = np.random.default_rng(547)
+    shape = (361, 361)
+    field = _field(shape, rng)
+    x, y, flux = field
+    science = _with_nans(_seen(shape, field, 4.0, rng), "scatter", rng)
+    template = _with_nans(_seen(shape, (x, y, flux * 0.8), 7.747, rng), "scatter", rng)
+    result = run_subtraction(
+        read_exposure(_write(tmp_path, "s", science, "uint16", _mask(shape, "block", rng))),
+        read_exposure(_write(tmp_path, "t", template, "uint16", None)),
+    )
+    registration = result.template.registration
+    assert registration.method == "stars" and registration.n_matched > 100
+    assert not result.template.warped
+
+
 def test_a_saved_run_whose_score_is_edge_everywhere_reads_back(tmp_path: Path) -> None:
     # A 22 x 23 px pair (the least image side): the score is EDGE on every pixel, a valid
     # product of such a cutout, which reading the run back refused as an unusable input.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -232,43 +233,49 @@ def test_one_field_seen_twice_is_subtracted_or_refused_with_our_error(
     )
 
 
-def test_a_field_seen_twice_in_integers_with_an_unread_half_registers(tmp_path: Path) -> None:
-    # A 127 px field written as int32 with its left half 0 (NaN cannot be an integer),
-    # the template's PSF 1.1 px and shifted (3.3, 2.2) px: a draw of the same-field
-    # property test. The 0 half was read as data, 1000 counts below the sky, and the sky
-    # it pulled down made 116 of the template's 137 "stars" noise peaks: "the star
-    # patterns do not match". Read as fill (NO_DATA), 20 of 21 are real; the pair
-    # registers.
-    rng = np.random.default_rng(13522)
-    shape = (127, 127)
+def _drawn_twice(
+    folder: Path,
+    seed: int,
+    side: int,
+    template_fwhm: float,
+    shift: tuple[float, float],
+    nans: str,
+    dtype: str,
+    science_mask: str,
+) -> Any:
+    """One draw of the same-field property test, written, read and subtracted: the field
+    seen with a 4 px PSF, and again (fluxes 0.8) with ``template_fwhm`` and ``shift``."""
+    rng = np.random.default_rng(seed)
+    shape = (side, side)
     field = _field(shape, rng)
     x, y, flux = field
-    science = _with_nans(_seen(shape, field, 4.0, rng), "half", rng)
-    template = _with_nans(_seen(shape, (x + 3.3209, y + 2.2142, flux * 0.8), 1.1, rng), "half", rng)
-    result = run_subtraction(
-        read_exposure(_write(tmp_path, "s", science, "int32", None)),
-        read_exposure(_write(tmp_path, "t", template, "int32", None)),
+    science = _with_nans(_seen(shape, field, 4.0, rng), nans, rng)
+    moved = (x + shift[0], y + shift[1], flux * 0.8)
+    template = _with_nans(_seen(shape, moved, template_fwhm, rng), nans, rng)
+    return run_subtraction(
+        read_exposure(_write(folder, "s", science, dtype, _mask(shape, science_mask, rng))),
+        read_exposure(_write(folder, "t", template, dtype, None)),
     )
+
+
+def test_a_field_seen_twice_in_integers_with_an_unread_half_registers(tmp_path: Path) -> None:
+    # A 127 px field written as int32 with its left half 0 (NaN cannot be an integer),
+    # the template's PSF 1.1 px and shifted (3.3, 2.2) px. The 0 half was read as data,
+    # 1000 counts below the sky, and the sky it pulled down made 116 of the template's
+    # 137 "stars" noise peaks: "the star patterns do not match". Read as fill (NO_DATA),
+    # 20 of 21 are real; the pair registers.
+    result = _drawn_twice(tmp_path, 13522, 127, 1.1, (3.3209, 2.2142), "half", "int32", "none")
     assert result.template.registration.method == "stars"
     assert result.template.registration.rms < 0.5
 
 
 def test_a_crowded_field_with_a_broad_template_psf_registers(tmp_path: Path) -> None:
     # A 361 px field, a star per 300 px^2, the template's PSF 7.7 px against 4 px, on
-    # one grid: a draw of the same-field property test. Blends put the identity guess's
-    # 179 pairs at 1.1 px RMS, beyond the 0.5 px a fit had to reach to be trusted, and
-    # star patterns then failed to match. Chance gives 11 such pairs: the fit is trusted,
-    # and it finds the grids one (within 0.31 px, its error 0.24 px: not warped).
-    rng = np.random.default_rng(547)
-    shape = (361, 361)
-    field = _field(shape, rng)
-    x, y, flux = field
-    science = _with_nans(_seen(shape, field, 4.0, rng), "scatter", rng)
-    template = _with_nans(_seen(shape, (x, y, flux * 0.8), 7.747, rng), "scatter", rng)
-    result = run_subtraction(
-        read_exposure(_write(tmp_path, "s", science, "uint16", _mask(shape, "block", rng))),
-        read_exposure(_write(tmp_path, "t", template, "uint16", None)),
-    )
+    # one grid. Blends put the identity guess's 179 pairs at 1.1 px RMS, beyond the
+    # 0.5 px a fit had to reach to be trusted, and star patterns then failed to match.
+    # Chance gives 11 such pairs: the fit is trusted, and it finds the grids one (within
+    # 0.31 px, its error 0.24 px: not warped).
+    result = _drawn_twice(tmp_path, 547, 361, 7.747, (0.0, 0.0), "scatter", "uint16", "block")
     registration = result.template.registration
     assert registration.method == "stars" and registration.n_matched > 100
     assert not result.template.warped

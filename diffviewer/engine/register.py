@@ -281,11 +281,11 @@ class StarFit:
 
         The stars' scatter is their residuals' sum of squares over the degrees of freedom
         the fit leaves (pairs less coefficients per axis): the residual RMS alone read 1.3
-        times low for 7 stars and an affine fit. Infinite when no degree is left.
+        times low for 7 stars and an affine fit. NaN (unknown) when no degree is left.
         """
         n, p = self.n_matched, self.normal_inverse.shape[0]
         if n <= p:
-            return math.inf
+            return math.nan
         d = PolynomialTransform.design(*points, self.transform.order)
         leverage = np.einsum("ij,jk,ik->i", d, self.normal_inverse, d)
         scatter = self.rms * math.sqrt(n / (n - p))

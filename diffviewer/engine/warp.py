@@ -526,8 +526,10 @@ def _place(
         max_offset = register.max_difference(
             mapping, register.identity, register.image_grid(science.shape)
         )
-        # below three times a star fit's own uncertainty, an offset is not measured
-        noise = 3.0 * reg.position_error if reg.method == "stars" else 0.0
+        # below three times a star fit's own uncertainty, an offset is not measured (a fit
+        # that leaves no degree of freedom has no uncertainty to tell: NaN, no allowance)
+        error = reg.position_error
+        noise = 3.0 * error if reg.method == "stars" and math.isfinite(error) else 0.0
         if template.shape != science.shape or not max_offset <= max(config.grid_tolerance, noise):
             resampled, ratio = warp_exposure(
                 template, science, config.interpolation, reporter, mapping=mapping, piece=piece

@@ -190,3 +190,14 @@ def test_a_fit_bending_to_blends_does_not_improve_on_the_right_mapping() -> None
     assert fit.n_matched == 11
     assert not register.improves_on(fit, truth)
     assert register.improves_on(fit, _affine(0.0, (0.3, 0.0), (0.0, 0.0)))
+
+
+def test_a_fit_without_degrees_of_freedom_has_an_unknown_error_and_keeps_a_wcs() -> None:
+    # 3 pairs fit an affine map exactly: its residuals say nothing of its error, which
+    # is NaN (it was infinite, and a science-template offset of any size then fell within
+    # "three times the fit's error": the template was not warped). A WCS is not replaced
+    # by such a fit.
+    source = np.array([[10.0, 10.0], [50.0, 12.0], [30.0, 60.0]])
+    fit = register.fit_transform(source, source + np.array([2.0, 0.0]), 1)
+    assert fit.n_matched == 3 and math.isnan(fit.position_error(register.image_grid((64, 64))))
+    assert not register.improves_on(fit, register.identity)

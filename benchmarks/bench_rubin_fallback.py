@@ -1,29 +1,32 @@
-"""Rubin alert cutouts without stars: is the PSF-derived kernel's size what loses flux?
+"""Rubin alert cutouts without stars: what sets the flux at the candidate?
 
 On the 30-38 px Rubin cutouts no kernel star survives, so the engine derives the kernel
-from the two PSF images (``kernel._fallback_solution``) and cuts it to half the cutout
-(15-17 px) where the PSF images are 41-49 px. For each triplet whose kernel came from the
-PSFs, this prints the forced PSF flux at the candidate (Rubin's ``DIFF_PSF`` at the
-cutout centre, every pixel, no mask) over the same measurement on Rubin's own
-difference, for:
+from the two PSF images (``kernel._fallback_solution``), at the size they call for
+(31-43 px on LSSTCam; until 2026-12-04 it was cut to half the cutout, 15-19 px). For each
+triplet whose kernel came from the PSFs, this prints the forced PSF flux at the
+candidate (Rubin's ``DIFF_PSF`` at the cutout centre, every pixel, no mask) over the
+same measurement on Rubin's own difference, for:
 
 - ``engine``: diffviewer's final difference (the figure ``test_dia_real`` prints, there
   on the unmasked pixels only);
-- ``cut kernel``: the engine's kernel applied to the whole template, padded with its
+- ``engine kernel``: the engine's kernel applied to the whole template, padded with its
   median level and without any EDGE band, so that only the kernel differs from the next
-  columns;
+  columns (``px``: its side);
 - ``Wiener eps``: the kernel ``K = FT^-1[P_tgt conj(P_src) / (|P_src|^2 + eps)]`` on a
   grid of both PSF images' sides (no wrap-around), cropped to the target PSF image's side
   (the support ``K * P_src`` needs), sum 1, applied in the same way, for eps 1e-3, 1e-4
   and 1e-5 of ``|P_src(0)|^2 = 1`` (a sensitivity scan, not a chosen value);
 
-the half-width (px) of the centred square holding 99 % of the Wiener kernel's
-absolute weight (``subtract.footprint_half_width``, the engine's EDGE band) against the
-cutout's half side: where it reaches the half side, an engine using that kernel marks the
-whole cutout EDGE; and ``a``, ``b`` of Rubin's matched template (``SCI - DIFF``) fitted as
-``a (K * TMPL) + b`` with the eps 1e-4 kernel over the pixels at least 8 px from the edge,
-with the pixel noise ``sigma`` of ``SCI + TMPL``: a constant ``b`` over the PSF is a forced
-flux of ``b / sum(P^2)``.
+how well each kernel maps the template's PSF image onto the science's (``PSF misfit``:
+``sum |K * P_tmpl - P_sci|`` with both PSFs of sum 1, engine / Wiener 1e-4); the
+half-width (px) of the centred square holding 99 % of the Wiener kernel's absolute
+weight (``subtract.footprint_half_width``) against the cutout's half side: where it
+reaches the half side, that footprint alone would mark the whole cutout EDGE (the engine
+caps its EDGE border at a quarter of the side: ``subtract.edge_half_width``); and ``a``,
+``b`` of Rubin's matched template (``SCI - DIFF``) fitted as ``a (K * TMPL) + b`` with the
+eps 1e-4 kernel over the pixels at least 8 px from the edge, with the pixel noise
+``sigma`` of ``SCI + TMPL``: a constant ``b`` over the PSF is a forced flux of
+``b / sum(P^2)``.
 
 Usage: ``python benchmarks/bench_rubin_fallback.py``.
 """
@@ -43,7 +46,7 @@ from diffviewer.engine import fftconv
 from diffviewer.engine.photometry import PsfModel, forced_psf_flux
 from diffviewer.engine.pipeline import run_subtraction
 from diffviewer.engine.subtract import footprint_half_width
-from diffviewer.io import read_exposure
+from diffviewer.io import normalize_psf, read_exposure
 
 FOLDER = DATA / "rubin_triplets"
 
@@ -65,6 +68,21 @@ def wiener_kernel(src: np.ndarray, tgt: np.ndarray, eps: float) -> np.ndarray:
     half = tgt.shape[0] // 2
     k = k[n // 2 - half : n // 2 + half + 1, n // 2 - half : n // 2 + half + 1]
     return k / k.sum()
+
+
+def psf_misfit(kernel: np.ndarray, src: np.ndarray, tgt: np.ndarray) -> float:
+    """``sum |kernel * src - tgt|`` for the PSF images as the engine reads them (odd sides,
+    sum 1: :func:`~diffviewer.io.normalize_psf`), centred on one grid."""
+    model = fftconv.convolve(normalize_psf(src, "template"), kernel, mode="full")
+    target = normalize_psf(tgt, "science")
+    shape = np.maximum(model.shape, target.shape)
+    grids = []
+    for image in (model, target):
+        grid = np.zeros(shape)
+        (h, w), (cy, cx) = np.asarray(image.shape) // 2, shape // 2
+        grid[cy - h : cy + h + 1, cx - w : cx + w + 1] = image
+        grids.append(grid)
+    return float(np.abs(grids[0] - grids[1]).sum())
 
 
 def matched(template: np.ndarray, kernel: np.ndarray) -> np.ndarray:
@@ -107,8 +125,9 @@ def main() -> None:
     with open(FOLDER / "rubin_triplets_meta.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     config = SubtractionConfig()
-    head = ["triplet", "side", "Rubin S/N", "engine", "cut kernel", "cut px"]
-    head += [f"Wiener {e:g}" for e in EPS] + ["Wiener 99% half-width", "Rubin's = a ours + b"]
+    head = ["triplet", "side", "Rubin S/N", "engine", "engine kernel", "px"]
+    head += [f"Wiener {e:g}" for e in EPS]
+    head += ["PSF misfit", "Wiener 99% half-width", "Rubin's = a ours + b"]
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for row in rows:
         path = FOLDER / row["file"]
@@ -131,25 +150,26 @@ def main() -> None:
         xy = candidate_position(diff, psf, int(np.sign(float(row["psfFlux"]))))
         theirs, err = forced(diff, diff_var, psf, xy)
         ny, nx = sci.shape
-        cut = fit.solution.evaluate((nx - 1) / 2, (ny - 1) / 2)
+        kernel = fit.solution.evaluate((nx - 1) / 2, (ny - 1) / 2)
         ours = result.difference
         cells = [
             row["file"].removeprefix("rubin_").removesuffix(".fits"),
             f"{ny}",
             f"{theirs / err:+.1f}",
             f"{forced(ours.image.astype(float), ours.variance.astype(float), psf, xy)[0] / theirs:.2f}",  # noqa: E501
-            f"{forced(sci - matched(tmpl, cut), var, psf, xy)[0] / theirs:.2f}",
-            f"{cut.shape[0]}",
+            f"{forced(sci - matched(tmpl, kernel), var, psf, xy)[0] / theirs:.2f}",
+            f"{kernel.shape[0]}",
         ]
         halves = []
         for eps in EPS:
             k = wiener_kernel(psfs["TMPL_PSF"], psfs["SCI_PSF"], eps)
             cells.append(f"{forced(sci - matched(tmpl, k), var, psf, xy)[0] / theirs:.2f}")
             halves.append(str(footprint_half_width(k)))
+        wiener = wiener_kernel(psfs["TMPL_PSF"], psfs["SCI_PSF"], EPS[1])
+        misfits = [psf_misfit(k, psfs["TMPL_PSF"], psfs["SCI_PSF"]) for k in (kernel, wiener)]
+        cells.append(" / ".join(f"{m:.3f}" for m in misfits))
         cells.append(" / ".join(halves) + f" (cutout {ny // 2})")
-        a, b = affine(
-            matched(tmpl, wiener_kernel(psfs["TMPL_PSF"], psfs["SCI_PSF"], EPS[1])), sci - diff, 8
-        )
+        a, b = affine(matched(tmpl, wiener), sci - diff, 8)
         cells.append(f"{a:.2f}, {b:+.1f} (sigma {np.sqrt(np.median(var)):.0f})")
         print("| " + " | ".join(cells) + " |")
 

@@ -388,12 +388,8 @@ def stamp_views(science: Exposure, template: Exposure, fit: KernelFit, index: in
     x, y = float(row["x"]), float(row["y"])
     half = fit.fit_half
     sol = fit.solution
-    size = sol.size
     source, target = fit.source_target(science, template)
     xi, yi = np.rint([x]).astype(np.intp), np.rint([y]).astype(np.intp)
-    big = half + size // 2
-    src, _ = cutouts(source.image, xi, yi, big)
-    src_var, _ = cutouts(source.variance, xi, yi, big)
     tgt, _ = cutouts(target.image, xi, yi, half)
     tgt_var, _ = cutouts(target.variance, xi, yi, half)
     ms, _ = cutouts(science.mask, xi, yi, half, fill=int(MaskPlane.NO_DATA))
@@ -404,6 +400,11 @@ def stamp_views(science: Exposure, template: Exposure, fit: KernelFit, index: in
     sign = 1.0 if fit.convolved == "template" else -1.0
 
     def diff_with(kernel: np.ndarray, bg: float) -> tuple[np.ndarray, np.ndarray]:
+        # The source's cutout reaches the kernel's half side beyond the fit region: the
+        # stamps' kernel and a fallback derived from the PSFs may differ in size.
+        big = half + kernel.shape[-1] // 2
+        src, _ = cutouts(source.image, xi, yi, big)
+        src_var, _ = cutouts(source.variance, xi, yi, big)
         conv = fftconv.convolve(src[0].astype(np.float64), kernel, mode="valid")
         cvar = fftconv.convolve(src_var[0].astype(np.float64), kernel**2, mode="valid")
         sig = np.sqrt(np.clip(tgt_var[0] + cvar, 1e-30, None))

@@ -34,7 +34,7 @@ import numpy as np
 from diffviewer.config import KernelConfig
 from diffviewer.engine.background import SkyBackground
 from diffviewer.engine.candidates import CandidateSet
-from diffviewer.engine.kernel_basis import BasisPlan, make_basis, plan_basis
+from diffviewer.engine.kernel_basis import BasisPlan, make_basis, plan_basis, size_cap
 from diffviewer.engine.kernel_design import build_stamps, psf_kernel_coefficients
 from diffviewer.engine.kernel_direction import choose_direction
 from diffviewer.engine.kernel_noise import (
@@ -126,6 +126,23 @@ def _fallback_background(on_sky: np.ndarray) -> tuple[float, str]:
     )
 
 
+def _beyond_border(kernel: np.ndarray, shape: tuple[int, int]) -> str:
+    """The phrase saying how much of a kernel larger than :func:`size_cap` lies beyond the
+    EDGE border it is given, or '' when it fits."""
+    half = size_cap(shape) // 2
+    centre = kernel.shape[0] // 2
+    if centre <= half:
+        return ""
+    weight = np.abs(kernel)
+    inside = weight[centre - half : centre + half + 1, centre - half : centre + half + 1].sum()
+    return (
+        f", used whole on this {min(shape)} px image: EDGE is a {half} px border, beyond "
+        f"which {1 - inside / weight.sum():.1%} of its weight lies (the image's median "
+        "level stands in for pixels beyond the edge), and wherever a source the edge cuts "
+        "could move a PSF flux by a sigma"
+    )
+
+
 def _fallback_solution(
     science: Exposure,
     template: Exposure,
@@ -139,13 +156,17 @@ def _fallback_solution(
     """The spatially constant kernel used when too few stamps survive, and why.
 
     With both PSFs known (measured, given, from bright sources or the header) the kernel
-    maps the source PSF image onto the target's. When either is only the default, nothing
-    is known of the PSF mismatch: the kernel maps one PSF onto itself (a delta, within
-    the basis's reach), and the difference is a plain scaled difference. The kernel sum is
-    the zero points' flux ratio when both are known, else 1; the background is the median
-    difference over the sky (:meth:`~diffviewer.engine.sky.InputSources.sky`: pixels
-    usable on both at least one FWHM from every source of either image) where it is
-    significant, else none (:func:`_fallback_background`).
+    maps the source PSF image onto the target's, at the size the PSFs call for even on a
+    cutout narrower than twice that (no stamp has to hold it): cut to half the cutout,
+    its wing renormalised into its core, it moved a neighbour's light (a source 8 px away
+    left -12 sigma of PSF flux). Its weight beyond the EDGE border then
+    (:func:`~diffviewer.engine.subtract.edge_half_width`) is said. When either is only the
+    default, nothing is known of the PSF mismatch: the kernel maps one PSF onto itself (a
+    delta, within the basis's reach), and the difference is a plain scaled difference. The
+    kernel sum is the zero points' flux ratio when both are known, else 1; the background
+    is the median difference over the sky (:meth:`~diffviewer.engine.sky.InputSources.sky`:
+    pixels usable on both at least one FWHM from every source of either image) where it
+    is significant, else none (:func:`_fallback_background`).
     """
     known = [e for e in (src_psf, tgt_psf) if e.source != "default"]
     delta = len(known) < 2
@@ -174,7 +195,7 @@ def _fallback_solution(
         why = (
             f"the {size} x {size} px kernel is derived from the two PSF images "
             f"({src_psf.source} {mode}, {tgt_psf.source} other image), spatially constant"
-        )
+        ) + _beyond_border(np.tensordot(coef, basis, axes=1), science.shape)
     why += ", with kernel sum " + (
         f"{scale:.4g} from the zero points" if ratio is not None else "1 (no zero points)"
     )
@@ -193,17 +214,11 @@ def _fallback_solution(
     return solution, why
 
 
-def _kernel_plan(
-    src_psf: PsfEstimate,
-    tgt_psf: PsfEstimate,
-    shape: tuple[int, int],
-    config: KernelConfig,
-    n_stamps: int,
-) -> tuple[BasisPlan, list[str]]:
-    """The basis plan, its kernel cut to half the image side when it would be larger."""
-    plan = plan_basis(src_psf, tgt_psf, config, n_stamps)
+def _stamp_plan(plan: BasisPlan, shape: tuple[int, int]) -> tuple[BasisPlan, list[str]]:
+    """The basis plan the stamps are fitted on: its kernel cut to half the image side
+    (:func:`size_cap`) when it would be larger."""
     notes = []
-    cap = max(3, (min(shape) // 2 - 1) | 1)  # odd, at most half the image side
+    cap = size_cap(shape)
     if plan.size > cap:
         notes.append(
             f"the {plan.size} px kernel the PSFs call for was cut to {cap} px, half the "
@@ -285,8 +300,8 @@ def fit_kernel(
     src_bkg, tgt_bkg = backgrounds[::-1] if mode == "template" else backgrounds
     shape = science.shape
     control = np.asarray(candidates.table["control"], dtype=bool)
-    plan, cut = _kernel_plan(src_psf, tgt_psf, shape, config, int(np.sum(~control)))
-    notes.extend(cut)
+    whole = plan_basis(src_psf, tgt_psf, config, int(np.sum(~control)))
+    plan, cut = _stamp_plan(whole, shape)
     basis = plan.basis(config.degrees)
     nb = basis.shape[0]
     for name, est in (("science", sci_psf), ("template", tmpl_psf)):
@@ -323,12 +338,13 @@ def fit_kernel(
         )
     if n_good < config.min_stamps:
         solution, why = _fallback_solution(
-            science, template, sources, src_psf, tgt_psf, mode, plan.size, config
+            science, template, sources, src_psf, tgt_psf, mode, whole.size, config
         )
         notes.append(
             f"only {n_good} good kernel stamps (kernel.min_stamps = {config.min_stamps}): {why}"
         )
     else:
+        notes.extend(cut)
         sign = 1.0 if mode == "template" else -1.0
         cov, terms, why = None, None, ""
         if config.noise_correction != "none":

@@ -312,6 +312,22 @@ def plan_basis(
     return BasisPlan(sigmas, wing, size, fit_half, deconv)
 
 
+def size_cap(shape: tuple[int, ...]) -> int:
+    """The largest kernel side (px, odd) fitted on stamps of an image of this shape: half
+    its shorter side, so that part of even a small cutout has stamps and usable pixels.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        The image's shape.
+
+    Returns
+    -------
+    int
+    """
+    return max(3, (min(shape) // 2 - 1) | 1)
+
+
 def stamp_half_width(sci_psf: PsfEstimate, tmpl_psf: PsfEstimate, config: KernelConfig) -> int:
     """Half-width (px) of the stamp the Gaussian basis's fit reads around each star, in
     either direction.

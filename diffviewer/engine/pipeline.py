@@ -340,9 +340,7 @@ def run_subtraction(
                 diff_psf,
                 science,
                 warped.exposure,
-                subtract.footprint_half_width(
-                    fit.solution.evaluate((science.shape[1] - 1) / 2, (science.shape[0] - 1) / 2)
-                ),
+                subtract.edge_half_width(fit.solution),
                 rep,
                 enabled=config.decorrelation.scale_variance,
                 sources=sources,

@@ -6,8 +6,9 @@ computed tile by tile (:mod:`diffviewer.engine.tiles`): one real FFT of each til
 reused for every term, an inverse transform along y per term and along x per power of x
 (:func:`term_sum`; scipy.fft, single precision, all cores). Pixels beyond the image
 edge (and NO_DATA/BAD pixels) count as the image's median level. Outputs whose kernel
-footprint (the centred square holding 99% of the kernel's absolute weight) leaves the
-image or touches NO_DATA are flagged EDGE; BAD/SAT/CR/... are grown by that footprint,
+footprint (the centred square holding 99% of the kernel's absolute weight, at most half
+the kernel a cutout's stamps could fit: :func:`edge_half_width`) leaves the image or
+touches NO_DATA are flagged EDGE; BAD/SAT/CR/... are grown by that footprint,
 and so is the other image's SAT (a saturated core's wings do not subtract).
 
 The variance is convolved with the squared kernel. ``K(x, y)^2`` is not linear in the
@@ -28,6 +29,7 @@ from scipy import ndimage
 
 from diffviewer.engine import fftconv, tiles
 from diffviewer.engine.field_terms import chebyshev_terms, term_powers
+from diffviewer.engine.kernel_basis import size_cap
 from diffviewer.engine.kernel_solution import KernelFit, KernelSolution
 from diffviewer.engine.progress import Reporter, null_reporter
 from diffviewer.exposure import MASK_DTYPE, Exposure, MaskPlane, planes_set, read_only
@@ -84,6 +86,10 @@ class SubtractionProducts:
         Grid spacing (px) of :attr:`kernel_sum_map`.
     psf : numpy.ndarray
         PSF image of the difference (sum 1).
+    cut_by_edge : numpy.ndarray or None
+        Where a kernel used whole on a cutout narrower than twice its footprint leaves the
+        difference dependent on what lies beyond the edge (:func:`beyond_edge`), flagged
+        EDGE with the footprint's border; None when the footprint sets EDGE alone.
     """
 
     matched_image: np.ndarray
@@ -95,11 +101,20 @@ class SubtractionProducts:
     kernel_sum_map: np.ndarray
     kernel_sum_step: int
     psf: np.ndarray
+    cut_by_edge: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
         """Shape (ny, nx) of the images."""
         return self.science.shape
+
+    def _convolved_mask(self, mask: np.ndarray) -> np.ndarray:
+        """:func:`convolved_mask` of the convolved image's ``mask``, with EDGE where
+        :attr:`cut_by_edge` is set."""
+        out = convolved_mask(mask, self.footprint)
+        if self.cut_by_edge is not None:
+            out[self.cut_by_edge] |= MASK_DTYPE(int(MaskPlane.EDGE))
+        return out
 
     @property
     def matched(self) -> Exposure:
@@ -109,7 +124,7 @@ class SubtractionProducts:
         return source.replace(
             image=self.matched_image,
             variance=self.matched_variance,
-            mask=read_only(convolved_mask(source.mask, self.footprint)),
+            mask=read_only(self._convolved_mask(source.mask)),
             psf=None,
             source=f"{source.source} convolved with the matching kernel",
         )
@@ -121,7 +136,7 @@ class SubtractionProducts:
         SAT grown by the kernel footprint too (the convolved image's wings do not match a
         saturated, or nearly saturated and non-linear, core there)."""
         source, _ = self.fit.source_target(self.science, self.template)
-        matched_mask = convolved_mask(source.mask, self.footprint)
+        matched_mask = self._convolved_mask(source.mask)
         sat = int(MaskPlane.SAT)
         if self.fit.convolved == "template":
             mask = template_planes(matched_mask)
@@ -347,6 +362,77 @@ def footprint_half_width(kernel: np.ndarray, fraction: float = FOOTPRINT_FRACTIO
     return half
 
 
+def edge_half_width(solution: KernelSolution) -> int:
+    """Half-width (px) of the footprint by which masks grow and EDGE is set.
+
+    The kernel's footprint at the image centre (:func:`footprint_half_width`), at most
+    half the largest kernel fitted on stamps of the image (:func:`size_cap`): a kernel
+    derived from the PSFs is used whole on a cutout narrower than twice its footprint,
+    and its weight beyond that border (which the kernel fit states) counts the image's
+    median level, as beyond any edge.
+
+    Parameters
+    ----------
+    solution : KernelSolution
+        The kernel.
+
+    Returns
+    -------
+    int
+    """
+    ny, nx = solution.shape
+    centre = solution.evaluate((nx - 1) / 2.0, (ny - 1) / 2.0)
+    return min(footprint_half_width(centre), size_cap(solution.shape) // 2)
+
+
+#: Standard errors by which what lies beyond the image edge may move a pixel's
+#: PSF-filtered difference before the pixel is flagged EDGE, where the kernel is used
+#: whole on a cutout narrower than twice its footprint (:func:`beyond_edge`).
+BEYOND_EDGE_SIGMAS = 1.0
+
+
+def beyond_edge(
+    image: np.ndarray, kernel: np.ndarray, level: float, psf: np.ndarray, variance: np.ndarray
+) -> np.ndarray:
+    """Pixels whose PSF-filtered difference depends on what lies beyond the image edge.
+
+    The convolution takes the image's median ``level`` beyond its edge. A source the edge
+    cuts goes on there: taking the image mirrored at its edge instead (a source centred on
+    the edge, exactly) changes the convolved image by ``kernel * (mirrored - level)``,
+    counted beyond the edge only.
+    Filtered by the difference's PSF and divided by the filtered noise (the S/N a PSF fit
+    would give it), that change is compared with :data:`BEYOND_EDGE_SIGMAS`. A sky-limited
+    edge changes nothing; on a 30 px Rubin cutout, a galaxy cut by the edge could move a
+    PSF flux 8 px in by 1-3 sigma, and left a 6.7 sigma false detection there.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        The convolved (source) image, its invalid pixels at ``level``.
+    kernel : numpy.ndarray
+        The kernel at the image centre (odd side).
+    level : float
+        The value taken beyond the edge (:func:`median_level`).
+    psf : numpy.ndarray
+        The difference's PSF (sum 1).
+    variance : numpy.ndarray
+        The difference's variance.
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean map, True where the change reaches :data:`BEYOND_EDGE_SIGMAS`.
+    """
+    half = kernel.shape[0] // 2
+    beyond = np.pad(np.asarray(image, dtype=np.float64) - level, half, mode="symmetric")
+    beyond[half:-half, half:-half] = 0.0
+    change = fftconv.convolve(beyond, kernel, mode="valid")
+    weight = psf[::-1, ::-1]
+    filtered = fftconv.convolve(change, weight, mode="same")
+    noise = np.sqrt(np.clip(fftconv.convolve(variance, weight**2, mode="same"), 1e-30, None))
+    return np.abs(filtered) >= BEYOND_EDGE_SIGMAS * noise
+
+
 #: Most painted pixels (set pixels x square area), as a share of the image, for which
 #: :func:`grow_square` paints the squares rather than filtering: the index arrays stay
 #: within a few bytes per image pixel.
@@ -558,8 +644,21 @@ def subtract_images(
         scale = np.float32(science_scale(fit))
         matched_image *= scale
         matched_var *= scale**2
-    size = 2 * footprint_half_width(centre) + 1
+    half = edge_half_width(sol)
     psf = difference_psf(fit)
+    cut_by_edge = None
+    if half < footprint_half_width(centre):
+        _, target = fit.source_target(science, template)
+        factor = float(science_scale(fit)) if fit.convolved == "science" else 1.0
+        cut_by_edge = read_only(
+            beyond_edge(
+                np.where(invalid, level, source.image),
+                centre * factor,
+                level,
+                psf,
+                matched_var + target.variance,
+            )
+        )
     step = max(16, min(science.shape) // 16)
     ksum = sol.kernel_sum_map(step=step)
     ksum.flags.writeable = False
@@ -571,8 +670,9 @@ def subtract_images(
         science,
         template,
         fit,
-        size,
+        2 * half + 1,
         ksum,
         step,
         psf,
+        cut_by_edge,
     )

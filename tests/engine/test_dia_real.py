@@ -27,6 +27,7 @@ from scipy import ndimage
 from diffviewer.config import SubtractionConfig, from_dict
 from diffviewer.engine.background import estimate_background
 from diffviewer.engine.photometry import PsfModel, forced_psf_flux
+from diffviewer.exposure import MaskPlane
 from diffviewer.stats import FWHM_PER_SIGMA, robust_std
 from tests.conftest import data_path
 
@@ -294,6 +295,12 @@ def _why_missed(
             else ""
         )
         + f", {size} px"
+        + (
+            "; the centre is EDGE (a source the cutout's edge cuts could move its PSF flux "
+            "by a sigma)"
+            if diff.mask[ny // 2, nx // 2] & int(MaskPlane.EDGE)
+            else ""
+        )
     )
 
 
@@ -366,10 +373,8 @@ def test_rubin_alert_candidates_are_detected_with_their_sign() -> None:
     # sigma, so their true S/N is lower): 5 + 9.5 expected, binomial sigma 2.2; at least
     # 10 is 2 sigma below. Measured: 14 (one may move near the threshold). Each miss
     # prints its cause: on the LSSTCam cutouts (30-36 px, science FWHM 9-11 px, no
-    # star) the kernel is derived from the two PSFs and cut to half the cutout, and our
-    # PSF flux at the candidate is 0.4-0.9 of Rubin's at the same error; the kernel at
-    # the PSFs' full size keeps the same flux and leaves the whole cutout EDGE
-    # (benchmarks/bench_rubin_fallback.py, README). Five candidates are below S/N 5 in
+    # star) the kernel is derived from the two PSFs, 31-43 px, and our matched-filter
+    # S/N is 1.9-4.9 where Rubin's is 4.4-8.3 (README). Five candidates are below S/N 5 in
     # Rubin's own difference through the same filter: at most 19 of 24 are in reach.
     # A differential background within 3 of its standard errors of none is no longer
     # subtracted (kernel.BACKGROUND_SIGNIFICANCE): 13 -> 14.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 
 from diffviewer.config import KernelConfig, SubtractionConfig, apply_overrides
 from diffviewer.engine import decorrelate, diagnostics, kernel, subtract
+from diffviewer.engine.kernel_basis import make_basis
 from diffviewer.engine.pipeline import run_subtraction
 from diffviewer.engine.progress import null_reporter
 from diffviewer.exposure import Exposure, MaskPlane
@@ -170,3 +172,28 @@ def test_a_kernel_derived_from_the_psfs_keeps_the_basis_its_stamps_were_fitted_o
     out = tmp_path / "run"
     write_outputs(result, out, files)
     np.testing.assert_array_equal(read_saved_run(out).kernel.stamp_basis, fit.stamp_basis)
+
+
+def test_stamp_views_take_a_kernel_larger_than_the_stamps_basis() -> None:
+    # On a cutout narrower than twice the kernel the stamps are fitted on a basis cut to
+    # half the cutout while a kernel derived from the PSFs is used whole: each kernel's
+    # view reads the source as far as it reaches (a shape-mismatch crash before).
+    pair = make_pair(
+        (44, 44), 4, seed=1, sci_fwhm=5.0, tmpl_fwhm=2.5, profile="moffat", sci_beta=2.5,
+        flux_range=(3e4, 3e5),
+    )  # fmt: skip
+    config = apply_overrides(SubtractionConfig(), ["kernel.min_stamps=1000"])
+    fit = run_subtraction(pair.science, pair.template, config).kernel
+    index = int(np.nonzero(np.all(np.isfinite(fit.own_coefficients), axis=1))[0][0])
+    sol = fit.solution
+    wider = sol.size + 10
+    whole = dataclasses.replace(
+        sol, basis=make_basis(sol.sigmas, sol.degrees, wider, sol.wing).astype(sol.basis.dtype)
+    )
+    views = diagnostics.stamp_views(
+        pair.science, pair.template, dataclasses.replace(fit, solution=whole), index
+    )
+    assert views.kernel_spatial.shape == (wider, wider)
+    assert views.kernel_own.shape == fit.stamp_basis.shape[1:]
+    assert views.difference_own.shape == views.difference_spatial.shape
+    assert np.isfinite(views.residual_own).all() and np.isfinite(views.residual_spatial).all()

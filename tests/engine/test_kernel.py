@@ -344,6 +344,88 @@ def test_a_significant_fallback_background_is_subtracted() -> None:
     assert np.allclose(subtracted, 5.0, atol=1.0), levels
 
 
+def _moffat_image(fwhm: float, beta: float, half: int) -> np.ndarray:
+    """A round Moffat PSF image of side ``2 * half + 1``, centred, sum 1."""
+    centre = np.array([float(half)])
+    one = np.ones(1)
+    return render_moffats(
+        (2 * half + 1,) * 2, centre, centre, one, np.array([fwhm]), beta, 0 * one, 0 * one, half
+    )
+
+
+def _cutout_with_host(seed: int, below: float, flux: float = 5e4) -> Any:
+    """A 30 px cutout without stars (science Moffat FWHM 9.5 px, beta 2.5; template 5 px,
+    beta 3; both PSFs given, as Rubin's alert cutouts) holding a static source of ``flux``
+    counts ``below`` px below the centre, run through the engine."""
+    from diffviewer.engine.pipeline import run_subtraction
+
+    n, centre = 30, 14.5
+    pair = make_pair(
+        (n, n), 1, seed=seed, sci_fwhm=9.5, tmpl_fwhm=5.0, flux_range=(1.0, 1.0), sky=100.0,
+        tmpl_sky=100.0,
+    )  # fmt: skip
+    at, zero = np.array([centre]), np.zeros(1)
+    exposures = []
+    for exposure, (fwhm, beta) in ((pair.science, (9.5, 2.5)), (pair.template, (5.0, 3.0))):
+        host = render_moffats(
+            (n, n), at, at + below, np.array([flux]), np.array([fwhm]), beta, zero, zero, 25
+        )
+        exposures.append(
+            dataclasses.replace(
+                exposure,
+                image=(exposure.image + host).astype(np.float32),
+                psf=_moffat_image(fwhm, beta, 20),
+            )
+        )
+    return run_subtraction(*exposures)
+
+
+def _host_pull(seed: int) -> tuple[float, int]:
+    """The difference's PSF flux at the centre of :func:`_cutout_with_host` (the source
+    8 px below) over its error, and the kernel's side."""
+    from diffviewer.engine.photometry import PsfModel, forced_psf_flux
+
+    result = _cutout_with_host(seed, 8.0)
+    diff = result.difference
+    value, error = forced_psf_flux(
+        diff.image.astype(float),
+        diff.variance.astype(float),
+        np.ones(diff.shape, dtype=bool),
+        PsfModel(result.science.psf),
+        14.5,
+        14.5,
+    )
+    return value / error, result.kernel.solution.size
+
+
+def test_a_cutout_narrower_than_twice_the_kernel_is_matched_with_the_whole_kernel() -> None:
+    """The PSFs call for a 43 px kernel. Cut to 15 px (half the cutout) with its wing
+    renormalised into its core, it moved the source's light: the centre's PSF flux read
+    -12.0 of its errors on average over these 10 noise draws. The whole kernel leaves
+    -1.6, of which about -0.75 is the PSF-derived kernel's own mismatch (the same source
+    on an 80 px image, where nothing is cut, leaves -3.0 at 4x the flux). The bound of 3
+    is 3 standard errors of the mean (0.44) from that mismatch."""
+    runs = [_host_pull(seed) for seed in range(10)]
+    assert all(size == 43 for _, size in runs)
+    assert abs(float(np.mean([pull for pull, _ in runs]))) < 3.0
+
+
+def test_a_source_cut_by_a_cutouts_edge_flags_what_it_could_move() -> None:
+    """The same source on the cutout's bottom edge (14 px below the centre). The whole
+    kernel reaches beyond the edge, where the source goes on and the convolution takes
+    the median level: the centre's PSF flux read +4.7 of its errors on average over 6
+    noise draws. Pixels whose PSF-filtered difference the source, mirrored beyond the
+    edge, would move by a sigma are EDGE, the centre among them, and nothing is
+    detected. A cutout of sky alone flags nothing beyond the footprint's border."""
+    result = _cutout_with_host(0, 14.0)
+    cut = result.subtraction.cut_by_edge
+    assert cut is not None and cut[14, 14] and cut[22, 7:23].all()
+    assert ((result.difference.mask & int(MaskPlane.EDGE)) != 0)[cut].all()
+    assert len(result.diasources[~np.asarray(result.diasources["sky_source"])]) == 0
+    blank = _cutout_with_host(0, 14.0, flux=0.0).subtraction.cut_by_edge
+    assert blank is not None and not blank.any()
+
+
 def test_stamp_outliers_judge_bright_stars_by_the_samples_scatter() -> None:
     # 180 faint stamps whose kernel sums scatter by their own errors (3 %), 20 bright ones
     # with 0.2 % errors and a 1 % intrinsic scatter (colour terms), one contaminated faint

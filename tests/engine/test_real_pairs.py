@@ -190,9 +190,11 @@ def test_tiny_alert_cutouts() -> None:
         assert run.fit.solution.spatial_order == 0
         diff = run.decorrelated.difference
         assert np.isfinite(diff.image).all()
-        # Kernels are capped at half the cutout, so part of even a 30 px cutout is usable
-        # (HSC PSFs of 9-11 px FWHM would otherwise call for 35 px kernels: all EDGE).
-        assert np.mean((diff.mask & int(UNUSABLE)) == 0) > 0.2
+        # EDGE is at most a quarter of the side from each edge, so part of even a 30 px
+        # cutout is usable (LSSTCam PSFs of 9-11 px FWHM call for 31-43 px kernels, whose
+        # 99 % footprint covers the cutout): 0.17-0.32 of it, less the pixels a source
+        # cut by the edge could move by a sigma (0.13 at least, measured).
+        assert np.mean((diff.mask & int(UNUSABLE)) == 0) > 0.1
     sources: dict[str, int] = {}
     for path in ztf:
         run = run_engine(read_exposure(f"{path}[SCI]"), read_exposure(f"{path}[REF]"))

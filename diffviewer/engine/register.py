@@ -241,11 +241,15 @@ def find_stars(
         Shape (n, 2): x and y (0-based px), sub-pixel centroids.
     """
     found = (peaks or star_peaks(exposure)).above(STAR_THRESHOLD)
-    xi, yi, peak = found.x, found.y, found.peak
+    xi, yi = found.x, found.y
+    # Ranked by the smoothed image above the background (the image there less the peak
+    # above it is the background): an undersampled star's own peak pixel halves as its
+    # centre moves from a pixel's centre to its corner.
+    brightness = found.value - (exposure.image[yi, xi] - found.peak)
     ny, nx = exposure.shape
     h = CENTROID_HALF
     inside = (xi >= h) & (xi < nx - h) & (yi >= h) & (yi < ny - h)
-    order = np.argsort(-peak[inside])[:max_stars]
+    order = np.argsort(-brightness[inside])[:max_stars]
     xs, ys = _centroids(exposure.image, xi[inside][order], yi[inside][order])
     return np.stack([xs, ys], axis=1)
 

@@ -281,6 +281,23 @@ def test_a_crowded_field_with_a_broad_template_psf_registers(tmp_path: Path) -> 
     assert not result.template.warped
 
 
+def test_an_undersampled_template_of_a_crowded_field_registers(tmp_path: Path) -> None:
+    # A 500 px field, a star per 300 px^2, the template's PSF 1.2 px (undersampled) and
+    # shifted (-3.7, -3.9) px, beyond the match radius of the identity guess. Star
+    # patterns are matched among each image's 60 brightest stars, ranked by their peak
+    # pixel, which for a 1.2 px PSF halves as a star's centre moves from a pixel's
+    # centre to its corner: the two lists shared too few stars, "the star patterns do
+    # not match" (5 of 12 such draws). Ranked by the smoothed image, the pair registers
+    # on 440 stars, within 0.01 px of the true shift.
+    shift = (-3.6727, -3.8747)
+    result = _drawn_twice(tmp_path, 0, 500, 1.2, shift, "none", "float32", "none")
+    registration = result.template.registration
+    assert registration.method == "stars" and registration.n_matched > 300
+    assert registration.transform is not None
+    tx, ty = registration.transform(np.array([250.0]), np.array([250.0]))
+    assert np.hypot(tx[0] - 250.0 - shift[0], ty[0] - 250.0 - shift[1]) < 0.05
+
+
 def test_a_saved_run_whose_score_is_edge_everywhere_reads_back(tmp_path: Path) -> None:
     # A 22 x 23 px pair (the least image side): the score is EDGE on every pixel, a valid
     # product of such a cutout, which reading the run back refused as an unusable input.

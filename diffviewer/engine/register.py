@@ -38,6 +38,9 @@ STAR_THRESHOLD = 7.0
 MAX_STARS = 2000
 #: Brightest stars of each image given to the pattern matcher.
 PATTERN_STARS = 60
+#: Brightest stars of each image whose pairwise offsets vote for a translation
+#: (:func:`shift_guess`), and the most-voted bins examined.
+VOTE_STARS, VOTE_BINS = 200, 5
 #: Fewest stars on each image (and matched pairs) for a transform (an affine has 6
 #: parameters; 6 pairs leave no redundancy, so ask for a few more).
 MIN_STARS = 6
@@ -392,6 +395,43 @@ def match_nearest(
     return pairs[:, 0], pairs[:, 1]
 
 
+def shift_guess(science: np.ndarray, template: np.ndarray) -> PolynomialTransform:
+    """The translation science -> template that the most star pairs agree on.
+
+    Every offset from one of the brightest :data:`VOTE_STARS` science stars to one of the
+    template's is binned on a grid of :data:`MATCH_RADIUS` px. Of the :data:`VOTE_BINS`
+    fullest bins, the one whose offsets' median has the most offsets within
+    :data:`MATCH_RADIUS` of it gives that median (a cluster split by a bin edge still
+    counts whole). Frames of one telescope and orientation differ by a translation
+    (dithers, unregistered exposures), which this finds from a handful of stars where
+    star patterns need more; with a rotation the offsets do not cluster, and the fit the
+    guess leads to is not trusted (:func:`_trusted`).
+
+    Parameters
+    ----------
+    science, template : numpy.ndarray
+        Star positions, ``(n, 2)`` each, brightest first (:func:`find_stars`).
+
+    Returns
+    -------
+    PolynomialTransform
+        The translation (affine, unit matrix).
+    """
+    offsets = (template[None, :VOTE_STARS] - science[:VOTE_STARS, None]).reshape(-1, 2)
+    _, inverse, counts = np.unique(
+        np.floor(offsets / MATCH_RADIUS), axis=0, return_inverse=True, return_counts=True
+    )
+    best, most = np.zeros(2), -1
+    for cell in np.argsort(-counts)[:VOTE_BINS]:
+        centre = np.median(offsets[inverse.ravel() == cell], axis=0)
+        near = int(np.count_nonzero(np.hypot(*(offsets - centre).T) <= MATCH_RADIUS))
+        if near > most:
+            best, most = centre, near
+    return PolynomialTransform.from_matrix(
+        np.array([[1.0, 0.0, best[0]], [0.0, 1.0, best[1]], [0.0, 0.0, 1.0]])
+    )
+
+
 def pattern_transform(science: np.ndarray, template: np.ndarray) -> PolynomialTransform | None:
     """A first similarity transform science -> template from star patterns (astroalign).
 
@@ -519,8 +559,9 @@ def register_on_stars(
     order : int
         Order of the fitted polynomial (1 affine, 2 quadratic).
     guess : callable, optional
-        A first mapping to try before star patterns (e.g. the identity for images of
-        one shape); kept when the fit it leads to is trusted (:func:`_trusted`).
+        A first mapping to try (e.g. the identity for images of one shape); kept when
+        the fit it leads to is trusted (:func:`_trusted`). Then the translation most
+        star pairs agree on (:func:`shift_guess`), on the same terms, then star patterns.
     science_peaks, template_peaks : Peaks, optional
         Each image's peaks, when found already (:func:`find_stars`).
 
@@ -545,6 +586,8 @@ def register_on_stars(
             n_tmpl,
         )
     fit = refine(sci, tmpl, guess, order) if guess is not None else None
+    if not _trusted(fit, n_sci, n_tmpl, template.shape):
+        fit = refine(sci, tmpl, shift_guess(sci, tmpl), order)
     if not _trusted(fit, n_sci, n_tmpl, template.shape):
         first = pattern_transform(sci, tmpl)
         fit = refine(sci, tmpl, first, order) if first is not None else None

@@ -298,6 +298,20 @@ def test_an_undersampled_template_of_a_crowded_field_registers(tmp_path: Path) -
     assert np.hypot(tx[0] - 250.0 - shift[0], ty[0] - 250.0 - shift[1]) < 0.05
 
 
+def test_a_small_field_shifted_beyond_the_match_radius_registers(tmp_path: Path) -> None:
+    # An 80 px field of 14 stars, the template shifted (-3.3, 4.9) px: beyond the match
+    # radius of the identity guess, and too few stars for star patterns to match. With
+    # fewer than 20 stars the run took the images as one grid, 5.9 px off, with a
+    # warning. The translation most star pairs agree on (register.shift_guess) pairs 11
+    # of them, within 0.2 px of the true shift.
+    shift = (-3.3, 4.9)
+    result = _drawn_twice(tmp_path, 17, 80, 3.0, shift, "none", "float32", "none")
+    registration = result.template.registration
+    assert registration.method == "stars" and registration.transform is not None
+    tx, ty = registration.transform(np.array([40.0]), np.array([40.0]))
+    assert np.hypot(tx[0] - 40.0 - shift[0], ty[0] - 40.0 - shift[1]) < 0.3
+
+
 def test_a_saved_run_whose_score_is_edge_everywhere_reads_back(tmp_path: Path) -> None:
     # A 22 x 23 px pair (the least image side): the score is EDGE on every pixel, a valid
     # product of such a cutout, which reading the run back refused as an unusable input.

@@ -201,3 +201,19 @@ def test_a_fit_without_degrees_of_freedom_has_an_unknown_error_and_keeps_a_wcs()
     fit = register.fit_transform(source, source + np.array([2.0, 0.0]), 1)
     assert fit.n_matched == 3 and math.isnan(fit.position_error(register.image_grid((64, 64))))
     assert not register.improves_on(fit, register.identity)
+
+
+def test_the_shift_most_star_pairs_agree_on_is_found_among_unpaired_stars() -> None:
+    # 12 stars seen on both images, shifted (17.3, -8.6) px with 0.1 px centroid noise,
+    # and 8 more on each image alone (the frames overlap in part): the translation is
+    # the offsets' cluster, within the centroid noise; the other 388 of the 400 offsets
+    # scatter over the 200 px field.
+    rng = np.random.default_rng(3)
+    shared = rng.uniform(0, 200, (12, 2))
+    science = np.vstack([shared, rng.uniform(0, 200, (8, 2))])
+    moved = shared + np.array([17.3, -8.6]) + rng.normal(0, 0.1, (12, 2))
+    template = np.vstack([moved, rng.uniform(0, 200, (8, 2))])
+    order = rng.permutation(20)
+    guess = register.shift_guess(science, template[order])
+    tx, ty = guess(np.array([100.0]), np.array([100.0]))
+    assert np.hypot(tx[0] - 117.3, ty[0] - 91.4) < 0.1

@@ -395,8 +395,11 @@ def match_nearest(
     return pairs[:, 0], pairs[:, 1]
 
 
-def shift_guess(science: np.ndarray, template: np.ndarray) -> PolynomialTransform:
-    """The translation science -> template that the most star pairs agree on.
+def shift_guess(
+    science: np.ndarray, template: np.ndarray, linear: np.ndarray | None = None
+) -> PolynomialTransform:
+    """The translation science -> template that the most star pairs agree on, after a
+    known linear part (rotation, scale) when one is given.
 
     Every offset from one of the brightest :data:`VOTE_STARS` science stars to one of the
     template's is binned on a grid of :data:`MATCH_RADIUS` px. Of the :data:`VOTE_BINS`
@@ -411,13 +414,18 @@ def shift_guess(science: np.ndarray, template: np.ndarray) -> PolynomialTransfor
     ----------
     science, template : numpy.ndarray
         Star positions, ``(n, 2)`` each, brightest first (:func:`find_stars`).
+    linear : numpy.ndarray, optional
+        2x2 matrix applied to the science positions first: another piece's of the same
+        template (pieces cut from one image share its rotation and scale).
 
     Returns
     -------
     PolynomialTransform
-        The translation (affine, unit matrix).
+        The affine transform: ``linear`` (unit by default) and the translation found.
     """
-    offsets = (template[None, :VOTE_STARS] - science[:VOTE_STARS, None]).reshape(-1, 2)
+    matrix = np.eye(2) if linear is None else np.asarray(linear, dtype=np.float64)
+    moved = science[:VOTE_STARS] @ matrix.T
+    offsets = (template[None, :VOTE_STARS] - moved[:, None]).reshape(-1, 2)
     _, inverse, counts = np.unique(
         np.floor(offsets / MATCH_RADIUS), axis=0, return_inverse=True, return_counts=True
     )
@@ -427,9 +435,7 @@ def shift_guess(science: np.ndarray, template: np.ndarray) -> PolynomialTransfor
         near = int(np.count_nonzero(np.hypot(*(offsets - centre).T) <= MATCH_RADIUS))
         if near > most:
             best, most = centre, near
-    return PolynomialTransform.from_matrix(
-        np.array([[1.0, 0.0, best[0]], [0.0, 1.0, best[1]], [0.0, 0.0, 1.0]])
-    )
+    return PolynomialTransform.from_matrix(np.block([[matrix, best[:, None]], [0.0, 0.0, 1.0]]))
 
 
 def pattern_transform(science: np.ndarray, template: np.ndarray) -> PolynomialTransform | None:
@@ -549,6 +555,7 @@ def register_on_stars(
     guess: Mapping | None = None,
     science_peaks: Peaks | None = None,
     template_peaks: Peaks | None = None,
+    linear: np.ndarray | None = None,
 ) -> Registration:
     """Find the science -> template pixel transform from the stars alone.
 
@@ -564,6 +571,8 @@ def register_on_stars(
         star pairs agree on (:func:`shift_guess`), on the same terms, then star patterns.
     science_peaks, template_peaks : Peaks, optional
         Each image's peaks, when found already (:func:`find_stars`).
+    linear : numpy.ndarray, optional
+        The 2x2 linear part the translation is sought after (:func:`shift_guess`).
 
     Returns
     -------
@@ -587,7 +596,7 @@ def register_on_stars(
         )
     fit = refine(sci, tmpl, guess, order) if guess is not None else None
     if not _trusted(fit, n_sci, n_tmpl, template.shape):
-        fit = refine(sci, tmpl, shift_guess(sci, tmpl), order)
+        fit = refine(sci, tmpl, shift_guess(sci, tmpl, linear), order)
     if not _trusted(fit, n_sci, n_tmpl, template.shape):
         first = pattern_transform(sci, tmpl)
         fit = refine(sci, tmpl, first, order) if first is not None else None

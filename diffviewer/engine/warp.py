@@ -363,6 +363,22 @@ def _jacobian(mapping: Mapping, shape: tuple[int, int]) -> np.ndarray:
     return np.array([[tx[1] - tx[0], tx[2] - tx[0]], [ty[1] - ty[0], ty[2] - ty[0]]])
 
 
+def _sibling_linear(placed: list[_Placed], shape: tuple[int, int]) -> np.ndarray | None:
+    """The 2x2 linear part (at the science image's centre) of the star fit that paired
+    the most stars among template pieces registered on stars, or None.
+
+    Pieces cut from one template share its rotation and scale: with them, a piece whose
+    few stars matched no pattern needs only its translation
+    (:func:`~diffviewer.engine.register.shift_guess`).
+    """
+    best, most = None, -1
+    for p in placed:
+        reg = p.registration
+        if reg.method == "stars" and reg.transform is not None and reg.n_matched > most:
+            best, most = reg.transform, reg.n_matched
+    return None if best is None else _jacobian(best, shape)
+
+
 def _which_lacks_wcs(science: Exposure, template: Exposure) -> str:
     """'neither image has' / 'the science image has no' / 'the template has no'."""
     if not (science.has_celestial_wcs or template.has_celestial_wcs):
@@ -376,6 +392,7 @@ def register_template(
     config: WarpConfig,
     science_peaks: Peaks | None = None,
     template_peaks: Peaks | None = None,
+    linear: np.ndarray | None = None,
 ) -> tuple[Registration, Mapping | None]:
     """Find the science -> template pixel mapping as ``config.register`` says.
 
@@ -387,6 +404,9 @@ def register_template(
         ``register``, ``wcs_tolerance``, ``transform_order``.
     science_peaks, template_peaks : Peaks, optional
         Each image's peaks (:func:`register.star_peaks`), when found already.
+    linear : numpy.ndarray, optional
+        A registered sibling piece's 2x2 linear part, for the translation vote on stars
+        (:func:`~diffviewer.engine.register.shift_guess`).
 
     Returns
     -------
@@ -434,6 +454,7 @@ def register_template(
                 guess=register.identity if same_grid else None,
                 science_peaks=science_peaks,
                 template_peaks=template_peaks,
+                linear=linear,
             )
         except RegistrationError as exc:
             few = min(exc.n_science_stars, exc.n_template_stars) < register.FEW_STARS
@@ -513,10 +534,14 @@ def _place(
     science_peaks: Peaks | None,
     template_peaks: Peaks | None,
     piece: bool,
+    linear: np.ndarray | None = None,
 ) -> _Placed:
     """Register one template piece and resample it onto the science grid when needed
-    (``piece``: one of several, :func:`warp_exposure`)."""
-    reg, mapping = register_template(template, science, config, science_peaks, template_peaks)
+    (``piece``: one of several, :func:`warp_exposure`; ``linear``: a sibling's linear
+    part, :func:`register_template`)."""
+    reg, mapping = register_template(
+        template, science, config, science_peaks, template_peaks, linear
+    )
     notes: list[str] = list(reg.notes)
     warped = False
     max_offset = math.nan
@@ -628,13 +653,33 @@ def warp_template(
     # and 'none' use none).
     stars = config.register in ("auto", "stars")
     peaks = register.star_peaks(science) if stars else None
-    placed, piece_peaks = [], []
+    found: list[_Placed | RegistrationError] = []
+    piece_peaks = []
     for i, piece in enumerate(pieces):
         piece_peaks.append(register.star_peaks(piece) if stars else None)
-        placed.append(
-            _place(piece, science, config, reporter, peaks, piece_peaks[-1], len(pieces) > 1)
-        )
+        try:
+            found.append(
+                _place(piece, science, config, reporter, peaks, piece_peaks[-1], len(pieces) > 1)
+            )
+        except RegistrationError as exc:
+            if len(pieces) == 1:
+                raise
+            found.append(exc)
         reporter.update((i + 1) / (len(pieces) + 1))
+    linear = _sibling_linear([p for p in found if isinstance(p, _Placed)], science.shape)
+    placed = []
+    for piece, own_peaks, outcome in zip(pieces, piece_peaks, found, strict=True):
+        if isinstance(outcome, RegistrationError):
+            # a piece with too few stars for patterns: its translation after a
+            # registered sibling's rotation and scale, else the piece's own error
+            error = outcome
+            if linear is None:
+                raise error
+            try:
+                outcome = _place(piece, science, config, reporter, peaks, own_peaks, True, linear)
+            except RegistrationError:
+                raise error from None
+        placed.append(outcome)
     exposure, combine_notes = mosaic.combine_pieces([p.exposure for p in placed])
     notes = [
         note if len(placed) == 1 else f"template piece {i + 1}: {note}"

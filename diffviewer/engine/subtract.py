@@ -6,9 +6,9 @@ computed tile by tile (:mod:`diffviewer.engine.tiles`): one real FFT of each til
 reused for every term, an inverse transform along y per term and along x per power of x
 (:func:`term_sum`; scipy.fft, single precision, all cores). Pixels beyond the image
 edge (and NO_DATA/BAD pixels) count as the image's median level. Outputs whose kernel
-footprint (the centred square holding 99% of the kernel's absolute weight, at most half
-the kernel a cutout's stamps could fit: :func:`edge_half_width`) leaves the image or
-touches NO_DATA are flagged EDGE; BAD/SAT/CR/... are grown by that footprint,
+footprint (the centred square holding 99% of the kernel's absolute weight; on a cutout
+narrower than twice it, a quarter of the cutout's side: :func:`edge_half_width`) leaves
+the image or touches NO_DATA are flagged EDGE; BAD/SAT/CR/... are grown by that footprint,
 and so is the other image's SAT (a saturated core's wings do not subtract).
 
 The variance is convolved with the squared kernel. ``K(x, y)^2`` is not linear in the
@@ -78,7 +78,7 @@ class SubtractionProducts:
         The kernel (its background, which image was convolved, the photometric scale).
     footprint : int
         Side (px, odd) of the kernel's footprint at the image centre, by which the
-        masks are grown (:func:`footprint_half_width`).
+        masks are grown (:func:`edge_half_width`).
     kernel_sum_map : numpy.ndarray
         Kernel sum on a coarse grid (see ``KernelSolution.kernel_sum_map``, step
         :attr:`kernel_sum_step`).
@@ -399,11 +399,10 @@ def beyond_edge(
     The convolution takes the image's median ``level`` beyond its edge. A source the edge
     cuts goes on there: taking the image mirrored at its edge instead (a source centred on
     the edge, exactly) changes the convolved image by ``kernel * (mirrored - level)``,
-    counted beyond the edge only.
-    Filtered by the difference's PSF and divided by the filtered noise (the S/N a PSF fit
-    would give it), that change is compared with :data:`BEYOND_EDGE_SIGMAS`. A sky-limited
-    edge changes nothing; on a 30 px Rubin cutout, a galaxy cut by the edge could move a
-    PSF flux 8 px in by 1-3 sigma, and left a 6.7 sigma false detection there.
+    counted beyond the edge only. Filtered by the difference's PSF and divided by the
+    filtered noise (the S/N a PSF fit would give it), that change is compared with
+    :data:`BEYOND_EDGE_SIGMAS`. A sky-limited edge changes nothing; on a 30 px Rubin
+    cutout a galaxy cut by the edge left a 6.7 sigma false detection 7 px inside it.
 
     Parameters
     ----------

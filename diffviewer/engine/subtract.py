@@ -402,7 +402,7 @@ def beyond_edge(
     counted beyond the edge only. Filtered by the difference's PSF and divided by the
     filtered noise (the S/N a PSF fit would give it), that change is compared with
     :data:`BEYOND_EDGE_SIGMAS`. A sky-limited edge changes nothing; on a 30 px Rubin
-    cutout a galaxy cut by the edge left a 6.7 sigma false detection 7 px inside it.
+    cutout a galaxy cut by the edge left a 6.7 sigma false detection 8 px inside it.
 
     Parameters
     ----------

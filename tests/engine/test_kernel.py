@@ -403,8 +403,8 @@ def test_a_cutout_narrower_than_twice_the_kernel_is_matched_with_the_whole_kerne
     renormalised into its core, it moved the source's light: the centre's PSF flux read
     -12.0 of its errors on average over these 10 noise draws. The whole kernel leaves
     -1.6, of which about -0.75 is the PSF-derived kernel's own mismatch (the same source
-    on an 80 px image, where nothing is cut, leaves -3.0 at 4x the flux). The bound of 3
-    is 3 standard errors of the mean (0.44) from that mismatch."""
+    on an 80 px image, where nothing is cut, leaves -3.0 at 4x the flux). The bound, 3,
+    is that mismatch plus five standard errors of the mean (0.44)."""
     runs = [_host_pull(seed) for seed in range(10)]
     assert all(size == 43 for _, size in runs)
     assert abs(float(np.mean([pull for pull, _ in runs]))) < 3.0

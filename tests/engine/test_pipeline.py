@@ -121,6 +121,23 @@ def test_units_too_small_for_single_precision_are_named(pair) -> None:
         run_subtraction(_scaled(pair.science, 1e-30), _scaled(pair.template, 1e-30))
 
 
+def test_nan_outside_no_data_is_named_and_flagged_nan_is_not(pair) -> None:
+    # An exposure made in Python with a NaN corner its mask does not flag: the
+    # convolution spread the NaNs over the whole difference, which came out all NaN
+    # with no detection and no word. Flagged NO_DATA, the same NaNs are left out.
+    image = np.array(pair.template.image)
+    image[:20, :20] = np.nan
+    with pytest.raises(InputError, match=r"template image .* 400 NaN or infinite values"):
+        run_subtraction(pair.science, pair.template.replace(image=image))
+    corner = np.zeros(image.shape, dtype=bool)
+    corner[:20, :20] = True
+    flagged = pair.template.replace(
+        image=image, mask=set_planes(pair.template.mask, corner, MaskPlane.NO_DATA)
+    )
+    result = run_subtraction(pair.science, flagged)
+    assert np.isfinite(result.difference.image).all() and len(result.diasources) > 0
+
+
 @pytest.fixture(scope="module")
 def saturated() -> tuple[Exposure, Exposure, np.ndarray, np.ndarray]:
     """A pair with three stars of 6e6 counts clipped at 6e4 and masked SAT on both images."""

@@ -495,7 +495,9 @@ class DetectionConfig:
     )
     max_detected_fraction: float = param(
         0.05,
-        "Bad-subtraction guard: warn when detections cover more than this fraction of the image.",
+        "Bad-subtraction guard: warn when detections cover more than this fraction of the "
+        "image (and more than three point sources' footprints, which a cutout's one "
+        "transient may cover).",
         minimum=0.0,
         maximum=1.0,
     )

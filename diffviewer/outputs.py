@@ -52,8 +52,9 @@ def _finite(value: float) -> float | None:
 
 
 def guard_tripped(result: SubtractionResult) -> bool:
-    """Whether the bad-subtraction guard tripped (detections cover too much of the image)."""
-    return result.detections.detected_fraction > result.config.detection.max_detected_fraction
+    """Whether the bad-subtraction guard tripped (detections cover too much of the image:
+    :func:`diffviewer.engine.detect.guard_limit`)."""
+    return result.detections.guard_tripped
 
 
 def _exposure_summary(exposure: Exposure) -> dict[str, Any]:

@@ -24,6 +24,7 @@ The bad-subtraction guard reports the fraction of good pixels covered by footpri
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterator
 
 import numpy as np
@@ -64,6 +65,13 @@ MIN_PIXELS_FOR_STDEV = 10_000
 #: taken away as point sources (two transients 7-11 px apart rise only 1-2 sigma).
 DEBLEND_PROMINENCE = 3.0
 
+#: Point sources whose footprints the bad-subtraction guard allows whatever the image's
+#: size (:func:`guard_limit`): a transient and a dipole's two lobes. A bad subtraction
+#: leaves residuals at many sources; on an alert cutout one transient's footprint covers
+#: 15-35 % of the good pixels, and the 5 % fraction alone called all 15 Rubin cutouts
+#: with a detection bad.
+GUARD_SOURCES = 3
+
 #: The detection image's robust noise outside this range means the noise model is off.
 NOISE_STD_RANGE = (0.8, 1.25)
 
@@ -92,7 +100,9 @@ class Detections:
         The difference's mask with DETECTED (grown positive pieces) and
         DETECTED_NEGATIVE (grown negative pieces; the two never overlap) set, read-only.
     detected_fraction : float
-        Fraction of the good pixels inside footprints (the bad-subtraction guard).
+        Fraction of the good pixels inside footprints.
+    guard_tripped : bool
+        Whether they cover more than the bad-subtraction guard allows (:func:`guard_limit`).
     sky_x, sky_y : numpy.ndarray
         Sky-source positions (0-based px), empty when none were asked for.
     detection_image : str
@@ -109,6 +119,7 @@ class Detections:
     table: Table
     mask: np.ndarray
     detected_fraction: float
+    guard_tripped: bool
     sky_x: np.ndarray
     sky_y: np.ndarray
     detection_image: str
@@ -118,6 +129,32 @@ class Detections:
     def __post_init__(self) -> None:
         for name in ("segmentation", "image", "mask", "sky_x", "sky_y"):
             getattr(self, name).flags.writeable = False
+
+
+def guard_limit(n_good: int, psf: np.ndarray, config: DetectionConfig) -> int:
+    """Most good pixels detections may cover before the bad-subtraction guard trips.
+
+    ``config.max_detected_fraction`` of the good pixels, and at least the footprints of
+    :data:`GUARD_SOURCES` point sources: each a disk of the PSF's noise-equivalent area
+    (``1 / sum(P^2)``, the pixels a PSF flux averages over) grown by ``config.grow``.
+
+    Parameters
+    ----------
+    n_good : int
+        Good pixels of the detection image.
+    psf : numpy.ndarray
+        The difference's PSF.
+    config : DetectionConfig
+        The guard's fraction and the footprints' growth.
+
+    Returns
+    -------
+    int
+    """
+    p = np.asarray(psf, dtype=np.float64)
+    radius = math.sqrt(1.0 / (math.pi * float(np.sum((p / p.sum()) ** 2))))
+    footprint = math.pi * (radius + config.grow) ** 2
+    return max(math.floor(config.max_detected_fraction * n_good), round(GUARD_SOURCES * footprint))
 
 
 def detection_image(
@@ -465,14 +502,18 @@ def detect_sources(
     reporter.update(0.5)
     table = _footprint_table(image, labels, pos, neg, at)
     del pos, neg
-    fraction = float(np.count_nonzero(good.reshape(-1)[at]) / n_good) if n_good else 0.0
+    covered = int(np.count_nonzero(good.reshape(-1)[at]))
+    fraction = covered / n_good if n_good else 0.0
     del at
     notes: list[str] = [f"no detection: {refuse}"] if refuse is not None else []
-    if fraction > config.max_detected_fraction:
+    limit = guard_limit(n_good, psf, config)
+    tripped = covered > limit
+    if tripped:
         notes.append(
             f"bad-subtraction guard: detections cover {fraction:.1%} of the good "
-            "pixels, more than detection.max_detected_fraction = "
-            f"{config.max_detected_fraction:.1%}; check the kernel fit and the residuals"
+            f"pixels ({covered} px), more than detection.max_detected_fraction = "
+            f"{config.max_detected_fraction:.1%} and the footprints of {GUARD_SOURCES} point "
+            f"sources ({limit} px allowed); check the kernel fit and the residuals"
         )
     lo, hi = NOISE_STD_RANGE
     noisy = np.isfinite(noise) and not lo <= noise <= hi and n_good >= MIN_PIXELS_FOR_STDEV
@@ -504,6 +545,7 @@ def detect_sources(
         table=table,
         mask=mask,
         detected_fraction=fraction,
+        guard_tripped=tripped,
         sky_x=sky_x,
         sky_y=sky_y,
         detection_image=name,

@@ -346,6 +346,32 @@ def test_guard_warns_on_a_bad_subtraction() -> None:
     assert not any("bad-subtraction guard" in w for w in quiet.warnings)
 
 
+def test_one_transient_on_a_cutout_does_not_trip_the_guard() -> None:
+    # A 32 px cutout of noise with one transient of S/N ~50 at its centre: its
+    # footprint covers far more than 5 % of the pixels, and the fraction alone called
+    # it a bad subtraction (as on every Rubin cutout with a detection). The guard allows
+    # the footprints of three point sources; four bright ones trip it.
+    rng = np.random.default_rng(1)
+    shape = (32, 32)
+    sigma = np.full(1, 4.0 / FWHM_PER_SIGMA)
+
+    def cutout(xs: list[float], ys: list[float]) -> Exposure:
+        n = len(xs)
+        image = render_gaussians(
+            shape, np.array(xs), np.array(ys), np.full(n, 3000.0), np.repeat(sigma, n), 12
+        )
+        noisy = image + rng.normal(0, 10, shape)
+        return Exposure(noisy, np.full(shape, 100.0), np.zeros(shape, np.int32))
+
+    config = DetectionConfig(detect_on="difference")
+    one = detect_sources(cutout([15.5], [15.5]), None, config, null_reporter(), psf=PSF)
+    assert len(one.table) == 1 and one.detected_fraction > 0.05 and not one.guard_tripped
+    four = cutout([7.5, 23.5, 7.5, 23.5], [7.5, 7.5, 23.5, 23.5])
+    many = detect_sources(four, None, config, null_reporter(), psf=PSF)
+    assert len(many.table) == 4 and many.guard_tripped
+    assert any("bad-subtraction guard" in w for w in many.warnings)
+
+
 def test_a_wrong_variance_is_shown_not_hidden() -> None:
     # Variance maps nine times too small: the difference's noise is 3 predicted sigma.
     # Detection makes no correction of its own (the one renormalisation happens on sky,

@@ -18,7 +18,9 @@ that touch one footprint label (a dipole's two lobes become one source; each pie
 pairs at most once, the longest contact first). Optional sky sources
 are blank positions far from every footprint and mask (forced photometry there
 shows the noise a PSF flux really has).
-The bad-subtraction guard reports the fraction of good pixels covered by footprints.
+The bad-subtraction guard reports the fraction of good pixels covered by footprints,
+and trips beyond ``max_detected_fraction`` of them and three point sources' footprints
+(:func:`guard_limit`).
 """
 
 from __future__ import annotations

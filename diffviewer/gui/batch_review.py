@@ -251,6 +251,10 @@ class ReviewWindow(QMainWindow):
         assert vertical is not None
         vertical.setDefaultSectionSize(THUMB + 4)
         self.table.setColumnWidth(0, THUMB + 8)
+        # Pair names of a night share long prefixes (alert ids, dates): shown whole, and
+        # cut in the middle, where they agree, when the column is narrowed.
+        self.table.resizeColumnToContents([key for key, _ in SHOWN].index("name"))
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         selection = self.table.selectionModel()
         assert selection is not None
         selection.currentRowChanged.connect(self.open_current)

@@ -203,3 +203,30 @@ def test_opening_an_unfinished_folder_reports_it(qtbot, inspector, tmp_path) -> 
     open_saved(inspector, tmp_path / "half")
     qtbot.waitUntil(lambda: inspector.error_box.isVisible(), timeout=RUN_TIMEOUT_MS)
     assert "metadata.json is missing" in inspector.error_label.text()
+
+
+def test_long_pair_names_are_shown_whole(qtbot, tmp_path: Path) -> None:
+    # A night of alert cutouts: names share a long prefix and differ at the end
+    # ("rubin_39695..." on every row before). The name column fits the longest name,
+    # and a narrowed column cuts names in the middle, keeping their ends.
+    names = [f"rubin_3969508767171{i:02d}" for i in (1, 4, 9)]
+    rows = [
+        {
+            "name": name,
+            "science": "s.fits",
+            "template": "t.fits",
+            "status": "failed",
+            "error_kind": "input",
+            "error": "image file t.fits does not exist",
+            "output": str(tmp_path / name),
+        }
+        for name in names
+    ]
+    write_summary(tmp_path, rows)
+    review = ReviewWindow(tmp_path, inspector=MainWindow())
+    qtbot.addWidget(review)
+    column = [c for c, _ in SHOWN].index("name")
+    metrics = review.table.fontMetrics()
+    assert review.table.columnWidth(column) >= max(metrics.horizontalAdvance(n) for n in names)
+    assert review.table.textElideMode() == Qt.TextElideMode.ElideMiddle
+    review.inspector().jobs.shutdown()

@@ -19,7 +19,11 @@ Gaussians alone.
 
 The first basis function is normalised to sum 1 and all others are made to sum to zero, so
 the kernel sum (the photometric scale) is carried by the first coefficient alone; the
-others are then orthonormalised (Gram-Schmidt) for a well-conditioned fit.
+others are then orthonormalised (Gram-Schmidt) for a well-conditioned fit. A function
+whose part independent of those before it is less than :data:`INDEPENDENT` of its own
+norm is dropped: the pixels cannot tell it from the others (the high powers of a Gaussian
+narrower than a pixel or two), and the relative rule drops the same ones at every kernel
+side, so coefficients fitted at one size serve a basis made at another.
 """
 
 from __future__ import annotations
@@ -33,6 +37,13 @@ from scipy import optimize
 from diffviewer.config import KernelConfig
 from diffviewer.engine.psf import PsfEstimate
 from diffviewer.stats import FWHM_PER_SIGMA
+
+#: Least independent share of a basis function's norm for it to be kept (:func:`make_basis`).
+INDEPENDENT = 1e-4
+
+#: The highest degrees (LSST's default basis) of a kernel fitted to two PSF images alone
+#: (:func:`psf_only_degrees`).
+PSF_ONLY_DEGREES = (4, 2, 2)
 
 #: Fit-region half-width in FWHM of the broader PSF, with the wing function. A region cut
 #: close to the core lets each stamp's constant background absorb the wings' mismatch,
@@ -221,12 +232,37 @@ def make_basis(
     rest = [b - b.sum() * first for b in raw[1:]]
     ortho: list[np.ndarray] = []
     for b in rest:
+        whole = np.sqrt(np.sum(b * b))
         for o in ortho:
             b = b - np.sum(b * o) * o
         norm = np.sqrt(np.sum(b * b))
-        if norm > 1e-10:
+        if norm > INDEPENDENT * whole:
             ortho.append(b / norm)
     return np.array([first, *ortho])
+
+
+def psf_only_degrees(degrees: tuple[int, ...]) -> tuple[int, ...]:
+    """The degrees of a kernel fitted to two PSF images alone: ``degrees`` capped, Gaussian
+    by Gaussian, at :data:`PSF_ONLY_DEGREES` (the last entry for any further Gaussian).
+
+    Stamps of stars choose the prior that tames a rich basis by holding stars out
+    (:mod:`kernel_prior`); a fit to two PSF images has nothing to hold out. With HOTPANTS's
+    6, 4, 2 that fit follows the PSF models' structure far from the core: on Rubin's
+    LSSTCam cutouts the kernel's L2 norm rose from 0.20 to 0.32, half its weight negative,
+    and the transients' PSF fluxes fell to 0.14-0.53 of the survey's (0.51-1.01 with 4,
+    2, 2).
+
+    Parameters
+    ----------
+    degrees : tuple of int
+        The configured degrees (``kernel.degrees``).
+
+    Returns
+    -------
+    tuple of int
+    """
+    caps = PSF_ONLY_DEGREES + (PSF_ONLY_DEGREES[-1],) * len(degrees)
+    return tuple(min(d, c) for d, c in zip(degrees, caps, strict=False))
 
 
 def roughness_penalty(basis: np.ndarray) -> np.ndarray:

@@ -93,6 +93,22 @@ def test_basis_widths_and_normalisation() -> None:
     np.testing.assert_allclose(rest @ rest.T, np.eye(len(rest)), atol=1e-8)
 
 
+@pytest.mark.parametrize("sigmas", [(0.5, 1.0, 2.0), (0.7, 1.4, 2.8), (1.0, 2.0, 4.0)])
+def test_the_basis_keeps_the_same_functions_at_every_kernel_side(
+    sigmas: tuple[float, ...],
+) -> None:
+    # HOTPANTS's degrees 6, 4, 2 on a Gaussian of 0.5 px: its high powers are numerically
+    # dependent on the lower ones (the Gaussian spans 3 px). Judged by an absolute norm,
+    # the polynomials' (x / half)^d scaling dropped more of them the wider the kernel
+    # (47 functions at 11 px, 36 at 71); judged against each function's own norm, the
+    # same 43 at every side, and all 49 where every Gaussian spans enough pixels.
+    counts = {
+        kernel_basis.make_basis(np.array(sigmas), (6, 4, 2), size).shape[0]
+        for size in (11, 15, 21, 31, 51, 71)
+    }
+    assert counts == ({43} if sigmas[0] == 0.5 else {28 + 15 + 6})
+
+
 def test_kernel_size_is_clamped() -> None:
     config = KernelConfig(min_size=11, max_size=21)
     assert kernel_basis.kernel_size(np.array([0.1]), config) == 11

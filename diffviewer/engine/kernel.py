@@ -34,7 +34,13 @@ import numpy as np
 from diffviewer.config import KernelConfig
 from diffviewer.engine.background import SkyBackground
 from diffviewer.engine.candidates import CandidateSet
-from diffviewer.engine.kernel_basis import BasisPlan, make_basis, plan_basis, size_cap
+from diffviewer.engine.kernel_basis import (
+    BasisPlan,
+    make_basis,
+    plan_basis,
+    psf_only_degrees,
+    size_cap,
+)
 from diffviewer.engine.kernel_design import build_stamps, psf_kernel_coefficients
 from diffviewer.engine.kernel_direction import choose_direction
 from diffviewer.engine.kernel_noise import (
@@ -173,7 +179,8 @@ def _fallback_solution(
     if delta:
         src_psf = tgt_psf = known[0] if known else src_psf
     plan = plan_basis(src_psf, tgt_psf, config, 0)
-    basis = make_basis(plan.sigmas, config.degrees, size, plan.wing)
+    degrees = psf_only_degrees(config.degrees)
+    basis = make_basis(plan.sigmas, degrees, size, plan.wing)
     sums = basis.sum(axis=(1, 2))
     coef = psf_kernel_coefficients(src_psf, tgt_psf, basis)
     ratio = _zero_point_ratio(science, template)
@@ -208,7 +215,7 @@ def _fallback_solution(
         0,
         science.shape,
         frozen(plan.sigmas),
-        tuple(config.degrees),
+        degrees,
         plan.wing,
     )
     return solution, why

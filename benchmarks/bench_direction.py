@@ -11,17 +11,20 @@ the catalog's detections. Where the two differ, the bright stars' rms in counts 
 compared star by star (auto over template: median and bootstrap 95 % interval), since
 the two directions' differences have different noise. On the real pairs the peer
 benchmarks share (GOTO, properimage) HOTPANTS runs too, with their flags
-(``peers.hotpants_command``), and its difference is scored by the same code in the same
-run: sky sigma, bright-star residual (the auto run's kernel stars), 5 sigma peaks (the
-auto run's science PSF), and the same bright stars' rms in counts against auto's, star
-by star; and again over the stars outside the stamps of HOTPANTS's final kernel fit (its
-``-savexy`` list). On GOTO each of its 70 stamps carries far more of its 292-parameter
-spatial fit than one of our ~360 does (the ones at the field's edges most), so the stars
-it fitted flatter it: held out of its fit (``-ssf``), its rms at two of them rose 2.1x
-and 1.3x. (The synthetic pairs are in ``bench_peers_science.py``; the alert triplets in
+(``peers.hotpants_command``), and on the pyDIA frames, which have no WCS for HOTPANTS to
+align them by, on the template diffviewer's auto run warped to the science; its
+difference is scored by the same code in the same run: sky sigma, bright-star residual
+(the auto run's kernel stars), 5 sigma peaks (the auto run's science PSF), and the same
+bright stars' rms in counts against auto's, star by star; and again over the stars
+outside the stamps of HOTPANTS's final kernel fit (its ``-savexy`` list). On GOTO each
+of its 70 stamps carries far more of its 292-parameter spatial fit than one of our ~360
+does (the ones at the field's edges most), so the stars it fitted flatter it: held out
+of its fit (``-ssf``), its rms at two of them rose 2.1x and 1.3x. (The synthetic pairs
+are in ``bench_peers_science.py``; the alert triplets in
 ``tests/engine/test_dia_real.py``.)
 
-Usage: ``python benchmarks/bench_direction.py [--pairs goto properimage ...]``.
+Usage: ``python benchmarks/bench_direction.py [--pairs goto properimage ...] [--set
+kernel.degrees=[6,4,2] ...]``.
 """
 
 from __future__ import annotations
@@ -37,10 +40,18 @@ from pathlib import Path
 import numpy as np
 import peer_metrics as pm
 from astropy.io import fits
-from peers import DATA, ROOT, SCIENCE_PAIRS, hotpants_binary, hotpants_command, run_process
+from peers import (
+    DATA,
+    ROOT,
+    SCIENCE_PAIRS,
+    Pair,
+    hotpants_binary,
+    hotpants_command,
+    run_process,
+)
 from scipy import ndimage
 
-from diffviewer.config import KernelConfig, SubtractionConfig
+from diffviewer.config import SubtractionConfig, apply_overrides
 from diffviewer.engine import pipeline, renormalise, subtract
 from diffviewer.exposure import MASK_DTYPE, Exposure, MaskPlane
 from diffviewer.io import read_exposure
@@ -131,14 +142,42 @@ def in_stamps(xs: np.ndarray, ys: np.ndarray, centres: np.ndarray, half: int) ->
     return np.any((dx <= half) & (dy <= half), axis=1)
 
 
-def hotpants_difference(key: str, binary: Path | None) -> HotpantsRun | None:
-    """HOTPANTS's run on a pair the peer benchmarks share, or None."""
-    if binary is None or key not in SCIENCE_PAIRS:
+#: HOTPANTS's flags for the pyDIA frames (SAAO 1.0 m: gain 1.9 e-/ADU, read noise 5 e-,
+#: from their headers); 0 marks the pixels the warp left empty or masked.
+PYDIA_HOTPANTS = Pair(
+    "pyDIA frame against AKB13475I0012, warped by diffviewer",
+    lambda _: None,
+    ("-tg", "1.9", "-tr", "5", "-ig", "1.9", "-ir", "5"),
+    hotpants_extra=("-tl", "1", "-il", "1"),
+)
+
+
+def plain_image(exposure: Exposure, path: Path) -> Path:
+    """Write ``exposure``'s image as a plain float32 FITS file, its unusable pixels 0."""
+    image = np.where(exposure.good_pixels(), exposure.image, 0.0).astype(np.float32)
+    fits.PrimaryHDU(image).writeto(path)
+    return path
+
+
+def hotpants_difference(
+    key: str, binary: Path | None, auto: pipeline.SubtractionResult
+) -> HotpantsRun | None:
+    """HOTPANTS's run on a pair the peer benchmarks share or, for the unregistered pyDIA
+    frames (no WCS: HOTPANTS cannot align them), on the science and the template
+    diffviewer's ``auto`` run warped to it; None without HOTPANTS or the data."""
+    if binary is None or not (key in SCIENCE_PAIRS or key.startswith("pydia")):
         return None
-    pair = SCIENCE_PAIRS[key]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
-        files = pair.make(out)
+        if key in SCIENCE_PAIRS:
+            pair = SCIENCE_PAIRS[key]
+            files = pair.make(out)
+        else:
+            pair = PYDIA_HOTPANTS
+            files = (
+                plain_image(auto.science, out / "science.fits"),
+                plain_image(auto.template.exposure, out / "template.fits"),
+            )
         if files is None:
             return None
         command = [*hotpants_command(binary, pair, *files, out), "-savexy", str(out / "xy.reg")]
@@ -211,6 +250,13 @@ def main() -> int:
     """Run both modes on every chosen pair and print one block per pair."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", nargs="+", default=list(PAIRS), choices=list(PAIRS))
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="a config override for both modes' runs, as `diffviewer run --set` takes it",
+    )
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     rng = np.random.default_rng(0)
@@ -226,7 +272,9 @@ def main() -> int:
         sky = ~ndimage.binary_dilation(bright, iterations=5)
         results = {
             mode: pipeline.run_subtraction(
-                science, template, SubtractionConfig(kernel=KernelConfig(mode=mode))
+                science,
+                template,
+                apply_overrides(SubtractionConfig(), [*args.set, f"kernel.mode={mode}"]),
             )
             for mode in ("template", "auto")
         }
@@ -252,7 +300,7 @@ def main() -> int:
         order = np.argsort(-np.asarray(tab["snr"]))[:50]
         xs, ys = np.asarray(tab["x"])[order], np.asarray(tab["y"])[order]
         ours = star_rms(auto.subtraction.difference, fwhm, xs, ys)
-        hotpants = hotpants_difference(key, binary)
+        hotpants = hotpants_difference(key, binary, auto)
         if hotpants is not None:
             print_figures("HOTPANTS", auto, hotpants.difference, sky)
             theirs = star_rms(hotpants.difference, fwhm, xs, ys)

@@ -38,7 +38,7 @@ from diffviewer.engine.kernel_basis import (
     BasisPlan,
     make_basis,
     plan_basis,
-    psf_only_degrees,
+    psf_only_config,
     size_cap,
 )
 from diffviewer.engine.kernel_design import build_stamps, psf_kernel_coefficients
@@ -178,9 +178,9 @@ def _fallback_solution(
     delta = len(known) < 2
     if delta:
         src_psf = tgt_psf = known[0] if known else src_psf
+    config = psf_only_config(config)
     plan = plan_basis(src_psf, tgt_psf, config, 0)
-    degrees = psf_only_degrees(config.degrees)
-    basis = make_basis(plan.sigmas, degrees, size, plan.wing)
+    basis = make_basis(plan.sigmas, config.degrees, size, plan.wing)
     sums = basis.sum(axis=(1, 2))
     coef = psf_kernel_coefficients(src_psf, tgt_psf, basis)
     ratio = _zero_point_ratio(science, template)
@@ -215,7 +215,7 @@ def _fallback_solution(
         0,
         science.shape,
         frozen(plan.sigmas),
-        degrees,
+        config.degrees,
         plan.wing,
     )
     return solution, why

@@ -41,9 +41,10 @@ from diffviewer.stats import FWHM_PER_SIGMA
 #: Least independent share of a basis function's norm for it to be kept (:func:`make_basis`).
 INDEPENDENT = 1e-4
 
-#: The highest degrees (LSST's default basis) of a kernel fitted to two PSF images alone
-#: (:func:`psf_only_degrees`).
+#: The highest degrees and the narrowest width floor (LSST's default basis) of a kernel
+#: fitted to two PSF images alone (:func:`psf_only_config`).
 PSF_ONLY_DEGREES = (4, 2, 2)
+PSF_ONLY_MIN_SIGMA = 0.5
 
 #: Fit-region half-width in FWHM of the broader PSF, with the wing function. A region cut
 #: close to the core lets each stamp's constant background absorb the wings' mismatch,
@@ -241,28 +242,35 @@ def make_basis(
     return np.array([first, *ortho])
 
 
-def psf_only_degrees(degrees: tuple[int, ...]) -> tuple[int, ...]:
-    """The degrees of a kernel fitted to two PSF images alone: ``degrees`` capped, Gaussian
-    by Gaussian, at :data:`PSF_ONLY_DEGREES` (the last entry for any further Gaussian).
+def psf_only_config(config: KernelConfig) -> KernelConfig:
+    """The basis of a kernel fitted to two PSF images alone: ``config`` with its degrees
+    capped, Gaussian by Gaussian, at :data:`PSF_ONLY_DEGREES` (the last entry for any
+    further Gaussian) and its narrowest width allowed down to :data:`PSF_ONLY_MIN_SIGMA`.
 
     Stamps of stars choose the prior that tames a rich basis by holding stars out
     (:mod:`kernel_prior`); a fit to two PSF images has nothing to hold out. With HOTPANTS's
     6, 4, 2 that fit follows the PSF models' structure far from the core: on Rubin's
     LSSTCam cutouts the kernel's L2 norm rose from 0.20 to 0.32, half its weight negative,
-    and the transients' PSF fluxes fell to 0.14-0.53 of the survey's (0.51-1.01 with 4,
-    2, 2).
+    and a transient's PSF flux fell to 0.14 of the survey's (0.51 with 4, 2, 2). And the
+    noise-free fit can use a narrower Gaussian than stamps can: with 0.7 px the kernel
+    mapping a PSF onto itself put 0.98 in its centre and -0.11 around it, with 0.5 px it
+    is a delta to 4e-4.
 
     Parameters
     ----------
-    degrees : tuple of int
-        The configured degrees (``kernel.degrees``).
+    config : KernelConfig
+        The configured basis (``kernel.degrees``, ``kernel.min_sigma``).
 
     Returns
     -------
-    tuple of int
+    KernelConfig
     """
-    caps = PSF_ONLY_DEGREES + (PSF_ONLY_DEGREES[-1],) * len(degrees)
-    return tuple(min(d, c) for d, c in zip(degrees, caps, strict=False))
+    caps = PSF_ONLY_DEGREES + (PSF_ONLY_DEGREES[-1],) * len(config.degrees)
+    return dataclasses.replace(
+        config,
+        degrees=tuple(min(d, c) for d, c in zip(config.degrees, caps, strict=False)),
+        min_sigma=min(config.min_sigma, PSF_ONLY_MIN_SIGMA),
+    )
 
 
 def roughness_penalty(basis: np.ndarray) -> np.ndarray:

@@ -27,7 +27,7 @@ import math
 import numpy as np
 
 from diffviewer.config import KernelConfig
-from diffviewer.engine.kernel_basis import WING_MIN_STAMPS, plan_basis, psf_only_degrees
+from diffviewer.engine.kernel_basis import WING_MIN_STAMPS, plan_basis, psf_only_config
 from diffviewer.engine.kernel_design import psf_kernel_coefficients
 from diffviewer.engine.psf import PsfEstimate
 
@@ -63,8 +63,8 @@ class Direction:
 
 def kernel_norm(src_psf: PsfEstimate, tgt_psf: PsfEstimate, config: KernelConfig) -> float:
     """L2 norm over sum of the kernel mapping ``src_psf`` onto ``tgt_psf`` (1 for a delta),
-    in the basis with its wing function, of the degrees a fit to PSFs alone takes
-    (:func:`~diffviewer.engine.kernel_basis.psf_only_degrees`).
+    in the basis with its wing function that a fit to PSFs alone takes
+    (:func:`~diffviewer.engine.kernel_basis.psf_only_config`).
 
     Parameters
     ----------
@@ -77,8 +77,8 @@ def kernel_norm(src_psf: PsfEstimate, tgt_psf: PsfEstimate, config: KernelConfig
     -------
     float
     """
-    plan = plan_basis(src_psf, tgt_psf, config, WING_MIN_STAMPS)
-    basis = plan.basis(psf_only_degrees(config.degrees))
+    psf_only = psf_only_config(config)
+    basis = plan_basis(src_psf, tgt_psf, psf_only, WING_MIN_STAMPS).basis(psf_only.degrees)
     k = np.tensordot(psf_kernel_coefficients(src_psf, tgt_psf, basis), basis, axes=1)
     total = float(k.sum())
     return float(np.sqrt(np.sum(k**2))) / abs(total) if total else float("inf")

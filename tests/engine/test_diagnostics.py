@@ -147,7 +147,8 @@ def test_a_kernel_derived_from_the_psfs_keeps_the_basis_its_stamps_were_fitted_o
 ) -> None:
     # Enough stars for the stamps' basis to carry the Moffat wing, but too few good stamps
     # asked for (kernel.min_stamps 1000): the kernel falls back to one derived from the
-    # PSFs, whose basis has no wing. The stamps' own kernels are on the stamps' basis: the
+    # PSFs, whose basis has no wing and the degrees 4, 2, 2 (the stamps' 6, 4, 2: 49
+    # functions and the wing). The stamps' own kernels are on the stamps' basis: the
     # residual panels, the stamp views and kernel.fits read them there (a shape-mismatch
     # crash before, found by a property-based run with a 1 px template PSF).
     pair = make_pair((384, 384), 250, seed=5, profile="moffat", sci_beta=2.5, tmpl_beta=3.5)
@@ -159,7 +160,8 @@ def test_a_kernel_derived_from_the_psfs_keeps_the_basis_its_stamps_were_fitted_o
     result = run_subtraction(science, template, config)
     fit = result.kernel
     assert any("kernel.min_stamps = 1000" in note for note in fit.warnings)
-    assert fit.solution.wing is None and fit.stamp_basis.shape[0] == fit.solution.basis.shape[0] + 1
+    assert fit.solution.wing is None and fit.solution.basis.shape[0] == 15 + 6 + 6
+    assert fit.stamp_basis.shape[0] == 28 + 15 + 6 + 1
     fitted = np.all(np.isfinite(fit.own_coefficients), axis=1)
     assert fitted.sum() >= 10 and fit.own_coefficients.shape[1] == fit.stamp_basis.shape[0] + 1
     # Each fitted stamp's own kernel leaves residuals of noise size (normalised by the

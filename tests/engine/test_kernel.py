@@ -79,8 +79,9 @@ def pair() -> SyntheticPair:
 
 
 def test_basis_widths_and_normalisation() -> None:
-    sigmas, deconv = kernel_basis.basis_sigmas(2.5, 4.0, KernelConfig())
-    match = np.sqrt(4.0**2 - 2.5**2) / FWHM_PER_SIGMA
+    # A matching width of 1.59 px: the narrowest Gaussian (0.79 px) above min_sigma.
+    sigmas, deconv = kernel_basis.basis_sigmas(2.5, 4.5, KernelConfig())
+    match = np.sqrt(4.5**2 - 2.5**2) / FWHM_PER_SIGMA
     assert not deconv
     np.testing.assert_allclose(sigmas, [match / 2, match, match * 2], rtol=1e-12)
     size = kernel_basis.kernel_size(sigmas, KernelConfig())
@@ -226,8 +227,9 @@ def test_too_few_stars_without_psfs_fall_back_to_a_delta_kernel() -> None:
     assert any("delta" in w and "plain difference" in w for w in fit.warnings)
     k = fit.solution.evaluate(32.0, 32.0)
     c = k.shape[0] // 2
-    # The basis's narrowest Gaussian (0.5 px) fitted to map a PSF onto itself: nearly all
-    # of the kernel is in the central pixel, and it sums to 1 (no zero points).
+    # The basis's narrowest Gaussian (0.5 px for a fit to PSFs alone) fitted to map a PSF
+    # onto itself: nearly all of the kernel is in the central pixel, and it sums to 1 (no
+    # zero points).
     assert k.sum() == pytest.approx(1.0) and fit.photometric_scale == pytest.approx(1.0)
     assert k[c, c] > 0.9 and np.abs(k).sum() < 1.1
 

@@ -141,11 +141,13 @@ def control_chi2(f: Fitted, strengths: np.ndarray) -> np.ndarray:
 def test_the_chosen_strength_predicts_the_control_stars(fitted: Fitted) -> None:
     # The control stars are never fitted and never seen by the cross-validation: their
     # chi^2 against the model is the predictive risk the strength should minimise. On
-    # this Moffat pair (68k control pixels) it is least at t = 0.01 and rises by 1-2 a
-    # quarter decade away; the cross-validation chooses 0.01. Before, each
-    # stamp's prior (1e-3 of its information) was summed with its equations: t = 1e-3
-    # times the good stamps (0.069 here), whose control chi^2 is 29 above (a strength
-    # ten times too strong, by a margin of many times the grid's step near the best).
+    # this Moffat pair (68k control pixels) it rises by 1-2 a quarter decade away from
+    # its least; the cross-validation chooses a strength within 2 of it (1.0 with the
+    # 6, 4, 2 basis). Before, each stamp's prior (1e-3 of its information) was summed
+    # with its equations: t = 1e-3 times the good stamps (0.069 here), whose control
+    # chi^2 is 29 above the chosen one's with the 4, 2, 2 basis (best t = 0.01) and 3.8
+    # with the 6, 4, 2 (best t = 0.032: the richer basis wants, and loses less to, a
+    # stronger prior); a difference of 2 is the bar both ways.
     grid = kernel_prior.STRENGTH_GRID
     auto = spatial(fitted, -1.0)
     old = 1e-3 * int(np.sum(auto.status == "GOOD"))
@@ -153,10 +155,11 @@ def test_the_chosen_strength_predicts_the_control_stars(fitted: Fitted) -> None:
     best = chi2[: len(grid)].min()
     print(
         f"\nchosen strength {auto.strength:.3g}: control chi^2 {chi2[-2] - best:+.1f} from the "
-        f"best of the grid; old ({old:.3g}) {chi2[-1] - best:+.1f}"
+        f"best of the grid (t = {grid[int(np.argmin(chi2[: len(grid)]))]:.3g}); old "
+        f"({old:.3g}) {chi2[-1] - best:+.1f}"
     )
     assert chi2[-2] - best < 2.0
-    assert chi2[-1] - chi2[-2] > 10.0
+    assert chi2[-1] - chi2[-2] > 2.0
 
 
 def test_metadata_states_the_chosen_strength() -> None:

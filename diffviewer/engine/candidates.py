@@ -72,7 +72,7 @@ class CandidateSet:
         Number rejected for each reason of :data:`REASONS`.
     stamp_half_width : int
         Half-width (px) of the stamp that was checked around each candidate: by default
-        the stamp the kernel fit reads, in either direction, with the default kernel config
+        the stamp the kernel fit reads, in either direction, with the run's kernel config
         (:func:`diffviewer.engine.kernel_basis.stamp_half_width`), from the PSFs of the
         brightest peaks on both images.
     fwhm : float
@@ -630,6 +630,7 @@ def select_candidates(
     reporter: Reporter,
     peaks: Peaks | None = None,
     template_peaks: Peaks | None = None,
+    kernel_config: KernelConfig | None = None,
 ) -> CandidateSet:
     """Select the stars on which the PSF-matching kernel is fitted.
 
@@ -648,6 +649,9 @@ def select_candidates(
     template_peaks : Peaks, optional
         Peaks found on ``template``'s own pixels (by the registration, when the template
         was not resampled): their background grid is the template's.
+    kernel_config : KernelConfig, optional
+        The basis whose stamps each star must hold (:func:`stamp_half_width`), unless
+        ``config.stamp_half_width`` gives it; the default basis when None.
 
     Returns
     -------
@@ -684,7 +688,9 @@ def select_candidates(
     psf_s = estimate_psf(science, *bright_xy, bright=bright_xy)
     psf_t = estimate_psf(template, *bright_xy, bright=bright_xy)
     fwhm = psf_s.fwhm
-    half = config.stamp_half_width or stamp_half_width(psf_s, psf_t, KernelConfig())
+    half = config.stamp_half_width or stamp_half_width(
+        psf_s, psf_t, kernel_config or KernelConfig()
+    )
 
     reasons = np.full(len(xi), "", dtype=object)
 

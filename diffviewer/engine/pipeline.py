@@ -315,6 +315,7 @@ def run_subtraction(
                 rep,
                 warped.science_peaks,
                 warped.template_peaks,
+                kernel_config=config.kernel,
             )
         with _step(rep, "psf", 0.20, 0.25):
             xy = cands.table["x"], cands.table["y"]

@@ -11,7 +11,7 @@ from astropy.io import fits
 from astropy.table import Table
 from scipy.spatial import cKDTree
 
-from diffviewer.config import CandidatesConfig
+from diffviewer.config import CandidatesConfig, KernelConfig
 from diffviewer.engine import candidates
 from diffviewer.engine.candidates import REASONS, select_candidates
 from diffviewer.engine.progress import null_reporter
@@ -349,3 +349,19 @@ def test_local_maxima_on_plateaus_ties_and_edges() -> None:
     assert {(8, 10), (22, 17), (11, 30), (0, 0), (0, 5)} <= peaks
     assert not peaks & {(0, 6), (0, 7)}
     assert not peaks & {(y, x) for y in range(8, 13) for x in range(10, 16)} - {(8, 10)}
+
+
+def test_the_stamps_checked_are_those_of_the_runs_kernel_basis(pair: SyntheticPair) -> None:
+    # The stamp each candidate must hold (edges, masks, isolation) is the one the run's
+    # kernel fit reads: a wider basis asks for wider stamps and rejects more stars at the
+    # edges (the default basis was used whatever the run's, before).
+    default = select_candidates(pair.science, pair.template, CandidatesConfig(), null_reporter())
+    wide = select_candidates(
+        pair.science,
+        pair.template,
+        CandidatesConfig(),
+        null_reporter(),
+        kernel_config=KernelConfig(min_sigma=2.0),
+    )
+    assert wide.stamp_half_width > default.stamp_half_width
+    assert wide.rejected["edge"] > default.rejected["edge"]

@@ -276,7 +276,7 @@ class KernelConfig:
     degrees: tuple[int, ...] = param(
         (6, 4, 2),
         "Polynomial degree of each Gaussian of the basis (one entry per Gaussian); 6, 4, 2 "
-        "as HOTPANTS (LSST's 4, 2, 2 left up to 24 % more residual at the bright stars of "
+        "as HOTPANTS (LSST's 4, 2, 2 left up to 25 % more residual at the bright stars of "
         "real pairs, README). A kernel fitted to two PSF images alone takes at most 4, 2, 2.",
         minimum=0,
         maximum=8,

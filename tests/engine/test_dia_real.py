@@ -383,7 +383,7 @@ def test_rubin_alert_candidates_are_detected_with_their_sign() -> None:
 
 def test_a_richer_basis_does_not_reach_a_kernel_fitted_to_psfs_alone() -> None:
     # An LSSTCam cutout without a star: the kernel is fitted to the file's two PSF images.
-    # Before the cap at 4, 2, 2 (kernel_basis.psf_only_degrees), the 6, 4, 2 basis
+    # Before the cap at 4, 2, 2 (kernel_basis.psf_only_config), the 6, 4, 2 basis
     # chased the PSF models' structure there (L2 norm 0.20 -> 0.32, half its weight
     # negative) and the survey's candidate kept 0.14 of its PSF flux against 0.51.
     path = data_path("rubin_triplets/rubin_169298432772538505.fits")

@@ -275,9 +275,19 @@ class KernelConfig:
     )
     degrees: tuple[int, ...] = param(
         (6, 4, 2),
-        "Polynomial degree of each Gaussian of the basis (one entry per Gaussian); 6, 4, 2 "
-        "as HOTPANTS (LSST's 4, 2, 2 left up to 25 % more residual at the bright stars of "
-        "real pairs, README). A kernel fitted to two PSF images alone takes at most 4, 2, 2.",
+        "Polynomial degree of each Gaussian of the richest basis (one entry per Gaussian), "
+        "from which the kernel stars choose (kernel.degree_steps); 6, 4, 2 as HOTPANTS "
+        "(LSST's 4, 2, 2 left up to 25 % more residual at the bright stars of real pairs, "
+        "README). A kernel fitted to two PSF images alone takes at most 4, 2, 2.",
+        minimum=0,
+        maximum=8,
+    )
+    degree_steps: int = param(
+        2,
+        "How far below kernel.degrees the spatial fit may go: the degrees lowered by 0 to "
+        "this many steps (none below 2) are compared by the held-out chi^2 of the kernel "
+        "stars, as the prior's strength is, and the least wins (reported in metadata.json "
+        "as kernel.degree_choice); 0 uses kernel.degrees as given.",
         minimum=0,
         maximum=8,
     )

@@ -191,6 +191,8 @@ def build_metadata(
             # The two images' noise on sky and the kernel fit's allowance for it
             # (engine.kernel_noise).
             "shared_noise": fit.shared_noise.as_dict() if fit.shared_noise else None,
+            # The basis degrees the held-out kernel stars chose (engine.kernel_degrees).
+            "degree_choice": fit.degree_choice.as_dict() if fit.degree_choice else None,
         },
         "difference": {
             "decorrelated": result.decorrelation is not None,
@@ -284,7 +286,8 @@ def kernel_hdus(result: SubtractionResult, n_grid: int = 7) -> fits.HDUList:
     own.header["FITHALF"] = (result.kernel.fit_half, "half-width of the stamps fitted [px]")
     own_basis = []
     if not np.array_equal(result.kernel.stamp_basis, sol.basis):
-        # The kernel fell back to one derived from the PSFs, on a basis of its own.
+        # The spatial fit's degrees were lowered, or the kernel fell back to one derived
+        # from the PSFs, on a basis of its own.
         own_basis.append(
             fits.ImageHDU(np.asarray(result.kernel.stamp_basis, np.float64), name="OWNBASIS")
         )

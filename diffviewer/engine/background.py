@@ -23,6 +23,9 @@ BIN_WIDTH = 0.005
 WINDOW = 6.0
 SUBSAMPLE = 4
 
+#: Rows of each band of the background's product (:meth:`SkyBackground.image`).
+PRODUCT_ROWS = 64
+
 #: Fewest subsampled pixels for a cell's rough statistics; fewer, and all its pixels are used.
 MIN_ROUGH_PIXELS = 64
 
@@ -54,12 +57,24 @@ class SkyBackground:
             getattr(self, name).flags.writeable = False
 
     def image(self, box: tuple[slice, slice] = (slice(None), slice(None))) -> np.ndarray:
-        """The float32 background on ``box`` (rows, columns) of the image (all by default).
+        """The float32 background on ``box`` (rows, a slice of step 1; columns) of the image
+        (all by default).
 
         A float32 product (the 15 x 15 spline weights sum to 1, so the rounding is that of
-        a float32 sum of ~16 terms): no float64 image-sized temporary.
+        a float32 sum of ~16 terms): no float64 image-sized temporary. Made in bands of
+        :data:`PRODUCT_ROWS` rows fixed on the image, so a pixel's value does not depend
+        on the box it is asked in (BLAS rounds a product's rows differently by how many it
+        is given at once), and a run by blocks of rows is the same to the bit.
         """
-        return self.row_weights[box[0]] @ self.columns[:, box[1]]
+        rows = range(*box[0].indices(self.row_weights.shape[0]))
+        first = rows.start - rows.start % PRODUCT_ROWS
+        columns = self.columns[:, box[1]]
+        out = np.empty((len(rows), columns.shape[1]), dtype=np.float32)
+        for start in range(first, rows.stop, PRODUCT_ROWS):
+            band = self.row_weights[start : start + PRODUCT_ROWS] @ columns
+            lo, hi = max(start, rows.start), min(start + PRODUCT_ROWS, rows.stop)
+            out[lo - rows.start : hi - rows.start] = band[lo - start : hi - start]
+        return out
 
 
 def estimate_background(image: np.ndarray, good: np.ndarray, mesh: int) -> tuple[np.ndarray, float]:

@@ -13,9 +13,10 @@ data flows:
 5. :mod:`kernel_stamps`: each stamp's own fit with pixel clipping, stamp rejection;
 6. :mod:`kernel_noise`: the two images' noise covariances on sky, and the noise they put
    into the stamps' equations;
-7. :mod:`kernel_spatial`: the spatially varying model from the good stamps' equations less
+7. :mod:`kernel_degrees`: the basis's polynomial degrees, chosen by the stars held out;
+8. :mod:`kernel_spatial`: the spatially varying model from the good stamps' equations less
    that noise, with its prior's strength chosen from the data (:mod:`kernel_prior`);
-8. :mod:`kernel_solution`: the result, evaluable at any (x, y).
+9. :mod:`kernel_solution`: the result, evaluable at any (x, y).
 
 Imports point down this list, but for :mod:`kernel_direction`, which compares the two
 directions' kernels from the PSFs (:mod:`kernel_basis`, :mod:`kernel_design`).
@@ -41,6 +42,7 @@ from diffviewer.engine.kernel_basis import (
     psf_only_config,
     size_cap,
 )
+from diffviewer.engine.kernel_degrees import DegreeChoice, choose_degrees, on_degrees
 from diffviewer.engine.kernel_design import build_stamps, psf_kernel_coefficients
 from diffviewer.engine.kernel_direction import choose_direction
 from diffviewer.engine.kernel_noise import (
@@ -333,6 +335,7 @@ def fit_kernel(
     own = fits.coef.copy()
     strength = float("nan")
     shared: SharedNoise | None = None
+    choice: DegreeChoice | None = None
     n_good = int(np.sum(status == "GOOD"))
     order, bg_order = usable_orders(n_good, config)
     if (order, bg_order) != (
@@ -365,8 +368,31 @@ def fit_kernel(
                 source_lags=config.noise_correction == "all",
             )
             terms, why = _noise_terms(cov, basis, config.noise_correction)
+        choice = choose_degrees(
+            plan,
+            config.degrees,
+            config.degree_steps,
+            fits,
+            (x, y),
+            shape,
+            (order, bg_order),
+            config.kernel_sum_order,
+            config.regularization,
+            terms,
+        )
+        degrees = choice.chosen if choice is not None else config.degrees
+        spatial_basis, spatial_fits, terms = on_degrees(plan, degrees, basis, fits, terms)
         sp = fit_spatial(
-            stamps, fits, x, y, control, basis, shape, (order, bg_order), config, terms
+            stamps,
+            spatial_fits,
+            x,
+            y,
+            control,
+            spatial_basis,
+            shape,
+            (order, bg_order),
+            config,
+            terms,
         )
         status, reason, smean, sstd = sp.status, sp.reason, sp.resid_mean, sp.resid_std
         strength = sp.strength
@@ -388,17 +414,17 @@ def fit_kernel(
         if len(cu):
             chi2, rmean, rstd, ksum = chi2.copy(), rmean.copy(), rstd.copy(), ksum.copy()
             chi2[cu], rmean[cu], rstd[cu] = sp.resid_chi2[cu], sp.resid_mean[cu], sp.resid_std[cu]
-            ksum[cu] = sp.stamp_coef[cu, :nb] @ basis.sum(axis=(1, 2))
+            ksum[cu] = sp.stamp_coef[cu, :-1] @ spatial_basis.sum(axis=(1, 2))
         own[:, nb] *= sign
         solution = KernelSolution(
-            stamp_basis,
+            frozen(spatial_basis),
             frozen(sp.coefficients),
             frozen(sign * sp.bg_coefficients),
             sp.order,
             sp.bg_order,
             shape,
             frozen(plan.sigmas),
-            tuple(config.degrees),
+            tuple(degrees),
             plan.wing,
         )
     reporter.update(0.95)
@@ -431,4 +457,5 @@ def fit_kernel(
         direction,
         strength,
         shared,
+        choice,
     )

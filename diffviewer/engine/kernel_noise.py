@@ -320,23 +320,25 @@ def sky_plane(
         for band, rows in zip(bands, placed, strict=True)
         for b in row_blocks((band.stop - band.start, image.shape[1]))
     ]
-    total = 0.0
+    # Sums row by row, then over the rows at once: the same to the bit however the rows
+    # are cut into blocks (a total carried from block to block rounds differently).
+    sums = []
     for src, dst in blocks:
         block = plane[dst]
         np.subtract(image[src], background.image((src, slice(None))), out=block)
         bits = block.view(np.uint32)
         bits &= sky_bits(sky[src])
-        total += float(block.sum(dtype=np.float64))
-    mean = np.float32(total / max(n, 1))
-    power = 0.0
+        sums.append(block.sum(axis=1, dtype=np.float64))
+    mean = np.float32(np.sum(np.concatenate(sums)) / max(n, 1))
+    powers = []
     for src, dst in blocks:
         block = plane[dst]
         block -= mean
         bits = block.view(np.uint32)
         bits &= sky_bits(sky[src])
         # The power from the sky's values alone (the zeros add nothing), in float64.
-        power += float(np.einsum("ij,ij->", block, block, dtype=np.float64))
-    return plane, power / max(n, 1)
+        powers.append(np.einsum("ij,ij->i", block, block, dtype=np.float64))
+    return plane, float(np.sum(np.concatenate(powers))) / max(n, 1)
 
 
 def sky_bits(sky: np.ndarray) -> np.ndarray:

@@ -155,7 +155,19 @@ def solve_equations(big: np.ndarray, vec: np.ndarray) -> np.ndarray:
     return np.asarray(sol / scale)
 
 
-def cross_validated_strength(
+def stamp_folds(normal: np.ndarray, nb: int) -> np.ndarray:
+    """Each stamp's cross-validation fold: the stamps, ordered by their information
+    (``tr(M_i)``, ``M_i`` the kernel block of ``normal[i]`` over its first ``nb``
+    parameters), dealt into :data:`FOLDS` folds in turn (leave-one-out with fewer), so
+    that every fold holds bright and faint stars alike."""
+    n = len(normal)
+    fold = np.empty(n, dtype=int)
+    order = np.argsort(-np.trace(normal[:, :nb, :nb], axis1=1, axis2=2), kind="stable")
+    fold[order] = np.arange(n) % min(FOLDS, n)
+    return fold
+
+
+def held_out_risk(
     normal: np.ndarray,
     rhs: np.ndarray,
     target_power: np.ndarray,
@@ -164,15 +176,14 @@ def cross_validated_strength(
     sum_terms: int,
     penalty: np.ndarray,
     moments: np.ndarray,
-) -> tuple[float, np.ndarray]:
-    """The prior strength ``t`` (in mean stamps) that best predicts held-out stamps.
+    fold: np.ndarray,
+    strengths: np.ndarray,
+) -> np.ndarray:
+    """The held-out chi^2 per stamp at each prior strength ``t``.
 
-    The stamps, ordered by their information (``tr(M_i)``), are dealt into :data:`FOLDS`
-    folds in turn, so that every fold holds bright and faint stars alike. For each ``t``
-    of :data:`STRENGTH_GRID` and each fold, the spatial model is fitted to the other
-    folds' equations with the prior ``t * scale * R (x) S`` (:func:`strength_path`) and
-    the fold's chi^2 ``y^T W y - 2 a^T b + a^T M a`` is summed; the ``t`` of least total
-    wins.
+    For each fold, the spatial model is fitted to the other folds' equations with the
+    prior ``t * scale * R (x) S`` (:func:`strength_path`), and the fold's chi^2
+    ``y^T W y - 2 a^T b + a^T M a`` is summed over the folds.
 
     Parameters
     ----------
@@ -188,6 +199,53 @@ def cross_validated_strength(
         ``(nb + 1, nb + 1)`` the roughness matrix.
     moments : numpy.ndarray
         ``(ns, ns)`` :func:`term_moments` of ``p``'s order.
+    fold : numpy.ndarray
+        ``(n,)`` each stamp's fold (:func:`stamp_folds`; at least two folds).
+    strengths : numpy.ndarray
+        The ``t`` (in mean stamps) to try.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(len(strengths),)``, infinite where a fold's posterior is not positive definite.
+    """
+    k = int(fold.max()) + 1
+    parts = [
+        spatial_equations(normal[fold == f], rhs[fold == f], p[fold == f], q[fold == f])
+        for f in range(k)
+    ]
+    total_big = np.sum([b for b, _ in parts], axis=0)
+    total_vec = np.sum([v for _, v in parts], axis=0)
+    free = free_parameters(len(total_vec), p.shape[1], sum_terms)
+    prior = information_scale(normal, penalty) * spatial_prior(penalty, moments, q.shape[1])
+    prior = prior[np.ix_(free, free)]
+    risk = np.zeros(len(strengths))
+    for f, (big_f, vec_f) in enumerate(parts):
+        a, proper = strength_path(
+            (total_big - big_f)[np.ix_(free, free)], (total_vec - vec_f)[free], prior, strengths
+        )
+        bf = big_f[np.ix_(free, free)]
+        power = float(np.sum(target_power[fold == f]))
+        risk += power - 2.0 * vec_f[free] @ a + np.einsum("ij,ik,kj->j", a, bf, a)
+        risk[~proper] = np.inf
+    return risk / len(normal)
+
+
+def cross_validated_strength(
+    normal: np.ndarray,
+    rhs: np.ndarray,
+    target_power: np.ndarray,
+    p: np.ndarray,
+    q: np.ndarray,
+    sum_terms: int,
+    penalty: np.ndarray,
+    moments: np.ndarray,
+) -> tuple[float, np.ndarray]:
+    """The prior strength ``t`` (in mean stamps) that best predicts held-out stamps: the
+    ``t`` of :data:`STRENGTH_GRID` of least :func:`held_out_risk` over the folds of
+    :func:`stamp_folds`.
+
+    Parameters are those of :func:`held_out_risk`, without the folds and strengths.
 
     Returns
     -------
@@ -202,42 +260,21 @@ def cross_validated_strength(
         When no ``t`` makes every fold's posterior positive definite (equations less
         their expected noise only).
     """
-    n = len(normal)
-    if n < 2:
+    if len(normal) < 2:
         return float("nan"), np.full(len(STRENGTH_GRID), np.nan)
-    k = min(FOLDS, n)
-    nb = penalty.shape[0] - 1
-    fold = np.empty(n, dtype=int)
-    fold[np.argsort(-np.trace(normal[:, :nb, :nb], axis1=1, axis2=2), kind="stable")] = (
-        np.arange(n) % k
+    fold = stamp_folds(normal, penalty.shape[0] - 1)
+    risk = held_out_risk(
+        normal, rhs, target_power, p, q, sum_terms, penalty, moments, fold, STRENGTH_GRID
     )
-    parts = [
-        spatial_equations(normal[fold == f], rhs[fold == f], p[fold == f], q[fold == f])
-        for f in range(k)
-    ]
-    total_big = np.sum([b for b, _ in parts], axis=0)
-    total_vec = np.sum([v for _, v in parts], axis=0)
-    free = free_parameters(len(total_vec), p.shape[1], sum_terms)
-    prior = information_scale(normal, penalty) * spatial_prior(penalty, moments, q.shape[1])
-    prior = prior[np.ix_(free, free)]
-    risk = np.zeros(len(STRENGTH_GRID))
-    for f, (big_f, vec_f) in enumerate(parts):
-        a, proper = strength_path(
-            (total_big - big_f)[np.ix_(free, free)], (total_vec - vec_f)[free], prior
-        )
-        bf = big_f[np.ix_(free, free)]
-        power = float(np.sum(target_power[fold == f]))
-        risk += power - 2.0 * vec_f[free] @ a + np.einsum("ij,ik,kj->j", a, bf, a)
-        risk[~proper] = np.inf
     if not np.isfinite(risk).any():
         raise np.linalg.LinAlgError("no strength makes every fold's posterior proper")
-    return float(STRENGTH_GRID[int(np.argmin(risk))]), risk / n
+    return float(STRENGTH_GRID[int(np.argmin(risk))]), risk
 
 
 def strength_path(
-    big: np.ndarray, vec: np.ndarray, prior: np.ndarray
+    big: np.ndarray, vec: np.ndarray, prior: np.ndarray, strengths: np.ndarray = STRENGTH_GRID
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Solutions of ``(big + t * prior) a = vec`` for every ``t`` of :data:`STRENGTH_GRID`.
+    """Solutions of ``(big + t * prior) a = vec`` for every ``t`` of ``strengths``.
 
     One generalised eigendecomposition (LAPACK's divide-and-conquer driver, twice as
     fast as the default at the 300 parameters of a 50-function basis of spatial order 2)
@@ -251,7 +288,7 @@ def strength_path(
     Returns
     -------
     (numpy.ndarray, numpy.ndarray)
-        ``(len(vec), len(STRENGTH_GRID))`` the solutions, and ``(len(STRENGTH_GRID),)``
+        ``(len(vec), len(strengths))`` the solutions, and ``(len(strengths),)``
         bool: whether the posterior at that ``t`` is proper (elsewhere the solution is
         meaningless).
 
@@ -267,7 +304,7 @@ def strength_path(
     )
     nu = np.minimum(nu, 1.0)
     v = v * d[:, None]
-    denominator = nu[:, None] + STRENGTH_GRID[None, :] * (1.0 - nu[:, None])
+    denominator = nu[:, None] + strengths[None, :] * (1.0 - nu[:, None])
     proper = np.all(denominator > 0.0, axis=0)
     weights = 1.0 / np.where(denominator > 0.0, denominator, np.inf)
     return np.asarray(v @ (weights * (v.T @ vec)[:, None])), proper

@@ -15,6 +15,7 @@ from numpy.polynomial import chebyshev
 
 from diffviewer.engine.field_terms import chebyshev_terms, term_powers
 from diffviewer.engine.kernel_basis import Wing
+from diffviewer.engine.kernel_degrees import DegreeChoice
 from diffviewer.engine.kernel_direction import Direction
 from diffviewer.engine.kernel_noise import SharedNoise
 from diffviewer.engine.psf import PsfEstimate
@@ -173,8 +174,10 @@ class KernelFit:
         :attr:`stamp_basis`, and background (NaN where the stamp could not be fitted).
     stamp_basis : numpy.ndarray
         ``(n_basis, size, size)`` the basis the stamps were fitted on: the solution's,
-        except when too few stamps were good and the kernel fell back to one derived from
-        the PSFs on a basis of its own (without the wing the stamps' basis may hold).
+        except when the held-out stars chose lower degrees for the spatial fit
+        (:attr:`degree_choice`), or too few stamps were good and the kernel fell back to
+        one derived from the PSFs on a basis of its own (without the wing the stamps'
+        basis may hold).
     fit_half : int
         Half-width (px) of each stamp's fit region.
     direction : Direction
@@ -188,6 +191,9 @@ class KernelFit:
     shared_noise : SharedNoise or None
         The two images' noise on sky and whether the spatial fit allowed for what it puts
         into the stamps' equations (:mod:`kernel_noise`); None without a spatial fit.
+    degree_choice : DegreeChoice or None
+        The basis degrees compared by the held-out stars and the one chosen
+        (:mod:`kernel_degrees`); None without a spatial fit or a choice to make.
     """
 
     solution: KernelSolution
@@ -203,6 +209,7 @@ class KernelFit:
     direction: Direction
     regularization: float = float("nan")
     shared_noise: SharedNoise | None = None
+    degree_choice: DegreeChoice | None = None
 
     def source_target(self, science: Exposure, template: Exposure) -> tuple[Exposure, Exposure]:
         """(convolved image, image it is matched to)."""

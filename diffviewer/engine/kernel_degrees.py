@@ -1,0 +1,289 @@
+"""The basis's polynomial degrees, chosen by the kernel stars held out of the fit.
+
+A richer basis (HOTPANTS's 6, 4, 2 Gaussian degrees against LSST's 4, 2, 2) holds the
+structure of real PSF mismatches that a poorer one leaves at every bright star, and costs
+variance where the stars do not call for it: on the pyDIA frames against AKB13475I0012,
+with the same run otherwise, the bright stars' rms over HOTPANTS's was 1.064 (6, 4, 2)
+and 1.226 (4, 2, 2) for frame 0018, 1.056 and 1.038 for frame 0060 (README). Which
+one a pair needs is the predictive question the prior's strength already answers by
+cross-validation over the stars (:mod:`kernel_prior`), so the degrees are chosen the same
+way: the spatial fit's held-out chi^2 per stamp, at each candidate's best strength, on the
+same folds of the same good stamps, and the least wins (:func:`choose_degrees`).
+
+The candidates are ``kernel.degrees`` lowered by 0 to ``kernel.degree_steps`` steps, no
+degree below 2 (:func:`candidate_degrees`; a Gaussian of degree 2 still moves and widens
+the image it convolves). Each candidate's basis has the same widths, size and wing, so it
+lies in the richest one's span: the stamps' equations, fitted once on the richest basis,
+are mapped onto it (:func:`basis_map`, :func:`project_equations`) without touching a
+pixel, and the comparison is exact for every candidate but up to the few functions the
+richer basis dropped as dependent on others (:data:`kernel_basis.INDEPENDENT`, a 1e-4 part
+of their norm).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from diffviewer.engine.field_terms import chebyshev_terms, n_terms
+from diffviewer.engine.kernel_basis import BasisPlan, roughness_penalty
+from diffviewer.engine.kernel_noise import NoiseTerms, corrected_equations
+from diffviewer.engine.kernel_prior import (
+    STRENGTH_GRID,
+    held_out_risk,
+    stamp_folds,
+    term_moments,
+)
+from diffviewer.engine.kernel_stamps import StampFits
+
+#: The lowest degree a candidate gives any Gaussian (unless configured lower).
+MIN_DEGREE = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class DegreeChoice:
+    """The degrees compared and the one chosen.
+
+    Attributes
+    ----------
+    candidates : tuple of tuple of int
+        The degrees tried, richest first.
+    held_out_chi2 : tuple of float
+        Each candidate's held-out chi^2 per stamp at its best prior strength (infinite
+        where no strength makes every fold's posterior proper).
+    chosen : tuple of int
+        The degrees of least held-out chi^2.
+    n_stamps : int
+        The good stamps held out in turn.
+    """
+
+    candidates: tuple[tuple[int, ...], ...]
+    held_out_chi2: tuple[float, ...]
+    chosen: tuple[int, ...]
+    n_stamps: int
+
+    def as_dict(self) -> dict[str, object]:
+        """For ``metadata.json`` (non-finite figures as None)."""
+        return {
+            "candidates": [list(c) for c in self.candidates],
+            "held_out_chi2_per_stamp": [v if np.isfinite(v) else None for v in self.held_out_chi2],
+            "chosen": list(self.chosen),
+            "n_stamps": self.n_stamps,
+        }
+
+
+def candidate_degrees(degrees: tuple[int, ...], steps: int) -> list[tuple[int, ...]]:
+    """``degrees`` lowered by 0 to ``steps`` steps, none below :data:`MIN_DEGREE` (nor
+    below its own configured degree), richest first, without repeats."""
+    out: list[tuple[int, ...]] = []
+    for k in range(steps + 1):
+        lowered = tuple(max(d - k, min(d, MIN_DEGREE)) for d in degrees)
+        if lowered not in out:
+            out.append(lowered)
+    return out
+
+
+def basis_map(full: np.ndarray, sub: np.ndarray) -> np.ndarray:
+    """``C`` with ``sub[i] = sum_k C[i, k] full[k]``, by least squares over the pixels.
+
+    Parameters
+    ----------
+    full, sub : numpy.ndarray
+        ``(nf, size, size)`` and ``(ns, size, size)`` bases of one side, ``sub`` in the
+        span of ``full``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(ns, nf)``.
+    """
+    a = full.reshape(len(full), -1).T
+    b = sub.reshape(len(sub), -1).T
+    return np.asarray(np.linalg.lstsq(a, b, rcond=None)[0].T)
+
+
+def project_equations(
+    normal: np.ndarray, rhs: np.ndarray, c: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Equations on the basis ``full`` (with the background as last parameter) mapped onto
+    ``sub = C full``: ``E N E^T`` and ``E b``, ``E`` being ``C`` with the background's 1.
+
+    Parameters
+    ----------
+    normal, rhs : numpy.ndarray
+        ``(..., nf + 1, nf + 1)`` and ``(..., nf + 1)``.
+    c : numpy.ndarray
+        ``(ns, nf)`` :func:`basis_map`.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        ``(..., ns + 1, ns + 1)`` and ``(..., ns + 1)``.
+    """
+    ns, nf = c.shape
+    e = np.zeros((ns + 1, nf + 1))
+    e[:ns, :nf] = c
+    e[ns, nf] = 1.0
+    return np.einsum("ik,...kl,jl->...ij", e, normal, e), np.einsum("ik,...k->...i", e, rhs)
+
+
+def project_fits(fits: StampFits, c: np.ndarray) -> StampFits:
+    """The stamps' equations mapped onto ``sub = C full`` (:func:`project_equations`);
+    their own coefficients stay on ``full``."""
+    normal, rhs = project_equations(fits.normal, fits.rhs, c)
+    return dataclasses.replace(fits, normal=normal, rhs=rhs)
+
+
+def project_noise(terms: NoiseTerms, c: np.ndarray) -> NoiseTerms:
+    """Noise terms mapped onto ``sub = C full`` (:func:`project_equations`)."""
+    normal, rhs = project_equations(terms.normal, terms.rhs, c)
+    return NoiseTerms(normal, rhs, terms.target_power)
+
+
+def on_degrees(
+    plan: BasisPlan,
+    degrees: tuple[int, ...],
+    basis: np.ndarray,
+    fits: StampFits,
+    noise: NoiseTerms | None,
+) -> tuple[np.ndarray, StampFits, NoiseTerms | None]:
+    """The basis of ``degrees`` and the stamps' equations and noise terms on it, from
+    those on ``basis`` (:func:`project_fits`, :func:`project_noise`); as given when
+    ``basis`` is already that basis.
+
+    Parameters
+    ----------
+    plan : BasisPlan
+        Widths, size and wing.
+    degrees : tuple of int
+        The degrees wanted.
+    basis : numpy.ndarray
+        The basis ``fits`` and ``noise`` are on.
+    fits : StampFits
+        The stamps' fits.
+    noise : NoiseTerms or None
+        Their expected noise per unit weight.
+
+    Returns
+    -------
+    (numpy.ndarray, StampFits, NoiseTerms or None)
+    """
+    sub = plan.basis(degrees)
+    if sub.shape == basis.shape and np.array_equal(sub, basis):
+        return basis, fits, noise
+    c = basis_map(basis, sub)
+    return sub, project_fits(fits, c), None if noise is None else project_noise(noise, c)
+
+
+def choose_degrees(
+    plan: BasisPlan,
+    degrees: tuple[int, ...],
+    steps: int,
+    fits: StampFits,
+    xy: tuple[np.ndarray, np.ndarray],
+    shape: tuple[int, int],
+    orders: tuple[int, int],
+    sum_order: int,
+    regularization: float,
+    noise: NoiseTerms | None,
+) -> DegreeChoice | None:
+    """The degrees whose spatial fit best predicts the good stamps held out of it.
+
+    Parameters
+    ----------
+    plan : BasisPlan
+        Widths, size and wing of every candidate's basis.
+    degrees : tuple of int
+        ``kernel.degrees``, on whose basis ``fits`` were made.
+    steps : int
+        ``kernel.degree_steps`` (:func:`candidate_degrees`).
+    fits : StampFits
+        The stamps' own fits and equations.
+    xy : (numpy.ndarray, numpy.ndarray)
+        The stamps' positions (science px).
+    shape : (int, int)
+        Image shape.
+    orders : (int, int)
+        Kernel and background spatial orders.
+    sum_order : int
+        ``kernel.kernel_sum_order``.
+    regularization : float
+        ``kernel.regularization``: the strength compared at when 0 or more, else every
+        strength of :data:`kernel_prior.STRENGTH_GRID`.
+    noise : NoiseTerms or None
+        The stamps' expected noise per unit weight: the candidates are compared on the
+        equations less it, or as measured where it leaves no candidate a proper posterior
+        (as the spatial fit then does).
+
+    Returns
+    -------
+    DegreeChoice or None
+        None with one candidate or fewer than two good stamps (nothing to compare or hold
+        out).
+    """
+    candidates = candidate_degrees(degrees, steps)
+    good = np.nonzero(fits.status == "GOOD")[0]
+    if len(candidates) < 2 or len(good) < 2:
+        return None
+    full = plan.basis(degrees)
+    x, y = (v[good] for v in xy)
+    p = chebyshev_terms(x, y, orders[0], shape)
+    q = chebyshev_terms(x, y, orders[1], shape)
+    sum_terms = n_terms(min(sum_order, orders[0]))
+    moments = term_moments(orders[0], shape)
+    fold = stamp_folds(fits.normal[good], full.shape[0])
+    strengths = STRENGTH_GRID if regularization < 0 else np.array([regularization])
+    measured = (fits.normal[good], fits.rhs[good], fits.target_power[good])
+    sets = [measured]
+    if noise is not None:
+        sets.insert(0, corrected_equations(*measured, fits.weight_sum[good], noise))
+    subs = [plan.basis(c) for c in candidates]
+    maps = [basis_map(full, sub) for sub in subs]
+    for normal, rhs, power in sets:
+        risks = [
+            candidate_risk(
+                project_equations(normal, rhs, c),
+                power,
+                (p, q),
+                sum_terms,
+                sub,
+                moments,
+                fold,
+                strengths,
+            )
+            for c, sub in zip(maps, subs, strict=True)
+        ]
+        if np.isfinite(risks).any():
+            best = candidates[int(np.argmin(risks))]
+            return DegreeChoice(tuple(candidates), tuple(risks), best, len(good))
+    return None
+
+
+def candidate_risk(
+    equations: tuple[np.ndarray, np.ndarray],
+    power: np.ndarray,
+    terms: tuple[np.ndarray, np.ndarray],
+    sum_terms: int,
+    basis: np.ndarray,
+    moments: np.ndarray,
+    fold: np.ndarray,
+    strengths: np.ndarray,
+) -> float:
+    """A candidate's least :func:`kernel_prior.held_out_risk` over ``strengths``, on its
+    ``basis``'s ``equations`` (normal, rhs); infinite where no strength gives a proper
+    posterior or the prior cannot make the equations positive definite."""
+    try:
+        risk = held_out_risk(
+            *equations,
+            power,
+            *terms,
+            sum_terms,
+            roughness_penalty(basis),
+            moments,
+            fold,
+            strengths,
+        )
+    except np.linalg.LinAlgError:
+        return float("inf")
+    return float(np.min(risk))

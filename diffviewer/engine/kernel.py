@@ -393,6 +393,7 @@ def fit_kernel(
             (order, bg_order),
             config,
             terms,
+            None if choice is None else choice.strength,
         )
         status, reason, smean, sstd = sp.status, sp.reason, sp.resid_mean, sp.resid_std
         strength = sp.strength

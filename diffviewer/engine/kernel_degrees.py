@@ -56,12 +56,18 @@ class DegreeChoice:
         The degrees of least held-out chi^2.
     n_stamps : int
         The good stamps held out in turn.
+    strength : float or None
+        The chosen candidate's best prior strength (in mean stamps), which the spatial
+        fit takes for its first fit over the same stamps; None when the candidates were
+        compared on the equations as measured, those less their noise having no proper
+        posterior (the spatial fit then chooses its own).
     """
 
     candidates: tuple[tuple[int, ...], ...]
     held_out_chi2: tuple[float, ...]
     chosen: tuple[int, ...]
     n_stamps: int
+    strength: float | None
 
     def as_dict(self) -> dict[str, object]:
         """For ``metadata.json`` (non-finite figures as None)."""
@@ -125,7 +131,7 @@ def project_equations(
     e = np.zeros((ns + 1, nf + 1))
     e[:ns, :nf] = c
     e[ns, nf] = 1.0
-    return np.einsum("ik,...kl,jl->...ij", e, normal, e), np.einsum("ik,...k->...i", e, rhs)
+    return e @ normal @ e.T, rhs @ e.T
 
 
 def project_fits(fits: StampFits, c: np.ndarray) -> StampFits:
@@ -232,7 +238,6 @@ def choose_degrees(
     q = chebyshev_terms(x, y, orders[1], shape)
     sum_terms = n_terms(min(sum_order, orders[0]))
     moments = term_moments(orders[0], shape)
-    fold = stamp_folds(fits.normal[good], full.shape[0])
     strengths = STRENGTH_GRID if regularization < 0 else np.array([regularization])
     measured = (fits.normal[good], fits.rhs[good], fits.target_power[good])
     sets = [measured]
@@ -241,6 +246,7 @@ def choose_degrees(
     subs = [plan.basis(c) for c in candidates]
     maps = [basis_map(full, sub) for sub in subs]
     for normal, rhs, power in sets:
+        fold = stamp_folds(power)
         risks = [
             candidate_risk(
                 project_equations(normal, rhs, c),
@@ -254,9 +260,18 @@ def choose_degrees(
             )
             for c, sub in zip(maps, subs, strict=True)
         ]
-        if np.isfinite(risks).any():
-            best = candidates[int(np.argmin(risks))]
-            return DegreeChoice(tuple(candidates), tuple(risks), best, len(good))
+        least = [float(np.min(r)) for r in risks]
+        if np.isfinite(least).any():
+            best = int(np.argmin(least))
+            strength = float(strengths[int(np.argmin(risks[best]))])
+            same = noise is None or normal is not measured[0]
+            return DegreeChoice(
+                tuple(candidates),
+                tuple(least),
+                candidates[best],
+                len(good),
+                strength if same else None,
+            )
     return None
 
 
@@ -269,12 +284,12 @@ def candidate_risk(
     moments: np.ndarray,
     fold: np.ndarray,
     strengths: np.ndarray,
-) -> float:
-    """A candidate's least :func:`kernel_prior.held_out_risk` over ``strengths``, on its
+) -> np.ndarray:
+    """A candidate's :func:`kernel_prior.held_out_risk` at each of ``strengths``, on its
     ``basis``'s ``equations`` (normal, rhs); infinite where no strength gives a proper
     posterior or the prior cannot make the equations positive definite."""
     try:
-        risk = held_out_risk(
+        return held_out_risk(
             *equations,
             power,
             *terms,
@@ -285,5 +300,4 @@ def candidate_risk(
             strengths,
         )
     except np.linalg.LinAlgError:
-        return float("inf")
-    return float(np.min(risk))
+        return np.full(len(strengths), np.inf)

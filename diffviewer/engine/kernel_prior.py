@@ -155,15 +155,14 @@ def solve_equations(big: np.ndarray, vec: np.ndarray) -> np.ndarray:
     return np.asarray(sol / scale)
 
 
-def stamp_folds(normal: np.ndarray, nb: int) -> np.ndarray:
-    """Each stamp's cross-validation fold: the stamps, ordered by their information
-    (``tr(M_i)``, ``M_i`` the kernel block of ``normal[i]`` over its first ``nb``
-    parameters), dealt into :data:`FOLDS` folds in turn (leave-one-out with fewer), so
-    that every fold holds bright and faint stars alike."""
-    n = len(normal)
+def stamp_folds(target_power: np.ndarray) -> np.ndarray:
+    """Each stamp's cross-validation fold: the stamps, ordered by their weighted target
+    power ``y^T W y`` (their stars' brightness, whatever the basis), dealt into
+    :data:`FOLDS` folds in turn (leave-one-out with fewer), so that every fold holds
+    bright and faint stars alike and every basis is held out on the same folds."""
+    n = len(target_power)
     fold = np.empty(n, dtype=int)
-    order = np.argsort(-np.trace(normal[:, :nb, :nb], axis1=1, axis2=2), kind="stable")
-    fold[order] = np.arange(n) % min(FOLDS, n)
+    fold[np.argsort(-target_power, kind="stable")] = np.arange(n) % min(FOLDS, n)
     return fold
 
 
@@ -262,7 +261,7 @@ def cross_validated_strength(
     """
     if len(normal) < 2:
         return float("nan"), np.full(len(STRENGTH_GRID), np.nan)
-    fold = stamp_folds(normal, penalty.shape[0] - 1)
+    fold = stamp_folds(target_power)
     risk = held_out_risk(
         normal, rhs, target_power, p, q, sum_terms, penalty, moments, fold, STRENGTH_GRID
     )

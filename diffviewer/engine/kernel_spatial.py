@@ -168,6 +168,7 @@ def fit_spatial(
     orders: tuple[int, int],
     config: KernelConfig,
     noise: NoiseTerms | None = None,
+    first_strength: float | None = None,
 ) -> SpatialFit:
     """Fit the spatial model, rejecting the stamps whose residual against it fails the limits.
 
@@ -192,6 +193,10 @@ def fit_spatial(
     noise : NoiseTerms, optional
         The expected noise of the stamps' equations per unit weight (:mod:`kernel_noise`),
         subtracted before they are summed, the prior's cross-validation included.
+    first_strength : float, optional
+        The prior's strength for the first fit, already chosen by the same
+        cross-validation over the same good stamps and equations (the degrees' choice,
+        :mod:`kernel_degrees`); chosen here when None, and after any stamp is rejected.
 
     Returns
     -------
@@ -220,7 +225,9 @@ def fit_spatial(
         p = chebyshev_terms(x[gi], y[gi], order, shape)
         q = chebyshev_terms(x[gi], y[gi], bg_order, shape)
         try:
-            strength, prior = _prior(equations, gi, p, q, sum_terms, penalty, moments, config)
+            strength, prior = _prior(
+                equations, gi, p, q, sum_terms, penalty, moments, config, first_strength
+            )
             if equations is not measured and not positive_posterior(
                 equations[0][gi], p, q, sum_terms, prior
             ):
@@ -236,6 +243,7 @@ def fit_spatial(
             )
             equations = measured
             strength, prior = _prior(equations, gi, p, q, sum_terms, penalty, moments, config)
+        first_strength = None
         normal, rhs = equations[0][gi], equations[1][gi]
         sol = spatial_solve(normal, rhs, p, q, sum_terms, prior)
         coefs = sol[: nb * n_terms(order)].reshape(nb, n_terms(order))
@@ -298,13 +306,17 @@ def _prior(
     penalty: np.ndarray,
     moments: np.ndarray,
     config: KernelConfig,
+    known: float | None = None,
 ) -> tuple[float, np.ndarray]:
-    """The roughness prior's strength (:func:`kernel_prior.prior_strength`) and matrix for
-    the stamps ``gi`` of ``equations`` (normal, rhs, target power)."""
+    """The roughness prior's strength (:func:`kernel_prior.prior_strength`, or ``known``
+    when given) and matrix for the stamps ``gi`` of ``equations`` (normal, rhs, target
+    power)."""
     normal, rhs, power = (e[gi] for e in equations)
-    strength = prior_strength(
-        config.regularization, normal, rhs, power, p, q, sum_terms, penalty, moments
-    )
+    strength = known
+    if strength is None:
+        strength = prior_strength(
+            config.regularization, normal, rhs, power, p, q, sum_terms, penalty, moments
+        )
     prior = (
         strength * information_scale(normal, penalty) * spatial_prior(penalty, moments, q.shape[1])
     )

@@ -24,6 +24,7 @@ from diffviewer.atomic import atomic_write_text
 from diffviewer.config import SubtractionConfig, load_toml
 from diffviewer.engine.diagnostics import Diagnostics
 from diffviewer.engine.kernel import KernelFit, KernelSolution
+from diffviewer.engine.kernel_degrees import DegreeChoice
 from diffviewer.engine.kernel_direction import Direction
 from diffviewer.engine.psf import PsfEstimate
 from diffviewer.engine.register import PolynomialTransform, Registration
@@ -577,7 +578,12 @@ def read_saved_run(out_dir: str | Path) -> SavedRun:
             out / "kernel.fits", _read_table(out / "kernel_candidates.ecsv"), warnings, direction
         )
         strength = meta["kernel"].get("regularization")
-        kernel = dataclasses.replace(kernel, regularization=_float(strength))
+        choice = meta["kernel"].get("degree_choice")
+        kernel = dataclasses.replace(
+            kernel,
+            regularization=_float(strength),
+            degree_choice=None if choice is None else DegreeChoice.from_dict(choice),
+        )
         diagnostics = read_diagnostics(out / "diagnostics.fits")
         renormalisation = Renormalisation.from_dict(meta["renormalisation"])
         with fits.open(out / "kernel.fits") as hdul:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -77,6 +78,12 @@ def test_the_kernel_fit_and_diagnostics_read_back_equal(saved) -> None:
             getattr(run.diagnostics, name), getattr(result.diagnostics, name)
         )
     assert run.diagnostics.noise_ratio == result.diagnostics.noise_ratio
+    # The degrees the held-out stars chose (the demo's 4, 2, 2 out of 6, 4, 2), with every
+    # candidate's figure; the strength handed to the spatial fit is the run's regularization.
+    choice = result.kernel.degree_choice
+    assert choice is not None and choice.chosen == got.degrees != choice.candidates[0]
+    assert run.kernel.degree_choice == dataclasses.replace(choice, strength=None)
+    assert run.kernel.regularization == result.kernel.regularization
 
 
 def test_the_inspector_shows_the_same_from_a_saved_run(saved) -> None:

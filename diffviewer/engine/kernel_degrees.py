@@ -23,6 +23,7 @@ of their norm).
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 
@@ -70,13 +71,37 @@ class DegreeChoice:
     strength: float | None
 
     def as_dict(self) -> dict[str, object]:
-        """For ``metadata.json`` (non-finite figures as None)."""
+        """For ``metadata.json`` (non-finite figures as None; the strength is the run's
+        ``kernel.regularization`` unless a stamp was rejected after the choice)."""
         return {
             "candidates": [list(c) for c in self.candidates],
             "held_out_chi2_per_stamp": [v if np.isfinite(v) else None for v in self.held_out_chi2],
             "chosen": list(self.chosen),
             "n_stamps": self.n_stamps,
         }
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> DegreeChoice:
+        """The inverse of :meth:`as_dict` (a saved run's record; its strength unknown)."""
+        return cls(
+            tuple(tuple(int(d) for d in c) for c in record["candidates"]),
+            tuple(
+                float("inf") if v is None else float(v) for v in record["held_out_chi2_per_stamp"]
+            ),
+            tuple(int(d) for d in record["chosen"]),
+            int(record["n_stamps"]),
+            None,
+        )
+
+    def describe(self) -> str:
+        """One line for a user: each candidate's held-out chi^2 and the one chosen."""
+        figures = ", ".join(
+            f"{list(c)} {v:.1f}" for c, v in zip(self.candidates, self.held_out_chi2, strict=True)
+        )
+        return (
+            f"degrees {list(self.chosen)} chosen by the {self.n_stamps} kernel stars held out "
+            f"in turn (held-out chi^2 per stamp: {figures})"
+        )
 
 
 def candidate_degrees(degrees: tuple[int, ...], steps: int) -> list[tuple[int, ...]]:

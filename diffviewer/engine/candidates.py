@@ -630,7 +630,8 @@ def select_candidates(
     reporter: Reporter,
     peaks: Peaks | None = None,
     template_peaks: Peaks | None = None,
-    kernel_config: KernelConfig | None = None,
+    *,
+    kernel_config: KernelConfig,
 ) -> CandidateSet:
     """Select the stars on which the PSF-matching kernel is fitted.
 
@@ -649,9 +650,10 @@ def select_candidates(
     template_peaks : Peaks, optional
         Peaks found on ``template``'s own pixels (by the registration, when the template
         was not resampled): their background grid is the template's.
-    kernel_config : KernelConfig, optional
-        The basis whose stamps each star must hold (:func:`stamp_half_width`), unless
-        ``config.stamp_half_width`` gives it; the default basis when None.
+    kernel_config : KernelConfig
+        The run's basis, whose stamps each star must hold (:func:`stamp_half_width`),
+        unless ``config.stamp_half_width`` gives it (required: a default basis here once
+        chose stars for stamps other than the run's).
 
     Returns
     -------
@@ -688,9 +690,7 @@ def select_candidates(
     psf_s = estimate_psf(science, *bright_xy, bright=bright_xy)
     psf_t = estimate_psf(template, *bright_xy, bright=bright_xy)
     fwhm = psf_s.fwhm
-    half = config.stamp_half_width or stamp_half_width(
-        psf_s, psf_t, kernel_config or KernelConfig()
-    )
+    half = config.stamp_half_width or stamp_half_width(psf_s, psf_t, kernel_config)
 
     reasons = np.full(len(xi), "", dtype=object)
 

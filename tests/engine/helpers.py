@@ -34,7 +34,11 @@ def fit_kernel_to(
     """Select kernel stars, estimate both PSFs (with the bright-source fallback) and fit."""
     rep = null_reporter()
     cands = candidates.select_candidates(
-        science, template, candidates_config or CandidatesConfig(), rep, kernel_config=config
+        science,
+        template,
+        candidates_config or CandidatesConfig(),
+        rep,
+        kernel_config=config or KernelConfig(),
     )
     xy = cands.table["x"], cands.table["y"]
     sci_psf = psf.estimate_psf(science, *xy, bright=cands.bright)

@@ -55,7 +55,9 @@ def moffat_kernel_stars() -> KernelStars:
     """The kernel stars of a 768^2 pair of Moffat stars (800 stars, seed 4), with their basis."""
     pair = make_pair((768, 768), 800, seed=4, **MOFFAT)
     rep = null_reporter()
-    cands = candidates.select_candidates(pair.science, pair.template, CandidatesConfig(), rep)
+    cands = candidates.select_candidates(
+        pair.science, pair.template, CandidatesConfig(), rep, kernel_config=KernelConfig()
+    )
     x = np.asarray(cands.table["x"], dtype=float)
     y = np.asarray(cands.table["y"], dtype=float)
     control = np.asarray(cands.table["control"], dtype=bool)

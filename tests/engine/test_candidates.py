@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,10 +14,10 @@ from scipy.spatial import cKDTree
 
 from diffviewer.config import CandidatesConfig, KernelConfig
 from diffviewer.engine import candidates
-from diffviewer.engine.candidates import REASONS, select_candidates
+from diffviewer.engine.candidates import REASONS, CandidateSet, select_candidates
 from diffviewer.engine.progress import null_reporter
 from diffviewer.errors import InputError
-from diffviewer.exposure import MaskPlane, set_planes
+from diffviewer.exposure import Exposure, MaskPlane, set_planes
 from diffviewer.stats import MAD_TO_SIGMA
 from diffviewer.synthetic import SyntheticPair, make_pair
 from tests.conftest import data_path
@@ -27,6 +28,16 @@ def pair() -> SyntheticPair:
     return make_pair((512, 512), 300, seed=21)
 
 
+def select(
+    science: Exposure, template: Exposure, config: CandidatesConfig, **kwargs: Any
+) -> CandidateSet:
+    """:func:`select_candidates` unreported, for the default kernel basis unless
+    ``kernel_config`` is given."""
+    return select_candidates(
+        science, template, config, null_reporter(), **{"kernel_config": KernelConfig(), **kwargs}
+    )
+
+
 def nearest(pair: SyntheticPair, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Distance to, and index of, the nearest true star."""
     dist, idx = cKDTree(np.column_stack([pair.star_x, pair.star_y])).query(np.column_stack([x, y]))
@@ -35,7 +46,7 @@ def nearest(pair: SyntheticPair, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarr
 
 def test_candidates_are_true_stars_with_their_fluxes(pair: SyntheticPair) -> None:
     config = CandidatesConfig()
-    cands = select_candidates(pair.science, pair.template, config, null_reporter())
+    cands = select(pair.science, pair.template, config)
     tab = cands.table
     assert len(tab) >= 30
     dist, idx = nearest(pair, np.asarray(tab["x"]), np.asarray(tab["y"]))
@@ -59,14 +70,12 @@ def test_candidates_are_true_stars_with_their_fluxes(pair: SyntheticPair) -> Non
 
 def test_cells_limit_the_candidates(pair: SyntheticPair) -> None:
     config = CandidatesConfig(cell_size=128, max_per_cell=1)
-    tab = select_candidates(pair.science, pair.template, config, null_reporter()).table
+    tab = select(pair.science, pair.template, config).table
     cells = (np.asarray(tab["y"]).round().astype(int) // 128) * 4 + np.asarray(
         tab["x"]
     ).round().astype(int) // 128
     assert len(tab) <= 16 and len(np.unique(cells)) == len(tab)
-    capped = select_candidates(
-        pair.science, pair.template, CandidatesConfig(max_candidates=6), null_reporter()
-    ).table
+    capped = select(pair.science, pair.template, CandidatesConfig(max_candidates=6)).table
     cells = (np.asarray(capped["y"]).round().astype(int) // 128) * 4 + np.asarray(
         capped["x"]
     ).round().astype(int) // 128
@@ -76,7 +85,7 @@ def test_cells_limit_the_candidates(pair: SyntheticPair) -> None:
 
 
 def test_saturated_and_masked_stars_are_rejected(pair: SyntheticPair) -> None:
-    base = select_candidates(pair.science, pair.template, CandidatesConfig(), null_reporter()).table
+    base = select(pair.science, pair.template, CandidatesConfig()).table
     x0, y0 = round(float(base["x"][0])), round(float(base["y"][0]))
     x1, y1 = round(float(base["x"][1])), round(float(base["y"][1]))
     sat = np.zeros(pair.science.shape, dtype=bool)
@@ -85,7 +94,7 @@ def test_saturated_and_masked_stars_are_rejected(pair: SyntheticPair) -> None:
     nodata[y1 + 3, x1 - 3] = True
     template = pair.template.replace(mask=set_planes(pair.template.mask, sat, MaskPlane.SAT))
     science = pair.science.replace(mask=set_planes(pair.science.mask, nodata, MaskPlane.NO_DATA))
-    cands = select_candidates(science, template, CandidatesConfig(), null_reporter())
+    cands = select(science, template, CandidatesConfig())
     kept = np.column_stack([np.asarray(cands.table["x"]), np.asarray(cands.table["y"])])
     assert np.min(np.hypot(*(kept - [x0, y0]).T)) > 1
     assert np.min(np.hypot(*(kept - [x1, y1]).T)) > 1
@@ -94,9 +103,7 @@ def test_saturated_and_masked_stars_are_rejected(pair: SyntheticPair) -> None:
 
 def test_saturation_level_from_the_config(pair: SyntheticPair) -> None:
     level = float(np.percentile(pair.science.image, 99.99))
-    cands = select_candidates(
-        pair.science, pair.template, CandidatesConfig(saturation_level=level), null_reporter()
-    )
+    cands = select(pair.science, pair.template, CandidatesConfig(saturation_level=level))
     assert cands.rejected["saturated"] > 0
     assert len(cands.table) > 0
 
@@ -106,14 +113,13 @@ def test_saturation_level_found_when_reading(pair: SyntheticPair) -> None:
     clipped cores have no SATURATE card): the same stars are rejected as with the config."""
     level = float(np.percentile(pair.science.image, 99.99))
     config = CandidatesConfig(saturation_level=level)
-    reference = select_candidates(pair.science, pair.template, config, null_reporter())
-    read = select_candidates(
+    reference = select(pair.science, pair.template, config)
+    read = select(
         pair.science.replace(saturation=("star plateau", level)),
         pair.template.replace(saturation=("star plateau", level)),
         CandidatesConfig(),
-        null_reporter(),
     )
-    unknown = select_candidates(pair.science, pair.template, CandidatesConfig(), null_reporter())
+    unknown = select(pair.science, pair.template, CandidatesConfig())
     assert read.rejected["saturated"] == reference.rejected["saturated"] > 0
     assert unknown.rejected["saturated"] < reference.rejected["saturated"]
 
@@ -122,9 +128,7 @@ def test_user_source_list(pair: SyntheticPair, tmp_path: Path) -> None:
     bright = np.argsort(-pair.star_flux)[10:40]
     path = tmp_path / "stars.ecsv"
     Table({"x": pair.star_x[bright], "y": pair.star_y[bright]}).write(path)
-    cands = select_candidates(
-        pair.science, pair.template, CandidatesConfig(source_list=str(path)), null_reporter()
-    )
+    cands = select(pair.science, pair.template, CandidatesConfig(source_list=str(path)))
     assert cands.n_detected == 30 and len(cands.table) > 10
     dist, idx = nearest(pair, np.asarray(cands.table["x"]), np.asarray(cands.table["y"]))
     assert np.max(dist) < 0.5 and set(idx) <= set(bright)
@@ -132,34 +136,27 @@ def test_user_source_list(pair: SyntheticPair, tmp_path: Path) -> None:
     Table({"ra": [185.0], "dec": [12.0]}).write(radec, format="ascii.csv")
     no_wcs = pair.science.replace(wcs=None)
     with pytest.raises(InputError, match="no celestial WCS"):
-        select_candidates(
-            no_wcs, pair.template, CandidatesConfig(source_list=str(radec)), null_reporter()
-        )
+        select(no_wcs, pair.template, CandidatesConfig(source_list=str(radec)))
     with pytest.raises(InputError, match="x,y"):
         bad = tmp_path / "bad.csv"
         Table({"a": [1.0], "b": [2.0]}).write(bad, format="ascii.csv")
-        select_candidates(
-            pair.science, pair.template, CandidatesConfig(source_list=str(bad)), null_reporter()
-        )
+        select(pair.science, pair.template, CandidatesConfig(source_list=str(bad)))
     words = tmp_path / "words.csv"
     words.write_text("x,y\nleft,top\n")
     with pytest.raises(InputError, match=r"column 'x' is not numeric"):
-        select_candidates(
-            pair.science, pair.template, CandidatesConfig(source_list=str(words)), null_reporter()
-        )
+        select(pair.science, pair.template, CandidatesConfig(source_list=str(words)))
     with pytest.raises(InputError, match=r"cannot read it as a table") as info:
-        select_candidates(
+        select(
             pair.science,
             pair.template,
             CandidatesConfig(source_list=str(tmp_path)),
-            null_reporter(),
         )
     assert "\n" not in str(info.value)
 
 
 def test_blank_and_tiny_images_give_an_empty_set() -> None:
     tiny = make_pair((31, 31), 1, seed=3, flux_range=(1.0, 1.0))
-    cands = select_candidates(tiny.science, tiny.template, CandidatesConfig(), null_reporter())
+    cands = select(tiny.science, tiny.template, CandidatesConfig())
     assert len(cands.table) == 0
     assert {"id", "x", "y", "flux_sci", "flux_tmpl", "snr", "control"} <= set(cands.table.colnames)
 
@@ -187,7 +184,7 @@ def test_fast_smoothing_equals_the_binomial_filter(rows: int) -> None:
 def test_sources_missing_from_the_template_are_not_kernel_stars() -> None:
     transients = [(100.0 + 60 * i, 120.0 + 45 * i, 1e5) for i in range(6)]
     pair = make_pair((512, 512), 200, seed=23, transients=transients)
-    cands = select_candidates(pair.science, pair.template, CandidatesConfig(), null_reporter())
+    cands = select(pair.science, pair.template, CandidatesConfig())
     kept = np.column_stack([np.asarray(cands.table["x"]), np.asarray(cands.table["y"])])
     for x, y, _ in transients:
         assert np.min(np.hypot(kept[:, 0] - x, kept[:, 1] - y)) > 2
@@ -310,10 +307,8 @@ def test_peaks_found_once_serve_every_higher_threshold(pair: SyntheticPair) -> N
             np.testing.assert_array_equal(getattr(taken, name), getattr(again, name))
     with pytest.raises(ValueError, match="found above 7"):
         low.above(5.0)
-    reused = select_candidates(
-        pair.science, pair.template, CandidatesConfig(), null_reporter(), peaks=low
-    )
-    alone = select_candidates(pair.science, pair.template, CandidatesConfig(), null_reporter())
+    reused = select(pair.science, pair.template, CandidatesConfig(), peaks=low)
+    alone = select(pair.science, pair.template, CandidatesConfig())
     assert reused.n_detected == alone.n_detected
     for name in alone.table.colnames:
         np.testing.assert_array_equal(reused.table[name], alone.table[name])
@@ -355,12 +350,11 @@ def test_the_stamps_checked_are_those_of_the_runs_kernel_basis(pair: SyntheticPa
     # The stamp each candidate must hold (edges, masks, isolation) is the one the run's
     # kernel fit reads: a wider basis asks for wider stamps and rejects more stars at the
     # edges (the default basis was used whatever the run's, before).
-    default = select_candidates(pair.science, pair.template, CandidatesConfig(), null_reporter())
-    wide = select_candidates(
+    default = select(pair.science, pair.template, CandidatesConfig())
+    wide = select(
         pair.science,
         pair.template,
         CandidatesConfig(),
-        null_reporter(),
         kernel_config=KernelConfig(min_sigma=2.0),
     )
     assert wide.stamp_half_width > default.stamp_half_width

@@ -238,14 +238,16 @@ def test_demo_stacks_report_the_locus_at_the_header_fwhm() -> None:
     # and 4.00 px: 3-4 % above the header's own estimator (adaptive moments of a profile
     # with wings read a little wider than a core fit), so 5 % is the tolerance; the
     # kernel-star stacks (6.43, 5.11 px) hold galaxies.
-    from diffviewer.config import CandidatesConfig
+    from diffviewer.config import CandidatesConfig, KernelConfig
     from diffviewer.engine import candidates
     from diffviewer.engine.progress import null_reporter
     from diffviewer.io import read_exposure
 
     sci = read_exposure("resources/demo/science.fits")
     tmpl = read_exposure("resources/demo/template.fits")
-    cands = candidates.select_candidates(sci, tmpl, CandidatesConfig(), null_reporter())
+    cands = candidates.select_candidates(
+        sci, tmpl, CandidatesConfig(), null_reporter(), kernel_config=KernelConfig()
+    )
     for exposure in (sci, tmpl):
         xy = np.r_[cands.table["x"], cands.bright[0]], np.r_[cands.table["y"], cands.bright[1]]
         locus = psf_stars.select_stars(exposure, *xy)

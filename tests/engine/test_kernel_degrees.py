@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from diffviewer.config import KernelConfig
 from diffviewer.engine import kernel, kernel_degrees
@@ -31,6 +33,25 @@ def test_the_candidates_lower_every_degree_by_a_step_down_to_two() -> None:
     assert candidate_degrees((4, 2, 2), 5) == [(4, 2, 2), (3, 2, 2), (2, 2, 2)]
     # A degree configured below two is kept as given.
     assert candidate_degrees((3, 1), 3) == [(3, 1), (2, 1)]
+
+
+@given(
+    st.lists(st.integers(min_value=0, max_value=8), min_size=1, max_size=4),
+    st.integers(min_value=0, max_value=8),
+)
+def test_every_candidate_lowers_each_degree_by_its_step_and_no_further(
+    degrees: list[int], steps: int
+) -> None:
+    # Any configured degrees and steps (config.py's limits): the richest first, each
+    # candidate distinct, each degree its configured one less the step, floored at 2
+    # (or at the configured degree when that is lower), the last the floor itself.
+    found = candidate_degrees(tuple(degrees), steps)
+    assert found[0] == tuple(degrees)
+    assert len(set(found)) == len(found) <= steps + 1
+    floor = tuple(min(d, 2) for d in degrees)
+    for k, cand in enumerate(found):
+        assert cand == tuple(max(d - k, f) for d, f in zip(degrees, floor, strict=True))
+    assert found[-1] == tuple(max(d - steps, f) for d, f in zip(degrees, floor, strict=True))
 
 
 def test_equations_mapped_onto_a_lower_basis_are_that_basis_own() -> None:

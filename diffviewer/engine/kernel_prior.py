@@ -13,7 +13,7 @@ its equations: the prior was counted once a stamp (~135 times on a 1024^2 pair).
 The strength is given as the prior's weight in units of the mean stamp's information,
 ``t = lam tr(R) / mean_i tr(M_i)`` (``M_i`` the kernel block of stamp ``i``'s normal
 matrix): ``t = 1`` weighs as one average stamp. It is chosen by K-fold cross-validation
-over the stamps (:func:`cross_validated_strength`): each fold of stars is predicted by
+over the stamps (:func:`prior_strength`): each fold of stars is predicted by
 the spatial model fitted to the others, and ``t`` minimises the held-out chi^2 summed
 over the folds. That is the predictive risk the strength trades (noise against the
 penalty's bias) measured on stars the fit never saw, with whatever the model misses
@@ -230,46 +230,6 @@ def held_out_risk(
     return risk / len(normal)
 
 
-def cross_validated_strength(
-    normal: np.ndarray,
-    rhs: np.ndarray,
-    target_power: np.ndarray,
-    p: np.ndarray,
-    q: np.ndarray,
-    sum_terms: int,
-    penalty: np.ndarray,
-    moments: np.ndarray,
-) -> tuple[float, np.ndarray]:
-    """The prior strength ``t`` (in mean stamps) that best predicts held-out stamps: the
-    ``t`` of :data:`STRENGTH_GRID` of least :func:`held_out_risk` over the folds of
-    :func:`stamp_folds`.
-
-    Parameters are those of :func:`held_out_risk`, without the folds and strengths.
-
-    Returns
-    -------
-    (float, numpy.ndarray)
-        The chosen ``t`` and the held-out chi^2 at each grid value (per held-out stamp;
-        infinite where a fold's posterior is not positive definite). With fewer than two
-        stamps nothing can be held out: ``t`` is NaN.
-
-    Raises
-    ------
-    numpy.linalg.LinAlgError
-        When no ``t`` makes every fold's posterior positive definite (equations less
-        their expected noise only).
-    """
-    if len(normal) < 2:
-        return float("nan"), np.full(len(STRENGTH_GRID), np.nan)
-    fold = stamp_folds(target_power)
-    risk = held_out_risk(
-        normal, rhs, target_power, p, q, sum_terms, penalty, moments, fold, STRENGTH_GRID
-    )
-    if not np.isfinite(risk).any():
-        raise np.linalg.LinAlgError("no strength makes every fold's posterior proper")
-    return float(STRENGTH_GRID[int(np.argmin(risk))]), risk
-
-
 def strength_path(
     big: np.ndarray, vec: np.ndarray, prior: np.ndarray, strengths: np.ndarray = STRENGTH_GRID
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -321,16 +281,32 @@ def prior_strength(
     moments: np.ndarray,
 ) -> float:
     """The strength ``t`` to use: ``requested`` when it is 0 or more (``kernel.regularization``),
-    else :func:`cross_validated_strength` (:data:`SINGLE_STAMP_STRENGTH` for one stamp).
+    else the ``t`` of :data:`STRENGTH_GRID` that best predicts the stamps held out, of least
+    :func:`held_out_risk` over the folds of :func:`stamp_folds` (with one stamp nothing can
+    be held out: :data:`SINGLE_STAMP_STRENGTH`).
 
-    Parameters are those of :func:`cross_validated_strength`, after ``requested``.
+    Parameters are those of :func:`held_out_risk` without the folds and strengths, after
+    ``requested``.
 
     Returns
     -------
     float
         ``t``, in mean stamps (:func:`information_scale` converts it to ``lam``).
+
+    Raises
+    ------
+    numpy.linalg.LinAlgError
+        When no ``t`` makes every fold's posterior positive definite (equations less
+        their expected noise only).
     """
     if requested >= 0.0:
         return requested
-    t, _ = cross_validated_strength(normal, rhs, target_power, p, q, sum_terms, penalty, moments)
-    return SINGLE_STAMP_STRENGTH if np.isnan(t) else t
+    if len(normal) < 2:
+        return SINGLE_STAMP_STRENGTH
+    fold = stamp_folds(target_power)
+    risk = held_out_risk(
+        normal, rhs, target_power, p, q, sum_terms, penalty, moments, fold, STRENGTH_GRID
+    )
+    if not np.isfinite(risk).any():
+        raise np.linalg.LinAlgError("no strength makes every fold's posterior proper")
+    return float(STRENGTH_GRID[int(np.argmin(risk))])

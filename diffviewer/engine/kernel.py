@@ -370,6 +370,7 @@ def fit_kernel(
             terms, why = _noise_terms(cov, basis, config.noise_correction)
         choice = choose_degrees(
             plan,
+            basis,
             config.degrees,
             config.degree_steps,
             fits,
@@ -381,7 +382,9 @@ def fit_kernel(
             terms,
         )
         degrees = choice.chosen if choice is not None else config.degrees
-        spatial_basis, spatial_fits, terms = on_degrees(plan, degrees, basis, fits, terms)
+        spatial_basis, spatial_fits, terms = on_degrees(
+            plan, degrees, basis, config.degrees, fits, terms
+        )
         sp = fit_spatial(
             stamps,
             spatial_fits,

@@ -176,6 +176,7 @@ def on_degrees(
     plan: BasisPlan,
     degrees: tuple[int, ...],
     basis: np.ndarray,
+    basis_degrees: tuple[int, ...],
     fits: StampFits,
     noise: NoiseTerms | None,
 ) -> tuple[np.ndarray, StampFits, NoiseTerms | None]:
@@ -191,6 +192,8 @@ def on_degrees(
         The degrees wanted.
     basis : numpy.ndarray
         The basis ``fits`` and ``noise`` are on.
+    basis_degrees : tuple of int
+        Its degrees.
     fits : StampFits
         The stamps' fits.
     noise : NoiseTerms or None
@@ -200,15 +203,16 @@ def on_degrees(
     -------
     (numpy.ndarray, StampFits, NoiseTerms or None)
     """
-    sub = plan.basis(degrees)
-    if sub.shape == basis.shape and np.array_equal(sub, basis):
+    if tuple(degrees) == tuple(basis_degrees):
         return basis, fits, noise
+    sub = plan.basis(degrees)
     c = basis_map(basis, sub)
     return sub, project_fits(fits, c), None if noise is None else project_noise(noise, c)
 
 
 def choose_degrees(
     plan: BasisPlan,
+    full: np.ndarray,
     degrees: tuple[int, ...],
     steps: int,
     fits: StampFits,
@@ -225,8 +229,10 @@ def choose_degrees(
     ----------
     plan : BasisPlan
         Widths, size and wing of every candidate's basis.
+    full : numpy.ndarray
+        The basis of ``degrees``, on which ``fits`` were made.
     degrees : tuple of int
-        ``kernel.degrees``, on whose basis ``fits`` were made.
+        ``kernel.degrees``.
     steps : int
         ``kernel.degree_steps`` (:func:`candidate_degrees`).
     fits : StampFits
@@ -257,7 +263,6 @@ def choose_degrees(
     good = np.nonzero(fits.status == "GOOD")[0]
     if len(candidates) < 2 or len(good) < 2:
         return None
-    full = plan.basis(degrees)
     x, y = (v[good] for v in xy)
     p = chebyshev_terms(x, y, orders[0], shape)
     q = chebyshev_terms(x, y, orders[1], shape)

@@ -142,12 +142,12 @@ def test_the_chosen_strength_predicts_the_control_stars(fitted: Fitted) -> None:
     # The control stars are never fitted and never seen by the cross-validation: their
     # chi^2 against the model is the predictive risk the strength should minimise. On
     # this Moffat pair (68k control pixels) it rises by 1-2 a quarter decade away from
-    # its least; the cross-validation chooses a strength within 2 of it (1.0 with the
-    # 6, 4, 2 basis). Before, each stamp's prior (1e-3 of its information) was summed
-    # with its equations: t = 1e-3 times the good stamps (0.069 here), whose control
-    # chi^2 is 29 above the chosen one's with the 4, 2, 2 basis (best t = 0.01) and 3.8
-    # with the 6, 4, 2 (best t = 0.032: the richer basis wants, and loses less to, a
-    # stronger prior); a difference of 2 is the bar both ways.
+    # its least; the cross-validation chooses a strength within 2 of it (the least
+    # itself, t = 0.032, with the 6, 4, 2 basis). Before, each stamp's prior (1e-3 of its
+    # information) was summed with its equations: t = 1e-3 times the good stamps (0.069
+    # here), whose control chi^2 is above the chosen one's by 4.8 with 6, 4, 2, 8.1 with
+    # 5, 3, 2 and 29 with 4, 2, 2 (best t 0.032, 0.018, 0.0056: the richer basis wants, and
+    # loses less to, a stronger prior); a difference of 2 is the bar both ways.
     grid = kernel_prior.STRENGTH_GRID
     auto = spatial(fitted, -1.0)
     old = 1e-3 * int(np.sum(auto.status == "GOOD"))

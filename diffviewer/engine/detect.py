@@ -36,6 +36,7 @@ from scipy import ndimage
 from diffviewer.config import DetectionConfig
 from diffviewer.engine.background import sampled_robust_std
 from diffviewer.engine.deblend import labelled_pixels, point_response, split_footprints
+from diffviewer.engine.photometry import PsfModel, psf_image
 from diffviewer.engine.progress import Reporter
 from diffviewer.engine.sky import grown_along
 from diffviewer.engine.zogy import ScoreResult, al_score
@@ -163,7 +164,7 @@ def detection_image(
     difference: Exposure,
     score: ScoreResult | None,
     config: DetectionConfig,
-    psf: np.ndarray,
+    psf: np.ndarray | PsfModel,
     reporter: Reporter,
     filtered: ScoreResult | None = None,
 ) -> tuple[np.ndarray, np.ndarray, str]:
@@ -177,10 +178,11 @@ def detection_image(
         The score image, used when ``config.detect_on == 'score'``.
     config : DetectionConfig
         Detection settings.
-    psf : numpy.ndarray
-        The difference's PSF: the difference is searched after filtering with it and
-        dividing by the filtered noise (:func:`diffviewer.engine.zogy.al_score`), as LSST's
-        detection smooths with the PSF, so a point source's peak is its PSF S/N.
+    psf : numpy.ndarray or PsfModel
+        The difference's PSF, or its model over the image (the catalog's): the difference
+        is searched after filtering with it and dividing by the filtered noise
+        (:func:`diffviewer.engine.zogy.al_score`), as LSST's detection smooths with the
+        PSF, so a point source's peak is its PSF S/N, with the PSF the catalog fits.
     reporter : Reporter
         Progress and cancellation (of the filtering).
     filtered : ScoreResult, optional
@@ -431,7 +433,7 @@ def detect_sources(
     config: DetectionConfig,
     reporter: Reporter,
     *,
-    psf: np.ndarray,
+    psf: np.ndarray | PsfModel,
     refuse: str | None = None,
     filtered: ScoreResult | None = None,
 ) -> Detections:
@@ -448,8 +450,9 @@ def detect_sources(
         Threshold (sigma), minimum area, grow radius, sky sources, guard limit.
     reporter : Reporter
         Progress and cancellation.
-    psf : numpy.ndarray
-        PSF of the difference (small, odd sides), for searching the difference.
+    psf : numpy.ndarray or PsfModel
+        PSF of the difference (small, odd sides), or its model over the image, for
+        searching the difference (:func:`detection_image`).
     refuse : str, optional
         Why no threshold in sigma means anything (the images share their noise): then
         nothing is detected and this is a warning; sky sources are still placed.
@@ -473,7 +476,9 @@ def detect_sources(
     # Each image-sized intermediate is dropped once used: this step held the run's peak
     # memory (ten int32 planes at once on GOTO).
     # The detection image of a point source: the score's PSF's, or the difference's.
-    response = point_response(score.psf if name == "score" and score is not None else psf)
+    response = point_response(
+        score.psf if name == "score" and score is not None else psf_image(psf)
+    )
     pos, at_pos = _threshold(image, good, level, config.min_area)
     pos_pieces, n_pos = split_footprints(
         image, pos, DEBLEND_PROMINENCE, response, level, pixels=at_pos
@@ -508,7 +513,7 @@ def detect_sources(
     fraction = covered / n_good if n_good else 0.0
     del at
     notes: list[str] = [f"no detection: {refuse}"] if refuse is not None else []
-    limit = guard_limit(n_good, psf, config)
+    limit = guard_limit(n_good, psf_image(psf), config)
     tripped = covered > limit
     if tripped:
         notes.append(

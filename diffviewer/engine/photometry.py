@@ -83,6 +83,20 @@ class PsfModel:
         """Number of positions whose PSF the model holds (1: the same PSF everywhere)."""
         return 1
 
+    def nodes(
+        self,
+    ) -> tuple[tuple[float, ...], tuple[float, ...], tuple[tuple[np.ndarray, ...], ...]]:
+        """The PSF images the model blends bilinearly between, and where they are.
+
+        Returns
+        -------
+        xs, ys : tuple of float
+            Node columns and rows (px); one node holds everywhere, wherever it is.
+        images : tuple of tuple of numpy.ndarray
+            ``images[row][column]``: the PSF at that node (sum :attr:`enclosed`).
+        """
+        return (0.0,), (0.0,), ((self.image,),)
+
     def _table(self, derivatives: bool) -> np.ndarray:
         """The table of the value (and of the two derivatives), by phase; built when first asked.
 
@@ -177,6 +191,21 @@ class PsfModel:
         img, x0, y0 = self.shifted(x, y)
         total = img.sum()
         return (img * (self.enclosed / total) if total > 0 else img), x0, y0
+
+
+def psf_image(psf: np.ndarray | PsfModel) -> np.ndarray:
+    """A PSF image as given, or a model's at the image centre.
+
+    Parameters
+    ----------
+    psf : numpy.ndarray or PsfModel
+        The PSF.
+
+    Returns
+    -------
+    numpy.ndarray
+    """
+    return psf.image if isinstance(psf, PsfModel) else psf
 
 
 def _taps(offset: float, n: int, size: int) -> tuple[slice, int, int, float] | None:

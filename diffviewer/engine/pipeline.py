@@ -375,10 +375,16 @@ def run_subtraction(
         with _step(rep, "diagnostics", 0.65, 0.66):
             raw_diag = diagnostics.raw_residuals(science, warped.exposure, fit, raw, rep)
         del raw
+        psf_grid = score_psfs.kernel_psf_grid(fit, science.shape, config.score)
         with _step(rep, "renormalise", 0.66, 0.70):
+            # The PSFs the catalog measures with, varying with the kernel: the difference
+            # is filtered with the same, so that a source's S/N is its detection's.
+            diff_model, sci_model = psf_field.catalog_psfs(
+                fit, psf_grid, diff_psf, sci_psf.image, decorr.kernel if decorr else None
+            )
             difference, renorm, filtered = renormalise.renormalise(
                 difference,
-                diff_psf,
+                diff_model,
                 science,
                 warped.exposure,
                 subtract.edge_half_width(fit.solution),
@@ -393,7 +399,6 @@ def run_subtraction(
             # before the scale (an image-sized plane) is not kept.
             decorr = dataclasses.replace(decorr, difference=difference)
         score = None
-        psf_grid = score_psfs.kernel_psf_grid(fit, science.shape, config.score)
         with _step(rep, "score", 0.70, 0.78):
             method = config.score.method
             lowest = float(np.min(psf_grid.flux_ratio))
@@ -415,7 +420,7 @@ def run_subtraction(
             elif method == "al":
                 # the renormalisation's filtered difference is this score, when it made one
                 score = (
-                    filtered if filtered is not None else zogy.al_score(difference, diff_psf, rep)
+                    filtered if filtered is not None else zogy.al_score(difference, diff_model, rep)
                 )
         del usable
         if score is not None:
@@ -430,7 +435,7 @@ def run_subtraction(
                 score,
                 config.detection,
                 rep,
-                psf=diff_psf,
+                psf=diff_model,
                 refuse=shared if renorm.shared_noise else None,
                 filtered=filtered,
             )
@@ -445,9 +450,6 @@ def run_subtraction(
                 science, warped.exposure, fit, raw_diag, difference, rep
             )
         with _step(rep, "measure", 0.90, 1.0):
-            diff_model, sci_model = psf_field.catalog_psfs(
-                fit, psf_grid, diff_psf, sci_psf.image, decorr.kernel if decorr else None
-            )
             diasources = measure.measure_sources(
                 difference,
                 science,

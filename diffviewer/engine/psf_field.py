@@ -88,11 +88,10 @@ class PsfField(PsfModel):
         super().__init__(centre, enclosed)
         self.xs, self.ys = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
         self._xs, self._ys = self.xs.tolist(), self.ys.tolist()
+        self._images = tuple(tuple(p * (enclosed / p.sum()) for p in row) for row in nodes)
         hy, hx = self.half
         offsets = (np.arange(-hy, hy + 1.0), np.arange(-hx, hx + 1.0))
-        splines = [
-            [RectBivariateSpline(*offsets, p * (enclosed / p.sum())) for p in row] for row in nodes
-        ]
+        splines = [[RectBivariateSpline(*offsets, p) for p in row] for row in self._images]
         self._knots, self._degrees = splines[0][0].tck[:2], splines[0][0].degrees
         self._coefficients = np.array([[s.tck[2] for s in row] for row in splines])
 
@@ -100,6 +99,12 @@ class PsfField(PsfModel):
     def n_nodes(self) -> int:
         """Number of grid nodes whose PSFs are blended."""
         return len(self.xs) * len(self.ys)
+
+    def nodes(
+        self,
+    ) -> tuple[tuple[float, ...], tuple[float, ...], tuple[tuple[np.ndarray, ...], ...]]:
+        """The node PSFs (each of sum :attr:`enclosed`) and their columns and rows (px)."""
+        return tuple(self._xs), tuple(self._ys), self._images
 
     def shifted(self, x: float, y: float) -> tuple[np.ndarray, int, int]:
         """The PSF at (x, y) centred there, on a stamp one pixel larger than the PSF image.

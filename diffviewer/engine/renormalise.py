@@ -36,6 +36,7 @@ import dataclasses
 import numpy as np
 
 from diffviewer.engine.moments import adaptive_moments, shape_from_covariance
+from diffviewer.engine.photometry import PsfModel, psf_image
 from diffviewer.engine.progress import Reporter
 from diffviewer.engine.sky import InputSources, input_sources
 from diffviewer.engine.subtract import read_only
@@ -170,7 +171,7 @@ def sky_near(
 
 
 def filtered_noise_scale(
-    difference: Exposure, psf: np.ndarray, sky: np.ndarray, reporter: Reporter
+    difference: Exposure, psf: np.ndarray | PsfModel, sky: np.ndarray, reporter: Reporter
 ) -> float:
     """Robust std over ``sky`` of the difference filtered by its PSF over the filtered noise.
 
@@ -203,7 +204,7 @@ def sky_noise_scale(filtered: np.ndarray, sky: np.ndarray) -> float:
 
 def renormalise(
     difference: Exposure,
-    psf: np.ndarray,
+    psf: np.ndarray | PsfModel,
     science: Exposure,
     template: Exposure,
     kernel_half_width: int,
@@ -218,8 +219,8 @@ def renormalise(
     ----------
     difference : Exposure
         The (decorrelated) difference.
-    psf : numpy.ndarray
-        Its PSF.
+    psf : numpy.ndarray or PsfModel
+        Its PSF, or its model over the image (the catalog's, which the filtering follows).
     science, template : Exposure
         The inputs on its grid (to find their sources when ``sources`` is not given).
     kernel_half_width : int
@@ -244,7 +245,13 @@ def renormalise(
     """
     usable_map = difference.usable_pixels()
     sky = sky_near(
-        difference, psf, science, template, kernel_half_width, sources, usable=usable_map
+        difference,
+        psf_image(psf),
+        science,
+        template,
+        kernel_half_width,
+        sources,
+        usable=usable_map,
     )
     usable = int(np.count_nonzero(usable_map))
     del usable_map

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import scipy.fft as sfft
@@ -365,6 +365,52 @@ def blend_cells(
     return out
 
 
+def convolve_field(
+    shape: tuple[int, int],
+    planes: Callable[[tuple[slice, slice]], tuple[np.ndarray, ...]],
+    xs: tuple[float, ...],
+    ys: tuple[float, ...],
+    kernels: Sequence[Sequence[tuple[np.ndarray, ...]]],
+    update: Callable[[float], None],
+) -> list[np.ndarray]:
+    """Images convolved each with its own kernel, the kernels varying over a grid of nodes.
+
+    :func:`blend_cells` with plain products: at each pixel, the bilinear blend of the
+    images convolved with the kernels of the four surrounding nodes, which is the image
+    convolved with the blend of those kernels (convolution is linear).
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Shape of the images (px).
+    planes : callable
+        ``planes(box)``: the images on ``box`` (a pair of slices), in the kernels' order.
+    xs, ys : tuple of float
+        Node columns and rows (px), increasing (:func:`axis_cells`).
+    kernels : sequence of sequence of tuple of numpy.ndarray
+        ``kernels[row][column]``: that node's centred kernels (odd sides), one per image.
+    update : callable
+        Called with the fraction (0 to 1) done (progress, cancellation).
+
+    Returns
+    -------
+    list of numpy.ndarray
+        The convolved images (float32, of ``shape``).
+    """
+    return blend_cells(
+        shape,
+        planes,
+        xs,
+        ys,
+        max(max(k.shape) for row in kernels for node in row for k in node) // 2,
+        lambda grid, j, i: tuple(grid.kernel_spectrum(k) for k in kernels[j][i]),
+        lambda grid, j, i, spectra, data: tuple(
+            grid.image(d * k) for d, k in zip(data, spectra, strict=True)
+        ),
+        update,
+    )
+
+
 def convolve(
     shape: tuple[int, int],
     planes: Callable[[tuple[slice, slice]], tuple[np.ndarray, ...]],
@@ -373,7 +419,7 @@ def convolve(
 ) -> list[np.ndarray]:
     """Images convolved each with its own small centred kernel, zeros beyond their edges.
 
-    :func:`blend_cells` with one node: the images are cut into tiles of at most
+    :func:`convolve_field` with one node: the images are cut into tiles of at most
     :data:`MAX_TILE_FFT` px (with the kernels' reach around each), every tile on one
     FFT grid, the kernels' spectra computed once.
 
@@ -393,15 +439,5 @@ def convolve(
     list of numpy.ndarray
         The convolved images (float32, of ``shape``).
     """
-    return blend_cells(
-        shape,
-        planes,
-        ((shape[1] - 1) / 2.0,),
-        ((shape[0] - 1) / 2.0,),
-        max(max(k.shape) for k in kernels) // 2,
-        lambda grid, j, i: tuple(grid.kernel_spectrum(k) for k in kernels),
-        lambda grid, j, i, spectra, data: tuple(
-            grid.image(d * k) for d, k in zip(data, spectra, strict=True)
-        ),
-        update,
-    )
+    centre = ((shape[1] - 1) / 2.0,), ((shape[0] - 1) / 2.0,)
+    return convolve_field(shape, planes, *centre, ((kernels,),), update)

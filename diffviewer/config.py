@@ -324,6 +324,15 @@ class KernelConfig:
         "PSF, and size the kernel to hold 99.8 % of its flux, when at least 30 stamps are "
         "fitted (Gaussians alone cut the wings of seeing PSFs and bias the kernel sum low).",
     )
+    fit_region: str = param(
+        "choose",
+        "With the wing, the stamps' pixels the kernel is fitted on: 'whole', the wide region "
+        "that constrains the wing's flux (4 FWHM, and as far as a star's model reaches); "
+        "'core', its central 3 FWHM; 'choose', the one whose spatial fit best predicts the "
+        "cores of the kernel stars held out (reported in metadata.json as "
+        "kernel.region_choice). Without the wing the region is the 3 FWHM core.",
+        choices=("choose", "whole", "core"),
+    )
     spatial_order: int = param(
         2, "Order of the polynomial in x, y of each kernel coefficient.", minimum=0, maximum=5
     )

@@ -193,6 +193,8 @@ def build_metadata(
             "shared_noise": fit.shared_noise.as_dict() if fit.shared_noise else None,
             # The basis degrees the held-out kernel stars chose (engine.kernel_degrees).
             "degree_choice": fit.degree_choice.as_dict() if fit.degree_choice else None,
+            # The fit region the held-out kernel stars chose (engine.kernel_region).
+            "region_choice": fit.region_choice.as_dict() if fit.region_choice else None,
         },
         "difference": {
             "decorrelated": result.decorrelation is not None,

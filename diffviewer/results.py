@@ -26,6 +26,7 @@ from diffviewer.engine.diagnostics import Diagnostics
 from diffviewer.engine.kernel import KernelFit, KernelSolution
 from diffviewer.engine.kernel_degrees import DegreeChoice
 from diffviewer.engine.kernel_direction import Direction
+from diffviewer.engine.kernel_region import RegionChoice
 from diffviewer.engine.psf import PsfEstimate
 from diffviewer.engine.register import PolynomialTransform, Registration
 from diffviewer.engine.renormalise import Renormalisation
@@ -579,10 +580,12 @@ def read_saved_run(out_dir: str | Path) -> SavedRun:
         )
         strength = meta["kernel"].get("regularization")
         choice = meta["kernel"].get("degree_choice")
+        region = meta["kernel"].get("region_choice")
         kernel = dataclasses.replace(
             kernel,
             regularization=_float(strength),
             degree_choice=None if choice is None else DegreeChoice.from_dict(choice),
+            region_choice=None if region is None else RegionChoice.from_dict(region),
         )
         diagnostics = read_diagnostics(out / "diagnostics.fits")
         renormalisation = Renormalisation.from_dict(meta["renormalisation"])

@@ -30,6 +30,8 @@ warning either way.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from diffviewer.config import KernelConfig
@@ -54,6 +56,7 @@ from diffviewer.engine.kernel_noise import (
     noise_terms,
     shared_covariance,
 )
+from diffviewer.engine.kernel_region import RegionChoice, choose_region
 from diffviewer.engine.kernel_solution import KernelFit, KernelSolution
 from diffviewer.engine.kernel_spatial import fit_spatial, usable_orders
 from diffviewer.engine.kernel_stamps import fit_stamps
@@ -233,7 +236,7 @@ def _stamp_plan(plan: BasisPlan, shape: tuple[int, int]) -> tuple[BasisPlan, lis
             f"the {plan.size} px kernel the PSFs call for was cut to {cap} px, half the "
             f"{min(shape)} px image; its widest Gaussian and wing are truncated"
         )
-        plan = BasisPlan(plan.sigmas, plan.wing, cap, plan.fit_half, plan.deconvolution)
+        plan = dataclasses.replace(plan, size=cap)
     return plan, notes
 
 
@@ -326,7 +329,10 @@ def fit_kernel(
     stamp_basis = frozen(basis)
     stamps = build_stamps(source, target, x, y, basis.shape[-1], plan.fit_half)
     fwhm = max(sci_psf.fwhm, tmpl_psf.fwhm)
-    fits = fit_stamps(stamps, x, y, control, basis, fwhm, shape, config, reporter)
+    core_half = None if config.fit_region == "whole" else plan.core_half
+    fits = fit_stamps(
+        stamps, x, y, control, basis, fwhm, shape, config, reporter, core_half=core_half
+    )
     reporter.update(0.7)
 
     status, reason = fits.status, fits.reason
@@ -336,6 +342,7 @@ def fit_kernel(
     strength = float("nan")
     shared: SharedNoise | None = None
     choice: DegreeChoice | None = None
+    region: RegionChoice | None = None
     n_good = int(np.sum(status == "GOOD"))
     order, bg_order = usable_orders(n_good, config)
     if (order, bg_order) != (
@@ -368,6 +375,23 @@ def fit_kernel(
                 source_lags=config.noise_correction == "all",
             )
             terms, why = _noise_terms(cov, basis, config.noise_correction)
+        region = None
+        if config.fit_region == "choose":
+            region = choose_region(
+                fits,
+                (x, y),
+                shape,
+                (order, bg_order),
+                config.kernel_sum_order,
+                config.regularization,
+                basis,
+                plan.fit_half,
+                terms,
+            )
+        if fits.core is not None and (
+            config.fit_region == "core" or (region is not None and region.chosen != plan.fit_half)
+        ):
+            fits = fits.on_core()
         choice = choose_degrees(
             plan,
             basis,
@@ -462,4 +486,5 @@ def fit_kernel(
         strength,
         shared,
         choice,
+        region,
     )

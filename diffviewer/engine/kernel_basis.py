@@ -310,6 +310,10 @@ class BasisPlan:
         Half-width (px) of each stamp's fit region.
     deconvolution : bool
         Whether the convolved image's PSF is the broader.
+    core_half : int or None
+        Half-width (px) of the region's core, :data:`CORE_FIT_HALF_FWHM` of the broader
+        PSF, when the region is wider (with the wing): the kernel may be fitted on it
+        alone (:mod:`kernel_region`).
     """
 
     sigmas: np.ndarray
@@ -317,6 +321,7 @@ class BasisPlan:
     size: int
     fit_half: int
     deconvolution: bool
+    core_half: int | None = None
 
     @property
     def stamp_half(self) -> int:
@@ -349,11 +354,14 @@ def plan_basis(
     sigmas, deconv = basis_sigmas(src_psf.fwhm, tgt_psf.fwhm, config)
     wing = fit_wing(tgt_psf) if config.wing and n_stamps >= WING_MIN_STAMPS else None
     size = kernel_size(sigmas, config, wing)
-    per_fwhm = FIT_HALF_FWHM if wing is not None else CORE_FIT_HALF_FWHM
-    fit_half = int(max(4, math.ceil(per_fwhm * max(src_psf.fwhm, tgt_psf.fwhm))))
-    if wing is not None:
-        fit_half = max(fit_half, wing_fit_half(size, src_psf.fwhm))
-    return BasisPlan(sigmas, wing, size, fit_half, deconv)
+    broader = max(src_psf.fwhm, tgt_psf.fwhm)
+    core_half = int(max(4, math.ceil(CORE_FIT_HALF_FWHM * broader)))
+    if wing is None:
+        return BasisPlan(sigmas, wing, size, core_half, deconv)
+    fit_half = max(math.ceil(FIT_HALF_FWHM * broader), wing_fit_half(size, src_psf.fwhm))
+    return BasisPlan(
+        sigmas, wing, size, fit_half, deconv, core_half if core_half < fit_half else None
+    )
 
 
 def size_cap(shape: tuple[int, ...]) -> int:

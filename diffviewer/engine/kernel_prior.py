@@ -177,12 +177,14 @@ def held_out_risk(
     moments: np.ndarray,
     fold: np.ndarray,
     strengths: np.ndarray,
+    scored: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """The held-out chi^2 per stamp at each prior strength ``t``.
 
     For each fold, the spatial model is fitted to the other folds' equations with the
     prior ``t * scale * R (x) S`` (:func:`strength_path`), and the fold's chi^2
-    ``y^T W y - 2 a^T b + a^T M a`` is summed over the folds.
+    ``y^T W y - 2 a^T b + a^T M a`` is summed over the folds: on the same equations, or
+    on ``scored`` (the same stamps' equations over other pixels).
 
     Parameters
     ----------
@@ -202,6 +204,9 @@ def held_out_risk(
         ``(n,)`` each stamp's fold (:func:`stamp_folds`; at least two folds).
     strengths : numpy.ndarray
         The ``t`` (in mean stamps) to try.
+    scored : (numpy.ndarray, numpy.ndarray, numpy.ndarray), optional
+        The equations (normal, rhs, target power) the held-out stamps are scored on;
+        the fitted ones when not given.
 
     Returns
     -------
@@ -213,6 +218,13 @@ def held_out_risk(
         spatial_equations(normal[fold == f], rhs[fold == f], p[fold == f], q[fold == f])
         for f in range(k)
     ]
+    held = parts
+    if scored is not None:
+        s_normal, s_rhs, target_power = scored
+        held = [
+            spatial_equations(s_normal[fold == f], s_rhs[fold == f], p[fold == f], q[fold == f])
+            for f in range(k)
+        ]
     total_big = np.sum([b for b, _ in parts], axis=0)
     total_vec = np.sum([v for _, v in parts], axis=0)
     free = free_parameters(len(total_vec), p.shape[1], sum_terms)
@@ -223,9 +235,10 @@ def held_out_risk(
         a, proper = strength_path(
             (total_big - big_f)[np.ix_(free, free)], (total_vec - vec_f)[free], prior, strengths
         )
-        bf = big_f[np.ix_(free, free)]
+        big_h, vec_h = held[f]
+        bf = big_h[np.ix_(free, free)]
         power = float(np.sum(target_power[fold == f]))
-        risk += power - 2.0 * vec_f[free] @ a + np.einsum("ij,ik,kj->j", a, bf, a)
+        risk += power - 2.0 * vec_h[free] @ a + np.einsum("ij,ik,kj->j", a, bf, a)
         risk[~proper] = np.inf
     return risk / len(normal)
 

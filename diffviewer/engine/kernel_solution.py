@@ -18,6 +18,7 @@ from diffviewer.engine.kernel_basis import Wing
 from diffviewer.engine.kernel_degrees import DegreeChoice
 from diffviewer.engine.kernel_direction import Direction
 from diffviewer.engine.kernel_noise import SharedNoise
+from diffviewer.engine.kernel_region import RegionChoice
 from diffviewer.engine.psf import PsfEstimate
 from diffviewer.exposure import Exposure
 
@@ -194,6 +195,10 @@ class KernelFit:
     degree_choice : DegreeChoice or None
         The basis degrees compared by the held-out stars and the one chosen
         (:mod:`kernel_degrees`); None without a spatial fit or a choice to make.
+    region_choice : RegionChoice or None
+        The fit regions compared by the held-out stars and the one the spatial fit used
+        (:mod:`kernel_region`); None without a spatial fit, without the wing (one region)
+        or with ``kernel.fit_region`` set.
     """
 
     solution: KernelSolution
@@ -210,6 +215,7 @@ class KernelFit:
     regularization: float = float("nan")
     shared_noise: SharedNoise | None = None
     degree_choice: DegreeChoice | None = None
+    region_choice: RegionChoice | None = None
 
     def source_target(self, science: Exposure, template: Exposure) -> tuple[Exposure, Exposure]:
         """(convolved image, image it is matched to)."""

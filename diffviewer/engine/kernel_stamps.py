@@ -105,6 +105,41 @@ class StampFits:
     background_err: np.ndarray
     status: np.ndarray
     reason: np.ndarray
+    core: CoreEquations | None = None
+
+    def on_core(self) -> StampFits:
+        """These fits with the equations of the core region in place of the whole region's."""
+        if self.core is None:
+            raise ValueError("the stamps' core equations were not made")
+        c = self.core
+        return dataclasses.replace(
+            self,
+            normal=c.normal,
+            rhs=c.rhs,
+            target_power=c.target_power,
+            weight_sum=c.weight_sum,
+            core=None,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class CoreEquations:
+    """Each stamp's equations over the central part of its fit region alone, with the
+    weights and clipping of its fit over the whole region (:func:`fit_chunk`).
+
+    Attributes
+    ----------
+    half : int
+        Half-width (px) of the central part.
+    normal, rhs, target_power, weight_sum : numpy.ndarray
+        As :class:`StampFits`' (one row per candidate, zeros for stamps never fitted).
+    """
+
+    half: int
+    normal: np.ndarray
+    rhs: np.ndarray
+    target_power: np.ndarray
+    weight_sum: np.ndarray
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +159,25 @@ class _ChunkFit:
     resid_std: np.ndarray
     dof: np.ndarray
     power: np.ndarray
+    core: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None
+
+
+def central_pixels(fit_half: int, half: int) -> np.ndarray:
+    """Flat indices, in a fit region of half-width ``fit_half``, of its central square of
+    half-width ``half``.
+
+    Parameters
+    ----------
+    fit_half, half : int
+        Half-widths (px), ``half <= fit_half``.
+
+    Returns
+    -------
+    numpy.ndarray
+    """
+    side = 2 * fit_half + 1
+    inner = np.arange(fit_half - half, fit_half + half + 1)
+    return (inner[:, None] * side + inner[None, :]).ravel()
 
 
 def fit_chunk(
@@ -133,6 +187,7 @@ def fit_chunk(
     basis: np.ndarray,
     penalty: np.ndarray,
     fwhm: float,
+    core_half: int | None = None,
 ) -> _ChunkFit:
     """Fit the stamps ``idx`` (with their design) each with its own kernel, with clipping.
 
@@ -154,6 +209,9 @@ def fit_chunk(
         for each of the 44 chunks of the 2048 x 4096 pair, 0.07-0.1 s by cProfile).
     fwhm : float
         FWHM (px) of the broader PSF (:func:`kernel_outliers.clip_mask`, :data:`CORE_FWHM`).
+    core_half : int, optional
+        Also make each stamp's equations over the central square of this half-width,
+        with the final weights of the whole region's fit (:class:`CoreEquations`).
 
     Returns
     -------
@@ -200,7 +258,15 @@ def fit_chunk(
     c2, mu, sd = residual_stats(normalised_residuals(target, model, var_total), keep, nb + 1)
     star = stamp_model(design, np.nan_to_num(coef), nb)
     dof, power = star_power(star, var_total, keep, nb + 1)
-    return _ChunkFit(coef, okf, nrm, rh, yy, wsum, var_total, keep, c2, mu, sd, dof, power)
+    core = None
+    if core_half is not None:
+        at = central_pixels(stamps.fit_half, core_half)
+        weights = np.where(keep[:, at], 1.0 / var_fit[:, at], 0.0).astype(np.float32)
+        core = (
+            *stamp_equations(design[:, at], target[:, at], weights),
+            weights.sum(axis=1, dtype=np.float64),
+        )
+    return _ChunkFit(coef, okf, nrm, rh, yy, wsum, var_total, keep, c2, mu, sd, dof, power, core)
 
 
 def fit_stamps(
@@ -213,6 +279,7 @@ def fit_stamps(
     shape: tuple[int, int],
     config: KernelConfig,
     reporter: Reporter,
+    core_half: int | None = None,
 ) -> StampFits:
     """Fit each stamp's own kernel (with clipping) and reject the outliers.
 
@@ -235,6 +302,9 @@ def fit_stamps(
         Rejection limits.
     reporter : Reporter
         Progress and cancellation.
+    core_half : int, optional
+        Also make the stamps' equations over their central square of this half-width
+        (:class:`CoreEquations`).
 
     Returns
     -------
@@ -253,6 +323,11 @@ def fit_stamps(
     normal = np.zeros((n, nb + 1, nb + 1))
     rhs = np.zeros((n, nb + 1))
     target_power, weight_sum = np.zeros(n), np.zeros(n)
+    core = None
+    if core_half is not None:
+        core = CoreEquations(
+            core_half, np.zeros_like(normal), np.zeros_like(rhs), np.zeros(n), np.zeros(n)
+        )
     var_total = np.zeros((n, npix), dtype=np.float32)
     used = np.ones((n, npix), dtype=bool)
     fit_ok = np.zeros(n, dtype=bool)
@@ -262,7 +337,7 @@ def fit_stamps(
 
     def fit(chunk: slice) -> _ChunkFit:
         design = stamp_design(stamps, fitted[chunk], spectra)
-        return fit_chunk(stamps, fitted[chunk], design, basis, penalty, fwhm)
+        return fit_chunk(stamps, fitted[chunk], design, basis, penalty, fwhm, core_half)
 
     # Each chunk's stamps are fitted alone: on the run's lent threads when it has some.
     for chunk, f in zip(chunks, lent_map()(fit, chunks), strict=True):
@@ -272,6 +347,8 @@ def fit_stamps(
         var_total[i], used[i] = f.var_total, f.used
         chi2[i], rmean[i], rstd[i] = f.chi2, f.resid_mean, f.resid_std
         dof[i], power[i] = f.dof, f.power
+        if core is not None and f.core is not None:
+            core.normal[i], core.rhs[i], core.target_power[i], core.weight_sum[i] = f.core
         reporter.update(0.05 + 0.6 * chunk.stop / len(fitted))
     if len(fitted):
         sums = np.append(basis.sum(axis=(1, 2)), 0.0)
@@ -314,6 +391,7 @@ def fit_stamps(
         bg_err,
         status,
         reason,
+        core,
     )
 
 

@@ -191,8 +191,9 @@ def kernel_views(result: Any, n_grid: int = 7, n_shift: int = 16) -> dict[str, A
         f"{result.kernel.photometric_scale:.4f}; kernel sum {sums.min():.4f} to "
         f"{sums.max():.4f}; centroid shift up to {np.hypot(fdx, fdy).max():.3f} px"
     )
-    if result.kernel.degree_choice is not None:
-        info += f"; {result.kernel.degree_choice.describe()}"
+    for choice in (result.kernel.region_choice, result.kernel.degree_choice):
+        if choice is not None:
+            info += f"; {choice.describe()}"
     return {
         "mosaic": mosaic.image,
         "grid": grid,

@@ -375,9 +375,9 @@ def fit_kernel(
                 source_lags=config.noise_correction == "all",
             )
             terms, why = _noise_terms(cov, basis, config.noise_correction)
-        region = None
+        region = known = None
         if config.fit_region == "choose":
-            region = choose_region(
+            compared = choose_region(
                 fits,
                 (x, y),
                 shape,
@@ -388,6 +388,7 @@ def fit_kernel(
                 plan.fit_half,
                 terms,
             )
+            region, known = compared if compared is not None else (None, None)
         if fits.core is not None and (
             config.fit_region == "core" or (region is not None and region.chosen != plan.fit_half)
         ):
@@ -404,6 +405,7 @@ def fit_kernel(
             config.kernel_sum_order,
             config.regularization,
             terms,
+            known,
         )
         degrees = choice.chosen if choice is not None else config.degrees
         spatial_basis, spatial_fits, terms = on_degrees(

@@ -32,6 +32,7 @@ from diffviewer.engine.kernel_basis import BasisPlan, roughness_penalty
 from diffviewer.engine.kernel_noise import NoiseTerms, corrected_equations
 from diffviewer.engine.kernel_prior import (
     STRENGTH_GRID,
+    HeldOut,
     held_out_risk,
     stamp_folds,
     term_moments,
@@ -222,6 +223,7 @@ def choose_degrees(
     sum_order: int,
     regularization: float,
     noise: NoiseTerms | None,
+    known: HeldOut | None = None,
 ) -> DegreeChoice | None:
     """The degrees whose spatial fit best predicts the good stamps held out of it.
 
@@ -252,6 +254,9 @@ def choose_degrees(
         The stamps' expected noise per unit weight: the candidates are compared on the
         equations less it, or as measured where it leaves no candidate a proper posterior
         (as the spatial fit then does).
+    known : HeldOut, optional
+        The held-out chi^2 of ``degrees`` on these equations, already made
+        (:func:`kernel_region.choose_region`): used, not made again.
 
     Returns
     -------
@@ -277,8 +282,11 @@ def choose_degrees(
     maps = [basis_map(full, sub) for sub in subs]
     for normal, rhs, power in sets:
         fold = stamp_folds(power)
+        corrected = noise is not None and normal is not measured[0]
         risks = [
-            candidate_risk(
+            known.risk
+            if k == 0 and known is not None and known.corrected == corrected
+            else candidate_risk(
                 project_equations(normal, rhs, c),
                 power,
                 (p, q),
@@ -288,13 +296,13 @@ def choose_degrees(
                 fold,
                 strengths,
             )
-            for c, sub in zip(maps, subs, strict=True)
+            for k, (c, sub) in enumerate(zip(maps, subs, strict=True))
         ]
         least = [float(np.min(r)) for r in risks]
         if np.isfinite(least).any():
             best = int(np.argmin(least))
             strength = float(strengths[int(np.argmin(risks[best]))])
-            same = noise is None or normal is not measured[0]
+            same = noise is None or corrected
             return DegreeChoice(
                 tuple(candidates),
                 tuple(least),

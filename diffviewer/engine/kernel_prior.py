@@ -28,6 +28,9 @@ fold are not candidates.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
+
 import numpy as np
 import scipy.linalg
 
@@ -155,6 +158,23 @@ def solve_equations(big: np.ndarray, vec: np.ndarray) -> np.ndarray:
     return np.asarray(sol / scale)
 
 
+@dataclasses.dataclass(frozen=True)
+class HeldOut:
+    """One candidate's held-out chi^2 per stamp at each strength of :data:`STRENGTH_GRID`
+    (or the one configured), on its own equations, as a later choice would make it again.
+
+    Attributes
+    ----------
+    corrected : bool
+        Whether the equations were those less their expected noise (:mod:`kernel_noise`).
+    risk : numpy.ndarray
+        ``(len(strengths),)``.
+    """
+
+    corrected: bool
+    risk: np.ndarray
+
+
 def stamp_folds(target_power: np.ndarray) -> np.ndarray:
     """Each stamp's cross-validation fold: the stamps, ordered by their weighted target
     power ``y^T W y`` (their stars' brightness, whatever the basis), dealt into
@@ -177,21 +197,48 @@ def held_out_risk(
     moments: np.ndarray,
     fold: np.ndarray,
     strengths: np.ndarray,
-    scored: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
-    """The held-out chi^2 per stamp at each prior strength ``t``.
+    """The held-out chi^2 per stamp at each prior strength ``t``, on the equations fitted
+    (:func:`held_out_risks` with them as the one scored set)."""
+    (risk,) = held_out_risks(
+        normal,
+        rhs,
+        p,
+        q,
+        sum_terms,
+        penalty,
+        moments,
+        fold,
+        strengths,
+        [(normal, rhs, target_power)],
+    )
+    return risk
+
+
+def held_out_risks(
+    normal: np.ndarray,
+    rhs: np.ndarray,
+    p: np.ndarray,
+    q: np.ndarray,
+    sum_terms: int,
+    penalty: np.ndarray,
+    moments: np.ndarray,
+    fold: np.ndarray,
+    strengths: np.ndarray,
+    scored: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+) -> list[np.ndarray]:
+    """The held-out chi^2 per stamp at each prior strength ``t``, on each scored set.
 
     For each fold, the spatial model is fitted to the other folds' equations with the
     prior ``t * scale * R (x) S`` (:func:`strength_path`), and the fold's chi^2
-    ``y^T W y - 2 a^T b + a^T M a`` is summed over the folds: on the same equations, or
-    on ``scored`` (the same stamps' equations over other pixels).
+    ``y^T W y - 2 a^T b + a^T M a`` is summed over the folds, on each of ``scored``: the
+    same stamps' equations (normal, rhs, target power) over the pixels to be predicted.
+    One fit a fold serves every scored set.
 
     Parameters
     ----------
     normal, rhs : numpy.ndarray
         ``(n, nb + 1, nb + 1)``, ``(n, nb + 1)`` the stamps' equations without the prior.
-    target_power : numpy.ndarray
-        ``(n,)`` each stamp's ``y^T W y`` over the same weights and pixels.
     p, q : numpy.ndarray
         ``(n, ns)``, ``(n, nq)`` the spatial terms at the stamps.
     sum_terms : int
@@ -204,43 +251,44 @@ def held_out_risk(
         ``(n,)`` each stamp's fold (:func:`stamp_folds`; at least two folds).
     strengths : numpy.ndarray
         The ``t`` (in mean stamps) to try.
-    scored : (numpy.ndarray, numpy.ndarray, numpy.ndarray), optional
-        The equations (normal, rhs, target power) the held-out stamps are scored on;
-        the fitted ones when not given.
+    scored : sequence of (numpy.ndarray, numpy.ndarray, numpy.ndarray)
+        The equations the held-out stamps are scored on.
 
     Returns
     -------
-    numpy.ndarray
-        ``(len(strengths),)``, infinite where a fold's posterior is not positive definite.
+    list of numpy.ndarray
+        One ``(len(strengths),)`` array a scored set, infinite where a fold's posterior
+        is not positive definite.
     """
     k = int(fold.max()) + 1
-    parts = [
-        spatial_equations(normal[fold == f], rhs[fold == f], p[fold == f], q[fold == f])
-        for f in range(k)
-    ]
-    held = parts
-    if scored is not None:
-        s_normal, s_rhs, target_power = scored
-        held = [
-            spatial_equations(s_normal[fold == f], s_rhs[fold == f], p[fold == f], q[fold == f])
+
+    def by_fold(n_eq: np.ndarray, r_eq: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        return [
+            spatial_equations(n_eq[fold == f], r_eq[fold == f], p[fold == f], q[fold == f])
             for f in range(k)
         ]
+
+    parts = by_fold(normal, rhs)
+    held = [
+        parts if n_eq is normal and r_eq is rhs else by_fold(n_eq, r_eq) for n_eq, r_eq, _ in scored
+    ]
     total_big = np.sum([b for b, _ in parts], axis=0)
     total_vec = np.sum([v for _, v in parts], axis=0)
     free = free_parameters(len(total_vec), p.shape[1], sum_terms)
     prior = information_scale(normal, penalty) * spatial_prior(penalty, moments, q.shape[1])
     prior = prior[np.ix_(free, free)]
-    risk = np.zeros(len(strengths))
+    risks = [np.zeros(len(strengths)) for _ in scored]
     for f, (big_f, vec_f) in enumerate(parts):
         a, proper = strength_path(
             (total_big - big_f)[np.ix_(free, free)], (total_vec - vec_f)[free], prior, strengths
         )
-        big_h, vec_h = held[f]
-        bf = big_h[np.ix_(free, free)]
-        power = float(np.sum(target_power[fold == f]))
-        risk += power - 2.0 * vec_h[free] @ a + np.einsum("ij,ik,kj->j", a, bf, a)
-        risk[~proper] = np.inf
-    return risk / len(normal)
+        for risk, (_, _, power), folds in zip(risks, scored, held, strict=True):
+            big_h, vec_h = folds[f]
+            bf = big_h[np.ix_(free, free)]
+            held_power = float(np.sum(power[fold == f]))
+            risk += held_power - 2.0 * vec_h[free] @ a + np.einsum("ij,ik,kj->j", a, bf, a)
+            risk[~proper] = np.inf
+    return [risk / len(normal) for risk in risks]
 
 
 def strength_path(

@@ -29,7 +29,13 @@ import numpy as np
 from diffviewer.engine.field_terms import chebyshev_terms, n_terms
 from diffviewer.engine.kernel_basis import roughness_penalty
 from diffviewer.engine.kernel_noise import NoiseTerms, corrected_equations
-from diffviewer.engine.kernel_prior import STRENGTH_GRID, held_out_risk, stamp_folds, term_moments
+from diffviewer.engine.kernel_prior import (
+    STRENGTH_GRID,
+    HeldOut,
+    held_out_risks,
+    stamp_folds,
+    term_moments,
+)
 from diffviewer.engine.kernel_stamps import StampFits
 
 
@@ -99,8 +105,12 @@ def choose_region(
     basis: np.ndarray,
     fit_half: int,
     noise: NoiseTerms | None,
-) -> RegionChoice | None:
+) -> tuple[RegionChoice, HeldOut] | None:
     """Compare the kernel fitted on the whole region and on its core, on held-out cores.
+
+    Each region's spatial fit is cross-validated on the folds its own equations deal
+    (:func:`kernel_prior.stamp_folds`), as the later choices on the chosen region's
+    equations deal them, so that its cross-validation serves them too.
 
     Parameters
     ----------
@@ -127,47 +137,45 @@ def choose_region(
 
     Returns
     -------
-    RegionChoice or None
-        None without core equations or with fewer than two good stamps.
+    (RegionChoice, HeldOut) or None
+        The choice, and the chosen region's held-out chi^2 on its own equations (the
+        degree choice's first candidate: :func:`kernel_degrees.choose_degrees`). None
+        without core equations or with fewer than two good stamps.
     """
     core = fits.core
     good = np.nonzero(fits.status == "GOOD")[0]
     if core is None or len(good) < 2:
         return None
     x, y = (v[good] for v in xy)
-    terms = (chebyshev_terms(x, y, orders[0], shape), chebyshev_terms(x, y, orders[1], shape))
-    sum_terms = n_terms(min(sum_order, orders[0]))
-    moments = term_moments(orders[0], shape)
-    penalty = roughness_penalty(basis)
+    p, q = chebyshev_terms(x, y, orders[0], shape), chebyshev_terms(x, y, orders[1], shape)
+    sum_terms, moments = n_terms(min(sum_order, orders[0])), term_moments(orders[0], shape)
+    setup = (p, q, sum_terms, roughness_penalty(basis), moments)
     strengths = STRENGTH_GRID if regularization < 0 else np.array([regularization])
     regions = [
         (fits.normal[good], fits.rhs[good], fits.target_power[good], fits.weight_sum[good]),
         (core.normal[good], core.rhs[good], core.target_power[good], core.weight_sum[good]),
     ]
-    sets = [[r[:3] for r in regions]]
+    sets = [(False, [r[:3] for r in regions])]
     if noise is not None:
-        sets.insert(0, [corrected_equations(*r, noise) for r in regions])
-    for whole, inner in sets:
-        fold = stamp_folds(inner[2])
-        least = []
-        for fitted in (whole, inner):
-            try:
-                risk = held_out_risk(
-                    fitted[0],
-                    fitted[1],
-                    fitted[2],
-                    *terms,
-                    sum_terms,
-                    penalty,
-                    moments,
-                    fold,
-                    strengths,
-                    scored=inner,
-                )
-            except np.linalg.LinAlgError:
-                risk = np.full(len(strengths), np.inf)
-            least.append(float(np.min(risk)))
+        sets.insert(0, (True, [corrected_equations(*r, noise) for r in regions]))
+    for corrected, (whole, inner) in sets:
+        try:
+            on_core, on_whole = held_out_risks(
+                whole[0], whole[1], *setup, stamp_folds(whole[2]), strengths, [inner, whole]
+            )
+        except np.linalg.LinAlgError:
+            on_core = on_whole = np.full(len(strengths), np.inf)
+        try:
+            (core_on_core,) = held_out_risks(
+                inner[0], inner[1], *setup, stamp_folds(inner[2]), strengths, [inner]
+            )
+        except np.linalg.LinAlgError:
+            core_on_core = np.full(len(strengths), np.inf)
+        least = (float(np.min(on_core)), float(np.min(core_on_core)))
         if np.isfinite(least).any():
-            chosen = core.half if least[1] < least[0] else fit_half
-            return RegionChoice((fit_half, core.half), (least[0], least[1]), chosen, len(good))
+            take_core = least[1] < least[0]
+            choice = RegionChoice(
+                (fit_half, core.half), least, core.half if take_core else fit_half, len(good)
+            )
+            return choice, HeldOut(corrected, core_on_core if take_core else on_whole)
     return None

@@ -38,7 +38,7 @@ def test_a_choice_reads_back_from_its_record() -> None:
 def test_moffat_stars_keep_the_whole_region_and_their_kernel_sum() -> None:
     # The wide region constrains the Moffat wing's flux, which the core leaves to each
     # stamp's background: the held-out cores prefer the whole region on every seed tried
-    # (1, 4, 11-14: by 1.6-2.6 of chi^2 a stamp), and the kernel sum keeps within 0.3 % of
+    # (1, 4, 11-14: by 1.4-3.0 of chi^2 a stamp), and the kernel sum keeps within 0.3 % of
     # the truth; fitted on the core alone it is lower (1.2983 against 1.2993 on seed 1).
     pair = make_pair((768, 768), 800, seed=1, **MOFFAT)
     chosen = fit_kernel_to(pair.science, pair.template)
@@ -81,7 +81,7 @@ def test_a_crowded_frame_fits_the_core_and_its_stars_are_cleaner() -> None:
     # pyDIA 0060 minus 0012 (512^2, crowded; the science PSF 5.5 px, the template 4.8):
     # over the whole 47 px region the kernel left 5.7 % more bright-star rms than
     # HOTPANTS's difference (bench_direction.py), its kernel sum 1.786 against HOTPANTS's
-    # 1.754. The held-out cores prefer the 35 px core (chi^2 150.2 against 170.7 a
+    # 1.754. The held-out cores prefer the 35 px core (chi^2 150.2 against 168.8 a
     # stamp), which leaves 0.994 of HOTPANTS's there. Here, over the good kernel stars
     # among the 40 brightest, the rms about a 41 px box's median is lower with the core
     # for every one of 26 (median ratio 0.970); a region that changed nothing would leave

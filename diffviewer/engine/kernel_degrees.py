@@ -255,7 +255,7 @@ def choose_degrees(
         equations less it, or as measured where it leaves no candidate a proper posterior
         (as the spatial fit then does).
     known : HeldOut, optional
-        The held-out chi^2 of ``degrees`` on these equations, already made
+        The held-out chi^2 of ``degrees`` on these equations and folds, already made
         (:func:`kernel_region.choose_region`): used, not made again.
 
     Returns

@@ -199,8 +199,8 @@ def held_out_risk(
     strengths: np.ndarray,
 ) -> np.ndarray:
     """The held-out chi^2 per stamp at each prior strength ``t``, on the equations fitted
-    (:func:`held_out_risks` with them as the one scored set)."""
-    (risk,) = held_out_risks(
+    (:func:`held_out_risks` with them as the one scored set, summed over the folds)."""
+    (per_fold,) = held_out_risks(
         normal,
         rhs,
         p,
@@ -212,7 +212,7 @@ def held_out_risk(
         strengths,
         [(normal, rhs, target_power)],
     )
-    return risk
+    return per_fold.sum(axis=0) / len(normal)
 
 
 def held_out_risks(
@@ -227,13 +227,13 @@ def held_out_risks(
     strengths: np.ndarray,
     scored: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
 ) -> list[np.ndarray]:
-    """The held-out chi^2 per stamp at each prior strength ``t``, on each scored set.
+    """Each fold's held-out chi^2 at each prior strength ``t``, on each scored set.
 
     For each fold, the spatial model is fitted to the other folds' equations with the
     prior ``t * scale * R (x) S`` (:func:`strength_path`), and the fold's chi^2
-    ``y^T W y - 2 a^T b + a^T M a`` is summed over the folds, on each of ``scored``: the
-    same stamps' equations (normal, rhs, target power) over the pixels to be predicted.
-    One fit a fold serves every scored set.
+    ``y^T W y - 2 a^T b + a^T M a`` is found on each of ``scored``: the same stamps'
+    equations (normal, rhs, target power) over the pixels to be predicted. One fit a fold
+    serves every scored set.
 
     Parameters
     ----------
@@ -257,8 +257,8 @@ def held_out_risks(
     Returns
     -------
     list of numpy.ndarray
-        One ``(len(strengths),)`` array a scored set, infinite where a fold's posterior
-        is not positive definite.
+        One ``(folds, len(strengths))`` array a scored set, infinite at a strength where
+        a fold's posterior is not positive definite.
     """
     k = int(fold.max()) + 1
 
@@ -277,7 +277,7 @@ def held_out_risks(
     free = free_parameters(len(total_vec), p.shape[1], sum_terms)
     prior = information_scale(normal, penalty) * spatial_prior(penalty, moments, q.shape[1])
     prior = prior[np.ix_(free, free)]
-    risks = [np.zeros(len(strengths)) for _ in scored]
+    risks = [np.zeros((k, len(strengths))) for _ in scored]
     for f, (big_f, vec_f) in enumerate(parts):
         a, proper = strength_path(
             (total_big - big_f)[np.ix_(free, free)], (total_vec - vec_f)[free], prior, strengths
@@ -286,9 +286,9 @@ def held_out_risks(
             big_h, vec_h = folds[f]
             bf = big_h[np.ix_(free, free)]
             held_power = float(np.sum(power[fold == f]))
-            risk += held_power - 2.0 * vec_h[free] @ a + np.einsum("ij,ik,kj->j", a, bf, a)
-            risk[~proper] = np.inf
-    return [risk / len(normal) for risk in risks]
+            risk[f] = held_power - 2.0 * vec_h[free] @ a + np.einsum("ij,ik,kj->j", a, bf, a)
+            risk[:, ~proper] = np.inf
+    return risks
 
 
 def strength_path(

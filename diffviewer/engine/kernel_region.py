@@ -7,17 +7,20 @@ region cut close to the core leaves to each stamp's background (on the Moffat pa
 issue 12 the kernel sum came out 0.1-0.2 % lower with 3 FWHM). On real images the same
 pixels hold what no kernel model describes (crowded neighbours, the true wing's departure
 from the model's) and a fit over them can match the stars' cores worse: on the crowded
-pyDIA frame 0060 the wide region left 5.7 % more bright-star rms than HOTPANTS, 3 FWHM
-2.5 %.
+pyDIA frame 0060 the wide region left 5.7 % more bright-star rms than HOTPANTS's
+difference, its 3 FWHM core 0.6 % less.
 
 Which one a pair's kernel is fitted on is decided as the basis's degrees are
 (:mod:`kernel_degrees`): the spatial fit is made on either region's equations of all but
 one fold of the good stamps and scored on the held-out fold's equations over the *core*
 (:data:`kernel_basis.CORE_FIT_HALF_FWHM`), where a star's residual is what a user sees
-and detection meets; each candidate with its best prior strength. The core's equations
-come from the same stamp fits (their weights and clipping over the whole region), so the
-choice costs one more product over the core's pixels a stamp and two cross-validations.
-The whole region is kept unless the core predicts the held-out cores better.
+and detection meets; both on the same folds, each at its best prior strength. The core's
+equations come from the same stamp fits (their weights and clipping over the whole
+region), so the choice costs one more product over the core's pixels a stamp and two
+cross-validations (one when the whole region is kept: its cross-validation is then the
+degree choice's first candidate's). The whole region is kept unless the core predicts
+the held-out cores better by more than a standard error of the difference
+(:func:`core_margin`).
 """
 
 from __future__ import annotations
@@ -50,6 +53,9 @@ class RegionChoice:
     held_out_chi2 : (float, float)
         Held-out chi^2 per stamp over the held-out stamps' cores of the spatial fit made
         on each region (best prior strength each).
+    margin : float
+        One standard error of their difference (:func:`core_margin`): the core is
+        chosen when it is lower by more.
     chosen : int
         Half-width (px) of the region the kernel was fitted on.
     n_stamps : int
@@ -58,6 +64,7 @@ class RegionChoice:
 
     halves: tuple[int, int]
     held_out_chi2: tuple[float, float]
+    margin: float
     chosen: int
     n_stamps: int
 
@@ -66,6 +73,7 @@ class RegionChoice:
         return {
             "fit_half_px": list(self.halves),
             "held_out_chi2_per_stamp": [round(v, 3) for v in self.held_out_chi2],
+            "standard_error_per_stamp": round(self.margin, 3),
             "chosen_fit_half_px": self.chosen,
             "stamps": self.n_stamps,
             "scored_on": "the held-out stamps' cores",
@@ -80,6 +88,7 @@ class RegionChoice:
         return cls(
             (int(halves[0]), int(halves[1])),
             (float(chi2[0]), float(chi2[1])),
+            float(str(record["standard_error_per_stamp"])),
             int(str(record["chosen_fit_half_px"])),
             int(str(record["stamps"])),
         )
@@ -91,7 +100,8 @@ class RegionChoice:
         return (
             f"fit region: the {which} ({2 * self.chosen + 1} px) by {self.n_stamps} stamps "
             f"held out (chi^2 of their cores per stamp: whole {2 * whole + 1} px "
-            f"{c_whole:.1f}, core {2 * core + 1} px {c_core:.1f})"
+            f"{c_whole:.1f}, core {2 * core + 1} px {c_core:.1f}, standard error of the "
+            f"difference {self.margin:.1f})"
         )
 
 
@@ -105,12 +115,12 @@ def choose_region(
     basis: np.ndarray,
     fit_half: int,
     noise: NoiseTerms | None,
-) -> tuple[RegionChoice, HeldOut] | None:
+) -> tuple[RegionChoice, HeldOut | None] | None:
     """Compare the kernel fitted on the whole region and on its core, on held-out cores.
 
-    Each region's spatial fit is cross-validated on the folds its own equations deal
-    (:func:`kernel_prior.stamp_folds`), as the later choices on the chosen region's
-    equations deal them, so that its cross-validation serves them too.
+    Both regions' spatial fits are cross-validated on the folds the whole region's
+    equations deal (:func:`kernel_prior.stamp_folds`), as the degree choice deals them
+    when that region is kept.
 
     Parameters
     ----------
@@ -137,10 +147,12 @@ def choose_region(
 
     Returns
     -------
-    (RegionChoice, HeldOut) or None
-        The choice, and the chosen region's held-out chi^2 on its own equations (the
-        degree choice's first candidate: :func:`kernel_degrees.choose_degrees`). None
-        without core equations or with fewer than two good stamps.
+    (RegionChoice, HeldOut or None) or None
+        The choice, and the whole region's held-out chi^2 on its own equations when it is
+        kept (the degree choice's first candidate, on the same folds:
+        :func:`kernel_degrees.choose_degrees`). None without core equations, with fewer
+        than two good stamps, or where neither set of equations gives both a proper
+        posterior.
     """
     core = fits.core
     good = np.nonzero(fits.status == "GOOD")[0]
@@ -159,23 +171,51 @@ def choose_region(
     if noise is not None:
         sets.insert(0, (True, [corrected_equations(*r, noise) for r in regions]))
     for corrected, (whole, inner) in sets:
+        fold = stamp_folds(whole[2])
         try:
             on_core, on_whole = held_out_risks(
-                whole[0], whole[1], *setup, stamp_folds(whole[2]), strengths, [inner, whole]
+                whole[0], whole[1], *setup, fold, strengths, [inner, whole]
             )
+            (core_on_core,) = held_out_risks(inner[0], inner[1], *setup, fold, strengths, [inner])
         except np.linalg.LinAlgError:
-            on_core = on_whole = np.full(len(strengths), np.inf)
-        try:
-            (core_on_core,) = held_out_risks(
-                inner[0], inner[1], *setup, stamp_folds(inner[2]), strengths, [inner]
-            )
-        except np.linalg.LinAlgError:
-            core_on_core = np.full(len(strengths), np.inf)
-        least = (float(np.min(on_core)), float(np.min(core_on_core)))
-        if np.isfinite(least).any():
-            take_core = least[1] < least[0]
-            choice = RegionChoice(
-                (fit_half, core.half), least, core.half if take_core else fit_half, len(good)
-            )
-            return choice, HeldOut(corrected, core_on_core if take_core else on_whole)
+            continue
+        per_stamp = [r.sum(axis=0) / len(good) for r in (on_core, core_on_core)]
+        best = [int(np.argmin(r)) for r in per_stamp]
+        least = (float(per_stamp[0][best[0]]), float(per_stamp[1][best[1]]))
+        if not np.isfinite(least).all():
+            continue
+        margin = core_margin(on_core[:, best[0]], core_on_core[:, best[1]], len(good))
+        take_core = least[0] - least[1] > margin
+        choice = RegionChoice(
+            (fit_half, core.half), least, margin, core.half if take_core else fit_half, len(good)
+        )
+        return choice, None if take_core else HeldOut(corrected, on_whole.sum(axis=0) / len(good))
     return None
+
+
+def core_margin(whole: np.ndarray, core: np.ndarray, n_stamps: int) -> float:
+    """One standard error of the difference of two candidates' held-out chi^2 per stamp,
+    from their paired folds: the core must predict better by more than this to be chosen.
+
+    The one-standard-error rule of cross-validation (Breiman et al. 1984, *Classification
+    and Regression Trees*, section 3.4.3; Hastie, Tibshirani & Friedman 2009, *The
+    Elements of Statistical Learning*, section 7.10): of two models whose held-out errors
+    differ by less than the difference's own noise, the one the data do not single out
+    is kept, here the whole region, whose wing flux the synthetic pairs need.
+
+    Parameters
+    ----------
+    whole, core : numpy.ndarray
+        ``(folds,)`` each fold's held-out chi^2 (summed over its stamps) of the two
+        candidates, at each one's best strength, on the same folds.
+    n_stamps : int
+        Stamps over all folds.
+
+    Returns
+    -------
+    float
+        ``sqrt(folds) * std(whole - core) / n_stamps`` (the folds' differences taken as
+        independent draws).
+    """
+    diff = whole - core
+    return float(np.sqrt(diff.size) * np.std(diff, ddof=1) / n_stamps)

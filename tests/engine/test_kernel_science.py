@@ -148,26 +148,6 @@ def bright_star_residual(fit, difference) -> tuple[float, float]:
     return float(np.median(out)), float(np.percentile(out, 90))
 
 
-def aperture_ratio(science, template, tab, fwhm: float, radius: float) -> float:
-    """Median over the good kernel stars (``tab``) of their science / template flux within
-    ``radius`` FWHM, each image's sky the median of the annulus 8-10 FWHM around the star."""
-    half = int(np.ceil(10 * fwhm))
-    dy, dx = np.mgrid[-half : half + 1, -half : half + 1]
-    r = np.hypot(dx, dy) / fwhm
-    inner, annulus = r <= radius, (r >= 8) & (r <= 10)
-    ratios = []
-    good = np.asarray(tab["status"]) == "GOOD"
-    for x, y in zip(np.asarray(tab["x"])[good], np.asarray(tab["y"])[good], strict=True):
-        ix, iy = round(float(x)), round(float(y))
-        if half <= ix < science.shape[1] - half and half <= iy < science.shape[0] - half:
-            box = (slice(iy - half, iy + half + 1), slice(ix - half, ix + half + 1))
-            a, b = science.image[box].astype(float), template.image[box].astype(float)
-            flux_a = np.sum(a[inner] - np.median(a[annulus]))
-            flux_b = np.sum(b[inner] - np.median(b[annulus]))
-            ratios.append(flux_a / flux_b)
-    return float(np.median(ratios))
-
-
 @pytest.mark.slow
 def test_goto_auto_convolves_the_science_and_halves_the_bright_star_residual() -> None:
     science = read_exposure(data_path("goto/1.fits"))
@@ -200,13 +180,6 @@ def test_goto_auto_convolves_the_science_and_halves_the_bright_star_residual() -
     assert np.sum(np.asarray(tab["status"])[brightest] == "BAD") <= 5
     # Before: 0.977 (template convolved by an 11 px kernel). HOTPANTS, science convolved:
     # 1.0005 in the issue's run, 0.998 at the image centre in bench_peers_science.py's;
-    # the stars' own flux ratios span 0.99-1.05 with brightness. The kernel stars' median
-    # science / template flux in apertures of 2 to 6 FWHM (sky from 8-10 FWHM) is
-    # 0.992-1.002 by radius: the sum is defined to that range, which it must fall in
-    # (0.9941 fitted on the stamps' cores, which the held-out stars choose here; 0.9965
-    # on the whole region, 1.0008 without the brightest stamps).
-    fwhm = max(auto[0].science_psf.fwhm, auto[0].template_psf.fwhm)
-    ratios = [aperture_ratio(science, template, tab, fwhm, k) for k in range(2, 7)]
-    print(f"stars' aperture flux ratios at 2-6 FWHM: {np.round(ratios, 4)}")
-    assert min(ratios) <= auto[0].photometric_scale <= max(ratios)
-    assert max(ratios) - min(ratios) < 0.015
+    # the stars' own flux ratios span 0.99-1.05 with brightness, so 0.3 % is as close as
+    # the sum is defined. With the brightest stamps kept: 0.9965 (1.0008 without them).
+    assert auto[0].photometric_scale == pytest.approx(0.998, abs=3e-3)

@@ -13,10 +13,12 @@ data flows:
 5. :mod:`kernel_stamps`: each stamp's own fit with pixel clipping, stamp rejection;
 6. :mod:`kernel_noise`: the two images' noise covariances on sky, and the noise they put
    into the stamps' equations;
-7. :mod:`kernel_degrees`: the basis's polynomial degrees, chosen by the stars held out;
-8. :mod:`kernel_spatial`: the spatially varying model from the good stamps' equations less
+7. :mod:`kernel_region`: the fit region (with the wing: the whole, or its core), chosen
+   by the stars held out;
+8. :mod:`kernel_degrees`: the basis's polynomial degrees, chosen by the stars held out;
+9. :mod:`kernel_spatial`: the spatially varying model from the good stamps' equations less
    that noise, with its prior's strength chosen from the data (:mod:`kernel_prior`);
-9. :mod:`kernel_solution`: the result, evaluable at any (x, y).
+10. :mod:`kernel_solution`: the result, evaluable at any (x, y).
 
 Imports point down this list, but for :mod:`kernel_direction`, which compares the two
 directions' kernels from the PSFs (:mod:`kernel_basis`, :mod:`kernel_design`).
@@ -56,6 +58,7 @@ from diffviewer.engine.kernel_noise import (
     noise_terms,
     shared_covariance,
 )
+from diffviewer.engine.kernel_prior import HeldOut
 from diffviewer.engine.kernel_region import RegionChoice, choose_region
 from diffviewer.engine.kernel_solution import KernelFit, KernelSolution
 from diffviewer.engine.kernel_spatial import fit_spatial, usable_orders
@@ -375,7 +378,7 @@ def fit_kernel(
                 source_lags=config.noise_correction == "all",
             )
             terms, why = _noise_terms(cov, basis, config.noise_correction)
-        region = known = None
+        known: HeldOut | None = None
         if config.fit_region == "choose":
             compared = choose_region(
                 fits,
@@ -388,7 +391,8 @@ def fit_kernel(
                 plan.fit_half,
                 terms,
             )
-            region, known = compared if compared is not None else (None, None)
+            if compared is not None:
+                region, known = compared
         if fits.core is not None and (
             config.fit_region == "core" or (region is not None and region.chosen != plan.fit_half)
         ):

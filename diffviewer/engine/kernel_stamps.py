@@ -88,6 +88,9 @@ class StampFits:
         ``(n,)``.
     status, reason : numpy.ndarray
         ``(n,)`` object: GOOD/BAD/CONTROL, and why BAD.
+    core : CoreEquations or None
+        The same stamps' equations over the central part of the region, when asked for
+        (:mod:`kernel_region`).
     """
 
     coef: np.ndarray

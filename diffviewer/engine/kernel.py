@@ -58,7 +58,7 @@ from diffviewer.engine.kernel_noise import (
     noise_terms,
     shared_covariance,
 )
-from diffviewer.engine.kernel_prior import HeldOut
+from diffviewer.engine.kernel_prior import HeldOut, HeldOutSetting
 from diffviewer.engine.kernel_region import RegionChoice, choose_region
 from diffviewer.engine.kernel_solution import KernelFit, KernelSolution
 from diffviewer.engine.kernel_spatial import fit_spatial, usable_orders
@@ -379,18 +379,16 @@ def fit_kernel(
             )
             terms, why = _noise_terms(cov, basis, config.noise_correction)
         known: HeldOut | None = None
+        setting = HeldOutSetting(
+            (x, y),
+            shape,
+            (order, bg_order),
+            config.kernel_sum_order,
+            config.regularization,
+            terms,
+        )
         if config.fit_region == "choose":
-            compared = choose_region(
-                fits,
-                (x, y),
-                shape,
-                (order, bg_order),
-                config.kernel_sum_order,
-                config.regularization,
-                basis,
-                plan.fit_half,
-                terms,
-            )
+            compared = choose_region(fits, basis, plan.fit_half, setting)
             if compared is not None:
                 region, known = compared
         if fits.core is not None and (
@@ -398,18 +396,7 @@ def fit_kernel(
         ):
             fits = fits.on_core()
         choice = choose_degrees(
-            plan,
-            basis,
-            config.degrees,
-            config.degree_steps,
-            fits,
-            (x, y),
-            shape,
-            (order, bg_order),
-            config.kernel_sum_order,
-            config.regularization,
-            terms,
-            known,
+            plan, basis, config.degrees, config.degree_steps, fits, setting, known
         )
         degrees = choice.chosen if choice is not None else config.degrees
         spatial_basis, spatial_fits, terms = on_degrees(

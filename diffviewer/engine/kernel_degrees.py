@@ -27,15 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from diffviewer.engine.field_terms import chebyshev_terms, n_terms
 from diffviewer.engine.kernel_basis import BasisPlan, roughness_penalty
-from diffviewer.engine.kernel_noise import NoiseTerms, corrected_equations
+from diffviewer.engine.kernel_noise import NoiseTerms
 from diffviewer.engine.kernel_prior import (
-    STRENGTH_GRID,
     HeldOut,
-    held_out_risk,
+    HeldOutSetting,
+    held_out_risks,
     stamp_folds,
-    term_moments,
 )
 from diffviewer.engine.kernel_stamps import StampFits
 
@@ -217,12 +215,7 @@ def choose_degrees(
     degrees: tuple[int, ...],
     steps: int,
     fits: StampFits,
-    xy: tuple[np.ndarray, np.ndarray],
-    shape: tuple[int, int],
-    orders: tuple[int, int],
-    sum_order: int,
-    regularization: float,
-    noise: NoiseTerms | None,
+    setting: HeldOutSetting,
     known: HeldOut | None = None,
 ) -> DegreeChoice | None:
     """The degrees whose spatial fit best predicts the good stamps held out of it.
@@ -239,21 +232,8 @@ def choose_degrees(
         ``kernel.degree_steps`` (:func:`candidate_degrees`).
     fits : StampFits
         The stamps' own fits and equations.
-    xy : (numpy.ndarray, numpy.ndarray)
-        The stamps' positions (science px).
-    shape : (int, int)
-        Image shape.
-    orders : (int, int)
-        Kernel and background spatial orders.
-    sum_order : int
-        ``kernel.kernel_sum_order``.
-    regularization : float
-        ``kernel.regularization``: the strength compared at when 0 or more, else every
-        strength of :data:`kernel_prior.STRENGTH_GRID`.
-    noise : NoiseTerms or None
-        The stamps' expected noise per unit weight: the candidates are compared on the
-        equations less it, or as measured where it leaves no candidate a proper posterior
-        (as the spatial fit then does).
+    setting : HeldOutSetting
+        The stamps' positions, the spatial model, the strengths and the noise.
     known : HeldOut, optional
         The held-out chi^2 of ``degrees`` on these equations and folds, already made
         (:func:`kernel_region.choose_region`): used, not made again.
@@ -268,21 +248,13 @@ def choose_degrees(
     good = np.nonzero(fits.status == "GOOD")[0]
     if len(candidates) < 2 or len(good) < 2:
         return None
-    x, y = (v[good] for v in xy)
-    p = chebyshev_terms(x, y, orders[0], shape)
-    q = chebyshev_terms(x, y, orders[1], shape)
-    sum_terms = n_terms(min(sum_order, orders[0]))
-    moments = term_moments(orders[0], shape)
-    strengths = STRENGTH_GRID if regularization < 0 else np.array([regularization])
-    measured = (fits.normal[good], fits.rhs[good], fits.target_power[good])
-    sets = [measured]
-    if noise is not None:
-        sets.insert(0, corrected_equations(*measured, fits.weight_sum[good], noise))
+    p, q, sum_terms, moments = setting.terms(good)
+    strengths = setting.strengths()
+    stamps = (fits.normal[good], fits.rhs[good], fits.target_power[good], fits.weight_sum[good])
     subs = [plan.basis(c) for c in candidates]
     maps = [basis_map(full, sub) for sub in subs]
-    for normal, rhs, power in sets:
+    for corrected, ((normal, rhs, power),) in setting.equation_sets([stamps]):
         fold = stamp_folds(power)
-        corrected = noise is not None and normal is not measured[0]
         risks = [
             known.risk
             if k == 0 and known is not None and known.corrected == corrected
@@ -302,13 +274,12 @@ def choose_degrees(
         if np.isfinite(least).any():
             best = int(np.argmin(least))
             strength = float(strengths[int(np.argmin(risks[best]))])
-            same = noise is None or corrected
             return DegreeChoice(
                 tuple(candidates),
                 tuple(least),
                 candidates[best],
                 len(good),
-                strength if same else None,
+                strength if setting.noise is None or corrected else None,
             )
     return None
 
@@ -323,19 +294,21 @@ def candidate_risk(
     fold: np.ndarray,
     strengths: np.ndarray,
 ) -> np.ndarray:
-    """A candidate's :func:`kernel_prior.held_out_risk` at each of ``strengths``, on its
-    ``basis``'s ``equations`` (normal, rhs); infinite where no strength gives a proper
-    posterior or the prior cannot make the equations positive definite."""
+    """A candidate's held-out chi^2 per stamp at each of ``strengths``
+    (:func:`kernel_prior.held_out_risks`), on its ``basis``'s ``equations`` (normal, rhs),
+    fitted and scored; infinite where no strength gives a proper posterior or the prior
+    cannot make the equations positive definite."""
     try:
-        return held_out_risk(
+        (per_fold,) = held_out_risks(
             *equations,
-            power,
             *terms,
             sum_terms,
             roughness_penalty(basis),
             moments,
             fold,
             strengths,
+            [(*equations, power)],
         )
     except np.linalg.LinAlgError:
         return np.full(len(strengths), np.inf)
+    return per_fold.sum(axis=0) / len(power)

@@ -34,7 +34,8 @@ from collections.abc import Sequence
 import numpy as np
 import scipy.linalg
 
-from diffviewer.engine.field_terms import chebyshev_terms
+from diffviewer.engine.field_terms import chebyshev_terms, n_terms
+from diffviewer.engine.kernel_noise import NoiseTerms, corrected_equations
 
 #: Candidate strengths ``t`` (prior weight in mean stamps), a quarter decade apart; the
 #: lowest barely touches a 1000-stamp fit, the highest is ten stamps' worth.
@@ -159,6 +160,77 @@ def solve_equations(big: np.ndarray, vec: np.ndarray) -> np.ndarray:
 
 
 @dataclasses.dataclass(frozen=True)
+class HeldOutSetting:
+    """What every comparison of spatial fits by the stamps held out shares (the fit
+    region's, the degrees'): where the stamps are, the spatial model, the prior's
+    strengths tried and the stamps' expected noise.
+
+    Attributes
+    ----------
+    xy : (numpy.ndarray, numpy.ndarray)
+        Candidate positions (science px).
+    shape : (int, int)
+        Image shape.
+    orders : (int, int)
+        Kernel and background spatial orders.
+    sum_order : int
+        ``kernel.kernel_sum_order``.
+    regularization : float
+        ``kernel.regularization``: the strength compared at when 0 or more, else every
+        strength of :data:`STRENGTH_GRID`.
+    noise : NoiseTerms or None
+        The stamps' expected noise per unit weight (:mod:`kernel_noise`): candidates are
+        compared on their equations less it, or as measured where that leaves none a
+        proper posterior (as the spatial fit then does).
+    """
+
+    xy: tuple[np.ndarray, np.ndarray]
+    shape: tuple[int, int]
+    orders: tuple[int, int]
+    sum_order: int
+    regularization: float
+    noise: NoiseTerms | None
+
+    def strengths(self) -> np.ndarray:
+        """The prior strengths compared at."""
+        return STRENGTH_GRID if self.regularization < 0 else np.array([self.regularization])
+
+    def terms(self, good: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
+        """The kernel's and the background's spatial terms at the stamps ``good``, the
+        kernel sum's terms and the kernel terms' moments (:func:`held_out_risks`)."""
+        x, y = (v[good] for v in self.xy)
+        kernel_order, bg_order = self.orders
+        return (
+            chebyshev_terms(x, y, kernel_order, self.shape),
+            chebyshev_terms(x, y, bg_order, self.shape),
+            n_terms(min(self.sum_order, kernel_order)),
+            term_moments(kernel_order, self.shape),
+        )
+
+    def equation_sets(
+        self, stamps: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
+    ) -> list[tuple[bool, list[tuple[np.ndarray, np.ndarray, np.ndarray]]]]:
+        """The stamps' equations to compare on, in turn: less their expected noise (when
+        known; ``True``), then as measured.
+
+        Parameters
+        ----------
+        stamps : sequence of (numpy.ndarray, numpy.ndarray, numpy.ndarray, numpy.ndarray)
+            Sets of the same stamps' normal matrices, right-hand sides, target powers and
+            weight sums.
+
+        Returns
+        -------
+        list of (bool, list of (numpy.ndarray, numpy.ndarray, numpy.ndarray))
+            Whether corrected, and each set's (normal, rhs, target power).
+        """
+        sets = [(False, [eq[:3] for eq in stamps])]
+        if self.noise is not None:
+            sets.insert(0, (True, [corrected_equations(*eq, self.noise) for eq in stamps]))
+        return sets
+
+
+@dataclasses.dataclass(frozen=True)
 class HeldOut:
     """One candidate's held-out chi^2 per stamp at each strength of :data:`STRENGTH_GRID`
     (or the one configured), on its own equations, as a later choice would make it again.
@@ -184,35 +256,6 @@ def stamp_folds(target_power: np.ndarray) -> np.ndarray:
     fold = np.empty(n, dtype=int)
     fold[np.argsort(-target_power, kind="stable")] = np.arange(n) % min(FOLDS, n)
     return fold
-
-
-def held_out_risk(
-    normal: np.ndarray,
-    rhs: np.ndarray,
-    target_power: np.ndarray,
-    p: np.ndarray,
-    q: np.ndarray,
-    sum_terms: int,
-    penalty: np.ndarray,
-    moments: np.ndarray,
-    fold: np.ndarray,
-    strengths: np.ndarray,
-) -> np.ndarray:
-    """The held-out chi^2 per stamp at each prior strength ``t``, on the equations fitted
-    (:func:`held_out_risks` with them as the one scored set, summed over the folds)."""
-    (per_fold,) = held_out_risks(
-        normal,
-        rhs,
-        p,
-        q,
-        sum_terms,
-        penalty,
-        moments,
-        fold,
-        strengths,
-        [(normal, rhs, target_power)],
-    )
-    return per_fold.sum(axis=0) / len(normal)
 
 
 def held_out_risks(
@@ -343,11 +386,11 @@ def prior_strength(
 ) -> float:
     """The strength ``t`` to use: ``requested`` when it is 0 or more (``kernel.regularization``),
     else the ``t`` of :data:`STRENGTH_GRID` that best predicts the stamps held out, of least
-    :func:`held_out_risk` over the folds of :func:`stamp_folds` (with one stamp nothing can
+    :func:`held_out_risks` over the folds of :func:`stamp_folds` (with one stamp nothing can
     be held out: :data:`SINGLE_STAMP_STRENGTH`).
 
-    Parameters are those of :func:`held_out_risk` without the folds and strengths, after
-    ``requested``.
+    Parameters, after ``requested``: the stamps' equations and target powers, which are
+    both fitted and scored, then those of :func:`held_out_risks` up to the folds.
 
     Returns
     -------
@@ -365,9 +408,19 @@ def prior_strength(
     if len(normal) < 2:
         return SINGLE_STAMP_STRENGTH
     fold = stamp_folds(target_power)
-    risk = held_out_risk(
-        normal, rhs, target_power, p, q, sum_terms, penalty, moments, fold, STRENGTH_GRID
+    (per_fold,) = held_out_risks(
+        normal,
+        rhs,
+        p,
+        q,
+        sum_terms,
+        penalty,
+        moments,
+        fold,
+        STRENGTH_GRID,
+        [(normal, rhs, target_power)],
     )
+    risk = per_fold.sum(axis=0) / len(normal)
     if not np.isfinite(risk).any():
         raise np.linalg.LinAlgError("no strength makes every fold's posterior proper")
     return float(STRENGTH_GRID[int(np.argmin(risk))])

@@ -29,15 +29,12 @@ import dataclasses
 
 import numpy as np
 
-from diffviewer.engine.field_terms import chebyshev_terms, n_terms
 from diffviewer.engine.kernel_basis import roughness_penalty
-from diffviewer.engine.kernel_noise import NoiseTerms, corrected_equations
 from diffviewer.engine.kernel_prior import (
-    STRENGTH_GRID,
     HeldOut,
+    HeldOutSetting,
     held_out_risks,
     stamp_folds,
-    term_moments,
 )
 from diffviewer.engine.kernel_stamps import StampFits
 
@@ -106,15 +103,7 @@ class RegionChoice:
 
 
 def choose_region(
-    fits: StampFits,
-    xy: tuple[np.ndarray, np.ndarray],
-    shape: tuple[int, int],
-    orders: tuple[int, int],
-    sum_order: int,
-    regularization: float,
-    basis: np.ndarray,
-    fit_half: int,
-    noise: NoiseTerms | None,
+    fits: StampFits, basis: np.ndarray, fit_half: int, setting: HeldOutSetting
 ) -> tuple[RegionChoice, HeldOut | None] | None:
     """Compare the kernel fitted on the whole region and on its core, on held-out cores.
 
@@ -126,24 +115,12 @@ def choose_region(
     ----------
     fits : StampFits
         The stamps' fits over the whole region, with their core's equations.
-    xy : (numpy.ndarray, numpy.ndarray)
-        Candidate positions (science px).
-    shape : (int, int)
-        Image shape.
-    orders : (int, int)
-        Kernel and background spatial orders.
-    sum_order : int
-        Spatial order of the kernel sum.
-    regularization : float
-        The prior's strength (< 0: chosen from the data, every strength of the grid
-        tried).
     basis : numpy.ndarray
         The basis the stamps were fitted on.
     fit_half : int
         Half-width (px) of the whole region.
-    noise : NoiseTerms or None
-        The stamps' expected noise per unit weight: both regions are compared on their
-        equations less it, or as measured where that leaves no proper posterior.
+    setting : HeldOutSetting
+        The stamps' positions, the spatial model, the strengths and the noise.
 
     Returns
     -------
@@ -158,19 +135,14 @@ def choose_region(
     good = np.nonzero(fits.status == "GOOD")[0]
     if core is None or len(good) < 2:
         return None
-    x, y = (v[good] for v in xy)
-    p, q = chebyshev_terms(x, y, orders[0], shape), chebyshev_terms(x, y, orders[1], shape)
-    sum_terms, moments = n_terms(min(sum_order, orders[0])), term_moments(orders[0], shape)
+    p, q, sum_terms, moments = setting.terms(good)
     setup = (p, q, sum_terms, roughness_penalty(basis), moments)
-    strengths = STRENGTH_GRID if regularization < 0 else np.array([regularization])
+    strengths = setting.strengths()
     regions = [
         (fits.normal[good], fits.rhs[good], fits.target_power[good], fits.weight_sum[good]),
         (core.normal[good], core.rhs[good], core.target_power[good], core.weight_sum[good]),
     ]
-    sets = [(False, [r[:3] for r in regions])]
-    if noise is not None:
-        sets.insert(0, (True, [corrected_equations(*r, noise) for r in regions]))
-    for corrected, (whole, inner) in sets:
+    for corrected, (whole, inner) in setting.equation_sets(regions):
         fold = stamp_folds(whole[2])
         try:
             on_core, on_whole = held_out_risks(

@@ -419,25 +419,10 @@ def convolve(
 ) -> list[np.ndarray]:
     """Images convolved each with its own small centred kernel, zeros beyond their edges.
 
-    :func:`convolve_field` with one node: the images are cut into tiles of at most
-    :data:`MAX_TILE_FFT` px (with the kernels' reach around each), every tile on one
-    FFT grid, the kernels' spectra computed once.
-
-    Parameters
-    ----------
-    shape : (int, int)
-        Shape of the images (px).
-    planes : callable
-        ``planes(box)``: the images on ``box`` (a pair of slices), in ``kernels``' order.
-    kernels : tuple of numpy.ndarray
-        Centred kernels (odd sides).
-    update : callable
-        Called with the fraction (0 to 1) done (progress, cancellation).
-
-    Returns
-    -------
-    list of numpy.ndarray
-        The convolved images (float32, of ``shape``).
+    :func:`convolve_field` with one node, whose ``kernels`` (centred, odd sides) hold
+    everywhere: the images are cut into tiles of at most :data:`MAX_TILE_FFT` px (with
+    the kernels' reach around each), every tile on one FFT grid, the kernels' spectra
+    computed once.
     """
     centre = ((shape[1] - 1) / 2.0,), ((shape[0] - 1) / 2.0,)
     return convolve_field(shape, planes, *centre, ((kernels,),), update)

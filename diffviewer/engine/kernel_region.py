@@ -26,6 +26,7 @@ the held-out cores better by more than a standard error of the difference
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 
@@ -77,17 +78,16 @@ class RegionChoice:
         }
 
     @classmethod
-    def from_dict(cls, record: dict[str, object]) -> RegionChoice:
-        """The choice read back from :meth:`as_dict`'s record."""
-        halves = record["fit_half_px"]
-        chi2 = record["held_out_chi2_per_stamp"]
-        assert isinstance(halves, list) and isinstance(chi2, list)
+    def from_dict(cls, record: dict[str, Any]) -> RegionChoice:
+        """The inverse of :meth:`as_dict` (a saved run's record)."""
+        whole, core = record["fit_half_px"]
+        chi2_whole, chi2_core = record["held_out_chi2_per_stamp"]
         return cls(
-            (int(halves[0]), int(halves[1])),
-            (float(chi2[0]), float(chi2[1])),
-            float(str(record["standard_error_per_stamp"])),
-            int(str(record["chosen_fit_half_px"])),
-            int(str(record["stamps"])),
+            (int(whole), int(core)),
+            (float(chi2_whole), float(chi2_core)),
+            float(record["standard_error_per_stamp"]),
+            int(record["chosen_fit_half_px"]),
+            int(record["stamps"]),
         )
 
     def describe(self) -> str:

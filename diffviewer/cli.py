@@ -94,10 +94,9 @@ def _build_run_parser(prog: str) -> argparse.ArgumentParser:
         default=None,
         metavar="N",
         help="threads for the tiles of the convolutions and the chunks of kernel stamps, "
-        "all allocating from one heap (default: 2 on two cores or more when the science "
-        "image is at least two convolution tiles on its shorter side, else 1; on 2 cores, 2 "
-        "shortened runs of 1850^2 to 4096^2 px by 8-16 %% at the same peak memory); the "
-        "outputs are the same",
+        "all allocating from one heap (default: 2 on two cores or more, else 1; on 2 "
+        "cores, 2 shortened runs of 1024^2 to 4096^2 px by 8-16 %% at the same peak "
+        "memory); the outputs are the same",
     )
     _add_output_options(parser)
     return parser
@@ -280,8 +279,8 @@ def run_pair(
         :func:`diffviewer.outputs.write_outputs`).
     threads : int or None
         Threads lent to the engine (:mod:`diffviewer.engine.lent`; 1: none beside this
-        one; None: as many as the science image is worth,
-        :func:`~diffviewer.engine.tiles.threads_worth_lending`).
+        one; None: as many as are worth it,
+        :func:`~diffviewer.engine.lent.threads_worth_lending`).
 
     Returns
     -------
@@ -325,14 +324,13 @@ def run_pair(
         # than they save. Set here, where no other thread runs numpy: switching
         # OpenBLAS's process-wide count from the GUI's worker thread deadlocked the GUI.
         # Whole tiles and chunks of kernel stamps, by contrast, run well side by side on
-        # lent threads: by default two where the image is worth it
-        # (:func:`~diffviewer.engine.tiles.threads_worth_lending`), allocating from one
+        # lent threads: by default two on two cores
+        # (:func:`~diffviewer.engine.lent.threads_worth_lending`), allocating from one
         # heap (``diffviewer run`` asks for it before any thread starts).
         if threads is None:
-            from diffviewer.engine.lent import usable_cores
-            from diffviewer.engine.tiles import threads_worth_lending
+            from diffviewer.engine.lent import threads_worth_lending, usable_cores
 
-            threads = threads_worth_lending(science.shape, usable_cores())
+            threads = threads_worth_lending(usable_cores())
         with threadpool_limits(1, "blas"), _lent_threads(threads) as pool:
             with _timed(timings, "total"):
                 result = run_subtraction(

@@ -372,26 +372,23 @@ def test_threads_lent_change_no_output(demo_run: Path, tmp_path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("flags", "tile", "lent", "heaps"),
+    ("flags", "cores", "lent", "heaps"),
     [
-        ([], 768, 1, ["one"]),  # 256^2: under two tiles a side, nothing lent
-        ([], 64, 2, ["one"]),  # tiles of 64 px: the demo is worth a second thread
-        (["--threads", "1"], 64, 1, []),
-        (["--threads", "3"], 768, 3, ["one"]),
+        ([], 2, 2, ["one"]),  # two cores: a second thread, from one heap
+        ([], 1, 1, ["one"]),  # one core: nothing to lend
+        (["--threads", "1"], 2, 1, []),
+        (["--threads", "3"], 2, 3, ["one"]),
     ],
 )
-def test_threads_are_lent_by_default_to_images_worth_them_from_one_heap(
+def test_threads_are_lent_by_default_on_two_cores_from_one_heap(
     flags: list[str],
-    tile: int,
+    cores: int,
     lent: int,
     heaps: list[str],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from diffviewer.engine import tiles
-
-    monkeypatch.setattr(tiles, "MAX_TILE_FFT", tile)
-    monkeypatch.setattr("diffviewer.engine.lent.usable_cores", lambda: 2)
+    monkeypatch.setattr("diffviewer.engine.lent.usable_cores", lambda: cores)
     asked: list[str] = []
     monkeypatch.setattr("diffviewer.allocator.one_heap", lambda: asked.append("one"))
     counts: list[int] = []

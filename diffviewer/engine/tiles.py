@@ -111,18 +111,11 @@ class FourierGrid:
 MAX_TILE_FFT = 768
 
 
-def threads_worth_lending(shape: tuple[int, int], cores: int) -> int:
-    """Threads worth lending a run on an image of ``shape``: 2 when it is at least two
-    tiles long on its shorter side and the process has two cores, else 1.
-
-    A shorter image is cut into at most 2 x 2 tiles a convolution, too few to keep two
-    threads busy: at 1024^2 a second thread left the whole run as long (2.50 s either
-    way, 5 runs each in turn) while the ZOGY score held two tiles' spectra at once (16
-    MB more at the run's peak, 2.0x HOTPANTS's). From 1850^2 it shortened the run by a
-    tenth (GOTO 4.32 -> 3.90 s; 2048 x 4096 and 4096^2 by 8-16 %) at the same peak,
-    the threads allocating from one heap (:func:`diffviewer.allocator.one_heap`).
-    """
-    return 2 if cores >= 2 and min(shape) >= 2 * MAX_TILE_FFT else 1
+#: Tiles up to which one product's tiles run one after the other, lent threads or not.
+#: Two tiles in flight hold two tiles' spectra: at 1024^2 (2 x 2 tiles a convolution) the
+#: ZOGY score's took the run's peak from 231-235 to 246-250 MB, 2.0x HOTPANTS's, and
+#: four tiles keep two threads no busier than one.
+SERIAL_TILES = 4
 
 
 def tile_fft_length(n: int, reach: int) -> int:
@@ -280,8 +273,9 @@ def blend_cells(
     is convolved on the same FFT grid, its data (with ``reach`` px around it, zeros
     beyond the image) placed at the grid's origin with at least ``reach`` px of zeros
     after it, so no output pixel sees the circular wrap. The tiles run in order, on the
-    threads lent to the run when there are (:func:`diffviewer.engine.lent.lent_map`):
-    each adds into its own pixels of the outputs, so the result is the same bits either way.
+    threads lent to the run when there are more than :data:`SERIAL_TILES`
+    (:func:`diffviewer.engine.lent.lent_map`): each adds into its own pixels of the
+    outputs, so the result is the same bits either way.
 
     Parameters
     ----------
@@ -345,7 +339,8 @@ def blend_cells(
         for cell_tiles in [_cell_tiles(shape, padded, reach, (row, column))]
         for k, tile in enumerate(cell_tiles)
     ]
-    results = lent_map()(lambda item: blend(item[0]), order)
+    run = lent_map() if len(order) > SERIAL_TILES else map
+    results = run(lambda item: blend(item[0]), order)
     try:
         # The results come in order: once a cell's last tile is back, every earlier tile is.
         for (tile, last), _ in zip(order, results, strict=True):

@@ -42,8 +42,8 @@ def default_threads() -> int:
 
     The GUI lends them to every run: the difference is on screen sooner (the
     subtraction and decorrelation are tiled), for 33-75 MB more at the run's peak
-    (``diffviewer run`` lends a second thread only to images worth it, from one heap:
-    :func:`diffviewer.engine.tiles.threads_worth_lending`).
+    (``diffviewer run`` lends at most a second thread, from one heap:
+    :func:`diffviewer.engine.lent.threads_worth_lending`).
     """
     return max(1, min(MAX_LENT_THREADS, usable_cores()))
 

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from diffviewer.engine import fftconv, tiles
-from diffviewer.engine.lent import lend
+from diffviewer.engine.lent import lend, threads_worth_lending
 from diffviewer.errors import Cancelled
 from tests.engine.helpers import gaussian_psf
 
@@ -185,18 +185,35 @@ def test_a_cancel_on_threads_stops_the_tiles_not_yet_started() -> None:
     assert total == 24 and 8 <= len(ran) < total
 
 
-@pytest.mark.parametrize(
-    ("shape", "cores", "threads"),
-    [
-        ((1024, 1024), 2, 1),  # 2 x 2 tiles a convolution: a second thread bought nothing
-        ((1535, 4096), 2, 1),
-        ((1536, 1536), 2, 2),
-        ((1850, 1850), 2, 2),  # GOTO: 3 x 3 tiles and more
-        ((4096, 4096), 8, 2),
-        ((4096, 4096), 1, 1),  # one core: nothing to lend
-    ],
-)
-def test_a_second_thread_is_lent_to_images_two_tiles_a_side(
-    shape: tuple[int, int], cores: int, threads: int
-) -> None:
-    assert tiles.threads_worth_lending(shape, cores) == threads
+@pytest.mark.parametrize(("cores", "threads"), [(1, 1), (2, 2), (8, 2)])
+def test_a_second_thread_is_lent_on_two_cores(cores: int, threads: int) -> None:
+    assert threads_worth_lending(cores) == threads
+
+
+@pytest.mark.usefixtures("small_tiles")
+@pytest.mark.parametrize(("side", "on_lent_threads"), [(150, False), (300, True)])
+def test_products_of_few_tiles_stay_on_the_calling_thread(side: int, on_lent_threads: bool) -> None:
+    """With threads lent, a product of at most SERIAL_TILES tiles (2 x 2 of 96 px at 150
+    px) runs them one after the other on the caller's thread, holding one tile's spectra
+    at a time; a larger one (300 px: 4 x 4) runs on the lent threads."""
+    image = np.ones((side, side), dtype=np.float32)
+    where: list[str] = []
+
+    def planes(box: tuple[slice, slice]) -> tuple[np.ndarray, ...]:
+        where.append(threading.current_thread().name)
+        return (image[box],)
+
+    with ThreadPoolExecutor(2, thread_name_prefix="lent") as pool, lend(pool):
+        tiles.blend_cells(
+            image.shape,
+            planes,
+            ((side - 1) / 2,),
+            ((side - 1) / 2,),
+            6,
+            lambda grid, j, i: (grid.kernel_spectrum(gaussian_psf(1.5, half=6)),),
+            lambda grid, j, i, spec, data: (grid.image(data[0] * spec[0]),),
+            lambda done: None,
+        )
+    assert (len(where) > tiles.SERIAL_TILES) == on_lent_threads
+    lent = [name.startswith("lent") for name in where]
+    assert all(lent) if on_lent_threads else not any(lent)

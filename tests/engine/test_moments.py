@@ -4,12 +4,15 @@ moments of sources narrower than a pixel stay finite."""
 from __future__ import annotations
 
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
+from diffviewer.engine import moments
+from diffviewer.engine.lent import lend
 from diffviewer.engine.moments import MIN_AXIS_VARIANCE, adaptive_moments_stack, box_extremum
 from diffviewer.stats import FWHM_PER_SIGMA
 
@@ -97,3 +100,28 @@ def test_moments_of_sources_narrower_than_a_pixel_stay_at_a_pixels_size() -> Non
     # pixel's 1/12 is added by pixel-integrated profiles only)
     np.testing.assert_allclose(cov[2], [[sigma2, 0.0], [0.0, sigma2]], atol=1e-3)
     np.testing.assert_allclose([x[2], y[2]], [half, half], atol=1e-6)
+
+
+def test_moments_of_a_stack_are_each_cutouts_own_on_any_threads() -> None:
+    """Cutouts are measured a chunk at a time, on lent threads when there are: each
+    cutout's iteration is its own, so any threads give the same bits, and a cutout gives
+    its size alone as within a stack (to rounding: the batched sums' order)."""
+    rng = np.random.default_rng(3)
+    n, half = 2 * moments.MOMENTS_CHUNK + 37, 8  # two full chunks and a part
+    y, x = np.mgrid[-half : half + 1, -half : half + 1].astype(float)
+    sigma = rng.uniform(0.8, 3.0, n)[:, None, None]
+    dx, dy = (rng.uniform(-1.0, 1.0, n)[:, None, None] for _ in range(2))
+    stamps = 500.0 * np.exp(-0.5 * ((x - dx) ** 2 + (y - dy) ** 2) / sigma**2)
+    stamps += rng.normal(size=stamps.shape)
+    alone = moments.adaptive_moments_stack(stamps)
+    with ThreadPoolExecutor(3) as pool, lend(pool):
+        lent = moments.adaptive_moments_stack(stamps)
+    for a, b in zip(alone, lent, strict=True):
+        np.testing.assert_array_equal(a, b)
+    for i in (0, moments.MOMENTS_CHUNK, n - 1):
+        one = moments.adaptive_moments(stamps[i])
+        np.testing.assert_allclose(one[0], alone[0][i], rtol=0, atol=1e-10)
+        np.testing.assert_allclose(one[2], alone[2][i], rtol=1e-10)
+    # The sizes are the stamps' own (2 sigma^2 weights converge to the covariance).
+    fwhm = np.sqrt(alone[2][:, 0, 0]) * FWHM_PER_SIGMA
+    assert np.median(np.abs(fwhm / (sigma.ravel() * FWHM_PER_SIGMA) - 1.0)) < 0.02

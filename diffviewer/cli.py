@@ -95,7 +95,7 @@ def _build_run_parser(prog: str) -> argparse.ArgumentParser:
         metavar="N",
         help="threads for the tiles of the convolutions and the chunks of kernel stamps, "
         "all allocating from one heap (default: 2 on two cores or more, else 1; on 2 "
-        "cores, 2 shortened runs of 1024^2 to 4096^2 px by 8-16 %% at the same peak "
+        "cores, 2 shortened runs of 1024^2 to 4096^2 px by 2-16 %% at the same peak "
         "memory); the outputs are the same",
     )
     _add_output_options(parser)

@@ -337,7 +337,8 @@ def held_out_risks(
 
     # The folds' fits are independent: on lent threads two run at once (their LAPACK and
     # BLAS calls release the interpreter): GOTO's four cross-validations (40 fits) took
-    # 0.52-0.56 s one fold at a time, 0.39-0.46 s two at a time (in-process, in turn).
+    # 0.50-0.51 s one fold at a time by scipy's driver, 0.34-0.35 s two at a time
+    # (in-process, BLAS on one thread, in turn).
     per_fold = list(lent_map()(fold_risks, range(k)))
     proper = np.all([ok for _, ok in per_fold], axis=0)
     risks = [np.array([fits[i] for fits, _ in per_fold]) for i in range(len(scored))]
@@ -372,15 +373,17 @@ def strength_path(
     """
     both = big + prior
     d = 1.0 / np.sqrt(np.clip(np.diag(both), 1e-300, None))
-    # Reduced to a standard one by B's Cholesky factor L (C = L^-1 big L^-T, V = L^-T W)
-    # and solved by LAPACK's divide-and-conquer driver (twice as fast as the default at
-    # the 300 parameters of a 50-function basis of spatial order 2): as fast as scipy's
-    # generalised driver on one thread (12.5 against 12.2 ms at 300), and these calls
-    # release the interpreter, so two folds run at once on lent threads (7.3 ms each).
-    lower = np.linalg.cholesky(both * d[:, None] * d[None, :])
-    half = scipy.linalg.solve_triangular(lower, big * d[:, None] * d[None, :], lower=True)
-    nu, w = np.linalg.eigh(scipy.linalg.solve_triangular(lower, half.T, lower=True))
-    v = scipy.linalg.solve_triangular(lower, w, lower=True, trans="T")
+    # Reduced to a standard one by B's Cholesky factor L (C = L^-1 big L^-T, V = L^-T W),
+    # all in numpy, whose LAPACK calls release the interpreter (scipy's generalised
+    # driver holds it), so two folds run at once on lent threads. Per fold at 300
+    # parameters: BLAS on one thread (``diffviewer run``) 8.8 ms two at a time against
+    # 11.7 ms for scipy's driver (17.6 ms one at a time); BLAS on its default threads (the
+    # GUI, the tests) 18.8 against 21.4 ms. Mixing scipy's triangular solves in was 12.7 /
+    # 7.4 ms on one BLAS thread but 47.6 ms on the default threads: numpy's and scipy's
+    # two OpenBLAS pools spin against each other.
+    lower_inverse = np.linalg.inv(np.linalg.cholesky(both * d[:, None] * d[None, :]))
+    nu, w = np.linalg.eigh(lower_inverse @ (big * d[:, None] * d[None, :]) @ lower_inverse.T)
+    v = lower_inverse.T @ w
     nu = np.minimum(nu, 1.0)
     v = v * d[:, None]
     denominator = nu[:, None] + strengths[None, :] * (1.0 - nu[:, None])

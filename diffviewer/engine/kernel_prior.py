@@ -376,11 +376,11 @@ def strength_path(
     # Reduced to a standard one by B's Cholesky factor L (C = L^-1 big L^-T, V = L^-T W),
     # all in numpy, whose LAPACK calls release the interpreter (scipy's generalised
     # driver holds it), so two folds run at once on lent threads. Per fold at 300
-    # parameters: BLAS on one thread (``diffviewer run``) 8.8 ms two at a time against
-    # 11.7 ms for scipy's driver (17.6 ms one at a time); BLAS on its default threads (the
-    # GUI, the tests) 18.8 against 21.4 ms. Mixing scipy's triangular solves in was 12.7 /
-    # 7.4 ms on one BLAS thread but 47.6 ms on the default threads: numpy's and scipy's
-    # two OpenBLAS pools spin against each other.
+    # parameters: BLAS on one thread (``diffviewer run``, the GUI, batch workers) 8.8 ms
+    # two at a time against 11.7 ms for scipy's driver (17.6 ms one at a time); BLAS on
+    # its default threads (the test suite) 18.8 against 21.4 ms. Mixing scipy's
+    # triangular solves in was 12.7 / 7.4 ms on one BLAS thread but 47.6 ms on the
+    # default threads: numpy's and scipy's two OpenBLAS pools spin against each other.
     lower_inverse = np.linalg.inv(np.linalg.cholesky(both * d[:, None] * d[None, :]))
     nu, w = np.linalg.eigh(lower_inverse @ (big * d[:, None] * d[None, :]) @ lower_inverse.T)
     v = lower_inverse.T @ w

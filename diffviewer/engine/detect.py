@@ -36,7 +36,7 @@ from scipy import ndimage
 from diffviewer.config import DetectionConfig
 from diffviewer.engine.background import sampled_robust_std
 from diffviewer.engine.deblend import labelled_pixels, point_response, split_footprints
-from diffviewer.engine.photometry import PsfModel, psf_image
+from diffviewer.engine.photometry import PsfModel, centre_psf
 from diffviewer.engine.progress import Reporter
 from diffviewer.engine.sky import grown_along
 from diffviewer.engine.zogy import ScoreResult, al_score
@@ -477,7 +477,7 @@ def detect_sources(
     # memory (ten int32 planes at once on GOTO).
     # The detection image of a point source: the score's PSF's, or the difference's.
     response = point_response(
-        score.psf if name == "score" and score is not None else psf_image(psf)
+        score.psf if name == "score" and score is not None else centre_psf(psf)
     )
     pos, at_pos = _threshold(image, good, level, config.min_area)
     pos_pieces, n_pos = split_footprints(
@@ -513,7 +513,7 @@ def detect_sources(
     fraction = covered / n_good if n_good else 0.0
     del at
     notes: list[str] = [f"no detection: {refuse}"] if refuse is not None else []
-    limit = guard_limit(n_good, psf_image(psf), config)
+    limit = guard_limit(n_good, centre_psf(psf), config)
     tripped = covered > limit
     if tripped:
         notes.append(

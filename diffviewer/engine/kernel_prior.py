@@ -327,12 +327,11 @@ def held_out_risks(
         a, proper = strength_path(
             (total_big - big_f)[np.ix_(free, free)], (total_vec - vec_f)[free], prior, strengths
         )
-        held_power = [float(np.sum(power[fold == f])) for _, _, power in scored]
         return [
-            power_h
+            float(np.sum(power[fold == f]))
             - 2.0 * vec_h[free] @ a
             + np.einsum("ij,ik,kj->j", a, big_h[np.ix_(free, free)], a)
-            for power_h, (big_h, vec_h) in zip(held_power, (sets[f] for sets in held), strict=True)
+            for (_, _, power), (big_h, vec_h) in zip(scored, (s[f] for s in held), strict=True)
         ], proper
 
     # The folds' fits are independent: on lent threads two run at once (their LAPACK and

@@ -183,6 +183,16 @@ def central_pixels(fit_half: int, half: int) -> np.ndarray:
     return (inner[:, None] * side + inner[None, :]).ravel()
 
 
+def _kept_equations(
+    design: np.ndarray, target: np.ndarray, keep: np.ndarray, var_fit: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Stamps' normal equations, right-hand sides and target powers
+    (:func:`kernel_equations.stamp_equations`) weighted by ``1 / var_fit`` on the pixels
+    ``keep`` holds (0 elsewhere), and the weights' sums."""
+    weights = np.where(keep, 1.0 / var_fit, 0.0).astype(np.float32)
+    return (*stamp_equations(design, target, weights), weights.sum(axis=1, dtype=np.float64))
+
+
 def fit_chunk(
     stamps: Stamps,
     idx: np.ndarray,
@@ -240,10 +250,10 @@ def fit_chunk(
     for _ in range(CLIP_ROUNDS + 1):
         # only the stamps whose mask changed are refitted: the others' equations, fit and
         # model are those of the last round (each stamp's fit is its own)
-        weights = np.where(keep[refit], 1.0 / var_fit[refit], 0.0).astype(np.float32)
         part = design[refit]  # a copy when only some are refitted: made once a round
-        nrm[refit], rh[refit], yy[refit] = stamp_equations(part, target[refit], weights)
-        wsum[refit] = weights.sum(axis=1, dtype=np.float64)
+        nrm[refit], rh[refit], yy[refit], wsum[refit] = _kept_equations(
+            part, target[refit], keep[refit], var_fit[refit]
+        )
         coef[refit], okf[refit] = solve_with_prior(
             nrm[refit], rh[refit], stamp_prior(nrm[refit], penalty)
         )
@@ -264,11 +274,7 @@ def fit_chunk(
     core = None
     if core_half is not None:
         at = central_pixels(stamps.fit_half, core_half)
-        weights = np.where(keep[:, at], 1.0 / var_fit[:, at], 0.0).astype(np.float32)
-        core = (
-            *stamp_equations(design[:, at], target[:, at], weights),
-            weights.sum(axis=1, dtype=np.float64),
-        )
+        core = _kept_equations(design[:, at], target[:, at], keep[:, at], var_fit[:, at])
     return _ChunkFit(coef, okf, nrm, rh, yy, wsum, var_total, keep, c2, mu, sd, dof, power, core)
 
 

@@ -193,7 +193,7 @@ class PsfModel:
         return (img * (self.enclosed / total) if total > 0 else img), x0, y0
 
 
-def psf_image(psf: np.ndarray | PsfModel) -> np.ndarray:
+def centre_psf(psf: np.ndarray | PsfModel) -> np.ndarray:
     """A PSF image as given, or a model's at the image centre.
 
     Parameters

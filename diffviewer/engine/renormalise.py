@@ -36,7 +36,7 @@ import dataclasses
 import numpy as np
 
 from diffviewer.engine.moments import adaptive_moments, shape_from_covariance
-from diffviewer.engine.photometry import PsfModel, psf_image
+from diffviewer.engine.photometry import PsfModel, centre_psf
 from diffviewer.engine.progress import Reporter
 from diffviewer.engine.sky import InputSources, input_sources
 from diffviewer.engine.subtract import read_only
@@ -246,7 +246,7 @@ def renormalise(
     usable_map = difference.usable_pixels()
     sky = sky_near(
         difference,
-        psf_image(psf),
+        centre_psf(psf),
         science,
         template,
         kernel_half_width,

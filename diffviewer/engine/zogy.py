@@ -46,7 +46,7 @@ import scipy.fft as sfft
 from diffviewer.config import ScoreConfig
 from diffviewer.engine import tiles
 from diffviewer.engine.background import SkyBackground, sampled_robust_std
-from diffviewer.engine.photometry import PsfModel, psf_image
+from diffviewer.engine.photometry import PsfModel, centre_psf
 from diffviewer.engine.progress import Reporter
 from diffviewer.engine.score_psfs import PsfGrid
 from diffviewer.engine.sky import input_backgrounds, usable_on_both
@@ -576,7 +576,7 @@ def al_score(difference: Exposure, psf: np.ndarray | PsfModel, reporter: Reporte
         all masked NO_DATA.
     """
     xs, ys, images = psf.nodes() if isinstance(psf, PsfModel) else ((0.0,), (0.0,), ((psf,),))
-    p = _normalised_psf(psf_image(psf), "difference")
+    p = _normalised_psf(centre_psf(psf), "difference")
     bad = map_by_rows(difference.shape, lambda rows: ~finite_usable(difference, rows))
     if np.all(bad):
         # A cutout smaller than the kernel is all EDGE: nothing to score, nothing found.

@@ -86,8 +86,8 @@ def test_the_filtered_difference_is_the_catalogs_psf_fit_everywhere() -> None:
     # exactly, the noise to the nodes' spread about their blend (FWHM 3.3 -> 4.0 px across
     # a 100 px cell: at a cell's centre, under white noise, the blended noise is 0.70 %
     # above the fit's, the largest gap; 0.67 % measured). With the centre's PSF for
-    # detection (before), the gap
-    # reached 0.65 (of the S/N, or of 1 sigma below it), median 0.07.
+    # detection (before), the gap reached 0.65 (of the S/N, or of 1 sigma below it),
+    # median 0.07.
     rng = np.random.default_rng(5)
     shape, half = (240, 260), 12
     xs, ys = (30.0, 130.0, 230.0), (20.0, 120.0, 220.0)

@@ -247,7 +247,7 @@ def fit_chunk(
     keep = np.ones(target.shape, dtype=bool)
     yy, wsum, okf = np.zeros(len(idx)), np.zeros(len(idx)), np.zeros(len(idx), dtype=bool)
     refit: np.ndarray | slice = slice(None)
-    for _ in range(CLIP_ROUNDS + 1):
+    for clip_round in range(CLIP_ROUNDS + 1):
         # only the stamps whose mask changed are refitted: the others' equations, fit and
         # model are those of the last round (each stamp's fit is its own)
         part = design[refit]  # a copy when only some are refitted: made once a round
@@ -258,6 +258,8 @@ def fit_chunk(
             nrm[refit], rh[refit], stamp_prior(nrm[refit], penalty)
         )
         model[refit] = stamp_model(part, np.nan_to_num(coef[refit]), nb + 1)
+        if clip_round == CLIP_ROUNDS:
+            break  # the mask stays the one this last fit used: the figures below use it
         new = clip_mask(
             normalised_residuals(target, model, var_total),
             stamps.fit_half,

@@ -10,7 +10,7 @@ import pytest
 from scipy import ndimage
 
 from diffviewer.config import KernelConfig
-from diffviewer.engine import kernel, kernel_basis, kernel_direction, psf
+from diffviewer.engine import kernel, kernel_basis, kernel_direction, kernel_stamps, psf
 from diffviewer.engine.kernel_design import Stamps, basis_spectra, convolve_stamps, stamp_design
 from diffviewer.engine.kernel_outliers import (
     clip_mask,
@@ -548,11 +548,10 @@ def test_design_from_shared_basis_spectra_is_each_stamps_own_convolution() -> No
     assert np.all(design[:, :, nb] == 1.0)
 
 
-def test_stamps_refitted_after_clipping_are_fitted_as_alone() -> None:
-    # Only the stamps whose mask changed are refitted in a clipping round: each stamp's fit
-    # must be what it is when the stamp is fitted alone, whether it was clipped or not.
-    # Three of twelve stamps (not the first three) get a 100-sigma source in a corner of
-    # the fit region (outside the star's core), which is clipped.
+def _stamps_with_corner_sources(rows: list[int]) -> tuple[Any, Stamps, np.ndarray]:
+    """The Moffat pair's stars, their stamps with a 100-sigma source in a corner of the fit
+    region (outside the star's core) of the stamps at ``rows`` of the first twelve, and
+    those twelve's indices."""
     stars = moffat_kernel_stars()
     stamps = stars.stamps()
     idx = np.nonzero(stamps.ok & ~stars.control)[0][:12]
@@ -560,9 +559,16 @@ def test_stamps_refitted_after_clipping_are_fitted_as_alone() -> None:
     yy, xx = np.mgrid[:side, :side]
     blob = np.exp(-((xx - corner) ** 2 + (yy - corner) ** 2) / (2 * 1.5**2)).ravel()
     target = stamps.target.copy()
-    hit = idx[[4, 7, 10]]
+    hit = idx[rows]
     target[hit] += 100.0 * np.sqrt(stamps.var_target[hit]) * blob
-    stamps = dataclasses.replace(stamps, target=target)
+    return stars, dataclasses.replace(stamps, target=target), idx
+
+
+def test_stamps_refitted_after_clipping_are_fitted_as_alone() -> None:
+    # Only the stamps whose mask changed are refitted in a clipping round: each stamp's fit
+    # must be what it is when the stamp is fitted alone, whether it was clipped or not.
+    # Three of twelve stamps (not the first three) get a source that is clipped.
+    stars, stamps, idx = _stamps_with_corner_sources([4, 7, 10])
     spectra = basis_spectra(stamps, stars.basis)
     penalty = kernel_basis.roughness_penalty(stars.basis)
 
@@ -577,3 +583,18 @@ def test_stamps_refitted_after_clipping_are_fitted_as_alone() -> None:
         alone = fit(np.array([i]))
         np.testing.assert_allclose(together.coef[row], alone.coef[0], rtol=1e-10, atol=0)
         assert np.array_equal(together.used[row], alone.used[0])
+
+
+def test_a_stamps_figures_use_the_mask_its_last_fit_used(monkeypatch: Any) -> None:
+    # With no clipping round left, the source found after the last fit is not masked: the
+    # stamp's mask and residual figures must be those of the fit it keeps (they took the
+    # newer mask when clipping had not converged), so the source shows in its chi^2.
+    stars, stamps, idx = _stamps_with_corner_sources([0])
+    design = stamp_design(stamps, idx[:1], basis_spectra(stamps, stars.basis))
+    penalty = kernel_basis.roughness_penalty(stars.basis)
+    clipped = fit_chunk(stamps, idx[:1], design, stars.basis, penalty, stars.fwhm)
+    monkeypatch.setattr(kernel_stamps, "CLIP_ROUNDS", 0)
+    unclipped = fit_chunk(stamps, idx[:1], design, stars.basis, penalty, stars.fwhm)
+    assert not clipped.used.all() and unclipped.used.all()
+    # chi^2 per degree of freedom ~1 once the source is clipped (1.03), ~20 with it in
+    assert unclipped.chi2[0] > 10.0 * clipped.chi2[0]

@@ -97,19 +97,23 @@ class KernelSolution:
         b = p @ self.bg_coefficients
         return b[0] if np.ndim(x) == 0 else b
 
-    def _term_image(self, coefficients: np.ndarray, order: int) -> np.ndarray:
-        """``sum_t coefficients[t] P_t(x, y)`` over the whole image (float32, ``Ty @ C @ Tx^T``)."""
+    def _term_image(
+        self, coefficients: np.ndarray, order: int, box: tuple[slice, slice] | None
+    ) -> np.ndarray:
+        """``sum_t coefficients[t] P_t(x, y)`` over the image, or its ``box`` (float32,
+        ``Ty @ C @ Tx^T``)."""
         ny, nx = self.shape
-        tx = chebyshev.chebvander(2.0 * np.arange(nx) / max(nx - 1, 1) - 1.0, order)
-        ty = chebyshev.chebvander(2.0 * np.arange(ny) / max(ny - 1, 1) - 1.0, order)
+        rows, cols = box or (slice(None), slice(None))
+        tx = chebyshev.chebvander(2.0 * np.arange(nx)[cols] / max(nx - 1, 1) - 1.0, order)
+        ty = chebyshev.chebvander(2.0 * np.arange(ny)[rows] / max(ny - 1, 1) - 1.0, order)
         coef = np.zeros((order + 1, order + 1))
         for c, (px, py) in zip(coefficients, term_powers(order), strict=True):
             coef[py, px] = c
         return ty.astype(np.float32) @ (coef @ tx.T).astype(np.float32)
 
-    def background_image(self) -> np.ndarray:
-        """The background over the whole image (float32)."""
-        return self._term_image(self.bg_coefficients, self.background_order)
+    def background_image(self, box: tuple[slice, slice] | None = None) -> np.ndarray:
+        """The background over the whole image, or over its ``box`` (float32)."""
+        return self._term_image(self.bg_coefficients, self.background_order, box)
 
     def kernel_sum(self, x: np.ndarray | float, y: np.ndarray | float) -> np.ndarray:
         """Kernel sum (photometric scale) at positions."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor
 
@@ -37,7 +38,7 @@ from diffviewer.engine import (
 )
 from diffviewer.engine.progress import CancelToken, ProgressCallback, Reporter, StageCallback
 from diffviewer.errors import InputError
-from diffviewer.exposure import Exposure, MaskPlane
+from diffviewer.exposure import Exposure, MaskPlane, finite_usable, map_by_rows
 
 #: Least median variance (image units^2) of an input. Products of variances with squared
 #: kernels (weights ~1e-3) must stay well inside float32's normal range (> 1.2e-38); below
@@ -374,6 +375,12 @@ def run_subtraction(
         # score and detection are held: the raw difference is dropped after them.
         with _step(rep, "diagnostics", 0.65, 0.66):
             raw_diag = diagnostics.raw_residuals(science, warped.exposure, fit, raw, rep)
+        # ZOGY's score is made from the raw difference, a cell at a time, where it is usable.
+        raw_usable = (
+            map_by_rows(raw.shape, functools.partial(finite_usable, raw))
+            if config.score.method == "zogy"
+            else None
+        )
         del raw
         psf_grid = score_psfs.kernel_psf_grid(fit, science.shape, config.score)
         with _step(rep, "renormalise", 0.66, 0.70):
@@ -413,16 +420,23 @@ def run_subtraction(
                     "stars)"
                 )
                 method = "al"
-            if method == "zogy":
+            if method == "zogy" and raw_usable is not None:
                 score = zogy.zogy_score_grid(
-                    science, warped.exposure, psf_grid, config.score, rep, backgrounds, usable
+                    science,
+                    warped.exposure,
+                    psf_grid,
+                    config.score,
+                    rep,
+                    backgrounds,
+                    usable,
+                    zogy.KernelDifference(products, raw_usable),
                 )
             elif method == "al":
                 # the renormalisation's filtered difference is this score, when it made one
                 score = (
                     filtered if filtered is not None else zogy.al_score(difference, diff_model, rep)
                 )
-        del usable
+        del usable, raw_usable
         if score is not None:
             rep.stage("score", {"score": score.image})
         with _step(rep, "detect", 0.78, 0.88):

@@ -152,6 +152,18 @@ class SubtractionProducts:
         counts), made on each read."""
         return read_only(scaled_background(self.fit))
 
+    def difference_pixels(self, box: tuple[slice, slice] | None = None) -> np.ndarray:
+        """The raw difference's pixels (:attr:`difference`) over the image or its ``box``:
+        a new float32 array, no other image-sized plane made for a box."""
+        rows, cols = box or (slice(None), slice(None))
+        if self.fit.convolved == "template":
+            diff = self.science.image[rows, cols] - self.matched_image[rows, cols]
+        else:
+            scale = np.float32(science_scale(self.fit))
+            diff = self.matched_image[rows, cols] - scale * self.template.image[rows, cols]
+        diff -= scaled_background(self.fit, box)
+        return diff
+
     @property
     def difference(self) -> Exposure:
         """``science - K * template - background`` (template convolved), or
@@ -161,12 +173,8 @@ class SubtractionProducts:
         attached to the exposure). Made on each read (three image planes): read it once
         and keep what you need."""
         # The background plane is made and dropped before the variance and the mask.
+        diff = self.difference_pixels()
         scale = np.float32(science_scale(self.fit))
-        if self.fit.convolved == "template":
-            diff = self.science.image - self.matched_image
-        else:
-            diff = self.matched_image - scale * self.template.image
-        diff -= scaled_background(self.fit)
         if self.fit.convolved == "template":
             variance = self.science.variance + self.matched_variance
         else:
@@ -579,7 +587,7 @@ def difference_psf(fit: KernelFit) -> np.ndarray:
     return out / out.sum()
 
 
-def scaled_background(fit: KernelFit) -> np.ndarray:
+def scaled_background(fit: KernelFit, box: tuple[slice, slice] | None = None) -> np.ndarray:
     """The fitted differential background over the image, in science counts (float32).
 
     Parameters
@@ -587,13 +595,15 @@ def scaled_background(fit: KernelFit) -> np.ndarray:
     fit : KernelFit
         The kernel fit (its background polynomial; times :func:`science_scale` when the
         science was convolved).
+    box : (slice, slice), optional
+        Only over this box of the image.
 
     Returns
     -------
     numpy.ndarray
-        A new writeable float32 plane of the image's shape.
+        A new writeable float32 plane of the image's (or the box's) shape.
     """
-    background = fit.solution.background_image()
+    background = fit.solution.background_image(box)
     if fit.convolved == "science":
         background *= np.float32(science_scale(fit))
     return background

@@ -26,6 +26,17 @@ S_corr = S / sqrt(V(S_N) + V(S_R) + V_ast) (eq. 25).
 The kernels are built once on a small grid from the PSF images and used for both S
 and its variance, so S_corr stays exactly normalised whatever their truncation.
 
+When the PSFs are those the fitted matching kernel K makes (P_n = K (x) P_r / F_n with
+the template convolved: :func:`~diffviewer.engine.score_psfs.kernel_matched_psfs`),
+k_n^ K^ = k_r^ and S = k_n (x) (N - K (x) R) = k_n (x) D: the numerator is the
+pair's difference filtered by k_n (with the science convolved, S = k_r (x) D' with D'
+the difference in the template's units). Filtering D uses the kernel fitted at every
+pixel, where k_n (x) N - k_r (x) R uses the kernel of the PSFs' node: at a star of
+11,000 counts on a field whose kernel varies, the images' form left 6.15 sigma where
+the difference holds the star's Poisson noise (k_n (x) D 0.38, the PSF fit 0.33). So
+the pipeline makes S from the difference (:class:`KernelDifference`) and its variance
+from the inputs' variance maps as above.
+
 Where the PSF varies over the field, one pair of PSFs subtracts stars only near where
 it was measured (on a 512^2 pair whose science FWHM changes by 50 % across the image,
 the centre's PSFs left 218 false detections at stars). :func:`zogy_score_grid` takes
@@ -51,9 +62,11 @@ from diffviewer.engine.progress import Reporter
 from diffviewer.engine.score_psfs import PsfGrid
 from diffviewer.engine.sky import input_backgrounds, usable_on_both
 from diffviewer.engine.subtract import (
+    SubtractionProducts,
     footprint_half_width,
     grow_planes,
     grow_square,
+    science_scale,
     template_planes,
 )
 from diffviewer.engine.tiles import FourierGrid, embed
@@ -123,6 +136,40 @@ class ScoreResult:
             image = image.copy()
         image *= np.float32(1.0 / scale)
         return dataclasses.replace(self, image=image, noise_std=self.noise_std / scale)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class KernelDifference:
+    """The pair's PSF-matched difference, from which ZOGY's numerator is made.
+
+    Attributes
+    ----------
+    products : SubtractionProducts
+        The subtraction: its raw difference (science side minus template side, science
+        counts) is made a cell at a time (:meth:`SubtractionProducts.difference_pixels`).
+    usable : numpy.ndarray
+        Where the raw difference is usable (no unusable plane, a finite value and a
+        positive variance: :func:`~diffviewer.exposure.finite_usable`); taken over
+        (overwritten by :func:`zogy_score_grid`).
+    """
+
+    products: SubtractionProducts
+    usable: np.ndarray
+
+    @property
+    def of_science(self) -> bool:
+        """Whether the science is the unconvolved image (its kernel k_n filters D)."""
+        return self.products.fit.convolved == "template"
+
+    def plane(self, box: tuple[slice, slice], sigmas: tuple[float, float]) -> np.ndarray:
+        """The difference on ``box`` in the unconvolved image's units of sky noise: D /
+        sigma_n, or, with the science convolved, D / (scale sigma_r) (the difference in
+        template counts, :func:`~diffviewer.engine.subtract.science_scale`)."""
+        sigma_n, sigma_r = sigmas
+        unit = sigma_n if self.of_science else science_scale(self.products.fit) * sigma_r
+        plane = self.products.difference_pixels(box)
+        plane *= np.float32(1.0 / unit)
+        return plane
 
 
 def _normalised_psf(psf: np.ndarray, name: str) -> np.ndarray:
@@ -224,7 +271,12 @@ def _variance_floor(var: np.ndarray) -> float:
 
 
 def _score_mask(
-    science: Exposure, template: Exposure, bad: np.ndarray, size: int, reach: int
+    science: Exposure,
+    template: Exposure,
+    bad: np.ndarray,
+    size: int,
+    reach: int,
+    zeroed: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The score's mask and where the score is invalid.
 
@@ -235,8 +287,9 @@ def _score_mask(
     bounded: SAT and SAT_TEMPLATE are grown by the kernels' whole side (``reach`` px
     square; at the footprint of 99 % of the weight, a 6e6-count star clipped at 6e4 left
     a -5.7 sigma score one pixel outside its grown SAT). ``bad`` pixels (unusable on
-    either input, or without data) are grown by ``size``; NO_DATA marks those no plane
-    explains.
+    either input, or without data) are grown by ``size``; ``zeroed`` pixels (those left
+    out of a score made from the difference, whose variance leaves them out too) are
+    invalid, not grown; NO_DATA marks those no plane explains.
 
     Returns
     -------
@@ -252,6 +305,8 @@ def _score_mask(
     if int(np.bitwise_or.reduce(union, axis=None)) & saturated:
         mask |= grow_planes(union, reach, saturated) & saturated
     invalid = grow_square(bad, size)
+    if zeroed is not None:
+        invalid |= zeroed
     if int(np.bitwise_or.reduce(mask, axis=None)) & int(UNUSABLE):
         flagged = (mask & int(UNUSABLE)) != 0
         mask[invalid & ~flagged] |= MASK_DTYPE(MaskPlane.NO_DATA)
@@ -356,6 +411,7 @@ def zogy_score_grid(
     reporter: Reporter,
     backgrounds: tuple[SkyBackground, SkyBackground] | None = None,
     usable: np.ndarray | None = None,
+    difference: KernelDifference | None = None,
 ) -> ScoreResult:
     """ZOGY's corrected score S_corr with PSFs that vary over the image.
 
@@ -390,6 +446,12 @@ def zogy_score_grid(
         when the run has them already.
     usable : numpy.ndarray, optional
         :func:`~diffviewer.engine.sky.usable_on_both` of the two, when the run has it.
+    difference : KernelDifference, optional
+        The pair's difference by the kernel whose matched PSFs ``psfs`` holds
+        (:func:`~diffviewer.engine.score_psfs.kernel_psf_grid`): S is then the
+        difference filtered by the unconvolved image's kernel (module docstring), 0 and
+        masked NO_DATA (unless a plane says why) where the difference is unusable, where
+        its noise is left out of the variance too. Without it, S is made from the images.
 
     Returns
     -------
@@ -426,8 +488,21 @@ def zogy_score_grid(
     # F_n f / sigma_n on N and f / sigma_r on R: the zero points become F_n sigma_r / sigma_n
     # and 1 (times sigma_r, which S_corr and D do not see).
     kernels = _node_kernels(psfs, sigma_r / sigma_n)
+    zeroed = None
+    if difference is not None:
+        # Where the difference is unusable, its noise leaves S and V alike.
+        zeroed = np.logical_not(difference.usable, out=difference.usable)
+        zeroed |= bad
+    layout = _Layout(difference, config.astrometric_noise > 0.0)
     planes = functools.partial(
-        _cell_planes, science, template, (sci_bkg, tmpl_bkg), (sigma_n, sigma_r), bad
+        _cell_planes,
+        science,
+        template,
+        (sci_bkg, tmpl_bkg),
+        (sigma_n, sigma_r),
+        bad,
+        zeroed,
+        layout,
     )
     reporter.update(0.3)
     score, var = tiles.blend_cells(
@@ -438,7 +513,7 @@ def zogy_score_grid(
         kernels[0][0].k_n.shape[0] // 2,
         lambda grid, j, i: _kernel_spectra(grid, kernels[j][i]),
         lambda grid, j, i, spectra, data: _node_products(
-            grid, kernels[j][i], spectra, data, config.astrometric_noise
+            grid, kernels[j][i], spectra, data, config.astrometric_noise, layout
         ),
         lambda done: reporter.update(0.3 + 0.6 * done),
     )
@@ -455,6 +530,7 @@ def zogy_score_grid(
         bad | ~(var > _variance_floor(var)),
         2 * half + 1,
         kernels[0][0].k_n.shape[0],
+        zeroed,
     )
     # In place, in float32: S_corr = S / sqrt(V), 0 where invalid.
     var[invalid] = 1.0
@@ -490,24 +566,51 @@ def _scaled_plane(
     return out
 
 
+@dataclasses.dataclass(frozen=True)
+class _Layout:
+    """Which planes a cell's data holds (:func:`_cell_planes`): the variances of N and R,
+    then N and R unless S is made from the difference without the astrometric term,
+    then the difference when S is made from it."""
+
+    difference: KernelDifference | None
+    astrometric: bool
+
+    @property
+    def images(self) -> bool:
+        """Whether N and R are among the planes."""
+        return self.difference is None or self.astrometric
+
+
 def _cell_planes(
     science: Exposure,
     template: Exposure,
     backgrounds: tuple[SkyBackground, SkyBackground],
     sigmas: tuple[float, float],
     bad: np.ndarray,
+    zeroed: np.ndarray | None,
+    layout: _Layout,
     box: tuple[slice, slice],
 ) -> tuple[np.ndarray, ...]:
-    """N, R and their variances on one cell's ``box``, each in units of its sky noise
-    (:func:`_scaled_plane`; the backgrounds evaluated on the box): made per cell, not as
-    four image-sized planes (the score step held the run's peak memory)."""
+    """The planes of ``layout`` on one cell's ``box``, each in units of its sky noise
+    (:func:`_scaled_plane`; the backgrounds evaluated on the box), 0 where ``bad`` (the
+    variances and the difference where ``zeroed``, when given): made per cell, not as
+    image-sized planes (the score step held the run's peak memory)."""
     (bkg_n, bkg_r), (sigma_n, sigma_r) = backgrounds, sigmas
-    return (
-        _scaled_plane(science.image[box], bkg_n.image(box), 1.0 / sigma_n, bad[box]),
-        _scaled_plane(template.image[box], bkg_r.image(box), 1.0 / sigma_r, bad[box]),
-        _scaled_plane(science.variance[box], None, sigma_n**-2, bad[box]),
-        _scaled_plane(template.variance[box], None, sigma_r**-2, bad[box]),
+    off = (bad if zeroed is None else zeroed)[box]
+    planes: tuple[np.ndarray, ...] = (
+        _scaled_plane(science.variance[box], None, sigma_n**-2, off),
+        _scaled_plane(template.variance[box], None, sigma_r**-2, off),
     )
+    if layout.images:
+        planes += (
+            _scaled_plane(science.image[box], bkg_n.image(box), 1.0 / sigma_n, bad[box]),
+            _scaled_plane(template.image[box], bkg_r.image(box), 1.0 / sigma_r, bad[box]),
+        )
+    if layout.difference is not None:
+        plane = layout.difference.plane(box, sigmas)
+        plane[off] = 0.0
+        planes += (plane,)
+    return planes
 
 
 def _kernel_spectra(grid: FourierGrid, kern: _ZogyKernels) -> tuple[np.ndarray, ...]:
@@ -521,19 +624,25 @@ def _node_products(
     kernel_spectra: tuple[np.ndarray, ...],
     data: tuple[np.ndarray, ...],
     astrometric_noise: float,
+    layout: _Layout,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """S = k_n (x) N - k_r (x) R and V(S) (eqs. 28-31) on a grid."""
-    n_hat, r_hat, vn_hat, vr_hat = data
+    """S and V(S) (eqs. 28-31) on a grid: S = k_n (x) N - k_r (x) R, or the difference
+    filtered by the unconvolved image's kernel (``layout``)."""
+    vn_hat, vr_hat = data[:2]
     kn_hat, kr_hat, kn2_hat, kr2_hat = kernel_spectra
     var = grid.image(vn_hat * kn2_hat + vr_hat * kr2_hat)
     if astrometric_noise > 0.0:
+        n_hat, r_hat = data[2:4]
         s_n, s_r = grid.image(kn_hat * n_hat), grid.image(kr_hat * r_hat)
-        score = s_n - s_r
         for s_part, kernel in ((s_n, kern.k_n), (s_r, kern.k_r)):
             var += astrometric_noise**2 * _signal_gradient2(s_part, kernel, 1.0)
-    else:
-        score = grid.image(kn_hat * n_hat - kr_hat * r_hat)
-    return score, var
+        if layout.difference is None:
+            return s_n - s_r, var
+    if layout.difference is not None:
+        kc_hat = kn_hat if layout.difference.of_science else kr_hat
+        return grid.image(kc_hat * data[-1]), var
+    n_hat, r_hat = data[2:4]
+    return grid.image(kn_hat * n_hat - kr_hat * r_hat), var
 
 
 def al_score(difference: Exposure, psf: np.ndarray | PsfModel, reporter: Reporter) -> ScoreResult:

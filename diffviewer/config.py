@@ -457,7 +457,8 @@ class ScoreConfig:
     )
     background_mesh: int = param(
         128,
-        "Side of the cells in which ZOGY estimates each image's sky background and noise.",
+        "Side of the cells in which each input's sky background and noise are estimated "
+        "(the kernel fit's noise terms, the renormalisation's sky, ZOGY's noise).",
         unit="px",
         minimum=8,
         maximum=4096,

@@ -26,6 +26,7 @@ from diffviewer.config import to_toml
 from diffviewer.engine.pipeline import SubtractionResult
 from diffviewer.engine.progress import CancelToken, Reporter
 from diffviewer.engine.register import Registration
+from diffviewer.engine.zogy import ScoreResult
 from diffviewer.errors import OutputError
 from diffviewer.exposure import Exposure, read_only
 from diffviewer.fits_write import write_exposure, write_hdulist, write_table
@@ -207,10 +208,7 @@ def build_metadata(
         },
         # The one empirical correction of the run, always stated with its value and why.
         "renormalisation": result.renormalisation.as_dict(),
-        "score": {
-            "method": result.score.method if result.score is not None else "none",
-            "psf_nodes": result.score.n_psf_nodes if result.score is not None else 0,
-        },
+        "score": _score_record(result.score),
         "detection": {
             "n_sources": int(np.sum(real)),
             "n_positive": int(np.sum(real & (sign > 0))),
@@ -228,6 +226,19 @@ def build_metadata(
             **{k: round(v, 4) for k, v in (timings or {}).items()},
         },
         "warnings": list(result.warnings),
+    }
+
+
+def _score_record(score: ScoreResult | None) -> dict[str, object]:
+    """``metadata.json``'s score: its method, PSF nodes, the renormalisation's noise scale
+    it was divided by (1: none) and its robust noise over its valid pixels after that."""
+    if score is None:
+        return {"method": "none", "psf_nodes": 0}
+    return {
+        "method": score.method,
+        "psf_nodes": score.n_psf_nodes,
+        "noise_scale": score.noise_scale,
+        "noise_std": _finite(score.noise_std),
     }
 
 

@@ -421,15 +421,18 @@ def run_subtraction(
                 )
                 method = "al"
             if method == "zogy" and raw_usable is not None:
-                score = zogy.zogy_score_grid(
-                    science,
-                    warped.exposure,
-                    psf_grid,
-                    config.score,
-                    rep,
-                    backgrounds,
-                    usable,
-                    zogy.KernelDifference(products, raw_usable),
+                # its noise comes from the inputs' variance planes: renormalised with them
+                score = renorm.scaled(
+                    zogy.zogy_score_grid(
+                        science,
+                        warped.exposure,
+                        psf_grid,
+                        config.score,
+                        rep,
+                        backgrounds,
+                        usable,
+                        zogy.KernelDifference(products, raw_usable),
+                    )
                 )
             elif method == "al":
                 # the renormalisation's filtered difference is this score, when it made one

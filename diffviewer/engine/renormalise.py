@@ -10,7 +10,12 @@ correction is measured there: the difference is filtered with its PSF and divide
 by the filtered predicted noise (:func:`diffviewer.engine.zogy.al_score`, a point
 source's PSF S/N at every pixel), and the robust standard deviation of that image
 over *sky* is the noise scale ``s``. The variance plane is multiplied by ``s^2``
-once; nothing downstream rescales again.
+once; nothing downstream rescales again. ZOGY's score predicts its noise from the
+inputs' variance planes, which the scale says are off by ``s`` at PSF scale, so it is
+divided by the same ``s`` (:meth:`Renormalisation.scaled`): the same correction of the
+same planes, not a second one. Its robust noise then follows the filtered difference's
+(GOTO 1.029 against 1.034, pyDIA 0060 1.03 against 1.09, a synthetic pair 1.006 both;
+0.76 and 0.84 before on the first two), so a source's ``score_peak`` and ``snr`` agree.
 
 Sky is every usable pixel farther (in x or y) than the kernel's half width (of the
 square holding 99 % of its absolute sum) plus two PSF FWHM from
@@ -103,11 +108,17 @@ class Renormalisation:
     reason: str
     warnings: tuple[str, ...]
 
+    def scaled(self, score: ScoreResult) -> ScoreResult:
+        """A score whose noise is predicted from the same variance planes, divided by the
+        noise scale when it was applied (the score is handed over:
+        :meth:`~diffviewer.engine.zogy.ScoreResult.divided_by`)."""
+        return score.divided_by(self.noise_scale) if self.applied else score
+
     def as_dict(self) -> dict[str, object]:
         """The record written to ``metadata.json`` (NaN as None)."""
         scale = self.noise_scale if np.isfinite(self.noise_scale) else None
         return {
-            "quantity": "variance plane of the difference",
+            "quantity": "variance plane of the difference, and the score's noise with it",
             "method": "robust std of the PSF-filtered difference over its predicted noise, "
             "on sky pixels away from every source of either input",
             "applied": self.applied,
@@ -319,10 +330,9 @@ def renormalise(
             "variances are estimated, or their noise is correlated or shared"
         )
     result = difference.replace(variance=read_only(difference.variance * np.float32(factor)))
-    # The filtered noise is linear in the variance: the scaled difference's filtered
-    # image is this one over the scale (to float32 rounding; no second filtering).
-    filtered = filtered.divided_by(scale)
     record = Renormalisation(
         True, float(scale), factor, n_sky, fraction, False, reason, tuple(notes)
     )
-    return result, record, filtered
+    # The filtered noise is linear in the variance: the scaled difference's filtered
+    # image is this one over the scale (to float32 rounding; no second filtering).
+    return result, record, record.scaled(filtered)

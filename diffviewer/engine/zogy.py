@@ -108,6 +108,9 @@ class ScoreResult:
     n_psf_nodes : int
         Positions at which the PSFs were evaluated (ZOGY's :class:`PsfGrid`, AL's PSF
         model; 1 for one PSF over the image).
+    noise_scale : float
+        The factor the score was divided by (:meth:`divided_by`: the run's noise
+        renormalisation, :mod:`~diffviewer.engine.renormalise`); 1 when it was not.
     """
 
     image: np.ndarray
@@ -118,6 +121,7 @@ class ScoreResult:
     sigma_science: float = float("nan")
     sigma_template: float = float("nan")
     n_psf_nodes: int = 1
+    noise_scale: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("image", "psf", "mask"):
@@ -135,7 +139,12 @@ class ScoreResult:
         else:
             image = image.copy()
         image *= np.float32(1.0 / scale)
-        return dataclasses.replace(self, image=image, noise_std=self.noise_std / scale)
+        return dataclasses.replace(
+            self,
+            image=image,
+            noise_std=self.noise_std / scale,
+            noise_scale=self.noise_scale * scale,
+        )
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -10,10 +10,11 @@ from diffviewer.config import DetectionConfig, MeasurementConfig
 from diffviewer.engine import renormalise
 from diffviewer.engine.detect import detect_sources
 from diffviewer.engine.measure import measure_sources
+from diffviewer.engine.pipeline import run_subtraction
 from diffviewer.engine.progress import null_reporter
-from diffviewer.exposure import Exposure
+from diffviewer.exposure import Exposure, read_only
 from diffviewer.stats import FWHM_PER_SIGMA
-from diffviewer.synthetic import render_gaussians
+from diffviewer.synthetic import make_pair, render_gaussians
 from tests.engine.helpers import gaussian_psf
 
 SHAPE = (400, 400)
@@ -104,3 +105,27 @@ def test_too_little_sky_or_switched_off_is_reported_not_applied() -> None:
     assert renorm.noise_scale == pytest.approx(3.05, rel=0.06)
     assert any("off by that factor" in w for w in renorm.warnings)
     assert renorm.as_dict()["noise_scale"] == pytest.approx(renorm.noise_scale)
+
+
+def test_the_zogy_score_is_renormalised_with_the_variance_planes_it_is_made_from() -> None:
+    # Both inputs' variance planes twice the truth: the difference's PSF-scale noise is
+    # 0.707 of its prediction, and so is ZOGY's score's, made from the same planes. The
+    # one scale measured on the difference's sky divides the score too: its noise is 1
+    # and the transient's score peak is its catalog S/N (the AL score is that S/N at
+    # every pixel; ZOGY's P_D and the decorrelated PSF differ by a few per cent here).
+    pair = make_pair((256, 256), 150, seed=7, transients=[(128.3, 97.6, 2e4)])
+    science, template = (
+        e.replace(variance=read_only(e.variance * np.float32(2.0)))
+        for e in (pair.science, pair.template)
+    )
+    result = run_subtraction(science, template)
+    renorm, score = result.renormalisation, result.score
+    assert renorm.applied and renorm.noise_scale == pytest.approx(np.sqrt(0.5), rel=0.05)
+    assert score is not None and score.method == "zogy"
+    assert score.noise_scale == renorm.noise_scale
+    # ~65 000 correlated pixels: the robust std to ~2 % (0.71 without the scale)
+    assert score.noise_std == pytest.approx(1.0, abs=0.04)
+    cat = result.diasources[~np.asarray(result.diasources["sky_source"], dtype=bool)]
+    row = cat[np.argmin(np.hypot(cat["x"] - 128.3, cat["y"] - 97.6))]
+    print(f"\ntransient: snr {row['snr']:.1f}, score_peak {row['score_peak']:.1f}")
+    assert row["score_peak"] == pytest.approx(row["snr"], rel=0.05)

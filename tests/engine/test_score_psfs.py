@@ -223,11 +223,17 @@ def test_zogy_from_the_difference_is_zogy_from_the_images(sci_fwhm, tmpl_fwhm, c
         result.science, result.template.exposure, grid, ScoreConfig(), null_reporter()
     )
     around = (slice(94, 102), slice(124, 133))
-    peak, images_peak = result.score.image[around].max(), images.image[around].max()
+    # the run's score is renormalised (its noise_scale); the images' form is not
+    peak = result.score.image[around].max() * result.score.noise_scale
+    images_peak = images.image[around].max()
     print(f"\ntransient's S_corr from the difference {peak:.2f}, from the images {images_peak:.2f}")
     # measured 0.3 % and 0.6 % apart (S/N 72 and 81): the two forms' noise differs by the
     # kernel's spatial variation and the backgrounds, not by a factor
     assert peak == pytest.approx(images_peak, rel=0.02) and peak > 50.0
     valid = (result.score.mask & int(UNUSABLE)) == 0
     assert abs(float(np.median(result.score.image[valid]))) < 0.05
-    assert result.score.noise_std == pytest.approx(1.0, abs=0.03)
+    # ZOGY's own noise model is right here (0.989 and 1.004 before the renormalisation),
+    # and renormalised its noise is the detection image's, the catalog's S/N (0.956 and
+    # 0.960 with the science convolved: the renormalisation's scale 1.035 from the sky)
+    assert result.score.noise_std * result.score.noise_scale == pytest.approx(1.0, abs=0.03)
+    assert result.score.noise_std == pytest.approx(result.detections.noise_std, rel=0.02)

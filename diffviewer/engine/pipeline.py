@@ -326,8 +326,8 @@ def run_subtraction(
             )
         # Found once a run: the pixels usable on both inputs; the inputs' sources, on a first
         # estimate of each input's background, which bound the sky of the kernel fit's
-        # noise terms and of the renormalisation; each input's background on that sky (the
-        # kernel fit's noise terms and ZOGY's score subtract it).
+        # noise terms and of the renormalisation; each input's background and noise on
+        # that sky (the kernel fit's noise terms subtract it; ZOGY's score takes the noise).
         with _step(rep, "sky", 0.25, 0.27):
             usable = sky.usable_on_both(science, warped.exposure)
             mesh = config.score.background_mesh

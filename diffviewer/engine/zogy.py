@@ -533,10 +533,15 @@ def zogy_score_grid(
         for row in kernels
         for kern in row
     )
+    empty = ~(var > _variance_floor(var))
+    if zeroed is not None:
+        # left out of S and V alike, so invalid but not grown (the difference's EDGE band
+        # grown by the kernels' side was a whole-image filter, 17 MB at 2048 x 4096)
+        np.putmask(empty, zeroed, False)
     mask, invalid = _score_mask(
         science,
         template,
-        bad | ~(var > _variance_floor(var)),
+        np.logical_or(bad, empty, out=empty),
         2 * half + 1,
         kernels[0][0].k_n.shape[0],
         zeroed,

@@ -166,7 +166,7 @@ class KernelDifference:
     usable: np.ndarray
 
     @property
-    def of_science(self) -> bool:
+    def science_unconvolved(self) -> bool:
         """Whether the science is the unconvolved image (its kernel k_n filters D)."""
         return self.products.fit.convolved == "template"
 
@@ -175,7 +175,7 @@ class KernelDifference:
         sigma_n, or, with the science convolved, D / (scale sigma_r) (the difference in
         template counts, :func:`~diffviewer.engine.subtract.science_scale`)."""
         sigma_n, sigma_r = sigmas
-        unit = sigma_n if self.of_science else science_scale(self.products.fit) * sigma_r
+        unit = sigma_n if self.science_unconvolved else science_scale(self.products.fit) * sigma_r
         plane = self.products.difference_pixels(box)
         plane *= np.float32(1.0 / unit)
         return plane
@@ -653,7 +653,7 @@ def _node_products(
         if layout.difference is None:
             return s_n - s_r, var
     if layout.difference is not None:
-        kc_hat = kn_hat if layout.difference.of_science else kr_hat
+        kc_hat = kn_hat if layout.difference.science_unconvolved else kr_hat
         return grid.image(kc_hat * data[-1]), var
     n_hat, r_hat = data[2:4]
     return grid.image(kn_hat * n_hat - kr_hat * r_hat), var

@@ -502,7 +502,7 @@ def zogy_score_grid(
         # Where the difference is unusable, its noise leaves S and V alike.
         zeroed = np.logical_not(difference.usable, out=difference.usable)
         zeroed |= bad
-    layout = _Layout(difference, config.astrometric_noise > 0.0)
+    layout = _Layout(difference, config.astrometric_noise)
     planes = functools.partial(
         _cell_planes,
         science,
@@ -522,7 +522,7 @@ def zogy_score_grid(
         kernels[0][0].k_n.shape[0] // 2,
         lambda grid, j, i: _kernel_spectra(grid, kernels[j][i]),
         lambda grid, j, i, spectra, data: _node_products(
-            grid, kernels[j][i], spectra, data, config.astrometric_noise, layout
+            grid, kernels[j][i], spectra, data, layout
         ),
         lambda done: reporter.update(0.3 + 0.6 * done),
     )
@@ -582,17 +582,18 @@ def _scaled_plane(
 
 @dataclasses.dataclass(frozen=True)
 class _Layout:
-    """Which planes a cell's data holds (:func:`_cell_planes`): the variances of N and R,
-    then N and R unless S is made from the difference without the astrometric term,
-    then the difference when S is made from it."""
+    """What a cell's score is made from, and which planes its data holds
+    (:func:`_cell_planes`): the variances of N and R, then N and R unless S is made from
+    the difference without the astrometric term, then the difference when S is made from
+    it."""
 
     difference: KernelDifference | None
-    astrometric: bool
+    astrometric_noise: float
 
     @property
     def images(self) -> bool:
         """Whether N and R are among the planes."""
-        return self.difference is None or self.astrometric
+        return self.difference is None or self.astrometric_noise > 0.0
 
 
 def _cell_planes(
@@ -637,7 +638,6 @@ def _node_products(
     kern: _ZogyKernels,
     kernel_spectra: tuple[np.ndarray, ...],
     data: tuple[np.ndarray, ...],
-    astrometric_noise: float,
     layout: _Layout,
 ) -> tuple[np.ndarray, np.ndarray]:
     """S and V(S) (eqs. 28-31) on a grid: S = k_n (x) N - k_r (x) R, or the difference
@@ -645,6 +645,7 @@ def _node_products(
     vn_hat, vr_hat = data[:2]
     kn_hat, kr_hat, kn2_hat, kr2_hat = kernel_spectra
     var = grid.image(vn_hat * kn2_hat + vr_hat * kr2_hat)
+    astrometric_noise = layout.astrometric_noise
     if astrometric_noise > 0.0:
         n_hat, r_hat = data[2:4]
         s_n, s_r = grid.image(kn_hat * n_hat), grid.image(kr_hat * r_hat)

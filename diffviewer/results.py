@@ -30,6 +30,7 @@ from diffviewer.engine.kernel_region import RegionChoice
 from diffviewer.engine.psf import PsfEstimate
 from diffviewer.engine.register import PolynomialTransform, Registration
 from diffviewer.engine.renormalise import Renormalisation
+from diffviewer.engine.sky import SkyLevel
 from diffviewer.engine.warp import Piece
 from diffviewer.errors import InputError
 from diffviewer.exposure import Exposure
@@ -581,11 +582,13 @@ def read_saved_run(out_dir: str | Path) -> SavedRun:
         strength = meta["kernel"].get("regularization")
         choice = meta["kernel"].get("degree_choice")
         region = meta["kernel"].get("region_choice")
+        level = meta["kernel"].get("sky_level")
         kernel = dataclasses.replace(
             kernel,
             regularization=_float(strength),
             degree_choice=None if choice is None else DegreeChoice.from_dict(choice),
             region_choice=None if region is None else RegionChoice.from_dict(region),
+            sky_level=None if level is None else SkyLevel.from_dict(level),
         )
         diagnostics = read_diagnostics(out / "diagnostics.fits")
         renormalisation = Renormalisation.from_dict(meta["renormalisation"])

@@ -35,28 +35,29 @@ def robust_std(values: np.ndarray, centre: float | None = None) -> float:
     return float(MAD_TO_SIGMA * median(np.abs(values - med)))
 
 
-#: Ratio of the standard error of a large Gaussian sample's median to that of its mean,
-#: sqrt(pi / 2).
-MEDIAN_EFFICIENCY = float(np.sqrt(np.pi / 2.0))
-
-
-def median_standard_error(values: np.ndarray) -> float:
-    """Standard error of the median of independent values: :data:`MEDIAN_EFFICIENCY` times
-    their robust standard deviation over the square root of their number.
+def clip_range(values: np.ndarray, nsigma: float = 3.0) -> tuple[float, float]:
+    """The range within ``nsigma`` robust standard deviations (:func:`robust_std`) of the
+    values' median: what a clipped mean keeps (a linear measurement, a PSF flux, reads a
+    level's mean, and the clip keeps it from the rare values far out).
 
     Parameters
     ----------
     values : numpy.ndarray
         Finite values (any shape).
+    nsigma : float
+        Half-width of the range, in robust standard deviations.
 
     Returns
     -------
-    float
-        NaN for an empty array. Correlated values (resampled or coadded pixels) have a
-        larger error than this.
+    (float, float)
+        Its ends (NaN, NaN for an empty array).
     """
     values = np.asarray(values, dtype=np.float64).ravel()
-    return MEDIAN_EFFICIENCY * robust_std(values) / float(np.sqrt(max(values.size, 1)))
+    if values.size == 0:
+        return float("nan"), float("nan")
+    centre = median(values)
+    half = nsigma * robust_std(values, centre)
+    return centre - half, centre + half
 
 
 #: Values sampled to bracket a median (:func:`median`): the sample's middle ranks, 5

@@ -65,9 +65,9 @@ from diffviewer.engine.kernel_spatial import fit_spatial, usable_orders
 from diffviewer.engine.kernel_stamps import fit_stamps
 from diffviewer.engine.progress import Reporter
 from diffviewer.engine.psf import PsfEstimate, frozen
-from diffviewer.engine.sky import MIN_BACKGROUND_SKY, InputSources
+from diffviewer.engine.sky import InputSources
 from diffviewer.exposure import Exposure
-from diffviewer.stats import median, median_standard_error
+from diffviewer.stats import median
 
 __all__ = ["KernelFit", "KernelSolution", "fit_kernel"]
 
@@ -97,49 +97,6 @@ def _zero_point_ratio(science: Exposure, template: Exposure) -> float | None:
     return float(10 ** (0.4 * (science.zero_point - template.zero_point)))
 
 
-#: Significance (in its standard errors) from which the fallback's differential background
-#: is subtracted. On a cutout of a few hundred sky pixels its median is known to
-#: 0.06-0.08 of the pixel noise, which a PSF of FWHM 6-10 px turns into a flux error
-#: (``error / sum(P^2)``) of 0.6-1.0 times a point source's own, which the catalog's
-#: errors do not hold (measured: pulls 1.2 at FWHM 8 px). A level within 3 of its errors
-#: of none is that noise: inputs already background-subtracted (survey cutouts) agree
-#: there, and a sky left on one input stands out by far more.
-BACKGROUND_SIGNIFICANCE = 3.0
-
-
-def _fallback_background(on_sky: np.ndarray) -> tuple[float, str]:
-    """The fallback kernel's differential background, and the phrase that says what it is.
-
-    Parameters
-    ----------
-    on_sky : numpy.ndarray
-        The target less the scaled source image over the sky pixels (at least one FWHM
-        from every source of either image).
-
-    Returns
-    -------
-    (float, str)
-        Their median when there are at least :data:`MIN_BACKGROUND_SKY` of them and it
-        differs from none by more than :data:`BACKGROUND_SIGNIFICANCE` standard errors
-        (:func:`~diffviewer.stats.median_standard_error`), else 0.
-    """
-    n_sky = on_sky.size
-    if n_sky < MIN_BACKGROUND_SKY:
-        return 0.0, (
-            f"; no differential background ({n_sky} sky pixels, fewer than {MIN_BACKGROUND_SKY})"
-        )
-    level, error = median(on_sky), median_standard_error(on_sky)
-    measured = (
-        f"differential background {level:.4g} +- {error:.2g} (median over {n_sky} sky pixels)"
-    )
-    if abs(level) > BACKGROUND_SIGNIFICANCE * error:
-        return level, f"; {measured}"
-    return 0.0, (
-        f"; {measured} is within {BACKGROUND_SIGNIFICANCE:g} standard errors of none: "
-        "not subtracted"
-    )
-
-
 def _beyond_border(kernel: np.ndarray, shape: tuple[int, int]) -> str:
     """The phrase saying how much of a kernel larger than :func:`size_cap` lies beyond the
     EDGE border it is given, or '' when it fits."""
@@ -160,7 +117,6 @@ def _beyond_border(kernel: np.ndarray, shape: tuple[int, int]) -> str:
 def _fallback_solution(
     science: Exposure,
     template: Exposure,
-    sources: InputSources,
     src_psf: PsfEstimate,
     tgt_psf: PsfEstimate,
     mode: str,
@@ -177,10 +133,9 @@ def _fallback_solution(
     (:func:`~diffviewer.engine.subtract.edge_half_width`) is said. When either is only the
     default, nothing is known of the PSF mismatch: the kernel maps one PSF onto itself (a
     delta, within the basis's reach), and the difference is a plain scaled difference. The
-    kernel sum is the zero points' flux ratio when both are known, else 1; the background
-    is the median difference over the sky (:meth:`~diffviewer.engine.sky.InputSources.sky`:
-    pixels usable on both at least one FWHM from every source of either image) where it
-    is significant, else none (:func:`_fallback_background`).
+    kernel sum is the zero points' flux ratio when both are known, else 1; its background
+    is none, the difference's sky level is taken out after the subtraction
+    (:func:`~diffviewer.engine.subtract.sky_corrected`), as any kernel's is.
     """
     known = [e for e in (src_psf, tgt_psf) if e.source != "default"]
     delta = len(known) < 2
@@ -194,11 +149,6 @@ def _fallback_solution(
     ratio = _zero_point_ratio(science, template)
     scale = 1.0 if ratio is None else (ratio if mode == "template" else 1.0 / ratio)
     coef *= scale / float(coef @ sums)
-    sci_side = science.image if mode == "template" else scale * science.image
-    tmpl_side = scale * template.image if mode == "template" else template.image
-    bg, bg_note = _fallback_background(
-        (sci_side - tmpl_side)[sources.beyond_psfs(src_psf.fwhm, tgt_psf.fwhm)]
-    )
     if delta:
         why = (
             "no PSF is known for "
@@ -214,11 +164,10 @@ def _fallback_solution(
     why += ", with kernel sum " + (
         f"{scale:.4g} from the zero points" if ratio is not None else "1 (no zero points)"
     )
-    why += bg_note
     solution = KernelSolution(
         frozen(basis),
         frozen(coef[:, None]),
-        frozen([bg]),
+        frozen([0.0]),
         0,
         0,
         science.shape,
@@ -283,7 +232,7 @@ def fit_kernel(
         for the noise the two put into the stamps' equations (:mod:`kernel_noise`).
     sources : InputSources
         Where either shows a source (:func:`~diffviewer.engine.sky.input_sources`): what
-        bounds the sky of those noise terms and of the fallback's background.
+        bounds the sky of those noise terms.
     config : KernelConfig
         Basis, orders, rejection limits, mode.
     reporter : Reporter
@@ -358,7 +307,7 @@ def fit_kernel(
         )
     if n_good < config.min_stamps:
         solution, why = _fallback_solution(
-            science, template, sources, src_psf, tgt_psf, mode, whole.size, config
+            science, template, src_psf, tgt_psf, mode, whole.size, config
         )
         notes.append(
             f"only {n_good} good kernel stamps (kernel.min_stamps = {config.min_stamps}): {why}"

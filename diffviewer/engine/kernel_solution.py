@@ -20,6 +20,7 @@ from diffviewer.engine.kernel_direction import Direction
 from diffviewer.engine.kernel_noise import SharedNoise
 from diffviewer.engine.kernel_region import RegionChoice
 from diffviewer.engine.psf import PsfEstimate
+from diffviewer.engine.sky import SkyLevel
 from diffviewer.exposure import Exposure
 
 
@@ -115,6 +116,14 @@ class KernelSolution:
         """The background over the whole image, or over its ``box`` (float32)."""
         return self._term_image(self.bg_coefficients, self.background_order, box)
 
+    def with_background_offset(self, offset: float) -> KernelSolution:
+        """This solution with ``offset`` (image units) added to its background everywhere
+        (to the coefficient of the constant term, ``T_0 T_0 = 1``)."""
+        coefficients = np.array(self.bg_coefficients, dtype=np.float64)
+        coefficients[0] += offset
+        coefficients.flags.writeable = False
+        return dataclasses.replace(self, bg_coefficients=coefficients)
+
     def kernel_sum(self, x: np.ndarray | float, y: np.ndarray | float) -> np.ndarray:
         """Kernel sum (photometric scale) at positions."""
         per_term = self.coefficients.T @ self.basis.sum(axis=(1, 2))
@@ -203,6 +212,10 @@ class KernelFit:
         The fit regions compared by the held-out stars and the one the spatial fit used
         (:mod:`kernel_region`); None without a spatial fit, without the wing (one region)
         or with ``kernel.fit_region`` set.
+    sky_level : SkyLevel or None
+        The raw difference's level on sky, measured after the subtraction and, when
+        significant, taken out of :attr:`solution`'s background
+        (:func:`~diffviewer.engine.subtract.sky_corrected`); None before that.
     """
 
     solution: KernelSolution
@@ -220,6 +233,7 @@ class KernelFit:
     shared_noise: SharedNoise | None = None
     degree_choice: DegreeChoice | None = None
     region_choice: RegionChoice | None = None
+    sky_level: SkyLevel | None = None
 
     def source_target(self, science: Exposure, template: Exposure) -> tuple[Exposure, Exposure]:
         """(convolved image, image it is matched to)."""

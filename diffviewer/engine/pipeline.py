@@ -354,6 +354,11 @@ def run_subtraction(
             )
         with _step(rep, "subtract", 0.45, 0.60):
             products = subtract.subtract_images(science, warped.exposure, fit, rep)
+            # the raw difference's sky level out of its background: the fit from here on
+            products = subtract.sky_corrected(
+                products, sources.beyond_psfs(sci_psf.fwhm, tmpl_psf.fwhm)
+            )
+            fit = products.fit
         rep.stage("subtract", {"matched": products.matched_image})
         # The raw difference (SubtractionProducts.difference is made on each read) is made
         # once, for the decorrelation and the raw diagnostics.

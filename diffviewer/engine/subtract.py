@@ -16,6 +16,11 @@ terms, so the variance is convolved once with the squared kernel at the image ce
 scaled by ``sum(K(x, y)^2) / sum(K_centre^2)``: exact for a spatially constant kernel and,
 for a varying one, wherever the variance is locally flat (the sky); near stars only the
 variation of the kernel's shape, not of its power, is neglected.
+
+The differential background is the kernel fit's, from its stamps; the raw difference's
+median over the sky of both inputs is then taken out of it where it is significant
+(:func:`sky_corrected`): the one empirical correction of the background, estimated from
+sky alone and recorded with its value (``KernelFit.sky_level``).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from diffviewer.engine.field_terms import chebyshev_terms, term_powers
 from diffviewer.engine.kernel_basis import size_cap
 from diffviewer.engine.kernel_solution import KernelFit, KernelSolution
 from diffviewer.engine.progress import Reporter, null_reporter
+from diffviewer.engine.sky import sky_level
 from diffviewer.exposure import MASK_DTYPE, Exposure, MaskPlane, planes_set, read_only
 
 #: Planes of a convolved image's mask that are grown by the kernel footprint (NO_DATA
@@ -607,6 +613,40 @@ def scaled_background(fit: KernelFit, box: tuple[slice, slice] | None = None) ->
     if fit.convolved == "science":
         background *= np.float32(science_scale(fit))
     return background
+
+
+def sky_corrected(products: SubtractionProducts, sky: np.ndarray) -> SubtractionProducts:
+    """The products with the raw difference's level on sky taken out of the background.
+
+    A kernel fit's background comes from its stamps, a few hundred pixels around a few
+    tens of stars, where it trades against the kernel's wings and sum (a kernel sum off
+    by 1 % leaves every star a residual the stamp's background partly absorbs) and moves
+    with which stamps survive: on the DECam demo stacks (14 stamps), sources injected at
+    blank positions moved it by up to 1.2 counts; on the pyDIA frames the difference's
+    sky sat 2-8 counts above none (HOTPANTS's: -1 to +2.4). A PSF flux reads such a level
+    times ``1 / sum(P^2)`` (82 px on the demo), an error its variance does not hold. The
+    median over the pixels far from every source of either input
+    (:class:`~diffviewer.engine.sky.SkyLevel`, taken out when significant) is what a
+    blank position's flux is measured against.
+
+    Parameters
+    ----------
+    products : SubtractionProducts
+        The subtraction with the kernel fit's background.
+    sky : numpy.ndarray
+        Boolean map of the sky pixels (:meth:`~diffviewer.engine.sky.InputSources.sky`).
+
+    Returns
+    -------
+    SubtractionProducts
+        With ``fit.sky_level`` set and, when applied, the level (science counts) added to
+        the solution's background (in its own units: divided by :func:`science_scale`).
+    """
+    level = sky_level(products.difference_pixels(), sky)
+    fit = products.fit
+    solution = fit.solution.with_background_offset(level.offset / science_scale(fit))
+    fit = dataclasses.replace(fit, solution=solution, sky_level=level)
+    return dataclasses.replace(products, fit=fit)
 
 
 def subtract_images(

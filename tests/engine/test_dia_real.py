@@ -377,7 +377,7 @@ def test_rubin_alert_candidates_are_detected_with_their_sign() -> None:
     # S/N is 1.9-4.9 where Rubin's is 4.4-8.3 (README). Five candidates are below S/N 5 in
     # Rubin's own difference through the same filter: at most 19 of 24 are in reach.
     # A differential background within 3 of its standard errors of none is no longer
-    # subtracted (kernel.BACKGROUND_SIGNIFICANCE): 13 -> 14.
+    # subtracted (sky.BACKGROUND_SIGNIFICANCE): 13 -> 14.
     _run_triplets("rubin", "TMPL", 11)
 
 

@@ -23,7 +23,7 @@ from diffviewer.engine.background import SkyBackground, fit_background, sampled_
 from diffviewer.engine.lent import lent_map
 from diffviewer.errors import InsufficientKernelSources
 from diffviewer.exposure import Exposure, finite_usable, map_by_rows, read_only, row_blocks
-from diffviewer.stats import clip_range
+from diffviewer.stats import clip_range, masked_sample
 
 #: Box (px) over which an input is averaged to find its sources, and the threshold
 #: (robust sigma of that mean) above which a pixel is a source.
@@ -57,6 +57,10 @@ SKY_CELL = 32
 
 #: Fewest cells for that error (a cutout has one or two).
 MIN_SKY_CELLS = 16
+
+#: Most sky pixels the clip range is found on (its median and MAD are then known to
+#: ~0.1 % of the noise; all of them cost 0.6 s at 4096^2).
+SKY_SAMPLES = 1_000_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,8 +136,9 @@ class SkyLevel:
 
 
 def sky_level(image: np.ndarray, sky: np.ndarray) -> SkyLevel:
-    """A difference's level on its sky pixels: their mean within 3 robust standard
-    deviations of their median (:func:`~diffviewer.stats.clip_range`), and its error.
+    """A difference's level on its sky pixels: the mean of those within 3 robust standard
+    deviations of their median (:func:`~diffviewer.stats.clip_range`, on at most
+    :data:`SKY_SAMPLES` of them, regularly spaced), and its error.
 
     The error comes from the scatter of the means of the :data:`SKY_CELL` px cells the
     sky falls in (each weighted by its pixels: the cluster-robust error of a mean), which
@@ -152,41 +157,41 @@ def sky_level(image: np.ndarray, sky: np.ndarray) -> SkyLevel:
     -------
     SkyLevel
     """
-    on_sky = image[sky]
-    on_sky = on_sky[np.isfinite(on_sky)]
-    if on_sky.size == 0:
+    sample = masked_sample(image, sky, SKY_SAMPLES)
+    sample = sample[np.isfinite(sample)]
+    if sample.size == 0:
         return SkyLevel(float("nan"), float("nan"), 0)
-    low, high = clip_range(on_sky)
-    kept = on_sky[(on_sky >= low) & (on_sky <= high)]
-    del on_sky
-    sums, counts = _cell_sums(image, sky, low, high)
-    n = float(counts.sum())
+    sums, squares, counts = _cell_sums(image, sky, *clip_range(sample))
+    n = int(counts.sum())
     level = float(sums.sum() / n)
     used = counts > 0
-    if used.sum() >= MIN_SKY_CELLS:
+    cells = int(used.sum())
+    if cells >= MIN_SKY_CELLS:
         deviations = sums[used] - counts[used] * level
-        cells = int(used.sum())
         error = float(np.sqrt(np.sum(deviations**2) * cells / (cells - 1)) / n)
     else:
-        error = float(kept.std(ddof=1) / np.sqrt(kept.size)) if kept.size > 1 else 0.0
-    return SkyLevel(level, error, int(kept.size))
+        variance = (float(squares.sum()) - n * level**2) / max(n - 1, 1)
+        error = float(np.sqrt(max(variance, 0.0) / n))
+    return SkyLevel(level, error, n)
 
 
 def _cell_sums(
     image: np.ndarray, sky: np.ndarray, low: float, high: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per :data:`SKY_CELL` px cell: the sum and the number of the sky pixels of
-    ``image`` within [``low``, ``high``] (row blocks; no image-sized plane)."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per :data:`SKY_CELL` px cell: the sum, the sum of squares and the number of the
+    sky pixels of ``image`` within [``low``, ``high``] (row blocks; no image-sized plane)."""
     ny, nx = image.shape
     starts = np.arange(0, nx, SKY_CELL)
-    sums, counts = [], []
+    sums, squares, counts = [], [], []
     for y0 in range(0, ny, SKY_CELL):
         rows = slice(y0, y0 + SKY_CELL)
         values = image[rows].astype(np.float64)
         kept = sky[rows] & (values >= low) & (values <= high)
-        sums.append(np.add.reduceat(np.where(kept, values, 0.0).sum(axis=0), starts))
-        counts.append(np.add.reduceat(kept.sum(axis=0), starts))
-    return np.concatenate(sums), np.concatenate(counts)
+        values[~kept] = 0.0
+        sums.append(np.add.reduceat(values.sum(axis=0), starts))
+        squares.append(np.add.reduceat(np.einsum("ij,ij->j", values, values), starts))
+        counts.append(np.add.reduceat(np.count_nonzero(kept, axis=0), starts))
+    return np.concatenate(sums), np.concatenate(squares), np.concatenate(counts)
 
 
 def usable_on_both(science: Exposure, template: Exposure) -> np.ndarray:

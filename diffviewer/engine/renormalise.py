@@ -23,6 +23,13 @@ any pixel where the science or the template shows a source (a 5 x 5 box mean abo
 three times that mean's robust spread: :func:`~diffviewer.engine.sky.input_sources`, found
 once a run for the kernel fit too), so neither a star's subtraction residual nor a
 transient enters the estimate; two passes of 4-sigma clipping remove what is left.
+Where a crowded field leaves fewer than :data:`MIN_SKY_PIXELS` such pixels, the sky
+steps in (:data:`SKY_STEPS`): two FWHM, then one, from every source, the kernel's reach
+left to the clipping. A residual the clipping misses can only raise the scale (the
+errors err large), where the propagated variance it replaces can be off either way:
+on the pyDIA frame 0016 (science FWHM 7.4 px, no pixel 29 px from a source) the catalog's
+blank-sky PSF fluxes scattered by 0.65 of their errors; two FWHM out, 10,000 sky pixels
+measure 0.63.
 
 A scale below :data:`MIN_NOISE_SCALE` is not applied: the difference then holds less
 than a quarter of the predicted noise variance, so the two images share most of
@@ -58,6 +65,10 @@ MIN_SKY_PIXELS = 2_500
 #: there. (The decorrelated PSF's ringing wings hold 99 % of its absolute sum only
 #: within 21 px on the demo, which would leave no sky; what they carry is clipped.)
 PSF_REACH = 2.0
+
+#: The sky's distances from the inputs' sources, tried in turn until one leaves
+#: :data:`MIN_SKY_PIXELS`: (whether the kernel's half width is added, FWHM of the PSF).
+SKY_STEPS = ((True, PSF_REACH), (False, PSF_REACH), (False, 1.0))
 
 #: A noise scale below this is not applied (images sharing > 75 % of their noise variance).
 MIN_NOISE_SCALE = 0.5
@@ -97,6 +108,9 @@ class Renormalisation:
         One sentence: why it was (not) applied.
     warnings : tuple of str
         For the run's warnings (a scale far from 1, or not applied).
+    sky_distance : float
+        Least distance (px) of the sky pixels from the inputs' sources (:data:`SKY_STEPS`;
+        NaN when not recorded: a saved run of an older version).
     """
 
     applied: bool
@@ -107,6 +121,7 @@ class Renormalisation:
     shared_noise: bool
     reason: str
     warnings: tuple[str, ...]
+    sky_distance: float = float("nan")
 
     def scaled(self, score: ScoreResult) -> ScoreResult:
         """A score whose noise is predicted from the same variance planes, divided by the
@@ -126,6 +141,7 @@ class Renormalisation:
             "variance_factor": self.variance_factor,
             "n_sky_pixels": self.n_sky_pixels,
             "sky_fraction": self.sky_fraction,
+            "sky_distance_px": self.sky_distance,
             "shared_noise": self.shared_noise,
             "reason": self.reason,
         }
@@ -143,7 +159,16 @@ class Renormalisation:
             shared_noise=bool(record["shared_noise"]),
             reason=str(record["reason"]),
             warnings=(),
+            sky_distance=float(record.get("sky_distance_px", float("nan"))),  # type: ignore[arg-type]
         )
+
+
+def sky_distance(psf: np.ndarray, kernel_half_width: int, step: int = 0) -> float:
+    """The distance (px) from every source of either input of :data:`SKY_STEPS`'s
+    ``step``: the kernel's half width (step 0) plus FWHM of ``psf``."""
+    with_kernel, reach = SKY_STEPS[step]
+    fwhm = shape_from_covariance(adaptive_moments(np.asarray(psf, dtype=np.float64))[2])[0]
+    return float(kernel_half_width * with_kernel + reach * fwhm)
 
 
 def sky_near(
@@ -155,25 +180,28 @@ def sky_near(
     sources: InputSources | None = None,
     *,
     usable: np.ndarray | None = None,
+    step: int = 0,
 ) -> np.ndarray:
     """The sky map of :func:`renormalise`: the difference's usable pixels with finite
     values (``usable``, when the caller has ``difference.usable_pixels()`` already) that
-    are usable on both inputs and farther (in x or y) than the kernel's half width plus
-    :data:`PSF_REACH` FWHM of ``psf`` from every source of either input.
+    are usable on both inputs and farther (in x or y) than :func:`sky_distance` from
+    every source of either input.
 
     Parameters
     ----------
     sources : InputSources, optional
         The inputs' sources (:func:`~diffviewer.engine.sky.input_sources`); found when not
         given.
+    step : int
+        Which of :data:`SKY_STEPS` (0: the kernel's half width plus :data:`PSF_REACH`
+        FWHM).
 
     Returns
     -------
     numpy.ndarray
         Boolean sky map.
     """
-    fwhm = shape_from_covariance(adaptive_moments(np.asarray(psf, dtype=np.float64))[2])[0]
-    distance = float(kernel_half_width + PSF_REACH * fwhm)
+    distance = sky_distance(psf, kernel_half_width, step)
     good = difference.usable_pixels() if usable is None else usable
     good = good & np.isfinite(difference.image)
     if sources is None:
@@ -255,28 +283,30 @@ def renormalise(
         once here), or None when too few sky pixels left the scale unmeasured.
     """
     usable_map = difference.usable_pixels()
-    sky = sky_near(
-        difference,
-        centre_psf(psf),
-        science,
-        template,
-        kernel_half_width,
-        sources,
-        usable=usable_map,
-    )
+    sources = sources or input_sources(science, template)
+    centred = centre_psf(psf)
+    for step in range(len(SKY_STEPS)):
+        sky = sky_near(
+            difference, centred, science, template, kernel_half_width, sources,
+            usable=usable_map, step=step,
+        )  # fmt: skip
+        n_sky = int(sky.sum())
+        if n_sky >= MIN_SKY_PIXELS:
+            break
+    distance = sky_distance(centred, kernel_half_width, step)
     usable = int(np.count_nonzero(usable_map))
     del usable_map
-    n_sky = int(sky.sum())
     fraction = n_sky / usable if usable else 0.0
     reporter.update(0.3)
     if n_sky < MIN_SKY_PIXELS:
         reason = (
-            f"not applied: only {n_sky} sky pixels away from the inputs' sources "
-            f"(at least {MIN_SKY_PIXELS} needed); the propagated variance is used"
+            f"not applied: only {n_sky} sky pixels {distance:.1f} px or more from the "
+            f"inputs' sources (at least {MIN_SKY_PIXELS} needed); the propagated variance is "
+            "used"
         )
         return (
             difference,
-            Renormalisation(False, float("nan"), 1.0, n_sky, fraction, False, reason, ()),
+            Renormalisation(False, float("nan"), 1.0, n_sky, fraction, False, reason, (), distance),
             None,
         )
     # The filtering checks for cancellation but does not report (its fractions would run
@@ -301,6 +331,7 @@ def renormalise(
             bool(np.isfinite(scale)),
             reason,
             tuple(notes),
+            distance,
         )
         return difference, record, filtered
     if not enabled:
@@ -313,13 +344,14 @@ def renormalise(
                 "off by that factor"
             )
         record = Renormalisation(
-            False, float(scale), 1.0, n_sky, fraction, False, reason, tuple(notes)
+            False, float(scale), 1.0, n_sky, fraction, False, reason, tuple(notes), distance
         )
         return difference, record, filtered
     factor = float(scale**2)
     reason = (
         f"applied: the variance plane was scaled by {factor:.3g} so that PSF-flux errors "
-        f"match the scatter of the PSF-filtered difference on {n_sky} sky pixels"
+        f"match the scatter of the PSF-filtered difference on {n_sky} sky pixels "
+        f"{distance:.1f} px or more from the inputs' sources"
     )
     lo, hi = NOTE_RANGE
     if not lo <= scale <= hi:
@@ -331,7 +363,7 @@ def renormalise(
         )
     result = difference.replace(variance=read_only(difference.variance * np.float32(factor)))
     record = Renormalisation(
-        True, float(scale), factor, n_sky, fraction, False, reason, tuple(notes)
+        True, float(scale), factor, n_sky, fraction, False, reason, tuple(notes), distance
     )
     # The filtered noise is linear in the variance: the scaled difference's filtered
     # image is this one over the scale (to float32 rounding; no second filtering).

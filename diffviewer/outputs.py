@@ -23,6 +23,7 @@ from astropy.table import Table
 from diffviewer import __version__
 from diffviewer.atomic import atomic_write_text, staged_output_dir
 from diffviewer.config import to_toml
+from diffviewer.engine.measure import sky_source_check
 from diffviewer.engine.pipeline import SubtractionResult
 from diffviewer.engine.progress import CancelToken, Reporter
 from diffviewer.engine.register import Registration
@@ -218,6 +219,8 @@ def build_metadata(
             "n_negative": int(np.sum(real & (sign < 0))),
             "n_dipoles": int(np.sum(np.asarray(result.diasources["is_dipole"], dtype=bool))),
             "n_sky_sources": int(np.sum(~real)),
+            # Their PSF-flux pulls: scatter 1 (honest errors), mean 0 (no level left).
+            "sky_sources": sky_source_check(result.diasources).as_dict(),
             "detected_fraction": result.detections.detected_fraction,
             "max_detected_fraction": result.config.detection.max_detected_fraction,
             "guard_tripped": guard_tripped(result),

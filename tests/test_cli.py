@@ -77,7 +77,12 @@ def test_run_writes_every_output(demo_run: Path) -> None:
     renorm = meta["renormalisation"]
     assert renorm["applied"] and 1.3 <= renorm["noise_scale"] <= 1.6
     assert renorm["variance_factor"] == pytest.approx(renorm["noise_scale"] ** 2)
-    assert renorm["reason"].startswith("applied")
+    assert renorm["reason"].startswith("applied") and renorm["sky_distance_px"] > 0
+    # The difference's level on the inputs' sky (the stacks' kernel fit left -1.28 +- 0.04
+    # counts there, 82 counts of every PSF flux), taken out and stated with its value.
+    level = meta["kernel"]["sky_level"]
+    assert level["applied"] and level["n_pixels"] > 10_000
+    assert abs(level["level"]) > 3 * level["error"] and "taken out" in level["why"]
     assert load_toml(demo_run / "config.toml").kernel.spatial_order == 1
     with fits.open(demo_run / "difference.fits") as hdus:
         assert [h.name for h in hdus][1:] == ["IMAGE", "MASK", "VARIANCE"]
@@ -86,6 +91,8 @@ def test_run_writes_every_output(demo_run: Path) -> None:
     sky = cat["sky_source"]
     assert len(cat[~sky]) == meta["detection"]["n_sources"]
     assert len(cat[sky]) == meta["detection"]["n_sky_sources"] == 100
+    blank = meta["detection"]["sky_sources"]
+    assert 90 <= blank["n"] <= 100 and 0.7 < blank["pull_std"] < 1.3
     # The SFFT difference of these stacks has a ~49 sigma positive residual at (60, 181).
     near = (abs(cat["x"] - 60) < 3) & (abs(cat["y"] - 181) < 3)
     assert near.any() and (cat["sign"][near] > 0).all()

@@ -488,3 +488,63 @@ def measure_sources(
     out.meta["exposure_bits"] = config.exposure_bits
     reporter.update(1.0)
     return out
+
+
+@dataclasses.dataclass(frozen=True)
+class SkySourceCheck:
+    """The catalog's own check of its errors and its background: its sky sources' PSF
+    fluxes over their errors (pulls), which at blank positions are noise alone.
+
+    A pull scatter of 1 says the errors describe the noise (above 1 they are too small,
+    below too large: S/N and thresholds are off by that factor); a mean pull within a
+    few of its errors of 0 says the difference has no level left under a point source
+    (:func:`~diffviewer.engine.subtract.sky_corrected`). As LSST's diaSource sky
+    sources serve.
+
+    Attributes
+    ----------
+    n : int
+        Unflagged sky sources with a finite PSF flux and error.
+    mean_pull, mean_pull_error : float
+        Their mean pull and its standard error (NaN with fewer than 2).
+    pull_std : float
+        Their pulls' standard deviation (NaN with fewer than 2).
+    """
+
+    n: int
+    mean_pull: float
+    mean_pull_error: float
+    pull_std: float
+
+    def as_dict(self) -> dict[str, object]:
+        """The record ``metadata.json`` holds (``detection.sky_sources``; NaN as None)."""
+        values = (self.mean_pull, self.mean_pull_error, self.pull_std)
+        names = ("mean_pull", "mean_pull_error", "pull_std")
+        return {"n": self.n} | {
+            k: (v if np.isfinite(v) else None) for k, v in zip(names, values, strict=True)
+        }
+
+
+def sky_source_check(table: Table) -> SkySourceCheck:
+    """:class:`SkySourceCheck` of a catalog of :func:`measure_sources`.
+
+    Parameters
+    ----------
+    table : astropy.table.Table
+        The catalog (its ``sky_source``, ``flagged``, ``psf_flux``, ``psf_flux_err``).
+
+    Returns
+    -------
+    SkySourceCheck
+    """
+    blank = np.asarray(table["sky_source"], dtype=bool) & ~np.asarray(table["flagged"], bool)
+    flux = np.asarray(table["psf_flux"], dtype=np.float64)[blank]
+    err = np.asarray(table["psf_flux_err"], dtype=np.float64)[blank]
+    ok = np.isfinite(flux) & np.isfinite(err) & (err > 0)
+    pulls = flux[ok] / err[ok]
+    if pulls.size < 2:
+        return SkySourceCheck(int(pulls.size), float("nan"), float("nan"), float("nan"))
+    spread = float(np.std(pulls, ddof=1))
+    return SkySourceCheck(
+        int(pulls.size), float(np.mean(pulls)), spread / float(np.sqrt(pulls.size)), spread
+    )

@@ -25,11 +25,13 @@ once a run for the kernel fit too), so neither a star's subtraction residual nor
 transient enters the estimate; two passes of 4-sigma clipping remove what is left.
 Where a crowded field leaves fewer than :data:`MIN_SKY_PIXELS` such pixels, the sky
 steps in (:data:`SKY_STEPS`): two FWHM, then one, from every source, the kernel's reach
-left to the clipping. A residual the clipping misses can only raise the scale (the
-errors err large), where the propagated variance it replaces can be off either way:
-on the pyDIA frame 0016 (science FWHM 7.4 px, no pixel 29 px from a source) the catalog's
-blank-sky PSF fluxes scattered by 0.65 of their errors; two FWHM out, 10,000 sky pixels
-measure 0.63.
+left to the clipping. A residual the clipping misses can only raise the scale, so a
+scale measured there is an upper bound: one below 1 is applied (the errors then err
+large at most), one above 1 is not (it cannot be told from the residuals: a template
+moved by 15 px measured 2.3 there, and its bad subtraction would have hidden in the
+variance). On the pyDIA frame 0016 (science FWHM 7.4 px, no pixel 29 px from a source)
+the catalog's blank-sky PSF fluxes scattered by 0.65 of their errors; two FWHM out,
+12,600 sky pixels measure 0.68.
 
 A scale below :data:`MIN_NOISE_SCALE` is not applied: the difference then holds less
 than a quarter of the predicted noise variance, so the two images share most of
@@ -315,6 +317,17 @@ def renormalise(
     scale = sky_noise_scale(filtered.image, sky)
     reporter.update(0.9)
     notes: list[str] = []
+    if step > 0 and scale > 1.0:
+        reason = (
+            f"not applied: too few pixels lie {sky_distance(centred, kernel_half_width):.1f} "
+            f"px from the inputs' sources, and the sky {distance:.1f} px from them measures "
+            f"{scale:.3g}, which the sources' residuals can raise: only a scale below 1 is "
+            "taken from it; the propagated variance is used"
+        )
+        record = Renormalisation(
+            False, float(scale), 1.0, n_sky, fraction, False, reason, (), distance
+        )
+        return difference, record, filtered
     if not (np.isfinite(scale) and scale >= MIN_NOISE_SCALE):
         reason = (
             f"not applied: the difference's sky noise is {scale:.3g} of what its variance "

@@ -99,6 +99,8 @@ EMPTY_RESIDUALS: dict[str, str] = {
 NOISE_FINAL = "noise ratio (final difference)"
 NOISE_BEFORE_SCALING = "noise at PSF scale before variance scaling"
 NOISE_BEFORE_DECORRELATION = "noise ratio before decorrelation"
+SKY_PULL_MEAN = "sky sources: mean PSF-flux pull"
+SKY_PULL_STD = "sky sources: PSF-flux pull scatter"
 
 
 def config_differences(a: SubtractionConfig, b: SubtractionConfig) -> list[tuple[str, str, str]]:
@@ -131,9 +133,13 @@ def metrics(result: Any) -> dict[str, float]:
     dict of str to float
         Noise ratio of the difference (and the PSF-scale noise before the one variance
         scaling, as the warnings word it, and with decorrelation the ratio before it), good/bad/
-        control kernel stamps, DIA sources (all, dipoles), and the robust residual
-        sigma of the four histogram panels (normalised by the difference variance).
+        control kernel stamps, DIA sources (all, dipoles), the sky sources' PSF-flux pulls
+        (mean and scatter: :func:`~diffviewer.engine.measure.sky_source_check`; NaN with
+        fewer than two), and the robust residual sigma of the four histogram panels
+        (normalised by the difference variance).
     """
+    from diffviewer.engine.measure import sky_source_check
+
     status = np.asarray(result.kernel.candidates["status"]).astype(str)
     dia = result.diasources
     out: dict[str, float] = {NOISE_FINAL: float(result.diagnostics.noise_ratio)}
@@ -148,6 +154,9 @@ def metrics(result: Any) -> dict[str, float]:
         "DIA sources": float(len(dia)),
         "dipoles": float(np.sum(np.asarray(dia["is_dipole"], bool))) if len(dia) else 0.0,
     }
+    check = sky_source_check(dia)
+    out[SKY_PULL_MEAN] = check.mean_pull
+    out[SKY_PULL_STD] = check.pull_std
     for title, values in residual_samples(result):
         out[f"residual σ (robust): {title}"] = residual_stats(
             values[RESIDUAL_NORMS[0][0]]

@@ -227,6 +227,17 @@ def test_catalog_columns_units_ids_and_sky_sources(injected) -> None:
     assert abs(np.mean(pulls)) < 0.25
     assert np.std(pulls) == pytest.approx(1.0, abs=0.1)
     assert table.meta["diff_psf_fwhm"] == pytest.approx(4.0, rel=0.05)
+    # The catalog's own summary of them (metadata.json, the GUI's A/B figures): the
+    # unflagged ones, their mean pull within 3 of its errors of 0.
+    check = measure.sky_source_check(table)
+    kept = ~np.asarray(sky["flagged"], dtype=bool)
+    assert check.n == int(kept.sum()) >= 190
+    assert check.pull_std == pytest.approx(np.std(pulls[kept], ddof=1))
+    assert abs(check.mean_pull) < 3 * check.mean_pull_error
+    assert check.mean_pull_error == pytest.approx(check.pull_std / np.sqrt(check.n))
+    # A catalog without two blank positions has no figures, not a made-up one.
+    lone = measure.sky_source_check(table[: int(np.sum(~table["sky_source"])) + 1])
+    assert lone.n <= 1 and np.isnan(lone.pull_std) and lone.as_dict()["pull_std"] is None
 
 
 def test_no_wcs_gives_nan_coordinates() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -132,18 +134,24 @@ def test_the_zogy_score_is_renormalised_with_the_variance_planes_it_is_made_from
     assert row["score_peak"] == pytest.approx(row["snr"], rel=0.05)
 
 
-def test_a_crowded_fields_sky_steps_in_toward_the_sources() -> None:
-    """1,500 stars of FWHM 8 px on 384^2 px, both variance planes twice the truth: 55 px
-    lie the kernel's half width plus two FWHM from every source, too few to measure the
-    scale, and the propagated variance left the catalog's blank-sky PSF fluxes
-    scattering by 0.70 of their errors. The sky steps in (one FWHM: 16,000 px), the
-    scale is measured (0.70: 1 / sqrt(2)), and the 100 sky sources scatter by their
-    errors (a scatter of 100 draws is known to 7 %; 0.15 is 2 of that)."""
+def _crowded_run(variance_factor: float) -> Any:
+    """1,500 stars of FWHM 8 px on 384^2 px, both variance planes ``variance_factor``
+    times the truth, through the engine."""
     pair = make_pair((384, 384), 1500, seed=2, sci_fwhm=8.0, tmpl_fwhm=5.0,
                      flux_range=(2e3, 1e5))  # fmt: skip
-    science = pair.science.replace(variance=pair.science.variance * 2)
-    template = pair.template.replace(variance=pair.template.variance * 2)
-    result = run_subtraction(science, template)
+    science = pair.science.replace(variance=pair.science.variance * variance_factor)
+    template = pair.template.replace(variance=pair.template.variance * variance_factor)
+    return run_subtraction(science, template)
+
+
+def test_a_crowded_fields_sky_steps_in_toward_the_sources() -> None:
+    """The variance planes twice the truth: 55 px lie the kernel's half width plus two
+    FWHM from every source, too few to measure the scale, and the propagated variance
+    left the catalog's blank-sky PSF fluxes scattering by 0.70 of their errors. The sky
+    steps in (one FWHM: 16,000 px), the scale is measured (0.70: 1 / sqrt(2)), and the
+    100 sky sources scatter by their errors (a scatter of 100 draws is known to 7 %;
+    0.15 is 2 of that)."""
+    result = _crowded_run(2.0)
     record = result.renormalisation
     assert record.applied and record.n_sky_pixels >= renormalise.MIN_SKY_PIXELS
     assert record.sky_distance < renormalise.sky_distance(
@@ -155,3 +163,13 @@ def test_a_crowded_fields_sky_steps_in_toward_the_sources() -> None:
     pulls = (np.asarray(cat["psf_flux"]) / np.asarray(cat["psf_flux_err"]))[blank]
     assert blank.sum() == 100
     assert np.std(pulls) == pytest.approx(1.0, abs=0.15)
+
+
+def test_a_scale_above_one_nearer_the_sources_is_not_applied() -> None:
+    """The variance planes half the truth: the stepped-in sky measures about sqrt(2),
+    which the sources' residuals could have made as well, so it is not applied and the
+    run says why (a bad subtraction would otherwise hide in its variance)."""
+    record = _crowded_run(0.5).renormalisation
+    assert not record.applied and record.variance_factor == 1.0
+    assert record.noise_scale > 1.2
+    assert "only a scale below 1 is taken from it" in record.reason

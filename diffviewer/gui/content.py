@@ -203,6 +203,8 @@ def kernel_views(result: Any, n_grid: int = 7, n_shift: int = 16) -> dict[str, A
     for choice in (result.kernel.region_choice, result.kernel.degree_choice):
         if choice is not None:
             info += f"; {choice.describe()}"
+    if result.kernel.sky_level is not None:
+        info += f"; {result.kernel.sky_level.describe()}"
     return {
         "mosaic": mosaic.image,
         "grid": grid,

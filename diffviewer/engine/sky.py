@@ -126,7 +126,6 @@ class SkyLevel:
     @classmethod
     def from_dict(cls, record: dict[str, object]) -> SkyLevel:
         """The level :meth:`as_dict` recorded."""
-
         level, error = (record[key] for key in ("level", "error"))
         return cls(
             float("nan") if level is None else float(level),  # type: ignore[arg-type]

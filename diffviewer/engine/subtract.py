@@ -18,7 +18,7 @@ for a varying one, wherever the variance is locally flat (the sky); near stars o
 variation of the kernel's shape, not of its power, is neglected.
 
 The differential background is the kernel fit's, from its stamps; the raw difference's
-median over the sky of both inputs is then taken out of it where it is significant
+level over the sky of both inputs is then taken out of it where it is significant
 (:func:`sky_corrected`): the one empirical correction of the background, estimated from
 sky alone and recorded with its value (``KernelFit.sky_level``).
 """
@@ -625,9 +625,9 @@ def sky_corrected(products: SubtractionProducts, sky: np.ndarray) -> Subtraction
     blank positions moved it by up to 1.2 counts; on the pyDIA frames the difference's
     sky sat 2-8 counts above none (HOTPANTS's: -1 to +2.4). A PSF flux reads such a level
     times ``1 / sum(P^2)`` (82 px on the demo), an error its variance does not hold. The
-    median over the pixels far from every source of either input
-    (:class:`~diffviewer.engine.sky.SkyLevel`, taken out when significant) is what a
-    blank position's flux is measured against.
+    level over the pixels far from every source of either input (a clipped mean:
+    :func:`~diffviewer.engine.sky.sky_level`, taken out when significant) is what a blank
+    position's flux is measured against.
 
     Parameters
     ----------

@@ -296,9 +296,9 @@ def test_the_difference_sky_level_is_taken_out_of_the_background(direction: str)
     """A kernel fit's background 5 counts off (0.16 of the science's pixel noise, 31; as
     a fit on a few stamps can be) is measured on the difference's sky, 150,000 pixels,
     and taken out: the level read is the offset, to within 4 of its standard errors
-    (0.09 counts; the difference's noise is correlated by the convolution, so its true
-    error is up to twice that), and the background comes back to the one corrected
-    without the offset."""
+    (0.10 counts, from the scatter of its 32 px cells, which holds the noise's
+    correlation), and the background comes back to the one corrected without the
+    offset."""
     kwargs = {} if direction == "template" else {"sci_fwhm": 2.5, "tmpl_fwhm": 4.0}
     made = make_pair((512, 512), 300, seed=8, tmpl_noise_scale=1.0, **kwargs)  # type: ignore[arg-type]
     fit, products = run(made.science, made.template, mode="auto")

@@ -210,7 +210,8 @@ def build_metadata(
                 decorr.variance_factor if decorr is not None else None
             ),
         },
-        # The one empirical correction of the run, always stated with its value and why.
+        # The one empirical correction of the variance, always stated with its value and why
+        # (the background's is kernel.sky_level).
         "renormalisation": result.renormalisation.as_dict(),
         "score": _score_record(result.score),
         "detection": {

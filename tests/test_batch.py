@@ -85,6 +85,10 @@ def test_every_pair_has_a_row_that_says_what_happened(batch: dict) -> None:
         meta = json.loads((out / name / "metadata.json").read_text())
         # the row's QA figures are the pair's own saved figures
         assert row["noise_ratio"] == pytest.approx(meta["difference"]["noise_ratio"])
+        assert row["noise_scale"] == pytest.approx(meta["renormalisation"]["noise_scale"])
+        assert row["sky_pull_std"] == pytest.approx(meta["detection"]["sky_sources"]["pull_std"])
+        level = meta["kernel"]["sky_level"]
+        assert row["sky_level"] == pytest.approx(level["level"] if level["applied"] else 0.0)
         assert row["n_good"] == meta["kernel"]["candidates"]["good"] > 0
         assert row["kernel_sum"] == pytest.approx(meta["kernel"]["kernel_sum"]["mean"])
         assert row["n_positive"] == meta["detection"]["n_positive"]
@@ -184,3 +188,13 @@ def test_the_batch_and_the_results_reader_load_no_qt() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"Qt modules loaded: {out.stdout}"
+
+
+def test_errors_off_by_a_factor_rank_a_pair_for_review() -> None:
+    # The sky sources' pulls scattering by 2 (or 1/2) of the catalog's errors weigh as a
+    # noise ratio of 2 does: 5; honest errors (1) and an old summary without them, 0.
+    row = {"status": "ok", "noise_ratio": 1.0, "n_good": 20}
+    honest = badness({**row, "sky_pull_std": 1.0})
+    assert badness(row) == honest == 0.0
+    assert badness({**row, "sky_pull_std": 2.0}) == pytest.approx(honest + 5.0)
+    assert badness({**row, "sky_pull_std": 0.5}) == pytest.approx(honest + 5.0)

@@ -37,6 +37,25 @@ COLUMNS: tuple[tuple[str, type, str, str], ...] = (
     ("seconds", float, "s", "wall-clock time of the pair on its worker"),
     ("peak_memory", float, "MB", "peak resident memory of the worker process during the pair"),
     ("noise_ratio", float, "", "measured / predicted noise of the difference (1 is right)"),
+    (
+        "noise_scale",
+        float,
+        "",
+        "the difference's noise at PSF scale over its propagated prediction, on sky "
+        "(the renormalisation's; NaN when not measured)",
+    ),
+    (
+        "sky_pull_std",
+        float,
+        "",
+        "scatter of the sky sources' PSF-flux pulls (1: the catalog's errors describe the noise)",
+    ),
+    (
+        "sky_level",
+        float,
+        "",
+        "the raw difference's level on sky taken out of its background (image units; 0: none)",
+    ),
     ("n_good", int, "", "kernel stamps used"),
     ("n_bad", int, "", "kernel stamps rejected"),
     ("n_control", int, "", "control stamps held out"),
@@ -62,9 +81,11 @@ def badness(row: Mapping[str, Any]) -> float:
     """How much a pair needs a human, for the review order (larger is worse).
 
     The sum of: 100 for a failed pair (nothing to inspect, but someone must look);
-    10 when the bad-subtraction guard tripped; 5 |log2(noise ratio)| (5 at a ratio of
-    2 or 1/2); (10 - good stamps) / 2 for fewer than 10 good kernel stamps; and
-    2 log10(1 + detections) over positive, negative and dipole sources (4 at 100).
+    10 when the bad-subtraction guard tripped; 5 |log2(noise ratio)| and 5 |log2(sky
+    sources' pull scatter)| (each 5 at 2 or 1/2: the difference's noise, and the
+    catalog's errors, off by that factor); (10 - good stamps) / 2 for fewer than 10 good
+    kernel stamps; and 2 log10(1 + detections) over positive, negative and dipole
+    sources (4 at 100).
 
     Parameters
     ----------
@@ -77,9 +98,10 @@ def badness(row: Mapping[str, Any]) -> float:
     """
     score = 100.0 if row.get("status") == "failed" else 0.0
     score += 10.0 if row.get("guard_tripped") else 0.0
-    ratio = float(row.get("noise_ratio", math.nan))
-    if math.isfinite(ratio) and ratio > 0:
-        score += 5.0 * abs(math.log2(ratio))
+    for name in ("noise_ratio", "sky_pull_std"):
+        ratio = float(row.get(name, math.nan))
+        if math.isfinite(ratio) and ratio > 0:
+            score += 5.0 * abs(math.log2(ratio))
     n_good = int(row.get("n_good", -1))
     if n_good >= 0:
         score += max(0, 10 - n_good) / 2.0
@@ -104,8 +126,14 @@ def row_from_outputs(out_dir: str | Path) -> dict[str, Any]:
     kernel, det = meta["kernel"], meta["detection"]
     verdict = read_pair_verdict(out_dir)
     ratio = meta["difference"]["noise_ratio"]
+    scale = meta["renormalisation"].get("noise_scale")
+    pulls = det.get("sky_sources", {}).get("pull_std")
+    level = kernel.get("sky_level") or {}
     return {
         "noise_ratio": math.nan if ratio is None else float(ratio),
+        "noise_scale": math.nan if scale is None else float(scale),
+        "sky_pull_std": math.nan if pulls is None else float(pulls),
+        "sky_level": float(level["level"]) if level.get("applied") else 0.0,
         "n_good": int(kernel["candidates"]["good"]),
         "n_bad": int(kernel["candidates"]["bad"]),
         "n_control": int(kernel["candidates"]["control"]),

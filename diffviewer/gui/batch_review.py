@@ -63,6 +63,7 @@ SHOWN = (
     ("badness", "badness"),
     ("guard_tripped", "guard"),
     ("noise_ratio", "noise ratio"),
+    ("sky_pull_std", "sky pulls σ"),
     ("n_good", "good stamps"),
     ("n_bad", "bad stamps"),
     ("n_positive", "positive"),

@@ -304,8 +304,8 @@ class ReviewWindow(QMainWindow):
         done = sum(bool(r["verdict"]) for r in rows)
         self.status_label.setText(
             f"{len(rows)} pairs, {failed} failed, {done} with a verdict; showing "
-            f"{self.proxy.rowCount()}; order: badness (guard tripped, noise ratio far from 1, "
-            "few good stamps, many detections; failed first)"
+            f"{self.proxy.rowCount()}; order: badness (guard tripped, noise ratio or sky "
+            "pulls far from 1, few good stamps, many detections; failed first)"
         )
 
     def apply_filters(self, *args: object) -> None:

@@ -297,9 +297,10 @@ def test_fallback_background_is_measured_on_sky_not_on_the_transient() -> None:
     """40 x 40 cutouts (no kernel stamp: the PSF-derived fallback) holding a bright
     transient of 20,000 counts, truth background 0, sky noise 10 counts per pixel.
 
-    The background is the median over sky pixels (>= 1 FWHM from every source), known to
-    ~0.7 counts per cutout, so the mean of four is within 0.7 (2 sigma) of 0; the former
-    median over every pixel was biased by the transient (+1.36 on these seeds)."""
+    The background is the difference's level over sky pixels (>= 1 FWHM from every
+    source: :func:`~diffviewer.engine.subtract.sky_corrected`), known to ~0.7 counts per
+    cutout, so the mean of four is within 0.7 (2 sigma) of 0 (none is taken out on these
+    seeds); the former median over every pixel was biased by the transient (+1.36)."""
     from diffviewer.engine.pipeline import run_subtraction
 
     levels = []
@@ -333,11 +334,13 @@ def _cutout_with_given_psfs(seed: int, offset: float) -> Any:
 def test_a_fallback_background_within_its_noise_is_not_subtracted() -> None:
     """The inputs agree on their sky (both background-subtracted, as survey cutouts are).
 
-    The median over the cutout's 200-500 sky pixels is known to about 0.38 counts, which
-    this PSF turns into 0.7 of the transient's flux error, and the catalog's errors do
+    The level over the cutout's 200-500 sky pixels is known to about 0.3-0.4 counts, which
+    this PSF turns into 0.6-0.7 of the transient's flux error, and the catalog's errors do
     not hold it: subtracted on every cutout, the transient's flux pulls over 40 cutouts
-    scattered by 1.23 of their errors; now by 1.07, where complete errors give 1 (a 40-draw
-    scatter is itself uncertain by 0.11)."""
+    scattered by 1.23 of their errors; within 3 of its errors of none it is not, and they
+    scatter by 0.97 (1.07 with the median of the fallback's own estimate, before the
+    difference's sky level replaced it), where complete errors give 1 (a 40-draw scatter
+    is itself uncertain by 0.11)."""
     pulls = []
     for seed in range(40):
         cat = _cutout_with_given_psfs(seed, 0.0).diasources
@@ -349,10 +352,10 @@ def test_a_fallback_background_within_its_noise_is_not_subtracted() -> None:
 
 
 def test_a_significant_fallback_background_is_subtracted() -> None:
-    """5 counts left on the science's sky, about 13 standard errors of its median: it is
-    subtracted to within 1 count (3 standard errors at these cutouts' 300-500 sky pixels)
-    on every cutout with at least :data:`~diffviewer.engine.sky.MIN_BACKGROUND_SKY` of
-    them, 8 of these 10."""
+    """5 counts left on the science's sky, about 13 standard errors of its level: it is
+    subtracted to within 1 count (3 standard errors at these cutouts' 200-500 sky pixels;
+    4.4-5.4 here) on every cutout with at least
+    :data:`~diffviewer.engine.sky.MIN_BACKGROUND_SKY` of them, 8 of these 10."""
     levels = [
         float(_cutout_with_given_psfs(seed, 5.0).subtraction.background.mean())
         for seed in range(10)

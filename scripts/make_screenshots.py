@@ -13,7 +13,9 @@ present, on the GOTO pair, and saves:
   with the parameters that differ;
 - ``mid_run.png``: a run under way, its final difference already on screen (before the
   score, detection and measurement);
-- ``main_window_1280x720.png``: the same review on a 1280 x 720 screen.
+- ``main_window_1280x720.png``: the same review on a 1280 x 720 screen;
+- ``batch_review.png``: ``diffviewer review`` on a batch of the demo pair run with three
+  configs (the summary's QA columns, worst first).
 
 Usage: ``python scripts/make_screenshots.py [--out screenshots]``.
 """
@@ -35,6 +37,10 @@ import numpy as np  # noqa: E402
 from PyQt6.QtCore import QEventLoop, QTimer  # noqa: E402
 from PyQt6.QtWidgets import QApplication  # noqa: E402
 
+from diffviewer import cli  # noqa: E402
+from diffviewer.batch.summary import row_from_outputs, write_summary  # noqa: E402
+from diffviewer.config import SubtractionConfig, apply_overrides  # noqa: E402
+from diffviewer.gui.batch_review import ReviewWindow  # noqa: E402
 from diffviewer.gui.model import Pair  # noqa: E402
 from diffviewer.gui.window import MainWindow, isolated_window  # noqa: E402
 from diffviewer.io import demo_pair  # noqa: E402
@@ -79,6 +85,27 @@ def grab_mid_run(window: MainWindow, pair: Pair, path: Path) -> None:
     window.jobs.partial.disconnect(on_partial)
     if grabbed != [True]:
         raise SystemExit("the run ended before its difference was shown")
+
+
+def demo_batch(folder: Path) -> Path:
+    """A batch folder of the demo pair run with the default config, without the
+    decorrelation and with a 3 sigma threshold, by the batch's own pieces (one run per
+    pair, rows from the outputs, the summary), without a cluster."""
+    sci, tmpl = demo_pair()
+    rows = []
+    configs = (
+        ("demo", []),
+        ("demo_not_decorrelated", ["decorrelation.enabled=false"]),
+        ("demo_threshold_3", ["detection.threshold=3.0"]),
+    )
+    for name, overrides in configs:
+        out = folder / name
+        config = apply_overrides(SubtractionConfig(), overrides)
+        cli.run_pair(str(sci), str(tmpl), out, config, overwrite=False, strict=False, quiet=True)
+        pair = {"name": name, "science": str(sci), "template": str(tmpl), "output": str(out)}
+        rows.append({**pair, "status": "ok", **row_from_outputs(out)})
+    write_summary(folder, rows)
+    return folder
 
 
 def settle(app: QApplication) -> None:
@@ -187,6 +214,15 @@ def main(argv: list[str] | None = None) -> int:
         )
         save(small, "main_window_1280x720.png")
         small.close()
+
+        # the review of a night's batch, worst first
+        review = ReviewWindow(demo_batch(Path(tmp) / "batch"))
+        review.resize(*SIZE)
+        review.show()
+        settle(app)
+        review.grab().save(str(out / "batch_review.png"), "PNG")
+        written.append(out / "batch_review.png")
+        review.close()
     for path in written:
         print(path)
     return 0

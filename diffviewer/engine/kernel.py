@@ -282,12 +282,17 @@ def fit_kernel(
     stamps = build_stamps(source, target, x, y, basis.shape[-1], plan.fit_half)
     fwhm = max(sci_psf.fwhm, tmpl_psf.fwhm)
     core_half = None if config.fit_region == "whole" else plan.core_half
+    # A star beside light on the convolved image only is not fitted (nor read, as a
+    # masked stamp is not).
+    spoiled = stamps.ok & candidates.unmatched.spoils(x, y, plan.stamp_half, mode)
+    stamps = dataclasses.replace(stamps, ok=stamps.ok & ~spoiled)
     fits = fit_stamps(
         stamps, x, y, control, basis, fwhm, shape, config, reporter, core_half=core_half
     )
     reporter.update(0.7)
 
     status, reason = fits.status, fits.reason
+    reason[spoiled] = "unmatched neighbour"
     ksum, chi2, rmean, rstd = fits.kernel_sum, fits.chi2, fits.resid_mean, fits.resid_std
     smean = sstd = np.full(len(x), np.nan)
     own = fits.coef.copy()

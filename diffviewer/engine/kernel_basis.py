@@ -380,14 +380,19 @@ def size_cap(shape: tuple[int, ...]) -> int:
     return max(3, (min(shape) // 2 - 1) | 1)
 
 
-def stamp_half_width(sci_psf: PsfEstimate, tmpl_psf: PsfEstimate, config: KernelConfig) -> int:
+def stamp_half_width(
+    sci_psf: PsfEstimate, tmpl_psf: PsfEstimate, config: KernelConfig, *, wing: bool = False
+) -> int:
     """Half-width (px) of the stamp the Gaussian basis's fit reads around each star, in
-    either direction.
+    either direction; with ``wing``, of the stamp the basis with its wing function reads
+    (wider kernel and fit region), when the config and the PSFs allow a wing.
 
-    Candidate selection checks these pixels (edges, masks, saturation) and sizes its
-    isolation radius with them. The wing's wider stamps are not asked for: on the DECam
-    demo stacks they halved the candidates (16 to 8) and the fit failed; the kernel fit
-    checks its own stamps' edges and masks, and clips other sources within them.
+    Candidate selection checks the Gaussian basis's pixels (edges, masks, saturation) and
+    sizes its isolation radius with them. The wing's wider stamps are not asked for there:
+    on the DECam demo stacks they halved the candidates (16 to 8) and the fit failed; the
+    kernel fit checks its own stamps' edges and masks, and clips other sources within
+    them. Light that only the convolved image holds reaches a stamp's fit region from
+    anywhere in its wider stamp: selection looks that far for varying neighbours.
 
     Parameters
     ----------
@@ -395,12 +400,15 @@ def stamp_half_width(sci_psf: PsfEstimate, tmpl_psf: PsfEstimate, config: Kernel
         PSFs of the two images.
     config : KernelConfig
         Basis and size limits.
+    wing : bool
+        The stamp of the basis with the wing function.
 
     Returns
     -------
     int
     """
+    n_stamps = WING_MIN_STAMPS if wing else 0
     return max(
-        plan_basis(tmpl_psf, sci_psf, config, 0).stamp_half,
-        plan_basis(sci_psf, tmpl_psf, config, 0).stamp_half,
+        plan_basis(tmpl_psf, sci_psf, config, n_stamps).stamp_half,
+        plan_basis(sci_psf, tmpl_psf, config, n_stamps).stamp_half,
     )

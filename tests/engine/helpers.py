@@ -30,16 +30,13 @@ def fit_kernel_to(
     template: Exposure,
     config: KernelConfig | None = None,
     candidates_config: CandidatesConfig | None = None,
+    cands: candidates.CandidateSet | None = None,
 ) -> kernel.KernelFit:
-    """Select kernel stars, estimate both PSFs (with the bright-source fallback) and fit."""
+    """Select kernel stars (unless ``cands`` gives them), estimate both PSFs (with the
+    bright-source fallback) and fit."""
     rep = null_reporter()
-    cands = candidates.select_candidates(
-        science,
-        template,
-        candidates_config or CandidatesConfig(),
-        rep,
-        kernel_config=config or KernelConfig(),
-    )
+    if cands is None:
+        cands = select(science, template, config, candidates_config)
     xy = cands.table["x"], cands.table["y"]
     sci_psf = psf.estimate_psf(science, *xy, bright=cands.bright)
     tmpl_psf = psf.estimate_psf(template, *xy, bright=cands.bright)
@@ -55,6 +52,22 @@ def fit_kernel_to(
         sources,
         config or KernelConfig(),
         rep,
+    )
+
+
+def select(
+    science: Exposure,
+    template: Exposure,
+    config: KernelConfig | None = None,
+    candidates_config: CandidatesConfig | None = None,
+) -> candidates.CandidateSet:
+    """The kernel stars of a pair, selected for the kernel ``config``'s basis."""
+    return candidates.select_candidates(
+        science,
+        template,
+        candidates_config or CandidatesConfig(),
+        null_reporter(),
+        kernel_config=config or KernelConfig(),
     )
 
 

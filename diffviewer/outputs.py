@@ -92,6 +92,13 @@ def registration_summary(reg: Registration) -> dict[str, Any]:
     }
 
 
+def _counts(values: np.ndarray) -> dict[str, int]:
+    """How many times each value occurs (as strings), most frequent first."""
+    names, counts = np.unique(values.astype(str), return_counts=True)
+    order = np.argsort(-counts, kind="stable")
+    return {str(names[i]): int(counts[i]) for i in order}
+
+
 def build_metadata(
     result: SubtractionResult, timings: Mapping[str, float] | None = None
 ) -> dict[str, Any]:
@@ -181,6 +188,8 @@ def build_metadata(
                 "good": int(np.sum(status == "GOOD")),
                 "bad": int(np.sum(status == "BAD")),
                 "control": int(np.sum(status == "CONTROL")),
+                # why each BAD stamp was not fitted or was rejected
+                "bad_by_reason": _counts(np.asarray(fit.candidates["reason"])[status == "BAD"]),
             },
             "kernel_sum": {
                 "mean": float(np.mean(sums)),

@@ -70,6 +70,8 @@ def test_run_writes_every_output(demo_run: Path) -> None:
     assert meta["outputs"]["files"] == [n for n in OUTPUT_NAMES if n in EXPECTED]
     assert set(meta["timings_s"]) >= {"warp", "kernel fit", "subtract", "detect", "measure"}
     assert meta["kernel"]["candidates"]["good"] > meta["kernel"]["candidates"]["bad"]
+    stamps = meta["kernel"]["candidates"]
+    assert sum(stamps["bad_by_reason"].values()) == stamps["bad"] > 0
     # The one noise renormalisation (issue 12), at PSF scale on sky, is stated with its
     # value: the demo stacks' resampled noise is 1.45 times its prediction there (known
     # to ~4 % from ~10 000 sky pixels). Per pixel the difference then reads ~0.6: its

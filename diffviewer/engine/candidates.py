@@ -14,14 +14,13 @@ their whole stamp checked for masked and saturated pixels on both images; one th
 gives its place to the next brightest in its cell. Every ``control_every``-th survivor
 (in order of decreasing S/N) is held out as a control star. Around the stars kept, the
 detections with light on one image only (beyond the field's flux ratio, at one seeing)
-are listed (:class:`UnmatchedLight`): the kernel fit, which knows which image it
+are listed (:class:`star_fluxes.UnmatchedLight`): the kernel fit, which knows which image it
 convolves, does not fit a star whose stamp holds as much of it there as the star.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import types
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,16 +28,25 @@ from pathlib import Path
 import numpy as np
 from astropy.table import Table
 from scipy import ndimage
-from scipy.spatial import cKDTree
 
 from diffviewer.config import CandidatesConfig, KernelConfig
 from diffviewer.engine.kernel_basis import stamp_half_width
 from diffviewer.engine.progress import Reporter
 from diffviewer.engine.psf import cutouts, estimate_psf, frozen
+from diffviewer.engine.star_fluxes import (
+    MASKED,
+    SATURATED,
+    UnmatchedLight,
+    aperture_fluxes,
+    grid_value,
+    median_ratio,
+    pairs_within,
+    ratio_deviant,
+    unmatched_light,
+)
 from diffviewer.errors import InputError
-from diffviewer.exposure import Exposure, MaskPlane
+from diffviewer.exposure import Exposure
 from diffviewer.stats import (
-    FWHM_PER_SIGMA,
     MAD_TO_SIGMA,
     window_mad,
     window_median,
@@ -56,86 +64,11 @@ REASONS = (
     "cell limit",
 )
 
-#: A star whose template/science flux ratio departs from the median ratio by more than this
-#: fraction, beyond its noise (:data:`FLUX_RATIO_SIGMA`), is a variable, a transient or a
-#: blend, not a kernel star.
-FLUX_RATIO_TOLERANCE = 0.1
-FLUX_RATIO_SIGMA = 5.0
-
-#: A neighbour's light on the convolved image only (beyond :data:`FLUX_RATIO_TOLERANCE`
-#: and its noise), over the star's own there, from which it spoils the star's stamp. Measured on a
-#: synthetic Moffat pair (science convolved, the kernel's wing; a point 20 px beside every
-#: third kernel star, the stars' stamps held fixed): below 1 the stamps' sums moved by
-#: 0.4 % either way (their noise) and the whole fit's by 0.01 %; at 1-3 and 3-10 by -0.6 %
-#: and -1.5 % each, all one way, and the whole fit's by +0.6 %.
-NEIGHBOUR_LIGHT = 1.0
-
-#: Share of a neighbour's light on the image that holds more of it which the other lacks,
-#: from which the neighbour counts as on one image only (a transient; a variable that
-#: changed by a factor of 2 or more). Static blends' aperture ratios stray from the
-#: field's by up to 41 % at one seeing (a clean synthetic pair of Moffat stars of index
-#: 2.5 and 3.5, whose wings the Gaussian smoothing does not match), the demo stacks'
-#: brightest stars by 15 % (coarse backgrounds under 8 px apertures).
-UNMATCHED_SHARE = 0.5
-
 #: Side (px) of the boxes of the coarse background and noise maps.
 BACKGROUND_BOX = 64
 
 #: The separable smoothing before peak finding: binomial weights, a Gaussian of sigma 1 px.
 _BINOMIAL = np.array([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
-
-_MASKED = int(MaskPlane.NO_DATA | MaskPlane.BAD | MaskPlane.EDGE | MaskPlane.CR)
-_SATURATED = int(MaskPlane.SAT | MaskPlane.SAT_TEMPLATE)
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class UnmatchedLight:
-    """Detections near the candidates whose light the field's flux ratio does not match
-    (a transient, a variable, a star non-linear on one image): :func:`_unmatched_light`.
-
-    Attributes
-    ----------
-    x, y : numpy.ndarray
-        Their integer science pixels.
-    science, template : numpy.ndarray
-        The light each holds on that image beyond the other's (image units; 0 on the
-        image that holds less), in an aperture of 1.5 science FWHM at one seeing.
-    star_science, star_template : numpy.ndarray
-        The candidates' own fluxes so measured (the candidate table's rows).
-    """
-
-    x: np.ndarray
-    y: np.ndarray
-    science: np.ndarray
-    template: np.ndarray
-    star_science: np.ndarray
-    star_template: np.ndarray
-
-    def spoils(self, x: np.ndarray, y: np.ndarray, half: int, convolved: str) -> np.ndarray:
-        """Candidates (bool, the table's rows) whose convolved stamp holds light on the
-        convolved image only at least :data:`NEIGHBOUR_LIGHT` times the star's own.
-
-        Parameters
-        ----------
-        x, y : numpy.ndarray
-            The candidates' positions (science px).
-        half : int
-            Half-width (px) of the convolved image's stamps (the fit region and the
-            kernel's reach around it).
-        convolved : str
-            ``"science"`` or ``"template"``.
-        """
-        on_science = convolved == "science"
-        light = self.science if on_science else self.template
-        star_flux = self.star_science if on_science else self.star_template
-        out = np.zeros(len(x), dtype=bool)
-        if not len(light):
-            return out
-        inside = (np.abs(x[:, None] - self.x[None]) <= half) & (
-            np.abs(y[:, None] - self.y[None]) <= half
-        )
-        bright = light[None] >= NEIGHBOUR_LIGHT * star_flux[:, None]
-        return np.asarray(np.any(inside & bright, axis=1))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -261,15 +194,6 @@ def _box_statistics(image: np.ndarray, good: np.ndarray, box: int) -> tuple[np.n
         bg = window_median(ordered, start, count).astype(np.float64)
         sd = MAD_TO_SIGMA * window_mad(ordered, start, count, bg)
     return bg.reshape(by, bx), sd.reshape(by, bx)
-
-
-def _at(grid: np.ndarray, shape: tuple[int, int], x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Bilinear value of a box grid at pixel positions."""
-    ny, nx = shape
-    gy, gx = grid.shape
-    return ndimage.map_coordinates(
-        grid, [(y + 0.5) * gy / ny - 0.5, (x + 0.5) * gx / nx - 0.5], order=1, mode="nearest"
-    )
 
 
 #: Rows of the image smoothed at a time by :func:`_binomial_smooth`: its working arrays
@@ -423,7 +347,7 @@ def _above(
     """
     thresh = _threshold_grid(background, noise, threshold)
     keep = value > np.float32(thresh.min())
-    keep[keep] = value[keep] > _at(thresh, shape, x[keep], y[keep])
+    keep[keep] = value[keep] > grid_value(thresh, shape, x[keep], y[keep])
     return keep
 
 
@@ -521,7 +445,7 @@ def find_peaks(exposure: Exposure, threshold: float, reporter: Reporter) -> Peak
     keep = _above(value, xi, yi, bg, sd, threshold, exposure.shape)
     yi, xi, value = yi[keep], xi[keep], value[keep]
     reporter.update(0.5)
-    peak = image[yi, xi] - _at(bg, image.shape, xi, yi)
+    peak = image[yi, xi] - grid_value(bg, image.shape, xi, yi)
     return Peaks(xi, yi, value, peak, bg, sd, threshold, exposure.shape)
 
 
@@ -579,163 +503,6 @@ def read_source_list(path: str, science: Exposure) -> tuple[np.ndarray, np.ndarr
         f"candidates.source_list {p} has columns {table.colnames}; "
         "it needs x,y (0-based pixels) or ra,dec (degrees)"
     )
-
-
-def _aperture(stamps: np.ndarray, bgv: np.ndarray, radius: float) -> np.ndarray:
-    """Background-subtracted sum within ``radius`` of each stamp's centre."""
-    half = stamps.shape[-1] // 2
-    r = np.arange(-half, half + 1)
-    ap = (r[:, None] ** 2 + r[None, :] ** 2) <= radius**2
-    return (stamps[:, ap].astype(np.float64) - bgv[:, None]).sum(axis=1)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Apertures:
-    """Aperture fluxes and variances of sources on both images, and each aperture's
-    cutout maximum (for the saturation test)."""
-
-    flux_s: np.ndarray
-    flux_t: np.ndarray
-    var_s: np.ndarray
-    var_t: np.ndarray
-    max_s: np.ndarray
-    max_t: np.ndarray
-
-
-def _apertures(
-    science: Exposure,
-    template: Exposure,
-    xi: np.ndarray,
-    yi: np.ndarray,
-    backgrounds: tuple[np.ndarray, np.ndarray],
-    radius: float,
-    blur: tuple[float, float] = (0.0, 0.0),
-) -> _Apertures:
-    """Background-subtracted aperture sums of radius ``radius`` at integer positions on
-    both images (:func:`_aperture`); apertures the image's edge cuts are NaN.
-
-    ``blur`` gives the sigma (px) of a Gaussian each image's cutouts are smoothed with
-    first (the sharper image brought to the broader's seeing). The variances are those
-    of the unsmoothed sums, an upper bound of the smoothed sums' (the smoothing spreads
-    the aperture's unit weights into weights below one with the same sum).
-    """
-    half = int(np.ceil(radius))
-    sums = []
-    maxima = []
-    for exposure, grid, sigma in zip((science, template), backgrounds, blur, strict=True):
-        margin = int(np.ceil(4 * sigma))
-        stamps, _ = cutouts(exposure.image, xi, yi, half + margin, fill=np.nan)
-        if sigma > 0:
-            stamps = ndimage.gaussian_filter(stamps, (0, sigma, sigma), mode="nearest")
-            stamps = stamps[:, margin : margin + 2 * half + 1, margin : margin + 2 * half + 1]
-        var, _ = cutouts(exposure.variance, xi, yi, half, fill=np.nan)
-        sums.append(_aperture(stamps, _at(grid, exposure.shape, xi, yi), radius))
-        sums.append(np.clip(_aperture(var, np.zeros(len(xi)), radius), 1e-30, None))
-        maxima.append(stamps.max(axis=(1, 2), initial=-np.inf))
-    return _Apertures(sums[0], sums[2], sums[1], sums[3], maxima[0], maxima[1])
-
-
-def _pairs_within(
-    xi: np.ndarray, yi: np.ndarray, stars: np.ndarray, radius: float, p: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Each of ``stars`` (indices) paired with every other detection within ``radius``
-    (Minkowski ``p``-norm: 2 a circle, ``inf`` a square), as two index arrays."""
-    tree = cKDTree(np.column_stack([xi, yi]))
-    pairs = tree.query_ball_point(np.column_stack([xi[stars], yi[stars]]), r=radius, p=p)
-    count = np.fromiter(map(len, pairs), dtype=np.intp, count=len(pairs))
-    near = np.fromiter(itertools.chain.from_iterable(pairs), dtype=np.intp, count=count.sum())
-    star = np.repeat(stars, count)
-    other = near != star
-    return star[other], near[other]
-
-
-def _unmatched_light(
-    science: Exposure,
-    template: Exposure,
-    xi: np.ndarray,
-    yi: np.ndarray,
-    stars: np.ndarray,
-    reach: int,
-    backgrounds: tuple[np.ndarray, np.ndarray],
-    radius: float,
-    fwhm: tuple[float, float],
-) -> UnmatchedLight:
-    """The detections within ``reach`` px (a square) of the ``stars`` (indices) whose
-    flux ratio disagrees with the stars' (:func:`_ratio_deviant`) by at least
-    :data:`UNMATCHED_SHARE` of their light, and their light on one image only.
-
-    Such light is what the kernel cannot match. In the convolved image it is a lever on
-    the kernel's shape: the kernel spreads it over the stamp, and the fit moves its wing
-    and sum to meet a target that lacks it, beyond what its clipping finds (on Moffat
-    stars with the kernel's wing, points of S/N ~500 18 px from 40 kernel stars, on the
-    convolved image, moved the kernel sum 1.5 %). On the target image it is only a
-    residual, which the clipping finds. Neighbours are blends, and an aperture holds more
-    of a neighbour's light on the image with the broader PSF: the sharper image is
-    smoothed to the broader's seeing (``fwhm``: science, template) first, and the ratio
-    compared against is the median of the stars' own, so measured (without it, 9 static
-    stars of a clean synthetic pair with FWHM 4 and 2.5 px departed from it by 15-50 %).
-    ``radius`` is the apertures' radius.
-    """
-    extra = np.sqrt(abs(fwhm[0] ** 2 - fwhm[1] ** 2)) / FWHM_PER_SIGMA
-    blur = (extra, 0.0) if fwhm[0] < fwhm[1] else (0.0, extra)
-    own = _apertures(science, template, xi[stars], yi[stars], backgrounds, radius, blur)
-    mine = (frozen(own.flux_s), frozen(own.flux_t))
-    empty = frozen(np.zeros(0))
-    none = UnmatchedLight(empty, empty, empty, empty, *mine)
-    ratio = _median_ratio(own.flux_s, own.flux_t, np.isfinite(own.flux_s + own.flux_t))
-    if ratio is None:
-        return none
-    _, other = _pairs_within(xi, yi, stars, reach, np.inf)
-    if not len(other):
-        return none
-    nb = np.unique(other)
-    # A neighbour with a masked or saturated pixel in its aperture has no ratio to judge
-    # (a warped template's edge holds no data: stars there look as if on the science only).
-    half = int(np.ceil(radius))
-    flagged = np.zeros(len(nb), dtype=bool)
-    for exposure in (science, template):
-        bits, _ = cutouts(exposure.mask, xi[nb], yi[nb], half, fill=int(MaskPlane.NO_DATA))
-        flagged |= np.any((bits & (_MASKED | _SATURATED)) != 0, axis=(1, 2))
-    nb = nb[~flagged]
-    ap = _apertures(science, template, xi[nb], yi[nb], backgrounds, radius, blur)
-    excess = ap.flux_t - ratio * ap.flux_s
-    brighter = np.maximum(ap.flux_t, ratio * ap.flux_s)
-    varies = _ratio_deviant(ap.flux_s, ap.flux_t, ap.var_s, ap.var_t, ratio) & (
-        np.abs(excess) >= UNMATCHED_SHARE * brighter
-    )
-    excess = excess[varies]
-    return UnmatchedLight(
-        frozen(xi[nb][varies].astype(float)),
-        frozen(yi[nb][varies].astype(float)),
-        frozen(np.clip(-excess / ratio, 0.0, None)),
-        frozen(np.clip(excess, 0.0, None)),
-        *mine,
-    )
-
-
-def _median_ratio(flux_s: np.ndarray, flux_t: np.ndarray, alive: np.ndarray) -> float | None:
-    """The median template/science flux ratio of the ``alive`` stars (None with fewer than
-    three, or when it is not positive)."""
-    if alive.sum() < 3:
-        return None
-    m = float(np.median(flux_t[alive] / flux_s[alive]))
-    return m if np.isfinite(m) and m > 0 else None
-
-
-def _ratio_deviant(
-    flux_s: np.ndarray, flux_t: np.ndarray, var_s: np.ndarray, var_t: np.ndarray, m: float
-) -> np.ndarray:
-    """Sources whose template flux disagrees with ``m`` times their science flux.
-
-    Flagged when ``|flux_t - m flux_s| > FLUX_RATIO_TOLERANCE * m * flux_s + FLUX_RATIO_SIGMA
-    * sqrt(var_t + m^2 var_s)``: e.g. a source present on the science image only (a
-    transient, an injected star) or a variable.
-    """
-    dev = np.abs(flux_t - m * flux_s)
-    allowed = FLUX_RATIO_TOLERANCE * m * np.abs(flux_s) + FLUX_RATIO_SIGMA * np.sqrt(
-        var_t + m**2 * var_s
-    )
-    return np.asarray(dev > allowed)
 
 
 def _peak_offsets(
@@ -828,9 +595,9 @@ def _stamp_flags(
             cutouts(science.mask, xi[sl], yi[sl], half)[0]
             | cutouts(template.mask, xi[sl], yi[sl], half)[0]
         )
-        masked[sl] = np.any((bits & _MASKED) != 0, axis=(1, 2))
+        masked[sl] = np.any((bits & MASKED) != 0, axis=(1, 2))
         saturated[sl] = (
-            np.any((bits & _SATURATED) != 0, axis=(1, 2))
+            np.any((bits & SATURATED) != 0, axis=(1, 2))
             | (cutouts(science.image, xi[sl], yi[sl], half)[0].max(axis=(1, 2)) >= sat_science)
             | (cutouts(template.image, xi[sl], yi[sl], half)[0].max(axis=(1, 2)) >= sat_template)
         )
@@ -882,7 +649,7 @@ def select_candidates(
         )
         xi, yi = np.rint(x_all[inside]).astype(np.intp), np.rint(y_all[inside]).astype(np.intp)
         bg_s, _ = coarse_background(science.image, science.good_pixels())
-        peak = science.image[yi, xi] - _at(bg_s, shape, xi, yi)
+        peak = science.image[yi, xi] - grid_value(bg_s, shape, xi, yi)
         n_detected = len(x_all)
     else:
         if peaks is None or peaks.threshold > config.detect_threshold:
@@ -918,7 +685,7 @@ def select_candidates(
     idx = np.nonzero(reasons == "")[0]
     rad = 1.5 * fwhm
     flux_s, flux_t, var_s, var_t = (np.zeros(len(xi)) for _ in range(4))
-    ap = _apertures(science, template, xi[idx], yi[idx], (bg_s, bg_t), rad)
+    ap = aperture_fluxes(science, template, xi[idx], yi[idx], (bg_s, bg_t), rad)
     flux_s[idx], flux_t[idx], var_s[idx], var_t[idx] = ap.flux_s, ap.flux_t, ap.var_s, ap.var_t
     snr = np.zeros(len(xi))
     snr[idx] = flux_s[idx] / np.sqrt(var_s[idx])
@@ -926,15 +693,15 @@ def select_candidates(
     sat[idx] = (ap.max_s >= sat_s) | (ap.max_t >= sat_t)
     reject(sat, "saturated")
     reject((snr < config.snr_min) | (snr > config.snr_max), "S/N window")
-    ratio = _median_ratio(flux_s, flux_t, reasons == "")
+    ratio = median_ratio(flux_s, flux_t, reasons == "")
     if ratio is not None:
-        deviant = _ratio_deviant(flux_s, flux_t, var_s, var_t, ratio)
+        deviant = ratio_deviant(flux_s, flux_t, var_s, var_t, ratio)
         reject(deviant & (reasons == ""), "flux ratio")
     reporter.update(0.7)
 
     if not config.source_list and config.isolation_radius > 0 and len(xi) > 1:
         alive = np.nonzero(reasons == "")[0]
-        star, other = _pairs_within(xi, yi, alive, config.isolation_radius * half, 2.0)
+        star, other = pairs_within(xi, yi, alive, config.isolation_radius * half, 2.0)
         # Each star's brightest other detection within the radius.
         brightest = np.full(len(xi), -np.inf)
         np.maximum.at(brightest, star, peak[other])
@@ -967,7 +734,7 @@ def select_candidates(
     reject(full, "cell limit")
 
     dxs, dys = _peak_offsets(
-        science.image, xi[keep], yi[keep], _at(bg_s, shape, xi[keep], yi[keep])
+        science.image, xi[keep], yi[keep], grid_value(bg_s, shape, xi[keep], yi[keep])
     )
     ids = np.arange(len(keep))
     control = (
@@ -988,7 +755,7 @@ def select_candidates(
         }
     )
     counts = {r: int(np.sum(reasons == r)) for r in REASONS}
-    unmatched = _unmatched_light(
+    unmatched = unmatched_light(
         science, template, xi, yi, keep, reach, (bg_s, bg_t), rad, (psf_s.fwhm, psf_t.fwhm)
     )
     reporter.update(1.0)

@@ -14,8 +14,9 @@ their whole stamp checked for masked and saturated pixels on both images; one th
 gives its place to the next brightest in its cell. Every ``control_every``-th survivor
 (in order of decreasing S/N) is held out as a control star. Around the stars kept, the
 detections with light on one image only (beyond the field's flux ratio, at one seeing)
-are listed (:class:`star_fluxes.UnmatchedLight`): the kernel fit, which knows which image it
-convolves, does not fit a star whose stamp holds as much of it there as the star.
+are listed (:class:`~diffviewer.engine.star_fluxes.UnmatchedLight`): the kernel fit,
+which knows which image it convolves, does not fit a star whose stamp holds as much of
+it there as the star.
 """
 
 from __future__ import annotations
@@ -46,23 +47,10 @@ from diffviewer.engine.star_fluxes import (
 )
 from diffviewer.errors import InputError
 from diffviewer.exposure import Exposure
-from diffviewer.stats import (
-    MAD_TO_SIGMA,
-    window_mad,
-    window_median,
-    window_within,
-)
+from diffviewer.stats import MAD_TO_SIGMA, window_mad, window_median, window_within
 
 #: Rejection reasons at selection, in the order they are tested (a star counts under the first).
-REASONS = (
-    "edge",
-    "saturated",
-    "S/N window",
-    "flux ratio",
-    "not isolated",
-    "masked",
-    "cell limit",
-)
+REASONS = ("edge", "saturated", "S/N window", "flux ratio", "not isolated", "masked", "cell limit")
 
 #: Side (px) of the boxes of the coarse background and noise maps.
 BACKGROUND_BOX = 64

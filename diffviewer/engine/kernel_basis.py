@@ -392,7 +392,8 @@ def stamp_half_width(
     on the DECam demo stacks they halved the candidates (16 to 8) and the fit failed; the
     kernel fit checks its own stamps' edges and masks, and clips other sources within
     them. Light that only the convolved image holds reaches a stamp's fit region from
-    anywhere in its wider stamp: selection looks that far for varying neighbours.
+    anywhere in its wider stamp: selection looks that far for it
+    (:func:`diffviewer.engine.star_fluxes.unmatched_light`).
 
     Parameters
     ----------

@@ -114,9 +114,9 @@ def test_science_only_sources_near_kernel_stars_do_not_move_the_sum() -> None:
     # The science convolved (template broader, noisier), Moffat PSFs with the kernel's wing:
     # 3e5-count points (S/N ~500) 18 px from the 40 brightest stars, on the science only.
     # In the convolved image the kernel spreads such a point over its star's stamp (53 px
-    # half-width), beyond the fit's clipping, which sees only the fit region's residual. Before: the
-    # kernel sum came out 1.5 % above the one the same stamps give without the points
-    # (1.0150 against 0.9998 of the truth; 0.9-2.1 % at 10-26 px). Now a star is not
+    # half-width), beyond the fit's clipping, which sees only the fit region's residual.
+    # Before: the kernel sum came out 1.5 % above the one the same stamps give without the
+    # points (1.0150 against 0.9998 of the truth; 0.9-2.1 % at 10-26 px). Now a star is not
     # fitted when its stamp on the convolved image holds a neighbour's light on that
     # image only as bright as the star or brighter, and the sum is the one the remaining
     # stamps give on the clean pair (1.0011 against 1.0010 of the truth, 21 good stamps;

@@ -5,18 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from diffviewer.config import CandidatesConfig, KernelConfig
 from diffviewer.engine import candidates, star_fluxes
-from diffviewer.engine.progress import null_reporter
 from diffviewer.exposure import Exposure, MaskPlane
 from diffviewer.synthetic import make_pair
-
-
-def select(science: Exposure, template: Exposure) -> candidates.CandidateSet:
-    """The default kernel stars of a pair."""
-    return candidates.select_candidates(
-        science, template, CandidatesConfig(), null_reporter(), kernel_config=KernelConfig()
-    )
+from tests.engine.helpers import select
 
 
 def test_light_on_one_image_beside_a_star_spoils_its_stamp_on_that_image_only() -> None:

@@ -420,3 +420,14 @@ def test_a_bad_thread_count_is_named(value: str, capsys) -> None:
         cli.main(["run", "a.fits", "b.fits", "--out", "o", "--threads", value])
     assert stop.value.code == 2
     assert f"--threads must be a whole number >= 1, not '{value}'" in capsys.readouterr().err
+
+
+def test_the_kernel_star_table_documents_its_columns(demo_run: Path) -> None:
+    # Every column of kernel_candidates.ecsv carries a unit and a description (issue 12:
+    # every number the tool prints is one an expert can quote); the per-stamp kernel sum
+    # says it is a diagnostic beside the solution's.
+    table = Table.read(demo_run / "kernel_candidates.ecsv")
+    assert all(table[name].description for name in table.colnames)
+    assert all(table[name].unit is not None for name in table.colnames)
+    assert "diagnostic" in table["kernel_sum"].description
+    assert str(table["x"].unit) == "pix" and str(table["flux_sci"].unit) == "ct"

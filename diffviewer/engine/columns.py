@@ -1,8 +1,10 @@
-"""The DIA source catalog's columns: name, unit and meaning, in one place.
+"""The catalogs' columns: name, unit and meaning, in one place.
 
-Every column of :func:`diffviewer.engine.measure.measure_sources`' table carries its
-unit and this description (``Table[name].unit``, ``.description``), so a saved
-catalog documents itself. Pixel coordinates are 0-based; ct = image units.
+Every column of :func:`diffviewer.engine.measure.measure_sources`' table (the DIA
+sources) and of the kernel fit's star table (:data:`KERNEL_STAR_COLUMNS`,
+``kernel_candidates.ecsv``) carries its unit and this description (``Table[name].unit``,
+``.description``), so a saved catalog documents itself. Pixel coordinates are 0-based;
+ct = image units.
 
 One convention holds for ``sign``, ``x``, ``y``, ``peak_value``, ``psf_flux`` and
 ``snr``: they describe the strongest extreme (largest absolute value) of the
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import astropy.units as u
 import numpy as np
+from astropy.table import Table
 
 #: Flag columns and the mask planes (difference, science, template) that raise them.
 FLAG_NAMES = ("edge", "nodata", "saturated", "interpolated", "bad", "suspect", "cr")
@@ -88,6 +91,61 @@ COLUMNS["flagged"] = (
     _ONE,
     "edge, nodata or saturated anywhere, or interpolated, bad, suspect or cr at the centre",
 )
+
+
+#: name -> (unit, description) of the kernel fit's star table, in its order.
+KERNEL_STAR_COLUMNS: dict[str, tuple[u.UnitBase, str]] = {
+    "id": (_ONE, "kernel star number, in order of decreasing science S/N"),
+    "x": (_PIX, "sub-pixel science position of the star's peak (0-based)"),
+    "y": (_PIX, "sub-pixel science position of the star's peak (0-based)"),
+    "flux_sci": (
+        _CT,
+        "science flux in a circular aperture of 1.5 science FWHM, less the coarse background",
+    ),
+    "flux_tmpl": (_CT, "template flux in the same aperture (each image at its own seeing)"),
+    "snr": (_ONE, "S/N of flux_sci from the science variance plane"),
+    "peak": (_CT, "science peak value above the coarse background"),
+    "control": (_ONE, "held out of the fit, judged against the spatial model"),
+    "status": (_ONE, "GOOD (fitted and kept), BAD (not fitted or rejected: reason), CONTROL"),
+    "reason": (_ONE, "why the stamp is BAD (or a control star was not judged); empty if not"),
+    "chi2": (
+        _ONE,
+        "chi^2 per degree of freedom of the star's own kernel's residual over "
+        "the pixels its fit kept (control stars: of the spatial model's)",
+    ),
+    "kernel_sum": (
+        _ONE,
+        "sum of the star's own kernel, fitted on its stamp alone with its "
+        "own constant background and no noise correction: a per-stamp "
+        "diagnostic, which may sit a few per cent from the spatial solution's "
+        "sum (metadata kernel.photometric_scale) (control stars: the spatial "
+        "model's sum at the star)",
+    ),
+    "kernel_sum_err": (_ONE, "1-sigma formal error of kernel_sum (NaN for control stars)"),
+    "resid_mean": (
+        _ONE,
+        "mean of the own fit's residual in units of its noise (control "
+        "stars: of the spatial model's)",
+    ),
+    "resid_std": (
+        _ONE,
+        "standard deviation of the own fit's residual in units of its noise "
+        "(control stars: of the spatial model's)",
+    ),
+    "spatial_resid_mean": (_ONE, "mean of the spatial model's residual in units of its noise"),
+    "spatial_resid_std": (
+        _ONE,
+        "standard deviation of the spatial model's residual in units of its noise",
+    ),
+}
+
+
+def describe(table: Table, columns: dict[str, tuple[u.UnitBase, str]]) -> None:
+    """Set the unit and description of each of ``columns`` that ``table`` holds (in place)."""
+    for name, (unit, description) in columns.items():
+        if name in table.colnames:
+            table[name].unit = unit
+            table[name].description = description
 
 
 def aperture_column(radius: float) -> str:

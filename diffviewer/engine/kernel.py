@@ -39,6 +39,7 @@ import numpy as np
 from diffviewer.config import KernelConfig
 from diffviewer.engine.background import SkyBackground
 from diffviewer.engine.candidates import CandidateSet
+from diffviewer.engine.columns import KERNEL_STAR_COLUMNS, describe
 from diffviewer.engine.kernel_basis import (
     BasisPlan,
     make_basis,
@@ -418,6 +419,7 @@ def fit_kernel(
     table["resid_std"] = rstd
     table["spatial_resid_mean"] = smean
     table["spatial_resid_std"] = sstd
+    describe(table, KERNEL_STAR_COLUMNS)
     return KernelFit(
         solution,
         table,

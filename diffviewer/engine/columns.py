@@ -115,11 +115,11 @@ KERNEL_STAR_COLUMNS: dict[str, tuple[u.UnitBase, str]] = {
     ),
     "kernel_sum": (
         _ONE,
-        "sum of the star's own kernel, fitted on its stamp alone with its "
-        "own constant background and no noise correction: a per-stamp "
-        "diagnostic, which may sit a few per cent from the spatial solution's "
-        "sum (metadata kernel.photometric_scale) (control stars: the spatial "
-        "model's sum at the star)",
+        "sum of the star's own kernel, fitted on its stamp alone with its own constant "
+        "background and no noise correction: a per-stamp diagnostic, which may sit a few "
+        "per cent from the spatial solution's sum (metadata kernel.kernel_sum; "
+        "kernel.photometric_scale is the science/template flux ratio it gives) (control "
+        "stars: the spatial model's sum at the star)",
     ),
     "kernel_sum_err": (_ONE, "1-sigma formal error of kernel_sum (NaN for control stars)"),
     "resid_mean": (

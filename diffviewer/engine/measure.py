@@ -50,7 +50,7 @@ from scipy import ndimage
 
 from diffviewer.config import MeasurementConfig
 from diffviewer.engine.apertures import aperture_sums
-from diffviewer.engine.columns import COLUMNS, aperture_columns, empty_columns
+from diffviewer.engine.columns import COLUMNS, aperture_columns, describe, empty_columns
 from diffviewer.engine.detect import Detections
 from diffviewer.engine.dipole import Cutout, fit_dipole, is_dipole
 from diffviewer.engine.ids import make_id_factory
@@ -476,11 +476,8 @@ def measure_sources(
         described.update(aperture_columns(r))
         sums = aperture_sums(difference.image, difference.variance, usable, xs, ys, r)
         values.update(zip(aperture_columns(r), sums, strict=True))
-    out = Table()
-    for name, (unit, description) in described.items():
-        out[name] = values[name]
-        out[name].unit = unit
-        out[name].description = description
+    out = Table({name: values[name] for name in described})
+    describe(out, described)
     out.meta["diff_psf_fwhm"] = model.fwhm
     out.meta["psf_nodes"] = model.n_nodes
     out.meta["detection_image"] = detections.detection_image

@@ -7,7 +7,9 @@ data flows:
 1. :mod:`kernel_direction`: which image to convolve (expected difference noise, PSFs);
 2. :mod:`kernel_basis`: the Alard-Lupton basis with its wing, kernel size, fit region;
 3. :mod:`kernel_design`: stamps around the candidates, and their designs (each source
-   stamp convolved with every basis function);
+   stamp convolved with every basis function); a star whose source stamp holds light
+   that only the source image has, as bright as the star, is not fitted
+   (:meth:`~diffviewer.engine.star_fluxes.UnmatchedLight.spoils`);
 4. :mod:`kernel_equations`: each stamp's weighted equations, its prior and solution;
    :mod:`kernel_outliers`: residual statistics, pixel clipping and stamp outlier rules;
 5. :mod:`kernel_stamps`: each stamp's own fit with pixel clipping, stamp rejection;

@@ -12,6 +12,7 @@ import json
 import math
 import platform
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -90,13 +91,6 @@ def registration_summary(reg: Registration) -> dict[str, Any]:
         "position_error_px": _finite(reg.position_error),
         "notes": list(reg.notes),
     }
-
-
-def _counts(values: np.ndarray) -> dict[str, int]:
-    """How many times each value occurs (as strings), most frequent first."""
-    names, counts = np.unique(values.astype(str), return_counts=True)
-    order = np.argsort(-counts, kind="stable")
-    return {str(names[i]): int(counts[i]) for i in order}
 
 
 def build_metadata(
@@ -188,8 +182,12 @@ def build_metadata(
                 "good": int(np.sum(status == "GOOD")),
                 "bad": int(np.sum(status == "BAD")),
                 "control": int(np.sum(status == "CONTROL")),
-                # why each BAD stamp was not fitted or was rejected
-                "bad_by_reason": _counts(np.asarray(fit.candidates["reason"])[status == "BAD"]),
+                # why each BAD stamp was not fitted or was rejected, most frequent first
+                "bad_by_reason": dict(
+                    Counter(
+                        np.asarray(fit.candidates["reason"])[status == "BAD"].astype(str)
+                    ).most_common()
+                ),
             },
             "kernel_sum": {
                 "mean": float(np.mean(sums)),

@@ -424,10 +424,11 @@ def test_a_bad_thread_count_is_named(value: str, capsys) -> None:
 
 def test_the_kernel_star_table_documents_its_columns(demo_run: Path) -> None:
     # Every column of kernel_candidates.ecsv carries a unit and a description (issue 12:
-    # every number the tool prints is one an expert can quote); the per-stamp kernel sum
-    # says it is a diagnostic beside the solution's.
+    # every number the tool prints is one an expert can quote); the per-star kernel sum
+    # says what it measures and how it relates to the solution's.
     table = Table.read(demo_run / "kernel_candidates.ecsv")
     assert all(table[name].description for name in table.colnames)
     assert all(table[name].unit is not None for name in table.colnames)
-    assert "diagnostic" in table["kernel_sum"].description
+    assert "matched-filter" in table["kernel_sum"].description
+    assert "solution's sum" in table["kernel_sum"].description
     assert str(table["x"].unit) == "pix" and str(table["flux_sci"].unit) == "ct"

@@ -115,13 +115,14 @@ KERNEL_STAR_COLUMNS: dict[str, tuple[u.UnitBase, str]] = {
     ),
     "kernel_sum": (
         _ONE,
-        "sum of the star's own kernel, fitted on its stamp alone with its own constant "
-        "background and no noise correction: a per-stamp diagnostic, which may sit a few "
-        "per cent from the spatial solution's sum (metadata kernel.kernel_sum; "
-        "kernel.photometric_scale is the science/template flux ratio it gives) (control "
-        "stars: the spatial model's sum at the star)",
+        "the star's flux ratio under the solution's kernel at the star: its matched-filter "
+        "flux (a Gaussian of the broader FWHM, less its mean) on the image matched to, over "
+        "that on the convolved image convolved by the kernel, times the kernel's sum. Where "
+        "the kernel matches the star it is the solution's sum (metadata kernel.kernel_sum); "
+        "the difference then holds 1 - solution sum / kernel_sum of the star's filtered flux "
+        "(NaN for a star not fitted, or when the kernel is wider than its stamp)",
     ),
-    "kernel_sum_err": (_ONE, "1-sigma formal error of kernel_sum (NaN for control stars)"),
+    "kernel_sum_err": (_ONE, "1-sigma formal error of kernel_sum (both images' noise)"),
     "resid_mean": (
         _ONE,
         "mean of the own fit's residual in units of its noise (control "

@@ -19,7 +19,12 @@ def _centred(full: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return full[tuple(slice(s, s + m) for s, m in zip(start, shape, strict=True))]
 
 
-def convolve(image: np.ndarray, kernel: np.ndarray, mode: str = "full") -> np.ndarray:
+def convolve(
+    image: np.ndarray,
+    kernel: np.ndarray,
+    mode: str = "full",
+    axes: tuple[int, ...] | None = None,
+) -> np.ndarray:
     """Linear convolution of two real arrays of one number of dimensions, by FFT.
 
     Parameters
@@ -33,11 +38,15 @@ def convolve(image: np.ndarray, kernel: np.ndarray, mode: str = "full") -> np.nd
         scipy, an axis on which either array has length 1 is multiplied, not
         transformed (the convolution there is a product): a ``(1, k, k)`` kernel
         convolves each image of a stack.
+    axes : tuple of int, optional
+        The axes convolved (all by default); along the others the two arrays are paired
+        element by element (equal lengths, or 1): ``(n, a, a)`` images with
+        ``(n, k, k)`` kernels and ``axes=(1, 2)`` convolve image ``i`` with kernel ``i``.
 
     Returns
     -------
     numpy.ndarray
-        A new array, as ``scipy.signal.fftconvolve(image, kernel, mode)``.
+        A new array, as ``scipy.signal.fftconvolve(image, kernel, mode, axes)``.
 
     Raises
     ------
@@ -50,12 +59,14 @@ def convolve(image: np.ndarray, kernel: np.ndarray, mode: str = "full") -> np.nd
         raise ValueError(f"convolve: image has {a.ndim} dimensions, kernel {b.ndim}")
     if mode not in ("full", "same", "valid"):
         raise ValueError(f"convolve: mode {mode!r} is not 'full', 'same' or 'valid'")
-    if mode == "valid" and any(n < m for n, m in zip(a.shape, b.shape, strict=True)):
+    along = range(a.ndim) if axes is None else axes
+    transformed = [ax for ax in along if a.shape[ax] != 1 and b.shape[ax] != 1]
+    pairs = list(enumerate(zip(a.shape, b.shape, strict=True)))
+    if mode == "valid" and any(n < m for ax, (n, m) in pairs if ax in transformed):
         raise ValueError(
             f"convolve: a 'valid' convolution needs the kernel {b.shape} within {a.shape}"
         )
-    shape = tuple(n + m - 1 for n, m in zip(a.shape, b.shape, strict=True))
-    transformed = [ax for ax in range(a.ndim) if a.shape[ax] != 1 and b.shape[ax] != 1]
+    shape = tuple(n + m - 1 if ax in transformed else max(n, m) for ax, (n, m) in pairs)
     if transformed:
         fshape = [sfft.next_fast_len(shape[ax], True) for ax in transformed]
         spectrum = sfft.rfftn(a, fshape, axes=transformed) * sfft.rfftn(b, fshape, axes=transformed)
@@ -65,8 +76,10 @@ def convolve(image: np.ndarray, kernel: np.ndarray, mode: str = "full") -> np.nd
     if mode == "full":
         return full.copy()
     if mode == "same":
-        return _centred(full, a.shape).copy()
-    return _centred(full, tuple(n - m + 1 for n, m in zip(a.shape, b.shape, strict=True))).copy()
+        kept = tuple(n if ax in transformed else shape[ax] for ax, (n, _) in pairs)
+    else:
+        kept = tuple(n - m + 1 if ax in transformed else shape[ax] for ax, (n, m) in pairs)
+    return _centred(full, kept).copy()
 
 
 def resample(values: np.ndarray, num: int, axis: int = 0) -> np.ndarray:

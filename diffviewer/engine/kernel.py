@@ -20,7 +20,9 @@ data flows:
 8. :mod:`kernel_degrees`: the basis's polynomial degrees, chosen by the stars held out;
 9. :mod:`kernel_spatial`: the spatially varying model from the good stamps' equations less
    that noise, with its prior's strength chosen from the data (:mod:`kernel_prior`);
-10. :mod:`kernel_solution`: the result, evaluable at any (x, y).
+10. :mod:`kernel_solution`: the result, evaluable at any (x, y);
+11. :mod:`kernel_star_sums`: each star's flux ratio under it, the candidate table's
+    ``kernel_sum``.
 
 Imports point down this list, but for :mod:`kernel_direction`, which compares the two
 directions' kernels from the PSFs (:mod:`kernel_basis`, :mod:`kernel_design`).
@@ -66,6 +68,7 @@ from diffviewer.engine.kernel_region import RegionChoice, choose_region
 from diffviewer.engine.kernel_solution import KernelFit, KernelSolution
 from diffviewer.engine.kernel_spatial import fit_spatial, usable_orders
 from diffviewer.engine.kernel_stamps import fit_stamps
+from diffviewer.engine.kernel_star_sums import star_kernel_sums
 from diffviewer.engine.progress import Reporter
 from diffviewer.engine.psf import PsfEstimate, frozen
 from diffviewer.engine.sky import InputSources
@@ -296,7 +299,7 @@ def fit_kernel(
 
     status, reason = fits.status, fits.reason
     reason[spoiled] = "unmatched neighbour"
-    ksum, chi2, rmean, rstd = fits.kernel_sum, fits.chi2, fits.resid_mean, fits.resid_std
+    chi2, rmean, rstd = fits.chi2, fits.resid_mean, fits.resid_std
     smean = sstd = np.full(len(x), np.nan)
     own = fits.coef.copy()
     strength = float("nan")
@@ -390,9 +393,8 @@ def fit_kernel(
             )
         cu = np.nonzero(control & stamps.ok)[0]
         if len(cu):
-            chi2, rmean, rstd, ksum = chi2.copy(), rmean.copy(), rstd.copy(), ksum.copy()
+            chi2, rmean, rstd = chi2.copy(), rmean.copy(), rstd.copy()
             chi2[cu], rmean[cu], rstd[cu] = sp.resid_chi2[cu], sp.resid_mean[cu], sp.resid_std[cu]
-            ksum[cu] = sp.stamp_coef[cu, :-1] @ spatial_basis.sum(axis=(1, 2))
         own[:, nb] *= sign
         solution = KernelSolution(
             frozen(spatial_basis),
@@ -406,6 +408,11 @@ def fit_kernel(
             plan.wing,
         )
     reporter.update(0.95)
+    ksum, ksum_err = np.full(len(x), np.nan), np.full(len(x), np.nan)
+    rows = np.nonzero(stamps.ok)[0]
+    if solution.size == basis.shape[-1] and len(rows):
+        kernels = np.tensordot(solution.coefficients_at(x[rows], y[rows]), solution.basis, axes=1)
+        ksum[rows], ksum_err[rows] = star_kernel_sums(stamps, rows, kernels, x, y, fwhm, fits.used)
 
     mean_sum = float(np.mean(solution.kernel_sum_map(step=max(16, min(shape) // 16))))
     scale = mean_sum if mode == "template" else 1.0 / mean_sum
@@ -416,7 +423,7 @@ def fit_kernel(
     table["reason"] = reason.astype(str)
     table["chi2"] = chi2
     table["kernel_sum"] = ksum
-    table["kernel_sum_err"] = fits.kernel_sum_err
+    table["kernel_sum_err"] = ksum_err
     table["resid_mean"] = rmean
     table["resid_std"] = rstd
     table["spatial_resid_mean"] = smean

@@ -438,7 +438,7 @@ def _reject(
                 outliers(
                     ksum[good], ksum_err[good], np.ones((len(good), 1)), config.max_kernel_sum_sigma
                 ),
-                "kernel sum outlier",
+                "own kernel sum outlier",
             ),
             (outliers(bg[good], bg_err[good], plane[good], nsig), "background outlier"),
             (

@@ -54,6 +54,19 @@ def test_a_stack_of_convolutions_is_scipy_fftconvolve_along_its_image_axes(mode)
     np.testing.assert_array_equal(ours, theirs)
 
 
+@pytest.mark.parametrize("mode", ["full", "same", "valid"])
+def test_stacks_paired_image_by_image_are_scipy_fftconvolve_along_their_axes(mode):
+    # Each kernel star's profile correlated with the kernel at that star
+    # (kernel_star_sums): image i with kernel i, the stack's axis not transformed.
+    rng = np.random.default_rng(7)
+    stack = rng.normal(size=(5, 23, 23)).astype(np.float32)
+    kernels = rng.normal(size=(5, 15, 15)).astype(np.float32)
+    ours = fftconv.convolve(stack, kernels, mode, axes=(1, 2))
+    theirs = signal.fftconvolve(stack, kernels, mode=mode, axes=(1, 2))
+    assert ours.shape == theirs.shape and ours.dtype == theirs.dtype
+    np.testing.assert_array_equal(ours, theirs)
+
+
 def test_an_axis_of_length_one_is_multiplied_as_scipy_does():
     rng = np.random.default_rng(6)
     image, kernel = rng.normal(size=(1, 40)), rng.normal(size=(9, 7))

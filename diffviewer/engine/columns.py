@@ -120,7 +120,8 @@ KERNEL_STAR_COLUMNS: dict[str, tuple[u.UnitBase, str]] = {
         "that on the convolved image convolved by the kernel, times the kernel's sum. Where "
         "the kernel matches the star it is the solution's sum (metadata kernel.kernel_sum); "
         "the difference then holds 1 - solution sum / kernel_sum of the star's filtered flux "
-        "(NaN for a star not fitted, or when the kernel is wider than its stamp)",
+        "(NaN for a star not fitted, where the profile holds no flux on either image: an "
+        "extended or absent source, or when the kernel is wider than its stamp)",
     ),
     "kernel_sum_err": (_ONE, "1-sigma formal error of kernel_sum (both images' noise)"),
     "resid_mean": (

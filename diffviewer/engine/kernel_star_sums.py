@@ -29,14 +29,13 @@ import numpy as np
 from diffviewer.engine import fftconv
 from diffviewer.engine.kernel_design import Stamps, pair_batches
 from diffviewer.engine.kernel_stamps import central_pixels
-
-#: FWHM of a Gaussian over its sigma.
-_FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
+from diffviewer.stats import FWHM_PER_SIGMA
 
 #: Radius of the profile's aperture, in FWHM: the Gaussian there is 1e-11 of its peak,
 #: and its mean over the aperture (taken out, so that constant backgrounds drop out) is
-#: weighed against light within 3 FWHM of the star only. Over the whole fit region, a
-#: neighbour 10 times brighter anywhere in it turned GOTO's faint stars' fluxes negative.
+#: weighed against light within 3 FWHM of the star only. Over the whole fit region (35 px
+#: on GOTO) it weighed every neighbour there, and 8 of GOTO's kernel stars had negative
+#: filtered fluxes; over the aperture 3 (positions on a bright neighbour's halo).
 APERTURE_FWHM = 3.0
 
 
@@ -65,7 +64,7 @@ def profiles(x: np.ndarray, y: np.ndarray, half: int, fwhm: float, used: np.ndar
     dx = grid[None, :] - (x - np.rint(x))[:, None]
     dy = grid[None, :] - (y - np.rint(y))[:, None]
     r2 = dy[:, :, None] ** 2 + dx[:, None, :] ** 2
-    gauss = np.exp(-0.5 * r2 / (fwhm / _FWHM_PER_SIGMA) ** 2)
+    gauss = np.exp(-0.5 * r2 / (fwhm / FWHM_PER_SIGMA) ** 2)
     keep = used.reshape(gauss.shape) & (r2 <= (APERTURE_FWHM * fwhm) ** 2)
     with np.errstate(invalid="ignore"):
         mean = np.where(keep, gauss, 0.0).sum(axis=(1, 2)) / keep.sum(axis=(1, 2))

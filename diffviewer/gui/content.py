@@ -359,7 +359,8 @@ def source_summary(catalog: Table, source_id: int, verdicts: Mapping[int, Verdic
 
 
 def candidate_summary(result: Any, index: int) -> str:
-    """One kernel candidate in words: status (with reason), chi^2, kernel sum, residuals."""
+    """One kernel candidate in words: status (with reason), chi^2, kernel sum and its error,
+    residuals."""
     row = result.kernel.candidates[index]
     names = row.colnames
     text = f"kernel source {index} at ({row['x']:.1f}, {row['y']:.1f}): {row['status']}"
@@ -368,6 +369,7 @@ def candidate_summary(result: Any, index: int) -> str:
     for key in (
         "chi2",
         "kernel_sum",
+        "kernel_sum_err",
         "resid_mean",
         "resid_std",
         "spatial_resid_mean",

@@ -11,7 +11,7 @@ from PyQt6.QtCore import QPoint, QPointF, QSettings, Qt
 from PyQt6.QtGui import QWheelEvent
 from PyQt6.QtWidgets import QApplication
 
-from diffviewer.gui import content, verdicts
+from diffviewer.gui import columns, content, verdicts
 from diffviewer.gui.model import Pair
 from diffviewer.gui.window import MainWindow
 from diffviewer.synthetic import make_pair
@@ -254,6 +254,11 @@ def test_a_bad_stamp_says_its_chi2_was_not_measured(demo_window: MainWindow) -> 
     fake = dataclasses.replace(result, kernel=dataclasses.replace(result.kernel, candidates=cands))
     text = content.candidate_summary(fake, 0)
     assert "chi2 = — (not measured" in text and "chi2 = \n" not in text + "\n"
+    # the star's kernel sum comes with its error (kernel_candidates.ecsv's kernel_sum_err)
+    assert (
+        f"kernel_sum_err = {columns.format_value('kernel_sum_err', cands['kernel_sum_err'][0])}"
+        in text
+    )
 
 
 def test_a_file_that_is_not_fits_is_named_without_astropy_advice(tmp_path: Path) -> None:

@@ -6,8 +6,8 @@ component of sum ``e`` adds ``e`` times the convolved image's sky to the whole s
 which the stamp's background takes back, and only the little light of the star's wing
 tells the two apart. On GOTO (sky 516 counts) the own fits' sums and backgrounds
 correlate at -0.9999 along ``d(sum) / d(background) = -1 / 516``; each sum's formal error
-is 14 % (median), and the brightest quarter sits 2 % from the spatial solution's sum, one
-way with the science convolved and the other with the template, where the two
+is 14 % (median), and the brightest quarter sat 2.0 % above the spatial solution's sum
+with the science convolved and 0.8 % below it with the template, where the two
 directions' solutions agree to 0.1 %.
 
 Here the kernel is the solution's at the star, and the star's flux ratio is that of its

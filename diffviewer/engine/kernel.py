@@ -14,7 +14,8 @@ data flows:
    :mod:`kernel_outliers`: residual statistics, pixel clipping and stamp outlier rules;
 5. :mod:`kernel_stamps`: each stamp's own fit with pixel clipping, stamp rejection;
 6. :mod:`kernel_noise`: the two images' noise covariances on sky, and the noise they put
-   into the stamps' equations;
+   into the stamps' equations (:mod:`kernel_common_signal`: less the faint sources both
+   images hold on their sky);
 7. :mod:`kernel_region`: the fit region (with the wing: the whole, or its core), chosen
    by the stars held out;
 8. :mod:`kernel_degrees`: the basis's polynomial degrees, chosen by the stars held out;
@@ -51,6 +52,7 @@ from diffviewer.engine.kernel_basis import (
     psf_only_config,
     size_cap,
 )
+from diffviewer.engine.kernel_common_signal import without_common_signal
 from diffviewer.engine.kernel_degrees import DegreeChoice, choose_degrees, on_degrees
 from diffviewer.engine.kernel_design import build_stamps, psf_kernel_coefficients
 from diffviewer.engine.kernel_direction import choose_direction
@@ -326,7 +328,7 @@ def fit_kernel(
     else:
         notes.extend(cut)
         sign = 1.0 if mode == "template" else -1.0
-        cov, terms, why = None, None, ""
+        cov, terms, why, common = None, None, "", float("nan")
         if config.noise_correction != "none":
             cov = measure_sky_covariance(
                 source,
@@ -337,6 +339,7 @@ def fit_kernel(
                 basis.shape[-1] - 1,
                 source_lags=config.noise_correction == "all",
             )
+            cov, common = without_common_signal(cov, src_psf.image, tgt_psf.image, fwhm)
             terms, why = _noise_terms(cov, basis, config.noise_correction)
         known: HeldOut | None = None
         setting = HeldOutSetting(
@@ -383,6 +386,7 @@ def fit_kernel(
                 notes.append(why)
             shared = SharedNoise(
                 cov.correlation,
+                common,
                 float(np.sqrt(cov.source_variance)),
                 float(np.sqrt(cov.target_variance)),
                 cov.n_pixels,

@@ -20,8 +20,10 @@ convolves the source, ``(B * s)(p) = sum_u B(u) s(p - u)``), and nothing on the 
 column, which is noise-free. ``kernel.noise_correction = 'all'`` takes out the whole of
 the source's noise so; ``'shared'`` (the default) only the noise the two images share:
 ``C_ss`` and ``C_tt`` are then the shared noise's own covariance, which, common to both
-images, is their cross-covariance ``C_st`` made symmetric (:func:`shared_covariance`), and
-the fit keeps the attenuation every least-squares kernel fit has. The whole correction
+images, is their cross-covariance ``C_st`` made symmetric (:func:`shared_covariance`;
+``C_st`` less the faint sources both images hold on their sky,
+:mod:`kernel_common_signal`), and the fit keeps the attenuation every least-squares
+kernel fit has. The whole correction
 moved the kernel sum of the 256^2 DECam demo stacks (14 stamps, whose own kernel sums
 scatter from 0.63 to 1.26, the faint ones 30-60 % noise in the sum's direction) from
 0.999 to 1.026, and the stacks' known transient, 2 % of its host's flux, went below
@@ -479,7 +481,10 @@ class SharedNoise:
     Attributes
     ----------
     correlation : float
-        Zero-lag correlation of the source's and the target's noise on sky.
+        Zero-lag correlation of the source's and the target's noise on sky, the faint
+        sources both hold there taken out (:mod:`kernel_common_signal`).
+    common_signal : float
+        The share of the sky's zero-lag cross-covariance those sources made.
     source_noise, target_noise : float
         Their noise sigma on sky (image units).
     n_sky_pixels : int
@@ -496,6 +501,7 @@ class SharedNoise:
     """
 
     correlation: float
+    common_signal: float
     source_noise: float
     target_noise: float
     n_sky_pixels: int

@@ -48,6 +48,11 @@ from peers import PAIRS, ROOT, diffviewer_env, hotpants_binary, hotpants_command
 WALL_TARGET = {"synthetic1k": 0.7, "goto": 0.5, "synthetic2kx4k": 0.4, "synthetic4k": None}
 #: Peak RSS against HOTPANTS's on every pair.
 RSS_TARGET = 2.0
+#: The engine's steps that a HOTPANTS run does too (its stamps, its kernel fit, its
+#: convolution and difference); the others (the registration check, PSFs, backgrounds,
+#: decorrelation, renormalisation, score, detection, measurement, runDebug's figures) are
+#: diffviewer's beyond it.
+HOTPANTS_STEPS = ("kernel candidates", "kernel fit", "subtract")
 #: ``metadata.json`` ``timings_s`` keys that are not engine steps: loading the engine's
 #: modules, reading the inputs, the engine itself, writing every other output.
 OUTSIDE_ENGINE = ("import", "read", "total", "write")
@@ -170,6 +175,7 @@ def print_tables(results: dict[str, dict[str, object]], trees: list[str]) -> Non
         print(f"{'':36} {'rfft2+irfft2 (floor)':26} {floor:7.3f}   (shape {res['shape']})")
     print_steps(results, "new")
     print_timeline(results, trees)
+    print_budget(results, "new")
     print(
         f"\nwall: start to reaped, reading and writing included; /HP: median over rounds of "
         "the per-round ratio; range: the lowest and highest of those wall ratios; worst: the "
@@ -202,6 +208,33 @@ def print_timeline(results: dict[str, dict[str, object]], trees: list[str]) -> N
                 for key in ("write", "other")
             ]
             print(f"  {res['name']}, {label}: " + ", ".join(cells))
+
+
+def print_budget(results: dict[str, dict[str, object]], label: str) -> None:
+    """Where a wall target's budget goes: HOTPANTS's wall times the target, against one
+    tree's seconds outside the engine, in the steps HOTPANTS does too and in the rest."""
+    print(
+        f"\nbudget of diffviewer {label} (median s): target x HOTPANTS's wall; outside = "
+        "import + read + write + other; HOTPANTS's steps = "
+        + " + ".join(HOTPANTS_STEPS)
+        + "; beyond = the engine's other steps"
+    )
+    for key, res in results.items():
+        runs: dict[str, list[dict[str, float]]] = res["runs"]  # type: ignore[assignment]
+        target = WALL_TARGET.get(key)
+        if target is None or not runs["HOTPANTS"] or label not in runs:
+            continue
+        mine = runs[label]
+        budget = target * statistics.median(r["wall"] for r in runs["HOTPANTS"])
+        outside = statistics.median(
+            sum(r[f"phase {k}"] for k in ("import", "read", "write", "other")) for r in mine
+        )
+        own = statistics.median(sum(r.get(f"step {k}", 0.0) for k in HOTPANTS_STEPS) for r in mine)
+        engine = statistics.median(r["engine"] for r in mine)
+        print(
+            f"  {res['name']}: budget {budget:.2f}, outside {outside:.2f}, HOTPANTS's steps "
+            f"{own:.2f}, beyond {engine - own:.2f}"
+        )
 
 
 def print_steps(results: dict[str, dict[str, object]], label: str) -> None:

@@ -5,9 +5,11 @@ sigma 1 px binomial filter (a matched filter for a PSF of ~2.4 px FWHM; a mismat
 little S/N), above ``detect_threshold`` times the smoothed image's noise over a coarse
 background. Each is measured on both images in a circular aperture of radius 1.5 FWHM,
 then kept only if its stamp is inside the image, no pixel of it is saturated (by value or
-plane) on either image, its science S/N lies in the window, its template/science flux
-ratio agrees with the median one (10% plus 5 sigma: transients and variables are not
-kernel stars), no comparably bright neighbour sits nearby, and its cell of the image is
+plane) on either image, its science S/N lies in the window, it is a source of its own
+above its local background (not a noise peak on a bright star's halo:
+:func:`~diffviewer.engine.star_fluxes.local_snr`), its template/science flux ratio
+agrees with the median one (10% plus 5 sigma: transients and variables are not kernel
+stars), no comparably bright neighbour sits nearby, and its cell of the image is
 not yet full (the brightest first; cells are at most a quarter of the image side), up to
 ``max_candidates`` in all (each cell's brightest first). Only the stars so chosen have
 their whole stamp checked for masked and saturated pixels on both images; one that fails
@@ -35,11 +37,13 @@ from diffviewer.engine.kernel_basis import stamp_half_width
 from diffviewer.engine.progress import Reporter
 from diffviewer.engine.psf import cutouts, estimate_psf, frozen
 from diffviewer.engine.star_fluxes import (
+    LOCAL_SNR_MIN,
     MASKED,
     SATURATED,
     UnmatchedLight,
     aperture_fluxes,
     grid_value,
+    local_snr,
     median_ratio,
     pairs_within,
     ratio_deviant,
@@ -50,7 +54,16 @@ from diffviewer.exposure import Exposure
 from diffviewer.stats import MAD_TO_SIGMA, window_mad, window_median, window_within
 
 #: Rejection reasons at selection, in the order they are tested (a star counts under the first).
-REASONS = ("edge", "saturated", "S/N window", "flux ratio", "not isolated", "masked", "cell limit")
+REASONS = (
+    "edge",
+    "saturated",
+    "S/N window",
+    "no local source",
+    "flux ratio",
+    "not isolated",
+    "masked",
+    "cell limit",
+)
 
 #: Side (px) of the boxes of the coarse background and noise maps.
 BACKGROUND_BOX = 64
@@ -681,6 +694,10 @@ def select_candidates(
     sat[idx] = (ap.max_s >= sat_s) | (ap.max_t >= sat_t)
     reject(sat, "saturated")
     reject((snr < config.snr_min) | (snr > config.snr_max), "S/N window")
+    idx = np.nonzero(reasons == "")[0]
+    local = np.full(len(xi), np.nan)
+    local[idx] = local_snr(science, xi[idx], yi[idx], rad, fwhm)
+    reject(~(local >= LOCAL_SNR_MIN) & (reasons == ""), "no local source")
     ratio = median_ratio(flux_s, flux_t, reasons == "")
     if ratio is not None:
         deviant = ratio_deviant(flux_s, flux_t, var_s, var_t, ratio)

@@ -359,3 +359,38 @@ def test_the_stamps_checked_are_those_of_the_runs_kernel_basis(pair: SyntheticPa
     )
     assert wide.stamp_half_width > default.stamp_half_width
     assert wide.rejected["edge"] > default.rejected["edge"]
+
+
+def test_noise_peaks_on_a_bright_stars_halo_are_not_kernel_stars(
+    pair: SyntheticPair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A bright star's halo (a Moffat wing, index 1.5, 119 counts 22 px out where the sky
+    # noise is 32) on both images: the coarse background (64 px boxes) lies under it, so
+    # positions on it with no star of their own pass the S/N window with the halo's light,
+    # as two of GOTO's GOOD kernel "stars" did. Measured above their own annulus they
+    # hold no source; 30 true stars in the same list stay.
+    yy, xx = np.mgrid[0:512, 0:512]
+    halo = (3000.0 * (1 + ((xx - 300.0) ** 2 + (yy - 300.0) ** 2) / 64.0) ** -1.5).astype(
+        np.float32
+    )
+    science = pair.science.replace(image=pair.science.image + halo)
+    template = pair.template.replace(image=pair.template.image + halo)
+    angle = np.linspace(0, 2 * np.pi, 12, endpoint=False)
+    hx, hy = 300.0 + 22.0 * np.cos(angle), 300.0 + 22.0 * np.sin(angle)
+    starless = nearest(pair, hx, hy)[0] > 15.0
+    hx, hy = hx[starless], hy[starless]
+    stars = np.argsort(-pair.star_flux)[10:40]
+    path = tmp_path / "stars.ecsv"
+    Table({"x": np.r_[pair.star_x[stars], hx], "y": np.r_[pair.star_y[stars], hy]}).write(path)
+    config = CandidatesConfig(source_list=str(path), max_per_cell=20)
+
+    def on_halo(cands: CandidateSet) -> int:
+        x, y = np.asarray(cands.table["x"]), np.asarray(cands.table["y"])
+        return int(np.sum(np.hypot(x - 300.0, y - 300.0) < 40.0))
+
+    cands = select(science, template, config)
+    assert on_halo(cands) == 0 and cands.rejected["no local source"] == len(hx) >= 4
+    assert len(cands.table) == len(stars)
+    with monkeypatch.context() as m:
+        m.setattr(candidates, "LOCAL_SNR_MIN", -np.inf)
+        assert on_halo(select(science, template, config)) == len(hx)

@@ -67,3 +67,38 @@ def test_a_neighbour_without_data_on_one_image_is_not_taken_for_light_on_the_oth
     mask[box] |= int(MaskPlane.NO_DATA)
     # Blanked without a mask, it is light on the science only; masked, it is not judged.
     assert listed(blank) == 1 and listed(pair.template.replace(image=image, mask=mask)) == 0
+
+
+def test_local_snr_is_a_sources_own_light_above_a_gradient_and_a_halo() -> None:
+    # Noise-free, variance 100 a pixel: a Gaussian star of 10,000 counts (FWHM 4) on a
+    # steep gradient (5 counts a pixel) reads its own aperture flux over its error, the
+    # gradient cancelled by the mirrored annulus pixels; the gradient alone reads 0; a
+    # masked neighbour in the annulus changes nothing; a point on a halo's convex flank
+    # (a Moffat wing) reads below 0.
+    yy, xx = np.mgrid[0:128, 0:128].astype(float)
+    sigma = 4.0 / 2.3548
+    star = (
+        1e4 / (2 * np.pi * sigma**2) * np.exp(-((xx - 64) ** 2 + (yy - 64) ** 2) / (2 * sigma**2))
+    )
+    gradient = 1000.0 + 5.0 * xx - 3.0 * yy
+    mask = np.zeros((128, 128), dtype=np.int16)
+    mask[50:54, 70:74] = int(MaskPlane.BAD)
+    halo = 5000.0 * (1 + ((xx - 40) ** 2 + (yy - 64) ** 2) / 25.0) ** -1.5
+
+    def snr(image: np.ndarray, x: int, y: int) -> float:
+        exposure = Exposure(image=image, variance=np.full((128, 128), 100.0), mask=mask)
+        return float(star_fluxes.local_snr(exposure, np.array([x]), np.array([y]), 6.0, 4.0)[0])
+
+    r = np.arange(-16, 17)
+    rr = np.hypot(r[:, None], r[None, :])
+    core, ring = rr <= 6.0, (rr >= 10.0) & (rr <= 16.0)
+    usable = mask[48:81, 48:81] == 0
+    pairs = np.count_nonzero(ring & usable & usable[::-1, ::-1]) // 2
+    own = star[48:81, 48:81][core].sum()
+    # the level: a median of `pairs` means of two pixels of variance 100
+    level_var = np.pi / 2 * 50.0 / pairs
+    expected = own / np.sqrt(100.0 * core.sum() + core.sum() ** 2 * level_var)
+    assert pairs < np.count_nonzero(ring) // 2
+    assert snr(gradient + star, 64, 64) == pytest.approx(expected, rel=0.005)
+    assert snr(gradient, 64, 64) == pytest.approx(0.0, abs=1e-6)
+    assert snr(halo + 1000.0, 62, 64) < 0.0

@@ -171,7 +171,7 @@ def aperture_fluxes(
 #: galaxy: a noise peak there passes the S/N window (10 sigma) with their light. On GOTO six
 #: candidates held no star, three of them GOOD kernel stars (aperture S/N 25, 27 and 159):
 #: on a halo's convex flank their local S/N reads -0.9 to -5.6, below 0. Not a second
-#: detection threshold: real stars of aperture S/N 10 read 6-12 (six sigma from 0), and
+#: detection threshold: GOTO's stars of aperture S/N 10-13 read 5.8-11.9 (median 9.8), and
 #: extended sources read above 0 (the demo's galaxy 3.2, a faint streak 1.6) and stay:
 #: static, they match the kernel as stars do (the demo's sparse kernel lost its 10
 #: detections' cleanness without those two: 18 detections, a residual of S/N 65).

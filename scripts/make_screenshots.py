@@ -42,6 +42,7 @@ from diffviewer.batch.summary import row_from_outputs, write_summary  # noqa: E4
 from diffviewer.config import SubtractionConfig, apply_overrides  # noqa: E402
 from diffviewer.gui.batch_review import ReviewWindow  # noqa: E402
 from diffviewer.gui.model import Pair  # noqa: E402
+from diffviewer.gui.qtapp import application  # noqa: E402
 from diffviewer.gui.window import MainWindow, isolated_window  # noqa: E402
 from diffviewer.io import demo_pair  # noqa: E402
 
@@ -135,8 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    app = QApplication.instance() or QApplication(sys.argv[:1])
-    assert isinstance(app, QApplication)
+    # The application's own, with its one BLAS thread: the engine's catalog then is
+    # ``diffviewer run``'s to the bit (BLAS's default two threads round differently and
+    # moved a GOTO source across the threshold: 522 rows against 521).
+    app = application()
     written: list[Path] = []
 
     def save(window: MainWindow, name: str) -> None:

@@ -208,8 +208,10 @@ def local_snr(
         # point-symmetric: row-major order reversed), which cancels a gradient.
         n_pairs = ring_values.shape[1] // 2
         pairs = 0.5 * (ring_values[:, :n_pairs] + ring_values[:, ::-1][:, :n_pairs])
-        level = np.nanmedian(pairs.astype(np.float64), axis=1)
         used = np.isfinite(pairs)
+        level = np.full(len(pairs), np.nan)
+        some = used.any(axis=1)
+        level[some] = np.nanmedian(pairs[some].astype(np.float64), axis=1)
         pair_var = ring_var[:, :n_pairs] + ring_var[:, ::-1][:, :n_pairs]
         mean_var = np.sum(np.where(used, pair_var, 0.0), axis=1) / (2 * np.sum(used, axis=1))
         level_var = np.pi / 2 * mean_var / (2 * np.sum(used, axis=1))

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from diffviewer.engine import candidates, star_fluxes
 from diffviewer.exposure import Exposure, MaskPlane
@@ -102,3 +106,33 @@ def test_local_snr_is_a_sources_own_light_above_a_gradient_and_a_halo() -> None:
     assert snr(gradient + star, 64, 64) == pytest.approx(expected, rel=0.005)
     assert snr(gradient, 64, 64) == pytest.approx(0.0, abs=1e-6)
     assert snr(halo + 1000.0, 62, 64) < 0.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    ny=st.integers(1, 40),
+    nx=st.integers(1, 40),
+    fwhm=st.floats(0.5, 12.0),
+    bad=st.floats(0.0, 1.0),
+    seed=st.integers(0, 2**16),
+)
+def test_local_snr_of_any_image_is_finite_or_nan_without_warnings(
+    ny: int, nx: int, fwhm: float, bad: float, seed: int
+) -> None:
+    # Any shape (annuli far larger than the image), positions on every edge, NaN pixels
+    # flagged NO_DATA and BAD pixels in any share: a value where the annulus has a usable
+    # pair and the aperture its pixels, NaN otherwise; never a warning or an exception.
+    rng = np.random.default_rng(seed)
+    image = rng.normal(100.0, 10.0, (ny, nx))
+    masked = rng.random((ny, nx)) < bad
+    image[masked & (rng.random((ny, nx)) < 0.5)] = np.nan
+    mask = np.where(masked, int(MaskPlane.BAD), 0).astype(np.int16)
+    mask[np.isnan(image)] |= int(MaskPlane.NO_DATA)
+    exposure = Exposure(image=image, variance=np.full((ny, nx), 100.0), mask=mask)
+    xi = rng.integers(0, nx, 8)
+    yi = rng.integers(0, ny, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = star_fluxes.local_snr(exposure, xi, yi, 1.5 * fwhm, fwhm)
+    assert out.shape == (8,)
+    assert np.all(np.isfinite(out) | np.isnan(out))

@@ -166,15 +166,16 @@ def aperture_fluxes(
 
 
 #: A kernel candidate holds light of its own: its aperture flux above its local level
-#: (:func:`local_snr`) is positive, beyond this many sigma. The selection's fluxes stand on
-#: a coarse background (64 px boxes), which lies under a bright star's halo or a large
-#: galaxy: a noise peak there passes the S/N window (10 sigma) with their light. On GOTO six
-#: candidates held no star, three of them GOOD kernel stars (aperture S/N 25, 27 and 159):
-#: on a halo's convex flank their local S/N reads -0.9 to -5.6, below 0. Not a second
-#: detection threshold: GOTO's stars of aperture S/N 10-13 read 5.8-11.9 (median 9.8), and
-#: extended sources read above 0 (the demo's galaxy 3.2, a faint streak 1.6) and stay:
-#: static, they match the kernel as stars do (the demo's sparse kernel lost its 10
-#: detections' cleanness without those two: 18 detections, a residual of S/N 65).
+#: (:func:`local_snr`) exceeds this many sigma, i.e. is positive. The selection's fluxes
+#: stand on a coarse background (64 px boxes), which lies under a bright star's halo or
+#: a large galaxy: a noise peak there passes the S/N window (10 sigma) with their light.
+#: On GOTO six candidates held no star, three of them GOOD kernel stars (aperture S/N
+#: 25, 27 and 159): on a halo's convex flank their local S/N reads -0.9 to -5.6, below
+#: 0. Not a second detection threshold: GOTO's stars of aperture S/N 10-13 read 5.8-11.9
+#: (median 9.8), and extended sources read above 0 (the demo's galaxy 3.2, a faint
+#: streak 1.6) and stay: static, they match the kernel as stars do (the demo's sparse
+#: kernel lost its 10 detections' cleanness without those two: 18 detections, a residual
+#: of S/N 65).
 LOCAL_SNR_MIN = 0.0
 #: Inner and outer radii of that annulus, in science FWHM: beyond the 1.5 FWHM aperture and
 #: the core of a Moffat star, within reach of a halo's local level.

@@ -193,6 +193,9 @@ def build_metadata(
                 "mean": float(np.mean(sums)),
                 "min": float(np.min(sums)),
                 "max": float(np.max(sums)),
+                # The mean's standard error over the kernel stars (a jackknife over the
+                # cross-validation's folds, each refitted without one: KernelFit).
+                "error": _finite(fit.kernel_sum_error),
             },
             "photometric_scale": fit.photometric_scale,
             # The roughness prior's strength, in mean stamps (engine.kernel_prior).
@@ -295,6 +298,10 @@ def kernel_hdus(result: SubtractionResult, n_grid: int = 7) -> fits.HDUList:
     primary.header["KSIZE"] = (size, "kernel side [px]")
     primary.header["CONVOLV"] = (result.kernel.convolved, "which image was convolved")
     primary.header["PHOTSCAL"] = (_finite(result.kernel.photometric_scale), "photometric scale")
+    primary.header["KSUMERR"] = (
+        _finite(result.kernel.kernel_sum_error),
+        "std error of the mean kernel sum (jackknife)",
+    )
     rec = np.array(
         rows, dtype=[("i", "i4"), ("j", "i4"), ("x", "f8"), ("y", "f8"), ("kernel_sum", "f8")]
     )

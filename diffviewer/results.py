@@ -510,6 +510,7 @@ def read_kernel_fit(
             stamp_basis,
             int(own.header["FITHALF"]),
             direction=direction,
+            kernel_sum_error=_float(hdul[0].header.get("KSUMERR")),
         )
 
 

@@ -68,7 +68,7 @@ from diffviewer.engine.kernel_noise import (
 from diffviewer.engine.kernel_prior import HeldOut, HeldOutSetting
 from diffviewer.engine.kernel_region import RegionChoice, choose_region
 from diffviewer.engine.kernel_solution import KernelFit, KernelSolution
-from diffviewer.engine.kernel_spatial import fit_spatial, usable_orders
+from diffviewer.engine.kernel_spatial import fit_spatial, jackknife_error, usable_orders
 from diffviewer.engine.kernel_stamps import fit_stamps
 from diffviewer.engine.kernel_star_sums import star_kernel_sums
 from diffviewer.engine.progress import Reporter
@@ -308,6 +308,7 @@ def fit_kernel(
     shared: SharedNoise | None = None
     choice: DegreeChoice | None = None
     region: RegionChoice | None = None
+    fold_coefficients = np.zeros((0, 0, 0))
     n_good = int(np.sum(status == "GOOD"))
     order, bg_order = usable_orders(n_good, config)
     if (order, bg_order) != (
@@ -380,6 +381,7 @@ def fit_kernel(
         )
         status, reason, smean, sstd = sp.status, sp.reason, sp.resid_mean, sp.resid_std
         strength = sp.strength
+        fold_coefficients = sp.fold_coefficients
         if cov is not None:
             why = sp.noise_note or why
             if why:
@@ -418,8 +420,16 @@ def fit_kernel(
         kernels = np.tensordot(solution.coefficients_at(x[rows], y[rows]), solution.basis, axes=1)
         ksum[rows], ksum_err[rows] = star_kernel_sums(stamps, rows, kernels, x, y, fwhm, fits.used)
 
-    mean_sum = float(np.mean(solution.kernel_sum_map(step=max(16, min(shape) // 16))))
+    step = max(16, min(shape) // 16)
+    mean_sum = float(np.mean(solution.kernel_sum_map(step=step)))
     scale = mean_sum if mode == "template" else 1.0 / mean_sum
+    # The mean kernel sum refitted without each fold of the good stamps: its error over
+    # the stars (which stars are fitted and which held out moves it, as noise does).
+    replicates = [
+        np.mean(dataclasses.replace(solution, coefficients=frozen(c)).kernel_sum_map(step=step))
+        for c in fold_coefficients
+    ]
+    sum_error = jackknife_error(np.array(replicates))
     n_good = int(np.sum(status == "GOOD"))
     if 0 < n_good < 10:
         notes.append(f"only {n_good} good kernel stamps: the kernel is poorly constrained")
@@ -449,4 +459,5 @@ def fit_kernel(
         shared,
         choice,
         region,
+        kernel_sum_error=sum_error,
     )

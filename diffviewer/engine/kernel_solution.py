@@ -216,6 +216,11 @@ class KernelFit:
         The raw difference's level on sky, measured after the subtraction and, when
         significant, taken out of :attr:`solution`'s background
         (:func:`~diffviewer.engine.subtract.sky_corrected`); None before that.
+    kernel_sum_error : float
+        Standard error of the mean kernel sum over the kernel stars: a delete-a-group
+        jackknife over the cross-validation's folds of the good stamps, each refitted
+        without one fold (:func:`~diffviewer.engine.kernel_spatial.jackknife_error`).
+        NaN without a spatial fit.
     """
 
     solution: KernelSolution
@@ -234,6 +239,7 @@ class KernelFit:
     degree_choice: DegreeChoice | None = None
     region_choice: RegionChoice | None = None
     sky_level: SkyLevel | None = None
+    kernel_sum_error: float = float("nan")
 
     def source_target(self, science: Exposure, template: Exposure) -> tuple[Exposure, Exposure]:
         """(convolved image, image it is matched to)."""

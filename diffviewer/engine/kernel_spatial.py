@@ -33,6 +33,7 @@ from diffviewer.engine.kernel_prior import (
     solve_equations,
     spatial_equations,
     spatial_prior,
+    stamp_folds,
     term_moments,
 )
 from diffviewer.engine.kernel_stamps import StampFits
@@ -88,6 +89,44 @@ def spatial_solve(
     return out
 
 
+def fold_solutions(
+    normal: np.ndarray,
+    rhs: np.ndarray,
+    p: np.ndarray,
+    q: np.ndarray,
+    sum_terms: int,
+    prior: np.ndarray,
+    fold: np.ndarray,
+) -> np.ndarray:
+    """The spatial model solved without each fold's stamps, as :func:`spatial_solve`.
+
+    ``fold`` gives each stamp's fold (:func:`kernel_prior.stamp_folds`); the result is
+    ``(folds, nb * ns + nq)``, each row one fit without that fold (a delete-a-group
+    jackknife's replicates: their spread is the solution's sampling error over the stars).
+    """
+    big, vec = spatial_equations(normal, rhs, p, q)
+    free = free_parameters(len(vec), p.shape[1], sum_terms)
+    out = np.zeros((int(fold.max()) + 1, len(free)))
+    for f in range(len(out)):
+        big_f, vec_f = spatial_equations(
+            normal[fold == f], rhs[fold == f], p[fold == f], q[fold == f]
+        )
+        out[f, free] = solve_equations(
+            (big - big_f + prior)[np.ix_(free, free)], (vec - vec_f)[free]
+        )
+    return out
+
+
+def jackknife_error(replicates: np.ndarray) -> float:
+    """Standard error of an estimate from its delete-a-group jackknife ``replicates``
+    (one a group, the groups of equal size): ``sqrt((k - 1) / k * sum((t_f - mean)^2))``
+    (Efron & Tibshirani 1993, ch. 11); NaN with fewer than two."""
+    k = len(replicates)
+    if k < 2:
+        return float("nan")
+    return float(np.sqrt((k - 1) / k * np.sum((replicates - np.mean(replicates)) ** 2)))
+
+
 def positive_posterior(
     normal: np.ndarray, p: np.ndarray, q: np.ndarray, sum_terms: int, prior: np.ndarray
 ) -> bool:
@@ -138,6 +177,10 @@ class SpatialFit:
         kernel block of the final good stamps (NaN without noise terms).
     noise_note : str
         Why the noise terms given were not used ('' when they were, or none were given).
+    fold_coefficients : numpy.ndarray
+        ``(folds, n_basis, n_terms(order))`` the kernel coefficients fitted without each
+        fold of the final good stamps (:func:`fold_solutions`; empty with fewer than two
+        good stamps).
     """
 
     coefficients: np.ndarray
@@ -155,6 +198,7 @@ class SpatialFit:
     noise_corrected: bool = False
     noise_trace_ratio: float = float("nan")
     noise_note: str = ""
+    fold_coefficients: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 0, 0)))
 
 
 def fit_spatial(
@@ -246,6 +290,7 @@ def fit_spatial(
         first_strength = None
         normal, rhs = equations[0][gi], equations[1][gi]
         sol = spatial_solve(normal, rhs, p, q, sum_terms, prior)
+        solved = (normal, rhs, p, q, prior, equations[2][gi])
         coefs = sol[: nb * n_terms(order)].reshape(nb, n_terms(order))
         bgc = sol[nb * n_terms(order) :]
         coef_sp = np.column_stack([pa @ coefs.T, qa @ bgc])
@@ -269,6 +314,12 @@ def fit_spatial(
         status[hit_mean], reason[hit_mean] = "BAD", "spatial residual mean"
         status[hit_std], reason[hit_std] = "BAD", "spatial residual std"
     coef_all[usable] = coef_sp
+    # The jackknife's replicates: the last solve without each fold of its stamps.
+    folds = np.zeros((0, nb, n_terms(order)))
+    normal, rhs, p, q, prior, power = solved
+    if len(power) > 1:
+        replicates = fold_solutions(normal, rhs, p, q, sum_terms, prior, stamp_folds(power))
+        folds = replicates[:, : nb * n_terms(order)].reshape(-1, nb, n_terms(order))
     ratio = float("nan")
     if noise is not None:
         gi = np.nonzero(status == "GOOD")[0]
@@ -294,6 +345,7 @@ def fit_spatial(
         equations is not measured,
         ratio,
         note,
+        folds,
     )
 
 

@@ -198,8 +198,11 @@ def kernel_views(result: Any, n_grid: int = 7, n_shift: int = 16) -> dict[str, A
         f"{sol.describe()}; spatial order {sol.spatial_order}, background order "
         f"{sol.background_order}; convolved: {result.kernel.convolved}; photometric scale "
         f"{result.kernel.photometric_scale:.4f}; kernel sum {sums.min():.4f} to "
-        f"{sums.max():.4f}; centroid shift up to {np.hypot(fdx, fdy).max():.3f} px"
+        f"{sums.max():.4f}"
     )
+    if np.isfinite(result.kernel.kernel_sum_error):
+        info += f" (its mean +- {result.kernel.kernel_sum_error:.4f} over the kernel stars)"
+    info += f"; centroid shift up to {np.hypot(fdx, fdy).max():.3f} px"
     for choice in (result.kernel.region_choice, result.kernel.degree_choice):
         if choice is not None:
             info += f"; {choice.describe()}"

@@ -176,6 +176,9 @@ def test_metadata_states_the_chosen_strength() -> None:
     shared = build_metadata(result)["kernel"]["shared_noise"]
     assert shared["applied"] and shared["terms"] == "shared"
     assert abs(shared["correlation"]) < 0.05 and abs(shared["trace_ratio"]) < 0.01
+    # And the kernel sum's standard error over the stars (a jackknife over the folds).
+    ksum = build_metadata(result)["kernel"]["kernel_sum"]
+    assert ksum["error"] == result.kernel.kernel_sum_error and 0 < ksum["error"] < 0.01
 
 
 def test_the_spatial_fits_residual_statistics_are_each_stamps_against_the_model(

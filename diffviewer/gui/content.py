@@ -133,7 +133,9 @@ def metrics(result: Any) -> dict[str, float]:
     dict of str to float
         Noise ratio of the difference (and the PSF-scale noise before the one variance
         scaling, as the warnings word it, and with decorrelation the ratio before it), good/bad/
-        control kernel stamps, DIA sources (all, dipoles), the sky sources' PSF-flux pulls
+        control kernel stamps, the photometric scale and the mean kernel sum's error over
+        the kernel stars (when a spatial fit gave one), DIA sources (all, dipoles), the sky
+        sources' PSF-flux pulls
         (mean and scatter: :func:`~diffviewer.engine.measure.sky_source_check`; NaN with
         fewer than two), and the robust residual sigma of the four histogram panels
         (normalised by the difference variance).
@@ -151,6 +153,11 @@ def metrics(result: Any) -> dict[str, float]:
         "good stamps": float(np.sum(status == "GOOD")),
         "bad stamps": float(np.sum(status == "BAD")),
         "control stamps": float(np.sum(status == "CONTROL")),
+        "photometric scale": float(result.kernel.photometric_scale),
+    }
+    if np.isfinite(result.kernel.kernel_sum_error):
+        out["kernel sum error (over the stars)"] = float(result.kernel.kernel_sum_error)
+    out |= {
         "DIA sources": float(len(dia)),
         "dipoles": float(np.sum(np.asarray(dia["is_dipole"], bool))) if len(dia) else 0.0,
     }

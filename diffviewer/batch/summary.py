@@ -60,6 +60,13 @@ COLUMNS: tuple[tuple[str, type, str, str], ...] = (
     ("n_bad", int, "", "kernel stamps rejected"),
     ("n_control", int, "", "control stamps held out"),
     ("kernel_sum", float, "", "mean kernel sum (photometric scale)"),
+    (
+        "kernel_sum_err",
+        float,
+        "",
+        "standard error of the mean kernel sum over the kernel stars (a jackknife over "
+        "them; NaN without a spatial fit)",
+    ),
     ("convolved", str, "", "which image the kernel convolved"),
     ("n_positive", int, "", "positive DIA sources"),
     ("n_negative", int, "", "negative DIA sources"),
@@ -125,19 +132,17 @@ def row_from_outputs(out_dir: str | Path) -> dict[str, Any]:
     meta = read_metadata(out_dir)
     kernel, det = meta["kernel"], meta["detection"]
     verdict = read_pair_verdict(out_dir)
-    ratio = meta["difference"]["noise_ratio"]
-    scale = meta["renormalisation"].get("noise_scale")
-    pulls = det.get("sky_sources", {}).get("pull_std")
     level = kernel.get("sky_level") or {}
     return {
-        "noise_ratio": math.nan if ratio is None else float(ratio),
-        "noise_scale": math.nan if scale is None else float(scale),
-        "sky_pull_std": math.nan if pulls is None else float(pulls),
+        "noise_ratio": _number(meta["difference"]["noise_ratio"]),
+        "noise_scale": _number(meta["renormalisation"].get("noise_scale")),
+        "sky_pull_std": _number(det.get("sky_sources", {}).get("pull_std")),
         "sky_level": float(level["level"]) if level.get("applied") else 0.0,
         "n_good": int(kernel["candidates"]["good"]),
         "n_bad": int(kernel["candidates"]["bad"]),
         "n_control": int(kernel["candidates"]["control"]),
         "kernel_sum": float(kernel["kernel_sum"]["mean"]),
+        "kernel_sum_err": _number(kernel["kernel_sum"].get("error")),
         "convolved": str(kernel["convolved"]),
         "n_positive": int(det["n_positive"]),
         "n_negative": int(det["n_negative"]),
@@ -148,6 +153,11 @@ def row_from_outputs(out_dir: str | Path) -> dict[str, Any]:
         "verdict": verdict.verdict if verdict else "",
         "comment": verdict.comment if verdict else "",
     }
+
+
+def _number(value: float | None) -> float:
+    """A metadata figure as float: NaN where the metadata has none (null or absent)."""
+    return math.nan if value is None else float(value)
 
 
 def complete_row(row: Mapping[str, Any]) -> dict[str, Any]:

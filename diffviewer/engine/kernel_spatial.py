@@ -98,23 +98,15 @@ def fold_solutions(
     prior: np.ndarray,
     fold: np.ndarray,
 ) -> np.ndarray:
-    """The spatial model solved without each fold's stamps, as :func:`spatial_solve`.
-
-    ``fold`` gives each stamp's fold (:func:`kernel_prior.stamp_folds`); the result is
-    ``(folds, nb * ns + nq)``, each row one fit without that fold (a delete-a-group
-    jackknife's replicates: their spread is the solution's sampling error over the stars).
-    """
-    big, vec = spatial_equations(normal, rhs, p, q)
-    free = free_parameters(len(vec), p.shape[1], sum_terms)
-    out = np.zeros((int(fold.max()) + 1, len(free)))
-    for f in range(len(out)):
-        big_f, vec_f = spatial_equations(
-            normal[fold == f], rhs[fold == f], p[fold == f], q[fold == f]
-        )
-        out[f, free] = solve_equations(
-            (big - big_f + prior)[np.ix_(free, free)], (vec - vec_f)[free]
-        )
-    return out
+    """:func:`spatial_solve` without each fold's stamps (``fold``: each stamp's fold,
+    :func:`kernel_prior.stamp_folds`): ``(folds, nb * ns + nq)``, a delete-a-group
+    jackknife's replicates, whose spread is the solution's sampling error over the stars."""
+    return np.array(
+        [
+            spatial_solve(normal[keep], rhs[keep], p[keep], q[keep], sum_terms, prior)
+            for keep in (fold[None, :] != np.arange(int(fold.max()) + 1)[:, None])
+        ]
+    )
 
 
 def jackknife_error(replicates: np.ndarray) -> float:

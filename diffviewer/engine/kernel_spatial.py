@@ -111,7 +111,7 @@ def fold_solutions(
 
 def jackknife_error(replicates: np.ndarray) -> float:
     """Standard error of an estimate from its delete-a-group jackknife ``replicates``
-    (one a group, the groups of equal size): ``sqrt((k - 1) / k * sum((t_f - mean)^2))``
+    (one a group, the groups of about equal size): ``sqrt((k - 1) / k * sum((t_f - mean)^2))``
     (Efron & Tibshirani 1993, ch. 11); NaN with fewer than two."""
     k = len(replicates)
     if k < 2:

@@ -63,7 +63,11 @@ COLUMNS: dict[str, tuple[u.UnitBase, str]] = {
     "xx": (_PIX2, "second moment in x of the signed difference, Gaussian weight removed"),
     "yy": (_PIX2, "second moment in y of the signed difference, Gaussian weight removed"),
     "xy": (_PIX2, "cross moment of the signed difference, Gaussian weight removed"),
-    "sci_psf_flux": (_CT, "PSF flux on the science image at (x, y), local sky fitted"),
+    "sci_psf_flux": (
+        _CT,
+        "PSF flux on the science image at (x, y) above its sky background (a "
+        "neighbour's light within the PSF included)",
+    ),
     "sci_psf_flux_err": (_CT, "1-sigma error of sci_psf_flux from the science variance"),
     "npix": (_PIX2, "area of the source's footprint"),
     "has_positive": (_ONE, "the footprint holds a part above +threshold"),

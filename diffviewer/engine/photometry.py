@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 
 import numpy as np
 from scipy.interpolate import RectBivariateSpline
@@ -25,9 +26,6 @@ from diffviewer.errors import InputError
 #: Sub-pixel steps per pixel of the tabulated PSF (bilinear between table entries: the
 #: error is below 1e-3 of the peak for a PSF of FWHM >= 2 px).
 OVERSAMPLE = 8
-
-#: Largest condition number of a forced fit's normal matrix (flux and sky) for a result.
-MAX_CONDITION = 1e12
 
 
 class PsfModel:
@@ -246,7 +244,7 @@ def forced_psf_flux(
     model: PsfModel,
     x: float,
     y: float,
-    fit_sky: bool = False,
+    background: Callable[[tuple[slice, slice]], np.ndarray] | None = None,
 ) -> tuple[float, float]:
     """Matched-filter PSF flux at a fixed position, error from the variance plane.
 
@@ -262,8 +260,9 @@ def forced_psf_flux(
         The PSF.
     x, y : float
         Position (0-based px).
-    fit_sky : bool
-        Fit a constant background together with the flux.
+    background : callable or None
+        The image's smooth background on a box of it (rows, columns), subtracted from
+        the image before the fit; None when the image has none (a difference).
 
     Returns
     -------
@@ -277,27 +276,18 @@ def forced_psf_flux(
         return nan, nan
     (iy, ix), (sy, sx) = cut
     ok = usable[iy, ix]
-    p, d, v = psf[sy, sx].ravel(), image[iy, ix].ravel(), variance[iy, ix].ravel()
+    d = image[iy, ix] if background is None else image[iy, ix] - background((iy, ix))
+    p, d, v = psf[sy, sx].ravel(), d.ravel(), variance[iy, ix].ravel()
     if not ok.all():
         ok = ok.ravel()
         p, d, v = p[ok], d[ok], v[ok]
-    # The flux's row of the inverse normal matrix, in closed form: with a sky the normal
-    # matrix is [[sum p^2, sum p], [sum p, n]], of condition lambda_max^2 / det.
     # Sums of products by einsum, not BLAS: OpenBLAS runs a dot product of over 10^4
     # elements (a 106 x 106 PSF stamp) on all its threads, which on a loaded machine
     # made the catalog's ~1000 forced fits take seconds instead of 0.1 s.
-    spp, n = float(np.einsum("i,i->", p, p)), p.size
-    if fit_sky:
-        sp = float(p.sum())
-        det = spp * n - sp * sp
-        big = 0.5 * (spp + n) + np.hypot(0.5 * (spp - n), sp)
-        if n < 3 or not (np.isfinite(det) and det > 0) or big * big > MAX_CONDITION * det:
-            return nan, nan
-        row = (n * p - sp) / det
-    else:
-        if n < 2 or not (np.isfinite(spp) and spp > 0):
-            return nan, nan
-        row = p / spp
+    spp = float(np.einsum("i,i->", p, p))
+    if p.size < 2 or not (np.isfinite(spp) and spp > 0):
+        return nan, nan
+    row = p / spp
     var = float(np.einsum("i,i,i->", row, row, v, dtype=np.float64))
     flux = float(np.einsum("i,i->", row, d, dtype=np.float64))
     return flux, float(np.sqrt(var)) if var > 0 else nan

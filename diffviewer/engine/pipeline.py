@@ -482,6 +482,7 @@ def run_subtraction(
                 sci_model,
                 config.measurement,
                 rep,
+                backgrounds[0].image,
             )
 
         notes.extend(warped.warnings)

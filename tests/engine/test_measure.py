@@ -14,7 +14,7 @@ from diffviewer.engine import measure, zogy
 from diffviewer.engine.detect import detect_sources
 from diffviewer.engine.ids import make_id_factory
 from diffviewer.engine.measure import measure_sources
-from diffviewer.engine.photometry import PsfModel
+from diffviewer.engine.photometry import PsfModel, forced_psf_flux
 from diffviewer.engine.progress import null_reporter
 from diffviewer.errors import ConfigError, InputError
 from diffviewer.exposure import Exposure, MaskPlane
@@ -33,6 +33,7 @@ def run(
     detect_on: str = "score",
     sky_sources: int = 0,
     exposure_id: int = 0,
+    science_background=None,
 ):
     """Score (ZOGY, flux ratio 1), detect and measure; returns (table, detections)."""
     score = zogy.zogy_score(
@@ -55,6 +56,7 @@ def run(
         psf,
         MeasurementConfig(exposure_id=exposure_id),
         null_reporter(),
+        science_background,
     )
     return table, det
 
@@ -196,6 +198,72 @@ def test_psf_fluxes_are_unbiased_with_honest_errors(injected) -> None:
     # The forced science flux sees the transient (plus a constant sky fitted with it).
     sci_ratio = np.asarray(src["sci_psf_flux"])[ok] / truth
     assert abs(float(np.median(sci_ratio)) - 1) < 0.05
+
+
+def test_science_flux_beside_a_bright_star_is_the_light_its_psf_sees() -> None:
+    # Transients 6 px from bright stars on a science image with a sky of 1000 counts.
+    # The science flux is the PSF fit at the transient above the science's background:
+    # the transient plus the share of the star's light the PSF sees there (both
+    # computed from the rendered light, no noise). A constant sky fitted over the PSF's
+    # 25 px stamp took the star's light as sky and gave 0.23-0.26 of that, less than
+    # the transient alone (on GOTO 208 of 521 detections below -5 sigma).
+    rng = np.random.default_rng(3)
+    fwhm, side, sky = 4.0, 240, 1000.0
+    psf = gaussian_psf(fwhm)
+    sigma = fwhm / FWHM_PER_SIGMA
+    stars = np.array([(x, y) for x in (40.0, 120.0, 200.0) for y in (40.0, 120.0, 200.0)])
+    stars += rng.uniform(-0.5, 0.5, stars.shape)
+    angle = rng.uniform(0.0, 2 * np.pi, len(stars))
+    trans = stars + 6.0 * np.c_[np.cos(angle), np.sin(angle)]
+    star_flux, trans_flux = 2e5, 5000.0
+
+    def light(xy: np.ndarray, flux: float) -> np.ndarray:
+        n = len(xy)
+        return render_gaussians(
+            (side, side), xy[:, 0], xy[:, 1], np.full(n, flux), np.full(n, sigma), 20
+        )
+
+    stars_light, trans_light = light(stars, star_flux), light(trans, trans_flux)
+    variance = sky + stars_light + trans_light
+    sci = Exposure(
+        (sky + stars_light + trans_light + rng.normal(0, np.sqrt(variance))).astype(np.float32),
+        variance.astype(np.float32),
+        np.zeros((side, side), np.int32),
+    )
+    tvar = sky + stars_light
+    tmpl = Exposure(
+        (sky + stars_light + rng.normal(0, np.sqrt(tvar))).astype(np.float32),
+        tvar.astype(np.float32),
+        np.zeros((side, side), np.int32),
+    )
+    diff = Exposure(sci.image - tmpl.image, sci.variance + tmpl.variance, sci.mask)
+    table, _ = run(
+        diff,
+        sci,
+        tmpl,
+        psf,
+        detect_on="difference",
+        science_background=lambda box: np.full(sci.image[box].shape, sky, np.float32),
+    )
+    j, ok = match(table, trans[:, 0], trans[:, 1])
+    assert len(np.unique(j[ok])) == len(trans), "every transient found"
+    rows = np.nonzero(ok)[0]
+    model = PsfModel(psf)
+    zero = np.ones((side, side), dtype=bool)
+    expected = np.array(
+        [
+            forced_psf_flux(stars_light + trans_light, variance, zero, model, x, y)[0]
+            for x, y in zip(table["x"][rows], table["y"][rows], strict=True)
+        ]
+    )
+    seen = np.asarray(table["sci_psf_flux"])[rows]
+    err = np.asarray(table["sci_psf_flux_err"])[rows]
+    # The star's share at 6 px is 0.048 of its flux for this PSF: 9,700 counts beside
+    # the transient's 5,000, measured to +-221 counts (1 sigma).
+    assert np.all(expected > 2 * trans_flux)
+    assert np.all(np.abs(seen - expected) < 4 * err), (seen, expected, err)
+    # What the catalog says of the template is then consistent: never less than none.
+    assert np.all(seen - np.asarray(table["psf_flux"])[rows] > 0)
 
 
 def test_catalog_columns_units_ids_and_sky_sources(injected) -> None:

@@ -54,6 +54,13 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _finite_median(values: np.ndarray) -> float | None:
+    """The median of the finite values, JSON-safe: None when there is none."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    return float(np.median(v)) if v.size else None
+
+
 def guard_tripped(result: SubtractionResult) -> bool:
     """Whether the bad-subtraction guard tripped (detections cover too much of the image:
     :func:`diffviewer.engine.detect.guard_limit`)."""
@@ -182,6 +189,9 @@ def build_metadata(
                 "good": int(np.sum(status == "GOOD")),
                 "bad": int(np.sum(status == "BAD")),
                 "control": int(np.sum(status == "CONTROL")),
+                # chi^2 per degree of freedom of the stars against kernels fitted without
+                # them (cross-validation, or the spatial model for control stars)
+                "held_out_chi2_median": _finite_median(fit.candidates["held_out_chi2"]),
                 # why each BAD stamp was not fitted or was rejected, most frequent first
                 "bad_by_reason": dict(
                     Counter(

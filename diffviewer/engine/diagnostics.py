@@ -6,7 +6,10 @@ region of half-width ``fit.fit_half``):
 * ``own``: candidates (GOOD and BAD) with their own kernel and background:
   ``target - K_i * source - b_i``, in the target's sense (science side minus template side).
 * ``spatial``: GOOD candidates on the raw difference (spatial model).
-* ``control``: CONTROL candidates on the raw difference (spatial model, never fitted).
+* ``control``: the stars held out of the kernel that judges them: CONTROL candidates on
+  the raw difference (spatial model, never fitted), then GOOD candidates with the
+  spatial fit made without their fold of the cross-validation (from the inputs, as
+  ``own``).
 * ``image``: the final difference (decorrelated when it was), every good pixel on a
   regular subsampling grid (at most :data:`MAX_IMAGE_SAMPLES`).
 
@@ -161,22 +164,48 @@ def _own_residuals(
     science: Exposure, template: Exposure, fit: KernelFit
 ) -> tuple[np.ndarray, np.ndarray]:
     """Residuals of GOOD and BAD candidates with their own kernels, normalised both ways."""
+    status = np.asarray(fit.candidates["status"]).astype(str)
+    own = fit.own_coefficients
+    sel = np.nonzero((status != "CONTROL") & np.all(np.isfinite(own), axis=1))[0]
+    return _kernel_residuals(science, template, fit, sel, own[sel], fit.stamp_basis)
+
+
+def _held_out_residuals(
+    science: Exposure, template: Exposure, fit: KernelFit
+) -> tuple[np.ndarray, np.ndarray]:
+    """Residuals of GOOD candidates with the kernel fitted without their fold of the
+    cross-validation (:attr:`KernelFit.held_out_coefficients`), normalised both ways."""
+    held = fit.held_out_coefficients
+    if held.size == 0:
+        return np.zeros(0, np.float32), np.zeros(0, np.float32)
+    sel = np.nonzero(np.all(np.isfinite(held), axis=1))[0]
+    return _kernel_residuals(science, template, fit, sel, held[sel], fit.solution.basis)
+
+
+def _kernel_residuals(
+    science: Exposure,
+    template: Exposure,
+    fit: KernelFit,
+    sel: np.ndarray,
+    coef_all: np.ndarray,
+    basis: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Residuals of the candidates ``sel`` each with its kernel and background
+    ``coef_all`` (one row each, on ``basis``; the background in the difference's sense),
+    made from the inputs' cutouts and normalised both ways."""
     tab = fit.candidates
-    status = np.asarray(tab["status"]).astype(str)
-    sel = np.nonzero((status != "CONTROL") & np.all(np.isfinite(fit.own_coefficients), axis=1))[0]
     half = fit.fit_half
-    reach = half + fit.stamp_basis.shape[-1] // 2  # the source's cutout: stamp and kernel
+    reach = half + basis.shape[-1] // 2  # the source's cutout: stamp and kernel
     source, target = fit.source_target(science, template)
     x_all = np.asarray(tab["x"], dtype=float)[sel]
     y_all = np.asarray(tab["y"], dtype=float)[sel]
-    coef_all = fit.own_coefficients[sel]
     sign = 1.0 if fit.convolved == "template" else -1.0
     off = np.arange(-half, half + 1)
 
     def residuals(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         x, y, coef = x_all[idx], y_all[idx], coef_all[idx]
         xi, yi = np.rint(x).astype(np.intp), np.rint(y).astype(np.intp)
-        kern = np.tensordot(coef[:, :-1], fit.stamp_basis, axes=1)
+        kern = np.tensordot(coef[:, :-1], basis, axes=1)
         src, _ = cutouts(source.image, xi, yi, reach)
         src_var, _ = cutouts(source.variance, xi, yi, reach)
         tgt, tgt_var, ok = _stamp_pixels(target, x, y, half)
@@ -213,7 +242,8 @@ class RawResiduals:
     spatial_by_difference, spatial_by_input : numpy.ndarray
         GOOD candidates with the spatial model.
     control_by_difference, control_by_input : numpy.ndarray
-        CONTROL candidates with the spatial model.
+        The stars held out: CONTROL candidates with the spatial model, then GOOD ones
+        with the cross-validation's fit without them.
     noise_ratio_raw : float
         :func:`noise_ratio` of the difference before decorrelation.
     """
@@ -270,6 +300,8 @@ def raw_residuals(
     reporter.update(0.4)
     sp_d, sp_i = _stamp_residuals(science, template, fit, raw, status == "GOOD")
     ct_d, ct_i = _stamp_residuals(science, template, fit, raw, status == "CONTROL")
+    cv_d, cv_i = _held_out_residuals(science, template, fit)
+    ct_d, ct_i = np.concatenate([ct_d, cv_d]), np.concatenate([ct_i, cv_i])
     reporter.update(0.8)
     return RawResiduals(
         frozen(own_d, np.float32),

@@ -309,6 +309,8 @@ def fit_kernel(
     choice: DegreeChoice | None = None
     region: RegionChoice | None = None
     fold_coefficients = np.zeros((0, 0, 0))
+    held = np.full((3, len(x)), np.nan)
+    held_coef = np.zeros((0, 0))
     n_good = int(np.sum(status == "GOOD"))
     order, bg_order = usable_orders(n_good, config)
     if (order, bg_order) != (
@@ -381,7 +383,9 @@ def fit_kernel(
         )
         status, reason, smean, sstd = sp.status, sp.reason, sp.resid_mean, sp.resid_std
         strength = sp.strength
-        fold_coefficients = sp.fold_coefficients
+        fold_coefficients, held = sp.fold_coefficients, sp.held_out
+        held_coef = sp.held_out_coefficients.copy()
+        held_coef[:, -1] *= sign
         if cov is not None:
             why = sp.noise_note or why
             if why:
@@ -442,6 +446,7 @@ def fit_kernel(
     table["resid_std"] = rstd
     table["spatial_resid_mean"] = smean
     table["spatial_resid_std"] = sstd
+    table["held_out_chi2"], table["held_out_mean"], table["held_out_std"] = held
     describe(table, KERNEL_STAR_COLUMNS)
     return KernelFit(
         solution,
@@ -460,4 +465,5 @@ def fit_kernel(
         choice,
         region,
         kernel_sum_error=sum_error,
+        held_out_coefficients=frozen(held_coef),
     )

@@ -221,6 +221,11 @@ class KernelFit:
         jackknife over the cross-validation's folds of the good stamps, each refitted
         without one fold (:func:`~diffviewer.engine.kernel_spatial.jackknife_error`).
         NaN without a spatial fit.
+    held_out_coefficients : numpy.ndarray
+        ``(n_candidates, n_basis + 1)`` the kernel, on the solution's basis, and
+        background each GOOD star was judged with: the spatial fit without its fold of
+        the cross-validation, at the star (NaN for the others; empty without a spatial
+        fit).
     """
 
     solution: KernelSolution
@@ -240,6 +245,7 @@ class KernelFit:
     region_choice: RegionChoice | None = None
     sky_level: SkyLevel | None = None
     kernel_sum_error: float = float("nan")
+    held_out_coefficients: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 0)))
 
     def source_target(self, science: Exposure, template: Exposure) -> tuple[Exposure, Exposure]:
         """(convolved image, image it is matched to)."""

@@ -10,7 +10,10 @@ and the model refitted. Orders are lowered until there are :data:`STAMPS_PER_TER
 stamps per spatial term. The stamps' equations are summed less their expected noise
 (:mod:`kernel_noise`) when its terms are given, unless with the prior they are not
 positive definite (noise the stars cannot be told from): the fit then uses them as
-measured and says so (:attr:`SpatialFit.noise_note`).
+measured and says so (:attr:`SpatialFit.noise_note`). The final fit is made again
+without each fold of the cross-validation (:func:`fold_solutions`), and each good stamp
+is judged against the fit that did not see it (:attr:`SpatialFit.held_out`), as a
+control star is against the spatial model.
 """
 
 from __future__ import annotations
@@ -173,6 +176,14 @@ class SpatialFit:
         ``(folds, n_basis, n_terms(order))`` the kernel coefficients fitted without each
         fold of the final good stamps (:func:`fold_solutions`; empty with fewer than two
         good stamps).
+    held_out : numpy.ndarray
+        ``(3, n)`` each stamp's normalised residual against a fit it had no part in:
+        chi^2 per degree of freedom, mean and standard deviation; a good stamp's against
+        the fit without its fold, a control star's against the spatial model (NaN for
+        the rest, and for every stamp with fewer than two good ones).
+    held_out_coefficients : numpy.ndarray
+        ``(n, n_basis + 1)`` the kernel and background each good stamp was judged with
+        (the fit without its fold at the stamp; NaN for the rest).
     """
 
     coefficients: np.ndarray
@@ -191,6 +202,8 @@ class SpatialFit:
     noise_trace_ratio: float = float("nan")
     noise_note: str = ""
     fold_coefficients: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 0, 0)))
+    held_out: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((3, 0)))
+    held_out_coefficients: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 0)))
 
 
 def fit_spatial(
@@ -282,7 +295,7 @@ def fit_spatial(
         first_strength = None
         normal, rhs = equations[0][gi], equations[1][gi]
         sol = spatial_solve(normal, rhs, p, q, sum_terms, prior)
-        solved = (normal, rhs, p, q, prior, equations[2][gi])
+        solved = (gi, normal, rhs, p, q, prior, equations[2][gi])
         coefs = sol[: nb * n_terms(order)].reshape(nb, n_terms(order))
         bgc = sol[nb * n_terms(order) :]
         coef_sp = np.column_stack([pa @ coefs.T, qa @ bgc])
@@ -306,12 +319,30 @@ def fit_spatial(
         status[hit_mean], reason[hit_mean] = "BAD", "spatial residual mean"
         status[hit_std], reason[hit_std] = "BAD", "spatial residual std"
     coef_all[usable] = coef_sp
-    # The jackknife's replicates: the last solve without each fold of its stamps.
+    # The jackknife's replicates: the last solve without each fold of its stamps; each
+    # of those stamps judged against the replicate without it.
     folds = np.zeros((0, nb, n_terms(order)))
-    normal, rhs, p, q, prior, power = solved
+    held, held_coef = np.full((3, n), np.nan), np.full((n, nb + 1), np.nan)
+    held[:, usable[ctrl]] = schi2[usable[ctrl]], smean[usable[ctrl]], sstd[usable[ctrl]]
+    gi, normal, rhs, p, q, prior, power = solved
     if len(power) > 1:
-        replicates = fold_solutions(normal, rhs, p, q, sum_terms, prior, stamp_folds(power))
+        fold = stamp_folds(power)
+        replicates = fold_solutions(normal, rhs, p, q, sum_terms, prior, fold)
         folds = replicates[:, : nb * n_terms(order)].reshape(-1, nb, n_terms(order))
+        own_fold = np.column_stack(
+            [
+                np.einsum("is,ibs->ib", p, folds[fold]),
+                np.einsum("is,is->i", q, replicates[fold, nb * n_terms(order) :]),
+            ]
+        )
+        # Weighed as a control star is: the target's variance plus the source's through
+        # the kernel it is judged with.
+        judged = gi[status[gi] == "GOOD"]
+        held_coef[judged] = own_fold[status[gi] == "GOOD"]
+        var = stamps.var_target[judged] + source_variance(stamps, judged, held_coef[judged], basis)
+        held[:, judged] = kernel_residual_stats(
+            stamps, judged, held_coef[judged], basis, var, fits.used[judged]
+        )
     ratio = float("nan")
     if noise is not None:
         gi = np.nonzero(status == "GOOD")[0]
@@ -338,6 +369,8 @@ def fit_spatial(
         ratio,
         note,
         folds,
+        held,
+        held_coef,
     )
 
 

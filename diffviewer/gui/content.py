@@ -25,7 +25,7 @@ from diffviewer.stats import robust_std
 RESIDUAL_PANELS: tuple[tuple[str, str], ...] = (
     ("candidates, own kernel", "own"),
     ("candidates, spatial kernel", "spatial"),
-    ("control sample, spatial kernel", "control"),
+    ("held-out stars, kernel fitted without them", "control"),
     ("full image (subsampled)", "image"),
 )
 #: Residual normalisations: (name shown, Diagnostics attribute suffix).
@@ -89,8 +89,8 @@ def residual_stats(values: np.ndarray) -> ResidualStats:
 EMPTY_RESIDUALS: dict[str, str] = {
     "candidates, own kernel": "no kernel stamp was fitted (too few kernel stars)",
     "candidates, spatial kernel": "no kernel stamp was fitted (too few kernel stars)",
-    "control sample, spatial kernel": (
-        "no control stars were held out (candidates.control_every = 0, or too few candidates)"
+    "held-out stars, kernel fitted without them": (
+        "no star was held out (no spatial fit, or fewer than two good kernel stars)"
     ),
     "full image (subsampled)": "no usable pixel on both images",
 }
@@ -370,7 +370,7 @@ def source_summary(catalog: Table, source_id: int, verdicts: Mapping[int, Verdic
 
 def candidate_summary(result: Any, index: int) -> str:
     """One kernel candidate in words: status (with reason), chi^2, kernel sum and its error,
-    residuals."""
+    residuals (its own kernel's, the spatial model's, a kernel's fitted without it)."""
     row = result.kernel.candidates[index]
     names = row.colnames
     text = f"kernel source {index} at ({row['x']:.1f}, {row['y']:.1f}): {row['status']}"
@@ -384,6 +384,8 @@ def candidate_summary(result: Any, index: int) -> str:
         "resid_std",
         "spatial_resid_mean",
         "spatial_resid_std",
+        "held_out_chi2",
+        "held_out_std",
         "snr",
     ):
         if key in names:

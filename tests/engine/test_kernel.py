@@ -11,12 +11,14 @@ from scipy import ndimage
 
 from diffviewer.config import KernelConfig
 from diffviewer.engine import (
+    diagnostics,
     kernel,
     kernel_basis,
     kernel_direction,
     kernel_spatial,
     kernel_stamps,
     psf,
+    subtract,
 )
 from diffviewer.engine.kernel_design import Stamps, basis_spectra, convolve_stamps, stamp_design
 from diffviewer.engine.kernel_outliers import (
@@ -26,9 +28,10 @@ from diffviewer.engine.kernel_outliers import (
     residual_power_outliers,
 )
 from diffviewer.engine.kernel_stamps import fit_chunk
+from diffviewer.engine.progress import null_reporter
 from diffviewer.errors import InsufficientKernelSources
 from diffviewer.exposure import MaskPlane
-from diffviewer.stats import FWHM_PER_SIGMA
+from diffviewer.stats import FWHM_PER_SIGMA, robust_std
 from diffviewer.synthetic import SyntheticPair, make_pair, render_moffats
 from tests.engine.helpers import fit_kernel_to
 from tests.engine.kernel_stars import moffat_kernel_stars
@@ -210,6 +213,41 @@ def test_candidate_table_has_qa_and_controls_are_never_fitted(pair: SyntheticPai
         1.0, abs=0.1
     )
     assert np.all(np.asarray(tab["reason"])[good] == "")
+    # A control star's held-out residual is its residual against the spatial model.
+    for held, spatial in (
+        ("held_out_mean", "spatial_resid_mean"),
+        ("held_out_std", "spatial_resid_std"),
+    ):
+        np.testing.assert_array_equal(tab[held][control], tab[spatial][control])
+
+
+def test_each_good_star_is_judged_by_the_fit_without_its_fold(pair: SyntheticPair) -> None:
+    # A good star's own fit and the spatial model both saw it; the spatial fit made
+    # without its tenth of the stars (the cross-validation's fold) did not, as the
+    # spatial model did not see a control star.
+    fit = fit_pair(pair)
+    tab = fit.candidates
+    status = np.asarray(tab["status"]).astype(str)
+    good = status == "GOOD"
+    held = {c: np.asarray(tab[f"held_out_{c}"]) for c in ("chi2", "mean", "std")}
+    assert all(np.all(np.isfinite(v[good])) for v in held.values())
+    assert all(np.all(np.isnan(v[status == "BAD"])) for v in held.values())
+    # On a correct model the held-out residual has unit spread and no offset, as a
+    # control star's has (measured over this pair's good stars: 1.00 and 0.00);
+    # against the stars' own fits, which saw them, chi^2 is lower.
+    assert np.median(held["std"][good]) == pytest.approx(1.0, abs=0.1)
+    assert abs(np.median(held["mean"][good])) < 0.05
+    assert np.median(held["chi2"][good]) > np.median(np.asarray(tab["chi2"])[good])
+    diag = diagnostics.raw_residuals(
+        pair.science,
+        pair.template,
+        fit,
+        subtract.subtract_images(pair.science, pair.template, fit, null_reporter()).difference,
+        null_reporter(),
+    )
+    # The runDebug panel of held-out stars shows the control stars' pixels and theirs.
+    assert diag.control_by_difference.size > 100 * (good.sum() + np.sum(status == "CONTROL"))
+    assert robust_std(diag.control_by_difference) == pytest.approx(1.0, abs=0.1)
 
 
 def test_kernel_solution_evaluates_anywhere(pair: SyntheticPair) -> None:

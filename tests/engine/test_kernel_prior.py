@@ -165,9 +165,15 @@ def test_the_chosen_strength_predicts_the_control_stars(fitted: Fitted) -> None:
 def test_metadata_states_the_chosen_strength() -> None:
     pair = make_pair((256, 256), 150, seed=2)
     result = pipeline.run_subtraction(pair.science, pair.template, SubtractionConfig())
-    stated = build_metadata(result)["kernel"]["regularization"]
+    kernel_meta = build_metadata(result)["kernel"]
+    stated = kernel_meta["regularization"]
     assert stated == result.kernel.regularization
     assert stated in kernel_prior.STRENGTH_GRID
+    # And the stars' chi^2 against kernels fitted without them.
+    held = np.asarray(result.kernel.candidates["held_out_chi2"])
+    assert kernel_meta["candidates"]["held_out_chi2_median"] == float(
+        np.median(held[np.isfinite(held)])
+    )
     given = SubtractionConfig(kernel=KernelConfig(regularization=0.25))
     result = pipeline.run_subtraction(pair.science, pair.template, given)
     assert build_metadata(result)["kernel"]["regularization"] == 0.25

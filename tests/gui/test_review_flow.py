@@ -263,6 +263,11 @@ def test_a_bad_stamp_says_its_chi2_was_not_measured(demo_window: MainWindow) -> 
         f"kernel_sum_err = {columns.format_value('kernel_sum_err', cands['kernel_sum_err'][0])}"
         in text
     )
+    # a good star's residual against the kernel fitted without it (the BAD one has none)
+    assert "held_out_chi2 = — (not measured" in text
+    good = int(np.nonzero(np.asarray(cands["status"]) == "GOOD")[0][0])
+    value = columns.format_value("held_out_chi2", cands["held_out_chi2"][good])
+    assert value and f"held_out_chi2 = {value}" in content.candidate_summary(fake, good)
 
 
 def test_a_file_that_is_not_fits_is_named_without_astropy_advice(tmp_path: Path) -> None:

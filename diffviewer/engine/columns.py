@@ -32,6 +32,12 @@ _POSITION = (
     "of its lobes)"
 )
 
+#: What the moment columns share: how they are made and when they are NaN.
+_MOMENTS = (
+    " over the footprint, Gaussian weight removed (NaN where its pixels are not one "
+    "source narrower than the weight: most dipoles and residual patterns)"
+)
+
 #: name -> (unit, description) of every fixed column, in catalog order.
 COLUMNS: dict[str, tuple[u.UnitBase, str]] = {
     "id": (_ONE, "DIA source id: exposure id in the high bits, running number below"),
@@ -60,9 +66,9 @@ COLUMNS: dict[str, tuple[u.UnitBase, str]] = {
         "NaN where the score is not defined (its mask's unusable planes: near saturated "
         "cores, off the data)",
     ),
-    "xx": (_PIX2, "second moment in x of the signed difference, Gaussian weight removed"),
-    "yy": (_PIX2, "second moment in y of the signed difference, Gaussian weight removed"),
-    "xy": (_PIX2, "cross moment of the signed difference, Gaussian weight removed"),
+    "xx": (_PIX2, "second moment in x of the signed difference" + _MOMENTS),
+    "yy": (_PIX2, "second moment in y of the signed difference" + _MOMENTS),
+    "xy": (_PIX2, "cross moment of the signed difference" + _MOMENTS),
     "sci_psf_flux": (
         _CT,
         "PSF flux on the science image at (x, y) above its sky background (a "

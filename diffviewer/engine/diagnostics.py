@@ -13,6 +13,9 @@ region of half-width ``fit.fit_half``):
 * ``image``: the final difference (decorrelated when it was), every good pixel on a
   regular subsampling grid (at most :data:`MAX_IMAGE_SAMPLES`).
 
+Each panel of candidates holds at most :data:`MAX_STAMP_SAMPLES` pixels, from every
+k-th of its stars.
+
 Each is normalised two ways:
 
 * ``*_by_difference``: divided by the square root of the difference's own variance plane
@@ -27,6 +30,7 @@ Each is normalised two ways:
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -43,6 +47,10 @@ from diffviewer.stats import robust_std
 
 #: Most pixels sampled from the whole image.
 MAX_IMAGE_SAMPLES = 200_000
+
+#: Most pixels a panel of candidates samples (:func:`_sampled_stars`): a 2048 x 4096
+#: pair's three such panels held 9 million (72 MB, kept to the run's end and written).
+MAX_STAMP_SAMPLES = 1_000_000
 
 #: Pixels excluded from the noise ratio besides the unusable ones.
 _NOT_SKY = int(UNUSABLE | MaskPlane.DETECTED | MaskPlane.DETECTED_NEGATIVE | MaskPlane.SAT_TEMPLATE)
@@ -128,6 +136,13 @@ def _batched(
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
+def _sampled_stars(rows: np.ndarray, side: int) -> np.ndarray:
+    """Every k-th of the candidate ``rows`` (in S/N order: bright and faint alike), ``k``
+    the least that keeps their stamps' pixels (``side`` squared each) within
+    :data:`MAX_STAMP_SAMPLES`."""
+    return rows[:: max(1, math.ceil(len(rows) * side * side / MAX_STAMP_SAMPLES))]
+
+
 def _stamp_residuals(
     science: Exposure,
     template: Exposure,
@@ -138,9 +153,10 @@ def _stamp_residuals(
     """Spatial-model residuals of the selected candidates on the raw difference, normalised
     both ways."""
     tab = fit.candidates
-    x_all = np.asarray(tab["x"], dtype=float)[which]
-    y_all = np.asarray(tab["y"], dtype=float)[which]
     half = fit.fit_half
+    rows = _sampled_stars(np.nonzero(which)[0], 2 * half + 1)
+    x_all = np.asarray(tab["x"], dtype=float)[rows]
+    y_all = np.asarray(tab["y"], dtype=float)[rows]
     off = np.arange(-half, half + 1)
 
     def residuals(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -167,6 +183,7 @@ def _own_residuals(
     status = np.asarray(fit.candidates["status"]).astype(str)
     own = fit.own_coefficients
     sel = np.nonzero((status != "CONTROL") & np.all(np.isfinite(own), axis=1))[0]
+    sel = _sampled_stars(sel, 2 * fit.fit_half + 1)
     return _kernel_residuals(science, template, fit, sel, own[sel], fit.stamp_basis)
 
 
@@ -178,7 +195,7 @@ def _held_out_residuals(
     held = fit.held_out_coefficients
     if held.size == 0:
         return np.zeros(0, np.float32), np.zeros(0, np.float32)
-    sel = np.nonzero(np.all(np.isfinite(held), axis=1))[0]
+    sel = _sampled_stars(np.nonzero(np.all(np.isfinite(held), axis=1))[0], 2 * fit.fit_half + 1)
     return _kernel_residuals(science, template, fit, sel, held[sel], fit.solution.basis)
 
 

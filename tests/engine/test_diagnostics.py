@@ -200,3 +200,14 @@ def test_stamp_views_take_a_kernel_larger_than_the_stamps_basis() -> None:
     assert views.kernel_own.shape == fit.stamp_basis.shape[1:]
     assert views.difference_own.shape == views.difference_spatial.shape
     assert np.isfinite(views.residual_own).all() and np.isfinite(views.residual_spatial).all()
+
+
+def test_a_panel_of_many_stars_samples_every_kth_within_its_cap() -> None:
+    # 1,000 stars of 45 x 45 px hold 2.0 million pixels: every 3rd star keeps 0.68 million,
+    # every 2nd would keep 1.01 million, over the cap; few stars are all kept.
+    side = 45
+    rows = np.arange(1000)
+    kept = diagnostics._sampled_stars(rows, side)
+    np.testing.assert_array_equal(kept, rows[::3])
+    assert len(kept) * side**2 <= diagnostics.MAX_STAMP_SAMPLES < len(rows[::2]) * side**2
+    np.testing.assert_array_equal(diagnostics._sampled_stars(rows[:400], side), rows[:400])

@@ -15,10 +15,10 @@ and every quantity of a source refers to one point: the strongest extreme of the
   (:mod:`diffviewer.engine.renormalise`) and is not rescaled again here;
 - ``score_peak``: the score at the extreme's pixel, NaN where the score is not defined;
 - the science image's PSF flux at the same place, above the science's smooth sky
-  background, as the seed's forced measurement on the background-subtracted science
-  (LSST's ``scienceFlux``): no local sky is fitted, which on a bright star's flank
-  drew the level up and the flux below zero (GOTO: 208 of 521 detections below -5
-  sigma); a neighbour's light within the PSF is in it;
+  background, as LSST's forced measurement on the background-subtracted visit image
+  (the DiaSource's ``scienceFlux``): no local sky is fitted, which on a bright star's
+  flank drew the level up and the flux below zero (GOTO: 208 of 521 detections below
+  -5 sigma); a neighbour's light within the PSF is in it;
 - aperture fluxes (exact circular overlap, :mod:`diffviewer.engine.apertures`) at
   ``aperture_radii``;
 - second moments from Gaussian-weighted moments (weight twice the PSF width),

@@ -249,10 +249,10 @@ def test_science_flux_beside_a_bright_star_is_the_light_its_psf_sees() -> None:
     assert len(np.unique(j[ok])) == len(trans), "every transient found"
     rows = np.nonzero(ok)[0]
     model = PsfModel(psf)
-    zero = np.ones((side, side), dtype=bool)
+    every = np.ones((side, side), dtype=bool)
     expected = np.array(
         [
-            forced_psf_flux(stars_light + trans_light, variance, zero, model, x, y)[0]
+            forced_psf_flux(stars_light + trans_light, variance, every, model, x, y)[0]
             for x, y in zip(table["x"][rows], table["y"][rows], strict=True)
         ]
     )

@@ -93,6 +93,8 @@ def test_every_pair_has_a_row_that_says_what_happened(batch: dict) -> None:
         assert row["kernel_sum"] == pytest.approx(meta["kernel"]["kernel_sum"]["mean"])
         assert row["kernel_sum_err"] == pytest.approx(meta["kernel"]["kernel_sum"]["error"])
         assert row["kernel_sum_err"] > 0
+        held = meta["kernel"]["candidates"]["held_out_chi2_median"]
+        assert row["held_out_chi2"] == pytest.approx(held) and held > 0
         assert row["n_positive"] == meta["detection"]["n_positive"]
         assert row["n_warnings"] == len(meta["warnings"])
         assert row["seconds"] > 0 and row["peak_memory"] > 50  # a worker holds numpy+astropy

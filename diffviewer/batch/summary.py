@@ -67,6 +67,13 @@ COLUMNS: tuple[tuple[str, type, str, str], ...] = (
         "standard error of the mean kernel sum over the kernel stars (a jackknife over "
         "them; NaN without a spatial fit)",
     ),
+    (
+        "held_out_chi2",
+        float,
+        "",
+        "median chi^2 per degree of freedom of the kernel stars against kernels fitted "
+        "without them (NaN without a spatial fit)",
+    ),
     ("convolved", str, "", "which image the kernel convolved"),
     ("n_positive", int, "", "positive DIA sources"),
     ("n_negative", int, "", "negative DIA sources"),
@@ -143,6 +150,7 @@ def row_from_outputs(out_dir: str | Path) -> dict[str, Any]:
         "n_control": int(kernel["candidates"]["control"]),
         "kernel_sum": float(kernel["kernel_sum"]["mean"]),
         "kernel_sum_err": _number(kernel["kernel_sum"].get("error")),
+        "held_out_chi2": _number(kernel["candidates"].get("held_out_chi2_median")),
         "convolved": str(kernel["convolved"]),
         "n_positive": int(det["n_positive"]),
         "n_negative": int(det["n_negative"]),

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from types import SimpleNamespace
 
 import astropy.units as u
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from scipy import ndimage
 
 from diffviewer.config import DetectionConfig, MeasurementConfig, ScoreConfig
@@ -264,6 +267,40 @@ def test_science_flux_beside_a_bright_star_is_the_light_its_psf_sees() -> None:
     assert np.all(np.abs(seen - expected) < 4 * err), (seen, expected, err)
     # What the catalog says of the template is then consistent: never less than none.
     assert np.all(seen - np.asarray(table["psf_flux"])[rows] > 0)
+
+
+@given(
+    ny=st.integers(1, 40),
+    nx=st.integers(1, 40),
+    x=st.floats(-15.0, 55.0),
+    y=st.floats(-15.0, 55.0),
+    bad=st.floats(0.0, 1.0),
+    seed=st.integers(0, 2**16),
+)
+def test_a_forced_flux_above_a_background_is_the_flux_without_it(
+    ny: int, nx: int, x: float, y: float, bad: float, seed: int
+) -> None:
+    # Any shape, any position (the PSF partly or wholly off the image), NaN and unusable
+    # pixels in any share: the flux of an image with a sloped sky, that sky subtracted,
+    # is the flux of the image without it, with the same error; NaN together where no
+    # usable pixel is under the PSF; never a warning.
+    rng = np.random.default_rng(seed)
+    image = rng.normal(0.0, 10.0, (ny, nx))
+    variance = rng.uniform(50.0, 150.0, (ny, nx))
+    usable = rng.random((ny, nx)) >= bad
+    image[~usable & (rng.random((ny, nx)) < 0.5)] = np.nan
+    rows, cols = np.mgrid[:ny, :nx]
+    sky = 1000.0 + 3.0 * rows - 2.0 * cols
+
+    def background(box: tuple[slice, slice]) -> np.ndarray:
+        return sky[box]
+
+    model = PsfModel(gaussian_psf(4.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plain = forced_psf_flux(image, variance, usable, model, x, y)
+        above = forced_psf_flux(image + sky, variance, usable, model, x, y, background)
+    np.testing.assert_allclose(above, plain, rtol=1e-9, atol=1e-9)
 
 
 def test_catalog_columns_units_ids_and_sky_sources(injected) -> None:

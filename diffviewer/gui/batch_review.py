@@ -66,6 +66,7 @@ SHOWN = (
     ("sky_pull_std", "sky pulls σ"),
     ("n_good", "good stamps"),
     ("n_bad", "bad stamps"),
+    ("held_out_chi2", "held-out χ²"),
     ("n_positive", "positive"),
     ("n_negative", "negative"),
     ("n_dipoles", "dipoles"),

@@ -95,6 +95,13 @@ def test_the_review_table_is_worst_first_with_thumbnails_and_filters(qtbot, batc
             assert pixmap is None
         else:
             assert pixmap is not None and max(pixmap.width(), pixmap.height()) <= 64
+    # each pair's kernel stars against kernels fitted without them, as its summary says
+    held = [c for c, _ in SHOWN].index("held_out_chi2")
+    for row, values in enumerate(review.model.rows):
+        text = review.model.data(review.model.index(row, held), Qt.ItemDataRole.DisplayRole)
+        assert (values["status"] == "ok") == bool(text)
+        if text:
+            assert float(text) == pytest.approx(float(values["held_out_chi2"]), rel=0.01)
     review.failed_box.setChecked(True)
     assert review.visible_names() == ["broken"]
     review.failed_box.setChecked(False)

@@ -153,7 +153,8 @@ KERNEL_STAR_COLUMNS: dict[str, tuple[u.UnitBase, str]] = {
         _ONE,
         "chi^2 per degree of freedom of the residual against a kernel fitted without the "
         "star: for GOOD stars the spatial fit without its tenth of the stars "
-        "(cross-validation), for CONTROL stars the spatial model",
+        "(cross-validation; without it alone when there are 30 or fewer), for CONTROL "
+        "stars the spatial model",
     ),
     "held_out_mean": (_ONE, "mean of that held-out residual in units of its noise"),
     "held_out_std": (_ONE, "standard deviation of that held-out residual in units of its noise"),

@@ -224,8 +224,9 @@ class KernelFit:
     held_out_coefficients : numpy.ndarray
         ``(n_candidates, n_basis + 1)`` the kernel, on the solution's basis, and
         background each GOOD star was judged with: the spatial fit without its fold of
-        the cross-validation, at the star (NaN for the others; empty without a spatial
-        fit).
+        the cross-validation (without it alone where the good stars are few:
+        :data:`~diffviewer.engine.kernel_spatial.LEAVE_ONE_OUT`), at the star (NaN for the
+        others; empty without a spatial fit).
     """
 
     solution: KernelSolution

@@ -12,8 +12,9 @@ stamps per spatial term. The stamps' equations are summed less their expected no
 positive definite (noise the stars cannot be told from): the fit then uses them as
 measured and says so (:attr:`SpatialFit.noise_note`). The final fit is made again
 without each fold of the cross-validation (:func:`fold_solutions`), and each good stamp
-is judged against the fit that did not see it (:attr:`SpatialFit.held_out`), as a
-control star is against the spatial model.
+is judged against the fit that did not see it (:attr:`SpatialFit.held_out`; without it
+alone where the good stamps are few, :data:`LEAVE_ONE_OUT`), as a control star is
+against the spatial model.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from diffviewer.engine.kernel_equations import source_variance
 from diffviewer.engine.kernel_noise import NoiseTerms, corrected_equations
 from diffviewer.engine.kernel_outliers import kernel_residual_stats
 from diffviewer.engine.kernel_prior import (
+    FOLDS,
     free_parameters,
     information_scale,
     prior_strength,
@@ -44,6 +46,13 @@ from diffviewer.engine.kernel_stamps import StampFits
 #: Good stamps needed per spatial term before an order is used; below it the order is
 #: lowered (with 2 per term, 14 DECam stamps at order 2 left 100-sigma galaxy residuals).
 STAMPS_PER_TERM = 5
+
+#: Good stamps up to which each is judged against the fit without it alone: a fold of
+#: the cross-validation holds stars dealt by brightness, a bright one beside a faint
+#: one, and where the stars are few one star moves the kernel (the demo stacks' 12: the
+#: fainter's held-out residual was the brighter's absence). Beyond, a fold of at least
+#: four stars judges them.
+LEAVE_ONE_OUT = 3 * FOLDS
 
 
 def usable_orders(n_good: int, config: KernelConfig) -> tuple[int, int]:
@@ -179,11 +188,12 @@ class SpatialFit:
     held_out : numpy.ndarray
         ``(3, n)`` each stamp's normalised residual against a fit it had no part in:
         chi^2 per degree of freedom, mean and standard deviation; a good stamp's against
-        the fit without its fold, a control star's against the spatial model (NaN for
-        the rest, and for every stamp with fewer than two good ones).
+        the fit without its fold (without it alone up to :data:`LEAVE_ONE_OUT` good
+        stamps), a control star's against the spatial model (NaN for the rest, and for
+        every stamp with fewer than two good ones).
     held_out_coefficients : numpy.ndarray
         ``(n, n_basis + 1)`` the kernel and background each good stamp was judged with
-        (the fit without its fold at the stamp; NaN for the rest).
+        (the fit without it, as in :attr:`held_out`, at the stamp; NaN for the rest).
     """
 
     coefficients: np.ndarray
@@ -326,19 +336,27 @@ def fit_spatial(
     held[:, usable[ctrl]] = schi2[usable[ctrl]], smean[usable[ctrl]], sstd[usable[ctrl]]
     gi, normal, rhs, p, q, prior, power = solved
     if len(power) > 1:
+        nk = nb * n_terms(order)
         fold = stamp_folds(power)
         replicates = fold_solutions(normal, rhs, p, q, sum_terms, prior, fold)
-        folds = replicates[:, : nb * n_terms(order)].reshape(-1, nb, n_terms(order))
-        own_fold = np.column_stack(
+        folds = replicates[:, :nk].reshape(-1, nb, n_terms(order))
+        # Each stamp judged by the replicate without it: its fold's, or its own alone.
+        judge = fold if len(power) > LEAVE_ONE_OUT else np.arange(len(power))
+        judges = (
+            replicates
+            if judge is fold
+            else fold_solutions(normal, rhs, p, q, sum_terms, prior, judge)
+        )
+        at_stamps = np.column_stack(
             [
-                np.einsum("is,ibs->ib", p, folds[fold]),
-                np.einsum("is,is->i", q, replicates[fold, nb * n_terms(order) :]),
+                np.einsum("is,ibs->ib", p, judges[judge, :nk].reshape(-1, nb, n_terms(order))),
+                np.einsum("is,is->i", q, judges[judge, nk:]),
             ]
         )
         # Weighed as a control star is: the target's variance plus the source's through
         # the kernel it is judged with.
         judged = gi[status[gi] == "GOOD"]
-        held_coef[judged] = own_fold[status[gi] == "GOOD"]
+        held_coef[judged] = at_stamps[status[gi] == "GOOD"]
         var = stamps.var_target[judged] + source_variance(stamps, judged, held_coef[judged], basis)
         held[:, judged] = kernel_residual_stats(
             stamps, judged, held_coef[judged], basis, var, fits.used[judged]

@@ -250,6 +250,23 @@ def test_each_good_star_is_judged_by_the_fit_without_its_fold(pair: SyntheticPai
     assert robust_std(diag.control_by_difference) == pytest.approx(1.0, abs=0.1)
 
 
+@pytest.mark.parametrize(("stars", "judges"), [(40, 23), (120, 10)])
+def test_few_stars_are_each_judged_by_the_fit_without_them_alone(stars: int, judges: int) -> None:
+    # A constant kernel is the same at every star, so the stars judged by one fit share
+    # it: 23 good stars (up to 30) are judged by 23 fits without each alone, where folds of
+    # the ten would pair a bright star with a faint one; 33 good stars by the ten folds'.
+    # Either way the held-out residual of a correct model has unit spread (measured
+    # 1.003 and 1.009).
+    pair = make_pair((384, 384), stars, seed=1 if stars == 40 else 3)
+    fit = fit_pair(pair, spatial_order=0, background_order=0)
+    good = np.asarray(fit.candidates["status"]) == "GOOD"
+    held = fit.held_out_coefficients[good]
+    assert len(np.unique(held[:, :-1], axis=0)) == judges
+    assert (good.sum() <= kernel_spatial.LEAVE_ONE_OUT) == (judges == good.sum())
+    spread = np.asarray(fit.candidates["held_out_std"])[good]
+    assert np.median(spread) == pytest.approx(1.0, abs=0.05)
+
+
 def test_kernel_solution_evaluates_anywhere(pair: SyntheticPair) -> None:
     sol = fit_pair(pair).solution
     k = sol.evaluate(10.0, 700.0)

@@ -47,11 +47,11 @@ from diffviewer.engine.kernel_stamps import StampFits
 #: lowered (with 2 per term, 14 DECam stamps at order 2 left 100-sigma galaxy residuals).
 STAMPS_PER_TERM = 5
 
-#: Good stamps up to which each is judged against the fit without it alone: a fold of
-#: the cross-validation holds stars dealt by brightness, a bright one beside a faint
-#: one, and where the stars are few one star moves the kernel (the demo stacks' 12: the
-#: fainter's held-out residual was the brighter's absence). Beyond, a fold of at least
-#: four stars judges them.
+#: Good stamps up to which each is judged against the fit without it alone: where the
+#: stars are few one star moves the kernel, and a star judged by its fold's fit is judged
+#: on its fold-mates' absence too (the demo stacks' 12, in folds of two: 30.2 for a star
+#: that pulls the kernel, 26.5 without it alone). Beyond, a fold of three stars or more
+#: judges them.
 LEAVE_ONE_OUT = 3 * FOLDS
 
 

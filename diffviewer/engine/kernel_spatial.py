@@ -341,12 +341,10 @@ def fit_spatial(
         replicates = fold_solutions(normal, rhs, p, q, sum_terms, prior, fold)
         folds = replicates[:, :nk].reshape(-1, nb, n_terms(order))
         # Each stamp judged by the replicate without it: its fold's, or its own alone.
-        judge = fold if len(power) > LEAVE_ONE_OUT else np.arange(len(power))
-        judges = (
-            replicates
-            if judge is fold
-            else fold_solutions(normal, rhs, p, q, sum_terms, prior, judge)
-        )
+        judge, judges = fold, replicates
+        if len(power) <= LEAVE_ONE_OUT:
+            judge = np.arange(len(power))
+            judges = fold_solutions(normal, rhs, p, q, sum_terms, prior, judge)
         at_stamps = np.column_stack(
             [
                 np.einsum("is,ibs->ib", p, judges[judge, :nk].reshape(-1, nb, n_terms(order))),

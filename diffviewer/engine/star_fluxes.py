@@ -20,7 +20,7 @@ from scipy.spatial import cKDTree
 
 from diffviewer.engine.psf import cutouts, frozen
 from diffviewer.exposure import Exposure, MaskPlane
-from diffviewer.stats import FWHM_PER_SIGMA
+from diffviewer.stats import FWHM_PER_SIGMA, nanmedian_last
 
 #: A star whose template/science flux ratio departs from the median ratio by more than this
 #: fraction, beyond its noise (:data:`FLUX_RATIO_SIGMA`), is a variable, a transient or a
@@ -210,9 +210,9 @@ def local_snr(
         n_pairs = ring_values.shape[1] // 2
         pairs = 0.5 * (ring_values[:, :n_pairs] + ring_values[:, ::-1][:, :n_pairs])
         used = np.isfinite(pairs)
-        level = np.full(len(pairs), np.nan)
-        some = used.any(axis=1)
-        level[some] = np.nanmedian(pairs[some].astype(np.float64), axis=1)
+        # NaN where no pair is usable; numpy.nanmedian's values, vectorised (it loops
+        # over the rows in Python: the 4096^2 pair's 15,000 stars, 0.34 -> 0.28 s here)
+        level = nanmedian_last(pairs.astype(np.float64))
         pair_var = ring_var[:, :n_pairs] + ring_var[:, ::-1][:, :n_pairs]
         mean_var = np.sum(np.where(used, pair_var, 0.0), axis=1) / (2 * np.sum(used, axis=1))
         level_var = np.pi / 2 * mean_var / (2 * np.sum(used, axis=1))

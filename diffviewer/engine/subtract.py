@@ -494,7 +494,9 @@ def grow_square(hit: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
-def grow_planes(mask: np.ndarray, size: int, planes: int = GROWN) -> np.ndarray:
+def grow_planes(
+    mask: np.ndarray, size: int, planes: int = GROWN, out: np.ndarray | None = None
+) -> np.ndarray:
     """A mask with some planes grown to a ``size`` x ``size`` square around each set pixel.
 
     Parameters
@@ -506,19 +508,22 @@ def grow_planes(mask: np.ndarray, size: int, planes: int = GROWN) -> np.ndarray:
     planes : int
         Planes to grow (default :data:`GROWN`); NO_DATA among them is kept and grows
         into EDGE (the grown pixels have data, but the kernel reaches where there is none).
+    out : numpy.ndarray, optional
+        A mask (another array than ``mask``) that holds ``mask``'s planes already: the
+        grown planes are added to it in place, and no copy of ``mask`` is made.
 
     Returns
     -------
     numpy.ndarray
-        A new mask (``MASK_DTYPE``).
+        ``out``, or a new mask (``MASK_DTYPE``).
     """
-    out = mask.copy()
+    out = mask.copy() if out is None else out
     present = int(np.bitwise_or.reduce(mask, axis=None)) if mask.size else 0
     for plane in MaskPlane:
         bit = int(plane)
         if not bit & planes & present:
             continue
-        grown = grow_square((mask & bit) != 0, size)
+        grown = grow_square(planes_set(mask, bit), size)
         target = int(MaskPlane.EDGE) if plane == MaskPlane.NO_DATA else bit
         np.bitwise_or(out, MASK_DTYPE(target), out=out, where=grown)
     return out
@@ -564,7 +569,7 @@ def template_planes(mask: np.ndarray) -> np.ndarray:
     """
     out = mask & ~MASK_DTYPE(int(MaskPlane.SAT | MaskPlane.DETECTED | MaskPlane.DETECTED_NEGATIVE))
     if int(np.bitwise_or.reduce(mask, axis=None) if mask.size else 0) & int(MaskPlane.SAT):
-        sat = (mask & int(MaskPlane.SAT)) != 0
+        sat = planes_set(mask, int(MaskPlane.SAT))
         np.bitwise_or(out, MASK_DTYPE(int(MaskPlane.SAT_TEMPLATE)), out=out, where=sat)
     return out
 

@@ -291,6 +291,29 @@ def test_grow_square_is_scipys_maximum_filter(size: int, density: float) -> None
     np.testing.assert_array_equal(subtract.grow_square(hit, size), want)
 
 
+@pytest.mark.parametrize("size", [1, 5, 13])
+def test_grown_planes_are_each_planes_square_and_the_same_added_in_place(size: int) -> None:
+    # Each chosen plane grows by the square of its own pixels (NO_DATA into EDGE), the
+    # other planes stay; given a mask that holds the planes already, the grown ones are
+    # added to it in place (the ZOGY score's mask grows its SAT planes so, without a copy).
+    rng = np.random.default_rng(size)
+    planes = [MaskPlane.SAT, MaskPlane.BAD, MaskPlane.NO_DATA, MaskPlane.CR]
+    mask = np.zeros((61, 47), dtype=np.int32)
+    for plane in planes:
+        np.bitwise_or(mask, np.int32(plane), out=mask, where=rng.random(mask.shape) < 0.01)
+    grown = int(MaskPlane.SAT | MaskPlane.NO_DATA | MaskPlane.CR)
+    want = mask.copy()
+    for plane in (MaskPlane.SAT, MaskPlane.NO_DATA, MaskPlane.CR):
+        hit = ndimage.maximum_filter((mask & int(plane)) != 0, size=size, mode="constant")
+        target = MaskPlane.EDGE if plane == MaskPlane.NO_DATA else plane
+        want[hit] |= np.int32(target)
+    np.testing.assert_array_equal(subtract.grow_planes(mask, size, grown), want)
+    into = mask | np.int32(MaskPlane.INTRP)
+    out = subtract.grow_planes(mask, size, grown, out=into)
+    assert out is into
+    np.testing.assert_array_equal(out, want | np.int32(MaskPlane.INTRP))
+
+
 @pytest.mark.parametrize("direction", ["template", "science"])
 def test_the_difference_sky_level_is_taken_out_of_the_background(direction: str) -> None:
     """A kernel fit's background 5 counts off (0.16 of the science's pixel noise, 31; as

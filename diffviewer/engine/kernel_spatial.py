@@ -353,8 +353,9 @@ def fit_spatial(
         )
         # Weighed as a control star is: the target's variance plus the source's through
         # the kernel it is judged with.
-        judged = gi[status[gi] == "GOOD"]
-        held_coef[judged] = at_stamps[status[gi] == "GOOD"]
+        still_good = status[gi] == "GOOD"
+        judged = gi[still_good]
+        held_coef[judged] = at_stamps[still_good]
         var = stamps.var_target[judged] + source_variance(stamps, judged, held_coef[judged], basis)
         held[:, judged] = kernel_residual_stats(
             stamps, judged, held_coef[judged], basis, var, fits.used[judged]

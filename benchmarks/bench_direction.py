@@ -100,14 +100,10 @@ def peaks(diff: np.ndarray, psf: np.ndarray, sky: np.ndarray) -> tuple[int, int,
     """Local maxima (5 x 5 px) of the PSF-filtered difference beyond +-5 robust sigma,
     positive and negative, and that sigma (the PSF-filtered sky's, the noise a detection
     sees, where the pixel sigma also holds the pixel-scale noise it averages away)."""
-    good = np.isfinite(diff)
-    d = np.where(good, diff - np.median(diff[sky & good]), 0.0)
-    f = pm.convolve_same(d, psf[::-1, ::-1])
-    covered = ndimage.minimum_filter(good, size=psf.shape[0])
-    sigma = pm.robust_sigma(f[sky & covered])
-    pos = (f == ndimage.maximum_filter(f, size=5)) & covered & (f > pm.THRESHOLD * sigma)
-    neg = (f == ndimage.minimum_filter(f, size=5)) & covered & (f < -pm.THRESHOLD * sigma)
-    return int(pos.sum()), int(neg.sum()), sigma
+    z, covered, sigma = pm.significance(diff, psf, sky)
+    pos = pm.local_peaks(z, covered, pm.THRESHOLD)[0]
+    neg = pm.local_peaks(-z, covered, pm.THRESHOLD)[0]
+    return pos.size, neg.size, sigma
 
 
 def peak_text(diff: np.ndarray, psf: np.ndarray, sky: np.ndarray) -> str:

@@ -32,6 +32,13 @@ local noise being those of the difference's kind):
   above 5 times its measured sky sigma within 2 px.
 - ``false peaks``: that detection's peaks farther than :data:`FALSE_PEAK_PX` from every
   injection (star residuals and noise; the oracle's are what the noise gives).
+- ``found S/N a-b at equal false peaks``: the same at the threshold (``threshold at
+  equal false peaks``, in sigma) above which the difference has as many false peaks as
+  the programs' difference with the fewest at 5 sigma (:func:`found_at_budget`):
+  completeness at equal purity, as detectors are compared on a receiver operating
+  characteristic. A difference that leaves light around stars lifts its faint
+  injections and its false peaks alike; at 5 sigma it finds more of both, at equal
+  false peaks the lift is paid for.
 - ``faint S/N / true``: median over the injections of true S/N 3-7 of the filtered
   difference at the injection, in its measured sky sigma, over the true S/N: 1 for an
   unbiased difference whose noise is the exact one. Light a difference leaves around
@@ -64,8 +71,19 @@ N_BRIGHT = 50
 #: A detected peak farther than this from every injection is false (px): two FWHM and
 #: more of the pairs' PSFs, beyond a faint injection's noise-shifted peak.
 FALSE_PEAK_PX = 5.0
+#: Least threshold (sigma) searched for the one that leaves a given number of false peaks.
+FLOOR = 3.0
 #: True S/N range of the injections whose measured significance is compared with it.
 FAINT_SNR = (3.0, 7.0)
+
+
+@dataclass(frozen=True)
+class Injections:
+    """Where sources were injected, and their true S/N."""
+
+    x: np.ndarray  # px
+    y: np.ndarray  # px
+    snr: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -88,6 +106,11 @@ class Truth:
     inj_snr: np.ndarray
     sky: np.ndarray  # boolean: pixels far from every star and injection
     local_sigma: np.ndarray  # exact per-pixel noise of the true-kernel difference (stars' too)
+
+    @property
+    def injections(self) -> Injections:
+        """The injected transients' positions and true S/N."""
+        return Injections(self.inj_x, self.inj_y, self.inj_snr)
 
 
 def delta(side: int) -> np.ndarray:
@@ -228,9 +251,20 @@ def forced_flux(diff: np.ndarray, psf: np.ndarray, x: float, y: float) -> float:
     return float(np.sum(cut * shifted) / np.sum(shifted**2))
 
 
-def score(diff: np.ndarray, truth: Truth) -> dict[str, float]:
+@dataclass(frozen=True)
+class Peaks:
+    """Local maxima of a PSF-filtered difference above :data:`FLOOR` sigma."""
+
+    x: np.ndarray  # px
+    y: np.ndarray  # px
+    height: np.ndarray  # sigma of the filtered difference's sky
+    false: np.ndarray  # farther than FALSE_PEAK_PX from every injection
+
+
+def score(diff: np.ndarray, truth: Truth) -> tuple[dict[str, float], Peaks]:
     """Every figure of one difference image (science units, NaN where it has no data),
-    against ``truth`` of the same kind (plain, or :func:`whitened`)."""
+    against ``truth`` of the same kind (plain, or :func:`whitened`), and its peaks (for
+    :func:`found_at_budget`)."""
     good = np.isfinite(diff)
     sky = truth.sky & good
     diff = np.where(good, diff - np.median(diff[sky]), 0.0)
@@ -266,27 +300,92 @@ def score(diff: np.ndarray, truth: Truth) -> dict[str, float]:
         [forced_flux(diff, truth.psf, x, y) for x, y in zip(truth.inj_x, truth.inj_y, strict=True)]
     )
     figures["flux ratio"] = float(np.nanmedian(fluxes[bright] / truth.inj_flux[bright]))
-    peaks = (
-        (filtered == ndimage.maximum_filter(filtered, size=5))
-        & (filtered > THRESHOLD * mf_sigma)
-        & covered
-    )
-    py, px = np.nonzero(peaks)
-    near = np.zeros(px.size, dtype=bool)
-    for x, y in zip(truth.inj_x, truth.inj_y, strict=True):
-        near |= np.hypot(px - x, py - y) <= FALSE_PEAK_PX
-    figures["false peaks"] = float(np.count_nonzero(~near))
+    px, py, height = local_peaks(filtered / mf_sigma, covered, FLOOR)
+    peaks = Peaks(px, py, height, ~near_injections(px, py, truth.injections))
+    figures["false peaks"] = float(np.count_nonzero(peaks.false & (height > THRESHOLD)))
     lo, hi = FAINT_SNR
     faint = (truth.inj_snr >= lo) & (truth.inj_snr < hi)
     fx, fy = np.round(truth.inj_x[faint]).astype(int), np.round(truth.inj_y[faint]).astype(int)
     inside = covered[fy, fx]
     measured = filtered[fy, fx][inside] / mf_sigma
     figures["faint S/N / true"] = float(np.median(measured / truth.inj_snr[faint][inside]))
+    above = height > THRESHOLD
+    figures.update(found_fractions(px[above], py[above], truth.injections, ""))
+    return figures, peaks
+
+
+def found_at_budget(peaks: Peaks, injections: Injections, budget: int) -> dict[str, float]:
+    """The recovered fractions at the threshold that leaves ``budget`` false peaks
+    (:func:`budget_threshold`), and that threshold: ``found S/N a-b at equal false
+    peaks``, ``threshold at equal false peaks``."""
+    level = budget_threshold(peaks.height[peaks.false], budget)
+    above = peaks.height > level
+    suffix = " at equal false peaks"
+    return {
+        f"threshold{suffix}": level,
+        **found_fractions(peaks.x[above], peaks.y[above], injections, suffix),
+    }
+
+
+def significance(
+    diff: np.ndarray, psf: np.ndarray, sky: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """A difference (NaN where it has no data) less its median on ``sky``, filtered with
+    ``psf`` (sum 1) and divided by the robust sigma of that on ``sky``; where the
+    filter's footprint holds data; that sigma."""
+    good = np.isfinite(diff)
+    d = np.where(good, diff - np.median(diff[sky & good]), 0.0)
+    filtered = convolve_same(d, psf[::-1, ::-1])
+    covered = ndimage.minimum_filter(good, size=psf.shape[0])
+    sigma = robust_sigma(filtered[sky & covered])
+    return filtered / sigma, covered, sigma
+
+
+def local_peaks(
+    significance: np.ndarray, covered: np.ndarray, floor: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Local maxima (5 x 5) of a PSF-filtered difference in sigma above ``floor``, where
+    its footprint holds data: their x, y and height."""
+    peaks = (
+        (significance == ndimage.maximum_filter(significance, size=5))
+        & (significance > floor)
+        & covered
+    )
+    py, px = np.nonzero(peaks)
+    return px, py, significance[py, px]
+
+
+def near_injections(px: np.ndarray, py: np.ndarray, injections: Injections) -> np.ndarray:
+    """Whether each peak lies within :data:`FALSE_PEAK_PX` of an injection."""
+    near = np.zeros(px.size, dtype=bool)
+    for x, y in zip(injections.x, injections.y, strict=True):
+        near |= np.hypot(px - x, py - y) <= FALSE_PEAK_PX
+    return near
+
+
+def budget_threshold(false_heights: np.ndarray, budget: int) -> float:
+    """The threshold (sigma) above which ``budget`` of the false peaks of heights
+    ``false_heights`` stand: halfway between the ``budget``-th highest and the next, so
+    that a difference given its own 5 sigma count reads about 5 (:data:`FLOOR` when fewer
+    false peaks stand above it)."""
+    ranked = np.sort(false_heights)[::-1]
+    if ranked.size <= budget:
+        return FLOOR
+    upper = ranked[budget - 1] if budget > 0 else ranked[0] + 1.0
+    return float(max(0.5 * (upper + ranked[budget]), FLOOR))
+
+
+def found_fractions(
+    px: np.ndarray, py: np.ndarray, injections: Injections, suffix: str
+) -> dict[str, float]:
+    """Fraction of each S/N bin's injections with a peak of (px, py) within
+    :data:`MATCH_PX`, as ``found S/N a-b{suffix}`` (NaN for a bin without one)."""
+    out = {}
     for lo, hi in SNR_BINS:
-        sel = (truth.inj_snr >= lo) & (truth.inj_snr < hi)
+        sel = (injections.snr >= lo) & (injections.snr < hi)
         found = [
             bool(np.any(np.hypot(px - x, py - y) <= MATCH_PX))
-            for x, y in zip(truth.inj_x[sel], truth.inj_y[sel], strict=True)
+            for x, y in zip(injections.x[sel], injections.y[sel], strict=True)
         ]
-        figures[f"found S/N {lo:g}-{hi:g}"] = float(np.mean(found))
-    return figures
+        out[f"found S/N {lo:g}-{hi:g}{suffix}"] = float(np.mean(found)) if found else np.nan
+    return out

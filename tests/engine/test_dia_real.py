@@ -7,11 +7,8 @@
 - ZTF and Rubin alert triplets: the survey's candidate at the cutout centre is
   detected with the survey's sign, and our difference correlates with the survey's.
 
-The S/N of an injected source is measured against the difference's own noise: its
-flux over the PSF-flux error at its position times the robust scatter, in units of
-those errors, of forced PSF fluxes at all the blank injection positions before
-injecting (the GOTO images are coadds whose noise is shared and correlated, so no
-variance plane is trusted here), so the S/N bins are what a perfect detector would see.
+The S/N of an injected source is measured against the difference's own noise
+(``tests/engine/injection.py``).
 """
 
 from __future__ import annotations
@@ -25,11 +22,11 @@ from astropy.io import fits
 from scipy import ndimage
 
 from diffviewer.config import SubtractionConfig, from_dict
-from diffviewer.engine.background import estimate_background
 from diffviewer.engine.photometry import PsfModel, forced_psf_flux
 from diffviewer.exposure import MaskPlane
 from diffviewer.stats import FWHM_PER_SIGMA, robust_std
 from tests.conftest import data_path
+from tests.engine.injection import inject_on_blank_sky
 
 try:  # the pipeline needs the kernel engine and the reader of the other engineers
     from diffviewer.engine.pipeline import SubtractionResult, run_subtraction
@@ -43,29 +40,6 @@ pytestmark = pytest.mark.slow
 SKY_SOURCES = 200
 
 
-def _diff_psf(result: SubtractionResult) -> np.ndarray:
-    """The PSF of the measured difference (decorrelated when decorrelation ran)."""
-    return result.decorrelation.psf if result.decorrelation is not None else result.subtraction.psf
-
-
-def _clean_positions(result: SubtractionResult, rng: np.random.Generator) -> np.ndarray:
-    """Grid positions (jittered) on blank sky: no detection, no mask, no bright pixel nearby."""
-    sci = result.science
-    ny, nx = sci.shape
-    grid = np.stack(np.meshgrid(np.arange(45.0, nx - 45, 70), np.arange(45.0, ny - 45, 70)), -1)
-    xy = grid.reshape(-1, 2) + rng.uniform(-15, 15, (grid.size // 2, 2))
-    good = sci.good_pixels() & result.difference.good_pixels()
-    background, sigma = estimate_background(sci.image, good, 128)
-    bright = np.abs(sci.image - background) > 5 * sigma
-    seg = result.detections.segmentation
-    keep = []
-    for x, y in xy:
-        box = (slice(int(y) - 9, int(y) + 10), slice(int(x) - 9, int(x) + 10))
-        if good[box].all() and not bright[box].any() and not seg[box].any():
-            keep.append((x, y))
-    return np.array(keep)
-
-
 @pytest.fixture(scope="module")
 def goto_injection() -> dict[str, object]:
     """One run without and one with ~560 injected sources of S/N 3-30 on blank GOTO sky."""
@@ -73,38 +47,10 @@ def goto_injection() -> dict[str, object]:
     tmpl = read_exposure(data_path("goto/2.fits"))
     config = from_dict({"detection": {"sky_sources": SKY_SOURCES}})
     base = run_subtraction(sci, tmpl, config)
-    rng = np.random.default_rng(2024)
-    xy = _clean_positions(base, rng)
-    assert len(xy) > 300
-
-    # Honest error of a PSF fit at each position on the difference without injections.
-    diff = base.difference
-    usable = diff.good_pixels() & (diff.variance > 0)
-    diff_model = PsfModel(_diff_psf(base))
-    forced = np.array(
-        [forced_psf_flux(diff.image, diff.variance, usable, diff_model, x, y) for x, y in xy]
-    )
-    err = forced[:, 1]
-    # The honest error scale: the robust scatter of forced PSF fluxes at these blank
-    # positions in units of their per-pixel errors (~300+ positions: known to ~4 %; the
-    # catalog's estimate from 200 sky sources varies by ~10 % between runs).
-    z0 = forced[:, 0] / err
-    scale = float(1.4826 * np.median(np.abs(z0 - np.median(z0))))
-    # Half the sources at S/N 3-10 (about 80 in the 5-7 bin), half at 10-30.
-    snr = np.where(
-        rng.random(len(xy)) < 0.5, rng.uniform(3.0, 10.0, len(xy)), rng.uniform(10.0, 30.0, len(xy))
-    )
-    flux = snr * err * scale
-
-    # Inject the science PSF the engine measured for fluxes, shifted to each sub-pixel
-    # position: its image holds the share `enclosed` of a star's flux (the wing beyond is
-    # not injected), as the catalog measures it.
-    sci_model = PsfModel(base.science_psf.flux_image, base.science_psf.enclosed)
-    image = sci.image.astype(np.float64)
-    for (x, y), f in zip(xy, flux, strict=True):
-        stamp, x0, y0 = sci_model.stamp(x, y)
-        image[y0 : y0 + stamp.shape[0], x0 : x0 + stamp.shape[1]] += f * stamp
-    result = run_subtraction(sci.replace(image=image), tmpl, config)
+    injected = inject_on_blank_sky(base, np.random.default_rng(2024))
+    assert len(injected.xy) > 300
+    xy, snr, flux, scale = injected.xy, injected.snr, injected.flux, injected.scale
+    result = run_subtraction(sci.replace(image=injected.image), tmpl, config)
 
     cat = result.diasources[~np.asarray(result.diasources["sky_source"])]
     dist = np.hypot(

@@ -278,7 +278,7 @@ class KernelConfig:
         "Polynomial degree of each Gaussian of the richest basis (one entry per Gaussian), "
         "from which the kernel stars choose (kernel.degree_steps); 6, 4, 2 as HOTPANTS "
         "(LSST's 4, 2, 2 left up to 25 % more residual at the bright stars of real pairs, "
-        "README). A kernel fitted to two PSF images alone takes at most 4, 2, 2.",
+        "benchmarks/SCIENCE.md). A kernel fitted to two PSF images alone takes at most 4, 2, 2.",
         minimum=0,
         maximum=8,
     )

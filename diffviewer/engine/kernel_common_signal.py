@@ -11,7 +11,7 @@ at 1 px, below 0.07 beyond). Taken as noise, that light was taken out of the ker
 equations, and the kernel no longer matched it: the difference held -1.1 % of 0018's
 kernel stars' filtered flux (HOTPANTS's -0.1 %), and the bright stars' residual was
 1.2-2.7 % above HOTPANTS's on 0060, 0018, 0120 and 0150; with this, -0.1 to +2.3 %, every
-interval reaching HOTPANTS's (``bench_direction.py``; README).
+interval reaching HOTPANTS's (``bench_direction.py``; ``benchmarks/SCIENCE.md``).
 
 Faint point sources scattered at random give the two images a cross-covariance shaped
 as the cross-correlation of their PSFs, ``X(d) = sum_u P_s(u) P_t(u + d)``. Noise shared

@@ -4,9 +4,10 @@ A richer basis (HOTPANTS's 6, 4, 2 Gaussian degrees against LSST's 4, 2, 2) hold
 structure of real PSF mismatches that a poorer one leaves at every bright star, and costs
 variance where the stars do not call for it: on the pyDIA frames against AKB13475I0012,
 with the same run otherwise, the bright stars' rms over HOTPANTS's was 1.064 (6, 4, 2)
-and 1.226 (4, 2, 2) for frame 0018, 1.056 and 1.038 for frame 0060 (README). Which
-one a pair needs is the predictive question the prior's strength already answers by
-cross-validation over the stars (:mod:`kernel_prior`), so the degrees are chosen the same
+and 1.226 (4, 2, 2) for frame 0018, 1.056 and 1.038 for frame 0060
+(``benchmarks/SCIENCE.md``). Which one a pair needs is the predictive question the
+prior's strength already answers by cross-validation over the stars
+(:mod:`kernel_prior`), so the degrees are chosen the same
 way: the spatial fit's held-out chi^2 per stamp, at each candidate's best strength, on the
 same folds of the same good stamps, and the least wins (:func:`choose_degrees`).
 

@@ -320,8 +320,9 @@ def test_rubin_alert_candidates_are_detected_with_their_sign() -> None:
     # 10 is 2 sigma below. Measured: 14 (one may move near the threshold). Each miss
     # prints its cause: on the LSSTCam cutouts (30-36 px, science FWHM 9-11 px, no
     # star) the kernel is derived from the two PSFs, 31-43 px, and our matched-filter
-    # S/N is 1.9-4.9 where Rubin's is 4.4-8.3 (README). Five candidates are below S/N 5 in
-    # Rubin's own difference through the same filter: at most 19 of 24 are in reach.
+    # S/N is 1.9-4.9 where Rubin's is 4.4-8.3 (benchmarks/SCIENCE.md). Five candidates
+    # are below S/N 5 in Rubin's own difference through the same filter: at most 19 of
+    # 24 are in reach.
     # A differential background within 3 of its standard errors of none is no longer
     # subtracted (sky.BACKGROUND_SIGNIFICANCE): 13 -> 14.
     _run_triplets("rubin", "TMPL", 11)

@@ -2,7 +2,8 @@
 science on GOTO, and the noise of a science-convolved difference is described after the
 decorrelation and the one renormalisation, quadrant by quadrant, as well as the
 template-convolved one's (``test_real_pairs``). The evidence for the default, both modes
-on every shared pair, is ``benchmarks/bench_direction.py`` (README, issue 12 point 3).
+on every shared pair, is ``benchmarks/bench_direction.py`` (``benchmarks/SCIENCE.md``,
+issue 12 point 3).
 
 Run with ``-s`` to see the figures.
 """

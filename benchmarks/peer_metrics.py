@@ -265,17 +265,15 @@ def score(diff: np.ndarray, truth: Truth) -> tuple[dict[str, float], Peaks]:
     """Every figure of one difference image (science units, NaN where it has no data),
     against ``truth`` of the same kind (plain, or :func:`whitened`), and its peaks (for
     :func:`found_at_budget`)."""
+    # The PSF-filtered difference in its sky sigma; pixels whose filter footprint holds
+    # no data are left out (not covered).
+    filtered, covered, mf_sigma = significance(diff, truth.psf, truth.sky)
     good = np.isfinite(diff)
     sky = truth.sky & good
     diff = np.where(good, diff - np.median(diff[sky]), 0.0)
     exact_pix, exact_mf = exact_noise(
         truth.psf, truth.sci_filter, truth.tmpl_filter, truth.sigma_s, truth.sigma_t
     )
-    filtered = convolve_same(diff, truth.psf[::-1, ::-1])
-    # Filtered pixels whose footprint holds no data are left out.
-    half = truth.psf.shape[0] // 2
-    covered = ndimage.minimum_filter(good, size=2 * half + 1)
-    mf_sigma = robust_sigma(filtered[sky & covered])
     figures: dict[str, float] = {
         "noise": robust_sigma(diff[sky]) / exact_pix,
         "mf noise": mf_sigma / exact_mf,
@@ -300,14 +298,14 @@ def score(diff: np.ndarray, truth: Truth) -> tuple[dict[str, float], Peaks]:
         [forced_flux(diff, truth.psf, x, y) for x, y in zip(truth.inj_x, truth.inj_y, strict=True)]
     )
     figures["flux ratio"] = float(np.nanmedian(fluxes[bright] / truth.inj_flux[bright]))
-    px, py, height = local_peaks(filtered / mf_sigma, covered, FLOOR)
+    px, py, height = local_peaks(filtered, covered, FLOOR)
     peaks = Peaks(px, py, height, ~near_injections(px, py, truth.injections))
     figures["false peaks"] = float(np.count_nonzero(peaks.false & (height > THRESHOLD)))
     lo, hi = FAINT_SNR
     faint = (truth.inj_snr >= lo) & (truth.inj_snr < hi)
     fx, fy = np.round(truth.inj_x[faint]).astype(int), np.round(truth.inj_y[faint]).astype(int)
     inside = covered[fy, fx]
-    measured = filtered[fy, fx][inside] / mf_sigma
+    measured = filtered[fy, fx][inside]
     figures["faint S/N / true"] = float(np.median(measured / truth.inj_snr[faint][inside]))
     above = height > THRESHOLD
     figures.update(found_fractions(px[above], py[above], truth.injections, ""))

@@ -24,7 +24,7 @@ are in ``bench_peers_science.py``; the alert triplets in
 ``tests/engine/test_dia_real.py``.)
 
 Usage: ``python benchmarks/bench_direction.py [--pairs goto properimage ...] [--set
-kernel.degrees=[6,4,2] ...]``.
+kernel.degrees=[6,4,2] ...] [--around X Y R]``.
 """
 
 from __future__ import annotations
@@ -96,20 +96,33 @@ def quadrant_scales(result: pipeline.SubtractionResult) -> list[float]:
     return quadrant_ratios(diff, psf, sky)
 
 
-def peaks(diff: np.ndarray, psf: np.ndarray, sky: np.ndarray) -> tuple[int, int, float]:
+#: A disc (x, y, radius; px) whose peaks :func:`peak_text` also counts apart.
+Region = tuple[float, float, float]
+
+
+def peaks(
+    diff: np.ndarray, psf: np.ndarray, sky: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, float]:
     """Local maxima (5 x 5 px) of the PSF-filtered difference beyond +-5 robust sigma,
-    positive and negative, and that sigma (the PSF-filtered sky's, the noise a detection
-    sees, where the pixel sigma also holds the pixel-scale noise it averages away)."""
+    positive and negative (each an (x, y) pair of arrays), and that sigma (the
+    PSF-filtered sky's, the noise a detection sees, where the pixel sigma also holds the
+    pixel-scale noise it averages away)."""
     z, covered, sigma = pm.significance(diff, psf, sky)
-    pos = pm.local_peaks(z, covered, pm.THRESHOLD)[0]
-    neg = pm.local_peaks(-z, covered, pm.THRESHOLD)[0]
-    return pos.size, neg.size, sigma
+    pos = np.array(pm.local_peaks(z, covered, pm.THRESHOLD)[:2])
+    neg = np.array(pm.local_peaks(-z, covered, pm.THRESHOLD)[:2])
+    return pos, neg, sigma
 
 
-def peak_text(diff: np.ndarray, psf: np.ndarray, sky: np.ndarray) -> str:
-    """:func:`peaks` with the PSF ``psf`` (normalised here), as printed."""
+def peak_text(diff: np.ndarray, psf: np.ndarray, sky: np.ndarray, around: Region | None) -> str:
+    """:func:`peaks` with the PSF ``psf`` (normalised here), as printed; with ``around``,
+    how many of each sign lie within its disc."""
     pos, neg, sigma = peaks(diff, psf / psf.sum(), sky)
-    return f"5 sigma peaks +{pos}/-{neg} (PSF-filtered sky sigma {sigma:.4g})"
+    text = f"5 sigma peaks +{pos.shape[1]}/-{neg.shape[1]} (PSF-filtered sky sigma {sigma:.4g})"
+    if around is not None:
+        x, y, radius = around
+        within = [int(np.sum(np.hypot(p[0] - x, p[1] - y) < radius)) for p in (pos, neg)]
+        text += f", +{within[0]}/-{within[1]} of them within {radius:g} px of ({x:g}, {y:g})"
+    return text
 
 
 #: Half-side (px) of HOTPANTS's stamps: ``-rss 15`` in ``peers.hotpants_command``.
@@ -192,16 +205,17 @@ def print_figures(
     result: pipeline.SubtractionResult,
     raw: Exposure,
     sky: np.ndarray,
+    around: Region | None,
 ) -> None:
     """One row: sky sigma, bright-star residual (``result``'s kernel stars) and 5 sigma peaks
-    (``result``'s science PSF) of the raw difference ``raw``."""
+    (``result``'s science PSF; those within ``around`` too) of the raw difference ``raw``."""
     values = np.where(raw.good_pixels(), raw.image.astype(np.float64), np.nan)
     psf = np.array(result.kernel.science_psf.image, dtype=np.float64)
     med, p90 = bright_star_residual(result.kernel, raw)
     print(
         f"  {label}: sky sigma {pm.robust_sigma(values[sky & np.isfinite(values)]):.3g}, "
         f"bright-star residual {med:.1f}/{p90:.1f}, "
-        f"{peak_text(values, psf, sky)}"
+        f"{peak_text(values, psf, sky, around)}"
     )
 
 
@@ -253,6 +267,14 @@ def main() -> int:
         metavar="SECTION.FIELD=VALUE",
         help="a config override for both modes' runs, as `diffviewer run --set` takes it",
     )
+    parser.add_argument(
+        "--around",
+        nargs=3,
+        type=float,
+        metavar=("X", "Y", "R"),
+        help="also count the 5 sigma peaks within R px of (X, Y), 0-based (GOTO's bright "
+        "galaxy: 1230 620 200)",
+    )
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     rng = np.random.default_rng(0)
@@ -287,7 +309,7 @@ def main() -> int:
                 f"{result.kernel.photometric_scale:.4f}, sky sigma "
                 f"{pm.robust_sigma(values[sky]):.3g}, bright-star residual {med:.1f}/{p90:.1f}, "
                 f"quadrants {' '.join(f'{q:.3f}' for q in quadrant_scales(result))}, "
-                f"{peak_text(values, psf, sky)}, "
+                f"{peak_text(values, psf, sky, args.around)}, "
                 f"detections +{positive}/-{len(cat) - positive}"
             )
         auto = results["auto"]
@@ -298,7 +320,7 @@ def main() -> int:
         ours = star_rms(auto.subtraction.difference, fwhm, xs, ys)
         hotpants = hotpants_difference(key, binary, auto)
         if hotpants is not None:
-            print_figures("HOTPANTS", auto, hotpants.difference, sky)
+            print_figures("HOTPANTS", auto, hotpants.difference, sky, args.around)
             theirs = star_rms(hotpants.difference, fwhm, xs, ys)
             print_star_ratio("auto / HOTPANTS", ours, theirs, rng)
             outside = ~in_stamps(xs, ys, hotpants.stamps, HOTPANTS_STAMP_HALF)

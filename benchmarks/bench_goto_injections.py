@@ -14,7 +14,7 @@ the injections found at the threshold where each difference has as many other pe
 the one with the fewest at 5 sigma (completeness at equal purity).
 
 Usage: ``python benchmarks/bench_goto_injections.py [--seeds N]``; each seed draws
-other positions and fluxes, and the table gives the sum over the seeds.
+other positions and fluxes, and the table pools the seeds (:func:`pooled`).
 """
 
 from __future__ import annotations
@@ -136,7 +136,8 @@ def pooled(runs: list[dict[str, dict[str, float]]], name: str, row: str) -> floa
         return float(values.sum())
     if row.startswith("found S/N"):
         counts = np.array([run[name][f"injected S/N {row.split()[2]}"] for run in runs])
-        return float(np.nansum(values * counts) / max(counts.sum(), 1.0))  # an empty bin: NaN
+        # A seed's empty bin (NaN, no injection) adds nothing.
+        return float(np.nansum(values * counts) / max(counts.sum(), 1.0))
     return float(values.mean())
 
 

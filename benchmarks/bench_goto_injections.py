@@ -28,7 +28,14 @@ from pathlib import Path
 import numpy as np
 import peer_metrics as pm
 from astropy.io import fits
-from peers import ROOT, SCIENCE_PAIRS, hotpants_binary, hotpants_command, run_process
+from peers import (
+    ROOT,
+    SCIENCE_PAIRS,
+    hotpants_binary,
+    hotpants_command,
+    read_hotpants,
+    run_process,
+)
 from scipy import ndimage
 
 from diffviewer.engine import pipeline
@@ -52,9 +59,7 @@ def hotpants_raw(
     run = run_process(hotpants_command(binary, PAIR, path, files[1], out))
     if run.returncode != 0:
         raise RuntimeError(f"HOTPANTS failed on {path} (exit {run.returncode})")
-    diff = fits.getdata(out / "diff.fits").astype(np.float64)
-    diff[fits.getdata(out / "mask.fits") != 0] = np.nan
-    return diff
+    return read_hotpants(out)[0]
 
 
 def seed_figures(
@@ -81,17 +86,15 @@ def seed_figures(
     psf = np.asarray(base.kernel.science_psf.image, dtype=np.float64)
     peaks = {}
     for name, diff in diffs.items():
-        z, covered, _ = pm.significance(diff, psf / psf.sum(), sky)
-        px, py, height = pm.local_peaks(z, covered, pm.FLOOR)
-        peaks[name] = pm.Peaks(px, py, height, ~pm.near_injections(px, py, inj))
-    others = {name: int(np.sum(p.false & (p.height > pm.THRESHOLD))) for name, p in peaks.items()}
+        filtered, covered, _ = pm.significance(diff, psf / psf.sum(), sky)
+        peaks[name] = pm.shared_peaks(filtered, covered, inj)
+    others = {name: p.false_above(pm.THRESHOLD) for name, p in peaks.items()}
     budget = min(others.values())
     figures = {}
     for name, p in peaks.items():
-        above = p.height > pm.THRESHOLD
         figures[name] = {
             "other peaks at 5 sigma": float(others[name]),
-            **pm.found_fractions(p.x[above], p.y[above], inj, ""),
+            **pm.found_above(p, inj, pm.THRESHOLD, ""),
             **pm.found_at_budget(p, inj, budget),
             **{
                 f"injected S/N {lo:g}-{hi:g}": float(np.sum((inj.snr >= lo) & (inj.snr < hi)))

@@ -42,6 +42,7 @@ from peers import (
     diffviewer_env,
     hotpants_binary,
     hotpants_command,
+    read_hotpants,
     run_process,
     write_pair_files,
 )
@@ -67,11 +68,7 @@ def run_both(
             hotpants_command(binary, pair, science, template, out), log=folder / "hp.log"
         )
         if hp.returncode == 0:
-            with fits.open(out / "diff.fits") as hdul:
-                diff = hdul[0].data.astype(np.float64)
-                header = hdul[0].header
-            bad = fits.getdata(out / "mask.fits") != 0
-            diff[bad] = np.nan
+            diff, header = read_hotpants(out)
             found["HOTPANTS"] = diff
             found["HOTPANTS ksum"] = (float(header["KSUM00"]), str(header["CONVOL00"]))
     out = folder / "dv"

@@ -260,6 +260,10 @@ class Peaks:
     height: np.ndarray  # sigma of the filtered difference's sky
     false: np.ndarray  # farther than FALSE_PEAK_PX from every injection
 
+    def false_above(self, level: float) -> int:
+        """How many false peaks stand above ``level`` sigma."""
+        return int(np.count_nonzero(self.false & (self.height > level)))
+
 
 def score(diff: np.ndarray, truth: Truth) -> tuple[dict[str, float], Peaks]:
     """Every figure of one difference image (science units, NaN where it has no data),
@@ -298,17 +302,15 @@ def score(diff: np.ndarray, truth: Truth) -> tuple[dict[str, float], Peaks]:
         [forced_flux(diff, truth.psf, x, y) for x, y in zip(truth.inj_x, truth.inj_y, strict=True)]
     )
     figures["flux ratio"] = float(np.nanmedian(fluxes[bright] / truth.inj_flux[bright]))
-    px, py, height = local_peaks(filtered, covered, FLOOR)
-    peaks = Peaks(px, py, height, ~near_injections(px, py, truth.injections))
-    figures["false peaks"] = float(np.count_nonzero(peaks.false & (height > THRESHOLD)))
+    peaks = shared_peaks(filtered, covered, truth.injections)
+    figures["false peaks"] = float(peaks.false_above(THRESHOLD))
     lo, hi = FAINT_SNR
     faint = (truth.inj_snr >= lo) & (truth.inj_snr < hi)
     fx, fy = np.round(truth.inj_x[faint]).astype(int), np.round(truth.inj_y[faint]).astype(int)
     inside = covered[fy, fx]
     measured = filtered[fy, fx][inside]
     figures["faint S/N / true"] = float(np.median(measured / truth.inj_snr[faint][inside]))
-    above = height > THRESHOLD
-    figures.update(found_fractions(px[above], py[above], truth.injections, ""))
+    figures.update(found_above(peaks, truth.injections, THRESHOLD, ""))
     return figures, peaks
 
 
@@ -317,12 +319,23 @@ def found_at_budget(peaks: Peaks, injections: Injections, budget: int) -> dict[s
     (:func:`budget_threshold`), and that threshold: ``found S/N a-b at equal false
     peaks``, ``threshold at equal false peaks``."""
     level = budget_threshold(peaks.height[peaks.false], budget)
-    above = peaks.height > level
     suffix = " at equal false peaks"
-    return {
-        f"threshold{suffix}": level,
-        **found_fractions(peaks.x[above], peaks.y[above], injections, suffix),
-    }
+    return {f"threshold{suffix}": level, **found_above(peaks, injections, level, suffix)}
+
+
+def shared_peaks(filtered: np.ndarray, covered: np.ndarray, injections: Injections) -> Peaks:
+    """The shared detector's peaks of a PSF-filtered difference in sigma
+    (:func:`significance`), each told false or not by ``injections``."""
+    px, py, height = local_peaks(filtered, covered, FLOOR)
+    return Peaks(px, py, height, ~near_injections(px, py, injections))
+
+
+def found_above(
+    peaks: Peaks, injections: Injections, level: float, suffix: str
+) -> dict[str, float]:
+    """:func:`found_fractions` of the peaks above ``level`` sigma."""
+    above = peaks.height > level
+    return found_fractions(peaks.x[above], peaks.y[above], injections, suffix)
 
 
 def significance(

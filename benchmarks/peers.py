@@ -220,6 +220,16 @@ def hotpants_command(
     ]
 
 
+def read_hotpants(out: Path) -> tuple[np.ndarray, fits.Header]:
+    """The difference a :func:`hotpants_command` run wrote in ``out`` (float64, NaN where
+    its mask is set) and that image's header (``KSUM00``, ``CONVOL00``)."""
+    with fits.open(out / "diff.fits") as hdul:
+        diff = hdul[0].data.astype(np.float64)
+        header = hdul[0].header
+    diff[fits.getdata(out / "mask.fits") != 0] = np.nan
+    return diff, header
+
+
 @dataclass(frozen=True)
 class ProcessFigures:
     """Wall-clock seconds and peak RSS (MB) of one finished child process."""

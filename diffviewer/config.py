@@ -337,11 +337,14 @@ class KernelConfig:
         2, "Order of the polynomial in x, y of each kernel coefficient.", minimum=0, maximum=5
     )
     kernel_sum_order: int = param(
-        0,
+        -1,
         "Order of the polynomial in x, y of the kernel sum (the photometric scale, carried by "
         "the first basis function alone); 0 holds it constant over the image, as ip_diffim "
-        "does for the Alard-Lupton basis. Capped at spatial_order.",
-        minimum=0,
+        "does for the Alard-Lupton basis and HOTPANTS does; -1 (the default): the lowest "
+        "order, from 0 to spatial_order, whose spatial fit predicts the kernel stars held "
+        "out within a standard error of the best (reported in metadata.json as "
+        "kernel.sum_order_choice). Capped at spatial_order.",
+        minimum=-1,
         maximum=5,
     )
     background_order: int = param(
@@ -418,6 +421,13 @@ class KernelConfig:
             )
         if not self.degrees:
             raise ConfigError("kernel.degrees is empty: give at least one Gaussian, e.g. [4, 2, 2]")
+
+    @property
+    def fixed_sum_order(self) -> int:
+        """The kernel sum's order a spatial fit takes from the config: 0 (constant) when
+        it is to be chosen (-1), as the fits made before the choice are
+        (:func:`~diffviewer.engine.kernel.fit_kernel` chooses it for its final fit)."""
+        return max(self.kernel_sum_order, 0)
 
 
 @dataclasses.dataclass(frozen=True)

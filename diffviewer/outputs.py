@@ -217,6 +217,9 @@ def build_metadata(
             "degree_choice": fit.degree_choice.as_dict() if fit.degree_choice else None,
             # The fit region the held-out kernel stars chose (engine.kernel_region).
             "region_choice": fit.region_choice.as_dict() if fit.region_choice else None,
+            # The kernel sum's spatial order the held-out kernel stars chose
+            # (engine.kernel_sum_order).
+            "sum_order_choice": (fit.sum_order_choice.as_dict() if fit.sum_order_choice else None),
             # The raw difference's level on sky (a clipped mean), taken out of the
             # background when significant (engine.subtract.sky_corrected).
             "sky_level": fit.sky_level.as_dict() if fit.sky_level else None,

@@ -27,6 +27,7 @@ from diffviewer.engine.kernel import KernelFit, KernelSolution
 from diffviewer.engine.kernel_degrees import DegreeChoice
 from diffviewer.engine.kernel_direction import Direction
 from diffviewer.engine.kernel_region import RegionChoice
+from diffviewer.engine.kernel_sum_order import SumOrderChoice
 from diffviewer.engine.psf import PsfEstimate
 from diffviewer.engine.register import PolynomialTransform, Registration
 from diffviewer.engine.renormalise import Renormalisation
@@ -583,12 +584,14 @@ def read_saved_run(out_dir: str | Path) -> SavedRun:
         strength = meta["kernel"].get("regularization")
         choice = meta["kernel"].get("degree_choice")
         region = meta["kernel"].get("region_choice")
+        sum_order = meta["kernel"].get("sum_order_choice")
         level = meta["kernel"].get("sky_level")
         kernel = dataclasses.replace(
             kernel,
             regularization=_float(strength),
             degree_choice=None if choice is None else DegreeChoice.from_dict(choice),
             region_choice=None if region is None else RegionChoice.from_dict(region),
+            sum_order_choice=None if sum_order is None else SumOrderChoice.from_dict(sum_order),
             sky_level=None if level is None else SkyLevel.from_dict(level),
         )
         diagnostics = read_diagnostics(out / "diagnostics.fits")

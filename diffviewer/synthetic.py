@@ -252,6 +252,7 @@ def make_pair(
     tmpl_rotation_deg: float = 0.0,
     tmpl_shift: tuple[float, float] = (0.0, 0.0),
     photometric_scale: float = 1.0,
+    photometric_gradient: tuple[float, float] = (0.0, 0.0),
     background_offset: float = 0.0,
     background_gradient: tuple[float, float] = (0.0, 0.0),
     profile: str = "gaussian",
@@ -293,6 +294,10 @@ def make_pair(
         The template's grid relative to the science grid (see :func:`tan_wcs`).
     photometric_scale : float
         Template fluxes are the science fluxes divided by this (the kernel sum to recover).
+    photometric_gradient : (float, float)
+        Fractional change of ``photometric_scale`` from the image centre to the right and
+        to the top edge, linear in x and y (a transparency or flat-field difference
+        across the field: the kernel sum to recover varies).
     background_offset : float
         Constant added to the science image (a differential background to recover).
     background_gradient : (float, float)
@@ -347,7 +352,12 @@ def make_pair(
     q = rot @ (np.vstack([x, y]) - c[:, None]) + c[:, None] + np.array(tmpl_shift)[:, None]
     zeros = np.zeros(n_stars)
     tmpl_fw = np.full(n_stars, tmpl_fwhm)
-    tmpl_model = stars(q[0], q[1], flux / photometric_scale, tmpl_fw, zeros, zeros, tmpl_beta)
+    scale = photometric_scale * (
+        1.0
+        + photometric_gradient[0] * (2.0 * fx[:n_stars] - 1.0)
+        + photometric_gradient[1] * (2.0 * fy[:n_stars] - 1.0)
+    )
+    tmpl_model = stars(q[0], q[1], flux / scale, tmpl_fw, zeros, zeros, tmpl_beta)
     tmpl_var = tmpl_noise_scale**2 * (tmpl_sky + np.clip(tmpl_model, 0, None)) / gain
     template = tmpl_model + rng.normal(size=shape) * np.sqrt(tmpl_var)
 

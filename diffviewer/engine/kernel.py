@@ -71,6 +71,7 @@ from diffviewer.engine.kernel_solution import KernelFit, KernelSolution
 from diffviewer.engine.kernel_spatial import fit_spatial, jackknife_error, usable_orders
 from diffviewer.engine.kernel_stamps import fit_stamps
 from diffviewer.engine.kernel_star_sums import star_kernel_sums
+from diffviewer.engine.kernel_sum_order import SumOrderChoice, choose_sum_order
 from diffviewer.engine.progress import Reporter
 from diffviewer.engine.psf import PsfEstimate, frozen
 from diffviewer.engine.sky import InputSources
@@ -308,6 +309,7 @@ def fit_kernel(
     shared: SharedNoise | None = None
     choice: DegreeChoice | None = None
     region: RegionChoice | None = None
+    sum_choice: SumOrderChoice | None = None
     fold_coefficients = np.zeros((0, 0, 0))
     held = np.full((3, len(x)), np.nan)
     held_coef = np.zeros((0, 0))
@@ -345,11 +347,13 @@ def fit_kernel(
             cov, common = without_common_signal(cov, src_psf.image, tgt_psf.image, fwhm)
             terms, why = _noise_terms(cov, basis, config.noise_correction)
         known: HeldOut | None = None
+        # The region and the degrees are compared with the sum as configured, constant
+        # when it is to be chosen; the sum's order is chosen on the chosen ones.
         setting = HeldOutSetting(
             (x, y),
             shape,
             (order, bg_order),
-            config.kernel_sum_order,
+            config.fixed_sum_order,
             config.regularization,
             terms,
         )
@@ -368,6 +372,19 @@ def fit_kernel(
         spatial_basis, spatial_fits, terms = on_degrees(
             plan, degrees, basis, config.degrees, fits, terms
         )
+        first_strength = None if choice is None else choice.strength
+        if config.kernel_sum_order < 0:
+            sum_choice = choose_sum_order(
+                spatial_fits,
+                spatial_basis,
+                dataclasses.replace(setting, noise=terms),
+                None if choice is None else choice.held_out,
+            )
+            if sum_choice is not None:
+                first_strength = sum_choice.strength
+            config = dataclasses.replace(
+                config, kernel_sum_order=0 if sum_choice is None else sum_choice.chosen
+            )
         sp = fit_spatial(
             stamps,
             spatial_fits,
@@ -379,7 +396,7 @@ def fit_kernel(
             (order, bg_order),
             config,
             terms,
-            None if choice is None else choice.strength,
+            first_strength,
         )
         status, reason, smean, sstd = sp.status, sp.reason, sp.resid_mean, sp.resid_std
         strength = sp.strength
@@ -464,6 +481,7 @@ def fit_kernel(
         shared,
         choice,
         region,
+        sum_order_choice=sum_choice,
         kernel_sum_error=sum_error,
         held_out_coefficients=frozen(held_coef),
     )

@@ -33,7 +33,7 @@ from diffviewer.engine.kernel_noise import NoiseTerms
 from diffviewer.engine.kernel_prior import (
     HeldOut,
     HeldOutSetting,
-    held_out_risks,
+    candidate_folds,
     stamp_folds,
 )
 from diffviewer.engine.kernel_stamps import StampFits
@@ -62,6 +62,9 @@ class DegreeChoice:
         fit takes for its first fit over the same stamps; None when the candidates were
         compared on the equations as measured, those less their noise having no proper
         posterior (the spatial fit then chooses its own).
+    held_out : HeldOut or None
+        The chosen candidate's held-out chi^2 by fold and strength, which the kernel
+        sum's choice compares a varying sum with (:mod:`kernel_sum_order`); not recorded.
     """
 
     candidates: tuple[tuple[int, ...], ...]
@@ -69,6 +72,7 @@ class DegreeChoice:
     chosen: tuple[int, ...]
     n_stamps: int
     strength: float | None
+    held_out: HeldOut | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def as_dict(self) -> dict[str, object]:
         """For ``metadata.json`` (non-finite figures as None; the strength is the run's
@@ -256,21 +260,22 @@ def choose_degrees(
     maps = [basis_map(full, sub) for sub in subs]
     for corrected, ((normal, rhs, power),) in setting.equation_sets([stamps]):
         fold = stamp_folds(power)
-        risks = [
-            known.risk
+        folds = [
+            known.folds
             if k == 0 and known is not None and known.corrected == corrected
-            else candidate_risk(
+            else candidate_folds(
                 project_equations(normal, rhs, c),
                 power,
                 (p, q),
                 sum_terms,
-                sub,
+                roughness_penalty(sub),
                 moments,
                 fold,
                 strengths,
             )
             for k, (c, sub) in enumerate(zip(maps, subs, strict=True))
         ]
+        risks = [f.sum(axis=0) / len(good) for f in folds]
         least = [float(np.min(r)) for r in risks]
         if np.isfinite(least).any():
             best = int(np.argmin(least))
@@ -281,35 +286,6 @@ def choose_degrees(
                 candidates[best],
                 len(good),
                 strength if setting.noise is None or corrected else None,
+                HeldOut(corrected, folds[best]),
             )
     return None
-
-
-def candidate_risk(
-    equations: tuple[np.ndarray, np.ndarray],
-    power: np.ndarray,
-    terms: tuple[np.ndarray, np.ndarray],
-    sum_terms: int,
-    basis: np.ndarray,
-    moments: np.ndarray,
-    fold: np.ndarray,
-    strengths: np.ndarray,
-) -> np.ndarray:
-    """A candidate's held-out chi^2 per stamp at each of ``strengths``
-    (:func:`kernel_prior.held_out_risks`), on its ``basis``'s ``equations`` (normal, rhs),
-    fitted and scored; infinite where no strength gives a proper posterior or the prior
-    cannot make the equations positive definite."""
-    try:
-        (per_fold,) = held_out_risks(
-            *equations,
-            *terms,
-            sum_terms,
-            roughness_penalty(basis),
-            moments,
-            fold,
-            strengths,
-            [(*equations, power)],
-        )
-    except np.linalg.LinAlgError:
-        return np.full(len(strengths), np.inf)
-    return per_fold.sum(axis=0) / len(power)

@@ -175,7 +175,8 @@ class HeldOutSetting:
     orders : (int, int)
         Kernel and background spatial orders.
     sum_order : int
-        ``kernel.kernel_sum_order``.
+        The kernel sum's spatial order (``KernelConfig.fixed_sum_order``, or each order
+        :func:`~diffviewer.engine.kernel_sum_order.choose_sum_order` compares).
     regularization : float
         ``kernel.regularization``: the strength compared at when 0 or more, else every
         strength of :data:`STRENGTH_GRID`.
@@ -233,19 +234,24 @@ class HeldOutSetting:
 
 @dataclasses.dataclass(frozen=True)
 class HeldOut:
-    """One candidate's held-out chi^2 per stamp at each strength of :data:`STRENGTH_GRID`
-    (or the one configured), on its own equations, as a later choice would make it again.
+    """One candidate's held-out chi^2 of each fold at each strength of
+    :data:`STRENGTH_GRID` (or the one configured), on its own equations, as a later choice
+    would make it again.
 
     Attributes
     ----------
     corrected : bool
         Whether the equations were those less their expected noise (:mod:`kernel_noise`).
-    risk : numpy.ndarray
-        ``(len(strengths),)``.
+    folds : numpy.ndarray
+        ``(folds, len(strengths))`` each fold's held-out chi^2, summed over its stamps.
     """
 
     corrected: bool
-    risk: np.ndarray
+    folds: np.ndarray
+
+    def per_stamp(self, n_stamps: int) -> np.ndarray:
+        """The held-out chi^2 per stamp at each strength, over ``n_stamps`` stamps."""
+        return np.asarray(self.folds.sum(axis=0) / n_stamps)
 
 
 def stamp_folds(target_power: np.ndarray) -> np.ndarray:
@@ -257,6 +263,65 @@ def stamp_folds(target_power: np.ndarray) -> np.ndarray:
     fold = np.empty(n, dtype=int)
     fold[np.argsort(-target_power, kind="stable")] = np.arange(n) % min(FOLDS, n)
     return fold
+
+
+def candidate_folds(
+    equations: tuple[np.ndarray, np.ndarray],
+    power: np.ndarray,
+    terms: tuple[np.ndarray, np.ndarray],
+    sum_terms: int,
+    penalty: np.ndarray,
+    moments: np.ndarray,
+    fold: np.ndarray,
+    strengths: np.ndarray,
+) -> np.ndarray:
+    """A candidate's held-out chi^2 of each fold at each of ``strengths``
+    (:func:`held_out_risks`), on its own ``equations`` (normal, rhs) and target
+    ``power``, fitted and scored; infinite where no strength gives a proper posterior or
+    the prior cannot make the equations positive definite."""
+    try:
+        (per_fold,) = held_out_risks(
+            *equations,
+            *terms,
+            sum_terms,
+            penalty,
+            moments,
+            fold,
+            strengths,
+            [(*equations, power)],
+        )
+    except np.linalg.LinAlgError:
+        return np.full((int(fold.max()) + 1, len(strengths)), np.inf)
+    return per_fold
+
+
+def paired_margin(first: np.ndarray, second: np.ndarray, n_stamps: int) -> float:
+    """One standard error of the difference of two candidates' held-out chi^2 per stamp,
+    from their paired folds: the margin by which one must predict better to be chosen.
+
+    The one-standard-error rule of cross-validation (Breiman et al. 1984, *Classification
+    and Regression Trees*, section 3.4.3; Hastie, Tibshirani & Friedman 2009, *The
+    Elements of Statistical Learning*, section 7.10): of two models whose held-out errors
+    differ by less than the difference's own noise, the one the data do not single out
+    is kept (the whole fit region, whose wing flux the synthetic pairs need:
+    :mod:`kernel_region`; the constant kernel sum: :mod:`kernel_sum_order`).
+
+    Parameters
+    ----------
+    first, second : numpy.ndarray
+        ``(folds,)`` each fold's held-out chi^2 (summed over its stamps) of the two
+        candidates, at each one's best strength, on the same folds.
+    n_stamps : int
+        Stamps over all folds.
+
+    Returns
+    -------
+    float
+        ``sqrt(folds) * std(first - second) / n_stamps`` (the folds' differences taken as
+        independent draws).
+    """
+    diff = first - second
+    return float(np.sqrt(diff.size) * np.std(diff, ddof=1) / n_stamps)
 
 
 def held_out_risks(

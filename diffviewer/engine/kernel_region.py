@@ -20,7 +20,7 @@ region), so the choice costs one more product over the core's pixels a stamp and
 cross-validations (one when the whole region is kept: its cross-validation is then the
 degree choice's first candidate's). The whole region is kept unless the core predicts
 the held-out cores better by more than a standard error of the difference
-(:func:`core_margin`).
+(:func:`~diffviewer.engine.kernel_prior.paired_margin`).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from diffviewer.engine.kernel_prior import (
     HeldOut,
     HeldOutSetting,
     held_out_risks,
+    paired_margin,
     stamp_folds,
 )
 from diffviewer.engine.kernel_stamps import StampFits
@@ -52,8 +53,9 @@ class RegionChoice:
         Held-out chi^2 per stamp over the held-out stamps' cores of the spatial fit made
         on each region (best prior strength each).
     margin : float
-        One standard error of their difference (:func:`core_margin`): the core is
-        chosen when it is lower by more.
+        One standard error of their difference
+        (:func:`~diffviewer.engine.kernel_prior.paired_margin`): the core is chosen when
+        it is lower by more.
     chosen : int
         Half-width (px) of the region the kernel was fitted on.
     n_stamps : int
@@ -156,38 +158,10 @@ def choose_region(
         least = (float(per_stamp[0][best[0]]), float(per_stamp[1][best[1]]))
         if not np.isfinite(least).all():
             continue
-        margin = core_margin(on_core[:, best[0]], core_on_core[:, best[1]], len(good))
+        margin = paired_margin(on_core[:, best[0]], core_on_core[:, best[1]], len(good))
         take_core = least[0] - least[1] > margin
         choice = RegionChoice(
             (fit_half, core.half), least, margin, core.half if take_core else fit_half, len(good)
         )
-        return choice, None if take_core else HeldOut(corrected, on_whole.sum(axis=0) / len(good))
+        return choice, None if take_core else HeldOut(corrected, on_whole)
     return None
-
-
-def core_margin(whole: np.ndarray, core: np.ndarray, n_stamps: int) -> float:
-    """One standard error of the difference of two candidates' held-out chi^2 per stamp,
-    from their paired folds: the core must predict better by more than this to be chosen.
-
-    The one-standard-error rule of cross-validation (Breiman et al. 1984, *Classification
-    and Regression Trees*, section 3.4.3; Hastie, Tibshirani & Friedman 2009, *The
-    Elements of Statistical Learning*, section 7.10): of two models whose held-out errors
-    differ by less than the difference's own noise, the one the data do not single out
-    is kept, here the whole region, whose wing flux the synthetic pairs need.
-
-    Parameters
-    ----------
-    whole, core : numpy.ndarray
-        ``(folds,)`` each fold's held-out chi^2 (summed over its stamps) of the two
-        candidates, at each one's best strength, on the same folds.
-    n_stamps : int
-        Stamps over all folds.
-
-    Returns
-    -------
-    float
-        ``sqrt(folds) * std(whole - core) / n_stamps`` (the folds' differences taken as
-        independent draws).
-    """
-    diff = whole - core
-    return float(np.sqrt(diff.size) * np.std(diff, ddof=1) / n_stamps)

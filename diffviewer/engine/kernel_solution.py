@@ -19,6 +19,7 @@ from diffviewer.engine.kernel_degrees import DegreeChoice
 from diffviewer.engine.kernel_direction import Direction
 from diffviewer.engine.kernel_noise import SharedNoise
 from diffviewer.engine.kernel_region import RegionChoice
+from diffviewer.engine.kernel_sum_order import SumOrderChoice
 from diffviewer.engine.psf import PsfEstimate
 from diffviewer.engine.sky import SkyLevel
 from diffviewer.exposure import Exposure
@@ -212,6 +213,10 @@ class KernelFit:
         The fit regions compared by the held-out stars and the one the spatial fit used
         (:mod:`kernel_region`); None without a spatial fit, without the wing (one region)
         or with ``kernel.fit_region`` set.
+    sum_order_choice : SumOrderChoice or None
+        The kernel sum's spatial orders compared by the held-out stars and the one the
+        spatial fit used (:mod:`kernel_sum_order`); None without a spatial fit, with a
+        kernel of spatial order 0 or with ``kernel.kernel_sum_order`` set.
     sky_level : SkyLevel or None
         The raw difference's level on sky, measured after the subtraction and, when
         significant, taken out of :attr:`solution`'s background
@@ -244,6 +249,7 @@ class KernelFit:
     shared_noise: SharedNoise | None = None
     degree_choice: DegreeChoice | None = None
     region_choice: RegionChoice | None = None
+    sum_order_choice: SumOrderChoice | None = None
     sky_level: SkyLevel | None = None
     kernel_sum_error: float = float("nan")
     held_out_coefficients: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 0)))

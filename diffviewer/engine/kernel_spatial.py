@@ -273,7 +273,7 @@ def fit_spatial(
     ctrl = control[usable]
     penalty = roughness_penalty(basis)
     moments = term_moments(order, shape)
-    sum_terms = n_terms(min(config.kernel_sum_order, order))
+    sum_terms = n_terms(min(config.fixed_sum_order, order))
     measured = (fits.normal, fits.rhs, fits.target_power)
     equations = measured
     if noise is not None:

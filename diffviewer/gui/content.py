@@ -210,7 +210,11 @@ def kernel_views(result: Any, n_grid: int = 7, n_shift: int = 16) -> dict[str, A
     if np.isfinite(result.kernel.kernel_sum_error):
         info += f" (its mean +- {result.kernel.kernel_sum_error:.4f} over the kernel stars)"
     info += f"; centroid shift up to {np.hypot(fdx, fdy).max():.3f} px"
-    for choice in (result.kernel.region_choice, result.kernel.degree_choice):
+    for choice in (
+        result.kernel.region_choice,
+        result.kernel.degree_choice,
+        result.kernel.sum_order_choice,
+    ):
         if choice is not None:
             info += f"; {choice.describe()}"
     if result.kernel.sky_level is not None:

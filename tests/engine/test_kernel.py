@@ -274,7 +274,8 @@ def test_kernel_solution_evaluates_anywhere(pair: SyntheticPair) -> None:
     assert float(sol.kernel_sum(10.0, 700.0)) == pytest.approx(k.sum(), rel=1e-10)
     ksum = sol.kernel_sum_map(step=64)
     assert ksum.shape == (12, 12)
-    # kernel_sum_order 0 (default): one photometric scale for the whole image
+    # a flat photometric field: the held-out stars keep one photometric scale for the
+    # whole image (kernel_sum_order chosen: 0)
     assert np.ptp(ksum) < 1e-6 and ksum[0, 0] == pytest.approx(1.0, abs=3e-3)
     bg = sol.background_image()
     assert bg.shape == pair.science.shape

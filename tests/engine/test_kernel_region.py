@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from diffviewer.config import KernelConfig, from_dict
-from diffviewer.engine.kernel_region import RegionChoice, core_margin
+from diffviewer.engine.kernel_prior import paired_margin
+from diffviewer.engine.kernel_region import RegionChoice
 from diffviewer.engine.kernel_stamps import central_pixels
 from diffviewer.engine.pipeline import run_subtraction
 from diffviewer.io import read_exposure
@@ -38,9 +39,9 @@ def test_the_margin_is_the_standard_error_of_the_paired_folds() -> None:
     # Ten folds whose differences are all alike: no noise, no margin; differences of
     # spread s over n stamps: sqrt(10) s / n (the sum of ten independent folds).
     whole = np.arange(10.0) + 100.0
-    assert core_margin(whole, whole - 3.0, 26) == pytest.approx(0.0, abs=1e-12)
+    assert paired_margin(whole, whole - 3.0, 26) == pytest.approx(0.0, abs=1e-12)
     diff = np.array([1.0, -1.0] * 5)
-    assert core_margin(whole, whole - diff, 20) == pytest.approx(
+    assert paired_margin(whole, whole - diff, 20) == pytest.approx(
         np.sqrt(10) * np.std(diff, ddof=1) / 20
     )
 

@@ -340,10 +340,10 @@ class KernelConfig:
         -1,
         "Order of the polynomial in x, y of the kernel sum (the photometric scale, carried by "
         "the first basis function alone); 0 holds it constant over the image, as ip_diffim "
-        "does for the Alard-Lupton basis and HOTPANTS does; -1 (the default): the lowest "
-        "order, from 0 to spatial_order, whose spatial fit predicts the kernel stars held "
-        "out within a standard error of the best (reported in metadata.json as "
-        "kernel.sum_order_choice). Capped at spatial_order.",
+        "does for the Alard-Lupton basis and HOTPANTS does; -1 (the default): constant, or "
+        "a plane where its spatial fit predicts the kernel stars held out better by more "
+        "than a standard error (a transparency or flat-field difference across the field; "
+        "reported in metadata.json as kernel.sum_order_choice). Capped at spatial_order.",
         minimum=-1,
         maximum=5,
     )

@@ -219,7 +219,7 @@ def build_metadata(
             "region_choice": fit.region_choice.as_dict() if fit.region_choice else None,
             # The kernel sum's spatial order the held-out kernel stars chose
             # (engine.kernel_sum_order).
-            "sum_order_choice": (fit.sum_order_choice.as_dict() if fit.sum_order_choice else None),
+            "sum_order_choice": fit.sum_order_choice.as_dict() if fit.sum_order_choice else None,
             # The raw difference's level on sky (a clipped mean), taken out of the
             # background when significant (engine.subtract.sky_corrected).
             "sky_level": fit.sky_level.as_dict() if fit.sky_level else None,

@@ -249,10 +249,6 @@ class HeldOut:
     corrected: bool
     folds: np.ndarray
 
-    def per_stamp(self, n_stamps: int) -> np.ndarray:
-        """The held-out chi^2 per stamp at each strength, over ``n_stamps`` stamps."""
-        return np.asarray(self.folds.sum(axis=0) / n_stamps)
-
 
 def stamp_folds(target_power: np.ndarray) -> np.ndarray:
     """Each stamp's cross-validation fold: the stamps, ordered by their weighted target

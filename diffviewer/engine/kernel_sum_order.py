@@ -4,21 +4,22 @@ The kernel sum is the two images' flux ratio. HOTPANTS and ip_diffim's Alard-Lup
 hold it constant over the image, and where both images are flat-fielded onto one
 photometric system it is. Where they are not (a transparency, extinction or illumination
 difference across a wide field) the ratio follows the field and a constant sum leaves
-every source a residual of its own flux times the departure. On GOTO the stars' total
-fluxes (apertures of 3.4-5.6 FWHM less a local annulus) give a template/science ratio of
-0.999 on the lowest third of the image, 1.012 on the middle one and 1.028-1.040 on the
-highest; the bright galaxy near (1230, 620) reads 0.998, as its neighbour stars do,
-where the constant sum is 1.0057 (``benchmarks/SCIENCE.md``).
+every source a residual of its own flux times the departure. On GOTO the kernel stars'
+total fluxes (within 3.4 FWHM, less the median of an annulus 7-9.8 FWHM out) give a
+template/science ratio of 0.990 on the lowest third of the image, 1.008 on the middle
+one and 1.024 on the highest (errors 0.005-0.006); the bright galaxy near (1230, 620)
+reads 0.998, as its neighbour stars do, where the constant sum is 1.0057
+(``benchmarks/SCIENCE.md``).
 
 Whether a pair's sum varies is decided as the fit region and the degrees are
-(:mod:`kernel_region`, :mod:`kernel_degrees`): the spatial fit with each sum order from
-0 (constant) to the kernel's own order is made on all but one fold of the good stamps
-and scored on the held-out fold, every order on the same folds of the same equations,
+(:mod:`kernel_region`, :mod:`kernel_degrees`): the spatial fit with the sum constant
+and with it a plane (:data:`MAX_CHOSEN_ORDER`) is made on all but one fold of the good
+stamps and scored on the held-out fold, both on the same folds of the same equations,
 each at its best prior strength. The one-standard-error rule keeps the lowest order
 whose held-out chi^2 is within a standard error of the best
 (:func:`~diffviewer.engine.kernel_prior.paired_margin`): a varying sum is taken only
-where the stars held out ask for it beyond the noise of the comparison. Its cost is a
-few free terms (2 for a plane, 5 for order 2), fitted from every good stamp.
+where the stars held out ask for it beyond the noise of the comparison. Its cost is two
+free terms, fitted from every good stamp.
 """
 
 from __future__ import annotations

@@ -56,10 +56,12 @@ class SumOrderChoice:
     orders : tuple of int
         The orders compared, 0 (constant) first.
     held_out_chi2 : tuple of float
-        Each order's held-out chi^2 per stamp at its best prior strength.
+        Each order's held-out chi^2 per stamp at its best prior strength (infinite where
+        no strength gives every fold a proper posterior).
     margins : tuple of float
         One standard error of each order's difference from the best one
-        (:func:`~diffviewer.engine.kernel_prior.paired_margin`; 0 for the best).
+        (:func:`~diffviewer.engine.kernel_prior.paired_margin`; 0 for the best, infinite
+        for an order without a held-out chi^2).
     chosen : int
         The lowest order within its margin of the best.
     n_stamps : int
@@ -78,11 +80,11 @@ class SumOrderChoice:
     strength: float | None = None
 
     def as_dict(self) -> dict[str, object]:
-        """The record for ``metadata.json``."""
+        """The record for ``metadata.json`` (non-finite figures as None)."""
         return {
             "orders": list(self.orders),
-            "held_out_chi2_per_stamp": [round(v, 3) for v in self.held_out_chi2],
-            "standard_error_per_stamp": [round(v, 3) for v in self.margins],
+            "held_out_chi2_per_stamp": _finite_or_none(self.held_out_chi2),
+            "standard_error_per_stamp": _finite_or_none(self.margins),
             "chosen": self.chosen,
             "stamps": self.n_stamps,
         }
@@ -92,8 +94,12 @@ class SumOrderChoice:
         """The inverse of :meth:`as_dict` (a saved run's record; its strength unknown)."""
         return cls(
             tuple(int(v) for v in record["orders"]),
-            tuple(float(v) for v in record["held_out_chi2_per_stamp"]),
-            tuple(float(v) for v in record["standard_error_per_stamp"]),
+            tuple(
+                float("inf") if v is None else float(v) for v in record["held_out_chi2_per_stamp"]
+            ),
+            tuple(
+                float("inf") if v is None else float(v) for v in record["standard_error_per_stamp"]
+            ),
             int(record["chosen"]),
             int(record["stamps"]),
         )
@@ -104,11 +110,16 @@ class SumOrderChoice:
         scores = ", ".join(
             f"order {o} {c:.1f}" for o, c in zip(self.orders, self.held_out_chi2, strict=True)
         )
+        error = max((m for m in self.margins if np.isfinite(m)), default=0.0)
         return (
             f"kernel sum: {which} over the image, by {self.n_stamps} stamps held out "
-            f"(chi^2 per stamp: {scores}; one standard error "
-            f"{max(self.margins):.1f})"
+            f"(chi^2 per stamp: {scores}; one standard error {error:.1f})"
         )
+
+
+def _finite_or_none(values: tuple[float, ...]) -> list[float | None]:
+    """Figures rounded to 3 decimals for JSON, a non-finite one as None."""
+    return [round(v, 3) if np.isfinite(v) else None for v in values]
 
 
 def choose_sum_order(
@@ -164,7 +175,11 @@ def choose_sum_order(
             continue
         best = int(np.argmin(totals))
         margins = tuple(
-            0.0 if k == best else paired_margin(per_fold[k], per_fold[best], len(good))
+            0.0
+            if k == best
+            else paired_margin(per_fold[k], per_fold[best], len(good))
+            if np.isfinite(totals[k])
+            else float("inf")
             for k in range(len(orders))
         )
         chosen = next(k for k in range(len(orders)) if totals[k] - totals[best] <= margins[k])

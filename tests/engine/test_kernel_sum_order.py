@@ -5,6 +5,7 @@ Run with ``-s`` to see the figures.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,13 @@ def test_a_choice_reads_back_from_its_record() -> None:
     assert SumOrderChoice.from_dict(choice.as_dict()) == choice
     text = choice.describe()
     assert "a polynomial of order 1" in text and "363 stamps" in text
+    # A plane without a proper posterior on every fold: no figure for it, and valid JSON.
+    failed = SumOrderChoice((0, 1), (291.3, float("inf")), (0.0, float("inf")), 0, 363)
+    record = failed.as_dict()
+    assert record["held_out_chi2_per_stamp"] == [291.3, None]
+    assert json.loads(json.dumps(record, allow_nan=False)) == record
+    assert SumOrderChoice.from_dict(record) == failed
+    assert "constant" in failed.describe() and "standard error 0.0" in failed.describe()
 
 
 def true_sums(gradient: tuple[float, float]) -> np.ndarray:

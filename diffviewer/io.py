@@ -161,7 +161,12 @@ def _find_hdu(hdul: fits.HDUList, ext: Extension, path: Path, role: str) -> int:
 
 
 def _image_data(hdul: fits.HDUList, index: int, path: Path, role: str) -> np.ndarray:
-    """The 2-D data of one HDU as native-endian float64 (BZERO/BSCALE applied)."""
+    """The 2-D data of one HDU, native-endian, BZERO/BSCALE applied.
+
+    float32 when that holds every stored value exactly (float32 data, integers of up to
+    16 bits), else float64: a float32 image is not widened only to be narrowed again by
+    :class:`~diffviewer.exposure.Exposure` (at 4096^2, 128 MB of fresh memory per image).
+    """
     hdu = hdul[index]
     where = f"{role} file {path}, HDU {_hdu_label(index, hdu)}"
     if not hdu.is_image:
@@ -182,7 +187,8 @@ def _image_data(hdul: fits.HDUList, index: int, path: Path, role: str) -> np.nda
             f"{where} holds a {array.ndim}-D array of shape {array.shape}; "
             "give a 2-D image (one plane of a cube as its own file)"
         )
-    return np.asarray(squeezed, dtype=np.float64)
+    exact = np.can_cast(squeezed.dtype, np.float32, casting="safe")
+    return np.asarray(squeezed, dtype=np.float32 if exact else np.float64)
 
 
 # --------------------------------------------------------------------------- masks, PSF, noise
@@ -283,7 +289,8 @@ def estimate_variance(
     variance = np.empty(image.shape, dtype=np.float32)
     rows = max(1, VARIANCE_BLOCK_PIXELS // max(image.shape[1], 1))
     for start in range(0, image.shape[0], rows):
-        block = image[start : start + rows] - level  # sky_var + max(image - level, 0) / gain
+        # sky_var + max(image - level, 0) / gain, in double precision
+        block = np.subtract(image[start : start + rows], level, dtype=np.float64)
         np.maximum(block, 0.0, out=block)
         block /= gain
         block += sky_var
@@ -357,7 +364,7 @@ def fill_bad_variance(variance: np.ndarray, mask: np.ndarray) -> tuple[np.ndarra
         return np.asarray(variance), mask
     out_mask = set_planes(mask, bad, MaskPlane.NO_DATA)
     known = ~bad & ((out_mask & int(MaskPlane.NO_DATA)) == 0)
-    fill = float(np.median(variance[known])) if known.any() else 1.0
+    fill = float(np.median(variance[known].astype(np.float64))) if known.any() else 1.0
     return np.where(bad, fill, variance), out_mask
 
 
@@ -656,7 +663,7 @@ def read_exposure(
         w, _ = _read_plane(weight, name, "weight", shape, source)
         positive = np.isfinite(w) & (w > 0)
         bits = set_planes(bits, ~positive, MaskPlane.NO_DATA)
-        var = np.divide(1.0, w, out=np.full(shape, np.nan), where=positive)
+        var = np.divide(1.0, w, out=np.full(shape, np.nan), where=positive, dtype=np.float64)
 
     data = _data_pixels(image, source)
     if not data.all():
@@ -664,8 +671,9 @@ def read_exposure(
         image = np.where(data, image, 0.0)
     saturation = _saturation(image, data, header, source)
     if saturation is not None and saturation[1] > 0:
-        # Pixels without data are 0 by now, below a positive level.
-        bits[image >= saturation[1]] |= MASK_DTYPE(int(MaskPlane.SAT))
+        # Pixels without data are 0 by now, below a positive level; compared in double
+        # precision (a header's level is not rounded to a float32 image's).
+        bits[image >= np.float64(saturation[1])] |= MASK_DTYPE(int(MaskPlane.SAT))
     if not saved:
         _check_usable(bits, source, saturation)
     if var is not None and not np.any(np.isfinite(var) & (var > 0)):
@@ -685,8 +693,8 @@ def read_exposure(
         var = estimate_variance(image, bits, header_gain(header), source)
     var, bits = fill_bad_variance(var, bits)  # the image has no bad value left
     return Exposure(
-        image=image,
-        variance=read_only(var),  # both made here: adopted without a copy
+        image=read_only(image),  # the file's, closed: adopted without a copy, as the others
+        variance=read_only(var),  # made here
         mask=read_only(bits),
         wcs=wcs,
         psf=psf,

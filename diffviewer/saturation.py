@@ -167,7 +167,7 @@ def floor_fill_level(image: np.ndarray, usable: np.ndarray) -> tuple[float, floa
     values, floor, n_floor = found
     if n_floor < MIN_PLATEAU_PIXELS or n_floor == values.size:
         return None
-    sample = values[:: max(1, values.size // SAMPLE_PIXELS)]
+    sample = _subsample(values)
     sample = sample[sample != floor]
     if sample.size == 0:
         return None
@@ -177,10 +177,16 @@ def floor_fill_level(image: np.ndarray, usable: np.ndarray) -> tuple[float, floa
     return (floor, depth) if depth >= MIN_FILL_SIGMAS else None
 
 
+def _subsample(values: np.ndarray) -> np.ndarray:
+    """A regular subsample of :data:`SAMPLE_PIXELS` of ``values``, in double precision (a
+    float32 image's median and spread as a float64 one's)."""
+    return values[:: max(1, values.size // SAMPLE_PIXELS)].astype(np.float64)
+
+
 def _sky_far_below(values: np.ndarray, top: float) -> float | None:
     """The median of ``values`` when ``top`` lies :data:`MIN_PLATEAU_SIGMAS` robust standard
     deviations or more above it (a regular subsample of :data:`SAMPLE_PIXELS`), else None."""
-    sample = values[:: max(1, values.size // SAMPLE_PIXELS)]
+    sample = _subsample(values)
     sky = float(np.median(sample))
     sigma = robust_std(sample, sky)
     return sky if sigma > 0 and top - sky >= MIN_PLATEAU_SIGMAS * sigma else None
@@ -206,7 +212,7 @@ def _light_above_half_peak(image: np.ndarray, y: int, x: int, peak: float, sky: 
         (px): the same for every unclipped star of one PSF.
     """
     y0, x0 = max(y - CORE_HALF, 0), max(x - CORE_HALF, 0)
-    cut = image[y0 : y + CORE_HALF + 1, x0 : x + CORE_HALF + 1]
+    cut = image[y0 : y + CORE_HALF + 1, x0 : x + CORE_HALF + 1].astype(np.float64)
     labels, _ = ndimage.label(cut >= sky + (peak - sky) / 2)
     core = labels == labels[y - y0, x - x0]
     return float(np.sum(cut[core] - sky) / (peak - sky))
@@ -317,9 +323,11 @@ def star_plateau_level(image: np.ndarray, usable: np.ndarray) -> float | None:
         return None
     height = top - sky
     low, high = (sky + f * height for f in REFERENCE_BAND)
-    flat = np.flatnonzero(usable & (image >= low))
+    # Compared and summed in double precision whatever the image's (a float32 image's
+    # values against float64 levels, as a float64 image's).
+    flat = np.flatnonzero(usable & (image >= np.float64(low)))
     width = image.shape[1]
-    bright = image.ravel()[flat]
+    bright = image.ravel()[flat].astype(np.float64)
     near = bright >= top - PLATEAU_WIDTH * height
     if np.count_nonzero(near) > MAX_PLATEAU_FRACTION * values.size:
         return None

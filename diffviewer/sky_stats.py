@@ -71,7 +71,7 @@ def _block_samples(image: np.ndarray, good: np.ndarray) -> np.ndarray:
     within = np.arange(0, h * w, step)
     origin = (rows // bx) * (h * nx) + (rows % bx) * w  # flat index of each block's corner
     flat = origin[:, None] + ((within // w) * nx + within % w)[None, :]
-    return np.where(np.ravel(good)[flat], np.ravel(image)[flat], np.nan)
+    return np.where(np.ravel(good)[flat], np.ravel(image)[flat].astype(np.float64), np.nan)
 
 
 def clipped_rows(

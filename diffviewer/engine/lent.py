@@ -16,7 +16,9 @@ import contextvars
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 #: ``map(function, items)`` of the run under way in this context.
 _MAP: contextvars.ContextVar[Callable[..., Iterator[Any]]] = contextvars.ContextVar(
@@ -32,6 +34,28 @@ def lent_map() -> Callable[..., Iterator[Any]]:
     items not yet started. Without lent threads it is the builtin ``map``.
     """
     return _MAP.get()
+
+
+def map_slices(function: Callable[[slice], T], count: int, size: int) -> list[T]:
+    """``function`` of each run of ``size`` consecutive indices of ``range(count)``, over
+    the lent threads (:func:`lent_map`), in order; one empty run when ``count`` is 0.
+
+    Parameters
+    ----------
+    function : callable
+        Called with a ``slice`` of the indices.
+    count : int
+        How many indices.
+    size : int
+        Indices per run (at least 1).
+
+    Returns
+    -------
+    list
+        ``function``'s results, run by run.
+    """
+    runs = [slice(start, start + size) for start in range(0, max(count, 1), size)]
+    return list(lent_map()(function, runs))
 
 
 @contextlib.contextmanager

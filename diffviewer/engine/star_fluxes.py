@@ -18,6 +18,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from diffviewer.engine.lent import map_slices
 from diffviewer.engine.psf import cutouts, frozen
 from diffviewer.exposure import Exposure, MaskPlane
 from diffviewer.stats import FWHM_PER_SIGMA, nanmedian_last
@@ -111,6 +112,14 @@ def grid_value(
     )
 
 
+#: Sources measured at once by :func:`local_snr` and :func:`aperture_fluxes`: their
+#: cutouts (a 35 px side on the 4096^2 pair) stay within the memory the allocator reuses
+#: and the caches hold, where all at once are image-sized planes of fresh pages (its
+#: 15,002 kernel candidates' local S/N 0.31-0.96 s at once, 0.14 s by 256, 0.10 s by 256
+#: on two threads; the same bits).
+SOURCE_CHUNK = 256
+
+
 def aperture_sum(stamps: np.ndarray, bgv: np.ndarray, radius: float) -> np.ndarray:
     """Background-subtracted sum within ``radius`` of each stamp's centre."""
     half = stamps.shape[-1] // 2
@@ -147,8 +156,34 @@ def aperture_fluxes(
     ``blur`` gives the sigma (px) of a Gaussian each image's cutouts are smoothed with
     first (the sharper image brought to the broader's seeing). The variances are those
     of the unsmoothed sums, an upper bound of the smoothed sums' (the smoothing spreads
-    the aperture's unit weights into weights below one with the same sum).
+    the aperture's unit weights into weights below one with the same sum). Measured
+    :data:`SOURCE_CHUNK` sources at a time (:func:`~diffviewer.engine.lent.map_slices`).
     """
+    parts = map_slices(
+        lambda run: _aperture_fluxes(
+            science, template, xi[run], yi[run], backgrounds, radius, blur
+        ),
+        len(xi),
+        SOURCE_CHUNK,
+    )
+    return Apertures(
+        *(
+            np.concatenate([getattr(p, f.name) for p in parts])
+            for f in dataclasses.fields(Apertures)
+        )
+    )
+
+
+def _aperture_fluxes(
+    science: Exposure,
+    template: Exposure,
+    xi: np.ndarray,
+    yi: np.ndarray,
+    backgrounds: tuple[np.ndarray, np.ndarray],
+    radius: float,
+    blur: tuple[float, float],
+) -> Apertures:
+    """:func:`aperture_fluxes` of the sources at once."""
     half = int(np.ceil(radius))
     sums = []
     maxima = []
@@ -192,8 +227,22 @@ def local_snr(
 
     The error holds the aperture's pixel variances and the level's (``pi / 2`` times the
     mean variance over the pairs' pixels over their number, for each of the aperture's
-    pixels); NaN where no pair is usable.
+    pixels); NaN where no pair is usable. Measured :data:`SOURCE_CHUNK` sources at a time
+    (:func:`~diffviewer.engine.lent.map_slices`).
     """
+    return np.concatenate(
+        map_slices(
+            lambda run: _local_snr(exposure, xi[run], yi[run], radius, fwhm),
+            len(xi),
+            SOURCE_CHUNK,
+        )
+    )
+
+
+def _local_snr(
+    exposure: Exposure, xi: np.ndarray, yi: np.ndarray, radius: float, fwhm: float
+) -> np.ndarray:
+    """:func:`local_snr` of the sources at once."""
     inner, outer = (f * fwhm for f in LOCAL_ANNULUS_FWHM)
     half = int(np.ceil(outer))
     r = np.arange(-half, half + 1)

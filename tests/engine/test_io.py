@@ -11,6 +11,7 @@ from astropy.io import fits
 from astropy.stats import mad_std
 from astropy.table import Table
 
+from diffviewer import io
 from diffviewer.atomic import atomic_write_text, staged_output_dir
 from diffviewer.errors import InputError, OutputError
 from diffviewer.exposure import Exposure, MaskPlane
@@ -162,6 +163,40 @@ def test_big_endian_data_becomes_native_float32() -> None:
     assert exp.image.dtype == np.dtype("float32") and exp.image.dtype.isnative
     np.testing.assert_array_equal(exp.image, raw)
     assert exp.has_celestial_wcs
+
+
+@pytest.mark.parametrize(
+    ("stored", "held"),
+    [
+        (np.float32, np.float32),
+        (np.int16, np.float32),
+        (np.uint16, np.float32),
+        (np.int32, np.float64),
+        (np.float64, np.float64),
+    ],
+)
+def test_an_image_is_read_in_the_narrowest_float_that_holds_it(
+    tmp_path: Path, stored: type, held: type
+) -> None:
+    # A float32 (or 16-bit integer) image is not widened to float64 on read only to be
+    # narrowed again by the Exposure (two image-sized planes of fresh memory at 4096^2);
+    # the read's statistics (sky, saturation plateau, variance estimate) are those of the
+    # same values held in float64, bit for bit.
+    rng = np.random.default_rng(5)
+    values = np.round(rng.normal(1000.0, 30.0, (96, 80)))
+    values[40:43, 30:33] = 20_000.0  # a clipped core: a flat top taken as saturation
+    values[10:13, 60:63] = 20_000.0
+    values[70:73, 15:18] = 20_000.0
+    if stored is np.int32:
+        values[0, 0] = -(2**24 + 1)  # not a float32
+    fits.PrimaryHDU(values.astype(stored)).writeto(tmp_path / "a.fits")
+    fits.PrimaryHDU(values.astype(np.float64)).writeto(tmp_path / "b.fits")
+    with fits.open(tmp_path / "a.fits") as hdul:
+        assert io._image_data(hdul, 0, tmp_path / "a.fits", "image").dtype == held
+    a, b = read_exposure(tmp_path / "a.fits"), read_exposure(tmp_path / "b.fits")
+    assert a.saturation == b.saturation == ("flat top", 20_000.0)
+    for plane in ("image", "variance", "mask"):
+        np.testing.assert_array_equal(getattr(a, plane), getattr(b, plane))
 
 
 def test_ztf_triplet_picks_named_hdus_and_primary_zero_point() -> None:

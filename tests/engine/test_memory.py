@@ -18,7 +18,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from diffviewer.engine import kernel_design, resample, tiles, warp
+from diffviewer.engine import kernel_design, resample, star_fluxes, tiles, warp
 from diffviewer.engine.pipeline import SubtractionResult, run_subtraction
 from diffviewer.engine.register import PolynomialTransform
 from diffviewer.engine.subtract import grow_planes, science_scale, template_planes
@@ -241,3 +241,17 @@ def test_each_stamps_fit_is_its_own_however_the_stamps_are_chunked(
     assert np.sum(chunked.status == "GOOD") > 50
     np.testing.assert_allclose(single.coef, chunked.coef, rtol=1e-6, atol=1e-9)
     np.testing.assert_array_equal(single.used, chunked.used)
+
+
+def test_kernel_candidates_are_measured_without_stamps_of_them_all() -> None:
+    # The local S/N of 4,000 sources holds one chunk's cutouts (image, variance, mask:
+    # 10 bytes a pixel, SOURCE_CHUNK sources) and their selections, not every source's
+    # at once (88 MB here, 16 chunks' worth).
+    pair = make_pair((1024, 1024), 500, seed=3)
+    rng = np.random.default_rng(0)
+    xi, yi = rng.integers(0, 1024, 4000), rng.integers(0, 1024, 4000)
+    fwhm = 4.0
+    side = 2 * int(np.ceil(star_fluxes.LOCAL_ANNULUS_FWHM[1] * fwhm)) + 1
+    chunk = star_fluxes.SOURCE_CHUNK * side**2 * 10
+    _, peak = _traced_peak(lambda: star_fluxes.local_snr(pair.science, xi, yi, 6.0, fwhm))
+    assert peak < 3 * chunk, peak / chunk

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from diffviewer.engine import candidates, star_fluxes
+from diffviewer.engine.lent import lend
 from diffviewer.exposure import Exposure, MaskPlane
 from diffviewer.synthetic import make_pair
 from tests.engine.helpers import select
@@ -136,3 +138,31 @@ def test_local_snr_of_any_image_is_finite_or_nan_without_warnings(
         out = star_fluxes.local_snr(exposure, xi, yi, 1.5 * fwhm, fwhm)
     assert out.shape == (8,)
     assert np.all(np.isfinite(out) | np.isnan(out))
+
+
+def test_sources_measured_in_chunks_and_on_threads_give_the_same_bits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # local_snr and aperture_fluxes measure SOURCE_CHUNK sources at a time on the lent
+    # threads: each source's figures are its own, whatever the chunks and threads.
+    pair = make_pair((256, 256), 300, seed=4)
+    rng = np.random.default_rng(2)
+    xi, yi = rng.integers(0, 256, 700), rng.integers(0, 256, 700)  # edges included
+    grids = (np.full((4, 4), 100.0), np.full((4, 4), 80.0))
+
+    def measure() -> tuple[np.ndarray, ...]:
+        ap = star_fluxes.aperture_fluxes(
+            pair.science, pair.template, xi, yi, grids, 5.0, (1.2, 0.0)
+        )
+        snr = star_fluxes.local_snr(pair.science, xi, yi, 5.0, 3.5)
+        return (snr, ap.flux_s, ap.flux_t, ap.var_s, ap.var_t, ap.max_s, ap.max_t)
+
+    whole = measure()
+    monkeypatch.setattr(star_fluxes, "SOURCE_CHUNK", 7)
+    with ThreadPoolExecutor(2) as pool, lend(pool):
+        chunked = measure()
+    assert np.isfinite(whole[0]).sum() > 500
+    for a, b in zip(whole, chunked, strict=True):
+        np.testing.assert_array_equal(a, b)
+    empty = np.zeros(0, dtype=int)
+    assert star_fluxes.local_snr(pair.science, empty, empty, 5.0, 3.5).shape == (0,)

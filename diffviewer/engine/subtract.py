@@ -38,7 +38,14 @@ from diffviewer.engine.kernel_basis import size_cap
 from diffviewer.engine.kernel_solution import KernelFit, KernelSolution
 from diffviewer.engine.progress import Reporter, null_reporter
 from diffviewer.engine.sky import sky_level
-from diffviewer.exposure import MASK_DTYPE, Exposure, MaskPlane, planes_set, read_only
+from diffviewer.exposure import (
+    MASK_DTYPE,
+    Exposure,
+    MaskPlane,
+    planes_set,
+    read_only,
+    row_blocks,
+)
 
 #: Planes of a convolved image's mask that are grown by the kernel footprint (NO_DATA
 #: grows into EDGE).
@@ -160,8 +167,15 @@ class SubtractionProducts:
 
     def difference_pixels(self, box: tuple[slice, slice] | None = None) -> np.ndarray:
         """The raw difference's pixels (:attr:`difference`) over the image or its ``box``:
-        a new float32 array, no other image-sized plane made for a box."""
-        rows, cols = box or (slice(None), slice(None))
+        a new float32 array, no other image-sized plane made (the whole image is made a
+        block of rows at a time: at 4096^2 its background plane was 64 MB of fresh memory,
+        made and dropped twice a run)."""
+        if box is None:
+            out = np.empty(self.science.shape, dtype=np.float32)
+            for rows in row_blocks(out.shape):
+                out[rows] = self.difference_pixels((rows, slice(None)))
+            return out
+        rows, cols = box
         if self.fit.convolved == "template":
             diff = self.science.image[rows, cols] - self.matched_image[rows, cols]
         else:
@@ -329,8 +343,11 @@ def _interp_matrix(n: int, nodes: np.ndarray) -> np.ndarray:
     return w
 
 
-def squared_sum_ratio(solution: KernelSolution, step: int | None = None) -> np.ndarray:
-    """``sum(K(x, y)^2) / sum(K_c^2)`` over the image (``K_c``: the kernel at the centre).
+def squared_sum_ratio(
+    solution: KernelSolution, rows: slice = slice(None), step: int | None = None
+) -> np.ndarray:
+    """``sum(K(x, y)^2) / sum(K_c^2)`` over the image's ``rows`` (``K_c``: the kernel at
+    the centre).
 
     ``sum(K^2) = p^T G p`` with ``G = <K_s, K_t>`` is evaluated on a grid of spacing
     ``step`` (default: 1/32 of the shorter side, 8-64 px) and interpolated bilinearly
@@ -339,11 +356,11 @@ def squared_sum_ratio(solution: KernelSolution, step: int | None = None) -> np.n
     Returns
     -------
     numpy.ndarray
-        float32 map of the image's shape.
+        float32 map of the rows' shape (all of them by default).
     """
     ny, nx = solution.shape
     if solution.spatial_order == 0:
-        return np.ones((ny, nx), dtype=np.float32)
+        return np.ones((len(range(ny)[rows]), nx), dtype=np.float32)
     step = step or int(np.clip(min(ny, nx) // 32, 8, 64))
     k = solution.spatial_kernels().reshape(-1, solution.size**2)
     gram = k @ k.T
@@ -354,7 +371,7 @@ def squared_sum_ratio(solution: KernelSolution, step: int | None = None) -> np.n
     sq = np.einsum("ns,st,nt->n", p, gram, p).reshape(gy.shape)
     centre = solution.evaluate((nx - 1) / 2.0, (ny - 1) / 2.0)
     ratio = (sq / np.sum(centre**2)).astype(np.float32)
-    return _interp_matrix(ny, ys) @ (ratio @ _interp_matrix(nx, xs).T)
+    return _interp_matrix(ny, ys)[rows] @ (ratio @ _interp_matrix(nx, xs).T)
 
 
 def median_level(array: np.ndarray, invalid: np.ndarray) -> float:
@@ -689,7 +706,9 @@ def subtract_images(
     matched_var = convolve_terms(
         source.variance, (centre**2)[None], 0, level=var_level, invalid=given
     )
-    matched_var *= squared_sum_ratio(sol)
+    if sol.spatial_order > 0:  # the ratio is 1 everywhere at order 0
+        for rows in row_blocks(matched_var.shape):  # no image-sized map of the ratio
+            matched_var[rows] *= squared_sum_ratio(sol, rows)
     np.clip(matched_var, 0.0, None, out=matched_var)
     reporter.update(0.85)
     if fit.convolved == "science":

@@ -18,6 +18,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
+from diffviewer import exposure
 from diffviewer.engine import kernel_design, resample, star_fluxes, tiles, warp
 from diffviewer.engine.pipeline import SubtractionResult, run_subtraction
 from diffviewer.engine.register import PolynomialTransform
@@ -255,3 +256,19 @@ def test_kernel_candidates_are_measured_without_stamps_of_them_all() -> None:
     chunk = star_fluxes.SOURCE_CHUNK * side**2 * 10
     _, peak = _traced_peak(lambda: star_fluxes.local_snr(pair.science, xi, yi, 6.0, fwhm))
     assert peak < 3 * chunk, peak / chunk
+
+
+def test_the_raw_difference_is_made_without_an_image_sized_background(
+    result: SubtractionResult, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The raw difference's pixels over the whole image are made a block of rows at a
+    # time (blocks of 16 rows here): its background plane was a second image-sized
+    # array. The same bits as made by boxes.
+    monkeypatch.setattr(exposure, "ROW_BLOCK_PIXELS", 1 << 12)
+    products = result.subtraction
+    plane = products.science.image.nbytes
+    whole, peak = _traced_peak(products.difference_pixels)
+    assert peak < 1.5 * plane, peak / plane
+    rows = (slice(0, 100), slice(100, None))
+    halves = [products.difference_pixels((r, slice(None))) for r in rows]
+    np.testing.assert_array_equal(whole, np.concatenate(halves))

@@ -10,6 +10,8 @@ import pytest
 from astropy.io import fits
 from astropy.stats import mad_std
 from astropy.table import Table
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from diffviewer import io
 from diffviewer.atomic import atomic_write_text, staged_output_dir
@@ -195,6 +197,43 @@ def test_an_image_is_read_in_the_narrowest_float_that_holds_it(
         assert io._image_data(hdul, 0, tmp_path / "a.fits", "image").dtype == held
     a, b = read_exposure(tmp_path / "a.fits"), read_exposure(tmp_path / "b.fits")
     assert a.saturation == b.saturation == ("flat top", 20_000.0)
+    for plane in ("image", "variance", "mask"):
+        np.testing.assert_array_equal(getattr(a, plane), getattr(b, plane))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    ny=st.integers(24, 90),
+    nx=st.integers(24, 90),
+    dtype=st.sampled_from(["float32", "float64", "uint8", "int16", "uint16", "int32"]),
+    flaws=st.sampled_from(["none", "nan", "blank", "flat_top", "floor"]),
+    seed=st.integers(0, 2**16),
+)
+def test_any_stored_type_reads_as_its_values_held_in_float64(
+    tmp_path_factory: pytest.TempPathFactory,
+    ny: int,
+    nx: int,
+    dtype: str,
+    flaws: str,
+    seed: int,
+) -> None:
+    # Whatever its type, shape and flaws (NaN, blank fill, a clipped top, a floor of
+    # fill), an image reads as the same values written as float64 read: its planes, its
+    # NO_DATA and SAT pixels and its saturation level, bit for bit.
+    rng = np.random.default_rng(seed)
+    values = np.round(rng.normal(120.0, 8.0, (ny, nx)))
+    kind = np.dtype(dtype)
+    if flaws == "flat_top":
+        values.flat[rng.choice(values.size, 12, replace=False)] = 250.0
+    elif flaws == "floor":
+        values.flat[rng.choice(values.size, 12, replace=False)] = 0.0
+    elif flaws in ("nan", "blank") and kind.kind == "f":
+        values.flat[rng.choice(values.size, 9, replace=False)] = np.nan if flaws == "nan" else -1e31
+    folder = tmp_path_factory.mktemp("types")
+    fits.PrimaryHDU(values.astype(kind)).writeto(folder / "a.fits")
+    fits.PrimaryHDU(values.astype(kind).astype(np.float64)).writeto(folder / "b.fits")
+    a, b = read_exposure(folder / "a.fits"), read_exposure(folder / "b.fits")
+    assert a.saturation == b.saturation
     for plane in ("image", "variance", "mask"):
         np.testing.assert_array_equal(getattr(a, plane), getattr(b, plane))
 

@@ -159,45 +159,30 @@ def aperture_fluxes(
     the aperture's unit weights into weights below one with the same sum). Measured
     :data:`SOURCE_CHUNK` sources at a time (:func:`~diffviewer.engine.lent.map_slices`).
     """
-    parts = map_slices(
-        lambda run: _aperture_fluxes(
-            science, template, xi[run], yi[run], backgrounds, radius, blur
-        ),
-        len(xi),
-        SOURCE_CHUNK,
-    )
+    half = int(np.ceil(radius))
+
+    def measure(run: slice) -> Apertures:
+        x, y = xi[run], yi[run]
+        sums, maxima = [], []
+        for exposure, grid, sigma in zip((science, template), backgrounds, blur, strict=True):
+            margin = int(np.ceil(4 * sigma))
+            stamps, _ = cutouts(exposure.image, x, y, half + margin, fill=np.nan)
+            if sigma > 0:
+                stamps = ndimage.gaussian_filter(stamps, (0, sigma, sigma), mode="nearest")
+                stamps = stamps[:, margin : margin + 2 * half + 1, margin : margin + 2 * half + 1]
+            var, _ = cutouts(exposure.variance, x, y, half, fill=np.nan)
+            sums.append(aperture_sum(stamps, grid_value(grid, exposure.shape, x, y), radius))
+            sums.append(np.clip(aperture_sum(var, np.zeros(len(x)), radius), 1e-30, None))
+            maxima.append(stamps.max(axis=(1, 2), initial=-np.inf))
+        return Apertures(sums[0], sums[2], sums[1], sums[3], maxima[0], maxima[1])
+
+    parts = map_slices(measure, len(xi), SOURCE_CHUNK)
     return Apertures(
         *(
             np.concatenate([getattr(p, f.name) for p in parts])
             for f in dataclasses.fields(Apertures)
         )
     )
-
-
-def _aperture_fluxes(
-    science: Exposure,
-    template: Exposure,
-    xi: np.ndarray,
-    yi: np.ndarray,
-    backgrounds: tuple[np.ndarray, np.ndarray],
-    radius: float,
-    blur: tuple[float, float],
-) -> Apertures:
-    """:func:`aperture_fluxes` of the sources at once."""
-    half = int(np.ceil(radius))
-    sums = []
-    maxima = []
-    for exposure, grid, sigma in zip((science, template), backgrounds, blur, strict=True):
-        margin = int(np.ceil(4 * sigma))
-        stamps, _ = cutouts(exposure.image, xi, yi, half + margin, fill=np.nan)
-        if sigma > 0:
-            stamps = ndimage.gaussian_filter(stamps, (0, sigma, sigma), mode="nearest")
-            stamps = stamps[:, margin : margin + 2 * half + 1, margin : margin + 2 * half + 1]
-        var, _ = cutouts(exposure.variance, xi, yi, half, fill=np.nan)
-        sums.append(aperture_sum(stamps, grid_value(grid, exposure.shape, xi, yi), radius))
-        sums.append(np.clip(aperture_sum(var, np.zeros(len(xi)), radius), 1e-30, None))
-        maxima.append(stamps.max(axis=(1, 2), initial=-np.inf))
-    return Apertures(sums[0], sums[2], sums[1], sums[3], maxima[0], maxima[1])
 
 
 #: A kernel candidate holds light of its own: its aperture flux above its local level

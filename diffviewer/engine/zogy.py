@@ -331,9 +331,11 @@ def _score_mask(
 
 
 def _crop_kernel(kernel: np.ndarray, half: int) -> np.ndarray:
-    """The central ``2 * half + 1`` square of a centred kernel."""
+    """The central ``2 * half + 1`` square of a centred kernel, a copy: a view would keep
+    the whole kernel alive (GOTO's 36 nodes' uncropped k_n and k_r, 17.5 MB, through the
+    score step, the run's peak of memory)."""
     c = kernel.shape[0] // 2
-    return kernel[c - half : c + half + 1, c - half : c + half + 1]
+    return kernel[c - half : c + half + 1, c - half : c + half + 1].copy()
 
 
 def _node_kernels(grid: PsfGrid, ratio_scale: float) -> list[list[_ZogyKernels]]:

@@ -343,24 +343,20 @@ def _interp_matrix(n: int, nodes: np.ndarray) -> np.ndarray:
     return w
 
 
-def squared_sum_ratio(
-    solution: KernelSolution, rows: slice = slice(None), step: int | None = None
-) -> np.ndarray:
-    """``sum(K(x, y)^2) / sum(K_c^2)`` over the image's ``rows`` (``K_c``: the kernel at
-    the centre).
+def scale_by_squared_sum_ratio(
+    variance: np.ndarray, solution: KernelSolution, step: int | None = None
+) -> None:
+    """Multiply ``variance`` in place by ``sum(K(x, y)^2) / sum(K_c^2)`` (``K_c``: the
+    kernel at the centre); nothing to do at spatial order 0, where the ratio is 1.
 
     ``sum(K^2) = p^T G p`` with ``G = <K_s, K_t>`` is evaluated on a grid of spacing
     ``step`` (default: 1/32 of the shorter side, 8-64 px) and interpolated bilinearly
-    (it is a smooth polynomial; the interpolation error is below 1e-3).
-
-    Returns
-    -------
-    numpy.ndarray
-        float32 map of the rows' shape (all of them by default).
+    (it is a smooth polynomial; the interpolation error is below 1e-3): along the rows
+    once, along the columns a block of rows at a time (no image-sized map of the ratio).
     """
     ny, nx = solution.shape
     if solution.spatial_order == 0:
-        return np.ones((len(range(ny)[rows]), nx), dtype=np.float32)
+        return
     step = step or int(np.clip(min(ny, nx) // 32, 8, 64))
     k = solution.spatial_kernels().reshape(-1, solution.size**2)
     gram = k @ k.T
@@ -371,7 +367,10 @@ def squared_sum_ratio(
     sq = np.einsum("ns,st,nt->n", p, gram, p).reshape(gy.shape)
     centre = solution.evaluate((nx - 1) / 2.0, (ny - 1) / 2.0)
     ratio = (sq / np.sum(centre**2)).astype(np.float32)
-    return _interp_matrix(ny, ys)[rows] @ (ratio @ _interp_matrix(nx, xs).T)
+    along_x = ratio @ _interp_matrix(nx, xs).T
+    along_y = _interp_matrix(ny, ys)
+    for rows in row_blocks(variance.shape):
+        variance[rows] *= along_y[rows] @ along_x
 
 
 def median_level(array: np.ndarray, invalid: np.ndarray) -> float:
@@ -706,9 +705,7 @@ def subtract_images(
     matched_var = convolve_terms(
         source.variance, (centre**2)[None], 0, level=var_level, invalid=given
     )
-    if sol.spatial_order > 0:  # the ratio is 1 everywhere at order 0
-        for rows in row_blocks(matched_var.shape):  # no image-sized map of the ratio
-            matched_var[rows] *= squared_sum_ratio(sol, rows)
+    scale_by_squared_sum_ratio(matched_var, sol)
     np.clip(matched_var, 0.0, None, out=matched_var)
     reporter.update(0.85)
     if fit.convolved == "science":

@@ -1,4 +1,10 @@
-"""FITS images and catalogs, written atomically (:func:`diffviewer.atomic.atomic_write`)."""
+"""FITS images and catalogs, written atomically (:func:`diffviewer.atomic.atomic_write`).
+
+Images whose pixels are stored as they are (no tile compression, no BZERO or BSCALE) are
+written by :func:`write_plain_hdus`, a block of rows at a time, the same bytes as
+astropy's ``HDUList.writeto``: astropy swaps a read-only plane (every Exposure's are) to
+big-endian by a whole copy of it, fresh memory for each plane written.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,9 @@ import contextlib
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any, BinaryIO
 
+import numpy as np
 from astropy.io import fits
 from astropy.io.fits.verify import VerifyWarning
 from astropy.table import Table
@@ -99,9 +107,81 @@ def write_hdulist(
 
     def write(tmp: Path) -> None:
         with quiet_fits_verify():
-            hdul.writeto(tmp, overwrite=True)
+            if all(is_plain(hdu) for hdu in hdul):
+                with open(tmp, "wb") as handle:
+                    write_plain_hdus(handle, hdul)
+            else:
+                hdul.writeto(tmp, overwrite=True)
 
     return atomic_write(path, write, protect)
+
+
+#: Bytes of big-endian pixels staged at a time by :func:`write_plain_hdus`. The buffer is
+#: made once an HDU and reused, where astropy's whole-plane copy is fresh memory each
+#: time (64 MB a 4096^2 float32 plane): ``diffviewer run``'s writes at 4096^2 took
+#: 1.33-1.34 s, 0.61-0.66 s so (whole runs in turn, 2026-12-06; README, issue 9).
+BLOCK_BYTES = 1 << 22
+
+#: Pixel types FITS stores as they are (BITPIX 8, 16, 32, 64, -32, -64).
+PLAIN_TYPES = frozenset(np.dtype(code) for code in ("u1", "i2", "i4", "i8", "f4", "f8"))
+
+
+def is_plain(hdu: Any) -> bool:
+    """Whether :func:`write_plain_hdus` writes ``hdu`` (an HDU of an HDU list).
+
+    It does a primary or image HDU, not tile-compressed, without BZERO or BSCALE cards,
+    whose data, if any, is an array of at least one dimension of :data:`PLAIN_TYPES`
+    (either byte order); astropy's writer does every other.
+    """
+    if type(hdu) not in (fits.PrimaryHDU, fits.ImageHDU):
+        return False
+    if "BZERO" in hdu.header or "BSCALE" in hdu.header:
+        return False
+    data = hdu.data
+    return data is None or (
+        isinstance(data, np.ndarray)
+        and data.ndim >= 1
+        and data.dtype.newbyteorder("=") in PLAIN_TYPES
+    )
+
+
+def write_plain_hdus(handle: BinaryIO, hdul: fits.HDUList, block_bytes: int = BLOCK_BYTES) -> None:
+    """Write an HDU list, every HDU of which :func:`is_plain`, to a file open for binary writing.
+
+    As ``HDUList.writeto`` does, the list is verified (a problem raises) and given EXTEND
+    when it has extensions, and each header is brought up to date with its data. Then
+    each header is written, its pixels big-endian a block of rows at a time (at most
+    ``block_bytes``, one row at least) through one buffer, and the zeros that end its data
+    on a 2880-byte record.
+
+    Parameters
+    ----------
+    handle : BinaryIO
+        The file.
+    hdul : astropy.io.fits.HDUList
+        What to write.
+    block_bytes : int
+        Bytes staged at a time.
+    """
+    hdul.verify(option="exception")
+    hdul.update_extend()
+    for hdu in hdul:
+        hdu.update_header()
+        handle.write(hdu.header.tostring().encode("ascii"))
+        if hdu.data is not None:
+            _write_big_endian(handle, hdu.data, block_bytes)
+
+
+def _write_big_endian(handle: BinaryIO, data: np.ndarray, block_bytes: int) -> None:
+    """An array's pixels, big-endian, by blocks along its first axis, then its FITS padding."""
+    row_bytes = data[0].nbytes if data.ndim > 1 and len(data) else data.itemsize
+    rows = max(1, block_bytes // max(row_bytes, 1))
+    buffer = np.empty((min(rows, len(data)), *data.shape[1:]), data.dtype.newbyteorder(">"))
+    for start in range(0, len(data), rows):
+        block = buffer[: len(data[start : start + rows])]
+        block[...] = data[start : start + rows]
+        handle.write(block.data)
+    handle.write(bytes(-data.nbytes % 2880))
 
 
 @contextlib.contextmanager

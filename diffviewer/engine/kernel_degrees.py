@@ -34,6 +34,8 @@ from diffviewer.engine.kernel_prior import (
     HeldOut,
     HeldOutSetting,
     candidate_folds,
+    figures_from_json,
+    figures_to_json,
     stamp_folds,
 )
 from diffviewer.engine.kernel_stamps import StampFits
@@ -79,7 +81,7 @@ class DegreeChoice:
         ``kernel.regularization`` unless a stamp was rejected after the choice)."""
         return {
             "candidates": [list(c) for c in self.candidates],
-            "held_out_chi2_per_stamp": [v if np.isfinite(v) else None for v in self.held_out_chi2],
+            "held_out_chi2_per_stamp": figures_to_json(self.held_out_chi2),
             "chosen": list(self.chosen),
             "n_stamps": self.n_stamps,
         }
@@ -89,9 +91,7 @@ class DegreeChoice:
         """The inverse of :meth:`as_dict` (a saved run's record; its strength unknown)."""
         return cls(
             tuple(tuple(int(d) for d in c) for c in record["candidates"]),
-            tuple(
-                float("inf") if v is None else float(v) for v in record["held_out_chi2_per_stamp"]
-            ),
+            figures_from_json(record["held_out_chi2_per_stamp"]),
             tuple(int(d) for d in record["chosen"]),
             int(record["n_stamps"]),
             None,

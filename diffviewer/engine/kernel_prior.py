@@ -29,7 +29,7 @@ fold are not candidates.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import scipy.linalg
@@ -248,6 +248,17 @@ class HeldOut:
 
     corrected: bool
     folds: np.ndarray
+
+
+def figures_to_json(values: Iterable[float]) -> list[float | None]:
+    """Held-out figures for ``metadata.json``: a non-finite one (no strength gave every
+    fold a proper posterior) as None."""
+    return [float(v) if np.isfinite(v) else None for v in values]
+
+
+def figures_from_json(values: Iterable[float | None]) -> tuple[float, ...]:
+    """The inverse of :func:`figures_to_json` (a saved run's record): None as infinite."""
+    return tuple(float("inf") if v is None else float(v) for v in values)
 
 
 def stamp_folds(target_power: np.ndarray) -> np.ndarray:

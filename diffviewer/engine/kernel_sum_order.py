@@ -34,6 +34,8 @@ from diffviewer.engine.kernel_prior import (
     HeldOut,
     HeldOutSetting,
     candidate_folds,
+    figures_from_json,
+    figures_to_json,
     paired_margin,
     stamp_folds,
 )
@@ -83,8 +85,8 @@ class SumOrderChoice:
         """The record for ``metadata.json`` (non-finite figures as None)."""
         return {
             "orders": list(self.orders),
-            "held_out_chi2_per_stamp": _finite_or_none(self.held_out_chi2),
-            "standard_error_per_stamp": _finite_or_none(self.margins),
+            "held_out_chi2_per_stamp": _rounded(self.held_out_chi2),
+            "standard_error_per_stamp": _rounded(self.margins),
             "chosen": self.chosen,
             "stamps": self.n_stamps,
         }
@@ -94,12 +96,8 @@ class SumOrderChoice:
         """The inverse of :meth:`as_dict` (a saved run's record; its strength unknown)."""
         return cls(
             tuple(int(v) for v in record["orders"]),
-            tuple(
-                float("inf") if v is None else float(v) for v in record["held_out_chi2_per_stamp"]
-            ),
-            tuple(
-                float("inf") if v is None else float(v) for v in record["standard_error_per_stamp"]
-            ),
+            figures_from_json(record["held_out_chi2_per_stamp"]),
+            figures_from_json(record["standard_error_per_stamp"]),
             int(record["chosen"]),
             int(record["stamps"]),
         )
@@ -117,9 +115,10 @@ class SumOrderChoice:
         )
 
 
-def _finite_or_none(values: tuple[float, ...]) -> list[float | None]:
-    """Figures rounded to 3 decimals for JSON, a non-finite one as None."""
-    return [round(v, 3) if np.isfinite(v) else None for v in values]
+def _rounded(values: tuple[float, ...]) -> list[float | None]:
+    """Figures rounded to 3 decimals, for JSON
+    (:func:`~diffviewer.engine.kernel_prior.figures_to_json`)."""
+    return figures_to_json(round(v, 3) for v in values)
 
 
 def choose_sum_order(

@@ -1,7 +1,7 @@
 """Register the template to the science image on its stars (the seed's fitAstrometry/register).
 
 Stars are found on both images with the candidate finder's peak detection
-(:func:`diffviewer.engine.candidates.find_peaks`) and centred by an iterated
+(:func:`diffviewer.engine.peaks.find_peaks`) and centred by an iterated
 Gaussian-weighted centroid. Without a usable WCS the two star lists are matched by
 their patterns with ``astroalign`` (triangle invariants: shift, rotation and scale;
 a flip is tried as the mirrored list), which gives a first similarity transform and
@@ -26,8 +26,8 @@ import numpy as np
 from scipy.spatial import cKDTree
 from scipy.special import betainc, gammainc
 
-from diffviewer.engine.candidates import Peaks, find_peaks
 from diffviewer.engine.moments import cutouts
+from diffviewer.engine.peaks import Peaks, find_peaks
 from diffviewer.engine.progress import null_reporter
 from diffviewer.errors import RegistrationError
 from diffviewer.exposure import Exposure

@@ -103,7 +103,7 @@ class UnmatchedLight:
 def grid_value(
     grid: np.ndarray, shape: tuple[int, int], x: np.ndarray, y: np.ndarray
 ) -> np.ndarray:
-    """Bilinear value of a box grid (e.g. :func:`candidates.coarse_background`'s) over an
+    """Bilinear value of a box grid (e.g. :func:`peaks.coarse_background`'s) over an
     image of ``shape`` at pixel positions."""
     ny, nx = shape
     gy, gx = grid.shape

@@ -36,7 +36,7 @@ from scipy.interpolate import RectBivariateSpline
 
 from diffviewer.config import WarpConfig
 from diffviewer.engine import mosaic, register, resample
-from diffviewer.engine.candidates import Peaks
+from diffviewer.engine.peaks import Peaks
 from diffviewer.engine.progress import Reporter, null_reporter
 from diffviewer.engine.register import Mapping, Registration
 from diffviewer.errors import InputError, NoWorkFound, RegistrationError

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from diffviewer.engine import candidates, star_fluxes
+from diffviewer.engine import peaks, star_fluxes
 from diffviewer.engine.lent import lend
 from diffviewer.exposure import Exposure, MaskPlane
 from diffviewer.synthetic import make_pair
@@ -59,8 +59,7 @@ def test_a_neighbour_without_data_on_one_image_is_not_taken_for_light_on_the_oth
     box = (slice(yi[5] - 6, yi[5] + 7), slice(xi[5] - 6, xi[5] + 7))
     image[box] = 0.0
     grids = tuple(
-        candidates.coarse_background(e.image, e.good_pixels())[0]
-        for e in (pair.science, pair.template)
+        peaks.coarse_background(e.image, e.good_pixels())[0] for e in (pair.science, pair.template)
     )
 
     def listed(template: Exposure) -> int:

@@ -12,7 +12,7 @@ from reproject import reproject_interp
 from scipy import ndimage
 
 from diffviewer.config import WarpConfig
-from diffviewer.engine import candidates, resample, warp
+from diffviewer.engine import peaks, resample, warp
 from diffviewer.engine.progress import CancelToken, Reporter
 from diffviewer.engine.register import PolynomialTransform
 from diffviewer.engine.warp import pixel_map, warp_template, wcs_mapping
@@ -156,9 +156,7 @@ def test_the_templates_peaks_are_kept_for_its_own_pixels_only(shift: float, kept
     assert result.is_input is kept
     assert (result.template_peaks is not None) is kept
     if kept:
-        expected, _ = candidates.coarse_background(
-            result.exposure.image, result.exposure.good_pixels()
-        )
+        expected, _ = peaks.coarse_background(result.exposure.image, result.exposure.good_pixels())
         np.testing.assert_array_equal(result.template_peaks.background, expected)
 
 

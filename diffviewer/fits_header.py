@@ -31,9 +31,13 @@ NJY_ZERO_POINT = 31.4
 GAIN_KEYS = ("GAIN", "EGAIN")
 
 #: Cards that describe a HDU's layout, not the image: never carried from one file to another.
+#: The tiled-image compression convention's cards are named one by one: a pattern of every
+#: card starting with Z also took the zero points ZP, ZPT and ZEROPT away.
 STRUCTURAL_KEY = re.compile(
     r"^(SIMPLE|XTENSION|BITPIX|NAXIS\d*|EXTEND|PCOUNT|GCOUNT|BZERO|BSCALE|BLANK|EXTNAME|EXTVER"
-    r"|EXTLEVEL|INHERIT|CHECKSUM|DATASUM|Z[A-Z0-9_]*|TTYPE\d+|TFORM\d+|TFIELDS|THEAP)$"
+    r"|EXTLEVEL|INHERIT|CHECKSUM|DATASUM|TTYPE\d+|TFORM\d+|TFIELDS|THEAP"
+    r"|ZIMAGE|ZSIMPLE|ZTENSION|ZBITPIX|ZNAXIS\d*|ZTILE\d+|ZCMPTYPE|ZNAME\d+|ZVAL\d+|ZMASKCMP"
+    r"|ZQUANTIZ|ZDITHER0|ZEXTEND|ZBLOCKED|ZPCOUNT|ZGCOUNT|ZHECKSUM|ZDATASUM|ZBLANK|ZSCALE|ZZERO)$"
 )
 #: Cards of a WCS (FITS standard, SIP, TPV, distortion tables, IRAF's LTV/LTM/WAT).
 WCS_KEY = re.compile(

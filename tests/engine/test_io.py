@@ -17,6 +17,7 @@ from diffviewer import io
 from diffviewer.atomic import atomic_write_text, staged_output_dir
 from diffviewer.errors import InputError, OutputError
 from diffviewer.exposure import Exposure, MaskPlane
+from diffviewer.fits_header import ZERO_POINT_KEYS
 from diffviewer.fits_write import write_exposure, write_table
 from diffviewer.io import demo_pair, estimate_variance, read_exposure
 from diffviewer.paths import check_output_dir, ensure_not_input, parse_spec
@@ -350,6 +351,21 @@ def test_nan_inf_saturation_and_zero_point_keywords(tmp_path: Path) -> None:
     assert np.isfinite(exp.image).all() and np.isfinite(exp.variance).all()
     assert exp.mask[7, 7] & SAT and np.count_nonzero(exp.mask & SAT) == 1
     assert exp.zero_point == 25.1
+
+
+@pytest.mark.parametrize("key", ZERO_POINT_KEYS)
+def test_every_zero_point_keyword_is_read_and_kept(tmp_path: Path, key: str) -> None:
+    # ZP, ZPT and ZEROPT once matched the pattern of the tile-compression cards and were
+    # dropped from the header before the zero point was looked for.
+    image, _ = _sky_image((32, 32))
+    primary = fits.PrimaryHDU(header=fits.Header([(key, 27.5)]))
+    fits.HDUList([primary, fits.ImageHDU(image, name="SCI")]).writeto(tmp_path / "z.fits")
+    for spec in (
+        _write(tmp_path / "p.fits", image, fits.Header([(key, 27.5)])),
+        f"{tmp_path / 'z.fits'}[SCI]",
+    ):
+        exp = read_exposure(spec)
+        assert exp.zero_point == 27.5 and exp.header[key] == 27.5
 
 
 def test_flat_top_without_saturate_card_is_flagged_saturated(tmp_path: Path) -> None:

@@ -82,17 +82,23 @@ FLAGGED_ANYWHERE = ("edge", "nodata", "saturated")
 FLAGGED_CENTER = ("interpolated", "bad", "suspect", "cr")
 
 
-def _refine_peak(img: np.ndarray, iy: int, ix: int) -> tuple[float, float]:
-    """Sub-pixel offset (dy, dx) of a local maximum: three-point Gaussian, else parabola, fit."""
+def _refine_peak(img: np.ndarray, good: np.ndarray, iy: int, ix: int) -> tuple[float, float]:
+    """Sub-pixel offset (dy, dx) of a local maximum: three-point Gaussian, else parabola, fit.
+
+    Along an axis where a neighbour is off the cutout or not ``good`` (the detection image
+    holds 0 on unusable pixels, which a fit would take for the source's wing and move the
+    position away from them), the offset is 0.
+    """
     out = []
     for axis, (c, n) in enumerate(((iy, img.shape[0]), (ix, img.shape[1]))):
         if c <= 0 or c >= n - 1:
             out.append(0.0)
             continue
-        if axis == 0:
-            lo, mid, hi = img[c - 1, ix], img[c, ix], img[c + 1, ix]
-        else:
-            lo, mid, hi = img[iy, c - 1], img[iy, c], img[iy, c + 1]
+        line = (slice(c - 1, c + 2), ix) if axis == 0 else (iy, slice(c - 1, c + 2))
+        if not good[line].all():
+            out.append(0.0)
+            continue
+        lo, mid, hi = img[line]
         if lo > 0 and mid > 0 and hi > 0:
             lo, mid, hi = np.log(lo), np.log(mid), np.log(hi)
         curv = lo - 2.0 * mid + hi
@@ -100,8 +106,11 @@ def _refine_peak(img: np.ndarray, iy: int, ix: int) -> tuple[float, float]:
     return out[0], out[1]
 
 
-def _peak(image: np.ndarray, inside: np.ndarray, sign: int) -> tuple[float, float, int, int]:
-    """The extreme of ``sign * image`` within a footprint (cutout px).
+def _peak(
+    image: np.ndarray, inside: np.ndarray, good: np.ndarray, sign: int
+) -> tuple[float, float, int, int]:
+    """The extreme of ``sign * image`` within a footprint (cutout px), refined on the
+    ``good`` pixels (:func:`_refine_peak`).
 
     Returns
     -------
@@ -113,7 +122,7 @@ def _peak(image: np.ndarray, inside: np.ndarray, sign: int) -> tuple[float, floa
     signed = sign * image
     vals = np.where(inside, signed, -np.inf)
     iy, ix = np.unravel_index(int(np.argmax(vals)), vals.shape)
-    dy, dx = _refine_peak(signed, int(iy), int(ix))
+    dy, dx = _refine_peak(signed, good, int(iy), int(ix))
     return float(ix + dx), float(iy + dy), int(ix), int(iy)
 
 
@@ -225,7 +234,7 @@ def _measure_part(
     if sign == 0:
         values = np.where(part, cut.detection, 0.0)
         sign = 1 if values.flat[int(np.argmax(np.abs(values)))] >= 0 else -1
-    cx, cy, ix, iy = _peak(cut.detection, part, sign)
+    cx, cy, ix, iy = _peak(cut.detection, part, cut.good, sign)
     row: dict[str, float] = {
         "x": cx + xs.start,
         "y": cy + ys.start,
@@ -304,8 +313,8 @@ def _footprint_rows(
         )
         both = bool(has_pos) and bool(has_neg)
         if both:
-            pos_peak = _peak(cut.detection, cut.inside, 1)[:2]
-            neg_peak = _peak(cut.detection, cut.inside, -1)[:2]
+            pos_peak = _peak(cut.detection, cut.inside, cut.good, 1)[:2]
+            neg_peak = _peak(cut.detection, cut.inside, cut.good, -1)[:2]
             fit = fit_dipole(
                 Cutout(cut.data, _weight(difference, usable[0], box, cut.inside), model),
                 Cutout(science.image[box], _weight(science, usable[1], box, cut.inside), sci_model),

@@ -576,3 +576,38 @@ def test_score_at_is_nan_where_the_score_is_not_defined() -> None:
     values = measure.score_at(score, np.array([0, 1, 2]), np.array([1, 2, 3]))
     np.testing.assert_array_equal(values, [1.0, np.nan, 11.0])
     assert np.isnan(measure.score_at(score, 1, 2))
+
+
+@pytest.mark.parametrize("plane", ["BAD", "CR"])
+@pytest.mark.parametrize("centre", [(48.0, 48.0), (48.2, 47.6)])
+def test_an_unusable_pixel_at_the_peak_does_not_push_the_position_away(
+    plane: str, centre: tuple[float, float]
+) -> None:
+    # The detection image is 0 on unusable pixels; read as the source's wing they moved
+    # the sub-pixel peak away from them, past the brightest usable pixel (a BAD pixel at
+    # a source's centre put it 1.36 px off). Along an axis with an unusable neighbour
+    # the position is now that pixel's: within a pixel of the truth.
+    rng = np.random.default_rng(4)
+    shape, sigma, noise = (96, 96), 2.0, 2.0
+    x, y = centre
+    model = PsfModel(gaussian_psf(sigma * FWHM_PER_SIGMA))
+    image = render_gaussians(
+        shape, np.array([x]), np.array([y]), np.array([3000.0]), np.array([sigma]), 15
+    )
+    image = (image + rng.normal(0.0, noise, shape)).astype(np.float32)
+    mask = np.zeros(shape, np.int16)
+    mask[48, 48] = int(MaskPlane[plane])
+    diff = Exposure(image, np.full(shape, noise**2, np.float32), mask)
+    det = detect_sources(
+        diff,
+        None,
+        DetectionConfig(detect_on="difference", sky_sources=0),
+        null_reporter(),
+        psf=model,
+    )
+    table = measure_sources(
+        diff, diff, diff, None, det, model, model, MeasurementConfig(), null_reporter()
+    )
+    assert len(table) == 1
+    assert abs(table["x"][0] - x) <= 1.0 and abs(table["y"][0] - y) <= 1.0
+    assert table["flagged"][0]

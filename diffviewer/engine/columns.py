@@ -14,7 +14,10 @@ difference (``meta['detection_image']``). ``sign`` is the sign of that extreme,
 with the difference's PSF; the PSF-filtered difference at a pixel is exactly the
 S/N of that fit, so ``snr`` and ``peak_value`` agree when the difference is
 thresholded. A dipole keeps its sign and peak, but (x, y) is the midpoint of its
-fitted lobes and ``psf_flux`` there its net flux (``pos_flux``, ``neg_flux``: lobes).
+fitted lobes, and ``psf_flux`` is the one PSF fitted there (as LSST's ``psfFlux`` of a
+dipole): its net flux times the PSF's overlap with itself shifted by half the lobes'
+separation, less than 1 (a Gaussian's ``exp(-d^2 / 16 sigma^2)`` at separation d). The
+net flux is ``pos_flux - neg_flux``, the lobes' fitted fluxes.
 """
 
 from __future__ import annotations
@@ -55,7 +58,8 @@ COLUMNS: dict[str, tuple[u.UnitBase, str]] = {
     "psf_flux": (
         _CT,
         "PSF flux on the difference at (x, y), the difference's PSF, "
-        "matched-filter (unweighted) fit",
+        "matched-filter (unweighted) fit (a dipole: one PSF at its midpoint, less than "
+        "its net flux pos_flux - neg_flux)",
     ),
     "psf_flux_err": (_CT, "1-sigma error of psf_flux from the (renormalised) variance plane"),
     "snr": (_ONE, "psf_flux / psf_flux_err"),

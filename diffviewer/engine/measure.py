@@ -30,8 +30,9 @@ and every quantity of a source refers to one point: the strongest extreme of the
   signs that is not a dipole is split back into the connected pieces of its positive
   and negative parts, one source each (they only touched). A dipole is one source
   whose sign and ``peak_value`` are its stronger lobe's on the thresholded image, at
-  the midpoint of its fitted lobes (as LSST's), where ``psf_flux`` is its net flux;
-  the lobes' own fluxes are ``pos_flux`` and ``neg_flux``.
+  the midpoint of its fitted lobes (as LSST's), where ``psf_flux`` is one PSF's fit
+  (a fraction of the net flux, :mod:`~diffviewer.engine.columns`); the lobes' own
+  fluxes are ``pos_flux`` and ``neg_flux``.
 
 Sky sources (blank positions from detection) are rows of the same table with
 ``sky_source`` true, sign 0 and only the forced fluxes and flags measured, as the

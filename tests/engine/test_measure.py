@@ -611,3 +611,43 @@ def test_an_unusable_pixel_at_the_peak_does_not_push_the_position_away(
     assert len(table) == 1
     assert abs(table["x"][0] - x) <= 1.0 and abs(table["y"][0] - y) <= 1.0
     assert table["flagged"][0]
+
+
+@pytest.mark.parametrize(
+    ("separation", "pos", "neg"), [(3.0, 6000.0, 4000.0), (4.7, 6000.0, 3000.0)]
+)
+def test_a_dipoles_psf_flux_is_its_net_flux_seen_by_one_psf_at_the_midpoint(
+    separation: float, pos: float, neg: float
+) -> None:
+    # As the column says: one PSF fitted at the lobes' midpoint sees the net flux times
+    # the PSF's overlap with itself shifted by half the separation (Gaussian:
+    # exp(-d^2 / 16 sigma^2)); the lobes' fitted fluxes give the net flux itself.
+    rng = np.random.default_rng(2)
+    shape, sigma, noise = (128, 128), 2.0, 2.0
+    model = PsfModel(gaussian_psf(sigma * FWHM_PER_SIGMA))
+    xs, ys = np.array([64.0 + separation / 2, 64.0 - separation / 2]), np.array([64.0, 64.0])
+    lobes = render_gaussians(shape, xs, ys, np.array([pos, -neg]), np.full(2, sigma), 15)
+    source = render_gaussians(shape, xs[:1], ys[:1], np.array([pos]), np.full(1, sigma), 15)
+    var = np.full(shape, noise**2, np.float32)
+    mask = np.zeros(shape, np.int16)
+    diff = Exposure((lobes + rng.normal(0.0, noise, shape)).astype(np.float32), var, mask)
+    sci = Exposure((source + rng.normal(0.0, noise, shape)).astype(np.float32), var, mask)
+    det = detect_sources(
+        diff,
+        None,
+        DetectionConfig(detect_on="difference", sky_sources=0),
+        null_reporter(),
+        psf=model,
+    )
+    table = measure_sources(
+        diff, sci, diff, None, det, model, model, MeasurementConfig(), null_reporter()
+    )
+    assert len(table) == 1 and table["is_dipole"][0]
+    row = table[0]
+    net = row["pos_flux"] - row["neg_flux"]
+    assert net == pytest.approx(
+        pos - neg, abs=3 * np.hypot(row["pos_flux_err"], row["neg_flux_err"])
+    )
+    seen = np.exp(-(separation**2) / (16 * sigma**2))
+    assert row["psf_flux"] == pytest.approx(seen * net, abs=3 * row["psf_flux_err"])
+    assert row["psf_flux"] < 0.9 * net

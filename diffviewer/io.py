@@ -197,7 +197,30 @@ def _image_data(hdul: fits.HDUList, index: int, path: Path, role: str) -> np.nda
         # 32-144 ms and 64 MB of fresh memory).
         squeezed = squeezed.byteswap(inplace=True).view(squeezed.dtype.newbyteorder())
     exact = np.can_cast(squeezed.dtype, np.float32, casting="safe")
-    return np.asarray(squeezed, dtype=np.float32 if exact else np.float64)
+    image = np.asarray(squeezed, dtype=np.float32 if exact else np.float64)
+    blank = _blank_pixels(squeezed, hdu.header)
+    if blank is not None:
+        image[blank] = np.nan  # NO_DATA, as astropy's scaled reading gives BLANK pixels
+    return image
+
+
+def _blank_pixels(data: np.ndarray, header: fits.Header) -> np.ndarray | None:
+    """Where integer data as read hold the header's BLANK value, or None.
+
+    astropy turns BLANK into NaN when it scales integers to floats, but not in the
+    unsigned integers it reads with their BZERO applied (BITPIX 16 and BZERO 32768):
+    there a BLANK pixel is the physical value ``BZERO + BSCALE * BLANK``.
+    """
+    if data.dtype.kind not in "iu" or "BLANK" not in header:
+        return None
+    try:
+        value = int(header["BZERO"] if "BZERO" in header else 0) + int(
+            header["BSCALE"] if "BSCALE" in header else 1
+        ) * int(header["BLANK"])
+    except (TypeError, ValueError):
+        return None
+    hits = data == value
+    return hits if hits.any() else None
 
 
 # --------------------------------------------------------------------------- masks, PSF, noise

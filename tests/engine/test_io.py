@@ -76,6 +76,28 @@ def test_integer_bzero_image_reads_as_unsigned_values() -> None:
     assert exp.wcs is None and exp.variance_estimated
 
 
+@pytest.mark.parametrize(("bzero", "blank"), [(32768, -32768), (32768, 7), (0, -999)])
+def test_blank_integer_pixels_are_no_data(tmp_path: Path, bzero: int, blank: int) -> None:
+    # astropy applies BLANK when it scales integers to floats, not to the unsigned
+    # integers it reads with BZERO 32768: their blank pixels read as a physical value
+    # (0 for BLANK -32768) and counted as data.
+    rng = np.random.default_rng(1)
+    physical = np.round(30.0 + rng.normal(0.0, 5.0, (64, 64))).clip(8, None)
+    stored = (physical - bzero).astype(np.int16)
+    stored[10:20, 10:20] = blank
+    hdu = fits.PrimaryHDU(stored)
+    if bzero:
+        hdu.header["BZERO"], hdu.header["BSCALE"] = bzero, 1
+    hdu.header["BLANK"] = blank
+    hdu.writeto(tmp_path / "b.fits")
+    exp = read_exposure(tmp_path / "b.fits")
+    hole = np.zeros(stored.shape, bool)
+    hole[10:20, 10:20] = True
+    no_data = (exp.mask & NO_DATA) != 0
+    np.testing.assert_array_equal(no_data, hole)
+    np.testing.assert_array_equal(exp.image[~hole], physical[~hole].astype(np.float32))
+
+
 def test_estimated_variance_matches_frame_to_frame_noise() -> None:
     # Two consecutive 60 s frames of the same field: their difference, divided by the
     # estimated noise of both, must have unit scatter on the sky. A whole-image MAD

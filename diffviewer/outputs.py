@@ -138,12 +138,10 @@ def build_metadata(
             "max_offset_px": _finite(result.template.max_offset),
             "coverage_fraction": result.template.coverage,
             "registration": registration_summary(result.template.registration),
-            # white noise keeps variance_ratio of its per-pixel variance through the warp
-            # and becomes correlated between pixels; the warped template's variance plane
+            # the warp correlates the template's noise between pixels: its variance plane
             # is the per-pixel one times covariance_factor (its noise at PSF scale)
-            "noise_correlated": result.template.variance_ratio < 1.0,
-            "variance_ratio": result.template.variance_ratio,
-            "covariance_factor": 1.0 / result.template.variance_ratio,
+            "noise_correlated": result.template.covariance_factor > 1.0,
+            "covariance_factor": result.template.covariance_factor,
             "pieces": [
                 {
                     "source": piece.source,

@@ -22,6 +22,13 @@ mapping was evaluated exactly at every pixel, 1.0 s now).
 Spline orders (biquadratic, bicubic) agree with reproject in the interior; within a
 few pixels of the template's edge they differ because reproject pads with zeros
 and we extend the edge pixels.
+
+The warp conserves flux, as SWarp's default does: interpolation keeps a pixel's value,
+the surface brightness, so each warped pixel is multiplied by the template pixels it
+covers (the mapping's Jacobian determinant, :func:`pixel_area`) and its variance by
+that squared. A star keeps its flux and the template its zero point whatever the two
+pixel scales (interpolating alone tripled a star's flux from a 0.45"/px template onto
+a 0.26"/px science grid, and the kernel sum took the factor).
 """
 
 from __future__ import annotations
@@ -96,14 +103,11 @@ class WarpResult:
         residual RMS (px).
     pieces : tuple of Piece
         Each template piece's registration and coverage (one for a whole template).
-    variance_ratio : float
-        Mean ``sum w^2`` of the interpolation weights (over the covered pixels, and over
-        the pieces by coverage; 1 for a piece not resampled): white noise keeps this
-        fraction of its per-pixel variance through the warp, but its pixels become
-        correlated; ``1 / variance_ratio`` is the covariance factor (the variance of a
-        sum over many pixels against the sum of their variances). ``exposure``'s
-        variance plane is the propagated per-pixel variance times that factor (see
-        :func:`at_psf_scale`).
+    covariance_factor : float
+        The variance of the warped noise summed over many pixels against the sum of
+        their per-pixel variances (over the pieces by coverage; 1 for a piece not
+        resampled; :func:`warp_exposure`). ``exposure``'s variance plane is the
+        propagated per-pixel variance times it (see :func:`at_psf_scale`).
     science_peaks : Peaks or None
         The science image's peaks the registration found its stars among (None when it
         used no stars), for the kernel candidates to find theirs among.
@@ -119,7 +123,7 @@ class WarpResult:
     warnings: tuple[str, ...]
     registration: Registration
     pieces: tuple[Piece, ...]
-    variance_ratio: float = 1.0
+    covariance_factor: float = 1.0
     science_peaks: Peaks | None = None
     template_peaks: Peaks | None = None
 
@@ -247,6 +251,46 @@ def pixel_map(
     return tx, ty, "exact"
 
 
+def pixel_area(mapping: Mapping, shape: tuple[int, int]) -> float | np.ndarray:
+    """Template pixels per science pixel: the mapping's Jacobian determinant.
+
+    Found by central differences on the coarse grid of :func:`pixel_map`; one number
+    when it varies by less than 1e-4 over the image (a shift, a rotation, an affine
+    fit, a TAN WCS over a small field), else a bilinear plane through the grid (a
+    distorted WCS over a wide field).
+
+    Parameters
+    ----------
+    mapping : callable
+        Science (x, y) px -> template (x, y) px.
+    shape : (int, int)
+        Science image shape (ny, nx).
+
+    Returns
+    -------
+    float or numpy.ndarray
+        The area, or a float32 plane of it of ``shape``; 1 where the mapping is not
+        finite anywhere.
+    """
+    ny, nx = shape
+    gx, gy = _coarse_axis(nx), _coarse_axis(ny)
+    px, py = np.meshgrid(gx, gy)
+    x_lo, y_lo = mapping(px - 0.5, py)
+    x_hi, y_hi = mapping(px + 0.5, py)
+    x_dn, y_dn = mapping(px, py - 0.5)
+    x_up, y_up = mapping(px, py + 0.5)
+    area = np.abs((x_hi - x_lo) * (y_up - y_dn) - (x_up - x_dn) * (y_hi - y_lo))
+    finite = np.isfinite(area)
+    if not finite.any():
+        return 1.0
+    typical = float(np.median(area[finite]))
+    area = np.where(finite, area, typical)
+    if area.max() - area.min() < 1e-4 * typical or min(gx.size, gy.size) < 2:
+        return typical
+    plane = RectBivariateSpline(gy, gx, area, kx=1, ky=1)(np.arange(ny), np.arange(nx))
+    return plane.astype(np.float32)
+
+
 def warp_exposure(
     template: Exposure,
     science: Exposure,
@@ -279,12 +323,17 @@ def warp_exposure(
     -------
     (Exposure, float)
         The warped template: science shape and WCS; template PSF, zero point and
-        header (its WCS cards replaced by the science WCS); its variance is that of
-        the interpolated values (:func:`diffviewer.engine.resample.resample_variance`).
-        Science pixels whose sky falls outside the template (beyond half a pixel from
-        its edge; for a piece, see ``piece``) get NO_DATA. And the mean ``sum w^2`` of the
-        interpolation weights over the covered pixels
-        (:func:`diffviewer.engine.resample.variance_ratio`).
+        header (its WCS cards replaced by the science WCS); its pixels the interpolated
+        values times :func:`pixel_area` (flux conserved), its variance that of those
+        values (:func:`diffviewer.engine.resample.resample_variance`, times the area
+        squared). Science pixels whose sky falls outside the template (beyond half a
+        pixel from its edge; for a piece, see ``piece``) get NO_DATA. And the covariance
+        factor of the warped noise: ``1 / (r min(a, 1))``, with ``r`` the mean ``sum
+        w^2`` of the interpolation weights over the covered pixels
+        (:func:`diffviewer.engine.resample.variance_ratio`) and ``a`` the mean pixel
+        area. A sum over many science pixels covers ``a`` template pixels each, read
+        ``1 / a`` times over when ``a < 1``; a template finer than the science grid
+        (``a > 1``) is sampled, not averaged, and keeps ``1 / r``, an upper bound.
     """
     reporter = reporter or null_reporter()
     order = resample.INTERPOLATION_ORDER[interpolation]
@@ -302,6 +351,15 @@ def warp_exposure(
     mask = resample.resample_mask(template.mask, tx, ty, order, reporter, (0.8, 1.0))
     # The map's two float64 planes are not held beyond their last use (134 MB at 2048 x 4096).
     del tx, ty
+    area = pixel_area(mapping, science.shape)
+    image *= area
+    variance *= np.square(area)
+    covered = ~outside
+    mean_area = (
+        float(np.mean(area[covered]))
+        if isinstance(area, np.ndarray) and covered.any()
+        else float(np.mean(area))
+    )
     mask[outside] |= MASK_DTYPE(int(MaskPlane.NO_DATA))
     image[outside] = np.nan
     variance[outside] = np.nan
@@ -314,7 +372,7 @@ def warp_exposure(
         header=header_with_wcs(template.header, science.wcs),
         source=f"{template.source} warped to {science.source}",
     )
-    return warped, ratio
+    return warped, 1.0 / (ratio * min(mean_area, 1.0))
 
 
 def template_coverage(exposure: Exposure) -> float:
@@ -498,31 +556,31 @@ class _Placed:
     max_offset: float
     registration: Registration
     notes: tuple[str, ...]
-    variance_ratio: float
+    covariance_factor: float
 
 
-def at_psf_scale(warped: Exposure, variance_ratio: float) -> Exposure:
+def at_psf_scale(warped: Exposure, covariance_factor: float) -> Exposure:
     """The warped template with the variance its noise has on scales beyond the interpolant.
 
     Resampling leaves each pixel with ``sum w^2`` of its variance (the plane
     :func:`warp_exposure` propagates) but correlates neighbours, so that a sum over many
     pixels (a PSF, a decorrelation or matched filter) keeps the whole variance: what
     the kernel fit, the decorrelation and detection see is the per-pixel variance times
-    the covariance factor ``1 / variance_ratio``.
+    the covariance factor (:func:`warp_exposure`).
 
     Parameters
     ----------
     warped : Exposure
         The resampled template and its propagated per-pixel variance.
-    variance_ratio : float
-        Mean ``sum w^2`` of the interpolation weights.
+    covariance_factor : float
+        The warped noise's covariance factor.
 
     Returns
     -------
     Exposure
-        The same image and mask, the variance divided by ``variance_ratio``.
+        The same image and mask, the variance times ``covariance_factor``.
     """
-    variance = warped.variance / np.float32(variance_ratio)
+    variance = warped.variance * np.float32(covariance_factor)
     return warped.replace(variance=variance.astype(warped.variance.dtype, copy=False))
 
 
@@ -546,7 +604,7 @@ def _place(
     warped = False
     max_offset = math.nan
     exposure = template
-    ratio = 1.0
+    factor = 1.0
     if mapping is not None:
         max_offset = register.max_difference(
             mapping, register.identity, register.image_grid(science.shape)
@@ -556,10 +614,10 @@ def _place(
         error = reg.position_error
         noise = 3.0 * error if reg.method == "stars" and math.isfinite(error) else 0.0
         if template.shape != science.shape or not max_offset <= max(config.grid_tolerance, noise):
-            resampled, ratio = warp_exposure(
+            resampled, factor = warp_exposure(
                 template, science, config.interpolation, reporter, mapping=mapping, piece=piece
             )
-            exposure = at_psf_scale(resampled, ratio)
+            exposure = at_psf_scale(resampled, factor)
             warped = True
             jacobian = _jacobian(mapping, science.shape)
             if template.psf is not None and not (
@@ -574,7 +632,7 @@ def _place(
         exposure = template.replace(
             wcs=science.wcs, header=header_with_wcs(template.header, science.wcs)
         )
-    return _Placed(exposure, warped, max_offset, reg, tuple(notes), ratio)
+    return _Placed(exposure, warped, max_offset, reg, tuple(notes), factor)
 
 
 def seam_pixels(has_data: np.ndarray, width: int) -> int:
@@ -721,8 +779,8 @@ def warp_template(
             Piece(p.exposure.source, p.registration, c)
             for p, c in zip(placed, covered, strict=True)
         ),
-        variance_ratio=float(
-            np.average([p.variance_ratio for p in placed], weights=np.add(covered, 1e-12))
+        covariance_factor=float(
+            np.average([p.covariance_factor for p in placed], weights=np.add(covered, 1e-12))
         ),
         science_peaks=peaks,
         template_peaks=piece_peaks[0] if len(pieces) == 1 and not warped else None,

@@ -246,19 +246,24 @@ def test_real_source_lands_on_the_same_pixel_across_ccds() -> None:
     ],
 )
 def test_real_warp_equals_reproject(science: str, template: str) -> None:
-    # Two epochs of one 90Prime CCD, and 90Prime (0.45"/px) onto Mosaic3 (0.26"/px):
-    # our WCS mapping and reproject_interp's give the same bilinear values (to float32
-    # round-off) and the same footprint.
+    # Two epochs of one 90Prime CCD, and 90Prime onto Mosaic3: our WCS mapping and
+    # reproject_interp's give the same bilinear values (to float32 round-off) and the
+    # same footprint, ours conserving flux where reproject keeps surface brightness:
+    # times the template pixels per science pixel (0.9995 for the second pair).
     sci = read_exposure(data_path(BASS + science))
     tmpl = read_exposure(data_path(BASS + template))
     result = warp_template(tmpl, sci, WarpConfig())
     expected, footprint = reproject_interp(
         (np.asarray(tmpl.image), tmpl.wcs), sci.wcs, shape_out=sci.shape, order="bilinear"
     )
+    area = warp.pixel_area(wcs_mapping(sci.wcs, tmpl.wcs), sci.shape)
     covered = footprint > 0
     np.testing.assert_array_equal((result.exposure.mask & NO_DATA) == 0, covered)
     np.testing.assert_allclose(
-        result.exposure.image[covered], expected[covered], rtol=1e-6, atol=1e-5
+        result.exposure.image[covered],
+        (expected * area)[covered],
+        rtol=1e-6,
+        atol=1e-5,
     )
     assert result.coverage == pytest.approx(covered.mean())
     assert 0.9 < result.coverage < 1.0
@@ -303,14 +308,14 @@ def test_warped_variance_is_the_variance_of_the_warped_noise(
     shape = (256, 256)
     template = _noise_template(np.full(shape, 4.0), seed=11)
     mapping = PolynomialTransform.rotation(0.0, shift, (127.5, 127.5))
-    warped, mean_ratio = warp.warp_exposure(template, template, interpolation, mapping=mapping)
+    warped, factor = warp.warp_exposure(template, template, interpolation, mapping=mapping)
     inner = (slice(5, -5), slice(5, -5))
     propagated = warped.variance[inner].astype(np.float64)
     measured = float(np.var(warped.image[inner]))
     n = propagated.size
     assert propagated.std() < 1e-6 * propagated.mean()  # one phase: one variance
     assert measured == pytest.approx(propagated.mean(), rel=5 * np.sqrt(6 / n))
-    assert mean_ratio == pytest.approx(propagated.mean() / 4.0, rel=1e-3)
+    assert factor == pytest.approx(4.0 / propagated.mean(), rel=1e-3)  # one pixel scale
     expected = _cubic_half_phase() if ratio is None else ratio
     assert propagated.mean() == pytest.approx(4.0 * expected, rel=3e-4)  # 3 taps each side
 
@@ -366,11 +371,66 @@ def test_the_warped_templates_variance_is_its_noise_at_psf_scale() -> None:
     # relative error of sqrt(2 / 4800) = 2 %, so 10 % is 5 sigma.
     template = _noise_template(np.full((512, 512), 4.0), seed=3)
     mapping = PolynomialTransform.rotation(0.0, (0.5, 0.0), (255.5, 255.5))
-    resampled, ratio = warp.warp_exposure(template, template, "bilinear", mapping=mapping)
-    placed = warp.at_psf_scale(resampled, ratio)
+    resampled, factor = warp.warp_exposure(template, template, "bilinear", mapping=mapping)
+    placed = warp.at_psf_scale(resampled, factor)
     inner = (slice(10, -10), slice(10, -10))
     assert placed.variance[inner].mean() == pytest.approx(4.0, rel=1e-3)
     sigma = 2.0
     filtered = ndimage.gaussian_filter(resampled.image.astype(np.float64), sigma)[inner]
     g2 = 1.0 / (4.0 * np.pi * sigma**2)  # sum of the squared normalised Gaussian
     assert float(np.var(filtered)) == pytest.approx(4.0 * g2, rel=0.10)
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
+def test_a_template_of_another_pixel_scale_keeps_its_fluxes_and_its_noise_at_psf_scale(
+    interpolation: str,
+) -> None:
+    # A 0.454"/px template onto a 0.262"/px science grid (a third of a template pixel per
+    # science pixel, rotated by 10 degrees): interpolation keeps surface brightness, so
+    # the star's flux came out 3.0 times its own and the kernel sum took the factor. The
+    # warp conserves flux: the star's sum is its flux (to 1e-6 here; 1e-3 allowed). Its
+    # noise, summed over a PSF, is what the variance plane says after the covariance
+    # factor: white noise of variance 4 filtered by a Gaussian of sigma 4 science px,
+    # whose variance over 230^2 px scatters by about 3 % from seed to seed (0.93-1.03 of
+    # the prediction over seeds 8-10): 10 % is 3 sigma. The per-pixel plane alone
+    # predicted a quarter (bicubic) to a seventh (bilinear) of it.
+    scale = (0.262 / 0.454) ** 2  # template pixels per science pixel
+    mapping = PolynomialTransform(
+        1,
+        np.sqrt(scale)
+        * np.array(
+            [[0.0, math.cos(0.1745), -math.sin(0.1745)], [0.0, math.sin(0.1745), math.cos(0.1745)]]
+        )
+        + np.array([[40.0, 0.0, 0.0], [20.0, 0.0, 0.0]]),
+    )
+    shape_t, shape_s = (200, 200), (256, 256)
+    yy, xx = np.indices(shape_t)
+    cx, cy = mapping(np.array(127.3), np.array(128.6))
+    star = 1e5 * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 8.0) / (8.0 * np.pi)
+    science = Exposure(np.zeros(shape_s), np.ones(shape_s), np.zeros(shape_s, np.int32))
+    template = Exposure(star, np.full(shape_t, 4.0), np.zeros(shape_t, np.int32))
+    warped, factor = warp.warp_exposure(template, science, interpolation, mapping=mapping)
+    assert warp.pixel_area(mapping, shape_s) == pytest.approx(scale, rel=1e-9)
+    assert float(warped.image.sum()) == pytest.approx(1e5, rel=1e-3)
+    noise = _noise_template(np.full(shape_t, 4.0), seed=8)
+    resampled, factor = warp.warp_exposure(noise, science, interpolation, mapping=mapping)
+    placed = warp.at_psf_scale(resampled, factor)
+    inner = (slice(13, -13), slice(13, -13))
+    sigma = 4.0
+    filtered = ndimage.gaussian_filter(resampled.image.astype(np.float64), sigma)[inner]
+    g2 = 1.0 / (4.0 * np.pi * sigma**2)
+    predicted = float(placed.variance[inner].mean()) * g2
+    assert float(np.var(filtered)) == pytest.approx(predicted, rel=0.10)
+    assert float(resampled.variance[inner].mean()) * g2 < 0.5 * float(np.var(filtered))
+
+
+def test_a_distorted_mapping_gives_a_pixel_area_that_varies_over_the_image() -> None:
+    # A quadratic map whose scale grows along x: the area plane follows the Jacobian's
+    # determinant d(tx)/dx d(ty)/dy = (1 + 2 a x) (1) to the bilinear grid's error.
+    a = 2e-4
+    mapping = PolynomialTransform(
+        2, np.array([[0.0, 1.0, 0.0, a, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0, 0.0, 0.0]])
+    )
+    area = warp.pixel_area(mapping, (100, 300))
+    assert isinstance(area, np.ndarray) and area.shape == (100, 300)
+    np.testing.assert_allclose(area[0], 1.0 + 2 * a * np.arange(300), rtol=1e-6)

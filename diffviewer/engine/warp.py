@@ -39,6 +39,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from astropy.wcs import WCS
+from scipy import ndimage
 from scipy.interpolate import RectBivariateSpline
 
 from diffviewer.config import WarpConfig
@@ -251,6 +252,24 @@ def pixel_map(
     return tx, ty, "exact"
 
 
+def _with_data_nearby(exposure: Exposure) -> np.ndarray:
+    """The image with each NO_DATA pixel given its nearest pixel with data's value.
+
+    The reader sets NO_DATA pixels to 0; a spline's prefilter spreads that step over
+    several pixels (by 0.27 of it a pixel for the cubic), past the one pixel by which the
+    warped NO_DATA plane grows: a 4 x 4 hole in a sky of 1000 counts left pixels 34, 9
+    and 2.6 sigma off at 1, 2 and 3 px from the warped hole. The bilinear kernel reads
+    only the pixels it weights and needs no fill.
+    """
+    no_data = (exposure.mask & MASK_DTYPE(int(MaskPlane.NO_DATA))) != 0
+    if not no_data.any() or no_data.all():
+        return exposure.image
+    rows, cols = ndimage.distance_transform_edt(
+        no_data, return_distances=False, return_indices=True
+    )
+    return np.asarray(exposure.image[rows, cols])
+
+
 def pixel_area(mapping: Mapping, shape: tuple[int, int]) -> float | np.ndarray:
     """Template pixels per science pixel: the mapping's Jacobian determinant.
 
@@ -346,7 +365,9 @@ def warp_exposure(
     inset = resample.INTERIOR_REACH[order] - 1e-6 if piece else -0.5
     outside = ~((tx >= inset) & (tx <= nx - 1 - inset) & (ty >= inset) & (ty <= ny - 1 - inset))
     ratio = resample.variance_ratio(tx, ty, order, ~outside)
-    image = resample.resample(template.image, tx, ty, order, reporter, (0.3, 0.5))
+    source = _with_data_nearby(template) if order > 1 else template.image
+    image = resample.resample(source, tx, ty, order, reporter, (0.3, 0.5))
+    del source
     variance = resample.resample_variance(template.variance, tx, ty, order, reporter, (0.5, 0.8))
     mask = resample.resample_mask(template.mask, tx, ty, order, reporter, (0.8, 1.0))
     # The map's two float64 planes are not held beyond their last use (134 MB at 2048 x 4096).

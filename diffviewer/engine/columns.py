@@ -38,7 +38,9 @@ _POSITION = (
 #: What the moment columns share: how they are made and when they are NaN.
 _MOMENTS = (
     " over the footprint, Gaussian weight removed (NaN where its pixels are not one "
-    "source narrower than the weight: most dipoles and residual patterns)"
+    "source narrower than the weight: most dipoles and residual patterns; smaller than "
+    "the source's where the image edge or unusable pixels cut its footprint: flag_edge "
+    "and the other flags)"
 )
 
 #: name -> (unit, description) of every fixed column, in catalog order.

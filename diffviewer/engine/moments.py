@@ -154,7 +154,9 @@ def adaptive_moments_stack(
     are ``(C^-1 + W^-1)^-1``; iterating ``W <- 2 M`` converges to ``W = C``. All cutouts
     iterate together; each stops on its own when it has converged (relative change of
     the covariance below 1e-4 and of the centroid below 1e-4 px) or when its weighted
-    flux or its new covariance is no longer valid (it keeps its last valid state).
+    flux or its new covariance is no longer valid (it keeps its last valid state); a
+    cutout whose light is unresolved at the first pass (a hot pixel, a cosmic ray) gets
+    the least covariance, :data:`MIN_AXIS_VARIANCE` on each axis.
 
     Parameters
     ----------
@@ -232,6 +234,13 @@ def _iterated_moments(
             )
         upd = k[ok]
         x0[upd], y0[upd], cov[:, upd] = x1[ok], y1[ok], new[:, ok]
+        if len(k) == n:
+            # Light in a pixel or two (a hot pixel, a cosmic ray) is unresolved at the
+            # first pass: it gets the least covariance (FWHM 0.68 px), not the starting
+            # weight's 4 px^2 kept (FWHM 4.71 px, a star's size).
+            point = ~ok & np.isfinite(s) & (s > 0) & np.isfinite(x1) & np.isfinite(y1)
+            x0[point], y0[point] = x1[point], y1[point]
+            cov[:, point] = np.array([[MIN_AXIS_VARIANCE], [0.0], [MIN_AXIS_VARIANCE]])
         active = k[ok & ~done]
     return x0, y0, cov[[0, 1, 1, 2]].T.reshape(n, 2, 2)
 

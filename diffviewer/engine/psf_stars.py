@@ -336,7 +336,8 @@ def _locus(
     if found is None:
         return None
     surface, members = found
-    measured = np.isfinite(fwhm) & (fwhm >= MIN_FWHM)
+    # Sizes below MIN_FWHM (light in a pixel or two) are measured too: compact ones.
+    measured = np.isfinite(fwhm)
     with np.errstate(invalid="ignore"):
         extended = int(np.sum(measured & ~members & (fwhm > surface)))
     order = np.argsort(-snr[members])

@@ -313,3 +313,35 @@ def test_the_locus_follows_a_psf_that_varies_across_the_field() -> None:
     # The surface spans the PSF's range at the stars (3.0-4.5 px, pixel-integrated).
     lo, hi = locus.fwhm_range
     assert lo == pytest.approx(3.15, rel=0.06) and hi == pytest.approx(4.45, rel=0.06)
+
+
+def test_hot_pixels_are_compact_sources_not_the_stellar_locus() -> None:
+    # Light in one pixel is unresolved at the moments' first pass, which kept its
+    # starting weight (4 px^2: FWHM 4.71 px, a star's size) as if measured. Among 30
+    # stars of FWHM 7 px, 16 hot pixels (one flux each, so they agreed to the bit) were
+    # taken as the locus and the stars as galaxies, and the PSF was a single pixel.
+    rng = np.random.default_rng(5)
+    shape, fwhm = (512, 512), 7.0
+    x, y = rng.uniform(45, 467, 30), rng.uniform(45, 467, 30)
+    image = render_gaussians(
+        shape, x, y, np.full(30, 1e5), np.full(30, fwhm / psf.FWHM_PER_SIGMA), 25
+    )
+    hx, hy = rng.integers(45, 467, 16), rng.integers(45, 467, 16)
+    image[hy, hx] += rng.uniform(3000, 8000, 16)
+    image += rng.normal(0.0, 5.0, shape)
+    exposure = Exposure(
+        image.astype(np.float32), np.full(shape, 25.0, np.float32), np.zeros(shape, np.int32)
+    )
+    assert (
+        psf.shape_from_covariance(psf.adaptive_moments(np.pad([[1.0]], 12))[2])[0]
+        < psf_stars.MIN_FWHM
+    )
+    xs, ys = np.r_[x, hx].astype(float), np.r_[y, hy].astype(float)
+    locus = psf_stars.select_stars(exposure, xs, ys)
+    assert locus is not None and locus.fwhm == pytest.approx(7.0, rel=0.03)
+    assert locus.n_compact == 16
+    assert not any(
+        np.hypot(locus.x - a, locus.y - b).min() < 1 for a, b in zip(hx, hy, strict=True)
+    )
+    est = psf.estimate_psf(exposure, xs, ys)
+    assert est.fwhm == pytest.approx(7.0, rel=0.03)

@@ -29,6 +29,7 @@ stack, which for a Gaussian converge to its covariance.
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 import scipy.fft as sfft
@@ -83,10 +84,12 @@ BRIGHT_HALF = 8
 SHARP_FWHM = 2.5
 UPSAMPLE = 4
 
-#: Header cards holding the PSF FWHM in px, looked up in order (DECam community pipeline).
+#: Header cards holding the PSF FWHM, in px unless their comment says otherwise, looked up
+#: in order (DECam community pipeline).
 HEADER_FWHM_PX_KEYS = ("FWHM", "PSF_FWHM", "FWHMPSF")
 
-#: Header cards holding the seeing FWHM in arcsec, converted with the WCS pixel scale.
+#: Header cards holding the seeing FWHM, in arcsec unless their comment says otherwise
+#: (converted with the WCS pixel scale).
 HEADER_SEEING_ARCSEC_KEYS = ("SEEING",)
 
 #: Plausible header FWHM (px); values outside are ignored.
@@ -560,11 +563,26 @@ def compact_sources(
     return xi[ok], yi[ok], fwhm[ok]
 
 
+def _card_unit(comment: str, default: str) -> str:
+    """'px' or 'arcsec', as a header card's comment states its unit, else ``default``.
+
+    Pipelines differ: PTF's and LCO's ``SEEING`` is in pixels ('[pix] Seeing FWHM',
+    '[pixels]'), most others' in arcsec; the comment says which when it names a unit.
+    """
+    text = comment.lower()
+    if "pix" in text or re.search(r"\bpx\b", text):
+        return "px"
+    if "arcsec" in text or "asec" in text or '"' in text:
+        return "arcsec"
+    return default
+
+
 def header_fwhm(exposure: Exposure) -> tuple[float, str] | None:
     """PSF FWHM (px) from the header and its card, when a card of the module's lists holds one.
 
-    Cards of :data:`HEADER_FWHM_PX_KEYS` are in px; those of
-    :data:`HEADER_SEEING_ARCSEC_KEYS` in arcsec, used only with a celestial WCS.
+    A card's unit is the one its comment names (:func:`_card_unit`), else px for
+    :data:`HEADER_FWHM_PX_KEYS` and arcsec for :data:`HEADER_SEEING_ARCSEC_KEYS`; a
+    value in arcsec is used only with a celestial WCS (its pixel scale converts it).
     """
     header = exposure.header
     if header is None:
@@ -572,13 +590,18 @@ def header_fwhm(exposure: Exposure) -> tuple[float, str] | None:
     scale = None
     if exposure.has_celestial_wcs and exposure.wcs is not None:
         scale = 3600.0 * float(np.sqrt(proj_plane_pixel_area(exposure.wcs.celestial)))
-    keys = [(k, 1.0) for k in HEADER_FWHM_PX_KEYS]
-    if scale:
-        keys += [(k, 1.0 / scale) for k in HEADER_SEEING_ARCSEC_KEYS]
+    keys = [(k, "px") for k in HEADER_FWHM_PX_KEYS] + [
+        (k, "arcsec") for k in HEADER_SEEING_ARCSEC_KEYS
+    ]
     lo, hi = HEADER_FWHM_RANGE
-    for key, factor in keys:
+    for key, default in keys:
+        if key not in header:
+            continue
+        unit = _card_unit(str(header.comments[key]), default)
+        if unit == "arcsec" and not scale:
+            continue
         try:
-            value = float(header.get(key, "nan")) * factor
+            value = float(header[key]) / (scale if unit == "arcsec" and scale else 1.0)
         except (TypeError, ValueError):
             continue
         if lo <= value <= hi:

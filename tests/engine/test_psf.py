@@ -97,6 +97,16 @@ def test_header_fwhm_when_no_source_is_usable() -> None:
     wcs.wcs.cdelt = [-0.3 / 3600, 0.3 / 3600]
     seeing = blank.replace(header=fits.Header({"SEEING": 1.2}), wcs=wcs)
     assert psf.estimate_psf(seeing, nothing, nothing).fwhm == pytest.approx(4.0)
+    # ... unless its comment names pixels (PTF's and LCO's SEEING, read as 15.6 px for
+    # LCO's 4.35 px at 0.279"/px), and a FWHM card whose comment names arcsec is.
+    for card, want in (
+        (("SEEING", 4.35, "[pixels]"), 4.35),
+        (("SEEING", 4.35, "[pix] Seeing FWHM"), 4.35),
+        (("FWHM", 1.2, "[arcsec] PSF FWHM"), 4.0),
+    ):
+        header = fits.Header([card])
+        est = psf.estimate_psf(blank.replace(header=header, wcs=wcs), nothing, nothing)
+        assert est.source == "header" and est.fwhm == pytest.approx(want), card
     # Implausible values are ignored.
     zero = blank.replace(header=fits.Header({"FWHM": 0.0}))
     assert psf.estimate_psf(zero, nothing, nothing).source == "default"

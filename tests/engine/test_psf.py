@@ -9,6 +9,7 @@ from astropy.wcs import WCS
 
 from diffviewer.engine import psf, psf_stars
 from diffviewer.exposure import Exposure
+from diffviewer.io import normalize_psf
 from diffviewer.synthetic import make_pair, render_gaussians
 
 
@@ -355,3 +356,19 @@ def test_hot_pixels_are_compact_sources_not_the_stellar_locus() -> None:
     )
     est = psf.estimate_psf(exposure, xs, ys)
     assert est.fwhm == pytest.approx(7.0, rel=0.03)
+
+
+@pytest.mark.parametrize("centre", [15.5, 16.0, 15.0])
+def test_an_even_psf_image_keeps_its_centre_on_the_odd_one(centre: float) -> None:
+    # A 32 x 32 PSF image centred between its middle pixels (15.5) lost a row and a
+    # column and stayed centred at 15.5 of a 31 x 31 image: half a pixel off each axis, a
+    # forced flux 7 % low at FWHM 3 px. Centred on a pixel (16.0, FFT's convention, or
+    # 15.0) it keeps that pixel as the centre.
+    sigma = 3.0 / psf.FWHM_PER_SIGMA
+    given = render_gaussians(
+        (32, 32), np.array([centre]), np.array([centre]), np.ones(1), np.array([sigma]), 15
+    )
+    image = normalize_psf(given, "test")
+    assert image.shape == (31, 31) and image.sum() == pytest.approx(1.0)
+    cx, cy, _ = psf.adaptive_moments(image)
+    assert cx == pytest.approx(15.0, abs=1e-3) and cy == pytest.approx(15.0, abs=1e-3)

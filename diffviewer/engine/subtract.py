@@ -726,7 +726,8 @@ def subtract_images(
                 centre * factor,
                 level,
                 psf,
-                matched_var + target.variance,
+                # the difference's variance (the template on the science's scale)
+                matched_var + np.float32(factor) ** 2 * target.variance,
             )
         )
     step = max(16, min(science.shape) // 16)

@@ -279,7 +279,9 @@ def fit_spatial(
     if noise is not None:
         equations = corrected_equations(*measured, fits.weight_sum, noise)
     note = ""
-    for _ in range(config.max_iterations):
+    # Each of the max_iterations rounds of rejection is followed by a fit without the
+    # stamps it rejected: the kernel never holds a stamp the table calls BAD.
+    for rejections in range(config.max_iterations + 1):
         gi = np.nonzero(status == "GOOD")[0]
         p = chebyshev_terms(x[gi], y[gi], order, shape)
         q = chebyshev_terms(x[gi], y[gi], bg_order, shape)
@@ -322,8 +324,10 @@ def fit_spatial(
         hit_mean = good[np.abs(smean[good]) > config.max_residual_mean]
         hit_std = good[(sstd[good] > config.max_residual_std) & ~np.isin(good, hit_mean)]
         n_hit = len(hit_mean) + len(hit_std)
-        if n_hit == 0 or len(good) - n_hit < max(
-            config.min_stamps, STAMPS_PER_TERM * n_terms(order)
+        if (
+            rejections == config.max_iterations
+            or n_hit == 0
+            or len(good) - n_hit < max(config.min_stamps, STAMPS_PER_TERM * n_terms(order))
         ):
             break
         status[hit_mean], reason[hit_mean] = "BAD", "spatial residual mean"

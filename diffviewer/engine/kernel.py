@@ -304,7 +304,10 @@ def fit_kernel(
     reason[spoiled] = "unmatched neighbour"
     chi2, rmean, rstd = fits.chi2, fits.resid_mean, fits.resid_std
     smean = sstd = np.full(len(x), np.nan)
+    # The stamps' own backgrounds in the difference's sense (science minus template).
+    sign = 1.0 if mode == "template" else -1.0
     own = fits.coef.copy()
+    own[:, nb] *= sign
     strength = float("nan")
     shared: SharedNoise | None = None
     choice: DegreeChoice | None = None
@@ -332,7 +335,6 @@ def fit_kernel(
         )
     else:
         notes.extend(cut)
-        sign = 1.0 if mode == "template" else -1.0
         cov, terms, why, common = None, None, "", float("nan")
         if config.noise_correction != "none":
             cov = measure_sky_covariance(
@@ -422,7 +424,6 @@ def fit_kernel(
         if len(cu):
             chi2, rmean, rstd = chi2.copy(), rmean.copy(), rstd.copy()
             chi2[cu], rmean[cu], rstd[cu] = sp.resid_chi2[cu], sp.resid_mean[cu], sp.resid_std[cu]
-        own[:, nb] *= sign
         solution = KernelSolution(
             frozen(spatial_basis),
             frozen(sp.coefficients),

@@ -696,3 +696,68 @@ def test_the_kernel_sums_jackknife_error_is_its_scatter_over_independent_pairs()
     scatter = float(np.std(sums_a, ddof=1))
     assert 0.5 <= float(np.median(errors_a)) / scatter <= 2.0
     assert 0.5 <= float(np.std((sums_a - 1.3) / errors_a, ddof=1)) <= 1.6
+
+
+def test_the_last_round_of_spatial_rejection_is_refitted(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Six bright stars brighten by half on the science image; with the stamps' own cuts
+    # off (so that the spatial fit meets them), a round of spatial rejection that marked
+    # one BAD ended the loop without a refit: the kernel held the stamp the table called
+    # BAD (sum 1.0091 with one round against 1.0016 with three; truth 1). Each round is
+    # now followed by a fit without what it rejected.
+    from diffviewer.config import SubtractionConfig
+    from diffviewer.engine.pipeline import run_subtraction
+
+    monkeypatch.setattr(kernel_stamps, "_reject", lambda *args, **kwargs: None)
+    base = make_pair((320, 320), n_stars=160, seed=5, sci_fwhm=4.0, tmpl_fwhm=2.5)
+    brightened = np.argsort(-base.star_flux)[3:40:6]
+    transients = [
+        (float(base.star_x[i]), float(base.star_y[i]), 0.5 * float(base.star_flux[i]))
+        for i in brightened
+    ]
+    pair = make_pair(
+        (320, 320), n_stars=160, seed=5, sci_fwhm=4.0, tmpl_fwhm=2.5, transients=transients
+    )
+    sums = []
+    for rounds in (1, 3):
+        config = SubtractionConfig()
+        fixed = dict(max_iterations=rounds, spatial_order=0, background_order=0, kernel_sum_order=0)
+        config = dataclasses.replace(config, kernel=dataclasses.replace(config.kernel, **fixed))
+        fit = run_subtraction(pair.science, pair.template, config).kernel
+        reasons = np.asarray(fit.candidates["reason"]).astype(str)
+        assert np.sum(np.char.startswith(reasons, "spatial")) >= 1
+        sums.append(fit.solution.kernel_sum(160.0, 160.0))
+    assert sums[0] == pytest.approx(sums[1], abs=1e-6)
+    assert sums[0] == pytest.approx(1.0, abs=0.003)
+
+
+def test_the_stamps_own_backgrounds_have_the_differences_sign_in_the_fallback_too() -> None:
+    # With the science convolved the stamps' own fits give the background in the
+    # template-minus-science sense; only the spatial fit's branch turned it round, so a
+    # fallback kernel (too few stamps for kernel.min_stamps) left the own-kernel residuals
+    # of the diagnostics off by twice the background (1.75 sigma on average here).
+    from diffviewer.config import SubtractionConfig
+    from diffviewer.engine.pipeline import run_subtraction
+
+    pair = make_pair(
+        (256, 256),
+        n_stars=120,
+        seed=1,
+        photometric_scale=1.3,
+        background_offset=20,
+        sci_fwhm=2.5,
+        tmpl_fwhm=4.0,
+    )
+    for min_stamps in (3, 1000):
+        config = SubtractionConfig()
+        config = dataclasses.replace(
+            config, kernel=dataclasses.replace(config.kernel, min_stamps=min_stamps)
+        )
+        result = run_subtraction(pair.science, pair.template, config)
+        fit = result.kernel
+        assert fit.convolved == "science"
+        own = np.asarray(fit.own_coefficients)
+        finite = np.all(np.isfinite(own), axis=1)
+        # 20 science counts: about 15 in the template's, whose scale the own fits keep
+        assert np.median(own[finite, -1]) == pytest.approx(20.0 / 1.3, rel=0.1)
+        by_difference, _ = diagnostics._own_residuals(pair.science, pair.template, fit)
+        assert abs(float(np.mean(by_difference))) < 0.1

@@ -52,6 +52,9 @@ from diffviewer.engine.star_fluxes import (
 from diffviewer.errors import InputError
 from diffviewer.exposure import Exposure
 
+#: Radius (science FWHM) of the apertures the candidates' fluxes are measured in.
+APERTURE_FWHM = 1.5
+
 #: Rejection reasons at selection, in the order they are tested (a star counts under the first).
 REASONS = (
     "edge",
@@ -348,7 +351,7 @@ def select_candidates(
     reject(~inside, "edge")
     # Aperture photometry on small cutouts first; full stamps only for the few survivors.
     idx = np.nonzero(reasons == "")[0]
-    rad = 1.5 * fwhm
+    rad = APERTURE_FWHM * fwhm
     flux_s, flux_t, var_s, var_t = (np.zeros(len(xi)) for _ in range(4))
     ap = aperture_fluxes(science, template, xi[idx], yi[idx], (bg_s, bg_t), rad)
     flux_s[idx], flux_t[idx], var_s[idx], var_t[idx] = ap.flux_s, ap.flux_t, ap.var_s, ap.var_t

@@ -43,7 +43,7 @@ import numpy as np
 
 from diffviewer.config import KernelConfig
 from diffviewer.engine.background import SkyBackground
-from diffviewer.engine.candidates import CandidateSet
+from diffviewer.engine.candidates import APERTURE_FWHM, CandidateSet
 from diffviewer.engine.columns import KERNEL_STAR_COLUMNS, describe
 from diffviewer.engine.kernel_basis import (
     BasisPlan,
@@ -90,13 +90,28 @@ def sky_noise(exposure: Exposure) -> float:
 def flux_ratio(candidates: CandidateSet, science: Exposure, template: Exposure) -> float:
     """Science/template flux ratio before the fit: the candidates' median aperture ratio,
     else the zero points', else 1."""
+    ratio = _stars_ratio(candidates)
+    if ratio is None:
+        ratio = _zero_point_ratio(science, template)
+    return 1.0 if ratio is None else ratio
+
+
+def _stars_ratio(candidates: CandidateSet) -> float | None:
+    """Science/template flux ratio from the candidates' aperture fluxes: the median over
+    at least three stars measured on both images, else None."""
     fs = np.asarray(candidates.table["flux_sci"], dtype=float)
     ft = np.asarray(candidates.table["flux_tmpl"], dtype=float)
     ok = (fs > 0) & (ft > 0)
-    if ok.sum() >= 3:
-        return float(np.median(fs[ok] / ft[ok]))
-    ratio = _zero_point_ratio(science, template)
-    return 1.0 if ratio is None else ratio
+    return float(np.median(fs[ok] / ft[ok])) if ok.sum() >= 3 else None
+
+
+def _aperture_share(psf: PsfEstimate, radius: float) -> float:
+    """The share of a PSF image within ``radius`` px of its centre pixel."""
+    image = psf.image
+    half = image.shape[0] // 2
+    r = np.arange(-half, half + 1)
+    inside = r[:, None] ** 2 + r[None, :] ** 2 <= radius**2
+    return float(image[inside].sum() / image.sum())
 
 
 def _zero_point_ratio(science: Exposure, template: Exposure) -> float | None:
@@ -131,6 +146,7 @@ def _fallback_solution(
     mode: str,
     size: int,
     config: KernelConfig,
+    stars: tuple[float | None, float] = (None, 0.0),
 ) -> tuple[KernelSolution, str]:
     """The spatially constant kernel used when too few stamps survive, and why.
 
@@ -142,10 +158,15 @@ def _fallback_solution(
     (:func:`~diffviewer.engine.subtract.edge_half_width`) is said. When either is only the
     default, nothing is known of the PSF mismatch: the kernel maps one PSF onto itself (a
     delta, within the basis's reach), and the difference is a plain scaled difference. The
-    kernel sum is the zero points' flux ratio when both are known, else 1; its background
-    is none, the difference's sky level is taken out after the subtraction
+    kernel sum is the zero points' flux ratio when both are known, else the kernel
+    candidates' aperture-flux ratio (``stars``: :func:`_stars_ratio` and the apertures'
+    radius, px) with the share of each PSF the aperture holds taken out (an aperture of
+    1.5 science FWHM holds all of a 2.5 px science PSF and 91 % of a 4 px template's: a
+    ratio 1.43 for a true 1.3), else 1; its background is none, the difference's sky
+    level is taken out after the subtraction
     (:func:`~diffviewer.engine.subtract.sky_corrected`), as any kernel's is.
     """
+    stars_ratio, stars_radius = stars
     known = [e for e in (src_psf, tgt_psf) if e.source != "default"]
     delta = len(known) < 2
     if delta:
@@ -155,7 +176,15 @@ def _fallback_solution(
     basis = make_basis(plan.sigmas, config.degrees, size, plan.wing)
     sums = basis.sum(axis=(1, 2))
     coef = psf_kernel_coefficients(src_psf, tgt_psf, basis)
-    ratio = _zero_point_ratio(science, template)
+    ratio, whence = _zero_point_ratio(science, template), "the zero points"
+    if ratio is None and stars_ratio is not None:
+        ratio, whence = stars_ratio, "the kernel stars' aperture fluxes (no zero points)"
+        if not delta:
+            sci_psf, tmpl_psf = (tgt_psf, src_psf) if mode == "template" else (src_psf, tgt_psf)
+            ratio *= _aperture_share(tmpl_psf, stars_radius) / _aperture_share(
+                sci_psf, stars_radius
+            )
+            whence += ", each PSF's share of the aperture taken out"
     scale = 1.0 if ratio is None else (ratio if mode == "template" else 1.0 / ratio)
     coef *= scale / float(coef @ sums)
     if delta:
@@ -171,7 +200,9 @@ def _fallback_solution(
             f"({src_psf.source} {mode}, {tgt_psf.source} other image), spatially constant"
         ) + _beyond_border(np.tensordot(coef, basis, axes=1), science.shape)
     why += ", with kernel sum " + (
-        f"{scale:.4g} from the zero points" if ratio is not None else "1 (no zero points)"
+        f"{scale:.4g} from {whence}"
+        if ratio is not None
+        else "1 (no zero points, fewer than 3 kernel stars measured on both images)"
     )
     solution = KernelSolution(
         frozen(basis),
@@ -328,7 +359,14 @@ def fit_kernel(
         )
     if n_good < config.min_stamps:
         solution, why = _fallback_solution(
-            science, template, src_psf, tgt_psf, mode, whole.size, config
+            science,
+            template,
+            src_psf,
+            tgt_psf,
+            mode,
+            whole.size,
+            config,
+            (_stars_ratio(candidates), APERTURE_FWHM * candidates.fwhm),
         )
         notes.append(
             f"only {n_good} good kernel stamps (kernel.min_stamps = {config.min_stamps}): {why}"

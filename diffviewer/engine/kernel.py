@@ -354,8 +354,8 @@ def fit_kernel(
         config.background_order,
     ) and n_good >= config.min_stamps:
         notes.append(
-            f"only {n_good} good kernel stamps: spatial order lowered to {order} "
-            f"(kernel) and {bg_order} (background)"
+            f"only {n_good} kernel stamps passed their own fits' cuts: spatial order "
+            f"lowered to {order} (kernel) and {bg_order} (background)"
         )
     if n_good < config.min_stamps:
         solution, why = _fallback_solution(
@@ -369,7 +369,8 @@ def fit_kernel(
             (_stars_ratio(candidates), APERTURE_FWHM * candidates.fwhm),
         )
         notes.append(
-            f"only {n_good} good kernel stamps (kernel.min_stamps = {config.min_stamps}): {why}"
+            f"only {n_good} kernel stamps passed their own fits' cuts "
+            f"(kernel.min_stamps = {config.min_stamps}): {why}"
         )
     else:
         notes.extend(cut)

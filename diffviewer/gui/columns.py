@@ -45,9 +45,16 @@ def order_columns(names: Sequence[str]) -> list[str]:
     return first + [c for c in names if c not in first]
 
 
+#: Pixel positions, 0-based as the engine's (DS9's image coordinates are these plus 1).
+_ZERO_BASED = ("x", "y", "pos_x", "pos_y", "neg_x", "neg_y")
+
+
 def header(name: str, unit: Any) -> str:
-    """A column header: the name and its unit in brackets (``psf_flux [ct]``)."""
+    """A column header: the name and its unit in brackets (``psf_flux [ct]``; a position
+    ``x [pix, 0-based]``)."""
     text = str(unit) if unit is not None else ""
+    if name in _ZERO_BASED and text:
+        text += ", 0-based"
     return f"{name} [{text}]" if text else name
 
 

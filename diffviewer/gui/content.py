@@ -15,7 +15,7 @@ import numpy as np
 from astropy.table import Table
 
 from diffviewer.config import SubtractionConfig
-from diffviewer.exposure import mask_plane_names
+from diffviewer.exposure import UNUSABLE, mask_plane_names
 from diffviewer.gui import columns
 from diffviewer.gui.model import VIEW_TITLES
 from diffviewer.gui.verdicts import Verdict
@@ -158,7 +158,7 @@ def metrics(result: Any) -> dict[str, float]:
     if np.isfinite(result.kernel.kernel_sum_error):
         out["kernel sum error (over the stars)"] = float(result.kernel.kernel_sum_error)
     out |= {
-        "DIA sources": float(len(dia)),
+        "DIA sources": float(n_detections(dia)),
         "dipoles": float(np.sum(np.asarray(dia["is_dipole"], bool))) if len(dia) else 0.0,
     }
     check = sky_source_check(dia)
@@ -398,6 +398,20 @@ def candidate_summary(result: Any, index: int) -> str:
     return text
 
 
+def n_detections(diasources: Table) -> int:
+    """The catalog's detections: its rows less the sky sources (sign 0, blank sky)."""
+    if "sky_source" not in diasources.colnames:
+        return len(diasources)
+    return len(diasources) - int(np.sum(np.asarray(diasources["sky_source"], bool)))
+
+
+def _score_undefined(result: Any, ix: int, iy: int) -> bool:
+    """Whether the score is not defined at a pixel (its own mask's unusable planes: 0 there
+    is no measurement, as the catalog's ``score_peak`` is NaN)."""
+    score = getattr(result, "score", None)
+    return score is not None and bool(score.mask[iy, ix] & int(UNUSABLE))
+
+
 def pixel_readout(result: Any, arrays: Mapping[str, np.ndarray], x: float, y: float) -> str:
     """What the cursor points at: position, sky coordinates, the value in every view, mask bits.
 
@@ -419,13 +433,20 @@ def pixel_readout(result: Any, arrays: Mapping[str, np.ndarray], x: float, y: fl
     ny, nx = result.science.shape
     if not (0 <= ix < nx and 0 <= iy < ny):
         return ""
-    lines = [f"<b>x</b> {ix}  <b>y</b> {iy}"]
+    # 0-based as the catalog's x and y; DS9's image coordinates count from 1.
+    lines = [f"<b>x</b> {ix}  <b>y</b> {iy} (0-based; DS9 {ix + 1}, {iy + 1})"]
     if result.science.has_celestial_wcs:
         ra, dec = result.science.wcs.pixel_to_world_values(float(ix), float(iy))
         lines.append(f"<b>RA</b> {float(ra):.6f}°  <b>Dec</b> {float(dec):+.6f}°")
     for name, title in VIEW_TITLES.items():
         if name in arrays and name != "mask":
-            lines.append(f"{title}: {float(arrays[name][iy, ix]):.5g}")
+            undefined = name == "score" and _score_undefined(result, ix, iy)
+            value = (
+                "undefined (the score's mask)"
+                if undefined
+                else f"{float(arrays[name][iy, ix]):.5g}"
+            )
+            lines.append(f"{title}: {value}")
     if "difference" in arrays and "variance" in arrays:
         variance = float(arrays["variance"][iy, ix])
         if variance > 0:

@@ -42,8 +42,9 @@ def transform_summary(reg: Registration, shape: tuple[int, int]) -> str:
     Returns
     -------
     str
-        E.g. ``shift (+1.23, -0.40) px, rotation +0.012 deg, scale 1.00003``, or what
-        was used instead of a fit.
+        E.g. ``shift (+1.23, -0.40) px, rotation +0.012 deg, scale 1.00003`` (template
+        px less science px at the centre), said to be a check only when the WCSs were
+        used, or what was used instead of a fit.
     """
     if reg.transform is None:
         return "WCS mapping (no star fit)" if reg.method == "wcs" else "identity (no fit)"
@@ -54,15 +55,23 @@ def transform_summary(reg: Registration, shape: tuple[int, int]) -> str:
     rotation = math.degrees(math.atan2(d - b, a + e))
     scale = math.sqrt(abs(a * e - b * d))
     order = " (quadratic terms at the centre)" if reg.transform.order >= 2 else ""
-    return (
+    fitted = (
         f"shift ({float(tx[0]) - cx:+.2f}, {float(ty[0]) - cy:+.2f}) px, "
         f"rotation {rotation:+.3f} deg, scale {scale:.5f}{order}"
     )
+    if reg.method == "wcs":
+        # The WCSs were used; the star fit only checked them (within its errors of them).
+        return f"WCS mapping used; the star fit that checked it, not applied: {fitted}"
+    return fitted
 
 
 def registration_summary(reg: Registration, coverage: float, shape: tuple[int, int]) -> str:
     """One registration in a line: method, stars matched / found, transform, RMS, coverage."""
-    rms = f"RMS {reg.rms:.3f} px" if math.isfinite(reg.rms) else "RMS n/a"
+    rms = (
+        f"stars' RMS about the mapping used {reg.rms:.3f} px"
+        if math.isfinite(reg.rms)
+        else "RMS n/a"
+    )
     return (
         f"{reg.method}; {reg.n_matched} stars matched of {reg.n_science_stars} science / "
         f"{reg.n_template_stars} template; {transform_summary(reg, shape)}; {rms}; "

@@ -14,6 +14,7 @@ import numpy as np
 from diffviewer import display
 from diffviewer.errors import DiffviewerError
 from diffviewer.gui import model
+from diffviewer.gui.content import n_detections
 from diffviewer.gui.model import RunOutcome
 from diffviewer.gui.overlays import overlay_views
 from diffviewer.gui.worker import ErrorReport
@@ -187,20 +188,23 @@ class RunController:
             w.area.zoom_fit()
         w.params.set_config(result.config)
         if w.previous is None:  # a new pair: kernel squares only while no source is found
-            dia = result.diasources
-            sky = np.asarray(dia["sky_source"], bool) if "sky_source" in dia.colnames else None
-            found = len(dia) - (int(sky.sum()) if sky is not None else 0)
-            w.menus.cand_action.setChecked(found == 0)
+            w.menus.cand_action.setChecked(n_detections(result.diasources) == 0)
         w.review.show_run(outcome)
         w.refresh_overlays()
         w.update_mask_overlay()
         w.tabs.show_run(outcome, w.previous)
         w.show_warnings(result.warnings)
         w.registration.show_warp(result.template)
+        found = n_detections(result.diasources)
+        timings = ", ".join(f"{k} {v:.2f}" for k, v in result.timings.items())
+        # A saved run is read, not run: its timings are those of the run that wrote it.
+        took = (
+            f"{outcome.elapsed:.2f} s; timings (s) {timings}"
+            if "engine" in outcome.stages
+            else f"read in {outcome.elapsed:.2f} s; the saved run's timings (s) {timings}"
+        )
         w.log(
-            f"done: {len(result.diasources)} DIA sources, "
-            f"{outcome.elapsed:.2f} s; timings "
-            + ", ".join(f"{k} {v:.2f}" for k, v in result.timings.items())
+            f"done: {found} DIA sources and {len(result.diasources) - found} sky sources, " + took
         )
         w.area.set_mode(w.area.mode)
 

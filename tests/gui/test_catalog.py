@@ -62,7 +62,7 @@ def test_table_orders_columns_shows_units_and_formats_but_sorts_on_values(qtbot)
     assert names[7:9] == list(VERDICT_COLUMNS)
     assert names[9:] == ["label", "flag_edge", "flag_cr_center"]
     headers = [model.headerData(c, Qt.Orientation.Horizontal) for c in range(len(names))]
-    assert headers[1] == "x [pix]" and headers[5] == "psf_flux [ct]"
+    assert headers[1] == "x [pix, 0-based]" and headers[5] == "psf_flux [ct]"
     flux = names.index("psf_flux")
     assert model.index(0, flux).data() == "160840"
     assert model.index(0, flux).data(Qt.ItemDataRole.UserRole) == 160840.3  # exact value

@@ -52,7 +52,8 @@ def test_lines_give_each_piece_its_transform_stars_rms_and_coverage() -> None:
     # the shift is read at the grid's centre, so it is the shift put in, to the printed digit
     assert lines[1] == (
         "piece 1: stars; 61 stars matched of 80 science / 75 template; "
-        "shift (+3.25, -1.50) px, rotation +0.500 deg, scale 1.00200; RMS 0.123 px; "
+        "shift (+3.25, -1.50) px, rotation +0.500 deg, scale 1.00200; "
+        "stars' RMS about the mapping used 0.123 px; "
         "coverage 60.0 %"
     )
     assert "rotation -0.250 deg, scale 0.99900" in lines[2] and "shift (-2.00, +0.75)" in lines[2]
@@ -61,9 +62,11 @@ def test_lines_give_each_piece_its_transform_stars_rms_and_coverage() -> None:
     # one whole template registered by its WCS, confirmed on stars: a single plain line
     whole = Registration("wcs", _rotated(0.0, 1.0, (0.0, 0.0)), 50, 50, 44, 0.05)
     plain = _warp((Piece("t.fits", whole, 1.0),), 1.0)
+    # (the star fit only checked the WCSs: it is said to be not applied)
     assert registration_lines(plain) == [
-        "wcs; 44 stars matched of 50 science / 50 template; shift (+0.00, +0.00) px, "
-        "rotation +0.000 deg, scale 1.00000; RMS 0.050 px; coverage 100.0 %"
+        "wcs; 44 stars matched of 50 science / 50 template; WCS mapping used; the star fit "
+        "that checked it, not applied: shift (+0.00, +0.00) px, rotation +0.000 deg, "
+        "scale 1.00000; stars' RMS about the mapping used 0.050 px; coverage 100.0 %"
     ]
     assert not needs_attention(plain)
     # images taken as aligned without stars: no fit to report, and a warning colour

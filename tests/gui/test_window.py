@@ -12,8 +12,9 @@ from PyQt6.QtCore import QSettings
 
 from diffviewer import display
 from diffviewer.config import load_toml
-from diffviewer.exposure import MaskPlane
+from diffviewer.exposure import UNUSABLE, MaskPlane
 from diffviewer.gui import model
+from diffviewer.gui.content import n_detections
 from diffviewer.gui.model import Pair
 from diffviewer.gui.opening import default_extensions
 from diffviewer.gui.window import MainWindow, isolated_window
@@ -87,12 +88,18 @@ def test_demo_run_shows_the_engine_arrays_overlays_and_catalog(
     window._on_hover(60.0, 181.0)
     assert (
         "x</b> 60" in window.readout.readout.text()
+        and "(0-based; DS9 61, 182)" in window.readout.readout.text()
         and "Difference:" in window.readout.readout.text()
     )
     assert "RA" in window.readout.readout.text()  # the demo pair has a celestial WCS
     diff = result.difference
     d = float(diff.image[181, 60]) / np.sqrt(float(diff.variance[181, 60]))
     assert f"Difference / σ: {d:+.2f}" in window.readout.readout.text()
+    # where the score is not defined (its own mask), the readout says so, not 0
+    score = result.score
+    iy, ix = (int(v[0]) for v in np.nonzero(score.mask & int(UNUSABLE)))
+    window._on_hover(float(ix), float(iy))
+    assert "Score: undefined" in window.readout.readout.text()
 
 
 def test_selecting_a_row_centres_the_views_and_fills_the_cutouts(qtbot, window: MainWindow) -> None:
@@ -163,7 +170,9 @@ def test_a_rerun_with_a_changed_parameter_shows_both_runs_in_ab(qtbot, window: M
     assert window.params.config() == after.config and not window.params.is_modified()
     window.tabs.setCurrentWidget(window.tabs.ab_panel)
     a, b = window.tabs.ab_panel.metric_cells("DIA sources")
-    assert (int(a), int(b)) == (len(after.diasources), len(before.diasources))
+    # the detections, not the sky sources measured beside them
+    assert (int(a), int(b)) == (n_detections(after.diasources), n_detections(before.diasources))
+    assert int(a) < len(after.diasources)
     table = window.tabs.ab_panel.params  # the one parameter changed, with both values
     rows = [tuple(table.item(r, c).text() for c in range(3)) for r in range(table.rowCount())]
     assert rows == [("detection.threshold", "8.0", str(before.config.detection.threshold))]

@@ -230,11 +230,6 @@ def build_metadata(
             "decorrelation_variance_factor": (
                 decorr.variance_factor if decorr is not None else None
             ),
-            # the factors of the variance above the sky (sources' own noise): of the image
-            # not convolved, and of the convolved one (engine.decorrelate)
-            "decorrelation_excess_factors": (
-                list(decorr.excess_factors) if decorr is not None else None
-            ),
         },
         # The one empirical correction of the variance, always stated with its value and why
         # (the background's is kernel.sky_level).

@@ -10,12 +10,10 @@ template convolved, the difference's noise power spectrum is
 ``s_sci^2 + kappa^2 s_tmpl^2`` and leaves point-source fluxes unchanged (phi(0) = 1).
 With the science convolved the roles swap. As in the LSST pipeline's decorrelation,
 the kernel at the image centre and the images' sky variances (sigma-clipped means of
-the variance planes, :func:`sky_variance`) are used. The variance plane's sky part is
-rescaled by the ratio of the white level to the pre-decorrelation per-pixel variance
-``s_sci^2 + sum(K^2) s_tmpl^2``, so it keeps its spatial structure and matches the
-whitened noise; the sources' own noise above the sky, which the filter does not whiten,
-by what it becomes at PSF scale (:func:`excess_variance_factors`; LSST scales the whole
-plane by the first factor). That is analytic; the one empirical correction (the seed's
+the variance planes, :func:`sky_variance`) are used. The variance
+plane is rescaled by the ratio of the white level to the pre-decorrelation per-pixel
+variance ``s_sci^2 + sum(K^2) s_tmpl^2``, so it keeps its spatial structure and matches
+the whitened noise. That is analytic; the one empirical correction (the seed's
 ``doScaleDiffimVariance``) follows in :mod:`diffviewer.engine.renormalise`.
 """
 
@@ -29,9 +27,9 @@ import scipy.fft as sfft
 from diffviewer.engine import fftconv, tiles
 from diffviewer.engine.kernel import KernelFit
 from diffviewer.engine.progress import Reporter
-from diffviewer.engine.subtract import SubtractionProducts, read_only, science_scale
+from diffviewer.engine.subtract import SubtractionProducts, read_only
 from diffviewer.errors import InputError
-from diffviewer.exposure import Exposure, MaskPlane, planes_set, row_blocks
+from diffviewer.exposure import Exposure, MaskPlane, planes_set
 from diffviewer.stats import masked_sample
 
 
@@ -48,18 +46,14 @@ class DecorrelationResult:
     psf : numpy.ndarray
         PSF of the decorrelated difference (sum 1).
     variance_factor : float
-        Analytic factor applied to the variance plane's sky part (white level over the
+        Analytic factor applied to the variance plane (white level over the
         pre-decorrelation per-pixel variance).
-    excess_factors : (float, float)
-        Analytic factors of its parts above the sky: the image not convolved's and the
-        convolved one's (:func:`excess_variance_factors`).
     """
 
     difference: Exposure
     kernel: np.ndarray
     psf: np.ndarray
     variance_factor: float
-    excess_factors: tuple[float, float] = (1.0, 1.0)
 
 
 def sky_variance(exposure: Exposure, max_samples: int = 1_000_000) -> float:
@@ -145,74 +139,21 @@ def decorrelation_kernel(
         The kernel (sum 1) and the variance factor: white level over the
         pre-decorrelation per-pixel variance.
     """
-    size = size or 2 * kernel.shape[0] + 1
+    ks = kernel.shape[0]
+    size = size or 2 * ks + 1
     n = sfft.next_fast_len(4 * size)
-    khat = _centred_spectrum(kernel, n)
-    phi_hat = _filter_spectrum(khat, float(kernel.sum()), var_convolved, var_other)
+    pad = np.zeros((n, n))
+    pad[:ks, :ks] = kernel
+    pad = np.roll(pad, (-(ks // 2), -(ks // 2)), axis=(0, 1))
+    khat = sfft.fft2(pad)
+    kappa = float(kernel.sum())
+    white = var_other + kappa**2 * var_convolved
+    phi_hat = np.sqrt(white / (var_other + var_convolved * np.abs(khat) ** 2))
     phi = np.real(sfft.ifft2(phi_hat))
     phi = np.roll(phi, (size // 2, size // 2), axis=(0, 1))[:size, :size]
     phi = phi / phi.sum()
     pre = var_other + float(np.sum(kernel**2)) * var_convolved
-    white = var_other + float(kernel.sum()) ** 2 * var_convolved
     return phi, white / pre
-
-
-def _centred_spectrum(image: np.ndarray, n: int) -> np.ndarray:
-    """The n x n Fourier transform of an odd, centred ``image`` (its centre at the origin)."""
-    ny, nx = image.shape
-    pad = np.zeros((n, n))
-    pad[:ny, :nx] = image
-    return np.asarray(sfft.fft2(np.roll(pad, (-(ny // 2), -(nx // 2)), axis=(0, 1))))
-
-
-def _filter_spectrum(
-    khat: np.ndarray, kappa: float, var_convolved: float, var_other: float
-) -> np.ndarray:
-    """``phi(k)`` of the module docstring: the decorrelation filter's (real) spectrum."""
-    white = var_other + kappa**2 * var_convolved
-    return np.asarray(np.sqrt(white / (var_other + var_convolved * np.abs(khat) ** 2)))
-
-
-def excess_variance_factors(
-    kernel: np.ndarray, psf: np.ndarray, var_convolved: float, var_other: float
-) -> tuple[float, float]:
-    """What the decorrelation does to the noise above the sky, at PSF scale.
-
-    The variance plane's sky part is scaled by the white level over the per-pixel
-    variance (:func:`decorrelation_kernel`), exact for the whitened sky. A source's own
-    Poisson noise is not whitened: on the image not convolved it passes through ``phi``,
-    on the convolved one through ``phi K``. For a PSF fit on the decorrelated
-    difference (weights ``w``, the decorrelated PSF), the variance of white noise of
-    variance ``V`` through a filter ``F`` is ``V sum |w(k)|^2 |F(k)|^2``, where the
-    plane predicts ``sum |w(k)|^2`` times its per-pixel value: the factors below make
-    the plane's excess parts predict it (with the science convolved, a bright
-    transient's error was 0.8 of its scatter with the white-level factor alone).
-
-    Parameters
-    ----------
-    kernel : numpy.ndarray
-        Matching kernel (odd, centred).
-    psf : numpy.ndarray
-        The raw difference's PSF (odd, centred).
-    var_convolved, var_other : float
-        Sky variances of the image convolved and of the other (as
-        :func:`decorrelation_kernel`).
-
-    Returns
-    -------
-    (float, float)
-        The factor of the other image's variance above its sky (``sum |w|^2 |phi|^2 /
-        sum |w|^2``), and of the convolved image's in the plane, which holds it times
-        ``sum(K^2)`` (``sum |w|^2 |phi K|^2 / (sum(K^2) sum |w|^2)``).
-    """
-    n = sfft.next_fast_len(4 * max(kernel.shape[0], psf.shape[0]))
-    khat = _centred_spectrum(kernel, n)
-    phi2 = _filter_spectrum(khat, float(kernel.sum()), var_convolved, var_other) ** 2
-    w2 = np.abs(_centred_spectrum(psf, n)) ** 2 * phi2
-    total = float(w2.sum())
-    other = float(np.sum(w2 * phi2)) / total
-    convolved = float(np.sum(w2 * phi2 * np.abs(khat) ** 2)) / (float(np.sum(kernel**2)) * total)
-    return other, convolved
 
 
 def decorrelated_psf(psf: np.ndarray, phi: np.ndarray) -> np.ndarray:
@@ -288,47 +229,10 @@ def decorrelate(
     psf = decorrelated_psf(products.psf, phi)
     psf.flags.writeable = False
     phi.flags.writeable = False
-    factors = excess_variance_factors(kern, products.psf, var_source, var_target)
     result = diff.replace(
         image=read_only(out),
-        variance=read_only(
-            _decorrelated_variance(
-                products, fit, kern, (factor, *factors), (var_source, var_target)
-            )
-        ),
+        variance=read_only(diff.variance * np.float32(factor)),
         psf=None,
         source="difference (decorrelated)",
     )
-    return DecorrelationResult(result, phi, psf, float(factor), factors)
-
-
-def _decorrelated_variance(
-    products: SubtractionProducts,
-    fit: KernelFit,
-    kernel: np.ndarray,
-    factors: tuple[float, float, float],
-    sky: tuple[float, float],
-) -> np.ndarray:
-    """The decorrelated difference's variance plane, a block of rows at a time.
-
-    ``factors``: the sky part's (the white level over the per-pixel variance), then
-    those of the parts above the sky of the image not convolved and of the convolved
-    one (in the plane: the matched variance; :func:`excess_variance_factors`), for the
-    matching ``kernel``. ``sky``: the two images' sky variances (the convolved one's,
-    the other's); the planes are in the difference's units.
-    """
-    unit = science_scale(fit) ** 2
-    other = products.science if fit.convolved == "template" else products.template
-    factor, g_other, g_convolved = factors
-    var_convolved, var_other = sky
-    level = unit * (
-        (factor - g_other) * var_other
-        + (factor - g_convolved) * float(np.sum(kernel**2)) * var_convolved
-    )
-    out = np.empty(products.shape, dtype=np.float32)
-    for rows in row_blocks(products.shape):
-        block = out[rows]
-        np.multiply(other.variance[rows], np.float32(g_other * unit), out=block)
-        block += np.float32(g_convolved) * products.matched_variance[rows]
-        block += np.float32(level)
-    return out
+    return DecorrelationResult(result, phi, psf, float(factor))

@@ -63,7 +63,12 @@ COLUMNS: dict[str, tuple[u.UnitBase, str]] = {
         "matched-filter (unweighted) fit (a dipole: one PSF at its midpoint, less than "
         "its net flux pos_flux - neg_flux)",
     ),
-    "psf_flux_err": (_CT, "1-sigma error of psf_flux from the (renormalised) variance plane"),
+    "psf_flux_err": (
+        _CT,
+        "1-sigma error of psf_flux from the (renormalised) variance plane (a bright "
+        "source's own noise on a convolved science image is under-stated: "
+        "diffviewer.engine.decorrelate)",
+    ),
     "snr": (_ONE, "psf_flux / psf_flux_err"),
     "peak_value": (_ONE, "the thresholded image at the extreme's pixel (sigma, signed)"),
     "score_peak": (

@@ -216,6 +216,10 @@ def template_specs(spec: str | Sequence[str]) -> tuple[str, ...]:
     return specs
 
 
+#: Names a pair cannot take: the batch folder's own files (diffviewer.batch.summary).
+RESERVED_NAMES = ("summary.ecsv", "summary.fits")
+
+
 def read_pairs_csv(path: str | Path) -> list[tuple[str, str, str]]:
     """Read a CSV list of pairs (columns ``science``, ``template``, optional ``name``).
 
@@ -243,8 +247,11 @@ def read_pairs_csv(path: str | Path) -> list[tuple[str, str, str]]:
     """
     path = Path(path)
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
+        # utf-8-sig: a spreadsheet's "CSV UTF-8" starts with a byte-order mark
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            reader.fieldnames = [f.strip() for f in reader.fieldnames or []]
+            rows = [(reader.line_num, row) for row in reader if not _skipped(row)]
     except FileNotFoundError:
         raise InputError(f"pairs list {path} does not exist; check the path") from None
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
@@ -253,24 +260,31 @@ def read_pairs_csv(path: str | Path) -> list[tuple[str, str, str]]:
             f"pairs list {path} cannot be read as a UTF-8 CSV file ({reason}); "
             "give a CSV file with columns science,template[,name]"
         ) from None
-    if not rows or not {"science", "template"} <= set(rows[0]):
+    columns = list(reader.fieldnames or [])
+    if not rows or not {"science", "template"} <= set(columns):
         raise InputError(
             f"pairs list {path} needs a header line with columns science,template "
-            "and at least one row"
+            f"and at least one row (its header has {columns or 'no columns'}, "
+            f"{len(rows)} rows)"
         )
     pairs: list[tuple[str, str, str]] = []
-    for line, row in enumerate(rows, start=2):
+    for index, (line, row) in enumerate(rows, start=1):
         specs = [(row.get(k) or "").strip() for k in ("science", "template")]
         if not all(specs):
             raise InputError(
                 f"pairs list {path}, line {line}: the science or template spec is empty; "
                 "give both on every line"
             )
-        name = (row.get("name") or "").strip() or f"pair{line - 1:04d}"
-        if Path(name).name != name or name in (".", "..") or name in {p[2] for p in pairs}:
+        name = (row.get("name") or "").strip() or f"pair{index:04d}"
+        if (
+            Path(name).name != name
+            or name in (".", "..", *RESERVED_NAMES)
+            or name in {p[2] for p in pairs}
+        ):
             raise InputError(
                 f"pairs list {path}, line {line}: name {name!r} is not a plain, unique folder "
-                "name; use letters, digits, '-', '_' (no '/' or '..'), once each"
+                "name; use letters, digits, '-', '_' (no '/' or '..', not "
+                f"{' or '.join(RESERVED_NAMES)}), once each"
             )
         sci = _resolve_spec(specs[0], path.parent)
         tmpl = TEMPLATE_SEPARATOR.join(
@@ -280,6 +294,14 @@ def read_pairs_csv(path: str | Path) -> list[tuple[str, str, str]]:
     return pairs
 
 
+def _skipped(row: dict[str, str | None]) -> bool:
+    """A pairs-list row that holds nothing (whitespace only) or a comment (``#`` first)."""
+    values = [str(v).strip() for v in row.values() if v is not None]
+    return not any(values) or values[0].startswith("#")
+
+
 def _resolve_spec(spec: str, folder: Path) -> str:
-    """Make a relative spec relative to ``folder`` (extension suffixes are kept)."""
+    """Make a relative spec relative to ``folder``, ``~`` expanded first (extension
+    suffixes are kept)."""
+    spec = str(Path(spec).expanduser()) if spec.startswith("~") else spec
     return spec if Path(spec).is_absolute() else str(folder / spec)

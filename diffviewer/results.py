@@ -115,7 +115,11 @@ def expected_outputs(metadata: dict[str, Any]) -> list[str]:
 
 
 def incomplete_reason(
-    out_dir: str | Path, science: str, template: str, config_digest: str
+    out_dir: str | Path,
+    science: str,
+    template: str,
+    config_digest: str,
+    products: tuple[str, bool] | None = None,
 ) -> str | None:
     """Why an output folder is not the complete result of a pair, or None when it is.
 
@@ -131,6 +135,9 @@ def incomplete_reason(
         The pair's image specs (the template's pieces joined by ``;``).
     config_digest : str
         :meth:`SubtractionConfig.digest` of the config the pair is run with.
+    products : (str, bool), optional
+        The outputs asked for (``--products``) and whether mask planes are compressed
+        (``--compress``): a folder written with others is not this run's result.
 
     Returns
     -------
@@ -152,6 +159,13 @@ def incomplete_reason(
         return f"made from another template ({TEMPLATE_SEPARATOR.join(pieces)})"
     if meta.get("config_digest") != config_digest:
         return f"made with another config (digest {meta.get('config_digest')})"
+    if products is not None:
+        written = meta.get("outputs", {})
+        compressed = written.get("compression", "none") != "none"
+        if (written.get("products"), compressed) != products:
+            return f"written with --products {written.get('products')}" + (
+                " --compress" if compressed else ""
+            )
     for name in expected_outputs(meta):
         path = out / name
         if not path.is_file() or path.stat().st_size == 0:

@@ -153,9 +153,13 @@ def test_completeness_is_checked_and_failed_pairs_are_retried_on_request(batch: 
     assert [j.name for j in plan_batch(pairs, options).jobs] == []
     retry = plan_batch(pairs, BatchOptions(out=out, config=quick_config(), retry_failed=True))
     assert [j.name for j in retry.jobs] == ["bad", "nocover"]
-    # another config makes every pair's outputs stale
+    # another config makes every pair's outputs stale, and so do other products (a rerun
+    # with --products minimal or --compress skipped them as complete)
     other = plan_batch(pairs, BatchOptions(out=out, config=SubtractionConfig()))
     assert [j.name for j in other.jobs] == list(GOOD)
+    for products, compress in (("minimal", False), ("full", True)):
+        asked = BatchOptions(out=out, config=quick_config(), products=products, compress=compress)
+        assert [j.name for j in plan_batch(pairs, asked).jobs] == list(GOOD)
     # a damaged output is seen, not assumed complete
     damaged = out / "damaged"
     shutil.copytree(out / "good1", damaged)

@@ -18,7 +18,7 @@ from astropy.table import Table
 
 from diffviewer import cli
 from diffviewer.config import SubtractionConfig, load_toml, to_toml
-from diffviewer.errors import OutputError
+from diffviewer.errors import InputError, OutputError
 from diffviewer.io import demo_pair, read_exposure
 from diffviewer.outputs import OUTPUT_NAMES
 from diffviewer.paths import read_pairs_csv
@@ -173,6 +173,43 @@ def test_pairs_csv_resolves_relative_paths(tmp_path: Path) -> None:
     (tmp_path / "list.csv").write_text("science,template,name\na.fits[SCI],a.fits[REF],first\n")
     [(sci, tmpl, name)] = read_pairs_csv(tmp_path / "list.csv")
     assert sci == str(tmp_path / "a.fits[SCI]") and tmpl.endswith("a.fits[REF]") and name == "first"
+
+
+def test_pairs_csv_as_a_spreadsheet_writes_it(tmp_path: Path, monkeypatch) -> None:
+    # Excel's "CSV UTF-8" starts with a byte-order mark, a header may have spaces after
+    # its commas, blank and '#' lines are skipped, an error names the file's own line, and
+    # a leading ~ is the home folder, not a folder under the list's.
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    rows = "science, template\n\n   \n# tonight\na.fits,b.fits\n~/c.fits,d.fits\n"
+    (tmp_path / "list.csv").write_bytes(b"\xef\xbb\xbf" + rows.encode())
+    pairs = read_pairs_csv(tmp_path / "list.csv")
+    assert [p[2] for p in pairs] == ["pair0001", "pair0002"]
+    assert pairs[0][0] == str(tmp_path / "a.fits")
+    assert pairs[1][0] == str(tmp_path / "home" / "c.fits")
+    (tmp_path / "list.csv").write_text(rows + "e.fits,\n")
+    with pytest.raises(InputError, match="line 7: the science or template spec is empty"):
+        read_pairs_csv(tmp_path / "list.csv")
+    (tmp_path / "list.csv").write_text("sci,tmpl\na.fits,b.fits\n")
+    with pytest.raises(InputError, match=r"its header has \['sci', 'tmpl'\]"):
+        read_pairs_csv(tmp_path / "list.csv")
+
+
+def test_batch_refuses_an_output_that_is_a_file_or_a_summarys_name(tmp_path: Path, capsys) -> None:
+    sci, tmpl = demo_pair()
+    (tmp_path / "pairs.csv").write_text(f"science,template,name\n{sci},{tmpl},summary.ecsv\n")
+    assert cli.main(["batch", str(tmp_path / "pairs.csv"), "--out", str(tmp_path / "o")]) == 2
+    assert "not summary.ecsv or summary.fits" in capsys.readouterr().err
+    (tmp_path / "pairs.csv").write_text(f"science,template\n{sci},{tmpl}\n")
+    (tmp_path / "taken").write_text("a file")
+    assert cli.main(["batch", str(tmp_path / "pairs.csv"), "--out", str(tmp_path / "taken")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "exists and is not a folder" in err and "internal" not in err
+    # a scheduler address without a port is the user's to mend, and nothing is written
+    args = ["batch", str(tmp_path / "pairs.csv"), "--out", str(tmp_path / "s")]
+    assert cli.main([*args, "--scheduler", "notanaddress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--scheduler notanaddress: cannot connect" in err and "internal" not in err
+    assert list((tmp_path / "s").iterdir()) == []
 
 
 @pytest.mark.parametrize(("limit", "expected"), [(0.0, cli.EXIT_STRICT), (1.0, cli.EXIT_OK)])

@@ -144,7 +144,10 @@ def plan_batch(pairs: Sequence[tuple[str, str, str]], options: BatchOptions) -> 
         folder = options.out / name
         before = previous.get(name, {})
         same_inputs = (before.get("science"), before.get("template")) == (sci, tmpl)
-        if incomplete_reason(folder, sci, tmpl, digest) is None:
+        if (
+            incomplete_reason(folder, sci, tmpl, digest, (options.products, options.compress))
+            is None
+        ):
             row: dict[str, Any] = {"seconds": math.nan, "peak_memory": math.nan}
             if same_inputs:
                 row |= {k: before[k] for k in ("seconds", "peak_memory") if k in before}
@@ -246,6 +249,20 @@ def _quiet_when_interrupted() -> Iterator[None]:
         raise
 
 
+def _connected(address: str) -> Any:
+    """A client of the scheduler at ``address``; an address that cannot be reached is the
+    user's to mend (:class:`~diffviewer.errors.InputError`), not an internal error."""
+    from dask.distributed import Client
+
+    try:
+        return Client(address, timeout="30s")
+    except (OSError, ValueError, TypeError) as exc:
+        raise InputError(
+            f"--scheduler {address}: cannot connect to a dask scheduler there ({exc}); "
+            "give its address as tcp://host:port and check that it runs (dask scheduler)"
+        ) from None
+
+
 @contextlib.contextmanager
 def dask_client(options: BatchOptions, jobs: Sequence[PairJob]) -> Iterator[Any]:
     """A client of a fresh ``LocalCluster``, or of the scheduler at ``options.scheduler``.
@@ -267,7 +284,7 @@ def dask_client(options: BatchOptions, jobs: Sequence[PairJob]) -> Iterator[Any]
     }
     with dask.config.set(settings):
         if options.scheduler:
-            with Client(options.scheduler, timeout="30s") as client, _quiet_when_interrupted():
+            with _connected(options.scheduler) as client, _quiet_when_interrupted():
                 yield client
             return
         n, limit = worker_layout(
@@ -372,6 +389,11 @@ def run_batch(
     list of dict
         The rows, as written to ``summary.ecsv``.
     """
+    if options.out.exists() and not options.out.is_dir():
+        raise InputError(
+            f"--out {options.out} exists and is not a folder; choose a folder for the "
+            "batch's outputs"
+        )
     options.out.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(options.out)
     plan = plan_batch(pairs, options)
@@ -415,7 +437,8 @@ def run_batch(
             tell(f"warning: {path.name} is still being written by a process of this machine")
         remove_stale_staging(options.out)
         rows |= _finished_unreported(plan.jobs, rows, options.config.digest())
-        write_summary(options.out, ordered())
+        if rows:  # nothing to summarise when no pair ran nor was kept (no scheduler)
+            write_summary(options.out, ordered())
     return ordered()
 
 

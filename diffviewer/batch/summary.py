@@ -18,10 +18,11 @@ from astropy.table import MaskedColumn, Table
 
 from diffviewer.errors import InputError
 from diffviewer.fits_write import write_table
+from diffviewer.paths import RESERVED_NAMES
 from diffviewer.results import read_metadata, read_pair_verdict
 
-SUMMARY_ECSV = "summary.ecsv"
-SUMMARY_FITS = "summary.fits"
+#: The batch folder's own files (names no pair may take: diffviewer.paths.read_pairs_csv).
+SUMMARY_ECSV, SUMMARY_FITS = RESERVED_NAMES
 STATUSES = ("ok", "failed", "skipped")
 #: Kinds of failure, most serious first (the exit status follows the first one found).
 ERROR_KINDS = ("internal", "input", "no_coverage", "guard")

@@ -85,3 +85,23 @@ def terminate_like_interrupt() -> Iterator[None]:
             signal.signal(sig, handler)
         sys.unraisablehook = unraisable
         _received.clear()
+
+
+def quit_on_termination(quit: Callable[[], None]) -> None:
+    """Within :func:`terminate_like_interrupt`, have SIGTERM and SIGHUP record the signal and
+    call ``quit`` instead of raising.
+
+    An event loop (Qt's) runs Python only in its callbacks, where a raised
+    :class:`Terminated` would not unwind the loop: ``quit`` ends the loop, and the caller's
+    :func:`raise_if_terminated` after it raises the signal as the command's outcome. Outside
+    the main thread nothing changes; the block's exit restores the handlers it found.
+    """
+
+    def handler(signum: int, _frame: object) -> None:
+        _received.append(signum)
+        quit()
+
+    with contextlib.suppress(ValueError):  # not the main thread
+        for name in ("SIGTERM", "SIGHUP"):
+            if hasattr(signal, name):
+                signal.signal(getattr(signal, name), handler)

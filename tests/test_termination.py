@@ -40,3 +40,26 @@ def test_a_signal_swallowed_by_a_finaliser_is_raised_again(capsys) -> None:
         assert caught.value.signum == signal.SIGTERM
     raise_if_terminated()  # the record ends with the block
     assert "Traceback" not in capsys.readouterr().err  # the lost exception printed nothing
+
+
+def test_a_window_quits_on_sigterm() -> None:
+    # Qt's event loop runs no Python between events, so the handler that raises never
+    # ran: `timeout 20 diffviewer review DIR` was still running ten minutes on. The
+    # window (here the main one, on the demo pair) quits, and the command ends as a
+    # terminated one (128 + the signal).
+    import subprocess
+    import sys
+
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "diffviewer"], env=env, stderr=subprocess.PIPE, text=True
+    )
+    time.sleep(4.0)  # the window is up and running the demo pair
+    assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    assert proc.returncode == 128 + signal.SIGTERM

@@ -7,7 +7,7 @@ from PyQt6.QtCore import QTimer
 from diffviewer.config import SubtractionConfig
 from diffviewer.errors import DiffviewerError
 from diffviewer.gui.model import Pair
-from diffviewer.gui.qtapp import application
+from diffviewer.gui.qtapp import application, run_event_loop
 from diffviewer.gui.window import MainWindow
 
 
@@ -54,4 +54,4 @@ def launch(
             window.open_pair(Pair(str(sci), str(tmpl), "demo"))
 
     QTimer.singleShot(0, start)
-    return int(app.exec())
+    return run_event_loop(app)

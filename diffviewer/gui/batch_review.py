@@ -47,7 +47,7 @@ from diffviewer.batch.summary import complete_row, read_summary, rows_of, write_
 from diffviewer.errors import DiffviewerError, InputError
 from diffviewer.fits_write import write_table
 from diffviewer.gui import verdicts as source_verdicts
-from diffviewer.gui.qtapp import application
+from diffviewer.gui.qtapp import application, run_event_loop
 from diffviewer.results import read_pair_verdict, write_pair_verdict
 
 if TYPE_CHECKING:
@@ -431,4 +431,4 @@ def launch_review(batch_dir: str | Path) -> int:
     app = application()
     window = ReviewWindow(batch_dir)
     window.show()
-    return int(app.exec())
+    return run_event_loop(app)

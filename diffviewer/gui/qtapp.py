@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import sys
 
+from PyQt6.QtCore import QTimer
 from PyQt6.QtWidgets import QApplication
 from threadpoolctl import threadpool_limits
+
+from diffviewer.termination import quit_on_termination
+
+#: How often (ms) the event loop lets Python run: a signal handler runs only then.
+SIGNAL_POLL_MS = 250
 
 
 def application() -> QApplication:
@@ -27,3 +33,26 @@ def application() -> QApplication:
     app.setOrganizationName("diffviewer")
     app.setApplicationName("diffviewer")
     return app
+
+
+def run_event_loop(app: QApplication) -> int:
+    """Run ``app``'s event loop until its windows close or SIGTERM / SIGHUP arrives.
+
+    Qt's loop runs no Python between events, so a timer gives the interpreter a moment
+    every :data:`SIGNAL_POLL_MS` ms, and the signals quit the loop
+    (:func:`~diffviewer.termination.quit_on_termination`): ``timeout 20 diffviewer
+    review DIR`` ran on after the signal until it was killed.
+
+    Returns
+    -------
+    int
+        The event loop's exit code.
+    """
+    quit_on_termination(app.quit)
+    poll = QTimer(app)
+    poll.timeout.connect(lambda: None)
+    poll.start(SIGNAL_POLL_MS)
+    try:
+        return int(app.exec())
+    finally:
+        poll.stop()

@@ -21,7 +21,7 @@ from diffviewer.engine.progress import CancelToken, ProgressCallback
 from diffviewer.errors import DiffviewerError, InputError
 from diffviewer.gui import model
 from diffviewer.gui.model import Pair, RunOutcome
-from diffviewer.gui.qtapp import application
+from diffviewer.gui.qtapp import application, run_event_loop
 from diffviewer.results import read_metadata, read_saved_run, write_pair_verdict
 
 if TYPE_CHECKING:
@@ -133,4 +133,4 @@ def launch_saved(folder: str | Path) -> int:
     window.show()
     app.aboutToQuit.connect(window.jobs.shutdown)
     open_saved(window, folder)
-    return int(app.exec())
+    return run_event_loop(app)

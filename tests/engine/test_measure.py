@@ -64,6 +64,20 @@ def run(
     return table, det
 
 
+def found_on_difference(diff: Exposure, sci: Exposure, model: PsfModel):
+    """Detect on the PSF-filtered difference (no sky sources) and measure, one PSF."""
+    det = detect_sources(
+        diff,
+        None,
+        DetectionConfig(detect_on="difference", sky_sources=0),
+        null_reporter(),
+        psf=model,
+    )
+    return measure_sources(
+        diff, sci, diff, None, det, model, model, MeasurementConfig(), null_reporter()
+    )
+
+
 def plain_difference(pair) -> Exposure:
     """Science minus template of a pair with equal PSFs (a valid difference)."""
     return Exposure(
@@ -598,16 +612,7 @@ def test_an_unusable_pixel_at_the_peak_does_not_push_the_position_away(
     mask = np.zeros(shape, np.int16)
     mask[48, 48] = int(MaskPlane[plane])
     diff = Exposure(image, np.full(shape, noise**2, np.float32), mask)
-    det = detect_sources(
-        diff,
-        None,
-        DetectionConfig(detect_on="difference", sky_sources=0),
-        null_reporter(),
-        psf=model,
-    )
-    table = measure_sources(
-        diff, diff, diff, None, det, model, model, MeasurementConfig(), null_reporter()
-    )
+    table = found_on_difference(diff, diff, model)
     assert len(table) == 1
     assert abs(table["x"][0] - x) <= 1.0 and abs(table["y"][0] - y) <= 1.0
     assert table["flagged"][0]
@@ -632,16 +637,7 @@ def test_a_dipoles_psf_flux_is_its_net_flux_seen_by_one_psf_at_the_midpoint(
     mask = np.zeros(shape, np.int16)
     diff = Exposure((lobes + rng.normal(0.0, noise, shape)).astype(np.float32), var, mask)
     sci = Exposure((source + rng.normal(0.0, noise, shape)).astype(np.float32), var, mask)
-    det = detect_sources(
-        diff,
-        None,
-        DetectionConfig(detect_on="difference", sky_sources=0),
-        null_reporter(),
-        psf=model,
-    )
-    table = measure_sources(
-        diff, sci, diff, None, det, model, model, MeasurementConfig(), null_reporter()
-    )
+    table = found_on_difference(diff, sci, model)
     assert len(table) == 1 and table["is_dipole"][0]
     row = table[0]
     net = row["pos_flux"] - row["neg_flux"]

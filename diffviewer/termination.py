@@ -87,21 +87,28 @@ def terminate_like_interrupt() -> Iterator[None]:
         _received.clear()
 
 
-def quit_on_termination(quit: Callable[[], None]) -> None:
-    """Within :func:`terminate_like_interrupt`, have SIGTERM and SIGHUP record the signal and
-    call ``quit`` instead of raising.
+@contextlib.contextmanager
+def quit_on_termination(quit: Callable[[], None]) -> Iterator[None]:
+    """While in the block, SIGTERM and SIGHUP record the signal and call ``quit`` instead of
+    raising; the handlers found come back afterwards.
 
     An event loop (Qt's) runs Python only in its callbacks, where a raised
     :class:`Terminated` would not unwind the loop: ``quit`` ends the loop, and the caller's
     :func:`raise_if_terminated` after it raises the signal as the command's outcome. Outside
-    the main thread nothing changes; the block's exit restores the handlers it found.
+    the main thread nothing changes.
     """
 
     def handler(signum: int, _frame: object) -> None:
         _received.append(signum)
         quit()
 
-    with contextlib.suppress(ValueError):  # not the main thread
-        for name in ("SIGTERM", "SIGHUP"):
-            if hasattr(signal, name):
-                signal.signal(getattr(signal, name), handler)
+    wanted = [getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n)]
+    try:
+        previous = {s: signal.signal(s, handler) for s in wanted}
+    except ValueError:  # not the main thread: signals are not ours to handle
+        previous = {}
+    try:
+        yield
+    finally:
+        for sig, found in previous.items():
+            signal.signal(sig, found)

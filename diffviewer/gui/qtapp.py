@@ -48,11 +48,11 @@ def run_event_loop(app: QApplication) -> int:
     int
         The event loop's exit code.
     """
-    quit_on_termination(app.quit)
     poll = QTimer(app)
     poll.timeout.connect(lambda: None)
     poll.start(SIGNAL_POLL_MS)
     try:
-        return int(app.exec())
+        with quit_on_termination(app.quit):
+            return int(app.exec())
     finally:
         poll.stop()

@@ -200,6 +200,21 @@ def quiet_fits_verify() -> Iterator[None]:
 _TABLE_FORMATS = {".ecsv": "ascii.ecsv", ".fits": "fits", ".fit": "fits"}
 
 
+def _without_int8(table: Table) -> Table:
+    """``table`` with its signed 8-bit integer columns widened to 16 bits.
+
+    astropy writes an int8 column as a FITS logical (TFORM 'L'): the catalog's ``sign``
+    (-1, 0, +1) read back as True / False.
+    """
+    narrow = [name for name in table.colnames if table[name].dtype == np.int8]
+    if not narrow:
+        return table
+    out = table.copy(copy_data=False)
+    for name in narrow:
+        out[name] = out[name].astype(np.int16)
+    return out
+
+
 def write_table(path: str | Path, table: Table, *, protect: Sequence[str | Path] = ()) -> Path:
     """Write a catalog as ECSV (``.ecsv``) or FITS (``.fits``), chosen by suffix, atomically.
 
@@ -228,6 +243,6 @@ def write_table(path: str | Path, table: Table, *, protect: Sequence[str | Path]
 
     if fmt == "fits":
         with quiet_fits_verify():
-            hdu = fits.table_to_hdu(table)
+            hdu = fits.table_to_hdu(_without_int8(table))
         return write_hdulist(path, fits.HDUList([fits.PrimaryHDU(), hdu]), protect=protect)
     return atomic_write(path, lambda tmp: table.write(tmp, format=fmt, overwrite=True), protect)

@@ -613,11 +613,14 @@ def test_distorted_wcs_survives_writing(tmp_path: Path) -> None:
 
 
 def test_tables_round_trip_by_suffix(tmp_path: Path) -> None:
-    table = Table({"x": [1.5, 2.5], "id": np.array([1, 2], dtype=np.int64)})
+    # the catalog's sign is int8, which astropy writes to FITS as a logical (T / F)
+    sign = np.array([-1, 0, 1], dtype=np.int8)
+    table = Table({"x": [1.5, 2.5, 3.5], "id": np.array([1, 2, 3], dtype=np.int64), "sign": sign})
     for name in ("cat.ecsv", "cat.fits"):
         back = Table.read(write_table(tmp_path / name, table))
-        np.testing.assert_array_equal(back["x"], table["x"])
-        np.testing.assert_array_equal(back["id"], table["id"])
+        for column in ("x", "id", "sign"):
+            np.testing.assert_array_equal(back[column], table[column])
+    assert table["sign"].dtype == np.int8  # the table written is left as it was
     with pytest.raises(OutputError, match=r"\.ecsv or \.fits"):
         write_table(tmp_path / "cat.txt", table)
 

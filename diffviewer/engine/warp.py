@@ -796,9 +796,11 @@ def warp_template(
         coverage=coverage,
         warnings=tuple(notes),
         registration=placed[0].registration,
+        # each piece's input (its file and extension), not the warped exposure's name: a
+        # saved run is matched to its inputs by these (results.incomplete_reason)
         pieces=tuple(
-            Piece(p.exposure.source, p.registration, c)
-            for p, c in zip(placed, covered, strict=True)
+            Piece(piece.source, p.registration, c)
+            for piece, p, c in zip(pieces, placed, covered, strict=True)
         ),
         covariance_factor=float(
             np.average([p.covariance_factor for p in placed], weights=np.add(covered, 1e-12))

@@ -14,12 +14,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from diffviewer import cli
+from diffviewer.config import SubtractionConfig
 from diffviewer.engine import warp
 from diffviewer.engine.mosaic import combine_pieces
 from diffviewer.engine.pipeline import run_subtraction
 from diffviewer.exposure import Exposure, MaskPlane
 from diffviewer.io import read_exposure
 from diffviewer.paths import read_pairs_csv, template_specs
+from diffviewer.results import incomplete_reason
 from diffviewer.stats import robust_std
 from tests.conftest import data_path
 
@@ -119,6 +121,12 @@ def test_run_and_pairs_list_take_template_pieces(tmp_path: Path, capsys) -> None
     [(sci, tmpl, name)] = read_pairs_csv(listing)
     assert sci == str(paths["science"])
     assert template_specs(tmpl) == (left, right) and name == "p"
+    # the saved run names its pieces' inputs, not the warped exposures, so a batch rerun
+    # finds the folder complete (it said "made from another template (left.fits warped
+    # to ...)" and ran every warped pair again)
+    assert [p["source"] for p in meta["warp"]["pieces"]] == [left, right]
+    digest = SubtractionConfig().digest()
+    assert incomplete_reason(out, str(paths["science"]), tmpl, digest) is None
 
 
 def test_pieces_on_the_science_grid_are_combined_not_taken_as_the_input() -> None:

@@ -22,7 +22,7 @@ from astropy.table import Table
 from diffviewer.atomic import atomic_write
 from diffviewer.errors import OutputError
 from diffviewer.exposure import Exposure, mask_header_cards
-from diffviewer.fits_header import header_with_wcs
+from diffviewer.fits_header import ZERO_POINT_KEYS, header_with_wcs
 
 
 def write_exposure(
@@ -62,15 +62,26 @@ def write_exposure(
     primary = fits.PrimaryHDU(header=header_with_wcs(exposure.header, None))
     source = exposure.source.encode("ascii", "replace").decode("ascii")[-68:]
     primary.header["SOURCE"] = (source, "where the exposure came from")
+    # The zero point is the exposure's, not a card the header carried from its input
+    # (a matched template's pixels are on the science's scale, a score has none).
+    for key in ZERO_POINT_KEYS:
+        primary.header.remove(key, ignore_missing=True, remove_all=True)
     if exposure.zero_point is not None:
         primary.header["MAGZP"] = (exposure.zero_point, "AB mag of one image unit")
     plane_header = header_with_wcs(fits.Header(), exposure.wcs)
     mask_header = plane_header.copy()
+    # A reader takes the unit from the HDU it shows: the planes carry it, squared for the
+    # variance (the primary holds no data).
+    unit = str(primary.header.get("BUNIT", "")).strip()
+    image_header, variance_header = plane_header.copy(), plane_header.copy()
+    if unit:
+        image_header["BUNIT"] = unit
+        variance_header["BUNIT"] = f"({unit})**2"
     for key, bit, comment in mask_header_cards():
         mask_header[key if len(key) <= 8 else f"HIERARCH {key}"] = (bit, comment)
     hdus = [
         primary,
-        fits.ImageHDU(exposure.image, header=plane_header, name="IMAGE"),
+        fits.ImageHDU(exposure.image, header=image_header, name="IMAGE"),
         (
             fits.CompImageHDU(
                 exposure.mask, header=mask_header, name="MASK", compression_type="RICE_1"
@@ -78,7 +89,7 @@ def write_exposure(
             if compress_mask
             else fits.ImageHDU(exposure.mask, header=mask_header, name="MASK")
         ),
-        fits.ImageHDU(exposure.variance, header=plane_header, name="VARIANCE"),
+        fits.ImageHDU(exposure.variance, header=variance_header, name="VARIANCE"),
     ]
     if exposure.psf is not None:
         hdus.append(fits.ImageHDU(exposure.psf, name="PSF"))

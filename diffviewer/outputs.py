@@ -478,10 +478,17 @@ def _score_exposure(result: SubtractionResult) -> Exposure:
     score = result.score
     if score is None:
         raise ValueError("score.fits asked for a run without a score")
+    # S/N, not the difference's counts: none of its photometric cards
+    header = result.difference.header.copy()
+    for key in ("BUNIT", "GAIN", "SATURATE"):
+        header.remove(key, ignore_missing=True, remove_all=True)
     return result.difference.replace(
         image=score.image,
         variance=read_only(np.ones_like(score.image)),
         mask=read_only(score.mask | result.difference.mask),
+        header=header,
+        zero_point=None,
+        source=f"score ({score.method}) of the difference",
     )
 
 

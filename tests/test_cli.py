@@ -469,3 +469,35 @@ def test_the_kernel_star_table_documents_its_columns(demo_run: Path) -> None:
     assert "matched-filter" in table["kernel_sum"].description
     assert "solution's sum" in table["kernel_sum"].description
     assert str(table["x"].unit) == "pix" and str(table["flux_sci"].unit) == "ct"
+
+
+def test_outputs_carry_their_own_photometry(tmp_path: Path) -> None:
+    # The matched template is on the science's photometric scale (it kept the template's
+    # MAGZP), the score is S/N (it kept the difference's MAGZP, BUNIT and GAIN), and a
+    # reader takes BUNIT from the HDU it shows (only the empty primary had it). Also the
+    # catalog's sign survives the FITS table (an int8 column was written as a logical).
+    from astropy.table import Table
+
+    from diffviewer.synthetic import make_pair
+
+    pair = make_pair((128, 128), 60, seed=2)
+    for name, exposure, zero_point in (("s", pair.science, 30.0), ("t", pair.template, 29.0)):
+        header = exposure.wcs.to_header()
+        header["MAGZP"], header["BUNIT"] = zero_point, "adu"
+        fits.writeto(tmp_path / f"{name}.fits", np.asarray(exposure.image, np.float32), header)
+    out = tmp_path / "out"
+    args = ["run", str(tmp_path / "s.fits"), str(tmp_path / "t.fits"), "--out", str(out)]
+    assert cli.main([*args, "--quiet"]) == 0
+    for name, zero_point, unit in (
+        ("difference", 30.0, "adu"),
+        ("matched_template", 30.0, "adu"),
+        ("score", None, None),
+    ):
+        with fits.open(out / f"{name}.fits") as hdul:
+            assert hdul[0].header.get("MAGZP") == zero_point, name
+            assert hdul["IMAGE"].header.get("BUNIT") == unit, name
+            if unit:
+                assert hdul["VARIANCE"].header["BUNIT"] == f"({unit})**2"
+    assert "GAIN" not in fits.getheader(out / "score.fits")
+    ecsv, table = Table.read(out / "diasources.ecsv"), Table.read(out / "diasources.fits")
+    np.testing.assert_array_equal(table["sign"], ecsv["sign"])

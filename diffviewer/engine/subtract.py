@@ -132,13 +132,15 @@ class SubtractionProducts:
     @property
     def matched(self) -> Exposure:
         """The convolved image as an exposure: the unconvolved source's metadata, its mask
-        grown by the kernel footprint (:func:`convolved_mask`), made on each read."""
+        grown by the kernel footprint (:func:`convolved_mask`), the science's zero point
+        (its pixels are on the science's scale either way), made on each read."""
         source, _ = self.fit.source_target(self.science, self.template)
         return source.replace(
             image=self.matched_image,
             variance=self.matched_variance,
             mask=read_only(self._convolved_mask(source.mask)),
             psf=None,
+            zero_point=self.science.zero_point,
             source=f"{source.source} convolved with the matching kernel",
         )
 

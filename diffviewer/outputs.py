@@ -140,7 +140,7 @@ def build_metadata(
             "registration": registration_summary(result.template.registration),
             # the warp correlates the template's noise between pixels: its variance plane
             # is the per-pixel one times covariance_factor (its noise at PSF scale)
-            "noise_correlated": result.template.covariance_factor > 1.0,
+            "noise_correlated": result.template.covariance_factor > 1.0 + 1e-6,
             "covariance_factor": result.template.covariance_factor,
             "pieces": [
                 {
@@ -198,7 +198,7 @@ def build_metadata(
                 ),
             },
             "kernel_sum": {
-                "mean": float(np.mean(sums)),
+                "mean": float(np.mean(sums, dtype=np.float64)),
                 "min": float(np.min(sums)),
                 "max": float(np.max(sums)),
                 # The mean's standard error over the kernel stars (a jackknife over the

@@ -482,12 +482,15 @@ def fit_kernel(
         ksum[rows], ksum_err[rows] = star_kernel_sums(stamps, rows, kernels, x, y, fwhm, fits.used)
 
     step = max(16, min(shape) // 16)
-    mean_sum = float(np.mean(solution.kernel_sum_map(step=step)))
+    mean_sum = float(np.mean(solution.kernel_sum_map(step=step), dtype=np.float64))
     scale = mean_sum if mode == "template" else 1.0 / mean_sum
     # The mean kernel sum refitted without each fold of the good stamps: its error over
     # the stars (which stars are fitted and which held out moves it, as noise does).
     replicates = [
-        np.mean(dataclasses.replace(solution, coefficients=frozen(c)).kernel_sum_map(step=step))
+        np.mean(
+            dataclasses.replace(solution, coefficients=frozen(c)).kernel_sum_map(step=step),
+            dtype=np.float64,
+        )
         for c in fold_coefficients
     ]
     sum_error = jackknife_error(np.array(replicates))

@@ -194,7 +194,7 @@ def _iterated_moments(
     # The column offsets' matrix for the row sums, its first column ones (filled per pass).
     offsets = np.ones((n, nx, 2))
     active = np.arange(n)
-    for _ in range(iterations):
+    for iteration in range(iterations):
         if not len(active):
             break
         k = active
@@ -234,7 +234,7 @@ def _iterated_moments(
             )
         upd = k[ok]
         x0[upd], y0[upd], cov[:, upd] = x1[ok], y1[ok], new[:, ok]
-        if len(k) == n:
+        if iteration == 0:
             # Light in a pixel or two (a hot pixel, a cosmic ray) is unresolved at the
             # first pass: it gets the least covariance (FWHM 0.68 px), not the starting
             # weight's 4 px^2 kept (FWHM 4.71 px, a star's size).

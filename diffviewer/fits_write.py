@@ -130,7 +130,7 @@ def write_hdulist(
 #: Bytes of big-endian pixels staged at a time by :func:`write_plain_hdus`. The buffer is
 #: made once an HDU and reused, where astropy's whole-plane copy is fresh memory each
 #: time (64 MB a 4096^2 float32 plane): ``diffviewer run``'s writes at 4096^2 took 0.61-0.66
-#: s so against 1.33-1.34 s (whole runs in turn, 2026-12-06), 1.14 against 1.28 s beside
+#: s against 1.33-1.34 s (whole runs in turn, 2026-12-06), 1.14 against 1.28 s beside
 #: HOTPANTS's own writes in ``bench_peers.py`` (README, issue 9).
 BLOCK_BYTES = 1 << 22
 

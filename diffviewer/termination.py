@@ -61,6 +61,23 @@ def raise_if_terminated() -> None:
 
 
 @contextlib.contextmanager
+def _handled_by(handler: Callable[[int, Any], None]) -> Iterator[bool]:
+    """SIGTERM and SIGHUP go to ``handler`` while in the block, then to the handlers found
+    before; yields whether they were set (not outside the main thread, where signals are
+    not ours to handle)."""
+    wanted = [getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n)]
+    try:
+        previous = {s: signal.signal(s, handler) for s in wanted}
+    except ValueError:
+        previous = {}
+    try:
+        yield bool(previous)
+    finally:
+        for sig, found in previous.items():
+            signal.signal(sig, found)
+
+
+@contextlib.contextmanager
 def terminate_like_interrupt() -> Iterator[None]:
     """Handle SIGTERM and SIGHUP like Ctrl-C while in the block.
 
@@ -68,21 +85,14 @@ def terminate_like_interrupt() -> Iterator[None]:
     of received signals is cleared on entry and exit; outside the main thread nothing
     changes.
     """
-    names = ("SIGTERM", "SIGHUP")
-    wanted = [getattr(signal, n) for n in names if hasattr(signal, n)]
     _received.clear()
-    try:
-        previous = {s: signal.signal(s, _raise_terminated) for s in wanted}
-    except ValueError:  # not the main thread: signals are not ours to handle
-        previous = {}
     unraisable = sys.unraisablehook
-    if previous:
-        sys.unraisablehook = _unraisable_hook(unraisable)
     try:
-        yield
+        with _handled_by(_raise_terminated) as handled:
+            if handled:
+                sys.unraisablehook = _unraisable_hook(unraisable)
+            yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         sys.unraisablehook = unraisable
         _received.clear()
 
@@ -102,13 +112,5 @@ def quit_on_termination(quit: Callable[[], None]) -> Iterator[None]:
         _received.append(signum)
         quit()
 
-    wanted = [getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n)]
-    try:
-        previous = {s: signal.signal(s, handler) for s in wanted}
-    except ValueError:  # not the main thread: signals are not ours to handle
-        previous = {}
-    try:
+    with _handled_by(handler):
         yield
-    finally:
-        for sig, found in previous.items():
-            signal.signal(sig, found)

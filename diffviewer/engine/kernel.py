@@ -75,6 +75,7 @@ from diffviewer.engine.kernel_sum_order import SumOrderChoice, choose_sum_order
 from diffviewer.engine.progress import Reporter
 from diffviewer.engine.psf import PsfEstimate, frozen
 from diffviewer.engine.sky import InputSources
+from diffviewer.engine.star_fluxes import aperture_sum
 from diffviewer.exposure import Exposure
 from diffviewer.stats import median
 
@@ -106,12 +107,10 @@ def _stars_ratio(candidates: CandidateSet) -> float | None:
 
 
 def _aperture_share(psf: PsfEstimate, radius: float) -> float:
-    """The share of a PSF image within ``radius`` px of its centre pixel."""
+    """The share of a PSF image within ``radius`` px of its centre pixel (the candidates'
+    aperture, :func:`~diffviewer.engine.star_fluxes.aperture_sum`)."""
     image = psf.image
-    half = image.shape[0] // 2
-    r = np.arange(-half, half + 1)
-    inside = r[:, None] ** 2 + r[None, :] ** 2 <= radius**2
-    return float(image[inside].sum() / image.sum())
+    return float(aperture_sum(image[None], np.zeros(1), radius)[0] / image.sum())
 
 
 def _zero_point_ratio(science: Exposure, template: Exposure) -> float | None:

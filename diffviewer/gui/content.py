@@ -15,7 +15,7 @@ import numpy as np
 from astropy.table import Table
 
 from diffviewer.config import SubtractionConfig
-from diffviewer.exposure import UNUSABLE, mask_plane_names
+from diffviewer.exposure import mask_plane_names
 from diffviewer.gui import columns
 from diffviewer.gui.model import VIEW_TITLES
 from diffviewer.gui.verdicts import Verdict
@@ -405,13 +405,6 @@ def n_detections(diasources: Table) -> int:
     return len(diasources) - int(np.sum(np.asarray(diasources["sky_source"], bool)))
 
 
-def _score_undefined(result: Any, ix: int, iy: int) -> bool:
-    """Whether the score is not defined at a pixel (its own mask's unusable planes: 0 there
-    is no measurement, as the catalog's ``score_peak`` is NaN)."""
-    score = getattr(result, "score", None)
-    return score is not None and bool(score.mask[iy, ix] & int(UNUSABLE))
-
-
 def pixel_readout(result: Any, arrays: Mapping[str, np.ndarray], x: float, y: float) -> str:
     """What the cursor points at: position, sky coordinates, the value in every view, mask bits.
 
@@ -429,6 +422,8 @@ def pixel_readout(result: Any, arrays: Mapping[str, np.ndarray], x: float, y: fl
     str
         Rich text; empty outside the image.
     """
+    from diffviewer.engine.measure import score_at
+
     ix, iy = round(x), round(y)
     ny, nx = result.science.shape
     if not (0 <= ix < nx and 0 <= iy < ny):
@@ -440,7 +435,13 @@ def pixel_readout(result: Any, arrays: Mapping[str, np.ndarray], x: float, y: fl
         lines.append(f"<b>RA</b> {float(ra):.6f}°  <b>Dec</b> {float(dec):+.6f}°")
     for name, title in VIEW_TITLES.items():
         if name in arrays and name != "mask":
-            undefined = name == "score" and _score_undefined(result, ix, iy)
+            # 0 where the score's own mask says it is not defined: no measurement, as the
+            # catalog's score_peak (measure.score_at) is NaN there
+            undefined = (
+                name == "score"
+                and getattr(result, "score", None) is not None
+                and bool(np.isnan(score_at(result.score, iy, ix)))
+            )
             value = (
                 "undefined (the score's mask)"
                 if undefined

@@ -94,6 +94,7 @@ def registration_summary(reg: Registration) -> dict[str, Any]:
         "n_matched": reg.n_matched,
         "transform_order": reg.transform.order if reg.transform is not None else None,
         "transform": reg.transform.matrix if reg.transform is not None else None,
+        "transform_applied": reg.transform is not None and reg.applied,
         "rms_px": _finite(reg.rms),
         "position_error_px": _finite(reg.position_error),
         "notes": list(reg.notes),

@@ -435,6 +435,8 @@ def registration_from_summary(summary: dict[str, Any]) -> Registration:
         rms=_float(summary.get("rms_px")),
         position_error=_float(summary.get("position_error_px")),
         notes=tuple(str(n) for n in summary.get("notes", [])),
+        # runs before the key applied their star fit but for a WCS kept
+        applied=bool(summary.get("transform_applied", summary["method"] != "wcs")),
     )
 
 

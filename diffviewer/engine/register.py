@@ -11,9 +11,13 @@ within :data:`MATCH_RADIUS` px of a template star: a least-squares affine (or, w
 :data:`CLIP_SIGMA` sigma clipping, matched again with the refined transform.
 
 With a WCS on both images the WCS mapping is checked the same way: science stars
-are mapped through the WCSs and matched to template stars; when the star fit and
-the WCS mapping differ by more than ``warp.wcs_tolerance`` px anywhere on the
-image, the star fit replaces the WCS mapping and a note says so.
+are mapped through the WCSs and matched to template stars (a WCS off by more than the
+match radius is sought by the translation the star pairs agree on after the WCS's own
+rotation and scale, then by star patterns); when the star fit and the WCS mapping
+differ by more than ``warp.wcs_tolerance`` px anywhere on the image, the star fit
+replaces the WCS mapping and a note says so. A fit that is not trusted (its pairs may
+be chance) neither confirms nor replaces a WCS: the WCS is used, and a note says it
+was not confirmed.
 """
 
 from __future__ import annotations
@@ -62,6 +66,13 @@ TRUSTED_RMS, TRUSTED_FRACTION = 0.5, 0.25
 #: Chance probability below which a fit's pairs are taken as real whatever their
 #: residuals (:func:`_trusted`).
 CHANCE_P_VALUE = 1e-6
+#: Farthest (px) a template star may lie outside the science image's footprint under a
+#: WCS mapping to vote for that mapping's translation (:func:`check_wcs_on_stars`): how
+#: far off a WCS can be found.
+WCS_SEARCH = 50.0
+#: Template area, in science image areas, above which a failed registration's message
+#: says the template's brightest stars may lie outside the science field.
+LARGER_AREA = 4.0
 #: Points per side of the grid on which two mappings are compared.
 COMPARE_GRID = 9
 #: Points per side of the finer grid whose points on the template judge a WCS mapping
@@ -176,13 +187,18 @@ class Registration:
     n_matched : int
         Matched pairs kept by the fit.
     rms : float
-        Residual RMS of the matched stars about the mapping used (px); NaN without a fit.
+        Residual RMS of the matched stars (the ``n_matched`` pairs) about the mapping
+        used (px); NaN without a fit.
     position_error : float
         Largest 1-sigma error (px) of a position mapped by ``transform`` (from its
         residuals and the stars' spread) over the image, or, for a WCS checked on stars,
         where the template lies on it; NaN without a fit.
     notes : tuple of str
         What the user should know.
+    applied : bool
+        Whether ``transform`` is the mapping used: False for the star fit that checked a
+        WCS kept ('wcs') and for a star fit no better than one pixel grid ('stars' on
+        images of one shape, :func:`register_on_stars`).
     """
 
     method: str
@@ -193,6 +209,7 @@ class Registration:
     rms: float
     position_error: float = math.nan
     notes: tuple[str, ...] = ()
+    applied: bool = True
 
 
 def _centroids(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -299,10 +316,15 @@ class StarFit:
         return float(scatter * np.sqrt(max(float(leverage.max()), 0.0)))
 
 
-def _unclipped(residual: np.ndarray, among: np.ndarray) -> np.ndarray:
+def _unclipped(residual: np.ndarray) -> np.ndarray:
     """Pairs whose residual distance (px) is within :data:`CLIP_SIGMA` robust sigmas of
-    those ``among`` (the median distance of a 2-D Gaussian error is 1.177 sigma)."""
-    sigma = max(float(np.median(residual[among])) / 1.1774, 1e-3)
+    all of them (the median distance of a 2-D Gaussian error is 1.177 sigma).
+
+    The scale is that of every pair, not of those a previous pass kept: faint stars'
+    centroids scatter more, and a scale from the kept pairs alone fell with each pass
+    (274 real pairs cut to 175, the threshold from 0.076 to 0.039 px).
+    """
+    sigma = max(float(np.median(residual)) / 1.1774, 1e-3)
     return np.asarray(residual < CLIP_SIGMA * sigma * 1.1774 + 0.01)
 
 
@@ -319,7 +341,7 @@ def improves_on(fit: StarFit, mapping: Mapping) -> bool:
     """
     mx, my = mapping(fit.source[:, 0], fit.source[:, 1])
     rx, ry = mx - fit.target[:, 0], my - fit.target[:, 1]
-    keep = _unclipped(np.hypot(rx - np.median(rx), ry - np.median(ry)), np.ones(rx.size, bool))
+    keep = _unclipped(np.hypot(rx - np.median(rx), ry - np.median(ry)))
     p = 2 * fit.normal_inverse.shape[0]
     if 2 * int(keep.sum()) <= p:
         return False
@@ -359,7 +381,7 @@ def fit_transform(source: np.ndarray, target: np.ndarray, order: int) -> StarFit
     for _ in range(CLIP_ITERATIONS):
         coefficients = np.linalg.lstsq(design[keep], target[keep], rcond=None)[0].T
         residual = np.hypot(*(design @ coefficients.T - target).T)
-        new = _unclipped(residual, keep)
+        new = _unclipped(residual)
         if new.sum() < design.shape[1] or np.array_equal(new, keep):
             break
         keep = new
@@ -515,37 +537,125 @@ def identity(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
 
 
-def _trusted(fit: StarFit | None, n_sci: int, n_tmpl: int, template_shape: tuple[int, int]) -> bool:
+def jacobian(mapping: Mapping, shape: tuple[int, int]) -> np.ndarray:
+    """The mapping's 2x2 derivative at the centre of an image of ``shape``."""
+    cx, cy = (shape[1] - 1) / 2, (shape[0] - 1) / 2
+    tx, ty = mapping(np.array([cx, cx + 1, cx]), np.array([cy, cy, cy + 1]))
+    return np.array([[tx[1] - tx[0], tx[2] - tx[0]], [ty[1] - ty[0], ty[2] - ty[0]]])
+
+
+def rms_about(fit: StarFit, mapping: Mapping) -> float:
+    """RMS (px, 2-D) of the fit's kept pairs about another mapping (the one used)."""
+    mx, my = mapping(fit.source[:, 0], fit.source[:, 1])
+    return float(np.sqrt(np.mean((mx - fit.target[:, 0]) ** 2 + (my - fit.target[:, 1]) ** 2)))
+
+
+def near_footprint(
+    stars: np.ndarray, mapping: Mapping, science_shape: tuple[int, int], margin: float
+) -> np.ndarray:
+    """Which template stars lie within ``margin`` px of the science image's footprint
+    under ``mapping`` (of the points of a :data:`COVERED_GRID` grid over it, within a
+    grid step and ``margin``).
+
+    Parameters
+    ----------
+    stars : numpy.ndarray
+        Template star positions, ``(n, 2)`` (px).
+    mapping : callable
+        Science px -> template px.
+    science_shape : (int, int)
+        The science image's shape.
+    margin : float
+        Reach beyond the footprint (px).
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean, one per star.
+    """
+    tx, ty = mapping(*image_grid(science_shape, COVERED_GRID))
+    grid = np.stack([tx, ty], axis=1).reshape(COVERED_GRID, COVERED_GRID, 2)
+    step = max(
+        float(np.hypot(*np.diff(grid, axis=0).reshape(-1, 2).T).max()),
+        float(np.hypot(*np.diff(grid, axis=1).reshape(-1, 2).T).max()),
+    )
+    if len(stars) == 0 or not np.isfinite(grid).all():
+        return np.zeros(len(stars), dtype=bool)
+    distance, _ = cKDTree(grid.reshape(-1, 2)).query(stars)
+    return np.asarray(distance <= step + margin)
+
+
+def _overlap_counts(
+    fit: StarFit,
+    science: np.ndarray,
+    template: np.ndarray,
+    science_shape: tuple[int, int],
+    template_shape: tuple[int, int],
+) -> tuple[int, int]:
+    """Stars of each image that the fit puts on the other: science stars it maps within
+    the template's outermost pixel centres, template stars within the science image's
+    footprint (:func:`near_footprint`)."""
+    tx, ty = fit.transform(science[:, 0], science[:, 1])
+    ny, nx = template_shape
+    on_template = (tx >= -0.5) & (tx <= nx - 0.5) & (ty >= -0.5) & (ty <= ny - 0.5)
+    on_science = near_footprint(template, fit.transform, science_shape, 0.0)
+    return int(np.count_nonzero(on_template)), int(np.count_nonzero(on_science))
+
+
+def _trusted(
+    fit: StarFit | None,
+    science: np.ndarray,
+    template: np.ndarray,
+    science_shape: tuple[int, int],
+    template_shape: tuple[int, int],
+) -> bool:
     """Whether a fit from a given first mapping looks right (a first mapping off by more
     than the match radius pairs stars at random).
 
-    At least :data:`TRUSTED_FRACTION` of the stars of the image with fewer must be
-    paired, and the residuals be within :data:`TRUSTED_RMS` px or the pairs far more
-    than chance gives: as many pairs at random (each science star within
-    :data:`MATCH_RADIUS` of a template star at the template's star density, Poisson)
-    has a probability below :data:`CHANCE_P_VALUE`. Blends in a crowded field with a
-    broad PSF move centroids by a pixel or more while the pairs are real (a star per
-    300 px^2 at a template FWHM of 7.7 px: 179 pairs at 1.1 px RMS, where chance gives
-    11).
+    Of the stars the fit puts on the other image (:func:`_overlap_counts`: frames that
+    overlap in part share only those), at least :data:`TRUSTED_FRACTION` of the image
+    with fewer must be paired, and the residuals be within :data:`TRUSTED_RMS` px or the
+    pairs far more than chance gives: as many pairs at random (each such science star
+    within :data:`MATCH_RADIUS` of a template star at the template's star density,
+    Poisson) has a probability below :data:`CHANCE_P_VALUE`. Blends in a crowded field
+    with a broad PSF move centroids by a pixel or more while the pairs are real (a star
+    per 300 px^2 at a template FWHM of 7.7 px: 179 pairs at 1.1 px RMS, where chance
+    gives 11).
     """
-    if fit is None or fit.n_matched < TRUSTED_FRACTION * min(n_sci, n_tmpl):
+    if fit is None:
+        return False
+    n_sci, n_tmpl = _overlap_counts(fit, science, template, science_shape, template_shape)
+    if fit.n_matched < TRUSTED_FRACTION * min(n_sci, n_tmpl):
         return False
     if fit.rms <= TRUSTED_RMS:
         return True
     area = float(template_shape[0] * template_shape[1])
-    chance = n_sci * n_tmpl * math.pi * MATCH_RADIUS**2 / area
+    chance = n_sci * len(template) * math.pi * MATCH_RADIUS**2 / area
     # P(N >= n_matched) for a Poisson count of mean ``chance``
     return float(gammainc(fit.n_matched, chance)) < CHANCE_P_VALUE
 
 
-def _what_to_try(n_sci: int, n_tmpl: int) -> str:
-    """Advice for a failed star registration."""
+def _what_to_try(n_sci: int, n_tmpl: int, area_ratio: float) -> str:
+    """Advice for a failed star registration (``area_ratio``: the template's area over
+    the science image's)."""
+    larger = (
+        f"the template covers {area_ratio:.0f} times the science image's area, and its "
+        f"{PATTERN_STARS} brightest stars may lie outside the science field: crop it to "
+        "the science field, or "
+        if area_ratio > LARGER_AREA
+        else "check that both images show the same field, "
+    )
     return (
         f"{n_sci} stars were found on the science image and {n_tmpl} on the template "
-        f"(at least {MIN_STARS} each, {STAR_THRESHOLD:g} sigma peaks); check that both images "
-        "show the same field, give both a celestial WCS, or, when the images are already "
-        "on one pixel grid, set warp.register = none"
+        f"(at least {MIN_STARS} each, {STAR_THRESHOLD:g} sigma peaks); {larger}give both a "
+        "celestial WCS, or, when the images are already on one pixel grid, set "
+        "warp.register = none"
     )
+
+
+def _area_ratio(science: Exposure, template: Exposure) -> float:
+    """The template's area in pixels over the science image's."""
+    return float(np.prod(template.shape)) / float(np.prod(science.shape))
 
 
 def register_on_stars(
@@ -587,35 +697,49 @@ def register_on_stars(
     """
     sci, tmpl = find_stars(science, peaks=science_peaks), find_stars(template, peaks=template_peaks)
     n_sci, n_tmpl = len(sci), len(tmpl)
+    advice = _what_to_try(n_sci, n_tmpl, _area_ratio(science, template))
     if min(n_sci, n_tmpl) < MIN_STARS:
         raise RegistrationError(
             f"cannot register template {template.source} to science {science.source} on "
-            f"stars: too few stars; {_what_to_try(n_sci, n_tmpl)}",
+            f"stars: too few stars; {advice}",
             n_sci,
             n_tmpl,
         )
+    shapes = (science.shape, template.shape)
     fit = refine(sci, tmpl, guess, order) if guess is not None else None
-    if not _trusted(fit, n_sci, n_tmpl, template.shape):
+    if not _trusted(fit, sci, tmpl, *shapes):
         fit = refine(sci, tmpl, shift_guess(sci, tmpl, linear), order)
-    if not _trusted(fit, n_sci, n_tmpl, template.shape):
+    if not _trusted(fit, sci, tmpl, *shapes):
         first = pattern_transform(sci, tmpl)
         fit = refine(sci, tmpl, first, order) if first is not None else None
     if fit is None:
         raise RegistrationError(
             f"cannot register template {template.source} to science {science.source}: the "
-            f"star patterns do not match; {_what_to_try(n_sci, n_tmpl)}",
+            f"star patterns do not match; {advice}",
             n_sci,
             n_tmpl,
         )
-    return Registration(
-        "stars",
-        fit.transform,
-        n_sci,
-        n_tmpl,
-        fit.n_matched,
-        fit.rms,
-        fit.position_error(image_grid(science.shape)),
-    )
+    grid = image_grid(science.shape)
+    error = fit.position_error(grid)
+    if science.shape == template.shape and not improves_on(fit, identity):
+        note = (
+            f"the star fit departs from one pixel grid by up to "
+            f"{max_difference(fit.transform, identity, grid):.2f} px over the image, but "
+            f"fits its {fit.n_matched} stars no better than one grid does: the template was "
+            "not resampled"
+        )
+        return Registration(
+            "stars",
+            fit.transform,
+            n_sci,
+            n_tmpl,
+            fit.n_matched,
+            rms_about(fit, identity),
+            error,
+            (note,),
+            applied=False,
+        )
+    return Registration("stars", fit.transform, n_sci, n_tmpl, fit.n_matched, fit.rms, error)
 
 
 def check_wcs_on_stars(
@@ -649,8 +773,8 @@ def check_wcs_on_stars(
     Returns
     -------
     Registration
-        'wcs' (kept: confirmed by stars, or too few stars to check) or 'wcs refined
-        on stars'.
+        'wcs' (kept: confirmed by stars, or, with a note, not checked: too few stars, or
+        no fit that chance cannot give) or 'wcs refined on stars'.
     """
     sci, tmpl = find_stars(science, peaks=science_peaks), find_stars(template, peaks=template_peaks)
     n_sci, n_tmpl = len(sci), len(tmpl)
@@ -660,17 +784,18 @@ def check_wcs_on_stars(
             f"{n_tmpl} on the template; {MIN_STARS} needed)"
         )
         return Registration("wcs", None, n_sci, n_tmpl, 0, math.nan, notes=(note,))
-    fit = refine(sci, tmpl, wcs_mapping, order)
-    # the WCSs may be off by more than the match radius
-    if not _trusted(fit, n_sci, n_tmpl, template.shape):
-        first = pattern_transform(sci, tmpl)
-        other = refine(sci, tmpl, first, order) if first is not None else None
-        if other is not None and (fit is None or other.n_matched > fit.n_matched):
-            fit = other
-    if fit is None:
+    fit = _wcs_star_fit(sci, tmpl, wcs_mapping, order, science.shape, template.shape)
+    if fit is None or not _trusted(fit, sci, tmpl, science.shape, template.shape):
+        found = (
+            "no star pairs"
+            if fit is None
+            else (f"{fit.n_matched} star pairs at {fit.rms:.2f} px RMS, which chance can give")
+        )
         note = (
-            "the WCS mapping could not be checked: no star pattern matched "
-            f"({n_sci} stars on the science image, {n_tmpl} on the template)"
+            f"the WCS mapping was used unchecked: neither it, nor the translation the stars "
+            f"agree on, nor star patterns paired the stars ({n_sci} on the science image, "
+            f"{n_tmpl} on the template: {found}); look at the difference for dipoles at "
+            "every star, and set warp.register = stars when the WCSs are wrong"
         )
         return Registration("wcs", None, n_sci, n_tmpl, 0, math.nan, notes=(note,))
     # Judged where the template (or this piece of it) lies on the science image: a fit on
@@ -679,10 +804,10 @@ def check_wcs_on_stars(
     error = fit.position_error(covered)
     offset = max_difference(fit.transform, wcs_mapping, covered)
     if offset <= tolerance + 3.0 * error or not improves_on(fit, wcs_mapping):
-        si, ti = match_nearest(sci, tmpl, wcs_mapping, min(MATCH_RADIUS, max(1.0, 5 * fit.rms)))
-        px, py = wcs_mapping(sci[si, 0], sci[si, 1])
-        wcs_rms = float(np.sqrt(np.mean((px - tmpl[ti, 0]) ** 2 + (py - tmpl[ti, 1]) ** 2)))
-        return Registration("wcs", fit.transform, n_sci, n_tmpl, fit.n_matched, wcs_rms, error)
+        rms = rms_about(fit, wcs_mapping)
+        return Registration(
+            "wcs", fit.transform, n_sci, n_tmpl, fit.n_matched, rms, error, applied=False
+        )
     note = (
         f"the WCSs disagree with {fit.n_matched} matched stars by up to {offset:.2f} px "
         f"(warp.wcs_tolerance = {tolerance:g} px, star fit uncertain by {error:.2f} px): the "
@@ -698,3 +823,34 @@ def check_wcs_on_stars(
         error,
         (note,),
     )
+
+
+def _wcs_star_fit(
+    science: np.ndarray,
+    template: np.ndarray,
+    wcs_mapping: Mapping,
+    order: int,
+    science_shape: tuple[int, int],
+    template_shape: tuple[int, int],
+) -> StarFit | None:
+    """The star fit that checks a WCS mapping: from the WCS mapping itself; when that
+    fit is not trusted (the WCSs off by more than the match radius), from the
+    translation the stars agree on after the WCS's rotation and scale, then from star
+    patterns, both among the template stars within :data:`WCS_SEARCH` px of the science
+    footprint (a template many times the science image's area holds mostly stars the
+    science image does not). The first trusted fit, else the last one found (None:
+    none)."""
+    fit = refine(science, template, wcs_mapping, order)
+    if _trusted(fit, science, template, science_shape, template_shape):
+        return fit
+    near = template[near_footprint(template, wcs_mapping, science_shape, WCS_SEARCH)]
+    if len(near) < MIN_STARS:
+        near = template
+    linear = jacobian(wcs_mapping, science_shape)
+    voted = refine(science, template, shift_guess(science, near, linear), order)
+    if _trusted(voted, science, template, science_shape, template_shape):
+        return voted
+    fit = voted or fit
+    first = pattern_transform(science, near)
+    patterned = refine(science, template, first, order) if first is not None else None
+    return patterned or fit

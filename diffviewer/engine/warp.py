@@ -435,13 +435,6 @@ def check_template_sufficient(coverage: float, config: WarpConfig) -> None:
         )
 
 
-def _jacobian(mapping: Mapping, shape: tuple[int, int]) -> np.ndarray:
-    """The mapping's 2x2 derivative at the science image's centre."""
-    cx, cy = (shape[1] - 1) / 2, (shape[0] - 1) / 2
-    tx, ty = mapping(np.array([cx, cx + 1, cx]), np.array([cy, cy, cy + 1]))
-    return np.array([[tx[1] - tx[0], tx[2] - tx[0]], [ty[1] - ty[0], ty[2] - ty[0]]])
-
-
 def _sibling_linear(placed: list[_Placed], shape: tuple[int, int]) -> np.ndarray | None:
     """The 2x2 linear part (at the science image's centre) of the star fit that paired
     the most stars among template pieces registered on stars, or None.
@@ -455,7 +448,7 @@ def _sibling_linear(placed: list[_Placed], shape: tuple[int, int]) -> np.ndarray
         reg = p.registration
         if reg.method == "stars" and reg.transform is not None and reg.n_matched > most:
             best, most = reg.transform, reg.n_matched
-    return None if best is None else _jacobian(best, shape)
+    return None if best is None else register.jacobian(best, shape)
 
 
 def _which_lacks_wcs(science: Exposure, template: Exposure) -> str:
@@ -558,7 +551,7 @@ def register_template(
                 ),
                 None,
             )
-        return reg, reg.transform
+        return reg, (reg.transform if reg.applied else None)
     if template.shape != science.shape:
         raise InputError(
             f"template {template.source} has shape {template.shape} but science "
@@ -630,17 +623,13 @@ def _place(
         max_offset = register.max_difference(
             mapping, register.identity, register.image_grid(science.shape)
         )
-        # below three times a star fit's own uncertainty, an offset is not measured (a fit
-        # that leaves no degree of freedom has no uncertainty to tell: NaN, no allowance)
-        error = reg.position_error
-        noise = 3.0 * error if reg.method == "stars" and math.isfinite(error) else 0.0
-        if template.shape != science.shape or not max_offset <= max(config.grid_tolerance, noise):
+        if template.shape != science.shape or not max_offset <= config.grid_tolerance:
             resampled, factor = warp_exposure(
                 template, science, config.interpolation, reporter, mapping=mapping, piece=piece
             )
             exposure = at_psf_scale(resampled, factor)
             warped = True
-            jacobian = _jacobian(mapping, science.shape)
+            jacobian = register.jacobian(mapping, science.shape)
             if template.psf is not None and not (
                 np.all(np.isfinite(jacobian)) and np.abs(jacobian - np.eye(2)).max() < 0.01
             ):

@@ -43,8 +43,9 @@ def transform_summary(reg: Registration, shape: tuple[int, int]) -> str:
     -------
     str
         E.g. ``shift (+1.23, -0.40) px, rotation +0.012 deg, scale 1.00003`` (template
-        px less science px at the centre), said to be a check only when the WCSs were
-        used, or what was used instead of a fit.
+        px less science px at the centre; "x mirrored, then" before the rotation of a
+        flipped template), said to be a check only when the fit was not applied (the
+        WCSs, or one pixel grid, were used), or what was used instead of a fit.
     """
     if reg.transform is None:
         return "WCS mapping (no star fit)" if reg.method == "wcs" else "identity (no fit)"
@@ -52,17 +53,22 @@ def transform_summary(reg: Registration, shape: tuple[int, int]) -> str:
     tx, ty = reg.transform(np.array([cx]), np.array([cy]))
     coef = reg.transform.coefficients
     (a, b), (d, e) = coef[0, 1:3], coef[1, 1:3]  # x' = c + a x + b y, y' = f + d x + e y
+    flipped = a * e - b * d < 0
+    if flipped:  # x mirrored first: the rotation is that of the mirrored map
+        a, d = -a, -d
     rotation = math.degrees(math.atan2(d - b, a + e))
     scale = math.sqrt(abs(a * e - b * d))
     order = " (quadratic terms at the centre)" if reg.transform.order >= 2 else ""
     fitted = (
         f"shift ({float(tx[0]) - cx:+.2f}, {float(ty[0]) - cy:+.2f}) px, "
-        f"rotation {rotation:+.3f} deg, scale {scale:.5f}{order}"
+        f"{'x mirrored, then ' if flipped else ''}rotation {rotation:+.3f} deg, "
+        f"scale {scale:.5f}{order}"
     )
-    if reg.method == "wcs":
-        # The WCSs were used; the star fit only checked them (within its errors of them).
-        return f"WCS mapping used; the star fit that checked it, not applied: {fitted}"
-    return fitted
+    if reg.applied:
+        return fitted
+    # The star fit only checked what was used (within its errors of it).
+    used = "WCS mapping" if reg.method == "wcs" else "one pixel grid"
+    return f"{used} used; the star fit that checked it, not applied: {fitted}"
 
 
 def registration_summary(reg: Registration, coverage: float, shape: tuple[int, int]) -> str:

@@ -60,7 +60,7 @@ def test_lines_give_each_piece_its_transform_stars_rms_and_coverage() -> None:
     assert lines[3] == "the WCSs disagree by up to 2.10 px"
     assert needs_attention(warp)
     # one whole template registered by its WCS, confirmed on stars: a single plain line
-    whole = Registration("wcs", _rotated(0.0, 1.0, (0.0, 0.0)), 50, 50, 44, 0.05)
+    whole = Registration("wcs", _rotated(0.0, 1.0, (0.0, 0.0)), 50, 50, 44, 0.05, applied=False)
     plain = _warp((Piece("t.fits", whole, 1.0),), 1.0)
     # (the star fit only checked the WCSs: it is said to be not applied)
     assert registration_lines(plain) == [
@@ -88,3 +88,15 @@ def test_demo_run_shows_its_registration(demo_window: MainWindow) -> None:
     # a new pair clears the last pair's registration until its own run ends
     demo_window.open_pair(demo_window.outcome.pair, run=False)
     assert not line.isVisible()
+
+
+def test_a_mirrored_template_is_said_to_be_mirrored_and_its_rotation_kept() -> None:
+    # x mirrored then rotated by 30 degrees: the determinant is -1, and the rotation read
+    # off the matrix as for a proper rotation was noise (-35.9 deg for a mirror alone).
+    angle = math.radians(30.0)
+    rotation = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+    matrix = np.eye(3)
+    matrix[:2, :2] = rotation @ np.diag([-1.0, 1.0])
+    reg = Registration("stars", PolynomialTransform.from_matrix(matrix), 80, 75, 61, 0.1)
+    line = registration_lines(_warp((Piece("t.fits", reg, 1.0),), 1.0))[0]
+    assert "x mirrored, then rotation +30.000 deg, scale 1.00000" in line

@@ -449,8 +449,9 @@ def run_subtraction(
             rep.stage("score", {"score": score.image})
         with _step(rep, "detect", 0.78, 0.88):
             shared = (
-                "the difference holds no noise of its own to measure sources against "
-                f"(its sky noise is {renorm.noise_scale:.3g} of the predicted)"
+                "the difference holds less than half the noise its variance predicts (its sky "
+                f"noise is {renorm.noise_scale:.3g} of the predicted): "
+                f"{renormalise.low_scale_cause(science, warped.exposure)}"
             )
             detections = detect.detect_sources(
                 difference,

@@ -165,6 +165,28 @@ class Renormalisation:
         )
 
 
+def low_scale_cause(science: Exposure, template: Exposure) -> str:
+    """What a noise scale below :data:`MIN_NOISE_SCALE` says of the inputs, and what to do.
+
+    With variance planes given, the images share most of their noise. A variance
+    estimated from an image (:func:`diffviewer.io.estimate_variance`) may instead
+    overstate its noise: in a crowded field the clipped sky noise holds the blend of
+    faint stars (pyDIA's bulge frames: 2-4.5 times the noise from pixel to pixel and
+    from their gain), and a pair of them (0150 against 0060) measured 0.46.
+    """
+    shared = "the images share most of their noise (the same exposure, or a template made "
+    shared += "from the science frames)"
+    estimated = [e.source for e in (science, template) if e.variance_estimated]
+    if not estimated:
+        return shared
+    return (
+        f"{shared}, or the variance estimated from {' and '.join(estimated)} (no variance "
+        "plane) overstates its noise, as the blend of faint stars in a crowded field does; "
+        "give each image a variance plane (a VARIANCE or <NAME>_VAR extension, or a weight "
+        "file)"
+    )
+
+
 def sky_distance(psf: np.ndarray, kernel_half_width: int, step: int = 0) -> float:
     """The distance (px) from every source of either input of :data:`SKY_STEPS`'s
     ``step``: the kernel's half width (step 0) plus FWHM of ``psf``."""
@@ -331,8 +353,7 @@ def renormalise(
     if not (np.isfinite(scale) and scale >= MIN_NOISE_SCALE):
         reason = (
             f"not applied: the difference's sky noise is {scale:.3g} of what its variance "
-            f"predicts at PSF scale, below {MIN_NOISE_SCALE}: the images share most of their "
-            "noise (the same exposure, or a template made from the science frames)"
+            f"predicts at PSF scale, below {MIN_NOISE_SCALE}: {low_scale_cause(science, template)}"
         )
         notes.append(f"noise renormalisation {reason}")
         record = Renormalisation(

@@ -90,6 +90,22 @@ def test_images_sharing_their_noise_are_not_renormalised() -> None:
     assert renorm.noise_scale < 0.05 and renorm.variance_factor == 1.0
     assert out is tiny
     assert "share most of their noise" in renorm.reason and renorm.warnings
+    assert "estimated" not in renorm.reason
+
+
+def test_a_low_scale_with_an_estimated_variance_names_that_cause_too() -> None:
+    # A variance estimated from a crowded image holds the blend of its faint stars: the
+    # pyDIA pair 0150 - 0060 measured 0.46 and was said to share its noise. The reason
+    # now names the estimated plane as the other cause, and what to give instead.
+    diff = correlated_difference()
+    tiny = diff.replace(image=(diff.image * 0.1).astype(np.float32))
+    science = diff.replace(variance_estimated=True, source="bulge.fits")
+    _, renorm, _ = renormalise.renormalise(
+        tiny, gaussian_psf(4.0), science, diff, 0, null_reporter()
+    )
+    assert renorm.shared_noise and not renorm.applied
+    assert "variance estimated from bulge.fits" in renorm.reason
+    assert "give each image a variance plane" in renorm.reason
 
 
 def test_too_little_sky_or_switched_off_is_reported_not_applied() -> None:

@@ -24,7 +24,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from diffviewer import cli
-from diffviewer.batch import BatchOptions, plan_batch, read_summary, runner
+from diffviewer.batch import BatchOptions, plan_batch, read_summary, runner, write_summary
 from diffviewer.batch.summary import COLUMN_NAMES, badness
 from diffviewer.batch.task import PairJob, run_job
 from diffviewer.config import SubtractionConfig, apply_overrides
@@ -206,3 +206,20 @@ def test_errors_off_by_a_factor_rank_a_pair_for_review() -> None:
     assert badness(row) == honest == 0.0
     assert badness({**row, "sky_pull_std": 2.0}) == pytest.approx(honest + 5.0)
     assert badness({**row, "sky_pull_std": 0.5}) == pytest.approx(honest + 5.0)
+
+
+def test_text_in_any_script_is_kept_in_both_summaries(tmp_path: Path) -> None:
+    # a non-ASCII input path, pair name and reviewer's comment: FITS tables hold ASCII only
+    row = {
+        "name": "nuit_étoilée",
+        "science": "/données/science.fits",
+        "template": "/données/template.fits",
+        "status": "ok",
+        "verdict": "bad",
+        "comment": "residuals at 3σ around the core",
+        "output": "/données/out/nuit_étoilée",
+    }
+    assert write_summary(tmp_path, [row]) == tmp_path / "summary.ecsv"
+    ecsv, fits_table = read_summary(tmp_path), Table.read(tmp_path / "summary.fits")
+    for column in ("name", "science", "template", "comment", "output"):
+        assert ecsv[column][0] == fits_table[column][0] == row[column]

@@ -206,7 +206,12 @@ def summary_table(rows: Sequence[Mapping[str, Any]]) -> Table:
 
 
 def write_summary(out_dir: str | Path, rows: Sequence[Mapping[str, Any]]) -> Path:
-    """Write ``summary.ecsv`` and ``summary.fits`` into the batch folder, each atomically.
+    """Write ``summary.ecsv``, then ``summary.fits``, into the batch folder, each atomically.
+
+    The ECSV file (the one a rerun and the review window read) comes first, so a FITS
+    file that cannot be written never holds it back. FITS tables hold ASCII text only:
+    the FITS file's text columns are the UTF-8 bytes of the text (astropy decodes them
+    back on reading), so a path, a pair name or a reviewer's comment in any script is kept.
 
     Parameters
     ----------
@@ -219,11 +224,41 @@ def write_summary(out_dir: str | Path, rows: Sequence[Mapping[str, Any]]) -> Pat
     -------
     Path
         The ECSV file.
+
+    Raises
+    ------
+    OutputError
+        When a file cannot be written (the message names it and the cause).
     """
     table = summary_table(rows)
     out = Path(out_dir)
-    write_table(out / SUMMARY_FITS, table)
-    return write_table(out / SUMMARY_ECSV, table)
+    ecsv = write_table(out / SUMMARY_ECSV, table)
+    write_table(out / SUMMARY_FITS, utf8_text_columns(table))
+    return ecsv
+
+
+def utf8_text_columns(table: Table) -> Table:
+    """A copy of ``table`` whose text columns hold the UTF-8 bytes of their text (for FITS).
+
+    Parameters
+    ----------
+    table : astropy.table.Table
+
+    Returns
+    -------
+    astropy.table.Table
+        The copy, with a header comment saying how the text is encoded.
+    """
+    encoded = table.copy(copy_data=False)
+    for name in table.colnames:
+        column = table[name]
+        if column.dtype.kind == "U":
+            data = np.char.encode(np.asarray(column), "utf-8")
+            encoded[name] = Table.Column(
+                data, name=name, unit=column.unit, description=column.description
+            )
+    encoded.meta["comments"] = [*table.meta.get("comments", []), "text columns are UTF-8"]
+    return encoded
 
 
 def read_summary(path: str | Path) -> Table:

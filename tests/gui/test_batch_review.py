@@ -237,3 +237,23 @@ def test_long_pair_names_are_shown_whole(qtbot, tmp_path: Path) -> None:
     assert review.table.columnWidth(column) >= max(metrics.horizontalAdvance(n) for n in names)
     assert review.table.textElideMode() == Qt.TextElideMode.ElideMiddle
     review.inspector().jobs.shutdown()
+
+
+def test_a_verdict_comment_in_any_script_reaches_both_summaries(
+    qtbot, batch_dir, inspector
+) -> None:
+    review = ReviewWindow(batch_dir, inspector=inspector)
+    qtbot.addWidget(review)
+    finish(qtbot, inspector, "run", lambda: review.select_name("wide"))
+    review.comment.setText("résidus à 3σ autour du cœur")
+    review.good_button.click()
+    assert "cannot" not in review.status_label.text()
+    rows = {str(r["name"]): r for r in read_summary(batch_dir)}
+    in_fits = {str(r["name"]): r for r in Table.read(batch_dir / "summary.fits")}
+    for table in (rows, in_fits):
+        assert (table["wide"]["verdict"], table["wide"]["comment"]) == (
+            "good",
+            "résidus à 3σ autour du cœur",
+        )
+    (batch_dir / "wide" / "pair_verdict.json").unlink()
+    write_summary(batch_dir, [{**r, "verdict": "", "comment": ""} for r in rows.values()])

@@ -136,8 +136,9 @@ def _build_batch_parser(prog: str) -> argparse.ArgumentParser:
         description="Run every pair of a CSV list (columns science, template, optional "
         "name; a template in pieces as a.fits;b.fits) as dask.distributed tasks into "
         "OUT/<name>/, with OUT/summary.ecsv (and .fits). A rerun skips pairs whose outputs "
-        "are complete. Exit status: 0 all done, 1 an internal error, 2 bad input, 3 no "
-        "coverage, 4 guard tripped (--strict), the most serious first.",
+        "are complete. Exit status: 0 all done, 1 an internal error, 2 bad input (or the "
+        "scheduler lost: rerun to run the rest), 3 no coverage, 4 guard tripped (--strict), "
+        "the most serious first.",
     )
     parser.add_argument("pairs", help="CSV file with columns science,template[,name]")
     parser.add_argument("--out", required=True, metavar="DIR", help="parent output folder")

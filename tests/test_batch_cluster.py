@@ -22,8 +22,9 @@ import pytest
 
 from diffviewer import cli, launcher
 from diffviewer.atomic import remove_stale_staging, staging_name, wait_for_running_staging
-from diffviewer.batch import read_summary
-from tests.test_batch import QUICK, make_pairs
+from diffviewer.batch import BatchOptions, plan_batch, read_summary
+from diffviewer.paths import read_pairs_csv
+from tests.test_batch import QUICK, make_pairs, quick_config
 
 #: Upper bound of any wait below (s): a hung process fails the test instead of the suite.
 PATIENCE_S = 180.0
@@ -41,8 +42,9 @@ def _wait_for(condition, what: str, proc: subprocess.Popen | None = None) -> Non
 
 
 @contextlib.contextmanager
-def dask_processes(folder: Path) -> Iterator[str]:
-    """A ``dask scheduler`` and one single-thread ``dask worker`` on localhost; the address."""
+def dask_processes(folder: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A ``dask scheduler`` and one single-thread ``dask worker`` on localhost; the
+    scheduler's address and process."""
     dask = Path(sys.executable).with_name("dask")
     if not dask.exists():
         pytest.skip(f"the dask command is not installed beside {sys.executable}")
@@ -70,7 +72,7 @@ def dask_processes(folder: Path) -> Iterator[str]:
 
         with Client(address, timeout="60s") as client:
             client.wait_for_workers(1, timeout=PATIENCE_S)
-        yield address
+        yield address, procs[0]
     finally:
         for proc in reversed(procs):
             proc.terminate()
@@ -82,7 +84,7 @@ def test_a_running_scheduler_and_worker_run_the_batch(tmp_path: Path) -> None:
     pairs = make_pairs(tmp_path, names=("good",), bad=True)
     out = tmp_path / "out"
     err = io.StringIO()
-    with dask_processes(tmp_path) as address, contextlib.redirect_stderr(err):
+    with dask_processes(tmp_path) as (address, _), contextlib.redirect_stderr(err):
         code = cli.main(["batch", str(pairs), "--out", str(out), "--scheduler", address, *QUICK])
     assert code == cli.EXIT_ERROR, err.getvalue()
     rows = {r["name"]: r for r in read_summary(out)}
@@ -90,6 +92,41 @@ def test_a_running_scheduler_and_worker_run_the_batch(tmp_path: Path) -> None:
     assert (rows["bad"]["status"], rows["bad"]["error_kind"]) == ("failed", "input")
     assert (rows["nocover"]["error_kind"]) == "no_coverage"
     assert (out / "good" / "difference.fits").is_file()
+
+
+@pytest.mark.slow
+def test_pairs_a_lost_scheduler_never_ran_are_run_by_the_rerun(tmp_path: Path) -> None:
+    names = ("g1", "g2", "g3", "g4", "g5")
+    pairs = make_pairs(tmp_path, names=names, bad=False)
+    out = tmp_path / "out"
+    with dask_processes(tmp_path) as (address, scheduler):
+        command = [sys.executable, "-m", "diffviewer", "batch", str(pairs), "--out", str(out)]
+        proc = subprocess.Popen(
+            [*command, "--scheduler", address, "--quiet", *QUICK],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            _wait_for((out / "g1").exists, "the first pair's outputs", proc)
+            scheduler.kill()  # SIGKILL: the scheduler is gone mid-run
+            _, stderr = proc.communicate(timeout=PATIENCE_S)
+        finally:
+            proc.kill()
+    assert proc.returncode == cli.EXIT_ERROR, stderr  # not 1, an internal error (a bug)
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: lost the dask scheduler at {address}"), stderr
+    assert "not run" in last and "rerun the same command" in last
+    assert "internal" not in stderr and "--workers" not in stderr, stderr
+    assert "Traceback" not in stderr, stderr
+    rows = read_summary(out)
+    # only finished pairs are listed, none as failed (the worker, still running after the
+    # batch ended, may land one more): the rerun runs every pair whose outputs are missing
+    done = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert set(rows["name"]) <= set(done) and set(rows["status"]) == {"ok"}
+    options = BatchOptions(out=out, config=quick_config())
+    left = [job.name for job in plan_batch(read_pairs_csv(pairs), options).jobs]
+    assert left == [n for n in names if n not in done] and left
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import CancelledError
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -31,7 +32,7 @@ from diffviewer.batch.summary import (
 )
 from diffviewer.batch.task import PairJob, run_job
 from diffviewer.config import SubtractionConfig
-from diffviewer.errors import InputError
+from diffviewer.errors import ClusterLost, InputError
 from diffviewer.paths import TEMPLATE_SEPARATOR, parse_spec, template_specs
 from diffviewer.results import absolute_spec, incomplete_reason
 from diffviewer.termination import raise_if_terminated
@@ -249,6 +250,22 @@ def _quiet_when_interrupted() -> Iterator[None]:
         raise
 
 
+@contextlib.contextmanager
+def _client_errors_silenced() -> Iterator[None]:
+    """Silence the dask client's own error log while the block runs.
+
+    A client that loses its scheduler logs each failed reconnection with a traceback;
+    the batch says it once (:class:`~diffviewer.errors.ClusterLost`) with what to do.
+    """
+    logger = logging.getLogger("distributed.client")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _connected(address: str) -> Any:
     """A client of the scheduler at ``address``; an address that cannot be reached is the
     user's to mend (:class:`~diffviewer.errors.InputError`), not an internal error."""
@@ -284,7 +301,11 @@ def dask_client(options: BatchOptions, jobs: Sequence[PairJob]) -> Iterator[Any]
     }
     with dask.config.set(settings):
         if options.scheduler:
-            with _connected(options.scheduler) as client, _quiet_when_interrupted():
+            with (
+                _client_errors_silenced(),  # outermost: the client logs while it closes too
+                _connected(options.scheduler) as client,
+                _quiet_when_interrupted(),
+            ):
                 yield client
             return
         n, limit = worker_layout(
@@ -350,9 +371,15 @@ class BatchProgress:
         self.stream.flush()
 
 
-def _lost_row(job: PairJob, exc: BaseException) -> dict[str, Any]:
-    """The row of a pair whose task never returned (its worker died)."""
+def _lost_row(job: PairJob, exc: BaseException, scheduler: str | None) -> dict[str, Any]:
+    """The row of a pair whose task never returned (its worker died), with the advice that
+    applies to the cluster it ran on (a local one, or the scheduler at ``scheduler``)."""
     reason = " ".join(str(exc).split())[:300]
+    advice = (
+        "check the workers' memory limit (dask worker --memory-limit) and their logs"
+        if scheduler
+        else "too little memory per worker? run fewer with --workers"
+    )
     return {
         "name": job.name,
         "science": job.science,
@@ -360,9 +387,20 @@ def _lost_row(job: PairJob, exc: BaseException) -> dict[str, Any]:
         "output": job.out,
         "status": "failed",
         "error_kind": "internal",
-        "error": f"the worker running it died ({type(exc).__name__}: {reason}); "
-        "too little memory per worker? see --workers",
+        "error": f"the worker running it died ({type(exc).__name__}: {reason}); {advice}",
     }
+
+
+def _cluster_lost(options: BatchOptions, cancelled: Sequence[CancelledError]) -> ClusterLost:
+    """The error of a batch whose tasks were cancelled under it (scheduler or client lost)."""
+    reasons = sorted({str(getattr(exc, "reason", "")) or type(exc).__name__ for exc in cancelled})
+    where = f"at {options.scheduler}" if options.scheduler else "of the local cluster"
+    again = "restart it and its workers, then " if options.scheduler else ""
+    return ClusterLost(
+        f"lost the dask scheduler {where} ({', '.join(reasons)}); {len(cancelled)} pairs were "
+        f"not run and are not in {options.out / SUMMARY_ECSV}; {again}rerun the same command "
+        "to run them (finished pairs are skipped)"
+    )
 
 
 def run_batch(
@@ -412,13 +450,18 @@ def run_batch(
             with dask_client(options, plan.jobs) as client:
                 futures = client.map(run_job, plan.jobs, pure=False)
                 job_of = {f.key: j for f, j in zip(futures, plan.jobs, strict=True)}
+                cancelled: list[CancelledError] = []
                 for future in as_completed(futures):
                     raise_if_terminated()  # a signal whose exception dask's code swallowed
                     job = job_of[future.key]
                     try:
                         row = future.result()
+                    except CancelledError as exc:  # scheduler lost: not run, nor failed
+                        cancelled.append(exc)
+                        future.release()
+                        continue
                     except Exception as exc:  # the worker died: the pair failed
-                        row = _lost_row(job, exc)
+                        row = _lost_row(job, exc, options.scheduler)
                     future.release()
                     for note in row.pop("messages", []):
                         tell(f"warning: {job.name}: {note}")
@@ -430,6 +473,8 @@ def run_batch(
                     if time.monotonic() - last_write > SUMMARY_EVERY_S:
                         write_summary(options.out, ordered())
                         last_write = time.monotonic()
+                if cancelled:
+                    raise _cluster_lost(options, cancelled)
     finally:
         if bar:
             bar.close()

@@ -155,11 +155,16 @@ def test_completeness_is_checked_and_failed_pairs_are_retried_on_request(batch: 
     assert [j.name for j in retry.jobs] == ["bad", "nocover"]
     # another config makes every pair's outputs stale, and so do other products (a rerun
     # with --products minimal or --compress skipped them as complete)
-    other = plan_batch(pairs, BatchOptions(out=out, config=SubtractionConfig()))
+    other = plan_batch(pairs, BatchOptions(out=out, config=SubtractionConfig(), overwrite=True))
     assert [j.name for j in other.jobs] == list(GOOD)
     for products, compress in (("minimal", False), ("full", True)):
-        asked = BatchOptions(out=out, config=quick_config(), products=products, compress=compress)
+        asked = BatchOptions(
+            out=out, config=quick_config(), products=products, compress=compress, overwrite=True
+        )
         assert [j.name for j in plan_batch(pairs, asked).jobs] == list(GOOD)
+    # without --overwrite they fail at once, saying why and what to do
+    stale = plan_batch(pairs, BatchOptions(out=out, config=SubtractionConfig())).kept["good1"]
+    assert stale["status"] == "failed" and "made with another config" in stale["error"]
     # a damaged output is seen, not assumed complete
     damaged = out / "damaged"
     shutil.copytree(out / "good1", damaged)
@@ -223,3 +228,39 @@ def test_text_in_any_script_is_kept_in_both_summaries(tmp_path: Path) -> None:
     ecsv, fits_table = read_summary(tmp_path), Table.read(tmp_path / "summary.fits")
     for column in ("name", "science", "template", "comment", "output"):
         assert ecsv[column][0] == fits_table[column][0] == row[column]
+
+
+@pytest.mark.slow
+def test_a_rerun_says_which_failures_it_keeps_and_how_to_retry_them(
+    batch: dict, monkeypatch
+) -> None:
+    def no_cluster(*args, **kwargs):
+        raise AssertionError("a rerun of a finished batch started a cluster")
+
+    monkeypatch.setattr(runner, "dask_client", no_cluster)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = cli.main(["batch", str(batch["pairs"]), "--out", str(batch["out"]), *QUICK])
+    assert code == cli.EXIT_ERROR
+    note = (
+        "note: 2 failures kept from the last run (bad, nocover; not retried; pass --retry-failed)"
+    )
+    assert note in err.getvalue().splitlines(), err.getvalue()
+
+
+def test_a_folder_in_the_way_fails_with_advice_that_works(tmp_path: Path) -> None:
+    pairs = read_pairs_csv(make_pairs(tmp_path, names=("a",), bad=False))
+    out = tmp_path / "out"
+    (out / "a").mkdir(parents=True)
+    (out / "a" / "notes.txt").write_text("someone else's")
+    plan = plan_batch(pairs, BatchOptions(out=out, config=quick_config()))
+    assert plan.jobs == [] and plan.kept["a"]["status"] == "failed"
+    error = plan.kept["a"]["error"]
+    assert str(out / "a") in error and "metadata.json is missing" in error
+    assert "rerun with --overwrite --retry-failed" in error
+    write_summary(out, [plan.kept["a"]])
+    # the advice as given runs the pair; --overwrite alone keeps the failure and says so
+    advised = BatchOptions(out=out, config=quick_config(), overwrite=True, retry_failed=True)
+    assert [j.name for j in plan_batch(pairs, advised).jobs] == ["a"]
+    overwrite = plan_batch(pairs, BatchOptions(out=out, config=quick_config(), overwrite=True))
+    assert (overwrite.jobs, overwrite.kept_failed) == ([], ("a",))

@@ -96,15 +96,19 @@ class Plan:
     jobs : list of PairJob
         Pairs to run.
     kept : dict of str to dict
-        Rows of pairs not run: ``skipped`` (complete outputs found) or ``failed`` in
-        the previous summary and not retried.
+        Rows of pairs not run: ``skipped`` (complete outputs found), ``failed`` in the
+        previous summary and not retried, or ``failed`` because another run's outputs
+        are in the pair's folder and ``overwrite`` is off.
     order : list of str
         Pair names in list order (the summary's row order).
+    kept_failed : tuple of str
+        The names of the pairs kept as failed from the previous summary (not retried).
     """
 
     jobs: list[PairJob]
     kept: dict[str, dict[str, Any]]
     order: list[str]
+    kept_failed: tuple[str, ...] = ()
 
 
 def _previous_rows(out: Path) -> dict[str, dict[str, Any]]:
@@ -123,7 +127,9 @@ def plan_batch(pairs: Sequence[tuple[str, str, str]], options: BatchOptions) -> 
     A pair whose output folder is complete for these inputs and this config
     (:func:`diffviewer.results.incomplete_reason`) is skipped, its row read from the
     outputs; a pair the previous summary lists as failed is kept as failed unless
-    ``retry_failed``; every other pair is run.
+    ``retry_failed``; a pair whose folder holds something else fails at once unless
+    ``overwrite`` (its row says what the folder holds and how to replace it); every
+    other pair is run.
 
     Parameters
     ----------
@@ -139,16 +145,15 @@ def plan_batch(pairs: Sequence[tuple[str, str, str]], options: BatchOptions) -> 
     digest = options.config.digest()
     jobs: list[PairJob] = []
     kept: dict[str, dict[str, Any]] = {}
+    kept_failed: list[str] = []
     for science, template, name in pairs:
         sci = absolute_spec(science)
         tmpl = TEMPLATE_SEPARATOR.join(absolute_spec(p) for p in template_specs(template))
         folder = options.out / name
         before = previous.get(name, {})
         same_inputs = (before.get("science"), before.get("template")) == (sci, tmpl)
-        if (
-            incomplete_reason(folder, sci, tmpl, digest, (options.products, options.compress))
-            is None
-        ):
+        reason = incomplete_reason(folder, sci, tmpl, digest, (options.products, options.compress))
+        if reason is None:
             row: dict[str, Any] = {"seconds": math.nan, "peak_memory": math.nan}
             if same_inputs:
                 row |= {k: before[k] for k in ("seconds", "peak_memory") if k in before}
@@ -161,6 +166,19 @@ def plan_batch(pairs: Sequence[tuple[str, str, str]], options: BatchOptions) -> 
             kept[name] = row
         elif before.get("status") == "failed" and same_inputs and not options.retry_failed:
             kept[name] = before
+            kept_failed.append(name)
+        elif not options.overwrite and folder.is_dir() and any(folder.iterdir()):
+            kept[name] = {
+                "name": name,
+                "science": sci,
+                "template": tmpl,
+                "output": str(folder),
+                "status": "failed",
+                "error_kind": "input",
+                "error": f"output folder {folder} holds another run's outputs ({reason}); "
+                "rerun with --overwrite --retry-failed to replace them, or give the pair "
+                "another name",
+            }
         else:
             jobs.append(
                 PairJob(
@@ -176,7 +194,7 @@ def plan_batch(pairs: Sequence[tuple[str, str, str]], options: BatchOptions) -> 
                     compress=options.compress,
                 )
             )
-    return Plan(jobs, kept, [name for _, _, name in pairs])
+    return Plan(jobs, kept, [name for _, _, name in pairs], tuple(kept_failed))
 
 
 def science_pixels(spec: str) -> int | None:
@@ -403,6 +421,15 @@ def _cluster_lost(options: BatchOptions, cancelled: Sequence[CancelledError]) ->
     )
 
 
+def kept_failures_note(names: Sequence[str]) -> str:
+    """The line saying which failures of the last run a rerun keeps without retrying them."""
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return (
+        f"note: {len(names)} failure{'s' if len(names) != 1 else ''} kept from the last run "
+        f"({shown}; not retried; pass --retry-failed)"
+    )
+
+
 def run_batch(
     pairs: Sequence[tuple[str, str, str]],
     options: BatchOptions,
@@ -438,6 +465,8 @@ def run_batch(
     rows = dict(plan.kept)
     bar = BatchProgress(len(plan.jobs), sys.stderr) if progress and plan.jobs else None
     tell = say or (bar.say if bar else lambda text: print(text, file=sys.stderr))
+    if plan.kept_failed:
+        tell(kept_failures_note(plan.kept_failed))
     last_write = time.monotonic()
 
     def ordered() -> list[dict[str, Any]]:

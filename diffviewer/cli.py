@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import dataclasses
 import importlib
 import logging
 import os
@@ -237,6 +238,30 @@ class TerminalProgress:
         if self._last:
             self.stream.write("\n")
             self.stream.flush()
+
+
+def with_absolute_paths(config: SubtractionConfig) -> SubtractionConfig:
+    """The config with its file paths (``candidates.source_list``) made absolute here.
+
+    A batch's workers may run in another folder (a scheduler's workers started
+    elsewhere), where a relative path names another file or none.
+
+    Parameters
+    ----------
+    config : SubtractionConfig
+
+    Returns
+    -------
+    SubtractionConfig
+        ``config`` itself when it names no relative path.
+    """
+    source_list = config.candidates.source_list
+    if not source_list or Path(source_list).expanduser().is_absolute():
+        return config
+    absolute = str(Path(source_list).expanduser().resolve())
+    return dataclasses.replace(
+        config, candidates=dataclasses.replace(config.candidates, source_list=absolute)
+    )
 
 
 def config_files(config: SubtractionConfig) -> list[Path]:
@@ -534,7 +559,9 @@ def _main_batch(argv: Sequence[str], prog: str) -> int:
     args = _build_batch_parser(prog).parse_args(argv)
     if args.workers is not None and args.workers < 1:
         raise InputError(f"--workers {args.workers}: give at least 1 worker")
-    config = effective_config(args.config, args.overrides)
+    # Every path absolute on this side: the workers may run in another folder.
+    config = with_absolute_paths(effective_config(args.config, args.overrides))
+    read = [args.pairs, *([args.config] if args.config else [])]
     options = BatchOptions(
         out=Path(args.out).expanduser().resolve(),
         config=config,
@@ -545,9 +572,9 @@ def _main_batch(argv: Sequence[str], prog: str) -> int:
         compress=args.compress,
         workers=args.workers,
         scheduler=args.scheduler,
-        read_files=(Path(args.pairs), *([Path(args.config)] if args.config else [])),
+        read_files=tuple(Path(p).expanduser().resolve() for p in read),
     )
-    pairs = read_pairs_csv(args.pairs)
+    pairs = read_pairs_csv(options.read_files[0])
     rows = run_batch(pairs, options, progress=not args.quiet and sys.stderr.isatty())
     failed = [r for r in rows if r["status"] == "failed"]
     skipped = sum(r["status"] == "skipped" for r in rows)

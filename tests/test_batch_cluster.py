@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from astropy.table import Table
 
 from diffviewer import cli, launcher
 from diffviewer.atomic import remove_stale_staging, staging_name, wait_for_running_staging
@@ -26,6 +27,7 @@ from diffviewer.batch import BatchOptions, plan_batch, read_summary
 from diffviewer.paths import read_pairs_csv
 from tests.test_batch import QUICK, make_pairs, quick_config
 
+REPO = Path(__file__).resolve().parents[1]
 #: Upper bound of any wait below (s): a hung process fails the test instead of the suite.
 PATIENCE_S = 180.0
 
@@ -42,20 +44,22 @@ def _wait_for(condition, what: str, proc: subprocess.Popen | None = None) -> Non
 
 
 @contextlib.contextmanager
-def dask_processes(folder: Path) -> Iterator[tuple[str, subprocess.Popen]]:
-    """A ``dask scheduler`` and one single-thread ``dask worker`` on localhost; the
-    scheduler's address and process."""
+def dask_processes(folder: Path, cwd: Path | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A ``dask scheduler`` and one single-thread ``dask worker`` on localhost (running in
+    ``cwd``, importing this tree's diffviewer); the scheduler's address and process."""
     dask = Path(sys.executable).with_name("dask")
     if not dask.exists():
         pytest.skip(f"the dask command is not installed beside {sys.executable}")
     info = folder / "scheduler.json"
     local = ["--host", "127.0.0.1", "--no-dashboard"]
     one = ["--nthreads", "1", "--nworkers", "1", "--memory-limit", "0"]
+    here = {"cwd": cwd, "env": {**os.environ, "PYTHONPATH": str(REPO)}}
     procs = [
         subprocess.Popen(
             [str(dask), "scheduler", "--port", "0", "--scheduler-file", str(info), *local],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            **here,
         )
     ]
     try:
@@ -65,6 +69,7 @@ def dask_processes(folder: Path) -> Iterator[tuple[str, subprocess.Popen]]:
                 [str(dask), "worker", "--scheduler-file", str(info), *one, *local],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
+                **here,
             )
         )
         address = json.loads(info.read_text())["address"]
@@ -127,6 +132,36 @@ def test_pairs_a_lost_scheduler_never_ran_are_run_by_the_rerun(tmp_path: Path) -
     options = BatchOptions(out=out, config=quick_config())
     left = [job.name for job in plan_batch(read_pairs_csv(pairs), options).jobs]
     assert left == [n for n in names if n not in done] and left
+
+
+@pytest.mark.slow
+def test_relative_paths_are_the_clients_on_workers_running_elsewhere(
+    tmp_path: Path, monkeypatch
+) -> None:
+    user, elsewhere = tmp_path / "user", tmp_path / "elsewhere"
+    user.mkdir(), elsewhere.mkdir()
+    make_pairs(user, names=("a",), bad=False)
+    monkeypatch.chdir(user)  # the user's folder; the workers run in another
+    err = io.StringIO()
+    on = ["--quiet", *QUICK]
+    with dask_processes(tmp_path, cwd=elsewhere) as (address, _), contextlib.redirect_stderr(err):
+        on += ["--scheduler", address]
+        assert cli.main(["batch", "pairs.csv", "--out", "out", *on]) == 0, err.getvalue()
+        # a star list named relative to the user's folder is read from there
+        stars = Table.read("out/a/kernel_candidates.ecsv")[["x", "y"]]
+        stars.write("stars.csv", format="ascii.csv")
+        listed = ["--set", 'candidates.source_list="stars.csv"']
+        code = cli.main(["batch", "pairs.csv", "--out", "listed", *on, *listed])
+        assert code == 0, err.getvalue()
+        # a config file inside the output folder is an input there, never written over
+        config = user / "out" / "a" / "config.toml"
+        config.write_text(config.read_text() + "# edited by the user\n")
+        edited = config.read_text()
+        args = ["batch", "pairs.csv", "--out", "out", "--config", "out/a/config.toml"]
+        changed = ["--set", "detection.threshold=8", "--overwrite"]
+        assert cli.main([*args, *changed, *on]) == cli.EXIT_ERROR
+    assert config.read_text() == edited
+    assert f"holds the input file {config}" in err.getvalue()
 
 
 @pytest.mark.slow

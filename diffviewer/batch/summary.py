@@ -237,6 +237,45 @@ def write_summary(out_dir: str | Path, rows: Sequence[Mapping[str, Any]]) -> Pat
     return ecsv
 
 
+def set_summary_verdict(out_dir: str | Path, name: str, verdict: str, comment: str) -> Path:
+    """Set one pair's verdict and comment in the summary on disk; every other row as it is.
+
+    The summary is read afresh, so rows a batch still running wrote since a reader
+    loaded it are kept.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        The batch folder.
+    name : str
+        The pair.
+    verdict, comment : str
+        The verdict (``good``, ``bad``) and the reviewer's comment.
+
+    Returns
+    -------
+    Path
+        The ECSV file.
+
+    Raises
+    ------
+    InputError
+        When the summary cannot be read or has no row of that name.
+    OutputError
+        When it cannot be written.
+    """
+    rows = rows_of(read_summary(out_dir))
+    found = [row for row in rows if row["name"] == name]
+    if not found:
+        raise InputError(
+            f"{Path(out_dir) / SUMMARY_ECSV} has no row {name!r}; the verdict is saved in the "
+            "pair's folder, and the next batch run into this folder lists it"
+        )
+    for row in found:
+        row.update(verdict=verdict, comment=comment)
+    return write_summary(out_dir, rows)
+
+
 def utf8_text_columns(table: Table) -> Table:
     """A copy of ``table`` whose text columns hold the UTF-8 bytes of their text (for FITS).
 

@@ -264,3 +264,19 @@ def test_a_folder_in_the_way_fails_with_advice_that_works(tmp_path: Path) -> Non
     assert [j.name for j in plan_batch(pairs, advised).jobs] == ["a"]
     overwrite = plan_batch(pairs, BatchOptions(out=out, config=quick_config(), overwrite=True))
     assert (overwrite.jobs, overwrite.kept_failed) == ([], ("a",))
+
+
+@pytest.mark.slow
+def test_an_interrupted_batch_lists_as_done_only_what_it_asked_for(batch: dict) -> None:
+    # the outputs of good1, good2 are complete for --products full; a batch asking for
+    # minimal products runs them again, and when interrupted before their results come
+    # back it must not list the full products of the earlier run as its own
+    out: Path = batch["out"]
+    pairs = read_pairs_csv(batch["pairs"])
+    minimal = BatchOptions(out=out, config=quick_config(), products="minimal", overwrite=True)
+    jobs = plan_batch(pairs, minimal).jobs
+    assert [j.name for j in jobs] == list(GOOD)
+    assert runner._finished_unreported(jobs, {}, minimal) == {}
+    full = BatchOptions(out=out, config=quick_config())
+    found = runner._finished_unreported(jobs, {}, full)
+    assert {n: r["status"] for n, r in found.items()} == dict.fromkeys(GOOD, "ok")

@@ -157,13 +157,7 @@ def plan_batch(pairs: Sequence[tuple[str, str, str]], options: BatchOptions) -> 
             row: dict[str, Any] = {"seconds": math.nan, "peak_memory": math.nan}
             if same_inputs:
                 row |= {k: before[k] for k in ("seconds", "peak_memory") if k in before}
-            row |= {"name": name, "science": sci, "template": tmpl, "output": str(folder)}
-            row |= row_from_outputs(folder)
-            row["status"] = "skipped"
-            if options.strict and row["guard_tripped"]:
-                row |= {"status": "failed", "error_kind": "guard"}
-                row["error"] = "bad-subtraction guard tripped"
-            kept[name] = row
+            kept[name] = row | _row_of_outputs(name, sci, tmpl, folder, "skipped", options.strict)
         elif before.get("status") == "failed" and same_inputs and not options.retry_failed:
             kept[name] = before
             kept_failed.append(name)
@@ -195,6 +189,19 @@ def plan_batch(pairs: Sequence[tuple[str, str, str]], options: BatchOptions) -> 
                 )
             )
     return Plan(jobs, kept, [name for _, _, name in pairs], tuple(kept_failed))
+
+
+def _row_of_outputs(
+    name: str, science: str, template: str, folder: Path, status: str, strict: bool
+) -> dict[str, Any]:
+    """The row of a pair whose outputs are complete, read from them (``status``, or failed
+    when ``strict`` and the guard tripped)."""
+    row = {"name": name, "science": science, "template": template, "output": str(folder)}
+    row |= row_from_outputs(folder)
+    row["status"] = status
+    if strict and row["guard_tripped"]:
+        row |= {"status": "failed", "error_kind": "guard", "error": "bad-subtraction guard tripped"}
+    return row
 
 
 def science_pixels(spec: str) -> int | None:
@@ -510,32 +517,32 @@ def run_batch(
         for path in wait_for_running_staging(options.out, SETTLE_S):
             tell(f"warning: {path.name} is still being written by a process of this machine")
         remove_stale_staging(options.out)
-        rows |= _finished_unreported(plan.jobs, rows, options.config.digest())
+        rows |= _finished_unreported(plan.jobs, rows, options)
         if rows:  # nothing to summarise when no pair ran nor was kept (no scheduler)
             write_summary(options.out, ordered())
     return ordered()
 
 
 def _finished_unreported(
-    jobs: Sequence[PairJob], rows: dict[str, dict[str, Any]], digest: str
+    jobs: Sequence[PairJob], rows: dict[str, dict[str, Any]], options: BatchOptions
 ) -> dict[str, dict[str, Any]]:
     """Rows of pairs whose outputs are complete but whose result never came back.
 
     An interrupted batch closes its workers after they finish the pair they hold; the
-    summary then lists those pairs too, read from their outputs.
+    summary then lists those pairs too, read from their outputs. Complete means complete
+    for this run (its config, ``--products`` and ``--compress``), as a rerun judges it,
+    so an earlier run's outputs of a pair this run never ran are not listed as done.
     """
     found = {}
+    asked = (options.products, options.compress)
+    digest = options.config.digest()
     for job in jobs:
         if job.name in rows or not Path(job.out).is_dir():
             continue
-        if incomplete_reason(job.out, job.science, job.template, digest) is None:
-            row = {"name": job.name, "science": job.science, "template": job.template}
-            found[job.name] = {
-                **row,
-                "output": job.out,
-                "status": "ok",
-                **row_from_outputs(job.out),
-            }
+        if incomplete_reason(job.out, job.science, job.template, digest, asked) is None:
+            found[job.name] = _row_of_outputs(
+                job.name, job.science, job.template, Path(job.out), "ok", options.strict
+            )
     return found
 
 

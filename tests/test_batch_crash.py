@@ -38,17 +38,32 @@ if os.environ.get("KILL_AT_FOLDER_RENAME"):
                 os.killpg(os.getpgid(0), signal.SIGKILL)
         return done
     os.rename = rename
+if os.environ.get("KILL_AFTER_PLACING"):  # a marker file: once only
+    _placing = os.rename
+    def placing(src, dst, *args, **kwargs):
+        done = _placing(src, dst, *args, **kwargs)
+        marker = os.environ["KILL_AFTER_PLACING"]
+        if ".partial-" in os.path.basename(os.fspath(src)) and not os.path.exists(marker):
+            open(marker, "w").write(os.fspath(dst))
+            os.kill(os.getpid(), signal.SIGKILL)
+        return done
+    os.rename = placing
 """
 
 
-def _killed_at(rename: int, hook_dir: Path, command: list[str]) -> subprocess.CompletedProcess:
-    """Run ``command`` (Python arguments) in a new session with the hook armed."""
+def _killed_at(
+    rename: int, hook_dir: Path, command: list[str], **armed: str
+) -> subprocess.CompletedProcess:
+    """Run ``command`` (Python arguments) in a new session with the hook armed: the
+    process group killed at the ``rename``-th folder rename (none for 0), and ``armed``
+    set in its environment."""
     hook_dir.mkdir(exist_ok=True)
     (hook_dir / "sitecustomize.py").write_text(HOOK)
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(hook_dir), str(REPO)]),
-        "KILL_AT_FOLDER_RENAME": str(rename),
+        "KILL_AT_FOLDER_RENAME": str(rename or ""),
+        **armed,
     }
     return subprocess.run(
         [sys.executable, *command],
@@ -120,3 +135,21 @@ def test_a_batch_killed_while_overwriting_reruns_the_pair(tmp_path: Path) -> Non
     )
     assert sorted(p.name for p in out.iterdir()) == ["a", "summary.ecsv", "summary.fits"]
     assert sorted(p.name for p in (out / "a").iterdir()) == sorted(meta["outputs"]["files"])
+
+
+@pytest.mark.slow
+def test_a_pair_whose_worker_died_after_placing_it_is_done(tmp_path: Path) -> None:
+    """dask retries the task on a fresh worker: the pair's complete folder is its result."""
+    pairs = make_pairs(tmp_path, names=("a",), bad=False)
+    out, marker = tmp_path / "out", tmp_path / "killed"
+    batch = ["-m", "diffviewer", "batch", str(pairs), "--out", str(out), "--workers", "1"]
+    done = _killed_at(
+        0,
+        tmp_path / "hook",
+        [*batch, "--quiet", "--set", "kernel.spatial_order=0"],
+        KILL_AFTER_PLACING=str(marker),
+    )
+    assert marker.read_text() == str(out / "a")  # the worker died right after placing it
+    assert done.returncode == 0, done.stderr
+    rows = {r["name"]: r for r in read_summary(out)}
+    assert (rows["a"]["status"], rows["a"]["error"]) == ("ok", "")

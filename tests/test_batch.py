@@ -280,3 +280,18 @@ def test_an_interrupted_batch_lists_as_done_only_what_it_asked_for(batch: dict) 
     full = BatchOptions(out=out, config=quick_config())
     found = runner._finished_unreported(jobs, {}, full)
     assert {n: r["status"] for n, r in found.items()} == dict.fromkeys(GOOD, "ok")
+
+
+def test_an_input_named_like_the_summary_is_never_written_over(tmp_path: Path, capsys) -> None:
+    science, template = demo_pair()
+    out = tmp_path / "night"
+    out.mkdir()
+    shutil.copy(science, out / "summary.fits")  # an input where the summary goes
+    before = (out / "summary.fits").read_bytes()
+    (tmp_path / "pairs.csv").write_text(f"science,template\nnight/summary.fits,{template}\n")
+    code = cli.main(["batch", str(tmp_path / "pairs.csv"), "--out", str(out), "--quiet"])
+    assert code == cli.EXIT_ERROR
+    err = capsys.readouterr().err
+    assert f"refusing to write {out / 'summary.fits'}: it is the input file" in err
+    assert (out / "summary.fits").read_bytes() == before
+    assert sorted(p.name for p in out.iterdir()) == ["summary.fits"]  # nothing ran

@@ -24,6 +24,7 @@ from diffviewer.atomic import remove_stale_staging, wait_for_running_staging
 from diffviewer.batch.summary import (
     ERROR_KINDS,
     SUMMARY_ECSV,
+    SUMMARY_FITS,
     complete_row,
     read_summary,
     row_from_outputs,
@@ -33,7 +34,7 @@ from diffviewer.batch.summary import (
 from diffviewer.batch.task import PairJob, run_job
 from diffviewer.config import SubtractionConfig
 from diffviewer.errors import ClusterLost, InputError
-from diffviewer.paths import TEMPLATE_SEPARATOR, parse_spec, template_specs
+from diffviewer.paths import TEMPLATE_SEPARATOR, ensure_not_input, parse_spec, template_specs
 from diffviewer.results import absolute_spec, incomplete_reason
 from diffviewer.termination import raise_if_terminated
 
@@ -466,6 +467,7 @@ def run_batch(
             f"--out {options.out} exists and is not a folder; choose a folder for the "
             "batch's outputs"
         )
+    _refuse_summary_over_inputs(pairs, options)
     options.out.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(options.out)
     plan = plan_batch(pairs, options)
@@ -521,6 +523,26 @@ def run_batch(
         if rows:  # nothing to summarise when no pair ran nor was kept (no scheduler)
             write_summary(options.out, ordered())
     return ordered()
+
+
+def _refuse_summary_over_inputs(
+    pairs: Sequence[tuple[str, str, str]], options: BatchOptions
+) -> None:
+    """Refuse, before anything runs, a batch whose summary files would be one of its inputs.
+
+    Raises
+    ------
+    OutputError
+        Naming the input (an image, its weight or mask, the pairs list, the config file
+        or the star list) that ``OUT/summary.ecsv`` or ``OUT/summary.fits`` is.
+    """
+    inputs: list[str | Path] = [*options.read_files]
+    for science, template, _ in pairs:
+        inputs += [science, *template_specs(template)]
+    if options.config.candidates.source_list:
+        inputs.append(options.config.candidates.source_list)
+    for name in (SUMMARY_ECSV, SUMMARY_FITS):
+        ensure_not_input(options.out / name, inputs)
 
 
 def _finished_unreported(

@@ -24,6 +24,7 @@ from astropy.table import Table
 from diffviewer import cli, launcher
 from diffviewer.atomic import remove_stale_staging, staging_name, wait_for_running_staging
 from diffviewer.batch import BatchOptions, plan_batch, read_summary
+from diffviewer.io import demo_pair
 from diffviewer.paths import read_pairs_csv
 from tests.test_batch import QUICK, make_pairs, quick_config
 
@@ -249,3 +250,34 @@ def test_ctrl_c_during_start_up_is_one_line(monkeypatch, capsys) -> None:
     assert launcher.main() == 130
     err = capsys.readouterr().err
     assert err == "error: interrupted during start-up; nothing was done\n"
+
+
+#: Starts the batch's local cluster for two pairs on one allowed core; prints its workers.
+ONE_CORE = """
+import os, sys
+os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+from diffviewer.batch.runner import BatchOptions, dask_client
+from diffviewer.batch.task import PairJob
+from diffviewer.config import SubtractionConfig
+science, template, out = sys.argv[1:4]
+jobs = [PairJob(n, science, template, out + n, SubtractionConfig()) for n in "ab"]
+with dask_client(BatchOptions(out=out, config=SubtractionConfig()), jobs) as client:
+    print(len(client.scheduler_info()["workers"]))
+"""
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+    reason="needs CPU affinity and two cores to narrow it to one",
+)
+def test_the_local_cluster_has_no_more_workers_than_usable_cores(tmp_path: Path) -> None:
+    science, template = demo_pair()
+    done = subprocess.run(
+        [sys.executable, "-c", ONE_CORE, str(science), str(template), f"{tmp_path}/"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=PATIENCE_S,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1"]

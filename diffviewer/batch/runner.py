@@ -12,7 +12,6 @@ import contextlib
 import dataclasses
 import logging
 import math
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -310,14 +309,17 @@ def _connected(address: str) -> Any:
 def dask_client(options: BatchOptions, jobs: Sequence[PairJob]) -> Iterator[Any]:
     """A client of a fresh ``LocalCluster``, or of the scheduler at ``options.scheduler``.
 
-    The local workers are one-thread processes (the engine's numpy work is not
-    shared between pairs); dask's pause and spill thresholds are off, since a task
+    The local workers are one-thread processes (the engine's numpy work is not shared
+    between pairs), no more than the cores this process may run on (its CPU affinity: a
+    Slurm allocation, ``taskset``); dask's pause and spill thresholds are off, since a task
     holds no dask data, and a worker dying twice on one pair fails that pair. Their
     own logs are silenced: each pair's row and error line say what became of it.
     """
     import dask
     import psutil
     from dask.distributed import Client, LocalCluster
+
+    from diffviewer.engine.lent import usable_cores
 
     settings = {
         "distributed.worker.memory.target": False,
@@ -335,7 +337,7 @@ def dask_client(options: BatchOptions, jobs: Sequence[PairJob]) -> Iterator[Any]
                 yield client
             return
         n, limit = worker_layout(
-            jobs, options.workers, psutil.virtual_memory().total, os.cpu_count() or 1
+            jobs, options.workers, psutil.virtual_memory().total, usable_cores()
         )
         with (
             LocalCluster(

@@ -109,6 +109,29 @@ def _input_files(inputs: Sequence[str | Path]) -> list[Path]:
     return files
 
 
+def input_file_states(specs: Sequence[str | Path]) -> dict[str, dict[str, int]]:
+    """Size and modification time of the files a run reads, to tell when one is replaced.
+
+    Parameters
+    ----------
+    specs : sequence of str or Path
+        Image specs or paths (their weight/mask siblings are included).
+
+    Returns
+    -------
+    dict
+        ``{resolved path: {"size": bytes, "mtime_ns": ns}}`` for the files that exist.
+    """
+    states = {}
+    for path in _input_files(specs):
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        states[str(path)] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    return states
+
+
 def ensure_not_input(path: str | Path, inputs: Sequence[str | Path]) -> None:
     """Refuse to write ``path`` when it is one of the input files.
 

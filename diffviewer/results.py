@@ -37,7 +37,7 @@ from diffviewer.errors import InputError
 from diffviewer.exposure import Exposure
 from diffviewer.io import read_exposure
 from diffviewer.outputs import DIAGNOSTIC_SAMPLES, OUTPUT_NAMES
-from diffviewer.paths import TEMPLATE_SEPARATOR, template_specs
+from diffviewer.paths import TEMPLATE_SEPARATOR, input_file_states, template_specs
 
 METADATA = "metadata.json"
 #: The per-pair verdict file, beside the per-source ``verdicts.json``.
@@ -123,9 +123,10 @@ def incomplete_reason(
 ) -> str | None:
     """Why an output folder is not the complete result of a pair, or None when it is.
 
-    Checked, not assumed: the metadata must name the same inputs (absolute specs) and
-    the same config digest, every output the run writes must be present, and every FITS
-    file must be whole records.
+    Checked, not assumed: the metadata must name the same inputs (absolute specs), whose
+    files have the size and modification time it recorded (none recorded by an older
+    version: not checked), and the same config digest; every output the run writes must
+    be present, and every FITS file must be whole records.
 
     Parameters
     ----------
@@ -157,6 +158,11 @@ def incomplete_reason(
     pieces = [absolute_spec(p) for p in saved_template_specs(meta)]
     if pieces != [absolute_spec(p) for p in template_specs(template)]:
         return f"made from another template ({TEMPLATE_SEPARATOR.join(pieces)})"
+    recorded = meta["inputs"].get("files") or {}
+    now = input_file_states(list(recorded))
+    changed = next((path for path in recorded if now.get(path) != recorded[path]), None)
+    if changed is not None:
+        return f"its input {changed} was replaced or changed since the run"
     if meta.get("config_digest") != config_digest:
         return f"made with another config (digest {meta.get('config_digest')})"
     if products is not None:

@@ -295,3 +295,23 @@ def test_an_input_named_like_the_summary_is_never_written_over(tmp_path: Path, c
     assert f"refusing to write {out / 'summary.fits'}: it is the input file" in err
     assert (out / "summary.fits").read_bytes() == before
     assert sorted(p.name for p in out.iterdir()) == ["summary.fits"]  # nothing ran
+
+
+def test_an_input_replaced_in_place_makes_the_pair_run_again(tmp_path: Path) -> None:
+    pairs = read_pairs_csv(make_pairs(tmp_path, names=("a",), bad=False))
+    out = tmp_path / "out"
+    science, template, _ = pairs[0]
+    config = quick_config()
+    code = cli.run_pair(
+        science, template, out / "a", config, overwrite=False, strict=False, quiet=True
+    )
+    assert code == cli.EXIT_OK
+    options = BatchOptions(out=out, config=config, overwrite=True)
+    assert plan_batch(pairs, options).jobs == []  # complete: skipped
+    with fits.open(template) as hdul:  # a new template under the same name
+        data = hdul[0].data.astype(np.float32)
+        data[100:140, 100:140] += 5000.0
+        fits.writeto(template, data, hdul[0].header, overwrite=True)
+    reason = incomplete_reason(out / "a", science, template, config.digest())
+    assert reason == f"its input {template} was replaced or changed since the run"
+    assert [j.name for j in plan_batch(pairs, options).jobs] == ["a"]

@@ -26,6 +26,7 @@ from diffviewer.atomic import remove_stale_staging, staging_name, wait_for_runni
 from diffviewer.batch import BatchOptions, plan_batch, read_summary
 from diffviewer.io import demo_pair
 from diffviewer.paths import read_pairs_csv
+from diffviewer.results import write_pair_verdict
 from tests.test_batch import QUICK, make_pairs, quick_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -163,6 +164,29 @@ def test_relative_paths_are_the_clients_on_workers_running_elsewhere(
         assert cli.main([*args, *changed, *on]) == cli.EXIT_ERROR
     assert config.read_text() == edited
     assert f"holds the input file {config}" in err.getvalue()
+
+
+@pytest.mark.slow
+def test_a_verdict_given_while_the_batch_runs_stays_in_its_summary(tmp_path: Path) -> None:
+    pairs = make_pairs(tmp_path, names=("g1", "g2", "g3"), bad=False)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "diffviewer", "batch", str(pairs), "--out", str(out)]
+    proc = subprocess.Popen(
+        [*command, "--workers", "1", "--quiet", *QUICK],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for((out / "g1" / "metadata.json").exists, "the first pair's outputs", proc)
+        write_pair_verdict(out / "g1", "bad", "ringing")  # the review window, meanwhile
+        assert (out / "g3").exists() is False, "the batch ended before the verdict"
+        _, stderr = proc.communicate(timeout=PATIENCE_S)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr
+    rows = {r["name"]: r for r in read_summary(out)}
+    assert (rows["g1"]["verdict"], rows["g1"]["comment"]) == ("bad", "ringing")
 
 
 @pytest.mark.slow

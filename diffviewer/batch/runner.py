@@ -28,6 +28,7 @@ from diffviewer.batch.summary import (
     read_summary,
     row_from_outputs,
     rows_of,
+    verdict_columns,
     write_summary,
 )
 from diffviewer.batch.task import PairJob, run_job
@@ -481,7 +482,7 @@ def run_batch(
     last_write = time.monotonic()
 
     def ordered() -> list[dict[str, Any]]:
-        return [complete_row(rows[n]) for n in plan.order if n in rows]
+        return [complete_row(_with_verdict(rows[n])) for n in plan.order if n in rows]
 
     try:
         if plan.jobs:
@@ -525,6 +526,17 @@ def run_batch(
         if rows:  # nothing to summarise when no pair ran nor was kept (no scheduler)
             write_summary(options.out, ordered())
     return ordered()
+
+
+def _with_verdict(row: dict[str, Any]) -> dict[str, Any]:
+    """A pair's row with the verdict its folder holds now (given while the batch runs, in
+    the review window), so no summary write drops it; a failed pair has none."""
+    if row["status"] == "failed":
+        return row
+    try:
+        return row | verdict_columns(row["output"])
+    except InputError:  # a damaged verdict file: the row as it was
+        return row
 
 
 def _refuse_summary_over_inputs(

@@ -139,7 +139,6 @@ def row_from_outputs(out_dir: str | Path) -> dict[str, Any]:
     """
     meta = read_metadata(out_dir)
     kernel, det = meta["kernel"], meta["detection"]
-    verdict = read_pair_verdict(out_dir)
     level = kernel.get("sky_level") or {}
     return {
         "noise_ratio": _number(meta["difference"]["noise_ratio"]),
@@ -159,6 +158,30 @@ def row_from_outputs(out_dir: str | Path) -> dict[str, Any]:
         "detected_fraction": float(det["detected_fraction"]),
         "guard_tripped": bool(det["guard_tripped"]),
         "n_warnings": len(meta.get("warnings", [])),
+        **verdict_columns(out_dir),
+    }
+
+
+def verdict_columns(out_dir: str | Path) -> dict[str, str]:
+    """The ``verdict`` and ``comment`` columns of a pair, from its verdict file as it is now.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        The pair's output folder.
+
+    Returns
+    -------
+    dict
+        Empty strings when the pair has no verdict (or a stale one).
+
+    Raises
+    ------
+    InputError
+        When the verdict file cannot be read.
+    """
+    verdict = read_pair_verdict(out_dir)
+    return {
         "verdict": verdict.verdict if verdict else "",
         "comment": verdict.comment if verdict else "",
     }

@@ -123,7 +123,7 @@ def test_pairs_a_lost_scheduler_never_ran_are_run_by_the_rerun(tmp_path: Path) -
     assert proc.returncode == cli.EXIT_ERROR, stderr  # not 1, an internal error (a bug)
     last = stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: lost the dask scheduler at {address}"), stderr
-    assert "not run" in last and "rerun the same command" in last
+    assert "had not come back" in last and "rerun the same command" in last
     assert "internal" not in stderr and "--workers" not in stderr, stderr
     assert "Traceback" not in stderr, stderr
     rows = read_summary(out)

@@ -426,9 +426,10 @@ def _cluster_lost(options: BatchOptions, cancelled: Sequence[CancelledError]) ->
     where = f"at {options.scheduler}" if options.scheduler else "of the local cluster"
     again = "restart it and its workers, then " if options.scheduler else ""
     return ClusterLost(
-        f"lost the dask scheduler {where} ({', '.join(reasons)}); {len(cancelled)} pairs were "
-        f"not run and are not in {options.out / SUMMARY_ECSV}; {again}rerun the same command "
-        "to run them (finished pairs are skipped)"
+        f"lost the dask scheduler {where} ({', '.join(reasons)}); {len(cancelled)} pairs had "
+        f"not come back: {options.out / SUMMARY_ECSV} lists those whose outputs are complete "
+        f"and not the others; {again}rerun the same command to run them (finished pairs are "
+        "skipped)"
     )
 
 

@@ -6,7 +6,9 @@ Every output goes through :func:`atomic_write` (:func:`atomic_write_bytes`,
 folder, flushed to disk and renamed, so a reader never sees half a file and a failed or
 cancelled run leaves nothing behind. In a staging folder (:func:`staged_output_dir`) the
 flushes run in the background while the next file is encoded, and all are done before
-the folder is moved into place.
+the folder is moved into place. An existing folder is replaced as a whole: it is renamed
+aside, the staging folder takes its name, and the aside folder is removed, so a process
+killed at any moment leaves either the old set of files or the new one, never a mix.
 """
 
 from __future__ import annotations
@@ -26,18 +28,33 @@ from pathlib import Path
 from diffviewer.errors import OutputError
 from diffviewer.paths import check_output_dir, ensure_not_input
 
-#: Staging folders: ``.<name>.partial-<host>-<pid>-<random>`` beside the output folder.
-_STAGING = re.compile(r"^\.(?P<name>.+)\.partial-(?P<host>[^-]*)-(?P<pid>\d+)-[0-9a-f]{8}$")
+#: Hidden folders beside an output folder, ``.<name>.<kind>-<host>-<pid>-<random>``: a
+#: staging folder being written (``partial``), or the earlier output folder renamed aside
+#: while the staging folder takes its place (``replaced``).
+_STAGING = re.compile(
+    r"^\.(?P<name>.+)\.(?P<kind>partial|replaced)-(?P<host>[^-]*)-(?P<pid>\d+)-[0-9a-f]{8}$"
+)
 
 
-def staging_name(name: str) -> str:
-    """The name of a fresh staging folder for the output folder ``name``.
+def staging_name(name: str, kind: str = "partial") -> str:
+    """The name of a fresh staging (or aside) folder for the output folder ``name``.
 
     It carries the host and the process id, so a folder left by a killed process
     (SIGKILL: no clean-up ran) is recognised by the next run (:func:`remove_stale_staging`).
+
+    Parameters
+    ----------
+    name : str
+        The output folder's name.
+    kind : str
+        ``partial`` (a staging folder) or ``replaced`` (an output folder renamed aside).
+
+    Returns
+    -------
+    str
     """
     host = socket.gethostname().replace("-", "_")
-    return f".{name}.partial-{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    return f".{name}.{kind}-{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 def _process_alive(pid: int) -> bool:
@@ -52,7 +69,8 @@ def _process_alive(pid: int) -> bool:
 
 
 def _staging_folders(folder: str | Path, name: str | None) -> list[tuple[Path, bool]]:
-    """The staging folders of this host in ``folder``, each with whether its process runs."""
+    """The staging and aside folders of this host in ``folder``, each with whether its
+    process runs."""
     host = socket.gethostname().replace("-", "_")
     found_here = []
     with contextlib.suppress(OSError):
@@ -69,7 +87,10 @@ def remove_stale_staging(folder: str | Path, name: str | None = None) -> list[Pa
     """Remove the staging folders left in ``folder`` by processes that no longer run.
 
     Only folders named by :func:`staging_name` on this host whose process is gone are
-    removed (a run in progress, here or on another node, keeps its own).
+    touched (a run in progress, here or on another node, keeps its own). An output
+    folder renamed aside by a process killed before the new folder took its name is
+    renamed back (its complete set of files is what the folder held before); one whose
+    replacement is in place is removed.
 
     Parameters
     ----------
@@ -81,13 +102,20 @@ def remove_stale_staging(folder: str | Path, name: str | None = None) -> list[Pa
     Returns
     -------
     list of Path
-        The folders removed.
+        The folders removed (or renamed back).
     """
     removed = []
     for path, alive in _staging_folders(folder, name):
-        if not alive:
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
+        if alive:
+            continue
+        found = _STAGING.match(path.name)
+        if found is not None and found["kind"] == "replaced":
+            target = path.parent / found["name"]
+            if not target.exists():
+                with contextlib.suppress(OSError):
+                    os.rename(path, target)
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
     return removed
 
 
@@ -129,14 +157,18 @@ def staged_output_dir(
 
     The staging folder is a hidden sibling of ``out_dir`` (same file system). The files
     written atomically in it are flushed to disk in the background (:class:`_DeferredSyncs`).
-    When the block ends normally and every flush is done, its files move into ``out_dir``
-    (a rename of the whole folder when ``out_dir`` does not exist yet, else one atomic
-    rename per file, after removing the files named in ``replaced_names`` that this run
-    did not write, so no stale output of an earlier run stays beside the new ones). When
-    the block raises, the staging folder and any parent folders it created are removed
-    and ``out_dir`` is untouched: a failed or cancelled run leaves no partial output. A
-    staging folder of ``out_dir`` left by a killed process is removed first
-    (:func:`remove_stale_staging`).
+    When the block ends normally and every flush is done, the staging folder becomes
+    ``out_dir`` by one rename. An existing ``out_dir`` is replaced as a set
+    (:func:`_replace_folder`): the files of it that a run of this kind does not write
+    (not in ``replaced_names``: a reviewer's verdicts, the user's own files) are linked
+    into the staging folder, ``out_dir`` is renamed aside, the staging folder takes its
+    name and the aside folder is removed; a process killed between the renames leaves an
+    aside folder that the next run renames back (:func:`remove_stale_staging`). So no
+    stale output of an earlier run stays beside the new ones, and a reader sees the old
+    set or the new one, never a mix. When the block raises, the staging folder and any
+    parent folders it created are removed and ``out_dir`` is untouched: a failed or
+    cancelled run leaves no partial output. The staging and aside folders of ``out_dir``
+    left by a killed process are dealt with first.
 
     Parameters
     ----------
@@ -154,11 +186,12 @@ def staged_output_dir(
     Path
         The staging folder to write into.
     """
-    out = check_output_dir(out_dir, inputs, overwrite)
+    resolved = Path(out_dir).expanduser().resolve()
+    remove_stale_staging(resolved.parent, resolved.name)  # before the check: may restore it
+    out = check_output_dir(resolved, inputs, overwrite)
     created = [p for p in (out.parent, *out.parent.parents) if not p.exists()]
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_staging(out.parent, out.name)
         stage = out.parent / staging_name(out.name)
         stage.mkdir()
     except OSError as exc:
@@ -169,18 +202,55 @@ def staged_output_dir(
         if not out.exists():
             os.rename(stage, out)
         else:
-            written = {p.name for p in stage.iterdir()}
-            for name in set(replaced_names) - written:
-                (out / name).unlink(missing_ok=True)
-            for path in stage.iterdir():
-                os.replace(path, out / path.name)
-            stage.rmdir()
+            _replace_folder(out, stage, replaced_names)
+        _fsync_folder(out.parent)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         for folder in created:  # innermost first
             with contextlib.suppress(OSError):
                 folder.rmdir()
         raise
+
+
+def _replace_folder(out: Path, stage: Path, replaced_names: Sequence[str]) -> None:
+    """Put the finished staging folder ``stage`` in the place of the folder ``out``, as a set.
+
+    The entries of ``out`` that the staging folder lacks and that are not in
+    ``replaced_names`` are hard-linked (copied where links are refused) into ``stage``;
+    then ``out`` is renamed aside (:func:`staging_name` ``replaced``), ``stage`` renamed to
+    ``out``, and the aside folder removed. Killed before the second rename, the aside
+    folder is renamed back by the next run (:func:`remove_stale_staging`); after it, the
+    aside folder is only removed.
+
+    Parameters
+    ----------
+    out : Path
+        The existing output folder.
+    stage : Path
+        The finished staging folder beside it.
+    replaced_names : sequence of str
+        Every file name a run of this kind may write (the rest of ``out`` is kept).
+    """
+    written = {p.name for p in stage.iterdir()}
+    for path in out.iterdir():
+        if path.name in written or path.name in replaced_names:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.copytree(path, stage / path.name, symlinks=True, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(path, stage / path.name)
+    aside = out.parent / staging_name(out.name, "replaced")
+    os.rename(out, aside)
+    os.rename(stage, out)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _link_or_copy(source: str | Path, target: str | Path) -> None:
+    """Hard-link ``source`` as ``target``; copy it where the file system refuses links."""
+    try:
+        os.link(source, target, follow_symlinks=False)
+    except OSError:
+        shutil.copy2(source, target, follow_symlinks=False)
 
 
 def atomic_write(

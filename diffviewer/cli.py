@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import dataclasses
 import importlib
 import logging
 import os
@@ -136,8 +137,9 @@ def _build_batch_parser(prog: str) -> argparse.ArgumentParser:
         description="Run every pair of a CSV list (columns science, template, optional "
         "name; a template in pieces as a.fits;b.fits) as dask.distributed tasks into "
         "OUT/<name>/, with OUT/summary.ecsv (and .fits). A rerun skips pairs whose outputs "
-        "are complete. Exit status: 0 all done, 1 an internal error, 2 bad input, 3 no "
-        "coverage, 4 guard tripped (--strict), the most serious first.",
+        "are complete. Exit status: 0 all done, 1 an internal error, 2 bad input (or the "
+        "scheduler lost: rerun to run the rest), 3 no coverage, 4 guard tripped (--strict), "
+        "the most serious first.",
     )
     parser.add_argument("pairs", help="CSV file with columns science,template[,name]")
     parser.add_argument("--out", required=True, metavar="DIR", help="parent output folder")
@@ -236,6 +238,30 @@ class TerminalProgress:
         if self._last:
             self.stream.write("\n")
             self.stream.flush()
+
+
+def with_absolute_paths(config: SubtractionConfig) -> SubtractionConfig:
+    """The config with its file paths (``candidates.source_list``) made absolute here.
+
+    A batch's workers may run in another folder (a scheduler's workers started
+    elsewhere), where a relative path names another file or none.
+
+    Parameters
+    ----------
+    config : SubtractionConfig
+
+    Returns
+    -------
+    SubtractionConfig
+        ``config`` itself when it names no relative path.
+    """
+    source_list = config.candidates.source_list
+    if not source_list or Path(source_list).expanduser().is_absolute():
+        return config
+    absolute = str(Path(source_list).expanduser().resolve())
+    return dataclasses.replace(
+        config, candidates=dataclasses.replace(config.candidates, source_list=absolute)
+    )
 
 
 def config_files(config: SubtractionConfig) -> list[Path]:
@@ -533,7 +559,9 @@ def _main_batch(argv: Sequence[str], prog: str) -> int:
     args = _build_batch_parser(prog).parse_args(argv)
     if args.workers is not None and args.workers < 1:
         raise InputError(f"--workers {args.workers}: give at least 1 worker")
-    config = effective_config(args.config, args.overrides)
+    # Every path absolute on this side: the workers may run in another folder.
+    config = with_absolute_paths(effective_config(args.config, args.overrides))
+    read = [args.pairs, *([args.config] if args.config else [])]
     options = BatchOptions(
         out=Path(args.out).expanduser().resolve(),
         config=config,
@@ -544,9 +572,9 @@ def _main_batch(argv: Sequence[str], prog: str) -> int:
         compress=args.compress,
         workers=args.workers,
         scheduler=args.scheduler,
-        read_files=(Path(args.pairs), *([Path(args.config)] if args.config else [])),
+        read_files=tuple(Path(p).expanduser().resolve() for p in read),
     )
-    pairs = read_pairs_csv(args.pairs)
+    pairs = read_pairs_csv(options.read_files[0])
     rows = run_batch(pairs, options, progress=not args.quiet and sys.stderr.isatty())
     failed = [r for r in rows if r["status"] == "failed"]
     skipped = sum(r["status"] == "skipped" for r in rows)

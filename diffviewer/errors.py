@@ -51,5 +51,9 @@ class OutputError(DiffviewerError):
     """An output cannot be written where it was asked for."""
 
 
+class ClusterLost(DiffviewerError):
+    """The dask scheduler (or the connection to it) was lost while a batch ran."""
+
+
 class Cancelled(DiffviewerError):
     """The run was cancelled through its cancel token."""

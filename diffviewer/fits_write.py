@@ -253,7 +253,13 @@ def write_table(path: str | Path, table: Table, *, protect: Sequence[str | Path]
         raise OutputError(f"cannot write table {path}: use a .ecsv or .fits name")
 
     if fmt == "fits":
-        with quiet_fits_verify():
-            hdu = fits.table_to_hdu(_without_int8(table))
+        try:
+            with quiet_fits_verify():
+                hdu = fits.table_to_hdu(_without_int8(table))
+        except (ValueError, TypeError, UnicodeError) as exc:
+            raise OutputError(
+                f"cannot write {path}: FITS cannot hold the table ({type(exc).__name__}: {exc}); "
+                "write it as .ecsv instead"
+            ) from None
         return write_hdulist(path, fits.HDUList([fits.PrimaryHDU(), hdu]), protect=protect)
     return atomic_write(path, lambda tmp: table.write(tmp, format=fmt, overwrite=True), protect)

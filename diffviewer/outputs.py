@@ -32,6 +32,7 @@ from diffviewer.engine.zogy import ScoreResult
 from diffviewer.errors import OutputError
 from diffviewer.exposure import Exposure, read_only
 from diffviewer.fits_write import write_exposure, write_hdulist, write_table
+from diffviewer.paths import input_file_states
 from diffviewer.regions import ds9_regions
 
 VERSIONED_PACKAGES = ("numpy", "scipy", "astropy", "astroalign")
@@ -133,6 +134,16 @@ def build_metadata(
         "inputs": {
             "science": _exposure_summary(result.science),
             "template": _exposure_summary(result.template.exposure),
+            # a rerun tells a replaced input by these (diffviewer.results.incomplete_reason)
+            "files": input_file_states(
+                [
+                    result.science.source,
+                    *(
+                        [p.source for p in result.template.pieces]
+                        or [result.template.exposure.source]
+                    ),
+                ]
+            ),
         },
         "warp": {
             "warped": result.template.warped,

@@ -7,6 +7,7 @@ given (and answers a mistyped one) before the heavy modules are imported.
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
 import re
 from collections.abc import Sequence
@@ -107,6 +108,29 @@ def _input_files(inputs: Sequence[str | Path]) -> list[Path]:
         files.append(path.expanduser().resolve())
         files.extend(p.resolve() for p in companion_files(path).values())
     return files
+
+
+def input_file_states(specs: Sequence[str | Path]) -> dict[str, dict[str, int]]:
+    """Size and modification time of the files a run reads, to tell when one is replaced.
+
+    Parameters
+    ----------
+    specs : sequence of str or Path
+        Image specs or paths (their weight/mask siblings are included).
+
+    Returns
+    -------
+    dict
+        ``{resolved path: {"size": bytes, "mtime_ns": ns}}`` for the files that exist.
+    """
+    states = {}
+    for path in _input_files(specs):
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        states[str(path)] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    return states
 
 
 def ensure_not_input(path: str | Path, inputs: Sequence[str | Path]) -> None:
@@ -216,6 +240,51 @@ def template_specs(spec: str | Sequence[str]) -> tuple[str, ...]:
     return specs
 
 
+def resolved_spec(spec: str) -> str:
+    """What a spec reads, however it was written: the resolved file, and its extension.
+
+    Parameters
+    ----------
+    spec : str
+        ``file.fits``, ``file.fits[SCI]`` or ``file.fits[3]``, relative or absolute.
+
+    Returns
+    -------
+    str
+        ``/abs/file.fits`` or ``/abs/file.fits[SCI]``.
+    """
+    path, ext = parse_spec(spec)
+    resolved = str(path.expanduser().resolve())
+    return resolved if ext is None else f"{resolved}[{ext}]"
+
+
+def identity_digest(identity: Sequence[str]) -> str:
+    """SHA-256 (hex) of a pair's identity (its resolved science and template specs)."""
+    return hashlib.sha256("\n".join(identity).encode("utf-8")).hexdigest()
+
+
+def default_pair_name(stems: Sequence[str], identity: Sequence[str]) -> str:
+    """The name of an unnamed pair: ``<science stem>__<template stem>__<hash8>``.
+
+    The hash (8 hex digits of :func:`identity_digest`) keeps apart pairs whose files
+    share their names, e.g. ``/n1/sci.fits`` and ``/n2/sci.fits`` against one template.
+    The name depends on the pair alone, never on its place in a list: the GUI and a batch
+    give the same pair the same output folder, and editing a pairs list renames no pair.
+
+    Parameters
+    ----------
+    stems : sequence of str
+        The science file's stem and the (first) template piece's.
+    identity : sequence of str
+        The resolved science spec and template specs (pieces joined by ``;``).
+
+    Returns
+    -------
+    str
+    """
+    return "__".join([*stems, identity_digest(identity)[:8]])
+
+
 #: Names a pair cannot take: the batch folder's own files (diffviewer.batch.summary).
 RESERVED_NAMES = ("summary.ecsv", "summary.fits")
 
@@ -227,7 +296,8 @@ def read_pairs_csv(path: str | Path) -> list[tuple[str, str, str]]:
     pieces holds their specs separated by ``;`` (each resolved; pass the string to
     :func:`template_specs`, to ``io.read_templates`` or on to ``cli.run_pair``). A name
     becomes an output folder name, so it must be a plain, unique name (no path
-    separator, not ``..``).
+    separator, not ``..``); a pair without one is named by its files
+    (:func:`default_pair_name`), so the same pair twice is refused.
 
     Parameters
     ----------
@@ -268,28 +338,34 @@ def read_pairs_csv(path: str | Path) -> list[tuple[str, str, str]]:
             f"{len(rows)} rows)"
         )
     pairs: list[tuple[str, str, str]] = []
-    for index, (line, row) in enumerate(rows, start=1):
+    lines: dict[str, int] = {}
+    for line, row in rows:
         specs = [(row.get(k) or "").strip() for k in ("science", "template")]
         if not all(specs):
             raise InputError(
                 f"pairs list {path}, line {line}: the science or template spec is empty; "
                 "give both on every line"
             )
-        name = (row.get("name") or "").strip() or f"pair{index:04d}"
-        if (
-            Path(name).name != name
-            or name in (".", "..", *RESERVED_NAMES)
-            or name in {p[2] for p in pairs}
-        ):
+        sci = _resolve_spec(specs[0], path.parent)
+        pieces = [_resolve_spec(piece, path.parent) for piece in template_specs(specs[1])]
+        tmpl = TEMPLATE_SEPARATOR.join(pieces)
+        name = (row.get("name") or "").strip()
+        if not name:
+            stems = [parse_spec(spec)[0].stem for spec in (sci, pieces[0])]
+            identity = [resolved_spec(sci), TEMPLATE_SEPARATOR.join(map(resolved_spec, pieces))]
+            name = default_pair_name(stems, identity)
+            if name in lines:
+                raise InputError(
+                    f"pairs list {path}, line {line}: the same pair as line {lines[name]} "
+                    f"({specs[0]}, {specs[1]}); remove one, or name both in a name column"
+                )
+        if Path(name).name != name or name in (".", "..", *RESERVED_NAMES) or name in lines:
             raise InputError(
                 f"pairs list {path}, line {line}: name {name!r} is not a plain, unique folder "
                 "name; use letters, digits, '-', '_' (no '/' or '..', not "
                 f"{' or '.join(RESERVED_NAMES)}), once each"
             )
-        sci = _resolve_spec(specs[0], path.parent)
-        tmpl = TEMPLATE_SEPARATOR.join(
-            _resolve_spec(piece, path.parent) for piece in template_specs(specs[1])
-        )
+        lines[name] = line
         pairs.append((sci, tmpl, name))
     return pairs
 

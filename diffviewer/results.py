@@ -37,7 +37,7 @@ from diffviewer.errors import InputError
 from diffviewer.exposure import Exposure
 from diffviewer.io import read_exposure
 from diffviewer.outputs import DIAGNOSTIC_SAMPLES, OUTPUT_NAMES
-from diffviewer.paths import TEMPLATE_SEPARATOR, template_specs
+from diffviewer.paths import TEMPLATE_SEPARATOR, input_file_states, template_specs
 
 METADATA = "metadata.json"
 #: The per-pair verdict file, beside the per-source ``verdicts.json``.
@@ -123,9 +123,10 @@ def incomplete_reason(
 ) -> str | None:
     """Why an output folder is not the complete result of a pair, or None when it is.
 
-    Checked, not assumed: the metadata must name the same inputs (absolute specs) and
-    the same config digest, every output the run writes must be present, and every FITS
-    file must be whole records.
+    Checked, not assumed: the metadata must name the same inputs (absolute specs), whose
+    files have the size and modification time it recorded (none recorded by an older
+    version: not checked), and the same config digest; every output the run writes must
+    be present, and every FITS file must be whole records.
 
     Parameters
     ----------
@@ -157,6 +158,11 @@ def incomplete_reason(
     pieces = [absolute_spec(p) for p in saved_template_specs(meta)]
     if pieces != [absolute_spec(p) for p in template_specs(template)]:
         return f"made from another template ({TEMPLATE_SEPARATOR.join(pieces)})"
+    recorded = meta["inputs"].get("files") or {}
+    now = input_file_states(list(recorded))
+    changed = next((path for path in recorded if now.get(path) != recorded[path]), None)
+    if changed is not None:
+        return f"its input {changed} was replaced or changed since the run"
     if meta.get("config_digest") != config_digest:
         return f"made with another config (digest {meta.get('config_digest')})"
     if products is not None:
@@ -187,11 +193,32 @@ class PairVerdict:
         Free text (one line in tables).
     time : str
         When it was given (ISO 8601, UTC).
+    run : str
+        The run it was given on (:func:`run_identity`; empty from an older version).
     """
 
     verdict: str
     comment: str = ""
     time: str = ""
+    run: str = ""
+
+
+def run_identity(metadata: dict[str, Any]) -> str:
+    """What makes a saved run the one a verdict was given on: its inputs and config.
+
+    Parameters
+    ----------
+    metadata : dict
+        The run's ``metadata.json``.
+
+    Returns
+    -------
+    str
+        ``<config digest> <science> <template pieces joined by ;>``.
+    """
+    science = str(metadata["inputs"].get("science", {}).get("source", ""))
+    template = TEMPLATE_SEPARATOR.join(saved_template_specs(metadata))
+    return f"{metadata.get('config_digest', '')} {science} {template}"
 
 
 def write_pair_verdict(out_dir: str | Path, verdict: str, comment: str = "") -> PairVerdict:
@@ -217,16 +244,20 @@ def write_pair_verdict(out_dir: str | Path, verdict: str, comment: str = "") -> 
     """
     if verdict not in PAIR_VERDICTS:
         raise InputError(f"pair verdict {verdict!r} is not one of {', '.join(PAIR_VERDICTS)}")
-    read_metadata(out_dir)
+    run = run_identity(read_metadata(out_dir))
     now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    saved = PairVerdict(verdict, " ".join(comment.split()), now)
+    saved = PairVerdict(verdict, " ".join(comment.split()), now, run)
     text = json.dumps(dataclasses.asdict(saved), indent=2) + "\n"
     atomic_write_text(Path(out_dir) / PAIR_VERDICT_FILE, text)
     return saved
 
 
 def read_pair_verdict(out_dir: str | Path) -> PairVerdict | None:
-    """The saved verdict on a pair, or None when it has none.
+    """The saved verdict on a pair's current run, or None when it has none.
+
+    A verdict given on another run of the pair (the folder since overwritten with other
+    inputs or another config: its :func:`run_identity` differs) is stale, and None is
+    returned; the next verdict replaces its file.
 
     Raises
     ------
@@ -238,11 +269,18 @@ def read_pair_verdict(out_dir: str | Path) -> PairVerdict | None:
         return None
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
-        saved = PairVerdict(str(doc["verdict"]), str(doc.get("comment", "")), str(doc["time"]))
+        saved = PairVerdict(
+            str(doc["verdict"]),
+            str(doc.get("comment", "")),
+            str(doc["time"]),
+            str(doc.get("run", "")),
+        )
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
         raise InputError(f"{path} cannot be read ({exc}); move it aside to start afresh") from None
     if saved.verdict not in PAIR_VERDICTS:
         raise InputError(f"{path} holds the unknown verdict {saved.verdict!r}")
+    if saved.run and saved.run != run_identity(read_metadata(out_dir)):
+        return None
     return saved
 
 

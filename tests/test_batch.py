@@ -24,7 +24,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from diffviewer import cli
-from diffviewer.batch import BatchOptions, plan_batch, read_summary, runner
+from diffviewer.batch import BatchOptions, plan_batch, read_summary, runner, write_summary
 from diffviewer.batch.summary import COLUMN_NAMES, badness
 from diffviewer.batch.task import PairJob, run_job
 from diffviewer.config import SubtractionConfig, apply_overrides
@@ -155,11 +155,16 @@ def test_completeness_is_checked_and_failed_pairs_are_retried_on_request(batch: 
     assert [j.name for j in retry.jobs] == ["bad", "nocover"]
     # another config makes every pair's outputs stale, and so do other products (a rerun
     # with --products minimal or --compress skipped them as complete)
-    other = plan_batch(pairs, BatchOptions(out=out, config=SubtractionConfig()))
+    other = plan_batch(pairs, BatchOptions(out=out, config=SubtractionConfig(), overwrite=True))
     assert [j.name for j in other.jobs] == list(GOOD)
     for products, compress in (("minimal", False), ("full", True)):
-        asked = BatchOptions(out=out, config=quick_config(), products=products, compress=compress)
+        asked = BatchOptions(
+            out=out, config=quick_config(), products=products, compress=compress, overwrite=True
+        )
         assert [j.name for j in plan_batch(pairs, asked).jobs] == list(GOOD)
+    # without --overwrite they fail at once, saying why and what to do
+    stale = plan_batch(pairs, BatchOptions(out=out, config=SubtractionConfig())).kept["good1"]
+    assert stale["status"] == "failed" and "made with another config" in stale["error"]
     # a damaged output is seen, not assumed complete
     damaged = out / "damaged"
     shutil.copytree(out / "good1", damaged)
@@ -206,3 +211,107 @@ def test_errors_off_by_a_factor_rank_a_pair_for_review() -> None:
     assert badness(row) == honest == 0.0
     assert badness({**row, "sky_pull_std": 2.0}) == pytest.approx(honest + 5.0)
     assert badness({**row, "sky_pull_std": 0.5}) == pytest.approx(honest + 5.0)
+
+
+def test_text_in_any_script_is_kept_in_both_summaries(tmp_path: Path) -> None:
+    # a non-ASCII input path, pair name and reviewer's comment: FITS tables hold ASCII only
+    row = {
+        "name": "nuit_étoilée",
+        "science": "/données/science.fits",
+        "template": "/données/template.fits",
+        "status": "ok",
+        "verdict": "bad",
+        "comment": "residuals at 3σ around the core",
+        "output": "/données/out/nuit_étoilée",
+    }
+    assert write_summary(tmp_path, [row]) == tmp_path / "summary.ecsv"
+    ecsv, fits_table = read_summary(tmp_path), Table.read(tmp_path / "summary.fits")
+    for column in ("name", "science", "template", "comment", "output"):
+        assert ecsv[column][0] == fits_table[column][0] == row[column]
+
+
+@pytest.mark.slow
+def test_a_rerun_says_which_failures_it_keeps_and_how_to_retry_them(
+    batch: dict, monkeypatch
+) -> None:
+    def no_cluster(*args, **kwargs):
+        raise AssertionError("a rerun of a finished batch started a cluster")
+
+    monkeypatch.setattr(runner, "dask_client", no_cluster)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = cli.main(["batch", str(batch["pairs"]), "--out", str(batch["out"]), *QUICK])
+    assert code == cli.EXIT_ERROR
+    note = (
+        "note: 2 failures kept from the last run (bad, nocover; not retried; pass --retry-failed)"
+    )
+    assert note in err.getvalue().splitlines(), err.getvalue()
+
+
+def test_a_folder_in_the_way_fails_with_advice_that_works(tmp_path: Path) -> None:
+    pairs = read_pairs_csv(make_pairs(tmp_path, names=("a",), bad=False))
+    out = tmp_path / "out"
+    (out / "a").mkdir(parents=True)
+    (out / "a" / "notes.txt").write_text("someone else's")
+    plan = plan_batch(pairs, BatchOptions(out=out, config=quick_config()))
+    assert plan.jobs == [] and plan.kept["a"]["status"] == "failed"
+    error = plan.kept["a"]["error"]
+    assert str(out / "a") in error and "metadata.json is missing" in error
+    assert "rerun with --overwrite --retry-failed" in error
+    write_summary(out, [plan.kept["a"]])
+    # the advice as given runs the pair; --overwrite alone keeps the failure and says so
+    advised = BatchOptions(out=out, config=quick_config(), overwrite=True, retry_failed=True)
+    assert [j.name for j in plan_batch(pairs, advised).jobs] == ["a"]
+    overwrite = plan_batch(pairs, BatchOptions(out=out, config=quick_config(), overwrite=True))
+    assert (overwrite.jobs, overwrite.kept_failed) == ([], ("a",))
+
+
+@pytest.mark.slow
+def test_an_interrupted_batch_lists_as_done_only_what_it_asked_for(batch: dict) -> None:
+    # the outputs of good1, good2 are complete for --products full; a batch asking for
+    # minimal products runs them again, and when interrupted before their results come
+    # back it must not list the full products of the earlier run as its own
+    out: Path = batch["out"]
+    pairs = read_pairs_csv(batch["pairs"])
+    minimal = BatchOptions(out=out, config=quick_config(), products="minimal", overwrite=True)
+    jobs = plan_batch(pairs, minimal).jobs
+    assert [j.name for j in jobs] == list(GOOD)
+    assert runner._finished_unreported(jobs, {}, minimal) == {}
+    full = BatchOptions(out=out, config=quick_config())
+    found = runner._finished_unreported(jobs, {}, full)
+    assert {n: r["status"] for n, r in found.items()} == dict.fromkeys(GOOD, "ok")
+
+
+def test_an_input_named_like_the_summary_is_never_written_over(tmp_path: Path, capsys) -> None:
+    science, template = demo_pair()
+    out = tmp_path / "night"
+    out.mkdir()
+    shutil.copy(science, out / "summary.fits")  # an input where the summary goes
+    before = (out / "summary.fits").read_bytes()
+    (tmp_path / "pairs.csv").write_text(f"science,template\nnight/summary.fits,{template}\n")
+    code = cli.main(["batch", str(tmp_path / "pairs.csv"), "--out", str(out), "--quiet"])
+    assert code == cli.EXIT_ERROR
+    err = capsys.readouterr().err
+    assert f"refusing to write {out / 'summary.fits'}: it is the input file" in err
+    assert (out / "summary.fits").read_bytes() == before
+    assert sorted(p.name for p in out.iterdir()) == ["summary.fits"]  # nothing ran
+
+
+def test_an_input_replaced_in_place_makes_the_pair_run_again(tmp_path: Path) -> None:
+    pairs = read_pairs_csv(make_pairs(tmp_path, names=("a",), bad=False))
+    out = tmp_path / "out"
+    science, template, _ = pairs[0]
+    config = quick_config()
+    code = cli.run_pair(
+        science, template, out / "a", config, overwrite=False, strict=False, quiet=True
+    )
+    assert code == cli.EXIT_OK
+    options = BatchOptions(out=out, config=config, overwrite=True)
+    assert plan_batch(pairs, options).jobs == []  # complete: skipped
+    with fits.open(template) as hdul:  # a new template under the same name
+        data = hdul[0].data.astype(np.float32)
+        data[100:140, 100:140] += 5000.0
+        fits.writeto(template, data, hdul[0].header, overwrite=True)
+    reason = incomplete_reason(out / "a", science, template, config.digest())
+    assert reason == f"its input {template} was replaced or changed since the run"
+    assert [j.name for j in plan_batch(pairs, options).jobs] == ["a"]

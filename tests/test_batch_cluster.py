@@ -19,12 +19,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from astropy.table import Table
 
 from diffviewer import cli, launcher
 from diffviewer.atomic import remove_stale_staging, staging_name, wait_for_running_staging
-from diffviewer.batch import read_summary
-from tests.test_batch import QUICK, make_pairs
+from diffviewer.batch import BatchOptions, plan_batch, read_summary
+from diffviewer.io import demo_pair
+from diffviewer.paths import read_pairs_csv
+from diffviewer.results import write_pair_verdict
+from tests.test_batch import QUICK, make_pairs, quick_config
 
+REPO = Path(__file__).resolve().parents[1]
 #: Upper bound of any wait below (s): a hung process fails the test instead of the suite.
 PATIENCE_S = 180.0
 
@@ -41,19 +46,22 @@ def _wait_for(condition, what: str, proc: subprocess.Popen | None = None) -> Non
 
 
 @contextlib.contextmanager
-def dask_processes(folder: Path) -> Iterator[str]:
-    """A ``dask scheduler`` and one single-thread ``dask worker`` on localhost; the address."""
+def dask_processes(folder: Path, cwd: Path | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A ``dask scheduler`` and one single-thread ``dask worker`` on localhost (running in
+    ``cwd``, importing this tree's diffviewer); the scheduler's address and process."""
     dask = Path(sys.executable).with_name("dask")
     if not dask.exists():
         pytest.skip(f"the dask command is not installed beside {sys.executable}")
     info = folder / "scheduler.json"
     local = ["--host", "127.0.0.1", "--no-dashboard"]
     one = ["--nthreads", "1", "--nworkers", "1", "--memory-limit", "0"]
+    here = {"cwd": cwd, "env": {**os.environ, "PYTHONPATH": str(REPO)}}
     procs = [
         subprocess.Popen(
             [str(dask), "scheduler", "--port", "0", "--scheduler-file", str(info), *local],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            **here,
         )
     ]
     try:
@@ -63,6 +71,7 @@ def dask_processes(folder: Path) -> Iterator[str]:
                 [str(dask), "worker", "--scheduler-file", str(info), *one, *local],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
+                **here,
             )
         )
         address = json.loads(info.read_text())["address"]
@@ -70,7 +79,7 @@ def dask_processes(folder: Path) -> Iterator[str]:
 
         with Client(address, timeout="60s") as client:
             client.wait_for_workers(1, timeout=PATIENCE_S)
-        yield address
+        yield address, procs[0]
     finally:
         for proc in reversed(procs):
             proc.terminate()
@@ -82,7 +91,7 @@ def test_a_running_scheduler_and_worker_run_the_batch(tmp_path: Path) -> None:
     pairs = make_pairs(tmp_path, names=("good",), bad=True)
     out = tmp_path / "out"
     err = io.StringIO()
-    with dask_processes(tmp_path) as address, contextlib.redirect_stderr(err):
+    with dask_processes(tmp_path) as (address, _), contextlib.redirect_stderr(err):
         code = cli.main(["batch", str(pairs), "--out", str(out), "--scheduler", address, *QUICK])
     assert code == cli.EXIT_ERROR, err.getvalue()
     rows = {r["name"]: r for r in read_summary(out)}
@@ -90,6 +99,94 @@ def test_a_running_scheduler_and_worker_run_the_batch(tmp_path: Path) -> None:
     assert (rows["bad"]["status"], rows["bad"]["error_kind"]) == ("failed", "input")
     assert (rows["nocover"]["error_kind"]) == "no_coverage"
     assert (out / "good" / "difference.fits").is_file()
+
+
+@pytest.mark.slow
+def test_pairs_a_lost_scheduler_never_ran_are_run_by_the_rerun(tmp_path: Path) -> None:
+    names = ("g1", "g2", "g3", "g4", "g5")
+    pairs = make_pairs(tmp_path, names=names, bad=False)
+    out = tmp_path / "out"
+    with dask_processes(tmp_path) as (address, scheduler):
+        command = [sys.executable, "-m", "diffviewer", "batch", str(pairs), "--out", str(out)]
+        proc = subprocess.Popen(
+            [*command, "--scheduler", address, "--quiet", *QUICK],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            _wait_for((out / "g1").exists, "the first pair's outputs", proc)
+            scheduler.kill()  # SIGKILL: the scheduler is gone mid-run
+            _, stderr = proc.communicate(timeout=PATIENCE_S)
+        finally:
+            proc.kill()
+    assert proc.returncode == cli.EXIT_ERROR, stderr  # not 1, an internal error (a bug)
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: lost the dask scheduler at {address}"), stderr
+    assert "had not come back" in last and "rerun the same command" in last
+    assert "internal" not in stderr and "--workers" not in stderr, stderr
+    assert "Traceback" not in stderr, stderr
+    rows = read_summary(out)
+    # only finished pairs are listed, none as failed (the worker, still running after the
+    # batch ended, may land one more): the rerun runs every pair whose outputs are missing
+    done = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert set(rows["name"]) <= set(done) and set(rows["status"]) == {"ok"}
+    options = BatchOptions(out=out, config=quick_config())
+    left = [job.name for job in plan_batch(read_pairs_csv(pairs), options).jobs]
+    assert left == [n for n in names if n not in done] and left
+
+
+@pytest.mark.slow
+def test_relative_paths_are_the_clients_on_workers_running_elsewhere(
+    tmp_path: Path, monkeypatch
+) -> None:
+    user, elsewhere = tmp_path / "user", tmp_path / "elsewhere"
+    user.mkdir(), elsewhere.mkdir()
+    make_pairs(user, names=("a",), bad=False)
+    monkeypatch.chdir(user)  # the user's folder; the workers run in another
+    err = io.StringIO()
+    on = ["--quiet", *QUICK]
+    with dask_processes(tmp_path, cwd=elsewhere) as (address, _), contextlib.redirect_stderr(err):
+        on += ["--scheduler", address]
+        assert cli.main(["batch", "pairs.csv", "--out", "out", *on]) == 0, err.getvalue()
+        # a star list named relative to the user's folder is read from there
+        stars = Table.read("out/a/kernel_candidates.ecsv")[["x", "y"]]
+        stars.write("stars.csv", format="ascii.csv")
+        listed = ["--set", 'candidates.source_list="stars.csv"']
+        code = cli.main(["batch", "pairs.csv", "--out", "listed", *on, *listed])
+        assert code == 0, err.getvalue()
+        # a config file inside the output folder is an input there, never written over
+        config = user / "out" / "a" / "config.toml"
+        config.write_text(config.read_text() + "# edited by the user\n")
+        edited = config.read_text()
+        args = ["batch", "pairs.csv", "--out", "out", "--config", "out/a/config.toml"]
+        changed = ["--set", "detection.threshold=8", "--overwrite"]
+        assert cli.main([*args, *changed, *on]) == cli.EXIT_ERROR
+    assert config.read_text() == edited
+    assert f"holds the input file {config}" in err.getvalue()
+
+
+@pytest.mark.slow
+def test_a_verdict_given_while_the_batch_runs_stays_in_its_summary(tmp_path: Path) -> None:
+    pairs = make_pairs(tmp_path, names=("g1", "g2", "g3"), bad=False)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "diffviewer", "batch", str(pairs), "--out", str(out)]
+    proc = subprocess.Popen(
+        [*command, "--workers", "1", "--quiet", *QUICK],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for((out / "g1" / "metadata.json").exists, "the first pair's outputs", proc)
+        write_pair_verdict(out / "g1", "bad", "ringing")  # the review window, meanwhile
+        assert (out / "g3").exists() is False, "the batch ended before the verdict"
+        _, stderr = proc.communicate(timeout=PATIENCE_S)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr
+    rows = {r["name"]: r for r in read_summary(out)}
+    assert (rows["g1"]["verdict"], rows["g1"]["comment"]) == ("bad", "ringing")
 
 
 @pytest.mark.slow
@@ -177,3 +274,34 @@ def test_ctrl_c_during_start_up_is_one_line(monkeypatch, capsys) -> None:
     assert launcher.main() == 130
     err = capsys.readouterr().err
     assert err == "error: interrupted during start-up; nothing was done\n"
+
+
+#: Starts the batch's local cluster for two pairs on one allowed core; prints its workers.
+ONE_CORE = """
+import os, sys
+os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+from diffviewer.batch.runner import BatchOptions, dask_client
+from diffviewer.batch.task import PairJob
+from diffviewer.config import SubtractionConfig
+science, template, out = sys.argv[1:4]
+jobs = [PairJob(n, science, template, out + n, SubtractionConfig()) for n in "ab"]
+with dask_client(BatchOptions(out=out, config=SubtractionConfig()), jobs) as client:
+    print(len(client.scheduler_info()["workers"]))
+"""
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+    reason="needs CPU affinity and two cores to narrow it to one",
+)
+def test_the_local_cluster_has_no_more_workers_than_usable_cores(tmp_path: Path) -> None:
+    science, template = demo_pair()
+    done = subprocess.run(
+        [sys.executable, "-c", ONE_CORE, str(science), str(template), f"{tmp_path}/"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=PATIENCE_S,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1"]

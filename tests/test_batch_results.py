@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from diffviewer.batch.summary import row_from_outputs
 from diffviewer.config import SubtractionConfig, apply_overrides
 from diffviewer.engine.pipeline import SubtractionResult, run_subtraction
 from diffviewer.engine.register import PolynomialTransform, Registration
@@ -137,3 +138,21 @@ def test_a_registration_reads_back_as_metadata_recorded_it() -> None:
     none = Registration("none", None, 3, 2, 0, math.nan)
     back = registration_from_summary(json.loads(json.dumps(registration_summary(none))))
     assert back.transform is None and math.isnan(back.rms)
+
+
+def test_a_pair_verdict_does_not_outlive_its_run(saved, tmp_path: Path) -> None:
+    result, run = saved
+    science, template = demo_pair()
+    out = tmp_path / "pair"
+    write_outputs(result, out, [science, template])
+    write_pair_verdict(out, "good", "clean")
+    write_outputs(result, out, [science, template], overwrite=True)  # the same run again
+    assert read_pair_verdict(out) is not None
+    # overwritten with a run of another config: the verdict was on the old subtraction
+    other_config = apply_overrides(result.config, ["detection.threshold=8"])
+    other = run_subtraction(run.science, read_exposure(str(template)), other_config)
+    write_outputs(other, out, [science, template], overwrite=True)
+    assert read_pair_verdict(out) is None
+    assert row_from_outputs(out)["verdict"] == ""
+    write_pair_verdict(out, "bad", "over-subtracted")
+    assert read_pair_verdict(out).verdict == "bad"

@@ -19,6 +19,7 @@ from astropy.table import Table
 from diffviewer import cli
 from diffviewer.config import SubtractionConfig, load_toml, to_toml
 from diffviewer.errors import InputError, OutputError
+from diffviewer.gui import model
 from diffviewer.io import demo_pair, read_exposure
 from diffviewer.outputs import OUTPUT_NAMES
 from diffviewer.paths import read_pairs_csv
@@ -183,7 +184,7 @@ def test_pairs_csv_as_a_spreadsheet_writes_it(tmp_path: Path, monkeypatch) -> No
     rows = "science, template\n\n   \n# tonight\na.fits,b.fits\n~/c.fits,d.fits\n"
     (tmp_path / "list.csv").write_bytes(b"\xef\xbb\xbf" + rows.encode())
     pairs = read_pairs_csv(tmp_path / "list.csv")
-    assert [p[2] for p in pairs] == ["pair0001", "pair0002"]
+    assert [p[2].rsplit("__", 1)[0] for p in pairs] == ["a__b", "c__d"]
     assert pairs[0][0] == str(tmp_path / "a.fits")
     assert pairs[1][0] == str(tmp_path / "home" / "c.fits")
     (tmp_path / "list.csv").write_text(rows + "e.fits,\n")
@@ -501,3 +502,24 @@ def test_outputs_carry_their_own_photometry(tmp_path: Path) -> None:
     assert "GAIN" not in fits.getheader(out / "score.fits")
     ecsv, table = Table.read(out / "diasources.ecsv"), Table.read(out / "diasources.fits")
     np.testing.assert_array_equal(table["sign"], ecsv["sign"])
+
+
+def test_default_pair_names_survive_editing_the_list(tmp_path: Path) -> None:
+    # an unnamed pair is named by its files, not by its line: commenting a line out (or
+    # removing, reordering) renames no other pair, so no pair is run into another's folder
+    rows = ["science,template", "sci.fits,t1.fits", "sci.fits,t2.fits", "sci.fits,t3.fits"]
+    listed = tmp_path / "list.csv"
+    listed.write_text("\n".join(rows) + "\n")
+    before = {tmpl: name for _, tmpl, name in read_pairs_csv(listed)}
+    listed.write_text("\n".join([rows[0], "# " + rows[1], rows[3], rows[2]]) + "\n")
+    after = {tmpl: name for _, tmpl, name in read_pairs_csv(listed)}
+    assert after == {t: n for t, n in before.items() if not t.endswith("t1.fits")}
+    assert len(set(before.values())) == 3
+    assert before[str(tmp_path / "t2.fits")].startswith("sci__t2__")
+    # the GUI gives the pair the same folder
+    pair = model.Pair(str(tmp_path / "sci.fits"), str(tmp_path / "t2.fits"))
+    assert model.default_output_dir(pair, tmp_path).name == before[str(tmp_path / "t2.fits")]
+    # the same pair twice has one name: refused, naming both lines
+    listed.write_text("\n".join([*rows, "sci.fits,t2.fits"]) + "\n")
+    with pytest.raises(InputError, match="line 5: the same pair as line 3"):
+        read_pairs_csv(listed)

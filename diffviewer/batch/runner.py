@@ -12,10 +12,10 @@ import contextlib
 import dataclasses
 import logging
 import math
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import CancelledError
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -23,16 +23,18 @@ from diffviewer.atomic import remove_stale_staging, wait_for_running_staging
 from diffviewer.batch.summary import (
     ERROR_KINDS,
     SUMMARY_ECSV,
+    SUMMARY_FITS,
     complete_row,
     read_summary,
     row_from_outputs,
     rows_of,
+    verdict_columns,
     write_summary,
 )
 from diffviewer.batch.task import PairJob, run_job
 from diffviewer.config import SubtractionConfig
-from diffviewer.errors import InputError
-from diffviewer.paths import TEMPLATE_SEPARATOR, parse_spec, template_specs
+from diffviewer.errors import ClusterLost, InputError
+from diffviewer.paths import TEMPLATE_SEPARATOR, ensure_not_input, parse_spec, template_specs
 from diffviewer.results import absolute_spec, incomplete_reason
 from diffviewer.termination import raise_if_terminated
 
@@ -95,15 +97,19 @@ class Plan:
     jobs : list of PairJob
         Pairs to run.
     kept : dict of str to dict
-        Rows of pairs not run: ``skipped`` (complete outputs found) or ``failed`` in
-        the previous summary and not retried.
+        Rows of pairs not run: ``skipped`` (complete outputs found), ``failed`` in the
+        previous summary and not retried, or ``failed`` because another run's outputs
+        are in the pair's folder and ``overwrite`` is off.
     order : list of str
         Pair names in list order (the summary's row order).
+    kept_failed : tuple of str
+        The names of the pairs kept as failed from the previous summary (not retried).
     """
 
     jobs: list[PairJob]
     kept: dict[str, dict[str, Any]]
     order: list[str]
+    kept_failed: tuple[str, ...] = ()
 
 
 def _previous_rows(out: Path) -> dict[str, dict[str, Any]]:
@@ -122,7 +128,9 @@ def plan_batch(pairs: Sequence[tuple[str, str, str]], options: BatchOptions) -> 
     A pair whose output folder is complete for these inputs and this config
     (:func:`diffviewer.results.incomplete_reason`) is skipped, its row read from the
     outputs; a pair the previous summary lists as failed is kept as failed unless
-    ``retry_failed``; every other pair is run.
+    ``retry_failed``; a pair whose folder holds something else fails at once unless
+    ``overwrite`` (its row says what the folder holds and how to replace it); every
+    other pair is run.
 
     Parameters
     ----------
@@ -138,28 +146,34 @@ def plan_batch(pairs: Sequence[tuple[str, str, str]], options: BatchOptions) -> 
     digest = options.config.digest()
     jobs: list[PairJob] = []
     kept: dict[str, dict[str, Any]] = {}
+    kept_failed: list[str] = []
     for science, template, name in pairs:
         sci = absolute_spec(science)
         tmpl = TEMPLATE_SEPARATOR.join(absolute_spec(p) for p in template_specs(template))
         folder = options.out / name
         before = previous.get(name, {})
         same_inputs = (before.get("science"), before.get("template")) == (sci, tmpl)
-        if (
-            incomplete_reason(folder, sci, tmpl, digest, (options.products, options.compress))
-            is None
-        ):
+        reason = incomplete_reason(folder, sci, tmpl, digest, (options.products, options.compress))
+        if reason is None:
             row: dict[str, Any] = {"seconds": math.nan, "peak_memory": math.nan}
             if same_inputs:
                 row |= {k: before[k] for k in ("seconds", "peak_memory") if k in before}
-            row |= {"name": name, "science": sci, "template": tmpl, "output": str(folder)}
-            row |= row_from_outputs(folder)
-            row["status"] = "skipped"
-            if options.strict and row["guard_tripped"]:
-                row |= {"status": "failed", "error_kind": "guard"}
-                row["error"] = "bad-subtraction guard tripped"
-            kept[name] = row
+            kept[name] = row | _row_of_outputs(name, sci, tmpl, folder, "skipped", options.strict)
         elif before.get("status") == "failed" and same_inputs and not options.retry_failed:
             kept[name] = before
+            kept_failed.append(name)
+        elif not options.overwrite and folder.is_dir() and any(folder.iterdir()):
+            kept[name] = {
+                "name": name,
+                "science": sci,
+                "template": tmpl,
+                "output": str(folder),
+                "status": "failed",
+                "error_kind": "input",
+                "error": f"output folder {folder} holds another run's outputs ({reason}); "
+                "rerun with --overwrite --retry-failed to replace them, or give the pair "
+                "another name",
+            }
         else:
             jobs.append(
                 PairJob(
@@ -175,7 +189,20 @@ def plan_batch(pairs: Sequence[tuple[str, str, str]], options: BatchOptions) -> 
                     compress=options.compress,
                 )
             )
-    return Plan(jobs, kept, [name for _, _, name in pairs])
+    return Plan(jobs, kept, [name for _, _, name in pairs], tuple(kept_failed))
+
+
+def _row_of_outputs(
+    name: str, science: str, template: str, folder: Path, status: str, strict: bool
+) -> dict[str, Any]:
+    """The row of a pair whose outputs are complete, read from them (``status``, or failed
+    when ``strict`` and the guard tripped)."""
+    row = {"name": name, "science": science, "template": template, "output": str(folder)}
+    row |= row_from_outputs(folder)
+    row["status"] = status
+    if strict and row["guard_tripped"]:
+        row |= {"status": "failed", "error_kind": "guard", "error": "bad-subtraction guard tripped"}
+    return row
 
 
 def science_pixels(spec: str) -> int | None:
@@ -249,6 +276,22 @@ def _quiet_when_interrupted() -> Iterator[None]:
         raise
 
 
+@contextlib.contextmanager
+def _client_errors_silenced() -> Iterator[None]:
+    """Silence the dask client's own error log while the block runs.
+
+    A client that loses its scheduler logs each failed reconnection with a traceback;
+    the batch says it once (:class:`~diffviewer.errors.ClusterLost`) with what to do.
+    """
+    logger = logging.getLogger("distributed.client")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _connected(address: str) -> Any:
     """A client of the scheduler at ``address``; an address that cannot be reached is the
     user's to mend (:class:`~diffviewer.errors.InputError`), not an internal error."""
@@ -267,14 +310,17 @@ def _connected(address: str) -> Any:
 def dask_client(options: BatchOptions, jobs: Sequence[PairJob]) -> Iterator[Any]:
     """A client of a fresh ``LocalCluster``, or of the scheduler at ``options.scheduler``.
 
-    The local workers are one-thread processes (the engine's numpy work is not
-    shared between pairs); dask's pause and spill thresholds are off, since a task
+    The local workers are one-thread processes (the engine's numpy work is not shared
+    between pairs), no more than the cores this process may run on (its CPU affinity: a
+    Slurm allocation, ``taskset``); dask's pause and spill thresholds are off, since a task
     holds no dask data, and a worker dying twice on one pair fails that pair. Their
     own logs are silenced: each pair's row and error line say what became of it.
     """
     import dask
     import psutil
     from dask.distributed import Client, LocalCluster
+
+    from diffviewer.engine.lent import usable_cores
 
     settings = {
         "distributed.worker.memory.target": False,
@@ -284,11 +330,15 @@ def dask_client(options: BatchOptions, jobs: Sequence[PairJob]) -> Iterator[Any]
     }
     with dask.config.set(settings):
         if options.scheduler:
-            with _connected(options.scheduler) as client, _quiet_when_interrupted():
+            with (
+                _client_errors_silenced(),  # outermost: the client logs while it closes too
+                _connected(options.scheduler) as client,
+                _quiet_when_interrupted(),
+            ):
                 yield client
             return
         n, limit = worker_layout(
-            jobs, options.workers, psutil.virtual_memory().total, os.cpu_count() or 1
+            jobs, options.workers, psutil.virtual_memory().total, usable_cores()
         )
         with (
             LocalCluster(
@@ -350,9 +400,15 @@ class BatchProgress:
         self.stream.flush()
 
 
-def _lost_row(job: PairJob, exc: BaseException) -> dict[str, Any]:
-    """The row of a pair whose task never returned (its worker died)."""
+def _lost_row(job: PairJob, exc: BaseException, scheduler: str | None) -> dict[str, Any]:
+    """The row of a pair whose task never returned (its worker died), with the advice that
+    applies to the cluster it ran on (a local one, or the scheduler at ``scheduler``)."""
     reason = " ".join(str(exc).split())[:300]
+    advice = (
+        "check the workers' memory limit (dask worker --memory-limit) and their logs"
+        if scheduler
+        else "too little memory per worker? run fewer with --workers"
+    )
     return {
         "name": job.name,
         "science": job.science,
@@ -360,9 +416,30 @@ def _lost_row(job: PairJob, exc: BaseException) -> dict[str, Any]:
         "output": job.out,
         "status": "failed",
         "error_kind": "internal",
-        "error": f"the worker running it died ({type(exc).__name__}: {reason}); "
-        "too little memory per worker? see --workers",
+        "error": f"the worker running it died ({type(exc).__name__}: {reason}); {advice}",
     }
+
+
+def _cluster_lost(options: BatchOptions, cancelled: Sequence[CancelledError]) -> ClusterLost:
+    """The error of a batch whose tasks were cancelled under it (scheduler or client lost)."""
+    reasons = sorted({str(getattr(exc, "reason", "")) or type(exc).__name__ for exc in cancelled})
+    where = f"at {options.scheduler}" if options.scheduler else "of the local cluster"
+    again = "restart it and its workers, then " if options.scheduler else ""
+    return ClusterLost(
+        f"lost the dask scheduler {where} ({', '.join(reasons)}); {len(cancelled)} pairs had "
+        f"not come back: {options.out / SUMMARY_ECSV} lists those whose outputs are complete "
+        f"and not the others; {again}rerun the same command to run them (finished pairs are "
+        "skipped)"
+    )
+
+
+def kept_failures_note(names: Sequence[str]) -> str:
+    """The line saying which failures of the last run a rerun keeps without retrying them."""
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return (
+        f"note: {len(names)} failure{'s' if len(names) != 1 else ''} kept from the last run "
+        f"({shown}; not retried; pass --retry-failed)"
+    )
 
 
 def run_batch(
@@ -394,16 +471,19 @@ def run_batch(
             f"--out {options.out} exists and is not a folder; choose a folder for the "
             "batch's outputs"
         )
+    _refuse_summary_over_inputs(pairs, options)
     options.out.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(options.out)
     plan = plan_batch(pairs, options)
     rows = dict(plan.kept)
     bar = BatchProgress(len(plan.jobs), sys.stderr) if progress and plan.jobs else None
     tell = say or (bar.say if bar else lambda text: print(text, file=sys.stderr))
+    if plan.kept_failed:
+        tell(kept_failures_note(plan.kept_failed))
     last_write = time.monotonic()
 
     def ordered() -> list[dict[str, Any]]:
-        return [complete_row(rows[n]) for n in plan.order if n in rows]
+        return [complete_row(_with_verdict(rows[n])) for n in plan.order if n in rows]
 
     try:
         if plan.jobs:
@@ -412,13 +492,18 @@ def run_batch(
             with dask_client(options, plan.jobs) as client:
                 futures = client.map(run_job, plan.jobs, pure=False)
                 job_of = {f.key: j for f, j in zip(futures, plan.jobs, strict=True)}
+                cancelled: list[CancelledError] = []
                 for future in as_completed(futures):
                     raise_if_terminated()  # a signal whose exception dask's code swallowed
                     job = job_of[future.key]
                     try:
                         row = future.result()
+                    except CancelledError as exc:  # scheduler lost: not run, nor failed
+                        cancelled.append(exc)
+                        future.release()
+                        continue
                     except Exception as exc:  # the worker died: the pair failed
-                        row = _lost_row(job, exc)
+                        row = _lost_row(job, exc, options.scheduler)
                     future.release()
                     for note in row.pop("messages", []):
                         tell(f"warning: {job.name}: {note}")
@@ -430,38 +515,71 @@ def run_batch(
                     if time.monotonic() - last_write > SUMMARY_EVERY_S:
                         write_summary(options.out, ordered())
                         last_write = time.monotonic()
+                if cancelled:
+                    raise _cluster_lost(options, cancelled)
     finally:
         if bar:
             bar.close()
         for path in wait_for_running_staging(options.out, SETTLE_S):
             tell(f"warning: {path.name} is still being written by a process of this machine")
         remove_stale_staging(options.out)
-        rows |= _finished_unreported(plan.jobs, rows, options.config.digest())
+        rows |= _finished_unreported(plan.jobs, rows, options)
         if rows:  # nothing to summarise when no pair ran nor was kept (no scheduler)
             write_summary(options.out, ordered())
     return ordered()
 
 
+def _with_verdict(row: dict[str, Any]) -> dict[str, Any]:
+    """A pair's row with the verdict its folder holds now (given while the batch runs, in
+    the review window), so no summary write drops it; a failed pair has none."""
+    if row["status"] == "failed":
+        return row
+    try:
+        return row | verdict_columns(row["output"])
+    except InputError:  # a damaged verdict file: the row as it was
+        return row
+
+
+def _refuse_summary_over_inputs(
+    pairs: Sequence[tuple[str, str, str]], options: BatchOptions
+) -> None:
+    """Refuse, before anything runs, a batch whose summary files would be one of its inputs.
+
+    Raises
+    ------
+    OutputError
+        Naming the input (an image, its weight or mask, the pairs list, the config file
+        or the star list) that ``OUT/summary.ecsv`` or ``OUT/summary.fits`` is.
+    """
+    inputs: list[str | Path] = [*options.read_files]
+    for science, template, _ in pairs:
+        inputs += [science, *template_specs(template)]
+    if options.config.candidates.source_list:
+        inputs.append(options.config.candidates.source_list)
+    for name in (SUMMARY_ECSV, SUMMARY_FITS):
+        ensure_not_input(options.out / name, inputs)
+
+
 def _finished_unreported(
-    jobs: Sequence[PairJob], rows: dict[str, dict[str, Any]], digest: str
+    jobs: Sequence[PairJob], rows: dict[str, dict[str, Any]], options: BatchOptions
 ) -> dict[str, dict[str, Any]]:
     """Rows of pairs whose outputs are complete but whose result never came back.
 
     An interrupted batch closes its workers after they finish the pair they hold; the
-    summary then lists those pairs too, read from their outputs.
+    summary then lists those pairs too, read from their outputs. Complete means complete
+    for this run (its config, ``--products`` and ``--compress``), as a rerun judges it,
+    so an earlier run's outputs of a pair this run never ran are not listed as done.
     """
     found = {}
+    asked = (options.products, options.compress)
+    digest = options.config.digest()
     for job in jobs:
         if job.name in rows or not Path(job.out).is_dir():
             continue
-        if incomplete_reason(job.out, job.science, job.template, digest) is None:
-            row = {"name": job.name, "science": job.science, "template": job.template}
-            found[job.name] = {
-                **row,
-                "output": job.out,
-                "status": "ok",
-                **row_from_outputs(job.out),
-            }
+        if incomplete_reason(job.out, job.science, job.template, digest, asked) is None:
+            found[job.name] = _row_of_outputs(
+                job.name, job.science, job.template, Path(job.out), "ok", options.strict
+            )
     return found
 
 

@@ -139,7 +139,6 @@ def row_from_outputs(out_dir: str | Path) -> dict[str, Any]:
     """
     meta = read_metadata(out_dir)
     kernel, det = meta["kernel"], meta["detection"]
-    verdict = read_pair_verdict(out_dir)
     level = kernel.get("sky_level") or {}
     return {
         "noise_ratio": _number(meta["difference"]["noise_ratio"]),
@@ -159,6 +158,30 @@ def row_from_outputs(out_dir: str | Path) -> dict[str, Any]:
         "detected_fraction": float(det["detected_fraction"]),
         "guard_tripped": bool(det["guard_tripped"]),
         "n_warnings": len(meta.get("warnings", [])),
+        **verdict_columns(out_dir),
+    }
+
+
+def verdict_columns(out_dir: str | Path) -> dict[str, str]:
+    """The ``verdict`` and ``comment`` columns of a pair, from its verdict file as it is now.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        The pair's output folder.
+
+    Returns
+    -------
+    dict
+        Empty strings when the pair has no verdict (or a stale one).
+
+    Raises
+    ------
+    InputError
+        When the verdict file cannot be read.
+    """
+    verdict = read_pair_verdict(out_dir)
+    return {
         "verdict": verdict.verdict if verdict else "",
         "comment": verdict.comment if verdict else "",
     }
@@ -206,7 +229,12 @@ def summary_table(rows: Sequence[Mapping[str, Any]]) -> Table:
 
 
 def write_summary(out_dir: str | Path, rows: Sequence[Mapping[str, Any]]) -> Path:
-    """Write ``summary.ecsv`` and ``summary.fits`` into the batch folder, each atomically.
+    """Write ``summary.ecsv``, then ``summary.fits``, into the batch folder, each atomically.
+
+    The ECSV file (the one a rerun and the review window read) comes first, so a FITS
+    file that cannot be written never holds it back. FITS tables hold ASCII text only:
+    the FITS file's text columns are the UTF-8 bytes of the text (astropy decodes them
+    back on reading), so a path, a pair name or a reviewer's comment in any script is kept.
 
     Parameters
     ----------
@@ -219,11 +247,80 @@ def write_summary(out_dir: str | Path, rows: Sequence[Mapping[str, Any]]) -> Pat
     -------
     Path
         The ECSV file.
+
+    Raises
+    ------
+    OutputError
+        When a file cannot be written (the message names it and the cause).
     """
     table = summary_table(rows)
     out = Path(out_dir)
-    write_table(out / SUMMARY_FITS, table)
-    return write_table(out / SUMMARY_ECSV, table)
+    ecsv = write_table(out / SUMMARY_ECSV, table)
+    write_table(out / SUMMARY_FITS, utf8_text_columns(table))
+    return ecsv
+
+
+def set_summary_verdict(out_dir: str | Path, name: str, verdict: str, comment: str) -> Path:
+    """Set one pair's verdict and comment in the summary on disk; every other row as it is.
+
+    The summary is read afresh, so rows a batch still running wrote since a reader
+    loaded it are kept.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        The batch folder.
+    name : str
+        The pair.
+    verdict, comment : str
+        The verdict (``good``, ``bad``) and the reviewer's comment.
+
+    Returns
+    -------
+    Path
+        The ECSV file.
+
+    Raises
+    ------
+    InputError
+        When the summary cannot be read or has no row of that name.
+    OutputError
+        When it cannot be written.
+    """
+    rows = rows_of(read_summary(out_dir))
+    found = [row for row in rows if row["name"] == name]
+    if not found:
+        raise InputError(
+            f"{Path(out_dir) / SUMMARY_ECSV} has no row {name!r}; the verdict is saved in the "
+            "pair's folder, and the next batch run into this folder lists it"
+        )
+    for row in found:
+        row.update(verdict=verdict, comment=comment)
+    return write_summary(out_dir, rows)
+
+
+def utf8_text_columns(table: Table) -> Table:
+    """A copy of ``table`` whose text columns hold the UTF-8 bytes of their text (for FITS).
+
+    Parameters
+    ----------
+    table : astropy.table.Table
+
+    Returns
+    -------
+    astropy.table.Table
+        The copy, with a header comment saying how the text is encoded.
+    """
+    encoded = table.copy(copy_data=False)
+    for name in table.colnames:
+        column = table[name]
+        if column.dtype.kind == "U":
+            data = np.char.encode(np.asarray(column), "utf-8")
+            encoded[name] = Table.Column(
+                data, name=name, unit=column.unit, description=column.description
+            )
+    encoded.meta["comments"] = [*table.meta.get("comments", []), "text columns are UTF-8"]
+    return encoded
 
 
 def read_summary(path: str | Path) -> Table:

@@ -19,9 +19,8 @@ from typing import Any
 from diffviewer.batch.summary import row_from_outputs
 from diffviewer.config import SubtractionConfig
 from diffviewer.errors import DiffviewerError, NoWorkFound
+from diffviewer.results import incomplete_reason
 
-#: ``run_pair``'s exit status when ``--strict`` and the guard tripped (cli.EXIT_STRICT).
-STRICT_CODE = 4
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 _STATUS = Path("/proc/self/status")
 
@@ -93,6 +92,17 @@ def _failure(exc: BaseException) -> tuple[str, str]:
     return kind, text
 
 
+def landed(job: PairJob) -> bool:
+    """Whether the pair's folder is already complete for this job (inputs, config, products).
+
+    The plan sends only pairs whose folder is not, so such a folder was put in place by
+    an earlier attempt of this task whose worker died right after (dask retries the
+    task on another worker): its outputs are the result, not an obstacle.
+    """
+    asked = (job.products, job.compress)
+    return incomplete_reason(job.out, job.science, job.template, job.config.digest(), asked) is None
+
+
 def run_job(job: PairJob) -> dict[str, Any]:
     """Run one pair and return its summary row (never raises for the pair's own errors).
 
@@ -119,24 +129,28 @@ def run_job(job: PairJob) -> dict[str, Any]:
     stderr = io.StringIO()
     caught: list[warnings.WarningMessage] = []
     try:
-        with warnings.catch_warnings(record=True) as record, contextlib.redirect_stderr(stderr):
-            warnings.simplefilter("always")
-            caught = record
-            code = run_pair(
-                job.science,
-                job.template,
-                Path(job.out),
-                job.config,
-                overwrite=job.overwrite,
-                strict=job.strict,
-                quiet=True,
-                read_files=[Path(p) for p in job.read_files],
-                products=job.products,
-                compress=job.compress,
-            )
+        if not landed(job):
+            with (
+                warnings.catch_warnings(record=True) as record,
+                contextlib.redirect_stderr(stderr),
+            ):
+                warnings.simplefilter("always")
+                caught = record
+                run_pair(
+                    job.science,
+                    job.template,
+                    Path(job.out),
+                    job.config,
+                    overwrite=job.overwrite,
+                    strict=job.strict,
+                    quiet=True,
+                    read_files=[Path(p) for p in job.read_files],
+                    products=job.products,
+                    compress=job.compress,
+                )
         row.update(row_from_outputs(job.out))
         row["status"] = "ok"
-        if code == STRICT_CODE:
+        if job.strict and row["guard_tripped"]:  # run_pair's exit 4 (the metadata's guard)
             row.update(status="failed", error_kind="guard", error="bad-subtraction guard tripped")
     except Exception as exc:  # a bad pair never stops the batch: its row says why
         kind, text = _failure(exc)

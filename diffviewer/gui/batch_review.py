@@ -5,7 +5,8 @@ sortable, filterable table with a thumbnail of each difference, ordered by the
 summary's badness score (:func:`diffviewer.batch.summary.badness`), with filters for
 failed pairs, pairs with warnings and pairs without a verdict. Selecting a row shows
 that pair in the inspector from its saved outputs; Good / Bad save a verdict on the
-pair (with the comment) in its folder and in the summary; Export verdicts writes
+pair (with the comment) in its folder (``DIR/<name>``, wherever the batch folder now is)
+and in its row of the summary on disk (a batch still running adds rows); Export verdicts writes
 every verdict of the batch, on pairs and on sources, as one table.
 """
 
@@ -43,7 +44,7 @@ from PyQt6.QtWidgets import (
 )
 
 from diffviewer import display
-from diffviewer.batch.summary import complete_row, read_summary, rows_of, write_summary
+from diffviewer.batch.summary import complete_row, read_summary, rows_of, set_summary_verdict
 from diffviewer.errors import DiffviewerError, InputError
 from diffviewer.fits_write import write_table
 from diffviewer.gui import verdicts as source_verdicts
@@ -98,6 +99,26 @@ def thumbnail_array(folder: Path, side: int = THUMB) -> np.ndarray | None:
     lo, hi = display.compute_levels(shown, display.default_settings("difference"))
     scaled = np.clip((shown - lo) / max(hi - lo, 1e-30), 0.0, 1.0)
     return np.ascontiguousarray(np.flipud(scaled * 255).astype(np.uint8))
+
+
+def review_rows(batch_dir: Path) -> list[dict[str, Any]]:
+    """The summary rows of a batch folder, each ``output`` the pair's folder in it.
+
+    A pair's folder is ``batch_dir/<name>``; the summary's ``output`` column names where
+    the batch wrote it, another place once the batch folder is copied or moved.
+
+    Parameters
+    ----------
+    batch_dir : Path
+        The batch folder.
+
+    Returns
+    -------
+    list of dict
+        Complete rows (:func:`~diffviewer.batch.summary.complete_row`).
+    """
+    rows = [complete_row(r) for r in rows_of(read_summary(batch_dir))]
+    return [{**row, "output": str(batch_dir / row["name"])} for row in rows]
 
 
 def verdicts_table(rows: Sequence[dict[str, Any]]) -> Table:
@@ -240,7 +261,7 @@ class ReviewWindow(QMainWindow):
         self.batch_dir = Path(batch_dir).expanduser().resolve()
         self.setWindowTitle(f"diffviewer review — {self.batch_dir}")
         self._inspector = inspector
-        self.model = SummaryModel([complete_row(r) for r in rows_of(read_summary(self.batch_dir))])
+        self.model = SummaryModel(review_rows(self.batch_dir))
         self.proxy = SummaryFilter()
         self.proxy.setSourceModel(self.model)
         self.table = QTableView()
@@ -379,7 +400,7 @@ class ReviewWindow(QMainWindow):
         try:
             saved = write_pair_verdict(row["output"], verdict, self.comment.text())
             self.model.update_row(number, {"verdict": saved.verdict, "comment": saved.comment})
-            write_summary(self.batch_dir, self.model.rows)
+            set_summary_verdict(self.batch_dir, row["name"], saved.verdict, saved.comment)
         except DiffviewerError as exc:
             self.status_label.setText(f"cannot save the verdict: {exc}")
             return

@@ -11,7 +11,6 @@ display-ready arrays and levels that the worker prepared off the GUI thread.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -161,24 +160,19 @@ def spec_identity(spec: str | Exposure) -> str:
     Returns
     -------
     str
-        ``/abs/file.fits``, ``/abs/file.fits[SCI]``, or ``memory:<source>``.
+        ``/abs/file.fits``, ``/abs/file.fits[SCI]`` (:func:`diffviewer.paths.resolved_spec`),
+        or ``memory:<source>``.
     """
-    from diffviewer.paths import parse_spec
+    from diffviewer.paths import resolved_spec
 
-    if isinstance(spec, Exposure):
-        return f"memory:{spec.source}"
-    path, ext = parse_spec(spec)
-    resolved = str(path.expanduser().resolve())
-    return resolved if ext is None else f"{resolved}[{ext}]"
+    return f"memory:{spec.source}" if isinstance(spec, Exposure) else resolved_spec(spec)
 
 
 def default_output_dir(pair: Pair, root: Path) -> Path:
     """Output folder of a pair under ``root``: its name, or
-    ``<science stem>__<template stem>__<hash8>`` (the first piece's stem for a template
-    in pieces; the hash covers every piece).
-
-    The hash (8 hex digits of the SHA-256 of the resolved specs) keeps apart pairs whose
-    files share their names, e.g. ``/n1/sci.fits`` and ``/n2/sci.fits`` against one template.
+    ``<science stem>__<template stem>__<hash8>`` (:func:`diffviewer.paths.default_pair_name`,
+    the name a batch gives the pair too; the first piece's stem for a template in pieces,
+    the hash covering every piece).
 
     Parameters
     ----------
@@ -191,7 +185,7 @@ def default_output_dir(pair: Pair, root: Path) -> Path:
     -------
     Path
     """
-    from diffviewer.paths import parse_spec
+    from diffviewer.paths import default_pair_name, parse_spec
 
     if pair.name:
         return root / pair.name
@@ -199,12 +193,14 @@ def default_output_dir(pair: Pair, root: Path) -> Path:
         parse_spec(s)[0].stem if isinstance(s, str) else "memory"
         for s in (pair.science, pair.pieces[0])
     ]
-    return root / "__".join([*stems, pair_digest(pair)[:8]])
+    return root / default_pair_name(stems, pair.identity)
 
 
 def pair_digest(pair: Pair) -> str:
     """SHA-256 (hex) of a pair's resolved specs: the same two inputs, the same digest."""
-    return hashlib.sha256("\n".join(pair.identity).encode("utf-8")).hexdigest()
+    from diffviewer.paths import identity_digest
+
+    return identity_digest(pair.identity)
 
 
 @dataclasses.dataclass(frozen=True)

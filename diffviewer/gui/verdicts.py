@@ -152,7 +152,7 @@ def check_verdicts_owner(path: Path, pair: Pair) -> None:
     """Refuse to replace a verdicts file that holds the verdicts of another pair.
 
     Two pairs can share a folder (pairs lists of two nights that both name a pair
-    ``pair0001``); their verdicts are a person's work and are never written over.
+    ``field1``); their verdicts are a person's work and are never written over.
 
     Parameters
     ----------

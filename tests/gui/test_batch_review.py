@@ -237,3 +237,59 @@ def test_long_pair_names_are_shown_whole(qtbot, tmp_path: Path) -> None:
     assert review.table.columnWidth(column) >= max(metrics.horizontalAdvance(n) for n in names)
     assert review.table.textElideMode() == Qt.TextElideMode.ElideMiddle
     review.inspector().jobs.shutdown()
+
+
+def test_a_verdict_comment_in_any_script_reaches_both_summaries(
+    qtbot, batch_dir, inspector
+) -> None:
+    review = ReviewWindow(batch_dir, inspector=inspector)
+    qtbot.addWidget(review)
+    finish(qtbot, inspector, "run", lambda: review.select_name("wide"))
+    review.comment.setText("résidus à 3σ autour du cœur")
+    review.good_button.click()
+    assert "cannot" not in review.status_label.text()
+    rows = {str(r["name"]): r for r in read_summary(batch_dir)}
+    in_fits = {str(r["name"]): r for r in Table.read(batch_dir / "summary.fits")}
+    for table in (rows, in_fits):
+        assert (table["wide"]["verdict"], table["wide"]["comment"]) == (
+            "good",
+            "résidus à 3σ autour du cœur",
+        )
+    (batch_dir / "wide" / "pair_verdict.json").unlink()
+    write_summary(batch_dir, [{**r, "verdict": "", "comment": ""} for r in rows.values()])
+
+
+def test_a_copied_batch_folder_is_reviewed_in_place(qtbot, batch_dir, inspector, tmp_path) -> None:
+    # the summary's output column names where the batch wrote the pairs, gone now
+    copy = tmp_path / "laptop_copy"
+    shutil.copytree(batch_dir, copy)
+    rows = [{**r, "output": f"/gone/{r['name']}"} for r in map(dict, read_summary(copy))]
+    write_summary(copy, rows)
+    review = ReviewWindow(copy, inspector=inspector)
+    qtbot.addWidget(review)
+    constant = next(r for r in review.model.rows if r["name"] == "constant")
+    assert review.model.thumbnail(constant) is not None
+    finish(qtbot, inspector, "run", lambda: review.select_name("constant"))
+    assert inspector.saved_folder == copy / "constant"
+    review.good_button.click()
+    assert "cannot" not in review.status_label.text(), review.status_label.text()
+    assert read_pair_verdict(copy / "constant") is not None
+    assert read_pair_verdict(batch_dir / "constant") is None
+
+
+def test_a_verdict_saved_while_the_batch_runs_keeps_its_new_rows(
+    qtbot, batch_dir, inspector, tmp_path
+) -> None:
+    folder = tmp_path / "night"
+    shutil.copytree(batch_dir, folder)
+    review = ReviewWindow(folder, inspector=inspector)  # loads the 3 rows there are
+    qtbot.addWidget(review)
+    # meanwhile the batch lands another pair and rewrites the summary
+    rows = [dict(r) for r in read_summary(folder)]
+    later = {**rows[0], "name": "later", "output": str(folder / "later")}
+    write_summary(folder, [*rows, later])
+    finish(qtbot, inspector, "run", lambda: review.select_name("wide"))
+    review.bad_button.click()
+    after = {str(r["name"]): r for r in read_summary(folder)}
+    assert sorted(after) == ["broken", "constant", "later", "wide"]
+    assert after["wide"]["verdict"] == "bad" and after["later"]["verdict"] == ""

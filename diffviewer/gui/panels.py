@@ -103,15 +103,10 @@ class _StampGrid(QWidget):
 class StampPanel(_StampGrid):
     """One kernel candidate: its images, its own kernel beside the spatial model, its QA."""
 
-    TITLES = (
-        "science",
-        "template",
-        "diff (own kernel)",
-        "diff (spatial)",
-        "normalised residual",
-        "own kernel",
-        "spatial kernel",
-    )
+    INPUTS = ("science", "template")
+    DIFFERENCES = ("diff (own kernel)", "diff (spatial)")
+    KERNELS = ("own kernel", "spatial kernel")
+    TITLES = (*INPUTS, *DIFFERENCES, "normalised residual", *KERNELS)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(self.TITLES, "Click a kernel source (square) on an image.", parent)
@@ -127,18 +122,18 @@ class StampPanel(_StampGrid):
             arrays = [a for t in titles if (a := images.get(t)) is not None]
             return display.cutout_levels(arrays, symmetric=symmetric) if arrays else None
 
-        inputs = shared(("science", "template"), False)
-        diffs = shared(("diff (own kernel)", "diff (spatial)"), True)
+        inputs = shared(self.INPUTS, False)
+        diffs = shared(self.DIFFERENCES, True)
         for title, item in self.items.items():
             array = images.get(title)
-            if title in ("science", "template"):
+            if title in self.INPUTS:
                 show_array(item, array, display.DisplaySettings(stretch="asinh"), inputs)
-            elif "kernel" in title:
-                show_array(item, array, SIGNED)
-            elif title == "normalised residual":
-                show_array(item, array, SIGNED.replace(levels="manual", manual=(-5.0, 5.0)))
-            else:
+            elif title in self.DIFFERENCES:
                 show_array(item, array, display.default_settings("difference"), diffs)
+            elif title in self.KERNELS:
+                show_array(item, array, SIGNED)
+            else:  # the normalised residual, in sigma
+                show_array(item, array, SIGNED.replace(levels="manual", manual=(-5.0, 5.0)))
         self.info.setText(info)
 
 

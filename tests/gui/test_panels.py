@@ -362,3 +362,25 @@ def test_kernel_sum_title_says_constant_when_the_sum_does_not_vary(qtbot) -> Non
     assert panel.sum_title.text.endswith("constant, 0.9934")
     panel.set_data(sum_map=np.linspace(0.98, 1.01, 16).reshape(4, 4), **args)
     assert "0.9800 (dark) to 1.0100 (bright)" in panel.sum_title.text
+
+
+def test_the_stamp_differences_share_symmetric_levels(qtbot) -> None:
+    from diffviewer.gui.panels import StampPanel
+
+    panel = StampPanel()
+    qtbot.addWidget(panel)
+    rng = np.random.default_rng(1)
+    own = rng.normal(scale=1.0, size=(21, 21)).astype(np.float32)
+    spatial = (5.0 * own).astype(np.float32)  # the worse subtraction: five times the residual
+    kernel = rng.normal(size=(11, 11)).astype(np.float32)
+    images = {
+        "diff (own kernel)": own,
+        "diff (spatial)": spatial,
+        "own kernel": kernel,
+        "spatial kernel": kernel,
+    }
+    panel.set_data(images, "a stamp")
+    lo, hi = panel.items["diff (own kernel)"].levels
+    # one stretch for both: the own kernel's difference is not drawn at its own min/max
+    assert panel.items["diff (spatial)"].levels == pytest.approx((lo, hi))
+    assert lo == pytest.approx(-hi) and hi > float(np.abs(own).max())

@@ -123,6 +123,29 @@ class _Editor:
                 ) from None
         return text
 
+    def differs(self, config: SubtractionConfig) -> bool:
+        """Whether the shown value differs from the field's value in ``config``.
+
+        Parameters
+        ----------
+        config : SubtractionConfig
+            The config to compare with (the defaults, or the config on screen).
+
+        Returns
+        -------
+        bool
+            True when the values differ (floats beyond the editor's rounding) or the
+            shown text cannot be parsed.
+        """
+        try:
+            value = self.value()
+        except ConfigError:
+            return True
+        reference = getattr(getattr(config, self.section), self.field.name)
+        if isinstance(reference, float) and isinstance(value, int | float):
+            return abs(value - reference) > 1e-9 * max(1.0, abs(reference))
+        return bool(value != reference)
+
     def set_value(self, value: Any) -> None:
         """Show ``value`` without emitting change signals."""
         w = self.widget
@@ -208,6 +231,24 @@ class ParameterPanel(QWidget):
             editor.set_value(getattr(getattr(config, section), name))
         self._refresh()
 
+    def set_base(self, config: SubtractionConfig) -> None:
+        """Mark ``config`` as the one on screen, keeping the user's pending edits.
+
+        Fields the user changed from the previous config on screen keep their edited
+        values (and so stay marked as edited); the others show ``config``'s values. A
+        finished run calls this, so edits typed while it ran are not overwritten.
+
+        Parameters
+        ----------
+        config : SubtractionConfig
+            The config of what is now on screen.
+        """
+        for (section, name), editor in self._editors.items():
+            if not editor.differs(self._base):
+                editor.set_value(getattr(getattr(config, section), name))
+        self._base = config
+        self._refresh()
+
     def reset(self) -> None:
         """Set every field back to its default."""
         for (section, name), editor in self._editors.items():
@@ -240,16 +281,8 @@ class ParameterPanel(QWidget):
 
     def _refresh(self) -> None:
         """Highlight values that differ from the defaults and state what is on screen."""
-        for (section, name), editor in self._editors.items():
-            try:
-                value = editor.value()
-            except ConfigError:
-                value = None
-            default = getattr(getattr(self._defaults, section), name)
-            if isinstance(default, float) and isinstance(value, int | float):
-                changed = abs(value - default) > 1e-9 * max(1.0, abs(default))
-            else:
-                changed = value != default
+        for editor in self._editors.values():
+            changed = editor.differs(self._defaults)
             editor.widget.setStyleSheet(_CHANGED_STYLE if changed else "")
         try:
             edited = self.config()

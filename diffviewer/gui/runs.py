@@ -186,7 +186,7 @@ class RunController:
             self.put(name, outcome.images.get(name), outcome.levels.get(name))
         if first:
             w.area.zoom_fit()
-        w.params.set_config(result.config)
+        w.params.set_base(result.config)
         if w.previous is None:  # a new pair: kernel squares only while no source is found
             w.menus.cand_action.setChecked(n_detections(result.diasources) == 0)
         w.review.show_run(outcome)

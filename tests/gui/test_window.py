@@ -187,6 +187,23 @@ def test_a_rerun_with_a_changed_parameter_shows_both_runs_in_ab(qtbot, window: M
     )
 
 
+def test_edits_typed_during_a_run_survive_its_end(qtbot, window: MainWindow) -> None:
+    run(qtbot, window, demo())
+    window.params.set_value("kernel", "background_order", 0)
+
+    def run_then_edit() -> None:
+        window.run()
+        window.params.set_value("detection", "threshold", 3.5)  # while the run goes on
+
+    finish(qtbot, window, "run", run_then_edit)
+    after = window.outcome.result.config
+    assert after.kernel.background_order == 0 and after.detection.threshold != 3.5
+    # the run's own change is now on screen; the edit typed during it is kept, still edited
+    assert window.params.config().detection.threshold == 3.5
+    assert window.params.config().kernel.background_order == 0
+    assert window.params.is_modified() and "Edited" in window.params.status.text()
+
+
 def test_cancelling_a_long_run_leaves_the_window_idle_with_no_output(
     qtbot, window: MainWindow, tmp_path: Path
 ) -> None:

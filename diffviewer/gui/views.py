@@ -146,6 +146,7 @@ class ImagePanel(QWidget):
         self.cmap_box = QComboBox()
         self.cmap_box.addItems(list(display.COLORMAPS))
         self.cmap_box.setToolTip("Colour map")
+        self.soft_label = QLabel("asinh softening")
         self.soft_box = QDoubleSpinBox()
         self.soft_box.setRange(0.001, 1.0)
         self.soft_box.setDecimals(3)
@@ -175,7 +176,7 @@ class ImagePanel(QWidget):
         form.setContentsMargins(6, 6, 6, 6)
         form.addRow("levels", self.levels_box)
         form.addRow("stretch", self.stretch_box)
-        form.addRow("asinh softening", self.soft_box)
+        form.addRow(self.soft_label, self.soft_box)
         form.addRow("colour map", self.cmap_box)
         form.addRow(self.symmetric_box)
         form.addRow(self.hist_box)
@@ -308,7 +309,8 @@ class ImagePanel(QWidget):
         for box in boxes:
             box.blockSignals(True)
         self.soft_box.setValue(self.settings.softening)
-        self.soft_box.setVisible(self.settings.stretch == "asinh")
+        for widget in (self.soft_label, self.soft_box):  # the whole row: label and box
+            widget.setVisible(self.settings.stretch == "asinh")
         self.levels_box.setCurrentText(self.settings.levels)
         self.stretch_box.setCurrentText(self.settings.stretch)
         self.cmap_box.setCurrentText(self.settings.cmap)

@@ -384,3 +384,26 @@ def test_the_stamp_differences_share_symmetric_levels(qtbot) -> None:
     # one stretch for both: the own kernel's difference is not drawn at its own min/max
     assert panel.items["diff (spatial)"].levels == pytest.approx((lo, hi))
     assert lo == pytest.approx(-hi) and hi > float(np.abs(own).max())
+
+
+def _shown_area(qtbot) -> ImageArea:
+    """A shown image area of science, matched and difference (noise, 128 x 160 px)."""
+    area = ImageArea([("science", "S"), ("matched", "M"), ("difference", "D")])
+    qtbot.addWidget(area)
+    area.resize(900, 500)
+    area.show()
+    qtbot.waitExposed(area)
+    rng = np.random.default_rng(0)
+    for k, panel in enumerate(area.panels.values()):
+        panel.set_image(rng.normal(size=(128, 160)).astype(np.float32), (-1.0 - k, 1.0 + k))
+    return area
+
+
+def test_the_softening_row_shows_only_with_the_asinh_stretch(qtbot) -> None:
+    area = _shown_area(qtbot)
+    panel = area.panels["science"]
+    label = panel.soft_box.parentWidget().layout().labelForField(panel.soft_box)
+    panel.stretch_box.setCurrentText("linear")
+    assert panel.soft_box.isHidden() and label.isHidden()  # the whole row, label too
+    panel.stretch_box.setCurrentText("asinh")
+    assert not panel.soft_box.isHidden() and not label.isHidden()

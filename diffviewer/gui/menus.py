@@ -82,6 +82,7 @@ class Menus:
         self.blink_action = self.action(
             view_menu, "Blink on/off", area.toggle_blink, "Ctrl+K", checkable=True
         )
+        area.blinking.connect(self.blink_action.setChecked)
         self.action(
             view_menu,
             "Spare cell: variance / mask",

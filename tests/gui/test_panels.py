@@ -399,6 +399,57 @@ def _shown_area(qtbot) -> ImageArea:
     return area
 
 
+def _zoom(view) -> float:
+    """Screen pixels per image pixel of a view box."""
+    (x0, x1), _ = view.viewRange()
+    return float(view.width()) / (x1 - x0)
+
+
+def test_grid_blink_round_trips_keep_the_zoom_and_centre(qtbot) -> None:
+    area = _shown_area(qtbot)
+    area.set_zoom(3.0)
+    area.centre_on(60.0, 70.0)
+    for _ in range(3):
+        area.set_mode("blink")
+        qtbot.wait(20)
+        assert _zoom(area.blink.view) == pytest.approx(3.0, rel=0.02)
+        assert area.blink.view_centre() == (pytest.approx(60, abs=0.5), pytest.approx(70, abs=0.5))
+        area.set_mode("grid")
+        qtbot.wait(20)
+        assert area.zoom() == pytest.approx(3.0, rel=0.02)
+        assert area.view_centre() == (pytest.approx(60, abs=0.5), pytest.approx(70, abs=0.5))
+
+
+def test_blinked_frames_share_levels_and_the_blink_panel_keeps_its_display(qtbot) -> None:
+    area = _shown_area(qtbot)
+    area.set_mode("blink")
+    blink = area.blink
+    blink.cmap_box.setCurrentText("inferno")
+    blink.stretch_box.setCurrentText("asinh")
+    lut = blink.image.lut.copy()
+    for _ in range(3):
+        # DS9's lock scale: every frame at the first frame's (the science view's) levels
+        assert blink.levels() == area.panels["science"].levels()
+        assert (blink.settings.cmap, blink.settings.stretch) == ("inferno", "asinh")
+        np.testing.assert_array_equal(blink.image.lut, lut)
+        area.step_blink()
+    blink.hist.setLevels(-5.0, 5.0)  # levels dragged on the blink panel's histogram
+    blink.hist.sigLevelChangeFinished.emit(blink.hist)
+    area.step_blink()
+    assert blink.levels() == pytest.approx((-5.0, 5.0))
+
+
+def test_leaving_blink_mode_stops_the_blink_and_unchecks_its_button(
+    qtbot, demo_window: MainWindow
+) -> None:
+    demo_window.menus.blink_action.trigger()
+    area = demo_window.area
+    assert area.mode == "blink" and area.blink_timer.isActive()
+    assert demo_window.menus.blink_action.isChecked()
+    area.set_mode("grid")
+    assert not area.blink_timer.isActive() and not demo_window.menus.blink_action.isChecked()
+
+
 def test_the_softening_row_shows_only_with_the_asinh_stretch(qtbot) -> None:
     area = _shown_area(qtbot)
     panel = area.panels["science"]

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PyQt6.QtCore import Qt
-from PyQt6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QLineEdit, QSpinBox
+from PyQt6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QLineEdit
 
 from diffviewer import display
 from diffviewer.config import SECTION_TYPES, SubtractionConfig, field_specs
 from diffviewer.exposure import MaskPlane
-from diffviewer.gui.params import ParameterPanel
+from diffviewer.gui.params import LongSpinBox, ParameterPanel
 from diffviewer.gui.views import ImageArea
 from diffviewer.gui.window import MainWindow
 from tests.gui.helpers import finish
@@ -33,7 +33,7 @@ def test_parameter_panel_has_an_editor_per_field_with_doc_limits_and_choices(qtb
             elif isinstance(field.default, bool):
                 assert isinstance(editor, QCheckBox)
             elif isinstance(field.default, int):
-                assert isinstance(editor, QSpinBox)
+                assert isinstance(editor, LongSpinBox)
                 if field.metadata.get("max") is not None:
                     assert editor.maximum() == field.metadata["max"]
             elif isinstance(field.default, float):
@@ -66,6 +66,23 @@ def test_parameter_panel_highlights_changes_resets_and_reports_invalid_values(qt
     panel.set_config(shown)  # the config of a run on screen
     assert panel.config() == shown and not panel.is_modified()
     assert panel.editor("detection", "threshold").styleSheet() != ""  # differs from default
+
+
+def test_integer_editors_hold_64_bit_exposure_ids(qtbot) -> None:
+    panel = ParameterPanel()
+    qtbot.addWidget(panel)
+    big = dataclasses.replace(
+        SubtractionConfig().measurement, exposure_id=2024030100123, exposure_bits=42
+    )
+    config = dataclasses.replace(SubtractionConfig(), measurement=big)
+    panel.set_config(config)  # a 32-bit spin box overflowed here
+    assert panel.config() == config and not panel.is_modified()
+    editor = panel.editor("measurement", "exposure_id")
+    editor.lineEdit().selectAll()
+    qtbot.keyClicks(editor, "4398046511103")  # 2**42 - 1, typed
+    assert panel.config().measurement.exposure_id == 2**42 - 1
+    editor.stepBy(1)  # past 2**42 - 1: the config rule names the fields
+    assert "exposure_bits" in panel.status.text()
 
 
 def test_views_share_pan_zoom_and_crosshair_and_blink_cycles(qtbot) -> None:

@@ -283,6 +283,31 @@ def test_config_saves_and_loads_as_toml(qtbot, window: MainWindow, tmp_path: Pat
     assert "spatial_order" in window.error_label.text()
 
 
+def test_loading_a_config_shows_every_field_and_names_those_it_cannot(
+    qtbot, window: MainWindow, tmp_path: Path, monkeypatch
+) -> None:
+    path = tmp_path / "big.toml"
+    path.write_text(
+        "[measurement]\nexposure_id = 2024030100123\nexposure_bits = 42\n"
+        "[detection]\nthreshold = 7.5\n"
+    )
+    window.saver.load_config(path)
+    shown = window.params.config()
+    assert (shown.measurement.exposure_id, shown.detection.threshold) == (2024030100123, 7.5)
+    assert not window.error_box.isVisible() or "exposure" not in window.error_label.text()
+    # a field whose editor cannot show its value is named; every other field is loaded
+    window.params.reset()
+    editor = window.params._editors[("measurement", "exposure_id")]
+
+    def refuse(value: object) -> None:
+        raise OverflowError("too large for this editor")
+
+    monkeypatch.setattr(editor, "set_value", refuse)
+    window.saver.load_config(path)
+    assert window.params.config().detection.threshold == 7.5
+    assert "measurement.exposure_id" in window.error_label.text()
+
+
 def test_pairs_list_steps_with_next_and_previous(qtbot, window: MainWindow, tmp_path: Path) -> None:
     sci, tmpl = demo_pair()
     csv = tmp_path / "pairs.csv"

@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+import pyqtgraph as pg
 import pytest
 from PyQt6.QtCore import Qt
 from PyQt6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QLineEdit
@@ -378,7 +379,7 @@ def test_kernel_sum_title_says_constant_when_the_sum_does_not_vary(qtbot) -> Non
     panel.set_data(sum_map=np.full((4, 4), 0.9934), **args)
     assert panel.sum_title.text.endswith("constant, 0.9934")
     panel.set_data(sum_map=np.linspace(0.98, 1.01, 16).reshape(4, 4), **args)
-    assert "0.9800 (dark) to 1.0100 (bright)" in panel.sum_title.text
+    assert "0.9800 to 1.0100" in panel.sum_title.text
 
 
 def test_the_stamp_differences_share_symmetric_levels(qtbot) -> None:
@@ -475,3 +476,31 @@ def test_the_softening_row_shows_only_with_the_asinh_stretch(qtbot) -> None:
     assert panel.soft_box.isHidden() and label.isHidden()  # the whole row, label too
     panel.stretch_box.setCurrentText("asinh")
     assert not panel.soft_box.isHidden() and not label.isHidden()
+
+
+def _fits_in(canvas: pg.GraphicsLayoutWidget, item: pg.GraphicsObject) -> bool:
+    """Whether a graphics item lies within its canvas's visible width."""
+    rect = item.sceneBoundingRect()
+    return rect.left() >= -1 and rect.right() <= canvas.viewport().width() + 1
+
+
+def test_kernel_and_residual_tabs_fit_a_1280_px_screen(qtbot, demo_window: MainWindow) -> None:
+    demo_window.resize(1280, 720)
+    kernel, residuals = demo_window.tabs.kernel_panel, demo_window.tabs.residual_panel
+    for panel in (kernel, residuals):
+        demo_window.tabs.setCurrentWidget(panel)
+        qtbot.waitExposed(panel)
+        qtbot.wait(100)
+    # each title within its own column: none runs into its neighbour
+    boxes = (kernel.mosaic_box, kernel.sum_box, kernel.shift_box)
+    layout = kernel.canvas.ci.layout
+    for col, box in zip((0, 2, 4), boxes, strict=True):
+        title = layout.itemAt(0, col)
+        text = title.item.boundingRect().width()
+        assert text <= title.geometry().width() + 1, title.text
+        assert _fits_in(kernel.canvas, box)
+    # both columns of histograms, their titles too, inside the canvas
+    assert len(residuals.plots) == 4
+    for plot in residuals.plots:
+        assert _fits_in(residuals.canvas, plot)
+        assert plot.titleLabel.item.boundingRect().width() <= plot.width() + 1

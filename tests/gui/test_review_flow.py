@@ -198,7 +198,7 @@ def test_residual_titles_give_robust_and_plain_sigma_or_why_empty(qtbot) -> None
     own = panel.stats["own"]
     assert abs(own.robust_sigma - 0.6) < 0.05 < own.std - 1.0  # MAD: core; std: > 1.6
     titles = [p.titleLabel.text for p in panel.plots]
-    assert "σ robust 0.6" in titles[0] and f"(std {own.std:.3f})" in titles[0]
+    assert "σ robust 0.6" in titles[0] and f"std {own.std:.3f}" in titles[0]
     assert "empty:" in titles[1] and "nan" not in titles[1]
 
 

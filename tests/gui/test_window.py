@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.table import Table
-from PyQt6.QtCore import QSettings
+from PyQt6.QtCore import QSettings, Qt
 
 from diffviewer import display
 from diffviewer.config import load_toml
@@ -202,6 +202,24 @@ def test_edits_typed_during_a_run_survive_its_end(qtbot, window: MainWindow) -> 
     assert window.params.config().detection.threshold == 3.5
     assert window.params.config().kernel.background_order == 0
     assert window.params.is_modified() and "Edited" in window.params.status.text()
+
+
+def test_the_warnings_banner_folds_with_a_cue_and_unfolds_every_warning(
+    qtbot, demo_window: MainWindow
+) -> None:
+    notes = demo_window.outcome.result.warnings
+    assert len(notes) >= 2  # the demo's run warns of its few kernel stamps and its noise
+    banner = demo_window.warnings
+    # folded: the first warning, and a cue naming how many more there are
+    assert notes[0] in banner.text() and notes[1] not in banner.text()
+    assert f"{len(notes) - 1} more" in banner.text()
+    assert banner.textInteractionFlags() & Qt.TextInteractionFlag.LinksAccessibleByMouse
+    banner.linkActivated.emit("unfold")
+    assert all(note in banner.text() for note in notes)
+    # nothing cut: the banner may grow to its text's height
+    assert banner.heightForWidth(banner.width()) <= banner.maximumHeight()
+    banner.linkActivated.emit("fold")
+    assert notes[1] not in banner.text()
 
 
 def test_cancelling_a_long_run_leaves_the_window_idle_with_no_output(

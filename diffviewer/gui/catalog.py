@@ -214,11 +214,14 @@ class CatalogPanel(QWidget):
     -------
     source_selected(int)
         The user selected the row of this DIA source id.
+    selection_filtered_out(int)
+        The filter hid the selected row (of this DIA source id): no row is selected now.
     filter_changed()
         The filter changed (the markers follow it).
     """
 
     source_selected = pyqtSignal(int)
+    selection_filtered_out = pyqtSignal(int)
     filter_changed = pyqtSignal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -248,6 +251,7 @@ class CatalogPanel(QWidget):
         self.header = header
         selection.selectionChanged.connect(self._on_selection)
         self.selection = selection
+        self._filtering = False
         self.sign_box = QComboBox()
         self.sign_box.addItems(["all", "positive", "negative"])
         self.dipole_box = QComboBox()
@@ -326,7 +330,7 @@ class CatalogPanel(QWidget):
 
     def _on_selection(self, *args: object) -> None:
         source_id = self.selected_source()
-        if source_id is not None:
+        if source_id is not None and not self._filtering:
             self.source_selected.emit(source_id)
 
     def column_menu(self) -> QMenu:
@@ -344,13 +348,27 @@ class CatalogPanel(QWidget):
         self.column_menu().popup(self.header.mapToGlobal(pos))
 
     def _apply_filter(self, *args: object) -> None:
-        self.proxy.set_filter(
-            sign=self.sign_box.currentText(),
-            min_snr=self.snr_box.value(),
-            hide_flagged=self.flag_box.isChecked(),
-            dipoles=self.dipole_box.currentText(),
-            sky=self.sky_box.isChecked(),
-        )
+        """Filter the rows; the selected source stays selected while it is shown, and
+        when the filter hides it no other row is selected in its place (Qt moves the
+        selection to a neighbour, which would select and centre another source)."""
+        selected = self.selected_source()
+        self._filtering = True
+        try:
+            self.proxy.set_filter(
+                sign=self.sign_box.currentText(),
+                min_snr=self.snr_box.value(),
+                hide_flagged=self.flag_box.isChecked(),
+                dipoles=self.dipole_box.currentText(),
+                sky=self.sky_box.isChecked(),
+            )
+            self.view.clearSelection()
+            self.view.setCurrentIndex(QModelIndex())
+            if selected is not None:
+                self.select_source(selected)
+        finally:
+            self._filtering = False
+        if selected is not None and self.selected_source() is None:
+            self.selection_filtered_out.emit(selected)
         self._update_count()
         self.filter_changed.emit()
 

@@ -57,6 +57,7 @@ class Review:
         layout.addWidget(self.cutouts, 1)
         layout.addWidget(self.comment)
         self.catalog.source_selected.connect(self.select_source)
+        self.catalog.selection_filtered_out.connect(self._on_filtered_out)
 
     # ----------------------------------------------------------------- state per pair
 
@@ -66,15 +67,26 @@ class Review:
         self.unmatched = ()
         self.catalog.set_table(Table())
         self.comment.clear()
-        self._clear_selection()
+        self._forget_run()
 
-    def _clear_selection(self) -> None:
+    def _forget_run(self) -> None:
+        """Forget what showed the last run's arrays: the selection and the kernel stamp."""
+        self.clear_selection()
+        self.stamp.set_data({}, "Click a kernel source (square) on an image.")
+
+    def clear_selection(self) -> None:
+        """Select no DIA source: no mark, no cutouts."""
         self.selected = None
         self._selected_xy = None
         self.w.overlays.mark_selection(None)
         self.cutouts.set_data({}, {}, (0.0, 0.0), "Select a DIA source.")
         self.cutouts.set_profile(None)
-        self.stamp.set_data({}, "Click a kernel source (square) on an image.")
+
+    def _on_filtered_out(self, source_id: int) -> None:
+        self.clear_selection()
+        self.w.status.showMessage(
+            f"DIA source {source_id} is hidden by the catalog filter: no source selected", 10000
+        )
 
     def show_run(self, outcome: RunOutcome) -> None:
         """Show a run's catalog with its pair's verdicts; the selected source stays selected
@@ -82,7 +94,7 @@ class Review:
         self.catalog.set_table(outcome.result.diasources)
         self.load_verdicts()
         xy = self._selected_xy
-        self._clear_selection()  # the stamp and cutouts showed the last run's arrays
+        self._forget_run()  # the stamp and cutouts showed the last run's arrays
         dia = outcome.result.diasources
         if xy is not None and len(dia):
             d = np.hypot(np.asarray(dia["x"], float) - xy[0], np.asarray(dia["y"], float) - xy[1])

@@ -292,6 +292,22 @@ def test_catalog_filters_by_sign_snr_flags_and_sky(qtbot, demo_window: MainWindo
     assert shown == sorted(shown, reverse=True)
 
 
+def test_a_filter_hiding_the_selected_source_selects_none(qtbot, demo_window: MainWindow) -> None:
+    cat, review, area = demo_window.review.catalog, demo_window.review, demo_window.area
+    dia = demo_window.outcome.result.diasources
+    detected = ~np.asarray(dia["sky_source"], bool)
+    positive = int(dia["id"][np.flatnonzero((np.asarray(dia["sign"]) > 0) & detected)[0]])
+    demo_window.select_source(positive)
+    centre = area.view_centre()
+    cat.sign_box.setCurrentText("positive")  # still shown: still selected, nothing moves
+    assert review.selected == positive and cat.selected_source() == positive
+    cat.sign_box.setCurrentText("negative")  # hidden: no other source takes its place
+    assert cat.selected_source() is None and review.selected is None
+    assert area.view_centre() == centre
+    assert review.cutouts.items["difference"].image is None
+    assert "hidden by the catalog filter" in demo_window.status.currentMessage()
+
+
 def test_mosaic_click_maps_the_cell_to_its_image_position(qtbot, demo_window: MainWindow) -> None:
     from PyQt6.QtCore import QPointF
 

@@ -122,8 +122,17 @@ class Review:
 
     def zoom_on_source(self) -> None:
         """Centre the views on the selected source at a zoom showing ~4 cutouts across."""
-        if self._selected_xy is not None:
+        if self._selected_or_say("Zoom on the source") is not None and self._selected_xy:
             self.w.area.centre_on(*self._selected_xy, half_width=4.0 * CUTOUT_HALF)
+
+    def _selected_or_say(self, what: str) -> int | None:
+        """The selected DIA source id; when none is selected, say in the status bar that
+        ``what`` needs one (a key that did nothing, silently, looked broken)."""
+        if self.selected is None:
+            self.w.status.showMessage(
+                f"{what}: select a DIA source first (click its marker or row, or N)", 10000
+            )
+        return self.selected
 
     def refresh_cutouts(self, *args: object) -> None:
         """Redraw the selected source's cutouts (colour maps follow the views)."""
@@ -173,12 +182,12 @@ class Review:
     def set_verdict(self, label: str) -> None:
         """Label the selected DIA source (with the comment typed, if any), save, and select
         the next source of the table (unless Verdict > Advance is off)."""
-        outcome = self.w.outcome
-        if outcome is None or self.selected is None:
+        outcome, selected = self.w.outcome, self._selected_or_say(f"Verdict {label}")
+        if outcome is None or selected is None:
             return
         dia = outcome.result.diasources
-        row = int(np.flatnonzero(np.asarray(dia["id"]) == self.selected)[0])
-        self.verdicts[self.selected] = Verdict(
+        row = int(np.flatnonzero(np.asarray(dia["id"]) == selected)[0])
+        self.verdicts[selected] = Verdict(
             label, float(dia["x"][row]), float(dia["y"][row]), self.comment.text().strip()
         )
         self.comment.clear()

@@ -298,6 +298,25 @@ def test_review_by_keyboard_alone(qtbot, demo_window: MainWindow) -> None:
     assert min(x1 - x0, y1 - y0) <= 8.5 * 15  # about four cutouts across (31 px each)
 
 
+def test_keys_needing_a_source_say_so_and_ctrl_plus_zooms_in(
+    qtbot, demo_window: MainWindow
+) -> None:
+    win = demo_window
+    keys = dict(win.menus.key_rows())
+    assert keys["Ctrl+Q"] == "Quit" and keys["Ctrl+=, Ctrl++"] == "Zoom in"
+    win.activateWindow()
+    win.tabs.setFocus()
+    assert win.review.selected is None
+    for key in (Qt.Key.Key_R, Qt.Key.Key_B, Qt.Key.Key_U, Qt.Key.Key_Z):
+        win.status.clearMessage()
+        qtbot.keyClick(win.tabs, key)
+        assert "select a DIA source first" in win.status.currentMessage(), key
+    assert not win.review.verdicts
+    zoom = win.area.zoom()
+    qtbot.keyClick(win.tabs, Qt.Key.Key_Plus, Qt.KeyboardModifier.ControlModifier)
+    assert win.area.zoom() == pytest.approx(2 * zoom)
+
+
 def test_the_readme_key_table_is_the_applications(window: MainWindow) -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     for key, text in window.menus.key_rows():

@@ -34,8 +34,13 @@ from PyQt6.QtWidgets import (
 from diffviewer.gui import columns
 from diffviewer.gui.verdicts import Verdict
 
-#: Columns of the verdicts, shown after the most used catalog columns.
-VERDICT_COLUMNS: tuple[str, ...] = ("verdict", "comment")
+#: Columns of the verdicts, shown after the most used catalog columns, with what they hold.
+VERDICT_COLUMNS: dict[str, str] = {
+    "verdict": "your verdict on the source: real (R), bogus (B) or unsure (U)",
+    "comment": "the comment typed with the verdict",
+}
+# Last line of every header tooltip.
+_HEADER_HINT = "Right-click a header to show or hide columns."
 _Index = QModelIndex | QPersistentModelIndex
 
 
@@ -61,6 +66,7 @@ class CatalogModel(QAbstractTableModel):
         self._columns: list[str] = []
         self._arrays: dict[str, np.ndarray] = {}
         self._headers: list[str] = []
+        self._tips: list[str] = []
         self.verdicts: dict[int, Verdict] = {}
 
     def set_table(self, table: Table) -> None:
@@ -73,6 +79,12 @@ class CatalogModel(QAbstractTableModel):
         self._arrays = {c: np.asarray(table[c]) for c in names}
         self._headers = [
             columns.header(c, table[c].unit if c in table.colnames else None) for c in self._columns
+        ]
+        self._tips = [
+            columns.tooltip(c, table[c].unit, table[c].description)
+            if c in names
+            else columns.tooltip(c, None, VERDICT_COLUMNS[c])
+            for c in self._columns
         ]
         self.endResetModel()
 
@@ -118,11 +130,11 @@ class CatalogModel(QAbstractTableModel):
     def headerData(
         self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
     ) -> Any:
-        if role != Qt.ItemDataRole.DisplayRole:
-            return None
         if orientation == Qt.Orientation.Vertical:
-            return str(section)
-        return self._headers[section]
+            return str(section) if role == Qt.ItemDataRole.DisplayRole else None
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return f"{self._tips[section]}<br><i>{_HEADER_HINT}</i>"
+        return self._headers[section] if role == Qt.ItemDataRole.DisplayRole else None
 
     def flags_set(self, row: int) -> list[str]:
         """Names of the single flags set on a row (``flag_...`` columns that are true)."""
@@ -247,7 +259,6 @@ class CatalogPanel(QWidget):
         rows.setDefaultSectionSize(self.view.fontMetrics().height() + 6)
         header.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         header.customContextMenuRequested.connect(self._column_menu)
-        header.setToolTip("Right-click to show or hide columns")
         self.header = header
         selection.selectionChanged.connect(self._on_selection)
         self.selection = selection

@@ -424,6 +424,14 @@ def test_the_grid_has_no_empty_cell_variance_and_mask_on_demand(
     assert area.grid.count() == 6
 
 
+def test_the_difference_planes_are_titled_as_such(window: MainWindow) -> None:
+    area = window.area
+    assert area.panels["variance"].title_text == "Difference variance"
+    assert area.panels["mask"].title_text == "Difference mask"
+    spare = [area.spare_box.itemText(i) for i in range(area.spare_box.count())]
+    assert spare == ["Difference variance", "Difference mask"]
+
+
 def test_file_dialogs_start_in_and_remember_their_folder(
     qtbot, window: MainWindow, tmp_path: Path, monkeypatch
 ) -> None:

@@ -73,6 +73,7 @@ class Review:
         """Forget what showed the last run's arrays: the selection and the kernel stamp."""
         self.clear_selection()
         self.stamp.set_data({}, "Click a kernel source (square) on an image.")
+        self.w.overlays.mark_candidate(None)
 
     def clear_selection(self) -> None:
         """Select no DIA source: no mark, no cutouts."""
@@ -161,8 +162,11 @@ class Review:
         """Show kernel candidate ``index`` in the stamp panel."""
         if self.w.outcome is None:
             return
-        images, info = content.stamp_views(self.w.outcome.result, index)
+        result = self.w.outcome.result
+        images, info = content.stamp_views(result, index)
         self.stamp.set_data(images, info)
+        row = result.kernel.candidates[index]
+        self.w.overlays.mark_candidate((float(row["x"]), float(row["y"])))
         self.w.docks["Kernel stamp"].raise_()
 
     def candidate_tip(self, x: float, y: float, data: Any) -> str:

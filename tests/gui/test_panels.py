@@ -17,7 +17,7 @@ from diffviewer.exposure import MaskPlane
 from diffviewer.gui.params import LongSpinBox, ParameterPanel
 from diffviewer.gui.views import ImageArea
 from diffviewer.gui.window import MainWindow
-from tests.gui.helpers import finish
+from tests.gui.helpers import finish, run
 
 
 def test_parameter_panel_has_an_editor_per_field_with_doc_limits_and_choices(qtbot) -> None:
@@ -149,6 +149,31 @@ def test_clicking_a_kernel_source_fills_the_stamp_panel(qtbot, demo_window: Main
     assert stamp.items["spatial kernel"].image is not None
     row = demo_window.outcome.result.kernel.candidates[int(spot.data())]
     assert str(row["status"]) in stamp.info.text() and "chi2" in stamp.info.text()
+
+
+def test_the_kernel_source_in_the_stamp_panel_is_marked_on_the_images(
+    qtbot, demo_window: MainWindow
+) -> None:
+    demo_window.menus.cand_action.trigger()
+    item = demo_window.overlays.candidate_items["science"]
+    spot = item.points()[3]
+    demo_window.overlays._on_candidate_clicked(item, [spot])
+    for name in ("science", "template", "matched", "difference"):
+        marks = demo_window.area.panels[name].view.addedItems
+        points = {
+            (round(p.pos().x(), 3), round(p.pos().y(), 3))
+            for m in marks
+            if isinstance(m, pg.ScatterPlotItem) and m is not item and m.opts["size"] > 13
+            for p in m.points()
+        }
+        assert points == {(round(spot.pos().x(), 3), round(spot.pos().y(), 3))}, name
+    run(qtbot, demo_window)  # a new run: its stamp panel is empty, and so is the mark
+    assert not [
+        p
+        for m in demo_window.area.panels["science"].view.addedItems
+        if isinstance(m, pg.ScatterPlotItem) and m.opts["size"] > 13 and m.opts["symbol"] == "s"
+        for p in m.points()
+    ]
 
 
 def test_residual_normalisation_switches_the_histograms(qtbot, demo_window: MainWindow) -> None:

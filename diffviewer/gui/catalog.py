@@ -39,6 +39,9 @@ VERDICT_COLUMNS: dict[str, str] = {
     "verdict": "your verdict on the source: real (R), bogus (B) or unsure (U)",
     "comment": "the comment typed with the verdict",
 }
+#: Rows the table always has room for: on a 1280 x 720 screen the dock's share of the
+#: height left two rows beside its filter bar, header and tabs.
+MIN_ROWS = 3
 # Last line of every header tooltip.
 _HEADER_HINT = "Right-click a header to show or hide columns."
 _Index = QModelIndex | QPersistentModelIndex
@@ -257,6 +260,14 @@ class CatalogPanel(QWidget):
         rows.setVisible(False)
         # Compact rows (text height plus a small margin): more sources on screen at once.
         rows.setDefaultSectionSize(self.view.fontMetrics().height() + 6)
+        scroll_bar = self.view.horizontalScrollBar()
+        assert scroll_bar is not None
+        # the header counted as a row (its size hint is none until there are columns)
+        self.view.setMinimumHeight(
+            (MIN_ROWS + 1) * rows.defaultSectionSize()
+            + scroll_bar.sizeHint().height()
+            + 2 * self.view.frameWidth()
+        )
         header.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         header.customContextMenuRequested.connect(self._column_menu)
         self.header = header

@@ -345,6 +345,27 @@ def test_kernel_tab_zooms_and_has_colour_bars_with_units(demo_window: MainWindow
     assert f"kernel at ({x:.0f}, {y:.0f}) px: sum" in panel.cell_info.text()
 
 
+def test_a_small_screen_leaves_the_stamps_and_the_catalog_room(qtbot, tmp_path: Path) -> None:
+    from diffviewer.gui.window import isolated_window
+
+    win = isolated_window(tmp_path, (1280, 720))
+    qtbot.addWidget(win)
+    try:
+        run(qtbot, win, demo())
+        win.review.show_candidate(0)
+        qtbot.wait(50)
+        stamp = win.review.stamp
+        # the stamp's 13 lines of QA scroll: the seven images keep the dock (19 px before)
+        assert min(box.height() for box in stamp.boxes.values()) >= 40
+        # three catalog rows at least (two before), the window still inside the screen
+        view = win.review.catalog.view
+        rows = view.verticalHeader().defaultSectionSize()
+        assert view.viewport().height() >= 3 * rows
+        assert win.height() <= 720
+    finally:
+        win.jobs.shutdown()
+
+
 def test_images_fill_their_cells_and_a_small_screen_keeps_titles_and_parameters(
     qtbot, tmp_path: Path
 ) -> None:

@@ -34,8 +34,16 @@ from PyQt6.QtWidgets import (
 from diffviewer.gui import columns
 from diffviewer.gui.verdicts import Verdict
 
-#: Columns of the verdicts, shown after the most used catalog columns.
-VERDICT_COLUMNS: tuple[str, ...] = ("verdict", "comment")
+#: Columns of the verdicts, shown after the most used catalog columns, with what they hold.
+VERDICT_COLUMNS: dict[str, str] = {
+    "verdict": "your verdict on the source: real (R), bogus (B) or unsure (U)",
+    "comment": "the comment typed with the verdict",
+}
+#: Rows the table always has room for: on a 1280 x 720 screen the dock's share of the
+#: height left two rows beside its filter bar, header and tabs.
+MIN_ROWS = 3
+# Last line of every header tooltip.
+_HEADER_HINT = "Right-click a header to show or hide columns."
 _Index = QModelIndex | QPersistentModelIndex
 
 
@@ -61,6 +69,7 @@ class CatalogModel(QAbstractTableModel):
         self._columns: list[str] = []
         self._arrays: dict[str, np.ndarray] = {}
         self._headers: list[str] = []
+        self._tips: list[str] = []
         self.verdicts: dict[int, Verdict] = {}
 
     def set_table(self, table: Table) -> None:
@@ -73,6 +82,12 @@ class CatalogModel(QAbstractTableModel):
         self._arrays = {c: np.asarray(table[c]) for c in names}
         self._headers = [
             columns.header(c, table[c].unit if c in table.colnames else None) for c in self._columns
+        ]
+        self._tips = [
+            columns.tooltip(c, table[c].unit, table[c].description)
+            if c in names
+            else columns.tooltip(c, None, VERDICT_COLUMNS[c])
+            for c in self._columns
         ]
         self.endResetModel()
 
@@ -118,11 +133,11 @@ class CatalogModel(QAbstractTableModel):
     def headerData(
         self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
     ) -> Any:
-        if role != Qt.ItemDataRole.DisplayRole:
-            return None
         if orientation == Qt.Orientation.Vertical:
-            return str(section)
-        return self._headers[section]
+            return str(section) if role == Qt.ItemDataRole.DisplayRole else None
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return f"{self._tips[section]}<br><i>{_HEADER_HINT}</i>"
+        return self._headers[section] if role == Qt.ItemDataRole.DisplayRole else None
 
     def flags_set(self, row: int) -> list[str]:
         """Names of the single flags set on a row (``flag_...`` columns that are true)."""
@@ -214,11 +229,14 @@ class CatalogPanel(QWidget):
     -------
     source_selected(int)
         The user selected the row of this DIA source id.
+    selection_filtered_out(int)
+        The filter hid the selected row (of this DIA source id): no row is selected now.
     filter_changed()
         The filter changed (the markers follow it).
     """
 
     source_selected = pyqtSignal(int)
+    selection_filtered_out = pyqtSignal(int)
     filter_changed = pyqtSignal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -242,12 +260,20 @@ class CatalogPanel(QWidget):
         rows.setVisible(False)
         # Compact rows (text height plus a small margin): more sources on screen at once.
         rows.setDefaultSectionSize(self.view.fontMetrics().height() + 6)
+        scroll_bar = self.view.horizontalScrollBar()
+        assert scroll_bar is not None
+        # the header counted as a row (its size hint is none until there are columns)
+        self.view.setMinimumHeight(
+            (MIN_ROWS + 1) * rows.defaultSectionSize()
+            + scroll_bar.sizeHint().height()
+            + 2 * self.view.frameWidth()
+        )
         header.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         header.customContextMenuRequested.connect(self._column_menu)
-        header.setToolTip("Right-click to show or hide columns")
         self.header = header
         selection.selectionChanged.connect(self._on_selection)
         self.selection = selection
+        self._filtering = False
         self.sign_box = QComboBox()
         self.sign_box.addItems(["all", "positive", "negative"])
         self.dipole_box = QComboBox()
@@ -326,7 +352,7 @@ class CatalogPanel(QWidget):
 
     def _on_selection(self, *args: object) -> None:
         source_id = self.selected_source()
-        if source_id is not None:
+        if source_id is not None and not self._filtering:
             self.source_selected.emit(source_id)
 
     def column_menu(self) -> QMenu:
@@ -344,13 +370,27 @@ class CatalogPanel(QWidget):
         self.column_menu().popup(self.header.mapToGlobal(pos))
 
     def _apply_filter(self, *args: object) -> None:
-        self.proxy.set_filter(
-            sign=self.sign_box.currentText(),
-            min_snr=self.snr_box.value(),
-            hide_flagged=self.flag_box.isChecked(),
-            dipoles=self.dipole_box.currentText(),
-            sky=self.sky_box.isChecked(),
-        )
+        """Filter the rows; the selected source stays selected while it is shown, and
+        when the filter hides it no other row is selected in its place (Qt moves the
+        selection to a neighbour, which would select and centre another source)."""
+        selected = self.selected_source()
+        self._filtering = True
+        try:
+            self.proxy.set_filter(
+                sign=self.sign_box.currentText(),
+                min_snr=self.snr_box.value(),
+                hide_flagged=self.flag_box.isChecked(),
+                dipoles=self.dipole_box.currentText(),
+                sky=self.sky_box.isChecked(),
+            )
+            self.view.clearSelection()
+            self.view.setCurrentIndex(QModelIndex())
+            if selected is not None:
+                self.select_source(selected)
+        finally:
+            self._filtering = False
+        if selected is not None and self.selected_source() is None:
+            self.selection_filtered_out.emit(selected)
         self._update_count()
         self.filter_changed.emit()
 

@@ -6,6 +6,7 @@ these functions only decide the text of a table cell or a summary line.
 
 from __future__ import annotations
 
+import html
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -49,13 +50,43 @@ def order_columns(names: Sequence[str]) -> list[str]:
 _ZERO_BASED = ("x", "y", "pos_x", "pos_y", "neg_x", "neg_y")
 
 
-def header(name: str, unit: Any) -> str:
-    """A column header: the name and its unit in brackets (``psf_flux [ct]``; a position
-    ``x [pix, 0-based]``)."""
+def unit_text(name: str, unit: Any) -> str:
+    """A column's unit as shown: ``ct``; a position ``pix, 0-based``; empty without unit."""
     text = str(unit) if unit is not None else ""
     if name in _ZERO_BASED and text:
         text += ", 0-based"
+    return text
+
+
+def header(name: str, unit: Any) -> str:
+    """A column header: the name and its unit in brackets (``psf_flux [ct]``; a position
+    ``x [pix, 0-based]``)."""
+    text = unit_text(name, unit)
     return f"{name} [{text}]" if text else name
+
+
+def tooltip(name: str, unit: Any, description: str | None) -> str:
+    """A column header's tooltip: what the column holds and its unit.
+
+    Parameters
+    ----------
+    name : str
+        Column name.
+    unit : astropy unit, str or None
+        The column's unit (None: a number without unit, a flag or a text).
+    description : str or None
+        The column's description (the catalog's own, :mod:`diffviewer.engine.columns`).
+
+    Returns
+    -------
+    str
+        Rich text (so Qt wraps a long description): the name in bold and the description,
+        and a line with the unit (0-based pixel positions say so).
+    """
+    lines = [f"<b>{name}</b>: {html.escape(description)}" if description else f"<b>{name}</b>"]
+    if text := unit_text(name, unit):
+        lines.append(f"Unit: {html.escape(text)}")
+    return "<br>".join(lines)
 
 
 def significant(value: float, digits: int = _DIGITS) -> str:

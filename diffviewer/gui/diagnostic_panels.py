@@ -6,6 +6,7 @@ Each panel draws plain arrays handed to it by the window (see
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -29,6 +30,11 @@ from diffviewer.gui.content import EMPTY_RESIDUALS, ResidualStats, residual_stat
 from diffviewer.gui.panels import POSITIVE, SIGNED, image_box, show_array
 from diffviewer.gui.views import ImagePanel, link_to
 
+_MOSAIC_HINT = (
+    "Mosaic: the wheel zooms, a click centres the images there; the cursor over it "
+    "gives a cell's sum and shift."
+)
+
 
 class KernelPanel(QWidget):
     """The spatial kernel on a grid (mosaic), kernel-sum and centroid-shift maps, the basis.
@@ -44,14 +50,14 @@ class KernelPanel(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.canvas = pg.GraphicsLayoutWidget()
+        # Titles of two short lines: on a 1280 px screen a column is ~190 px wide, and a
+        # longer title ran into its neighbour's. How to use the mosaic is in the line below.
         self.mosaic_box, self.mosaic, _ = image_box(
-            self.canvas, "Kernel mosaic (wheel: zoom; click: centre)", 0, 0
+            self.canvas, "Kernel mosaic<br>one kernel per cell", 0, 0
         )
-        self.sum_box, self.sum_map, self.sum_title = image_box(
-            self.canvas, "Kernel sum over the image", 0, 2
-        )
+        self.sum_box, self.sum_map, self.sum_title = image_box(self.canvas, "Kernel sum", 0, 2)
         self.shift_box, self.shift_map, self.shift_title = image_box(
-            self.canvas, "Kernel centroid shift over the image", 0, 4
+            self.canvas, "Kernel centroid shift", 0, 4
         )
         self.bars: dict[str, pg.ColorBarItem] = {}
         for col, key, label, settings in (
@@ -82,7 +88,8 @@ class KernelPanel(QWidget):
         self.basis_canvas = pg.GraphicsLayoutWidget()
         self.info = QLabel()
         self.info.setWordWrap(True)
-        self.cell_info = QLabel("Move the cursor over the mosaic for a cell's sum and shift.")
+        self.cell_info = QLabel(_MOSAIC_HINT)
+        self.cell_info.setWordWrap(True)
         self._grid: np.ndarray = np.zeros((0, 5))
         self._cell = 1
         self._n = 0
@@ -131,12 +138,12 @@ class KernelPanel(QWidget):
         show_array(self.shift_map, shift_map, POSITIVE)
         lo, hi = float(np.nanmin(sum_map)), float(np.nanmax(sum_map))
         self.sum_title.setText(
-            f"Kernel sum over the image: {lo:.4f} (dark) to {hi:.4f} (bright)"
+            f"Kernel sum<br>{lo:.4f} to {hi:.4f}"
             if f"{lo:.4f}" != f"{hi:.4f}"
-            else f"Kernel sum over the image: constant, {lo:.4f}"
+            else f"Kernel sum<br>constant, {lo:.4f}"
         )
         self.shift_title.setText(
-            f"Kernel centroid shift: {np.nanmin(shift_map):.3f} to {np.nanmax(shift_map):.3f} px"
+            f"Kernel centroid shift<br>{np.nanmin(shift_map):.3f} to {np.nanmax(shift_map):.3f} px"
         )
         for box in (self.sum_box, self.shift_box):
             box.autoRange(padding=0.02)
@@ -278,13 +285,16 @@ class ResidualPanel(QWidget):
                     top = 2 * max(float(density.max()), float(gauss.max()))
                     plot.setYRange(np.log10(floor), np.log10(top), padding=0)
             plot.plot(centres, gauss, pen=pg.mkPen("r", width=2))
+            # Short lines: a title sets its plot's least width, and on a 1280 px screen
+            # a one-line one pushed the right column out of the canvas.
             if stats.count:
                 text = (
-                    f"mean {stats.mean:+.3f}, σ robust {stats.robust_sigma:.3f} "
-                    f"(std {stats.std:.3f}), n = {stats.count}"
+                    f"mean {stats.mean:+.3f}, σ robust {stats.robust_sigma:.3f}<br>"
+                    f"std {stats.std:.3f}, n = {stats.count}"
                 )
             else:
-                text = f"empty: {EMPTY_RESIDUALS.get(title, 'no finite residual')}"
+                reason = EMPTY_RESIDUALS.get(title, "no finite residual")
+                text = "<br>".join(textwrap.wrap(f"empty: {reason}", 44))
             plot.setTitle(f"{title}<br>{text}", size="9pt")
             self.stats[title] = stats
             self.plots.append(plot)

@@ -13,7 +13,8 @@ from diffviewer.results import PAIR_VERDICTS
 if TYPE_CHECKING:
     from diffviewer.gui.window import MainWindow
 
-Shortcut = str | QKeySequence | QKeySequence.StandardKey | None
+#: A key, or several keys for one action (the first is the one menus show).
+Shortcut = str | QKeySequence | QKeySequence.StandardKey | tuple[str, ...] | None
 
 
 def _menu(parent: QMenuBar | QMenu, title: str) -> QMenu:
@@ -61,7 +62,8 @@ class Menus:
         self.action(file_menu, "Export catalog with verdicts…", w.review.export_catalog_dialog)
         self.action(file_menu, "Save PNG of a view or panel…", w.saver.save_png_dialog)
         file_menu.addSeparator()
-        self.action(file_menu, "Quit", w.close, QKeySequence.StandardKey.Quit)
+        # Ctrl+Q on every platform (the standard key is none on some, e.g. offscreen)
+        self.action(file_menu, "Quit", w.close, "Ctrl+Q")
 
         run_menu = _menu(bar, "&Run")
         self.run_action = self.action(run_menu, "Run", w.run, "Ctrl+R")
@@ -74,7 +76,8 @@ class Menus:
         self.action(view_menu, "Blink panel", lambda: area.set_mode("blink"), "Ctrl+3")
         self.action(view_menu, "Zoom to fit", area.zoom_fit, "Ctrl+0")
         self.action(view_menu, "Zoom 1:1", lambda: area.set_zoom(1.0), "1")
-        self.action(view_menu, "Zoom in", lambda: area.set_zoom(2 * area.zoom()), "Ctrl+=")
+        zoom_in = ("Ctrl+=", "Ctrl++")  # Ctrl++: what other viewers use, and the keypad's +
+        self.action(view_menu, "Zoom in", lambda: area.set_zoom(2 * area.zoom()), zoom_in)
         self.action(view_menu, "Zoom out", lambda: area.set_zoom(area.zoom() / 2), "Ctrl+-")
         self.action(view_menu, "Zoom on the selected source", w.review.zoom_on_source, "Z")
         view_menu.addSeparator()
@@ -82,6 +85,7 @@ class Menus:
         self.blink_action = self.action(
             view_menu, "Blink on/off", area.toggle_blink, "Ctrl+K", checkable=True
         )
+        area.blinking.connect(self.blink_action.setChecked)
         self.action(
             view_menu,
             "Spare cell: variance / mask",
@@ -146,8 +150,8 @@ class Menus:
     ) -> QAction:
         """Add an action to ``menu`` (and to the window, so its shortcut works anywhere)."""
         action = QAction(text, self.w)
-        if shortcut is not None:
-            action.setShortcut(QKeySequence(shortcut))
+        keys = shortcut if isinstance(shortcut, tuple) else (shortcut,)
+        action.setShortcuts([QKeySequence(k) for k in keys if k is not None])
         action.setCheckable(checkable)
         action.triggered.connect(slot)
         menu.addAction(action)
@@ -159,7 +163,9 @@ class Menus:
         Help > Keys table and the README's)."""
         rows = []
         for action in self.w.actions():
-            key = action.shortcut().toString(QKeySequence.SequenceFormat.PortableText)
+            key = ", ".join(
+                k.toString(QKeySequence.SequenceFormat.PortableText) for k in action.shortcuts()
+            )
             if key:
                 rows.append((key, action.text().replace("&", "").rstrip("…")))
         return rows

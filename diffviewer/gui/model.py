@@ -32,8 +32,8 @@ VIEW_TITLES: dict[str, str] = {
     "matched": "Matched",
     "difference": "Difference",
     "score": "Score",
-    "variance": "Variance",
-    "mask": "Mask",
+    "variance": "Difference variance",
+    "mask": "Difference mask",
 }
 
 #: Views shown from the start; the others on demand.

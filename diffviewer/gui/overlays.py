@@ -1,4 +1,5 @@
-"""The image grid's overlays: kernel-source and DIA-source markers, the selection ring,
+"""The image grid's overlays: kernel-source and DIA-source markers, the selection ring and
+the chosen kernel source's square,
 the mask overlay and its controls, and the cursor readout page.
 
 Colours and shapes come from :mod:`diffviewer.legend` (shared with the DS9 regions).
@@ -7,6 +8,7 @@ The overlays know the image area and a run's catalogs; they hold no other state.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -157,6 +159,13 @@ class Overlays(QObject):
         self.dia_items: dict[str, pg.ScatterPlotItem] = {}
         self.dipole_lines: dict[str, pg.PlotDataItem] = {}
         self.selection_items: dict[str, pg.ScatterPlotItem] = {}
+        #: The kernel source shown in the stamp panel: a larger square, white dashes on
+        #: black, seen on a bright star and on the sky alike (two items per view).
+        self.chosen_items: dict[str, list[pg.ScatterPlotItem]] = {}
+        chosen_pens = (
+            pg.mkPen((0, 0, 0), width=4),
+            pg.mkPen((255, 255, 255), width=2, style=Qt.PenStyle.DashLine),
+        )
         for name, panel in [*area.panels.items(), ("blink", area.blink)]:
             if name in CANDIDATE_VIEWS:
                 item = pg.ScatterPlotItem(
@@ -166,6 +175,14 @@ class Overlays(QObject):
                 item.sigClicked.connect(self._on_candidate_clicked)
                 panel.view.addItem(item)
                 self.candidate_items[name] = item
+                self.chosen_items[name] = []
+                for z, pen in enumerate(chosen_pens):
+                    chosen = pg.ScatterPlotItem(
+                        pxMode=True, size=24, symbol=CANDIDATE_SYMBOL, brush=None, pen=pen
+                    )
+                    chosen.setZValue(13 + z)
+                    panel.view.addItem(chosen)
+                    self.chosen_items[name].append(chosen)
             if name in DIA_VIEWS:
                 pen = pg.mkPen(legend.DIPOLE_COLOUR, width=1)
                 lines = pg.PlotDataItem(connect="pairs", pen=pen)
@@ -195,6 +212,7 @@ class Overlays(QObject):
             *self.candidate_items.values(),
             *self.dia_items.values(),
             *self.selection_items.values(),
+            *self.chosen_marks(),
         ]:
             item.setData([])
         for lines in self.dipole_lines.values():
@@ -227,11 +245,15 @@ class Overlays(QObject):
 
     def mark_selection(self, xy: tuple[float, float] | None) -> None:
         """Ring the selected source on every view (None: no ring)."""
-        for item in self.selection_items.values():
-            if xy is None:
-                item.setData([])  # not clear(): see :meth:`clear`
-            else:
-                item.setData([xy[0]], [xy[1]])
+        _mark(self.selection_items.values(), xy)
+
+    def mark_candidate(self, xy: tuple[float, float] | None) -> None:
+        """Frame the kernel source shown in the stamp panel on its views (None: none)."""
+        _mark(self.chosen_marks(), xy)
+
+    def chosen_marks(self) -> list[pg.ScatterPlotItem]:
+        """Every item of the chosen kernel source's mark, over all its views."""
+        return [item for items in self.chosen_items.values() for item in items]
 
     def _on_candidate_clicked(self, item: Any, points: Any, event: Any = None) -> None:
         if len(points):
@@ -240,6 +262,15 @@ class Overlays(QObject):
     def _on_dia_clicked(self, item: Any, points: Any, event: Any = None) -> None:
         if len(points):
             self.dia_clicked.emit(int(points[0].data()))
+
+
+def _mark(items: Iterable[pg.ScatterPlotItem], xy: tuple[float, float] | None) -> None:
+    """Put one marker at ``xy`` in each of ``items`` (None: remove it)."""
+    for item in items:
+        if xy is None:
+            item.setData([])  # not clear(): see :meth:`Overlays.clear`
+        else:
+            item.setData([xy[0]], [xy[1]])
 
 
 class ReadoutPage(QWidget):

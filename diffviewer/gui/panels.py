@@ -14,8 +14,10 @@ import pyqtgraph as pg
 from PyQt6.QtCore import QRectF, Qt
 from PyQt6.QtWidgets import (
     QComboBox,
+    QFrame,
     QHBoxLayout,
     QLabel,
+    QScrollArea,
     QVBoxLayout,
     QWidget,
 )
@@ -79,11 +81,28 @@ POSITIVE = display.DisplaySettings(levels="minmax", cmap="viridis")
 
 
 class _StampGrid(QWidget):
-    """Small titled images in a grid of two columns, above a line of text."""
+    """Small titled images in a grid of two columns, above a text that scrolls.
+
+    The text takes a quarter of the height (two lines at least) and scrolls: shown whole,
+    a kernel stamp's 13 lines of QA left its seven images 19 px high on a 1280 x 720
+    screen.
+
+    Parameters
+    ----------
+    titles : sequence of str
+        The images' titles, in reading order.
+    prompt : str
+        The text before any data.
+    parent : QWidget, optional
+        The parent widget.
+    """
 
     def __init__(self, titles: Sequence[str], prompt: str, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.canvas = pg.GraphicsLayoutWidget()
+        # tight: in a dock of a small screen every pixel between images is one less in them
+        self.canvas.ci.setContentsMargins(2, 2, 2, 2)
+        self.canvas.ci.layout.setSpacing(2)
         self.items: dict[str, pg.ImageItem] = {}
         self.boxes: dict[str, pg.ViewBox] = {}
         self.labels: dict[str, _Title] = {}
@@ -96,22 +115,22 @@ class _StampGrid(QWidget):
         self.info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.vbox = QVBoxLayout(self)
         self.vbox.setContentsMargins(2, 2, 2, 2)
-        self.vbox.addWidget(self.canvas, 1)
-        self.vbox.addWidget(self.info)
+        scroll = QScrollArea()
+        scroll.setWidget(self.info)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setMinimumHeight(2 * self.info.fontMetrics().lineSpacing())
+        self.vbox.addWidget(self.canvas, 3)
+        self.vbox.addWidget(scroll, 1)
 
 
 class StampPanel(_StampGrid):
     """One kernel candidate: its images, its own kernel beside the spatial model, its QA."""
 
-    TITLES = (
-        "science",
-        "template",
-        "diff (own kernel)",
-        "diff (spatial)",
-        "normalised residual",
-        "own kernel",
-        "spatial kernel",
-    )
+    INPUTS = ("science", "template")
+    DIFFERENCES = ("diff (own kernel)", "diff (spatial)")
+    KERNELS = ("own kernel", "spatial kernel")
+    TITLES = (*INPUTS, *DIFFERENCES, "normalised residual", *KERNELS)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(self.TITLES, "Click a kernel source (square) on an image.", parent)
@@ -127,18 +146,18 @@ class StampPanel(_StampGrid):
             arrays = [a for t in titles if (a := images.get(t)) is not None]
             return display.cutout_levels(arrays, symmetric=symmetric) if arrays else None
 
-        inputs = shared(("science", "template"), False)
-        diffs = shared(("diff (own kernel)", "diff (spatial)"), True)
+        inputs = shared(self.INPUTS, False)
+        diffs = shared(self.DIFFERENCES, True)
         for title, item in self.items.items():
             array = images.get(title)
-            if title in ("science", "template"):
+            if title in self.INPUTS:
                 show_array(item, array, display.DisplaySettings(stretch="asinh"), inputs)
-            elif "kernel" in title:
-                show_array(item, array, SIGNED)
-            elif title == "normalised residual":
-                show_array(item, array, SIGNED.replace(levels="manual", manual=(-5.0, 5.0)))
-            else:
+            elif title in self.DIFFERENCES:
                 show_array(item, array, display.default_settings("difference"), diffs)
+            elif title in self.KERNELS:
+                show_array(item, array, SIGNED)
+            else:  # the normalised residual, in sigma
+                show_array(item, array, SIGNED.replace(levels="manual", manual=(-5.0, 5.0)))
         self.info.setText(info)
 
 
@@ -192,14 +211,15 @@ class CutoutPanel(_StampGrid):
             box.addItem(ticks)
             self.ticks[name] = ticks
         self.profile = pg.PlotWidget()
-        # the cutouts come first: the profile gets a strip below them
-        self.profile.setMinimumHeight(110)
+        # the cutouts come first: the profile gets a strip below them (the least heights
+        # leave a 1280 x 720 screen's catalog its rows: catalog.MIN_ROWS)
+        self.profile.setMinimumHeight(100)
         self.profile.setMaximumHeight(170)
-        self.canvas.setMinimumHeight(200)
+        self.canvas.setMinimumHeight(180)
         self.profile.setLabel("bottom", "distance from the source (px)")
         self.profile.setLabel("left", "difference")
         # The key above the plot, not a legend inside it: on a 1280 x 720 screen the plot
-        # is 110 px high, and a legend there hid the points it names.
+        # is about 100 px high, and a legend there hid the points it names.
         self.profile.setTitle(
             "o difference pixels&nbsp;&nbsp;&nbsp;<span style='color:#ff4040'>x PSF x flux</span>",
             size="8pt",
@@ -213,7 +233,7 @@ class CutoutPanel(_StampGrid):
             "it, with the difference's PSF scaled to the source's PSF flux: a real point "
             "source follows the model; a residual of a bad subtraction does not"
         )
-        self.vbox.insertWidget(2, self.profile)
+        self.vbox.insertWidget(2, self.profile, 1)  # as much of the spare height as the text
         self.levels: dict[str, tuple[float, float]] = {}
         self._cutouts: Mapping[str, np.ndarray] = {}
         self._cmaps: Mapping[str, str] = {}

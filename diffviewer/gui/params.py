@@ -2,8 +2,9 @@
 
 One group per engine step (the sections of :class:`~diffviewer.config.SubtractionConfig`),
 one editor per field: check boxes for booleans, spin boxes with the field's limits for
-numbers, combo boxes for choices, text for strings and lists. The field's doc, unit and
-limits are its tooltip; a value that differs from the default is highlighted.
+numbers (64-bit for integers: exposure ids exceed Qt's 32-bit ``QSpinBox``), combo boxes for
+choices, text for strings and lists. The field's doc, unit and limits are its tooltip; a
+value that differs from the default is highlighted.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ import dataclasses
 import typing
 from typing import Any
 
-from PyQt6.QtCore import pyqtSignal
+from PyQt6.QtCore import QSize, pyqtSignal
+from PyQt6.QtGui import QValidator
 from PyQt6.QtWidgets import (
+    QAbstractSpinBox,
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
@@ -24,7 +27,6 @@ from PyQt6.QtWidgets import (
     QLineEdit,
     QPushButton,
     QScrollArea,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
@@ -35,6 +37,8 @@ from diffviewer.errors import ConfigError
 _CHANGED_STYLE = "background-color: #fff2a8;"
 # Spin-box bounds for fields without a declared limit.
 _UNBOUNDED = 1e12
+# Integer bounds for fields without a declared limit: those of a signed 64-bit integer.
+_INT64 = 2**63 - 1
 
 
 def _tooltip(field: dataclasses.Field[Any]) -> str:
@@ -56,6 +60,110 @@ def _format_list(value: tuple[Any, ...]) -> str:
     return ", ".join(str(v) for v in value)
 
 
+class LongSpinBox(QAbstractSpinBox):
+    """A spin box of integers up to 64 bits (``QSpinBox`` holds 32: 2**31 - 1 at most).
+
+    Parameters
+    ----------
+    minimum, maximum : int
+        The range of values; typed text outside it is clamped when editing ends.
+    parent : QWidget, optional
+        The parent widget.
+
+    Signals
+    -------
+    valueChanged(object)
+        The value changed (a Python int: a Qt ``int`` signal would hold 32 bits).
+    """
+
+    valueChanged = pyqtSignal(object)
+
+    def __init__(self, minimum: int, maximum: int, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._minimum, self._maximum = minimum, maximum
+        self._value = min(max(0, minimum), maximum)
+        self._line().setText(str(self._value))
+        self._line().textEdited.connect(self._on_text)
+        self.editingFinished.connect(lambda: self.setValue(self._value))
+
+    def sizeHint(self) -> QSize:
+        """Wide enough for the longest value of the range (as ``QSpinBox``'s)."""
+        hint = super().sizeHint()
+        digits = max(len(str(self._minimum)), len(str(self._maximum)))
+        return QSize(
+            hint.width() + self.fontMetrics().horizontalAdvance("9" * digits), hint.height()
+        )
+
+    def _line(self) -> QLineEdit:
+        line = self.lineEdit()
+        assert line is not None
+        return line
+
+    def minimum(self) -> int:
+        """The smallest value."""
+        return self._minimum
+
+    def maximum(self) -> int:
+        """The largest value."""
+        return self._maximum
+
+    def value(self) -> int:
+        """The value shown."""
+        return self._value
+
+    def setValue(self, value: int) -> None:
+        """Show ``value``, clamped to the range (emits :attr:`valueChanged` on a change)."""
+        value = min(max(int(value), self._minimum), self._maximum)
+        if self._line().text() != str(value):
+            self._line().setText(str(value))
+        if value != self._value:
+            self._value = value
+            self.valueChanged.emit(value)
+
+    def stepBy(self, steps: int) -> None:
+        """Step the value by ``steps`` (arrows, Page Up/Down, the focused wheel)."""
+        self.setValue(self._value + steps)
+
+    def stepEnabled(self) -> QAbstractSpinBox.StepEnabledFlag:
+        """Which of up and down can step, at the value shown."""
+        flags = QAbstractSpinBox.StepEnabledFlag.StepNone
+        if self._value < self._maximum:
+            flags |= QAbstractSpinBox.StepEnabledFlag.StepUpEnabled
+        if self._value > self._minimum:
+            flags |= QAbstractSpinBox.StepEnabledFlag.StepDownEnabled
+        return flags
+
+    def validate(self, text: str | None, pos: int) -> tuple[QValidator.State, str, int]:
+        """Digits with an optional sign; out-of-range numbers are intermediate."""
+        text = text or ""
+        parsed = _parse_int(text)
+        if parsed is None:
+            partial = text.strip() in ("", "-", "+")
+            state = QValidator.State.Intermediate if partial else QValidator.State.Invalid
+        elif self._minimum <= parsed <= self._maximum:
+            state = QValidator.State.Acceptable
+        else:
+            state = QValidator.State.Intermediate
+        return state, text, pos
+
+    def fixup(self, text: str | None) -> str:
+        """The value shown, in place of text that is not a number in the range."""
+        return str(self._value)
+
+    def _on_text(self, text: str) -> None:
+        parsed = _parse_int(text)
+        if parsed is not None and self._minimum <= parsed <= self._maximum:
+            self.setValue(parsed)
+
+
+def _parse_int(text: str) -> int | None:
+    """The integer written in ``text`` (surrounding space allowed), or None."""
+    try:
+        return int(text.strip())
+    except ValueError:
+        return None
+
+
 class _Editor:
     """One field's widget with uniform get/set and a changed signal."""
 
@@ -72,10 +180,8 @@ class _Editor:
             self.widget = box
             self.changed = box.toggled
         elif kind is int:
-            spin = QSpinBox()
-            spin.setRange(
-                int(lo if lo is not None else -(2**31) + 1),
-                int(hi if hi is not None else 2**31 - 1),
+            spin = LongSpinBox(
+                int(lo if lo is not None else -_INT64), int(hi if hi is not None else _INT64)
             )
             self.widget = spin
             self.changed = spin.valueChanged
@@ -106,7 +212,7 @@ class _Editor:
         w = self.widget
         if isinstance(w, QCheckBox):
             return w.isChecked()
-        if isinstance(w, QSpinBox | QDoubleSpinBox):
+        if isinstance(w, LongSpinBox | QDoubleSpinBox):
             return w.value()
         if isinstance(w, QComboBox):
             return w.currentText()
@@ -123,13 +229,36 @@ class _Editor:
                 ) from None
         return text
 
+    def differs(self, config: SubtractionConfig) -> bool:
+        """Whether the shown value differs from the field's value in ``config``.
+
+        Parameters
+        ----------
+        config : SubtractionConfig
+            The config to compare with (the defaults, or the config on screen).
+
+        Returns
+        -------
+        bool
+            True when the values differ (floats beyond the editor's rounding) or the
+            shown text cannot be parsed.
+        """
+        try:
+            value = self.value()
+        except ConfigError:
+            return True
+        reference = getattr(getattr(config, self.section), self.field.name)
+        if isinstance(reference, float) and isinstance(value, int | float):
+            return abs(value - reference) > 1e-9 * max(1.0, abs(reference))
+        return bool(value != reference)
+
     def set_value(self, value: Any) -> None:
         """Show ``value`` without emitting change signals."""
         w = self.widget
         w.blockSignals(True)
         if isinstance(w, QCheckBox):
             w.setChecked(bool(value))
-        elif isinstance(w, QSpinBox):
+        elif isinstance(w, LongSpinBox):
             w.setValue(int(value))
         elif isinstance(w, QDoubleSpinBox):
             w.setValue(float(value))
@@ -208,11 +337,50 @@ class ParameterPanel(QWidget):
             editor.set_value(getattr(getattr(config, section), name))
         self._refresh()
 
+    def set_base(self, config: SubtractionConfig) -> None:
+        """Mark ``config`` as the one on screen, keeping the user's pending edits.
+
+        Fields the user changed from the previous config on screen keep their edited
+        values (and so stay marked as edited); the others show ``config``'s values. A
+        finished run calls this, so edits typed while it ran are not overwritten.
+
+        Parameters
+        ----------
+        config : SubtractionConfig
+            The config of what is now on screen.
+        """
+        for (section, name), editor in self._editors.items():
+            if not editor.differs(self._base):
+                editor.set_value(getattr(getattr(config, section), name))
+        self._base = config
+        self._refresh()
+
     def reset(self) -> None:
         """Set every field back to its default."""
+        self.show_values(self._defaults)
+
+    def show_values(self, config: SubtractionConfig) -> list[str]:
+        """Show ``config``'s values as edits (press Run to apply them), field by field.
+
+        Parameters
+        ----------
+        config : SubtractionConfig
+            The values to show (a loaded config file, the defaults).
+
+        Returns
+        -------
+        list of str
+            The fields whose editor could not show their value, each with the reason;
+            those editors keep what they showed, and every other field is shown.
+        """
+        failed = []
         for (section, name), editor in self._editors.items():
-            editor.set_value(getattr(getattr(self._defaults, section), name))
+            try:
+                editor.set_value(getattr(getattr(config, section), name))
+            except (OverflowError, TypeError, ValueError) as exc:
+                failed.append(f"{section}.{name} ({exc})")
         self._on_edit()
+        return failed
 
     def config(self) -> SubtractionConfig:
         """The config as edited.
@@ -240,16 +408,8 @@ class ParameterPanel(QWidget):
 
     def _refresh(self) -> None:
         """Highlight values that differ from the defaults and state what is on screen."""
-        for (section, name), editor in self._editors.items():
-            try:
-                value = editor.value()
-            except ConfigError:
-                value = None
-            default = getattr(getattr(self._defaults, section), name)
-            if isinstance(default, float) and isinstance(value, int | float):
-                changed = abs(value - default) > 1e-9 * max(1.0, abs(default))
-            else:
-                changed = value != default
+        for editor in self._editors.values():
+            changed = editor.differs(self._defaults)
             editor.widget.setStyleSheet(_CHANGED_STYLE if changed else "")
         try:
             edited = self.config()

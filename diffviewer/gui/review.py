@@ -57,6 +57,7 @@ class Review:
         layout.addWidget(self.cutouts, 1)
         layout.addWidget(self.comment)
         self.catalog.source_selected.connect(self.select_source)
+        self.catalog.selection_filtered_out.connect(self._on_filtered_out)
 
     # ----------------------------------------------------------------- state per pair
 
@@ -66,15 +67,27 @@ class Review:
         self.unmatched = ()
         self.catalog.set_table(Table())
         self.comment.clear()
-        self._clear_selection()
+        self._forget_run()
 
-    def _clear_selection(self) -> None:
+    def _forget_run(self) -> None:
+        """Forget what showed the last run's arrays: the selection and the kernel stamp."""
+        self.clear_selection()
+        self.stamp.set_data({}, "Click a kernel source (square) on an image.")
+        self.w.overlays.mark_candidate(None)
+
+    def clear_selection(self) -> None:
+        """Select no DIA source: no mark, no cutouts."""
         self.selected = None
         self._selected_xy = None
         self.w.overlays.mark_selection(None)
         self.cutouts.set_data({}, {}, (0.0, 0.0), "Select a DIA source.")
         self.cutouts.set_profile(None)
-        self.stamp.set_data({}, "Click a kernel source (square) on an image.")
+
+    def _on_filtered_out(self, source_id: int) -> None:
+        self.clear_selection()
+        self.w.status.showMessage(
+            f"DIA source {source_id} is hidden by the catalog filter: no source selected", 10000
+        )
 
     def show_run(self, outcome: RunOutcome) -> None:
         """Show a run's catalog with its pair's verdicts; the selected source stays selected
@@ -82,7 +95,7 @@ class Review:
         self.catalog.set_table(outcome.result.diasources)
         self.load_verdicts()
         xy = self._selected_xy
-        self._clear_selection()  # the stamp and cutouts showed the last run's arrays
+        self._forget_run()  # the stamp and cutouts showed the last run's arrays
         dia = outcome.result.diasources
         if xy is not None and len(dia):
             d = np.hypot(np.asarray(dia["x"], float) - xy[0], np.asarray(dia["y"], float) - xy[1])
@@ -110,8 +123,17 @@ class Review:
 
     def zoom_on_source(self) -> None:
         """Centre the views on the selected source at a zoom showing ~4 cutouts across."""
-        if self._selected_xy is not None:
+        if self._selected_or_say("Zoom on the source") is not None and self._selected_xy:
             self.w.area.centre_on(*self._selected_xy, half_width=4.0 * CUTOUT_HALF)
+
+    def _selected_or_say(self, what: str) -> int | None:
+        """The selected DIA source id; when none is selected, say in the status bar that
+        ``what`` needs one (a key that did nothing, silently, looked broken)."""
+        if self.selected is None:
+            self.w.status.showMessage(
+                f"{what}: select a DIA source first (click its marker or row, or N)", 10000
+            )
+        return self.selected
 
     def refresh_cutouts(self, *args: object) -> None:
         """Redraw the selected source's cutouts (colour maps follow the views)."""
@@ -140,8 +162,11 @@ class Review:
         """Show kernel candidate ``index`` in the stamp panel."""
         if self.w.outcome is None:
             return
-        images, info = content.stamp_views(self.w.outcome.result, index)
+        result = self.w.outcome.result
+        images, info = content.stamp_views(result, index)
         self.stamp.set_data(images, info)
+        row = result.kernel.candidates[index]
+        self.w.overlays.mark_candidate((float(row["x"]), float(row["y"])))
         self.w.docks["Kernel stamp"].raise_()
 
     def candidate_tip(self, x: float, y: float, data: Any) -> str:
@@ -161,12 +186,12 @@ class Review:
     def set_verdict(self, label: str) -> None:
         """Label the selected DIA source (with the comment typed, if any), save, and select
         the next source of the table (unless Verdict > Advance is off)."""
-        outcome = self.w.outcome
-        if outcome is None or self.selected is None:
+        outcome, selected = self.w.outcome, self._selected_or_say(f"Verdict {label}")
+        if outcome is None or selected is None:
             return
         dia = outcome.result.diasources
-        row = int(np.flatnonzero(np.asarray(dia["id"]) == self.selected)[0])
-        self.verdicts[self.selected] = Verdict(
+        row = int(np.flatnonzero(np.asarray(dia["id"]) == selected)[0])
+        self.verdicts[selected] = Verdict(
             label, float(dia["x"][row]), float(dia["y"][row]), self.comment.text().strip()
         )
         self.comment.clear()

@@ -186,14 +186,14 @@ class RunController:
             self.put(name, outcome.images.get(name), outcome.levels.get(name))
         if first:
             w.area.zoom_fit()
-        w.params.set_config(result.config)
+        w.params.set_base(result.config)
         if w.previous is None:  # a new pair: kernel squares only while no source is found
             w.menus.cand_action.setChecked(n_detections(result.diasources) == 0)
         w.review.show_run(outcome)
         w.refresh_overlays()
         w.update_mask_overlay()
         w.tabs.show_run(outcome, w.previous)
-        w.show_warnings(result.warnings)
+        w.warnings.set_notes(result.warnings)
         w.registration.show_warp(result.template)
         found = n_detections(result.diasources)
         timings = ", ".join(f"{k} {v:.2f}" for k, v in result.timings.items())

@@ -14,7 +14,7 @@ from PyQt6.QtCore import QBuffer, QByteArray, QIODevice
 from PyQt6.QtWidgets import QFileDialog, QInputDialog, QMessageBox, QWidget
 
 from diffviewer.config import load_toml, to_toml
-from diffviewer.errors import DiffviewerError
+from diffviewer.errors import ConfigError, DiffviewerError
 from diffviewer.gui import model, verdicts
 from diffviewer.gui.model import Pair
 from diffviewer.gui.worker import ErrorReport
@@ -144,11 +144,10 @@ class Saver:
         except DiffviewerError as exc:
             self.w.report_problem(exc)
             return
-        for section, values in config.to_dict().items():
-            for name, value in values.items():
-                self.w.params.set_value(
-                    section, name, tuple(value) if isinstance(value, list) else value
-                )
+        failed = self.w.params.show_values(config)
+        if failed:
+            message = f"{path.name}: these fields could not be shown: {'; '.join(failed)}"
+            self.w.report_problem(ConfigError(message), "Config loaded in part")
 
     def png_targets(self) -> dict[str, QWidget]:
         """Widgets that can be saved as PNG, by name."""

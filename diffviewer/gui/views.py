@@ -146,6 +146,7 @@ class ImagePanel(QWidget):
         self.cmap_box = QComboBox()
         self.cmap_box.addItems(list(display.COLORMAPS))
         self.cmap_box.setToolTip("Colour map")
+        self.soft_label = QLabel("asinh softening")
         self.soft_box = QDoubleSpinBox()
         self.soft_box.setRange(0.001, 1.0)
         self.soft_box.setDecimals(3)
@@ -175,7 +176,7 @@ class ImagePanel(QWidget):
         form.setContentsMargins(6, 6, 6, 6)
         form.addRow("levels", self.levels_box)
         form.addRow("stretch", self.stretch_box)
-        form.addRow("asinh softening", self.soft_box)
+        form.addRow(self.soft_label, self.soft_box)
         form.addRow("colour map", self.cmap_box)
         form.addRow(self.symmetric_box)
         form.addRow(self.hist_box)
@@ -308,7 +309,8 @@ class ImagePanel(QWidget):
         for box in boxes:
             box.blockSignals(True)
         self.soft_box.setValue(self.settings.softening)
-        self.soft_box.setVisible(self.settings.stretch == "asinh")
+        for widget in (self.soft_label, self.soft_box):  # the whole row: label and box
+            widget.setVisible(self.settings.stretch == "asinh")
         self.levels_box.setCurrentText(self.settings.levels)
         self.stretch_box.setCurrentText(self.settings.stretch)
         self.cmap_box.setCurrentText(self.settings.cmap)
@@ -360,6 +362,25 @@ class ImagePanel(QWidget):
         (x0, x1), (y0, y1) = self.view.viewRange()
         return (x0 + x1) / 2, (y0 + y1) / 2
 
+    def zoom(self) -> float:
+        """Screen pixels per image pixel."""
+        (x0, x1), _ = self.view.viewRange()
+        return float(self.view.width()) / (x1 - x0)
+
+    def show_at(self, x: float, y: float, zoom: float) -> None:
+        """Centre the view on (x, y) at ``zoom`` screen pixels per image pixel.
+
+        Parameters
+        ----------
+        x, y : float
+            The centre, in pixel coordinates.
+        zoom : float
+            Screen pixels per image pixel (1: DS9's "zoom 1").
+        """
+        hx = float(self.view.width()) / zoom / 2
+        hy = float(self.view.height()) / zoom / 2
+        self.view.setRange(xRange=(x - hx, x + hx), yRange=(y - hy, y + hy), padding=0)
+
     def _scene_to_pixel(self, pos: QPointF) -> tuple[float, float] | None:
         if not self.view.sceneBoundingRect().contains(pos):
             return None
@@ -384,9 +405,12 @@ class ImageArea(QWidget):
     -------
     hovered(float, float)
         The cursor is over (x, y) in any panel.
+    blinking(bool)
+        The blink timer started (True) or stopped (False).
     """
 
     hovered = pyqtSignal(float, float)
+    blinking = pyqtSignal(bool)
 
     def __init__(self, views: Sequence[tuple[str, str]], parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -394,7 +418,12 @@ class ImageArea(QWidget):
         for name, title in views:
             self.panels[name] = ImagePanel(name, title)
         self.blink = ImagePanel("blink", "Blink")
+        # DS9's lock scale: the blinked frames share levels, so a change of brightness shows
         self.blink.levels_box.setEnabled(False)
+        self.blink.levels_box.setToolTip(
+            "Every blinked frame is shown at the first frame's levels (those of its view), "
+            "or at levels dragged on this panel's histogram"
+        )
         # pyqtgraph links run both ways; if every linked view also locked its aspect, each
         # would widen the shared range to fit its own shape, back and forth. So only the
         # master keeps square pixels and the others (equal grid cells or tabs) mirror its
@@ -481,16 +510,22 @@ class ImageArea(QWidget):
             self.spare_box.setCurrentIndex(index)
 
     def set_mode(self, mode: str) -> None:
-        """Show the panels as a ``grid``, as ``tabs``, or the ``blink`` panel."""
+        """Show the panels as a ``grid``, as ``tabs``, or the ``blink`` panel (blinking
+        stops when another is chosen)."""
         self.mode = mode
+        if mode != "blink":
+            self._set_blinking(False)
         self._place()
 
     def _columns(self) -> int:
         return 3 if len(self._visible) > 4 else 2
 
     def _place(self, *args: object) -> None:
-        if self.stack.currentIndex() == 2 and self.mode != "blink":
-            self.master.setRange(rect=self.blink.view.viewRect(), padding=0)
+        # Centre and zoom cross between the blink panel and the shared view, not a rectangle:
+        # fitted into a view of another shape with square pixels, a rectangle only grows.
+        was_blink = self.stack.currentIndex() == 2
+        source = self.blink if was_blink else next(iter(self.panels.values()))
+        centre_zoom = (*source.view_centre(), source.zoom())
         for panel in self.panels.values():
             self.grid.removeWidget(panel)
             panel.setParent(None)
@@ -503,8 +538,6 @@ class ImageArea(QWidget):
                 self.tabs.addTab(panel, panel.title_text)
             self.stack.setCurrentWidget(self.tabs)
         elif self.mode == "blink":
-            if self.stack.currentIndex() != 2:
-                self.blink.view.setRange(rect=self.master.viewRect(), padding=0)
             self.stack.setCurrentIndex(2)
             self._show_blink_frame()
         else:
@@ -519,6 +552,13 @@ class ImageArea(QWidget):
                 panel.bar.insertWidget(0, self.spare_box, 1)
                 self.spare_box.show()
             self.stack.setCurrentWidget(self.grid_page)
+        if was_blink != (self.mode == "blink"):
+            page = self.stack.currentWidget()
+            layout = page.layout() if page is not None else None  # None: tabs size their pages
+            if layout is not None:
+                layout.activate()  # the view's final size, to zoom it in screen pixels
+            target = self.blink if self.mode == "blink" else next(iter(self.panels.values()))
+            target.show_at(*centre_zoom)
         self._sync_links()
 
     @property
@@ -546,12 +586,19 @@ class ImageArea(QWidget):
 
     def toggle_blink(self) -> None:
         """Start or stop blinking at the chosen rate."""
-        if self.blink_timer.isActive():
-            self.blink_timer.stop()
-        else:
-            if self.mode != "blink":
-                self.set_mode("blink")
+        if not self.blink_timer.isActive() and self.mode != "blink":
+            self.set_mode("blink")
+        self._set_blinking(not self.blink_timer.isActive())
+
+    def _set_blinking(self, on: bool) -> None:
+        """Start or stop the blink timer, and say so (:attr:`blinking`)."""
+        if on == self.blink_timer.isActive():
+            return
+        if on:
             self.blink_timer.start()
+        else:
+            self.blink_timer.stop()
+        self.blinking.emit(on)
 
     def blink_frame(self) -> str | None:
         """The view shown in the blink panel."""
@@ -564,9 +611,22 @@ class ImageArea(QWidget):
             return
         src = self.panels[name]
         self.blink.set_title(f"Blink: {src.title_text}")
-        self.blink.settings = src.settings
-        self.blink.set_image(src.data, src.levels())
-        self.blink._sync_controls()
+        self.blink.set_image(src.data, self.blink_levels())
+
+    def blink_levels(self) -> tuple[float, float] | None:
+        """The levels of every blinked frame (DS9's lock scale).
+
+        Returns
+        -------
+        (float, float) or None
+            The levels dragged on the blink panel's histogram, else those of the first
+            frame's view (the science view's by default); None when no frame has data.
+        """
+        settings = self.blink.settings
+        if settings.levels == "manual" and settings.manual is not None:
+            return settings.manual
+        frames = [f for f in self.blink_frames if self.panels[f].data is not None]
+        return self.panels[frames[0]].levels() if frames else None
 
     # -- cursor -------------------------------------------------------------------------
 
@@ -596,13 +656,9 @@ class ImageArea(QWidget):
 
     def zoom(self) -> float:
         """Screen pixels per image pixel of the shared view."""
-        (x0, x1), _ = self.master.viewRange()
-        return float(self.master.width()) / (x1 - x0)
+        return next(iter(self.panels.values())).zoom()
 
     def set_zoom(self, zoom: float) -> None:
         """Zoom the shared view to ``zoom`` screen pixels per image pixel (1: DS9's
         "zoom 1"), keeping its centre."""
-        cx, cy = self.view_centre()
-        hx = float(self.master.width()) / zoom / 2
-        hy = float(self.master.height()) / zoom / 2
-        self.master.setRange(xRange=(cx - hx, cx + hx), yRange=(cy - hy, cy + hy), padding=0)
+        next(iter(self.panels.values())).show_at(*self.view_centre(), zoom)

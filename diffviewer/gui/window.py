@@ -53,6 +53,7 @@ from diffviewer.gui.review import Review
 from diffviewer.gui.runs import RunController
 from diffviewer.gui.saving import Saver
 from diffviewer.gui.views import ImageArea
+from diffviewer.gui.warnings_banner import WarningsBanner
 from diffviewer.gui.wheel import guard_wheel
 from diffviewer.gui.worker import ErrorReport, JobRunner
 
@@ -129,10 +130,7 @@ class MainWindow(QMainWindow):
             panel.settings_changed.connect(self.runs.recompute_levels)
             panel.cmap_box.currentTextChanged.connect(self.review.refresh_cutouts)
 
-        self.warnings = QLabel()
-        self.warnings.setWordWrap(True)
-        self.warnings.setStyleSheet("background: #fff3b0; color: #5a4500; padding: 3px;")
-        self.warnings.hide()
+        self.warnings = WarningsBanner()
         self.registration = RegistrationLine()
         self.error_label = QLabel()
         self.error_label.setWordWrap(True)
@@ -218,7 +216,7 @@ class MainWindow(QMainWindow):
         self.review.clear()
         self.tabs.clear()
         self.readout.readout.setText("Move the cursor over an image.")
-        self.warnings.hide()
+        self.warnings.set_notes([])
         self.registration.show_warp(None)
         self.setWindowTitle(f"diffviewer — {pair.label}")
         self.opener.remember_recent(pair)
@@ -346,19 +344,6 @@ class MainWindow(QMainWindow):
             self.readout.readout.setText("Pixel values come with the run's outcome.")
         elif self.outcome is not None:
             self.readout.readout.setText(content.pixel_readout(self.outcome.result, self.raw, x, y))
-
-    def show_warnings(self, notes: Sequence[str]) -> None:
-        """Show the run's warnings in the banner above the tabs (hidden when none): at most
-        two lines high, the whole text in its tooltip and the log."""
-        if notes:
-            text = "<b>Warnings:</b> " + " · ".join(notes)
-            self.warnings.setText(text)
-            self.warnings.setToolTip(text)
-            lines = self.warnings.fontMetrics().lineSpacing()
-            self.warnings.setMaximumHeight(2 * lines + 8)
-            self.warnings.show()
-        else:
-            self.warnings.hide()
 
     # ----------------------------------------------------------------- messages
 

@@ -89,6 +89,25 @@ def test_table_orders_columns_shows_units_and_formats_but_sorts_on_values(qtbot)
         assert values[:2] == expected and np.isnan(values[2])
 
 
+def test_header_tooltips_give_each_column_its_description_and_unit(qtbot) -> None:
+    panel = CatalogPanel()
+    qtbot.addWidget(panel)
+    table = _catalog()
+    table["psf_flux"].description = "PSF flux of the source on the difference"
+    table["x"].description = "x position (column) of the centroid"
+    panel.set_table(table)
+    names = panel.model.columns
+
+    def tip(name: str) -> str:
+        col = names.index(name)
+        return panel.model.headerData(col, Qt.Orientation.Horizontal, Qt.ItemDataRole.ToolTipRole)
+
+    assert "<b>psf_flux</b>: PSF flux of the source on the difference" in tip("psf_flux")
+    assert "Unit: ct" in tip("psf_flux") and "Unit: pix, 0-based" in tip("x")
+    assert "real (R), bogus (B) or unsure (U)" in tip("verdict")
+    assert "Right-click" in tip("snr") and "Unit" not in tip("snr")
+
+
 def test_a_rerun_keeps_the_columns_the_user_chose_and_their_widths(qtbot) -> None:
     panel = CatalogPanel()
     qtbot.addWidget(panel)

@@ -6,17 +6,18 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+import pyqtgraph as pg
 import pytest
 from PyQt6.QtCore import Qt
-from PyQt6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QLineEdit, QSpinBox
+from PyQt6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QLineEdit
 
 from diffviewer import display
 from diffviewer.config import SECTION_TYPES, SubtractionConfig, field_specs
 from diffviewer.exposure import MaskPlane
-from diffviewer.gui.params import ParameterPanel
+from diffviewer.gui.params import LongSpinBox, ParameterPanel
 from diffviewer.gui.views import ImageArea
 from diffviewer.gui.window import MainWindow
-from tests.gui.helpers import finish
+from tests.gui.helpers import finish, run
 
 
 def test_parameter_panel_has_an_editor_per_field_with_doc_limits_and_choices(qtbot) -> None:
@@ -33,7 +34,7 @@ def test_parameter_panel_has_an_editor_per_field_with_doc_limits_and_choices(qtb
             elif isinstance(field.default, bool):
                 assert isinstance(editor, QCheckBox)
             elif isinstance(field.default, int):
-                assert isinstance(editor, QSpinBox)
+                assert isinstance(editor, LongSpinBox)
                 if field.metadata.get("max") is not None:
                     assert editor.maximum() == field.metadata["max"]
             elif isinstance(field.default, float):
@@ -66,6 +67,23 @@ def test_parameter_panel_highlights_changes_resets_and_reports_invalid_values(qt
     panel.set_config(shown)  # the config of a run on screen
     assert panel.config() == shown and not panel.is_modified()
     assert panel.editor("detection", "threshold").styleSheet() != ""  # differs from default
+
+
+def test_integer_editors_hold_64_bit_exposure_ids(qtbot) -> None:
+    panel = ParameterPanel()
+    qtbot.addWidget(panel)
+    big = dataclasses.replace(
+        SubtractionConfig().measurement, exposure_id=2024030100123, exposure_bits=42
+    )
+    config = dataclasses.replace(SubtractionConfig(), measurement=big)
+    panel.set_config(config)  # a 32-bit spin box overflowed here
+    assert panel.config() == config and not panel.is_modified()
+    editor = panel.editor("measurement", "exposure_id")
+    editor.lineEdit().selectAll()
+    qtbot.keyClicks(editor, "4398046511103")  # 2**42 - 1, typed
+    assert panel.config().measurement.exposure_id == 2**42 - 1
+    editor.stepBy(1)  # past 2**42 - 1: the config rule names the fields
+    assert "exposure_bits" in panel.status.text()
 
 
 def test_views_share_pan_zoom_and_crosshair_and_blink_cycles(qtbot) -> None:
@@ -131,6 +149,31 @@ def test_clicking_a_kernel_source_fills_the_stamp_panel(qtbot, demo_window: Main
     assert stamp.items["spatial kernel"].image is not None
     row = demo_window.outcome.result.kernel.candidates[int(spot.data())]
     assert str(row["status"]) in stamp.info.text() and "chi2" in stamp.info.text()
+
+
+def test_the_kernel_source_in_the_stamp_panel_is_marked_on_the_images(
+    qtbot, demo_window: MainWindow
+) -> None:
+    demo_window.menus.cand_action.trigger()
+    item = demo_window.overlays.candidate_items["science"]
+    spot = item.points()[3]
+    demo_window.overlays._on_candidate_clicked(item, [spot])
+    for name in ("science", "template", "matched", "difference"):
+        marks = demo_window.area.panels[name].view.addedItems
+        points = {
+            (round(p.pos().x(), 3), round(p.pos().y(), 3))
+            for m in marks
+            if isinstance(m, pg.ScatterPlotItem) and m is not item and m.opts["size"] > 13
+            for p in m.points()
+        }
+        assert points == {(round(spot.pos().x(), 3), round(spot.pos().y(), 3))}, name
+    run(qtbot, demo_window)  # a new run: its stamp panel is empty, and so is the mark
+    assert not [
+        p
+        for m in demo_window.area.panels["science"].view.addedItems
+        if isinstance(m, pg.ScatterPlotItem) and m.opts["size"] > 13 and m.opts["symbol"] == "s"
+        for p in m.points()
+    ]
 
 
 def test_residual_normalisation_switches_the_histograms(qtbot, demo_window: MainWindow) -> None:
@@ -274,6 +317,22 @@ def test_catalog_filters_by_sign_snr_flags_and_sky(qtbot, demo_window: MainWindo
     assert shown == sorted(shown, reverse=True)
 
 
+def test_a_filter_hiding_the_selected_source_selects_none(qtbot, demo_window: MainWindow) -> None:
+    cat, review, area = demo_window.review.catalog, demo_window.review, demo_window.area
+    dia = demo_window.outcome.result.diasources
+    detected = ~np.asarray(dia["sky_source"], bool)
+    positive = int(dia["id"][np.flatnonzero((np.asarray(dia["sign"]) > 0) & detected)[0]])
+    demo_window.select_source(positive)
+    centre = area.view_centre()
+    cat.sign_box.setCurrentText("positive")  # still shown: still selected, nothing moves
+    assert review.selected == positive and cat.selected_source() == positive
+    cat.sign_box.setCurrentText("negative")  # hidden: no other source takes its place
+    assert cat.selected_source() is None and review.selected is None
+    assert area.view_centre() == centre
+    assert review.cutouts.items["difference"].image is None
+    assert "hidden by the catalog filter" in demo_window.status.currentMessage()
+
+
 def test_mosaic_click_maps_the_cell_to_its_image_position(qtbot, demo_window: MainWindow) -> None:
     from PyQt6.QtCore import QPointF
 
@@ -361,4 +420,128 @@ def test_kernel_sum_title_says_constant_when_the_sum_does_not_vary(qtbot) -> Non
     panel.set_data(sum_map=np.full((4, 4), 0.9934), **args)
     assert panel.sum_title.text.endswith("constant, 0.9934")
     panel.set_data(sum_map=np.linspace(0.98, 1.01, 16).reshape(4, 4), **args)
-    assert "0.9800 (dark) to 1.0100 (bright)" in panel.sum_title.text
+    assert "0.9800 to 1.0100" in panel.sum_title.text
+
+
+def test_the_stamp_differences_share_symmetric_levels(qtbot) -> None:
+    from diffviewer.gui.panels import StampPanel
+
+    panel = StampPanel()
+    qtbot.addWidget(panel)
+    rng = np.random.default_rng(1)
+    own = rng.normal(scale=1.0, size=(21, 21)).astype(np.float32)
+    spatial = (5.0 * own).astype(np.float32)  # the worse subtraction: five times the residual
+    kernel = rng.normal(size=(11, 11)).astype(np.float32)
+    images = {
+        "diff (own kernel)": own,
+        "diff (spatial)": spatial,
+        "own kernel": kernel,
+        "spatial kernel": kernel,
+    }
+    panel.set_data(images, "a stamp")
+    lo, hi = panel.items["diff (own kernel)"].levels
+    # one stretch for both: the own kernel's difference is not drawn at its own min/max
+    assert panel.items["diff (spatial)"].levels == pytest.approx((lo, hi))
+    assert lo == pytest.approx(-hi) and hi > float(np.abs(own).max())
+
+
+def _shown_area(qtbot) -> ImageArea:
+    """A shown image area of science, matched and difference (noise, 128 x 160 px)."""
+    area = ImageArea([("science", "S"), ("matched", "M"), ("difference", "D")])
+    qtbot.addWidget(area)
+    area.resize(900, 500)
+    area.show()
+    qtbot.waitExposed(area)
+    rng = np.random.default_rng(0)
+    for k, panel in enumerate(area.panels.values()):
+        panel.set_image(rng.normal(size=(128, 160)).astype(np.float32), (-1.0 - k, 1.0 + k))
+    return area
+
+
+def _zoom(view) -> float:
+    """Screen pixels per image pixel of a view box."""
+    (x0, x1), _ = view.viewRange()
+    return float(view.width()) / (x1 - x0)
+
+
+def test_grid_blink_round_trips_keep_the_zoom_and_centre(qtbot) -> None:
+    area = _shown_area(qtbot)
+    area.set_zoom(3.0)
+    area.centre_on(60.0, 70.0)
+    for _ in range(3):
+        area.set_mode("blink")
+        qtbot.wait(20)
+        assert _zoom(area.blink.view) == pytest.approx(3.0, rel=0.02)
+        assert area.blink.view_centre() == (pytest.approx(60, abs=0.5), pytest.approx(70, abs=0.5))
+        area.set_mode("grid")
+        qtbot.wait(20)
+        assert area.zoom() == pytest.approx(3.0, rel=0.02)
+        assert area.view_centre() == (pytest.approx(60, abs=0.5), pytest.approx(70, abs=0.5))
+
+
+def test_blinked_frames_share_levels_and_the_blink_panel_keeps_its_display(qtbot) -> None:
+    area = _shown_area(qtbot)
+    area.set_mode("blink")
+    blink = area.blink
+    blink.cmap_box.setCurrentText("inferno")
+    blink.stretch_box.setCurrentText("asinh")
+    lut = blink.image.lut.copy()
+    for _ in range(3):
+        # DS9's lock scale: every frame at the first frame's (the science view's) levels
+        assert blink.levels() == area.panels["science"].levels()
+        assert (blink.settings.cmap, blink.settings.stretch) == ("inferno", "asinh")
+        np.testing.assert_array_equal(blink.image.lut, lut)
+        area.step_blink()
+    blink.hist.setLevels(-5.0, 5.0)  # levels dragged on the blink panel's histogram
+    blink.hist.sigLevelChangeFinished.emit(blink.hist)
+    area.step_blink()
+    assert blink.levels() == pytest.approx((-5.0, 5.0))
+
+
+def test_leaving_blink_mode_stops_the_blink_and_unchecks_its_button(
+    qtbot, demo_window: MainWindow
+) -> None:
+    demo_window.menus.blink_action.trigger()
+    area = demo_window.area
+    assert area.mode == "blink" and area.blink_timer.isActive()
+    assert demo_window.menus.blink_action.isChecked()
+    area.set_mode("grid")
+    assert not area.blink_timer.isActive() and not demo_window.menus.blink_action.isChecked()
+
+
+def test_the_softening_row_shows_only_with_the_asinh_stretch(qtbot) -> None:
+    area = _shown_area(qtbot)
+    panel = area.panels["science"]
+    label = panel.soft_box.parentWidget().layout().labelForField(panel.soft_box)
+    panel.stretch_box.setCurrentText("linear")
+    assert panel.soft_box.isHidden() and label.isHidden()  # the whole row, label too
+    panel.stretch_box.setCurrentText("asinh")
+    assert not panel.soft_box.isHidden() and not label.isHidden()
+
+
+def _fits_in(canvas: pg.GraphicsLayoutWidget, item: pg.GraphicsObject) -> bool:
+    """Whether a graphics item lies within its canvas's visible width."""
+    rect = item.sceneBoundingRect()
+    return rect.left() >= -1 and rect.right() <= canvas.viewport().width() + 1
+
+
+def test_kernel_and_residual_tabs_fit_a_1280_px_screen(qtbot, demo_window: MainWindow) -> None:
+    demo_window.resize(1280, 720)
+    kernel, residuals = demo_window.tabs.kernel_panel, demo_window.tabs.residual_panel
+    for panel in (kernel, residuals):
+        demo_window.tabs.setCurrentWidget(panel)
+        qtbot.waitExposed(panel)
+        qtbot.wait(100)
+    # each title within its own column: none runs into its neighbour
+    boxes = (kernel.mosaic_box, kernel.sum_box, kernel.shift_box)
+    layout = kernel.canvas.ci.layout
+    for col, box in zip((0, 2, 4), boxes, strict=True):
+        title = layout.itemAt(0, col)
+        text = title.item.boundingRect().width()
+        assert text <= title.geometry().width() + 1, title.text
+        assert _fits_in(kernel.canvas, box)
+    # both columns of histograms, their titles too, inside the canvas
+    assert len(residuals.plots) == 4
+    for plot in residuals.plots:
+        assert _fits_in(residuals.canvas, plot)
+        assert plot.titleLabel.item.boundingRect().width() <= plot.width() + 1

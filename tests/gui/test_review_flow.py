@@ -198,7 +198,7 @@ def test_residual_titles_give_robust_and_plain_sigma_or_why_empty(qtbot) -> None
     own = panel.stats["own"]
     assert abs(own.robust_sigma - 0.6) < 0.05 < own.std - 1.0  # MAD: core; std: > 1.6
     titles = [p.titleLabel.text for p in panel.plots]
-    assert "σ robust 0.6" in titles[0] and f"(std {own.std:.3f})" in titles[0]
+    assert "σ robust 0.6" in titles[0] and f"std {own.std:.3f}" in titles[0]
     assert "empty:" in titles[1] and "nan" not in titles[1]
 
 
@@ -298,6 +298,25 @@ def test_review_by_keyboard_alone(qtbot, demo_window: MainWindow) -> None:
     assert min(x1 - x0, y1 - y0) <= 8.5 * 15  # about four cutouts across (31 px each)
 
 
+def test_keys_needing_a_source_say_so_and_ctrl_plus_zooms_in(
+    qtbot, demo_window: MainWindow
+) -> None:
+    win = demo_window
+    keys = dict(win.menus.key_rows())
+    assert keys["Ctrl+Q"] == "Quit" and keys["Ctrl+=, Ctrl++"] == "Zoom in"
+    win.activateWindow()
+    win.tabs.setFocus()
+    assert win.review.selected is None
+    for key in (Qt.Key.Key_R, Qt.Key.Key_B, Qt.Key.Key_U, Qt.Key.Key_Z):
+        win.status.clearMessage()
+        qtbot.keyClick(win.tabs, key)
+        assert "select a DIA source first" in win.status.currentMessage(), key
+    assert not win.review.verdicts
+    zoom = win.area.zoom()
+    qtbot.keyClick(win.tabs, Qt.Key.Key_Plus, Qt.KeyboardModifier.ControlModifier)
+    assert win.area.zoom() == pytest.approx(2 * zoom)
+
+
 def test_the_readme_key_table_is_the_applications(window: MainWindow) -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     for key, text in window.menus.key_rows():
@@ -324,6 +343,27 @@ def test_kernel_tab_zooms_and_has_colour_bars_with_units(demo_window: MainWindow
     panel._on_mosaic_hover(centre)
     x, y = panel._grid[1 * panel._n + 2, :2]
     assert f"kernel at ({x:.0f}, {y:.0f}) px: sum" in panel.cell_info.text()
+
+
+def test_a_small_screen_leaves_the_stamps_and_the_catalog_room(qtbot, tmp_path: Path) -> None:
+    from diffviewer.gui.window import isolated_window
+
+    win = isolated_window(tmp_path, (1280, 720))
+    qtbot.addWidget(win)
+    try:
+        run(qtbot, win, demo())
+        win.review.show_candidate(0)
+        qtbot.wait(50)
+        stamp = win.review.stamp
+        # the stamp's 13 lines of QA scroll: the seven images keep the dock (19 px before)
+        assert min(box.height() for box in stamp.boxes.values()) >= 40
+        # three catalog rows at least (two before), the window still inside the screen
+        view = win.review.catalog.view
+        rows = view.verticalHeader().defaultSectionSize()
+        assert view.viewport().height() >= 3 * rows
+        assert win.height() <= 720
+    finally:
+        win.jobs.shutdown()
 
 
 def test_images_fill_their_cells_and_a_small_screen_keeps_titles_and_parameters(

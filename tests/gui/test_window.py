@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.table import Table
-from PyQt6.QtCore import QSettings
+from PyQt6.QtCore import QSettings, Qt
 
 from diffviewer import display
 from diffviewer.config import load_toml
@@ -187,6 +187,41 @@ def test_a_rerun_with_a_changed_parameter_shows_both_runs_in_ab(qtbot, window: M
     )
 
 
+def test_edits_typed_during_a_run_survive_its_end(qtbot, window: MainWindow) -> None:
+    run(qtbot, window, demo())
+    window.params.set_value("kernel", "background_order", 0)
+
+    def run_then_edit() -> None:
+        window.run()
+        window.params.set_value("detection", "threshold", 3.5)  # while the run goes on
+
+    finish(qtbot, window, "run", run_then_edit)
+    after = window.outcome.result.config
+    assert after.kernel.background_order == 0 and after.detection.threshold != 3.5
+    # the run's own change is now on screen; the edit typed during it is kept, still edited
+    assert window.params.config().detection.threshold == 3.5
+    assert window.params.config().kernel.background_order == 0
+    assert window.params.is_modified() and "Edited" in window.params.status.text()
+
+
+def test_the_warnings_banner_folds_with_a_cue_and_unfolds_every_warning(
+    qtbot, demo_window: MainWindow
+) -> None:
+    notes = demo_window.outcome.result.warnings
+    assert len(notes) >= 2  # the demo's run warns of its few kernel stamps and its noise
+    banner = demo_window.warnings
+    # folded: the first warning, and a cue naming how many more there are
+    assert notes[0] in banner.text() and notes[1] not in banner.text()
+    assert f"{len(notes) - 1} more" in banner.text()
+    assert banner.textInteractionFlags() & Qt.TextInteractionFlag.LinksAccessibleByMouse
+    banner.linkActivated.emit("unfold")
+    assert all(note in banner.text() for note in notes)
+    # nothing cut: the banner may grow to its text's height
+    assert banner.heightForWidth(banner.width()) <= banner.maximumHeight()
+    banner.linkActivated.emit("fold")
+    assert notes[1] not in banner.text()
+
+
 def test_cancelling_a_long_run_leaves_the_window_idle_with_no_output(
     qtbot, window: MainWindow, tmp_path: Path
 ) -> None:
@@ -264,6 +299,31 @@ def test_config_saves_and_loads_as_toml(qtbot, window: MainWindow, tmp_path: Pat
     bad.write_text("[kernel]\nspatial_order = 99\n")
     window.saver.load_config(bad)
     assert "spatial_order" in window.error_label.text()
+
+
+def test_loading_a_config_shows_every_field_and_names_those_it_cannot(
+    qtbot, window: MainWindow, tmp_path: Path, monkeypatch
+) -> None:
+    path = tmp_path / "big.toml"
+    path.write_text(
+        "[measurement]\nexposure_id = 2024030100123\nexposure_bits = 42\n"
+        "[detection]\nthreshold = 7.5\n"
+    )
+    window.saver.load_config(path)
+    shown = window.params.config()
+    assert (shown.measurement.exposure_id, shown.detection.threshold) == (2024030100123, 7.5)
+    assert not window.error_box.isVisible() or "exposure" not in window.error_label.text()
+    # a field whose editor cannot show its value is named; every other field is loaded
+    window.params.reset()
+    editor = window.params._editors[("measurement", "exposure_id")]
+
+    def refuse(value: object) -> None:
+        raise OverflowError("too large for this editor")
+
+    monkeypatch.setattr(editor, "set_value", refuse)
+    window.saver.load_config(path)
+    assert window.params.config().detection.threshold == 7.5
+    assert "measurement.exposure_id" in window.error_label.text()
 
 
 def test_pairs_list_steps_with_next_and_previous(qtbot, window: MainWindow, tmp_path: Path) -> None:
@@ -362,6 +422,14 @@ def test_the_grid_has_no_empty_cell_variance_and_mask_on_demand(
     assert area.tabs.count() == len(model.VIEW_TITLES)
     area.set_mode("grid")
     assert area.grid.count() == 6
+
+
+def test_the_difference_planes_are_titled_as_such(window: MainWindow) -> None:
+    area = window.area
+    assert area.panels["variance"].title_text == "Difference variance"
+    assert area.panels["mask"].title_text == "Difference mask"
+    spare = [area.spare_box.itemText(i) for i in range(area.spare_box.count())]
+    assert spare == ["Difference variance", "Difference mask"]
 
 
 def test_file_dialogs_start_in_and_remember_their_folder(

@@ -1,6 +1,7 @@
 """Combine template pieces already on the science grid into one template (the seed's getTemplate).
 
-Where pieces overlap, their images are averaged with inverse-variance weights, using
+Where pieces overlap, their images are averaged with one inverse-variance weight per
+piece (the inverse of its median variance, :func:`_weights`), using
 only the pieces whose pixel is usable there (no plane of :data:`UNUSABLE`) when any
 is; the mask is the OR of the contributing pieces' masks, and NO_DATA remains only
 where no piece has data. The variance of the average depends on whether two pieces
@@ -34,13 +35,23 @@ _NO_DATA = int(MaskPlane.NO_DATA)
 
 
 def _weights(pieces: Sequence[Exposure]) -> np.ndarray:
-    """Inverse-variance weight of each piece per pixel; 0 where it does not contribute."""
+    """Each piece's weight per pixel: one per piece, 0 where it does not contribute.
+
+    A piece's weight is the inverse of its median variance over the pixels it
+    contributes (its sky's, as a coadd weights its inputs). A weight per pixel from a
+    variance plane that holds the sources' Poisson noise would weight each star's core
+    towards the piece with the broader PSF and break the sum of its flux.
+    """
     has_data = np.stack([(p.mask & _NO_DATA) == 0 for p in pieces])
     usable = np.stack([p.good_pixels() for p in pieces])
     use = np.where(usable.any(axis=0), usable, has_data)
-    variance = np.stack([np.asarray(p.variance, dtype=np.float64) for p in pieces])
-    positive = use & (variance > 0) & np.isfinite(variance)
-    return np.where(positive, 1.0 / np.where(positive, variance, 1.0), 0.0)
+    weights = np.zeros(use.shape)
+    for weight, used, piece in zip(weights, use, pieces, strict=True):
+        variance = np.asarray(piece.variance, dtype=np.float64)
+        used &= (variance > 0) & np.isfinite(variance)
+        if used.any():
+            weight[used] = 1.0 / float(np.median(variance[used]))
+    return weights
 
 
 def shared_pixels(a: Exposure, b: Exposure) -> tuple[bool, float]:

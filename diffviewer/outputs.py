@@ -148,6 +148,9 @@ def build_metadata(
                     "source": piece.source,
                     "coverage_fraction": piece.coverage,
                     "registration": registration_summary(piece.registration),
+                    # its own zero point, and the factor that put it on the template's
+                    "zero_point": piece.zero_point,
+                    "flux_scale": piece.flux_scale,
                 }
                 for piece in result.template.pieces
             ],

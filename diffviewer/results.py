@@ -449,6 +449,8 @@ def _saved_pieces(warp: dict[str, Any]) -> tuple[Registration | None, tuple[Piec
             str(p["source"]),
             registration_from_summary(p["registration"]),
             float(p["coverage_fraction"]),
+            None if p.get("zero_point") is None else float(p["zero_point"]),
+            float(p.get("flux_scale", 1.0)),
         )
         for p in warp.get("pieces", [])
     )

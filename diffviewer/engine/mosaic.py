@@ -11,10 +11,15 @@ the RMS of the difference of the two pieces in units of its predicted noise is ~
 independent pieces and far below 1 for shared pixels (:data:`SHARED_PIXELS_RMS`);
 shared pieces are combined as fully correlated. PSFs are averaged with the weight
 each piece carries in the combination.
+
+Pieces with different zero points are first brought onto one flux scale, the first
+zero point given (:func:`flux_scales`); each piece's zero point and scale are
+returned with the combination (:class:`PieceScale`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Sequence
 
@@ -32,6 +37,89 @@ SHARED_PIXELS_RMS = 0.3
 MIN_OVERLAP = 100
 
 _NO_DATA = int(MaskPlane.NO_DATA)
+
+
+@dataclasses.dataclass(frozen=True)
+class PieceScale:
+    """How one piece was put on the combination's flux scale.
+
+    Attributes
+    ----------
+    zero_point : float or None
+        The piece's own zero point (AB mag of one image unit), None when it has none.
+    scale : float
+        The factor its pixels were multiplied by (its variance by the square).
+    """
+
+    zero_point: float | None
+    scale: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Combination:
+    """The combined template and how each piece entered it.
+
+    Attributes
+    ----------
+    exposure : Exposure
+        The combined template, on the reference zero point.
+    notes : tuple of str
+        What the user should know.
+    pieces : tuple of PieceScale
+        One per piece, in order.
+    """
+
+    exposure: Exposure
+    notes: tuple[str, ...]
+    pieces: tuple[PieceScale, ...]
+
+
+def _named(indices: Sequence[int], pieces: Sequence[Exposure]) -> str:
+    """'template piece 2 (b.fits)' or 'template pieces 1 (a.fits) and 3 (c.fits)'."""
+    names = [f"{i + 1} ({pieces[i].source})" for i in indices]
+    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    return f"template piece{'s' if len(names) > 1 else ''} {listed}"
+
+
+def flux_scales(pieces: Sequence[Exposure]) -> tuple[float | None, np.ndarray, tuple[str, ...]]:
+    """The reference zero point and the factor that puts each piece on it.
+
+    Piece ``i`` is multiplied by ``10 ** (0.4 (zp_ref - zp_i))``; the reference is the
+    first zero point given, so the combination's does not depend on which piece lacks
+    one. A piece without a zero point is taken as on the reference scale, and said.
+
+    Parameters
+    ----------
+    pieces : sequence of Exposure
+        The pieces.
+
+    Returns
+    -------
+    (float or None, numpy.ndarray, tuple of str)
+        The reference zero point (mag; None when no piece has one), the scales and a
+        note when only some pieces have a zero point.
+    """
+    given = [i for i, p in enumerate(pieces) if p.zero_point is not None]
+    if not given:
+        return None, np.ones(len(pieces)), ()
+    reference = pieces[given[0]].zero_point
+    assert reference is not None
+    scales = np.array(
+        [
+            1.0 if p.zero_point is None else 10.0 ** (0.4 * (reference - p.zero_point))
+            for p in pieces
+        ]
+    )
+    missing = [i for i in range(len(pieces)) if i not in given]
+    notes: tuple[str, ...] = ()
+    if missing:
+        notes = (
+            f"{_named(missing, pieces)}: no zero point, where the other pieces have one; "
+            f"taken as on the scale of zero point {reference:g} mag (template piece "
+            f"{given[0] + 1}'s); give every piece its zero "
+            "point (MAGZP)",
+        )
+    return reference, scales, notes
 
 
 def _weights(pieces: Sequence[Exposure]) -> np.ndarray:
@@ -72,7 +160,7 @@ def shared_pixels(a: Exposure, b: Exposure) -> tuple[bool, float]:
     return bool(rms < SHARED_PIXELS_RMS), rms
 
 
-def combine_pieces(pieces: Sequence[Exposure]) -> tuple[Exposure, tuple[str, ...]]:
+def combine_pieces(pieces: Sequence[Exposure]) -> Combination:
     """One template on the science grid from pieces on that grid.
 
     Parameters
@@ -82,16 +170,24 @@ def combine_pieces(pieces: Sequence[Exposure]) -> tuple[Exposure, tuple[str, ...
 
     Returns
     -------
-    (Exposure, tuple of str)
-        The combination (the first piece's WCS, header and zero point) and notes.
+    Combination
+        The combination (the first piece's WCS and header, the reference zero point of
+        :func:`flux_scales`), notes and each piece's zero point and scale.
 
     Raises
     ------
     NoWorkFound
         When no piece has data anywhere.
     """
+    zero_point, scales, scale_notes = flux_scales(pieces)
+    record = tuple(PieceScale(p.zero_point, float(s)) for p, s in zip(pieces, scales, strict=True))
     if len(pieces) == 1:
-        return pieces[0], ()
+        return Combination(pieces[0], (), record)
+    notes = list(scale_notes)
+    pieces = [
+        p if s == 1.0 else p.replace(image=p.image * s, variance=p.variance * s**2)
+        for p, s in zip(pieces, scales, strict=True)
+    ]
     weights = _weights(pieces)
     total = weights.sum(axis=0)
     covered = total > 0
@@ -104,7 +200,6 @@ def combine_pieces(pieces: Sequence[Exposure]) -> tuple[Exposure, tuple[str, ...
     # Var(sum w_i x_i) = sum_ij w_i w_j rho_ij s_i s_j with rho_ij = 1 for shared pixels
     spread = (weights * sigma) ** 2
     numerator = spread.sum(axis=0)
-    notes = []
     for i, j in itertools.combinations(range(len(pieces)), 2):
         shared, rms = shared_pixels(pieces[i], pieces[j])
         if shared:
@@ -131,12 +226,6 @@ def combine_pieces(pieces: Sequence[Exposure]) -> tuple[Exposure, tuple[str, ...
             "the template pieces' PSF images are missing on some or differ in size: the "
             "combined template's PSF is measured on it instead"
         )
-    zero_points = {round(p.zero_point, 2) for p in pieces if p.zero_point is not None}
-    if len(zero_points) > 1:
-        notes.append(
-            f"the template pieces have different zero points ({sorted(zero_points)} mag): "
-            "they are combined as they are; put them on one flux scale first"
-        )
     first = pieces[0]
     combined = first.replace(
         image=image,
@@ -144,9 +233,10 @@ def combine_pieces(pieces: Sequence[Exposure]) -> tuple[Exposure, tuple[str, ...
         mask=mask,
         psf=psf,
         source=" + ".join(p.source for p in pieces),
+        zero_point=zero_point,
         variance_estimated=any(p.variance_estimated for p in pieces),
         saturation=(
             first.saturation if all(p.saturation == first.saturation for p in pieces) else None
         ),
     )
-    return combined, tuple(notes)
+    return Combination(combined, tuple(notes), record)

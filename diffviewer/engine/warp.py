@@ -72,11 +72,18 @@ class Piece:
         How it was registered.
     coverage : float
         Fraction of science pixels it covers with data.
+    zero_point : float or None
+        Its own zero point (AB mag of one image unit).
+    flux_scale : float
+        The factor its pixels were multiplied by to put them on the combined template's
+        zero point (:func:`diffviewer.engine.mosaic.flux_scales`).
     """
 
     source: str
     registration: Registration
     coverage: float
+    zero_point: float | None = None
+    flux_scale: float = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -748,13 +755,14 @@ def warp_template(
             except RegistrationError:
                 raise error from None
         placed.append(outcome)
-    exposure, combine_notes = mosaic.combine_pieces([p.exposure for p in placed])
+    combination = mosaic.combine_pieces([p.exposure for p in placed])
+    exposure = combination.exposure
     notes = [
         note if len(placed) == 1 else f"template piece {i + 1}: {note}"
         for i, p in enumerate(placed)
         for note in p.notes
     ]
-    notes.extend(combine_notes)
+    notes.extend(combination.notes)
     if len(placed) > 1:
         need = overlap_needed(config.interpolation)
         width = need + 2
@@ -788,8 +796,8 @@ def warp_template(
         # each piece's input (its file and extension), not the warped exposure's name: a
         # saved run is matched to its inputs by these (results.incomplete_reason)
         pieces=tuple(
-            Piece(piece.source, p.registration, c)
-            for piece, p, c in zip(pieces, placed, covered, strict=True)
+            Piece(piece.source, p.registration, c, scale.zero_point, scale.scale)
+            for piece, p, c, scale in zip(pieces, placed, covered, combination.pieces, strict=True)
         ),
         covariance_factor=float(
             np.average([p.covariance_factor for p in placed], weights=np.add(covered, 1e-12))

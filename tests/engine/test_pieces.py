@@ -49,7 +49,8 @@ def test_independent_pieces_are_inverse_variance_weighted() -> None:
     # Two independent measurements of one sky: the weighted mean has variance
     # 1 / (1/4 + 1/12) = 3, and its measured scatter agrees with that to its 1 % error.
     a, b = _flat(10.0, 4.0, (200, 200), 1), _flat(10.0, 12.0, (200, 200), 2)
-    combined, notes = combine_pieces([a, b])
+    combination = combine_pieces([a, b])
+    combined, notes = combination.exposure, combination.notes
     assert not notes
     np.testing.assert_allclose(combined.variance, 3.0, rtol=1e-6)
     assert np.std(combined.image) == pytest.approx(np.sqrt(3.0), rel=0.03)
@@ -66,7 +67,8 @@ def test_shared_pixels_keep_their_variance_and_masks_are_carried() -> None:
     mask_b[50, 50] = bad  # only b covers it: stays BAD
     mask_b[:, 58:] = no_data  # and nobody covers 58-59
     left, right = a.replace(mask=mask_a), a.replace(mask=mask_b, source="b")
-    combined, notes = combine_pieces([left, right])
+    combination = combine_pieces([left, right])
+    combined, notes = combination.exposure, combination.notes
     assert any("same pixels" in note for note in notes)
     np.testing.assert_allclose(combined.variance[:, 20:40], 4.0, rtol=1e-6)
     np.testing.assert_allclose(combined.image[:, :58], a.image[:, :58], rtol=1e-6)
@@ -386,7 +388,7 @@ def test_independent_pieces_of_other_psfs_keep_every_stars_flux() -> None:
     flux = np.geomspace(3e3, 3e5, x.size)
     a = _stars_piece(x, y, flux, 2.5, 5.0, 1)
     b = _stars_piece(x, y, flux, 4.5, 5.0, 2).replace(source="b")
-    combined, _ = combine_pieces([a, b])
+    combined = combine_pieces([a, b]).exposure
     ratios, errors = np.array(
         [
             (
@@ -400,3 +402,47 @@ def test_independent_pieces_of_other_psfs_keep_every_stars_flux() -> None:
     # the weights are the inverse sky variances, equal here: the variance is the mean's
     sky = combined.variance[0:10, 0:10]
     np.testing.assert_allclose(sky, 25.0 / 2, rtol=1e-6)
+
+
+def _halves(value: float = 10.0) -> tuple[Exposure, Exposure, Exposure]:
+    """A flat exposure and its two halves on its grid (columns 0-39 and 20-59, NO_DATA
+    elsewhere), the same pixels where they overlap."""
+    whole = _flat(value, 4.0, seed=3)
+    no_data = int(MaskPlane.NO_DATA)
+    left, right = np.zeros(whole.shape, np.int32), np.zeros(whole.shape, np.int32)
+    left[:, 40:], right[:, :20] = no_data, no_data
+    return (
+        whole,
+        whole.replace(mask=left, source="a.fits"),
+        whole.replace(mask=right, source="b.fits"),
+    )
+
+
+def test_pieces_of_other_zero_points_are_put_on_one_flux_scale() -> None:
+    # The right half in units 1 mag fainter (pixels x 10**0.4, zero point 26 against 25)
+    # was averaged raw with the left: the DIA sources of the review's 300 px pair went
+    # from 11 to 119, of a DECam pair from 3 to 19. Each piece is now scaled onto the
+    # first zero point: the combination is the whole image to float32 precision.
+    whole, left, right = _halves()
+    f = 10**0.4
+    right = right.replace(image=right.image * f, variance=right.variance * f * f, zero_point=26.0)
+    combination = combine_pieces([left.replace(zero_point=25.0), right])
+    combined = combination.exposure
+    np.testing.assert_allclose(combined.image, whole.image, rtol=1e-5)
+    np.testing.assert_allclose(combined.variance, whole.variance, rtol=1e-5)
+    assert combined.zero_point == 25.0
+    assert [(p.zero_point, p.scale) for p in combination.pieces] == [
+        (25.0, 1.0),
+        (26.0, pytest.approx(1 / f)),
+    ]
+
+
+def test_pieces_with_and_without_zero_points_are_named_and_order_does_not_matter() -> None:
+    # (None, 27) gave the combination no zero point and (27, None) gave it 27, silently.
+    _, left, right = _halves()
+    for pieces in ([left, right.replace(zero_point=27.0)], [left.replace(zero_point=27.0), right]):
+        combination = combine_pieces(pieces)
+        assert combination.exposure.zero_point == 27.0
+        [note] = [n for n in combination.notes if "zero point" in n]
+        without = next(i for i, p in enumerate(pieces) if p.zero_point is None)
+        assert f"template piece {without + 1} ({pieces[without].source}): no zero point" in note

@@ -142,31 +142,49 @@ def _weights(pieces: Sequence[Exposure]) -> np.ndarray:
     return weights
 
 
-def shared_pixels(a: Exposure, b: Exposure) -> tuple[bool, float]:
+def shared_pixels(
+    a: Exposure, b: Exposure, factor_a: float = 1.0, factor_b: float = 1.0
+) -> tuple[bool, float]:
     """Whether two pieces hold the same pixels where both are usable.
+
+    Parameters
+    ----------
+    a, b : Exposure
+        Two pieces on one grid and flux scale.
+    factor_a, factor_b : float
+        Their covariance factors: a warped piece's variance plane is its per-pixel
+        variance times it (:func:`diffviewer.engine.warp.at_psf_scale`), and pixels
+        are compared with their per-pixel noise.
 
     Returns
     -------
     (bool, float)
-        The verdict and the robust RMS of ``(a - b) / sqrt(var_a + var_b)`` over the
-        overlap (NaN with fewer than :data:`MIN_OVERLAP` pixels: taken as independent).
+        The verdict and the robust RMS of ``(a - b) / sqrt(var_a / factor_a + var_b /
+        factor_b)`` over the overlap (NaN with fewer than :data:`MIN_OVERLAP` pixels:
+        taken as independent).
     """
     both = a.good_pixels() & b.good_pixels()
     if both.sum() < MIN_OVERLAP:
         return False, float("nan")
-    va, vb = a.variance[both].astype(np.float64), b.variance[both].astype(np.float64)
+    va = a.variance[both].astype(np.float64) / factor_a
+    vb = b.variance[both].astype(np.float64) / factor_b
     z = (a.image[both].astype(np.float64) - b.image[both]) / np.sqrt(va + vb)
     rms = robust_std(z)
     return bool(rms < SHARED_PIXELS_RMS), rms
 
 
-def combine_pieces(pieces: Sequence[Exposure]) -> Combination:
+def combine_pieces(
+    pieces: Sequence[Exposure], covariance_factors: Sequence[float] | None = None
+) -> Combination:
     """One template on the science grid from pieces on that grid.
 
     Parameters
     ----------
     pieces : sequence of Exposure
         The warped pieces (same shape, NO_DATA where a piece has no data).
+    covariance_factors : sequence of float, optional
+        Each piece's covariance factor (:func:`shared_pixels`); 1 (not resampled) when
+        not given.
 
     Returns
     -------
@@ -184,6 +202,7 @@ def combine_pieces(pieces: Sequence[Exposure]) -> Combination:
     if len(pieces) == 1:
         return Combination(pieces[0], (), record)
     notes = list(scale_notes)
+    factors = [1.0] * len(pieces) if covariance_factors is None else list(covariance_factors)
     pieces = [
         p if s == 1.0 else p.replace(image=p.image * s, variance=p.variance * s**2)
         for p, s in zip(pieces, scales, strict=True)
@@ -201,7 +220,7 @@ def combine_pieces(pieces: Sequence[Exposure]) -> Combination:
     spread = (weights * sigma) ** 2
     numerator = spread.sum(axis=0)
     for i, j in itertools.combinations(range(len(pieces)), 2):
-        shared, rms = shared_pixels(pieces[i], pieces[j])
+        shared, rms = shared_pixels(pieces[i], pieces[j], factors[i], factors[j])
         if shared:
             numerator = numerator + 2.0 * weights[i] * weights[j] * sigma[i] * sigma[j]
             notes.append(

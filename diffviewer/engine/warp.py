@@ -755,7 +755,9 @@ def warp_template(
             except RegistrationError:
                 raise error from None
         placed.append(outcome)
-    combination = mosaic.combine_pieces([p.exposure for p in placed])
+    combination = mosaic.combine_pieces(
+        [p.exposure for p in placed], [p.covariance_factor for p in placed]
+    )
     exposure = combination.exposure
     notes = [
         note if len(placed) == 1 else f"template piece {i + 1}: {note}"

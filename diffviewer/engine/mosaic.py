@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from diffviewer.errors import NoWorkFound
-from diffviewer.exposure import MASK_DTYPE, Exposure, MaskPlane
+from diffviewer.exposure import MASK_DTYPE, Exposure, MaskPlane, planes_clear
 from diffviewer.stats import robust_std
 
 #: Below this normalised RMS of their difference, two overlapping pieces hold the same
@@ -81,25 +81,31 @@ def _named(indices: Sequence[int], pieces: Sequence[Exposure]) -> str:
     return f"template piece{'s' if len(names) > 1 else ''} {listed}"
 
 
-def flux_scales(pieces: Sequence[Exposure]) -> tuple[float | None, np.ndarray, tuple[str, ...]]:
+def flux_scales(
+    pieces: Sequence[Exposure], used: Sequence[bool] | None = None
+) -> tuple[float | None, np.ndarray, tuple[str, ...]]:
     """The reference zero point and the factor that puts each piece on it.
 
     Piece ``i`` is multiplied by ``10 ** (0.4 (zp_ref - zp_i))``; the reference is the
-    first zero point given, so the combination's does not depend on which piece lacks
-    one. A piece without a zero point is taken as on the reference scale, and said.
+    first zero point given among the pieces used, so the combination's does not depend
+    on which piece lacks one. A piece without a zero point is taken as on the
+    reference scale, and said.
 
     Parameters
     ----------
     pieces : sequence of Exposure
         The pieces.
+    used : sequence of bool, optional
+        Which pieces enter the combination (all when None).
 
     Returns
     -------
     (float or None, numpy.ndarray, tuple of str)
-        The reference zero point (mag; None when no piece has one), the scales and a
-        note when only some pieces have a zero point.
+        The reference zero point (mag; None when no piece used has one), the scales and
+        a note when only some pieces used have a zero point.
     """
-    given = [i for i, p in enumerate(pieces) if p.zero_point is not None]
+    used = [True] * len(pieces) if used is None else list(used)
+    given = [i for i, p in enumerate(pieces) if used[i] and p.zero_point is not None]
     if not given:
         return None, np.ones(len(pieces)), ()
     reference = pieces[given[0]].zero_point
@@ -110,7 +116,7 @@ def flux_scales(pieces: Sequence[Exposure]) -> tuple[float | None, np.ndarray, t
             for p in pieces
         ]
     )
-    missing = [i for i in range(len(pieces)) if i not in given]
+    missing = [i for i, p in enumerate(pieces) if used[i] and p.zero_point is None]
     notes: tuple[str, ...] = ()
     if missing:
         notes = (
@@ -197,11 +203,17 @@ def combine_pieces(
     NoWorkFound
         When no piece has data anywhere.
     """
-    zero_point, scales, scale_notes = flux_scales(pieces)
+    present = [bool(planes_clear(p.mask, _NO_DATA).any()) for p in pieces]
+    zero_point, scales, scale_notes = flux_scales(pieces, present)
     record = tuple(PieceScale(p.zero_point, float(s)) for p, s in zip(pieces, scales, strict=True))
     if len(pieces) == 1:
         return Combination(pieces[0], (), record)
-    notes = list(scale_notes)
+    notes = [
+        f"template piece {i + 1} ({p.source}) has no data on the science image: not used"
+        for i, p in enumerate(pieces)
+        if not present[i]
+    ]
+    notes.extend(scale_notes)
     factors = [1.0] * len(pieces) if covariance_factors is None else list(covariance_factors)
     pieces = [
         p if s == 1.0 else p.replace(image=p.image * s, variance=p.variance * s**2)
@@ -235,10 +247,10 @@ def combine_pieces(
         mask |= np.where(used, piece.mask, 0).astype(MASK_DTYPE)
     mask[~covered] |= MASK_DTYPE(_NO_DATA)
     share = weights.sum(axis=(1, 2))
-    psfs = [p.psf for p in pieces if p.psf is not None]
+    psfs = [p.psf for p, s in zip(pieces, share, strict=True) if s > 0 and p.psf is not None]
     psf = None
-    if len(psfs) == len(pieces) and len({p.shape for p in psfs}) == 1:
-        stacked = np.einsum("i,ijk->jk", share, np.stack(psfs))
+    if len(psfs) == np.count_nonzero(share) and len({p.shape for p in psfs}) == 1:
+        stacked = np.einsum("i,ijk->jk", share[share > 0], np.stack(psfs))
         psf = stacked / stacked.sum()
     elif psfs:
         notes.append(

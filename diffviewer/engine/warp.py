@@ -755,13 +755,21 @@ def warp_template(
             except RegistrationError:
                 raise error from None
         placed.append(outcome)
+    covered = [template_coverage(p.exposure) for p in placed]
+    # each piece by its input's name (the combination's source names them all)
     combination = mosaic.combine_pieces(
-        [p.exposure for p in placed], [p.covariance_factor for p in placed]
+        [p.exposure.replace(source=piece.source) for piece, p in zip(pieces, placed, strict=True)]
+        if len(placed) > 1
+        else [placed[0].exposure],
+        [p.covariance_factor for p in placed],
     )
     exposure = combination.exposure
     notes = [
         note if len(placed) == 1 else f"template piece {i + 1}: {note}"
-        for i, p in enumerate(placed)
+        for i, (p, c) in enumerate(zip(placed, covered, strict=True))
+        # a piece left without data is not used (and said): nor are its registration's
+        # notes (a WCS no stars could check, as none lie on the science image)
+        if c > 0 or len(placed) == 1
         for note in p.notes
     ]
     notes.extend(combination.notes)
@@ -776,7 +784,6 @@ def warp_template(
                 f"fewer columns or rows than {config.interpolation} interpolation needs "
                 f"({need}); give pieces that overlap by {need} px or more"
             )
-    covered = [template_coverage(p.exposure) for p in placed]
     # one piece is the template itself (mosaic.combine_pieces): its coverage is the piece's
     coverage = covered[0] if len(placed) == 1 else template_coverage(exposure)
     check_template_sufficient(coverage, config)

@@ -497,3 +497,27 @@ def test_independent_pieces_coarser_than_the_science_grid_are_not_the_same_pixel
     assert measured == pytest.approx(0.5, rel=0.15)
     planes = np.median(combined.variance[overlap] / alone.variance[overlap])
     assert planes == pytest.approx(measured, rel=0.15)
+
+
+def test_a_piece_off_the_science_image_is_said_unused_and_changes_nothing() -> None:
+    # A second piece of another field whose WCS puts it a degree away was kept silently,
+    # with a note that its WCS "was used unchecked" (no star pattern could match). It is
+    # now named as not used, without that note, and the combination is the first
+    # piece's warped alone, to float32 precision.
+    from diffviewer.config import WarpConfig
+    from diffviewer.synthetic import make_pair
+
+    pair = make_pair((120, 120), 60, seed=4, tmpl_rotation_deg=2.0, tmpl_shift=(1.3, -0.7))
+    other = make_pair((120, 120), 60, seed=77).template
+    far_wcs = other.wcs.deepcopy()
+    far_wcs.wcs.crval = [186.0, 12.0]
+    far = other.replace(wcs=far_wcs, source="far.fits")
+    config = WarpConfig()
+    both = warp.warp_template([pair.template, far], pair.science, config)
+    assert both.pieces[1].coverage == 0.0
+    assert "template piece 2 (far.fits) has no data on the science image: not used" in both.warnings
+    assert not any("template piece 2:" in note for note in both.warnings)
+    alone = warp.warp_template([pair.template, pair.template], pair.science, config).exposure
+    has_data = both.exposure.good_pixels()
+    np.testing.assert_array_equal(has_data, alone.good_pixels())
+    np.testing.assert_allclose(both.exposure.image[has_data], alone.image[has_data], rtol=1e-5)

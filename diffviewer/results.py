@@ -451,6 +451,8 @@ def _saved_pieces(warp: dict[str, Any]) -> tuple[Registration | None, tuple[Piec
             float(p["coverage_fraction"]),
             None if p.get("zero_point") is None else float(p["zero_point"]),
             float(p.get("flux_scale", 1.0)),
+            float(p.get("sky_offset", 0.0)),
+            float(p.get("sky_offset_error", 0.0)),
         )
         for p in warp.get("pieces", [])
     )

@@ -13,8 +13,11 @@ shared pieces are combined as fully correlated. PSFs are averaged with the weigh
 each piece carries in the combination.
 
 Pieces with different zero points are first brought onto one flux scale, the first
-zero point given (:func:`flux_scales`); each piece's zero point and scale are
-returned with the combination (:class:`PieceScale`).
+zero point given (:func:`flux_scales`), then onto one sky level: each overlap's median
+difference over sky pixels gives one offset per piece, by least squares over the
+overlaps, the first piece of each connected group held fixed (:func:`sky_offsets`).
+Each piece's zero point, scale and offset are returned with the combination
+(:class:`PieceScale`).
 """
 
 from __future__ import annotations
@@ -35,6 +38,13 @@ from diffviewer.stats import robust_std
 SHARED_PIXELS_RMS = 0.3
 #: Fewest overlapping pixels for that measurement.
 MIN_OVERLAP = 100
+#: A pixel is sky on a piece within this many of its per-pixel sigmas of the piece's
+#: median over the overlap.
+SKY_CLIP = 3.0
+#: An offset this many times its error or more is said in a note.
+OFFSET_SIGNIFICANCE = 3.0
+#: Standard error of a median against that of a mean, for Gaussian noise (sqrt(pi / 2)).
+MEDIAN_ERROR = 1.2533
 
 _NO_DATA = int(MaskPlane.NO_DATA)
 
@@ -49,10 +59,17 @@ class PieceScale:
         The piece's own zero point (AB mag of one image unit), None when it has none.
     scale : float
         The factor its pixels were multiplied by (its variance by the square).
+    sky_offset : float
+        What was then subtracted from its pixels (on the combination's zero point);
+        0 for a piece held fixed or without a measured overlap.
+    sky_offset_error : float
+        That offset's standard error (0 where the offset is 0).
     """
 
     zero_point: float | None
     scale: float
+    sky_offset: float = 0.0
+    sky_offset_error: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,6 +196,87 @@ def shared_pixels(
     return bool(rms < SHARED_PIXELS_RMS), rms
 
 
+def _overlap_offset(
+    a: Exposure, b: Exposure, factor_a: float, factor_b: float
+) -> tuple[float, float] | None:
+    """The median of ``a - b`` over the sky pixels both hold and its standard error, or
+    None with fewer than :data:`MIN_OVERLAP` of them.
+
+    A pixel is sky on a piece within :data:`SKY_CLIP` per-pixel sigmas (the variance
+    plane over the covariance factor) of the piece's median over the overlap; the error
+    counts ``max(factor_a, factor_b)`` correlated pixels as one.
+    """
+    both = a.good_pixels() & b.good_pixels()
+    if both.sum() < MIN_OVERLAP:
+        return None
+    va, vb = a.image[both].astype(np.float64), b.image[both].astype(np.float64)
+    sa = np.sqrt(a.variance[both] / factor_a)
+    sb = np.sqrt(b.variance[both] / factor_b)
+    sky = (np.abs(va - np.median(va)) < SKY_CLIP * sa) & (
+        np.abs(vb - np.median(vb)) < SKY_CLIP * sb
+    )
+    if sky.sum() < MIN_OVERLAP:
+        return None
+    difference = va[sky] - vb[sky]
+    spread = robust_std(difference) * np.sqrt(max(factor_a, factor_b) / sky.sum())
+    return float(np.median(difference)), float(MEDIAN_ERROR * spread)
+
+
+def sky_offsets(
+    pieces: Sequence[Exposure], covariance_factors: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """One sky offset per piece, from the median differences over their overlaps.
+
+    Each overlap of :data:`MIN_OVERLAP` sky pixels or more gives ``o_i - o_j`` and its
+    error (:func:`_overlap_offset`); the offsets are their weighted least-squares
+    solution with the first piece of each group of overlapping pieces held at 0.
+
+    Parameters
+    ----------
+    pieces : sequence of Exposure
+        The pieces, on one grid and flux scale.
+    covariance_factors : sequence of float
+        Their covariance factors (:func:`shared_pixels`).
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        The offsets (to subtract from each piece) and their standard errors; 0 for a
+        piece held fixed or without an overlap measured.
+    """
+    n = len(pieces)
+    group = list(range(n))
+
+    def root(k: int) -> int:
+        while group[k] != k:
+            k = group[k]
+        return k
+
+    rows, values, errors = [], [], []
+    for i, j in itertools.combinations(range(n), 2):
+        measured = _overlap_offset(
+            pieces[i], pieces[j], covariance_factors[i], covariance_factors[j]
+        )
+        if measured is None:
+            continue
+        row = np.zeros(n)
+        row[i], row[j] = 1.0, -1.0
+        rows.append(row)
+        values.append(measured[0])
+        errors.append(max(measured[1], 1e-12))
+        group[max(root(i), root(j))] = min(root(i), root(j))
+    offsets, sigmas = np.zeros(n), np.zeros(n)
+    free = [k for k in range(n) if root(k) != k]
+    if not free:
+        return offsets, sigmas
+    weight = 1.0 / np.array(errors)
+    design = np.array(rows)[:, free] * weight[:, None]
+    solution = np.linalg.lstsq(design, np.array(values) * weight, rcond=None)[0]
+    offsets[free] = solution
+    sigmas[free] = np.sqrt(np.diag(np.linalg.pinv(design.T @ design)))
+    return offsets, sigmas
+
+
 def combine_pieces(
     pieces: Sequence[Exposure], covariance_factors: Sequence[float] | None = None
 ) -> Combination:
@@ -219,6 +317,29 @@ def combine_pieces(
         p if s == 1.0 else p.replace(image=p.image * s, variance=p.variance * s**2)
         for p, s in zip(pieces, scales, strict=True)
     ]
+    offsets, offset_errors = sky_offsets(pieces, factors)
+    pieces = [
+        p if o == 0.0 else p.replace(image=p.image - o)
+        for p, o in zip(pieces, offsets, strict=True)
+    ]
+    record = tuple(
+        dataclasses.replace(r, sky_offset=float(o), sky_offset_error=float(e))
+        for r, o, e in zip(record, offsets, offset_errors, strict=True)
+    )
+    significant = np.abs(offsets) >= OFFSET_SIGNIFICANCE * offset_errors
+    if np.any(significant & (offsets != 0.0)):
+        listed = ", ".join(
+            # (the same pixels give an offset exactly: its error is a rounding's)
+            f"piece {k + 1} {offsets[k]:+.3g} +- "
+            f"{offset_errors[k] if offset_errors[k] > 1e-6 * abs(offsets[k]) else 0.0:.2g}"
+            for k in range(len(pieces))
+            if offsets[k] != 0.0
+        )
+        notes.append(
+            "the template pieces' sky levels differ where they overlap: the median "
+            f"differences over sky pixels give offsets subtracted from them ({listed}; in "
+            "the template's units, the first piece of each overlapping group held fixed)"
+        )
     weights = _weights(pieces)
     total = weights.sum(axis=0)
     covered = total > 0

@@ -77,6 +77,10 @@ class Piece:
     flux_scale : float
         The factor its pixels were multiplied by to put them on the combined template's
         zero point (:func:`diffviewer.engine.mosaic.flux_scales`).
+    sky_offset, sky_offset_error : float
+        What was then subtracted from its pixels to bring its sky to its neighbours'
+        where they overlap, and that offset's standard error
+        (:func:`diffviewer.engine.mosaic.sky_offsets`).
     """
 
     source: str
@@ -84,6 +88,8 @@ class Piece:
     coverage: float
     zero_point: float | None = None
     flux_scale: float = 1.0
+    sky_offset: float = 0.0
+    sky_offset_error: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -805,7 +811,15 @@ def warp_template(
         # each piece's input (its file and extension), not the warped exposure's name: a
         # saved run is matched to its inputs by these (results.incomplete_reason)
         pieces=tuple(
-            Piece(piece.source, p.registration, c, scale.zero_point, scale.scale)
+            Piece(
+                piece.source,
+                p.registration,
+                c,
+                scale.zero_point,
+                scale.scale,
+                scale.sky_offset,
+                scale.sky_offset_error,
+            )
             for piece, p, c, scale in zip(pieces, placed, covered, combination.pieces, strict=True)
         ),
         covariance_factor=float(

@@ -409,6 +409,78 @@ def warp_exposure(
     return warped, 1.0 / (ratio * min(mean_area, 1.0))
 
 
+def integer_shift(
+    mapping: Mapping, shape: tuple[int, int], tolerance: float
+) -> tuple[int, int] | None:
+    """The whole-pixel translation ``mapping`` is within ``tolerance`` of, if any.
+
+    Parameters
+    ----------
+    mapping : callable
+        Science (x, y) px -> template (x, y) px.
+    shape : (int, int)
+        The science image's shape (the mapping is compared over it).
+    tolerance : float
+        Largest departure accepted (px; ``warp.grid_tolerance``).
+
+    Returns
+    -------
+    (int, int) or None
+        ``(dx, dy)`` with the template's pixel ``(x + dx, y + dy)`` on science pixel
+        ``(x, y)``, or None.
+    """
+    points = register.image_grid(shape)
+    tx, ty = mapping(*points)
+    dx, dy = np.median(tx - points[0]), np.median(ty - points[1])
+    if not (np.isfinite(dx) and np.isfinite(dy)):
+        return None
+    shift = (int(np.rint(dx)), int(np.rint(dy)))
+
+    def shifted(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return x + shift[0], y + shift[1]
+
+    return shift if register.max_difference(mapping, shifted, points) <= tolerance else None
+
+
+def paste(template: Exposure, science: Exposure, shift: tuple[int, int]) -> Exposure:
+    """The template on the science grid by a whole-pixel shift, without resampling.
+
+    Parameters
+    ----------
+    template, science : Exposure
+        The template (or piece) and the science exposure.
+    shift : (int, int)
+        ``(dx, dy)``: science pixel ``(x, y)`` holds the template's ``(x + dx, y + dy)``
+        (:func:`integer_shift`).
+
+    Returns
+    -------
+    Exposure
+        The science shape and WCS, the template's pixels (their noise uncorrelated:
+        covariance factor 1), NO_DATA where it has none.
+    """
+    (ny, nx), (tny, tnx), (dx, dy) = science.shape, template.shape, shift
+    image = np.full(science.shape, np.nan, dtype=template.image.dtype)
+    variance = np.full(science.shape, np.nan, dtype=template.variance.dtype)
+    mask = np.full(science.shape, int(MaskPlane.NO_DATA), dtype=MASK_DTYPE)
+    x0, x1 = max(0, -dx), min(nx, tnx - dx)
+    y0, y1 = max(0, -dy), min(ny, tny - dy)
+    if x0 < x1 and y0 < y1:
+        inner, outer = np.s_[y0:y1, x0:x1], np.s_[y0 + dy : y1 + dy, x0 + dx : x1 + dx]
+        image[inner] = template.image[outer]
+        variance[inner] = template.variance[outer]
+        mask[inner] = template.mask[outer]
+    image, variance, mask = fill_no_data(image, variance, mask)
+    return template.replace(
+        image=image,
+        variance=variance,
+        mask=mask,
+        wcs=science.wcs,
+        header=header_with_wcs(template.header, science.wcs),
+        source=f"{template.source} shifted to {science.source}",
+    )
+
+
 def template_coverage(exposure: Exposure) -> float:
     """Fraction of pixels without NO_DATA.
 
@@ -636,12 +708,16 @@ def _place(
         max_offset = register.max_difference(
             mapping, register.identity, register.image_grid(science.shape)
         )
-        if template.shape != science.shape or not max_offset <= config.grid_tolerance:
+        warped = template.shape != science.shape or not max_offset <= config.grid_tolerance
+        shift = integer_shift(mapping, science.shape, config.grid_tolerance) if warped else None
+        if shift is not None:
+            # on the science grid but for whole pixels: its pixels as they are
+            exposure = paste(template, science, shift)
+        elif warped:
             resampled, factor = warp_exposure(
                 template, science, config.interpolation, reporter, mapping=mapping, piece=piece
             )
             exposure = at_psf_scale(resampled, factor)
-            warped = True
             jacobian = register.jacobian(mapping, science.shape)
             if template.psf is not None and not (
                 np.all(np.isfinite(jacobian)) and np.abs(jacobian - np.eye(2)).max() < 0.01

@@ -154,6 +154,7 @@ def build_metadata(
                     "flux_scale": piece.flux_scale,
                     "sky_offset": piece.sky_offset,
                     "sky_offset_error": piece.sky_offset_error,
+                    "warped": piece.warped,
                 }
                 for piece in result.template.pieces
             ],

@@ -453,6 +453,7 @@ def _saved_pieces(warp: dict[str, Any]) -> tuple[Registration | None, tuple[Piec
             float(p.get("flux_scale", 1.0)),
             float(p.get("sky_offset", 0.0)),
             float(p.get("sky_offset_error", 0.0)),
+            bool(p.get("warped", False)),
         )
         for p in warp.get("pieces", [])
     )

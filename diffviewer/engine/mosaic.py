@@ -30,6 +30,7 @@ import numpy as np
 
 from diffviewer.errors import NoWorkFound
 from diffviewer.exposure import MASK_DTYPE, Exposure, MaskPlane, planes_clear
+from diffviewer.fits_header import common_header
 from diffviewer.stats import robust_std
 
 #: Below this normalised RMS of their difference, two overlapping pieces hold the same
@@ -293,8 +294,10 @@ def combine_pieces(
     Returns
     -------
     Combination
-        The combination (the first piece's WCS and header, the reference zero point of
-        :func:`flux_scales`), notes and each piece's zero point and scale.
+        The combination (the first piece's WCS; the header cards the pieces used agree
+        on, and one ``PIECEn`` card naming each piece,
+        :func:`~diffviewer.fits_header.common_header`; the reference zero point of
+        :func:`flux_scales`), notes and each piece's zero point, scale and sky offset.
 
     Raises
     ------
@@ -379,7 +382,9 @@ def combine_pieces(
             "combined template's PSF is measured on it instead"
         )
     first = pieces[0]
+    used = [p for p, s in zip(pieces, share, strict=True) if s > 0]
     combined = first.replace(
+        header=common_header([p.header for p in used], [p.source for p in pieces]),
         image=image,
         variance=variance,
         mask=mask,

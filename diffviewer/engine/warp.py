@@ -81,6 +81,9 @@ class Piece:
         What was then subtracted from its pixels to bring its sky to its neighbours'
         where they overlap, and that offset's standard error
         (:func:`diffviewer.engine.mosaic.sky_offsets`).
+    warped : bool
+        Whether it was moved onto the science grid (resampled, or pasted at a
+        whole-pixel shift: :func:`paste`).
     """
 
     source: str
@@ -90,6 +93,7 @@ class Piece:
     flux_scale: float = 1.0
     sky_offset: float = 0.0
     sky_offset_error: float = 0.0
+    warped: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -895,6 +899,7 @@ def warp_template(
                 scale.scale,
                 scale.sky_offset,
                 scale.sky_offset_error,
+                p.warped,
             )
             for piece, p, c, scale in zip(pieces, placed, covered, combination.pieces, strict=True)
         ),

@@ -127,6 +127,11 @@ def test_run_and_pairs_list_take_template_pieces(tmp_path: Path, capsys) -> None
     # finds the folder complete (it said "made from another template (left.fits warped
     # to ...)" and ran every warped pair again)
     assert [p["source"] for p in meta["warp"]["pieces"]] == [left, right]
+    # and records how each entered the template
+    assert [(p["warped"], p["flux_scale"], p["zero_point"]) for p in meta["warp"]["pieces"]] == [
+        (True, 1.0, None),
+        (True, 1.0, None),
+    ]
     digest = SubtractionConfig().digest()
     assert incomplete_reason(out, str(paths["science"]), tmpl, digest) is None
 
@@ -584,3 +589,30 @@ def test_pieces_on_the_science_grid_but_for_whole_pixels_are_pasted_not_resample
         assert result.coverage == 1.0 and result.covariance_factor == 1.0
         np.testing.assert_array_equal(result.exposure.image, template.image)
         np.testing.assert_array_equal(result.exposure.variance, template.variance)
+
+
+def test_the_combined_templates_header_names_every_piece_and_no_ones_own_cards(
+    tmp_path: Path,
+) -> None:
+    # warped_template.fits of two pieces said SOURCE '...' cut to its last 68
+    # characters, and the first piece's MAGZP 30, FWHM and DATE-OBS (warped_header.py).
+    # It now names each piece in a PIECEn card, keeps the cards the pieces agree on, and
+    # its MAGZP is the zero point its pixels are on.
+    from diffviewer.fits_write import write_exposure
+
+    whole, left, right = _halves()
+    right = right.replace(image=right.image * 10**0.4, variance=right.variance * 10**0.8)
+    names = ["/data/a long folder name/template-piece-left.fits", "/data/b/right.fits"]
+    pieces = []
+    for piece, name, zp, fwhm in ((left, names[0], 30.0, 3.1), (right, names[1], 31.0, 4.2)):
+        header = fits.Header()
+        header["FWHM"], header["DATE-OBS"], header["FILTER"] = fwhm, f"2016-0{int(zp) - 29}", "r"
+        pieces.append(piece.replace(header=header, zero_point=zp, source=name))
+    combination = combine_pieces(pieces)
+    path = write_exposure(tmp_path / "warped_template.fits", combination.exposure)
+    header = fits.getheader(path)
+    assert [header["PIECE1"], header["PIECE2"]] == names
+    assert header["FILTER"] == "r" and header["MAGZP"] == 30.0
+    assert "FWHM" not in header and "DATE-OBS" not in header
+    # the right piece's pixels, in units 1 mag fainter, are on zero point 30
+    np.testing.assert_allclose(combination.exposure.image, whole.image, rtol=1e-5)

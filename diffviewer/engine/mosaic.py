@@ -197,6 +197,67 @@ def shared_pixels(
     return bool(rms < SHARED_PIXELS_RMS), rms
 
 
+def _first_linked(n: int, links: Sequence[tuple[int, int]]) -> list[int]:
+    """For each of ``n`` pieces, the first piece of its group: those linked by a chain of
+    ``links`` (pairs of piece indices)."""
+    first = list(range(n))
+
+    def root(k: int) -> int:
+        while first[k] != k:
+            k = first[k]
+        return k
+
+    for i, j in links:
+        a, b = root(i), root(j)
+        first[max(a, b)] = min(a, b)
+    return [root(k) for k in range(n)]
+
+
+def shared_pairs(
+    pieces: Sequence[Exposure], covariance_factors: Sequence[float]
+) -> tuple[list[tuple[int, int]], list[str]]:
+    """The pairs of pieces that hold the same pixels where they overlap.
+
+    A pair is judged on its overlap (:func:`shared_pixels`); one whose overlap is too
+    small to judge (a corner where diagonal tiles meet) shares the pixels when a chain of
+    pairs judged the same pixels links the two, as the tiles of one coadd are linked.
+
+    Parameters
+    ----------
+    pieces : sequence of Exposure
+        The pieces, on one grid, flux scale and sky level.
+    covariance_factors : sequence of float
+        Their covariance factors.
+
+    Returns
+    -------
+    (list of (int, int), list of str)
+        The pairs ``(i, j)``, ``i < j``, and a note for each pair judged so.
+    """
+    n = len(pieces)
+    judged: dict[tuple[int, int], bool] = {}
+    notes = []
+    for i, j in itertools.combinations(range(n), 2):
+        shared, rms = shared_pixels(
+            pieces[i], pieces[j], covariance_factors[i], covariance_factors[j]
+        )
+        if np.isfinite(rms):
+            judged[i, j] = shared
+        if shared:
+            notes.append(
+                f"template pieces {i + 1} and {j + 1} hold the same pixels where they overlap "
+                f"(their difference is {rms:.2f} of its noise): averaged there without "
+                "reducing the variance"
+            )
+    group = _first_linked(n, [pair for pair, shared in judged.items() if shared])
+    pairs = [
+        (i, j)
+        for i, j in itertools.combinations(range(n), 2)
+        if judged.get((i, j), group[i] == group[j])
+    ]
+    return pairs, notes
+
+
 def _overlap_offset(
     a: Exposure, b: Exposure, factor_a: float, factor_b: float
 ) -> tuple[float, float] | None:
@@ -246,14 +307,7 @@ def sky_offsets(
         piece held fixed or without an overlap measured.
     """
     n = len(pieces)
-    group = list(range(n))
-
-    def root(k: int) -> int:
-        while group[k] != k:
-            k = group[k]
-        return k
-
-    rows, values, errors = [], [], []
+    rows, values, errors, links = [], [], [], []
     for i, j in itertools.combinations(range(n), 2):
         measured = _overlap_offset(
             pieces[i], pieces[j], covariance_factors[i], covariance_factors[j]
@@ -265,9 +319,10 @@ def sky_offsets(
         rows.append(row)
         values.append(measured[0])
         errors.append(max(measured[1], 1e-12))
-        group[max(root(i), root(j))] = min(root(i), root(j))
+        links.append((i, j))
+    group = _first_linked(n, links)
     offsets, sigmas = np.zeros(n), np.zeros(n)
-    free = [k for k in range(n) if root(k) != k]
+    free = [k for k in range(n) if group[k] != k]
     if not free:
         return offsets, sigmas
     weight = 1.0 / np.array(errors)
@@ -355,15 +410,10 @@ def combine_pieces(
     # Var(sum w_i x_i) = sum_ij w_i w_j rho_ij s_i s_j with rho_ij = 1 for shared pixels
     spread = (weights * sigma) ** 2
     numerator = spread.sum(axis=0)
-    for i, j in itertools.combinations(range(len(pieces)), 2):
-        shared, rms = shared_pixels(pieces[i], pieces[j], factors[i], factors[j])
-        if shared:
-            numerator = numerator + 2.0 * weights[i] * weights[j] * sigma[i] * sigma[j]
-            notes.append(
-                f"template pieces {i + 1} and {j + 1} hold the same pixels where they overlap "
-                f"(their difference is {rms:.2f} of its noise): averaged there without "
-                "reducing the variance"
-            )
+    pairs, shared_notes = shared_pairs(pieces, factors)
+    notes.extend(shared_notes)
+    for i, j in pairs:
+        numerator = numerator + 2.0 * weights[i] * weights[j] * sigma[i] * sigma[j]
     variance = np.where(covered, numerator / safe**2, np.median(1.0 / total[covered]))
     contributes = weights > 0
     mask = np.zeros(image.shape, dtype=MASK_DTYPE)

@@ -616,3 +616,23 @@ def test_the_combined_templates_header_names_every_piece_and_no_ones_own_cards(
     assert "FWHM" not in header and "DATE-OBS" not in header
     # the right piece's pixels, in units 1 mag fainter, are on zero point 30
     np.testing.assert_allclose(combination.exposure.image, whole.image, rtol=1e-5)
+
+
+def test_tiles_of_one_image_keep_its_variance_where_diagonal_tiles_meet() -> None:
+    # One image (sigma 2) cut into 2 x 2 tiles overlapping by 4 px, as a coadd's patches
+    # are. The diagonal tiles share only a 4 x 4 px corner, too small to judge, and were
+    # taken as independent there: the combined variance was 0.75 of the image's on those
+    # 16 pixels. Tiles linked by overlaps judged the same pixels share them there too:
+    # the variance is the image's everywhere, and so is the image.
+    n = 200
+    rng = np.random.default_rng(0)
+    image, variance = rng.normal(0.0, 2.0, (n, n)), np.full((n, n), 4.0)
+    tiles = []
+    for y0, y1 in ((0, 102), (98, n)):
+        for x0, x1 in ((0, 102), (98, n)):
+            mask = np.full((n, n), int(MaskPlane.NO_DATA), np.int32)
+            mask[y0:y1, x0:x1] = 0
+            tiles.append(Exposure(np.where(mask == 0, image, 0.0), variance, mask, source="t"))
+    combined = combine_pieces(tiles).exposure
+    np.testing.assert_allclose(combined.variance, variance, rtol=1e-6)
+    np.testing.assert_allclose(combined.image, image, rtol=1e-5, atol=1e-9)

@@ -1,7 +1,7 @@
 """Combine template pieces already on the science grid into one template (the seed's getTemplate).
 
 Where pieces overlap, their images are averaged with one inverse-variance weight per
-piece (the inverse of its median variance, :func:`_weights`), using
+piece (the inverse of its median variance, :func:`_weight`), using
 only the pieces whose pixel is usable there (no plane of :data:`UNUSABLE`) when any
 is; the mask is the OR of the contributing pieces' masks, and NO_DATA remains only
 where no piece has data. The variance of the average depends on whether two pieces
@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from diffviewer.errors import NoWorkFound
-from diffviewer.exposure import MASK_DTYPE, Exposure, MaskPlane, planes_clear
+from diffviewer.exposure import MASK_DTYPE, UNUSABLE, Exposure, MaskPlane, planes_clear
 from diffviewer.fits_header import common_header
 from diffviewer.stats import robust_std
 
@@ -146,24 +146,78 @@ def flux_scales(
     return reference, scales, notes
 
 
-def _weights(pieces: Sequence[Exposure]) -> np.ndarray:
-    """Each piece's weight per pixel: one per piece, 0 where it does not contribute.
+Box = tuple[slice, slice]
+#: The overlap of two pieces ``(i, j)``, each cropped to it and on the combination's
+#: flux scale (and sky level, once known); None where they do not overlap.
+PairCrops = Callable[[int, int], "tuple[Exposure, Exposure] | None"]
 
-    A piece's weight is the inverse of its median variance over the pixels it
-    contributes (its sky's, as a coadd weights its inputs). A weight per pixel from a
-    variance plane that holds the sources' Poisson noise would weight each star's core
-    towards the piece with the broader PSF and break the sum of its flux.
-    """
-    has_data = np.stack([(p.mask & _NO_DATA) == 0 for p in pieces])
-    usable = np.stack([p.good_pixels() for p in pieces])
-    use = np.where(usable.any(axis=0), usable, has_data)
-    weights = np.zeros(use.shape)
-    for weight, used, piece in zip(weights, use, pieces, strict=True):
-        variance = np.asarray(piece.variance, dtype=np.float64)
-        used &= (variance > 0) & np.isfinite(variance)
-        if used.any():
-            weight[used] = 1.0 / float(np.median(variance[used]))
-    return weights
+
+def _data_box(piece: Exposure) -> Box | None:
+    """The smallest box holding all of a piece's pixels with data, or None."""
+    has_data = planes_clear(piece.mask, _NO_DATA)
+    rows, cols = np.flatnonzero(has_data.any(axis=1)), np.flatnonzero(has_data.any(axis=0))
+    if rows.size == 0:
+        return None
+    return np.s_[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+
+
+def _intersection(a: Box | None, b: Box | None) -> Box | None:
+    """Where two boxes meet, or None."""
+    if a is None or b is None:
+        return None
+    (ay, ax), (by, bx) = a, b
+    y0, y1 = max(ay.start, by.start), min(ay.stop, by.stop)
+    x0, x1 = max(ax.start, bx.start), min(ax.stop, bx.stop)
+    return np.s_[y0:y1, x0:x1] if y0 < y1 and x0 < x1 else None
+
+
+def _calibrated(piece: Exposure, box: Box, scale: float, offset: float) -> Exposure:
+    """A piece cropped to ``box``, times ``scale`` (its variance by the square), less
+    ``offset``."""
+    image = np.asarray(piece.image[box], dtype=np.float64) * scale - offset
+    return piece.replace(
+        image=image.astype(np.float32),
+        variance=(np.asarray(piece.variance[box], dtype=np.float64) * scale**2).astype(np.float32),
+        mask=piece.mask[box],
+        wcs=None,
+    )
+
+
+def _pair_crops(
+    pieces: Sequence[Exposure], boxes: Sequence[Box | None], scales: np.ndarray, offsets: np.ndarray
+) -> PairCrops:
+    """The :data:`PairCrops` of ``pieces`` with these scales and offsets (the overlap's
+    copies only: the pieces are not copied whole)."""
+
+    def crops(i: int, j: int) -> tuple[Exposure, Exposure] | None:
+        box = _intersection(boxes[i], boxes[j])
+        if box is None:
+            return None
+        return (
+            _calibrated(pieces[i], box, float(scales[i]), float(offsets[i])),
+            _calibrated(pieces[j], box, float(scales[j]), float(offsets[j])),
+        )
+
+    return crops
+
+
+def _contributes(piece: Exposure, box: Box, usable_anywhere: np.ndarray) -> np.ndarray:
+    """Where in ``box`` a piece enters the combination: its usable pixels where any
+    piece has one, else its pixels with data; with a finite positive variance."""
+    mask, variance = piece.mask[box], piece.variance[box]
+    use = np.where(usable_anywhere[box], (mask & int(UNUSABLE)) == 0, (mask & _NO_DATA) == 0)
+    return use & np.isfinite(variance) & (variance > 0)
+
+
+def _weight(piece: Exposure, box: Box, used: np.ndarray, scale: float) -> float:
+    """A piece's weight: the inverse of its median variance (on the combination's flux
+    scale) over the pixels it contributes, its sky's, as a coadd weights its inputs; 0
+    when it contributes none. A weight per pixel from a variance plane that holds the
+    sources' Poisson noise would weight each star's core towards the piece with the
+    broader PSF and break the sum of its flux."""
+    if not used.any():
+        return 0.0
+    return 1.0 / (float(np.median(piece.variance[box][used])) * scale**2)
 
 
 def shared_pixels(
@@ -214,7 +268,7 @@ def _first_linked(n: int, links: Sequence[tuple[int, int]]) -> list[int]:
 
 
 def shared_pairs(
-    pieces: Sequence[Exposure], covariance_factors: Sequence[float]
+    n: int, crops: PairCrops, covariance_factors: Sequence[float]
 ) -> tuple[list[tuple[int, int]], list[str]]:
     """The pairs of pieces that hold the same pixels where they overlap.
 
@@ -224,23 +278,25 @@ def shared_pairs(
 
     Parameters
     ----------
-    pieces : sequence of Exposure
-        The pieces, on one grid, flux scale and sky level.
+    n : int
+        Number of pieces.
+    crops : PairCrops
+        Each pair's overlap, on one flux scale and sky level.
     covariance_factors : sequence of float
-        Their covariance factors.
+        The pieces' covariance factors.
 
     Returns
     -------
     (list of (int, int), list of str)
         The pairs ``(i, j)``, ``i < j``, and a note for each pair judged so.
     """
-    n = len(pieces)
     judged: dict[tuple[int, int], bool] = {}
     notes = []
     for i, j in itertools.combinations(range(n), 2):
-        shared, rms = shared_pixels(
-            pieces[i], pieces[j], covariance_factors[i], covariance_factors[j]
-        )
+        overlap = crops(i, j)
+        if overlap is None:
+            continue
+        shared, rms = shared_pixels(*overlap, covariance_factors[i], covariance_factors[j])
         if np.isfinite(rms):
             judged[i, j] = shared
         if shared:
@@ -285,7 +341,7 @@ def _overlap_offset(
 
 
 def sky_offsets(
-    pieces: Sequence[Exposure], covariance_factors: Sequence[float]
+    n: int, crops: PairCrops, covariance_factors: Sequence[float]
 ) -> tuple[np.ndarray, np.ndarray]:
     """One sky offset per piece, from the median differences over their overlaps.
 
@@ -295,10 +351,12 @@ def sky_offsets(
 
     Parameters
     ----------
-    pieces : sequence of Exposure
-        The pieces, on one grid and flux scale.
+    n : int
+        Number of pieces.
+    crops : PairCrops
+        Each pair's overlap, on one flux scale.
     covariance_factors : sequence of float
-        Their covariance factors (:func:`shared_pixels`).
+        The pieces' covariance factors (:func:`shared_pixels`).
 
     Returns
     -------
@@ -306,11 +364,13 @@ def sky_offsets(
         The offsets (to subtract from each piece) and their standard errors; 0 for a
         piece held fixed or without an overlap measured.
     """
-    n = len(pieces)
     rows, values, errors, links = [], [], [], []
     for i, j in itertools.combinations(range(n), 2):
-        measured = _overlap_offset(
-            pieces[i], pieces[j], covariance_factors[i], covariance_factors[j]
+        overlap = crops(i, j)
+        measured = (
+            None
+            if overlap is None
+            else _overlap_offset(*overlap, covariance_factors[i], covariance_factors[j])
         )
         if measured is None:
             continue
@@ -370,16 +430,12 @@ def combine_pieces(
         if not present[i]
     ]
     notes.extend(scale_notes)
-    factors = [1.0] * len(pieces) if covariance_factors is None else list(covariance_factors)
-    pieces = [
-        p if s == 1.0 else p.replace(image=p.image * s, variance=p.variance * s**2)
-        for p, s in zip(pieces, scales, strict=True)
-    ]
-    offsets, offset_errors = sky_offsets(pieces, factors)
-    pieces = [
-        p if o == 0.0 else p.replace(image=p.image - o)
-        for p, o in zip(pieces, offsets, strict=True)
-    ]
+    n = len(pieces)
+    factors = [1.0] * n if covariance_factors is None else list(covariance_factors)
+    boxes = [_data_box(p) for p in pieces]
+    offsets, offset_errors = sky_offsets(
+        n, _pair_crops(pieces, boxes, scales, np.zeros(n)), factors
+    )
     record = tuple(
         dataclasses.replace(r, sky_offset=float(o), sky_offset_error=float(e))
         for r, o, e in zip(record, offsets, offset_errors, strict=True)
@@ -390,7 +446,7 @@ def combine_pieces(
             # (the same pixels give an offset exactly: its error is a rounding's)
             f"piece {k + 1} {offsets[k]:+.3g} +- "
             f"{offset_errors[k] if offset_errors[k] > 1e-6 * abs(offsets[k]) else 0.0:.2g}"
-            for k in range(len(pieces))
+            for k in range(n)
             if offsets[k] != 0.0
         )
         notes.append(
@@ -398,29 +454,52 @@ def combine_pieces(
             f"differences over sky pixels give offsets subtracted from them ({listed}; in "
             "the template's units, the first piece of each overlapping group held fixed)"
         )
-    weights = _weights(pieces)
-    total = weights.sum(axis=0)
+    pairs, shared_notes = shared_pairs(n, _pair_crops(pieces, boxes, scales, offsets), factors)
+    notes.extend(shared_notes)
+    # Accumulated piece by piece, each within its box (no stack of N full planes):
+    # the weighted sum, the weights' sum and Var(sum w_i x_i) = sum_ij w_i w_j rho_ij
+    # s_i s_j with rho_ij = 1 for shared pixels.
+    shape = pieces[0].shape
+    usable_anywhere = np.zeros(shape, dtype=bool)
+    for piece, box in zip(pieces, boxes, strict=True):
+        if box is not None:
+            usable_anywhere[box] |= planes_clear(piece.mask[box], int(UNUSABLE))
+    total, weighted, spread = np.zeros(shape), np.zeros(shape), np.zeros(shape)
+    mask = np.zeros(shape, dtype=MASK_DTYPE)
+    weights, share = np.zeros(n), np.zeros(n)
+    for k, (piece, box, scale, offset) in enumerate(
+        zip(pieces, boxes, scales, offsets, strict=True)
+    ):
+        if box is None:
+            continue
+        used = _contributes(piece, box, usable_anywhere)
+        weights[k] = _weight(piece, box, used, float(scale))
+        share[k] = weights[k] * np.count_nonzero(used)
+        total[box][used] += weights[k]
+        weighted[box][used] += weights[k] * (
+            scale * piece.image[box][used].astype(np.float64) - offset
+        )
+        spread[box][used] += (weights[k] * scale) ** 2 * piece.variance[box][used]
+        mask[box][used] |= piece.mask[box][used].astype(MASK_DTYPE)
+    for i, j in pairs:
+        box = _intersection(boxes[i], boxes[j])
+        if box is None:
+            continue
+        both = _contributes(pieces[i], box, usable_anywhere) & _contributes(
+            pieces[j], box, usable_anywhere
+        )
+        product = pieces[i].variance[box][both].astype(np.float64) * pieces[j].variance[box][both]
+        spread[box][both] += (
+            2.0 * weights[i] * weights[j] * scales[i] * scales[j] * np.sqrt(product)
+        )
     covered = total > 0
     if not covered.any():
         raise NoWorkFound("no template piece has data on the science image")
     safe = np.where(covered, total, 1.0)
-    images = np.stack([np.asarray(p.image, dtype=np.float64) for p in pieces])
-    image = np.where(covered, (weights * images).sum(axis=0) / safe, 0.0)
-    sigma = np.sqrt(np.stack([np.asarray(p.variance, dtype=np.float64) for p in pieces]))
-    # Var(sum w_i x_i) = sum_ij w_i w_j rho_ij s_i s_j with rho_ij = 1 for shared pixels
-    spread = (weights * sigma) ** 2
-    numerator = spread.sum(axis=0)
-    pairs, shared_notes = shared_pairs(pieces, factors)
-    notes.extend(shared_notes)
-    for i, j in pairs:
-        numerator = numerator + 2.0 * weights[i] * weights[j] * sigma[i] * sigma[j]
-    variance = np.where(covered, numerator / safe**2, np.median(1.0 / total[covered]))
-    contributes = weights > 0
-    mask = np.zeros(image.shape, dtype=MASK_DTYPE)
-    for piece, used in zip(pieces, contributes, strict=True):
-        mask |= np.where(used, piece.mask, 0).astype(MASK_DTYPE)
+    image = np.where(covered, weighted / safe, 0.0)
+    variance = np.where(covered, spread / safe**2, np.median(1.0 / total[covered]))
+    del weighted, spread
     mask[~covered] |= MASK_DTYPE(_NO_DATA)
-    share = weights.sum(axis=(1, 2))
     psfs = [p.psf for p, s in zip(pieces, share, strict=True) if s > 0 and p.psf is not None]
     psf = None
     if len(psfs) == np.count_nonzero(share) and len({p.shape for p in psfs}) == 1:
@@ -432,9 +511,11 @@ def combine_pieces(
             "combined template's PSF is measured on it instead"
         )
     first = pieces[0]
-    used = [p for p, s in zip(pieces, share, strict=True) if s > 0]
     combined = first.replace(
-        header=common_header([p.header for p in used], [p.source for p in pieces]),
+        header=common_header(
+            [p.header for p, s in zip(pieces, share, strict=True) if s > 0],
+            [p.source for p in pieces],
+        ),
         image=image,
         variance=variance,
         mask=mask,

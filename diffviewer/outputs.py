@@ -155,6 +155,7 @@ def build_metadata(
                     "sky_offset": piece.sky_offset,
                     "sky_offset_error": piece.sky_offset_error,
                     "warped": piece.warped,
+                    "fwhm_px": _finite(piece.fwhm),
                 }
                 for piece in result.template.pieces
             ],

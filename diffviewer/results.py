@@ -454,6 +454,7 @@ def _saved_pieces(warp: dict[str, Any]) -> tuple[Registration | None, tuple[Piec
             float(p.get("sky_offset", 0.0)),
             float(p.get("sky_offset_error", 0.0)),
             bool(p.get("warped", False)),
+            _float(p.get("fwhm_px")),
         )
         for p in warp.get("pieces", [])
     )

@@ -43,7 +43,7 @@ from scipy import ndimage
 from scipy.interpolate import RectBivariateSpline
 
 from diffviewer.config import WarpConfig
-from diffviewer.engine import mosaic, register, resample
+from diffviewer.engine import mosaic, piece_psfs, register, resample
 from diffviewer.engine.peaks import Peaks
 from diffviewer.engine.progress import Reporter, null_reporter
 from diffviewer.engine.register import Mapping, Registration
@@ -84,6 +84,9 @@ class Piece:
     warped : bool
         Whether it was moved onto the science grid (resampled, or pasted at a
         whole-pixel shift: :func:`paste`).
+    fwhm : float
+        Its PSF's FWHM on the science grid (px; :func:`piece_psfs.piece_fwhm`), NaN for
+        a whole template or where not measured.
     """
 
     source: str
@@ -94,6 +97,7 @@ class Piece:
     sky_offset: float = 0.0
     sky_offset_error: float = 0.0
     warped: bool = False
+    fwhm: float = math.nan
 
 
 @dataclasses.dataclass(frozen=True)
@@ -859,6 +863,15 @@ def warp_template(
         for note in p.notes
     ]
     notes.extend(combination.notes)
+    fwhm = [math.nan] * len(placed)
+    if len(placed) > 1:
+        fwhm = [
+            piece_psfs.piece_fwhm(p.exposure) if c > 0 else math.nan
+            for p, c in zip(placed, covered, strict=True)
+        ]
+        psf_note = piece_psfs.fwhm_note(fwhm, [piece.source for piece in pieces])
+        if psf_note is not None:
+            notes.append(psf_note)
     if len(placed) > 1:
         need = overlap_needed(config.interpolation)
         width = need + 2
@@ -900,8 +913,11 @@ def warp_template(
                 scale.sky_offset,
                 scale.sky_offset_error,
                 p.warped,
+                f,
             )
-            for piece, p, c, scale in zip(pieces, placed, covered, combination.pieces, strict=True)
+            for piece, p, c, scale, f in zip(
+                pieces, placed, covered, combination.pieces, fwhm, strict=True
+            )
         ),
         covariance_factor=float(
             np.average([p.covariance_factor for p in placed], weights=np.add(covered, 1e-12))

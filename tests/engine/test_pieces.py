@@ -665,3 +665,35 @@ def test_combining_many_pieces_holds_no_plane_per_piece() -> None:
     # and the tiles of one image give that image, with its variance
     np.testing.assert_allclose(combined.image, image, rtol=1e-6)
     np.testing.assert_allclose(combined.variance, variance, rtol=1e-6)
+
+
+def test_pieces_of_other_seeing_are_said_with_their_psf_widths() -> None:
+    # One field's template in two pieces of FWHM 2.5 and 3.8 px (independent exposures):
+    # one spatially smooth kernel cannot follow the step at their seam, which left 111
+    # spurious DIA sources along it in the review's pair (psf_step.py), and nothing said
+    # why. Each warped piece's stellar-locus FWHM is measured (the warp broadens a
+    # 2.5 px PSF to 2.78 px, 3.8 px to 3.98 px: within 12 %), and a spread beyond 10 %
+    # is said, naming the pieces; pieces of one seeing (2.5 | 2.5 px) are not.
+    from diffviewer.config import WarpConfig
+    from diffviewer.synthetic import make_pair
+
+    def piece(fwhm: float, start: int, stop: int, name: str) -> tuple[Exposure, Exposure]:
+        pair = make_pair(
+            (200, 200), 200, seed=6, tmpl_rotation_deg=2.0, tmpl_shift=(1.3, -0.7), tmpl_fwhm=fwhm
+        )
+        cut = _columns(pair.template, start, stop, name)
+        assert pair.template.wcs is not None
+        return pair.science, cut.replace(
+            wcs=pair.template.wcs.slice((slice(None), slice(start, stop)))
+        )
+
+    science, left = piece(2.5, 0, 110, "left.fits")
+    for fwhm, said in ((3.8, True), (2.5, False)):
+        _, right = piece(fwhm, 100, 200, "right.fits")
+        result = warp.warp_template([left, right], science, WarpConfig())
+        measured = [p.fwhm for p in result.pieces]
+        assert measured == pytest.approx([2.5, fwhm], rel=0.12)
+        notes = [n for n in result.warnings if "PSFs differ" in n]
+        assert bool(notes) == said
+        if said:
+            assert "(piece 1, left.fits)" in notes[0] and "(piece 2, right.fits)" in notes[0]

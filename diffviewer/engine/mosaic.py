@@ -7,17 +7,19 @@ is; the mask is the OR of the contributing pieces' masks, and NO_DATA remains on
 where no piece has data. The variance of the average depends on whether two pieces
 are independent measurements (two exposures: the variance drops) or the same pixels
 cut twice (the patches of one coadd: it does not). That is measured on each overlap:
-the RMS of the difference of the two pieces in units of its predicted noise is ~1 for
-independent pieces and far below 1 for shared pixels (:data:`SHARED_PIXELS_RMS`);
-shared pieces are combined as fully correlated. PSFs are averaged with the weight
-each piece carries in the combination.
+the RMS of the difference of the two pieces in units of its predicted per-pixel noise
+is ~1 for independent pieces and far below 1 for shared pixels
+(:data:`SHARED_PIXELS_RMS`); shared pieces are combined as fully correlated, and so are
+two pieces whose overlap is too small to judge when shared overlaps link them. PSFs
+are averaged with the weight each piece carries in the combination.
 
 Pieces with different zero points are first brought onto one flux scale, the first
 zero point given (:func:`flux_scales`), then onto one sky level: each overlap's median
 difference over sky pixels gives one offset per piece, by least squares over the
 overlaps, the first piece of each connected group held fixed (:func:`sky_offsets`).
 Each piece's zero point, scale and offset are returned with the combination
-(:class:`PieceScale`).
+(:class:`PieceScale`). Pieces are added one at a time, each within the box that holds
+its data, so that memory does not grow with their number.
 """
 
 from __future__ import annotations
@@ -123,11 +125,12 @@ def flux_scales(
         a note when only some pieces used have a zero point.
     """
     used = [True] * len(pieces) if used is None else list(used)
-    given = [i for i, p in enumerate(pieces) if used[i] and p.zero_point is not None]
+    given = [
+        (i, p.zero_point) for i, p in enumerate(pieces) if used[i] and p.zero_point is not None
+    ]
     if not given:
         return None, np.ones(len(pieces)), ()
-    reference = pieces[given[0]].zero_point
-    assert reference is not None
+    first, reference = given[0]
     scales = np.array(
         [
             1.0 if p.zero_point is None else 10.0 ** (0.4 * (reference - p.zero_point))
@@ -140,7 +143,7 @@ def flux_scales(
         notes = (
             f"{_named(missing, pieces)}: no zero point, where the other pieces have one; "
             f"taken as on the scale of zero point {reference:g} mag (template piece "
-            f"{given[0] + 1}'s); give every piece its zero "
+            f"{first + 1}'s); give every piece its zero "
             "point (MAGZP)",
         )
     return reference, scales, notes

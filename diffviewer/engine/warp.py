@@ -110,8 +110,9 @@ class WarpResult:
         Template image, variance and mask on the science grid, with the science WCS
         and the template's PSF, zero point and header.
     warped : bool
-        Whether the template was resampled (False when the grids already agreed, or
-        when the images have no celestial WCS and are taken as pre-aligned).
+        Whether the template was moved onto the science grid: resampled, or pasted at a
+        whole-pixel shift (:func:`paste`); False when the grids already agreed, or when
+        the images have no celestial WCS and are taken as pre-aligned.
     max_offset : float
         Largest offset between the two grids over the science image (px); NaN
         without a celestial WCS on both images.

@@ -29,6 +29,7 @@ import itertools
 from collections.abc import Callable, Sequence
 
 import numpy as np
+from scipy import ndimage
 
 from diffviewer.errors import NoWorkFound
 from diffviewer.exposure import MASK_DTYPE, UNUSABLE, Exposure, MaskPlane, planes_clear
@@ -48,6 +49,9 @@ SKY_CLIP = 3.0
 OFFSET_SIGNIFICANCE = 3.0
 #: Standard error of a median against that of a mean, for Gaussian noise (sqrt(pi / 2)).
 MEDIAN_ERROR = 1.2533
+
+#: FWHM of a Gaussian over its sigma.
+FWHM_PER_SIGMA = 2.3548
 
 _NO_DATA = int(MaskPlane.NO_DATA)
 
@@ -187,21 +191,45 @@ def _calibrated(piece: Exposure, box: Box, scale: float, offset: float) -> Expos
 
 
 def _pair_crops(
-    pieces: Sequence[Exposure], boxes: Sequence[Box | None], scales: np.ndarray, offsets: np.ndarray
+    pieces: Sequence[Exposure],
+    boxes: Sequence[Box | None],
+    scales: np.ndarray,
+    offsets: np.ndarray,
+    fwhm: Sequence[float] | None = None,
 ) -> PairCrops:
     """The :data:`PairCrops` of ``pieces`` with these scales and offsets (the overlap's
-    copies only: the pieces are not copied whole)."""
+    copies only: the pieces are not copied whole); with ``fwhm`` (px, NaN: unknown), the
+    narrower of two pieces whose PSFs differ is smoothed to the broader's
+    (:func:`_matched`)."""
 
     def crops(i: int, j: int) -> tuple[Exposure, Exposure] | None:
         box = _intersection(boxes[i], boxes[j])
         if box is None:
             return None
-        return (
-            _calibrated(pieces[i], box, float(scales[i]), float(offsets[i])),
-            _calibrated(pieces[j], box, float(scales[j]), float(offsets[j])),
-        )
+        a = _calibrated(pieces[i], box, float(scales[i]), float(offsets[i]))
+        b = _calibrated(pieces[j], box, float(scales[j]), float(offsets[j]))
+        if fwhm is None or not (np.isfinite(fwhm[i]) and np.isfinite(fwhm[j])):
+            return a, b
+        if fwhm[i] < fwhm[j]:
+            return _matched(a, b.good_pixels(), fwhm[i], fwhm[j]), b
+        return a, _matched(b, a.good_pixels(), fwhm[j], fwhm[i])
 
     return crops
+
+
+def _matched(piece: Exposure, other_good: np.ndarray, narrow: float, broad: float) -> Exposure:
+    """A (cropped) piece of PSF FWHM ``narrow`` (px) smoothed by the Gaussian that
+    broadens it to ``broad``, over the pixels good on it and on ``other_good``
+    (normalised convolution): its faint light then spreads as the broader piece's does,
+    whose median sky is higher by the light of sources too faint to pick out."""
+    if broad <= narrow:
+        return piece
+    sigma = np.sqrt(broad**2 - narrow**2) / FWHM_PER_SIGMA
+    good = (piece.good_pixels() & other_good).astype(np.float64)
+    image = np.where(good > 0, piece.image, 0.0)
+    weight = ndimage.gaussian_filter(good, sigma, mode="constant")
+    smooth = ndimage.gaussian_filter(image, sigma, mode="constant") / np.maximum(weight, 1e-12)
+    return piece.replace(image=np.where(good > 0, smooth, piece.image).astype(np.float32))
 
 
 def _contributes(piece: Exposure, box: Box, usable_anywhere: np.ndarray) -> np.ndarray:
@@ -397,7 +425,9 @@ def sky_offsets(
 
 
 def combine_pieces(
-    pieces: Sequence[Exposure], covariance_factors: Sequence[float] | None = None
+    pieces: Sequence[Exposure],
+    covariance_factors: Sequence[float] | None = None,
+    fwhm: Sequence[float] | None = None,
 ) -> Combination:
     """One template on the science grid from pieces on that grid.
 
@@ -408,6 +438,9 @@ def combine_pieces(
     covariance_factors : sequence of float, optional
         Each piece's covariance factor (:func:`shared_pixels`); 1 (not resampled) when
         not given.
+    fwhm : sequence of float, optional
+        Each piece's PSF FWHM (px; NaN: not measured): the sky offsets are measured with
+        the narrower of two pieces smoothed to the broader's PSF.
 
     Returns
     -------
@@ -437,7 +470,7 @@ def combine_pieces(
     factors = [1.0] * n if covariance_factors is None else list(covariance_factors)
     boxes = [_data_box(p) for p in pieces]
     offsets, offset_errors = sky_offsets(
-        n, _pair_crops(pieces, boxes, scales, np.zeros(n)), factors
+        n, _pair_crops(pieces, boxes, scales, np.zeros(n), fwhm), factors
     )
     record = tuple(
         dataclasses.replace(r, sky_offset=float(o), sky_offset_error=float(e))

@@ -847,12 +847,20 @@ def warp_template(
                 raise error from None
         placed.append(outcome)
     covered = [template_coverage(p.exposure) for p in placed]
+    fwhm, psf_note = [math.nan] * len(placed), None
+    if len(placed) > 1:
+        fwhm = [
+            piece_psfs.piece_fwhm(p.exposure) if c > 0 else math.nan
+            for p, c in zip(placed, covered, strict=True)
+        ]
+        psf_note = piece_psfs.fwhm_note(fwhm, [piece.source for piece in pieces])
     # each piece by its input's name (the combination's source names them all)
     combination = mosaic.combine_pieces(
         [p.exposure.replace(source=piece.source) for piece, p in zip(pieces, placed, strict=True)]
         if len(placed) > 1
         else [placed[0].exposure],
         [p.covariance_factor for p in placed],
+        fwhm,
     )
     exposure = combination.exposure
     notes = [
@@ -864,15 +872,8 @@ def warp_template(
         for note in p.notes
     ]
     notes.extend(combination.notes)
-    fwhm = [math.nan] * len(placed)
-    if len(placed) > 1:
-        fwhm = [
-            piece_psfs.piece_fwhm(p.exposure) if c > 0 else math.nan
-            for p, c in zip(placed, covered, strict=True)
-        ]
-        psf_note = piece_psfs.fwhm_note(fwhm, [piece.source for piece in pieces])
-        if psf_note is not None:
-            notes.append(psf_note)
+    if psf_note is not None:
+        notes.append(psf_note)
     if len(placed) > 1:
         need = overlap_needed(config.interpolation)
         width = need + 2

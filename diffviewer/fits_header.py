@@ -224,3 +224,32 @@ def header_with_wcs(header: fits.Header, wcs: WCS | None) -> fits.Header:
             if WCS_KEY.match(card.keyword):
                 out[card.keyword] = (card.value, card.comment)
     return out
+
+
+def common_header(headers: Sequence[fits.Header], sources: Sequence[str]) -> fits.Header:
+    """The header of a combination of exposures: the cards all of ``headers`` agree on
+    (an exposure's own, such as its date, seeing or zero point, differ and are left
+    out), and one ``PIECEn`` card naming each exposure.
+
+    Parameters
+    ----------
+    headers : sequence of astropy.io.fits.Header
+        The exposures' headers, in order (not modified).
+    sources : sequence of str
+        Where each exposure came from.
+
+    Returns
+    -------
+    astropy.io.fits.Header
+    """
+    first = headers[0]
+    out = fits.Header()
+    for card in first.cards:
+        key = card.keyword
+        if key in ("", "COMMENT", "HISTORY") or key in out:
+            continue
+        if all(key in h and h[key] == card.value for h in headers[1:]):
+            out[key] = (card.value, card.comment)
+    for k, source in enumerate(sources):
+        out[f"PIECE{k + 1}"] = (source, f"template piece {k + 1} of {len(sources)}")
+    return out

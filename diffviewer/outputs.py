@@ -159,6 +159,14 @@ def build_metadata(
                     "source": piece.source,
                     "coverage_fraction": piece.coverage,
                     "registration": registration_summary(piece.registration),
+                    # its own zero point, the factor that put it on the template's, and
+                    # the offset then subtracted to match its sky to its neighbours'
+                    "zero_point": piece.zero_point,
+                    "flux_scale": piece.flux_scale,
+                    "sky_offset": piece.sky_offset,
+                    "sky_offset_error": piece.sky_offset_error,
+                    "warped": piece.warped,
+                    "fwhm_px": _finite(piece.fwhm),
                 }
                 for piece in result.template.pieces
             ],

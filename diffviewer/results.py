@@ -487,6 +487,12 @@ def _saved_pieces(warp: dict[str, Any]) -> tuple[Registration | None, tuple[Piec
             str(p["source"]),
             registration_from_summary(p["registration"]),
             float(p["coverage_fraction"]),
+            None if p.get("zero_point") is None else float(p["zero_point"]),
+            float(p.get("flux_scale", 1.0)),
+            float(p.get("sky_offset", 0.0)),
+            float(p.get("sky_offset_error", 0.0)),
+            bool(p.get("warped", False)),
+            _float(p.get("fwhm_px")),
         )
         for p in warp.get("pieces", [])
     )

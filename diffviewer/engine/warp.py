@@ -43,7 +43,7 @@ from scipy import ndimage
 from scipy.interpolate import RectBivariateSpline
 
 from diffviewer.config import WarpConfig
-from diffviewer.engine import mosaic, register, resample
+from diffviewer.engine import mosaic, piece_psfs, register, resample
 from diffviewer.engine.peaks import Peaks
 from diffviewer.engine.progress import Reporter, null_reporter
 from diffviewer.engine.register import Mapping, Registration
@@ -72,11 +72,32 @@ class Piece:
         How it was registered.
     coverage : float
         Fraction of science pixels it covers with data.
+    zero_point : float or None
+        Its own zero point (AB mag of one image unit).
+    flux_scale : float
+        The factor its pixels were multiplied by to put them on the combined template's
+        zero point (:func:`diffviewer.engine.mosaic.flux_scales`).
+    sky_offset, sky_offset_error : float
+        What was then subtracted from its pixels to bring its sky to its neighbours'
+        where they overlap, and that offset's standard error
+        (:func:`diffviewer.engine.mosaic.sky_offsets`).
+    warped : bool
+        Whether it was moved onto the science grid (resampled, or pasted at a
+        whole-pixel shift: :func:`paste`).
+    fwhm : float
+        Its PSF's FWHM on the science grid (px; :func:`piece_psfs.piece_fwhm`), NaN for
+        a whole template or where not measured.
     """
 
     source: str
     registration: Registration
     coverage: float
+    zero_point: float | None = None
+    flux_scale: float = 1.0
+    sky_offset: float = 0.0
+    sky_offset_error: float = 0.0
+    warped: bool = False
+    fwhm: float = math.nan
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,8 +110,9 @@ class WarpResult:
         Template image, variance and mask on the science grid, with the science WCS
         and the template's PSF, zero point and header.
     warped : bool
-        Whether the template was resampled (False when the grids already agreed, or
-        when the images have no celestial WCS and are taken as pre-aligned).
+        Whether the template was moved onto the science grid: resampled, or pasted at a
+        whole-pixel shift (:func:`paste`); False when the grids already agreed, or when
+        the images have no celestial WCS and are taken as pre-aligned.
     max_offset : float
         Largest offset between the two grids over the science image (px); NaN
         without a celestial WCS on both images.
@@ -396,6 +418,78 @@ def warp_exposure(
     return warped, 1.0 / (ratio * min(mean_area, 1.0))
 
 
+def integer_shift(
+    mapping: Mapping, shape: tuple[int, int], tolerance: float
+) -> tuple[int, int] | None:
+    """The whole-pixel translation ``mapping`` is within ``tolerance`` of, if any.
+
+    Parameters
+    ----------
+    mapping : callable
+        Science (x, y) px -> template (x, y) px.
+    shape : (int, int)
+        The science image's shape (the mapping is compared over it).
+    tolerance : float
+        Largest departure accepted (px; ``warp.grid_tolerance``).
+
+    Returns
+    -------
+    (int, int) or None
+        ``(dx, dy)`` with the template's pixel ``(x + dx, y + dy)`` on science pixel
+        ``(x, y)``, or None.
+    """
+    points = register.image_grid(shape)
+    tx, ty = mapping(*points)
+    dx, dy = np.median(tx - points[0]), np.median(ty - points[1])
+    if not (np.isfinite(dx) and np.isfinite(dy)):
+        return None
+    shift = (int(np.rint(dx)), int(np.rint(dy)))
+
+    def shifted(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return x + shift[0], y + shift[1]
+
+    return shift if register.max_difference(mapping, shifted, points) <= tolerance else None
+
+
+def paste(template: Exposure, science: Exposure, shift: tuple[int, int]) -> Exposure:
+    """The template on the science grid by a whole-pixel shift, without resampling.
+
+    Parameters
+    ----------
+    template, science : Exposure
+        The template (or piece) and the science exposure.
+    shift : (int, int)
+        ``(dx, dy)``: science pixel ``(x, y)`` holds the template's ``(x + dx, y + dy)``
+        (:func:`integer_shift`).
+
+    Returns
+    -------
+    Exposure
+        The science shape and WCS, the template's pixels (their noise uncorrelated:
+        covariance factor 1), NO_DATA where it has none.
+    """
+    (ny, nx), (tny, tnx), (dx, dy) = science.shape, template.shape, shift
+    image = np.full(science.shape, np.nan, dtype=template.image.dtype)
+    variance = np.full(science.shape, np.nan, dtype=template.variance.dtype)
+    mask = np.full(science.shape, int(MaskPlane.NO_DATA), dtype=MASK_DTYPE)
+    x0, x1 = max(0, -dx), min(nx, tnx - dx)
+    y0, y1 = max(0, -dy), min(ny, tny - dy)
+    if x0 < x1 and y0 < y1:
+        inner, outer = np.s_[y0:y1, x0:x1], np.s_[y0 + dy : y1 + dy, x0 + dx : x1 + dx]
+        image[inner] = template.image[outer]
+        variance[inner] = template.variance[outer]
+        mask[inner] = template.mask[outer]
+    image, variance, mask = fill_no_data(image, variance, mask)
+    return template.replace(
+        image=image,
+        variance=variance,
+        mask=mask,
+        wcs=science.wcs,
+        header=header_with_wcs(template.header, science.wcs),
+        source=f"{template.source} shifted to {science.source}",
+    )
+
+
 def template_coverage(exposure: Exposure) -> float:
     """Fraction of pixels without NO_DATA.
 
@@ -623,12 +717,16 @@ def _place(
         max_offset = register.max_difference(
             mapping, register.identity, register.image_grid(science.shape)
         )
-        if template.shape != science.shape or not max_offset <= config.grid_tolerance:
+        warped = template.shape != science.shape or not max_offset <= config.grid_tolerance
+        shift = integer_shift(mapping, science.shape, config.grid_tolerance) if warped else None
+        if shift is not None:
+            # on the science grid but for whole pixels: its pixels as they are
+            exposure = paste(template, science, shift)
+        elif warped:
             resampled, factor = warp_exposure(
                 template, science, config.interpolation, reporter, mapping=mapping, piece=piece
             )
             exposure = at_psf_scale(resampled, factor)
-            warped = True
             jacobian = register.jacobian(mapping, science.shape)
             if template.psf is not None and not (
                 np.all(np.isfinite(jacobian)) and np.abs(jacobian - np.eye(2)).max() < 0.01
@@ -748,13 +846,34 @@ def warp_template(
             except RegistrationError:
                 raise error from None
         placed.append(outcome)
-    exposure, combine_notes = mosaic.combine_pieces([p.exposure for p in placed])
+    covered = [template_coverage(p.exposure) for p in placed]
+    fwhm, psf_note = [math.nan] * len(placed), None
+    if len(placed) > 1:
+        fwhm = [
+            piece_psfs.piece_fwhm(p.exposure) if c > 0 else math.nan
+            for p, c in zip(placed, covered, strict=True)
+        ]
+        psf_note = piece_psfs.fwhm_note(fwhm, [piece.source for piece in pieces])
+    # each piece by its input's name (the combination's source names them all)
+    combination = mosaic.combine_pieces(
+        [p.exposure.replace(source=piece.source) for piece, p in zip(pieces, placed, strict=True)]
+        if len(placed) > 1
+        else [placed[0].exposure],
+        [p.covariance_factor for p in placed],
+        fwhm,
+    )
+    exposure = combination.exposure
     notes = [
         note if len(placed) == 1 else f"template piece {i + 1}: {note}"
-        for i, p in enumerate(placed)
+        for i, (p, c) in enumerate(zip(placed, covered, strict=True))
+        # a piece left without data is not used (and said): nor are its registration's
+        # notes (a WCS no stars could check, as none lie on the science image)
+        if c > 0 or len(placed) == 1
         for note in p.notes
     ]
-    notes.extend(combine_notes)
+    notes.extend(combination.notes)
+    if psf_note is not None:
+        notes.append(psf_note)
     if len(placed) > 1:
         need = overlap_needed(config.interpolation)
         width = need + 2
@@ -766,7 +885,6 @@ def warp_template(
                 f"fewer columns or rows than {config.interpolation} interpolation needs "
                 f"({need}); give pieces that overlap by {need} px or more"
             )
-    covered = [template_coverage(p.exposure) for p in placed]
     # one piece is the template itself (mosaic.combine_pieces): its coverage is the piece's
     coverage = covered[0] if len(placed) == 1 else template_coverage(exposure)
     check_template_sufficient(coverage, config)
@@ -788,8 +906,20 @@ def warp_template(
         # each piece's input (its file and extension), not the warped exposure's name: a
         # saved run is matched to its inputs by these (results.incomplete_reason)
         pieces=tuple(
-            Piece(piece.source, p.registration, c)
-            for piece, p, c in zip(pieces, placed, covered, strict=True)
+            Piece(
+                piece.source,
+                p.registration,
+                c,
+                scale.zero_point,
+                scale.scale,
+                scale.sky_offset,
+                scale.sky_offset_error,
+                p.warped,
+                f,
+            )
+            for piece, p, c, scale, f in zip(
+                pieces, placed, covered, combination.pieces, fwhm, strict=True
+            )
         ),
         covariance_factor=float(
             np.average([p.covariance_factor for p in placed], weights=np.add(covered, 1e-12))

@@ -62,10 +62,12 @@ MIN_PIXELS_FOR_STDEV = 10_000
 #: Least rise (sigma of the detection image) of a peak above its saddle to a higher peak
 #: of the same footprint for it to be a source of its own (:mod:`deblend`). Between two
 #: pixels about a PSF FWHM apart the filtered noise differs by ~1.2 sigma (correlation
-#: ~0.25 for a Gaussian PSF), so noise alone rarely makes a 3-sigma rise, while a
-#: transient 3 sigma above the residual it touches is worth its own row. A peak with less
-#: rise is still a source when it stays above the threshold once the higher peaks are
-#: taken away as point sources (two transients 7-11 px apart rise only 1-2 sigma).
+#: ~0.25 for a Gaussian PSF), so noise alone rarely makes a 3-sigma rise (beyond what
+#: a crest's pixel sampling makes, :mod:`deblend`), while a transient 3 sigma above the
+#: residual it touches is worth its own row. A peak with less rise is still a source
+#: when it stays above the threshold once the higher peaks are taken away as point
+#: sources (two transients 7-11 px apart rise only 1-2 sigma), in a
+#: footprint those point sources explain to within this many sigma (not a streak).
 DEBLEND_PROMINENCE = 3.0
 
 #: Point sources whose footprints the bad-subtraction guard allows whatever the image's

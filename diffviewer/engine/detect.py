@@ -249,16 +249,19 @@ def _grow(pieces: np.ndarray, radius: int, at: np.ndarray) -> tuple[np.ndarray, 
         y0, x0 = max(top - 2 * radius, 0), max(left - 2 * radius, 0)
         y1, x1 = min(bottom + 2 * radius, ny), min(right + 2 * radius, nx)
         sub = pieces[y0:y1, x0:x1]
-        dist, (iy, ix) = ndimage.distance_transform_edt(
-            sub == 0, return_distances=True, return_indices=True
+        iy, ix = ndimage.distance_transform_edt(
+            sub == 0, return_distances=False, return_indices=True
         )
         # Written only within radius of this piece's box (there the nearest is known).
         wy0, wx0 = max(top - radius, y0), max(left - radius, x0)
         wy1, wx1 = min(bottom + radius, y1), min(right + radius, x1)
         win = (slice(wy0 - y0, wy1 - y0), slice(wx0 - x0, wx1 - x0))
-        d = dist[win]
+        # Squared distances in integers: a float distance squared missed the disk's rim
+        # (grow 1 gave 5 px, not 9).
+        wy, wx = np.ogrid[wy0 - y0 : wy1 - y0, wx0 - x0 : wx1 - x0]
+        d2 = (iy[win] - wy) ** 2 + (ix[win] - wx) ** 2
         target = out[wy0:wy1, wx0:wx1]
-        near = (d * d <= reach) & (target == 0)
+        near = (d2 <= reach) & (target == 0)
         target[near] = sub[iy[win][near], ix[win][near]]
         ry, rx = np.nonzero(near)
         added.append((ry + wy0) * nx + (rx + wx0))

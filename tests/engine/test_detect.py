@@ -523,6 +523,18 @@ def test_labelled_pixels_and_footprint_stats_match_the_boxes(
         assert (row["bbox_xmin"], row["bbox_xmax"]) == (box[1].start, box[1].stop - 1)
 
 
+def test_a_pixel_grows_into_the_disk_of_its_radius() -> None:
+    # Grown by r, one pixel covers the pixels with dx^2 + dy^2 <= r^2 + r: the 3 x 3
+    # square at r = 1 (9 px), 69 px at r = 4. Squaring the distance transform's float
+    # distance put the rim, at exactly r^2 + r, out of reach (5 and 61 px).
+    yy, xx = np.mgrid[-10:11, -10:11]
+    for radius in range(1, 9):
+        pieces = np.zeros((21, 21), dtype=np.int32)
+        pieces[10, 10] = 1
+        grown, _ = _grow(pieces, radius, np.flatnonzero(pieces))
+        np.testing.assert_array_equal(grown > 0, xx**2 + yy**2 <= radius * radius + radius)
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.integers(1, 30), st.integers(1, 30), st.integers(0, 2**32 - 1), st.integers(0, 3))
 def test_grown_pieces_take_the_nearest_label_within_reach(
@@ -530,8 +542,7 @@ def test_grown_pieces_take_the_nearest_label_within_reach(
 ) -> None:
     # Any pieces: every pixel within sqrt(r^2 + r) of a piece takes the label of one of
     # the nearest piece pixels, no other pixel is labelled, and the grown map's pixels
-    # come back with it. The distance is the Euclidean distance transform's, squared
-    # again: sqrt(2)^2 > 2, so at r = 1 a diagonal neighbour is just out of reach.
+    # come back with it.
     rng = np.random.default_rng(seed)
     pieces, _ = ndimage.label(rng.random((ny, nx)) < 0.08)
     pieces = pieces.astype(np.int32)
@@ -541,7 +552,7 @@ def test_grown_pieces_take_the_nearest_label_within_reach(
     py, px = np.nonzero(pieces)
     for y, x in zip(*np.nonzero(pieces == 0), strict=True):
         d2 = (py - y) ** 2 + (px - x) ** 2
-        if py.size and np.sqrt(d2.min()) ** 2 <= radius * radius + radius:
+        if py.size and d2.min() <= radius * radius + radius:
             assert grown[y, x] in set(pieces[py, px][d2 == d2.min()].tolist())
         else:
             assert grown[y, x] == 0

@@ -270,6 +270,7 @@ def split_footprints(
     *,
     sign: int = 1,
     pixels: np.ndarray | None = None,
+    fill: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, int]:
     """Label the thresholded pixels by footprint, one label per significant peak.
 
@@ -295,6 +296,9 @@ def split_footprints(
         box: a whole negated plane was the largest part of detection's peak memory).
     pixels : numpy.ndarray, optional
         Flat indices of the footprints' pixels, increasing, when known (else found).
+    fill : tuple of numpy.ndarray, optional
+        Flat indices of footprint pixels where ``image`` is not read (masked pixels that
+        join a footprint's parts) and the values of ``sign * image`` taken there.
 
     Returns
     -------
@@ -325,8 +329,13 @@ def split_footprints(
             slice(int(cols[sl].min()), int(cols[sl].max()) + 1),
         )
         inside = groups[box] == k
-        part = sign * image[box]
-        pieces = _pieces(part.astype(np.float64), inside, prominence, response, level)
+        part = (sign * image[box]).astype(np.float64)
+        if fill is not None:
+            fy, fx = np.divmod(fill[0], groups.shape[1])
+            on = (fy >= box[0].start) & (fy < box[0].stop)
+            on &= (fx >= box[1].start) & (fx < box[1].stop)
+            part[fy[on] - box[0].start, fx[on] - box[1].start] = fill[1][on]
+        pieces = _pieces(part, inside, prominence, response, level)
         out[box][inside] = pieces[inside] + n
         n += int(pieces.max())
     single = np.repeat(counts < 2, np.diff(ends))

@@ -143,7 +143,7 @@ def test_negative_footprints_are_those_of_the_negated_image() -> None:
     image = ndimage.gaussian_filter(rng.normal(size=(120, 100)), 2.0).astype(np.float32) * 8
     good = rng.random(image.shape) > 0.02
     response = point_response(gaussian_psf(2.0, 15))
-    flipped, at = _threshold(image, good, 1.0, 3, sign=-1)
+    flipped, at, _ = _threshold(image, good, 1.0, 3, sign=-1)
     np.testing.assert_array_equal(flipped, _threshold(-image, good, 1.0, 3)[0])
     np.testing.assert_array_equal(at, np.flatnonzero(flipped))
     assert flipped.any()
@@ -356,6 +356,32 @@ def test_masked_pixels_are_not_detected() -> None:
         psf=PSF,
     )
     assert len(det.table) == 0
+
+
+def test_a_bad_column_through_a_source_leaves_one_footprint() -> None:
+    # A 1-2 px BAD column through a point source of S/N 30 (PSF core 3 px wide): its
+    # pixels above the threshold lie on both sides, and 8-connectivity cannot cross the
+    # column, so it gave two footprints (2.0 per source). Joined across gaps no wider
+    # than the core it is one, at the source, and holds none of the column's pixels.
+    s = 3.5 / FWHM_PER_SIGMA
+    per_snr = SIGMA * np.sqrt(4 * np.pi) * s
+    for width in (1, 2):
+        for seed in range(3):
+            rng = np.random.default_rng(seed)
+            x = 100 + width / 2 + rng.uniform(-0.5, 0.5)
+            diff = difference_with([(x, 100.3, 30 * per_snr)], seed=seed)
+            mask = diff.mask.copy()
+            mask[:, 100 : 100 + width] = int(MaskPlane.BAD)
+            det = detect_sources(
+                diff.replace(mask=mask),
+                None,
+                DetectionConfig(detect_on="difference", sky_sources=0, grow=0),
+                null_reporter(),
+                psf=PSF,
+            )
+            assert len(det.table) == 1, (width, seed, len(det.table))
+            assert not (det.segmentation[:, 100 : 100 + width]).any()
+            assert np.all(np.abs(det.table["x"] - x) <= width / 2 + 1.5)
 
 
 def test_sky_sources_are_far_from_footprints_and_masks() -> None:

@@ -47,6 +47,13 @@ MIN_PLATEAU_PIXELS = 4
 #: mask, a flat field, a synthetic test image), whose maximum is no clip level.
 MAX_PLATEAU_FRACTION = 0.01
 
+#: Pixels the plateau may hold whatever the image's size (:func:`plateau_cap`): one
+#: clipped core, a disk of radius 5.6 px (pyDIA's largest are 14-66 px). On a cutout
+#: centred on a saturated star (32-64 px: 1 % is 10-40 px) the core alone is 1.4-5 % of
+#: the pixels; quantised or constant data are still rejected there by their height
+#: (:data:`MIN_PLATEAU_SIGMAS`) or their zero spread.
+MAX_CORE_PIXELS = 100
+
 #: Least height of the plateau above the median, in robust standard deviations of the
 #: image. A clip level is far above the sky (pyDIA: 65300 ADU against a sky of a few
 #: thousand with sigma ~50, over 1000 sigma); low, quantised data whose maximum merely
@@ -99,6 +106,22 @@ def _usable_values(image: np.ndarray, usable: np.ndarray) -> np.ndarray:
     return image.ravel() if usable.all() else image[usable]
 
 
+def plateau_cap(n_usable: int) -> float:
+    """Most usable pixels a clip level's plateau may hold.
+
+    Parameters
+    ----------
+    n_usable : int
+        Usable pixels of the image.
+
+    Returns
+    -------
+    float
+        :data:`MAX_PLATEAU_FRACTION` of them, and at least :data:`MAX_CORE_PIXELS`.
+    """
+    return max(MAX_PLATEAU_FRACTION * n_usable, MAX_CORE_PIXELS)
+
+
 def _extreme(
     image: np.ndarray, usable: np.ndarray, largest: bool
 ) -> tuple[np.ndarray, float, int] | None:
@@ -125,15 +148,15 @@ def flat_top_level(image: np.ndarray, usable: np.ndarray) -> float | None:
     -------
     float or None
         The plateau value (image units): at least :data:`MIN_PLATEAU_PIXELS` usable pixels
-        hold exactly the maximum, they are at most :data:`MAX_PLATEAU_FRACTION` of the
-        usable pixels, and the maximum lies :data:`MIN_PLATEAU_SIGMAS` robust standard
+        hold exactly the maximum, they are at most :func:`plateau_cap` of the usable
+        pixels, and the maximum lies :data:`MIN_PLATEAU_SIGMAS` robust standard
         deviations or more above the median. None otherwise.
     """
     found = _extreme(image, usable, largest=True)
     if found is None:
         return None
     values, top, n_top = found
-    if n_top < MIN_PLATEAU_PIXELS or n_top > MAX_PLATEAU_FRACTION * values.size:
+    if n_top < MIN_PLATEAU_PIXELS or n_top > plateau_cap(values.size):
         return None
     return top if _sky_far_below(values, top) is not None else None
 
@@ -304,7 +327,7 @@ def star_plateau_level(image: np.ndarray, usable: np.ndarray) -> float | None:
         :data:`PLATEAU_WIDTH` of the maximum's height above the median, when
         :data:`MIN_PLATEAU_STARS` of them or more are clipped cores (they hold
         :data:`CLIPPED_CORE_RATIO` times the unclipped stars' light above half their
-        peak), the band holds at most :data:`MAX_PLATEAU_FRACTION` of the usable pixels
+        peak), the band holds at most :func:`plateau_cap` of the usable pixels
         and the maximum lies :data:`MIN_PLATEAU_SIGMAS` robust standard deviations or more
         above the median. None otherwise.
 
@@ -329,7 +352,7 @@ def star_plateau_level(image: np.ndarray, usable: np.ndarray) -> float | None:
     width = image.shape[1]
     bright = image.ravel()[flat].astype(np.float64)
     near = bright >= top - PLATEAU_WIDTH * height
-    if np.count_nonzero(near) > MAX_PLATEAU_FRACTION * values.size:
+    if np.count_nonzero(near) > plateau_cap(values.size):
         return None
     peaks, rows, cols = _sources(flat[near], bright[near], width, 2 * SAME_SOURCE_PX + 1)
     if peaks.size < MIN_PLATEAU_STARS:

@@ -11,7 +11,15 @@ import warnings
 
 import numpy as np
 
-from diffviewer.stats import MAD_TO_SIGMA, window_mad, window_median, window_within
+from diffviewer.stats import (
+    MAD_TO_SIGMA,
+    dithered,
+    integral,
+    undithered_sigma,
+    window_mad,
+    window_median,
+    window_within,
+)
 
 #: Side of the blocks in which the sky level and noise are measured (px).
 SKY_BLOCK = 64
@@ -27,9 +35,10 @@ def robust_sky(image: np.ndarray, good: np.ndarray) -> tuple[float, float]:
 
     The image is cut into blocks of about :data:`SKY_BLOCK` px; in each, values
     beyond 3 sigma are clipped (three rounds) and the median and the MAD-based
-    sigma are taken; the sky is the median over the blocks. Working in blocks keeps
-    sky gradients and large galaxies from inflating the noise (on the two
-    ``properimage`` frames the noise of one frame from a whole-image MAD is 87
+    sigma are taken; the sky is the median over the blocks. Whole-number data are
+    :func:`~diffviewer.stats.dithered` first (their sigma then less the dither's).
+    Working in blocks keeps sky gradients and large galaxies from inflating the noise
+    (on the two ``properimage`` frames the noise of one frame from a whole-image MAD is 87
     counts, from blocks 76, and from the frame-to-frame difference 73).
 
     Parameters
@@ -45,7 +54,10 @@ def robust_sky(image: np.ndarray, good: np.ndarray) -> tuple[float, float]:
         Sky level and sky noise (image units per pixel); NaN without good pixels.
     """
     blocks = _block_samples(image, good)
-    level, sigma, kept = clipped_rows(blocks, rounds=3, clip=3.0)
+    whole = integral(blocks)
+    level, sigma, kept = clipped_rows(dithered(blocks) if whole else blocks, rounds=3, clip=3.0)
+    if whole:
+        sigma = undithered_sigma(sigma)
     filled = kept / blocks.shape[1] >= 0.25
     if not filled.any():
         filled = np.isfinite(level)

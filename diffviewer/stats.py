@@ -12,6 +12,60 @@ MAD_TO_SIGMA = 1.482602218505602
 #: Ratio of a Gaussian's FWHM to its standard deviation, 2 sqrt(2 ln 2).
 FWHM_PER_SIGMA = float(2.0 * np.sqrt(2.0 * np.log(2.0)))
 
+#: Variance of a value spread evenly over one unit, what rounding to whole numbers adds
+#: (Sheppard's correction): an integer image's noise holds it, and so does the spread
+#: that :func:`dithered` adds.
+QUANTUM_VARIANCE = 1.0 / 12.0
+
+#: Seed of :func:`dithered` (the same values give the same statistics).
+DITHER_SEED = 2024
+
+
+def integral(values: np.ndarray) -> bool:
+    """Whether the finite values are whole numbers (an integer image's), and there is one.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        Any shape; NaN and infinities are left out.
+
+    Returns
+    -------
+    bool
+    """
+    finite = values[np.isfinite(values)]
+    return bool(finite.size) and bool(np.all(finite == np.round(finite)))
+
+
+def dithered(values: np.ndarray, seed: int = DITHER_SEED) -> np.ndarray:
+    """Whole-number values spread evenly over the unit around each: ranks interpolated.
+
+    The median and the quartiles or MAD of integer data are integers or half-integers:
+    at a noise of 2 units the MAD-based sigma was 0.73 of the data's standard deviation,
+    and 0 at 0.7. Spread by a seeded uniform draw in [-0.5, 0.5), their order statistics
+    are those of the continuous distribution the integers sample, whose variance is the
+    integers' plus :data:`QUANTUM_VARIANCE` (take it off a sigma found on them).
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        Whole numbers (NaN stays NaN).
+    seed : int
+        Seed of the draw.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64, a new array.
+    """
+    rng = np.random.default_rng(seed)
+    return values.astype(np.float64) + rng.uniform(-0.5, 0.5, values.shape)
+
+
+def undithered_sigma(sigma: np.ndarray) -> np.ndarray:
+    """A sigma found on :func:`dithered` values, less the spread the dither added."""
+    return np.sqrt(np.maximum(np.square(sigma) - QUANTUM_VARIANCE, 0.0))
+
 
 def robust_std(values: np.ndarray, centre: float | None = None) -> float:
     """Robust standard deviation: :data:`MAD_TO_SIGMA` times the median absolute deviation.

@@ -9,7 +9,7 @@ from scipy import ndimage
 from scipy.interpolate import CubicSpline
 
 from diffviewer.errors import InputError
-from diffviewer.stats import masked_sample, robust_std
+from diffviewer.stats import dithered, integral, masked_sample, robust_std, undithered_sigma
 
 #: The clipped statistics are read from a histogram of each cell: bins of ``BIN_WIDTH``
 #: times a rough sigma of the cell, over ``WINDOW`` rough sigmas either side of its rough
@@ -22,6 +22,9 @@ from diffviewer.stats import masked_sample, robust_std
 BIN_WIDTH = 0.005
 WINDOW = 6.0
 SUBSAMPLE = 4
+
+#: Good pixels on which an image is tested for whole-number values (an integer image's).
+INTEGRAL_SAMPLES = 10_000
 
 #: Rows of each band of the background's product (:meth:`SkyBackground.image`).
 PRODUCT_ROWS = 64
@@ -157,7 +160,9 @@ def _clipped_cell_statistics(
     histogram (:func:`_cell_histograms`; linear in the number of pixels, where a sort
     is not), the pixels of a bin taken as spread evenly over it. Pixels beyond the
     histogram's window (:data:`WINDOW` rough sigmas from the rough median) count in the
-    first round's ranks and are clipped from the second.
+    first round's ranks and are clipped from the second. Whole-number data (tested on
+    :data:`INTEGRAL_SAMPLES` good pixels) are :func:`~diffviewer.stats.dithered` as
+    their cells are histogrammed, and their sigmas are then less the dither's.
 
     Returns
     -------
@@ -172,7 +177,8 @@ def _clipped_cell_statistics(
     InputError
         When no pixel is usable.
     """
-    hist, start, width = _cell_histograms(image, good, my, mx)
+    whole = integral(masked_sample(image, good, INTEGRAL_SAMPLES))
+    hist, start, width = _cell_histograms(image, good, my, mx, whole)
     n_valid = hist.sum(axis=2)
     if not np.any(n_valid):
         raise InputError("no usable pixel to estimate the background: every pixel is masked")
@@ -212,6 +218,8 @@ def _clipped_cell_statistics(
         sig = (q3 - q1) / 1.349
         lo = np.rint(count_below(med - 3.0 * sig)).astype(np.int64)
         hi = np.rint(count_below(med + 3.0 * sig)).astype(np.int64)
+    if whole:
+        sig = undithered_sigma(sig)
     med[empty] = np.nan
     sig[empty] = np.nan
     return (
@@ -223,9 +231,10 @@ def _clipped_cell_statistics(
 
 
 def _cell_histograms(
-    image: np.ndarray, good: np.ndarray, my: int, mx: int
+    image: np.ndarray, good: np.ndarray, my: int, mx: int, whole: bool = False
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Histogram of the good finite pixels of each ``my`` x ``mx`` cell.
+    """Histogram of the good finite pixels of each ``my`` x ``mx`` cell (``whole``: of
+    their :func:`~diffviewer.stats.dithered` values, one seed per row of cells).
 
     Each cell's bins are :data:`BIN_WIDTH` of its rough sigma wide, centred on its rough
     median, :data:`WINDOW` rough sigmas either side (:func:`_rough_statistics`); one row
@@ -253,7 +262,8 @@ def _cell_histograms(
         rows = slice(iy * my, min((iy + 1) * my, ny))
         # Unusable and missing pixels are +inf: in the top bin, taken off it below.
         band.fill(np.inf)
-        np.copyto(band[: rows.stop - rows.start, :nx], image[rows], where=good[rows])
+        values = dithered(image[rows], seed=iy) if whole else image[rows]
+        np.copyto(band[: rows.stop - rows.start, :nx], values, where=good[rows], casting="unsafe")
         band[~np.isfinite(band)] = np.inf
         cells = band.reshape(my, gx, mx)  # a view: row, cell, column
         centre, sigma = _rough_statistics(cells.transpose(1, 0, 2))

@@ -9,14 +9,23 @@ significant when either
 
 - it rises at least ``prominence`` sigma above the highest saddle that joins it to a
   higher peak of the same footprint (its topographic prominence within the footprint;
-  the highest peak always counts), or
+  the highest peak always counts), beyond what sampling a crest alone makes it rise
+  (the point response half a pixel off its peak, short of 1, times the peak's height:
+  2.7 % at FWHM 3.5 px, so that a streak's crest at S/N 100, crossing pixel rows, rose
+  3 sigma again and again), or
 - what is left of it once the higher significant peaks are taken away as point
   sources (each the detection image's response to a point source, :func:`point_response`,
   scaled to what was left of that peak) is itself above the detection threshold: a
   source the threshold detects on its own. Two point sources a couple of FWHM apart
   join at a saddle only 1-2 sigma below the fainter (issue 12's pair: an S/N 20
   transient 7 px from another rose 1.7 sigma), while the noise on a point source's
-  wing leaves about 1 sigma once the source is taken away.
+  wing leaves about 1 sigma once the source is taken away. This second test holds
+  only in a footprint that is a blend of point sources: once its kept peaks are taken
+  away so, nothing rises ``prominence`` above what they explain. Along a streak or over
+  an extended source the image barely drops between noise peaks and each is left above
+  the threshold (a 100 px streak at S/N 10 became 13-16 sources), but the ridge between
+  them stays unexplained (5-10 sigma at S/N 10); such a footprint splits by prominence
+  alone.
 
 Each pixel belongs to the peak whose basin it lies in (following its highest neighbour
 uphill, a watershed), and the basin of a peak that is not significant to the
@@ -26,6 +35,7 @@ significant peak it merges into first.
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 
 from diffviewer.engine.fftconv import convolve
 
@@ -106,28 +116,93 @@ def _pieces(
             parent[g] = winner
         parent[p] = winner
 
-    # Peaks in the order they appeared (highest first): a merged peak's owner is known.
-    half = response.shape[0] // 2
-    owner: dict[int, int] = {}
-    number: dict[int, int] = {}
-    left: dict[tuple[int, int], float] = {}  # a kept peak's (y, x) -> what was left of it
-    for peak in peaks:
-        y, x = divmod(peak, width)
-        own = height[peak] - sum(
-            amp * float(response[half + y - ky, half + x - kx])
-            for (ky, kx), amp in left.items()
-            if abs(y - ky) <= half and abs(x - kx) <= half
-        )
-        if peak in ends and ends[peak][0] < prominence and own < level:
-            owner[peak] = owner[ends[peak][1]]
-        else:
-            owner[peak] = peak
-            number[peak] = len(number) + 1
-            left[(y, x)] = own
+    owner = _owners(peaks, ends, height, width, prominence, response, level, values, inside)
+    kept = [peak for peak in peaks if owner[peak] == peak]
+    number = {peak: k + 1 for k, peak in enumerate(kept)}
     out = np.zeros(flat.size, dtype=np.int32)
     for p in visit.tolist():
         out[p] = number[owner[basin[p]]]
     return out.reshape(ny + 2, width)[1:-1, 1:-1]
+
+
+def _owners(
+    peaks: list[int],
+    ends: dict[int, tuple[float, int]],
+    height: list[float],
+    width: int,
+    prominence: float,
+    response: np.ndarray,
+    level: float,
+    values: np.ndarray,
+    inside: np.ndarray,
+) -> dict[int, int]:
+    """The kept peak that each peak's basin joins (a kept peak's is itself).
+
+    ``peaks`` are flat indices on the cutout padded by one pixel (``width`` its row
+    length), highest first; ``ends`` gives each merged peak's prominence and the peak it
+    merged into. A peak is kept for its prominence (beyond the rise its sampling makes),
+    or for what is left of it once the kept peaks are taken away as point sources
+    (``response`` scaled to what was left of each) reaching ``level``. The second test
+    stands only when the footprint is a blend of point sources: once every kept peak is
+    taken away so, nothing of ``values`` over ``inside`` rises ``prominence`` above them
+    (a streak or an extended source keeps its ridge between the peaks taken away, and
+    splits by prominence alone).
+    """
+    half = response.shape[0] // 2
+    # What a crest's sampling alone makes it rise: the response half a pixel off its
+    # peak short of 1 (for a Gaussian its value a pixel off, to the power 1/4), per
+    # unit of the peak's height.
+    ripple = 1.0 - float(min(response[half, half + 1], response[half + 1, half])) ** 0.25
+    bar = {peak: prominence + ripple * height[peak] for peak in peaks}
+
+    def choose(least: float) -> tuple[dict[int, int], dict[tuple[int, int], float]]:
+        # Peaks in the order they appeared (highest first): a merged peak's owner is known.
+        owner: dict[int, int] = {}
+        left: dict[tuple[int, int], float] = {}  # a kept peak's (y, x) -> what was left
+        for peak in peaks:
+            y, x = divmod(peak, width)
+            own = height[peak] - sum(
+                amp * float(response[half + y - ky, half + x - kx])
+                for (ky, kx), amp in left.items()
+                if abs(y - ky) <= half and abs(x - kx) <= half
+            )
+            if peak in ends and ends[peak][0] < bar[peak] and own < least:
+                owner[peak] = owner[ends[peak][1]]
+            else:
+                owner[peak] = peak
+                left[(y, x)] = own
+        return owner, left
+
+    owner, left = choose(level)
+    by_rise = sum(1 for peak in peaks if peak not in ends or ends[peak][0] >= bar[peak])
+    if len(left) > by_rise and _unexplained(values, inside, left, response) >= prominence:
+        owner, _ = choose(np.inf)
+    return owner
+
+
+def _unexplained(
+    values: np.ndarray,
+    inside: np.ndarray,
+    sources: dict[tuple[int, int], float],
+    response: np.ndarray,
+) -> float:
+    """Largest part of ``values`` over ``inside`` that the point sources do not explain.
+
+    ``sources`` maps positions (y, x), 1-based on the cutout (as on its one-pixel
+    padding), to peak amplitudes of ``response`` (odd square, centred, peak 1). A peak
+    pixel is up to 0.7 px from its source, which leaves up to 0.14 of a source's peak
+    unexplained by a response centred there (14 sigma at S/N 100, beside an 8 px
+    neighbour of S/N 10): each source is taken as the most its response reaches within
+    a pixel of it.
+    """
+    half = response.shape[0] // 2
+    ny, nx = values.shape
+    reach = ndimage.maximum_filter(response, size=3, mode="constant")
+    model = np.zeros((ny + 2 * half, nx + 2 * half))
+    for (y, x), amp in sources.items():
+        model[y - 1 : y - 1 + 2 * half + 1, x - 1 : x - 1 + 2 * half + 1] += amp * reach
+    residual = values - model[half : half + ny, half : half + nx]
+    return float(residual[inside].max())
 
 
 def labelled_pixels(
@@ -195,6 +270,7 @@ def split_footprints(
     *,
     sign: int = 1,
     pixels: np.ndarray | None = None,
+    fill: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, int]:
     """Label the thresholded pixels by footprint, one label per significant peak.
 
@@ -214,12 +290,15 @@ def split_footprints(
     level : float
         The detection threshold (sigma): a peak with less rise is still a source of its
         own when what is left of it once the higher kept peaks are taken away as point
-        sources is at least this.
+        sources is at least this, in a footprint those point sources explain.
     sign : int
         1 to split the footprints of ``image``, -1 those of ``-image`` (negated box by
         box: a whole negated plane was the largest part of detection's peak memory).
     pixels : numpy.ndarray, optional
         Flat indices of the footprints' pixels, increasing, when known (else found).
+    fill : tuple of numpy.ndarray, optional
+        Flat indices of footprint pixels where ``image`` is not read (masked pixels that
+        join a footprint's parts) and the values of ``sign * image`` taken there.
 
     Returns
     -------
@@ -250,8 +329,13 @@ def split_footprints(
             slice(int(cols[sl].min()), int(cols[sl].max()) + 1),
         )
         inside = groups[box] == k
-        part = sign * image[box]
-        pieces = _pieces(part.astype(np.float64), inside, prominence, response, level)
+        part = (sign * image[box]).astype(np.float64)
+        if fill is not None:
+            fy, fx = np.divmod(fill[0], groups.shape[1])
+            on = (fy >= box[0].start) & (fy < box[0].stop)
+            on &= (fx >= box[1].start) & (fx < box[1].stop)
+            part[fy[on] - box[0].start, fx[on] - box[1].start] = fill[1][on]
+        pieces = _pieces(part, inside, prominence, response, level)
         out[box][inside] = pieces[inside] + n
         n += int(pieces.max())
     single = np.repeat(counts < 2, np.diff(ends))

@@ -8,7 +8,10 @@ threshold is in the noise the variance predicts: the difference's variance was
 renormalised once, on sky, at PSF scale (:mod:`diffviewer.engine.renormalise`), and
 no second correction is made here. The detection image's robust noise over all its
 good pixels (``noise_std``) is reported, and a value far from 1 is a warning (star
-residuals, or a score whose input variances are off). Then drop
+residuals, or a score whose input variances are off). The pixels above the
+threshold are grouped 8-connected, and across masked runs no wider than the PSF's core
+(a bad column through a source leaves one footprint; the masked pixels join it but
+belong to no piece). Then drop
 footprints smaller than ``min_area``, split each into one piece per significant peak
 (:mod:`diffviewer.engine.deblend`: a transient touching a neighbour's residual, or
 another transient, is a source at its own peak, not part of the neighbour's), grow the
@@ -62,10 +65,12 @@ MIN_PIXELS_FOR_STDEV = 10_000
 #: Least rise (sigma of the detection image) of a peak above its saddle to a higher peak
 #: of the same footprint for it to be a source of its own (:mod:`deblend`). Between two
 #: pixels about a PSF FWHM apart the filtered noise differs by ~1.2 sigma (correlation
-#: ~0.25 for a Gaussian PSF), so noise alone rarely makes a 3-sigma rise, while a
-#: transient 3 sigma above the residual it touches is worth its own row. A peak with less
-#: rise is still a source when it stays above the threshold once the higher peaks are
-#: taken away as point sources (two transients 7-11 px apart rise only 1-2 sigma).
+#: ~0.25 for a Gaussian PSF), so noise alone rarely makes a 3-sigma rise (beyond what
+#: a crest's pixel sampling makes, :mod:`deblend`), while a transient 3 sigma above the
+#: residual it touches is worth its own row. A peak with less rise is still a source
+#: when it stays above the threshold once the higher peaks are taken away as point
+#: sources (two transients 7-11 px apart rise only 1-2 sigma), in a
+#: footprint those point sources explain to within this many sigma (not a streak).
 DEBLEND_PROMINENCE = 3.0
 
 #: Point sources whose footprints the bad-subtraction guard allows whatever the image's
@@ -247,16 +252,19 @@ def _grow(pieces: np.ndarray, radius: int, at: np.ndarray) -> tuple[np.ndarray, 
         y0, x0 = max(top - 2 * radius, 0), max(left - 2 * radius, 0)
         y1, x1 = min(bottom + 2 * radius, ny), min(right + 2 * radius, nx)
         sub = pieces[y0:y1, x0:x1]
-        dist, (iy, ix) = ndimage.distance_transform_edt(
-            sub == 0, return_distances=True, return_indices=True
+        iy, ix = ndimage.distance_transform_edt(
+            sub == 0, return_distances=False, return_indices=True
         )
         # Written only within radius of this piece's box (there the nearest is known).
         wy0, wx0 = max(top - radius, y0), max(left - radius, x0)
         wy1, wx1 = min(bottom + radius, y1), min(right + radius, x1)
         win = (slice(wy0 - y0, wy1 - y0), slice(wx0 - x0, wx1 - x0))
-        d = dist[win]
+        # Squared distances in integers: a float distance squared missed the disk's rim
+        # (grow 1 gave 5 px, not 9).
+        wy, wx = np.ogrid[wy0 - y0 : wy1 - y0, wx0 - x0 : wx1 - x0]
+        d2 = (iy[win] - wy) ** 2 + (ix[win] - wx) ** 2
         target = out[wy0:wy1, wx0:wx1]
-        near = (d * d <= reach) & (target == 0)
+        near = (d2 <= reach) & (target == 0)
         target[near] = sub[iy[win][near], ix[win][near]]
         ry, rx = np.nonzero(near)
         added.append((ry + wy0) * nx + (rx + wx0))
@@ -302,32 +310,113 @@ def _pair_lobes(pieces: np.ndarray, n_pos: int, at: np.ndarray) -> np.ndarray:
 
 
 def _threshold(
-    image: np.ndarray, good: np.ndarray, level: float, min_area: int, sign: int = 1
-) -> tuple[np.ndarray, np.ndarray]:
+    image: np.ndarray,
+    good: np.ndarray,
+    level: float,
+    min_area: int,
+    sign: int = 1,
+    gap: int = 0,
+) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
     """The 8-connected groups of pixels of ``sign * image`` above ``level`` (``image``
-    below ``-level`` for ``sign`` -1) of at least ``min_area`` px.
+    below ``-level`` for ``sign`` -1) of at least ``min_area`` px, joined across masked
+    gaps of at most ``gap`` px (:func:`_bridges`).
 
     Returns
     -------
     labels : numpy.ndarray
-        Integer map of the kept groups (0 elsewhere; the numbers may have gaps).
+        Integer map of the kept groups, bridging pixels included (0 elsewhere; the
+        numbers may have gaps).
     pixels : numpy.ndarray
-        Flat indices of the kept groups' pixels, increasing (for
+        Flat indices of the kept groups' pixels above ``level``, increasing (for
         :func:`~diffviewer.engine.deblend.split_footprints`, which would otherwise scan
         the map for them again: 0.01 s at GOTO's 1850^2).
+    bridges : tuple of numpy.ndarray
+        Flat indices of the kept groups' bridging pixels (increasing) and the values of
+        ``sign * image`` taken there.
     """
     above = good & ((image > level) if sign > 0 else (image < -level))
-    labels, n = ndimage.label(above, structure=np.ones((3, 3), dtype=bool))
-    if n == 0:
-        return labels, np.zeros(0, dtype=np.intp)
     # Counted and cleared on the pixels above alone (not image-sized int32 passes).
     at = np.flatnonzero(above)
+    across, values = _bridges(above, good, gap, image, sign)
+    above.reshape(-1)[across] = True
+    labels, n = ndimage.label(above, structure=np.ones((3, 3), dtype=bool))
     del above
+    if n == 0:
+        return labels, np.zeros(0, dtype=np.intp), (across, values)
     flat = labels.reshape(-1)
     groups = flat[at]
     small = np.bincount(groups, minlength=n + 1) < min_area
     flat[at[small[groups]]] = 0  # in place: no second int32 plane
-    return labels, at[~small[groups]]
+    dropped = small[flat[across]]
+    flat[across[dropped]] = 0
+    return labels, at[~small[groups]], (across[~dropped], values[~dropped])
+
+
+def _bridges(
+    above: np.ndarray, good: np.ndarray, gap: int, image: np.ndarray, sign: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Masked pixels in a run of at most ``gap`` along a row or column between two
+    pixels ``above``, and the higher of those two's ``sign * image`` for each.
+
+    A masked column through a source cuts its pixels above the threshold in two; joined
+    across the run, they are one footprint, and the deblender sees neither a dip there
+    nor a peak on each side (the run takes the higher end's value: a source centred on
+    the column peaks in it). Only the masked pixels are visited.
+
+    Returns
+    -------
+    at : numpy.ndarray
+        Their flat indices, increasing.
+    values : numpy.ndarray
+        float64 values for them (the highest over a row's and a column's run).
+    """
+    ny, nx = good.shape
+    at = np.flatnonzero(~good) if gap > 0 else np.zeros(0, dtype=np.intp)
+    best = np.full(at.size, -np.inf)
+    flat_above, flat_good, flat_image = above.reshape(-1), good.reshape(-1), image.reshape(-1)
+    rows, cols = np.divmod(at, nx)
+    for step, where, size in ((1, cols, nx), (nx, rows, ny)):
+        ends: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        for way in (-1, 1):
+            dist = np.zeros(at.size, dtype=np.int64)  # to the run's first unmasked pixel
+            hit = np.zeros(at.size, dtype=bool)
+            value = np.zeros(at.size)
+            for d in range(1, gap + 1):
+                k = where + way * d
+                q = np.where((k >= 0) & (k < size), at + way * d * step, -1)
+                new = (dist == 0) & ((q < 0) | flat_good[q])
+                ok = new & (q >= 0)
+                hit[ok] = flat_above[q[ok]]
+                value[ok] = sign * flat_image[q[ok]]
+                dist[new] = d
+            ends.append((hit, dist, value))
+        (hit_a, dist_a, value_a), (hit_b, dist_b, value_b) = ends
+        joins = hit_a & hit_b & (dist_a + dist_b - 1 <= gap)
+        best[joins] = np.maximum(best[joins], np.maximum(value_a, value_b)[joins])
+    joined = best > -np.inf
+    return at[joined], best[joined]
+
+
+def _unbridged(pieces: np.ndarray, bridges: np.ndarray, at: np.ndarray) -> tuple[np.ndarray, int]:
+    """Pieces without their bridging pixels (:func:`_bridges`), numbered 1..n again.
+
+    ``at``: flat indices of the pieces' other pixels. A piece that held only bridging
+    pixels (a peak the deblender found on the values taken there) is gone.
+    """
+    flat = pieces.reshape(-1)
+    flat[bridges] = 0
+    if bridges.size == 0:
+        return pieces, int(flat[at].max()) if at.size else 0
+    kept, number = np.unique(flat[at], return_inverse=True)
+    flat[at] = number.astype(np.int32) + 1
+    return pieces, int(kept.size)
+
+
+def _core_width(psf: np.ndarray) -> int:
+    """Width (px) of a PSF's core: its central row's pixels at half its maximum or more."""
+    half = psf.shape[0] // 2
+    row = psf[half]
+    return int(np.count_nonzero(row >= row.max() / 2))
 
 
 def _sky_positions(avoid: np.ndarray, n: int, radius: int) -> tuple[np.ndarray, np.ndarray]:
@@ -479,15 +568,35 @@ def detect_sources(
     response = point_response(
         score.psf if name == "score" and score is not None else centre_psf(psf)
     )
-    pos, at_pos = _threshold(image, good, level, config.min_area)
+    # Masked gaps narrower than a source's core join its parts (a bad column through a
+    # transient): one footprint, its masked pixels in none.
+    gap = _core_width(score.psf if name == "score" and score is not None else centre_psf(psf))
+    pos, at_pos, bridges = _threshold(image, good, level, config.min_area, gap=gap)
     pos_pieces, n_pos = split_footprints(
-        image, pos, DEBLEND_PROMINENCE, response, level, pixels=at_pos
+        image,
+        pos,
+        DEBLEND_PROMINENCE,
+        response,
+        level,
+        pixels=np.union1d(at_pos, bridges[0]),
+        fill=bridges,
     )
+    pos_pieces, n_pos = _unbridged(pos_pieces, bridges[0], at_pos)
+    pos.reshape(-1)[bridges[0]] = 0
     pos = pos > 0
-    neg, at_neg = _threshold(image, good, level, config.min_area, sign=-1)
+    neg, at_neg, bridges = _threshold(image, good, level, config.min_area, sign=-1, gap=gap)
     neg_pieces, _ = split_footprints(
-        image, neg, DEBLEND_PROMINENCE, response, level, sign=-1, pixels=at_neg
+        image,
+        neg,
+        DEBLEND_PROMINENCE,
+        response,
+        level,
+        sign=-1,
+        pixels=np.union1d(at_neg, bridges[0]),
+        fill=bridges,
     )
+    neg_pieces, _ = _unbridged(neg_pieces, bridges[0], at_neg)
+    neg.reshape(-1)[bridges[0]] = 0
     neg = neg > 0
     reporter.update(0.3)
     # Grown together: a pixel within reach of pieces of both signs goes to the nearest.

@@ -52,11 +52,16 @@ BACKGROUND_SIGNIFICANCE = 3.0
 
 #: Side (px) of the cells whose means give a sky level's error (:func:`sky_level`): well
 #: beyond the reach of a difference's noise correlation (a kernel's footprint, a coadd's
-#: resampling kernel, a few px), so that the cells' means are nearly independent.
+#: resampling kernel, a few px), so that a cell covaries with its neighbours alone, by
+#: what :func:`_correlation_factor` adds.
 SKY_CELL = 32
 
 #: Fewest cells for that error (a cutout has one or two).
 MIN_SKY_CELLS = 16
+
+#: Most cells whose noise correlation tells how much adjacent cells covary
+#: (:func:`_correlation_factor`): 1024 cells of :data:`SKY_CELL` px hold 10^6 pixels.
+CORRELATION_CELLS = 1024
 
 #: Most sky pixels the clip range is found on (its median and MAD are then known to
 #: ~0.1 % of the noise; all of them cost 0.6 s at 4096^2).
@@ -142,7 +147,8 @@ def sky_level(image: np.ndarray, sky: np.ndarray) -> SkyLevel:
     The error comes from the scatter of the means of the :data:`SKY_CELL` px cells the
     sky falls in (each weighted by its pixels: the cluster-robust error of a mean), which
     holds the difference's correlated noise (a convolved image's, a coadd's) and any
-    structure of its sky; with fewer than :data:`MIN_SKY_CELLS` cells (a cutout), the
+    structure of its sky, scaled by what that noise adds between adjacent cells
+    (:func:`_correlation_factor`); with fewer than :data:`MIN_SKY_CELLS` cells (a cutout), the
     pixels' own scatter over the square root of their number.
 
     Parameters
@@ -167,11 +173,73 @@ def sky_level(image: np.ndarray, sky: np.ndarray) -> SkyLevel:
     cells = int(used.sum())
     if cells >= MIN_SKY_CELLS:
         deviations = sums[used] - counts[used] * level
-        error = float(np.sqrt(np.sum(deviations**2) * cells / (cells - 1)) / n)
+        variance = float(np.sum(deviations**2)) * cells / (cells - 1)
+        factor = _correlation_factor(image, sky, *clip_range(sample), level)
+        error = float(np.sqrt(variance * factor) / n)
     else:
         variance = (float(squares.sum()) - n * level**2) / max(n - 1, 1)
         error = float(np.sqrt(max(variance, 0.0) / n))
     return SkyLevel(level, error, n)
+
+
+def _correlation_factor(
+    image: np.ndarray, sky: np.ndarray, low: float, high: float, level: float
+) -> float:
+    """How much more a sum over whole sky varies than the sum of its cells' variances.
+
+    The cells' scatter counts each :data:`SKY_CELL` px cell's own variance alone, while
+    noise correlated over a few px (a kernel's, a coadd's) links each cell's edge to its
+    neighbours': on Gaussian-smoothed noise (sigma 1.3-6 px) the level's pulls were
+    1.09-1.32, and the 3-error decision fired 2.5-8 times too often. The noise's
+    correlation is taken as a Gaussian along each axis, ``rho(d) = r^(d^2)`` with ``r``
+    its correlation at a lag of 1 px (from up to :data:`CORRELATION_CELLS` cells,
+    regularly spaced: a lag-1 product is known from 10^6 pixels to 0.001, where the sum
+    of products over every lag within a cell was known to 0.13 from a 256^2 image's). Per
+    axis, a whole sum's variance holds ``sum rho`` per pixel, the cells' ``sum rho w``,
+    ``w = 1 - |d| / L`` the share of a lag's pixel pairs that fall within one cell of
+    side ``L``; the factor is the product over the two axes of their ratio.
+
+    Parameters
+    ----------
+    image, sky : numpy.ndarray
+        The difference and its sky pixels.
+    low, high : float
+        The clip range of the level's mean.
+    level : float
+        The level (its mean over the clipped sky pixels).
+
+    Returns
+    -------
+    float
+        The ratio (1 for uncorrelated or anticorrelated neighbours).
+    """
+    side = SKY_CELL
+    origins = [
+        (y0, x0)
+        for y0 in range(0, image.shape[0] - side + 1, side)
+        for x0 in range(0, image.shape[1] - side + 1, side)
+    ]
+    picked = np.unique(np.linspace(0, len(origins) - 1, CORRELATION_CELLS).round().astype(int))
+    boxes = [
+        (slice(y0, y0 + side), slice(x0, x0 + side)) for y0, x0 in (origins[k] for k in picked)
+    ]
+    values = np.stack([image[box] for box in boxes]).astype(np.float64)
+    kept = np.stack([sky[box] for box in boxes]) & (values >= low) & (values <= high)
+    values = np.where(kept, values - level, 0.0)
+    variance = float(np.sum(values**2)) / max(int(np.count_nonzero(kept)), 1)
+    lags = np.arange(1 - side, side)
+    factor = 1.0
+    for axis in (1, 2):
+        first = [slice(None)] * 3
+        second = [slice(None)] * 3
+        first[axis], second[axis] = slice(1, None), slice(None, -1)
+        pairs = int(np.count_nonzero(kept[tuple(first)] & kept[tuple(second)]))
+        product = float(np.sum(values[tuple(first)] * values[tuple(second)]))
+        r = product / pairs / variance if pairs and variance > 0 else 0.0
+        if 0 < r < 1:
+            rho = r ** (lags.astype(np.float64) ** 2)
+            factor *= float(np.sum(rho) / np.sum(rho * (1 - np.abs(lags) / side)))
+    return factor
 
 
 def _cell_sums(

@@ -22,7 +22,12 @@ DITHER_SEED = 2024
 
 
 def integral(values: np.ndarray) -> bool:
-    """Whether the finite values are whole numbers (an integer image's), and there is one.
+    """Whether the finite values are whole numbers that vary (an integer image's noise).
+
+    Values at least half of which sit on their median (a constant image, a sky clipped
+    at 0, a noise well below one unit) are not: their spread is nil, which the callers
+    refuse or keep as it is (an all-zero background stays exactly 0), where a dither
+    would make one up.
 
     Parameters
     ----------
@@ -34,7 +39,9 @@ def integral(values: np.ndarray) -> bool:
     bool
     """
     finite = values[np.isfinite(values)]
-    return bool(finite.size) and bool(np.all(finite == np.round(finite)))
+    if not finite.size or not np.all(finite == np.round(finite)):
+        return False
+    return bool(np.median(np.abs(finite - np.median(finite))) > 0)
 
 
 def dithered(values: np.ndarray, seed: int = DITHER_SEED) -> np.ndarray:

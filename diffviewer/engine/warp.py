@@ -406,16 +406,30 @@ def warp_exposure(
     mask[outside] |= MASK_DTYPE(int(MaskPlane.NO_DATA))
     image[outside] = np.nan
     variance[outside] = np.nan
+    warped = _on_science_grid(template, science, image, variance, mask, "warped")
+    return warped, 1.0 / (ratio * min(mean_area, 1.0))
+
+
+def _on_science_grid(
+    template: Exposure,
+    science: Exposure,
+    image: np.ndarray,
+    variance: np.ndarray,
+    mask: np.ndarray,
+    how: str,
+) -> Exposure:
+    """The template with these planes on the science grid: the pixels without data
+    filled (:func:`fill_no_data`), the science WCS, and a source saying ``how`` it came
+    there ('warped', 'shifted')."""
     image, variance, mask = fill_no_data(image, variance, mask)
-    warped = template.replace(
+    return template.replace(
         image=image,
         variance=variance,
         mask=mask,
         wcs=science.wcs,
         header=header_with_wcs(template.header, science.wcs),
-        source=f"{template.source} warped to {science.source}",
+        source=f"{template.source} {how} to {science.source}",
     )
-    return warped, 1.0 / (ratio * min(mean_area, 1.0))
 
 
 def integer_shift(
@@ -479,15 +493,7 @@ def paste(template: Exposure, science: Exposure, shift: tuple[int, int]) -> Expo
         image[inner] = template.image[outer]
         variance[inner] = template.variance[outer]
         mask[inner] = template.mask[outer]
-    image, variance, mask = fill_no_data(image, variance, mask)
-    return template.replace(
-        image=image,
-        variance=variance,
-        mask=mask,
-        wcs=science.wcs,
-        header=header_with_wcs(template.header, science.wcs),
-        source=f"{template.source} shifted to {science.source}",
-    )
+    return _on_science_grid(template, science, image, variance, mask, "shifted")
 
 
 def template_coverage(exposure: Exposure) -> float:

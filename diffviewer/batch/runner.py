@@ -276,20 +276,28 @@ def _quiet_when_interrupted() -> Iterator[None]:
         raise
 
 
+#: The dask client's loggers that report a lost scheduler (with tracebacks).
+CLIENT_LOGGERS = ("distributed.client", "distributed.batched")
+
+
 @contextlib.contextmanager
 def _client_errors_silenced() -> Iterator[None]:
     """Silence the dask client's own error log while the block runs.
 
-    A client that loses its scheduler logs each failed reconnection with a traceback;
-    the batch says it once (:class:`~diffviewer.errors.ClusterLost`) with what to do.
+    A client that loses its scheduler logs each failed reconnection with a traceback,
+    and its batched stream to the scheduler logs the stream closing with another
+    (:data:`CLIENT_LOGGERS`); the batch says it once (:class:`~diffviewer.errors.ClusterLost`)
+    with what to do.
     """
-    logger = logging.getLogger("distributed.client")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL + 1)
+    loggers = [logging.getLogger(name) for name in CLIENT_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL + 1)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def _connected(address: str) -> Any:
@@ -420,8 +428,9 @@ def _lost_row(job: PairJob, exc: BaseException, scheduler: str | None) -> dict[s
     }
 
 
-def _cluster_lost(options: BatchOptions, cancelled: Sequence[CancelledError]) -> ClusterLost:
-    """The error of a batch whose tasks were cancelled under it (scheduler or client lost)."""
+def _cluster_lost(options: BatchOptions, cancelled: Sequence[BaseException]) -> ClusterLost:
+    """The error of a batch whose tasks were cancelled under it (scheduler or client lost),
+    or whose results could not be fetched once it was."""
     reasons = sorted({str(getattr(exc, "reason", "")) or type(exc).__name__ for exc in cancelled})
     where = f"at {options.scheduler}" if options.scheduler else "of the local cluster"
     again = "restart it and its workers, then " if options.scheduler else ""
@@ -492,18 +501,22 @@ def run_batch(
             with dask_client(options, plan.jobs) as client:
                 futures = client.map(run_job, plan.jobs, pure=False)
                 job_of = {f.key: j for f, j in zip(futures, plan.jobs, strict=True)}
-                cancelled: list[CancelledError] = []
+                cancelled: list[BaseException] = []
                 for future in as_completed(futures):
                     raise_if_terminated()  # a signal whose exception dask's code swallowed
                     job = job_of[future.key]
                     try:
                         row = future.result()
-                    except CancelledError as exc:  # scheduler lost: not run, nor failed
-                        cancelled.append(exc)
-                        future.release()
-                        continue
-                    except Exception as exc:  # the worker died: the pair failed
-                        row = _lost_row(job, exc, options.scheduler)
+                    except Exception as exc:
+                        if isinstance(exc, CancelledError | OSError) or client.status != "running":
+                            # the scheduler is lost (a result finished before it went cannot
+                            # be fetched either: CommClosedError, an OSError): not run, nor
+                            # failed; its outputs, when complete, are listed below
+                            # (_finished_unreported). A worker that died raises KilledWorker.
+                            cancelled.append(exc)
+                            future.release()
+                            continue
+                        row = _lost_row(job, exc, options.scheduler)  # the worker died
                     future.release()
                     for note in row.pop("messages", []):
                         tell(f"warning: {job.name}: {note}")

@@ -197,7 +197,8 @@ def _correlation_factor(
     of products over every lag within a cell was known to 0.13 from a 256^2 image's). Per
     axis, a whole sum's variance holds ``sum rho`` per pixel, the cells' ``sum rho w``,
     ``w = 1 - |d| / L`` the share of a lag's pixel pairs that fall within one cell of
-    side ``L``; the factor is the product over the two axes of their ratio.
+    side ``L`` (the image's side where it is narrower than a cell); the factor is the
+    product over the two axes of their ratio.
 
     Parameters
     ----------
@@ -213,23 +214,25 @@ def _correlation_factor(
     float
         The ratio (1 for uncorrelated or anticorrelated neighbours).
     """
-    side = SKY_CELL
+    # cells of SKY_CELL px, or the image's side where it is narrower (a strip's cells)
+    sides = (min(SKY_CELL, image.shape[0]), min(SKY_CELL, image.shape[1]))
     origins = [
         (y0, x0)
-        for y0 in range(0, image.shape[0] - side + 1, side)
-        for x0 in range(0, image.shape[1] - side + 1, side)
+        for y0 in range(0, image.shape[0] - sides[0] + 1, sides[0])
+        for x0 in range(0, image.shape[1] - sides[1] + 1, sides[1])
     ]
     picked = np.unique(np.linspace(0, len(origins) - 1, CORRELATION_CELLS).round().astype(int))
     boxes = [
-        (slice(y0, y0 + side), slice(x0, x0 + side)) for y0, x0 in (origins[k] for k in picked)
+        (slice(y0, y0 + sides[0]), slice(x0, x0 + sides[1]))
+        for y0, x0 in (origins[k] for k in picked)
     ]
     values = np.stack([image[box] for box in boxes]).astype(np.float64)
     kept = np.stack([sky[box] for box in boxes]) & (values >= low) & (values <= high)
     values = np.where(kept, values - level, 0.0)
     variance = float(np.sum(values**2)) / max(int(np.count_nonzero(kept)), 1)
-    lags = np.arange(1 - side, side)
     factor = 1.0
-    for axis in (1, 2):
+    for axis, side in zip((1, 2), sides, strict=True):
+        lags = np.arange(1 - side, side)
         first = [slice(None)] * 3
         second = [slice(None)] * 3
         first[axis], second[axis] = slice(1, None), slice(None, -1)

@@ -176,6 +176,15 @@ def test_a_sky_levels_error_holds_the_noises_correlation() -> None:
     assert abs(np.mean(levels)) < 4 * np.std(levels) / np.sqrt(200)
 
 
+@pytest.mark.parametrize("shape", [(20, 1000), (1000, 20), (31, 600)])
+def test_a_strip_narrower_than_a_cell_has_a_sky_level_and_error(shape: tuple[int, int]) -> None:
+    # 16 cells or more, none of them whole: the correlation factor of the error takes
+    # the strip's width as the cells' (it found no cell and raised IndexError).
+    noise = np.random.default_rng(5).normal(size=shape).astype(np.float32)
+    level = sky.sky_level(noise, np.ones(shape, bool))
+    assert np.isfinite(level.level) and 0 < level.error < 3.0 / np.sqrt(noise.size)
+
+
 @pytest.mark.parametrize("smoothing", [3.4, 6.0])
 def test_a_sky_levels_error_holds_adjacent_cells_covariance(smoothing: float) -> None:
     """Noise correlated over several px links each 32 px cell's edge to its neighbours':
@@ -198,17 +207,22 @@ def test_a_sky_levels_error_holds_adjacent_cells_covariance(smoothing: float) ->
 @settings(max_examples=40, deadline=None)
 @given(
     ny=st.integers(1, 80),
-    nx=st.integers(1, 80),
+    nx=st.integers(1, 1200),
+    transpose=st.booleans(),
     nan_fraction=st.floats(0.0, 1.0),
     sky_fraction=st.floats(0.0, 1.0),
     seed=st.integers(0, 2**16),
 )
 def test_a_sky_level_is_finite_or_says_it_has_no_sky(
-    ny: int, nx: int, nan_fraction: float, sky_fraction: float, seed: int
+    ny: int, nx: int, transpose: bool, nan_fraction: float, sky_fraction: float, seed: int
 ) -> None:
     """Any shape, NaN pattern and sky map: a finite level and error from the finite sky
-    pixels, NaN from none, and a level taken out only with enough of them."""
+    pixels, NaN from none, and a level taken out only with enough of them. Strips
+    narrower than a 32 px cell but long enough for 16 cells included (the error's
+    correlation factor found no whole cell in them: IndexError)."""
     rng = np.random.default_rng(seed)
+    shape = (nx, ny) if transpose else (ny, nx)
+    ny, nx = shape
     image = rng.normal(3.0, 1.0, (ny, nx)).astype(np.float32)
     image[rng.random((ny, nx)) < nan_fraction] = np.nan
     sky_map = rng.random((ny, nx)) < sky_fraction

@@ -29,6 +29,7 @@ and trips beyond ``max_detected_fraction`` of them and three point sources' foot
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Iterator
 
@@ -412,6 +413,42 @@ def _unbridged(pieces: np.ndarray, bridges: np.ndarray, at: np.ndarray) -> tuple
     return pieces, int(kept.size)
 
 
+def _signed_pieces(
+    image: np.ndarray,
+    good: np.ndarray,
+    level: float,
+    min_area: int,
+    response: np.ndarray,
+    gap: int,
+    sign: int,
+) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
+    """The footprints of one sign (:func:`_threshold`, joined across masked gaps of at most
+    ``gap`` px) split into one piece per significant peak
+    (:func:`~diffviewer.engine.deblend.split_footprints`), their bridging pixels then left
+    out of both (:func:`_unbridged`).
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray, int, numpy.ndarray)
+        The footprints' pixels (boolean), the pieces (1..n), n, and the flat indices of
+        the pieces' pixels (increasing).
+    """
+    labels, at, bridges = _threshold(image, good, level, min_area, sign=sign, gap=gap)
+    pieces, _ = split_footprints(
+        image,
+        labels,
+        DEBLEND_PROMINENCE,
+        response,
+        level,
+        sign=sign,
+        pixels=np.union1d(at, bridges[0]),
+        fill=bridges,
+    )
+    pieces, n = _unbridged(pieces, bridges[0], at)
+    labels.reshape(-1)[bridges[0]] = 0
+    return labels > 0, pieces, n, at
+
+
 def _core_width(psf: np.ndarray) -> int:
     """Width (px) of a PSF's core: its central row's pixels at half its maximum or more."""
     half = psf.shape[0] // 2
@@ -565,39 +602,14 @@ def detect_sources(
     # Each image-sized intermediate is dropped once used: this step held the run's peak
     # memory (ten int32 planes at once on GOTO).
     # The detection image of a point source: the score's PSF's, or the difference's.
-    response = point_response(
-        score.psf if name == "score" and score is not None else centre_psf(psf)
-    )
+    point = score.psf if name == "score" and score is not None else centre_psf(psf)
+    response = point_response(point)
     # Masked gaps narrower than a source's core join its parts (a bad column through a
     # transient): one footprint, its masked pixels in none.
-    gap = _core_width(score.psf if name == "score" and score is not None else centre_psf(psf))
-    pos, at_pos, bridges = _threshold(image, good, level, config.min_area, gap=gap)
-    pos_pieces, n_pos = split_footprints(
-        image,
-        pos,
-        DEBLEND_PROMINENCE,
-        response,
-        level,
-        pixels=np.union1d(at_pos, bridges[0]),
-        fill=bridges,
-    )
-    pos_pieces, n_pos = _unbridged(pos_pieces, bridges[0], at_pos)
-    pos.reshape(-1)[bridges[0]] = 0
-    pos = pos > 0
-    neg, at_neg, bridges = _threshold(image, good, level, config.min_area, sign=-1, gap=gap)
-    neg_pieces, _ = split_footprints(
-        image,
-        neg,
-        DEBLEND_PROMINENCE,
-        response,
-        level,
-        sign=-1,
-        pixels=np.union1d(at_neg, bridges[0]),
-        fill=bridges,
-    )
-    neg_pieces, _ = _unbridged(neg_pieces, bridges[0], at_neg)
-    neg.reshape(-1)[bridges[0]] = 0
-    neg = neg > 0
+    gap = _core_width(point)
+    footprints = functools.partial(_signed_pieces, image, good, level, config.min_area, response)
+    pos, pos_pieces, n_pos, at_pos = footprints(gap, 1)
+    neg, neg_pieces, _, at_neg = footprints(gap, -1)
     reporter.update(0.3)
     # Grown together: a pixel within reach of pieces of both signs goes to the nearest.
     neg_pieces[neg_pieces > 0] += n_pos

@@ -524,7 +524,7 @@ class ImageArea(QWidget):
         # Centre and zoom cross between the blink panel and the shared view, not a rectangle:
         # fitted into a view of another shape with square pixels, a rectangle only grows.
         was_blink = self.stack.currentIndex() == 2
-        source = self.blink if was_blink else next(iter(self.panels.values()))
+        source = self.blink if was_blink else self.master_panel
         centre_zoom = (*source.view_centre(), source.zoom())
         for panel in self.panels.values():
             self.grid.removeWidget(panel)
@@ -557,14 +557,19 @@ class ImageArea(QWidget):
             layout = page.layout() if page is not None else None  # None: tabs size their pages
             if layout is not None:
                 layout.activate()  # the view's final size, to zoom it in screen pixels
-            target = self.blink if self.mode == "blink" else next(iter(self.panels.values()))
+            target = self.blink if self.mode == "blink" else self.master_panel
             target.show_at(*centre_zoom)
         self._sync_links()
 
     @property
+    def master_panel(self) -> ImagePanel:
+        """The panel whose view's range every panel shares (the first)."""
+        return next(iter(self.panels.values()))
+
+    @property
     def master(self) -> pg.ViewBox:
         """The view whose range every panel shares."""
-        return next(iter(self.panels.values())).view
+        return self.master_panel.view
 
     def _sync_links(self) -> None:
         """Bring every panel to the master's range (hidden panels miss link updates)."""
@@ -637,7 +642,7 @@ class ImageArea(QWidget):
 
     def centre_on(self, x: float, y: float, half_width: float | None = None) -> None:
         """Centre every panel on pixel (x, y) (they are linked: one call moves all)."""
-        next(iter(self.panels.values())).centre_on(x, y, half_width)
+        self.master_panel.centre_on(x, y, half_width)
         if self.mode == "blink":
             self.blink.centre_on(x, y, half_width)
         for panel in [*self.panels.values(), self.blink]:
@@ -645,20 +650,20 @@ class ImageArea(QWidget):
 
     def view_centre(self) -> tuple[float, float]:
         """Centre of the shared view, in pixel coordinates."""
-        return next(iter(self.panels.values())).view_centre()
+        return self.master_panel.view_centre()
 
     def zoom_fit(self) -> None:
         """Show the whole image (the master panel's) in the shared view."""
-        data = next(iter(self.panels.values())).data
+        data = self.master_panel.data
         if data is not None:
             ny, nx = data.shape
             self.master.setRange(xRange=(-0.5, nx - 0.5), yRange=(-0.5, ny - 0.5), padding=0)
 
     def zoom(self) -> float:
         """Screen pixels per image pixel of the shared view."""
-        return next(iter(self.panels.values())).zoom()
+        return self.master_panel.zoom()
 
     def set_zoom(self, zoom: float) -> None:
         """Zoom the shared view to ``zoom`` screen pixels per image pixel (1: DS9's
         "zoom 1"), keeping its centre."""
-        next(iter(self.panels.values())).show_at(*self.view_centre(), zoom)
+        self.master_panel.show_at(*self.view_centre(), zoom)

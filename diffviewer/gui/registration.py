@@ -17,6 +17,7 @@ from PyQt6.QtWidgets import QLabel
 
 from diffviewer.engine.register import Registration
 from diffviewer.engine.warp import WarpResult
+from diffviewer.gui.warnings_banner import WARN_STYLE
 from diffviewer.results import SavedTemplate
 
 #: Methods whose line is warning-coloured (the user should look at the result).
@@ -26,7 +27,6 @@ MAX_LINES = 4
 #: The template on the science grid: of a run, or of a saved run (with what it recorded).
 Placed = WarpResult | SavedTemplate
 PLAIN_STYLE = "background: #e8f0fa; color: #1b3350; padding: 3px;"
-WARN_STYLE = "background: #fff3b0; color: #5a4500; padding: 3px;"
 
 
 def transform_summary(reg: Registration, shape: tuple[int, int]) -> str:

@@ -7,6 +7,9 @@ from collections.abc import Sequence
 
 from PyQt6.QtWidgets import QLabel, QWidget
 
+#: The colours of what the user should look at (this banner, a registration that needs it).
+WARN_STYLE = "background: #fff3b0; color: #5a4500; padding: 3px;"
+
 
 class WarningsBanner(QLabel):
     """A run's warnings, folded to the first one with a cue naming how many more there are.
@@ -25,7 +28,7 @@ class WarningsBanner(QLabel):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWordWrap(True)
-        self.setStyleSheet("background: #fff3b0; color: #5a4500; padding: 3px;")
+        self.setStyleSheet(WARN_STYLE)
         self.linkActivated.connect(self._on_link)
         self.notes: list[str] = []
         self.unfolded = False

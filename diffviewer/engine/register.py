@@ -524,6 +524,15 @@ def covered_points(
     return gx[inside], gy[inside]
 
 
+def within_stars(fit: StarFit, points: Points) -> Points:
+    """``points`` moved into the bounding box of the fit's stars (science px): where the
+    fit is constrained. Stars on one row (a strip two centroid stamps tall) leave the
+    fit's terms across the row to their sub-pixel scatter; judged at the strip's edges,
+    that fit said a right WCS was 11.5 px off."""
+    (x0, y0), (x1, y1) = fit.source.min(axis=0), fit.source.max(axis=0)
+    return np.clip(points[0], x0, x1), np.clip(points[1], y0, y1)
+
+
 def max_difference(a: Mapping, b: Mapping, points: Points) -> float:
     """Largest distance (px) between two mappings at ``points`` (:func:`image_grid`)."""
     ax, ay = a(*points)
@@ -763,8 +772,9 @@ def check_wcs_on_stars(
         Order of the star fit.
     tolerance : float
         Largest disagreement (px) between the WCS mapping and the star fit where the
-        template lies on the science image (:func:`covered_points`), beyond three times
-        the fit's own error there, for which the WCS mapping is kept. It is kept as well
+        template lies on the science image (:func:`covered_points`) and the stars
+        constrain the fit (:func:`within_stars`), beyond three times the fit's own error
+        there, for which the WCS mapping is kept. It is kept as well
         when the fit does not map the stars significantly better
         (:func:`improves_on`).
     science_peaks, template_peaks : Peaks, optional
@@ -798,9 +808,9 @@ def check_wcs_on_stars(
             "every star, and set warp.register = stars when the WCSs are wrong"
         )
         return Registration("wcs", None, n_sci, n_tmpl, 0, math.nan, notes=(note,))
-    # Judged where the template (or this piece of it) lies on the science image: a fit on
-    # a narrow piece's stars, extrapolated across the rest of the image, is not.
-    covered = covered_points(science.shape, wcs_mapping, template.shape)
+    # Judged where the template (or this piece of it) lies on the science image and the
+    # stars constrain the fit: a fit extrapolated beyond its stars is not.
+    covered = within_stars(fit, covered_points(science.shape, wcs_mapping, template.shape))
     error = fit.position_error(covered)
     offset = max_difference(fit.transform, wcs_mapping, covered)
     if offset <= tolerance + 3.0 * error or not improves_on(fit, wcs_mapping):

@@ -155,6 +155,26 @@ def test_wrong_wcs_is_refined_on_stars_and_said() -> None:
     assert right.registration.n_matched > 50
 
 
+@pytest.mark.parametrize("shape", [(24, 1200), (1200, 24)])
+def test_a_right_wcs_on_a_strip_with_its_stars_on_one_row_is_kept(
+    shape: tuple[int, int],
+) -> None:
+    # A strip two centroid stamps across: every star found lies on its middle row, so
+    # the fit's terms across the strip rest on sub-pixel centroid scatter. Judged at the
+    # strip's edges, that fit said the right WCS was 11.5 px off and replaced it; judged
+    # where its stars are, the WCS is kept. A WCS 3 px off along the row is still caught.
+    pair = make_pair(shape, 40, seed=3)
+    right = warp_template(pair.template, pair.science, WarpConfig())
+    assert right.registration.method == "wcs" and right.registration.n_matched >= 20
+    assert not any("disagree" in note for note in right.warnings)
+    wrong = pair.template.wcs.deepcopy()
+    wrong.wcs.crpix = wrong.wcs.crpix + np.array([3.0, 0.0] if shape[0] < shape[1] else [0.0, 3.0])
+    wrong.wcs.set()
+    caught = warp_template(pair.template.replace(wcs=wrong), pair.science, WarpConfig())
+    assert caught.registration.method == "wcs refined on stars"
+    assert any("disagree" in note and "3." in note for note in caught.warnings)
+
+
 def test_a_star_fits_position_error_counts_its_degrees_of_freedom() -> None:
     # 4,000 affine fits of 12 stars each, 0.1 px of centroid noise per axis: the error
     # the fit predicts at a corner of the image, squared, averages to the mean square of

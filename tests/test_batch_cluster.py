@@ -45,40 +45,45 @@ def _wait_for(condition, what: str, proc: subprocess.Popen | None = None) -> Non
         time.sleep(0.1)
 
 
-@contextlib.contextmanager
-def dask_processes(folder: Path, cwd: Path | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
-    """A ``dask scheduler`` and one single-thread ``dask worker`` on localhost (running in
-    ``cwd``, importing this tree's diffviewer); the scheduler's address and process."""
+def _dask(*args: str, cwd: Path | None = None) -> subprocess.Popen:
+    """A ``dask`` command of this environment on localhost, importing this tree's
+    diffviewer (running in ``cwd``)."""
     dask = Path(sys.executable).with_name("dask")
     if not dask.exists():
         pytest.skip(f"the dask command is not installed beside {sys.executable}")
-    info = folder / "scheduler.json"
-    local = ["--host", "127.0.0.1", "--no-dashboard"]
+    return subprocess.Popen(
+        [str(dask), *args, "--host", "127.0.0.1", "--no-dashboard"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+
+
+def _worker(info: Path, cwd: Path | None = None) -> subprocess.Popen:
+    """One single-thread ``dask worker`` of the scheduler whose file is ``info``."""
     one = ["--nthreads", "1", "--nworkers", "1", "--memory-limit", "0"]
-    here = {"cwd": cwd, "env": {**os.environ, "PYTHONPATH": str(REPO)}}
-    procs = [
-        subprocess.Popen(
-            [str(dask), "scheduler", "--port", "0", "--scheduler-file", str(info), *local],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            **here,
-        )
-    ]
+    return _dask("worker", "--scheduler-file", str(info), *one, cwd=cwd)
+
+
+@contextlib.contextmanager
+def dask_processes(
+    folder: Path, cwd: Path | None = None, worker: bool = True
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A ``dask scheduler`` and (``worker``) one single-thread ``dask worker`` on localhost
+    (running in ``cwd``); the scheduler's address and process. Its scheduler file is
+    ``folder / "scheduler.json"``."""
+    info = folder / "scheduler.json"
+    procs = [_dask("scheduler", "--port", "0", "--scheduler-file", str(info), cwd=cwd)]
     try:
         _wait_for(info.exists, "the scheduler file", procs[0])
-        procs.append(
-            subprocess.Popen(
-                [str(dask), "worker", "--scheduler-file", str(info), *one, *local],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                **here,
-            )
-        )
         address = json.loads(info.read_text())["address"]
-        from dask.distributed import Client
+        if worker:
+            procs.append(_worker(info, cwd))
+            from dask.distributed import Client
 
-        with Client(address, timeout="60s") as client:
-            client.wait_for_workers(1, timeout=PATIENCE_S)
+            with Client(address, timeout="60s") as client:
+                client.wait_for_workers(1, timeout=PATIENCE_S)
         yield address, procs[0]
     finally:
         for proc in reversed(procs):
@@ -99,6 +104,33 @@ def test_a_running_scheduler_and_worker_run_the_batch(tmp_path: Path) -> None:
     assert (rows["bad"]["status"], rows["bad"]["error_kind"]) == ("failed", "input")
     assert (rows["nocover"]["error_kind"]) == "no_coverage"
     assert (out / "good" / "difference.fits").is_file()
+
+
+@pytest.mark.slow
+def test_a_scheduler_without_workers_is_said_and_its_batch_runs_when_one_joins(
+    tmp_path: Path,
+) -> None:
+    # A rerun against a scheduler restarted without its workers waited in silence.
+    pairs = make_pairs(tmp_path, names=("g1",), bad=False)
+    out, log = tmp_path / "out", tmp_path / "stderr.txt"
+    with dask_processes(tmp_path, worker=False) as (address, _), log.open("w") as stderr:
+        command = [sys.executable, "-m", "diffviewer", "batch", str(pairs), "--out", str(out)]
+        proc = subprocess.Popen([*command, "--scheduler", address, *QUICK], stderr=stderr)
+        worker = None
+        try:
+            _wait_for(lambda: "has no workers" in log.read_text(), "the note", proc)
+            assert not (out / "g1").exists()
+            worker = _worker(tmp_path / "scheduler.json")
+            assert proc.wait(timeout=PATIENCE_S) == 0, log.read_text()
+        finally:
+            proc.kill()
+            if worker is not None:
+                worker.terminate()
+                worker.wait(timeout=60)
+    said = log.read_text()
+    assert f"the dask scheduler at {address} has no workers" in said
+    assert f"dask worker {address}" in said and "Traceback" not in said
+    assert [r["status"] for r in read_summary(out)] == ["ok"]
 
 
 @pytest.mark.slow

@@ -442,6 +442,14 @@ def _cluster_lost(options: BatchOptions, cancelled: Sequence[BaseException]) -> 
     )
 
 
+def no_workers_note(address: str) -> str:
+    """What a batch says when the scheduler it joined has no worker: its pairs wait."""
+    return (
+        f"note: the dask scheduler at {address} has no workers; the pairs wait until one "
+        f"joins (start one with: dask worker {address}), or press Ctrl+C to stop"
+    )
+
+
 def kept_failures_note(names: Sequence[str]) -> str:
     """The line saying which failures of the last run a rerun keeps without retrying them."""
     shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
@@ -499,6 +507,8 @@ def run_batch(
             from dask.distributed import as_completed
 
             with dask_client(options, plan.jobs) as client:
+                if options.scheduler and not client.scheduler_info()["workers"]:
+                    tell(no_workers_note(options.scheduler))
                 futures = client.map(run_job, plan.jobs, pure=False)
                 job_of = {f.key: j for f, j in zip(futures, plan.jobs, strict=True)}
                 cancelled: list[BaseException] = []

@@ -809,11 +809,13 @@ def check_wcs_on_stars(
         )
         return Registration("wcs", None, n_sci, n_tmpl, 0, math.nan, notes=(note,))
     # Judged where the template (or this piece of it) lies on the science image and the
-    # stars constrain the fit: a fit extrapolated beyond its stars is not.
-    covered = within_stars(fit, covered_points(science.shape, wcs_mapping, template.shape))
+    # stars constrain the fit: a fit extrapolated beyond its stars is not. Its error is
+    # said over all of the template's area, where a replacing fit is applied.
+    covered = covered_points(science.shape, wcs_mapping, template.shape)
+    judged = within_stars(fit, covered)
+    offset = max_difference(fit.transform, wcs_mapping, judged)
     error = fit.position_error(covered)
-    offset = max_difference(fit.transform, wcs_mapping, covered)
-    if offset <= tolerance + 3.0 * error or not improves_on(fit, wcs_mapping):
+    if offset <= tolerance + 3.0 * fit.position_error(judged) or not improves_on(fit, wcs_mapping):
         rms = rms_about(fit, wcs_mapping)
         return Registration(
             "wcs", fit.transform, n_sci, n_tmpl, fit.n_matched, rms, error, applied=False

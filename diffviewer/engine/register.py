@@ -181,7 +181,9 @@ class Registration:
         'wcs' (the WCSs, confirmed or unchecked by stars), 'wcs refined on stars',
         'stars' (pattern match, no usable WCS), 'none' (pixel grids taken as one).
     transform : PolynomialTransform or None
-        Science px -> template px fitted on stars (None when no fit was made).
+        Science px -> template px fitted on stars, or, for a WCS the stars move but
+        cannot reshape (:func:`shifted`), the WCS mapping moved by their shift (None when
+        no fit was made).
     n_science_stars, n_template_stars : int
         Stars found on each image.
     n_matched : int
@@ -192,7 +194,8 @@ class Registration:
     position_error : float
         Largest 1-sigma error (px) of a position mapped by ``transform`` (from its
         residuals and the stars' spread) over the image, or, for a WCS checked on stars,
-        where the template lies on it; NaN without a fit.
+        where the template lies on it (for a WCS moved by the stars' shift, that shift's
+        error); NaN without a fit.
     notes : tuple of str
         What the user should know.
     applied : bool
@@ -820,6 +823,30 @@ def check_wcs_on_stars(
         return Registration(
             "wcs", fit.transform, n_sci, n_tmpl, fit.n_matched, rms, error, applied=False
         )
+    if error > tolerance:
+        # the stars fix the fit within their box only (a line of stars on a strip: its
+        # terms across the line fit the centroids' own scatter, which an F-test takes for
+        # a better fit): the WCS's own shape, moved by the shift they agree on, is
+        # applied instead
+        moved = shifted(fit, wcs_mapping, science.shape, order)
+        shift_error = fit.rms / math.sqrt(fit.n_matched)
+        note = (
+            f"the WCSs disagree with {fit.n_matched} matched stars by up to {offset:.2f} px "
+            f"(warp.wcs_tolerance = {tolerance:g} px), but the stars' fit is uncertain by "
+            f"{error:.2f} px where the template lies (they fill too little of it): the WCS "
+            f"mapping was moved by the shift the stars agree on (residual RMS "
+            f"{rms_about(fit, moved):.3f} px)"
+        )
+        return Registration(
+            "wcs refined on stars",
+            moved,
+            n_sci,
+            n_tmpl,
+            fit.n_matched,
+            rms_about(fit, moved),
+            shift_error,
+            (note,),
+        )
     note = (
         f"the WCSs disagree with {fit.n_matched} matched stars by up to {offset:.2f} px "
         f"(warp.wcs_tolerance = {tolerance:g} px, star fit uncertain by {error:.2f} px): the "
@@ -835,6 +862,21 @@ def check_wcs_on_stars(
         error,
         (note,),
     )
+
+
+def shifted(
+    fit: StarFit, mapping: Mapping, shape: tuple[int, int], order: int
+) -> PolynomialTransform:
+    """``mapping`` as a polynomial of ``order`` over an image of ``shape`` (fitted on
+    :func:`image_grid`), moved by the median offset of the fit's stars from it: the
+    correction a few stars fix wherever they lie."""
+    gx, gy = image_grid(shape)
+    tx, ty = mapping(gx, gy)
+    design = PolynomialTransform.design(gx, gy, order)
+    coefficients = np.linalg.lstsq(design, np.stack([tx, ty], axis=1), rcond=None)[0].T
+    mx, my = mapping(fit.source[:, 0], fit.source[:, 1])
+    coefficients[:, 0] += np.median(fit.target - np.stack([mx, my], axis=1), axis=0)
+    return PolynomialTransform(order, coefficients)
 
 
 def _wcs_star_fit(

@@ -212,10 +212,11 @@ class CutoutPanel(_StampGrid):
             self.ticks[name] = ticks
         self.profile = pg.PlotWidget()
         # the cutouts come first: the profile gets a strip below them (the least heights
-        # leave a 1280 x 720 screen's catalog its rows: catalog.MIN_ROWS)
+        # leave a 1280 x 720 screen's catalog its rows: catalog.MIN_ROWS, and the window
+        # room for a taskbar: the dock's least height was most of the window's 674 px)
         self.profile.setMinimumHeight(100)
         self.profile.setMaximumHeight(170)
-        self.canvas.setMinimumHeight(180)
+        self.canvas.setMinimumHeight(150)
         self.profile.setLabel("bottom", "distance from the source (px)")
         self.profile.setLabel("left", "difference")
         # The key above the plot, not a legend inside it: on a 1280 x 720 screen the plot

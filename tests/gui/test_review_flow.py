@@ -362,6 +362,8 @@ def test_a_small_screen_leaves_the_stamps_and_the_catalog_room(qtbot, tmp_path: 
         rows = view.verticalHeader().defaultSectionSize()
         assert view.viewport().height() >= 3 * rows
         assert win.height() <= 720
+        # and fits a 720 px screen less a taskbar of 70 px (it needed 674 px before)
+        assert win.minimumSizeHint().height() <= 650
     finally:
         win.jobs.shutdown()
 

@@ -787,7 +787,9 @@ def check_wcs_on_stars(
     -------
     Registration
         'wcs' (kept: confirmed by stars, or, with a note, not checked: too few stars, or
-        no fit that chance cannot give) or 'wcs refined on stars'.
+        no fit that chance cannot give) or 'wcs refined on stars' (the star fit, or, where
+        that fit is uncertain beyond ``tolerance``, the WCS mapping moved by the stars'
+        shift: :func:`shifted`).
     """
     sci, tmpl = find_stars(science, peaks=science_peaks), find_stars(template, peaks=template_peaks)
     n_sci, n_tmpl = len(sci), len(tmpl)
@@ -829,23 +831,16 @@ def check_wcs_on_stars(
         # a better fit): the WCS's own shape, moved by the shift they agree on, is
         # applied instead
         moved = shifted(fit, wcs_mapping, science.shape, order)
-        shift_error = fit.rms / math.sqrt(fit.n_matched)
+        rms = rms_about(fit, moved)
         note = (
             f"the WCSs disagree with {fit.n_matched} matched stars by up to {offset:.2f} px "
             f"(warp.wcs_tolerance = {tolerance:g} px), but the stars' fit is uncertain by "
             f"{error:.2f} px where the template lies (they fill too little of it): the WCS "
-            f"mapping was moved by the shift the stars agree on (residual RMS "
-            f"{rms_about(fit, moved):.3f} px)"
+            f"mapping was moved by the shift the stars agree on (residual RMS {rms:.3f} px)"
         )
+        shift_error = fit.rms / math.sqrt(fit.n_matched)
         return Registration(
-            "wcs refined on stars",
-            moved,
-            n_sci,
-            n_tmpl,
-            fit.n_matched,
-            rms_about(fit, moved),
-            shift_error,
-            (note,),
+            "wcs refined on stars", moved, n_sci, n_tmpl, fit.n_matched, rms, shift_error, (note,)
         )
     note = (
         f"the WCSs disagree with {fit.n_matched} matched stars by up to {offset:.2f} px "

@@ -66,6 +66,14 @@ def _worker(info: Path, cwd: Path | None = None) -> subprocess.Popen:
     return _dask("worker", "--scheduler-file", str(info), *one, cwd=cwd)
 
 
+def _address(info: Path) -> str | None:
+    """The address a scheduler file holds; None until it is written whole."""
+    try:
+        return str(json.loads(info.read_text())["address"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 @contextlib.contextmanager
 def dask_processes(
     folder: Path, cwd: Path | None = None, worker: bool = True
@@ -76,8 +84,9 @@ def dask_processes(
     info = folder / "scheduler.json"
     procs = [_dask("scheduler", "--port", "0", "--scheduler-file", str(info), cwd=cwd)]
     try:
-        _wait_for(info.exists, "the scheduler file", procs[0])
-        address = json.loads(info.read_text())["address"]
+        _wait_for(lambda: _address(info) is not None, "the scheduler file", procs[0])
+        address = _address(info)
+        assert address is not None
         if worker:
             procs.append(_worker(info, cwd))
             from dask.distributed import Client

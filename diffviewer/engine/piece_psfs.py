@@ -1,8 +1,14 @@
 """Each template piece's PSF width on the science grid, and whether the pieces' differ.
 
 Pieces of different seeing leave the combined template with a PSF that steps at their
-seams, which one spatially smooth PSF-matching kernel cannot follow: the difference
-holds residuals of every star along the seam. Each warped piece's stellar-locus FWHM
+seams, which one spatially smooth PSF-matching kernel cannot follow: its compromise
+leaves residuals at stars across the pieces, not only along the seam (a 400 px Moffat
+field in two pieces of FWHM 2.5 and 3.8 px: 192-218 DIA sources, 29-40 of them within
+25 px of the seam, where either whole template gives 2-15). Matching the pieces to one
+PSF first was tried and not kept: the matched piece's smooth noise leaves the kernel's
+high frequencies free, and the difference's variance plane put its noise at 2.4 times
+the truth on one side and 0.55 on the other (``benchmarks/SCIENCE.md``).
+Each warped piece's stellar-locus FWHM
 (:func:`~diffviewer.engine.psf_stars.select_stars` among its peaks) is measured, and a
 spread beyond :data:`FWHM_TOLERANCE` is said, naming the pieces.
 """
@@ -63,6 +69,7 @@ def fwhm_note(fwhm: Sequence[float], sources: Sequence[str]) -> str | None:
     return (
         f"the template pieces' PSFs differ: FWHM {listed}, piece {j + 1}'s "
         f"{broad / narrow - 1.0:.0%} broader than piece {i + 1}'s; one PSF-matching kernel "
-        "cannot follow the step at their seams, which leaves residuals at the stars along "
-        "them: give pieces of one seeing, or subtract each piece on its own"
+        "cannot follow the step at their seams, and its compromise leaves residuals at "
+        "stars across the pieces: give pieces of one seeing, or subtract each piece on its "
+        "own"
     )

@@ -697,6 +697,8 @@ def test_pieces_of_other_seeing_are_said_with_their_psf_widths() -> None:
         assert bool(notes) == said
         if said:
             assert "(piece 1, left.fits)" in notes[0] and "(piece 2, right.fits)" in notes[0]
+            # the single kernel's compromise is not confined to the seam (piece_psfs)
+            assert "residuals at stars across the pieces" in notes[0]
 
 
 def test_sky_offsets_between_pieces_of_other_seeing_are_measured_on_one_psf() -> None:

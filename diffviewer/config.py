@@ -150,12 +150,12 @@ class WarpConfig:
     )
     wcs_tolerance: float = param(
         0.3,
-        "Largest disagreement, where the template (or piece) lies on the science image "
-        "within the matched stars' box, between the WCS mapping and the fit on those stars, "
-        "beyond three times the fit's own error, for which register = 'auto' keeps the WCS "
-        "mapping (the seed's fitAstrometry); it is kept as well when the fit does not map "
-        "the stars significantly better. A replacing fit uncertain by more than this where "
-        "the template lies only moves the WCS mapping by the stars' shift.",
+        "Largest disagreement, where the template (or piece) lies on the science image, "
+        "between the WCS mapping and the fit on matched stars, beyond three times the fit's "
+        "own error, for which register = 'auto' keeps the WCS mapping (the seed's "
+        "fitAstrometry); it is kept as well when the fit does not map the stars "
+        "significantly better. Stars on a line (a narrow strip) fit only a correction of "
+        "the WCS mapping along it.",
         unit="px",
         minimum=0.01,
         maximum=100.0,

@@ -82,6 +82,9 @@ COVERED_GRID, MIN_COVERED = 33, 4
 #: A star fit replaces a mapping only when it fits the stars better than the mapping at
 #: this significance (two-sided 3 sigma), as it must stray from it by 3 of its errors.
 IMPROVEMENT_P_VALUE = 0.0027
+#: Stars spread by less than this (px, standard deviation) across their main axis lie on
+#: a line (:func:`on_a_line`): a strip whose centroid stamps fit only its middle rows.
+LINE_SPREAD = 3.0
 
 Mapping = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 #: Science-image positions (x, y), flattened.
@@ -181,9 +184,9 @@ class Registration:
         'wcs' (the WCSs, confirmed or unchecked by stars), 'wcs refined on stars',
         'stars' (pattern match, no usable WCS), 'none' (pixel grids taken as one).
     transform : PolynomialTransform or None
-        Science px -> template px fitted on stars, or, for a WCS the stars move but
-        cannot reshape (:func:`shifted`), the WCS mapping moved by their shift (None when
-        no fit was made).
+        Science px -> template px fitted on stars, or, for stars on a line checking a WCS
+        (:func:`on_a_line`), the WCS mapping corrected along the line (:func:`shifted`)
+        (None when no fit was made).
     n_science_stars, n_template_stars : int
         Stars found on each image.
     n_matched : int
@@ -194,8 +197,8 @@ class Registration:
     position_error : float
         Largest 1-sigma error (px) of a position mapped by ``transform`` (from its
         residuals and the stars' spread) over the image, or, for a WCS checked on stars,
-        where the template lies on it (for a WCS moved by the stars' shift, that shift's
-        error); NaN without a fit.
+        where the template lies on it (for stars on a line, the correction's error at the
+        ends of the line); NaN without a fit.
     notes : tuple of str
         What the user should know.
     applied : bool
@@ -527,13 +530,16 @@ def covered_points(
     return gx[inside], gy[inside]
 
 
-def within_stars(fit: StarFit, points: Points) -> Points:
-    """``points`` moved into the bounding box of the fit's stars (science px): where the
-    fit is constrained. Stars on one row (a strip two centroid stamps tall) leave the
-    fit's terms across the row to their sub-pixel scatter; judged at the strip's edges,
-    that fit said a right WCS was 11.5 px off."""
-    (x0, y0), (x1, y1) = fit.source.min(axis=0), fit.source.max(axis=0)
-    return np.clip(points[0], x0, x1), np.clip(points[1], y0, y1)
+def on_a_line(fit: StarFit) -> bool:
+    """Whether the fit's stars lie on a line: their positions' spread across their main
+    axis (standard deviation, science px) below :data:`LINE_SPREAD`. On a strip two
+    centroid stamps across every star found lies on its middle row, and the fit's terms
+    across the row follow the centroids' own scatter: applied across a 24 x 1200 strip,
+    such a fit was 11.5 px off at its edges, and judged there it called a right WCS 11.5
+    px off."""
+    centred = fit.source - fit.source.mean(axis=0)
+    spread = np.linalg.svd(centred, compute_uv=False) / math.sqrt(len(centred))
+    return bool(spread[-1] < LINE_SPREAD)
 
 
 def max_difference(a: Mapping, b: Mapping, points: Points) -> float:
@@ -775,11 +781,11 @@ def check_wcs_on_stars(
         Order of the star fit.
     tolerance : float
         Largest disagreement (px) between the WCS mapping and the star fit where the
-        template lies on the science image (:func:`covered_points`) and the stars
-        constrain the fit (:func:`within_stars`), beyond three times the fit's own error
-        there, for which the WCS mapping is kept. It is kept as well
+        template lies on the science image (:func:`covered_points`), beyond three times
+        the fit's own error there, for which the WCS mapping is kept. It is kept as well
         when the fit does not map the stars significantly better
-        (:func:`improves_on`).
+        (:func:`improves_on`). Stars on a line (:func:`on_a_line`) judge the WCS mapping
+        corrected along the line instead of their fit (:func:`_along_line`).
     science_peaks, template_peaks : Peaks, optional
         Each image's peaks, when found already (:func:`find_stars`).
 
@@ -787,9 +793,8 @@ def check_wcs_on_stars(
     -------
     Registration
         'wcs' (kept: confirmed by stars, or, with a note, not checked: too few stars, or
-        no fit that chance cannot give) or 'wcs refined on stars' (the star fit, or, where
-        that fit is uncertain beyond ``tolerance``, the WCS mapping moved by the stars'
-        shift: :func:`shifted`).
+        no fit that chance cannot give) or 'wcs refined on stars' (the star fit, or, for
+        stars on a line, the WCS mapping corrected along it: :func:`shifted`).
     """
     sci, tmpl = find_stars(science, peaks=science_peaks), find_stars(template, peaks=template_peaks)
     n_sci, n_tmpl = len(sci), len(tmpl)
@@ -813,34 +818,19 @@ def check_wcs_on_stars(
             "every star, and set warp.register = stars when the WCSs are wrong"
         )
         return Registration("wcs", None, n_sci, n_tmpl, 0, math.nan, notes=(note,))
-    # Judged where the template (or this piece of it) lies on the science image and the
-    # stars constrain the fit: a fit extrapolated beyond its stars is not. Its error is
-    # said over all of the template's area, where a replacing fit is applied.
+    # Judged where the template (or this piece of it) lies on the science image: a fit on
+    # a narrow piece's stars, extrapolated across the rest of the image, is not.
     covered = covered_points(science.shape, wcs_mapping, template.shape)
-    judged = within_stars(fit, covered)
-    offset = max_difference(fit.transform, wcs_mapping, judged)
+    if on_a_line(fit):
+        return _along_line(
+            fit, wcs_mapping, science.shape, order, covered, tolerance, n_sci, n_tmpl
+        )
     error = fit.position_error(covered)
-    if offset <= tolerance + 3.0 * fit.position_error(judged) or not improves_on(fit, wcs_mapping):
+    offset = max_difference(fit.transform, wcs_mapping, covered)
+    if offset <= tolerance + 3.0 * error or not improves_on(fit, wcs_mapping):
         rms = rms_about(fit, wcs_mapping)
         return Registration(
             "wcs", fit.transform, n_sci, n_tmpl, fit.n_matched, rms, error, applied=False
-        )
-    if error > tolerance:
-        # the stars fix the fit within their box only (a line of stars on a strip: its
-        # terms across the line fit the centroids' own scatter, which an F-test takes for
-        # a better fit): the WCS's own shape, moved by the shift they agree on, is
-        # applied instead
-        moved = shifted(fit, wcs_mapping, science.shape, order)
-        rms = rms_about(fit, moved)
-        note = (
-            f"the WCSs disagree with {fit.n_matched} matched stars by up to {offset:.2f} px "
-            f"(warp.wcs_tolerance = {tolerance:g} px), but the stars' fit is uncertain by "
-            f"{error:.2f} px where the template lies (they fill too little of it): the WCS "
-            f"mapping was moved by the shift the stars agree on (residual RMS {rms:.3f} px)"
-        )
-        shift_error = fit.rms / math.sqrt(fit.n_matched)
-        return Registration(
-            "wcs refined on stars", moved, n_sci, n_tmpl, fit.n_matched, rms, shift_error, (note,)
         )
     note = (
         f"the WCSs disagree with {fit.n_matched} matched stars by up to {offset:.2f} px "
@@ -859,19 +849,67 @@ def check_wcs_on_stars(
     )
 
 
+def _along_line(
+    fit: StarFit,
+    wcs_mapping: Mapping,
+    shape: tuple[int, int],
+    order: int,
+    covered: Points,
+    tolerance: float,
+    n_sci: int,
+    n_tmpl: int,
+) -> Registration:
+    """:func:`check_wcs_on_stars` for stars on a line (:func:`on_a_line`): the WCS
+    mapping corrected by what such stars fix (:func:`shifted`) is judged against it
+    where the template lies, and replaces it beyond ``tolerance`` and three of its
+    errors."""
+    moved, error = shifted(fit, wcs_mapping, shape, order)
+    offset = max_difference(moved, wcs_mapping, covered)
+    rms = rms_about(fit, moved)
+    if offset <= tolerance + 3.0 * error:
+        kept = rms_about(fit, wcs_mapping)
+        return Registration("wcs", moved, n_sci, n_tmpl, fit.n_matched, kept, error, applied=False)
+    note = (
+        f"the WCSs disagree with {fit.n_matched} matched stars on a line by up to "
+        f"{offset:.2f} px (warp.wcs_tolerance = {tolerance:g} px): the WCS mapping was "
+        f"moved and stretched along the line as the stars agree, its shape across the line "
+        f"kept (uncertain by {error:.2f} px; residual RMS {rms:.3f} px)"
+    )
+    return Registration(
+        "wcs refined on stars", moved, n_sci, n_tmpl, fit.n_matched, rms, error, (note,)
+    )
+
+
 def shifted(
     fit: StarFit, mapping: Mapping, shape: tuple[int, int], order: int
-) -> PolynomialTransform:
+) -> tuple[PolynomialTransform, float]:
     """``mapping`` as a polynomial of ``order`` over an image of ``shape`` (fitted on
-    :func:`image_grid`), moved by the median offset of the fit's stars from it: the
-    correction a few stars fix wherever they lie."""
+    :func:`image_grid`), corrected by the fit's stars on a line (:func:`on_a_line`):
+    their offsets from it, a straight line in the position along their main axis (a
+    shift, and a rotation and scale along that axis), added; across the axis nothing is
+    fixed by them. Returns the transform and the 1-sigma error of the correction at the
+    ends of the stars' line (px)."""
     gx, gy = image_grid(shape)
     tx, ty = mapping(gx, gy)
     design = PolynomialTransform.design(gx, gy, order)
     coefficients = np.linalg.lstsq(design, np.stack([tx, ty], axis=1), rcond=None)[0].T
     mx, my = mapping(fit.source[:, 0], fit.source[:, 1])
-    coefficients[:, 0] += np.median(fit.target - np.stack([mx, my], axis=1), axis=0)
-    return PolynomialTransform(order, coefficients)
+    offsets = fit.target - np.stack([mx, my], axis=1)
+    centre = fit.source.mean(axis=0)
+    axis = np.linalg.svd(fit.source - centre, full_matrices=False)[2][0]
+    along = (fit.source - centre) @ axis
+    line = np.column_stack([np.ones_like(along), along])
+    (level, slope), *_ = np.linalg.lstsq(line, offsets, rcond=None)
+    coefficients[:, 0] += level - slope * float(centre @ axis)
+    coefficients[:, 1] += slope * axis[0]
+    coefficients[:, 2] += slope * axis[1]
+    # the straight line's error at its ends, from the scatter about it (2-D, n - 2 dof)
+    scatter = np.sqrt(
+        np.sum((offsets - line @ np.stack([level, slope])) ** 2) / max(len(along) - 2, 1)
+    )
+    ends = np.array([[1.0, along.min()], [1.0, along.max()]])
+    leverage = np.einsum("ij,jk,ik->i", ends, np.linalg.pinv(line.T @ line), ends)
+    return PolynomialTransform(order, coefficients), float(scatter * np.sqrt(leverage.max()))
 
 
 def _wcs_star_fit(

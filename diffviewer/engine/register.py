@@ -185,7 +185,8 @@ class Registration:
         'stars' (pattern match, no usable WCS), 'none' (pixel grids taken as one).
     transform : PolynomialTransform or None
         Science px -> template px fitted on stars, or, for stars on a line checking a WCS
-        (:func:`on_a_line`), the WCS mapping corrected along the line (:func:`shifted`)
+        (:func:`on_a_line`), the WCS mapping corrected along the line
+        (:func:`corrected_along_line`)
         (None when no fit was made).
     n_science_stars, n_template_stars : int
         Stars found on each image.
@@ -794,7 +795,7 @@ def check_wcs_on_stars(
     Registration
         'wcs' (kept: confirmed by stars, or, with a note, not checked: too few stars, or
         no fit that chance cannot give) or 'wcs refined on stars' (the star fit, or, for
-        stars on a line, the WCS mapping corrected along it: :func:`shifted`).
+        stars on a line, the WCS mapping corrected along it: :func:`corrected_along_line`).
     """
     sci, tmpl = find_stars(science, peaks=science_peaks), find_stars(template, peaks=template_peaks)
     n_sci, n_tmpl = len(sci), len(tmpl)
@@ -860,11 +861,12 @@ def _along_line(
     n_tmpl: int,
 ) -> Registration:
     """:func:`check_wcs_on_stars` for stars on a line (:func:`on_a_line`): the WCS
-    mapping corrected by what such stars fix (:func:`shifted`) is judged against it
-    where the template lies, and replaces it beyond ``tolerance`` and three of its
-    errors."""
-    moved, error = shifted(fit, wcs_mapping, shape, order)
-    offset = max_difference(moved, wcs_mapping, covered)
+    mapping corrected by what such stars fix (:func:`corrected_along_line`) replaces it
+    where that correction exceeds ``tolerance`` and three of its errors where the
+    template lies."""
+    # the correction's own size is judged, not the polynomial's fit to a WCS's distortion
+    as_polynomial, moved, error = corrected_along_line(fit, wcs_mapping, shape, order)
+    offset = max_difference(moved, as_polynomial, covered)
     rms = rms_about(fit, moved)
     if offset <= tolerance + 3.0 * error:
         kept = rms_about(fit, wcs_mapping)
@@ -880,19 +882,20 @@ def _along_line(
     )
 
 
-def shifted(
+def corrected_along_line(
     fit: StarFit, mapping: Mapping, shape: tuple[int, int], order: int
-) -> tuple[PolynomialTransform, float]:
+) -> tuple[PolynomialTransform, PolynomialTransform, float]:
     """``mapping`` as a polynomial of ``order`` over an image of ``shape`` (fitted on
-    :func:`image_grid`), corrected by the fit's stars on a line (:func:`on_a_line`):
+    :func:`image_grid`), then corrected by the fit's stars on a line (:func:`on_a_line`):
     their offsets from it, a straight line in the position along their main axis (a
     shift, and a rotation and scale along that axis), added; across the axis nothing is
-    fixed by them. Returns the transform and the 1-sigma error of the correction at the
-    ends of the stars' line (px)."""
+    fixed by them. Returns both polynomials and the 1-sigma error of the correction at
+    the ends of the stars' line (px)."""
     gx, gy = image_grid(shape)
     tx, ty = mapping(gx, gy)
     design = PolynomialTransform.design(gx, gy, order)
     coefficients = np.linalg.lstsq(design, np.stack([tx, ty], axis=1), rcond=None)[0].T
+    as_polynomial = PolynomialTransform(order, coefficients.copy())
     mx, my = mapping(fit.source[:, 0], fit.source[:, 1])
     offsets = fit.target - np.stack([mx, my], axis=1)
     centre = fit.source.mean(axis=0)
@@ -909,7 +912,8 @@ def shifted(
     )
     ends = np.array([[1.0, along.min()], [1.0, along.max()]])
     leverage = np.einsum("ij,jk,ik->i", ends, np.linalg.pinv(line.T @ line), ends)
-    return PolynomialTransform(order, coefficients), float(scatter * np.sqrt(leverage.max()))
+    error = float(scatter * np.sqrt(leverage.max()))
+    return as_polynomial, PolynomialTransform(order, coefficients), error
 
 
 def _wcs_star_fit(

@@ -867,10 +867,10 @@ def _along_line(
     # the correction's own size is judged, not the polynomial's fit to a WCS's distortion
     as_polynomial, moved, error = corrected_along_line(fit, wcs_mapping, shape, order)
     offset = max_difference(moved, as_polynomial, covered)
-    rms = rms_about(fit, moved)
     if offset <= tolerance + 3.0 * error:
         kept = rms_about(fit, wcs_mapping)
         return Registration("wcs", moved, n_sci, n_tmpl, fit.n_matched, kept, error, applied=False)
+    rms = rms_about(fit, moved)
     note = (
         f"the WCSs disagree with {fit.n_matched} matched stars on a line by up to "
         f"{offset:.2f} px (warp.wcs_tolerance = {tolerance:g} px): the WCS mapping was "

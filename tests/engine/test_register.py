@@ -172,10 +172,8 @@ def test_a_right_wcs_on_a_strip_with_its_stars_on_one_row_is_kept(
     right = warp_template(pair.template, pair.science, WarpConfig())
     assert right.registration.method == "wcs" and right.registration.n_matched >= 20
     assert not any("disagree" in note for note in right.warnings)
-    wrong = pair.template.wcs.deepcopy()
-    wrong.wcs.crpix = wrong.wcs.crpix + np.array([3.0, 0.0] if shape[0] < shape[1] else [0.0, 3.0])
-    wrong.wcs.set()
-    caught = warp_template(pair.template.replace(wcs=wrong), pair.science, WarpConfig())
+    along_row = (3.0, 0.0) if shape[0] < shape[1] else (0.0, 3.0)
+    caught = warp_template(_wcs_shifted(pair.template, *along_row), pair.science, WarpConfig())
     reg = caught.registration
     assert reg.method == "wcs refined on stars" and reg.transform is not None
     assert any("disagree" in note and "on a line" in note for note in caught.warnings)

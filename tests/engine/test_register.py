@@ -349,6 +349,39 @@ def test_a_wcs_far_off_on_a_much_larger_template_is_found_by_the_stars_translati
     assert float(np.sqrt(np.mean((fx - tx) ** 2 + (fy - ty) ** 2))) < 0.1
 
 
+def test_a_small_cutout_of_a_much_larger_template_is_found_without_a_wcs() -> None:
+    # A 96 px science cutout of a field against the whole 768 px template (64 times its
+    # area), neither with a WCS: the brightest 200 stars of the template, among which
+    # the translation was voted for, held about three of the cutout's, and its 60
+    # brightest, among which star patterns are matched, about one, so the registration
+    # failed ('the star patterns do not match'). The template's stars in proportion to
+    # its area (the cutout's density) find the translation, to the bound of the test
+    # above.
+    pair = make_pair((768, 768), 2500, seed=7, flux_range=(2e3, 3e5))
+    science = _cut(pair.science, 300, 420, 96).replace(wcs=None)
+    result = warp_template(pair.template.replace(wcs=None), science, WarpConfig())
+    reg = result.registration
+    assert reg.method == "stars" and reg.n_matched > 10
+    gx, gy = register.image_grid(science.shape)
+    fx, fy = reg.transform(gx, gy)
+    assert float(np.sqrt(np.mean((fx - gx - 420.0) ** 2 + (fy - gy - 300.0) ** 2))) < 0.1
+
+
+def test_a_shift_vote_takes_the_template_stars_in_proportion_to_its_area() -> None:
+    # 40 stars of a 200 px science field among 4000 stars over a template of 100 times
+    # its area, brightest first in random order: the template's 200 brightest hold about
+    # two of the science stars, its 4000 all of them. The vote need only come within the
+    # match radius (2.5 px) for the fit that follows; random offsets in the winning bin
+    # move its median by about a tenth of a pixel.
+    rng = np.random.default_rng(5)
+    template = rng.uniform(0, 2000, (4000, 2))
+    inside = np.flatnonzero(((template >= 700) & (template < 900)).all(axis=1))[:40]
+    science = template[inside] - 700.0 + rng.normal(0, 0.1, (len(inside), 2))
+    guess = register.shift_guess(science, template, area_ratio=100.0)
+    tx, ty = guess(np.array([100.0]), np.array([100.0]))
+    assert np.hypot(tx[0] - 800.0, ty[0] - 800.0) < 0.5
+
+
 def test_a_star_fit_chance_can_give_neither_confirms_nor_replaces_a_wcs() -> None:
     # Two unrelated crowded fields whose WCSs say they are one: every star pairing is
     # chance. The WCS was kept with the chance pairs' count and RMS (or replaced by

@@ -6,16 +6,16 @@ Run ``python benchmarks/bench_register.py`` from the project root (needs
 1. The real crowded frame ``pydia/AKB13475I0012.fits`` seen through known transforms
    (resampled bicubic by the project's warp, with independent noise of its sky level
    added): stars matched, seconds, and the RMS distance (px) between the recovered and
-   the true transform over the covered part of the image, for astroalign's similarity
-   transform alone and for diffviewer's affine fit on every matched star. These known
-   transforms are similarities, which astroalign fits with 4 parameters on its ~50
-   brightest control points: it is the more precise here (0.001-0.005 px against
-   0.006-0.009 px, both far inside the 0.05 px asked). Real epochs differ by more than
-   a similarity: 0060 against 0012 has an x scale of 1.00008 and a shear term of
-   1.7e-4, up to 0.04-0.09 px across the frame, several times the affine fit's own
-   position error (0.018 px), which a similarity would leave in the difference. (A fit
-   weighted by S/N gave 0.002-0.003 px here but trusted a few bright objects too much on
-   the DECam demo stacks, so the fit stays unweighted.)
+   the true transform over the covered part of the image, for the star patterns' first
+   guess alone (the similarity most triangles vote for, :mod:`diffviewer.engine.
+   triangles`; the registration reaches it only when neither the identity nor a
+   translation is trusted) and for diffviewer's affine fit on every matched star (0.006-
+   0.013 px, far inside the 0.05 px asked). These known transforms are similarities, but
+   real epochs differ by more: 0060 against 0012 has an x scale of 1.00008 and a shear
+   term of 1.7e-4, up to 0.04-0.09 px across the frame, several times the affine fit's
+   own position error (0.018 px), which a similarity would leave in the difference. (A
+   fit weighted by S/N gave 0.002-0.003 px here but trusted a few bright objects too
+   much on the DECam demo stacks, so the fit stays unweighted.)
 2. Each other pydia epoch registered to 0012: stars, matched pairs, residual RMS,
    position error of the fit, the shift at the image centre, and seconds.
 """
@@ -64,7 +64,10 @@ def known_transforms(science: Exposure) -> None:
     """Table 1."""
     ny, nx = science.shape
     centre = ((nx - 1) / 2, (ny - 1) / 2)
-    print("| rotation deg | shift px | mirrored | matched | astroalign RMS px | ours RMS px | s |")
+    print(
+        "| rotation deg | shift px | mirrored | matched | patterns' guess RMS px | ours RMS px "
+        "| s |"
+    )
     print("|---|---|---|---|---|---|---|")
     for seed, (angle, shift, flip) in enumerate(CASES):
         truth = PolynomialTransform.rotation(angle, shift, centre, flip)
@@ -72,10 +75,10 @@ def known_transforms(science: Exposure) -> None:
         t0 = time.perf_counter()
         reg = register.register_on_stars(science, template, order=1)
         seconds = time.perf_counter() - t0
-        first = register.pattern_transform(
-            register.find_stars(science), register.find_stars(template)
+        guesses = register.pattern_guesses(
+            register.find_stars(science), register.find_stars(template), science.shape
         )
-        first_rms = rms_against(first, truth, science.shape) if first else float("nan")
+        first_rms = rms_against(guesses[0], truth, science.shape) if guesses else float("nan")
         ours = rms_against(reg.transform, truth, science.shape)
         print(
             f"| {angle:g} | ({shift[0]:g}, {shift[1]:g}) | {'yes' if flip else 'no'} | "

@@ -35,7 +35,7 @@ from diffviewer.fits_write import write_exposure, write_hdulist, write_table
 from diffviewer.paths import input_file_states
 from diffviewer.regions import ds9_regions
 
-VERSIONED_PACKAGES = ("numpy", "scipy", "astropy", "astroalign")
+VERSIONED_PACKAGES = ("numpy", "scipy", "astropy")
 
 
 def package_versions() -> dict[str, str]:

@@ -3,12 +3,14 @@
 Stars are found on both images with the candidate finder's peak detection
 (:func:`diffviewer.engine.peaks.find_peaks`) and centred by an iterated
 Gaussian-weighted centroid. Without a usable WCS the two star lists are matched by
-their patterns with ``astroalign`` (triangle invariants: shift, rotation and scale;
-a flip is tried as the mirrored list), which gives a first similarity transform and
-the stars it matched. That transform is then refined here on every star it brings
-within :data:`MATCH_RADIUS` px of a template star: a least-squares affine (or, with
-``warp.transform_order = 2``, quadratic) fit from science to template pixels, with
-:data:`CLIP_SIGMA` sigma clipping, matched again with the refined transform.
+the identity (images of one shape), then by the translation most star pairs agree on
+(:func:`shift_guess`), then by their patterns (:mod:`~diffviewer.engine.triangles`:
+the similarity, shift, rotation and scale, most triangles of neighbouring stars vote
+for; a flip is tried as the mirrored list). A first transform is then refined here on
+every star it brings within :data:`MATCH_RADIUS` px of a template star: a least-squares
+affine (or, with ``warp.transform_order = 2``, quadratic) fit from science to template
+pixels, with :data:`CLIP_SIGMA` sigma clipping, matched again with the refined
+transform.
 
 With a WCS on both images the WCS mapping is checked the same way: science stars
 are mapped through the WCSs and matched to template stars (a WCS off by more than the
@@ -33,6 +35,7 @@ from scipy.special import betainc, gammainc
 from diffviewer.engine.moments import cutouts
 from diffviewer.engine.peaks import Peaks, find_peaks
 from diffviewer.engine.progress import null_reporter
+from diffviewer.engine.triangles import similarity_guesses
 from diffviewer.errors import RegistrationError
 from diffviewer.exposure import Exposure
 
@@ -71,7 +74,8 @@ CHANCE_P_VALUE = 1e-6
 #: far off a WCS can be found.
 WCS_SEARCH = 50.0
 #: Template area, in science image areas, above which a failed registration's message
-#: says the template's brightest stars may lie outside the science field.
+#: says that the science image's stars may not be among the template's listed (when
+#: :data:`MAX_STARS` of them are).
 LARGER_AREA = 4.0
 #: Points per side of the grid on which two mappings are compared.
 COMPARE_GRID = 9
@@ -424,6 +428,26 @@ def match_nearest(
     return pairs[:, 0], pairs[:, 1]
 
 
+def list_lengths(n: int, area_ratio: float) -> tuple[int, int]:
+    """How many of the science and the template's brightest stars to match: ``n`` of the
+    image of smaller area, and ``n`` times the ratio of the areas of the other (the same
+    density of stars on both).
+
+    Parameters
+    ----------
+    n : int
+        Stars of the smaller image.
+    area_ratio : float
+        The template's area over the science image's.
+
+    Returns
+    -------
+    (int, int)
+        Science stars, template stars.
+    """
+    return int(n * max(1.0, 1.0 / area_ratio)), int(n * max(1.0, area_ratio))
+
+
 def shift_guess(
     science: np.ndarray,
     template: np.ndarray,
@@ -433,16 +457,18 @@ def shift_guess(
     """The translation science -> template that the most star pairs agree on, after a
     known linear part (rotation, scale) when one is given.
 
-    Every offset from one of the brightest :data:`VOTE_STARS` science stars to one of the
-    template's brightest :data:`VOTE_STARS` times ``area_ratio`` (the same density of
-    stars per area: a template of many times the science image's area holds its
-    brightest stars mostly elsewhere) is binned on a grid of :data:`MATCH_RADIUS` px. Of
-    the :data:`VOTE_BINS` fullest bins, the one whose offsets' median has the most offsets
-    within :data:`MATCH_RADIUS` of it gives that median (a cluster split by a bin edge
-    still counts whole). Frames of one telescope and orientation differ by a translation
-    (dithers, unregistered exposures), which this finds from a handful of stars where
-    star patterns need more; with a rotation the offsets do not cluster, and the fit the
-    guess leads to is not trusted (:func:`_trusted`).
+    Every offset from one of the brightest science stars to one of the template's, each
+    image's brightest :data:`VOTE_STARS` in proportion to its area (:func:`list_lengths`:
+    a template of many times the science image's area holds its brightest stars mostly
+    elsewhere, as a science image does beside a small template piece), is binned on a
+    grid of :data:`MATCH_RADIUS` px. Of the :data:`VOTE_BINS` fullest bins, the one whose
+    offsets' median has the most offsets within :data:`MATCH_RADIUS` of it gives that
+    median (a cluster split by a bin edge still counts whole). Frames of one telescope
+    and orientation differ by a translation (dithers, unregistered exposures), which this
+    finds from a handful of stars where star patterns need more; with a rotation the
+    offsets do not cluster, and the fit the guess leads to is not trusted
+    (:func:`_trusted`), or is trusted for a band of pairs only (:func:`register_on_stars`
+    then tries patterns too).
 
     Parameters
     ----------
@@ -452,7 +478,7 @@ def shift_guess(
         2x2 matrix applied to the science positions first: another piece's of the same
         template (pieces cut from one image share its rotation and scale).
     area_ratio : float
-        The template's area over the science image's (1 or more counts).
+        The template's area over the science image's.
 
     Returns
     -------
@@ -460,8 +486,8 @@ def shift_guess(
         The affine transform: ``linear`` (unit by default) and the translation found.
     """
     matrix = np.eye(2) if linear is None else np.asarray(linear, dtype=np.float64)
-    moved = science[:VOTE_STARS] @ matrix.T
-    n_template = int(VOTE_STARS * max(1.0, area_ratio))
+    n_science, n_template = list_lengths(VOTE_STARS, area_ratio)
+    moved = science[:n_science] @ matrix.T
     offsets = (template[None, :n_template] - moved[:, None]).reshape(-1, 2)
     # (a linear part from a WCS that maps nothing onto the sky leaves none finite)
     offsets = offsets[np.isfinite(offsets).all(axis=1)]
@@ -484,23 +510,80 @@ def shift_guess(
     return PolynomialTransform.from_matrix(np.block([[matrix, best[:, None]], [0.0, 0.0, 1.0]]))
 
 
-def pattern_transform(science: np.ndarray, template: np.ndarray) -> PolynomialTransform | None:
-    """A first similarity transform science -> template from star patterns (astroalign).
+def pattern_guesses(
+    science: np.ndarray,
+    template: np.ndarray,
+    science_shape: tuple[int, int],
+    area_ratio: float = 1.0,
+) -> list[PolynomialTransform]:
+    """First similarity transforms science -> template from star patterns, likeliest first.
 
-    The mirrored science list is tried when the direct one finds nothing, so a flip
-    between the images is found too. None when neither matches.
+    Those the triangles of each image's brightest :data:`PATTERN_STARS` stars in
+    proportion to its area (:func:`list_lengths`) vote for
+    (:func:`~diffviewer.engine.triangles.similarity_guesses`): with the science list as
+    given, then mirrored (a flip between the images).
+
+    Parameters
+    ----------
+    science, template : numpy.ndarray
+        Star positions, ``(n, 2)`` each, brightest first (:func:`find_stars`).
+    science_shape : (int, int)
+        The science image's shape (its centre is where the vote is taken).
+    area_ratio : float
+        The template's area over the science image's.
+
+    Returns
+    -------
+    list of PolynomialTransform
     """
-    import astroalign  # ~1 s to import (scikit-image): only when patterns are needed
-
-    src, dst = science[:PATTERN_STARS], template[:PATTERN_STARS]
+    ny, nx = science_shape
+    n_science, n_template = list_lengths(PATTERN_STARS, area_ratio)
+    found = []
     for flip in (1.0, -1.0):
-        try:
-            found, _ = astroalign.find_transform(src * [flip, 1.0], dst)
-        except (ValueError, astroalign.MaxIterError, TypeError):
-            continue
-        matrix = np.asarray(found.params, dtype=np.float64) @ np.diag([flip, 1.0, 1.0])
-        return PolynomialTransform.from_matrix(matrix)
-    return None
+        mirrored = science[:n_science] * [flip, 1.0]
+        centre = (flip * (nx - 1) / 2, (ny - 1) / 2)
+        for matrix in similarity_guesses(mirrored, template[:n_template], centre):
+            found.append(PolynomialTransform.from_matrix(matrix @ np.diag([flip, 1.0, 1.0])))
+    return found
+
+
+def pattern_fit(
+    science: np.ndarray,
+    template: np.ndarray,
+    order: int,
+    shapes: tuple[tuple[int, int], tuple[int, int]],
+    listed: np.ndarray | None = None,
+    area_ratio: float = 1.0,
+) -> StarFit | None:
+    """The fit that star patterns lead to: each of :func:`pattern_guesses` refined on every
+    star (:func:`refine`) in turn, the first trusted (:func:`_trusted`), else the first
+    found (None: none).
+
+    Parameters
+    ----------
+    science, template : numpy.ndarray
+        Star positions, ``(n, 2)`` each, brightest first (:func:`find_stars`).
+    order : int
+        Order of the fitted polynomial.
+    shapes : ((int, int), (int, int))
+        The science and template images' shapes.
+    listed : numpy.ndarray, optional
+        The template stars the patterns are sought among (all of ``template`` by default).
+    area_ratio : float
+        The area ``listed`` covers over the science image's.
+
+    Returns
+    -------
+    StarFit or None
+    """
+    among = template if listed is None else listed
+    first = None
+    for guess in pattern_guesses(science, among, shapes[0], area_ratio):
+        fit = refine(science, template, guess, order)
+        if _trusted(fit, science, template, *shapes):
+            return fit
+        first = first or fit
+    return first
 
 
 def refine(
@@ -671,15 +754,25 @@ def _trusted(
     return float(gammainc(fit.n_matched, chance)) < CHANCE_P_VALUE
 
 
+def _better_fit(
+    first: StarFit | None, second: StarFit | None, trusted: Callable[[StarFit | None], bool]
+) -> StarFit | None:
+    """Of two fits, the trusted one on more pairs (``first`` when they pair as many);
+    when neither is trusted, ``second`` (the later search's; None when it found none)."""
+    if first is not None and trusted(first):
+        if second is None or not trusted(second) or second.n_matched <= first.n_matched:
+            return first
+    return second
+
+
 def _what_to_try(n_sci: int, n_tmpl: int, area_ratio: float) -> str:
     """Advice for a failed star registration (``area_ratio``: the template's area over
     the science image's)."""
     larger = (
-        f"the template covers {area_ratio:.0f} times the science image's area: a shift "
-        "is sought over all of it, but a rotation or a scale only among its "
-        f"{PATTERN_STARS} brightest stars, which may lie outside the science field: crop "
-        "it to the science field, or "
-        if area_ratio > LARGER_AREA
+        f"the template covers {area_ratio:.0f} times the science image's area, and of its "
+        f"stars only the brightest {MAX_STARS} are listed, which may leave out the science "
+        "image's: crop it to the science field, or "
+        if area_ratio > LARGER_AREA and n_tmpl >= MAX_STARS
         else "check that both images show the same field, "
     )
     return (
@@ -747,9 +840,12 @@ def register_on_stars(
     fit = refine(sci, tmpl, guess, order) if guess is not None else None
     if not _trusted(fit, sci, tmpl, *shapes):
         fit = refine(sci, tmpl, shift_guess(sci, tmpl, linear, area_ratio), order)
-    if not _trusted(fit, sci, tmpl, *shapes):
-        first = pattern_transform(sci, tmpl)
-        fit = refine(sci, tmpl, first, order) if first is not None else None
+    if fit is None or not _trusted(fit, sci, tmpl, *shapes) or fit.rms > TRUSTED_RMS:
+        # A fit trusted for its many pairs alone may hold them in a band of a rotated
+        # field, bent to them (a third of a field turned 4 degrees: 19 pairs at 1.2 px,
+        # 6 px off, where its patterns pair 39 at 0.13 px): patterns are tried too.
+        patterned = pattern_fit(sci, tmpl, order, shapes, area_ratio=area_ratio)
+        fit = _better_fit(fit, patterned, lambda f: _trusted(f, sci, tmpl, *shapes))
     if fit is None:
         raise RegistrationError(
             f"cannot register template {template.source} to science {science.source}: the "
@@ -961,6 +1057,5 @@ def _wcs_star_fit(
     if _trusted(voted, science, template, science_shape, template_shape):
         return voted
     fit = voted or fit
-    first = pattern_transform(science, near)
-    patterned = refine(science, template, first, order) if first is not None else None
-    return patterned or fit
+    shapes = (science_shape, template_shape)
+    return pattern_fit(science, template, order, shapes, listed=near) or fit

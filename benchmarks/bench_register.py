@@ -75,10 +75,13 @@ def known_transforms(science: Exposure) -> None:
         t0 = time.perf_counter()
         reg = register.register_on_stars(science, template, order=1)
         seconds = time.perf_counter() - t0
-        guesses = register.pattern_guesses(
-            register.find_stars(science), register.find_stars(template), science.shape
+        first = next(
+            register.pattern_guesses(
+                register.find_stars(science), register.find_stars(template), science.shape
+            ),
+            None,
         )
-        first_rms = rms_against(guesses[0], truth, science.shape) if guesses else float("nan")
+        first_rms = rms_against(first, truth, science.shape) if first else float("nan")
         ours = rms_against(reg.transform, truth, science.shape)
         print(
             f"| {angle:g} | ({shift[0]:g}, {shift[1]:g}) | {'yes' if flip else 'no'} | "

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -43,7 +43,8 @@ from diffviewer.exposure import Exposure
 STAR_THRESHOLD = 7.0
 #: Most stars of each image used (the brightest); enough for a crowded field's fit.
 MAX_STARS = 2000
-#: Brightest stars of each image given to the pattern matcher.
+#: Brightest stars given to the pattern matcher: of each image, or of the smaller one,
+#: the other's in proportion to its area (:func:`pattern_guesses`).
 PATTERN_STARS = 60
 #: Brightest stars of each image whose pairwise offsets vote for a translation
 #: (:func:`shift_guess`), and the most-voted bins examined.
@@ -510,18 +511,50 @@ def shift_guess(
     return PolynomialTransform.from_matrix(np.block([[matrix, best[:, None]], [0.0, 0.0, 1.0]]))
 
 
+def pattern_lists(area_ratio: float, n_science: int, n_template: int) -> list[tuple[int, int]]:
+    """The lengths of the science and template star lists to match patterns among, in
+    the order tried.
+
+    First each image's brightest in proportion to its area (:func:`list_lengths`: a
+    cutout of a larger image, or a piece of a smaller one, at one pixel scale and
+    depth); then :data:`PATTERN_STARS` of each (one field at another pixel scale: 2 x 2
+    binning gives a quarter of the pixels for the same stars); then the smaller image's
+    stars as found, the other's in proportion (a shallower cutout of a deeper image).
+
+    Parameters
+    ----------
+    area_ratio : float
+        The template's area over the science image's.
+    n_science, n_template : int
+        The stars found on each.
+
+    Returns
+    -------
+    list of (int, int)
+        Distinct (science, template) lengths.
+    """
+    by_area = list_lengths(PATTERN_STARS, area_ratio)
+    if area_ratio >= 1.0:
+        found = min(n_science, by_area[0])
+        by_depth = (found, int(found * area_ratio))
+    else:
+        found = min(n_template, by_area[1])
+        by_depth = (int(found / area_ratio), found)
+    return list(dict.fromkeys([by_area, (PATTERN_STARS, PATTERN_STARS), by_depth]))
+
+
 def pattern_guesses(
     science: np.ndarray,
     template: np.ndarray,
     science_shape: tuple[int, int],
     area_ratio: float = 1.0,
-) -> list[PolynomialTransform]:
+) -> Iterator[PolynomialTransform]:
     """First similarity transforms science -> template from star patterns, likeliest first.
 
-    Those the triangles of each image's brightest :data:`PATTERN_STARS` stars in
-    proportion to its area (:func:`list_lengths`) vote for
-    (:func:`~diffviewer.engine.triangles.similarity_guesses`): with the science list as
-    given, then mirrored (a flip between the images).
+    Those the triangles of each image's brightest stars vote for
+    (:func:`~diffviewer.engine.triangles.similarity_guesses`), for each of
+    :func:`pattern_lists` in turn: with the science list as given, then mirrored (a flip
+    between the images).
 
     Parameters
     ----------
@@ -532,19 +565,17 @@ def pattern_guesses(
     area_ratio : float
         The template's area over the science image's.
 
-    Returns
-    -------
-    list of PolynomialTransform
+    Yields
+    ------
+    PolynomialTransform
     """
     ny, nx = science_shape
-    n_science, n_template = list_lengths(PATTERN_STARS, area_ratio)
-    found = []
-    for flip in (1.0, -1.0):
-        mirrored = science[:n_science] * [flip, 1.0]
-        centre = (flip * (nx - 1) / 2, (ny - 1) / 2)
-        for matrix in similarity_guesses(mirrored, template[:n_template], centre):
-            found.append(PolynomialTransform.from_matrix(matrix @ np.diag([flip, 1.0, 1.0])))
-    return found
+    for n_science, n_template in pattern_lists(area_ratio, len(science), len(template)):
+        for flip in (1.0, -1.0):
+            mirrored = science[:n_science] * [flip, 1.0]
+            centre = (flip * (nx - 1) / 2, (ny - 1) / 2)
+            for matrix in similarity_guesses(mirrored, template[:n_template], centre):
+                yield PolynomialTransform.from_matrix(matrix @ np.diag([flip, 1.0, 1.0]))
 
 
 def pattern_fit(

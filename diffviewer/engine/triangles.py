@@ -38,6 +38,10 @@ SIDE_GAP = 0.02
 #: Widths of the vote's bins: rotation (radians, 2 degrees), natural log of the scale
 #: (3 %) and the science centre's position on the template (px).
 ANGLE_BIN, LOG_SCALE_BIN, POSITION_BIN = np.radians(2.0), 0.03, 8.0
+#: Science triangles whose shape matches more template triangles than this are left out:
+#: a shape so common says little, and the pairs of a regular grid's triangles would
+#: number in the tens of millions (a random list of 6000 stars matches at most ~640).
+MAX_MATCHES = 2000
 #: Fewest triangles a bin needs to give a guess (chance gives 1-2 a bin).
 MIN_VOTES = 4
 #: Most guesses returned, fullest bin first.
@@ -118,10 +122,12 @@ def similarity_guesses(
         return []
     found = cKDTree(t_shape).query_ball_point(s_shape, SHAPE_TOLERANCE)
     counts = np.fromiter((len(f) for f in found), dtype=np.int64, count=len(found))
+    counts[counts > MAX_MATCHES] = 0
     if not counts.sum():
         return []
     s_index = np.repeat(np.arange(len(s_tri)), counts)
-    t_index = np.concatenate([np.asarray(f, dtype=np.int64) for f in found])
+    kept = (f for f, n in zip(found, counts, strict=True) if n)
+    t_index = np.concatenate([np.asarray(f, dtype=np.int64) for f in kept])
     as_complex = np.array([1.0, 1j])
     a, b = _similarities(
         (science @ as_complex)[s_tri[s_index]], (template @ as_complex)[t_tri[t_index]]

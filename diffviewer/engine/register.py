@@ -35,7 +35,7 @@ from scipy.special import betainc, gammainc
 from diffviewer.engine.moments import cutouts
 from diffviewer.engine.peaks import Peaks, find_peaks
 from diffviewer.engine.progress import null_reporter
-from diffviewer.engine.triangles import similarity_guesses
+from diffviewer.engine.triangles import similarities, similarity_guesses, similarity_matrix
 from diffviewer.errors import RegistrationError
 from diffviewer.exposure import Exposure
 
@@ -839,7 +839,9 @@ def register_on_stars(
     guess : callable, optional
         A first mapping to try (e.g. the identity for images of one shape); kept when
         the fit it leads to is trusted (:func:`_trusted`). Then the translation most
-        star pairs agree on (:func:`shift_guess`), on the same terms, then star patterns.
+        star pairs agree on (:func:`shift_guess`), on the same terms, then star patterns
+        (:func:`pattern_fit`), also when that fit is trusted for its pairs' number only.
+        Stars on a line give a similarity (:func:`_stars_on_a_line`).
     science_peaks, template_peaks : Peaks, optional
         Each image's peaks, when found already (:func:`find_stars`).
     linear : numpy.ndarray, optional
@@ -884,6 +886,8 @@ def register_on_stars(
             n_sci,
             n_tmpl,
         )
+    if on_a_line(fit):
+        return _stars_on_a_line(fit, (sci, tmpl), shapes, order, (n_sci, n_tmpl))
     grid = image_grid(science.shape)
     error = fit.position_error(grid)
     if science.shape == template.shape and not improves_on(fit, identity):
@@ -905,6 +909,68 @@ def register_on_stars(
             applied=False,
         )
     return Registration("stars", fit.transform, n_sci, n_tmpl, fit.n_matched, fit.rms, error)
+
+
+def _similarity_through(fit: StarFit) -> PolynomialTransform:
+    """The least-squares similarity (shift, rotation, one scale) through a fit's pairs."""
+    source, target = (points @ np.array([1.0, 1j]) for points in (fit.source, fit.target))
+    a, b = similarities(source[None], target[None])
+    return PolynomialTransform.from_matrix(similarity_matrix(complex(a[0]), complex(b[0])))
+
+
+def _stars_on_a_line(
+    fit: StarFit,
+    stars: tuple[np.ndarray, np.ndarray],
+    shapes: tuple[tuple[int, int], tuple[int, int]],
+    order: int,
+    counts: tuple[int, int],
+) -> Registration:
+    """:func:`register_on_stars` for stars on a line (:func:`on_a_line`), without a WCS.
+
+    The similarity through the fit's pairs (the line fixes a shift, and a rotation and a
+    scale along it, which a similarity carries across), made again on every star it
+    pairs (a fit from a first guess may pair a part of the line only: 25 of 86 stars on a
+    27 x 1381 strip, 1.9 px off at its end), with the error of its straight line at the
+    ends (:func:`corrected_along_line`). An affine fit's terms across the line follow the
+    centroids' scatter: 7-8 px off across 24 px strips. Frames of one shape keep one grid
+    where the similarity is within three of its errors of it.
+
+    Parameters
+    ----------
+    fit : StarFit
+        The trusted fit, its stars on a line.
+    stars : (numpy.ndarray, numpy.ndarray)
+        The science and template star lists (:func:`find_stars`).
+    shapes : ((int, int), (int, int))
+        The science and template images' shapes.
+    order : int
+        Order of the transform returned.
+    counts : (int, int)
+        Stars found on each image.
+
+    Returns
+    -------
+    Registration
+    """
+    science, template = stars
+    through = _similarity_through(fit)
+    si, ti = match_nearest(science, template, through, MATCH_RADIUS)
+    if len(si) >= MIN_STARS:
+        fit = fit_transform(science[si], template[ti], 1)
+        through = _similarity_through(fit)
+    _, moved, error = corrected_along_line(fit, through, shapes[0], order)
+    departs = max_difference(moved, identity, image_grid(shapes[0]))
+    if shapes[0] == shapes[1] and departs <= 3.0 * error:
+        note = (
+            f"the {fit.n_matched} stars matched lie on a line, whose fit departs from one "
+            f"pixel grid by up to {departs:.2f} px over the image, within three of its "
+            f"errors ({error:.2f} px): the template was not resampled"
+        )
+        kept = rms_about(fit, identity)
+        return Registration(
+            "stars", moved, *counts, fit.n_matched, kept, error, (note,), applied=False
+        )
+    return Registration("stars", moved, *counts, fit.n_matched, rms_about(fit, moved), error)
 
 
 def check_wcs_on_stars(

@@ -88,9 +88,20 @@ def triangles(stars: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.take_along_axis(tri, order, axis=1)[keep], shapes[keep]
 
 
-def _similarities(source: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def similarities(source: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Least-squares similarities ``target = a * source + b`` (complex ``a``, ``b``) of
-    matched triangles, ``(m, 3)`` complex vertices each."""
+    matched point sets, ``(m, k)`` complex positions each (a triangle's vertices, k = 3).
+
+    Parameters
+    ----------
+    source, target : numpy.ndarray
+        Complex ``x + i y``, one set a row.
+
+    Returns
+    -------
+    a, b : numpy.ndarray
+        ``(m,)`` complex: the scale times the turn, and the shift.
+    """
     sc = source - source.mean(axis=1, keepdims=True)
     tc = target - target.mean(axis=1, keepdims=True)
     a = np.sum(np.conj(sc) * tc, axis=1) / np.sum(np.abs(sc) ** 2, axis=1)
@@ -129,7 +140,7 @@ def similarity_guesses(
     kept = (f for f, n in zip(found, counts, strict=True) if n)
     t_index = np.concatenate([np.asarray(f, dtype=np.int64) for f in kept])
     as_complex = np.array([1.0, 1j])
-    a, b = _similarities(
+    a, b = similarities(
         (science @ as_complex)[s_tri[s_index]], (template @ as_complex)[t_tri[t_index]]
     )
     landing = a * complex(*centre) + b
@@ -149,13 +160,16 @@ def similarity_guesses(
         chosen = inverse.ravel() == cell
         scale_turn = complex(np.median(a[chosen].real), np.median(a[chosen].imag))
         shift = complex(np.median(b[chosen].real), np.median(b[chosen].imag))
-        guesses.append(
-            np.array(
-                [
-                    [scale_turn.real, -scale_turn.imag, shift.real],
-                    [scale_turn.imag, scale_turn.real, shift.imag],
-                    [0.0, 0.0, 1.0],
-                ]
-            )
-        )
+        guesses.append(similarity_matrix(scale_turn, shift))
     return guesses
+
+
+def similarity_matrix(scale_turn: complex, shift: complex) -> np.ndarray:
+    """The 3x3 matrix on (x, y, 1) of ``z -> scale_turn * z + shift`` (z = x + i y)."""
+    return np.array(
+        [
+            [scale_turn.real, -scale_turn.imag, shift.real],
+            [scale_turn.imag, scale_turn.real, shift.imag],
+            [0.0, 0.0, 1.0],
+        ]
+    )

@@ -89,6 +89,7 @@ def _pieces(
     parent = list(range(flat.size))
     top = list(range(flat.size))  # the highest peak of a group, read at its root
     peaks: list[int] = []
+    rank: dict[int, int] = {}  # peak -> its place in ``peaks``
     ends: dict[int, tuple[float, int]] = {}  # peak -> (prominence, the peak it merged into)
 
     def root(i: int) -> int:
@@ -107,10 +108,13 @@ def _pieces(
                 groups.add(root(q))
         if best < 0:  # a new peak
             basin[p] = p
+            rank[p] = len(peaks)
             peaks.append(p)
             continue
         basin[p] = basin[best]
-        winner = max(groups, key=lambda g: height[top[g]])
+        # Of peaks of one height, the first found wins: it comes first in ``peaks``, so
+        # that a merged peak's owner is known when :func:`_owners` reaches it.
+        winner = max(groups, key=lambda g: (height[top[g]], -rank[top[g]]))
         for g in groups - {winner}:
             ends[top[g]] = (height[top[g]] - height[p], top[winner])
             parent[g] = winner

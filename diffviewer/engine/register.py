@@ -366,11 +366,14 @@ def improves_on(fit: StarFit, mapping: Mapping) -> bool:
     ours = again.n_matched * again.rms**2
     if not ours > 0:
         return theirs > 0
-    statistic = ((theirs - ours) / p) / (ours / dof)
-    # the F distribution's upper tail, as a regularized incomplete beta function (scipy.stats
-    # is not imported by a run: test_engine_imports)
-    tail = float(betainc(dof / 2.0, p / 2.0, dof / (dof + p * max(statistic, 0.0))))
-    return tail < IMPROVEMENT_P_VALUE
+    return f_tail(((theirs - ours) / p) / (ours / dof), p, dof) < IMPROVEMENT_P_VALUE
+
+
+def f_tail(statistic: float, p: int, dof: int) -> float:
+    """P(F >= ``statistic``) for an F distribution of (``p``, ``dof``) degrees of freedom,
+    as a regularized incomplete beta function (scipy.stats is not imported by a run:
+    test_engine_imports)."""
+    return float(betainc(dof / 2.0, p / 2.0, dof / (dof + p * max(statistic, 0.0))))
 
 
 def fit_transform(source: np.ndarray, target: np.ndarray, order: int) -> StarFit:
@@ -911,11 +914,14 @@ def register_on_stars(
     return Registration("stars", fit.transform, n_sci, n_tmpl, fit.n_matched, fit.rms, error)
 
 
-def _similarity_through(fit: StarFit) -> PolynomialTransform:
-    """The least-squares similarity (shift, rotation, one scale) through a fit's pairs."""
-    source, target = (points @ np.array([1.0, 1j]) for points in (fit.source, fit.target))
+def _similarity_through(fit: StarFit, flip: float) -> PolynomialTransform:
+    """The least-squares similarity (shift, rotation, one scale) through a fit's pairs,
+    after the science positions' x times ``flip`` (-1: a mirror image)."""
+    mirrored = fit.source * [flip, 1.0]
+    source, target = (points @ np.array([1.0, 1j]) for points in (mirrored, fit.target))
     a, b = similarities(source[None], target[None])
-    return PolynomialTransform.from_matrix(similarity_matrix(complex(a[0]), complex(b[0])))
+    matrix = similarity_matrix(complex(a[0]), complex(b[0])) @ np.diag([flip, 1.0, 1.0])
+    return PolynomialTransform.from_matrix(matrix)
 
 
 def _stars_on_a_line(
@@ -927,13 +933,16 @@ def _stars_on_a_line(
 ) -> Registration:
     """:func:`register_on_stars` for stars on a line (:func:`on_a_line`), without a WCS.
 
-    The similarity through the fit's pairs (the line fixes a shift, and a rotation and a
-    scale along it, which a similarity carries across), made again on every star it
-    pairs (a fit from a first guess may pair a part of the line only: 25 of 86 stars on a
-    27 x 1381 strip, 1.9 px off at its end), with the error of its straight line at the
-    ends (:func:`corrected_along_line`). An affine fit's terms across the line follow the
-    centroids' scatter: 7-8 px off across 24 px strips. Frames of one shape keep one grid
-    where the similarity is within three of its errors of it.
+    A line of stars fixes a shift, and a rotation and a scale along it (with order 2 a
+    bend along it), which a similarity carries across; an affine fit's terms across the
+    line follow the centroids' scatter (7-8 px off across 24 px strips). Its mirror image
+    across the line fits the stars as well but for their spread across it: it is taken
+    only when it fits them significantly better (an F-test at :data:`IMPROVEMENT_P_VALUE`
+    on the same pairs), and said when it cannot be told. The model is made again on every
+    star it pairs (a first guess may pair a part of the line only: 25 of 86 stars on a
+    27 x 1381 strip, 1.9 px off at its end). Frames of one shape keep one grid unless
+    the model maps the stars significantly better (the same F-test, as
+    :func:`improves_on`).
 
     Parameters
     ----------
@@ -953,24 +962,50 @@ def _stars_on_a_line(
     Registration
     """
     science, template = stars
-    through = _similarity_through(fit)
-    si, ti = match_nearest(science, template, through, MATCH_RADIUS)
+    n_sci, n_tmpl = counts
+    tiny = 1e-300  # for noise-free positions
+    seen, mirrored = (
+        corrected_along_line(fit, _similarity_through(fit, flip), shapes[0], order)
+        for flip in (1.0, -1.0)
+    )
+    dof = 2 * fit.n_matched - seen.parameters
+    flip, notes = 1.0, []
+    if dof > 0:
+        ratio = max(seen.residuals, tiny) / max(mirrored.residuals, tiny)
+        if f_tail(ratio, dof, dof) < IMPROVEMENT_P_VALUE:
+            flip = -1.0
+        elif f_tail(1.0 / ratio, dof, dof) >= IMPROVEMENT_P_VALUE:
+            notes.append(
+                f"the {fit.n_matched} stars matched lie on a line, which its mirror image "
+                "across the line fits as well: the template was taken as not mirrored"
+            )
+    model = (seen, mirrored)[flip < 0]
+    si, ti = match_nearest(science, template, model.moved, MATCH_RADIUS)
     if len(si) >= MIN_STARS:
         fit = fit_transform(science[si], template[ti], 1)
-        through = _similarity_through(fit)
-    _, moved, error = corrected_along_line(fit, through, shapes[0], order)
-    departs = max_difference(moved, identity, image_grid(shapes[0]))
-    if shapes[0] == shapes[1] and departs <= 3.0 * error:
-        note = (
-            f"the {fit.n_matched} stars matched lie on a line, whose fit departs from one "
-            f"pixel grid by up to {departs:.2f} px over the image, within three of its "
-            f"errors ({error:.2f} px): the template was not resampled"
-        )
-        kept = rms_about(fit, identity)
-        return Registration(
-            "stars", moved, *counts, fit.n_matched, kept, error, (note,), applied=False
-        )
-    return Registration("stars", moved, *counts, fit.n_matched, rms_about(fit, moved), error)
+        model = corrected_along_line(fit, _similarity_through(fit, flip), shapes[0], order)
+    dof = 2 * fit.n_matched - model.parameters
+    if shapes[0] == shapes[1] and dof > 0:
+        about_grid = float(np.sum((fit.target - fit.source) ** 2))
+        ours = max(model.residuals, tiny)
+        statistic = (about_grid - ours) / model.parameters / (ours / dof)
+        if f_tail(statistic, model.parameters, dof) >= IMPROVEMENT_P_VALUE:
+            departs = max_difference(model.moved, identity, image_grid(shapes[0]))
+            notes.append(
+                f"the {fit.n_matched} stars matched lie on a line; moved and stretched along "
+                f"it as they agree, the mapping departs from one pixel grid by up to "
+                f"{departs:.2f} px over the image, but fits them no better than one grid "
+                "does: the template was not resampled"
+            )
+            kept = rms_about(fit, identity)
+            return Registration(
+                "stars", model.moved, n_sci, n_tmpl, fit.n_matched, kept, model.error,
+                tuple(notes), applied=False,
+            )  # fmt: skip
+    rms = rms_about(fit, model.moved)
+    return Registration(
+        "stars", model.moved, n_sci, n_tmpl, fit.n_matched, rms, model.error, tuple(notes)
+    )
 
 
 def check_wcs_on_stars(
@@ -1077,8 +1112,9 @@ def _along_line(
     where that correction exceeds ``tolerance`` and three of its errors where the
     template lies."""
     # the correction's own size is judged, not the polynomial's fit to a WCS's distortion
-    as_polynomial, moved, error = corrected_along_line(fit, wcs_mapping, shape, order)
-    offset = max_difference(moved, as_polynomial, covered)
+    line = corrected_along_line(fit, wcs_mapping, shape, order)
+    moved, error = line.moved, line.error
+    offset = max_difference(moved, line.as_polynomial, covered)
     if offset <= tolerance + 3.0 * error:
         kept = rms_about(fit, wcs_mapping)
         return Registration("wcs", moved, n_sci, n_tmpl, fit.n_matched, kept, error, applied=False)
@@ -1094,38 +1130,70 @@ def _along_line(
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class LineCorrection:
+    """A mapping corrected by stars on a line (:func:`corrected_along_line`).
+
+    Attributes
+    ----------
+    as_polynomial, moved : PolynomialTransform
+        The mapping as a polynomial over the image, and with the correction added.
+    error : float
+        The correction's 1-sigma error at the ends of the stars' line (px, 2-D).
+    residuals : float
+        The stars' sum of squared residuals about ``moved`` (px^2).
+    parameters : int
+        The correction's coefficients (both axes).
+    """
+
+    as_polynomial: PolynomialTransform
+    moved: PolynomialTransform
+    error: float
+    residuals: float
+    parameters: int
+
+
 def corrected_along_line(
     fit: StarFit, mapping: Mapping, shape: tuple[int, int], order: int
-) -> tuple[PolynomialTransform, PolynomialTransform, float]:
+) -> LineCorrection:
     """``mapping`` as a polynomial of ``order`` over an image of ``shape`` (fitted on
     :func:`image_grid`), then corrected by the fit's stars on a line (:func:`on_a_line`):
-    their offsets from it, a straight line in the position along their main axis (a
-    shift, and a rotation and scale along that axis), added; across the axis nothing is
-    fixed by them. Returns both polynomials and the 1-sigma error of the correction at
-    the ends of the stars' line (px)."""
+    their offsets from it, a polynomial of degree ``order`` in the position along their
+    main axis (a shift, a rotation and a scale along that axis, and with order 2 a bend
+    along it), added; across the axis nothing is fixed by them."""
     gx, gy = image_grid(shape)
-    tx, ty = mapping(gx, gy)
     design = PolynomialTransform.design(gx, gy, order)
-    coefficients = np.linalg.lstsq(design, np.stack([tx, ty], axis=1), rcond=None)[0].T
-    as_polynomial = PolynomialTransform(order, coefficients.copy())
+
+    def as_polynomial(x: np.ndarray, y: np.ndarray) -> PolynomialTransform:
+        coefficients = np.linalg.lstsq(design, np.stack([x, y], axis=1), rcond=None)[0]
+        return PolynomialTransform(order, coefficients.T)
+
+    tx, ty = mapping(gx, gy)
     mx, my = mapping(fit.source[:, 0], fit.source[:, 1])
     offsets = fit.target - np.stack([mx, my], axis=1)
     centre = fit.source.mean(axis=0)
     axis = np.linalg.svd(fit.source - centre, full_matrices=False)[2][0]
     along = (fit.source - centre) @ axis
-    line = np.column_stack([np.ones_like(along), along])
-    (level, slope), *_ = np.linalg.lstsq(line, offsets, rcond=None)
-    coefficients[:, 0] += level - slope * float(centre @ axis)
-    coefficients[:, 1] += slope * axis[0]
-    coefficients[:, 2] += slope * axis[1]
-    # the straight line's error at its ends, from the scatter about it (2-D, n - 2 dof)
-    scatter = np.sqrt(
-        np.sum((offsets - line @ np.stack([level, slope])) ** 2) / max(len(along) - 2, 1)
+    reach = max(float(np.abs(along).max()), 1.0)  # positions scaled to [-1, 1]
+
+    def powers(position: np.ndarray) -> np.ndarray:
+        return np.vander(position / reach, order + 1, increasing=True)
+
+    terms = powers(along)
+    coefficients = np.linalg.lstsq(terms, offsets, rcond=None)[0]
+    on_grid = powers((np.stack([gx, gy], axis=1) - centre) @ axis) @ coefficients
+    residuals = float(np.sum((offsets - terms @ coefficients) ** 2))
+    # the polynomial's error at the line's ends, from the scatter about it (2-D)
+    scatter = math.sqrt(residuals / max(len(along) - (order + 1), 1))
+    ends = powers(np.array([along.min(), along.max()]))
+    leverage = np.einsum("ij,jk,ik->i", ends, np.linalg.pinv(terms.T @ terms), ends)
+    return LineCorrection(
+        as_polynomial(tx, ty),
+        as_polynomial(tx + on_grid[:, 0], ty + on_grid[:, 1]),
+        float(scatter * math.sqrt(max(float(leverage.max()), 0.0))),
+        residuals,
+        2 * (order + 1),
     )
-    ends = np.array([[1.0, along.min()], [1.0, along.max()]])
-    leverage = np.einsum("ij,jk,ik->i", ends, np.linalg.pinv(line.T @ line), ends)
-    error = float(scatter * np.sqrt(leverage.max()))
-    return as_polynomial, PolynomialTransform(order, coefficients), error
 
 
 def _wcs_star_fit(

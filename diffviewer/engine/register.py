@@ -44,7 +44,7 @@ STAR_THRESHOLD = 7.0
 #: Most stars of each image used (the brightest); enough for a crowded field's fit.
 MAX_STARS = 2000
 #: Brightest stars given to the pattern matcher: of each image, or of the smaller one,
-#: the other's in proportion to its area (:func:`pattern_guesses`).
+#: the other's in proportion to its area (:func:`pattern_lists`).
 PATTERN_STARS = 60
 #: Brightest stars of each image whose pairwise offsets vote for a translation
 #: (:func:`shift_guess`), and the most-voted bins examined.

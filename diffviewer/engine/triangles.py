@@ -12,10 +12,9 @@ binned (:data:`ANGLE_BIN`, :data:`LOG_SCALE_BIN`, :data:`POSITION_BIN`) and the 
 bins, each with at least :data:`MIN_VOTES`, give the guesses, the median of their
 votes each.
 
-The template's list is taken in proportion to its area over the science image's (the
-science image's density of stars), so that a science cutout of a much larger template
-finds its own stars' neighbours among the template's, where the brightest few of the
-template lie mostly elsewhere.
+Which stars of each image are listed is the caller's choice
+(:func:`~diffviewer.engine.register.pattern_lists`): a star's neighbours are the same
+on both lists only where the lists hold stars to one density on the sky.
 """
 
 from __future__ import annotations
@@ -42,7 +41,9 @@ ANGLE_BIN, LOG_SCALE_BIN, POSITION_BIN = np.radians(2.0), 0.03, 8.0
 #: a shape so common says little, and the pairs of a regular grid's triangles would
 #: number in the tens of millions (a random list of 6000 stars matches at most ~640).
 MAX_MATCHES = 2000
-#: Fewest triangles a bin needs to give a guess (chance gives 1-2 a bin).
+#: Fewest triangles a bin needs to give a guess. Chance fills bins too (unrelated lists
+#: of 60 and 6000 stars: 2-4 in the fullest), so a guess is only a guess: the star fit
+#: it leads to is judged (:func:`~diffviewer.engine.register.pattern_fit`).
 MIN_VOTES = 4
 #: Most guesses returned, fullest bin first.
 MAX_GUESSES = 5

@@ -8,9 +8,10 @@ field in two pieces of FWHM 2.5 and 3.8 px: 192-218 DIA sources, 29-40 of them w
 PSF first was tried and not kept: the matched piece's smooth noise leaves the kernel's
 high frequencies free, and the difference's variance plane put its noise at 2.4 times
 the truth on one side and 0.55 on the other (``benchmarks/SCIENCE.md``).
-Each warped piece's stellar-locus FWHM
-(:func:`~diffviewer.engine.psf_stars.select_stars` among its peaks) is measured, and a
-spread beyond :data:`FWHM_TOLERANCE` is said, naming the pieces.
+
+Each warped piece's stellar-locus FWHM (:func:`~diffviewer.engine.psf_stars.select_stars`
+among its peaks) is measured, and a spread beyond :data:`FWHM_TOLERANCE` is said, naming
+the pieces.
 """
 
 from __future__ import annotations

@@ -189,10 +189,10 @@ class Registration:
         'wcs' (the WCSs, confirmed or unchecked by stars), 'wcs refined on stars',
         'stars' (pattern match, no usable WCS), 'none' (pixel grids taken as one).
     transform : PolynomialTransform or None
-        Science px -> template px fitted on stars, or, for stars on a line checking a WCS
-        (:func:`on_a_line`), the WCS mapping corrected along the line
-        (:func:`corrected_along_line`)
-        (None when no fit was made).
+        Science px -> template px fitted on stars, or, for stars on a line
+        (:func:`on_a_line`), the WCS mapping (without a WCS, the similarity through the
+        pairs) corrected along the line (:func:`corrected_along_line`); None when no fit
+        was made.
     n_science_stars, n_template_stars : int
         Stars found on each image.
     n_matched : int

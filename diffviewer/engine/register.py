@@ -64,11 +64,11 @@ CENTROID_ITERATIONS = 8
 MATCH_RADIUS = 2.5
 #: Clipping of the transform fit's residuals (robust sigmas) and its passes.
 CLIP_SIGMA, CLIP_ITERATIONS = 3.0, 10
-#: A fit from the WCS mapping is taken as is with residuals within this (px) and this
-#: fraction of the stars of the image with fewer paired; otherwise star patterns are tried.
+#: A star fit with residuals beyond this RMS (px) is compared with the star patterns' fit
+#: (:func:`register_on_stars`); a trusted fit pairs at least this fraction of the stars
+#: of the image with fewer (:func:`_trusted`).
 TRUSTED_RMS, TRUSTED_FRACTION = 0.5, 0.25
-#: Chance probability below which a fit's pairs are taken as real whatever their
-#: residuals (:func:`_trusted`).
+#: Chance probability below which a fit's pairs are taken as real (:func:`_trusted`).
 CHANCE_P_VALUE = 1e-6
 #: Farthest (px) a template star may lie outside the science image's footprint under a
 #: WCS mapping to vote for that mapping's translation (:func:`check_wcs_on_stars`): how
@@ -767,25 +767,31 @@ def _trusted(
 
     Of the stars the fit puts on the other image (:func:`_overlap_counts`: frames that
     overlap in part share only those), at least :data:`TRUSTED_FRACTION` of the image
-    with fewer must be paired, and the residuals be within :data:`TRUSTED_RMS` px or the
-    pairs far more than chance gives: as many pairs at random (each such science star
-    within :data:`MATCH_RADIUS` of a template star at the template's star density,
-    Poisson) has a probability below :data:`CHANCE_P_VALUE`. Blends in a crowded field
-    with a broad PSF move centroids by a pixel or more while the pairs are real (a star
-    per 300 px^2 at a template FWHM of 7.7 px: 179 pairs at 1.1 px RMS, where chance
-    gives 11).
+    with fewer must be paired, and so many pairs must be far beyond what chance gives:
+    beyond the pairs the fit makes by construction (one per coefficient of an axis: an
+    affine maps any three stars onto any three), as many science stars within the kept
+    pairs' largest residual of a template star, at the template's star density
+    (Poisson), have a probability below :data:`CHANCE_P_VALUE`. Blends in a crowded
+    field with a broad PSF move centroids by a pixel or more while the pairs are real (a
+    star per 300 px^2 at a template FWHM of 7.7 px: 179 pairs at 1.1 px RMS, where
+    chance gives 11 within the match radius); a narrow template piece's 8 stars, 6 or 7
+    of them paired by chance at 0.6-0.9 px RMS, 124-175 px from the truth, were trusted
+    when every pair was counted within the match radius, or any pairs within 0.5 px RMS.
     """
     if fit is None:
         return False
     n_sci, n_tmpl = _overlap_counts(fit, science, template, science_shape, template_shape)
     if fit.n_matched < TRUSTED_FRACTION * min(n_sci, n_tmpl):
         return False
-    if fit.rms <= TRUSTED_RMS:
-        return True
+    made = fit.normal_inverse.shape[0]  # coefficients of an axis
+    if fit.n_matched <= made:
+        return False
+    mx, my = fit.transform(fit.source[:, 0], fit.source[:, 1])
+    reach = float(np.max(np.hypot(mx - fit.target[:, 0], my - fit.target[:, 1])))
     area = float(template_shape[0] * template_shape[1])
-    chance = n_sci * len(template) * math.pi * MATCH_RADIUS**2 / area
-    # P(N >= n_matched) for a Poisson count of mean ``chance``
-    return float(gammainc(fit.n_matched, chance)) < CHANCE_P_VALUE
+    chance = n_sci * len(template) * math.pi * reach**2 / area
+    # P(N >= n_matched - made) for a Poisson count of mean ``chance``
+    return float(gammainc(fit.n_matched - made, chance)) < CHANCE_P_VALUE
 
 
 def _better_fit(

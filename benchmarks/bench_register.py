@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from diffviewer.engine import register
-from diffviewer.engine.register import PolynomialTransform
+from diffviewer.engine import register, register_guesses, register_stars
+from diffviewer.engine.register_fit import PolynomialTransform
 from diffviewer.engine.warp import warp_exposure
 from diffviewer.exposure import Exposure, MaskPlane
 from diffviewer.io import read_exposure
@@ -76,8 +76,10 @@ def known_transforms(science: Exposure) -> None:
         reg = register.register_on_stars(science, template, order=1)
         seconds = time.perf_counter() - t0
         first = next(
-            register.pattern_guesses(
-                register.find_stars(science), register.find_stars(template), science.shape
+            register_guesses.pattern_guesses(
+                register_stars.find_stars(science),
+                register_stars.find_stars(template),
+                science.shape,
             ),
             None,
         )

@@ -23,7 +23,7 @@ from astropy.wcs import WCS
 from reproject import reproject_interp
 
 from diffviewer.config import WarpConfig
-from diffviewer.engine.register import PolynomialTransform
+from diffviewer.engine.register_fit import PolynomialTransform
 from diffviewer.engine.warp import (
     _to_template,
     pixel_map,

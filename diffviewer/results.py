@@ -29,7 +29,8 @@ from diffviewer.engine.kernel_direction import Direction
 from diffviewer.engine.kernel_region import RegionChoice
 from diffviewer.engine.kernel_sum_order import SumOrderChoice
 from diffviewer.engine.psf import PsfEstimate
-from diffviewer.engine.register import PolynomialTransform, Registration
+from diffviewer.engine.register import Registration
+from diffviewer.engine.register_fit import PolynomialTransform
 from diffviewer.engine.renormalise import Renormalisation
 from diffviewer.engine.sky import SkyLevel
 from diffviewer.engine.warp import Piece

@@ -13,7 +13,8 @@ import pytest
 from diffviewer.batch.summary import row_from_outputs
 from diffviewer.config import SubtractionConfig, apply_overrides
 from diffviewer.engine.pipeline import SubtractionResult, run_subtraction
-from diffviewer.engine.register import PolynomialTransform, Registration
+from diffviewer.engine.register import Registration
+from diffviewer.engine.register_fit import PolynomialTransform
 from diffviewer.errors import InputError
 from diffviewer.gui import content, model
 from diffviewer.io import demo_pair, read_exposure

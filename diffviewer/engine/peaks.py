@@ -178,7 +178,7 @@ class Peaks:
     """The local maxima of an image's smoothed pixels above a threshold (:func:`find_peaks`).
 
     Found once on the science image, they serve the registration (above
-    :data:`diffviewer.engine.register.STAR_THRESHOLD`) and the kernel candidates (above
+    :data:`diffviewer.engine.register_stars.STAR_THRESHOLD`) and the kernel candidates (above
     ``detect_threshold``): :meth:`above` gives what :func:`find_peaks` finds with a
     higher threshold.
 

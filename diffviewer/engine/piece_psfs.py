@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from diffviewer.engine import psf_stars, register
+from diffviewer.engine import psf_stars, register_stars
 from diffviewer.engine.peaks import find_peaks
 from diffviewer.engine.progress import null_reporter
 from diffviewer.exposure import Exposure
@@ -41,7 +41,7 @@ def piece_fwhm(piece: Exposure) -> float:
     -------
     float
     """
-    peaks = find_peaks(piece, register.STAR_THRESHOLD, null_reporter())
+    peaks = find_peaks(piece, register_stars.STAR_THRESHOLD, null_reporter())
     locus = psf_stars.select_stars(piece, peaks.x.astype(float), peaks.y.astype(float))
     return math.nan if locus is None else locus.fwhm
 

@@ -13,7 +13,7 @@ bins, each with at least :data:`MIN_VOTES`, give the guesses, the median of thei
 votes each.
 
 Which stars of each image are listed is the caller's choice
-(:func:`~diffviewer.engine.register.pattern_lists`): a star's neighbours are the same
+(:func:`~diffviewer.engine.register_guesses.pattern_lists`): a star's neighbours are the same
 on both lists only where the lists hold stars to one density on the sky.
 """
 

@@ -43,10 +43,11 @@ from scipy import ndimage
 from scipy.interpolate import RectBivariateSpline
 
 from diffviewer.config import WarpConfig
-from diffviewer.engine import mosaic, piece_psfs, register, resample
+from diffviewer.engine import mosaic, piece_psfs, register, register_fit, register_stars, resample
 from diffviewer.engine.peaks import Peaks
 from diffviewer.engine.progress import Reporter, null_reporter
-from diffviewer.engine.register import Mapping, Registration
+from diffviewer.engine.register import Registration
+from diffviewer.engine.register_fit import Mapping
 from diffviewer.errors import InputError, NoWorkFound, RegistrationError
 from diffviewer.exposure import MASK_DTYPE, Exposure, MaskPlane, planes_clear
 from diffviewer.fits_header import header_with_wcs
@@ -452,7 +453,7 @@ def integer_shift(
         ``(dx, dy)`` with the template's pixel ``(x + dx, y + dy)`` on science pixel
         ``(x, y)``, or None.
     """
-    points = register.image_grid(shape)
+    points = register_fit.image_grid(shape)
     tx, ty = mapping(*points)
     dx, dy = np.median(tx - points[0]), np.median(ty - points[1])
     if not (np.isfinite(dx) and np.isfinite(dy)):
@@ -462,7 +463,7 @@ def integer_shift(
     def shifted(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return x + shift[0], y + shift[1]
 
-    return shift if register.max_difference(mapping, shifted, points) <= tolerance else None
+    return shift if register_fit.max_difference(mapping, shifted, points) <= tolerance else None
 
 
 def paste(template: Exposure, science: Exposure, shift: tuple[int, int]) -> Exposure:
@@ -541,14 +542,14 @@ def _sibling_linear(placed: list[_Placed], shape: tuple[int, int]) -> np.ndarray
 
     Pieces cut from one template share its rotation and scale: with them, a piece whose
     few stars matched no pattern needs only its translation
-    (:func:`~diffviewer.engine.register.shift_guess`).
+    (:func:`~diffviewer.engine.register_guesses.shift_guess`).
     """
     best, most = None, -1
     for p in placed:
         reg = p.registration
         if reg.method == "stars" and reg.transform is not None and reg.n_matched > most:
             best, most = reg.transform, reg.n_matched
-    return None if best is None else register.jacobian(best, shape)
+    return None if best is None else register_fit.jacobian(best, shape)
 
 
 def _which_lacks_wcs(science: Exposure, template: Exposure) -> str:
@@ -575,10 +576,10 @@ def register_template(
     config : WarpConfig
         ``register``, ``wcs_tolerance``, ``transform_order``.
     science_peaks, template_peaks : Peaks, optional
-        Each image's peaks (:func:`register.star_peaks`), when found already.
+        Each image's peaks (:func:`register_stars.star_peaks`), when found already.
     linear : numpy.ndarray, optional
         A registered sibling piece's 2x2 linear part, for the translation vote on stars
-        (:func:`~diffviewer.engine.register.shift_guess`).
+        (:func:`~diffviewer.engine.register_guesses.shift_guess`).
 
     Returns
     -------
@@ -623,7 +624,7 @@ def register_template(
                 science,
                 template,
                 config.transform_order,
-                guess=register.identity if same_grid else None,
+                guess=register_fit.identity if same_grid else None,
                 science_peaks=science_peaks,
                 template_peaks=template_peaks,
                 linear=linear,
@@ -720,8 +721,8 @@ def _place(
     exposure = template
     factor = 1.0
     if mapping is not None:
-        max_offset = register.max_difference(
-            mapping, register.identity, register.image_grid(science.shape)
+        max_offset = register_fit.max_difference(
+            mapping, register_fit.identity, register_fit.image_grid(science.shape)
         )
         warped = template.shape != science.shape or not max_offset <= config.grid_tolerance
         shift = integer_shift(mapping, science.shape, config.grid_tolerance) if warped else None
@@ -733,7 +734,7 @@ def _place(
                 template, science, config.interpolation, reporter, mapping=mapping, piece=piece
             )
             exposure = at_psf_scale(resampled, factor)
-            jacobian = register.jacobian(mapping, science.shape)
+            jacobian = register_fit.jacobian(mapping, science.shape)
             if template.psf is not None and not (
                 np.all(np.isfinite(jacobian)) and np.abs(jacobian - np.eye(2)).max() < 0.01
             ):
@@ -824,11 +825,11 @@ def warp_template(
     # The science image's stars are found once for all pieces, each piece's once ('wcs'
     # and 'none' use none).
     stars = config.register in ("auto", "stars")
-    peaks = register.star_peaks(science) if stars else None
+    peaks = register_stars.star_peaks(science) if stars else None
     found: list[_Placed | RegistrationError] = []
     piece_peaks = []
     for i, piece in enumerate(pieces):
-        piece_peaks.append(register.star_peaks(piece) if stars else None)
+        piece_peaks.append(register_stars.star_peaks(piece) if stars else None)
         try:
             found.append(
                 _place(piece, science, config, reporter, peaks, piece_peaks[-1], len(pieces) > 1)

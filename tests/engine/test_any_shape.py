@@ -302,7 +302,7 @@ def test_a_small_field_shifted_beyond_the_match_radius_registers(tmp_path: Path)
     # An 80 px field of 14 stars, the template shifted (-3.3, 4.9) px: beyond the match
     # radius of the identity guess, and too few stars for star patterns to match. With
     # fewer than 20 stars the run took the images as one grid, 5.9 px off, with a
-    # warning. The translation most star pairs agree on (register.shift_guess) pairs 11
+    # warning. The translation most star pairs agree on (register_guesses.shift_guess) pairs 11
     # of them, within 0.2 px of the true shift.
     shift = (-3.3, 4.9)
     result = _drawn_twice(tmp_path, 17, 80, 3.0, shift, "none", "float32", "none")

@@ -21,7 +21,7 @@ import pytest
 from diffviewer import exposure
 from diffviewer.engine import kernel_design, resample, star_fluxes, tiles, warp
 from diffviewer.engine.pipeline import SubtractionResult, run_subtraction
-from diffviewer.engine.register import PolynomialTransform
+from diffviewer.engine.register_fit import PolynomialTransform
 from diffviewer.engine.subtract import grow_planes, science_scale, template_planes
 from diffviewer.exposure import Exposure, MaskPlane
 from diffviewer.synthetic import make_pair

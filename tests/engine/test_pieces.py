@@ -339,7 +339,7 @@ def test_a_piece_whose_patterns_do_not_match_takes_its_siblings_rotation() -> No
     # three pieces of 49-57 columns. The right piece's 20 stars matched no pattern among
     # the science's 89 (it covers a third of the field): the pair was refused. Pieces
     # cut from one template share its rotation and scale: with its sibling's, only the
-    # piece's translation is left, which its stars agree on (register.shift_guess). All
+    # piece's translation is left, which its stars agree on (register_guesses.shift_guess). All
     # three register, and the difference is the whole template's to 0.21 sigma (rms;
     # each piece's fit on 17-19 stars, RMS 0.04-0.10 px).
     from diffviewer.synthetic import make_pair

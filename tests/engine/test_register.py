@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from scipy import ndimage
 
 from diffviewer.config import WarpConfig
-from diffviewer.engine import register, warp
-from diffviewer.engine.register import PolynomialTransform
+from diffviewer.engine import register, register_fit, register_guesses, register_stars, warp
+from diffviewer.engine.register_fit import PolynomialTransform
 from diffviewer.engine.warp import warp_template, wcs_mapping
 from diffviewer.errors import InputError
 from diffviewer.exposure import Exposure
@@ -67,7 +67,7 @@ def _resampled(science: Exposure, truth: PolynomialTransform, noise: float, seed
 
 def rms_against(
     found: PolynomialTransform,
-    truth: register.Mapping,
+    truth: register_fit.Mapping,
     shape: tuple[int, int],
     template_shape: tuple[int, int] | None = None,
 ) -> float:
@@ -381,7 +381,7 @@ def test_a_star_fits_position_error_counts_its_degrees_of_freedom() -> None:
     for _ in range(4000):
         source = rng.uniform((5.0, 20.0), (30.0, 200.0), size=(12, 2))
         target = np.column_stack(truth(source[:, 0], source[:, 1]))
-        fit = register.fit_transform(source, target + rng.normal(0.0, 0.1, (12, 2)), 1)
+        fit = register_fit.fit_transform(source, target + rng.normal(0.0, 0.1, (12, 2)), 1)
         predicted.append(fit.position_error(corner))
         mapped.append(np.concatenate(fit.transform(*corner)) - np.concatenate(truth(*corner)))
     ratio = np.mean(np.square(predicted)) / np.mean(np.sum(np.square(mapped), axis=1))
@@ -399,10 +399,10 @@ def test_a_fit_bending_to_blends_does_not_improve_on_the_right_mapping() -> None
     source = np.column_stack([rng.uniform(15.0, 25.0, 11), rng.uniform(20.0, 210.0, 11)])
     target = source + rng.normal(0.0, 0.05, source.shape)
     target[np.argsort(source[:, 0])[-2:], 0] += [0.4, 0.7]
-    fit = register.fit_transform(source, target, 1)
+    fit = register_fit.fit_transform(source, target, 1)
     assert fit.n_matched == 11
-    assert not register.improves_on(fit, truth)
-    assert register.improves_on(fit, _affine(0.0, (0.3, 0.0), (0.0, 0.0)))
+    assert not register_fit.improves_on(fit, truth)
+    assert register_fit.improves_on(fit, _affine(0.0, (0.3, 0.0), (0.0, 0.0)))
 
 
 def test_a_fit_without_degrees_of_freedom_has_an_unknown_error_and_keeps_a_wcs() -> None:
@@ -411,9 +411,9 @@ def test_a_fit_without_degrees_of_freedom_has_an_unknown_error_and_keeps_a_wcs()
     # "three times the fit's error": the template was not warped). A WCS is not replaced
     # by such a fit.
     source = np.array([[10.0, 10.0], [50.0, 12.0], [30.0, 60.0]])
-    fit = register.fit_transform(source, source + np.array([2.0, 0.0]), 1)
-    assert fit.n_matched == 3 and math.isnan(fit.position_error(register.image_grid((64, 64))))
-    assert not register.improves_on(fit, register.identity)
+    fit = register_fit.fit_transform(source, source + np.array([2.0, 0.0]), 1)
+    assert fit.n_matched == 3 and math.isnan(fit.position_error(register_fit.image_grid((64, 64))))
+    assert not register_fit.improves_on(fit, register_fit.identity)
 
 
 def test_the_shift_most_star_pairs_agree_on_is_found_among_unpaired_stars() -> None:
@@ -427,7 +427,7 @@ def test_the_shift_most_star_pairs_agree_on_is_found_among_unpaired_stars() -> N
     moved = shared + np.array([17.3, -8.6]) + rng.normal(0, 0.1, (12, 2))
     template = np.vstack([moved, rng.uniform(0, 200, (8, 2))])
     order = rng.permutation(20)
-    guess = register.shift_guess(science, template[order])
+    guess = register_guesses.shift_guess(science, template[order])
     tx, ty = guess(np.array([100.0]), np.array([100.0]))
     assert np.hypot(tx[0] - 117.3, ty[0] - 91.4) < 0.1
 
@@ -467,7 +467,7 @@ def test_a_wcs_far_off_on_a_much_larger_template_is_found_by_the_stars_translati
     reg = result.registration
     assert reg.method == "wcs refined on stars" and reg.n_matched > 20
     truth = _affine(0.0, (183.0, 198.0), (0.0, 0.0))
-    gx, gy = register.image_grid(science.shape)
+    gx, gy = register_fit.image_grid(science.shape)
     fx, fy = reg.transform(gx, gy)
     tx, ty = truth(gx, gy)
     assert float(np.sqrt(np.mean((fx - tx) ** 2 + (fy - ty) ** 2))) < 0.1
@@ -586,7 +586,7 @@ def test_a_shift_vote_takes_the_template_stars_in_proportion_to_its_area() -> No
     template = rng.uniform(0, 2000, (4000, 2))
     inside = np.flatnonzero(((template >= 700) & (template < 900)).all(axis=1))[:40]
     science = template[inside] - 700.0 + rng.normal(0, 0.1, (len(inside), 2))
-    guess = register.shift_guess(science, template, area_ratio=100.0)
+    guess = register_guesses.shift_guess(science, template, area_ratio=100.0)
     tx, ty = guess(np.array([100.0]), np.array([100.0]))
     assert np.hypot(tx[0] - 800.0, ty[0] - 800.0) < 0.5
 
@@ -610,10 +610,10 @@ def test_the_rms_of_a_wcs_kept_is_that_of_the_pairs_it_counts() -> None:
     pair = make_pair((256, 256), 400, seed=3)
     reg = warp_template(pair.template, pair.science, WarpConfig()).registration
     assert reg.method == "wcs" and not reg.applied and reg.n_matched > 100
-    sci, tmpl = register.find_stars(pair.science), register.find_stars(pair.template)
-    fit = register.refine(sci, tmpl, register.identity, 1)
+    sci, tmpl = register_stars.find_stars(pair.science), register_stars.find_stars(pair.template)
+    fit = register_fit.refine(sci, tmpl, register_fit.identity, 1)
     assert fit is not None and reg.n_matched == fit.n_matched
-    assert reg.rms == pytest.approx(register.rms_about(fit, register.identity))
+    assert reg.rms == pytest.approx(register_fit.rms_about(fit, register_fit.identity))
     assert reg.rms < 1.2 * fit.rms
 
 
@@ -631,7 +631,7 @@ def test_the_clip_keeps_the_real_pairs_of_faint_and_bright_stars() -> None:
             rng.uniform(1.0, 2.5, (15, 1)) * np.array([[0.6, 0.8]]),
         ]
     )
-    fit = register.fit_transform(source, source + offset, 1)
+    fit = register_fit.fit_transform(source, source + offset, 1)
     kept = {tuple(p) for p in fit.source}
     assert sum(tuple(p) in kept for p in source[:300]) >= 270
     assert not any(tuple(p) in kept for p in source[300:])
@@ -676,7 +676,7 @@ def test_a_failed_registration_on_a_much_larger_template_says_so(
     n_template: int, said: str
 ) -> None:
     # Unrelated fields: the template's area is said where its star list was cut at
-    # register.MAX_STARS (the science image's stars may be among those left out).
+    # register_stars.MAX_STARS (the science image's stars may be among those left out).
     science = make_pair((96, 96), 30, seed=1).science.replace(wcs=None)
     template = make_pair((1024, 1024), n_template, seed=2).template.replace(wcs=None)
     with pytest.raises(InputError, match=said):

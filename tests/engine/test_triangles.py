@@ -105,7 +105,7 @@ def test_any_similarity_of_a_star_field_is_found(
 def test_a_regular_grid_s_common_shapes_are_left_out() -> None:
     # Every triangle of a regular grid has one of a few shapes, so each science triangle
     # matched every template triangle of its shape: 1.6 s here for 64 stars against
-    # 2025 (3 s and 260 MB in register.pattern_guesses at an area ratio of 100), and
+    # 2025 (3 s and 260 MB in register_guesses.pattern_guesses at an area ratio of 100), and
     # guesses on a lattice, where every shift by its step fits as well. Shapes matched
     # more than MAX_MATCHES times are left out, and no guess is made.
     rows, columns = np.meshgrid(np.arange(45), np.arange(45), indexing="ij")

@@ -14,7 +14,7 @@ from scipy import ndimage
 from diffviewer.config import WarpConfig
 from diffviewer.engine import peaks, resample, warp
 from diffviewer.engine.progress import CancelToken, Reporter
-from diffviewer.engine.register import PolynomialTransform
+from diffviewer.engine.register_fit import PolynomialTransform
 from diffviewer.engine.warp import pixel_map, warp_template, wcs_mapping
 from diffviewer.errors import Cancelled, InputError, NoWorkFound
 from diffviewer.exposure import Exposure, MaskPlane

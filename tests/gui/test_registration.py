@@ -6,7 +6,8 @@ import math
 
 import numpy as np
 
-from diffviewer.engine.register import PolynomialTransform, Registration
+from diffviewer.engine.register import Registration
+from diffviewer.engine.register_fit import PolynomialTransform
 from diffviewer.engine.warp import Piece, WarpResult
 from diffviewer.exposure import MASK_DTYPE, Exposure
 from diffviewer.gui.registration import needs_attention, registration_lines

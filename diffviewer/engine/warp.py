@@ -2,33 +2,28 @@
 
 :func:`register_template` finds the science -> template pixel mapping: the two WCSs
 (checked on matched stars, and replaced by the star fit where they disagree), or a
-transform fitted on star patterns when there is no usable WCS (:mod:`.register`).
-The template's image, variance and mask are resampled at the template pixel that
-each science pixel sees. That mapping (the WCSs, or the star fit) is computed exactly
-on a coarse grid (every :data:`COARSE_STEP` px) and at the centres of its cells;
-when an affine map fitted there reproduces all of them to :data:`COARSE_TOLERANCE`
-px (a shift or rotation, the affine star fit, a TAN WCS over a small field) it is
-evaluated at every pixel, otherwise a bicubic spline through the grid is, under the
-same check; when both miss (a WCS with small-scale distortion, or points off the
-projection) the exact mapping is computed for every pixel. The pixel
-values are then interpolated with ``scipy.ndimage.map_coordinates``, the same
-interpolation ``reproject.reproject_interp`` applies. ``benchmarks/bench_warp.py``
-measures, for a 2048 x 2048 template with a TAN-SIP WCS (image, variance and one
-mask plane), on a machine at load 10: 2.3 s here against 21.4 s for
-``reproject_interp`` (12.1 s without its round-trip check), with the same bilinear
-values to float32 round-off (7.6e-6 on values of 100); the coarse mapping takes
-0.33 s where the exact one takes 6.8 s (the warp took 3.1 s at 1024 x 1024 when the
-mapping was evaluated exactly at every pixel, 1.0 s now).
-Spline orders (biquadratic, bicubic) agree with reproject in the interior; within a
-few pixels of the template's edge they differ because reproject pads with zeros
-and we extend the edge pixels.
+transform fitted on star patterns when there is no usable WCS (:mod:`.register`). The
+template's image, variance and mask are resampled at the template pixel that each
+science pixel sees. The mapping is evaluated at every science pixel
+(:func:`~diffviewer.engine.warp_map.pixel_map`: exactly on a coarse grid, interpolated
+where that is exact enough), and the pixel values are interpolated with
+``scipy.ndimage.map_coordinates``, the same interpolation ``reproject.reproject_interp``
+applies. ``benchmarks/bench_warp.py`` measures, for a 2048 x 2048 template with a
+TAN-SIP WCS (image, variance and one mask plane), on a machine at load 10: 2.3 s here
+against 21.4 s for ``reproject_interp`` (12.1 s without its round-trip check), with the
+same bilinear values to float32 round-off (7.6e-6 on values of 100); the coarse mapping
+takes 0.33 s where the exact one takes 6.8 s (the warp took 3.1 s at 1024 x 1024 when
+the mapping was evaluated exactly at every pixel, 1.0 s now). Spline orders
+(biquadratic, bicubic) agree with reproject in the interior; within a few pixels of the
+template's edge they differ because reproject pads with zeros and we extend the edge
+pixels.
 
-The warp conserves flux, as SWarp's default does: interpolation keeps a pixel's value,
-the surface brightness, so each warped pixel is multiplied by the template pixels it
-covers (the mapping's Jacobian determinant, :func:`pixel_area`) and its variance by
-that squared. A star keeps its flux and the template its zero point whatever the two
-pixel scales (interpolating alone tripled a star's flux from a 0.45"/px template onto
-a 0.26"/px science grid, and the kernel sum took the factor).
+The warp conserves flux, as SWarp's default does: interpolation keeps a pixel's value, the
+surface brightness, so each warped pixel is multiplied by the template pixels it covers (the
+mapping's Jacobian determinant, :func:`~diffviewer.engine.warp_map.pixel_area`) and its
+variance by that squared. A star keeps its flux and the template its zero point whatever the
+two pixel scales (interpolating alone tripled a star's flux from a 0.45"/px template onto a
+0.26"/px science grid, and the kernel sum took the factor).
 """
 
 from __future__ import annotations
@@ -38,9 +33,7 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from astropy.wcs import WCS
 from scipy import ndimage
-from scipy.interpolate import RectBivariateSpline
 
 from diffviewer.config import WarpConfig
 from diffviewer.engine import mosaic, piece_psfs, register, register_fit, register_stars, resample
@@ -48,15 +41,12 @@ from diffviewer.engine.peaks import Peaks
 from diffviewer.engine.progress import Reporter, null_reporter
 from diffviewer.engine.register import Registration
 from diffviewer.engine.register_fit import Mapping
+from diffviewer.engine.warp_map import pixel_area, pixel_map, wcs_mapping
 from diffviewer.errors import InputError, NoWorkFound, RegistrationError
 from diffviewer.exposure import MASK_DTYPE, Exposure, MaskPlane, planes_clear
 from diffviewer.fits_header import header_with_wcs
 from diffviewer.io import fill_no_data
 
-#: Spacing of the grid on which the pixel mapping is computed exactly (px).
-COARSE_STEP = 32
-#: Largest error of the interpolated pixel mapping accepted (px); beyond it the exact one is used.
-COARSE_TOLERANCE = 1e-3
 #: Below this coverage the result carries a warning (the run continues).
 COVERAGE_WARNING = 0.5
 
@@ -158,123 +148,6 @@ class WarpResult:
         return not self.warped and len(self.pieces) <= 1
 
 
-def _to_template(
-    science_wcs: WCS, template_wcs: WCS, x: np.ndarray, y: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Template pixel coordinates (0-based) of science pixels, through the sky; NaN off the sky."""
-    with np.errstate(invalid="ignore"):
-        ra, dec = science_wcs.all_pix2world(x, y, 0)
-        tx, ty = template_wcs.all_world2pix(ra, dec, 0, quiet=True)
-    return np.asarray(tx, dtype=np.float64), np.asarray(ty, dtype=np.float64)
-
-
-def wcs_mapping(science_wcs: WCS, template_wcs: WCS) -> Mapping:
-    """Science px -> template px through two celestial WCSs (NaN off the sky)."""
-
-    def mapping(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return _to_template(science_wcs, template_wcs, np.asarray(x), np.asarray(y))
-
-    return mapping
-
-
-def _coarse_axis(n: int) -> np.ndarray:
-    """Nodes every :data:`COARSE_STEP` px along an axis of ``n`` px, ends included."""
-    return np.unique(np.append(np.arange(0, n, COARSE_STEP), n - 1)).astype(np.float64)
-
-
-def _interpolated_map(
-    mapping: Mapping, shape: tuple[int, int]
-) -> tuple[np.ndarray, np.ndarray, str] | None:
-    """The mapping at every pixel from a coarse grid, or None when that misses by too much.
-
-    The mapping is evaluated exactly on the nodes and at the cell centres (where an
-    interpolation between nodes is least accurate). An affine map fitted on these points
-    is used when it reproduces every one of those points to :data:`COARSE_TOLERANCE` px
-    (a shift, a rotation, a fitted affine transform, a TAN WCS over a small field);
-    otherwise a bicubic spline through the nodes, under the same check.
-    """
-    ny, nx = shape
-    gx, gy = _coarse_axis(nx), _coarse_axis(ny)
-    if gx.size < 4 or gy.size < 4:
-        return None
-    node_px, node_py = np.meshgrid(gx, gy)
-    mid_px, mid_py = np.meshgrid((gx[:-1] + gx[1:]) / 2, (gy[:-1] + gy[1:]) / 2)
-    node_x, node_y = mapping(node_px, node_py)
-    mid_x, mid_y = mapping(mid_px, mid_py)
-    if not all(np.isfinite(a).all() for a in (node_x, node_y, mid_x, mid_y)):
-        return None
-    rows, cols = np.arange(ny, dtype=np.float64), np.arange(nx, dtype=np.float64)
-    px = np.concatenate([node_px.ravel(), mid_px.ravel()])
-    py = np.concatenate([node_py.ravel(), mid_py.ravel()])
-    exact = np.stack(
-        [
-            np.concatenate([node_x.ravel(), mid_x.ravel()]),
-            np.concatenate([node_y.ravel(), mid_y.ravel()]),
-        ],
-        axis=1,
-    )
-    design = np.stack([np.ones_like(px), px, py], axis=1)
-    affine = np.linalg.lstsq(design, exact, rcond=None)[0]
-    if np.hypot(*(design @ affine - exact).T).max() <= COARSE_TOLERANCE:
-        (ox, oy), (ax, ay), (bx, by) = affine
-        return (
-            ox + ax * cols[None, :] + bx * rows[:, None],
-            oy + ay * cols[None, :] + by * rows[:, None],
-            "affine",
-        )
-    spline_x = RectBivariateSpline(gy, gx, node_x, kx=3, ky=3)
-    spline_y = RectBivariateSpline(gy, gx, node_y, kx=3, ky=3)
-    error = np.hypot(
-        spline_x.ev(mid_py.ravel(), mid_px.ravel()) - mid_x.ravel(),
-        spline_y.ev(mid_py.ravel(), mid_px.ravel()) - mid_y.ravel(),
-    )
-    if error.max() > COARSE_TOLERANCE:
-        return None
-    return spline_x(rows, cols), spline_y(rows, cols), "spline"
-
-
-def pixel_map(
-    mapping: Mapping,
-    shape: tuple[int, int],
-    reporter: Reporter | None = None,
-    span: tuple[float, float] = (0.0, 1.0),
-) -> tuple[np.ndarray, np.ndarray, str]:
-    """The template pixel (x, y) seen by every science pixel.
-
-    Parameters
-    ----------
-    mapping : callable
-        Science (x, y) px -> template (x, y) px (the WCSs, or a fit on stars).
-    shape : (int, int)
-        Science image shape (ny, nx).
-    reporter : Reporter, optional
-        Progress and cancellation (the exact path reports per block of rows).
-    span : (float, float)
-        The part of the reporter's step this covers.
-
-    Returns
-    -------
-    (numpy.ndarray, numpy.ndarray, str)
-        Template x and y (0-based px), each of ``shape`` (NaN off the sky), accurate to
-        :data:`COARSE_TOLERANCE` px or better; and how they were computed: 'affine'
-        (an affine map checked on a coarse grid), 'spline' (a bicubic spline through
-        a coarse grid, checked between its nodes) or 'exact' (the mapping at every pixel).
-    """
-    reporter = reporter or null_reporter()
-    interpolated = _interpolated_map(mapping, shape)
-    if interpolated is not None:
-        return interpolated
-    ny, nx = shape
-    tx = np.empty(shape)
-    ty = np.empty(shape)
-    cols = np.arange(nx, dtype=np.float64)
-    for start, stop in resample.row_blocks(ny, nx):
-        bx, by = np.meshgrid(cols, np.arange(start, stop, dtype=np.float64))
-        tx[start:stop], ty[start:stop] = mapping(bx, by)
-        reporter.update(span[0] + (span[1] - span[0]) * stop / ny)
-    return tx, ty, "exact"
-
-
 def _with_data_nearby(exposure: Exposure) -> np.ndarray:
     """The image with each NO_DATA pixel given its nearest pixel with data's value.
 
@@ -291,46 +164,6 @@ def _with_data_nearby(exposure: Exposure) -> np.ndarray:
         no_data, return_distances=False, return_indices=True
     )
     return np.asarray(exposure.image[rows, cols])
-
-
-def pixel_area(mapping: Mapping, shape: tuple[int, int]) -> float | np.ndarray:
-    """Template pixels per science pixel: the mapping's Jacobian determinant.
-
-    Found by central differences on the coarse grid of :func:`pixel_map`; one number
-    when it varies by less than 1e-4 over the image (a shift, a rotation, an affine
-    fit, a TAN WCS over a small field), else a bilinear plane through the grid (a
-    distorted WCS over a wide field).
-
-    Parameters
-    ----------
-    mapping : callable
-        Science (x, y) px -> template (x, y) px.
-    shape : (int, int)
-        Science image shape (ny, nx).
-
-    Returns
-    -------
-    float or numpy.ndarray
-        The area, or a float32 plane of it of ``shape``; 1 where the mapping is not
-        finite anywhere.
-    """
-    ny, nx = shape
-    gx, gy = _coarse_axis(nx), _coarse_axis(ny)
-    px, py = np.meshgrid(gx, gy)
-    x_lo, y_lo = mapping(px - 0.5, py)
-    x_hi, y_hi = mapping(px + 0.5, py)
-    x_dn, y_dn = mapping(px, py - 0.5)
-    x_up, y_up = mapping(px, py + 0.5)
-    area = np.abs((x_hi - x_lo) * (y_up - y_dn) - (x_up - x_dn) * (y_hi - y_lo))
-    finite = np.isfinite(area)
-    if not finite.any():
-        return 1.0
-    typical = float(np.median(area[finite]))
-    area = np.where(finite, area, typical)
-    if area.max() - area.min() < 1e-4 * typical or min(gx.size, gy.size) < 2:
-        return typical
-    plane = RectBivariateSpline(gy, gx, area, kx=1, ky=1)(np.arange(ny), np.arange(nx))
-    return plane.astype(np.float32)
 
 
 def warp_exposure(
@@ -364,18 +197,18 @@ def warp_exposure(
     Returns
     -------
     (Exposure, float)
-        The warped template: science shape and WCS; template PSF, zero point and
-        header (its WCS cards replaced by the science WCS); its pixels the interpolated
-        values times :func:`pixel_area` (flux conserved), its variance that of those
-        values (:func:`diffviewer.engine.resample.resample_variance`, times the area
-        squared). Science pixels whose sky falls outside the template (beyond half a
+        The warped template: science shape and WCS; template PSF, zero point and header (its
+        WCS cards replaced by the science WCS); its pixels the interpolated values times
+        :func:`~diffviewer.engine.warp_map.pixel_area` (flux conserved), its variance that
+        of those values (:func:`diffviewer.engine.resample.resample_variance`, times the
+        area squared). Science pixels whose sky falls outside the template (beyond half a
         pixel from its edge; for a piece, see ``piece``) get NO_DATA. And the covariance
-        factor of the warped noise: ``1 / (r min(a, 1))``, with ``r`` the mean ``sum
-        w^2`` of the interpolation weights over the covered pixels
-        (:func:`diffviewer.engine.resample.variance_ratio`) and ``a`` the mean pixel
-        area. A sum over many science pixels covers ``a`` template pixels each, read
-        ``1 / a`` times over when ``a < 1``; a template finer than the science grid
-        (``a > 1``) is sampled, not averaged, and keeps ``1 / r``, an upper bound.
+        factor of the warped noise: ``1 / (r min(a, 1))``, with ``r`` the mean ``sum w^2``
+        of the interpolation weights over the covered pixels
+        (:func:`diffviewer.engine.resample.variance_ratio`) and ``a`` the mean pixel area. A
+        sum over many science pixels covers ``a`` template pixels each, read ``1 / a`` times
+        over when ``a < 1``; a template finer than the science grid (``a > 1``) is sampled,
+        not averaged, and keeps ``1 / r``, an upper bound.
     """
     reporter = reporter or null_reporter()
     order = resample.INTERPOLATION_ORDER[interpolation]

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from diffviewer import cli
 from diffviewer.config import SubtractionConfig
-from diffviewer.engine import warp
+from diffviewer.engine import warp, warp_map
 from diffviewer.engine.mosaic import combine_pieces
 from diffviewer.engine.pipeline import run_subtraction
 from diffviewer.exposure import Exposure, MaskPlane
@@ -190,7 +190,7 @@ def test_pieces_agree_with_the_whole_and_leave_no_data_where_they_cannot_interpo
     assert any("overlap by 1 px or more" in note for note in abutting.warnings)
     warped = abutting.template.exposure
     # the science pixels whose sky lies between the two pieces' outermost columns
-    tx, _ = warp.wcs_mapping(pair.science.wcs, template.wcs)(
+    tx, _ = warp_map.wcs_mapping(pair.science.wcs, template.wcs)(
         *np.meshgrid(np.arange(200.0), np.arange(160.0))
     )
     seam = (tx > 111.0) & (tx < 112.0)

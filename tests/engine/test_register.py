@@ -17,9 +17,17 @@ from hypothesis import strategies as st
 from scipy import ndimage
 
 from diffviewer.config import WarpConfig
-from diffviewer.engine import register, register_fit, register_guesses, register_stars, warp
+from diffviewer.engine import (
+    register,
+    register_fit,
+    register_guesses,
+    register_stars,
+    warp,
+    warp_map,
+)
 from diffviewer.engine.register_fit import PolynomialTransform
-from diffviewer.engine.warp import warp_template, wcs_mapping
+from diffviewer.engine.warp import warp_template
+from diffviewer.engine.warp_map import wcs_mapping
 from diffviewer.errors import InputError
 from diffviewer.exposure import Exposure
 from diffviewer.io import read_exposure
@@ -209,7 +217,7 @@ def _error_of_used(result: warp.WarpResult, science: Exposure, truth: WCS) -> fl
     ny, nx = science.shape
     gx, gy = np.meshgrid(np.linspace(0, nx - 1, 15), np.linspace(0, ny - 1, 15))
     assert science.wcs is not None
-    tx, ty = warp.wcs_mapping(science.wcs, truth)(gx, gy)
+    tx, ty = warp_map.wcs_mapping(science.wcs, truth)(gx, gy)
     fx, fy = reg.transform(gx, gy)
     return float(np.hypot(fx - tx, fy - ty).max())
 

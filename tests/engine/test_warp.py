@@ -12,10 +12,11 @@ from reproject import reproject_interp
 from scipy import ndimage
 
 from diffviewer.config import WarpConfig
-from diffviewer.engine import peaks, resample, warp
+from diffviewer.engine import peaks, resample, warp, warp_map
 from diffviewer.engine.progress import CancelToken, Reporter
 from diffviewer.engine.register_fit import PolynomialTransform
-from diffviewer.engine.warp import pixel_map, warp_template, wcs_mapping
+from diffviewer.engine.warp import warp_template
+from diffviewer.engine.warp_map import pixel_map, wcs_mapping
 from diffviewer.errors import Cancelled, InputError, NoWorkFound
 from diffviewer.exposure import Exposure, MaskPlane
 from diffviewer.io import read_exposure
@@ -119,7 +120,7 @@ def test_pixel_map_takes_the_cheapest_path_that_is_exact_enough(mapping, how: st
     tx, ty, found = pixel_map(mapping, shape, Reporter(callback=lambda s, f: reports.append(f)))
     assert found == how
     ex, ey = mapping(*np.meshgrid(np.arange(300.0), np.arange(200.0)))
-    assert np.hypot(tx - ex, ty - ey).max() <= warp.COARSE_TOLERANCE
+    assert np.hypot(tx - ex, ty - ey).max() <= warp_map.COARSE_TOLERANCE
     assert (reports[-1] == pytest.approx(1.0)) if how == "exact" else not reports
 
 
@@ -256,7 +257,7 @@ def test_real_warp_equals_reproject(science: str, template: str) -> None:
     expected, footprint = reproject_interp(
         (np.asarray(tmpl.image), tmpl.wcs), sci.wcs, shape_out=sci.shape, order="bilinear"
     )
-    area = warp.pixel_area(wcs_mapping(sci.wcs, tmpl.wcs), sci.shape)
+    area = warp_map.pixel_area(wcs_mapping(sci.wcs, tmpl.wcs), sci.shape)
     covered = footprint > 0
     np.testing.assert_array_equal((result.exposure.mask & NO_DATA) == 0, covered)
     np.testing.assert_allclose(
@@ -410,7 +411,7 @@ def test_a_template_of_another_pixel_scale_keeps_its_fluxes_and_its_noise_at_psf
     science = Exposure(np.zeros(shape_s), np.ones(shape_s), np.zeros(shape_s, np.int32))
     template = Exposure(star, np.full(shape_t, 4.0), np.zeros(shape_t, np.int32))
     warped, factor = warp.warp_exposure(template, science, interpolation, mapping=mapping)
-    assert warp.pixel_area(mapping, shape_s) == pytest.approx(scale, rel=1e-9)
+    assert warp_map.pixel_area(mapping, shape_s) == pytest.approx(scale, rel=1e-9)
     assert float(warped.image.sum()) == pytest.approx(1e5, rel=1e-3)
     noise = _noise_template(np.full(shape_t, 4.0), seed=8)
     resampled, factor = warp.warp_exposure(noise, science, interpolation, mapping=mapping)
@@ -431,7 +432,7 @@ def test_a_distorted_mapping_gives_a_pixel_area_that_varies_over_the_image() -> 
     mapping = PolynomialTransform(
         2, np.array([[0.0, 1.0, 0.0, a, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0, 0.0, 0.0]])
     )
-    area = warp.pixel_area(mapping, (100, 300))
+    area = warp_map.pixel_area(mapping, (100, 300))
     assert isinstance(area, np.ndarray) and area.shape == (100, 300)
     np.testing.assert_allclose(area[0], 1.0 + 2 * a * np.arange(300), rtol=1e-6)
 

@@ -1,4 +1,4 @@
-"""Whether a star fit's pairs are real: enough of the stars it overlaps, far beyond chance.
+"""Whether a star fit's pairs are real: enough of the stars it overlaps, tight or beyond chance.
 
 A first mapping off by more than the match radius pairs stars at random, and a fit on
 them bends to them; :func:`trusted` says when a fit's pairs are more than that, and
@@ -14,13 +14,13 @@ import numpy as np
 from scipy.spatial import cKDTree
 from scipy.special import gammainc
 
-from diffviewer.engine.register_fit import COVERED_GRID, Mapping, StarFit, image_grid
+from diffviewer.engine.register_fit import COVERED_GRID, MATCH_RADIUS, Mapping, StarFit, image_grid
 
-#: A star fit with residuals beyond this RMS (px) is compared with the star patterns' fit
-#: (:func:`~diffviewer.engine.register.register_on_stars`); a trusted fit pairs at least
-#: this fraction of the stars of the image with fewer (:func:`trusted`).
+#: A fit from the WCS mapping is taken as is with residuals within this (px) and this
+#: fraction of the stars of the image with fewer paired; otherwise star patterns are tried.
 TRUSTED_RMS, TRUSTED_FRACTION = 0.5, 0.25
-#: Chance probability below which a fit's pairs are taken as real (:func:`trusted`).
+#: Chance probability below which a fit's pairs are taken as real whatever their
+#: residuals (:func:`trusted`).
 CHANCE_P_VALUE = 1e-6
 
 
@@ -88,31 +88,25 @@ def trusted(
 
     Of the stars the fit puts on the other image (:func:`_overlap_counts`: frames that
     overlap in part share only those), at least :data:`TRUSTED_FRACTION` of the image
-    with fewer must be paired, and so many pairs must be far beyond what chance gives:
-    beyond the pairs the fit makes by construction (one per coefficient of an axis: an
-    affine maps any three stars onto any three), as many science stars within the kept
-    pairs' largest residual of a template star, at the template's star density
-    (Poisson), have a probability below :data:`CHANCE_P_VALUE`. Blends in a crowded
-    field with a broad PSF move centroids by a pixel or more while the pairs are real (a
-    star per 300 px^2 at a template FWHM of 7.7 px: 179 pairs at 1.1 px RMS, where
-    chance gives 11 within the match radius); a narrow template piece's 8 stars, 6 or 7
-    of them paired by chance at 0.6-0.9 px RMS, 124-175 px from the truth, were trusted
-    when every pair was counted within the match radius, or any pairs within 0.5 px RMS.
+    with fewer must be paired, and the residuals be within :data:`TRUSTED_RMS` px or the
+    pairs far more than chance gives: as many pairs at random (each such science star
+    within :data:`~diffviewer.engine.register_fit.MATCH_RADIUS` of a template star at the
+    template's star density, Poisson) has a probability below :data:`CHANCE_P_VALUE`.
+    Blends in a crowded field with a broad PSF move centroids by a pixel or more while the
+    pairs are real (a star per 300 px^2 at a template FWHM of 7.7 px: 179 pairs at 1.1 px
+    RMS, where chance gives 11).
     """
     if fit is None:
         return False
     n_sci, n_tmpl = _overlap_counts(fit, science, template, science_shape, template_shape)
     if fit.n_matched < TRUSTED_FRACTION * min(n_sci, n_tmpl):
         return False
-    made = fit.normal_inverse.shape[0]  # coefficients of an axis
-    if fit.n_matched <= made:
-        return False
-    mx, my = fit.transform(fit.source[:, 0], fit.source[:, 1])
-    reach = float(np.max(np.hypot(mx - fit.target[:, 0], my - fit.target[:, 1])))
+    if fit.rms <= TRUSTED_RMS:
+        return True
     area = float(template_shape[0] * template_shape[1])
-    chance = n_sci * len(template) * math.pi * reach**2 / area
-    # P(N >= n_matched - made) for a Poisson count of mean ``chance``
-    return float(gammainc(fit.n_matched - made, chance)) < CHANCE_P_VALUE
+    chance = n_sci * len(template) * math.pi * MATCH_RADIUS**2 / area
+    # P(N >= n_matched) for a Poisson count of mean ``chance``
+    return float(gammainc(fit.n_matched, chance)) < CHANCE_P_VALUE
 
 
 def better_fit(

@@ -7,15 +7,16 @@ Run ``python benchmarks/bench_register.py`` from the project root (needs
    (resampled bicubic by the project's warp, with independent noise of its sky level
    added): stars matched, seconds, and the RMS distance (px) between the recovered and
    the true transform over the covered part of the image, for the star patterns' first
-   guess alone (the similarity most triangles vote for, :mod:`diffviewer.engine.
-   triangles`; the registration reaches it only when neither the identity nor a
-   translation is trusted) and for diffviewer's affine fit on every matched star (0.006-
-   0.013 px, far inside the 0.05 px asked). These known transforms are similarities, but
-   real epochs differ by more: 0060 against 0012 has an x scale of 1.00008 and a shear
-   term of 1.7e-4, up to 0.04-0.09 px across the frame, several times the affine fit's
-   own position error (0.018 px), which a similarity would leave in the difference. (A
-   fit weighted by S/N gave 0.002-0.003 px here but trusted a few bright objects too
-   much on the DECam demo stacks, so the fit stays unweighted.)
+   guess alone (the similarity most triangles vote for,
+   :mod:`diffviewer.engine.triangles`; the registration reaches it only when neither
+   the identity nor a translation is trusted) and for diffviewer's affine fit on every
+   matched star (0.006-0.013 px, far inside the 0.05 px asked). These known transforms
+   are similarities, but real epochs differ by more: 0060 against 0012 has an x scale
+   of 1.00008 and a shear term of 1.7e-4, up to 0.04-0.09 px across the frame, several
+   times the affine fit's own position error (0.018 px), which a similarity would
+   leave in the difference. (A fit weighted by S/N gave 0.002-0.003 px here but
+   trusted a few bright objects too much on the DECam demo stacks, so the fit stays
+   unweighted.)
 2. Each other pydia epoch registered to 0012: stars, matched pairs, residual RMS,
    position error of the fit, the shift at the image centre, and seconds.
 """

@@ -10,6 +10,7 @@ pairs it makes (:func:`~diffviewer.engine.register_fit.refine`) does the rest.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 
 import numpy as np
@@ -23,6 +24,24 @@ PATTERN_STARS = 60
 #: Brightest stars of each image whose pairwise offsets vote for a translation
 #: (:func:`shift_guess`), and the most-voted bins examined.
 VOTE_STARS, VOTE_BINS = 200, 5
+
+
+@dataclasses.dataclass(frozen=True)
+class Vote:
+    """The translation most star pairs agree on (:func:`shift_guess`).
+
+    Attributes
+    ----------
+    transform : PolynomialTransform
+        The affine transform: the linear part given and the translation found.
+    offsets : int
+        The offsets that voted (science star to template star, within ``around`` when
+        given): the chance pairs of all the translations searched, summed
+        (:func:`~diffviewer.engine.register_trust.beyond_search`).
+    """
+
+    transform: PolynomialTransform
+    offsets: int
 
 
 def list_lengths(n: int, area_ratio: float) -> tuple[int, int]:
@@ -50,7 +69,8 @@ def shift_guess(
     template: np.ndarray,
     linear: np.ndarray | None = None,
     area_ratio: float = 1.0,
-) -> PolynomialTransform:
+    around: tuple[np.ndarray, float] | None = None,
+) -> Vote:
     """The translation science -> template that the most star pairs agree on, after a
     known linear part (rotation, scale) when one is given.
 
@@ -66,7 +86,11 @@ def shift_guess(
     stars where star patterns need more; with a rotation the offsets do not cluster, and the
     fit the guess leads to is not trusted
     (:func:`~diffviewer.engine.register_trust.trusted`), or is trusted for a band of pairs
-    only (:func:`~diffviewer.engine.register.register_on_stars` then tries patterns too).
+    only (:func:`~diffviewer.engine.register.register_on_stars` then tries patterns too),
+    or pairs no more stars than chance gives somewhere among the translations searched
+    (:func:`~diffviewer.engine.register_trust.beyond_search`). With ``around``, only the
+    offsets within its distance of its translation vote: a WCS off by a few pixels is off
+    by no more than that, and a chance cluster farther away neither wins nor counts.
 
     Parameters
     ----------
@@ -78,11 +102,14 @@ def shift_guess(
         template (pieces cut from one image share its rotation and scale).
     area_ratio : float
         The template's area over the science image's.
+    around : (numpy.ndarray, float), optional
+        A translation (px) and the farthest (px) the one sought may lie from it.
 
     Returns
     -------
-    PolynomialTransform
-        The affine transform: ``linear`` (unit by default) and the translation found.
+    Vote
+        The affine transform (``linear``, unit by default, and the translation found) and
+        how many offsets voted.
     """
     matrix = np.eye(2) if linear is None else np.asarray(linear, dtype=np.float64)
     n_science, n_template = list_lengths(VOTE_STARS, area_ratio)
@@ -90,6 +117,8 @@ def shift_guess(
     offsets = (template[None, :n_template] - moved[:, None]).reshape(-1, 2)
     # (a linear part from a WCS that maps nothing onto the sky leaves none finite)
     offsets = offsets[np.isfinite(offsets).all(axis=1)]
+    if around is not None:
+        offsets = offsets[np.hypot(*(offsets - around[0]).T) <= around[1]]
     counts = np.zeros(0, dtype=np.int64)
     if len(offsets):
         cells = np.floor(offsets / MATCH_RADIUS).astype(np.int64)
@@ -100,13 +129,15 @@ def shift_guess(
             return_inverse=True,
             return_counts=True,
         )
-    best, most = np.zeros(2), -1
+    # (no offset voted: the translation given, else none)
+    best, most = np.zeros(2) if around is None else np.asarray(around[0], dtype=np.float64), -1
     for cell in np.argsort(-counts)[:VOTE_BINS]:
         centre = np.median(offsets[inverse == cell], axis=0)
         near = int(np.count_nonzero(np.hypot(*(offsets - centre).T) <= MATCH_RADIUS))
         if near > most:
             best, most = centre, near
-    return PolynomialTransform.from_matrix(np.block([[matrix, best[:, None]], [0.0, 0.0, 1.0]]))
+    affine = np.block([[matrix, best[:, None]], [0.0, 0.0, 1.0]])
+    return Vote(PolynomialTransform.from_matrix(affine), len(offsets))
 
 
 def pattern_lists(area_ratio: float, n_science: int, n_template: int) -> list[tuple[int, int]]:

@@ -37,6 +37,7 @@ from scipy import ndimage
 
 from diffviewer.config import WarpConfig
 from diffviewer.engine import mosaic, piece_psfs, register, register_fit, register_stars, resample
+from diffviewer.engine.lent import lent_map
 from diffviewer.engine.peaks import Peaks
 from diffviewer.engine.progress import Reporter, null_reporter
 from diffviewer.engine.register import Registration
@@ -656,16 +657,19 @@ def warp_template(
     reporter = reporter or null_reporter()
     pieces = [template] if isinstance(template, Exposure) else list(template)
     # The science image's stars are found once for all pieces, each piece's once ('wcs'
-    # and 'none' use none).
+    # and 'none' use none), each image's on a lent thread (at 4096^2 the pair's peaks
+    # take 0.20 s for 0.33 s one after the other).
     stars = config.register in ("auto", "stars")
-    peaks = register_stars.star_peaks(science) if stars else None
+    peaks, *piece_peaks = (
+        list(lent_map()(register_stars.star_peaks, [science, *pieces]))
+        if stars
+        else [None] * (len(pieces) + 1)
+    )
     found: list[_Placed | RegistrationError] = []
-    piece_peaks = []
     for i, piece in enumerate(pieces):
-        piece_peaks.append(register_stars.star_peaks(piece) if stars else None)
         try:
             found.append(
-                _place(piece, science, config, reporter, peaks, piece_peaks[-1], len(pieces) > 1)
+                _place(piece, science, config, reporter, peaks, piece_peaks[i], len(pieces) > 1)
             )
         except RegistrationError as exc:
             if len(pieces) == 1:

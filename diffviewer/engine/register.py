@@ -50,16 +50,10 @@ from diffviewer.engine.register_fit import (
     refine,
     rms_about,
 )
-from diffviewer.engine.register_guesses import Vote, pattern_guesses, shift_guess
+from diffviewer.engine.register_guesses import pattern_guesses, shift_guess
 from diffviewer.engine.register_line import corrected_along_line, on_a_line, similarity_through
 from diffviewer.engine.register_stars import MAX_STARS, STAR_THRESHOLD, find_stars
-from diffviewer.engine.register_trust import (
-    TRUSTED_RMS,
-    better_fit,
-    beyond_search,
-    near_footprint,
-    trusted,
-)
+from diffviewer.engine.register_trust import TRUSTED_RMS, better_fit, near_footprint, trusted
 from diffviewer.errors import RegistrationError
 from diffviewer.exposure import Exposure
 
@@ -68,8 +62,8 @@ from diffviewer.exposure import Exposure
 #: refusing: cutouts of a few dozen pixels hold a handful of stars.
 FEW_STARS = 20
 #: Farthest (px) a template star may lie outside the science image's footprint under a
-#: WCS mapping to vote for that mapping's translation, and the translation voted from the
-#: WCS's (:func:`check_wcs_on_stars`): how far off a WCS can be found.
+#: WCS mapping to vote for that mapping's translation (:func:`check_wcs_on_stars`): how
+#: far off a WCS can be found.
 WCS_SEARCH = 50.0
 #: Template area, in science image areas, above which a failed registration's message
 #: says that the science image's stars may not be among the template's listed (when
@@ -164,39 +158,6 @@ def pattern_fit(
     return first
 
 
-def voted_fit(
-    science: np.ndarray,
-    template: np.ndarray,
-    vote: Vote,
-    order: int,
-    shapes: tuple[tuple[int, int], tuple[int, int]],
-) -> StarFit | None:
-    """The fit a voted translation leads to
-    (:func:`~diffviewer.engine.register_fit.refine`), unless chance is expected to pair as
-    many stars somewhere among the translations searched
-    (:func:`~diffviewer.engine.register_trust.beyond_search`: None then, as without pairs).
-
-    Parameters
-    ----------
-    science, template : numpy.ndarray
-        Star positions, ``(n, 2)`` each.
-    vote : Vote
-        The translation voted (:func:`~diffviewer.engine.register_guesses.shift_guess`).
-    order : int
-        Order of the fitted polynomial.
-    shapes : ((int, int), (int, int))
-        The science and template images' shapes.
-
-    Returns
-    -------
-    StarFit or None
-    """
-    fit = refine(science, template, vote.transform, order)
-    if fit is None or not beyond_search(fit, science, template, *shapes, vote.offsets):
-        return None
-    return fit
-
-
 def _what_to_try(n_sci: int, n_tmpl: int, area_ratio: float) -> str:
     """Advice for a failed star registration (``area_ratio``: the template's area over
     the science image's)."""
@@ -241,8 +202,7 @@ def register_on_stars(
         A first mapping to try (e.g. the identity for images of one shape); kept when the
         fit it leads to is trusted (:func:`~diffviewer.engine.register_trust.trusted`). Then
         the translation most star pairs agree on
-        (:func:`~diffviewer.engine.register_guesses.shift_guess`), on the same terms and
-        beyond chance over the translations searched (:func:`voted_fit`), then
+        (:func:`~diffviewer.engine.register_guesses.shift_guess`), on the same terms, then
         star patterns (:func:`pattern_fit`), also when that fit is trusted for its pairs'
         number only. Stars on a line give a similarity (:func:`_stars_on_a_line`).
     science_peaks, template_peaks : Peaks, optional
@@ -277,7 +237,7 @@ def register_on_stars(
     shapes = (science.shape, template.shape)
     fit = refine(sci, tmpl, guess, order) if guess is not None else None
     if not trusted(fit, sci, tmpl, *shapes):
-        fit = voted_fit(sci, tmpl, shift_guess(sci, tmpl, linear, area_ratio), order, shapes)
+        fit = refine(sci, tmpl, shift_guess(sci, tmpl, linear, area_ratio), order)
     if fit is None or not trusted(fit, sci, tmpl, *shapes) or fit.rms > TRUSTED_RMS:
         # A fit trusted for its many pairs alone may hold them in a band of a rotated
         # field, bent to them (a third of a field turned 4 degrees: 19 pairs at 1.2 px,
@@ -538,9 +498,8 @@ def _wcs_star_fit(
 ) -> StarFit | None:
     """The star fit that checks a WCS mapping: from the WCS mapping itself; when that
     fit is not trusted (the WCSs off by more than the match radius), from the
-    translation the stars agree on after the WCS's rotation and scale within
-    :data:`WCS_SEARCH` px of the WCS's (:func:`voted_fit`), then from star patterns,
-    both among the template stars within :data:`WCS_SEARCH` px of the science
+    translation the stars agree on after the WCS's rotation and scale, then from star
+    patterns, both among the template stars within :data:`WCS_SEARCH` px of the science
     footprint (a template many times the science image's area holds mostly stars the
     science image does not). The first trusted fit, else the last one found (None:
     none)."""
@@ -551,12 +510,9 @@ def _wcs_star_fit(
     if len(near) < MIN_STARS:
         near = template
     linear = jacobian(wcs_mapping, science_shape)
-    centre = np.array([(science_shape[1] - 1) / 2, (science_shape[0] - 1) / 2])
-    wcs_shift = np.concatenate(wcs_mapping(centre[:1], centre[1:])) - linear @ centre
-    vote = shift_guess(science, near, linear, around=(wcs_shift, WCS_SEARCH))
-    shapes = (science_shape, template_shape)
-    voted = voted_fit(science, template, vote, order, shapes)
-    if trusted(voted, science, template, *shapes):
+    voted = refine(science, template, shift_guess(science, near, linear), order)
+    if trusted(voted, science, template, science_shape, template_shape):
         return voted
     fit = voted or fit
+    shapes = (science_shape, template_shape)
     return pattern_fit(science, template, order, shapes, listed=near) or fit

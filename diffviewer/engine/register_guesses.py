@@ -10,7 +10,6 @@ pairs it makes (:func:`~diffviewer.engine.register_fit.refine`) does the rest.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 
 import numpy as np
@@ -24,24 +23,6 @@ PATTERN_STARS = 60
 #: Brightest stars of each image whose pairwise offsets vote for a translation
 #: (:func:`shift_guess`), and the most-voted bins examined.
 VOTE_STARS, VOTE_BINS = 200, 5
-
-
-@dataclasses.dataclass(frozen=True)
-class Vote:
-    """The translation most star pairs agree on (:func:`shift_guess`).
-
-    Attributes
-    ----------
-    transform : PolynomialTransform
-        The affine transform: the linear part given and the translation found.
-    offsets : int
-        The offsets that voted (science star to template star, within ``around`` when
-        given): the chance pairs of all the translations searched, summed
-        (:func:`~diffviewer.engine.register_trust.beyond_search`).
-    """
-
-    transform: PolynomialTransform
-    offsets: int
 
 
 def list_lengths(n: int, area_ratio: float) -> tuple[int, int]:
@@ -69,8 +50,7 @@ def shift_guess(
     template: np.ndarray,
     linear: np.ndarray | None = None,
     area_ratio: float = 1.0,
-    around: tuple[np.ndarray, float] | None = None,
-) -> Vote:
+) -> PolynomialTransform:
     """The translation science -> template that the most star pairs agree on, after a
     known linear part (rotation, scale) when one is given.
 
@@ -86,11 +66,7 @@ def shift_guess(
     stars where star patterns need more; with a rotation the offsets do not cluster, and the
     fit the guess leads to is not trusted
     (:func:`~diffviewer.engine.register_trust.trusted`), or is trusted for a band of pairs
-    only (:func:`~diffviewer.engine.register.register_on_stars` then tries patterns too),
-    or pairs no more stars than chance gives somewhere among the translations searched
-    (:func:`~diffviewer.engine.register_trust.beyond_search`). With ``around``, only the
-    offsets within its distance of its translation vote: a WCS off by a few pixels is off
-    by no more than that, and a chance cluster farther away neither wins nor counts.
+    only (:func:`~diffviewer.engine.register.register_on_stars` then tries patterns too).
 
     Parameters
     ----------
@@ -102,14 +78,11 @@ def shift_guess(
         template (pieces cut from one image share its rotation and scale).
     area_ratio : float
         The template's area over the science image's.
-    around : (numpy.ndarray, float), optional
-        A translation (px) and the farthest (px) the one sought may lie from it.
 
     Returns
     -------
-    Vote
-        The affine transform (``linear``, unit by default, and the translation found) and
-        how many offsets voted.
+    PolynomialTransform
+        The affine transform: ``linear`` (unit by default) and the translation found.
     """
     matrix = np.eye(2) if linear is None else np.asarray(linear, dtype=np.float64)
     n_science, n_template = list_lengths(VOTE_STARS, area_ratio)
@@ -117,8 +90,6 @@ def shift_guess(
     offsets = (template[None, :n_template] - moved[:, None]).reshape(-1, 2)
     # (a linear part from a WCS that maps nothing onto the sky leaves none finite)
     offsets = offsets[np.isfinite(offsets).all(axis=1)]
-    if around is not None:
-        offsets = offsets[np.hypot(*(offsets - around[0]).T) <= around[1]]
     counts = np.zeros(0, dtype=np.int64)
     if len(offsets):
         cells = np.floor(offsets / MATCH_RADIUS).astype(np.int64)
@@ -129,15 +100,13 @@ def shift_guess(
             return_inverse=True,
             return_counts=True,
         )
-    # (no offset voted: the translation given, else none)
-    best, most = np.zeros(2) if around is None else np.asarray(around[0], dtype=np.float64), -1
+    best, most = np.zeros(2), -1
     for cell in np.argsort(-counts)[:VOTE_BINS]:
         centre = np.median(offsets[inverse == cell], axis=0)
         near = int(np.count_nonzero(np.hypot(*(offsets - centre).T) <= MATCH_RADIUS))
         if near > most:
             best, most = centre, near
-    affine = np.block([[matrix, best[:, None]], [0.0, 0.0, 1.0]])
-    return Vote(PolynomialTransform.from_matrix(affine), len(offsets))
+    return PolynomialTransform.from_matrix(np.block([[matrix, best[:, None]], [0.0, 0.0, 1.0]]))
 
 
 def pattern_lists(area_ratio: float, n_science: int, n_template: int) -> list[tuple[int, int]]:

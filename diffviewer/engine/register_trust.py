@@ -1,9 +1,8 @@
 """Whether a star fit's pairs are real: enough of the stars it overlaps, tight or beyond chance.
 
 A first mapping off by more than the match radius pairs stars at random, and a fit on
-them bends to them; :func:`trusted` says when a fit's pairs are more than that,
-:func:`beyond_search` when a voted translation's are more than chance gives somewhere
-among the translations searched, and :func:`better_fit` which of two fits to keep.
+them bends to them; :func:`trusted` says when a fit's pairs are more than that, and
+:func:`better_fit` which of two fits to keep.
 """
 
 from __future__ import annotations
@@ -104,67 +103,10 @@ def trusted(
         return False
     if fit.rms <= TRUSTED_RMS:
         return True
-    chance = chance_pairs(n_sci, len(template), template_shape)
+    area = float(template_shape[0] * template_shape[1])
+    chance = n_sci * len(template) * math.pi * MATCH_RADIUS**2 / area
     # P(N >= n_matched) for a Poisson count of mean ``chance``
     return float(gammainc(fit.n_matched, chance)) < CHANCE_P_VALUE
-
-
-def chance_pairs(n_science: int, n_template: int, template_shape: tuple[int, int]) -> float:
-    """The star pairs chance makes on average: each of ``n_science`` stars put on the
-    template within :data:`~diffviewer.engine.register_fit.MATCH_RADIUS` of one of its
-    ``n_template`` stars, at the template's star density."""
-    area = float(template_shape[0] * template_shape[1])
-    return n_science * n_template * math.pi * MATCH_RADIUS**2 / area
-
-
-def beyond_search(
-    fit: StarFit,
-    science: np.ndarray,
-    template: np.ndarray,
-    science_shape: tuple[int, int],
-    template_shape: tuple[int, int],
-    offsets: int,
-) -> bool:
-    """Whether a fit from a voted translation
-    (:func:`~diffviewer.engine.register_guesses.shift_guess`) pairs more stars than chance
-    is expected to at one of the translations the vote searched.
-
-    The vote takes the fullest of many translations, and some translation always pairs a
-    few stars: a template piece 18-22 px wide of a field turned by tens of degrees has
-    none, and the fullest bin of its 11,000-19,000 offsets, refined, pairs 4-7 stars
-    within 0.5 px, 160-350 px from the truth. At the translation found, chance pairs ``m``
-    stars on average (:func:`chance_pairs` for the science stars the fit puts on the
-    template), and as many as the fit's ``n`` with the Poisson probability
-    ``P(>= n; m)``. The chance means of the translations searched (discs of the match
-    radius) sum to the number of offsets voted, and ``P(>= n; m) / m`` grows with ``m``
-    up to ``n``, so where chance pairs no more than at the translation found, it is
-    expected to pair ``n`` stars at no more than ``P(>= n; m)`` times ``offsets / m`` (at
-    least one) of them. The fit is kept when that is below one: chance is then expected
-    to give as many pairs at none of them, and the translation found is likelier the
-    images' than chance's. Those pieces' fits come to 20-650; the fits the vote leads to
-    on real pyDIA cutouts of 56-112 px (a few dozen stars, 4-7 pairs) to 0.65 at most.
-
-    Parameters
-    ----------
-    fit : StarFit
-        The fit the voted translation led to.
-    science, template : numpy.ndarray
-        Star positions, ``(n, 2)`` each.
-    science_shape, template_shape : (int, int)
-        The two images' shapes.
-    offsets : int
-        The offsets that voted (:class:`~diffviewer.engine.register_guesses.Vote`).
-
-    Returns
-    -------
-    bool
-    """
-    n_sci, _ = _overlap_counts(fit, science, template, science_shape, template_shape)
-    chance = chance_pairs(n_sci, len(template), template_shape)
-    if chance <= 0.0:  # no science star on the template: no pair is chance's either
-        return True
-    searched = max(offsets / chance, 1.0)
-    return searched * float(gammainc(fit.n_matched, chance)) < 1.0
 
 
 def better_fit(

@@ -334,6 +334,24 @@ def test_overlapping_pieces_give_the_whole_templates_difference(
         assert _z_rms(whole, split) < 0.1
 
 
+def _turned_in_thirds() -> tuple[Exposure, Exposure, list[Exposure]]:
+    """A 293 x 148 px science field without WCS, its template turned 7.8 degrees and
+    shifted 6.6 px, and that template in three pieces of 49-57 columns (7 shared)."""
+    from diffviewer.synthetic import make_pair
+
+    pair = make_pair(
+        (293, 148), 293 * 148 // 400, seed=2588, tmpl_rotation_deg=7.8, tmpl_shift=(0.0, -6.6),
+        tmpl_fwhm=5.0,
+    )  # fmt: skip
+    science, template = pair.science.replace(wcs=None), pair.template.replace(wcs=None)
+    edges = np.linspace(0, 148, 4).astype(int)
+    pieces = [
+        _columns(template, max(int(a) - 7, 0), int(b), f"columns {a}-{b}")
+        for a, b in itertools.pairwise(edges)
+    ]
+    return science, template, pieces
+
+
 def test_a_piece_whose_patterns_do_not_match_takes_its_siblings_rotation() -> None:
     # A 293 x 148 px template without WCS, rotated 7.8 degrees and shifted 6.6 px, in
     # three pieces of 49-57 columns. The right piece's 20 stars matched no pattern among
@@ -342,19 +360,8 @@ def test_a_piece_whose_patterns_do_not_match_takes_its_siblings_rotation() -> No
     # piece's translation is left, which its stars agree on (register_guesses.shift_guess). All
     # three register, and the difference is the whole template's to 0.21 sigma (rms;
     # each piece's fit on 17-19 stars, RMS 0.04-0.10 px).
-    from diffviewer.synthetic import make_pair
-
-    pair = make_pair(
-        (293, 148), 293 * 148 // 400, seed=2588, tmpl_rotation_deg=7.8, tmpl_shift=(0.0, -6.6),
-        tmpl_fwhm=5.0,
-    )  # fmt: skip
-    science, template = pair.science.replace(wcs=None), pair.template.replace(wcs=None)
+    science, template, pieces = _turned_in_thirds()
     whole = run_subtraction(science, template)
-    edges = np.linspace(0, 148, 4).astype(int)
-    pieces = [
-        _columns(template, max(int(a) - 7, 0), int(b), f"columns {a}-{b}")
-        for a, b in itertools.pairwise(edges)
-    ]
     split = run_subtraction(science, pieces)
     assert [p.registration.method for p in split.template.pieces] == ["stars"] * 3
     assert _z_rms(whole, split) < 0.5
@@ -368,18 +375,8 @@ def test_pieces_registered_on_lent_threads_are_placed_as_on_one() -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     from diffviewer.engine.lent import lend
-    from diffviewer.synthetic import make_pair
 
-    pair = make_pair(
-        (293, 148), 293 * 148 // 400, seed=2588, tmpl_rotation_deg=7.8, tmpl_shift=(0.0, -6.6),
-        tmpl_fwhm=5.0,
-    )  # fmt: skip
-    science, template = pair.science.replace(wcs=None), pair.template.replace(wcs=None)
-    edges = np.linspace(0, 148, 4).astype(int)
-    pieces = [
-        _columns(template, max(int(a) - 7, 0), int(b), f"columns {a}-{b}")
-        for a, b in itertools.pairwise(edges)
-    ]
+    science, template, pieces = _turned_in_thirds()
     config = SubtractionConfig().warp
     alone = warp.warp_template(pieces, science, config)
     with ThreadPoolExecutor(2) as pool, lend(pool):

@@ -24,13 +24,8 @@ from reproject import reproject_interp
 
 from diffviewer.config import WarpConfig
 from diffviewer.engine.register_fit import PolynomialTransform
-from diffviewer.engine.warp import (
-    _to_template,
-    pixel_map,
-    warp_exposure,
-    warp_template,
-    wcs_mapping,
-)
+from diffviewer.engine.warp import warp_exposure, warp_template
+from diffviewer.engine.warp_map import _to_template, pixel_map, wcs_mapping
 from diffviewer.exposure import Exposure
 from diffviewer.synthetic import tan_wcs
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import errno
 import os
 import re
 import shutil
@@ -156,10 +157,12 @@ def staged_output_dir(
     """Write a set of outputs into a staging folder and move it into place only when done.
 
     The staging folder is a hidden sibling of ``out_dir`` (same file system). The files
-    written atomically in it are flushed to disk in the background (:class:`_DeferredSyncs`).
-    When the block ends normally and every flush is done, the staging folder becomes
-    ``out_dir`` by one rename. An existing ``out_dir`` is replaced as a set
-    (:func:`_replace_folder`): the files of it that a run of this kind does not write
+    written atomically in it are flushed to disk in the background
+    (:class:`_DeferredSyncs`). When the block ends normally and every flush is done, the
+    staging folder becomes ``out_dir`` by one rename. An existing ``out_dir`` is
+    replaced, with ``overwrite``, as a set (:func:`_replace_folder`; without it, a
+    folder that appeared there while the block ran is left as it is,
+    :func:`_move_into_place`): the files of it that a run of this kind does not write
     (not in ``replaced_names``: a reviewer's verdicts, the user's own files) are linked
     into the staging folder, ``out_dir`` is renamed aside, the staging folder takes its
     name and the aside folder is removed; a process killed between the renames leaves an
@@ -197,12 +200,16 @@ def staged_output_dir(
     except OSError as exc:
         raise OutputError(f"cannot create {out} ({exc.strerror}); check the path") from None
     try:
-        with _syncs_deferred(stage):
-            yield stage
-        if not out.exists():
-            os.rename(stage, out)
-        else:
+        try:
+            with _syncs_deferred(stage):
+                yield stage
+        except OutputError as exc:
+            # said of the folder the user named, not of the hidden one written first
+            raise OutputError(str(exc).replace(str(stage), str(out))) from None
+        if overwrite and out.exists():
             _replace_folder(out, stage, replaced_names)
+        else:
+            _move_into_place(stage, out)
         _fsync_folder(out.parent)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
@@ -210,6 +217,41 @@ def staged_output_dir(
             with contextlib.suppress(OSError):
                 folder.rmdir()
         raise
+
+
+def _move_into_place(stage: Path, out: Path) -> None:
+    """Rename the finished staging folder to ``out``, which it may replace only if empty.
+
+    A folder that appeared at ``out`` while the run was writing (another run, a user) is
+    not replaced without ``--overwrite``: the rename refuses a folder that holds
+    anything, atomically, and the outputs are then moved to a new folder of their own.
+
+    Raises
+    ------
+    OutputError
+        When ``out`` holds something now, naming where the outputs were kept.
+    """
+    try:
+        os.rename(stage, out)
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
+            raise OutputError(
+                f"cannot create {out} ({exc.strerror or exc}); check the path"
+            ) from None
+    kept = out.with_name(f"{out.name}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
+    try:
+        os.rename(stage, kept)
+    except OSError:
+        raise OutputError(
+            f"{out} appeared while this run was writing and is not replaced without "
+            "--overwrite; its outputs could not be kept elsewhere: run it again with "
+            "another output folder"
+        ) from None
+    raise OutputError(
+        f"{out} appeared while this run was writing and is not replaced without "
+        f"--overwrite; this run's outputs are in {kept}"
+    )
 
 
 def _replace_folder(out: Path, stage: Path, replaced_names: Sequence[str]) -> None:

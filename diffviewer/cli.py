@@ -696,7 +696,7 @@ def dispatch(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except Terminated as exc:
         print(
-            f"error: terminated by {exc}; no output was written for the unfinished pairs",
+            f"error: terminated by {exc}; no output was written for the unfinished pair(s)",
             file=sys.stderr,
         )
         return 128 + exc.signum

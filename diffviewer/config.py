@@ -753,11 +753,12 @@ def parse_override(text: str) -> tuple[str, str, Any]:
 
 
 def apply_overrides(config: SubtractionConfig, overrides: Sequence[str]) -> SubtractionConfig:
-    """Apply ``section.field=value`` overrides together (a later one wins for the same field).
+    """Apply ``section.field=value`` overrides together.
 
     The cross-field rules are checked once, on the result, so the order of overrides
     that must change together (e.g. ``score.method=none`` with
-    ``detection.detect_on=difference``) does not matter.
+    ``detection.detect_on=difference``) does not matter; a field may be given more than
+    once only with one value.
 
     Parameters
     ----------
@@ -769,11 +770,21 @@ def apply_overrides(config: SubtractionConfig, overrides: Sequence[str]) -> Subt
     Returns
     -------
     SubtractionConfig
+
+    Raises
+    ------
+    ConfigError
+        When an override is malformed or out of range, or a field is given two values.
     """
     merged: dict[str, dict[str, Any]] = {}
     for text in overrides:
         section, name, value = parse_override(text)
-        merged.setdefault(section, {})[name] = value
+        given = merged.setdefault(section, {})
+        if name in given and given[name] != value:
+            raise ConfigError(
+                f"{section}.{name} is given twice, as {given[name]!r} and {value!r}; give it once"
+            )
+        given[name] = value
     return from_dict(merged, config)
 
 

@@ -152,7 +152,8 @@ def _find_hdu(hdul: fits.HDUList, ext: Extension, path: Path, role: str) -> int:
             return i
         raise InputError(
             f"{role} file {path}: HDU {i} holds a {len(hdu.shape)}-D array of shape "
-            f"{hdu.shape}, not an image; give a 2-D image or name its extension"
+            f"{hdu.shape}, not an image; give a 2-D image (a plane of a cube saved as an "
+            "image of its own), or name the extension that holds one"
         )
     if isinstance(ext, int):
         if 0 <= ext < len(hdul):
@@ -162,6 +163,42 @@ def _find_hdu(hdul: fits.HDUList, ext: Extension, path: Path, role: str) -> int:
             if hdu.name.upper() == ext.upper():
                 return i
     raise InputError(f"{role} file {path} has no extension [{ext}]; it has: {listing}")
+
+
+#: HDU names that hold a plane of another HDU's image, not an image of their own.
+_PLANE_NAMES = ("VARIANCE", "MASK", "PSF")
+_PLANE_SUFFIXES = ("_VAR", "_PSF")
+
+
+def _other_images(hdul: fits.HDUList, index: int) -> list[int]:
+    """The 2-D image HDUs of a file besides HDU ``index``, other than planes (a variance,
+    mask or PSF: :data:`_PLANE_NAMES`, :data:`_PLANE_SUFFIXES`)."""
+    return [
+        i
+        for i, hdu in enumerate(hdul)
+        if i != index
+        and hdu.is_image
+        and len([n for n in hdu.shape if n > 1]) == 2
+        and hdu.name.upper() not in _PLANE_NAMES
+        and not hdu.name.upper().endswith(_PLANE_SUFFIXES)
+    ]
+
+
+def _say_which_image(hdul: fits.HDUList, index: int, path: Path) -> None:
+    """Log a warning when a file read without a named extension holds other images than
+    the first, which was read: a multi-extension camera file, or an alert's triplet."""
+    others = _other_images(hdul, index)
+    if others:
+        name = hdul[others[0]].name or others[0]
+        log.warning(
+            "%s: no extension named, so HDU %s, the first 2-D image, is read; the file also "
+            "holds %s: name the one to read, e.g. %s[%s]",
+            path,
+            _hdu_label(index, hdul[index]),
+            ", ".join(_hdu_label(i, hdul[i]) for i in others),
+            path,
+            name,
+        )
 
 
 def _image_data(hdul: fits.HDUList, index: int, path: Path, role: str) -> np.ndarray:
@@ -541,7 +578,10 @@ def _data_pixels(image: np.ndarray, source: str) -> np.ndarray:
             )
         return data
     if not n_blank:
-        raise InputError(f"image {source} has no finite pixel (all NaN or Inf); give a valid image")
+        raise InputError(
+            f"image {source} has no finite pixel (all NaN or Inf, or the header's BLANK "
+            "value: no data); give an image that holds data"
+        )
     raise InputError(
         f"image {source}: every finite pixel is blank fill (|value| >= {BLANK_MAGNITUDE:g}, "
         "the padding some surveys write), none is data; give the image's data extension"
@@ -691,6 +731,8 @@ def read_exposure(
     source = str(spec)
     with _open_fits(path, "image") as hdul:
         index = _find_hdu(hdul, ext, path, "image")
+        if ext is None:
+            _say_which_image(hdul, index, path)
         image = _image_data(hdul, index, path, "image")
         header = merged_header(hdul, index)
         name = hdul[index].name.upper()

@@ -604,11 +604,11 @@ def write_outputs(
     t0 = time.perf_counter()
     metadata = build_metadata(result, timings)
     metadata["outputs"] = _outputs_metadata(result, names, products, compress)
-    with staged_output_dir(out_dir, protect, overwrite, OUTPUT_NAMES) as stage:
+    out = Path(out_dir).expanduser().resolve()
+    with staged_output_dir(out, protect, overwrite, OUTPUT_NAMES) as stage:
         for name in names:
             reporter.check()
             if name == "metadata.json":
                 metadata["timings_s"]["write"] = round(time.perf_counter() - t0, 4)
             _write(stage / name, _payload(name, result, metadata), protect, compress=compress)
-    out = Path(out_dir).expanduser().resolve()
     return [out / name for name in names]

@@ -10,6 +10,7 @@ import csv
 import hashlib
 import os
 import re
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -161,7 +162,12 @@ def ensure_not_input(path: str | Path, inputs: Sequence[str | Path]) -> None:
 
 
 def check_output_dir(out_dir: str | Path, inputs: Sequence[str | Path], overwrite: bool) -> Path:
-    """Check the output folder before anything is computed; create nothing.
+    """Check the output folder before anything is computed; leave nothing behind.
+
+    A run writes its outputs into a hidden folder beside the output folder, then renames
+    it into place (:func:`diffviewer.atomic.staged_output_dir`): the folder the outputs
+    go to is replaced whole, and the one that holds it must take a new folder. Both are
+    checked here, the second by creating and removing a trial folder in it.
 
     Parameters
     ----------
@@ -180,30 +186,58 @@ def check_output_dir(out_dir: str | Path, inputs: Sequence[str | Path], overwrit
     Raises
     ------
     OutputError
-        When the folder holds an input file (at any depth), is a file, exists and is
-        not empty without ``overwrite``, or could not be created or written.
+        When the folder holds an input file (at any depth), is an input file or another
+        file, is the working folder or holds it, exists and is not empty without
+        ``overwrite``, or when no folder can be created where it is to be staged.
     """
     out = Path(out_dir).expanduser().resolve()
-    for source in _input_files(inputs):
+    sources = _input_files(inputs)
+    for source in sources:
         if out in source.parents:
             raise OutputError(
                 f"output folder {out} holds the input file {source}; "
                 "choose an output folder that holds no input file"
             )
+    here = Path.cwd().resolve()
+    if out == here or out in here.parents:
+        raise OutputError(
+            f"output folder {out} is the working folder or holds it: a run replaces its "
+            "output folder whole, which cannot be done to the folder it runs in; choose a "
+            f"new output folder, e.g. {here / 'diffviewer-out'}"
+        )
     if out.exists():
         if not out.is_dir():
+            what = "an input file" if out in sources else "a file"
             raise OutputError(
-                f"output path {out} exists and is not a folder; choose a folder for --out"
+                f"output path {out} is {what}, not a folder; choose a folder for --out"
             )
         if not overwrite and any(out.iterdir()):
             raise OutputError(
                 f"output folder {out} already exists and is not empty; "
                 "pass --overwrite to replace its files, or choose another folder"
             )
-    existing = next(p for p in (out, *out.parents) if p.exists())
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise OutputError(f"cannot write into {existing}; choose another output folder")
+    _check_stageable(out)
     return out
+
+
+def _check_stageable(out: Path) -> None:
+    """Raise :class:`OutputError` unless a folder can be created where ``out``'s staging
+    folder will be (beside ``out``, or in the nearest existing folder above it): a trial
+    folder is made there and removed."""
+    existing = next(p for p in out.parents if p.exists())
+    if not existing.is_dir():
+        raise OutputError(
+            f"cannot create the output folder {out}: {existing} is a file; choose another "
+            "output folder"
+        )
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=f".{out.name}.trial-", dir=existing))
+    except OSError as exc:
+        raise OutputError(
+            f"cannot create a folder in {existing} ({exc.strerror or exc}): a run writes its "
+            f"outputs into a new folder there before it becomes {out}; make {existing} "
+            "writable, or choose another output folder"
+        ) from None
 
 
 #: Separates the pieces of a template in one spec (a pairs list's template column).

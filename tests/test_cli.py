@@ -126,6 +126,27 @@ def test_run_never_writes_over_an_input(tmp_path: Path, capsys) -> None:
     assert local_sci.read_bytes() == digest
 
 
+def test_the_working_folder_is_refused_as_output_before_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    # `--out . --overwrite` put the outputs in place of the working folder (the user's
+    # config.toml replaced, the folder renamed aside and removed), then failed with an
+    # internal error saying no output was written.
+    work = tmp_path / "work"
+    work.mkdir()
+    mine = work / "config.toml"
+    mine.write_text("# the user's own\n")
+    monkeypatch.chdir(work)
+    sci, tmpl = demo_pair()
+    code = cli.main(["run", str(sci), str(tmpl), "--out", ".", "--overwrite", "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == cli.EXIT_ERROR and "\n" not in err
+    assert "is the working folder or holds it" in err and str(work / "diffviewer-out") in err
+    assert [p.name for p in tmp_path.iterdir()] == ["work"]
+    assert [p.name for p in work.iterdir()] == ["config.toml"]
+    assert mine.read_text() == "# the user's own\n"
+
+
 @pytest.mark.parametrize(
     ("make", "needle"),
     [

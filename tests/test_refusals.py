@@ -343,7 +343,7 @@ CORPUS: list[tuple[str, Maker, int, str]] = [
     ("empty PSF", _case_empty_psf, 2, r"PSF .* does not sum to a positive value"),
     ("template missing", _case_template_missing, 2, r"template file .* does not exist"),
     ("template piece missing", _case_template_piece_missing, 2, r"gone\.fits does not exist"),
-    ("output is a file", _case_out_is_a_file, 2, r"exists and is not a folder"),
+    ("output is a file", _case_out_is_a_file, 2, r"is a file, not a folder"),
     ("output holds the inputs", _case_out_holds_the_inputs, 2, r"holds the input file"),
     ("output not empty", _case_out_not_empty, 2, r"not empty; pass --overwrite"),
     ("register choice", _case_bad_register_choice, 2, r"warp\.register.*magic"),

@@ -184,6 +184,30 @@ def check_inputs(science: Exposure, pieces: Sequence[Exposure], config: Subtract
         check_flux_units(piece, "template")
 
 
+def same_pixels_note(science: Exposure, pieces: Sequence[Exposure]) -> str | None:
+    """A note when the template (or a piece of it) is the science image itself, pixel for
+    pixel: the same file and HDU given twice, or a copy of it (None otherwise).
+
+    Such a difference is zero by construction, whatever the engine does; the other
+    notes it draws (no renormalisation, as the images share their noise; no detection)
+    would not name the cause. A sample of rows is compared first, so a real pair costs
+    nothing.
+    """
+    for piece in pieces:
+        if piece.shape != science.shape:
+            continue
+        if piece.image is science.image or (
+            np.array_equal(piece.image[::97], science.image[::97])
+            and np.array_equal(piece.image, science.image)
+        ):
+            return (
+                f"the template {piece.source} holds the science image's own pixels "
+                f"({science.source}): the difference is zero by construction; give a "
+                "template of another epoch"
+            )
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
 class SubtractionResult:
     """Everything a run produced, for writing, plotting and inspection.
@@ -300,6 +324,9 @@ def run_subtraction(
     if not pieces:
         raise InputError("no template was given; give one template, or several pieces of one")
     check_inputs(science, pieces, config)
+    same = same_pixels_note(science, pieces)
+    if same is not None:
+        notes.append(same)
 
     # Independent pieces of a step on the threads the caller lends (the engine holds none).
     with lent.lend(executor):

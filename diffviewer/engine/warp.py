@@ -33,6 +33,7 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+from astropy.wcs import WCS
 from scipy import ndimage
 
 from diffviewer.config import WarpConfig
@@ -347,7 +348,7 @@ def template_coverage(exposure: Exposure) -> float:
     return float(np.mean(planes_clear(exposure.mask, int(MaskPlane.NO_DATA))))
 
 
-def check_template_sufficient(coverage: float, config: WarpConfig) -> None:
+def check_template_sufficient(coverage: float, config: WarpConfig, why: str = "") -> None:
     """Raise :class:`NoWorkFound` when the template covers too little (the seed's check).
 
     Parameters
@@ -356,6 +357,8 @@ def check_template_sufficient(coverage: float, config: WarpConfig) -> None:
         Fraction of science pixels with template data.
     config : WarpConfig
         Holds ``required_template_fraction``.
+    why : str, optional
+        What the error should add (:func:`sky_apart`).
 
     Raises
     ------
@@ -367,7 +370,31 @@ def check_template_sufficient(coverage: float, config: WarpConfig) -> None:
             f"the template covers {coverage:.1%} of the science image with data, below "
             f"warp.required_template_fraction = {config.required_template_fraction:g}; use a "
             "template that overlaps the science image, or lower warp.required_template_fraction"
+            + (f" ({why})" if why else "")
         )
+
+
+def sky_apart(science: Exposure, pieces: Sequence[Exposure]) -> str:
+    """How far the template's centre (its nearest piece's) lies from the science image's
+    on the sky, when every image has a celestial WCS ('' otherwise).
+
+    The two WCSs are taken in one celestial frame, as the mapping takes them
+    (:func:`~diffviewer.engine.warp_map.wcs_mapping`).
+    """
+    if not all(e.has_celestial_wcs for e in (science, *pieces)):
+        return ""
+    centres = [_sky_centre(e.wcs, e.shape) for e in (science, *pieces) if e.wcs is not None]
+    (ra0, dec0), (ra, dec) = centres[0], np.transpose(centres[1:])
+    # great-circle distance (haversine)
+    h = np.sin((dec - dec0) / 2) ** 2 + np.cos(dec) * np.cos(dec0) * np.sin((ra - ra0) / 2) ** 2
+    apart = float(np.degrees(2 * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0)))).min())
+    return f"by their WCSs, the template's centre lies {apart:.3g} deg from the science image's"
+
+
+def _sky_centre(wcs: WCS, shape: tuple[int, int]) -> tuple[float, float]:
+    """RA and Dec (radians) of the centre of an image of ``shape`` by its WCS."""
+    ra, dec = wcs.all_pix2world((shape[1] - 1) / 2, (shape[0] - 1) / 2, 0)
+    return math.radians(float(ra)), math.radians(float(dec))
 
 
 def _sibling_linear(placed: list[_Placed], shape: tuple[int, int]) -> np.ndarray | None:
@@ -731,7 +758,8 @@ def warp_template(
             )
     # one piece is the template itself (mosaic.combine_pieces): its coverage is the piece's
     coverage = covered[0] if len(placed) == 1 else template_coverage(exposure)
-    check_template_sufficient(coverage, config)
+    placed_by_wcs = not coverage and config.register != "none"
+    check_template_sufficient(coverage, config, sky_apart(science, pieces) if placed_by_wcs else "")
     if coverage < COVERAGE_WARNING:
         notes.append(
             f"the template covers only {coverage:.1%} of the science image; "

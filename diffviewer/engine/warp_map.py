@@ -13,6 +13,8 @@ the warp's conservation of flux, are the mapping's Jacobian determinant on the s
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from astropy.wcs import WCS
 from scipy.interpolate import RectBivariateSpline
@@ -30,8 +32,14 @@ COARSE_TOLERANCE = 1e-3
 def _to_template(
     science_wcs: WCS, template_wcs: WCS, x: np.ndarray, y: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Template pixel coordinates (0-based) of science pixels, through the sky; NaN off the sky."""
-    with np.errstate(invalid="ignore"):
+    """Template pixel coordinates (0-based) of science pixels, through the sky; NaN off the sky.
+
+    Points off the template's projection are NaN; when all are, astropy's iterative
+    inversion warns of an all-NaN slice, which says nothing the NaNs do not (a template
+    of another part of the sky is said by the coverage it leaves).
+    """
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "All-NaN slice encountered", RuntimeWarning)
         ra, dec = science_wcs.all_pix2world(x, y, 0)
         tx, ty = template_wcs.all_world2pix(ra, dec, 0, quiet=True)
     return np.asarray(tx, dtype=np.float64), np.asarray(ty, dtype=np.float64)

@@ -655,8 +655,32 @@ def test_output_folder_rules(tmp_path: Path) -> None:
     for folder in (tmp_path / "in", tmp_path):
         with pytest.raises(OutputError, match=r"holds the input file .*sci\.fits"):
             check_output_dir(folder, [f"{inputs[0]}[1]", inputs[1]], overwrite=True)
-    with pytest.raises(OutputError, match=r"not a folder"):
-        check_output_dir(inputs[0], [], overwrite=True)
+    with pytest.raises(OutputError, match=r"is an input file, not a folder"):
+        check_output_dir(inputs[0], inputs, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"], "no trial folder left"
+
+
+def test_the_working_folder_and_those_above_it_are_refused_as_outputs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A run replaces its output folder whole: `--out .` renamed the working folder aside,
+    # put the outputs in its place, removed the user's folder, and then failed to find
+    # its own outputs from the vanished working folder.
+    here = tmp_path / "work"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    for out in (".", "", str(here), str(tmp_path)):
+        with pytest.raises(OutputError, match=r"is the working folder or holds it"):
+            check_output_dir(out, [], overwrite=True)
+    assert check_output_dir("run1", [], overwrite=False) == here / "run1"
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_an_output_folder_that_cannot_be_created_is_refused_before_the_run() -> None:
+    # /proc takes no new folder, even from root, whom permission bits do not stop: the
+    # access check passed there, and the run failed only when its outputs were written.
+    with pytest.raises(OutputError, match=r"cannot create a folder in /proc \(.*\).*/proc/dv"):
+        check_output_dir("/proc/dv", [], overwrite=False)
 
 
 def test_staged_outputs_appear_whole_or_not_at_all(tmp_path: Path) -> None:
@@ -678,6 +702,29 @@ def test_staged_outputs_appear_whole_or_not_at_all(tmp_path: Path) -> None:
     assert sorted(p.name for p in out.iterdir()) == ["a.txt", "notes.txt"]
     assert (out / "a.txt").read_text() == "A"
     assert sorted(p.name for p in out.parent.iterdir()) == ["out"]
+
+
+def test_a_folder_that_appears_during_a_run_is_not_replaced_without_overwrite(
+    tmp_path: Path,
+) -> None:
+    # The folder was checked before the run, but another run (or the user) made it while
+    # the outputs were written: it was replaced, a file of its own carried into it.
+    out = tmp_path / "out"
+    with pytest.raises(OutputError, match=r"appeared while this run was writing") as raised:
+        with staged_output_dir(out, [], overwrite=False) as stage:
+            atomic_write_text(stage / "a.txt", "mine")
+            out.mkdir()
+            (out / "a.txt").write_text("theirs")
+    assert [p.name for p in out.iterdir()] == ["a.txt"] and (out / "a.txt").read_text() == "theirs"
+    kept = [p for p in tmp_path.iterdir() if p != out]
+    assert len(kept) == 1 and str(kept[0]) in str(raised.value)
+    assert (kept[0] / "a.txt").read_text() == "mine"
+    # An empty folder made meanwhile holds nothing to lose: the outputs take its place.
+    other = tmp_path / "other"
+    with staged_output_dir(other, [], overwrite=False) as stage:
+        atomic_write_text(stage / "b.txt", "b")
+        other.mkdir()
+    assert [p.name for p in other.iterdir()] == ["b.txt"]
 
 
 def test_staged_files_are_on_disk_before_the_folder_moves_into_place(
@@ -715,11 +762,13 @@ def test_a_failed_background_flush_is_a_write_error_and_leaves_nothing(
     monkeypatch.setattr(os, "fsync", fsync)
     out = tmp_path / "out"
     with (
-        pytest.raises(OutputError, match=r"cannot write .*a\.txt \(Input/output error\)"),
+        pytest.raises(OutputError, match=r"cannot write .*a\.txt \(Input/output error\)") as raised,
         staged_output_dir(out, [], overwrite=False) as stage,
     ):
         atomic_write_text(stage / "a.txt", "a")
     assert list(tmp_path.iterdir()) == []
+    # named as the folder asked for, not the hidden one the run wrote first
+    assert f"cannot write {out / 'a.txt'} " in str(raised.value)
 
 
 def test_inputs_and_their_siblings_are_never_overwritten(tmp_path: Path) -> None:
@@ -733,3 +782,38 @@ def test_inputs_and_their_siblings_are_never_overwritten(tmp_path: Path) -> None
         atomic_write_text(weight, "oops", protect=[image])
     assert weight.read_bytes() == b"x"
     ensure_not_input(tmp_path / "other.fits", [image])
+
+
+def test_a_file_of_several_images_read_without_an_extension_says_which(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An alert's triplet (SCI, REF, DIFF) given without [REF] was read at its first
+    # image, silently: given twice, it ran the science minus itself.
+    rng = np.random.default_rng(3)
+    images = {name: 100.0 + rng.normal(size=(40, 40)) for name in ("SCI", "REF", "DIFF")}
+    path = tmp_path / "triplet.fits"
+    fits.HDUList(
+        [fits.PrimaryHDU()] + [fits.ImageHDU(v, name=k) for k, v in images.items()]
+    ).writeto(path)
+    with caplog.at_level("WARNING", logger="diffviewer"):
+        first = read_exposure(path)
+    np.testing.assert_array_equal(first.image, images["SCI"].astype(np.float32))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path}: no extension named, so HDU 1 SCI (40x40), the first 2-D image, is read; the "
+        f"file also holds 2 REF (40x40), 3 DIFF (40x40): name the one to read, e.g. {path}[REF]"
+    ]
+    caplog.clear()
+    # Named, or one image with its planes (LSST's layout): nothing to say.
+    lsst = tmp_path / "calexp.fits"
+    fits.HDUList(
+        [
+            fits.PrimaryHDU(),
+            fits.ImageHDU(images["SCI"], name="IMAGE"),
+            fits.ImageHDU(np.zeros((40, 40), np.int32), name="MASK"),
+            fits.ImageHDU(np.ones((40, 40)), name="VARIANCE"),
+        ]
+    ).writeto(lsst)
+    with caplog.at_level("WARNING", logger="diffviewer"):
+        read_exposure(f"{path}[REF]")
+        read_exposure(lsst)
+    assert caplog.records == []

@@ -57,6 +57,20 @@ def test_steps_report_in_order_and_are_timed(pair) -> None:
     near = np.hypot(cat["x"] - 128.3, cat["y"] - 97.6) < 1.0
     assert near.sum() == 1 and cat["sign"][near][0] == 1
     assert result.config == SubtractionConfig()
+    assert not any("own pixels" in note for note in result.warnings)
+
+
+def test_a_template_that_is_the_science_image_is_named_as_such(pair) -> None:
+    # The same file given twice (or a copy of it) ran to a zero difference whose notes
+    # spoke of shared noise and no detection, never of the cause.
+    copy = pair.science.replace(image=pair.science.image.copy(), source="copy.fits")
+    result = run_subtraction(pair.science, copy)
+    named = [note for note in result.warnings if "own pixels" in note]
+    assert named == [
+        f"the template copy.fits holds the science image's own pixels ({pair.science.source}): "
+        "the difference is zero by construction; give a template of another epoch"
+    ]
+    assert not (~np.asarray(result.diasources["sky_source"], dtype=bool)).any()
 
 
 @pytest.mark.parametrize("stop_at", ["kernel fit", "score", "measure"])

@@ -132,13 +132,35 @@ def test_template_psf_orientation_is_flagged(rotated_pair: SyntheticPair) -> Non
     np.testing.assert_array_equal(result.exposure.psf, template.psf)
 
 
-def test_template_elsewhere_on_the_sky_covers_nothing() -> None:
+def test_template_elsewhere_on_the_sky_covers_nothing_and_says_how_far() -> None:
     pair = make_pair((64, 64), 10, seed=1)
     far = pair.template.wcs.deepcopy()
     far.wcs.crval = [10.0, -60.0]
     far.wcs.set()
-    with pytest.raises(NoWorkFound, match=r"covers 0\.0%"):
+    with pytest.raises(NoWorkFound, match=r"covers 0\.0%") as raised:
         warp_template(pair.template.replace(wcs=far), pair.science, WarpConfig())
+    # astropy's own separation of the two centres, as the message gives it
+    apart = pair.science.wcs.pixel_to_world(31.5, 31.5).separation(far.pixel_to_world(31.5, 31.5))
+    assert f"template's centre lies {apart.deg:.3g} deg from the science image's" in str(
+        raised.value
+    )
+
+
+def test_a_template_off_the_sciences_projection_raises_no_library_warning() -> None:
+    # The demo's science (TPV) against GOTO's template (TAN-SIP), 117 degrees apart:
+    # astropy's inversion of the SIP distortion warned twice of an all-NaN slice, its
+    # source lines printed before the one-line error.
+    import warnings
+
+    from diffviewer.io import demo_pair
+
+    science = read_exposure(demo_pair()[0])
+    template = read_exposure(data_path("goto/2.fits"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(NoWorkFound, match=r"covers 0\.0%.*lies 117 deg"):
+            warp_template(template, science, WarpConfig())
+    assert [str(w.message) for w in caught] == []
 
 
 def test_equal_grids_skip_the_warp() -> None:

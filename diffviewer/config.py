@@ -747,7 +747,12 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     raw = raw.strip()
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
+    except tomllib.TOMLDecodeError as exc:
+        if raw[:1] in ("[", "{", '"', "'"):  # meant as TOML (a bare word is a string)
+            raise ConfigError(
+                f"--set {text!r}: the value {raw} is not valid TOML ({exc}); write a list "
+                'as [4, 2, 2] and a quoted string as "text"'
+            ) from None
         value = raw
     return section, name, value
 

@@ -374,6 +374,11 @@ def read_pairs_csv(path: str | Path) -> list[tuple[str, str, str]]:
     pairs: list[tuple[str, str, str]] = []
     lines: dict[str, int] = {}
     for line, row in rows:
+        if any("\n" in value for value in row.values() if isinstance(value, str)):
+            raise InputError(
+                f"pairs list {path}, line {line}: a value spans several lines, as when a "
+                'quote (") is opened and not closed; close or remove the quote'
+            )
         specs = [(row.get(k) or "").strip() for k in ("science", "template")]
         if not all(specs):
             raise InputError(
@@ -393,11 +398,16 @@ def read_pairs_csv(path: str | Path) -> list[tuple[str, str, str]]:
                     f"pairs list {path}, line {line}: the same pair as line {lines[name]} "
                     f"({specs[0]}, {specs[1]}); remove one, or name both in a name column"
                 )
-        if Path(name).name != name or name in (".", "..", *RESERVED_NAMES) or name in lines:
+        if name in lines:
             raise InputError(
-                f"pairs list {path}, line {line}: name {name!r} is not a plain, unique folder "
-                "name; use letters, digits, '-', '_' (no '/' or '..', not "
-                f"{' or '.join(RESERVED_NAMES)}), once each"
+                f"pairs list {path}, line {line}: name {name!r} is already the name of line "
+                f"{lines[name]}; give each pair a name of its own"
+            )
+        if Path(name).name != name or name in (".", "..", *RESERVED_NAMES):
+            raise InputError(
+                f"pairs list {path}, line {line}: name {name!r} is not a plain folder name; "
+                "use letters, digits, '-', '_' (no '/' or '..', not "
+                f"{' or '.join(RESERVED_NAMES)})"
             )
         lines[name] = line
         pairs.append((sci, tmpl, name))

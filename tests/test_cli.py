@@ -268,7 +268,12 @@ def test_batch_refuses_names_that_leave_the_output_folder(tmp_path: Path, capsys
         (tmp_path / "pairs.csv").write_text(rows)
         assert cli.main(["batch", str(tmp_path / "pairs.csv"), "--out", str(tmp_path / "o")]) == 2
         err = capsys.readouterr().err.strip()
-        assert "\n" not in err and "not a plain, unique folder name" in err
+        expected = (
+            "line 3: name 'twice' is already the name of line 2"
+            if name.startswith("twice")
+            else "is not a plain folder name"
+        )
+        assert "\n" not in err and expected in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pairs.csv"]
 
 
@@ -276,6 +281,8 @@ def test_batch_refuses_names_that_leave_the_output_folder(tmp_path: Path, capsys
     ("content", "needle"),
     [
         ("science,template\na.fits\n", "spec is empty"),
+        # an unclosed quote took the lines after it as one value: "spec is empty" before
+        ('science,template\n"a.fits,b.fits\nc.fits,d.fits\n', "line 3: a value spans several"),
         (b"\xff\xfe\x00bad", "cannot be read as a UTF-8 CSV"),
         (None, "cannot be read as a UTF-8 CSV"),  # a folder
     ],

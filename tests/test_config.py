@@ -46,6 +46,8 @@ def test_the_digest_is_of_the_values_not_their_documentation(monkeypatch) -> Non
         ("kernel-spatial", "expected section.field=value"),
         ("detection.threshold=nan", "expected a finite number"),
         ("warp.required_template_fraction=nan", "expected a finite number"),
+        # an unclosed list was read as the string '[4,2' and refused as "expected a list"
+        ("kernel.degrees=[4,2", r"\[4,2 is not valid TOML \(Unclosed array"),
     ],
 )
 def test_bad_values_are_named(override: str, needle: str) -> None:

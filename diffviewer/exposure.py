@@ -94,6 +94,20 @@ def planes_clear(mask: np.ndarray, planes: int) -> np.ndarray:
     return map_by_rows(mask.shape, lambda rows: (mask[rows] & planes) == 0)
 
 
+def unusable_everywhere(mask: np.ndarray) -> list[MaskPlane] | None:
+    """The unusable planes (:data:`UNUSABLE`) set on every pixel of ``mask``, or None when
+    some pixel is usable (an empty list: each pixel has one, but none has it everywhere)."""
+    unusable = int(UNUSABLE)
+    if planes_clear(mask, unusable).any():
+        return None
+    return [p for p in MaskPlane if int(p) & unusable and planes_set(mask, int(p)).all()]
+
+
+def describe_planes(planes: list[MaskPlane]) -> str:
+    """``NO_DATA, BAD`` for :func:`unusable_everywhere`'s planes ('a mix of planes': none)."""
+    return ", ".join(p.name or str(int(p)) for p in planes) or "a mix of planes"
+
+
 def mask_plane_names(value: int) -> list[str]:
     """Decode a mask value into the names of the planes that are set.
 

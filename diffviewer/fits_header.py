@@ -166,6 +166,11 @@ def header_gain(header: fits.Header) -> float | None:
     return found[1] if found is not None and found[1] > 0 else None
 
 
+def names_planes(header: fits.Header) -> bool:
+    """Whether a mask's header names its planes (``MP_<NAME> = bit`` cards, as LSST's)."""
+    return any(key.startswith("MP_") for key in header)
+
+
 def mask_from_planes(raw: np.ndarray, header: fits.Header) -> np.ndarray:
     """Translate a mask read from a file into :class:`MaskPlane` bits.
 
@@ -186,7 +191,7 @@ def mask_from_planes(raw: np.ndarray, header: fits.Header) -> np.ndarray:
     """
     values = np.asarray(raw).astype(np.int64)
     planes = {k[3:]: header[k] for k in header if k.startswith("MP_")}
-    if not planes:
+    if not names_planes(header):
         return np.where(values != 0, int(MaskPlane.BAD), 0).astype(MASK_DTYPE)
     out = np.zeros(values.shape, dtype=MASK_DTYPE)
     for name, bit in planes.items():

@@ -22,15 +22,15 @@ from astropy.io import fits
 from diffviewer.errors import InputError
 from diffviewer.exposure import (
     MASK_DTYPE,
-    UNUSABLE,
     Exposure,
     MaskPlane,
+    describe_planes,
     map_by_rows,
-    planes_clear,
     planes_set,
     read_only,
     row_blocks,
     set_planes,
+    unusable_everywhere,
 )
 from diffviewer.fits_check import unreadable_fits_reason
 from diffviewer.fits_header import (
@@ -39,6 +39,7 @@ from diffviewer.fits_header import (
     header_zero_point,
     mask_from_planes,
     merged_header,
+    names_planes,
     read_wcs,
 )
 from diffviewer.paths import (
@@ -391,9 +392,11 @@ def blank_fill(image: np.ndarray) -> np.ndarray:
     """Boolean map of the pixels of magnitude at least :data:`BLANK_MAGNITUDE` (NaN: False).
 
     Two comparisons, not ``abs(image) >= BLANK_MAGNITUDE``: no image-sized float
-    temporary (27 MB of fresh memory for a float64 1850 x 1850 image).
+    temporary (27 MB of fresh memory for a float64 1850 x 1850 image). They are made in
+    at least single precision: cast to float16, the limit would overflow (and warn).
     """
-    return (image >= BLANK_MAGNITUDE) | (image <= -BLANK_MAGNITUDE)
+    limit = np.asarray(BLANK_MAGNITUDE, dtype=np.result_type(image.dtype, np.float32))
+    return (image >= limit) | (image <= -limit)
 
 
 def fill_no_data(
@@ -496,8 +499,10 @@ def _hdu_by_name(hdul: fits.HDUList, names: Sequence[str]) -> int | None:
 
 def _planes_beside(
     hdul: fits.HDUList, index: int, path: Path, shape: tuple[int, ...]
-) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
-    """Variance, mask and PSF stored in the image's own file, when present.
+) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None, bool]:
+    """Variance, mask and PSF stored in the image's own file, when present, and whether
+    the mask's planes are named (:func:`~diffviewer.fits_header.names_planes`; True
+    without a mask).
 
     ``<NAME>_VAR`` and ``<NAME>_PSF`` belong to the image HDU ``<NAME>``; an
     ``IMAGE`` HDU (LSST layout) also has ``VARIANCE``, ``MASK`` and ``PSF``.
@@ -523,7 +528,8 @@ def _planes_beside(
         psf = normalize_psf(
             _image_data(hdul, psf_index, path, "PSF"), f"{path}[{hdul[psf_index].name}]"
         )
-    return variance, mask, psf
+    named = mask_index is None or names_planes(hdul[mask_index].header)
+    return variance, mask, psf, named
 
 
 def _data_pixels(image: np.ndarray, source: str) -> np.ndarray:
@@ -650,20 +656,22 @@ def _saturation(
     return ("flat top", level)
 
 
-def _check_usable(bits: np.ndarray, source: str, saturation: tuple[str, float] | None) -> None:
-    """Raise when every pixel carries a plane that makes it unusable, naming the planes."""
+def _check_usable(
+    bits: np.ndarray, source: str, saturation: tuple[str, float] | None, named: bool
+) -> None:
+    """Raise when every pixel carries a plane that makes it unusable, naming the planes
+    (``named``: the mask read had ``MP_*`` cards naming its planes)."""
     if planes_set(bits, int(MaskPlane.NO_DATA)).all():
         raise InputError(
             f"image {source} has no usable pixel (zero weight or no data everywhere); "
             "check the weight and mask files"
         )
-    unusable = int(UNUSABLE)
-    if planes_clear(bits, unusable).any():
+    everywhere = unusable_everywhere(bits)
+    if everywhere is None:
         return
-    everywhere = [p for p in MaskPlane if int(p) & unusable and ((bits & int(p)) != 0).all()]
-    names = ", ".join(p.name or str(int(p)) for p in everywhere) or "a mix of planes"
+    names = describe_planes(everywhere)
     why = []
-    if MaskPlane.BAD in everywhere:
+    if MaskPlane.BAD in everywhere and not named:
         why.append(
             "a mask with no MP_<NAME> plane names counts every nonzero value as BAD: give "
             "MP_* cards naming its bits, or a mask that is 0 on good pixels"
@@ -738,7 +746,7 @@ def read_exposure(
         name = hdul[index].name.upper()
         wcs = read_wcs(hdul[index].header, source)
         shape = image.shape
-        in_var, in_mask, psf = _planes_beside(hdul, index, path, shape)
+        in_var, in_mask, psf, named = _planes_beside(hdul, index, path, shape)
 
     siblings = companion_files(path)
     if variance is None and weight is None and in_var is None:
@@ -750,6 +758,7 @@ def read_exposure(
     if mask is not None:
         raw, mask_header = _read_plane(mask, name, "mask", shape, source)
         bits = bits | mask_from_planes(raw.astype(np.int64), mask_header)
+        named = named and names_planes(mask_header)
     var = in_var
     if variance is not None:
         var, _ = _read_plane(variance, name, "variance", shape, source)
@@ -769,7 +778,7 @@ def read_exposure(
         # precision (a header's level is not rounded to a float32 image's).
         bits[image >= np.float64(saturation[1])] |= MASK_DTYPE(int(MaskPlane.SAT))
     if not saved:
-        _check_usable(bits, source, saturation)
+        _check_usable(bits, source, saturation, named)
     if var is not None and not np.any(np.isfinite(var) & (var > 0)):
         with np.errstate(invalid="ignore"):
             span = (

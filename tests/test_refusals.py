@@ -169,6 +169,13 @@ def _case_mask_every_bit(d: Path) -> tuple[str, ...]:
     return _pair(_lsst(d / "m.fits", _stars(), mask=mask), _good(d))
 
 
+def _case_named_mask_all_bad(d: Path) -> tuple[str, ...]:
+    # MP_* cards name the planes: the advice to give them does not apply
+    mask = np.ones(SHAPE, dtype=np.int32)
+    header = fits.Header({"MP_BAD": 0, "MP_SAT": 1})
+    return _pair(_lsst(d / "m.fits", _stars(), mask=mask, mask_header=header), _good(d))
+
+
 def _case_saturated_with_keyword(d: Path) -> tuple[str, ...]:
     header = fits.Header({"SATURATE": 65000.0})
     return _pair(_image(d / "sat.fits", np.full(SHAPE, 65535, dtype=np.uint16), header), _good(d))
@@ -324,6 +331,7 @@ CORPUS: list[tuple[str, Maker, int, str]] = [
     ("NaN variance", _variance(np.nan), 2, r"variance plane .*no positive value"),
     ("variance shape", _case_variance_shape, 2, r"variance HDU has shape"),
     ("mask every bit", _case_mask_every_bit, 2, r"every pixel is masked.*no MP_"),
+    ("named mask all BAD", _case_named_mask_all_bad, 2, r"masked \(BAD on all of them\); check"),
     ("saturated", _case_saturated_with_keyword, 2, r"every pixel is masked.*SAT"),
     ("constant", _case_constant, 2, r"100% of .* the one value 65535"),
     ("clipped at 0", _case_clipped_at_zero, 2, r"the one value 0\b.*clipped"),

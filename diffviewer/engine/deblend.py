@@ -155,8 +155,10 @@ def _owners(
     half = response.shape[0] // 2
     # What a crest's sampling alone makes it rise: the response half a pixel off its
     # peak short of 1 (for a Gaussian its value a pixel off, to the power 1/4), per
-    # unit of the peak's height.
-    ripple = 1.0 - float(min(response[half, half + 1], response[half + 1, half])) ** 0.25
+    # unit of the peak's height; a response that falls to 0 or below a pixel off (a PSF
+    # measured on noise, which swings from row to row) can make a crest rise its all.
+    off = min(response[half, half + 1], response[half + 1, half])
+    ripple = 1.0 - max(float(off), 0.0) ** 0.25
     bar = {peak: prominence + ripple * height[peak] for peak in peaks}
 
     def choose(least: float) -> tuple[dict[int, int], dict[tuple[int, int], float]]:

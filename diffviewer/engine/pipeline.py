@@ -38,7 +38,14 @@ from diffviewer.engine import (
 )
 from diffviewer.engine.progress import CancelToken, ProgressCallback, Reporter, StageCallback
 from diffviewer.errors import InputError
-from diffviewer.exposure import Exposure, MaskPlane, finite_usable, map_by_rows
+from diffviewer.exposure import (
+    Exposure,
+    MaskPlane,
+    describe_planes,
+    finite_usable,
+    map_by_rows,
+    unusable_everywhere,
+)
 
 #: Least median variance (image units^2) of an input. Products of variances with squared
 #: kernels (weights ~1e-3) must stay well inside float32's normal range (> 1.2e-38); below
@@ -52,6 +59,26 @@ def _step(rep: Reporter, name: str, start: float, end: float) -> Iterator[None]:
     with rep.step(name, start, end):
         yield
     release_free_memory()
+
+
+def check_some_usable(exposure: Exposure, name: str) -> None:
+    """Raise when no pixel of an input is usable, naming the planes set on every one.
+
+    A template piece cut wholly from a masked region, or an image whose values all
+    overflowed (NO_DATA) was refused for 'a median variance of 0' (its units too small).
+
+    Raises
+    ------
+    InputError
+        When every pixel carries an unusable plane (:data:`~diffviewer.exposure.UNUSABLE`).
+    """
+    everywhere = unusable_everywhere(exposure.mask)
+    if everywhere is not None:
+        raise InputError(
+            f"the {name} image ({exposure.source}) has no usable pixel: "
+            f"{describe_planes(everywhere)} on every pixel; give an image with pixels its "
+            "mask leaves usable"
+        )
 
 
 def check_flux_units(exposure: Exposure, name: str) -> None:
@@ -160,7 +187,8 @@ def check_image_size(exposure: Exposure, name: str, config: SubtractionConfig) -
 
 def check_inputs(science: Exposure, pieces: Sequence[Exposure], config: SubtractionConfig) -> None:
     """:func:`check_image_size` of the science and of a template in one piece, and
-    :func:`check_finite` and :func:`check_flux_units` of the science and each piece.
+    :func:`check_finite`, :func:`check_some_usable` and :func:`check_flux_units` of the
+    science and each piece.
 
     A template in several pieces is checked for size once combined on the science grid
     (the science's size): a piece may be a narrow strip at a patch's edge.
@@ -172,16 +200,15 @@ def check_inputs(science: Exposure, pieces: Sequence[Exposure], config: Subtract
     Raises
     ------
     InputError
-        As those two checks.
+        As those checks.
     """
     check_image_size(science, "science", config)
-    check_finite(science, "science")
-    check_flux_units(science, "science")
-    for piece in pieces:
-        if len(pieces) == 1:
-            check_image_size(piece, "template", config)
-        check_finite(piece, "template")
-        check_flux_units(piece, "template")
+    for exposure, name in ((science, "science"), *((piece, "template") for piece in pieces)):
+        if name == "template" and len(pieces) == 1:
+            check_image_size(exposure, name, config)
+        check_finite(exposure, name)
+        check_some_usable(exposure, name)
+        check_flux_units(exposure, name)
 
 
 def same_pixels_note(science: Exposure, pieces: Sequence[Exposure]) -> str | None:

@@ -374,6 +374,15 @@ def check_template_sufficient(coverage: float, config: WarpConfig, why: str = ""
         )
 
 
+def _check_coverage(
+    coverage: float, science: Exposure, pieces: Sequence[Exposure], config: WarpConfig
+) -> None:
+    """:func:`check_template_sufficient`, saying how far apart the WCSs put the images
+    when they put the template nowhere on the science image (:func:`sky_apart`)."""
+    placed_by_wcs = not coverage and config.register != "none"
+    check_template_sufficient(coverage, config, sky_apart(science, pieces) if placed_by_wcs else "")
+
+
 def sky_apart(science: Exposure, pieces: Sequence[Exposure]) -> str:
     """How far the template's centre (its nearest piece's) lies from the science image's
     on the sky, when every image has a celestial WCS ('' otherwise).
@@ -388,7 +397,8 @@ def sky_apart(science: Exposure, pieces: Sequence[Exposure]) -> str:
     # great-circle distance (haversine)
     h = np.sin((dec - dec0) / 2) ** 2 + np.cos(dec) * np.cos(dec0) * np.sin((ra - ra0) / 2) ** 2
     apart = float(np.degrees(2 * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0)))).min())
-    return f"by their WCSs, the template's centre lies {apart:.3g} deg from the science image's"
+    which = "the template's" if len(pieces) == 1 else "the nearest template piece's"
+    return f"by their WCSs, {which} centre lies {apart:.3g} deg from the science image's"
 
 
 def _sky_centre(wcs: WCS, shape: tuple[int, int]) -> tuple[float, float]:
@@ -718,6 +728,8 @@ def warp_template(
                 raise error from None
         placed.append(outcome)
     covered = [template_coverage(p.exposure) for p in placed]
+    if not any(covered):  # said as for a whole template, before the pieces are combined
+        _check_coverage(0.0, science, pieces, config)
     fwhm, psf_note = [math.nan] * len(placed), None
     if len(placed) > 1:
         fwhm = [
@@ -758,8 +770,7 @@ def warp_template(
             )
     # one piece is the template itself (mosaic.combine_pieces): its coverage is the piece's
     coverage = covered[0] if len(placed) == 1 else template_coverage(exposure)
-    placed_by_wcs = not coverage and config.register != "none"
-    check_template_sufficient(coverage, config, sky_apart(science, pieces) if placed_by_wcs else "")
+    _check_coverage(coverage, science, pieces, config)
     if coverage < COVERAGE_WARNING:
         notes.append(
             f"the template covers only {coverage:.1%} of the science image; "

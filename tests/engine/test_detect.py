@@ -138,6 +138,22 @@ def test_two_peaks_of_one_height_merge_into_the_one_found_first() -> None:
     assert n == 1 and set(np.unique(labels[kept > 0])) == {1}
 
 
+def test_a_psf_whose_response_is_negative_a_pixel_off_still_splits_two_peaks() -> None:
+    # A PSF measured on clipped stars (noise that swings from row to row) had a negative
+    # autocorrelation a pixel off its centre: its fractional power was complex, and the
+    # comparison with it crashed detection (TypeError; a 472 x 134 pair of a fuzz
+    # campaign). Two peaks of 20 and 15 over a saddle of 8 are two sources all the same.
+    psf = np.zeros((5, 5))
+    psf[::2, 1:4], psf[1::2, 1:4] = 1.0, -0.3
+    response = point_response(psf / psf.sum())
+    half = response.shape[0] // 2
+    assert response[half + 1, half] < 0
+    image = np.zeros((20, 20))
+    image[8, 8:13] = [20.0, 8.0, 8.0, 8.0, 15.0]
+    labels, n = split_footprints(image, (image > 5).astype(np.int32), 3.0, response, 5.0)
+    assert n == 2 and labels[8, 8] != labels[8, 12]
+
+
 def test_the_nth_set_pixels_are_found_without_listing_them_all() -> None:
     # The sky sources' tries are drawn as ranks among the free pixels: their positions
     # are those of the flat indices of every free pixel (8 bytes a pixel, not listed).

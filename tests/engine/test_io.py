@@ -817,3 +817,19 @@ def test_a_file_of_several_images_read_without_an_extension_says_which(
         read_exposure(f"{path}[REF]")
         read_exposure(lsst)
     assert caplog.records == []
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_no_data_is_flagged_in_any_float_precision(dtype: type[np.floating]) -> None:
+    # A float16 image compared with the blank-fill limit of 1e30 cast that limit to
+    # float16: 'overflow encountered in cast', whatever the pixels (a fuzz campaign).
+    image = np.ones((8, 8), dtype=dtype)
+    image[1, 2], image[3, 3] = np.nan, np.inf
+    no_data = np.zeros((8, 8), dtype=bool)
+    no_data[1, 2] = no_data[3, 3] = True
+    if float(np.finfo(dtype).max) > io.BLANK_MAGNITUDE:
+        image[4, 4] = -1e31  # blank fill (float16 cannot hold it: it is inf there)
+        no_data[4, 4] = True
+    out, _, mask = io.fill_no_data(image, np.ones((8, 8), dtype), np.zeros((8, 8), "i4"))
+    np.testing.assert_array_equal((mask & int(MaskPlane.NO_DATA)) != 0, no_data)
+    assert np.all(out[no_data] == 0) and np.all(out[~no_data] == 1)

@@ -297,17 +297,25 @@ def test_too_few_stars_without_psfs_fall_back_to_a_delta_kernel() -> None:
     assert k[c, c] > 0.9 and np.abs(k).sum() < 1.1
 
 
-def test_no_pixel_usable_on_both_images_raises_with_the_counts() -> None:
+@pytest.mark.parametrize(("shared", "usable"), [(0, 0), (1, 64)])
+def test_too_few_pixels_usable_on_both_images_raise_with_the_counts(
+    shared: int, usable: int
+) -> None:
+    # Halves masked on each image, sharing no column (or one: 64 pixels, where a fuzz
+    # campaign's 1 usable pixel ran on to ZOGY's "sky noise (0.0) is not positive").
     blank = make_pair((64, 64), 1, seed=1, flux_range=(1.0, 1.0))
     left = np.zeros((64, 64), dtype=blank.science.mask.dtype)
-    left[:, :32] = int(MaskPlane.NO_DATA)
+    right = left.copy()
+    left[:, : 32 - shared] = right[:, 32:] = int(MaskPlane.NO_DATA)
     pair = dataclasses.replace(
         blank,
         science=blank.science.replace(mask=left),
-        template=blank.template.replace(mask=left[:, ::-1].copy()),
+        template=blank.template.replace(mask=right),
     )
+    counts = f"science {2048 + 64 * shared}, template 2048"
     with pytest.raises(
-        InsufficientKernelSources, match=r"no pixel is usable on both.*science 2048, template 2048"
+        InsufficientKernelSources,
+        match=rf"^{usable} pixels are usable on both .*\({counts} of 4096\), fewer than the 100",
     ):
         fit_pair(pair)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -561,6 +562,32 @@ def test_a_piece_off_the_science_image_is_said_unused_and_changes_nothing() -> N
     has_data = both.exposure.good_pixels()
     np.testing.assert_array_equal(has_data, alone.good_pixels())
     np.testing.assert_allclose(both.exposure.image[has_data], alone.image[has_data], rtol=1e-5)
+
+
+def test_pieces_none_of_which_lands_on_the_science_are_said_as_a_whole_template() -> None:
+    # Two pieces of a template whose WCS is a degree off were refused with "no template
+    # piece has data on the science image", naming no cause or remedy; the whole
+    # template is refused with its coverage, the required fraction and how far it lies.
+    from diffviewer.config import WarpConfig
+    from diffviewer.errors import NoWorkFound
+    from diffviewer.synthetic import make_pair
+
+    pair = make_pair((128, 128), 60, seed=1)
+    moved = pair.template.wcs.deepcopy()
+    moved.wcs.crval = [moved.wcs.crval[0] + 1.0, moved.wcs.crval[1]]
+    pieces = []
+    for start in (0, 64):
+        wcs = moved.deepcopy()
+        wcs.wcs.crpix = [wcs.wcs.crpix[0] - start, wcs.wcs.crpix[1]]
+        pieces.append(_columns(pair.template, start, start + 64, f"p{start}").replace(wcs=wcs))
+    config = WarpConfig(register="wcs")
+    with pytest.raises(NoWorkFound, match=r"covers 0\.0%.*required_template_fraction") as whole:
+        warp.warp_template(pair.template.replace(wcs=moved), pair.science, config)
+    with pytest.raises(NoWorkFound, match=r"covers 0\.0%.*required_template_fraction") as split:
+        warp.warp_template(pieces, pair.science, config)
+    far = re.search(r"lies ([\d.]+) deg", str(whole.value))
+    near = re.search(r"nearest template piece's centre lies ([\d.]+) deg", str(split.value))
+    assert far and near and 0.9 < float(near[1]) < float(far[1]) < 1.0  # cos(dec) of 1 deg RA
 
 
 def test_a_sky_step_between_pieces_is_measured_and_removed() -> None:

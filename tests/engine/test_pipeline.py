@@ -135,6 +135,16 @@ def test_units_too_small_for_single_precision_are_named(pair) -> None:
         run_subtraction(_scaled(pair.science, 1e-30), _scaled(pair.template, 1e-30))
 
 
+@pytest.mark.parametrize("plane", [MaskPlane.BAD, MaskPlane.NO_DATA])
+def test_an_input_without_a_usable_pixel_is_named_as_such(pair, plane: MaskPlane) -> None:
+    # A template made in Python whose every pixel is masked (a piece cut from a masked
+    # region) was refused for "a median variance of 0 ... units too small for single
+    # precision", its variance being 1000 counts^2.
+    masked = pair.template.replace(mask=np.full(pair.template.shape, int(plane), np.int16))
+    with pytest.raises(InputError, match=rf"template image .* no usable pixel: {plane.name} on"):
+        run_subtraction(pair.science, masked)
+
+
 def test_nan_outside_no_data_is_named_and_flagged_nan_is_not(pair) -> None:
     # An exposure made in Python with a NaN corner its mask does not flag: the
     # convolution spread the NaNs over the whole difference, which came out all NaN

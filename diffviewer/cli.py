@@ -29,6 +29,7 @@ from typing import Any, TextIO
 from diffviewer import __version__
 from diffviewer.config import SubtractionConfig, apply_overrides, load_toml, to_toml
 from diffviewer.errors import Cancelled, DiffviewerError, InputError, NoWorkFound
+from diffviewer.log_notes import LOGGER, one_line
 from diffviewer.paths import (
     TEMPLATE_SEPARATOR,
     check_output_dir,
@@ -640,7 +641,7 @@ class WarningLines(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         """Write one record as one line."""
-        print(f"warning: {' '.join(record.getMessage().split())}", file=sys.stderr)
+        print(f"warning: {one_line(record)}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -656,7 +657,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     int
         The process exit code.
     """
-    logger = logging.getLogger("diffviewer")
+    logger = logging.getLogger(LOGGER)
     handler = WarningLines()
     logger.addHandler(handler)
     try:

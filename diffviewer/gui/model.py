@@ -23,6 +23,7 @@ from diffviewer.config import SubtractionConfig
 from diffviewer.engine.progress import CancelToken, ProgressCallback
 from diffviewer.errors import InputError
 from diffviewer.exposure import Exposure
+from diffviewer.log_notes import collected_warnings
 
 #: Image views in display order, with their titles (template: warped to the science grid;
 #: matched: the PSF-matched image; variance and mask: the difference's planes).
@@ -221,6 +222,10 @@ class RunOutcome:
         Seconds from start of the job to the result (s).
     stages : dict of str to float
         Seconds spent reading the pair, in the engine and preparing the display.
+    read_notes : tuple of str
+        What reading the inputs said of them (a saturation level taken from the data,
+        which image of a file was read: :mod:`diffviewer.log_notes`), shown with the
+        run's warnings.
     """
 
     pair: Pair
@@ -229,6 +234,7 @@ class RunOutcome:
     levels: Mapping[str, tuple[float, float]]
     elapsed: float
     stages: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    read_notes: tuple[str, ...] = ()
 
 
 def view_arrays(result: Any) -> dict[str, np.ndarray]:
@@ -353,9 +359,10 @@ def run_job(
             if views:
                 partial(views)
 
-        sci = pair.read_science()
-        stage("read", {"science": sci.image})  # on screen while the template is read
-        tmpl = pair.read_template()
+        with collected_warnings() as read_notes:
+            sci = pair.read_science()
+            stage("read", {"science": sci.image})  # on screen while the template is read
+            tmpl = pair.read_template()
         t1 = time.perf_counter()
         if runner is None:
             from diffviewer.engine.pipeline import run_subtraction
@@ -379,7 +386,7 @@ def run_job(
         images, levels = prepare_display(result, ready)
         t3 = time.perf_counter()
         stages = {"read": t1 - t0, "engine": t2 - t1, "display": t3 - t2}
-        return RunOutcome(pair, result, images, levels, t3 - t0, stages)
+        return RunOutcome(pair, result, images, levels, t3 - t0, stages, tuple(read_notes))
 
     return job
 

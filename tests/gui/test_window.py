@@ -366,6 +366,29 @@ def test_dropping_one_multi_extension_file_opens_its_sci_and_ref(
     assert "dropped 3 files" in window.error_label.text()
 
 
+def test_what_reading_said_of_the_inputs_is_in_the_warnings_banner(
+    qtbot, window: MainWindow, tmp_path: Path
+) -> None:
+    # The reader's warnings (a saturation level taken from the data, which image of a
+    # file was read) went to the log of the command line only: the window showed none.
+    from astropy.io import fits
+
+    pair = make_pair((128, 128), n_stars=60, seed=4)
+    path = tmp_path / "triplet.fits"
+    fits.HDUList(
+        [
+            fits.PrimaryHDU(),
+            fits.ImageHDU(np.asarray(pair.science.image), name="SCI"),
+            fits.ImageHDU(np.asarray(pair.template.image), name="REF"),
+        ]
+    ).writeto(path)
+    finish(qtbot, window, "run", lambda: window.open_specs(str(path), f"{path}[REF]"))
+    said = f"{path}: no extension named, so HDU 1 SCI (128x128), the first 2-D image, is read"
+    assert window.outcome.read_notes[0].startswith(said)
+    assert said in window.warnings.text()
+    assert not any(said in note for note in window.outcome.result.warnings)
+
+
 def test_verdict_keys_are_r_b_u(window: MainWindow) -> None:
     keys = {a.shortcut().toString(): a.text() for a in window.actions()}
     assert keys["R"].startswith("Real") and keys["B"].startswith("Bogus")

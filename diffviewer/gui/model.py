@@ -224,7 +224,7 @@ class RunOutcome:
         Seconds spent reading the pair, in the engine and preparing the display.
     read_notes : tuple of str
         What reading the inputs said of them (a saturation level taken from the data,
-        which image of a file was read: :mod:`diffviewer.log_notes`), shown with the
+        which image of a file was read: :mod:`diffviewer.log_notes`), shown after the
         run's warnings.
     """
 

@@ -193,7 +193,8 @@ class RunController:
         w.refresh_overlays()
         w.update_mask_overlay()
         w.tabs.show_run(outcome, w.previous)
-        w.warnings.set_notes((*outcome.read_notes, *result.warnings))
+        # the run's own first: they judge its result; what reading said of the inputs after
+        w.warnings.set_notes((*result.warnings, *outcome.read_notes))
         w.registration.show_warp(result.template)
         found = n_detections(result.diasources)
         timings = ", ".join(f"{k} {v:.2f}" for k, v in result.timings.items())

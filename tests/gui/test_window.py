@@ -385,8 +385,11 @@ def test_what_reading_said_of_the_inputs_is_in_the_warnings_banner(
     finish(qtbot, window, "run", lambda: window.open_specs(str(path), f"{path}[REF]"))
     said = f"{path}: no extension named, so HDU 1 SCI (128x128), the first 2-D image, is read"
     assert window.outcome.read_notes[0].startswith(said)
-    assert said in window.warnings.text()
     assert not any(said in note for note in window.outcome.result.warnings)
+    # after the run's own warnings, which judge its result
+    assert window.warnings.notes[-1] == window.outcome.read_notes[0]
+    window.warnings.linkActivated.emit("unfold")
+    assert said in window.warnings.text()
 
 
 def test_verdict_keys_are_r_b_u(window: MainWindow) -> None:

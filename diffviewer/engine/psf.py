@@ -624,6 +624,16 @@ def _stacked(exposure: Exposure, x: np.ndarray, y: np.ndarray, reason: str) -> P
     return est
 
 
+def peaked_at_centre(image: np.ndarray) -> bool:
+    """Whether a PSF image holds its highest pixel within a pixel of its centre, and every
+    pixel there is positive: a stack of stars does (a skewed PSF's peak may lie a pixel
+    off its centroid), one of noise or of clipped cores need not (a fuzz draw's swung
+    from -0.4 to 2 times its centre a pixel off, and the difference's PSF row to row)."""
+    c = image.shape[0] // 2
+    core = image[c - 1 : c + 2, c - 1 : c + 2]
+    return bool(core.max() >= image.max() and np.all(core > 0))
+
+
 def _with_photometric(
     exposure: Exposure, est: PsfEstimate, x: np.ndarray, y: np.ndarray
 ) -> PsfEstimate:
@@ -633,6 +643,12 @@ def _with_photometric(
     image, n, enclosed, wing = stack_stars(exposure, x, y, half, WING_EXTENT)
     if wing is None or n < MIN_STARS:
         return dataclasses.replace(est, reason=f"{est.reason}; no wing fitted")
+    if not peaked_at_centre(image):
+        return dataclasses.replace(
+            est,
+            reason=f"{est.reason}; the stack of {n} stars for fluxes is not peaked at its "
+            "centre (noise, or cores clipped without a saturation level): no wing fitted",
+        )
     why = f"{est.reason}; for fluxes, {n} stars and {wing.describe(enclosed)}"
     return dataclasses.replace(est, reason=why, photometric=frozen(image), enclosed=enclosed)
 

@@ -372,3 +372,18 @@ def test_an_even_psf_image_keeps_its_centre_on_the_odd_one(centre: float) -> Non
     assert image.shape == (31, 31) and image.sum() == pytest.approx(1.0)
     cx, cy, _ = psf.adaptive_moments(image)
     assert cx == pytest.approx(15.0, abs=1e-3) and cy == pytest.approx(15.0, abs=1e-3)
+
+
+def test_a_stack_for_fluxes_must_peak_at_its_centre() -> None:
+    # A stack of clipped cores (no saturation level known) was noise: a pixel off its
+    # centre it swung from -0.4 to 2 times the centre, the difference's PSF then swung
+    # from row to row, and detection crashed on its autocorrelation (a fuzz draw). Such
+    # a stack is not used for fluxes; a star's, even skewed by a pixel, is.
+    r = np.arange(-7, 8)
+    gauss = np.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / 8.0)
+    skewed = np.exp(-((r[:, None] - 1.0) ** 2 + r[None, :] ** 2) / 8.0)
+    assert psf.peaked_at_centre(gauss) and psf.peaked_at_centre(skewed)
+    striped = gauss.copy()
+    striped[6::2] *= -0.4  # rows a pixel off the centre's, negative
+    off = np.exp(-((r[:, None] - 3.0) ** 2 + r[None, :] ** 2) / 8.0)  # peak 3 px away
+    assert not psf.peaked_at_centre(striped) and not psf.peaked_at_centre(off)

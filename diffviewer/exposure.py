@@ -96,9 +96,13 @@ def planes_clear(mask: np.ndarray, planes: int) -> np.ndarray:
 
 def unusable_everywhere(mask: np.ndarray) -> list[MaskPlane] | None:
     """The unusable planes (:data:`UNUSABLE`) set on every pixel of ``mask``, or None when
-    some pixel is usable (an empty list: each pixel has one, but none has it everywhere)."""
+    some pixel is usable (an empty list: each pixel has one, but none has it everywhere).
+
+    Read a block of rows at a time, up to the first usable pixel (the first block, for
+    any image worth subtracting).
+    """
     unusable = int(UNUSABLE)
-    if planes_clear(mask, unusable).any():
+    if any(((mask[rows] & unusable) == 0).any() for rows in row_blocks(mask.shape)):
         return None
     return [p for p in MaskPlane if int(p) & unusable and planes_set(mask, int(p)).all()]
 

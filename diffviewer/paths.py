@@ -198,8 +198,8 @@ def check_output_dir(out_dir: str | Path, inputs: Sequence[str | Path], overwrit
                 f"output folder {out} holds the input file {source}; "
                 "choose an output folder that holds no input file"
             )
-    here = Path.cwd().resolve()
-    if out == here or out in here.parents:
+    here = _working_folder()
+    if here is not None and (out == here or out in here.parents):
         raise OutputError(
             f"output folder {out} is the working folder or holds it: a run replaces its "
             "output folder whole, which cannot be done to the folder it runs in; choose a "
@@ -216,8 +216,21 @@ def check_output_dir(out_dir: str | Path, inputs: Sequence[str | Path], overwrit
                 f"output folder {out} already exists and is not empty; "
                 "pass --overwrite to replace its files, or choose another folder"
             )
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise OutputError(
+                f"output folder {out} is not writable: its earlier files could not be "
+                "replaced; make it writable, or choose another output folder"
+            )
     _check_stageable(out)
     return out
+
+
+def _working_folder() -> Path | None:
+    """The process's working folder, resolved (None when it was removed)."""
+    try:
+        return Path.cwd().resolve()
+    except FileNotFoundError:
+        return None
 
 
 def _check_stageable(out: Path) -> None:

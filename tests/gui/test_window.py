@@ -344,13 +344,12 @@ def test_default_extensions_prefer_sci_and_ref() -> None:
     assert default_extensions(["A", "B"]) == ("A", "B")
 
 
-def test_dropping_one_multi_extension_file_opens_its_sci_and_ref(
-    qtbot, window: MainWindow, tmp_path: Path
-) -> None:
+def _sci_and_ref(folder: Path) -> Path:
+    """A file holding a 128^2 synthetic pair as its SCI and REF extensions."""
     from astropy.io import fits
 
     pair = make_pair((128, 128), n_stars=60, seed=4)
-    path = tmp_path / "triplet.fits"
+    path = folder / "triplet.fits"
     fits.HDUList(
         [
             fits.PrimaryHDU(),
@@ -358,6 +357,13 @@ def test_dropping_one_multi_extension_file_opens_its_sci_and_ref(
             fits.ImageHDU(np.asarray(pair.template.image), name="REF"),
         ]
     ).writeto(path)
+    return path
+
+
+def test_dropping_one_multi_extension_file_opens_its_sci_and_ref(
+    qtbot, window: MainWindow, tmp_path: Path
+) -> None:
+    path = _sci_and_ref(tmp_path)
     with qtbot.waitSignals([window.jobs.started], timeout=5000):
         window.opener.open_dropped([str(path)])
     assert window.pair.science == f"{path}[SCI]" and window.pair.template == f"{path}[REF]"
@@ -371,17 +377,7 @@ def test_what_reading_said_of_the_inputs_is_in_the_warnings_banner(
 ) -> None:
     # The reader's warnings (a saturation level taken from the data, which image of a
     # file was read) went to the log of the command line only: the window showed none.
-    from astropy.io import fits
-
-    pair = make_pair((128, 128), n_stars=60, seed=4)
-    path = tmp_path / "triplet.fits"
-    fits.HDUList(
-        [
-            fits.PrimaryHDU(),
-            fits.ImageHDU(np.asarray(pair.science.image), name="SCI"),
-            fits.ImageHDU(np.asarray(pair.template.image), name="REF"),
-        ]
-    ).writeto(path)
+    path = _sci_and_ref(tmp_path)
     finish(qtbot, window, "run", lambda: window.open_specs(str(path), f"{path}[REF]"))
     said = f"{path}: no extension named, so HDU 1 SCI (128x128), the first 2-D image, is read"
     assert window.outcome.read_notes[0].startswith(said)

@@ -161,8 +161,8 @@ def staged_output_dir(
     (:class:`_DeferredSyncs`). When the block ends normally and every flush is done, the
     staging folder becomes ``out_dir`` by one rename. An existing ``out_dir`` is
     replaced, with ``overwrite``, as a set (:func:`_replace_folder`; without it, a
-    folder that appeared there while the block ran is left as it is,
-    :func:`_move_into_place`): the files of it that a run of this kind does not write
+    folder that appeared there while the block ran holding a run's outputs is left as it
+    is, :func:`_move_into_place`): the files of it that a run of this kind does not write
     (not in ``replaced_names``: a reviewer's verdicts, the user's own files) are linked
     into the staging folder, ``out_dir`` is renamed aside, the staging folder takes its
     name and the aside folder is removed; a process killed between the renames leaves an
@@ -209,7 +209,7 @@ def staged_output_dir(
         if overwrite and out.exists():
             _replace_folder(out, stage, replaced_names)
         else:
-            _move_into_place(stage, out)
+            _move_into_place(stage, out, replaced_names)
         _fsync_folder(out.parent)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
@@ -219,17 +219,21 @@ def staged_output_dir(
         raise
 
 
-def _move_into_place(stage: Path, out: Path) -> None:
-    """Rename the finished staging folder to ``out``, which it may replace only if empty.
+def _move_into_place(stage: Path, out: Path, replaced_names: Sequence[str]) -> None:
+    """Rename the finished staging folder to ``out``, which must be empty or hold none
+    of the files a run of this kind writes.
 
-    A folder that appeared at ``out`` while the run was writing (another run, a user) is
-    not replaced without ``--overwrite``: the rename refuses a folder that holds
-    anything, atomically, and the outputs are then moved to a new folder of their own.
+    Without ``overwrite``, ``out`` was checked to be absent or empty, but something may
+    have been written there since. The rename refuses a folder that holds anything,
+    atomically. A folder holding only other files (the window's verdicts, saved as the
+    run is saved) is then replaced as a set (:func:`_replace_folder`: they are carried
+    over). One holding a run's outputs (another run's) is left as it is, and the outputs
+    are moved to a new folder of their own.
 
     Raises
     ------
     OutputError
-        When ``out`` holds something now, naming where the outputs were kept.
+        When ``out`` holds a run's outputs now, naming where these were kept.
     """
     try:
         os.rename(stage, out)
@@ -239,18 +243,23 @@ def _move_into_place(stage: Path, out: Path) -> None:
             raise OutputError(
                 f"cannot create {out} ({exc.strerror or exc}); check the path"
             ) from None
-    kept = out.with_name(f"{out.name}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
+    theirs = sorted(set(replaced_names) & {p.name for p in out.iterdir()}) if out.is_dir() else []
+    if out.is_dir() and not theirs:
+        _replace_folder(out, stage, replaced_names)
+        return
+    kept = out.with_name(f"{out.name}.kept-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    what = f"holds {', '.join(theirs[:3])} of another run" if theirs else "is a file"
     try:
         os.rename(stage, kept)
     except OSError:
         raise OutputError(
-            f"{out} appeared while this run was writing and is not replaced without "
-            "--overwrite; its outputs could not be kept elsewhere: run it again with "
-            "another output folder"
+            f"{out} appeared while the outputs were written and {what}: it is not replaced "
+            "unless asked (--overwrite), and the outputs could not be kept elsewhere; write "
+            "them again to another folder"
         ) from None
     raise OutputError(
-        f"{out} appeared while this run was writing and is not replaced without "
-        f"--overwrite; this run's outputs are in {kept}"
+        f"{out} appeared while the outputs were written and {what}: it is not replaced "
+        f"unless asked (--overwrite); the outputs are in {kept}"
     )
 
 

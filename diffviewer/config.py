@@ -785,7 +785,7 @@ def apply_overrides(config: SubtractionConfig, overrides: Sequence[str]) -> Subt
     for text in overrides:
         section, name, value = parse_override(text)
         given = merged.setdefault(section, {})
-        if name in given and given[name] != value:
+        if name in given and repr(given[name]) != repr(value):  # (nan != nan)
             raise ConfigError(
                 f"{section}.{name} is given twice, as {given[name]!r} and {value!r}; give it once"
             )

@@ -26,7 +26,6 @@ from diffviewer.exposure import (
     MaskPlane,
     describe_planes,
     map_by_rows,
-    planes_set,
     read_only,
     row_blocks,
     set_planes,
@@ -190,7 +189,11 @@ def _say_which_image(hdul: fits.HDUList, index: int, path: Path) -> None:
     the first, which was read: a multi-extension camera file, or an alert's triplet."""
     others = _other_images(hdul, index)
     if others:
-        name = hdul[others[0]].name or others[0]
+        # by name where the name finds that HDU (the first of its name), else by index
+        name = hdul[others[0]].name
+        names = [h.name.upper() for h in hdul]
+        if not name or names.index(name.upper()) != others[0]:
+            name = str(others[0])
         log.warning(
             "%s: no extension named, so HDU %s, the first 2-D image, is read; the file also "
             "holds %s: name the one to read, e.g. %s[%s]",
@@ -661,14 +664,14 @@ def _check_usable(
 ) -> None:
     """Raise when every pixel carries a plane that makes it unusable, naming the planes
     (``named``: the mask read had ``MP_*`` cards naming its planes)."""
-    if planes_set(bits, int(MaskPlane.NO_DATA)).all():
+    everywhere = unusable_everywhere(bits)
+    if everywhere is None:
+        return
+    if MaskPlane.NO_DATA in everywhere:
         raise InputError(
             f"image {source} has no usable pixel (zero weight or no data everywhere); "
             "check the weight and mask files"
         )
-    everywhere = unusable_everywhere(bits)
-    if everywhere is None:
-        return
     names = describe_planes(everywhere)
     why = []
     if MaskPlane.BAD in everywhere and not named:

@@ -188,9 +188,28 @@ def check_output_dir(out_dir: str | Path, inputs: Sequence[str | Path], overwrit
     OutputError
         When the folder holds an input file (at any depth), is an input file or another
         file, is the working folder or holds it, exists and is not empty without
-        ``overwrite``, or when no folder can be created where it is to be staged.
+        ``overwrite`` (or with it, but is not writable), cannot be looked into, or when
+        no folder can be created where it is to be staged.
     """
-    out = Path(out_dir).expanduser().resolve()
+    try:
+        out = Path(out_dir).expanduser().resolve()
+    except FileNotFoundError:
+        raise OutputError(
+            f"output folder {out_dir} is relative to the working folder, which no longer "
+            "exists; give an absolute output folder"
+        ) from None
+    try:
+        _check_folder(out, inputs, overwrite)
+    except PermissionError as exc:
+        raise OutputError(
+            f"cannot look into {exc.filename or out} ({exc.strerror}) to check the output "
+            f"folder {out}; choose an output folder you can write into"
+        ) from None
+    return out
+
+
+def _check_folder(out: Path, inputs: Sequence[str | Path], overwrite: bool) -> None:
+    """:func:`check_output_dir`'s checks of the resolved folder ``out``."""
     sources = _input_files(inputs)
     for source in sources:
         if out in source.parents:
@@ -211,18 +230,18 @@ def check_output_dir(out_dir: str | Path, inputs: Sequence[str | Path], overwrit
             raise OutputError(
                 f"output path {out} is {what}, not a folder; choose a folder for --out"
             )
-        if not overwrite and any(out.iterdir()):
+        holds = any(out.iterdir())
+        if holds and not overwrite:
             raise OutputError(
                 f"output folder {out} already exists and is not empty; "
                 "pass --overwrite to replace its files, or choose another folder"
             )
-        if not os.access(out, os.W_OK | os.X_OK):
+        if holds and not os.access(out, os.W_OK | os.X_OK):
             raise OutputError(
                 f"output folder {out} is not writable: its earlier files could not be "
                 "replaced; make it writable, or choose another output folder"
             )
     _check_stageable(out)
-    return out
 
 
 def _working_folder() -> Path | None:
@@ -387,9 +406,13 @@ def read_pairs_csv(path: str | Path) -> list[tuple[str, str, str]]:
     pairs: list[tuple[str, str, str]] = []
     lines: dict[str, int] = {}
     for line, row in rows:
-        if any("\n" in value for value in row.values() if isinstance(value, str)):
+        values = [value for value in row.values() if isinstance(value, str)]
+        if any("\n" in value for value in values):
+            # lines the row's values run over (an unclosed quote's hold the file's last
+            # newline too)
+            start = line - sum(value.rstrip("\r\n").count("\n") for value in values)
             raise InputError(
-                f"pairs list {path}, line {line}: a value spans several lines, as when a "
+                f"pairs list {path}, line {start}: a value runs on to line {line}, as when a "
                 'quote (") is opened and not closed; close or remove the quote'
             )
         specs = [(row.get(k) or "").strip() for k in ("science", "template")]

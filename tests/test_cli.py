@@ -282,7 +282,10 @@ def test_batch_refuses_names_that_leave_the_output_folder(tmp_path: Path, capsys
     [
         ("science,template\na.fits\n", "spec is empty"),
         # an unclosed quote took the lines after it as one value: "spec is empty" before
-        ('science,template\n"a.fits,b.fits\nc.fits,d.fits\n', "line 3: a value spans several"),
+        (
+            'science,template\na.fits,b.fits\n"c.fits,d.fits\ne.fits,f.fits\ng.fits,h.fits\n',
+            "line 3: a value runs on to line 5, as when a quote",
+        ),
         (b"\xff\xfe\x00bad", "cannot be read as a UTF-8 CSV"),
         (None, "cannot be read as a UTF-8 CSV"),  # a folder
     ],

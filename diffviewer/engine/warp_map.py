@@ -13,8 +13,6 @@ the warp's conservation of flux, are the mapping's Jacobian determinant on the s
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 from astropy.wcs import WCS
 from scipy.interpolate import RectBivariateSpline
@@ -34,13 +32,15 @@ def _to_template(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Template pixel coordinates (0-based) of science pixels, through the sky; NaN off the sky.
 
-    Points off the template's projection are NaN; when all are, astropy's iterative
-    inversion warns of an all-NaN slice, which says nothing the NaNs do not (a template
-    of another part of the sky is said by the coverage it leaves).
+    Points off the template's projection are NaN. When all are (a template of another
+    part of the sky, said by the coverage it leaves), the distortion's iterative
+    inversion is not run: on nothing but NaNs astropy warns of an all-NaN slice.
     """
-    with np.errstate(invalid="ignore"), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "All-NaN slice encountered", RuntimeWarning)
+    with np.errstate(invalid="ignore"):
         ra, dec = science_wcs.all_pix2world(x, y, 0)
+        if not np.isfinite(template_wcs.wcs_world2pix(ra, dec, 0)[0]).any():
+            nowhere = np.full(np.shape(ra), np.nan)
+            return nowhere, nowhere.copy()
         tx, ty = template_wcs.all_world2pix(ra, dec, 0, quiet=True)
     return np.asarray(tx, dtype=np.float64), np.asarray(ty, dtype=np.float64)
 

@@ -673,6 +673,12 @@ def test_the_working_folder_and_those_above_it_are_refused_as_outputs(
         with pytest.raises(OutputError, match=r"is the working folder or holds it"):
             check_output_dir(out, [], overwrite=True)
     assert check_output_dir("run1", [], overwrite=False) == here / "run1"
+    # The working folder removed: a relative folder cannot be found (an internal error
+    # before), an absolute one still can.
+    here.rmdir()
+    with pytest.raises(OutputError, match=r"run1 is relative to the working folder, which no"):
+        check_output_dir("run1", [], overwrite=False)
+    assert check_output_dir(tmp_path / "run2", [], overwrite=False) == tmp_path / "run2"
 
 
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
@@ -707,11 +713,11 @@ def test_staged_outputs_appear_whole_or_not_at_all(tmp_path: Path) -> None:
 def test_a_folder_that_appears_during_a_run_is_not_replaced_without_overwrite(
     tmp_path: Path,
 ) -> None:
-    # The folder was checked before the run, but another run (or the user) made it while
-    # the outputs were written: it was replaced, a file of its own carried into it.
+    # The folder was checked before the run, but another run made it while the outputs
+    # were written: it was replaced, a file of its own carried into it.
     out = tmp_path / "out"
-    with pytest.raises(OutputError, match=r"appeared while this run was writing") as raised:
-        with staged_output_dir(out, [], overwrite=False) as stage:
+    with pytest.raises(OutputError, match=r"appeared .* holds a\.txt of another run") as raised:
+        with staged_output_dir(out, [], overwrite=False, replaced_names=["a.txt"]) as stage:
             atomic_write_text(stage / "a.txt", "mine")
             out.mkdir()
             (out / "a.txt").write_text("theirs")
@@ -719,12 +725,17 @@ def test_a_folder_that_appears_during_a_run_is_not_replaced_without_overwrite(
     kept = [p for p in tmp_path.iterdir() if p != out]
     assert len(kept) == 1 and str(kept[0]) in str(raised.value)
     assert (kept[0] / "a.txt").read_text() == "mine"
-    # An empty folder made meanwhile holds nothing to lose: the outputs take its place.
-    other = tmp_path / "other"
-    with staged_output_dir(other, [], overwrite=False) as stage:
-        atomic_write_text(stage / "b.txt", "b")
-        other.mkdir()
-    assert [p.name for p in other.iterdir()] == ["b.txt"]
+    # A folder made meanwhile holding no output (the window saves its verdicts into the
+    # folder it saves to) takes the outputs, its own files carried over; an empty one too.
+    for name, theirs in (("verdicts", ["verdicts.json"]), ("empty", [])):
+        other = tmp_path / name
+        with staged_output_dir(other, [], overwrite=False, replaced_names=["b.txt"]) as stage:
+            atomic_write_text(stage / "b.txt", "b")
+            other.mkdir()
+            for file in theirs:
+                (other / file).write_text("{}")
+        assert sorted(p.name for p in other.iterdir()) == sorted(["b.txt", *theirs])
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
 def test_staged_files_are_on_disk_before_the_folder_moves_into_place(
@@ -802,6 +813,15 @@ def test_a_file_of_several_images_read_without_an_extension_says_which(
         f"{path}: no extension named, so HDU 1 SCI (40x40), the first 2-D image, is read; the "
         f"file also holds 2 REF (40x40), 3 DIFF (40x40): name the one to read, e.g. {path}[REF]"
     ]
+    caplog.clear()
+    # Two CCDs of one name: [SCI] would read the first again; the second is named by index.
+    chips = tmp_path / "chips.fits"
+    fits.HDUList(
+        [fits.PrimaryHDU(), *(fits.ImageHDU(images[k], name="SCI") for k in ("SCI", "REF"))]
+    ).writeto(chips)
+    with caplog.at_level("WARNING", logger="diffviewer"):
+        read_exposure(chips)
+    assert caplog.records[0].getMessage().endswith(f"e.g. {chips}[2]")
     caplog.clear()
     # Named, or one image with its planes (LSST's layout): nothing to say.
     lsst = tmp_path / "calexp.fits"

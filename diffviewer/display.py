@@ -3,8 +3,8 @@
 Everything a view needs to turn a science array into pixels on screen, computed as
 plain numpy so that the GUI's worker can run it off the GUI thread:
 
-- :func:`display_array`: a NaN-free float32 C-contiguous copy (or the input itself
-  when it already is one) for ``pyqtgraph.ImageItem``;
+- :func:`display_array`: a float32 C-contiguous copy (or the input itself when it
+  already is one) for ``pyqtgraph.ImageItem``, NaN only where a pixel has no data;
 - :func:`compute_levels`: black and white points (zscale, percentiles, min/max,
   manual), optionally symmetric around zero for difference and score images;
 - :func:`make_lut`: a 256-entry uint8 RGBA look-up table that applies a stretch
@@ -109,6 +109,11 @@ PLANE_COLOURS: dict[MaskPlane, tuple[int, int, int]] = {
     MaskPlane.SAT_TEMPLATE: (0, 128, 255),
 }
 
+#: What a view shows where a pixel has no data (:func:`display_array` makes it NaN, drawn
+#: transparent over the view's background): a dark brown that none of :data:`COLORMAPS`
+#: holds, as DS9 gives NaN a colour of its own.
+NO_DATA_COLOUR: tuple[int, int, int] = (72, 48, 24)
+
 # Largest number of pixels sampled for percentile and min/max levels: the levels of a
 # display do not need every pixel of a 4k x 4k image (the sampling error of a 99.9th
 # percentile from 1e6 pixels is ~1e-3 of the range, far below a grey level).
@@ -201,28 +206,37 @@ def default_settings(view: str) -> DisplaySettings:
     return DisplaySettings()
 
 
-def display_array(image: np.ndarray) -> np.ndarray:
-    """A float32, C-contiguous, NaN-free version of ``image`` for display.
+def display_array(image: np.ndarray, blank: np.ndarray | None = None) -> np.ndarray:
+    """A float32, C-contiguous version of ``image`` for display.
 
-    Non-finite pixels become the median of the finite ones (0 when there are none),
-    so they show as background rather than as a saturated colour.
+    Non-finite pixels become the median of the finite ones (0 when there are none), so
+    they show as background rather than as a saturated colour. Pixels ``blank`` marks
+    (without data) become NaN: an image item draws them transparent and
+    :func:`compute_levels` leaves them out.
 
     Parameters
     ----------
     image : numpy.ndarray
         2-D array of any real dtype (not modified).
+    blank : numpy.ndarray, optional
+        Boolean, ``image``'s shape: pixels without data.
 
     Returns
     -------
     numpy.ndarray
-        The input itself when it is already float32, contiguous and finite; a copy otherwise.
+        The input itself when it is already float32, contiguous and finite and nothing is
+        blank; a copy otherwise.
     """
     out = np.ascontiguousarray(image, dtype=np.float32)
     finite = np.isfinite(out)
-    if finite.all():
+    blank = None if blank is None or not blank.any() else blank
+    if finite.all() and blank is None:
         return out
-    fill = float(np.median(out[finite])) if finite.any() else 0.0
+    usable = finite if blank is None else finite & ~blank
+    fill = float(np.median(out[usable])) if usable.any() else 0.0
     out = np.where(finite, out, np.float32(fill)).astype(np.float32, copy=False)
+    if blank is not None:
+        out[blank] = np.nan
     return out
 
 

@@ -17,7 +17,7 @@ from astropy.table import Table
 from diffviewer.config import SubtractionConfig
 from diffviewer.exposure import mask_plane_names
 from diffviewer.gui import columns
-from diffviewer.gui.model import VIEW_TITLES
+from diffviewer.gui.model import VIEW_TITLES, matched_title, no_data, view_masks
 from diffviewer.gui.verdicts import Verdict
 from diffviewer.stats import robust_std
 
@@ -52,6 +52,36 @@ def residual_samples(result: Any) -> list[tuple[str, dict[str, np.ndarray]]]:
         (title, {norm: getattr(diag, f"{prefix}_{suffix}") for norm, suffix in RESIDUAL_NORMS})
         for title, prefix in RESIDUAL_PANELS
     ]
+
+
+def residual_note(result: Any) -> str:
+    """What the residual histograms' unit is and why their width may differ from N(0, 1):
+    the one renormalisation sets the variance plane by the noise at PSF scale (what
+    detection and PSF fluxes see), and where the noise is correlated (resampled inputs, a
+    decorrelated difference) one pixel's scatter is not that.
+
+    Parameters
+    ----------
+    result : SubtractionResult
+
+    Returns
+    -------
+    str
+    """
+    renorm = result.renormalisation
+    unit = (
+        f"“{RESIDUAL_NORMS[0][0]}”: the difference's variance plane, scaled by "
+        f"{renorm.variance_factor:.3g} so that its noise at PSF scale (what detection and "
+        "PSF fluxes see) is as predicted"
+        if renorm.applied
+        else f"“{RESIDUAL_NORMS[0][0]}”: the difference's variance plane, not rescaled "
+        f"({renorm.reason.rstrip('.')})"
+    )
+    return (
+        f"{unit}. N(0, 1), in red, is the width of uncorrelated noise; where neighbouring "
+        "pixels' noise is correlated (resampled or coadded inputs, a decorrelated "
+        "difference), one pixel's scatter differs from the noise at PSF scale."
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -405,6 +435,19 @@ def n_detections(diasources: Table) -> int:
     return len(diasources) - int(np.sum(np.asarray(diasources["sky_source"], bool)))
 
 
+def _view_value(result: Any, array: np.ndarray, name: str, blank: bool, iy: int, ix: int) -> str:
+    """One view's value at a pixel for the readout: "no data" where the view's mask says
+    so (the engine holds 0 there), "undefined" where the score's own mask does (no
+    measurement, as the catalog's ``score_peak``, :func:`measure.score_at`, is NaN)."""
+    from diffviewer.engine.measure import score_at
+
+    if blank:
+        return "no data"
+    if name == "score" and result.score is not None and np.isnan(score_at(result.score, iy, ix)):
+        return "undefined (the score's mask)"
+    return f"{float(array[iy, ix]):.5g}"
+
+
 def pixel_readout(result: Any, arrays: Mapping[str, np.ndarray], x: float, y: float) -> str:
     """What the cursor points at: position, sky coordinates, the value in every view, mask bits.
 
@@ -422,8 +465,6 @@ def pixel_readout(result: Any, arrays: Mapping[str, np.ndarray], x: float, y: fl
     str
         Rich text; empty outside the image.
     """
-    from diffviewer.engine.measure import score_at
-
     ix, iy = round(x), round(y)
     ny, nx = result.science.shape
     if not (0 <= ix < nx and 0 <= iy < ny):
@@ -433,22 +474,13 @@ def pixel_readout(result: Any, arrays: Mapping[str, np.ndarray], x: float, y: fl
     if result.science.has_celestial_wcs:
         ra, dec = result.science.wcs.pixel_to_world_values(float(ix), float(iy))
         lines.append(f"<b>RA</b> {float(ra):.6f}°  <b>Dec</b> {float(dec):+.6f}°")
-    for name, title in VIEW_TITLES.items():
+    masks = view_masks(result)
+    blank = {name: bool(no_data(mask[iy, ix])) for name, mask in masks.items()}
+    titles = VIEW_TITLES | {"matched": matched_title(result.kernel.convolved)}
+    for name, title in titles.items():
         if name in arrays and name != "mask":
-            # 0 where the score's own mask says it is not defined: no measurement, as the
-            # catalog's score_peak (measure.score_at) is NaN there
-            undefined = (
-                name == "score"
-                and getattr(result, "score", None) is not None
-                and bool(np.isnan(score_at(result.score, iy, ix)))
-            )
-            value = (
-                "undefined (the score's mask)"
-                if undefined
-                else f"{float(arrays[name][iy, ix]):.5g}"
-            )
-            lines.append(f"{title}: {value}")
-    if "difference" in arrays and "variance" in arrays:
+            lines.append(f"{title}: {_view_value(result, arrays[name], name, blank[name], iy, ix)}")
+    if "difference" in arrays and "variance" in arrays and not blank["difference"]:
         variance = float(arrays["variance"][iy, ix])
         if variance > 0:
             snr = float(arrays["difference"][iy, ix]) / np.sqrt(variance)

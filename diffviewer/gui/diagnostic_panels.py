@@ -227,19 +227,28 @@ class ResidualPanel(QWidget):
         bar.addWidget(self.norm_box)
         bar.addWidget(self.log_box)
         bar.addStretch(1)
+        self.note = QLabel()
+        self.note.setWordWrap(True)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addLayout(bar)
+        layout.addWidget(self.note)
         layout.addWidget(self.canvas, 1)
 
-    def set_data(self, panels: Sequence[tuple[str, Mapping[str, np.ndarray]]]) -> None:
+    def set_data(
+        self, panels: Sequence[tuple[str, Mapping[str, np.ndarray]]], note: str = ""
+    ) -> None:
         """Show residual samples.
 
         Parameters
         ----------
         panels : sequence of (str, mapping of str to numpy.ndarray)
             Panel title and, per normalisation name, the normalised residual values.
+        note : str, optional
+            What their unit is (:func:`~diffviewer.gui.content.residual_note`).
         """
+        self.note.setText(note)
+        self.note.setVisible(bool(note))
         self._panels = panels
         norms = list(panels[0][1]) if panels else []
         current = self.norm_box.currentText()

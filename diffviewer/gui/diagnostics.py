@@ -58,7 +58,9 @@ class DiagnosticsTabs(QTabWidget):
         if panel is self.kernel_panel:
             self.kernel_panel.set_data(**content.kernel_views(result))
         elif panel is self.residual_panel:
-            self.residual_panel.set_data(content.residual_samples(result))
+            self.residual_panel.set_data(
+                content.residual_samples(result), content.residual_note(result)
+            )
         elif panel is self.ab_panel:
 
             def entry(o: RunOutcome) -> RunView:

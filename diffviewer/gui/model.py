@@ -22,7 +22,7 @@ from diffviewer import display
 from diffviewer.config import SubtractionConfig
 from diffviewer.engine.progress import CancelToken, ProgressCallback
 from diffviewer.errors import InputError
-from diffviewer.exposure import Exposure
+from diffviewer.exposure import Exposure, MaskPlane
 from diffviewer.log_notes import collected_warnings
 
 #: Image views in display order, with their titles (template: warped to the science grid;
@@ -36,6 +36,20 @@ VIEW_TITLES: dict[str, str] = {
     "variance": "Difference variance",
     "mask": "Difference mask",
 }
+
+
+def matched_title(convolved: str) -> str:
+    """The matched view's title, naming the image the kernel convolved (``template`` or
+    ``science``): "matched" alone reads as the template's to a HOTPANTS or LSST user."""
+    return f"Matched {convolved}"
+
+
+def blink_frames(convolved: str) -> list[str]:
+    """The views blinked, in turn: the two images the difference subtracts, the matched
+    one in the image's own place (science first), then the difference."""
+    first, second = ("science", "matched") if convolved == "template" else ("matched", "template")
+    return [first, second, "difference"]
+
 
 #: Views shown from the start; the others on demand.
 MAIN_VIEWS: tuple[str, ...] = ("science", "template", "matched", "difference", "score")
@@ -264,11 +278,37 @@ def view_arrays(result: Any) -> dict[str, np.ndarray]:
     return arrays
 
 
+def view_masks(result: Any) -> dict[str, np.ndarray]:
+    """The mask plane behind each image view: the science's, the warped template's, and
+    the difference's for the views made from both (the one place that maps views to
+    masks; the mask view has none of its own).
+
+    Parameters
+    ----------
+    result : SubtractionResult
+        A finished run.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        Keyed by the names of :data:`VIEW_TITLES` but ``mask``.
+    """
+    difference = result.difference.mask
+    masks = {"science": result.science.mask, "template": result.template.exposure.mask}
+    return masks | {name: difference for name in ("matched", "difference", "score", "variance")}
+
+
+def no_data(mask: np.ndarray) -> np.ndarray:
+    """Where a mask has its ``NO_DATA`` plane: pixels without data (the engine holds 0
+    there, a value no view should show or scale by)."""
+    return (mask & int(MaskPlane.NO_DATA)) != 0
+
+
 #: A view ready to draw: its display array and default levels.
 PreparedView = tuple[np.ndarray, tuple[float, float]]
 
 
-def prepare_view(name: str, array: np.ndarray) -> PreparedView:
+def prepare_view(name: str, array: np.ndarray, blank: np.ndarray | None = None) -> PreparedView:
     """Display array and default levels of one view's engine image (run in the worker).
 
     Parameters
@@ -278,19 +318,28 @@ def prepare_view(name: str, array: np.ndarray) -> PreparedView:
         view's levels span its bit values.
     array : numpy.ndarray
         The engine image.
+    blank : numpy.ndarray, optional
+        Its pixels without data (:func:`no_data`): not drawn (their NO_DATA colour shows
+        through) and left out of the levels, so a NaN-padded cutout's sky is scaled by
+        its own pixels, not by the zeros the engine holds beyond them.
 
     Returns
     -------
     (numpy.ndarray, (float, float))
     """
-    image = display.display_array(array)
     if name == "mask":
-        return image, (0.0, float(max(int(array.max()), 1)))
+        return display.display_array(array), (0.0, float(max(int(array.max()), 1)))
+    image = display.display_array(array, blank)
     return image, display.compute_levels(image, display.default_settings(name))
 
 
+#: A view prepared while its run went on: the engine array it was made from, the view, and
+#: whether its pixels without data were known then (the science's, from its mask).
+EarlyView = tuple[np.ndarray, PreparedView, bool]
+
+
 def prepare_display(
-    result: Any, ready: Mapping[str, tuple[np.ndarray, PreparedView]] | None = None
+    result: Any, ready: Mapping[str, EarlyView] | None = None
 ) -> tuple[dict[str, np.ndarray], dict[str, tuple[float, float]]]:
     """Display arrays and default levels of every view (run in the worker).
 
@@ -298,10 +347,10 @@ def prepare_display(
     ----------
     result : SubtractionResult
     ready : mapping, optional
-        Views prepared while the run went on, by name: (the engine array each was
-        prepared from, the prepared view). One is reused when the result holds that very
-        array (engine arrays are read-only), so what a view showed before the run ended
-        is what it shows after.
+        Views prepared while the run went on, by name (:data:`EarlyView`). One is reused
+        when the result holds that very array (engine arrays are read-only) and its blank
+        pixels were known or it has none, so what a view showed before the run ended is
+        what it shows after.
 
     Returns
     -------
@@ -311,10 +360,18 @@ def prepare_display(
     ready = ready or {}
     images: dict[str, np.ndarray] = {}
     levels: dict[str, tuple[float, float]] = {}
+    masks = view_masks(result)
+    blanks: dict[int, np.ndarray] = {}  # the views made from both share one mask
     for name, array in view_arrays(result).items():
+        mask = masks.get(name)
+        if mask is not None and id(mask) not in blanks:
+            blanks[id(mask)] = no_data(mask)
+        blank = None if mask is None else blanks[id(mask)]
         early = ready.get(name)
-        view = early[1] if early is not None and early[0] is array else prepare_view(name, array)
-        images[name], levels[name] = view
+        if early is not None and early[0] is array and (early[2] or not np.any(blank)):
+            images[name], levels[name] = early[1]
+        else:
+            images[name], levels[name] = prepare_view(name, array, blank)
     return images, levels
 
 
@@ -348,20 +405,26 @@ def run_job(
         t0 = time.perf_counter()
         progress("read", 0.0)
         partial = getattr(progress, "partial", None)  # the GUI's worker shows stages
-        ready: dict[str, tuple[np.ndarray, PreparedView]] = {}
+        ready: dict[str, EarlyView] = {}
 
         def stage(name: str, products: Mapping[str, np.ndarray]) -> None:
             if partial is None:
                 return
             new = {k: v for k, v in products.items() if k not in ready or ready[k][0] is not v}
+            # the engine's stages hand over images, not masks: blank pixels are known when
+            # the outcome is prepared (prepare_display)
             views = {k: prepare_view(k, v) for k, v in new.items()}
-            ready.update({k: (new[k], views[k]) for k in views})
+            ready.update({k: (new[k], views[k], False) for k in views})
             if views:
                 partial(views)
 
         with collected_warnings() as read_notes:
             sci = pair.read_science()
-            stage("read", {"science": sci.image})  # on screen while the template is read
+            # on screen while the template is read, its blank pixels known from its mask
+            if partial is not None:
+                view = prepare_view("science", sci.image, no_data(sci.mask))
+                ready["science"] = (sci.image, view, True)
+                partial({"science": view})
             tmpl = pair.read_template()
         t1 = time.perf_counter()
         if runner is None:

@@ -285,6 +285,7 @@ class ParameterPanel(QWidget):
         self._editors: dict[tuple[str, str], _Editor] = {}
         self._defaults = SubtractionConfig()
         self._base = self._defaults
+        self._shown = False  # whether a run is on screen (set_base)
         inner = QWidget()
         form_box = QVBoxLayout(inner)
         for section, cls in SECTION_TYPES.items():
@@ -331,7 +332,8 @@ class ParameterPanel(QWidget):
         self._on_edit()
 
     def set_config(self, config: SubtractionConfig) -> None:
-        """Show ``config`` (the config of what is on screen) and mark it as run."""
+        """Show ``config`` (the config the window starts with, or a run's) and mark it as
+        run."""
         self._base = config
         for (section, name), editor in self._editors.items():
             editor.set_value(getattr(getattr(config, section), name))
@@ -353,6 +355,13 @@ class ParameterPanel(QWidget):
             if not editor.differs(self._base):
                 editor.set_value(getattr(getattr(config, section), name))
         self._base = config
+        self._shown = True
+        self._refresh()
+
+    def set_nothing_shown(self) -> None:
+        """Say that no run is on screen (a new pair, before its first run ends), so the
+        status names the config Run will use, not views that show nothing."""
+        self._shown = False
         self._refresh()
 
     def reset(self) -> None:
@@ -417,9 +426,17 @@ class ParameterPanel(QWidget):
             self.status.setText(f"<b>Invalid:</b> {exc}")
             return
         if edited == self._base:
-            self.status.setText(f"Config on screen (digest {self._base.digest()}).")
-        else:
             self.status.setText(
-                f"<b>Edited</b> (digest {edited.digest()}); the views still show "
-                f"digest {self._base.digest()}: press Run to apply."
+                f"Config on screen (digest {edited.digest()})."
+                if self._shown
+                else f"No run on screen; Run uses digest {edited.digest()}."
+            )
+        else:
+            shown = (
+                f"the views still show digest {self._base.digest()}"
+                if self._shown
+                else "no run on screen"
+            )
+            self.status.setText(
+                f"<b>Edited</b> (digest {edited.digest()}); {shown}: press Run to apply."
             )

@@ -114,6 +114,7 @@ class Review:
         if not rows.size:
             return
         self.selected = source_id
+        self.w.status.clearMessage()  # "... hidden by the catalog filter" is about another
         x, y = float(dia["x"][rows[0]]), float(dia["y"][rows[0]])
         self._selected_xy = (x, y)
         self.w.area.centre_on(x, y)

@@ -146,6 +146,7 @@ class RunController:
             self.put(name, w.outcome.images.get(name), w.outcome.levels.get(name))
         w.refresh_overlays()
         w.update_mask_overlay()
+        w.refresh_readout()
 
     def _on_cancelled(self, lane: str, job_id: int) -> None:
         if lane == "run":
@@ -182,6 +183,8 @@ class RunController:
         w.progress.setValue(1000)
         first = all(p.data is None for p in w.area.panels.values())
         self.pending = set()
+        w.area.panels["matched"].set_title(model.matched_title(result.kernel.convolved))
+        w.area.blink_frames = model.blink_frames(result.kernel.convolved)
         for name in w.area.panels:
             self.put(name, outcome.images.get(name), outcome.levels.get(name))
         if first:
@@ -192,6 +195,7 @@ class RunController:
         w.review.show_run(outcome)
         w.refresh_overlays()
         w.update_mask_overlay()
+        w.refresh_readout()
         w.tabs.show_run(outcome, w.previous)
         # the run's own first: they judge its result; what reading said of the inputs after
         w.warnings.set_notes((*result.warnings, *outcome.read_notes))

@@ -14,11 +14,13 @@ from collections.abc import Sequence
 import numpy as np
 import pyqtgraph as pg
 from PyQt6.QtCore import QPointF, QRectF, Qt, QTimer, pyqtSignal
+from PyQt6.QtGui import QColor, QPen
 from PyQt6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
+    QGraphicsRectItem,
     QGridLayout,
     QHBoxLayout,
     QLabel,
@@ -48,6 +50,13 @@ _BAR_STOPS = 16
 _HIST_MARGIN = 0.5
 _HIST_BINS = 200
 _HIST_PIXELS = 400
+
+
+def _finite_range(image: np.ndarray) -> tuple[float, float]:
+    """Levels of an image shown without its own: the range of its pixels with data."""
+    if not np.isfinite(image).any():
+        return 0.0, 1.0
+    return float(np.nanmin(image)), float(np.nanmax(image)) + 1e-9
 
 
 class LevelsImageItem(pg.ImageItem):
@@ -114,6 +123,12 @@ class ImagePanel(QWidget):
         self.view.disableAutoRange()  # ranges are set explicitly (and shared through links)
         self.image = LevelsImageItem(axisOrder="row-major")
         self.image.setAutoDownsample(True)
+        # Under the image, its size: seen where a pixel has no data (drawn transparent).
+        self.blank_item = QGraphicsRectItem()
+        self.blank_item.setBrush(QColor(*display.NO_DATA_COLOUR))
+        self.blank_item.setPen(QPen(Qt.PenStyle.NoPen))
+        self.blank_item.setZValue(-1)
+        self.view.addItem(self.blank_item)
         self.view.addItem(self.image)
         self.mask_item = pg.ImageItem(axisOrder="row-major")
         self.mask_item.setZValue(5)
@@ -206,7 +221,7 @@ class ImagePanel(QWidget):
 
     @property
     def data(self) -> np.ndarray | None:
-        """The array shown (display-ready float32), or None."""
+        """The array shown (display-ready float32, NaN where a pixel has no data), or None."""
         return self._data
 
     def set_title(self, title: str) -> None:
@@ -219,10 +234,12 @@ class ImagePanel(QWidget):
     ) -> None:
         """Show a display-ready image with explicit levels (None clears the view)."""
         self._data = image
+        self.blank_item.setVisible(image is not None)
         if image is None:
             self.image.clear()
             return
-        lv = levels if levels is not None else (float(image.min()), float(image.max()) + 1e-9)
+        self.blank_item.setRect(QRectF(-0.5, -0.5, image.shape[1], image.shape[0]))
+        lv = levels if levels is not None else _finite_range(image)
         self.image.setImage(image, autoLevels=False)
         # after the image: levels the histogram set before any image are applied by setImage
         self.image.setLevels(lv)

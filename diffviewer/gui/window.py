@@ -104,6 +104,7 @@ class MainWindow(QMainWindow):
         )
         #: The engine arrays behind the views of the run on screen.
         self.raw: dict[str, np.ndarray] = {}
+        self._hover: tuple[float, float] | None = None  # the cursor's last image position
         self.closing = False
 
         self.area = ImageArea([(n, model.VIEW_TITLES[n]) for n in model.VIEW_TITLES])
@@ -179,6 +180,8 @@ class MainWindow(QMainWindow):
         self.progress.setMaximumWidth(260)
         self.step_label = QLabel("idle")
         self.marker_note = QLabel()
+        # apart from the run's step that follows it ("... zoom in for more" ran into "done")
+        self.marker_note.setContentsMargins(0, 0, 12, 0)
         status = self.statusBar()
         assert status is not None
         self.status = status
@@ -216,6 +219,8 @@ class MainWindow(QMainWindow):
         self.review.clear()
         self.tabs.clear()
         self.readout.readout.setText("Move the cursor over an image.")
+        self._hover = None
+        self.params.set_nothing_shown()
         self.warnings.set_notes([])
         self.registration.show_warp(None)
         self.setWindowTitle(f"diffviewer — {pair.label}")
@@ -340,6 +345,15 @@ class MainWindow(QMainWindow):
             show_mask(self.area, self.readout, self.raw["mask"])
 
     def _on_hover(self, x: float, y: float) -> None:
+        self._hover = (x, y)
+        self.refresh_readout()
+
+    def refresh_readout(self) -> None:
+        """The cursor readout at the last position the cursor was over an image (a run that
+        ends under a still cursor replaces "Pixel values come with the run's outcome")."""
+        if self._hover is None:
+            return
+        x, y = self._hover
         if self.runs.pending:  # the views show a run whose arrays come with its outcome
             self.readout.readout.setText("Pixel values come with the run's outcome.")
         elif self.outcome is not None:

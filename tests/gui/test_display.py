@@ -30,6 +30,21 @@ def test_display_array_replaces_non_finite_with_median_and_keeps_clean_input() -
     assert out[0, 0] == pytest.approx(100.0, abs=1.0)
 
 
+def test_pixels_without_data_are_nan_and_left_out_of_the_fill_and_the_levels() -> None:
+    img = _noise()
+    img[:, :64] = 0.0  # the engine's value where there is no data: a quarter of the image
+    img[5, 100] = np.nan
+    blank = np.zeros(img.shape, dtype=bool)
+    blank[:, :64] = True
+    out = display.display_array(img, blank)
+    assert np.isnan(out[blank]).all() and np.isfinite(out[~blank]).all()
+    assert out[5, 100] == pytest.approx(100.0, abs=1.0)  # filled from the pixels with data
+    lo, hi = display.compute_levels(out, display.DisplaySettings())
+    # zscale of the sky alone (100 +- 10); the zeros had put the black point near 0
+    assert 60.0 < lo < 100.0 < hi < 140.0
+    assert display.display_array(_noise(), np.zeros(img.shape, dtype=bool)).dtype == np.float32
+
+
 def test_percentile_levels_bracket_the_right_fraction_of_pixels() -> None:
     img = _noise()
     for mode, frac in (("99", 0.99), ("99.5", 0.995), ("99.9", 0.999)):

@@ -272,6 +272,26 @@ def _check_stageable(out: Path) -> None:
         ) from None
 
 
+def make_batch_folder(out: Path) -> None:
+    """Create a batch's folder (and the folders above it) and check, before any pair runs,
+    that a pair's folder can be made in it (a trial folder, made and removed).
+
+    Raises
+    ------
+    OutputError
+        When the folder cannot be created or written into (a read-only file system or
+        folder, no permission).
+    """
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        os.rmdir(tempfile.mkdtemp(prefix=".trial-", dir=out))
+    except OSError as exc:
+        raise OutputError(
+            f"cannot write into the batch folder {out} ({exc.strerror or exc}): every pair "
+            "writes its folder there; make it writable, or choose another --out"
+        ) from None
+
+
 #: Separates the pieces of a template in one spec (a pairs list's template column).
 TEMPLATE_SEPARATOR = ";"
 
@@ -330,7 +350,8 @@ def identity_digest(identity: Sequence[str]) -> str:
 
 
 def default_pair_name(stems: Sequence[str], identity: Sequence[str]) -> str:
-    """The name of an unnamed pair: ``<science stem>__<template stem>__<hash8>``.
+    """The name of an unnamed pair: ``<science stem>__<template stem>__<hash8>``, the
+    stems cut to fit :data:`MAX_NAME_BYTES`.
 
     The hash (8 hex digits of :func:`identity_digest`) keeps apart pairs whose files
     share their names, e.g. ``/n1/sci.fits`` and ``/n2/sci.fits`` against one template.
@@ -348,7 +369,19 @@ def default_pair_name(stems: Sequence[str], identity: Sequence[str]) -> str:
     -------
     str
     """
-    return "__".join([*stems, identity_digest(identity)[:8]])
+    name = "__".join([*stems, identity_digest(identity)[:8]])
+    if len(name.encode("utf-8")) <= MAX_NAME_BYTES:
+        return name
+    # long file names: each stem cut to its share (the hash keeps the pairs apart)
+    share = (MAX_NAME_BYTES - 12) // len(stems)
+    cut = [stem.encode("utf-8")[:share].decode("utf-8", errors="ignore") for stem in stems]
+    return "__".join([*cut, identity_digest(identity)[:8]])
+
+
+#: Longest pair name (UTF-8 bytes): an output folder's, whose staging folder adds
+#: :func:`diffviewer.atomic.staging_name`'s ~40 characters and the host's name, within the
+#: 255 bytes a file name may have.
+MAX_NAME_BYTES = 160
 
 
 #: Names a pair cannot take: the batch folder's own files (diffviewer.batch.summary).
@@ -407,6 +440,14 @@ def read_pairs_csv(path: str | Path) -> list[tuple[str, str, str]]:
     lines: dict[str, int] = {}
     for line, row in rows:
         values = [value for value in row.values() if isinstance(value, str)]
+        extra = row.get(None)  # DictReader's surplus fields (its restkey)
+        if extra:
+            raise InputError(
+                f"pairs list {path}, line {line}: {len(columns) + len(extra)} fields where the "
+                f"header has {len(columns)} ({','.join(columns)}); a template in pieces "
+                f"separates them with '{TEMPLATE_SEPARATOR}' (a.fits{TEMPLATE_SEPARATOR}b.fits), "
+                'and a value holding a comma is quoted ("a,b.fits")'
+            )
         if any("\n" in value for value in values):
             # lines the row's values run over (an unclosed quote's hold the file's last
             # newline too)
@@ -438,6 +479,13 @@ def read_pairs_csv(path: str | Path) -> list[tuple[str, str, str]]:
             raise InputError(
                 f"pairs list {path}, line {line}: name {name!r} is already the name of line "
                 f"{lines[name]}; give each pair a name of its own"
+            )
+        if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+            raise InputError(
+                f"pairs list {path}, line {line}: name {name[:40]!r}... is "
+                f"{len(name.encode('utf-8'))} bytes long; a pair's output folder name (and "
+                f"the staging folder named after it) must fit the file system: give a name "
+                f"of at most {MAX_NAME_BYTES} bytes"
             )
         if Path(name).name != name or name in (".", "..", *RESERVED_NAMES):
             raise InputError(

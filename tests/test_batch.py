@@ -24,12 +24,13 @@ from astropy.io import fits
 from astropy.table import Table
 
 from diffviewer import cli
+from diffviewer.atomic import staging_name
 from diffviewer.batch import BatchOptions, plan_batch, read_summary, runner, write_summary
 from diffviewer.batch.summary import COLUMN_NAMES, badness
 from diffviewer.batch.task import PairJob, run_job
 from diffviewer.config import SubtractionConfig, apply_overrides
 from diffviewer.io import demo_pair
-from diffviewer.paths import read_pairs_csv
+from diffviewer.paths import MAX_NAME_BYTES, default_pair_name, read_pairs_csv
 from diffviewer.results import incomplete_reason
 
 #: A constant kernel: the demo's 256 x 256 has about a dozen kernel stars.
@@ -248,6 +249,65 @@ def test_a_rerun_says_which_failures_it_keeps_and_how_to_retry_them(
     assert note in err.getvalue().splitlines(), err.getvalue()
 
 
+def test_names_and_paths_keep_their_spaces_in_the_summary(tmp_path: Path) -> None:
+    # the summary's folder and paths are the ones on disk (squeezed, "a  b" named none)
+    row = {
+        "name": "a  b",
+        "science": "/night/two  spaces/science.fits",
+        "template": "/night/two  spaces/template.fits",
+        "status": "failed",
+        "error": "a line\n  and  another",
+        "output": str(tmp_path / "a  b"),
+    }
+    write_summary(tmp_path, [row])
+    ecsv, fits_table = read_summary(tmp_path), Table.read(tmp_path / "summary.fits")
+    for column in ("name", "science", "template", "output"):
+        assert ecsv[column][0] == fits_table[column][0] == row[column]
+    assert ecsv["error"][0] == "a line and another"  # free text on one line
+
+
+def test_long_file_names_give_pair_names_a_folder_can_take(tmp_path: Path) -> None:
+    stem = "n" * 150
+    for name in (f"{stem}_sci.fits", f"{stem}_ref.fits"):
+        (tmp_path / name).touch()
+    (tmp_path / "pairs.csv").write_text(f"science,template\n{stem}_sci.fits,{stem}_ref.fits\n")
+    [(_, _, name)] = read_pairs_csv(tmp_path / "pairs.csv")
+    assert len(name.encode()) <= MAX_NAME_BYTES and name.startswith("nnn")
+    # the staging folder named after it (plus host and pid) is a name the system takes
+    (tmp_path / staging_name(name)).mkdir()
+    short = default_pair_name(["sci", "ref"], ["/a/sci.fits", "/a/ref.fits"])
+    assert short.startswith("sci__ref__")  # names that fit are as before
+
+
+def test_a_batch_folder_that_cannot_be_written_is_refused_before_any_pair(
+    tmp_path: Path, capsys
+) -> None:
+    pairs = make_pairs(tmp_path, names=("a",), bad=False)
+    (tmp_path / "file").write_text("")
+    code = cli.main(["batch", str(pairs), "--out", str(tmp_path / "file" / "night"), *QUICK])
+    err = capsys.readouterr().err.strip()
+    assert code == cli.EXIT_ERROR and "\n" not in err and "internal" not in err
+    assert f"cannot write into the batch folder {tmp_path / 'file' / 'night'}" in err
+
+
+def test_the_workers_memory_is_sized_on_every_pair(tmp_path: Path) -> None:
+    small, large = tmp_path / "small.fits", tmp_path / "large.fits"
+    fits.writeto(small, np.zeros((64, 64), np.uint8))
+    fits.writeto(large, np.zeros((3000, 3000), np.uint8))
+    config = quick_config()
+
+    def jobs(sciences: list[Path]) -> list[PairJob]:
+        return [
+            PairJob(f"p{i}", str(s), str(small), str(tmp_path / f"p{i}"), config)
+            for i, s in enumerate(sciences)
+        ]
+
+    # a night of cutouts then one large pair: sized on the first 20, its worker was killed
+    night = runner.worker_layout(jobs([small] * 30 + [large]), 1, 64e9, 2)
+    assert night == runner.worker_layout(jobs([large]), 1, 64e9, 2)
+    assert night[1] == 2 * (runner.WORKER_BASE_BYTES + runner.BYTES_PER_PIXEL * 3000**2)
+
+
 def test_a_folder_in_the_way_fails_with_advice_that_works(tmp_path: Path) -> None:
     pairs = read_pairs_csv(make_pairs(tmp_path, names=("a",), bad=False))
     out = tmp_path / "out"
@@ -258,6 +318,10 @@ def test_a_folder_in_the_way_fails_with_advice_that_works(tmp_path: Path) -> Non
     error = plan.kept["a"]["error"]
     assert str(out / "a") in error and "metadata.json is missing" in error
     assert "rerun with --overwrite --retry-failed" in error
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):  # said as a failure while running is
+        code = cli.main(["batch", str(tmp_path / "pairs.csv"), "--out", str(out), *QUICK])
+    assert code == cli.EXIT_ERROR and f"error: a: {error}" in err.getvalue().splitlines()
     write_summary(out, [plan.kept["a"]])
     # the advice as given runs the pair; --overwrite alone keeps the failure and says so
     advised = BatchOptions(out=out, config=quick_config(), overwrite=True, retry_failed=True)

@@ -9,6 +9,7 @@ what the next run makes of it, is then checked on disk.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +39,15 @@ if os.environ.get("KILL_AT_FOLDER_RENAME"):
                 os.killpg(os.getpgid(0), signal.SIGKILL)
         return done
     os.rename = rename
+if os.environ.get("KILL_READING"):  # a dask worker that opens that file dies, each time
+    import builtins, multiprocessing
+    _open = builtins.open
+    def opening(file, *args, **kwargs):
+        worker = multiprocessing.current_process().name.startswith("Dask Worker")
+        if worker and os.environ["KILL_READING"] in str(file):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return _open(file, *args, **kwargs)
+    builtins.open = opening
 if os.environ.get("KILL_AFTER_PLACING"):  # a marker file: once only
     _placing = os.rename
     def placing(src, dst, *args, **kwargs):
@@ -153,3 +163,30 @@ def test_a_pair_whose_worker_died_after_placing_it_is_done(tmp_path: Path) -> No
     assert done.returncode == 0, done.stderr
     rows = {r["name"]: r for r in read_summary(out)}
     assert (rows["a"]["status"], rows["a"]["error"]) == ("ok", "")
+
+
+@pytest.mark.slow
+def test_a_pair_that_kills_its_worker_fails_alone(tmp_path: Path) -> None:
+    """One worker, a pair whose every reading kills it, then a healthy pair: the second
+    pair runs on the restarted worker (dask had queued it on the dying one, whose death
+    counted against it too: it failed without running)."""
+    pairs = make_pairs(tmp_path, names=("b",), bad=False)
+    shutil.copy(tmp_path / "science.fits", tmp_path / "deadly.fits")
+    lines = pairs.read_text().splitlines()
+    lines.insert(1, "deadly.fits,template.fits,a")
+    pairs.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    batch = ["-m", "diffviewer", "batch", str(pairs), "--out", str(out), "--workers", "1"]
+    done = _killed_at(
+        0,
+        tmp_path / "hook",
+        [*batch, "--quiet", "--set", "kernel.spatial_order=0"],
+        KILL_READING="deadly.fits",
+    )
+    assert done.returncode == 1, done.stderr
+    rows = {r["name"]: r for r in read_summary(out)}
+    assert rows["a"]["status"] == "failed" and rows["a"]["error_kind"] == "internal"
+    assert "the worker running it died" in rows["a"]["error"]
+    assert "a worker may use" in rows["a"]["error"]  # its limit, and what to do
+    assert (rows["b"]["status"], rows["b"]["error"]) == ("ok", "")
+    assert "error: a:" in done.stderr and "error: b:" not in done.stderr

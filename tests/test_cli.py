@@ -286,6 +286,13 @@ def test_batch_refuses_names_that_leave_the_output_folder(tmp_path: Path, capsys
             'science,template\na.fits,b.fits\n"c.fits,d.fits\ne.fits,f.fits\ng.fits,h.fits\n',
             "line 3: a value runs on to line 5, as when a quote",
         ),
+        # a template in pieces typed with ',' ran against its first piece alone
+        (
+            "science,template\na.fits,t1.fits,t2.fits\n",
+            "line 2: 3 fields where the header has 2 (science,template); a template in "
+            "pieces separates them with ';'",
+        ),
+        (f"science,template,name\na.fits,b.fits,{'n' * 161}\n", "is 161 bytes long"),
         (b"\xff\xfe\x00bad", "cannot be read as a UTF-8 CSV"),
         (None, "cannot be read as a UTF-8 CSV"),  # a folder
     ],

@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import math
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import CancelledError
@@ -34,7 +35,13 @@ from diffviewer.batch.summary import (
 from diffviewer.batch.task import PairJob, run_job
 from diffviewer.config import SubtractionConfig
 from diffviewer.errors import ClusterLost, InputError
-from diffviewer.paths import TEMPLATE_SEPARATOR, ensure_not_input, parse_spec, template_specs
+from diffviewer.paths import (
+    TEMPLATE_SEPARATOR,
+    ensure_not_input,
+    make_batch_folder,
+    parse_spec,
+    template_specs,
+)
 from diffviewer.results import absolute_spec, incomplete_reason
 from diffviewer.termination import raise_if_terminated
 
@@ -48,8 +55,6 @@ WORKER_BASE_BYTES = 300e6
 #: peaks at 625 MB in a fresh process that holds 175 MB before (130 B/px); the limit is
 #: twice the estimate. benchmarks/bench_batch.py prints the figure of the pairs it runs.
 BYTES_PER_PIXEL = 150.0
-#: Headers read to size the workers' memory (the largest science image wins).
-SIZED_PAIRS = 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -228,8 +233,10 @@ def worker_layout(
     """Worker processes and the memory limit of each, from the size of the pairs.
 
     One pair needs about ``WORKER_BASE_BYTES + BYTES_PER_PIXEL * pixels`` (the
-    largest science image of the first ``SIZED_PAIRS`` pairs); the limit is twice
-    that, and there are as many workers as cores, pairs and 90 % of the memory allow.
+    largest science image of the list, from every pair's header: sized on the first 20,
+    a night of cutouts followed by one large pair had its worker killed twice there);
+    the limit is twice that, and there are as many workers as cores, pairs and 90 % of
+    the memory allow.
 
     Parameters
     ----------
@@ -247,7 +254,7 @@ def worker_layout(
     (int, float)
         Workers, and the memory limit of each in bytes.
     """
-    sizes = [science_pixels(j.science) for j in jobs[:SIZED_PAIRS]]
+    sizes = [science_pixels(j.science) for j in jobs]
     pixels = max([s for s in sizes if s is not None], default=4096 * 2048)
     need = 2.0 * (WORKER_BASE_BYTES + BYTES_PER_PIXEL * pixels)
     budget = 0.9 * total_memory
@@ -335,6 +342,11 @@ def dask_client(options: BatchOptions, jobs: Sequence[PairJob]) -> Iterator[Any]
         "distributed.worker.memory.spill": False,
         "distributed.worker.memory.pause": False,
         "distributed.scheduler.allowed-failures": 1,
+        # A worker holds the one pair it runs: with dask's default of 1.1 a one-thread
+        # worker was also handed the next pair, whose failure count rose when the worker
+        # died under the first, so a pair that killed its worker twice failed a second
+        # pair that never ran. (A running scheduler keeps its own setting.)
+        "distributed.scheduler.worker-saturation": 1.0,
     }
     with dask.config.set(settings):
         if options.scheduler:
@@ -408,15 +420,26 @@ class BatchProgress:
         self.stream.flush()
 
 
-def _lost_row(job: PairJob, exc: BaseException, scheduler: str | None) -> dict[str, Any]:
-    """The row of a pair whose task never returned (its worker died), with the advice that
-    applies to the cluster it ran on (a local one, or the scheduler at ``scheduler``)."""
-    reason = " ".join(str(exc).split())[:300]
-    advice = (
-        "check the workers' memory limit (dask worker --memory-limit) and their logs"
-        if scheduler
-        else "too little memory per worker? run fewer with --workers"
+def death_advice(client: Any, scheduler: str | None) -> str:
+    """What to do about a pair whose worker died under it, on the cluster it ran on: the
+    running scheduler's workers have limits of their own; the local ones, the limit
+    :func:`worker_layout` gave them."""
+    if scheduler:
+        return "check the workers' memory limit (dask worker --memory-limit) and their logs"
+    workers = client.scheduler_info().get("workers", {}).values()
+    limits = [w.get("memory_limit") or 0 for w in workers]
+    limit = f"{max(limits) / 1e9:.1f} GB" if any(limits) else "its memory limit"
+    return (
+        f"a worker may use {limit} (twice the need estimated from the list's largest "
+        "science image): a pair that needs more, or that crashes the interpreter, kills it; "
+        "run the pair alone with diffviewer run to see which"
     )
+
+
+def _lost_row(job: PairJob, exc: BaseException, advice: str) -> dict[str, Any]:
+    """The row of a pair whose task never returned (its worker died under it), with
+    ``advice`` (:func:`death_advice`) and dask's reason, cut at a word."""
+    reason = textwrap.shorten(" ".join(str(exc).split()), 300, placeholder=" ...")
     return {
         "name": job.name,
         "science": job.science,
@@ -489,7 +512,7 @@ def run_batch(
             "batch's outputs"
         )
     _refuse_summary_over_inputs(pairs, options)
-    options.out.mkdir(parents=True, exist_ok=True)
+    make_batch_folder(options.out)
     remove_stale_staging(options.out)
     plan = plan_batch(pairs, options)
     rows = dict(plan.kept)
@@ -497,6 +520,9 @@ def run_batch(
     tell = say or (bar.say if bar else lambda text: print(text, file=sys.stderr))
     if plan.kept_failed:
         tell(kept_failures_note(plan.kept_failed))
+    for name, row in plan.kept.items():  # failed before running (a folder in the way)
+        if row["status"] == "failed" and name not in plan.kept_failed:
+            tell(f"error: {name}: {row['error']}")
     last_write = time.monotonic()
 
     def ordered() -> list[dict[str, Any]]:
@@ -509,6 +535,7 @@ def run_batch(
             with dask_client(options, plan.jobs) as client:
                 if options.scheduler and not client.scheduler_info()["workers"]:
                     tell(no_workers_note(options.scheduler))
+                advice = death_advice(client, options.scheduler)
                 futures = client.map(run_job, plan.jobs, pure=False)
                 job_of = {f.key: j for f, j in zip(futures, plan.jobs, strict=True)}
                 cancelled: list[BaseException] = []
@@ -526,7 +553,7 @@ def run_batch(
                             cancelled.append(exc)
                             future.release()
                             continue
-                        row = _lost_row(job, exc, options.scheduler)  # the worker died
+                        row = _lost_row(job, exc, advice)  # the worker died
                     future.release()
                     for note in row.pop("messages", []):
                         tell(f"warning: {job.name}: {note}")

@@ -199,6 +199,10 @@ def complete_row(row: Mapping[str, Any]) -> dict[str, Any]:
     return full
 
 
+#: The text columns folded onto one line: an error's text and a reviewer's comment.
+ONE_LINE = ("error", "comment")
+
+
 def summary_table(rows: Sequence[Mapping[str, Any]]) -> Table:
     """The summary as a table, with units and column descriptions.
 
@@ -217,7 +221,8 @@ def summary_table(rows: Sequence[Mapping[str, Any]]) -> Table:
         values = [r[name] for r in full]
         dtype = {str: "U", float: "f8", int: "i8", bool: "?"}[kind]
         if kind is str:
-            values = [" ".join(str(v).split()) for v in values]
+            # free text on one line; names and paths as they are (a folder "a  b" is not "a b")
+            values = [" ".join(str(v).split()) if name in ONE_LINE else str(v) for v in values]
             dtype = f"U{max([1, *map(len, values)])}"
         data = np.array(values, dtype=dtype)
         columns.append(Table.Column(data, name=name, unit=unit or None, description=doc))

@@ -259,6 +259,35 @@ def test_sigterm_stops_a_batch_and_leaves_nothing_hidden(tmp_path: Path) -> None
     assert all((out / n / "metadata.json").is_file() for n in done)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP])
+def test_a_terminals_signal_to_the_whole_group_is_one_line(tmp_path: Path, sig) -> None:
+    """Ctrl-C and a hang-up reach every process of a terminal's group (workers and
+    multiprocessing's resource tracker included): the batch says it stopped, once."""
+    pairs = make_pairs(tmp_path, names=("g1", "g2", "g3", "g4"), bad=False)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "diffviewer", "batch", str(pairs), "--out", str(out)]
+    proc = subprocess.Popen(
+        [*command, "--workers", "2", "--quiet", *QUICK],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own group, as a terminal's job
+    )
+    try:
+        _wait_for((out / "g1").exists, "the first pair's outputs", proc)
+        os.killpg(proc.pid, sig)
+        _, stderr = proc.communicate(timeout=PATIENCE_S)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 128 + sig, stderr
+    # a KeyboardInterrupt traceback a worker (SIGINT), a KeyError a worker (SIGHUP)
+    assert "Traceback" not in stderr and "resource_tracker" not in stderr, stderr
+    assert stderr.strip().splitlines()[-1].startswith("error: "), stderr
+    assert set(read_summary(out)["status"]) == {"ok"}
+
+
 def test_a_staging_folder_of_a_killed_process_is_removed_by_the_next_run(tmp_path: Path) -> None:
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"],

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from diffviewer.atomic import remove_stale_staging, wait_for_running_staging
+from diffviewer.batch import worker_signals
 from diffviewer.batch.summary import (
     ERROR_KINDS,
     SUMMARY_ECSV,
@@ -360,6 +361,7 @@ def dask_client(options: BatchOptions, jobs: Sequence[PairJob]) -> Iterator[Any]
         n, limit = worker_layout(
             jobs, options.workers, psutil.virtual_memory().total, usable_cores()
         )
+        worker_signals.start_resource_tracker()
         with (
             LocalCluster(
                 n_workers=n,
@@ -368,6 +370,7 @@ def dask_client(options: BatchOptions, jobs: Sequence[PairJob]) -> Iterator[Any]
                 memory_limit=int(limit),
                 dashboard_address=None,
                 silence_logs=logging.CRITICAL,
+                preload=[worker_signals.__name__],
             ) as cluster,
             Client(cluster) as client,
             _quiet_when_interrupted(),

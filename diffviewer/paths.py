@@ -452,9 +452,10 @@ def read_pairs_csv(path: str | Path) -> list[tuple[str, str, str]]:
             # lines the row's values run over (an unclosed quote's hold the file's last
             # newline too)
             start = line - sum(value.rstrip("\r\n").count("\n") for value in values)
+            runs = f"a value runs on to line {line}, as when" if start < line else "in it,"
             raise InputError(
-                f"pairs list {path}, line {start}: a value runs on to line {line}, as when a "
-                'quote (") is opened and not closed; close or remove the quote'
+                f'pairs list {path}, line {start}: {runs} a quote (") is opened and not '
+                "closed; close or remove the quote"
             )
         specs = [(row.get(k) or "").strip() for k in ("science", "template")]
         if not all(specs):

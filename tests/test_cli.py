@@ -286,6 +286,8 @@ def test_batch_refuses_names_that_leave_the_output_folder(tmp_path: Path, capsys
             'science,template\na.fits,b.fits\n"c.fits,d.fits\ne.fits,f.fits\ng.fits,h.fits\n',
             "line 3: a value runs on to line 5, as when a quote",
         ),
+        # on its last line: "line 2: a value runs on to line 2" before
+        ('science,template\n"a.fits,b.fits\n', 'line 2: in it, a quote (") is opened and not'),
         # a template in pieces typed with ',' ran against its first piece alone
         (
             "science,template\na.fits,t1.fits,t2.fits\n",

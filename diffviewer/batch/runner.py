@@ -15,6 +15,7 @@ import math
 import sys
 import textwrap
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import CancelledError
 from pathlib import Path
@@ -217,12 +218,16 @@ def science_pixels(spec: str) -> int | None:
 
     path, ext = parse_spec(spec)
     try:
-        with fits.open(path, memmap=True) as hdul:
-            hdus = [hdul[ext]] if ext is not None else list(hdul)
-            for hdu in hdus:
-                shape = getattr(hdu, "shape", ())
-                if len(shape) >= 2:
-                    return int(math.prod(shape[-2:]))
+        # Before any thread runs: the worker reading the pair says what is wrong with the
+        # file, with the pair's name (astropy's "may have been truncated" came here first).
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with fits.open(path, memmap=True) as hdul:
+                hdus = [hdul[ext]] if ext is not None else list(hdul)
+                shapes = [getattr(hdu, "shape", ()) for hdu in hdus]
+        for shape in shapes:
+            if len(shape) >= 2:
+                return int(math.prod(shape[-2:]))
     except (OSError, KeyError, IndexError, ValueError):
         return None
     return None

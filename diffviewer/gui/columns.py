@@ -50,11 +50,19 @@ def order_columns(names: Sequence[str]) -> list[str]:
 _ZERO_BASED = ("x", "y", "pos_x", "pos_y", "neg_x", "neg_y")
 
 
+#: Peaks of an image in units of its own noise: dimensionless in the catalog, in sigma to
+#: a reader (``snr``, a ratio, stays bare).
+_SIGMAS = ("peak_value", "score_peak")
+
+
 def unit_text(name: str, unit: Any) -> str:
-    """A column's unit as shown: ``ct``; a position ``pix, 0-based``; empty without unit."""
+    """A column's unit as shown: ``ct``; a position ``pix, 0-based``; a peak in noise
+    units ``σ``; empty without unit."""
     text = str(unit) if unit is not None else ""
     if name in _ZERO_BASED and text:
         text += ", 0-based"
+    if name in _SIGMAS and not text:
+        text = "σ"
     return text
 
 

@@ -60,10 +60,12 @@ class KernelPanel(QWidget):
             self.canvas, "Kernel centroid shift", 0, 4
         )
         self.bars: dict[str, pg.ColorBarItem] = {}
+        # The bars' units only (the maps' titles say what they are): on a 1280 x 720
+        # screen a bar is ~90 px high, and "kernel weight (per pixel)" lost its start.
         for col, key, label, settings in (
-            (1, "mosaic", "kernel weight (per pixel)", SIGNED),
-            (3, "sum", "kernel sum (flux ratio)", POSITIVE),
-            (5, "shift", "centroid shift (px)", POSITIVE),
+            (1, "mosaic", "weight per pixel", SIGNED),
+            (3, "sum", "flux ratio", POSITIVE),
+            (5, "shift", "px", POSITIVE),
         ):
             lut = display.make_lut("linear", settings.cmap, symmetric=settings.symmetric)
             stops = np.linspace(0, 255, 16).round().astype(int)

@@ -29,6 +29,9 @@ def test_numbers_are_formatted_per_column() -> None:
     assert columns.format_value("id", np.uint64(2**40 + 7)) == str(2**40 + 7)  # exact
     assert columns.header("psf_flux", u.ct) == "psf_flux [ct]"
     assert columns.header("snr", None) == "snr"
+    # peaks in units of their image's noise say so (the catalog's unit is dimensionless)
+    assert columns.header("peak_value", None) == "peak_value [σ]"
+    assert columns.header("score_peak", None) == "score_peak [σ]"
 
 
 def _catalog() -> Table:

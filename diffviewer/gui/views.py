@@ -234,7 +234,9 @@ class ImagePanel(QWidget):
     ) -> None:
         """Show a display-ready image with explicit levels (None clears the view)."""
         self._data = image
-        self.blank_item.setVisible(image is not None)
+        # nothing to point at in an empty view (a failed first run left a crosshair at 0)
+        for item in (self.blank_item, self.vline, self.hline):
+            item.setVisible(image is not None)
         if image is None:
             self.image.clear()
             return

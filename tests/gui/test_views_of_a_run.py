@@ -93,6 +93,8 @@ def test_residuals_say_their_unit_and_the_panels_say_what_is_on_screen(
 ) -> None:
     assert "No run on screen" in window.params.status.text()
     window.open_pair(demo(), run=False)
+    crosshair = window.area.panels["science"].vline
+    assert not crosshair.isVisible()  # nothing to point at in an empty view
     window.params.set_value("detection", "threshold", 7.0)
     # no run is on screen: the views show nothing, so no digest is said to be on them
     assert "no run on screen" in window.params.status.text()
@@ -100,7 +102,7 @@ def test_residuals_say_their_unit_and_the_panels_say_what_is_on_screen(
     window.params.set_value("detection", "threshold", 5.0)
     window._on_hover(60.0, 181.0)  # the cursor rests on an image while the run goes on
     run(qtbot, window)
-    assert "Config on screen" in window.params.status.text()
+    assert "Config on screen" in window.params.status.text() and crosshair.isVisible()
     # the readout follows the run's end under a still cursor
     assert "x</b> 60" in window.readout.readout.text()
     result = window.outcome.result

@@ -224,6 +224,10 @@ def build_metadata(
                 # The mean's standard error over the kernel stars (a jackknife over the
                 # cross-validation's folds, each refitted without one: KernelFit).
                 "error": _finite(fit.kernel_sum_error),
+                # Whether it was fitted on kernel stars: with fewer good ones than
+                # kernel.min_stamps the kernel is derived from the PSFs (or a delta) and
+                # its sum set from the stars' aperture fluxes, or 1 (the warnings say).
+                "fitted": bool(np.sum(status == "GOOD") >= result.config.kernel.min_stamps),
             },
             "photometric_scale": fit.photometric_scale,
             # The roughness prior's strength, in mean stamps (engine.kernel_prior).

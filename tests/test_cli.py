@@ -71,6 +71,7 @@ def test_run_writes_every_output(demo_run: Path) -> None:
     assert meta["outputs"]["files"] == [n for n in OUTPUT_NAMES if n in EXPECTED]
     assert set(meta["timings_s"]) >= {"warp", "kernel fit", "subtract", "detect", "measure"}
     assert meta["kernel"]["candidates"]["good"] > meta["kernel"]["candidates"]["bad"]
+    assert meta["kernel"]["kernel_sum"]["fitted"] is True  # on the demo's kernel stars
     stamps = meta["kernel"]["candidates"]
     assert sum(stamps["bad_by_reason"].values()) == stamps["bad"] > 0
     # The one noise renormalisation (issue 12), at PSF scale on sky, is stated with its

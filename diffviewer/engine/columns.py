@@ -4,20 +4,28 @@ Every column of :func:`diffviewer.engine.measure.measure_sources`' table (the DI
 sources) and of the kernel fit's star table (:data:`KERNEL_STAR_COLUMNS`,
 ``kernel_candidates.ecsv``) carries its unit and this description (``Table[name].unit``,
 ``.description``), so a saved catalog documents itself. Pixel coordinates are 0-based;
-ct = image units.
+fluxes are in the difference's unit (its ``BUNIT``, the science's), ct = image units when
+the input names none.
 
 One convention holds for ``sign``, ``x``, ``y``, ``peak_value``, ``psf_flux`` and
 ``snr``: they describe the strongest extreme (largest absolute value) of the
 *thresholded* image in the source's footprint, the score or the PSF-filtered
 difference (``meta['detection_image']``). ``sign`` is the sign of that extreme,
 (x, y) its sub-pixel position, and the PSF flux is fitted there on the difference
-with the difference's PSF; the PSF-filtered difference at a pixel is exactly the
-S/N of that fit, so ``snr`` and ``peak_value`` agree when the difference is
-thresholded. A dipole keeps its sign and peak, but (x, y) is the midpoint of its
+with the difference's PSF (as it varies over the image); the PSF-filtered difference at
+a pixel is exactly the S/N of that fit, so ``snr`` is ``peak_value`` when the difference
+is thresholded and the extreme sits at the pixel's centre. The sub-pixel position moves
+the fit by up to half a pixel: on an isolated source the two agree within a few per
+cent, on a steep residual (a star's ring) they differ by up to a fifth (GOTO: 42 of 452
+by more than 5 %). A dipole keeps its sign and peak, but (x, y) is the midpoint of its
 fitted lobes, and ``psf_flux`` is the one PSF fitted there (as LSST's ``psfFlux`` of a
-dipole): its net flux times the PSF's overlap with itself shifted by half the lobes'
-separation, less than 1 (a Gaussian's ``exp(-d^2 / 16 sigma^2)`` at separation d). The
-net flux is ``pos_flux - neg_flux``, the lobes' fitted fluxes.
+dipole): for two PSFs of opposite sign, their net flux times the PSF's overlap with
+itself shifted by half the lobes' separation, less than 1 (a Gaussian's
+``exp(-d^2 / 16 sigma^2)`` at separation d). The net flux is ``pos_flux - neg_flux``,
+the lobes' fitted fluxes. A residual that is not two PSFs (a star's sub-pixel
+misregistration, fitted with lobes 0.1-0.2 px apart and each near the star's flux; a
+ring of mismatched widths) breaks that relation: there the lobes' fluxes describe the
+fit, not a source, and ``psf_flux`` is the measurement to quote.
 """
 
 from __future__ import annotations
@@ -172,11 +180,36 @@ KERNEL_STAR_COLUMNS: dict[str, tuple[u.UnitBase, str]] = {
 }
 
 
-def describe(table: Table, columns: dict[str, tuple[u.UnitBase, str]]) -> None:
-    """Set the unit and description of each of ``columns`` that ``table`` holds (in place)."""
+def image_unit(bunit: object) -> u.UnitBase:
+    """The unit of an image's pixels from its ``BUNIT`` card's value: ct (image units) when
+    there is none or astropy cannot read it (a Rubin cutout's ``nJy``, ``ADU`` and
+    ``electron/s`` are read; ``counts`` is not, and is ct).
+
+    Parameters
+    ----------
+    bunit : object
+        The card's value (None when absent).
+
+    Returns
+    -------
+    astropy.units.UnitBase
+    """
+    text = str(bunit or "").strip()
+    for spelling in dict.fromkeys((text, text.lower())) if text else ():
+        unit = u.Unit(spelling, parse_strict="silent")  # 'ADU' is astropy's 'adu'
+        if not isinstance(unit, u.UnrecognizedUnit):
+            return unit
+    return _CT
+
+
+def describe(
+    table: Table, columns: dict[str, tuple[u.UnitBase, str]], image: u.UnitBase = _CT
+) -> None:
+    """Set the unit and description of each of ``columns`` that ``table`` holds (in place),
+    a flux's in ``image``, the unit of the image it was measured on (:func:`image_unit`)."""
     for name, (unit, description) in columns.items():
         if name in table.colnames:
-            table[name].unit = unit
+            table[name].unit = image if unit == _CT else unit
             table[name].description = description
 
 
@@ -191,7 +224,12 @@ def aperture_columns(radius: float) -> dict[str, tuple[u.UnitBase, str]]:
     name = aperture_column(radius)
     return {
         name: (_CT, f"flux in a circular aperture of radius {radius:g} px on the difference"),
-        f"{name}_err": (_CT, f"1-sigma error of {name} from the (renormalised) variance plane"),
+        f"{name}_err": (
+            _CT,
+            f"1-sigma error of {name} from the variance plane, renormalised at PSF scale: "
+            "on correlated noise off by the sky sources' pull scatter of this aperture "
+            "(metadata.json detection.sky_sources.aperture_pull_std)",
+        ),
     }
 
 

@@ -55,7 +55,13 @@ from scipy import ndimage
 
 from diffviewer.config import MeasurementConfig
 from diffviewer.engine.apertures import aperture_sums
-from diffviewer.engine.columns import COLUMNS, aperture_columns, describe, empty_columns
+from diffviewer.engine.columns import (
+    COLUMNS,
+    aperture_columns,
+    describe,
+    empty_columns,
+    image_unit,
+)
 from diffviewer.engine.detect import Detections
 from diffviewer.engine.dipole import Cutout, fit_dipole, is_dipole
 from diffviewer.engine.ids import make_id_factory
@@ -502,7 +508,7 @@ def measure_sources(
         sums = aperture_sums(difference.image, difference.variance, usable, xs, ys, r)
         values.update(zip(aperture_columns(r), sums, strict=True))
     out = Table({name: values[name] for name in described})
-    describe(out, described)
+    describe(out, described, image_unit(difference.header.get("BUNIT")))
     out.meta["diff_psf_fwhm"] = model.fwhm
     out.meta["psf_nodes"] = model.n_nodes
     out.meta["detection_image"] = detections.detection_image
@@ -531,20 +537,46 @@ class SkySourceCheck:
         Their mean pull and its standard error (NaN with fewer than 2).
     pull_std : float
         Their pulls' standard deviation (NaN with fewer than 2).
+    aperture_pull_std : dict of str to float
+        The same of each aperture flux (``ap_flux_3``, ...) over its error. The variance
+        plane is renormalised at PSF scale (:mod:`renormalise`): where the noise is
+        correlated an aperture of another size sees another scale, and its errors are off
+        by this factor (reported, not applied: one correction at most).
     """
 
     n: int
     mean_pull: float
     mean_pull_error: float
     pull_std: float
+    aperture_pull_std: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
         """The record ``metadata.json`` holds (``detection.sky_sources``; NaN as None)."""
         values = (self.mean_pull, self.mean_pull_error, self.pull_std)
         names = ("mean_pull", "mean_pull_error", "pull_std")
-        return {"n": self.n} | {
-            k: (v if np.isfinite(v) else None) for k, v in zip(names, values, strict=True)
-        }
+        return (
+            {"n": self.n}
+            | {k: _finite_or_none(v) for k, v in zip(names, values, strict=True)}
+            | {
+                "aperture_pull_std": {
+                    k: _finite_or_none(v) for k, v in self.aperture_pull_std.items()
+                }
+            }
+        )
+
+
+def _finite_or_none(value: float) -> float | None:
+    """A figure for ``metadata.json``: None when not finite."""
+    return value if np.isfinite(value) else None
+
+
+def _pull_std(flux: np.ndarray, err: np.ndarray) -> tuple[np.ndarray, float]:
+    """The finite pulls ``flux / err`` and their standard deviation (NaN with fewer
+    than 2)."""
+    flux, err = np.asarray(flux, dtype=np.float64), np.asarray(err, dtype=np.float64)
+    ok = np.isfinite(flux) & np.isfinite(err) & (err > 0)
+    pulls = flux[ok] / err[ok]
+    return pulls, float(np.std(pulls, ddof=1)) if pulls.size >= 2 else float("nan")
 
 
 def sky_source_check(table: Table) -> SkySourceCheck:
@@ -560,13 +592,18 @@ def sky_source_check(table: Table) -> SkySourceCheck:
     SkySourceCheck
     """
     blank = np.asarray(table["sky_source"], dtype=bool) & ~np.asarray(table["flagged"], bool)
-    flux = np.asarray(table["psf_flux"], dtype=np.float64)[blank]
-    err = np.asarray(table["psf_flux_err"], dtype=np.float64)[blank]
-    ok = np.isfinite(flux) & np.isfinite(err) & (err > 0)
-    pulls = flux[ok] / err[ok]
+    pulls, spread = _pull_std(table["psf_flux"][blank], table["psf_flux_err"][blank])
+    apertures = {
+        name: _pull_std(table[name][blank], table[f"{name}_err"][blank])[1]
+        for name in table.colnames
+        if name.startswith("ap_flux_") and f"{name}_err" in table.colnames
+    }
     if pulls.size < 2:
-        return SkySourceCheck(int(pulls.size), float("nan"), float("nan"), float("nan"))
-    spread = float(np.std(pulls, ddof=1))
+        return SkySourceCheck(int(pulls.size), float("nan"), float("nan"), spread, apertures)
     return SkySourceCheck(
-        int(pulls.size), float(np.mean(pulls)), spread / float(np.sqrt(pulls.size)), spread
+        int(pulls.size),
+        float(np.mean(pulls)),
+        spread / float(np.sqrt(pulls.size)),
+        spread,
+        apertures,
     )

@@ -28,9 +28,11 @@ from diffviewer.engine.kernel_outliers import (
     residual_power_outliers,
 )
 from diffviewer.engine.kernel_stamps import fit_chunk
+from diffviewer.engine.pipeline import run_subtraction
 from diffviewer.engine.progress import null_reporter
 from diffviewer.errors import InsufficientKernelSources
 from diffviewer.exposure import MaskPlane
+from diffviewer.outputs import build_metadata
 from diffviewer.stats import FWHM_PER_SIGMA, robust_std
 from diffviewer.synthetic import SyntheticPair, make_pair, render_moffats
 from tests.engine.helpers import fit_kernel_to
@@ -353,6 +355,11 @@ def test_too_few_stars_with_given_psfs_falls_back_to_the_psf_kernel() -> None:
     )
     # Noise-free PSF images: only the basis' flexibility limits the match (measured 0.4%).
     assert rel_l2(k, sampled_gaussian(k.shape[0], blank.kernel_sigma)) < 0.02
+    # Its sum (1: no zero points, no star) is set, not measured, and the metadata says so
+    # (it read {mean 1.0, error None} as a fitted sum would).
+    result = run_subtraction(sci, tmpl)
+    assert not result.kernel.candidates["status"].tolist().count("GOOD")
+    assert build_metadata(result)["kernel"]["kernel_sum"]["fitted"] is False
 
 
 def test_stamp_half_width_covers_fit_region_and_kernel_in_either_direction() -> None:

@@ -14,6 +14,7 @@ from scipy import ndimage
 
 from diffviewer.config import DetectionConfig, MeasurementConfig, ScoreConfig
 from diffviewer.engine import measure, zogy
+from diffviewer.engine.columns import aperture_column, image_unit
 from diffviewer.engine.detect import detect_sources
 from diffviewer.engine.ids import make_id_factory
 from diffviewer.engine.measure import measure_sources
@@ -317,6 +318,25 @@ def test_a_forced_flux_above_a_background_is_the_flux_without_it(
     np.testing.assert_allclose(above, plain, rtol=1e-9, atol=1e-9)
 
 
+def test_fluxes_are_in_the_images_unit() -> None:
+    # A Rubin cutout's pixels are nJy (BUNIT): its catalog said ct (image units) for them.
+    pair = make_pair((160, 160), 20, seed=2, tmpl_fwhm=4.0, transients=[(80.0, 80.0, 2e4)])
+    diff = plain_difference(pair)
+    header = diff.header.copy()
+    header["BUNIT"] = "nJy"
+    table, _ = run(diff.replace(header=header), pair.science, pair.template, gaussian_psf(4.0))
+    assert len(table) >= 1
+    for name in ("psf_flux", "psf_flux_err", "sci_psf_flux", "pos_flux", "ap_flux_3_err"):
+        assert table[name].unit == u.nJy, name
+    assert table["snr"].unit == u.dimensionless_unscaled and table["x"].unit == u.pix
+    assert [str(image_unit(b)) for b in (None, "ADU", "electron/s", "not a unit")] == [
+        "ct",
+        "adu",
+        "electron / s",
+        "ct",
+    ]
+
+
 def test_catalog_columns_units_ids_and_sky_sources(injected) -> None:
     pair, table, det = injected
     for name, unit in (
@@ -354,6 +374,14 @@ def test_catalog_columns_units_ids_and_sky_sources(injected) -> None:
     assert check.pull_std == pytest.approx(np.std(pulls[kept], ddof=1))
     assert abs(check.mean_pull) < 3 * check.mean_pull_error
     assert check.mean_pull_error == pytest.approx(check.pull_std / np.sqrt(check.n))
+    # Each aperture's errors checked the same way (white noise: every scale's noise is the
+    # variance plane's, unit scatter +-0.05); on correlated noise the renormalisation at PSF
+    # scale leaves other apertures off, and this says by how much.
+    radii = MeasurementConfig().aperture_radii
+    assert sorted(check.aperture_pull_std) == sorted(aperture_column(r) for r in radii)
+    for name, spread in check.aperture_pull_std.items():
+        assert spread == pytest.approx(1.0, abs=0.15), name
+    assert check.as_dict()["aperture_pull_std"] == check.aperture_pull_std
     # A catalog without two blank positions has no figures, not a made-up one.
     lone = measure.sky_source_check(table[: int(np.sum(~table["sky_source"])) + 1])
     assert lone.n <= 1 and np.isnan(lone.pull_std) and lone.as_dict()["pull_std"] is None

@@ -359,10 +359,11 @@ def atomic_write(
 
 
 def _write_error(path: Path, exc: OSError) -> OutputError:
-    """The error of a failed write, saying what to check."""
+    """The error of a failed write, saying what to check (a sentence the writer's message
+    repeats said once: astropy's disk-full error says its first one twice)."""
+    reason = ". ".join(dict.fromkeys(str(exc.strerror or exc).split(". ")))
     return OutputError(
-        f"cannot write {path} ({exc.strerror or exc}); check the folder "
-        "exists, is writable and has free space"
+        f"cannot write {path} ({reason}); check the folder exists, is writable and has free space"
     )
 
 

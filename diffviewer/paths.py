@@ -431,10 +431,17 @@ def read_pairs_csv(path: str | Path) -> list[tuple[str, str, str]]:
         ) from None
     columns = list(reader.fieldnames or [])
     if not rows or not {"science", "template"} <= set(columns):
+        other = next((d for d in ("\t", ";") if any(d in c for c in columns)), None)
         raise InputError(
             f"pairs list {path} needs a header line with columns science,template "
             f"and at least one row (its header has {columns or 'no columns'}, "
             f"{len(rows)} rows)"
+            + (
+                f"; its fields are separated by {'tabs' if other == chr(9) else 'semicolons'}: "
+                "separate them with commas"
+                if other
+                else ""
+            )
         )
     pairs: list[tuple[str, str, str]] = []
     lines: dict[str, int] = {}

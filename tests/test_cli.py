@@ -296,6 +296,7 @@ def test_batch_refuses_names_that_leave_the_output_folder(tmp_path: Path, capsys
             "pieces separates them with ';'",
         ),
         (f"science,template,name\na.fits,b.fits,{'n' * 161}\n", "is 161 bytes long"),
+        ("science\ttemplate\na.fits\tb.fits\n", "separated by tabs: separate them with commas"),
         (b"\xff\xfe\x00bad", "cannot be read as a UTF-8 CSV"),
         (None, "cannot be read as a UTF-8 CSV"),  # a folder
     ],

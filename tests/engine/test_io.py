@@ -631,10 +631,13 @@ def test_failed_write_keeps_the_old_file_and_no_temporary(
     target = atomic_write_text(tmp_path / "meta.json", "old")
 
     def broken_replace(src: str, dst: str) -> None:
-        raise OSError(28, "No space left on device")
+        # astropy's disk-full error says its first sentence twice
+        raise OSError(28, "No space left: 28531 wanted. No space left: 28531 wanted. 0 written")
 
     monkeypatch.setattr(os, "replace", broken_replace)
-    with pytest.raises(OutputError, match=r"meta\.json.*No space left"):
+    with pytest.raises(
+        OutputError, match=r"meta\.json \(No space left: 28531 wanted\. 0 written\)"
+    ):
         atomic_write_text(target, "new")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["meta.json"]

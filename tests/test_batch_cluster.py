@@ -45,6 +45,19 @@ def _wait_for(condition, what: str, proc: subprocess.Popen | None = None) -> Non
         time.sleep(0.1)
 
 
+def _batch_process(pairs: Path, out: Path, workers: int, **popen: object) -> subprocess.Popen:
+    """``diffviewer batch`` of ``pairs`` into ``out`` on ``workers`` local workers, quick
+    config, as a process of its own (standard output and error kept as text)."""
+    command = [sys.executable, "-m", "diffviewer", "batch", str(pairs), "--out", str(out)]
+    return subprocess.Popen(
+        [*command, "--workers", str(workers), "--quiet", *QUICK],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,  # type: ignore[call-overload]
+    )
+
+
 def _dask(*args: str, cwd: Path | None = None) -> subprocess.Popen:
     """A ``dask`` command of this environment on localhost, importing this tree's
     diffviewer (running in ``cwd``)."""
@@ -211,13 +224,7 @@ def test_relative_paths_are_the_clients_on_workers_running_elsewhere(
 def test_a_verdict_given_while_the_batch_runs_stays_in_its_summary(tmp_path: Path) -> None:
     pairs = make_pairs(tmp_path, names=("g1", "g2", "g3"), bad=False)
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "diffviewer", "batch", str(pairs), "--out", str(out)]
-    proc = subprocess.Popen(
-        [*command, "--workers", "1", "--quiet", *QUICK],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = _batch_process(pairs, out, 1)
     try:
         _wait_for((out / "g1" / "metadata.json").exists, "the first pair's outputs", proc)
         write_pair_verdict(out / "g1", "bad", "ringing")  # the review window, meanwhile
@@ -234,13 +241,7 @@ def test_a_verdict_given_while_the_batch_runs_stays_in_its_summary(tmp_path: Pat
 def test_sigterm_stops_a_batch_and_leaves_nothing_hidden(tmp_path: Path) -> None:
     pairs = make_pairs(tmp_path, names=("g1", "g2", "g3", "g4"), bad=False)
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "diffviewer"]
-    proc = subprocess.Popen(
-        [*command, "batch", str(pairs), "--out", str(out), "--workers", "1", "--quiet", *QUICK],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = _batch_process(pairs, out, 1)
     try:
         _wait_for((out / "g1").exists, "the first pair's outputs", proc)
         proc.send_signal(signal.SIGTERM)
@@ -266,14 +267,7 @@ def test_a_terminals_signal_to_the_whole_group_is_one_line(tmp_path: Path, sig) 
     multiprocessing's resource tracker included): the batch says it stopped, once."""
     pairs = make_pairs(tmp_path, names=("g1", "g2", "g3", "g4"), bad=False)
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "diffviewer", "batch", str(pairs), "--out", str(out)]
-    proc = subprocess.Popen(
-        [*command, "--workers", "2", "--quiet", *QUICK],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # its own group, as a terminal's job
-    )
+    proc = _batch_process(pairs, out, 2, start_new_session=True)  # a group: a terminal's job
     try:
         _wait_for((out / "g1").exists, "the first pair's outputs", proc)
         os.killpg(proc.pid, sig)

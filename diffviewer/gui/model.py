@@ -279,20 +279,10 @@ def view_arrays(result: Any) -> dict[str, np.ndarray]:
 
 
 def view_masks(result: Any) -> dict[str, np.ndarray]:
-    """The mask plane behind each image view: the science's, the warped template's, and
-    the difference's for the views made from both (the one place that maps views to
-    masks; the mask view has none of its own).
-
-    Parameters
-    ----------
-    result : SubtractionResult
-        A finished run.
-
-    Returns
-    -------
-    dict of str to numpy.ndarray
-        Keyed by the names of :data:`VIEW_TITLES` but ``mask``.
-    """
+    """The mask plane behind each of a finished run's image views (:func:`view_arrays`'
+    keys but ``mask``, which has none of its own): the science's, the warped template's,
+    and the difference's for the views made from both. The one place that maps views to
+    masks."""
     difference = result.difference.mask
     masks = {"science": result.science.mask, "template": result.template.exposure.mask}
     return masks | {name: difference for name in ("matched", "difference", "score", "variance")}

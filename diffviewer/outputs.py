@@ -24,6 +24,7 @@ from astropy.table import Table
 from diffviewer import __version__
 from diffviewer.atomic import atomic_write_text, staged_output_dir
 from diffviewer.config import to_toml
+from diffviewer.engine.kernel import fitted_on_stars
 from diffviewer.engine.measure import sky_source_check
 from diffviewer.engine.pipeline import SubtractionResult
 from diffviewer.engine.progress import CancelToken, Reporter
@@ -224,10 +225,9 @@ def build_metadata(
                 # The mean's standard error over the kernel stars (a jackknife over the
                 # cross-validation's folds, each refitted without one: KernelFit).
                 "error": _finite(fit.kernel_sum_error),
-                # Whether it was fitted on kernel stars: with fewer good ones than
-                # kernel.min_stamps the kernel is derived from the PSFs (or a delta) and
-                # its sum set from the stars' aperture fluxes, or 1 (the warnings say).
-                "fitted": bool(np.sum(status == "GOOD") >= result.config.kernel.min_stamps),
+                # Whether it was fitted on kernel stars, or set with a kernel derived from
+                # the PSFs (from the stars' aperture fluxes, or 1: the warnings say).
+                "fitted": fitted_on_stars(int(np.sum(status == "GOOD")), result.config.kernel),
             },
             "photometric_scale": fit.photometric_scale,
             # The roughness prior's strength, in mean stamps (engine.kernel_prior).

@@ -263,13 +263,19 @@ def _check_stageable(out: Path) -> None:
             "output folder"
         )
     try:
-        os.rmdir(tempfile.mkdtemp(prefix=f".{out.name}.trial-", dir=existing))
+        _trial_folder(existing, out.name)
     except OSError as exc:
         raise OutputError(
             f"cannot create a folder in {existing} ({exc.strerror or exc}): a run writes its "
             f"outputs into a new folder there before it becomes {out}; make {existing} "
             "writable, or choose another output folder"
         ) from None
+
+
+def _trial_folder(folder: Path, name: str) -> None:
+    """Make a hidden folder for ``name`` in ``folder`` and remove it: whether a folder can
+    be created there (raises OSError when not)."""
+    os.rmdir(tempfile.mkdtemp(prefix=f".{name}.trial-", dir=folder))
 
 
 def make_batch_folder(out: Path) -> None:
@@ -284,7 +290,7 @@ def make_batch_folder(out: Path) -> None:
     """
     try:
         out.mkdir(parents=True, exist_ok=True)
-        os.rmdir(tempfile.mkdtemp(prefix=".trial-", dir=out))
+        _trial_folder(out, "pair")
     except OSError as exc:
         raise OutputError(
             f"cannot write into the batch folder {out} ({exc.strerror or exc}): every pair "

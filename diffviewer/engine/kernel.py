@@ -217,6 +217,13 @@ def _fallback_solution(
     return solution, why
 
 
+def fitted_on_stars(n_good: int, config: KernelConfig) -> bool:
+    """Whether ``n_good`` good kernel stamps make a fitted kernel (``kernel.min_stamps`` or
+    more); with fewer it is derived from the PSFs, or a delta (:func:`_fallback_solution`),
+    and its sum is set, not measured."""
+    return n_good >= config.min_stamps
+
+
 def _stamp_plan(plan: BasisPlan, shape: tuple[int, int]) -> tuple[BasisPlan, list[str]]:
     """The basis plan the stamps are fitted on: its kernel cut to half the image side
     (:func:`size_cap`) when it would be larger."""
@@ -351,12 +358,12 @@ def fit_kernel(
     if (order, bg_order) != (
         config.spatial_order,
         config.background_order,
-    ) and n_good >= config.min_stamps:
+    ) and fitted_on_stars(n_good, config):
         notes.append(
             f"only {n_good} kernel stamps passed their own fits' cuts: spatial order "
             f"lowered to {order} (kernel) and {bg_order} (background)"
         )
-    if n_good < config.min_stamps:
+    if not fitted_on_stars(n_good, config):
         solution, why = _fallback_solution(
             science,
             template,

@@ -1,13 +1,14 @@
-"""SIGTERM and SIGHUP (Slurm, ``timeout``, systemd) handled like Ctrl-C.
+"""Ctrl-C, SIGTERM and SIGHUP (Slurm, ``timeout``, systemd) unwind a command alike.
 
-The handler raises :class:`Terminated` in the main thread, at whatever line it is
-running, so every clean-up of the command runs on the way out. Python runs a signal
-handler at the next instruction of the main thread, which may be inside a finaliser
-(``__del__``, a weakref callback, as ``dask.distributed`` runs while a batch waits): an
-exception raised there is lost ("Exception ignored in", with a traceback). The handler
-therefore also records the signal, a loop that must stop calls
-:func:`raise_if_terminated`, which raises it again, and such a lost :class:`Terminated`
-prints nothing (the one line the command prints on its way out says what happened).
+The handler raises :class:`KeyboardInterrupt` (Ctrl-C) or :class:`Terminated` (the
+others) in the main thread, at whatever line it is running, so every clean-up of the
+command runs on the way out. Python runs a signal handler at the next instruction of the
+main thread, which may be inside a finaliser (``__del__``, a weakref callback, as
+``dask.distributed`` runs while a batch waits): an exception raised there is lost
+("Exception ignored in", with a traceback), and a batch ran on to its end after a Ctrl-C
+lost so. The handler therefore also records the signal, a loop that must stop calls
+:func:`raise_if_terminated`, which raises it again, and such a lost exception prints
+nothing (the one line the command prints on its way out says what happened).
 """
 
 from __future__ import annotations
@@ -36,36 +37,45 @@ class Terminated(KeyboardInterrupt):
         self.signum = signum
 
 
-def _raise_terminated(signum: int, _frame: object) -> None:
-    """Signal handler: record the signal and raise :class:`Terminated` in the main thread."""
+#: Signals that end a command the way Ctrl-C (SIGINT) does.
+TERMINATING = ("SIGTERM", "SIGHUP")
+
+
+def _exception_for(signum: int) -> KeyboardInterrupt:
+    """The exception a handled signal raises: Ctrl-C's own, or :class:`Terminated`."""
+    return KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum)
+
+
+def _raise_for_signal(signum: int, _frame: object) -> None:
+    """Signal handler: record the signal and raise its exception in the main thread."""
     _received.append(signum)
-    raise Terminated(signum)
+    raise _exception_for(signum)
 
 
 def _unraisable_hook(previous: Callable[[Any], object]) -> Callable[[Any], None]:
-    """``sys.unraisablehook`` that drops a :class:`Terminated` and hands the rest to
-    ``previous``."""
+    """``sys.unraisablehook`` that drops a :class:`KeyboardInterrupt` (so a
+    :class:`Terminated`) and hands the rest to ``previous``."""
 
     def hook(unraisable: Any) -> None:
-        if not isinstance(unraisable.exc_value, Terminated):
+        if not isinstance(unraisable.exc_value, KeyboardInterrupt):
             previous(unraisable)
 
     return hook
 
 
 def raise_if_terminated() -> None:
-    """Raise :class:`Terminated` if a handled signal arrived, even one whose exception a
-    finaliser swallowed; nothing otherwise."""
+    """Raise the first handled signal's exception if one arrived, even one a finaliser
+    swallowed; nothing otherwise."""
     if _received:
-        raise Terminated(_received[0])
+        raise _exception_for(_received[0])
 
 
 @contextlib.contextmanager
-def _handled_by(handler: Callable[[int, Any], None]) -> Iterator[bool]:
-    """SIGTERM and SIGHUP go to ``handler`` while in the block, then to the handlers found
-    before; yields whether they were set (not outside the main thread, where signals are
-    not ours to handle)."""
-    wanted = [getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n)]
+def _handled_by(handler: Callable[[int, Any], None], names: tuple[str, ...]) -> Iterator[bool]:
+    """The signals ``names`` go to ``handler`` while in the block, then to the handlers
+    found before; yields whether they were set (not outside the main thread, where
+    signals are not ours to handle)."""
+    wanted = [getattr(signal, n) for n in names if hasattr(signal, n)]
     try:
         previous = {s: signal.signal(s, handler) for s in wanted}
     except ValueError:
@@ -79,7 +89,8 @@ def _handled_by(handler: Callable[[int, Any], None]) -> Iterator[bool]:
 
 @contextlib.contextmanager
 def terminate_like_interrupt() -> Iterator[None]:
-    """Handle SIGTERM and SIGHUP like Ctrl-C while in the block.
+    """Handle Ctrl-C, SIGTERM and SIGHUP alike while in the block: raised, and recorded
+    for :func:`raise_if_terminated`.
 
     The previous handlers and ``sys.unraisablehook`` come back afterwards, and the record
     of received signals is cleared on entry and exit; outside the main thread nothing
@@ -88,7 +99,7 @@ def terminate_like_interrupt() -> Iterator[None]:
     _received.clear()
     unraisable = sys.unraisablehook
     try:
-        with _handled_by(_raise_terminated) as handled:
+        with _handled_by(_raise_for_signal, ("SIGINT", *TERMINATING)) as handled:
             if handled:
                 sys.unraisablehook = _unraisable_hook(unraisable)
             yield
@@ -112,5 +123,5 @@ def quit_on_termination(quit: Callable[[], None]) -> Iterator[None]:
         _received.append(signum)
         quit()
 
-    with _handled_by(handler):
+    with _handled_by(handler, TERMINATING):
         yield

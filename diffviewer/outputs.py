@@ -381,7 +381,27 @@ def kernel_hdus(result: SubtractionResult, n_grid: int = 7) -> fits.HDUList:
         psfs.append(sub_psf)
     ksum = fits.ImageHDU(np.asarray(result.subtraction.kernel_sum_map), name="KSUMMAP")
     ksum.header["STEP"] = (result.subtraction.kernel_sum_step, "grid step of the map [px]")
-    return fits.HDUList([primary, grid, basis, coeffs, bg, own, *own_basis, *psfs, ksum])
+    return fits.HDUList(
+        [primary, grid, basis, coeffs, bg, own, *own_basis, *psfs, ksum, catalog_psf_hdu(result)]
+    )
+
+
+def catalog_psf_hdu(result: SubtractionResult) -> fits.ImageHDU:
+    """``CAT_PSF``: the difference's PSFs the catalog's PSF fluxes were fitted with.
+
+    A cube ``[row, column, y, x]`` of node PSFs (each of sum ``ENCLOSED``), the nodes'
+    columns and rows in ``NODEX<i>`` and ``NODEY<j>`` (0-based px); the PSF at a position
+    is the bilinear blend of the four nodes around it (the outer nodes' beyond them),
+    interpolated to the sub-pixel position. One node: the same PSF everywhere.
+    """
+    xs, ys, images = result.catalog_psf.nodes()
+    hdu = fits.ImageHDU(np.asarray(images, dtype=np.float64), name="CAT_PSF")
+    hdu.header["ENCLOSED"] = (result.catalog_psf.enclosed, "share of a star's flux in a node PSF")
+    for i, x in enumerate(xs, 1):
+        hdu.header[f"NODEX{i}"] = (x, f"column of node column {i} [px, 0-based]")
+    for j, y in enumerate(ys, 1):
+        hdu.header[f"NODEY{j}"] = (y, f"row of node row {j} [px, 0-based]")
+    return hdu
 
 
 #: The residual samples of the runDebug histograms, as HDUs of ``diagnostics.fits``.

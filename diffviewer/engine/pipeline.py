@@ -27,6 +27,7 @@ from diffviewer.engine import (
     kernel,
     lent,
     measure,
+    photometry,
     psf,
     psf_field,
     renormalise,
@@ -266,6 +267,9 @@ class SubtractionResult:
         Footprints and the difference's mask with DETECTED planes.
     diasources : astropy.table.Table
         The DIA source catalog.
+    catalog_psf : photometry.PsfModel
+        The difference's PSF the catalog measured with (a
+        :class:`~diffviewer.engine.psf_field.PsfField` where it varies with the kernel).
     diagnostics : diagnostics.Diagnostics
         runDebug data: residual panels, noise ratio.
     timings : dict
@@ -287,6 +291,7 @@ class SubtractionResult:
     score: zogy.ScoreResult | None
     detections: detect.Detections
     diasources: Table
+    catalog_psf: photometry.PsfModel
     diagnostics: diagnostics.Diagnostics
     timings: dict[str, float]
     warnings: tuple[str, ...]
@@ -558,6 +563,7 @@ def run_subtraction(
             score=score,
             detections=detections,
             diasources=diasources,
+            catalog_psf=diff_model,
             diagnostics=diag,
             timings=dict(rep.timings),
             warnings=tuple(notes),

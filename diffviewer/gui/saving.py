@@ -18,6 +18,7 @@ from diffviewer.errors import ConfigError, DiffviewerError
 from diffviewer.gui import model, verdicts
 from diffviewer.gui.model import Pair
 from diffviewer.gui.worker import ErrorReport
+from diffviewer.results import SavedRun
 
 if TYPE_CHECKING:
     from diffviewer.gui.window import MainWindow
@@ -57,6 +58,8 @@ class Saver:
             message = f"a save is under way; save to {out_dir} once it has finished"
             w.show_report(ErrorReport("Save refused", message, "", True))
             return
+        if self._refused_as_saved():
+            return
         result, inputs = w.outcome.result, w.pair.files
         judged, unmatched, pair = dict(w.review.verdicts), w.review.unmatched, w.pair
 
@@ -72,9 +75,24 @@ class Saver:
         self._saving[w.jobs.submit("save", job)] = (pair, out_dir)
         w.update_actions()
 
+    def _refused_as_saved(self) -> bool:
+        """Refuse (with a message) to save a run read back from its folder: it holds its
+        products as files, not all of them in memory; whether it was refused."""
+        outcome = self.w.outcome
+        if outcome is None or not isinstance(outcome.result, SavedRun):
+            return False
+        message = (
+            f"the run on screen was read back from {outcome.result.folder}: copy that "
+            "folder, or Re-run (Ctrl+R) and save the new run"
+        )
+        self.w.show_report(ErrorReport("Save refused", message, "", True))
+        return True
+
     def save_outputs_dialog(self) -> None:
         """Ask for an output folder and save everything there."""
         w = self.w
+        if self._refused_as_saved():
+            return
         default = w.output_dir()
         start = w.settings.value("last_output_folder", str(default.parent if default else ""))
         folder = QFileDialog.getExistingDirectory(w, "Output folder", str(start))

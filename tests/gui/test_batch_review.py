@@ -184,6 +184,11 @@ def test_open_shows_a_saved_run_and_rerun_keeps_it_for_ab(qtbot, batch_dir, tmp_
         # the saved run shows the registration its metadata.json recorded ...
         saved_line = win.registration.text()
         assert win.registration.isVisible() and "stars matched" in saved_line
+        # Save all outputs of a run read back from files was an AttributeError in the
+        # worker (SavedTemplate.is_input); it is refused with what to do instead
+        win.saver.save_outputs(tmp_path / "resaved")
+        assert win.error_box.isVisible() and "read back from" in win.error_label.text()
+        assert not (tmp_path / "resaved").exists() and not win.saver.is_saving()
         finish(qtbot, win, "run", win.run)  # Run: the engine, on the same pair
         # ... which is the line the engine's own run shows
         assert win.registration.isVisible() and win.registration.text() == saved_line

@@ -97,9 +97,15 @@ def needs_attention(warp: Placed) -> bool:
     return any(r.method in WARN_METHODS or r.notes for r in _registrations(warp))
 
 
+def registration_notes(warp: Placed) -> list[str]:
+    """The notes of every piece's registration (each is among the run's warnings too)."""
+    return [note for reg in _registrations(warp) for note in reg.notes]
+
+
 def registration_lines(warp: Placed) -> list[str]:
     """The registration of a run as plain lines: one for a whole template; for pieces,
-    the total coverage then one line per piece; the registration notes last."""
+    the total coverage then one line per piece; last, how many notes the registration
+    left among the run's warnings (shown there, in the banner, not twice)."""
     shape = warp.exposure.shape
     regs = _registrations(warp)
     if len(regs) == 1:
@@ -110,7 +116,9 @@ def registration_lines(warp: Placed) -> list[str]:
             f"piece {i + 1}: {registration_summary(p.registration, p.coverage, shape)}"
             for i, p in enumerate(warp.pieces)
         ]
-    lines += [note for reg in regs for note in reg.notes]
+    notes = len(registration_notes(warp))
+    if notes:
+        lines.append(f"{notes} note{'s' if notes > 1 else ''} on it among the run's warnings")
     return lines
 
 
@@ -135,7 +143,7 @@ class RegistrationLine(QLabel):
         self.setStyleSheet(WARN_STYLE if self.attention else PLAIN_STYLE)
         self.setText("<b>Registration:</b> " + "<br>".join(lines))
         sources = [f"piece {i + 1}: {p.source}" for i, p in enumerate(warp.pieces)]
-        self.setToolTip("\n".join(registration_lines(warp) + sources))
+        self.setToolTip("\n".join(registration_lines(warp) + registration_notes(warp) + sources))
         # at most MAX_LINES lines above the images (many pieces): the tooltip has them all
         self.setMaximumHeight(MAX_LINES * self.fontMetrics().lineSpacing() + 8)
         self.show()

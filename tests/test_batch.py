@@ -330,6 +330,25 @@ def test_a_folder_in_the_way_fails_with_advice_that_works(tmp_path: Path) -> Non
     assert (overwrite.jobs, overwrite.kept_failed) == ([], ("a",))
 
 
+def test_a_pair_named_like_a_file_in_the_batch_folder_is_told_to_rename(tmp_path: Path) -> None:
+    # The science file lies in --out and the pair is named after it: the pair's output
+    # folder is that file. Run, the pair failed with "choose a folder for --out", which
+    # --out was already; with --overwrite too. Either way the file is left as it was.
+    science, template = demo_pair()
+    out = tmp_path / "night"
+    out.mkdir()
+    shutil.copy(science, out / "sci.fits")
+    before = (out / "sci.fits").read_bytes()
+    pairs = [(str(out / "sci.fits"), str(template), "sci.fits")]
+    for overwrite in (False, True):
+        options = BatchOptions(out=out, config=quick_config(), overwrite=overwrite)
+        plan = plan_batch(pairs, options)
+        assert plan.jobs == [] and plan.kept["sci.fits"]["status"] == "failed"
+        error = plan.kept["sci.fits"]["error"]
+        assert "give the pair another name (the list's name column), or another --out" in error
+    assert (out / "sci.fits").read_bytes() == before
+
+
 @pytest.mark.slow
 def test_an_interrupted_batch_lists_as_done_only_what_it_asked_for(batch: dict) -> None:
     # the outputs of good1, good2 are complete for --products full; a batch asking for

@@ -161,7 +161,16 @@ def plan_batch(pairs: Sequence[tuple[str, str, str]], options: BatchOptions) -> 
         before = previous.get(name, {})
         same_inputs = (before.get("science"), before.get("template")) == (sci, tmpl)
         reason = incomplete_reason(folder, sci, tmpl, digest, (options.products, options.compress))
-        if reason is None:
+        if folder.exists() and not folder.is_dir():
+            kept[name] = _refused_row(
+                name,
+                sci,
+                tmpl,
+                folder,
+                f"the pair's output folder {folder} is a file, not a folder; give the pair "
+                "another name (the list's name column), or another --out",
+            )
+        elif reason is None:
             row: dict[str, Any] = {"seconds": math.nan, "peak_memory": math.nan}
             if same_inputs:
                 row |= {k: before[k] for k in ("seconds", "peak_memory") if k in before}
@@ -170,17 +179,14 @@ def plan_batch(pairs: Sequence[tuple[str, str, str]], options: BatchOptions) -> 
             kept[name] = before
             kept_failed.append(name)
         elif not options.overwrite and folder.is_dir() and any(folder.iterdir()):
-            kept[name] = {
-                "name": name,
-                "science": sci,
-                "template": tmpl,
-                "output": str(folder),
-                "status": "failed",
-                "error_kind": "input",
-                "error": f"output folder {folder} holds another run's outputs ({reason}); "
-                "rerun with --overwrite --retry-failed to replace them, or give the pair "
-                "another name",
-            }
+            kept[name] = _refused_row(
+                name,
+                sci,
+                tmpl,
+                folder,
+                f"output folder {folder} holds another run's outputs ({reason}); rerun with "
+                "--overwrite --retry-failed to replace them, or give the pair another name",
+            )
         else:
             jobs.append(
                 PairJob(
@@ -585,6 +591,21 @@ def run_batch(
         if rows:  # nothing to summarise when no pair ran nor was kept (no scheduler)
             write_summary(options.out, ordered())
     return ordered()
+
+
+def _refused_row(
+    name: str, science: str, template: str, folder: Path, error: str
+) -> dict[str, Any]:
+    """The row of a pair refused before running: its output folder is in the way."""
+    return {
+        "name": name,
+        "science": science,
+        "template": template,
+        "output": str(folder),
+        "status": "failed",
+        "error_kind": "input",
+        "error": error,
+    }
 
 
 def _with_verdict(row: dict[str, Any]) -> dict[str, Any]:

@@ -35,8 +35,19 @@ COLUMNS: tuple[tuple[str, type, str, str], ...] = (
     ("status", str, "", "ok, failed or skipped (complete outputs found)"),
     ("error_kind", str, "", "internal, input, no_coverage or guard (--strict); empty if ok"),
     ("error", str, "", "one-line reason of a failure"),
-    ("seconds", float, "s", "wall-clock time of the pair on its worker"),
-    ("peak_memory", float, "MB", "peak resident memory of the worker process during the pair"),
+    (
+        "seconds",
+        float,
+        "s",
+        "wall-clock time of the pair on its worker (NaN: not timed, as a skipped pair whose "
+        "earlier time no summary holds, or a pair finished after an interrupt)",
+    ),
+    (
+        "peak_memory",
+        float,
+        "MB",
+        "peak resident memory of the worker process during the pair (NaN: as seconds)",
+    ),
     ("noise_ratio", float, "", "measured / predicted noise of the difference (1 is right)"),
     (
         "noise_scale",

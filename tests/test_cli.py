@@ -7,6 +7,7 @@ import ctypes.util
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -233,6 +234,14 @@ def test_batch_refuses_an_output_that_is_a_file_or_a_summarys_name(tmp_path: Pat
     err = capsys.readouterr().err.strip()
     assert "--scheduler notanaddress: cannot connect" in err and "internal" not in err
     assert list((tmp_path / "s").iterdir()) == []
+    # a port nothing listens on is said to refuse at once (dask's client waited its 30 s
+    # timeout and said it timed out)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+    assert cli.main([*args, "--scheduler", closed]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"--scheduler {closed}: cannot connect" in err and "refused" in err.lower()
 
 
 @pytest.mark.parametrize(("limit", "expected"), [(0.0, cli.EXIT_STRICT), (1.0, cli.EXIT_OK)])

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import logging
 import math
+import socket
 import sys
 import textwrap
 import time
@@ -319,12 +320,44 @@ def _client_errors_silenced() -> Iterator[None]:
             logger.setLevel(level)
 
 
+#: Seconds a scheduler's TCP port is given to accept a probe before the client is made.
+PROBE_S = 5.0
+
+
+def _refused(address: str) -> str | None:
+    """Why a TCP ``address`` cannot answer, when that is known at once (its host has no
+    address, nothing listens on its port); None otherwise, or for another protocol.
+
+    dask's client retries a refused connection until its timeout: a mistyped port was
+    reported after 30 s.
+    """
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    try:
+        scheme, location = parse_address(address)
+        host, port = parse_host_port(location)
+    except (ValueError, TypeError):
+        return None  # the client says what is wrong with the address
+    if scheme != "tcp":
+        return None
+    try:
+        with socket.create_connection((host, port), timeout=PROBE_S):
+            return None
+    except (ConnectionRefusedError, socket.gaierror) as exc:
+        return exc.strerror or str(exc)
+    except OSError:  # slow or filtered: the client's own wait decides
+        return None
+
+
 def _connected(address: str) -> Any:
     """A client of the scheduler at ``address``; an address that cannot be reached is the
     user's to mend (:class:`~diffviewer.errors.InputError`), not an internal error."""
     from dask.distributed import Client
 
     try:
+        why = _refused(address)
+        if why is not None:
+            raise OSError(why)
         return Client(address, timeout="30s")
     except (OSError, ValueError, TypeError) as exc:
         raise InputError(

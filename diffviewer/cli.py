@@ -378,7 +378,9 @@ def run_pair(
     for note in result.warnings:
         print(f"warning: {note}", file=sys.stderr)
     if not quiet:
-        print(f"wrote {len(written)} files to {out} ({len(result.diasources)} DIA sources)")
+        sky = sum(1 for flag in result.diasources["sky_source"] if flag)
+        found = len(result.diasources) - sky
+        print(f"wrote {len(written)} files to {out} ({found} DIA sources, {sky} sky sources)")
     if strict and guard_tripped(result):
         print(
             f"error: bad-subtraction guard tripped for {science_spec} (--strict)", file=sys.stderr

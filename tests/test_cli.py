@@ -435,16 +435,21 @@ def test_a_profiled_command_ends_normally_so_the_profile_is_written(tmp_path: Pa
     assert profile.stat().st_size > 0
 
 
-def test_minimal_compressed_products_hold_the_same_difference(demo_run: Path, tmp_path) -> None:
+def test_minimal_compressed_products_hold_the_same_difference(
+    demo_run: Path, tmp_path, capsys
+) -> None:
     out = tmp_path / "minimal"
     sci, tmpl = demo_pair()
-    argv = ["run", str(sci), str(tmpl), "--out", str(out), "--quiet"]
+    argv = ["run", str(sci), str(tmpl), "--out", str(out)]
     argv += ["--set", "kernel.spatial_order=1", "--products", "minimal", "--compress"]
     assert cli.main(argv) == 0
     names = ["difference.fits", "diasources.ecsv", "config.toml", "metadata.json"]
     assert sorted(p.name for p in out.iterdir()) == sorted(names)
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["outputs"]["products"] == "minimal" and meta["outputs"]["files"] == names
+    # the closing line counts detections as metadata.json does (it counted sky sources too)
+    found = meta["detection"]["n_sources"]
+    assert f"({found} DIA sources, 100 sky sources)" in capsys.readouterr().out
     with fits.open(out / "difference.fits") as hdus:
         assert isinstance(hdus["MASK"], fits.CompImageHDU)
     # Lossless: the compressed file reads back as the full run's uncompressed one.

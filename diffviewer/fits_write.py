@@ -60,8 +60,10 @@ def write_exposure(
         When writing fails or ``path`` is an input.
     """
     primary = fits.PrimaryHDU(header=header_with_wcs(exposure.header, None))
-    source = exposure.source.encode("ascii", "replace").decode("ascii")[-68:]
-    primary.header["SOURCE"] = (source, "where the exposure came from")
+    # Whole (a long string continues on CONTINUE cards), in a card of its own: an input's
+    # SOURCE card (GOTO's) is the input's.
+    source = exposure.source.encode("ascii", "replace").decode("ascii")
+    primary.header["DVSOURCE"] = (source, "where the exposure came from (diffviewer)")
     # The zero point is the exposure's, not a card the header carried from its input
     # (a matched template's pixels are on the science's scale, a score has none).
     for key in ZERO_POINT_KEYS:

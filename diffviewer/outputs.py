@@ -294,6 +294,19 @@ def _score_record(score: ScoreResult | None) -> dict[str, object]:
     }
 
 
+#: How kernel.fits' BASIS, COEFFS and BGCOEFFS make the kernel and background at a
+#: position (COMMENT cards of COEFFS; the README's kernel.fits entry says the same).
+KERNEL_MODEL = (
+    "K(x, y) = sum_k a_k(x, y) BASIS[k], a_k = sum_s COEFFS[k, s] P_s(x, y); background",
+    "= sum_t BGCOEFFS[t] P_t(x, y). P_s = T_i(u) T_j(v), Chebyshev, s over total degree",
+    "d = i + j = 0..SPORDER (BGORDER), j = 0..d within a degree: 1, u, v, u^2, u v, v^2;",
+    "u = 2 x / (IMNX - 1) - 1, v = 2 y / (IMNY - 1) - 1, x, y 0-based px. The image",
+    "CONVOLV names is convolved (true convolution, kernel centre at pixel [KSIZE // 2]);",
+    "a convolved science is then multiplied by PHOTSCAL, the science/template flux",
+    "ratio (so is matched_template.fits), which is 1 / the mean kernel sum then.",
+)
+
+
 def kernel_hdus(result: SubtractionResult, n_grid: int = 7) -> fits.HDUList:
     """``kernel.fits``: the kernel realised on a grid, the basis and the spatial coefficients.
 
@@ -332,7 +345,10 @@ def kernel_hdus(result: SubtractionResult, n_grid: int = 7) -> fits.HDUList:
     primary.header["NGRID"] = (n_grid, "kernels per axis in the mosaic")
     primary.header["KSIZE"] = (size, "kernel side [px]")
     primary.header["CONVOLV"] = (result.kernel.convolved, "which image was convolved")
-    primary.header["PHOTSCAL"] = (_finite(result.kernel.photometric_scale), "photometric scale")
+    primary.header["PHOTSCAL"] = (
+        _finite(result.kernel.photometric_scale),
+        "science/template flux ratio",
+    )
     primary.header["KSUMERR"] = (
         _finite(result.kernel.kernel_sum_error),
         "std error of the mean kernel sum (jackknife)",
@@ -350,6 +366,8 @@ def kernel_hdus(result: SubtractionResult, n_grid: int = 7) -> fits.HDUList:
     coeffs.header["BGORDER"] = (sol.background_order, "spatial order of the background")
     coeffs.header["IMNY"] = (sol.shape[0], "image rows that scale y to [-1, 1]")
     coeffs.header["IMNX"] = (sol.shape[1], "image columns that scale x to [-1, 1]")
+    for line in KERNEL_MODEL:
+        coeffs.header.add_comment(line)
     bg = fits.ImageHDU(np.asarray(sol.bg_coefficients, dtype=np.float64), name="BGCOEFFS")
     own = fits.ImageHDU(np.asarray(result.kernel.own_coefficients, np.float64), name="OWNCOEFS")
     own.header["FITHALF"] = (result.kernel.fit_half, "half-width of the stamps fitted [px]")
@@ -366,8 +384,8 @@ def kernel_hdus(result: SubtractionResult, n_grid: int = 7) -> fits.HDUList:
         ("TMPL_PSF", result.kernel.template_psf),
     ):
         hdu = fits.ImageHDU(np.asarray(est.image, dtype=np.float64), name=name)
-        hdu.header["FWHM"] = (_finite(est.fwhm), "[px]")
-        hdu.header["ELLIP"] = (_finite(est.ellipticity), "ellipticity")
+        hdu.header["FWHM"] = (_finite(est.fwhm), "[px] 2.3548 det(M)^1/4, M adaptive moments")
+        hdu.header["ELLIP"] = (_finite(est.ellipticity), "1 - b/a of the adaptive moments")
         hdu.header["NSTARS"] = (est.n_stars, "stars measured")
         hdu.header["PSFSRC"] = (est.source, "where the PSF came from")
         hdu.header["PSFWHY"] = (est.reason, "why that source")
@@ -380,7 +398,14 @@ def kernel_hdus(result: SubtractionResult, n_grid: int = 7) -> fits.HDUList:
     else:
         psfs.append(sub_psf)
     ksum = fits.ImageHDU(np.asarray(result.subtraction.kernel_sum_map), name="KSUMMAP")
-    ksum.header["STEP"] = (result.subtraction.kernel_sum_step, "grid step of the map [px]")
+    step = result.subtraction.kernel_sum_step
+    ksum.header["STEP"] = (step, "grid step of the map [px]")
+    ksum.header["SAMPLE0"] = (step / 2.0, "x, y of sample [0, 0] [px, 0-based]")
+    ksum.header.add_comment(
+        "sample [j, i] is the kernel sum at (i STEP + SAMPLE0, j STEP + SAMPLE0), each "
+        "clamped to the image's last column and row; metadata.json kernel_sum mean/min/max "
+        "are over these samples"
+    )
     return fits.HDUList(
         [primary, grid, basis, coeffs, bg, own, *own_basis, *psfs, ksum, catalog_psf_hdu(result)]
     )

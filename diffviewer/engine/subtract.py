@@ -135,13 +135,19 @@ class SubtractionProducts:
         grown by the kernel footprint (:func:`convolved_mask`), the science's zero point
         (its pixels are on the science's scale either way), made on each read."""
         source, _ = self.fit.source_target(self.science, self.template)
+        scale = science_scale(self.fit)
+        scaled = (
+            ""
+            if scale == 1.0
+            else f", times {scale:.7g} (kernel.fits PHOTSCAL: onto the science's flux scale)"
+        )
         return source.replace(
             image=self.matched_image,
             variance=self.matched_variance,
             mask=read_only(self._convolved_mask(source.mask)),
             psf=None,
             zero_point=self.science.zero_point,
-            source=f"{source.source} convolved with the matching kernel",
+            source=f"{source.source} convolved with the matching kernel{scaled}",
         )
 
     @property

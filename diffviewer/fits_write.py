@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -21,8 +21,11 @@ from astropy.table import Table
 
 from diffviewer.atomic import atomic_write
 from diffviewer.errors import OutputError
-from diffviewer.exposure import Exposure, mask_header_cards
+from diffviewer.exposure import Exposure, MaskPlane, mask_header_cards
 from diffviewer.fits_header import ZERO_POINT_KEYS, header_with_wcs
+
+#: A mask and mask planes: the pixels where any of the planes is set.
+Blank = tuple[np.ndarray, int]
 
 
 def write_exposure(
@@ -35,8 +38,11 @@ def write_exposure(
     """Write an exposure as IMAGE, MASK and VARIANCE HDUs (and PSF when known), atomically.
 
     Each image HDU carries the exposure's WCS; the MASK HDU names its planes with
-    ``MP_<NAME>`` cards as LSST does; the zero point is written as ``MAGZP``. The file
-    reads back with :func:`read_exposure` into an equal exposure.
+    ``MP_<NAME>`` cards as LSST does; the zero point is written as ``MAGZP``. Pixels
+    without data (NO_DATA) are NaN in IMAGE and VARIANCE, as LSST writes them, so that a
+    tool weighting by the variance without reading the mask takes no value there. The
+    file reads back with :func:`read_exposure` into an equal exposure, but for those
+    pixels' values, which the reader makes 0 and the median variance.
 
     Parameters
     ----------
@@ -95,11 +101,23 @@ def write_exposure(
     ]
     if exposure.psf is not None:
         hdus.append(fits.ImageHDU(exposure.psf, name="PSF"))
-    return write_hdulist(path, fits.HDUList(hdus), protect=protect)
+    no_data = (exposure.mask, int(MaskPlane.NO_DATA))
+    blank = {1: no_data, 3: no_data} if _any_set(*no_data) else {}
+    return write_hdulist(path, fits.HDUList(hdus), protect=protect, blank=blank)
+
+
+def _any_set(mask: np.ndarray, planes: int, rows: int = 256) -> bool:
+    """Whether any of ``planes`` is set in ``mask``, looked for a block of rows at a time
+    (no mask-sized temporary)."""
+    return any(bool(np.any(mask[i : i + rows] & planes)) for i in range(0, len(mask), rows))
 
 
 def write_hdulist(
-    path: str | Path, hdul: fits.HDUList, *, protect: Sequence[str | Path] = ()
+    path: str | Path,
+    hdul: fits.HDUList,
+    *,
+    protect: Sequence[str | Path] = (),
+    blank: Mapping[int, Blank] | None = None,
 ) -> Path:
     """Write a FITS HDU list atomically (see :func:`quiet_fits_verify` for the warnings).
 
@@ -108,22 +126,28 @@ def write_hdulist(
     path : str or Path
         Destination FITS file.
     hdul : astropy.io.fits.HDUList
-        What to write.
+        What to write (its data is not modified).
     protect : sequence of str or Path, optional
         Input files that must not be overwritten.
+    blank : mapping of int to (numpy.ndarray, int), optional
+        A mask and planes: the pixels with any of those planes are written NaN in the
+        floating-point HDU of that index.
 
     Returns
     -------
     Path
         ``path``.
     """
+    blank = blank or {}
 
     def write(tmp: Path) -> None:
         with quiet_fits_verify():
             if all(is_plain(hdu) for hdu in hdul):
                 with open(tmp, "wb") as handle:
-                    write_plain_hdus(handle, hdul)
+                    write_plain_hdus(handle, hdul, blank=blank)
             else:
+                for index, (mask, planes) in blank.items():  # astropy's writer: copies
+                    hdul[index].data = np.where((mask & planes) != 0, np.nan, hdul[index].data)
                 hdul.writeto(tmp, overwrite=True)
 
     return atomic_write(path, write, protect)
@@ -159,7 +183,12 @@ def is_plain(hdu: Any) -> bool:
     )
 
 
-def write_plain_hdus(handle: BinaryIO, hdul: fits.HDUList, block_bytes: int = BLOCK_BYTES) -> None:
+def write_plain_hdus(
+    handle: BinaryIO,
+    hdul: fits.HDUList,
+    block_bytes: int = BLOCK_BYTES,
+    blank: Mapping[int, Blank] | None = None,
+) -> None:
     """Write an HDU list, every HDU of which :func:`is_plain`, to a file open for binary writing.
 
     As ``HDUList.writeto`` does, the list is verified (a problem raises) and given EXTEND
@@ -176,24 +205,33 @@ def write_plain_hdus(handle: BinaryIO, hdul: fits.HDUList, block_bytes: int = BL
         What to write.
     block_bytes : int
         Bytes staged at a time.
+    blank : mapping of int to (numpy.ndarray, int), optional
+        A mask, of the shape of the data of the HDU of that index (floating-point), and
+        planes: the pixels with any of those planes are written NaN.
     """
+    blank = blank or {}
     hdul.verify(option="exception")
     hdul.update_extend()
-    for hdu in hdul:
+    for index, hdu in enumerate(hdul):
         hdu.update_header()
         handle.write(hdu.header.tostring().encode("ascii"))
         if hdu.data is not None:
-            _write_big_endian(handle, hdu.data, block_bytes)
+            _write_big_endian(handle, hdu.data, block_bytes, blank.get(index))
 
 
-def _write_big_endian(handle: BinaryIO, data: np.ndarray, block_bytes: int) -> None:
-    """An array's pixels, big-endian, by blocks along its first axis, then its FITS padding."""
+def _write_big_endian(
+    handle: BinaryIO, data: np.ndarray, block_bytes: int, blank: Blank | None
+) -> None:
+    """An array's pixels, big-endian, by blocks along its first axis (NaN where ``blank``
+    is set, when given), then its FITS padding."""
     row_bytes = data[0].nbytes if data.ndim > 1 and len(data) else data.itemsize
     rows = max(1, block_bytes // max(row_bytes, 1))
     buffer = np.empty((min(rows, len(data)), *data.shape[1:]), data.dtype.newbyteorder(">"))
     for start in range(0, len(data), rows):
         block = buffer[: len(data[start : start + rows])]
         block[...] = data[start : start + rows]
+        if blank is not None:
+            block[(blank[0][start : start + rows] & blank[1]) != 0] = np.nan
         handle.write(block.data)
     handle.write(bytes(-data.nbytes % 2880))
 

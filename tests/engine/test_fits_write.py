@@ -12,7 +12,7 @@ from astropy.io import fits
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from diffviewer.exposure import Exposure
+from diffviewer.exposure import Exposure, MaskPlane
 from diffviewer.fits_write import is_plain, write_exposure, write_hdulist, write_plain_hdus
 from diffviewer.io import read_exposure
 
@@ -122,3 +122,29 @@ def test_a_read_only_plane_is_written_without_a_copy_of_it(tmp_path: Path) -> No
     finally:
         tracemalloc.stop()
     assert peak < plane.nbytes / 2
+
+
+@pytest.mark.parametrize("compress_mask", [False, True])
+def test_pixels_without_data_are_written_nan(tmp_path: Path, compress_mask: bool) -> None:
+    # By the block writer, or by astropy's when the mask is tile-compressed; the
+    # exposure's own planes keep their values (the engine's 0).
+    rng = np.random.default_rng(4)
+    mask = np.where(rng.random((300, 40)) < 0.2, int(MaskPlane.NO_DATA), 0).astype(np.int16)
+    mask[5] |= int(MaskPlane.SAT)  # other planes leave a pixel as it is
+    image = np.where(mask & int(MaskPlane.NO_DATA), 0.0, 7.0).astype(np.float32)
+    exposure = Exposure(image=image, variance=np.full(image.shape, 4.0, np.float32), mask=mask)
+    path = write_exposure(tmp_path / "x.fits", exposure, compress_mask=compress_mask)
+    no_data = (mask & int(MaskPlane.NO_DATA)) != 0
+    with fits.open(path) as hdul:
+        for name, value in (("IMAGE", 7.0), ("VARIANCE", 4.0)):
+            data = hdul[name].data
+            assert np.array_equal(np.isnan(data), no_data), name
+            assert np.all(data[~no_data] == value), name
+    assert np.all(exposure.image[no_data] == 0.0) and not np.isnan(exposure.variance).any()
+    # in blocks of a few rows, each with its own part of the mask
+    buffer = io.BytesIO()
+    hdul = fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(image)])
+    write_plain_hdus(buffer, hdul, block_bytes=500, blank={1: (mask, int(MaskPlane.NO_DATA))})
+    buffer.seek(0)
+    with fits.open(buffer) as back:
+        assert np.array_equal(np.isnan(back[1].data), no_data)

@@ -211,7 +211,9 @@ class CatalogFilter(QSortFilterProxyModel):
         sky = col("sky_source")
         if not self.sky and sky is not None and bool(sky[row]):
             return False
-        if self.sign != "all" and sign is not None and (sign[row] > 0) != (self.sign == "positive"):
+        # a sky source's sign is 0: neither positive nor negative
+        wanted = 1 if self.sign == "positive" else -1
+        if self.sign != "all" and sign is not None and int(np.sign(sign[row])) != wanted:
             return False
         if snr is not None and self.min_snr > 0 and not abs(snr[row]) >= self.min_snr:
             return False

@@ -302,6 +302,12 @@ def test_catalog_filters_by_sign_snr_flags_and_sky(qtbot, demo_window: MainWindo
     assert cat.proxy.rowCount() == int(np.sum(detected))
     cat.sign_box.setCurrentText("positive")
     assert cat.proxy.rowCount() == int(np.sum((np.asarray(dia["sign"]) > 0) & detected))
+    # with the sky sources shown, "negative" lists the negative detections only: the
+    # sky sources' sign is 0 (they were all listed as negative: 102 rows for 2)
+    cat.sky_box.setChecked(True)
+    cat.sign_box.setCurrentText("negative")
+    assert cat.proxy.rowCount() == int(np.sum(np.asarray(dia["sign"]) < 0))
+    cat.sky_box.setChecked(False)
     cat.sign_box.setCurrentText("all")
     cat.snr_box.setValue(8.0)
     assert cat.proxy.rowCount() == int(np.sum((np.abs(snr) >= 8.0) & detected))

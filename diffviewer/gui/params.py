@@ -13,13 +13,10 @@ import dataclasses
 import typing
 from typing import Any
 
-from PyQt6.QtCore import QSize, pyqtSignal
-from PyQt6.QtGui import QValidator
+from PyQt6.QtCore import pyqtSignal
 from PyQt6.QtWidgets import (
-    QAbstractSpinBox,
     QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
@@ -33,12 +30,11 @@ from PyQt6.QtWidgets import (
 
 from diffviewer.config import SECTION_TYPES, SubtractionConfig, field_specs, from_dict
 from diffviewer.errors import ConfigError
+from diffviewer.gui.spin_boxes import INT64, FloatSpinBox, LongSpinBox
 
 _CHANGED_STYLE = "background-color: #fff2a8;"
 # Spin-box bounds for fields without a declared limit.
 _UNBOUNDED = 1e12
-# Integer bounds for fields without a declared limit: those of a signed 64-bit integer.
-_INT64 = 2**63 - 1
 
 
 def _tooltip(field: dataclasses.Field[Any]) -> str:
@@ -60,110 +56,6 @@ def _format_list(value: tuple[Any, ...]) -> str:
     return ", ".join(str(v) for v in value)
 
 
-class LongSpinBox(QAbstractSpinBox):
-    """A spin box of integers up to 64 bits (``QSpinBox`` holds 32: 2**31 - 1 at most).
-
-    Parameters
-    ----------
-    minimum, maximum : int
-        The range of values; typed text outside it is clamped when editing ends.
-    parent : QWidget, optional
-        The parent widget.
-
-    Signals
-    -------
-    valueChanged(object)
-        The value changed (a Python int: a Qt ``int`` signal would hold 32 bits).
-    """
-
-    valueChanged = pyqtSignal(object)
-
-    def __init__(self, minimum: int, maximum: int, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self._minimum, self._maximum = minimum, maximum
-        self._value = min(max(0, minimum), maximum)
-        self._line().setText(str(self._value))
-        self._line().textEdited.connect(self._on_text)
-        self.editingFinished.connect(lambda: self.setValue(self._value))
-
-    def sizeHint(self) -> QSize:
-        """Wide enough for the longest value of the range (as ``QSpinBox``'s)."""
-        hint = super().sizeHint()
-        digits = max(len(str(self._minimum)), len(str(self._maximum)))
-        return QSize(
-            hint.width() + self.fontMetrics().horizontalAdvance("9" * digits), hint.height()
-        )
-
-    def _line(self) -> QLineEdit:
-        line = self.lineEdit()
-        assert line is not None
-        return line
-
-    def minimum(self) -> int:
-        """The smallest value."""
-        return self._minimum
-
-    def maximum(self) -> int:
-        """The largest value."""
-        return self._maximum
-
-    def value(self) -> int:
-        """The value shown."""
-        return self._value
-
-    def setValue(self, value: int) -> None:
-        """Show ``value``, clamped to the range (emits :attr:`valueChanged` on a change)."""
-        value = min(max(int(value), self._minimum), self._maximum)
-        if self._line().text() != str(value):
-            self._line().setText(str(value))
-        if value != self._value:
-            self._value = value
-            self.valueChanged.emit(value)
-
-    def stepBy(self, steps: int) -> None:
-        """Step the value by ``steps`` (arrows, Page Up/Down, the focused wheel)."""
-        self.setValue(self._value + steps)
-
-    def stepEnabled(self) -> QAbstractSpinBox.StepEnabledFlag:
-        """Which of up and down can step, at the value shown."""
-        flags = QAbstractSpinBox.StepEnabledFlag.StepNone
-        if self._value < self._maximum:
-            flags |= QAbstractSpinBox.StepEnabledFlag.StepUpEnabled
-        if self._value > self._minimum:
-            flags |= QAbstractSpinBox.StepEnabledFlag.StepDownEnabled
-        return flags
-
-    def validate(self, text: str | None, pos: int) -> tuple[QValidator.State, str, int]:
-        """Digits with an optional sign; out-of-range numbers are intermediate."""
-        text = text or ""
-        parsed = _parse_int(text)
-        if parsed is None:
-            partial = text.strip() in ("", "-", "+")
-            state = QValidator.State.Intermediate if partial else QValidator.State.Invalid
-        elif self._minimum <= parsed <= self._maximum:
-            state = QValidator.State.Acceptable
-        else:
-            state = QValidator.State.Intermediate
-        return state, text, pos
-
-    def fixup(self, text: str | None) -> str:
-        """The value shown, in place of text that is not a number in the range."""
-        return str(self._value)
-
-    def _on_text(self, text: str) -> None:
-        parsed = _parse_int(text)
-        if parsed is not None and self._minimum <= parsed <= self._maximum:
-            self.setValue(parsed)
-
-
-def _parse_int(text: str) -> int | None:
-    """The integer written in ``text`` (surrounding space allowed), or None."""
-    try:
-        return int(text.strip())
-    except ValueError:
-        return None
-
-
 class _Editor:
     """One field's widget with uniform get/set and a changed signal."""
 
@@ -181,14 +73,12 @@ class _Editor:
             self.changed = box.toggled
         elif kind is int:
             spin = LongSpinBox(
-                int(lo if lo is not None else -_INT64), int(hi if hi is not None else _INT64)
+                int(lo if lo is not None else -INT64), int(hi if hi is not None else INT64)
             )
             self.widget = spin
             self.changed = spin.valueChanged
         elif kind is float:
-            dspin = QDoubleSpinBox()
-            dspin.setDecimals(4)
-            dspin.setRange(
+            dspin = FloatSpinBox(
                 float(lo if lo is not None else -_UNBOUNDED),
                 float(hi if hi is not None else _UNBOUNDED),
             )
@@ -212,7 +102,7 @@ class _Editor:
         w = self.widget
         if isinstance(w, QCheckBox):
             return w.isChecked()
-        if isinstance(w, LongSpinBox | QDoubleSpinBox):
+        if isinstance(w, LongSpinBox | FloatSpinBox):
             return w.value()
         if isinstance(w, QComboBox):
             return w.currentText()
@@ -240,17 +130,14 @@ class _Editor:
         Returns
         -------
         bool
-            True when the values differ (floats beyond the editor's rounding) or the
-            shown text cannot be parsed.
+            True when the values differ (floats to the last digit: the editors keep
+            them whole) or the shown text cannot be parsed.
         """
         try:
             value = self.value()
         except ConfigError:
             return True
-        reference = getattr(getattr(config, self.section), self.field.name)
-        if isinstance(reference, float) and isinstance(value, int | float):
-            return abs(value - reference) > 1e-9 * max(1.0, abs(reference))
-        return bool(value != reference)
+        return bool(value != getattr(getattr(config, self.section), self.field.name))
 
     def set_value(self, value: Any) -> None:
         """Show ``value`` without emitting change signals."""
@@ -260,7 +147,7 @@ class _Editor:
             w.setChecked(bool(value))
         elif isinstance(w, LongSpinBox):
             w.setValue(int(value))
-        elif isinstance(w, QDoubleSpinBox):
+        elif isinstance(w, FloatSpinBox):
             w.setValue(float(value))
         elif isinstance(w, QComboBox):
             w.setCurrentText(str(value))

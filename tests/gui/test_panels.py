@@ -9,12 +9,13 @@ import numpy as np
 import pyqtgraph as pg
 import pytest
 from PyQt6.QtCore import Qt
-from PyQt6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QLineEdit
+from PyQt6.QtWidgets import QCheckBox, QComboBox, QLineEdit
 
 from diffviewer import display
 from diffviewer.config import SECTION_TYPES, SubtractionConfig, field_specs
 from diffviewer.exposure import MaskPlane
-from diffviewer.gui.params import LongSpinBox, ParameterPanel
+from diffviewer.gui.params import ParameterPanel
+from diffviewer.gui.spin_boxes import FloatSpinBox, LongSpinBox
 from diffviewer.gui.views import ImageArea
 from diffviewer.gui.window import MainWindow
 from tests.gui.helpers import finish, run
@@ -38,7 +39,7 @@ def test_parameter_panel_has_an_editor_per_field_with_doc_limits_and_choices(qtb
                 if field.metadata.get("max") is not None:
                     assert editor.maximum() == field.metadata["max"]
             elif isinstance(field.default, float):
-                assert isinstance(editor, QDoubleSpinBox)
+                assert isinstance(editor, FloatSpinBox)
                 if field.metadata.get("min") is not None:
                     assert editor.minimum() == pytest.approx(field.metadata["min"])
             else:
@@ -84,6 +85,27 @@ def test_integer_editors_hold_64_bit_exposure_ids(qtbot) -> None:
     assert panel.config().measurement.exposure_id == 2**42 - 1
     editor.stepBy(1)  # past 2**42 - 1: the config rule names the fields
     assert "exposure_bits" in panel.status.text()
+
+
+def test_float_editors_keep_every_digit_of_a_config(qtbot) -> None:
+    # QDoubleSpinBox rounded to 4 decimals: a config's 0.03125 ran as 0.0313 and 5e-05
+    # as 0.0001 in the window, whose digest no command-line run of that file gave
+    panel = ParameterPanel()
+    qtbot.addWidget(panel)
+    base = SubtractionConfig()
+    config = dataclasses.replace(
+        base,
+        warp=dataclasses.replace(base.warp, grid_tolerance=5e-05),
+        score=dataclasses.replace(base.score, astrometric_noise=0.03125),
+    )
+    panel.set_config(config)
+    assert panel.config() == config and not panel.is_modified()
+    assert panel.config().digest() == config.digest()
+    editor = panel.editor("warp", "grid_tolerance")
+    assert editor.text() == "5e-05"
+    editor.lineEdit().selectAll()
+    qtbot.keyClicks(editor, "0.000123456789")  # typed: kept whole
+    assert panel.config().warp.grid_tolerance == 0.000123456789
 
 
 def test_views_share_pan_zoom_and_crosshair_and_blink_cycles(qtbot) -> None:

@@ -1,0 +1,174 @@
+"""Spin boxes that hold every value a config field can: 64-bit integers, and floats to
+their last digit.
+
+``QSpinBox`` holds 32-bit integers; ``QDoubleSpinBox`` rounds to its ``decimals`` (4 in the
+parameter panel before: a config's 0.03125 ran as 0.0313, and 5e-05 as 0.0001, so the
+window's digest was not the file's and no command-line run reproduced the window's).
+"""
+
+from __future__ import annotations
+
+import math
+
+from PyQt6.QtCore import QSize, pyqtSignal
+from PyQt6.QtGui import QValidator
+from PyQt6.QtWidgets import QAbstractSpinBox, QDoubleSpinBox, QLineEdit, QWidget
+
+#: Integer bounds for fields without a declared limit: those of a signed 64-bit integer.
+INT64 = 2**63 - 1
+#: ``QDoubleSpinBox``'s most decimals (DBL_MAX_10_EXP + DBL_DIG): no rounding of a double.
+ALL_DECIMALS = 323
+
+
+class LongSpinBox(QAbstractSpinBox):
+    """A spin box of integers up to 64 bits (``QSpinBox`` holds 32: 2**31 - 1 at most).
+
+    Parameters
+    ----------
+    minimum, maximum : int
+        The range of values; typed text outside it is clamped when editing ends.
+    parent : QWidget, optional
+        The parent widget.
+
+    Signals
+    -------
+    valueChanged(object)
+        The value changed (a Python int: a Qt ``int`` signal would hold 32 bits).
+    """
+
+    valueChanged = pyqtSignal(object)
+
+    def __init__(self, minimum: int, maximum: int, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._minimum, self._maximum = minimum, maximum
+        self._value = min(max(0, minimum), maximum)
+        self._line().setText(str(self._value))
+        self._line().textEdited.connect(self._on_text)
+        self.editingFinished.connect(lambda: self.setValue(self._value))
+
+    def sizeHint(self) -> QSize:
+        """Wide enough for the longest value of the range (as ``QSpinBox``'s)."""
+        hint = super().sizeHint()
+        digits = max(len(str(self._minimum)), len(str(self._maximum)))
+        return QSize(
+            hint.width() + self.fontMetrics().horizontalAdvance("9" * digits), hint.height()
+        )
+
+    def _line(self) -> QLineEdit:
+        line = self.lineEdit()
+        assert line is not None
+        return line
+
+    def minimum(self) -> int:
+        """The smallest value."""
+        return self._minimum
+
+    def maximum(self) -> int:
+        """The largest value."""
+        return self._maximum
+
+    def value(self) -> int:
+        """The value shown."""
+        return self._value
+
+    def setValue(self, value: int) -> None:
+        """Show ``value``, clamped to the range (emits :attr:`valueChanged` on a change)."""
+        value = min(max(int(value), self._minimum), self._maximum)
+        if self._line().text() != str(value):
+            self._line().setText(str(value))
+        if value != self._value:
+            self._value = value
+            self.valueChanged.emit(value)
+
+    def stepBy(self, steps: int) -> None:
+        """Step the value by ``steps`` (arrows, Page Up/Down, the focused wheel)."""
+        self.setValue(self._value + steps)
+
+    def stepEnabled(self) -> QAbstractSpinBox.StepEnabledFlag:
+        """Which of up and down can step, at the value shown."""
+        flags = QAbstractSpinBox.StepEnabledFlag.StepNone
+        if self._value < self._maximum:
+            flags |= QAbstractSpinBox.StepEnabledFlag.StepUpEnabled
+        if self._value > self._minimum:
+            flags |= QAbstractSpinBox.StepEnabledFlag.StepDownEnabled
+        return flags
+
+    def validate(self, text: str | None, pos: int) -> tuple[QValidator.State, str, int]:
+        """Digits with an optional sign; out-of-range numbers are intermediate."""
+        text = text or ""
+        parsed = _parse_int(text)
+        if parsed is None:
+            partial = text.strip() in ("", "-", "+")
+            state = QValidator.State.Intermediate if partial else QValidator.State.Invalid
+        elif self._minimum <= parsed <= self._maximum:
+            state = QValidator.State.Acceptable
+        else:
+            state = QValidator.State.Intermediate
+        return state, text, pos
+
+    def fixup(self, text: str | None) -> str:
+        """The value shown, in place of text that is not a number in the range."""
+        return str(self._value)
+
+    def _on_text(self, text: str) -> None:
+        parsed = _parse_int(text)
+        if parsed is not None and self._minimum <= parsed <= self._maximum:
+            self.setValue(parsed)
+
+
+def _parse_int(text: str) -> int | None:
+    """The integer written in ``text`` (surrounding space allowed), or None."""
+    try:
+        return int(text.strip())
+    except ValueError:
+        return None
+
+
+class FloatSpinBox(QDoubleSpinBox):
+    """A spin box of floats that keeps every digit and shows the shortest text that reads
+    back as the value (``repr``: 0.03125, 5e-05, 3.0).
+
+    Parameters
+    ----------
+    minimum, maximum : float
+        The range of values.
+    parent : QWidget, optional
+        The parent widget.
+    """
+
+    def __init__(self, minimum: float, maximum: float, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setDecimals(ALL_DECIMALS)
+        self.setRange(minimum, maximum)
+
+    def textFromValue(self, value: float) -> str:
+        """The shortest text of ``value`` that reads back as it."""
+        return repr(float(value))
+
+    def valueFromText(self, text: str | None) -> float:
+        """The number ``text`` holds (the value shown when it holds none)."""
+        parsed = _parse_float(text or "")
+        return self.value() if parsed is None else parsed
+
+    def validate(self, text: str | None, pos: int) -> tuple[QValidator.State, str, int]:
+        """A finite number, in the range (out of it: intermediate); a sign, a point or an
+        exponent being typed are intermediate."""
+        text = text or ""
+        parsed = _parse_float(text)
+        if parsed is None:
+            partial = text.strip() == "" or text.strip()[-1:] in ("-", "+", ".", "e", "E")
+            state = QValidator.State.Intermediate if partial else QValidator.State.Invalid
+        elif self.minimum() <= parsed <= self.maximum():
+            state = QValidator.State.Acceptable
+        else:
+            state = QValidator.State.Intermediate
+        return state, text, pos
+
+
+def _parse_float(text: str) -> float | None:
+    """The finite float written in ``text`` (surrounding space allowed), or None."""
+    try:
+        value = float(text.strip())
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None

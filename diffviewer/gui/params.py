@@ -226,20 +226,26 @@ class ParameterPanel(QWidget):
             editor.set_value(getattr(getattr(config, section), name))
         self._refresh()
 
-    def set_base(self, config: SubtractionConfig) -> None:
+    def set_base(self, config: SubtractionConfig, *, from_panel: bool) -> None:
         """Mark ``config`` as the one on screen, keeping the user's pending edits.
 
-        Fields the user changed from the previous config on screen keep their edited
-        values (and so stay marked as edited); the others show ``config``'s values. A
-        finished run calls this, so edits typed while it ran are not overwritten.
+        Pending edits keep their values (and so stay marked as edited); the other fields
+        show ``config``'s values. For a run started from the panel (``from_panel``), the
+        pending edits are the fields that differ from its config, typed while it ran (a
+        value typed back to the previous run's was overwritten when only the previous
+        config was compared with); for a run read back from its folder, those that differ
+        from the previous config on screen.
 
         Parameters
         ----------
         config : SubtractionConfig
             The config of what is now on screen.
+        from_panel : bool
+            Whether the run was started with the panel's config.
         """
+        since = config if from_panel else self._base
         for (section, name), editor in self._editors.items():
-            if not editor.differs(self._base):
+            if not editor.differs(since):
                 editor.set_value(getattr(getattr(config, section), name))
         self._base = config
         self._shown = True

@@ -18,6 +18,7 @@ from diffviewer.gui.content import n_detections
 from diffviewer.gui.model import RunOutcome
 from diffviewer.gui.overlays import overlay_views
 from diffviewer.gui.worker import ErrorReport
+from diffviewer.results import SavedRun
 
 if TYPE_CHECKING:
     from diffviewer.gui.window import MainWindow
@@ -189,7 +190,7 @@ class RunController:
             self.put(name, outcome.images.get(name), outcome.levels.get(name))
         if first:
             w.area.zoom_fit()
-        w.params.set_base(result.config)
+        w.params.set_base(result.config, from_panel=not isinstance(result, SavedRun))
         if w.previous is None:  # a new pair: kernel squares only while no source is found
             w.menus.cand_action.setChecked(n_detections(result.diasources) == 0)
         w.review.show_run(outcome)

@@ -202,6 +202,19 @@ def test_edits_typed_during_a_run_survive_its_end(qtbot, window: MainWindow) -> 
     assert window.params.config().detection.threshold == 3.5
     assert window.params.config().kernel.background_order == 0
     assert window.params.is_modified() and "Edited" in window.params.status.text()
+    # an edit typed back, during the run, to the value on screen before it: it was
+    # overwritten by the run's value when the run ended, and the status said no edit
+    before = window.params.config().kernel.background_order  # 0, run just now
+    window.params.set_value("kernel", "background_order", 1)
+
+    def run_then_undo() -> None:
+        window.run()
+        window.params.set_value("kernel", "background_order", before)
+
+    finish(qtbot, window, "run", run_then_undo)
+    assert window.outcome.result.config.kernel.background_order == 1
+    assert window.params.config().kernel.background_order == before
+    assert window.params.is_modified()
 
 
 def test_the_warnings_banner_folds_with_a_cue_and_unfolds_every_warning(

@@ -141,13 +141,22 @@ class Saver:
             self.save_config(path)
 
     def save_config(self, path: Path) -> None:
-        """Write the edited config to ``path`` (errors become a message)."""
+        """Write the parameter panel's config to ``path`` and say whether it is the run's
+        on screen or edits not run yet (errors become a message)."""
         from diffviewer.atomic import atomic_write_text
 
+        w = self.w
         try:
-            atomic_write_text(path, to_toml(self.w.params.config()), protect=self.w.input_files())
+            config = w.params.config()
+            atomic_write_text(path, to_toml(config), protect=w.input_files())
         except (OSError, DiffviewerError) as exc:
-            self.w.report_problem(exc, "Cannot save config")
+            w.report_problem(exc, "Cannot save config")
+            return
+        message = f"saved config {config.digest()} to {path}: " + _whose(
+            config.digest(), w.outcome.result.config.digest() if w.outcome else None
+        )
+        w.log(message)
+        w.status.showMessage(message, 15000)
 
     def load_config_dialog(self) -> None:
         """Load a config TOML into the parameter panel (press Run to apply it)."""
@@ -217,3 +226,13 @@ class Saver:
             atomic_write_bytes(path, data.data(), protect=self.w.input_files())
         except (OSError, DiffviewerError) as exc:
             self.w.report_problem(exc, "Cannot save PNG")
+
+
+def _whose(saved: str, on_screen: str | None) -> str:
+    """Whose config a saved one is: the run on screen's, or edits not run (``on_screen``:
+    the digest of the run on screen, None without one)."""
+    if on_screen is None:
+        return "the parameter panel's (no run on screen)"
+    if saved == on_screen:
+        return "the config of the run on screen"
+    return f"the parameter panel's edits, not run (the run on screen is {on_screen})"

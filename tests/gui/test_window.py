@@ -302,6 +302,7 @@ def test_config_saves_and_loads_as_toml(qtbot, window: MainWindow, tmp_path: Pat
     window.params.set_value("kernel", "degrees", (3, 2))
     path = tmp_path / "c.toml"
     window.saver.save_config(path)
+    assert "(no run on screen)" in window.status.currentMessage()
     loaded = load_toml(path)
     assert loaded.kernel.spatial_order == 1 and loaded.kernel.degrees == (3, 2)
     window.params.reset()
@@ -312,6 +313,24 @@ def test_config_saves_and_loads_as_toml(qtbot, window: MainWindow, tmp_path: Pat
     bad.write_text("[kernel]\nspatial_order = 99\n")
     window.saver.load_config(bad)
     assert "spatial_order" in window.error_label.text()
+
+
+def test_a_saved_config_says_whether_it_is_the_runs_on_screen(
+    qtbot, window: MainWindow, tmp_path: Path
+) -> None:
+    # Save config writes the panel's config: after an edit not run it is not the config
+    # of what is on screen (threshold 5 found 10 sources, the file's 3 found 71), and
+    # nothing said so
+    run(qtbot, window, demo())
+    on_screen = window.outcome.result.config.digest()
+    window.saver.save_config(tmp_path / "run.toml")
+    assert "the config of the run on screen" in window.status.currentMessage()
+    assert load_toml(tmp_path / "run.toml").digest() == on_screen
+    window.params.set_value("detection", "threshold", 3.0)
+    window.saver.save_config(tmp_path / "edits.toml")
+    said = window.status.currentMessage()
+    assert "edits, not run" in said and f"the run on screen is {on_screen}" in said
+    assert load_toml(tmp_path / "edits.toml").detection.threshold == 3.0
 
 
 def test_loading_a_config_shows_every_field_and_names_those_it_cannot(

@@ -231,14 +231,17 @@ def kernel_views(result: Any, n_grid: int = 7, n_shift: int = 16) -> dict[str, A
     grid = np.column_stack([gx.ravel(), gy.ravel(), sums.ravel(), dx.ravel(), dy.ravel()])
     fine = kernel_mosaic(sol, n_shift)
     fdx, fdy = kernel_centroids(fine.kernels)
+    # The kernel sum's figures are metadata.json's: over the samples of the sum map
+    sampled = np.asarray(result.subtraction.kernel_sum_map, dtype=np.float64)
     info = (
         f"{sol.describe()}; spatial order {sol.spatial_order}, background order "
         f"{sol.background_order}; convolved: {result.kernel.convolved}; photometric scale "
-        f"{result.kernel.photometric_scale:.4f}; kernel sum {sums.min():.4f} to "
-        f"{sums.max():.4f}"
+        f"(science / template flux ratio) {result.kernel.photometric_scale:.4f}; kernel "
+        f"sum mean {sampled.mean():.4f}"
     )
     if np.isfinite(result.kernel.kernel_sum_error):
-        info += f" (its mean +- {result.kernel.kernel_sum_error:.4f} over the kernel stars)"
+        info += f" +- {result.kernel.kernel_sum_error:.4f} (over the kernel stars)"
+    info += f", {sampled.min():.4f} to {sampled.max():.4f} over the image"
     info += f"; centroid shift up to {np.hypot(fdx, fdy).max():.3f} px"
     for choice in (
         result.kernel.region_choice,

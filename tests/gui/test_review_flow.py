@@ -14,6 +14,7 @@ from PyQt6.QtWidgets import QApplication
 from diffviewer.gui import columns, content, verdicts
 from diffviewer.gui.model import Pair
 from diffviewer.gui.window import MainWindow
+from diffviewer.outputs import build_metadata
 from diffviewer.synthetic import make_pair
 from tests.gui.helpers import demo, finish, run
 
@@ -343,6 +344,12 @@ def test_kernel_tab_zooms_and_has_colour_bars_with_units(demo_window: MainWindow
     panel._on_mosaic_hover(centre)
     x, y = panel._grid[1 * panel._n + 2, :2]
     assert f"kernel at ({x:.0f}, {y:.0f}) px: sum" in panel.cell_info.text()
+    # the info line's kernel-sum figures are metadata.json's (the sum map's samples; the
+    # 7 x 7 mosaic's corners gave another range beside the map's, and no mean)
+    meta = build_metadata(result)["kernel"]["kernel_sum"]
+    said = f"sum mean {meta['mean']:.4f}"
+    assert said in panel.info.text(), panel.info.text()
+    assert f"{meta['min']:.4f} to {meta['max']:.4f} over the image" in panel.info.text()
 
 
 def test_a_small_screen_leaves_the_stamps_and_the_catalog_room(qtbot, tmp_path: Path) -> None:

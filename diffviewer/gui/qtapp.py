@@ -17,22 +17,31 @@ SIGNAL_POLL_MS = 250
 def application() -> QApplication:
     """The running QApplication, or a new one named ``diffviewer`` (QSettings' scope).
 
-    Also sets one BLAS thread for the process, as ``diffviewer run`` does around the
-    engine (the reason is in :func:`diffviewer.cli.run_pair`'s comment): here, in the
-    GUI thread before any worker exists, because switching OpenBLAS's process-wide count
-    from a worker thread deadlocked the GUI. Without it the engine's kernel fit on GOTO
-    took 6-11 s in the window on a loaded machine, against 0.8 s in ``diffviewer run``.
-
     Returns
     -------
     PyQt6.QtWidgets.QApplication
     """
-    threadpool_limits(1, "blas")
     app = QApplication.instance() or QApplication(sys.argv[:1])
     assert isinstance(app, QApplication)
     app.setOrganizationName("diffviewer")
     app.setApplicationName("diffviewer")
     return app
+
+
+def one_blas_thread() -> None:
+    """Set one BLAS thread for the process, as ``diffviewer run`` does around the engine
+    (the reason is in :func:`diffviewer.cli.run_pair`'s comment).
+
+    A window calls it when it is made: in the GUI thread, before any of its workers
+    exists (switching OpenBLAS's process-wide count from a worker thread deadlocked the
+    GUI), once numpy's and scipy's BLAS are loaded (the window's modules load them; a
+    library loaded later keeps its own count). Without it the engine's kernel fit on GOTO
+    took 6-11 s in the window on a loaded machine, against 0.8 s in ``diffviewer run``,
+    and a window made beside another QApplication than :func:`application`'s (pytest-qt's,
+    a script's) measured catalog fluxes 4e-4 off the command line's (OpenBLAS's two
+    threads sum in another order).
+    """
+    threadpool_limits(1, "blas")
 
 
 def run_event_loop(app: QApplication) -> int:

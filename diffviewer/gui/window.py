@@ -48,6 +48,7 @@ from diffviewer.gui.overlays import (
     show_mask,
 )
 from diffviewer.gui.params import ParameterPanel
+from diffviewer.gui.qtapp import one_blas_thread
 from diffviewer.gui.registration import RegistrationLine
 from diffviewer.gui.review import Review
 from diffviewer.gui.runs import RunController
@@ -84,6 +85,7 @@ class MainWindow(QMainWindow):
         settings: QSettings | None = None,
     ) -> None:
         super().__init__()
+        one_blas_thread()  # the engine's numbers as diffviewer run's, however the app was made
         self.setWindowTitle("diffviewer")
         self.setAcceptDrops(True)
         self.settings = settings if settings is not None else QSettings("diffviewer", "diffviewer")

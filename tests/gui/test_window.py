@@ -576,3 +576,19 @@ def test_window_opens_inside_the_screen(qtbot, tmp_path: Path) -> None:
     assert win.width() <= max(area.width(), least.width()) < 1600
     assert win.height() <= max(area.height(), least.height()) < 1000
     win.jobs.shutdown()
+
+
+def test_a_window_computes_with_one_blas_thread_however_its_app_was_made(
+    qtbot, tmp_path: Path
+) -> None:
+    # pytest-qt's QApplication (or a script's) left OpenBLAS at its two threads, which
+    # only diffviewer's own application() set to one: the windows of the tests measured
+    # catalog fluxes 4e-4 off the command line's, and the user's path went untested
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    with threadpool_limits(2, "blas"):
+        win = isolated_window(tmp_path)
+        qtbot.addWidget(win)
+        threads = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+        assert threads and set(threads) == {1}, threads
+    win.jobs.shutdown()

@@ -55,6 +55,10 @@ MAX_STAMP_SAMPLES = 1_000_000
 #: Pixels excluded from the noise ratio besides the unusable ones.
 _NOT_SKY = int(UNUSABLE | MaskPlane.DETECTED | MaskPlane.DETECTED_NEGATIVE | MaskPlane.SAT_TEMPLATE)
 
+#: Least number of sky pixels for a noise ratio: the robust std of n Gaussian values is
+#: known to 1.17 / sqrt(n), 5 % with 500 (fewer give no figure: NaN, "not measured").
+MIN_NOISE_PIXELS = 500
+
 #: Sigma-clipping limit for the noise ratio (removes source residuals, keeps 99.99% of noise).
 CLIP_SIGMA = 4.0
 
@@ -77,16 +81,17 @@ def noise_ratio(difference: Exposure, max_samples: int = 250_000) -> float:
     Returns
     -------
     float
-        NaN when no sky pixel is left.
+        NaN with fewer than :data:`MIN_NOISE_PIXELS` sky pixels (a cutout its source
+        fills: one sky pixel gave 0).
     """
     step = max(1, int(np.sqrt(difference.image.size / max_samples)))
     variance = difference.variance[::step, ::step]
     g = ((difference.mask[::step, ::step] & _NOT_SKY) == 0) & (variance > 0)
     z = difference.image[::step, ::step][g] / np.sqrt(variance[g])
     z = z[np.isfinite(z)].astype(np.float64)
+    if z.size < MIN_NOISE_PIXELS:
+        return float("nan")
     for _ in range(2):
-        if z.size == 0:
-            return float("nan")
         med, sig = np.median(z), robust_std(z)
         z = z[np.abs(z - med) < CLIP_SIGMA * max(sig, 1e-30)]
     return robust_std(z)

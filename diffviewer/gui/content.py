@@ -126,9 +126,9 @@ EMPTY_RESIDUALS: dict[str, str] = {
 }
 
 #: Names of the noise-ratio metrics, worded as the warnings banner words them.
-NOISE_FINAL = "noise ratio (final difference)"
+NOISE_FINAL = "noise ratio per pixel (final difference)"
 NOISE_BEFORE_SCALING = "noise at PSF scale before variance scaling"
-NOISE_BEFORE_DECORRELATION = "noise ratio before decorrelation"
+NOISE_BEFORE_DECORRELATION = "noise ratio per pixel before decorrelation"
 SKY_PULL_MEAN = "sky sources: mean PSF-flux pull"
 SKY_PULL_STD = "sky sources: PSF-flux pull scatter"
 

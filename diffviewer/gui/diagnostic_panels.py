@@ -6,6 +6,7 @@ Each panel draws plain arrays handed to it by the window (see
 
 from __future__ import annotations
 
+import math
 import textwrap
 from collections.abc import Mapping, Sequence
 
@@ -380,7 +381,7 @@ class ABPanel(QWidget):
             self.metrics.setItem(row, 0, QTableWidgetItem(key))
             for col, run in ((1, a), (2, b)):
                 value = run[3].get(key) if run is not None else None
-                text = "" if value is None else f"{value:.4g}"
+                text = "" if value is None else _metric_text(value)
                 self.metrics.setItem(row, col, QTableWidgetItem(text))
         self.metrics.resizeColumnsToContents()
         self.params.setRowCount(len(differences))
@@ -435,3 +436,9 @@ class ABPanel(QWidget):
             self.blink_timer.stop()
             if self._showing_b:
                 self.swap()
+
+
+def _metric_text(value: float) -> str:
+    """A metric as the A/B table shows it: 4 significant digits, or "not measured" (a
+    noise ratio of a cutout with too little sky, sky sources a run placed none of)."""
+    return f"{value:.4g}" if math.isfinite(value) else "not measured"

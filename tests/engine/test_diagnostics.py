@@ -53,6 +53,15 @@ def test_noise_ratio_measures_the_variance_plane() -> None:
     assert diagnostics.noise_ratio(
         Exposure(image2, np.full(image.shape, 4.0), detected)
     ) == pytest.approx(1.0, abs=0.015)
+    # a cutout its source fills: one sky pixel gave a ratio of 0 (the robust std of one
+    # value), shown and written as measured; too few give none
+    detected[:] = int(MaskPlane.DETECTED)
+    detected.flat[: diagnostics.MIN_NOISE_PIXELS - 1] = 0
+    few = Exposure(image, np.full(image.shape, 4.0), detected)
+    assert np.isnan(diagnostics.noise_ratio(few))
+    detected.flat[: diagnostics.MIN_NOISE_PIXELS] = 0
+    enough = Exposure(image, np.full(image.shape, 4.0), detected)
+    assert diagnostics.noise_ratio(enough) == pytest.approx(1.0, abs=0.15)
 
 
 def test_residual_panels(run: Run) -> None:

@@ -392,9 +392,9 @@ def source_summary(catalog: Table, source_id: int, verdicts: Mapping[int, Verdic
     parts = []
     for key in columns.FIRST_COLUMNS:
         if key in catalog.colnames:
-            unit = str(catalog[key].unit or "")
-            text = columns.format_value(key, row[key], unit)
+            text = columns.format_value(key, row[key], str(catalog[key].unit or ""))
             if text:  # no "ra deg" without a WCS: a value that is not there is left out
+                unit = columns.unit_text(key, catalog[key].unit)  # the table header's
                 parts.append(f"{key} {text} {unit}".rstrip())
     text = ", ".join(parts)
     verdict = verdicts.get(int(source_id))

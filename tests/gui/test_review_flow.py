@@ -245,6 +245,11 @@ def test_texts_never_show_missing_values() -> None:
     catalog["ra"].unit = catalog["dec"].unit = "deg"
     text = content.source_summary(catalog, 1, {})
     assert "ra" not in text and "deg" not in text and "x 3.00" in text
+    # units as the table's headers give them: a position 0-based, a peak in sigma
+    catalog["x"].unit = "pix"
+    catalog["score_peak"] = [27.14]
+    text = content.source_summary(catalog, 1, {})
+    assert "x 3.00 pix, 0-based" in text and "score_peak 27.1 σ" in text, text
     fields = {f.name: f for f in dataclasses.fields(DetectionConfig)}
     tips = [_tooltip(f) for f in fields.values()]
     assert all("None" not in tip.split("Default:")[0] for tip in tips)

@@ -23,6 +23,7 @@ Run ``python benchmarks/bench_register.py`` from the project root (needs
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -114,6 +115,7 @@ def epochs(reference: Exposure) -> None:
 
 def main() -> None:
     """Print both tables."""
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()  # --help
     if not PYDIA.exists():
         raise SystemExit(f"{PYDIA} is absent: this benchmark needs the pydia frames")
     reference = read_exposure(PYDIA / "AKB13475I0012.fits")

@@ -33,6 +33,7 @@ Usage: ``python benchmarks/bench_rubin_fallback.py``.
 
 from __future__ import annotations
 
+import argparse
 import csv
 
 import numpy as np
@@ -122,6 +123,8 @@ def affine(ours: np.ndarray, theirs: np.ndarray, margin: int) -> tuple[float, fl
 
 
 def main() -> None:
+    """Print the table."""
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()  # --help
     with open(FOLDER / "rubin_triplets_meta.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     config = SubtractionConfig()

@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 from astropy.wcs import WCS
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
@@ -359,6 +359,9 @@ def test_a_strip_shifted_by_a_fraction_of_a_pixel_is_resampled() -> None:
     degrees=st.floats(-1.0, 1.0),
     seed=st.integers(0, 999),
 )
+# found by this test on a with-data suite run: the identity paired 22 of 49 stars at
+# 0.33 px into a fit 0.94 px off, kept as trusted before the translation was tried
+@example(across=41, along=513, tall=True, degrees=0.125, seed=1)
 def test_a_turned_strip_of_any_size_registers_without_a_wcs(
     across: int, along: int, tall: bool, degrees: float, seed: int
 ) -> None:

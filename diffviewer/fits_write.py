@@ -126,7 +126,7 @@ def write_hdulist(
     path : str or Path
         Destination FITS file.
     hdul : astropy.io.fits.HDUList
-        What to write (its data is not modified).
+        What to write (the arrays it holds are not modified).
     protect : sequence of str or Path, optional
         Input files that must not be overwritten.
     blank : mapping of int to (numpy.ndarray, int), optional

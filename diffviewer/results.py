@@ -215,8 +215,22 @@ def run_identity(metadata: dict[str, Any]) -> str:
     Returns
     -------
     str
-        ``<config digest> <science> <template pieces joined by ;>``.
+        ``<config digest> <science> <template pieces joined by ;> <inputs' states>``,
+        the states each input file's size and modification time (``size@mtime_ns``, in
+        the order of their paths): an input replaced in place under its name is another
+        input, as the batch judges it (a verdict given on a clean subtraction stayed on
+        the guard-tripped run of a rewritten science frame).
     """
+    files = metadata["inputs"].get("files", {})
+    states = ";".join(
+        f"{files[path].get('size')}@{files[path].get('mtime_ns')}" for path in sorted(files)
+    )
+    return f"{_named_run(metadata)} {states}"
+
+
+def _named_run(metadata: dict[str, Any]) -> str:
+    """A run's config digest and input names: its identity before the inputs' states were
+    part of it (verdicts saved then still match their run)."""
     science = str(metadata["inputs"].get("science", {}).get("source", ""))
     template = TEMPLATE_SEPARATOR.join(saved_template_specs(metadata))
     return f"{metadata.get('config_digest', '')} {science} {template}"
@@ -280,7 +294,8 @@ def read_pair_verdict(out_dir: str | Path) -> PairVerdict | None:
         raise InputError(f"{path} cannot be read ({exc}); move it aside to start afresh") from None
     if saved.verdict not in PAIR_VERDICTS:
         raise InputError(f"{path} holds the unknown verdict {saved.verdict!r}")
-    if saved.run and saved.run != run_identity(read_metadata(out_dir)):
+    metadata = read_metadata(out_dir)
+    if saved.run and saved.run not in (run_identity(metadata), _named_run(metadata)):
         return None
     return saved
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +22,11 @@ from diffviewer.io import demo_pair, read_exposure
 from diffviewer.outputs import registration_summary, write_outputs
 from diffviewer.results import (
     SavedRun,
+    read_metadata,
     read_pair_verdict,
     read_saved_run,
     registration_from_summary,
+    run_identity,
     write_pair_verdict,
 )
 
@@ -157,3 +160,27 @@ def test_a_pair_verdict_does_not_outlive_its_run(saved, tmp_path: Path) -> None:
     assert row_from_outputs(out)["verdict"] == ""
     write_pair_verdict(out, "bad", "over-subtracted")
     assert read_pair_verdict(out).verdict == "bad"
+    # an input replaced in place under its name (other size and time) is another input,
+    # as the batch judges it: the verdict on a clean subtraction stayed on the
+    # guard-tripped run of a rewritten science frame
+    replaced = tmp_path / "science.fits"
+    shutil.copy(science, replaced)
+
+    def run_on_replaced() -> None:
+        sci = read_exposure(str(replaced))
+        done = run_subtraction(sci, read_exposure(str(template)), result.config)
+        write_outputs(done, out, [replaced, template], overwrite=True)
+
+    run_on_replaced()
+    write_pair_verdict(out, "good", "clean")
+    with open(replaced, "ab") as handle:
+        handle.write(bytes(2880))  # rewritten in place: one more FITS record
+    run_on_replaced()
+    assert read_pair_verdict(out) is None
+    # a verdict saved before the inputs' states were part of a run's identity still
+    # holds on its run (an upgrade loses no verdict)
+    meta = read_metadata(out)
+    legacy = {"verdict": "good", "comment": "", "time": "2026-12-01T00:00:00"}
+    legacy["run"] = run_identity(meta).rsplit(" ", 1)[0]
+    (out / "pair_verdict.json").write_text(json.dumps(legacy))
+    assert read_pair_verdict(out).verdict == "good"

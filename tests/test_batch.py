@@ -398,3 +398,38 @@ def test_an_input_replaced_in_place_makes_the_pair_run_again(tmp_path: Path) -> 
     reason = incomplete_reason(out / "a", science, template, config.digest())
     assert reason == f"its input {template} was replaced or changed since the run"
     assert [j.name for j in plan_batch(pairs, options).jobs] == ["a"]
+
+
+def _judge(out: str, names: list[str]) -> None:
+    """Set a verdict on each of ``names`` in the summary of ``out`` (a reviewer's process)."""
+    from diffviewer.batch.summary import set_summary_verdict
+
+    for name in names:
+        set_summary_verdict(out, name, "good", f"judged {name}")
+
+
+def test_two_reviewers_at_once_lose_no_verdict(tmp_path: Path) -> None:
+    # Two review windows judging pairs of one batch at once, each a read-modify-write of
+    # the summary: 17 of 48 verdicts were lost, each window writing back the table it
+    # had read before the other's write. Two processes, 30 pairs each.
+    import multiprocessing
+
+    names = [f"p{i:02d}" for i in range(60)]
+    rows = [
+        {"name": n, "science": "s.fits", "template": "t.fits", "output": str(tmp_path / n)}
+        for n in names
+    ]
+    write_summary(tmp_path, [{**r, "status": "ok"} for r in rows])
+    context = multiprocessing.get_context("spawn")
+    reviewers = [
+        context.Process(target=_judge, args=(str(tmp_path), names[k::2])) for k in range(2)
+    ]
+    for reviewer in reviewers:
+        reviewer.start()
+    for reviewer in reviewers:
+        reviewer.join(120)
+        assert reviewer.exitcode == 0
+    summary = read_summary(tmp_path)
+    assert sorted(summary["name"]) == names
+    assert list(summary["verdict"]) == ["good"] * len(names)
+    assert [str(c) for c in summary["comment"]] == [f"judged {n}" for n in summary["name"]]

@@ -32,6 +32,7 @@ from diffviewer.batch.summary import (
     read_summary,
     row_from_outputs,
     rows_of,
+    summary_lock,
     verdict_columns,
     write_summary,
 )
@@ -610,7 +611,8 @@ def run_batch(
                     if bar:
                         bar.update(row["status"] == "failed")
                     if time.monotonic() - last_write > SUMMARY_EVERY_S:
-                        write_summary(options.out, ordered())
+                        with summary_lock(options.out):  # rows with the verdicts on disk
+                            write_summary(options.out, ordered())
                         last_write = time.monotonic()
                 if cancelled:
                     raise _cluster_lost(options, cancelled)
@@ -622,7 +624,8 @@ def run_batch(
         remove_stale_staging(options.out)
         rows |= _finished_unreported(plan.jobs, rows, options)
         if rows:  # nothing to summarise when no pair ran nor was kept (no scheduler)
-            write_summary(options.out, ordered())
+            with summary_lock(options.out):
+                write_summary(options.out, ordered())
     return ordered()
 
 

@@ -8,8 +8,10 @@ open`` shows), so a fresh row and the row of a skipped, already finished pair ag
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -276,11 +278,39 @@ def write_summary(out_dir: str | Path, rows: Sequence[Mapping[str, Any]]) -> Pat
     return ecsv
 
 
+@contextlib.contextmanager
+def summary_lock(out_dir: str | Path) -> Iterator[None]:
+    """Hold the batch folder's summary lock while in the block: an advisory ``flock`` on
+    the folder itself (no file left in it; none where the platform has no ``fcntl``, or
+    the folder cannot be opened, whose summary cannot be written either).
+
+    A summary write that rests on what is on disk (a verdict's read-modify-write, a
+    batch's rows with the verdicts their folders hold) reads and writes inside it: two
+    review windows judging pairs of one batch at once lost 17 of 48 verdicts from the
+    summary, each writing back the table it had read before the other's write.
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock
+        yield
+        return
+    try:
+        folder = os.open(out_dir, os.O_RDONLY)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(folder)  # the lock goes with it
+
+
 def set_summary_verdict(out_dir: str | Path, name: str, verdict: str, comment: str) -> Path:
     """Set one pair's verdict and comment in the summary on disk; every other row as it is.
 
-    The summary is read afresh, so rows a batch still running wrote since a reader
-    loaded it are kept.
+    The summary is read afresh, under :func:`summary_lock`, so rows a batch still running
+    wrote since a reader loaded it, and verdicts another window gave, are kept.
 
     Parameters
     ----------
@@ -303,16 +333,17 @@ def set_summary_verdict(out_dir: str | Path, name: str, verdict: str, comment: s
     OutputError
         When it cannot be written.
     """
-    rows = rows_of(read_summary(out_dir))
-    found = [row for row in rows if row["name"] == name]
-    if not found:
-        raise InputError(
-            f"{Path(out_dir) / SUMMARY_ECSV} has no row {name!r}; the verdict is saved in the "
-            "pair's folder, and the next batch run into this folder lists it"
-        )
-    for row in found:
-        row.update(verdict=verdict, comment=comment)
-    return write_summary(out_dir, rows)
+    with summary_lock(out_dir):
+        rows = rows_of(read_summary(out_dir))
+        found = [row for row in rows if row["name"] == name]
+        if not found:
+            raise InputError(
+                f"{Path(out_dir) / SUMMARY_ECSV} has no row {name!r}; the verdict is saved in "
+                "the pair's folder, and the next batch run into this folder lists it"
+            )
+        for row in found:
+            row.update(verdict=verdict, comment=comment)
+        return write_summary(out_dir, rows)
 
 
 def utf8_text_columns(table: Table) -> Table:

@@ -261,6 +261,8 @@ class ReviewWindow(QMainWindow):
         self.batch_dir = Path(batch_dir).expanduser().resolve()
         self.setWindowTitle(f"diffviewer review — {self.batch_dir}")
         self._inspector = inspector
+        if inspector is not None:
+            inspector.pair_verdict_saved.connect(self._on_inspector_verdict)
         self.model = SummaryModel(review_rows(self.batch_dir))
         self.proxy = SummaryFilter()
         self.proxy.setSourceModel(self.model)
@@ -369,10 +371,19 @@ class ReviewWindow(QMainWindow):
             from diffviewer.gui.window import MainWindow
 
             self._inspector = MainWindow()
+            self._inspector.pair_verdict_saved.connect(self._on_inspector_verdict)
             app = QApplication.instance()
             if app is not None:
                 app.aboutToQuit.connect(self._inspector.jobs.shutdown)
         return self._inspector
+
+    def _on_inspector_verdict(self, folder: str, verdict: str, comment: str) -> None:
+        """Show a pair verdict given in the inspector (Verdict > Pair) on its row (the
+        inspector saved it in the folder and the summary)."""
+        for number, row in enumerate(self.model.rows):
+            if Path(row["output"]) == Path(folder):
+                self.model.update_row(number, {"verdict": verdict, "comment": comment})
+        self._say_counts()
 
     def open_current(self, *args: object) -> None:
         """Show the selected pair in the inspector from its saved outputs."""

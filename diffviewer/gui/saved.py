@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from PyQt6.QtWidgets import QFileDialog
 
+from diffviewer.batch.summary import SUMMARY_ECSV, set_summary_verdict
 from diffviewer.engine.progress import CancelToken, ProgressCallback
 from diffviewer.errors import DiffviewerError, InputError
 from diffviewer.gui import model
@@ -99,7 +100,9 @@ def open_saved_dialog(window: MainWindow) -> None:
 
 
 def set_pair_verdict(window: MainWindow, verdict: str) -> None:
-    """Save a verdict on the whole subtraction (with the comment typed) in its folder."""
+    """Save a verdict on the whole subtraction (with the comment typed) in its folder, and
+    in its batch's summary row when it is a batch's pair (a verdict given here reached
+    neither the summary nor the review window before)."""
     folder = window.output_dir()
     if folder is None or window.outcome is None:
         return
@@ -116,6 +119,12 @@ def set_pair_verdict(window: MainWindow, verdict: str) -> None:
         return
     window.review.comment.clear()
     window.log(f"pair verdict: {saved.verdict} subtraction ({saved.comment or 'no comment'})")
+    if (folder.parent / SUMMARY_ECSV).is_file():  # a batch's pair: its summary row too
+        try:
+            set_summary_verdict(folder.parent, folder.name, saved.verdict, saved.comment)
+        except DiffviewerError as exc:  # saved in the folder all the same
+            window.log(f"pair verdict: not in the batch's summary: {exc}")
+    window.pair_verdict_saved.emit(str(folder), saved.verdict, saved.comment)
 
 
 def launch_saved(folder: str | Path) -> int:

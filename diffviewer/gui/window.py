@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PyQt6.QtCore import QSettings, Qt, QTimer
+from PyQt6.QtCore import QSettings, Qt, QTimer, pyqtSignal
 from PyQt6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QGuiApplication, QShowEvent
 from PyQt6.QtWidgets import (
     QDockWidget,
@@ -75,7 +75,15 @@ class MainWindow(QMainWindow):
         The engine entry point (``run_subtraction`` when None); tests pass their own.
     settings : QSettings, optional
         Where layout, folders and recent pairs are remembered.
+
+    Signals
+    -------
+    pair_verdict_saved(str, str, str)
+        A verdict on the whole pair was saved: its output folder, the verdict, the
+        comment (a batch review window shows it on the pair's row).
     """
+
+    pair_verdict_saved = pyqtSignal(str, str, str)
 
     def __init__(
         self,

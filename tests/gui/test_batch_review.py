@@ -22,7 +22,7 @@ from diffviewer.config import SubtractionConfig, apply_overrides
 from diffviewer.gui import content
 from diffviewer.gui import verdicts as source_verdicts
 from diffviewer.gui.batch_review import SHOWN, ReviewWindow
-from diffviewer.gui.saved import open_saved
+from diffviewer.gui.saved import open_saved, set_pair_verdict
 from diffviewer.gui.window import MainWindow, isolated_window
 from diffviewer.io import demo_pair
 from diffviewer.results import SavedRun, read_pair_verdict
@@ -168,6 +168,16 @@ def test_a_pair_verdict_goes_to_its_folder_the_summary_and_the_export(
     assert levels[("constant", "source")]["verdict"] == "real"
     review.unreviewed_box.setChecked(True)
     assert "constant" not in review.visible_names()
+    # Verdict > Pair in the inspector: it reached neither the summary nor the review
+    # window (the pair stayed unreviewed there), only the folder
+    review.unreviewed_box.setChecked(False)
+    finish(qtbot, inspector, "run", lambda: review.select_name("constant"))
+    inspector.review.comment.setText("fine after all")
+    set_pair_verdict(inspector, "good")
+    rows = {str(r["name"]): r for r in read_summary(batch_dir)}
+    assert (rows["constant"]["verdict"], rows["constant"]["comment"]) == ("good", "fine after all")
+    number = [str(r["name"]) for r in review.model.rows].index("constant")
+    assert review.model.rows[number]["verdict"] == "good"
     (batch_dir / "constant" / "pair_verdict.json").unlink()
     (batch_dir / "constant" / source_verdicts.VERDICTS_FILE).unlink()
 

@@ -13,7 +13,7 @@ every verdict of the batch, on pairs and on sources, as one table.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -182,7 +182,7 @@ class SummaryModel(QAbstractTableModel):
         """The row's thumbnail (made once)."""
         name = row["name"]
         if name not in self._thumbs:
-            array = thumbnail_array(Path(row["output"])) if row["status"] != "failed" else None
+            array = thumbnail_array(Path(row["output"])) if inspectable(row) else None
             if array is None:
                 self._thumbs[name] = None
             else:
@@ -215,6 +215,13 @@ class SummaryModel(QAbstractTableModel):
         """Change a row's values (badness recomputed) and redraw it."""
         self.rows[number] = complete_row({**self.rows[number], **changes})
         self.dataChanged.emit(self.index(number, 0), self.index(number, len(SHOWN) - 1))
+
+
+def inspectable(row: Mapping[str, Any]) -> bool:
+    """Whether a summary row's pair has outputs to show: it ran, or it failed only by
+    ``--strict``'s guard, which writes every output for inspection (such a pair, the one
+    most in need of a look, could not be opened)."""
+    return row["status"] != "failed" or row.get("error_kind") == "guard"
 
 
 class SummaryFilter(QSortFilterProxyModel):
@@ -393,8 +400,15 @@ class ReviewWindow(QMainWindow):
         if number is None:
             return
         row = self.model.rows[number]
+        # the pair's own status (the last pair's failure stayed while another was shown),
+        # and its saved comment (a verdict changed without retyping it erased it)
         if row["status"] == "failed":
-            self.status_label.setText(f"{row['name']} failed: {row['error']}")
+            shown = "; its outputs are shown (--strict)" if inspectable(row) else ""
+            self.status_label.setText(f"{row['name']} failed: {row['error']}{shown}")
+        else:
+            self._say_counts()
+        self.comment.setText(str(row.get("comment", "")))
+        if not inspectable(row):
             return
         window = self.inspector()
         window.show()

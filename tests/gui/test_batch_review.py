@@ -142,6 +142,37 @@ def test_selecting_a_row_opens_the_saved_pair_without_running_it(
     assert "missing.fits does not exist" in review.status_label.text()
 
 
+def test_a_strict_guard_failure_opens_and_a_pair_shows_its_own_status_and_comment(
+    qtbot, batch_dir, inspector, tmp_path
+) -> None:
+    # --strict writes every output of a pair whose guard trips, "for inspection", and
+    # fails it: the window opened no failed pair, so not the one most in need of a look
+    folder = tmp_path / "night"
+    shutil.copytree(batch_dir, folder)
+    rows = [dict(r) for r in read_summary(folder)]
+    for row in rows:
+        row["output"] = str(folder / str(row["name"]))
+        if row["name"] == "wide":
+            row.update(status="failed", error_kind="guard", error="bad-subtraction guard tripped")
+        if row["name"] == "constant":
+            row.update(comment="ringing at the bright stars")
+    write_summary(folder, rows)
+    review = ReviewWindow(folder, inspector=inspector)
+    qtbot.addWidget(review)
+    finish(qtbot, inspector, "run", lambda: review.select_name("wide"))
+    assert inspector.saved_folder == folder / "wide"
+    assert "its outputs are shown" in review.status_label.text()
+    number = [str(r["name"]) for r in review.model.rows].index("wide")
+    assert review.model.thumbnail(review.model.rows[number]) is not None
+    # the next pair: its own status (the failure stayed), its saved comment (a verdict
+    # changed without retyping it erased the comment)
+    finish(qtbot, inspector, "run", lambda: review.select_name("constant"))
+    assert review.status_label.text().startswith(f"{len(rows)} pairs, ")
+    assert review.comment.text() == "ringing at the bright stars"
+    review.select_name("broken")  # nothing to show: says why
+    assert "missing.fits does not exist" in review.status_label.text()
+
+
 def test_a_pair_verdict_goes_to_its_folder_the_summary_and_the_export(
     qtbot, batch_dir, inspector, tmp_path
 ) -> None:

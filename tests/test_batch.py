@@ -212,6 +212,10 @@ def test_errors_off_by_a_factor_rank_a_pair_for_review() -> None:
     assert badness(row) == honest == 0.0
     assert badness({**row, "sky_pull_std": 2.0}) == pytest.approx(honest + 5.0)
     assert badness({**row, "sky_pull_std": 0.5}) == pytest.approx(honest + 5.0)
+    # 8 positive and 2 negative sources, 3 of them dipoles: 10 detections, not 13 (the
+    # demo pair's dipoles are among its positives)
+    found = {**row, "sky_pull_std": 1.0, "n_positive": 8, "n_negative": 2, "n_dipoles": 3}
+    assert badness(found) == pytest.approx(2.0 * np.log10(11.0))
 
 
 @pytest.mark.parametrize(

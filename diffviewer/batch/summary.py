@@ -89,9 +89,9 @@ COLUMNS: tuple[tuple[str, type, str, str], ...] = (
         "without them (NaN without a spatial fit)",
     ),
     ("convolved", str, "", "which image the kernel convolved"),
-    ("n_positive", int, "", "positive DIA sources"),
-    ("n_negative", int, "", "negative DIA sources"),
-    ("n_dipoles", int, "", "dipoles"),
+    ("n_positive", int, "", "positive DIA sources (dipoles with a positive net flux included)"),
+    ("n_negative", int, "", "negative DIA sources (dipoles with a negative net flux included)"),
+    ("n_dipoles", int, "", "dipoles (among the positive and negative DIA sources)"),
     ("detected_fraction", float, "", "fraction of the image covered by detections"),
     ("guard_tripped", bool, "", "bad-subtraction guard tripped (detected_fraction too high)"),
     ("n_warnings", int, "", "warnings of the run"),
@@ -112,8 +112,8 @@ def badness(row: Mapping[str, Any]) -> float:
     10 when the bad-subtraction guard tripped; 5 |log2(noise ratio)| and 5 |log2(sky
     sources' pull scatter)| (each 5 at 2 or 1/2: the difference's noise, and the
     catalog's errors, off by that factor); (10 - good stamps) / 2 for fewer than 10 good
-    kernel stamps; and 2 log10(1 + detections) over positive, negative and dipole
-    sources (4 at 100).
+    kernel stamps; and 2 log10(1 + detections), positive and negative (4 at 100; the
+    dipoles are among them, and were counted twice).
 
     Parameters
     ----------
@@ -133,7 +133,7 @@ def badness(row: Mapping[str, Any]) -> float:
     n_good = int(row.get("n_good", -1))
     if n_good >= 0:
         score += max(0, 10 - n_good) / 2.0
-    detections = sum(max(0, int(row.get(k, 0))) for k in ("n_positive", "n_negative", "n_dipoles"))
+    detections = sum(max(0, int(row.get(k, 0))) for k in ("n_positive", "n_negative"))
     return score + 2.0 * math.log10(1.0 + detections)
 
 

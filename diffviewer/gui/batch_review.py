@@ -80,7 +80,8 @@ SORT_ROLE = Qt.ItemDataRole.UserRole
 
 
 def thumbnail_array(folder: Path, side: int = THUMB) -> np.ndarray | None:
-    """A small grey image of a pair's difference (uint8, the difference view's levels).
+    """A small grey image of a pair's difference (uint8, the difference view's levels;
+    pixels without data, NaN in the file, black: they were drawn as sky).
 
     Reads every ``step``-th pixel of ``difference.fits`` through a memory map; None when
     the pair has no difference.
@@ -98,6 +99,7 @@ def thumbnail_array(folder: Path, side: int = THUMB) -> np.ndarray | None:
     shown = display.display_array(image)
     lo, hi = display.compute_levels(shown, display.default_settings("difference"))
     scaled = np.clip((shown - lo) / max(hi - lo, 1e-30), 0.0, 1.0)
+    scaled[~np.isfinite(image)] = 0.0
     return np.ascontiguousarray(np.flipud(scaled * 255).astype(np.uint8))
 
 

@@ -339,3 +339,20 @@ def test_a_verdict_saved_while_the_batch_runs_keeps_its_new_rows(
     after = {str(r["name"]): r for r in read_summary(folder)}
     assert sorted(after) == ["broken", "constant", "later", "wide"]
     assert after["wide"]["verdict"] == "bad" and after["later"]["verdict"] == ""
+
+
+def test_a_thumbnail_draws_pixels_without_data_black(tmp_path: Path) -> None:
+    # ZTF cutouts 21-33 % without data were drawn at the sky's grey (126-127 of 255)
+    from diffviewer.exposure import Exposure, MaskPlane
+    from diffviewer.fits_write import write_exposure
+    from diffviewer.gui.batch_review import thumbnail_array
+
+    rng = np.random.default_rng(0)
+    image = rng.normal(0.0, 1.0, (64, 64)).astype(np.float32)
+    mask = np.zeros(image.shape, np.int16)
+    mask[:, :20] = int(MaskPlane.NO_DATA)
+    exposure = Exposure(image=image, variance=np.ones_like(image), mask=mask)
+    write_exposure(tmp_path / "difference.fits", exposure)
+    thumb = np.flipud(thumbnail_array(tmp_path))
+    assert np.all(thumb[:, :20] == 0)
+    assert np.median(thumb[:, 20:]) > 60  # the sky: mid-grey

@@ -27,7 +27,7 @@ from PyQt6.QtCore import (
     QSortFilterProxyModel,
     Qt,
 )
-from PyQt6.QtGui import QImage, QPixmap
+from PyQt6.QtGui import QImage, QKeySequence, QPixmap
 from PyQt6.QtWidgets import (
     QAbstractItemView,
     QApplication,
@@ -218,6 +218,13 @@ class SummaryModel(QAbstractTableModel):
         self.rows[number] = complete_row({**self.rows[number], **changes})
         self.dataChanged.emit(self.index(number, 0), self.index(number, len(SHOWN) - 1))
 
+    def set_rows(self, rows: list[dict[str, Any]]) -> None:
+        """Show ``rows`` in place of the rows shown, their thumbnails made afresh."""
+        self.beginResetModel()
+        self.rows = rows
+        self._thumbs = {}
+        self.endResetModel()
+
 
 def inspectable(row: Mapping[str, Any]) -> bool:
     """Whether a summary row's pair has outputs to show: it ran, or it failed only by
@@ -308,6 +315,10 @@ class ReviewWindow(QMainWindow):
         self.bad_button.clicked.connect(lambda: self.set_verdict("bad"))
         export = QPushButton("Export verdicts…")
         export.clicked.connect(self.export_verdicts_dialog)
+        reload = QPushButton("Reload")
+        reload.setShortcut(QKeySequence(QKeySequence.StandardKey.Refresh))
+        reload.setToolTip("Read the summary and the thumbnails again (a batch re-run since)")
+        reload.clicked.connect(self.reload)
         self.status_label = QLabel()
         self.status_label.setWordWrap(True)
         filters = QHBoxLayout()
@@ -317,7 +328,7 @@ class ReviewWindow(QMainWindow):
         filters.addWidget(self.search)
         verdicts = QHBoxLayout()
         verdicts.addWidget(self.comment)
-        for button in (self.good_button, self.bad_button, export):
+        for button in (self.good_button, self.bad_button, export, reload):
             verdicts.addWidget(button)
         centre = QWidget()
         layout = QVBoxLayout(centre)
@@ -330,6 +341,13 @@ class ReviewWindow(QMainWindow):
         self._say_counts()
 
     # ----------------------------------------------------------------- rows
+
+    def reload(self) -> None:
+        """Read the batch's summary again: a batch re-run while the window was open left
+        its rows and thumbnails as they were (badness 5.7 shown for 20.5, a guard
+        tripped since shown blank), and a verdict given then went on the new run."""
+        self.model.set_rows(review_rows(self.batch_dir))
+        self._say_counts()
 
     def _say_counts(self) -> None:
         rows = self.model.rows

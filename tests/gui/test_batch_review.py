@@ -356,3 +356,27 @@ def test_a_thumbnail_draws_pixels_without_data_black(tmp_path: Path) -> None:
     thumb = np.flipud(thumbnail_array(tmp_path))
     assert np.all(thumb[:, :20] == 0)
     assert np.median(thumb[:, 20:]) > 60  # the sky: mid-grey
+
+
+def test_reload_shows_a_batch_rerun_since_the_window_opened(qtbot, batch_dir, tmp_path) -> None:
+    # The window's rows were a snapshot: after a re-run it kept badness 5.7 where the
+    # summary said 20.5 and a guard tripped since, and its thumbnails
+    folder = tmp_path / "night"
+    shutil.copytree(batch_dir, folder)
+    review = ReviewWindow(folder, inspector=MainWindow())
+    qtbot.addWidget(review)
+    number = [str(r["name"]) for r in review.model.rows].index("wide")
+    before = review.model.thumbnail(review.model.rows[number])
+    rows = [dict(r) for r in read_summary(folder)]
+    for row in rows:
+        row["output"] = str(folder / str(row["name"]))
+        if row["name"] == "wide":
+            row.update(guard_tripped=True, n_positive=40)
+    write_summary(folder, rows)
+    (folder / "wide" / "difference.fits").unlink()  # its thumbnail is made afresh
+    review.reload()
+    now = {str(r["name"]): r for r in review.model.rows}
+    assert now["wide"]["guard_tripped"] and now["wide"]["n_positive"] == 40
+    on_disk = {str(r["name"]): float(r["badness"]) for r in read_summary(folder)}
+    assert now["wide"]["badness"] == pytest.approx(on_disk["wide"]) and on_disk["wide"] >= 10
+    assert before is not None and review.model.thumbnail(now["wide"]) is None

@@ -281,8 +281,9 @@ def write_summary(out_dir: str | Path, rows: Sequence[Mapping[str, Any]]) -> Pat
 @contextlib.contextmanager
 def summary_lock(out_dir: str | Path) -> Iterator[None]:
     """Hold the batch folder's summary lock while in the block: an advisory ``flock`` on
-    the folder itself (no file left in it; none where the platform has no ``fcntl``, or
-    the folder cannot be opened, whose summary cannot be written either).
+    the folder itself (no file left in it; none where the platform has no ``fcntl``, the
+    file system takes no lock, or the folder cannot be opened, whose summary cannot be
+    written either).
 
     A summary write that rests on what is on disk (a verdict's read-modify-write, a
     batch's rows with the verdicts their folders hold) reads and writes inside it: two
@@ -300,7 +301,8 @@ def summary_lock(out_dir: str | Path) -> Iterator[None]:
         yield
         return
     try:
-        fcntl.flock(folder, fcntl.LOCK_EX)
+        with contextlib.suppress(OSError):  # a file system without locks (some NFS): none
+            fcntl.flock(folder, fcntl.LOCK_EX)
         yield
     finally:
         os.close(folder)  # the lock goes with it

@@ -21,7 +21,7 @@ from astropy.table import Table
 
 from diffviewer.atomic import atomic_write
 from diffviewer.errors import OutputError
-from diffviewer.exposure import Exposure, MaskPlane, mask_header_cards
+from diffviewer.exposure import Exposure, MaskPlane, mask_header_cards, row_blocks
 from diffviewer.fits_header import ZERO_POINT_KEYS, header_with_wcs
 
 #: A mask and mask planes: the pixels where any of the planes is set.
@@ -101,15 +101,11 @@ def write_exposure(
     ]
     if exposure.psf is not None:
         hdus.append(fits.ImageHDU(exposure.psf, name="PSF"))
-    no_data = (exposure.mask, int(MaskPlane.NO_DATA))
-    blank = {1: no_data, 3: no_data} if _any_set(*no_data) else {}
+    mask, plane = exposure.mask, int(MaskPlane.NO_DATA)
+    # looked for a block of rows at a time: no mask-sized temporary
+    anywhere = any((mask[rows] & plane).any() for rows in row_blocks(mask.shape))
+    blank = {1: (mask, plane), 3: (mask, plane)} if anywhere else {}
     return write_hdulist(path, fits.HDUList(hdus), protect=protect, blank=blank)
-
-
-def _any_set(mask: np.ndarray, planes: int, rows: int = 256) -> bool:
-    """Whether any of ``planes`` is set in ``mask``, looked for a block of rows at a time
-    (no mask-sized temporary)."""
-    return any(bool(np.any(mask[i : i + rows] & planes)) for i in range(0, len(mask), rows))
 
 
 def write_hdulist(

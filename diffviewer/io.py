@@ -26,6 +26,7 @@ from diffviewer.exposure import (
     MaskPlane,
     describe_planes,
     map_by_rows,
+    planes_clear,
     read_only,
     row_blocks,
     set_planes,
@@ -52,6 +53,7 @@ from diffviewer.saturation import (
     PLATEAU_WIDTH,
     flat_top_level,
     floor_fill_level,
+    pieces_plateau_level,
     star_plateau_level,
 )
 from diffviewer.sky_stats import robust_sky
@@ -820,4 +822,47 @@ def read_templates(spec: str | Sequence[str]) -> list[Exposure]:
     list of Exposure
         One exposure per piece, each read by :func:`read_exposure`.
     """
-    return [read_exposure(piece) for piece in template_specs(spec)]
+    return pooled_saturation([read_exposure(piece) for piece in template_specs(spec)])
+
+
+def pooled_saturation(pieces: Sequence[Exposure]) -> list[Exposure]:
+    """A template's pieces, those that found no saturation level alone given the one their
+    pixels show together.
+
+    Parameters
+    ----------
+    pieces : sequence of Exposure
+        The pieces, as read (:func:`read_exposure`).
+
+    Returns
+    -------
+    list of Exposure
+        The pieces; those without a level (no header card, no flat top, too few clipped
+        cores of their own) with SAT set at :func:`diffviewer.saturation.pieces_plateau_level`
+        of them together, when it finds one (a coadd cut in pieces has one clip level,
+        and its saturated stars may be spread two or three to a piece).
+    """
+    lacking = [k for k, piece in enumerate(pieces) if piece.saturation is None]
+    if len(pieces) < 2 or not lacking:
+        return list(pieces)
+    level = pieces_plateau_level(
+        [pieces[k].image for k in lacking],
+        [planes_clear(pieces[k].mask, int(MaskPlane.NO_DATA)) for k in lacking],
+    )
+    if level is None:
+        return list(pieces)
+    log.warning(
+        "template pieces %s: no SATURATE card, and too few clipped stars in each to find "
+        "its level alone, but together the broad cores of several stars pile up within "
+        "%g%% of the maximum (a coadd's clip level): %g taken as their saturation level "
+        "(SAT); give SATURATE in the pieces' headers to set it",
+        ", ".join(pieces[k].source for k in lacking),
+        100 * PLATEAU_WIDTH,
+        level,
+    )
+    pooled = list(pieces)
+    for k in lacking:
+        piece = pieces[k]
+        saturated = set_planes(piece.mask, piece.image >= np.float64(level), MaskPlane.SAT)
+        pooled[k] = piece.replace(mask=read_only(saturated), saturation=("star plateau", level))
+    return pooled

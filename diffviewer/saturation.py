@@ -31,6 +31,8 @@ cannot be told from data this way.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from scipy import ndimage, sparse
 from scipy.sparse import csgraph
@@ -322,6 +324,63 @@ def star_plateau_level(image: np.ndarray, usable: np.ndarray) -> float | None:
     Returns
     -------
     float or None
+        :func:`pieces_plateau_level` of the one image.
+    """
+    return pieces_plateau_level([image], [usable])
+
+
+def _near_top_sources(
+    image: np.ndarray, usable: np.ndarray, low: float, near_level: float
+) -> tuple[int, list[tuple[float, int, int]], list[tuple[float, int, int]]]:
+    """The sources of one image near the maximum, and those above the reference band's foot.
+
+    Parameters
+    ----------
+    image, usable : numpy.ndarray
+        As :func:`pieces_plateau_level`'s, one of them.
+    low, near_level : float
+        The reference band's foot and the plateau band's foot (image units).
+
+    Returns
+    -------
+    n_near : int
+        Usable pixels at or above ``near_level``.
+    near, reference : list of (float, int, int)
+        Peak, row and column of the islands of those pixels (within ``2 SAME_SOURCE_PX +
+        1`` px of one another), and of the edge-connected islands above ``low``.
+    """
+    # Compared and summed in double precision whatever the image's (a float32 image's
+    # values against float64 levels, as a float64 image's).
+    flat = np.flatnonzero(usable & (image >= np.float64(low)))
+    width = image.shape[1]
+    bright = image.ravel()[flat].astype(np.float64)
+    near = bright >= near_level
+    sources = _sources(flat[near], bright[near], width, 2 * SAME_SOURCE_PX + 1)
+    references = _sources(flat, bright, width, 1)
+    return (
+        int(np.count_nonzero(near)),
+        list(zip(*(a.tolist() for a in sources), strict=True)),
+        list(zip(*(a.tolist() for a in references), strict=True)),
+    )
+
+
+def pieces_plateau_level(
+    images: Sequence[np.ndarray], usables: Sequence[np.ndarray]
+) -> float | None:
+    """The one saturation level of a coadd given whole or in pieces: broad cores of several
+    stars piled up below the maximum, counted over all the pieces.
+
+    Parameters
+    ----------
+    images : sequence of numpy.ndarray
+        Pixel values (image units) of the coadd, or of its pieces (one clip level: a
+        piece may hold too few saturated stars to show it alone).
+    usables : sequence of numpy.ndarray
+        Boolean, True on each image's pixels with data (finite, not blank fill).
+
+    Returns
+    -------
+    float or None
         The lowest peak among the separate sources (islands of usable pixels within
         ``2 SAME_SOURCE_PX + 1`` px of one another) that reach within
         :data:`PLATEAU_WIDTH` of the maximum's height above the median, when
@@ -329,52 +388,56 @@ def star_plateau_level(image: np.ndarray, usable: np.ndarray) -> float | None:
         :data:`CLIPPED_CORE_RATIO` times the unclipped stars' light above half their
         peak), the band holds at most :func:`plateau_cap` of the usable pixels
         and the maximum lies :data:`MIN_PLATEAU_SIGMAS` robust standard deviations or more
-        above the median. None otherwise.
+        above the median. The maximum, median and counts are the pieces' together. None
+        otherwise.
 
     Notes
     -----
     Only the pixels above the reference band's foot (a thousandth of a field's pixels)
     are looked at after the median: their islands are found on their flat indices
-    (:func:`_islands`), not by labelling image-sized maps.
+    (:func:`_islands`), not by labelling image-sized maps. A star where pieces overlap is
+    counted in each piece that holds its core.
     """
-    values = _usable_values(image, usable)
-    if values.size == 0:
+    values = [_usable_values(image, usable) for image, usable in zip(images, usables, strict=True)]
+    n_usable = sum(v.size for v in values)
+    if n_usable == 0:
         return None
-    top = float(values.max())
-    sky = _sky_far_below(values, top)
+    top = max(float(v.max()) for v in values if v.size)
+    sky = _sky_far_below(np.concatenate([_subsample(v) for v in values]), top)
     if sky is None:
         return None
     height = top - sky
     low, high = (sky + f * height for f in REFERENCE_BAND)
-    # Compared and summed in double precision whatever the image's (a float32 image's
-    # values against float64 levels, as a float64 image's).
-    flat = np.flatnonzero(usable & (image >= np.float64(low)))
-    width = image.shape[1]
-    bright = image.ravel()[flat].astype(np.float64)
-    near = bright >= top - PLATEAU_WIDTH * height
-    if np.count_nonzero(near) > plateau_cap(values.size):
+    found = [
+        _near_top_sources(image, usable, low, top - PLATEAU_WIDTH * height)
+        for image, usable in zip(images, usables, strict=True)
+    ]
+    if sum(n for n, _, _ in found) > plateau_cap(n_usable):
         return None
-    peaks, rows, cols = _sources(flat[near], bright[near], width, 2 * SAME_SOURCE_PX + 1)
-    if peaks.size < MIN_PLATEAU_STARS:
+    near = [(k, source) for k, (_, sources, _) in enumerate(found) for source in sources]
+    if len(near) < MIN_PLATEAU_STARS:
         return None
-    ref_peaks, ref_rows, ref_cols = _sources(flat, bright, width, 1)
-    chosen = np.nonzero(ref_peaks < high)[0]
-    chosen = chosen[np.argsort(-ref_peaks[chosen])][:REFERENCE_STARS]
-    if chosen.size == 0:
+    references = sorted(
+        (
+            (k, source)
+            for k, (_, _, sources) in enumerate(found)
+            for source in sources
+            if source[0] < high
+        ),
+        key=lambda item: -item[1][0],
+    )[:REFERENCE_STARS]
+    if not references:
         return None
     psf_light = np.median(
         [
-            _light_above_half_peak(image, int(ref_rows[k]), int(ref_cols[k]), ref_peaks[k], sky)
-            for k in chosen
+            _light_above_half_peak(images[k], row, col, peak, sky)
+            for k, (peak, row, col) in references
         ]
     )
     light = np.array(
-        [
-            _light_above_half_peak(image, int(rows[k]), int(cols[k]), peaks[k], sky)
-            for k in range(peaks.size)
-        ]
+        [_light_above_half_peak(images[k], row, col, peak, sky) for k, (peak, row, col) in near]
     )
     if np.count_nonzero(light >= CLIPPED_CORE_RATIO * psf_light) < MIN_PLATEAU_STARS:
         return None
     # The clip level is smeared over the band: every peak in it may be a clipped core.
-    return float(np.min(peaks))
+    return float(min(peak for _, (peak, _, _) in near))

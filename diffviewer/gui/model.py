@@ -121,8 +121,10 @@ class Pair:
 
     def read_template(self) -> Exposure | list[Exposure]:
         """The template, or the list of its pieces when it has several."""
+        from diffviewer.io import pooled_saturation
+
         pieces = [_read(p) for p in self.pieces]
-        return pieces[0] if len(pieces) == 1 else pieces
+        return pieces[0] if len(pieces) == 1 else pooled_saturation(pieces)
 
 
 def _read(spec: str | Exposure) -> Exposure:

@@ -18,7 +18,7 @@ from scipy import ndimage
 
 from diffviewer import saturation
 from diffviewer.exposure import MaskPlane
-from diffviewer.io import read_exposure
+from diffviewer.io import read_exposure, read_templates
 from diffviewer.saturation import flat_top_level, star_plateau_level
 from tests.conftest import data_path
 
@@ -111,6 +111,48 @@ def test_reading_a_clipped_coadd_flags_its_cores_sat(tmp_path: Path) -> None:
     how, level = exposure.saturation
     assert how == "star plateau"
     np.testing.assert_array_equal((exposure.mask & SAT) != 0, image >= level)
+
+
+#: Four quadrants of a 512^2 field overlapping by 20 px: each holds too few clipped
+#: cores to show the clip level alone (issue-12 audit: GOTO's template cut in four kept
+#: 2-6 clipped stars a piece, and lost its 2,289 SAT_TEMPLATE pixels).
+QUADRANTS = [
+    (rows, cols)
+    for rows in (slice(0, 266), slice(246, 512))
+    for cols in (slice(0, 266), slice(246, 512))
+]
+
+
+def _pieces(image: np.ndarray, folder: Path) -> list[str]:
+    """The image's :data:`QUADRANTS` written as FITS files without a SATURATE card."""
+    paths = []
+    for k, box in enumerate(QUADRANTS):
+        path = folder / f"piece{k}.fits"
+        fits.PrimaryHDU(image[box].astype(np.float32)).writeto(path)
+        paths.append(str(path))
+    return paths
+
+
+def test_a_clipped_coadd_in_pieces_has_its_one_level_found_over_them(tmp_path: Path) -> None:
+    light, _, _ = _field(3)
+    image = _coadd(light, 4).astype(np.float32)
+    whole = star_plateau_level(image, np.ones(image.shape, bool))
+    assert whole is not None
+    paths = _pieces(image, tmp_path)
+    assert all(read_exposure(path).saturation is None for path in paths)  # alone: too few
+    pieces = read_templates(paths)
+    for piece, box in zip(pieces, QUADRANTS, strict=True):
+        # the same stars, the same lowest peak in the band: the whole coadd's level
+        assert piece.saturation == ("star plateau", pytest.approx(whole, rel=1e-6))
+        np.testing.assert_array_equal((piece.mask & SAT) != 0, image[box] >= whole)
+
+
+def test_unclipped_pieces_are_not_given_a_level(tmp_path: Path) -> None:
+    light, _, _ = _field(3)
+    image = _coadd(light, 4, clip=False).astype(np.float32)
+    pieces = read_templates(_pieces(image, tmp_path))
+    assert all(piece.saturation is None for piece in pieces)
+    assert not any(np.any(piece.mask & SAT) for piece in pieces)
 
 
 @pytest.mark.parametrize("name", ["goto/1.fits", "goto/2.fits"])

@@ -47,6 +47,10 @@ WCS_KEY = re.compile(
     r"|CPDIS\d|CPERR\d|DP\d|DQ\d|D2IMDIS\d|D2IMERR\d|D2IMARR)[A-Z]?$"
 )
 
+#: Cards that define a transformation (the others only qualify one: a header whose only
+#: such card is ``EPOCH`` or ``EQUINOX``, as the pyDIA frames', has no WCS).
+WCS_DEFINING_KEY = re.compile(r"^(CTYPE\d|CRVAL\d|CRPIX\d|CDELT\d|CROTA\d|CD\d_\d|PC\d_\d)[A-Z]?$")
+
 
 def merged_header(hdul: fits.HDUList, index: int) -> fits.Header:
     """The image HDU's header, with primary-header cards it lacks (structural cards dropped)."""
@@ -89,13 +93,14 @@ def _header_cd(header: fits.Header) -> np.ndarray | None:
 
 
 def read_wcs(header: fits.Header, source: str) -> WCS | None:
-    """The WCS of a header: None without WCS keywords, or when unreadable or degenerate.
+    """The WCS of a header: None without a card defining one (:data:`WCS_DEFINING_KEY`),
+    or when unreadable or degenerate.
 
     An unreadable or degenerate WCS (a zero or singular CD matrix, which wcslib may
     accept) is reported in one log line and dropped, so the images are handled in pixel
     coordinates (registered on stars, or taken as aligned).
     """
-    if not any(WCS_KEY.match(k) for k in header):
+    if not any(WCS_DEFINING_KEY.match(k) for k in header):
         return None
     cd = _header_cd(header)
     why = _degenerate_matrix(cd) if cd is not None else None

@@ -17,7 +17,7 @@ from diffviewer import io
 from diffviewer.atomic import atomic_write_text, staged_output_dir
 from diffviewer.errors import InputError, OutputError
 from diffviewer.exposure import Exposure, MaskPlane
-from diffviewer.fits_header import ZERO_POINT_KEYS
+from diffviewer.fits_header import ZERO_POINT_KEYS, read_wcs
 from diffviewer.fits_write import write_exposure, write_table
 from diffviewer.io import demo_pair, estimate_variance, read_exposure
 from diffviewer.paths import check_output_dir, ensure_not_input, parse_spec
@@ -444,6 +444,20 @@ def test_pydia_frames_clip_at_65300_adu() -> None:
     exp = read_exposure(data_path("pydia/AKB13475I0012.fits"))
     assert exp.saturation == ("flat top", 65300.0)
     assert np.count_nonzero(exp.mask & SAT) == 16
+
+
+def test_pydia_frames_have_no_wcs() -> None:
+    # data README: no WCS; the only card of the kind is EPOCH (the equinox of RA, Dec),
+    # which once made an empty linear WCS, has_wcs true and made-up WCS cards written out.
+    assert read_exposure(data_path("pydia/AKB13475I0012.fits")).wcs is None
+
+
+@pytest.mark.parametrize(
+    "cards",
+    [[("EPOCH", 2000.0)], [("EQUINOX", 2000.0), ("RADESYS", "FK5")], [("LTV1", 10.0)]],
+)
+def test_cards_that_only_qualify_a_wcs_make_none(cards: list[tuple[str, object]]) -> None:
+    assert read_wcs(fits.Header(cards), "frame.fits") is None
 
 
 @pytest.mark.parametrize("with_gain", [True, False])

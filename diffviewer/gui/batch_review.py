@@ -134,25 +134,52 @@ def verdicts_table(rows: Sequence[dict[str, Any]]) -> Table:
     Returns
     -------
     astropy.table.Table
-        Columns pair, level (``pair`` or ``source``), source_id (-1 for a pair),
-        verdict, comment, x, y (px; NaN for a pair), time (pair verdicts).
+        Columns pair, level (``pair``; ``source``; ``unmatched``: a source verdict whose
+        source the pair's current run does not have), source_id (the current catalog's,
+        :func:`diffviewer.gui.verdicts.verdicts_on_run`; -1 for the others), verdict,
+        comment, x, y (px, the position judged; NaN for a pair), time (pair verdicts).
+        ``meta["moved"]`` counts the source verdicts whose id the current run changed.
     """
     out: list[tuple[str, str, int, str, str, float, float, str]] = []
+    moved = 0
+    nan = math.nan
     for row in rows:
         folder = Path(row["output"])
         name = row["name"]
         pair = read_pair_verdict(folder) if folder.is_dir() else None
         if pair is not None:
-            nan = math.nan
             out.append((name, "pair", -1, pair.verdict, pair.comment, nan, nan, pair.time))
-        path = folder / source_verdicts.VERDICTS_FILE
-        if path.is_file():
-            for source_id, v in sorted(source_verdicts.load_verdicts(path).verdicts.items()):
-                out.append((name, "source", int(source_id), v.label, v.comment, v.x, v.y, ""))
+        attached = source_verdicts.verdicts_on_run(folder)
+        if attached is None:
+            continue
+        moved += len(attached.moved)
+        for source_id, v in sorted(attached.verdicts.items()):
+            out.append((name, "source", int(source_id), v.label, v.comment, v.x, v.y, ""))
+        for v in attached.unmatched:
+            out.append((name, "unmatched", -1, v.label, v.comment, v.x, v.y, ""))
     names = ("pair", "level", "source_id", "verdict", "comment", "x", "y", "time")
-    if not out:
-        return Table(names=names, dtype=("U1", "U6", "i8", "U7", "U1", "f8", "f8", "U1"))
-    return Table(rows=out, names=names)
+    table = (
+        Table(rows=out, names=names)
+        if out
+        else Table(names=names, dtype=("U1", "U9", "i8", "U7", "U1", "f8", "f8", "U1"))
+    )
+    table.meta["moved"] = moved
+    return table
+
+
+def describe_export(table: Table) -> str:
+    """What an exported verdicts table holds, in words (for the status line)."""
+    level = np.asarray(table["level"])
+    counts = {k: int(np.count_nonzero(level == k)) for k in ("pair", "source", "unmatched")}
+    text = f"{counts['pair']} pair verdicts, {counts['source']} source verdicts"
+    if table.meta.get("moved"):
+        text += f" ({table.meta['moved']} on sources the current runs renumbered)"
+    if counts["unmatched"]:
+        text += (
+            f", {counts['unmatched']} whose source the current runs do not have (level "
+            "'unmatched', source_id -1)"
+        )
+    return text
 
 
 class SummaryModel(QAbstractTableModel):
@@ -453,8 +480,12 @@ class ReviewWindow(QMainWindow):
         self._say_counts()
 
     def export_verdicts(self, path: str | Path) -> Path:
-        """Write every verdict of the batch (pairs and sources) as one ECSV or FITS table."""
-        return write_table(path, verdicts_table(self.model.rows))
+        """Write every verdict of the batch (pairs and sources) as one ECSV or FITS table,
+        and say what it holds."""
+        table = verdicts_table(self.model.rows)
+        written = write_table(path, table)
+        self.status_label.setText(f"exported to {written}: {describe_export(table)}")
+        return written
 
     def export_verdicts_dialog(self) -> None:
         """Ask where to export the verdicts."""

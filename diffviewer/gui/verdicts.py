@@ -216,7 +216,7 @@ class Rekeyed:
             parts.append(f"{len(self.moved)} moved to the source now at their place ({ids}{more})")
         if self.unmatched:
             parts.append(
-                f"{len(self.unmatched)} have no source within 1.5 px in this run "
+                f"{len(self.unmatched)} have no source of their own within 1.5 px in this run "
                 "(kept in the verdicts file, shown again when a run finds their source)"
             )
         return "; ".join(parts)
@@ -232,7 +232,9 @@ def rekey_verdicts(
 
     A verdict keeps its source id when a source of that id lies within ``radius``;
     otherwise it moves to the nearest source within ``radius`` pixels, or is unmatched.
-    Previously unmatched verdicts are tried again.
+    Previously unmatched verdicts are tried again. A source takes one verdict: those that
+    kept their id first, then the others in order; a verdict whose nearest source holds
+    one already is unmatched (kept, never written over).
 
     Parameters
     ----------
@@ -258,20 +260,68 @@ def rekey_verdicts(
         if len(catalog)
         else np.zeros((0, 2))
     )
-    items = [*verdicts.items(), *((-1, v) for v in unmatched)]
-    for key, verdict in items:
-        d = np.hypot(xy[:, 0] - verdict.x, xy[:, 1] - verdict.y)
+    others: list[tuple[int, Verdict]] = []
+    for key, verdict in verdicts.items():
         same = np.flatnonzero(ids == key)
-        if same.size and d[same[0]] <= radius:
+        if same.size and _distance(xy[same[0]], verdict) <= radius:
             out[int(key)] = verdict
-        elif d.size and d.min() <= radius:
-            new = int(ids[int(np.argmin(d))])
-            out[new] = verdict
-            if key >= 0:
-                moved.append((int(key), new))
         else:
+            others.append((int(key), verdict))
+    for key, verdict in [*others, *((-1, v) for v in unmatched)]:
+        d = _distance(xy, verdict)
+        new = int(ids[int(np.argmin(d))]) if d.size and d.min() <= radius else None
+        if new is None or new in out:
             lost.append(verdict)
+            continue
+        out[new] = verdict
+        if key >= 0:
+            moved.append((key, new))
     return Rekeyed(out, tuple(moved), tuple(lost))
+
+
+def _distance(xy: np.ndarray, verdict: Verdict) -> np.ndarray:
+    """Distance (px) of a verdict's position from ``xy`` (one position, or one per row)."""
+    return np.hypot(xy[..., 0] - verdict.x, xy[..., 1] - verdict.y)
+
+
+def verdicts_on_run(folder: Path) -> Rekeyed | None:
+    """The source verdicts saved in a pair's output folder, attached to the catalog now
+    there (a batch re-run with another config renumbers it; the file keeps the ids of
+    the run judged until the pair is opened again).
+
+    Parameters
+    ----------
+    folder : Path
+        The pair's output folder (``verdicts.json`` and ``diasources.ecsv``).
+
+    Returns
+    -------
+    Rekeyed or None
+        None without a verdicts file; every verdict unmatched when the folder holds no
+        catalog (a failed run).
+
+    Raises
+    ------
+    InputError
+        When the verdicts file or the catalog cannot be read.
+    """
+    path = folder / VERDICTS_FILE
+    if not path.is_file():
+        return None
+    saved = load_verdicts(path)
+    catalog_path = folder / "diasources.ecsv"
+    try:
+        catalog = (
+            Table.read(catalog_path, format="ascii.ecsv")
+            if catalog_path.is_file()
+            else Table(names=("id", "x", "y"))
+        )
+    except (OSError, ValueError) as exc:
+        raise InputError(
+            f"catalog {catalog_path} cannot be read ({exc}), so the verdicts of "
+            f"{path} cannot be matched to its sources; re-run the pair"
+        ) from None
+    return rekey_verdicts(saved.verdicts, catalog, saved.unmatched)
 
 
 def catalog_with_verdicts(catalog: Table, verdicts: Mapping[int, Verdict]) -> Table:

@@ -153,6 +153,49 @@ def test_rekeying_keeps_moves_and_sets_aside() -> None:
     assert again.verdicts == {3: saved[8]} and not again.unmatched
 
 
+def test_two_verdicts_on_one_source_are_both_kept() -> None:
+    from astropy.table import Table
+
+    # A re-run merged two sources 2 px apart into one: the verdict that keeps its id
+    # keeps the source, the other is set aside (it overwrote the first, which was lost).
+    catalog = Table({"id": [2], "x": [11.0], "y": [10.0]})
+    saved = {
+        11: verdicts.Verdict("real", 10.0, 10.0),  # nearest to the source: would move
+        2: verdicts.Verdict("bogus", 12.0, 10.0),  # keeps its id
+    }
+    out = verdicts.rekey_verdicts(saved, catalog)
+    assert out.verdicts == {2: saved[2]} and out.unmatched == (saved[11],) and not out.moved
+
+
+def test_the_batch_export_follows_a_rerun_renumbering(tmp_path: Path) -> None:
+    from astropy.table import Table
+
+    from diffviewer.gui.batch_review import describe_export, verdicts_table
+
+    # verdicts given on a run whose sources were 5, 6, 7; the batch re-ran the pair
+    # with another threshold: source 6 is now 1, source 7 is gone, a new one is 2
+    folder = tmp_path / "field1"
+    folder.mkdir()
+    given = {
+        5: verdicts.Verdict("real", 40.0, 40.0),
+        6: verdicts.Verdict("bogus", 80.0, 20.0),
+        7: verdicts.Verdict("unsure", 10.0, 90.0),
+    }
+    verdicts.save_verdicts(
+        folder / verdicts.VERDICTS_FILE, given, Pair("sci.fits", "tmpl.fits"), "digest-a"
+    )
+    Table({"id": [1, 2, 5], "x": [80.3, 60.0, 40.0], "y": [20.0, 60.0, 40.2]}).write(
+        folder / "diasources.ecsv", format="ascii.ecsv"
+    )
+    table = verdicts_table([{"name": "field1", "output": str(folder)}])
+    rows = {(str(r["level"]), int(r["source_id"])): str(r["verdict"]) for r in table}
+    assert rows == {("source", 5): "real", ("source", 1): "bogus", ("unmatched", -1): "unsure"}
+    assert table.meta["moved"] == 1
+    text = describe_export(table)
+    assert "2 source verdicts (1 on sources the current runs renumbered)" in text
+    assert "1 whose source the current runs do not have" in text
+
+
 def test_science_and_template_show_while_the_run_goes_on(qtbot, window: MainWindow) -> None:
     seen: list[tuple[str, bool, bool]] = []
 

@@ -260,6 +260,10 @@ def build_metadata(
         "renormalisation": result.renormalisation.as_dict(),
         "score": _score_record(result.score),
         "detection": {
+            # What was searched and how deep (config.toml says the same; quoted here so a
+            # catalog's completeness can be read with its threshold).
+            "detect_on": result.config.detection.detect_on,
+            "threshold_sigma": result.config.detection.threshold,
             "n_sources": int(np.sum(real)),
             "n_positive": int(np.sum(real & (sign > 0))),
             "n_negative": int(np.sum(real & (sign < 0))),

@@ -96,6 +96,10 @@ def test_run_writes_every_output(demo_run: Path) -> None:
     sky = cat["sky_source"]
     assert len(cat[~sky]) == meta["detection"]["n_sources"]
     assert len(cat[sky]) == meta["detection"]["n_sky_sources"] == 100
+    # the depth searched is stated beside the counts, and every source reached it
+    assert meta["detection"]["threshold_sigma"] == 5.0
+    assert meta["detection"]["detect_on"] == "difference"
+    assert np.all(np.abs(cat["peak_value"][~sky]) >= meta["detection"]["threshold_sigma"])
     blank = meta["detection"]["sky_sources"]
     assert 90 <= blank["n"] <= 100 and 0.7 < blank["pull_std"] < 1.3
     # The SFFT difference of these stacks has a ~49 sigma positive residual at (60, 181).

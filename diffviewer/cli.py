@@ -29,7 +29,7 @@ from typing import Any, TextIO
 from diffviewer import __version__
 from diffviewer.config import SubtractionConfig, apply_overrides, load_toml, to_toml
 from diffviewer.errors import Cancelled, DiffviewerError, InputError, NoWorkFound
-from diffviewer.log_notes import LOGGER, one_line
+from diffviewer.log_notes import LOGGER, collected_warnings, one_line
 from diffviewer.paths import (
     TEMPLATE_SEPARATOR,
     check_output_dir,
@@ -325,7 +325,7 @@ def run_pair(
     with _timed(timings, "import"):
         from diffviewer.io import read_exposure, read_templates
     with _imported_meanwhile(ENGINE_MODULES) as loading:
-        with _timed(timings, "read"):
+        with _timed(timings, "read"), collected_warnings() as read_notes:
             # One after the other: reading the two on two threads as well was slower (GOTO,
             # median of 12 at load 2.2-2.9: 1.47 s against 1.42 s to the engine's start,
             # 0.07 s more CPU), their many short numpy calls taking the interpreter in turn.
@@ -374,6 +374,7 @@ def run_pair(
         timings=timings,
         products=products,
         compress=compress,
+        read_notes=read_notes,
     )
     for note in result.warnings:
         print(f"warning: {note}", file=sys.stderr)

@@ -104,7 +104,9 @@ def registration_summary(reg: Registration) -> dict[str, Any]:
 
 
 def build_metadata(
-    result: SubtractionResult, timings: Mapping[str, float] | None = None
+    result: SubtractionResult,
+    timings: Mapping[str, float] | None = None,
+    read_notes: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The contents of ``metadata.json`` for a run.
 
@@ -116,6 +118,10 @@ def build_metadata(
         Wall-clock seconds around the engine, recorded beside its steps' under
         ``timings_s``: ``import`` (loading the engine's modules), ``read`` (reading the
         inputs), ``total`` (the engine, from the read exposures to the result).
+    read_notes : sequence of str
+        What reading the inputs warned of (a saturation level taken from the data, an
+        unreadable WCS, which image of a file was read): ``warnings`` lists them first,
+        then the engine's.
 
     Returns
     -------
@@ -281,7 +287,7 @@ def build_metadata(
             **{k: round(v, 4) for k, v in result.timings.items()},
             **{k: round(v, 4) for k, v in (timings or {}).items()},
         },
-        "warnings": list(result.warnings),
+        "warnings": [*read_notes, *result.warnings],
     }
 
 
@@ -607,6 +613,7 @@ def write_outputs(
     cancel: CancelToken | None = None,
     products: str = "full",
     compress: bool = False,
+    read_notes: Sequence[str] = (),
 ) -> list[Path]:
     """Write the outputs of a run into ``out_dir``, all or nothing.
 
@@ -640,6 +647,8 @@ def write_outputs(
         Tile-compress the MASK planes of the FITS images (RICE_1, lossless: ~100x
         smaller). The IMAGE and VARIANCE planes are never compressed: lossless float
         compression saves ~20 % at ~3.5 s per 1850 x 1850 plane, quantising changes pixels.
+    read_notes : sequence of str
+        What reading the inputs warned of, for ``metadata.json`` (:func:`build_metadata`).
 
     Returns
     -------
@@ -655,7 +664,7 @@ def write_outputs(
     reporter = Reporter(token=cancel)
     names = output_names(result, products)
     t0 = time.perf_counter()
-    metadata = build_metadata(result, timings)
+    metadata = build_metadata(result, timings, read_notes)
     metadata["outputs"] = _outputs_metadata(result, names, products, compress)
     out = Path(out_dir).expanduser().resolve()
     with staged_output_dir(out, protect, overwrite, OUTPUT_NAMES) as stage:

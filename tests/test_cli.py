@@ -564,6 +564,26 @@ def test_outputs_carry_their_own_photometry(tmp_path: Path) -> None:
     np.testing.assert_array_equal(table["sign"], ecsv["sign"])
 
 
+def test_what_reading_warned_of_is_in_the_metadata(tmp_path: Path, capsys) -> None:
+    # A science clipped at a flat top without a SATURATE card: the reader takes the
+    # level from the data and says so. That note reached the terminal only; the
+    # metadata's warnings (and a batch summary's n_warnings) left it out.
+    from diffviewer.synthetic import make_pair
+
+    pair = make_pair((128, 128), 60, seed=2)
+    science = np.asarray(pair.science.image, np.float32)
+    science = np.minimum(science, np.float32(np.percentile(science, 99.9)))
+    for name, image in (("s", science), ("t", np.asarray(pair.template.image, np.float32))):
+        fits.writeto(tmp_path / f"{name}.fits", image)
+    out = tmp_path / "out"
+    args = ["run", str(tmp_path / "s.fits"), str(tmp_path / "t.fits"), "--out", str(out)]
+    assert cli.main([*args, "--quiet"]) == 0
+    said = [line for line in capsys.readouterr().err.splitlines() if "no SATURATE card" in line]
+    meta = json.loads((out / "metadata.json").read_text())
+    assert len(said) == 1 and said[0] == f"warning: {meta['warnings'][0]}"
+    assert meta["inputs"]["science"]["saturation"]["from"] == "flat top"
+
+
 def test_default_pair_names_survive_editing_the_list(tmp_path: Path) -> None:
     # an unnamed pair is named by its files, not by its line: commenting a line out (or
     # removing, reordering) renames no other pair, so no pair is run into another's folder

@@ -60,13 +60,15 @@ class Saver:
             return
         if self._refused_as_saved():
             return
-        result, inputs = w.outcome.result, w.pair.files
+        result, inputs, read_notes = w.outcome.result, w.pair.files, w.outcome.read_notes
         judged, unmatched, pair = dict(w.review.verdicts), w.review.unmatched, w.pair
 
         def job(progress: Any, token: Any) -> list[Path]:
             from diffviewer.outputs import write_outputs
 
-            written = write_outputs(result, out_dir, inputs, overwrite=overwrite, cancel=token)
+            written = write_outputs(
+                result, out_dir, inputs, overwrite=overwrite, cancel=token, read_notes=read_notes
+            )
             file = out_dir / verdicts.VERDICTS_FILE
             verdicts.save_verdicts(file, judged, pair, result.config.digest(), unmatched)
             return [*written, file]

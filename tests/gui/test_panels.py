@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -229,6 +230,10 @@ def test_save_all_outputs_writes_the_run_files_and_verdicts(
     finish(qtbot, demo_window, "save", lambda: demo_window.saver.save_outputs(out))
     names = {p.name for p in out.iterdir()}
     assert {"difference.fits", "diasources.ecsv", "config.toml", "verdicts.json"} <= names
+    # the warnings the window showed, the reader's among them, are the metadata's
+    outcome = demo_window.outcome
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["warnings"] == [*outcome.read_notes, *outcome.result.warnings]
     png = tmp_path / "view.png"
     demo_window.saver.save_png(png)
     assert png.stat().st_size > 1000

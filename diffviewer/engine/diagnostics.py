@@ -343,6 +343,7 @@ def compute_diagnostics(
     raw: RawResiduals,
     difference: Exposure,
     reporter: Reporter,
+    variance_factor: float = 1.0,
 ) -> Diagnostics:
     """Gather the residual panels and noise figures of a run.
 
@@ -358,6 +359,12 @@ def compute_diagnostics(
         The final difference (decorrelated when configured), with detection's planes.
     reporter : Reporter
         Progress and cancellation.
+    variance_factor : float
+        The renormalisation's factor on the variance plane
+        (:attr:`~diffviewer.engine.renormalise.Renormalisation.variance_factor`): the
+        candidates' residuals by the difference's variance, made before it, are divided
+        by its square root, so that every ``*_by_difference`` panel is in the variance
+        plane the difference is written with.
 
     Returns
     -------
@@ -375,8 +382,12 @@ def compute_diagnostics(
         _input_sigma(science, template, fit, yy[good], xx[good], ksum) * science_scale(fit)
     )
     reporter.update(0.8)
+    rescaled = {
+        name: frozen(getattr(raw, name) / np.float32(np.sqrt(variance_factor)), np.float32)
+        for name in ("own_by_difference", "spatial_by_difference", "control_by_difference")
+    }
     return Diagnostics(
-        **{f.name: getattr(raw, f.name) for f in dataclasses.fields(raw)},
+        **{f.name: getattr(raw, f.name) for f in dataclasses.fields(raw)} | rescaled,
         image_by_difference=frozen(im_d, np.float32),
         image_by_input=frozen(im_i, np.float32),
         noise_ratio=noise_ratio(difference),

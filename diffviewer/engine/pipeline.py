@@ -529,7 +529,7 @@ def run_subtraction(
         # The final difference's diagnostics read its DETECTED planes, nothing of the catalog.
         with _step(rep, "diagnostics", 0.88, 0.90):
             diag = diagnostics.compute_diagnostics(
-                science, warped.exposure, fit, raw_diag, difference, rep
+                science, warped.exposure, fit, raw_diag, difference, rep, renorm.variance_factor
             )
         with _step(rep, "measure", 0.90, 1.0):
             diasources = measure.measure_sources(

@@ -220,3 +220,25 @@ def test_a_panel_of_many_stars_samples_every_kth_within_its_cap() -> None:
     np.testing.assert_array_equal(kept, rows[::3])
     assert len(kept) * side**2 <= diagnostics.MAX_STAMP_SAMPLES < len(rows[::2]) * side**2
     np.testing.assert_array_equal(diagnostics._sampled_stars(rows[:400], side), rows[:400])
+
+
+def test_every_panel_by_the_difference_shares_the_renormalised_variance() -> None:
+    # Both inputs' variance planes twice the truth: the one renormalisation halves the
+    # difference's variance plane. The kernel stars' panels, made before it, read 0.71
+    # of N(0, 1) where the whole image's read 1, under one caption naming the
+    # renormalised plane (an audit of the Residuals tab: GOTO 0.76 against 1.04).
+    from diffviewer.exposure import read_only
+
+    pair = make_pair((256, 256), 150, seed=7)
+    science, template = (
+        e.replace(variance=read_only(e.variance * np.float32(2.0)))
+        for e in (pair.science, pair.template)
+    )
+    result = run_subtraction(science, template)
+    assert result.renormalisation.variance_factor == pytest.approx(0.5, rel=0.1)
+    diag = result.diagnostics
+    # ~10^4 stamp pixels and ~6 x 10^4 image pixels: robust widths to a few per cent
+    for values in (diag.spatial_by_difference, diag.control_by_difference):
+        assert diagnostics.robust_std(values) == pytest.approx(
+            diagnostics.robust_std(diag.image_by_difference), rel=0.08
+        )

@@ -37,6 +37,14 @@ _MOSAIC_HINT = (
 )
 
 
+#: The kernel mosaic's display: asinh, so that the wings of each kernel show beside its
+#: core (its colour bar drawn with the same stretch).
+MOSAIC = SIGNED.replace(stretch="asinh")
+
+#: Colour stops of a bar: enough for an asinh stretch's steep middle.
+BAR_STOPS = 64
+
+
 class KernelPanel(QWidget):
     """The spatial kernel on a grid (mosaic), kernel-sum and centroid-shift maps, the basis.
 
@@ -64,15 +72,17 @@ class KernelPanel(QWidget):
         # The bars' units only (the maps' titles say what they are): on a 1280 x 720
         # screen a bar is ~90 px high, and "kernel weight (per pixel)" lost its start.
         for col, key, label, settings in (
-            (1, "mosaic", "weight per pixel", SIGNED),
+            (1, "mosaic", "weight per pixel", MOSAIC),
             (3, "sum", "flux ratio", POSITIVE),
             (5, "shift", "px", POSITIVE),
         ):
-            lut = display.make_lut("linear", settings.cmap, symmetric=settings.symmetric)
-            stops = np.linspace(0, 255, 16).round().astype(int)
+            # The image's own stretch: a bar drawn linear beside the asinh mosaic put
+            # 0.1 of the top weight at the colour of 0.29 of it (x2.9).
+            lut = display.make_lut(settings.stretch, settings.cmap, symmetric=settings.symmetric)
+            stops = np.linspace(0, 255, BAR_STOPS).round().astype(int)
             bar = pg.ColorBarItem(
                 values=(0.0, 1.0),
-                colorMap=pg.ColorMap(np.linspace(0.0, 1.0, 16), lut[stops]),
+                colorMap=pg.ColorMap(np.linspace(0.0, 1.0, BAR_STOPS), lut[stops]),
                 label=label,
                 interactive=False,
                 colorMapMenu=False,
@@ -135,8 +145,7 @@ class KernelPanel(QWidget):
             A line of text about the solution.
         """
         self._grid, self._cell, self._n = grid, cell, n_grid
-        # asinh: the wings of each kernel show beside its core
-        show_array(self.mosaic, mosaic, SIGNED.replace(stretch="asinh"))
+        show_array(self.mosaic, mosaic, MOSAIC)
         show_array(self.sum_map, sum_map, POSITIVE)
         show_array(self.shift_map, shift_map, POSITIVE)
         lo, hi = float(np.nanmin(sum_map)), float(np.nanmax(sum_map))

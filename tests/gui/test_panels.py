@@ -578,3 +578,22 @@ def test_kernel_and_residual_tabs_fit_a_1280_px_screen(qtbot, demo_window: MainW
     for plot in residuals.plots:
         assert _fits_in(residuals.canvas, plot)
         assert plot.titleLabel.item.boundingRect().width() <= plot.width() + 1
+
+
+def test_the_kernel_mosaics_colour_bar_reads_the_weight_its_colour_shows(
+    qtbot, demo_window: MainWindow
+) -> None:
+    # The mosaic is drawn asinh; its bar was drawn linear, so the colour of 0.1 of the
+    # top weight was labelled 0.29 of it (audit, GOTO: x2.0-3.8 over the weights).
+    panel = demo_window.tabs.kernel_panel
+    demo_window.tabs.setCurrentWidget(panel)
+    lo, hi = panel.mosaic.levels
+    lut = np.asarray(panel.mosaic.lut)
+    bar = panel.bars["mosaic"].colorMap()
+    for weight in (0.01, 0.1, 0.3, 0.7):
+        for value in (hi * weight, lo * weight):
+            share = (value - lo) / (hi - lo)
+            shown = lut[int(round(share * (len(lut) - 1)))][:3].astype(int)
+            labelled = np.asarray(bar.map(np.array([share]), mode="byte"))[0][:3].astype(int)
+            # the bar interpolates between its stops: a few levels of 255
+            assert np.abs(shown - labelled).max() <= 6, (weight, shown, labelled)

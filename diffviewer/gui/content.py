@@ -241,7 +241,11 @@ def kernel_views(result: Any, n_grid: int = 7, n_shift: int = 16) -> dict[str, A
     )
     if np.isfinite(result.kernel.kernel_sum_error):
         info += f" +- {result.kernel.kernel_sum_error:.4f} (over the kernel stars)"
-    info += f", {sampled.min():.4f} to {sampled.max():.4f} over the image"
+    # (not the corners': the map samples cell centres, so the image's extremes lie beyond)
+    info += (
+        f", {sampled.min():.4f} to {sampled.max():.4f} over the sum map's samples (every "
+        f"{result.subtraction.kernel_sum_step} px; the mosaic's hover gives the corners')"
+    )
     info += f"; centroid shift up to {np.hypot(fdx, fdy).max():.3f} px"
     for choice in (
         result.kernel.region_choice,

@@ -593,7 +593,7 @@ def test_the_kernel_mosaics_colour_bar_reads_the_weight_its_colour_shows(
     for weight in (0.01, 0.1, 0.3, 0.7):
         for value in (hi * weight, lo * weight):
             share = (value - lo) / (hi - lo)
-            shown = lut[int(round(share * (len(lut) - 1)))][:3].astype(int)
+            shown = lut[round(share * (len(lut) - 1))][:3].astype(int)
             labelled = np.asarray(bar.map(np.array([share]), mode="byte"))[0][:3].astype(int)
             # the bar interpolates between its stops: a few levels of 255
             assert np.abs(shown - labelled).max() <= 6, (weight, shown, labelled)

@@ -397,7 +397,7 @@ def test_kernel_tab_zooms_and_has_colour_bars_with_units(demo_window: MainWindow
     meta = build_metadata(result)["kernel"]["kernel_sum"]
     said = f"sum mean {meta['mean']:.4f}"
     assert said in panel.info.text(), panel.info.text()
-    assert f"{meta['min']:.4f} to {meta['max']:.4f} over the image" in panel.info.text()
+    assert f"{meta['min']:.4f} to {meta['max']:.4f} over the sum map's samples" in panel.info.text()
 
 
 def test_a_small_screen_leaves_the_stamps_and_the_catalog_room(qtbot, tmp_path: Path) -> None:

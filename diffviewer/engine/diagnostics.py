@@ -402,32 +402,35 @@ class StampViews:
     ----------
     science, template : numpy.ndarray
         The inputs.
-    difference_own : numpy.ndarray
+    difference_own : numpy.ndarray or None
         Science side minus template side with the candidate's own kernel and background
-        (NaN-free; zeros where the own fit does not exist).
+        (NaN-free); None where the star has no own fit (a CONTROL star, held out of the
+        fit, or a stamp that could not be fitted).
     difference_spatial : numpy.ndarray
         The same with the spatial model.
     residual_own, residual_spatial : numpy.ndarray
-        Those differences over ``sqrt(var_target + K^2 * var_source)``.
+        Those differences over ``sqrt(var_target + K^2 * var_source)`` (the own one None
+        without an own fit).
     input_sigma : numpy.ndarray
         ``sqrt(var_sci + kappa^2 var_tmpl)`` (roles swapped when the science is convolved).
     usable : numpy.ndarray
         Pixels free of unusable planes on both inputs.
     kernel_own, kernel_spatial : numpy.ndarray
-        The candidate's own kernel and the spatial kernel at its position.
+        The candidate's own kernel (None without an own fit) and the spatial kernel at
+        its position.
     x, y : float
         Candidate position (science px).
     """
 
     science: np.ndarray
     template: np.ndarray
-    difference_own: np.ndarray
+    difference_own: np.ndarray | None
     difference_spatial: np.ndarray
-    residual_own: np.ndarray
+    residual_own: np.ndarray | None
     residual_spatial: np.ndarray
     input_sigma: np.ndarray
     usable: np.ndarray
-    kernel_own: np.ndarray
+    kernel_own: np.ndarray | None
     kernel_spatial: np.ndarray
     x: float
     y: float
@@ -478,12 +481,10 @@ def stamp_views(science: Exposure, template: Exposure, fit: KernelFit, index: in
         return d, d / sig
 
     d_sp, r_sp = diff_with(k_sp, float(sol.background(x, y)))
+    k_own = d_own = r_own = None
     if np.all(np.isfinite(own_coef)):
         k_own = np.tensordot(own_coef[:-1], fit.stamp_basis, axes=1)
         d_own, r_own = diff_with(k_own, float(own_coef[-1]))
-    else:
-        k_own = np.zeros_like(k_sp)
-        d_own, r_own = np.zeros_like(d_sp), np.zeros_like(r_sp)
     off = np.arange(-half, half + 1)
     rows = np.clip(yi[0] + off, 0, science.shape[0] - 1)[:, None]
     cols = np.clip(xi[0] + off, 0, science.shape[1] - 1)[None, :]

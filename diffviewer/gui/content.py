@@ -268,8 +268,9 @@ def kernel_views(result: Any, n_grid: int = 7, n_shift: int = 16) -> dict[str, A
     }
 
 
-def stamp_views(result: Any, index: int) -> tuple[dict[str, np.ndarray], str]:
-    """The stamp panel's images and text for kernel candidate ``index``.
+def stamp_views(result: Any, index: int) -> tuple[dict[str, np.ndarray | None], str]:
+    """The stamp panel's images and text for kernel candidate ``index`` (None: an image
+    that does not exist, the own kernel's of a star without an own fit).
 
     Parameters
     ----------
@@ -417,6 +418,13 @@ def candidate_summary(result: Any, index: int) -> str:
     text = f"kernel source {index} at ({row['x']:.1f}, {row['y']:.1f}): {row['status']}"
     if row["status"] == "BAD" and "reason" in names:
         text += f" ({row['reason']})"
+    if row["status"] == "CONTROL":
+        text += (
+            "\nheld out of the fit: no kernel of its own (resid_mean and resid_std are "
+            "the spatial model's)"
+        )
+    elif not np.all(np.isfinite(result.kernel.own_coefficients[index])):
+        text += "\nits stamp could not be fitted: no kernel of its own"
     for key in (
         "chi2",
         "kernel_sum",

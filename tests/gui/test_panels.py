@@ -174,6 +174,19 @@ def test_clicking_a_kernel_source_fills_the_stamp_panel(qtbot, demo_window: Main
     assert str(row["status"]) in stamp.info.text() and "chi2" in stamp.info.text()
 
 
+def test_a_held_out_star_shows_no_own_kernel(qtbot, demo_window: MainWindow) -> None:
+    # A CONTROL star has no own fit: its "own kernel" and "diff (own kernel)" were drawn
+    # as exact zeros, a flawless subtraction beside the spatial model's rms 9-28 (audit).
+    status = np.asarray(demo_window.outcome.result.kernel.candidates["status"]).astype(str)
+    held_out = int(np.flatnonzero(status == "CONTROL")[0])
+    demo_window.review.show_candidate(held_out)
+    stamp = demo_window.review.stamp
+    assert stamp.items["own kernel"].image is None
+    assert stamp.items["diff (own kernel)"].image is None
+    assert stamp.items["diff (spatial)"].image is not None
+    assert "held out of the fit: no kernel of its own" in stamp.info.text()
+
+
 def test_the_kernel_source_in_the_stamp_panel_is_marked_on_the_images(
     qtbot, demo_window: MainWindow
 ) -> None:

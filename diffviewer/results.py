@@ -28,7 +28,9 @@ from diffviewer.engine.kernel_degrees import DegreeChoice
 from diffviewer.engine.kernel_direction import Direction
 from diffviewer.engine.kernel_region import RegionChoice
 from diffviewer.engine.kernel_sum_order import SumOrderChoice
+from diffviewer.engine.photometry import PsfModel
 from diffviewer.engine.psf import PsfEstimate
+from diffviewer.engine.psf_field import field_from_nodes
 from diffviewer.engine.register import Registration
 from diffviewer.engine.register_fit import PolynomialTransform
 from diffviewer.engine.renormalise import Renormalisation
@@ -427,6 +429,9 @@ class SavedRun:
         Seconds per step.
     warnings : tuple of str
         The run's warnings.
+    catalog_psf : PsfModel or None
+        The PSFs the catalog's fluxes were fitted with (``kernel.fits`` ``CAT_PSF``);
+        None in a folder written before it was saved.
     """
 
     folder: Path
@@ -444,6 +449,7 @@ class SavedRun:
     diagnostics: Diagnostics
     timings: dict[str, float]
     warnings: tuple[str, ...]
+    catalog_psf: PsfModel | None = None
 
     @property
     def science_psf(self) -> PsfEstimate:
@@ -680,6 +686,12 @@ def read_saved_run(out_dir: str | Path) -> SavedRun:
             if "DIFF_PSF" in hdul:
                 diff_psf = hdul["DIFF_PSF"]
                 decorrelation = SavedDecorrelation(np.array(diff_psf.data, dtype=np.float64))
+            ny, nx = kernel.solution.shape
+            catalog_psf = (
+                _catalog_psf(hdul["CAT_PSF"], ((nx - 1) / 2.0, (ny - 1) / 2.0))
+                if "CAT_PSF" in hdul
+                else None
+            )
     except (KeyError, OSError, ValueError) as exc:
         raise InputError(
             f"{out}: kernel.fits, diagnostics.fits or metadata.json cannot be read back ({exc}); "
@@ -723,4 +735,17 @@ def read_saved_run(out_dir: str | Path) -> SavedRun:
         diagnostics=diagnostics,
         timings={k: float(v) for k, v in meta.get("timings_s", {}).items()},
         warnings=warnings,
+        catalog_psf=catalog_psf,
     )
+
+
+def _catalog_psf(hdu: fits.ImageHDU, centre: tuple[float, float]) -> PsfModel:
+    """The catalog's PSF model from ``kernel.fits`` ``CAT_PSF`` (nodes, ``NODEX``/``NODEY``,
+    ``ENCLOSED``; :func:`diffviewer.engine.psf_field.field_from_nodes`), for an image of
+    centre ``centre`` (x, y; px)."""
+    cube = np.asarray(hdu.data, dtype=np.float64)
+    header = hdu.header
+    xs = tuple(float(header[f"NODEX{i}"]) for i in range(1, cube.shape[1] + 1))
+    ys = tuple(float(header[f"NODEY{j}"]) for j in range(1, cube.shape[0] + 1))
+    images = tuple(tuple(cube[j, i] for i in range(len(xs))) for j in range(len(ys)))
+    return field_from_nodes(xs, ys, images, float(header["ENCLOSED"]), centre)

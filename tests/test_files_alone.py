@@ -85,6 +85,22 @@ def test_the_catalogs_psf_fluxes_are_reproduced_from_the_files_alone(tmp_path: P
     centre_only = off(lambda x, y: centre * head["ENCLOSED"] / centre.sum())
     assert np.median(centre_only) > 0.03
 
+    # A saved run opened in the window rebuilds the same model from CAT_PSF, and the
+    # source profile draws psf_flux times the PSF at the source (the centre's before: up
+    # to 20 % off its points near GOTO's corners).
+    from diffviewer.gui.content import source_profile
+    from diffviewer.results import _catalog_psf
+
+    with fits.open(tmp_path / "out" / "kernel.fits") as hdul:
+        saved = _catalog_psf(hdul["CAT_PSF"], (255.5, 255.5))
+    for r in rows[:5]:
+        np.testing.assert_allclose(
+            saved.stamp(r["x"], r["y"])[0], result.catalog_psf.stamp(r["x"], r["y"])[0], atol=1e-12
+        )
+        profile = source_profile(result, r["x"], r["y"], r["psf_flux"])
+        peak = r["psf_flux"] * result.catalog_psf.stamp(r["x"], r["y"])[0].max()
+        assert profile.model.max() == pytest.approx(peak, rel=1e-9)
+
 
 def _kernel_at(hdul: fits.HDUList, x: float, y: float) -> np.ndarray:
     """The kernel at (x, y) from BASIS and COEFFS, by the model COEFFS' comments state."""

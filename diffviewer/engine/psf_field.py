@@ -135,6 +135,46 @@ class PsfField(PsfModel):
         return blend, x0, y0
 
 
+def field_from_nodes(
+    xs: tuple[float, ...],
+    ys: tuple[float, ...],
+    images: tuple[tuple[np.ndarray, ...], ...],
+    enclosed: float,
+    centre: tuple[float, float],
+) -> PsfModel:
+    """A catalog PSF model rebuilt from its nodes (``kernel.fits`` ``CAT_PSF``).
+
+    Parameters
+    ----------
+    xs, ys : tuple of float
+        Node columns and rows (px).
+    images : tuple of tuple of numpy.ndarray
+        Node PSFs ``[row][column]``.
+    enclosed : float
+        Their share of a point source's flux.
+    centre : (float, float)
+        The image centre (x, y; px): the field's centre PSF, which :meth:`PsfModel.on_box`
+        gives, is the nodes' blend there.
+
+    Returns
+    -------
+    PsfModel
+        The one node's model, or a :class:`PsfField`: its forced fluxes, :meth:`stamp`
+        and :meth:`shifted` are the run's exactly.
+    """
+    if len(xs) * len(ys) == 1:
+        return PsfModel(images[0][0], enclosed)
+    j0, j1, wy = _bracket(list(ys), centre[1])
+    i0, i1, wx = _bracket(list(xs), centre[0])
+    middle = (
+        (1 - wy) * (1 - wx) * images[j0][i0]
+        + (1 - wy) * wx * images[j0][i1]
+        + wy * (1 - wx) * images[j1][i0]
+        + wy * wx * images[j1][i1]
+    )
+    return PsfField(xs, ys, images, middle, enclosed)
+
+
 def varying_psf(
     reference: np.ndarray,
     grid: PsfGrid,

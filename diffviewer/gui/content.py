@@ -333,7 +333,7 @@ class SourceProfile:
     value : numpy.ndarray
         The difference at those pixels (image units).
     model_radius, model : numpy.ndarray
-        The same for the difference's PSF scaled to the source's PSF flux.
+        The same for the PSF its flux was fitted with, times that flux (:func:`source_profile`).
     flux : float
         The source's forced PSF flux (image units; NaN when not measured).
     """
@@ -350,8 +350,8 @@ PROFILE_RADIUS = 10.0
 
 
 def source_profile(result: Any, x: float, y: float, flux: float) -> SourceProfile:
-    """Radial profile of the difference around (x, y) and of the difference's PSF times
-    ``flux``, both against distance from (x, y) (the PSF centred on its own centre).
+    """Radial profile of the difference around (x, y) and of the PSF its flux was fitted
+    with, times ``flux``, both against distance from (x, y).
 
     Parameters
     ----------
@@ -364,6 +364,10 @@ def source_profile(result: Any, x: float, y: float, flux: float) -> SourceProfil
     Returns
     -------
     SourceProfile
+        The model is the catalog's PSF at (x, y) on the same pixels (``psf_flux`` times
+        the PSF it was fitted with: a point source follows it); a run saved before the
+        catalog's PSFs were (no ``CAT_PSF``) gives the difference's PSF at the image
+        centre, centred on its own centre.
     """
     image = result.difference.image
     ny, nx = image.shape
@@ -374,13 +378,22 @@ def source_profile(result: Any, x: float, y: float, flux: float) -> SourceProfil
     ]
     dist = np.hypot(xs - x, ys - y)
     near = dist <= PROFILE_RADIUS
-    psf = result.decorrelation.psf if result.decorrelation is not None else result.subtraction.psf
-    psf = np.asarray(psf, dtype=np.float64)
-    total = psf.sum()
-    py, px = np.mgrid[: psf.shape[0], : psf.shape[1]]
-    cy, cx = (np.array(psf.shape) - 1) / 2.0
-    pdist = np.hypot(px - cx, py - cy).ravel()
-    scaled = (psf / total * flux).ravel() if total else np.zeros(psf.size)
+    model = getattr(result, "catalog_psf", None)
+    if model is not None:
+        psf, x0, y0 = model.stamp(x, y)
+        py, px = np.mgrid[y0 : y0 + psf.shape[0], x0 : x0 + psf.shape[1]]
+        pdist = np.hypot(px - x, py - y).ravel()
+        scaled = (psf * flux).ravel()
+    else:
+        psf = (
+            result.decorrelation.psf if result.decorrelation is not None else result.subtraction.psf
+        )
+        psf = np.asarray(psf, dtype=np.float64)
+        total = psf.sum()
+        py, px = np.mgrid[: psf.shape[0], : psf.shape[1]]
+        cy, cx = (np.array(psf.shape) - 1) / 2.0
+        pdist = np.hypot(px - cx, py - cy).ravel()
+        scaled = (psf / total * flux).ravel() if total else np.zeros(psf.size)
     keep = pdist <= PROFILE_RADIUS
     return SourceProfile(
         dist[near], image[ys[near], xs[near]].astype(np.float64), pdist[keep], scaled[keep], flux

@@ -291,7 +291,7 @@ def stamp_views(result: Any, index: int) -> tuple[dict[str, np.ndarray | None], 
         "template": v.template,
         "diff (own kernel)": v.difference_own,
         "diff (spatial)": v.difference_spatial,
-        "normalised residual": v.residual_spatial,
+        "residual (spatial) / sigma": v.residual_spatial,
         "own kernel": v.kernel_own,
         "spatial kernel": v.kernel_spatial,
     }

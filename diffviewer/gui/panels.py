@@ -130,7 +130,7 @@ class StampPanel(_StampGrid):
     INPUTS = ("science", "template")
     DIFFERENCES = ("diff (own kernel)", "diff (spatial)")
     KERNELS = ("own kernel", "spatial kernel")
-    TITLES = (*INPUTS, *DIFFERENCES, "normalised residual", *KERNELS)
+    TITLES = (*INPUTS, *DIFFERENCES, "residual (spatial) / sigma", *KERNELS)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(self.TITLES, "Click a kernel source (square) on an image.", parent)

@@ -256,16 +256,55 @@ def kernel_views(result: Any, n_grid: int = 7, n_shift: int = 16) -> dict[str, A
             info += f"; {choice.describe()}"
     if result.kernel.sky_level is not None:
         info += f"; {result.kernel.sky_level.describe()}"
+    stars = star_sums(result)
+    if len(stars):
+        pulls = (stars[:, 2] - stars[:, 4]) / stars[:, 3]
+        info += (
+            f"; the kernel stars' own sums (dots on the sum map, in its colours): "
+            f"{int(np.sum(np.abs(pulls) <= 3))} of {len(stars)} within 3 of their errors "
+            "of the model's"
+        )
     return {
         "mosaic": mosaic.image,
         "grid": grid,
         "n_grid": n_grid,
         "cell": sol.size,
         "sum_map": result.subtraction.kernel_sum_map,
+        "stars": stars,
         "shift_map": np.hypot(fdx, fdy),
         "basis": sol.basis,
         "info": info,
     }
+
+
+def star_sums(result: Any) -> np.ndarray:
+    """Each kernel star's own kernel sum beside the spatial model's at the star, placed on
+    the kernel-sum map (LSST's ``plotKernelSpatialModel`` compares the two).
+
+    Parameters
+    ----------
+    result : SubtractionResult
+
+    Returns
+    -------
+    numpy.ndarray
+        Rows of (map column, map row, the star's ``kernel_sum``, its ``kernel_sum_err``,
+        the model's sum at the star) for the GOOD and CONTROL stars with a finite sum and
+        a positive error; the map samples the sum every ``kernel_sum_step`` px from half a
+        step (``KSUMMAP``'s ``SAMPLE0``).
+    """
+    table = result.kernel.candidates
+    if not len(table) or not {"kernel_sum", "kernel_sum_err"} <= set(table.colnames):
+        return np.zeros((0, 5))
+    status = np.asarray(table["status"]).astype(str)
+    x, y = np.asarray(table["x"], float), np.asarray(table["y"], float)
+    own, err = np.asarray(table["kernel_sum"], float), np.asarray(table["kernel_sum_err"], float)
+    keep = np.isin(status, ("GOOD", "CONTROL")) & np.isfinite(own) & (err > 0)
+    step = float(result.subtraction.kernel_sum_step)
+    model = np.asarray(result.kernel.solution.kernel_sum(x[keep], y[keep]), float)
+    return np.column_stack(
+        [(x[keep] - step / 2) / step, (y[keep] - step / 2) / step, own[keep], err[keep], model]
+    )
 
 
 def stamp_views(result: Any, index: int) -> tuple[dict[str, np.ndarray | None], str]:

@@ -45,6 +45,12 @@ MOSAIC = SIGNED.replace(stretch="asinh")
 BAR_STOPS = 64
 
 
+def _star_tip(x: float, y: float, data: tuple[float, float, float]) -> str:
+    """A kernel star's dot's tooltip: its own sum and error beside the model's."""
+    own, err, model = data
+    return f"kernel star: own sum {own:.4f} ± {err:.4f}; the model's here {model:.4f}"
+
+
 class KernelPanel(QWidget):
     """The spatial kernel on a grid (mosaic), kernel-sum and centroid-shift maps, the basis.
 
@@ -98,6 +104,12 @@ class KernelPanel(QWidget):
             pxMode=True, size=5, symbol="+", pen=pg.mkPen((0, 0, 0), width=1), brush=None
         )
         self.mosaic_box.addItem(self.centroids)
+        # each kernel star's own sum, in the map's colours: one that stands out from the
+        # map around it disagrees with the spatial model (its tooltip gives both)
+        self.star_sums = pg.ScatterPlotItem(
+            pxMode=True, size=7, pen=pg.mkPen((0, 0, 0), width=1), hoverable=True, tip=_star_tip
+        )
+        self.sum_box.addItem(self.star_sums)
         self.basis_canvas = pg.GraphicsLayoutWidget()
         self.info = QLabel()
         self.info.setWordWrap(True)
@@ -126,6 +138,7 @@ class KernelPanel(QWidget):
         shift_map: np.ndarray,
         basis: np.ndarray,
         info: str,
+        stars: np.ndarray | None = None,
     ) -> None:
         """Show a kernel solution.
 
@@ -143,10 +156,14 @@ class KernelPanel(QWidget):
             Basis images, shape (n, k, k).
         info : str
             A line of text about the solution.
+        stars : numpy.ndarray, optional
+            The kernel stars' own sums on the sum map
+            (:func:`diffviewer.gui.content.star_sums`).
         """
         self._grid, self._cell, self._n = grid, cell, n_grid
         show_array(self.mosaic, mosaic, MOSAIC)
         show_array(self.sum_map, sum_map, POSITIVE)
+        self._show_star_sums(np.zeros((0, 5)) if stars is None else stars)
         show_array(self.shift_map, shift_map, POSITIVE)
         lo, hi = float(np.nanmin(sum_map)), float(np.nanmax(sum_map))
         self.sum_title.setText(
@@ -182,12 +199,29 @@ class KernelPanel(QWidget):
             show_array(item, image, SIGNED)
         self.info.setText(info)
 
+    def _show_star_sums(self, stars: np.ndarray) -> None:
+        """Dots at the kernel stars, each filled with the map's colour of its own sum."""
+        lo, hi = (float(v) for v in self.sum_map.levels)
+        lut = np.asarray(self.sum_map.lut)
+        # (a constant sum: the map's one colour, mid-table)
+        share = (
+            np.clip((stars[:, 2] - lo) / (hi - lo), 0, 1) if hi > lo else np.full(len(stars), 0.5)
+        )
+        colours = lut[np.rint(share * (len(lut) - 1)).astype(int)]
+        self.star_sums.setData(
+            x=stars[:, 0],
+            y=stars[:, 1],
+            brush=[pg.mkBrush(*c[:3]) for c in colours],
+            data=[tuple(row[2:]) for row in stars],
+        )
+
     def clear(self) -> None:
         """Show no kernel."""
         self._grid, self._n = np.zeros((0, 5)), 0
         for item in (self.mosaic, self.sum_map, self.shift_map):
             item.clear()
         self.centroids.clear()
+        self.star_sums.clear()
         self.basis_canvas.clear()
         self.info.setText("")
 

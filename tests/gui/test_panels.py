@@ -610,3 +610,33 @@ def test_the_kernel_mosaics_colour_bar_reads_the_weight_its_colour_shows(
             labelled = np.asarray(bar.map(np.array([share]), mode="byte"))[0][:3].astype(int)
             # the bar interpolates between its stops: a few levels of 255
             assert np.abs(shown - labelled).max() <= 6, (weight, shown, labelled)
+
+
+def test_the_kernel_stars_own_sums_are_shown_on_the_sum_map(qtbot, demo_window: MainWindow) -> None:
+    # LSST's plotKernelSpatialModel: each kernel star's own kernel sum against the
+    # spatial model's at the star. A dot per GOOD or CONTROL star, at its place on the
+    # map, filled with the map's colour of its own sum.
+    panel = demo_window.tabs.kernel_panel
+    demo_window.tabs.setCurrentWidget(panel)
+    result = demo_window.outcome.result
+    table = result.kernel.candidates
+    used = np.isin(np.asarray(table["status"]).astype(str), ("GOOD", "CONTROL"))
+    used &= np.isfinite(np.asarray(table["kernel_sum"], float))
+    xs, ys = panel.star_sums.getData()
+    step = result.subtraction.kernel_sum_step
+    np.testing.assert_allclose(
+        np.sort(xs), np.sort((np.asarray(table["x"], float)[used] - step / 2) / step)
+    )
+    assert len(ys) == np.count_nonzero(used) > 0
+    points = panel.star_sums.points()
+    own = np.array([p.data()[0] for p in points])
+    np.testing.assert_allclose(np.sort(own), np.sort(np.asarray(table["kernel_sum"], float)[used]))
+    # each dot has the colour the map gives its own sum (within the table's steps)
+    lo, hi = panel.sum_map.levels
+    lut = np.asarray(panel.sum_map.lut)
+    for point, value in zip(points, own, strict=True):
+        share = min(max((value - lo) / (hi - lo), 0.0), 1.0)
+        expected = lut[round(share * (len(lut) - 1))][:3].astype(int)
+        shown = np.array(point.brush().color().getRgb()[:3])
+        assert np.abs(shown - expected).max() <= 2
+    assert "within 3 of their errors of the model's" in panel.info.text()

@@ -839,30 +839,42 @@ def pooled_saturation(pieces: Sequence[Exposure]) -> list[Exposure]:
     list of Exposure
         The pieces; those without a level (no header card, no flat top, too few clipped
         cores of their own) with SAT set at :func:`diffviewer.saturation.pieces_plateau_level`
-        of them together, when it finds one (a coadd cut in pieces has one clip level,
-        and its saturated stars may be spread two or three to a piece).
+        of them together, on the flux scale of their zero points
+        (:func:`diffviewer.engine.mosaic.flux_scales`), when it finds one (a coadd cut in
+        pieces has one clip level, and its saturated stars may be spread two or three to a
+        piece).
     """
+    from diffviewer.engine.mosaic import flux_scales
+
     lacking = [k for k, piece in enumerate(pieces) if piece.saturation is None]
     if len(pieces) < 2 or not lacking:
         return list(pieces)
+    # Compared on one flux scale (pieces of other zero points clip at other counts);
+    # the level found is each piece's in its own units.
+    _, scales, _ = flux_scales([pieces[k] for k in lacking])
     level = pieces_plateau_level(
-        [pieces[k].image for k in lacking],
+        [
+            pieces[k].image * s if s != 1.0 else pieces[k].image
+            for k, s in zip(lacking, scales, strict=True)
+        ],
         [planes_clear(pieces[k].mask, int(MaskPlane.NO_DATA)) for k in lacking],
     )
     if level is None:
         return list(pieces)
+    own = {k: level / float(s) for k, s in zip(lacking, scales, strict=True)}
     log.warning(
         "template pieces %s: no SATURATE card, and too few clipped stars in each to find "
         "its level alone, but together the broad cores of several stars pile up within "
-        "%g%% of the maximum (a coadd's clip level): %g taken as their saturation level "
-        "(SAT); give SATURATE in the pieces' headers to set it",
+        "%g%% of the maximum (a coadd's clip level): %s taken as their saturation levels "
+        "(SAT; in each piece's units, by their zero points); give SATURATE in the pieces' "
+        "headers to set it",
         ", ".join(pieces[k].source for k in lacking),
         100 * PLATEAU_WIDTH,
-        level,
+        ", ".join(f"{own[k]:g}" for k in lacking),
     )
     pooled = list(pieces)
     for k in lacking:
         piece = pieces[k]
-        saturated = set_planes(piece.mask, piece.image >= np.float64(level), MaskPlane.SAT)
-        pooled[k] = piece.replace(mask=read_only(saturated), saturation=("star plateau", level))
+        saturated = set_planes(piece.mask, piece.image >= np.float64(own[k]), MaskPlane.SAT)
+        pooled[k] = piece.replace(mask=read_only(saturated), saturation=("star plateau", own[k]))
     return pooled

@@ -424,6 +424,22 @@ def sky_offsets(
     return offsets, sigmas
 
 
+def _combined_saturation(
+    pieces: Sequence[Exposure], scales: np.ndarray, offsets: np.ndarray
+) -> tuple[str, float] | None:
+    """The combination's saturation level: the lowest of the pieces' on its flux scale
+    and sky (each piece's level times its scale, less its sky offset), where it came from
+    that piece's; None unless every piece has one."""
+    known = [p.saturation for p in pieces if p.saturation is not None]
+    if len(known) < len(pieces):
+        return None
+    level, label = min(
+        (level * float(scale) - float(offset), label)
+        for (label, level), scale, offset in zip(known, scales, offsets, strict=True)
+    )
+    return label, level
+
+
 def combine_pieces(
     pieces: Sequence[Exposure],
     covariance_factors: Sequence[float] | None = None,
@@ -559,8 +575,6 @@ def combine_pieces(
         source=" + ".join(p.source for p in pieces),
         zero_point=zero_point,
         variance_estimated=any(p.variance_estimated for p in pieces),
-        saturation=(
-            first.saturation if all(p.saturation == first.saturation for p in pieces) else None
-        ),
+        saturation=_combined_saturation(pieces, scales, offsets),
     )
     return Combination(combined, tuple(notes), record)

@@ -123,28 +123,38 @@ QUADRANTS = [
 ]
 
 
-def _pieces(image: np.ndarray, folder: Path) -> list[str]:
-    """The image's :data:`QUADRANTS` written as FITS files without a SATURATE card."""
+def _pieces(image: np.ndarray, folder: Path, brighter: float = 1.0) -> list[str]:
+    """The image's :data:`QUADRANTS` written as FITS files without a SATURATE card, with
+    MAGZP 27; the last ``brighter`` times brighter, its MAGZP raised to match."""
     paths = []
     for k, box in enumerate(QUADRANTS):
         path = folder / f"piece{k}.fits"
-        fits.PrimaryHDU(image[box].astype(np.float32)).writeto(path)
+        scale = brighter if k == len(QUADRANTS) - 1 else 1.0
+        header = fits.Header([("MAGZP", 27.0 + 2.5 * np.log10(scale))])
+        fits.PrimaryHDU((image[box] * scale).astype(np.float32), header).writeto(path)
         paths.append(str(path))
     return paths
 
 
-def test_a_clipped_coadd_in_pieces_has_its_one_level_found_over_them(tmp_path: Path) -> None:
+@pytest.mark.parametrize("brighter", [1.0, 10**0.2])
+def test_a_clipped_coadd_in_pieces_has_its_one_level_found_over_them(
+    tmp_path: Path, brighter: float
+) -> None:
+    # A piece of another zero point clips at other counts (x 10^0.2: 96,836 for GOTO's
+    # 61,095): compared in raw counts, its cores hid the others' and no piece was flagged.
     light, _, _ = _field(3)
     image = _coadd(light, 4).astype(np.float32)
     whole = star_plateau_level(image, np.ones(image.shape, bool))
     assert whole is not None
-    paths = _pieces(image, tmp_path)
+    paths = _pieces(image, tmp_path, brighter)
     assert all(read_exposure(path).saturation is None for path in paths)  # alone: too few
     pieces = read_templates(paths)
-    for piece, box in zip(pieces, QUADRANTS, strict=True):
+    for k, (piece, box) in enumerate(zip(pieces, QUADRANTS, strict=True)):
+        scale = brighter if k == len(QUADRANTS) - 1 else 1.0
         # the same stars, the same lowest peak in the band: the whole coadd's level
-        assert piece.saturation == ("star plateau", pytest.approx(whole, rel=1e-6))
-        np.testing.assert_array_equal((piece.mask & SAT) != 0, image[box] >= whole)
+        assert piece.saturation == ("star plateau", pytest.approx(whole * scale, rel=1e-5))
+        saturated = (image[box] * scale).astype(np.float32) >= piece.saturation[1]
+        np.testing.assert_array_equal((piece.mask & SAT) != 0, saturated)
 
 
 def test_unclipped_pieces_are_not_given_a_level(tmp_path: Path) -> None:

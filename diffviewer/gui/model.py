@@ -283,11 +283,14 @@ def view_arrays(result: Any) -> dict[str, np.ndarray]:
 def view_masks(result: Any) -> dict[str, np.ndarray]:
     """The mask plane behind each of a finished run's image views (:func:`view_arrays`'
     keys but ``mask``, which has none of its own): the science's, the warped template's,
-    and the difference's for the views made from both. The one place that maps views to
-    masks."""
+    the convolved image's for the matched view (its data are where that image's are: a
+    template's gap is no gap of a matched science), and the difference's for the views
+    made from both. The one place that maps views to masks."""
+    science, template = result.science.mask, result.template.exposure.mask
     difference = result.difference.mask
-    masks = {"science": result.science.mask, "template": result.template.exposure.mask}
-    return masks | {name: difference for name in ("matched", "difference", "score", "variance")}
+    matched = template if result.kernel.convolved == "template" else science
+    masks = {"science": science, "template": template, "matched": matched}
+    return masks | {name: difference for name in ("difference", "score", "variance")}
 
 
 def no_data(mask: np.ndarray) -> np.ndarray:

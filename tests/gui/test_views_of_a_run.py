@@ -111,3 +111,23 @@ def test_residuals_say_their_unit_and_the_panels_say_what_is_on_screen(
     factor = result.renormalisation.variance_factor
     assert result.renormalisation.applied and f"scaled by {factor:.3g}" in note
     assert "correlated" in note
+
+
+def test_a_matched_science_has_data_in_the_templates_gap(qtbot, window: MainWindow) -> None:
+    # The science convolved, the template without data in a band of columns: the matched
+    # science has data there (the window's own saved matched_template.fits held it, mask
+    # 0), but the view took the difference's mask and read "no data" (audit, pieces with
+    # a gap: 515.157 shown as no data).
+    made = make_pair((160, 192), 150, seed=3, sci_fwhm=2.5, tmpl_fwhm=4.0)
+    image, mask = made.template.image.copy(), made.template.mask.copy()
+    image[:, 90:110] = 0.0
+    mask[:, 90:110] |= int(MaskPlane.NO_DATA)
+    run(qtbot, window, Pair(made.science, made.template.replace(image=image, mask=mask), "gap"))
+    result = window.outcome.result
+    assert result.kernel.convolved == "science"
+    assert np.isnan(window.area.panels["template"].data[:, 95]).all()
+    shown = window.area.panels["matched"].data
+    assert np.isfinite(shown[20:140, 95]).all()
+    window._on_hover(100.0, 80.0)
+    text = window.readout.readout.text()
+    assert "Template: no data" in text and "Matched science: no data" not in text

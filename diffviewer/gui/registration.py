@@ -22,11 +22,11 @@ from diffviewer.results import SavedTemplate
 
 #: Methods whose line is warning-coloured (the user should look at the result).
 WARN_METHODS = ("wcs refined on stars", "none")
-#: Lines of text the registration line takes at most above the images.
-MAX_LINES = 4
 #: The template on the science grid: of a run, or of a saved run (with what it recorded).
 Placed = WarpResult | SavedTemplate
 PLAIN_STYLE = "background: #e8f0fa; color: #1b3350; padding: 3px;"
+#: Pieces shown a line each from the start; more are folded behind a link.
+FOLDED_PIECES = 3
 
 
 def transform_summary(reg: Registration, shape: tuple[int, int]) -> str:
@@ -92,14 +92,22 @@ def _registrations(warp: Placed) -> list[Registration]:
     return [warp.registration] if warp.registration is not None else []
 
 
+def _used_registrations(warp: Placed) -> list[Registration]:
+    """:func:`_registrations` of the pieces the combination used (some coverage): an
+    unused piece's notes are not among the run's warnings (its own says it was not used)."""
+    if warp.pieces:
+        return [p.registration for p in warp.pieces if p.coverage > 0]
+    return _registrations(warp)
+
+
 def needs_attention(warp: Placed) -> bool:
-    """Whether any piece was refined on stars, taken as aligned, or carries notes."""
-    return any(r.method in WARN_METHODS or r.notes for r in _registrations(warp))
+    """Whether any piece used was refined on stars, taken as aligned, or carries notes."""
+    return any(r.method in WARN_METHODS or r.notes for r in _used_registrations(warp))
 
 
 def registration_notes(warp: Placed) -> list[str]:
-    """The notes of every piece's registration (each is among the run's warnings too)."""
-    return [note for reg in _registrations(warp) for note in reg.notes]
+    """The notes of every used piece's registration (each is among the run's warnings too)."""
+    return [note for reg in _used_registrations(warp) for note in reg.notes]
 
 
 def registration_lines(warp: Placed) -> list[str]:
@@ -123,7 +131,14 @@ def registration_lines(warp: Placed) -> list[str]:
 
 
 class RegistrationLine(QLabel):
-    """A compact label showing :func:`registration_lines` (hidden before a run)."""
+    """A compact label showing :func:`registration_lines` (hidden before a run).
+
+    A template in more than :data:`FOLDED_PIECES` pieces is folded to its first line (how
+    many pieces, the coverage), the notes' count and a link "… each piece's
+    registration: show"; unfolded (fewer pieces: from the start), a line per piece.
+    Nothing is cut without a cue (a line capped at four lines of text once hid the third
+    piece of three, and the second piece's RMS and coverage).
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -131,6 +146,10 @@ class RegistrationLine(QLabel):
         self.setStyleSheet(PLAIN_STYLE)
         #: Whether the line is warning-coloured.
         self.attention = False
+        self.unfolded = False
+        self._lines: list[str] = []
+        self._pieces = 0
+        self.linkActivated.connect(self._on_link)
         self.hide()
 
     def show_warp(self, warp: Placed | None) -> None:
@@ -138,12 +157,30 @@ class RegistrationLine(QLabel):
         if warp is None or warp.registration is None:
             self.hide()
             return
-        lines = [html.escape(line) for line in registration_lines(warp)]
+        self._lines = [html.escape(line) for line in registration_lines(warp)]
+        self._pieces = len(warp.pieces) if len(_registrations(warp)) > 1 else 0
+        self.unfolded = self._pieces <= FOLDED_PIECES
         self.attention = needs_attention(warp)
         self.setStyleSheet(WARN_STYLE if self.attention else PLAIN_STYLE)
-        self.setText("<b>Registration:</b> " + "<br>".join(lines))
         sources = [f"piece {i + 1}: {p.source}" for i, p in enumerate(warp.pieces)]
         self.setToolTip("\n".join(registration_lines(warp) + registration_notes(warp) + sources))
-        # at most MAX_LINES lines above the images (many pieces): the tooltip has them all
-        self.setMaximumHeight(MAX_LINES * self.fontMetrics().lineSpacing() + 8)
+        self._draw()
         self.show()
+
+    def _on_link(self, link: str) -> None:
+        self.unfolded = link == "unfold"
+        self._draw()
+
+    def _draw(self) -> None:
+        lines = self._lines
+        if self._pieces > FOLDED_PIECES and self.unfolded:
+            lines = [*lines, "<a href='fold'>show fewer</a>"]
+        elif self._pieces > FOLDED_PIECES:
+            # the first line (pieces, coverage) and the notes' count, if any
+            rest = lines[1 + self._pieces :]
+            lines = [
+                f"{lines[0]} <a href='unfold'>… each piece's registration "
+                f"({self._pieces}): show</a>",
+                *rest,
+            ]
+        self.setText("<b>Registration:</b> " + "<br>".join(lines))

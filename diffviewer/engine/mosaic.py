@@ -444,6 +444,7 @@ def combine_pieces(
     pieces: Sequence[Exposure],
     covariance_factors: Sequence[float] | None = None,
     fwhm: Sequence[float] | None = None,
+    why_unused: Sequence[str] | None = None,
 ) -> Combination:
     """One template on the science grid from pieces on that grid.
 
@@ -457,6 +458,9 @@ def combine_pieces(
     fwhm : sequence of float, optional
         Each piece's PSF FWHM (px; NaN: not measured): the sky offsets are measured with
         the narrower of two pieces smoothed to the broader's PSF.
+    why_unused : sequence of str, optional
+        Each piece's cause, should it have no data on the grid (how it was placed),
+        added to the note that names it unused; empty: none given.
 
     Returns
     -------
@@ -476,8 +480,10 @@ def combine_pieces(
     record = tuple(PieceScale(p.zero_point, float(s)) for p, s in zip(pieces, scales, strict=True))
     if len(pieces) == 1:
         return Combination(pieces[0], (), record)
+    why = list(why_unused) if why_unused is not None else [""] * len(pieces)
     notes = [
         f"template piece {i + 1} ({p.source}) has no data on the science image: not used"
+        + (f" ({why[i]})" if why[i] else "")
         for i, p in enumerate(pieces)
         if not present[i]
     ]

@@ -655,6 +655,18 @@ def overlap_needed(interpolation: str) -> int:
     return max(0, math.ceil(2 * reach + 1))
 
 
+def _why_off_the_grid(reg: Registration) -> str:
+    """What put a piece placed by its WCS off the science grid, and what to do should the
+    WCS be wrong (a piece of another field needs nothing); empty for other methods."""
+    if reg.method != "wcs":
+        return ""
+    return (
+        f"its WCS places it there, and its {reg.n_template_stars} stars paired none of the "
+        "science's beyond what chance gives; if its WCS is wrong, set warp.register = stars "
+        "to place it on its stars alone"
+    )
+
+
 def warp_template(
     template: Exposure | Sequence[Exposure],
     science: Exposure,
@@ -744,6 +756,7 @@ def warp_template(
         else [placed[0].exposure],
         [p.covariance_factor for p in placed],
         fwhm,
+        [_why_off_the_grid(p.registration) for p in placed],
     )
     exposure = combination.exposure
     notes = [

@@ -556,8 +556,12 @@ def test_a_piece_off_the_science_image_is_said_unused_and_changes_nothing() -> N
     config = WarpConfig()
     both = warp.warp_template([pair.template, far], pair.science, config)
     assert both.pieces[1].coverage == 0.0
-    assert "template piece 2 (far.fits) has no data on the science image: not used" in both.warnings
-    assert not any("template piece 2:" in note for note in both.warnings)
+    unused = [n for n in both.warnings if n.startswith("template piece 2 (far.fits) has no data")]
+    assert len(unused) == 1 and not any("template piece 2:" in note for note in both.warnings)
+    # one note, saying what placed it there and what to do should its WCS be wrong (a
+    # GOTO piece whose CRVAL was 5 deg off was said to have no data, blaming the overlap,
+    # where warp.register = stars places it: coverage 54.1 -> 78.8 %)
+    assert "its WCS places it there" in unused[0] and "warp.register = stars" in unused[0]
     alone = warp.warp_template([pair.template, pair.template], pair.science, config).exposure
     has_data = both.exposure.good_pixels()
     np.testing.assert_array_equal(has_data, alone.good_pixels())

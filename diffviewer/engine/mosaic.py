@@ -196,11 +196,14 @@ def _pair_crops(
     scales: np.ndarray,
     offsets: np.ndarray,
     fwhm: Sequence[float] | None = None,
+    factors: Sequence[float] | None = None,
 ) -> PairCrops:
     """The :data:`PairCrops` of ``pieces`` with these scales and offsets (the overlap's
     copies only: the pieces are not copied whole); with ``fwhm`` (px, NaN: unknown), the
     narrower of two pieces whose PSFs differ is smoothed to the broader's
-    (:func:`_matched`)."""
+    (:func:`_matched`), unless the two hold the same pixels there (:func:`shared_pixels`,
+    with the covariance ``factors``): one PSF, whatever each whole piece's (smoothing
+    one copy of identical pixels made their median differ by 0.16 +- 0.05 counts)."""
 
     def crops(i: int, j: int) -> tuple[Exposure, Exposure] | None:
         box = _intersection(boxes[i], boxes[j])
@@ -209,6 +212,8 @@ def _pair_crops(
         a = _calibrated(pieces[i], box, float(scales[i]), float(offsets[i]))
         b = _calibrated(pieces[j], box, float(scales[j]), float(offsets[j]))
         if fwhm is None or not (np.isfinite(fwhm[i]) and np.isfinite(fwhm[j])):
+            return a, b
+        if shared_pixels(a, b, *((1.0, 1.0) if factors is None else (factors[i], factors[j])))[0]:
             return a, b
         if fwhm[i] < fwhm[j]:
             return _matched(a, b.good_pixels(), fwhm[i], fwhm[j]), b
@@ -492,7 +497,7 @@ def combine_pieces(
     factors = [1.0] * n if covariance_factors is None else list(covariance_factors)
     boxes = [_data_box(p) for p in pieces]
     offsets, offset_errors = sky_offsets(
-        n, _pair_crops(pieces, boxes, scales, np.zeros(n), fwhm), factors
+        n, _pair_crops(pieces, boxes, scales, np.zeros(n), fwhm, factors), factors
     )
     record = tuple(
         dataclasses.replace(r, sky_offset=float(o), sky_offset_error=float(e))

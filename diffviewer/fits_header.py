@@ -259,7 +259,9 @@ def common_header(headers: Sequence[fits.Header], sources: Sequence[str]) -> fit
         if key in ("", "COMMENT", "HISTORY") or key in out:
             continue
         if all(key in h and h[key] == card.value for h in headers[1:]):
-            out[key] = (card.value, card.comment)
+            # the card itself, HIERARCH as read (set by its keyword, a long one is
+            # re-made with a VerifyWarning: 90 of them on GOTO's SExtractor cards)
+            out.append(card)
     for k, source in enumerate(sources):
         out[f"PIECE{k + 1}"] = (source, f"template piece {k + 1} of {len(sources)}")
     return out

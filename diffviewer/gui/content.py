@@ -260,9 +260,9 @@ def kernel_views(result: Any, n_grid: int = 7, n_shift: int = 16) -> dict[str, A
     if len(stars):
         pulls = (stars[:, 2] - stars[:, 4]) / stars[:, 3]
         info += (
-            f"; the kernel stars' own sums (dots on the sum map, in its colours): "
-            f"{int(np.sum(np.abs(pulls) <= 3))} of {len(stars)} within 3 of their errors "
-            "of the model's"
+            f"; the kernel stars' own sums less the model's, in their errors (dots on the "
+            f"sum map, blue below, red above, full colour at 5): "
+            f"{int(np.sum(np.abs(pulls) <= 3))} of {len(stars)} within 3"
         )
     return {
         "mosaic": mosaic.image,

@@ -44,11 +44,17 @@ MOSAIC = SIGNED.replace(stretch="asinh")
 #: Colour stops of a bar: enough for an asinh stretch's steep middle.
 BAR_STOPS = 64
 
+#: The kernel stars' dots' colour range: own sum less the model's, in the star's errors.
+PULL_LEVELS = (-5.0, 5.0)
+
 
 def _star_tip(x: float, y: float, data: tuple[float, float, float]) -> str:
     """A kernel star's dot's tooltip: its own sum and error beside the model's."""
     own, err, model = data
-    return f"kernel star: own sum {own:.4f} ± {err:.4f}; the model's here {model:.4f}"
+    return (
+        f"kernel star: own sum {own:.4f} ± {err:.4f}; the model's here {model:.4f} "
+        f"({(own - model) / err:+.1f} of its errors)"
+    )
 
 
 class KernelPanel(QWidget):
@@ -104,10 +110,10 @@ class KernelPanel(QWidget):
             pxMode=True, size=5, symbol="+", pen=pg.mkPen((0, 0, 0), width=1), brush=None
         )
         self.mosaic_box.addItem(self.centroids)
-        # each kernel star's own sum, in the map's colours: one that stands out from the
-        # map around it disagrees with the spatial model (its tooltip gives both)
+        # each kernel star's own sum against the model's, in its errors (its tooltip
+        # gives both): LSST's plotKernelSpatialModel on the map
         self.star_sums = pg.ScatterPlotItem(
-            pxMode=True, size=7, pen=pg.mkPen((0, 0, 0), width=1), hoverable=True, tip=_star_tip
+            pxMode=True, size=5, pen=pg.mkPen((0, 0, 0), width=1), hoverable=True, tip=_star_tip
         )
         self.sum_box.addItem(self.star_sums)
         self.basis_canvas = pg.GraphicsLayoutWidget()
@@ -200,13 +206,13 @@ class KernelPanel(QWidget):
         self.info.setText(info)
 
     def _show_star_sums(self, stars: np.ndarray) -> None:
-        """Dots at the kernel stars, each filled with the map's colour of its own sum."""
-        lo, hi = (float(v) for v in self.sum_map.levels)
-        lut = np.asarray(self.sum_map.lut)
-        # (a constant sum: the map's one colour, mid-table)
-        share = (
-            np.clip((stars[:, 2] - lo) / (hi - lo), 0, 1) if hi > lo else np.full(len(stars), 0.5)
-        )
+        """Dots at the kernel stars, each coloured by its own sum less the model's in its
+        errors (:data:`PULL_LEVELS`, the difference's colours: a cluster of one colour is
+        where the spatial model misses the stars)."""
+        lut = display.make_lut("linear", SIGNED.cmap, symmetric=True)
+        pull = (stars[:, 2] - stars[:, 4]) / stars[:, 3]
+        lo, hi = PULL_LEVELS
+        share = np.clip((pull - lo) / (hi - lo), 0.0, 1.0)
         colours = lut[np.rint(share * (len(lut) - 1)).astype(int)]
         self.star_sums.setData(
             x=stars[:, 0],

@@ -615,7 +615,7 @@ def test_the_kernel_mosaics_colour_bar_reads_the_weight_its_colour_shows(
 def test_the_kernel_stars_own_sums_are_shown_on_the_sum_map(qtbot, demo_window: MainWindow) -> None:
     # LSST's plotKernelSpatialModel: each kernel star's own kernel sum against the
     # spatial model's at the star. A dot per GOOD or CONTROL star, at its place on the
-    # map, filled with the map's colour of its own sum.
+    # map.
     panel = demo_window.tabs.kernel_panel
     demo_window.tabs.setCurrentWidget(panel)
     result = demo_window.outcome.result
@@ -631,12 +631,26 @@ def test_the_kernel_stars_own_sums_are_shown_on_the_sum_map(qtbot, demo_window: 
     points = panel.star_sums.points()
     own = np.array([p.data()[0] for p in points])
     np.testing.assert_allclose(np.sort(own), np.sort(np.asarray(table["kernel_sum"], float)[used]))
-    # each dot has the colour the map gives its own sum (within the table's steps)
-    lo, hi = panel.sum_map.levels
-    lut = np.asarray(panel.sum_map.lut)
-    for point, value in zip(points, own, strict=True):
-        share = min(max((value - lo) / (hi - lo), 0.0), 1.0)
+    # each dot is coloured by its own sum less the model's in its errors: a star the
+    # model matches is the middle (white) of the difference's colours, one 5 or more
+    # above it the end of the table
+    from diffviewer import display
+    from diffviewer.gui.diagnostic_panels import PULL_LEVELS
+    from diffviewer.gui.panels import SIGNED
+
+    lut = display.make_lut("linear", SIGNED.cmap, symmetric=True)
+    model = np.array([p.data()[2] for p in points])
+    pulls = (own - model) / np.array([p.data()[1] for p in points])
+    for point, pull in zip(points, pulls, strict=True):
+        share = min(max((pull - PULL_LEVELS[0]) / (PULL_LEVELS[1] - PULL_LEVELS[0]), 0.0), 1.0)
         expected = lut[round(share * (len(lut) - 1))][:3].astype(int)
         shown = np.array(point.brush().color().getRgb()[:3])
         assert np.abs(shown - expected).max() <= 2
-    assert "within 3 of their errors of the model's" in panel.info.text()
+    np.testing.assert_allclose(
+        model,
+        result.kernel.solution.kernel_sum(
+            np.asarray(table["x"], float)[used], np.asarray(table["y"], float)[used]
+        ),
+    )
+    within = int(np.sum(np.abs(pulls) <= 3))
+    assert f"{within} of {len(points)} within 3" in panel.info.text()

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import ndimage
 
 from diffviewer import saturation
@@ -308,3 +310,43 @@ def test_real_cutouts_centred_on_clipped_cores_find_the_clip_level() -> None:
         cy, cx = (round(float(v)) for v in ndimage.center_of_mass(core))
         cut = image[max(cy - 24, 0) : cy + 24, max(cx - 24, 0) : cx + 24]
         assert flat_top_level(cut, np.ones(cut.shape, bool)) == 65300, name
+
+
+@st.composite
+def _pieces_of_a_coadd(draw: st.DrawFn) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """One to four pieces of any size (1-48 px a side) and dtype, star-like peaks and
+    clipped plateaus on a noisy sky, some pixels without data (NaN, not usable) or none."""
+    n = draw(st.integers(1, 4))
+    images, usables = [], []
+    for _ in range(n):
+        ny, nx = draw(st.integers(1, 48)), draw(st.integers(1, 48))
+        dtype = draw(st.sampled_from([np.float32, np.float64, np.int16]))
+        rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+        image = rng.normal(100.0, 5.0, (ny, nx))
+        for _ in range(draw(st.integers(0, 6))):
+            y, x = rng.integers(0, ny), rng.integers(0, nx)
+            image[max(y - 1, 0) : y + 2, max(x - 1, 0) : x + 2] += rng.uniform(1e2, 3e4)
+        image = np.minimum(image, draw(st.sampled_from([3e4, 1e9])))
+        usable = rng.uniform(size=(ny, nx)) > draw(st.sampled_from([0.0, 0.3, 1.0]))
+        image = image.astype(dtype)
+        if dtype != np.int16:
+            image[~usable] = np.nan
+        images.append(image)
+        usables.append(usable)
+    return images, usables
+
+
+@settings(max_examples=60, deadline=None)
+@given(_pieces_of_a_coadd())
+def test_a_level_over_any_pieces_is_none_or_one_of_their_values(
+    drawn: tuple[list[np.ndarray], list[np.ndarray]],
+) -> None:
+    images, usables = drawn
+    level = saturation.pieces_plateau_level(images, usables)
+    values = np.concatenate(
+        [im[us].astype(np.float64) for im, us in zip(images, usables, strict=True)]
+    )
+    if level is None:
+        return
+    # a level is the peak of a source near the top: a usable value, not above the top
+    assert np.isfinite(level) and level in values and level <= values.max()

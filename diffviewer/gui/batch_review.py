@@ -48,6 +48,7 @@ from diffviewer.batch.summary import complete_row, read_summary, rows_of, set_su
 from diffviewer.errors import DiffviewerError, InputError
 from diffviewer.fits_write import write_table
 from diffviewer.gui import verdicts as source_verdicts
+from diffviewer.gui.model import Pair
 from diffviewer.gui.qtapp import application, run_event_loop
 from diffviewer.results import read_pair_verdict, write_pair_verdict
 
@@ -138,10 +139,12 @@ def verdicts_table(rows: Sequence[dict[str, Any]]) -> Table:
         source the pair's current run does not have), source_id (the current catalog's,
         :func:`diffviewer.gui.verdicts.verdicts_on_run`; -1 for the others), verdict,
         comment, x, y (px, the position judged; NaN for a pair), time (pair verdicts).
-        ``meta["moved"]`` counts the source verdicts whose id the current run changed.
+        ``meta["moved"]`` counts the source verdicts whose id the current run changed,
+        ``meta["other_pairs"]`` the verdicts files of another pair left out (two pairs of
+        two nights may share a folder; the inspector ignores those too).
     """
     out: list[tuple[str, str, int, str, str, float, float, str]] = []
-    moved = 0
+    moved = others = 0
     nan = math.nan
     for row in rows:
         folder = Path(row["output"])
@@ -149,9 +152,14 @@ def verdicts_table(rows: Sequence[dict[str, Any]]) -> Table:
         pair = read_pair_verdict(folder) if folder.is_dir() else None
         if pair is not None:
             out.append((name, "pair", -1, pair.verdict, pair.comment, nan, nan, pair.time))
-        attached = source_verdicts.verdicts_on_run(folder)
-        if attached is None:
+        path = folder / source_verdicts.VERDICTS_FILE
+        if not path.is_file():
             continue
+        saved = source_verdicts.load_verdicts(path)
+        if not saved.belongs_to(_judged_pair(folder, row)):
+            others += 1  # two pairs of two nights may share a folder: not this pair's
+            continue
+        attached = source_verdicts.verdicts_on_run(folder, saved)
         moved += len(attached.moved)
         for source_id, v in sorted(attached.verdicts.items()):
             out.append((name, "source", int(source_id), v.label, v.comment, v.x, v.y, ""))
@@ -163,8 +171,18 @@ def verdicts_table(rows: Sequence[dict[str, Any]]) -> Table:
         if out
         else Table(names=names, dtype=("U1", "U9", "i8", "U7", "U1", "f8", "f8", "U1"))
     )
-    table.meta["moved"] = moved
+    table.meta["moved"], table.meta["other_pairs"] = moved, others
     return table
+
+
+def _judged_pair(folder: Path, row: Mapping[str, Any]) -> Pair:
+    """The pair of a folder's run as the inspector names it when it opens the folder
+    (its metadata's inputs: the verdicts saved there are this pair's), else the row's."""
+    from diffviewer.gui.saved import saved_pair
+
+    if (folder / "metadata.json").is_file():
+        return saved_pair(folder)
+    return Pair(row["science"], row["template"])
 
 
 def describe_export(table: Table) -> str:
@@ -178,6 +196,11 @@ def describe_export(table: Table) -> str:
         text += (
             f", {counts['unmatched']} whose source the current runs do not have (level "
             "'unmatched', source_id -1)"
+        )
+    if table.meta.get("other_pairs"):
+        text += (
+            f"; {table.meta['other_pairs']} verdicts files of another pair in a pair's "
+            "folder left out"
         )
     return text
 

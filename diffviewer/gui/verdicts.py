@@ -284,31 +284,29 @@ def _distance(xy: np.ndarray, verdict: Verdict) -> np.ndarray:
     return np.hypot(xy[..., 0] - verdict.x, xy[..., 1] - verdict.y)
 
 
-def verdicts_on_run(folder: Path) -> Rekeyed | None:
-    """The source verdicts saved in a pair's output folder, attached to the catalog now
-    there (a batch re-run with another config renumbers it; the file keeps the ids of
-    the run judged until the pair is opened again).
+def verdicts_on_run(folder: Path, saved: SavedVerdicts) -> Rekeyed:
+    """Source verdicts saved in a pair's output folder, attached to the catalog now there
+    (a batch re-run with another config renumbers it; the file keeps the ids of the run
+    judged until the pair is opened again).
 
     Parameters
     ----------
     folder : Path
-        The pair's output folder (``verdicts.json`` and ``diasources.ecsv``).
+        The pair's output folder (its ``diasources.ecsv``).
+    saved : SavedVerdicts
+        Its verdicts file's content (:func:`load_verdicts`), of this pair
+        (:meth:`SavedVerdicts.belongs_to`).
 
     Returns
     -------
-    Rekeyed or None
-        None without a verdicts file; every verdict unmatched when the folder holds no
-        catalog (a failed run).
+    Rekeyed
+        Every verdict unmatched when the folder holds no catalog (a failed run).
 
     Raises
     ------
     InputError
-        When the verdicts file or the catalog cannot be read.
+        When the catalog cannot be read.
     """
-    path = folder / VERDICTS_FILE
-    if not path.is_file():
-        return None
-    saved = load_verdicts(path)
     catalog_path = folder / "diasources.ecsv"
     try:
         catalog = (
@@ -319,7 +317,7 @@ def verdicts_on_run(folder: Path) -> Rekeyed | None:
     except (OSError, ValueError) as exc:
         raise InputError(
             f"catalog {catalog_path} cannot be read ({exc}), so the verdicts of "
-            f"{path} cannot be matched to its sources; re-run the pair"
+            f"{folder / VERDICTS_FILE} cannot be matched to its sources; re-run the pair"
         ) from None
     return rekey_verdicts(saved.verdicts, catalog, saved.unmatched)
 

@@ -187,13 +187,20 @@ def test_the_batch_export_follows_a_rerun_renumbering(tmp_path: Path) -> None:
     Table({"id": [1, 2, 5], "x": [80.3, 60.0, 40.0], "y": [20.0, 60.0, 40.2]}).write(
         folder / "diasources.ecsv", format="ascii.ecsv"
     )
-    table = verdicts_table([{"name": "field1", "output": str(folder)}])
+    row = {"name": "field1", "output": str(folder), "science": "sci.fits", "template": "tmpl.fits"}
+    table = verdicts_table([row])
     rows = {(str(r["level"]), int(r["source_id"])): str(r["verdict"]) for r in table}
     assert rows == {("source", 5): "real", ("source", 1): "bogus", ("unmatched", -1): "unsure"}
     assert table.meta["moved"] == 1
     text = describe_export(table)
     assert "2 source verdicts (1 on sources the current runs renumbered)" in text
     assert "1 whose source the current runs do not have" in text
+    # the folder now holds another night's pair of the same name: its verdicts, a
+    # person's work on other images, are not given this catalog's ids (the inspector
+    # ignores them too)
+    other = verdicts_table([{**row, "science": "night2.fits"}])
+    assert len(other) == 0 and other.meta["other_pairs"] == 1
+    assert "1 verdicts files of another pair" in describe_export(other)
 
 
 def test_science_and_template_show_while_the_run_goes_on(qtbot, window: MainWindow) -> None:

@@ -6,6 +6,7 @@ zero point, gain and mask planes as read, and a header with another WCS for writ
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import re
@@ -47,9 +48,11 @@ WCS_KEY = re.compile(
     r"|CPDIS\d|CPERR\d|DP\d|DQ\d|D2IMDIS\d|D2IMERR\d|D2IMARR)[A-Z]?$"
 )
 
-#: Cards that define a transformation (the others only qualify one: a header whose only
-#: such card is ``EPOCH`` or ``EQUINOX``, as the pyDIA frames', has no WCS).
-WCS_DEFINING_KEY = re.compile(r"^(CTYPE\d|CRVAL\d|CRPIX\d|CDELT\d|CROTA\d|CD\d_\d|PC\d_\d)[A-Z]?$")
+#: Cards that define a transformation: its axes' types or its linear matrix (the others
+#: only qualify one: a header whose only such card is ``EPOCH`` or ``EQUINOX``, as the
+#: pyDIA frames', or a lone ``CROTA2`` or ``CRPIX``, has no WCS; a Rubin cutout's CD
+#: matrix without CTYPE is a pixel WCS).
+WCS_DEFINING_KEY = re.compile(r"^(CTYPE\d|CD\d_\d|PC\d_\d)[A-Z]?$")
 
 
 def merged_header(hdul: fits.HDUList, index: int) -> fits.Header:
@@ -259,9 +262,9 @@ def common_header(headers: Sequence[fits.Header], sources: Sequence[str]) -> fit
         if key in ("", "COMMENT", "HISTORY") or key in out:
             continue
         if all(key in h and h[key] == card.value for h in headers[1:]):
-            # the card itself, HIERARCH as read (set by its keyword, a long one is
+            # a copy of the card, HIERARCH as read (set by its keyword, a long one is
             # re-made with a VerifyWarning: 90 of them on GOTO's SExtractor cards)
-            out.append(card)
+            out.append(copy.copy(card))
     for k, source in enumerate(sources):
         out[f"PIECE{k + 1}"] = (source, f"template piece {k + 1} of {len(sources)}")
     return out

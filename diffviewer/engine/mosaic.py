@@ -434,7 +434,7 @@ def _combined_saturation(
 ) -> tuple[str, float] | None:
     """The combination's saturation level: the lowest of the pieces' on its flux scale
     and sky (each piece's level times its scale, less its sky offset), where it came from
-    that piece's; None unless every piece has one."""
+    that piece's; None unless every piece has one (the pieces used: those with data)."""
     known = [p.saturation for p in pieces if p.saturation is not None]
     if len(known) < len(pieces):
         return None
@@ -586,6 +586,10 @@ def combine_pieces(
         source=" + ".join(p.source for p in pieces),
         zero_point=zero_point,
         variance_estimated=any(p.variance_estimated for p in pieces),
-        saturation=_combined_saturation(pieces, scales, offsets),
+        saturation=_combined_saturation(
+            [p for p, used in zip(pieces, present, strict=True) if used],
+            scales[present],
+            offsets[present],
+        ),
     )
     return Combination(combined, tuple(notes), record)

@@ -656,13 +656,20 @@ def overlap_needed(interpolation: str) -> int:
 
 
 def _why_off_the_grid(reg: Registration) -> str:
-    """What put a piece placed by its WCS off the science grid, and what to do should the
-    WCS be wrong (a piece of another field needs nothing); empty for other methods."""
+    """What put a piece placed by its WCS off the science grid (its stars, when they were
+    looked at, paired none of the science's), and what to do should the WCS be wrong; empty
+    for other methods."""
     if reg.method != "wcs":
         return ""
+    checked = min(reg.n_science_stars, reg.n_template_stars) >= register_fit.MIN_STARS
+    stars = (
+        f", and its {reg.n_template_stars} stars paired none of the science's beyond what "
+        "chance gives"
+        if checked
+        else " (not checked on stars)"
+    )
     return (
-        f"its WCS places it there, and its {reg.n_template_stars} stars paired none of the "
-        "science's beyond what chance gives; if its WCS is wrong, set warp.register = stars "
+        f"its WCS places it there{stars}; if its WCS is wrong, set warp.register = stars "
         "to place it on its stars alone"
     )
 

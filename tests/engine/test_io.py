@@ -454,7 +454,13 @@ def test_pydia_frames_have_no_wcs() -> None:
 
 @pytest.mark.parametrize(
     "cards",
-    [[("EPOCH", 2000.0)], [("EQUINOX", 2000.0), ("RADESYS", "FK5")], [("LTV1", 10.0)]],
+    [
+        [("EPOCH", 2000.0)],
+        [("EQUINOX", 2000.0), ("RADESYS", "FK5")],
+        [("LTV1", 10.0)],
+        [("CROTA2", 0.0)],
+        [("CRPIX1", 10.0), ("CRPIX2", 5.0)],
+    ],
 )
 def test_cards_that_only_qualify_a_wcs_make_none(cards: list[tuple[str, object]]) -> None:
     assert read_wcs(fits.Header(cards), "frame.fits") is None

@@ -553,9 +553,12 @@ def test_a_piece_off_the_science_image_is_said_unused_and_changes_nothing() -> N
     other = make_pair((120, 120), 60, seed=77).template
     far_wcs = other.wcs.deepcopy()
     far_wcs.wcs.crval = [186.0, 12.0]
-    far = other.replace(wcs=far_wcs, source="far.fits")
+    far = other.replace(wcs=far_wcs, source="far.fits", saturation=("SATURATE", 2e4))
     config = WarpConfig()
-    both = warp.warp_template([pair.template, far], pair.science, config)
+    used = pair.template.replace(saturation=("SATURATE", 6e4))
+    both = warp.warp_template([used, far], pair.science, config)
+    # the piece not used gives the template no saturation level (it set 20000 before)
+    assert both.exposure.saturation == ("SATURATE", 6e4)
     assert both.pieces[1].coverage == 0.0
     unused = [n for n in both.warnings if n.startswith("template piece 2 (far.fits) has no data")]
     assert len(unused) == 1 and not any("template piece 2:" in note for note in both.warnings)
@@ -563,6 +566,11 @@ def test_a_piece_off_the_science_image_is_said_unused_and_changes_nothing() -> N
     # GOTO piece whose CRVAL was 5 deg off was said to have no data, blaming the overlap,
     # where warp.register = stars places it: coverage 54.1 -> 78.8 %)
     assert "its WCS places it there" in unused[0] and "warp.register = stars" in unused[0]
+    assert "stars paired none of the science's beyond what chance gives" in unused[0]
+    # placed by the WCSs alone, no star was looked at: said so, not a failed pairing
+    alone_wcs = warp.warp_template([used, far], pair.science, WarpConfig(register="wcs"))
+    said = [n for n in alone_wcs.warnings if n.startswith("template piece 2 (far.fits)")]
+    assert len(said) == 1 and "its WCS places it there (not checked on stars)" in said[0]
     alone = warp.warp_template([pair.template, pair.template], pair.science, config).exposure
     has_data = both.exposure.good_pixels()
     np.testing.assert_array_equal(has_data, alone.good_pixels())
@@ -686,6 +694,9 @@ def test_the_combined_templates_header_names_every_piece_and_no_ones_own_cards(
     assert [header["PIECE1"], header["PIECE2"]] == names
     assert header["FILTER"] == "r" and header["MAGZP"] == 30.0
     assert header["HIERARCH SEXTRACTOR SATUR_LEVEL"] == 50000.0
+    # the combination's header is its own: the pieces' are not changed through it
+    combination.exposure.header["FILTER"] = "g"
+    assert [p.header["FILTER"] for p in pieces] == ["r", "r"]
     assert "FWHM" not in header and "DATE-OBS" not in header
     # the right piece's pixels, in units 1 mag fainter, are on zero point 30
     np.testing.assert_allclose(combination.exposure.image, whole.image, rtol=1e-5)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -304,3 +304,32 @@ def finite_usable(exposure: Exposure, rows: slice) -> np.ndarray:
     ok = ((exposure.mask[rows] & int(UNUSABLE)) == 0) & np.isfinite(exposure.image[rows])
     ok &= np.isfinite(variance) & (variance > 0)
     return ok
+
+
+def zero_point_scales(
+    zero_points: Sequence[float | None], used: Sequence[bool] | None = None
+) -> tuple[float | None, np.ndarray]:
+    """The reference zero point of several exposures and the factor that puts each on it.
+
+    Parameters
+    ----------
+    zero_points : sequence of float or None
+        Each exposure's zero point (mag; None: not given).
+    used : sequence of bool, optional
+        Which exposures count for the reference (all when None).
+
+    Returns
+    -------
+    (float or None, numpy.ndarray)
+        The reference, the first zero point given among those used (None when none is),
+        and each exposure's factor ``10 ** (0.4 (zp_ref - zp_i))``, 1 for one without a
+        zero point (taken as on the reference scale).
+    """
+    used = [True] * len(zero_points) if used is None else list(used)
+    given = [zp for zp, u in zip(zero_points, used, strict=True) if u and zp is not None]
+    if not given:
+        return None, np.ones(len(zero_points))
+    reference = given[0]
+    return reference, np.array(
+        [1.0 if zp is None else 10.0 ** (0.4 * (reference - zp)) for zp in zero_points]
+    )

@@ -31,6 +31,7 @@ from diffviewer.exposure import (
     row_blocks,
     set_planes,
     unusable_everywhere,
+    zero_point_scales,
 )
 from diffviewer.fits_check import unreadable_fits_reason
 from diffviewer.fits_header import (
@@ -599,6 +600,10 @@ def _data_pixels(image: np.ndarray, source: str) -> np.ndarray:
     )
 
 
+#: Where a saturation level taken from the image's own data comes from (not a header's).
+DATA_LEVELS = ("flat top", "star plateau")
+
+
 def _saturation(
     image: np.ndarray, finite: np.ndarray, header: fits.Header, source: str
 ) -> tuple[str, float] | None:
@@ -839,29 +844,33 @@ def pooled_saturation(pieces: Sequence[Exposure]) -> list[Exposure]:
     list of Exposure
         The pieces; those without a level (no header card, no flat top, too few clipped
         cores of their own) with SAT set at :func:`diffviewer.saturation.pieces_plateau_level`
-        of them together, on the flux scale of their zero points
-        (:func:`diffviewer.engine.mosaic.flux_scales`), when it finds one (a coadd cut in
-        pieces has one clip level, and its saturated stars may be spread two or three to a
-        piece).
+        of them and of the pieces whose level came from their data, together, on the flux
+        scale of their zero points (:func:`diffviewer.exposure.zero_point_scales`), when
+        it finds one (a coadd cut in pieces has one clip level, and its saturated stars
+        may be spread one or two to a piece).
     """
-    from diffviewer.engine.mosaic import flux_scales
-
     lacking = [k for k, piece in enumerate(pieces) if piece.saturation is None]
     if len(pieces) < 2 or not lacking:
         return list(pieces)
-    # Compared on one flux scale (pieces of other zero points clip at other counts);
-    # the level found is each piece's in its own units.
-    _, scales, _ = flux_scales([pieces[k] for k in lacking])
+    # With the pieces whose own data showed a level (their cores count too), compared on
+    # one flux scale (pieces of other zero points clip at other counts); the level found
+    # is each piece's in its own units.
+    pool = [
+        k
+        for k, piece in enumerate(pieces)
+        if piece.saturation is None or piece.saturation[0] in DATA_LEVELS
+    ]
+    _, scales = zero_point_scales([pieces[k].zero_point for k in pool])
     level = pieces_plateau_level(
         [
             pieces[k].image * s if s != 1.0 else pieces[k].image
-            for k, s in zip(lacking, scales, strict=True)
+            for k, s in zip(pool, scales, strict=True)
         ],
-        [planes_clear(pieces[k].mask, int(MaskPlane.NO_DATA)) for k in lacking],
+        [planes_clear(pieces[k].mask, int(MaskPlane.NO_DATA)) for k in pool],
     )
     if level is None:
         return list(pieces)
-    own = {k: level / float(s) for k, s in zip(lacking, scales, strict=True)}
+    own = {k: level / float(s) for k, s in zip(pool, scales, strict=True)}
     log.warning(
         "template pieces %s: no SATURATE card, and too few clipped stars in each to find "
         "its level alone, but together the broad cores of several stars pile up within "

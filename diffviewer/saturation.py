@@ -395,8 +395,8 @@ def pieces_plateau_level(
     -----
     Only the pixels above the reference band's foot (a thousandth of a field's pixels)
     are looked at after the median: their islands are found on their flat indices
-    (:func:`_islands`), not by labelling image-sized maps. A star where pieces overlap is
-    counted in each piece that holds its core.
+    (:func:`_islands`), not by labelling image-sized maps. A core held by two overlapping
+    pieces is counted once (:func:`_distinct_values`).
     """
     values = [_usable_values(image, usable) for image, usable in zip(images, usables, strict=True)]
     n_usable = sum(v.size for v in values)
@@ -437,7 +437,15 @@ def pieces_plateau_level(
     light = np.array(
         [_light_above_half_peak(images[k], row, col, peak, sky) for k, (peak, row, col) in near]
     )
-    if np.count_nonzero(light >= CLIPPED_CORE_RATIO * psf_light) < MIN_PLATEAU_STARS:
+    clipped = [near[k][1][0] for k in np.flatnonzero(light >= CLIPPED_CORE_RATIO * psf_light)]
+    if len(_distinct_values(clipped)) < MIN_PLATEAU_STARS:
         return None
     # The clip level is smeared over the band: every peak in it may be a clipped core.
     return float(min(peak for _, (peak, _, _) in near))
+
+
+def _distinct_values(values: Sequence[float]) -> set[float]:
+    """``values`` to six significant digits, each once: a core held by two overlapping
+    pieces of one coadd peaks at the same value in both (to the rounding of a flux
+    scale), where a coadd's clipped cores differ by tens of counts (the module's notes)."""
+    return {float(f"{v:.6g}") for v in values}

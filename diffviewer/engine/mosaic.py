@@ -32,7 +32,14 @@ import numpy as np
 from scipy import ndimage
 
 from diffviewer.errors import NoWorkFound
-from diffviewer.exposure import MASK_DTYPE, UNUSABLE, Exposure, MaskPlane, planes_clear
+from diffviewer.exposure import (
+    MASK_DTYPE,
+    UNUSABLE,
+    Exposure,
+    MaskPlane,
+    planes_clear,
+    zero_point_scales,
+)
 from diffviewer.fits_header import common_header
 from diffviewer.stats import robust_std
 
@@ -129,18 +136,10 @@ def flux_scales(
         a note when only some pieces used have a zero point.
     """
     used = [True] * len(pieces) if used is None else list(used)
-    given = [
-        (i, p.zero_point) for i, p in enumerate(pieces) if used[i] and p.zero_point is not None
-    ]
-    if not given:
-        return None, np.ones(len(pieces)), ()
-    first, reference = given[0]
-    scales = np.array(
-        [
-            1.0 if p.zero_point is None else 10.0 ** (0.4 * (reference - p.zero_point))
-            for p in pieces
-        ]
-    )
+    reference, scales = zero_point_scales([p.zero_point for p in pieces], used)
+    if reference is None:
+        return None, scales, ()
+    first = next(i for i, p in enumerate(pieces) if used[i] and p.zero_point is not None)
     missing = [i for i, p in enumerate(pieces) if used[i] and p.zero_point is None]
     notes: tuple[str, ...] = ()
     if missing:

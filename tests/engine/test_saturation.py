@@ -159,6 +159,41 @@ def test_a_clipped_coadd_in_pieces_has_its_one_level_found_over_them(
         np.testing.assert_array_equal((piece.mask & SAT) != 0, saturated)
 
 
+def test_a_core_two_pieces_share_is_one_star() -> None:
+    # Two clipped stars in the overlap of two pieces: counted in each piece, they made
+    # four "clipped cores" where the whole image has two (too few for a clip level).
+    rng = np.random.default_rng(5)
+    fluxes, xy = rng.uniform(2e4, 4e5, 300), rng.integers(20, 236, (300, 2))
+    fluxes[:2], xy[:2] = [3e6, 4e6], [[120, 120], [130, 124]]
+    image = _coadd(_stars(fluxes, xy, (256, 256)), 4).astype(np.float32)
+    assert star_plateau_level(image, np.ones(image.shape, bool)) is None
+    halves = [image[:, :156], image[:, 100:]]
+    assert saturation.pieces_plateau_level(halves, [np.ones(h.shape, bool) for h in halves]) is None
+
+
+def test_a_piece_too_poor_alone_takes_the_level_a_siblings_cores_show(tmp_path: Path) -> None:
+    # One piece holds most of the clipped stars and finds the level by itself; a small
+    # one holds one or two: pooled alone it had too few, and its cores went unflagged.
+    light, _, _ = _field(3)
+    image = _coadd(light, 4).astype(np.float32)
+    whole = star_plateau_level(image, np.ones(image.shape, bool))
+    ys, xs = np.nonzero(image >= whole)  # a box of 160 px around one clipped core
+    y0, x0 = (int(np.clip(v[0] - 80, 0, 512 - 160)) for v in (ys, xs))
+    small_box = np.s_[y0 : y0 + 160, x0 : x0 + 160]
+    paths = []
+    for name, box in (("big", np.s_[:, :]), ("small", small_box)):
+        paths.append(str(tmp_path / f"{name}.fits"))
+        fits.PrimaryHDU(image[box]).writeto(paths[-1])
+    big, small = (read_exposure(path) for path in paths)
+    assert big.saturation == ("star plateau", whole) and small.saturation is None
+    pooled = read_templates(paths)
+    assert pooled[0].saturation == big.saturation
+    assert pooled[1].saturation == ("star plateau", pytest.approx(whole, rel=1e-6))
+    flagged = (pooled[1].mask & SAT) != 0
+    assert flagged.any()
+    np.testing.assert_array_equal(flagged, image[small_box] >= whole)
+
+
 def test_unclipped_pieces_are_not_given_a_level(tmp_path: Path) -> None:
     light, _, _ = _field(3)
     image = _coadd(light, 4, clip=False).astype(np.float32)

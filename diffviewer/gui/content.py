@@ -258,11 +258,10 @@ def kernel_views(result: Any, n_grid: int = 7, n_shift: int = 16) -> dict[str, A
         info += f"; {result.kernel.sky_level.describe()}"
     stars = star_sums(result)
     if len(stars):
-        pulls = (stars[:, 2] - stars[:, 4]) / stars[:, 3]
         info += (
-            f"; the kernel stars' own sums less the model's, in their errors (dots on the "
-            f"sum map, blue below, red above, full colour at 5): "
-            f"{int(np.sum(np.abs(pulls) <= 3))} of {len(stars)} within 3"
+            f"; the kernel stars' flux ratios (kernel_sum) less the model's sum there, in "
+            f"their errors (dots on the sum map, blue below, red above, full colour at 5): "
+            f"{int(np.sum(np.abs(stars[:, 5]) <= 3))} of {len(stars)} within 3"
         )
     return {
         "mosaic": mosaic.image,
@@ -278,8 +277,9 @@ def kernel_views(result: Any, n_grid: int = 7, n_shift: int = 16) -> dict[str, A
 
 
 def star_sums(result: Any) -> np.ndarray:
-    """Each kernel star's own kernel sum beside the spatial model's at the star, placed on
-    the kernel-sum map (LSST's ``plotKernelSpatialModel`` compares the two).
+    """Each kernel star's measured flux ratio (its ``kernel_sum``) beside the spatial
+    model's kernel sum at the star, placed on the kernel-sum map (LSST's
+    ``plotKernelSpatialModel`` compares the two).
 
     Parameters
     ----------
@@ -289,13 +289,13 @@ def star_sums(result: Any) -> np.ndarray:
     -------
     numpy.ndarray
         Rows of (map column, map row, the star's ``kernel_sum``, its ``kernel_sum_err``,
-        the model's sum at the star) for the GOOD and CONTROL stars with a finite sum and
-        a positive error; the map samples the sum every ``kernel_sum_step`` px from half a
-        step (``KSUMMAP``'s ``SAMPLE0``).
+        the model's sum at the star, their difference in that error) for the GOOD and
+        CONTROL stars with a finite ratio and a positive error; the map samples the sum
+        every ``kernel_sum_step`` px from half a step (``KSUMMAP``'s ``SAMPLE0``).
     """
     table = result.kernel.candidates
     if not len(table) or not {"kernel_sum", "kernel_sum_err"} <= set(table.colnames):
-        return np.zeros((0, 5))
+        return np.zeros((0, 6))
     status = np.asarray(table["status"]).astype(str)
     x, y = np.asarray(table["x"], float), np.asarray(table["y"], float)
     own, err = np.asarray(table["kernel_sum"], float), np.asarray(table["kernel_sum_err"], float)
@@ -303,7 +303,14 @@ def star_sums(result: Any) -> np.ndarray:
     step = float(result.subtraction.kernel_sum_step)
     model = np.asarray(result.kernel.solution.kernel_sum(x[keep], y[keep]), float)
     return np.column_stack(
-        [(x[keep] - step / 2) / step, (y[keep] - step / 2) / step, own[keep], err[keep], model]
+        [
+            (x[keep] - step / 2) / step,
+            (y[keep] - step / 2) / step,
+            own[keep],
+            err[keep],
+            model,
+            (own[keep] - model) / err[keep],
+        ]
     )
 
 

@@ -44,16 +44,17 @@ MOSAIC = SIGNED.replace(stretch="asinh")
 #: Colour stops of a bar: enough for an asinh stretch's steep middle.
 BAR_STOPS = 64
 
-#: The kernel stars' dots' colour range: own sum less the model's, in the star's errors.
+#: The kernel stars' dots' colour range: flux ratio less the model's sum, in the star's
+#: errors.
 PULL_LEVELS = (-5.0, 5.0)
 
 
-def _star_tip(x: float, y: float, data: tuple[float, float, float]) -> str:
-    """A kernel star's dot's tooltip: its own sum and error beside the model's."""
-    own, err, model = data
+def _star_tip(x: float, y: float, data: tuple[float, float, float, float]) -> str:
+    """A kernel star's dot's tooltip: its flux ratio and error beside the model's sum."""
+    ratio, err, model, pull = data
     return (
-        f"kernel star: own sum {own:.4f} ± {err:.4f}; the model's here {model:.4f} "
-        f"({(own - model) / err:+.1f} of its errors)"
+        f"kernel star: flux ratio (kernel_sum) {ratio:.4f} ± {err:.4f}; the model's sum "
+        f"here {model:.4f} ({pull:+.1f} of its errors)"
     )
 
 
@@ -110,8 +111,8 @@ class KernelPanel(QWidget):
             pxMode=True, size=5, symbol="+", pen=pg.mkPen((0, 0, 0), width=1), brush=None
         )
         self.mosaic_box.addItem(self.centroids)
-        # each kernel star's own sum against the model's, in its errors (its tooltip
-        # gives both): LSST's plotKernelSpatialModel on the map
+        # each kernel star's flux ratio against the model's sum, in its errors (its
+        # tooltip gives both): LSST's plotKernelSpatialModel on the map
         self.star_sums = pg.ScatterPlotItem(
             pxMode=True, size=5, pen=pg.mkPen((0, 0, 0), width=1), hoverable=True, tip=_star_tip
         )
@@ -163,13 +164,13 @@ class KernelPanel(QWidget):
         info : str
             A line of text about the solution.
         stars : numpy.ndarray, optional
-            The kernel stars' own sums on the sum map
+            The kernel stars' flux ratios against the model on the sum map
             (:func:`diffviewer.gui.content.star_sums`).
         """
         self._grid, self._cell, self._n = grid, cell, n_grid
         show_array(self.mosaic, mosaic, MOSAIC)
         show_array(self.sum_map, sum_map, POSITIVE)
-        self._show_star_sums(np.zeros((0, 5)) if stars is None else stars)
+        self._show_star_sums(np.zeros((0, 6)) if stars is None else stars)
         show_array(self.shift_map, shift_map, POSITIVE)
         lo, hi = float(np.nanmin(sum_map)), float(np.nanmax(sum_map))
         self.sum_title.setText(
@@ -206,13 +207,12 @@ class KernelPanel(QWidget):
         self.info.setText(info)
 
     def _show_star_sums(self, stars: np.ndarray) -> None:
-        """Dots at the kernel stars, each coloured by its own sum less the model's in its
-        errors (:data:`PULL_LEVELS`, the difference's colours: a cluster of one colour is
+        """Dots at the kernel stars, each coloured by its flux ratio less the model's sum in
+        its errors (:data:`PULL_LEVELS`, the difference's colours: a cluster of one colour is
         where the spatial model misses the stars)."""
         lut = display.make_lut("linear", SIGNED.cmap, symmetric=True)
-        pull = (stars[:, 2] - stars[:, 4]) / stars[:, 3]
         lo, hi = PULL_LEVELS
-        share = np.clip((pull - lo) / (hi - lo), 0.0, 1.0)
+        share = np.clip((stars[:, 5] - lo) / (hi - lo), 0.0, 1.0)
         colours = lut[np.rint(share * (len(lut) - 1)).astype(int)]
         self.star_sums.setData(
             x=stars[:, 0],

@@ -26,7 +26,7 @@ WARN_METHODS = ("wcs refined on stars", "none")
 Placed = WarpResult | SavedTemplate
 PLAIN_STYLE = "background: #e8f0fa; color: #1b3350; padding: 3px;"
 #: Pieces shown a line each from the start; more are folded behind a link.
-FOLDED_PIECES = 3
+MAX_UNFOLDED_PIECES = 3
 
 
 def transform_summary(reg: Registration, shape: tuple[int, int]) -> str:
@@ -133,7 +133,7 @@ def registration_lines(warp: Placed) -> list[str]:
 class RegistrationLine(QLabel):
     """A compact label showing :func:`registration_lines` (hidden before a run).
 
-    A template in more than :data:`FOLDED_PIECES` pieces is folded to its first line (how
+    A template in more than :data:`MAX_UNFOLDED_PIECES` pieces is folded to its first line (how
     many pieces, the coverage), the notes' count and a link "… each piece's
     registration: show"; unfolded (fewer pieces: from the start), a line per piece.
     Nothing is cut without a cue (a line capped at four lines of text once hid the third
@@ -157,9 +157,11 @@ class RegistrationLine(QLabel):
         if warp is None or warp.registration is None:
             self.hide()
             return
+        pieces = len(warp.pieces) if len(_registrations(warp)) > 1 else 0
+        if pieces != self._pieces:  # a re-run of the same pieces keeps the user's choice
+            self.unfolded = pieces <= MAX_UNFOLDED_PIECES
         self._lines = [html.escape(line) for line in registration_lines(warp)]
-        self._pieces = len(warp.pieces) if len(_registrations(warp)) > 1 else 0
-        self.unfolded = self._pieces <= FOLDED_PIECES
+        self._pieces = pieces
         self.attention = needs_attention(warp)
         self.setStyleSheet(WARN_STYLE if self.attention else PLAIN_STYLE)
         sources = [f"piece {i + 1}: {p.source}" for i, p in enumerate(warp.pieces)]
@@ -173,9 +175,9 @@ class RegistrationLine(QLabel):
 
     def _draw(self) -> None:
         lines = self._lines
-        if self._pieces > FOLDED_PIECES and self.unfolded:
+        if self._pieces > MAX_UNFOLDED_PIECES and self.unfolded:
             lines = [*lines, "<a href='fold'>show fewer</a>"]
-        elif self._pieces > FOLDED_PIECES:
+        elif self._pieces > MAX_UNFOLDED_PIECES:
             # the first line (pieces, coverage) and the notes' count, if any
             rest = lines[1 + self._pieces :]
             lines = [

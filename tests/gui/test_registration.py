@@ -105,25 +105,27 @@ def test_a_mirrored_template_is_said_to_be_mirrored_and_its_rotation_kept() -> N
 
 
 def test_every_piece_is_shown_or_behind_a_link_and_unused_ones_add_no_note(qtbot) -> None:
-    from diffviewer.gui.registration import FOLDED_PIECES, RegistrationLine
+    from diffviewer.gui.registration import MAX_UNFOLDED_PIECES, RegistrationLine
 
     # Three pieces in a 1600 px window: the line was capped at four lines of text and
     # hid the third piece (198 stars, RMS 0.344 px, coverage 26.4 %) with no cue (audit).
     fit = Registration("stars", _rotated(0.1, 1.0, (1.0, 2.0)), 80, 75, 61, 0.1234)
-    used = [Piece(f"p{k}.fits", fit, 0.3) for k in range(FOLDED_PIECES)]
+    used = [Piece(f"p{k}.fits", fit, 0.3) for k in range(MAX_UNFOLDED_PIECES)]
     line = RegistrationLine()
     qtbot.addWidget(line)
     line.resize(300, 40)  # narrow: every line wraps
     line.show_warp(_warp(tuple(used), 0.9))
-    for k in range(1, FOLDED_PIECES + 1):
+    for k in range(1, MAX_UNFOLDED_PIECES + 1):
         assert f"piece {k}: stars; 61 stars matched" in line.text()
     assert line.maximumHeight() > 10_000  # not capped: the layout gives it its height
     # more pieces: folded behind a link naming how many, every one shown on unfolding
-    many = [Piece(f"p{k}.fits", fit, 0.2) for k in range(FOLDED_PIECES + 2)]
+    many = [Piece(f"p{k}.fits", fit, 0.2) for k in range(MAX_UNFOLDED_PIECES + 2)]
     line.show_warp(_warp(tuple(many), 0.95))
     assert "piece 1:" not in line.text() and f"registration ({len(many)}): show" in line.text()
     line.linkActivated.emit("unfold")
     assert f"piece {len(many)}: stars" in line.text() and "show fewer" in line.text()
+    line.show_warp(_warp(tuple(many), 0.95))  # a re-run of the same pieces: still open
+    assert f"piece {len(many)}: stars" in line.text()
     # a piece the combination did not use (no data on the science grid): its WCS notes
     # are not among the run's warnings, so the line neither counts them nor warns
     off = Registration("wcs", None, 80, 0, 0, math.nan, notes=("the WCSs disagree",))

@@ -183,7 +183,14 @@ def test_a_kernel_derived_from_the_psfs_keeps_the_basis_its_stamps_were_fitted_o
     assert np.isfinite(views.residual_own).all() and np.any(views.difference_own != 0)
     out = tmp_path / "run"
     write_outputs(result, out, files)
-    np.testing.assert_array_equal(read_saved_run(out).kernel.stamp_basis, fit.stamp_basis)
+    saved = read_saved_run(out)
+    np.testing.assert_array_equal(saved.kernel.stamp_basis, fit.stamp_basis)
+    # the catalog's PSFs come back from kernel.fits CAT_PSF (the source profile draws them)
+    assert saved.catalog_psf is not None
+    for x, y in ((40.3, 51.7), (300.6, 322.2)):
+        np.testing.assert_allclose(
+            saved.catalog_psf.stamp(x, y)[0], result.catalog_psf.stamp(x, y)[0], atol=1e-12
+        )
 
 
 def test_stamp_views_take_a_kernel_larger_than_the_stamps_basis() -> None:

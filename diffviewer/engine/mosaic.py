@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -195,13 +195,13 @@ def _pair_crops(
     scales: np.ndarray,
     offsets: np.ndarray,
     fwhm: Sequence[float] | None = None,
-    factors: Sequence[float] | None = None,
+    same: Collection[tuple[int, int]] = (),
 ) -> PairCrops:
     """The :data:`PairCrops` of ``pieces`` with these scales and offsets (the overlap's
     copies only: the pieces are not copied whole); with ``fwhm`` (px, NaN: unknown), the
     narrower of two pieces whose PSFs differ is smoothed to the broader's
-    (:func:`_matched`), unless the two hold the same pixels there (:func:`shared_pixels`,
-    with the covariance ``factors``): one PSF, whatever each whole piece's (smoothing
+    (:func:`_matched`), unless the pair is among ``same``, the pairs that hold the same
+    pixels (:func:`shared_pairs`): one PSF there, whatever each whole piece's (smoothing
     one copy of identical pixels made their median differ by 0.16 +- 0.05 counts)."""
 
     def crops(i: int, j: int) -> tuple[Exposure, Exposure] | None:
@@ -212,7 +212,7 @@ def _pair_crops(
         b = _calibrated(pieces[j], box, float(scales[j]), float(offsets[j]))
         if fwhm is None or not (np.isfinite(fwhm[i]) and np.isfinite(fwhm[j])):
             return a, b
-        if shared_pixels(a, b, *((1.0, 1.0) if factors is None else (factors[i], factors[j])))[0]:
+        if (i, j) in same:
             return a, b
         if fwhm[i] < fwhm[j]:
             return _matched(a, b.good_pixels(), fwhm[i], fwhm[j]), b
@@ -495,8 +495,11 @@ def combine_pieces(
     n = len(pieces)
     factors = [1.0] * n if covariance_factors is None else list(covariance_factors)
     boxes = [_data_box(p) for p in pieces]
+    # Which pieces hold the same pixels (judged on the spread of their difference, which
+    # a sky offset between them does not change), then their offsets, unsmoothed there.
+    pairs, shared_notes = shared_pairs(n, _pair_crops(pieces, boxes, scales, np.zeros(n)), factors)
     offsets, offset_errors = sky_offsets(
-        n, _pair_crops(pieces, boxes, scales, np.zeros(n), fwhm, factors), factors
+        n, _pair_crops(pieces, boxes, scales, np.zeros(n), fwhm, set(pairs)), factors
     )
     record = tuple(
         dataclasses.replace(r, sky_offset=float(o), sky_offset_error=float(e))
@@ -516,7 +519,6 @@ def combine_pieces(
             f"differences over sky pixels give offsets subtracted from them ({listed}; in "
             "the template's units, the first piece of each overlapping group held fixed)"
         )
-    pairs, shared_notes = shared_pairs(n, _pair_crops(pieces, boxes, scales, offsets), factors)
     notes.extend(shared_notes)
     # Accumulated piece by piece, each within its box (no stack of N full planes):
     # the weighted sum, the weights' sum and Var(sum w_i x_i) = sum_ij w_i w_j rho_ij

@@ -531,6 +531,9 @@ def run_subtraction(
             diag = diagnostics.compute_diagnostics(
                 science, warped.exposure, fit, raw_diag, difference, rep, renorm.variance_factor
             )
+            # its residuals by the difference were rescaled into diag: not kept twice
+            # (GOTO: 1.4 million float32, 6 MB, through the measurement)
+            del raw_diag
         with _step(rep, "measure", 0.90, 1.0):
             diasources = measure.measure_sources(
                 difference,

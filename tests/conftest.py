@@ -33,6 +33,19 @@ def data_path(relative: str) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_blas_thread() -> None:
+    """One BLAS thread for the whole session, as ``diffviewer run`` and every window set
+    (:func:`diffviewer.gui.qtapp.one_blas_thread`): the engine's tests run the users'
+    arithmetic (OpenBLAS's two threads sum in another order: fluxes 4e-4 apart) whatever
+    test made the first window, which set it for the rest of the session before."""
+    import numpy  # noqa: F401  (its BLAS loaded, so that the limit reaches it)
+    import scipy.linalg  # noqa: F401
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1, "blas")
+
+
 @pytest.fixture
 def shared_data() -> Path:
     """The ``../shared/data`` folder; skips when absent."""

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from diffviewer.engine.pipeline import run_subtraction
 from diffviewer.exposure import UNUSABLE
 from diffviewer.io import read_exposure
 from diffviewer.synthetic import make_pair
+from tests.engine.helpers import run_as_command
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import bench_peers_science as science_bench
@@ -50,7 +50,7 @@ def seed_figures(folder: Path, seed: int) -> tuple[float, float, int, int]:
     science, template = write_pair_files(folder, f"constant{seed}", make_pair(**kw))
     plain = science_bench.oracle(science, template, truth, background)
     oracle, oracle_peaks = pm.score(pm.convolve_same(plain, white.sci_filter), white)
-    result = run_subtraction(read_exposure(str(science)), read_exposure(str(template)))
+    result = run_as_command(read_exposure(str(science)), read_exposure(str(template)))
     assert result.decorrelation is not None  # scored against the whitened truth
     diff = result.difference.image.astype(np.float64)
     diff[(result.difference.mask & int(UNUSABLE)) != 0] = np.nan

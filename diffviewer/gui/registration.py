@@ -16,7 +16,7 @@ import numpy as np
 from PyQt6.QtWidgets import QLabel
 
 from diffviewer.engine.register import Registration
-from diffviewer.engine.warp import WarpResult
+from diffviewer.engine.warp import Piece, WarpResult
 from diffviewer.gui.warnings_banner import WARN_STYLE
 from diffviewer.results import SavedTemplate
 
@@ -85,6 +85,24 @@ def registration_summary(reg: Registration, coverage: float, shape: tuple[int, i
     )
 
 
+def piece_photometry(piece: Piece) -> str:
+    """What the combination did to a piece's pixels, as ``metadata.json`` ``warp.pieces``
+    records it: its PSF's FWHM on the science grid, its zero point and the factor that put
+    it on the combined template's, the sky offset subtracted (each only when there is one
+    to say); empty when there is none."""
+    parts = []
+    if math.isfinite(piece.fwhm):
+        parts.append(f"FWHM {piece.fwhm:.2f} px")
+    if piece.zero_point is not None:
+        scaled = f" (pixels x {piece.flux_scale:.4g})" if piece.flux_scale != 1.0 else ""
+        parts.append(f"zero point {piece.zero_point:g}{scaled}")
+    if piece.sky_offset != 0.0:
+        parts.append(
+            f"sky offset {piece.sky_offset:+.3g} +- {piece.sky_offset_error:.2g} subtracted"
+        )
+    return "; " + ", ".join(parts) if parts else ""
+
+
 def _registrations(warp: Placed) -> list[Registration]:
     """Each piece's registration, else the one template's (none from an older saved run)."""
     if warp.pieces:
@@ -122,6 +140,7 @@ def registration_lines(warp: Placed) -> list[str]:
         lines = [f"{len(warp.pieces)} template pieces, coverage {100.0 * warp.coverage:.1f} %"]
         lines += [
             f"piece {i + 1}: {registration_summary(p.registration, p.coverage, shape)}"
+            + piece_photometry(p)
             for i, p in enumerate(warp.pieces)
         ]
     notes = len(registration_notes(warp))

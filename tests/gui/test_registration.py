@@ -131,3 +131,18 @@ def test_every_piece_is_shown_or_behind_a_link_and_unused_ones_add_no_note(qtbot
     off = Registration("wcs", None, 80, 0, 0, math.nan, notes=("the WCSs disagree",))
     line.show_warp(_warp((Piece("a.fits", fit, 0.6), Piece("far.fits", off, 0.0)), 0.6))
     assert "note" not in line.text() and not line.attention
+
+
+def test_each_pieces_line_says_what_the_combination_did_to_its_pixels() -> None:
+    # The pieces' zero points, flux scales, sky offsets and FWHMs were in metadata.json
+    # only (audit: a piece of MAGZP 27.5 multiplied by 0.631, another's sky moved by
+    # -0.156 counts, with nothing on screen).
+    fit = Registration("stars", _rotated(0.1, 1.0, (1.0, 2.0)), 80, 75, 61, 0.1234)
+    plain = Piece("a.fits", fit, 0.6, 27.0, 1.0, 0.0, 0.0, True, 3.44)
+    scaled = Piece("b.fits", fit, 0.4, 27.5, 10 ** (0.4 * (27.0 - 27.5)), -0.083, 0.053, True, 4.1)
+    lines = registration_lines(_warp((plain, scaled), 0.98))
+    assert lines[1].endswith("coverage 60.0 %; FWHM 3.44 px, zero point 27")
+    assert lines[2].endswith(
+        "coverage 40.0 %; FWHM 4.10 px, zero point 27.5 (pixels x 0.631), "
+        "sky offset -0.083 +- 0.053 subtracted"
+    )

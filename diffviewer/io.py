@@ -870,6 +870,10 @@ def pooled_saturation(pieces: Sequence[Exposure]) -> list[Exposure]:
     )
     if level is None:
         return list(pieces)
+    # Every piece without a level takes it, one without a broad core of its own too (a
+    # GOTO quadrant: 596 of its 2,289 SAT_TEMPLATE pixels lost otherwise); a piece of
+    # another exposure, unclipped, would have its brightest stars' cores above the level
+    # flagged SAT as well (masked, not measured).
     own = {k: level / float(s) for k, s in zip(pool, scales, strict=True)}
     log.warning(
         "template pieces %s: no SATURATE card, and too few clipped stars in each to find "

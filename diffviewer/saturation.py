@@ -396,7 +396,7 @@ def pieces_plateau_level(
     Only the pixels above the reference band's foot (a thousandth of a field's pixels)
     are looked at after the median: their islands are found on their flat indices
     (:func:`_islands`), not by labelling image-sized maps. A core held by two overlapping
-    pieces is counted once (:func:`_distinct_values`).
+    pieces is counted once (:func:`_distinct_count`).
     """
     values = [_usable_values(image, usable) for image, usable in zip(images, usables, strict=True)]
     n_usable = sum(v.size for v in values)
@@ -437,15 +437,24 @@ def pieces_plateau_level(
     light = np.array(
         [_light_above_half_peak(images[k], row, col, peak, sky) for k, (peak, row, col) in near]
     )
-    clipped = [near[k][1][0] for k in np.flatnonzero(light >= CLIPPED_CORE_RATIO * psf_light)]
-    if len(_distinct_values(clipped)) < MIN_PLATEAU_STARS:
+    clipped = np.flatnonzero(light >= CLIPPED_CORE_RATIO * psf_light)
+    if _distinct_count([near[k][1][0] for k in clipped]) < MIN_PLATEAU_STARS:
         return None
     # The clip level is smeared over the band: every peak in it may be a clipped core.
     return float(min(peak for _, (peak, _, _) in near))
 
 
-def _distinct_values(values: Sequence[float]) -> set[float]:
-    """``values`` to six significant digits, each once: a core held by two overlapping
-    pieces of one coadd peaks at the same value in both (to the rounding of a flux
-    scale), where a coadd's clipped cores differ by tens of counts (the module's notes)."""
-    return {float(f"{v:.6g}") for v in values}
+#: Peaks closer than this (relative) are one core seen twice: held by two overlapping
+#: pieces of one coadd, it peaks at one value in both, to the rounding of a flux scale
+#: (float32: 1e-7), where a coadd's clipped cores differ by tens of counts in 60,000.
+SAME_PEAK = 1e-5
+
+
+def _distinct_count(values: Sequence[float]) -> int:
+    """How many of ``values`` differ from the next larger by more than :data:`SAME_PEAK`
+    of it (sorted: a core counted in two pieces is one)."""
+    ordered = np.sort(np.asarray(values, dtype=np.float64))
+    if ordered.size == 0:
+        return 0
+    gaps = np.diff(ordered) > SAME_PEAK * np.abs(ordered[1:])
+    return 1 + int(np.count_nonzero(gaps))

@@ -12,6 +12,7 @@ every verdict of the batch, on pairs and on sources, as one table.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -181,7 +182,9 @@ def _judged_pair(folder: Path, row: Mapping[str, Any]) -> Pair:
     from diffviewer.gui.saved import saved_pair
 
     if (folder / "metadata.json").is_file():
-        return saved_pair(folder)
+        # an unreadable one (a folder of another version, damaged) costs the export nothing
+        with contextlib.suppress(DiffviewerError, KeyError, TypeError):
+            return saved_pair(folder)
     return Pair(row["science"], row["template"])
 
 

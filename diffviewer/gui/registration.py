@@ -89,7 +89,10 @@ def piece_photometry(piece: Piece) -> str:
     """What the combination did to a piece's pixels, as ``metadata.json`` ``warp.pieces``
     records it: its PSF's FWHM on the science grid, its zero point and the factor that put
     it on the combined template's, the sky offset subtracted (each only when there is one
-    to say); empty when there is none."""
+    to say); empty when there is none, or when the piece was not used (no data on the
+    science grid: nothing was done to it)."""
+    if piece.coverage <= 0:
+        return ""
     parts = []
     if math.isfinite(piece.fwhm):
         parts.append(f"FWHM {piece.fwhm:.2f} px")
@@ -167,6 +170,7 @@ class RegistrationLine(QLabel):
         self.attention = False
         self.unfolded = False
         self._lines: list[str] = []
+        self._sources: tuple[str, ...] = ()
         self._pieces = 0
         self.linkActivated.connect(self._on_link)
         self.hide()
@@ -176,15 +180,16 @@ class RegistrationLine(QLabel):
         if warp is None or warp.registration is None:
             self.hide()
             return
-        pieces = len(warp.pieces) if len(_registrations(warp)) > 1 else 0
-        if pieces != self._pieces:  # a re-run of the same pieces keeps the user's choice
-            self.unfolded = pieces <= MAX_UNFOLDED_PIECES
+        sources = tuple(p.source for p in warp.pieces) if len(_registrations(warp)) > 1 else ()
+        if sources != self._sources:  # a re-run of the same pieces keeps the user's choice
+            self.unfolded = len(sources) <= MAX_UNFOLDED_PIECES
         self._lines = [html.escape(line) for line in registration_lines(warp)]
-        self._pieces = pieces
+        self._sources = sources
+        self._pieces = len(sources)
         self.attention = needs_attention(warp)
         self.setStyleSheet(WARN_STYLE if self.attention else PLAIN_STYLE)
-        sources = [f"piece {i + 1}: {p.source}" for i, p in enumerate(warp.pieces)]
-        self.setToolTip("\n".join(registration_lines(warp) + registration_notes(warp) + sources))
+        named = [f"piece {i + 1}: {p.source}" for i, p in enumerate(warp.pieces)]
+        self.setToolTip("\n".join(registration_lines(warp) + registration_notes(warp) + named))
         self._draw()
         self.show()
 

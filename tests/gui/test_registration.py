@@ -126,6 +126,9 @@ def test_every_piece_is_shown_or_behind_a_link_and_unused_ones_add_no_note(qtbot
     assert f"piece {len(many)}: stars" in line.text() and "show fewer" in line.text()
     line.show_warp(_warp(tuple(many), 0.95))  # a re-run of the same pieces: still open
     assert f"piece {len(many)}: stars" in line.text()
+    others = [Piece(f"q{k}.fits", fit, 0.2) for k in range(len(many))]
+    line.show_warp(_warp(tuple(others), 0.95))  # another pair's as many pieces: folded
+    assert "piece 1:" not in line.text()
     # a piece the combination did not use (no data on the science grid): its WCS notes
     # are not among the run's warnings, so the line neither counts them nor warns
     off = Registration("wcs", None, 80, 0, 0, math.nan, notes=("the WCSs disagree",))
@@ -142,6 +145,8 @@ def test_each_pieces_line_says_what_the_combination_did_to_its_pixels() -> None:
     scaled = Piece("b.fits", fit, 0.4, 27.5, 10 ** (0.4 * (27.0 - 27.5)), -0.083, 0.053, True, 4.1)
     lines = registration_lines(_warp((plain, scaled), 0.98))
     assert lines[1].endswith("coverage 60.0 %; FWHM 3.44 px, zero point 27")
+    unused = Piece("c.fits", fit, 0.0, 27.5, 0.631, 0.0, 0.0, True)  # nothing done to it
+    assert registration_lines(_warp((plain, unused), 0.6))[2].endswith("coverage 0.0 %")
     assert lines[2].endswith(
         "coverage 40.0 %; FWHM 4.10 px, zero point 27.5 (pixels x 0.631), "
         "sky offset -0.083 +- 0.053 subtracted"

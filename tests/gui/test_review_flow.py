@@ -201,6 +201,9 @@ def test_the_batch_export_follows_a_rerun_renumbering(tmp_path: Path) -> None:
     other = verdicts_table([{**row, "science": "night2.fits"}])
     assert len(other) == 0 and other.meta["other_pairs"] == 1
     assert "1 verdicts files of another pair" in describe_export(other)
+    # a metadata.json that cannot be read costs the export nothing: the row names the pair
+    (folder / "metadata.json").write_text("{ not json")
+    assert len(verdicts_table([row])) == 3
 
 
 def test_science_and_template_show_while_the_run_goes_on(qtbot, window: MainWindow) -> None:

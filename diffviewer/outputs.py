@@ -120,8 +120,8 @@ def build_metadata(
         inputs), ``total`` (the engine, from the read exposures to the result).
     read_notes : sequence of str
         What reading the inputs warned of (a saturation level taken from the data, an
-        unreadable WCS, which image of a file was read): ``warnings`` lists them first,
-        then the engine's.
+        unreadable WCS, which image of a file was read): ``warnings`` lists them after the
+        engine's, as the window's banner does (the run's own judge its result).
 
     Returns
     -------
@@ -287,7 +287,7 @@ def build_metadata(
             **{k: round(v, 4) for k, v in result.timings.items()},
             **{k: round(v, 4) for k, v in (timings or {}).items()},
         },
-        "warnings": [*read_notes, *result.warnings],
+        "warnings": [*result.warnings, *read_notes],
     }
 
 

@@ -580,7 +580,7 @@ def test_what_reading_warned_of_is_in_the_metadata(tmp_path: Path, capsys) -> No
     assert cli.main([*args, "--quiet"]) == 0
     said = [line for line in capsys.readouterr().err.splitlines() if "no SATURATE card" in line]
     meta = json.loads((out / "metadata.json").read_text())
-    assert len(said) == 1 and said[0] == f"warning: {meta['warnings'][0]}"
+    assert len(said) == 1 and said[0] == f"warning: {meta['warnings'][-1]}"
     assert meta["inputs"]["science"]["saturation"]["from"] == "flat top"
 
 

@@ -246,7 +246,7 @@ def test_save_all_outputs_writes_the_run_files_and_verdicts(
     # the warnings the window showed, the reader's among them, are the metadata's
     outcome = demo_window.outcome
     meta = json.loads((out / "metadata.json").read_text())
-    assert meta["warnings"] == [*outcome.read_notes, *outcome.result.warnings]
+    assert meta["warnings"] == [*outcome.result.warnings, *outcome.read_notes]
     png = tmp_path / "view.png"
     demo_window.saver.save_png(png)
     assert png.stat().st_size > 1000

@@ -15,9 +15,13 @@ from diffviewer.engine.measure import measure_sources
 from diffviewer.engine.photometry import centre_psf
 from diffviewer.engine.pipeline import run_subtraction
 from diffviewer.engine.progress import null_reporter
+from diffviewer.engine.sky import input_sources
+from diffviewer.engine.zogy import al_score
 from diffviewer.exposure import Exposure, read_only
-from diffviewer.stats import FWHM_PER_SIGMA
+from diffviewer.io import read_exposure
+from diffviewer.stats import FWHM_PER_SIGMA, robust_std
 from diffviewer.synthetic import make_pair, render_gaussians
+from tests.conftest import data_path
 from tests.engine.helpers import gaussian_psf
 
 SHAPE = (400, 400)
@@ -142,8 +146,12 @@ def test_the_zogy_score_is_renormalised_with_the_variance_planes_it_is_made_from
     assert renorm.applied and renorm.noise_scale == pytest.approx(np.sqrt(0.5), rel=0.05)
     assert score is not None and score.method == "zogy"
     assert score.noise_scale == renorm.noise_scale
-    # ~65 000 correlated pixels: the robust std to ~2 % (0.71 without the scale)
-    assert score.noise_std == pytest.approx(1.0, abs=0.04)
+    # Its noise is the detection image's, both divided by the one scale (0.71 and 1
+    # without it): ~65 000 correlated pixels give each robust std to ~2 %. Both are 1 to
+    # the scale's own error, ~4 % from ~7 000 sky pixels (seeds 7-10: 0.95-1.04).
+    detection = al_score(result.difference, result.catalog_psf, null_reporter())
+    assert score.noise_std == pytest.approx(detection.noise_std, rel=0.04)
+    assert score.noise_std == pytest.approx(1.0, abs=0.08)
     cat = result.diasources[~np.asarray(result.diasources["sky_source"], dtype=bool)]
     row = cat[np.argmin(np.hypot(cat["x"] - 128.3, cat["y"] - 97.6))]
     print(f"\ntransient: snr {row['snr']:.1f}, score_peak {row['score_peak']:.1f}")
@@ -189,3 +197,26 @@ def test_a_scale_above_one_nearer_the_sources_is_not_applied() -> None:
     assert not record.applied and record.variance_factor == 1.0
     assert record.noise_scale > 1.2
     assert "only a scale below 1 is taken from it" in record.reason
+
+
+def test_a_crowded_pairs_scale_is_measured_on_sky_whose_sources_were_seen() -> None:
+    # pyDIA 0120 - 0012: a crowded bulge field, no variance planes, frames 26 and 38 px
+    # apart. The sky 16.6 px from every source of either input lay mostly near the
+    # difference's edge (1,400 of 3,372 pixels within 10 px), beside sources the edge
+    # hides and on the frames' edge rows (20-40 counts over 15 px), where the PSF-filtered
+    # noise is 1.3-1.5 times the interior's: the scale read 0.936, and the interior's sky
+    # then 0.65 of its errors. The sky now keeps its distance from the unseen pixels too.
+    # The interior's sky (30 px or more inside the usable area, 9.6 px from every input
+    # source: ~25 000 correlated pixels, its robust std to ~3 %) must read unit noise.
+    science = read_exposure(data_path("pydia/AKB13475I0120.fits"))
+    result = run_subtraction(science, read_exposure(data_path("pydia/AKB13475I0012.fits")))
+    renorm = result.renormalisation
+    assert renorm.applied
+    z = al_score(result.difference, result.catalog_psf, null_reporter()).image
+    inner = ndimage.distance_transform_edt(result.difference.usable_pixels()) >= 30
+    sky = input_sources(science, result.template.exposure).sky(9.6, inner)
+    print(
+        f"\nscale {renorm.noise_scale:.3f}; interior sky ({sky.sum()} px): {robust_std(z[sky]):.3f}"
+    )
+    assert sky.sum() > 10_000
+    assert robust_std(z[sky]) == pytest.approx(1.0, abs=0.08)

@@ -139,6 +139,27 @@ def test_sky_is_the_usable_pixels_beyond_a_distance_from_every_source() -> None:
     np.testing.assert_array_equal(found.sky(3.2, within), found.usable & ~near & within)
 
 
+def test_seen_sky_keeps_the_distance_from_pixels_where_no_source_could_be_seen() -> None:
+    # Ten NO_DATA columns, a band of rows outside ``within``: a source there is not seen,
+    # so the seen sky keeps 4 px (3.2 rounded up) from them as from every source.
+    pair = make_pair((200, 220), 40, seed=4)
+    mask = pair.science.mask.copy()
+    mask[:, :10] |= int(MaskPlane.NO_DATA)
+    found = input_sources(pair.science.replace(mask=mask), pair.template)
+    within = np.ones(found.usable.shape, dtype=bool)
+    within[100:105] = False
+    hidden = found.sources | ~(found.usable & within)
+    near = ndimage.maximum_filter(hidden.view(np.uint8), 2 * 4 + 1, mode="constant") > 0
+    seen = found.sky(3.2, within, seen=True)
+    np.testing.assert_array_equal(seen, found.usable & within & ~near)
+    assert not seen[:, 10:14].any() and not seen[96:109].any()
+    assert (found.sky(3.2, within) & ~seen)[:, 10:14].any()
+    # With no source at all, the distance from the unseen pixels still holds.
+    empty = dataclasses.replace(found, sources=np.zeros_like(found.sources))
+    assert not empty.sky(3.2, seen=True)[:, :14].any()
+    assert empty.sky(3.2, seen=True)[:, 14:].all()
+
+
 def test_a_run_finds_each_inputs_sources_once(monkeypatch: pytest.MonkeyPatch) -> None:
     # The kernel fit's noise terms and the renormalisation share one map of each input's
     # sources (each was 0.2-0.4 s at 4096^2).

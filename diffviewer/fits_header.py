@@ -6,12 +6,13 @@ zero point, gain and mask planes as read, and a header with another WCS for writ
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 from astropy.io import fits
@@ -22,6 +23,9 @@ from diffviewer.exposure import MASK_DTYPE, MaskPlane
 log = logging.getLogger(__name__)
 
 
+#: The longest string (quotes doubled) a single 80-character card holds; longer ones
+#: continue on CONTINUE cards.
+CARD_STRING_MAX = 68
 #: Header keywords read as the photometric zero point (AB mag of one image unit), in order.
 ZERO_POINT_KEYS = ("MAGZP", "MAGZPSCI", "PHOTZP", "MAGZERO", "MAGZPT", "ZEROPT", "ZPT", "ZP")
 #: Plausible zero points (mag); values outside are sentinels such as -999 or 99.
@@ -53,6 +57,33 @@ WCS_KEY = re.compile(
 #: pyDIA frames', or a lone ``CROTA2`` or ``CRPIX``, has no WCS; a Rubin cutout's CD
 #: matrix without CTYPE is a pixel WCS).
 WCS_DEFINING_KEY = re.compile(r"^(CTYPE\d|CD\d_\d|PC\d_\d)[A-Z]?$")
+
+
+@contextlib.contextmanager
+def quiet_wcs() -> Iterator[None]:
+    """Neither astropy's warnings nor its log (paragraphs of INFO on a header whose SIP
+    cards lack the ``-SIP`` suffix) while a WCS is read or written: what matters is said
+    in one line of our own."""
+    astropy_log = logging.getLogger("astropy")
+    level = astropy_log.level
+    astropy_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        astropy_log.setLevel(level)
+
+
+def text_card(value: str, comment: str) -> tuple[str, str]:
+    """A string card's ``(value, comment)``, the comment left out where the value and it do
+    not share one card: astropy truncates it there with a warning (a value of 21-68
+    characters with a comment of 40); a longer value continues on CONTINUE cards, which
+    hold the comment whole."""
+    quoted = len(value.replace("'", "''"))
+    if quoted > CARD_STRING_MAX or 10 + max(quoted + 2, 10) + 3 + len(comment) <= 80:
+        return value, comment
+    return value, ""
 
 
 def merged_header(hdul: fits.HDUList, index: int) -> fits.Header:
@@ -91,8 +122,18 @@ def _header_cd(header: fits.Header) -> np.ndarray | None:
         return None
     try:
         return np.array([float(header.get(k, 0.0)) for k in keys]).reshape(2, 2)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, fits.VerifyError):  # a card astropy cannot parse: NaN
         return np.full((2, 2), np.nan)
+
+
+def _missing_reference(wcs: WCS, header: fits.Header) -> str | None:
+    """The sky axes' ``CRVAL`` cards a celestial WCS lacks (wcslib reads them as 0, placing
+    the image at RA 0, Dec 0), or None."""
+    if not wcs.has_celestial:
+        return None
+    missing = [f"CRVAL{axis + 1}" for axis in (wcs.wcs.lng, wcs.wcs.lat)]
+    missing = [key for key in missing if key not in header]
+    return " and ".join(missing) or None
 
 
 def read_wcs(header: fits.Header, source: str) -> WCS | None:
@@ -106,17 +147,40 @@ def read_wcs(header: fits.Header, source: str) -> WCS | None:
     if not any(WCS_DEFINING_KEY.match(k) for k in header):
         return None
     cd = _header_cd(header)
+    if cd is not None and not np.isfinite(cd).all():
+        log.warning(
+            "%s: WCS cannot be read (a CD card is not a finite number); using pixel "
+            "coordinates only",
+            source,
+        )
+        return None
     why = _degenerate_matrix(cd) if cd is not None else None
     wcs = None
     if why is None:
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            with quiet_wcs():
                 wcs = WCS(header, naxis=2)
         except Exception as exc:  # astropy/wcslib raise many types on malformed WCS
             reason = " ".join(str(exc).split())[:200]
             log.warning("%s: WCS cannot be read (%s); using pixel coordinates only", source, reason)
             return None
+        lacking = _missing_reference(wcs, header)
+        if lacking is not None:
+            log.warning(
+                "%s: the WCS has no %s (the sky position of its reference pixel): not used, "
+                "the images are registered on their stars; add the card to use the WCS",
+                source,
+                lacking,
+            )
+            return None
+        if wcs.sip is not None and not any(str(t).endswith("-SIP") for t in wcs.wcs.ctype):
+            log.warning(
+                "%s: the WCS has SIP distortion cards (A_ORDER, B_ORDER) but CTYPE %s lacks "
+                "the -SIP suffix: the distortion is applied, as astropy does; remove the "
+                "cards if the image is already distortion-corrected",
+                source,
+                "/".join(wcs.wcs.ctype),
+            )
         if wcs.has_celestial:
             scale = np.asarray(wcs.celestial.pixel_scale_matrix, dtype=np.float64)
             why = _degenerate_matrix(scale)
@@ -168,10 +232,30 @@ def header_zero_point(header: fits.Header) -> float | None:
     return None
 
 
-def header_gain(header: fits.Header) -> float | None:
-    """Gain (electrons per image unit) from a header, or None when absent or not positive."""
+def unreadable_number(header: fits.Header, keys: Sequence[str]) -> tuple[str, object] | None:
+    """The first of ``keys`` present whose value is not a finite number (a card
+    :func:`header_float` passes over), with that value; None when there is none."""
+    for key in keys:
+        if key in header and header_float(header, (key,)) is None:
+            return key, header[key]
+    return None
+
+
+def header_gain(header: fits.Header, source: str) -> tuple[str, float] | None:
+    """The gain card and its value (electrons per image unit), or None when absent; a
+    value that is not a finite positive number is ignored with a warning naming it."""
     found = header_float(header, GAIN_KEYS)
-    return found[1] if found is not None and found[1] > 0 else None
+    if found is not None and found[1] > 0:
+        return found
+    bad = found or unreadable_number(header, GAIN_KEYS)
+    if bad is not None:
+        log.warning(
+            "%s: %s = %r is not a positive number of electrons per image unit: ignored, as "
+            "if the card were absent; fix or remove it",
+            source,
+            *bad,
+        )
+    return None
 
 
 def names_planes(header: fits.Header) -> bool:
@@ -179,7 +263,7 @@ def names_planes(header: fits.Header) -> bool:
     return any(key.startswith("MP_") for key in header)
 
 
-def mask_from_planes(raw: np.ndarray, header: fits.Header) -> np.ndarray:
+def mask_from_planes(raw: np.ndarray, header: fits.Header, source: str) -> np.ndarray:
     """Translate a mask read from a file into :class:`MaskPlane` bits.
 
     Parameters
@@ -189,8 +273,10 @@ def mask_from_planes(raw: np.ndarray, header: fits.Header) -> np.ndarray:
     header : astropy.io.fits.Header
         Its header; ``MP_<NAME> = bit`` cards (as LSST writes them) map each named
         plane onto the plane of the same name here (planes we do not know are
-        dropped). Without such cards every nonzero pixel becomes ``BAD`` (as for a
-        data-quality file).
+        dropped, and those set on some pixel named in a warning). Without such cards
+        every nonzero pixel becomes ``BAD`` (as for a data-quality file).
+    source : str
+        The mask's file, for the warning.
 
     Returns
     -------
@@ -202,9 +288,22 @@ def mask_from_planes(raw: np.ndarray, header: fits.Header) -> np.ndarray:
     if not names_planes(header):
         return np.where(values != 0, int(MaskPlane.BAD), 0).astype(MASK_DTYPE)
     out = np.zeros(values.shape, dtype=MASK_DTYPE)
+    dropped = []
     for name, bit in planes.items():
-        if name in MaskPlane.__members__ and isinstance(bit, int) and 0 <= bit < 63:
-            out[(values & (1 << bit)) != 0] |= MASK_DTYPE(int(MaskPlane[name]))
+        if not (isinstance(bit, int) and 0 <= bit < 63):
+            continue
+        where = (values & (1 << bit)) != 0
+        if name in MaskPlane.__members__:
+            out[where] |= MASK_DTYPE(int(MaskPlane[name]))
+        elif where.any():
+            dropped.append(f"{name} (bit {bit}, {np.count_nonzero(where)} px)")
+    if dropped:
+        log.warning(
+            "%s: mask planes not used, their pixels counted as good unless another plane "
+            "masks them: %s",
+            source,
+            ", ".join(dropped),
+        )
     return out
 
 
@@ -230,8 +329,7 @@ def header_with_wcs(header: fits.Header, wcs: WCS | None) -> fits.Header:
         ]
     )
     if wcs is not None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with quiet_wcs():
             cards = wcs.to_header(relax=True).cards
         for card in cards:
             if WCS_KEY.match(card.keyword):

@@ -22,7 +22,7 @@ from astropy.table import Table
 from diffviewer.atomic import atomic_write
 from diffviewer.errors import OutputError
 from diffviewer.exposure import Exposure, MaskPlane, mask_header_cards, row_blocks
-from diffviewer.fits_header import ZERO_POINT_KEYS, header_with_wcs
+from diffviewer.fits_header import ZERO_POINT_KEYS, header_with_wcs, text_card
 
 #: A mask and mask planes: the pixels where any of the planes is set.
 Blank = tuple[np.ndarray, int]
@@ -69,7 +69,7 @@ def write_exposure(
     # Whole (a long string continues on CONTINUE cards), in a card of its own: an input's
     # SOURCE card (GOTO's) is the input's.
     source = exposure.source.encode("ascii", "replace").decode("ascii")
-    primary.header["DVSOURCE"] = (source, "where the exposure came from (diffviewer)")
+    primary.header["DVSOURCE"] = text_card(source, "where the exposure came from (diffviewer)")
     # The zero point is the exposure's, not a card the header carried from its input
     # (a matched template's pixels are on the science's scale, a score has none).
     for key in ZERO_POINT_KEYS:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -22,6 +23,7 @@ from astropy.io import fits
 from diffviewer.errors import InputError
 from diffviewer.exposure import (
     MASK_DTYPE,
+    UNUSABLE,
     Exposure,
     MaskPlane,
     describe_planes,
@@ -42,6 +44,7 @@ from diffviewer.fits_header import (
     merged_header,
     names_planes,
     read_wcs,
+    unreadable_number,
 )
 from diffviewer.paths import (
     Extension,
@@ -65,6 +68,10 @@ log = logging.getLogger(__name__)
 SATURATION_KEYS = ("SATURATE", "SATLEVEL")
 #: A sky level is taken as unsubtracted (usable for a Poisson gain) above this many sky sigmas.
 SKY_LEVEL_MIN_SIGMAS = 5.0
+#: A header's gain is not the image's when the Poisson variance of the sky it implies
+#: exceeds the measured sky variance this many times (the measured noise holds the sky's
+#: Poisson noise and more: read noise, faint stars).
+GAIN_NOISE_EXCESS = 4.0
 #: Pixels of each block of rows in which an estimated variance is computed (2 MB of float64).
 VARIANCE_BLOCK_PIXELS = 1 << 18
 
@@ -324,14 +331,20 @@ def _shifted_half_pixel(image: np.ndarray, axis: int) -> np.ndarray:
 
 
 def estimate_variance(
-    image: np.ndarray, mask: np.ndarray, gain: float | None, source: str = "image"
+    image: np.ndarray,
+    mask: np.ndarray,
+    gain: float | tuple[str, float] | None,
+    source: str = "image",
 ) -> np.ndarray:
     """Estimate a variance plane from the image itself.
 
     The sky variance comes from :func:`robust_sky`; sources add their Poisson term
     ``max(image - sky, 0) / gain``. Without a gain, a sky that was not subtracted
     (level above :data:`SKY_LEVEL_MIN_SIGMAS` sky sigmas) gives an effective gain
-    ``sky_level / sky_variance`` (Poisson sky); otherwise only the sky noise is used.
+    ``sky_level / sky_variance`` (Poisson sky); otherwise only the sky noise is used. A
+    gain whose Poisson noise of that sky alone would exceed the measured sky noise
+    :data:`GAIN_NOISE_EXCESS` times (in variance) is not the image's (an image in counts
+    per second, a mistyped card) and is replaced by the sky's, with a warning.
 
     Parameters
     ----------
@@ -339,8 +352,8 @@ def estimate_variance(
         The image (image units).
     mask : numpy.ndarray
         Mask bits; NO_DATA, SAT and BAD pixels are left out of the sky estimate.
-    gain : float or None
-        Electrons per image unit.
+    gain : float, (str, float) or None
+        Electrons per image unit, or the header card it was read from and its value.
     source : str
         Where the image came from, for the error message.
 
@@ -373,8 +386,33 @@ def estimate_variance(
             "weight file)"
         )
     sky_var = sigma**2
-    if gain is None and level > SKY_LEVEL_MIN_SIGMAS * sigma:
+    card, gain = gain if isinstance(gain, tuple) else ("gain", gain)
+    unsubtracted = level > SKY_LEVEL_MIN_SIGMAS * sigma
+    if gain is not None and unsubtracted and level / gain > GAIN_NOISE_EXCESS * sky_var:
+        log.warning(
+            "%s: %s = %g makes the Poisson noise of its sky (%g) alone %.3g times the noise "
+            "measured there (%.3g): the gain is not in this image's units; the sky's own "
+            "gain %.3g is used instead (fix or remove the card, or give a variance plane)",
+            source,
+            card,
+            gain,
+            level,
+            math.sqrt(level / gain) / sigma,
+            sigma,
+            level / sky_var,
+        )
+        gain = None
+    if gain is None and unsubtracted:
         gain = level / sky_var
+    highest = sky_var + (max(float(np.max(image[good])) - level, 0.0) / gain if gain else 0.0)
+    largest = float(np.finfo(np.float32).max)
+    if not highest <= largest:
+        raise InputError(
+            f"{source}: its variance reaches {highest:.3g} (image units^2), beyond single "
+            f"precision ({largest:.3g}): the image is in units too large (its sky noise is "
+            f"{sigma:.3g}); divide both images by a common factor (e.g. "
+            f"{10.0 ** math.floor(math.log10(sigma)):.0e}) and any variance planes by its square"
+        )
     if gain is None:
         return np.full(image.shape, sky_var, dtype=np.float32)
     variance = np.empty(image.shape, dtype=np.float32)
@@ -438,6 +476,9 @@ def fill_no_data(
 def fill_bad_variance(variance: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Flag NaN/Inf or negative variances as NO_DATA and replace them with the median one.
 
+    A variance of 0 (an infinite weight) on a pixel no unusable plane masks is flagged so
+    too, as a weight of 0 is: no pixel is known without noise.
+
     Parameters
     ----------
     variance : numpy.ndarray
@@ -452,9 +493,12 @@ def fill_bad_variance(variance: np.ndarray, mask: np.ndarray) -> tuple[np.ndarra
         when there are none), and the mask with NO_DATA added there; each is the input
         itself when no variance is bad.
     """
-    bad = map_by_rows(
-        variance.shape, lambda rows: ~(variance[rows] >= 0) | np.isinf(variance[rows])
-    )
+
+    def bad_rows(rows: slice) -> np.ndarray:
+        v = variance[rows]
+        return ~(v >= 0) | np.isinf(v) | ((v == 0) & planes_clear(mask[rows], int(UNUSABLE)))
+
+    bad = map_by_rows(variance.shape, bad_rows)
     if not bad.any():
         return np.asarray(variance), mask
     out_mask = set_planes(mask, bad, MaskPlane.NO_DATA)
@@ -523,7 +567,7 @@ def _planes_beside(
         variance = _image_data(hdul, var_index, path, "variance")
     if mask_index is not None:
         raw = _image_data(hdul, mask_index, path, "mask").astype(np.int64)
-        mask = mask_from_planes(raw, hdul[mask_index].header)
+        mask = mask_from_planes(raw, hdul[mask_index].header, str(path))
     for plane, label in ((variance, "variance"), (mask, "mask")):
         if plane is not None and plane.shape != shape:
             raise InputError(
@@ -630,6 +674,14 @@ def _saturation(
         finds a coadd's smeared one, else None.
     """
     found = header_float(header, SATURATION_KEYS)
+    unreadable = unreadable_number(header, SATURATION_KEYS) if found is None else None
+    if unreadable is not None:
+        log.warning(
+            "%s: %s = %r is not a number: ignored, as if the card were absent; give the "
+            "level at which the detector saturates, in image units",
+            source,
+            *unreadable,
+        )
     if found is not None and not found[1] > 0:
         # Taken at its word it would mark every pixel SAT and keep every star out of the
         # kernel fit.
@@ -767,7 +819,7 @@ def read_exposure(
     bits = np.zeros(shape, dtype=MASK_DTYPE) if in_mask is None else in_mask
     if mask is not None:
         raw, mask_header = _read_plane(mask, name, "mask", shape, source)
-        bits = bits | mask_from_planes(raw.astype(np.int64), mask_header)
+        bits = bits | mask_from_planes(raw.astype(np.int64), mask_header, str(mask))
         named = named and names_planes(mask_header)
     var = in_var
     if variance is not None:
@@ -803,7 +855,7 @@ def read_exposure(
 
     estimated = var is None
     if var is None:
-        var = estimate_variance(image, bits, header_gain(header), source)
+        var = estimate_variance(image, bits, header_gain(header, source), source)
     var, bits = fill_bad_variance(var, bits)  # the image has no bad value left
     return Exposure(
         image=read_only(image),  # the file's, closed: adopted without a copy, as the others

@@ -32,6 +32,7 @@ from diffviewer.engine.register import Registration
 from diffviewer.engine.zogy import ScoreResult
 from diffviewer.errors import OutputError
 from diffviewer.exposure import Exposure, read_only
+from diffviewer.fits_header import text_card
 from diffviewer.fits_write import write_exposure, write_hdulist, write_table
 from diffviewer.paths import input_file_states
 from diffviewer.regions import ds9_regions
@@ -397,8 +398,8 @@ def kernel_hdus(result: SubtractionResult, n_grid: int = 7) -> fits.HDUList:
         hdu.header["FWHM"] = (_finite(est.fwhm), "[px] 2.3548 det(M)^1/4, M adaptive moments")
         hdu.header["ELLIP"] = (_finite(est.ellipticity), "1 - b/a of the adaptive moments")
         hdu.header["NSTARS"] = (est.n_stars, "stars measured")
-        hdu.header["PSFSRC"] = (est.source, "where the PSF came from")
-        hdu.header["PSFWHY"] = (est.reason, "why that source")
+        hdu.header["PSFSRC"] = text_card(est.source, "where the PSF came from")
+        hdu.header["PSFWHY"] = text_card(est.reason, "why that source")
         psfs.append(hdu)
     sub_psf = fits.ImageHDU(np.asarray(result.subtraction.psf, np.float64), name="SUB_PSF")
     decorr = result.decorrelation

@@ -173,7 +173,8 @@ PARTITION_LENGTH = 4096
 
 
 def nanmedian_last(values: np.ndarray) -> np.ndarray:
-    """Median over the last axis ignoring NaN (NaN where all are NaN), vectorised.
+    """Median over the last axis ignoring NaN (NaN where all are NaN, or the axis is
+    empty), vectorised.
 
     ``numpy.nanmedian`` along an axis loops over the other axes in Python; sorting every
     row at once (NaN sorts last) and picking the middle of each row's finite values is
@@ -193,6 +194,8 @@ def nanmedian_last(values: np.ndarray) -> np.ndarray:
         Shape ``values.shape[:-1]``.
     """
     n = np.sum(np.isfinite(values), axis=-1)
+    if values.shape[-1] == 0:
+        return np.full(values.shape[:-1], np.nan, dtype=np.result_type(values.dtype, np.float32))
     if values.shape[-1] < PARTITION_LENGTH:
         ordered = np.sort(values, axis=-1)
         lo = np.take_along_axis(ordered, np.maximum((n - 1) // 2, 0)[..., None], -1)[..., 0]

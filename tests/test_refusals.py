@@ -176,6 +176,22 @@ def _case_named_mask_all_bad(d: Path) -> tuple[str, ...]:
     return _pair(_lsst(d / "m.fits", _stars(), mask=mask, mask_header=header), _good(d))
 
 
+def _case_unknown_mask_plane(d: Path) -> tuple[str, ...]:
+    # LSST's CROSSTALK has no plane here: its pixels count as good, and that is said.
+    mask = np.zeros(SHAPE, dtype=np.int32)
+    mask[10:14] = 1 << 9
+    header = fits.Header([("MP_BAD", 0), fits.Card("HIERARCH MP_CROSSTALK", 9)])
+    return _pair(_lsst(d / "m.fits", _stars(), mask=mask, mask_header=header), _good(d))
+
+
+def _card(key: str, value: object) -> Maker:
+    def make(d: Path) -> tuple[str, ...]:
+        header = fits.Header({key: value})
+        return _pair(_image(d / "s.fits", _stars().astype(np.float32), header), _good(d))
+
+    return make
+
+
 def _case_saturated_with_keyword(d: Path) -> tuple[str, ...]:
     header = fits.Header({"SATURATE": 65000.0})
     return _pair(_image(d / "sat.fits", np.full(SHAPE, 65535, dtype=np.uint16), header), _good(d))
@@ -206,6 +222,13 @@ def _case_tiny_units(d: Path) -> tuple[str, ...]:
     return _pair(sci, _image(d / "t.fits", (_stars(1) * 1e-20).astype(np.float32)))
 
 
+def _case_huge_units(d: Path) -> tuple[str, ...]:
+    # Below the blank-fill magnitude, but the variance overflows single precision: it was
+    # "NO_DATA on every pixel" after a numpy overflow warning.
+    sci = _image(d / "s.fits", (_stars() * 1e25).astype(np.float32))
+    return _pair(sci, _image(d / "t.fits", (_stars(1) * 1e25).astype(np.float32)))
+
+
 def _degenerate(cd: list[list[float]]) -> Maker:
     def make(d: Path) -> tuple[str, ...]:
         header = _wcs_header(cd)
@@ -217,6 +240,34 @@ def _degenerate(cd: list[list[float]]) -> Maker:
 
 def _case_unreadable_wcs(d: Path) -> tuple[str, ...]:
     header = _wcs_header([[-1e-4, 0], [0, 1e-4]], ("RA---XYZ", "DEC--XYZ"))
+    sci = _image(d / "s.fits", _stars().astype(np.float32), header)
+    return _pair(sci, _image(d / "t.fits", _stars(1).astype(np.float32), header))
+
+
+def _case_nan_cd_card(d: Path) -> tuple[str, ...]:
+    # FITS has no NaN: astropy cannot parse the card (a VerifyError ended the run).
+    sci = _image(d / "s.fits", _stars().astype(np.float32), _wcs_header([[-1e-4, 0], [0, 1e-4]]))
+    raw = bytearray(sci.read_bytes())
+    at = raw.find(b"CD1_1   =")
+    raw[at : at + 80] = b"CD1_1   =                  NaN".ljust(80)
+    sci.write_bytes(bytes(raw))
+    return _pair(sci, _good(d))
+
+
+def _case_no_crval(d: Path) -> tuple[str, ...]:
+    # wcslib reads the missing cards as 0: the science was placed at RA 0, Dec 0 and the
+    # run refused for a coverage of 0 %.
+    header = _wcs_header([[-1e-4, 0], [0, 1e-4]])
+    del header["CRVAL1"], header["CRVAL2"]
+    sci = _image(d / "s.fits", _stars().astype(np.float32), header)
+    tmpl = _image(d / "t.fits", _stars(1).astype(np.float32), _wcs_header([[-1e-4, 0], [0, 1e-4]]))
+    return _pair(sci, tmpl)
+
+
+def _case_sip_without_suffix(d: Path) -> tuple[str, ...]:
+    # What Cutout2D's WCS header leaves: astropy printed 100 lines of INFO about it.
+    header = _wcs_header([[-1e-4, 0], [0, 1e-4]])
+    header.update({"A_ORDER": 2, "A_2_0": 1e-7, "B_ORDER": 2, "B_0_2": 1e-7})
     sci = _image(d / "s.fits", _stars().astype(np.float32), header)
     return _pair(sci, _image(d / "t.fits", _stars(1).astype(np.float32), header))
 
@@ -337,9 +388,18 @@ CORPUS: list[tuple[str, Maker, int, str]] = [
     ("clipped at 0", _case_clipped_at_zero, 2, r"the one value 0\b.*clipped"),
     ("all blank fill", _case_all_blank_fill, 2, r"blank fill"),
     ("tiny units", _case_tiny_units, 2, r"units too small"),
+    ("huge units", _case_huge_units, 2, r"s\.fits: its variance reaches .* units too large"),
+    ("unknown mask plane", _case_unknown_mask_plane, 0, r"not used.*CROSSTALK \(bit 9, 256 px\)"),
+    ("GAIN not a number", _card("GAIN", "fast"), 0, r"GAIN = 'fast' is not a positive number"),
+    ("GAIN zero", _card("GAIN", 0.0), 0, r"GAIN = 0\.0 is not a positive number"),
+    ("GAIN not the image's", _card("GAIN", 1e-30), 0, r"GAIN = 1e-30 makes the Poisson noise"),
+    ("SATURATE not a number", _card("SATURATE", "high"), 0, r"SATURATE = 'high' is not a number"),
     ("zero CD", _degenerate([[0, 0], [0, 0]]), 0, r"degenerate"),
     ("singular CD", _degenerate([[1e-4, 1e-4], [2e-4, 2e-4]]), 0, r"degenerate"),
     ("unreadable WCS", _case_unreadable_wcs, 0, r"WCS cannot be read"),
+    ("NaN CD card", _case_nan_cd_card, 0, r"WCS cannot be read \(a CD card is not a finite"),
+    ("SIP, no -SIP", _case_sip_without_suffix, 0, r"s\.fits: the WCS has SIP .* lacks the -SIP"),
+    ("no CRVAL", _case_no_crval, 0, r"s\.fits: the WCS has no CRVAL1 and CRVAL2"),
     ("no overlap", _case_no_overlap, 3, r"covers 0\.0%"),
     ("unregistered, no stars", _case_unregistered_no_stars, 2, r"0 stars were found"),
     ("some blank fill", _case_some_blank_fill, 0, r"blank fill"),

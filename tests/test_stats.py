@@ -45,6 +45,14 @@ def test_nanmedian_last_equals_numpy_with_nans_and_empty_rows(length: int, dtype
     np.testing.assert_array_equal(got, expected)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_nanmedian_last_of_no_values_is_nan(dtype: type) -> None:
+    # A star's local-level annulus holds no pixel when the measured FWHM is 0.17 px (two
+    # difference images as a pair): that median was an IndexError that ended the run.
+    got = nanmedian_last(np.zeros((5, 0), dtype=dtype))
+    assert got.shape == (5,) and got.dtype == dtype and np.isnan(got).all()
+
+
 def test_robust_std_of_a_gaussian_with_outliers() -> None:
     values = np.random.default_rng(2).normal(0.0, 3.0, 200_000)
     values[:2000] = 1e6  # 1 % of wild outliers barely move the MAD

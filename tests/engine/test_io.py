@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -890,3 +891,41 @@ def test_no_data_is_flagged_in_any_float_precision(dtype: type[np.floating]) -> 
     out, _, mask = io.fill_no_data(image, np.ones((8, 8), dtype), np.zeros((8, 8), "i4"))
     np.testing.assert_array_equal((mask & int(MaskPlane.NO_DATA)) != 0, no_data)
     assert np.all(out[no_data] == 0) and np.all(out[~no_data] == 1)
+
+
+def test_a_zero_variance_is_no_data_unless_a_plane_explains_it() -> None:
+    # A zero variance is an infinite weight, as a zero weight is none (NO_DATA): a patch of
+    # zeros in a VARIANCE plane was taken as perfect pixels. A SAT pixel of variance 0 (a
+    # pipeline's fill there) keeps its own plane.
+    variance = np.full((8, 8), 4.0, dtype=np.float32)
+    variance[2:4, 2:5] = 0.0
+    variance[6, 6] = 0.0
+    mask = np.zeros((8, 8), dtype="i4")
+    mask[6, 6] = int(MaskPlane.SAT)
+    filled, out = io.fill_bad_variance(variance, mask)
+    no_data = (out & int(MaskPlane.NO_DATA)) != 0
+    expected = np.zeros((8, 8), dtype=bool)
+    expected[2:4, 2:5] = True
+    np.testing.assert_array_equal(no_data, expected)
+    assert np.all(filled[2:4, 2:5] == 4.0) and filled[6, 6] == 0.0
+    assert out[6, 6] == int(MaskPlane.SAT)
+
+
+@settings(max_examples=25, deadline=None)
+@given(length=st.integers(1, 120))
+def test_a_sources_path_of_any_length_is_written_whole_without_a_warning(
+    tmp_path_factory: pytest.TempPathFactory, length: int
+) -> None:
+    # An input header ending in blank cards (IRAF's, the GOTO frames'): astropy formats a
+    # card appended there at once, and a path of 21-68 characters and DVSOURCE's comment
+    # overflowed it: the comment was truncated and a VerifyWarning printed to the user.
+    source = ("/data/o'night/" + "x" * length)[:length]
+    image = np.ones((4, 4), dtype=np.float32)
+    header = fits.Header([("OBJECT", "field")])
+    header.append(fits.Card(), bottom=True)
+    exposure = Exposure(image, image, np.zeros((4, 4), "i4"), source=source, header=header)
+    path = tmp_path_factory.mktemp("w") / "e.fits"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        write_exposure(path, exposure)
+        assert fits.getheader(path)["DVSOURCE"] == source

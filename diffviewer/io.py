@@ -49,6 +49,7 @@ from diffviewer.fits_header import (
 from diffviewer.paths import (
     Extension,
     companion_files,
+    hdu_index,
     parse_spec,
     require_file,
     template_specs,
@@ -145,7 +146,8 @@ def _hdu_label(index: int, hdu: fits.hdu.base.ExtensionHDU | fits.PrimaryHDU) ->
 
 
 def _find_hdu(hdul: fits.HDUList, ext: Extension, path: Path, role: str) -> int:
-    """Index of the HDU holding the image: the one named, or the first with 2-D data."""
+    """Index of the HDU holding the image: the one named (:func:`~diffviewer.paths.hdu_index`),
+    or the first with 2-D data."""
     listing = ", ".join(_hdu_label(i, h) for i, h in enumerate(hdul))
     if ext is None:
         for i, hdu in enumerate(hdul):
@@ -165,13 +167,9 @@ def _find_hdu(hdul: fits.HDUList, ext: Extension, path: Path, role: str) -> int:
             f"{hdu.shape}, not an image; give a 2-D image (a plane of a cube saved as an "
             "image of its own), or name the extension that holds one"
         )
-    if isinstance(ext, int):
-        if 0 <= ext < len(hdul):
-            return ext
-    else:
-        for i, hdu in enumerate(hdul):
-            if hdu.name.upper() == ext.upper():
-                return i
+    index = hdu_index([(hdu.name, hdu.ver) for hdu in hdul], ext)
+    if index is not None:
+        return index
     raise InputError(f"{role} file {path} has no extension [{ext}]; it has: {listing}")
 
 

@@ -13,13 +13,29 @@ import re
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from diffviewer.errors import InputError, OutputError
 
-#: An HDU named by its EXTNAME, by its index, or not named (the first 2-D image).
-Extension = str | int | None
+
+class NameVersion(NamedTuple):
+    """An HDU named by its EXTNAME and EXTVER, as in ``file.fits[SCI,2]`` (astropy's
+    ``hdul["SCI", 2]``): the files of HST and others repeat a name with a new version."""
+
+    name: str
+    version: int
+
+    def __str__(self) -> str:
+        """The bracket text of a spec, ``SCI,2``."""
+        return f"{self.name},{self.version}"
+
+
+#: An HDU named by its EXTNAME, by EXTNAME and EXTVER, by its index, or not named (the
+#: first 2-D image). Written in a spec's brackets, each is its ``str``.
+Extension = str | NameVersion | int | None
 
 _SPEC = re.compile(r"^(?P<path>.+)\[(?P<ext>[^\[\]]*)\]$")
+_NAME_VERSION = re.compile(r"^(?P<name>.*\S)\s*,\s*(?P<version>\d+)$")
 
 
 def parse_spec(spec: str | Path) -> tuple[Path, Extension]:
@@ -28,12 +44,14 @@ def parse_spec(spec: str | Path) -> tuple[Path, Extension]:
     Parameters
     ----------
     spec : str or Path
-        ``file.fits``, ``file.fits[SCI]`` (by EXTNAME) or ``file.fits[3]`` (by index).
+        ``file.fits``, ``file.fits[SCI]`` (by EXTNAME), ``file.fits[SCI,2]`` (by
+        EXTNAME and EXTVER) or ``file.fits[3]`` (by index: digits alone are always an
+        index; an EXTNAME of digits is named with its EXTVER, ``file.fits[2,1]``).
         A path that exists as written is never split, even if it ends in brackets.
 
     Returns
     -------
-    (Path, str or int or None)
+    (Path, str or NameVersion or int or None)
         The file and the extension (None when not named).
 
     Raises
@@ -48,9 +66,47 @@ def parse_spec(spec: str | Path) -> tuple[Path, Extension]:
     ext = match.group("ext").strip()
     if not ext:
         raise InputError(
-            f"{text}: empty extension in brackets; write file.fits[SCI] or file.fits[1]"
+            f"{text}: empty extension in brackets; write file.fits[SCI], file.fits[SCI,2] "
+            "or file.fits[1]"
         )
-    return Path(match.group("path")), int(ext) if ext.isdigit() else ext
+    return Path(match.group("path")), _extension(ext)
+
+
+def _extension(text: str) -> str | NameVersion | int:
+    """The extension a spec's (stripped, non-empty) bracket text names."""
+    if text.isdigit():
+        return int(text)
+    named = _NAME_VERSION.match(text)
+    if named is None:
+        return text
+    return NameVersion(named.group("name"), int(named.group("version")))
+
+
+def hdu_index(hdus: Sequence[tuple[str, int]], ext: str | NameVersion | int) -> int | None:
+    """Which HDU of a file an extension reads: the first of its name (and version).
+
+    Parameters
+    ----------
+    hdus : sequence of (str, int)
+        Each HDU's EXTNAME and EXTVER, in the file's order (astropy's ``hdu.name`` and
+        ``hdu.ver``: ``PRIMARY`` and 1 when the header has none).
+    ext : str or NameVersion or int
+        A name (any case), a name and version, or an index.
+
+    Returns
+    -------
+    int or None
+        The HDU's index, or None when the file has no such HDU.
+    """
+    if isinstance(ext, int):
+        return ext if 0 <= ext < len(hdus) else None
+    for i, (name, version) in enumerate(hdus):
+        if isinstance(ext, NameVersion):
+            if name.upper() == ext.name.upper() and version == ext.version:
+                return i
+        elif name.upper() == ext.upper():
+            return i
+    return None
 
 
 def companion_files(path: str | Path) -> dict[str, Path]:
@@ -338,12 +394,14 @@ def resolved_spec(spec: str) -> str:
     Parameters
     ----------
     spec : str
-        ``file.fits``, ``file.fits[SCI]`` or ``file.fits[3]``, relative or absolute.
+        ``file.fits``, ``file.fits[SCI]``, ``file.fits[SCI,2]`` or ``file.fits[3]``,
+        relative or absolute.
 
     Returns
     -------
     str
-        ``/abs/file.fits`` or ``/abs/file.fits[SCI]``.
+        ``/abs/file.fits``, ``/abs/file.fits[SCI]``, ``/abs/file.fits[SCI,2]`` (spaces
+        around the comma dropped) or ``/abs/file.fits[3]``.
     """
     path, ext = parse_spec(spec)
     resolved = str(path.expanduser().resolve())

@@ -21,7 +21,13 @@ from diffviewer.exposure import Exposure, MaskPlane
 from diffviewer.fits_header import ZERO_POINT_KEYS, read_wcs
 from diffviewer.fits_write import write_exposure, write_table
 from diffviewer.io import demo_pair, estimate_variance, read_exposure
-from diffviewer.paths import check_output_dir, ensure_not_input, parse_spec
+from diffviewer.paths import (
+    NameVersion,
+    check_output_dir,
+    ensure_not_input,
+    parse_spec,
+    resolved_spec,
+)
 from diffviewer.saturation import flat_top_level
 from diffviewer.sky_stats import clipped_rows, robust_sky
 from diffviewer.stats import MAD_TO_SIGMA, nanmedian_last
@@ -61,6 +67,29 @@ def test_parse_spec_reads_names_and_indices(tmp_path: Path) -> None:
     assert parse_spec(odd) == (odd, None)
     with pytest.raises(InputError, match=r"empty extension"):
         parse_spec("b.fits[]")
+    # EXTNAME and EXTVER (astropy's ("SCI", 2)); digits before the comma are a name
+    assert parse_spec("b.fits[SCI,2]") == (Path("b.fits"), NameVersion("SCI", 2))
+    assert parse_spec("b.fits[ sci , 2 ]") == (Path("b.fits"), NameVersion("sci", 2))
+    assert parse_spec("b.fits[2,1]") == (Path("b.fits"), NameVersion("2", 1))
+    assert parse_spec("b.fits[A,B]") == (Path("b.fits"), "A,B")
+    assert resolved_spec(str(tmp_path / "b.fits[SCI, 2]")) == f"{tmp_path / 'b.fits'}[SCI,2]"
+
+
+def test_a_name_repeated_with_versions_is_read_by_name_and_version(tmp_path: Path) -> None:
+    # An HST-style file (SCI, EXTVER 1 and 2): file.fits[SCI,2] was refused, "has no
+    # extension [SCI,2]"; astropy reads ("SCI", 2) as EXTNAME SCI, EXTVER 2.
+    rng = np.random.default_rng(5)
+    chips = [100.0 + rng.normal(size=(40, 40)), 500.0 + rng.normal(size=(40, 40))]
+    path = tmp_path / "hst.fits"
+    fits.HDUList(
+        [fits.PrimaryHDU()]
+        + [fits.ImageHDU(c, name="SCI", ver=v) for v, c in enumerate(chips, start=1)]
+    ).writeto(path)
+    for spec, chip in (("SCI,2", 1), ("sci, 2", 1), ("SCI,1", 0), ("SCI", 0), ("2", 1)):
+        image = read_exposure(f"{path}[{spec}]").image
+        np.testing.assert_array_equal(image, chips[chip].astype(np.float32))
+    with pytest.raises(InputError, match=r"has no extension \[SCI,3\]; it has: 0 PRIMARY"):
+        read_exposure(f"{path}[SCI,3]")
 
 
 # --------------------------------------------------------------------------- real layouts

@@ -109,6 +109,36 @@ def hdu_index(hdus: Sequence[tuple[str, int]], ext: str | NameVersion | int) -> 
     return None
 
 
+def extension_text(hdus: Sequence[tuple[str, int]], index: int) -> str:
+    """The bracket text of a spec that reads HDU ``index`` of a file, and no other.
+
+    Its name when no other HDU has it (``SCI``), else its name and version
+    (``SCI,2``), else its index: for a name of digits (which a spec reads as an index),
+    an HDU without a name, or a name and version that another HDU has too.
+
+    Parameters
+    ----------
+    hdus : sequence of (str, int)
+        Each HDU's EXTNAME and EXTVER, as for :func:`hdu_index`.
+    index : int
+        The HDU to read.
+
+    Returns
+    -------
+    str
+        ``SCI``, ``SCI,2`` or ``3``: :func:`parse_spec` and :func:`hdu_index` read it
+        back as HDU ``index``.
+    """
+    name, version = hdus[index]
+    candidates = []
+    if name and name.strip() == name and not name.isdigit() and not {"[", "]"} & set(name):
+        if [n.upper() for n, _ in hdus].count(name.upper()) == 1:
+            candidates.append(name)
+        candidates.append(str(NameVersion(name, version)))
+    candidates.append(str(index))
+    return next(text for text in candidates if hdu_index(hdus, _extension(text)) == index)
+
+
 def companion_files(path: str | Path) -> dict[str, Path]:
     """The weight and mask files that sit beside a community-pipeline image.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,7 +14,7 @@ from PyQt6.QtWidgets import QFileDialog, QInputDialog, QMenu
 from diffviewer.errors import DiffviewerError, InputError
 from diffviewer.fits_check import unreadable_fits_reason
 from diffviewer.gui.model import Pair, describe_template
-from diffviewer.paths import TEMPLATE_SEPARATOR, read_pairs_csv, template_specs
+from diffviewer.paths import TEMPLATE_SEPARATOR, extension_text, read_pairs_csv, template_specs
 
 if TYPE_CHECKING:
     from diffviewer.gui.window import MainWindow
@@ -22,8 +23,28 @@ FITS_FILTER = "FITS (*.fits *.fit *.fts *.fits.fz *.fits.gz);;All files (*)"
 RECENT_MAX = 10
 
 
-def image_extensions(path: Path) -> list[str]:
-    """Names (or indices) of the HDUs of a FITS file that hold a 2-D image.
+@dataclass(frozen=True)
+class FileImage:
+    """One image of a multi-extension file, as offered to be opened.
+
+    Attributes
+    ----------
+    name : str
+        Its EXTNAME (empty when its header has none).
+    extension : str
+        The text in a spec's brackets that reads this HDU and no other
+        (:func:`~diffviewer.paths.extension_text`): ``SCI``, ``SCI,2`` or an index.
+    label : str
+        What a dialog shows: the extension, the HDU's index, EXTNAME, EXTVER and size.
+    """
+
+    name: str
+    extension: str
+    label: str
+
+
+def image_extensions(path: Path) -> list[FileImage]:
+    """The HDUs of a FITS file that hold a 2-D image, each with a spec that reads it.
 
     Parameters
     ----------
@@ -32,7 +53,8 @@ def image_extensions(path: Path) -> list[str]:
 
     Returns
     -------
-    list of str
+    list of FileImage
+        In the file's order.
 
     Raises
     ------
@@ -41,8 +63,9 @@ def image_extensions(path: Path) -> list[str]:
     """
     try:
         with fits.open(path) as hdul:
-            names = [
-                hdu.name if hdu.name and hdu.name != "PRIMARY" else str(i)
+            hdus = [(hdu.name, hdu.ver) for hdu in hdul]
+            images = [
+                _file_image(hdu, i, extension_text(hdus, i))
                 for i, hdu in enumerate(hdul)
                 if hdu.is_image and hdu.shape and len(hdu.shape) == 2
             ]
@@ -50,12 +73,22 @@ def image_extensions(path: Path) -> list[str]:
         raise InputError(
             f"{path} is not a readable FITS file: {unreadable_fits_reason(path, exc)}"
         ) from None
-    if len(names) < 2:
+    if len(images) < 2:
         raise InputError(
-            f"{path} holds {len(names)} 2-D image(s); a pair in one file needs two "
+            f"{path} holds {len(images)} 2-D image(s); a pair in one file needs two "
             "(e.g. SCI and REF); otherwise open two files"
         )
-    return names
+    return images
+
+
+def _file_image(hdu: fits.PrimaryHDU | fits.ImageHDU, index: int, extension: str) -> FileImage:
+    """An image HDU (at ``index`` in its file, read by ``extension``) as offered."""
+    name = str(hdu.header.get("EXTNAME", "")).strip()
+    named = [f"EXTNAME {name}"] if name else []
+    if "EXTVER" in hdu.header:
+        named.append(f"EXTVER {hdu.ver}")
+    size = " x ".join(str(n) for n in reversed(hdu.shape) if n > 1)
+    return FileImage(name, extension, ", ".join([f"{extension}: HDU {index}", *named, size]))
 
 
 def template_spec(pieces: Sequence[str | Path]) -> str:
@@ -63,16 +96,29 @@ def template_spec(pieces: Sequence[str | Path]) -> str:
     return TEMPLATE_SEPARATOR.join(str(p) for p in pieces)
 
 
-def default_extensions(names: Sequence[str]) -> tuple[str, str]:
-    """The science and template extensions to propose: SCI-like and REF/TMPL-like names first."""
-    upper = [n.upper() for n in names]
-    sci = next(
-        (names[i] for i, n in enumerate(upper) if n in ("SCI", "SCIENCE", "NEW", "IMAGE")), names[0]
-    )
-    tmpl = next(
-        (names[i] for i, n in enumerate(upper) if n in ("REF", "TMPL", "TEMPLATE")),
-        next(n for n in names if n != sci),
-    )
+#: EXTNAMEs proposed as the science image of a file, and as its template.
+SCIENCE_NAMES = ("SCI", "SCIENCE", "NEW", "IMAGE")
+TEMPLATE_NAMES = ("REF", "TMPL", "TEMPLATE")
+
+
+def default_extensions(images: Sequence[FileImage]) -> tuple[FileImage, FileImage]:
+    """The science and template images to propose: SCI-like and REF/TMPL-like names first,
+    else the file's first images in order (two images of one name: the first, then the
+    second).
+
+    Parameters
+    ----------
+    images : sequence of FileImage
+        At least two, as :func:`image_extensions` gives them.
+
+    Returns
+    -------
+    (FileImage, FileImage)
+        Two different images: science, template.
+    """
+    sci = next((im for im in images if im.name.upper() in SCIENCE_NAMES), images[0])
+    others = [im for im in images if im != sci]
+    tmpl = next((im for im in others if im.name.upper() in TEMPLATE_NAMES), others[0])
     return sci, tmpl
 
 
@@ -131,21 +177,21 @@ class Opener:
         if path is None:
             return
         try:
-            names = image_extensions(path)
+            images = image_extensions(path)
         except InputError as exc:
             self.w.report_problem(exc)
             return
-        guess = default_extensions(names)
-        sci, ok = QInputDialog.getItem(
-            self.w, "Science extension", "Science:", names, names.index(guess[0]), False
-        )
-        if not ok:
-            return
-        tmpl, ok = QInputDialog.getItem(
-            self.w, "Template extension", "Template:", names, names.index(guess[1]), False
-        )
-        if ok:
-            self.w.open_specs(f"{path}[{sci}]", f"{path}[{tmpl}]")
+        labels = [image.label for image in images]
+        guess = default_extensions(images)
+        chosen = []
+        for role, proposed in zip(("Science", "Template"), guess, strict=True):
+            label, ok = QInputDialog.getItem(
+                self.w, f"{role} extension", f"{role}:", labels, images.index(proposed), False
+            )
+            if not ok:
+                return
+            chosen.append(images[labels.index(label)])
+        self.w.open_specs(*(f"{path}[{image.extension}]" for image in chosen))
 
     def open_pairs_dialog(self) -> None:
         """Ask for a CSV list of pairs (columns science, template, optional name)."""
@@ -172,12 +218,11 @@ class Opener:
             self.w.open_specs(paths[0], paths[1])
         elif len(paths) == 1:
             try:
-                names = image_extensions(Path(paths[0]))
-                sci, tmpl = default_extensions(names)
+                pair = default_extensions(image_extensions(Path(paths[0])))
             except InputError as exc:
                 self.w.report_problem(exc)
                 return
-            self.w.open_specs(f"{paths[0]}[{sci}]", f"{paths[0]}[{tmpl}]")
+            self.w.open_specs(*(f"{paths[0]}[{image.extension}]" for image in pair))
         else:
             self.w.report_problem(
                 InputError(

@@ -25,6 +25,8 @@ from diffviewer.paths import (
     NameVersion,
     check_output_dir,
     ensure_not_input,
+    extension_text,
+    hdu_index,
     parse_spec,
     resolved_spec,
 )
@@ -90,6 +92,30 @@ def test_a_name_repeated_with_versions_is_read_by_name_and_version(tmp_path: Pat
         np.testing.assert_array_equal(image, chips[chip].astype(np.float32))
     with pytest.raises(InputError, match=r"has no extension \[SCI,3\]; it has: 0 PRIMARY"):
         read_exposure(f"{path}[SCI,3]")
+
+
+@pytest.mark.parametrize(
+    ("hdus", "texts"),
+    [
+        (
+            [("PRIMARY", 1), ("SCI", 1), ("SCI", 2), ("REF", 1)],
+            ["PRIMARY", "SCI,1", "SCI,2", "REF"],
+        ),
+        # EXTNAMEs of digits: a spec's digits are an index, so they are named by theirs
+        ([("PRIMARY", 1), ("2", 1), ("1", 1)], ["PRIMARY", "1", "2"]),
+        # a name and version repeated; no name
+        ([("PRIMARY", 1), ("A", 1), ("A", 1), ("", 1)], ["PRIMARY", "A,1", "2", "3"]),
+        # names a spec would read otherwise
+        ([("A,2", 1), ("A", 2), ("B]", 1), (" C", 1)], ["A,2,1", "A", "2", "3"]),
+    ],
+)
+def test_extension_text_reads_back_its_own_hdu(
+    hdus: list[tuple[str, int]], texts: list[str]
+) -> None:
+    assert [extension_text(hdus, i) for i in range(len(hdus))] == texts
+    for index, text in enumerate(texts):
+        ext = parse_spec(f"f.fits[{text}]")[1]
+        assert ext is not None and hdu_index(hdus, ext) == index, text
 
 
 # --------------------------------------------------------------------------- real layouts

@@ -16,7 +16,6 @@ from diffviewer.exposure import UNUSABLE, MaskPlane
 from diffviewer.gui import model
 from diffviewer.gui.content import n_detections
 from diffviewer.gui.model import Pair
-from diffviewer.gui.opening import default_extensions
 from diffviewer.gui.window import MainWindow, isolated_window
 from diffviewer.io import demo_pair
 from diffviewer.synthetic import make_pair
@@ -369,11 +368,6 @@ def test_pairs_list_steps_with_next_and_previous(qtbot, window: MainWindow, tmp_
     assert window.pair.name == "second" and window.menus.prev_action.isEnabled()
     assert window.windowTitle().endswith("second")
     assert len(window.opener.recent()) == 1  # the same two files: one recent entry
-
-
-def test_default_extensions_prefer_sci_and_ref() -> None:
-    assert default_extensions(["0", "SCI", "REF", "DIFF"]) == ("SCI", "REF")
-    assert default_extensions(["A", "B"]) == ("A", "B")
 
 
 def _sci_and_ref(folder: Path) -> Path:

@@ -1,0 +1,119 @@
+"""Opening one multi-extension file in the window (drop, File > Open multi-extension
+file): every image offered reads the HDU it is offered as, whatever its EXTNAME."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from diffviewer.gui.opening import default_extensions, image_extensions
+from diffviewer.gui.window import MainWindow
+from diffviewer.io import read_exposure
+
+
+def _sky(level: float, shape: tuple[int, ...] = (64, 64)) -> np.ndarray:
+    """A noisy sky of ``level`` (readable: its noise can be measured)."""
+    return (level + np.random.default_rng(int(level)).normal(0, 10, shape)).astype(np.float32)
+
+
+def _write(path: Path, *hdus: fits.ImageHDU) -> Path:
+    fits.HDUList([fits.PrimaryHDU(), *hdus]).writeto(path)
+    return path
+
+
+def _opened(window: MainWindow, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """The specs the window is asked to open (recorded instead of run)."""
+    opened: list[tuple[str, str]] = []
+    monkeypatch.setattr(window, "open_specs", lambda s, t: opened.append((s, t)))
+    return opened
+
+
+def _level(spec: str) -> float:
+    """The sky level of the image a spec reads (the HDU's identity in these files)."""
+    return float(np.round(np.median(read_exposure(spec).image), -2))
+
+
+def test_two_hdus_named_sci_open_as_sci_1_and_sci_2(
+    qtbot, window: MainWindow, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An HST-style file (two SCI HDUs, EXTVER 1 and 2): dropping it raised StopIteration
+    # out of default_extensions, as image_extensions listed ['SCI', 'SCI'] (repro r4).
+    path = _write(
+        tmp_path / "hst.fits",
+        fits.ImageHDU(_sky(100), name="SCI", ver=1),
+        fits.ImageHDU(_sky(500), name="SCI", ver=2),
+    )
+    opened = _opened(window, monkeypatch)
+    window.opener.open_dropped([str(path)])
+    assert opened == [(f"{path}[SCI,1]", f"{path}[SCI,2]")]
+    assert [_level(spec) for spec in opened[0]] == [100.0, 500.0]
+    assert [image.label for image in image_extensions(path)] == [
+        "SCI,1: HDU 1, EXTNAME SCI, EXTVER 1, 64 x 64",
+        "SCI,2: HDU 2, EXTNAME SCI, EXTVER 2, 64 x 64",
+    ]
+
+
+def test_extnames_of_digits_open_the_hdu_shown(
+    qtbot, window: MainWindow, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # EXTNAMEs '2' (HDU 1) and '1' (HDU 2) were offered as ['2', '1'] and opened as
+    # file[2] and file[1], which read HDUs 2 and 1: science and template swapped (repro r5).
+    path = _write(
+        tmp_path / "digits.fits",
+        fits.ImageHDU(_sky(100), name="2"),
+        fits.ImageHDU(_sky(500), name="1"),
+    )
+    opened = _opened(window, monkeypatch)
+    window.opener.open_dropped([str(path)])
+    assert [_level(spec) for spec in opened[0]] == [100.0, 500.0]  # HDU 1, then HDU 2
+    assert [image.label for image in image_extensions(path)] == [
+        "1: HDU 1, EXTNAME 2, 64 x 64",
+        "2: HDU 2, EXTNAME 1, 64 x 64",
+    ]
+
+
+@pytest.mark.parametrize(
+    "names", [[("SCI", 1), ("SCI", 2)], [("2", 1), ("1", 1)], [("A", 1), ("A", 1)], [("", 1)] * 2]
+)
+def test_each_image_picked_in_the_dialog_is_the_one_read(
+    qtbot,
+    window: MainWindow,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    names: list[tuple[str, int]],
+) -> None:
+    # File > Open multi-extension file, the science and the template picked by their labels
+    # (the second image as science, the first as template: against the proposal).
+    levels = [100.0, 500.0]
+    path = _write(
+        tmp_path / "mef.fits",
+        *(
+            fits.ImageHDU(_sky(level), name=name or None, ver=ver)
+            for (name, ver), level in zip(names, levels, strict=True)
+        ),
+    )
+    picks = iter([1, 0])
+    monkeypatch.setattr(window.opener, "ask_file", lambda *args, **kwargs: path)
+    monkeypatch.setattr(
+        "diffviewer.gui.opening.QInputDialog.getItem",
+        lambda parent, title, label, items, current, editable: (items[next(picks)], True),
+    )
+    opened = _opened(window, monkeypatch)
+    window.opener.open_mef_dialog()
+    assert [_level(spec) for spec in opened[0]] == levels[::-1]
+
+
+def test_default_extensions_prefer_sci_and_ref_then_the_file_order(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path / "triplet.fits",
+        fits.ImageHDU(_sky(100), name="DIFF"),
+        fits.ImageHDU(_sky(200), name="REF"),
+        fits.ImageHDU(_sky(300), name="SCI"),
+    )
+    sci, tmpl = default_extensions(image_extensions(path))
+    assert (sci.extension, tmpl.extension) == ("SCI", "REF")
+    plain = _write(tmp_path / "plain.fits", *(fits.ImageHDU(_sky(v)) for v in (100, 200)))
+    assert [i.extension for i in default_extensions(image_extensions(plain))] == ["1", "2"]

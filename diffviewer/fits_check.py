@@ -2,8 +2,9 @@
 
 astropy's own messages advise passing keyword arguments (``ignore_missing_simple=True``),
 which neither a command-line nor a window user can do; :func:`unreadable_fits_reason`
-looks at the file's first bytes instead and names the real cause (empty, truncated
-header, another file format, text, a damaged header) and what to do.
+looks at the file's first bytes instead and names the real cause (gone, a folder, not
+readable, empty, truncated header, another file format, text, a damaged header) and what
+to do.
 """
 
 from __future__ import annotations
@@ -57,8 +58,14 @@ def unreadable_fits_reason(path: Path, exc: BaseException) -> str:
         size = path.stat().st_size
         with path.open("rb") as handle:
             head = handle.read(BLOCK)
-    except OSError as err:
+    except FileNotFoundError:
+        return "it does not exist; check the path"
+    except IsADirectoryError:
+        return "it is a folder, not a file; give a FITS file"
+    except PermissionError as err:
         return f"it cannot be read ({err.strerror or err}); check its permissions"
+    except OSError as err:
+        return f"it cannot be read ({err.strerror or err}); copy it again, or check the disk"
     if size == 0:
         return "it is empty (0 bytes); copy or download it again"
     if head.startswith(SIMPLE):

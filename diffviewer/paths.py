@@ -167,7 +167,7 @@ def companion_files(path: str | Path) -> dict[str, Path]:
 
 
 def require_file(path: Path, role: str) -> None:
-    """Refuse a path that does not exist or is not a file.
+    """Refuse a path that does not exist, is a folder or is not a file.
 
     Parameters
     ----------
@@ -183,6 +183,8 @@ def require_file(path: Path, role: str) -> None:
     """
     if not path.exists():
         raise InputError(f"{role} file {path} does not exist; check the path")
+    if path.is_dir():
+        raise InputError(f"{role} {path} is a folder, not a file; give a FITS file")
     if not path.is_file():
         raise InputError(f"{role} {path} is not a file; give a FITS file")
 

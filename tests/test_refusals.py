@@ -363,7 +363,7 @@ def _case_different_shapes_said_aligned(d: Path) -> tuple[str, ...]:
 #: (case, maker, exit code, what the message must say: its real cause)
 CORPUS: list[tuple[str, Maker, int, str]] = [
     ("missing file", _case_missing, 2, r"does not exist"),
-    ("folder", _case_folder, 2, r"is not a file"),
+    ("folder", _case_folder, 2, r"is a folder, not a file"),
     ("empty file", _case_empty_file, 2, r"not a readable FITS"),
     ("text file", _case_text_file, 2, r"not a readable FITS"),
     ("truncated", _case_truncated, 2, r"truncated"),

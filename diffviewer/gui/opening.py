@@ -12,7 +12,6 @@ from PyQt6.QtGui import QAction
 from PyQt6.QtWidgets import QFileDialog, QInputDialog, QMenu
 
 from diffviewer.errors import DiffviewerError, InputError
-from diffviewer.fits_check import unreadable_fits_reason
 from diffviewer.gui.model import Pair, describe_template
 from diffviewer.paths import TEMPLATE_SEPARATOR, extension_text, read_pairs_csv, template_specs
 
@@ -44,7 +43,12 @@ class FileImage:
 
 
 def image_extensions(path: Path) -> list[FileImage]:
-    """The HDUs of a FITS file that hold a 2-D image, each with a spec that reads it.
+    """The images of a FITS file that a spec can name, as the reader takes them.
+
+    The file is opened as :func:`diffviewer.io.read_exposure` opens it (a missing file,
+    a folder, a truncated or unreadable file is refused with its cause); an image is an
+    HDU the reader reads as one (two axes longer than a pixel: a cube of one plane too),
+    other than a plane of another image (a variance, mask or PSF).
 
     Parameters
     ----------
@@ -61,22 +65,18 @@ def image_extensions(path: Path) -> list[FileImage]:
     InputError
         When the file cannot be read as FITS or holds fewer than two images.
     """
-    try:
-        with fits.open(path) as hdul:
-            hdus = [(hdu.name, hdu.ver) for hdu in hdul]
-            images = [
-                _file_image(hdu, i, extension_text(hdus, i))
-                for i, hdu in enumerate(hdul)
-                if hdu.is_image and hdu.shape and len(hdu.shape) == 2
-            ]
-    except (OSError, ValueError) as exc:
-        raise InputError(
-            f"{path} is not a readable FITS file: {unreadable_fits_reason(path, exc)}"
-        ) from None
+    from diffviewer import io
+
+    with io._open_fits(path, "multi-extension") as hdul:
+        hdus = [(hdu.name, hdu.ver) for hdu in hdul]
+        # the reader's images besides none (no HDU has index -1): all of them
+        images = [
+            _file_image(hdul[i], i, extension_text(hdus, i)) for i in io._other_images(hdul, -1)
+        ]
     if len(images) < 2:
         raise InputError(
-            f"{path} holds {len(images)} 2-D image(s); a pair in one file needs two "
-            "(e.g. SCI and REF); otherwise open two files"
+            f"multi-extension file {path} holds {len(images)} image(s); a pair in one file "
+            "needs two (e.g. SCI and REF); otherwise open two files"
         )
     return images
 

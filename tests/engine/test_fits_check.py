@@ -11,6 +11,7 @@ import pytest
 from astropy.io import fits
 
 from diffviewer.errors import InputError
+from diffviewer.fits_check import unreadable_fits_reason
 from diffviewer.gui.opening import image_extensions
 from diffviewer.io import read_exposure
 
@@ -61,6 +62,16 @@ def test_unreadable_fits_names_file_cause_and_action(tmp_path: Path, case: str) 
         assert "=True" not in message and "ignore_missing_simple" not in message
         assert "\n" not in message  # one line
     assert str(cli.value).startswith(f"image file {path} is not a readable FITS file: ")
-    assert str(gui.value).startswith(f"{path} is not a readable FITS file: ")
+    assert str(gui.value).startswith(f"multi-extension file {path} is not a readable FITS file: ")
     for message in (str(cli.value), str(gui.value)):
         assert re.search(expected, message), message
+
+
+def test_a_path_that_is_gone_or_a_folder_is_said_to_be_so(tmp_path: Path) -> None:
+    # "it cannot be read (No such file or directory); check its permissions" was said of
+    # a file gone and of a folder (repro r9): permissions were not the cause.
+    error = OSError("astropy's error")
+    assert (
+        unreadable_fits_reason(tmp_path / "gone.fits", error) == "it does not exist; check the path"
+    )
+    assert unreadable_fits_reason(tmp_path, error) == "it is a folder, not a file; give a FITS file"

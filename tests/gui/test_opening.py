@@ -3,12 +3,14 @@ file): every image offered reads the HDU it is offered as, whatever its EXTNAME.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 from astropy.io import fits
 
+from diffviewer.errors import InputError
 from diffviewer.gui.opening import default_extensions, image_extensions
 from diffviewer.gui.window import MainWindow
 from diffviewer.io import read_exposure
@@ -117,3 +119,41 @@ def test_default_extensions_prefer_sci_and_ref_then_the_file_order(tmp_path: Pat
     assert (sci.extension, tmpl.extension) == ("SCI", "REF")
     plain = _write(tmp_path / "plain.fits", *(fits.ImageHDU(_sky(v)) for v in (100, 200)))
     assert [i.extension for i in default_extensions(image_extensions(plain))] == ["1", "2"]
+
+
+def test_a_cube_of_one_plane_is_offered_as_the_reader_reads_it(tmp_path: Path) -> None:
+    # NAXIS3 = 1 cubes, which `diffviewer run` reads, were refused by the window: "holds 0
+    # 2-D image(s)". The planes of an image (a variance, a mask) are not offered.
+    path = _write(
+        tmp_path / "cubes.fits",
+        fits.ImageHDU(_sky(100, (1, 64, 64)), name="SCI"),
+        fits.ImageHDU(_sky(1, (1, 64, 64)), name="SCI_VAR"),
+        fits.ImageHDU(_sky(500, (1, 64, 64)), name="REF"),
+    )
+    images = image_extensions(path)
+    assert [image.label for image in images] == [
+        "SCI: HDU 1, EXTNAME SCI, 64 x 64",
+        "REF: HDU 3, EXTNAME REF, 64 x 64",
+    ]
+    assert _level(f"{path}[{images[1].extension}]") == 500.0
+
+
+@pytest.mark.filterwarnings("ignore::astropy.io.fits.verify.VerifyWarning")
+def test_a_file_that_cannot_be_opened_is_said_so_with_its_cause(tmp_path: Path) -> None:
+    # A truncated file was "holds 1 2-D image(s)"; a missing file and a folder "cannot be
+    # read (...); check its permissions" (repro r9).
+    full = _write(tmp_path / "full.fits", *(fits.ImageHDU(_sky(v)) for v in (100, 200)))
+    cut = tmp_path / "cut.fits"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size - 5000])
+    folder = tmp_path / "night.fits"
+    folder.mkdir()
+    missing = tmp_path / "gone.fits"
+    expected = {
+        cut: rf"multi-extension file {cut} is truncated \(.*\); copy or download it again",
+        missing: f"multi-extension file {missing} does not exist; check the path",
+        folder: f"multi-extension {folder} is a folder, not a file; give a FITS file",
+    }
+    for path, message in expected.items():
+        with pytest.raises(InputError) as info:
+            image_extensions(path)
+        assert re.fullmatch(message, str(info.value)), str(info.value)

@@ -49,6 +49,7 @@ from diffviewer.fits_header import (
 from diffviewer.paths import (
     Extension,
     companion_files,
+    extension_text,
     hdu_index,
     parse_spec,
     require_file,
@@ -111,7 +112,7 @@ def demo_pair() -> tuple[Path, Path]:
 
 
 @contextlib.contextmanager
-def _open_fits(path: Path, role: str) -> Iterator[fits.HDUList]:
+def open_fits(path: Path, role: str) -> Iterator[fits.HDUList]:
     """Open a FITS file, turning every way it can fail into an :class:`InputError`."""
     require_file(path, role)
     try:
@@ -151,7 +152,7 @@ def _find_hdu(hdul: fits.HDUList, ext: Extension, path: Path, role: str) -> int:
     listing = ", ".join(_hdu_label(i, h) for i, h in enumerate(hdul))
     if ext is None:
         for i, hdu in enumerate(hdul):
-            if hdu.is_image and len([n for n in hdu.shape if n > 1]) == 2:
+            if is_image(hdu):
                 return i
         with_data = [(i, h) for i, h in enumerate(hdul) if h.is_image and h.shape]
         if not with_data:
@@ -178,15 +179,21 @@ _PLANE_NAMES = ("VARIANCE", "MASK", "PSF")
 _PLANE_SUFFIXES = ("_VAR", "_PSF")
 
 
-def _other_images(hdul: fits.HDUList, index: int) -> list[int]:
-    """The 2-D image HDUs of a file besides HDU ``index``, other than planes (a variance,
-    mask or PSF: :data:`_PLANE_NAMES`, :data:`_PLANE_SUFFIXES`)."""
+def is_image(hdu: fits.hdu.base.ExtensionHDU | fits.PrimaryHDU) -> bool:
+    """Whether an HDU holds an image the reader reads: two axes longer than a pixel (a
+    cube of one plane too)."""
+    return bool(hdu.is_image and len([n for n in hdu.shape if n > 1]) == 2)
+
+
+def image_hdus(hdul: fits.HDUList, besides: int | None = None) -> list[int]:
+    """The image HDUs of a file (:func:`is_image`) other than planes of another image (a
+    variance, mask or PSF: :data:`_PLANE_NAMES`, :data:`_PLANE_SUFFIXES`), and than HDU
+    ``besides`` when given."""
     return [
         i
         for i, hdu in enumerate(hdul)
-        if i != index
-        and hdu.is_image
-        and len([n for n in hdu.shape if n > 1]) == 2
+        if i != besides
+        and is_image(hdu)
         and hdu.name.upper() not in _PLANE_NAMES
         and not hdu.name.upper().endswith(_PLANE_SUFFIXES)
     ]
@@ -195,13 +202,10 @@ def _other_images(hdul: fits.HDUList, index: int) -> list[int]:
 def _say_which_image(hdul: fits.HDUList, index: int, path: Path) -> None:
     """Log a warning when a file read without a named extension holds other images than
     the first, which was read: a multi-extension camera file, or an alert's triplet."""
-    others = _other_images(hdul, index)
+    others = image_hdus(hdul, besides=index)
     if others:
-        # by name where the name finds that HDU (the first of its name), else by index
-        name = hdul[others[0]].name
-        names = [h.name.upper() for h in hdul]
-        if not name or names.index(name.upper()) != others[0]:
-            name = str(others[0])
+        # a spec that reads that HDU and no other (an EXTNAME of digits reads as an index)
+        name = extension_text([(hdu.name, hdu.ver) for hdu in hdul], others[0])
         log.warning(
             "%s: no extension named, so HDU %s, the first 2-D image, is read; the file also "
             "holds %s: name the one to read, e.g. %s[%s]",
@@ -517,13 +521,8 @@ def _read_plane(
     file has one, else the first 2-D image.
     """
     path, ext = parse_spec(spec)
-    with _open_fits(path, role) as hdul:
-        if ext is None and any(
-            h.name.upper() == default_ext.upper()
-            and h.is_image
-            and len([n for n in h.shape if n > 1]) == 2
-            for h in hdul
-        ):
+    with open_fits(path, role) as hdul:
+        if ext is None and any(h.name.upper() == default_ext.upper() and is_image(h) for h in hdul):
             ext = default_ext
         index = _find_hdu(hdul, ext, path, role)
         data = _image_data(hdul, index, path, role)
@@ -797,7 +796,7 @@ def read_exposure(
         raise InputError(f"{spec}: give either a variance or a weight file, not both")
     path, ext = parse_spec(spec)
     source = str(spec)
-    with _open_fits(path, "image") as hdul:
+    with open_fits(path, "image") as hdul:
         index = _find_hdu(hdul, ext, path, "image")
         if ext is None:
             _say_which_image(hdul, index, path)

@@ -67,12 +67,9 @@ def image_extensions(path: Path) -> list[FileImage]:
     """
     from diffviewer import io
 
-    with io._open_fits(path, "multi-extension") as hdul:
+    with io.open_fits(path, "multi-extension") as hdul:
         hdus = [(hdu.name, hdu.ver) for hdu in hdul]
-        # the reader's images besides none (no HDU has index -1): all of them
-        images = [
-            _file_image(hdul[i], i, extension_text(hdus, i)) for i in io._other_images(hdul, -1)
-        ]
+        images = [_file_image(hdul[i], i, extension_text(hdus, i)) for i in io.image_hdus(hdul)]
     if len(images) < 2:
         raise InputError(
             f"multi-extension file {path} holds {len(images)} image(s); a pair in one file "

@@ -984,3 +984,23 @@ def test_a_sources_path_of_any_length_is_written_whole_without_a_warning(
         warnings.simplefilter("error")
         write_exposure(path, exposure)
         assert fits.getheader(path)["DVSOURCE"] == source
+
+
+def test_the_image_suggested_beside_the_one_read_is_the_one_it_names(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # EXTNAMEs of digits: HDU 1 is named "2" and HDU 2 "1". Read without an extension,
+    # HDU 1 is read and the other image suggested: the suggestion was file[1], which
+    # reads HDU 1 again (digits are an index), not the other image.
+    path = tmp_path / "digits.fits"
+    first, second = np.full((30, 30), 1.0, np.float32), np.full((30, 30), 2.0, np.float32)
+    fits.HDUList(
+        [fits.PrimaryHDU(), fits.ImageHDU(first, name="2"), fits.ImageHDU(second, name="1")]
+    ).writeto(path)
+    with fits.open(path) as hdul, caplog.at_level("WARNING", logger="diffviewer.io"):
+        io._say_which_image(hdul, 1, path)
+    suggested = caplog.records[-1].getMessage().rsplit("e.g. ", 1)[1]
+    spec_path, ext = parse_spec(suggested)
+    assert spec_path == path
+    with fits.open(path) as hdul:
+        assert hdul[io._find_hdu(hdul, ext, path, "image")].data[0, 0] == 2.0

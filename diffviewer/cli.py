@@ -27,7 +27,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from diffviewer import __version__
-from diffviewer.config import SubtractionConfig, apply_overrides, load_toml, to_toml
+from diffviewer.config import (
+    SubtractionConfig,
+    apply_overrides,
+    config_files,
+    load_toml,
+    to_toml,
+)
 from diffviewer.errors import Cancelled, DiffviewerError, InputError, NoWorkFound
 from diffviewer.log_notes import LOGGER, collected_warnings, one_line
 from diffviewer.paths import (
@@ -263,12 +269,6 @@ def with_absolute_paths(config: SubtractionConfig) -> SubtractionConfig:
     return dataclasses.replace(
         config, candidates=dataclasses.replace(config.candidates, source_list=absolute)
     )
-
-
-def config_files(config: SubtractionConfig) -> list[Path]:
-    """Files a config makes the run read (besides the images), to protect from writing."""
-    source_list = config.candidates.source_list
-    return [Path(source_list)] if source_list else []
 
 
 def run_pair(
@@ -582,13 +582,15 @@ def _main_batch(argv: Sequence[str], prog: str) -> int:
     rows = run_batch(pairs, options, progress=not args.quiet and sys.stderr.isatty())
     failed = [r for r in rows if r["status"] == "failed"]
     skipped = sum(r["status"] == "skipped" for r in rows)
+    refused = sum(r["status"] == "refused" for r in rows)
     counts = {k: sum(r["error_kind"] == k for r in failed) for k in BATCH_EXIT | {"guard": 0}}
     detail = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in counts.items() if n)
+    kept = f", {refused} refused (another run's outputs kept)" if refused else ""
     print(
-        f"batch: {len(rows) - len(failed)} of {len(rows)} pairs done ({skipped} skipped as "
-        f"complete), {len(failed)} failed{f' ({detail})' if failed else ''}; "
+        f"batch: {len(rows) - len(failed) - refused} of {len(rows)} pairs done ({skipped} "
+        f"skipped as complete){kept}, {len(failed)} failed{f' ({detail})' if failed else ''}; "
         f"summary in {options.out / 'summary.ecsv'}",
-        file=sys.stderr if failed else sys.stdout,
+        file=sys.stderr if failed or refused else sys.stdout,
     )
     kind = failure_kind(rows)
     return EXIT_OK if kind is None else BATCH_EXIT.get(kind, EXIT_STRICT)

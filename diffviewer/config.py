@@ -630,6 +630,23 @@ class SubtractionConfig:
         return hashlib.sha256(tomli_w.dumps(self.to_dict()).encode()).hexdigest()[:12]
 
 
+def config_files(config: SubtractionConfig) -> list[Path]:
+    """Files a config makes a run read besides the images (the star list,
+    ``candidates.source_list``): protected from writing, and recorded with the inputs so a
+    file edited in place makes the run's outputs stale (its path alone is in the digest).
+
+    Parameters
+    ----------
+    config : SubtractionConfig
+
+    Returns
+    -------
+    list of Path
+    """
+    source_list = config.candidates.source_list
+    return [Path(source_list)] if source_list else []
+
+
 def from_dict(data: Mapping[str, Any], base: SubtractionConfig | None = None) -> SubtractionConfig:
     """Build a config from nested dicts, starting from ``base`` (defaults when None).
 

@@ -48,6 +48,7 @@ from diffviewer.fits_header import (
 )
 from diffviewer.paths import (
     Extension,
+    absolute_spec,
     companion_files,
     extension_text,
     hdu_index,
@@ -782,7 +783,8 @@ def read_exposure(
         float32 planes; NaN/Inf pixels are 0 with NO_DATA set; SAT set where the
         image reaches the header's SATURATE, or its flat top when the header has none
         (:func:`diffviewer.saturation.flat_top_level`); ``variance_estimated`` tells whether the
-        variance was estimated.
+        variance was estimated; ``source`` is the spec with its path made absolute
+        (:func:`diffviewer.paths.absolute_spec`; the messages of the reading name it as given).
 
     Raises
     ------
@@ -862,7 +864,7 @@ def read_exposure(
         psf=psf,
         zero_point=header_zero_point(header),
         header=header,
-        source=source,
+        source=absolute_spec(source),  # what a run records: read alike from any folder
         variance_estimated=estimated,
         saturation=saturation,
     )

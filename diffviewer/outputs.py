@@ -23,7 +23,7 @@ from astropy.table import Table
 
 from diffviewer import __version__
 from diffviewer.atomic import atomic_write_text, staged_output_dir
-from diffviewer.config import to_toml
+from diffviewer.config import config_files, to_toml
 from diffviewer.engine.kernel import fitted_on_stars
 from diffviewer.engine.measure import sky_source_check
 from diffviewer.engine.pipeline import SubtractionResult
@@ -142,7 +142,8 @@ def build_metadata(
         "inputs": {
             "science": _exposure_summary(result.science),
             "template": _exposure_summary(result.template.exposure),
-            # a rerun tells a replaced input by these (diffviewer.results.incomplete_reason)
+            # a rerun tells a replaced input by these (diffviewer.results.incomplete_reason),
+            # the star list the config names too (its digest holds the path alone)
             "files": input_file_states(
                 [
                     result.science.source,
@@ -150,6 +151,7 @@ def build_metadata(
                         [p.source for p in result.template.pieces]
                         or [result.template.exposure.source]
                     ),
+                    *config_files(result.config),
                 ]
             ),
         },

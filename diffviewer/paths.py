@@ -420,6 +420,24 @@ def template_specs(spec: str | Sequence[str]) -> tuple[str, ...]:
     return specs
 
 
+def absolute_spec(spec: str) -> str:
+    """An image spec with its path made absolute (an extension in brackets is kept).
+
+    What a run records of its inputs: a spec as typed is relative to the folder the run
+    was started in, and read back from another folder it names another file.
+
+    Parameters
+    ----------
+    spec : str
+        ``file.fits``, ``file.fits[SCI]`` or ``file.fits[1]``, relative or absolute.
+
+    Returns
+    -------
+    str
+    """
+    return os.path.abspath(os.path.expanduser(spec))
+
+
 def resolved_spec(spec: str) -> str:
     """What a spec reads, however it was written: the resolved file, and its extension.
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +39,12 @@ from diffviewer.errors import InputError
 from diffviewer.exposure import Exposure
 from diffviewer.io import read_exposure
 from diffviewer.outputs import DIAGNOSTIC_SAMPLES, OUTPUT_NAMES
-from diffviewer.paths import TEMPLATE_SEPARATOR, input_file_states, template_specs
+from diffviewer.paths import (
+    TEMPLATE_SEPARATOR,
+    input_file_states,
+    resolved_spec,
+    template_specs,
+)
 
 METADATA = "metadata.json"
 #: The per-pair verdict file, beside the per-source ``verdicts.json``.
@@ -48,21 +52,6 @@ PAIR_VERDICT_FILE = "pair_verdict.json"
 PAIR_VERDICTS = ("good", "bad")
 #: FITS files are whole 2880-byte records; a truncated one is not.
 FITS_RECORD = 2880
-
-
-def absolute_spec(spec: str) -> str:
-    """An image spec with its path made absolute (an extension in brackets is kept).
-
-    Parameters
-    ----------
-    spec : str
-        ``file.fits``, ``file.fits[SCI]`` or ``file.fits[1]``, relative or absolute.
-
-    Returns
-    -------
-    str
-    """
-    return os.path.abspath(os.path.expanduser(spec))
 
 
 def saved_template_specs(metadata: dict[str, Any]) -> list[str]:
@@ -126,10 +115,12 @@ def incomplete_reason(
 ) -> str | None:
     """Why an output folder is not the complete result of a pair, or None when it is.
 
-    Checked, not assumed: the metadata must name the same inputs (absolute specs), whose
-    files have the size and modification time it recorded (none recorded by an older
-    version: not checked), and the same config digest; every output the run writes must
-    be present, and every FITS file must be whole records.
+    Checked, not assumed: the metadata must name the same inputs (the files they resolve
+    to: a run records its inputs as absolute specs, and an older run's relative ones are
+    read from the current folder), whose files, and the files the config names (the
+    star list), have the size and modification time it recorded (none recorded by an
+    older version: not checked), and the same config digest; every output the run writes
+    must be present, and every FITS file must be whole records.
 
     Parameters
     ----------
@@ -156,10 +147,10 @@ def incomplete_reason(
     except InputError as exc:
         return str(exc)
     saved = str(meta["inputs"].get("science", {}).get("source", ""))
-    if absolute_spec(saved) != absolute_spec(science):
+    if resolved_spec(saved) != resolved_spec(science):
         return f"made from another science image ({saved})"
-    pieces = [absolute_spec(p) for p in saved_template_specs(meta)]
-    if pieces != [absolute_spec(p) for p in template_specs(template)]:
+    pieces = saved_template_specs(meta)
+    if [resolved_spec(p) for p in pieces] != [resolved_spec(p) for p in template_specs(template)]:
         return f"made from another template ({TEMPLATE_SEPARATOR.join(pieces)})"
     recorded = meta["inputs"].get("files") or {}
     now = input_file_states(list(recorded))

@@ -156,16 +156,19 @@ def test_completeness_is_checked_and_failed_pairs_are_retried_on_request(batch: 
     assert [j.name for j in retry.jobs] == ["bad", "nocover"]
     # another config makes every pair's outputs stale, and so do other products (a rerun
     # with --products minimal or --compress skipped them as complete)
+    # (and the failures the last run kept are retried: they were another config's)
     other = plan_batch(pairs, BatchOptions(out=out, config=SubtractionConfig(), overwrite=True))
-    assert [j.name for j in other.jobs] == list(GOOD)
+    assert [j.name for j in other.jobs] == [*GOOD, "bad", "nocover"]
     for products, compress in (("minimal", False), ("full", True)):
         asked = BatchOptions(
             out=out, config=quick_config(), products=products, compress=compress, overwrite=True
         )
         assert [j.name for j in plan_batch(pairs, asked).jobs] == list(GOOD)
-    # without --overwrite they fail at once, saying why and what to do
+    # without --overwrite they are refused, saying why and what to do, their rows read
+    # from the outputs there
     stale = plan_batch(pairs, BatchOptions(out=out, config=SubtractionConfig())).kept["good1"]
-    assert stale["status"] == "failed" and "made with another config" in stale["error"]
+    assert stale["status"] == "refused" and "made with another config" in stale["error"]
+    assert stale["n_good"] > 0 and stale["config_digest"] == quick_config().digest()
     # a damaged output is seen, not assumed complete
     damaged = out / "damaged"
     shutil.copytree(out / "good1", damaged)
@@ -206,10 +209,11 @@ def test_the_batch_and_the_results_reader_load_no_qt() -> None:
 
 def test_errors_off_by_a_factor_rank_a_pair_for_review() -> None:
     # The sky sources' pulls scattering by 2 (or 1/2) of the catalog's errors weigh as a
-    # noise ratio of 2 does: 5; honest errors (1) and an old summary without them, 0.
+    # noise ratio of 2 does: 5; honest errors (1), 0; none measured (or an old summary
+    # without them), the most a ratio weighs: 10.
     row = {"status": "ok", "noise_ratio": 1.0, "n_good": 20}
     honest = badness({**row, "sky_pull_std": 1.0})
-    assert badness(row) == honest == 0.0
+    assert honest == 0.0 and badness(row) == 10.0
     assert badness({**row, "sky_pull_std": 2.0}) == pytest.approx(honest + 5.0)
     assert badness({**row, "sky_pull_std": 0.5}) == pytest.approx(honest + 5.0)
     # 8 positive and 2 negative sources, 3 of them dipoles: 10 detections, not 13 (the

@@ -29,8 +29,9 @@ from diffviewer.batch.summary import (
     SUMMARY_ECSV,
     SUMMARY_FITS,
     complete_row,
+    has_outputs,
     read_summary,
-    row_from_outputs,
+    row_of_outputs,
     rows_of,
     summary_lock,
     verdict_columns,
@@ -38,15 +39,16 @@ from diffviewer.batch.summary import (
 )
 from diffviewer.batch.task import PairJob, run_job
 from diffviewer.config import SubtractionConfig
-from diffviewer.errors import ClusterLost, InputError
+from diffviewer.errors import ClusterLost, DiffviewerError, InputError
 from diffviewer.paths import (
     TEMPLATE_SEPARATOR,
+    absolute_spec,
     ensure_not_input,
     make_batch_folder,
     parse_spec,
     template_specs,
 )
-from diffviewer.results import absolute_spec, incomplete_reason
+from diffviewer.results import incomplete_reason
 from diffviewer.termination import raise_if_terminated
 
 #: Seconds between two summary writes while results arrive.
@@ -107,8 +109,10 @@ class Plan:
         Pairs to run.
     kept : dict of str to dict
         Rows of pairs not run: ``skipped`` (complete outputs found), ``failed`` in the
-        previous summary and not retried, or ``failed`` because another run's outputs
-        are in the pair's folder and ``overwrite`` is off.
+        previous summary with the same inputs and config and not retried, ``refused``
+        (another run's outputs are in the pair's folder and ``overwrite`` is off: the row
+        is read from them, its error says why), or ``failed`` when what is in the way
+        cannot be read as outputs.
     order : list of str
         Pair names in list order (the summary's row order).
     kept_failed : tuple of str
@@ -136,10 +140,13 @@ def plan_batch(pairs: Sequence[tuple[str, str, str]], options: BatchOptions) -> 
 
     A pair whose output folder is complete for these inputs and this config
     (:func:`diffviewer.results.incomplete_reason`) is skipped, its row read from the
-    outputs; a pair the previous summary lists as failed is kept as failed unless
-    ``retry_failed``; a pair whose folder holds something else fails at once unless
-    ``overwrite`` (its row says what the folder holds and how to replace it); every
-    other pair is run.
+    outputs; a pair the previous summary lists as failed with these inputs and this
+    config is kept as failed unless ``retry_failed``; a pair whose folder holds another
+    run's outputs is refused unless ``overwrite``, its row read from them (their figures,
+    config digest and verdict stay in the summary) with what they are and how to replace
+    them; a folder holding something else fails the pair at once; every other pair is
+    run. A pair not run keeps the timings of the previous summary's row when that row
+    describes the run its folder holds (:func:`_with_timings`).
 
     Parameters
     ----------
@@ -169,26 +176,23 @@ def plan_batch(pairs: Sequence[tuple[str, str, str]], options: BatchOptions) -> 
                 sci,
                 tmpl,
                 folder,
+                digest,
                 f"the pair's output folder {folder} is a file, not a folder; give the pair "
                 "another name (the list's name column), or another --out",
             )
         elif reason is None:
-            row: dict[str, Any] = {"seconds": math.nan, "peak_memory": math.nan}
-            if same_inputs:
-                row |= {k: before[k] for k in ("seconds", "peak_memory") if k in before}
-            kept[name] = row | _row_of_outputs(name, sci, tmpl, folder, "skipped", options.strict)
-        elif before.get("status") == "failed" and same_inputs and not options.retry_failed:
+            row = row_of_outputs(name, sci, tmpl, folder, "skipped", options.strict)
+            kept[name] = _with_timings(row, before)
+        elif (
+            before.get("status") == "failed"
+            and same_inputs
+            and before.get("config_digest") == digest
+            and not options.retry_failed
+        ):
             kept[name] = before
             kept_failed.append(name)
         elif not options.overwrite and folder.is_dir() and any(folder.iterdir()):
-            kept[name] = _refused_row(
-                name,
-                sci,
-                tmpl,
-                folder,
-                f"output folder {folder} holds another run's outputs ({reason}); rerun with "
-                "--overwrite --retry-failed to replace them, or give the pair another name",
-            )
+            kept[name] = _in_the_way(name, sci, tmpl, folder, digest, reason, before)
         else:
             jobs.append(
                 PairJob(
@@ -207,17 +211,53 @@ def plan_batch(pairs: Sequence[tuple[str, str, str]], options: BatchOptions) -> 
     return Plan(jobs, kept, [name for _, _, name in pairs], tuple(kept_failed))
 
 
-def _row_of_outputs(
-    name: str, science: str, template: str, folder: Path, status: str, strict: bool
+def _in_the_way(
+    name: str,
+    science: str,
+    template: str,
+    folder: Path,
+    digest: str,
+    reason: str,
+    before: dict[str, Any],
 ) -> dict[str, Any]:
-    """The row of a pair whose outputs are complete, read from them (``status``, or failed
-    when ``strict`` and the guard tripped)."""
-    row = {"name": name, "science": science, "template": template, "output": str(folder)}
-    row |= row_from_outputs(folder)
-    row["status"] = status
-    if strict and row["guard_tripped"]:
-        row |= {"status": "failed", "error_kind": "guard", "error": "bad-subtraction guard tripped"}
-    return row
+    """The row of a pair not run because its folder holds what this run is not to replace.
+
+    Another run's outputs (other inputs, config or products): ``refused``, the row read
+    from them, so a rerun with the config left off no longer turned complete pairs into
+    failures with NaN figures and dropped their verdicts; ``--overwrite`` replaces them.
+    Anything else (not readable as outputs of this version): ``failed``, ``input``.
+    """
+    try:
+        row = row_of_outputs(name, science, template, folder, "refused", strict=False)
+    except (DiffviewerError, KeyError, TypeError, ValueError):  # not outputs, or of another version
+        return _refused_row(
+            name,
+            science,
+            template,
+            folder,
+            digest,
+            f"output folder {folder} holds another run's outputs ({reason}); rerun with "
+            "--overwrite --retry-failed to replace them, or give the pair another name",
+        )
+    error = (
+        f"not run: output folder {folder} holds another run's outputs ({reason}), which this "
+        "row describes; rerun with --overwrite to replace them, or give the pair another name"
+    )
+    return _with_timings(row, before) | {"error_kind": "input", "error": error}
+
+
+def _with_timings(row: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
+    """A row read from a pair's outputs, with the timings of the previous summary's row
+    when that row describes the same run (same inputs, a config digest equal or, from an
+    older summary, absent), else NaN: the batch alone times a pair."""
+    same = (
+        bool(before)
+        and has_outputs(before)
+        and all(before.get(k) == row[k] for k in ("science", "template"))
+        and before.get("config_digest", "") in ("", row["config_digest"])
+    )
+    timings = ("seconds", "peak_memory")
+    return row | {k: float(before.get(k, math.nan)) if same else math.nan for k in timings}
 
 
 def science_pixels(spec: str) -> int | None:
@@ -493,6 +533,7 @@ def _lost_row(job: PairJob, exc: BaseException, advice: str) -> dict[str, Any]:
         "science": job.science,
         "template": job.template,
         "output": job.out,
+        "config_digest": job.config.digest(),
         "status": "failed",
         "error_kind": "internal",
         "error": f"the worker running it died ({type(exc).__name__}: {reason}); {advice}",
@@ -552,7 +593,8 @@ def run_batch(
     Returns
     -------
     list of dict
-        The rows, as written to ``summary.ecsv``.
+        The rows of the list's pairs, as written to ``summary.ecsv`` (which keeps after
+        them the rows of pairs other lists ran into the same folder).
     """
     if options.out.exists() and not options.out.is_dir():
         raise InputError(
@@ -568,8 +610,8 @@ def run_batch(
     tell = say or (bar.say if bar else lambda text: print(text, file=sys.stderr))
     if plan.kept_failed:
         tell(kept_failures_note(plan.kept_failed))
-    for name, row in plan.kept.items():  # failed before running (a folder in the way)
-        if row["status"] == "failed" and name not in plan.kept_failed:
+    for name, row in plan.kept.items():  # failed or refused before running (a folder in the way)
+        if row["status"] in ("failed", "refused") and name not in plan.kept_failed:
             tell(f"error: {name}: {row['error']}")
     last_write = time.monotonic()
 
@@ -611,8 +653,7 @@ def run_batch(
                     if bar:
                         bar.update(row["status"] == "failed")
                     if time.monotonic() - last_write > SUMMARY_EVERY_S:
-                        with summary_lock(options.out):  # rows with the verdicts on disk
-                            write_summary(options.out, ordered())
+                        _write_rows(options.out, ordered)
                         last_write = time.monotonic()
                 if cancelled:
                     raise _cluster_lost(options, cancelled)
@@ -624,20 +665,33 @@ def run_batch(
         remove_stale_staging(options.out)
         rows |= _finished_unreported(plan.jobs, rows, options)
         if rows:  # nothing to summarise when no pair ran nor was kept (no scheduler)
-            with summary_lock(options.out):
-                write_summary(options.out, ordered())
+            _write_rows(options.out, ordered)
     return ordered()
 
 
+def _write_rows(out: Path, ordered: Callable[[], list[dict[str, Any]]]) -> None:
+    """Write the summary under its lock: this run's rows (``ordered()``, made there, with
+    the verdicts their folders hold), then the rows on disk of pairs this run's list does
+    not name, as they are (another list run into the same folder: its rows were dropped,
+    and Review and Export verdicts lost its pairs)."""
+    with summary_lock(out):
+        rows = ordered()
+        names = {row["name"] for row in rows}
+        others = [row for name, row in _previous_rows(out).items() if name not in names]
+        write_summary(out, [*rows, *others])
+
+
 def _refused_row(
-    name: str, science: str, template: str, folder: Path, error: str
+    name: str, science: str, template: str, folder: Path, digest: str, error: str
 ) -> dict[str, Any]:
-    """The row of a pair refused before running: its output folder is in the way."""
+    """The row of a pair failed before running: its output folder is in the way, and holds
+    no outputs to describe (``digest``: the config it was to run with)."""
     return {
         "name": name,
         "science": science,
         "template": template,
         "output": str(folder),
+        "config_digest": digest,
         "status": "failed",
         "error_kind": "input",
         "error": error,
@@ -646,8 +700,9 @@ def _refused_row(
 
 def _with_verdict(row: dict[str, Any]) -> dict[str, Any]:
     """A pair's row with the verdict its folder holds now (given while the batch runs, in
-    the review window), so no summary write drops it; a failed pair has none."""
-    if row["status"] == "failed":
+    the review window), so no summary write drops it; a failed pair without outputs has
+    none (one failed by ``--strict``'s guard is judged in the review)."""
+    if not has_outputs(row):
         return row
     try:
         return row | verdict_columns(row["output"])
@@ -692,13 +747,17 @@ def _finished_unreported(
         if job.name in rows or not Path(job.out).is_dir():
             continue
         if incomplete_reason(job.out, job.science, job.template, digest, asked) is None:
-            found[job.name] = _row_of_outputs(
-                job.name, job.science, job.template, Path(job.out), "ok", options.strict
+            found[job.name] = row_of_outputs(
+                job.name, job.science, job.template, job.out, "ok", options.strict
             )
     return found
 
 
 def failure_kind(rows: Sequence[dict[str, Any]]) -> str | None:
-    """The most serious kind of failure among the rows (:data:`ERROR_KINDS` order), or None."""
-    kinds = {r["error_kind"] for r in rows if r["status"] == "failed"}
+    """The most serious kind of failure among the rows (:data:`ERROR_KINDS` order), or None.
+
+    A refused pair counts as its ``input`` error: the batch did not make what it was asked
+    (this config's outputs), though the row keeps the outputs that are there.
+    """
+    kinds = {r["error_kind"] for r in rows if r["status"] in ("failed", "refused")}
     return next((k for k in ERROR_KINDS if k in kinds), "internal" if kinds else None)

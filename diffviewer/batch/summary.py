@@ -25,7 +25,7 @@ from diffviewer.results import read_metadata, read_pair_verdict
 
 #: The batch folder's own files (names no pair may take: diffviewer.paths.read_pairs_csv).
 SUMMARY_ECSV, SUMMARY_FITS = RESERVED_NAMES
-STATUSES = ("ok", "failed", "skipped")
+STATUSES = ("ok", "failed", "skipped", "refused")
 #: Kinds of failure, most serious first (the exit status follows the first one found).
 ERROR_KINDS = ("internal", "input", "no_coverage", "guard")
 
@@ -34,21 +34,40 @@ COLUMNS: tuple[tuple[str, type, str, str], ...] = (
     ("name", str, "", "pair name (its output folder under the batch folder)"),
     ("science", str, "", "science image spec"),
     ("template", str, "", "template image spec"),
-    ("status", str, "", "ok, failed or skipped (complete outputs found)"),
-    ("error_kind", str, "", "internal, input, no_coverage or guard (--strict); empty if ok"),
-    ("error", str, "", "one-line reason of a failure"),
+    (
+        "status",
+        str,
+        "",
+        "ok, failed, skipped (complete outputs found) or refused (not run: its folder holds "
+        "another run's outputs, which the row describes; error says why)",
+    ),
+    (
+        "error_kind",
+        str,
+        "",
+        "internal, input, no_coverage or guard (--strict); input when refused; empty if ok",
+    ),
+    ("error", str, "", "one-line reason of a failure or a refusal"),
+    (
+        "config_digest",
+        str,
+        "",
+        "digest of the config of the run the figures come from (the pair's metadata.json); "
+        "of the config it was tried with when it failed without outputs",
+    ),
     (
         "seconds",
         float,
         "s",
-        "wall-clock time of the pair on its worker (NaN: not timed, as a skipped pair whose "
-        "earlier time no summary holds, or a pair finished after an interrupt)",
+        "wall-clock time of the pair on its worker (a pair not run: the previous summary's "
+        "figure for the run its folder holds; NaN when none holds it, or for a pair finished "
+        "after an interrupt or landed by another task)",
     ),
     (
         "peak_memory",
         float,
         "MB",
-        "peak resident memory of the worker process during the pair (NaN: as seconds)",
+        "peak resident memory of the worker process during the pair, 10^6 bytes (NaN: as seconds)",
     ),
     ("noise_ratio", float, "", "measured / predicted noise of the difference (1 is right)"),
     (
@@ -105,20 +124,30 @@ COLUMN_NAMES = tuple(c[0] for c in COLUMNS)
 _MISSING: dict[type, Any] = {str: "", float: math.nan, int: -1, bool: False}
 
 
+#: The largest weight of a ratio's term in the badness: 5 |log2| of a factor 4 off.
+RATIO_WEIGHT_MAX = 10.0
+
+
 def badness(row: Mapping[str, Any]) -> float:
     """How much a pair needs a human, for the review order (larger is worse).
 
     The sum of: 100 for a failed pair (nothing to inspect, but someone must look);
     10 when the bad-subtraction guard tripped; 5 |log2(noise ratio)| and 5 |log2(sky
     sources' pull scatter)| (each 5 at 2 or 1/2: the difference's noise, and the
-    catalog's errors, off by that factor); (10 - good stamps) / 2 for fewer than 10 good
-    kernel stamps; and 2 log10(1 + detections), positive and negative (4 at 100; the
-    dipoles are among them, and were counted twice).
+    catalog's errors, off by that factor; at most :data:`RATIO_WEIGHT_MAX`, a factor 4);
+    (10 - good stamps) / 2 for fewer than 10 good kernel stamps; and 2 log10(1 +
+    detections), positive and negative (4 at 100; the dipoles are among them, and were
+    counted twice).
+
+    A figure not measured (a ratio NaN or not positive, a count of good stamps missing)
+    is unknown, and weighs as the worst its term gives (10, 5): a pair whose noise
+    nobody measured scored 5.0, ranked as better than one measured at 5.1. Detection
+    counts are in every pair's outputs; a failed pair without outputs counts none.
 
     Parameters
     ----------
     row : mapping
-        A summary row (missing figures count as 0).
+        A summary row (a figure it lacks is unknown, as a NaN one).
 
     Returns
     -------
@@ -128,13 +157,47 @@ def badness(row: Mapping[str, Any]) -> float:
     score += 10.0 if row.get("guard_tripped") else 0.0
     for name in ("noise_ratio", "sky_pull_std"):
         ratio = float(row.get(name, math.nan))
-        if math.isfinite(ratio) and ratio > 0:
-            score += 5.0 * abs(math.log2(ratio))
+        known = math.isfinite(ratio) and ratio > 0
+        score += min(5.0 * abs(math.log2(ratio)), RATIO_WEIGHT_MAX) if known else RATIO_WEIGHT_MAX
     n_good = int(row.get("n_good", -1))
-    if n_good >= 0:
-        score += max(0, 10 - n_good) / 2.0
+    score += max(0, 10 - n_good) / 2.0 if n_good >= 0 else 5.0
     detections = sum(max(0, int(row.get(k, 0))) for k in ("n_positive", "n_negative"))
     return score + 2.0 * math.log10(1.0 + detections)
+
+
+def has_outputs(row: Mapping[str, Any]) -> bool:
+    """Whether a row's figures come from outputs in the pair's folder: it ran, was skipped
+    or refused, or failed only by ``--strict``'s guard (which writes every output)."""
+    return row["status"] != "failed" or row.get("error_kind") == "guard"
+
+
+def row_of_outputs(
+    name: str, science: str, template: str, folder: str | Path, status: str, strict: bool
+) -> dict[str, Any]:
+    """The row of a pair whose outputs are complete, read from them.
+
+    Parameters
+    ----------
+    name, science, template : str
+        The pair.
+    folder : str or Path
+        Its output folder.
+    status : str
+        ``ok``, ``skipped`` or ``refused``.
+    strict : bool
+        ``--strict``: a tripped bad-subtraction guard fails the pair (``guard``).
+
+    Returns
+    -------
+    dict
+        The row, without timings.
+    """
+    row = {"name": name, "science": science, "template": template, "output": str(folder)}
+    row |= row_from_outputs(folder)
+    row["status"] = status
+    if strict and row["guard_tripped"]:
+        row |= {"status": "failed", "error_kind": "guard", "error": "bad-subtraction guard tripped"}
+    return row
 
 
 def row_from_outputs(out_dir: str | Path) -> dict[str, Any]:
@@ -148,12 +211,14 @@ def row_from_outputs(out_dir: str | Path) -> dict[str, Any]:
     Returns
     -------
     dict
-        The QA columns (noise ratio through warnings count, verdict and comment).
+        The QA columns (config digest, noise ratio through warnings count, verdict and
+        comment).
     """
     meta = read_metadata(out_dir)
     kernel, det = meta["kernel"], meta["detection"]
     level = kernel.get("sky_level") or {}
     return {
+        "config_digest": str(meta.get("config_digest", "")),
         "noise_ratio": _number(meta["difference"]["noise_ratio"]),
         "noise_scale": _number(meta["renormalisation"].get("noise_scale")),
         "sky_pull_std": _number(det.get("sky_sources", {}).get("pull_std")),

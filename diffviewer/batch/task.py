@@ -10,15 +10,16 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import math
 import resource
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
-from diffviewer.batch.summary import row_from_outputs
+from diffviewer.batch.summary import row_of_outputs
 from diffviewer.config import SubtractionConfig
-from diffviewer.errors import DiffviewerError, NoWorkFound
+from diffviewer.errors import DiffviewerError, NoWorkFound, OutputError
 from diffviewer.results import incomplete_reason
 
 _CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -68,14 +69,20 @@ def _reset_peak_memory() -> bool:
     return True
 
 
+#: Bytes in the kibibytes Linux counts resident memory in (``VmHWM``, ``ru_maxrss``).
+KIB = 1024
+
+
 def _peak_memory_mb(reset: bool) -> float:
-    """Peak resident memory in MB: since the reset, else over the process's life."""
+    """Peak resident memory in MB (10^6 bytes): since the reset, else over the process's
+    life. (Linux counts it in KiB; divided by 1024 it was MiB labelled MB, 171.79 for
+    180.1 MB, and FITS units have no MiB.)"""
     if reset:
         with contextlib.suppress(OSError):
             for line in _STATUS.read_text().splitlines():
                 if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+                    return int(line.split()[1]) * KIB / 1e6
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * KIB / 1e6
 
 
 def _failure(exc: BaseException) -> tuple[str, str]:
@@ -96,8 +103,9 @@ def landed(job: PairJob) -> bool:
     """Whether the pair's folder is already complete for this job (inputs, config, products).
 
     The plan sends only pairs whose folder is not, so such a folder was put in place by
-    an earlier attempt of this task whose worker died right after (dask retries the
-    task on another worker): its outputs are the result, not an obstacle.
+    another task of the pair: an earlier attempt of this task whose worker died right
+    after (dask retries the task on another worker), or a task a killed batch left
+    running on a scheduler's worker. Its outputs are the result, not an obstacle.
     """
     asked = (job.products, job.compress)
     return incomplete_reason(job.out, job.science, job.template, job.config.digest(), asked) is None
@@ -114,7 +122,10 @@ def run_job(job: PairJob) -> dict[str, Any]:
     Returns
     -------
     dict
-        The summary row, plus ``"messages"``: the warnings of the run, one line each.
+        The summary row, plus ``"messages"``: the warnings of the run, one line each. A
+        pair another task of it had landed (:func:`landed`), before this one ran or while
+        it ran (its writing refused), is ``skipped`` and not timed (NaN): the time and
+        memory of this task are not the pair's (0.001 s, and the worker's peak before).
     """
     from diffviewer.cli import run_pair
 
@@ -124,39 +135,47 @@ def run_job(job: PairJob) -> dict[str, Any]:
         "science": job.science,
         "template": job.template,
         "output": job.out,
+        "config_digest": job.config.digest(),
     }
     t0 = time.perf_counter()
     stderr = io.StringIO()
     caught: list[warnings.WarningMessage] = []
+    skipped = landed(job)
     try:
-        if not landed(job):
-            with (
-                warnings.catch_warnings(record=True) as record,
-                contextlib.redirect_stderr(stderr),
-            ):
-                warnings.simplefilter("always")
-                caught = record
-                run_pair(
-                    job.science,
-                    job.template,
-                    Path(job.out),
-                    job.config,
-                    overwrite=job.overwrite,
-                    strict=job.strict,
-                    quiet=True,
-                    read_files=[Path(p) for p in job.read_files],
-                    products=job.products,
-                    compress=job.compress,
-                )
-        row.update(row_from_outputs(job.out))
-        row["status"] = "ok"
-        if job.strict and row["guard_tripped"]:  # run_pair's exit 4 (the metadata's guard)
-            row.update(status="failed", error_kind="guard", error="bad-subtraction guard tripped")
+        if not skipped:
+            try:
+                with (
+                    warnings.catch_warnings(record=True) as record,
+                    contextlib.redirect_stderr(stderr),
+                ):
+                    warnings.simplefilter("always")
+                    caught = record
+                    run_pair(
+                        job.science,
+                        job.template,
+                        Path(job.out),
+                        job.config,
+                        overwrite=job.overwrite,
+                        strict=job.strict,
+                        quiet=True,
+                        read_files=[Path(p) for p in job.read_files],
+                        products=job.products,
+                        compress=job.compress,
+                    )
+            except OutputError:
+                # Writing refused: another task of the pair (a killed batch's, still
+                # running) filled the folder meanwhile. With the same result the pair
+                # is done, not failed ("already exists and is not empty" after 8.4 s).
+                skipped = landed(job)
+                if not skipped:
+                    raise
+        status = "skipped" if skipped else "ok"
+        row |= row_of_outputs(job.name, job.science, job.template, job.out, status, job.strict)
     except Exception as exc:  # a bad pair never stops the batch: its row says why
         kind, text = _failure(exc)
         row.update(status="failed", error_kind=kind, error=text)
-    row["seconds"] = time.perf_counter() - t0
-    row["peak_memory"] = _peak_memory_mb(reset)
+    row["seconds"] = math.nan if skipped else time.perf_counter() - t0
+    row["peak_memory"] = math.nan if skipped else _peak_memory_mb(reset)
     lines = [ln.removeprefix("warning: ") for ln in stderr.getvalue().splitlines()]
     lines += [f"{w.category.__name__}: {w.message}" for w in caught]
     row["messages"] = [ln for ln in lines if ln.strip() and not ln.startswith("error:")]

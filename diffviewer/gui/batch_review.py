@@ -45,7 +45,13 @@ from PyQt6.QtWidgets import (
 )
 
 from diffviewer import display
-from diffviewer.batch.summary import complete_row, read_summary, rows_of, set_summary_verdict
+from diffviewer.batch.summary import (
+    complete_row,
+    has_outputs,
+    read_summary,
+    rows_of,
+    set_summary_verdict,
+)
 from diffviewer.errors import DiffviewerError, InputError
 from diffviewer.fits_write import write_table
 from diffviewer.gui import verdicts as source_verdicts
@@ -237,7 +243,7 @@ class SummaryModel(QAbstractTableModel):
         """The row's thumbnail (made once)."""
         name = row["name"]
         if name not in self._thumbs:
-            array = thumbnail_array(Path(row["output"])) if inspectable(row) else None
+            array = thumbnail_array(Path(row["output"])) if has_outputs(row) else None
             if array is None:
                 self._thumbs[name] = None
             else:
@@ -277,13 +283,6 @@ class SummaryModel(QAbstractTableModel):
         self.rows = rows
         self._thumbs = {}
         self.endResetModel()
-
-
-def inspectable(row: Mapping[str, Any]) -> bool:
-    """Whether a summary row's pair has outputs to show: it ran, or it failed only by
-    ``--strict``'s guard, which writes every output for inspection (such a pair, the one
-    most in need of a look, could not be opened)."""
-    return row["status"] != "failed" or row.get("error_kind") == "guard"
 
 
 class SummaryFilter(QSortFilterProxyModel):
@@ -476,12 +475,14 @@ class ReviewWindow(QMainWindow):
         # the pair's own status (the last pair's failure stayed while another was shown),
         # and its saved comment (a verdict changed without retyping it erased it)
         if row["status"] == "failed":
-            shown = "; its outputs are shown (--strict)" if inspectable(row) else ""
+            shown = "; its outputs are shown (--strict)" if has_outputs(row) else ""
             self.status_label.setText(f"{row['name']} failed: {row['error']}{shown}")
+        elif row["status"] == "refused":  # its outputs are another run's: shown, and said
+            self.status_label.setText(f"{row['name']}: {row['error']}")
         else:
             self._say_counts()
         self.comment.setText(str(row.get("comment", "")))
-        if not inspectable(row):
+        if not has_outputs(row):
             return
         window = self.inspector()
         window.show()

@@ -116,8 +116,9 @@ class Renormalisation:
     warnings : tuple of str
         For the run's warnings (a scale far from 1, or not applied).
     sky_distance : float
-        Least distance (px) of the sky pixels from the inputs' sources (:data:`SKY_STEPS`;
-        NaN when not recorded: a saved run of an older version).
+        Least distance (px) of the sky pixels from the inputs' sources and from where one
+        could not be seen (:data:`SKY_STEPS`; NaN when not recorded: a saved run of an
+        older version).
     """
 
     applied: bool
@@ -192,12 +193,24 @@ def low_scale_cause(science: Exposure, template: Exposure) -> str:
     )
 
 
+def _fwhm(psf: np.ndarray) -> float:
+    """The FWHM (px) of a PSF image, from its adaptive moments."""
+    return float(shape_from_covariance(adaptive_moments(np.asarray(psf, dtype=np.float64))[2])[0])
+
+
 def sky_distance(psf: np.ndarray, kernel_half_width: int, step: int = 0) -> float:
-    """The distance (px) from every source of either input of :data:`SKY_STEPS`'s
-    ``step``: the kernel's half width (step 0) plus FWHM of ``psf``."""
+    """The distance (px) of :data:`SKY_STEPS`'s ``step`` from every source of either
+    input and every region where one could not be seen: the kernel's half width (step 0)
+    plus FWHM of ``psf``."""
     with_kernel, reach = SKY_STEPS[step]
-    fwhm = shape_from_covariance(adaptive_moments(np.asarray(psf, dtype=np.float64))[2])[0]
-    return float(kernel_half_width * with_kernel + reach * fwhm)
+    return float(kernel_half_width * with_kernel + reach * _fwhm(psf))
+
+
+def hiding_width(psf: np.ndarray) -> int:
+    """The side (px, odd) of the square an unusable region must hold to hide a source: the
+    PSF's FWHM, its core (:func:`~diffviewer.engine.sky.unseen`)."""
+    fwhm = _fwhm(psf)
+    return 2 * int(fwhm / 2.0) + 1 if np.isfinite(fwhm) else 1
 
 
 def sky_near(
@@ -214,7 +227,8 @@ def sky_near(
     """The sky map of :func:`renormalise`: the difference's usable pixels with finite
     values (``usable``, when the caller has ``difference.usable_pixels()`` already) that
     are usable on both inputs and farther (in x or y) than :func:`sky_distance` from
-    every source of either input.
+    every source of either input, from every unusable region wide enough to hide one
+    (:func:`hiding_width`) and from the array's border.
 
     Parameters
     ----------
@@ -235,7 +249,7 @@ def sky_near(
     good = good & np.isfinite(difference.image)
     if sources is None:
         sources = input_sources(science, template)
-    return sources.sky(distance, good, seen=True)
+    return sources.sky(distance, good, hiding=hiding_width(psf))
 
 
 def filtered_noise_scale(
@@ -330,8 +344,8 @@ def renormalise(
     if n_sky < MIN_SKY_PIXELS:
         reason = (
             f"not applied: only {n_sky} sky pixels {distance:.1f} px or more from the "
-            f"inputs' sources and the data's edge (at least {MIN_SKY_PIXELS} needed); the "
-            "propagated variance is used"
+            f"inputs' sources and unseen regions (the data's edge, wide masks; at least "
+            f"{MIN_SKY_PIXELS} needed); the propagated variance is used"
         )
         return (
             difference,
@@ -347,8 +361,8 @@ def renormalise(
     if step > 0 and scale > 1.0:
         reason = (
             f"not applied: too few pixels lie {sky_distance(centred, kernel_half_width):.1f} "
-            f"px from the inputs' sources and the data's edge, and the sky {distance:.1f} px "
-            f"from them measures "
+            f"px from the inputs' sources and unseen regions (the data's edge, wide masks), "
+            f"and the sky {distance:.1f} px from them measures "
             f"{scale:.3g}, which the sources' residuals can raise: only a scale below 1 is "
             "taken from it; the propagated variance is used"
         )
@@ -391,7 +405,8 @@ def renormalise(
     reason = (
         f"applied: the variance plane was scaled by {factor:.3g} so that PSF-flux errors "
         f"match the scatter of the PSF-filtered difference on {n_sky} sky pixels "
-        f"{distance:.1f} px or more from the inputs' sources and the data's edge"
+        f"{distance:.1f} px or more from the inputs' sources and unseen regions (the data's "
+        "edge, wide masks)"
     )
     lo, hi = NOTE_RANGE
     if not lo <= scale <= hi:

@@ -456,7 +456,7 @@ class InputSources:
     sources: np.ndarray
 
     def sky(
-        self, distance: float, within: np.ndarray | None = None, *, seen: bool = False
+        self, distance: float, within: np.ndarray | None = None, *, hiding: int = 0
     ) -> np.ndarray:
         """Usable pixels (of ``within`` too, when given) farther than ``distance`` px in x
         or y from every source.
@@ -467,14 +467,15 @@ class InputSources:
             Least distance (px) from a source pixel of either input.
         within : numpy.ndarray, optional
             Boolean map of the pixels that may be sky besides (e.g. usable on the difference).
-        seen : bool
-            Also farther than ``distance`` from every pixel that is not usable (or not in
-            ``within``): a source there is not seen, so a pixel near it is not known to be
-            far from every source. Near the edge of the data the sky is otherwise the
-            pixels beside unseen sources, and a frame's edge rows: on the pyDIA pair
-            0120 - 0012 (crowded), 1,400 of the 3,372 pixels 16.6 px from every source
-            lay within 10 px of the difference's edge, whose PSF-filtered noise is 1.3-1.5
-            times the interior's (the frames' edges differ by 20-40 counts over 15 px).
+        hiding : int
+            When positive, also that far from where a source could not be seen
+            (:func:`unseen`): unusable regions (or outside ``within``) that hold a square
+            of ``hiding`` px, and the array's border. A pixel near them is not known to be
+            far from every source: near the edge of the data the sky is otherwise the
+            pixels beside unseen sources, and a frame's edge rows (on the crowded pyDIA
+            pair 0120 - 0012, 1,400 of the 3,372 pixels 16.6 px from every source lay
+            within 10 px of the difference's edge, whose PSF-filtered noise is 1.3-1.5
+            times the interior's: the frames' edges differ by 20-40 counts over 15 px).
 
         Returns
         -------
@@ -482,12 +483,15 @@ class InputSources:
             Boolean sky map (new).
         """
         good = self.usable if within is None else self.usable & within
-        if not self.sources.any() and not seen:
+        if not self.sources.any() and hiding <= 0:
             return good.copy() if within is None else good
         # A square of side 2 distance + 1 (separable, fast), a little wider than the circle.
-        size = 2 * int(np.ceil(distance)) + 1
-        hidden = self.sources | ~good if seen else self.sources
+        reach = int(np.ceil(distance))
+        size = 2 * reach + 1
+        hidden = self.sources | unseen(good, hiding) if hiding > 0 else self.sources
         near = grown_along(grown_along(hidden, size, 0), size, 1)
+        if hiding > 0 and reach > 0:  # beyond the array nothing is seen either
+            near[:reach], near[-reach:], near[:, :reach], near[:, -reach:] = True, True, True, True
         return np.asarray(good & ~near)
 
     def beyond_psfs(self, fwhm_a: float, fwhm_b: float) -> np.ndarray:
@@ -496,6 +500,33 @@ class InputSources:
         kernel fit's fallback)."""
         widest = max(float(fwhm_a), float(fwhm_b))
         return self.sky(widest if np.isfinite(widest) else 0.0)
+
+
+def unseen(good: np.ndarray, width: int) -> np.ndarray:
+    """The pixels not in ``good`` of regions that hold a square of ``width`` px (``width``
+    odd, at least 1; the world beyond the array is such a region): where a source's core
+    can hide.
+
+    A morphological opening of the unusable map (an erosion then a dilation by the square,
+    each :func:`grown_along` along both axes). A cosmic ray, a hot pixel or a bad column
+    narrower than the square hides no star (the 5 x 5 box test of :func:`source_map` sees
+    it from its neighbours), and leaves the sky around it: grown by the whole sky distance,
+    60 cosmic rays on a 256^2 pair left too little sky for the scale on 3 of 6 draws.
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean map (new).
+    """
+    bad = ~good
+    if width <= 1:
+        return bad
+    # the outside unusable too, so that a band along the array's edge is a wide region
+    pad = width // 2 + 1
+    padded = np.pad(good, pad, constant_values=False)
+    core = ~grown_along(grown_along(padded, width, 0), width, 1)
+    opened = grown_along(grown_along(core, width, 0), width, 1)
+    return opened[pad:-pad, pad:-pad] & bad
 
 
 def input_sources(

@@ -139,25 +139,49 @@ def test_sky_is_the_usable_pixels_beyond_a_distance_from_every_source() -> None:
     np.testing.assert_array_equal(found.sky(3.2, within), found.usable & ~near & within)
 
 
-def test_seen_sky_keeps_the_distance_from_pixels_where_no_source_could_be_seen() -> None:
-    # Ten NO_DATA columns, a band of rows outside ``within``: a source there is not seen,
-    # so the seen sky keeps 4 px (3.2 rounded up) from them as from every source.
+def test_seen_sky_keeps_the_distance_from_where_a_source_could_hide() -> None:
+    # Ten NO_DATA columns and a band of rows outside ``within`` can hide a source, as can
+    # the world beyond the array: the sky keeps 4 px (3.2 rounded up) from them as from
+    # every source. A one-pixel bad column and 2 x 2 cosmic rays cannot hide a star of
+    # FWHM 3 (the hiding square): grown by the whole distance, 60 of them left too little
+    # sky for the renormalisation on 3 of 6 256^2 draws.
     pair = make_pair((200, 220), 40, seed=4)
     mask = pair.science.mask.copy()
     mask[:, :10] |= int(MaskPlane.NO_DATA)
+    mask[:, 150] |= int(MaskPlane.BAD)
+    mask[60:62, 100:102] |= int(MaskPlane.CR)
     found = input_sources(pair.science.replace(mask=mask), pair.template)
     within = np.ones(found.usable.shape, dtype=bool)
     within[100:105] = False
-    hidden = found.sources | ~(found.usable & within)
+    wide = ~(found.usable & within)
+    wide[:, 150] = wide[60:62, 100:102] = False
+    hidden = found.sources | wide
     near = ndimage.maximum_filter(hidden.view(np.uint8), 2 * 4 + 1, mode="constant") > 0
-    seen = found.sky(3.2, within, seen=True)
+    near[:4], near[-4:], near[:, :4], near[:, -4:] = True, True, True, True
+    seen = found.sky(3.2, within, hiding=3)
     np.testing.assert_array_equal(seen, found.usable & within & ~near)
     assert not seen[:, 10:14].any() and not seen[96:109].any()
     assert (found.sky(3.2, within) & ~seen)[:, 10:14].any()
     # With no source at all, the distance from the unseen pixels still holds.
     empty = dataclasses.replace(found, sources=np.zeros_like(found.sources))
-    assert not empty.sky(3.2, seen=True)[:, :14].any()
-    assert empty.sky(3.2, seen=True)[:, 14:].all()
+    alone = empty.sky(3.2, hiding=3)
+    assert not alone[:, :14].any()
+    inner = (slice(4, -4), slice(14, -4))
+    np.testing.assert_array_equal(alone[inner], found.usable[inner])
+    assert alone[4:-4, 149].all() and alone[4:-4, 151].all() and alone[59:63, 99:103].sum() == 12
+
+
+@pytest.mark.parametrize("width", [1, 3, 5])
+def test_unseen_is_the_opening_of_the_unusable_map(width: int) -> None:
+    # Against scipy's binary opening with the array's outside counted as unusable.
+    rng = np.random.default_rng(width)
+    good = rng.random((60, 70)) > 0.3
+    good[20:40, 10:50] = True
+    good[5:15, 30:45] = False
+    padded = np.pad(~good, width, constant_values=True)
+    square = np.ones((width, width), dtype=bool)
+    expected = ndimage.binary_opening(padded, square)[width:-width, width:-width] & ~good
+    np.testing.assert_array_equal(sky.unseen(good, width), expected)
 
 
 def test_a_run_finds_each_inputs_sources_once(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -56,6 +56,8 @@ WCS_KEY = re.compile(
 #: only qualify one: a header whose only such card is ``EPOCH`` or ``EQUINOX``, as the
 #: pyDIA frames', or a lone ``CROTA2`` or ``CRPIX``, has no WCS; a Rubin cutout's CD
 #: matrix without CTYPE is a pixel WCS).
+#: The WCS cards that hold a number of the transformation.
+WCS_NUMBER_KEY = re.compile(r"^(CRVAL\d|CRPIX\d|CDELT\d|CROTA\d|CD\d_\d|PC\d_\d)$")
 WCS_DEFINING_KEY = re.compile(r"^(CTYPE\d|CD\d_\d|PC\d_\d)[A-Z]?$")
 
 
@@ -122,8 +124,23 @@ def _header_cd(header: fits.Header) -> np.ndarray | None:
         return None
     try:
         return np.array([float(header.get(k, 0.0)) for k in keys]).reshape(2, 2)
-    except (TypeError, ValueError, fits.VerifyError):  # a card astropy cannot parse: NaN
+    except (TypeError, ValueError):
         return np.full((2, 2), np.nan)
+
+
+def _unreadable_wcs_card(header: fits.Header) -> str | None:
+    """The first WCS number card (:data:`WCS_NUMBER_KEY`) whose value is not a finite
+    number (``NaN``, which FITS cannot hold and astropy cannot parse; a string), or None.
+    wcslib reads such a ``CRVAL1`` or ``PC1_1`` as a default (0, 1) without a word."""
+    for key in header:
+        if WCS_NUMBER_KEY.match(key):
+            try:
+                value = float(header[key])
+            except (TypeError, ValueError, fits.VerifyError):
+                return key
+            if not math.isfinite(value):
+                return key
+    return None
 
 
 def _missing_reference(wcs: WCS, header: fits.Header) -> str | None:
@@ -146,14 +163,15 @@ def read_wcs(header: fits.Header, source: str) -> WCS | None:
     """
     if not any(WCS_DEFINING_KEY.match(k) for k in header):
         return None
-    cd = _header_cd(header)
-    if cd is not None and not np.isfinite(cd).all():
+    unreadable = _unreadable_wcs_card(header)
+    if unreadable is not None:
         log.warning(
-            "%s: WCS cannot be read (a CD card is not a finite number); using pixel "
-            "coordinates only",
+            "%s: WCS cannot be read (%s is not a finite number); using pixel coordinates only",
             source,
+            unreadable,
         )
         return None
+    cd = _header_cd(header)
     why = _degenerate_matrix(cd) if cd is not None else None
     wcs = None
     if why is None:

@@ -71,9 +71,9 @@ log = logging.getLogger(__name__)
 SATURATION_KEYS = ("SATURATE", "SATLEVEL")
 #: A sky level is taken as unsubtracted (usable for a Poisson gain) above this many sky sigmas.
 SKY_LEVEL_MIN_SIGMAS = 5.0
-#: A header's gain is not the image's when the Poisson variance of the sky it implies
-#: exceeds the measured sky variance this many times (the measured noise holds the sky's
-#: Poisson noise and more: read noise, faint stars).
+#: A header's gain is said not to be the image's when the Poisson variance of the sky it
+#: implies exceeds the measured sky variance this many times (the measured noise holds the
+#: sky's Poisson noise and more: read noise, faint stars).
 GAIN_NOISE_EXCESS = 4.0
 #: Pixels of each block of rows in which an estimated variance is computed (2 MB of float64).
 VARIANCE_BLOCK_PIXELS = 1 << 18
@@ -346,8 +346,9 @@ def estimate_variance(
     (level above :data:`SKY_LEVEL_MIN_SIGMAS` sky sigmas) gives an effective gain
     ``sky_level / sky_variance`` (Poisson sky); otherwise only the sky noise is used. A
     gain whose Poisson noise of that sky alone would exceed the measured sky noise
-    :data:`GAIN_NOISE_EXCESS` times (in variance) is not the image's (an image in counts
-    per second, a mistyped card) and is replaced by the sky's, with a warning.
+    :data:`GAIN_NOISE_EXCESS` times (in variance) is said not to be the image's (an image
+    in counts per second, a mistyped card; or the level holds a pedestal), and used; one
+    that overflows single precision at the brightest pixel is refused, named.
 
     Parameters
     ----------
@@ -390,32 +391,41 @@ def estimate_variance(
         )
     sky_var = sigma**2
     card, gain = gain if isinstance(gain, tuple) else ("gain", gain)
-    unsubtracted = level > SKY_LEVEL_MIN_SIGMAS * sigma
-    if gain is not None and unsubtracted and level / gain > GAIN_NOISE_EXCESS * sky_var:
-        log.warning(
-            "%s: %s = %g makes the Poisson noise of its sky (%g) alone %.3g times the noise "
-            "measured there (%.3g): the gain is not in this image's units; the sky's own "
-            "gain %.3g is used instead (fix or remove the card, or give a variance plane)",
-            source,
-            card,
-            gain,
-            level,
-            math.sqrt(level / gain) / sigma,
-            sigma,
-            level / sky_var,
-        )
-        gain = None
-    if gain is None and unsubtracted:
-        gain = level / sky_var
-    highest = sky_var + (max(float(np.max(image[good])) - level, 0.0) / gain if gain else 0.0)
     largest = float(np.finfo(np.float32).max)
-    if not highest <= largest:
+    if not sky_var <= largest:
         raise InputError(
-            f"{source}: its variance reaches {highest:.3g} (image units^2), beyond single "
+            f"{source}: its sky variance is {sky_var:.3g} (image units^2), beyond single "
             f"precision ({largest:.3g}): the image is in units too large (its sky noise is "
             f"{sigma:.3g}); divide both images by a common factor (e.g. "
             f"{10.0 ** math.floor(math.log10(sigma)):.0e}) and any variance planes by its square"
         )
+    brightest = max(float(np.max(image[good])) - level, 0.0)
+    if gain is not None and not sky_var + brightest / gain <= largest:
+        raise InputError(
+            f"{source}: the variance of its brightest pixel by {card} = {gain:g} is "
+            f"{sky_var + brightest / gain:.3g} (image units^2), beyond single precision "
+            f"({largest:.3g}): the gain is not this image's electrons per unit; fix or "
+            "remove the card, or give a variance plane"
+        )
+    unsubtracted = level > SKY_LEVEL_MIN_SIGMAS * sigma
+    if gain is not None and unsubtracted and level / gain > GAIN_NOISE_EXCESS * sky_var:
+        # Said, not replaced: the level may hold a pedestal (a bias not taken out) that is
+        # no Poisson sky, and then the card is right.
+        log.warning(
+            "%s: %s = %g makes the Poisson noise of its sky level (%g) %.3g, %.3g times the "
+            "noise measured there (%.3g): the gain is not in this image's units (counts per "
+            "second?), or the level holds a pedestal; the source pixels' variance uses it: "
+            "fix or remove the card, or give a variance plane",
+            source,
+            card,
+            gain,
+            level,
+            math.sqrt(level / gain),
+            math.sqrt(level / gain) / sigma,
+            sigma,
+        )
+    if gain is None and unsubtracted:
+        gain = level / sky_var
     if gain is None:
         return np.full(image.shape, sky_var, dtype=np.float32)
     variance = np.empty(image.shape, dtype=np.float32)

@@ -244,14 +244,22 @@ def _case_unreadable_wcs(d: Path) -> tuple[str, ...]:
     return _pair(sci, _image(d / "t.fits", _stars(1).astype(np.float32), header))
 
 
-def _case_nan_cd_card(d: Path) -> tuple[str, ...]:
-    # FITS has no NaN: astropy cannot parse the card (a VerifyError ended the run).
-    sci = _image(d / "s.fits", _stars().astype(np.float32), _wcs_header([[-1e-4, 0], [0, 1e-4]]))
-    raw = bytearray(sci.read_bytes())
-    at = raw.find(b"CD1_1   =")
-    raw[at : at + 80] = b"CD1_1   =                  NaN".ljust(80)
-    sci.write_bytes(bytes(raw))
-    return _pair(sci, _good(d))
+def _nan_card(key: str) -> Maker:
+    # FITS has no NaN: astropy cannot parse the card (a NaN CD1_1 was a VerifyError that
+    # ended the run; a NaN CRVAL1 or PC1_1 was read as 0 or 1 without a word).
+    def make(d: Path) -> tuple[str, ...]:
+        header = _wcs_header([[-1e-4, 0], [0, 1e-4]])
+        if key.startswith("PC"):
+            del header["CD1_1"], header["CD1_2"], header["CD2_1"], header["CD2_2"]
+            header.update({"CDELT1": -1e-4, "CDELT2": 1e-4, "PC1_1": 1.0, "PC2_2": 1.0})
+        sci = _image(d / "s.fits", _stars().astype(np.float32), header)
+        raw = bytearray(sci.read_bytes())
+        at = raw.find(key.ljust(8).encode() + b"=")
+        raw[at : at + 80] = (key.ljust(8) + "=                  NaN").ljust(80).encode()
+        sci.write_bytes(bytes(raw))
+        return _pair(sci, _good(d))
+
+    return make
 
 
 def _case_no_crval(d: Path) -> tuple[str, ...]:
@@ -388,16 +396,19 @@ CORPUS: list[tuple[str, Maker, int, str]] = [
     ("clipped at 0", _case_clipped_at_zero, 2, r"the one value 0\b.*clipped"),
     ("all blank fill", _case_all_blank_fill, 2, r"blank fill"),
     ("tiny units", _case_tiny_units, 2, r"units too small"),
-    ("huge units", _case_huge_units, 2, r"s\.fits: its variance reaches .* units too large"),
+    ("huge units", _case_huge_units, 2, r"s\.fits: its sky variance is .* units too large"),
     ("unknown mask plane", _case_unknown_mask_plane, 0, r"not used.*CROSSTALK \(bit 9, 256 px\)"),
     ("GAIN not a number", _card("GAIN", "fast"), 0, r"GAIN = 'fast' is not a positive number"),
     ("GAIN zero", _card("GAIN", 0.0), 0, r"GAIN = 0\.0 is not a positive number"),
     ("GAIN not the image's", _card("GAIN", 1e-30), 0, r"GAIN = 1e-30 makes the Poisson noise"),
+    ("GAIN overflows", _card("GAIN", 1e-36), 2, r"by GAIN = 1e-36 .* not this image's electrons"),
     ("SATURATE not a number", _card("SATURATE", "high"), 0, r"SATURATE = 'high' is not a number"),
     ("zero CD", _degenerate([[0, 0], [0, 0]]), 0, r"degenerate"),
     ("singular CD", _degenerate([[1e-4, 1e-4], [2e-4, 2e-4]]), 0, r"degenerate"),
     ("unreadable WCS", _case_unreadable_wcs, 0, r"WCS cannot be read"),
-    ("NaN CD card", _case_nan_cd_card, 0, r"WCS cannot be read \(a CD card is not a finite"),
+    ("NaN CD card", _nan_card("CD1_1"), 0, r"WCS cannot be read \(CD1_1 is not a finite"),
+    ("NaN CRVAL card", _nan_card("CRVAL1"), 0, r"WCS cannot be read \(CRVAL1 is not a finite"),
+    ("NaN PC card", _nan_card("PC1_1"), 0, r"WCS cannot be read \(PC1_1 is not a finite"),
     ("SIP, no -SIP", _case_sip_without_suffix, 0, r"s\.fits: the WCS has SIP .* lacks the -SIP"),
     ("no CRVAL", _case_no_crval, 0, r"s\.fits: the WCS has no CRVAL1 and CRVAL2"),
     ("no overlap", _case_no_overlap, 3, r"covers 0\.0%"),

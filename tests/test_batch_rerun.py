@@ -125,6 +125,11 @@ def test_a_failure_kept_from_the_last_run_is_retried_under_another_config(
     assert plan_batch(pairs, BatchOptions(out=out, config=old)).kept_failed == (name,)
     plan = plan_batch(pairs, BatchOptions(out=out, config=quick_config()))
     assert [j.name for j in plan.jobs] == [name] and plan.kept_failed == ()
+    # A summary older than the column names no config: taken as this one, as for the
+    # timings of its skipped pairs (its failures were retried while those were kept).
+    write_summary(out, [failed | {"config_digest": ""}])
+    plan = plan_batch(pairs, BatchOptions(out=out, config=quick_config()))
+    assert plan.jobs == [] and plan.kept_failed == (name,)
 
 
 def test_a_second_list_into_the_folder_keeps_the_rows_of_the_first(

@@ -168,7 +168,6 @@ def plan_batch(pairs: Sequence[tuple[str, str, str]], options: BatchOptions) -> 
         tmpl = TEMPLATE_SEPARATOR.join(absolute_spec(p) for p in template_specs(template))
         folder = options.out / name
         before = previous.get(name, {})
-        same_inputs = (before.get("science"), before.get("template")) == (sci, tmpl)
         reason = incomplete_reason(folder, sci, tmpl, digest, (options.products, options.compress))
         if folder.exists() and not folder.is_dir():
             kept[name] = _refused_row(
@@ -185,8 +184,7 @@ def plan_batch(pairs: Sequence[tuple[str, str, str]], options: BatchOptions) -> 
             kept[name] = _with_timings(row, before)
         elif (
             before.get("status") == "failed"
-            and same_inputs
-            and before.get("config_digest") == digest
+            and same_run(before, sci, tmpl, digest)
             and not options.retry_failed
         ):
             kept[name] = before
@@ -246,15 +244,24 @@ def _in_the_way(
     return _with_timings(row, before) | {"error_kind": "input", "error": error}
 
 
+def same_run(before: dict[str, Any], science: str, template: str, digest: str) -> bool:
+    """Whether a previous summary's row is of a run of these inputs and this config: its
+    specs equal, its config digest equal or, from a summary older than the column,
+    absent (unknown: taken as the same, so an old summary's failures are kept unless
+    ``--retry-failed``, as before)."""
+    return (
+        bool(before)
+        and (before.get("science"), before.get("template")) == (science, template)
+        and before.get("config_digest", "") in ("", digest)
+    )
+
+
 def _with_timings(row: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
     """A row read from a pair's outputs, with the timings of the previous summary's row
     when that row describes the same run (same inputs, a config digest equal or, from an
     older summary, absent), else NaN: the batch alone times a pair."""
-    same = (
-        bool(before)
-        and has_outputs(before)
-        and all(before.get(k) == row[k] for k in ("science", "template"))
-        and before.get("config_digest", "") in ("", row["config_digest"])
+    same = same_run(before, row["science"], row["template"], row["config_digest"]) and (
+        has_outputs(before)
     )
     timings = ("seconds", "peak_memory")
     return row | {k: float(before.get(k, math.nan)) if same else math.nan for k in timings}

@@ -33,6 +33,7 @@ def param(
     minimum: float | None = None,
     maximum: float | None = None,
     choices: Sequence[str] | None = None,
+    odd: bool = False,
 ) -> Any:
     """Declare a config field with its documentation and limits.
 
@@ -48,6 +49,9 @@ def param(
         Inclusive limits for numbers (applied to every element of a tuple).
     choices : sequence of str, optional
         Allowed values of a string field.
+    odd : bool, optional
+        Whether an integer field takes odd values only (a kernel's side: it has a centre
+        pixel); the GUI steps it by 2.
 
     Returns
     -------
@@ -60,6 +64,7 @@ def param(
         "min": minimum,
         "max": maximum,
         "choices": tuple(choices) if choices else None,
+        "odd": odd,
     }
     return dataclasses.field(default=default, metadata=meta)
 
@@ -93,6 +98,8 @@ def _check_scalar(section: str, name: str, value: Any, kind: type, meta: Mapping
         raise ConfigError(f"{where} = {value!r}{unit} is below its minimum {lo}{unit}")
     if hi is not None and value > hi:
         raise ConfigError(f"{where} = {value!r}{unit} is above its maximum {hi}{unit}")
+    if meta.get("odd") and value % 2 == 0:
+        raise ConfigError(f"{where} = {value!r}{unit} must be odd")
     return value
 
 
@@ -310,7 +317,9 @@ class KernelConfig:
         minimum=1.0,
         maximum=10.0,
     )
-    min_size: int = param(11, "Smallest kernel side (odd).", unit="px", minimum=3, maximum=101)
+    min_size: int = param(
+        11, "Smallest kernel side (odd).", unit="px", minimum=3, maximum=101, odd=True
+    )
     max_size: int = param(
         71,
         "Largest kernel side (odd). A Moffat beta 2.5 PSF of 4 px FWHM needs ~51 px to hold "
@@ -318,6 +327,7 @@ class KernelConfig:
         unit="px",
         minimum=3,
         maximum=151,
+        odd=True,
     )
     wing: bool = param(
         True,
@@ -413,9 +423,6 @@ class KernelConfig:
 
     def __post_init__(self) -> None:
         _validate_fields(self)
-        for name in ("min_size", "max_size"):
-            if getattr(self, name) % 2 == 0:
-                raise ConfigError(f"kernel.{name} = {getattr(self, name)} must be odd")
         if self.min_size > self.max_size:
             raise ConfigError(
                 f"kernel.min_size = {self.min_size} exceeds kernel.max_size = {self.max_size}"

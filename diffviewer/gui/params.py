@@ -2,9 +2,10 @@
 
 One group per engine step (the sections of :class:`~diffviewer.config.SubtractionConfig`),
 one editor per field: check boxes for booleans, spin boxes with the field's limits for
-numbers (64-bit for integers: exposure ids exceed Qt's 32-bit ``QSpinBox``), combo boxes for
-choices, text for strings and lists. The field's doc, unit and limits are its tooltip; a
-value that differs from the default is highlighted.
+numbers (64-bit for integers: exposure ids exceed Qt's 32-bit ``QSpinBox``; a field of odd
+values only steps by 2; floats step in decimal), combo boxes for choices, text for strings
+and lists. The field's doc, unit and limits are its tooltip; a value that differs from the
+default is highlighted.
 """
 
 from __future__ import annotations
@@ -73,7 +74,9 @@ class _Editor:
             self.changed = box.toggled
         elif kind is int:
             spin = LongSpinBox(
-                int(lo if lo is not None else -INT64), int(hi if hi is not None else INT64)
+                int(lo if lo is not None else -INT64),
+                int(hi if hi is not None else INT64),
+                step=2 if meta.get("odd") else 1,
             )
             self.widget = spin
             self.changed = spin.valueChanged

@@ -4,11 +4,14 @@ their last digit.
 ``QSpinBox`` holds 32-bit integers; ``QDoubleSpinBox`` rounds to its ``decimals`` (4 in the
 parameter panel before: a config's 0.03125 ran as 0.0313, and 5e-05 as 0.0001, so the
 window's digest was not the file's and no command-line run reproduced the window's).
+Keeping every digit, the arrows step in decimal (:func:`decimal_step`): in binary, 0.1 up,
+up, down, down was 0.10000000000000003, an edit with a digest of its own.
 """
 
 from __future__ import annotations
 
 import math
+from decimal import Decimal
 
 from PyQt6.QtCore import QSize, pyqtSignal
 from PyQt6.QtGui import QValidator
@@ -38,9 +41,12 @@ class LongSpinBox(QAbstractSpinBox):
 
     valueChanged = pyqtSignal(object)
 
-    def __init__(self, minimum: int, maximum: int, parent: QWidget | None = None) -> None:
+    def __init__(
+        self, minimum: int, maximum: int, parent: QWidget | None = None, *, step: int = 1
+    ) -> None:
         super().__init__(parent)
         self._minimum, self._maximum = minimum, maximum
+        self._step = step
         self._value = min(max(0, minimum), maximum)
         self._line().setText(str(self._value))
         self._line().textEdited.connect(self._on_text)
@@ -80,16 +86,23 @@ class LongSpinBox(QAbstractSpinBox):
             self._value = value
             self.valueChanged.emit(value)
 
+    def singleStep(self) -> int:
+        """What one step of the arrows adds (2 for a field of odd values only)."""
+        return self._step
+
     def stepBy(self, steps: int) -> None:
-        """Step the value by ``steps`` (arrows, Page Up/Down, the focused wheel)."""
-        self.setValue(self._value + steps)
+        """Step the value by ``steps`` single steps (arrows, Page Up/Down, the focused
+        wheel), as many as the range holds (whole steps: an odd value stays odd)."""
+        room_up = (self._maximum - self._value) // self._step
+        room_down = (self._value - self._minimum) // self._step
+        self.setValue(self._value + min(max(steps, -room_down), room_up) * self._step)
 
     def stepEnabled(self) -> QAbstractSpinBox.StepEnabledFlag:
         """Which of up and down can step, at the value shown."""
         flags = QAbstractSpinBox.StepEnabledFlag.StepNone
-        if self._value < self._maximum:
+        if self._value + self._step <= self._maximum:
             flags |= QAbstractSpinBox.StepEnabledFlag.StepUpEnabled
-        if self._value > self._minimum:
+        if self._value - self._step >= self._minimum:
             flags |= QAbstractSpinBox.StepEnabledFlag.StepDownEnabled
         return flags
 
@@ -125,8 +138,9 @@ def _parse_int(text: str) -> int | None:
 
 
 class FloatSpinBox(QDoubleSpinBox):
-    """A spin box of floats that keeps every digit and shows the shortest text that reads
-    back as the value (``repr``: 0.03125, 5e-05, 3.0).
+    """A spin box of floats that keeps every digit, shows the shortest text that reads
+    back as the value (``repr``: 0.03125, 5e-05, 3.0) and steps in decimal (0.2 up by 0.1
+    is 0.3, not 0.30000000000000004).
 
     Parameters
     ----------
@@ -140,6 +154,15 @@ class FloatSpinBox(QDoubleSpinBox):
         super().__init__(parent)
         self.setDecimals(ALL_DECIMALS)
         self.setRange(minimum, maximum)
+
+    def stepBy(self, steps: int) -> None:
+        """Step the value by ``steps`` single steps in decimal arithmetic (arrows, Page
+        Up/Down, the focused wheel), clamped to the range; text being typed is read
+        first, as ``QAbstractSpinBox`` does."""
+        self.interpretText()
+        value = decimal_step(self.value(), self.singleStep(), steps)
+        self.setValue(min(max(value, self.minimum()), self.maximum()))
+        self.selectAll()
 
     def textFromValue(self, value: float) -> str:
         """The shortest text of ``value`` that reads back as it."""
@@ -163,6 +186,25 @@ class FloatSpinBox(QDoubleSpinBox):
         else:
             state = QValidator.State.Intermediate
         return state, text, pos
+
+
+def decimal_step(value: float, step: float, steps: int) -> float:
+    """``value`` plus ``steps`` times ``step``, in the decimals they are written with.
+
+    Parameters
+    ----------
+    value, step : float
+        The value and the single step (each read as its shortest text, ``repr``).
+    steps : int
+        How many steps (negative: down).
+
+    Returns
+    -------
+    float
+        The float nearest the decimal sum: 0.1 + 0.1 - 0.1 - 0.1 is 0.1 again, where
+        binary sums drift (0.10000000000000003).
+    """
+    return float(Decimal(repr(float(value))) + steps * Decimal(repr(float(step))))
 
 
 def _parse_float(text: str) -> float | None:

@@ -109,6 +109,37 @@ def test_float_editors_keep_every_digit_of_a_config(qtbot) -> None:
     assert panel.config().warp.grid_tolerance == 0.000123456789
 
 
+def test_spin_arrows_step_in_decimal_and_odd_fields_by_two(qtbot) -> None:
+    # audit: warp.required_template_fraction up, up, down, down gave 0.10000000000000003
+    # (marked edited, a new digest, written to config.toml); dipole_flux_ratio 0.2 up gave
+    # 0.30000000000000004; kernel.min_size stepped by 1 to 12, which is invalid
+    panel = ParameterPanel()
+    qtbot.addWidget(panel)
+    digest = panel.config().digest()
+    fraction = panel.editor("warp", "required_template_fraction")
+    for steps in (1, 1, -1, -1):
+        fraction.stepBy(steps)
+    assert fraction.text() == "0.1" and not panel.is_modified()
+    assert panel.config().digest() == digest
+    ratio = panel.editor("measurement", "dipole_flux_ratio")
+    ratio.setFocus()
+    qtbot.keyClick(ratio, Qt.Key.Key_Up)
+    assert ratio.text() == "0.3" and panel.config().measurement.dipole_flux_ratio == 0.3
+    size = panel.editor("kernel", "min_size")
+    size.stepBy(1)
+    assert panel.config().kernel.min_size == 13 and "Invalid" not in panel.status.text()
+    size.stepBy(-100)  # as far as the range goes, in whole steps: still odd
+    assert panel.config().kernel.min_size == 3
+    panel.reset()
+    for section in SECTION_TYPES:  # every float field: up then down is where it was
+        for field in field_specs(section):
+            editor = panel.editor(section, field.name)
+            if isinstance(editor, FloatSpinBox) and editor.value() < editor.maximum():
+                editor.stepBy(1)
+                editor.stepBy(-1)
+    assert panel.config() == SubtractionConfig() and not panel.is_modified()
+
+
 def test_views_share_pan_zoom_and_crosshair_and_blink_cycles(qtbot) -> None:
     area = ImageArea([("science", "S"), ("matched", "M"), ("difference", "D")])
     qtbot.addWidget(area)

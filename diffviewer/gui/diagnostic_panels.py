@@ -366,13 +366,29 @@ RunView = tuple[np.ndarray, tuple[float, float], str, Mapping[str, float]]
 
 
 class ABPanel(QWidget):
-    """Two runs side by side (or blinked in the left view): their differences and metrics."""
+    """Two runs side by side (or blinked in the left view): their differences and metrics.
+
+    Both differences are shown at A's display (levels, stretch, colour map: A's display
+    menu), so their noise compares directly; B has no display controls of its own.
+
+    Signals
+    -------
+    levels_wanted
+        A's level mode changed, or a new A came while A's mode is not its default: the
+        levels of A's difference for A's settings are to be computed (off the GUI thread)
+        and given to :meth:`set_levels`.
+    """
+
+    levels_wanted = pyqtSignal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.a = ImagePanel("difference", "A: current run")
         self.b = ImagePanel("difference", "B: previous run")
         link_to(self.b.view, self.a.view)
+        self.b.display_button.hide()
+        self.a.settings_changed.connect(self.levels_wanted)
+        self.a.display_changed.connect(self._follow_a)
         self.metrics = QTableWidget(0, 3)
         self.metrics.setHorizontalHeaderLabels(["metric", "A (current)", "B (previous)"])
         self.params = QTableWidget(0, 3)
@@ -390,7 +406,7 @@ class ABPanel(QWidget):
         self.blink_timer.timeout.connect(self.swap)
         self.label = QLabel("Re-run with changed parameters to compare with the previous run.")
         self.label.setWordWrap(True)
-        self._images: dict[str, tuple[np.ndarray, tuple[float, float]]] = {}
+        self._images: dict[str, np.ndarray] = {}
         self._showing_b = False
         grid = QGridLayout()
         grid.addWidget(self.a, 0, 0)
@@ -414,16 +430,16 @@ class ABPanel(QWidget):
         and the parameters that differ (name, A value, B value)."""
         self.blink_button.setChecked(False)
         self._showing_b = False
-        self._images = {"A": (a[0], a[1])}
+        self._images = {"A": a[0]}
         self.a.set_title(f"A: {a[2]}")
-        self.a.set_image(a[0], a[1])
+        self.a.set_image(a[0], self.a.levels_for(a[1]))
         if b is None:
             self.b.set_image(None)
             self.b.set_title("B: (no previous run)")
         else:
-            self._images["B"] = (b[0], b[1])
+            self._images["B"] = b[0]
             self.b.set_title(f"B: {b[2]}")
-            self.b.set_image(b[0], a[1])
+            self.b.set_image(b[0], self.a.levels())
         keys = list(a[3]) + [k for k in (b[3] if b else {}) if k not in a[3]]
         self.metrics.setRowCount(len(keys))
         for row, key in enumerate(keys):
@@ -439,10 +455,26 @@ class ABPanel(QWidget):
                 self.params.setItem(row, col, QTableWidgetItem(text))
         self.params.resizeColumnsToContents()
         self.label.setText(
-            "B is shown with A's levels, so their noise compares directly."
+            "B is shown at A's display (A's display menu), so their noise compares directly."
             if b is not None
             else "Re-run with changed parameters to compare."
         )
+        if self.a.wants_own_levels():  # keep the level mode chosen for A
+            self.levels_wanted.emit()
+
+    def image_a(self) -> np.ndarray | None:
+        """Run A's difference (the left view may show B's while blinking)."""
+        return self._images.get("A")
+
+    def set_levels(self, levels: tuple[float, float]) -> None:
+        """Show both differences at ``levels`` (computed for A's display settings)."""
+        self.a.set_levels(levels)
+
+    def _follow_a(self) -> None:
+        """Show B at A's display: its levels, stretch and colour map."""
+        self.b.set_settings(self.a.settings)
+        if self.b.data is not None:
+            self.b.set_levels(self.a.levels())
 
     def clear(self) -> None:
         """Show no run."""
@@ -475,7 +507,7 @@ class ABPanel(QWidget):
             return
         self._showing_b = not self._showing_b
         which = self.shown()
-        self.a.set_image(self._images[which][0], self._images["A"][1])
+        self.a.set_image(self._images[which], self.a.levels())
         self.a.set_title(f"{which}: {'previous' if self._showing_b else 'current'} run (blink)")
 
     def _on_blink(self, on: bool) -> None:

@@ -7,6 +7,7 @@ module answers its signals for the run and level lanes (saves are answered by
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -22,6 +23,9 @@ from diffviewer.results import SavedRun
 
 if TYPE_CHECKING:
     from diffviewer.gui.window import MainWindow
+
+#: The worker lane of the A/B panel's levels (one computation for both runs).
+AB_LEVELS = "levels:A/B"
 
 
 class RunController:
@@ -122,17 +126,8 @@ class RunController:
         panel = self.w.area.panels[name]
         if image is not None and image is panel.data:
             return
-        if image is not None and panel.settings.levels == "manual" and panel.settings.manual:
-            levels = panel.settings.manual
-        panel.set_image(image, levels)
-        default = display.default_settings(name)
-        if (
-            image is not None
-            and name != "mask"
-            and panel.settings.levels != "manual"
-            and (panel.settings.levels, panel.settings.symmetric)
-            != (default.levels, default.symmetric)
-        ):
+        panel.set_image(image, panel.levels_for(levels))
+        if image is not None and name != "mask" and panel.wants_own_levels():
             self.recompute_levels(name)  # keep the level mode the user chose
 
     def restore(self) -> None:
@@ -168,6 +163,8 @@ class RunController:
     def _on_finished(self, lane: str, job_id: int, value: Any) -> None:
         if lane == "run":
             self.show_outcome(value)
+        elif lane == AB_LEVELS:
+            self.w.tabs.ab_panel.set_levels(value)
         elif lane.startswith("levels:"):
             self.w.area.panels[lane.split(":", 1)[1]].set_levels(value)
         self.w.update_actions()
@@ -217,9 +214,26 @@ class RunController:
     def recompute_levels(self, view: str) -> None:
         """Compute a view's levels in the worker after its level mode changed."""
         panel = self.w.area.panels[view]
-        if panel.data is None:
+        self._compute_levels(f"levels:{view}", panel.data, panel.settings, panel.set_levels)
+
+    def recompute_ab_levels(self) -> None:
+        """Compute the A/B panel's levels (A's display settings on A's difference, for
+        both runs) in the worker after A's level mode changed or a new A came."""
+        ab = self.w.tabs.ab_panel
+        self._compute_levels(AB_LEVELS, ab.image_a(), ab.a.settings, ab.set_levels)
+
+    def _compute_levels(
+        self,
+        lane: str,
+        image: np.ndarray | None,
+        settings: display.DisplaySettings,
+        apply: Callable[[tuple[float, float]], None],
+    ) -> None:
+        """Levels of ``image`` for ``settings``: manual ones at once, the others in the
+        worker's ``lane`` (:meth:`_on_finished` applies them)."""
+        if image is None:
             return
-        if panel.settings.levels == "manual" and panel.settings.manual is not None:
-            panel.set_levels(display.compute_levels(panel.data, panel.settings))
+        if settings.levels == "manual" and settings.manual is not None:
+            apply(display.compute_levels(image, settings))
             return
-        self.w.jobs.submit(f"levels:{view}", model.levels_job(panel.data, panel.settings))
+        self.w.jobs.submit(lane, model.levels_job(image, settings))

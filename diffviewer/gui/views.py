@@ -99,11 +99,15 @@ class ImagePanel(QWidget):
     -------
     settings_changed(str)
         The level mode changed and levels must be recomputed (argument: view name).
+    display_changed
+        The levels, stretch or colour map shown changed (a view shown at another's
+        display follows it: the A/B panel's B).
     hovered(float, float)
         The cursor is over (x, y) in pixel coordinates.
     """
 
     settings_changed = pyqtSignal(str)
+    display_changed = pyqtSignal()
     hovered = pyqtSignal(float, float)
 
     def __init__(self, name: str, title: str, parent: QWidget | None = None) -> None:
@@ -253,6 +257,21 @@ class ImagePanel(QWidget):
         """Set the black and white points (image units)."""
         self.image.setLevels(levels)
         self._sync_hist()
+        self.display_changed.emit()
+
+    def levels_for(self, levels: tuple[float, float] | None) -> tuple[float, float] | None:
+        """The levels to show a new image at: those the user set by hand (manual mode),
+        else ``levels`` (the image's default ones)."""
+        if self.settings.levels == "manual" and self.settings.manual:
+            return self.settings.manual
+        return levels
+
+    def wants_own_levels(self) -> bool:
+        """Whether a new image shown at its default levels needs levels computed for this
+        view's level mode (one the user chose, not the view's default nor manual)."""
+        default = display.default_settings(self.name)
+        chosen = (self.settings.levels, self.settings.symmetric)
+        return self.settings.levels != "manual" and chosen != (default.levels, default.symmetric)
 
     def _sync_hist(self) -> None:
         """Handles on the levels, and the histogram around them while it is shown (it is
@@ -298,6 +317,7 @@ class ImagePanel(QWidget):
         before = (old.levels, old.symmetric, old.manual)
         if before != (settings.levels, settings.symmetric, settings.manual):
             self.settings_changed.emit(self.name)
+        self.display_changed.emit()
 
     def _show_hist(self, on: bool) -> None:
         """Show the histogram column beside the image, or give its room to the image."""
@@ -361,6 +381,7 @@ class ImagePanel(QWidget):
         self._sync_controls()
         self._apply_lut()
         self._sync_hist()  # re-centre the histogram on the dragged levels
+        self.display_changed.emit()
 
     # -- navigation and cursor ----------------------------------------------------------
 

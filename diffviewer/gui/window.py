@@ -137,6 +137,7 @@ class MainWindow(QMainWindow):
         self.runs = RunController(self)
         self.saver = Saver(self)
         self.opener = Opener(self)
+        self.tabs.ab_panel.levels_wanted.connect(self.runs.recompute_ab_levels)
         for panel in self.area.panels.values():
             panel.settings_changed.connect(self.runs.recompute_levels)
             panel.cmap_box.currentTextChanged.connect(self.review.refresh_cutouts)

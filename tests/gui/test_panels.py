@@ -365,6 +365,32 @@ def test_a_chosen_level_mode_survives_a_rerun(qtbot, demo_window: MainWindow) ->
     assert panel.levels()[1] == pytest.approx(float(panel.data.max()))
 
 
+def test_the_ab_display_menu_shows_both_runs_at_as_display(qtbot, demo_window: MainWindow) -> None:
+    # audit: A's levels stayed at +-53.47 whatever mode was chosen (data -303..1256): the
+    # A/B views' settings were connected to nothing; and B had a menu of its own
+    window = demo_window
+    window.params.set_value("detection", "threshold", 8.0)
+    run(qtbot, window)
+    ab = window.tabs.ab_panel
+    window.tabs.setCurrentWidget(ab)
+    assert ab.b.data is not None and ab.b.display_button.isHidden()
+    zscale = ab.a.levels()
+    finish(qtbot, window, "levels:A/B", lambda: ab.a.levels_box.setCurrentText("minmax"))
+    data = ab.a.data
+    top = float(np.nanmax(np.abs(data)))  # symmetric, as the difference is by default
+    assert ab.a.levels() == (pytest.approx(-top), pytest.approx(top)) and top > zscale[1]
+    assert ab.b.levels() == ab.a.levels()  # one level computation, for both
+    ab.a.stretch_box.setCurrentText("asinh")
+    assert ab.b.settings == ab.a.settings
+    np.testing.assert_array_equal(ab.b.image.lut, ab.a.image.lut)
+    # the mode chosen for A is kept for the next run's A
+    window.params.set_value("detection", "threshold", 9.0)
+    finish(qtbot, window, "levels:A/B", window.run)
+    assert ab.a.data is not data and ab.a.settings.levels == "minmax"
+    assert ab.a.levels()[1] == pytest.approx(float(np.nanmax(np.abs(ab.a.data))))
+    assert ab.b.levels() == ab.a.levels()
+
+
 def test_catalog_filters_by_sign_snr_flags_and_sky(qtbot, demo_window: MainWindow) -> None:
     cat = demo_window.review.catalog
     dia = demo_window.outcome.result.diasources

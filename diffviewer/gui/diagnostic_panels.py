@@ -12,14 +12,17 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pyqtgraph as pg
-from PyQt6.QtCore import QTimer, pyqtSignal
+from PyQt6.QtCore import Qt, QTimer, pyqtSignal
 from PyQt6.QtWidgets import (
     QCheckBox,
     QComboBox,
+    QFrame,
     QGridLayout,
     QHBoxLayout,
     QLabel,
     QPushButton,
+    QScrollArea,
+    QSplitter,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -43,6 +46,13 @@ MOSAIC = SIGNED.replace(stretch="asinh")
 
 #: Colour stops of a bar: enough for an asinh stretch's steep middle.
 BAR_STOPS = 64
+
+#: Least height of the kernel's maps' canvas (px): titles, maps and colour bars readable
+#: however little room the tab has (the description and the basis scroll below).
+MAPS_MIN_HEIGHT = 220
+
+#: Height of a row of basis images (px).
+BASIS_ROW_HEIGHT = 30
 
 #: The kernel stars' dots' colour range: flux ratio less the model's sum, in the star's
 #: errors.
@@ -127,13 +137,36 @@ class KernelPanel(QWidget):
         self._n = 0
         self.mosaic.mouseClickEvent = self._on_mosaic_click
         self.canvas.scene().sigMouseMoved.connect(self._on_mosaic_hover)
+        # The maps above a splitter, the basis and the description below it, scrolled: the
+        # description (~11 wrapped lines on GOTO) put straight in the layout squeezed the
+        # maps to ~10 px at 1280 x 720.
+        self.canvas.setMinimumHeight(MAPS_MIN_HEIGHT)
+        maps = QWidget()
+        maps_layout = QVBoxLayout(maps)
+        maps_layout.setContentsMargins(0, 0, 0, 0)
+        maps_layout.addWidget(self.canvas, 1)
+        maps_layout.addWidget(self.cell_info)
+        details = QWidget()
+        details_layout = QVBoxLayout(details)
+        details_layout.setContentsMargins(0, 0, 0, 0)
+        details_layout.addWidget(QLabel("<b>Basis images</b>"))
+        details_layout.addWidget(self.basis_canvas)
+        details_layout.addWidget(self.info)
+        details_layout.addStretch(1)
+        self.details = QScrollArea()
+        self.details.setWidget(details)
+        self.details.setWidgetResizable(True)
+        self.details.setFrameShape(QFrame.Shape.NoFrame)
+        self.details.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.splitter = QSplitter(Qt.Orientation.Vertical)
+        self.splitter.addWidget(maps)
+        self.splitter.addWidget(self.details)
+        self.splitter.setChildrenCollapsible(False)
+        self.splitter.setStretchFactor(0, 1)  # the maps take what the details leave
+        self.splitter.setStretchFactor(1, 0)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
-        layout.addWidget(self.canvas, 3)
-        layout.addWidget(self.cell_info)
-        layout.addWidget(QLabel("<b>Basis images</b>"))
-        layout.addWidget(self.basis_canvas, 1)
-        layout.addWidget(self.info)
+        layout.addWidget(self.splitter)
 
     def set_data(
         self,
@@ -196,6 +229,7 @@ class KernelPanel(QWidget):
         self.mosaic_box.autoRange(padding=0.02)
         self.basis_canvas.clear()
         per_row = 12
+        self.basis_canvas.setFixedHeight(BASIS_ROW_HEIGHT * math.ceil(len(basis) / per_row))
         for k, image in enumerate(basis):
             vb = self.basis_canvas.addViewBox(
                 row=k // per_row, col=k % per_row, lockAspect=True, enableMenu=False

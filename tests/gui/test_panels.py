@@ -486,6 +486,39 @@ def test_the_histogram_spans_the_levels_so_the_sky_is_readable(qtbot) -> None:
     assert x[0] == pytest.approx(-500.0)
 
 
+def test_the_kernel_maps_keep_their_height_and_the_description_scrolls(qtbot) -> None:
+    # audit, GOTO at 1280 x 720: the Kernel tab is ~725 x 330 px, and the description's
+    # 11 wrapped lines squeezed the mosaic, kernel-sum and centroid maps to ~10 px (their
+    # colour bars' labels on top of each other) while the description was cut
+    from diffviewer.gui.diagnostic_panels import MAPS_MIN_HEIGHT, KernelPanel
+
+    panel = KernelPanel()
+    qtbot.addWidget(panel)
+    panel.resize(725, 330)
+    rng = np.random.default_rng(2)
+    panel.set_data(
+        mosaic=rng.normal(0.0, 1.0, (35, 35)),
+        grid=np.zeros((49, 5)),
+        n_grid=7,
+        cell=5,
+        sum_map=1.0 + 0.01 * rng.random((16, 16)),
+        shift_map=0.1 * rng.random((16, 16)),
+        basis=rng.normal(0.0, 1.0, (50, 9, 9)),
+        info=" ".join(["kernel sum mean 1.0114 +- 0.0022 over the kernel stars;"] * 24),
+    )
+    panel.show()
+    qtbot.waitExposed(panel)
+    qtbot.wait(50)
+    assert panel.canvas.height() >= MAPS_MIN_HEIGHT
+    for box in (panel.mosaic_box, panel.sum_box, panel.shift_box):
+        assert box.height() >= 0.6 * MAPS_MIN_HEIGHT
+    for bar in panel.bars.values():
+        assert bar.height() >= 0.6 * MAPS_MIN_HEIGHT
+    # the whole description is there to read, by scrolling
+    assert panel.details.verticalScrollBar().maximum() > 0
+    assert panel.info.height() >= panel.info.heightForWidth(panel.info.width())
+
+
 def test_residual_histograms_switch_to_a_log_density_axis(qtbot) -> None:
     from diffviewer.gui.diagnostic_panels import ResidualPanel
 

@@ -152,7 +152,7 @@ def config_differences(a: SubtractionConfig, b: SubtractionConfig) -> list[tuple
 
 
 def metrics(result: Any) -> dict[str, float]:
-    """Figures of merit of a run, for the A/B comparison.
+    """Figures of merit of a run, for the A/B comparison, the key ones first.
 
     Parameters
     ----------
@@ -161,39 +161,41 @@ def metrics(result: Any) -> dict[str, float]:
     Returns
     -------
     dict of str to float
-        Noise ratio of the difference (and the PSF-scale noise before the one variance
-        scaling, as the warnings word it, and with decorrelation the ratio before it), good/bad/
-        control kernel stamps, the photometric scale and the mean kernel sum's error over
-        the kernel stars (when a spatial fit gave one), DIA sources (all, dipoles), the sky
-        sources' PSF-flux pulls
-        (mean and scatter: :func:`~diffviewer.engine.measure.sky_source_check`; NaN with
-        fewer than two), and the robust residual sigma of the four histogram panels
+        In this order: the noise ratio of the difference, DIA sources (all, dipoles), the
+        sky sources' PSF-flux pulls (mean and scatter:
+        :func:`~diffviewer.engine.measure.sky_source_check`; NaN with fewer than two), the
+        photometric scale and the mean kernel sum's error over the kernel stars (when a
+        spatial fit gave one), good/bad/control kernel stamps, the PSF-scale noise before
+        the one variance scaling (as the warnings word it) and with decorrelation the
+        noise ratio before it, and the robust residual sigma of the four histogram panels
         (normalised by the difference variance).
     """
     from diffviewer.engine.measure import sky_source_check
 
     status = np.asarray(result.kernel.candidates["status"]).astype(str)
     dia = result.diasources
-    out: dict[str, float] = {NOISE_FINAL: float(result.diagnostics.noise_ratio)}
-    if result.renormalisation.applied:  # the one empirical scale of the variance
-        out[NOISE_BEFORE_SCALING] = float(result.renormalisation.noise_scale)
-    if result.decorrelation is not None:
-        out[NOISE_BEFORE_DECORRELATION] = float(result.diagnostics.noise_ratio_raw)
-    out |= {
-        "good stamps": float(np.sum(status == "GOOD")),
-        "bad stamps": float(np.sum(status == "BAD")),
-        "control stamps": float(np.sum(status == "CONTROL")),
+    check = sky_source_check(dia)
+    # The key figures first (a 1280 x 720 screen shows the table's first few rows): the
+    # noise, what was found, whether the catalog's errors hold, the scale.
+    out: dict[str, float] = {
+        NOISE_FINAL: float(result.diagnostics.noise_ratio),
+        "DIA sources": float(n_detections(dia)),
+        "dipoles": float(np.sum(np.asarray(dia["is_dipole"], bool))) if len(dia) else 0.0,
+        SKY_PULL_MEAN: check.mean_pull,
+        SKY_PULL_STD: check.pull_std,
         "photometric scale": float(result.kernel.photometric_scale),
     }
     if np.isfinite(result.kernel.kernel_sum_error):
         out["kernel sum error (over the stars)"] = float(result.kernel.kernel_sum_error)
     out |= {
-        "DIA sources": float(n_detections(dia)),
-        "dipoles": float(np.sum(np.asarray(dia["is_dipole"], bool))) if len(dia) else 0.0,
+        "good stamps": float(np.sum(status == "GOOD")),
+        "bad stamps": float(np.sum(status == "BAD")),
+        "control stamps": float(np.sum(status == "CONTROL")),
     }
-    check = sky_source_check(dia)
-    out[SKY_PULL_MEAN] = check.mean_pull
-    out[SKY_PULL_STD] = check.pull_std
+    if result.renormalisation.applied:  # the one empirical scale of the variance
+        out[NOISE_BEFORE_SCALING] = float(result.renormalisation.noise_scale)
+    if result.decorrelation is not None:
+        out[NOISE_BEFORE_DECORRELATION] = float(result.diagnostics.noise_ratio_raw)
     for title, values in residual_samples(result):
         out[f"residual σ (robust): {title}"] = residual_stats(
             values[RESIDUAL_NORMS[0][0]]

@@ -19,6 +19,7 @@ from PyQt6.QtWidgets import (
     QFrame,
     QGridLayout,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
     QPushButton,
     QScrollArea,
@@ -420,6 +421,9 @@ class ABPanel(QWidget):
         self.a = ImagePanel("difference", "A: current run")
         self.b = ImagePanel("difference", "B: previous run")
         link_to(self.b.view, self.a.view)
+        keep = self.b.display_button.sizePolicy()
+        keep.setRetainSizeWhenHidden(True)  # B's image level with A's
+        self.b.display_button.setSizePolicy(keep)
         self.b.display_button.hide()
         self.a.settings_changed.connect(self.levels_wanted)
         self.a.display_changed.connect(self._follow_a)
@@ -431,6 +435,14 @@ class ABPanel(QWidget):
             rows = table.verticalHeader()
             assert rows is not None
             rows.setVisible(False)
+            rows.setDefaultSectionSize(table.fontMetrics().height() + 6)  # a line a row
+            columns = table.horizontalHeader()
+            assert columns is not None
+            # the values whole, the names cut short where the table is narrow (their
+            # tooltips hold them whole)
+            columns.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+            for col in (1, 2):
+                columns.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
         self.blink_button = QPushButton("Blink A/B")
         self.blink_button.setCheckable(True)
         self.blink_button.setToolTip("Alternate A and B in the left view at the blink rate")
@@ -442,20 +454,32 @@ class ABPanel(QWidget):
         self.label.setWordWrap(True)
         self._images: dict[str, np.ndarray] = {}
         self._showing_b = False
-        grid = QGridLayout()
+        images = QWidget()
+        grid = QGridLayout(images)
+        grid.setContentsMargins(0, 0, 0, 0)
         grid.addWidget(self.a, 0, 0)
         grid.addWidget(self.b, 0, 1)
         bar = QHBoxLayout()
         bar.addWidget(self.blink_button)
         bar.addWidget(self.label, 1)
+        # Images above, tables below, as much room each (a splitter moves it): with the
+        # tables at a quarter of a 1280 x 720 screen's tab, 1.5 of 16 metric rows showed.
+        tables = QSplitter(Qt.Orientation.Horizontal)
+        tables.addWidget(self.metrics)
+        tables.addWidget(self.params)
+        tables.setStretchFactor(0, 3)
+        tables.setStretchFactor(1, 2)
+        self.splitter = QSplitter(Qt.Orientation.Vertical)
+        self.splitter.addWidget(images)
+        self.splitter.addWidget(tables)
+        self.splitter.setChildrenCollapsible(False)
+        self.splitter.setStretchFactor(0, 1)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setSizes([1, 1])  # relative: half each, whatever the sizes' hints
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addLayout(bar)
-        layout.addLayout(grid, 3)
-        tables = QHBoxLayout()
-        tables.addWidget(self.metrics, 3)
-        tables.addWidget(self.params, 2)
-        layout.addLayout(tables, 1)
+        layout.addWidget(self.splitter, 1)
 
     def set_runs(
         self, a: RunView, b: RunView | None, differences: Sequence[tuple[str, str, str]] = ()
@@ -477,17 +501,15 @@ class ABPanel(QWidget):
         keys = list(a[3]) + [k for k in (b[3] if b else {}) if k not in a[3]]
         self.metrics.setRowCount(len(keys))
         for row, key in enumerate(keys):
-            self.metrics.setItem(row, 0, QTableWidgetItem(key))
+            self.metrics.setItem(row, 0, _named_item(key))
             for col, run in ((1, a), (2, b)):
                 value = run[3].get(key) if run is not None else None
                 text = "" if value is None else _metric_text(value)
                 self.metrics.setItem(row, col, QTableWidgetItem(text))
-        self.metrics.resizeColumnsToContents()
         self.params.setRowCount(len(differences))
         for row, cells in enumerate(differences):
             for col, text in enumerate(cells):
-                self.params.setItem(row, col, QTableWidgetItem(text))
-        self.params.resizeColumnsToContents()
+                self.params.setItem(row, col, _named_item(text))
         self.label.setText(
             "B is shown at A's display (A's display menu), so their noise compares directly."
             if b is not None
@@ -551,6 +573,13 @@ class ABPanel(QWidget):
             self.blink_timer.stop()
             if self._showing_b:
                 self.swap()
+
+
+def _named_item(text: str) -> QTableWidgetItem:
+    """A table cell of ``text`` whose tooltip holds it whole (the column may cut it)."""
+    item = QTableWidgetItem(text)
+    item.setToolTip(text)
+    return item
 
 
 def _metric_text(value: float) -> str:

@@ -14,7 +14,7 @@ from diffviewer import display
 from diffviewer.config import load_toml
 from diffviewer.exposure import UNUSABLE, MaskPlane
 from diffviewer.gui import model
-from diffviewer.gui.content import n_detections
+from diffviewer.gui.content import NOISE_FINAL, SKY_PULL_MEAN, SKY_PULL_STD, n_detections
 from diffviewer.gui.model import Pair
 from diffviewer.gui.window import MainWindow, isolated_window
 from diffviewer.io import demo_pair
@@ -184,6 +184,30 @@ def test_a_rerun_with_a_changed_parameter_shows_both_runs_in_ab(qtbot, window: M
     np.testing.assert_array_equal(
         window.tabs.ab_panel.a.data, display.display_array(after.difference.image)
     )
+
+
+def test_the_ab_tables_show_the_key_metrics_on_a_1280_by_720_screen(
+    qtbot, demo_window: MainWindow
+) -> None:
+    # audit: the A/B metrics table showed 1.5 of its 16 rows at 1280 x 720 (5 at
+    # 1920 x 1080), "DIA sources" off screen
+    window = demo_window
+    window.resize(1280, 720)
+    window.params.set_value("detection", "threshold", 8.0)
+    run(qtbot, window)
+    ab = window.tabs.ab_panel
+    window.tabs.setCurrentWidget(ab)
+    qtbot.waitExposed(ab)
+    qtbot.wait(100)
+    table = ab.metrics
+    keys = [table.item(row, 0).text() for row in range(table.rowCount())]
+    assert keys[:5] == [NOISE_FINAL, "DIA sources", "dipoles", SKY_PULL_MEAN, SKY_PULL_STD]
+    room = table.viewport().height()
+    shown = [
+        r for r in range(len(keys)) if table.rowViewportPosition(r) + table.rowHeight(r) <= room
+    ]
+    assert len(shown) >= 5, (len(shown), room)
+    assert ab.a.height() >= 100  # and the images keep theirs
 
 
 def test_edits_typed_during_a_run_survive_its_end(qtbot, window: MainWindow) -> None:

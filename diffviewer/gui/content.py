@@ -8,13 +8,13 @@ and returns plain arrays or text for one panel; none draws.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 from astropy.table import Table
 
-from diffviewer.config import SubtractionConfig
 from diffviewer.exposure import mask_plane_names
 from diffviewer.gui import columns
 from diffviewer.gui.model import VIEW_TITLES, matched_title, no_data, view_masks
@@ -133,22 +133,72 @@ SKY_PULL_MEAN = "sky sources: mean PSF-flux pull"
 SKY_PULL_STD = "sky sources: PSF-flux pull scatter"
 
 
-def config_differences(a: SubtractionConfig, b: SubtractionConfig) -> list[tuple[str, str, str]]:
-    """The parameters whose values differ between two configs.
+def effective_values(result: Any) -> dict[str, Any]:
+    """The values a run's engine used for the parameters it may choose or lower.
+
+    Parameters
+    ----------
+    result : SubtractionResult
+        A run (computed, or read back from its folder).
+
+    Returns
+    -------
+    dict of str to Any
+        By ``section.name``: the image convolved (``kernel.mode``; 'auto' chooses it), the
+        kernel's and background's spatial orders (lowered with few kernel stamps), and,
+        where the held-out stars chose them, the kernel sum's order, the fit region and
+        the roughness prior's strength.
+    """
+    fit = result.kernel
+    out: dict[str, Any] = {
+        "kernel.mode": fit.convolved,
+        "kernel.spatial_order": fit.solution.spatial_order,
+        "kernel.background_order": fit.solution.background_order,
+    }
+    if fit.sum_order_choice is not None:
+        out["kernel.kernel_sum_order"] = fit.sum_order_choice.chosen
+    if fit.region_choice is not None:
+        whole = fit.region_choice.chosen == fit.region_choice.halves[0]
+        out["kernel.fit_region"] = "whole" if whole else "core"
+    if result.config.kernel.regularization < 0 and math.isfinite(fit.regularization):
+        out["kernel.regularization"] = float(f"{fit.regularization:.4g}")  # chosen
+    return out
+
+
+def run_differences(a: Any, b: Any) -> list[tuple[str, str, str]]:
+    """The parameters whose values differ between two runs, as requested or as run.
+
+    Parameters
+    ----------
+    a, b : SubtractionResult
+        The two runs.
 
     Returns
     -------
     list of (str, str, str)
-        ``(section.name, value in a, value in b)``, in config order.
+        ``(section.name, value in a, value in b)``, in config order: each value as
+        requested, followed by the value the engine ran where it ran another
+        (:func:`effective_values`; "2 (ran as 0)", "auto (ran as science)"). A parameter
+        is listed when the requested or the run values differ.
     """
-    da, db = a.to_dict(), b.to_dict()
+    da, db = a.config.to_dict(), b.config.to_dict()
+    ran_a, ran_b = effective_values(a), effective_values(b)
     out = []
     for section, values in da.items():
         for name, value in values.items():
-            other = db.get(section, {}).get(name)
-            if value != other:
-                out.append((f"{section}.{name}", str(value), str(other)))
+            key = f"{section}.{name}"
+            cells = (
+                _as_run(value, ran_a.get(key, value)),
+                _as_run(db[section][name], ran_b.get(key, db[section][name])),
+            )
+            if cells[0] != cells[1]:
+                out.append((key, *cells))
     return out
+
+
+def _as_run(requested: Any, ran: Any) -> str:
+    """A parameter's value as requested, and as run where that differs."""
+    return str(requested) if ran == requested else f"{requested} (ran as {ran})"
 
 
 def metrics(result: Any) -> dict[str, float]:

@@ -71,11 +71,7 @@ class DiagnosticsTabs(QTabWidget):
                     content.metrics(o.result),
                 )
 
-            differences = (
-                content.config_differences(result.config, previous.result.config)
-                if previous
-                else []
-            )
+            differences = content.run_differences(result, previous.result) if previous else []
             self.ab_panel.set_runs(
                 entry(outcome), entry(previous) if previous else None, differences
             )

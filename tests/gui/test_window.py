@@ -186,6 +186,25 @@ def test_a_rerun_with_a_changed_parameter_shows_both_runs_in_ab(qtbot, window: M
     )
 
 
+def test_ab_parameters_that_differ_say_what_ran(qtbot, demo_window: MainWindow) -> None:
+    # audit: "kernel.spatial_order | 0 | 2" where both runs ran at 0 (the engine lowered
+    # it), "kernel.mode | science | auto" where auto chose science
+    window = demo_window
+    before = window.outcome.result
+    chosen, order = before.kernel.convolved, before.kernel.solution.spatial_order
+    assert before.config.kernel.mode == "auto" and order < before.config.kernel.spatial_order
+    window.params.set_value("kernel", "mode", chosen)
+    window.params.set_value("kernel", "spatial_order", order)
+    run(qtbot, window)
+    window.tabs.setCurrentWidget(window.tabs.ab_panel)
+    table = window.tabs.ab_panel.params
+    rows = [tuple(table.item(r, c).text() for c in range(3)) for r in range(table.rowCount())]
+    assert rows == [
+        ("kernel.mode", chosen, f"auto (ran as {chosen})"),
+        ("kernel.spatial_order", str(order), f"2 (ran as {order})"),
+    ]
+
+
 def test_the_ab_tables_show_the_key_metrics_on_a_1280_by_720_screen(
     qtbot, demo_window: MainWindow
 ) -> None:

@@ -176,6 +176,7 @@ class ParameterPanel(QWidget):
         self._defaults = SubtractionConfig()
         self._base = self._defaults
         self._shown = False  # whether a run is on screen (set_base)
+        self._running: SubtractionConfig | None = None  # the config of a run under way
         inner = QWidget()
         form_box = QVBoxLayout(inner)
         for section, cls in SECTION_TYPES.items():
@@ -254,6 +255,12 @@ class ParameterPanel(QWidget):
         self._shown = True
         self._refresh()
 
+    def set_running(self, config: SubtractionConfig | None) -> None:
+        """Say which config a run under way uses (None: no run is under way), so the
+        status names it rather than asking to press Run for it."""
+        self._running = config
+        self._refresh()
+
     def set_nothing_shown(self) -> None:
         """Say that no run is on screen (a new pair, before its first run ends), so the
         status names the config Run will use, not views that show nothing."""
@@ -321,18 +328,48 @@ class ParameterPanel(QWidget):
         except ConfigError as exc:
             self.status.setText(f"<b>Invalid:</b> {exc}")
             return
-        if edited == self._base:
-            self.status.setText(
-                f"Config on screen (digest {edited.digest()})."
-                if self._shown
-                else f"No run on screen; Run uses digest {edited.digest()}."
-            )
-        else:
-            shown = (
-                f"the views still show digest {self._base.digest()}"
-                if self._shown
-                else "no run on screen"
-            )
-            self.status.setText(
-                f"<b>Edited</b> (digest {edited.digest()}); {shown}: press Run to apply."
-            )
+        running = self._running.digest() if self._running is not None else None
+        self.status.setText(status_text(edited.digest(), self._base.digest(), self._shown, running))
+
+
+def status_text(edited: str, base: str, shown: bool, running: str | None) -> str:
+    """What the parameter panel's status line says of the config it shows.
+
+    Parameters
+    ----------
+    edited : str
+        Digest of the config the panel shows (what Run would run).
+    base : str
+        Digest of the config of the run on screen, or with none the config the panel was
+        given.
+    shown : bool
+        Whether a run is on screen.
+    running : str or None
+        Digest of the run under way (None: no run is under way).
+
+    Returns
+    -------
+    str
+        Rich text: whether the panel's config is on screen, running, or an edit still to
+        run, and what the views and the run under way hold.
+    """
+    views = f"the views show digest {base}" if shown else "no run on screen yet"
+    if running is not None and running == edited:
+        if shown and running == base:
+            return f"<b>Running</b> digest {edited} again (the config on screen)."
+        return f"<b>Running</b> digest {edited}; {views}."
+    if running is not None:
+        if shown and edited == base:
+            return f"Config on screen (digest {edited}); digest {running} is running."
+        return (
+            f"<b>Edited</b> (digest {edited}); digest {running} is running and {views}: "
+            "press Run to apply."
+        )
+    if edited == base:
+        return (
+            f"Config on screen (digest {edited})."
+            if shown
+            else f"No run on screen; Run uses digest {edited}."
+        )
+    still = f"the views still show digest {base}" if shown else "no run on screen"
+    return f"<b>Edited</b> (digest {edited}); {still}: press Run to apply."

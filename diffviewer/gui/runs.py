@@ -63,6 +63,7 @@ class RunController:
         w.hide_error()
         w.log(f"run: {w.pair.label} (config {config.digest()})")
         w.jobs.submit("run", model.run_job(w.pair, config, w.runner))
+        w.params.set_running(config)
         w.step_label.setText("starting")
         w.progress.setValue(0)
         w.update_actions()
@@ -146,6 +147,7 @@ class RunController:
 
     def _on_cancelled(self, lane: str, job_id: int) -> None:
         if lane == "run":
+            self.w.params.set_running(None)
             self.w.step_label.setText("cancelled")
             self.w.progress.setValue(0)
             self.w.log("run cancelled")
@@ -154,6 +156,7 @@ class RunController:
 
     def _on_failed(self, lane: str, job_id: int, report: ErrorReport) -> None:
         if lane == "run":
+            self.w.params.set_running(None)
             self.w.step_label.setText("failed")
             self.restore()
         if lane != "save":  # a failed save is reported by the saving module
@@ -162,6 +165,7 @@ class RunController:
 
     def _on_finished(self, lane: str, job_id: int, value: Any) -> None:
         if lane == "run":
+            self.w.params.set_running(None)
             self.show_outcome(value)
         elif lane == AB_LEVELS:
             self.w.tabs.ab_panel.set_levels(value)

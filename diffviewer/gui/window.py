@@ -231,6 +231,7 @@ class MainWindow(QMainWindow):
         self.tabs.clear()
         self.readout.readout.setText("Move the cursor over an image.")
         self._hover = None
+        self.params.set_running(None)  # the run cancelled above (unannounced)
         self.params.set_nothing_shown()
         self.warnings.set_notes([])
         self.registration.show_warp(None)

@@ -229,6 +229,29 @@ def test_the_ab_tables_show_the_key_metrics_on_a_1280_by_720_screen(
     assert ab.a.height() >= 100  # and the images keep theirs
 
 
+def test_the_parameter_status_names_the_run_under_way(qtbot, demo_window: MainWindow) -> None:
+    # audit: during a re-run the panel said "Edited (digest X); the views still show digest
+    # Y: press Run to apply" while X was running
+    window = demo_window
+    shown = window.outcome.result.config.digest()
+    window.params.set_value("detection", "threshold", 8.0)
+    running = window.params.config().digest()
+    said: list[str] = []
+
+    def run_and_read() -> None:
+        window.run()
+        said.append(window.params.status.text())
+        window.params.set_value("detection", "threshold", 9.0)  # an edit while it runs
+        said.append(window.params.status.text())
+        window.params.set_value("detection", "threshold", 8.0)
+
+    finish(qtbot, window, "run", run_and_read)
+    assert f"Running</b> digest {running}" in said[0] and f"show digest {shown}" in said[0]
+    assert "press Run" not in said[0]
+    assert f"digest {running} is running" in said[1] and "press Run to apply" in said[1]
+    assert window.params.status.text() == f"Config on screen (digest {running})."
+
+
 def test_edits_typed_during_a_run_survive_its_end(qtbot, window: MainWindow) -> None:
     run(qtbot, window, demo())
     window.params.set_value("kernel", "background_order", 0)

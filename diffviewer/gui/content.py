@@ -19,6 +19,7 @@ from diffviewer.exposure import mask_plane_names
 from diffviewer.gui import columns
 from diffviewer.gui.model import VIEW_TITLES, matched_title, no_data, view_masks
 from diffviewer.gui.verdicts import Verdict
+from diffviewer.results import SavedRun
 from diffviewer.stats import robust_std
 
 #: The four residual panels of the seed's runDebug: (title, Diagnostics attribute prefix).
@@ -131,6 +132,26 @@ NOISE_BEFORE_SCALING = "noise at PSF scale before variance scaling"
 NOISE_BEFORE_DECORRELATION = "noise ratio per pixel before decorrelation"
 SKY_PULL_MEAN = "sky sources: mean PSF-flux pull"
 SKY_PULL_STD = "sky sources: PSF-flux pull scatter"
+
+
+def run_label(result: Any, role: str) -> str:
+    """How the A/B panel names a run: the folder of a run read back from one, else its
+    role, and its config digest (a saved run re-run with its config has the same).
+
+    Parameters
+    ----------
+    result : SubtractionResult or SavedRun
+        The run.
+    role : str
+        What it is to the window ("current run", "previous run").
+
+    Returns
+    -------
+    str
+        E.g. "saved run goto_out, config 2a011292ea31".
+    """
+    name = f"saved run {result.folder.name}" if isinstance(result, SavedRun) else role
+    return f"{name}, config {result.config.digest()}"
 
 
 def effective_values(result: Any) -> dict[str, Any]:

@@ -428,7 +428,7 @@ class ABPanel(QWidget):
         self.a.settings_changed.connect(self.levels_wanted)
         self.a.display_changed.connect(self._follow_a)
         self.metrics = QTableWidget(0, 3)
-        self.metrics.setHorizontalHeaderLabels(["metric", "A (current)", "B (previous)"])
+        self.metrics.setHorizontalHeaderLabels(["metric", "A", "B"])
         self.params = QTableWidget(0, 3)
         self.params.setHorizontalHeaderLabels(["parameter that differs", "A", "B"])
         for table in (self.metrics, self.params):
@@ -454,6 +454,8 @@ class ABPanel(QWidget):
         self.label.setWordWrap(True)
         self._images: dict[str, np.ndarray] = {}
         self._showing_b = False
+        #: Each view's title: the run's role or saved folder, and its config digest.
+        self._titles = {"A": "A: current run", "B": "B: previous run"}
         images = QWidget()
         grid = QGridLayout(images)
         grid.setContentsMargins(0, 0, 0, 0)
@@ -489,15 +491,14 @@ class ABPanel(QWidget):
         self.blink_button.setChecked(False)
         self._showing_b = False
         self._images = {"A": a[0]}
-        self.a.set_title(f"A: {a[2]}")
+        self._titles = {"A": f"A: {a[2]}", "B": f"B: {b[2]}" if b else "B: (no previous run)"}
         self.a.set_image(a[0], self.a.levels_for(a[1]))
         if b is None:
             self.b.set_image(None)
-            self.b.set_title("B: (no previous run)")
         else:
             self._images["B"] = b[0]
-            self.b.set_title(f"B: {b[2]}")
             self.b.set_image(b[0], self.a.levels())
+        self._show_titles()
         keys = list(a[3]) + [k for k in (b[3] if b else {}) if k not in a[3]]
         self.metrics.setRowCount(len(keys))
         for row, key in enumerate(keys):
@@ -539,8 +540,8 @@ class ABPanel(QWidget):
         self._images = {}
         self.a.set_image(None)
         self.b.set_image(None)
-        self.a.set_title("A: current run")
-        self.b.set_title("B: previous run")
+        self._titles = {"A": "A: current run", "B": "B: previous run"}
+        self._show_titles()
         self.metrics.setRowCount(0)
         self.params.setRowCount(0)
 
@@ -564,7 +565,17 @@ class ABPanel(QWidget):
         self._showing_b = not self._showing_b
         which = self.shown()
         self.a.set_image(self._images[which], self.a.levels())
-        self.a.set_title(f"{which}: {'previous' if self._showing_b else 'current'} run (blink)")
+        title = self._titles[which]
+        self.a.set_title(f"{title} (blinking)" if self.blink_timer.isActive() else title)
+
+    def _show_titles(self) -> None:
+        """Title each view with its run, and each metrics column (its header's tooltip)."""
+        self.a.set_title(self._titles[self.shown()])
+        self.b.set_title(self._titles["B"])
+        for col, which in ((1, "A"), (2, "B")):
+            header = self.metrics.horizontalHeaderItem(col)
+            if header is not None:
+                header.setToolTip(self._titles[which])
 
     def _on_blink(self, on: bool) -> None:
         if on:
@@ -573,6 +584,7 @@ class ABPanel(QWidget):
             self.blink_timer.stop()
             if self._showing_b:
                 self.swap()
+            self._show_titles()
 
 
 def _named_item(text: str) -> QTableWidgetItem:

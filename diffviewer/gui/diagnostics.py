@@ -63,17 +63,19 @@ class DiagnosticsTabs(QTabWidget):
             )
         elif panel is self.ab_panel:
 
-            def entry(o: RunOutcome) -> RunView:
+            def entry(o: RunOutcome, role: str) -> RunView:
                 return (
                     o.images["difference"],
                     outcome.levels["difference"],
-                    f"config {o.result.config.digest()}",
+                    content.run_label(o.result, role),
                     content.metrics(o.result),
                 )
 
             differences = content.run_differences(result, previous.result) if previous else []
             self.ab_panel.set_runs(
-                entry(outcome), entry(previous) if previous else None, differences
+                entry(outcome, "current run"),
+                entry(previous, "previous run") if previous else None,
+                differences,
             )
 
     def clear(self) -> None:

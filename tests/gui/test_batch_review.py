@@ -235,6 +235,13 @@ def test_open_shows_a_saved_run_and_rerun_keeps_it_for_ab(qtbot, batch_dir, tmp_
         assert win.registration.isVisible() and win.registration.text() == saved_line
         assert win.previous is not None and isinstance(win.previous.result, SavedRun)
         assert not isinstance(win.outcome.result, SavedRun)
+        # A/B: the same config, so the same digest; B is named as the saved run (audit:
+        # both titles read the same digest and nothing marked B as the saved run)
+        win.tabs.setCurrentWidget(win.tabs.ab_panel)
+        digest = win.outcome.result.config.digest()
+        ab = win.tabs.ab_panel
+        assert ab.a.title_text == f"A: current run, config {digest}"
+        assert ab.b.title_text == f"B: saved run copy, config {digest}"
         # same pair, same config: the re-run's figures are the saved ones, up to the
         # summation order of BLAS (the CLI runs it on one thread, the GUI on OpenBLAS's
         # default; 4e-5 relative seen on the noise figures)

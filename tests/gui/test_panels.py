@@ -335,8 +335,12 @@ def test_ab_blink_alternates_the_two_differences(qtbot) -> None:
         panel.blink_button.setChecked(True)
     assert panel.shown() == "B" and panel.a.data is b
     assert panel.a.levels() == (-1.0, 1.0)  # B in A's levels
+    assert panel.a.title_text == "B: B (blinking)"
     panel.blink_button.setChecked(False)
     assert panel.shown() == "A" and panel.a.data is a
+    # the titles as before the blink (audit: A's stayed "A: current run (blink)", its
+    # digest lost)
+    assert (panel.a.title_text, panel.b.title_text) == ("A: A", "B: B")
 
 
 def test_dipole_segments_join_the_lobes_of_dipoles_only() -> None:

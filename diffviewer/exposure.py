@@ -29,6 +29,23 @@ class MaskPlane(enum.IntFlag):
     SAT_TEMPLATE = 1 << 9
 
 
+#: What each plane means on a difference (a tooltip of the GUI's mask overlay).
+PLANE_MEANINGS: dict[MaskPlane, str] = {
+    MaskPlane.BAD: "bad pixel: a detector defect, from an input's mask",
+    MaskPlane.SAT: "saturated on the science image (grown by the kernel's footprint)",
+    MaskPlane.INTRP: "interpolated over in an input, from its mask",
+    MaskPlane.CR: "cosmic ray, from an input's mask",
+    MaskPlane.EDGE: (
+        "the kernel's footprint leaves the image or touches a pixel without data: "
+        "the convolution is incomplete there"
+    ),
+    MaskPlane.DETECTED: "in the footprint of a positive detection on the difference",
+    MaskPlane.DETECTED_NEGATIVE: "in the footprint of a negative detection on the difference",
+    MaskPlane.SUSPECT: "suspect value (e.g. non-linear), from an input's mask",
+    MaskPlane.NO_DATA: "no data: outside the template's coverage or blank in an input",
+    MaskPlane.SAT_TEMPLATE: "saturated on the template (its SAT, grown by the kernel's footprint)",
+}
+
 #: Planes that make a pixel unusable for fitting, detection and measurement. A pixel
 #: saturated on the template (SAT_TEMPLATE on a difference or score) is as untrustworthy
 #: in the difference as one saturated on the science, so both scores exclude it alike.

@@ -31,6 +31,7 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
+from diffviewer.engine.columns import COLUMNS
 from diffviewer.gui import columns
 from diffviewer.gui.verdicts import Verdict
 
@@ -278,12 +279,21 @@ class CatalogPanel(QWidget):
         self._filtering = False
         self.sign_box = QComboBox()
         self.sign_box.addItems(["all", "positive", "negative"])
+        self.sign_box.setToolTip(
+            "Sources brighter on the science (positive) or on the template (negative)"
+        )
         self.dipole_box = QComboBox()
         self.dipole_box.addItems(["all", "only", "none"])
+        self.dipole_box.setToolTip(
+            "Dipoles (a positive and a negative lobe side by side: a misalignment or a "
+            "moving source): all sources, dipoles only, or no dipoles"
+        )
         self.snr_box = QDoubleSpinBox()
         self.snr_box.setRange(0.0, 1e6)
         self.snr_box.setDecimals(1)
+        self.snr_box.setToolTip("Hide sources whose |S/N| (the snr column) is below this")
         self.flag_box = QCheckBox("hide flagged")
+        self.flag_box.setToolTip(f"Hide flagged sources: {COLUMNS['flagged'][1]}")
         self.sky_box = QCheckBox("sky sources")
         self.sky_box.setToolTip(
             "Include the sky sources: forced measurements on blank sky that calibrate the "

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from astropy.table import Table
 
+from diffviewer.engine.columns import image_unit
 from diffviewer.exposure import mask_plane_names
 from diffviewer.gui import columns
 from diffviewer.gui.model import VIEW_TITLES, matched_title, no_data, view_masks
@@ -455,6 +456,9 @@ class SourceProfile:
         The same for the PSF its flux was fitted with, times that flux (:func:`source_profile`).
     flux : float
         The source's forced PSF flux (image units; NaN when not measured).
+    unit : str
+        The difference's pixel unit (its ``BUNIT``; ct: image units), the catalog's
+        fluxes' too.
     """
 
     radius: np.ndarray
@@ -462,6 +466,7 @@ class SourceProfile:
     model_radius: np.ndarray
     model: np.ndarray
     flux: float
+    unit: str
 
 
 #: Largest distance (px) of the pixels in a source's radial profile.
@@ -515,7 +520,12 @@ def source_profile(result: Any, x: float, y: float, flux: float) -> SourceProfil
         scaled = (psf / total * flux).ravel() if total else np.zeros(psf.size)
     keep = pdist <= PROFILE_RADIUS
     return SourceProfile(
-        dist[near], image[ys[near], xs[near]].astype(np.float64), pdist[keep], scaled[keep], flux
+        dist[near],
+        image[ys[near], xs[near]].astype(np.float64),
+        pdist[keep],
+        scaled[keep],
+        flux,
+        str(image_unit(result.difference.header.get("BUNIT"))),
     )
 
 

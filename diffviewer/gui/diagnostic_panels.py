@@ -302,6 +302,9 @@ class ResidualPanel(QWidget):
         self.norm_box.setToolTip(
             "Normalise residuals by the difference variance or by the input variances"
         )
+        # as wide as its longest name whenever the names come (sized on its first show, it
+        # was cut to "differenc" when the tab was opened before a run)
+        self.norm_box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.norm_box.currentTextChanged.connect(self._redraw)
         self.log_box = QCheckBox("log density")
         self.log_box.setToolTip("Logarithmic density axis: the tails against N(0, 1)")

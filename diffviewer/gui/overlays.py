@@ -18,7 +18,7 @@ from PyQt6.QtCore import QObject, Qt, pyqtSignal
 from PyQt6.QtWidgets import QCheckBox, QGridLayout, QLabel, QSlider, QVBoxLayout, QWidget
 
 from diffviewer import display, legend
-from diffviewer.exposure import MaskPlane
+from diffviewer.exposure import PLANE_MEANINGS, MaskPlane
 from diffviewer.gui import content
 from diffviewer.gui.views import ImageArea
 
@@ -300,6 +300,7 @@ class ReadoutPage(QWidget):
             r, g, b = display.PLANE_COLOURS[plane]
             box = QCheckBox(str(plane.name))
             box.setStyleSheet(f"QCheckBox {{ color: rgb({r // 2}, {g // 2}, {b // 2}); }}")
+            box.setToolTip(f"{plane.name}: {PLANE_MEANINGS[plane]}")
             box.toggled.connect(self.mask_changed)
             planes.addWidget(box, k // 2, k % 2)
             self.plane_boxes[plane] = box

@@ -270,6 +270,7 @@ class CutoutPanel(_StampGrid):
             self.profile_points.setData([], [])
             self.profile_model.setData([], [])
             return
+        self.profile.setLabel("left", f"difference [{profile.unit}]")
         self.profile_points.setData(profile.radius, profile.value)
         self.profile_model.setData(profile.model_radius, profile.model)
 

@@ -203,6 +203,9 @@ class ParameterPanel(QWidget):
         self.status = QLabel()
         self.status.setWordWrap(True)
         self.reset_button = QPushButton("Reset to defaults")
+        self.reset_button.setToolTip(
+            "Show every parameter's default value, as an edit: press Run to apply"
+        )
         self.reset_button.clicked.connect(self.reset)
         buttons = QHBoxLayout()
         buttons.addWidget(self.reset_button)

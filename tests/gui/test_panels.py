@@ -523,6 +523,47 @@ def test_the_kernel_maps_keep_their_height_and_the_description_scrolls(qtbot) ->
     assert panel.info.height() >= panel.info.heightForWidth(panel.info.width())
 
 
+def test_the_residual_normalisation_box_holds_its_longest_name(qtbot) -> None:
+    # audit: at 1280 x 720 the box read "differenc": sized when first shown, before a run
+    from diffviewer.gui.diagnostic_panels import ResidualPanel
+
+    panel = ResidualPanel()
+    qtbot.addWidget(panel)
+    panel.show()  # the tab opened before any run: no names yet
+    qtbot.waitExposed(panel)
+    qtbot.wait(50)  # laid out, the box sized
+    values = np.random.default_rng(3).normal(0.0, 1.0, 100)
+    panel.set_data([("own", {"difference variance": values, "input variances": values})])
+    qtbot.wait(10)
+    box = panel.norm_box
+    assert box.width() > box.fontMetrics().horizontalAdvance("difference variance")
+
+
+def test_filters_mask_planes_and_reset_say_what_they_do(qtbot, demo_window: MainWindow) -> None:
+    # audit: no tooltip on the mask-plane boxes, the catalog's sign and dipoles boxes,
+    # its |S/N| box, "hide flagged", "Reset to defaults"
+    from diffviewer.exposure import PLANE_MEANINGS
+
+    boxes = demo_window.readout.plane_boxes
+    assert set(boxes) == set(MaskPlane)
+    for plane, box in boxes.items():
+        assert box.toolTip() == f"{plane.name}: {PLANE_MEANINGS[plane]}"
+    cat = demo_window.review.catalog
+    assert "template" in cat.sign_box.toolTip() and "lobe" in cat.dipole_box.toolTip()
+    assert "S/N" in cat.snr_box.toolTip() and "saturated" in cat.flag_box.toolTip()
+    assert "Run" in demo_window.params.reset_button.toolTip()
+
+
+def test_the_profile_axis_says_its_unit(qtbot, demo_window: MainWindow) -> None:
+    # audit: the profile plot's y axis had no unit
+    dia = demo_window.outcome.result.diasources
+    source = int(dia["id"][int(np.argmax(np.asarray(dia["snr"], float)))])
+    demo_window.select_source(source)
+    unit = str(dia["psf_flux"].unit)  # the catalog's fluxes' unit: the difference's
+    axis = demo_window.review.cutouts.profile.getAxis("left")
+    assert axis.labelText == f"difference [{unit}]"
+
+
 def test_residual_histograms_switch_to_a_log_density_axis(qtbot) -> None:
     from diffviewer.gui.diagnostic_panels import ResidualPanel
 

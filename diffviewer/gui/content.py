@@ -167,9 +167,9 @@ def effective_values(result: Any) -> dict[str, Any]:
     -------
     dict of str to Any
         By ``section.name``: the image convolved (``kernel.mode``; 'auto' chooses it), the
-        kernel's and background's spatial orders (lowered with few kernel stamps), and,
-        where the held-out stars chose them, the kernel sum's order, the fit region and
-        the roughness prior's strength.
+        kernel's and background's spatial orders (lowered with few kernel stamps), the
+        kernel sum's order (chosen for -1, capped at the kernel's), and where the held-out
+        stars chose them the fit region and the roughness prior's strength.
     """
     fit = result.kernel
     out: dict[str, Any] = {
@@ -177,8 +177,14 @@ def effective_values(result: Any) -> dict[str, Any]:
         "kernel.spatial_order": fit.solution.spatial_order,
         "kernel.background_order": fit.solution.background_order,
     }
-    if fit.sum_order_choice is not None:
-        out["kernel.kernel_sum_order"] = fit.sum_order_choice.chosen
+    # the sum's order as the spatial fit took it: chosen, else the configured one (0 for
+    # -1), capped at the kernel's order (engine.kernel_spatial.fit_spatial's sum_terms)
+    wanted = (
+        fit.sum_order_choice.chosen
+        if fit.sum_order_choice is not None
+        else result.config.kernel.fixed_sum_order
+    )
+    out["kernel.kernel_sum_order"] = min(wanted, fit.solution.spatial_order)
     if fit.region_choice is not None:
         whole = fit.region_choice.chosen == fit.region_choice.halves[0]
         out["kernel.fit_region"] = "whole" if whole else "core"

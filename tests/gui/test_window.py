@@ -13,7 +13,7 @@ from PyQt6.QtCore import QSettings, Qt
 from diffviewer import display
 from diffviewer.config import load_toml
 from diffviewer.exposure import UNUSABLE, MaskPlane
-from diffviewer.gui import model
+from diffviewer.gui import content, model
 from diffviewer.gui.content import NOISE_FINAL, SKY_PULL_MEAN, SKY_PULL_STD, n_detections
 from diffviewer.gui.model import Pair
 from diffviewer.gui.window import MainWindow, isolated_window
@@ -203,6 +203,8 @@ def test_ab_parameters_that_differ_say_what_ran(qtbot, demo_window: MainWindow) 
         ("kernel.mode", chosen, f"auto (ran as {chosen})"),
         ("kernel.spatial_order", str(order), f"2 (ran as {order})"),
     ]
+    # the kernel sum's order as run: both constant (0: -1 chooses, capped at order 0)
+    assert content.effective_values(before)["kernel.kernel_sum_order"] == 0
 
 
 def test_the_ab_tables_show_the_key_metrics_on_a_1280_by_720_screen(

@@ -390,7 +390,6 @@ def estimate_variance(
             "weight file)"
         )
     sky_var = sigma**2
-    card, gain = gain if isinstance(gain, tuple) else ("gain", gain)
     largest = float(np.finfo(np.float32).max)
     if not sky_var <= largest:
         raise InputError(
@@ -399,16 +398,24 @@ def estimate_variance(
             f"{sigma:.3g}); divide both images by a common factor (e.g. "
             f"{10.0 ** math.floor(math.log10(sigma)):.0e}) and any variance planes by its square"
         )
-    brightest = max(float(np.max(image[good])) - level, 0.0)
-    if gain is not None and not sky_var + brightest / gain <= largest:
-        raise InputError(
-            f"{source}: the variance of its brightest pixel by {card} = {gain:g} is "
-            f"{sky_var + brightest / gain:.3g} (image units^2), beyond single precision "
-            f"({largest:.3g}): the gain is not this image's electrons per unit; fix or "
-            "remove the card, or give a variance plane"
-        )
+    # the gain given (and the card it was read from), else the sky's Poisson one
+    card, given = gain if isinstance(gain, tuple) else ("gain", gain)
     unsubtracted = level > SKY_LEVEL_MIN_SIGMAS * sigma
-    if gain is not None and unsubtracted and level / gain > GAIN_NOISE_EXCESS * sky_var:
+    gain = given if given is not None else (level / sky_var if unsubtracted else None)
+    brightest = sky_var + max(float(np.max(image[good])) - level, 0.0) / gain if gain else 0.0
+    if not brightest <= largest:
+        cause = (
+            f"by {card} = {gain:g} is {brightest:.3g} (image units^2), beyond single precision "
+            f"({largest:.3g}): the gain is not this image's electrons per unit; fix or remove "
+            "the card, or give a variance plane"
+            if given is not None
+            else f"is {brightest:.3g} (image units^2), beyond single precision ({largest:.3g}): "
+            f"the image is in units too large (its sky noise is {sigma:.3g}); divide both "
+            f"images by a common factor (e.g. {10.0 ** math.floor(math.log10(sigma)):.0e}) "
+            "and any variance planes by its square"
+        )
+        raise InputError(f"{source}: the variance of its brightest pixel {cause}")
+    if given is not None and unsubtracted and level / given > GAIN_NOISE_EXCESS * sky_var:
         # Said, not replaced: the level may hold a pedestal (a bias not taken out) that is
         # no Poisson sky, and then the card is right.
         log.warning(
@@ -418,14 +425,12 @@ def estimate_variance(
             "fix or remove the card, or give a variance plane",
             source,
             card,
-            gain,
+            given,
             level,
-            math.sqrt(level / gain),
-            math.sqrt(level / gain) / sigma,
+            math.sqrt(level / given),
+            math.sqrt(level / given) / sigma,
             sigma,
         )
-    if gain is None and unsubtracted:
-        gain = level / sky_var
     if gain is None:
         return np.full(image.shape, sky_var, dtype=np.float32)
     variance = np.empty(image.shape, dtype=np.float32)

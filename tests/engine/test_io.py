@@ -1004,3 +1004,36 @@ def test_the_image_suggested_beside_the_one_read_is_the_one_it_names(
     assert spec_path == path
     with fits.open(path) as hdul:
         assert hdul[io._find_hdu(hdul, ext, path, "image")].data[0, 0] == 2.0
+
+
+def test_a_gain_that_looks_wrong_against_a_pedestal_is_said_and_used(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A sky-subtracted frame with a +1000 pedestal and its right GAIN = 2: the level's
+    # Poisson noise by that gain (22 counts) is over twice the measured (10): said. A review
+    # of the first version, which replaced the gain by the sky's (20), found a star pixel's
+    # variance 300 where it is 2,550: the card is used.
+    rng = np.random.default_rng(3)
+    image = 1000.0 + rng.normal(0.0, 10.0, (200, 200))
+    image[100, 100] += 5000.0
+    mask = np.zeros(image.shape, dtype=np.int16)
+    with caplog.at_level("WARNING", logger="diffviewer.io"):
+        variance = estimate_variance(image, mask, ("GAIN", 2.0), "pedestal.fits")
+    assert any("GAIN = 2 makes the Poisson noise" in r.getMessage() for r in caplog.records)
+    level, sigma = robust_sky(image, mask == 0)
+    assert variance[100, 100] == np.float32((image[100, 100] - level) / 2.0 + sigma**2)
+
+
+def test_a_variance_beyond_single_precision_at_the_brightest_pixel_is_refused() -> None:
+    # Without a gain card, an unsubtracted sky gives its own gain: a review found the check
+    # made only for a card's gain, and a star of 1e28 on a sky of 1e19 +- 1e17 overflowed
+    # the float32 variance (a numpy warning, then NO_DATA) where it was refused before.
+    rng = np.random.default_rng(4)
+    image = (1000.0 + rng.normal(0.0, 10.0, (100, 100))) * 1e16
+    image[50, 50] = 1e28
+    with pytest.raises(
+        InputError,
+        match=r"big\.fits: the variance of its brightest pixel is .* "
+        r"units too large",
+    ):
+        estimate_variance(image, np.zeros(image.shape, dtype=np.int16), None, "big.fits")

@@ -168,14 +168,20 @@ def effective_values(result: Any) -> dict[str, Any]:
     dict of str to Any
         By ``section.name``: the image convolved (``kernel.mode``; 'auto' chooses it), the
         kernel's and background's spatial orders (lowered with few kernel stamps), the
-        kernel sum's order (chosen for -1, capped at the kernel's), and where the held-out
-        stars chose them the fit region and the roughness prior's strength.
+        basis's degrees (chosen by the held-out stars) and whether it has the wing (left
+        out with few stamps), the kernel sum's order (chosen for -1, capped at the
+        kernel's), and where the held-out stars chose them the fit region and the
+        roughness prior's strength.
     """
     fit = result.kernel
     out: dict[str, Any] = {
         "kernel.mode": fit.convolved,
         "kernel.spatial_order": fit.solution.spatial_order,
         "kernel.background_order": fit.solution.background_order,
+        # chosen by the stars held out (kernel.degree_steps), or capped for a kernel fitted
+        # to the PSFs alone; the wing left out with too few stamps to fit it
+        "kernel.degrees": [int(d) for d in fit.solution.degrees],
+        "kernel.wing": fit.solution.wing is not None,
     }
     # the sum's order as the spatial fit took it: chosen, else the configured one (0 for
     # -1), capped at the kernel's order (engine.kernel_spatial.fit_spatial's sum_terms)
@@ -189,7 +195,7 @@ def effective_values(result: Any) -> dict[str, Any]:
         whole = fit.region_choice.chosen == fit.region_choice.halves[0]
         out["kernel.fit_region"] = "whole" if whole else "core"
     if result.config.kernel.regularization < 0 and math.isfinite(fit.regularization):
-        out["kernel.regularization"] = float(f"{fit.regularization:.4g}")  # chosen
+        out["kernel.regularization"] = float(fit.regularization)  # chosen, as metadata.json
     return out
 
 

@@ -441,11 +441,18 @@ class ABPanel(QWidget):
             rows.setDefaultSectionSize(table.fontMetrics().height() + 6)  # a line a row
             columns = table.horizontalHeader()
             assert columns is not None
-            # the values whole, the names cut short where the table is narrow (their
-            # tooltips hold them whole)
+            # the metrics' values whole, their names cut short where the table is narrow;
+            # the parameters' names and values ("auto (ran as science)") a third each: the
+            # values sized to their text left the names 26 px at 1280 x 720 (every cell's
+            # tooltip holds it whole)
             columns.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
             for col in (1, 2):
-                columns.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
+                mode = (
+                    QHeaderView.ResizeMode.Stretch
+                    if table is self.params
+                    else QHeaderView.ResizeMode.ResizeToContents
+                )
+                columns.setSectionResizeMode(col, mode)
         self.blink_button = QPushButton("Blink A/B")
         self.blink_button.setCheckable(True)
         self.blink_button.setToolTip("Alternate A and B in the left view at the blink rate")

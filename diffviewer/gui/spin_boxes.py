@@ -113,11 +113,17 @@ class LongSpinBox(QAbstractSpinBox):
         if parsed is None:
             partial = text.strip() in ("", "-", "+")
             state = QValidator.State.Intermediate if partial else QValidator.State.Invalid
-        elif self._minimum <= parsed <= self._maximum:
+        elif self._acceptable(parsed):
             state = QValidator.State.Acceptable
         else:
             state = QValidator.State.Intermediate
         return state, text, pos
+
+    def _acceptable(self, value: int) -> bool:
+        """In the range, and whole steps from its minimum (odd for a field of odd values
+        only, stepped by 2 from 3: 12 typed was taken, and the arrows kept it even)."""
+        on_grid = (value - self._minimum) % self._step == 0
+        return self._minimum <= value <= self._maximum and on_grid
 
     def fixup(self, text: str | None) -> str:
         """The value shown, in place of text that is not a number in the range."""
@@ -125,7 +131,7 @@ class LongSpinBox(QAbstractSpinBox):
 
     def _on_text(self, text: str) -> None:
         parsed = _parse_int(text)
-        if parsed is not None and self._minimum <= parsed <= self._maximum:
+        if parsed is not None and self._acceptable(parsed):
             self.setValue(parsed)
 
 
@@ -154,15 +160,49 @@ class FloatSpinBox(QDoubleSpinBox):
         super().__init__(parent)
         self.setDecimals(ALL_DECIMALS)
         self.setRange(minimum, maximum)
+        # The value the arrows started from, the steps taken since, and the value they
+        # left: stepping back to 0 steps is that value to the bit, however many digits
+        # it has (0.12345678901234568 up and down was 0.12345678901234566).
+        self._anchor, self._taken, self._stepped = 0.0, 0, math.nan
+
+    def _steps_from_anchor(self) -> tuple[float, int]:
+        """The anchor and the steps taken from it, anew when the value was set otherwise
+        (typed, loaded, reset) since the arrows last stepped."""
+        if self.value() != self._stepped:
+            return self.value(), 0
+        return self._anchor, self._taken
+
+    def _in_range(self, anchor: float, taken: int) -> bool:
+        value = decimal_step(anchor, self.singleStep(), taken)
+        return bool(self.minimum() <= value <= self.maximum())
 
     def stepBy(self, steps: int) -> None:
-        """Step the value by ``steps`` single steps in decimal arithmetic (arrows, Page
-        Up/Down, the focused wheel), clamped to the range; text being typed is read
-        first, as ``QAbstractSpinBox`` does."""
+        """Step the value by ``steps`` single steps in decimal arithmetic from where the
+        arrows started (arrows, Page Up/Down, the focused wheel), as many as the range
+        holds (0.95 up on a field to 1 stays 0.95, so up and down is the value again);
+        text being typed is read first, as ``QAbstractSpinBox`` does."""
         self.interpretText()
-        value = decimal_step(self.value(), self.singleStep(), steps)
-        self.setValue(min(max(value, self.minimum()), self.maximum()))
+        anchor, taken = self._steps_from_anchor()
+        direction = 1 if steps > 0 else -1
+        take = 0
+        while take != steps and self._in_range(anchor, taken + take + direction):
+            take += direction
+        if take == 0:
+            return
+        value = decimal_step(anchor, self.singleStep(), taken + take)
+        self._anchor, self._taken, self._stepped = anchor, taken + take, value
+        self.setValue(value)
         self.selectAll()
+
+    def stepEnabled(self) -> QAbstractSpinBox.StepEnabledFlag:
+        """Which of up and down can take a whole step within the range."""
+        anchor, taken = self._steps_from_anchor()
+        flags = QAbstractSpinBox.StepEnabledFlag.StepNone
+        if self._in_range(anchor, taken + 1):
+            flags |= QAbstractSpinBox.StepEnabledFlag.StepUpEnabled
+        if self._in_range(anchor, taken - 1):
+            flags |= QAbstractSpinBox.StepEnabledFlag.StepDownEnabled
+        return flags
 
     def textFromValue(self, value: float) -> str:
         """The shortest text of ``value`` that reads back as it."""

@@ -10,7 +10,8 @@ import numpy as np
 import pyqtgraph as pg
 import pytest
 from PyQt6.QtCore import Qt
-from PyQt6.QtWidgets import QCheckBox, QComboBox, QLineEdit
+from PyQt6.QtGui import QValidator
+from PyQt6.QtWidgets import QAbstractSpinBox, QCheckBox, QComboBox, QLineEdit
 
 from diffviewer import display
 from diffviewer.config import SECTION_TYPES, SubtractionConfig, field_specs
@@ -138,6 +139,40 @@ def test_spin_arrows_step_in_decimal_and_odd_fields_by_two(qtbot) -> None:
                 editor.stepBy(1)
                 editor.stepBy(-1)
     assert panel.config() == SubtractionConfig() and not panel.is_modified()
+
+
+@pytest.mark.parametrize(
+    ("value", "step", "maximum"),
+    [(0.12345678901234568, 0.1, 10.0), (2**0.5, 1.0, 10.0), (1e-20, 1e-3, 1.0), (0.95, 0.1, 1.0)],
+)
+def test_spin_arrows_up_then_down_give_any_value_back(qtbot, value, step, maximum) -> None:
+    # A review: the decimal sum of a value of 17 digits was rounded (0.12345678901234568
+    # up and down was ...566; sqrt(2) lost its last digit; 1e-20 by 1e-3 came back 0.0,
+    # another regularisation), and at a limit the step was clamped (0.95 up was 1.0, then
+    # down 0.9). The arrows step from where they started, whole steps within the range.
+    box = FloatSpinBox(0.0, maximum)
+    qtbot.addWidget(box)
+    box.setSingleStep(step)
+    box.setValue(value)
+    room = value + 2 * step <= maximum
+    for steps in (1, 1, -1, -1, 2, -2) if room else (-1, -1, 1, 1, -2, 2):
+        box.stepBy(steps)
+    assert box.value() == value
+    box.stepBy(1)
+    if value + step > maximum:  # no whole step fits: the value stays, the arrow is off
+        assert box.value() == value
+        assert not box.stepEnabled() & QAbstractSpinBox.StepEnabledFlag.StepUpEnabled
+    else:
+        assert box.value() == pytest.approx(value + step, rel=1e-12)
+
+
+def test_an_odd_only_field_takes_no_even_value_typed(qtbot) -> None:
+    # A review: kernel.min_size typed 12 was taken, and the arrows then kept it even.
+    panel = ParameterPanel()
+    qtbot.addWidget(panel)
+    size = panel.editor("kernel", "min_size")
+    assert size.validate("12", 2)[0] == QValidator.State.Intermediate
+    assert size.validate("13", 2)[0] == QValidator.State.Acceptable
 
 
 def test_views_share_pan_zoom_and_crosshair_and_blink_cycles(qtbot) -> None:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from astropy.table import Table
 from PyQt6.QtCore import QSettings, Qt
+from PyQt6.QtWidgets import QHeaderView
 
 from diffviewer import display
 from diffviewer.config import load_toml
@@ -204,7 +205,14 @@ def test_ab_parameters_that_differ_say_what_ran(qtbot, demo_window: MainWindow) 
         ("kernel.spatial_order", str(order), f"2 (ran as {order})"),
     ]
     # the kernel sum's order as run: both constant (0: -1 chooses, capped at order 0)
-    assert content.effective_values(before)["kernel.kernel_sum_order"] == 0
+    ran = content.effective_values(before)
+    assert ran["kernel.kernel_sum_order"] == 0
+    # a review: the degrees the held-out stars chose and the wing left out (the demo has
+    # too few stamps for it) were shown as requested: what metadata.json records
+    choice = before.kernel.degree_choice
+    assert choice is not None and ran["kernel.degrees"] == list(choice.chosen)
+    assert before.config.kernel.wing and ran["kernel.wing"] is False
+    assert ran["kernel.regularization"] == before.kernel.regularization  # not rounded
 
 
 def test_the_ab_tables_show_the_key_metrics_on_a_1280_by_720_screen(
@@ -229,6 +237,10 @@ def test_the_ab_tables_show_the_key_metrics_on_a_1280_by_720_screen(
     ]
     assert len(shown) >= 5, (len(shown), room)
     assert ab.a.height() >= 100  # and the images keep theirs
+    # a review: the parameters' values sized to their text ("-1.0 (ran as 0.03162)") left
+    # their names 26 px wide at 1280 x 720: the three columns share the width
+    header = ab.params.horizontalHeader()
+    assert {header.sectionResizeMode(c) for c in range(3)} == {QHeaderView.ResizeMode.Stretch}
 
 
 def test_the_parameter_status_names_the_run_under_way(qtbot, demo_window: MainWindow) -> None:

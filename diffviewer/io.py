@@ -333,6 +333,17 @@ def _shifted_half_pixel(image: np.ndarray, axis: int) -> np.ndarray:
     return np.fft.irfft(np.fft.rfft(image, axis=axis) * phase, n=n, axis=axis)
 
 
+def _units_too_large(variance: float, sigma: float) -> str:
+    """Why a variance beyond single precision refuses an image, and the factor to divide
+    by: the rest of a message naming the image and the variance."""
+    return (
+        f"is {variance:.3g} (image units^2), beyond single precision "
+        f"({float(np.finfo(np.float32).max):.3g}): the image is in units too large (its sky "
+        f"noise is {sigma:.3g}); divide both images by a common factor (e.g. "
+        f"{10.0 ** math.floor(math.log10(sigma)):.0e}) and any variance planes by its square"
+    )
+
+
 def estimate_variance(
     image: np.ndarray,
     mask: np.ndarray,
@@ -392,12 +403,7 @@ def estimate_variance(
     sky_var = sigma**2
     largest = float(np.finfo(np.float32).max)
     if not sky_var <= largest:
-        raise InputError(
-            f"{source}: its sky variance is {sky_var:.3g} (image units^2), beyond single "
-            f"precision ({largest:.3g}): the image is in units too large (its sky noise is "
-            f"{sigma:.3g}); divide both images by a common factor (e.g. "
-            f"{10.0 ** math.floor(math.log10(sigma)):.0e}) and any variance planes by its square"
-        )
+        raise InputError(f"{source}: its sky variance {_units_too_large(sky_var, sigma)}")
     # the gain given (and the card it was read from), else the sky's Poisson one
     card, given = gain if isinstance(gain, tuple) else ("gain", gain)
     unsubtracted = level > SKY_LEVEL_MIN_SIGMAS * sigma
@@ -409,10 +415,7 @@ def estimate_variance(
             f"({largest:.3g}): the gain is not this image's electrons per unit; fix or remove "
             "the card, or give a variance plane"
             if given is not None
-            else f"is {brightest:.3g} (image units^2), beyond single precision ({largest:.3g}): "
-            f"the image is in units too large (its sky noise is {sigma:.3g}); divide both "
-            f"images by a common factor (e.g. {10.0 ** math.floor(math.log10(sigma)):.0e}) "
-            "and any variance planes by its square"
+            else _units_too_large(brightest, sigma)
         )
         raise InputError(f"{source}: the variance of its brightest pixel {cause}")
     if given is not None and unsubtracted and level / given > GAIN_NOISE_EXCESS * sky_var:

@@ -23,11 +23,13 @@ any pixel where the science or the template shows a source (a 5 x 5 box mean abo
 three times that mean's robust spread: :func:`~diffviewer.engine.sky.input_sources`, found
 once a run for the kernel fit too), so neither a star's subtraction residual nor a
 transient enters the estimate; two passes of 4-sigma clipping remove what is left. The
-same distance is kept from every pixel that is not usable on the difference or either
-input, where a source is not seen (:meth:`~diffviewer.engine.sky.InputSources.sky`): the
-sky of a crowded field is otherwise the band along the edge of its data (the pyDIA pair
-0120 - 0012 measured 0.936 there and its interior's sky 0.65 of the scaled errors; 0.631
-and 0.96 now).
+same distance is kept from where a source could not be seen: unusable regions (on the
+difference or either input) wide enough to hide one, a square of the PSF's FWHM (not a
+cosmic ray or a bad column), and the array's border
+(:meth:`~diffviewer.engine.sky.InputSources.sky`, :func:`hiding_width`): the sky of a
+crowded field is otherwise the band along the edge of its data (the pyDIA pair 0120 -
+0012 measured 0.936 there and its interior's sky 0.65 of the scaled errors; 0.631 and
+0.96 now).
 Where a crowded field leaves fewer than :data:`MIN_SKY_PIXELS` such pixels, the sky
 steps in (:data:`SKY_STEPS`): two FWHM, then one, from every source, the kernel's reach
 left to the clipping. A residual the clipping misses can only raise the scale, so a

@@ -130,17 +130,11 @@ def _header_cd(header: fits.Header) -> np.ndarray | None:
 
 def _unreadable_wcs_card(header: fits.Header) -> str | None:
     """The first WCS number card (:data:`WCS_NUMBER_KEY`) whose value is not a finite
-    number (``NaN``, which FITS cannot hold and astropy cannot parse; a string), or None.
-    wcslib reads such a ``CRVAL1`` or ``PC1_1`` as a default (0, 1) without a word."""
-    for key in header:
-        if WCS_NUMBER_KEY.match(key):
-            try:
-                value = float(header[key])
-            except (TypeError, ValueError, fits.VerifyError):
-                return key
-            if not math.isfinite(value):
-                return key
-    return None
+    number (:func:`unreadable_number`: ``NaN``, which FITS cannot hold and astropy cannot
+    parse; a string), or None. wcslib reads such a ``CRVAL1`` or ``PC1_1`` as a default
+    (0, 1) without a word."""
+    found = unreadable_number(header, [key for key in header if WCS_NUMBER_KEY.match(key)])
+    return None if found is None else found[0]
 
 
 def _missing_reference(wcs: WCS, header: fits.Header) -> str | None:
@@ -214,12 +208,13 @@ def read_wcs(header: fits.Header, source: str) -> WCS | None:
 
 
 def header_float(header: fits.Header, keys: Sequence[str]) -> tuple[str, float] | None:
-    """The first of ``keys`` present with a finite numeric value (numeric strings accepted)."""
+    """The first of ``keys`` present with a finite numeric value (numeric strings accepted;
+    a card astropy cannot parse, as ``NaN``, is passed over)."""
     for key in keys:
         if key in header:
             try:
                 value = float(header[key])
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, fits.VerifyError):
                 continue
             if np.isfinite(value):
                 return key, value
@@ -255,7 +250,10 @@ def unreadable_number(header: fits.Header, keys: Sequence[str]) -> tuple[str, ob
     :func:`header_float` passes over), with that value; None when there is none."""
     for key in keys:
         if key in header and header_float(header, (key,)) is None:
-            return key, header[key]
+            try:
+                return key, header[key]
+            except fits.VerifyError:
+                return key, "(unparsable)"
     return None
 
 

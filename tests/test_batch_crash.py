@@ -167,6 +167,8 @@ def test_a_pair_whose_worker_died_after_placing_it_is_done(tmp_path: Path) -> No
     # 0.001 s with the new worker's memory)
     assert (rows["a"]["status"], rows["a"]["error"]) == ("skipped", "")
     assert math.isnan(rows["a"]["seconds"]) and math.isnan(rows["a"]["peak_memory"])
+    # the worker's death is said (an audit: retried and done, nothing told of it)
+    assert "warning: a: the worker running it died 1 time(s)" in done.stderr
 
 
 @pytest.mark.slow

@@ -651,7 +651,14 @@ def run_batch(
                             future.release()
                             continue
                         row = _lost_row(job, exc, advice)  # the worker died
+                    deaths = _worker_deaths(client, future.key)
                     future.release()
+                    if deaths and row["status"] != "failed":
+                        tell(
+                            f"warning: {job.name}: the worker running it died {deaths} "
+                            "time(s) (memory, a signal: see the worker's log); dask ran it "
+                            "again on another, and its time and memory are the last run's"
+                        )
                     for note in row.pop("messages", []):
                         tell(f"warning: {job.name}: {note}")
                     if row["status"] == "failed":
@@ -674,6 +681,22 @@ def run_batch(
         if rows:  # nothing to summarise when no pair ran nor was kept (no scheduler)
             _write_rows(options.out, ordered)
     return ordered()
+
+
+def _worker_deaths(client: Any, key: Any) -> int:
+    """How many workers died running a finished task (the scheduler's count of them,
+    ``TaskState.suspicious``, which dask's retry on another worker keeps); 0 when the
+    scheduler no longer knows the task or cannot be asked."""
+    try:
+        return int(client.run_on_scheduler(_suspicious, key=key))
+    except Exception:  # a scheduler going away: nothing to tell of the task
+        return 0
+
+
+def _suspicious(dask_scheduler: Any, key: Any) -> int:
+    """On the scheduler: :func:`_worker_deaths` of ``key``."""
+    task = dask_scheduler.tasks.get(key)
+    return 0 if task is None else int(task.suspicious)
 
 
 def _write_rows(out: Path, ordered: Callable[[], list[dict[str, Any]]]) -> None:

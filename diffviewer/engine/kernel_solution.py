@@ -25,6 +25,29 @@ from diffviewer.engine.sky import SkyLevel
 from diffviewer.exposure import Exposure
 
 
+def map_points(shape: tuple[int, int], step: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of a coarse map's samples: (j, i) is at pixel (i * step, j * step) + step/2,
+    each clamped to the image's last column and row (``KSUMMAP``'s grid).
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Image shape (ny, nx).
+    step : int
+        Grid spacing (px).
+
+    Returns
+    -------
+    gx, gy : numpy.ndarray
+        ``(ceil(ny / step), ceil(nx / step))`` x and y of each sample (0-based px).
+    """
+    ny, nx = shape
+    ys = np.minimum(np.arange(0, ny, step) + step / 2.0, ny - 1)
+    xs = np.minimum(np.arange(0, nx, step) + step / 2.0, nx - 1)
+    gx, gy = np.meshgrid(xs, ys)
+    return gx, gy
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class KernelSolution:
     """A spatially varying kernel and differential background, evaluable anywhere.
@@ -147,10 +170,7 @@ class KernelSolution:
         numpy.ndarray
             ``(ceil(ny / step), ceil(nx / step))`` float32.
         """
-        ny, nx = shape or self.shape
-        ys = np.minimum(np.arange(0, ny, step) + step / 2.0, ny - 1)
-        xs = np.minimum(np.arange(0, nx, step) + step / 2.0, nx - 1)
-        gx, gy = np.meshgrid(xs, ys)
+        gx, gy = map_points(shape or self.shape, step)
         return self.kernel_sum(gx.ravel(), gy.ravel()).reshape(gy.shape).astype(np.float32)
 
     def spatial_kernels(self) -> np.ndarray:

@@ -644,6 +644,28 @@ def scaled_background(fit: KernelFit, box: tuple[slice, slice] | None = None) ->
     return background
 
 
+def background_at(fit: KernelFit, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The subtracted differential background at positions, in science counts: the values
+    of :func:`scaled_background`'s plane, evaluated at any (x, y) in double precision.
+
+    Parameters
+    ----------
+    fit : KernelFit
+        The kernel fit (its background polynomial; times :func:`science_scale` when the
+        science was convolved).
+    x, y : numpy.ndarray
+        Positions (0-based science px), any shape (the same).
+
+    Returns
+    -------
+    numpy.ndarray
+        float64, the positions' shape.
+    """
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    values = fit.solution.background(x.ravel(), y.ravel()) * science_scale(fit)
+    return np.asarray(values).reshape(x.shape)
+
+
 def sky_corrected(products: SubtractionProducts, sky: np.ndarray) -> SubtractionProducts:
     """The products with the raw difference's level on sky taken out of the background.
 

@@ -288,11 +288,15 @@ def metrics(result: Any) -> dict[str, float]:
 
 
 def kernel_views(result: Any, n_grid: int = 7, n_shift: int = 16) -> dict[str, Any]:
-    """The kernel panel's content: mosaic, sums, centroid shifts, basis, a description.
+    """The kernel panel's content: mosaic, sums, centroid shifts, the differential
+    background, basis, a description.
 
     The mosaic and the shift map realise the engine's spatial kernel with
     :func:`diffviewer.engine.diagnostics.kernel_mosaic`; centroids are the first
-    moments of those kernel images, relative to the kernel centre.
+    moments of those kernel images, relative to the kernel centre. The background map
+    is the subtracted background (:func:`diffviewer.engine.subtract.background_at`, in
+    the difference's units) at the kernel-sum map's samples, so a saved run's (from
+    ``kernel.fits``' ``BGCOEFFS`` and ``KSUMMAP``'s ``STEP``) is the run's.
 
     Parameters
     ----------
@@ -308,13 +312,18 @@ def kernel_views(result: Any, n_grid: int = 7, n_shift: int = 16) -> dict[str, A
         Keyword arguments of :meth:`diffviewer.gui.diagnostic_panels.KernelPanel.set_data`.
     """
     from diffviewer.engine.diagnostics import kernel_centroids, kernel_mosaic
+    from diffviewer.engine.kernel_solution import map_points
+    from diffviewer.engine.subtract import background_at
 
     sol = result.kernel.solution
     mosaic = kernel_mosaic(sol, n_grid)
     sums = mosaic.kernels.sum(axis=(2, 3))
     dx, dy = kernel_centroids(mosaic.kernels)
     gx, gy = np.meshgrid(mosaic.x, mosaic.y)
-    grid = np.column_stack([gx.ravel(), gy.ravel(), sums.ravel(), dx.ravel(), dy.ravel()])
+    bg = background_at(result.kernel, gx, gy)
+    grid = np.column_stack(
+        [gx.ravel(), gy.ravel(), sums.ravel(), dx.ravel(), dy.ravel(), bg.ravel()]
+    )
     fine = kernel_mosaic(sol, n_shift)
     fdx, fdy = kernel_centroids(fine.kernels)
     # The kernel sum's figures are metadata.json's: over the samples of the sum map
@@ -357,6 +366,10 @@ def kernel_views(result: Any, n_grid: int = 7, n_shift: int = 16) -> dict[str, A
         "sum_map": result.subtraction.kernel_sum_map,
         "stars": stars,
         "shift_map": np.hypot(fdx, fdy),
+        "background_map": background_at(
+            result.kernel, *map_points(sol.shape, result.subtraction.kernel_sum_step)
+        ),
+        "unit": str(image_unit(result.difference.header.get("BUNIT"))),
         "basis": sol.basis,
         "info": info,
     }

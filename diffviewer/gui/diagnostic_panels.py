@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pyqtgraph as pg
 from PyQt6.QtCore import Qt, QTimer, pyqtSignal
+from PyQt6.QtGui import QFont
 from PyQt6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -37,7 +38,7 @@ from diffviewer.gui.views import ImagePanel, link_to
 
 _MOSAIC_HINT = (
     "Mosaic: the wheel zooms, a click centres the images there; the cursor over it "
-    "gives a cell's sum and shift."
+    "gives a cell's sum, shift and background."
 )
 
 
@@ -47,6 +48,13 @@ MOSAIC = SIGNED.replace(stretch="asinh")
 
 #: Colour stops of a bar: enough for an asinh stretch's steep middle.
 BAR_STOPS = 64
+
+#: A colour bar's width and its tick labels' column (px).
+BAR_WIDTH = 8
+BAR_TICKS_WIDTH = 35
+
+#: Point size of the colour bars' tick labels.
+BAR_TICKS_POINTS = 7
 
 #: Least height of the kernel's maps' canvas (px): titles, maps and colour bars readable
 #: however little room the tab has (the description and the basis scroll below).
@@ -60,6 +68,31 @@ BASIS_ROW_HEIGHT = 30
 PULL_LEVELS = (-5.0, 5.0)
 
 
+def range_title(name: str, values: np.ndarray, digits: int, unit: str = "") -> str:
+    """A map's title: its name over the range of its values, or "constant" and the value
+    when both ends read the same at ``digits`` decimals.
+
+    Parameters
+    ----------
+    name : str
+        What the map shows.
+    values : numpy.ndarray
+        The map's samples (NaN ignored).
+    digits : int
+        Decimals shown.
+    unit : str, optional
+        The values' unit, after them.
+
+    Returns
+    -------
+    str
+        Two lines (``<br>``).
+    """
+    lo, hi = f"{np.nanmin(values):.{digits}f}", f"{np.nanmax(values):.{digits}f}"
+    tail = f" {unit}" if unit else ""
+    return f"{name}<br>{lo} to {hi}{tail}" if lo != hi else f"{name}<br>constant, {lo}{tail}"
+
+
 def _star_tip(x: float, y: float, data: tuple[float, float, float, float]) -> str:
     """A kernel star's dot's tooltip: its flux ratio and error beside the model's sum."""
     ratio, err, model, pull = data
@@ -70,7 +103,8 @@ def _star_tip(x: float, y: float, data: tuple[float, float, float, float]) -> st
 
 
 class KernelPanel(QWidget):
-    """The spatial kernel on a grid (mosaic), kernel-sum and centroid-shift maps, the basis.
+    """The spatial kernel on a grid (mosaic), kernel-sum, centroid-shift and differential
+    background maps, the basis.
 
     Signals
     -------
@@ -83,6 +117,9 @@ class KernelPanel(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.canvas = pg.GraphicsLayoutWidget()
+        # tight: four maps and their bars share a row (~760 px on a 1280 x 720 screen)
+        self.canvas.ci.setContentsMargins(2, 2, 2, 2)
+        self.canvas.ci.layout.setHorizontalSpacing(2)
         # Titles of two short lines: on a 1280 px screen a column is ~190 px wide, and a
         # longer title ran into its neighbour's. How to use the mosaic is in the line below.
         self.mosaic_box, self.mosaic, _ = image_box(
@@ -90,15 +127,21 @@ class KernelPanel(QWidget):
         )
         self.sum_box, self.sum_map, self.sum_title = image_box(self.canvas, "Kernel sum", 0, 2)
         self.shift_box, self.shift_map, self.shift_title = image_box(
-            self.canvas, "Kernel centroid shift", 0, 4
+            self.canvas, "Centroid shift", 0, 4
+        )
+        self.background_box, self.background_map, self.background_title = image_box(
+            self.canvas, "Background", 0, 6
         )
         self.bars: dict[str, pg.ColorBarItem] = {}
+        tick_font = QFont()
+        tick_font.setPointSize(BAR_TICKS_POINTS)
         # The bars' units only (the maps' titles say what they are): on a 1280 x 720
         # screen a bar is ~90 px high, and "kernel weight (per pixel)" lost its start.
         for col, key, label, settings in (
             (1, "mosaic", "weight per pixel", MOSAIC),
             (3, "sum", "flux ratio", POSITIVE),
             (5, "shift", "px", POSITIVE),
+            (7, "background", "ct", POSITIVE),  # the difference's unit (set_data)
         ):
             # The image's own stretch: a bar drawn linear beside the asinh mosaic put
             # 0.1 of the top weight at the colour of 0.29 of it (x2.9).
@@ -110,13 +153,18 @@ class KernelPanel(QWidget):
                 label=label,
                 interactive=False,
                 colorMapMenu=False,
-                width=12,
+                width=BAR_WIDTH,
             )
+            # Narrow ticks: with four maps in a row of a 1280 px screen, pyqtgraph's 45 px
+            # tick column left each map's title ~100 px, and its range (~115 px) overran.
+            bar.axis.setStyle(tickFont=tick_font)
+            bar.axis.setWidth(BAR_TICKS_WIDTH)
             self.canvas.addItem(bar, row=1, col=col)
-            self.canvas.ci.layout.setColumnPreferredWidth(col, 70)
-            self.canvas.ci.layout.setColumnMaximumWidth(col, 80)
+            self.canvas.ci.layout.setColumnPreferredWidth(col, 60)
+            self.canvas.ci.layout.setColumnMaximumWidth(col, 66)
             self.bars[key] = bar
-        for box in (self.mosaic_box, self.sum_box, self.shift_box):
+        self._maps = (self.sum_box, self.shift_box, self.background_box)
+        for box in (self.mosaic_box, *self._maps):
             box.setMouseEnabled(True, True)  # zoom and pan
         self.centroids = pg.ScatterPlotItem(
             pxMode=True, size=5, symbol="+", pen=pg.mkPen((0, 0, 0), width=1), brush=None
@@ -133,9 +181,10 @@ class KernelPanel(QWidget):
         self.info.setWordWrap(True)
         self.cell_info = QLabel(_MOSAIC_HINT)
         self.cell_info.setWordWrap(True)
-        self._grid: np.ndarray = np.zeros((0, 5))
+        self._grid: np.ndarray = np.zeros((0, 6))
         self._cell = 1
         self._n = 0
+        self._unit = ""
         self.mosaic.mouseClickEvent = self._on_mosaic_click
         self.canvas.scene().sigMouseMoved.connect(self._on_mosaic_hover)
         # The maps above a splitter, the basis and the description below it, scrolled: the
@@ -177,6 +226,8 @@ class KernelPanel(QWidget):
         cell: int,
         sum_map: np.ndarray,
         shift_map: np.ndarray,
+        background_map: np.ndarray,
+        unit: str,
         basis: np.ndarray,
         info: str,
         stars: np.ndarray | None = None,
@@ -188,11 +239,16 @@ class KernelPanel(QWidget):
         mosaic : numpy.ndarray
             ``n_grid * cell`` square image of kernels (row j, column i = grid point (i, j)).
         grid : numpy.ndarray
-            Rows of (x, y, kernel sum, centroid dx, centroid dy) per cell, row-major in j, i.
+            Rows of (x, y, kernel sum, centroid dx, centroid dy, background) per cell,
+            row-major in j, i.
         n_grid, cell : int
             Cells per axis and cell side (px).
         sum_map, shift_map : numpy.ndarray
             Kernel sum and centroid shift (px) over the image (any resolution).
+        background_map : numpy.ndarray
+            The subtracted differential background over the image (any resolution).
+        unit : str
+            The background's unit (the difference's).
         basis : numpy.ndarray
             Basis images, shape (n, k, k).
         info : str
@@ -201,28 +257,29 @@ class KernelPanel(QWidget):
             The kernel stars' flux ratios against the model on the sum map
             (:func:`diffviewer.gui.content.star_sums`).
         """
-        self._grid, self._cell, self._n = grid, cell, n_grid
+        self._grid, self._cell, self._n, self._unit = grid, cell, n_grid, unit
         show_array(self.mosaic, mosaic, MOSAIC)
         show_array(self.sum_map, sum_map, POSITIVE)
         self._show_star_sums(np.zeros((0, 6)) if stars is None else stars)
         show_array(self.shift_map, shift_map, POSITIVE)
-        lo, hi = float(np.nanmin(sum_map)), float(np.nanmax(sum_map))
-        self.sum_title.setText(
-            f"Kernel sum<br>{lo:.4f} to {hi:.4f}"
-            if f"{lo:.4f}" != f"{hi:.4f}"
-            else f"Kernel sum<br>constant, {lo:.4f}"
-        )
-        self.shift_title.setText(
-            f"Kernel centroid shift<br>{np.nanmin(shift_map):.3f} to {np.nanmax(shift_map):.3f} px"
-        )
-        for box in (self.sum_box, self.shift_box):
+        show_array(self.background_map, background_map, POSITIVE)
+        self.sum_title.setText(range_title("Kernel sum", sum_map, 4))
+        self.shift_title.setText(range_title("Centroid shift", shift_map, 3, "px"))
+        self.background_title.setText(range_title("Background", background_map, 3, unit))
+        self.bars["background"].getAxis("left").setLabel(unit)
+        for box in self._maps:
             box.autoRange(padding=0.02)
         centre = (cell - 1) / 2
         ii, jj = np.meshgrid(np.arange(n_grid), np.arange(n_grid))
         self.centroids.setData(
             ii.ravel() * cell + centre + grid[:, 3], jj.ravel() * cell + centre + grid[:, 4]
         )
-        for key, array in (("mosaic", mosaic), ("sum", sum_map), ("shift", shift_map)):
+        for key, array in (
+            ("mosaic", mosaic),
+            ("sum", sum_map),
+            ("shift", shift_map),
+            ("background", background_map),
+        ):
             lo, hi = float(np.nanmin(array)), float(np.nanmax(array))
             if key == "mosaic":  # symmetric, as the mosaic is drawn
                 lo, hi = -max(abs(lo), abs(hi)), max(abs(lo), abs(hi))
@@ -258,8 +315,8 @@ class KernelPanel(QWidget):
 
     def clear(self) -> None:
         """Show no kernel."""
-        self._grid, self._n = np.zeros((0, 5)), 0
-        for item in (self.mosaic, self.sum_map, self.shift_map):
+        self._grid, self._n = np.zeros((0, 6)), 0
+        for item in (self.mosaic, self.sum_map, self.shift_map, self.background_map):
             item.clear()
         self.centroids.clear()
         self.star_sums.clear()
@@ -277,10 +334,11 @@ class KernelPanel(QWidget):
         point = self.mosaic_box.mapSceneToView(pos)
         k = self._cell_at(point.x(), point.y())
         if k is not None:
-            x, y, total, dx, dy = self._grid[k]
+            x, y, total, dx, dy, background = self._grid[k]
             self.cell_info.setText(
                 f"kernel at ({x:.0f}, {y:.0f}) px: sum {total:.4f}, "
-                f"centroid shift ({dx:+.3f}, {dy:+.3f}) px"
+                f"centroid shift ({dx:+.3f}, {dy:+.3f}) px, background {background:.3f} "
+                f"{self._unit}"
             )
 
     def _on_mosaic_click(self, event: object) -> None:

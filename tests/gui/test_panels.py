@@ -537,11 +537,13 @@ def test_the_kernel_maps_keep_their_height_and_the_description_scrolls(qtbot) ->
     rng = np.random.default_rng(2)
     panel.set_data(
         mosaic=rng.normal(0.0, 1.0, (35, 35)),
-        grid=np.zeros((49, 5)),
+        grid=np.zeros((49, 6)),
         n_grid=7,
         cell=5,
         sum_map=1.0 + 0.01 * rng.random((16, 16)),
         shift_map=0.1 * rng.random((16, 16)),
+        background_map=rng.normal(0.0, 1.0, (16, 16)),
+        unit="ct",
         basis=rng.normal(0.0, 1.0, (50, 9, 9)),
         info=" ".join(["kernel sum mean 1.0114 +- 0.0022 over the kernel stars;"] * 24),
     )
@@ -549,7 +551,7 @@ def test_the_kernel_maps_keep_their_height_and_the_description_scrolls(qtbot) ->
     qtbot.waitExposed(panel)
     qtbot.wait(50)
     assert panel.canvas.height() >= MAPS_MIN_HEIGHT
-    for box in (panel.mosaic_box, panel.sum_box, panel.shift_box):
+    for box in (panel.mosaic_box, panel.sum_box, panel.shift_box, panel.background_box):
         assert box.height() >= 0.6 * MAPS_MIN_HEIGHT
     for bar in panel.bars.values():
         assert bar.height() >= 0.6 * MAPS_MIN_HEIGHT
@@ -622,7 +624,7 @@ def test_kernel_sum_title_says_constant_when_the_sum_does_not_vary(qtbot) -> Non
 
     panel = KernelPanel()
     qtbot.addWidget(panel)
-    grid = np.zeros((4, 5))
+    grid = np.zeros((4, 6))
     grid[:, 2] = 0.9934
     args = dict(
         mosaic=np.zeros((10, 10)),
@@ -630,6 +632,8 @@ def test_kernel_sum_title_says_constant_when_the_sum_does_not_vary(qtbot) -> Non
         n_grid=2,
         cell=5,
         shift_map=np.zeros((4, 4)),
+        background_map=np.zeros((4, 4)),
+        unit="ct",
         basis=np.zeros((1, 3, 3)),
         info="",
     )
@@ -749,9 +753,9 @@ def test_kernel_and_residual_tabs_fit_a_1280_px_screen(qtbot, demo_window: MainW
         qtbot.waitExposed(panel)
         qtbot.wait(100)
     # each title within its own column: none runs into its neighbour
-    boxes = (kernel.mosaic_box, kernel.sum_box, kernel.shift_box)
+    boxes = (kernel.mosaic_box, kernel.sum_box, kernel.shift_box, kernel.background_box)
     layout = kernel.canvas.ci.layout
-    for col, box in zip((0, 2, 4), boxes, strict=True):
+    for col, box in zip((0, 2, 4, 6), boxes, strict=True):
         title = layout.itemAt(0, col)
         text = title.item.boundingRect().width()
         assert text <= title.geometry().width() + 1, title.text
@@ -824,3 +828,60 @@ def test_the_kernel_stars_own_sums_are_shown_on_the_sum_map(qtbot, demo_window: 
     )
     within = int(np.sum(np.abs(pulls) <= 3))
     assert f"{within} of {len(points)} within 3" in panel.info.text()
+
+
+def test_the_background_map_is_the_subtracted_background_live_and_saved(
+    qtbot, demo_window: MainWindow, tmp_path: Path
+) -> None:
+    # The fourth kernel map: the differential background the fit subtracted, at the
+    # kernel-sum map's samples (KSUMMAP's grid), in the difference's unit; its title's
+    # range is the samples'. A run read back from its folder (kernel.fits' BGCOEFFS)
+    # shows the same.
+    from diffviewer.engine.subtract import background_at, scaled_background, science_scale
+    from diffviewer.gui import content
+    from diffviewer.gui.diagnostic_panels import KernelPanel
+    from diffviewer.io import demo_pair
+    from diffviewer.outputs import write_outputs
+    from diffviewer.results import read_saved_run
+
+    result = demo_window.outcome.result
+    fit, step = result.kernel, result.subtraction.kernel_sum_step
+    ny, nx = result.science.shape
+    xs = np.minimum(np.arange(0, nx, step) + step / 2.0, nx - 1)
+    ys = np.minimum(np.arange(0, ny, step) + step / 2.0, ny - 1)
+    gx, gy = np.meshgrid(xs, ys)
+    want = fit.solution.background(gx.ravel(), gy.ravel()).reshape(gx.shape)
+    want = want * science_scale(fit)
+    views = content.kernel_views(result)
+    assert views["background_map"].shape == result.subtraction.kernel_sum_map.shape
+    np.testing.assert_allclose(views["background_map"], want, rtol=1e-12, atol=1e-12)
+    # ... which is the plane the difference had taken out, at those pixels (either way
+    # round: times the photometric scale when the science is convolved)
+    assert step % 2 == 0  # the demo's samples sit on pixels
+    iy, ix = gy.astype(int), gx.astype(int)
+    for way in (fit, dataclasses.replace(fit, convolved="science")):
+        np.testing.assert_allclose(
+            background_at(way, gx, gy), scaled_background(way)[iy, ix], rtol=1e-5, atol=1e-5
+        )
+    np.testing.assert_allclose(
+        views["background_map"], result.subtraction.background[iy, ix], rtol=1e-5, atol=1e-5
+    )
+    panel = demo_window.tabs.kernel_panel
+    demo_window.tabs.setCurrentWidget(panel)
+    lo, hi = f"{want.min():.3f}", f"{want.max():.3f}"
+    said = f"{lo} to {hi}" if lo != hi else f"constant, {lo}"  # the demo's: -0.053
+    assert panel.background_title.text == f"Background<br>{said} ct"
+    np.testing.assert_allclose(panel.background_map.image, want, rtol=1e-6, atol=1e-6)
+    levels = panel.bars["background"].levels()
+    assert levels[0] == pytest.approx(want.min()) and levels[1] >= want.max()
+    # read back from its saved folder
+    out = tmp_path / "saved"
+    write_outputs(result, out, list(demo_pair()))
+    run = read_saved_run(out)
+    saved = content.kernel_views(run)
+    np.testing.assert_allclose(saved["background_map"], want, rtol=1e-12, atol=1e-12)
+    assert saved["unit"] == views["unit"] == "ct"
+    again = KernelPanel()
+    qtbot.addWidget(again)
+    again.set_data(**saved)
+    assert again.background_title.text == panel.background_title.text

@@ -389,19 +389,26 @@ def test_kernel_tab_zooms_and_has_colour_bars_with_units(demo_window: MainWindow
     panel = demo_window.tabs.kernel_panel
     demo_window.tabs.setCurrentWidget(panel)
     result = demo_window.outcome.result
-    for box in (panel.mosaic_box, panel.sum_box, panel.shift_box):
+    for box in (panel.mosaic_box, panel.sum_box, panel.shift_box, panel.background_box):
         assert all(box.state["mouseEnabled"])
     sums = result.subtraction.kernel_sum_map
     lo, hi = panel.bars["sum"].levels()
     assert lo == pytest.approx(float(np.nanmin(sums))) and hi >= float(np.nanmax(sums))
     labels = [panel.bars["shift"].getAxis(side).labelText for side in ("left", "right")]
     assert "px" in labels  # the unit; the map's title says what it is
+    labels = [panel.bars["background"].getAxis(side).labelText for side in ("left", "right")]
+    assert "ct" in labels  # the difference's unit (the demo has no BUNIT)
     assert not [i for i in panel.mosaic_box.addedItems if isinstance(i, pg.TextItem)]
     cell = panel._cell
     centre = panel.mosaic_box.mapViewToScene(QPointF(2 * cell + cell / 2, 1 * cell + cell / 2))
     panel._on_mosaic_hover(centre)
     x, y = panel._grid[1 * panel._n + 2, :2]
     assert f"kernel at ({x:.0f}, {y:.0f}) px: sum" in panel.cell_info.text()
+    # the background there, as the engine evaluates the one it subtracted
+    from diffviewer.engine.subtract import background_at
+
+    there = float(background_at(result.kernel, np.array(x), np.array(y)))
+    assert panel.cell_info.text().endswith(f"background {there:.3f} ct")
     # the info line's kernel-sum figures are metadata.json's (the sum map's samples; the
     # 7 x 7 mosaic's corners gave another range beside the map's, and no mean)
     meta = build_metadata(result)["kernel"]["kernel_sum"]

@@ -34,8 +34,9 @@ from diffviewer.errors import ConfigError
 from diffviewer.gui.spin_boxes import INT64, FloatSpinBox, LongSpinBox
 
 _CHANGED_STYLE = "background-color: #fff2a8;"
-# Spin-box bounds for fields without a declared limit.
-_UNBOUNDED = 1e12
+# Spin-box bounds for fields without a declared limit: beyond any value a config holds
+# (1e12 clamped a saved saturation_level of 5e12, which then read as an edit).
+_UNBOUNDED = 1e300
 
 
 def _tooltip(field: dataclasses.Field[Any]) -> str:

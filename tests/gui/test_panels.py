@@ -14,7 +14,7 @@ from PyQt6.QtGui import QValidator
 from PyQt6.QtWidgets import QAbstractSpinBox, QCheckBox, QComboBox, QLineEdit
 
 from diffviewer import display
-from diffviewer.config import SECTION_TYPES, SubtractionConfig, field_specs
+from diffviewer.config import SECTION_TYPES, SubtractionConfig, field_specs, from_dict
 from diffviewer.exposure import MaskPlane
 from diffviewer.gui.params import ParameterPanel
 from diffviewer.gui.spin_boxes import FloatSpinBox, LongSpinBox
@@ -885,3 +885,13 @@ def test_the_background_map_is_the_subtracted_background_live_and_saved(
     qtbot.addWidget(again)
     again.set_data(**saved)
     assert again.background_title.text == panel.background_title.text
+
+
+def test_a_config_without_limits_is_shown_as_it_is(qtbot) -> None:
+    # A review: a saved run's saturation_level = 5e12 (a field without a declared limit)
+    # was clamped to the panel's bound of 1e12, and the config opened read as edited.
+    panel = ParameterPanel()
+    qtbot.addWidget(panel)
+    config = from_dict({"candidates": {"saturation_level": 5e12}})
+    panel.set_config(config)
+    assert panel.config() == config and not panel.is_modified()

@@ -143,6 +143,10 @@ def _parse_int(text: str) -> int | None:
         return None
 
 
+#: Characters a float field is sized for (0.000123456, 1234567.8).
+FLOAT_FIELD_CHARS = 10
+
+
 class FloatSpinBox(QDoubleSpinBox):
     """A spin box of floats that keeps every digit, shows the shortest text that reads
     back as the value (``repr``: 0.03125, 5e-05, 3.0) and steps in decimal (0.2 up by 0.1
@@ -164,6 +168,24 @@ class FloatSpinBox(QDoubleSpinBox):
         # left: stepping back to 0 steps is that value to the bit, however many digits
         # it has (0.12345678901234568 up and down was 0.12345678901234566).
         self._anchor, self._taken, self._stepped = 0.0, 0, math.nan
+
+    def sizeHint(self) -> QSize:
+        """Wide enough for :data:`FLOAT_FIELD_CHARS` characters, whatever the range: sized to
+        the text of its ends, a field's width followed its bound (1e12 for a field without
+        a limit, 138 px; 1e300, 76 px), and the parameter panel's rows wrapped around the
+        narrowest."""
+        hint = super().sizeHint()
+        metrics = self.fontMetrics()
+        ends = max(
+            metrics.horizontalAdvance(self.textFromValue(v))
+            for v in (self.minimum(), self.maximum())
+        )
+        width = hint.width() - ends + metrics.horizontalAdvance("9" * FLOAT_FIELD_CHARS)
+        return QSize(width, hint.height())
+
+    def minimumSizeHint(self) -> QSize:
+        """As :meth:`sizeHint`."""
+        return self.sizeHint()
 
     def _steps_from_anchor(self) -> tuple[float, int]:
         """The anchor and the steps taken from it, anew when the value was set otherwise

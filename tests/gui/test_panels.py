@@ -892,6 +892,15 @@ def test_a_config_without_limits_is_shown_as_it_is(qtbot) -> None:
     # was clamped to the panel's bound of 1e12, and the config opened read as edited.
     panel = ParameterPanel()
     qtbot.addWidget(panel)
+    # Nor does the bound size the field: 1e300's short text narrowed the unbounded fields,
+    # and the panel's rows wrapped around them (snr_min and snr_max below their labels).
+    widths = {
+        editor.sizeHint().width()
+        for section in SECTION_TYPES
+        for field in field_specs(section)
+        if isinstance(editor := panel.editor(section, field.name), FloatSpinBox)
+    }
+    assert len(widths) == 1
     config = from_dict({"candidates": {"saturation_level": 5e12}})
     panel.set_config(config)
     assert panel.config() == config and not panel.is_modified()

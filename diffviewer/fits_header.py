@@ -107,6 +107,39 @@ def merged_header(hdul: fits.HDUList, index: int) -> fits.Header:
     return merged
 
 
+def _inherits(header: fits.Header) -> bool:
+    """Whether an extension's header says ``INHERIT = T`` (the convention of NOAO and
+    STScI: the primary header's cards count for the extension unless it has its own)."""
+    return header.get("INHERIT") is True
+
+
+def wcs_header(hdul: fits.HDUList, index: int, source: str) -> fits.Header:
+    """The header a HDU's WCS is read from: its own, or, where an extension defines no WCS
+    but says ``INHERIT = T``, its own with the primary header's WCS cards.
+
+    A primary WCS that an extension without ``INHERIT = T`` does not take is said in one
+    line (a mosaic's primary WCS may describe the whole focal plane, not the extension).
+    """
+    own = hdul[index].header
+    if index == 0 or any(WCS_DEFINING_KEY.match(k) for k in own):
+        return own
+    primary = [c for c in hdul[0].header.cards if WCS_KEY.match(c.keyword)]
+    if not any(WCS_DEFINING_KEY.match(c.keyword) for c in primary):
+        return own
+    if not _inherits(own):
+        log.warning(
+            "%s: the image has no WCS of its own and does not say INHERIT = T, so the "
+            "primary header's WCS is not used (it may describe another area); add INHERIT = T "
+            "to the image's header to use it",
+            source,
+        )
+        return own
+    header = own.copy()
+    present = set(own.keys())
+    header.extend([c for c in primary if c.keyword not in present])
+    return header
+
+
 def _degenerate_matrix(matrix: np.ndarray) -> str | None:
     """Why a 2 x 2 pixel scale matrix maps the image onto a point or a line, or None."""
     scale = float(np.abs(matrix).max()) if np.isfinite(matrix).all() else math.nan

@@ -45,6 +45,7 @@ from diffviewer.fits_header import (
     names_planes,
     read_wcs,
     unreadable_number,
+    wcs_header,
 )
 from diffviewer.paths import (
     Extension,
@@ -823,7 +824,7 @@ def read_exposure(
         image = _image_data(hdul, index, path, "image")
         header = merged_header(hdul, index)
         name = hdul[index].name.upper()
-        wcs = read_wcs(hdul[index].header, source)
+        wcs = read_wcs(wcs_header(hdul, index, source), source)
         shape = image.shape
         in_var, in_mask, psf, named = _planes_beside(hdul, index, path, shape)
 

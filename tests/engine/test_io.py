@@ -508,6 +508,31 @@ def test_pydia_frames_have_no_wcs() -> None:
     assert read_exposure(data_path("pydia/AKB13475I0012.fits")).wcs is None
 
 
+@pytest.mark.parametrize("inherit", [True, False])
+def test_an_extension_takes_the_primary_wcs_only_when_it_says_inherit(
+    tmp_path: Path, inherit: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The INHERIT convention (NOAO, STScI): an extension without WCS cards of its own
+    # that says INHERIT = T is on the primary header's WCS; without it the primary's WCS
+    # may describe another area (a mosaic's focal plane) and is not taken, but said.
+    image, _ = _sky_image((64, 80))
+    wcs = tan_wcs((64, 80), rotation_deg=20.0)
+    own = fits.Header([("INHERIT", inherit), ("GAIN", 2.0)])
+    path = tmp_path / "inherit.fits"
+    fits.HDUList(
+        [fits.PrimaryHDU(header=wcs.to_header()), fits.ImageHDU(image, header=own, name="SCI")]
+    ).writeto(path)
+    exp = read_exposure(f"{path}[SCI]")
+    if inherit:
+        assert exp.wcs is not None
+        sky = exp.wcs.pixel_to_world_values([3.0, 70.0], [5.0, 60.0])
+        assert np.allclose(sky, wcs.pixel_to_world_values([3.0, 70.0], [5.0, 60.0]), atol=1e-12)
+        assert "INHERIT" not in caplog.text
+    else:
+        assert exp.wcs is None
+        assert "does not say INHERIT = T" in caplog.text and "inherit.fits" in caplog.text
+
+
 @pytest.mark.parametrize(
     "cards",
     [

@@ -13,8 +13,10 @@ the area under the circle from 0 to ``t``.
 The sum of an aperture is ``sum(w d)`` and its error ``sqrt(sum(w v))`` over the usable
 pixels with a weight ``w > 0`` (``d`` the image, ``v`` the variance plane): the
 definition of photutils' ``do_photometry`` given ``error = sqrt(v)`` and
-``method='exact'``, which ``tests/engine/test_apertures.py`` checks against it. Every
-source of one radius is done at once on a stack of equal boxes.
+``method='exact'``, which ``tests/engine/test_apertures.py`` checks against it; an
+aperture reaching a pixel that is not usable, or off the image, is marked truncated
+(photutils' sums with those pixels masked are the same sums, unmarked). Every source of
+one radius is done at once on a stack of equal boxes.
 """
 
 from __future__ import annotations
@@ -99,8 +101,8 @@ def aperture_sums(
     xs: np.ndarray,
     ys: np.ndarray,
     r: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Sums and errors of circular apertures of radius ``r`` with exact pixel overlap.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sums, errors and truncation of circular apertures of radius ``r``, exact pixel overlap.
 
     Parameters
     ----------
@@ -123,9 +125,13 @@ def aperture_sums(
         NaN when the aperture lies wholly off the image, or a usable pixel is NaN).
     errors : numpy.ndarray
         ``sqrt(sum(w v))`` over the same pixels.
+    truncated : numpy.ndarray
+        Boolean: the aperture reaches a pixel that is not usable or off the image, so
+        its sum leaves part of its area out.
     """
     xs, ys = np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)
     sums, errors = np.empty(xs.size), np.empty(xs.size)
+    truncated = np.zeros(xs.size, dtype=bool)
     side = int(np.floor(2.0 * r)) + 2
     steps = np.arange(side)
     chunk = max(1, CHUNK_PIXELS // (side * side))
@@ -148,7 +154,8 @@ def aperture_sums(
             sums[start : start + chunk] = np.where(take, weights * image[at], 0.0).sum((1, 2))
             variances = np.where(take, weights * variance[at], 0.0).sum((1, 2))
         errors[start : start + chunk] = np.sqrt(variances)
+        truncated[start : start + chunk] = ((weights > 0) & ~take).any(axis=(1, 2))
         off = ~reached.any(axis=(1, 2))
         sums[start : start + chunk][off] = np.nan
         errors[start : start + chunk][off] = np.nan
-    return sums, errors
+    return sums, errors, truncated

@@ -39,8 +39,9 @@ FLAG_NAMES = ("edge", "nodata", "saturated", "interpolated", "bad", "suspect", "
 
 _PIX, _PIX2, _CT, _DEG, _ONE = u.pix, u.pix**2, u.ct, u.deg, u.dimensionless_unscaled
 _POSITION = (
-    "sub-pixel position of the thresholded image's extreme (0-based; a dipole: midpoint "
-    "of its lobes)"
+    "sub-pixel position of the thresholded image's extreme, or of the PSF fitted to the "
+    "difference where a pixel beside that extreme is unusable (0-based; a dipole: "
+    "midpoint of its lobes)"
 )
 
 #: What the moment columns share: how they are made and when they are NaN.
@@ -68,8 +69,9 @@ COLUMNS: dict[str, tuple[u.UnitBase, str]] = {
     "psf_flux": (
         _CT,
         "PSF flux on the difference at (x, y), the difference's PSF, "
-        "matched-filter (unweighted) fit (a dipole: one PSF at its midpoint, less than "
-        "its net flux pos_flux - neg_flux)",
+        "matched-filter (unweighted) fit (a dipole: one PSF at its midpoint, which sees "
+        "its lobes as far as they are that PSF's shape; their own fluxes are pos_flux "
+        "and neg_flux)",
     ),
     "psf_flux_err": (
         _CT,
@@ -220,7 +222,7 @@ def aperture_column(radius: float) -> str:
 
 
 def aperture_columns(radius: float) -> dict[str, tuple[u.UnitBase, str]]:
-    """Unit and description of the aperture flux and its error at ``radius`` (px)."""
+    """Unit and description of the aperture flux, its error and its flag at ``radius`` (px)."""
     name = aperture_column(radius)
     return {
         name: (_CT, f"flux in a circular aperture of radius {radius:g} px on the difference"),
@@ -229,6 +231,11 @@ def aperture_columns(radius: float) -> dict[str, tuple[u.UnitBase, str]]:
             f"1-sigma error of {name} from the variance plane, renormalised at PSF scale: "
             "on correlated noise off by the sky sources' pull scatter of this aperture "
             "(metadata.json detection.sky_sources.aperture_pull_std)",
+        ),
+        f"{name}_flag": (
+            _ONE,
+            f"the aperture reaches unusable pixels (a mask plane the PSF fit leaves out) or "
+            f"off the image: {name} sums the others only, missing that part of its area",
         ),
     }
 

@@ -14,13 +14,10 @@ import dataclasses
 import numpy as np
 from scipy.optimize import leastsq
 
-from diffviewer.engine.photometry import PsfModel
+from diffviewer.engine.psf_fit import TOLERANCE, Cutout, FittedPixels
 
 #: Most model evaluations of one dipole fit; a fit that needs more is not a dipole.
 MAX_DIPOLE_EVALUATIONS = 100
-
-#: Relative tolerances of the fit on the cost, the parameters and the gradient (MINPACK's).
-TOLERANCE = 1e-8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,60 +57,6 @@ class DipoleFit:
         return float(np.degrees(np.arctan2(self.pos_y - self.neg_y, self.pos_x - self.neg_x)))
 
 
-@dataclasses.dataclass(frozen=True)
-class Cutout:
-    """Pixels of one image around a source, for a fit.
-
-    Attributes
-    ----------
-    data : numpy.ndarray
-        Pixel values (image units).
-    weight : numpy.ndarray
-        Inverse variance; 0 on pixels left out of the fit.
-    model : PsfModel
-        The image's PSF.
-    """
-
-    data: np.ndarray
-    weight: np.ndarray
-    model: PsfModel
-
-
-class _Pixels:
-    """The fitted pixels of a cutout (those with a weight), and a PSF on them.
-
-    Attributes
-    ----------
-    box : (int, int, int, int)
-        Their bounding box ``(x0, y0, nx, ny)``, where the PSF is evaluated.
-    inside : numpy.ndarray
-        Their flat indices in the box.
-    values : numpy.ndarray
-        Their values (image units).
-    sqrt_weight : numpy.ndarray
-        Square root of their weights.
-    data : numpy.ndarray
-        ``values * sqrt_weight``.
-    """
-
-    def __init__(self, cut: Cutout) -> None:
-        fitted = cut.weight > 0
-        ys, xs = np.nonzero(fitted)
-        y0, x0 = (int(ys.min()), int(xs.min())) if ys.size else (0, 0)
-        y1, x1 = (int(ys.max()) + 1, int(xs.max()) + 1) if ys.size else (0, 0)
-        self.inside = np.flatnonzero(fitted[y0:y1, x0:x1])
-        self.model = cut.model
-        self.box = (x0, y0, x1 - x0, y1 - y0)
-        self.values = cut.data[fitted].astype(np.float64)
-        self.sqrt_weight = np.sqrt(cut.weight[fitted])
-        self.data = self.values * self.sqrt_weight
-
-    def at(self, x: float, y: float) -> np.ndarray:
-        """PSF, d/dy and d/dx centred at (x, y) (cutout px) times ``sqrt_weight``: (3, n)."""
-        psf = self.model.on_box(x, y, self.box, derivatives=True)
-        return psf.reshape(3, -1).take(self.inside, axis=1) * self.sqrt_weight
-
-
 def fit_dipole(
     difference: Cutout,
     science: Cutout,
@@ -143,7 +86,7 @@ def fit_dipole(
         In cutout pixels; NaN and not successful when the difference has fewer usable
         pixels than parameters.
     """
-    on_d, on_s = _Pixels(difference), _Pixels(science)
+    on_d, on_s = FittedPixels(difference), FittedPixels(science)
     if on_d.values.size < 7:
         nan = float("nan")
         return DipoleFit(nan, nan, nan, nan, nan, nan, nan, nan, False)

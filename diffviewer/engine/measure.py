@@ -63,10 +63,11 @@ from diffviewer.engine.columns import (
     image_unit,
 )
 from diffviewer.engine.detect import Detections
-from diffviewer.engine.dipole import Cutout, fit_dipole, is_dipole
+from diffviewer.engine.dipole import fit_dipole, is_dipole
 from diffviewer.engine.ids import make_id_factory
 from diffviewer.engine.photometry import PsfModel, forced_psf_flux
 from diffviewer.engine.progress import Reporter
+from diffviewer.engine.psf_fit import Cutout, fit_position
 from diffviewer.engine.subtract import template_planes
 from diffviewer.engine.zogy import ScoreResult
 from diffviewer.exposure import UNUSABLE, Exposure, MaskPlane
@@ -223,25 +224,45 @@ def score_at(score: ScoreResult, iy: np.ndarray | int, ix: np.ndarray | int) -> 
     return np.where(undefined, np.nan, values)
 
 
+def _centre(
+    cut: _FootprintCutout, part: np.ndarray, sign: int, model: PsfModel, weight: np.ndarray
+) -> tuple[float, float, int, int]:
+    """A source's position (cutout px) and its extreme's pixel: the sub-pixel extreme of
+    the thresholded image (:func:`_peak`), or, where a pixel around the extreme is
+    unusable, the PSF fitted to the usable pixels of ``part`` (:func:`fit_position`);
+    the extreme where that fit fails."""
+    cx, cy, ix, iy = _peak(cut.detection, part, cut.good, sign)
+    around = cut.good[max(iy - 1, 0) : iy + 2, max(ix - 1, 0) : ix + 2]
+    if around.all():
+        return cx, cy, ix, iy
+    fitted = fit_position(
+        Cutout(sign * cut.data, np.where(part, weight, 0.0), model), (cx, cy), model.fwhm
+    )
+    return (cx, cy, ix, iy) if fitted is None else (*fitted, ix, iy)
+
+
 def _measure_part(
     cut: _FootprintCutout,
     part: np.ndarray,
     sign: int,
     planes: np.ndarray,
     score: ScoreResult | None,
-    fwhm: float,
+    fit: tuple[PsfModel, np.ndarray],
 ) -> dict[str, float]:
     """Sign, centroid, peaks, moments, area and footprint flags of one source.
 
     ``sign`` 0 takes the sign of the thresholded image's strongest extreme in ``part``
-    (a one-signed footprint, a dipole); the centroid is the sub-pixel extreme of that
-    sign. The caller sets ``has_positive`` / ``has_negative``.
+    (a one-signed footprint, a dipole); the centroid is :func:`_centre`'s, with the
+    difference's PSF and inverse variance on the cutout (``fit``). The caller sets
+    ``has_positive`` / ``has_negative``.
     """
     ys, xs = cut.box
+    model, weight = fit
+    fwhm = model.fwhm
     if sign == 0:
         values = np.where(part, cut.detection, 0.0)
         sign = 1 if values.flat[int(np.argmax(np.abs(values)))] >= 0 else -1
-    cx, cy, ix, iy = _peak(cut.detection, part, cut.good, sign)
+    cx, cy, ix, iy = _centre(cut, part, sign, model, weight)
     row: dict[str, float] = {
         "x": cx + xs.start,
         "y": cy + ys.start,
@@ -319,11 +340,12 @@ def _footprint_rows(
             detection=detections.image[box].astype(np.float64),
         )
         both = bool(has_pos) and bool(has_neg)
+        weight = _weight(difference, usable[0], box, np.ones_like(good))
         if both:
             pos_peak = _peak(cut.detection, cut.inside, cut.good, 1)[:2]
             neg_peak = _peak(cut.detection, cut.inside, cut.good, -1)[:2]
             fit = fit_dipole(
-                Cutout(cut.data, _weight(difference, usable[0], box, cut.inside), model),
+                Cutout(cut.data, np.where(cut.inside, weight, 0.0), model),
                 Cutout(science.image[box], _weight(science, usable[1], box, cut.inside), sci_model),
                 pos_peak,
                 neg_peak,
@@ -336,7 +358,7 @@ def _footprint_rows(
                 flux_ratio=config.dipole_flux_ratio,
                 max_separation=config.dipole_max_separation,
             ):
-                row = _measure_part(cut, cut.inside, 0, planes, score, model.fwhm)
+                row = _measure_part(cut, cut.inside, 0, planes, score, (model, weight))
                 found.append(
                     {
                         **row,
@@ -361,7 +383,7 @@ def _footprint_rows(
                 )
                 continue
         for part, sign in _parts(cut, detections.mask[box], both):
-            row = _measure_part(cut, part, sign, planes, score, model.fwhm)
+            row = _measure_part(cut, part, sign, planes, score, (model, weight))
             found.append(
                 {
                     **row,

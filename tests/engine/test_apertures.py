@@ -21,7 +21,7 @@ def _flat(shape: tuple[int, int] = (64, 64)) -> tuple[np.ndarray, np.ndarray, np
 def test_a_whole_circle_on_a_flat_image_sums_to_its_area(r, centre) -> None:
     image, variance, usable = _flat()
     x, y = np.array([centre[0]]), np.array([centre[1]])
-    sums, errors = aperture_sums(image, variance, usable, x, y, r)
+    sums, errors, _ = aperture_sums(image, variance, usable, x, y, r)
     assert sums[0] == pytest.approx(math.pi * r * r, rel=1e-13)
     assert errors[0] == pytest.approx(math.sqrt(math.pi * r * r), rel=1e-13)
 
@@ -58,13 +58,18 @@ def test_partial_edges_masked_and_nan_pixels() -> None:
     image, variance, usable = _flat((40, 40))
     image, usable = image.copy(), usable.copy()
     # Half of a circle centred on the left edge (x = -0.5 is the image's border).
-    sums, _ = aperture_sums(image, variance, usable, np.array([-0.5]), np.array([20.0]), 5.0)
+    sums, _, cut = aperture_sums(image, variance, usable, np.array([-0.5]), np.array([20.0]), 5.0)
     assert sums[0] == pytest.approx(math.pi * 25 / 2, rel=1e-13)
-    # A masked pixel is left out whatever it holds, NaN included.
+    assert cut[0], "half the aperture is off the image"
+    # A masked pixel is left out whatever it holds, NaN included, and said; an aperture
+    # it does not reach (its nearest corner 3.5 px from the centre) is whole.
     image[20, 20], usable[20, 20] = np.nan, False
-    sums, errors = aperture_sums(image, variance, usable, np.array([20.0]), np.array([20.0]), 3.0)
+    sums, errors, cut = aperture_sums(
+        image, variance, usable, np.array([20.0, 23.0]), np.array([20.0, 23.0]), 3.0
+    )
     assert sums[0] == pytest.approx(math.pi * 9 - 1, rel=1e-13)
     assert errors[0] == pytest.approx(math.sqrt(math.pi * 9 - 1), rel=1e-13)
+    assert cut[0] and not cut[1]
     # A usable NaN pixel makes the sum NaN; an aperture wholly off the image is NaN; an
     # aperture whose every pixel is masked sums to 0.
     usable[20, 20] = True
@@ -80,7 +85,7 @@ def test_partial_edges_masked_and_nan_pixels() -> None:
 
 def test_no_positions_give_empty_columns() -> None:
     image, variance, usable = _flat()
-    sums, errors = aperture_sums(image, variance, usable, np.zeros(0), np.zeros(0), 3.0)
+    sums, errors, _ = aperture_sums(image, variance, usable, np.zeros(0), np.zeros(0), 3.0)
     assert sums.shape == errors.shape == (0,)
 
 
@@ -96,7 +101,7 @@ def test_photutils_exact_photometry_is_reproduced(r) -> None:
     # Centres anywhere, a few across the image's edges, one wholly off it.
     xs = np.append(rng.uniform(-4.0, shape[1] + 3.0, 300), -20.0)
     ys = np.append(rng.uniform(-4.0, shape[0] + 3.0, 300), 40.0)
-    sums, errors = aperture_sums(image, variance, usable, xs, ys, r)
+    sums, errors, _ = aperture_sums(image, variance, usable, xs, ys, r)
     oracle = aperture.CircularAperture(np.column_stack([xs, ys]), r=r)
     # The error plane in float64, so that its square is the variance to the last bits.
     ref_sums, ref_errors = oracle.do_photometry(

@@ -280,13 +280,13 @@ def total_flux_ratios(
     r = np.hypot(xx[None] - (x - xi)[:, None, None], yy[None] - (y - yi)[:, None, None])
     outer = (r >= 7.0 * fwhm) & (r < 9.8 * fwhm)
     ones = np.ones(science.shape)
-    area, _ = aperture_sums(ones, ones, ones > 0, x, y, 3.4 * fwhm)
+    area, *_ = aperture_sums(ones, ones, ones > 0, x, y, 3.4 * fwhm)
     fluxes = []
     for exposure in (template, science):
         image = np.asarray(exposure.image, float)
         stamps = cutouts(image, xi, yi, half, fill=np.nan)[0]
         level = np.array([np.median(c[o]) for c, o in zip(stamps, outer, strict=True)])
-        inner, _ = aperture_sums(image, ones, ones > 0, x, y, 3.4 * fwhm)
+        inner, *_ = aperture_sums(image, ones, ones > 0, x, y, 3.4 * fwhm)
         fluxes.append(inner - level * area)
     return fluxes[0], fluxes[1]
 

@@ -7,6 +7,8 @@ present, on the GOTO pair, and saves:
   kernel sources and DIA sources, the catalog, the cutouts and the parameters;
 - ``kernel_diagnostics.png``: the kernel mosaic, kernel-sum and centroid-shift maps,
   the basis, and one kernel source's stamp panel;
+- ``kernel_psfs.png``: the Kernel tab's PSFs page (science, template, the convolved one
+  through the kernel, the residual);
 - ``residual_histograms.png``: the four runDebug residual panels against N(0, 1);
 - ``catalog_cutouts.png``: a selected DIA source in the table and its cutouts;
 - ``ab_comparison.png``: the previous and the current run after changing a parameter,
@@ -180,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
         window.overlays._on_candidate_clicked(cands, good[:1] or cands.points()[:1])
         window.tabs.setCurrentWidget(window.tabs.kernel_panel)
         save(window, "kernel_diagnostics.png")
+        window.tabs.kernel_panel.pages.setCurrentIndex(1)
+        save(window, "kernel_psfs.png")
+        window.tabs.kernel_panel.pages.setCurrentIndex(0)
         window.tabs.setCurrentWidget(window.tabs.residual_panel)
         save(window, "residual_histograms.png")
         # catalog with cutouts: zoom onto the selected source

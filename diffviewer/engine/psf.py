@@ -181,19 +181,38 @@ def odd_square(image: np.ndarray) -> np.ndarray:
     return np.pad(img, ((py, py), (px, px)))
 
 
-def _estimate(image: np.ndarray, n_stars: int, source: str, reason: str) -> PsfEstimate:
-    """Wrap a PSF image (made an odd square and normalised here) with its moments."""
-    img = odd_square(image)
-    img = img / img.sum()
-    _, _, cov = adaptive_moments(img)
+def psf_shape(image: np.ndarray) -> tuple[float, float]:
+    """FWHM and ellipticity of a PSF image, as :class:`PsfEstimate` gives them.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        Odd-sided square PSF image, centred (:func:`odd_square`), sum 1.
+
+    Returns
+    -------
+    (float, float)
+        FWHM (px) of the equivalent circular Gaussian, from adaptive second moments, and
+        ellipticity ``1 - b/a``; a PSF narrower than :data:`SHARP_FWHM` is measured on
+        the image interpolated :data:`UPSAMPLE` times finer.
+    """
+    _, _, cov = adaptive_moments(image)
     fwhm, ell = shape_from_covariance(cov)
     if fwhm < SHARP_FWHM:
         # Moments of a PSF sampled by few pixels are biased low: measure them on the image
         # interpolated (band-limited, by Fourier zero-padding) onto a finer grid.
-        side = UPSAMPLE * img.shape[0]
-        fine = fftconv.resample(fftconv.resample(img, side, axis=0), side, axis=1)
+        side = UPSAMPLE * image.shape[0]
+        fine = fftconv.resample(fftconv.resample(image, side, axis=0), side, axis=1)
         _, _, cov = adaptive_moments(fine)
         fwhm, ell = shape_from_covariance(cov / UPSAMPLE**2)
+    return fwhm, ell
+
+
+def _estimate(image: np.ndarray, n_stars: int, source: str, reason: str) -> PsfEstimate:
+    """Wrap a PSF image (made an odd square and normalised here) with its moments."""
+    img = odd_square(image)
+    img = img / img.sum()
+    fwhm, ell = psf_shape(img)
     return PsfEstimate(fwhm, ell, frozen(img), n_stars, source, reason)
 
 

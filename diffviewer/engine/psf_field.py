@@ -59,7 +59,7 @@ def _bilinear(
     )
 
 
-def _padded(psf: np.ndarray, half: tuple[int, int]) -> np.ndarray:
+def padded(psf: np.ndarray, half: tuple[int, int]) -> np.ndarray:
     """``psf`` (odd sides) centred on a stamp of half-sides ``half`` (at least its own)."""
     hy, hx = psf.shape[0] // 2, psf.shape[1] // 2
     out = np.zeros((2 * half[0] + 1, 2 * half[1] + 1))
@@ -220,8 +220,8 @@ def varying_psf(
         max(reference.shape[0], changes[0][0].shape[0]) // 2,
         max(reference.shape[1], changes[0][0].shape[1]) // 2,
     )
-    ref = _padded(np.asarray(reference, dtype=np.float64), half)
-    nodes = tuple(tuple(ref + _padded(c, half) for c in row) for row in changes)
+    ref = padded(np.asarray(reference, dtype=np.float64), half)
+    nodes = tuple(tuple(ref + padded(c, half) for c in row) for row in changes)
     return PsfField(grid.xs, grid.ys, nodes, ref, enclosed)
 
 

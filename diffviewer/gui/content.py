@@ -289,7 +289,7 @@ def metrics(result: Any) -> dict[str, float]:
 
 def kernel_views(result: Any, n_grid: int = 7, n_shift: int = 16) -> dict[str, Any]:
     """The kernel panel's content: mosaic, sums, centroid shifts, the differential
-    background, basis, a description.
+    background, basis, the PSFs matched (:func:`psf_views`), a description.
 
     The mosaic and the shift map realise the engine's spatial kernel with
     :func:`diffviewer.engine.diagnostics.kernel_mosaic`; centroids are the first
@@ -351,6 +351,7 @@ def kernel_views(result: Any, n_grid: int = 7, n_shift: int = 16) -> dict[str, A
             info += f"; {choice.describe()}"
     if result.kernel.sky_level is not None:
         info += f"; {result.kernel.sky_level.describe()}"
+    psfs, psf_info = psf_views(result)
     stars = star_sums(result)
     if len(stars):
         info += (
@@ -372,7 +373,177 @@ def kernel_views(result: Any, n_grid: int = 7, n_shift: int = 16) -> dict[str, A
         "unit": str(image_unit(result.difference.header.get("BUNIT"))),
         "basis": sol.basis,
         "info": info,
+        "psfs": psfs,
+        "psf_info": psf_info,
     }
+
+
+#: How a PSF's title names where it came from (:attr:`PsfEstimate.source`); the reason in
+#: full is in the line below the PSFs.
+PSF_SOURCES: dict[str, str] = {
+    "given": "given",
+    "measured": "measured",
+    "bright sources": "bright stars",
+    "header": "header FWHM",
+    "default": "default",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class PsfMatch:
+    """How the kernel maps the convolved image's PSF onto the other's, at one position.
+
+    Attributes
+    ----------
+    convolved : str
+        The image the run convolved, 'template' or 'science' (``KernelFit.convolved``).
+    x, y : float
+        Where the kernel was evaluated (0-based science px).
+    science, template : numpy.ndarray
+        The PSFs the kernel fit used (``KernelFit.science_psf`` and ``template_psf``),
+        sum 1, centred on one odd square stamp.
+    matched : numpy.ndarray
+        The convolved image's PSF convolved with the kernel at (x, y), sum 1
+        (:func:`~diffviewer.engine.score_psfs.kernel_matched_psfs`), on the same stamp.
+    residual : numpy.ndarray
+        ``matched`` less the other image's PSF (the target).
+    misfit : float
+        ``sum |residual|``: 0 for a kernel that maps one PSF exactly onto the other, 2
+        for PSFs that do not overlap.
+    matched_fwhm : float
+        FWHM (px) of ``matched``, measured as the inputs' PSFs are
+        (:func:`~diffviewer.engine.psf.psf_shape`).
+    shift : (float, float)
+        The kernel's centroid at (x, y) (px;
+        :func:`~diffviewer.engine.diagnostics.kernel_centroids`): the misregistration it
+        absorbs. Each PSF is centred on its own stars, so this
+        shift moves ``matched`` off the target and shows in the residual as a dipole.
+    misfit_centred : float
+        ``sum |matched - target|`` with ``matched`` shifted back by :attr:`shift`: the
+        misfit of the PSFs' shapes alone.
+    """
+
+    convolved: str
+    x: float
+    y: float
+    science: np.ndarray
+    template: np.ndarray
+    matched: np.ndarray
+    residual: np.ndarray
+    misfit: float
+    matched_fwhm: float
+    shift: tuple[float, float]
+    misfit_centred: float
+
+    @property
+    def target(self) -> np.ndarray:
+        """The PSF the matched one is compared with: the image's that was not convolved."""
+        return self.science if self.convolved == "template" else self.template
+
+
+def psf_match(fit: Any, x: float | None = None, y: float | None = None) -> PsfMatch:
+    """The kernel fit's PSFs, the convolved image's through the kernel, and their residual.
+
+    Parameters
+    ----------
+    fit : KernelFit
+        A run's kernel fit (computed, or read back from ``kernel.fits``: its
+        ``SCI_PSF`` and ``TMPL_PSF``).
+    x, y : float, optional
+        Where the kernel is evaluated (0-based science px); the image centre when None.
+
+    Returns
+    -------
+    PsfMatch
+    """
+    from diffviewer.engine.diagnostics import kernel_centroids
+    from diffviewer.engine.psf import fourier_shift, psf_shape
+    from diffviewer.engine.psf_field import padded
+    from diffviewer.engine.score_psfs import kernel_matched_psfs
+
+    ny, nx = fit.solution.shape
+    x = (nx - 1) / 2.0 if x is None else float(x)
+    y = (ny - 1) / 2.0 if y is None else float(y)
+    sci, tmpl = kernel_matched_psfs(fit, x, y)
+    matched = sci if fit.convolved == "template" else tmpl
+    science, template = (
+        np.asarray(est.image, dtype=np.float64) / float(np.sum(est.image))
+        for est in (fit.science_psf, fit.template_psf)
+    )
+    half = max(a.shape[0] for a in (science, template, matched)) // 2
+    science, template, matched = (padded(a, (half, half)) for a in (science, template, matched))
+    target = science if fit.convolved == "template" else template
+    residual = matched - target
+    dx, dy = (float(d) for d in kernel_centroids(fit.solution.evaluate(x, y)))
+    centred = fourier_shift(matched[None], np.array([-dx]), np.array([-dy]))[0]
+    return PsfMatch(
+        fit.convolved,
+        x,
+        y,
+        science,
+        template,
+        matched,
+        residual,
+        float(np.sum(np.abs(residual))),
+        float(psf_shape(matched)[0]),
+        (dx, dy),
+        float(np.sum(np.abs(centred - target))),
+    )
+
+
+def psf_views(result: Any) -> tuple[list[tuple[str, np.ndarray]], str]:
+    """The Kernel tab's PSF row: the science and template PSFs the run used, the convolved
+    one through the kernel at the image centre, and that less the other (:func:`psf_match`).
+
+    Parameters
+    ----------
+    result : SubtractionResult
+        A run, computed or read back from its folder.
+
+    Returns
+    -------
+    (list of (str, numpy.ndarray), str)
+        Four titled images (the three PSFs, then the residual, signed), and a line saying
+        where each PSF came from and the misfit.
+    """
+    fit = result.kernel
+    match = psf_match(fit)
+    ests = {"science": fit.science_psf, "template": fit.template_psf}
+    conv = match.convolved
+    other = "science" if conv == "template" else "template"
+    images = [
+        (
+            f"{name.capitalize()} PSF ({PSF_SOURCES.get(est.source, est.source)})<br>"
+            f"FWHM {est.fwhm:.2f} px",
+            getattr(match, name),
+        )
+        for name, est in ests.items()
+    ]
+    images.append(
+        (f"{conv.capitalize()} PSF ⊛ kernel<br>FWHM {match.matched_fwhm:.2f} px", match.matched)
+    )
+    images.append(
+        (
+            f"Residual, ⊛ − {other}<br>Σ|residual| {match.misfit:.4f}",
+            match.residual,
+        )
+    )
+    peak = float(np.max(np.abs(match.residual))) / float(np.max(match.target))
+    info = (
+        f"The {conv} PSF (the image convolved) through the kernel at the image centre "
+        f"({match.x:.1f}, {match.y:.1f}) px against the {other} PSF, both of sum 1: "
+        f"Σ|K⊛P_{conv} − P_{other}| = {match.misfit:.4f} (0: an exact match, 2: no "
+        f"overlap); largest residual {peak:.1%} of the {other} PSF's peak; FWHM "
+        f"{match.matched_fwhm:.2f} px against {ests[other].fwhm:.2f} px. The kernel there "
+        f"shifts by ({match.shift[0]:+.3f}, {match.shift[1]:+.3f}) px (the misregistration "
+        f"it absorbs; each PSF is centred on its stars), a dipole in the residual: without "
+        f"that shift Σ = {match.misfit_centred:.4f}. "
+        + " ".join(
+            f"{name.capitalize()} PSF {est.source}: {est.reason or 'no reason recorded'}."
+            for name, est in ests.items()
+        )
+    )
+    return images, info
 
 
 def star_sums(result: Any) -> np.ndarray:

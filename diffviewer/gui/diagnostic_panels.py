@@ -27,6 +27,7 @@ from PyQt6.QtWidgets import (
     QSplitter,
     QTableWidget,
     QTableWidgetItem,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -62,6 +63,13 @@ MAPS_MIN_HEIGHT = 220
 
 #: Height of a row of basis images (px).
 BASIS_ROW_HEIGHT = 30
+
+#: Least height of the PSFs' canvas (px): two title lines and images of ~110 px.
+PSF_MIN_HEIGHT = 150
+
+#: The PSFs' display: log, so that their wings, where a misfit of the widths shows,
+#: are seen beside their cores; all three at the same levels.
+PSF_DISPLAY = POSITIVE.replace(stretch="log")
 
 #: The kernel stars' dots' colour range: flux ratio less the model's sum, in the star's
 #: errors.
@@ -104,7 +112,7 @@ def _star_tip(x: float, y: float, data: tuple[float, float, float, float]) -> st
 
 class KernelPanel(QWidget):
     """The spatial kernel on a grid (mosaic), kernel-sum, centroid-shift and differential
-    background maps, the basis.
+    background maps; on a page beside them, the PSFs the kernel matched; the basis.
 
     Signals
     -------
@@ -177,6 +185,34 @@ class KernelPanel(QWidget):
         )
         self.sum_box.addItem(self.star_sums)
         self.basis_canvas = pg.GraphicsLayoutWidget()
+        # the PSFs the run matched: science, template, the convolved one through the
+        # kernel, and that less the other (content.psf_views)
+        self.psf_canvas = pg.GraphicsLayoutWidget()
+        self.psf_canvas.ci.setContentsMargins(2, 2, 2, 2)
+        self.psf_canvas.ci.layout.setHorizontalSpacing(4)
+        self.psf_canvas.setMinimumHeight(PSF_MIN_HEIGHT)
+        self.psf_boxes: list[pg.ViewBox] = []
+        self.psf_items: list[pg.ImageItem] = []
+        self.psf_titles: list[pg.LabelItem] = []
+        for col in range(4):
+            box, item, title = image_box(self.psf_canvas, "", 0, col)
+            box.setMouseEnabled(True, True)  # zoom and pan, the four together
+            if self.psf_boxes:
+                box.setXLink(self.psf_boxes[0])
+                box.setYLink(self.psf_boxes[0])
+            self.psf_boxes.append(box)
+            self.psf_items.append(item)
+            self.psf_titles.append(title)
+        self.psf_info = QLabel()
+        self.psf_info.setWordWrap(True)
+        # the misfit and where the PSFs came from take ~8 lines at 1280 x 720: three
+        # shown, the rest scrolled, so that the PSFs keep their room
+        self.psf_note = QScrollArea()
+        self.psf_note.setWidget(self.psf_info)
+        self.psf_note.setWidgetResizable(True)
+        self.psf_note.setFrameShape(QFrame.Shape.NoFrame)
+        self.psf_note.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.psf_note.setFixedHeight(3 * self.psf_info.fontMetrics().lineSpacing() + 1)
         self.info = QLabel()
         self.info.setWordWrap(True)
         self.cell_info = QLabel(_MOSAIC_HINT)
@@ -208,8 +244,28 @@ class KernelPanel(QWidget):
         self.details.setWidgetResizable(True)
         self.details.setFrameShape(QFrame.Shape.NoFrame)
         self.details.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        # two lines at least (its own least, 68 px, with the pages' tab bar pushed the
+        # mosaic's hint under the maps at 1280 x 720)
+        self.details.setMinimumHeight(2 * self.info.fontMetrics().lineSpacing() + 8)
+        # The PSFs on a page of their own beside the maps: on a 1280 x 720 screen the
+        # details below show ~80 px, and a row of PSFs there was never seen whole.
+        psfs = QWidget()
+        psfs_layout = QVBoxLayout(psfs)
+        psfs_layout.setContentsMargins(0, 0, 0, 0)
+        psfs_layout.addWidget(self.psf_canvas, 1)
+        psfs_layout.addWidget(self.psf_note)
+        self.pages = QTabWidget()
+        self.pages.setDocumentMode(True)
+        self.pages.addTab(maps, "Maps")
+        self.pages.addTab(psfs, "PSFs")
+        self.pages.setTabToolTip(
+            1,
+            "The science and template PSFs the kernel was fitted to, the convolved one "
+            "through the kernel at the image centre, and what it misses of the other (the "
+            "wheel zooms the four together)",
+        )
         self.splitter = QSplitter(Qt.Orientation.Vertical)
-        self.splitter.addWidget(maps)
+        self.splitter.addWidget(self.pages)
         self.splitter.addWidget(self.details)
         self.splitter.setChildrenCollapsible(False)
         self.splitter.setStretchFactor(0, 1)  # the maps take what the details leave
@@ -231,6 +287,8 @@ class KernelPanel(QWidget):
         basis: np.ndarray,
         info: str,
         stars: np.ndarray | None = None,
+        psfs: Sequence[tuple[str, np.ndarray]] = (),
+        psf_info: str = "",
     ) -> None:
         """Show a kernel solution.
 
@@ -256,6 +314,12 @@ class KernelPanel(QWidget):
         stars : numpy.ndarray, optional
             The kernel stars' flux ratios against the model on the sum map
             (:func:`diffviewer.gui.content.star_sums`).
+        psfs : sequence of (str, numpy.ndarray)
+            Titled PSF images: the science's, the template's and the convolved one's
+            through the kernel, at one set of levels, then the residual, signed
+            (:func:`diffviewer.gui.content.psf_views`); none, an empty row.
+        psf_info : str
+            The misfit in words, and where each PSF came from.
         """
         self._grid, self._cell, self._n, self._unit = grid, cell, n_grid, unit
         show_array(self.mosaic, mosaic, MOSAIC)
@@ -296,7 +360,31 @@ class KernelPanel(QWidget):
             item = pg.ImageItem(axisOrder="row-major")
             vb.addItem(item)
             show_array(item, image, SIGNED)
+        self._show_psfs(psfs)
+        self.psf_info.setText(psf_info)
         self.info.setText(info)
+
+    def _show_psfs(self, psfs: Sequence[tuple[str, np.ndarray]]) -> None:
+        """The PSFs at one set of levels (0 to the highest peak), the residual at its own
+        symmetric ones."""
+        for item, title in zip(self.psf_items, self.psf_titles, strict=True):
+            item.clear()
+            title.setText("")
+        if not psfs:
+            return
+        *shapes, (residual_title, residual) = psfs
+        top = max(float(np.max(image)) for _, image in shapes)
+        n = len(shapes)
+        for (text, image), item, title in zip(
+            shapes, self.psf_items[:n], self.psf_titles[:n], strict=True
+        ):
+            show_array(item, image, PSF_DISPLAY, (0.0, top if top > 0 else 1.0))
+            title.setText(text)
+        reach = float(np.max(np.abs(residual)))
+        show_array(self.psf_items[-1], residual, SIGNED, (-reach, reach) if reach else (-1.0, 1.0))
+        self.psf_titles[-1].setText(residual_title)
+        for box in self.psf_boxes:
+            box.autoRange(padding=0.02)
 
     def _show_star_sums(self, stars: np.ndarray) -> None:
         """Dots at the kernel stars, each coloured by its flux ratio less the model's sum in
@@ -321,6 +409,8 @@ class KernelPanel(QWidget):
         self.centroids.clear()
         self.star_sums.clear()
         self.basis_canvas.clear()
+        self._show_psfs(())
+        self.psf_info.setText("")
         self.info.setText("")
 
     def _cell_at(self, x: float, y: float) -> int | None:

@@ -215,6 +215,26 @@ def test_ab_parameters_that_differ_say_what_ran(qtbot, demo_window: MainWindow) 
     assert ran["kernel.regularization"] == before.kernel.regularization  # not rounded
 
 
+def test_ab_kernel_sum_order_as_run_is_capped_at_the_kernel_s_order(
+    qtbot, demo_window: MainWindow
+) -> None:
+    # kernel_sum_order = 2 asked for, but the demo's few stamps lower the kernel's spatial
+    # order to 0, and the spatial fit caps the sum's order at the kernel's
+    # (kernel_spatial.fit_spatial's sum_terms): the sum ran constant, and the A/B table
+    # says so rather than "2"
+    window = demo_window
+    window.params.set_value("kernel", "kernel_sum_order", 2)
+    run(qtbot, window)
+    after = window.outcome.result
+    assert after.config.kernel.kernel_sum_order == 2
+    assert after.kernel.solution.spatial_order == 0 and after.kernel.sum_order_choice is None
+    assert content.effective_values(after)["kernel.kernel_sum_order"] == 0
+    window.tabs.setCurrentWidget(window.tabs.ab_panel)
+    table = window.tabs.ab_panel.params
+    rows = [tuple(table.item(r, c).text() for c in range(3)) for r in range(table.rowCount())]
+    assert ("kernel.kernel_sum_order", "2 (ran as 0)", "-1 (ran as 0)") in rows
+
+
 def test_the_ab_tables_show_the_key_metrics_on_a_1280_by_720_screen(
     qtbot, demo_window: MainWindow
 ) -> None:

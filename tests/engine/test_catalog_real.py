@@ -106,12 +106,14 @@ def test_goto_catalog_signs_and_snr_agree(goto, detect_on: str) -> None:
         # The PSF fit at the extreme is that extreme's S/N at sub-pixel position, with the
         # PSF the difference was filtered with: the same sign, and within 20 % (gaps
         # median 1.5 %, p90 4.7 %, largest 19 %, at blended star residuals; with the
-        # centre's PSF filtering for detection: 2.0 %, 8.5 % and 53 %).
+        # centre's PSF filtering for detection: 2.0 %, 8.5 % and 53 %). A source beside
+        # unusable pixels (all flagged here: saturated cores) is placed by its PSF fit,
+        # away from the filtered image's extreme, which the gap moves: up to 35 % off.
         gap = np.abs(snr / peak - 1)[single]
         assert np.all(np.sign(flux[single]) == sign[single])
         assert np.all(np.abs(snr[single]) >= 0.8 * result.config.detection.threshold)
         assert float(np.median(gap)) < 0.02 and float(np.percentile(gap, 90)) < 0.06
-        assert float(np.max(gap)) < 0.3
+        assert float(np.max(gap[~np.asarray(cat["flagged"])[single]])) < 0.3
         # Where the score is not defined (near saturated cores, grown further than the
         # difference's mask) a row has no score_peak, not one of 0 (60 rows had 0.0).
         undefined = int(np.sum(np.isnan(score_peak)))

@@ -80,6 +80,15 @@ COLUMNS: dict[str, tuple[u.UnitBase, str]] = {
         "diffviewer.engine.decorrelate)",
     ),
     "snr": (_ONE, "psf_flux / psf_flux_err"),
+    "psf_chi2": (
+        _ONE,
+        "reduced chi^2 of psf_flux times its PSF against the difference within 1.5 FWHM "
+        "of (x, y), on the usable pixels, by the variance plane: for a point source about "
+        "the sky sources' (metadata.json detection.sky_sources.psf_chi2_median; 1 on "
+        "uncorrelated noise), well above for a residual of another shape (a dipole, a "
+        "galaxy's core, a core in a ring) or a bright source its PSF does not fit to its "
+        "noise",
+    ),
     "peak_value": (_ONE, "the thresholded image at the extreme's pixel (sigma, signed)"),
     "score_peak": (
         _ONE,
@@ -249,7 +258,7 @@ def empty_columns(n: int) -> dict[str, np.ndarray]:
             continue
         if name in ints:
             cols[name] = np.zeros(n, dtype=ints[name])
-        elif unit is _ONE and name not in ("snr", "peak_value", "score_peak"):
+        elif unit is _ONE and name not in ("snr", "psf_chi2", "peak_value", "score_peak"):
             cols[name] = np.zeros(n, dtype=bool)
         else:
             cols[name] = np.full(n, np.nan)

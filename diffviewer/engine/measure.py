@@ -65,7 +65,7 @@ from diffviewer.engine.columns import (
 from diffviewer.engine.detect import Detections
 from diffviewer.engine.dipole import fit_dipole, is_dipole
 from diffviewer.engine.ids import make_id_factory
-from diffviewer.engine.photometry import PsfModel, forced_psf_flux
+from diffviewer.engine.photometry import PsfModel, forced_psf_flux, psf_chi2
 from diffviewer.engine.progress import Reporter
 from diffviewer.engine.psf_fit import Cutout, fit_position
 from diffviewer.engine.subtract import template_planes
@@ -495,6 +495,9 @@ def measure_sources(
         cols["psf_flux"][k], cols["psf_flux_err"][k] = forced_psf_flux(
             difference.image, difference.variance, usable, model, xs[k], ys[k]
         )
+        cols["psf_chi2"][k] = psf_chi2(
+            difference.image, difference.variance, usable, model, xs[k], ys[k], cols["psf_flux"][k]
+        )
         cols["sci_psf_flux"][k], cols["sci_psf_flux_err"][k] = forced_psf_flux(
             science.image,
             science.variance,
@@ -564,6 +567,10 @@ class SkySourceCheck:
         plane is renormalised at PSF scale (:mod:`renormalise`): where the noise is
         correlated an aperture of another size sees another scale, and its errors are off
         by this factor (reported, not applied: one correction at most).
+    psf_chi2_median : float
+        Their median ``psf_chi2``: what noise alone gives (1 on uncorrelated noise; on
+        correlated noise, whose variance plane is scaled at PSF scale, another value),
+        the baseline a source's is read against (NaN without one).
     """
 
     n: int
@@ -571,11 +578,12 @@ class SkySourceCheck:
     mean_pull_error: float
     pull_std: float
     aperture_pull_std: dict[str, float] = dataclasses.field(default_factory=dict)
+    psf_chi2_median: float = float("nan")
 
     def as_dict(self) -> dict[str, object]:
         """The record ``metadata.json`` holds (``detection.sky_sources``; NaN as None)."""
-        values = (self.mean_pull, self.mean_pull_error, self.pull_std)
-        names = ("mean_pull", "mean_pull_error", "pull_std")
+        values = (self.mean_pull, self.mean_pull_error, self.pull_std, self.psf_chi2_median)
+        names = ("mean_pull", "mean_pull_error", "pull_std", "psf_chi2_median")
         return (
             {"n": self.n}
             | {k: _finite_or_none(v) for k, v in zip(names, values, strict=True)}
@@ -607,7 +615,8 @@ def sky_source_check(table: Table) -> SkySourceCheck:
     Parameters
     ----------
     table : astropy.table.Table
-        The catalog (its ``sky_source``, ``flagged``, ``psf_flux``, ``psf_flux_err``).
+        The catalog (its ``sky_source``, ``flagged``, ``psf_flux``, ``psf_flux_err``,
+        ``psf_chi2`` and aperture fluxes).
 
     Returns
     -------
@@ -620,12 +629,17 @@ def sky_source_check(table: Table) -> SkySourceCheck:
         for name in table.colnames
         if name.startswith("ap_flux_") and f"{name}_err" in table.colnames
     }
+    chi2 = np.asarray(table["psf_chi2"][blank], dtype=np.float64)
+    chi2 = chi2[np.isfinite(chi2)]
+    baseline = float(np.median(chi2)) if chi2.size else float("nan")
     if pulls.size < 2:
-        return SkySourceCheck(int(pulls.size), float("nan"), float("nan"), spread, apertures)
+        nan = float("nan")
+        return SkySourceCheck(int(pulls.size), nan, nan, spread, apertures, baseline)
     return SkySourceCheck(
         int(pulls.size),
         float(np.mean(pulls)),
         spread / float(np.sqrt(pulls.size)),
         spread,
         apertures,
+        baseline,
     )

@@ -629,6 +629,48 @@ def test_score_at_is_nan_where_the_score_is_not_defined() -> None:
     assert np.isnan(measure.score_at(score, 1, 2))
 
 
+def test_psf_chi2_tells_a_point_source_from_a_residual_of_another_shape() -> None:
+    # On white noise the reduced chi^2 of a point source's PSF fit is 1 within its
+    # spread over ~150 pixels (sqrt(2 / 150) = 0.12; 0.6-1.4 is five of it), as is the
+    # sky sources' median; a core in a negative ring (the demo's transient, which its
+    # apertures read 35 % below its PSF flux) and a source three times the PSF's width
+    # read far above it at the same S/N (the 2026-12-07 catalog audit: no column said so).
+    rng = np.random.default_rng(11)
+    shape, sigma, noise = (160, 240), 2.0, 2.0
+    model = PsfModel(gaussian_psf(sigma * FWHM_PER_SIGMA))
+    xs, ys = np.array([40.0, 120.3, 200.6, 120.3]), np.array([80.0, 80.4, 79.7, 80.4])
+    image = render_gaussians(
+        shape,
+        xs,
+        ys,
+        np.array([4000.0, 8000.0, 6000.0, -4000.0]),
+        np.array([2.0, 2.0, 6.0, 4.0]),
+        30,
+    )
+    image = (image + rng.normal(0.0, noise, shape)).astype(np.float32)
+    diff = Exposure(image, np.full(shape, noise**2, np.float32), np.zeros(shape, np.int16))
+    det = detect_sources(
+        diff,
+        None,
+        DetectionConfig(detect_on="difference", sky_sources=40),
+        null_reporter(),
+        psf=model,
+    )
+    table = measure_sources(
+        diff, diff, diff, None, det, model, model, MeasurementConfig(), null_reporter()
+    )
+    j, ok = match(table, xs[:3], ys[:3], radius=3.0)
+    real = ok & ~table["sky_source"]
+    chi2 = {
+        int(k): float(table["psf_chi2"][i])
+        for i, k in zip(np.flatnonzero(real), j[real], strict=True)
+    }
+    assert 0.6 < chi2[0] < 1.4
+    assert chi2[1] > 5.0 and chi2[2] > 5.0
+    check = measure.sky_source_check(table)
+    assert 0.8 < check.psf_chi2_median < 1.2
+
+
 @pytest.mark.parametrize("plane", ["BAD", "CR", "BAD column"])
 @pytest.mark.parametrize("centre", [(48.0, 48.0), (48.2, 47.6), (48.45, 47.7)])
 def test_a_source_whose_centre_is_unusable_is_placed_and_measured_by_its_psf(

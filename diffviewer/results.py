@@ -20,7 +20,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from diffviewer.atomic import atomic_write_text
-from diffviewer.config import SubtractionConfig, load_toml
+from diffviewer.config import SubtractionConfig, config_files, load_toml
 from diffviewer.engine.diagnostics import Diagnostics
 from diffviewer.engine.kernel import KernelFit, KernelSolution
 from diffviewer.engine.kernel_degrees import DegreeChoice
@@ -38,10 +38,11 @@ from diffviewer.engine.warp import Piece
 from diffviewer.errors import InputError
 from diffviewer.exposure import Exposure
 from diffviewer.io import read_exposure
-from diffviewer.outputs import DIAGNOSTIC_SAMPLES, OUTPUT_NAMES
+from diffviewer.outputs import DIAGNOSTIC_SAMPLES, OUTPUT_NAMES, PRODUCTS
 from diffviewer.paths import (
     TEMPLATE_SEPARATOR,
     input_file_states,
+    parse_spec,
     resolved_spec,
     template_specs,
 )
@@ -60,6 +61,47 @@ def saved_template_specs(metadata: dict[str, Any]) -> list[str]:
     if pieces:
         return [str(p["source"]) for p in pieces]
     return [str(metadata["inputs"]["template"]["source"])]
+
+
+def recorded_specs(metadata: dict[str, Any]) -> tuple[str, str]:
+    """The science and template specs a run read, as a pair is given to run it again.
+
+    The template is its pieces' specs joined by ``;`` (:func:`saved_template_specs`): the
+    metadata's ``inputs.template.source`` names the template on the science grid, "... warped
+    to ..." when it was warped, which no file holds.
+
+    Parameters
+    ----------
+    metadata : dict
+        The run's ``metadata.json``.
+
+    Returns
+    -------
+    (str, str)
+        Science spec, template spec.
+    """
+    science = str(metadata["inputs"]["science"]["source"])
+    return science, TEMPLATE_SEPARATOR.join(saved_template_specs(metadata))
+
+
+def changed_input(metadata: dict[str, Any]) -> str | None:
+    """The first input file (image or star list) replaced or changed in place since the run
+    (its size or modification time is not the one the metadata recorded; a file gone
+    counts), or None; an older run recorded none, and none is found changed.
+
+    Parameters
+    ----------
+    metadata : dict
+        The run's ``metadata.json``.
+
+    Returns
+    -------
+    str or None
+        The file's path as recorded.
+    """
+    recorded = metadata["inputs"].get("files") or {}
+    now = input_file_states(list(recorded))
+    return next((path for path in recorded if now.get(path) != recorded[path]), None)
 
 
 def read_metadata(out_dir: str | Path) -> dict[str, Any]:
@@ -152,9 +194,7 @@ def incomplete_reason(
     pieces = saved_template_specs(meta)
     if [resolved_spec(p) for p in pieces] != [resolved_spec(p) for p in template_specs(template)]:
         return f"made from another template ({TEMPLATE_SEPARATOR.join(pieces)})"
-    recorded = meta["inputs"].get("files") or {}
-    now = input_file_states(list(recorded))
-    changed = next((path for path in recorded if now.get(path) != recorded[path]), None)
+    changed = changed_input(meta)
     if changed is not None:
         return f"its input {changed} was replaced or changed since the run"
     if meta.get("config_digest") != config_digest:
@@ -633,12 +673,10 @@ def read_saved_run(out_dir: str | Path) -> SavedRun:
     """
     out = Path(out_dir).expanduser().resolve()
     meta = read_metadata(out)
-    written = expected_outputs(meta)
-    needed = [n for n in OUTPUT_NAMES if n not in ("warped_template.fits", "score.fits")]
-    missing = [n for n in [*written, *needed] if not (out / n).is_file()]
+    missing = missing_products(out, meta)
     if missing:
         raise InputError(
-            f"{out} lacks {', '.join(dict.fromkeys(missing))}: it is unfinished, written with "
+            f"{out} lacks {', '.join(missing)}: it is unfinished, written with "
             "--products minimal or by an older diffviewer; rerun the pair with full products"
         )
     warnings = tuple(str(w) for w in meta.get("warnings", []))
@@ -740,3 +778,212 @@ def _catalog_psf(hdu: fits.ImageHDU, centre: tuple[float, float]) -> PsfModel:
     ys = tuple(float(header[f"NODEY{j}"]) for j in range(1, cube.shape[0] + 1))
     images = tuple(tuple(cube[j, i] for i in range(len(xs))) for j in range(len(ys)))
     return field_from_nodes(xs, ys, images, float(header["ENCLOSED"]), centre)
+
+
+# --------------------------------------------------------------------------- a difference alone
+
+#: What every output folder holds, ``--products minimal`` included.
+MINIMAL_PRODUCTS = PRODUCTS["minimal"]
+
+
+def missing_products(out_dir: str | Path, metadata: dict[str, Any]) -> list[str]:
+    """The files a saved run lacks to be read back whole (:func:`read_saved_run`): those
+    its metadata says it wrote, and every product but the optional warped template and
+    score.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        The output folder.
+    metadata : dict
+        Its ``metadata.json``.
+
+    Returns
+    -------
+    list of str
+        File names, in the order of :data:`~diffviewer.outputs.OUTPUT_NAMES` (none: the
+        folder is whole).
+    """
+    out = Path(out_dir)
+    needed = [n for n in OUTPUT_NAMES if n not in ("warped_template.fits", "score.fits")]
+    names = [*expected_outputs(metadata), *needed]
+    return [n for n in dict.fromkeys(names) if not (out / n).is_file()]
+
+
+def difference_only(out_dir: str | Path) -> bool:
+    """Whether an output folder holds a difference and its catalog but not every product
+    the inspector shows (``--products minimal``, or an older diffviewer's folder): it is
+    shown as :class:`SavedDifference`, and its pair can be run again from its inputs.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        The output folder.
+
+    Returns
+    -------
+    bool
+        False for a whole folder, and for one without the minimal products (unfinished,
+        or not an output folder: :func:`read_saved_run` says what it lacks).
+    """
+    out = Path(out_dir)
+    if not all((out / name).is_file() for name in MINIMAL_PRODUCTS):
+        return False
+    try:
+        return bool(missing_products(out, read_metadata(out)))
+    except InputError:
+        return False
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SavedDifference:
+    """What every output folder holds: the difference, its catalog, config and metadata.
+
+    Attributes
+    ----------
+    folder : Path
+        The output folder.
+    metadata : dict
+        ``metadata.json``.
+    config : SubtractionConfig
+        The run's config (``config.toml``).
+    difference : Exposure
+        ``difference.fits``: image, variance and mask planes.
+    diasources : astropy.table.Table
+        ``diasources.ecsv``.
+    warnings : tuple of str
+        The run's warnings.
+    products : str
+        The products written (``full``, ``minimal``; ``unknown`` for an older run).
+    """
+
+    folder: Path
+    metadata: dict[str, Any]
+    config: SubtractionConfig
+    difference: Exposure
+    diasources: Table
+    warnings: tuple[str, ...]
+    products: str
+
+
+def read_saved_difference(out_dir: str | Path) -> SavedDifference:
+    """Read the difference, catalog, config and metadata of an output folder (a folder of
+    ``--products minimal`` holds no more); the inputs are not read.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        An output folder.
+
+    Returns
+    -------
+    SavedDifference
+
+    Raises
+    ------
+    InputError
+        When a file of :data:`MINIMAL_PRODUCTS` is missing or cannot be read.
+    """
+    out = Path(out_dir).expanduser().resolve()
+    meta = read_metadata(out)
+    missing = [n for n in MINIMAL_PRODUCTS if not (out / n).is_file()]
+    if missing:
+        raise InputError(
+            f"{out} lacks {', '.join(missing)}: it is unfinished or damaged; rerun the pair"
+        )
+    try:
+        catalog = _read_table(out / "diasources.ecsv")
+    except (OSError, ValueError) as exc:
+        raise InputError(
+            f"{out / 'diasources.ecsv'} cannot be read as an ECSV table ({exc}); rerun the pair"
+        ) from None
+    return SavedDifference(
+        folder=out,
+        metadata=meta,
+        config=load_toml(out / "config.toml"),
+        difference=read_exposure(str(out / "difference.fits"), saved=True),
+        diasources=catalog,
+        warnings=tuple(str(w) for w in meta.get("warnings", [])),
+        products=str(meta.get("outputs", {}).get("products", "unknown")),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordedRun:
+    """What runs a saved pair again: the inputs its metadata names and its own config.
+
+    Attributes
+    ----------
+    folder : Path
+        The output folder.
+    science, template : str
+        The specs read (:func:`recorded_specs`; template pieces joined by ``;``).
+    config : SubtractionConfig
+        The folder's ``config.toml``.
+    changed : str or None
+        An input replaced or changed in place since the run (:func:`changed_input`): run
+        again, it gives another difference; None when none was.
+    """
+
+    folder: Path
+    science: str
+    template: str
+    config: SubtractionConfig
+    changed: str | None = None
+
+
+def recorded_run(out_dir: str | Path) -> RecordedRun:
+    """The inputs and config that run the pair of an output folder again, every file they
+    name checked to be there.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        An output folder.
+
+    Returns
+    -------
+    RecordedRun
+
+    Raises
+    ------
+    InputError
+        When the metadata or config cannot be read, or an input file it names (an image,
+        a template piece, the star list of ``candidates.source_list``) is no longer there:
+        the message names the file, where it is recorded and what to do.
+    """
+    out = Path(out_dir).expanduser().resolve()
+    meta = read_metadata(out)
+    config = load_toml(out / "config.toml")
+    science, template = recorded_specs(meta)
+    pieces = template_specs(template)
+    roles = [("science image", science)]
+    roles += [
+        ("template" if len(pieces) == 1 else f"template piece {i + 1}", spec)
+        for i, spec in enumerate(pieces)
+    ]
+    files = [(role, parse_spec(spec)[0], METADATA) for role, spec in roles]
+    files += [
+        ("star list (candidates.source_list)", path, "config.toml") for path in config_files(config)
+    ]
+    for role, path, named_in in files:
+        cause = _missing_cause(path)
+        if cause is not None:
+            raise InputError(
+                f"the {role} {path}, named in {out / named_in}, {cause} (moved, renamed or "
+                "deleted since the run), so the pair cannot be run again: put it back there, "
+                "or run the pair from where it is now (diffviewer run SCIENCE TEMPLATE "
+                f"--config {out / 'config.toml'})"
+            )
+    return RecordedRun(out, science, template, config, changed_input(meta))
+
+
+def _missing_cause(path: Path) -> str | None:
+    """Why ``path`` is not a file to read (does not exist, is a folder, ...), or None."""
+    if not path.exists():
+        return "does not exist"
+    if path.is_dir():
+        return "is a folder, not a file"
+    if not path.is_file():
+        return "is not a file"
+    return None

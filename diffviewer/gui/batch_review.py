@@ -4,7 +4,11 @@
 sortable, filterable table with a thumbnail of each difference, ordered by the
 summary's badness score (:func:`diffviewer.batch.summary.badness`), with filters for
 failed pairs, pairs with warnings and pairs without a verdict. Selecting a row shows
-that pair in the inspector from its saved outputs; Good / Bad save a verdict on the
+that pair in the inspector from its saved outputs; a pair whose folder holds its
+difference and catalog alone (``--products minimal``) is shown beside the table
+(:mod:`diffviewer.gui.difference_preview`), with one button that runs it again in the
+inspector from its recorded inputs and config, writing nothing to the batch folder.
+Good / Bad save a verdict on the
 pair (with the comment) in its folder (``DIR/<name>``, wherever the batch folder now is)
 and in its row of the summary on disk (a batch still running adds rows); Export verdicts writes
 every verdict of the batch, on pairs and on sources, as one table.
@@ -28,7 +32,7 @@ from PyQt6.QtCore import (
     QSortFilterProxyModel,
     Qt,
 )
-from PyQt6.QtGui import QImage, QKeySequence, QPixmap
+from PyQt6.QtGui import QCloseEvent, QImage, QKeySequence, QPixmap
 from PyQt6.QtWidgets import (
     QAbstractItemView,
     QApplication,
@@ -39,6 +43,7 @@ from PyQt6.QtWidgets import (
     QLineEdit,
     QMainWindow,
     QPushButton,
+    QSplitter,
     QTableView,
     QVBoxLayout,
     QWidget,
@@ -55,9 +60,16 @@ from diffviewer.batch.summary import (
 from diffviewer.errors import DiffviewerError, InputError
 from diffviewer.fits_write import write_table
 from diffviewer.gui import verdicts as source_verdicts
+from diffviewer.gui.difference_preview import DifferencePreview
 from diffviewer.gui.model import Pair
 from diffviewer.gui.qtapp import application, run_event_loop
-from diffviewer.results import read_pair_verdict, write_pair_verdict
+from diffviewer.gui.worker import JobRunner
+from diffviewer.results import (
+    difference_only,
+    read_pair_verdict,
+    recorded_run,
+    write_pair_verdict,
+)
 
 if TYPE_CHECKING:
     from diffviewer.gui.window import MainWindow
@@ -373,6 +385,11 @@ class ReviewWindow(QMainWindow):
         reload.clicked.connect(self.reload)
         self.status_label = QLabel()
         self.status_label.setWordWrap(True)
+        #: The window's worker: a folder of the difference alone is read there.
+        self.jobs = JobRunner(self)
+        self.preview = DifferencePreview(self.jobs)
+        self.preview.rerun_requested.connect(self.rerun_current)
+        self.preview.hide()
         filters = QHBoxLayout()
         filters.addWidget(QLabel("show only:"))
         for box in (self.failed_box, self.warned_box, self.unreviewed_box):
@@ -385,7 +402,14 @@ class ReviewWindow(QMainWindow):
         centre = QWidget()
         layout = QVBoxLayout(centre)
         layout.addLayout(filters)
-        layout.addWidget(self.table, 1)
+        # the table beside the preview's difference, the preview's catalog below both
+        self.split = QSplitter(Qt.Orientation.Horizontal)
+        self.split.addWidget(self.table)
+        self.split.addWidget(self.preview)
+        self.rows_split = QSplitter(Qt.Orientation.Vertical)
+        self.rows_split.addWidget(self.split)
+        self.rows_split.addWidget(self.preview.catalog)
+        layout.addWidget(self.rows_split, 1)
         layout.addLayout(verdicts)
         layout.addWidget(self.status_label)
         self.setCentralWidget(centre)
@@ -398,6 +422,7 @@ class ReviewWindow(QMainWindow):
         """Read the batch's summary again: a batch re-run while the window was open left
         its rows and thumbnails as they were (badness 5.7 shown for 20.5, a guard
         tripped since shown blank), and a verdict given then went on the new run."""
+        self._hide_preview()  # the selection goes with the rows
         self.model.set_rows(review_rows(self.batch_dir))
         self._say_counts()
 
@@ -483,10 +508,66 @@ class ReviewWindow(QMainWindow):
             self._say_counts()
         self.comment.setText(str(row.get("comment", "")))
         if not has_outputs(row):
+            self._hide_preview()
             return
+        if difference_only(row["output"]):
+            self._show_preview(row)
+            return
+        self._hide_preview()
         window = self.inspector()
         window.show()
         open_saved(window, row["output"])
+
+    def _show_preview(self, row: dict[str, Any]) -> None:
+        """Show a pair whose folder holds its difference and catalog alone beside the table
+        (the inspector keeps what it shows: it cannot show this folder)."""
+        if row["status"] not in ("failed", "refused"):  # their own status line stays
+            self.status_label.setText(
+                f"{row['name']}: its folder holds the difference and its catalog only "
+                "(--products minimal), shown beside the table; Run again in the inspector "
+                "for the kernel, matched template and diagnostics"
+            )
+        if self.preview.isHidden():
+            self.preview.show()
+            width, height = self.split.width(), self.rows_split.height()
+            self.split.setSizes([int(0.42 * width), width - int(0.42 * width)])
+            self.rows_split.setSizes([int(0.72 * height), height - int(0.72 * height)])
+        self.preview.load(row)
+
+    def _hide_preview(self) -> None:
+        """Hide the view of a folder of the difference alone (another pair is selected)."""
+        self.jobs.cancel_all()
+        self.preview.hide()
+
+    def rerun_current(self) -> None:
+        """Run the selected pair again in the inspector, in the background, from the inputs
+        its folder records and with its ``config.toml``; nothing is written to its folder.
+        An input gone since is said here, and the inspector keeps what it shows."""
+        from diffviewer.gui.saved import rerun_saved
+
+        number = self.current_row()
+        if number is None:
+            return
+        row = self.model.rows[number]
+        try:
+            recorded = recorded_run(row["output"])
+        except DiffviewerError as exc:
+            self.status_label.setText(f"cannot run {row['name']} again: {exc}")
+            return
+        window = self.inspector()
+        window.show()
+        window.raise_()
+        rerun_saved(window, recorded)
+        self.status_label.setText(
+            f"{row['name']}: running again in the inspector from its inputs with its "
+            "config.toml; nothing is written to the batch folder (Save all outputs… there "
+            "writes the new run where you choose)"
+        )
+
+    def closeEvent(self, event: QCloseEvent | None) -> None:
+        """Close once the worker's threads have ended (reading a folder ends quickly)."""
+        self.jobs.shutdown()
+        super().closeEvent(event)
 
     # ----------------------------------------------------------------- verdicts
 
@@ -555,4 +636,5 @@ def launch_review(batch_dir: str | Path) -> int:
     app = application()
     window = ReviewWindow(batch_dir)
     window.show()
+    app.aboutToQuit.connect(window.jobs.shutdown)
     return run_event_loop(app)

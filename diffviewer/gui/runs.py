@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from diffviewer import display
+from diffviewer.config import SubtractionConfig
 from diffviewer.errors import DiffviewerError
 from diffviewer.gui import model
 from diffviewer.gui.content import n_detections
@@ -50,16 +51,19 @@ class RunController:
         #: The running job's current step.
         self.step = ""
 
-    def run(self) -> None:
-        """Run the current pair with the config of the parameter panel."""
+    def run(self, config: SubtractionConfig | None = None) -> None:
+        """Run the current pair with ``config``, else the config of the parameter panel
+        (a saved pair run again uses its folder's config as it is, whatever the panel's
+        fields can show)."""
         w = self.w
         if w.pair is None or w.closing:
             return
-        try:
-            config = w.params.config()
-        except DiffviewerError as exc:
-            w.report_problem(exc)
-            return
+        if config is None:
+            try:
+                config = w.params.config()
+            except DiffviewerError as exc:
+                w.report_problem(exc)
+                return
         w.hide_error()
         w.log(f"run: {w.pair.label} (config {config.digest()})")
         w.jobs.submit("run", model.run_job(w.pair, config, w.runner))

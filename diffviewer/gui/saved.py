@@ -4,6 +4,10 @@
 :func:`diffviewer.results.read_saved_run` in the worker and show it as a finished run:
 the views, kernel mosaic, stamps, residual histograms, catalog and verdicts are the
 saved ones. Run (Ctrl+R) re-runs the pair; the saved run stays as the A/B reference.
+A folder holding the difference and its catalog alone (``--products minimal``) cannot
+be shown so: its pair is made ready with the folder's config, and Run (or the batch
+review's "Run again in the inspector") runs it again from the inputs it records
+(:func:`rerun_saved`), writing nothing to the folder.
 The verdict on the whole pair (Verdict > Pair: good / bad subtraction) is saved in
 the folder beside the per-source verdicts.
 """
@@ -23,16 +27,24 @@ from diffviewer.errors import DiffviewerError, InputError
 from diffviewer.gui import model
 from diffviewer.gui.model import Pair, RunOutcome
 from diffviewer.gui.qtapp import application, run_event_loop
-from diffviewer.results import read_metadata, read_saved_run, write_pair_verdict
+from diffviewer.results import (
+    RecordedRun,
+    difference_only,
+    read_metadata,
+    read_saved_run,
+    recorded_run,
+    recorded_specs,
+    write_pair_verdict,
+)
 
 if TYPE_CHECKING:
     from diffviewer.gui.window import MainWindow
 
 
 def saved_pair(folder: Path) -> Pair:
-    """The pair an output folder was made from (its metadata's inputs), named after it."""
-    inputs = read_metadata(folder)["inputs"]
-    return Pair(inputs["science"]["source"], inputs["template"]["source"], folder.name)
+    """The pair an output folder was made from (the input specs its metadata records:
+    :func:`~diffviewer.results.recorded_specs`), named after it."""
+    return Pair(*recorded_specs(read_metadata(folder)), folder.name)
 
 
 def saved_run_job(
@@ -77,6 +89,9 @@ def open_saved(window: MainWindow, folder: str | Path) -> None:
         An output folder of ``diffviewer run``, a batch pair or Save all outputs.
     """
     out = Path(folder).expanduser().resolve()
+    if difference_only(out):
+        _open_difference_only(window, out)
+        return
     try:
         pair = saved_pair(out)
     except DiffviewerError as exc:
@@ -88,6 +103,80 @@ def open_saved(window: MainWindow, folder: str | Path) -> None:
     window.log(f"open: saved run {out} (Run re-runs the pair; the saved run stays for A/B)")
     window.jobs.submit("run", saved_run_job(out, pair))
     window.update_actions()
+
+
+def _open_difference_only(window: MainWindow, folder: Path) -> None:
+    """Open a folder that holds the difference and its catalog alone (``--products
+    minimal``): its pair and config are made ready, and Run runs the pair again."""
+    try:
+        recorded = recorded_run(folder)
+    except DiffviewerError as exc:
+        window.report_problem(exc, "Cannot open the saved run")
+        return
+    prepare_rerun(window, recorded)
+    note = (
+        f"{folder} holds the difference and its catalog only (--products minimal; the "
+        "batch review window shows them): Run (Ctrl+R) runs the pair again from its "
+        "inputs with the folder's config.toml, now in the parameters; nothing is written "
+        "to the folder (Save all outputs… writes the new run where you choose)"
+    )
+    window.warnings.set_notes([note, *_changed_note(recorded)])
+    window.log(f"open: {note}")
+
+
+def prepare_rerun(window: MainWindow, recorded: RecordedRun) -> None:
+    """Make a saved pair the inspector's again, to be run from the inputs its folder
+    records with the folder's config (shown in the parameters); nothing is run, and its
+    verdicts go to its folder, as for a saved run opened whole.
+
+    Parameters
+    ----------
+    window : MainWindow
+        The inspector.
+    recorded : RecordedRun
+        The folder's inputs and config (:func:`~diffviewer.results.recorded_run`).
+    """
+    pair = Pair(recorded.science, recorded.template, recorded.folder.name)
+    window.open_pair(pair, run=False)
+    window.saved_folder = recorded.folder
+    window.params.set_config(recorded.config)
+    window.setWindowTitle(f"diffviewer — {pair.label} (run again from {recorded.folder})")
+
+
+def rerun_saved(window: MainWindow, recorded: RecordedRun) -> None:
+    """Run a saved pair again in the inspector, in the background, from the inputs its
+    folder records and with the folder's own config.
+
+    Nothing is written to the folder: the run is on screen only, as any run of the
+    inspector, until the user saves it elsewhere (verdicts go to the folder, as for any
+    saved pair).
+
+    Parameters
+    ----------
+    window : MainWindow
+        The inspector.
+    recorded : RecordedRun
+        The folder's inputs and config (:func:`~diffviewer.results.recorded_run`).
+    """
+    prepare_rerun(window, recorded)
+    window.log(
+        f"run again: {recorded.folder.name} from {recorded.science} and {recorded.template} "
+        f"with {recorded.folder / 'config.toml'} (config {recorded.config.digest()}); "
+        f"nothing is written to {recorded.folder}"
+    )
+    for note in _changed_note(recorded):
+        window.log(f"note: {note}")
+    window.runs.run(recorded.config)
+
+
+def _changed_note(recorded: RecordedRun) -> list[str]:
+    """What to know of a re-run whose input changed since the folder's run (none: nothing)."""
+    if recorded.changed is None:
+        return []
+    return [
+        f"{recorded.changed} was replaced or changed since the run that wrote "
+        f"{recorded.folder}: run again, the pair gives another difference than the folder's"
+    ]
 
 
 def open_saved_dialog(window: MainWindow) -> None:

@@ -562,6 +562,9 @@ class SkySourceCheck:
         Their mean pull and its standard error (NaN with fewer than 2).
     pull_std : float
         Their pulls' standard deviation (NaN with fewer than 2).
+    pull_std_error : float
+        Its standard error, ``pull_std / sqrt(2 (n - 1))`` for normal pulls (7 % of it
+        with 100 sky sources; an aperture's scatter is known as well).
     aperture_pull_std : dict of str to float
         The same of each aperture flux (``ap_flux_3``, ...) over its error. The variance
         plane is renormalised at PSF scale (:mod:`renormalise`): where the noise is
@@ -580,10 +583,21 @@ class SkySourceCheck:
     aperture_pull_std: dict[str, float] = dataclasses.field(default_factory=dict)
     psf_chi2_median: float = float("nan")
 
+    @property
+    def pull_std_error(self) -> float:
+        """Standard error of :attr:`pull_std` (NaN with fewer than 2 sky sources)."""
+        return self.pull_std / float(np.sqrt(2 * (self.n - 1))) if self.n >= 2 else float("nan")
+
     def as_dict(self) -> dict[str, object]:
         """The record ``metadata.json`` holds (``detection.sky_sources``; NaN as None)."""
-        values = (self.mean_pull, self.mean_pull_error, self.pull_std, self.psf_chi2_median)
-        names = ("mean_pull", "mean_pull_error", "pull_std", "psf_chi2_median")
+        values = (
+            self.mean_pull,
+            self.mean_pull_error,
+            self.pull_std,
+            self.pull_std_error,
+            self.psf_chi2_median,
+        )
+        names = ("mean_pull", "mean_pull_error", "pull_std", "pull_std_error", "psf_chi2_median")
         return (
             {"n": self.n}
             | {k: _finite_or_none(v) for k, v in zip(names, values, strict=True)}

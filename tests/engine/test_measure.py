@@ -374,6 +374,11 @@ def test_catalog_columns_units_ids_and_sky_sources(injected) -> None:
     assert check.pull_std == pytest.approx(np.std(pulls[kept], ddof=1))
     assert abs(check.mean_pull) < 3 * check.mean_pull_error
     assert check.mean_pull_error == pytest.approx(check.pull_std / np.sqrt(check.n))
+    # The scatter comes with how well its n pulls know it (normal: 1 / sqrt(2 (n - 1)),
+    # 0.05 here), and is 1 within 3 of that.
+    assert check.pull_std_error == pytest.approx(check.pull_std / np.sqrt(2 * (check.n - 1)))
+    assert abs(check.pull_std - 1.0) < 3 * check.pull_std_error
+    assert check.as_dict()["pull_std_error"] == pytest.approx(check.pull_std_error)
     # Each aperture's errors checked the same way (white noise: every scale's noise is the
     # variance plane's, unit scatter +-0.05); on correlated noise the renormalisation at PSF
     # scale leaves other apertures off, and this says by how much.
@@ -385,6 +390,7 @@ def test_catalog_columns_units_ids_and_sky_sources(injected) -> None:
     # A catalog without two blank positions has no figures, not a made-up one.
     lone = measure.sky_source_check(table[: int(np.sum(~table["sky_source"])) + 1])
     assert lone.n <= 1 and np.isnan(lone.pull_std) and lone.as_dict()["pull_std"] is None
+    assert lone.as_dict()["pull_std_error"] is None
 
 
 def test_no_wcs_gives_nan_coordinates() -> None:

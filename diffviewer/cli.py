@@ -472,27 +472,33 @@ XCB_LIBRARIES = {
 }
 
 
-def missing_xcb_packages() -> list[str]:
-    """Packages whose libraries Qt's xcb plugin needs and the system lacks.
+#: Libraries Qt's GUI module loads on Linux whatever its platform (``libQt6Gui`` links
+#: them), with their Debian/Ubuntu packages: without them importing PyQt6.QtGui fails.
+GL_LIBRARIES = {"EGL": "libegl1", "GL": "libgl1"}
 
-    Without them Qt aborts the process with a message about "xcb" that does not say
-    which package to install; this check runs first and says it. Only Linux with an
-    X11 display (and no other Qt platform chosen) uses the xcb plugin.
+
+def missing_xcb_packages() -> list[str]:
+    """Packages whose libraries Qt needs to open a window here and the system lacks.
+
+    Without them Qt aborts the process with a message about "xcb", or the import of its
+    GUI module fails, neither saying which package to install; this check runs first
+    and says it. On Linux Qt's GUI module needs OpenGL's libraries
+    (:data:`GL_LIBRARIES`) whatever the platform; with an X11 display (and no other Qt
+    platform chosen) the xcb plugin needs :data:`XCB_LIBRARIES` too.
 
     Returns
     -------
     list of str
-        Debian/Ubuntu package names; empty when nothing is missing or xcb is not used.
+        Debian/Ubuntu package names; empty when nothing is missing (or not on Linux).
     """
-    platform = os.environ.get("QT_QPA_PLATFORM", "").split(":")[0]
-    uses_xcb = sys.platform.startswith("linux") and (
-        platform == "xcb" or (not platform and not os.environ.get("WAYLAND_DISPLAY"))
-    )
-    if not uses_xcb:
+    if not sys.platform.startswith("linux"):
         return []
+    platform = os.environ.get("QT_QPA_PLATFORM", "").split(":")[0]
+    uses_xcb = platform == "xcb" or (not platform and not os.environ.get("WAYLAND_DISPLAY"))
     import ctypes.util  # here: it costs --help and config 15 ms of start-up
 
-    return [pkg for lib, pkg in XCB_LIBRARIES.items() if ctypes.util.find_library(lib) is None]
+    needed = GL_LIBRARIES | (XCB_LIBRARIES if uses_xcb else {})
+    return [pkg for lib, pkg in needed.items() if ctypes.util.find_library(lib) is None]
 
 
 def gui_problem(prog: str) -> str | None:
@@ -505,7 +511,7 @@ def gui_problem(prog: str) -> str | None:
     missing = missing_xcb_packages()
     if missing:
         return (
-            f"error: Qt's xcb plugin needs system libraries that are missing; install them "
+            f"error: Qt needs system libraries that are missing to open a window; install them "
             f"with `sudo apt-get install {' '.join(missing)}`, or run headless with "
             f"`{prog} run SCIENCE TEMPLATE --out DIR`"
         )
@@ -671,6 +677,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.removeHandler(handler)
 
 
+def _unfinished(argv: Sequence[str]) -> str:
+    """What an interrupt left unwritten, for the commands that write pairs' outputs (the
+    windows write only on Save, atomically: nothing to say there)."""
+    if argv and argv[0] in ("run", "batch"):
+        return "; no output was written for the unfinished pair(s)"
+    return ""
+
+
 def dispatch(argv: Sequence[str] | None = None) -> int:
     """Run the command ``argv`` names; every failure becomes a one-line message and a code.
 
@@ -701,13 +715,10 @@ def dispatch(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except Terminated as exc:
-        print(
-            f"error: terminated by {exc}; no output was written for the unfinished pair(s)",
-            file=sys.stderr,
-        )
+        print(f"error: terminated by {exc}{_unfinished(argv)}", file=sys.stderr)
         return 128 + exc.signum
     except KeyboardInterrupt:
-        print("error: interrupted; no output was written for the unfinished pair", file=sys.stderr)
+        print(f"error: interrupted{_unfinished(argv)}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:
         if os.environ.get("DIFFVIEWER_DEBUG"):

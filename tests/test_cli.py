@@ -273,6 +273,21 @@ def test_gui_names_missing_xcb_packages(monkeypatch, capsys) -> None:
     assert "\n" not in err and "apt-get install libxcb-cursor0`" in err and "diffviewer run" in err
 
 
+@pytest.mark.parametrize("platform", ["xcb", "offscreen", "wayland"])
+def test_gui_names_a_missing_opengl_library_on_any_platform(
+    monkeypatch, capsys, platform: str
+) -> None:
+    # libQt6Gui links libEGL and libGL: without them the import of PyQt6.QtGui failed as
+    # an "internal error" naming no package (the README audit of 2026-12-07).
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setenv("DISPLAY", ":0")
+    monkeypatch.setenv("QT_QPA_PLATFORM", platform)
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: None if name == "EGL" else name)
+    assert cli.main([]) == cli.EXIT_ERROR
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "apt-get install libegl1`" in err
+
+
 def test_batch_refuses_names_that_leave_the_output_folder(tmp_path: Path, capsys) -> None:
     sci, tmpl = demo_pair()
     for name in ("../escape", "/abs", "twice\n"):

@@ -72,3 +72,7 @@ def test_a_window_quits_on_sigterm() -> None:
         proc.kill()
         raise
     assert proc.returncode == 128 + signal.SIGTERM
+    # A window writes only on Save, atomically: no "unfinished pair" to speak of (the
+    # README audit of 2026-12-07 found the batch's words there).
+    err = proc.stderr.read() if proc.stderr else ""
+    assert "terminated by SIGTERM" in err and "unfinished pair" not in err

@@ -135,7 +135,7 @@ SKY_PULL_MEAN = "sky sources: mean PSF-flux pull"
 SKY_PULL_STD = "sky sources: PSF-flux pull scatter"
 
 
-def run_label(result: Any, role: str) -> str:
+def run_label(result: Any, role: str, *, kept: bool = False) -> str:
     """How the A/B panel names a run: the folder of a run read back from one, else its
     role, and its config digest (a saved run re-run with its config has the same).
 
@@ -145,13 +145,19 @@ def run_label(result: Any, role: str) -> str:
         The run.
     role : str
         What it is to the window ("current run", "previous run").
+    kept : bool
+        Whether it is the run kept as A: named "kept run" (its role is then left out:
+        the title stays short), or "kept saved run <folder>".
 
     Returns
     -------
     str
-        E.g. "saved run goto_out, config 2a011292ea31".
+        E.g. "saved run goto_out, config 2a011292ea31", "kept run, config 2a011292ea31".
     """
-    name = f"saved run {result.folder.name}" if isinstance(result, SavedRun) else role
+    if isinstance(result, SavedRun):
+        name = f"{'kept ' if kept else ''}saved run {result.folder.name}"
+    else:
+        name = "kept run" if kept else role
     return f"{name}, config {result.config.digest()}"
 
 

@@ -550,27 +550,51 @@ class ResidualPanel(QWidget):
 #: One run in the A/B panel: difference image, its levels, a label and its metrics.
 RunView = tuple[np.ndarray, tuple[float, float], str, Mapping[str, float]]
 
+#: The A/B panel's title of A on a pair's first run.
+_NO_A = "A: (no previous run)"
+
+#: The line above the A/B views: what A and B are, by state.
+_HINTS = {
+    "no A": "B is the run on screen. Re-run with changed parameters to compare it with "
+    "the previous run (A), or keep it as A to compare every later run with it.",
+    "previous": "A is the previous run, B the run on screen, both at A's display (A's "
+    "display menu) so their noise compares directly. Keep A to compare later runs with it.",
+    "kept": "A is kept: each new run is B, compared with it until you release A (Keep A) "
+    "or open another pair. Both at A's display (A's display menu).",
+    "next": "The run on screen is kept as A: each new run is B, compared with it until "
+    "you release A (Keep A) or open another pair.",
+}
+
 
 class ABPanel(QWidget):
     """Two runs side by side (or blinked in the left view): their differences and metrics.
 
-    Both differences are shown at A's display (levels, stretch, colour map: A's display
-    menu), so their noise compares directly; B has no display controls of its own.
+    A is the baseline (the previous run, or a run kept as A), B the run on screen. Both
+    differences are shown at A's display (levels, stretch, colour map: A's display menu),
+    so their noise compares directly; B has no display controls of its own. The panel holds
+    the two difference images it shows, no run.
 
     Signals
     -------
     levels_wanted
         A's level mode changed, or a new A came while A's mode is not its default: the
-        levels of A's difference for A's settings are to be computed (off the GUI thread)
-        and given to :meth:`set_levels`.
+        levels of A's difference (B's while there is no A) for A's settings are to be
+        computed (off the GUI thread) and given to :meth:`set_levels`.
+    keep_requested(str)
+        The user asks to keep a run as A: ``"A"`` the one A shows (Keep A), ``"B"`` the
+        run on screen (Keep B as A).
+    release_requested
+        The user releases the kept A (Keep A unchecked).
     """
 
     levels_wanted = pyqtSignal()
+    keep_requested = pyqtSignal(str)
+    release_requested = pyqtSignal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.a = ImagePanel("difference", "A: current run")
-        self.b = ImagePanel("difference", "B: previous run")
+        self.a = ImagePanel("difference", _NO_A)
+        self.b = ImagePanel("difference", "B: current run")
         link_to(self.b.view, self.a.view)
         keep = self.b.display_button.sizePolicy()
         keep.setRetainSizeWhenHidden(True)  # B's image level with A's
@@ -608,12 +632,26 @@ class ABPanel(QWidget):
         self.blink_timer = QTimer(self)
         self.blink_timer.setInterval(500)
         self.blink_timer.timeout.connect(self.swap)
-        self.label = QLabel("Re-run with changed parameters to compare with the previous run.")
+        self.keep_button = QPushButton("Keep A")
+        self.keep_button.setCheckable(True)
+        self.keep_button.setToolTip(
+            "Keep the run A shows as A: every later run is compared with it (unchecked: "
+            "A is the previous run again)"
+        )
+        self.keep_button.clicked.connect(self._on_keep)
+        self.keep_b_button = QPushButton("Keep B as A")
+        self.keep_b_button.setToolTip(
+            "Keep the run on screen (B) as A: every later run is compared with it (Run > "
+            "Keep this run as A, Ctrl+Shift+A)"
+        )
+        self.keep_b_button.clicked.connect(lambda: self.keep_requested.emit("B"))
+        self.label = QLabel(_HINTS["no A"])
         self.label.setWordWrap(True)
         self._images: dict[str, np.ndarray] = {}
         self._showing_b = False
         #: Each view's title: the run's role or saved folder, and its config digest.
-        self._titles = {"A": "A: current run", "B": "B: previous run"}
+        self._titles = {"A": _NO_A, "B": "B: current run"}
+        self._enable_buttons(a=False, b=False, kept=False)
         images = QWidget()
         grid = QGridLayout(images)
         grid.setContentsMargins(0, 0, 0, 0)
@@ -621,6 +659,8 @@ class ABPanel(QWidget):
         grid.addWidget(self.b, 0, 1)
         bar = QHBoxLayout()
         bar.addWidget(self.blink_button)
+        bar.addWidget(self.keep_button)
+        bar.addWidget(self.keep_b_button)
         bar.addWidget(self.label, 1)
         # Images above, tables below, as much room each (a splitter moves it): with the
         # tables at a quarter of a 1280 x 720 screen's tab, 1.5 of 16 metric rows showed.
@@ -642,22 +682,48 @@ class ABPanel(QWidget):
         layout.addWidget(self.splitter, 1)
 
     def set_runs(
-        self, a: RunView, b: RunView | None, differences: Sequence[tuple[str, str, str]] = ()
+        self,
+        a: RunView | None,
+        b: RunView | None,
+        differences: Sequence[tuple[str, str, str]] = (),
+        kept: bool = False,
     ) -> None:
-        """Show run A (current) and B (previous): difference, levels, label and metrics each,
-        and the parameters that differ (name, A value, B value)."""
+        """Show run A (the baseline) and B (the run on screen): difference, levels, label and
+        metrics each, and the parameters that differ (name, A value, B value).
+
+        Parameters
+        ----------
+        a : RunView or None
+            The previous run, or the kept one; None on a pair's first run.
+        b : RunView or None
+            The run on screen; None while it is the one kept as A (the next run is B).
+        differences : sequence of (str, str, str)
+            The parameters that differ.
+        kept : bool
+            Whether A is kept (Keep A is checked; A's label says so).
+        """
+        if a is None and b is None:
+            raise ValueError("the A/B panel shows at least one run")
         self.blink_button.setChecked(False)
         self._showing_b = False
-        self._images = {"A": a[0]}
-        self._titles = {"A": f"A: {a[2]}", "B": f"B: {b[2]}" if b else "B: (no previous run)"}
-        self.a.set_image(a[0], self.a.levels_for(a[1]))
-        if b is None:
-            self.b.set_image(None)
+        runs = {"A": a, "B": b}
+        self._images = {k: run[0] for k, run in runs.items() if run is not None}
+        self._titles = {
+            "A": f"A: {a[2]}" if a else _NO_A,
+            "B": f"B: {b[2]}" if b else "B: (the next run)",
+        }
+        # both at A's display: A's levels, else (no A yet) B's own
+        shown = a if a is not None else b
+        assert shown is not None
+        levels = self.a.levels_for(shown[1])
+        if a is None:
+            self.a.set_image(None)
+            self.a.set_levels(levels or shown[1])  # B follows them (A's display menu)
         else:
-            self._images["B"] = b[0]
-            self.b.set_image(b[0], self.a.levels())
+            self.a.set_image(a[0], levels)
+        self.b.set_image(None if b is None else b[0], self.a.levels())
         self._show_titles()
-        keys = list(a[3]) + [k for k in (b[3] if b else {}) if k not in a[3]]
+        keys = list(shown[3]) + [k for k in (b[3] if b else {}) if k not in shown[3]]
         self.metrics.setRowCount(len(keys))
         for row, key in enumerate(keys):
             self.metrics.setItem(row, 0, _named_item(key))
@@ -669,17 +735,34 @@ class ABPanel(QWidget):
         for row, cells in enumerate(differences):
             for col, text in enumerate(cells):
                 self.params.setItem(row, col, _named_item(text))
-        self.label.setText(
-            "B is shown at A's display (A's display menu), so their noise compares directly."
-            if b is not None
-            else "Re-run with changed parameters to compare."
-        )
+        hint = "no A" if a is None else "next" if b is None else "kept" if kept else "previous"
+        self.label.setText(_HINTS[hint])
+        self._enable_buttons(a=a is not None, b=b is not None, kept=kept)
         if self.a.wants_own_levels():  # keep the level mode chosen for A
             self.levels_wanted.emit()
 
-    def image_a(self) -> np.ndarray | None:
-        """Run A's difference (the left view may show B's while blinking)."""
-        return self._images.get("A")
+    def _enable_buttons(self, *, a: bool, b: bool, kept: bool) -> None:
+        """Blink with two runs, Keep A with an A (checked while it is kept), Keep B as A
+        with a B."""
+        self.blink_button.setEnabled(a and b)
+        self.keep_button.setEnabled(a)
+        self.keep_button.setChecked(kept)
+        self.keep_b_button.setEnabled(b)
+
+    def _on_keep(self, checked: bool) -> None:
+        if checked:
+            self.keep_requested.emit("A")
+        else:
+            self.release_requested.emit()
+
+    def kept(self) -> bool:
+        """Whether A is a kept run (Keep A is checked)."""
+        return self.keep_button.isChecked()
+
+    def level_image(self) -> np.ndarray | None:
+        """The difference A's display levels are computed on: run A's (the left view may
+        show B's while blinking), else B's while there is no A."""
+        return self._images.get("A", self._images.get("B"))
 
     def set_levels(self, levels: tuple[float, float]) -> None:
         """Show both differences at ``levels`` (computed for A's display settings)."""
@@ -698,10 +781,12 @@ class ABPanel(QWidget):
         self._images = {}
         self.a.set_image(None)
         self.b.set_image(None)
-        self._titles = {"A": "A: current run", "B": "B: previous run"}
+        self._titles = {"A": _NO_A, "B": "B: current run"}
         self._show_titles()
         self.metrics.setRowCount(0)
         self.params.setRowCount(0)
+        self.label.setText(_HINTS["no A"])
+        self._enable_buttons(a=False, b=False, kept=False)
 
     def metric_cells(self, key: str) -> tuple[str, str]:
         """The A and B cells of a metric (for tests and export)."""
@@ -718,7 +803,7 @@ class ABPanel(QWidget):
 
     def swap(self) -> None:
         """Show the other run in the left view (with A's levels)."""
-        if "B" not in self._images:
+        if len(self._images) < 2:
             return
         self._showing_b = not self._showing_b
         which = self.shown()

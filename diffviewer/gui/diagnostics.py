@@ -2,15 +2,45 @@
 
 from __future__ import annotations
 
-import numpy as np
 from PyQt6.QtWidgets import QTabWidget, QWidget
 
 from diffviewer.gui import content
-from diffviewer.gui.diagnostic_panels import ABPanel, KernelPanel, ResidualPanel
-from diffviewer.gui.model import RunOutcome
+from diffviewer.gui.diagnostic_panels import ABPanel, KernelPanel, ResidualPanel, RunView
+from diffviewer.gui.model import ABRuns, RunOutcome
 from diffviewer.gui.views import ImageArea
 
-RunView = tuple[np.ndarray, tuple[float, float], str, dict[str, float]]
+
+def ab_views(ab: ABRuns) -> tuple[RunView | None, RunView | None, list[tuple[str, str, str]], bool]:
+    """What the A/B panel shows of ``ab``: each run's difference, levels, title and
+    metrics, the parameters that differ (name, A value, B value), whether A is kept.
+
+    Parameters
+    ----------
+    ab : ABRuns
+        The runs compared.
+
+    Returns
+    -------
+    tuple
+        The arguments of :meth:`~diffviewer.gui.diagnostic_panels.ABPanel.set_runs`.
+    """
+
+    def view(o: RunOutcome, role: str, kept: bool = False) -> RunView:
+        return (
+            o.images["difference"],
+            o.levels["difference"],
+            content.run_label(o.result, role, kept=kept),
+            content.metrics(o.result),
+        )
+
+    a = view(ab.a, "previous run", ab.kept) if ab.a is not None else None
+    b = view(ab.b, "current run") if ab.b is not None else None
+    differences = (
+        content.run_differences(ab.a.result, ab.b.result)
+        if ab.a is not None and ab.b is not None
+        else []
+    )
+    return a, b, differences, ab.kept
 
 
 class DiagnosticsTabs(QTabWidget):
@@ -35,17 +65,31 @@ class DiagnosticsTabs(QTabWidget):
         self.addTab(self.kernel_panel, "Kernel")
         self.addTab(self.residual_panel, "Residuals")
         self.addTab(self.ab_panel, "A/B")
-        self._run: tuple[RunOutcome, RunOutcome | None] | None = None
+        self._run: tuple[RunOutcome, ABRuns] | None = None
         self._stale: set[QWidget] = set()  # panels not showing the run on screen yet
         self.currentChanged.connect(self._on_tab)
 
-    def show_run(self, outcome: RunOutcome, previous: RunOutcome | None) -> None:
-        """Show ``outcome`` in the kernel and residual panels, and in the A/B comparison with
-        ``previous`` (the run before on the same pair) as B: the open panel at once, each of
-        the others when its tab is opened (no drawing for panels nobody looks at)."""
-        self._run = (outcome, previous)
+    def show_run(self, outcome: RunOutcome, ab: ABRuns) -> None:
+        """Show ``outcome`` in the kernel and residual panels, and ``ab`` in the A/B
+        comparison: the open panel at once, each of the others when its tab is opened (no
+        drawing for panels nobody looks at)."""
+        self._run = (outcome, ab)
         self._stale = {self.kernel_panel, self.residual_panel, self.ab_panel}
+        self._title_ab(ab)
         self.fill(self.currentWidget())
+
+    def show_ab(self, ab: ABRuns) -> None:
+        """Show another A/B comparison of the run on screen (a run kept as A, or released)."""
+        if self._run is None:
+            return
+        self._run = (self._run[0], ab)
+        self._stale.add(self.ab_panel)
+        self._title_ab(ab)
+        self.fill(self.currentWidget())
+
+    def _title_ab(self, ab: ABRuns | None) -> None:
+        """Name the A/B tab, and say there when A is a kept run."""
+        self.setTabText(self.indexOf(self.ab_panel), "A/B (A kept)" if ab and ab.kept else "A/B")
 
     def fill(self, panel: QWidget | None) -> None:
         """Fill ``panel`` (a diagnostics panel; any other widget is left alone) from the run
@@ -53,7 +97,7 @@ class DiagnosticsTabs(QTabWidget):
         if self._run is None or panel not in self._stale:
             return
         self._stale.discard(panel)
-        outcome, previous = self._run
+        outcome, ab = self._run
         result = outcome.result
         if panel is self.kernel_panel:
             self.kernel_panel.set_data(**content.kernel_views(result))
@@ -62,26 +106,13 @@ class DiagnosticsTabs(QTabWidget):
                 content.residual_samples(result), content.residual_note(result)
             )
         elif panel is self.ab_panel:
-
-            def entry(o: RunOutcome, role: str) -> RunView:
-                return (
-                    o.images["difference"],
-                    outcome.levels["difference"],
-                    content.run_label(o.result, role),
-                    content.metrics(o.result),
-                )
-
-            differences = content.run_differences(result, previous.result) if previous else []
-            self.ab_panel.set_runs(
-                entry(outcome, "current run"),
-                entry(previous, "previous run") if previous else None,
-                differences,
-            )
+            self.ab_panel.set_runs(*ab_views(ab))
 
     def clear(self) -> None:
         """Show nothing (a new pair, before its run)."""
         self._run = None
         self._stale = set()
+        self._title_ab(None)
         self.kernel_panel.clear()
         self.residual_panel.set_data([])
         self.ab_panel.clear()

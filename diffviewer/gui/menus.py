@@ -68,6 +68,12 @@ class Menus:
         run_menu = _menu(bar, "&Run")
         self.run_action = self.action(run_menu, "Run", w.run, "Ctrl+R")
         self.cancel_action = self.action(run_menu, "Cancel", w.cancel, "Esc")
+        run_menu.addSeparator()
+        # the A/B tab's baseline: kept until released or another pair is opened
+        self.keep_action = self.action(
+            run_menu, "Keep this run as A", lambda: w.runs.keep("B"), "Ctrl+Shift+A"
+        )
+        self.release_action = self.action(run_menu, "Release A", w.runs.release)
 
         area = w.area
         view_menu = _menu(bar, "&View")

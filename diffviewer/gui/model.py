@@ -253,6 +253,54 @@ class RunOutcome:
     read_notes: tuple[str, ...] = ()
 
 
+@dataclasses.dataclass(frozen=True)
+class ABRuns:
+    """The two runs the A/B panel compares.
+
+    Attributes
+    ----------
+    a : RunOutcome or None
+        The baseline: the run kept as A, else the previous run on the pair (None for a
+        pair's first run).
+    b : RunOutcome or None
+        The run on screen, compared with A (None while the run on screen is the one kept
+        as A: the next run will be B).
+    kept : bool
+        Whether A is a kept run (it stays A for every later run until it is released or
+        another pair is opened), rather than the previous run.
+    """
+
+    a: RunOutcome | None
+    b: RunOutcome | None
+    kept: bool
+
+
+def ab_runs(current: RunOutcome, previous: RunOutcome | None, kept: RunOutcome | None) -> ABRuns:
+    """Which runs the A/B panel compares: the kept run, else the previous one, as A; the
+    run on screen as B.
+
+    Parameters
+    ----------
+    current : RunOutcome
+        The run on screen.
+    previous : RunOutcome or None
+        The run before it on the same pair.
+    kept : RunOutcome or None
+        The run kept as A (the window's), if any.
+
+    Returns
+    -------
+    ABRuns
+        A is ``kept`` when there is one, else ``previous``; B is ``current``, unless it is
+        itself the kept run (then there is no B until the next run).
+    """
+    return ABRuns(
+        a=kept if kept is not None else previous,
+        b=None if current is kept else current,
+        kept=kept is not None,
+    )
+
+
 def view_arrays(result: Any) -> dict[str, np.ndarray]:
     """The engine array behind each view (the one place that maps views to results).
 

@@ -15,7 +15,7 @@ import numpy as np
 from diffviewer import display
 from diffviewer.config import SubtractionConfig
 from diffviewer.errors import DiffviewerError
-from diffviewer.gui import model
+from diffviewer.gui import content, model
 from diffviewer.gui.content import n_detections
 from diffviewer.gui.model import RunOutcome
 from diffviewer.gui.overlays import overlay_views
@@ -178,10 +178,13 @@ class RunController:
         self.w.update_actions()
 
     def show_outcome(self, outcome: RunOutcome) -> None:
-        """Show a finished run (the previous one on the same pair is kept for A/B)."""
+        """Show a finished run (the previous one on the same pair is kept for A/B, and a run
+        kept as A stays A)."""
         w = self.w
         if w.outcome is not None and w.outcome.pair == outcome.pair:
             w.previous = w.outcome
+        if w.kept is not None and w.kept.pair != outcome.pair:
+            w.kept = None
         w.outcome = outcome
         result = outcome.result
         w.raw = model.view_arrays(result)
@@ -202,7 +205,7 @@ class RunController:
         w.refresh_overlays()
         w.update_mask_overlay()
         w.refresh_readout()
-        w.tabs.show_run(outcome, w.previous)
+        w.tabs.show_run(outcome, model.ab_runs(outcome, w.previous, w.kept))
         # the run's own first: they judge its result; what reading said of the inputs after
         w.warnings.set_notes((*result.warnings, *outcome.read_notes))
         w.registration.show_warp(result.template)
@@ -219,16 +222,56 @@ class RunController:
         )
         w.area.set_mode(w.area.mode)
 
+    def keep(self, which: str = "B") -> None:
+        """Keep a run as the A/B tab's A: every later run on the pair is compared with it
+        (B) until :meth:`release` or another pair is opened.
+
+        The window then holds the kept run's arrays beside the previous run's and those of
+        the run on screen (:attr:`MainWindow.kept`).
+
+        Parameters
+        ----------
+        which : {"B", "A"}
+            ``"B"``: the run on screen (a run read back from its folder too); ``"A"``: the
+            run the A/B tab shows as A (the previous one).
+        """
+        w = self.w
+        if w.outcome is None:
+            return
+        run = w.outcome if which == "B" else model.ab_runs(w.outcome, w.previous, w.kept).a
+        if run is None or run is w.kept:
+            return
+        w.kept = run
+        role = "the run on screen" if run is w.outcome else "the previous run"
+        label = content.run_label(run.result, role)
+        self._show_ab(f"A/B: kept as A ({label}); later runs are compared with it")
+
+    def release(self) -> None:
+        """Release the kept A: the A/B tab compares each run with the previous one again."""
+        if self.w.kept is None:
+            return
+        self.w.kept = None
+        self._show_ab("A/B: A released; each run is compared with the previous one")
+
+    def _show_ab(self, message: str) -> None:
+        """Show the A/B comparison of the window's runs after A changed, and say so."""
+        w = self.w
+        if w.outcome is not None:
+            w.tabs.show_ab(model.ab_runs(w.outcome, w.previous, w.kept))
+        w.status.showMessage(message, 10_000)
+        w.log(message)
+        w.update_actions()
+
     def recompute_levels(self, view: str) -> None:
         """Compute a view's levels in the worker after its level mode changed."""
         panel = self.w.area.panels[view]
         self._compute_levels(f"levels:{view}", panel.data, panel.settings, panel.set_levels)
 
     def recompute_ab_levels(self) -> None:
-        """Compute the A/B panel's levels (A's display settings on A's difference, for
-        both runs) in the worker after A's level mode changed or a new A came."""
+        """Compute the A/B panel's levels (A's display settings on A's difference, else B's,
+        for both runs) in the worker after A's level mode changed or a new A came."""
         ab = self.w.tabs.ab_panel
-        self._compute_levels(AB_LEVELS, ab.image_a(), ab.a.settings, ab.set_levels)
+        self._compute_levels(AB_LEVELS, ab.level_image(), ab.a.settings, ab.set_levels)
 
     def _compute_levels(
         self,

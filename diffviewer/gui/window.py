@@ -105,7 +105,15 @@ class MainWindow(QMainWindow):
         #: Batch review windows opened from File > Open batch (kept alive here).
         self.review_windows: list[QMainWindow] = []
         self.outcome: RunOutcome | None = None
+        #: The run before the one on screen on the same pair (the A/B tab's A unless a run
+        #: is kept).
         self.previous: RunOutcome | None = None
+        #: The run kept as the A/B tab's A (:meth:`RunController.keep`) until it is released
+        #: or another pair is opened. Each run holds image-sized arrays (its engine result
+        #: and a display image of every view), so the window holds at most three runs: the
+        #: kept one, the previous one and the one on screen (two when the kept run is one
+        #: of those).
+        self.kept: RunOutcome | None = None
         self.pairs: list[Pair] = []
         self.pair_index = -1
         self.last_error: ErrorReport | None = None
@@ -138,6 +146,8 @@ class MainWindow(QMainWindow):
         self.saver = Saver(self)
         self.opener = Opener(self)
         self.tabs.ab_panel.levels_wanted.connect(self.runs.recompute_ab_levels)
+        self.tabs.ab_panel.keep_requested.connect(self.runs.keep)
+        self.tabs.ab_panel.release_requested.connect(self.runs.release)
         for panel in self.area.panels.values():
             panel.settings_changed.connect(self.runs.recompute_levels)
             panel.cmap_box.currentTextChanged.connect(self.review.refresh_cutouts)
@@ -221,6 +231,7 @@ class MainWindow(QMainWindow):
         self.saved_folder = None
         self.outcome = None
         self.previous = None
+        self.kept = None  # a kept A belongs to its pair
         self.raw = {}
         self.runs.pending = set()
         for panel in self.area.panels.values():
@@ -419,6 +430,8 @@ class MainWindow(QMainWindow):
         menus.run_action.setText("Re-run" if self.outcome is not None else "Run")
         menus.cancel_action.setEnabled(busy)
         menus.save_action.setEnabled(self.outcome is not None and not self.is_saving())
+        menus.keep_action.setEnabled(self.outcome is not None and self.outcome is not self.kept)
+        menus.release_action.setEnabled(self.kept is not None)
         menus.next_action.setEnabled(self.pair_index + 1 < len(self.pairs))
         menus.prev_action.setEnabled(self.pair_index > 0)
         if not busy and self.step_label.text() == "starting":

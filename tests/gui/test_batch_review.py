@@ -16,7 +16,7 @@ from astropy.io import fits
 from astropy.table import Table
 from PyQt6.QtCore import Qt
 
-from diffviewer import cli
+from diffviewer import cli, display
 from diffviewer.batch.summary import read_summary, row_from_outputs, write_summary
 from diffviewer.config import SubtractionConfig, apply_overrides
 from diffviewer.gui import content
@@ -235,17 +235,47 @@ def test_open_shows_a_saved_run_and_rerun_keeps_it_for_ab(qtbot, batch_dir, tmp_
         assert win.registration.isVisible() and win.registration.text() == saved_line
         assert win.previous is not None and isinstance(win.previous.result, SavedRun)
         assert not isinstance(win.outcome.result, SavedRun)
-        # A/B: the same config, so the same digest; B is named as the saved run (audit:
-        # both titles read the same digest and nothing marked B as the saved run)
+        # A/B: the same config, so the same digest; A is named as the saved run (audit:
+        # both titles read the same digest and nothing marked the saved run)
         win.tabs.setCurrentWidget(win.tabs.ab_panel)
         digest = win.outcome.result.config.digest()
         ab = win.tabs.ab_panel
-        assert ab.a.title_text == f"A: current run, config {digest}"
-        assert ab.b.title_text == f"B: saved run copy, config {digest}"
+        assert ab.a.title_text == f"A: saved run copy, config {digest}"
+        assert ab.b.title_text == f"B: current run, config {digest}"
         # same pair, same config: the re-run's figures are the saved ones, up to the
         # summation order of BLAS (the CLI runs it on one thread, the GUI on OpenBLAS's
         # default; 4e-5 relative seen on the noise figures)
         assert content.metrics(win.outcome.result) == pytest.approx(saved_metrics, rel=2e-4)
+    finally:
+        win.jobs.shutdown()
+
+
+def test_a_saved_run_kept_as_a_stays_a_for_later_runs(qtbot, batch_dir, tmp_path) -> None:
+    folder = tmp_path / "copy"
+    shutil.copytree(batch_dir / "constant", folder)
+    win = isolated_window(tmp_path)
+    qtbot.addWidget(win)
+    try:
+        finish(qtbot, win, "run", lambda: open_saved(win, folder))
+        saved = win.outcome
+        digest = saved.result.config.digest()
+        win.menus.keep_action.trigger()  # Run > Keep this run as A, on the saved run
+        assert win.kept is saved
+        ab = win.tabs.ab_panel
+        win.tabs.setCurrentWidget(ab)
+        assert ab.a.title_text == f"A: kept saved run copy, config {digest}"
+        for threshold in (8.0, 9.0):
+            win.params.set_value("detection", "threshold", threshold)
+            finish(qtbot, win, "run", win.run)
+        assert win.outcome.result.config.detection.threshold == 9.0
+        assert win.kept is saved and ab.kept()
+        assert ab.a.title_text == f"A: kept saved run copy, config {digest}"
+        np.testing.assert_array_equal(
+            ab.a.data, display.display_array(saved.result.difference.image)
+        )
+        np.testing.assert_array_equal(
+            ab.b.data, display.display_array(win.outcome.result.difference.image)
+        )
     finally:
         win.jobs.shutdown()
 

@@ -41,7 +41,7 @@ def test_everything_shown_belongs_to_the_pair_on_screen(qtbot, demo_window: Main
     assert win.review.cutouts.info.text() == "Select a DIA source."
     assert win.readout.readout.text() == "Move the cursor over an image."
     assert not len(win.overlays.selection_items["difference"].points())
-    assert win.tabs.ab_panel.b.data is None and win.previous is None
+    assert win.tabs.ab_panel.a.data is None and win.previous is None
     assert win.review.catalog.model.rowCount() == len(win.outcome.result.diasources)
 
 

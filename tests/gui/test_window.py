@@ -169,21 +169,22 @@ def test_a_rerun_with_a_changed_parameter_shows_both_runs_in_ab(qtbot, window: M
     assert after.config.detection.threshold == 8.0 and window.previous.result is before
     assert window.params.config() == after.config and not window.params.is_modified()
     window.tabs.setCurrentWidget(window.tabs.ab_panel)
+    # A is the previous run, B the one on screen
     a, b = window.tabs.ab_panel.metric_cells("DIA sources")
     # the detections, not the sky sources measured beside them
-    assert (int(a), int(b)) == (n_detections(after.diasources), n_detections(before.diasources))
-    assert int(a) < len(after.diasources)
+    assert (int(a), int(b)) == (n_detections(before.diasources), n_detections(after.diasources))
+    assert int(b) < len(after.diasources)
     table = window.tabs.ab_panel.params  # the one parameter changed, with both values
     rows = [tuple(table.item(r, c).text() for c in range(3)) for r in range(table.rowCount())]
-    assert rows == [("detection.threshold", "8.0", str(before.config.detection.threshold))]
+    assert rows == [("detection.threshold", str(before.config.detection.threshold), "8.0")]
     # a higher threshold cannot find more sources on the same difference
     assert len(after.diasources) <= len(before.diasources)
     window.tabs.setCurrentWidget(window.tabs.ab_panel)
     np.testing.assert_array_equal(
-        window.tabs.ab_panel.b.data, display.display_array(before.difference.image)
+        window.tabs.ab_panel.a.data, display.display_array(before.difference.image)
     )
     np.testing.assert_array_equal(
-        window.tabs.ab_panel.a.data, display.display_array(after.difference.image)
+        window.tabs.ab_panel.b.data, display.display_array(after.difference.image)
     )
 
 
@@ -201,8 +202,8 @@ def test_ab_parameters_that_differ_say_what_ran(qtbot, demo_window: MainWindow) 
     table = window.tabs.ab_panel.params
     rows = [tuple(table.item(r, c).text() for c in range(3)) for r in range(table.rowCount())]
     assert rows == [
-        ("kernel.mode", chosen, f"auto (ran as {chosen})"),
-        ("kernel.spatial_order", str(order), f"2 (ran as {order})"),
+        ("kernel.mode", f"auto (ran as {chosen})", chosen),
+        ("kernel.spatial_order", f"2 (ran as {order})", str(order)),
     ]
     # the kernel sum's order as run: both constant (0: -1 chooses, capped at order 0)
     ran = content.effective_values(before)
@@ -232,7 +233,7 @@ def test_ab_kernel_sum_order_as_run_is_capped_at_the_kernel_s_order(
     window.tabs.setCurrentWidget(window.tabs.ab_panel)
     table = window.tabs.ab_panel.params
     rows = [tuple(table.item(r, c).text() for c in range(3)) for r in range(table.rowCount())]
-    assert ("kernel.kernel_sum_order", "2 (ran as 0)", "-1 (ran as 0)") in rows
+    assert ("kernel.kernel_sum_order", "-1 (ran as 0)", "2 (ran as 0)") in rows
 
 
 def test_the_ab_tables_show_the_key_metrics_on_a_1280_by_720_screen(

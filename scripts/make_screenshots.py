@@ -11,8 +11,8 @@ present, on the GOTO pair, and saves:
   through the kernel, the residual);
 - ``residual_histograms.png``: the four runDebug residual panels against N(0, 1);
 - ``catalog_cutouts.png``: a selected DIA source in the table and its cutouts;
-- ``ab_comparison.png``: the previous and the current run after changing a parameter,
-  with the parameters that differ;
+- ``ab_comparison.png``: the first run kept as A and the latest as B after two runs
+  with changed parameters, with the parameters that differ;
 - ``mid_run.png``: a run under way, its final difference already on screen (before the
   score, detection and measurement);
 - ``main_window_1280x720.png``: the same review on a 1280 x 720 screen;
@@ -199,8 +199,12 @@ def main(argv: list[str] | None = None) -> int:
         window.docks["Cutouts"].raise_()
         window.docks["Catalog"].raise_()
         save(window, "catalog_cutouts.png")
-        # A/B: the same pair with a spatially constant kernel
+        # A/B: the first run kept as A; the same pair with a spatially constant kernel,
+        # then with a higher detection threshold too, is B
+        window.menus.keep_action.trigger()
         window.params.set_value("kernel", "spatial_order", 0)
+        wait_for(window, "run", window.run)
+        window.params.set_value("detection", "threshold", 8.0)
         wait_for(window, "run", window.run)
         window.tabs.setCurrentWidget(window.tabs.ab_panel)
         save(window, "ab_comparison.png")

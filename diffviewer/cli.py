@@ -31,10 +31,12 @@ from diffviewer.config import (
     SubtractionConfig,
     apply_overrides,
     config_files,
-    load_toml,
+    from_dict,
+    override_tables,
+    read_toml_data,
     to_toml,
 )
-from diffviewer.errors import Cancelled, DiffviewerError, InputError, NoWorkFound
+from diffviewer.errors import Cancelled, ConfigError, DiffviewerError, InputError, NoWorkFound
 from diffviewer.log_notes import LOGGER, collected_warnings, one_line
 from diffviewer.paths import (
     TEMPLATE_SEPARATOR,
@@ -211,8 +213,28 @@ def effective_config(config_file: str | None, overrides: Sequence[str]) -> Subtr
     -------
     SubtractionConfig
     """
-    base = load_toml(config_file) if config_file else SubtractionConfig()
-    return apply_overrides(base, overrides)
+    if config_file is None:
+        return apply_overrides(SubtractionConfig(), overrides)
+    if not config_file.strip():
+        raise ConfigError(
+            "--config is empty (an unset shell variable?); give a config TOML file, or "
+            "leave --config out for the defaults"
+        )
+    data = read_toml_data(config_file)
+    # The overrides replace the file's values before anything is checked, so a --set
+    # can mend a file whose values do not go together (score.method = "none" with
+    # detection on the score).
+    for section, values in override_tables(overrides).items():
+        table = data.setdefault(section, {})
+        if isinstance(table, dict):
+            table.update(values)
+        else:
+            data[section] = values
+    try:
+        return from_dict(data)
+    except ConfigError as exc:
+        given = " with the --set values" if overrides else ""
+        raise ConfigError(f"config file {config_file}{given}: {exc}") from None
 
 
 class TerminalProgress:

@@ -9,6 +9,7 @@ never by executing Python.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import math
 import tomllib
@@ -678,18 +679,46 @@ def from_dict(data: Mapping[str, Any], base: SubtractionConfig | None = None) ->
     sections: dict[str, Any] = {}
     for name, values in data.items():
         if name not in SECTION_TYPES:
-            raise ConfigError(f"unknown config section [{name}]; known: {', '.join(SECTION_TYPES)}")
+            raise ConfigError(_unknown_section(name, values))
         if not isinstance(values, Mapping):
             raise ConfigError(f"config section [{name}] must be a table of field = value")
         current = getattr(base, name)
-        known = {f.name for f in dataclasses.fields(current)}
+        known = [f.name for f in dataclasses.fields(current)]
         for key in values:
             if key not in known:
                 raise ConfigError(
-                    f"unknown config field {name}.{key}; known: {', '.join(sorted(known))}"
+                    f"unknown config field {name}.{key}{_did_you_mean(key, known)}; "
+                    f"known: {', '.join(sorted(known))}"
                 )
         sections[name] = dataclasses.replace(current, **dict(values))
     return dataclasses.replace(base, **sections)
+
+
+def _did_you_mean(name: str, known: Sequence[str]) -> str:
+    """`` (did you mean X?)`` for the closest of ``known`` to a misspelt name, else ''."""
+    close = difflib.get_close_matches(name, known, n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _unknown_section(name: str, values: Any) -> str:
+    """Why a top-level name is no section: a field written outside its section (which one
+    holds it), or a misspelt section."""
+    if not isinstance(values, Mapping):
+        owners = [s for s, kind in SECTION_TYPES.items() if name in _field_names(kind)]
+        if owners:
+            return (
+                f"{name} = {values!r} is outside any section; it is a field of "
+                f"[{owners[0]}]: write it under that table (or --set {owners[0]}.{name}=...)"
+            )
+    return (
+        f"unknown config section [{name}]{_did_you_mean(name, list(SECTION_TYPES))}; "
+        f"known: {', '.join(SECTION_TYPES)}"
+    )
+
+
+def _field_names(kind: type) -> list[str]:
+    """The field names of a section's dataclass."""
+    return [f.name for f in dataclasses.fields(kind)]
 
 
 def to_toml(config: SubtractionConfig) -> str:
@@ -727,21 +756,61 @@ def load_toml(path: str | Path, base: SubtractionConfig | None = None) -> Subtra
     """
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return from_dict(read_toml_data(path), base)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def read_toml_data(path: str | Path) -> dict[str, Any]:
+    """The tables of a config TOML file, not yet validated.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file: UTF-8 text (a byte-order mark is allowed).
+
+    Returns
+    -------
+    dict
+        ``{section: {field: value}}`` as written.
+
+    Raises
+    ------
+    ConfigError
+        When the file is missing, unreadable, not UTF-8, not TOML, or empty: an empty
+        config would mean the defaults, but ``diffviewer config --config F > F`` empties
+        F before diffviewer reads it, and the user's values would be lost in silence.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist; check the path") from None
     except OSError as exc:
         raise ConfigError(
             f"config file {path} cannot be read ({exc.strerror}); give a TOML file"
         ) from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        utf16 = raw[:2] in (b"\xff\xfe", b"\xfe\xff")
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte {raw[exc.start]:#04x} at "
+            f"{exc.start}{': UTF-16, as some Windows editors save' if utf16 else ''}); "
+            "save it as UTF-8"
+        ) from None
+    if not text.strip():
+        raise ConfigError(
+            f"config file {path} is empty; leave --config out for the defaults (if it was "
+            "written by `diffviewer config --config FILE > FILE`, the shell emptied it "
+            "before it was read: write to another file, then move it)"
+        )
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
         raise ConfigError(
             f"config file {path} is not valid TOML ({exc}); fix or regenerate it"
         ) from None
-    try:
-        return from_dict(data, base)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:
@@ -805,16 +874,47 @@ def apply_overrides(config: SubtractionConfig, overrides: Sequence[str]) -> Subt
     ConfigError
         When an override is malformed or out of range, or a field is given two values.
     """
+    return from_dict(override_tables(overrides), config)
+
+
+def override_tables(overrides: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``section.field=value`` overrides as ``{section: {field: value}}`` tables.
+
+    Parameters
+    ----------
+    overrides : sequence of str
+        Overrides as given on the command line.
+
+    Returns
+    -------
+    dict
+
+    Raises
+    ------
+    ConfigError
+        When an override is malformed, or a field is given two values (2 and 2.0 are one).
+    """
     merged: dict[str, dict[str, Any]] = {}
     for text in overrides:
         section, name, value = parse_override(text)
         given = merged.setdefault(section, {})
-        if name in given and repr(given[name]) != repr(value):  # (nan != nan)
+        if name in given and not _same_value(given[name], value):
             raise ConfigError(
                 f"{section}.{name} is given twice, as {given[name]!r} and {value!r}; give it once"
             )
         given[name] = value
-    return from_dict(merged, config)
+    return merged
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    """Whether two TOML values are one (NaN is NaN; 2 is 2.0; a string is not a number)."""
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return (
+        (type(a) is type(b)
+        and a == b)
+        or (isinstance(a, int | float) and isinstance(b, int | float) and a == b)
+    )
 
 
 def field_specs(section: str) -> list[dataclasses.Field[Any]]:

@@ -19,7 +19,7 @@ from astropy.table import Table
 
 from diffviewer import cli
 from diffviewer.config import SubtractionConfig, load_toml, to_toml
-from diffviewer.errors import InputError, OutputError
+from diffviewer.errors import ConfigError, InputError, OutputError
 from diffviewer.gui import model
 from diffviewer.io import demo_pair, read_exposure
 from diffviewer.outputs import OUTPUT_NAMES
@@ -618,3 +618,23 @@ def test_default_pair_names_survive_editing_the_list(tmp_path: Path) -> None:
     listed.write_text("\n".join([*rows, "sci.fits,t2.fits"]) + "\n")
     with pytest.raises(InputError, match="line 5: the same pair as line 3"):
         read_pairs_csv(listed)
+
+
+def test_set_values_mend_a_config_file_before_it_is_checked(tmp_path: Path) -> None:
+    # A file whose values do not go together (no score, detection on it) was refused
+    # before the --set that mends it was read: the message asked for what was given.
+    path = tmp_path / "crossfield.toml"
+    path.write_text('[score]\nmethod = "none"\n[detection]\ndetect_on = "score"\n')
+    with pytest.raises(ConfigError, match=r"crossfield\.toml: .*detect_on"):
+        cli.effective_config(str(path), [])
+    mended = cli.effective_config(str(path), ["detection.detect_on=difference"])
+    assert (mended.score.method, mended.detection.detect_on) == ("none", "difference")
+    with pytest.raises(ConfigError, match=r"crossfield\.toml with the --set values"):
+        cli.effective_config(str(path), ["kernel.spatial_order=1"])
+
+
+def test_an_empty_config_option_is_refused(capsys) -> None:
+    # `--config "$CFG"` with CFG unset ran on the defaults, exit 0.
+    assert cli.main(["config", "--config", ""]) == cli.EXIT_ERROR
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "--config is empty" in err

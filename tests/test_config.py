@@ -111,3 +111,47 @@ def test_overrides_that_change_together_do_not_depend_on_their_order() -> None:
 def test_a_folder_as_config_file_is_a_config_error(tmp_path) -> None:
     with pytest.raises(ConfigError, match="cannot be read"):
         cfg.load_toml(tmp_path)
+
+
+# The audit of the command line of 2026-12-07: config files as users have them.
+
+
+def test_an_empty_config_file_is_refused_with_the_redirect_that_empties_it(tmp_path) -> None:
+    # `diffviewer config --config my.toml > my.toml`: the shell empties my.toml before it
+    # is read; read as the defaults, the user's values were lost without a word.
+    path = tmp_path / "my.toml"
+    path.write_text("  \n")
+    with pytest.raises(ConfigError, match=r"my\.toml is empty.*> FILE.*another file"):
+        cfg.load_toml(path)
+
+
+def test_a_config_file_in_another_encoding_is_named_as_such(tmp_path) -> None:
+    text = "[kernel]\nspatial_order = 1\n"
+    bom = tmp_path / "bom.toml"
+    bom.write_bytes(b"\xef\xbb\xbf" + text.encode())  # as Windows' Notepad saves UTF-8
+    assert cfg.load_toml(bom).kernel.spatial_order == 1
+    wide = tmp_path / "wide.toml"
+    wide.write_text(text, encoding="utf-16")
+    with pytest.raises(
+        ConfigError, match=r"wide\.toml is not UTF-8 text.*UTF-16.*save it as UTF-8"
+    ):
+        cfg.load_toml(wide)
+
+
+def test_misspelt_and_misplaced_names_say_what_was_meant() -> None:
+    with pytest.raises(ConfigError, match=r"kernel\.spatial_ordr \(did you mean spatial_order\?\)"):
+        cfg.from_dict({"kernel": {"spatial_ordr": 1}})
+    with pytest.raises(ConfigError, match=r"\[kernal\] \(did you mean kernel\?\)"):
+        cfg.from_dict({"kernal": {"spatial_order": 1}})
+    # a field written above every table (it was "unknown config section [spatial_order]")
+    with pytest.raises(ConfigError, match=r"spatial_order = 1 is outside any section.*\[kernel\]"):
+        cfg.from_dict({"spatial_order": 1})
+
+
+def test_one_value_written_two_ways_is_given_once() -> None:
+    c = cfg.apply_overrides(
+        cfg.SubtractionConfig(), ["kernel.width_ratio=2", "kernel.width_ratio=2.0"]
+    )
+    assert c.kernel.width_ratio == 2.0
+    with pytest.raises(ConfigError, match="given twice"):
+        cfg.apply_overrides(cfg.SubtractionConfig(), ["score.method=al", "score.method=zogy"])

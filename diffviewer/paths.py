@@ -318,6 +318,12 @@ def _check_folder(out: Path, inputs: Sequence[str | Path], overwrite: bool) -> N
             raise OutputError(
                 f"output path {out} is {what}, not a folder; choose a folder for --out"
             )
+        if os.path.ismount(out):
+            raise OutputError(
+                f"output folder {out} is a mount point (a disk's top folder): a run writes "
+                "its outputs beside the output folder and renames them into place, which "
+                f"a mount point cannot take; give a folder inside it, e.g. {out / 'run1'}"
+            )
         holds = any(out.iterdir())
         if holds and not overwrite:
             raise OutputError(

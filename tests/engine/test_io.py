@@ -778,6 +778,17 @@ def test_output_folder_rules(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"], "no trial folder left"
 
 
+def test_a_mount_point_is_refused_as_an_output_folder_before_anything_runs() -> None:
+    # An empty USB drive's top folder as --out: the whole subtraction ran, then the
+    # staged folder could not replace it ("Device or resource busy"; with --overwrite an
+    # internal error). /proc is a mount point on every Linux machine.
+    mount = Path("/proc")
+    if not os.path.ismount(mount):
+        pytest.skip("no /proc mount point on this system")
+    with pytest.raises(OutputError, match=r"/proc is a mount point.*/proc/run1"):
+        check_output_dir(mount, [], overwrite=True)
+
+
 def test_the_working_folder_and_those_above_it_are_refused_as_outputs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -189,6 +189,110 @@ def require_file(path: Path, role: str) -> None:
         raise InputError(f"{role} {path} is not a file; give a FITS file")
 
 
+#: The file that makes a folder a saved run's (:mod:`diffviewer.results`).
+METADATA = "metadata.json"
+
+
+def _how_to_open(folder: Path) -> str:
+    """How a saved run's folder is opened: the command, and the window's menu."""
+    return f"`diffviewer open {folder}` (File > Open results… in a window)"
+
+
+def _how_to_review(folder: Path) -> str:
+    """How a batch folder is reviewed: the command, and the window's menu."""
+    return f"`diffviewer review {folder}` (File > Open batch… in a window)"
+
+
+def require_run_folder(path: str | Path) -> Path:
+    """Refuse a path that is not a saved run's folder, saying what it is instead.
+
+    Parameters
+    ----------
+    path : str or Path
+        What was given as a run's output folder (``diffviewer open OUTDIR``, File > Open
+        results…, a batch's pair).
+
+    Returns
+    -------
+    Path
+        ``path``, a folder holding :data:`METADATA`.
+
+    Raises
+    ------
+    InputError
+        When it does not exist, is a file, is a batch's folder (with the command to review
+        it) or holds no metadata.
+    """
+    folder = Path(path).expanduser()
+    wanted = (
+        "give the folder a run wrote (diffviewer run --out, a batch's pair folder or Save "
+        f"all outputs; it holds {METADATA})"
+    )
+    if not folder.exists():
+        raise InputError(f"{folder} does not exist; {wanted}")
+    if not folder.is_dir():
+        if folder.name == METADATA:
+            raise InputError(f"{folder} is a run's {METADATA}; give its folder, {folder.parent}")
+        if folder.name == SUMMARY_ECSV:
+            return require_run_folder(folder.parent)  # says it is a batch's
+        raise InputError(f"{folder} is a file, not a folder; {wanted}")
+    if (folder / METADATA).is_file():
+        return folder
+    if (folder / SUMMARY_ECSV).is_file():
+        raise InputError(
+            f"{folder} is a batch folder (it holds {SUMMARY_ECSV}), not a run's: review it with "
+            f"{_how_to_review(folder)}, or open one of its pairs' folders"
+        )
+    raise InputError(
+        f"{folder} holds no {METADATA}: it is not a run's output folder, or its run did not "
+        f"finish; {wanted}, or run the pair again"
+    )
+
+
+def require_batch_folder(path: str | Path) -> Path:
+    """The batch folder a path names (the folder, or its :data:`SUMMARY_ECSV`), refusing
+    anything else with what it is instead.
+
+    Parameters
+    ----------
+    path : str or Path
+        What was given as a batch (``diffviewer review DIR``, File > Open batch…).
+
+    Returns
+    -------
+    Path
+        The folder holding :data:`SUMMARY_ECSV`.
+
+    Raises
+    ------
+    InputError
+        When it does not exist, is another file, is a saved run's folder (with the command
+        to open it) or holds no summary.
+    """
+    given = Path(path).expanduser()
+    folder = given.parent if given.name == SUMMARY_ECSV and given.is_file() else given
+    wanted = f"give the folder diffviewer batch wrote (its --out, holding {SUMMARY_ECSV})"
+    if not folder.exists():
+        raise InputError(f"{folder} does not exist; {wanted}")
+    if not folder.is_dir():
+        if folder.name == METADATA:
+            return require_batch_folder(folder.parent)  # says it is a run's
+        raise InputError(f"{folder} is a file, not a batch folder; {wanted}")
+    if (folder / SUMMARY_ECSV).is_file():
+        return folder
+    if (folder / METADATA).is_file():
+        batch = folder.parent if (folder.parent / SUMMARY_ECSV).is_file() else None
+        raise InputError(
+            f"{folder} is a saved run's folder (it holds {METADATA}), not a batch's: open it "
+            f"with {_how_to_open(folder)}"
+            + (f", or review its batch with `diffviewer review {batch}`" if batch else "")
+        )
+    raise InputError(
+        f"{folder} holds no {SUMMARY_ECSV}: it is not a batch folder, or its batch wrote no "
+        f"summary; {wanted}, or run the batch again (it skips the pairs already done)"
+    )
+
+
 def _input_files(inputs: Sequence[str | Path]) -> list[Path]:
     """Resolved input files, with the weight/mask siblings read along with them."""
     files: list[Path] = []
@@ -506,6 +610,8 @@ MAX_NAME_BYTES = 160
 
 #: Names a pair cannot take: the batch folder's own files (diffviewer.batch.summary).
 RESERVED_NAMES = ("summary.ecsv", "summary.fits")
+#: The batch folder's summary, the file that makes a folder a batch's.
+SUMMARY_ECSV = RESERVED_NAMES[0]
 
 
 def read_pairs_csv(path: str | Path) -> list[tuple[str, str, str]]:

@@ -40,14 +40,15 @@ from diffviewer.exposure import Exposure
 from diffviewer.io import read_exposure
 from diffviewer.outputs import DIAGNOSTIC_SAMPLES, OUTPUT_NAMES, PRODUCTS
 from diffviewer.paths import (
+    METADATA,
     TEMPLATE_SEPARATOR,
     input_file_states,
     parse_spec,
+    require_run_folder,
     resolved_spec,
     template_specs,
 )
 
-METADATA = "metadata.json"
 #: The per-pair verdict file, beside the per-source ``verdicts.json``.
 PAIR_VERDICT_FILE = "pair_verdict.json"
 PAIR_VERDICTS = ("good", "bad")
@@ -119,15 +120,12 @@ def read_metadata(out_dir: str | Path) -> dict[str, Any]:
     Raises
     ------
     InputError
-        When the file is missing or is not a JSON object.
+        When ``out_dir`` is not a saved run's folder (:func:`~diffviewer.paths.require_run_folder`
+        says what it is), or its metadata is not a JSON object.
     """
-    path = Path(out_dir) / METADATA
+    path = require_run_folder(out_dir) / METADATA
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(
-            f"{path} is missing: {out_dir} is not a diffviewer output folder (or is unfinished)"
-        ) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"{path} cannot be read as JSON ({exc}); rerun the pair") from None
     if not isinstance(doc, dict) or "inputs" not in doc:
@@ -184,6 +182,8 @@ def incomplete_reason(
     out = Path(out_dir)
     if not out.is_dir():
         return "no output folder"
+    if not (out / METADATA).is_file():  # a cause: read_metadata's refusal says what to open
+        return f"{out / METADATA} is missing"
     try:
         meta = read_metadata(out)
     except InputError as exc:

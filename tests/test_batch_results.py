@@ -119,7 +119,7 @@ def test_a_pair_verdict_is_saved_beside_the_outputs(saved) -> None:
 
 
 def test_an_unfinished_folder_is_a_one_line_error(saved, tmp_path: Path) -> None:
-    with pytest.raises(InputError, match=r"metadata\.json is missing"):
+    with pytest.raises(InputError, match=r"holds no metadata\.json: it is not a run.s output"):
         read_saved_run(tmp_path)
     (tmp_path / "metadata.json").write_text(json.dumps(saved[1].metadata))
     with pytest.raises(InputError, match=r"lacks matched_template\.fits"):

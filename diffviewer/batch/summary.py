@@ -20,7 +20,7 @@ from astropy.table import MaskedColumn, Table
 
 from diffviewer.errors import InputError
 from diffviewer.fits_write import write_table
-from diffviewer.paths import RESERVED_NAMES
+from diffviewer.paths import RESERVED_NAMES, require_batch_folder
 from diffviewer.results import read_metadata, read_pair_verdict
 
 #: The batch folder's own files (names no pair may take: diffviewer.paths.read_pairs_csv).
@@ -443,13 +443,10 @@ def read_summary(path: str | Path) -> Table:
     Raises
     ------
     InputError
-        When it is missing or lacks the summary's columns.
+        When it is not a batch folder (:func:`~diffviewer.paths.require_batch_folder` says
+        what it is), or its summary cannot be read or lacks the summary's columns.
     """
-    path = Path(path)
-    if path.is_dir():
-        path = path / SUMMARY_ECSV
-    if not path.is_file():
-        raise InputError(f"{path} does not exist: give a batch folder written by diffviewer batch")
+    path = require_batch_folder(path) / SUMMARY_ECSV
     try:
         table = Table.read(path, format="ascii.ecsv")
     except Exception as exc:  # astropy raises many kinds on a damaged file

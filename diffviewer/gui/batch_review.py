@@ -64,6 +64,7 @@ from diffviewer.gui.difference_preview import DifferencePreview
 from diffviewer.gui.model import Pair
 from diffviewer.gui.qtapp import application, run_event_loop
 from diffviewer.gui.worker import JobRunner
+from diffviewer.paths import require_batch_folder
 from diffviewer.results import (
     difference_only,
     read_pair_verdict,
@@ -338,7 +339,7 @@ class ReviewWindow(QMainWindow):
 
     def __init__(self, batch_dir: str | Path, inspector: MainWindow | None = None) -> None:
         super().__init__()
-        self.batch_dir = Path(batch_dir).expanduser().resolve()
+        self.batch_dir = require_batch_folder(batch_dir).resolve()
         self.setWindowTitle(f"diffviewer review — {self.batch_dir}")
         self._inspector = inspector
         if inspector is not None:

@@ -19,6 +19,7 @@ from PyQt6.QtCore import Qt
 from diffviewer import cli, display
 from diffviewer.batch.summary import read_summary, row_from_outputs, write_summary
 from diffviewer.config import SubtractionConfig, apply_overrides
+from diffviewer.errors import InputError
 from diffviewer.gui import content
 from diffviewer.gui import verdicts as source_verdicts
 from diffviewer.gui.batch_review import SHOWN, ReviewWindow
@@ -285,14 +286,16 @@ def test_open_and_review_refuse_folders_that_are_not_outputs(tmp_path, capsys) -
     assert cli.main(["review", str(tmp_path)]) == cli.EXIT_ERROR
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2
-    assert "metadata.json is missing" in err[0] and "summary.ecsv does not exist" in err[1]
+    assert "holds no metadata.json: it is not a run's output folder" in err[0]
+    assert "holds no summary.ecsv: it is not a batch folder" in err[1]
 
 
 def test_opening_an_unfinished_folder_reports_it(qtbot, inspector, tmp_path) -> None:
     (tmp_path / "half").mkdir()
     open_saved(inspector, tmp_path / "half")
     qtbot.waitUntil(lambda: inspector.error_box.isVisible(), timeout=RUN_TIMEOUT_MS)
-    assert "metadata.json is missing" in inspector.error_label.text()
+    assert "half holds no metadata.json" in inspector.error_label.text()
+    assert "its run did not finish" in inspector.error_label.text()
 
 
 def test_long_pair_names_are_shown_whole(qtbot, tmp_path: Path) -> None:
@@ -417,3 +420,27 @@ def test_reload_shows_a_batch_rerun_since_the_window_opened(qtbot, batch_dir, tm
     on_disk = {str(r["name"]): float(r["badness"]) for r in read_summary(folder)}
     assert now["wide"]["badness"] == pytest.approx(on_disk["wide"]) and on_disk["wide"] >= 10
     assert before is not None and review.model.thumbnail(now["wide"]) is None
+
+
+def test_the_windows_open_paths_say_what_a_folder_is_instead(
+    qtbot, batch_dir: Path, inspector: MainWindow, tmp_path: Path
+) -> None:
+    """File > Open results… and File > Open batch… call the readers `open` and `review` call,
+    and say the same: a batch folder given as a run points to the review, a pair's folder
+    given as a batch to `open` (they said "metadata.json is missing" and "summary.ecsv does
+    not exist"); a summary file given as the batch reviews its folder."""
+    open_saved(inspector, batch_dir)
+    shown = inspector.error_label.text()
+    assert "is a batch folder (it holds summary.ecsv)" in shown, shown
+    assert f"`diffviewer review {batch_dir}`" in shown and "File > Open batch…" in shown
+    assert inspector.outcome is None
+    with pytest.raises(InputError, match=r"constant is a saved run's folder .*diffviewer open"):
+        ReviewWindow(batch_dir / "constant", inspector=inspector)
+    (tmp_path / "notes.txt").write_text("not a batch\n")
+    with pytest.raises(InputError, match=r"notes\.txt is a file, not a batch folder"):
+        ReviewWindow(tmp_path / "notes.txt", inspector=inspector)
+    review = ReviewWindow(batch_dir / "summary.ecsv", inspector=inspector)
+    qtbot.addWidget(review)
+    assert review.batch_dir == batch_dir.resolve()
+    assert {Path(r["output"]).parent for r in review.model.rows} == {batch_dir.resolve()}
+    review.jobs.shutdown()

@@ -340,12 +340,19 @@ def run_pair(
     inputs = [parse_spec(spec)[0] for spec in (science_spec, *pieces)]
     for i, path in enumerate(inputs):
         require_file(path, "science" if i == 0 else "template")
+    source_list = config.candidates.source_list
+    if source_list:  # the path at once, its table once astropy is loaded: before the images
+        from diffviewer.star_list import read_star_list, require_star_list_file
+
+        require_star_list_file(source_list)
     inputs += [*read_files, *config_files(config)]
     check_output_dir(out, inputs, overwrite)
     timings: dict[str, float] = {}
     # The heavy modules load only once every path is known good (a typo answers at once).
     with _timed(timings, "import"):
         from diffviewer.io import read_exposure, read_templates
+    if source_list:
+        read_star_list(source_list)
     with _imported_meanwhile(ENGINE_MODULES) as loading:
         with _timed(timings, "read"), collected_warnings() as read_notes:
             # One after the other: reading the two on two threads as well was slower (GOTO,

@@ -368,6 +368,32 @@ def _case_different_shapes_said_aligned(d: Path) -> tuple[str, ...]:
     return (*_pair(_good(d, "sci.fits"), other), "--set", "warp.register=none")
 
 
+def _star_list(content: str | None, name: str = "stars.csv") -> Maker:
+    """A good pair whose config names a star list holding ``content`` (None: a folder)."""
+
+    def make(d: Path) -> tuple[str, ...]:
+        stars = d / name
+        if content is None:
+            stars.mkdir()
+        else:
+            stars.write_text(content)
+        pair = _pair(_good(d, "sci.fits"), _good(d))
+        return (*pair, "--set", f'candidates.source_list="{stars}"')
+
+    return make
+
+
+def _case_star_list_missing(d: Path) -> tuple[str, ...]:
+    pair = _pair(_good(d, "sci.fits"), _good(d))
+    return (*pair, "--set", f'candidates.source_list="{d / "gone.csv"}"')
+
+
+def _case_star_list_binary(d: Path) -> tuple[str, ...]:
+    (d / "stars.dat").write_bytes(bytes(range(256)) * 4)
+    pair = _pair(_good(d, "sci.fits"), _good(d))
+    return (*pair, "--set", f'candidates.source_list="{d / "stars.dat"}"')
+
+
 #: (case, maker, exit code, what the message must say: its real cause)
 CORPUS: list[tuple[str, Maker, int, str]] = [
     ("missing file", _case_missing, 2, r"does not exist"),
@@ -428,6 +454,37 @@ CORPUS: list[tuple[str, Maker, int, str]] = [
     ("register choice", _case_bad_register_choice, 2, r"warp\.register.*magic"),
     ("wcs asked, none there", _case_wcs_asked_without_wcs, 2, r"register = wcs but neither"),
     ("shapes differ, said aligned", _case_different_shapes_said_aligned, 2, r"pre-aligned"),
+    # A star list that gives no star ran a plain difference, exit 0, its warnings blaming
+    # an "unmeasured PSF" and never naming the list (audit); a folder or a file that is
+    # not a table got astropy's "please provide a 'format' argument".
+    (
+        "star list, header only",
+        _star_list("x,y\n"),
+        2,
+        r"^error: candidates\.source_list \S*stars\.csv: 0 stars \(columns x, y, no rows\)",
+    ),
+    (
+        "star list, off the image or NaN",
+        _star_list("x,y\n5000,5000\n-3,nan\n"),
+        2,
+        r"source_list \S*stars\.csv: 0 of 2 stars on the image \(1 outside the science "
+        r"image \S*sci\.fits of 64 x 64 px, 1 with no finite position\).*the pair was not run",
+    ),
+    (
+        "star list, all NaN",
+        _star_list("x,y\nnan,nan\n,\n"),
+        2,
+        r"source_list \S*stars\.csv: 0 of 2 stars have a finite position",
+    ),
+    ("star list, a folder", _star_list(None), 2, r"source_list \S*stars\.csv is a folder, not a"),
+    ("star list, missing", _case_star_list_missing, 2, r"source_list \S*gone\.csv does not exist"),
+    (
+        "star list, not a table",
+        _case_star_list_binary,
+        2,
+        r"source_list \S*stars\.dat is neither a FITS table nor text",
+    ),
+    ("star list, no x,y", _star_list("a,b\n1,2\n"), 2, r"has columns \['a', 'b'\]; it needs x,y"),
 ]
 
 
@@ -465,3 +522,28 @@ def test_each_malformed_input_gets_its_reason(
         assert not out.exists(), "a refused run left an output folder"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "partial output left"
     assert _digest(inputs) == before, "an input was written over"
+
+
+@pytest.mark.parametrize(
+    ("content", "cause"),
+    [(None, r"gone\.csv does not exist"), ("x,y\n", r"stars\.csv: 0 stars")],
+    ids=["missing", "header only"],
+)
+def test_the_star_list_is_checked_before_the_images_are_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str | None, cause: str
+) -> None:
+    """A star list that cannot serve is named before any image is read: with an unreadable
+    science image beside it, the list's problem is the one said (a missing list was found
+    only after both images were read, as "cannot read it as a table ([Errno 2]...)")."""
+    science = tmp_path / "text.fits"
+    science.write_text("SIMPLE = this is not FITS\n" * 50)
+    stars = tmp_path / ("gone.csv" if content is None else "stars.csv")
+    if content is not None:
+        stars.write_text(content)
+    args = ["run", str(science), str(_good(tmp_path)), "--out", str(tmp_path / "out")]
+    code = cli.main([*args, "--quiet", "--set", f'candidates.source_list="{stars}"'])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert re.search(rf"^error: candidates\.source_list \S*{cause}", err), err
+    assert "not a readable FITS" not in err
+    assert not (tmp_path / "out").exists()

@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import types
 from collections.abc import Mapping
-from pathlib import Path
 
 import numpy as np
 from astropy.table import Table
@@ -51,6 +50,8 @@ from diffviewer.engine.star_fluxes import (
 )
 from diffviewer.errors import InputError
 from diffviewer.exposure import Exposure
+from diffviewer.star_list import FIELD as STAR_LIST_FIELD
+from diffviewer.star_list import OR_NONE, read_star_list
 
 #: Radius (science FWHM) of the apertures the candidates' fluxes are measured in.
 APERTURE_FWHM = 1.5
@@ -130,47 +131,54 @@ def _saturation_level(exposure: Exposure, config: CandidatesConfig) -> float:
 
 
 def read_source_list(path: str, science: Exposure) -> tuple[np.ndarray, np.ndarray]:
-    """Positions from a catalog with ``x, y`` (0-based science px) or ``ra, dec`` (deg) columns.
+    """Positions (0-based science px) of the stars of a star list on the science image.
+
+    The list is read by :func:`diffviewer.star_list.read_star_list` (``x, y`` columns in
+    0-based science px, or ``ra, dec`` in deg through the science WCS).
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        x and y (px) of every row of the list, NaN where a row gives none; at least one
+        on the image.
 
     Raises
     ------
     InputError
-        When the file cannot be read, lacks the columns, or gives ra/dec without a celestial WCS.
+        When the file cannot be read or lacks the columns (:func:`read_star_list`), gives
+        ra/dec without a celestial WCS, or none of its stars falls on the science image:
+        a run with no star of the list would fit no kernel and give a plain difference.
     """
-    p = Path(path)
-    try:
-        table = Table.read(p, format="ascii.csv" if p.suffix.lower() == ".csv" else None)
-    except Exception as exc:  # astropy raises many types for unreadable files
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise InputError(
-            f"candidates.source_list {p}: cannot read it as a table ({first_line}); "
-            "give an ECSV, CSV or FITS table with x,y or ra,dec columns"
-        ) from None
-    cols = {c.lower(): c for c in table.colnames}
-
-    def numbers(name: str) -> np.ndarray:
-        try:
-            return np.asarray(table[cols[name]], dtype=float)
-        except (TypeError, ValueError):
-            raise InputError(
-                f"candidates.source_list {p}: column {cols[name]!r} is not numeric; "
-                "give numbers (x,y in 0-based pixels or ra,dec in degrees)"
-            ) from None
-
-    if "x" in cols and "y" in cols:
-        return numbers("x"), numbers("y")
-    if "ra" in cols and "dec" in cols:
+    stars = read_star_list(path)
+    if stars.sky:
         if not science.has_celestial_wcs or science.wcs is None:
             raise InputError(
-                f"candidates.source_list {p} gives ra,dec but the science image "
+                f"{STAR_LIST_FIELD} {stars.path} gives ra,dec but the science image "
                 f"{science.source} has no celestial WCS; give x,y columns instead"
             )
-        x, y = science.wcs.celestial.all_world2pix(numbers("ra"), numbers("dec"), 0)
-        return np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    raise InputError(
-        f"candidates.source_list {p} has columns {table.colnames}; "
-        "it needs x,y (0-based pixels) or ra,dec (degrees)"
-    )
+        x, y = science.wcs.celestial.all_world2pix(stars.first, stars.second, 0)
+        x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    else:
+        x, y = stars.first, stars.second
+    on = _on_image(x, y, science.shape)
+    if not np.any(on):
+        finite = np.isfinite(x) & np.isfinite(y)
+        height, width = science.shape
+        where = "ra,dec through its WCS" if stars.sky else "x,y in 0-based px"
+        raise InputError(
+            f"{STAR_LIST_FIELD} {stars.path}: 0 of {len(x)} stars on the image "
+            f"({int(np.sum(finite))} outside the science image {science.source} of "
+            f"{width} x {height} px, {int(np.sum(~finite))} with no finite position); a "
+            f"kernel fitted on none would leave a plain difference, so the pair was not run: "
+            f"give stars of this image ({where}), {OR_NONE}"
+        )
+    return x, y
+
+
+def _on_image(x: np.ndarray, y: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Whether each position (px; NaN: none) rounds to a pixel of an image of ``shape``."""
+    with np.errstate(invalid="ignore"):
+        return (x > -0.5) & (x < shape[1] - 0.5) & (y > -0.5) & (y < shape[0] - 0.5)
 
 
 def _peak_offsets(
@@ -312,9 +320,7 @@ def select_candidates(
     shape = science.shape
     if config.source_list:
         x_all, y_all = read_source_list(config.source_list, science)
-        inside = (
-            (x_all > -0.5) & (x_all < shape[1] - 0.5) & (y_all > -0.5) & (y_all < shape[0] - 0.5)
-        )
+        inside = _on_image(x_all, y_all, shape)
         xi, yi = np.rint(x_all[inside]).astype(np.intp), np.rint(y_all[inside]).astype(np.intp)
         bg_s, _ = coarse_background(science.image, science.good_pixels())
         peak = science.image[yi, xi] - grid_value(bg_s, shape, xi, yi)

@@ -141,13 +141,40 @@ def test_user_source_list(pair: SyntheticPair, tmp_path: Path) -> None:
     words.write_text("x,y\nleft,top\n")
     with pytest.raises(InputError, match=r"column 'x' is not numeric"):
         select(pair.science, pair.template, CandidatesConfig(source_list=str(words)))
-    with pytest.raises(InputError, match=r"cannot read it as a table") as info:
+    with pytest.raises(InputError, match=r"is a folder, not a file") as info:
         select(
             pair.science,
             pair.template,
             CandidatesConfig(source_list=str(tmp_path)),
         )
     assert "\n" not in str(info.value)
+
+
+def test_a_source_list_with_no_star_on_the_image_is_refused(
+    pair: SyntheticPair, tmp_path: Path
+) -> None:
+    """No star of the list on the science image: refused, naming the list and the counts
+    (the kernel fell back to a delta, a plain difference, blaming an unmeasured PSF)."""
+    ny, nx = pair.science.shape
+    off = tmp_path / "off.csv"
+    Table({"x": [-5.0, nx + 3.0, np.nan], "y": [10.0, 10.0, 10.0]}).write(off, format="ascii.csv")
+    with pytest.raises(
+        InputError, match=r"off\.csv: 0 of 3 stars on the image \(2 outside"
+    ) as info:
+        select(pair.science, pair.template, CandidatesConfig(source_list=str(off)))
+    assert "1 with no finite position" in str(info.value)
+    assert f"{nx} x {ny} px" in str(info.value)
+    far = tmp_path / "far.ecsv"
+    Table({"ra": [10.0, 11.0], "dec": [-40.0, -41.0]}).write(far)  # not this field
+    with pytest.raises(InputError, match=r"far\.ecsv: 0 of 2 stars on the image.*ra,dec"):
+        select(pair.science, pair.template, CandidatesConfig(source_list=str(far)))
+    one = tmp_path / "one.csv"  # one star on the image is enough not to be refused
+    Table({"x": [-5.0, float(pair.star_x[0])], "y": [10.0, float(pair.star_y[0])]}).write(
+        one, format="ascii.csv"
+    )
+    assert (
+        select(pair.science, pair.template, CandidatesConfig(source_list=str(one))).n_detected == 2
+    )
 
 
 def test_blank_and_tiny_images_give_an_empty_set() -> None:

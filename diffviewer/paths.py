@@ -6,12 +6,13 @@ given (and answers a mistyped one) before the heavy modules are imported.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import os
 import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -476,9 +477,19 @@ def _trial_folder(folder: Path, name: str) -> None:
     os.rmdir(tempfile.mkdtemp(prefix=f".{name}.trial-", dir=folder))
 
 
-def make_batch_folder(out: Path) -> None:
-    """Create a batch's folder (and the folders above it) and check, before any pair runs,
-    that a pair's folder can be made in it (a trial folder, made and removed).
+@contextlib.contextmanager
+def batch_folder(out: Path) -> Iterator[None]:
+    """Create a batch's folder (and the folders above it) for the block, and check, before
+    any pair runs, that a pair's folder can be made in it (a trial folder, made and
+    removed). When the block raises, the folders made here that are still empty are
+    removed again: a batch refused before it wrote anything (no scheduler at the address
+    given, Ctrl-C while the workers start) left an empty ``--out`` folder behind. A
+    folder holding anything (a pair's outputs, a summary, the user's files) is kept.
+
+    Parameters
+    ----------
+    out : Path
+        The batch folder (``--out``).
 
     Raises
     ------
@@ -486,14 +497,22 @@ def make_batch_folder(out: Path) -> None:
         When the folder cannot be created or written into (a read-only file system or
         folder, no permission).
     """
+    created = [p for p in (out, *out.parents) if not p.exists()]  # innermost first
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        _trial_folder(out, "pair")
-    except OSError as exc:
-        raise OutputError(
-            f"cannot write into the batch folder {out} ({exc.strerror or exc}): every pair "
-            "writes its folder there; make it writable, or choose another --out"
-        ) from None
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            _trial_folder(out, "pair")
+        except OSError as exc:
+            raise OutputError(
+                f"cannot write into the batch folder {out} ({exc.strerror or exc}): every "
+                "pair writes its folder there; make it writable, or choose another --out"
+            ) from None
+        yield
+    except BaseException:
+        for folder in created:
+            with contextlib.suppress(OSError):  # not empty: kept, and so are those above
+                folder.rmdir()
+        raise
 
 
 #: Separates the pieces of a template in one spec (a pairs list's template column).

@@ -237,15 +237,26 @@ def test_batch_refuses_an_output_that_is_a_file_or_a_summarys_name(tmp_path: Pat
     assert cli.main([*args, "--scheduler", "notanaddress"]) == 2
     err = capsys.readouterr().err.strip()
     assert "--scheduler notanaddress: cannot connect" in err and "internal" not in err
-    assert list((tmp_path / "s").iterdir()) == []
+    # the batch folder it made is removed again (an empty one was left)
+    assert not (tmp_path / "s").exists()
     # a port nothing listens on is said to refuse at once (dask's client waited its 30 s
     # timeout and said it timed out)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         closed = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
-    assert cli.main([*args, "--scheduler", closed]) == 2
+    nested = ["batch", str(tmp_path / "pairs.csv"), "--out", str(tmp_path / "n" / "s")]
+    assert cli.main([*nested, "--scheduler", closed]) == 2
     err = capsys.readouterr().err.strip()
     assert f"--scheduler {closed}: cannot connect" in err and "refused" in err.lower()
+    assert not (tmp_path / "n").exists()  # and the folders it made above it
+    # a port out of range is said to be (it was "Connection refused")
+    assert cli.main([*args, "--scheduler", "tcp://127.0.0.1:99999"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "port 99999 is out of range (1-65535)" in err and "refused" not in err
+    # a folder that was there is kept, empty or not
+    (tmp_path / "s").mkdir()
+    assert cli.main([*args, "--scheduler", closed]) == 2
+    assert (tmp_path / "s").is_dir()
 
 
 @pytest.mark.parametrize(("limit", "expected"), [(0.0, cli.EXIT_STRICT), (1.0, cli.EXIT_OK)])

@@ -8,6 +8,7 @@ summary is rewritten atomically as rows arrive (at most every ``SUMMARY_EVERY_S`
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -43,8 +44,8 @@ from diffviewer.errors import ClusterLost, DiffviewerError, InputError
 from diffviewer.paths import (
     TEMPLATE_SEPARATOR,
     absolute_spec,
+    batch_folder,
     ensure_not_input,
-    make_batch_folder,
     parse_spec,
     template_specs,
 )
@@ -370,42 +371,129 @@ def _client_errors_silenced() -> Iterator[None]:
 
 #: Seconds a scheduler's TCP port is given to accept a probe before the client is made.
 PROBE_S = 5.0
+#: Seconds a scheduler is given to answer dask's handshake and say what it is. A dask
+#: server sends its handshake as soon as it accepts a connection (0.2 ms on localhost);
+#: dask's client waits for it without a limit, so a port that accepts and never answers
+#: (the dashboard's 8787, any HTTP server) held a batch for minutes in silence.
+HANDSHAKE_S = 5.0
+#: The port a dask scheduler listens on by default (its dashboard: 8787).
+SCHEDULER_PORT = 8786
 
 
-def _refused(address: str) -> str | None:
-    """Why a TCP ``address`` cannot answer, when that is known at once (its host has no
-    address, nothing listens on its port); None otherwise, or for another protocol.
-
-    dask's client retries a refused connection until its timeout: a mistyped port was
-    reported after 30 s.
-    """
+def _tcp_host_port(address: str) -> tuple[str, int] | None:
+    """Host and port of a ``tcp://`` ``address``; None for another protocol, or an address
+    dask cannot parse (its client says what is wrong with it)."""
     from distributed.comm.addressing import parse_address, parse_host_port
 
     try:
         scheme, location = parse_address(address)
         host, port = parse_host_port(location)
     except (ValueError, TypeError):
-        return None  # the client says what is wrong with the address
-    if scheme != "tcp":
         return None
+    return (host, int(port)) if scheme == "tcp" else None
+
+
+def _refused(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot answer, when that is known at once (its host has no
+    address, nothing listens on its port); None when it accepts a connection, or when it
+    is slow or filtered (the handshake's wait decides).
+
+    dask's client retries a refused connection until its timeout: a mistyped port was
+    reported after 30 s.
+    """
     try:
         with socket.create_connection((host, port), timeout=PROBE_S):
             return None
     except (ConnectionRefusedError, socket.gaierror) as exc:
         return exc.strerror or str(exc)
-    except OSError:  # slow or filtered: the client's own wait decides
+    except OSError:
         return None
 
 
+async def _server_type(address: str) -> str:
+    """The type of the dask server at ``address`` (``Scheduler``, ``Worker``, ``Nanny``):
+    dask's handshake, then its ``identity`` call. Raises whatever a peer that does not
+    speak dask's protocol makes dask's reader raise."""
+    from distributed.comm import connect
+
+    comm = await connect(address, timeout=HANDSHAKE_S)
+    try:
+        await comm.write({"op": "identity", "reply": True})
+        reply = await comm.read()
+    finally:
+        comm.abort()
+    return str(reply.get("type", "")) if isinstance(reply, dict) else ""
+
+
+def scheduler_problem(address: str) -> str | None:
+    """What is wrong with ``--scheduler address``, in a few seconds; None when a dask
+    scheduler answers there (or for a protocol other than ``tcp://``, and an address dask
+    cannot parse, which its client judges).
+
+    The port is checked to be in range, the connection to be accepted
+    (:func:`_refused`), and the server to answer dask's handshake and to say it is a
+    scheduler within :data:`HANDSHAKE_S`. Anything else answering there (an HTTP server
+    such as the dashboard, a port that never answers, one that sends other bytes, which
+    dask read as a 3 EiB message and failed with a MemoryError) is said to be no
+    scheduler, with the likely mix-up.
+
+    Parameters
+    ----------
+    address : str
+        The scheduler's address, ``tcp://host:port``.
+
+    Returns
+    -------
+    str or None
+        The problem, a clause to follow ``--scheduler ADDRESS:``.
+    """
+    where = _tcp_host_port(address)
+    if where is None:
+        return None
+    host, port = where
+    if not 0 < port < 65536:
+        return (
+            f"port {port} is out of range (1-65535); a dask scheduler listens on "
+            f"{SCHEDULER_PORT} by default"
+        )
+    why = _refused(host, port)
+    if why is not None:
+        return (
+            f"cannot connect to a dask scheduler there ({why}); give its address as "
+            "tcp://host:port and check that it runs (dask scheduler)"
+        )
+    try:
+        kind = asyncio.run(asyncio.wait_for(_server_type(address), HANDSHAKE_S))
+    except TimeoutError:
+        answer = f"no dask handshake within {HANDSHAKE_S:g} s"
+    except OSError:  # dask's CommClosedError too
+        answer = "it closed the connection without a dask handshake"
+    except Exception:  # whatever dask's reader makes of other bytes (MemoryError, ValueError)
+        answer = "it sent bytes that are not dask's protocol"
+    else:
+        if kind == "Scheduler":
+            return None
+        return (
+            f"answered as a dask {kind or 'server'}, not a scheduler; give the scheduler's "
+            f"address (its workers' logs name it: 'Registered to: tcp://host:{SCHEDULER_PORT}')"
+        )
+    return (
+        f"answered but is not a dask scheduler ({answer}; the dashboard's port? a scheduler "
+        f"listens on {SCHEDULER_PORT} by default); give the address the scheduler prints "
+        "when it starts ('Scheduler at: tcp://host:port')"
+    )
+
+
 def _connected(address: str) -> Any:
-    """A client of the scheduler at ``address``; an address that cannot be reached is the
-    user's to mend (:class:`~diffviewer.errors.InputError`), not an internal error."""
+    """A client of the scheduler at ``address``; an address that cannot be reached, or
+    where no dask scheduler answers (:func:`scheduler_problem`), is the user's to mend
+    (:class:`~diffviewer.errors.InputError`), not an internal error."""
     from dask.distributed import Client
 
+    problem = scheduler_problem(address)
+    if problem is not None:
+        raise InputError(f"--scheduler {address}: {problem}")
     try:
-        why = _refused(address)
-        if why is not None:
-            raise OSError(why)
         return Client(address, timeout="30s")
     except (OSError, ValueError, TypeError) as exc:
         raise InputError(
@@ -609,9 +697,21 @@ def run_batch(
             "batch's outputs"
         )
     _refuse_summary_over_inputs(pairs, options)
-    make_batch_folder(options.out)
-    remove_stale_staging(options.out)
-    plan = plan_batch(pairs, options)
+    with batch_folder(options.out):
+        remove_stale_staging(options.out)
+        plan = plan_batch(pairs, options)
+        return _run_plan(plan, options, progress=progress, say=say)
+
+
+def _run_plan(
+    plan: Plan,
+    options: BatchOptions,
+    *,
+    progress: bool,
+    say: Callable[[str], None] | None,
+) -> list[dict[str, Any]]:
+    """:func:`run_batch` once its folder is made and its plan drawn: the pairs to run run,
+    and the summary written with the rows of those kept."""
     rows = dict(plan.kept)
     bar = BatchProgress(len(plan.jobs), sys.stderr) if progress and plan.jobs else None
     tell = say or (bar.say if bar else lambda text: print(text, file=sys.stderr))

@@ -12,9 +12,11 @@ import io
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -369,3 +371,51 @@ def test_the_local_cluster_has_no_more_workers_than_usable_cores(tmp_path: Path)
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["1"]
+
+
+#: Asks the batch's local cluster for 8 workers for two pairs on one allowed core; prints
+#: its workers (and says on standard error what it started).
+EIGHT_ON_ONE_CORE = ONE_CORE.replace(
+    "config=SubtractionConfig())", "config=SubtractionConfig(), workers=8)"
+)
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+    reason="needs CPU affinity and two cores to narrow it to one",
+)
+def test_more_workers_than_cores_are_not_started_and_it_is_said(tmp_path: Path) -> None:
+    # --workers 64 on 2 cores was accepted in silence: a tiny pair took 155 s, not 5 s
+    science, template = demo_pair()
+    done = subprocess.run(
+        [sys.executable, "-c", EIGHT_ON_ONE_CORE, str(science), str(template), f"{tmp_path}/"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,  # 8 workers on one core start in 15-30 s: the test fails, not hangs
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1"]
+    note = "note: --workers 8: starting 1, as many as the cores this process may run on (1)"
+    assert done.stderr.startswith(note), done.stderr
+
+
+def test_the_local_scheduler_leaves_the_dashboards_port_alone(tmp_path: Path) -> None:
+    # dask's raw "UserWarning: Port 8787 is already in use. Perhaps you already have a
+    # cluster running?" was printed by every batch while another dask ran on the machine
+    from diffviewer.batch.runner import dask_client
+    from diffviewer.batch.task import PairJob
+    from diffviewer.config import SubtractionConfig
+
+    science, template = demo_pair()
+    job = PairJob("a", str(science), str(template), str(tmp_path / "a"), SubtractionConfig())
+    options = BatchOptions(out=tmp_path, config=SubtractionConfig(), workers=1)
+    with contextlib.ExitStack() as stack:
+        with contextlib.suppress(OSError):  # in use already: by another dask, as asked
+            stack.enter_context(socket.create_server(("127.0.0.1", 8787)))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with dask_client(options, [job]) as client:
+                assert len(client.scheduler_info()["workers"]) == 1
+    said = [str(w.message) for w in caught]
+    assert not [text for text in said if "already in use" in text], said

@@ -305,7 +305,10 @@ def worker_layout(
     jobs : sequence of PairJob
         The pairs to run.
     workers : int or None
-        Workers asked for (None: as many as fit).
+        Workers asked for (None: as many as fit). Never more than ``cores`` nor the
+        pairs: a one-thread worker beyond them only shares the cores and costs its
+        start-up (on 2 cores, ``--workers 16`` ran the demo pair in 33 s, not 8.5 s;
+        the audit's 64 took 155 s).
     total_memory : float
         Memory of the machine, bytes.
     cores : int
@@ -321,8 +324,23 @@ def worker_layout(
     need = 2.0 * (WORKER_BASE_BYTES + BYTES_PER_PIXEL * pixels)
     budget = 0.9 * total_memory
     fit = max(1, int(budget // need))
-    n = workers if workers else max(1, min(cores, len(jobs), fit))
+    most = max(1, min(cores, len(jobs)))
+    n = min(workers, most) if workers else min(most, fit)
     return n, min(need, budget / n) if n <= fit else budget / n
+
+
+def fewer_workers_note(asked: int, started: int, cores: int) -> str:
+    """The line saying that ``--workers asked`` started ``started`` (:func:`worker_layout`
+    caps it at the ``cores`` this process may run on and at the pairs to run)."""
+    why = (
+        f"as many as the cores this process may run on ({cores})"
+        if started == cores
+        else "one per pair to run"
+    )
+    return (
+        f"note: --workers {asked}: starting {started}, {why}; a worker runs one pair on one "
+        "thread, so more would only share the cores, each costing 0.3 GB and seconds to start"
+    )
 
 
 #: Loggers whose messages while closing an interrupted batch are shutdown noise.
@@ -503,14 +521,22 @@ def _connected(address: str) -> Any:
 
 
 @contextlib.contextmanager
-def dask_client(options: BatchOptions, jobs: Sequence[PairJob]) -> Iterator[Any]:
+def dask_client(
+    options: BatchOptions,
+    jobs: Sequence[PairJob],
+    say: Callable[[str], None] | None = None,
+) -> Iterator[Any]:
     """A client of a fresh ``LocalCluster``, or of the scheduler at ``options.scheduler``.
 
     The local workers are one-thread processes (the engine's numpy work is not shared
     between pairs), no more than the cores this process may run on (its CPU affinity: a
-    Slurm allocation, ``taskset``); dask's pause and spill thresholds are off, since a task
-    holds no dask data, and a worker dying twice on one pair fails that pair. Their
-    own logs are silenced: each pair's row and error line say what became of it.
+    Slurm allocation, ``taskset``) nor the pairs, ``--workers`` too (said through
+    ``say``, standard error when None); dask's pause and spill thresholds are off, since
+    a task holds no dask data, and a worker dying twice on one pair fails that pair.
+    Their own logs are silenced: each pair's row and error line say what became of it.
+    The local scheduler serves no dashboard, and its HTTP server (dask's health and
+    metrics routes) takes a free port on localhost: on dask's default 8787 it printed
+    dask's "Port 8787 is already in use" warning whenever another dask ran there.
     """
     import dask
     import psutil
@@ -538,9 +564,10 @@ def dask_client(options: BatchOptions, jobs: Sequence[PairJob]) -> Iterator[Any]
             ):
                 yield client
             return
-        n, limit = worker_layout(
-            jobs, options.workers, psutil.virtual_memory().total, usable_cores()
-        )
+        cores = usable_cores()
+        n, limit = worker_layout(jobs, options.workers, psutil.virtual_memory().total, cores)
+        if options.workers and n < options.workers:
+            (say or _to_stderr)(fewer_workers_note(options.workers, n, cores))
         worker_signals.start_resource_tracker()
         with (
             LocalCluster(
@@ -549,6 +576,7 @@ def dask_client(options: BatchOptions, jobs: Sequence[PairJob]) -> Iterator[Any]
                 processes=True,
                 memory_limit=int(limit),
                 dashboard_address=None,
+                scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
                 silence_logs=logging.CRITICAL,
                 preload=[worker_signals.__name__],
             ) as cluster,
@@ -556,6 +584,11 @@ def dask_client(options: BatchOptions, jobs: Sequence[PairJob]) -> Iterator[Any]
             _quiet_when_interrupted(),
         ):
             yield client
+
+
+def _to_stderr(text: str) -> None:
+    """Print a line on standard error (where a batch's notes go without a progress bar)."""
+    print(text, file=sys.stderr)
 
 
 class BatchProgress:
@@ -714,7 +747,7 @@ def _run_plan(
     and the summary written with the rows of those kept."""
     rows = dict(plan.kept)
     bar = BatchProgress(len(plan.jobs), sys.stderr) if progress and plan.jobs else None
-    tell = say or (bar.say if bar else lambda text: print(text, file=sys.stderr))
+    tell = say or (bar.say if bar else _to_stderr)
     if plan.kept_failed:
         tell(kept_failures_note(plan.kept_failed))
     for name, row in plan.kept.items():  # failed or refused before running (a folder in the way)
@@ -729,7 +762,7 @@ def _run_plan(
         if plan.jobs:
             from dask.distributed import as_completed
 
-            with dask_client(options, plan.jobs) as client:
+            with dask_client(options, plan.jobs, tell) as client:
                 if options.scheduler and not client.scheduler_info()["workers"]:
                     tell(no_workers_note(options.scheduler))
                 advice = death_advice(client, options.scheduler)

@@ -640,8 +640,10 @@ def read_pairs_csv(path: str | Path) -> list[tuple[str, str, str]]:
     pieces holds their specs separated by ``;`` (each resolved; pass the string to
     :func:`template_specs`, to ``io.read_templates`` or on to ``cli.run_pair``). A name
     becomes an output folder name, so it must be a plain, unique name (no path
-    separator, not ``..``); a pair without one is named by its files
-    (:func:`default_pair_name`), so the same pair twice is refused.
+    separator, not ``..``, not starting with ``.``: a hidden folder, named as the batch's
+    staging folders are); a pair without one is named by its files
+    (:func:`default_pair_name`), so the same pair twice is refused. A value holding a NUL
+    byte is refused: no path can hold one (a worker's ``open`` raised ValueError).
 
     Parameters
     ----------
@@ -657,7 +659,8 @@ def read_pairs_csv(path: str | Path) -> list[tuple[str, str, str]]:
     ------
     InputError
         When the file cannot be read as UTF-8 CSV, lacks the columns, is empty, or has a
-        row with an empty spec or a name that is not a plain unique folder name.
+        row with an empty spec, a NUL byte, or a name that is not a plain unique folder
+        name.
     """
     path = Path(path)
     try:
@@ -709,6 +712,15 @@ def read_pairs_csv(path: str | Path) -> list[tuple[str, str, str]]:
                 f'pairs list {path}, line {start}: {runs} a quote (") is opened and not '
                 "closed; close or remove the quote"
             )
+        nul = next(
+            (k for k, value in row.items() if isinstance(value, str) and "\0" in value), None
+        )
+        if nul is not None:
+            raise InputError(
+                f"pairs list {path}, line {line}: the {nul} column holds a NUL byte (\\x00), "
+                "which no file or folder name can hold; the list is damaged or not plain "
+                "text: remove the byte, or save the list again as a UTF-8 CSV file"
+            )
         specs = [(row.get(k) or "").strip() for k in ("science", "template")]
         if not all(specs):
             raise InputError(
@@ -745,6 +757,12 @@ def read_pairs_csv(path: str | Path) -> list[tuple[str, str, str]]:
                 f"pairs list {path}, line {line}: name {name!r} is not a plain folder name; "
                 "use letters, digits, '-', '_' (no '/' or '..', not "
                 f"{' or '.join(RESERVED_NAMES)})"
+            )
+        if name.startswith("."):
+            raise InputError(
+                f"pairs list {path}, line {line}: name {name!r} starts with '.', which makes "
+                "its output folder hidden (and is how a batch names its staging folders); "
+                "give a name that does not start with '.'"
             )
         lines[name] = line
         pairs.append((sci, tmpl, name))

@@ -222,6 +222,34 @@ def test_pairs_csv_as_a_spreadsheet_writes_it(tmp_path: Path, monkeypatch) -> No
         read_pairs_csv(tmp_path / "list.csv")
 
 
+@pytest.mark.parametrize(
+    ("line", "column"),
+    [("a.fits,b.fits,x\0y", "name"), ("a\0.fits,b.fits,x", "science"), ("a.fits,b\0,", "template")],
+)
+def test_a_nul_byte_in_the_pairs_list_is_refused_with_its_line(
+    tmp_path: Path, capsys, line: str, column: str
+) -> None:
+    # in a name the pair failed as "internal error (ValueError: embedded null byte)"; in a
+    # spec the whole batch ended rc 1, "please report"
+    pairs = tmp_path / "list.csv"
+    pairs.write_text(f"science,template,name\n# a comment\n{line}\n")
+    assert cli.main(["batch", str(pairs), "--out", str(tmp_path / "out")]) == cli.EXIT_ERROR
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"error: pairs list {pairs}, line 3: the {column} column holds a NUL byte (\\x00), "
+        "which no file or folder name can hold; the list is damaged or not plain text: "
+        "remove the byte, or save the list again as a UTF-8 CSV file"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_name_starting_with_a_dot_is_refused(tmp_path: Path) -> None:
+    # ".hidden" was accepted: a hidden output folder, named as staging folders are
+    (tmp_path / "list.csv").write_text("science,template,name\na.fits,b.fits,.hidden\n")
+    with pytest.raises(InputError, match=r"line 2: name '.hidden' starts with '.', which makes"):
+        read_pairs_csv(tmp_path / "list.csv")
+
+
 def test_batch_refuses_an_output_that_is_a_file_or_a_summarys_name(tmp_path: Path, capsys) -> None:
     sci, tmpl = demo_pair()
     (tmp_path / "pairs.csv").write_text(f"science,template,name\n{sci},{tmpl},summary.ecsv\n")

@@ -326,6 +326,10 @@ def test_a_folder_in_the_way_fails_with_advice_that_works(tmp_path: Path) -> Non
     error = plan.kept["a"]["error"]
     assert str(out / "a") in error and "metadata.json is missing" in error
     assert "rerun with --overwrite --retry-failed" in error
+    # a folder of the user's is not called another run's outputs (it contradicted itself:
+    # "holds another run's outputs (... is not a diffviewer output folder)")
+    assert "another run's outputs" not in error
+    assert "holds files this batch cannot read as a run's outputs" in error
     err = io.StringIO()
     with contextlib.redirect_stderr(err):  # said as a failure while running is
         code = cli.main(["batch", str(tmp_path / "pairs.csv"), "--out", str(out), *QUICK])

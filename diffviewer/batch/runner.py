@@ -224,7 +224,9 @@ def _in_the_way(
     Another run's outputs (other inputs, config or products): ``refused``, the row read
     from them, so a rerun with the config left off no longer turned complete pairs into
     failures with NaN figures and dropped their verdicts; ``--overwrite`` replaces them.
-    Anything else (not readable as outputs of this version): ``failed``, ``input``.
+    Anything else (not readable as outputs of this version: the user's own folder, say):
+    ``failed``, ``input``, saying so (it was called "another run's outputs (... is not a
+    diffviewer output folder)").
     """
     try:
         row = row_of_outputs(name, science, template, folder, "refused", strict=False)
@@ -235,8 +237,10 @@ def _in_the_way(
             template,
             folder,
             digest,
-            f"output folder {folder} holds another run's outputs ({reason}); rerun with "
-            "--overwrite --retry-failed to replace them, or give the pair another name",
+            f"output folder {folder} holds files this batch cannot read as a run's outputs "
+            f"({reason}); give the pair another name (the list's name column), or rerun "
+            "with --overwrite --retry-failed to write its outputs there (files of the names "
+            "a run writes are replaced, others kept)",
         )
     error = (
         f"not run: output folder {folder} holds another run's outputs ({reason}), which this "

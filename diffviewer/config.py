@@ -910,10 +910,8 @@ def _same_value(a: Any, b: Any) -> bool:
     """Whether two TOML values are one (NaN is NaN; 2 is 2.0; a string is not a number)."""
     if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
         return True
-    return (
-        (type(a) is type(b)
-        and a == b)
-        or (isinstance(a, int | float) and isinstance(b, int | float) and a == b)
+    return (type(a) is type(b) and a == b) or (
+        isinstance(a, int | float) and isinstance(b, int | float) and a == b
     )
 
 

@@ -643,7 +643,8 @@ def sky_source_check(table: Table) -> SkySourceCheck:
         for name in table.colnames
         if name.startswith("ap_flux_") and f"{name}_err" in table.colnames
     }
-    chi2 = np.asarray(table["psf_chi2"][blank], dtype=np.float64)
+    # a catalog written before the column (a saved run read back) has no baseline
+    chi2 = np.asarray(table["psf_chi2"][blank] if "psf_chi2" in table.colnames else [], float)
     chi2 = chi2[np.isfinite(chi2)]
     baseline = float(np.median(chi2)) if chi2.size else float("nan")
     if pulls.size < 2:

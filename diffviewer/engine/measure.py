@@ -65,7 +65,7 @@ from diffviewer.engine.columns import (
 from diffviewer.engine.detect import Detections
 from diffviewer.engine.dipole import fit_dipole, is_dipole
 from diffviewer.engine.ids import make_id_factory
-from diffviewer.engine.photometry import PsfModel, forced_psf_flux, psf_chi2
+from diffviewer.engine.photometry import PsfModel, forced_psf_fit, forced_psf_flux
 from diffviewer.engine.progress import Reporter
 from diffviewer.engine.psf_fit import Cutout, fit_position
 from diffviewer.engine.subtract import template_planes
@@ -492,11 +492,8 @@ def measure_sources(
     for k in range(n):
         if k % 500 == 0:
             reporter.update(0.85 + 0.1 * k / max(n, 1))
-        cols["psf_flux"][k], cols["psf_flux_err"][k] = forced_psf_flux(
+        cols["psf_flux"][k], cols["psf_flux_err"][k], cols["psf_chi2"][k] = forced_psf_fit(
             difference.image, difference.variance, usable, model, xs[k], ys[k]
-        )
-        cols["psf_chi2"][k] = psf_chi2(
-            difference.image, difference.variance, usable, model, xs[k], ys[k], cols["psf_flux"][k]
         )
         cols["sci_psf_flux"][k], cols["sci_psf_flux_err"][k] = forced_psf_flux(
             science.image,

@@ -269,7 +269,58 @@ def forced_psf_flux(
     flux, err : float
         Flux and its 1-sigma error (image units); NaN when no usable pixel overlaps.
     """
-    psf, x0, y0 = model.stamp(x, y)
+    return _stamp_flux(image, variance, usable, model.stamp(x, y), background)
+
+
+#: Radius (in the PSF's FWHM) of the pixels :func:`forced_psf_fit`'s chi^2 sums over: a
+#: Gaussian's 99.8 % of light, its core and wing, where a residual of another shape than
+#: the PSF (a dipole, a galaxy's core, a ring) differs from it most.
+CHI2_RADIUS_FWHM = 1.5
+
+
+def forced_psf_fit(
+    image: np.ndarray,
+    variance: np.ndarray,
+    usable: np.ndarray,
+    model: PsfModel,
+    x: float,
+    y: float,
+) -> tuple[float, float, float]:
+    """:func:`forced_psf_flux` on an image without a background, and how well the PSF
+    times that flux fits the image near (x, y) (one PSF stamp made for both).
+
+    Parameters
+    ----------
+    image, variance, usable : numpy.ndarray
+        As :func:`forced_psf_flux`'s.
+    model : PsfModel
+        The PSF.
+    x, y : float
+        Position (0-based px).
+
+    Returns
+    -------
+    flux, err, chi2 : float
+        Flux and error (:func:`forced_psf_flux`), and ``sum((d - flux p)^2 / v) / (n -
+        1)`` over the ``n`` usable pixels with a positive variance within
+        :data:`CHI2_RADIUS_FWHM` FWHM of (x, y): about 1 for a point source on noise the
+        variance describes; NaN with fewer than two such pixels or a NaN flux.
+    """
+    stamp = model.stamp(x, y)
+    flux, err = _stamp_flux(image, variance, usable, stamp, None)
+    radius = CHI2_RADIUS_FWHM * model.fwhm
+    return flux, err, _stamp_chi2(image, variance, usable, stamp, (x, y, radius), flux)
+
+
+def _stamp_flux(
+    image: np.ndarray,
+    variance: np.ndarray,
+    usable: np.ndarray,
+    stamp: tuple[np.ndarray, int, int],
+    background: Callable[[tuple[slice, slice]], np.ndarray] | None,
+) -> tuple[float, float]:
+    """:func:`forced_psf_flux` with the PSF's stamp made (:meth:`PsfModel.stamp`)."""
+    psf, x0, y0 = stamp
     cut = overlap(image.shape, x0, y0, *psf.shape)
     nan = float("nan")
     if cut is None:
@@ -293,53 +344,38 @@ def forced_psf_flux(
     return flux, float(np.sqrt(var)) if var > 0 else nan
 
 
-#: Radius (in the PSF's FWHM) of the pixels :func:`psf_chi2` sums over: a Gaussian's
-#: 99.8 % of light, its core and wing, where a residual of another shape than the PSF
-#: (a dipole, a galaxy's core, a ring) differs from it most.
-CHI2_RADIUS_FWHM = 1.5
-
-
-def psf_chi2(
+def _stamp_chi2(
     image: np.ndarray,
     variance: np.ndarray,
     usable: np.ndarray,
-    model: PsfModel,
-    x: float,
-    y: float,
+    stamp: tuple[np.ndarray, int, int],
+    circle: tuple[float, float, float],
     flux: float,
 ) -> float:
-    """Reduced chi^2 of ``flux`` times the PSF at (x, y) against the image near it.
-
-    Parameters
-    ----------
-    image, variance, usable : numpy.ndarray
-        The image, its variance and the pixels that enter (as :func:`forced_psf_flux`'s).
-    model : PsfModel
-        The PSF.
-    x, y : float
-        Position (0-based px).
-    flux : float
-        The source's PSF flux (:func:`forced_psf_flux`).
-
-    Returns
-    -------
-    float
-        ``sum((d - flux p)^2 / v) / (n - 1)`` over the ``n`` usable pixels with a positive
-        variance within :data:`CHI2_RADIUS_FWHM` FWHM of (x, y): about 1 for a point
-        source on noise the variance describes; NaN with fewer than two such pixels or
-        a NaN flux.
-    """
-    psf, x0, y0 = model.stamp(x, y)
-    cut = overlap(image.shape, x0, y0, *psf.shape)
+    """Reduced chi^2 of ``flux`` times the stamp's PSF within ``circle`` (x, y, radius;
+    px) on the usable pixels with a positive variance (:func:`forced_psf_fit`)."""
+    psf, x0, y0 = stamp
+    x, y, radius = circle
+    # only the stamp's rows and columns within the circle
+    c0, c1 = (
+        max(int(np.ceil(x - radius)), x0),
+        min(int(np.floor(x + radius)) + 1, x0 + psf.shape[1]),
+    )
+    r0, r1 = (
+        max(int(np.ceil(y - radius)), y0),
+        min(int(np.floor(y + radius)) + 1, y0 + psf.shape[0]),
+    )
+    cut = overlap(image.shape, c0, r0, max(r1 - r0, 0), max(c1 - c0, 0))
     if cut is None or not np.isfinite(flux):
         return float("nan")
     (iy, ix), (sy, sx) = cut
     rows, cols = np.ogrid[iy, ix]
-    near = (cols - x) ** 2 + (rows - y) ** 2 <= (CHI2_RADIUS_FWHM * model.fwhm) ** 2
+    near = (cols - x) ** 2 + (rows - y) ** 2 <= radius**2
     v = variance[iy, ix]
     take = near & usable[iy, ix] & (v > 0)
     n = int(np.count_nonzero(take))
     if n < 2:
         return float("nan")
-    r = image[iy, ix][take] - flux * psf[sy, sx][take]
+    p = psf[r0 - y0 :, c0 - x0 :][sy, sx]
+    r = image[iy, ix][take] - flux * p[take]
     return float(np.einsum("i,i->", r / v[take], r, dtype=np.float64)) / (n - 1)

@@ -600,6 +600,10 @@ def _main_batch(argv: Sequence[str], prog: str) -> int:
         raise InputError(f"--workers {args.workers}: give at least 1 worker")
     # Every path absolute on this side: the workers may run in another folder.
     config = with_absolute_paths(effective_config(args.config, args.overrides))
+    if config.candidates.source_list:  # checked once here, not failed pair by pair
+        from diffviewer.star_list import read_star_list
+
+        read_star_list(config.candidates.source_list)
     read = [args.pairs, *([args.config] if args.config else [])]
     options = BatchOptions(
         out=Path(args.out).expanduser().resolve(),

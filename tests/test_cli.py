@@ -677,3 +677,17 @@ def test_an_empty_config_option_is_refused(capsys) -> None:
     assert cli.main(["config", "--config", ""]) == cli.EXIT_ERROR
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "--config is empty" in err
+
+
+def test_a_batch_refuses_a_bad_star_list_before_any_pair_runs(tmp_path: Path, capsys) -> None:
+    # Each pair failed on it in turn, after its images were read; the list is the
+    # config's, one for every pair: said once, nothing made.
+    sci, tmpl = demo_pair()
+    (tmp_path / "pairs.csv").write_text(f"science,template\n{sci},{tmpl}\n{sci},{tmpl}\n")
+    (tmp_path / "stars.csv").write_text("x,y\n")
+    args = ["batch", str(tmp_path / "pairs.csv"), "--out", str(tmp_path / "o")]
+    setting = ["--set", f'candidates.source_list="{tmp_path / "stars.csv"}"']
+    assert cli.main([*args, *setting]) == cli.EXIT_ERROR
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "stars.csv: 0 stars" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pairs.csv", "stars.csv"]

@@ -892,11 +892,14 @@ def override_tables(overrides: Sequence[str]) -> dict[str, dict[str, Any]]:
     Raises
     ------
     ConfigError
-        When an override is malformed, or a field is given two values (2 and 2.0 are one).
+        When an override is malformed or names no field (said as the --set's, not as a
+        config file's), or a field is given two values (2 and 2.0 are one).
     """
     merged: dict[str, dict[str, Any]] = {}
     for text in overrides:
         section, name, value = parse_override(text)
+        if section not in SECTION_TYPES or name not in _field_names(SECTION_TYPES[section]):
+            from_dict({section: {name: value}})  # raises: the --set names no field
         given = merged.setdefault(section, {})
         if name in given and not _same_value(given[name], value):
             raise ConfigError(
@@ -907,12 +910,12 @@ def override_tables(overrides: Sequence[str]) -> dict[str, dict[str, Any]]:
 
 
 def _same_value(a: Any, b: Any) -> bool:
-    """Whether two TOML values are one (NaN is NaN; 2 is 2.0; a string is not a number)."""
+    """Whether two TOML values are one (NaN is NaN; 2 is 2.0; a string is not a number,
+    nor is true 1)."""
     if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
         return True
-    return (type(a) is type(b) and a == b) or (
-        isinstance(a, int | float) and isinstance(b, int | float) and a == b
-    )
+    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (a, b))
+    return (type(a) is type(b) or numbers) and a == b
 
 
 def field_specs(section: str) -> list[dataclasses.Field[Any]]:

@@ -670,6 +670,9 @@ def test_set_values_mend_a_config_file_before_it_is_checked(tmp_path: Path) -> N
     assert (mended.score.method, mended.detection.detect_on) == ("none", "difference")
     with pytest.raises(ConfigError, match=r"crossfield\.toml with the --set values"):
         cli.effective_config(str(path), ["kernel.spatial_order=1"])
+    # a --set naming no field is the --set's mistake, not the file's
+    with pytest.raises(ConfigError, match=r"^unknown config section \[kernal\]"):
+        cli.effective_config(str(path), ["kernal.spatial_order=1"])
 
 
 def test_an_empty_config_option_is_refused(capsys) -> None:

@@ -155,3 +155,6 @@ def test_one_value_written_two_ways_is_given_once() -> None:
     assert c.kernel.width_ratio == 2.0
     with pytest.raises(ConfigError, match="given twice"):
         cfg.apply_overrides(cfg.SubtractionConfig(), ["score.method=al", "score.method=zogy"])
+    # true is no 1 (bool is an int in Python: the pair passed as one value)
+    with pytest.raises(ConfigError, match="given twice"):
+        cfg.apply_overrides(cfg.SubtractionConfig(), ["kernel.wing=true", "kernel.wing=1"])

@@ -755,10 +755,6 @@ class ABPanel(QWidget):
         else:
             self.release_requested.emit()
 
-    def kept(self) -> bool:
-        """Whether A is a kept run (Keep A is checked)."""
-        return self.keep_button.isChecked()
-
     def level_image(self) -> np.ndarray | None:
         """The difference A's display levels are computed on: run A's (the left view may
         show B's while blinking), else B's while there is no A."""

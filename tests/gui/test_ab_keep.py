@@ -45,7 +45,11 @@ def test_a_kept_run_stays_a_for_later_runs_until_released(qtbot, demo_window: Ma
     assert ab.keep_b_button.isEnabled() and window.menus.keep_action.isEnabled()
     # Run > Keep this run as A: it is A at once, B waits for the next run
     window.menus.keep_action.trigger()
-    assert window.kept is reference and ab.kept() and _tab_text(window) == "A/B (A kept)"
+    assert (
+        window.kept is reference
+        and ab.keep_button.isChecked()
+        and _tab_text(window) == "A/B (A kept)"
+    )
     assert ab.a.title_text == f"A: kept run, config {ref_digest}"
     assert ab.b.data is None and ab.b.title_text == "B: (the next run)"
     _shows(window, "a", reference)
@@ -65,10 +69,10 @@ def test_a_kept_run_stays_a_for_later_runs_until_released(qtbot, demo_window: Ma
     _shows(window, "a", reference)
     _shows(window, "b", latest)
     assert _rows(window) == [("detection.threshold", default_threshold, "9.0")]
-    assert _tab_text(window) == "A/B (A kept)" and ab.kept()
+    assert _tab_text(window) == "A/B (A kept)" and ab.keep_button.isChecked()
     # released (Keep A unchecked on the tab): A is the previous run again
     ab.keep_button.click()
-    assert window.kept is None and not ab.kept() and _tab_text(window) == "A/B"
+    assert window.kept is None and not ab.keep_button.isChecked() and _tab_text(window) == "A/B"
     assert ab.a.title_text == f"A: previous run, config {second.result.config.digest()}"
     _shows(window, "a", second)
     _shows(window, "b", latest)
@@ -76,7 +80,7 @@ def test_a_kept_run_stays_a_for_later_runs_until_released(qtbot, demo_window: Ma
     assert window.menus.keep_action.isEnabled() and not window.menus.release_action.isEnabled()
     # Keep A keeps the run A shows (the previous one); the next run is compared with it
     ab.keep_button.click()
-    assert window.kept is second and ab.kept()
+    assert window.kept is second and ab.keep_button.isChecked()
     assert ab.a.title_text == f"A: kept run, config {second.result.config.digest()}"
     window.params.set_value("detection", "threshold", 10.0)
     run(qtbot, window)
@@ -88,7 +92,7 @@ def test_a_kept_run_stays_a_for_later_runs_until_released(qtbot, demo_window: Ma
     science = make_pair((160, 160), n_stars=40, seed=5, transients=[(80.0, 70.0, 3e4)])
     run(qtbot, window, Pair(science.science, science.template, "synthetic"))
     assert window.kept is None and window.previous is None
-    assert not ab.kept() and _tab_text(window) == "A/B"
+    assert not ab.keep_button.isChecked() and _tab_text(window) == "A/B"
     assert ab.a.data is None and ab.a.title_text == "A: (no previous run)"
     _shows(window, "b", window.outcome)
     assert not window.menus.release_action.isEnabled()
@@ -110,7 +114,7 @@ def test_keep_b_as_a_keeps_the_run_on_screen_with_a_level_mode_chosen_for_a(
     second = window.outcome
     # the run on screen; A's levels are computed again, on it, for the mode chosen
     finish(qtbot, window, "levels:A/B", ab.keep_b_button.click)
-    assert window.kept is second and ab.b.data is None and ab.kept()
+    assert window.kept is second and ab.b.data is None and ab.keep_button.isChecked()
     _shows(window, "a", second)
     window.params.set_value("detection", "threshold", 9.0)
     finish(qtbot, window, "levels:A/B", window.run)

@@ -269,7 +269,7 @@ def test_a_saved_run_kept_as_a_stays_a_for_later_runs(qtbot, batch_dir, tmp_path
             win.params.set_value("detection", "threshold", threshold)
             finish(qtbot, win, "run", win.run)
         assert win.outcome.result.config.detection.threshold == 9.0
-        assert win.kept is saved and ab.kept()
+        assert win.kept is saved and ab.keep_button.isChecked()
         assert ab.a.title_text == f"A: kept saved run copy, config {digest}"
         np.testing.assert_array_equal(
             ab.a.data, display.display_array(saved.result.difference.image)

@@ -536,8 +536,10 @@ class ReviewWindow(QMainWindow):
         self.preview.load(row)
 
     def _hide_preview(self) -> None:
-        """Hide the view of a folder of the difference alone (another pair is selected)."""
+        """Hide the view of a folder of the difference alone (another pair is selected),
+        letting its arrays go."""
         self.jobs.cancel_all()
+        self.preview.clear()
         self.preview.hide()
 
     def rerun_current(self) -> None:
@@ -568,6 +570,7 @@ class ReviewWindow(QMainWindow):
     def closeEvent(self, event: QCloseEvent | None) -> None:
         """Close once the worker's threads have ended (reading a folder ends quickly)."""
         self.jobs.shutdown()
+        self.preview.clear()
         super().closeEvent(event)
 
     # ----------------------------------------------------------------- verdicts
@@ -611,6 +614,11 @@ class ReviewWindow(QMainWindow):
                 self.status_label.setText(f"cannot export: {exc}")
 
 
+def _forget(window: MainWindow, review: ReviewWindow) -> None:
+    """Drop a review window the inspector opened once it is deleted."""
+    window.review_windows = [w for w in window.review_windows if w is not review]
+
+
 def open_batch_dialog(window: MainWindow) -> ReviewWindow | None:
     """File > Open batch…: choose a batch folder and open its review window."""
     folder = QFileDialog.getExistingDirectory(window, "Open batch (a folder with summary.ecsv)")
@@ -621,7 +629,11 @@ def open_batch_dialog(window: MainWindow) -> ReviewWindow | None:
     except InputError as exc:
         window.report_problem(exc, "Cannot open the batch")
         return None
+    # Deleted when closed, and forgotten by the inspector then: a closed review window
+    # kept its last preview's difference for the session (~220 MB at 4096^2).
+    review.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
     window.review_windows.append(review)
+    review.destroyed.connect(lambda *_: _forget(window, review))
     review.show()
     return review
 

@@ -221,11 +221,12 @@ class DifferencePreview(QWidget):
     def load(self, row: Mapping[str, Any]) -> None:
         """Read a pair's folder (its summary row's ``output``) in the worker and show it."""
         self._row = dict(row)
-        self._clear(f"<b>{row['name']}</b>: reading its difference…")
+        self.clear(f"<b>{row['name']}</b>: reading its difference…")
         self.jobs.submit(READ_LANE, difference_view_job(Path(row["output"])))
 
-    def _clear(self, heading: str) -> None:
-        """Show nothing of the last pair, under ``heading``."""
+    def clear(self, heading: str = "") -> None:
+        """Show nothing of the last pair, under ``heading``, and hold none of its arrays
+        (the difference, its display image, the catalog)."""
         self.jobs.cancel(LEVELS_LANE, notify=False)
         self.shown = None
         self.heading.setText(heading)
@@ -251,7 +252,7 @@ class DifferencePreview(QWidget):
 
     def show_problem(self, name: str, message: str) -> None:
         """Say why a pair's folder cannot be shown."""
-        self._clear(f"<b>{name}</b>: its folder cannot be shown")
+        self.clear(f"<b>{name}</b>: its folder cannot be shown")
         self.inputs.setText(message)
         self.inputs.setStyleSheet(PROBLEM_STYLE)
 

@@ -209,3 +209,28 @@ def test_a_warped_templates_pair_is_its_input_files() -> None:
     assert recorded_specs(metadata) == ("/d/sci.fits", "/d/tmpl.fits")
     metadata["warp"]["pieces"].append({"source": "/d/tmpl2.fits[1]"})
     assert recorded_specs(metadata) == ("/d/sci.fits", "/d/tmpl.fits;/d/tmpl2.fits[1]")
+
+
+def test_a_preview_lets_its_arrays_go_when_hidden_or_closed(
+    qtbot, night, inspector, monkeypatch
+) -> None:
+    # A review colleague found the hidden preview holding the difference, its display
+    # image and the catalog, and each review window the inspector opened kept for the
+    # session after its close (~220 MB at 4096^2).
+    from PyQt6.QtWidgets import QFileDialog
+
+    from diffviewer.gui.batch_review import open_batch_dialog
+
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: str(night))
+    review = open_batch_dialog(inspector)
+    assert review is not None and inspector.review_windows == [review]
+    preview = review.preview
+    _select(qtbot, review, "kept")
+    assert preview.shown is not None and preview.panel.data is not None
+    review.reload()  # the selection goes with the rows: so does the preview
+    assert preview.shown is None and preview.panel.data is None
+    assert preview.catalog.model.rowCount() == 0
+    _select(qtbot, review, "kept")
+    with qtbot.waitSignal(review.destroyed, timeout=5000):
+        review.close()
+    assert inspector.review_windows == []

@@ -182,12 +182,28 @@ def require_file(path: Path, role: str) -> None:
     InputError
         Naming the path and what to do.
     """
+    problem = file_problem(path)
+    if problem == DOES_NOT_EXIST:
+        raise InputError(f"{role} file {path} {problem}; check the path")
+    if problem is not None:
+        raise InputError(f"{role} {path} {problem}; give a FITS file")
+
+
+#: What :func:`file_problem` says of a path that names nothing.
+DOES_NOT_EXIST = "does not exist"
+
+
+def file_problem(path: Path) -> str | None:
+    """Why ``path`` is no file to read ("does not exist", "is a folder, not a file", "is
+    not a file": a device, a socket), or None: the one check of every file an input
+    names (images, star lists, a saved run's recorded inputs)."""
     if not path.exists():
-        raise InputError(f"{role} file {path} does not exist; check the path")
+        return DOES_NOT_EXIST
     if path.is_dir():
-        raise InputError(f"{role} {path} is a folder, not a file; give a FITS file")
+        return "is a folder, not a file"
     if not path.is_file():
-        raise InputError(f"{role} {path} is not a file; give a FITS file")
+        return "is not a file"
+    return None
 
 
 #: The file that makes a folder a saved run's (:mod:`diffviewer.results`).

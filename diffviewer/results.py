@@ -42,6 +42,7 @@ from diffviewer.outputs import DIAGNOSTIC_SAMPLES, OUTPUT_NAMES, PRODUCTS
 from diffviewer.paths import (
     METADATA,
     TEMPLATE_SEPARATOR,
+    file_problem,
     input_file_states,
     parse_spec,
     require_run_folder,
@@ -967,7 +968,7 @@ def recorded_run(out_dir: str | Path) -> RecordedRun:
         ("star list (candidates.source_list)", path, "config.toml") for path in config_files(config)
     ]
     for role, path, named_in in files:
-        cause = _missing_cause(path)
+        cause = file_problem(path)
         if cause is not None:
             raise InputError(
                 f"the {role} {path}, named in {out / named_in}, {cause} (moved, renamed or "
@@ -976,14 +977,3 @@ def recorded_run(out_dir: str | Path) -> RecordedRun:
                 f"--config {out / 'config.toml'})"
             )
     return RecordedRun(out, science, template, config, changed_input(meta))
-
-
-def _missing_cause(path: Path) -> str | None:
-    """Why ``path`` is not a file to read (does not exist, is a folder, ...), or None."""
-    if not path.exists():
-        return "does not exist"
-    if path.is_dir():
-        return "is a folder, not a file"
-    if not path.is_file():
-        return "is not a file"
-    return None

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from diffviewer.errors import InputError
+from diffviewer.paths import DOES_NOT_EXIST, file_problem
 
 #: The config field that names the list, as every message gives it.
 FIELD = "candidates.source_list"
@@ -70,15 +71,14 @@ def require_star_list_file(path: str | Path) -> Path:
         Naming the field, the path and what to do.
     """
     p = Path(path).expanduser()
-    if not p.exists():
+    problem = file_problem(p)
+    if problem == DOES_NOT_EXIST:
         raise InputError(
-            f"{FIELD} {p} does not exist (a relative path is from the folder the command "
+            f"{FIELD} {p} {problem} (a relative path is from the folder the command "
             f"runs in, {Path.cwd()}); check the path, {OR_NONE}"
         )
-    if p.is_dir():
-        raise InputError(f"{FIELD} {p} is a folder, not a file; {WANTED}")
-    if not p.is_file():
-        raise InputError(f"{FIELD} {p} is not a regular file; {WANTED}")
+    if problem is not None:
+        raise InputError(f"{FIELD} {p} {problem}; {WANTED}")
     return p
 
 

@@ -334,7 +334,9 @@ class KernelConfig:
         True,
         "Add a wing function to the basis: the Moffat profile fitted to the target image's "
         "PSF, and size the kernel to hold 99.8 % of its flux, when at least 30 stamps are "
-        "fitted (Gaussians alone cut the wings of seeing PSFs and bias the kernel sum low).",
+        "fitted (Gaussians alone cut the wings of seeing PSFs and bias the kernel sum low); "
+        "with fewer, the wing the target's profile has beyond the convolved image's, its "
+        "amplitude fixed by the two PSFs' fitted profiles (metadata.json says which).",
     )
     fit_region: str = param(
         "choose",

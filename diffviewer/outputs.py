@@ -7,6 +7,7 @@ timings, coverage, what was estimated and the figures of merit.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import json
 import math
@@ -239,6 +240,10 @@ def build_metadata(
                 "fitted": fitted_on_stars(int(np.sum(status == "GOOD")), result.config.kernel),
             },
             "photometric_scale": fit.photometric_scale,
+            # The Moffat wing of the kernel (engine.kernel_basis): weight null when the
+            # stamps fitted its amplitude, else its amplitude per unit kernel sum as the
+            # two PSFs fixed it with too few stamps (engine.kernel_spread); null without.
+            "wing": None if fit.solution.wing is None else dataclasses.asdict(fit.solution.wing),
             # The roughness prior's strength, in mean stamps (engine.kernel_prior).
             "regularization": _finite(fit.regularization),
             # The two images' noise on sky and the kernel fit's allowance for it

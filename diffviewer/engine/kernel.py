@@ -6,6 +6,8 @@ data flows:
 
 1. :mod:`kernel_direction`: which image to convolve (expected difference noise, PSFs);
 2. :mod:`kernel_basis`: the Alard-Lupton basis with its wing, kernel size, fit region;
+   :mod:`kernel_spread`: with too few stamps for the wing function, the wing fixed by
+   the PSFs, spread over the convolved image before the fit and over the kernel after;
 3. :mod:`kernel_design`: stamps around the candidates, and their designs (each source
    stamp convolved with every basis function); a star whose source stamp holds light
    that only the source image has, as bright as the star, is not fitted
@@ -46,6 +48,7 @@ from diffviewer.engine.background import SkyBackground
 from diffviewer.engine.candidates import APERTURE_FWHM, CandidateSet
 from diffviewer.engine.columns import KERNEL_STAR_COLUMNS, describe
 from diffviewer.engine.kernel_basis import (
+    WING_MIN_STAMPS,
     BasisPlan,
     make_basis,
     plan_basis,
@@ -69,6 +72,12 @@ from diffviewer.engine.kernel_prior import HeldOut, HeldOutSetting
 from diffviewer.engine.kernel_region import RegionChoice, choose_region
 from diffviewer.engine.kernel_solution import KernelFit, KernelSolution
 from diffviewer.engine.kernel_spatial import fit_spatial, jackknife_error, usable_orders
+from diffviewer.engine.kernel_spread import (
+    spread_basis,
+    spread_image,
+    spread_solution,
+    wing_spread,
+)
 from diffviewer.engine.kernel_stamps import fit_stamps
 from diffviewer.engine.kernel_star_sums import star_kernel_sums
 from diffviewer.engine.kernel_sum_order import SumOrderChoice, choose_sum_order
@@ -313,6 +322,9 @@ def fit_kernel(
     whole = plan_basis(src_psf, tgt_psf, config, int(np.sum(~control)))
     plan, cut = _stamp_plan(whole, shape)
     basis = plan.basis(config.degrees)
+    spread = None
+    if whole.wing is None:
+        spread = wing_spread(src_psf, tgt_psf, plan.sigmas, config, size_cap(shape) - plan.size + 1)
     nb = basis.shape[0]
     for name, est in (("science", sci_psf), ("template", tmpl_psf)):
         if est.source == "default":
@@ -324,8 +336,11 @@ def fit_kernel(
     table = candidates.table.copy(copy_data=True)
     x = np.asarray(table["x"], dtype=float)
     y = np.asarray(table["y"], dtype=float)
-    stamp_basis = frozen(basis)
-    stamps = build_stamps(source, target, x, y, basis.shape[-1], plan.fit_half)
+    # With a spread, the stamps' own kernels apply to the spread image: on the spread
+    # basis, to the image itself.
+    stamp_basis = frozen(basis) if spread is None else spread_basis(basis, spread[1])
+    fitted = source if spread is None else spread_image(source, spread[1])
+    stamps = build_stamps(fitted, target, x, y, basis.shape[-1], plan.fit_half)
     fwhm = max(sci_psf.fwhm, tmpl_psf.fwhm)
     core_half = None if config.fit_region == "whole" else plan.core_half
     # A star beside light on the convolved image only is not fitted (nor read, as a
@@ -363,7 +378,8 @@ def fit_kernel(
             f"only {n_good} kernel stamps passed their own fits' cuts: spatial order "
             f"lowered to {order} (kernel) and {bg_order} (background)"
         )
-    if not fitted_on_stars(n_good, config):
+    on_stars = fitted_on_stars(n_good, config)
+    if not on_stars:
         solution, why = _fallback_solution(
             science,
             template,
@@ -503,6 +519,14 @@ def fit_kernel(
     n_good = int(np.sum(status == "GOOD"))
     if 0 < n_good < 10:
         notes.append(f"only {n_good} good kernel stamps: the kernel is poorly constrained")
+    if spread is not None and on_stars:
+        wing, _ = spread
+        solution = spread_solution(solution, *spread)
+        notes.append(
+            f"the kernel's wing (Moffat beta {wing.beta:.2f}) is fixed by the two PSFs at "
+            f"{wing.weight:.4f} per unit kernel sum: fewer than {WING_MIN_STAMPS} stamps "
+            "to fit it"
+        )
     table["status"] = status.astype(str)
     table["reason"] = reason.astype(str)
     table["chi2"] = chi2

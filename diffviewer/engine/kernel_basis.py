@@ -15,7 +15,8 @@ and the kernel is made wide enough to hold :data:`WING_ENCLOSED` of the fitted p
 flux (:func:`kernel_size`), with a fit region of :data:`FIT_HALF_FWHM`, widened to
 where the model of a star reaches (:func:`wing_fit_half`). The wing needs
 stamps to constrain it: with fewer than :data:`WING_MIN_STAMPS` the basis is the
-Gaussians alone.
+Gaussians alone, and the wing's amplitude per unit kernel sum is fixed by the two PSFs'
+fitted profiles instead (:mod:`kernel_spread`).
 
 The first basis function is normalised to sum 1 and all others are made to sum to zero, so
 the kernel sum (the photometric scale) is carried by the first coefficient alone; the
@@ -63,6 +64,7 @@ CORE_FIT_HALF_FWHM = 3.0
 #: region they bring) to be used: with the 10 stamps of the 256 px DECam demo stacks, a
 #: 41 px kernel with its wing left a -31 sigma lobe on the transient's host galaxy (SFFT:
 #: -16), the Gaussian basis alone -7.
+#: With fewer, the PSFs fix the wing (:mod:`kernel_spread`).
 WING_MIN_STAMPS = 30
 
 #: Share of the fitted wing profile's flux the kernel holds (sets its size). On the Moffat
@@ -84,10 +86,19 @@ class Wing:
         Core width (px).
     beta : float
         Index (the profile falls as ``r^(-2 beta)``).
+    weight : float or None
+        None when the stamps fit the wing's amplitude (a basis function of its own); else
+        the amplitude per unit kernel sum the two PSFs' profiles fix (:mod:`kernel_spread`).
     """
 
     alpha: float
     beta: float
+    weight: float | None = None
+
+    def profile(self, size: int) -> np.ndarray:
+        """The profile on a ``size`` x ``size`` grid centred on its middle pixel."""
+        r = np.arange(size, dtype=float) - size // 2
+        return (1.0 + (r[:, None] ** 2 + r[None, :] ** 2) / self.alpha**2) ** (-self.beta)
 
     def radius(self, enclosed: float) -> float:
         """Radius (px) holding ``enclosed`` of the profile's flux: ``1 - (1 + R^2/a^2)^(1-b)``."""
@@ -228,7 +239,7 @@ def make_basis(
             for j in range(d + 1):
                 raw.append(g * (xx / half) ** (d - j) * (yy / half) ** j)
     if wing is not None:
-        raw.append((1.0 + (xx**2 + yy**2) / wing.alpha**2) ** (-wing.beta))
+        raw.append(wing.profile(size))
     first = raw[0] / raw[0].sum()
     rest = [b - b.sum() * first for b in raw[1:]]
     ortho: list[np.ndarray] = []

@@ -74,7 +74,8 @@ class KernelSolution:
     degrees : tuple of int
         Polynomial degree of each Gaussian.
     wing : Wing or None
-        The Moffat wing function's profile, when the basis has one.
+        The Moffat wing function's profile, when the basis has one, or the wing the
+        basis images were spread with (its ``weight`` set; :mod:`kernel_spread`).
     """
 
     basis: np.ndarray
@@ -99,6 +100,11 @@ class KernelSolution:
             ""
             if self.wing is None
             else f", Moffat wing alpha={self.wing.alpha:.2f} px beta={self.wing.beta:.2f}"
+            + (
+                ""
+                if self.wing.weight is None
+                else f" fixed by the PSFs at {self.wing.weight:.4f} per unit sum"
+            )
         )
         return (
             f"Alard-Lupton: {len(self.sigmas)} Gaussians sigma=[{sig}] px, degrees "
@@ -212,7 +218,7 @@ class KernelFit:
         except when the held-out stars chose lower degrees for the spatial fit
         (:attr:`degree_choice`), or too few stamps were good and the kernel fell back to
         one derived from the PSFs on a basis of its own (without the wing the stamps'
-        basis may hold).
+        basis may hold). With a spread wing (:mod:`kernel_spread`) both are spread.
     fit_half : int
         Half-width (px) of each stamp's fit region.
     direction : Direction

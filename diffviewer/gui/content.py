@@ -174,9 +174,9 @@ def effective_values(result: Any) -> dict[str, Any]:
     dict of str to Any
         By ``section.name``: the image convolved (``kernel.mode``; 'auto' chooses it), the
         kernel's and background's spatial orders (lowered with few kernel stamps), the
-        basis's degrees (chosen by the held-out stars) and whether it has the wing (left
-        out with few stamps), the kernel sum's order (chosen for -1, capped at the
-        kernel's), and where the held-out stars chose them the fit region and the
+        basis's degrees (chosen by the held-out stars) and whether it has the wing (fixed
+        by the PSFs or left out with few stamps), the kernel sum's order (chosen for -1,
+        capped at the kernel's), and where the held-out stars chose them the fit region and the
         roughness prior's strength.
     """
     fit = result.kernel
@@ -185,7 +185,7 @@ def effective_values(result: Any) -> dict[str, Any]:
         "kernel.spatial_order": fit.solution.spatial_order,
         "kernel.background_order": fit.solution.background_order,
         # chosen by the stars held out (kernel.degree_steps), or capped for a kernel fitted
-        # to the PSFs alone; the wing left out with too few stamps to fit it
+        # to the PSFs alone; the wing left out, or fixed by the PSFs, with too few stamps
         "kernel.degrees": [int(d) for d in fit.solution.degrees],
         "kernel.wing": fit.solution.wing is not None,
     }

@@ -58,8 +58,9 @@ def wing_spread(
     The profiles, not the PSF images, because a stack of a few stars is noisy where the
     wing is faint: on four 300^2 Moffat pairs of 25 stars (template FWHM 2.8 px; 0.0313
     from the true PSFs) the images gave -0.0005 to 0.058, the profiles 0.0300-0.0305; on
-    300^2 crops of GOTO the images gave -6.3 and 1.9. Finding ``w`` instead as the one whose spread lets the Gaussians map
-    one profile onto the other best gave 0.028-0.031 and sums 0.1 % lower.
+    300^2 crops of GOTO the images gave -6.3 and 1.9. Finding ``w`` instead as the one
+    whose spread lets the Gaussians map one profile onto the other best gave 0.028-0.031
+    and sums 0.1 % lower.
 
     Parameters
     ----------

@@ -75,9 +75,9 @@ COLUMNS: dict[str, tuple[u.UnitBase, str]] = {
     ),
     "psf_flux_err": (
         _CT,
-        "1-sigma error of psf_flux from the (renormalised) variance plane (a bright "
-        "source's own noise on a convolved science image is under-stated: "
-        "diffviewer.engine.decorrelate)",
+        "1-sigma error of psf_flux: the (renormalised) variance plane's, times the factor "
+        "that carries the source's own noise through the kernel and the decorrelation "
+        "from the inputs' variance planes (1 on sky: diffviewer.engine.source_noise)",
     ),
     "snr": (_ONE, "psf_flux / psf_flux_err"),
     "psf_chi2": (
@@ -237,9 +237,10 @@ def aperture_columns(radius: float) -> dict[str, tuple[u.UnitBase, str]]:
         name: (_CT, f"flux in a circular aperture of radius {radius:g} px on the difference"),
         f"{name}_err": (
             _CT,
-            f"1-sigma error of {name} from the variance plane, renormalised at PSF scale: "
-            "on correlated noise off by the sky sources' pull scatter of this aperture "
-            "(metadata.json detection.sky_sources.aperture_pull_std)",
+            f"1-sigma error of {name} from the variance plane, renormalised at PSF scale, "
+            "times the factor that carries the source's own noise through the kernel "
+            "(as psf_flux_err's): on correlated noise off by the sky sources' pull scatter "
+            "of this aperture (metadata.json detection.sky_sources.aperture_pull_std)",
         ),
         f"{name}_flag": (
             _ONE,

@@ -68,6 +68,12 @@ from diffviewer.engine.ids import make_id_factory
 from diffviewer.engine.photometry import PsfModel, forced_psf_fit, forced_psf_flux
 from diffviewer.engine.progress import Reporter
 from diffviewer.engine.psf_fit import Cutout, fit_position
+from diffviewer.engine.source_noise import (
+    InputNoise,
+    aperture_weights,
+    error_factors,
+    psf_weights,
+)
 from diffviewer.engine.subtract import template_planes
 from diffviewer.engine.zogy import ScoreResult
 from diffviewer.exposure import UNUSABLE, Exposure, MaskPlane
@@ -422,6 +428,7 @@ def measure_sources(
     config: MeasurementConfig,
     reporter: Reporter,
     science_background: Callable[[tuple[slice, slice]], np.ndarray] | None = None,
+    inputs: InputNoise | None = None,
 ) -> Table:
     """Measure every detected footprint (and sky source) on cutouts of the difference.
 
@@ -448,6 +455,11 @@ def measure_sources(
         The science's smooth sky background on a box of it
         (:meth:`diffviewer.engine.background.SkyBackground.image`), subtracted for its
         forced flux; None when the science is background-subtracted.
+    inputs : InputNoise or None
+        The inputs' variance planes and the filters to the difference: the PSF and
+        aperture fluxes' errors then hold each source's own noise as the filters
+        correlated it
+        (:mod:`~diffviewer.engine.source_noise`); None: the variance plane's alone.
 
     Returns
     -------
@@ -504,6 +516,8 @@ def measure_sources(
             ys[k],
             science_background,
         )
+    if inputs is not None:
+        cols["psf_flux_err"] *= error_factors(inputs, psf_weights(model, usable.shape), xs, ys)
     centre_bits = _centre_bits(planes, xs, ys)
     sky = cols["sky_source"]
     for name, bits in FLAG_PLANES.items():
@@ -528,6 +542,8 @@ def measure_sources(
     for r in config.aperture_radii:
         described.update(aperture_columns(r))
         sums = aperture_sums(difference.image, difference.variance, usable, xs, ys, r)
+        if inputs is not None:
+            sums[1][:] *= error_factors(inputs, aperture_weights(r), xs, ys)
         values.update(zip(aperture_columns(r), sums, strict=True))
     out = Table({name: values[name] for name in described})
     describe(out, described, image_unit(difference.header.get("BUNIT")))

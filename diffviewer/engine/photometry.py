@@ -6,9 +6,11 @@ sum(P^2)``, with the error propagated from the variance plane, ``err =
 sqrt(sum(P^2 v)) / sum(P^2)``. Its S/N, ``sum(P d) / sqrt(sum(P^2 v))``, is exactly the
 PSF-filtered difference over its filtered noise that detection thresholds
 (:func:`diffviewer.engine.zogy.al_score`), so a source's ``snr`` is the detection
-image at its centroid. Weighting each pixel by its inverse variance instead would
-weight a source's own Poisson noise and a host galaxy's against it: on the demo
-transient it gave a third of the flux and a fifth of the S/N.
+image at its centroid, but where a source's own noise was correlated by the kernel
+(the catalog then multiplies the error: :mod:`diffviewer.engine.source_noise`).
+Weighting each pixel by its inverse variance instead would weight a source's own
+Poisson noise and a host galaxy's against it: on the demo transient it gave a third of
+the flux and a fifth of the S/N.
 """
 
 from __future__ import annotations

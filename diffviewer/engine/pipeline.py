@@ -33,6 +33,7 @@ from diffviewer.engine import (
     renormalise,
     score_psfs,
     sky,
+    source_noise,
     subtract,
     warp,
     zogy,
@@ -546,6 +547,9 @@ def run_subtraction(
                 config.measurement,
                 rep,
                 backgrounds[0].image,
+                source_noise.InputNoise.of(
+                    fit, science, warped.exposure, decorr.kernel if decorr else None
+                ),
             )
 
         notes.extend(warped.warnings)

@@ -379,6 +379,11 @@ def kernel_hdus(result: SubtractionResult, n_grid: int = 7) -> fits.HDUList:
     for i, (sigma, degree) in enumerate(zip(sol.sigmas, sol.degrees, strict=True)):
         basis.header[f"SIGMA{i}"] = (_finite(sigma), f"width of Gaussian {i} [px]")
         basis.header[f"DEGREE{i}"] = (int(degree), f"polynomial degree of Gaussian {i}")
+    if sol.wing is not None:
+        basis.header["WALPHA"] = (sol.wing.alpha, "Moffat wing's core width [px]")
+        basis.header["WBETA"] = (sol.wing.beta, "Moffat wing's index")
+        if sol.wing.weight is not None:
+            basis.header["WWEIGHT"] = (sol.wing.weight, "wing fixed by the PSFs, per unit sum")
     coeffs = fits.ImageHDU(np.asarray(sol.coefficients, dtype=np.float64), name="COEFFS")
     coeffs.header["SPORDER"] = (sol.spatial_order, "spatial order of the kernel coefficients")
     coeffs.header["BGORDER"] = (sol.background_order, "spatial order of the background")

@@ -23,6 +23,7 @@ from diffviewer.atomic import atomic_write_text
 from diffviewer.config import SubtractionConfig, config_files, load_toml
 from diffviewer.engine.diagnostics import Diagnostics
 from diffviewer.engine.kernel import KernelFit, KernelSolution
+from diffviewer.engine.kernel_basis import Wing
 from diffviewer.engine.kernel_degrees import DegreeChoice
 from diffviewer.engine.kernel_direction import Direction
 from diffviewer.engine.kernel_region import RegionChoice
@@ -553,6 +554,18 @@ def _saved_pieces(warp: dict[str, Any]) -> tuple[Registration | None, tuple[Piec
     return registration_from_summary(warp["registration"]), pieces
 
 
+def _wing(header: fits.Header) -> Wing | None:
+    """The kernel's wing as ``kernel.fits`` records it in its BASIS header, if any."""
+    if "WALPHA" not in header:
+        return None
+    weight = header.get("WWEIGHT")
+    return Wing(
+        _float(header["WALPHA"]),
+        _float(header["WBETA"]),
+        None if weight is None else _float(weight),
+    )
+
+
 def _psf(hdu: fits.ImageHDU) -> PsfEstimate:
     """A PSF estimate from its kernel.fits HDU."""
     h = hdu.header
@@ -606,6 +619,7 @@ def read_kernel_fit(
             (int(coeffs_hdu.header["IMNY"]), int(coeffs_hdu.header["IMNX"])),
             np.array(sigmas, dtype=np.float64),
             tuple(degrees),
+            _wing(basis_hdu.header),
         )
         own = hdul["OWNCOEFS"]
         stamp_basis = (

@@ -17,6 +17,7 @@ from diffviewer.engine.pipeline import SubtractionResult, run_subtraction
 from diffviewer.engine.register import Registration
 from diffviewer.engine.register_fit import PolynomialTransform
 from diffviewer.errors import InputError
+from diffviewer.fits_write import write_exposure
 from diffviewer.gui import content, model
 from diffviewer.io import demo_pair, read_exposure
 from diffviewer.outputs import registration_summary, write_outputs
@@ -29,6 +30,7 @@ from diffviewer.results import (
     run_identity,
     write_pair_verdict,
 )
+from diffviewer.synthetic import make_pair
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +91,32 @@ def test_the_kernel_fit_and_diagnostics_read_back_equal(saved) -> None:
     assert choice is not None and choice.chosen == got.degrees != choice.candidates[0]
     assert run.kernel.degree_choice == dataclasses.replace(choice, strength=None)
     assert run.kernel.regularization == result.kernel.regularization
+
+
+def test_the_kernel_s_wing_reads_back(tmp_path: Path) -> None:
+    # A few-star Moffat pair: its wing is fixed by the PSFs (engine.kernel_spread). The
+    # saved kernel had no wing: the basis's description and the inspector's "kernel.wing"
+    # read back without it.
+    pair = make_pair(
+        (300, 300),
+        25,
+        seed=0,
+        profile="moffat",
+        sci_beta=2.5,
+        tmpl_beta=3.5,
+        photometric_scale=1.3,
+    )
+    paths = [tmp_path / "science.fits", tmp_path / "template.fits"]
+    for exposure, path in zip((pair.science, pair.template), paths, strict=True):
+        write_exposure(path, exposure)
+    result = run_subtraction(*(read_exposure(str(p)) for p in paths))
+    assert result.kernel.solution.wing is not None
+    assert result.kernel.solution.wing.weight is not None
+    write_outputs(result, tmp_path / "run", paths)
+    run = read_saved_run(tmp_path / "run")
+    assert run.kernel.solution.wing == result.kernel.solution.wing
+    assert run.kernel.solution.describe() == result.kernel.solution.describe()
+    assert content.effective_values(run)["kernel.wing"]
 
 
 def test_the_inspector_shows_the_same_from_a_saved_run(saved) -> None:

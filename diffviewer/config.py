@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import hashlib
 import math
+import shlex
 import tomllib
 import types
 import typing
@@ -70,37 +71,125 @@ def param(
     return dataclasses.field(default=default, metadata=meta)
 
 
-def _check_scalar(section: str, name: str, value: Any, kind: type, meta: Mapping[str, Any]) -> Any:
-    """Validate and coerce one scalar value against its declared type and limits."""
-    where = f"{section}.{name}"
+class _OverflowedFloat(float):
+    """A TOML float too large for a float (``1e400``, read as infinity), with its spelling.
+
+    What :func:`_loads_toml` reads such a literal as: a float like any infinity to the
+    checks, spelt as written in their messages (:func:`toml_text`).
+    """
+
+    text: str
+
+    def __new__(cls, text: str) -> _OverflowedFloat:
+        value = super().__new__(cls, text)
+        value.text = text
+        return value
+
+
+def _parse_float(text: str) -> float:
+    """tomllib's reader of a float literal: an overflowing one keeps its spelling."""
+    value = float(text)
+    if math.isinf(value) and "inf" not in text:
+        return _OverflowedFloat(text)
+    return value
+
+
+def _loads_toml(text: str) -> dict[str, Any]:
+    """TOML text as tables (``tomllib.loads``), an overflowing float keeping its spelling.
+
+    Parameters
+    ----------
+    text : str
+        TOML text.
+
+    Returns
+    -------
+    dict
+
+    Raises
+    ------
+    tomllib.TOMLDecodeError
+        When the text is not TOML.
+    """
+    return tomllib.loads(text, parse_float=_parse_float)
+
+
+def toml_text(value: Any) -> str:
+    """A config value as TOML spells it, for messages: ``true``, ``"al"``, ``[4, 2, 2]``,
+    ``{a = 1}``, ``2024-01-01``; a float literal too large for a float as it was written
+    (``1e400``, :class:`_OverflowedFloat`). Every message that shows a config value (of a
+    file, a ``--set`` or a rule between fields) shows it so.
+
+    Parameters
+    ----------
+    value : Any
+        A value read from TOML, or a config field's value.
+
+    Returns
+    -------
+    str
+    """
+    if isinstance(value, _OverflowedFloat):
+        return value.text
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{_toml_key(k)} = {toml_text(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_text(v) for v in value) + "]"
+    try:
+        return tomli_w.dumps({"v": value}).partition(" = ")[2].strip()
+    except TypeError:  # no TOML value (a caller's None): as Python writes it
+        return str(value)
+
+
+def _toml_key(key: str) -> str:
+    """A key of an inline table: bare when TOML allows it, else quoted."""
+    bare = key and all(c.isascii() and (c.isalnum() or c in "_-") for c in key)
+    return key if bare else toml_text(key)
+
+
+#: What is said of a float literal too large for a float.
+_OVERFLOWS = "overflows a float (the largest is about 1.8e308); give a finite number"
+
+
+def _check_scalar(head: str, value: Any, kind: type, meta: Mapping[str, Any]) -> Any:
+    """Validate and coerce one scalar value against its declared type and limits.
+
+    ``head`` names the field and the value (``kernel.spatial_order = 9``), which every
+    message starts with.
+    """
     if kind is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{where} = {value!r}: expected true or false")
+            raise ConfigError(f"{head}: expected true or false")
         return value
     if kind is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where} = {value!r}: expected a whole number")
+            raise ConfigError(f"{head}: expected a whole number")
     elif kind is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{where} = {value!r}: expected a number")
-        value = float(value)
+            raise ConfigError(f"{head}: expected a number")
+        if isinstance(value, _OverflowedFloat):
+            raise ConfigError(f"{head} {_OVERFLOWS}")
+        try:
+            value = float(value)
+        except OverflowError:  # a whole number of 309 digits or more
+            raise ConfigError(f"{head} {_OVERFLOWS}") from None
         if not math.isfinite(value):
-            raise ConfigError(f"{where} = {value!r}: expected a finite number")
+            raise ConfigError(f"{head}: expected a finite number")
     elif kind is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{where} = {value!r}: expected a string")
+            raise ConfigError(f"{head}: expected a string")
         choices = meta.get("choices")
         if choices and value not in choices:
-            raise ConfigError(f"{where} = {value!r}: choose one of {', '.join(choices)}")
+            raise ConfigError(f"{head}: choose one of {', '.join(choices)}")
         return value
     lo, hi = meta.get("min"), meta.get("max")
     unit = f" {meta['unit']}" if meta.get("unit") else ""
     if lo is not None and value < lo:
-        raise ConfigError(f"{where} = {value!r}{unit} is below its minimum {lo}{unit}")
+        raise ConfigError(f"{head}{unit} is below its minimum {lo}{unit}")
     if hi is not None and value > hi:
-        raise ConfigError(f"{where} = {value!r}{unit} is above its maximum {hi}{unit}")
+        raise ConfigError(f"{head}{unit} is above its maximum {hi}{unit}")
     if meta.get("odd") and value % 2 == 0:
-        raise ConfigError(f"{where} = {value!r}{unit} must be odd")
+        raise ConfigError(f"{head}{unit} must be odd")
     return value
 
 
@@ -111,16 +200,19 @@ def _validate_fields(obj: Any) -> None:
     for f in dataclasses.fields(obj):
         kind = hints[f.name]
         value = getattr(obj, f.name)
+        head = f"{section}.{f.name} = {toml_text(value)}"
         origin = typing.get_origin(kind)
         if origin is tuple:
             if isinstance(value, str) or not isinstance(value, Sequence):
-                raise ConfigError(f"{section}.{f.name} = {value!r}: expected a list")
+                raise ConfigError(f"{head}: expected a list")
             elem = typing.get_args(kind)[0]
-            value = tuple(_check_scalar(section, f.name, v, elem, f.metadata) for v in value)
+            value = tuple(
+                _check_scalar(f"{head}: item {toml_text(v)}", v, elem, f.metadata) for v in value
+            )
         elif origin in (types.UnionType, typing.Union):
             continue
         else:
-            value = _check_scalar(section, f.name, value, kind, f.metadata)
+            value = _check_scalar(head, value, kind, f.metadata)
         object.__setattr__(obj, f.name, value)
 
 
@@ -265,8 +357,8 @@ class CandidatesConfig:
         _validate_fields(self)
         if self.snr_max <= self.snr_min:
             raise ConfigError(
-                f"candidates.snr_max = {self.snr_max} must exceed "
-                f"candidates.snr_min = {self.snr_min}"
+                f"candidates.snr_max = {toml_text(self.snr_max)} must exceed "
+                f"candidates.snr_min = {toml_text(self.snr_min)}"
             )
 
 
@@ -428,7 +520,8 @@ class KernelConfig:
         _validate_fields(self)
         if self.min_size > self.max_size:
             raise ConfigError(
-                f"kernel.min_size = {self.min_size} exceeds kernel.max_size = {self.max_size}"
+                f"kernel.min_size = {toml_text(self.min_size)} exceeds "
+                f"kernel.max_size = {toml_text(self.max_size)}"
             )
         if not self.degrees:
             raise ConfigError("kernel.degrees is empty: give at least one Gaussian, e.g. [4, 2, 2]")
@@ -588,8 +681,9 @@ class MeasurementConfig:
         _validate_fields(self)
         if self.exposure_id >= 2**self.exposure_bits:
             raise ConfigError(
-                f"measurement.exposure_id = {self.exposure_id} does not fit in "
-                f"measurement.exposure_bits = {self.exposure_bits} bits; raise exposure_bits"
+                f"measurement.exposure_id = {toml_text(self.exposure_id)} does not fit in "
+                f"measurement.exposure_bits = {toml_text(self.exposure_bits)} bits; raise "
+                "exposure_bits"
             )
 
 
@@ -619,8 +713,8 @@ class SubtractionConfig:
     def __post_init__(self) -> None:
         if self.score.method == "none" and self.detection.detect_on == "score":
             raise ConfigError(
-                "detection.detect_on = 'score' needs score.method 'zogy' or 'al', "
-                "not 'none'; set detection.detect_on = 'difference'"
+                'detection.detect_on = "score" needs score.method = "zogy" or "al", '
+                'not "none"; set detection.detect_on = "difference"'
             )
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
@@ -683,7 +777,10 @@ def from_dict(data: Mapping[str, Any], base: SubtractionConfig | None = None) ->
         if name not in SECTION_TYPES:
             raise ConfigError(_unknown_section(name, values))
         if not isinstance(values, Mapping):
-            raise ConfigError(f"config section [{name}] must be a table of field = value")
+            raise ConfigError(
+                f"config section [{name}] must be a table of field = value, not "
+                f"{name} = {toml_text(values)}"
+            )
         current = getattr(base, name)
         known = [f.name for f in dataclasses.fields(current)]
         for key in values:
@@ -709,7 +806,7 @@ def _unknown_section(name: str, values: Any) -> str:
         owners = [s for s, kind in SECTION_TYPES.items() if name in _field_names(kind)]
         if owners:
             return (
-                f"{name} = {values!r} is outside any section; it is a field of "
+                f"{name} = {toml_text(values)} is outside any section; it is a field of "
                 f"[{owners[0]}]: write it under that table (or --set {owners[0]}.{name}=...)"
             )
     return (
@@ -808,7 +905,7 @@ def read_toml_data(path: str | Path) -> dict[str, Any]:
             "before it was read: write to another file, then move it)"
         )
     try:
-        return tomllib.loads(text)
+        return _loads_toml(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(
             f"config file {path} is not valid TOML ({exc}); fix or regenerate it"
@@ -837,16 +934,16 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     section, dot, name = key.strip().partition(".")
     if not sep or not dot or not section or not name:
         raise ConfigError(
-            f"--set {text!r}: expected section.field=value, e.g. kernel.spatial_order=1"
+            f"--set {shlex.quote(text)}: expected section.field=value, e.g. kernel.spatial_order=1"
         )
     raw = raw.strip()
     try:
-        value = tomllib.loads(f"v = {raw}")["v"]
+        value = _loads_toml(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError as exc:
         if raw[:1] in ("[", "{", '"', "'"):  # meant as TOML (a bare word is a string)
             raise ConfigError(
-                f"--set {text!r}: the value {raw} is not valid TOML ({exc}); write a list "
-                'as [4, 2, 2] and a quoted string as "text"'
+                f"--set {shlex.quote(text)}: the value {raw} is not valid TOML ({exc}); write "
+                'a list as [4, 2, 2] and a quoted string as "text"'
             ) from None
         value = raw
     return section, name, value
@@ -905,7 +1002,8 @@ def override_tables(overrides: Sequence[str]) -> dict[str, dict[str, Any]]:
         given = merged.setdefault(section, {})
         if name in given and not _same_value(given[name], value):
             raise ConfigError(
-                f"{section}.{name} is given twice, as {given[name]!r} and {value!r}; give it once"
+                f"{section}.{name} is given twice, as {toml_text(given[name])} and "
+                f"{toml_text(value)}; give it once"
             )
         given[name] = value
     return merged
@@ -923,5 +1021,5 @@ def _same_value(a: Any, b: Any) -> bool:
 def field_specs(section: str) -> list[dataclasses.Field[Any]]:
     """The fields of one section, with their metadata, in declaration order (for UIs)."""
     if section not in SECTION_TYPES:
-        raise ConfigError(f"unknown config section {section!r}")
+        raise ConfigError(f"unknown config section [{section}]")
     return list(dataclasses.fields(SECTION_TYPES[section]))

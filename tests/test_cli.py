@@ -694,3 +694,24 @@ def test_a_batch_refuses_a_bad_star_list_before_any_pair_runs(tmp_path: Path, ca
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "stars.csv: 0 stars" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pairs.csv", "stars.csv"]
+
+
+def test_config_values_are_named_as_written_from_a_file_and_from_set(
+    tmp_path: Path, capsys
+) -> None:
+    # A file's 1e400 was "inf" (as tomllib read it), a --set true "True".
+    path = tmp_path / "big.toml"
+    path.write_text("[kernel]\nmax_kernel_sum_sigma = 1e400\n")
+    assert cli.main(["config", "--config", str(path)]) == cli.EXIT_ERROR
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"error: config file {path}: kernel.max_kernel_sum_sigma = 1e400 overflows a float "
+        "(the largest is about 1.8e308); give a finite number"
+    )
+    given = ["config", "--config", str(path), "--set", "kernel.max_kernel_sum_sigma=3"]
+    assert cli.main([*given, "--set", "kernel.wing=yes"]) == cli.EXIT_ERROR
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(': kernel.wing = "yes": expected true or false'), err
+    assert cli.main(["config", "--set", "kernel.spatial_order=true"]) == cli.EXIT_ERROR
+    err = capsys.readouterr().err.strip()
+    assert err == "error: kernel.spatial_order = true: expected a whole number"

@@ -158,3 +158,100 @@ def test_one_value_written_two_ways_is_given_once() -> None:
     # true is no 1 (bool is an int in Python: the pair passed as one value)
     with pytest.raises(ConfigError, match="given twice"):
         cfg.apply_overrides(cfg.SubtractionConfig(), ["kernel.wing=true", "kernel.wing=1"])
+
+
+# The audit of the command line of 2026-12-08: a value is shown as TOML spells it.
+
+
+@pytest.mark.parametrize(
+    ("written", "message"),
+    [
+        # read by tomllib as inf, it was shown as "inf: expected a finite number"
+        (
+            "[kernel]\nmax_kernel_sum_sigma = 1e400",
+            "kernel.max_kernel_sum_sigma = 1e400 overflows a float (the largest is about "
+            "1.8e308); give a finite number",
+        ),
+        (
+            "[kernel]\nmax_kernel_sum_sigma = -1_0e400",
+            "kernel.max_kernel_sum_sigma = -1_0e400 overflows a float",
+        ),
+        ("[kernel]\nmax_kernel_sum_sigma = inf", "kernel.max_kernel_sum_sigma = inf: expected a"),
+        # booleans were True / False, strings in Python's quotes, a date datetime.date(...)
+        ("[kernel]\nspatial_order = true", "kernel.spatial_order = true: expected a whole number"),
+        ('[kernel]\nwing = "yes"', 'kernel.wing = "yes": expected true or false'),
+        # in Python's own quotes, 'C:\\dir'
+        ('[kernel]\nwing = "C:\\\\dir"', 'kernel.wing = "C:\\\\dir": expected true or false'),
+        ('[score]\nmethod = "zogyy"', 'score.method = "zogyy": choose one of zogy, al, none'),
+        ("[kernel]\nmax_size = 2024-01-01", "kernel.max_size = 2024-01-01: expected a whole"),
+        (
+            '[kernel]\nspatial_order = {a = 1, "b c" = [true]}',
+            'kernel.spatial_order = {a = 1, "b c" = [true]}: expected a whole number',
+        ),
+        # a list's item was shown as the field's value ("kernel.degrees = 99")
+        ("[kernel]\ndegrees = [1, 2, 99]", "kernel.degrees = [1, 2, 99]: item 99 is above its"),
+        ("[kernel]\ndegrees = [4, false]", "kernel.degrees = [4, false]: item false: expected"),
+        ('method = "al"', 'method = "al" is outside any section; it is a field of [score]'),
+        ("kernel = 3", "config section [kernel] must be a table of field = value, not kernel = 3"),
+        (
+            '[score]\nmethod = "none"\n[detection]\ndetect_on = "score"',
+            'detection.detect_on = "score" needs score.method = "zogy" or "al", not "none"; '
+            'set detection.detect_on = "difference"',
+        ),
+    ],
+)
+def test_a_config_files_values_are_named_as_toml_writes_them(
+    tmp_path, written: str, message: str
+) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(written + "\n")
+    with pytest.raises(ConfigError) as info:
+        cfg.load_toml(path)
+    assert str(info.value).startswith(f"{path}: {message}"), str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["kernel.max_kernel_sum_sigma=1e400"],
+            "kernel.max_kernel_sum_sigma = 1e400 overflows a float",
+        ),
+        # a whole number too large for a float was an internal error (OverflowError)
+        (
+            ["kernel.max_kernel_sum_sigma=1" + "0" * 400],
+            "kernel.max_kernel_sum_sigma = 1" + "0" * 400 + " overflows a float (the largest",
+        ),
+        (["kernel.spatial_order=true"], "kernel.spatial_order = true: expected a whole number"),
+        (["kernel.wing=yes"], 'kernel.wing = "yes": expected true or false'),
+        (['kernel.wing="true"'], 'kernel.wing = "true": expected true or false'),
+        (
+            ["kernel.spatial_order=1", "kernel.spatial_order=true"],
+            "kernel.spatial_order is given twice, as 1 and true; give it once",
+        ),
+        (["candidates.snr_min=600"], "candidates.snr_max = 500.0 must exceed candidates.snr_min"),
+        # the command-line argument as a shell takes it, not in Python's quotes
+        (["kernel-spatial"], "--set kernel-spatial: expected section.field=value"),
+        (["kernel.degrees=[4,2"], "--set 'kernel.degrees=[4,2': the value [4,2 is not valid"),
+    ],
+)
+def test_set_values_are_named_as_toml_writes_them(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        cfg.apply_overrides(cfg.SubtractionConfig(), overrides)
+    assert str(info.value).startswith(message), str(info.value)
+
+
+def test_values_are_spelt_as_toml() -> None:
+    assert [cfg.toml_text(v) for v in (True, False, "al", 2, 0.5, (4, 2), float("inf"))] == [
+        "true",
+        "false",
+        '"al"',
+        "2",
+        "0.5",
+        "[4, 2]",
+        "inf",
+    ]
+    assert (
+        cfg.toml_text({"a b": 'say "x"', "c": [1.0, None]})
+        == '{"a b" = "say \\"x\\"", c = [1.0, None]}'
+    )

@@ -715,3 +715,24 @@ def test_config_values_are_named_as_written_from_a_file_and_from_set(
     assert cli.main(["config", "--set", "kernel.spatial_order=true"]) == cli.EXIT_ERROR
     err = capsys.readouterr().err.strip()
     assert err == "error: kernel.spatial_order = true: expected a whole number"
+
+
+def test_a_star_list_all_rejected_is_named_before_the_kernels_warnings(
+    tmp_path: Path, capsys
+) -> None:
+    # Five stars on the demo image, two at its edges, three on blank sky: the run went on
+    # with warnings that only "0 kernel stamps passed their own fits' cuts".
+    stars = tmp_path / "stars.csv"
+    stars.write_text("x,y\n3,3\n250,5\n40.5,200.2\n100,30\n200,100\n")
+    sci, tmpl = demo_pair()
+    out = tmp_path / "out"
+    args = ["run", str(sci), str(tmpl), "--out", str(out), "--quiet"]
+    assert cli.main([*args, "--set", f'candidates.source_list="{stars}"']) == cli.EXIT_OK
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line]
+    assert warnings[0].startswith(
+        f"warning: candidates.source_list {stars}: all 5 of its stars on the science image "
+        "were rejected as kernel stars (edge: 2, S/N window: 3), so the kernel is not fitted"
+    ), warnings
+    assert "only 0 kernel stamps" in warnings[1], warnings
+    saved = json.loads((out / "metadata.json").read_text())["warnings"]
+    assert saved[0] == warnings[0].removeprefix("warning: ")

@@ -18,7 +18,9 @@ star. Around the stars kept, the detections with light on one image only (beyond
 field's flux ratio, at one seeing) are listed
 (:class:`~diffviewer.engine.star_fluxes.UnmatchedLight`): the kernel fit, which knows
 which image it convolves, does not fit a star whose stamp holds as much of it there as
-the star.
+the star. A star list (``candidates.source_list``) whose stars leave the kernel fewer
+than ``kernel.min_stamps`` to fit is named in the run's warnings with the reasons its
+stars were rejected (:func:`star_list_note`).
 """
 
 from __future__ import annotations
@@ -26,11 +28,12 @@ from __future__ import annotations
 import dataclasses
 import types
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 from astropy.table import Table
 
-from diffviewer.config import CandidatesConfig, KernelConfig
+from diffviewer.config import CandidatesConfig, KernelConfig, toml_text
 from diffviewer.engine.kernel_basis import stamp_half_width
 from diffviewer.engine.peaks import Peaks, coarse_background, find_peaks
 from diffviewer.engine.progress import Reporter
@@ -99,6 +102,9 @@ class CandidateSet:
         Light on one image only near the candidates: the kernel fit does not fit a star
         whose stamp on the convolved image holds as much as the star
         (:meth:`UnmatchedLight.spoils`).
+    warnings : tuple of str
+        What the run's notes should say of the selection: a star list that leaves the
+        kernel fewer stars to fit than it needs (:func:`star_list_note`).
     """
 
     table: Table
@@ -108,14 +114,82 @@ class CandidateSet:
     fwhm: float
     bright: tuple[np.ndarray, np.ndarray]
     unmatched: UnmatchedLight
+    warnings: tuple[str, ...] = ()
 
     def summary(self) -> str:
         """One line: how many were found, kept and rejected by reason."""
-        why = ", ".join(f"{k}: {v}" for k, v in self.rejected.items() if v)
+        why = _by_reason(self.rejected)
         return (
             f"{self.n_detected} stars found, {len(self.table)} kept "
             f"({int(np.sum(self.table['control']))} control)" + (f"; rejected {why}" if why else "")
         )
+
+
+def _by_reason(counts: Mapping[str, int]) -> str:
+    """Counts of rejected stars by reason, those not zero: ``edge: 2, S/N window: 3``."""
+    return ", ".join(f"{k}: {v}" for k, v in counts.items() if v)
+
+
+def star_list_note(
+    path: Path,
+    config: CandidatesConfig,
+    kernel_config: KernelConfig,
+    counts: tuple[int, int, int, int],
+    rejected: Mapping[str, int],
+    half: int,
+) -> str | None:
+    """What to say of a star list that leaves the kernel fewer stars to fit than
+    ``kernel.min_stamps``, or None when it leaves enough.
+
+    The kernel fit then says only that few of its stamps passed, and falls back to a
+    kernel from the PSFs (or a delta), which points at the PSFs or the field; this says
+    that the stars were the user's list's, how many selection rejected and why.
+
+    Parameters
+    ----------
+    path : Path
+        The star list (``candidates.source_list``).
+    config : CandidatesConfig
+        The selection's limits, for what to do.
+    kernel_config : KernelConfig
+        ``min_stamps``: the fewest stars the kernel is fitted on.
+    counts : (int, int, int, int)
+        The list's rows, its stars on the science image, those kept as candidates and
+        those of them fitted (not held out as control stars).
+    rejected : Mapping[str, int]
+        The stars on the image rejected, by reason (:data:`REASONS`).
+    half : int
+        Half-width (px) of the stamp each star needs.
+
+    Returns
+    -------
+    str or None
+    """
+    given, on_image, kept, fitted = counts
+    if fitted >= kernel_config.min_stamps:
+        return None
+    off = f" ({given - on_image} more off it or with no position)" if given > on_image else ""
+    if kept == 0:
+        what = (
+            f"all {on_image} of its stars on the science image{off} were rejected as kernel "
+            f"stars ({_by_reason(rejected)})"
+        )
+    else:
+        held = f" and {kept - fitted} held out as control stars" if kept > fitted else ""
+        what = (
+            f"{on_image - kept} of its {on_image} stars on the science image{off} were "
+            "rejected as kernel stars "
+            f"({_by_reason(rejected)}), leaving {fitted} to fit{held}, fewer than "
+            f"kernel.min_stamps = {toml_text(kernel_config.min_stamps)}"
+        )
+    side = 2 * half + 1
+    return (
+        f"{STAR_LIST_FIELD} {path}: {what}, so the kernel is not fitted on its stars: list "
+        "stars the selection keeps (unsaturated, with a science S/N from "
+        f"candidates.snr_min = {toml_text(config.snr_min)} to candidates.snr_max = "
+        f"{toml_text(config.snr_max)}, a source of their own at each position, and "
+        f"{side} x {side} px stamps inside the image clear of masked pixels), {OR_NONE}"
+    )
 
 
 def _saturation_level(exposure: Exposure, config: CandidatesConfig) -> float:
@@ -436,6 +510,11 @@ def select_candidates(
     unmatched = unmatched_light(
         science, template, xi, yi, keep, reach, (bg_s, bg_t), rad, (psf_s.fwhm, psf_t.fwhm)
     )
+    note = None
+    if config.source_list:
+        numbers = (int(n_detected), len(xi), len(keep), int(np.sum(~control)))
+        path = Path(config.source_list).expanduser()
+        note = star_list_note(path, config, kernel_config, numbers, counts, int(half))
     reporter.update(1.0)
     return CandidateSet(
         table,
@@ -445,4 +524,5 @@ def select_candidates(
         float(fwhm),
         bright_xy,
         unmatched,
+        () if note is None else (note,),
     )

@@ -126,6 +126,7 @@ def test_user_source_list(pair: SyntheticPair, tmp_path: Path) -> None:
     Table({"x": pair.star_x[bright], "y": pair.star_y[bright]}).write(path)
     cands = select(pair.science, pair.template, CandidatesConfig(source_list=str(path)))
     assert cands.n_detected == 30 and len(cands.table) > 10
+    assert cands.warnings == ()  # enough of the list is kept: nothing to say of it
     dist, idx = nearest(pair, np.asarray(cands.table["x"]), np.asarray(cands.table["y"]))
     assert np.max(dist) < 0.5 and set(idx) <= set(bright)
     radec = tmp_path / "radec.csv"
@@ -261,3 +262,42 @@ def test_noise_peaks_on_a_bright_stars_halo_are_not_kernel_stars(
     with monkeypatch.context() as m:
         m.setattr(candidates, "LOCAL_SNR_MIN", -np.inf)
         assert on_halo(select(science, template, config)) == len(hx)
+
+
+def test_a_star_list_whose_stars_are_all_rejected_is_named_with_the_reasons(
+    pair: SyntheticPair, tmp_path: Path
+) -> None:
+    """Every star of the list on the image, none kept: the note names the list, its count
+    and the reasons (the run went on with the kernel's warnings alone, which blamed the
+    stamps' fits and the PSFs); with one kept, fewer than kernel.min_stamps, the same."""
+    base = select(pair.science, pair.template, CandidatesConfig()).table
+    (x0, y0), (x1, y1), (x2, y2) = ((float(base["x"][i]), float(base["y"][i])) for i in range(3))
+    sat = np.zeros(pair.science.shape, dtype=bool)
+    sat[round(y0), round(x0)] = True
+    nodata = np.zeros(pair.science.shape, dtype=bool)
+    nodata[round(y1) + 3, round(x1) - 3] = True
+    template = pair.template.replace(mask=set_planes(pair.template.mask, sat, MaskPlane.SAT))
+    science = pair.science.replace(mask=set_planes(pair.science.mask, nodata, MaskPlane.NO_DATA))
+    blank_x, blank_y = np.array([310.1, 408.9, 322.6]), np.array([392.5, 224.9, 418.4])
+    assert np.min(nearest(pair, blank_x, blank_y)[0]) > 25  # no star there
+    xs = [2.0, 509.0, x0, x1, *blank_x, -40.0]  # two at the edges, one off the image
+    ys = [100.0, 300.0, y0, y1, *blank_y, 50.0]
+    path = tmp_path / "mine.csv"
+    Table({"x": xs, "y": ys}).write(path, format="ascii.csv")
+    cands = select(science, template, CandidatesConfig(source_list=str(path)))
+    assert len(cands.table) == 0
+    [note] = cands.warnings
+    assert note.startswith(
+        f"candidates.source_list {path}: all 7 of its stars on the science image (1 more off "
+        "it or with no position) were rejected as kernel stars (edge: 2, saturated: 1, "
+        "S/N window: 3, masked: 1), so the kernel is not fitted on its stars: list stars"
+    ), note
+    side = 2 * cands.stamp_half_width + 1
+    assert f"{side} x {side} px stamps" in note and "candidates.snr_min = 10.0" in note
+    assert note.endswith('or set candidates.source_list = "" to find the kernel stars on the image')
+    Table({"x": [*xs, x2], "y": [*ys, y2]}).write(path, format="ascii.csv", overwrite=True)
+    cands = select(science, template, CandidatesConfig(source_list=str(path)))
+    assert len(cands.table) == 1
+    [note] = cands.warnings
+    assert "7 of its 8 stars on the science image (1 more off" in note
+    assert "leaving 1 to fit, fewer than kernel.min_stamps = 3, so the kernel is not" in note

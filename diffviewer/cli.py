@@ -351,8 +351,8 @@ def run_pair(
     # The heavy modules load only once every path is known good (a typo answers at once).
     with _timed(timings, "import"):
         from diffviewer.io import read_exposure, read_templates
-    if source_list:
-        read_star_list(source_list)
+    # Read once, before the images: the engine takes the list as read (not read again).
+    stars = read_star_list(source_list) if source_list else None
     with _imported_meanwhile(ENGINE_MODULES) as loading:
         with _timed(timings, "read"), collected_warnings() as read_notes:
             # One after the other: reading the two on two threads as well was slower (GOTO,
@@ -390,7 +390,12 @@ def run_pair(
         with threadpool_limits(1, "blas"), _lent_threads(threads) as pool:
             with _timed(timings, "total"):
                 result = run_subtraction(
-                    science, _handed_over(templates), config, progress=bar, executor=pool
+                    science,
+                    _handed_over(templates),
+                    config,
+                    progress=bar,
+                    executor=pool,
+                    star_list=stars,
                 )
     finally:
         if bar is not None:

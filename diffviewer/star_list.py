@@ -4,9 +4,10 @@ A catalog file (ECSV, CSV, FITS or another table astropy reads) with ``x, y`` co
 (0-based science pixels) or ``ra, dec`` columns (degrees). It is checked before any image
 is read: :func:`require_star_list_file` (the path alone, at once) and
 :func:`read_star_list` (its table: readable, the columns, numbers, at least one finite
-position); :func:`diffviewer.engine.candidates.read_source_list` reads it through the same
-function and refuses a list none of whose stars falls on the science image. Every
-refusal names the config field and the file, and says what to do. No Qt.
+position); ``diffviewer run`` hands the list so read to the engine, which otherwise reads
+it through the same function, and :func:`diffviewer.engine.candidates.star_positions`
+refuses a list none of whose stars falls on the science image. Every refusal names the
+config field and the file, and says what to do. No Qt.
 """
 
 from __future__ import annotations

@@ -736,3 +736,35 @@ def test_a_star_list_all_rejected_is_named_before_the_kernels_warnings(
     assert "only 0 kernel stamps" in warnings[1], warnings
     saved = json.loads((out / "metadata.json").read_text())["warnings"]
     assert saved[0] == warnings[0].removeprefix("warning: ")
+
+
+#: Counts the opens of one file (an audit hook: every ``open`` of it, by astropy or not)
+#: while ``diffviewer run`` runs, against those of one read of it.
+COUNT_OPENS = """
+import os, sys
+from pathlib import Path
+stars = Path(sys.argv[1]).resolve()
+opens = []
+def hook(event, args):
+    if event == "open" and isinstance(args[0], (str, bytes, os.PathLike)):
+        if Path(os.fsdecode(args[0])).resolve() == stars:
+            opens.append(args[0])
+sys.addaudithook(hook)
+from diffviewer.star_list import read_star_list
+read_star_list(stars)
+one = len(opens)
+from diffviewer import cli
+code = cli.main(["run", *sys.argv[2:], "--set", f'candidates.source_list="{stars}"'])
+print("OPENS", one, len(opens) - one, code)
+"""
+
+
+def test_run_reads_the_star_list_once(tmp_path: Path) -> None:
+    # It was read before the images, to refuse a bad list at once, then again by the engine.
+    stars = tmp_path / "stars.csv"
+    stars.write_text("x,y\n60,181\n131,41\n200,100\n")
+    sci, tmpl = demo_pair()
+    args = [str(sci), str(tmpl), "--out", str(tmp_path / "out"), "--quiet"]
+    proc = _python(["-c", COUNT_OPENS, str(stars), *args], tmp_path)
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last == "OPENS 1 1 0", (last, proc.stderr)

@@ -54,7 +54,7 @@ from diffviewer.engine.star_fluxes import (
 from diffviewer.errors import InputError
 from diffviewer.exposure import Exposure
 from diffviewer.star_list import FIELD as STAR_LIST_FIELD
-from diffviewer.star_list import OR_NONE, read_star_list
+from diffviewer.star_list import OR_NONE, StarList, read_star_list
 
 #: Radius (science FWHM) of the apertures the candidates' fluxes are measured in.
 APERTURE_FWHM = 1.5
@@ -204,11 +204,16 @@ def _saturation_level(exposure: Exposure, config: CandidatesConfig) -> float:
     return exposure.saturation[1] if exposure.saturation is not None else np.inf
 
 
-def read_source_list(path: str, science: Exposure) -> tuple[np.ndarray, np.ndarray]:
+def star_positions(stars: StarList, science: Exposure) -> tuple[np.ndarray, np.ndarray]:
     """Positions (0-based science px) of the stars of a star list on the science image.
 
-    The list is read by :func:`diffviewer.star_list.read_star_list` (``x, y`` columns in
-    0-based science px, or ``ra, dec`` in deg through the science WCS).
+    Parameters
+    ----------
+    stars : StarList
+        The list as read (:func:`diffviewer.star_list.read_star_list`): ``x, y`` in
+        0-based science px, or ``ra, dec`` in deg, mapped through the science WCS.
+    science : Exposure
+        The science image.
 
     Returns
     -------
@@ -219,11 +224,10 @@ def read_source_list(path: str, science: Exposure) -> tuple[np.ndarray, np.ndarr
     Raises
     ------
     InputError
-        When the file cannot be read or lacks the columns (:func:`read_star_list`), gives
-        ra/dec without a celestial WCS, or none of its stars falls on the science image:
-        a run with no star of the list would fit no kernel and give a plain difference.
+        When the list gives ra/dec without a celestial WCS, or none of its stars falls on
+        the science image: a run with no star of the list would fit no kernel and give a
+        plain difference.
     """
-    stars = read_star_list(path)
     if stars.sky:
         if not science.has_celestial_wcs or science.wcs is None:
             raise InputError(
@@ -247,6 +251,19 @@ def read_source_list(path: str, science: Exposure) -> tuple[np.ndarray, np.ndarr
             f"give stars of this image ({where}), {OR_NONE}"
         )
     return x, y
+
+
+def _star_list(config: CandidatesConfig, given: StarList | None) -> StarList | None:
+    """The star list ``config.source_list`` names: ``given`` when the caller read it
+    already (it must be that file), else read here; None when the config names none."""
+    if given is not None and given.path != Path(config.source_list).expanduser():
+        raise ValueError(
+            f"the star list given, {given.path}, is not the one {STAR_LIST_FIELD} names "
+            f"({config.source_list!r})"
+        )
+    if not config.source_list:
+        return None
+    return given if given is not None else read_star_list(config.source_list)
 
 
 def _on_image(x: np.ndarray, y: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -363,6 +380,7 @@ def select_candidates(
     template_peaks: Peaks | None = None,
     *,
     kernel_config: KernelConfig,
+    star_list: StarList | None = None,
 ) -> CandidateSet:
     """Select the stars on which the PSF-matching kernel is fitted.
 
@@ -385,6 +403,9 @@ def select_candidates(
         The run's basis, whose stamps each star must hold (:func:`stamp_half_width`),
         unless ``config.stamp_half_width`` gives it (required: a default basis here once
         chose stars for stamps other than the run's).
+    star_list : StarList, optional
+        The star list ``config.source_list`` names, when it was read already (by
+        ``diffviewer run``, before the images); read here when None.
 
     Returns
     -------
@@ -392,8 +413,9 @@ def select_candidates(
         Possibly empty (tiny cutouts, blank fields): the kernel fit decides what to do then.
     """
     shape = science.shape
-    if config.source_list:
-        x_all, y_all = read_source_list(config.source_list, science)
+    stars = _star_list(config, star_list)
+    if stars is not None:
+        x_all, y_all = star_positions(stars, science)
         inside = _on_image(x_all, y_all, shape)
         xi, yi = np.rint(x_all[inside]).astype(np.intp), np.rint(y_all[inside]).astype(np.intp)
         bg_s, _ = coarse_background(science.image, science.good_pixels())
@@ -451,7 +473,7 @@ def select_candidates(
         reject(deviant & (reasons == ""), "flux ratio")
     reporter.update(0.7)
 
-    if not config.source_list and config.isolation_radius > 0 and len(xi) > 1:
+    if stars is None and config.isolation_radius > 0 and len(xi) > 1:
         alive = np.nonzero(reasons == "")[0]
         star, other = pairs_within(xi, yi, alive, config.isolation_radius * half, 2.0)
         # Each star's brightest other detection within the radius.
@@ -511,10 +533,9 @@ def select_candidates(
         science, template, xi, yi, keep, reach, (bg_s, bg_t), rad, (psf_s.fwhm, psf_t.fwhm)
     )
     note = None
-    if config.source_list:
+    if stars is not None:
         numbers = (int(n_detected), len(xi), len(keep), int(np.sum(~control)))
-        path = Path(config.source_list).expanduser()
-        note = star_list_note(path, config, kernel_config, numbers, counts, int(half))
+        note = star_list_note(stars.path, config, kernel_config, numbers, counts, int(half))
     reporter.update(1.0)
     return CandidateSet(
         table,

@@ -48,6 +48,7 @@ from diffviewer.exposure import (
     map_by_rows,
     unusable_everywhere,
 )
+from diffviewer.star_list import StarList
 
 #: Least median variance (image units^2) of an input. Products of variances with squared
 #: kernels (weights ~1e-3) must stay well inside float32's normal range (> 1.2e-38); below
@@ -307,6 +308,7 @@ def run_subtraction(
     cancel: CancelToken | None = None,
     stage: StageCallback | None = None,
     executor: Executor | None = None,
+    star_list: StarList | None = None,
 ) -> SubtractionResult:
     """Warp, PSF-match, subtract, score, detect and measure.
 
@@ -331,6 +333,10 @@ def run_subtraction(
         Threads lent for the independent pieces of a step (:mod:`lent`: the tiles of the
         convolutions, the chunks of kernel stamps, the batches of diagnostic stamps); the
         products are the same bits with or without. None: on the calling thread alone.
+    star_list : StarList, optional
+        The star list ``config.candidates.source_list`` names, when the caller read it
+        already (``diffviewer run`` reads it before the images, and it is not read
+        again); read by the kernel candidates' step when None.
 
     Returns
     -------
@@ -377,6 +383,7 @@ def run_subtraction(
                 warped.science_peaks,
                 warped.template_peaks,
                 kernel_config=config.kernel,
+                star_list=star_list,
             )
         with _step(rep, "psf", 0.20, 0.25):
             xy = cands.table["x"], cands.table["y"]

@@ -16,6 +16,7 @@ from diffviewer.engine.candidates import REASONS, CandidateSet, select_candidate
 from diffviewer.engine.progress import null_reporter
 from diffviewer.errors import InputError
 from diffviewer.exposure import Exposure, MaskPlane, set_planes
+from diffviewer.star_list import read_star_list
 from diffviewer.synthetic import SyntheticPair, make_pair
 
 
@@ -301,3 +302,24 @@ def test_a_star_list_whose_stars_are_all_rejected_is_named_with_the_reasons(
     [note] = cands.warnings
     assert "7 of its 8 stars on the science image (1 more off" in note
     assert "leaving 1 to fit, fewer than kernel.min_stamps = 3, so the kernel is not" in note
+
+
+def test_a_star_list_read_already_is_not_read_again(pair: SyntheticPair, tmp_path: Path) -> None:
+    """``diffviewer run`` reads the list before the images and hands it on: the selection
+    takes it as read (the file gone since changes nothing) and refuses another file's."""
+    bright = np.argsort(-pair.star_flux)[10:40]
+    path = tmp_path / "stars.csv"
+    Table({"x": pair.star_x[bright], "y": pair.star_y[bright]}).write(path, format="ascii.csv")
+    config = CandidatesConfig(source_list=str(path))
+    read_here = select(pair.science, pair.template, config)
+    stars = read_star_list(path)
+    path.unlink()
+    handed = select(pair.science, pair.template, config, star_list=stars)
+    assert handed.n_detected == read_here.n_detected == 30
+    for name in read_here.table.colnames:
+        np.testing.assert_array_equal(handed.table[name], read_here.table[name])
+    other = CandidatesConfig(source_list=str(tmp_path / "other.csv"))
+    with pytest.raises(ValueError, match=r"stars\.csv, is not the one candidates\.source_list"):
+        select(pair.science, pair.template, other, star_list=stars)
+    with pytest.raises(ValueError, match="is not the one"):
+        select(pair.science, pair.template, CandidatesConfig(), star_list=stars)

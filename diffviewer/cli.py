@@ -171,7 +171,8 @@ def _build_batch_parser(prog: str) -> argparse.ArgumentParser:
     where.add_argument(
         "--scheduler",
         metavar="ADDRESS",
-        help="submit to a running dask scheduler (e.g. tcp://host:8786) instead",
+        help="submit to a running dask scheduler (e.g. tcp://host:8786, or tls://host:8786 "
+        "with dask's TLS settings) instead",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser

@@ -2,7 +2,9 @@
 
 The servers are real: a plain socket server (one that accepts and never answers, one
 that writes bytes that are not dask's), an HTTP server (as the dashboard's port is),
-and a dask worker of a ``LocalCluster``. The batch runs as a process of its own, so a
+a TLS server that completes TLS's handshake and says nothing, and dask workers and
+schedulers of ``LocalCluster`` s (over TCP and over TLS, with certificates made by
+``openssl``). The batch runs as a process of its own, so a
 batch that hangs fails its test after ``BOUND_S`` instead of holding the suite.
 """
 
@@ -10,7 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import os
+import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -68,9 +73,12 @@ def http_server() -> Iterator[str]:
         server.server_close()
 
 
-def batch_at(tmp_path: Path, address: str) -> tuple[int, str, float]:
+def batch_at(
+    tmp_path: Path, address: str, env: dict[str, str] | None = None
+) -> tuple[int, str, float]:
     """``diffviewer batch`` of the demo pair into ``tmp_path / "out"`` on the scheduler
-    ``address``, as a process: its exit status, standard error and seconds."""
+    ``address``, as a process (with ``env`` added to its environment): its exit status,
+    standard error and seconds."""
     science, template = demo_pair()
     pairs = tmp_path / "pairs.csv"
     pairs.write_text(f"science,template,name\n{science},{template},a\n")
@@ -82,6 +90,7 @@ def batch_at(tmp_path: Path, address: str) -> tuple[int, str, float]:
         text=True,
         cwd=REPO,
         timeout=BOUND_S,
+        env={**os.environ, **(env or {})},
     )
     return done.returncode, done.stderr.strip(), time.monotonic() - t0
 
@@ -121,3 +130,169 @@ def test_a_dask_worker_given_for_its_scheduler_is_named() -> None:
         assert runner.scheduler_problem(cluster.scheduler_address) is None
         problem = runner.scheduler_problem(worker)
     assert problem is not None and problem.startswith("answered as a dask Worker, not a scheduler")
+
+
+# tls:// addresses (the audit of the command line of 2026-12-08): they were not probed,
+# so a port that completed TLS's handshake and never answered dask's held a batch without
+# a word until it was killed, and a silent one for dask's 30 s connect timeout.
+
+
+def _certificate(folder: Path, name: str) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (its own authority) and its key."""
+    cert, key = folder / f"{name}.pem", folder / f"{name}.key"
+    request = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"]
+    names = ["-subj", f"/CN={name}", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"]
+    subprocess.run(
+        [*request, "-keyout", str(key), "-out", str(cert), *names],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
+    """Two self-signed certificates: the cluster's, and one of another authority."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed: no certificate for a TLS scheduler")
+    folder = tmp_path_factory.mktemp("tls")
+    return {name: _certificate(folder, name) for name in ("cluster", "stranger")}
+
+
+def tls_settings(cert: Path, key: Path) -> dict[str, str]:
+    """dask's TLS settings of a client, as the environment variables dask reads."""
+    prefix = "DASK_DISTRIBUTED__COMM__TLS__"
+    return {
+        f"{prefix}CA_FILE": str(cert),
+        f"{prefix}CLIENT__CERT": str(cert),
+        f"{prefix}CLIENT__KEY": str(key),
+    }
+
+
+def client_settings(cert: Path, key: Path, ca: Path | None = None) -> dict[str, str | None]:
+    """The same as dask config keys (for ``dask.config.set``); ``ca`` trusted, else ``cert``."""
+    return {
+        "distributed.comm.tls.ca-file": str(ca or cert),
+        "distributed.comm.tls.client.cert": str(cert),
+        "distributed.comm.tls.client.key": str(key),
+    }
+
+
+@contextlib.contextmanager
+def tls_server(cert: Path, key: Path) -> Iterator[str]:
+    """A TLS server on localhost that completes TLS's handshake with every client and then
+    says nothing (an HTTPS server, a TLS proxy); its ``tls://`` address."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def handshake(conn: socket.socket) -> None:
+        with contextlib.suppress(OSError):  # a client that gave up
+            held.append(context.wrap_socket(conn, server_side=True))
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):  # the server closed: the test is over
+            while True:
+                conn, _ = server.accept()
+                threading.Thread(target=handshake, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"tls://127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        server.close()
+        for conn in held:
+            conn.close()
+
+
+@pytest.mark.parametrize(
+    ("server", "why"),
+    [
+        # accepts and never answers: dask's connect timed out after 30 s
+        (lambda c: socket_server(None), "no TLS handshake within 5 s"),
+        # TLS's handshake made, dask's never: the batch hung until it was killed
+        (lambda c: tls_server(*c), "no dask handshake within 5 s"),
+    ],
+    ids=["silent", "tls-silent"],
+)
+def test_a_tls_port_where_no_dask_scheduler_answers_is_said_in_seconds(
+    tmp_path: Path, certificates: dict[str, tuple[Path, Path]], server, why: str
+) -> None:
+    with server(certificates["cluster"]) as address:
+        address = address.replace("tcp://", "tls://")
+        code, err, seconds = batch_at(tmp_path, address, tls_settings(*certificates["cluster"]))
+    assert code == 2, err
+    assert err.startswith(f"error: --scheduler {address}: answered but is not a dask scheduler")
+    assert why in err and "'Scheduler at: tls://host:port'" in err and "\n" not in err, err
+    assert seconds < runner.PROBE_S + runner.HANDSHAKE_S + 10.0
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_tls_address_without_dask_tls_settings_says_which_to_give(
+    certificates: dict[str, tuple[Path, Path]],
+) -> None:
+    # dask's client failed with "TLS expects a `ssl_context` argument ... (perhaps check
+    # your TLS configuration?)", naming no setting, and the message asked for tcp://.
+    import dask
+    import distributed  # noqa: F401  (its config's defaults, which dask.config.set updates)
+
+    unset = dict.fromkeys(client_settings(*certificates["cluster"]))
+    with socket_server(None) as address, dask.config.set(unset):
+        t0 = time.monotonic()
+        problem = runner.scheduler_problem(address.replace("tcp://", "tls://"))
+        assert time.monotonic() - t0 < 1.0  # said before any connection
+    assert problem is not None and problem.startswith(
+        "a tls:// address needs dask's TLS settings for a client, and none are set; give "
+        "distributed.comm.tls.ca-file and distributed.comm.tls.client.cert"
+    )
+    assert "DASK_DISTRIBUTED__COMM__TLS__CA_FILE" in problem
+    missing = client_settings(*certificates["cluster"], ca=Path("/nonexistent/ca.pem"))
+    with socket_server(None) as address, dask.config.set(missing):
+        problem = runner.scheduler_problem(address.replace("tcp://", "tls://"))
+    assert problem is not None and problem.startswith("dask's TLS settings cannot be used (")
+    assert "distributed.comm.tls.ca-file = /nonexistent/ca.pem" in problem
+
+
+def test_a_tls_scheduler_is_taken_and_one_without_tls_or_of_another_authority_named(
+    certificates: dict[str, tuple[Path, Path]],
+) -> None:
+    import dask
+    from dask.distributed import LocalCluster
+    from distributed.security import Security
+
+    cert, key = (str(p) for p in certificates["cluster"])
+    roles = {
+        f"tls_{role}_{kind}": path
+        for role in ("scheduler", "worker", "client")
+        for kind, path in (("cert", cert), ("key", key))
+    }
+    security = Security(tls_ca_file=cert, require_encryption=True, **roles)
+    http = {"dashboard": False, "dashboard_address": "127.0.0.1:0"}  # not on 8787
+    with LocalCluster(
+        n_workers=0,
+        processes=False,
+        host="127.0.0.1",
+        protocol="tls",
+        security=security,
+        dashboard_address=None,
+        scheduler_kwargs=http,
+    ) as cluster:
+        address = cluster.scheduler_address
+        assert address.startswith("tls://")
+        with dask.config.set(client_settings(*certificates["cluster"])):
+            assert runner.scheduler_problem(address) is None
+        stranger = client_settings(*certificates["stranger"])
+        with dask.config.set(stranger):
+            problem = runner.scheduler_problem(address)
+    assert problem is not None and problem.startswith(
+        "its TLS certificate is not one dask's TLS settings trust ("
+    )
+    assert "distributed.comm.tls.ca-file" in problem
+    plain = {"host": "127.0.0.1", "protocol": "tcp", "dashboard_address": None}
+    with LocalCluster(n_workers=0, processes=False, scheduler_kwargs=http, **plain) as cluster:
+        hostport = cluster.scheduler_address.removeprefix("tcp://")
+        with dask.config.set(client_settings(*certificates["cluster"])):
+            problem = runner.scheduler_problem(f"tls://{hostport}")
+    assert problem is not None and problem.startswith("it answered without TLS (")
+    assert problem.endswith(f"give its address as tcp://{hostport}")

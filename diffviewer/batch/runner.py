@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import math
 import socket
+import ssl
 import sys
 import textwrap
 import time
@@ -393,18 +394,29 @@ def _client_errors_silenced() -> Iterator[None]:
 
 #: Seconds a scheduler's TCP port is given to accept a probe before the client is made.
 PROBE_S = 5.0
-#: Seconds a scheduler is given to answer dask's handshake and say what it is. A dask
-#: server sends its handshake as soon as it accepts a connection (0.2 ms on localhost);
-#: dask's client waits for it without a limit, so a port that accepts and never answers
-#: (the dashboard's 8787, any HTTP server) held a batch for minutes in silence.
+#: Seconds a scheduler is given to answer dask's handshake and say what it is (and, at a
+#: ``tls://`` address, to answer the TLS handshake before it). A dask server sends its
+#: handshake as soon as it accepts a connection (0.2 ms on localhost); dask's client
+#: waits for it without a limit, so a port that accepts and never answers (the
+#: dashboard's 8787, any HTTP server; over TLS, any server that completes TLS's
+#: handshake and no more) held a batch for minutes in silence.
 HANDSHAKE_S = 5.0
 #: The port a dask scheduler listens on by default (its dashboard: 8787).
 SCHEDULER_PORT = 8786
+#: The protocols whose addresses are probed: dask's TCP, and TLS over TCP.
+PROBED = ("tcp", "tls")
+#: dask's settings (under ``distributed.comm.tls``) of the files a ``tls://`` client reads.
+TLS_FILES = ("ca-file", "client.cert", "client.key")
+#: dask's settings a ``tls://`` client needs (its config keys).
+TLS_SETTINGS = (
+    "distributed.comm.tls.ca-file and distributed.comm.tls.client.cert (and "
+    "distributed.comm.tls.client.key, when the key is in a file of its own)"
+)
 
 
-def _tcp_host_port(address: str) -> tuple[str, int] | None:
-    """Host and port of a ``tcp://`` ``address``; None for another protocol, or an address
-    dask cannot parse (its client says what is wrong with it)."""
+def _probed_address(address: str) -> tuple[str, str, int] | None:
+    """Protocol, host and port of a ``tcp://`` or ``tls://`` ``address``; None for another
+    protocol, or an address dask cannot parse (its client says what is wrong with it)."""
     from distributed.comm.addressing import parse_address, parse_host_port
 
     try:
@@ -412,7 +424,45 @@ def _tcp_host_port(address: str) -> tuple[str, int] | None:
         host, port = parse_host_port(location)
     except (ValueError, TypeError):
         return None
-    return (host, int(port)) if scheme == "tcp" else None
+    return (scheme, host, int(port)) if scheme in PROBED else None
+
+
+def _as_said(setting: str) -> str:
+    """A TLS setting for a message: the file it names, or ``PEM text`` for one given inline."""
+    return "PEM text" if "\n" in setting else setting
+
+
+def _tls_context() -> tuple[ssl.SSLContext | None, str | None]:
+    """The TLS context dask's client takes for a ``tls://`` address (from dask's config,
+    as :class:`distributed.security.Security` reads it), or None and why there is none.
+
+    Without it dask's client failed with "TLS expects a `ssl_context` argument of type
+    ssl.SSLContext (perhaps check your TLS configuration?)", naming no setting.
+    """
+    import dask
+    from distributed.security import Security
+
+    try:
+        context = Security().get_connection_args("client")["ssl_context"]
+    except (OSError, ValueError) as exc:  # a missing file, a bad PEM (ssl.SSLError), a version
+        given = {key: dask.config.get(f"distributed.comm.tls.{key}", None) for key in TLS_FILES}
+        named = ", ".join(
+            f"distributed.comm.tls.{key} = {_as_said(str(value))}"
+            for key, value in given.items()
+            if value
+        )
+        return None, (
+            f"dask's TLS settings cannot be used ({exc}; {named}); check the files they name"
+        )
+    if context is None:
+        return None, (
+            f"a tls:// address needs dask's TLS settings for a client, and none are set; give "
+            f"{TLS_SETTINGS} in dask's config (~/.config/dask/distributed.yaml, or the "
+            "variables DASK_DISTRIBUTED__COMM__TLS__CA_FILE, "
+            "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT and ..._CLIENT__KEY), or give the "
+            "scheduler's tcp:// address if it listens on one"
+        )
+    return context, None
 
 
 def _refused(host: str, port: int) -> str | None:
@@ -432,13 +482,62 @@ def _refused(host: str, port: int) -> str | None:
         return None
 
 
-async def _server_type(address: str) -> str:
+def _not_a_scheduler(answer: str, scheme: str) -> str:
+    """The problem of an address where something that is no dask scheduler answered."""
+    return (
+        f"answered but is not a dask scheduler ({answer}; the dashboard's port? a scheduler "
+        f"listens on {SCHEDULER_PORT} by default); give the address the scheduler prints "
+        f"when it starts ('Scheduler at: {scheme}://host:port')"
+    )
+
+
+def _tls_problem(host: str, port: int, context: ssl.SSLContext) -> str | None:
+    """What is wrong with the server at ``host:port`` for a ``tls://`` address: None when
+    it completes TLS's handshake with ``context`` within :data:`HANDSHAKE_S`, else a clause
+    to follow ``--scheduler ADDRESS:``.
+
+    dask's client gives a silent port its connect timeout (30 s) for this handshake,
+    and, once it is made, waits for dask's own without a limit.
+    """
+    try:
+        with (
+            socket.create_connection((host, port), timeout=HANDSHAKE_S) as raw,
+            context.wrap_socket(raw, server_hostname=host),
+        ):
+            return None
+    except ssl.SSLCertVerificationError as exc:
+        return (
+            f"its TLS certificate is not one dask's TLS settings trust ({exc.verify_message}); "
+            "check that distributed.comm.tls.ca-file names the authority that signed the "
+            "scheduler's certificate"
+        )
+    except TimeoutError:
+        return _not_a_scheduler(f"no TLS handshake within {HANDSHAKE_S:g} s", "tls")
+    except (ssl.SSLEOFError, ConnectionError):
+        return _not_a_scheduler("it closed the connection during the TLS handshake", "tls")
+    except ssl.SSLError as exc:
+        reason = exc.reason or str(exc)
+        if "ALERT" in reason:  # the server refused this client (its certificate, a version)
+            return (
+                f"it refused the TLS handshake ({reason}); check that it takes this "
+                f"client's certificate ({TLS_SETTINGS})"
+            )
+        return (
+            f"it answered without TLS ({reason}); if it is a scheduler without TLS, give "
+            f"its address as tcp://{host}:{port}"
+        )
+    except OSError as exc:
+        return _not_a_scheduler(f"the TLS handshake failed: {exc}", "tls")
+
+
+async def _server_type(address: str, context: ssl.SSLContext | None) -> str:
     """The type of the dask server at ``address`` (``Scheduler``, ``Worker``, ``Nanny``):
-    dask's handshake, then its ``identity`` call. Raises whatever a peer that does not
-    speak dask's protocol makes dask's reader raise."""
+    dask's handshake (over TLS with ``context``), then its ``identity`` call. Raises
+    whatever a peer that does not speak dask's protocol makes dask's reader raise."""
     from distributed.comm import connect
 
-    comm = await connect(address, timeout=HANDSHAKE_S)
+    tls = {} if context is None else {"ssl_context": context}
+    comm = await connect(address, timeout=HANDSHAKE_S, **tls)
     try:
         await comm.write({"op": "identity", "reply": True})
         reply = await comm.read()
@@ -449,47 +548,60 @@ async def _server_type(address: str) -> str:
 
 def scheduler_problem(address: str) -> str | None:
     """What is wrong with ``--scheduler address``, in a few seconds; None when a dask
-    scheduler answers there (or for a protocol other than ``tcp://``, and an address dask
-    cannot parse, which its client judges).
+    scheduler answers there (or for a protocol other than ``tcp://`` and ``tls://``, and
+    an address dask cannot parse, which its client judges).
 
     The port is checked to be in range, the connection to be accepted
     (:func:`_refused`), and the server to answer dask's handshake and to say it is a
     scheduler within :data:`HANDSHAKE_S`. Anything else answering there (an HTTP server
     such as the dashboard, a port that never answers, one that sends other bytes, which
     dask read as a 3 EiB message and failed with a MemoryError) is said to be no
-    scheduler, with the likely mix-up.
+    scheduler, with the likely mix-up. A ``tls://`` address needs dask's TLS settings
+    (:func:`_tls_context`), and its server to complete TLS's handshake with them within
+    :data:`HANDSHAKE_S` first (:func:`_tls_answer`).
 
     Parameters
     ----------
     address : str
-        The scheduler's address, ``tcp://host:port``.
+        The scheduler's address, ``tcp://host:port`` or ``tls://host:port``.
 
     Returns
     -------
     str or None
         The problem, a clause to follow ``--scheduler ADDRESS:``.
     """
-    where = _tcp_host_port(address)
+    where = _probed_address(address)
     if where is None:
         return None
-    host, port = where
+    scheme, host, port = where
     if not 0 < port < 65536:
         return (
             f"port {port} is out of range (1-65535); a dask scheduler listens on "
             f"{SCHEDULER_PORT} by default"
         )
+    context = None
+    if scheme == "tls":
+        context, problem = _tls_context()
+        if problem is not None:
+            return problem
     why = _refused(host, port)
     if why is not None:
         return (
             f"cannot connect to a dask scheduler there ({why}); give its address as "
-            "tcp://host:port and check that it runs (dask scheduler)"
+            f"{scheme}://host:port and check that it runs (dask scheduler)"
         )
+    if context is not None:
+        problem = _tls_problem(host, port, context)
+        if problem is not None:
+            return problem
     try:
-        kind = asyncio.run(asyncio.wait_for(_server_type(address), HANDSHAKE_S))
+        kind = asyncio.run(asyncio.wait_for(_server_type(address, context), HANDSHAKE_S))
     except TimeoutError:
         answer = f"no dask handshake within {HANDSHAKE_S:g} s"
     except OSError:  # dask's CommClosedError too
-        answer = "it closed the connection without a dask handshake"
+        answer = "it closed the connection without a dask handshake" + (
+            "" if context is None else " (after TLS's: does it take this client's certificate?)"
+        )
     except Exception:  # whatever dask's reader makes of other bytes (MemoryError, ValueError)
         answer = "it sent bytes that are not dask's protocol"
     else:
@@ -497,13 +609,10 @@ def scheduler_problem(address: str) -> str | None:
             return None
         return (
             f"answered as a dask {kind or 'server'}, not a scheduler; give the scheduler's "
-            f"address (its workers' logs name it: 'Registered to: tcp://host:{SCHEDULER_PORT}')"
+            f"address (its workers' logs name it: 'Registered to: "
+            f"{scheme}://host:{SCHEDULER_PORT}')"
         )
-    return (
-        f"answered but is not a dask scheduler ({answer}; the dashboard's port? a scheduler "
-        f"listens on {SCHEDULER_PORT} by default); give the address the scheduler prints "
-        "when it starts ('Scheduler at: tcp://host:port')"
-    )
+    return _not_a_scheduler(answer, scheme)
 
 
 def _connected(address: str) -> Any:

@@ -116,14 +116,6 @@ class CandidateSet:
     unmatched: UnmatchedLight
     warnings: tuple[str, ...] = ()
 
-    def summary(self) -> str:
-        """One line: how many were found, kept and rejected by reason."""
-        why = _by_reason(self.rejected)
-        return (
-            f"{self.n_detected} stars found, {len(self.table)} kept "
-            f"({int(np.sum(self.table['control']))} control)" + (f"; rejected {why}" if why else "")
-        )
-
 
 def _by_reason(counts: Mapping[str, int]) -> str:
     """Counts of rejected stars by reason, those not zero: ``edge: 2, S/N window: 3``."""

@@ -3,7 +3,8 @@
 A batch run with ``--products minimal`` writes ``difference.fits``, ``diasources.ecsv``,
 ``config.toml`` and ``metadata.json`` per pair: not what the inspector shows (the kernel,
 the matched template, the diagnostics). Selecting such a pair in the review window shows
-what its folder has here: the difference with its DIA sources marked, the catalog, the
+what its folder has here: the difference with its DIA sources marked (as the inspector
+marks them: :func:`~diffviewer.gui.overlays.markers_in_view`), the catalog, the
 row's figures and the run's warnings; one button runs the pair again in the inspector
 from the inputs its metadata names and with its own ``config.toml``
 (:func:`diffviewer.gui.saved.rerun_saved`), in the background, writing nothing to the
@@ -29,8 +30,9 @@ from PyQt6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidg
 from diffviewer.engine.progress import CancelToken, ProgressCallback
 from diffviewer.errors import DiffviewerError
 from diffviewer.gui.catalog import CatalogPanel
+from diffviewer.gui.content import source_summary
 from diffviewer.gui.model import PreparedView, levels_job, no_data, prepare_view
-from diffviewer.gui.overlays import dia_spot
+from diffviewer.gui.overlays import dia_items, dia_marks, draw_dia, follow_view, markers_in_view
 from diffviewer.gui.views import ImagePanel
 from diffviewer.gui.warnings_banner import WarningsBanner
 from diffviewer.gui.worker import ErrorReport, JobRunner
@@ -188,13 +190,21 @@ class DifferencePreview(QWidget):
         self.figures.setWordWrap(True)
         self.warnings = WarningsBanner()
         self.panel = ImagePanel("difference", "Difference (difference.fits)")
-        self.markers = pg.ScatterPlotItem(pxMode=True, size=12)
-        self.markers.setZValue(10)
+        # the inspector's markers: its shapes, tooltips and dipole lines, and as many as
+        # the image's area on screen takes, the highest |S/N| first (a crowded field was
+        # a carpet of circles); zooming in brings the fainter ones back
+        self.markers, self.dipole_lines = dia_items(self._marker_tip)
         self.markers.sigClicked.connect(self._on_marker_clicked)
+        #: How many markers the view leaves out, beside its title.
+        self.marker_note = QLabel()
+        self.marker_note.setContentsMargins(6, 0, 6, 0)
+        self.panel.bar.insertWidget(1, self.marker_note)
+        follow_view(self.panel.view, self._draw_markers, self)
         self.ring = pg.ScatterPlotItem(
             pxMode=True, size=28, symbol="o", brush=None, pen=pg.mkPen((255, 255, 255), width=2)
         )
         self.ring.setZValue(15)
+        self.panel.view.addItem(self.dipole_lines)
         self.panel.view.addItem(self.markers)
         self.panel.view.addItem(self.ring)
         self.panel.settings_changed.connect(self._recompute_levels)
@@ -236,7 +246,7 @@ class DifferencePreview(QWidget):
         self.inputs.setStyleSheet("")
         self.run_button.setEnabled(False)
         self.panel.set_image(None)
-        self.markers.setData([])
+        self._draw_markers()
         self.ring.setData([])
         self.catalog.set_table(Table())
 
@@ -304,19 +314,27 @@ class DifferencePreview(QWidget):
         self._draw_markers()
 
     def _draw_markers(self, *args: object) -> None:
-        """Mark the DIA sources the catalog's filter lets through."""
+        """Mark the DIA sources the catalog's filter lets through as the inspector does
+        (:func:`~diffviewer.gui.overlays.markers_in_view`), and say how many are left out."""
         if self.shown is None:
-            self.markers.setData([])
-            return
-        dia = self.shown.saved.diasources
-        sky = (
-            np.asarray(dia["sky_source"], bool)
-            if "sky_source" in dia.colnames
-            else np.zeros(len(dia), bool)
-        )
-        self.markers.setData(
-            [dia_spot(dia, int(i), bool(sky[i])) for i in self.catalog.shown_rows()]
-        )
+            dia, rows, note = None, np.zeros(0, int), ""
+        else:
+            dia = self.shown.saved.diasources
+            rows, note = markers_in_view(
+                dia,
+                self.catalog.shown_rows(),
+                self.panel.view,
+                self.shown.saved.difference.image.shape,
+                self.catalog.selected_source(),
+            )
+        draw_dia(self.markers, self.dipole_lines, dia_marks(dia, rows))
+        self.marker_note.setText(note)
+
+    def _marker_tip(self, x: float, y: float, data: Any) -> str:
+        """A DIA marker's tooltip: the source's line of the catalog (the inspector's)."""
+        if self.shown is None:
+            return ""
+        return source_summary(self.shown.saved.diasources, int(data), {})
 
     def _recompute_levels(self, *args: object) -> None:
         """Compute the difference's levels for the display settings chosen, in the worker."""
@@ -335,6 +353,7 @@ class DifferencePreview(QWidget):
         self.ring.setData([x], [y])
         self.panel.centre_on(x, y, SOURCE_HALF_WIDTH)
         self.catalog.select_source(source_id)
+        self._draw_markers()  # its marker among them, wherever the view went
 
     def _on_marker_clicked(self, item: Any, points: Any, event: Any = None) -> None:
         if len(points):

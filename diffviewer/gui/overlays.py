@@ -1,6 +1,6 @@
-"""The image grid's overlays: kernel-source and DIA-source markers, the selection ring and
-the chosen kernel source's square,
-the mask overlay and its controls, and the cursor readout page.
+"""The image grid's overlays: kernel-source and DIA-source markers (which DIA sources a
+view draws: also the batch review's preview), the selection ring and the chosen kernel
+source's square, the mask overlay and its controls, and the cursor readout page.
 
 Colours and shapes come from :mod:`diffviewer.legend` (shared with the DS9 regions).
 The overlays know the image area and a run's catalogs; they hold no other state.
@@ -8,13 +8,13 @@ The overlays know the image area and a run's catalogs; they hold no other state.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
 from astropy.table import Table
-from PyQt6.QtCore import QObject, Qt, pyqtSignal
+from PyQt6.QtCore import QObject, Qt, QTimer, pyqtSignal
 from PyQt6.QtWidgets import QCheckBox, QGridLayout, QLabel, QSlider, QVBoxLayout, QWidget
 
 from diffviewer import display, legend
@@ -65,16 +65,46 @@ def dia_spot(dia: Table, i: int, sky: bool = False) -> dict[str, Any]:
 
 
 #: Most DIA markers drawn at once: the highest-|S/N| sources within the view, one per
-#: MARKER_AREA screen pixels of a view cell (a 12 px circle every ~45 px keeps the image
-#: readable), at least MIN_MARKERS. At fit zoom a busy field (GOTO: 348 sources) would
-#: otherwise be covered in circles; zooming in brings the fainter ones back.
+#: MARKER_AREA screen pixels of the image on screen (a 12 px circle every ~45 px keeps the
+#: image readable), at least MIN_MARKERS. At fit zoom a busy field (GOTO: 348 sources) would
+#: otherwise be covered in circles; zooming in brings the fainter ones back. The area is the
+#: image's, not the cell's: a square image in a wide cell (the batch review's preview) left
+#: the margins' share of markers on the image, three times too many.
 MARKER_AREA = 45 * 45
 MIN_MARKERS = 15
+#: Milliseconds a zoom or pan has to settle before the markers follow it.
+MARKER_SETTLE_MS = 150
 
 
-def marker_budget(width: float, height: float) -> int:
-    """How many DIA markers a view cell of ``width`` x ``height`` screen px shows."""
-    return max(MIN_MARKERS, int(width * height / MARKER_AREA))
+def marker_budget(
+    width: float,
+    height: float,
+    view: tuple[float, float, float, float],
+    shape: tuple[int, ...],
+) -> int:
+    """How many DIA markers a view cell shows: one per :data:`MARKER_AREA` screen px of the
+    image within it, at least :data:`MIN_MARKERS`.
+
+    Parameters
+    ----------
+    width, height : float
+        The cell's size (screen px).
+    view : (float, float, float, float)
+        x0, y0, x1, y1 of the area the cell shows (image px).
+    shape : tuple of int
+        The image's (ny, nx); pixel (x, y) covers x - 0.5 to x + 0.5.
+
+    Returns
+    -------
+    int
+    """
+    x0, y0, x1, y1 = view
+    if x1 <= x0 or y1 <= y0:
+        return MIN_MARKERS
+    ny, nx = shape[:2]
+    covered_x = max(0.0, min(x1, nx - 0.5) - max(x0, -0.5)) / (x1 - x0)
+    covered_y = max(0.0, min(y1, ny - 0.5) - max(y0, -0.5)) / (y1 - y0)
+    return max(MIN_MARKERS, int(width * covered_x * height * covered_y / MARKER_AREA))
 
 
 def marker_rows(
@@ -117,6 +147,107 @@ def marker_rows(
     if keep is not None and keep not in chosen:
         chosen = np.append(chosen, keep)
     return np.sort(chosen), int(inside.size)
+
+
+def marker_note(budget: int, inside: int) -> str:
+    """What a view says of the DIA markers it leaves out (empty when it draws them all)."""
+    if inside <= budget:
+        return ""
+    return f"markers: the {budget} of highest |S/N| of {inside} in view; zoom in for more"
+
+
+def markers_in_view(
+    dia: Table,
+    rows: np.ndarray,
+    box: pg.ViewBox,
+    shape: tuple[int, ...],
+    source_id: int | None = None,
+) -> tuple[np.ndarray, str]:
+    """The DIA rows a view draws and its note (:func:`marker_rows`, :func:`marker_note`):
+    the catalog filter's rows within the view, the highest |S/N| first, as many as its
+    image's area on screen takes (:func:`marker_budget`), and the selected source.
+
+    Parameters
+    ----------
+    dia : astropy.table.Table
+        DIA sources.
+    rows : numpy.ndarray
+        Rows passing the catalog filter.
+    box : pyqtgraph.ViewBox
+        The view (its range and size on screen).
+    shape : tuple of int
+        The shape of the image it shows.
+    source_id : int, optional
+        The selected source's ``id``: drawn wherever it is.
+
+    Returns
+    -------
+    (numpy.ndarray, str)
+        The rows to draw, and the note saying how many were left out (empty when none).
+    """
+    rect, size = box.viewRect(), box.boundingRect()
+    view = (rect.left(), rect.top(), rect.right(), rect.bottom())
+    budget = marker_budget(size.width(), size.height(), view, shape)
+    keep = None
+    if source_id is not None:
+        found = np.flatnonzero(np.asarray(dia["id"]) == source_id)
+        keep = int(found[0]) if found.size else None
+    chosen, inside = marker_rows(dia, rows, view, budget, keep)
+    return chosen, marker_note(budget, inside)
+
+
+def follow_view(box: pg.ViewBox, redraw: Callable[[], object], parent: QObject) -> QTimer:
+    """Call ``redraw`` once a zoom or pan of ``box`` has settled (:data:`MARKER_SETTLE_MS`).
+
+    Returns
+    -------
+    QTimer
+        The single-shot timer each range change restarts (owned by ``parent``).
+    """
+    timer = QTimer(parent)
+    timer.setSingleShot(True)
+    timer.setInterval(MARKER_SETTLE_MS)
+    timer.timeout.connect(redraw)
+    box.sigRangeChanged.connect(timer.start)
+    return timer
+
+
+def dia_marks(dia: Table | None, rows: np.ndarray) -> tuple[list[dict[str, Any]], np.ndarray]:
+    """The markers of DIA source ``rows`` (:func:`dia_spot`; sky sources as crosses) and
+    the segments joining each dipole's lobes (:func:`~diffviewer.gui.content.dipole_segments`);
+    none for no catalog (None)."""
+    if dia is None or not len(dia) or not len(rows):
+        return [], np.zeros((0, 2))
+    sky = (
+        np.asarray(dia["sky_source"], bool)
+        if "sky_source" in dia.colnames
+        else np.zeros(len(dia), bool)
+    )
+    spots = [dia_spot(dia, int(i), bool(sky[i])) for i in rows]
+    return spots, content.dipole_segments(dia[rows])
+
+
+def dia_items(
+    tip: Callable[[float, float, Any], str],
+) -> tuple[pg.ScatterPlotItem, pg.PlotDataItem]:
+    """A view's DIA markers (hover ``tip(x, y, id)``) and the lines joining dipole lobes."""
+    lines = pg.PlotDataItem(connect="pairs", pen=pg.mkPen(legend.DIPOLE_COLOUR, width=1))
+    lines.setZValue(11)
+    item = pg.ScatterPlotItem(pxMode=True, size=12, hoverable=True, tip=tip)
+    item.setZValue(12)
+    return item, lines
+
+
+def draw_dia(
+    item: pg.ScatterPlotItem, lines: pg.PlotDataItem, marks: tuple[list[dict[str, Any]], np.ndarray]
+) -> None:
+    """Draw :func:`dia_marks`' markers and dipole lines in a view's :func:`dia_items`."""
+    spots, lobes = marks
+    item.setData(spots)  # not clear(): see :meth:`Overlays.clear`
+    if len(lobes):
+        lines.setData(lobes[:, 0], lobes[:, 1])
+    else:
+        lines.setData([], [])
 
 
 def candidate_spots(cands: Table) -> list[dict[str, Any]]:
@@ -184,16 +315,11 @@ class Overlays(QObject):
                     panel.view.addItem(chosen)
                     self.chosen_items[name].append(chosen)
             if name in DIA_VIEWS:
-                pen = pg.mkPen(legend.DIPOLE_COLOUR, width=1)
-                lines = pg.PlotDataItem(connect="pairs", pen=pen)
-                lines.setZValue(11)
-                panel.view.addItem(lines)
-                self.dipole_lines[name] = lines
-                item = pg.ScatterPlotItem(pxMode=True, size=12, hoverable=True, tip=tips.dia_tip)
-                item.setZValue(12)
+                item, lines = dia_items(tips.dia_tip)
                 item.sigClicked.connect(self._on_dia_clicked)
+                panel.view.addItem(lines)
                 panel.view.addItem(item)
-                self.dia_items[name] = item
+                self.dia_items[name], self.dipole_lines[name] = item, lines
             sel = pg.ScatterPlotItem(
                 pxMode=True, size=28, symbol="o", brush=None, pen=pg.mkPen((255, 255, 255), width=2)
             )
@@ -226,22 +352,9 @@ class Overlays(QObject):
 
     def show_dia(self, dia: Table | None, rows: np.ndarray) -> None:
         """Draw the DIA sources of ``rows`` (None: none) and the lines joining dipole lobes."""
-        if dia is None or not len(dia):
-            spots, lobes = [], np.zeros((0, 2))
-        else:
-            sky = (
-                np.asarray(dia["sky_source"], bool)
-                if "sky_source" in dia.colnames
-                else np.zeros(len(dia), bool)
-            )
-            spots = [dia_spot(dia, int(i), bool(sky[i])) for i in rows]
-            lobes = content.dipole_segments(dia[rows])
+        marks = dia_marks(dia, rows)
         for name, item in self.dia_items.items():
-            item.setData(spots)
-            if len(lobes):
-                self.dipole_lines[name].setData(lobes[:, 0], lobes[:, 1])
-            else:
-                self.dipole_lines[name].setData([], [])
+            draw_dia(item, self.dipole_lines[name], marks)
 
     def mark_selection(self, xy: tuple[float, float] | None) -> None:
         """Ring the selected source on every view (None: no ring)."""

@@ -43,8 +43,8 @@ from diffviewer.gui.opening import Opener
 from diffviewer.gui.overlays import (
     Overlays,
     ReadoutPage,
-    marker_budget,
-    marker_rows,
+    follow_view,
+    markers_in_view,
     show_mask,
 )
 from diffviewer.gui.params import ParameterPanel
@@ -135,11 +135,7 @@ class MainWindow(QMainWindow):
         self.overlays.dia_clicked.connect(self.review.catalog.select_source)
         self.review.catalog.filter_changed.connect(self.refresh_overlays)
         # markers follow the view: redraw once the zoom or pan has settled
-        self._marker_timer = QTimer(self)
-        self._marker_timer.setSingleShot(True)
-        self._marker_timer.setInterval(150)
-        self._marker_timer.timeout.connect(self.refresh_overlays)
-        self.area.master.sigRangeChanged.connect(self._marker_timer.start)
+        follow_view(self.area.master, self.refresh_overlays, self)
         self.readout = ReadoutPage()
         self.readout.mask_changed.connect(self.update_mask_overlay)
         self.runs = RunController(self)
@@ -328,8 +324,8 @@ class MainWindow(QMainWindow):
 
     def refresh_overlays(self, *args: object) -> None:
         """Redraw the markers of the run on screen as the View menu and the catalog's filter
-        say: DIA sources passing the filter, the highest |S/N| within the view first (at
-        most :func:`~diffviewer.gui.overlays.marker_budget` for the cell), and the selected one;
+        say: DIA sources passing the filter, the highest |S/N| within the view first, and the
+        selected one (:func:`~diffviewer.gui.overlays.markers_in_view`);
         none while a re-run's images replace the run's (its markers describe another difference)."""
         if self.outcome is None or self.runs.pending:
             return
@@ -342,24 +338,15 @@ class MainWindow(QMainWindow):
             self.overlays.show_dia(None, np.zeros(0, int))
             self.marker_note.setText("")
             return
-        selected = self.review.selected
-        keep = (
-            int(np.flatnonzero(np.asarray(dia["id"]) == selected)[0])
-            if selected is not None
-            else None
+        rows, note = markers_in_view(
+            dia,
+            self.review.catalog.shown_rows(),
+            self.area.master,
+            result.difference.image.shape,
+            self.review.selected,
         )
-        master = self.area.master
-        rect = master.viewRect()
-        view = (rect.left(), rect.top(), rect.right(), rect.bottom())
-        size = master.boundingRect()
-        budget = marker_budget(size.width(), size.height())
-        rows, inside = marker_rows(dia, self.review.catalog.shown_rows(), view, budget, keep)
         self.overlays.show_dia(dia, rows)
-        self.marker_note.setText(
-            f"markers: the {budget} of highest |S/N| of {inside} in view; zoom in for more"
-            if inside > budget
-            else ""
-        )
+        self.marker_note.setText(note)
 
     def update_mask_overlay(self, *args: object) -> None:
         """Draw the chosen mask planes over the views (the run on screen's; none while a

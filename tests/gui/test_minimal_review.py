@@ -19,13 +19,23 @@ from astropy.io import fits
 from astropy.table import Table
 
 from diffviewer import cli
+from diffviewer.batch.summary import complete_row
 from diffviewer.config import SubtractionConfig, apply_overrides, load_toml
+from diffviewer.exposure import Exposure
 from diffviewer.gui.batch_review import ReviewWindow
-from diffviewer.gui.difference_preview import READ_LANE, row_figures
+from diffviewer.gui.difference_preview import (
+    READ_LANE,
+    DifferencePreview,
+    DifferenceView,
+    row_figures,
+)
+from diffviewer.gui.model import prepare_view
+from diffviewer.gui.overlays import MARKER_AREA, MIN_MARKERS
 from diffviewer.gui.saved import open_saved
 from diffviewer.gui.window import isolated_window
+from diffviewer.gui.worker import JobRunner
 from diffviewer.io import demo_pair
-from diffviewer.results import SavedRun, recorded_specs
+from diffviewer.results import SavedDifference, SavedRun, recorded_specs
 from tests.gui.helpers import RUN_TIMEOUT_MS, finish
 
 #: A constant kernel: the demo's 256 x 256 has about a dozen kernel stars.
@@ -234,3 +244,97 @@ def test_a_preview_lets_its_arrays_go_when_hidden_or_closed(
     with qtbot.waitSignal(review.destroyed, timeout=5000):
         review.close()
     assert inspector.review_windows == []
+
+
+def _crowded_view(n: int, shape: tuple[int, int] = (512, 512)) -> DifferenceView:
+    """A folder's difference of ``n`` DIA sources strewn over ``shape`` (every tenth a
+    dipole), as the preview's worker reads it; its pair cannot be run again."""
+    rng = np.random.default_rng(7)
+    ny, nx = shape
+    x, y = rng.uniform(0, nx - 1, n), rng.uniform(0, ny - 1, n)
+    snr = rng.choice([-1.0, 1.0], n) * rng.uniform(5.0, 500.0, n)
+    dipole = np.arange(n) % 10 == 0
+    dia = Table(
+        {
+            "id": np.arange(1, n + 1),
+            "x": x,
+            "y": y,
+            "snr": snr,
+            "sign": np.sign(snr),
+            "is_dipole": dipole,
+            "flagged": np.zeros(n, bool),
+            "sky_source": np.zeros(n, bool),
+            "pos_x": x + 1.5,
+            "pos_y": y,
+            "neg_x": x - 1.5,
+            "neg_y": y,
+        }
+    )
+    image = rng.normal(0.0, 1.0, shape).astype(np.float32)
+    difference = Exposure(image, np.ones(shape, np.float32), np.zeros(shape, np.int32))
+    saved = SavedDifference(
+        Path("crowded"), {}, SubtractionConfig(), difference, dia, (), "minimal"
+    )
+    return DifferenceView(saved, prepare_view("difference", image), None, "no inputs")
+
+
+def test_a_crowded_preview_marks_the_highest_snr_sources_as_the_inspector_does(
+    qtbot,
+) -> None:
+    # A review colleague found the preview of a crowded field (hundreds to thousands of
+    # detections) a carpet of circles: every source of the catalog was marked. It marks
+    # as the inspector's difference does: the highest |S/N| within the view, one per
+    # MARKER_AREA of the image on screen, a note saying how many of how many, dipoles
+    # joined to their lobes; zooming in brings the others back.
+    shown = _crowded_view(2000)
+    jobs = JobRunner()
+    preview = DifferencePreview(jobs)
+    qtbot.addWidget(preview)
+    try:
+        _check_crowded(qtbot, preview, shown)
+    finally:
+        jobs.shutdown()
+
+
+def _check_crowded(qtbot, preview: DifferencePreview, shown: DifferenceView) -> None:
+    """The crowded test's body (its worker shut down after it, whatever the outcome)."""
+    dia = shown.saved.diasources
+    n = len(dia)
+    preview.resize(900, 700)
+    preview.show()
+    qtbot.waitExposed(preview)
+    preview.show_difference(shown, complete_row({"name": "crowded"}))
+    drawn = np.array([int(p.data()) for p in preview.markers.points()])
+    box = preview.panel.view
+    on_screen = box.boundingRect()
+    # the image is square in a wider cell: its area on screen is the cell's height squared
+    image_side = min(on_screen.width(), on_screen.height())
+    assert MIN_MARKERS < len(drawn) <= image_side**2 / MARKER_AREA + 1
+    assert len(drawn) < n / 10
+    snr = np.abs(np.asarray(dia["snr"], float))
+    chosen = np.isin(np.asarray(dia["id"]), drawn)
+    assert snr[chosen].min() >= snr[~chosen].max()  # the most significant ones
+    assert preview.marker_note.text() == (
+        f"markers: the {len(drawn)} of highest |S/N| of {n} in view; zoom in for more"
+    )
+    assert preview.marker_note.isVisible()
+    # the dipoles among them joined to their lobes, as in the inspector
+    lines_x, _ = preview.dipole_lines.getData()
+    assert len(lines_x) == 2 * int(np.sum(np.asarray(dia["is_dipole"]) & chosen)) > 0
+    # a faint source selected in the catalog: the view closes in on it, it is marked, and
+    # so is every source in that small view; nothing is left out, so no note
+    faint = int(dia["id"][int(np.argmin(snr))])
+    preview.select_source(faint)
+    x0, x1 = box.viewRect().left(), box.viewRect().right()
+    y0, y1 = box.viewRect().top(), box.viewRect().bottom()
+    xs, ys = np.asarray(dia["x"]), np.asarray(dia["y"])
+    inside = set(np.asarray(dia["id"])[(xs >= x0) & (xs <= x1) & (ys >= y0) & (ys <= y1)])
+
+    def follows_the_view() -> None:
+        assert {int(p.data()) for p in preview.markers.points()} == inside | {faint}
+
+    qtbot.waitUntil(follows_the_view)
+    assert preview.marker_note.text() == ""
+    # the filter still decides which sources may be marked
+    preview.catalog.snr_box.setValue(float(snr.max()) + 1.0)
+    assert {int(p.data()) for p in preview.markers.points()} <= {faint}

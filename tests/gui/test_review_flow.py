@@ -275,6 +275,25 @@ def test_markers_follow_the_catalog_filter_and_the_view(qtbot, demo_window: Main
     assert set(np.argsort(-snr, kind="stable")[:3]) <= set(chosen)
 
 
+def test_the_marker_budget_counts_the_image_on_screen_not_the_cell() -> None:
+    from diffviewer.gui.overlays import MARKER_AREA, MIN_MARKERS, marker_budget
+
+    # a 900 x 300 px cell showing a 300 x 300 image whole (aspect locked: the view spans
+    # x -300.5 to 599.5): the image is a third of the cell, so is the budget
+    whole = marker_budget(900, 300, (-300.5, -0.5, 599.5, 299.5), (300, 300))
+    assert whole == int(300 * 300 / MARKER_AREA)
+    # the image filling the cell: the cell's area
+    assert marker_budget(900, 300, (-0.5, -0.5, 899.5, 299.5), (300, 900)) == int(
+        900 * 300 / MARKER_AREA
+    )
+    # zoomed into a corner: the part of the view beyond the image's edges counts for none
+    corner = marker_budget(900, 900, (149.5, 149.5, 449.5, 449.5), (300, 300))
+    assert corner == int(900 * 900 / 4 / MARKER_AREA)
+    # a view off the image, or a small cell: at least MIN_MARKERS
+    assert marker_budget(900, 900, (1000.0, 1000.0, 1100.0, 1100.0), (300, 300)) == MIN_MARKERS
+    assert marker_budget(50, 50, (-0.5, -0.5, 299.5, 299.5), (300, 300)) == MIN_MARKERS
+
+
 def test_blink_carries_markers_and_the_mask(qtbot, demo_window: MainWindow) -> None:
     from diffviewer.exposure import MaskPlane
 

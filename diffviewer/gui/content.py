@@ -293,9 +293,11 @@ def metrics(result: Any) -> dict[str, float]:
     return out
 
 
-def kernel_views(result: Any, n_grid: int = 7, n_shift: int = 16) -> dict[str, Any]:
+def kernel_views(
+    result: Any, n_grid: int = 7, n_shift: int = 16, psf_cell: int | None = None
+) -> dict[str, Any]:
     """The kernel panel's content: mosaic, sums, centroid shifts, the differential
-    background, basis, the PSFs matched (:func:`psf_views`), a description.
+    background, basis, the PSFs matched at a mosaic cell (:func:`psf_views`), a description.
 
     The mosaic and the shift map realise the engine's spatial kernel with
     :func:`diffviewer.engine.diagnostics.kernel_mosaic`; centroids are the first
@@ -311,6 +313,9 @@ def kernel_views(result: Any, n_grid: int = 7, n_shift: int = 16) -> dict[str, A
         Kernels per axis in the mosaic.
     n_shift : int
         Grid points per axis of the centroid-shift map.
+    psf_cell : int, optional
+        The mosaic cell (row of ``grid``: ``j * n_grid + i``) where the PSFs are matched
+        through the kernel; None: the middle one (the image centre for an odd ``n_grid``).
 
     Returns
     -------
@@ -357,7 +362,9 @@ def kernel_views(result: Any, n_grid: int = 7, n_shift: int = 16) -> dict[str, A
             info += f"; {choice.describe()}"
     if result.kernel.sky_level is not None:
         info += f"; {result.kernel.sky_level.describe()}"
-    psfs, psf_info = psf_views(result)
+    if psf_cell is None:
+        psf_cell = (n_grid // 2) * n_grid + n_grid // 2
+    psfs, psf_info = psf_views(result, *grid[psf_cell, :2])
     stars = star_sums(result)
     if len(stars):
         info += (
@@ -381,6 +388,7 @@ def kernel_views(result: Any, n_grid: int = 7, n_shift: int = 16) -> dict[str, A
         "info": info,
         "psfs": psfs,
         "psf_info": psf_info,
+        "psf_cell": psf_cell,
     }
 
 
@@ -497,23 +505,27 @@ def psf_match(fit: Any, x: float | None = None, y: float | None = None) -> PsfMa
     )
 
 
-def psf_views(result: Any) -> tuple[list[tuple[str, np.ndarray]], str]:
+def psf_views(
+    result: Any, x: float | None = None, y: float | None = None
+) -> tuple[list[tuple[str, np.ndarray]], str]:
     """The Kernel tab's PSF row: the science and template PSFs the run used, the convolved
-    one through the kernel at the image centre, and that less the other (:func:`psf_match`).
+    one through the kernel at (x, y), and that less the other (:func:`psf_match`).
 
     Parameters
     ----------
     result : SubtractionResult
         A run, computed or read back from its folder.
+    x, y : float, optional
+        Where the kernel is evaluated (0-based science px); the image centre when None.
 
     Returns
     -------
     (list of (str, numpy.ndarray), str)
         Four titled images (the three PSFs, then the residual, signed), and a line saying
-        where each PSF came from and the misfit.
+        where the kernel was evaluated, the misfit there and where each PSF came from.
     """
     fit = result.kernel
-    match = psf_match(fit)
+    match = psf_match(fit, x, y)
     ests = {"science": fit.science_psf, "template": fit.template_psf}
     conv = match.convolved
     other = "science" if conv == "template" else "template"
@@ -534,20 +546,29 @@ def psf_views(result: Any) -> tuple[list[tuple[str, np.ndarray]], str]:
             match.residual,
         )
     )
+    ny, nx = fit.solution.shape
+    centre = math.hypot(match.x - (nx - 1) / 2.0, match.y - (ny - 1) / 2.0) < 1e-6
+    where = f"{'the image centre ' if centre else ''}({match.x:.1f}, {match.y:.1f}) px"
     peak = float(np.max(np.abs(match.residual))) / float(np.max(match.target))
     info = (
-        f"The {conv} PSF (the image convolved) through the kernel at the image centre "
-        f"({match.x:.1f}, {match.y:.1f}) px against the {other} PSF, both of sum 1: "
+        f"The {conv} PSF (the image convolved) through the kernel at {where} against the "
+        f"{other} PSF, both of sum 1: "
         f"Σ|K⊛P_{conv} − P_{other}| = {match.misfit:.4f} (0: an exact match, 2: no "
         f"overlap); largest residual {peak:.1%} of the {other} PSF's peak; FWHM "
         f"{match.matched_fwhm:.2f} px against {ests[other].fwhm:.2f} px. The kernel there "
         f"shifts by ({match.shift[0]:+.3f}, {match.shift[1]:+.3f}) px (the misregistration "
         f"it absorbs; each PSF is centred on its stars), a dipole in the residual: without "
         f"that shift Σ = {match.misfit_centred:.4f}. "
-        + " ".join(
-            f"{name.capitalize()} PSF {est.source}: {est.reason or 'no reason recorded'}."
-            for name, est in ests.items()
+    )
+    if not centre:
+        info += (
+            f"The science and template PSFs are one each for the whole image: where a PSF "
+            f"varies across the field, the kernel here follows it, and the residual against "
+            f"the one {other} PSF holds that change too. "
         )
+    info += " ".join(
+        f"{name.capitalize()} PSF {est.source}: {est.reason or 'no reason recorded'}."
+        for name, est in ests.items()
     )
     return images, info
 

@@ -67,6 +67,11 @@ BASIS_ROW_HEIGHT = 30
 #: Least height of the PSFs' canvas (px): two title lines and images of ~110 px.
 PSF_MIN_HEIGHT = 150
 
+#: The PSFs page's mosaic (where they are matched): its column's preferred width, as a
+#: share of a PSF column's. Qt shrinks the columns to the page unevenly: ~80 px against
+#: 155 at 1280 x 720 (the PSFs' titles, up to 153 px, whole), 128 against 274 at 1920.
+PICKER_SHARE = 0.25
+
 #: The PSFs' display: log, so that their wings, where a misfit of the widths shows,
 #: are seen beside their cores; all three at the same levels.
 PSF_DISPLAY = POSITIVE.replace(stretch="log")
@@ -112,15 +117,21 @@ def _star_tip(x: float, y: float, data: tuple[float, float, float, float]) -> st
 
 class KernelPanel(QWidget):
     """The spatial kernel on a grid (mosaic), kernel-sum, centroid-shift and differential
-    background maps; on a page beside them, the PSFs the kernel matched; the basis.
+    background maps; on a page beside them, the PSFs the kernel matched at a mosaic cell
+    chosen there; the basis.
 
     Signals
     -------
     centre_requested(float, float)
         A mosaic cell was clicked: centre the images on its position (px).
+    psf_cell_chosen(int, float, float)
+        A cell of the PSFs page's mosaic was clicked: the PSFs are to be matched through
+        the kernel there (its row of the grid, its position in px) and given to
+        :meth:`show_psfs`.
     """
 
     centre_requested = pyqtSignal(float, float)
+    psf_cell_chosen = pyqtSignal(int, float, float)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -191,10 +202,27 @@ class KernelPanel(QWidget):
         self.psf_canvas.ci.setContentsMargins(2, 2, 2, 2)
         self.psf_canvas.ci.layout.setHorizontalSpacing(4)
         self.psf_canvas.setMinimumHeight(PSF_MIN_HEIGHT)
+        # where they are matched: the mosaic again, its chosen cell framed (as the chosen
+        # kernel source is on the images); a click on a cell matches them there
+        self.picker_box, self.picker, self.picker_title = image_box(self.psf_canvas, "", 0, 0)
+        # narrower than the PSFs: with five equal columns at 1280 x 720 their titles ran
+        # together; its title short for the same reason (the info below gives the px)
+        layout = self.psf_canvas.ci.layout
+        layout.setColumnPreferredWidth(0, PICKER_SHARE * layout.columnPreferredWidth(0))
+        self.picker.mouseClickEvent = self._on_picker_click
+        self.picker_box.setToolTip("Click a cell: the PSFs matched through the kernel there")
+        self.picker_frame = [
+            pg.PlotDataItem(pen=pg.mkPen((0, 0, 0), width=4)),
+            pg.PlotDataItem(pen=pg.mkPen((255, 255, 255), width=2, style=Qt.PenStyle.DashLine)),
+        ]
+        for line in self.picker_frame:
+            self.picker_box.addItem(line)
+        #: The mosaic cell (row of the grid) the PSFs are matched at, None before a kernel.
+        self.psf_cell: int | None = None
         self.psf_boxes: list[pg.ViewBox] = []
         self.psf_items: list[pg.ImageItem] = []
         self.psf_titles: list[pg.LabelItem] = []
-        for col in range(4):
+        for col in range(1, 5):
             box, item, title = image_box(self.psf_canvas, "", 0, col)
             box.setMouseEnabled(True, True)  # zoom and pan, the four together
             if self.psf_boxes:
@@ -261,8 +289,8 @@ class KernelPanel(QWidget):
         self.pages.setTabToolTip(
             1,
             "The science and template PSFs the kernel was fitted to, the convolved one "
-            "through the kernel at the image centre, and what it misses of the other (the "
-            "wheel zooms the four together)",
+            "through the kernel at the mosaic cell chosen on the left (the image centre "
+            "at first), and what it misses of the other (the wheel zooms the four together)",
         )
         self.splitter = QSplitter(Qt.Orientation.Vertical)
         self.splitter.addWidget(self.pages)
@@ -289,6 +317,7 @@ class KernelPanel(QWidget):
         stars: np.ndarray | None = None,
         psfs: Sequence[tuple[str, np.ndarray]] = (),
         psf_info: str = "",
+        psf_cell: int | None = None,
     ) -> None:
         """Show a kernel solution.
 
@@ -320,9 +349,13 @@ class KernelPanel(QWidget):
             (:func:`diffviewer.gui.content.psf_views`); none, an empty row.
         psf_info : str
             The misfit in words, and where each PSF came from.
+        psf_cell : int, optional
+            The mosaic cell (row of ``grid``) the PSFs were matched at.
         """
         self._grid, self._cell, self._n, self._unit = grid, cell, n_grid, unit
         show_array(self.mosaic, mosaic, MOSAIC)
+        show_array(self.picker, mosaic, MOSAIC)
+        self.picker_box.autoRange(padding=0.02)
         show_array(self.sum_map, sum_map, POSITIVE)
         self._show_star_sums(np.zeros((0, 6)) if stars is None else stars)
         show_array(self.shift_map, shift_map, POSITIVE)
@@ -360,13 +393,43 @@ class KernelPanel(QWidget):
             item = pg.ImageItem(axisOrder="row-major")
             vb.addItem(item)
             show_array(item, image, SIGNED)
-        self._show_psfs(psfs)
-        self.psf_info.setText(psf_info)
+        self.show_psfs(psfs, psf_info, psf_cell)
         self.info.setText(info)
+
+    def show_psfs(
+        self, psfs: Sequence[tuple[str, np.ndarray]], info: str, cell: int | None
+    ) -> None:
+        """Show the PSFs matched at a mosaic cell, frame the cell and say where it is.
+
+        Parameters
+        ----------
+        psfs : sequence of (str, numpy.ndarray)
+            Titled PSF images (:func:`diffviewer.gui.content.psf_views`); none, an empty row.
+        info : str
+            The misfit in words, and where each PSF came from.
+        cell : int or None
+            The cell (row of the grid) they were matched at; None, none.
+        """
+        self.psf_cell = cell
+        self._show_psfs(psfs)
+        self.psf_info.setText(info)
+        if cell is None or not self._n:
+            self.picker_title.setText("")
+            for line in self.picker_frame:
+                line.setData([], [])
+            return
+        i, j = cell % self._n, cell // self._n
+        self.picker_title.setText(f"Kernel at<br>cell ({i}, {j})")
+        x0, y0 = i * self._cell - 0.5, j * self._cell - 0.5
+        x1, y1 = x0 + self._cell, y0 + self._cell
+        for line in self.picker_frame:
+            line.setData([x0, x1, x1, x0, x0], [y0, y0, y1, y1, y0])
 
     def _show_psfs(self, psfs: Sequence[tuple[str, np.ndarray]]) -> None:
         """The PSFs at one set of levels (0 to the highest peak), the residual at its own
-        symmetric ones."""
+        symmetric ones; their zoom kept while the stamp keeps its size (another cell)."""
+        before = self.psf_items[-1].image
+        shape = before.shape if before is not None else None
         for item, title in zip(self.psf_items, self.psf_titles, strict=True):
             item.clear()
             title.setText("")
@@ -383,8 +446,9 @@ class KernelPanel(QWidget):
         reach = float(np.max(np.abs(residual)))
         show_array(self.psf_items[-1], residual, SIGNED, (-reach, reach) if reach else (-1.0, 1.0))
         self.psf_titles[-1].setText(residual_title)
-        for box in self.psf_boxes:
-            box.autoRange(padding=0.02)
+        if residual.shape != shape:
+            for box in self.psf_boxes:
+                box.autoRange(padding=0.02)
 
     def _show_star_sums(self, stars: np.ndarray) -> None:
         """Dots at the kernel stars, each coloured by its flux ratio less the model's sum in
@@ -404,13 +468,12 @@ class KernelPanel(QWidget):
     def clear(self) -> None:
         """Show no kernel."""
         self._grid, self._n = np.zeros((0, 6)), 0
-        for item in (self.mosaic, self.sum_map, self.shift_map, self.background_map):
+        for item in (self.mosaic, self.picker, self.sum_map, self.shift_map, self.background_map):
             item.clear()
         self.centroids.clear()
         self.star_sums.clear()
         self.basis_canvas.clear()
-        self._show_psfs(())
-        self.psf_info.setText("")
+        self.show_psfs((), "", None)
         self.info.setText("")
 
     def _cell_at(self, x: float, y: float) -> int | None:
@@ -431,13 +494,26 @@ class KernelPanel(QWidget):
                 f"{self._unit}"
             )
 
-    def _on_mosaic_click(self, event: object) -> None:
+    def _clicked_cell(self, event: object) -> tuple[int, float, float] | None:
+        """The mosaic cell a click on a mosaic (either page's) fell in: its row of the grid
+        and its position (px), the click accepted; None off the cells."""
         pos = event.pos()  # type: ignore[attr-defined]
         k = self._cell_at(pos.x(), pos.y())
-        if k is not None:
-            x, y = self._grid[k, :2]
-            self.centre_requested.emit(float(x), float(y))
-            event.accept()  # type: ignore[attr-defined]
+        if k is None:
+            return None
+        event.accept()  # type: ignore[attr-defined]
+        x, y = self._grid[k, :2]
+        return k, float(x), float(y)
+
+    def _on_picker_click(self, event: object) -> None:
+        clicked = self._clicked_cell(event)
+        if clicked is not None:
+            self.psf_cell_chosen.emit(*clicked)
+
+    def _on_mosaic_click(self, event: object) -> None:
+        clicked = self._clicked_cell(event)
+        if clicked is not None:
+            self.centre_requested.emit(*clicked[1:])
 
 
 class ResidualPanel(QWidget):

@@ -58,6 +58,7 @@ class DiagnosticsTabs(QTabWidget):
         self.area = area
         self.kernel_panel = KernelPanel()
         self.kernel_panel.centre_requested.connect(self.centre_and_show)
+        self.kernel_panel.psf_cell_chosen.connect(self.match_psfs_at)
         self.residual_panel = ResidualPanel()
         self.ab_panel = ABPanel()
         area.blink_rate.valueChanged.connect(self.ab_panel.blink_timer.setInterval)
@@ -100,7 +101,9 @@ class DiagnosticsTabs(QTabWidget):
         outcome, ab = self._run
         result = outcome.result
         if panel is self.kernel_panel:
-            self.kernel_panel.set_data(**content.kernel_views(result))
+            # at the cell chosen for the last run (a pair's runs share the grid)
+            views = content.kernel_views(result, psf_cell=self.kernel_panel.psf_cell)
+            self.kernel_panel.set_data(**views)
         elif panel is self.residual_panel:
             self.residual_panel.set_data(
                 content.residual_samples(result), content.residual_note(result)
@@ -116,6 +119,13 @@ class DiagnosticsTabs(QTabWidget):
         self.kernel_panel.clear()
         self.residual_panel.set_data([])
         self.ab_panel.clear()
+
+    def match_psfs_at(self, cell: int, x: float, y: float) -> None:
+        """Show the PSFs matched through the kernel of the run on screen at a mosaic cell
+        (its row of the grid) at (x, y) (px)."""
+        if self._run is not None:
+            psfs, info = content.psf_views(self._run[0].result, x, y)
+            self.kernel_panel.show_psfs(psfs, info, cell)
 
     def centre_and_show(self, x: float, y: float) -> None:
         """Show the images, centred on (x, y) (px)."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from PyQt6.QtCore import QPointF
+
 from diffviewer.gui.model import Pair
 from diffviewer.gui.window import MainWindow
 from diffviewer.io import demo_pair
@@ -32,3 +34,20 @@ def finish(qtbot, win: MainWindow, lane: str, action: Callable[[], object]) -> N
 def run(qtbot, win: MainWindow, pair: Pair | None = None) -> None:
     """Open ``pair`` (or re-run the current one) and wait for the result on screen."""
     finish(qtbot, win, "run", win.run if pair is None else lambda: win.open_pair(pair))
+
+
+class Click:
+    """A mouse click at (x, y) in an item's coordinates, as pyqtgraph hands it to an
+    item's ``mouseClickEvent``."""
+
+    def __init__(self, x: float, y: float) -> None:
+        self._pos = QPointF(x, y)
+        self.accepted = False
+
+    def pos(self) -> QPointF:
+        """Where the click was."""
+        return self._pos
+
+    def accept(self) -> None:
+        """Mark the click as handled."""
+        self.accepted = True

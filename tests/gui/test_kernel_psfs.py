@@ -12,9 +12,12 @@ import pytest
 from diffviewer.engine.diagnostics import kernel_centroids
 from diffviewer.engine.kernel_solution import KernelFit, KernelSolution
 from diffviewer.engine.psf import PsfEstimate, fourier_shift, gaussian_image, psf_shape
-from diffviewer.gui import content
+from diffviewer.gui import content, model
+from diffviewer.gui.model import Pair
 from diffviewer.gui.window import MainWindow
 from diffviewer.stats import FWHM_PER_SIGMA
+from diffviewer.synthetic import make_pair
+from tests.gui.helpers import Click, run
 
 
 def _gaussian_psf(fwhm: float, source: str) -> PsfEstimate:
@@ -202,3 +205,66 @@ def test_the_psfs_have_room_beside_the_maps_at_1280_by_720(qtbot, demo_window: M
         assert box.height() >= 100 and box.width() >= 100
     # the text below scrolls, three lines shown
     assert panel.psf_note.verticalScrollBar().maximum() > 0
+
+
+def test_a_mosaic_cell_chooses_where_the_psfs_are_matched(qtbot, window: MainWindow) -> None:
+    # The PSFs page matched the PSFs through the kernel at the image centre only. On a
+    # field whose science PSF broadens 30 % from left to right, the kernel broadens with
+    # it: a cell of the page's mosaic chooses where the kernel is evaluated, the page says
+    # where, and the convolved PSF, its residual and misfit are the kernel's there.
+    pair = make_pair((512, 512), seed=0, sci_fwhm_gradient=0.3)
+    run(qtbot, window, Pair(pair.science, pair.template, "gradient"))
+    fit = window.outcome.result.kernel
+    assert fit.convolved == "template" and fit.solution.spatial_order > 0
+    panel = window.tabs.kernel_panel
+    window.tabs.setCurrentWidget(panel)
+    panel.pages.setCurrentIndex(1)
+    n, cell = 7, panel._cell
+    ny, nx = fit.solution.shape
+    centre = content.psf_match(fit)
+
+    def shows(match: content.PsfMatch, i: int, j: int) -> None:
+        """The page shows ``match``, matched at cell (i, j), and says where."""
+        assert panel.psf_cell == j * n + i
+        assert panel.picker_title.text == f"Kernel at<br>cell ({i}, {j})"
+        for item, want in zip(
+            panel.psf_items,
+            (match.science, match.template, match.matched, match.residual),
+            strict=True,
+        ):
+            np.testing.assert_allclose(item.image, want, rtol=1e-6, atol=1e-9)
+        titles = [title.text for title in panel.psf_titles]
+        assert titles[2] == f"Template PSF ⊛ kernel<br>FWHM {match.matched_fwhm:.2f} px"
+        assert titles[3] == f"Residual, ⊛ − science<br>Σ|residual| {match.misfit:.4f}"
+        assert f"through the kernel at {'the image centre ' if i == j == 3 else ''}(" in (
+            panel.psf_info.text()
+        )
+        assert f"({match.x:.1f}, {match.y:.1f}) px" in panel.psf_info.text()
+        assert f"= {match.misfit:.4f}" in panel.psf_info.text()
+
+    # at first the middle cell: the image centre, as before
+    shows(centre, 3, 3)
+    assert (centre.x, centre.y) == ((nx - 1) / 2.0, (ny - 1) / 2.0)
+    # the left and the right cell of the middle row, clicked on the page's mosaic
+    matches = {}
+    for i in (0, 6):
+        panel._on_picker_click(Click(i * cell + cell / 2, 3 * cell + cell / 2))
+        matches[i] = content.psf_match(fit, panel._grid[3 * n + i, 0], panel._grid[3 * n + i, 1])
+        assert matches[i].x == (0.0 if i == 0 else nx - 1.0)
+        shows(matches[i], i, 3)
+    # the kernel's own width across the field: the template through it is ~3.5 px wide on
+    # the left, ~4.7 on the right (the science PSF's 4.0 px at the centre, +-15 %); against
+    # the one science PSF of the run its residual is larger at both ends
+    left, right = matches[0], matches[6]
+    assert left.matched_fwhm + 0.3 < centre.matched_fwhm < right.matched_fwhm - 0.3
+    assert min(left.misfit, right.misfit) > 3 * centre.misfit
+    assert "The science and template PSFs are one each for the whole image" in (
+        panel.psf_info.text()
+    )
+    # the cell chosen stays for the pair's next run (the same grid) ...
+    window.tabs.show_run(window.outcome, model.ab_runs(window.outcome, None, None))
+    shows(right, 6, 3)
+    # ... and a new pair starts at the middle cell again
+    window.tabs.clear()
+    assert panel.psf_cell is None and panel.picker_title.text == ""
+    assert all(item.image is None for item in (panel.picker, *panel.psf_items))

@@ -20,7 +20,7 @@ from diffviewer.gui.params import ParameterPanel
 from diffviewer.gui.spin_boxes import FloatSpinBox, LongSpinBox
 from diffviewer.gui.views import ImageArea
 from diffviewer.gui.window import MainWindow
-from tests.gui.helpers import finish, run
+from tests.gui.helpers import Click, finish, run
 
 
 def test_parameter_panel_has_an_editor_per_field_with_doc_limits_and_choices(qtbot) -> None:
@@ -476,22 +476,8 @@ def test_a_filter_hiding_the_selected_source_selects_none(qtbot, demo_window: Ma
 
 
 def test_mosaic_click_maps_the_cell_to_its_image_position(qtbot, demo_window: MainWindow) -> None:
-    from PyQt6.QtCore import QPointF
-
     panel = demo_window.tabs.kernel_panel
     demo_window.tabs.setCurrentWidget(panel)
-
-    class Click:
-        def __init__(self, x: float, y: float) -> None:
-            self._pos = QPointF(x, y)
-            self.accepted = False
-
-        def pos(self) -> QPointF:
-            return self._pos
-
-        def accept(self) -> None:
-            self.accepted = True
-
     cell = panel._cell
     with qtbot.waitSignal(panel.centre_requested, timeout=1000) as blocker:
         panel._on_mosaic_click(Click(2 * cell + cell / 2, 5 * cell + cell / 2))  # column 2, row 5

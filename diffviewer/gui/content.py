@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -135,6 +136,11 @@ SKY_PULL_MEAN = "sky sources: mean PSF-flux pull"
 SKY_PULL_STD = "sky sources: PSF-flux pull scatter"
 
 
+def run_folder(result: Any) -> Path | None:
+    """The folder a run was read back from (None: a run computed here)."""
+    return result.folder if isinstance(result, SavedRun) else None
+
+
 def run_label(result: Any, role: str, *, kept: bool = False) -> str:
     """How the A/B panel names a run: the folder of a run read back from one, else its
     role, and its config digest (a saved run re-run with its config has the same).
@@ -154,8 +160,9 @@ def run_label(result: Any, role: str, *, kept: bool = False) -> str:
     str
         E.g. "saved run goto_out, config 2a011292ea31", "kept run, config 2a011292ea31".
     """
-    if isinstance(result, SavedRun):
-        name = f"{'kept ' if kept else ''}saved run {result.folder.name}"
+    folder = run_folder(result)
+    if folder is not None:
+        name = f"{'kept ' if kept else ''}saved run {folder.name}"
     else:
         name = "kept run" if kept else role
     return f"{name}, config {result.config.digest()}"

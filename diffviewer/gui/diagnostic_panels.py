@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 import textwrap
 from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pyqtgraph as pg
@@ -623,8 +625,33 @@ class ResidualPanel(QWidget):
             self.plots.append(plot)
 
 
-#: One run in the A/B panel: difference image, its levels, a label and its metrics.
-RunView = tuple[np.ndarray, tuple[float, float], str, Mapping[str, float]]
+class RunView(NamedTuple):
+    """One run in the A/B panel.
+
+    Attributes
+    ----------
+    difference : numpy.ndarray
+        Its difference, display-ready.
+    levels : (float, float)
+        The difference's default levels.
+    label : str
+        What the run is (:func:`~diffviewer.gui.content.run_label`).
+    metrics : mapping of str to float
+        Its figures of merit (:func:`~diffviewer.gui.content.metrics`).
+    folder : Path or None
+        The folder a saved run was read from: its name, in the label, gives way first in
+        a narrow view (shortened in the middle), its whole path is the title's tooltip.
+    """
+
+    difference: np.ndarray
+    levels: tuple[float, float]
+    label: str
+    metrics: Mapping[str, float]
+    folder: Path | None = None
+
+
+#: A view's title in the A/B panel, and the saved folder it names (None: none).
+_Title = tuple[str, Path | None]
 
 #: The A/B panel's title of A on a pair's first run.
 _NO_A = "A: (no previous run)"
@@ -725,8 +752,9 @@ class ABPanel(QWidget):
         self.label.setWordWrap(True)
         self._images: dict[str, np.ndarray] = {}
         self._showing_b = False
-        #: Each view's title: the run's role or saved folder, and its config digest.
-        self._titles = {"A": _NO_A, "B": "B: current run"}
+        #: Each view's title (the run's role or saved folder, and its config digest) and
+        #: the folder it names.
+        self._titles: dict[str, _Title] = {"A": (_NO_A, None), "B": ("B: current run", None)}
         self._enable_buttons(a=False, b=False, kept=False)
         images = QWidget()
         grid = QGridLayout(images)
@@ -783,28 +811,29 @@ class ABPanel(QWidget):
         self.blink_button.setChecked(False)
         self._showing_b = False
         runs = {"A": a, "B": b}
-        self._images = {k: run[0] for k, run in runs.items() if run is not None}
+        self._images = {k: run.difference for k, run in runs.items() if run is not None}
         self._titles = {
-            "A": f"A: {a[2]}" if a else _NO_A,
-            "B": f"B: {b[2]}" if b else "B: (the next run)",
+            "A": (f"A: {a.label}", a.folder) if a else (_NO_A, None),
+            "B": (f"B: {b.label}", b.folder) if b else ("B: (the next run)", None),
         }
         # both at A's display: A's levels, else (no A yet) B's own
         shown = a if a is not None else b
         assert shown is not None
-        levels = self.a.levels_for(shown[1])
+        levels = self.a.levels_for(shown.levels)
         if a is None:
             self.a.set_image(None)
-            self.a.set_levels(levels or shown[1])  # B follows them (A's display menu)
+            self.a.set_levels(levels or shown.levels)  # B follows them (A's display menu)
         else:
-            self.a.set_image(a[0], levels)
-        self.b.set_image(None if b is None else b[0], self.a.levels())
+            self.a.set_image(a.difference, levels)
+        self.b.set_image(None if b is None else b.difference, self.a.levels())
         self._show_titles()
-        keys = list(shown[3]) + [k for k in (b[3] if b else {}) if k not in shown[3]]
+        extra = b.metrics if b else {}
+        keys = list(shown.metrics) + [k for k in extra if k not in shown.metrics]
         self.metrics.setRowCount(len(keys))
         for row, key in enumerate(keys):
             self.metrics.setItem(row, 0, _named_item(key))
             for col, run in ((1, a), (2, b)):
-                value = run[3].get(key) if run is not None else None
+                value = run.metrics.get(key) if run is not None else None
                 text = "" if value is None else _metric_text(value)
                 self.metrics.setItem(row, col, QTableWidgetItem(text))
         self.params.setRowCount(len(differences))
@@ -853,7 +882,7 @@ class ABPanel(QWidget):
         self._images = {}
         self.a.set_image(None)
         self.b.set_image(None)
-        self._titles = {"A": _NO_A, "B": "B: current run"}
+        self._titles = {"A": (_NO_A, None), "B": ("B: current run", None)}
         self._show_titles()
         self.metrics.setRowCount(0)
         self.params.setRowCount(0)
@@ -880,17 +909,17 @@ class ABPanel(QWidget):
         self._showing_b = not self._showing_b
         which = self.shown()
         self.a.set_image(self._images[which], self.a.levels())
-        title = self._titles[which]
-        self.a.set_title(f"{title} (blinking)" if self.blink_timer.isActive() else title)
+        blinking = " (blinking)" if self.blink_timer.isActive() else ""
+        _set_title(self.a, self._titles[which], blinking)
 
     def _show_titles(self) -> None:
         """Title each view with its run, and each metrics column (its header's tooltip)."""
-        self.a.set_title(self._titles[self.shown()])
-        self.b.set_title(self._titles["B"])
+        _set_title(self.a, self._titles[self.shown()])
+        _set_title(self.b, self._titles["B"])
         for col, which in ((1, "A"), (2, "B")):
             header = self.metrics.horizontalHeaderItem(col)
             if header is not None:
-                header.setToolTip(self._titles[which])
+                header.setToolTip(_title_tip(self._titles[which]))
 
     def _on_blink(self, on: bool) -> None:
         if on:
@@ -900,6 +929,23 @@ class ABPanel(QWidget):
             if self._showing_b:
                 self.swap()
             self._show_titles()
+
+
+def _title_tip(title: _Title) -> str:
+    """A run's title whole, and the path of the saved folder it names."""
+    text, folder = title
+    return text if folder is None else f"{text}\n{folder}"
+
+
+def _set_title(panel: ImagePanel, title: _Title, suffix: str = "") -> None:
+    """Title an A/B view with a run's title (and ``suffix``): the saved folder it names
+    gives way first to a narrow view, shortened in the middle; the tooltip holds the whole
+    title and the folder's path (:func:`_title_tip`)."""
+    text, folder = title
+    if folder is None:
+        panel.set_title(text + suffix)
+    else:
+        panel.set_title(text + suffix, folder.name, _title_tip(title))
 
 
 def _named_item(text: str) -> QTableWidgetItem:

@@ -26,11 +26,12 @@ def ab_views(ab: ABRuns) -> tuple[RunView | None, RunView | None, list[tuple[str
     """
 
     def view(o: RunOutcome, role: str, kept: bool = False) -> RunView:
-        return (
+        return RunView(
             o.images["difference"],
             o.levels["difference"],
             content.run_label(o.result, role, kept=kept),
             content.metrics(o.result),
+            content.run_folder(o.result),
         )
 
     a = view(ab.a, "previous run", ab.kept) if ab.a is not None else None

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import pyqtgraph as pg
-from PyQt6.QtCore import QPointF, QRectF, Qt, QTimer, pyqtSignal
-from PyQt6.QtGui import QColor, QPen
+from PyQt6.QtCore import QPointF, QRectF, QSize, Qt, QTimer, pyqtSignal
+from PyQt6.QtGui import QColor, QPen, QResizeEvent
 from PyQt6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -76,6 +76,71 @@ class LevelsImageItem(pg.ImageItem):
             self.image[::step, ::step], bins=_HIST_BINS, range=(lo - margin, hi + margin)
         )
         return edges[:-1], counts
+
+
+#: Characters of a title's shortened part kept at least, half from each end: below that
+#: the title's end gives way instead ("2026-12-…_kept_run" still names a folder).
+PART_FLOOR = 16
+
+
+class ElidedTitle(QLabel):
+    """A view's title, in bold, whose named part gives way first when its width cannot hold
+    it whole: shortened in the middle ("…"), the rest kept. A saved run's folder name in
+    "A: kept saved run <folder>, config <digest>" keeps its start and end; where even
+    :data:`PART_FLOOR` characters of it leave no room for the rest, the title's end is
+    cut instead (with "…"). The tooltip then holds the whole.
+
+    Its size hint is the whole title's: a title shown whole fills at least its hint.
+    """
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setTextFormat(Qt.TextFormat.PlainText)  # a folder name is text, not markup
+        font = self.font()
+        font.setBold(True)
+        self.setFont(font)
+        self._title = ""
+        self._part = ""
+        self._tip = ""
+
+    def set_title(self, title: str, part: str = "", tip: str = "") -> None:
+        """Show ``title``; ``part`` of it (its first occurrence; the whole title when empty
+        or absent) gives way first; ``tip`` is the tooltip (while the title is shortened,
+        the whole title when empty)."""
+        self._title = title
+        self._part = part if part and part in title else title
+        self._tip = tip
+        self.updateGeometry()
+        self._fit()
+
+    def sizeHint(self) -> QSize:
+        """The whole title's size (the text shown may be shortened)."""
+        hint = super().sizeHint()
+        margins = self.contentsMargins()
+        width = self.fontMetrics().horizontalAdvance(self._title)
+        return QSize(width + margins.left() + margins.right() + 2 * self.margin(), hint.height())
+
+    def resizeEvent(self, event: QResizeEvent | None) -> None:
+        """Shorten the title anew for the new width."""
+        super().resizeEvent(event)
+        self._fit()
+
+    def _fit(self) -> None:
+        metrics = self.fontMetrics()
+        room = self.contentsRect().width() - 2 * self.margin()
+        if metrics.horizontalAdvance(self._title) <= room:
+            self.setText(self._title)
+            self.setToolTip(self._tip)
+            return
+        head, _, tail = self._title.partition(self._part)
+        part, half = self._part, PART_FLOOR // 2
+        floor = part if len(part) <= PART_FLOOR else f"{part[:half]}…{part[-half:]}"
+        middle = max(room - metrics.horizontalAdvance(head + tail), 0)
+        middle = max(middle, metrics.horizontalAdvance(floor))
+        short = metrics.elidedText(part, Qt.TextElideMode.ElideMiddle, middle)
+        text = metrics.elidedText(head + short + tail, Qt.TextElideMode.ElideRight, room)
+        self.setText(text)
+        self.setToolTip(self._tip or self._title)
 
 
 def link_to(view: pg.ViewBox, master: pg.ViewBox) -> None:
@@ -151,7 +216,7 @@ class ImagePanel(QWidget):
             self.view.addItem(line, ignoreBounds=True)
         self.canvas.scene().sigMouseMoved.connect(self._on_mouse_moved)
 
-        self.title = QLabel()
+        self.title = ElidedTitle()
         self.set_title(title)
         self.levels_box = QComboBox()
         self.levels_box.addItems(list(display.LEVEL_MODES))
@@ -228,10 +293,11 @@ class ImagePanel(QWidget):
         """The array shown (display-ready float32, NaN where a pixel has no data), or None."""
         return self._data
 
-    def set_title(self, title: str) -> None:
-        """Change the title above the image."""
+    def set_title(self, title: str, part: str = "", tip: str = "") -> None:
+        """Change the title above the image; ``part`` of it gives way first to a narrow
+        view, ``tip`` is its tooltip (:meth:`ElidedTitle.set_title`)."""
         self.title_text = title
-        self.title.setText(f"<b>{title}</b>")
+        self.title.set_title(title, part, tip)
 
     def set_image(
         self, image: np.ndarray | None, levels: tuple[float, float] | None = None

@@ -3,12 +3,14 @@ or another pair is opened (pytest-qt, offscreen, real runs of the demo pair)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from diffviewer import display
 from diffviewer.gui.model import Pair, RunOutcome
-from diffviewer.gui.window import MainWindow
+from diffviewer.gui.window import MainWindow, isolated_window
 from diffviewer.synthetic import make_pair
 from tests.gui.helpers import finish, run
 
@@ -138,3 +140,102 @@ def test_keep_this_run_as_a_has_a_key_of_its_own(window: MainWindow) -> None:
     assert dict(window.menus.key_rows())["Ctrl+Shift+A"] == "Keep this run as A"
     shortcuts = [k for key in keys for k in key.split(", ")]
     assert len(shortcuts) == len(set(shortcuts))  # no key does two things
+
+
+def test_a_long_saved_folder_name_gives_way_in_a_s_title_at_1280_x_720(
+    qtbot, demo_window: MainWindow, tmp_path: Path
+) -> None:
+    # A review colleague found A's title cut at the right on a 1280 x 720 screen when A was
+    # a saved run of a long folder name: its end and the config digest were lost. The
+    # folder name gives way, shortened in the middle; the role and the digest stay, and
+    # the title's tooltip holds the whole path.
+    from diffviewer.gui.saved import open_saved
+    from diffviewer.io import demo_pair
+    from diffviewer.outputs import write_outputs
+
+    name = "2026-12-07_goto_field_T0123_night_review_long_folder_name_for_the_kept_run"
+    folder = tmp_path / name
+    write_outputs(demo_window.outcome.result, folder, list(demo_pair()))
+    small = isolated_window(tmp_path / "small", (1280, 720))
+    qtbot.addWidget(small)
+    try:
+        small.runner = demo_window.runner
+        finish(qtbot, small, "run", lambda: open_saved(small, folder))
+        small.menus.keep_action.trigger()  # the saved run kept as A
+        ab = small.tabs.ab_panel
+        small.tabs.setCurrentWidget(ab)
+        digest = small.outcome.result.config.digest()
+        whole = f"A: kept saved run {name}, config {digest}"
+        assert ab.a.title_text == whole
+        title = ab.a.title
+
+        def fits() -> None:
+            assert title.fontMetrics().horizontalAdvance(title.text()) <= title.width()
+
+        qtbot.waitUntil(fits)
+        # ~285 px: "A: kept saved run " and ", config <digest>" alone take 275, so the
+        # folder keeps its floor of 16 characters (its start and end) and the end gives way
+        shown = title.text()
+        assert "…" in shown and len(shown) < len(whole)
+        assert shown.startswith("A: kept saved run 2026-12")
+        folder_part = shown[len("A: kept saved run ") :].split(",")[0]
+        assert len(folder_part) >= 14 and folder_part.endswith("_run")
+        assert title.toolTip() == f"{whole}\n{folder}"
+        # blinking says so after the folder, which still gives way first
+        small.params.set_value("detection", "threshold", 8.0)
+        finish(qtbot, small, "run", small.run)
+        ab.blink_timer.setInterval(10)
+        ab.blink_button.setChecked(True)
+
+        def blinking_a() -> None:
+            assert ab.shown() == "A" and ab.a.title_text == f"{whole} (blinking)"
+            assert title.text().startswith("A: kept saved run 2026-12")
+            assert "…" in title.text()
+            fits()
+
+        qtbot.waitUntil(blinking_a)
+        ab.blink_button.setChecked(False)
+        # a wider window (1920 x 1080): the folder's middle alone gives way
+        small.resize(1920, 1080)
+        qtbot.waitUntil(lambda: title.width() > 500)
+        shown = title.text()
+        assert shown.endswith(f"_kept_run, config {digest}") and "…" in shown
+        assert shown.startswith("A: kept saved run 2026-12-07_goto")
+        fits()
+    finally:
+        small.jobs.shutdown()
+
+
+def test_a_title_shows_whole_where_it_fits_and_gives_way_in_the_middle(qtbot) -> None:
+    from diffviewer.gui.views import ElidedTitle
+
+    title = ElidedTitle()
+    qtbot.addWidget(title)
+    title.show()
+    qtbot.waitExposed(title)
+    whole = "A: saved run a_very_long_folder_name_of_a_night, config 0123456789ab"
+    title.set_title(whole, "a_very_long_folder_name_of_a_night", "/data/a_very_long")
+    title.resize(2 * title.sizeHint().width(), 20)
+    assert title.text() == whole and title.toolTip() == "/data/a_very_long"
+    assert title.sizeHint().width() >= title.fontMetrics().horizontalAdvance(whole)
+    # narrower: the folder name shortened in the middle, the rest whole
+    metrics = title.fontMetrics()
+    title.resize(
+        metrics.horizontalAdvance("A: saved run a_very_…of_a_night, config 0123456789ab"), 20
+    )
+    text = title.text()
+    assert "…" in text and len(text) < len(whole)
+    assert text.startswith("A: saved run a_v") and text.endswith("ht, config 0123456789ab")
+    assert metrics.horizontalAdvance(text) <= title.width()
+    # narrower still: the folder keeps its first and last characters, the end gives way
+    title.resize(metrics.horizontalAdvance("A: saved run a_very_…of_a_night, conf"), 20)
+    text = title.text()
+    assert text.startswith("A: saved run a_very") and "…a_night, " in text
+    assert text.endswith("…") and metrics.horizontalAdvance(text) <= title.width()
+    # no tooltip given: the whole title is the tooltip while it is shortened
+    title.set_title(whole, "a_very_long_folder_name_of_a_night")
+    assert title.toolTip() == whole
+    # no part named: the whole title gives way in the middle
+    title.set_title(whole)
+    text = title.text()
+    assert text.startswith("A: saved") and text.endswith("89ab") and "…" in text

@@ -356,13 +356,14 @@ def test_cutouts_share_levels_mark_the_centre_and_label_their_range(qtbot) -> No
 
 
 def test_ab_blink_alternates_the_two_differences(qtbot) -> None:
-    from diffviewer.gui.diagnostic_panels import ABPanel
+    from diffviewer.gui.diagnostic_panels import ABPanel, RunView
 
     panel = ABPanel()
     qtbot.addWidget(panel)
     a, b = np.zeros((8, 8), np.float32), np.ones((8, 8), np.float32)
     panel.set_runs(
-        (a, (-1.0, 1.0), "A", {"noise ratio": 1.0}), (b, (-2.0, 2.0), "B", {"noise ratio": 1.5})
+        RunView(a, (-1.0, 1.0), "A", {"noise ratio": 1.0}),
+        RunView(b, (-2.0, 2.0), "B", {"noise ratio": 1.5}),
     )
     assert panel.metric_cells("noise ratio") == ("1", "1.5")
     panel.blink_timer.setInterval(10)

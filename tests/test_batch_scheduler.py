@@ -247,6 +247,14 @@ def test_a_tls_address_without_dask_tls_settings_says_which_to_give(
         "distributed.comm.tls.ca-file and distributed.comm.tls.client.cert"
     )
     assert "DASK_DISTRIBUTED__COMM__TLS__CA_FILE" in problem
+    # The CA alone: no client context either, and which one is set is said.
+    ca_only = {**unset, "distributed.comm.tls.ca-file": str(certificates["cluster"][0])}
+    with socket_server(None) as address, dask.config.set(ca_only):
+        problem = runner.scheduler_problem(address.replace("tcp://", "tls://"))
+    assert problem is not None and problem.startswith(
+        "a tls:// address needs dask's TLS settings for a client, and only "
+        "distributed.comm.tls.ca-file is set; give "
+    ), problem
     missing = client_settings(*certificates["cluster"], ca=Path("/nonexistent/ca.pem"))
     with socket_server(None) as address, dask.config.set(missing):
         problem = runner.scheduler_problem(address.replace("tcp://", "tls://"))

@@ -455,8 +455,15 @@ def _tls_context() -> tuple[ssl.SSLContext | None, str | None]:
             f"dask's TLS settings cannot be used ({exc}; {named}); check the files they name"
         )
     if context is None:
+        set_keys = [
+            f"distributed.comm.tls.{key}"
+            for key in TLS_FILES
+            if dask.config.get(f"distributed.comm.tls.{key}", None)
+        ]
+        verb = "is" if len(set_keys) == 1 else "are"
+        which = f"only {' and '.join(set_keys)} {verb} set" if set_keys else "none are set"
         return None, (
-            f"a tls:// address needs dask's TLS settings for a client, and none are set; give "
+            f"a tls:// address needs dask's TLS settings for a client, and {which}; give "
             f"{TLS_SETTINGS} in dask's config (~/.config/dask/distributed.yaml, or the "
             "variables DASK_DISTRIBUTED__COMM__TLS__CA_FILE, "
             "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT and ..._CLIENT__KEY), or give the "
@@ -558,7 +565,7 @@ def scheduler_problem(address: str) -> str | None:
     dask read as a 3 EiB message and failed with a MemoryError) is said to be no
     scheduler, with the likely mix-up. A ``tls://`` address needs dask's TLS settings
     (:func:`_tls_context`), and its server to complete TLS's handshake with them within
-    :data:`HANDSHAKE_S` first (:func:`_tls_answer`).
+    :data:`HANDSHAKE_S` first (:func:`_tls_problem`).
 
     Parameters
     ----------

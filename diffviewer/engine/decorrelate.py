@@ -24,7 +24,8 @@ the sharper one: the catalog's S/N of a bright transient then reads high) and 1.
 one on the image not convolved; near the detection threshold the source's own noise is
 a small part of the variance and the errors hold within a few per cent (the sky sources'
 and the injections' pulls). ZOGY's score propagates each image's variance through its
-own filter and is not affected; the catalog's PSF-flux errors are carried the same way
+own filter and is not affected; the catalog's flux errors take a factor from that
+propagation where it says the plane's error is too small
 (:mod:`diffviewer.engine.source_noise`). Giving each part of the plane its own PSF-scale factor
 (2026-12-06) fixed the fit at a source's centre but moved the renormalisation measured
 on sky beside stars (0.970 to 0.955 on exact variance planes) and was not kept.

@@ -9,9 +9,18 @@ Moffat pair (science beta 2.5 from a beta 3.5 template, true sum 1.30) cut to 30
 
 With fewer stamps the wing's amplitude per unit kernel sum, ``w``, is fixed by the two
 PSFs instead (:func:`wing_spread`), and the convolved image is spread with
-``S = delta + w W`` (``W`` the zero-sum wing profile) before the Gaussian kernel ``K_G``
-is fitted to it on the stamps as before (:func:`spread_image`); the kernel is then
-``K_G * S`` (:func:`spread_solution`). ``S`` sums to 1, so the kernel sum is ``K_G``'s.
+``S = delta + w W`` (``W = P - sum(P) B_0``: the wing profile less its sum in the
+narrowest Gaussian) before the Gaussian kernel ``K_G`` is fitted to it on the stamps as
+before (:func:`diffviewer.engine.subtract.convolved`: the image with ``S``, its variance
+with ``S^2``, the sky covariance measured on it); the kernel is then ``K_G * S``
+(:func:`spread_solution`), and the stamps' own kernels are on the spread basis
+(:func:`spread_basis`). ``S`` is no small change: on issue 12's PSFs ``w sum(P)`` is
+0.9, the core of the image moved into the profile (``S`` is 0.77 at its centre,
+``sum(S^2)`` 0.63), which is why its variance is carried. ``S`` sums to 1, so the kernel
+sum is ``K_G``'s. When too few stamps pass their cuts for a fit at all, the kernel from
+the PSFs (:func:`diffviewer.engine.kernel._fallback_solution`) is not spread; only the
+stamps' own kernels were fitted on the spread image.
+
 Fitting the wing into a wider kernel instead widened the stamps, which lost stamps at
 edges and masks and, on the DECam demo stacks (12 good stamps), changed which stamps
 shaped the kernel near the transient's host (a -14 sigma lobe there, -4 before).
@@ -29,7 +38,6 @@ from diffviewer.engine.kernel_basis import Wing, fit_wing, kernel_size, make_bas
 from diffviewer.engine.kernel_design import psf_kernel_coefficients
 from diffviewer.engine.kernel_solution import KernelSolution
 from diffviewer.engine.psf import PsfEstimate, frozen
-from diffviewer.exposure import Exposure
 
 
 def moffat_model(psf: PsfEstimate, profile: Wing) -> PsfEstimate:
@@ -53,7 +61,10 @@ def wing_spread(
     (:func:`~diffviewer.engine.kernel_basis.make_basis`). The part of the wing function
     independent of the Gaussians is the zero-sum profile ``W = P - sum(P) B_0`` less its
     projection on them, so its coefficient over the first one's (the kernel sum), divided
-    by that part's norm ``<B_wing, W>``, is ``w``.
+    by that part's norm ``<B_wing, W>``, is ``w``. That holds for the additive kernel
+    ``K_G + w sum(K_G) W``; the convolution ``K_G * S`` differs from it by ``K_G``
+    smoothing ``W``, so ``w`` is an approximation: 0.0297 from the profiles fitted to
+    issue 12's true PSF images, 0.0313 from the images themselves.
 
     The profiles, not the PSF images, because a stack of a few stars is noisy where the
     wing is faint: on four 300^2 Moffat pairs of 25 stars (template FWHM 2.8 px; 0.0313
@@ -80,12 +91,16 @@ def wing_spread(
         wing, without a profile fitted to either PSF image, when the target's profile
         falls as steeply as the source's or more (no wing for the kernel to add: on a
         GOTO crop, beta 6.6 onto 3.3 gave a weight of 0.66 that reshaped the core and a
-        kernel sum of 1.8 +- 0.65), when ``cap`` leaves the spread no wider than the
-        Gaussians' kernel, or when the wing is not independent of the Gaussians at that
-        size.
+        kernel sum of 1.8 +- 0.65), when the share of the kernel's flux the profiles'
+        kernel puts in the wing, ``w sum(P)``, is not between 0 and 1 (a target as steep
+        within the fits' noise: a GOTO crop's -0.008; a deconvolution: 3.0 px beta 4 onto
+        2.5 px beta 3.8 gave w = 2.4, the spread's core negative),
+        when ``cap`` leaves the spread no wider than the Gaussians' kernel, or when the
+        wing is not independent of the Gaussians at that size.
     """
-    wing = fit_wing(tgt_psf) if config.wing else None
-    source = fit_wing(src_psf)
+    if not config.wing:
+        return None
+    wing, source = fit_wing(tgt_psf), fit_wing(src_psf)
     if wing is None or source is None or wing.beta >= source.beta:
         return None
     size = min(kernel_size(sigmas, config, wing), cap)
@@ -98,31 +113,11 @@ def wing_spread(
     profile = wing.profile(size)
     zero_sum = profile - profile.sum() * free[0]
     weight = float(coef[-1] / (np.sum(free[-1] * zero_sum) * coef[0]))
+    if not 0.0 < weight * float(profile.sum()) < 1.0:
+        return None
     spread = weight * zero_sum
     spread[size // 2, size // 2] += 1.0
     return dataclasses.replace(wing, weight=weight), spread
-
-
-def spread_image(exposure: Exposure, spread: np.ndarray) -> Exposure:
-    """``exposure`` with its image convolved with ``spread`` (unusable pixels read as 0
-    and left as they were; the variance and mask unchanged: the spread moves a few
-    per cent of each pixel's light).
-
-    Parameters
-    ----------
-    exposure : Exposure
-        The convolved image of the kernel fit.
-    spread : numpy.ndarray
-        The spread (:func:`wing_spread`).
-
-    Returns
-    -------
-    Exposure
-    """
-    usable = exposure.good_pixels()
-    image = np.where(usable, exposure.image, 0.0)
-    spread_out = convolve(image, spread, mode="same")
-    return exposure.replace(image=np.where(usable, spread_out, exposure.image))
 
 
 def spread_basis(basis: np.ndarray, spread: np.ndarray) -> np.ndarray:

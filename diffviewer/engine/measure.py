@@ -543,7 +543,8 @@ def measure_sources(
         described.update(aperture_columns(r))
         sums = aperture_sums(difference.image, difference.variance, usable, xs, ys, r)
         if inputs is not None:
-            sums[1][:] *= error_factors(inputs, aperture_weights(r), xs, ys)
+            shares = aperture_weights(r)
+            sums[1][:] *= error_factors(inputs, shares, xs, ys, shares)
         values.update(zip(aperture_columns(r), sums, strict=True))
     out = Table({name: values[name] for name in described})
     describe(out, described, image_unit(difference.header.get("BUNIT")))

@@ -157,7 +157,13 @@ def aperture_weights(r: float) -> np.ndarray:
     return pixel_weights(steps, steps, r)[0]
 
 
-def error_factors(noise: InputNoise, w: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+def error_factors(
+    noise: InputNoise,
+    w: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    plane_weights: np.ndarray | None = None,
+) -> np.ndarray:
     """Factors on the plane's errors of the fluxes ``sum_i w_i D'_i`` at (x, y), for each
     input's own noise.
 
@@ -175,13 +181,17 @@ def error_factors(noise: InputNoise, w: np.ndarray, x: np.ndarray, y: np.ndarray
         :func:`aperture_weights`): odd side, the source at its middle pixel.
     x, y : numpy.ndarray
         Positions (0-based px).
+    plane_weights : numpy.ndarray, optional
+        What the plane's error weights each pixel's variance by: ``w^2`` (the PSF flux)
+        when not given; an aperture's error takes its shares ``w`` themselves
+        (:func:`~diffviewer.engine.apertures.aperture_sums`).
 
     Returns
     -------
     numpy.ndarray
         ``sqrt((exact / exact_sky) / (plane / plane_sky))``: the module's exact variance
         over the variance plane's prediction (``s^2 (K^2 * V_X + V_Y)``, weighted by
-        ``w^2``), each relative to its value on planes holding the sky variances alone;
+        ``plane_weights``), each relative to its value on planes holding the sky variances alone;
         at least 1 (the module says why),
         and 1 where any is not positive.
     """
@@ -201,11 +211,12 @@ def error_factors(noise: InputNoise, w: np.ndarray, x: np.ndarray, y: np.ndarray
         strict=True,
     )
     # the plane's: each pixel's variance as if the pixels were independent
+    on_plane = w * w if plane_weights is None else plane_weights
     plane_weights, plane_halves = zip(
         *(
             _core(a, c)
             for a, c in zip(
-                (convolve(w * w, kern[::-1, ::-1] ** 2), s * s * w * w),
+                (convolve(on_plane, kern[::-1, ::-1] ** 2), s * s * on_plane),
                 (kern.shape[0] // 2, 0),
                 strict=True,
             )

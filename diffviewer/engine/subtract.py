@@ -381,6 +381,33 @@ def scale_by_squared_sum_ratio(
         variance[rows] *= along_y[rows] @ along_x
 
 
+def convolved(exposure: Exposure, kernel: np.ndarray) -> Exposure:
+    """``exposure`` convolved with one kernel as the subtraction convolves its source: its
+    NO_DATA/BAD pixels and the world beyond its edges at the median level
+    (:func:`convolve_terms`), its variance with the squared kernel (exact for independent
+    pixels); the mask unchanged.
+
+    Parameters
+    ----------
+    exposure : Exposure
+        The image.
+    kernel : numpy.ndarray
+        Centred kernel (odd side).
+
+    Returns
+    -------
+    Exposure
+    """
+    invalid = planes_set(exposure.mask, _INVALID)
+    given = invalid if invalid.any() else None
+    image, variance = (
+        convolve_terms(plane, k[None], 0, level=median_level(plane, invalid), invalid=given)
+        for plane, k in ((exposure.image, kernel), (exposure.variance, kernel**2))
+    )
+    np.clip(variance, 0.0, None, out=variance)
+    return exposure.replace(image=read_only(image), variance=read_only(variance))
+
+
 def median_level(array: np.ndarray, invalid: np.ndarray) -> float:
     """The median of ``array`` off its ``invalid`` pixels (every 4th row and column; 0 when
     none is left): the level that NO_DATA/BAD pixels and the world beyond the image edge

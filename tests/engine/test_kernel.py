@@ -161,9 +161,16 @@ def test_the_spread_carries_the_wing_the_target_has_and_the_source_lacks() -> No
     assert spread.sum() == pytest.approx(1.0, abs=1e-12)
     assert spread.shape[0] % 2 == 1 and spread.shape[0] <= 99
     # Capped at the size it may take.
-    assert kernel_spread.wing_spread(tmpl, sci, sigmas, config, 21)[1].shape == (21, 21)
-    # No wing to add the other way, or with the wing switched off.
+    assert kernel_spread.wing_spread(tmpl, sci, sigmas, config, 31)[1].shape == (31, 31)
+    # No wing to add the other way, or with the wing switched off; nor where the
+    # profiles' kernel puts no share, or more than all, of its flux in the wing: a
+    # target as steep within the fits (4.0 px beta 3.0 onto 3.0 px beta 2.9, w -0.012)
+    # and a deconvolution (3.0 px beta 4 onto 2.5 px beta 3.8, w 2.4).
     assert kernel_spread.wing_spread(sci, tmpl, sigmas, config, 99) is None
+    for src, tgt in (((4.0, 3.0), (3.0, 2.9)), ((3.0, 4.0), (2.5, 3.8))):
+        src_psf, tgt_psf = moffat_psf(*src), moffat_psf(*tgt)
+        widths = kernel_basis.basis_sigmas(src_psf.fwhm, tgt_psf.fwhm, config)[0]
+        assert kernel_spread.wing_spread(src_psf, tgt_psf, widths, config, 99) is None
     off = dataclasses.replace(config, wing=False)
     assert kernel_spread.wing_spread(tmpl, sci, sigmas, off, 99) is None
 

@@ -66,6 +66,7 @@ def test_few_stars_keep_the_wing_and_the_kernel_sum() -> None:
         assert fit.solution.wing is not None and fit.solution.wing.weight is not None
         assert any("fixed by the two PSFs" in w for w in fit.warnings)
         assert "fixed by the PSFs" in fit.solution.describe()
+        assert fit.solution.size <= KernelConfig().max_size
         sums.append(fit.photometric_scale)
         pulls.append((fit.photometric_scale - 1.3) / fit.kernel_sum_error)
     print(f"\nkernel sums {np.round(sums, 4)}, pulls {np.round(pulls, 1)}")

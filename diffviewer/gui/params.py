@@ -29,7 +29,13 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
-from diffviewer.config import SECTION_TYPES, SubtractionConfig, field_specs, from_dict
+from diffviewer.config import (
+    SECTION_TYPES,
+    SubtractionConfig,
+    field_specs,
+    from_dict,
+    toml_text,
+)
 from diffviewer.errors import ConfigError
 from diffviewer.gui.spin_boxes import INT64, FloatSpinBox, LongSpinBox
 
@@ -118,7 +124,7 @@ class _Editor:
                 return tuple(elem(t.strip()) for t in text.split(",") if t.strip())
             except ValueError:
                 raise ConfigError(
-                    f"{self.section}.{self.field.name} = {text!r}: expected numbers "
+                    f"{self.section}.{self.field.name} = {toml_text(text)}: expected numbers "
                     "separated by commas, e.g. 4, 2, 2"
                 ) from None
         return text

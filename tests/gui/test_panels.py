@@ -15,6 +15,7 @@ from PyQt6.QtWidgets import QAbstractSpinBox, QCheckBox, QComboBox, QLineEdit
 
 from diffviewer import display
 from diffviewer.config import SECTION_TYPES, SubtractionConfig, field_specs, from_dict
+from diffviewer.errors import ConfigError
 from diffviewer.exposure import MaskPlane
 from diffviewer.gui.params import ParameterPanel
 from diffviewer.gui.spin_boxes import FloatSpinBox, LongSpinBox
@@ -70,6 +71,16 @@ def test_parameter_panel_highlights_changes_resets_and_reports_invalid_values(qt
     panel.set_config(shown)  # the config of a run on screen
     assert panel.config() == shown and not panel.is_modified()
     assert panel.editor("detection", "threshold").styleSheet() != ""  # differs from default
+
+
+def test_a_list_that_is_not_numbers_is_named_as_toml_writes_it(qtbot) -> None:
+    # As every config message names a value (config.toml_text); it was a Python repr.
+    panel = ParameterPanel()
+    qtbot.addWidget(panel)
+    panel.editor("kernel", "degrees").setText("4, x, 2")
+    with pytest.raises(ConfigError) as err:
+        panel.config()
+    assert str(err.value).startswith('kernel.degrees = "4, x, 2": expected numbers')
 
 
 def test_integer_editors_hold_64_bit_exposure_ids(qtbot) -> None:

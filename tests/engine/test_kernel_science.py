@@ -58,7 +58,7 @@ def test_few_stars_keep_the_wing_and_the_kernel_sum() -> None:
     # below the truth; with the wing fixed by the PSFs' profiles (kernel_spread) they are
     # 1.2897-1.3002, mean 1.2952. What remains is the wing's index fitted to stacks of a
     # few stars (2.64-2.72 where the truth is 2.5 for the three draws 0.8 % low). The
-    # bounds: no draw 6 of its errors off (was 7-21), the mean within 0.5 % (was 2.7 %).
+    # bounds: no draw 6 of its errors off (was 7-21), the mean within 0.5 % (was 3.0 %).
     sums, pulls = [], []
     for seed in range(8):
         pair = make_pair((300, 300), 25, seed=seed, **MOFFAT)

@@ -62,12 +62,16 @@ class DecorrelationResult:
     variance_factor : float
         Analytic factor applied to the variance plane (white level over the
         pre-decorrelation per-pixel variance).
+    sky_variances : (float, float)
+        The sky variances of the convolved image and of the other
+        (:func:`sky_variance`) the kernel was made with.
     """
 
     difference: Exposure
     kernel: np.ndarray
     psf: np.ndarray
     variance_factor: float
+    sky_variances: tuple[float, float]
 
 
 def sky_variance(exposure: Exposure, max_samples: int = 1_000_000) -> float:
@@ -249,4 +253,6 @@ def decorrelate(
         psf=None,
         source="difference (decorrelated)",
     )
-    return DecorrelationResult(result, phi, psf, float(factor))
+    return DecorrelationResult(
+        result, phi, psf, float(factor), (float(var_source), float(var_target))
+    )

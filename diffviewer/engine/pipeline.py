@@ -554,9 +554,7 @@ def run_subtraction(
                 config.measurement,
                 rep,
                 backgrounds[0].image,
-                source_noise.InputNoise.of(
-                    fit, science, warped.exposure, decorr.kernel if decorr else None
-                ),
+                source_noise.InputNoise.of(fit, science, warped.exposure, decorr),
             )
 
         notes.extend(warped.warnings)

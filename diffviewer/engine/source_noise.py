@@ -39,7 +39,7 @@ import dataclasses
 import numpy as np
 
 from diffviewer.engine.apertures import pixel_weights
-from diffviewer.engine.decorrelate import sky_variance
+from diffviewer.engine.decorrelate import DecorrelationResult, sky_variance
 from diffviewer.engine.fftconv import convolve
 from diffviewer.engine.kernel_solution import KernelFit
 from diffviewer.engine.photometry import PsfModel
@@ -71,17 +71,22 @@ class InputNoise:
 
     @classmethod
     def of(
-        cls, fit: KernelFit, science: Exposure, template: Exposure, phi: np.ndarray | None
+        cls,
+        fit: KernelFit,
+        science: Exposure,
+        template: Exposure,
+        decorrelation: DecorrelationResult | None,
     ) -> InputNoise:
-        """The inputs' noise for ``fit`` (``phi``: None without decorrelation)."""
+        """The inputs' noise for ``fit``, with the decorrelation's kernel and the sky
+        variances it was made with (None: no decorrelation; the sky variances measured)."""
         source, target = fit.source_target(science, template)
-        return cls(
-            fit,
-            source.variance,
-            target.variance,
-            (sky_variance(source), sky_variance(target)),
-            np.ones((1, 1)) if phi is None else np.asarray(phi, dtype=np.float64),
-        )
+        if decorrelation is None:
+            sky = (sky_variance(source), sky_variance(target))
+            phi = np.ones((1, 1))
+        else:
+            sky = decorrelation.sky_variances
+            phi = np.asarray(decorrelation.kernel, dtype=np.float64)
+        return cls(fit, source.variance, target.variance, sky, phi)
 
 
 def _region_sum(plane: np.ndarray, weight2: np.ndarray, y0: int, x0: int, sky: float) -> float:

@@ -37,6 +37,7 @@ from scipy import optimize
 
 from diffviewer.config import KernelConfig
 from diffviewer.engine.psf import PsfEstimate
+from diffviewer.engine.psf_wing import pixel_moffat
 from diffviewer.stats import FWHM_PER_SIGMA
 
 #: Least independent share of a basis function's norm for it to be kept (:func:`make_basis`).
@@ -96,9 +97,9 @@ class Wing:
     weight: float | None = None
 
     def profile(self, size: int) -> np.ndarray:
-        """The profile on a ``size`` x ``size`` grid centred on its middle pixel."""
-        r = np.arange(size, dtype=float) - size // 2
-        return (1.0 + (r[:, None] ** 2 + r[None, :] ** 2) / self.alpha**2) ** (-self.beta)
+        """The profile on a ``size`` x ``size`` grid centred on its middle pixel, averaged
+        over each pixel as :func:`fit_wing` fits it."""
+        return pixel_moffat(1.0, self.alpha, self.beta, size // 2)
 
     def radius(self, enclosed: float) -> float:
         """Radius (px) holding ``enclosed`` of the profile's flux: ``1 - (1 + R^2/a^2)^(1-b)``."""
@@ -133,7 +134,16 @@ def basis_sigmas(
 
 
 def fit_wing(psf: PsfEstimate) -> Wing | None:
-    """The circular Moffat profile that best fits a PSF image (least squares, free amplitude).
+    """The circular Moffat profile that best fits a PSF image (least squares, free amplitude
+    and offset).
+
+    The model is the profile averaged over each pixel
+    (:func:`~diffviewer.engine.psf_wing.pixel_moffat`), as a PSF image holds it: sampled at
+    the pixels' centres instead, the core is too sharp for a pixel-integrated image and the
+    fit widens it at the wing's expense. Noise-free pixel-integrated Moffats of index 2.5
+    (FWHM 4 px) and 3.5 (2.5 px) were fitted with indices 2.58 and 3.84 that way, exactly
+    now; on issue 12's 300^2 Moffat pairs of 25 stars the science stacks' 2.54-2.72 became
+    2.46-2.63 and the kernel sums' mean -0.37 % became -0.20 % (:mod:`kernel_spread`).
 
     Parameters
     ----------
@@ -149,14 +159,11 @@ def fit_wing(psf: PsfEstimate) -> Wing | None:
         return None
     img = np.asarray(psf.image, dtype=float)
     h = img.shape[0] // 2
-    r = np.arange(-h, h + 1, dtype=float)
-    r2 = (r[:, None] ** 2 + r[None, :] ** 2).ravel()
-    data = img.ravel()
     alpha0 = psf.fwhm / (2.0 * math.sqrt(2.0 ** (1.0 / 3.0) - 1.0))
 
     def resid(p: np.ndarray) -> np.ndarray:
         amp, alpha, beta, offset = p
-        return amp * (1.0 + r2 / alpha**2) ** (-beta) + offset - data
+        return (pixel_moffat(amp, alpha, beta, h) + offset - img).ravel()
 
     lo, hi = WING_BETA_LIMITS
     peak = float(img.max())

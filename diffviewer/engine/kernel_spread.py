@@ -63,15 +63,15 @@ def wing_spread(
     projection on them, so its coefficient over the first one's (the kernel sum), divided
     by that part's norm ``<B_wing, W>``, is ``w``. That holds for the additive kernel
     ``K_G + w sum(K_G) W``; the convolution ``K_G * S`` differs from it by ``K_G``
-    smoothing ``W``, so ``w`` is an approximation: 0.0297 from the profiles fitted to
+    smoothing ``W``, so ``w`` is an approximation: 0.0302 from the profiles fitted to
     issue 12's true PSF images, 0.0313 from the images themselves.
 
     The profiles, not the PSF images, because a stack of a few stars is noisy where the
     wing is faint: on four 300^2 Moffat pairs of 25 stars (template FWHM 2.8 px; 0.0313
-    from the true PSFs) the images gave -0.0005 to 0.058, the profiles 0.0300-0.0305; on
-    300^2 crops of GOTO the images gave -6.3 and 1.9. Finding ``w`` instead as the one
-    whose spread lets the Gaussians map one profile onto the other best gave 0.028-0.031
-    and sums 0.1 % lower.
+    from the true PSFs) the images gave -0.0005 to 0.058, the profiles 0.0300-0.0305
+    (fitted then at the pixels' centres); on 300^2 crops of GOTO the images gave -6.3 and
+    1.9. Finding ``w`` instead as the one whose spread lets the Gaussians map one profile
+    onto the other best gave 0.028-0.031 and sums 0.1 % lower.
 
     Parameters
     ----------

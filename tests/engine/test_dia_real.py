@@ -209,32 +209,38 @@ def _why_missed(
             f"{result.config.detection.min_area} px"
         )
     model = PsfModel(their_psf / their_psf.sum())
-    ok = np.isfinite(theirs) & np.isfinite(their_var) & (their_var > 0)
-    flux_t, err_t = forced_psf_flux(
-        np.where(ok, theirs, 0.0),
-        np.where(ok, their_var, 1.0),
-        ok,
-        model,
-        (nx - 1) / 2,
-        (ny - 1) / 2,
-    )
     diff = result.difference
-    usable = diff.good_pixels() & (diff.variance > 0)
-    flux_o, err_o = forced_psf_flux(
-        diff.image.astype(np.float64),
-        diff.variance.astype(np.float64),
-        usable,
-        model,
-        (nx - 1) / 2,
-        (ny - 1) / 2,
+    ours, our_var = diff.image.astype(np.float64), diff.variance.astype(np.float64)
+    # The same pixels on both: known and of positive variance on each (our EDGE pixels,
+    # within a kernel's reach of a 30 px cutout's edge, are most of it and are on the
+    # survey's difference too; leaving them out of ours alone read our flux as 0.82 and
+    # our error 1.26 of the survey's where the two differences agree to 0.05 sigma).
+    ok = (
+        np.isfinite(theirs)
+        & np.isfinite(their_var)
+        & (their_var > 0)
+        & np.isfinite(ours)
+        & np.isfinite(our_var)
+        & (our_var > 0)
     )
+    centre = (nx - 1) / 2, (ny - 1) / 2
+    flux_t, err_t = _forced(theirs, their_var, ok, model, centre)
+    flux_o, err_o = _forced(ours, our_var, ok, model, centre)
+    # And on the pixels our difference vouches for (not EDGE): the survey's difference
+    # there, made on the whole detector, tells whether its S/N needed the pixels a
+    # cutout's kernel cannot reach.
+    inner = ok & ((diff.mask & int(MaskPlane.EDGE)) == 0)
+    inner_t = np.divide(*_forced(theirs, their_var, inner, model, centre))
+    inner_o = np.divide(*_forced(ours, our_var, inner, model, centre))
     kernel = result.kernel
     n_stars = int(np.sum(np.asarray(kernel.candidates["status"]) == "GOOD"))
     size = kernel.solution.evaluate((nx - 1) / 2, (ny - 1) / 2).shape[0]
     return (
         f"; missed: our S/N {ours_snr:+.1f} against the threshold {threshold:g} (the "
         f"survey's {theirs_snr:+.1f}); at the centre our PSF flux is {flux_o / flux_t:.2f} "
-        f"and our error {err_o / err_t:.2f} of the survey's; kernel from {n_stars} stars"
+        f"and our error {err_o / err_t:.2f} of the survey's (on the {int(inner.sum())} "
+        f"pixels not EDGE, S/N {inner_o:+.1f} ours, {inner_t:+.1f} the survey's); kernel "
+        f"from {n_stars} stars"
         + (
             " (none: derived from the two PSFs)"
             if n_stars < result.config.kernel.min_stamps
@@ -247,6 +253,19 @@ def _why_missed(
             if diff.mask[ny // 2, nx // 2] & int(MaskPlane.EDGE)
             else ""
         )
+    )
+
+
+def _forced(
+    image: np.ndarray,
+    variance: np.ndarray,
+    usable: np.ndarray,
+    model: PsfModel,
+    at: tuple[float, float],
+) -> tuple[float, float]:
+    """PSF flux and error forced at ``at`` (x, y) on the usable pixels only."""
+    return forced_psf_flux(
+        np.where(usable, image, 0.0), np.where(usable, variance, 1.0), usable, model, *at
     )
 
 

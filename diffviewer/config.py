@@ -13,6 +13,7 @@ import difflib
 import hashlib
 import math
 import shlex
+import sys
 import tomllib
 import types
 import typing
@@ -71,31 +72,50 @@ def param(
     return dataclasses.field(default=default, metadata=meta)
 
 
-class _OverflowedFloat(float):
-    """A TOML float too large for a float (``1e400``, read as infinity), with its spelling.
+#: What is said of a float literal too large for a float.
+_OVERFLOWS = "overflows a float (the largest is about 1.8e308); give a finite number"
+#: What is said of a nonzero float literal too small for a float's full precision.
+_UNDERFLOWS = (
+    "underflows a float (below about 2.2e-308 a float loses digits, and below about "
+    "4.9e-324 it is 0.0); give 0, or a number of at least 2.2e-308"
+)
 
-    What :func:`_loads_toml` reads such a literal as: a float like any infinity to the
-    checks, spelt as written in their messages (:func:`toml_text`).
+
+class _OutOfRangeFloat(float):
+    """A TOML float literal out of a float's range, with its spelling and what is wrong:
+    ``1e400`` (read as infinity) overflows; ``1e-400`` (read as 0.0) and ``1e-320`` (a
+    subnormal, most of its digits lost) underflow.
+
+    What :func:`_loads_toml` reads such a literal as: a float like any other to the type
+    checks, spelt as written in their messages (:func:`toml_text`), and refused for a
+    float field with its ``problem`` (:func:`_check_scalar`).
     """
 
     text: str
+    problem: str
 
-    def __new__(cls, text: str) -> _OverflowedFloat:
+    def __new__(cls, text: str, problem: str) -> _OutOfRangeFloat:
         value = super().__new__(cls, text)
         value.text = text
+        value.problem = problem
         return value
 
 
 def _parse_float(text: str) -> float:
-    """tomllib's reader of a float literal: an overflowing one keeps its spelling."""
+    """tomllib's reader of a float literal: one out of a float's range keeps its spelling
+    (an overflowing one, and a nonzero one read as 0.0 or as a subnormal)."""
     value = float(text)
     if math.isinf(value) and "inf" not in text:
-        return _OverflowedFloat(text)
+        return _OutOfRangeFloat(text, _OVERFLOWS)
+    mantissa = text.lower().partition("e")[0]
+    if abs(value) < sys.float_info.min and any(d in "123456789" for d in mantissa):
+        return _OutOfRangeFloat(text, _UNDERFLOWS)
     return value
 
 
 def _loads_toml(text: str) -> dict[str, Any]:
-    """TOML text as tables (``tomllib.loads``), an overflowing float keeping its spelling.
+    """TOML text as tables (``tomllib.loads``), a float out of a float's range keeping its
+    spelling.
 
     Parameters
     ----------
@@ -116,9 +136,9 @@ def _loads_toml(text: str) -> dict[str, Any]:
 
 def toml_text(value: Any) -> str:
     """A config value as TOML spells it, for messages: ``true``, ``"al"``, ``[4, 2, 2]``,
-    ``{a = 1}``, ``2024-01-01``; a float literal too large for a float as it was written
-    (``1e400``, :class:`_OverflowedFloat`). Every message that shows a config value (of a
-    file, a ``--set`` or a rule between fields) shows it so.
+    ``{a = 1}``, ``2024-01-01``; a float literal out of a float's range as it was written
+    (``1e400``, ``1e-400``: :class:`_OutOfRangeFloat`). Every message that shows a config
+    value (of a file, a ``--set`` or a rule between fields) shows it so.
 
     Parameters
     ----------
@@ -129,7 +149,7 @@ def toml_text(value: Any) -> str:
     -------
     str
     """
-    if isinstance(value, _OverflowedFloat):
+    if isinstance(value, _OutOfRangeFloat):
         return value.text
     if isinstance(value, Mapping):
         return "{" + ", ".join(f"{_toml_key(k)} = {toml_text(v)}" for k, v in value.items()) + "}"
@@ -145,10 +165,6 @@ def _toml_key(key: str) -> str:
     """A key of an inline table: bare when TOML allows it, else quoted."""
     bare = key and all(c.isascii() and (c.isalnum() or c in "_-") for c in key)
     return key if bare else toml_text(key)
-
-
-#: What is said of a float literal too large for a float.
-_OVERFLOWS = "overflows a float (the largest is about 1.8e308); give a finite number"
 
 
 def _check_scalar(head: str, value: Any, kind: type, meta: Mapping[str, Any]) -> Any:
@@ -167,8 +183,8 @@ def _check_scalar(head: str, value: Any, kind: type, meta: Mapping[str, Any]) ->
     elif kind is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{head}: expected a number")
-        if isinstance(value, _OverflowedFloat):
-            raise ConfigError(f"{head} {_OVERFLOWS}")
+        if isinstance(value, _OutOfRangeFloat):
+            raise ConfigError(f"{head} {value.problem}")
         try:
             value = float(value)
         except OverflowError:  # a whole number of 309 digits or more
@@ -1011,7 +1027,10 @@ def override_tables(overrides: Sequence[str]) -> dict[str, dict[str, Any]]:
 
 def _same_value(a: Any, b: Any) -> bool:
     """Whether two TOML values are one (NaN is NaN; 2 is 2.0; a string is not a number,
-    nor is true 1)."""
+    nor is true 1; a float out of range is only itself: 1e-400 is not 0, which would
+    stand for it unrefused)."""
+    if isinstance(a, _OutOfRangeFloat) or isinstance(b, _OutOfRangeFloat):
+        return toml_text(a) == toml_text(b)
     if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
         return True
     numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (a, b))

@@ -717,6 +717,22 @@ def test_config_values_are_named_as_written_from_a_file_and_from_set(
     assert err == "error: kernel.spatial_order = true: expected a whole number"
 
 
+def test_a_value_that_underflows_is_refused_as_typed(tmp_path: Path, capsys) -> None:
+    # 1e-400 was read as 0.0: a run with no grid tolerance, or a refusal of "0.0"
+    path = tmp_path / "small.toml"
+    path.write_text("[warp]\ngrid_tolerance = 1e-400\n")
+    underflows = (
+        "underflows a float (below about 2.2e-308 a float loses digits, and below about "
+        "4.9e-324 it is 0.0); give 0, or a number of at least 2.2e-308"
+    )
+    assert cli.main(["config", "--config", str(path)]) == cli.EXIT_ERROR
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: config file {path}: warp.grid_tolerance = 1e-400 {underflows}"
+    assert cli.main(["config", "--set", "kernel.max_kernel_sum_sigma=1e-400"]) == cli.EXIT_ERROR
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: kernel.max_kernel_sum_sigma = 1e-400 {underflows}"
+
+
 def test_a_star_list_all_rejected_is_named_before_the_kernels_warnings(
     tmp_path: Path, capsys
 ) -> None:

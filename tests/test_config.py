@@ -177,6 +177,19 @@ def test_one_value_written_two_ways_is_given_once() -> None:
             "kernel.max_kernel_sum_sigma = -1_0e400 overflows a float",
         ),
         ("[kernel]\nmax_kernel_sum_sigma = inf", "kernel.max_kernel_sum_sigma = inf: expected a"),
+        # read by tomllib as 0.0, it was run with 0 (a minimum of 0) or refused as 0.0
+        (
+            "[warp]\ngrid_tolerance = 1e-400",
+            "warp.grid_tolerance = 1e-400 underflows a float (below about 2.2e-308 a float "
+            "loses digits, and below about 4.9e-324 it is 0.0); give 0, or a number of at "
+            "least 2.2e-308",
+        ),
+        (
+            "[kernel]\nmax_kernel_sum_sigma = -1_0e-400",
+            "kernel.max_kernel_sum_sigma = -1_0e-400 underflows a float",
+        ),
+        # a subnormal: 2.5e-320 holds 13 bits of the 53 a float has
+        ("[warp]\ngrid_tolerance = 2.5e-320", "warp.grid_tolerance = 2.5e-320 underflows a"),
         # booleans were True / False, strings in Python's quotes, a date datetime.date(...)
         ("[kernel]\nspatial_order = true", "kernel.spatial_order = true: expected a whole number"),
         ('[kernel]\nwing = "yes"', 'kernel.wing = "yes": expected true or false'),
@@ -222,6 +235,12 @@ def test_a_config_files_values_are_named_as_toml_writes_them(
             ["kernel.max_kernel_sum_sigma=1" + "0" * 400],
             "kernel.max_kernel_sum_sigma = 1" + "0" * 400 + " overflows a float (the largest",
         ),
+        (["warp.grid_tolerance=1e-400"], "warp.grid_tolerance = 1e-400 underflows a float"),
+        # 0 stood for 1e-400 (equal to the 0.0 it was read as), and the run took 0
+        (
+            ["warp.grid_tolerance=1e-400", "warp.grid_tolerance=0"],
+            "warp.grid_tolerance is given twice, as 1e-400 and 0; give it once",
+        ),
         (["kernel.spatial_order=true"], "kernel.spatial_order = true: expected a whole number"),
         (["kernel.wing=yes"], 'kernel.wing = "yes": expected true or false'),
         (['kernel.wing="true"'], 'kernel.wing = "true": expected true or false'),
@@ -239,6 +258,15 @@ def test_set_values_are_named_as_toml_writes_them(overrides: list[str], message:
     with pytest.raises(ConfigError) as info:
         cfg.apply_overrides(cfg.SubtractionConfig(), overrides)
     assert str(info.value).startswith(message), str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("written", "value"),
+    [("0e-400", 0.0), ("-0.0e-999", 0.0), ("2.2250738585072014e-308", 2.2250738585072014e-308)],
+)
+def test_a_zero_and_the_smallest_full_float_are_no_underflow(written: str, value: float) -> None:
+    c = cfg.apply_overrides(cfg.SubtractionConfig(), [f"warp.grid_tolerance={written}"])
+    assert c.warp.grid_tolerance == value
 
 
 def test_values_are_spelt_as_toml() -> None:

@@ -31,6 +31,8 @@ from diffviewer.io import demo_pair
 REPO = Path(__file__).resolve().parents[1]
 #: Longest a refused batch may take: the probe's handshake wait, the interpreter's start.
 BOUND_S = runner.PROBE_S + runner.HANDSHAKE_S + 20.0
+#: The environment variable of dask's distributed.comm.require-encryption.
+REQUIRE_ENCRYPTION = "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION"
 #: What a socket server that is not dask writes: an HTTP error, then bytes.
 JUNK = b"HTTP/1.1 400 Bad Request\r\n\r\n" + bytes(range(256))
 
@@ -130,6 +132,33 @@ def test_a_dask_worker_given_for_its_scheduler_is_named() -> None:
         assert runner.scheduler_problem(cluster.scheduler_address) is None
         problem = runner.scheduler_problem(worker)
     assert problem is not None and problem.startswith("answered as a dask Worker, not a scheduler")
+
+
+def test_an_unencrypted_address_where_dask_requires_encryption_is_refused(tmp_path: Path) -> None:
+    # dask's client refused it once connected: "error: internal error (RuntimeError:
+    # encryption required by Dask configuration, refusing communication from/to ...)"
+    import dask
+    from dask.distributed import LocalCluster
+
+    local = {"host": "127.0.0.1", "protocol": "tcp", "dashboard_address": None}
+    http = {"dashboard": False, "dashboard_address": "127.0.0.1:0"}  # not on 8787
+    with LocalCluster(n_workers=0, processes=False, scheduler_kwargs=http, **local) as cluster:
+        address = cluster.scheduler_address
+        code, err, _ = batch_at(tmp_path, address, {REQUIRE_ENCRYPTION: "true"})
+        with dask.config.set({"distributed.comm.require-encryption": False}):
+            assert runner.scheduler_problem(address) is None
+    assert code == 2, err
+    assert err.startswith(
+        f"error: --scheduler {address}: dask's config sets "
+        "distributed.comm.require-encryption, and a tcp:// address is not encrypted; give "
+        "the scheduler's tls:// address and set distributed.comm.tls.ca-file and "
+    ), err
+    assert err.endswith(
+        "or unset distributed.comm.require-encryption (in ~/.config/dask/, or the variable "
+        "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION) to connect without encryption"
+    ), err
+    assert "internal" not in err and "\n" not in err
+    assert not (tmp_path / "out").exists()
 
 
 # tls:// addresses (the audit of the command line of 2026-12-08): they were not probed,
@@ -289,6 +318,10 @@ def test_a_tls_scheduler_is_taken_and_one_without_tls_or_of_another_authority_na
         address = cluster.scheduler_address
         assert address.startswith("tls://")
         with dask.config.set(client_settings(*certificates["cluster"])):
+            assert runner.scheduler_problem(address) is None
+        # a tls:// address is taken where dask's config requires encryption
+        required = {"distributed.comm.require-encryption": True}
+        with dask.config.set({**client_settings(*certificates["cluster"]), **required}):
             assert runner.scheduler_problem(address) is None
         stranger = client_settings(*certificates["stranger"])
         with dask.config.set(stranger):

@@ -472,6 +472,28 @@ def _tls_context() -> tuple[ssl.SSLContext | None, str | None]:
     return context, None
 
 
+def _encryption_problem(scheme: str) -> str | None:
+    """Why dask's config forbids a ``scheme://`` address: it requires encryption
+    (``distributed.comm.require-encryption``, read as dask's client reads it) and the
+    protocol is not encrypted; None when it may be used.
+
+    dask's client refused such an address only once connected, with a RuntimeError
+    ("encryption required by Dask configuration, refusing communication"): an internal
+    error to the batch.
+    """
+    from distributed.security import Security
+
+    if scheme == "tls" or not Security().require_encryption:
+        return None
+    return (
+        f"dask's config sets distributed.comm.require-encryption, and a {scheme}:// "
+        f"address is not encrypted; give the scheduler's tls:// address and set "
+        f"{TLS_SETTINGS} in dask's config, or unset distributed.comm.require-encryption "
+        "(in ~/.config/dask/, or the variable DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION) "
+        "to connect without encryption"
+    )
+
+
 def _refused(host: str, port: int) -> str | None:
     """Why ``host:port`` cannot answer, when that is known at once (its host has no
     address, nothing listens on its port); None when it accepts a connection, or when it
@@ -558,9 +580,10 @@ def scheduler_problem(address: str) -> str | None:
     scheduler answers there (or for a protocol other than ``tcp://`` and ``tls://``, and
     an address dask cannot parse, which its client judges).
 
-    The port is checked to be in range, the connection to be accepted
-    (:func:`_refused`), and the server to answer dask's handshake and to say it is a
-    scheduler within :data:`HANDSHAKE_S`. Anything else answering there (an HTTP server
+    An unencrypted protocol is refused when dask's config requires encryption
+    (:func:`_encryption_problem`). The port is checked to be in range, the connection to
+    be accepted (:func:`_refused`), and the server to answer dask's handshake and to say
+    it is a scheduler within :data:`HANDSHAKE_S`. Anything else answering there (an HTTP server
     such as the dashboard, a port that never answers, one that sends other bytes, which
     dask read as a 3 EiB message and failed with a MemoryError) is said to be no
     scheduler, with the likely mix-up. A ``tls://`` address needs dask's TLS settings
@@ -581,6 +604,9 @@ def scheduler_problem(address: str) -> str | None:
     if where is None:
         return None
     scheme, host, port = where
+    problem = _encryption_problem(scheme)
+    if problem is not None:
+        return problem
     if not 0 < port < 65536:
         return (
             f"port {port} is out of range (1-65535); a dask scheduler listens on "

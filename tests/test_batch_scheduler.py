@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import importlib.util
 import os
 import shutil
 import socket
@@ -22,6 +23,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -73,6 +75,26 @@ def http_server() -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextlib.contextmanager
+def scheduler_at(protocol: str, security: Any = None) -> Iterator[str]:
+    """The address of the scheduler of a ``LocalCluster`` in this process, without
+    workers, over ``protocol`` (with ``security``, a :class:`distributed.Security`, for
+    TLS), its HTTP server not on the dashboard's 8787."""
+    from dask.distributed import LocalCluster
+
+    http = {"dashboard": False, "dashboard_address": "127.0.0.1:0"}
+    with LocalCluster(
+        n_workers=0,
+        processes=False,
+        host="127.0.0.1",
+        protocol=protocol,
+        security=security,
+        dashboard_address=None,
+        scheduler_kwargs=http,
+    ) as cluster:
+        yield cluster.scheduler_address
 
 
 def batch_at(
@@ -138,12 +160,8 @@ def test_an_unencrypted_address_where_dask_requires_encryption_is_refused(tmp_pa
     # dask's client refused it once connected: "error: internal error (RuntimeError:
     # encryption required by Dask configuration, refusing communication from/to ...)"
     import dask
-    from dask.distributed import LocalCluster
 
-    local = {"host": "127.0.0.1", "protocol": "tcp", "dashboard_address": None}
-    http = {"dashboard": False, "dashboard_address": "127.0.0.1:0"}  # not on 8787
-    with LocalCluster(n_workers=0, processes=False, scheduler_kwargs=http, **local) as cluster:
-        address = cluster.scheduler_address
+    with scheduler_at("tcp") as address:
         code, err, _ = batch_at(tmp_path, address, {REQUIRE_ENCRYPTION: "true"})
         with dask.config.set({"distributed.comm.require-encryption": False}):
             assert runner.scheduler_problem(address) is None
@@ -205,6 +223,19 @@ def client_settings(cert: Path, key: Path, ca: Path | None = None) -> dict[str, 
         "distributed.comm.tls.client.cert": str(cert),
         "distributed.comm.tls.client.key": str(key),
     }
+
+
+def cluster_security(cert: Path, key: Path) -> Any:
+    """A cluster's :class:`distributed.Security`: ``cert`` its authority, every role's
+    certificate, with ``key``; encryption required."""
+    from distributed.security import Security
+
+    roles = {
+        f"tls_{role}_{kind}": str(path)
+        for role in ("scheduler", "worker", "client")
+        for kind, path in (("cert", cert), ("key", key))
+    }
+    return Security(tls_ca_file=str(cert), require_encryption=True, **roles)
 
 
 @contextlib.contextmanager
@@ -295,27 +326,8 @@ def test_a_tls_scheduler_is_taken_and_one_without_tls_or_of_another_authority_na
     certificates: dict[str, tuple[Path, Path]],
 ) -> None:
     import dask
-    from dask.distributed import LocalCluster
-    from distributed.security import Security
 
-    cert, key = (str(p) for p in certificates["cluster"])
-    roles = {
-        f"tls_{role}_{kind}": path
-        for role in ("scheduler", "worker", "client")
-        for kind, path in (("cert", cert), ("key", key))
-    }
-    security = Security(tls_ca_file=cert, require_encryption=True, **roles)
-    http = {"dashboard": False, "dashboard_address": "127.0.0.1:0"}  # not on 8787
-    with LocalCluster(
-        n_workers=0,
-        processes=False,
-        host="127.0.0.1",
-        protocol="tls",
-        security=security,
-        dashboard_address=None,
-        scheduler_kwargs=http,
-    ) as cluster:
-        address = cluster.scheduler_address
+    with scheduler_at("tls", cluster_security(*certificates["cluster"])) as address:
         assert address.startswith("tls://")
         with dask.config.set(client_settings(*certificates["cluster"])):
             assert runner.scheduler_problem(address) is None
@@ -330,10 +342,83 @@ def test_a_tls_scheduler_is_taken_and_one_without_tls_or_of_another_authority_na
         "its TLS certificate is not one dask's TLS settings trust ("
     )
     assert "distributed.comm.tls.ca-file" in problem
-    plain = {"host": "127.0.0.1", "protocol": "tcp", "dashboard_address": None}
-    with LocalCluster(n_workers=0, processes=False, scheduler_kwargs=http, **plain) as cluster:
-        hostport = cluster.scheduler_address.removeprefix("tcp://")
+    with scheduler_at("tcp") as address:
+        hostport = address.removeprefix("tcp://")
         with dask.config.set(client_settings(*certificates["cluster"])):
             problem = runner.scheduler_problem(f"tls://{hostport}")
     assert problem is not None and problem.startswith("it answered without TLS (")
     assert problem.endswith(f"give its address as tcp://{hostport}")
+
+
+# ws://, wss:// and ucx:// addresses: they were not probed, so a port where nothing
+# listened, or that never answered, held a batch for dask's 30 s connect timeout, with a
+# message that asked for a tcp:// address; a ws:// one was taken where dask's config
+# requires encryption (dask's ws client does not check it); a ucx:// one failed "Can't
+# instantiate abstract class UCXConnector".
+
+
+@pytest.mark.parametrize("scheme", ["ws", "wss"])
+def test_a_websocket_port_where_no_dask_scheduler_answers_is_said_in_seconds(
+    certificates: dict[str, tuple[Path, Path]], scheme: str
+) -> None:
+    import dask
+    import distributed  # noqa: F401  (its config's defaults, which dask.config.set updates)
+
+    nothing = socket.create_server(("127.0.0.1", 0))
+    port = nothing.getsockname()[1]
+    nothing.close()
+    with dask.config.set(client_settings(*certificates["cluster"])):
+        refused = runner.scheduler_problem(f"{scheme}://127.0.0.1:{port}")
+        with socket_server(None) as address:
+            t0 = time.monotonic()
+            silent = runner.scheduler_problem(address.replace("tcp://", f"{scheme}://"))
+            seconds = time.monotonic() - t0
+    assert refused is not None and refused.startswith("cannot connect to a dask scheduler there (")
+    assert refused.endswith(
+        f"give its address as {scheme}://host:port and check that it runs (dask scheduler)"
+    )
+    assert silent is not None and silent.startswith("answered but is not a dask scheduler (no ")
+    assert f"'Scheduler at: {scheme}://host:port'" in silent, silent
+    assert seconds < runner.HANDSHAKE_S + 2.0
+
+
+def test_websocket_schedulers_are_taken_and_ws_refused_where_dask_requires_encryption(
+    certificates: dict[str, tuple[Path, Path]],
+) -> None:
+    import dask
+
+    required = {"distributed.comm.require-encryption": True}
+    with scheduler_at("ws") as address:
+        assert address.startswith("ws://")
+        assert runner.scheduler_problem(address) is None
+        with dask.config.set(required):
+            unencrypted = runner.scheduler_problem(address)
+    assert unencrypted is not None and unencrypted.startswith(
+        "dask's config sets distributed.comm.require-encryption, and a ws:// address is not "
+        "encrypted; give the scheduler's wss:// address and set distributed.comm.tls.ca-file"
+    ), unencrypted
+    settings = client_settings(*certificates["cluster"])
+    with scheduler_at("wss", cluster_security(*certificates["cluster"])) as address:
+        assert address.startswith("wss://")
+        with dask.config.set({**settings, **required}):
+            assert runner.scheduler_problem(address) is None
+        with dask.config.set(dict.fromkeys(settings)):
+            unset = runner.scheduler_problem(address)
+    assert unset is not None and unset.startswith(
+        "a wss:// address needs dask's TLS settings for a client, and none are set; give "
+    )
+    assert unset.endswith("or give the scheduler's ws:// address if it listens on one")
+
+
+def test_a_ucx_address_without_its_package_names_the_package(tmp_path: Path) -> None:
+    if importlib.util.find_spec("distributed_ucxx") is not None:
+        pytest.skip("distributed-ucxx is installed: dask speaks ucx:// here")
+    code, err, _ = batch_at(tmp_path, "ucx://127.0.0.1:8786")
+    assert code == 2, err
+    assert err == (
+        "error: --scheduler ucx://127.0.0.1:8786: dask speaks ucx:// only with the package "
+        "distributed-ucxx (conda-forge; on PyPI distributed-ucxx-cu12 or -cu13, for CUDA 12 "
+        "or 13), which is not installed here; install it, or give the scheduler's tcp:// "
+        "address if it listens on one"
+    )
+    assert not (tmp_path / "out").exists()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import importlib.util
 import logging
 import math
 import socket
@@ -395,28 +396,41 @@ def _client_errors_silenced() -> Iterator[None]:
 #: Seconds a scheduler's TCP port is given to accept a probe before the client is made.
 PROBE_S = 5.0
 #: Seconds a scheduler is given to answer dask's handshake and say what it is (and, at a
-#: ``tls://`` address, to answer the TLS handshake before it). A dask server sends its
-#: handshake as soon as it accepts a connection (0.2 ms on localhost); dask's client
-#: waits for it without a limit, so a port that accepts and never answers (the
-#: dashboard's 8787, any HTTP server; over TLS, any server that completes TLS's
+#: ``tls://`` or ``wss://`` address, to answer the TLS handshake before it). A dask
+#: server sends its handshake as soon as it accepts a connection (0.2 ms on localhost);
+#: dask's client waits for it without a limit, so a port that accepts and never answers
+#: (the dashboard's 8787, any HTTP server; over TLS, any server that completes TLS's
 #: handshake and no more) held a batch for minutes in silence.
 HANDSHAKE_S = 5.0
 #: The port a dask scheduler listens on by default (its dashboard: 8787).
 SCHEDULER_PORT = 8786
-#: The protocols whose addresses are probed: dask's TCP, and TLS over TCP.
-PROBED = ("tcp", "tls")
-#: dask's settings (under ``distributed.comm.tls``) of the files a ``tls://`` client reads.
+#: The protocols whose addresses are probed: dask's TCP, TLS over TCP, and its WebSocket,
+#: plain and over TLS (all of them over a TCP port).
+PROBED = ("tcp", "tls", "ws", "wss")
+#: The encrypted protocols, each with the unencrypted one it runs over TLS.
+ENCRYPTED = {"tls": "tcp", "wss": "ws"}
+#: Protocols dask speaks only through a package of its own: the package's module, and the
+#: package as it is installed.
+PROTOCOL_PACKAGES = {
+    "ucx": (
+        "distributed_ucxx",
+        "distributed-ucxx (conda-forge; on PyPI distributed-ucxx-cu12 or -cu13, for CUDA 12 or 13)",
+    )
+}
+#: dask's settings (under ``distributed.comm.tls``) of the files a ``tls://`` (and
+#: ``wss://``) client reads.
 TLS_FILES = ("ca-file", "client.cert", "client.key")
-#: dask's settings a ``tls://`` client needs (its config keys).
+#: dask's settings a ``tls://`` (and ``wss://``) client needs (its config keys).
 TLS_SETTINGS = (
     "distributed.comm.tls.ca-file and distributed.comm.tls.client.cert (and "
     "distributed.comm.tls.client.key, when the key is in a file of its own)"
 )
 
 
-def _probed_address(address: str) -> tuple[str, str, int] | None:
-    """Protocol, host and port of a ``tcp://`` or ``tls://`` ``address``; None for another
-    protocol, or an address dask cannot parse (its client says what is wrong with it)."""
+def _known_address(address: str) -> tuple[str, str, int] | None:
+    """Protocol, host and port of an ``address`` of a protocol probed (:data:`PROBED`) or
+    brought by a package (:data:`PROTOCOL_PACKAGES`); None for another protocol, or an
+    address dask cannot parse (its client says what is wrong with it)."""
     from distributed.comm.addressing import parse_address, parse_host_port
 
     try:
@@ -424,7 +438,8 @@ def _probed_address(address: str) -> tuple[str, str, int] | None:
         host, port = parse_host_port(location)
     except (ValueError, TypeError):
         return None
-    return (scheme, host, int(port)) if scheme in PROBED else None
+    known = scheme in PROBED or scheme in PROTOCOL_PACKAGES
+    return (scheme, host, int(port)) if known else None
 
 
 def _as_said(setting: str) -> str:
@@ -432,9 +447,10 @@ def _as_said(setting: str) -> str:
     return "PEM text" if "\n" in setting else setting
 
 
-def _tls_context() -> tuple[ssl.SSLContext | None, str | None]:
-    """The TLS context dask's client takes for a ``tls://`` address (from dask's config,
-    as :class:`distributed.security.Security` reads it), or None and why there is none.
+def _tls_context(scheme: str) -> tuple[ssl.SSLContext | None, str | None]:
+    """The TLS context dask's client takes for a ``scheme://`` address, ``tls://`` or
+    ``wss://`` (from dask's config, as :class:`distributed.security.Security` reads it),
+    or None and why there is none.
 
     Without it dask's client failed with "TLS expects a `ssl_context` argument of type
     ssl.SSLContext (perhaps check your TLS configuration?)", naming no setting.
@@ -463,11 +479,11 @@ def _tls_context() -> tuple[ssl.SSLContext | None, str | None]:
         verb = "is" if len(set_keys) == 1 else "are"
         which = f"only {' and '.join(set_keys)} {verb} set" if set_keys else "none are set"
         return None, (
-            f"a tls:// address needs dask's TLS settings for a client, and {which}; give "
+            f"a {scheme}:// address needs dask's TLS settings for a client, and {which}; give "
             f"{TLS_SETTINGS} in dask's config (~/.config/dask/distributed.yaml, or the "
             "variables DASK_DISTRIBUTED__COMM__TLS__CA_FILE, "
             "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT and ..._CLIENT__KEY), or give the "
-            "scheduler's tcp:// address if it listens on one"
+            f"scheduler's {ENCRYPTED[scheme]}:// address if it listens on one"
         )
     return context, None
 
@@ -477,20 +493,40 @@ def _encryption_problem(scheme: str) -> str | None:
     (``distributed.comm.require-encryption``, read as dask's client reads it) and the
     protocol is not encrypted; None when it may be used.
 
-    dask's client refused such an address only once connected, with a RuntimeError
+    dask's client refused a ``tcp://`` address only once connected, with a RuntimeError
     ("encryption required by Dask configuration, refusing communication"): an internal
-    error to the batch.
+    error to the batch; a ``ws://`` one it does not check at all, and would have sent the
+    batch unencrypted.
     """
     from distributed.security import Security
 
-    if scheme == "tls" or not Security().require_encryption:
+    if scheme in ENCRYPTED or not Security().require_encryption:
         return None
+    encrypted = {plain: tls for tls, plain in ENCRYPTED.items()}.get(scheme, "tls")
     return (
         f"dask's config sets distributed.comm.require-encryption, and a {scheme}:// "
-        f"address is not encrypted; give the scheduler's tls:// address and set "
+        f"address is not encrypted; give the scheduler's {encrypted}:// address and set "
         f"{TLS_SETTINGS} in dask's config, or unset distributed.comm.require-encryption "
         "(in ~/.config/dask/, or the variable DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION) "
         "to connect without encryption"
+    )
+
+
+def _package_problem(scheme: str) -> str | None:
+    """Why dask cannot speak ``scheme://`` here: the package that brings it
+    (:data:`PROTOCOL_PACKAGES`) is not installed; None when it is, or none is needed.
+
+    Without ``distributed-ucxx`` dask's client failed a ``ucx://`` address with "Can't
+    instantiate abstract class UCXConnector", and the batch asked for a ``tcp://`` one.
+    """
+    if scheme not in PROTOCOL_PACKAGES:
+        return None
+    module, package = PROTOCOL_PACKAGES[scheme]
+    if importlib.util.find_spec(module) is not None:
+        return None
+    return (
+        f"dask speaks {scheme}:// only with the package {package}, which is not installed "
+        "here; install it, or give the scheduler's tcp:// address if it listens on one"
     )
 
 
@@ -520,10 +556,10 @@ def _not_a_scheduler(answer: str, scheme: str) -> str:
     )
 
 
-def _tls_problem(host: str, port: int, context: ssl.SSLContext) -> str | None:
-    """What is wrong with the server at ``host:port`` for a ``tls://`` address: None when
-    it completes TLS's handshake with ``context`` within :data:`HANDSHAKE_S`, else a clause
-    to follow ``--scheduler ADDRESS:``.
+def _tls_problem(scheme: str, host: str, port: int, context: ssl.SSLContext) -> str | None:
+    """What is wrong with the server at ``host:port`` for a ``scheme://`` address
+    (``tls://`` or ``wss://``): None when it completes TLS's handshake with ``context``
+    within :data:`HANDSHAKE_S`, else a clause to follow ``--scheduler ADDRESS:``.
 
     dask's client gives a silent port its connect timeout (30 s) for this handshake,
     and, once it is made, waits for dask's own without a limit.
@@ -541,9 +577,9 @@ def _tls_problem(host: str, port: int, context: ssl.SSLContext) -> str | None:
             "scheduler's certificate"
         )
     except TimeoutError:
-        return _not_a_scheduler(f"no TLS handshake within {HANDSHAKE_S:g} s", "tls")
+        return _not_a_scheduler(f"no TLS handshake within {HANDSHAKE_S:g} s", scheme)
     except (ssl.SSLEOFError, ConnectionError):
-        return _not_a_scheduler("it closed the connection during the TLS handshake", "tls")
+        return _not_a_scheduler("it closed the connection during the TLS handshake", scheme)
     except ssl.SSLError as exc:
         reason = exc.reason or str(exc)
         if "ALERT" in reason:  # the server refused this client (its certificate, a version)
@@ -553,10 +589,10 @@ def _tls_problem(host: str, port: int, context: ssl.SSLContext) -> str | None:
             )
         return (
             f"it answered without TLS ({reason}); if it is a scheduler without TLS, give "
-            f"its address as tcp://{host}:{port}"
+            f"its address as {ENCRYPTED[scheme]}://{host}:{port}"
         )
     except OSError as exc:
-        return _not_a_scheduler(f"the TLS handshake failed: {exc}", "tls")
+        return _not_a_scheduler(f"the TLS handshake failed: {exc}", scheme)
 
 
 async def _server_type(address: str, context: ssl.SSLContext | None) -> str:
@@ -577,35 +613,39 @@ async def _server_type(address: str, context: ssl.SSLContext | None) -> str:
 
 def scheduler_problem(address: str) -> str | None:
     """What is wrong with ``--scheduler address``, in a few seconds; None when a dask
-    scheduler answers there (or for a protocol other than ``tcp://`` and ``tls://``, and
-    an address dask cannot parse, which its client judges).
+    scheduler answers there (or for a protocol dask's client judges: one neither probed
+    nor brought by a package, one brought by a package that is installed, and an address
+    dask cannot parse).
 
     An unencrypted protocol is refused when dask's config requires encryption
-    (:func:`_encryption_problem`). The port is checked to be in range, the connection to
-    be accepted (:func:`_refused`), and the server to answer dask's handshake and to say
-    it is a scheduler within :data:`HANDSHAKE_S`. Anything else answering there (an HTTP server
-    such as the dashboard, a port that never answers, one that sends other bytes, which
-    dask read as a 3 EiB message and failed with a MemoryError) is said to be no
-    scheduler, with the likely mix-up. A ``tls://`` address needs dask's TLS settings
-    (:func:`_tls_context`), and its server to complete TLS's handshake with them within
-    :data:`HANDSHAKE_S` first (:func:`_tls_problem`).
+    (:func:`_encryption_problem`), and one whose package is not installed
+    (:func:`_package_problem`). The port of a probed protocol (:data:`PROBED`) is checked
+    to be in range, the connection to be accepted (:func:`_refused`), and the server to
+    answer dask's handshake and to say it is a scheduler within :data:`HANDSHAKE_S`.
+    Anything else answering there (an HTTP server such as the dashboard, a port that
+    never answers, one that sends other bytes, which dask read as a 3 EiB message and
+    failed with a MemoryError) is said to be no scheduler, with the likely mix-up. A
+    ``tls://`` or ``wss://`` address needs dask's TLS settings (:func:`_tls_context`), and
+    its server to complete TLS's handshake with them within :data:`HANDSHAKE_S` first
+    (:func:`_tls_problem`).
 
     Parameters
     ----------
     address : str
-        The scheduler's address, ``tcp://host:port`` or ``tls://host:port``.
+        The scheduler's address, ``tcp://host:port``, ``tls://host:port``,
+        ``ws://host:port``, ``wss://host:port`` or ``ucx://host:port``.
 
     Returns
     -------
     str or None
         The problem, a clause to follow ``--scheduler ADDRESS:``.
     """
-    where = _probed_address(address)
+    where = _known_address(address)
     if where is None:
         return None
     scheme, host, port = where
-    problem = _encryption_problem(scheme)
-    if problem is not None:
+    problem = _encryption_problem(scheme) or _package_problem(scheme)
+    if problem is not None or scheme not in PROBED:
         return problem
     if not 0 < port < 65536:
         return (
@@ -613,8 +653,8 @@ def scheduler_problem(address: str) -> str | None:
             f"{SCHEDULER_PORT} by default"
         )
     context = None
-    if scheme == "tls":
-        context, problem = _tls_context()
+    if scheme in ENCRYPTED:
+        context, problem = _tls_context(scheme)
         if problem is not None:
             return problem
     why = _refused(host, port)
@@ -624,7 +664,7 @@ def scheduler_problem(address: str) -> str | None:
             f"{scheme}://host:port and check that it runs (dask scheduler)"
         )
     if context is not None:
-        problem = _tls_problem(host, port, context)
+        problem = _tls_problem(scheme, host, port, context)
         if problem is not None:
             return problem
     try:

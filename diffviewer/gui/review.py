@@ -85,7 +85,7 @@ class Review:
 
     def _on_filtered_out(self, source_id: int) -> None:
         self.clear_selection()
-        self.w.status.showMessage(
+        self.w.message.say(
             f"DIA source {source_id} is hidden by the catalog filter: no source selected", 10000
         )
 
@@ -114,7 +114,7 @@ class Review:
         if not rows.size:
             return
         self.selected = source_id
-        self.w.status.clearMessage()  # "... hidden by the catalog filter" is about another
+        self.w.message.say("")  # "... hidden by the catalog filter" is about another
         x, y = float(dia["x"][rows[0]]), float(dia["y"][rows[0]])
         self._selected_xy = (x, y)
         self.w.area.centre_on(x, y)
@@ -131,7 +131,7 @@ class Review:
         """The selected DIA source id; when none is selected, say in the status bar that
         ``what`` needs one (a key that did nothing, silently, looked broken)."""
         if self.selected is None:
-            self.w.status.showMessage(
+            self.w.message.say(
                 f"{what}: select a DIA source first (click its marker or row, or N)", 10000
             )
         return self.selected
@@ -248,7 +248,7 @@ class Review:
         if rekeyed.describe():
             text = f"verdicts from {source}: {rekeyed.describe()}"
             self.w.log(text)
-            self.w.status.showMessage(text, 15000)
+            self.w.message.say(text, 15000)
             self.save_verdicts()
 
     def export_catalog_dialog(self) -> None:

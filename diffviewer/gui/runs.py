@@ -244,7 +244,11 @@ class RunController:
         w.kept = run
         role = "the run on screen" if run is w.outcome else "the previous run"
         label = content.run_label(run.result, role)
-        self._show_ab(f"A/B: kept as A ({label}); later runs are compared with it")
+        folder = content.run_folder(run.result)
+        self._show_ab(
+            f"A/B: kept as A: {label}; later runs are compared with it",
+            folder.name if folder is not None else "",
+        )
 
     def release(self) -> None:
         """Release the kept A: the A/B tab compares each run with the previous one again."""
@@ -253,12 +257,13 @@ class RunController:
         self.w.kept = None
         self._show_ab("A/B: A released; each run is compared with the previous one")
 
-    def _show_ab(self, message: str) -> None:
-        """Show the A/B comparison of the window's runs after A changed, and say so."""
+    def _show_ab(self, message: str, part: str = "") -> None:
+        """Show the A/B comparison of the window's runs after A changed, and say so (``part``
+        of the message, a saved run's folder name, gives way first in the status bar)."""
         w = self.w
         if w.outcome is not None:
             w.tabs.show_ab(model.ab_runs(w.outcome, w.previous, w.kept))
-        w.status.showMessage(message, 10_000)
+        w.message.say(message, 10_000, part)
         w.log(message)
         w.update_actions()
 

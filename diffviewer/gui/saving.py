@@ -118,7 +118,7 @@ class Saver:
             if pair is not None and out_dir is not None:
                 self.w.remember_output_dir(pair, out_dir)  # its verdicts now live there
             self.w.log(f"saved {len(value)} files to {value[0].parent if value else '?'}")
-            self.w.status.showMessage(f"saved {len(value)} files", 5000)
+            self.w.message.say(f"saved {len(value)} files", 5000)
             self.w.update_actions()
 
     def _on_failed(self, lane: str, job_id: int, report: ErrorReport) -> None:
@@ -130,7 +130,7 @@ class Saver:
             w.closing = False
             w.jobs.idle.disconnect(w.close)
             w.setEnabled(True)
-            w.status.showMessage("not closed: the save failed", 10000)
+            w.message.say("not closed: the save failed", 10000)
         w.show_report(dataclasses.replace(report, title=f"Save failed ({report.title})"))
         w.update_actions()
 
@@ -158,7 +158,7 @@ class Saver:
             config.digest(), w.outcome.result.config.digest() if w.outcome else None
         )
         w.log(message)
-        w.status.showMessage(message, 15000)
+        w.message.say(message, 15000, str(path))  # a long path gives way in its middle
 
     def load_config_dialog(self) -> None:
         """Load a config TOML into the parameter panel (press Run to apply it)."""

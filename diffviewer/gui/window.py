@@ -53,6 +53,7 @@ from diffviewer.gui.registration import RegistrationLine
 from diffviewer.gui.review import Review
 from diffviewer.gui.runs import RunController
 from diffviewer.gui.saving import Saver
+from diffviewer.gui.status_message import StatusMessage
 from diffviewer.gui.views import ImageArea
 from diffviewer.gui.warnings_banner import WarningsBanner
 from diffviewer.gui.wheel import guard_wheel
@@ -194,14 +195,17 @@ class MainWindow(QMainWindow):
 
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
-        self.progress.setMaximumWidth(260)
+        # its width whatever the status bar's message (which takes the room left)
+        self.progress.setFixedWidth(260)
         self.step_label = QLabel("idle")
         self.marker_note = QLabel()
         # apart from the run's step that follows it ("... zoom in for more" ran into "done")
         self.marker_note.setContentsMargins(0, 0, 12, 0)
+        #: The status bar's message (:meth:`StatusMessage.say`).
+        self.message = StatusMessage()
         status = self.statusBar()
         assert status is not None
-        self.status = status
+        status.addWidget(self.message, 1)
         status.addPermanentWidget(self.marker_note)
         status.addPermanentWidget(self.step_label)
         status.addPermanentWidget(self.progress)
@@ -505,7 +509,7 @@ class MainWindow(QMainWindow):
                 self.setEnabled(False)
                 self.jobs.idle.connect(self.close)
                 waiting = "the save to finish" if self.is_saving() else "background work to stop"
-                self.status.showMessage(f"closing: waiting for {waiting}…")
+                self.message.say(f"closing: waiting for {waiting}…")
                 self.log(f"closing: waiting for {waiting}")
             return
         self.area.blink_timer.stop()

@@ -56,7 +56,7 @@ def test_a_kept_run_stays_a_for_later_runs_until_released(qtbot, demo_window: Ma
     assert ab.b.data is None and ab.b.title_text == "B: (the next run)"
     _shows(window, "a", reference)
     assert not window.menus.keep_action.isEnabled() and window.menus.release_action.isEnabled()
-    assert "kept as A" in window.status.currentMessage()
+    assert "kept as A" in window.message.whole
     # two more runs with changed parameters: A stays the kept run, B is the latest
     window.params.set_value("detection", "threshold", 8.0)
     run(qtbot, window)
@@ -202,6 +202,75 @@ def test_a_long_saved_folder_name_gives_way_in_a_s_title_at_1280_x_720(
         assert shown.endswith(f"_kept_run, config {digest}") and "…" in shown
         assert shown.startswith("A: kept saved run 2026-12-07_goto")
         fits()
+    finally:
+        small.jobs.shutdown()
+
+
+def test_the_keep_message_fits_the_status_bar_at_1280_x_720(
+    qtbot, demo_window: MainWindow, tmp_path: Path
+) -> None:
+    # A review colleague found the status bar's message of Keep B as A cut at the right on
+    # a 1280 x 720 screen when B was a saved run of a long folder name: 970 px of text in
+    # the ~900 px the step and the progress bar leave, its end lost unmarked. The folder
+    # name gives way in the middle as in A's title, the digest and the rest stay, and the
+    # message's tooltip holds it whole; fitted again when its room narrows.
+    from diffviewer.gui.overlays import marker_note
+    from diffviewer.gui.saved import open_saved
+    from diffviewer.io import demo_pair
+    from diffviewer.outputs import write_outputs
+
+    name = "2026-12-07_goto_field_T0123_night_review_long_folder_name_for_the_kept_run"
+    folder = tmp_path / name
+    write_outputs(demo_window.outcome.result, folder, list(demo_pair()))
+    small = isolated_window(tmp_path / "small", (1280, 720))
+    qtbot.addWidget(small)
+    try:
+        small.runner = demo_window.runner
+        finish(qtbot, small, "run", lambda: open_saved(small, folder))
+        ab = small.tabs.ab_panel
+        small.tabs.setCurrentWidget(ab)
+        ab.keep_b_button.click()  # Keep B as A, on the saved run
+        assert small.kept is small.outcome
+        message = small.message
+        digest = small.outcome.result.config.digest()
+        whole = (
+            f"A/B: kept as A: saved run {name}, config {digest}; later runs are compared with it"
+        )
+        assert message.whole == whole
+        status = small.statusBar()
+        permanent = (small.marker_note, small.step_label, small.progress)
+
+        def fits() -> None:
+            # the text drawn is as wide as the message's room at most, and that room ends
+            # before the status bar's permanent widgets (and within the status bar)
+            shown = message.text()
+            width = message.fontMetrics().horizontalAdvance(shown)
+            assert width <= message.contentsRect().width()
+            right = message.mapTo(small, message.rect().topRight()).x()
+            assert right < min(w.mapTo(small, w.rect().topLeft()).x() for w in permanent)
+            assert message.geometry().right() <= status.width()
+            assert shown != whole and "…" in shown and message.toolTip() == whole
+
+        qtbot.waitUntil(fits)
+        shown = message.text()
+        # the folder gave way in its middle: its start and end, the digest and the rest stay
+        assert shown.startswith("A/B: kept as A: saved run 2026-12-07_goto")
+        assert shown.endswith(f"_kept_run, config {digest}; later runs are compared with it")
+        # a narrower room (the markers' note of a crowded field): fitted again, the folder
+        # at its floor of 16 characters and the end cut after it
+        small.marker_note.setText(marker_note(200, 521))
+        qtbot.waitUntil(lambda: message.text() != shown)
+        fits()
+        assert message.text().startswith("A/B: kept as A: saved run 2026-12")
+        assert message.text().endswith("…")
+        # released: a short message, shown whole, no tooltip
+        small.menus.release_action.trigger()
+        assert (
+            message.text()
+            == message.whole
+            == ("A/B: A released; each run is compared with the previous one")
+        )
+        assert message.toolTip() == ""
     finally:
         small.jobs.shutdown()
 

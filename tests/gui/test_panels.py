@@ -484,7 +484,7 @@ def test_a_filter_hiding_the_selected_source_selects_none(qtbot, demo_window: Ma
     assert cat.selected_source() is None and review.selected is None
     assert area.view_centre() == centre
     assert review.cutouts.items["difference"].image is None
-    assert "hidden by the catalog filter" in demo_window.status.currentMessage()
+    assert "hidden by the catalog filter" in demo_window.message.whole
 
 
 def test_mosaic_click_maps_the_cell_to_its_image_position(qtbot, demo_window: MainWindow) -> None:

@@ -386,9 +386,9 @@ def test_keys_needing_a_source_say_so_and_ctrl_plus_zooms_in(
     win.tabs.setFocus()
     assert win.review.selected is None
     for key in (Qt.Key.Key_R, Qt.Key.Key_B, Qt.Key.Key_U, Qt.Key.Key_Z):
-        win.status.clearMessage()
+        win.message.say("")
         qtbot.keyClick(win.tabs, key)
-        assert "select a DIA source first" in win.status.currentMessage(), key
+        assert "select a DIA source first" in win.message.whole, key
     assert not win.review.verdicts
     zoom = win.area.zoom()
     qtbot.keyClick(win.tabs, Qt.Key.Key_Plus, Qt.KeyboardModifier.ControlModifier)

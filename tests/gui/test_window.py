@@ -402,7 +402,7 @@ def test_config_saves_and_loads_as_toml(qtbot, window: MainWindow, tmp_path: Pat
     window.params.set_value("kernel", "degrees", (3, 2))
     path = tmp_path / "c.toml"
     window.saver.save_config(path)
-    assert "(no run on screen)" in window.status.currentMessage()
+    assert "(no run on screen)" in window.message.whole
     loaded = load_toml(path)
     assert loaded.kernel.spatial_order == 1 and loaded.kernel.degrees == (3, 2)
     window.params.reset()
@@ -424,11 +424,11 @@ def test_a_saved_config_says_whether_it_is_the_runs_on_screen(
     run(qtbot, window, demo())
     on_screen = window.outcome.result.config.digest()
     window.saver.save_config(tmp_path / "run.toml")
-    assert "the config of the run on screen" in window.status.currentMessage()
+    assert "the config of the run on screen" in window.message.whole
     assert load_toml(tmp_path / "run.toml").digest() == on_screen
     window.params.set_value("detection", "threshold", 3.0)
     window.saver.save_config(tmp_path / "edits.toml")
-    said = window.status.currentMessage()
+    said = window.message.whole
     assert "edits, not run" in said and f"the run on screen is {on_screen}" in said
     assert load_toml(tmp_path / "edits.toml").detection.threshold == 3.0
 

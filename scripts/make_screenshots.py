@@ -9,15 +9,23 @@ present, on the GOTO pair, and saves:
   the basis, and one kernel source's stamp panel;
 - ``kernel_psfs.png``: the Kernel tab's PSFs page (science, template, the convolved one
   through the kernel, the residual);
+- ``kernel_psfs_cell.png``: the same page after a click on a corner cell of its mosaic:
+  the PSFs matched through the kernel there;
 - ``residual_histograms.png``: the four runDebug residual panels against N(0, 1);
 - ``catalog_cutouts.png``: a selected DIA source in the table and its cutouts;
 - ``ab_comparison.png``: the first run kept as A and the latest as B after two runs
   with changed parameters, with the parameters that differ;
+- ``ab_saved_run_1280x720.png``: a run saved by ``diffviewer run`` opened from its folder,
+  run again without the decorrelation, and the saved run kept as A (Keep A), on a
+  1280 x 720 screen: its folder's name giving way in A's title (and in the status bar's
+  message where the bar is narrow);
 - ``mid_run.png``: a run under way, its final difference already on screen (before the
   score, detection and measurement);
 - ``main_window_1280x720.png``: the same review on a 1280 x 720 screen;
 - ``batch_review.png``: ``diffviewer review`` on a batch of the demo pair run with three
-  configs (the summary's QA columns, worst first).
+  configs (the summary's QA columns, worst first);
+- ``batch_review_minimal.png``: the same batch written with ``--products minimal``, its
+  worst pair selected: its difference, DIA sources and catalog shown beside the table.
 
 Usage: ``python scripts/make_screenshots.py [--out screenshots]``.
 """
@@ -36,41 +44,62 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
-from PyQt6.QtCore import QEventLoop, QTimer  # noqa: E402
+import pyqtgraph as pg  # noqa: E402
+from PyQt6.QtCore import QEventLoop, QPointF, Qt, QTimer  # noqa: E402
+from PyQt6.QtTest import QTest  # noqa: E402
 from PyQt6.QtWidgets import QApplication  # noqa: E402
 
 from diffviewer import cli  # noqa: E402
 from diffviewer.batch.summary import row_from_outputs, write_summary  # noqa: E402
 from diffviewer.config import SubtractionConfig, apply_overrides  # noqa: E402
 from diffviewer.gui.batch_review import ReviewWindow  # noqa: E402
+from diffviewer.gui.difference_preview import READ_LANE  # noqa: E402
 from diffviewer.gui.model import Pair  # noqa: E402
 from diffviewer.gui.qtapp import application  # noqa: E402
+from diffviewer.gui.saved import open_saved  # noqa: E402
 from diffviewer.gui.window import MainWindow, isolated_window  # noqa: E402
+from diffviewer.gui.worker import JobRunner  # noqa: E402
 from diffviewer.io import demo_pair  # noqa: E402
 
 GOTO = ROOT.parent / "shared" / "data" / "goto"
 SIZE = (1920, 1080)
 SMALL = (1280, 720)
 RUN_TIMEOUT_MS = 600_000
+#: The saved run kept as A: a folder name as long as a night's (it gives way at 1280 x 720).
+SAVED_FOLDER = "2026-12-06_night_reference_run_default_config"
 
 
-def wait_for(window: MainWindow, lane: str, start: object) -> None:
-    """Call ``start()`` and spin the event loop until the lane's job has ended."""
+def wait_for_lane(jobs: JobRunner, lane: str, start: object) -> None:
+    """Call ``start()`` and spin the event loop until the lane's job of ``jobs`` has ended."""
     loop = QEventLoop()
 
     def done(which: str, *args: object) -> None:
         if which == lane:
             loop.quit()
 
-    for signal in (window.jobs.finished, window.jobs.failed, window.jobs.cancelled):
+    for signal in (jobs.finished, jobs.failed, jobs.cancelled):
         signal.connect(done)
     QTimer.singleShot(RUN_TIMEOUT_MS, loop.quit)
     QTimer.singleShot(0, start)  # type: ignore[arg-type]
     loop.exec()
-    for signal in (window.jobs.finished, window.jobs.failed, window.jobs.cancelled):
+    for signal in (jobs.finished, jobs.failed, jobs.cancelled):
         signal.disconnect(done)
+
+
+def wait_for(window: MainWindow, lane: str, start: object) -> None:
+    """Call ``start()`` and spin the event loop until the window's job of ``lane`` has
+    ended; stop if the window reports an error."""
+    wait_for_lane(window.jobs, lane, start)
     if window.last_error is not None:
         raise SystemExit(f"run failed: {window.last_error.message}")
+
+
+def click(canvas: pg.GraphicsView, item: pg.GraphicsObject, x: float, y: float) -> None:
+    """Click the left mouse button on ``item`` at (x, y) in its coordinates, as a user does:
+    a press and a release on ``canvas``'s viewport, which pyqtgraph turns into the item's
+    click."""
+    pos = canvas.mapFromScene(item.mapToScene(QPointF(x, y)))
+    QTest.mouseClick(canvas.viewport(), Qt.MouseButton.LeftButton, pos=pos)
 
 
 def grab_mid_run(window: MainWindow, pair: Pair, path: Path) -> None:
@@ -90,10 +119,10 @@ def grab_mid_run(window: MainWindow, pair: Pair, path: Path) -> None:
         raise SystemExit("the run ended before its difference was shown")
 
 
-def demo_batch(folder: Path) -> Path:
+def demo_batch(folder: Path, products: str = "full") -> Path:
     """A batch folder of the demo pair run with the default config, without the
     decorrelation and with a 3 sigma threshold, by the batch's own pieces (one run per
-    pair, rows from the outputs, the summary), without a cluster."""
+    pair writing ``products``, rows from the outputs, the summary), without a cluster."""
     sci, tmpl = demo_pair()
     rows = []
     configs = (
@@ -104,7 +133,16 @@ def demo_batch(folder: Path) -> Path:
     for name, overrides in configs:
         out = folder / name
         config = apply_overrides(SubtractionConfig(), overrides)
-        cli.run_pair(str(sci), str(tmpl), out, config, overwrite=False, strict=False, quiet=True)
+        cli.run_pair(
+            str(sci),
+            str(tmpl),
+            out,
+            config,
+            overwrite=False,
+            strict=False,
+            quiet=True,
+            products=products,
+        )
         pair = {"name": name, "science": str(sci), "template": str(tmpl), "output": str(out)}
         rows.append({**pair, "status": "ok", **row_from_outputs(out)})
     write_summary(folder, rows)
@@ -182,9 +220,18 @@ def main(argv: list[str] | None = None) -> int:
         window.overlays._on_candidate_clicked(cands, good[:1] or cands.points()[:1])
         window.tabs.setCurrentWidget(window.tabs.kernel_panel)
         save(window, "kernel_diagnostics.png")
-        window.tabs.kernel_panel.pages.setCurrentIndex(1)
+        kernel = window.tabs.kernel_panel
+        kernel.pages.setCurrentIndex(1)
         save(window, "kernel_psfs.png")
-        window.tabs.kernel_panel.pages.setCurrentIndex(0)
+        # a corner cell of the page's mosaic (7 x 7 cells: the last one's centre is at 13/14
+        # of its side) clicked: the PSFs matched through the kernel there
+        middle = kernel.psf_cell
+        side = kernel.picker.image.shape[0]
+        click(kernel.psf_canvas, kernel.picker, side * 13 / 14, side * 13 / 14)
+        if kernel.psf_cell in (None, middle):
+            raise SystemExit("the click on the PSFs page's mosaic chose no other cell")
+        save(window, "kernel_psfs_cell.png")
+        kernel.pages.setCurrentIndex(0)
         window.tabs.setCurrentWidget(window.tabs.residual_panel)
         save(window, "residual_histograms.png")
         # catalog with cutouts: zoom onto the selected source
@@ -227,6 +274,31 @@ def main(argv: list[str] | None = None) -> int:
         save(small, "main_window_1280x720.png")
         small.close()
 
+        # a run saved by diffviewer run, opened from its folder, run again without the
+        # decorrelation, and the saved run (A) kept to tune against, on a 1280 x 720 screen
+        folder = Path(tmp) / SAVED_FOLDER
+        code = cli.run_pair(
+            pair.science,
+            pair.template,
+            folder,
+            SubtractionConfig(),
+            overwrite=False,
+            strict=False,
+            quiet=True,
+        )
+        if code != 0:
+            raise SystemExit(f"diffviewer run of {pair.label} failed ({code})")
+        saved = isolated_window(Path(tmp) / "saved", SMALL)
+        wait_for(saved, "run", lambda: open_saved(saved, folder))
+        saved.params.set_value("decorrelation", "enabled", False)
+        wait_for(saved, "run", saved.run)
+        saved.tabs.setCurrentWidget(saved.tabs.ab_panel)
+        saved.tabs.ab_panel.keep_button.click()  # Keep A: the saved run
+        if saved.kept is None or saved.kept is saved.outcome:
+            raise SystemExit("Keep A did not keep the saved run")
+        save(saved, "ab_saved_run_1280x720.png")
+        saved.close()
+
         # the review of a night's batch, worst first
         review = ReviewWindow(demo_batch(Path(tmp) / "batch"))
         review.resize(*SIZE)
@@ -235,6 +307,21 @@ def main(argv: list[str] | None = None) -> int:
         review.grab().save(str(out / "batch_review.png"), "PNG")
         written.append(out / "batch_review.png")
         review.close()
+
+        # the same batch of the difference and catalog alone (--products minimal): the
+        # worst pair's folder shown beside the table
+        minimal = ReviewWindow(demo_batch(Path(tmp) / "minimal", products="minimal"))
+        minimal.resize(*SIZE)
+        minimal.show()
+        settle(app)
+        worst = minimal.visible_names()[0]
+        wait_for_lane(minimal.jobs, READ_LANE, lambda: minimal.select_name(worst))
+        if minimal.preview.shown is None:
+            raise SystemExit(f"the preview of {worst} failed: {minimal.preview.inputs.text()}")
+        settle(app)
+        minimal.grab().save(str(out / "batch_review_minimal.png"), "PNG")
+        written.append(out / "batch_review_minimal.png")
+        minimal.close()
     for path in written:
         print(path)
     return 0

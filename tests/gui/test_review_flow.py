@@ -513,6 +513,14 @@ def test_the_readme_shows_every_screenshot_the_script_makes() -> None:
     import re
 
     made = set(re.findall(r'"(\w+\.png)"', script))
-    assert {"mid_run.png", "main_window_1280x720.png"} <= made
+    # the states a screenshot once missed: a run under way, a small screen, a chosen PSF
+    # cell, a saved run kept as A, a --products minimal pair in the review
+    assert {
+        "mid_run.png",
+        "main_window_1280x720.png",
+        "kernel_psfs_cell.png",
+        "ab_saved_run_1280x720.png",
+        "batch_review_minimal.png",
+    } <= made
     for name in made:
         assert f"(screenshots/{name})" in readme, name

@@ -81,35 +81,55 @@ _UNDERFLOWS = (
 )
 
 
-class _OutOfRangeFloat(float):
+class OutOfRangeFloat(float):
     """A TOML float literal out of a float's range, with its spelling and what is wrong:
     ``1e400`` (read as infinity) overflows; ``1e-400`` (read as 0.0) and ``1e-320`` (a
     subnormal, most of its digits lost) underflow.
 
-    What :func:`_loads_toml` reads such a literal as: a float like any other to the type
-    checks, spelt as written in their messages (:func:`toml_text`), and refused for a
-    float field with its ``problem`` (:func:`_check_scalar`).
+    What :func:`read_float` reads such a literal as (in a config file, a ``--set`` and the
+    GUI's parameter panel): a float like any other to the type checks, spelt as written in
+    their messages (:func:`toml_text`), and refused for a float field with its ``problem``
+    (:func:`_check_scalar`).
     """
 
     text: str
     problem: str
 
-    def __new__(cls, text: str, problem: str) -> _OutOfRangeFloat:
+    def __new__(cls, text: str, problem: str) -> OutOfRangeFloat:
         value = super().__new__(cls, text)
         value.text = text
         value.problem = problem
         return value
 
 
-def _parse_float(text: str) -> float:
-    """tomllib's reader of a float literal: one out of a float's range keeps its spelling
-    (an overflowing one, and a nonzero one read as 0.0 or as a subnormal)."""
+def read_float(text: str) -> float:
+    """A number written as text, read as a config reads a float: the reader of a float
+    literal of a config file and a ``--set`` (tomllib's ``parse_float``), and of a number
+    typed in the GUI's parameter panel, so the panel refuses what they refuse.
+
+    Parameters
+    ----------
+    text : str
+        The number as written (``0.5``, ``5e-05``, ``1e-400``).
+
+    Returns
+    -------
+    float
+        The number; one out of a float's range (an overflowing one, and a nonzero one read
+        as 0.0 or as a subnormal) as an :class:`OutOfRangeFloat` keeping its spelling,
+        which the config's validation refuses naming the field and the number as written.
+
+    Raises
+    ------
+    ValueError
+        When the text is not a number.
+    """
     value = float(text)
     if math.isinf(value) and "inf" not in text:
-        return _OutOfRangeFloat(text, _OVERFLOWS)
+        return OutOfRangeFloat(text, _OVERFLOWS)
     mantissa = text.lower().partition("e")[0]
     if abs(value) < sys.float_info.min and any(d in "123456789" for d in mantissa):
-        return _OutOfRangeFloat(text, _UNDERFLOWS)
+        return OutOfRangeFloat(text, _UNDERFLOWS)
     return value
 
 
@@ -131,13 +151,13 @@ def _loads_toml(text: str) -> dict[str, Any]:
     tomllib.TOMLDecodeError
         When the text is not TOML.
     """
-    return tomllib.loads(text, parse_float=_parse_float)
+    return tomllib.loads(text, parse_float=read_float)
 
 
 def toml_text(value: Any) -> str:
     """A config value as TOML spells it, for messages: ``true``, ``"al"``, ``[4, 2, 2]``,
     ``{a = 1}``, ``2024-01-01``; a float literal out of a float's range as it was written
-    (``1e400``, ``1e-400``: :class:`_OutOfRangeFloat`). Every message that shows a config
+    (``1e400``, ``1e-400``: :class:`OutOfRangeFloat`). Every message that shows a config
     value (of a file, a ``--set`` or a rule between fields) shows it so.
 
     Parameters
@@ -149,7 +169,7 @@ def toml_text(value: Any) -> str:
     -------
     str
     """
-    if isinstance(value, _OutOfRangeFloat):
+    if isinstance(value, OutOfRangeFloat):
         return value.text
     if isinstance(value, Mapping):
         return "{" + ", ".join(f"{_toml_key(k)} = {toml_text(v)}" for k, v in value.items()) + "}"
@@ -183,7 +203,7 @@ def _check_scalar(head: str, value: Any, kind: type, meta: Mapping[str, Any]) ->
     elif kind is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{head}: expected a number")
-        if isinstance(value, _OutOfRangeFloat):
+        if isinstance(value, OutOfRangeFloat):
             raise ConfigError(f"{head} {value.problem}")
         try:
             value = float(value)
@@ -1029,7 +1049,7 @@ def _same_value(a: Any, b: Any) -> bool:
     """Whether two TOML values are one (NaN is NaN; 2 is 2.0; a string is not a number,
     nor is true 1; a float out of range is only itself: 1e-400 is not 0, which would
     stand for it unrefused)."""
-    if isinstance(a, _OutOfRangeFloat) or isinstance(b, _OutOfRangeFloat):
+    if isinstance(a, OutOfRangeFloat) or isinstance(b, OutOfRangeFloat):
         return toml_text(a) == toml_text(b)
     if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
         return True

@@ -5,7 +5,9 @@ one editor per field: check boxes for booleans, spin boxes with the field's limi
 numbers (64-bit for integers: exposure ids exceed Qt's 32-bit ``QSpinBox``; a field of odd
 values only steps by 2; floats step in decimal), combo boxes for choices, text for strings
 and lists. The field's doc, unit and limits are its tooltip; a value that differs from the
-default is highlighted.
+default is highlighted. Floats typed are read as a config file's
+(:func:`~diffviewer.config.read_float`): one that no float holds (``1e-400``, ``1e400``) is
+refused as the file's is, where ``float`` ran it as 0.0 or infinity.
 """
 
 from __future__ import annotations
@@ -31,9 +33,11 @@ from PyQt6.QtWidgets import (
 
 from diffviewer.config import (
     SECTION_TYPES,
+    OutOfRangeFloat,
     SubtractionConfig,
     field_specs,
     from_dict,
+    read_float,
     toml_text,
 )
 from diffviewer.errors import ConfigError
@@ -94,7 +98,7 @@ class _Editor:
             )
             dspin.setSingleStep(0.1 if (hi is not None and hi <= 10) else 1.0)
             self.widget = dspin
-            self.changed = dspin.valueChanged
+            self.changed = dspin.numberChanged
         elif meta.get("choices"):
             combo = QComboBox()
             combo.addItems(list(meta["choices"]))
@@ -108,20 +112,25 @@ class _Editor:
         self.widget.setObjectName(f"{section}.{field.name}")
 
     def value(self) -> Any:
-        """The edited value, in the field's type (lists are parsed from text)."""
+        """The edited value, in the field's type (lists are parsed from text; a float no
+        float holds is an :class:`~diffviewer.config.OutOfRangeFloat`, for the config to
+        refuse)."""
         w = self.widget
         if isinstance(w, QCheckBox):
             return w.isChecked()
-        if isinstance(w, LongSpinBox | FloatSpinBox):
+        if isinstance(w, LongSpinBox):
             return w.value()
+        if isinstance(w, FloatSpinBox):
+            return w.number()
         if isinstance(w, QComboBox):
             return w.currentText()
         assert isinstance(w, QLineEdit)
         text = w.text()
         if typing.get_origin(self.kind) is tuple:
             elem = typing.get_args(self.kind)[0]
+            read = read_float if elem is float else elem
             try:
-                return tuple(elem(t.strip()) for t in text.split(",") if t.strip())
+                return tuple(read(t.strip()) for t in text.split(",") if t.strip())
             except ValueError:
                 raise ConfigError(
                     f"{self.section}.{self.field.name} = {toml_text(text)}: expected numbers "
@@ -141,11 +150,15 @@ class _Editor:
         -------
         bool
             True when the values differ (floats to the last digit: the editors keep
-            them whole) or the shown text cannot be parsed.
+            them whole), the shown text cannot be parsed, or it holds a number that no
+            float holds (1e-400 is not the 0.0 it reads as).
         """
         try:
             value = self.value()
         except ConfigError:
+            return True
+        items = value if isinstance(value, tuple) else (value,)
+        if any(isinstance(v, OutOfRangeFloat) for v in items):
             return True
         return bool(value != getattr(getattr(config, self.section), self.field.name))
 

@@ -5,7 +5,10 @@ their last digit.
 parameter panel before: a config's 0.03125 ran as 0.0313, and 5e-05 as 0.0001, so the
 window's digest was not the file's and no command-line run reproduced the window's).
 Keeping every digit, the arrows step in decimal (:func:`decimal_step`): in binary, 0.1 up,
-up, down, down was 0.10000000000000003, an edit with a digest of its own.
+up, down, down was 0.10000000000000003, an edit with a digest of its own. A float is read
+as a config reads it (:func:`diffviewer.config.read_float`): a number no float holds
+(``1e-400``, ``1e400``) is kept as typed, for the config to refuse, where ``float`` made it
+0.0 or infinity.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from decimal import Decimal
 from PyQt6.QtCore import QSize, pyqtSignal
 from PyQt6.QtGui import QValidator
 from PyQt6.QtWidgets import QAbstractSpinBox, QDoubleSpinBox, QLineEdit, QWidget
+
+from diffviewer.config import OutOfRangeFloat, read_float
 
 #: Integer bounds for fields without a declared limit: those of a signed 64-bit integer.
 INT64 = 2**63 - 1
@@ -152,18 +157,32 @@ class FloatSpinBox(QDoubleSpinBox):
     back as the value (``repr``: 0.03125, 5e-05, 3.0) and steps in decimal (0.2 up by 0.1
     is 0.3, not 0.30000000000000004).
 
+    A number typed that no float holds (``1e-400``, ``1e400``) stays as typed and is its
+    :meth:`number` (an :class:`~diffviewer.config.OutOfRangeFloat`, which a config refuses
+    naming it), the value staying what it was; a number typed or set after it replaces it.
+
     Parameters
     ----------
     minimum, maximum : float
         The range of values.
     parent : QWidget, optional
         The parent widget.
+
+    Signals
+    -------
+    numberChanged
+        :meth:`number` changed: the value, or a number no float holds typed or replaced.
     """
+
+    numberChanged = pyqtSignal()
 
     def __init__(self, minimum: float, maximum: float, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        #: A number typed that no float holds, shown in place of the value (None: none).
+        self._out_of_range: OutOfRangeFloat | None = None
         self.setDecimals(ALL_DECIMALS)
         self.setRange(minimum, maximum)
+        self.valueChanged.connect(self.numberChanged)
         # The value the arrows started from, the steps taken since, and the value they
         # left: stepping back to 0 steps is that value to the bit, however many digits
         # it has (0.12345678901234568 up and down was 0.12345678901234566).
@@ -177,8 +196,7 @@ class FloatSpinBox(QDoubleSpinBox):
         hint = super().sizeHint()
         metrics = self.fontMetrics()
         ends = max(
-            metrics.horizontalAdvance(self.textFromValue(v))
-            for v in (self.minimum(), self.maximum())
+            metrics.horizontalAdvance(_shortest(v)) for v in (self.minimum(), self.maximum())
         )
         width = hint.width() - ends + metrics.horizontalAdvance("9" * FLOAT_FIELD_CHARS)
         return QSize(width, hint.height())
@@ -226,21 +244,55 @@ class FloatSpinBox(QDoubleSpinBox):
             flags |= QAbstractSpinBox.StepEnabledFlag.StepDownEnabled
         return flags
 
+    def number(self) -> float:
+        """The number typed: the value, or one that no float holds typed after it.
+
+        Returns
+        -------
+        float
+            The value, or an :class:`~diffviewer.config.OutOfRangeFloat` spelt as typed.
+        """
+        return self.value() if self._out_of_range is None else self._out_of_range
+
+    def setValue(self, value: float) -> None:
+        """Show ``value`` (in place of a number typed that no float holds)."""
+        self._keep_out_of_range(None)
+        super().setValue(value)
+
+    def _keep_out_of_range(self, number: OutOfRangeFloat | None) -> None:
+        """Keep ``number`` as typed in place of the value (None: show the value)."""
+        # By spelling: 1e-400 is 0.0 as a float (falsy, and equal to 1e-500)
+        before = None if self._out_of_range is None else self._out_of_range.text
+        self._out_of_range = number
+        if before != (None if number is None else number.text):
+            self.numberChanged.emit()
+
     def textFromValue(self, value: float) -> str:
-        """The shortest text of ``value`` that reads back as it."""
-        return repr(float(value))
+        """The shortest text of ``value`` that reads back as it (a number typed that no
+        float holds: as typed)."""
+        if self._out_of_range is not None:
+            return self._out_of_range.text
+        return _shortest(value)
 
     def valueFromText(self, text: str | None) -> float:
-        """The number ``text`` holds (the value shown when it holds none)."""
+        """The number ``text`` holds (the value shown when it holds none, or one that no
+        float holds, which is kept as typed)."""
         parsed = _parse_float(text or "")
+        if isinstance(parsed, OutOfRangeFloat):
+            self._keep_out_of_range(parsed)
+            return self.value()
+        self._keep_out_of_range(None)
         return self.value() if parsed is None else parsed
 
     def validate(self, text: str | None, pos: int) -> tuple[QValidator.State, str, int]:
-        """A finite number, in the range (out of it: intermediate); a sign, a point or an
-        exponent being typed are intermediate."""
+        """A finite number, in the range (out of it: intermediate), or one that no float
+        holds (kept as typed, for the config to refuse); a sign, a point or an exponent
+        being typed are intermediate."""
         text = text or ""
         parsed = _parse_float(text)
-        if parsed is None:
+        if isinstance(parsed, OutOfRangeFloat):
+            state = QValidator.State.Acceptable
+        elif parsed is None:
             partial = text.strip() == "" or text.strip()[-1:] in ("-", "+", ".", "e", "E")
             state = QValidator.State.Intermediate if partial else QValidator.State.Invalid
         elif self.minimum() <= parsed <= self.maximum():
@@ -269,10 +321,17 @@ def decimal_step(value: float, step: float, steps: int) -> float:
     return float(Decimal(repr(float(value))) + steps * Decimal(repr(float(step))))
 
 
+def _shortest(value: float) -> str:
+    """The shortest text of ``value`` that reads back as it (``repr``)."""
+    return repr(float(value))
+
+
 def _parse_float(text: str) -> float | None:
-    """The finite float written in ``text`` (surrounding space allowed), or None."""
+    """The number written in ``text`` (surrounding space allowed) as a config reads it
+    (:func:`~diffviewer.config.read_float`): finite, or one that no float holds spelt as
+    written (an :class:`~diffviewer.config.OutOfRangeFloat`); else None."""
     try:
-        value = float(text.strip())
+        value = read_float(text.strip())
     except ValueError:
         return None
-    return value if math.isfinite(value) else None
+    return value if math.isfinite(value) or isinstance(value, OutOfRangeFloat) else None

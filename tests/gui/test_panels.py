@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,13 @@ from PyQt6.QtGui import QValidator
 from PyQt6.QtWidgets import QAbstractSpinBox, QCheckBox, QComboBox, QLineEdit
 
 from diffviewer import display
-from diffviewer.config import SECTION_TYPES, SubtractionConfig, field_specs, from_dict
+from diffviewer.config import (
+    SECTION_TYPES,
+    SubtractionConfig,
+    field_specs,
+    from_dict,
+    override_tables,
+)
 from diffviewer.errors import ConfigError
 from diffviewer.exposure import MaskPlane
 from diffviewer.gui.params import ParameterPanel
@@ -81,6 +88,47 @@ def test_a_list_that_is_not_numbers_is_named_as_toml_writes_it(qtbot) -> None:
     with pytest.raises(ConfigError) as err:
         panel.config()
     assert str(err.value).startswith('kernel.degrees = "4, x, 2": expected numbers')
+
+
+#: What a config file and a --set say of a float literal that no float holds.
+_NO_FLOAT_HOLDS = {
+    "1e-400": "underflows a float (below about 2.2e-308 a float loses digits, and below "
+    "about 4.9e-324 it is 0.0); give 0, or a number of at least 2.2e-308",
+    "1e400": "overflows a float (the largest is about 1.8e308); give a finite number",
+}
+
+
+@pytest.mark.parametrize("typed", list(_NO_FLOAT_HOLDS))
+def test_a_number_no_float_holds_is_refused_as_typed_as_a_config_files(
+    qtbot, demo_window: MainWindow, typed: str
+) -> None:
+    # A review: the panel read numbers with float(), so 1e-400 typed ran as 0.0 (for
+    # saturation_level: no saturation level) and 1e400 was cut to 1e40 as it was typed,
+    # while a config file and a --set refuse both by name.
+    panel = demo_window.params
+    saturation = panel.editor("candidates", "saturation_level")
+    saturation.setFocus()
+    saturation.lineEdit().selectAll()
+    qtbot.keyClicks(saturation, typed)
+    qtbot.keyClick(saturation, Qt.Key.Key_Return)  # editing finished: still as typed
+    assert saturation.text() == typed and saturation.styleSheet() != ""
+    refusal = f"candidates.saturation_level = {typed} {_NO_FLOAT_HOLDS[typed]}"
+    assert panel.status.text() == f"<b>Invalid:</b> {refusal}"
+    with pytest.raises(ConfigError, match="^" + re.escape(refusal) + "$"):
+        from_dict(override_tables([f"candidates.saturation_level={typed}"]))  # as --set
+    demo_window.runner = lambda *args, **kwargs: pytest.fail(f"ran {args[2]}")
+    demo_window.run()  # refused, as the status says: no run of 0.0 (or of 1e40)
+    assert not demo_window.jobs.is_busy("run")
+    assert refusal in demo_window.error_label.text()
+    saturation.setValue(0.0)  # a number set replaces it
+    assert saturation.text() == "0.0" and panel.config() == SubtractionConfig()
+    radii = panel.editor("measurement", "aperture_radii")  # a list of floats
+    radii.setText(f"3, {typed}")
+    radii.editingFinished.emit()
+    assert panel.status.text() == (
+        f"<b>Invalid:</b> measurement.aperture_radii = [3.0, {typed}]: item {typed} "
+        f"{_NO_FLOAT_HOLDS[typed]}"
+    )
 
 
 def test_integer_editors_hold_64_bit_exposure_ids(qtbot) -> None:

@@ -668,6 +668,13 @@ _HINTS = {
     "you release A (Keep A) or open another pair.",
 }
 
+#: The tooltip of the A/B panel's parameters column: what the table lists.
+_PARAMS_TIP = (
+    "The parameters whose values differ between A and B, each as requested and, where the "
+    'engine ran another value, as run ("auto (ran as science)"); a cell\'s tooltip holds '
+    "its text whole"
+)
+
 
 class ABPanel(QWidget):
     """Two runs side by side (or blinked in the left view): their differences and metrics.
@@ -708,7 +715,12 @@ class ABPanel(QWidget):
         self.metrics = QTableWidget(0, 3)
         self.metrics.setHorizontalHeaderLabels(["metric", "A", "B"])
         self.params = QTableWidget(0, 3)
-        self.params.setHorizontalHeaderLabels(["parameter that differs", "A", "B"])
+        # "parameter", what it lists in the tooltip: "parameter that differs" was cut to
+        # "ameter that dif" in its third of the table at 1280 x 720
+        self.params.setHorizontalHeaderLabels(["parameter", "A", "B"])
+        name_header = self.params.horizontalHeaderItem(0)
+        assert name_header is not None
+        name_header.setToolTip(_PARAMS_TIP)
         for table in (self.metrics, self.params):
             rows = table.verticalHeader()
             assert rows is not None

@@ -12,7 +12,7 @@ from diffviewer import display
 from diffviewer.gui.model import Pair, RunOutcome
 from diffviewer.gui.window import MainWindow, isolated_window
 from diffviewer.synthetic import make_pair
-from tests.gui.helpers import finish, run
+from tests.gui.helpers import demo, finish, run
 
 
 def _shows(window: MainWindow, side: str, run_: RunOutcome) -> None:
@@ -308,3 +308,41 @@ def test_a_title_shows_whole_where_it_fits_and_gives_way_in_the_middle(qtbot) ->
     title.set_title(whole)
     text = title.text()
     assert text.startswith("A: saved") and text.endswith("89ab") and "…" in text
+
+
+def test_the_parameters_table_s_headers_are_whole_at_1280_x_720(
+    qtbot, demo_window: MainWindow, tmp_path: Path
+) -> None:
+    # A review colleague found the parameters table's "parameter that differs" cut to
+    # "ameter that dif" on a 1280 x 720 screen: its column is a third of the table. It
+    # reads "parameter", and its tooltip says what the table lists.
+    from PyQt6.QtCore import Qt
+    from PyQt6.QtWidgets import QStyle
+
+    small = isolated_window(tmp_path / "small", (1280, 720))
+    qtbot.addWidget(small)
+    try:
+        small.runner = demo_window.runner
+        run(qtbot, small, demo())
+        small.params.set_value("detection", "threshold", 8.0)
+        run(qtbot, small)  # A the first run, B this one: a parameter differs
+        ab = small.tabs.ab_panel
+        small.tabs.setCurrentWidget(ab)
+        table = ab.params
+        assert _rows(small)[0][0] == "detection.threshold"
+        header = table.horizontalHeader()
+        margin = header.style().pixelMetric(QStyle.PixelMetric.PM_HeaderMargin, None, header)
+        texts = [table.horizontalHeaderItem(c).text() for c in range(3)]
+
+        def whole() -> None:
+            assert header.isVisible()
+            for col, text in enumerate(texts):
+                need = header.fontMetrics().horizontalAdvance(text) + 2 * margin
+                assert need <= header.sectionSize(col), (text, need, header.sectionSize(col))
+
+        qtbot.waitUntil(whole)
+        assert texts == ["parameter", "A", "B"]
+        tip = table.model().headerData(0, Qt.Orientation.Horizontal, Qt.ItemDataRole.ToolTipRole)
+        assert tip.startswith("The parameters whose values differ between A and B")
+    finally:
+        small.jobs.shutdown()

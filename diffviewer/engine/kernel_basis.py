@@ -69,7 +69,8 @@ CORE_FIT_HALF_FWHM = 3.0
 WING_MIN_STAMPS = 30
 
 #: Share of the fitted wing profile's flux the kernel holds (sets its size). On the Moffat
-#: pair (science beta 2.5) 99.5 % gave kernel sums 0.2-0.5 % low, 99.8 % 0.1-0.2 % low.
+#: pair (science beta 2.5) 99.5 % gave kernel sums 0.2-0.5 % low, 99.8 % 0.1-0.2 % low
+#: (2026-12-02, the wing then fitted at the pixels' centres: 53 px kernels, 55-57 px now).
 WING_ENCLOSED = 0.998
 
 #: Limits of the fitted wing's Moffat index: below 1.5 the profile's flux diverges too
@@ -97,8 +98,10 @@ class Wing:
     weight: float | None = None
 
     def profile(self, size: int) -> np.ndarray:
-        """The profile on a ``size`` x ``size`` grid centred on its middle pixel, averaged
-        over each pixel as :func:`fit_wing` fits it."""
+        """The profile on a ``size`` x ``size`` grid (``size`` odd) centred on its middle
+        pixel, averaged over each pixel as :func:`fit_wing` fits it."""
+        if size % 2 == 0:
+            raise ValueError(f"a wing profile's side must be odd, not {size}")
         return pixel_moffat(1.0, self.alpha, self.beta, size // 2)
 
     def radius(self, enclosed: float) -> float:
@@ -140,10 +143,13 @@ def fit_wing(psf: PsfEstimate) -> Wing | None:
     The model is the profile averaged over each pixel
     (:func:`~diffviewer.engine.psf_wing.pixel_moffat`), as a PSF image holds it: sampled at
     the pixels' centres instead, the core is too sharp for a pixel-integrated image and the
-    fit widens it at the wing's expense. Noise-free pixel-integrated Moffats of index 2.5
-    (FWHM 4 px) and 3.5 (2.5 px) were fitted with indices 2.58 and 3.84 that way, exactly
-    now; on issue 12's 300^2 Moffat pairs of 25 stars the science stacks' 2.54-2.72 became
-    2.46-2.63 and the kernel sums' mean -0.37 % became -0.20 % (:mod:`kernel_spread`).
+    fit widens it at the wing's expense. Noise-free Moffats of index 2.5 (FWHM 4 px) and
+    3.5 (2.5 px), integrated over each pixel on the 3 x 3 sub-pixels the synthetic stars
+    are (:func:`~diffviewer.synthetic.render_moffats`), were fitted with indices 2.58 and
+    3.84 that way, and are recovered now; against a finer integral (15 x 15 sub-pixels)
+    the 3 x 3 average still reads them 0.4 and 1.0 % steep (1.3 % at 2.0 px, 2.3 % at
+    1.5 px). On issue 12's 300^2 Moffat pairs of 25 stars the science stacks' 2.54-2.72
+    became 2.46-2.63 and the kernel sums' mean -0.37 % became -0.20 % (:mod:`kernel_spread`).
 
     Parameters
     ----------
@@ -198,7 +204,8 @@ def wing_fit_half(size: int, fwhm_source: float) -> int:
     kernel on a 39 px region (4 FWHM of the 4.7 px PSF), the flux the kernel puts beyond
     was the basis's extrapolation. On the noise-free Moffat pair of issue 12 (true sum
     1.3) the stamps' weighted kernel sum was 1.2953 with that region, 1.2972 / 1.2975 /
-    1.2976 with 57 / 69 / 81 px (this rule gives 61 px).
+    1.2976 with 57 / 69 / 81 px (this rule gave 61 px; measured with the wing fitted at
+    the pixels' centres; fitted to their integral since, that kernel is 2-4 px wider).
 
     Parameters
     ----------

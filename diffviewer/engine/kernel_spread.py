@@ -93,8 +93,9 @@ def wing_spread(
         GOTO crop, beta 6.6 onto 3.3 gave a weight of 0.66 that reshaped the core and a
         kernel sum of 1.8 +- 0.65), when the share of the kernel's flux the profiles'
         kernel puts in the wing, ``w sum(P)``, is not between 0 and 1 (a target as steep
-        within the fits' noise: a GOTO crop's -0.008; a deconvolution: 3.0 px beta 4 onto
-        2.5 px beta 3.8 gave w = 2.4, the spread's core negative),
+        within the fits' noise: a GOTO crop's -0.008, 4.0 px beta 3 onto 3.0 px beta 2.9
+        -0.021; a deconvolution: 3.0 px beta 4 onto 2.5 px beta 3.8 gave w = 1.18, ``w
+        sum(P)`` 10.3, the spread's core negative),
         when ``cap`` leaves the spread no wider than the Gaussians' kernel, or when the
         wing is not independent of the Gaussians at that size.
     """

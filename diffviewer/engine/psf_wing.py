@@ -26,6 +26,7 @@ model of the wing, not of every PSF's shape.)
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 from scipy import ndimage
@@ -98,9 +99,24 @@ def pixel_moffat(amplitude: float, alpha: float, beta: float, half: int) -> np.n
 
     Each pixel is the mean of :data:`SUBSAMPLE` x :data:`SUBSAMPLE` samples at the
     centres of its sub-pixels (so the core is what pixels see, not the profile's peak).
+    The profile is evaluated once at each distinct radius (:func:`_distinct_radii`): a
+    fit evaluates it some 50 times (a 121 px PSF image took 191 ms a fit, every radius
+    evaluated).
     """
-    result: np.ndarray = moffat(_subpixel_radii(half), amplitude, alpha, beta).mean(axis=(2, 3))
+    radii, where = _distinct_radii(half)
+    result: np.ndarray = moffat(radii, amplitude, alpha, beta)[where].mean(axis=(2, 3))
     return result
+
+
+@functools.lru_cache(maxsize=8)
+def _distinct_radii(half: int) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct values of :func:`_subpixel_radii` (the stamp's symmetry leaves an
+    eighth), and the index of each sub-pixel's among them (its shape); read-only."""
+    radii, where = np.unique(_subpixel_radii(half), return_inverse=True)
+    where = where.reshape(_subpixel_radii(half).shape)
+    radii.flags.writeable = False
+    where.flags.writeable = False
+    return radii, where
 
 
 def _subpixel_radii(half: int) -> np.ndarray:

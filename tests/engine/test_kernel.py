@@ -19,7 +19,6 @@ from diffviewer.engine import (
     kernel_spread,
     kernel_stamps,
     psf,
-    psf_wing,
     subtract,
 )
 from diffviewer.engine.kernel_design import Stamps, basis_spectra, convolve_stamps, stamp_design
@@ -166,8 +165,8 @@ def test_the_spread_carries_the_wing_the_target_has_and_the_source_lacks() -> No
     assert kernel_spread.wing_spread(tmpl, sci, sigmas, config, 31)[1].shape == (31, 31)
     # No wing to add the other way, or with the wing switched off; nor where the
     # profiles' kernel puts no share, or more than all, of its flux in the wing: a
-    # target as steep within the fits (4.0 px beta 3.0 onto 3.0 px beta 2.9, w -0.012)
-    # and a deconvolution (3.0 px beta 4 onto 2.5 px beta 3.8, w 2.4).
+    # target as steep within the fits (4.0 px beta 3.0 onto 3.0 px beta 2.9, w -0.021)
+    # and a deconvolution (3.0 px beta 4 onto 2.5 px beta 3.8, w 1.18, w sum(P) 10.3).
     assert kernel_spread.wing_spread(sci, tmpl, sigmas, config, 99) is None
     for src, tgt in (((4.0, 3.0), (3.0, 2.9)), ((3.0, 4.0), (2.5, 3.8))):
         src_psf, tgt_psf = moffat_psf(*src), moffat_psf(*tgt)
@@ -179,16 +178,19 @@ def test_the_spread_carries_the_wing_the_target_has_and_the_source_lacks() -> No
 
 @pytest.mark.parametrize(("fwhm", "beta"), [(4.0, 2.5), (2.8, 3.5), (2.5, 3.8)])
 def test_the_wing_fit_recovers_a_pixel_integrated_moffat(fwhm: float, beta: float) -> None:
-    # The synthetic pairs' stars are Moffats integrated over each pixel, as a detector
-    # sees them. A fit of the profile sampled at the pixels' centres read them 3-10 %
-    # steep (2.58 for 2.5, 3.84 for 3.5, 4.2 for 3.8) and as much wider; a fit of the
-    # model as pixels see it recovers both to the optimiser's tolerance.
-    wing = kernel_basis.fit_wing(moffat_psf(fwhm, beta))
+    # The synthetic pairs' stars are Moffats averaged over 3 x 3 sub-pixels of each pixel
+    # (render_moffats), as a detector integrates them. A fit of the profile sampled at the
+    # pixels' centres read them steep and wide (indices 2.58, 3.76 and 4.18 for these
+    # three); the fit of the model averaged as the pixels are recovers both to the
+    # optimiser's tolerance.
+    psf_image = moffat_psf(fwhm, beta)
+    wing = kernel_basis.fit_wing(psf_image)
     assert wing is not None
     assert wing.beta == pytest.approx(beta, rel=1e-4)
     assert wing.alpha == pytest.approx(float(moffat_alpha(fwhm, beta)), rel=1e-4)
-    # The profile the basis and the spread are made of is that model, peak 1.
-    assert np.array_equal(wing.profile(31), psf_wing.pixel_moffat(1.0, wing.alpha, wing.beta, 15))
+    # The profile the basis and the spread are made of reproduces the PSF image.
+    model = kernel_spread.moffat_model(psf_image, wing).image
+    assert np.max(np.abs(model - psf_image.image)) < 1e-6 * psf_image.image.max()
 
 
 def test_deconvolution_is_flagged_and_auto_never_deconvolves() -> None:

@@ -9,6 +9,7 @@ never by executing Python.
 from __future__ import annotations
 
 import dataclasses
+import decimal
 import difflib
 import hashlib
 import math
@@ -77,7 +78,7 @@ _OVERFLOWS = "overflows a float (the largest is about 1.8e308); give a finite nu
 #: What is said of a nonzero float literal too small for a float's full precision.
 _UNDERFLOWS = (
     "underflows a float (below about 2.2e-308 a float loses digits, and below about "
-    "4.9e-324 it is 0.0); give 0, or a number of at least 2.2e-308"
+    "4.9e-324 it is 0.0); give 0, or a number of magnitude at least 2.2e-308"
 )
 
 
@@ -125,7 +126,7 @@ def read_float(text: str) -> float:
         When the text is not a number.
     """
     value = float(text)
-    if math.isinf(value) and "inf" not in text:
+    if math.isinf(value) and "inf" not in text.lower():
         return OutOfRangeFloat(text, _OVERFLOWS)
     mantissa = text.lower().partition("e")[0]
     if abs(value) < sys.float_info.min and any(d in "123456789" for d in mantissa):
@@ -1050,11 +1051,21 @@ def _same_value(a: Any, b: Any) -> bool:
     nor is true 1; a float out of range is only itself: 1e-400 is not 0, which would
     stand for it unrefused)."""
     if isinstance(a, OutOfRangeFloat) or isinstance(b, OutOfRangeFloat):
-        return toml_text(a) == toml_text(b)
+        return _exact(a) == _exact(b)
     if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
         return True
     numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (a, b))
     return (type(a) is type(b) or numbers) and a == b
+
+
+def _exact(value: Any) -> decimal.Decimal | None:
+    """A number's exact value as written (``1e400`` and ``1.0e400`` alike; a float out of
+    range by its spelling, TOML's ``_`` separators left out); None for another value."""
+    if isinstance(value, OutOfRangeFloat):
+        return decimal.Decimal(value.text.replace("_", ""))
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return decimal.Decimal(value)
+    return None
 
 
 def field_specs(section: str) -> list[dataclasses.Field[Any]]:

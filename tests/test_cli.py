@@ -723,7 +723,7 @@ def test_a_value_that_underflows_is_refused_as_typed(tmp_path: Path, capsys) -> 
     path.write_text("[warp]\ngrid_tolerance = 1e-400\n")
     underflows = (
         "underflows a float (below about 2.2e-308 a float loses digits, and below about "
-        "4.9e-324 it is 0.0); give 0, or a number of at least 2.2e-308"
+        "4.9e-324 it is 0.0); give 0, or a number of magnitude at least 2.2e-308"
     )
     assert cli.main(["config", "--config", str(path)]) == cli.EXIT_ERROR
     err = capsys.readouterr().err.strip()

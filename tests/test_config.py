@@ -158,6 +158,25 @@ def test_one_value_written_two_ways_is_given_once() -> None:
     # true is no 1 (bool is an int in Python: the pair passed as one value)
     with pytest.raises(ConfigError, match="given twice"):
         cfg.apply_overrides(cfg.SubtractionConfig(), ["kernel.wing=true", "kernel.wing=1"])
+    # a number out of a float's range written two ways is one too, refused for its range
+    # (it was "given twice, as 1e400 and 1.0e400"); 1e-400 is not 0
+    with pytest.raises(ConfigError, match=r"= 1\.0e400 overflows a float"):
+        cfg.apply_overrides(
+            cfg.SubtractionConfig(),
+            ["kernel.max_kernel_sum_sigma=1e400", "kernel.max_kernel_sum_sigma=1.0e400"],
+        )
+    with pytest.raises(ConfigError, match="given twice, as 1e-400 and 1e-40"):
+        cfg.apply_overrides(
+            cfg.SubtractionConfig(),
+            ["kernel.max_kernel_sum_sigma=1e-400", "kernel.max_kernel_sum_sigma=1e-40"],
+        )
+
+
+@pytest.mark.parametrize("text", ["Inf", "-INF", "Infinity", "inf"])
+def test_a_written_infinity_is_no_overflow(text: str) -> None:
+    # "inf" in any case is a float's infinity as written, refused as not finite: "Inf"
+    # was read as a literal that overflows ("the largest is about 1.8e308")
+    assert type(cfg.read_float(text)) is float
 
 
 # The audit of the command line of 2026-12-08: a value is shown as TOML spells it.

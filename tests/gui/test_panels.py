@@ -93,7 +93,7 @@ def test_a_list_that_is_not_numbers_is_named_as_toml_writes_it(qtbot) -> None:
 #: What a config file and a --set say of a float literal that no float holds.
 _NO_FLOAT_HOLDS = {
     "1e-400": "underflows a float (below about 2.2e-308 a float loses digits, and below "
-    "about 4.9e-324 it is 0.0); give 0, or a number of at least 2.2e-308",
+    "about 4.9e-324 it is 0.0); give 0, or a number of magnitude at least 2.2e-308",
     "1e400": "overflows a float (the largest is about 1.8e308); give a finite number",
 }
 

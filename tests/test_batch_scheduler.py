@@ -315,6 +315,14 @@ def test_a_tls_address_without_dask_tls_settings_says_which_to_give(
         "a tls:// address needs dask's TLS settings for a client, and only "
         "distributed.comm.tls.ca-file is set; give "
     ), problem
+    assert problem.endswith(", or give the scheduler's tcp:// address if it listens on one")
+    # Where dask requires encryption the tcp:// address is not offered: it was refused in
+    # turn ("... a tcp:// address is not encrypted").
+    required = {**unset, "distributed.comm.require-encryption": True}
+    with socket_server(None) as address, dask.config.set(required):
+        problem = runner.scheduler_problem(address.replace("tcp://", "tls://"))
+    assert problem is not None and problem.startswith("a tls:// address needs dask's TLS")
+    assert "tcp://" not in problem, problem
     missing = client_settings(*certificates["cluster"], ca=Path("/nonexistent/ca.pem"))
     with socket_server(None) as address, dask.config.set(missing):
         problem = runner.scheduler_problem(address.replace("tcp://", "tls://"))
@@ -346,8 +354,14 @@ def test_a_tls_scheduler_is_taken_and_one_without_tls_or_of_another_authority_na
         hostport = address.removeprefix("tcp://")
         with dask.config.set(client_settings(*certificates["cluster"])):
             problem = runner.scheduler_problem(f"tls://{hostport}")
+        required = {"distributed.comm.require-encryption": True}
+        with dask.config.set({**client_settings(*certificates["cluster"]), **required}):
+            refused = runner.scheduler_problem(f"tls://{hostport}")
     assert problem is not None and problem.startswith("it answered without TLS (")
     assert problem.endswith(f"give its address as tcp://{hostport}")
+    # where dask requires encryption, no tcp:// address is offered
+    assert refused is not None and refused.startswith("it answered without TLS (")
+    assert "tcp://" not in refused and "distributed.comm.require-encryption" in refused
 
 
 # ws://, wss:// and ucx:// addresses: they were not probed, so a port where nothing

@@ -482,10 +482,27 @@ def _tls_context(scheme: str) -> tuple[ssl.SSLContext | None, str | None]:
             f"a {scheme}:// address needs dask's TLS settings for a client, and {which}; give "
             f"{TLS_SETTINGS} in dask's config (~/.config/dask/distributed.yaml, or the "
             "variables DASK_DISTRIBUTED__COMM__TLS__CA_FILE, "
-            "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT and ..._CLIENT__KEY), or give the "
-            f"scheduler's {ENCRYPTED[scheme]}:// address if it listens on one"
+            "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT and ..._CLIENT__KEY)"
+            + _unencrypted_way(scheme)
         )
     return context, None
+
+
+def _encryption_required() -> bool:
+    """Whether dask's config requires encryption (``distributed.comm.require-encryption``),
+    read as dask's client reads it."""
+    from distributed.security import Security
+
+    return bool(Security().require_encryption)
+
+
+def _unencrypted_way(scheme: str) -> str:
+    """The clause offering the unencrypted protocol ``scheme://`` runs over TLS, for a
+    problem with a ``tls://`` or ``wss://`` address; empty where dask's config requires
+    encryption (the ``tcp://`` address offered was then refused in turn)."""
+    if _encryption_required():
+        return ""
+    return f", or give the scheduler's {ENCRYPTED[scheme]}:// address if it listens on one"
 
 
 def _encryption_problem(scheme: str) -> str | None:
@@ -498,9 +515,7 @@ def _encryption_problem(scheme: str) -> str | None:
     error to the batch; a ``ws://`` one it does not check at all, and would have sent the
     batch unencrypted.
     """
-    from distributed.security import Security
-
-    if scheme in ENCRYPTED or not Security().require_encryption:
+    if scheme in ENCRYPTED or not _encryption_required():
         return None
     encrypted = {plain: tls for tls, plain in ENCRYPTED.items()}.get(scheme, "tls")
     return (
@@ -586,6 +601,12 @@ def _tls_problem(scheme: str, host: str, port: int, context: ssl.SSLContext) -> 
             return (
                 f"it refused the TLS handshake ({reason}); check that it takes this "
                 f"client's certificate ({TLS_SETTINGS})"
+            )
+        if _encryption_required():
+            return (
+                f"it answered without TLS ({reason}), and dask's config requires "
+                "encryption (distributed.comm.require-encryption): a scheduler without TLS "
+                "cannot be used; give the address of one with TLS"
             )
         return (
             f"it answered without TLS ({reason}); if it is a scheduler without TLS, give "

@@ -3,7 +3,10 @@ or another pair is opened (pytest-qt, offscreen, real runs of the demo pair)."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -31,6 +34,32 @@ def _rows(window: MainWindow) -> list[tuple[str, ...]]:
 
 def _tab_text(window: MainWindow) -> str:
     return window.tabs.tabText(window.tabs.indexOf(window.tabs.ab_panel))
+
+
+#: A saved run's folder of a night's long name (it gives way at 1280 x 720).
+LONG_FOLDER = "2026-12-07_goto_field_T0123_night_review_long_folder_name_for_the_kept_run"
+
+
+@contextlib.contextmanager
+def _saved_run_at_1280_x_720(
+    qtbot: Any, demo_window: MainWindow, tmp_path: Path
+) -> Iterator[tuple[MainWindow, Path]]:
+    """A 1280 x 720 window showing the demo run read back from a folder of
+    :data:`LONG_FOLDER`, and that folder; its jobs shut down after."""
+    from diffviewer.gui.saved import open_saved
+    from diffviewer.io import demo_pair
+    from diffviewer.outputs import write_outputs
+
+    folder = tmp_path / LONG_FOLDER
+    write_outputs(demo_window.outcome.result, folder, list(demo_pair()))
+    small = isolated_window(tmp_path / "small", (1280, 720))
+    qtbot.addWidget(small)
+    try:
+        small.runner = demo_window.runner
+        finish(qtbot, small, "run", lambda: open_saved(small, folder))
+        yield small, folder
+    finally:
+        small.jobs.shutdown()
 
 
 def test_a_kept_run_stays_a_for_later_runs_until_released(qtbot, demo_window: MainWindow) -> None:
@@ -149,18 +178,8 @@ def test_a_long_saved_folder_name_gives_way_in_a_s_title_at_1280_x_720(
     # a saved run of a long folder name: its end and the config digest were lost. The
     # folder name gives way, shortened in the middle; the role and the digest stay, and
     # the title's tooltip holds the whole path.
-    from diffviewer.gui.saved import open_saved
-    from diffviewer.io import demo_pair
-    from diffviewer.outputs import write_outputs
-
-    name = "2026-12-07_goto_field_T0123_night_review_long_folder_name_for_the_kept_run"
-    folder = tmp_path / name
-    write_outputs(demo_window.outcome.result, folder, list(demo_pair()))
-    small = isolated_window(tmp_path / "small", (1280, 720))
-    qtbot.addWidget(small)
-    try:
-        small.runner = demo_window.runner
-        finish(qtbot, small, "run", lambda: open_saved(small, folder))
+    name = LONG_FOLDER
+    with _saved_run_at_1280_x_720(qtbot, demo_window, tmp_path) as (small, folder):
         small.menus.keep_action.trigger()  # the saved run kept as A
         ab = small.tabs.ab_panel
         small.tabs.setCurrentWidget(ab)
@@ -202,8 +221,6 @@ def test_a_long_saved_folder_name_gives_way_in_a_s_title_at_1280_x_720(
         assert shown.endswith(f"_kept_run, config {digest}") and "…" in shown
         assert shown.startswith("A: kept saved run 2026-12-07_goto")
         fits()
-    finally:
-        small.jobs.shutdown()
 
 
 def test_the_keep_message_fits_the_status_bar_at_1280_x_720(
@@ -215,18 +232,9 @@ def test_the_keep_message_fits_the_status_bar_at_1280_x_720(
     # name gives way in the middle as in A's title, the digest and the rest stay, and the
     # message's tooltip holds it whole; fitted again when its room narrows.
     from diffviewer.gui.overlays import marker_note
-    from diffviewer.gui.saved import open_saved
-    from diffviewer.io import demo_pair
-    from diffviewer.outputs import write_outputs
 
-    name = "2026-12-07_goto_field_T0123_night_review_long_folder_name_for_the_kept_run"
-    folder = tmp_path / name
-    write_outputs(demo_window.outcome.result, folder, list(demo_pair()))
-    small = isolated_window(tmp_path / "small", (1280, 720))
-    qtbot.addWidget(small)
-    try:
-        small.runner = demo_window.runner
-        finish(qtbot, small, "run", lambda: open_saved(small, folder))
+    name = LONG_FOLDER
+    with _saved_run_at_1280_x_720(qtbot, demo_window, tmp_path) as (small, _):
         ab = small.tabs.ab_panel
         small.tabs.setCurrentWidget(ab)
         ab.keep_b_button.click()  # Keep B as A, on the saved run
@@ -271,8 +279,6 @@ def test_the_keep_message_fits_the_status_bar_at_1280_x_720(
             == ("A/B: A released; each run is compared with the previous one")
         )
         assert message.toolTip() == ""
-    finally:
-        small.jobs.shutdown()
 
 
 def test_a_title_shows_whole_where_it_fits_and_gives_way_in_the_middle(qtbot) -> None:

@@ -200,8 +200,8 @@ def test_a_written_infinity_is_no_overflow(text: str) -> None:
         (
             "[warp]\ngrid_tolerance = 1e-400",
             "warp.grid_tolerance = 1e-400 underflows a float (below about 2.2e-308 a float "
-            "loses digits, and below about 4.9e-324 it is 0.0); give 0, or a number of at "
-            "least 2.2e-308",
+            "loses digits, and below about 4.9e-324 it is 0.0); give 0, or a number of "
+            "magnitude at least 2.2e-308",
         ),
         (
             "[kernel]\nmax_kernel_sum_sigma = -1_0e-400",

@@ -126,6 +126,15 @@ def _core(weight: np.ndarray, half: int) -> tuple[np.ndarray, int]:
     return weight, half
 
 
+def _cores(
+    weights: list[np.ndarray], halves: tuple[int, int]
+) -> tuple[list[np.ndarray], tuple[int, ...]]:
+    """Each of the two inputs' squared weights cut to its core (:func:`_core`), and the
+    filter half-widths measured from the cores' corners."""
+    cut = [_core(a, c) for a, c in zip(weights, halves, strict=True)]
+    return [a for a, _ in cut], tuple(c for _, c in cut)
+
+
 def _variance(
     noise: InputNoise,
     weights: list[np.ndarray],
@@ -204,33 +213,19 @@ def error_factors(
     s = science_scale(noise.fit)
     kern = s * noise.fit.solution.evaluate((nx - 1) / 2.0, (ny - 1) / 2.0)
     through = convolve(noise.phi, kern)
-    exact_weights, exact_halves = zip(
-        *(
-            _core(a, c)
-            for a, c in zip(
-                _weights(w, (through, s * noise.phi)),
-                (through.shape[0] // 2, noise.phi.shape[0] // 2),
-                strict=True,
-            )
-        ),
-        strict=True,
+    exact_weights, exact_halves = _cores(
+        _weights(w, (through, s * noise.phi)),
+        (through.shape[0] // 2, noise.phi.shape[0] // 2),
     )
     # the plane's: each pixel's variance as if the pixels were independent
     on_plane = w * w if plane_weights is None else plane_weights
-    plane_weights, plane_halves = zip(
-        *(
-            _core(a, c)
-            for a, c in zip(
-                (convolve(on_plane, kern[::-1, ::-1] ** 2), s * s * on_plane),
-                (kern.shape[0] // 2, 0),
-                strict=True,
-            )
-        ),
-        strict=True,
+    plane_squares, plane_halves = _cores(
+        [convolve(on_plane, kern[::-1, ::-1] ** 2), s * s * on_plane],
+        (kern.shape[0] // 2, 0),
     )
     exact_sky, plane_sky = (
         sum(sky * float(a.sum()) for sky, a in zip(noise.sky, weights, strict=True))
-        for weights in (exact_weights, plane_weights)
+        for weights in (exact_weights, plane_squares)
     )
     half = w.shape[0] // 2
     out = np.ones(len(x))
@@ -238,8 +233,8 @@ def error_factors(
         if not (np.isfinite(xk) and np.isfinite(yk)):
             continue
         origin = (round(float(xk)) - half, round(float(yk)) - half)
-        exact = _variance(noise, list(exact_weights), exact_halves, origin)
-        plane = _variance(noise, list(plane_weights), plane_halves, origin)
+        exact = _variance(noise, exact_weights, exact_halves, origin)
+        plane = _variance(noise, plane_squares, plane_halves, origin)
         if min(exact, plane, exact_sky, plane_sky) > 0:
             out[k] = max(np.sqrt((exact / exact_sky) / (plane / plane_sky)), 1.0)
     return out

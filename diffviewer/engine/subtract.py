@@ -399,13 +399,23 @@ def convolved(exposure: Exposure, kernel: np.ndarray) -> Exposure:
     Exposure
     """
     invalid = planes_set(exposure.mask, _INVALID)
-    given = invalid if invalid.any() else None
-    image, variance = (
-        convolve_terms(plane, k[None], 0, level=median_level(plane, invalid), invalid=given)
+    (image, _), (variance, _) = (
+        _as_source(plane, k[None], 0, invalid)
         for plane, k in ((exposure.image, kernel), (exposure.variance, kernel**2))
     )
     np.clip(variance, 0.0, None, out=variance)
     return exposure.replace(image=read_only(image), variance=read_only(variance))
+
+
+def _as_source(
+    plane: np.ndarray, kernels: np.ndarray, order: int, invalid: np.ndarray
+) -> tuple[np.ndarray, float]:
+    """:func:`convolve_terms` of one plane of the convolved image, its ``invalid`` pixels
+    and the world beyond its edges at its median level there (:func:`median_level`); and
+    that level."""
+    level = median_level(plane, invalid)
+    given = invalid if invalid.any() else None
+    return convolve_terms(plane, kernels, order, level=level, invalid=given), level
 
 
 def median_level(array: np.ndarray, invalid: np.ndarray) -> float:
@@ -750,18 +760,11 @@ def subtract_images(
     source, _ = fit.source_target(science, template)
     kernels = sol.spatial_kernels()
     invalid = planes_set(source.mask, _INVALID)
-    given = invalid if invalid.any() else None
-    level = median_level(source.image, invalid)
-    matched_image = convolve_terms(
-        source.image, kernels, sol.spatial_order, level=level, invalid=given
-    )
+    matched_image, level = _as_source(source.image, kernels, sol.spatial_order, invalid)
     reporter.update(0.45)
     ny, nx = science.shape
     centre = sol.evaluate((nx - 1) / 2.0, (ny - 1) / 2.0)
-    var_level = median_level(source.variance, invalid)
-    matched_var = convolve_terms(
-        source.variance, (centre**2)[None], 0, level=var_level, invalid=given
-    )
+    matched_var, _ = _as_source(source.variance, (centre**2)[None], 0, invalid)
     scale_by_squared_sum_ratio(matched_var, sol)
     np.clip(matched_var, 0.0, None, out=matched_var)
     reporter.update(0.85)

@@ -230,16 +230,17 @@ class CatalogPanel(QWidget):
 
     Signals
     -------
-    source_selected(int)
-        The user selected the row of this DIA source id.
-    selection_filtered_out(int)
+    source_selected(object)
+        The user selected the row of this DIA source id (a Python int: a Qt ``int``
+        signal holds 32 bits, an id 64).
+    selection_filtered_out(object)
         The filter hid the selected row (of this DIA source id): no row is selected now.
     filter_changed()
         The filter changed (the markers follow it).
     """
 
-    source_selected = pyqtSignal(int)
-    selection_filtered_out = pyqtSignal(int)
+    source_selected = pyqtSignal(object)
+    selection_filtered_out = pyqtSignal(object)
     filter_changed = pyqtSignal()
 
     def __init__(self, parent: QWidget | None = None) -> None:

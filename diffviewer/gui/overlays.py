@@ -276,12 +276,13 @@ class Overlays(QObject):
     -------
     candidate_clicked(int)
         A kernel-source marker was clicked (its row in the candidates table).
-    dia_clicked(int)
-        A DIA-source marker was clicked (its ``id``).
+    dia_clicked(object)
+        A DIA-source marker was clicked (its ``id``, a Python int: a Qt ``int`` signal
+        holds 32 bits, an id 64).
     """
 
     candidate_clicked = pyqtSignal(int)
-    dia_clicked = pyqtSignal(int)
+    dia_clicked = pyqtSignal(object)
 
     def __init__(self, area: ImageArea, tips: Any) -> None:
         super().__init__(area)

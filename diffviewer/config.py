@@ -38,6 +38,7 @@ def param(
     maximum: float | None = None,
     choices: Sequence[str] | None = None,
     odd: bool = False,
+    special: str | None = None,
 ) -> Any:
     """Declare a config field with its documentation and limits.
 
@@ -56,6 +57,9 @@ def param(
     odd : bool, optional
         Whether an integer field takes odd values only (a kernel's side: it has a centre
         pixel); the GUI steps it by 2.
+    special : str, optional
+        What the GUI's editor shows in place of the field's minimum, where that value asks
+        the engine to choose (Qt's special value text: ``"from the pair"``).
 
     Returns
     -------
@@ -69,6 +73,7 @@ def param(
         "max": maximum,
         "choices": tuple(choices) if choices else None,
         "odd": odd,
+        "special": special,
     }
     return dataclasses.field(default=default, metadata=meta)
 
@@ -708,7 +713,16 @@ class MeasurementConfig:
         maximum=1.0,
     )
     exposure_id: int = param(
-        0, "Exposure id stored in the high bits of every DIA source id.", minimum=0
+        -1,
+        "Exposure id stored in the high bits of every DIA source id; -1 (the default): "
+        "derived from the pair, the low exposure_bits - 1 bits of a hash of the "
+        "science's pixels, the template's on the science grid and the config digest (every "
+        "id then fits a signed 64-bit integer), the same on every rerun (reported in "
+        "metadata.json as measurement.exposure_id). Two of n pairs share a derived id with "
+        "odds below n^2 / 2^exposure_bits, 2e-4 for 1000 pairs at 32 bits: give each pair "
+        "its own id where ids must be unique.",
+        minimum=-1,
+        special="from the pair",
     )
     exposure_bits: int = param(
         32, "Number of high bits of the 64-bit id that hold the exposure id.", minimum=1, maximum=62
@@ -722,6 +736,12 @@ class MeasurementConfig:
                 f"measurement.exposure_bits = {toml_text(self.exposure_bits)} bits; raise "
                 "exposure_bits"
             )
+
+    @property
+    def derives_exposure_id(self) -> bool:
+        """Whether the exposure id is derived from the pair (-1) rather than given
+        (:func:`~diffviewer.engine.ids.pair_exposure_id`)."""
+        return self.exposure_id < 0
 
 
 SECTION_TYPES: dict[str, type] = {

@@ -25,6 +25,7 @@ from astropy.table import Table
 from diffviewer import __version__
 from diffviewer.atomic import atomic_write_text, staged_output_dir
 from diffviewer.config import config_files, to_toml
+from diffviewer.engine.ids import FROM_CONFIG, FROM_PAIR
 from diffviewer.engine.kernel import fitted_on_stars
 from diffviewer.engine.measure import sky_source_check
 from diffviewer.engine.pipeline import SubtractionResult
@@ -290,6 +291,15 @@ def build_metadata(
             "guard_tripped": guard_tripped(result),
             # The forced PSF fluxes' PSF: blended from this many grid nodes (1: constant).
             "catalog_psf_nodes": int(result.diasources.meta.get("psf_nodes", 1)),
+        },
+        # The exposure id in the high bits of the catalog's ids, and whether the config gave
+        # it or it was derived from the pair (engine.ids.pair_exposure_id).
+        "measurement": {
+            "exposure_id": int(result.diasources.meta["exposure_id"]),
+            "exposure_bits": int(result.diasources.meta["exposure_bits"]),
+            "exposure_id_from": (
+                FROM_PAIR if result.config.measurement.derives_exposure_id else FROM_CONFIG
+            ),
         },
         "timings_s": {
             **{k: round(v, 4) for k, v in result.timings.items()},

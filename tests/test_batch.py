@@ -29,25 +29,41 @@ from diffviewer.batch import BatchOptions, plan_batch, read_summary, runner, wri
 from diffviewer.batch.summary import COLUMN_NAMES, badness
 from diffviewer.batch.task import PairJob, run_job
 from diffviewer.config import SubtractionConfig, apply_overrides
+from diffviewer.engine.ids import FROM_PAIR
 from diffviewer.io import demo_pair
 from diffviewer.paths import MAX_NAME_BYTES, default_pair_name, read_pairs_csv
-from diffviewer.results import incomplete_reason
+from diffviewer.results import incomplete_reason, read_saved_run
 
 #: A constant kernel: the demo's 256 x 256 has about a dozen kernel stars.
 QUICK = ["--set", "kernel.spatial_order=0"]
 GOOD = ("good1", "good2")
 
 
-def make_pairs(folder: Path, names: tuple[str, ...] = GOOD, bad: bool = True) -> Path:
-    """Demo pairs under ``names`` (plus a bad and a no-coverage pair), and their CSV list."""
+def make_pairs(
+    folder: Path, names: tuple[str, ...] = GOOD, bad: bool = True, distinct: bool = False
+) -> Path:
+    """Demo pairs under ``names`` (plus a bad and a no-coverage pair), and their CSV list.
+
+    ``distinct``: each pair after the first has a template of its own, the demo's with
+    its sky raised by 10 counts a pair (other pixels, as a night's pairs have); else every
+    pair is the demo pair.
+    """
     science, template = demo_pair()
     shutil.copy(science, folder / "science.fits")
     shutil.copy(template, folder / "template.fits")
+    templates = ["template.fits"] * len(names)
     with fits.open(template) as hdul:
         data = hdul[0].data.astype(np.float32)
+        if distinct:
+            for i in range(1, len(names)):
+                templates[i] = f"template{i}.fits"
+                fits.writeto(folder / templates[i], data + 10.0 * i, hdul[0].header)
         data[:, 20:] = np.nan  # data on 20 of 256 columns: 7.8 % coverage, below 10 %
         fits.writeto(folder / "far.fits", data, hdul[0].header)
-    lines = ["science,template,name", *(f"science.fits,template.fits,{n}" for n in names)]
+    lines = [
+        "science,template,name",
+        *(f"science.fits,{t},{n}" for t, n in zip(templates, names, strict=True)),
+    ]
     if bad:
         lines += ["science.fits,missing.fits,bad", "science.fits,far.fits,nocover"]
     (folder / "pairs.csv").write_text("\n".join(lines) + "\n")
@@ -61,9 +77,10 @@ def quick_config() -> SubtractionConfig:
 
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """One batch of two good pairs, a bad one and one without coverage, on 2 local workers."""
+    """One batch of two good pairs (each its own template), a bad one and one without
+    coverage, on 2 local workers."""
     folder = tmp_path_factory.mktemp("batch")
-    pairs = make_pairs(folder)
+    pairs = make_pairs(folder, distinct=True)
     out = folder / "out"
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
@@ -110,6 +127,27 @@ def test_every_pair_has_a_row_that_says_what_happened(batch: dict) -> None:
     fits_table = Table.read(out / "summary.fits")
     assert list(fits_table["name"]) == list(table["name"])
     assert list(fits_table["status"]) == list(table["status"])
+
+
+@pytest.mark.slow
+def test_the_pairs_catalogs_share_no_id(batch: dict, tmp_path: Path) -> None:
+    # Each pair's ids carry an exposure id derived from its pixels (the config, the same
+    # for every pair, gives none): a night's catalogs merge without two sources of one id.
+    out: Path = batch["out"]
+    ids = {}
+    for name in GOOD:
+        recorded = json.loads((out / name / "metadata.json").read_text())["measurement"]
+        assert recorded["exposure_id_from"] == FROM_PAIR
+        ids[name] = set(Table.read(out / name / "diasources.ecsv")["id"].tolist())
+        assert ids[name] and {i >> 32 for i in ids[name]} == {recorded["exposure_id"]}
+    assert not ids["good1"] & ids["good2"]
+    # a folder written before metadata.json recorded the exposure id reads back whole
+    older = tmp_path / "older"
+    shutil.copytree(out / "good1", older)
+    meta = json.loads((older / "metadata.json").read_text())
+    del meta["measurement"]
+    (older / "metadata.json").write_text(json.dumps(meta))
+    assert set(read_saved_run(older).diasources["id"].tolist()) == ids["good1"]
 
 
 @pytest.mark.slow

@@ -54,7 +54,11 @@ _MOMENTS = (
 
 #: name -> (unit, description) of every fixed column, in catalog order.
 COLUMNS: dict[str, tuple[u.UnitBase, str]] = {
-    "id": (_ONE, "DIA source id: exposure id in the high bits, running number below"),
+    "id": (
+        _ONE,
+        "DIA source id: exposure id in the high bits (measurement.exposure_id, or derived "
+        "from the pair's pixels and config: metadata.json measurement), running number below",
+    ),
     "label": (_ONE, "footprint label in the segmentation (0: sky source; pieces share it)"),
     "sky_source": (_ONE, "a blank-sky position measured like a source, not a detection"),
     "x": (_PIX, _POSITION),

@@ -1,11 +1,15 @@
 """Unique 64-bit DIA source ids, as the seed's ``makeIdFactory`` makes them.
 
 The exposure id sits in the high ``exposure_bits`` bits of an unsigned 64-bit integer
-and a running number from 1 in the low bits.
+and a running number from 1 in the low bits. LSST packs the visit and detector there;
+our inputs share no header card that names an exposure, so unless the config gives one
+(``measurement.exposure_id`` 0 or more) it is derived from the pair itself
+(:func:`pair_exposure_id`): the catalogs of a night's pairs, merged, keep distinct ids.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 
 import numpy as np
@@ -14,6 +18,11 @@ from diffviewer.errors import ConfigError, InputError
 
 #: Bits of an unsigned 64-bit DIA source id.
 ID_BITS = 64
+
+#: Where a run's exposure id came from (``metadata.json`` ``measurement.exposure_id_from``):
+#: given by ``measurement.exposure_id``, or derived from the pair (:func:`pair_exposure_id`).
+FROM_CONFIG = "config"
+FROM_PAIR = "hash of the pair's pixels and config digest"
 
 
 class IdFactory:
@@ -37,7 +46,13 @@ class IdFactory:
             raise ConfigError(
                 f"measurement.exposure_bits = {exposure_bits} must be between 1 and {ID_BITS - 1}"
             )
-        if exposure_id < 0 or exposure_id >= 1 << exposure_bits:
+        if exposure_id < 0:
+            raise ConfigError(
+                f"measurement.exposure_id = {exposure_id} asks run_subtraction to derive the "
+                "id from the pair (diffviewer.engine.ids.pair_exposure_id); measuring outside "
+                "it, give an exposure id of 0 or more"
+            )
+        if exposure_id >= 1 << exposure_bits:
             raise ConfigError(
                 f"measurement.exposure_id = {exposure_id} does not fit in "
                 f"measurement.exposure_bits = {exposure_bits} bits (largest "
@@ -94,3 +109,55 @@ def make_id_factory(exposure_id: int, exposure_bits: int) -> IdFactory:
         ``next(factory)`` gives one id, ``factory.take(n)`` a uint64 array.
     """
     return IdFactory(exposure_id, exposure_bits)
+
+
+def _hash_image(digest: hashlib.blake2b, image: np.ndarray) -> None:
+    """Feed an image's dtype, shape and pixels (little-endian, C order) to ``digest``."""
+    pixels = np.ascontiguousarray(image, dtype=image.dtype.newbyteorder("<"))
+    digest.update(f"{pixels.dtype.str}{pixels.shape}".encode())
+    digest.update(pixels.data)
+
+
+def pair_exposure_id(
+    science_image: np.ndarray, template_image: np.ndarray, config_digest: str, bits: int
+) -> int:
+    """An exposure id derived from a pair: the low ``bits - 1`` bits of a BLAKE2b hash of
+    the science image's pixels, the template's on the science grid and the config digest.
+
+    The same pair under the same config gives the same id on every rerun and machine (the
+    pixels are hashed little-endian, with their dtype and shape); another pair, a pixel
+    changed, or the pair under another config gives another. The top bit of the
+    ``bits``-bit field is left 0, so that every DIA source id fits a signed 64-bit integer
+    (LSST's ``RecordId``, an SQL ``BIGINT``, the inspector's verdict keys): half the ids
+    would not. The ids are not guaranteed distinct: among ``n`` pairs two share an id with
+    odds at most ``n**2 / 2**bits`` (the birthday bound over ``2**(bits - 1)`` ids; at 32
+    bits, 2e-4 for 1000 pairs, 2e-2 for 10,000, and a collision is likely among 100,000:
+    a night of 200,000 pairs wants ``bits`` 46, 6e-4). A user who needs guaranteed
+    uniqueness gives each pair its own ``measurement.exposure_id``.
+
+    Costs 27 ms on the GOTO pair (two 1850 x 1850 float32 images, 27 MB; 2-core
+    development machine, 2026-12-07).
+
+    Parameters
+    ----------
+    science_image : numpy.ndarray
+        The science exposure's pixels.
+    template_image : numpy.ndarray
+        The template's pixels on the science grid (warped and combined: a template in
+        pieces is hashed as the engine subtracts it).
+    config_digest : str
+        :meth:`~diffviewer.config.SubtractionConfig.digest` of the run's config.
+    bits : int
+        Bits of the exposure id field (``measurement.exposure_bits``, 1-63; 1 leaves
+        the id 0).
+
+    Returns
+    -------
+    int
+        The id, at least 0 and below ``2**(bits - 1)``.
+    """
+    digest = hashlib.blake2b(digest_size=8)
+    _hash_image(digest, science_image)
+    _hash_image(digest, template_image)
+    digest.update(config_digest.encode())
+    return int.from_bytes(digest.digest(), "little") & ((1 << (bits - 1)) - 1)

@@ -18,12 +18,13 @@ import numpy as np
 from astropy.table import Table
 
 from diffviewer.allocator import release_free_memory
-from diffviewer.config import SubtractionConfig
+from diffviewer.config import MeasurementConfig, SubtractionConfig
 from diffviewer.engine import (
     candidates,
     decorrelate,
     detect,
     diagnostics,
+    ids,
     kernel,
     lent,
     measure,
@@ -238,6 +239,35 @@ def same_pixels_note(science: Exposure, pieces: Sequence[Exposure]) -> str | Non
     return None
 
 
+def with_exposure_id(
+    config: SubtractionConfig, science: Exposure, template: Exposure
+) -> MeasurementConfig:
+    """The measurement config with its exposure id resolved: as given, or, for -1, derived
+    from the pair as the engine sees it and the config (:func:`ids.pair_exposure_id`).
+
+    Parameters
+    ----------
+    config : SubtractionConfig
+        The run's config (its digest enters a derived id).
+    science : Exposure
+        The science exposure.
+    template : Exposure
+        The template on the science grid (warped and combined).
+
+    Returns
+    -------
+    MeasurementConfig
+        ``config.measurement``, its ``exposure_id`` 0 or more.
+    """
+    measurement = config.measurement
+    if not measurement.derives_exposure_id:
+        return measurement
+    derived = ids.pair_exposure_id(
+        science.image, template.image, config.digest(), measurement.exposure_bits
+    )
+    return dataclasses.replace(measurement, exposure_id=derived)
+
+
 @dataclasses.dataclass(frozen=True)
 class SubtractionResult:
     """Everything a run produced, for writing, plotting and inspection.
@@ -268,7 +298,8 @@ class SubtractionResult:
     detections : detect.Detections
         Footprints and the difference's mask with DETECTED planes.
     diasources : astropy.table.Table
-        The DIA source catalog.
+        The DIA source catalog; ``meta['exposure_id']`` is the exposure id in the high
+        bits of its ids, as given or derived from the pair (:func:`with_exposure_id`).
     catalog_psf : photometry.PsfModel
         The difference's PSF the catalog measured with (a
         :class:`~diffviewer.engine.psf_field.PsfField` where it varies with the kernel).
@@ -551,7 +582,7 @@ def run_subtraction(
                 detections,
                 diff_model,
                 sci_model,
-                config.measurement,
+                with_exposure_id(config, science, warped.exposure),
                 rep,
                 backgrounds[0].image,
                 source_noise.InputNoise.of(fit, science, warped.exposure, decorr),

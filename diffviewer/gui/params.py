@@ -3,9 +3,10 @@
 One group per engine step (the sections of :class:`~diffviewer.config.SubtractionConfig`),
 one editor per field: check boxes for booleans, spin boxes with the field's limits for
 numbers (64-bit for integers: exposure ids exceed Qt's 32-bit ``QSpinBox``; a field of odd
-values only steps by 2; floats step in decimal), combo boxes for choices, text for strings
-and lists. The field's doc, unit and limits are its tooltip; a value that differs from the
-default is highlighted. Floats typed are read as a config file's
+values only steps by 2; a minimum that asks the engine to choose reads as the field's
+``special`` text, "from the pair"; floats step in decimal), combo boxes for choices, text
+for strings and lists. The field's doc, unit and limits are its tooltip; a value that
+differs from the default is highlighted. Floats typed are read as a config file's
 (:func:`~diffviewer.config.read_float`): one that no float holds (``1e-400``, ``1e400``) is
 refused as the file's is, where ``float`` ran it as 0.0 or infinity.
 """
@@ -88,6 +89,7 @@ class _Editor:
                 int(lo if lo is not None else -INT64),
                 int(hi if hi is not None else INT64),
                 step=2 if meta.get("odd") else 1,
+                special=meta.get("special") or "",
             )
             self.widget = spin
             self.changed = spin.valueChanged

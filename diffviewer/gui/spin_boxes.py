@@ -37,6 +37,12 @@ class LongSpinBox(QAbstractSpinBox):
         The range of values; typed text outside it is clamped when editing ends.
     parent : QWidget, optional
         The parent widget.
+    step : int
+        What one step of the arrows adds (2 for a field of odd values only).
+    special : str
+        Shown in place of the minimum, where that value asks the engine to choose (Qt's
+        special value text: ``"from the pair"`` for ``measurement.exposure_id`` -1); typed,
+        it is the minimum. Empty: the minimum reads as its digits.
 
     Signals
     -------
@@ -47,13 +53,20 @@ class LongSpinBox(QAbstractSpinBox):
     valueChanged = pyqtSignal(object)
 
     def __init__(
-        self, minimum: int, maximum: int, parent: QWidget | None = None, *, step: int = 1
+        self,
+        minimum: int,
+        maximum: int,
+        parent: QWidget | None = None,
+        *,
+        step: int = 1,
+        special: str = "",
     ) -> None:
         super().__init__(parent)
         self._minimum, self._maximum = minimum, maximum
         self._step = step
+        self.setSpecialValueText(special)
         self._value = min(max(0, minimum), maximum)
-        self._line().setText(str(self._value))
+        self._line().setText(self._text(self._value))
         self._line().textEdited.connect(self._on_text)
         self.editingFinished.connect(lambda: self.setValue(self._value))
 
@@ -61,9 +74,12 @@ class LongSpinBox(QAbstractSpinBox):
         """Wide enough for the longest value of the range (as ``QSpinBox``'s)."""
         hint = super().sizeHint()
         digits = max(len(str(self._minimum)), len(str(self._maximum)))
-        return QSize(
-            hint.width() + self.fontMetrics().horizontalAdvance("9" * digits), hint.height()
+        metrics = self.fontMetrics()
+        widest = max(
+            metrics.horizontalAdvance("9" * digits),
+            metrics.horizontalAdvance(self.specialValueText()),
         )
+        return QSize(hint.width() + widest, hint.height())
 
     def _line(self) -> QLineEdit:
         line = self.lineEdit()
@@ -82,11 +98,16 @@ class LongSpinBox(QAbstractSpinBox):
         """The value shown."""
         return self._value
 
+    def _text(self, value: int) -> str:
+        """How ``value`` reads: the special value text at the minimum, else its digits."""
+        special = self.specialValueText()
+        return special if special and value == self._minimum else str(value)
+
     def setValue(self, value: int) -> None:
         """Show ``value``, clamped to the range (emits :attr:`valueChanged` on a change)."""
         value = min(max(int(value), self._minimum), self._maximum)
-        if self._line().text() != str(value):
-            self._line().setText(str(value))
+        if self._line().text() != self._text(value):
+            self._line().setText(self._text(value))
         if value != self._value:
             self._value = value
             self.valueChanged.emit(value)
@@ -112,11 +133,13 @@ class LongSpinBox(QAbstractSpinBox):
         return flags
 
     def validate(self, text: str | None, pos: int) -> tuple[QValidator.State, str, int]:
-        """Digits with an optional sign; out-of-range numbers are intermediate."""
+        """Digits with an optional sign, or the special value text; out-of-range numbers,
+        and the special value text being typed, are intermediate."""
         text = text or ""
-        parsed = _parse_int(text)
+        parsed = self._parse(text)
         if parsed is None:
-            partial = text.strip() in ("", "-", "+")
+            special = self.specialValueText()
+            partial = text.strip() in ("", "-", "+") or bool(special and special.startswith(text))
             state = QValidator.State.Intermediate if partial else QValidator.State.Invalid
         elif self._acceptable(parsed):
             state = QValidator.State.Acceptable
@@ -132,10 +155,17 @@ class LongSpinBox(QAbstractSpinBox):
 
     def fixup(self, text: str | None) -> str:
         """The value shown, in place of text that is not a number in the range."""
-        return str(self._value)
+        return self._text(self._value)
+
+    def _parse(self, text: str) -> int | None:
+        """The integer ``text`` holds (the minimum for the special value text), or None."""
+        special = self.specialValueText()
+        if special and text.strip() == special:
+            return self._minimum
+        return _parse_int(text)
 
     def _on_text(self, text: str) -> None:
-        parsed = _parse_int(text)
+        parsed = self._parse(text)
         if parsed is not None and self._acceptable(parsed):
             self.setValue(parsed)
 

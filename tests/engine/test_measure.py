@@ -75,7 +75,7 @@ def found_on_difference(diff: Exposure, sci: Exposure, model: PsfModel):
         psf=model,
     )
     return measure_sources(
-        diff, sci, diff, None, det, model, model, MeasurementConfig(), null_reporter()
+        diff, sci, diff, None, det, model, model, MeasurementConfig(exposure_id=0), null_reporter()
     )
 
 
@@ -111,8 +111,8 @@ def test_ids_carry_the_exposure_id_and_overflow_is_refused() -> None:
     assert not set(first.tolist()) & set(second.tolist())
     with pytest.raises(ConfigError, match="does not fit"):
         make_id_factory(2**20, 20)
-    with pytest.raises(ConfigError, match="does not fit"):
-        make_id_factory(-1, 20)
+    with pytest.raises(ConfigError, match="asks run_subtraction to derive the id from the pair"):
+        make_id_factory(-1, 20)  # measurement.exposure_id's -1, unresolved
     tiny = make_id_factory(5, 62)  # 2 bits left: ids 1..3
     tiny.take(3)
     with pytest.raises(InputError, match="do not fit"):
@@ -666,7 +666,7 @@ def test_psf_chi2_tells_a_point_source_from_a_residual_of_another_shape() -> Non
         psf=model,
     )
     table = measure_sources(
-        diff, diff, diff, None, det, model, model, MeasurementConfig(), null_reporter()
+        diff, diff, diff, None, det, model, model, MeasurementConfig(exposure_id=0), null_reporter()
     )
     j, ok = match(table, xs[:3], ys[:3], radius=3.0)
     real = ok & ~table["sky_source"]

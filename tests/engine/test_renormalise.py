@@ -73,7 +73,7 @@ def test_correlated_noise_is_measured_at_psf_scale_and_sky_sources_agree() -> No
         det,
         psf,
         psf,
-        MeasurementConfig(),
+        MeasurementConfig(exposure_id=0),
         null_reporter(),
     )
     src = ~np.asarray(table["sky_source"])

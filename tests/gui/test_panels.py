@@ -148,6 +148,30 @@ def test_integer_editors_hold_64_bit_exposure_ids(qtbot) -> None:
     assert "exposure_bits" in panel.status.text()
 
 
+def test_an_exposure_id_derived_from_the_pair_reads_so_and_is_typed_so(qtbot) -> None:
+    # measurement.exposure_id -1 (the default) derives the id from the pair: shown as "-1"
+    # it read as a number like any other
+    panel = ParameterPanel()
+    qtbot.addWidget(panel)
+    editor = panel.editor("measurement", "exposure_id")
+    assert isinstance(editor, LongSpinBox)
+    assert (editor.text(), editor.value()) == ("from the pair", -1)
+    assert panel.config() == SubtractionConfig() and not panel.is_modified()
+    editor.stepBy(1)  # an id of its own
+    assert editor.text() == "0" and panel.config().measurement.exposure_id == 0
+    assert panel.is_modified()
+    editor.stepBy(-1)
+    assert editor.text() == "from the pair" and not panel.is_modified()
+    for typed in ("7", "from the pair", "7", "-1"):  # the text, or -1, typed is the minimum
+        editor.lineEdit().selectAll()
+        qtbot.keyClicks(editor, typed)
+        expected = 7 if typed == "7" else -1
+        assert panel.config().measurement.exposure_id == expected, typed
+    assert editor.text() == "from the pair" and not panel.is_modified()
+    assert editor.validate("from", 4)[0] == QValidator.State.Intermediate  # being typed
+    assert editor.validate("from the pear", 13)[0] == QValidator.State.Invalid
+
+
 def test_float_editors_keep_every_digit_of_a_config(qtbot) -> None:
     # QDoubleSpinBox rounded to 4 decimals: a config's 0.03125 ran as 0.0313 and 5e-05
     # as 0.0001 in the window, whose digest no command-line run of that file gave

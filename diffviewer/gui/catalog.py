@@ -325,13 +325,23 @@ class CatalogPanel(QWidget):
     def set_table(self, table: Table) -> None:
         """Show a catalog; a catalog with other columns than the last one's gets the default
         hidden columns and widths fitted to its contents, one with the same columns (a
-        re-run) keeps the columns shown and their widths as they were (the user's)."""
+        re-run) keeps the columns shown and their widths as they were (the user's), but
+        for the ``id`` column, widened where the new ids are longer: the exposure id in
+        their high bits is another run's (``measurement.exposure_id``), and an id cut short
+        names no source."""
         before = self.model.columns
         self.model.set_table(table)
         if self.model.columns != before:
             for col, name in enumerate(self.model.columns):
                 self.view.setColumnHidden(col, hidden_by_default(name))
             self.view.resizeColumnsToContents()
+        elif "id" in self.model.columns:
+            col = self.model.columns.index("id")
+            needed = max(
+                self.view.sizeHintForColumn(col), self.view.horizontalHeader().sectionSizeHint(col)
+            )
+            if self.view.columnWidth(col) < needed:
+                self.view.setColumnWidth(col, needed)
         self._update_count()
 
     def select_source(self, source_id: int) -> None:

@@ -92,6 +92,27 @@ def test_table_orders_columns_shows_units_and_formats_but_sorts_on_values(qtbot)
         assert values[:2] == expected and np.isnan(values[2])
 
 
+def test_a_rerun_with_longer_ids_widens_the_id_column_alone(qtbot) -> None:
+    # The exposure id in the ids' high bits is derived from the pair and the config
+    # (measurement.exposure_id -1): a re-run under another config can bring ids of more
+    # digits, which a column kept at the last run's width cut to "2298520807233552...".
+    panel = CatalogPanel()
+    qtbot.addWidget(panel)
+    panel.set_table(_catalog())
+    names = panel.model.columns
+    col, x = names.index("id"), names.index("x")
+    panel.view.setColumnWidth(x, 333)
+    narrow = panel.view.columnWidth(col)
+    longer = _catalog()
+    longer["id"] = np.array([2**63 - 3, 2**63 - 2, 2**63 - 1], np.uint64)
+    panel.set_table(longer)
+    assert panel.view.columnWidth(col) > narrow
+    assert panel.view.columnWidth(col) >= panel.view.sizeHintForColumn(col)
+    assert panel.view.columnWidth(x) == 333  # the user's width elsewhere kept
+    panel.set_table(_catalog())  # shorter ids again: never narrowed under the user
+    assert panel.view.columnWidth(col) >= panel.view.sizeHintForColumn(col)
+
+
 def test_header_tooltips_give_each_column_its_description_and_unit(qtbot) -> None:
     panel = CatalogPanel()
     qtbot.addWidget(panel)

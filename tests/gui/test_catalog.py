@@ -92,16 +92,21 @@ def test_table_orders_columns_shows_units_and_formats_but_sorts_on_values(qtbot)
         assert values[:2] == expected and np.isnan(values[2])
 
 
+def _shown_with_x_widened(qtbot) -> CatalogPanel:
+    """A panel showing :func:`_catalog`, its ``x`` column widened by the user to 333 px."""
+    panel = CatalogPanel()
+    qtbot.addWidget(panel)
+    panel.set_table(_catalog())
+    panel.view.setColumnWidth(panel.model.columns.index("x"), 333)
+    return panel
+
+
 def test_a_rerun_with_longer_ids_widens_the_id_column_alone(qtbot) -> None:
     # The exposure id in the ids' high bits is derived from the pair and the config
     # (measurement.exposure_id -1): a re-run under another config can bring ids of more
     # digits, which a column kept at the last run's width cut to "2298520807233552...".
-    panel = CatalogPanel()
-    qtbot.addWidget(panel)
-    panel.set_table(_catalog())
-    names = panel.model.columns
-    col, x = names.index("id"), names.index("x")
-    panel.view.setColumnWidth(x, 333)
+    panel = _shown_with_x_widened(qtbot)
+    col, x = panel.model.columns.index("id"), panel.model.columns.index("x")
     narrow = panel.view.columnWidth(col)
     longer = _catalog()
     longer["id"] = np.array([2**63 - 3, 2**63 - 2, 2**63 - 1], np.uint64)
@@ -133,13 +138,9 @@ def test_header_tooltips_give_each_column_its_description_and_unit(qtbot) -> Non
 
 
 def test_a_rerun_keeps_the_columns_the_user_chose_and_their_widths(qtbot) -> None:
-    panel = CatalogPanel()
-    qtbot.addWidget(panel)
-    panel.set_table(_catalog())
-    names = panel.model.columns
-    shown, x = names.index("flag_edge"), names.index("x")
-    panel.view.setColumnHidden(shown, False)  # the user shows a flag and widens x
-    panel.view.setColumnWidth(x, 333)
+    panel = _shown_with_x_widened(qtbot)
+    shown, x = panel.model.columns.index("flag_edge"), panel.model.columns.index("x")
+    panel.view.setColumnHidden(shown, False)  # the user shows a flag too
     panel.set_table(_catalog()[::-1])  # a re-run: other rows, the same columns
     assert not panel.view.isColumnHidden(shown) and panel.view.columnWidth(x) == 333
     assert panel.model.rowCount() == len(_catalog())

@@ -337,9 +337,7 @@ class CatalogPanel(QWidget):
             self.view.resizeColumnsToContents()
         elif "id" in self.model.columns:
             col = self.model.columns.index("id")
-            needed = max(
-                self.view.sizeHintForColumn(col), self.view.horizontalHeader().sectionSizeHint(col)
-            )
+            needed = self.view.sizeHintForColumn(col)  # the longest id shown (header: 'id')
             if self.view.columnWidth(col) < needed:
                 self.view.setColumnWidth(col, needed)
         self._update_count()

@@ -725,16 +725,22 @@ class MeasurementConfig:
         special="from the pair",
     )
     exposure_bits: int = param(
-        32, "Number of high bits of the 64-bit id that hold the exposure id.", minimum=1, maximum=62
+        32,
+        "Number of high bits of the 64-bit id that hold the exposure id, the top one 0 (every "
+        "id fits a signed 64-bit integer).",
+        minimum=1,
+        maximum=62,
     )
 
     def __post_init__(self) -> None:
         _validate_fields(self)
-        if self.exposure_id >= 2**self.exposure_bits:
+        if self.exposure_id >= 2 ** (self.exposure_bits - 1):
             raise ConfigError(
                 f"measurement.exposure_id = {toml_text(self.exposure_id)} does not fit in "
-                f"measurement.exposure_bits = {toml_text(self.exposure_bits)} bits; raise "
-                "exposure_bits"
+                f"measurement.exposure_bits = {toml_text(self.exposure_bits)} bits with the "
+                f"top one 0 (largest {2 ** (self.exposure_bits - 1) - 1}), which keeps every "
+                "DIA source id within a signed 64-bit integer (as LSST's, an SQL BIGINT, "
+                "the inspector's verdict keys); raise exposure_bits"
             )
 
     @property

@@ -31,14 +31,16 @@ class IdFactory:
     Parameters
     ----------
     exposure_id : int
-        Id of the exposure, at least 0 and below ``2**exposure_bits``.
+        Id of the exposure, at least 0 and below ``2**(exposure_bits - 1)``: the field's
+        top bit is 0, so that every id fits a signed 64-bit integer (LSST's ``RecordId``,
+        an SQL ``BIGINT``, the inspector's verdict keys).
     exposure_bits : int
         High bits reserved for the exposure id (1-63).
 
     Raises
     ------
     ConfigError
-        When the exposure id does not fit in ``exposure_bits`` bits.
+        When the exposure id does not fit in ``exposure_bits - 1`` bits.
     """
 
     def __init__(self, exposure_id: int, exposure_bits: int) -> None:
@@ -52,12 +54,12 @@ class IdFactory:
                 "id from the pair (diffviewer.engine.ids.pair_exposure_id); measuring outside "
                 "it, give an exposure id of 0 or more"
             )
-        if exposure_id >= 1 << exposure_bits:
+        if exposure_id >= 1 << (exposure_bits - 1):
             raise ConfigError(
                 f"measurement.exposure_id = {exposure_id} does not fit in "
-                f"measurement.exposure_bits = {exposure_bits} bits (largest "
-                f"{(1 << exposure_bits) - 1}); raise exposure_bits or use a "
-                "smaller id"
+                f"measurement.exposure_bits = {exposure_bits} bits with the top one 0 "
+                f"(largest {(1 << (exposure_bits - 1)) - 1}: every id within a signed 64-bit "
+                "integer); raise exposure_bits or use a smaller id"
             )
         self.sequence_bits = ID_BITS - exposure_bits
         self._base = exposure_id << self.sequence_bits

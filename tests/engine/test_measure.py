@@ -111,6 +111,10 @@ def test_ids_carry_the_exposure_id_and_overflow_is_refused() -> None:
     assert not set(first.tolist()) & set(second.tolist())
     with pytest.raises(ConfigError, match="does not fit"):
         make_id_factory(2**20, 20)
+    # the field's top bit stays 0: every id within a signed 64-bit integer
+    assert int(make_id_factory(2**19 - 1, 20).take(1)[0]) < 2**63
+    with pytest.raises(ConfigError, match="with the top one 0"):
+        make_id_factory(2**19, 20)
     with pytest.raises(ConfigError, match="asks run_subtraction to derive the id from the pair"):
         make_id_factory(-1, 20)  # measurement.exposure_id's -1, unresolved
     tiny = make_id_factory(5, 62)  # 2 bits left: ids 1..3

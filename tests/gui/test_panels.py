@@ -142,9 +142,9 @@ def test_integer_editors_hold_64_bit_exposure_ids(qtbot) -> None:
     assert panel.config() == config and not panel.is_modified()
     editor = panel.editor("measurement", "exposure_id")
     editor.lineEdit().selectAll()
-    qtbot.keyClicks(editor, "4398046511103")  # 2**42 - 1, typed
-    assert panel.config().measurement.exposure_id == 2**42 - 1
-    editor.stepBy(1)  # past 2**42 - 1: the config rule names the fields
+    qtbot.keyClicks(editor, "2199023255551")  # 2**41 - 1, typed: 42 bits, the top one 0
+    assert panel.config().measurement.exposure_id == 2**41 - 1
+    editor.stepBy(1)  # past 2**41 - 1: the config rule names the fields
     assert "exposure_bits" in panel.status.text()
 
 

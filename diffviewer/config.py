@@ -719,15 +719,16 @@ class MeasurementConfig:
         "science's pixels, the template's on the science grid and the config digest (every "
         "id then fits a signed 64-bit integer), the same on every rerun (reported in "
         "metadata.json as measurement.exposure_id). Two of n pairs share a derived id with "
-        "odds below n^2 / 2^exposure_bits, 2e-4 for 1000 pairs at 32 bits: give each pair "
-        "its own id where ids must be unique.",
+        "odds below n^2 / 2^exposure_bits, at the default 40 bits 1e-6 for 1000 pairs and "
+        "1e-4 for 10,000: give each pair its own id where ids must be unique.",
         minimum=-1,
         special="from the pair",
     )
     exposure_bits: int = param(
-        32,
+        40,
         "Number of high bits of the 64-bit id that hold the exposure id, the top one 0 (every "
-        "id fits a signed 64-bit integer).",
+        "id fits a signed 64-bit integer); the rest number a pair's sources (40: 24 bits, "
+        "16.7 million sources).",
         minimum=1,
         maximum=62,
     )

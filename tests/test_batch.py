@@ -139,7 +139,8 @@ def test_the_pairs_catalogs_share_no_id(batch: dict, tmp_path: Path) -> None:
         recorded = json.loads((out / name / "metadata.json").read_text())["measurement"]
         assert recorded["exposure_id_from"] == FROM_PAIR
         ids[name] = set(Table.read(out / name / "diasources.ecsv")["id"].tolist())
-        assert ids[name] and {i >> 32 for i in ids[name]} == {recorded["exposure_id"]}
+        low = 64 - recorded["exposure_bits"]  # the running number's bits
+        assert ids[name] and {i >> low for i in ids[name]} == {recorded["exposure_id"]}
     assert not ids["good1"] & ids["good2"]
     # a folder written before metadata.json recorded the exposure id reads back whole
     older = tmp_path / "older"

@@ -20,6 +20,8 @@ from diffviewer.outputs import write_outputs
 from diffviewer.synthetic import make_pair
 
 DIGEST = SubtractionConfig().digest()
+#: The default exposure id field's bits (measurement.exposure_bits).
+BITS = SubtractionConfig().measurement.exposure_bits
 
 
 def _images(seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -107,7 +109,7 @@ def _exposure_ids(result: SubtractionResult) -> set[int]:
 def _derived(result: SubtractionResult) -> int:
     """The pair's exposure id as :func:`pair_exposure_id` derives it from the pixels the
     engine subtracted (the template on the science grid) and the default config."""
-    return pair_exposure_id(result.science.image, result.template.exposure.image, DIGEST, 32)
+    return pair_exposure_id(result.science.image, result.template.exposure.image, DIGEST, BITS)
 
 
 def test_two_pairs_under_the_default_config_share_no_id(runs) -> None:
@@ -133,7 +135,7 @@ def test_an_exposure_id_given_takes_the_place_of_the_pair_s(runs) -> None:
     result = runs["first, id 5"]
     assert _exposure_ids(result) == {5}
     # the running number below it, as before
-    low = _ids(result) & np.uint64(2**32 - 1)
+    low = _ids(result) & np.uint64(2 ** (ID_BITS - BITS) - 1)
     np.testing.assert_array_equal(low, np.arange(1, len(low) + 1))
 
 
@@ -149,7 +151,7 @@ def test_metadata_records_the_exposure_id_and_where_it_came_from(
     (exposure_id,) = _exposure_ids(result)
     assert meta["measurement"] == {
         "exposure_id": exposure_id,
-        "exposure_bits": 32,
+        "exposure_bits": BITS,
         "exposure_id_from": source,
     }
     assert meta["config_digest"] == result.config.digest()

@@ -18,7 +18,7 @@ from decimal import Decimal
 
 from PyQt6.QtCore import QSize, pyqtSignal
 from PyQt6.QtGui import QValidator
-from PyQt6.QtWidgets import QAbstractSpinBox, QDoubleSpinBox, QLineEdit, QWidget
+from PyQt6.QtWidgets import QAbstractSpinBox, QDoubleSpinBox, QLineEdit, QSizePolicy, QWidget
 
 from diffviewer.config import OutOfRangeFloat, read_float
 
@@ -62,6 +62,10 @@ class LongSpinBox(QAbstractSpinBox):
         special: str = "",
     ) -> None:
         super().__init__(parent)
+        # Its size hint holds the range's longest value (19 digits for an exposure id):
+        # preferred, not a minimum as a spin box's is, so that a narrow parameter panel
+        # (1280 x 720) shrinks it rather than clipping every editor beside it.
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, self.sizePolicy().verticalPolicy())
         self._minimum, self._maximum = minimum, maximum
         self._step = step
         self.setSpecialValueText(special)

@@ -12,7 +12,7 @@ import pyqtgraph as pg
 import pytest
 from PyQt6.QtCore import Qt
 from PyQt6.QtGui import QValidator
-from PyQt6.QtWidgets import QAbstractSpinBox, QCheckBox, QComboBox, QLineEdit
+from PyQt6.QtWidgets import QAbstractSpinBox, QCheckBox, QComboBox, QLineEdit, QScrollArea
 
 from diffviewer import display
 from diffviewer.config import (
@@ -146,6 +146,24 @@ def test_integer_editors_hold_64_bit_exposure_ids(qtbot) -> None:
     assert panel.config().measurement.exposure_id == 2**41 - 1
     editor.stepBy(1)  # past 2**41 - 1: the config rule names the fields
     assert "exposure_bits" in panel.status.text()
+
+
+def test_a_panel_as_narrow_as_at_1280_x_720_shows_every_editor_whole(qtbot) -> None:
+    # The exposure id's 64-bit spin box asked for 19 digits' width as its minimum: the
+    # form grew wider than the dock at 1280 x 720 and every editor lost its right edge
+    # (spin arrows, combo arrows) behind a horizontal scroll bar.
+    panel = ParameterPanel()
+    qtbot.addWidget(panel)
+    panel.resize(270, 600)  # the dock's width in the 1280 x 720 window
+    panel.show()
+    qtbot.waitExposed(panel)
+    area = panel.findChild(QScrollArea)
+    assert area is not None and area.horizontalScrollBar().maximum() == 0
+    viewport = area.viewport()
+    for section, name in panel._editors:
+        editor = panel.editor(section, name)
+        right = editor.mapTo(viewport, editor.rect().topRight()).x()
+        assert right < viewport.width(), (section, name)
 
 
 def test_an_exposure_id_derived_from_the_pair_reads_so_and_is_typed_so(qtbot) -> None:

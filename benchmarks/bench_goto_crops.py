@@ -1,6 +1,6 @@
 """Kernel sums on small crops of the GOTO pair: diffviewer, HOTPANTS and the stars' own ratio.
 
-A crop of a few hundred pixels holds a few kernel stars (5-17 on 300 px crops of GOTO),
+A crop of a few hundred pixels holds a few kernel stars (2-17 good stamps on 300 px crops of GOTO),
 fewer than the wing function needs (``kernel_basis.WING_MIN_STAMPS``): the kernel sum
 rests on those stamps alone. Both programs run on the same crop files, and their flux
 ratio (science over template: the kernel sum when the template is convolved, its inverse

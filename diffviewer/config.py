@@ -691,6 +691,13 @@ class DetectionConfig:
             raise ConfigError("detection.min_area must be at least 1")
 
 
+def largest_exposure_id(bits: int) -> int:
+    """The largest exposure id a field of ``bits`` high bits of a DIA source id holds with
+    its top bit 0, so that every id fits a signed 64-bit integer (LSST's ``RecordId``, an
+    SQL ``BIGINT``, the inspector's verdict keys): ``2**(bits - 1) - 1``."""
+    return (1 << (bits - 1)) - 1
+
+
 @dataclasses.dataclass(frozen=True)
 class MeasurementConfig:
     """Measurement of the DIA sources."""
@@ -735,11 +742,12 @@ class MeasurementConfig:
 
     def __post_init__(self) -> None:
         _validate_fields(self)
-        if self.exposure_id >= 2 ** (self.exposure_bits - 1):
+        largest = largest_exposure_id(self.exposure_bits)
+        if self.exposure_id > largest:
             raise ConfigError(
                 f"measurement.exposure_id = {toml_text(self.exposure_id)} does not fit in "
                 f"measurement.exposure_bits = {toml_text(self.exposure_bits)} bits with the "
-                f"top one 0 (largest {2 ** (self.exposure_bits - 1) - 1}), which keeps every "
+                f"top one 0 (largest {largest}), which keeps every "
                 "DIA source id within a signed 64-bit integer (as LSST's, an SQL BIGINT, "
                 "the inspector's verdict keys); raise exposure_bits"
             )

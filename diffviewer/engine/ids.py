@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from diffviewer.config import largest_exposure_id
 from diffviewer.errors import ConfigError, InputError
 
 #: Bits of an unsigned 64-bit DIA source id.
@@ -54,11 +55,12 @@ class IdFactory:
                 "id from the pair (diffviewer.engine.ids.pair_exposure_id); measuring outside "
                 "it, give an exposure id of 0 or more"
             )
-        if exposure_id >= 1 << (exposure_bits - 1):
+        largest = largest_exposure_id(exposure_bits)
+        if exposure_id > largest:
             raise ConfigError(
                 f"measurement.exposure_id = {exposure_id} does not fit in "
                 f"measurement.exposure_bits = {exposure_bits} bits with the top one 0 "
-                f"(largest {(1 << (exposure_bits - 1)) - 1}: every id within a signed 64-bit "
+                f"(largest {largest}: every id within a signed 64-bit "
                 "integer); raise exposure_bits or use a smaller id"
             )
         self.sequence_bits = ID_BITS - exposure_bits
@@ -162,4 +164,4 @@ def pair_exposure_id(
     _hash_image(digest, science_image)
     _hash_image(digest, template_image)
     digest.update(config_digest.encode())
-    return int.from_bytes(digest.digest(), "little") & ((1 << (bits - 1)) - 1)
+    return int.from_bytes(digest.digest(), "little") & largest_exposure_id(bits)

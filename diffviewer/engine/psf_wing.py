@@ -112,8 +112,9 @@ def pixel_moffat(amplitude: float, alpha: float, beta: float, half: int) -> np.n
 def _distinct_radii(half: int) -> tuple[np.ndarray, np.ndarray]:
     """The distinct values of :func:`_subpixel_radii` (the stamp's symmetry leaves an
     eighth), and the index of each sub-pixel's among them (its shape); read-only."""
-    radii, where = np.unique(_subpixel_radii(half), return_inverse=True)
-    where = where.reshape(_subpixel_radii(half).shape)
+    every = _subpixel_radii(half)
+    radii, where = np.unique(every, return_inverse=True)
+    where = where.reshape(every.shape)
     radii.flags.writeable = False
     where.flags.writeable = False
     return radii, where

@@ -234,7 +234,8 @@ def build_metadata(
                 "min": float(np.min(sums)),
                 "max": float(np.max(sums)),
                 # The mean's standard error over the kernel stars (a jackknife over the
-                # cross-validation's folds, each refitted without one: KernelFit).
+                # cross-validation's folds, each refitted without one), with a wing
+                # fixed by the PSFs that of its profiles' fits too (KernelFit).
                 "error": _finite(fit.kernel_sum_error),
                 # Whether it was fitted on kernel stars, or set with a kernel derived from
                 # the PSFs (from the stars' aperture fluxes, or 1: the warnings say).

@@ -98,7 +98,8 @@ COLUMNS: tuple[tuple[str, type, str, str], ...] = (
         float,
         "",
         "standard error of the mean kernel sum over the kernel stars (a jackknife over "
-        "them; NaN without a spatial fit)",
+        "them; with a wing fixed by the PSFs, and its profiles' fits; NaN without a "
+        "spatial fit)",
     ),
     (
         "held_out_chi2",

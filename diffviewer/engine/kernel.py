@@ -336,8 +336,8 @@ def fit_kernel(
     y = np.asarray(table["y"], dtype=float)
     # With a spread, the stamps' own kernels apply to the spread image: on the spread
     # basis, to the image itself.
-    stamp_basis = frozen(basis) if spread is None else spread_basis(basis, spread[1])
-    fitted = source if spread is None else convolved(source, spread[1])
+    stamp_basis = frozen(basis) if spread is None else spread_basis(basis, spread.image)
+    fitted = source if spread is None else convolved(source, spread.image)
     stamps = build_stamps(fitted, target, x, y, basis.shape[-1], plan.fit_half)
     fwhm = max(sci_psf.fwhm, tmpl_psf.fwhm)
     core_half = None if config.fit_region == "whole" else plan.core_half
@@ -519,14 +519,19 @@ def fit_kernel(
         notes.append(f"only {n_good} good kernel stamps: the kernel is poorly constrained")
     if spread is not None and on_stars:
         # the wing's index from 9-16 stars moved issue 12's eight 300^2 draws' sums
-        # -0.6 % to +0.2 % (test_kernel_science.py)
-        wing, _ = spread
-        solution = spread_solution(solution, *spread)
+        # -0.6 % to +0.2 % (test_kernel_science.py): its error is the sum's too
+        wing_error = spread.sum_error * abs(mean_sum)
+        over_stars = sum_error
+        if np.isfinite(wing_error):
+            sum_error = float(np.hypot(over_stars, wing_error))
+            parts = f"holds the wing profiles' {wing_error:.4f} and the stars' {over_stars:.4f}"
+        else:
+            parts = "leaves out the wing's (its profiles moved by their errors gave no spread)"
+        solution = spread_solution(solution, spread.wing, spread.image)
         notes.append(
-            f"the kernel's wing (Moffat beta {wing.beta:.2f}) is fixed by the two PSFs at "
-            f"{wing.weight:.4f} per unit kernel sum: fewer than {WING_MIN_STAMPS} stamps "
-            "to fit it; the kernel sum's error leaves out that of the wing, whose index "
-            "fitted to a few stars' stack can move the sum by ~0.6 %"
+            f"the kernel's wing (Moffat beta {spread.wing.beta:.2f}) is fixed by the two "
+            f"PSFs at {spread.wing.weight:.4f} per unit kernel sum: fewer than "
+            f"{WING_MIN_STAMPS} stamps to fit it; the kernel sum's error {sum_error:.4f} " + parts
         )
     table["status"] = status.astype(str)
     table["reason"] = reason.astype(str)

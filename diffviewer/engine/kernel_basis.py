@@ -76,6 +76,8 @@ WING_ENCLOSED = 0.998
 #: Limits of the fitted wing's Moffat index: below 1.5 the profile's flux diverges too
 #: slowly to be a seeing wing; above 20 it is a Gaussian (no wing worth a function).
 WING_BETA_LIMITS = (1.5, 20.0)
+#: Narrowest core width (px) of a fitted wing.
+WING_ALPHA_MIN = 0.3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,9 +138,9 @@ def basis_sigmas(
     return match * config.width_ratio ** powers.astype(float), deconv
 
 
-def fit_wing(psf: PsfEstimate) -> Wing | None:
+def fit_wing(psf: PsfEstimate) -> tuple[Wing, np.ndarray] | None:
     """The circular Moffat profile that best fits a PSF image (least squares, free amplitude
-    and offset).
+    and offset), and the covariance of its core width and index.
 
     The model is the profile averaged over each pixel
     (:func:`~diffviewer.engine.psf_wing.pixel_moffat`), as a PSF image holds it: sampled at
@@ -156,10 +158,17 @@ def fit_wing(psf: PsfEstimate) -> Wing | None:
     psf : PsfEstimate
         The target image's PSF (centred, sum 1).
 
+    The covariance is the fit's: the inverse of the normal matrix scaled by the residuals'
+    mean square, the amplitude and offset marginalised. It takes the stack's pixels as
+    independent, which its stars' recentring and median make them only roughly: on issue
+    12's eight 300^2 Moffat pairs (9-15 science stars, index 2.5) the fitted indices
+    2.46-2.63 lie 1.5 of these errors (0.03-0.06) from the truth in rms, their mean +0.036.
+
     Returns
     -------
-    Wing or None
-        None for a default PSF (nothing is known of its wings) or a failed fit.
+    (Wing, numpy.ndarray) or None
+        The profile and the 2 x 2 covariance of (alpha, beta); None for a default PSF
+        (nothing is known of its wings) or a failed fit.
     """
     if psf.source == "default":
         return None
@@ -177,13 +186,19 @@ def fit_wing(psf: PsfEstimate) -> Wing | None:
         sol = optimize.least_squares(
             resid,
             [peak, alpha0, 3.0, 0.0],
-            bounds=([0.0, 0.3, lo, -peak], [np.inf, 10.0 * max(psf.fwhm, 1.0), hi, peak]),
+            bounds=(
+                [0.0, WING_ALPHA_MIN, lo, -peak],
+                [np.inf, 10.0 * max(psf.fwhm, 1.0), hi, peak],
+            ),
         )
     except (ValueError, np.linalg.LinAlgError):
         return None
     if not sol.success or not np.all(np.isfinite(sol.x)):
         return None
-    return Wing(float(sol.x[1]), float(sol.x[2]))
+    dof = max(sol.fun.size - sol.x.size, 1)
+    normal = sol.jac.T @ sol.jac
+    covariance = np.linalg.pinv(normal) * float(np.sum(sol.fun**2)) / dof
+    return Wing(float(sol.x[1]), float(sol.x[2])), covariance[1:3, 1:3]
 
 
 def kernel_size(sigmas: np.ndarray, config: KernelConfig, wing: Wing | None = None) -> int:
@@ -377,7 +392,8 @@ def plan_basis(
     BasisPlan
     """
     sigmas, deconv = basis_sigmas(src_psf.fwhm, tgt_psf.fwhm, config)
-    wing = fit_wing(tgt_psf) if config.wing and n_stamps >= WING_MIN_STAMPS else None
+    fitted = fit_wing(tgt_psf) if config.wing and n_stamps >= WING_MIN_STAMPS else None
+    wing = None if fitted is None else fitted[0]
     size = kernel_size(sigmas, config, wing)
     broader = max(src_psf.fwhm, tgt_psf.fwhm)
     core_half = int(max(4, math.ceil(CORE_FIT_HALF_FWHM * broader)))

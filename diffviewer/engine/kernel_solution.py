@@ -250,8 +250,10 @@ class KernelFit:
     kernel_sum_error : float
         Standard error of the mean kernel sum over the kernel stars: a delete-a-group
         jackknife over the cross-validation's folds of the good stamps, each refitted
-        without one fold (:func:`~diffviewer.engine.kernel_spatial.jackknife_error`).
-        NaN without a spatial fit.
+        without one fold (:func:`~diffviewer.engine.kernel_spatial.jackknife_error`); with
+        a wing fixed by the two PSFs, in quadrature with the error its profiles' fits give
+        the sum (:func:`~diffviewer.engine.kernel_spread.profile_sum_error`; the warnings
+        give both). NaN without a spatial fit.
     held_out_coefficients : numpy.ndarray
         ``(n_candidates, n_basis + 1)`` the kernel, on the solution's basis, and
         background each GOOD star was judged with: the spatial fit without its fold of

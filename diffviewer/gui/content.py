@@ -261,8 +261,8 @@ def metrics(result: Any) -> dict[str, float]:
         In this order: the noise ratio of the difference, DIA sources (all, dipoles), the
         sky sources' PSF-flux pulls (mean and scatter:
         :func:`~diffviewer.engine.measure.sky_source_check`; NaN with fewer than two), the
-        photometric scale and the mean kernel sum's error over the kernel stars (when a
-        spatial fit gave one), good/bad/control kernel stamps, the PSF-scale noise before
+        photometric scale and the mean kernel sum's error (:attr:`KernelFit.kernel_sum_error`,
+        when a spatial fit gave one), good/bad/control kernel stamps, the PSF-scale noise before
         the one variance scaling (as the warnings word it) and with decorrelation the
         noise ratio before it, and the robust residual sigma of the four histogram panels
         (normalised by the difference variance).
@@ -283,7 +283,7 @@ def metrics(result: Any) -> dict[str, float]:
         "photometric scale": float(result.kernel.photometric_scale),
     }
     if np.isfinite(result.kernel.kernel_sum_error):
-        out["kernel sum error (over the stars)"] = float(result.kernel.kernel_sum_error)
+        out["kernel sum error"] = float(result.kernel.kernel_sum_error)
     out |= {
         "good stamps": float(np.sum(status == "GOOD")),
         "bad stamps": float(np.sum(status == "BAD")),
@@ -353,7 +353,7 @@ def kernel_views(
         f"sum mean {sampled.mean():.4f}"
     )
     if np.isfinite(result.kernel.kernel_sum_error):
-        info += f" +- {result.kernel.kernel_sum_error:.4f} (over the kernel stars)"
+        info += f" +- {result.kernel.kernel_sum_error:.4f}"
     # (not the corners': the map samples cell centres, so the image's extremes lie beyond)
     info += (
         f", {sampled.min():.4f} to {sampled.max():.4f} over the sum map's samples (every "

@@ -157,12 +157,14 @@ def test_the_spread_carries_the_wing_the_target_has_and_the_source_lacks() -> No
     sigmas = kernel_basis.basis_sigmas(tmpl.fwhm, sci.fwhm, config)[0]
     found = kernel_spread.wing_spread(tmpl, sci, sigmas, config, 99)
     assert found is not None
-    wing, spread = found
-    assert wing.weight == pytest.approx(0.0313, rel=0.1)
-    assert spread.sum() == pytest.approx(1.0, abs=1e-12)
-    assert spread.shape[0] % 2 == 1 and spread.shape[0] <= 99
+    assert found.wing.weight == pytest.approx(0.0313, rel=0.1)
+    assert found.image.sum() == pytest.approx(1.0, abs=1e-12)
+    assert found.image.shape[0] % 2 == 1 and found.image.shape[0] <= 99
+    # Noise-free profiles fit exactly: their errors, and the sum's, are nil.
+    assert found.sum_error < 1e-6
     # Capped at the size it may take.
-    assert kernel_spread.wing_spread(tmpl, sci, sigmas, config, 31)[1].shape == (31, 31)
+    capped = kernel_spread.wing_spread(tmpl, sci, sigmas, config, 31)
+    assert capped is not None and capped.image.shape == (31, 31)
     # No wing to add the other way, or with the wing switched off; nor where the
     # profiles' kernel puts no share, or more than all, of its flux in the wing: a
     # target as steep within the fits (4.0 px beta 3.0 onto 3.0 px beta 2.9, w -0.021)
@@ -184,8 +186,10 @@ def test_the_wing_fit_recovers_a_pixel_integrated_moffat(fwhm: float, beta: floa
     # three); the fit of the model averaged as the pixels are recovers both to the
     # optimiser's tolerance.
     psf_image = moffat_psf(fwhm, beta)
-    wing = kernel_basis.fit_wing(psf_image)
-    assert wing is not None
+    fitted = kernel_basis.fit_wing(psf_image)
+    assert fitted is not None
+    wing, covariance = fitted
+    assert np.all(np.sqrt(np.diag(covariance)) < 1e-4 * np.array([wing.alpha, wing.beta]))
     assert wing.beta == pytest.approx(beta, rel=1e-4)
     assert wing.alpha == pytest.approx(float(moffat_alpha(fwhm, beta)), rel=1e-4)
     # The profile the basis and the spread are made of reproduces the PSF image.
@@ -854,3 +858,55 @@ def test_a_fallback_kernel_without_zero_points_takes_the_stars_flux_ratio(
     truth = 1.3 if fit.convolved == "template" else 1 / 1.3
     assert fit.solution.kernel_sum(128.0, 128.0) == pytest.approx(truth, rel=0.02)
     assert any("from the kernel stars' aperture fluxes" in note for note in fit.warnings)
+
+
+def test_the_wing_fits_stated_errors_are_its_scatter_over_noise_draws() -> None:
+    # A Moffat PSF image of index 2.5 (FWHM 4 px, sum 1, peak 0.037) with independent
+    # noise of 2e-4 a pixel (0.5 % of the peak, as a stack of some 15 stars). Over 40
+    # draws the fitted indices scatter as the fit's covariance says: their standard
+    # deviation over the median stated error is 1 within the 11 % a 40-draw deviation is
+    # known to, and 0.75-1.33 holds it at 2.6 of those.
+    truth = moffat_psf(4.0, 2.5)
+    rng = np.random.default_rng(7)
+    betas, errors = [], []
+    for _ in range(40):
+        noisy = dataclasses.replace(
+            truth, image=truth.image + rng.normal(0, 2e-4, truth.image.shape)
+        )
+        fitted = kernel_basis.fit_wing(noisy)
+        assert fitted is not None
+        betas.append(fitted[0].beta)
+        errors.append(float(np.sqrt(fitted[1][1, 1])))
+    ratio = float(np.std(betas, ddof=1) / np.median(errors))
+    print(
+        f"\nindex {np.mean(betas):.3f} +- {np.std(betas, ddof=1):.3f}, "
+        f"stated {np.median(errors):.3f}"
+    )
+    assert 0.75 < ratio < 1.33
+    assert abs(np.mean(betas) - 2.5) < 3 * np.median(errors) / np.sqrt(40)
+
+
+def test_profiles_moved_beyond_their_bounds_give_the_sums_error_or_none_not_a_crash() -> None:
+    # A 300 px GOTO crop fitted its template's profile with index 1.86 +- 0.97: moved
+    # back by its error, below the fit's bounds, its radius raised a math domain error
+    # and the run failed. A move that leaves the bounds is taken the other way; with
+    # neither way inside them, the error is NaN (the kernel's note says it is left out).
+    sci, tmpl = moffat_psf(4.0, 2.5), moffat_psf(2.8, 3.5)
+    config = KernelConfig()
+    sigmas = kernel_basis.basis_sigmas(tmpl.fwhm, sci.fwhm, config)[0]
+    source, target = kernel_basis.fit_wing(tmpl), kernel_basis.fit_wing(sci)
+    assert source is not None and target is not None
+    spread = kernel_spread.spread_of(tmpl, sci, (source[0], target[0]), sigmas, config, 99)
+    assert spread is not None
+
+    def error(beta_error: float) -> float:
+        wide = np.diag([1e-6, beta_error**2])
+        fits = (source, (target[0], wide))
+        return kernel_spread.profile_sum_error(tmpl, sci, fits, sigmas, config, (99, spread[1]))
+
+    # the target's index 2.5 +- 0.9: forward gives a spread (still below the source's 3.5)
+    assert 0.0 < error(0.9) < 0.2
+    # +- 1.2: forward is as steep as the source (no spread), back is below the bounds'
+    # 1.5 (before: a math domain error)
+    assert np.isnan(error(1.2))
+    assert np.isnan(error(25.0))

@@ -59,8 +59,12 @@ def test_few_stars_keep_the_wing_and_the_kernel_sum() -> None:
     # 1.2897-1.3002, mean 1.2952 (-0.37 %), while the wing fit sampled the profile at the
     # pixels' centres (indices 2.54-2.72 where the truth is 2.5); with the profile as
     # pixels see it (kernel_basis.fit_wing) 1.2922-1.3023, mean 1.2974 (-0.20 %; with the
-    # true profiles -0.08 %), pulls -4.2 to 0.5. The bounds: no draw 5 of its errors off
-    # (was 7-21, then 5.3), the mean within issue 12's 0.3 % (was 3.0 %, then 0.37 %).
+    # true profiles -0.08 %), pulls -4.2 to 0.5 while the sum's error left out the
+    # profiles' fit errors; with them (kernel_spread.profile_sum_error) -3.1 to 0.5, the
+    # rest the stacks' indices, 1.5 of their stated errors from the truth in rms (the
+    # stacks' pixels are not independent). The bounds: no draw 3.5 of its errors off
+    # (was 7-21, then 5.3, then 4.2), the mean within issue 12's 0.3 % (was 3.0 %, then
+    # 0.37 %).
     sums, pulls = [], []
     for seed in range(8):
         pair = make_pair((300, 300), 25, seed=seed, **MOFFAT)
@@ -72,8 +76,9 @@ def test_few_stars_keep_the_wing_and_the_kernel_sum() -> None:
         sums.append(fit.photometric_scale)
         pulls.append((fit.photometric_scale - 1.3) / fit.kernel_sum_error)
     print(f"\nkernel sums {np.round(sums, 4)}, pulls {np.round(pulls, 1)}")
-    assert np.max(np.abs(pulls)) < 5.0
+    assert np.max(np.abs(pulls)) < 3.5
     assert np.mean(sums) == pytest.approx(1.3, rel=3e-3)
+    assert any("holds the wing profiles'" in w for w in fit.warnings)
     # metadata.json says how the wing was set.
     result = pipeline.run_subtraction(pair.science, pair.template)
     wing = build_metadata(result)["kernel"]["wing"]

@@ -216,7 +216,7 @@ def profile_sum_error(
     (:func:`~diffviewer.engine.kernel_basis.fit_wing`), the two fits independent. On
     issue 12's eight 300^2 Moffat pairs the PSF images' sums moved by -0.27 to -0.35 %
     per +0.1 of the target's index (its core width refitted), the stamps' refitted
-    kernels by -0.25 to -0.33 %. Four spreads made again: 0.2 s.
+    kernels by -0.25 to -0.33 %. Four spreads made again: 0.25 s.
 
     Parameters
     ----------

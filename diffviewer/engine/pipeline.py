@@ -590,6 +590,7 @@ def run_subtraction(
 
         notes.extend(warped.warnings)
         notes.extend(cands.warnings)  # before the kernel's: a star list's stars all rejected
+        notes.extend(psf.coarse_stack_note(sci_psf))
         notes.extend(fit.warnings)
         notes.extend(renorm.warnings)
         notes.extend(detections.warnings)

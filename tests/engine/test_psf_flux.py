@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
-from diffviewer.engine import psf_wing
-from diffviewer.synthetic import moffat_alpha, render_gaussians, render_moffats
-from tests.engine.helpers import injected_flux_ratios
+from diffviewer.engine import psf, psf_wing
+from diffviewer.synthetic import make_pair, moffat_alpha, render_gaussians, render_moffats
+from tests.engine.helpers import injected_flux_ratios, run_as_command
 
 #: Injected transients per pair, and the pairs (seeds) pooled: 12 pairs make the pooled
 #: median good to ~0.15 %, under a third of the tolerance (three pairs, 0.3 %, put the
@@ -125,3 +127,29 @@ def test_wing_fit_claims_no_flux_beyond_the_stamp_of_a_gaussian() -> None:
     assert enclosed == pytest.approx(1.0, abs=1e-4)
     star = truth[15:46, 15:46]
     assert enclosed * float((image * star).sum() / (image**2).sum()) == pytest.approx(1.0, abs=5e-4)
+
+
+@pytest.mark.parametrize(("fwhm", "warned"), [(2.2, True), (4.0, False)])
+def test_a_science_psf_stacked_too_coarsely_is_said(fwhm: float, warned: bool) -> None:
+    # Stacks of stars this sharp come out wide in the core and PSF fluxes ~0.5 % high
+    # (psf.COARSE_STACK_FWHM): the run's warnings say so at 2.2 px (moment FWHM ~2.7) and
+    # not at 4.0 px (~4.7).
+    pair = make_pair(
+        (256, 256),
+        120,
+        seed=2,
+        profile="moffat",
+        sci_beta=2.5,
+        tmpl_beta=3.5,
+        sci_fwhm=fwhm,
+        tmpl_fwhm=0.7 * fwhm,
+    )
+    result = run_as_command(pair.science, pair.template)
+    said = [w for w in result.warnings if "too coarsely sampled" in w]
+    assert result.science_psf.source == "measured"
+    assert bool(said) is warned, result.warnings
+    if warned:
+        assert f"{result.science_psf.fwhm:.2f} px FWHM" in said[0]
+    # A PSF the file gives is not stacked: nothing is said of it.
+    given = dataclasses.replace(result.science_psf, source="given")
+    assert psf.coarse_stack_note(given) == ()

@@ -51,6 +51,7 @@ from diffviewer.engine.psf_wing import (
     extended,
     moffat,
     psf_image,
+    subpixels,
     without_neighbours,
 )
 from diffviewer.exposure import UNUSABLE, Exposure
@@ -421,7 +422,7 @@ def _aligned_stack(wide: np.ndarray, half: int) -> Aligned | None:
     # Each star's flux within half the cutout's half-width (~1.5 FWHM, as the cutout spans
     # ~3 FWHM): a neighbour elsewhere in the cutout must not scale the star down (the
     # bright-source fallback does not require isolation).
-    core = r[:, None] ** 2 + r[None, :] ** 2 <= (half / 2.0) ** 2
+    core = _core_disk(half)
     # The stars are recentred a block at a time, whose transforms stay in the cache.
     scaled = np.empty((n, m, m))
     index, flux, offsets, used = [], [], [], 0
@@ -633,26 +634,29 @@ def stacking_bias(wing: Wing, offsets: np.ndarray, half: int, side: int) -> np.n
     Returns
     -------
     numpy.ndarray
-        ``side x side``, in the stack's units (NaN where no model star is known).
+        ``side x side``, in the stack's units.
     """
-    stars = _less_border(_offset_moffats(wing, side, offsets))
-    found = _aligned_stack(stars, half)
-    centred = _less_border(_offset_moffats(wing, side, np.zeros((2, 1))))[0]
-    outer, r = side // 2, np.arange(-half, half + 1, dtype=float)
-    core = r[:, None] ** 2 + r[None, :] ** 2 <= (half / 2.0) ** 2
-    inner = slice(outer - half, outer + half + 1)
-    truth = centred / float(centred[inner, inner][core].sum())
+    found = _aligned_stack(_less_border(_offset_moffats(wing, side, offsets)), half)
     if found is None:
         return np.zeros((side, side))
-    return found.stack - truth
+    centred = _less_border(_offset_moffats(wing, side, np.zeros((2, 1))))[0]
+    inner = slice(side // 2 - half, side // 2 + half + 1)
+    return found.stack - centred / float(centred[inner, inner][_core_disk(half)].sum())
+
+
+def _core_disk(half: int) -> np.ndarray:
+    """The pixels of a star's core flux: within ``half / 2`` of the centre of a
+    ``(2 half + 1)^2`` stamp."""
+    r = np.arange(-half, half + 1, dtype=float)
+    result: np.ndarray = r[:, None] ** 2 + r[None, :] ** 2 <= (half / 2.0) ** 2
+    return result
 
 
 def _offset_moffats(wing: Wing, side: int, offsets: np.ndarray) -> np.ndarray:
     """``wing``'s Moffat averaged over each pixel (:data:`~diffviewer.engine.psf_wing.SUBSAMPLE`
     sub-pixels a side) of ``side x side`` cutouts, centred ``offsets`` (``(2, n)`` px, x
     then y) from their centres: ``(n, side, side)``."""
-    sub = (np.arange(SUBSAMPLE) + 0.5) / SUBSAMPLE - 0.5
-    axis = (np.arange(side, dtype=float)[:, None] - side // 2 + sub[None, :]).ravel()
+    axis = (np.arange(side, dtype=float)[:, None] - side // 2 + subpixels()[None, :]).ravel()
     x = axis[None, None, :] - offsets[0][:, None, None]
     y = axis[None, :, None] - offsets[1][:, None, None]
     fine = moffat(np.hypot(x, y), wing.amplitude, wing.alpha, wing.beta)

@@ -120,12 +120,18 @@ def _distinct_radii(half: int) -> tuple[np.ndarray, np.ndarray]:
     return radii, where
 
 
+def subpixels() -> np.ndarray:
+    """Offsets (px) of a pixel's :data:`SUBSAMPLE` sub-pixel centres along one side from
+    its centre."""
+    result: np.ndarray = (np.arange(SUBSAMPLE) + 0.5) / SUBSAMPLE - 0.5
+    return result
+
+
 def _subpixel_radii(half: int) -> np.ndarray:
     """Distance (px) from the centre of a ``(2 half + 1)^2`` stamp of the centres of the
     :data:`SUBSAMPLE` x :data:`SUBSAMPLE` sub-pixels of each pixel: shape ``(2 half + 1,
     2 half + 1, SUBSAMPLE, SUBSAMPLE)``, row and column of the pixel first."""
-    sub = (np.arange(SUBSAMPLE) + 0.5) / SUBSAMPLE - 0.5
-    axis = (np.arange(-half, half + 1, dtype=float)[:, None] + sub[None, :]).ravel()
+    axis = (np.arange(-half, half + 1, dtype=float)[:, None] + subpixels()[None, :]).ravel()
     n = 2 * half + 1
     fine = np.hypot(axis[:, None], axis[None, :]).reshape(n, SUBSAMPLE, n, SUBSAMPLE)
     result: np.ndarray = fine.transpose(0, 2, 1, 3)

@@ -110,6 +110,9 @@ COARSE_STACK_FWHM = 3.5
 #: pass, 3.55 after two and three.
 BIAS_ITERATIONS = 2
 
+#: Model stars :func:`stacking_bias` renders at a time.
+MODEL_BLOCK = 32
+
 #: Header cards holding the PSF FWHM, in px unless their comment says otherwise, looked up
 #: in order (DECam community pipeline).
 HEADER_FWHM_PX_KEYS = ("FWHM", "PSF_FWHM", "FWHMPSF")
@@ -655,13 +658,21 @@ def _core_disk(half: int) -> np.ndarray:
 def _offset_moffats(wing: Wing, side: int, offsets: np.ndarray) -> np.ndarray:
     """``wing``'s Moffat averaged over each pixel (:data:`~diffviewer.engine.psf_wing.SUBSAMPLE`
     sub-pixels a side) of ``side x side`` cutouts, centred ``offsets`` (``(2, n)`` px, x
-    then y) from their centres: ``(n, side, side)``."""
+    then y) from their centres: ``(n, side, side)``. Made :data:`MODEL_BLOCK` stars at a
+    time: 300 stars of 45 px at once peaked at 136 MB (299 ms), 32 at a time 24 MB (93 ms)."""
     axis = (np.arange(side, dtype=float)[:, None] - side // 2 + subpixels()[None, :]).ravel()
-    x = axis[None, None, :] - offsets[0][:, None, None]
-    y = axis[None, :, None] - offsets[1][:, None, None]
-    fine = moffat(np.hypot(x, y), wing.amplitude, wing.alpha, wing.beta)
     n = offsets.shape[1]
-    return fine.reshape(n, side, SUBSAMPLE, side, SUBSAMPLE).mean(axis=(2, 4))
+    out = np.empty((n, side, side))
+    for start in range(0, n, MODEL_BLOCK):
+        dx, dy = offsets[:, start : start + MODEL_BLOCK]
+        r = np.hypot(
+            axis[None, None, :] - dx[:, None, None], axis[None, :, None] - dy[:, None, None]
+        )
+        fine = moffat(r, wing.amplitude, wing.alpha, wing.beta)
+        out[start : start + MODEL_BLOCK] = fine.reshape(
+            len(dx), side, SUBSAMPLE, side, SUBSAMPLE
+        ).mean(axis=(2, 4))
+    return out
 
 
 def compact_sources(

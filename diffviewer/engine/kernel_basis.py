@@ -153,16 +153,16 @@ def fit_wing(psf: PsfEstimate) -> tuple[Wing, np.ndarray] | None:
     1.5 px). On issue 12's 300^2 Moffat pairs of 25 stars the science stacks' 2.54-2.72
     became 2.46-2.63 and the kernel sums' mean -0.37 % became -0.20 % (:mod:`kernel_spread`).
 
-    Parameters
-    ----------
-    psf : PsfEstimate
-        The target image's PSF (centred, sum 1).
-
     The covariance is the fit's: the inverse of the normal matrix scaled by the residuals'
     mean square, the amplitude and offset marginalised. It takes the stack's pixels as
     independent, which its stars' recentring and median make them only roughly: on issue
     12's eight 300^2 Moffat pairs (9-15 science stars, index 2.5) the fitted indices
     2.46-2.63 lie 1.5 of these errors (0.03-0.06) from the truth in rms, their mean +0.036.
+
+    Parameters
+    ----------
+    psf : PsfEstimate
+        The target image's PSF (centred, sum 1).
 
     Returns
     -------

@@ -906,7 +906,7 @@ def test_profiles_moved_beyond_their_bounds_give_the_sums_error_or_none_not_a_cr
 
     # the target's index 2.5 +- 0.9: forward gives a spread (still below the source's 3.5)
     assert 0.0 < error(0.9) < 0.2
-    # +- 1.2: forward is as steep as the source (no spread), back is below the bounds'
-    # 1.5 (before: a math domain error)
-    assert np.isnan(error(1.2))
+    # +- 1.7: forward is steeper than the source (no spread), back is 0.8, below the
+    # bounds' 1.5 (before: a math domain error, an index below 1 having no radius)
+    assert np.isnan(error(1.7))
     assert np.isnan(error(25.0))

@@ -178,7 +178,7 @@ def test_the_stack_of_coarsely_sampled_stars_is_corrected_for_its_recentring(
     # Moffats of FWHM 2.0 px at random phases: recentred by Fourier shifts and stacked,
     # their photometric PSF image read indices 2.75 and 4.00 and core widths 9 % and 10 %
     # wide; with the Moffat fitted to it stacked the same way and the difference taken
-    # out (psf.stacking_bias, twice) 2.50 and 3.55, core widths within 1 %.
+    # out (psf.stacking_bias, twice) 2.50 and 3.55, core widths within 1.1 %.
     exposure, x, y = _noise_free_stars(2.0, beta)
     est = psf.estimate_psf(exposure, x, y, photometric=True)
     assert est.source == "measured" and est.fwhm < psf.COARSE_STACK_FWHM

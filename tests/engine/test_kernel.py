@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from scipy import ndimage
 
 from diffviewer.config import KernelConfig
@@ -910,3 +912,38 @@ def test_profiles_moved_beyond_their_bounds_give_the_sums_error_or_none_not_a_cr
     # bounds' 1.5 (before: a math domain error, an index below 1 having no radius)
     assert np.isnan(error(1.7))
     assert np.isnan(error(25.0))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.floats(1.6, 8.0),
+    st.floats(1.55, 6.0),
+    st.floats(1e-4, 3.0),
+    st.floats(1e-4, 8.0),
+    st.floats(1e-4, 3.0),
+    st.floats(1e-4, 8.0),
+)
+def test_the_wing_profiles_sum_error_is_a_number_or_nan_for_any_fits(
+    source_beta: float,
+    target_beta: float,
+    source_alpha_error: float,
+    source_beta_error: float,
+    target_alpha_error: float,
+    target_beta_error: float,
+) -> None:
+    # Any profiles the fits may give, with any errors, moved by them: the sum's relative
+    # error is a number at least 0 or NaN (no move gave a spread), never an exception.
+    sci, tmpl = moffat_psf(4.0, 2.5), moffat_psf(2.8, 3.5)
+    config = KernelConfig()
+    sigmas = kernel_basis.basis_sigmas(tmpl.fwhm, sci.fwhm, config)[0]
+    source = kernel_basis.Wing(2.5, source_beta)
+    target = kernel_basis.Wing(3.5, target_beta)
+    spread = kernel_spread.spread_of(tmpl, sci, (source, target), sigmas, config, 99)
+    assume(spread is not None)
+    assert spread is not None
+    fits = (
+        (source, np.diag([source_alpha_error, source_beta_error]) ** 2),
+        (target, np.diag([target_alpha_error, target_beta_error]) ** 2),
+    )
+    error = kernel_spread.profile_sum_error(tmpl, sci, fits, sigmas, config, (99, spread[1]))
+    assert np.isnan(error) or error >= 0.0

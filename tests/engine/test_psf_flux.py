@@ -6,9 +6,11 @@ import dataclasses
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from diffviewer.engine import kernel_basis, psf, psf_wing
-from diffviewer.exposure import Exposure
+from diffviewer.exposure import Exposure, MaskPlane
 from diffviewer.synthetic import make_pair, moffat_alpha, render_gaussians, render_moffats
 from tests.engine.helpers import injected_flux_ratios, run_as_command
 
@@ -209,3 +211,25 @@ def test_the_stacking_bias_is_nil_for_well_sampled_stars_only(fwhm: float, large
         assert bias > 0.01 * peak
     else:
         assert bias < largest * peak
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.floats(0.0, 0.003), st.floats(1.6, 2.6))
+def test_a_coarse_stack_with_bad_pixels_is_corrected_whole(
+    seed: int, bad: float, fwhm: float
+) -> None:
+    # Sharp stars (FWHM 1.6-2.6 px) with noise and bad pixels (masked BAD, holding a
+    # value far off, as a read file's are filled) over up to 0.3 % of the image, which
+    # reach some stars' wings: the photometric PSF, corrected for its recentring, is
+    # finite, sums to 1 and peaks at its centre.
+    exposure, x, y = _noise_free_stars(fwhm, 2.5)
+    rng = np.random.default_rng(seed)
+    holes = rng.random(exposure.shape) < bad
+    image = np.where(holes, -1e4, exposure.image + rng.normal(0.0, 5.0, exposure.shape))
+    mask = np.where(holes, int(MaskPlane.BAD), 0).astype(np.int16)
+    noisy = Exposure(image, np.full(exposure.shape, 25.0), mask)
+    est = psf.estimate_psf(noisy, x, y, photometric=True)
+    assert est.source == "measured" and est.photometric is not None, est.reason
+    assert np.all(np.isfinite(est.photometric))
+    assert float(est.photometric.sum()) == pytest.approx(1.0)
+    assert psf.peaked_at_centre(est.photometric)

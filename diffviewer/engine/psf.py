@@ -50,6 +50,7 @@ from diffviewer.engine.psf_wing import (
     Wing,
     extended,
     moffat,
+    pixel_moffat,
     psf_image,
     subpixels,
     without_neighbours,
@@ -93,16 +94,16 @@ BRIGHT_HALF = 8
 SHARP_FWHM = 2.5
 UPSAMPLE = 4
 
-#: Moment FWHM (px) below which the stars of a photometric PSF are too coarsely sampled
-#: for their stack: its bias is taken out (:func:`stacking_bias`) and the run says so
-#: (:func:`coarse_stack_note`). Each star is recentred by a Fourier shift, which an
-#: undersampled star's aliased image does not survive whole: noise-free Moffats at random
-#: sub-pixel positions stack with a core 9 % wide at FWHM 2.0 px, 0.6 % at 2.8 px, none at
-#: 4.0. On synthetic pairs (science Moffat index 2.5, three seeds of 80 bright transients
-#: each) the catalog's PSF fluxes came out +0.77 % and +0.81 % at moment FWHM 2.67 and
-#: 3.35 px (Moffat FWHM 2.2 and 2.8), +0.43 % and +0.75 % with the bias taken out, +0.24 %
-#: and +0.30 % with the true science PSF given; +0.17 % at 3.58 (the true PSF's -0.08 %:
-#: GOTO's science is 3.58 px) and +0.15 % at 4.03.
+#: Moment FWHM (px) of a measured PSF (:attr:`PsfEstimate.fwhm`) below which its stars are too
+#: coarsely sampled for their stack: the photometric stack's bias is taken out
+#: (:func:`stacking_bias`) and the run says so (:func:`coarse_stack_note`). Each star is recentred
+#: by a Fourier shift, which an undersampled star's aliased image does not survive whole: noise-free
+#: Moffats at random sub-pixel positions stack with a core 9 % wide at FWHM 2.0 px, 0.6 % at 2.8 px,
+#: none at 4.0. On synthetic pairs (science Moffat index 2.5, three seeds of 80 bright transients
+#: each) the catalog's PSF fluxes came out +0.77 % and +0.81 % at moment FWHM 2.67 and 3.35 px
+#: (Moffat FWHM 2.2 and 2.8), +0.43 % and +0.75 % with the bias taken out, +0.24 % and +0.30 % with
+#: the true science PSF given; +0.17 % at 3.58 (the true PSF's -0.08 %: GOTO's science is 3.58 px)
+#: and +0.15 % at 4.03.
 COARSE_STACK_FWHM = 3.5
 
 #: Passes of :func:`stacking_bias`, each with the Moffat fitted to the last pass's stack:
@@ -529,7 +530,12 @@ def _wing_of(stack: np.ndarray, half: int, fwhm: float) -> tuple[np.ndarray, flo
 
 
 def stack_stars(
-    exposure: Exposure, x: np.ndarray, y: np.ndarray, half: int, extent: int = 1
+    exposure: Exposure,
+    x: np.ndarray,
+    y: np.ndarray,
+    half: int,
+    extent: int = 1,
+    debias: bool = False,
 ) -> tuple[np.ndarray, int, float, Wing | None]:
     """Median stack of recentred star cutouts, each normalised by its core flux.
 
@@ -549,6 +555,9 @@ def stack_stars(
         then taken out with that PSF, and the stars stacked and the wing fitted again.
         With 1, the stack's own border is the sky and no wing is fitted (cutouts too
         small for more).
+    debias : bool
+        Take the bias of recentring coarsely sampled stars out of a stack whose wing is
+        fitted (:func:`stacking_bias`).
 
     Returns
     -------
@@ -585,7 +594,7 @@ def stack_stars(
         if again is not None:
             stack, index, flux, offsets = again.stack, again.index, again.flux, again.offsets
             fitted = _wing_of(stack, half, _centre_fwhm(stack, half))
-    if fitted is not None and _centre_fwhm(stack, half) < COARSE_STACK_FWHM:
+    if debias and fitted is not None:
         stack, fitted = _debiased(stack, fitted, offsets, half)
     if fitted is not None:
         return fitted[0], len(index), fitted[1], fitted[2]
@@ -600,14 +609,14 @@ def _debiased(
     half: int,
 ) -> tuple[np.ndarray, tuple[np.ndarray, float, Wing]]:
     """``stack`` less its :func:`stacking_bias` (:data:`BIAS_ITERATIONS` passes, each with
-    the Moffat fitted to the last), and its wing fit (:func:`_wing_of`); as given when a
-    pass's stack cannot be fitted."""
+    the Moffat fitted to the last), and its wing fit (:func:`_wing_of`): the last pass
+    whose stack could be fitted (the stack as given when none could)."""
     best = stack, fitted
     for _ in range(BIAS_ITERATIONS):
         corrected = stack - stacking_bias(best[1][2], offsets, half, stack.shape[0])
         again = _wing_of(corrected, half, _centre_fwhm(corrected, half))
         if again is None:
-            return stack, fitted
+            break
         best = corrected, again
     return best
 
@@ -642,7 +651,7 @@ def stacking_bias(wing: Wing, offsets: np.ndarray, half: int, side: int) -> np.n
     found = _aligned_stack(_less_border(_offset_moffats(wing, side, offsets)), half)
     if found is None:
         return np.zeros((side, side))
-    centred = _less_border(_offset_moffats(wing, side, np.zeros((2, 1))))[0]
+    centred = _less_border(pixel_moffat(wing.amplitude, wing.alpha, wing.beta, side // 2)[None])[0]
     inner = slice(side // 2 - half, side // 2 + half + 1)
     return found.stack - centred / float(centred[inner, inner][_core_disk(half)].sum())
 
@@ -797,13 +806,21 @@ def coarse_stack_note(science_psf: PsfEstimate) -> tuple[str, ...]:
         return ()
     if science_psf.fwhm >= COARSE_STACK_FWHM:
         return ()
+    if science_psf.photometric is not None:
+        effect = (
+            "with the stack's core corrected for it PSF fluxes still came out 0.2-0.45 % "
+            "higher than with the true PSF on synthetic pairs at 2.7-3.4 px"
+        )
+    else:
+        effect = (
+            "no wing was fitted to the stack to model that with, so its core is not "
+            "corrected and PSF fluxes may be ~0.6 % high (Gaussian synthetic stars at 2.0 px)"
+        )
     return (
         f"the science PSF, stacked from {science_psf.n_stars} stars, is "
         f"{science_psf.fwhm:.2f} px FWHM, below {COARSE_STACK_FWHM} px: its stars, recentred "
-        "by Fourier shifts, are too coarsely sampled for that, and with the stack's core "
-        "corrected for it PSF fluxes still came out 0.2-0.45 % higher than with the true "
-        "PSF on synthetic pairs at 2.7-3.4 px; give the exposure's own PSF image where it "
-        "has one",
+        f"by Fourier shifts, are too coarsely sampled for that, and {effect}; give the "
+        "exposure's own PSF image where it has one",
     )
 
 
@@ -823,7 +840,8 @@ def _with_photometric(
     """A measured PSF with its photometric image: the stars at (x, y) stacked to the
     estimate's size with their wing (:data:`WING_EXTENT`); unchanged when none is fitted."""
     half = est.image.shape[0] // 2
-    image, n, enclosed, wing = stack_stars(exposure, x, y, half, WING_EXTENT)
+    coarse = est.fwhm < COARSE_STACK_FWHM
+    image, n, enclosed, wing = stack_stars(exposure, x, y, half, WING_EXTENT, debias=coarse)
     if wing is None or n < MIN_STARS:
         return dataclasses.replace(est, reason=f"{est.reason}; no wing fitted")
     if not peaked_at_centre(image):
@@ -833,6 +851,8 @@ def _with_photometric(
             "centre (noise, or cores clipped without a saturation level): no wing fitted",
         )
     why = f"{est.reason}; for fluxes, {n} stars and {wing.describe(enclosed)}"
+    if coarse:
+        why += "; its core corrected for the coarsely sampled stars' recentring"
     return dataclasses.replace(est, reason=why, photometric=frozen(image), enclosed=enclosed)
 
 

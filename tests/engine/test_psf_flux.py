@@ -153,6 +153,14 @@ def test_a_science_psf_stacked_too_coarsely_is_said(fwhm: float, warned: bool) -
     assert bool(said) is warned, result.warnings
     if warned:
         assert f"{result.science_psf.fwhm:.2f} px FWHM" in said[0]
+        assert "with the stack's core corrected" in said[0]
+        assert "core corrected for the coarsely sampled" in result.science_psf.reason
+        # A stack without a photometric image (no wing fitted: Gaussian stars) is not
+        # corrected, and the warning says so.
+        bare = dataclasses.replace(result.science_psf, photometric=None)
+        assert "not corrected" in psf.coarse_stack_note(bare)[0]
+    else:
+        assert "corrected" not in result.science_psf.reason
     # A PSF the file gives is not stacked: nothing is said of it.
     given = dataclasses.replace(result.science_psf, source="given")
     assert psf.coarse_stack_note(given) == ()

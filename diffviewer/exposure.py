@@ -58,6 +58,13 @@ UNUSABLE = (
     | MaskPlane.CR
 )
 
+#: Unusable planes of defects local to their pixels (a bad pixel or column, a cosmic
+#: ray): they say nothing of the pixels beside them, so a star with one in its wing is
+#: still measured, that pixel taken as unknown. The other unusable planes leave a star
+#: out wherever they touch it: a saturated star's mask (grown) stands beside light that
+#: was not measured, and no data or the edge beside a border.
+PIXEL_DEFECTS = MaskPlane.BAD | MaskPlane.CR
+
 #: The mask's dtype: the planes of :class:`MaskPlane` need 10 bits, so 16 (signed, so that
 #: ``~plane`` stays in range and FITS stores it without BZERO) halve every mask plane a
 #: run holds against int32 (6.8 MB saved a plane on GOTO, 34 MB at 4096^2).

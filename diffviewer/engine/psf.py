@@ -21,7 +21,9 @@ The fallback chain of :func:`estimate_psf`, first that applies:
 Each estimate carries a ``reason`` in words (which stars, how many, what was left out).
 
 The PSF image is the median of background-subtracted, flux-normalised cutouts of the
-stars, each shifted to a common sub-pixel centre in Fourier space. Its FWHM and
+stars, each shifted to a common sub-pixel centre in Fourier space (a pixel defect outside
+a star's core, a cosmic ray in its wing, is a pixel it does not give:
+:func:`~diffviewer.engine.psf_stars.measurable`). Its FWHM and
 ellipticity come from adaptive (Gaussian-weighted, iterated) second moments of that
 stack, which for a Gaussian converge to its covariance.
 """
@@ -43,7 +45,14 @@ from diffviewer.engine.moments import (
     cutouts,
     shape_from_covariance,
 )
-from diffviewer.engine.psf_stars import LOCUS_MIN_SNR, MIN_FWHM, select_stars_nested
+from diffviewer.engine.psf_stars import (
+    LOCUS_MIN_SNR,
+    MIN_FWHM,
+    border_sky,
+    less_sky,
+    measurable,
+    select_stars_nested,
+)
 from diffviewer.engine.psf_wing import (
     SUBSAMPLE,
     WING_EXTENT,
@@ -56,7 +65,7 @@ from diffviewer.engine.psf_wing import (
     without_neighbours,
 )
 from diffviewer.exposure import UNUSABLE, Exposure
-from diffviewer.stats import FWHM_PER_SIGMA, MAD_TO_SIGMA, nanmedian_last
+from diffviewer.stats import FWHM_PER_SIGMA, nanmedian_last
 
 #: FWHM (px) of the Gaussian used when neither stars nor a given PSF are available:
 #: about 1" seeing at 0.3"/px, a common ground-based case; the result says ``source='default'``.
@@ -70,6 +79,11 @@ MAX_STARS = 300
 
 #: Passes of the weighted centroid that recentres each star before stacking.
 CENTROID_ITERATIONS = 4
+
+#: Pixels (px) a star's recentring can move a value by: its centroid's shift is at most
+#: 1.5 px. A stacked star's core flux must be whole this far beyond its radius, and
+#: pixels this close to an unknown one are unknown once the star is shifted.
+SHIFT_REACH = 2
 
 #: Pixels of the cutouts :func:`_aligned_stack` recentres at a time: a block's transforms
 #: and masks stay in the cache (GOTO's (196, 49, 49) stacks 29 -> 23 ms, the synthetic
@@ -343,7 +357,9 @@ def fourier_shift(stamps: np.ndarray, dx: np.ndarray, dy: np.ndarray) -> np.ndar
 def _star_cutouts(
     exposure: Exposure, x: np.ndarray, y: np.ndarray, half: int, outer: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Cutouts of half-width ``outer`` of the stars whose central ``half`` is usable.
+    """Cutouts of half-width ``outer`` of the stars :func:`~diffviewer.engine.psf_stars.measurable`
+    within their central ``half``, whose core flux (within ``half / 2``) and whatever a
+    recentring moves into it (:data:`SHIFT_REACH`) are whole.
 
     Returns
     -------
@@ -356,11 +372,10 @@ def _star_cutouts(
     inside = (xi >= half) & (xi < nx - half) & (yi >= half) & (yi < ny - half)
     masks, _ = cutouts(exposure.mask, xi, yi, outer)
     inner = slice(outer - half, outer + half + 1)
-    unusable = (masks & int(UNUSABLE)) != 0
-    ok = inside & ~np.any(unusable[:, inner, inner], axis=(1, 2))
+    ok = inside & measurable(masks[:, inner, inner], half / 2.0 + SHIFT_REACH)
     wide, _ = cutouts(exposure.image, xi[ok], yi[ok], outer, fill=np.nan)
     out = wide.astype(np.float64)
-    np.copyto(out, np.nan, where=unusable[ok])
+    np.copyto(out, np.nan, where=(masks[ok] & int(UNUSABLE)) != 0)
     return out, ok
 
 
@@ -368,10 +383,7 @@ def _less_border(stamps: np.ndarray) -> np.ndarray:
     """Cutouts less the median of their border's known pixels."""
     if len(stamps) == 0:
         return stamps
-    border = np.concatenate(
-        [stamps[:, 0, :], stamps[:, -1, :], stamps[:, :, 0], stamps[:, :, -1]], axis=1
-    )
-    level = nanmedian_last(border)
+    level = border_sky(stamps)[0]
     return stamps - np.where(np.isfinite(level), level, 0.0)[:, None, None]
 
 
@@ -442,6 +454,7 @@ def _aligned_stack(wide: np.ndarray, half: int) -> Aligned | None:
     if not used:
         return None
     stack = nanmedian_last(np.moveaxis(scaled[:used], 0, -1))
+    stack[inner, inner] = _rings_filled(stack[inner, inner])
     # The stars were aligned on their cores; the PSF image is centred on its light
     # centroid (weight sigma half / 3), as the kernel and ZOGY take positions to be.
     broad = np.exp(-0.5 * (r / max(half / 3.0, 1.0)) ** 2)
@@ -454,6 +467,35 @@ def _aligned_stack(wide: np.ndarray, half: int) -> Aligned | None:
         moved = fourier_shift(filled[None], np.array([-sx]), np.array([-sy]))[0]
         stack = np.where(np.isfinite(stack), moved, np.nan)
     return Aligned(stack, np.concatenate(index), np.concatenate(flux), np.hstack(offsets))
+
+
+def _rings_filled(centre: np.ndarray) -> np.ndarray:
+    """A stack's centre with the pixels no star gives (a pixel defect in the same place
+    on every star, as with one or two stars) taken as the median of the known pixels at
+    their distance from the centre, rounded to a pixel (0 where none is known).
+
+    Parameters
+    ----------
+    centre : numpy.ndarray
+        ``(m, m)``, ``m`` odd, centred; NaN where unknown.
+
+    Returns
+    -------
+    numpy.ndarray
+        The same, finite.
+    """
+    unknown = ~np.isfinite(centre)
+    if not unknown.any():
+        return centre
+    r = np.arange(centre.shape[0]) - centre.shape[0] // 2
+    ring = np.rint(np.hypot(r[:, None], r[None, :])).astype(np.intp)
+    known = np.where(unknown, np.nan, centre)
+    out = centre.copy()
+    for k in np.unique(ring[unknown]):
+        values = known[ring == k]
+        values = values[np.isfinite(values)]
+        out[unknown & (ring == k)] = np.median(values) if len(values) else 0.0
+    return out
 
 
 def _recentred(
@@ -484,10 +526,10 @@ def _recentred(
     """
     m = wide.shape[1]
     inner = slice(m // 2 - half, m // 2 + half + 1)
-    # Beyond the centre, pixels within 2 px of a missing one are left out: the sub-pixel
-    # shift below moves values by up to 1.5 px.
+    # Pixels within SHIFT_REACH of a missing one are left out: the sub-pixel shift below
+    # moves values by up to 1.5 px.
     finite = np.isfinite(wide)
-    known = box_extremum(finite, 2, largest=False)
+    known = box_extremum(finite, SHIFT_REACH, largest=False)
     wide = np.where(finite, wide, 0.0)
     stamps = wide[:, inner, inner]
     index = np.nonzero((stamps * first_moments[0]).sum(axis=(1, 2)) > 0)[0]
@@ -507,9 +549,9 @@ def _recentred(
     index, flux = index[keep], flux[keep]
     if m > 2 * half + 1:
         shifted = fourier_shift(wide[index], -dx[keep], -dy[keep])
-        shifted[~known[index]] = np.nan
     else:
         shifted = shift_spectrum(spectrum[keep], (m, m), -dx[keep], -dy[keep])
+    shifted[~known[index]] = np.nan
     np.divide(shifted, flux[:, None, None], out=out[: len(index)])
     return index, flux, np.stack([dx[keep], dy[keep]])
 
@@ -711,13 +753,10 @@ def compact_sources(
     stamps, inside = cutouts(exposure.image, xi, yi, BRIGHT_HALF)
     masks, _ = cutouts(exposure.mask, xi, yi, BRIGHT_HALF)
     fwhm = np.full(len(xi), np.nan)
-    for k in np.nonzero(inside & ~np.any((masks & int(UNUSABLE)) != 0, axis=(1, 2)))[0]:
-        stamp = stamps[k].astype(np.float64)
-        border = np.concatenate([stamp[0], stamp[-1], stamp[:, 0], stamp[:, -1]])
-        level = np.median(border)
-        noise = MAD_TO_SIGMA * np.median(np.abs(border - level))
-        stamp = stamp - level
-        if not stamp[BRIGHT_HALF, BRIGHT_HALF] > BRIGHT_MIN_PEAK_SIGMA * noise:
+    usable = np.nonzero(inside & measurable(masks, BRIGHT_HALF / 2.0))[0]
+    sky_less, noise = less_sky(stamps[usable], masks[usable])
+    for k, stamp, sigma in zip(usable, sky_less, noise, strict=True):
+        if not stamp[BRIGHT_HALF, BRIGHT_HALF] > BRIGHT_MIN_PEAK_SIGMA * sigma:
             continue
         cx, cy, cov = adaptive_moments(stamp)
         if np.hypot(cx - BRIGHT_HALF, cy - BRIGHT_HALF) <= 1.5:

@@ -30,8 +30,8 @@ from scipy.spatial import cKDTree
 
 from diffviewer.engine.field_terms import chebyshev_terms
 from diffviewer.engine.moments import adaptive_moments_stack, cutouts, shapes_from_covariances
-from diffviewer.exposure import UNUSABLE, Exposure
-from diffviewer.stats import MAD_TO_SIGMA
+from diffviewer.exposure import PIXEL_DEFECTS, UNUSABLE, Exposure
+from diffviewer.stats import MAD_TO_SIGMA, nanmedian_last
 
 #: Narrowest plausible PSF FWHM (px): narrower peaks are cosmic rays or hot pixels.
 MIN_FWHM = 1.0
@@ -119,30 +119,96 @@ def unique_index(x: np.ndarray, y: np.ndarray, radius: float = SAME_SOURCE_PX) -
     return np.nonzero(keep)[0]
 
 
+def measurable(masks: np.ndarray, radius: float) -> np.ndarray:
+    """Which stars can be measured from their mask cutouts.
+
+    A star's core, within ``radius`` px of its cutout's centre, must hold no unusable
+    pixel; beyond it, pixel defects (:data:`~diffviewer.exposure.PIXEL_DEFECTS`: a
+    cosmic ray or a bad pixel in the wing) are left for the caller to take as unknown,
+    and any other unusable plane (a saturated neighbour, no data) leaves the star out.
+
+    Parameters
+    ----------
+    masks : numpy.ndarray
+        ``(n, m, m)`` mask cutouts centred on the stars.
+    radius : float
+        Radius (px) of the core that must be whole.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n,)`` True where the star can be measured.
+    """
+    r = np.arange(masks.shape[1]) - masks.shape[1] // 2
+    core = r[:, None] ** 2 + r[None, :] ** 2 <= radius**2
+    unusable = (masks & int(UNUSABLE)) != 0
+    spreading = (masks & int(UNUSABLE & ~PIXEL_DEFECTS)) != 0
+    result: np.ndarray = ~np.any(unusable[:, core], axis=1) & ~np.any(spreading, axis=(1, 2))
+    return result
+
+
+def border_sky(stamps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The sky of cutouts, the median of their border's known pixels, and its noise, the
+    border's MAD as a standard deviation (NaN where no border pixel is known).
+
+    Parameters
+    ----------
+    stamps : numpy.ndarray
+        ``(n, m, m)`` cutouts, NaN where unknown.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        ``(n,)`` sky level and noise.
+    """
+    border = np.concatenate(
+        [stamps[:, 0, :], stamps[:, -1, :], stamps[:, :, 0], stamps[:, :, -1]], axis=1
+    )
+    level = nanmedian_last(border)
+    noise = MAD_TO_SIGMA * nanmedian_last(np.abs(border - level[:, None]))
+    return level, noise
+
+
+def less_sky(stamps: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cutouts less their :func:`border_sky`, unusable pixels taken as sky (0), and the
+    sky's noise.
+
+    Parameters
+    ----------
+    stamps, masks : numpy.ndarray
+        ``(n, m, m)`` image and mask cutouts.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        The cutouts (float64) and ``(n,)`` noise (NaN where no border pixel is usable).
+    """
+    unknown = (masks & int(UNUSABLE)) != 0
+    stamp = np.where(unknown, np.nan, stamps.astype(np.float64))
+    level, noise = border_sky(stamp)
+    return np.where(unknown, 0.0, stamp - level[:, None, None]), noise
+
+
 def source_sizes(
     exposure: Exposure, x: np.ndarray, y: np.ndarray, half: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Adaptive-moment FWHM (px) and aperture S/N of sources (NaN where not measurable).
 
-    Each cutout (side ``2 * half + 1``) must lie inside the image and hold no unusable
-    pixel; its border's median is the sky and the border's MAD its noise. The S/N is
-    the flux within ``half / 2`` px over that noise times the root of the aperture's
-    pixel count. Sources whose moments do not converge within 1.5 px of the cutout
-    centre (blends, sources off their peak) get NaN.
+    Each cutout (side ``2 * half + 1``) must lie inside the image and be
+    :func:`measurable` with a core of the aperture's radius, ``half / 2``: pixel defects
+    beyond it are taken as sky. Its border's median is the sky and the border's MAD its
+    noise. The S/N is the flux within the aperture over that noise times the root of the
+    aperture's pixel count. Sources whose moments do not converge within 1.5 px of the
+    cutout centre (blends, sources off their peak) get NaN.
     """
     xi, yi = np.rint(x).astype(np.intp), np.rint(y).astype(np.intp)
     stamps, inside = cutouts(exposure.image, xi, yi, half)
     masks, _ = cutouts(exposure.mask, xi, yi, half)
-    usable = inside & ~np.any((masks & int(UNUSABLE)) != 0, axis=(1, 2))
+    k = np.nonzero(inside & measurable(masks, half / 2.0))[0]
+    stamp, noise = less_sky(stamps[k], masks[k])
     r = np.arange(-half, half + 1, dtype=float)
     aperture = r[:, None] ** 2 + r[None, :] ** 2 <= (half / 2.0) ** 2
     fwhm, snr = np.full(len(xi), np.nan), np.full(len(xi), np.nan)
-    k = np.nonzero(usable)[0]
-    stamp = stamps[k].astype(np.float64)
-    border = np.concatenate([stamp[:, 0], stamp[:, -1], stamp[:, :, 0], stamp[:, :, -1]], axis=1)
-    level = np.median(border, axis=1)
-    noise = MAD_TO_SIGMA * np.median(np.abs(border - level[:, None]), axis=1)
-    stamp -= level[:, None, None]
     fine = (noise > 0) & np.all(np.isfinite(stamp), axis=(1, 2))
     k, stamp, noise = k[fine], stamp[fine], noise[fine]
     snr[k] = stamp[:, aperture].sum(axis=1) / (noise * np.sqrt(aperture.sum()))

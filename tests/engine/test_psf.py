@@ -8,7 +8,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from diffviewer.engine import psf, psf_stars
-from diffviewer.exposure import Exposure
+from diffviewer.exposure import Exposure, MaskPlane
 from diffviewer.io import normalize_psf
 from diffviewer.synthetic import make_pair, render_gaussians
 
@@ -85,6 +85,23 @@ def test_one_bright_source_gives_the_psf_when_kernel_stars_are_too_few() -> None
     assert est.fwhm == pytest.approx(2.8, rel=0.03)
     # Without the bright list the chain goes on to the default.
     assert psf.estimate_psf(exposure, np.zeros(0), np.zeros(0)).source == "default"
+
+
+def test_a_lone_stars_defect_in_its_wing_is_filled_from_its_ring() -> None:
+    # One star with a bad pixel (masked, 5e3 counts) 7 px from its centre, outside its core:
+    # no other star gives that pixel of the stack, which is the median of the stack's
+    # pixels at its distance from the centre (a NaN there made the PSF NaN and a later
+    # least-squares fit fail). The same PSF as without the defect, within 2 %.
+    clean = _one_star(4.0)
+    image, mask = clean.image.copy(), clean.mask.copy()
+    image[26, 37], mask[26, 37] = 5e3, int(MaskPlane.BAD)
+    bright = (np.array([30.0]), np.array([26.0]))
+    nothing = np.zeros(0)
+    est = psf.estimate_psf(clean.replace(image=image, mask=mask), nothing, nothing, bright=bright)
+    ref = psf.estimate_psf(clean, nothing, nothing, bright=bright)
+    assert est.source == ref.source == "bright sources"
+    assert np.all(np.isfinite(est.image))
+    np.testing.assert_allclose(est.image, ref.image, atol=0.02 * ref.image.max())
 
 
 def test_header_fwhm_when_no_source_is_usable() -> None:

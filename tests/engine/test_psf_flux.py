@@ -9,7 +9,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from diffviewer.engine import kernel_basis, psf, psf_wing
+from diffviewer.engine import kernel_basis, psf, psf_stars, psf_wing
 from diffviewer.exposure import Exposure, MaskPlane
 from diffviewer.synthetic import make_pair, moffat_alpha, render_gaussians, render_moffats
 from tests.engine.helpers import injected_flux_ratios, run_as_command
@@ -222,15 +222,14 @@ def test_the_stacking_bias_is_nil_for_well_sampled_stars_only(fwhm: float, large
 
 
 @settings(max_examples=15, deadline=None)
-@given(st.integers(0, 2**31 - 1), st.floats(0.0, 0.001), st.floats(1.6, 2.6))
+@given(st.integers(0, 2**31 - 1), st.floats(0.0, 0.003), st.floats(1.6, 2.6))
 def test_a_coarse_stack_with_bad_pixels_is_corrected_whole(
     seed: int, bad: float, fwhm: float
 ) -> None:
     # Sharp stars (FWHM 1.6-2.6 px) with noise and bad pixels (masked BAD, holding a
-    # value far off) over up to 0.1 % of the image, which reach some stars' wings: the
+    # value far off) over up to 0.3 % of the image, which reach some stars' wings: the
     # photometric PSF, corrected for its recentring, is finite, sums to 1 and peaks at
-    # its centre. (At 0.3 % no PSF is measured at all: a star with any unusable pixel in
-    # its 25 x 25 cutout is left out of the size-flux locus, an open finding.)
+    # its centre.
     exposure, x, y = _noise_free_stars(fwhm, 2.5)
     rng = np.random.default_rng(seed)
     holes = rng.random(exposure.shape) < bad
@@ -247,3 +246,84 @@ def test_a_coarse_stack_with_bad_pixels_is_corrected_whole(
     assert np.all(np.isfinite(est.photometric))
     assert float(est.photometric.sum()) == pytest.approx(1.0)
     assert psf.peaked_at_centre(est.photometric)
+
+
+def _with_defects(exposure: Exposure, fraction: float, plane: MaskPlane, seed: int) -> Exposure:
+    """``exposure`` with noise (sigma 5) and ``fraction`` of its pixels masked ``plane``
+    and set far off (1e6, as a cosmic ray's)."""
+    rng = np.random.default_rng(seed)
+    holes = rng.random(exposure.shape) < fraction
+    image = np.where(holes, 1e6, exposure.image + rng.normal(0.0, 5.0, exposure.shape))
+    mask = np.where(holes, int(plane), 0).astype(np.int16)
+    return Exposure(image, np.full(exposure.shape, 25.0), mask)
+
+
+def _centred_star_flux(est: psf.PsfEstimate, fwhm: float) -> float:
+    """The PSF flux a PSF estimate gives a noise-free centred Moffat (index 2.5) of flux 1
+    rendered in its image's box alone (a perfect PSF gives the box's share of the star's
+    flux times the PSF's enclosed share: only ratios are read)."""
+    image = est.flux_image
+    half = image.shape[0] // 2
+    centre = np.array([float(half)])
+    star = render_moffats(
+        image.shape,
+        centre,
+        centre,
+        np.ones(1),
+        np.full(1, fwhm),
+        2.5,
+        np.zeros(1),
+        np.zeros(1),
+        6 * half,
+    )
+    return float(np.sum(image * star) / np.sum(image * image) * est.enclosed)
+
+
+@pytest.mark.parametrize("fwhm", [2.4, 4.0])
+def test_cosmic_rays_in_the_stars_wings_leave_the_psf_as_it_was(fwhm: float) -> None:
+    # 36 stars with cosmic rays (masked CR, 1e6) on 0.3 % of the pixels, about what a
+    # minute's exposure masks once each hit is grown by a pixel. A star with any unusable
+    # pixel in its 25 x 25 locus cutout used to be left out, and with it most stars: no
+    # PSF at all at 4 px (a default Gaussian of 3 px), 3-4 stars at 2.4 px. A cosmic ray
+    # says nothing of the pixels beside it: only the stars' cores must be whole, a defect
+    # in a wing is an unknown pixel. Measured: 9 and 15 stars of the clean image's 25,
+    # the same FWHM (within 0.05 %) and PSF flux (within 0.05 %).
+    exposure, x, y = _noise_free_stars(fwhm, 2.5)
+    clean = psf.estimate_psf(_with_defects(exposure, 0.0, MaskPlane.CR, 1), x, y, photometric=True)
+    hit = psf.estimate_psf(_with_defects(exposure, 0.003, MaskPlane.CR, 1), x, y, photometric=True)
+    print(
+        f"\nFWHM {fwhm}: {hit.n_stars} of {clean.n_stars} stars, FWHM {hit.fwhm:.4f} against"
+        f" {clean.fwhm:.4f}, PSF flux {_centred_star_flux(hit, fwhm):.4f} against"
+        f" {_centred_star_flux(clean, fwhm):.4f}"
+    )
+    assert hit.source == "measured", hit.reason
+    # Stars whose core and its 2 px reach (the recentring's) are clean: at 0.3 % about
+    # 40 % of the stars at 4 px (a core radius of 9.5 px), 60 % at 2.4 px; 5 is 2
+    # binomial sigma below the 4 px star's expected 10.
+    assert hit.n_stars >= 5
+    # The stack of 10-25 stars of S/N ~ 2000: its FWHM known to a few 0.01 %.
+    assert hit.fwhm == pytest.approx(clean.fwhm, rel=0.002)
+    assert _centred_star_flux(hit, fwhm) == pytest.approx(
+        _centred_star_flux(clean, fwhm), rel=0.002
+    )
+
+
+@pytest.mark.parametrize(
+    ("plane", "where", "measurable"),
+    [
+        (MaskPlane.CR, (3, 3), True),
+        (MaskPlane.BAD, (0, 12), True),
+        (MaskPlane.CR, (10, 12), False),
+        (MaskPlane.SAT, (3, 3), False),
+        (MaskPlane.NO_DATA, (0, 12), False),
+    ],
+)
+def test_only_a_pixel_defect_outside_the_core_leaves_a_star_measurable(
+    plane: MaskPlane, where: tuple[int, int], measurable: bool
+) -> None:
+    # A 25 x 25 cutout with a core of radius 6: a cosmic ray or bad pixel in the wing is an
+    # unknown pixel; in the core it spoils the star's flux and centre. A saturated pixel
+    # marks a neighbour whose unmeasured light reaches the star; no data, a border.
+    masks = np.zeros((1, 25, 25), dtype=np.int16)
+    masks[0][where] = int(plane)
+    assert bool(psf_stars.measurable(masks, 6.0)[0]) is measurable

@@ -43,7 +43,7 @@ from diffviewer.engine.kernel import KernelFit
 from diffviewer.engine.progress import Reporter
 from diffviewer.engine.subtract import SubtractionProducts, read_only
 from diffviewer.errors import InputError
-from diffviewer.exposure import Exposure, MaskPlane, planes_set
+from diffviewer.exposure import UNUSABLE, Exposure, MaskPlane, planes_clear, planes_set
 from diffviewer.stats import masked_sample
 
 
@@ -233,16 +233,24 @@ def decorrelate(
     phi, factor = decorrelation_kernel(kern, var_source, var_target)
     reporter.update(0.2)
     diff = raw if raw is not None else products.difference
-    # Only NO_DATA values are meaningless; EDGE/BAD pixels hold approximate values and are
-    # whitened with the rest (on a tiny cutout the whole image may be EDGE).
-    no_data = planes_set(diff.mask, int(MaskPlane.NO_DATA))
-    image = np.where(no_data, np.float32(0.0), diff.image) if no_data.any() else diff.image
+    # A defect's value (a cosmic ray, a bad pixel, a saturated core's residual, no data)
+    # whitened with the rest would spread over the filter's footprint, beyond its mask:
+    # at 0.1 % of the science's pixels cosmic rays of 5e4 counts gave 951 of a synthetic
+    # pair's 1051 detections. They are whitened as the difference's expected value, 0,
+    # and keep their own values, unwhitened (no data: 0). EDGE pixels hold approximate
+    # values and are whitened with the rest (on a tiny cutout the whole image may be EDGE).
+    defects = planes_set(diff.mask, int(UNUSABLE & ~MaskPlane.EDGE))
+    image = np.where(defects, np.float32(0.0), diff.image) if defects.any() else diff.image
     (out,) = tiles.convolve(
         image.shape,
         lambda box: (image[box],),
         (phi.astype(np.float32),),
         lambda done: reporter.update(0.2 + 0.7 * done),
     )
+    if defects.any():
+        defects &= planes_clear(diff.mask, int(MaskPlane.NO_DATA))
+        np.copyto(out, diff.image, where=defects)
+    del defects
     reporter.update(0.9)
     psf = decorrelated_psf(products.psf, phi)
     psf.flags.writeable = False

@@ -12,7 +12,9 @@ and variables are not kernel stars), no comparably bright neighbour sits nearby,
 cell of the image is not yet full (the brightest first; cells are at most a quarter of
 the image side), up to ``max_candidates`` in all (each cell's brightest first). Only the
 stars so chosen have their whole stamp checked for masked and saturated pixels on both
-images; one that fails gives its place to the next brightest in its cell. Every
+images (a pixel defect, a cosmic ray or a bad pixel, outside the star's core of
+:data:`~diffviewer.engine.kernel_stamps.CORE_FWHM` is left to the fit to leave out); one
+that fails gives its place to the next brightest in its cell. Every
 ``control_every``-th survivor (in order of decreasing S/N) is held out as a control
 star. Around the stars kept, the detections with light on one image only (beyond the
 field's flux ratio, at one seeing) are listed
@@ -35,12 +37,13 @@ from astropy.table import Table
 
 from diffviewer.config import CandidatesConfig, KernelConfig, toml_text
 from diffviewer.engine.kernel_basis import stamp_half_width
+from diffviewer.engine.kernel_stamps import CORE_FWHM
 from diffviewer.engine.peaks import Peaks, coarse_background, find_peaks
 from diffviewer.engine.progress import Reporter
 from diffviewer.engine.psf import cutouts, estimate_psf, frozen
+from diffviewer.engine.psf_stars import measurable
 from diffviewer.engine.star_fluxes import (
     LOCAL_SNR_MIN,
-    MASKED,
     SATURATED,
     UnmatchedLight,
     aperture_fluxes,
@@ -52,7 +55,7 @@ from diffviewer.engine.star_fluxes import (
     unmatched_light,
 )
 from diffviewer.errors import InputError
-from diffviewer.exposure import Exposure
+from diffviewer.exposure import PIXEL_DEFECTS, Exposure
 from diffviewer.star_list import FIELD as STAR_LIST_FIELD
 from diffviewer.star_list import OR_NONE, StarList, read_star_list
 
@@ -180,7 +183,8 @@ def star_list_note(
         "stars the selection keeps (unsaturated, with a science S/N from "
         f"candidates.snr_min = {toml_text(config.snr_min)} to candidates.snr_max = "
         f"{toml_text(config.snr_max)}, a source of their own at each position, and "
-        f"{side} x {side} px stamps inside the image clear of masked pixels), {OR_NONE}"
+        f"{side} x {side} px stamps inside the image clear of masked pixels, but for pixel "
+        f"defects outside the star's core), {OR_NONE}"
     )
 
 
@@ -341,25 +345,30 @@ def _stamp_flags(
     xi: np.ndarray,
     yi: np.ndarray,
     half: int,
-    sat_science: float,
-    sat_template: float,
+    core_radius: float,
+    saturation: tuple[float, float],
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Whether each stamp holds masked, or saturated, pixels on either image."""
+    """Whether each stamp is masked, or saturated, on either image.
+
+    Masked: not :func:`~diffviewer.engine.psf_stars.measurable` with a core of
+    ``core_radius`` px (a pixel defect outside the core, a cosmic ray in the wing, is
+    left to the fit to leave out). Saturated: a saturated plane, or a value at the
+    image's ``saturation`` level (science, template), pixel defects' left out.
+    """
     masked = np.zeros(len(xi), dtype=bool)
     saturated = np.zeros(len(xi), dtype=bool)
     chunk = max(1, int(2e7 // (2 * half + 1) ** 2))
     for start in range(0, len(xi), chunk):
         sl = slice(start, start + chunk)
-        bits = (
-            cutouts(science.mask, xi[sl], yi[sl], half)[0]
-            | cutouts(template.mask, xi[sl], yi[sl], half)[0]
-        )
-        masked[sl] = np.any((bits & MASKED) != 0, axis=(1, 2))
-        saturated[sl] = (
-            np.any((bits & SATURATED) != 0, axis=(1, 2))
-            | (cutouts(science.image, xi[sl], yi[sl], half)[0].max(axis=(1, 2)) >= sat_science)
-            | (cutouts(template.image, xi[sl], yi[sl], half)[0].max(axis=(1, 2)) >= sat_template)
-        )
+        bits = np.zeros((len(xi[sl]), 2 * half + 1, 2 * half + 1), dtype=science.mask.dtype)
+        for exposure, level in zip((science, template), saturation, strict=True):
+            planes = cutouts(exposure.mask, xi[sl], yi[sl], half)[0]
+            values = cutouts(exposure.image, xi[sl], yi[sl], half)[0]
+            np.putmask(values, (planes & int(PIXEL_DEFECTS)) != 0, -np.inf)
+            saturated[sl] |= values.max(axis=(1, 2)) >= level
+            bits |= planes
+        masked[sl] = ~measurable(bits & ~SATURATED, core_radius)
+        saturated[sl] |= np.any((bits & SATURATED) != 0, axis=(1, 2))
     return masked, saturated
 
 
@@ -485,7 +494,9 @@ def select_candidates(
         todo = keep[~checked[keep]]
         if not len(todo):
             break
-        masked, saturated = _stamp_flags(science, template, xi[todo], yi[todo], half, sat_s, sat_t)
+        masked, saturated = _stamp_flags(
+            science, template, xi[todo], yi[todo], half, CORE_FWHM * fwhm, (sat_s, sat_t)
+        )
         checked[todo] = True
         flag = np.zeros(len(xi), dtype=bool)
         flag[todo] = masked

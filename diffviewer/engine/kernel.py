@@ -73,7 +73,7 @@ from diffviewer.engine.kernel_region import RegionChoice, choose_region
 from diffviewer.engine.kernel_solution import KernelFit, KernelSolution
 from diffviewer.engine.kernel_spatial import fit_spatial, jackknife_error, usable_orders
 from diffviewer.engine.kernel_spread import spread_basis, spread_solution, wing_spread
-from diffviewer.engine.kernel_stamps import fit_stamps
+from diffviewer.engine.kernel_stamps import CORE_FWHM, fit_stamps
 from diffviewer.engine.kernel_star_sums import star_kernel_sums
 from diffviewer.engine.kernel_sum_order import SumOrderChoice, choose_sum_order
 from diffviewer.engine.progress import Reporter
@@ -338,8 +338,8 @@ def fit_kernel(
     # basis, to the image itself.
     stamp_basis = frozen(basis) if spread is None else spread_basis(basis, spread.image)
     fitted = source if spread is None else convolved(source, spread.image)
-    stamps = build_stamps(fitted, target, x, y, basis.shape[-1], plan.fit_half)
     fwhm = max(sci_psf.fwhm, tmpl_psf.fwhm)
+    stamps = build_stamps(fitted, target, x, y, basis.shape[-1], plan.fit_half, CORE_FWHM * fwhm)
     core_half = None if config.fit_region == "whole" else plan.core_half
     # A star beside light on the convolved image only is not fitted (nor read, as a
     # masked stamp is not).

@@ -17,7 +17,9 @@ from collections.abc import Iterator
 import numpy as np
 import scipy.fft as sfft
 
-from diffviewer.engine.psf import PsfEstimate, cutouts
+from diffviewer.engine.moments import box_extremum, cutouts
+from diffviewer.engine.psf import PsfEstimate
+from diffviewer.engine.psf_stars import measurable
 from diffviewer.engine.tiles import kernel_spectrum
 from diffviewer.exposure import UNUSABLE, Exposure
 
@@ -67,7 +69,12 @@ class Stamps:
     var_source : numpy.ndarray
         ``(n, m, m)`` source variance stamps (for ``K^2 * var``).
     ok : numpy.ndarray
-        ``(n,)`` stamp inside the image and unmasked.
+        ``(n,)`` stamp inside the image, its star measurable
+        (:func:`~diffviewer.engine.psf_stars.measurable`: an unusable pixel only a pixel
+        defect outside its core).
+    usable : numpy.ndarray
+        ``(n, npix)`` target pixels a fit may use: neither unusable on the target nor
+        within the kernel's reach of a pixel unusable on the source.
     fit_half : int
         Half-width (px) of the fit region.
     """
@@ -77,6 +84,7 @@ class Stamps:
     var_target: np.ndarray
     var_source: np.ndarray
     ok: np.ndarray
+    usable: np.ndarray
     fit_half: int
 
 
@@ -87,6 +95,7 @@ def build_stamps(
     y: np.ndarray,
     size: int,
     fit_half: int,
+    core_radius: float,
 ) -> Stamps:
     """Cut the stamps around the candidates (the design is made when fitted:
     :func:`design_chunks`).
@@ -101,18 +110,35 @@ def build_stamps(
         Kernel side (px): the source stamps reach ``size // 2`` beyond the fit region.
     fit_half : int
         Half-width (px) of the fit region.
+    core_radius : float
+        Radius (px) of a star's core, which must be whole on both images (a pixel defect
+        on the source beside it leaves the target's pixels within the kernel's reach of
+        it out of the fit: on a synthetic pair whose convolved science held cosmic rays
+        on 0.3 % of its pixels, 28 stamps were fitted so where a whole reach about the
+        core kept 11, of 36 without them, their kernel sums as close to the truth).
 
     Returns
     -------
     Stamps
     """
-    src_half = fit_half + size // 2
+    reach = size // 2
+    src_half = fit_half + reach
     xi, yi = np.rint(x).astype(np.intp), np.rint(y).astype(np.intp)
     n = len(xi)
     npix = (2 * fit_half + 1) ** 2
-    # one stamp stack at a time, the masks reduced to ``ok`` before the pixels are cut
-    ok = ~np.any((cutouts(source.mask, xi, yi, src_half)[0] & int(UNUSABLE)) != 0, axis=(1, 2))
-    ok &= ~np.any((cutouts(target.mask, xi, yi, fit_half)[0] & int(UNUSABLE)) != 0, axis=(1, 2))
+    # one mask stack at a time, each reduced before the next is cut
+    masks = cutouts(target.mask, xi, yi, fit_half)[0]
+    ok = measurable(masks, core_radius)
+    usable = ((masks & int(UNUSABLE)) == 0).reshape(n, npix)
+    masks = cutouts(source.mask, xi, yi, src_half)[0]
+    ok &= measurable(masks, core_radius)
+    spoilt = (masks & int(UNUSABLE)) != 0
+    del masks
+    hit = np.flatnonzero(ok & spoilt.any(axis=(1, 2)))
+    if len(hit):
+        fit = slice(reach, reach + 2 * fit_half + 1)
+        grown = box_extremum(spoilt[hit], reach, largest=True)[:, fit, fit]
+        usable[hit] &= ~grown.reshape(len(hit), npix)
     ss, in_s = cutouts(source.image, xi, yi, src_half)
     tt, _ = cutouts(target.image, xi, yi, fit_half)
     vt, _ = cutouts(target.variance, xi, yi, fit_half)
@@ -123,6 +149,7 @@ def build_stamps(
         np.clip(vt.reshape(n, npix), 1e-30, None).astype(np.float32, copy=False),
         vs.astype(np.float32, copy=False),
         ok & in_s,
+        usable,
         fit_half,
     )
 

@@ -231,11 +231,11 @@ def fit_chunk(
     _ChunkFit
     """
     nb = basis.shape[0]
-    target, var_target = stamps.target[idx], stamps.var_target[idx]
+    target, var_target, usable = stamps.target[idx], stamps.var_target[idx], stamps.usable[idx]
     m = stamps.var_source.shape[-1]
     c, h = m // 2, stamps.fit_half
     vs0 = stamps.var_source[idx, c - h : c + h + 1, c - h : c + h + 1]
-    w0 = 1.0 / (var_target + vs0.reshape(len(idx), -1))
+    w0 = np.where(usable, 1.0 / (var_target + vs0.reshape(len(idx), -1)), 0.0)
     nrm, rh, _ = stamp_equations(design, target, w0)
     coef, ok0 = solve_with_prior(nrm, rh, stamp_prior(nrm, penalty))
     coef[~ok0] = 0.0
@@ -244,7 +244,7 @@ def fit_chunk(
     var_total = var_target + var_src
     model = stamp_model(design, coef, nb + 1)
     var_fit = model_variance(target, var_target, model) + var_src
-    keep = np.ones(target.shape, dtype=bool)
+    keep = usable
     yy, wsum, okf = np.zeros(len(idx)), np.zeros(len(idx)), np.zeros(len(idx), dtype=bool)
     refit: np.ndarray | slice = slice(None)
     for clip_round in range(CLIP_ROUNDS + 1):
@@ -260,8 +260,9 @@ def fit_chunk(
         model[refit] = stamp_model(part, np.nan_to_num(coef[refit]), nb + 1)
         if clip_round == CLIP_ROUNDS:
             break  # the mask stays the one this last fit used: the figures below use it
-        new = clip_mask(
-            normalised_residuals(target, model, var_total),
+        # an unusable pixel's residual (a cosmic ray's) is none: it is not clipped around
+        new = usable & clip_mask(
+            np.where(usable, normalised_residuals(target, model, var_total), 0.0),
             stamps.fit_half,
             CORE_FWHM * fwhm,
             fwhm,
@@ -340,7 +341,7 @@ def fit_stamps(
             core_half, np.zeros_like(normal), np.zeros_like(rhs), np.zeros(n), np.zeros(n)
         )
     var_total = np.zeros((n, npix), dtype=np.float32)
-    used = np.ones((n, npix), dtype=bool)
+    used = stamps.usable.copy()
     fit_ok = np.zeros(n, dtype=bool)
     penalty = roughness_penalty(basis)
     spectra = basis_spectra(stamps, basis)

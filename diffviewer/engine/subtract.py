@@ -5,7 +5,7 @@ The kernel at output pixel (x, y) is ``K(x, y) = sum_s P_s(x, y) K_s`` (Chebyshe
 computed tile by tile (:mod:`diffviewer.engine.tiles`): one real FFT of each tile,
 reused for every term, an inverse transform along y per term and along x per power of x
 (:func:`term_sum`; scipy.fft, single precision, all cores). Pixels beyond the image
-edge (and NO_DATA/BAD pixels) count as the image's median level. Outputs whose kernel
+edge (and NO_DATA/BAD/CR pixels) count as the image's median level. Outputs whose kernel
 footprint (the centred square holding 99% of the kernel's absolute weight; on a cutout
 narrower than twice it, a quarter of the cutout's side: :func:`edge_half_width`) leaves
 the image or touches NO_DATA are flagged EDGE; BAD/SAT/CR/... are grown by that footprint,
@@ -40,6 +40,7 @@ from diffviewer.engine.progress import Reporter, null_reporter
 from diffviewer.engine.sky import sky_level
 from diffviewer.exposure import (
     MASK_DTYPE,
+    PIXEL_DEFECTS,
     Exposure,
     MaskPlane,
     planes_set,
@@ -62,8 +63,10 @@ GROWN = int(
 #: Share of the kernel's absolute weight that defines its footprint for mask growth and EDGE.
 FOOTPRINT_FRACTION = 0.99
 
-#: Input pixels replaced by the median before convolving (their values are meaningless).
-_INVALID = int(MaskPlane.NO_DATA | MaskPlane.BAD)
+#: Input pixels replaced by the median before convolving (their values are meaningless:
+#: no data, and the pixel defects, whose value, a cosmic ray's 5e4 counts, would spread
+#: over the kernel's footprint).
+_INVALID = int(MaskPlane.NO_DATA | PIXEL_DEFECTS)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -383,7 +386,7 @@ def scale_by_squared_sum_ratio(
 
 def convolved(exposure: Exposure, kernel: np.ndarray) -> Exposure:
     """``exposure`` convolved with one kernel as the subtraction convolves its source: its
-    NO_DATA/BAD pixels and the world beyond its edges at the median level
+    NO_DATA/BAD/CR pixels and the world beyond its edges at the median level
     (:func:`convolve_terms`), its variance with the squared kernel (exact for independent
     pixels); the mask unchanged.
 
@@ -420,7 +423,7 @@ def _as_source(
 
 def median_level(array: np.ndarray, invalid: np.ndarray) -> float:
     """The median of ``array`` off its ``invalid`` pixels (every 4th row and column; 0 when
-    none is left): the level that NO_DATA/BAD pixels and the world beyond the image edge
+    none is left): the level that NO_DATA/BAD/CR pixels and the world beyond the image edge
     count as in the convolution (:func:`convolve_terms`), instead of zero."""
     valid = array[::4, ::4][~invalid[::4, ::4]]
     return float(np.median(valid)) if valid.size else 0.0

@@ -32,7 +32,13 @@ class KernelStars:
         """The stamps, each star cut ``copies`` times."""
         x, y = (np.concatenate([a] * copies) for a in (self.x, self.y))
         return kernel_design.build_stamps(
-            self.source, self.target, x, y, self.basis.shape[-1], self.fit_half
+            self.source,
+            self.target,
+            x,
+            y,
+            self.basis.shape[-1],
+            self.fit_half,
+            kernel_stamps.CORE_FWHM * self.fwhm,
         )
 
     def fit(self, copies: int = 1) -> kernel_stamps.StampFits:

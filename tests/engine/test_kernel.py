@@ -673,6 +673,7 @@ def test_design_from_shared_basis_spectra_is_each_stamps_own_convolution() -> No
         np.ones((7, npix), np.float32),
         np.ones_like(source),
         np.ones(7, dtype=bool),
+        np.ones((7, npix), dtype=bool),
         half,
     )
     idx = np.array([6, 0, 3, 4])

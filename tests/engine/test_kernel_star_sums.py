@@ -24,6 +24,7 @@ def stamps_of(
         np.ones(target.reshape(n, -1).shape, dtype=np.float32),
         np.ones(source.shape, dtype=np.float32),
         np.ones(n, dtype=bool),
+        np.ones(target.reshape(n, -1).shape, dtype=bool),
         fit_half,
     )
 

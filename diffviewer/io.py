@@ -23,6 +23,7 @@ from astropy.io import fits
 from diffviewer.errors import InputError
 from diffviewer.exposure import (
     MASK_DTYPE,
+    PIXEL_DEFECTS,
     UNUSABLE,
     Exposure,
     MaskPlane,
@@ -852,11 +853,17 @@ def read_exposure(
     if not data.all():
         bits[~data] |= MASK_DTYPE(int(MaskPlane.NO_DATA))  # bits is this function's own
         image = np.where(data, image, 0.0)
-    saturation = _saturation(image, data, header, source)
+    # A pixel defect's value (a cosmic ray's, a hot column's fill) tells nothing of the
+    # detector's clip level, nor is it a saturated star's core (a plane grown over its
+    # neighbours): 5129 masked pixels of a synthetic frame's cosmic rays and hot columns,
+    # all at one value, were taken for a flat top and made SAT, which left every kernel
+    # star out.
+    sound = data & planes_clear(bits, int(PIXEL_DEFECTS))
+    saturation = _saturation(image, sound, header, source)
     if saturation is not None and saturation[1] > 0:
         # Pixels without data are 0 by now, below a positive level; compared in double
         # precision (a header's level is not rounded to a float32 image's).
-        bits[image >= np.float64(saturation[1])] |= MASK_DTYPE(int(MaskPlane.SAT))
+        bits[sound & (image >= np.float64(saturation[1]))] |= MASK_DTYPE(int(MaskPlane.SAT))
     if not saved:
         _check_usable(bits, source, saturation, named)
     if var is not None and not np.any(np.isfinite(var) & (var > 0)):

@@ -115,6 +115,33 @@ def test_reading_a_clipped_coadd_flags_its_cores_sat(tmp_path: Path) -> None:
     np.testing.assert_array_equal((exposure.mask & SAT) != 0, image >= level)
 
 
+def test_masked_pixel_defects_of_one_value_are_no_flat_top(tmp_path: Path) -> None:
+    # Cosmic rays and a hot column, masked CR and BAD in the file's own mask, all holding
+    # one value above the stars' (a fill, or a synthetic frame's): 5129 such pixels of a synthetic frame
+    # were taken for a flat top at their value and made SAT, a plane grown over every
+    # star beside them, and no kernel star was left. A defect's value tells nothing of
+    # the clip level: no saturation level, no SAT.
+    light, _, _ = _field(3)
+    image = _coadd(light, 4, clip=False).astype(np.float32)
+    hit = np.random.default_rng(1).random(image.shape) < 0.003
+    planes = np.where(hit, 1 << 3, 0).astype(np.int16)
+    planes[:, 100] = 1
+    hit[:, 100] = True
+    image[hit] = 1.5 * image.max()
+    path = tmp_path / "frame.fits"
+    fits.HDUList(
+        [
+            fits.PrimaryHDU(),
+            fits.ImageHDU(image, name="IMAGE"),
+            fits.ImageHDU(planes, fits.Header({"MP_BAD": 0, "MP_CR": 3}), name="MASK"),
+        ]
+    ).writeto(path)
+    exposure = read_exposure(str(path))
+    assert exposure.saturation is None
+    assert not np.any((exposure.mask & SAT) != 0)
+    assert np.all((exposure.mask[hit] & int(MaskPlane.CR | MaskPlane.BAD)) != 0)
+
+
 #: Four quadrants of a 512^2 field overlapping by 20 px: each holds too few clipped
 #: cores to show the clip level alone (issue-12 audit: GOTO's template cut in four kept
 #: 2-6 clipped stars a piece, and lost its 2,289 SAT_TEMPLATE pixels).

@@ -2,19 +2,20 @@
 
 On each synthetic pair (issue 12's conditions: Moffat stars of different beta, flux
 ratio 1.3, a 0.3 px template shift, a differential sky gradient; constant and varying
-PSF) transients are injected in bins of true PSF S/N, both programs run on the same two
-files (``peers.py``), and every difference is scored by :mod:`peer_metrics` beside the
-oracle: the same files subtracted with the true kernel and the true background, plain
-and decorrelated with the true kernel's filter (each difference is scored against the
-exact expectation of its own kind, plain or decorrelated: ``peer_metrics``). On the
-varying-PSF pair the truth used by the metrics (PSF, kernel) is the one at the image
-centre, round: an approximation for the PSF-filtered figures there. Real pairs have no
-truth: the table gives the kernel sum each program found, diffviewer's detections (the
-GOTO and properimage pairs hold no known transient) and each difference's robust sky
-sigma in science units.
+PSF; and the constant pair again with cosmic rays and hot columns on its science,
+masked, the mask given to both programs) transients are injected in bins of true PSF
+S/N, both programs run on the same two files (``peers.py``), and every difference is
+scored by :mod:`peer_metrics` beside the oracle: the same files subtracted with the true
+kernel and the true background, plain and decorrelated with the true kernel's filter
+(each difference is scored against the exact expectation of its own kind, plain or
+decorrelated: ``peer_metrics``). On the varying-PSF pair the truth used by the metrics
+(PSF, kernel) is the one at the image centre, round: an approximation for the
+PSF-filtered figures there. Real pairs have no truth: the table gives the kernel sum
+each program found, diffviewer's detections (the GOTO and properimage pairs hold no
+known transient) and each difference's robust sky sigma in science units.
 
-Usage: ``python benchmarks/bench_peers_science.py [--pairs constant varying goto demo
-properimage] [--seeds N]``. Pairs whose data is absent are skipped with the reason
+Usage: ``python benchmarks/bench_peers_science.py [--pairs constant varying defects goto
+demo properimage] [--seeds N]``. Pairs whose data is absent are skipped with the reason
 printed. ``--seeds N`` draws N injection sets (and noises) per synthetic pair and prints
 the mean of each figure: 48 injections a bin give a recovered fraction near 0.25 to
 +-0.06, which one seed cannot tell from chance; eight give +-0.02.
@@ -34,11 +35,14 @@ import peer_metrics as pm
 from astropy.io import fits
 from astropy.table import Table
 from peers import (
+    DEFECT_SEED,
+    HOT_COLUMNS,
     ROOT,
     SCIENCE_PAIRS,
     SKY,
     TEMPLATE_GAIN,
     Pair,
+    defect_files,
     diffviewer_env,
     hotpants_binary,
     hotpants_command,
@@ -49,7 +53,7 @@ from peers import (
 from scipy import ndimage
 
 from diffviewer.exposure import UNUSABLE
-from diffviewer.synthetic import make_pair
+from diffviewer.synthetic import make_pair, with_defects
 
 #: The first synthetic seed (the table's figures since 2026-12-02 are this seed's).
 FIRST_SEED = 7
@@ -72,7 +76,8 @@ def run_both(
             found["HOTPANTS"] = diff
             found["HOTPANTS ksum"] = (float(header["KSUM00"]), str(header["CONVOL00"]))
     out = folder / "dv"
-    argv = [sys.executable, "-m", "diffviewer", "run", str(science), str(template)]
+    own = defect_files(science)[0] if pair.defects else science
+    argv = [sys.executable, "-m", "diffviewer", "run", str(own), str(template)]
     dv = run_process(
         [*argv, "--out", str(out), "--quiet"],
         env=diffviewer_env(ROOT),
@@ -117,6 +122,9 @@ def synthetic_truth(
     iy = rng.uniform(60, ny - 60, flux.size)
     kw["transients"] = list(zip(ix.tolist(), iy.tolist(), flux.tolist(), strict=True))
     clean = make_pair(**{**kw, "gain": 1e12})  # type: ignore[arg-type]
+    defects = None
+    if pair.defects:
+        defects = with_defects(clean.science, pair.defects, HOT_COLUMNS, DEFECT_SEED)[1]
     gx, gy = kw.get("background_gradient", (0.0, 0.0))  # type: ignore[misc]
     yy, xx = np.mgrid[0:ny, 0:nx]
     background = gx * (xx - (nx - 1) / 2) + gy * (yy - (ny - 1) / 2)
@@ -147,6 +155,7 @@ def synthetic_truth(
         snr,
         sky,
         local,
+        defects,
     )
     return truth, pm.whitened(truth, var_s, var_t), kw, background
 
@@ -204,17 +213,20 @@ def synthetic_columns(
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         truth, white, kw, background = synthetic_truth(pair, np.random.default_rng(seed))
-        science, template = write_pair_files(folder, key, make_pair(**kw))  # type: ignore[arg-type]
+        science, template = write_pair_files(folder, key, make_pair(**kw), pair.defects)  # type: ignore[arg-type]
         found = run_both(pair, science, template, folder, binary)
         plain = oracle(science, template, truth, background)
+        whitened = pm.convolve_same(plain, white.sci_filter)
+        if truth.defects is not None:
+            # The oracle's differences have no value where the science has none (and
+            # whitened as 0 there, as diffviewer's is).
+            whitened = pm.convolve_same(np.where(truth.defects, 0.0, plain), white.sci_filter)
+            plain[truth.defects] = whitened[truth.defects] = np.nan
         # The same kind of figures and peaks for every difference, each with its truth.
         scored = {
             "oracle": (pm.score(plain, truth), truth),
             # The metric's check on whitened differences: this one reads 1.
-            "oracle decorrelated": (
-                pm.score(pm.convolve_same(plain, white.sci_filter), white),
-                white,
-            ),
+            "oracle decorrelated": (pm.score(whitened, white), white),
         }
         for name in PROGRAMS:
             if name in found:

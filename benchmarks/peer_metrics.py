@@ -75,6 +75,11 @@ FALSE_PEAK_PX = 5.0
 FLOOR = 3.0
 #: True S/N range of the injections whose measured significance is compared with it.
 FAINT_SNR = (3.0, 7.0)
+#: Reach (px) about a given mask's defects within which a difference may have no value
+#: and still cover a filter's footprint (:func:`significance`): HOTPANTS grows a masked
+#: pixel by its kernel's half-width (``-r 10``), diffviewer by its kernel's footprint on
+#: the image convolved.
+DEFECT_REACH = 12
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,8 @@ class Truth:
     inj_snr: np.ndarray
     sky: np.ndarray  # boolean: pixels far from every star and injection
     local_sigma: np.ndarray  # exact per-pixel noise of the true-kernel difference (stars' too)
+    # boolean, a spoilt pair's: the pixels of the mask both programs were given
+    defects: np.ndarray | None = None
 
     @property
     def injections(self) -> Injections:
@@ -271,7 +278,10 @@ def score(diff: np.ndarray, truth: Truth) -> tuple[dict[str, float], Peaks]:
     :func:`found_at_budget`)."""
     # The PSF-filtered difference in its sky sigma; pixels whose filter footprint holds
     # no data are left out (not covered).
-    filtered, covered, mf_sigma = significance(diff, truth.psf, truth.sky)
+    given = None
+    if truth.defects is not None:
+        given = ndimage.binary_dilation(truth.defects, iterations=DEFECT_REACH)
+    filtered, covered, mf_sigma = significance(diff, truth.psf, truth.sky, given)
     good = np.isfinite(diff)
     sky = truth.sky & good
     diff = np.where(good, diff - np.median(diff[sky]), 0.0)
@@ -339,15 +349,16 @@ def found_above(
 
 
 def significance(
-    diff: np.ndarray, psf: np.ndarray, sky: np.ndarray
+    diff: np.ndarray, psf: np.ndarray, sky: np.ndarray, given: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """A difference (NaN where it has no data) less its median on ``sky``, filtered with
     ``psf`` (sum 1) and divided by the robust sigma of that on ``sky``; where the
-    filter's footprint holds data; that sigma."""
+    filter's footprint holds data (pixels ``given`` without it, a given mask's defects
+    and their reach, count as 0 there); that sigma."""
     good = np.isfinite(diff)
     d = np.where(good, diff - np.median(diff[sky & good]), 0.0)
     filtered = convolve_same(d, psf[::-1, ::-1])
-    covered = ndimage.minimum_filter(good, size=psf.shape[0])
+    covered = ndimage.minimum_filter(good if given is None else good | given, size=psf.shape[0])
     sigma = robust_sigma(filtered[sky & covered])
     return filtered / sigma, covered, sigma
 

@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from diffviewer.synthetic import SyntheticPair
+from diffviewer.exposure import MaskPlane
+from diffviewer.synthetic import SyntheticPair, with_defects
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -33,6 +34,12 @@ PEERS = ROOT.parent / "shared" / "peers"
 SKY = 1000.0
 #: The synthetic template's gain: its noise is half what its counts give at gain 1.
 TEMPLATE_GAIN = 4.0
+#: Hot columns (0-based x) of a spoilt synthetic science (``Pair.defects``), and the seed
+#: of its cosmic rays.
+HOT_COLUMNS = (300, 700)
+DEFECT_SEED = 2
+#: The planes of a spoilt science's mask (:func:`diffviewer.synthetic.with_defects`).
+DEFECT_PLANES = (MaskPlane.BAD, MaskPlane.CR)
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,9 @@ class Pair:
     hotpants_extra : tuple of str
         Flags that override the recommended ones (e.g. the valid range of a
         sky-subtracted image).
+    defects : float
+        For synthetic pairs: the share of the science's pixels hit by cosmic rays (with
+        :data:`HOT_COLUMNS`), masked and given to both programs (:func:`defect_files`).
     """
 
     name: str
@@ -59,6 +69,7 @@ class Pair:
     hotpants_noise: tuple[str, ...]
     make_kwargs: dict[str, object] = field(default_factory=dict)
     hotpants_extra: tuple[str, ...] = ()
+    defects: float = 0.0
 
 
 def write_synthetic(folder: Path, tag: str, kwargs: dict[str, object]) -> tuple[Path, Path]:
@@ -68,11 +79,19 @@ def write_synthetic(folder: Path, tag: str, kwargs: dict[str, object]) -> tuple[
     return write_pair_files(folder, tag, make_pair(**kwargs))  # type: ignore[arg-type]
 
 
-def write_pair_files(folder: Path, tag: str, pair: SyntheticPair) -> tuple[Path, Path]:
-    """Write a synthetic pair as the two files both programs read (see the module doc)."""
+def write_pair_files(
+    folder: Path, tag: str, pair: SyntheticPair, defects: float = 0.0
+) -> tuple[Path, Path]:
+    """Write a synthetic pair as the two files both programs read (see the module doc);
+    with ``defects``, its science spoilt by cosmic rays on that share of its pixels and
+    :data:`HOT_COLUMNS`, and its mask written as each program reads it
+    (:func:`defect_files`)."""
+    science = pair.science
+    if defects:
+        science, _ = with_defects(science, defects, HOT_COLUMNS, DEFECT_SEED)
     paths = []
     for role, exposure, gain in (
-        ("science", pair.science, 1.0),
+        ("science", science, 1.0),
         ("template", pair.template, TEMPLATE_GAIN),
     ):
         header = exposure.wcs.to_header() if exposure.wcs is not None else fits.Header()
@@ -81,10 +100,30 @@ def write_pair_files(folder: Path, tag: str, pair: SyntheticPair) -> tuple[Path,
         image = (exposure.image + SKY).astype(np.float32)
         fits.PrimaryHDU(image, header=header).writeto(path, overwrite=True)
         paths.append(path)
+    if defects:
+        layered, hotpants_mask = defect_files(paths[0])
+        planes = fits.Header({f"MP_{p.name}": int(p).bit_length() - 1 for p in DEFECT_PLANES})
+        fits.HDUList(
+            [
+                fits.PrimaryHDU(),
+                fits.ImageHDU(fits.getdata(paths[0]), fits.getheader(paths[0]), name="IMAGE"),
+                fits.ImageHDU(science.mask, planes, name="MASK"),
+            ]
+        ).writeto(layered, overwrite=True)
+        fits.PrimaryHDU((science.mask != 0).astype(np.int16)).writeto(hotpants_mask, overwrite=True)
     return paths[0], paths[1]
 
 
-def _synthetic(name: str, tag: str, **kwargs: object) -> Pair:
+def defect_files(science: Path) -> tuple[Path, Path]:
+    """Where :func:`write_pair_files` puts a spoilt science's mask: the science again with
+    its ``MASK`` HDU (LSST's planes, ``MP_*`` cards; diffviewer reads it) and the mask alone
+    (nonzero where spoilt; HOTPANTS's ``-imi``)."""
+    return science.with_name(f"{science.stem}_masked.fits"), science.with_name(
+        f"{science.stem}_mask.fits"
+    )
+
+
+def _synthetic(name: str, tag: str, defects: float = 0.0, **kwargs: object) -> Pair:
     """A synthetic pair rendered on demand."""
     kwargs = {"gain": 1.0, "sky": SKY, "tmpl_sky": SKY, **kwargs}
     return Pair(
@@ -92,6 +131,7 @@ def _synthetic(name: str, tag: str, **kwargs: object) -> Pair:
         lambda folder: write_synthetic(folder, tag, kwargs),
         ("-tg", str(TEMPLATE_GAIN), "-tr", "0", "-ig", "1", "-ir", "0"),
         kwargs,
+        defects=defects,
     )
 
 
@@ -172,6 +212,16 @@ SCIENCE_PAIRS = {
         sci_angle_deg=(0.0, 60.0),
         **ISSUE12,
     ),
+    "defects": _synthetic(
+        "synthetic 1024^2, constant Moffat PSF, its science with cosmic rays on 0.3 % of"
+        " its pixels and two hot columns, masked (both programs given the mask)",
+        "d1k",
+        defects=0.003,
+        shape=(1024, 1024),
+        n_stars=1200,
+        seed=11,
+        **ISSUE12,
+    ),
     "goto": PAIRS["goto"],
     "demo": _real(
         "demo stacks (DECam 256^2)",
@@ -208,9 +258,10 @@ def hotpants_command(
 ) -> list[str]:
     """HOTPANTS with its recommended flags (``../shared/peers/README.md``)."""
     out.mkdir(parents=True, exist_ok=True)
+    mask = ("-imi", str(defect_files(science)[1])) if pair.defects else ()
     return [
         str(binary),
-        *("-inim", str(science), "-tmplim", str(template)),
+        *("-inim", str(science), "-tmplim", str(template), *mask),
         *("-outim", str(out / "diff.fits"), "-omi", str(out / "mask.fits")),
         *("-tu", "60000", "-iu", "60000", "-tl", "0", "-il", "0"),
         *pair.hotpants_noise,

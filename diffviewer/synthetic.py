@@ -16,7 +16,7 @@ import numpy as np
 from astropy.wcs import WCS
 from scipy.special import erf
 
-from diffviewer.exposure import Exposure
+from diffviewer.exposure import Exposure, MaskPlane
 from diffviewer.stats import FWHM_PER_SIGMA
 
 
@@ -405,3 +405,38 @@ def _exposure(
     header["GAIN"] = (gain, "electrons per count")
     mask = np.zeros(image.shape, dtype=np.int32)
     return Exposure(image, variance, mask, wcs=wcs, header=header, source=source)
+
+
+#: Counts a synthetic cosmic ray or hot column pixel holds (above the sky).
+DEFECT_COUNTS = 5e4
+
+
+def with_defects(
+    exposure: Exposure, fraction: float, columns: tuple[int, ...], seed: int
+) -> tuple[Exposure, np.ndarray]:
+    """``exposure`` with cosmic rays on ``fraction`` of its pixels (masked CR) and hot
+    columns (masked BAD), each holding :data:`DEFECT_COUNTS`; and the map of both.
+
+    Parameters
+    ----------
+    exposure : Exposure
+        The image.
+    fraction : float
+        Share of the pixels hit by a cosmic ray, drawn independently.
+    columns : tuple of int
+        The hot columns (0-based x).
+    seed : int
+        Of the cosmic rays' positions.
+
+    Returns
+    -------
+    (Exposure, numpy.ndarray)
+        The spoilt exposure and where it was spoilt.
+    """
+    hit = np.random.default_rng(seed).random(exposure.shape) < fraction
+    planes = np.where(hit, int(MaskPlane.CR), 0)
+    planes[:, list(columns)] = int(MaskPlane.BAD)
+    hit[:, list(columns)] = True
+    image = np.where(hit, np.float32(DEFECT_COUNTS), exposure.image)
+    mask = exposure.mask | planes.astype(exposure.mask.dtype)
+    return exposure.replace(image=image, mask=mask), hit

@@ -10,8 +10,7 @@ from scipy import ndimage
 
 from diffviewer.config import from_dict
 from diffviewer.engine.pipeline import SubtractionResult, run_subtraction
-from diffviewer.exposure import Exposure, MaskPlane
-from diffviewer.synthetic import make_pair
+from diffviewer.synthetic import make_pair, with_defects
 
 #: The pairs: the template convolved (the science's cosmic rays on the target) and the
 #: science convolved (``auto``: the template is the broader; its cosmic rays reach the
@@ -29,17 +28,6 @@ CR_FRACTION = 0.003
 BAD_COLUMNS = (100, 300)
 
 
-def _spoilt(exposure: Exposure) -> tuple[Exposure, np.ndarray]:
-    """``exposure`` with cosmic rays (5e4, masked CR) on :data:`CR_FRACTION` of its
-    pixels and hot columns (masked BAD) at :data:`BAD_COLUMNS`; and the map of both."""
-    hit = np.random.default_rng(2).random(exposure.shape) < CR_FRACTION
-    planes = np.where(hit, int(MaskPlane.CR), 0)
-    planes[:, list(BAD_COLUMNS)] = int(MaskPlane.BAD)
-    hit[:, list(BAD_COLUMNS)] = True
-    image = np.where(hit, np.float32(5e4), exposure.image)
-    return exposure.replace(image=image, mask=exposure.mask | planes.astype(np.int16)), hit
-
-
 @pytest.fixture(scope="module", params=list(PAIRS))
 def runs(
     request: pytest.FixtureRequest,
@@ -48,7 +36,7 @@ def runs(
     arguments, mode = PAIRS[request.param]
     pair = make_pair((512, 512), 250, seed=5, photometric_scale=1.3, **arguments)  # type: ignore[arg-type]
     config = from_dict({"kernel": {"mode": mode}})
-    science, hit = _spoilt(pair.science)
+    science, hit = with_defects(pair.science, CR_FRACTION, BAD_COLUMNS, seed=2)
     clean = run_subtraction(pair.science, pair.template, config)
     spoilt = run_subtraction(science, pair.template, config)
     assert spoilt.kernel.convolved == clean.kernel.convolved == request.param

@@ -117,10 +117,10 @@ def test_reading_a_clipped_coadd_flags_its_cores_sat(tmp_path: Path) -> None:
 
 def test_masked_pixel_defects_of_one_value_are_no_flat_top(tmp_path: Path) -> None:
     # Cosmic rays and a hot column, masked CR and BAD in the file's own mask, all holding
-    # one value above the stars' (a fill, or a synthetic frame's): 5129 such pixels of a synthetic frame
-    # were taken for a flat top at their value and made SAT, a plane grown over every
-    # star beside them, and no kernel star was left. A defect's value tells nothing of
-    # the clip level: no saturation level, no SAT.
+    # one value above the stars' (a fill, or a synthetic frame's): 5129 such pixels of a
+    # synthetic frame were taken for a flat top at their value and made SAT, a plane
+    # grown over every star beside them, and no kernel star was left. A defect's value
+    # tells nothing of the clip level: no saturation level, no SAT.
     light, _, _ = _field(3)
     image = _coadd(light, 4, clip=False).astype(np.float32)
     hit = np.random.default_rng(1).random(image.shape) < 0.003

@@ -237,9 +237,9 @@ def decorrelate(
     # whitened with the rest would spread over the filter's footprint, beyond its mask:
     # at 0.1 % of the science's pixels cosmic rays of 5e4 counts gave 951 of a synthetic
     # pair's 1051 detections. They are whitened as the difference's expected value, 0
-    # (a tile at a time: no copy of the image), and but for no data keep their own
-    # values, unwhitened. EDGE pixels hold approximate values and are whitened with the
-    # rest (on a tiny cutout the whole image may be EDGE).
+    # (a tile at a time: no copy of the image), then given back their own values,
+    # unwhitened (pixels without data keep the whitened 0s). EDGE pixels hold approximate
+    # values and are whitened with the rest (on a tiny cutout the whole image may be EDGE).
     defects = planes_set(diff.mask, int(UNUSABLE & ~MaskPlane.EDGE))
     spoilt = bool(defects.any())
     (out,) = tiles.convolve(

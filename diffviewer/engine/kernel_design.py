@@ -111,11 +111,12 @@ def build_stamps(
     fit_half : int
         Half-width (px) of the fit region.
     core_radius : float
-        Radius (px) of a star's core, which must be whole on both images (a pixel defect
-        on the source beside it leaves the target's pixels within the kernel's reach of
+        Radius (px) of a star's core, which must be whole on both images. A pixel defect
+        on the source beyond it leaves the target's pixels within the kernel's reach of
         it out of the fit: on a synthetic pair whose convolved science held cosmic rays
-        on 0.3 % of its pixels, 28 stamps were fitted so where a whole reach about the
-        core kept 11, of 36 without them, their kernel sums as close to the truth).
+        on 0.3 % of its pixels, 28 stamps were fitted so, where asking the kernel's whole
+        reach about the core to be clean kept 11 (36 without the cosmic rays), their
+        kernel sums as close to the truth.
 
     Returns
     -------

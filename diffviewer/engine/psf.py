@@ -489,11 +489,9 @@ def _rings_filled(centre: np.ndarray) -> np.ndarray:
         return centre
     r = np.arange(centre.shape[0]) - centre.shape[0] // 2
     ring = np.rint(np.hypot(r[:, None], r[None, :])).astype(np.intp)
-    known = np.where(unknown, np.nan, centre)
     out = centre.copy()
     for k in np.unique(ring[unknown]):
-        values = known[ring == k]
-        values = values[np.isfinite(values)]
+        values = centre[(ring == k) & ~unknown]
         out[unknown & (ring == k)] = np.median(values) if len(values) else 0.0
     return out
 

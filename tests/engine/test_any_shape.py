@@ -39,7 +39,7 @@ SIDES = st.one_of(
 )
 DTYPES = st.sampled_from(["float32", "float64", "uint16", "int16", "int32"])
 NAN_PATTERNS = st.sampled_from(["none", "scatter", "row", "column", "corner", "half"])
-MASK_PATTERNS = st.sampled_from(["none", "scatter", "saturated_star", "block"])
+MASK_PATTERNS = st.sampled_from(["none", "scatter", "saturated_star", "block", "cosmic"])
 
 
 def _field(
@@ -100,7 +100,17 @@ def _mask(shape: tuple[int, int], pattern: str, rng: np.random.Generator) -> np.
         mask[ny // 2 : ny // 2 + 3, nx // 2 : nx // 2 + 3] = 2
     elif pattern == "block":
         mask[ny // 4 : ny // 2, :] = 1
+    elif pattern == "cosmic":
+        mask[rng.random(shape) < 0.005] = 1 << 4
     return mask
+
+
+def _spiked(image: np.ndarray, mask: np.ndarray | None, pattern: str) -> np.ndarray:
+    """``image`` with its masked cosmic rays (pattern ``"cosmic"``) at 5e4 counts, as a
+    cosmic ray's pixels are: a value that must not spread beyond its mask."""
+    if pattern != "cosmic" or mask is None:
+        return image
+    return np.where(mask != 0, 5e4, image)
 
 
 def _write(folder: Path, name: str, image: np.ndarray, dtype: str, mask: np.ndarray | None) -> str:
@@ -150,7 +160,8 @@ def test_any_pair_succeeds_or_raises_our_error(
     template = _with_nans(_image(shape, rng, template_fwhm, shift), nans, rng)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        sci_spec = _write(folder, "science", science, dtype, _mask(shape, masks, rng))
+        mask = _mask(shape, masks, rng)
+        sci_spec = _write(folder, "science", _spiked(science, mask, masks), dtype, mask)
         tmpl_spec = _write(folder, "template", template, dtype, None)
         with warnings.catch_warnings():
             # numpy's overflow/invalid warnings from our own code are bugs too
@@ -214,7 +225,8 @@ def test_one_field_seen_twice_is_subtracted_or_refused_with_our_error(
     science = _with_nans(_seen(shape, stars, 4.0, rng), nans, rng)
     template = _with_nans(_seen(shape, moved, template_fwhm, rng), nans, rng)
     folder = tmp_path_factory.mktemp("pair")
-    sci_spec = _write(folder, "science", science, dtype, _mask(shape, masks, rng))
+    mask = _mask(shape, masks, rng)
+    sci_spec = _write(folder, "science", _spiked(science, mask, masks), dtype, mask)
     tmpl_spec = _write(folder, "template", template, dtype, None)
     config = apply_overrides(SubtractionConfig(), [f"kernel.mode={mode}"])
     with warnings.catch_warnings():

@@ -573,10 +573,11 @@ def _planes_beside(
     without a mask).
 
     ``<NAME>_VAR`` and ``<NAME>_PSF`` belong to the image HDU ``<NAME>``; an
-    ``IMAGE`` HDU (LSST layout) also has ``VARIANCE``, ``MASK`` and ``PSF``.
+    ``IMAGE`` HDU (LSST layout) also has ``VARIANCE``, ``MASK`` and ``PSF``, and so has an
+    image in the primary HDU (a file holding one image and its planes).
     """
     name = hdul[index].name.upper()
-    lsst = name == "IMAGE"
+    lsst = name == "IMAGE" or index == 0
     var_index = _hdu_by_name(hdul, [f"{name}_VAR", *(["VARIANCE"] if lsst else [])])
     mask_index = _hdu_by_name(hdul, ["MASK"] if lsst else [])
     psf_index = _hdu_by_name(hdul, [f"{name}_PSF", *(["PSF"] if lsst else [])])

@@ -393,6 +393,27 @@ def test_demo_pair_is_the_sfft_stacks_in_float32() -> None:
 # --------------------------------------------------------------------------- synthetic layouts
 
 
+def test_a_primary_image_takes_its_files_mask_and_variance_hdus(tmp_path: Path) -> None:
+    # One image in the primary HDU and its MASK and VARIANCE beside it (as a pipeline that
+    # is not LSST's may write, and the cosmic-ray benchmark did): the planes were read
+    # only beside an IMAGE HDU, and this file's masked cosmic ray was silently dropped.
+    image = np.full((20, 20), 100.0, dtype=np.float32)
+    planes = np.zeros((20, 20), dtype=np.int16)
+    planes[3, 4] = 1 << 3
+    path = tmp_path / "frame.fits"
+    fits.HDUList(
+        [
+            fits.PrimaryHDU(image),
+            fits.ImageHDU(planes, header=fits.Header({"MP_CR": 3}), name="MASK"),
+            fits.ImageHDU(np.full((20, 20), 9.0, np.float32), name="VARIANCE"),
+        ]
+    ).writeto(path)
+    exp = read_exposure(path)
+    assert exp.mask[3, 4] == int(MaskPlane.CR) and np.count_nonzero(exp.mask) == 1
+    np.testing.assert_array_equal(exp.variance, 9.0)
+    assert not exp.variance_estimated
+
+
 def test_lsst_layout_maps_mask_planes_by_name(tmp_path: Path) -> None:
     image = np.arange(400, dtype=np.float32).reshape(20, 20)
     raw_mask = np.zeros((20, 20), dtype=np.int32)

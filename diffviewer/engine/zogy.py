@@ -307,9 +307,9 @@ def _score_mask(
     static star's residual is about it) pixel defects
     (:data:`~diffviewer.exposure.PIXEL_DEFECTS`: cosmic rays, bad columns) are not grown
     either: grown by the score's footprint, cosmic rays on 0.3 % of a synthetic science's
-    pixels left its score invalid almost everywhere and 7 of 100 transients detected on
-    it. Made from the images, a defect zeroed on a star's wing unbalances the two filtered
-    images by its light there, and is grown.
+    pixels left its score invalid almost everywhere and 35 of 49 transients of S/N 17
+    detected on it. Made from the images, a defect zeroed on a star's wing unbalances the
+    two filtered images by its light there, and is grown.
 
     Returns
     -------

@@ -3,7 +3,8 @@
 Stars are the science image's peaks (:func:`diffviewer.engine.peaks.find_peaks`: local
 maxima of the image smoothed by a sigma 1 px binomial filter) above ``detect_threshold``
 times the smoothed image's noise over a coarse background. Each is measured on both
-images in a circular aperture of radius 1.5 FWHM, then kept only if its stamp is inside
+images in a circular aperture of radius 1.5 FWHM (none holding a pixel defect, a cosmic
+ray's counts, is measured: it is masked), then kept only if its stamp is inside
 the image, no pixel of it is saturated (by value or plane) on either image, its science
 S/N lies in the window, it is a source of its own above its local background (not a
 noise peak on a bright star's halo: :func:`~diffviewer.engine.star_fluxes.local_snr`),
@@ -339,6 +340,17 @@ def _by_cells(
     return ordered[np.sort(allowed)]
 
 
+def _defective_cores(
+    science: Exposure, template: Exposure, xi: np.ndarray, yi: np.ndarray, radius: float
+) -> np.ndarray:
+    """Whether each star's core, within ``radius`` px, holds a pixel defect
+    (:data:`~diffviewer.exposure.PIXEL_DEFECTS`) on either image."""
+    half = int(np.ceil(radius))
+    planes = cutouts(science.mask, xi, yi, half)[0] | cutouts(template.mask, xi, yi, half)[0]
+    result: np.ndarray = ~measurable(planes & int(PIXEL_DEFECTS), radius)
+    return result
+
+
 def _stamp_flags(
     science: Exposure,
     template: Exposure,
@@ -452,9 +464,15 @@ def select_candidates(
 
     inside = (xi - half >= 0) & (yi - half >= 0) & (xi + half < shape[1]) & (yi + half < shape[0])
     reject(~inside, "edge")
+    rad = APERTURE_FWHM * fwhm
+    # A pixel defect in a star's aperture (a cosmic ray's counts) would spoil its fluxes,
+    # and the star be rejected for their ratio or as saturated: it is masked first.
+    idx = np.nonzero(reasons == "")[0]
+    flag = np.zeros(len(xi), dtype=bool)
+    flag[idx] = _defective_cores(science, template, xi[idx], yi[idx], rad)
+    reject(flag, "masked")
     # Aperture photometry on small cutouts first; full stamps only for the few survivors.
     idx = np.nonzero(reasons == "")[0]
-    rad = APERTURE_FWHM * fwhm
     flux_s, flux_t, var_s, var_t = (np.zeros(len(xi)) for _ in range(4))
     ap = aperture_fluxes(science, template, xi[idx], yi[idx], (bg_s, bg_t), rad)
     flux_s[idx], flux_t[idx], var_s[idx], var_t[idx] = ap.flux_s, ap.flux_t, ap.var_s, ap.var_t

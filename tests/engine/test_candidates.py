@@ -98,6 +98,29 @@ def test_saturated_and_masked_stars_are_rejected(pair: SyntheticPair) -> None:
     assert cands.rejected["saturated"] >= 1 and cands.rejected["masked"] >= 1
 
 
+def test_a_star_with_a_cosmic_ray_in_its_aperture_is_masked_not_deviant(
+    pair: SyntheticPair,
+) -> None:
+    # A cosmic ray (5e4 counts, masked CR) 2 px from a kept star's centre, in its 1.5 FWHM
+    # aperture: its fluxes hold the ray's counts, and it was rejected for its flux ratio
+    # (or as saturated by value), a reason that points the user at a variable star. It is
+    # masked, and nothing else changes.
+    base = select(pair.science, pair.template, CandidatesConfig())
+    x0, y0 = round(float(base.table["x"][0])), round(float(base.table["y"][0]))
+    hit = np.zeros(pair.science.shape, dtype=bool)
+    hit[y0 + 2, x0] = True
+    science = pair.science.replace(
+        image=np.where(hit, np.float32(5e4), pair.science.image),
+        mask=set_planes(pair.science.mask, hit, MaskPlane.CR),
+    )
+    cands = select(science, pair.template, CandidatesConfig())
+    kept = np.column_stack([np.asarray(cands.table["x"]), np.asarray(cands.table["y"])])
+    assert np.min(np.hypot(*(kept - [x0, y0]).T)) > 1
+    assert cands.rejected["masked"] == base.rejected.get("masked", 0) + 1
+    for reason in ("flux ratio", "saturated"):
+        assert cands.rejected.get(reason, 0) == base.rejected.get(reason, 0)
+
+
 def test_saturation_level_from_the_config(pair: SyntheticPair) -> None:
     level = float(np.percentile(pair.science.image, 99.99))
     cands = select(pair.science, pair.template, CandidatesConfig(saturation_level=level))

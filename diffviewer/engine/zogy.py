@@ -303,8 +303,9 @@ def _score_mask(
     either input, or without data) are grown by ``size``; ``zeroed`` pixels (those left
     out of a score made from the difference, whose variance leaves them out too) are
     invalid, not grown; NO_DATA marks those no plane explains. Without ``grow_defects``
-    (a score made from the difference alone, which is 0 at a defect on either image as a
-    static star's residual is about it) pixel defects
+    (a score made from the difference, which is 0 at a defect on either image as a
+    static star's residual is about it; the images' zeroed defects in its astrometric
+    term only raise its variance there) pixel defects
     (:data:`~diffviewer.exposure.PIXEL_DEFECTS`: cosmic rays, bad columns) are not grown
     either: grown by the score's footprint, cosmic rays on 0.3 % of a synthetic science's
     pixels left its score invalid almost everywhere and 35 of 49 transients of S/N 17
@@ -570,7 +571,7 @@ def zogy_score_grid(
         2 * half + 1,
         kernels[0][0].k_n.shape[0],
         zeroed,
-        grow_defects=layout.images,
+        grow_defects=layout.difference is None,
     )
     # In place, in float32: S_corr = S / sqrt(V), 0 where invalid.
     var[invalid] = 1.0

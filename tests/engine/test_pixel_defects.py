@@ -93,19 +93,27 @@ def test_pixel_defects_give_no_detection(
     )
 
 
-@pytest.mark.parametrize("detect_on", ["difference", "score"])
-def test_transients_among_pixel_defects_are_all_found(detect_on: str) -> None:
+@pytest.mark.parametrize(
+    ("detect_on", "astrometric_noise"), [("difference", 0.0), ("score", 0.0), ("score", 0.1)]
+)
+def test_transients_among_pixel_defects_are_all_found(
+    detect_on: str, astrometric_noise: float
+) -> None:
     # 49 transients of S/N ~17 on a grid, the science spoilt as above. The score grew each
     # pixel defect by its filter's footprint (as it grows a zeroed saturated core, whose
     # wings alone it would hold): at 0.3 % that left the score invalid almost everywhere.
     # Made from the difference, which is 0 at a defect as a static star's residual is
-    # about it, a defect is a pixel left out. Every transient the clean run finds is found.
+    # about it, a defect is a pixel left out (with an astrometric term, its images' zeroed
+    # defects only raise the variance there: 34 of 49 found when grown). Every transient
+    # the clean run finds is found.
     grid = np.arange(64.0, 449.0, 64.0)
     tx, ty = np.meshgrid(grid + 0.3, grid + 0.6)
     transients = [(float(x), float(y), 4000.0) for x, y in zip(tx.ravel(), ty.ravel(), strict=True)]
     pair = make_pair((512, 512), 250, seed=5, photometric_scale=1.3, transients=transients)
     science, _ = with_defects(pair.science, CR_FRACTION, BAD_COLUMNS, seed=2)
-    config = from_dict({"detection": {"detect_on": detect_on}})
+    config = from_dict(
+        {"detection": {"detect_on": detect_on}, "score": {"astrometric_noise": astrometric_noise}}
+    )
     found = []
     for image in (pair.science, science):
         cat = run_subtraction(image, pair.template, config).diasources
@@ -115,6 +123,6 @@ def test_transients_among_pixel_defects_are_all_found(detect_on: str) -> None:
             np.asarray(cat["y"])[:, None] - pair.transient_y[None],
         )
         found.append(int(np.sum(dist.min(axis=0) < 2.0)) if len(cat) else 0)
-    print(f"\n{detect_on}: {found[1]} of the clean run's {found[0]} of {len(transients)}")
+    print(f"\n{detect_on}, {astrometric_noise}: {found[1]} of the clean run's {found[0]}")
     assert found[0] == len(transients)
     assert found[1] == found[0]

@@ -1,6 +1,6 @@
 """Cosmic rays and bad columns through the whole chain: a pixel defect is an unknown
 pixel, not an unusable star, and its value goes nowhere (the kernel's stamps, the PSF's
-stars, the convolution and the whitening)."""
+stars, the convolution, the whitening and the score)."""
 
 from __future__ import annotations
 

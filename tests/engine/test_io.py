@@ -395,8 +395,8 @@ def test_demo_pair_is_the_sfft_stacks_in_float32() -> None:
 
 def test_a_primary_image_takes_its_files_mask_and_variance_hdus(tmp_path: Path) -> None:
     # One image in the primary HDU and its MASK and VARIANCE beside it (as a pipeline that
-    # is not LSST's may write, and the cosmic-ray benchmark did): the planes were read
-    # only beside an IMAGE HDU, and this file's masked cosmic ray was silently dropped.
+    # is not LSST's may write): the planes were read only beside an IMAGE HDU, and this
+    # file's masked cosmic ray was silently dropped.
     image = np.full((20, 20), 100.0, dtype=np.float32)
     planes = np.zeros((20, 20), dtype=np.int16)
     planes[3, 4] = 1 << 3

@@ -42,7 +42,6 @@ from peers import (
     SKY,
     TEMPLATE_GAIN,
     Pair,
-    defect_files,
     diffviewer_env,
     hotpants_binary,
     hotpants_command,
@@ -76,8 +75,7 @@ def run_both(
             found["HOTPANTS"] = diff
             found["HOTPANTS ksum"] = (float(header["KSUM00"]), str(header["CONVOL00"]))
     out = folder / "dv"
-    own = defect_files(science)[0] if pair.defects else science
-    argv = [sys.executable, "-m", "diffviewer", "run", str(own), str(template)]
+    argv = [sys.executable, "-m", "diffviewer", "run", str(science), str(template)]
     dv = run_process(
         [*argv, "--out", str(out), "--quiet"],
         env=diffviewer_env(ROOT),

@@ -61,7 +61,7 @@ class Pair:
         sky-subtracted image).
     defects : float
         For synthetic pairs: the share of the science's pixels hit by cosmic rays (with
-        :data:`HOT_COLUMNS`), masked and given to both programs (:func:`defect_files`).
+        :data:`HOT_COLUMNS`), masked and given to both programs (:func:`write_pair_files`).
     """
 
     name: str
@@ -84,8 +84,9 @@ def write_pair_files(
 ) -> tuple[Path, Path]:
     """Write a synthetic pair as the two files both programs read (see the module doc);
     with ``defects``, its science spoilt by cosmic rays on that share of its pixels and
-    :data:`HOT_COLUMNS`, and its mask written as each program reads it
-    (:func:`defect_files`)."""
+    :data:`HOT_COLUMNS`, its mask in a ``MASK`` HDU beside the image (LSST's planes,
+    ``MP_*`` cards: diffviewer reads it, HOTPANTS reads the image alone) and again as
+    HOTPANTS reads it (:func:`hotpants_mask`)."""
     science = pair.science
     if defects:
         science, _ = with_defects(science, defects, HOT_COLUMNS, DEFECT_SEED)
@@ -97,30 +98,22 @@ def write_pair_files(
         header = exposure.wcs.to_header() if exposure.wcs is not None else fits.Header()
         header["GAIN"] = (gain, "electrons per count")
         path = folder / f"{tag}_{role}.fits"
-        image = (exposure.image + SKY).astype(np.float32)
-        fits.PrimaryHDU(image, header=header).writeto(path, overwrite=True)
+        hdus = [fits.PrimaryHDU((exposure.image + SKY).astype(np.float32), header=header)]
+        if defects and role == "science":
+            planes = fits.Header({f"MP_{p.name}": int(p).bit_length() - 1 for p in DEFECT_PLANES})
+            hdus.append(fits.ImageHDU(exposure.mask, planes, name="MASK"))
+        fits.HDUList(hdus).writeto(path, overwrite=True)
         paths.append(path)
     if defects:
-        layered, hotpants_mask = defect_files(paths[0])
-        planes = fits.Header({f"MP_{p.name}": int(p).bit_length() - 1 for p in DEFECT_PLANES})
-        fits.HDUList(
-            [
-                fits.PrimaryHDU(),
-                fits.ImageHDU(fits.getdata(paths[0]), fits.getheader(paths[0]), name="IMAGE"),
-                fits.ImageHDU(science.mask, planes, name="MASK"),
-            ]
-        ).writeto(layered, overwrite=True)
-        fits.PrimaryHDU((science.mask != 0).astype(np.int16)).writeto(hotpants_mask, overwrite=True)
+        mask = (science.mask != 0).astype(np.int16)
+        fits.PrimaryHDU(mask).writeto(hotpants_mask(paths[0]), overwrite=True)
     return paths[0], paths[1]
 
 
-def defect_files(science: Path) -> tuple[Path, Path]:
-    """Where :func:`write_pair_files` puts a spoilt science's mask: the science again with
-    its ``MASK`` HDU (LSST's planes, ``MP_*`` cards; diffviewer reads it) and the mask alone
-    (nonzero where spoilt; HOTPANTS's ``-imi``)."""
-    return science.with_name(f"{science.stem}_masked.fits"), science.with_name(
-        f"{science.stem}_mask.fits"
-    )
+def hotpants_mask(science: Path) -> Path:
+    """Where :func:`write_pair_files` puts a spoilt science's mask for HOTPANTS's ``-imi``
+    (nonzero where spoilt)."""
+    return science.with_name(f"{science.stem}_mask.fits")
 
 
 def _synthetic(name: str, tag: str, defects: float = 0.0, **kwargs: object) -> Pair:
@@ -258,7 +251,7 @@ def hotpants_command(
 ) -> list[str]:
     """HOTPANTS with its recommended flags (``../shared/peers/README.md``)."""
     out.mkdir(parents=True, exist_ok=True)
-    mask = ("-imi", str(defect_files(science)[1])) if pair.defects else ()
+    mask = ("-imi", str(hotpants_mask(science))) if pair.defects else ()
     return [
         str(binary),
         *("-inim", str(science), "-tmplim", str(template), *mask),

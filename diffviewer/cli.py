@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from diffviewer import __version__
+from diffviewer.companions import NO_COMPANIONS, Companions, input_companions
 from diffviewer.config import (
     SubtractionConfig,
     apply_overrides,
@@ -109,7 +110,42 @@ def _build_run_parser(prog: str) -> argparse.ArgumentParser:
         "memory); the outputs are the same",
     )
     _add_output_options(parser)
+    _add_companion_options(parser)
     return parser
+
+
+def _add_companion_options(parser: argparse.ArgumentParser) -> None:
+    """Add the inputs' planes in other files (``--science-mask`` ...) and ``--mask-bits``."""
+    group = parser.add_argument_group(
+        "planes in other files",
+        "a mask, variance or inverse-variance weight image beside an input (a mask as "
+        "HOTPANTS's -imi/-tmi; same shape as the image; a mask's planes join those of "
+        "the image's own file)",
+    )
+    kinds = (
+        ("mask", "mask image"),
+        ("variance", "variance image (image units^2)"),
+        ("weight", "inverse-variance weight image (0: no data)"),
+    )
+    for kind, what in kinds:
+        group.add_argument(f"--science-{kind}", metavar="SPEC", help=f"the science image's {what}")
+    for kind, what in kinds:
+        group.add_argument(
+            f"--template-{kind}",
+            action="append",
+            metavar="SPEC",
+            help=f"a template piece's {what}, once per piece in the pieces' order",
+        )
+    group.add_argument(
+        "--mask-bits",
+        action="append",
+        default=[],
+        metavar="PLANE=BIT[,BIT...]",
+        help="for masks without LSST's MP_* cards: the bits (numbered from 0) that set a "
+        "plane (BAD, SAT, CR, INTRP, SUSPECT, NO_DATA), e.g. --mask-bits SAT=8 --mask-bits "
+        "BAD=0,2,9; other bits are good pixels (default: every nonzero value is BAD) "
+        "(repeatable)",
+    )
 
 
 def _thread_count(text: str) -> int:
@@ -303,6 +339,7 @@ def run_pair(
     overwrite: bool,
     strict: bool,
     quiet: bool,
+    companions: tuple[Companions, Sequence[Companions]] | None = None,
     read_files: Sequence[Path] = (),
     products: str = "full",
     compress: bool = False,
@@ -322,6 +359,9 @@ def run_pair(
         Effective config.
     overwrite, strict, quiet : bool
         As the command-line flags.
+    companions : (Companions, sequence of Companions), optional
+        The files read beside the science image and each template piece
+        (:func:`~diffviewer.companions.input_companions`); none when absent.
     read_files : sequence of Path
         Other files the command read (config file, pairs list): never written over.
     products, compress : str, bool
@@ -338,9 +378,20 @@ def run_pair(
         0 on success, 4 when ``strict`` and the bad-subtraction guard tripped.
     """
     pieces = template_specs(template_spec)
+    science_companions, piece_companions = companions or (
+        NO_COMPANIONS,
+        [NO_COMPANIONS] * len(pieces),
+    )
     inputs = [parse_spec(spec)[0] for spec in (science_spec, *pieces)]
     for i, path in enumerate(inputs):
         require_file(path, "science" if i == 0 else "template")
+    for role, given in (("science", [science_companions]), ("template", piece_companions)):
+        for c in given:
+            for kind, spec in (("mask", c.mask), ("variance", c.variance), ("weight", c.weight)):
+                if spec is not None:
+                    path = parse_spec(spec)[0]
+                    require_file(path, f"{role} {kind}")
+                    inputs.append(path)
     source_list = config.candidates.source_list
     if source_list:  # the path at once, its table once astropy is loaded: before the images
         from diffviewer.star_list import read_star_list, require_star_list_file
@@ -359,9 +410,9 @@ def run_pair(
             # One after the other: reading the two on two threads as well was slower (GOTO,
             # median of 12 at load 2.2-2.9: 1.47 s against 1.42 s to the engine's start,
             # 0.07 s more CPU), their many short numpy calls taking the interpreter in turn.
-            science = read_exposure(science_spec)
+            science = read_exposure(science_spec, companions=science_companions)
             # The template is read here, not kept: the engine frees it once it is warped.
-            templates = read_templates(pieces)
+            templates = read_templates(pieces, piece_companions)
         with _timed(timings, "import"):
             loading.join()
             from threadpoolctl import threadpool_limits
@@ -578,11 +629,19 @@ def _main_run(argv: Sequence[str], prog: str) -> int:
         from diffviewer import allocator
 
         allocator.one_heap()
+    kinds = ("mask", "variance", "weight")
+    companions = input_companions(
+        {kind: getattr(args, f"science_{kind}") for kind in kinds},
+        {kind: getattr(args, f"template_{kind}") for kind in kinds},
+        args.mask_bits,
+        len(args.template),
+    )
     return run_pair(
         args.science,
         args.template,
         Path(args.out),
         config,
+        companions=companions,
         overwrite=args.overwrite,
         strict=args.strict,
         quiet=args.quiet,

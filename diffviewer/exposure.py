@@ -11,6 +11,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 
+from diffviewer.companions import NO_COMPANIONS, Companions
 from diffviewer.errors import InputError
 
 
@@ -222,6 +223,9 @@ class Exposure:
     saturation : tuple of (str, float) or None
         Where the saturation level came from (a header keyword, or ``"flat top"``) and
         the level (image units), when one is known; pixels at or above it carry SAT.
+    companions : Companions
+        The files its planes were read from beside its image's, and its mask's bit map
+        (:class:`~diffviewer.companions.Companions`; none for an exposure made in memory).
     """
 
     image: np.ndarray
@@ -234,6 +238,7 @@ class Exposure:
     source: str = "<memory>"
     variance_estimated: bool = False
     saturation: tuple[str, float] | None = None
+    companions: Companions = NO_COMPANIONS
 
     def __post_init__(self) -> None:
         image = _frozen_array(self.image, np.float32, f"image of {self.source}")

@@ -312,7 +312,12 @@ def names_planes(header: fits.Header) -> bool:
     return any(key.startswith("MP_") for key in header)
 
 
-def mask_from_planes(raw: np.ndarray, header: fits.Header, source: str) -> np.ndarray:
+def mask_from_planes(
+    raw: np.ndarray,
+    header: fits.Header,
+    source: str,
+    mask_bits: Sequence[tuple[int, str]] = (),
+) -> np.ndarray:
     """Translate a mask read from a file into :class:`MaskPlane` bits.
 
     Parameters
@@ -321,11 +326,15 @@ def mask_from_planes(raw: np.ndarray, header: fits.Header, source: str) -> np.nd
         Integer mask as stored.
     header : astropy.io.fits.Header
         Its header; ``MP_<NAME> = bit`` cards (as LSST writes them) map each named
-        plane onto the plane of the same name here (planes we do not know are
-        dropped, and those set on some pixel named in a warning). Without such cards
-        every nonzero pixel becomes ``BAD`` (as for a data-quality file).
+        plane onto the plane of the same name here.
     source : str
         The mask's file, for the warning.
+    mask_bits : sequence of (int, str)
+        For a mask without ``MP_*`` cards, each bit that masks and the plane it sets
+        (:class:`diffviewer.companions.Companions`); without them every nonzero pixel
+        becomes ``BAD`` (as for a data-quality file). Bits a map leaves out, and planes
+        the cards name that are not known here, are dropped, those set on some pixel
+        named in a warning.
 
     Returns
     -------
@@ -333,14 +342,21 @@ def mask_from_planes(raw: np.ndarray, header: fits.Header, source: str) -> np.nd
         mask (``MASK_DTYPE``).
     """
     values = np.asarray(raw).astype(np.int64)
-    planes = {k[3:]: header[k] for k in header if k.startswith("MP_")}
-    if not names_planes(header):
+    if names_planes(header):
+        named = [(header[k], k[3:]) for k in header if k.startswith("MP_")]
+        planes = [(b, n) for b, n in named if isinstance(b, int) and 0 <= b < 63]
+    elif mask_bits:
+        planes = list(mask_bits)
+        given = 0
+        for bit, _ in planes:
+            given |= 1 << bit
+        rest = int(np.bitwise_or.reduce(values & ~given, axis=None)) if values.size else 0
+        planes += [(bit, "unmapped") for bit in range(63) if rest >> bit & 1]
+    else:
         return np.where(values != 0, int(MaskPlane.BAD), 0).astype(MASK_DTYPE)
     out = np.zeros(values.shape, dtype=MASK_DTYPE)
     dropped = []
-    for name, bit in planes.items():
-        if not (isinstance(bit, int) and 0 <= bit < 63):
-            continue
+    for bit, name in planes:
         where = (values & (1 << bit)) != 0
         if name in MaskPlane.__members__:
             out[where] |= MASK_DTYPE(int(MaskPlane[name]))

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
+from diffviewer.companions import NO_COMPANIONS, Companions
 from diffviewer.errors import InputError
 from diffviewer.exposure import (
     MASK_DTYPE,
@@ -566,11 +567,16 @@ def _hdu_by_name(hdul: fits.HDUList, names: Sequence[str]) -> int | None:
 
 
 def _planes_beside(
-    hdul: fits.HDUList, index: int, path: Path, shape: tuple[int, ...]
+    hdul: fits.HDUList,
+    index: int,
+    path: Path,
+    shape: tuple[int, ...],
+    mask_bits: Sequence[tuple[int, str]] = (),
 ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None, bool]:
     """Variance, mask and PSF stored in the image's own file, when present, and whether
-    the mask's planes are named (:func:`~diffviewer.fits_header.names_planes`; True
-    without a mask).
+    the mask's planes are named (:func:`~diffviewer.fits_header.names_planes`, or a bit
+    map given for a mask without names: ``mask_bits``,
+    :func:`~diffviewer.fits_header.mask_from_planes`; True without a mask).
 
     ``<NAME>_VAR`` and ``<NAME>_PSF`` belong to the image HDU ``<NAME>``; an
     ``IMAGE`` HDU (LSST layout) also has ``VARIANCE``, ``MASK`` and ``PSF``, and so has an
@@ -586,7 +592,7 @@ def _planes_beside(
         variance = _image_data(hdul, var_index, path, "variance")
     if mask_index is not None:
         raw = _image_data(hdul, mask_index, path, "mask").astype(np.int64)
-        mask = mask_from_planes(raw, hdul[mask_index].header, str(path))
+        mask = mask_from_planes(raw, hdul[mask_index].header, str(path), mask_bits)
     for plane, label in ((variance, "variance"), (mask, "mask")):
         if plane is not None and plane.shape != shape:
             raise InputError(
@@ -597,7 +603,7 @@ def _planes_beside(
         psf = normalize_psf(
             _image_data(hdul, psf_index, path, "PSF"), f"{path}[{hdul[psf_index].name}]"
         )
-    named = mask_index is None or names_planes(hdul[mask_index].header)
+    named = mask_index is None or names_planes(hdul[mask_index].header) or bool(mask_bits)
     return variance, mask, psf, named
 
 
@@ -755,7 +761,8 @@ def _check_usable(
     if MaskPlane.BAD in everywhere and not named:
         why.append(
             "a mask with no MP_<NAME> plane names counts every nonzero value as BAD: give "
-            "MP_* cards naming its bits, or a mask that is 0 on good pixels"
+            "the bits that mask (diffviewer run --mask-bits PLANE=BIT,...), MP_* cards "
+            "naming its bits, or a mask that is 0 on good pixels"
         )
     if MaskPlane.SAT in everywhere and saturation is not None:
         why.append(
@@ -770,9 +777,7 @@ def _check_usable(
 def read_exposure(
     spec: str | Path,
     *,
-    variance: str | Path | None = None,
-    weight: str | Path | None = None,
-    mask: str | Path | None = None,
+    companions: Companions = NO_COMPANIONS,
     saved: bool = False,
 ) -> Exposure:
     """Read an image, its variance, mask, WCS, PSF and zero point from FITS.
@@ -782,17 +787,15 @@ def read_exposure(
     spec : str or Path
         ``file.fits``, ``file.fits[NAME]`` or ``file.fits[index]``; without an
         extension, the first HDU with a 2-D image.
-    variance : str or Path, optional
-        A variance image (image units squared). Otherwise the variance is taken from
-        the same file (``VARIANCE`` beside ``IMAGE``, or ``<NAME>_VAR`` beside
-        ``<NAME>``), from ``weight``, or estimated (see :func:`estimate_variance`).
-    weight : str or Path, optional
-        An inverse-variance image; weight 0 marks NO_DATA. A ``*_ooi_*`` image finds
-        its ``*_oow_*`` sibling by itself.
-    mask : str or Path, optional
-        A mask image: LSST planes when its header has ``MP_*`` cards, else any
-        nonzero value is BAD. A ``*_ooi_*`` image finds its ``*_ood_*`` sibling; an
-        ``IMAGE`` HDU its ``MASK`` HDU.
+    companions : Companions
+        Planes in other files, and the map of a mask's bits
+        (:class:`~diffviewer.companions.Companions`). A variance image (image units
+        squared) or an inverse-variance weight (weight 0 marks NO_DATA) replaces the
+        file's own variance (``VARIANCE`` beside ``IMAGE``, or ``<NAME>_VAR`` beside
+        ``<NAME>``); without either, a ``*_ooi_*`` image finds its ``*_oow_*`` weight
+        sibling, else the variance is estimated (:func:`estimate_variance`). A mask image
+        adds its planes to the file's own ``MASK`` HDU (beside an ``IMAGE`` or primary
+        image); without one, a ``*_ooi_*`` image finds its ``*_ood_*`` sibling.
     saved : bool
         The file is one of a run's own outputs (:func:`diffviewer.results.read_saved_run`),
         read as written: it may have no usable pixel (the score of a cutout smaller than
@@ -805,18 +808,17 @@ def read_exposure(
         image reaches the header's SATURATE, or its flat top when the header has none
         (:func:`diffviewer.saturation.flat_top_level`); ``variance_estimated`` tells whether the
         variance was estimated; ``source`` is the spec with its path made absolute
-        (:func:`diffviewer.paths.absolute_spec`; the messages of the reading name it as given).
+        (:func:`diffviewer.paths.absolute_spec`; the messages of the reading name it as given);
+        ``companions`` the files read beside it (those given, or the siblings found) and
+        the bit map, their paths absolute.
 
     Raises
     ------
     InputError
         When a file is missing, not FITS, truncated, lacks the extension or image
-        data, holds a 1-D or 3-D array, when planes differ in shape, when both a
-        variance and a weight are given, or when no pixel is finite (or, unless ``saved``,
-        usable).
+        data, holds a 1-D or 3-D array, when planes differ in shape, or when no pixel is
+        finite (or, unless ``saved``, usable).
     """
-    if variance is not None and weight is not None:
-        raise InputError(f"{spec}: give either a variance or a weight file, not both")
     path, ext = parse_spec(spec)
     source = str(spec)
     with open_fits(path, "image") as hdul:
@@ -828,19 +830,17 @@ def read_exposure(
         name = hdul[index].name.upper()
         wcs = read_wcs(wcs_header(hdul, index, source), source)
         shape = image.shape
-        in_var, in_mask, psf, named = _planes_beside(hdul, index, path, shape)
+        in_var, in_mask, psf, named = _planes_beside(hdul, index, path, shape, companions.mask_bits)
 
-    siblings = companion_files(path)
-    if variance is None and weight is None and in_var is None:
-        weight = siblings.get("weight")
-    if mask is None and in_mask is None:
-        mask = siblings.get("mask")
-
+    companions = _with_siblings(companions, path, in_var is not None, in_mask is not None)
+    mask, variance, weight = companions.mask, companions.variance, companions.weight
     bits = np.zeros(shape, dtype=MASK_DTYPE) if in_mask is None else in_mask
     if mask is not None:
         raw, mask_header = _read_plane(mask, name, "mask", shape, source)
-        bits = bits | mask_from_planes(raw.astype(np.int64), mask_header, str(mask))
-        named = named and names_planes(mask_header)
+        bits = bits | mask_from_planes(
+            raw.astype(np.int64), mask_header, str(mask), companions.mask_bits
+        )
+        named = named and (names_planes(mask_header) or bool(companions.mask_bits))
     var = in_var
     if variance is not None:
         var, _ = _read_plane(variance, name, "variance", shape, source)
@@ -894,18 +894,48 @@ def read_exposure(
         source=absolute_spec(source),  # what a run records: read alike from any folder
         variance_estimated=estimated,
         saturation=saturation,
+        companions=companions.absolute(),
     )
 
 
-def read_templates(spec: str | Sequence[str]) -> list[Exposure]:
+def _with_siblings(
+    companions: Companions, path: Path, has_variance: bool, has_mask: bool
+) -> Companions:
+    """``companions`` with a community-pipeline image's weight and mask siblings
+    (:func:`~diffviewer.paths.companion_files`) where neither the file nor ``companions``
+    gives that plane."""
+    siblings = {name: str(path) for name, path in companion_files(path).items()}
+    weight = companions.weight
+    if companions.variance is None and weight is None and not has_variance:
+        weight = siblings.get("weight")
+    mask = companions.mask
+    if mask is None and not has_mask:
+        mask = siblings.get("mask")
+    return Companions(mask, companions.variance, weight, companions.mask_bits)
+
+
+def read_templates(
+    spec: str | Sequence[str], companions: Sequence[Companions] | None = None
+) -> list[Exposure]:
     """Read a template given whole or in pieces (see :func:`diffviewer.paths.template_specs`).
+
+    Parameters
+    ----------
+    spec : str or sequence of str
+        The template's spec, or its pieces'.
+    companions : sequence of Companions, optional
+        Each piece's (:func:`read_exposure`); none given for any when absent.
 
     Returns
     -------
     list of Exposure
         One exposure per piece, each read by :func:`read_exposure`.
     """
-    return pooled_saturation([read_exposure(piece) for piece in template_specs(spec)])
+    specs = template_specs(spec)
+    given = list(companions) if companions is not None else [NO_COMPANIONS] * len(specs)
+    return pooled_saturation(
+        [read_exposure(piece, companions=c) for piece, c in zip(specs, given, strict=True)]
+    )
 
 
 def pooled_saturation(pieces: Sequence[Exposure]) -> list[Exposure]:

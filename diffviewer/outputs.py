@@ -81,6 +81,8 @@ def _exposure_summary(exposure: Exposure) -> dict[str, Any]:
         "has_wcs": exposure.wcs is not None,
         "celestial_wcs": exposure.has_celestial_wcs,
         "psf_given": exposure.psf is not None,
+        # the planes read from other files, and the mask's bit map: what reads it again
+        "companions": exposure.companions.as_dict(),
         "zero_point": exposure.zero_point,
         "saturation": (
             None
@@ -153,6 +155,8 @@ def build_metadata(
                         [p.source for p in result.template.pieces]
                         or [result.template.exposure.source]
                     ),
+                    *result.science.companions.specs,
+                    *(s for p in result.template.pieces for s in p.companions.specs),
                     *config_files(result.config),
                 ]
             ),
@@ -169,6 +173,7 @@ def build_metadata(
             "pieces": [
                 {
                     "source": piece.source,
+                    "companions": piece.companions.as_dict(),
                     "coverage_fraction": piece.coverage,
                     "registration": registration_summary(piece.registration),
                     # its own zero point, the factor that put it on the template's, and

@@ -20,6 +20,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from diffviewer.atomic import atomic_write_text
+from diffviewer.companions import NO_COMPANIONS, Companions
 from diffviewer.config import SubtractionConfig, config_files, load_toml
 from diffviewer.engine.diagnostics import Diagnostics
 from diffviewer.engine.kernel import KernelFit, KernelSolution
@@ -64,6 +65,28 @@ def saved_template_specs(metadata: dict[str, Any]) -> list[str]:
     if pieces:
         return [str(p["source"]) for p in pieces]
     return [str(metadata["inputs"]["template"]["source"])]
+
+
+def recorded_companions(metadata: dict[str, Any]) -> tuple[Companions, tuple[Companions, ...]]:
+    """The files a run read beside its science image and beside each template piece (in
+    the order of :func:`saved_template_specs`), and their masks' bit maps (none from an
+    older run, which recorded none).
+
+    Parameters
+    ----------
+    metadata : dict
+        The run's ``metadata.json``.
+
+    Returns
+    -------
+    (Companions, tuple of Companions)
+        The science's, and each template piece's.
+    """
+    pieces = metadata.get("warp", {}).get("pieces") or [metadata["inputs"]["template"]]
+    return (
+        Companions.from_dict(metadata["inputs"]["science"].get("companions")),
+        tuple(Companions.from_dict(p.get("companions")) for p in pieces),
+    )
 
 
 def recorded_specs(metadata: dict[str, Any]) -> tuple[str, str]:
@@ -548,6 +571,7 @@ def _saved_pieces(warp: dict[str, Any]) -> tuple[Registration | None, tuple[Piec
             float(p.get("sky_offset_error", 0.0)),
             bool(p.get("warped", False)),
             _float(p.get("fwhm_px")),
+            Companions.from_dict(p.get("companions")),
         )
         for p in warp.get("pieces", [])
     )
@@ -744,6 +768,7 @@ def read_saved_run(out_dir: str | Path) -> SavedRun:
     warp = meta["warp"]
     # Not warped: the input template is the template on the science grid (not copied).
     warped = out / "warped_template.fits"
+    science_companions, piece_companions = recorded_companions(meta)
     specs = [str(warped)] if warped.is_file() else saved_template_specs(meta)
     if len(specs) != 1:
         raise InputError(
@@ -751,7 +776,11 @@ def read_saved_run(out_dir: str | Path) -> SavedRun:
             "rerun the pair with full products"
         )
     template = SavedTemplate(
-        read_exposure(specs[0], saved=warped.is_file()),
+        read_exposure(
+            specs[0],
+            companions=NO_COMPANIONS if warped.is_file() else piece_companions[0],
+            saved=warped.is_file(),
+        ),
         bool(warp["warped"]),
         _float(warp["max_offset_px"]),
         float(warp["coverage_fraction"]),
@@ -765,7 +794,7 @@ def read_saved_run(out_dir: str | Path) -> SavedRun:
         folder=out,
         metadata=meta,
         config=load_toml(out / "config.toml"),
-        science=read_exposure(meta["inputs"]["science"]["source"]),
+        science=read_exposure(meta["inputs"]["science"]["source"], companions=science_companions),
         template=template,
         kernel=kernel,
         subtraction=SavedProducts(
@@ -933,6 +962,8 @@ class RecordedRun:
         The output folder.
     science, template : str
         The specs read (:func:`recorded_specs`; template pieces joined by ``;``).
+    companions : (Companions, tuple of Companions)
+        The files read beside them (:func:`recorded_companions`).
     config : SubtractionConfig
         The folder's ``config.toml``.
     changed : str or None
@@ -943,6 +974,7 @@ class RecordedRun:
     folder: Path
     science: str
     template: str
+    companions: tuple[Companions, tuple[Companions, ...]]
     config: SubtractionConfig
     changed: str | None = None
 
@@ -971,11 +1003,19 @@ def recorded_run(out_dir: str | Path) -> RecordedRun:
     meta = read_metadata(out)
     config = load_toml(out / "config.toml")
     science, template = recorded_specs(meta)
+    companions = recorded_companions(meta)
     pieces = template_specs(template)
-    roles = [("science image", science)]
+    inputs = [("science image", science, companions[0])]
+    inputs += [
+        ("template" if len(pieces) == 1 else f"template piece {i + 1}", spec, c)
+        for i, (spec, c) in enumerate(zip(pieces, companions[1], strict=True))
+    ]
+    roles = [(role, spec) for role, spec, _ in inputs]
     roles += [
-        ("template" if len(pieces) == 1 else f"template piece {i + 1}", spec)
-        for i, spec in enumerate(pieces)
+        (f"{role}'s {kind}", spec)
+        for role, _, c in inputs
+        for kind, spec in (("mask", c.mask), ("variance", c.variance), ("weight", c.weight))
+        if spec is not None
     ]
     files = [(role, parse_spec(spec)[0], METADATA) for role, spec in roles]
     files += [
@@ -990,4 +1030,4 @@ def recorded_run(out_dir: str | Path) -> RecordedRun:
                 "or run the pair from where it is now (diffviewer run SCIENCE TEMPLATE "
                 f"--config {out / 'config.toml'})"
             )
-    return RecordedRun(out, science, template, config, changed_input(meta))
+    return RecordedRun(out, science, template, companions, config, changed_input(meta))

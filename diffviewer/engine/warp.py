@@ -36,6 +36,7 @@ import numpy as np
 from astropy.wcs import WCS
 from scipy import ndimage
 
+from diffviewer.companions import NO_COMPANIONS, Companions
 from diffviewer.config import WarpConfig
 from diffviewer.engine import mosaic, piece_psfs, register, register_fit, register_stars, resample
 from diffviewer.engine.lent import lent_map
@@ -80,6 +81,9 @@ class Piece:
     fwhm : float
         Its PSF's FWHM on the science grid (px; :func:`piece_psfs.piece_fwhm`), NaN for
         a whole template or where not measured.
+    companions : Companions
+        The files its planes were read from beside its image's
+        (:attr:`~diffviewer.exposure.Exposure.companions`).
     """
 
     source: str
@@ -91,6 +95,7 @@ class Piece:
     sky_offset_error: float = 0.0
     warped: bool = False
     fwhm: float = math.nan
+    companions: Companions = NO_COMPANIONS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -819,6 +824,7 @@ def warp_template(
                 scale.sky_offset_error,
                 p.warped,
                 f,
+                piece.companions,
             )
             for piece, p, c, scale, f in zip(
                 pieces, placed, covered, combination.pieces, fwhm, strict=True

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from diffviewer import display
+from diffviewer.companions import NO_COMPANIONS, Companions, companion_paths
 from diffviewer.config import SubtractionConfig
 from diffviewer.engine.progress import CancelToken, ProgressCallback
 from diffviewer.errors import InputError
@@ -72,6 +73,10 @@ class Pair:
         piece registered on its own and the pieces combined by the engine.
     name : str
         Short name (titles, output folder): a plain name, no folder.
+    companions : (Companions, tuple of Companions)
+        The files read beside the science image and beside each template piece
+        (:class:`~diffviewer.companions.Companions`: its mask, variance or weight, and the
+        masks' bit map), as a saved run records them; none given by default.
 
     Raises
     ------
@@ -82,6 +87,7 @@ class Pair:
     science: str | Exposure
     template: str | Exposure
     name: str = ""
+    companions: tuple[Companions, tuple[Companions, ...]] = (NO_COMPANIONS, ())
 
     def __post_init__(self) -> None:
         check_pair_name(self.name)
@@ -113,25 +119,29 @@ class Pair:
         """The input files (empty for exposures in memory)."""
         from diffviewer.paths import parse_spec
 
-        return [Path(parse_spec(s)[0]) for s in (self.science, *self.pieces) if isinstance(s, str)]
+        images = [
+            Path(parse_spec(s)[0]) for s in (self.science, *self.pieces) if isinstance(s, str)
+        ]
+        return images + companion_paths([self.companions[0], *self.companions[1]])
 
     def read_science(self) -> Exposure:
         """The science exposure (a spec is read with :func:`diffviewer.io.read_exposure`)."""
-        return _read(self.science)
+        return _read(self.science, self.companions[0])
 
     def read_template(self) -> Exposure | list[Exposure]:
         """The template, or the list of its pieces when it has several."""
         from diffviewer.io import pooled_saturation
 
-        pieces = [_read(p) for p in self.pieces]
+        given = self.companions[1] or (NO_COMPANIONS,) * len(self.pieces)
+        pieces = [_read(p, c) for p, c in zip(self.pieces, given, strict=True)]
         return pieces[0] if len(pieces) == 1 else pooled_saturation(pieces)
 
 
-def _read(spec: str | Exposure) -> Exposure:
-    """An exposure as given, or read from its spec."""
+def _read(spec: str | Exposure, companions: Companions) -> Exposure:
+    """An exposure as given, or read from its spec with its companions."""
     from diffviewer.io import read_exposure
 
-    return spec if isinstance(spec, Exposure) else read_exposure(spec)
+    return spec if isinstance(spec, Exposure) else read_exposure(spec, companions=companions)
 
 
 def _describe(spec: str | Exposure) -> str:

@@ -32,6 +32,7 @@ from diffviewer.results import (
     difference_only,
     read_metadata,
     read_saved_run,
+    recorded_companions,
     recorded_run,
     recorded_specs,
     write_pair_verdict,
@@ -44,7 +45,8 @@ if TYPE_CHECKING:
 def saved_pair(folder: Path) -> Pair:
     """The pair an output folder was made from (the input specs its metadata records:
     :func:`~diffviewer.results.recorded_specs`), named after it."""
-    return Pair(*recorded_specs(read_metadata(folder)), folder.name)
+    meta = read_metadata(folder)
+    return Pair(*recorded_specs(meta), folder.name, recorded_companions(meta))
 
 
 def saved_run_job(
@@ -136,7 +138,7 @@ def prepare_rerun(window: MainWindow, recorded: RecordedRun) -> None:
     recorded : RecordedRun
         The folder's inputs and config (:func:`~diffviewer.results.recorded_run`).
     """
-    pair = Pair(recorded.science, recorded.template, recorded.folder.name)
+    pair = Pair(recorded.science, recorded.template, recorded.folder.name, recorded.companions)
     window.open_pair(pair, run=False)
     window.saved_folder = recorded.folder
     window.params.set_config(recorded.config)

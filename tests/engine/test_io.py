@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from diffviewer import io
 from diffviewer.atomic import atomic_write_text, staged_output_dir
+from diffviewer.companions import Companions
 from diffviewer.errors import InputError, OutputError
 from diffviewer.exposure import Exposure, MaskPlane
 from diffviewer.fits_header import ZERO_POINT_KEYS, read_wcs
@@ -359,11 +360,13 @@ def test_legacypipe_siblings_give_variance_and_masks() -> None:
     np.testing.assert_array_equal((exp.mask & NO_DATA) != 0, ~good)
     np.testing.assert_array_equal((exp.mask & BAD) != 0, dq != 0)
     assert not exp.variance_estimated and exp.has_celestial_wcs
-    explicit = read_exposure(
-        image,
-        weight=data_path(LEGACY_HOLES.format("oow")),
-        mask=data_path(LEGACY_HOLES.format("ood")),
+    # The siblings found are recorded as read, and given by name read the same.
+    siblings = Companions(
+        mask=str(data_path(LEGACY_HOLES.format("ood")).resolve()),
+        weight=str(data_path(LEGACY_HOLES.format("oow")).resolve()),
     )
+    assert exp.companions == siblings
+    explicit = read_exposure(image, companions=siblings)
     np.testing.assert_array_equal(explicit.mask, exp.mask)
     np.testing.assert_array_equal(explicit.variance, exp.variance)
 
@@ -658,7 +661,7 @@ def test_companion_of_other_shape(tmp_path: Path, role: str) -> None:
     image = _write(tmp_path / "img.fits", _sky_image((32, 32))[0])
     other = _write(tmp_path / "other.fits", np.ones((31, 32), np.float32))
     with pytest.raises(InputError, match=rf"{role} .*other\.fits has shape \(31, 32\).*\(32, 32\)"):
-        read_exposure(image, **{role: other})
+        read_exposure(image, companions=Companions(**{role: str(other)}))
 
 
 def test_variance_hdu_of_other_shape(tmp_path: Path) -> None:
@@ -682,8 +685,8 @@ def test_all_nan_image(tmp_path: Path) -> None:
 
 def test_variance_and_weight_together(tmp_path: Path) -> None:
     image = _write(tmp_path / "i.fits", np.ones((4, 4), np.float32))
-    with pytest.raises(InputError, match=r"either a variance or a weight"):
-        read_exposure(image, variance=image, weight=image)
+    with pytest.raises(InputError, match=r"both a variance \(.*i\.fits\) and a weight"):
+        read_exposure(image, companions=Companions(variance=str(image), weight=str(image)))
 
 
 # --------------------------------------------------------------------------- writing

@@ -27,7 +27,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from diffviewer import __version__
-from diffviewer.companions import NO_COMPANIONS, Companions, input_companions
+from diffviewer.companions import (
+    KINDS,
+    NO_COMPANIONS,
+    Companions,
+    input_companions,
+    pairs_companions,
+)
 from diffviewer.config import (
     SubtractionConfig,
     apply_overrides,
@@ -136,15 +142,22 @@ def _add_companion_options(parser: argparse.ArgumentParser) -> None:
             metavar="SPEC",
             help=f"a template piece's {what}, once per piece in the pieces' order",
         )
-    group.add_argument(
+    _add_mask_bits_option(group, "")
+
+
+def _add_mask_bits_option(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup, which: str
+) -> None:
+    """Add ``--mask-bits`` (``which``: to whose masks it applies, if not every input's)."""
+    parser.add_argument(
         "--mask-bits",
         action="append",
         default=[],
         metavar="PLANE=BIT[,BIT...]",
-        help="for masks without LSST's MP_* cards: the bits (numbered from 0) that set a "
-        "plane (BAD, SAT, CR, INTRP, SUSPECT, NO_DATA), e.g. --mask-bits SAT=8 --mask-bits "
-        "BAD=0,2,9; other bits are good pixels (default: every nonzero value is BAD) "
-        "(repeatable)",
+        help=f"for masks without LSST's MP_* cards{which}: the bits (numbered from 0) that "
+        "set a plane (BAD, SAT, CR, INTRP, SUSPECT, NO_DATA), e.g. --mask-bits SAT=8 "
+        "--mask-bits BAD=0,2,9; other bits are good pixels (default: every nonzero value "
+        "is BAD) (repeatable)",
     )
 
 
@@ -186,7 +199,13 @@ def _build_batch_parser(prog: str) -> argparse.ArgumentParser:
         "scheduler lost: rerun to run the rest), 3 no coverage, 4 guard tripped (--strict), "
         "the most serious first.",
     )
-    parser.add_argument("pairs", help="CSV file with columns science,template[,name]")
+    parser.add_argument(
+        "pairs",
+        help="CSV file with columns science,template[,name] and, optional, a pair's planes "
+        "in files of their own: science_mask, science_variance, science_weight, "
+        "template_mask, template_variance, template_weight (one per template piece, joined "
+        "by ';'), and its mask_bits (PLANE=BIT[,BIT...] terms apart)",
+    )
     parser.add_argument("--out", required=True, metavar="DIR", help="parent output folder")
     _add_config_options(parser)
     parser.add_argument(
@@ -211,6 +230,7 @@ def _build_batch_parser(prog: str) -> argparse.ArgumentParser:
         "with dask's TLS settings) instead",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_mask_bits_option(parser, " (of the pairs whose mask_bits column is empty)")
     return parser
 
 
@@ -629,10 +649,9 @@ def _main_run(argv: Sequence[str], prog: str) -> int:
         from diffviewer import allocator
 
         allocator.one_heap()
-    kinds = ("mask", "variance", "weight")
     companions = input_companions(
-        {kind: getattr(args, f"science_{kind}") for kind in kinds},
-        {kind: getattr(args, f"template_{kind}") for kind in kinds},
+        {kind: getattr(args, f"science_{kind}") for kind in KINDS},
+        {kind: getattr(args, f"template_{kind}") for kind in KINDS},
         args.mask_bits,
         len(args.template),
     )
@@ -681,6 +700,7 @@ def _main_batch(argv: Sequence[str], prog: str) -> int:
         workers=args.workers,
         scheduler=args.scheduler,
         read_files=tuple(Path(p).expanduser().resolve() for p in read),
+        companions=pairs_companions(Path(args.pairs).expanduser().resolve(), args.mask_bits),
     )
     pairs = read_pairs_csv(options.read_files[0])
     rows = run_batch(pairs, options, progress=not args.quiet and sys.stderr.isatty())

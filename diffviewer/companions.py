@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from diffviewer.errors import InputError
-from diffviewer.paths import absolute_spec, parse_spec
+from diffviewer.paths import (
+    absolute_spec,
+    parse_spec,
+    read_pairs_rows,
+    resolve_spec,
+    template_specs,
+)
 
 #: Planes a mask's bits may be read into: what a file can say of its pixels (EDGE, the
 #: detections' planes and SAT_TEMPLATE are the engine's own).
@@ -174,8 +180,9 @@ def input_companions(
     template: Mapping[str, Sequence[str] | None],
     mask_bits: Sequence[str],
     pieces: int,
+    option: str = "--template-{}",
 ) -> tuple[Companions, tuple[Companions, ...]]:
-    """The companions the command line gives the science image and each template piece.
+    """The companions given to the science image and each template piece.
 
     Parameters
     ----------
@@ -188,6 +195,9 @@ def input_companions(
         ``--mask-bits``'s texts (:func:`parse_mask_bits`), for every input's mask.
     pieces : int
         How many pieces the template came in.
+    option : str
+        How a template's companions were given, formatted with the kind ("mask", ...),
+        for the message.
 
     Returns
     -------
@@ -205,9 +215,9 @@ def input_companions(
     for kind, specs in template.items():
         if specs is not None and len(specs) != pieces:
             raise InputError(
-                f"--template-{kind} names {len(specs)} file(s) ({', '.join(specs)}) for a "
-                f"template in {pieces} piece(s): give it once for each piece, in the "
-                "pieces' order"
+                f"{option.format(kind)} names {len(specs)} file(s) ({', '.join(specs)}) for "
+                f"a template in {pieces} piece(s): give one for each piece, in the pieces' "
+                "order"
             )
         per_piece[kind] = [None] * pieces if specs is None else specs
     return (
@@ -217,6 +227,81 @@ def input_companions(
             for i in range(pieces)
         ),
     )
+
+
+#: The kinds of companion file, as options and columns name them.
+KINDS = ("mask", "variance", "weight")
+
+#: The pairs-list column of a pair's own bit map: ``PLANE=BIT[,BIT...]`` terms apart.
+MASK_BITS_COLUMN = "mask_bits"
+
+
+def pairs_companions(
+    path: str | Path, mask_bits: Sequence[str] = ()
+) -> dict[str, tuple[Companions, tuple[Companions, ...]]]:
+    """Each pair's companions in a pairs list (:func:`~diffviewer.paths.read_pairs_rows`).
+
+    Columns ``science_mask``, ``science_variance``, ``science_weight`` and the template's
+    (one spec per piece, joined by ``;`` as the pieces are) name them, relative to the
+    list's folder as its images are; ``mask_bits`` gives a pair's bit map
+    (``CR=7 BAD=0,9``), else ``mask_bits`` here (a batch's ``--mask-bits``).
+
+    Parameters
+    ----------
+    path : str or Path
+        The pairs list.
+    mask_bits : sequence of str
+        The bit map of the pairs whose row gives none.
+
+    Returns
+    -------
+    dict
+        ``{pair name: (science's, each piece's)}``, every pair of the list.
+
+    Raises
+    ------
+    InputError
+        As :func:`~diffviewer.paths.read_pairs_rows`, or naming the line's pair when its
+        companions are refused (:func:`input_companions`).
+    """
+    path = Path(path)
+    out = {}
+    for (_, template, name), row in read_pairs_rows(path):
+        specs = {
+            column: [resolve_spec(v, path.parent) for v in template_specs(row[column])]
+            for column in (f"{role}_{kind}" for role in ("science", "template") for kind in KINDS)
+            if column in row
+        }
+        several = next((c for c in specs if c.startswith("science") and len(specs[c]) > 1), None)
+        if several is not None:
+            raise InputError(
+                f"pairs list {path}, pair {name}: the {several} column names "
+                f"{len(specs[several])} files ({row[several]}); give the science image's one"
+            )
+        own = row.get(MASK_BITS_COLUMN)
+        try:
+            out[name] = input_companions(
+                {kind: next(iter(specs.get(f"science_{kind}", [])), None) for kind in KINDS},
+                {kind: specs.get(f"template_{kind}") for kind in KINDS},
+                own.split() if own is not None else mask_bits,
+                len(template_specs(template)),
+                "the template_{} column",
+            )
+        except InputError as exc:
+            raise InputError(f"pairs list {path}, pair {name}: {exc}") from None
+    return out
+
+
+def none_given(pieces: int) -> tuple[Companions, tuple[Companions, ...]]:
+    """No companion for the science image nor for any of a template's ``pieces``."""
+    return NO_COMPANIONS, (NO_COMPANIONS,) * pieces
+
+
+def absolute(
+    companions: tuple[Companions, Sequence[Companions]],
+) -> tuple[Companions, tuple[Companions, ...]]:
+    """The science's and the pieces' companions with their paths absolute (as recorded)."""
+    return companions[0].absolute(), tuple(c.absolute() for c in companions[1])
 
 
 def companion_paths(companions: Sequence[Companions]) -> list[Path]:

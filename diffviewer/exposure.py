@@ -224,7 +224,7 @@ class Exposure:
         Where the saturation level came from (a header keyword, or ``"flat top"``) and
         the level (image units), when one is known; pixels at or above it carry SAT.
     companions : Companions
-        The files its planes were read from beside its image's, and its mask's bit map
+        The files given for its planes beside its image's, and its mask's bit map
         (:class:`~diffviewer.companions.Companions`; none for an exposure made in memory).
     """
 

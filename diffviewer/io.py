@@ -809,8 +809,8 @@ def read_exposure(
         (:func:`diffviewer.saturation.flat_top_level`); ``variance_estimated`` tells whether the
         variance was estimated; ``source`` is the spec with its path made absolute
         (:func:`diffviewer.paths.absolute_spec`; the messages of the reading name it as given);
-        ``companions`` the files read beside it (those given, or the siblings found) and
-        the bit map, their paths absolute.
+        ``companions`` as given, their paths absolute (the siblings a ``*_ooi_*`` image
+        finds are found again on every read).
 
     Raises
     ------
@@ -832,8 +832,8 @@ def read_exposure(
         shape = image.shape
         in_var, in_mask, psf, named = _planes_beside(hdul, index, path, shape, companions.mask_bits)
 
-    companions = _with_siblings(companions, path, in_var is not None, in_mask is not None)
-    mask, variance, weight = companions.mask, companions.variance, companions.weight
+    found = _with_siblings(companions, path, in_var is not None, in_mask is not None)
+    mask, variance, weight = found.mask, found.variance, found.weight
     bits = np.zeros(shape, dtype=MASK_DTYPE) if in_mask is None else in_mask
     if mask is not None:
         raw, mask_header = _read_plane(mask, name, "mask", shape, source)

@@ -650,6 +650,11 @@ SUMMARY_ECSV = RESERVED_NAMES[0]
 
 
 def read_pairs_csv(path: str | Path) -> list[tuple[str, str, str]]:
+    """The pairs of a CSV list of pairs (:func:`read_pairs_rows`, without the other columns)."""
+    return [pair for pair, _ in read_pairs_rows(path)]
+
+
+def read_pairs_rows(path: str | Path) -> list[tuple[tuple[str, str, str], dict[str, str]]]:
     """Read a CSV list of pairs (columns ``science``, ``template``, optional ``name``).
 
     Relative specs are resolved against the CSV file's folder. A template given in
@@ -668,8 +673,10 @@ def read_pairs_csv(path: str | Path) -> list[tuple[str, str, str]]:
 
     Returns
     -------
-    list of (str, str, str)
-        Science spec, template spec (pieces joined by ``;``) and a name per pair.
+    list of ((str, str, str), dict)
+        Science spec, template spec (pieces joined by ``;``) and a name per pair, and
+        the row's other columns that hold a value (stripped; see
+        :func:`diffviewer.companions.pairs_companions`).
 
     Raises
     ------
@@ -707,7 +714,7 @@ def read_pairs_csv(path: str | Path) -> list[tuple[str, str, str]]:
                 else ""
             )
         )
-    pairs: list[tuple[str, str, str]] = []
+    pairs: list[tuple[tuple[str, str, str], dict[str, str]]] = []
     lines: dict[str, int] = {}
     for line, row in rows:
         values = [value for value in row.values() if isinstance(value, str)]
@@ -743,8 +750,8 @@ def read_pairs_csv(path: str | Path) -> list[tuple[str, str, str]]:
                 f"pairs list {path}, line {line}: the science or template spec is empty; "
                 "give both on every line"
             )
-        sci = _resolve_spec(specs[0], path.parent)
-        pieces = [_resolve_spec(piece, path.parent) for piece in template_specs(specs[1])]
+        sci = resolve_spec(specs[0], path.parent)
+        pieces = [resolve_spec(piece, path.parent) for piece in template_specs(specs[1])]
         tmpl = TEMPLATE_SEPARATOR.join(pieces)
         name = (row.get("name") or "").strip()
         if not name:
@@ -781,7 +788,12 @@ def read_pairs_csv(path: str | Path) -> list[tuple[str, str, str]]:
                 "give a name that does not start with '.'"
             )
         lines[name] = line
-        pairs.append((sci, tmpl, name))
+        others = {
+            str(k): v.strip()
+            for k, v in row.items()
+            if k not in (None, "science", "template", "name") and isinstance(v, str) and v.strip()
+        }
+        pairs.append(((sci, tmpl, name), others))
     return pairs
 
 
@@ -791,7 +803,7 @@ def _skipped(row: dict[str, str | None]) -> bool:
     return not any(values) or values[0].startswith("#")
 
 
-def _resolve_spec(spec: str, folder: Path) -> str:
+def resolve_spec(spec: str, folder: Path) -> str:
     """Make a relative spec relative to ``folder``, ``~`` expanded first (extension
     suffixes are kept)."""
     spec = str(Path(spec).expanduser()) if spec.startswith("~") else spec

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from diffviewer.atomic import atomic_write_text
-from diffviewer.companions import NO_COMPANIONS, Companions
+from diffviewer.companions import NO_COMPANIONS, Companions, absolute
 from diffviewer.config import SubtractionConfig, config_files, load_toml
 from diffviewer.engine.diagnostics import Diagnostics
 from diffviewer.engine.kernel import KernelFit, KernelSolution
@@ -177,6 +178,7 @@ def incomplete_reason(
     template: str,
     config_digest: str,
     products: tuple[str, bool] | None = None,
+    companions: tuple[Companions, Sequence[Companions]] | None = None,
 ) -> str | None:
     """Why an output folder is not the complete result of a pair, or None when it is.
 
@@ -198,6 +200,9 @@ def incomplete_reason(
     products : (str, bool), optional
         The outputs asked for (``--products``) and whether mask planes are compressed
         (``--compress``): a folder written with others is not this run's result.
+    companions : (Companions, sequence of Companions), optional
+        The files given beside the science image and each template piece, and the bit
+        map: a folder made with others is not this run's result (not checked when None).
 
     Returns
     -------
@@ -219,6 +224,8 @@ def incomplete_reason(
     pieces = saved_template_specs(meta)
     if [resolved_spec(p) for p in pieces] != [resolved_spec(p) for p in template_specs(template)]:
         return f"made from another template ({TEMPLATE_SEPARATOR.join(pieces)})"
+    if companions is not None and recorded_companions(meta) != absolute(companions):
+        return "made with other mask, variance or weight files, or another mask bit map"
     changed = changed_input(meta)
     if changed is not None:
         return f"its input {changed} was replaced or changed since the run"

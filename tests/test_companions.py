@@ -16,17 +16,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from diffviewer import cli
+from diffviewer.batch import BatchOptions
+from diffviewer.batch.runner import plan_batch
 from diffviewer.companions import (
     MASK_BIT_PLANES,
     Companions,
     input_companions,
+    pairs_companions,
     parse_mask_bits,
 )
+from diffviewer.config import SubtractionConfig
 from diffviewer.errors import InputError
 from diffviewer.exposure import MaskPlane
 from diffviewer.fits_header import mask_from_planes
 from diffviewer.io import read_exposure
-from diffviewer.results import read_saved_run, recorded_run
+from diffviewer.paths import read_pairs_csv
+from diffviewer.results import incomplete_reason, read_saved_run, recorded_run
 from diffviewer.synthetic import make_pair, with_defects
 
 #: A ZTF-like bit mask's bits: cosmic ray, dead or hot pixel, and a bit set on the pixels
@@ -220,6 +225,79 @@ def test_each_template_piece_takes_its_own_companions() -> None:
         Companions(mask="a_msk.fits", weight="a_w.fits", mask_bits=((8, "SAT"),)),
         Companions(mask="b_msk.fits", weight="b_w", mask_bits=((8, "SAT"),)),
     )
+
+
+def _pairs_list(files: dict[str, Path], folder: Path, bits: str) -> Path:
+    """A pairs list beside ``folder`` naming the spoilt pair, its mask and ``bits``, by
+    paths relative to the list's folder."""
+    rel = {k: os.path.relpath(v, folder) for k, v in files.items()}
+    path = folder / "pairs.csv"
+    path.write_text(
+        "science,template,name,science_mask,mask_bits\n"
+        f"{rel['science']},{rel['template']},a,{rel['mask']},{bits}\n"
+    )
+    return path
+
+
+@pytest.mark.slow
+def test_a_batch_reads_each_pairs_companions_from_its_list(
+    runs, spoilt_pair: dict[str, Path], tmp_path: Path
+) -> None:
+    pairs = _pairs_list(spoilt_pair, tmp_path, f"CR={CR_BIT} BAD={BAD_BIT}")
+    out = tmp_path / "night"
+    code = cli.main(["batch", str(pairs), "--out", str(out), "--workers", "1", "--quiet"])
+    assert code == cli.EXIT_OK
+    # The worker read the mask through the row's bit map: the run's difference, bit for bit.
+    with (
+        fits.open(out / "a" / "difference.fits") as a,
+        fits.open(runs["mapped"][0] / "difference.fits") as b,
+    ):
+        assert np.array_equal(a["IMAGE"].data, b["IMAGE"].data, equal_nan=True)
+    meta = json.loads((out / "a" / "metadata.json").read_text())
+    assert (
+        meta["inputs"]["science"]["companions"]
+        == runs["mapped"][1]["inputs"]["science"]["companions"]
+    )
+    # The same list again finds the pair complete; another bit map (the batch's
+    # --mask-bits where the row gives none) is another run.
+    same = BatchOptions(out=out, config=SubtractionConfig(), companions=pairs_companions(pairs))
+    assert plan_batch(read_pairs_csv(pairs), same).kept["a"]["status"] == "skipped"
+    _pairs_list(spoilt_pair, tmp_path, "")
+    given = pairs_companions(pairs, ["BAD=0"])["a"]
+    assert given[0].mask_bits == ((0, "BAD"),)
+    options = BatchOptions(out=out, config=SubtractionConfig(), companions={"a": given})
+    reason = incomplete_reason(out / "a", *read_pairs_csv(pairs)[0][:2], "", None, given)
+    assert reason == "made with other mask, variance or weight files, or another mask bit map"
+    assert [job.name for job in plan_batch(read_pairs_csv(pairs), options).jobs] == []
+    assert plan_batch(read_pairs_csv(pairs), options).kept["a"]["status"] == "refused"
+
+
+def test_a_pairs_lists_companion_columns_are_checked_and_resolved(tmp_path: Path) -> None:
+    path = tmp_path / "pairs.csv"
+    path.write_text(
+        "science,template,name,template_mask,template_weight,science_variance\n"
+        "s.fits,t1.fits;t2.fits,a,m1.fits;m2.fits,,/abs/v.fits\n"
+        "s.fits,t.fits,b,,,\n"
+    )
+    given = pairs_companions(path, ["SAT=8"])
+    bits = ((8, "SAT"),)
+    assert given["a"] == (
+        Companions(variance="/abs/v.fits", mask_bits=bits),
+        (
+            Companions(mask=str(tmp_path / "m1.fits"), mask_bits=bits),
+            Companions(mask=str(tmp_path / "m2.fits"), mask_bits=bits),
+        ),
+    )
+    assert given["b"] == (Companions(mask_bits=bits), (Companions(mask_bits=bits),))
+    path.write_text("science,template,name,template_mask\ns.fits,t1.fits;t2.fits,a,m1.fits\n")
+    with pytest.raises(InputError, match=r"pair a: the template_mask column names 1 file"):
+        pairs_companions(path)
+    path.write_text("science,template,science_mask\ns.fits,t.fits,m1.fits;m2.fits\n")
+    with pytest.raises(InputError, match=r"science_mask column names 2 files"):
+        pairs_companions(path)
+    path.write_text("science,template,name,mask_bits\ns.fits,t.fits,a,CR=7 SAT\n")
+    with pytest.raises(InputError, match=r"pair a: --mask-bits 'SAT' is not PLANE=BIT"):
+        pairs_companions(path)
 
 
 _bit_maps = st.dictionaries(

@@ -20,7 +20,7 @@ import sys
 import textwrap
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import CancelledError
 from pathlib import Path
 from typing import Any, TextIO
@@ -41,6 +41,7 @@ from diffviewer.batch.summary import (
     write_summary,
 )
 from diffviewer.batch.task import PairJob, run_job
+from diffviewer.companions import Companions, none_given
 from diffviewer.config import SubtractionConfig
 from diffviewer.errors import ClusterLost, DiffviewerError, InputError
 from diffviewer.paths import (
@@ -88,6 +89,9 @@ class BatchOptions:
         Address of a running scheduler (no local cluster then).
     read_files : tuple of Path
         Files the batch read (pairs list, config): never written over.
+    companions : mapping of str to (Companions, tuple of Companions)
+        Each pair's companion files and bit map, by name
+        (:func:`diffviewer.companions.pairs_companions`); a pair not there has none.
     """
 
     out: Path
@@ -100,6 +104,9 @@ class BatchOptions:
     workers: int | None = None
     scheduler: str | None = None
     read_files: tuple[Path, ...] = ()
+    companions: Mapping[str, tuple[Companions, tuple[Companions, ...]]] = dataclasses.field(
+        default_factory=dict
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,7 +178,9 @@ def plan_batch(pairs: Sequence[tuple[str, str, str]], options: BatchOptions) -> 
         tmpl = TEMPLATE_SEPARATOR.join(absolute_spec(p) for p in template_specs(template))
         folder = options.out / name
         before = previous.get(name, {})
-        reason = incomplete_reason(folder, sci, tmpl, digest, (options.products, options.compress))
+        given = options.companions.get(name) or none_given(len(template_specs(tmpl)))
+        asked = (options.products, options.compress)
+        reason = incomplete_reason(folder, sci, tmpl, digest, asked, given)
         if folder.exists() and not folder.is_dir():
             kept[name] = _refused_row(
                 name,
@@ -207,6 +216,7 @@ def plan_batch(pairs: Sequence[tuple[str, str, str]], options: BatchOptions) -> 
                     read_files=tuple(str(p) for p in options.read_files),
                     products=options.products,
                     compress=options.compress,
+                    companions=given,
                 )
             )
     return Plan(jobs, kept, [name for _, _, name in pairs], tuple(kept_failed))
@@ -1116,7 +1126,7 @@ def _finished_unreported(
     for job in jobs:
         if job.name in rows or not Path(job.out).is_dir():
             continue
-        if incomplete_reason(job.out, job.science, job.template, digest, asked) is None:
+        if incomplete_reason(job.out, job.science, job.template, digest, asked, job.given) is None:
             found[job.name] = row_of_outputs(
                 job.name, job.science, job.template, job.out, "ok", options.strict
             )

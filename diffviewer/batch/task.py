@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from diffviewer.batch.summary import row_of_outputs
+from diffviewer.companions import Companions, none_given
 from diffviewer.config import SubtractionConfig
 from diffviewer.errors import DiffviewerError, NoWorkFound, OutputError
+from diffviewer.paths import template_specs
 from diffviewer.results import incomplete_reason
 
 _CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -46,6 +48,9 @@ class PairJob:
         Other files the batch read (pairs list, config): never written over.
     products, compress : str, bool
         Which outputs to write, and whether mask planes are compressed.
+    companions : (Companions, tuple of Companions)
+        The files given beside the science image and each template piece, and the bit
+        map (:func:`diffviewer.companions.pairs_companions`); none by default.
     """
 
     name: str
@@ -58,6 +63,12 @@ class PairJob:
     read_files: tuple[str, ...] = ()
     products: str = "full"
     compress: bool = False
+    companions: tuple[Companions, tuple[Companions, ...]] | None = None
+
+    @property
+    def given(self) -> tuple[Companions, tuple[Companions, ...]]:
+        """Its companions (none for each input when none were given)."""
+        return self.companions or none_given(len(template_specs(self.template)))
 
 
 def _reset_peak_memory() -> bool:
@@ -108,7 +119,8 @@ def landed(job: PairJob) -> bool:
     running on a scheduler's worker. Its outputs are the result, not an obstacle.
     """
     asked = (job.products, job.compress)
-    return incomplete_reason(job.out, job.science, job.template, job.config.digest(), asked) is None
+    digest = job.config.digest()
+    return incomplete_reason(job.out, job.science, job.template, digest, asked, job.given) is None
 
 
 def run_job(job: PairJob) -> dict[str, Any]:
@@ -158,6 +170,7 @@ def run_job(job: PairJob) -> dict[str, Any]:
                         overwrite=job.overwrite,
                         strict=job.strict,
                         quiet=True,
+                        companions=job.given,
                         read_files=[Path(p) for p in job.read_files],
                         products=job.products,
                         compress=job.compress,

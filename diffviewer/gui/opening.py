@@ -11,6 +11,7 @@ from astropy.io import fits
 from PyQt6.QtGui import QAction
 from PyQt6.QtWidgets import QFileDialog, QInputDialog, QMenu
 
+from diffviewer.companions import pairs_companions
 from diffviewer.errors import DiffviewerError, InputError
 from diffviewer.gui.model import Pair, describe_template
 from diffviewer.paths import TEMPLATE_SEPARATOR, extension_text, read_pairs_csv, template_specs
@@ -197,13 +198,15 @@ class Opener:
             self.open_pairs_file(str(path))
 
     def open_pairs_file(self, path: str) -> None:
-        """Load a CSV list of pairs and open the first.
+        """Load a CSV list of pairs and open the first (each with the companion files and
+        bit map its row gives: :func:`~diffviewer.companions.pairs_companions`).
 
         Every failure (missing file, a folder, not UTF-8, short rows, a name that is not
         a plain folder name) becomes a message in the window; the open pair stays.
         """
         try:
-            pairs = [Pair(s, t, n) for s, t, n in read_pairs_csv(path)]
+            given = pairs_companions(path)
+            pairs = [Pair(s, t, n, given[n]) for s, t, n in read_pairs_csv(path)]
         except (DiffviewerError, OSError) as exc:
             self.w.report_problem(exc, f"Cannot open the pairs list {path}")
             return

@@ -471,6 +471,28 @@ def test_pairs_list_steps_with_next_and_previous(qtbot, window: MainWindow, tmp_
     assert len(window.opener.recent()) == 1  # the same two files: one recent entry
 
 
+def test_a_pairs_lists_mask_column_is_read_with_its_pair(
+    qtbot, window: MainWindow, tmp_path: Path
+) -> None:
+    from astropy.io import fits
+
+    sci, tmpl = demo_pair()
+    shape = fits.getdata(sci).shape
+    bits = np.zeros(shape, np.int16)
+    bits[100:140, 200:260] = 1 << 3  # a bad region, bit 3
+    bits[300:310, 300:310] = 1 << 5  # a bit the list's map leaves out
+    fits.PrimaryHDU(bits).writeto(tmp_path / "sci_msk.fits")
+    csv = tmp_path / "pairs.csv"
+    csv.write_text(
+        f"science,template,name,science_mask,mask_bits\n{sci},{tmpl},a,sci_msk.fits,BAD=3\n"
+    )
+    finish(qtbot, window, "run", lambda: window.opener.open_pairs_file(str(csv)))
+    assert window.pair.companions[0].mask == str(tmp_path / "sci_msk.fits")
+    mask = window.outcome.result.science.mask
+    assert np.all(mask[100:140, 200:260] & int(MaskPlane.BAD))
+    assert not np.any(mask[300:310, 300:310] & int(MaskPlane.BAD))
+
+
 def _sci_and_ref(folder: Path) -> Path:
     """A file holding a 128^2 synthetic pair as its SCI and REF extensions."""
     from astropy.io import fits

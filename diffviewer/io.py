@@ -1,7 +1,9 @@
 """Reading exposures from FITS.
 
 :func:`read_exposure` accepts single-HDU images, LSST-like ``IMAGE``/``MASK``/``VARIANCE``
-files, alert triplets with ``<NAME>_VAR`` and ``<NAME>_PSF`` HDUs, separate
+files, alert triplets with ``<NAME>_VAR`` and ``<NAME>_PSF`` HDUs, HST's and JWST's
+``SCI``/``ERR``/``DQ`` files, planes in files of their own
+(:class:`~diffviewer.companions.Companions`), separate
 inverse-variance weight and data-quality mask files (the community pipeline's
 ``ooi``/``oow``/``ood`` siblings), tile-compressed ``.fits.fz`` files, and images with a
 celestial, a non-celestial or no WCS (:mod:`diffviewer.fits_header` reads the cards).
@@ -179,7 +181,7 @@ def _find_hdu(hdul: fits.HDUList, ext: Extension, path: Path, role: str) -> int:
 
 
 #: HDU names that hold a plane of another HDU's image, not an image of their own.
-_PLANE_NAMES = ("VARIANCE", "MASK", "PSF")
+_PLANE_NAMES = ("VARIANCE", "MASK", "PSF", "ERR", "DQ")
 _PLANE_SUFFIXES = ("_VAR", "_PSF")
 
 
@@ -400,8 +402,8 @@ def estimate_variance(
         raise InputError(
             f"{source}: the sky noise cannot be measured: {what} (a saturated, clipped "
             "or blank image); give an image whose sky is not clipped (e.g. at 0) or "
-            "saturated, or a variance plane (a VARIANCE or <NAME>_VAR extension, or a "
-            "weight file)"
+            "saturated, or a variance plane (a VARIANCE, <NAME>_VAR or ERR extension, "
+            "or a variance or weight file: --science-variance, --science-weight)"
         )
     sky_var = sigma**2
     largest = float(np.finfo(np.float32).max)
@@ -566,6 +568,14 @@ def _hdu_by_name(hdul: fits.HDUList, names: Sequence[str]) -> int | None:
     return None
 
 
+def _hdu_of_version(hdul: fits.HDUList, name: str, version: int) -> int | None:
+    """Index of the HDU of EXTNAME ``name`` (case-insensitive) and EXTVER ``version``."""
+    for i, hdu in enumerate(hdul):
+        if hdu.name.upper() == name and hdu.ver == version:
+            return i
+    return None
+
+
 def _planes_beside(
     hdul: fits.HDUList,
     index: int,
@@ -580,16 +590,25 @@ def _planes_beside(
 
     ``<NAME>_VAR`` and ``<NAME>_PSF`` belong to the image HDU ``<NAME>``; an
     ``IMAGE`` HDU (LSST layout) also has ``VARIANCE``, ``MASK`` and ``PSF``, and so has an
-    image in the primary HDU (a file holding one image and its planes).
+    image in the primary HDU (a file holding one image and its planes). A ``SCI`` HDU
+    (HST's and JWST's layout) has the ``ERR`` (1-sigma error) and ``DQ`` (data quality
+    bits) of its own EXTVER (each chip of a two-chip file its own).
     """
     name = hdul[index].name.upper()
     lsst = name == "IMAGE" or index == 0
     var_index = _hdu_by_name(hdul, [f"{name}_VAR", *(["VARIANCE"] if lsst else [])])
     mask_index = _hdu_by_name(hdul, ["MASK"] if lsst else [])
     psf_index = _hdu_by_name(hdul, [f"{name}_PSF", *(["PSF"] if lsst else [])])
+    err_index = None
+    if name == "SCI":
+        err_index = _hdu_of_version(hdul, "ERR", hdul[index].ver)
+        mask_index = _hdu_of_version(hdul, "DQ", hdul[index].ver)
     variance = mask = psf = None
     if var_index is not None:
         variance = _image_data(hdul, var_index, path, "variance")
+    elif err_index is not None:
+        error = _image_data(hdul, err_index, path, "error").astype(np.float64)
+        variance = np.square(error, out=error)
     if mask_index is not None:
         raw = _image_data(hdul, mask_index, path, "mask").astype(np.int64)
         mask = mask_from_planes(raw, hdul[mask_index].header, str(path), mask_bits)

@@ -76,12 +76,41 @@ def spoilt_pair(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         ]
     ).writeto(files["lsst"])
     fits.PrimaryHDU(pair.template.image).writeto(files["template"])
+    # HST's and JWST's layout: the bit mask as DQ and the 1-sigma error as ERR beside SCI
+    # (a second chip first, whose planes must not be read), and the same planes again in
+    # LSST's layout with the variance the error gives.
+    error = np.sqrt(science.variance).astype(np.float32)
+    files["hst"] = folder / "sci_flt.fits"
+    chip = [
+        fits.ImageHDU(science.image, name="SCI", ver=2),
+        fits.ImageHDU(np.ones_like(error), name="ERR", ver=2),
+        fits.ImageHDU(np.zeros_like(bits), name="DQ", ver=2),
+    ]
+    fits.HDUList(
+        [
+            fits.PrimaryHDU(),
+            *chip,
+            fits.ImageHDU(science.image, name="SCI", ver=1),
+            fits.ImageHDU(error, name="ERR", ver=1),
+            fits.ImageHDU(bits, name="DQ", ver=1),
+        ]
+    ).writeto(files["hst"])
+    files["lsst_var"] = folder / "sci_lsst_var.fits"
+    fits.HDUList(
+        [
+            fits.PrimaryHDU(science.image),
+            fits.ImageHDU(planes.astype(np.int32), mask_header, name="MASK"),
+            fits.ImageHDU(np.square(error.astype(np.float64)).astype(np.float32), name="VARIANCE"),
+        ]
+    ).writeto(files["lsst_var"])
     return files
 
 
 def _run(files: dict[str, Path], out: Path, science: str, *options: str) -> dict:
-    """``diffviewer run`` on the pair with ``science`` ("science" or "lsst"); its metadata."""
-    argv = ["run", str(files[science]), str(files["template"]), "--out", str(out), "--quiet"]
+    """``diffviewer run`` on the pair with ``science`` (a key of ``files``; "hst" reads its
+    first chip's SCI); its metadata."""
+    spec = f"{files[science]}[SCI,1]" if science == "hst" else str(files[science])
+    argv = ["run", spec, str(files["template"]), "--out", str(out), "--quiet"]
     assert cli.main([*argv, *options]) == cli.EXIT_OK
     return json.loads((out / "metadata.json").read_text())
 
@@ -98,6 +127,8 @@ def runs(spoilt_pair: dict[str, Path], tmp_path_factory: pytest.TempPathFactory)
         "mapped": ("science", *mapped),
         "lsst": ("lsst",),
         "nonzero": ("science", "--science-mask", str(spoilt_pair["mask"])),
+        "hst": ("hst", *mapped[2:]),
+        "lsst_var": ("lsst_var",),
     }
     return {
         name: (base / name, _run(spoilt_pair, base / name, *argv)) for name, argv in options.items()
@@ -113,6 +144,17 @@ def test_a_survey_mask_read_through_its_bit_map_subtracts_as_lsst_planes_do(runs
         assert np.array_equal(a["MASK"].data, b["MASK"].data)
     stamps = runs["mapped"][1]["kernel"]["candidates"]["good"]
     assert stamps == runs["lsst"][1]["kernel"]["candidates"]["good"] >= 20
+
+
+def test_a_sci_hdus_err_and_dq_are_its_variance_and_mask(runs) -> None:
+    # HST's and JWST's layout, the DQ bits through the map: as LSST's planes, bit for bit,
+    # and not the other chip's (whose error of 1 everywhere would set another noise).
+    hst, lsst = runs["hst"][0], runs["lsst_var"][0]
+    with fits.open(hst / "difference.fits") as a, fits.open(lsst / "difference.fits") as b:
+        assert np.array_equal(a["IMAGE"].data, b["IMAGE"].data, equal_nan=True)
+        assert np.array_equal(a["VARIANCE"].data, b["VARIANCE"].data, equal_nan=True)
+        assert np.array_equal(a["MASK"].data, b["MASK"].data)
+    assert runs["hst"][1]["inputs"]["science"]["variance_estimated"] is False
 
 
 def test_a_survey_mask_read_as_every_nonzero_value_masks_the_stars(runs) -> None:

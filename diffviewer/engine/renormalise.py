@@ -190,8 +190,8 @@ def low_scale_cause(science: Exposure, template: Exposure) -> str:
     return (
         f"{shared}, or the variance estimated from {' and '.join(estimated)} (no variance "
         "plane) overstates its noise, as the blend of faint stars in a crowded field does; "
-        "give each image a variance plane (a VARIANCE or <NAME>_VAR extension, or a weight "
-        "file)"
+        "give each image a variance plane (a VARIANCE, <NAME>_VAR or ERR extension, or a "
+        "variance or weight file)"
     )
 
 

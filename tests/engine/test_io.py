@@ -685,6 +685,37 @@ def test_all_nan_image(tmp_path: Path) -> None:
         read_exposure(path)
 
 
+def test_each_chips_sci_reads_the_err_and_dq_of_its_own_version(tmp_path: Path) -> None:
+    # An HST two-chip file (SCI, ERR, DQ per chip; JWST's has one): each SCI's variance is
+    # its ERR squared and its mask its DQ (every nonzero value BAD, or through a bit map),
+    # and the planes are no images of their own.
+    image, _ = _sky_image((40, 48))
+    hdus: list = [fits.PrimaryHDU()]
+    for chip in (1, 2):
+        dq = np.zeros(image.shape, np.int16)
+        dq[chip, :] = 256 if chip == 1 else 16  # full well (HST ACS), hot pixel
+        hdus += [
+            fits.ImageHDU(image.astype(np.float32), name="SCI", ver=chip),
+            fits.ImageHDU(np.full(image.shape, 3.0 * chip, np.float32), name="ERR", ver=chip),
+            fits.ImageHDU(dq, name="DQ", ver=chip),
+        ]
+    path = tmp_path / "j_flt.fits"
+    fits.HDUList(hdus).writeto(path)
+    with fits.open(path) as hdul:
+        assert [(hdul[i].name, hdul[i].ver) for i in io.image_hdus(hdul)] == [
+            ("SCI", 1),
+            ("SCI", 2),
+        ]
+    for chip in (1, 2):
+        exposure = read_exposure(f"{path}[SCI,{chip}]")
+        assert not exposure.variance_estimated
+        assert np.all(exposure.variance == (3.0 * chip) ** 2)
+        bad = (exposure.mask & int(MaskPlane.BAD)) != 0
+        assert np.array_equal(np.flatnonzero(bad.any(axis=1)), [chip])
+    mapped = read_exposure(f"{path}[SCI,1]", companions=Companions(mask_bits=((8, "SAT"),)))
+    assert np.all(mapped.mask[1] & int(MaskPlane.SAT)) and not np.any(mapped.mask[2])
+
+
 def test_variance_and_weight_together(tmp_path: Path) -> None:
     image = _write(tmp_path / "i.fits", np.ones((4, 4), np.float32))
     with pytest.raises(InputError, match=r"both a variance \(.*i\.fits\) and a weight"):

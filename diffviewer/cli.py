@@ -252,6 +252,7 @@ def _build_gui_parser(prog: str) -> argparse.ArgumentParser:
         "--pairs", metavar="CSV", help="a list of pairs to step through (science,template)"
     )
     _add_config_options(parser)
+    _add_companion_options(parser)
     parser.add_argument("--version", action="version", version=f"diffviewer {__version__}")
     return parser
 
@@ -630,14 +631,33 @@ def _main_gui(argv: Sequence[str], prog: str) -> int:
     if (args.science is None) != (not args.template):
         raise InputError("give both SCIENCE and TEMPLATE, or neither (to open the demo pair)")
     config = effective_config(args.config, args.overrides)
+    template = TEMPLATE_SEPARATOR.join(args.template) if args.template else None
+    companions = _companions_of(args, len(args.template))
+    given = any(c.specs or c.mask_bits for c in (companions[0], *companions[1]))
+    if given and template is None:
+        raise InputError(
+            "mask, variance, weight files and --mask-bits belong to a pair: give SCIENCE "
+            "and TEMPLATE with them (a pairs list gives them in its columns)"
+        )
     problem = gui_problem(prog)
     if problem:
         print(problem, file=sys.stderr)
         return EXIT_ERROR
     from diffviewer.gui.app import launch
 
-    template = TEMPLATE_SEPARATOR.join(args.template) if args.template else None
-    return launch(args.science, template, pairs=args.pairs, config=config)
+    return launch(args.science, template, pairs=args.pairs, config=config, companions=companions)
+
+
+def _companions_of(
+    args: argparse.Namespace, pieces: int
+) -> tuple[Companions, tuple[Companions, ...]]:
+    """The companions the command line's ``--science-mask`` ... and ``--mask-bits`` give."""
+    return input_companions(
+        {kind: getattr(args, f"science_{kind}") for kind in KINDS},
+        {kind: getattr(args, f"template_{kind}") for kind in KINDS},
+        args.mask_bits,
+        pieces,
+    )
 
 
 def _main_run(argv: Sequence[str], prog: str) -> int:
@@ -649,12 +669,7 @@ def _main_run(argv: Sequence[str], prog: str) -> int:
         from diffviewer import allocator
 
         allocator.one_heap()
-    companions = input_companions(
-        {kind: getattr(args, f"science_{kind}") for kind in KINDS},
-        {kind: getattr(args, f"template_{kind}") for kind in KINDS},
-        args.mask_bits,
-        len(args.template),
-    )
+    companions = _companions_of(args, len(args.template))
     return run_pair(
         args.science,
         args.template,

@@ -248,6 +248,12 @@ def test_bad_companion_options_are_one_line_errors(
     assert not (tmp_path / "out").exists()
 
 
+def test_the_guis_companions_need_a_pair(capsys) -> None:
+    code = cli.main(["--science-mask", "m.fits"])
+    assert code == cli.EXIT_ERROR
+    assert "belong to a pair: give SCIENCE and TEMPLATE" in capsys.readouterr().err
+
+
 def test_a_mask_of_another_shape_is_named(spoilt_pair: dict[str, Path], tmp_path: Path) -> None:
     small = tmp_path / "small_msk.fits"
     fits.PrimaryHDU(np.zeros((100, 512), np.int16)).writeto(small)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from PyQt6.QtCore import QTimer
 
+from diffviewer.companions import Companions
 from diffviewer.config import SubtractionConfig
 from diffviewer.errors import DiffviewerError
 from diffviewer.gui.model import Pair
@@ -12,7 +13,12 @@ from diffviewer.gui.window import MainWindow
 
 
 def launch(
-    science: str | None, template: str | None, *, pairs: str | None, config: SubtractionConfig
+    science: str | None,
+    template: str | None,
+    *,
+    pairs: str | None,
+    config: SubtractionConfig,
+    companions: tuple[Companions, tuple[Companions, ...]] | None = None,
 ) -> int:
     """Open the main window on a pair, a list of pairs or the demo pair, and run it.
 
@@ -26,6 +32,9 @@ def launch(
         A CSV list of pairs (columns science, template, optional name) to step through.
     config : SubtractionConfig
         The config of the first run.
+    companions : (Companions, tuple of Companions), optional
+        The files given beside the pair's science image and template pieces, and the
+        bit map (:func:`diffviewer.companions.input_companions`); none when absent.
 
     Returns
     -------
@@ -42,7 +51,10 @@ def launch(
         if pairs is not None:
             window.opener.open_pairs_file(pairs)
         elif science is not None and template is not None:
-            window.open_specs(science, template)
+            pair = Pair(science, template)
+            if companions is not None:
+                pair = Pair(science, template, "", companions)
+            window.open_pair(pair)
         else:
             from diffviewer.io import demo_pair
 

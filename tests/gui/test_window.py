@@ -543,6 +543,44 @@ def test_verdict_keys_are_r_b_u(window: MainWindow) -> None:
     assert keys["U"].startswith("Unsure")
 
 
+def test_launch_reads_the_pair_with_the_mask_the_command_line_names(qtbot, tmp_path: Path) -> None:
+    # diffviewer SCIENCE TEMPLATE --science-mask M --mask-bits BAD=3: the window's pair
+    # carries them, and its run reads the science with that mask.
+    from astropy.io import fits
+    from PyQt6.QtCore import QTimer
+    from PyQt6.QtWidgets import QApplication
+
+    from diffviewer.cli import _build_gui_parser, _companions_of
+    from diffviewer.config import SubtractionConfig
+    from diffviewer.gui.app import launch
+
+    sci, tmpl = demo_pair()
+    bits = np.zeros(fits.getdata(sci).shape, np.int16)
+    bits[100:140, 200:260] = 1 << 3
+    fits.PrimaryHDU(bits).writeto(tmp_path / "m.fits")
+    argv = [str(sci), str(tmpl), "--science-mask", str(tmp_path / "m.fits")]
+    companions = _companions_of(
+        _build_gui_parser("diffviewer").parse_args([*argv, "--mask-bits", "BAD=3"]), 1
+    )
+    QSettings.setPath(QSettings.Format.NativeFormat, QSettings.Scope.UserScope, str(tmp_path))
+    seen: list[MainWindow] = []
+
+    def hook() -> None:
+        win = next(w for w in QApplication.topLevelWidgets() if isinstance(w, MainWindow))
+        seen.append(win)
+        win.jobs.finished.connect(lambda lane, *a: QApplication.exit(0 if lane == "run" else 1))
+        win.jobs.failed.connect(lambda *a: QApplication.exit(2))
+
+    QTimer.singleShot(0, hook)
+    config = SubtractionConfig()
+    assert launch(str(sci), str(tmpl), pairs=None, config=config, companions=companions) == 0
+    win = seen[0]
+    qtbot.addWidget(win)
+    assert win.pair.companions == companions
+    assert np.all(win.outcome.result.science.mask[100:140, 200:260] & int(MaskPlane.BAD))
+    win.jobs.shutdown()
+
+
 def test_launch_opens_the_demo_pair_and_runs_it(qtbot, tmp_path: Path) -> None:
     from PyQt6.QtCore import QTimer
     from PyQt6.QtWidgets import QApplication

@@ -407,12 +407,10 @@ def run_pair(
     for i, path in enumerate(inputs):
         require_file(path, "science" if i == 0 else "template")
     for role, given in (("science", [science_companions]), ("template", piece_companions)):
-        for c in given:
-            for kind, spec in (("mask", c.mask), ("variance", c.variance), ("weight", c.weight)):
-                if spec is not None:
-                    path = parse_spec(spec)[0]
-                    require_file(path, f"{role} {kind}")
-                    inputs.append(path)
+        for kind, spec in (named for c in given for named in c.named):
+            path = parse_spec(spec)[0]
+            require_file(path, f"{role} {kind}")
+            inputs.append(path)
     source_list = config.candidates.source_list
     if source_list:  # the path at once, its table once astropy is loaded: before the images
         from diffviewer.star_list import read_star_list, require_star_list_file

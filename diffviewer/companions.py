@@ -33,6 +33,9 @@ MASK_BIT_PLANES = ("BAD", "SAT", "CR", "INTRP", "SUSPECT", "NO_DATA")
 #: Highest bit a mask's integer holds (read as int64).
 MAX_MASK_BIT = 62
 
+#: The kinds of companion file, as :class:`Companions`, options and columns name them.
+KINDS = ("mask", "variance", "weight")
+
 
 @dataclasses.dataclass(frozen=True)
 class Companions:
@@ -91,9 +94,14 @@ class Companions:
         object.__setattr__(self, "mask_bits", tuple(sorted(self.mask_bits)))
 
     @property
+    def named(self) -> list[tuple[str, str]]:
+        """The companion files given, each with its kind (:data:`KINDS`)."""
+        return [(kind, spec) for kind in KINDS if (spec := getattr(self, kind)) is not None]
+
+    @property
     def specs(self) -> list[str]:
         """The companion files' specs given (mask, variance, weight)."""
-        return [s for s in (self.mask, self.variance, self.weight) if s is not None]
+        return [spec for _, spec in self.named]
 
     def absolute(self) -> Companions:
         """The same with every spec's path made absolute (what a run records)."""
@@ -106,11 +114,7 @@ class Companions:
     def as_dict(self) -> dict[str, Any]:
         """What metadata records: the specs given (absent ones left out) and the bit map
         (``{"SAT": [8], ...}``) when there is one."""
-        out: dict[str, Any] = {
-            name: spec
-            for name in ("mask", "variance", "weight")
-            if (spec := getattr(self, name)) is not None
-        }
+        out: dict[str, Any] = dict(self.named)
         if self.mask_bits:
             out["mask_bits"] = planes_to_bits(self.mask_bits)
         return out
@@ -228,9 +232,6 @@ def input_companions(
         ),
     )
 
-
-#: The kinds of companion file, as options and columns name them.
-KINDS = ("mask", "variance", "weight")
 
 #: The pairs-list column of a pair's own bit map: ``PLANE=BIT[,BIT...]`` terms apart.
 MASK_BITS_COLUMN = "mask_bits"

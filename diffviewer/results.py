@@ -1018,12 +1018,7 @@ def recorded_run(out_dir: str | Path) -> RecordedRun:
         for i, (spec, c) in enumerate(zip(pieces, companions[1], strict=True))
     ]
     roles = [(role, spec) for role, spec, _ in inputs]
-    roles += [
-        (f"{role}'s {kind}", spec)
-        for role, _, c in inputs
-        for kind, spec in (("mask", c.mask), ("variance", c.variance), ("weight", c.weight))
-        if spec is not None
-    ]
+    roles += [(f"{role}'s {kind}", spec) for role, _, c in inputs for kind, spec in c.named]
     files = [(role, parse_spec(spec)[0], METADATA) for role, spec in roles]
     files += [
         ("star list (candidates.source_list)", path, "config.toml") for path in config_files(config)

@@ -136,6 +136,23 @@ class Companions:
 NO_COMPANIONS = Companions()
 
 
+def pair_record(companions: tuple[Companions, Sequence[Companions]]) -> dict[str, Any]:
+    """A pair's companions as JSON-ready data (:meth:`Companions.as_dict` of the science's
+    and of each piece's), read back by :func:`from_pair_record`."""
+    return {
+        "science": companions[0].as_dict(),
+        "pieces": [c.as_dict() for c in companions[1]],
+    }
+
+
+def from_pair_record(record: Mapping[str, Any]) -> tuple[Companions, tuple[Companions, ...]]:
+    """The companions :func:`pair_record` recorded."""
+    return (
+        Companions.from_dict(record.get("science")),
+        tuple(Companions.from_dict(c) for c in record.get("pieces", [])),
+    )
+
+
 def planes_to_bits(mask_bits: Sequence[tuple[int, str]]) -> dict[str, list[int]]:
     """``(bit, plane)`` pairs as ``{plane: [bits]}``, planes in :data:`MASK_BIT_PLANES`'s
     order."""

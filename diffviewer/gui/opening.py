@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,7 @@ from astropy.io import fits
 from PyQt6.QtGui import QAction
 from PyQt6.QtWidgets import QFileDialog, QInputDialog, QMenu
 
-from diffviewer.companions import pairs_companions
+from diffviewer.companions import from_pair_record, pair_record, pairs_companions
 from diffviewer.errors import DiffviewerError, InputError
 from diffviewer.gui.model import Pair, describe_template
 from diffviewer.paths import TEMPLATE_SEPARATOR, extension_text, read_pairs_csv, template_specs
@@ -232,16 +233,20 @@ class Opener:
             )
 
     def remember_recent(self, pair: Pair) -> None:
-        """Put a pair of files at the top of File > Recent pairs."""
+        """Put a pair of files at the top of File > Recent pairs (with its companion files
+        and mask bit map, when it has some: :func:`~diffviewer.companions.pair_record`)."""
         if not all(isinstance(s, str) for s in (pair.science, pair.template)):
             return
         entry = f"{pair.science}\t{pair.template}"
+        record = pair_record(pair.companions)
+        if any(record["science"].values()) or any(record["pieces"]):
+            entry += f"\t{json.dumps(record)}"
         recent = [r for r in self.recent() if r != entry]
         self.w.settings.setValue("recent_pairs", [entry, *recent][:RECENT_MAX])
         self.refresh_recent()
 
     def recent(self) -> list[str]:
-        """The recent pairs, newest first, as ``science<TAB>template``."""
+        """The recent pairs, newest first, as ``science<TAB>template[<TAB>companions]``."""
         value = self.w.settings.value("recent_pairs", [])
         if isinstance(value, str):
             return [value]
@@ -251,8 +256,14 @@ class Opener:
         """Rebuild File > Recent pairs."""
         self.recent_menu.clear()
         for entry in self.recent():
-            sci, _, tmpl = entry.partition("\t")
+            sci, tmpl, *record = entry.split("\t", 2)
             pieces = template_specs(tmpl)
+            pair = Pair(sci, tmpl)
+            if record:
+                try:
+                    pair = Pair(sci, tmpl, "", from_pair_record(json.loads(record[0])))
+                except (ValueError, AttributeError, DiffviewerError):
+                    continue  # damaged settings: not offered without the files it named
             action = QAction(f"{Path(sci).name} — {describe_template(pieces)}", self.recent_menu)
             self.recent_menu.addAction(action)
-            action.triggered.connect(lambda _=False, s=sci, t=tmpl: self.w.open_specs(s, t))
+            action.triggered.connect(lambda _=False, p=pair: self.w.open_pair(p))

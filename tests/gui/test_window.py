@@ -578,7 +578,17 @@ def test_launch_reads_the_pair_with_the_mask_the_command_line_names(qtbot, tmp_p
     qtbot.addWidget(win)
     assert win.pair.companions == companions
     assert np.all(win.outcome.result.science.mask[100:140, 200:260] & int(MaskPlane.BAD))
+    # File > Recent pairs reopens it with them; a damaged entry is not offered.
     win.jobs.shutdown()
+    actions = win.opener.recent_menu.actions()
+    assert len(actions) == 1
+    opened: list[Pair] = []
+    win.opener.w.open_pair = opened.append  # type: ignore[method-assign]
+    actions[0].trigger()
+    assert opened[0].companions == companions and opened[0].science == str(sci)
+    win.settings.setValue("recent_pairs", [f"{sci}\t{tmpl}\t{{not json", f"{sci}\t{tmpl}"])
+    win.opener.refresh_recent()
+    assert len(win.opener.recent_menu.actions()) == 1
 
 
 def test_launch_opens_the_demo_pair_and_runs_it(qtbot, tmp_path: Path) -> None:

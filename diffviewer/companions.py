@@ -103,6 +103,16 @@ class Companions:
         """The companion files' specs given (mask, variance, weight)."""
         return [spec for _, spec in self.named]
 
+    def describe(self) -> str:
+        """In words: ``mask m.fits, weight w.fits; mask bits SAT=8 BAD=0,9`` (empty when
+        nothing is given)."""
+        files = ", ".join(f"{kind} {spec}" for kind, spec in self.named)
+        bits = " ".join(
+            f"{plane}={','.join(map(str, b))}"
+            for plane, b in planes_to_bits(self.mask_bits).items()
+        )
+        return "; ".join(part for part in (files, f"mask bits {bits}" if bits else "") if part)
+
     def absolute(self) -> Companions:
         """The same with every spec's path made absolute (what a run records)."""
         mask, variance, weight = (

@@ -124,6 +124,14 @@ class Pair:
         ]
         return images + companion_paths([self.companions[0], *self.companions[1]])
 
+    @property
+    def piece_companions(self) -> list[tuple[str, Companions]]:
+        """Each template piece's companions, named as the log names the piece."""
+        pieces = self.companions[1]
+        if len(pieces) == 1:
+            return [("template", pieces[0])]
+        return [(f"template piece {i + 1}", c) for i, c in enumerate(pieces)]
+
     def read_science(self) -> Exposure:
         """The science exposure (a spec is read with :func:`diffviewer.io.read_exposure`)."""
         return _read(self.science, self.companions[0])

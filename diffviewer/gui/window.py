@@ -247,6 +247,9 @@ class MainWindow(QMainWindow):
         self.warnings.set_notes([])
         self.registration.show_warp(None)
         self.setWindowTitle(f"diffviewer — {pair.label}")
+        for role, companions in (("science", pair.companions[0]), *pair.piece_companions):
+            if companions.describe():
+                self.log(f"open: the {role}'s planes read with {companions.describe()}")
         self.opener.remember_recent(pair)
         self.update_actions()
         if run:

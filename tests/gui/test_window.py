@@ -578,6 +578,9 @@ def test_launch_reads_the_pair_with_the_mask_the_command_line_names(qtbot, tmp_p
     qtbot.addWidget(win)
     assert win.pair.companions == companions
     assert np.all(win.outcome.result.science.mask[100:140, 200:260] & int(MaskPlane.BAD))
+    said = f"open: the science's planes read with mask {tmp_path / 'm.fits'}; mask bits BAD=3"
+    assert said in win.log_view.toPlainText()
+    assert "the template's planes read with mask bits BAD=3" in win.log_view.toPlainText()
     # File > Recent pairs reopens it with them; a damaged entry is not offered.
     win.jobs.shutdown()
     actions = win.opener.recent_menu.actions()

@@ -38,6 +38,9 @@ class SyntheticPair:
         Gaussian PSF widths (px) at the image centre.
     sky_sigma : float
         Sky noise per pixel (counts) of the science image.
+    sci_psf : numpy.ndarray
+        The science PSF at the image centre as the renderer holds every source (its box,
+        sum 1): the exact PSF a given-PSF run can be handed.
     """
 
     science: Exposure
@@ -51,6 +54,7 @@ class SyntheticPair:
     sci_sigma: float
     tmpl_sigma: float
     sky_sigma: float
+    sci_psf: np.ndarray
 
     @property
     def kernel_sigma(self) -> float:
@@ -376,6 +380,18 @@ def make_pair(
         sci_fwhm / FWHM_PER_SIGMA,
         tmpl_fwhm / FWHM_PER_SIGMA,
         float(np.sqrt(sky / gain)),
+        _render_stars(
+            profile,
+            (2 * half + 1, 2 * half + 1),
+            half,
+            np.array([float(half)]),
+            np.array([float(half)]),
+            np.ones(1),
+            np.array([sci_fwhm]),
+            np.array([float(np.mean(sci_ellipticity))]),
+            np.array([float(np.mean(sci_angle_deg))]),
+            sci_beta,
+        ),
     )
 
 

@@ -80,3 +80,18 @@ def test_a_cutout_narrower_than_six_fwhm_holds_its_stars_at_the_centre() -> None
     # (this raised from numpy's uniform draw) and centres them.
     pair = make_pair((36, 36), 3, seed=0, sci_fwhm=8.0, tmpl_fwhm=5.0)
     assert np.allclose(pair.star_x, 17.5) and np.allclose(pair.star_y, 17.5)
+
+
+@pytest.mark.parametrize("profile", ["gaussian", "moffat"])
+def test_the_science_psf_is_a_transient_as_rendered(profile: str) -> None:
+    # The pair's true science PSF is its sources' own rendering: a transient on a pixel
+    # centre, less the same pair without it, is that image times its flux (noise made
+    # negligible by a gain of 1e12 electrons per count).
+    kwargs = {"profile": profile, "gain": 1e12, "seed": 4}
+    without = make_pair((96, 96), 1, flux_range=(1.0, 1.0), **kwargs)
+    lit = make_pair((96, 96), 1, flux_range=(1.0, 1.0), transients=[(48.0, 48.0, 1e7)], **kwargs)
+    psf = lit.sci_psf
+    h = psf.shape[0] // 2
+    assert psf.shape == (2 * h + 1, 2 * h + 1) and psf.sum() == pytest.approx(1.0)
+    added = (lit.science.image - without.science.image)[48 - h : 49 + h, 48 - h : 49 + h] / 1e7
+    np.testing.assert_allclose(added, psf, rtol=1e-6, atol=1e-9)

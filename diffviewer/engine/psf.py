@@ -113,11 +113,11 @@ UPSAMPLE = 4
 #: (:func:`stacking_bias`) and the run says so (:func:`coarse_stack_note`). Each star is recentred
 #: by a Fourier shift, which an undersampled star's aliased image does not survive whole: noise-free
 #: Moffats at random sub-pixel positions stack with a core 9 % wide at FWHM 2.0 px, 0.6 % at 2.8 px,
-#: none at 4.0. On synthetic pairs (science Moffat index 2.5, three seeds of 80 bright transients
-#: each) the catalog's PSF fluxes came out +0.77 % and +0.81 % at moment FWHM 2.67 and 3.35 px
-#: (Moffat FWHM 2.2 and 2.8), +0.43 % and +0.75 % with the bias taken out, +0.24 % and +0.30 % with
-#: the true science PSF given; +0.17 % at 3.58 (the true PSF's -0.08 %: GOTO's science is 3.58 px)
-#: and +0.15 % at 4.03.
+#: none at 4.0. On synthetic pairs (science Moffat index 2.5, 80 bright transients each) the
+#: catalog's PSF fluxes came out +0.77 % and +0.81 % at moment FWHM 2.67 and 3.35 px (Moffat FWHM
+#: 2.2 and 2.8; three pairs) before the bias was taken out; after, over twelve pairs each
+#: (``benchmarks/bench_psf_flux.py``), +0.41 % and +0.45 %, against +0.22 % and +0.08 % with the
+#: true science PSF given; +0.08 % at 4.7 (Moffat 4.0 px; the true PSF's -0.05 %).
 COARSE_STACK_FWHM = 3.5
 
 #: Passes of :func:`stacking_bias`, each with the Moffat fitted to the last pass's stack:
@@ -845,8 +845,9 @@ def coarse_stack_note(science_psf: PsfEstimate) -> tuple[str, ...]:
         return ()
     if science_psf.photometric is not None:
         effect = (
-            "with the stack's core corrected for it PSF fluxes still came out 0.2-0.45 % "
-            "higher than with the true PSF on synthetic pairs at 2.7-3.4 px"
+            "with the stack's core corrected for it PSF fluxes still came out 0.2-0.4 % "
+            "higher than with the true PSF on synthetic pairs at 2.7-3.4 px (twelve pairs "
+            "each)"
         )
     else:
         effect = (

@@ -125,13 +125,15 @@ def injected_flux_ratios(
     margin: float,
     seed: int = 0,
     separation: float = 0.0,
+    true_psf: bool = False,
     **pair: object,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """Inject ``n`` transients (log-uniform flux in ``flux_range``, ``margin`` px or more
     from the edges, ``separation`` px or more apart) into a synthetic pair
     (:func:`diffviewer.synthetic.make_pair` with ``pair``; ``seed`` picks another pair and
-    other transients), run the whole pipeline, and match each to the catalog's nearest row
-    within 2 px.
+    other transients), run the whole pipeline (``true_psf``: with the science's true PSF
+    given, :attr:`~diffviewer.synthetic.SyntheticPair.sci_psf`), and match each to the
+    catalog's nearest row within 2 px.
 
     Returns
     -------
@@ -153,7 +155,8 @@ def injected_flux_ratios(
     flux = np.exp(rng.uniform(np.log(flux_range[0]), np.log(flux_range[1]), n))
     transients = list(zip(x.tolist(), y.tolist(), flux.tolist(), strict=True))
     made = make_pair(shape, n_stars, seed=5 + seed, transients=transients, **pair)  # type: ignore[arg-type]
-    cat = run_as_command(made.science, made.template).diasources
+    science = made.science.replace(psf=made.sci_psf) if true_psf else made.science
+    cat = run_as_command(science, made.template).diasources
     cx, cy = np.asarray(cat["x"]), np.asarray(cat["y"])
     near = np.hypot(cx[None, :] - x[:, None], cy[None, :] - y[:, None])
     found = near.min(axis=1) < 2.0

@@ -381,26 +381,7 @@ def test_too_few_stars_with_given_psfs_falls_back_to_the_psf_kernel() -> None:
     blank = make_pair((64, 64), 1, seed=1, flux_range=(1.0, 1.0))
     sci = blank.science.replace(psf=psf.gaussian_image(4.0, 12))
     tmpl = blank.template.replace(psf=psf.gaussian_image(2.5, 8))
-    fit = fit_pair(
-        SyntheticPair(
-            sci,
-            tmpl,
-            *[
-                getattr(blank, f)
-                for f in (
-                    "star_x",
-                    "star_y",
-                    "star_flux",
-                    "transient_x",
-                    "transient_y",
-                    "transient_flux",
-                    "sci_sigma",
-                    "tmpl_sigma",
-                    "sky_sigma",
-                )
-            ],
-        )
-    )
+    fit = fit_pair(dataclasses.replace(blank, science=sci, template=tmpl))
     assert fit.solution.spatial_order == 0 and fit.photometric_scale == pytest.approx(1.0)
     k = fit.solution.evaluate(32.0, 32.0)
     # The warning (metadata.json's) names the source and the kernel's size.

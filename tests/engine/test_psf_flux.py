@@ -141,7 +141,7 @@ def test_wing_fit_claims_no_flux_beyond_the_stamp_of_a_gaussian() -> None:
 @pytest.mark.parametrize(("fwhm", "warned"), [(2.2, True), (4.0, False)])
 def test_a_science_psf_stacked_too_coarsely_is_said(fwhm: float, warned: bool) -> None:
     # Stacks of stars this sharp come out wide in the core, and with that corrected PSF
-    # fluxes still 0.2-0.45 % high (psf.COARSE_STACK_FWHM): the run's warnings say so at
+    # fluxes still 0.2-0.4 % high (psf.COARSE_STACK_FWHM): the run's warnings say so at
     # 2.2 px (moment FWHM ~2.7) and not at 4.0 px (~4.7).
     pair = make_pair(
         (256, 256),

@@ -4,6 +4,7 @@ and read again with the saved run."""
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import os
@@ -346,6 +347,36 @@ def test_a_pairs_lists_companion_columns_are_checked_and_resolved(tmp_path: Path
     path.write_text("science,template,name,mask_bits\ns.fits,t.fits,a,CR=7 SAT\n")
     with pytest.raises(InputError, match=r"pair a: --mask-bits 'SAT' is not PLANE=BIT"):
         pairs_companions(path)
+
+
+_cell = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters='\x00\r\n"')
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(mask=_cell, pieces=_cell, bits=_cell)
+def test_any_companion_columns_give_companions_or_a_named_refusal(
+    tmp_path_factory: pytest.TempPathFactory, mask: str, pieces: str, bits: str
+) -> None:
+    # Whatever a spreadsheet holds in the columns: the pairs' companions, or an InputError
+    # naming the list and the pair, never another exception.
+    path = tmp_path_factory.mktemp("list") / "pairs.csv"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows(
+            [
+                ["science", "template", "name", "science_mask", "template_mask", "mask_bits"],
+                ["s.fits", "t1.fits;t2.fits", "a", mask, pieces, bits],
+            ]
+        )
+    try:
+        given = pairs_companions(path)
+    except InputError as exc:
+        assert str(path) in str(exc) and ("pair a" in str(exc) or "line" in str(exc))
+        return
+    science, per_piece = given["a"]
+    assert len(per_piece) == 2
+    assert (science.mask is None) == (not mask.strip())
 
 
 _bit_maps = st.dictionaries(

@@ -295,29 +295,37 @@ def pairs_companions(
     path = Path(path)
     out = {}
     for (_, template, name), row in read_pairs_rows(path):
-        specs = {
-            column: [resolve_spec(v, path.parent) for v in template_specs(row[column])]
-            for column in (f"{role}_{kind}" for role in ("science", "template") for kind in KINDS)
-            if column in row
-        }
-        several = next((c for c in specs if c.startswith("science") and len(specs[c]) > 1), None)
-        if several is not None:
-            raise InputError(
-                f"pairs list {path}, pair {name}: the {several} column names "
-                f"{len(specs[several])} files ({row[several]}); give the science image's one"
-            )
-        own = row.get(MASK_BITS_COLUMN)
         try:
-            out[name] = input_companions(
-                {kind: next(iter(specs.get(f"science_{kind}", [])), None) for kind in KINDS},
-                {kind: specs.get(f"template_{kind}") for kind in KINDS},
-                own.split() if own is not None else mask_bits,
-                len(template_specs(template)),
-                "the template_{} column",
-            )
+            out[name] = _row_companions(row, path.parent, len(template_specs(template)), mask_bits)
         except InputError as exc:
             raise InputError(f"pairs list {path}, pair {name}: {exc}") from None
     return out
+
+
+def _row_companions(
+    row: Mapping[str, str], folder: Path, pieces: int, mask_bits: Sequence[str]
+) -> tuple[Companions, tuple[Companions, ...]]:
+    """One pairs-list row's companions (:func:`pairs_companions`), its specs resolved
+    against ``folder``."""
+    specs = {
+        column: [resolve_spec(v, folder) for v in template_specs(row[column])]
+        for column in (f"{role}_{kind}" for role in ("science", "template") for kind in KINDS)
+        if column in row
+    }
+    several = next((c for c in specs if c.startswith("science") and len(specs[c]) > 1), None)
+    if several is not None:
+        raise InputError(
+            f"the {several} column names {len(specs[several])} files ({row[several]}); give "
+            "the science image's one"
+        )
+    own = row.get(MASK_BITS_COLUMN)
+    return input_companions(
+        {kind: next(iter(specs.get(f"science_{kind}", [])), None) for kind in KINDS},
+        {kind: specs.get(f"template_{kind}") for kind in KINDS},
+        own.split() if own is not None else mask_bits,
+        pieces,
+        "the template_{} column",
+    )
 
 
 def none_given(pieces: int) -> tuple[Companions, tuple[Companions, ...]]:

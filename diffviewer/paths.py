@@ -750,8 +750,11 @@ def read_pairs_rows(path: str | Path) -> list[tuple[tuple[str, str, str], dict[s
                 f"pairs list {path}, line {line}: the science or template spec is empty; "
                 "give both on every line"
             )
-        sci = resolve_spec(specs[0], path.parent)
-        pieces = [resolve_spec(piece, path.parent) for piece in template_specs(specs[1])]
+        try:
+            sci = resolve_spec(specs[0], path.parent)
+            pieces = [resolve_spec(piece, path.parent) for piece in template_specs(specs[1])]
+        except InputError as exc:
+            raise InputError(f"pairs list {path}, line {line}: {exc}") from None
         tmpl = TEMPLATE_SEPARATOR.join(pieces)
         name = (row.get("name") or "").strip()
         if not name:
@@ -805,6 +808,20 @@ def _skipped(row: dict[str, str | None]) -> bool:
 
 def resolve_spec(spec: str, folder: Path) -> str:
     """Make a relative spec relative to ``folder``, ``~`` expanded first (extension
-    suffixes are kept)."""
-    spec = str(Path(spec).expanduser()) if spec.startswith("~") else spec
+    suffixes are kept).
+
+    Raises
+    ------
+    InputError
+        When ``~user`` names no user this machine knows (no home folder to expand to).
+    """
+    if spec.startswith("~"):
+        try:
+            spec = str(Path(spec).expanduser())
+        except RuntimeError:
+            user = spec.split("/", 1)[0]
+            raise InputError(
+                f"{spec}: {user} is no user of this machine, so it has no home folder; give "
+                "the path in full, or relative to the list's folder"
+            ) from None
     return spec if Path(spec).is_absolute() else str(folder / spec)

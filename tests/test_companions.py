@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from diffviewer import cli
@@ -347,6 +347,10 @@ def test_a_pairs_lists_companion_columns_are_checked_and_resolved(tmp_path: Path
     path.write_text("science,template,name,mask_bits\ns.fits,t.fits,a,CR=7 SAT\n")
     with pytest.raises(InputError, match=r"pair a: --mask-bits 'SAT' is not PLANE=BIT"):
         pairs_companions(path)
+    # ~user names a home folder only for a user the machine knows.
+    path.write_text("science,template,name\n~nosuchuser0/s.fits,t.fits,a\n")
+    with pytest.raises(InputError, match=r"line 2: ~nosuchuser0/s\.fits: ~nosuchuser0 is no user"):
+        pairs_companions(path)
 
 
 _cell = st.text(
@@ -356,6 +360,7 @@ _cell = st.text(
 
 @settings(max_examples=80, deadline=None)
 @given(mask=_cell, pieces=_cell, bits=_cell)
+@example(mask="", pieces="~0", bits="")  # no user "0": expanduser raised RuntimeError
 def test_any_companion_columns_give_companions_or_a_named_refusal(
     tmp_path_factory: pytest.TempPathFactory, mask: str, pieces: str, bits: str
 ) -> None:

@@ -27,31 +27,7 @@ import numpy as np
 from peers import ROOT
 
 sys.path.insert(0, str(ROOT))
-from tests.engine.helpers import injected_flux_ratios
-from tests.engine.test_psf_flux import N_TRANSIENTS, SEPARATION
-
-
-def flux_ratios(fwhm: float, seed: int, true_psf: bool) -> np.ndarray:
-    """The catalog's PSF flux over the injected flux of one pair's transients found
-    (``true_psf``: the science's true PSF given to the run)."""
-    _, ratio, _, _ = injected_flux_ratios(
-        (512, 512),
-        300,
-        N_TRANSIENTS,
-        (1.1e4, 4.5e4),
-        40,
-        seed=seed,
-        separation=SEPARATION,
-        true_psf=true_psf,
-        profile="moffat",
-        sci_beta=2.5,
-        tmpl_beta=3.5,
-        sci_fwhm=fwhm,
-        tmpl_fwhm=0.7 * fwhm,
-        photometric_scale=1.3,
-        tmpl_shift=(0.3, 0.3),
-    )
-    return ratio
+from tests.engine.test_psf_flux import pair_flux_ratios
 
 
 def main() -> int:
@@ -66,7 +42,9 @@ def main() -> int:
     print("|---|---|---|---|---|---|")
     for fwhm in args.fwhm:
         for true_psf in (False, True) if args.true_psf else (False,):
-            ratios = [flux_ratios(fwhm, seed, true_psf) for seed in range(args.seeds)]
+            ratios = [
+                pair_flux_ratios(seed, "moffat", fwhm, true_psf)[0] for seed in range(args.seeds)
+            ]
             medians = np.array([np.median(r) for r in ratios])
             error = medians.std(ddof=1) / np.sqrt(len(medians)) if len(medians) > 1 else np.nan
             print(

@@ -338,18 +338,27 @@ def test_a_pairs_lists_companion_columns_are_checked_and_resolved(tmp_path: Path
         ),
     )
     assert given["b"] == (Companions(mask_bits=bits), (Companions(mask_bits=bits),))
-    path.write_text("science,template,name,template_mask\ns.fits,t1.fits;t2.fits,a,m1.fits\n")
-    with pytest.raises(InputError, match=r"pair a: the template_mask column names 1 file"):
-        pairs_companions(path)
-    path.write_text("science,template,science_mask\ns.fits,t.fits,m1.fits;m2.fits\n")
-    with pytest.raises(InputError, match=r"science_mask column names 2 files"):
-        pairs_companions(path)
-    path.write_text("science,template,name,mask_bits\ns.fits,t.fits,a,CR=7 SAT\n")
-    with pytest.raises(InputError, match=r"pair a: --mask-bits 'SAT' is not PLANE=BIT"):
-        pairs_companions(path)
-    # ~user names a home folder only for a user the machine knows.
-    path.write_text("science,template,name\n~nosuchuser0/s.fits,t.fits,a\n")
-    with pytest.raises(InputError, match=r"line 2: ~nosuchuser0/s\.fits: ~nosuchuser0 is no user"):
+
+
+@pytest.mark.parametrize(
+    ("rows", "needle"),
+    [
+        (
+            "name,template_mask\ns.fits,t1.fits;t2.fits,a,m1.fits",
+            r"pair a: the template_mask column names 1 file",
+        ),
+        ("science_mask\ns.fits,t.fits,m1.fits;m2.fits", r"science_mask column names 2 files"),
+        ("name,mask_bits\ns.fits,t.fits,a,CR=7 SAT", r"pair a: --mask-bits 'SAT' is not PLANE"),
+        # ~user names a home folder only for a user the machine knows
+        ("name\n~nosuchuser0/s.fits,t.fits,a", r"line 2: ~nosuchuser0/s\.fits: ~nosuchuser0 is no"),
+    ],
+)
+def test_a_pairs_lists_bad_companion_columns_are_named(
+    tmp_path: Path, rows: str, needle: str
+) -> None:
+    path = tmp_path / "pairs.csv"
+    path.write_text(f"science,template,{rows}\n")
+    with pytest.raises(InputError, match=needle):
         pairs_companions(path)
 
 

@@ -38,31 +38,38 @@ PAIR_SCATTER = 0.005
 SEPARATION = 24.0
 
 
-def _catalog_flux_ratios(profile: str) -> tuple[np.ndarray, np.ndarray]:
-    """Catalog psf_flux over the injected flux, and the catalog's relative errors, of
-    transients of S/N 50-200 in 512^2 pairs (flux ratio 1.3, template 0.3 px off)."""
+def pair_flux_ratios(
+    seed: int, profile: str, sci_fwhm: float = 4.0, true_psf: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Catalog psf_flux over the injected flux, and the catalog's relative errors, of one
+    512^2 pair's transients of S/N 50-200 (science index 2.5, template index 3.5 and 0.7
+    of the science's FWHM, flux ratio 1.3, template 0.3 px off; ``true_psf``: the
+    science's true PSF given). ``benchmarks/bench_psf_flux.py`` runs it at other widths."""
     # The difference's noise is ~38 counts a pixel (science sky 1000, template 250 times
     # 1.3^2): a 4 px PSF gives S/N ~ flux / 230, so 1.1e4-4.5e4 is S/N 50-200.
-    ratios, errors = [], []
-    for seed in SEEDS:
-        _, ratio, rel_err, _ = injected_flux_ratios(
-            (512, 512),
-            300,
-            N_TRANSIENTS,
-            (1.1e4, 4.5e4),
-            40,
-            seed=seed,
-            separation=SEPARATION,
-            profile=profile,
-            sci_beta=2.5,
-            tmpl_beta=3.5,
-            sci_fwhm=4.0,
-            tmpl_fwhm=2.8,
-            photometric_scale=1.3,
-            tmpl_shift=(0.3, 0.3),
-        )
-        ratios.append(ratio)
-        errors.append(rel_err)
+    _, ratio, rel_err, _ = injected_flux_ratios(
+        (512, 512),
+        300,
+        N_TRANSIENTS,
+        (1.1e4, 4.5e4),
+        40,
+        seed=seed,
+        separation=SEPARATION,
+        true_psf=true_psf,
+        profile=profile,
+        sci_beta=2.5,
+        tmpl_beta=3.5,
+        sci_fwhm=sci_fwhm,
+        tmpl_fwhm=0.7 * sci_fwhm,
+        photometric_scale=1.3,
+        tmpl_shift=(0.3, 0.3),
+    )
+    return ratio, rel_err
+
+
+def _catalog_flux_ratios(profile: str) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`pair_flux_ratios` of the :data:`SEEDS` pairs, pooled."""
+    ratios, errors = zip(*(pair_flux_ratios(seed, profile) for seed in SEEDS), strict=True)
     return np.concatenate(ratios), np.concatenate(errors)
 
 

@@ -29,9 +29,9 @@ from typing import Any, TextIO
 from diffviewer import __version__
 from diffviewer.companions import (
     KINDS,
-    NO_COMPANIONS,
     Companions,
     input_companions,
+    none_given,
     pairs_companions,
 )
 from diffviewer.config import (
@@ -399,10 +399,7 @@ def run_pair(
         0 on success, 4 when ``strict`` and the bad-subtraction guard tripped.
     """
     pieces = template_specs(template_spec)
-    science_companions, piece_companions = companions or (
-        NO_COMPANIONS,
-        [NO_COMPANIONS] * len(pieces),
-    )
+    science_companions, piece_companions = companions or none_given(len(pieces))
     inputs = [parse_spec(spec)[0] for spec in (science_spec, *pieces)]
     for i, path in enumerate(inputs):
         require_file(path, "science" if i == 0 else "template")
@@ -630,13 +627,13 @@ def _main_gui(argv: Sequence[str], prog: str) -> int:
         raise InputError("give both SCIENCE and TEMPLATE, or neither (to open the demo pair)")
     config = effective_config(args.config, args.overrides)
     template = TEMPLATE_SEPARATOR.join(args.template) if args.template else None
-    companions = _companions_of(args, len(args.template))
-    given = any(c.specs or c.mask_bits for c in (companions[0], *companions[1]))
-    if given and template is None:
+    options = [f"{role}_{kind}" for role in ("science", "template") for kind in KINDS]
+    if template is None and (args.mask_bits or any(getattr(args, o) for o in options)):
         raise InputError(
             "mask, variance, weight files and --mask-bits belong to a pair: give SCIENCE "
             "and TEMPLATE with them (a pairs list gives them in its columns)"
         )
+    companions = _companions_of(args, len(args.template))
     problem = gui_problem(prog)
     if problem:
         print(problem, file=sys.stderr)

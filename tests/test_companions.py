@@ -249,8 +249,11 @@ def test_bad_companion_options_are_one_line_errors(
     assert not (tmp_path / "out").exists()
 
 
-def test_the_guis_companions_need_a_pair(capsys) -> None:
-    code = cli.main(["--science-mask", "m.fits"])
+@pytest.mark.parametrize(
+    "argv", [["--science-mask", "m.fits"], ["--template-mask", "m.fits"], ["--mask-bits", "BAD=1"]]
+)
+def test_the_guis_companions_need_a_pair(capsys, argv: list[str]) -> None:
+    code = cli.main(argv)
     assert code == cli.EXIT_ERROR
     assert "belong to a pair: give SCIENCE and TEMPLATE" in capsys.readouterr().err
 

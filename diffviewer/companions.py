@@ -107,10 +107,7 @@ class Companions:
         """In words: ``mask m.fits, weight w.fits; mask bits SAT=8 BAD=0,9`` (empty when
         nothing is given)."""
         files = ", ".join(f"{kind} {spec}" for kind, spec in self.named)
-        bits = " ".join(
-            f"{plane}={','.join(map(str, b))}"
-            for plane, b in planes_to_bits(self.mask_bits).items()
-        )
+        bits = bits_text(self.mask_bits)
         return "; ".join(part for part in (files, f"mask bits {bits}" if bits else "") if part)
 
     def absolute(self) -> Companions:
@@ -171,6 +168,14 @@ def planes_to_bits(mask_bits: Sequence[tuple[int, str]]) -> dict[str, list[int]]
         for plane in MASK_BIT_PLANES
         if any(p == plane for _, p in mask_bits)
     }
+
+
+def bits_text(mask_bits: Sequence[tuple[int, str]]) -> str:
+    """``(bit, plane)`` pairs as :func:`parse_mask_bits` reads them, terms apart
+    (``BAD=0,9 CR=7``; empty for none)."""
+    return " ".join(
+        f"{plane}={','.join(map(str, bits))}" for plane, bits in planes_to_bits(mask_bits).items()
+    )
 
 
 def parse_mask_bits(texts: Sequence[str]) -> tuple[tuple[int, str], ...]:

@@ -12,7 +12,15 @@ from astropy.io import fits
 from PyQt6.QtGui import QAction
 from PyQt6.QtWidgets import QFileDialog, QInputDialog, QMenu
 
-from diffviewer.companions import from_pair_record, pair_record, pairs_companions
+from diffviewer.companions import (
+    NO_COMPANIONS,
+    Companions,
+    bits_text,
+    from_pair_record,
+    pair_record,
+    pairs_companions,
+    parse_mask_bits,
+)
 from diffviewer.errors import DiffviewerError, InputError
 from diffviewer.gui.model import Pair, describe_template
 from diffviewer.paths import TEMPLATE_SEPARATOR, extension_text, read_pairs_csv, template_specs
@@ -121,6 +129,15 @@ def default_extensions(images: Sequence[FileImage]) -> tuple[FileImage, FileImag
     return sci, tmpl
 
 
+def _with_mask(
+    companions: Companions, mask: Path | None, bits: tuple[tuple[int, str], ...]
+) -> Companions:
+    """``companions`` with ``mask`` (none when None) and the bit map ``bits``."""
+    return Companions(
+        None if mask is None else str(mask), companions.variance, companions.weight, bits
+    )
+
+
 class Opener:
     """The ways of opening a pair in a window.
 
@@ -169,6 +186,46 @@ class Opener:
         pieces = self.ask_templates() if sci else []
         if sci is not None and pieces:
             self.w.open_specs(str(sci), template_spec(pieces))
+
+    def mask_files_dialog(self) -> None:
+        """Read the current pair again with mask files of its own (File > Mask files of
+        this pair…): the science's mask, then each template piece's (Cancel: none for
+        it), then the bits that mask (:class:`~diffviewer.companions.Companions`; empty:
+        every nonzero value is BAD); the pair's variance and weight files are kept, and
+        it runs again with them."""
+        pair = self.w.pair
+        if pair is None or not isinstance(pair.science, str):
+            self.w.report_problem(InputError("open a pair of files first, then give its masks"))
+            return
+        science = self.ask_file("Science mask (Cancel: none)", "last_input_folder", FITS_FILTER)
+        pieces = pair.companions[1] or (NO_COMPANIONS,) * len(pair.pieces)
+        labels = (
+            ["Template"] if len(pieces) == 1 else [f"Piece {i + 1}" for i in range(len(pieces))]
+        )
+        masks = [
+            self.ask_file(f"{label} mask (Cancel: none)", "last_input_folder", FITS_FILTER)
+            for label in labels
+        ]
+        current = bits_text(pair.companions[0].mask_bits)
+        text, ok = QInputDialog.getText(
+            self.w,
+            "Mask bits",
+            "The bits that mask, PLANE=BIT[,BIT...] terms apart (planes BAD, SAT, CR, INTRP, "
+            "SUSPECT, NO_DATA; e.g. CR=7 BAD=0,9); empty: every nonzero value is BAD",
+            text=current,
+        )
+        if not ok:
+            return
+        try:
+            bits = parse_mask_bits(text.split())
+            given = (
+                _with_mask(pair.companions[0], science, bits),
+                tuple(_with_mask(c, m, bits) for c, m in zip(pieces, masks, strict=True)),
+            )
+        except InputError as exc:
+            self.w.report_problem(exc, "Cannot use those mask bits")
+            return
+        self.w.open_pair(Pair(pair.science, pair.template, pair.name, given))
 
     def open_mef_dialog(self) -> None:
         """Ask for one multi-extension file, then which extensions are science and template."""

@@ -157,3 +157,42 @@ def test_a_file_that_cannot_be_opened_is_said_so_with_its_cause(tmp_path: Path) 
         with pytest.raises(InputError) as info:
             image_extensions(path)
         assert re.fullmatch(message, str(info.value)), str(info.value)
+
+
+def test_a_pairs_mask_files_are_given_from_the_file_menu(
+    qtbot, window: MainWindow, tmp_path: Path, monkeypatch
+) -> None:
+    # File > Mask files of this pair…: the science's mask, the template's (Cancel: none),
+    # the bits that mask; the pair is read again with them, and its run starts.
+    from diffviewer.companions import Companions
+    from diffviewer.exposure import MaskPlane
+    from diffviewer.gui.model import Pair
+    from diffviewer.io import demo_pair
+    from tests.gui.helpers import finish
+
+    sci, tmpl = demo_pair()
+    bits = np.zeros(fits.getdata(sci).shape, np.int16)
+    bits[100:140, 200:260] = 1 << 3
+    bits[300:310, 300:310] = 1 << 5
+    mask = tmp_path / "sci_msk.fits"
+    fits.PrimaryHDU(bits).writeto(mask)
+    window.open_pair(Pair(str(sci), str(tmpl), "demo"), run=False)
+    answers = iter([mask, None])
+    monkeypatch.setattr(window.opener, "ask_file", lambda *args, **kwargs: next(answers))
+    texts = iter([("BAD=3", True), ("BAD=3 SAT", True)])
+    monkeypatch.setattr(
+        "diffviewer.gui.opening.QInputDialog.getText", lambda *args, **kwargs: next(texts)
+    )
+    finish(qtbot, window, "run", window.opener.mask_files_dialog)
+    assert window.pair.companions == (
+        Companions(mask=str(mask), mask_bits=((3, "BAD"),)),
+        (Companions(mask_bits=((3, "BAD"),)),),
+    )
+    planes = window.outcome.result.science.mask
+    assert np.all(planes[100:140, 200:260] & int(MaskPlane.BAD))
+    assert not np.any(planes[300:310, 300:310] & int(MaskPlane.BAD))
+    # Bits it cannot read are said, and the pair stays as it was.
+    answers = iter([mask, None])
+    window.opener.mask_files_dialog()
+    assert "is not PLANE=BIT" in window.error_label.text()
+    assert window.pair.companions[0].mask == str(mask)

@@ -32,7 +32,7 @@ from diffviewer.companions import (
     Companions,
     input_companions,
     none_given,
-    pairs_companions,
+    read_pairs_with_companions,
 )
 from diffviewer.config import (
     SubtractionConfig,
@@ -49,7 +49,6 @@ from diffviewer.paths import (
     TEMPLATE_SEPARATOR,
     check_output_dir,
     parse_spec,
-    read_pairs_csv,
     require_file,
     template_specs,
 )
@@ -699,6 +698,8 @@ def _main_batch(argv: Sequence[str], prog: str) -> int:
 
         read_star_list(config.candidates.source_list)
     read = [args.pairs, *([args.config] if args.config else [])]
+    pairs_list = Path(args.pairs).expanduser().resolve()
+    pairs, companions = read_pairs_with_companions(pairs_list, args.mask_bits)
     options = BatchOptions(
         out=Path(args.out).expanduser().resolve(),
         config=config,
@@ -710,9 +711,8 @@ def _main_batch(argv: Sequence[str], prog: str) -> int:
         workers=args.workers,
         scheduler=args.scheduler,
         read_files=tuple(Path(p).expanduser().resolve() for p in read),
-        companions=pairs_companions(Path(args.pairs).expanduser().resolve(), args.mask_bits),
+        companions=companions,
     )
-    pairs = read_pairs_csv(options.read_files[0])
     rows = run_batch(pairs, options, progress=not args.quiet and sys.stderr.isatty())
     failed = [r for r in rows if r["status"] == "failed"]
     skipped = sum(r["status"] == "skipped" for r in rows)

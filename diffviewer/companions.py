@@ -272,7 +272,15 @@ MASK_BITS_COLUMN = "mask_bits"
 def pairs_companions(
     path: str | Path, mask_bits: Sequence[str] = ()
 ) -> dict[str, tuple[Companions, tuple[Companions, ...]]]:
-    """Each pair's companions in a pairs list (:func:`~diffviewer.paths.read_pairs_rows`).
+    """Each pair's companions in a pairs list (:func:`read_pairs_with_companions`'s)."""
+    return read_pairs_with_companions(path, mask_bits)[1]
+
+
+def read_pairs_with_companions(
+    path: str | Path, mask_bits: Sequence[str] = ()
+) -> tuple[list[tuple[str, str, str]], dict[str, tuple[Companions, tuple[Companions, ...]]]]:
+    """A pairs list's pairs (:func:`~diffviewer.paths.read_pairs_rows`) and each one's
+    companions, the file read once.
 
     Columns ``science_mask``, ``science_variance``, ``science_weight`` and the template's
     (one spec per piece, joined by ``;`` as the pieces are) name them, relative to the
@@ -288,8 +296,9 @@ def pairs_companions(
 
     Returns
     -------
-    dict
-        ``{pair name: (science's, each piece's)}``, every pair of the list.
+    (list of (str, str, str), dict)
+        The pairs as :func:`~diffviewer.paths.read_pairs_csv` gives them, and
+        ``{pair name: (science's, each piece's)}`` for every one.
 
     Raises
     ------
@@ -298,13 +307,14 @@ def pairs_companions(
         companions are refused (:func:`input_companions`).
     """
     path = Path(path)
+    rows = read_pairs_rows(path)
     out = {}
-    for (_, template, name), row in read_pairs_rows(path):
+    for (_, template, name), row in rows:
         try:
             out[name] = _row_companions(row, path.parent, len(template_specs(template)), mask_bits)
         except InputError as exc:
             raise InputError(f"pairs list {path}, pair {name}: {exc}") from None
-    return out
+    return [pair for pair, _ in rows], out
 
 
 def _row_companions(

@@ -18,12 +18,12 @@ from diffviewer.companions import (
     bits_text,
     from_pair_record,
     pair_record,
-    pairs_companions,
     parse_mask_bits,
+    read_pairs_with_companions,
 )
 from diffviewer.errors import DiffviewerError, InputError
 from diffviewer.gui.model import Pair, describe_template
-from diffviewer.paths import TEMPLATE_SEPARATOR, extension_text, read_pairs_csv, template_specs
+from diffviewer.paths import TEMPLATE_SEPARATOR, extension_text, template_specs
 
 if TYPE_CHECKING:
     from diffviewer.gui.window import MainWindow
@@ -263,8 +263,8 @@ class Opener:
         a plain folder name) becomes a message in the window; the open pair stays.
         """
         try:
-            given = pairs_companions(path)
-            pairs = [Pair(s, t, n, given[n]) for s, t, n in read_pairs_csv(path)]
+            listed, given = read_pairs_with_companions(path)
+            pairs = [Pair(s, t, n, given[n]) for s, t, n in listed]
         except (DiffviewerError, OSError) as exc:
             self.w.report_problem(exc, f"Cannot open the pairs list {path}")
             return

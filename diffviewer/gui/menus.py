@@ -44,7 +44,7 @@ class Menus:
         )
         self.action(file_menu, "Open multi-extension file…", w.opener.open_mef_dialog)
         self.action(file_menu, "Open pairs list (CSV)…", w.opener.open_pairs_dialog)
-        self.action(file_menu, "Mask files of this pair…", w.opener.mask_files_dialog)
+        self.action(file_menu, "Planes files of this pair…", w.opener.planes_dialog)
         self.action(file_menu, "Open results…", lambda: saved.open_saved_dialog(w))
         self.action(file_menu, "Open batch…", lambda: batch_review.open_batch_dialog(w))
         file_menu.addMenu(w.opener.recent_menu)

@@ -15,10 +15,8 @@ from PyQt6.QtWidgets import QFileDialog, QInputDialog, QMenu
 from diffviewer.companions import (
     NO_COMPANIONS,
     Companions,
-    bits_text,
     from_pair_record,
     pair_record,
-    parse_mask_bits,
     read_pairs_with_companions,
 )
 from diffviewer.errors import DiffviewerError, InputError
@@ -26,6 +24,7 @@ from diffviewer.gui.model import Pair, describe_template
 from diffviewer.paths import TEMPLATE_SEPARATOR, extension_text, template_specs
 
 if TYPE_CHECKING:
+    from diffviewer.gui.planes_dialog import PlanesDialog
     from diffviewer.gui.window import MainWindow
 
 FITS_FILTER = "FITS (*.fits *.fit *.fts *.fits.fz *.fits.gz);;All files (*)"
@@ -129,15 +128,6 @@ def default_extensions(images: Sequence[FileImage]) -> tuple[FileImage, FileImag
     return sci, tmpl
 
 
-def _with_mask(
-    companions: Companions, mask: Path | None, bits: tuple[tuple[int, str], ...]
-) -> Companions:
-    """``companions`` with ``mask`` (none when None) and the bit map ``bits``."""
-    return Companions(
-        None if mask is None else str(mask), companions.variance, companions.weight, bits
-    )
-
-
 class Opener:
     """The ways of opening a pair in a window.
 
@@ -150,6 +140,8 @@ class Opener:
     def __init__(self, window: MainWindow) -> None:
         self.w = window
         self.recent_menu = QMenu("Recent pairs", window)
+        #: The planes dialog last opened (File > Planes files of this pair…), or None.
+        self.planes: PlanesDialog | None = None
 
     def ask_file(
         self, title: str, folder_key: str, filters: str, name: str = "", *, save: bool = False
@@ -187,44 +179,34 @@ class Opener:
         if sci is not None and pieces:
             self.w.open_specs(str(sci), template_spec(pieces))
 
-    def mask_files_dialog(self) -> None:
-        """Read the current pair again with mask files of its own (File > Mask files of
-        this pair…): the science's mask, then each template piece's (Cancel: none for
-        it), then the bits that mask (:class:`~diffviewer.companions.Companions`; empty:
-        every nonzero value is BAD); the pair's variance and weight files are kept, and
-        it runs again with them."""
+    def planes_dialog(self) -> None:
+        """Ask for the current pair's planes files (File > Planes files of this pair…:
+        each input's mask and variance or weight, and the mask's bit map,
+        :class:`~diffviewer.gui.planes_dialog.PlanesDialog`), then read the pair again with
+        them and run it."""
+        from diffviewer.gui.planes_dialog import PlanesDialog
+
         pair = self.w.pair
         if pair is None or not isinstance(pair.science, str):
-            self.w.report_problem(InputError("open a pair of files first, then give its masks"))
+            self.w.report_problem(InputError("open a pair of files first, then give its planes"))
             return
-        science = self.ask_file("Science mask (Cancel: none)", "last_input_folder", FITS_FILTER)
         pieces = pair.companions[1] or (NO_COMPANIONS,) * len(pair.pieces)
         labels = (
             ["Template"] if len(pieces) == 1 else [f"Piece {i + 1}" for i in range(len(pieces))]
         )
-        masks = [
-            self.ask_file(f"{label} mask (Cancel: none)", "last_input_folder", FITS_FILTER)
-            for label in labels
-        ]
-        current = bits_text(pair.companions[0].mask_bits)
-        text, ok = QInputDialog.getText(
+        dialog = PlanesDialog(
+            ["Science", *labels],
+            [pair.companions[0], *pieces],
+            lambda title: self.ask_file(title, "last_input_folder", FITS_FILTER),
             self.w,
-            "Mask bits",
-            "The bits that mask, PLANE=BIT[,BIT...] terms apart (planes BAD, SAT, CR, INTRP, "
-            "SUSPECT, NO_DATA; e.g. CR=7 BAD=0,9); empty: every nonzero value is BAD",
-            text=current,
         )
-        if not ok:
-            return
-        try:
-            bits = parse_mask_bits(text.split())
-            given = (
-                _with_mask(pair.companions[0], science, bits),
-                tuple(_with_mask(c, m, bits) for c, m in zip(pieces, masks, strict=True)),
-            )
-        except InputError as exc:
-            self.w.report_problem(exc, "Cannot use those mask bits")
-            return
+        dialog.accepted.connect(lambda: self._reopen_with(pair, dialog.chosen))
+        self.planes = dialog
+        dialog.open()
+
+    def _reopen_with(self, pair: Pair, chosen: Sequence[Companions]) -> None:
+        """Open ``pair`` again with ``chosen`` companions (the science's, then each piece's)."""
+        given = (chosen[0], tuple(chosen[1:]))
         self.w.open_pair(Pair(pair.science, pair.template, pair.name, given))
 
     def open_mef_dialog(self) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
+from PyQt6.QtWidgets import QToolButton
 
 from diffviewer.errors import InputError
 from diffviewer.gui.opening import default_extensions, image_extensions
@@ -159,11 +160,13 @@ def test_a_file_that_cannot_be_opened_is_said_so_with_its_cause(tmp_path: Path) 
         assert re.fullmatch(message, str(info.value)), str(info.value)
 
 
-def test_a_pairs_mask_files_are_given_from_the_file_menu(
+def test_a_pairs_planes_files_are_given_from_the_file_menu(
     qtbot, window: MainWindow, tmp_path: Path, monkeypatch
 ) -> None:
-    # File > Mask files of this pair…: the science's mask, the template's (Cancel: none),
-    # the bits that mask; the pair is read again with them, and its run starts.
+    # File > Planes files of this pair…: the science's mask (chosen with its row's button)
+    # and variance, the template's weight, the bits that mask; the pair is read again
+    # with them and its run starts. What cannot be read is said in the dialog, which stays
+    # open, and the pair stays as it was.
     from diffviewer.companions import Companions
     from diffviewer.exposure import MaskPlane
     from diffviewer.gui.model import Pair
@@ -171,28 +174,62 @@ def test_a_pairs_mask_files_are_given_from_the_file_menu(
     from tests.gui.helpers import finish
 
     sci, tmpl = demo_pair()
-    bits = np.zeros(fits.getdata(sci).shape, np.int16)
+    shape = fits.getdata(sci).shape
+    bits = np.zeros(shape, np.int16)
     bits[100:140, 200:260] = 1 << 3
     bits[300:310, 300:310] = 1 << 5
     mask = tmp_path / "sci_msk.fits"
     fits.PrimaryHDU(bits).writeto(mask)
+    variance = tmp_path / "sci_var.fits"
+    fits.PrimaryHDU(np.full(shape, 400.0, np.float32)).writeto(variance)
+    weight = tmp_path / "tmpl_wht.fits"
+    weights = np.full(fits.getdata(tmpl).shape, 1 / 25.0, np.float32)
+    weights[:50] = 0.0
+    fits.PrimaryHDU(weights).writeto(weight)
     window.open_pair(Pair(str(sci), str(tmpl), "demo"), run=False)
-    answers = iter([mask, None])
-    monkeypatch.setattr(window.opener, "ask_file", lambda *args, **kwargs: next(answers))
-    texts = iter([("BAD=3", True), ("BAD=3 SAT", True)])
-    monkeypatch.setattr(
-        "diffviewer.gui.opening.QInputDialog.getText", lambda *args, **kwargs: next(texts)
+    monkeypatch.setattr(window.opener, "ask_file", lambda *args, **kwargs: mask)
+
+    window.opener.planes_dialog()
+    dialog = window.opener.planes
+    assert dialog is not None and dialog.isVisible()
+    assert [f.label for f in dialog.fields()] == ["Science", "Template"]
+    dialog.masks[0].findChild(QToolButton).click()
+    assert dialog.masks[0].line.text() == str(mask)
+    dialog.noises[0].line.setText(str(variance))
+    dialog.kinds[1].setCurrentText("weight")
+    dialog.noises[1].line.setText(str(tmp_path / "gone.fits"))
+    dialog.bits.setText("BAD=3")
+    dialog.accept()
+    assert dialog.isVisible()
+    assert dialog.problem.text() == (
+        f"template weight file {tmp_path / 'gone.fits'} does not exist; check the path"
     )
-    finish(qtbot, window, "run", window.opener.mask_files_dialog)
+    dialog.noises[1].line.setText(str(weight))
+    finish(qtbot, window, "run", dialog.accept)
+    assert not dialog.isVisible()
     assert window.pair.companions == (
-        Companions(mask=str(mask), mask_bits=((3, "BAD"),)),
-        (Companions(mask_bits=((3, "BAD"),)),),
+        Companions(mask=str(mask), variance=str(variance), mask_bits=((3, "BAD"),)),
+        (Companions(weight=str(weight), mask_bits=((3, "BAD"),)),),
     )
-    planes = window.outcome.result.science.mask
+    result = window.outcome.result
+    planes = result.science.mask
     assert np.all(planes[100:140, 200:260] & int(MaskPlane.BAD))
     assert not np.any(planes[300:310, 300:310] & int(MaskPlane.BAD))
-    # Bits it cannot read are said, and the pair stays as it was.
-    answers = iter([mask, None])
-    window.opener.mask_files_dialog()
-    assert "is not PLANE=BIT" in window.error_label.text()
-    assert window.pair.companions[0].mask == str(mask)
+    assert not result.science.variance_estimated
+    assert np.all(result.science.variance[200:300, 200:300] == 400.0)
+    template = result.template.exposure
+    assert not result.template.warped  # the demo's grids agree: the template read as given
+    assert np.all(template.mask[:50] & int(MaskPlane.NO_DATA))
+    assert np.allclose(template.variance[100:200, 100:200], 25.0)
+
+    # The next dialog starts from what the pair has; bits it cannot read are said.
+    window.opener.planes_dialog()
+    dialog = window.opener.planes
+    assert dialog.fields()[1].noise_kind == "weight"
+    assert dialog.fields()[1].noise == str(weight)
+    dialog.bits.setText("BAD=3 SAT")
+    dialog.accept()
+    assert "is not PLANE=BIT" in dialog.problem.text()
+    assert dialog.isVisible()
+    dialog.reject()
+    assert window.pair.companions[0].mask_bits == ((3, "BAD"),)

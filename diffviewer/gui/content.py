@@ -131,6 +131,8 @@ EMPTY_RESIDUALS: dict[str, str] = {
 #: Names of the noise-ratio metrics, worded as the warnings banner words them.
 NOISE_FINAL = "noise ratio per pixel (final difference)"
 NOISE_BEFORE_SCALING = "noise at PSF scale before variance scaling"
+#: Its standard error, measured on the sky (how far thresholds and S/N may be off).
+NOISE_SCALE_ERROR = "± its standard error (sky)"
 NOISE_BEFORE_DECORRELATION = "noise ratio per pixel before decorrelation"
 SKY_PULL_MEAN = "sky sources: mean PSF-flux pull"
 SKY_PULL_STD = "sky sources: PSF-flux pull scatter"
@@ -289,8 +291,11 @@ def metrics(result: Any) -> dict[str, float]:
         "bad stamps": float(np.sum(status == "BAD")),
         "control stamps": float(np.sum(status == "CONTROL")),
     }
-    if result.renormalisation.applied:  # the one empirical scale of the variance
-        out[NOISE_BEFORE_SCALING] = float(result.renormalisation.noise_scale)
+    renorm = result.renormalisation
+    if renorm.applied:  # the one empirical scale of the variance, and its standard error
+        out[NOISE_BEFORE_SCALING] = float(renorm.noise_scale)
+        if np.isfinite(renorm.noise_scale_error):
+            out[NOISE_SCALE_ERROR] = float(renorm.noise_scale_error)
     if result.decorrelation is not None:
         out[NOISE_BEFORE_DECORRELATION] = float(result.diagnostics.noise_ratio_raw)
     for title, values in residual_samples(result):

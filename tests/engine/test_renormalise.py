@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -222,3 +223,40 @@ def test_a_crowded_pairs_scale_is_measured_on_sky_whose_sources_were_seen() -> N
     print(f"\nscale {renorm.noise_scale:.3f}; held out ({held_out.sum()} px): {noise:.3f}")
     assert held_out.sum() > 20_000
     assert 0.95 <= noise <= 1.15
+
+
+@pytest.mark.parametrize("fwhm", [3.0, 6.0])
+def test_the_scales_stated_error_is_its_scatter_over_noise_draws(fwhm: float) -> None:
+    # The scale is measured on the sky between sources, in patches: on PSF-filtered white
+    # noise (scale 1) over 40 draws, sky in 60 squares of 12 px (8,640 px at most), the
+    # stated error's mean is the scales' scatter within 0.7-1.4 (40 draws know a
+    # scatter to +-11 %, and the error of each draw is itself known to ~27 %: eight
+    # groups). A count of independent values would not do: 1.166 sqrt(A / n), A the
+    # filtered noise's correlation area, states 1.4-2.5 times the scatter.
+    rng = np.random.default_rng(11)
+    psf = gaussian_psf(fwhm)
+    norm = np.sqrt(np.sum(psf**2))
+    scales, errors = [], []
+    for _ in range(40):
+        filtered = ndimage.convolve(rng.normal(size=(384, 384)), psf[::-1, ::-1]) / norm
+        sky = np.zeros(filtered.shape, dtype=bool)
+        for y, x in rng.integers(20, 352, size=(60, 2)):
+            sky[y : y + 12, x : x + 12] = True
+        scales.append(renormalise.sky_noise_scale(filtered, sky))
+        errors.append(renormalise.scale_error(filtered, sky, fwhm))
+    assert np.mean(scales) == pytest.approx(1.0, abs=3 * np.std(scales) / np.sqrt(40))
+    assert 0.7 <= np.mean(errors) / np.std(scales) <= 1.4
+
+
+def test_the_scales_error_is_recorded_and_said() -> None:
+    # metadata.json and the reason give the error beside the scale; a saved run reads it
+    # back (an older run's record without it reads NaN).
+    diff = correlated_difference()
+    _, renorm, _ = renormalise.renormalise(diff, gaussian_psf(4.0), diff, diff, 0, null_reporter())
+    assert 0.0 < renorm.noise_scale_error < 0.1 * renorm.noise_scale
+    assert f"+- {renorm.noise_scale_error:.2g}" in renorm.reason
+    record = renorm.as_dict()
+    assert record["noise_scale_error"] == renorm.noise_scale_error
+    assert renormalise.Renormalisation.from_dict(record) == dataclasses.replace(renorm, warnings=())
+    older = {k: v for k, v in record.items() if k != "noise_scale_error"}
+    assert np.isnan(renormalise.Renormalisation.from_dict(older).noise_scale_error)

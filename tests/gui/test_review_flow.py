@@ -234,6 +234,8 @@ def test_ab_metrics_are_named_and_valued_as_the_warnings_say(demo_window: MainWi
     # The one renormalisation's value is always a metric when it was applied, and the
     # banner, which names it when far from 1, gives the same figure.
     assert (content.NOISE_BEFORE_SCALING in metrics) == result.renormalisation.applied
+    if result.renormalisation.applied:  # with the error the sky gives it
+        assert metrics[content.NOISE_SCALE_ERROR] == result.renormalisation.noise_scale_error
     scaled = [w for w in result.warnings if "noise at PSF scale is" in w]
     if scaled:
         figure = metrics[content.NOISE_BEFORE_SCALING]

@@ -104,6 +104,8 @@ def test_every_pair_has_a_row_that_says_what_happened(batch: dict) -> None:
         # the row's QA figures are the pair's own saved figures
         assert row["noise_ratio"] == pytest.approx(meta["difference"]["noise_ratio"])
         assert row["noise_scale"] == pytest.approx(meta["renormalisation"]["noise_scale"])
+        error = meta["renormalisation"]["noise_scale_error"]
+        assert row["noise_scale_err"] == pytest.approx(error) and 0 < error < 0.2
         assert row["sky_pull_std"] == pytest.approx(meta["detection"]["sky_sources"]["pull_std"])
         level = meta["kernel"]["sky_level"]
         assert row["sky_level"] == pytest.approx(level["level"] if level["applied"] else 0.0)

@@ -78,6 +78,13 @@ COLUMNS: tuple[tuple[str, type, str, str], ...] = (
         "(the renormalisation's; NaN when not measured)",
     ),
     (
+        "noise_scale_err",
+        float,
+        "",
+        "its standard error, measured on the same sky (how far the pair's thresholds and "
+        "S/N may be off; NaN when not measured)",
+    ),
+    (
         "sky_pull_std",
         float,
         "",
@@ -222,6 +229,7 @@ def row_from_outputs(out_dir: str | Path) -> dict[str, Any]:
         "config_digest": str(meta.get("config_digest", "")),
         "noise_ratio": _number(meta["difference"]["noise_ratio"]),
         "noise_scale": _number(meta["renormalisation"].get("noise_scale")),
+        "noise_scale_err": _number(meta["renormalisation"].get("noise_scale_error")),
         "sky_pull_std": _number(det.get("sky_sources", {}).get("pull_std")),
         "sky_level": float(level["level"]) if level.get("applied") else 0.0,
         "n_good": int(kernel["candidates"]["good"]),

@@ -195,6 +195,15 @@ def main(argv: list[str] | None = None) -> int:
         # the demo pair's known transient (resources/demo/README.md): x = 60, y = 181
         demo.select_source(nearest_source(demo, 60.0, 181.0))
         save(demo, "main_window.png")
+        # File > Planes files of this pair…, as it opens over the demo pair
+        demo.opener.planes_dialog()
+        planes = demo.opener.planes
+        if planes is None:
+            raise SystemExit("File > Planes files of this pair… opened no dialog")
+        settle(app)
+        planes.grab().save(str(out / "planes_dialog.png"), "PNG")
+        written.append(out / "planes_dialog.png")
+        planes.reject()
         demo.close()
 
         if (GOTO / "1.fits").is_file():

@@ -39,7 +39,7 @@ moved by 15 px measured 2.3 there, and its bad subtraction would have hidden in 
 variance). On the pyDIA frame 0016 (science FWHM 7.4 px, no pixel 29 px from a source)
 the catalog's blank-sky PSF fluxes scattered by 0.65 of their errors; two FWHM out,
 12,600 sky pixels measure 0.68.
-The scale's standard error is measured on its sky (:func:`scale_error`) and recorded.
+The scale's standard error is measured on its sky (:func:`sky_scale_with_error`) and recorded.
 Where the far sky leaves it above :data:`PRECISION`, the sky two FWHM from the sources
 (beyond the PSF filter's reach) is measured too, and its scale used when below 1 and
 more precise (:func:`sky_scale`): a field of stars 27 px apart keeps 0.5 % of its
@@ -127,7 +127,7 @@ class Renormalisation:
         of its predicted noise, before scaling (1: the variance plane is right at PSF
         scale); NaN when not measured.
     noise_scale_error : float
-        Its standard error (:func:`scale_error`): how far thresholds, S/N and flux
+        Its standard error (:func:`sky_scale_with_error`): how far thresholds, S/N and flux
         errors may be off for want of sky; NaN when not measured.
     variance_factor : float
         Factor applied to the variance plane (``noise_scale**2``, or 1).
@@ -330,19 +330,18 @@ def clipped_scale(values: np.ndarray) -> float:
     return robust_std(z) if z.size else float("nan")
 
 
-def scale_error(filtered: np.ndarray, sky: np.ndarray, fwhm: float) -> float:
-    """Standard error of :func:`sky_noise_scale` over ``sky``, measured from the sky.
+def sky_scale_with_error(filtered: np.ndarray, sky: np.ndarray, fwhm: float) -> tuple[float, float]:
+    """:func:`sky_noise_scale` over ``sky``, and its standard error measured from the sky.
 
     The filtered noise is correlated over a few PSF widths, and the sky lies in patches
     between the sources, so neither the pixel count nor a formula for independent
     values gives the error (over 60 draws of filtered white noise, ``1.166 sqrt(A / n)``,
     ``A`` the correlation area, stated 1.4-2.5 times the scatter). The sky is cut into
-    squares (:data:`ERROR_BLOCK` px, at least :data:`ERROR_BLOCK_FWHM` FWHM), each given
-    to one of :data:`ERROR_GROUPS` groups in a fixed random order; the scale is measured
-    on each group, and the error is the groups' spread over sqrt(groups) (batch means:
-    valid for a median, where a jackknife is not). Over 40 draws of filtered white noise
-    each (FWHM 3-6 px, sky in squares of 3-60 px, 4,400-67,000 pixels) it stated 0.76-1.34
-    of the scatter.
+    squares (:func:`block_groups`), each given to one of :data:`ERROR_GROUPS` groups; the
+    scale is measured on each group, and the error is the groups' spread over
+    sqrt(groups) (batch means: valid for a median, where a jackknife is not). Over 40
+    draws of filtered white noise each (FWHM 3-6 px, sky in squares of 3-60 px,
+    4,400-67,000 pixels) it stated 0.76-1.34 of the scatter.
 
     Parameters
     ----------
@@ -356,26 +355,30 @@ def scale_error(filtered: np.ndarray, sky: np.ndarray, fwhm: float) -> float:
 
     Returns
     -------
-    float
-        NaN when a group holds fewer than :data:`ERROR_MIN_GROUP` sky pixels.
+    (float, float)
+        The scale (as :func:`sky_noise_scale`), and its error: NaN when a group holds
+        fewer than :data:`ERROR_MIN_GROUP` of the values.
     """
-    block = max(ERROR_BLOCK, int(np.ceil(ERROR_BLOCK_FWHM * fwhm)))
-    ny, nx = sky.shape
-    columns = -(-nx // block)
-    groups = np.random.default_rng(0).permutation(-(-ny // block) * columns) % ERROR_GROUPS
-    yy, xx = np.nonzero(sky)
-    # The values sky_noise_scale reads (every step-th sky pixel in C order).
-    step = max(1, yy.size // MAX_SAMPLES)
-    yy, xx = yy[::step], xx[::step]
-    values = filtered[yy, xx].astype(np.float64)
-    group = groups[(yy // block) * columns + xx // block]
+    values = masked_sample(filtered, sky, MAX_SAMPLES).astype(np.float64)
+    groups = masked_sample(block_groups(sky.shape, fwhm), sky, MAX_SAMPLES)
     scales = []
     for k in range(ERROR_GROUPS):
-        mine = values[group == k]
+        mine = values[groups == k]
         if mine.size < ERROR_MIN_GROUP:
-            return float("nan")
+            return clipped_scale(values), float("nan")
         scales.append(clipped_scale(mine))
-    return float(np.std(scales, ddof=1) / np.sqrt(ERROR_GROUPS))
+    return clipped_scale(values), float(np.std(scales, ddof=1) / np.sqrt(ERROR_GROUPS))
+
+
+def block_groups(shape: tuple[int, int], fwhm: float) -> np.ndarray:
+    """Each pixel's group (0 to :data:`ERROR_GROUPS` - 1) for the scale's error: the
+    image cut into squares of :data:`ERROR_BLOCK` px and at least
+    :data:`ERROR_BLOCK_FWHM` FWHM, dealt to the groups in a fixed random order (int8)."""
+    block = max(ERROR_BLOCK, int(np.ceil(ERROR_BLOCK_FWHM * fwhm)))
+    rows, columns = -(-shape[0] // block), -(-shape[1] // block)
+    order = np.random.default_rng(0).permutation(rows * columns) % ERROR_GROUPS
+    squares = order.astype(np.int8).reshape(rows, columns)
+    return np.repeat(np.repeat(squares, block, axis=0), block, axis=1)[: shape[0], : shape[1]]
 
 
 def _farther_text(farther: SkyScale | None) -> str:
@@ -415,7 +418,7 @@ class SkyScale:
     distance : float
         Its least distance (px) from the inputs' sources and unseen regions.
     scale, error : float
-        :func:`sky_noise_scale` and :func:`scale_error` on it (NaN: fewer than
+        :func:`sky_noise_scale` and :func:`sky_scale_with_error` on it (NaN: fewer than
         :data:`MIN_SKY_PIXELS` pixels, not measured).
     """
 
@@ -550,10 +553,8 @@ def renormalise(
             return found
         if not made:
             made.append(al_score(difference, psf, Reporter(token=reporter.token)))
-        image = made[0].image
-        return dataclasses.replace(
-            found, scale=sky_noise_scale(image, sky), error=scale_error(image, sky, fwhm)
-        )
+        scale, error = sky_scale_with_error(made[0].image, sky, fwhm)
+        return dataclasses.replace(found, scale=scale, error=error)
 
     chosen, farther = sky_scale(measure)
     n_sky, distance, scale, error = chosen.n_sky, chosen.distance, chosen.scale, chosen.error

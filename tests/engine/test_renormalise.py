@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import ndimage
 
 from diffviewer.config import DetectionConfig, MeasurementConfig
@@ -338,3 +340,27 @@ def test_which_skys_scale_is_used(
     assert chosen.step == used
     assert (None if farther is None else farther.step) == replaced
     assert steps == list(range(asked))  # each sky measured once, in turn
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    shape=st.tuples(st.integers(1, 300), st.integers(1, 300)),
+    fwhm=st.floats(0.5, 40.0),
+    sky_fraction=st.floats(0.0, 1.0),
+    seed=st.integers(0, 2**16),
+)
+def test_the_scale_and_its_error_on_any_sky(
+    shape: tuple[int, int], fwhm: float, sky_fraction: float, seed: int
+) -> None:
+    # Any image shape, PSF width and sky (none, a few pixels, all): the scale is
+    # sky_noise_scale's, the error a finite non-negative number or NaN (too few values
+    # in a group), never an exception.
+    rng = np.random.default_rng(seed)
+    filtered = rng.normal(size=shape).astype(np.float32)
+    sky = rng.random(shape) < sky_fraction
+    scale, error = renormalise.sky_scale_with_error(filtered, sky, fwhm)
+    expected = renormalise.sky_noise_scale(filtered, sky)
+    assert scale == expected or (np.isnan(scale) and np.isnan(expected))
+    assert np.isnan(error) or error >= 0.0
+    if np.count_nonzero(sky) < renormalise.ERROR_MIN_GROUP * renormalise.ERROR_GROUPS:
+        assert np.isnan(error)

@@ -39,11 +39,11 @@ moved by 15 px measured 2.3 there, and its bad subtraction would have hidden in 
 variance). On the pyDIA frame 0016 (science FWHM 7.4 px, no pixel 29 px from a source)
 the catalog's blank-sky PSF fluxes scattered by 0.65 of their errors; two FWHM out,
 12,600 sky pixels measure 0.68.
-The scale's standard error is measured on its sky (:func:`sky_scale_with_error`) and recorded.
-Where the far sky leaves it above :data:`PRECISION`, the sky two FWHM from the sources
-(beyond the PSF filter's reach) is measured too, and its scale used when below 1 and
-more precise (:func:`sky_scale`): a field of stars 27 px apart keeps 0.5 % of its
-pixels 22 px from them, and its threshold was off by up to 7 %.
+The scale's standard error is measured on its sky (:func:`sky_scale_with_error`) and
+recorded. Where the far sky leaves it above :data:`PRECISION`, the sky two FWHM from
+the sources (beyond the PSF filter's reach) is measured too, and its scale used when
+below 1 and more precise (:func:`sky_scale`): a field of stars 27 px apart keeps 0.5 %
+of its pixels 22 px from them, and its threshold was off by up to 7 %.
 
 A scale below :data:`MIN_NOISE_SCALE` is not applied: the difference then holds less
 than a quarter of the predicted noise variance, so the two images share most of
@@ -418,8 +418,8 @@ class SkyScale:
     distance : float
         Its least distance (px) from the inputs' sources and unseen regions.
     scale, error : float
-        :func:`sky_noise_scale` and :func:`sky_scale_with_error` on it (NaN: fewer than
-        :data:`MIN_SKY_PIXELS` pixels, not measured).
+        :func:`sky_scale_with_error` on it (NaN: fewer than :data:`MIN_SKY_PIXELS`
+        pixels, not measured).
     """
 
     step: int
@@ -463,8 +463,9 @@ def sky_scale(measure: Callable[[int], SkyScale]) -> tuple[SkyScale, SkyScale | 
     scale below 1 that is more precise is used in its place
     (on the 1024^2 synthetic pair of ``bench_peers_science.py``, 4,900 pixels 22 px from
     every source gave 0.883-1.002 over six draws, +-0.05 to 0.11; 229,000 pixels 9 px
-    from them 0.935 +- 0.008, as the whole sky of every draw reads). A nearer scale above
-    1 is never used: there a residual cannot be told from noise.
+    from them 0.925-0.930 +- 0.006, where the whole sky of each draw reads 0.935 +-
+    0.002). A nearer scale above 1 is never used: there a residual cannot be told from
+    noise.
 
     Parameters
     ----------

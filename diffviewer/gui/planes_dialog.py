@@ -109,6 +109,7 @@ class _FileField(QWidget):
         layout.addWidget(button, 0, 1)
 
     def _choose(self, ask: Callable[[str], Path | None], title: str) -> None:
+        """Ask for the file (titled ``title``) and show its path (Cancel: unchanged)."""
         path = ask(title)
         if path is not None:
             self.line.setText(str(path))

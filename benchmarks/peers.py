@@ -25,7 +25,7 @@ import numpy as np
 from astropy.io import fits
 
 from diffviewer.exposure import MaskPlane
-from diffviewer.synthetic import SyntheticPair, with_defects
+from diffviewer.synthetic import ISSUE12_CONDITIONS, SyntheticPair, with_defects
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -139,22 +139,9 @@ def _real(
     return Pair(name, make, tuple(noise), hotpants_extra=tuple(extra))
 
 
-#: Issue 12's synthetic conditions: Moffat stars with different beta, flux ratio 1.3, a
-#: 0.3 px template shift and a differential sky gradient.
-ISSUE12 = {
-    "profile": "moffat",
-    "sci_beta": 2.5,
-    "tmpl_beta": 3.5,
-    "photometric_scale": 1.3,
-    "tmpl_shift": (0.3, 0.3),
-    "background_gradient": (0.01, -0.005),
-    "sci_fwhm": 4.0,
-    "tmpl_fwhm": 2.8,
-}
-
 PAIRS = {
     "synthetic1k": _synthetic(
-        "synthetic 1024^2", "s1k", shape=(1024, 1024), n_stars=1200, seed=1, **ISSUE12
+        "synthetic 1024^2", "s1k", shape=(1024, 1024), n_stars=1200, seed=1, **ISSUE12_CONDITIONS
     ),
     "goto": _real(
         "GOTO 1850^2",
@@ -171,7 +158,7 @@ PAIRS = {
         sci_fwhm_gradient=0.4,
         sci_ellipticity=(0.0, 0.15),
         sci_angle_deg=(0.0, 60.0),
-        **ISSUE12,
+        **ISSUE12_CONDITIONS,
     ),
     "synthetic4k": _synthetic(
         "synthetic 4096^2, 20,000 stars",
@@ -192,7 +179,7 @@ SCIENCE_PAIRS = {
         shape=(1024, 1024),
         n_stars=1200,
         seed=11,
-        **ISSUE12,
+        **ISSUE12_CONDITIONS,
     ),
     "varying": _synthetic(
         "synthetic 1024 x 2048, varying PSF",
@@ -203,7 +190,7 @@ SCIENCE_PAIRS = {
         sci_fwhm_gradient=0.4,
         sci_ellipticity=(0.0, 0.15),
         sci_angle_deg=(0.0, 60.0),
-        **ISSUE12,
+        **ISSUE12_CONDITIONS,
     ),
     "defects": _synthetic(
         "synthetic 1024^2, constant Moffat PSF, its science with cosmic rays on 0.3 % of"
@@ -213,7 +200,7 @@ SCIENCE_PAIRS = {
         shape=(1024, 1024),
         n_stars=1200,
         seed=11,
-        **ISSUE12,
+        **ISSUE12_CONDITIONS,
     ),
     "goto": PAIRS["goto"],
     "demo": _real(

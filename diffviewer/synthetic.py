@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import Any
 
 import numpy as np
 from astropy.wcs import WCS
@@ -237,6 +238,22 @@ def tan_wcs(
     scale = np.diag([-scale_arcsec / 3600.0, scale_arcsec / 3600.0])
     wcs.wcs.cd = scale @ rot.T
     return wcs
+
+
+#: Issue 12's synthetic conditions (the benchmarks' pairs and the tests that hold the
+#: engine to them): Moffat stars of beta 2.5 in the science matched from a steeper beta
+#: 3.5 template, FWHM 4.0 and 2.8 px, flux ratio 1.3, a 0.3 px template shift and a
+#: differential sky gradient; :func:`make_pair`'s keywords.
+ISSUE12_CONDITIONS: dict[str, Any] = {
+    "profile": "moffat",
+    "sci_beta": 2.5,
+    "tmpl_beta": 3.5,
+    "photometric_scale": 1.3,
+    "tmpl_shift": (0.3, 0.3),
+    "background_gradient": (0.01, -0.005),
+    "sci_fwhm": 4.0,
+    "tmpl_fwhm": 2.8,
+}
 
 
 def make_pair(

@@ -23,7 +23,7 @@ from diffviewer.engine.zogy import al_score
 from diffviewer.exposure import Exposure, read_only
 from diffviewer.io import read_exposure
 from diffviewer.stats import FWHM_PER_SIGMA, robust_std
-from diffviewer.synthetic import make_pair, render_gaussians
+from diffviewer.synthetic import ISSUE12_CONDITIONS, make_pair, render_gaussians
 from tests.conftest import data_path
 from tests.engine.helpers import gaussian_psf
 
@@ -266,20 +266,9 @@ def test_the_scales_error_is_recorded_and_said() -> None:
     assert np.isnan(renormalise.Renormalisation.from_dict(older).noise_scale_error)
 
 
-#: Issue 12's synthetic conditions (``benchmarks/peers.py``), 1,440 stars on 1024^2: the
-#: sky 22 px from every source is 0.5 % of the image there.
-CROWDED_1K = {
-    "shape": (1024, 1024),
-    "n_stars": 1440,
-    "profile": "moffat",
-    "sci_beta": 2.5,
-    "tmpl_beta": 3.5,
-    "photometric_scale": 1.3,
-    "tmpl_shift": (0.3, 0.3),
-    "background_gradient": (0.01, -0.005),
-    "sci_fwhm": 4.0,
-    "tmpl_fwhm": 2.8,
-}
+#: Issue 12's synthetic conditions, 1,440 stars on 1024^2: the sky 22 px from every
+#: source is 0.5 % of the image there.
+CROWDED_1K = {"shape": (1024, 1024), "n_stars": 1440, **ISSUE12_CONDITIONS}
 
 
 @pytest.mark.parametrize("seed", [7, 8, 11])

@@ -9,12 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PyQt6.QtWidgets import QToolButton
 
 from diffviewer.errors import InputError
 from diffviewer.gui.opening import default_extensions, image_extensions
 from diffviewer.gui.window import MainWindow
-from diffviewer.io import read_exposure
+from diffviewer.io import demo_pair, read_exposure
+
+DEMO_SCIENCE = demo_pair()[0]
 
 
 def _sky(level: float, shape: tuple[int, ...] = (64, 64)) -> np.ndarray:
@@ -233,3 +237,41 @@ def test_a_pairs_planes_files_are_given_from_the_file_menu(
     assert dialog.isVisible()
     dialog.reject()
     assert window.pair.companions[0].mask_bits == ((3, "BAD"),)
+
+
+#: What a planes field may hold: any text, or a file that is there (the demo's science,
+#: whole or one HDU, with the spaces a paste leaves).
+_FIELD = st.one_of(
+    st.text(max_size=30),
+    st.sampled_from([str(DEMO_SCIENCE), f"{DEMO_SCIENCE}[0]", f"  {DEMO_SCIENCE} "]),
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    texts=st.lists(
+        st.tuples(_FIELD, st.sampled_from(["variance", "weight"]), _FIELD),
+        min_size=1,
+        max_size=3,
+    ),
+    bits=st.one_of(st.text(max_size=30), st.sampled_from(["", "BAD=0,9 CR=7", "SAT=8"])),
+)
+def test_any_text_in_the_planes_dialogs_fields_is_read_or_refused_saying_why(
+    texts: list[tuple[str, str, str]], bits: str
+) -> None:
+    # Whatever is typed (brackets, ~user, control characters, folders, empty), the
+    # fields give companions or an InputError naming what is wrong: never another error.
+    from diffviewer.gui.planes_dialog import PlaneFields, companions_from_fields
+
+    rows = [PlaneFields(f"Piece {i}", m, k, n) for i, (m, k, n) in enumerate(texts)]
+    try:
+        out = companions_from_fields(rows, bits)
+    except InputError as exc:
+        assert str(exc)
+        return
+    assert len(out) == len(rows)
+    for row, companions in zip(rows, out, strict=True):
+        assert companions.mask == (row.mask.strip() or None)
+        noise = row.noise.strip() or None
+        expected = (noise, None) if row.noise_kind == "variance" else (None, noise)
+        assert (companions.variance, companions.weight) == expected

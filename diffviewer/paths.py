@@ -813,15 +813,34 @@ def resolve_spec(spec: str, folder: Path) -> str:
     Raises
     ------
     InputError
+        When ``~user`` names no user this machine knows (:func:`expand_user`).
+    """
+    spec = expand_user(spec, "or relative to the list's folder")
+    return spec if Path(spec).is_absolute() else str(folder / spec)
+
+
+def expand_user(spec: str, otherwise: str = "") -> str:
+    """``spec`` with a leading ``~`` or ``~user`` expanded, as a shell would.
+
+    Parameters
+    ----------
+    spec : str
+        A path or spec, as typed.
+    otherwise : str
+        What else the message offers (e.g. "or relative to the list's folder").
+
+    Raises
+    ------
+    InputError
         When ``~user`` names no user this machine knows (no home folder to expand to).
     """
-    if spec.startswith("~"):
-        try:
-            spec = str(Path(spec).expanduser())
-        except RuntimeError:
-            user = spec.split("/", 1)[0]
-            raise InputError(
-                f"{spec}: {user} is no user of this machine, so it has no home folder; give "
-                "the path in full, or relative to the list's folder"
-            ) from None
-    return spec if Path(spec).is_absolute() else str(folder / spec)
+    if not spec.startswith("~"):
+        return spec
+    try:
+        return str(Path(spec).expanduser())
+    except RuntimeError:
+        user = spec.split("/", 1)[0]
+        raise InputError(
+            f"{spec}: {user} is no user of this machine, so it has no home folder; give "
+            f"the path in full{' ' + otherwise if otherwise else ''}"
+        ) from None

@@ -22,7 +22,7 @@ from PyQt6.QtWidgets import (
 
 from diffviewer.companions import Companions, bits_text, parse_mask_bits
 from diffviewer.errors import InputError
-from diffviewer.paths import parse_spec, require_file
+from diffviewer.paths import expand_user, parse_spec, require_file
 
 #: The noise companions, one of which an input may have (:class:`Companions` refuses both).
 NOISE_KINDS = ("variance", "weight")
@@ -51,8 +51,9 @@ class PlaneFields:
 
 
 def _spec(text: str, role: str) -> str | None:
-    """A spec typed in a field, its file checked to be one (empty: None)."""
-    text = text.strip()
+    """A spec typed in a field, ``~`` expanded and its file checked to be one (empty:
+    None)."""
+    text = expand_user(text.strip())
     if not text:
         return None
     path, _ = parse_spec(text)

@@ -199,7 +199,8 @@ def test_a_pairs_planes_files_are_given_from_the_file_menu(
     assert [f.label for f in dialog.fields()] == ["Science", "Template"]
     dialog.masks[0].findChild(QToolButton).click()
     assert dialog.masks[0].line.text() == str(mask)
-    dialog.noises[0].line.setText(str(variance))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    dialog.noises[0].line.setText("~/sci_var.fits")  # expanded, as a shell would
     dialog.kinds[1].setCurrentText("weight")
     dialog.noises[1].line.setText(str(tmp_path / "gone.fits"))
     dialog.bits.setText("BAD=3")

@@ -290,15 +290,21 @@ class FloatSpinBox(QDoubleSpinBox):
 
     def setValue(self, value: float) -> None:
         """Show ``value`` (in place of a number typed that no float holds)."""
-        self._keep_out_of_range(None)
+        self._keep_out_of_range(None, announce=self._bounded(value) == self.value())
         super().setValue(value)
 
-    def _keep_out_of_range(self, number: OutOfRangeFloat | None) -> None:
-        """Keep ``number`` as typed in place of the value (None: show the value)."""
+    def _bounded(self, value: float) -> float:
+        """``value`` within the range, as the spin box keeps it."""
+        return min(max(value, self.minimum()), self.maximum())
+
+    def _keep_out_of_range(self, number: OutOfRangeFloat | None, announce: bool = True) -> None:
+        """Keep ``number`` as typed in place of the value (None: show the value), and say
+        that the number changed when it did, unless ``announce`` is False (the value is
+        about to change, and its ``valueChanged`` says it once)."""
         # By spelling: 1e-400 is 0.0 as a float (falsy, and equal to 1e-500)
         before = None if self._out_of_range is None else self._out_of_range.text
         self._out_of_range = number
-        if before != (None if number is None else number.text):
+        if announce and before != (None if number is None else number.text):
             self.numberChanged.emit()
 
     def textFromValue(self, value: float) -> str:
@@ -315,8 +321,9 @@ class FloatSpinBox(QDoubleSpinBox):
         if isinstance(parsed, OutOfRangeFloat):
             self._keep_out_of_range(parsed)
             return self.value()
-        self._keep_out_of_range(None)
-        return self.value() if parsed is None else parsed
+        value = self.value() if parsed is None else parsed
+        self._keep_out_of_range(None, announce=self._bounded(value) == self.value())
+        return value
 
     def validate(self, text: str | None, pos: int) -> tuple[QValidator.State, str, int]:
         """A finite number, in the range (out of it: intermediate), or one that no float

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import re
 from pathlib import Path
@@ -265,6 +266,34 @@ def test_spin_arrows_up_then_down_give_any_value_back(qtbot, value, step, maximu
         assert not box.stepEnabled() & QAbstractSpinBox.StepEnabledFlag.StepUpEnabled
     else:
         assert box.value() == pytest.approx(value + step, rel=1e-12)
+
+
+def _record_number(box: FloatSpinBox, said: list[float]) -> None:
+    """Note the number ``box`` holds when it says it changed."""
+    said.append(box.number())
+
+
+@pytest.mark.parametrize("replacement", [3.0, 0.0])
+def test_a_number_no_float_holds_replaced_says_so_once(qtbot, replacement: float) -> None:
+    # The last note's finding: a number no float holds, replaced by a value, emitted
+    # numberChanged twice (once as the typed number went, once as the value changed);
+    # replaced by the value the box already held, once. Set or typed, it is said once.
+    box = FloatSpinBox(0.0, 10.0)
+    qtbot.addWidget(box)
+    for commit in ("set", "typed"):
+        box.lineEdit().setText("1e-400")
+        box.interpretText()
+        assert box.text() == "1e-400" and box.value() == 0.0
+        said: list[float] = []
+        box.numberChanged.connect(functools.partial(_record_number, box, said))
+        if commit == "set":
+            box.setValue(replacement)
+        else:
+            box.lineEdit().setText(repr(replacement))
+            box.interpretText()
+        box.numberChanged.disconnect()
+        assert said == [replacement] and box.text() == repr(replacement), commit
+        box.setValue(0.0)
 
 
 def test_an_odd_only_field_takes_no_even_value_typed(qtbot) -> None:

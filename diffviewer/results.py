@@ -60,12 +60,15 @@ PAIR_VERDICTS = ("good", "bad")
 FITS_RECORD = 2880
 
 
+def _recorded_pieces(metadata: dict[str, Any]) -> list[dict[str, Any]]:
+    """The records of the template's inputs: its pieces' (``warp.pieces``), else the one
+    template's (``inputs.template``)."""
+    return metadata.get("warp", {}).get("pieces") or [metadata["inputs"]["template"]]
+
+
 def saved_template_specs(metadata: dict[str, Any]) -> list[str]:
     """The template specs a run read: its pieces' (``warp.pieces``), else the one template."""
-    pieces = metadata.get("warp", {}).get("pieces") or []
-    if pieces:
-        return [str(p["source"]) for p in pieces]
-    return [str(metadata["inputs"]["template"]["source"])]
+    return [str(p["source"]) for p in _recorded_pieces(metadata)]
 
 
 def recorded_companions(metadata: dict[str, Any]) -> tuple[Companions, tuple[Companions, ...]]:
@@ -83,10 +86,9 @@ def recorded_companions(metadata: dict[str, Any]) -> tuple[Companions, tuple[Com
     (Companions, tuple of Companions)
         The science's, and each template piece's.
     """
-    pieces = metadata.get("warp", {}).get("pieces") or [metadata["inputs"]["template"]]
     return (
         Companions.from_dict(metadata["inputs"]["science"].get("companions")),
-        tuple(Companions.from_dict(p.get("companions")) for p in pieces),
+        tuple(Companions.from_dict(p.get("companions")) for p in _recorded_pieces(metadata)),
     )
 
 

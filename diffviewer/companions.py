@@ -269,13 +269,6 @@ def input_companions(
 MASK_BITS_COLUMN = "mask_bits"
 
 
-def pairs_companions(
-    path: str | Path, mask_bits: Sequence[str] = ()
-) -> dict[str, tuple[Companions, tuple[Companions, ...]]]:
-    """Each pair's companions in a pairs list (:func:`read_pairs_with_companions`'s)."""
-    return read_pairs_with_companions(path, mask_bits)[1]
-
-
 def read_pairs_with_companions(
     path: str | Path, mask_bits: Sequence[str] = ()
 ) -> tuple[list[tuple[str, str, str]], dict[str, tuple[Companions, tuple[Companions, ...]]]]:
@@ -320,7 +313,7 @@ def read_pairs_with_companions(
 def _row_companions(
     row: Mapping[str, str], folder: Path, pieces: int, mask_bits: Sequence[str]
 ) -> tuple[Companions, tuple[Companions, ...]]:
-    """One pairs-list row's companions (:func:`pairs_companions`), its specs resolved
+    """One pairs-list row's companions (:func:`read_pairs_with_companions`), its specs resolved
     against ``folder``."""
     specs = {
         column: [resolve_spec(v, folder) for v in template_specs(row[column])]

@@ -676,7 +676,7 @@ def read_pairs_rows(path: str | Path) -> list[tuple[tuple[str, str, str], dict[s
     list of ((str, str, str), dict)
         Science spec, template spec (pieces joined by ``;``) and a name per pair, and
         the row's other columns that hold a value (stripped; see
-        :func:`diffviewer.companions.pairs_companions`).
+        :func:`diffviewer.companions.read_pairs_with_companions`).
 
     Raises
     ------

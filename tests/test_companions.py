@@ -23,8 +23,8 @@ from diffviewer.companions import (
     MASK_BIT_PLANES,
     Companions,
     input_companions,
-    pairs_companions,
     parse_mask_bits,
+    read_pairs_with_companions,
 )
 from diffviewer.config import SubtractionConfig
 from diffviewer.errors import InputError
@@ -312,10 +312,12 @@ def test_a_batch_reads_each_pairs_companions_from_its_list(
     )
     # The same list again finds the pair complete; another bit map (the batch's
     # --mask-bits where the row gives none) is another run.
-    same = BatchOptions(out=out, config=SubtractionConfig(), companions=pairs_companions(pairs))
+    same = BatchOptions(
+        out=out, config=SubtractionConfig(), companions=read_pairs_with_companions(pairs)[1]
+    )
     assert plan_batch(read_pairs_csv(pairs), same).kept["a"]["status"] == "skipped"
     _pairs_list(spoilt_pair, tmp_path, "")
-    given = pairs_companions(pairs, ["BAD=0"])["a"]
+    given = read_pairs_with_companions(pairs, ["BAD=0"])[1]["a"]
     assert given[0].mask_bits == ((0, "BAD"),)
     options = BatchOptions(out=out, config=SubtractionConfig(), companions={"a": given})
     reason = incomplete_reason(out / "a", *read_pairs_csv(pairs)[0][:2], "", None, given)
@@ -331,7 +333,7 @@ def test_a_pairs_lists_companion_columns_are_checked_and_resolved(tmp_path: Path
         "s.fits,t1.fits;t2.fits,a,m1.fits;m2.fits,,/abs/v.fits\n"
         "s.fits,t.fits,b,,,\n"
     )
-    given = pairs_companions(path, ["SAT=8"])
+    given = read_pairs_with_companions(path, ["SAT=8"])[1]
     bits = ((8, "SAT"),)
     assert given["a"] == (
         Companions(variance="/abs/v.fits", mask_bits=bits),
@@ -362,7 +364,7 @@ def test_a_pairs_lists_bad_companion_columns_are_named(
     path = tmp_path / "pairs.csv"
     path.write_text(f"science,template,{rows}\n")
     with pytest.raises(InputError, match=needle):
-        pairs_companions(path)
+        read_pairs_with_companions(path)
 
 
 _cell = st.text(
@@ -387,7 +389,7 @@ def test_any_companion_columns_give_companions_or_a_named_refusal(
             ]
         )
     try:
-        given = pairs_companions(path)
+        given = read_pairs_with_companions(path)[1]
     except InputError as exc:
         assert str(path) in str(exc) and ("pair a" in str(exc) or "line" in str(exc))
         return

@@ -91,7 +91,7 @@ class BatchOptions:
         Files the batch read (pairs list, config): never written over.
     companions : mapping of str to (Companions, tuple of Companions)
         Each pair's companion files and bit map, by name
-        (:func:`diffviewer.companions.pairs_companions`); a pair not there has none.
+        (:func:`diffviewer.companions.read_pairs_with_companions`); a pair not there has none.
     """
 
     out: Path

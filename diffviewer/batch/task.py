@@ -50,7 +50,7 @@ class PairJob:
         Which outputs to write, and whether mask planes are compressed.
     companions : (Companions, tuple of Companions)
         The files given beside the science image and each template piece, and the bit
-        map (:func:`diffviewer.companions.pairs_companions`); none by default.
+        map (:func:`diffviewer.companions.read_pairs_with_companions`); none by default.
     """
 
     name: str

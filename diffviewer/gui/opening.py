@@ -239,7 +239,7 @@ class Opener:
 
     def open_pairs_file(self, path: str) -> None:
         """Load a CSV list of pairs and open the first (each with the companion files and
-        bit map its row gives: :func:`~diffviewer.companions.pairs_companions`).
+        bit map its row gives: :func:`~diffviewer.companions.read_pairs_with_companions`).
 
         Every failure (missing file, a folder, not UTF-8, short rows, a name that is not
         a plain folder name) becomes a message in the window; the open pair stays.
